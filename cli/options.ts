@@ -1,0 +1,24 @@
+/** Parsers for command-line values: each throws commander's `InvalidArgumentError` with one readable line. */
+import { InvalidArgumentError } from 'commander'
+
+/** A parser for an integer of at least `min`. */
+export function integer (min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value)
+    if (value.trim() === '' || !Number.isSafeInteger(n)) throw new InvalidArgumentError('Not an integer.')
+    if (n < min) throw new InvalidArgumentError(`Must be at least ${min}.`)
+    return n
+  }
+}
+
+/** A TCP or UDP port number (0 picks a free one). */
+export const port = (value: string): number => {
+  const n = integer(0)(value)
+  if (n > 65535) throw new InvalidArgumentError('Must be at most 65535.')
+  return n
+}
+
+/** Collect a repeatable option into a list. */
+export function collect (value: string, previous: string[] = []): string[] {
+  return [...previous, value]
+}

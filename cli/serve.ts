@@ -1,0 +1,115 @@
+/** `starsock serve`: run the rendezvous server until SIGTERM or SIGINT. */
+import { readFileSync } from 'node:fs'
+import { Command, Option } from 'commander'
+import { pino } from 'pino'
+import * as C from '../shared/constants.ts'
+import type { Logger } from '../shared/logger.ts'
+import type { ServerOptions, TlsOptions } from '../server/options.ts'
+import { createServer } from '../server/server.ts'
+import { collect, integer, port } from './options.ts'
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+/** Numeric limits: flag (env `STARSOCK_<FLAG>`), option name, default, minimum, help. */
+const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
+  ['max-message-bytes', 'maxMessageBytes', C.MAX_MESSAGE_BYTES, C.MAX_MESSAGE_BYTES, 'largest websocket message in bytes'],
+  ['nonce-ttl-ms', 'nonceTtlMs', C.NONCE_TTL_MS, 1, 'lifetime of a join challenge nonce'],
+  ['dial-timeout-ms', 'dialTimeoutMs', C.DIAL_TIMEOUT_MS, 1, 'time a listener has to answer a dial'],
+  ['announce-interval-ms', 'announceIntervalMs', C.ANNOUNCE_INTERVAL_MS, 0, 'periodic ws-peer re-announcement interval (0: off)'],
+  ['announce-batch-peers', 'announceBatchPeers', C.ANNOUNCE_BATCH_PEERS, 1, 'addresses per client per interval, and in a join reply'],
+  ['stream-buffer-bytes', 'streamBufferBytes', C.STREAM_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes one stream may hold on the server'],
+  ['socket-buffer-bytes', 'socketBufferBytes', C.SOCKET_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes all streams of one sender may hold'],
+  ['max-addresses-per-socket', 'maxAddressesPerSocket', C.MAX_ADDRESSES_PER_SOCKET, 1, 'addresses one socket may join'],
+  ['max-streams-per-socket', 'maxStreamsPerSocket', C.MAX_STREAMS_PER_SOCKET, 2, 'concurrent one-way streams per socket'],
+  ['max-dials-per-second', 'maxDialsPerSecond', C.MAX_DIALS_PER_SECOND, 1, 'dials per second per socket'],
+  ['max-peers', 'maxPeers', C.MAX_PEERS, 1, 'joined addresses per server'],
+  ['max-joins-per-ip-per-minute', 'maxJoinsPerIpPerMinute', C.MAX_JOINS_PER_IP_PER_MINUTE, 1, 'join attempts per IP address per minute'],
+  ['stream-byte-budget', 'streamByteBudget', 0, 0, 'bytes one stream may carry (0: no budget)'],
+  ['stream-idle-timeout-ms', 'streamIdleTimeoutMs', 0, 0, 'a stream idle this long fails (0: never)'],
+  ['shutdown-grace-ms', 'shutdownGraceMs', C.SHUTDOWN_GRACE_MS, 0, 'time open streams get to finish on shutdown']
+]
+
+const envName = (flag: string): string => `STARSOCK_${flag.toUpperCase().replace(/-/g, '_')}`
+
+/** The `serve` command; `started` receives the promise of its exit code. */
+export function serveCommand (started: (run: Promise<number>) => void): Command {
+  const cmd = new Command('serve')
+    .description('run the rendezvous and relay server (and its page)')
+    .addOption(new Option('--port <port>', 'TCP port to listen on').env('PORT').default(C.DEFAULT_PORT).argParser(port))
+    .addOption(new Option('--host <host>', 'address to bind').env('HOST').default(C.DEFAULT_HOST))
+    .addOption(new Option('--key <file>', 'TLS private key (PEM); with --cert serves https/wss').env('KEY'))
+    .addOption(new Option('--cert <file>', 'TLS certificate chain (PEM)').env('CERT'))
+    .addOption(new Option('--pfx <file>', 'TLS key and certificate as PKCS#12').env('PFX'))
+    .addOption(new Option('--passphrase <text>', 'passphrase of --pfx or --key').env('PFX_PASSPHRASE'))
+    .addOption(new Option('--disableCryptoChallenge', 'let peers join without proving their key (unsafe)').env('DISABLE_CRYPTO_CHALLENGE'))
+    .addOption(new Option('--disableStrictMultiaddr', 'accept any multiaddr, not only websocket-star shapes').env('DISABLE_STRICT_MULTIADDR'))
+    .addOption(new Option('--disableMetrics', 'do not serve /metrics').env('DISABLE_METRICS'))
+    .addOption(new Option('--allow-peer <peerId>', 'only this peer id may join (repeatable)').argParser(collect))
+    .addOption(new Option('--token <token>', 'shared token new clients must present').env('STARSOCK_TOKEN'))
+    .addOption(new Option('--cors-origin <origins>', 'allowed browser origins, comma-separated').env('STARSOCK_CORS_ORIGIN').default('*'))
+    .addOption(new Option('--trust-proxy', 'take client IPs from X-Forwarded-For').env('STARSOCK_TRUST_PROXY'))
+    .addOption(new Option('--log-level <level>', 'log level').env('LOG_LEVEL').choices(LOG_LEVELS).default('info'))
+  for (const [flag, , fallback, min, help] of LIMITS) {
+    cmd.addOption(new Option(`--${flag} <n>`, help).env(envName(flag)).default(fallback).argParser(integer(min)))
+  }
+  return cmd.action((flags: Record<string, unknown>) => { started(serve(flags)) })
+}
+
+function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
+  const file = (name: string): Buffer | undefined => {
+    const path = flags[name]
+    if (typeof path !== 'string') return undefined
+    try {
+      return readFileSync(path)
+    } catch (err) {
+      throw new Error(`cannot read --${name} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+    }
+  }
+  const key = file('key')
+  const cert = file('cert')
+  const pfx = file('pfx')
+  const passphrase = typeof flags.passphrase === 'string' ? flags.passphrase : undefined
+  if (pfx !== undefined) return { pfx, passphrase }
+  if (key === undefined && cert === undefined) return undefined
+  if (key === undefined || cert === undefined) throw new Error('--key and --cert go together')
+  return { key, cert, passphrase }
+}
+
+async function serve (flags: Record<string, unknown>): Promise<number> {
+  const logger = pino({ level: String(flags.logLevel), base: undefined }) as unknown as Logger
+  let server
+  try {
+    const options: ServerOptions = {
+      cryptoChallenge: flags.disableCryptoChallenge !== true,
+      strictMultiaddr: flags.disableStrictMultiaddr !== true,
+      metrics: flags.disableMetrics !== true,
+      tls: readTls(flags),
+      allowPeers: (flags.allowPeer as string[] | undefined) ?? [],
+      token: typeof flags.token === 'string' ? flags.token : '',
+      corsOrigin: String(flags.corsOrigin),
+      trustProxy: flags.trustProxy === true,
+      logger
+    }
+    for (const [flag, name] of LIMITS) {
+      const camel = flag.replace(/-(\w)/g, (_, c: string) => c.toUpperCase())
+      ;(options as Record<string, unknown>)[name] = flags[camel]
+    }
+    server = createServer(options)
+    await server.listen(flags.port as number, String(flags.host))
+  } catch (err) {
+    process.stderr.write(`starsock serve: ${err instanceof Error ? err.message : String(err)}\n`)
+    await server?.close()
+    return 1
+  }
+  const running = server
+  process.stdout.write(`starsock ${running.url()} (page, socket.io, /metrics, /healthz, /readyz)\n`)
+  return await new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info({ signal }, 'signal received')
+      process.once(signal, () => process.exit(130)) // a second signal does not wait
+      running.close().then(() => resolve(0), () => resolve(1))
+    }
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+  })
+}

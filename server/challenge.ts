@@ -1,0 +1,109 @@
+/**
+ * The join crypto challenge: check that a public key owns a peer id, hand out a single-use
+ * expiring nonce, and verify the signature over it.
+ */
+import { createHash, randomUUID } from 'node:crypto'
+import { publicKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PublicKey } from '@libp2p/interface'
+import { StarsockError } from '../shared/errors.ts'
+import { isHex } from '../shared/validate.ts'
+
+const IDENTITY = 0x00
+const SHA2_256 = 0x12
+
+/** Pending challenges one socket may hold at once; the oldest is dropped past it. */
+const MAX_PENDING_PER_SESSION = 16
+
+/**
+ * Decode a hex public key (libp2p protobuf `PublicKey`) and check that `peerId` derives from it.
+ * Both derivations are accepted: the identity multihash (`12D3KooW...` for Ed25519) and the
+ * SHA-256 one (`Qm...`, which older peer-id versions used for every key type).
+ */
+export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey | StarsockError {
+  if (!isHex(pubKeyHex)) return new StarsockError('E_CRYPTO')
+  const bytes = Buffer.from(pubKeyHex, 'hex')
+  let key: PublicKey
+  try {
+    key = publicKeyFromProtobuf(bytes)
+  } catch {
+    return new StarsockError('E_CRYPTO')
+  }
+  let digest: Uint8Array
+  let code: number
+  try {
+    const mh = peerIdFromString(peerId).toMultihash()
+    digest = mh.digest
+    code = mh.code
+  } catch {
+    return new StarsockError('E_ID_MISMATCH')
+  }
+  const expected = code === IDENTITY ? bytes : code === SHA2_256 ? createHash('sha256').update(bytes).digest() : undefined
+  if (expected === undefined || !Buffer.from(digest).equals(expected)) return new StarsockError('E_ID_MISMATCH')
+  return key
+}
+
+/** Verify a hex signature over the UTF-8 bytes of `nonce`; `true`, or the error to answer. */
+export async function verifyNonce (key: PublicKey, nonce: string, sigHex: string): Promise<true | StarsockError> {
+  if (!isHex(sigHex) || sigHex.length === 0) return new StarsockError('E_CRYPTO')
+  try {
+    const ok = await key.verify(new TextEncoder().encode(nonce), Buffer.from(sigHex, 'hex'))
+    return ok ? true : new StarsockError('E_SIGNATURE_INVALID')
+  } catch {
+    return new StarsockError('E_CRYPTO')
+  }
+}
+
+/** A nonce handed out, waiting for its signature. */
+interface Pending {
+  nonce: string
+  key: PublicKey
+  expiresAt: number
+}
+
+/** Outstanding nonces per socket and address; each is used once and expires. */
+export class ChallengeStore {
+  private readonly pending = new Map<string, Map<string, Pending>>()
+
+  constructor (private readonly ttlMs: number, private readonly now: () => number = Date.now) {}
+
+  /** Make a fresh nonce (two UUIDs, 72 characters, as the original) for `sessionId` joining `addr`. */
+  issue (sessionId: string, addr: string, key: PublicKey): string {
+    let bySession = this.pending.get(sessionId)
+    if (bySession === undefined) {
+      bySession = new Map()
+      this.pending.set(sessionId, bySession)
+    }
+    bySession.delete(addr)
+    if (bySession.size >= MAX_PENDING_PER_SESSION) {
+      const oldest = bySession.keys().next().value
+      if (oldest !== undefined) bySession.delete(oldest)
+    }
+    const nonce = randomUUID() + randomUUID()
+    bySession.set(addr, { nonce, key, expiresAt: this.now() + this.ttlMs })
+    return nonce
+  }
+
+  /** Whether a nonce (even an expired one) is outstanding, so the next join carries a signature. */
+  has (sessionId: string, addr: string): boolean {
+    return this.pending.get(sessionId)?.has(addr) === true
+  }
+
+  /** Remove and return the outstanding nonce; an expired one gives `E_NONCE_EXPIRED`. */
+  take (sessionId: string, addr: string): { nonce: string, key: PublicKey } | StarsockError {
+    const bySession = this.pending.get(sessionId)
+    const entry = bySession?.get(addr)
+    if (bySession === undefined || entry === undefined) return new StarsockError('E_NONCE_EXPIRED')
+    bySession.delete(addr)
+    if (bySession.size === 0) this.pending.delete(sessionId)
+    if (this.now() > entry.expiresAt) {
+      return new StarsockError('E_NONCE_EXPIRED', 'Challenge nonce expired; join again')
+    }
+    return { nonce: entry.nonce, key: entry.key }
+  }
+
+  /** Forget everything a socket had outstanding. */
+  dropSession (sessionId: string): void {
+    this.pending.delete(sessionId)
+  }
+}

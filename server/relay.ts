@@ -1,0 +1,300 @@
+/**
+ * The stream relay: one-way streams between two sessions with the socket.io-pull-stream framing,
+ * bounded in memory.
+ *
+ * Data flows only after the receiver said `accept`, which the relay passes on to the sender (the
+ * legacy sink waits for it), so a well-behaved sender never sends before the receiver is ready.
+ * Chunks are forwarded only while the receiver's transport has less than `writeHighWaterBytes`
+ * unflushed; the rest waits in the stream's queue. When a stream's queue, or the sum of a sender's
+ * queues, passes half its cap, the relay stops reading from the sender (TCP backpressure: legacy
+ * clients have no flow control); a queue that still reaches its cap fails with `E_LIMIT_BUFFER`.
+ */
+import { wireError, type ErrorCode } from '../shared/errors.ts'
+import { streamEvent } from '../shared/events.ts'
+import { silentLogger, type Logger } from '../shared/logger.ts'
+import { RelayStream, type StreamEnd } from './relay-stream.ts'
+import type { Session } from './session.ts'
+
+/** Limits of the relay, resolved. */
+export interface RelayLimits {
+  /** Cap of one stream's queue. */
+  streamBufferBytes: number
+  /** Cap of all queues of one sender. */
+  socketBufferBytes: number
+  /** Unflushed bytes toward a receiver past which forwarding waits for a drain. */
+  writeHighWaterBytes: number
+  /** Bytes one stream may carry; 0 for no budget. */
+  streamByteBudget: number
+  /** Idle time after which a stream fails; 0 for none. */
+  streamIdleTimeoutMs: number
+  /** A sender paused this long has its blocking streams failed. */
+  senderStallTimeoutMs: number
+}
+
+/** What the relay reports, for metrics. */
+export interface RelayObserver {
+  /** Bytes forwarded to a receiver. */
+  relayed?: (bytes: number) => void
+  /** A stream failed with this code. */
+  failed?: (code: ErrorCode) => void
+  /** The number of open streams changed. */
+  streamsChanged?: (open: number) => void
+}
+
+/** Relayed streams between sessions. */
+export class Relay {
+  private open = 0
+  private buffered = 0
+  private readonly timer: ReturnType<typeof setInterval>
+  private readonly streams = new Set<RelayStream>()
+  private readonly pausedSenders = new Set<Session>()
+
+  constructor (
+    private readonly limits: RelayLimits,
+    private readonly observer: RelayObserver = {},
+    private readonly logger: Logger = silentLogger,
+    private readonly now: () => number = Date.now
+  ) {
+    const shortest = Math.min(limits.senderStallTimeoutMs, limits.streamIdleTimeoutMs || Infinity)
+    this.timer = setInterval(() => this.sweep(), Math.max(50, Math.min(1000, Math.floor(shortest / 4))))
+    this.timer.unref?.()
+  }
+
+  /** Streams open now. */
+  get openStreams (): number {
+    return this.open
+  }
+
+  /** Bytes held in stream queues on the server now. */
+  get bufferedBytes (): number {
+    return this.buffered
+  }
+
+  /** Open the two streams of a dial, `<dialId>.dialer` (dialer to listener) and `<dialId>.listener`. */
+  openPair (dialer: Session, listener: Session, dialerStreamId: string, listenerStreamId: string): [RelayStream, RelayStream] {
+    const forward = this.openStream(dialer, listener, dialerStreamId)
+    const backward = this.openStream(listener, dialer, listenerStreamId)
+    forward.sibling = backward
+    backward.sibling = forward
+    return [forward, backward]
+  }
+
+  private openStream (sender: Session, receiver: Session, id: string): RelayStream {
+    const stream = new RelayStream(id, sender, receiver, this.now())
+    sender.outbound.set(id, stream)
+    receiver.inbound.set(id, stream)
+    this.streams.add(stream)
+    this.open++
+    this.observer.streamsChanged?.(this.open)
+    return stream
+  }
+
+  /** The receiver emitted `accept` for `streamId`: tell the sender it may send. */
+  accept (receiver: Session, streamId: string): boolean {
+    const stream = receiver.inbound.get(streamId)
+    if (stream === undefined || stream.accepted) return false
+    stream.accepted = true
+    stream.lastActiveMs = this.now()
+    stream.sender.endpoint.emit(streamEvent('accept', streamId))
+    this.markReady(stream)
+    return true
+  }
+
+  /** The sender emitted a chunk on `streamId`; `false` when there is no such stream or the chunk is not bytes. */
+  data (sender: Session, streamId: string, chunk: unknown): boolean {
+    const stream = sender.outbound.get(streamId)
+    if (stream === undefined || stream.ending !== undefined) return false
+    if (!(chunk instanceof Uint8Array)) {
+      this.fail(stream, 'E_BAD_REQUEST', 'stream chunks must be binary')
+      return false
+    }
+    const n = chunk.byteLength
+    stream.lastActiveMs = this.now()
+    stream.totalBytes += n
+    if (this.limits.streamByteBudget > 0 && stream.totalBytes > this.limits.streamByteBudget) {
+      this.fail(stream, 'E_LIMIT_BYTES', `Stream byte budget exceeded (streamByteBudget=${this.limits.streamByteBudget})`)
+      return false
+    }
+    if (n === 0) return true
+    stream.queue.push(chunk)
+    stream.queuedBytes += n
+    sender.queuedBytes += n
+    this.buffered += n
+    if (stream.queuedBytes > this.limits.streamBufferBytes) {
+      this.fail(stream, 'E_LIMIT_BUFFER', `Stream buffer limit reached (streamBufferBytes=${this.limits.streamBufferBytes})`)
+      return false
+    }
+    if (sender.queuedBytes > this.limits.socketBufferBytes) {
+      this.fail(stream, 'E_LIMIT_BUFFER', `Socket buffer limit reached (socketBufferBytes=${this.limits.socketBufferBytes})`)
+      return false
+    }
+    if (!stream.high && stream.queuedBytes > this.limits.streamBufferBytes / 2) {
+      stream.high = true
+      sender.highStreams++
+    }
+    this.updatePause(sender)
+    this.markReady(stream)
+    return true
+  }
+
+  /** The sender emitted `error` on `streamId`: `true` ends it cleanly, anything else is an error. */
+  end (sender: Session, streamId: string, value: unknown): boolean {
+    const stream = sender.outbound.get(streamId)
+    if (stream === undefined || stream.ending !== undefined) return false
+    stream.ending = value === true ? true : typeof value === 'string' && value !== '' ? value.slice(0, 256) : 'Stream error'
+    stream.lastActiveMs = this.now()
+    this.markReady(stream)
+    return true
+  }
+
+  /** The receiver's transport flushed: forward what waits for it. */
+  drained (receiver: Session): void {
+    this.pump(receiver)
+  }
+
+  /** Fail a stream and its sibling: the receiver of each gets `error` with the wire string. */
+  fail (stream: RelayStream, code: ErrorCode, message?: string): void {
+    const wire = wireError(code, message)
+    for (const s of [stream, stream.sibling]) {
+      if (s === undefined || s.closed) continue
+      this.close(s)
+      s.receiver.endpoint.emit(streamEvent('error', s.id), wire)
+      this.observer.failed?.(code)
+    }
+    this.logger.debug({ stream: stream.id, code }, 'stream failed')
+  }
+
+  /** Close both streams of a dial without telling anyone (the dial itself failed). */
+  discardPair (stream: RelayStream): void {
+    this.close(stream)
+    if (stream.sibling !== undefined) this.close(stream.sibling)
+  }
+
+  /** A session went away: streams it sent fail on their receivers, streams it received are dropped. */
+  dropSession (session: Session): void {
+    for (const stream of [...session.outbound.values(), ...session.inbound.values()]) {
+      if (stream.closed) continue
+      if (stream.sender === session) {
+        this.fail(stream, 'E_PEER_GONE', 'Peer disconnected')
+      } else {
+        this.close(stream)
+        if (stream.sibling !== undefined && !stream.sibling.closed) this.fail(stream.sibling, 'E_PEER_GONE', 'Peer disconnected')
+      }
+    }
+    this.pausedSenders.delete(session)
+  }
+
+  /** Fail every stream (server shutdown). */
+  failAll (code: ErrorCode, message?: string): void {
+    for (const stream of [...this.streams]) if (!stream.closed) this.fail(stream, code, message)
+  }
+
+  /** Stop the sweeper timer. */
+  stop (): void {
+    clearInterval(this.timer)
+  }
+
+  private markReady (stream: RelayStream): void {
+    if (!stream.sendable) return
+    stream.receiver.ready.add(stream)
+    this.pump(stream.receiver)
+  }
+
+  /** Forward chunks to `receiver`, one per ready stream in turn, until its transport is full. */
+  private pump (receiver: Session): void {
+    const { endpoint, ready } = receiver
+    const senders = new Set<Session>()
+    while (ready.size > 0 && endpoint.pendingWriteBytes() < this.limits.writeHighWaterBytes) {
+      for (const stream of ready) {
+        ready.delete(stream)
+        if (!stream.sendable) continue
+        const chunk = stream.queue.shift()
+        if (chunk !== undefined) {
+          this.dequeued(stream, chunk.byteLength)
+          senders.add(stream.sender)
+          endpoint.emit(streamEvent('queue', stream.id), chunk)
+          this.observer.relayed?.(chunk.byteLength)
+          if (stream.sendable) ready.add(stream)
+        } else if (stream.ending !== undefined) {
+          this.close(stream)
+          endpoint.emit(streamEvent('error', stream.id), stream.ending)
+        }
+        if (endpoint.pendingWriteBytes() >= this.limits.writeHighWaterBytes) break
+      }
+    }
+    for (const sender of senders) this.updatePause(sender)
+  }
+
+  private dequeued (stream: RelayStream, n: number): void {
+    stream.queuedBytes -= n
+    stream.sender.queuedBytes -= n
+    this.buffered -= n
+    if (stream.high && stream.queuedBytes <= this.limits.streamBufferBytes * 3 / 8) {
+      stream.high = false
+      stream.sender.highStreams--
+    }
+  }
+
+  private close (stream: RelayStream): void {
+    if (stream.closed) return
+    stream.closed = true
+    if (stream.queuedBytes > 0) this.dequeued(stream, stream.queuedBytes)
+    if (stream.high) {
+      stream.high = false
+      stream.sender.highStreams--
+    }
+    stream.queue.length = 0
+    stream.sender.outbound.delete(stream.id)
+    stream.receiver.inbound.delete(stream.id)
+    stream.receiver.ready.delete(stream)
+    this.streams.delete(stream)
+    this.open--
+    this.observer.streamsChanged?.(this.open)
+    this.updatePause(stream.sender)
+  }
+
+  /**
+   * Pause a sender whose queues are above half their caps; resume it at three quarters of that,
+   * so pauses stay short while a slow receiver drains (engine.io heartbeats are not read while
+   * paused; a pause that lasts is cut by the stall timeout in `sweep`).
+   */
+  private updatePause (sender: Session): void {
+    const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2
+    if (!sender.paused && (sender.highStreams > 0 || socketHigh)) {
+      sender.paused = sender.endpoint.pauseReading()
+      if (sender.paused) {
+        sender.pausedSinceMs = this.now()
+        this.pausedSenders.add(sender)
+      }
+    } else if (sender.paused && sender.highStreams === 0 && sender.queuedBytes <= this.limits.socketBufferBytes * 3 / 8) {
+      sender.paused = false
+      this.pausedSenders.delete(sender)
+      sender.endpoint.resumeReading()
+    }
+  }
+
+  private sweep (): void {
+    const now = this.now()
+    for (const sender of [...this.pausedSenders]) {
+      if (now - sender.pausedSinceMs < this.limits.senderStallTimeoutMs) continue
+      // The receivers did not drain: fail the fullest streams until the sender may read again.
+      const fullest = [...sender.outbound.values()].sort((a, b) => b.queuedBytes - a.queuedBytes)
+      for (const stream of fullest) {
+        if (!sender.paused) break
+        this.fail(stream, 'E_LIMIT_BUFFER', `Receiver stalled for ${this.limits.senderStallTimeoutMs} ms with a full stream buffer`)
+      }
+    }
+    if (this.limits.streamIdleTimeoutMs > 0) this.sweepIdle(now)
+  }
+
+  private sweepIdle (now: number): void {
+    const cutoff = now - this.limits.streamIdleTimeoutMs
+    for (const stream of [...this.streams]) {
+      // A dial is idle only when neither direction moved (a download is not idle upstream).
+      const last = Math.max(stream.lastActiveMs, stream.sibling?.lastActiveMs ?? 0)
+      if (!stream.closed && last < cutoff) {
+        this.fail(stream, 'E_STREAM_IDLE', `Stream idle timeout (streamIdleTimeoutMs=${this.limits.streamIdleTimeoutMs})`)
+      }
+    }
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * The rendezvous: join with the crypto challenge, leave, dial, discovery and the relay, as plain
+ * calls on sessions. Knows nothing of socket.io; `socket-wiring.ts` translates events into calls.
+ */
+import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
+import type { HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
+import { StarsockError, type ErrorCode } from '../shared/errors.ts'
+import type { Logger } from '../shared/logger.ts'
+import { checkAddress } from '../shared/wsstar-address.ts'
+import { PROTOCOL_VERSION, SENDER_STALL_TIMEOUT_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
+import { Announcer } from './announcer.ts'
+import { ChallengeStore, keyForPeerId, verifyNonce } from './challenge.ts'
+import type { ServerMetrics } from './metrics.ts'
+import { publicLimits, type ResolvedServerOptions } from './options.ts'
+import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
+import { TokenBucket, WindowCounter } from './rate-limit.ts'
+import { Relay } from './relay.ts'
+import { Session, type Endpoint } from './session.ts'
+
+/** Answer to the first step of a join: the nonce to sign. */
+export interface JoinChallenge { nonce: string }
+/** Answer to a completed join: other peers to start with. */
+export interface JoinDone { peers: string[] }
+
+/** The rendezvous state of one server node. */
+export class Rendezvous {
+  /** Connected sessions by id. */
+  readonly sessions = new Map<string, Session>()
+  readonly relay: Relay
+  readonly announcer: Announcer
+  private readonly challenges: ChallengeStore
+  private readonly joinsPerIp: WindowCounter
+  private readonly allow: Set<string>
+
+  constructor (
+    private readonly options: ResolvedServerOptions,
+    private readonly metrics: ServerMetrics,
+    private readonly version: string,
+    private readonly logger: Logger,
+    readonly directory: PeerDirectory = new MemoryPeerDirectory()
+  ) {
+    this.challenges = new ChallengeStore(options.nonceTtlMs)
+    this.joinsPerIp = new WindowCounter(options.maxJoinsPerIpPerMinute, 60_000)
+    this.allow = new Set(options.allowPeers)
+    this.relay = new Relay({
+      streamBufferBytes: options.streamBufferBytes,
+      socketBufferBytes: options.socketBufferBytes,
+      writeHighWaterBytes: SOCKET_WRITE_HIGH_WATER_BYTES,
+      senderStallTimeoutMs: SENDER_STALL_TIMEOUT_MS,
+      streamByteBudget: options.streamByteBudget,
+      streamIdleTimeoutMs: options.streamIdleTimeoutMs
+    }, {
+      relayed: (n) => metrics.relayedBytes.inc(n),
+      streamsChanged: (open) => metrics.streams.set(open),
+      failed: (code) => {
+        metrics.streamFailures.inc({ code })
+        if (code.startsWith('E_LIMIT_') || code === 'E_STREAM_IDLE') metrics.limitHits.inc({ limit: code })
+      }
+    }, logger.child({ ns: 'starsock:server:relay' }))
+    this.announcer = new Announcer(this.directory, this.sessions, {
+      intervalMs: options.announceIntervalMs,
+      batchPeers: options.announceBatchPeers
+    }, (n) => metrics.announcements.inc(n))
+    this.announcer.start()
+  }
+
+  /** A client connected. */
+  connect (id: string, ip: string, endpoint: Endpoint): Session {
+    const rate = this.options.maxDialsPerSecond
+    const session = new Session(id, ip, endpoint, new TokenBucket(rate, rate * 2))
+    this.sessions.set(id, session)
+    this.metrics.sockets.set(this.sessions.size)
+    return session
+  }
+
+  /** A client disconnected: its addresses leave, its streams fail on the other side. */
+  disconnect (session: Session): void {
+    for (const addr of [...session.addrs]) this.leave(session, addr)
+    this.relay.dropSession(session)
+    this.challenges.dropSession(session.id)
+    this.sessions.delete(session.id)
+    this.metrics.sockets.set(this.sessions.size)
+  }
+
+  /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
+  hello (session: Session, request: HelloRequest): HelloReply {
+    session.peerEvents = request.peerEvents === true
+    return {
+      protocol: PROTOCOL_VERSION,
+      version: this.version,
+      cryptoChallenge: this.options.cryptoChallenge,
+      limits: publicLimits(this.options)
+    }
+  }
+
+  /** `starsock:peers`: one page of joined addresses from `cursor`. */
+  peers (session: Session, cursor: number): PeersPage {
+    const size = this.directory.size
+    const addrs: string[] = []
+    let i = cursor
+    for (; i < size && addrs.length < this.options.announceBatchPeers; i++) {
+      const addr = this.directory.at(i)
+      if (addr !== undefined && !session.addrs.has(addr)) addrs.push(addr)
+    }
+    return { addrs, next: i < size ? i : null }
+  }
+
+  /**
+   * `ss-join(addr, proof)`. With the challenge on, the first call carries the public key and is
+   * answered with a nonce; the second carries the signature and completes the join.
+   * Settles once the signature is checked.
+   */
+  async join (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
+    const result = await this.joinSteps(session, addr, proof)
+    if (result instanceof StarsockError) {
+      this.metrics.joinsFailure.inc()
+      if (result.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: result.code })
+    }
+    return result
+  }
+
+  private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
+    const parsed = checkAddress(addr, this.options.strictMultiaddr)
+    if (this.options.cryptoChallenge && this.challenges.has(session.id, addr)) {
+      const pending = this.challenges.take(session.id, addr)
+      if (pending instanceof StarsockError) return pending
+      const verified = await verifyNonce(pending.key, pending.nonce, proof)
+      if (verified instanceof StarsockError) return verified
+      return this.finishJoin(session, addr)
+    }
+    this.metrics.joinsTotal.inc()
+    if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
+    if (!this.joinsPerIp.hit(session.ip)) {
+      return new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
+    }
+    if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
+      return new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
+    }
+    if (!this.options.cryptoChallenge) return this.finishJoin(session, addr)
+    if (proof === '') return new StarsockError('E_CHALLENGE_REQUIRED')
+    if (parsed.peerId === undefined) return new StarsockError('E_ID_MISMATCH')
+    const key = keyForPeerId(proof, parsed.peerId)
+    if (key instanceof StarsockError) return key
+    return { nonce: this.challenges.issue(session.id, addr, key) }
+  }
+
+  private finishJoin (session: Session, addr: string): JoinDone | StarsockError {
+    if (!session.addrs.has(addr)) {
+      if (session.addrs.size >= this.options.maxAddressesPerSocket) {
+        return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
+      }
+      const ownerId = this.directory.owner(addr)
+      const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+      if (owner !== undefined) {
+        // With the challenge on, the newcomer proved it holds the key: it takes the address over,
+        // as in the original. Without it, nothing proves that, so a live holder keeps it.
+        if (!this.options.cryptoChallenge) return new StarsockError('E_ADDRESS_IN_USE', 'Address in use by another socket')
+        owner.addrs.delete(addr)
+      } else if (this.directory.size >= this.options.maxPeers) {
+        return new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
+      }
+      this.directory.set(addr, session.id)
+      session.addrs.add(addr)
+      this.metrics.peers.set(this.directory.size)
+      this.announcer.joined(addr, session)
+    }
+    this.metrics.joinsSuccess.inc()
+    this.logger.debug({ session: session.id, addr }, 'joined')
+    return { peers: this.announcer.sample(session) }
+  }
+
+  /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. */
+  leave (session: Session, addr: string): boolean {
+    if (!session.addrs.delete(addr)) return false
+    if (this.directory.release(addr, session.id)) {
+      this.metrics.peers.set(this.directory.size)
+      this.announcer.left(addr)
+    }
+    return true
+  }
+
+  /**
+   * `ss-dial(from, to, dialId)`: open the two streams and ask the listener with `ss-incomming`.
+   * Settles when the listener answers, refuses, times out or disconnects; a string from the
+   * listener is its own refusal, passed on as is.
+   */
+  async dial (session: Session, from: string, to: string, dialId: string): Promise<undefined | StarsockError | string> {
+    this.metrics.dialsTotal.inc()
+    const result = await this.dialSteps(session, from, to, dialId)
+    if (result === undefined) {
+      this.metrics.dialsSuccess.inc()
+    } else {
+      this.metrics.dialsFailure.inc()
+      if (result instanceof StarsockError && result.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: result.code })
+    }
+    return result
+  }
+
+  private async dialSteps (session: Session, from: string, to: string, dialId: string): Promise<undefined | StarsockError | string> {
+    if (!session.dialBucket.take()) {
+      return new StarsockError('E_LIMIT_DIAL_RATE', `Dial rate limit reached (maxDialsPerSecond=${this.options.maxDialsPerSecond})`)
+    }
+    if (!session.addrs.has(from)) return new StarsockError('E_NOT_AUTHORIZED')
+    const ownerId = this.directory.owner(to)
+    const target = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+    if (target === undefined) return new StarsockError('E_PEER_NOT_FOUND')
+    const out = dialId + DIALER_SUFFIX
+    const back = dialId + LISTENER_SUFFIX
+    if (session.outbound.has(out) || session.inbound.has(back) || target.inbound.has(out) || target.outbound.has(back)) {
+      return new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
+    }
+    const max = this.options.maxStreamsPerSocket
+    const extra = session === target ? 4 : 2
+    if (session.streamCount + extra > max) return streamLimit('Stream limit reached', max)
+    if (target.streamCount + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
+
+    const [forward] = this.relay.openPair(session, target, out, back)
+    let reply: unknown[]
+    try {
+      reply = await target.endpoint.request(EVENTS.INCOMING, [dialId, from], this.options.dialTimeoutMs)
+    } catch (err) {
+      this.relay.discardPair(forward)
+      const code: ErrorCode = (err as { code?: unknown }).code === 'E_PEER_GONE' ? 'E_PEER_GONE' : 'E_DIAL_TIMEOUT'
+      return new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
+    }
+    const refusal = reply[0]
+    if (refusal !== undefined && refusal !== null && refusal !== false && refusal !== '') {
+      this.relay.discardPair(forward)
+      return typeof refusal === 'string' ? refusal.slice(0, 256) : new StarsockError('E_DIAL_REFUSED', 'Dial refused')
+    }
+    if (forward.closed) return new StarsockError('E_PEER_GONE', 'Peer disconnected during the dial')
+    return undefined
+  }
+
+  /** Stop timers (the server is closing). */
+  stop (): void {
+    this.announcer.stop()
+    this.relay.stop()
+  }
+}
+
+function streamLimit (what: string, max: number): StarsockError {
+  return new StarsockError('E_LIMIT_STREAMS', `${what} (maxStreamsPerSocket=${max})`)
+}

@@ -1,0 +1,143 @@
+/** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
+import { readFileSync } from 'node:fs'
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { Server as SocketIoServer } from 'socket.io'
+import { handleRoute } from './http-routes.ts'
+import { ServerMetrics } from './metrics.ts'
+import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.ts'
+import { Rendezvous } from './rendezvous.ts'
+import { attachRendezvous } from './socket-wiring.ts'
+
+/** Package version, reported by `starsock:hello` and the status page. */
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+
+/** Engine.io heartbeat: a silent client is dropped after interval + timeout. */
+const PING_INTERVAL_MS = 10_000
+const PING_TIMEOUT_MS = 20_000
+
+/** Figures the server keeps about itself (the same as in `/metrics`). */
+export interface ServerStats {
+  sockets: number
+  peers: number
+  streams: number
+  bufferedBytes: number
+  wsPeerMessages: number
+}
+
+/** A running (or ready to run) starsock server. */
+export interface StarsockServer {
+  /** The HTTP or HTTPS server. */
+  readonly http: HttpServer
+  /** The socket.io server. */
+  readonly io: SocketIoServer
+  /** The rendezvous state. */
+  readonly rendezvous: Rendezvous
+  /** The metrics. */
+  readonly metrics: ServerMetrics
+  /** Options in force. */
+  readonly options: ResolvedServerOptions
+  /** Start listening; settles with the bound address once listening. */
+  listen: (port?: number, host?: string) => Promise<AddressInfo>
+  /** `http(s)://host:port` of the bound address (after `listen`). */
+  url: () => string
+  /** Figures now. */
+  stats: () => ServerStats
+  /**
+   * Shut down: stop accepting, let open streams finish for up to `shutdownGraceMs`, then fail
+   * what is left and disconnect everyone. Settles when everything is closed.
+   */
+  close: () => Promise<void>
+}
+
+/**
+ * Create a starsock server; it listens once `listen` is called.
+ * @example
+ * const server = createServer({ cryptoChallenge: true })
+ * await server.listen(9090, '0.0.0.0')
+ */
+export function createServer (options: ServerOptions = {}): StarsockServer {
+  const opts = resolveServerOptions(options)
+  const logger = opts.logger.child({ ns: 'starsock:server' })
+  // The gauge is read at scrape time, after `rendezvous` exists.
+  const metrics = new ServerMetrics(opts.metrics, () => rendezvous.relay.bufferedBytes)
+  const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
+  let ready = false
+  let closing: Promise<void> | undefined
+
+  const stats = (): ServerStats => ({
+    sockets: rendezvous.sessions.size,
+    peers: rendezvous.directory.size,
+    streams: rendezvous.relay.openStreams,
+    bufferedBytes: rendezvous.relay.bufferedBytes,
+    wsPeerMessages: rendezvous.announcer.sent
+  })
+
+  const routes = {
+    ready: () => ready,
+    registry: opts.metrics ? metrics.registry : undefined,
+    status: () => ({ version: VERSION, ...stats() })
+  }
+  const http: HttpServer = opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer()
+  const io = new SocketIoServer(http, {
+    allowEIO3: true, // the published websocket-star clients speak engine.io 3
+    maxHttpBufferSize: opts.maxMessageBytes,
+    cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
+    serveClient: false,
+    pingInterval: PING_INTERVAL_MS,
+    pingTimeout: PING_TIMEOUT_MS
+  })
+  // socket.io answers its own path; every other request is ours.
+  http.on('request', (req, res) => {
+    if (req.url?.startsWith('/socket.io/') !== true) handleRoute(routes, req, res)
+  })
+  attachRendezvous(io, rendezvous, opts, metrics, logger)
+
+  const url = (): string => {
+    const addr = http.address()
+    if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
+    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+    return `${opts.tls !== undefined ? 'https' : 'http'}://${host}:${addr.port}`
+  }
+
+  return {
+    http,
+    io,
+    rendezvous,
+    metrics,
+    options: opts,
+    url,
+    stats,
+    listen: async (port = 9090, host = '0.0.0.0') => {
+      await new Promise<void>((resolve, reject) => {
+        http.once('error', reject)
+        http.listen(port, host, () => {
+          http.off('error', reject)
+          resolve()
+        })
+      })
+      ready = true
+      logger.info({ url: url() }, 'listening')
+      return http.address() as AddressInfo
+    },
+    close: () => {
+      closing ??= (async () => {
+        ready = false
+        logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
+        const deadline = Date.now() + opts.shutdownGraceMs
+        while (rendezvous.relay.openStreams > 0 && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+        rendezvous.relay.failAll('E_SHUTDOWN', 'Server shutting down')
+        rendezvous.stop()
+        await new Promise<void>((resolve) => {
+          io.close(() => resolve())
+          http.closeAllConnections?.()
+        })
+        logger.info('closed')
+      })()
+      return closing
+    }
+  }
+}

@@ -1,0 +1,59 @@
+/** One connected client, as the server's plain classes see it (no socket.io here). */
+import type { TokenBucket } from './rate-limit.ts'
+import type { RelayStream } from './relay-stream.ts'
+
+/** How the server reaches one connected client; the socket.io wiring implements it. */
+export interface Endpoint {
+  /** Send an event to the client. */
+  emit: (event: string, ...args: unknown[]) => void
+  /**
+   * Send a request and settle with the client's ack arguments; rejects on timeout or disconnect.
+   */
+  request: (event: string, args: unknown[], timeoutMs: number) => Promise<unknown[]>
+  /** Bytes written toward the client that its transport has not confirmed as flushed. */
+  pendingWriteBytes: () => number
+  /** Stop reading from the client (backpressure); `false` when the transport cannot. */
+  pauseReading: () => boolean
+  /** Read from the client again. */
+  resumeReading: () => void
+}
+
+/** A connected client: the addresses it joined and the streams it takes part in. */
+export class Session {
+  /** Addresses this socket joined, as exact strings. */
+  readonly addrs = new Set<string>()
+  /** Streams this client sends on, by stream id. */
+  readonly outbound = new Map<string, RelayStream>()
+  /** Streams this client receives, by stream id. */
+  readonly inbound = new Map<string, RelayStream>()
+  /** Inbound streams with a chunk or an end ready to forward, in round-robin order. */
+  readonly ready = new Set<RelayStream>()
+  /** Bytes from this client's outbound streams held on the server. */
+  queuedBytes = 0
+  /** Outbound streams above their pause threshold. */
+  highStreams = 0
+  /** Whether reading from this client is paused for backpressure. */
+  paused = false
+  /** When the current pause began. */
+  pausedSinceMs = 0
+  /** Wants `starsock:peer-join`/`-leave` instead of periodic `ws-peer`. */
+  peerEvents = false
+  /** Position of the periodic announcement in the peer list. */
+  announceCursor = 0
+
+  constructor (
+    /** Unique id (the socket id). */
+    readonly id: string,
+    /** Client IP address, for per-IP limits. */
+    readonly ip: string,
+    /** How to reach the client. */
+    readonly endpoint: Endpoint,
+    /** Dial rate limit of this client. */
+    readonly dialBucket: TokenBucket
+  ) {}
+
+  /** Streams this client takes part in, both ways. */
+  get streamCount (): number {
+    return this.outbound.size + this.inbound.size
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * An `Endpoint` over a socket.io socket: emits, acked requests with a timeout, and the transport
+ * state the relay needs for backpressure (unflushed bytes, pausing reads).
+ *
+ * Unflushed bytes are counted from engine.io's own events: bytes emitted since the last `flush`
+ * wait in engine.io's write buffer; a `flush` hands them to the transport; the transport's
+ * `drain` says everything it was handed is written to the socket.
+ */
+import type { Socket } from 'socket.io'
+import type { Endpoint } from './session.ts'
+
+interface EngineTransport {
+  name: string
+  on: (event: 'drain', fn: () => void) => void
+  off: (event: 'drain', fn: () => void) => void
+  socket?: { pause?: () => void, resume?: () => void }
+}
+
+interface EngineSocket {
+  transport: EngineTransport
+  on: (event: 'flush' | 'upgrade', fn: (arg: unknown) => void) => void
+}
+
+/** A rejected request: `code` says whether it timed out or the client went away. */
+export class RequestError extends Error {
+  constructor (readonly code: 'E_DIAL_TIMEOUT' | 'E_PEER_GONE') {
+    super(code === 'E_PEER_GONE' ? 'client disconnected' : 'request timed out')
+  }
+}
+
+/** An endpoint for `socket`; `onDrain` runs whenever its transport flushed. Call `dispose` on disconnect. */
+export function createSocketEndpoint (socket: Socket, onDrain: () => void): Endpoint & { dispose: () => void } {
+  const conn = socket.conn as unknown as EngineSocket
+  let sinceFlush = 0
+  let inTransport = 0
+  const pendingRequests = new Set<(err: RequestError) => void>()
+
+  const handleDrain = (): void => {
+    inTransport = 0
+    onDrain()
+  }
+  let transport = conn.transport
+  transport.on('drain', handleDrain)
+  conn.on('upgrade', (next) => {
+    transport.off('drain', handleDrain)
+    transport = next as EngineTransport
+    transport.on('drain', handleDrain)
+  })
+  conn.on('flush', () => {
+    inTransport += sinceFlush
+    sinceFlush = 0
+  })
+
+  return {
+    emit (event, ...args) {
+      socket.emit(event, ...args)
+      const chunk = args[0]
+      // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
+      if (chunk instanceof Uint8Array) sinceFlush += chunk.byteLength
+    },
+    request (event, args, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const fail = (err: RequestError): void => {
+          pendingRequests.delete(fail)
+          reject(err)
+        }
+        pendingRequests.add(fail)
+        socket.timeout(timeoutMs).emit(event, ...args, (err: Error | null, ...reply: unknown[]) => {
+          if (!pendingRequests.delete(fail)) return
+          if (err != null) reject(new RequestError('E_DIAL_TIMEOUT'))
+          else resolve(reply)
+        })
+      })
+    },
+    pendingWriteBytes: () => sinceFlush + inTransport,
+    pauseReading () {
+      const ws = transport.name === 'websocket' ? transport.socket : undefined
+      if (ws?.pause === undefined) return false
+      ws.pause()
+      return true
+    },
+    resumeReading () {
+      transport.socket?.resume?.()
+    },
+    dispose () {
+      for (const fail of [...pendingRequests]) fail(new RequestError('E_PEER_GONE'))
+    }
+  }
+}

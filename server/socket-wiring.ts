@@ -1,0 +1,145 @@
+/**
+ * Attaches the rendezvous to a socket.io server: translates events into calls on `Rendezvous`
+ * and results into acks. Every request that carries an ack gets exactly one reply; a request with
+ * bad arguments gets an error string; an event without an ack that is bad is counted and ignored.
+ */
+import { timingSafeEqual } from 'node:crypto'
+import type { Server, Socket } from 'socket.io'
+import { StarsockError, wireError } from '../shared/errors.ts'
+import { EVENTS, parseStreamEvent } from '../shared/events.ts'
+import type { Logger } from '../shared/logger.ts'
+import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck, type Ack } from '../shared/validate.ts'
+import type { ServerMetrics } from './metrics.ts'
+import type { ResolvedServerOptions } from './options.ts'
+import type { Rendezvous } from './rendezvous.ts'
+import { createSocketEndpoint } from './socket-endpoint.ts'
+
+const KNOWN_EVENTS = new Set<string>(Object.values(EVENTS))
+
+function once (ack: Ack | undefined): Ack | undefined {
+  if (ack === undefined) return undefined
+  let done = false
+  return (...args) => {
+    if (done) return
+    done = true
+    ack(...args)
+  }
+}
+
+function replyError (ack: Ack | undefined, err: StarsockError): void {
+  ack?.(err.toWire())
+}
+
+function sameSecret (given: unknown, expected: string): boolean {
+  if (typeof given !== 'string') return false
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
+
+/** The client's IP address, from `X-Forwarded-For` when the server sits behind a trusted proxy. */
+function clientIp (socket: Socket, trustProxy: boolean): string {
+  const forwarded = socket.handshake.headers['x-forwarded-for']
+  if (trustProxy && typeof forwarded === 'string' && forwarded !== '') return forwarded.split(',')[0]?.trim() ?? socket.handshake.address
+  return socket.handshake.address
+}
+
+/** Wire `rendezvous` to every socket `io` accepts. */
+export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger): void {
+  if (options.token !== '') {
+    io.use((socket, next) => {
+      const auth = socket.handshake.auth as Record<string, unknown> | undefined
+      const given = auth?.token ?? socket.handshake.query.token
+      if (sameSecret(given, options.token)) return next()
+      metrics.limitHits.inc({ limit: 'E_FORBIDDEN' })
+      next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
+    })
+  }
+  io.on('connection', (socket) => {
+    // `s` is read only when the transport drains, which cannot happen before it is assigned.
+    const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s))
+    const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint)
+    const log = logger.child({ session: socket.id })
+    log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
+    const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
+
+    socket.on(EVENTS.JOIN, (...raw: unknown[]) => {
+      const { args, ack: rawAck } = splitAck(raw)
+      const ack = once(rawAck)
+      const req = checkJoin(args)
+      if (req instanceof StarsockError) { bad(EVENTS.JOIN); return replyError(ack, req) }
+      rendezvous.join(s, req.addr, req.proof).then((result) => {
+        if (result instanceof StarsockError) {
+          log.debug({ code: result.code }, 'join refused')
+          return replyError(ack, result)
+        }
+        if ('nonce' in result) ack?.(null, result.nonce)
+        else ack?.(null, null, result.peers)
+      }, (err: unknown) => {
+        log.error({ err }, 'join failed')
+        replyError(ack, new StarsockError('E_CRYPTO'))
+      })
+    })
+
+    socket.on(EVENTS.LEAVE, (...raw: unknown[]) => {
+      const { args, ack } = splitAck(raw)
+      const req = checkLeave(args)
+      if (req instanceof StarsockError) { bad(EVENTS.LEAVE); return replyError(ack, req) }
+      rendezvous.leave(s, req.addr)
+      ack?.(null)
+    })
+
+    socket.on(EVENTS.DIAL, (...raw: unknown[]) => {
+      const { args, ack: rawAck } = splitAck(raw)
+      const ack = once(rawAck)
+      const req = checkDial(args)
+      if (req instanceof StarsockError) { bad(EVENTS.DIAL); return replyError(ack, req) }
+      rendezvous.dial(s, req.from, req.to, req.dialId).then((result) => {
+        if (result === undefined) return ack?.()
+        if (typeof result === 'string') return ack?.(result)
+        log.debug({ code: result.code }, 'dial failed')
+        replyError(ack, result)
+      }, (err: unknown) => {
+        log.error({ err }, 'dial failed')
+        replyError(ack, new StarsockError('E_PEER_GONE'))
+      })
+    })
+
+    socket.on(EVENTS.HELLO, (...raw: unknown[]) => {
+      const { args, ack } = splitAck(raw)
+      const req = checkHello(args)
+      if (req instanceof StarsockError) { bad(EVENTS.HELLO); return replyError(ack, req) }
+      ack?.(null, rendezvous.hello(s, req))
+    })
+
+    socket.on(EVENTS.PEERS, (...raw: unknown[]) => {
+      const { args, ack } = splitAck(raw)
+      const cursor = checkPeersCursor(args)
+      if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
+      ack?.(null, rendezvous.peers(s, cursor))
+    })
+
+    socket.onAny((event: unknown, ...raw: unknown[]) => {
+      if (typeof event === 'string' && KNOWN_EVENTS.has(event)) return
+      const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
+      if (parsed === undefined) {
+        bad('unknown')
+        const { ack } = splitAck(raw)
+        return replyError(ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`))
+      }
+      const { type, streamId } = parsed
+      const ok = type === 'accept'
+        ? rendezvous.relay.accept(s, streamId)
+        : type === 'queue'
+          ? rendezvous.relay.data(s, streamId, raw[0])
+          : rendezvous.relay.end(s, streamId, raw[0])
+      if (!ok) bad(`stream-${type}`)
+    })
+
+    socket.on('disconnect', (reason) => {
+      log.debug({ reason }, 'disconnected')
+      endpoint.dispose()
+      rendezvous.disconnect(s)
+    })
+  })
+}

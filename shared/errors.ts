@@ -1,0 +1,96 @@
+/**
+ * Error codes and the strings that carry them on the wire.
+ *
+ * Only a string crosses the wire (legacy clients print whatever the first ack argument is, and an
+ * `Error` would serialise to `{}`). Errors the original server had keep its exact string; every
+ * newer error is `<message> [<CODE>]`, so a client can recover the code with `errorCodeOf`.
+ * Codes are never renumbered or reused: add new ones at the end.
+ */
+
+/** Every failure a peer, the network or a limit can cause, with its human-readable meaning. */
+export const ERROR_CODES = {
+  E_INVALID_ADDRESS: 'the address is not a valid (websocket-star) multiaddr',
+  E_CHALLENGE_REQUIRED: 'the crypto challenge is on and the join carried no public key',
+  E_CRYPTO: 'the public key or signature could not be decoded',
+  E_SIGNATURE_INVALID: 'the signature does not verify against the nonce',
+  E_ID_MISMATCH: 'the peer id in the address is not derived from the public key',
+  E_NOT_AUTHORIZED: 'the socket has not joined the address it dials from',
+  E_PEER_NOT_FOUND: 'no peer is joined under that address',
+  E_BAD_REQUEST: 'missing or wrong-typed arguments',
+  E_NONCE_EXPIRED: 'the challenge nonce expired or was already used',
+  E_ADDRESS_IN_USE: 'another live socket holds that address',
+  E_DIAL_REFUSED: 'the listener refused the dial',
+  E_DIAL_TIMEOUT: 'the listener did not answer the dial in time',
+  E_DIAL_ID_IN_USE: 'the dial id is already used on this socket',
+  E_FORBIDDEN: 'the peer id is not on the server allowlist, or the token is wrong',
+  E_LIMIT_ADDRESSES: 'too many addresses joined on one socket',
+  E_LIMIT_PEERS: 'the server holds its maximum number of peers',
+  E_LIMIT_STREAMS: 'too many concurrent streams on one socket',
+  E_LIMIT_DIAL_RATE: 'too many dials per second on one socket',
+  E_LIMIT_JOIN_RATE: 'too many join attempts per minute from one IP address',
+  E_LIMIT_BUFFER: 'a stream buffered more bytes than its cap on the server',
+  E_LIMIT_BYTES: 'a stream carried more bytes than its budget',
+  E_STREAM_IDLE: 'a stream was idle longer than the idle timeout',
+  E_PEER_GONE: 'the other end of a stream disconnected',
+  E_SHUTDOWN: 'the server is shutting down'
+} as const
+
+/** A stable error code. */
+export type ErrorCode = keyof typeof ERROR_CODES
+
+/** The exact strings of the original server, kept for legacy clients. */
+export const LEGACY_ERROR_STRINGS = {
+  E_INVALID_ADDRESS: 'Invalid multiaddr',
+  E_CHALLENGE_REQUIRED: 'Crypto Challenge required but no Id provided',
+  E_CRYPTO: 'Crypto error',
+  E_SIGNATURE_INVALID: 'Signature Invalid',
+  E_ID_MISMATCH: 'Id is not matching',
+  E_NOT_AUTHORIZED: 'Not authorized for this address',
+  E_PEER_NOT_FOUND: 'Peer not found'
+} as const satisfies Partial<Record<ErrorCode, string>>
+
+const CODE_BY_LEGACY_STRING = new Map<string, ErrorCode>(
+  Object.entries(LEGACY_ERROR_STRINGS).map(([code, text]) => [text, code as ErrorCode])
+)
+
+const CODE_SUFFIX = /\[(E_[A-Z_]+)\]$/
+
+/** One failure caused by a peer, the network or a limit, with a stable `code`. */
+export class StarsockError extends Error {
+  /** The stable code from `ERROR_CODES`. */
+  readonly code: ErrorCode
+
+  constructor (code: ErrorCode, message?: string, options?: { cause?: unknown }) {
+    super(message ?? ERROR_CODES[code], options)
+    this.name = 'StarsockError'
+    this.code = code
+  }
+
+  /** The string to put first in an ack: the legacy string where the original had one. */
+  toWire (): string {
+    return wireError(this.code, this.message)
+  }
+}
+
+/** The wire string for `code`: its legacy string, or `<detail> [<code>]`. */
+export function wireError (code: ErrorCode, detail?: string): string {
+  const legacy = (LEGACY_ERROR_STRINGS as Record<string, string>)[code]
+  if (legacy !== undefined) return legacy
+  return `${detail ?? ERROR_CODES[code]} [${code}]`
+}
+
+/** Recover the code of a wire error string; `undefined` for a string from elsewhere. */
+export function errorCodeOf (wire: string): ErrorCode | undefined {
+  const legacy = CODE_BY_LEGACY_STRING.get(wire)
+  if (legacy !== undefined) return legacy
+  const match = CODE_SUFFIX.exec(wire)
+  const code = match?.[1]
+  return code !== undefined && code in ERROR_CODES ? code as ErrorCode : undefined
+}
+
+/** A `StarsockError` for a wire error string (code `E_BAD_REQUEST` when it carries none). */
+export function errorFromWire (wire: unknown): StarsockError {
+  const text = typeof wire === 'string' ? wire : 'Unknown error'
+  const code = errorCodeOf(text) ?? 'E_BAD_REQUEST'
+  return new StarsockError(code, text.replace(CODE_SUFFIX, '').trim())
+}

@@ -1,0 +1,75 @@
+/**
+ * Event names and payload shapes on the socket.io connection.
+ *
+ * The `ss-*` and `ws-peer` events and the socket.io-pull-stream framing are the websocket-star
+ * protocol as the published clients speak it (see the README's protocol section). The `starsock:*`
+ * events are optional extensions that legacy clients never send and never receive.
+ */
+
+/** Events of the websocket-star protocol and of the starsock extensions. */
+export const EVENTS = {
+  JOIN: 'ss-join',
+  LEAVE: 'ss-leave',
+  DIAL: 'ss-dial',
+  INCOMING: 'ss-incomming', // sic: the published clients spell it with two m
+  PEER: 'ws-peer',
+  HELLO: 'starsock:hello',
+  PEERS: 'starsock:peers',
+  PEER_JOIN: 'starsock:peer-join',
+  PEER_LEAVE: 'starsock:peer-leave'
+} as const
+
+/** Prefix of the socket.io-pull-stream events: `<prefix><type>.<streamId>`. */
+export const STREAM_EVENT_PREFIX = 'socket.io-pull-stream.'
+
+/** The three kinds of stream event. */
+export const STREAM_EVENT_TYPES = ['accept', 'queue', 'error'] as const
+/** One kind of stream event. */
+export type StreamEventType = typeof STREAM_EVENT_TYPES[number]
+
+/** Suffixes of the two one-way streams of a dial `<dialId>.dialer` and `<dialId>.listener`. */
+export const DIALER_SUFFIX = '.dialer'
+/** See `DIALER_SUFFIX`. */
+export const LISTENER_SUFFIX = '.listener'
+
+/** The full event name for a stream event. */
+export function streamEvent (type: StreamEventType, streamId: string): string {
+  return `${STREAM_EVENT_PREFIX}${type}.${streamId}`
+}
+
+/** Split a stream event name into its type and stream id; `undefined` if it is not one. */
+export function parseStreamEvent (event: string): { type: StreamEventType, streamId: string } | undefined {
+  if (!event.startsWith(STREAM_EVENT_PREFIX)) return undefined
+  const rest = event.slice(STREAM_EVENT_PREFIX.length)
+  const dot = rest.indexOf('.')
+  if (dot <= 0 || dot === rest.length - 1) return undefined
+  const type = rest.slice(0, dot)
+  if (!(STREAM_EVENT_TYPES as readonly string[]).includes(type)) return undefined
+  return { type: type as StreamEventType, streamId: rest.slice(dot + 1) }
+}
+
+/** What a new client says in `starsock:hello`. */
+export interface HelloRequest {
+  /** Receive `starsock:peer-join` / `starsock:peer-leave` instead of periodic `ws-peer`. */
+  peerEvents?: boolean
+}
+
+/** What the server answers to `starsock:hello`. */
+export interface HelloReply {
+  /** Version of the starsock extensions. */
+  protocol: number
+  /** Server package version. */
+  version: string
+  /** Whether joins need the crypto challenge. */
+  cryptoChallenge: boolean
+  /** Limits in force, by option name. */
+  limits: Record<string, number>
+}
+
+/** One page of the peer list, answered to `starsock:peers`. */
+export interface PeersPage {
+  /** Addresses on this page. */
+  addrs: string[]
+  /** Cursor for the next page, or `null` at the end. */
+  next: number | null
+}

@@ -1,0 +1,84 @@
+/**
+ * Runtime checks of every request payload that arrives from the network, in one place.
+ * Each check returns the typed values, or a `StarsockError` saying what is wrong.
+ */
+import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS } from './constants.ts'
+import { StarsockError } from './errors.ts'
+import type { HelloRequest } from './events.ts'
+
+/** A socket.io acknowledgement callback. */
+export type Ack = (...args: unknown[]) => void
+
+/** The arguments of an event, with its trailing ack split off when it has one. */
+export function splitAck (args: readonly unknown[]): { args: unknown[], ack: Ack | undefined } {
+  const last = args[args.length - 1]
+  if (typeof last === 'function') return { args: args.slice(0, -1), ack: last as Ack }
+  return { args: [...args], ack: undefined }
+}
+
+const DIAL_ID = /^[\w.-]+$/
+const HEX = /^(?:[0-9a-fA-F]{2})*$/
+
+function bad (event: string, what: string): StarsockError {
+  return new StarsockError('E_BAD_REQUEST', `${event}: ${what}`)
+}
+
+function checkString (event: string, name: string, value: unknown, maxChars: number): string | StarsockError {
+  if (typeof value !== 'string') return bad(event, `${name} must be a string`)
+  if (value.length > maxChars) return bad(event, `${name} is longer than ${maxChars} characters`)
+  return value
+}
+
+/** `ss-join(addr, keyOrSignatureHex)`. */
+export function checkJoin (args: unknown[]): { addr: string, proof: string } | StarsockError {
+  const addr = checkString('ss-join', 'address', args[0], MAX_ADDRESS_CHARS)
+  if (addr instanceof StarsockError) return addr
+  const proof = checkString('ss-join', 'key or signature', args[1] ?? '', MAX_KEY_HEX_CHARS)
+  if (proof instanceof StarsockError) return proof
+  return { addr, proof }
+}
+
+/** Whether a string is even-length hex (the encoding of keys and signatures in `ss-join`). */
+export function isHex (text: string): boolean {
+  return HEX.test(text)
+}
+
+/** `ss-leave(addr)`. */
+export function checkLeave (args: unknown[]): { addr: string } | StarsockError {
+  const addr = checkString('ss-leave', 'address', args[0], MAX_ADDRESS_CHARS)
+  return addr instanceof StarsockError ? addr : { addr }
+}
+
+/** `ss-dial(fromAddr, toAddr, dialId)`. */
+export function checkDial (args: unknown[]): { from: string, to: string, dialId: string } | StarsockError {
+  const from = checkString('ss-dial', 'from address', args[0], MAX_ADDRESS_CHARS)
+  if (from instanceof StarsockError) return from
+  const to = checkString('ss-dial', 'to address', args[1], MAX_ADDRESS_CHARS)
+  if (to instanceof StarsockError) return to
+  const dialId = checkString('ss-dial', 'dial id', args[2], MAX_DIAL_ID_CHARS)
+  if (dialId instanceof StarsockError) return dialId
+  if (!DIAL_ID.test(dialId)) return bad('ss-dial', 'dial id must be letters, digits, "_", "-" or "."')
+  return { from, to, dialId }
+}
+
+/** `starsock:hello(request)`. */
+export function checkHello (args: unknown[]): HelloRequest | StarsockError {
+  const request = args[0] ?? {}
+  if (typeof request !== 'object' || request === null || Array.isArray(request)) {
+    return bad('starsock:hello', 'request must be an object')
+  }
+  const { peerEvents } = request as Record<string, unknown>
+  if (peerEvents !== undefined && typeof peerEvents !== 'boolean') {
+    return bad('starsock:hello', 'peerEvents must be a boolean')
+  }
+  return { peerEvents: peerEvents === true }
+}
+
+/** `starsock:peers(cursor)`: the cursor of a page, 0 for the first. */
+export function checkPeersCursor (args: unknown[]): number | StarsockError {
+  const cursor = args[0] ?? 0
+  if (typeof cursor !== 'number' || !Number.isSafeInteger(cursor) || cursor < 0) {
+    return bad('starsock:peers', 'cursor must be a non-negative integer')
+  }
+  return cursor
+}
