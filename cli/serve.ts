@@ -19,6 +19,7 @@ const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
   ['announce-batch-peers', 'announceBatchPeers', C.ANNOUNCE_BATCH_PEERS, 1, 'addresses per client per interval, and in a join reply'],
   ['stream-buffer-bytes', 'streamBufferBytes', C.STREAM_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes one stream may hold on the server'],
   ['socket-buffer-bytes', 'socketBufferBytes', C.SOCKET_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes all streams of one sender may hold'],
+  ['sender-stall-timeout-ms', 'senderStallTimeoutMs', C.SENDER_STALL_TIMEOUT_MS, 1, 'a sender paused this long for a stalled receiver has its fullest streams failed'],
   ['max-addresses-per-socket', 'maxAddressesPerSocket', C.MAX_ADDRESSES_PER_SOCKET, 1, 'addresses one socket may join'],
   ['max-streams-per-socket', 'maxStreamsPerSocket', C.MAX_STREAMS_PER_SOCKET, 2, 'concurrent one-way streams per socket'],
   ['max-dials-per-second', 'maxDialsPerSecond', C.MAX_DIALS_PER_SECOND, 1, 'dials per second per socket'],

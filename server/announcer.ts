@@ -26,6 +26,7 @@ export interface AnnouncerOptions {
 export class Announcer {
   private timer: ReturnType<typeof setInterval> | undefined
   private cursor: Iterator<Session> | undefined
+  private due = 0
   /** `ws-peer` messages sent since start. */
   sent = 0
 
@@ -89,7 +90,10 @@ export class Announcer {
   }
 
   private tick (sliceMs: number): void {
-    const count = Math.ceil(this.sessions.size * sliceMs / this.options.intervalMs)
+    // Sessions due in this slice; the fraction carries over so an interval visits each one once.
+    this.due += this.sessions.size * sliceMs / this.options.intervalMs
+    const count = Math.floor(this.due)
+    this.due -= count
     for (let n = 0; n < count; n++) {
       let step = this.cursor?.next()
       if (step === undefined || step.done === true) {

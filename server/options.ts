@@ -34,6 +34,8 @@ export interface ServerOptions {
   streamBufferBytes?: number
   /** Bytes all streams sent by one socket may hold before they fail. @default 16 MiB */
   socketBufferBytes?: number
+  /** A sender paused this long for a receiver that does not drain has its fullest streams failed; at most 15 s. @default 8_000 */
+  senderStallTimeoutMs?: number
   /** Addresses one socket may join. @default 8 */
   maxAddressesPerSocket?: number
   /** Concurrent one-way streams per socket. @default 1024 */
@@ -65,10 +67,11 @@ export interface ServerOptions {
 /** Options after defaults, as the server uses them. */
 export type ResolvedServerOptions = Required<Omit<ServerOptions, 'tls'>> & { tls: TlsOptions | undefined }
 
-function int (name: string, value: number | undefined, fallback: number, min: number): number {
+function int (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   const v = value ?? fallback
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new TypeError(`${name} must be an integer, got ${String(v)}`)
   if (v < min) throw new RangeError(`${name} must be at least ${min}, got ${v}`)
+  if (v > max) throw new RangeError(`${name} must be at most ${max}, got ${v}`)
   return v
 }
 
@@ -103,6 +106,8 @@ export function resolveServerOptions (options: ServerOptions = {}): ResolvedServ
     announceBatchPeers: int('announceBatchPeers', options.announceBatchPeers, C.ANNOUNCE_BATCH_PEERS, 1),
     streamBufferBytes,
     socketBufferBytes,
+    // A paused sender's heartbeats are not read: stay well inside engine.io's 20 s ping timeout.
+    senderStallTimeoutMs: int('senderStallTimeoutMs', options.senderStallTimeoutMs, C.SENDER_STALL_TIMEOUT_MS, 1, 15_000),
     maxAddressesPerSocket: int('maxAddressesPerSocket', options.maxAddressesPerSocket, C.MAX_ADDRESSES_PER_SOCKET, 1),
     maxStreamsPerSocket: int('maxStreamsPerSocket', options.maxStreamsPerSocket, C.MAX_STREAMS_PER_SOCKET, 2),
     maxDialsPerSecond: int('maxDialsPerSecond', options.maxDialsPerSecond, C.MAX_DIALS_PER_SECOND, 1),

@@ -7,7 +7,7 @@ import type { HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
-import { PROTOCOL_VERSION, SENDER_STALL_TIMEOUT_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
+import { PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, keyForPeerId, verifyNonce } from './challenge.ts'
 import type { ServerMetrics } from './metrics.ts'
@@ -46,7 +46,7 @@ export class Rendezvous {
       streamBufferBytes: options.streamBufferBytes,
       socketBufferBytes: options.socketBufferBytes,
       writeHighWaterBytes: SOCKET_WRITE_HIGH_WATER_BYTES,
-      senderStallTimeoutMs: SENDER_STALL_TIMEOUT_MS,
+      senderStallTimeoutMs: options.senderStallTimeoutMs,
       streamByteBudget: options.streamByteBudget,
       streamIdleTimeoutMs: options.streamIdleTimeoutMs
     }, {
@@ -121,7 +121,9 @@ export class Rendezvous {
 
   private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
     const parsed = checkAddress(addr, this.options.strictMultiaddr)
-    if (this.options.cryptoChallenge && this.challenges.has(session.id, addr)) {
+    // With a nonce outstanding the proof is a signature, unless the client asks again with its
+    // public key (a retry), which starts over with a fresh nonce.
+    if (this.options.cryptoChallenge && this.challenges.has(session.id, addr) && !this.isOwnKey(parsed?.peerId, proof)) {
       const pending = this.challenges.take(session.id, addr)
       if (pending instanceof StarsockError) return pending
       const verified = await verifyNonce(pending.key, pending.nonce, proof)
@@ -142,6 +144,10 @@ export class Rendezvous {
     const key = keyForPeerId(proof, parsed.peerId)
     if (key instanceof StarsockError) return key
     return { nonce: this.challenges.issue(session.id, addr, key) }
+  }
+
+  private isOwnKey (peerId: string | undefined, proof: string): boolean {
+    return peerId !== undefined && !(keyForPeerId(proof, peerId) instanceof StarsockError)
   }
 
   private finishJoin (session: Session, addr: string): JoinDone | StarsockError {

@@ -1,0 +1,111 @@
+import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { Socket } from 'socket.io-client'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { StarsockServer } from '../server/server.ts'
+import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, request, startRawPeer } from './helpers/raw-peer.ts'
+import { startServer, testBytes } from './helpers/server.ts'
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+const BAD = /\[E_BAD_REQUEST\]$/
+
+describe('bad input gets an error string or is ignored, and the server keeps serving', () => {
+  let server: StarsockServer & { port: number }
+  let socket: Socket
+  let me: Awaited<ReturnType<typeof makeIdentity>>
+
+  beforeAll(async () => {
+    server = await startServer()
+    socket = await connectSocket(server.url())
+    me = await makeIdentity(server.port)
+  })
+  afterAll(async () => {
+    socket.close()
+    await server.close()
+  })
+
+  const cases: Array<[string, string, () => unknown[], string | RegExp]> = [
+    ['join without arguments', 'ss-join', () => [], BAD],
+    ['join with a number address', 'ss-join', () => [42, ''], BAD],
+    ['join with an object key', 'ss-join', () => [me.addr, {}], BAD],
+    ['join with a huge address', 'ss-join', () => ['/'.repeat(100_000), ''], BAD],
+    ['join with a huge key', 'ss-join', () => [me.addr, 'a'.repeat(100_000)], BAD],
+    ['join with a garbage address', 'ss-join', () => ['garbage', ''], 'Invalid multiaddr'],
+    ['join with a bad multiaddr value', 'ss-join', () => ['/ip4/1.2.3.999/tcp/1/ws/p2p-websocket-star', ''], 'Invalid multiaddr'],
+    ['join with a non-websocket-star address', 'ss-join', () => [`/ip4/127.0.0.1/tcp/1/ipfs/${me.id}`, 'ab'], 'Invalid multiaddr'],
+    ['join without a key', 'ss-join', () => [me.addr, ''], 'Crypto Challenge required but no Id provided'],
+    ['join with non-hex key', 'ss-join', () => [me.addr, 'zz not hex'], 'Crypto error'],
+    ['join with hex that is no key', 'ss-join', () => [me.addr, 'deadbeef'], 'Crypto error'],
+    ['join with an address that has no peer id', 'ss-join', () => ['/ip4/127.0.0.1/tcp/1/ws/p2p-websocket-star', hex(publicKeyToProtobuf(me.key.publicKey))], 'Id is not matching'],
+    ['dial without arguments', 'ss-dial', () => [], BAD],
+    ['dial with a number dial id', 'ss-dial', () => [me.addr, me.addr, 7], BAD],
+    ['dial with a dial id with spaces', 'ss-dial', () => [me.addr, me.addr, 'a b'], BAD],
+    ['dial with a huge dial id', 'ss-dial', () => [me.addr, me.addr, 'x'.repeat(1000)], BAD],
+    ['dial from an address not joined', 'ss-dial', () => [me.addr, me.addr, 'id1'], 'Not authorized for this address'],
+    ['leave with a number', 'ss-leave', () => [5], BAD],
+    ['hello with a string', 'starsock:hello', () => ['yes'], BAD],
+    ['hello with a non-boolean flag', 'starsock:hello', () => [{ peerEvents: 'yes' }], BAD],
+    ['peers with a negative cursor', 'starsock:peers', () => [-1], BAD],
+    ['an unknown event', 'no-such-event', () => [1, 2], 'Unknown event "no-such-event" [E_BAD_REQUEST]']
+  ]
+
+  it.each(cases)('%s', async (_name, event, args, expected) => {
+    const [err] = await request(socket, event, args())
+    if (typeof expected === 'string') expect(err).toBe(expected)
+    else expect(err).toMatch(expected)
+  })
+
+  it('refuses a wrong signature, a garbage signature, and a replayed one', async () => {
+    const pub = hex(publicKeyToProtobuf(me.key.publicKey))
+    const [, nonce1] = await request(socket, 'ss-join', [me.addr, pub])
+    expect(typeof nonce1).toBe('string')
+    expect(await request(socket, 'ss-join', [me.addr, hex(new Uint8Array(64))])).toEqual(['Signature Invalid'])
+    // the nonce was used up by the failed attempt: the same address starts over
+    const [, nonce2] = await request(socket, 'ss-join', [me.addr, pub])
+    expect(nonce2).not.toBe(nonce1)
+    expect(await request(socket, 'ss-join', [me.addr, 'not hex'])).toEqual(['Crypto error'])
+
+    // a signature made for another socket's nonce does not verify here
+    const other = await connectSocket(server.url())
+    try {
+      const [, nonceOther] = await request(other, 'ss-join', [me.addr, pub])
+      const sigOther = hex(await me.key.sign(new TextEncoder().encode(nonceOther as string)))
+      await request(socket, 'ss-join', [me.addr, pub])
+      expect(await request(socket, 'ss-join', [me.addr, sigOther])).toEqual(['Signature Invalid'])
+      // the right socket joins with it once; replaying it is no longer a valid answer
+      expect((await request(other, 'ss-join', [me.addr, sigOther]))[0]).toBeNull()
+      expect(await request(other, 'ss-join', [me.addr, sigOther])).toEqual(['Crypto error'])
+    } finally {
+      other.close()
+    }
+  })
+
+  it('ignores requests without an ack and stream events for streams that do not exist', async () => {
+    socket.emit('ss-join', 42)
+    socket.emit('ss-dial')
+    socket.emit('ss-leave', { a: 1 })
+    socket.emit('socket.io-pull-stream.queue.nope.dialer', Buffer.from('x'))
+    socket.emit('socket.io-pull-stream.accept.nope.listener')
+    socket.emit('socket.io-pull-stream.error.nope.dialer', 'boom')
+    socket.emit('socket.io-pull-stream.bogus.x')
+    socket.emit('socket.io-pull-stream.queue.', 'x')
+    // the socket still works: a full join and an echo after all that
+    const [err] = await request(socket, 'starsock:hello', [{}])
+    expect(err).toBeNull()
+    const metrics = await (await fetch(`${server.url()}/metrics`)).text()
+    expect(metrics).toMatch(/starsock_bad_requests_total\{event="stream-queue"\} [1-9]/)
+  })
+
+  it('keeps serving after all of it', async () => {
+    await joinWithChallenge(socket, me.key, me.addr)
+    const a = await startRawPeer(server.url(), server.port)
+    const b = await startRawPeer(server.url(), server.port)
+    try {
+      echoIncoming(b)
+      const data = testBytes(100_000)
+      expect(Buffer.compare(await dialAndEcho(a, b.addr, data), Buffer.from(data))).toBe(0)
+    } finally {
+      a.close()
+      b.close()
+    }
+  })
+})

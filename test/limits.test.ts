@@ -1,0 +1,237 @@
+import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { Socket } from 'socket.io-client'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { ServerOptions } from '../server/options.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { chunked, connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, StreamSink, type RawPeer } from './helpers/raw-peer.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+
+/** The client's own websocket (the `ws` package in Node), to stop reading like a slow receiver. */
+function clientWebSocket (socket: Socket): { pause: () => void, resume: () => void } {
+  return (socket.io.engine.transport as unknown as { ws: { pause: () => void, resume: () => void } }).ws
+}
+
+/** Accept every dial on `peer` and receive its dialer stream; `got(dialId)` settles with it. */
+function incomingStreams (peer: RawPeer): (dialId: string) => Promise<Buffer> {
+  const streams = new Map<string, Promise<Buffer>>()
+  peer.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+    const p = receiveStream(peer.socket, `${dialId}.dialer`)
+    p.catch(() => {}) // observed by the test through `got`
+    streams.set(dialId, p)
+    ack()
+  })
+  return async (dialId) => {
+    await waitFor(`an incoming dial ${dialId}`, () => streams.has(dialId))
+    return await (streams.get(dialId) as Promise<Buffer>)
+  }
+}
+
+describe('limits', () => {
+  let server: (StarsockServer & { port: number }) | undefined
+  const sockets: Array<{ close: () => void }> = []
+  const start = async (options: ServerOptions): Promise<StarsockServer & { port: number }> => {
+    server = await startServer(options)
+    return server
+  }
+  const peer = async (): Promise<RawPeer> => {
+    if (server === undefined) throw new Error('no server')
+    const p = await startRawPeer(server.url(), server.port)
+    sockets.push(p)
+    return p
+  }
+  /** Dial `to` from `from`, with the listener accepting (and not reading unless asked). */
+  const openDial = async (from: RawPeer, to: string, dialId: string): Promise<unknown> => {
+    const [err] = await request(from.socket, 'ss-dial', [from.addr, to, dialId])
+    return err
+  }
+
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.close()
+    await server?.close()
+    server = undefined
+  })
+
+  it('caps addresses per socket, naming the limit', async () => {
+    const s = await start({ maxAddressesPerSocket: 2 })
+    const socket = await connectSocket(s.url())
+    sockets.push(socket)
+    for (let i = 0; i < 2; i++) {
+      const me = await makeIdentity(s.port)
+      await joinWithChallenge(socket, me.key, me.addr)
+    }
+    const third = await makeIdentity(s.port)
+    await expect(joinWithChallenge(socket, third.key, third.addr)).rejects.toThrow('maxAddressesPerSocket=2')
+    expect(s.stats().peers).toBe(2)
+  })
+
+  it('caps peers per server', async () => {
+    const s = await start({ maxPeers: 2 })
+    await peer()
+    await peer()
+    await expect(peer()).rejects.toThrow('Server peer limit reached (maxPeers=2) [E_LIMIT_PEERS]')
+  })
+
+  it('caps join attempts per IP per minute', async () => {
+    const s = await start({ maxJoinsPerIpPerMinute: 3 })
+    const socket = await connectSocket(s.url())
+    sockets.push(socket)
+    const me = await makeIdentity(s.port)
+    const pub = hex(publicKeyToProtobuf(me.key.publicKey))
+    for (let i = 0; i < 3; i++) expect((await request(socket, 'ss-join', [me.addr, pub]))[0]).toBeNull()
+    expect((await request(socket, 'ss-join', [me.addr, pub]))[0]).toBe('Join rate limit reached (maxJoinsPerIpPerMinute=3) [E_LIMIT_JOIN_RATE]')
+    const metrics = await (await fetch(`${s.url()}/metrics`)).text()
+    expect(metrics).toMatch(/starsock_limit_hits_total\{limit="E_LIMIT_JOIN_RATE"\} 1/)
+  })
+
+  it('caps dials per second per socket', async () => {
+    await start({ maxDialsPerSecond: 2 })
+    const a = await peer()
+    const b = await peer()
+    echoIncoming(b)
+    const replies = await Promise.all(Array.from({ length: 10 }, async (_, i) => await openDial(a, b.addr, `rate${i}`)))
+    const limited = replies.filter((r) => r === 'Dial rate limit reached (maxDialsPerSecond=2) [E_LIMIT_DIAL_RATE]')
+    expect(replies.filter((r) => r == null).length).toBe(4) // a burst of twice the rate
+    expect(limited.length).toBe(6)
+  })
+
+  it('caps concurrent streams per socket', async () => {
+    await start({ maxStreamsPerSocket: 4 })
+    const a = await peer()
+    const b = await peer()
+    echoIncoming(b)
+    expect(await openDial(a, b.addr, 's1')).toBeUndefined()
+    expect(await openDial(a, b.addr, 's2')).toBeUndefined()
+    expect(await openDial(a, b.addr, 's3')).toBe('Stream limit reached (maxStreamsPerSocket=4) [E_LIMIT_STREAMS]')
+  })
+
+  it('fails a stream past its byte budget, and an idle stream', async () => {
+    await start({ streamByteBudget: 10_000, streamIdleTimeoutMs: 300 })
+    const a = await peer()
+    const b = await peer()
+    const got = incomingStreams(b)
+    const sink = new StreamSink(a.socket, 'budget.dialer')
+    expect(await openDial(a, b.addr, 'budget')).toBeUndefined()
+    await sink.send(chunked(testBytes(20_000), 1000), false)
+    await expect(within('budget error at B', got('budget'))).rejects.toThrow('streamByteBudget=10000')
+
+    expect(await openDial(a, b.addr, 'idle')).toBeUndefined()
+    await expect(within('idle error at B', got('idle'))).rejects.toThrow('[E_STREAM_IDLE]')
+  })
+
+  it('times out a listener that does not answer, and passes on a refusal', async () => {
+    await start({ dialTimeoutMs: 300 })
+    const a = await peer()
+    const silent = await peer()
+    expect(await openDial(a, silent.addr, 'slow')).toBe('Listener did not answer within 300 ms [E_DIAL_TIMEOUT]')
+    const refusing = await peer()
+    refusing.socket.on('ss-incomming', (_id: string, _from: string, ack: (err: string) => void) => ack('not today'))
+    expect(await openDial(a, refusing.addr, 'no')).toBe('not today')
+    await waitFor('streams of failed dials to close', () => server?.stats().streams === 0)
+  })
+
+  it('drops a socket that sends a message over maxMessageBytes; its streams fail on the other side', async () => {
+    await start({})
+    const a = await peer()
+    const b = await peer()
+    const got = incomingStreams(b)
+    const sink = new StreamSink(a.socket, 'big.dialer')
+    expect(await openDial(a, b.addr, 'big')).toBeUndefined()
+    await sink.send([testBytes(1000)], false)
+    const gone = new Promise((resolve) => a.socket.once('disconnect', resolve))
+    await sink.send([new Uint8Array(1_100_000)], false)
+    await within('A to be dropped', gone)
+    await expect(within('error at B', got('big'))).rejects.toThrow('Peer disconnected [E_PEER_GONE]')
+  })
+
+  it('holds a slow receiver to the buffer cap without losing a byte, and pauses the sender', async () => {
+    const streamBufferBytes = 4 * 1024 * 1024
+    const s = await start({ streamBufferBytes })
+    const a = await peer()
+    const b = await peer()
+    const got = incomingStreams(b)
+    const sink = new StreamSink(a.socket, 'slow.dialer')
+    expect(await openDial(a, b.addr, 'slow')).toBeUndefined()
+    const data = testBytes(48 * 1024 * 1024)
+    const bWs = clientWebSocket(b.socket)
+    bWs.pause()
+    let maxBuffered = 0
+    const sampler = setInterval(() => { maxBuffered = Math.max(maxBuffered, s.stats().bufferedBytes) }, 2)
+    // A sends everything at once, like a legacy client with no flow control.
+    await sink.send(chunked(data, 64 * 1024))
+    await waitFor('the server to pause A', () => [...s.rendezvous.sessions.values()].some((x) => x.paused))
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    bWs.resume()
+    const all = await within('48 MiB at B', got('slow'), 30_000)
+    clearInterval(sampler)
+    expect(Buffer.compare(all, Buffer.from(data))).toBe(0)
+    expect(maxBuffered).toBeGreaterThan(0)
+    expect(maxBuffered).toBeLessThanOrEqual(streamBufferBytes)
+    expect(s.stats().bufferedBytes).toBe(0)
+  })
+
+  it('fails the stream of a receiver that stalls, and lets the sender go on', async () => {
+    const s = await start({ senderStallTimeoutMs: 300 })
+    const a = await peer()
+    const b = await peer()
+    echoIncoming(b)
+    const c = await peer()
+    const got = incomingStreams(c)
+    const sink = new StreamSink(a.socket, 'stall.dialer')
+    expect(await openDial(a, c.addr, 'stall')).toBeUndefined()
+    clientWebSocket(c.socket).pause()
+    await sink.send(chunked(testBytes(24 * 1024 * 1024), 64 * 1024))
+    await waitFor('the stalled stream to fail', () => s.stats().streams === 0, 10_000)
+    clientWebSocket(c.socket).resume()
+    await expect(within('error at C', got('stall'))).rejects.toThrow('[E_LIMIT_BUFFER]')
+    expect(s.stats().bufferedBytes).toBe(0)
+    // A was resumed: it still dials and echoes through B.
+    const data = testBytes(100_000)
+    expect(Buffer.compare(await within('echo after the stall', dialAndEcho(a, b.addr, data)), Buffer.from(data))).toBe(0)
+  })
+})
+
+describe('access control and address ownership', () => {
+  let server: (StarsockServer & { port: number }) | undefined
+  const sockets: Array<{ close: () => void }> = []
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.close()
+    await server?.close()
+    server = undefined
+  })
+
+  it('lets only allowlisted peer ids join', async () => {
+    const allowed = await makeIdentity(0)
+    server = await startServer({ allowPeers: [allowed.id] })
+    const s = server
+    const socket = await connectSocket(s.url())
+    sockets.push(socket)
+    const mine = { ...allowed, addr: allowed.addr.replace('/tcp/0/', `/tcp/${s.port}/`) }
+    await joinWithChallenge(socket, mine.key, mine.addr)
+    const other = await makeIdentity(s.port)
+    await expect(joinWithChallenge(socket, other.key, other.addr)).rejects.toThrow('Peer id not allowed on this server [E_FORBIDDEN]')
+  })
+
+  it('requires the shared token when one is set (auth or query)', async () => {
+    server = await startServer({ token: 's3cret' })
+    await expect(connectSocket(server.url())).rejects.toThrow('[E_FORBIDDEN]')
+    await expect(connectSocket(server.url(), { auth: { token: 'wrong' } })).rejects.toThrow('[E_FORBIDDEN]')
+    sockets.push(await connectSocket(server.url(), { auth: { token: 's3cret' } }))
+    sockets.push(await connectSocket(server.url(), { query: { token: 's3cret' } }))
+  })
+
+  it('with the challenge off, does not let another socket take a live address; strict off accepts any multiaddr', async () => {
+    server = await startServer({ cryptoChallenge: false, strictMultiaddr: false })
+    const one = await connectSocket(server.url())
+    const two = await connectSocket(server.url())
+    sockets.push(one, two)
+    const addr = '/ip4/127.0.0.1/tcp/1/ws/p2p-websocket-star/ipfs/QmWSKarJ3N3FRauLB5yvMpWyxnw2oiw8sdWqKDskaEL1os'
+    expect(await request(one, 'ss-join', [addr, ''])).toEqual([null, null, []])
+    expect(await request(two, 'ss-join', [addr, ''])).toEqual(['Address in use by another socket [E_ADDRESS_IN_USE]'])
+    expect((await request(two, 'ss-join', ['/ip4/127.0.0.2/tcp/5', '']))[0]).toBeNull()
+    one.close()
+    await waitFor('the address to be free', () => server?.stats().peers === 1)
+    expect((await request(two, 'ss-join', [addr, '']))[0]).toBeNull()
+  })
+})

@@ -1,0 +1,246 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { EVENTS } from '../../shared/events.ts'
+import { Announcer, type AnnouncerOptions } from '../../server/announcer.ts'
+import { MemoryPeerDirectory } from '../../server/peer-directory.ts'
+import { TokenBucket } from '../../server/rate-limit.ts'
+import { Session, type Endpoint } from '../../server/session.ts'
+
+/** A session whose endpoint records every emit. */
+interface FakeSession {
+  session: Session
+  emits: Array<[string, ...unknown[]]>
+}
+
+function fakeSession (id: string): FakeSession {
+  const emits: Array<[string, ...unknown[]]> = []
+  const endpoint: Endpoint = {
+    emit: (event, ...args) => { emits.push([event, ...args]) },
+    request: async () => [],
+    pendingWriteBytes: () => 0,
+    pauseReading: () => true,
+    resumeReading: () => {}
+  }
+  return { session: new Session(id, '127.0.0.1', endpoint, new TokenBucket(100, 200)), emits }
+}
+
+const addrOf = (i: number): string => `/ip4/10.0.0.1/tcp/9090/ws/p2p-websocket-star/ipfs/peer${i}`
+
+/** `n` sessions each joined under one address, in a directory and a session map. */
+function world (n: number, options: AnnouncerOptions): {
+  directory: MemoryPeerDirectory
+  sessions: Map<string, Session>
+  fakes: FakeSession[]
+  announcer: Announcer
+  onSent: ReturnType<typeof vi.fn>
+} {
+  const directory = new MemoryPeerDirectory()
+  const sessions = new Map<string, Session>()
+  const fakes: FakeSession[] = []
+  for (let i = 0; i < n; i++) {
+    const fake = fakeSession(`s${i}`)
+    fake.session.addrs.add(addrOf(i))
+    directory.set(addrOf(i), fake.session.id)
+    sessions.set(fake.session.id, fake.session)
+    fakes.push(fake)
+  }
+  const onSent = vi.fn()
+  const announcer = new Announcer(directory, sessions, options, onSent)
+  return { directory, sessions, fakes, announcer, onSent }
+}
+
+/** The `ws-peer` addresses a fake session received, and clear its record. */
+function takePeers (fake: FakeSession): string[] {
+  const addrs = fake.emits.filter(([event]) => event === EVENTS.PEER).map(([, addr]) => addr as string)
+  fake.emits.length = 0
+  return addrs
+}
+
+describe('Announcer.joined / left', () => {
+  it('sends ws-peer to joined legacy sessions, peer-join to peer-event sessions, nothing to the joiner or unjoined sessions', () => {
+    const { sessions, announcer, onSent } = world(0, { intervalMs: 0, batchPeers: 10 })
+    const legacy1 = fakeSession('legacy1')
+    const legacy2 = fakeSession('legacy2')
+    const modern = fakeSession('modern')
+    const unjoined = fakeSession('unjoined')
+    const joiner = fakeSession('joiner')
+    legacy1.session.addrs.add(addrOf(1))
+    legacy2.session.addrs.add(addrOf(2))
+    modern.session.addrs.add(addrOf(3))
+    modern.session.peerEvents = true
+    joiner.session.addrs.add(addrOf(4))
+    for (const f of [legacy1, legacy2, modern, unjoined, joiner]) sessions.set(f.session.id, f.session)
+
+    announcer.joined(addrOf(4), joiner.session)
+
+    expect(legacy1.emits).toEqual([[EVENTS.PEER, addrOf(4)]])
+    expect(legacy2.emits).toEqual([[EVENTS.PEER, addrOf(4)]])
+    expect(modern.emits).toEqual([[EVENTS.PEER_JOIN, addrOf(4)]])
+    expect(unjoined.emits).toEqual([])
+    expect(joiner.emits).toEqual([])
+    expect(announcer.sent).toBe(2)
+    expect(onSent.mock.calls).toEqual([[1], [1]])
+  })
+
+  it('sends peer-leave only to joined peer-event sessions', () => {
+    const { sessions, announcer, onSent } = world(0, { intervalMs: 0, batchPeers: 10 })
+    const legacy = fakeSession('legacy')
+    const modern = fakeSession('modern')
+    const modernUnjoined = fakeSession('modernUnjoined')
+    legacy.session.addrs.add(addrOf(1))
+    modern.session.addrs.add(addrOf(2))
+    modern.session.peerEvents = true
+    modernUnjoined.session.peerEvents = true
+    for (const f of [legacy, modern, modernUnjoined]) sessions.set(f.session.id, f.session)
+
+    announcer.left(addrOf(9))
+
+    expect(legacy.emits).toEqual([])
+    expect(modern.emits).toEqual([[EVENTS.PEER_LEAVE, addrOf(9)]])
+    expect(modernUnjoined.emits).toEqual([])
+    expect(onSent).not.toHaveBeenCalled()
+  })
+})
+
+describe('Announcer.sample', () => {
+  afterEach(() => { vi.restoreAllMocks() })
+
+  // [peers, batchPeers, addresses the sampled session holds itself, expected sample size]
+  it.each<[number, number, number, number]>([
+    [0, 10, 0, 0],
+    [1, 10, 1, 0],
+    [5, 10, 1, 4],
+    [5, 10, 3, 2],
+    [50, 10, 1, 10],
+    [50, 10, 5, 10],
+    [11, 10, 2, 9],
+    [100, 64, 8, 64]
+  ])('with %d peers and batch %d, a session holding %d of them gets %d', (peers, batch, own, expected) => {
+    const { directory, announcer } = world(peers, { intervalMs: 0, batchPeers: batch })
+    const me = fakeSession('me').session
+    // The sampled session holds `own` addresses spread over the list.
+    const mine = new Set<string>()
+    for (let k = 0; k < own; k++) mine.add(directory.at(Math.floor(k * peers / own)) as string)
+    for (const addr of mine) me.addrs.add(addr)
+    for (const start of [0, 0.25, 0.5, 0.999]) {
+      vi.spyOn(Math, 'random').mockReturnValue(start)
+      const sample = announcer.sample(me)
+      expect(sample).toHaveLength(expected)
+      expect(new Set(sample).size).toBe(sample.length)
+      for (const addr of sample) {
+        expect(mine.has(addr)).toBe(false)
+        expect(directory.owner(addr)).toBeDefined()
+      }
+    }
+  })
+})
+
+describe('Announcer periodic re-announcement', () => {
+  const INTERVAL_MS = 1000
+
+  afterEach(() => { vi.useRealTimers() })
+
+  /** Run `intervals` whole intervals and return, per interval, the ws-peer addresses each session got. */
+  function run (peers: number, batchPeers: number, intervals: number): { perInterval: string[][][], fakes: FakeSession[], announcer: Announcer } {
+    vi.useFakeTimers()
+    const { fakes, announcer } = world(peers, { intervalMs: INTERVAL_MS, batchPeers })
+    announcer.start()
+    const perInterval: string[][][] = []
+    for (let k = 0; k < intervals; k++) {
+      vi.advanceTimersByTime(INTERVAL_MS)
+      perInterval.push(fakes.map(takePeers))
+    }
+    announcer.stop()
+    return { perInterval, fakes, announcer }
+  }
+
+  it('sends nothing before start and nothing after stop', () => {
+    vi.useFakeTimers()
+    const { fakes, announcer } = world(8, { intervalMs: INTERVAL_MS, batchPeers: 3 })
+    vi.advanceTimersByTime(5 * INTERVAL_MS)
+    expect(fakes.every(f => f.emits.length === 0)).toBe(true)
+    announcer.start()
+    vi.advanceTimersByTime(INTERVAL_MS)
+    expect(fakes.some(f => f.emits.length > 0)).toBe(true)
+    announcer.stop()
+    for (const f of fakes) f.emits.length = 0
+    vi.advanceTimersByTime(5 * INTERVAL_MS)
+    expect(fakes.every(f => f.emits.length === 0)).toBe(true)
+  })
+
+  it('does not run with intervalMs 0', () => {
+    vi.useFakeTimers()
+    const { fakes, announcer } = world(8, { intervalMs: 0, batchPeers: 3 })
+    announcer.start()
+    vi.advanceTimersByTime(60_000)
+    expect(fakes.every(f => f.emits.length === 0)).toBe(true)
+    announcer.stop()
+  })
+
+  // [peers, batchPeers]. Counts that are not multiples of the 4 slices per interval (2, 5, 41, 50)
+  // catch a slice share rounded up, which once gave some sessions two batches in one interval.
+  it.each<[number, number]>([
+    [2, 64],
+    [4, 2],
+    [5, 4],
+    [20, 5],
+    [41, 64],
+    [50, 10],
+    [100, 10]
+  ])('with %d peers and batch %d, each session gets at most a batch per interval, never its own address', (peers, batch) => {
+    const { perInterval } = run(peers, batch, 6)
+    for (const interval of perInterval) {
+      interval.forEach((addrs, i) => {
+        expect(addrs.length).toBeLessThanOrEqual(batch)
+        expect(addrs).not.toContain(addrOf(i))
+      })
+    }
+  })
+
+  it.each<[number, number, number]>([
+    // [peers, batchPeers, intervals needed to cover everyone: ceil((peers - 1) / batch)]
+    [4, 2, 2],
+    [20, 5, 4],
+    [50, 10, 5],
+    [100, 10, 10]
+  ])('with %d peers and batch %d, every session has seen every other peer after %d intervals', (peers, batch, needed) => {
+    const { perInterval } = run(peers, batch, needed)
+    for (let i = 0; i < peers; i++) {
+      const seen = new Set(perInterval.flatMap(interval => interval[i] ?? []))
+      const others = Array.from({ length: peers }, (_, j) => addrOf(j)).filter(a => a !== addrOf(i))
+      expect([...seen].sort()).toEqual(others.sort())
+    }
+  })
+
+  it('skips peer-event sessions and sessions with no address', () => {
+    vi.useFakeTimers()
+    const { fakes, sessions, announcer } = world(8, { intervalMs: INTERVAL_MS, batchPeers: 3 })
+    const modern = fakeSession('modern')
+    modern.session.addrs.add('/p2p-websocket-star/ipfs/modern')
+    modern.session.peerEvents = true
+    const unjoined = fakeSession('unjoined')
+    sessions.set(modern.session.id, modern.session)
+    sessions.set(unjoined.session.id, unjoined.session)
+    announcer.start()
+    vi.advanceTimersByTime(5 * INTERVAL_MS)
+    announcer.stop()
+    expect(modern.emits).toEqual([])
+    expect(unjoined.emits).toEqual([])
+    expect(fakes.every(f => takePeers(f).length > 0)).toBe(true)
+  })
+
+  it('grows linearly with the peers: about twice the messages per interval for twice the peers', () => {
+    const count = (peers: number): number => {
+      const { perInterval, announcer } = run(peers, 10, 4)
+      const perIntervalTotals = perInterval.map(interval => interval.reduce((sum, addrs) => sum + addrs.length, 0))
+      expect(announcer.sent).toBe(perIntervalTotals.reduce((a, b) => a + b, 0))
+      return Math.max(...perIntervalTotals)
+    }
+    const at50 = count(50)
+    const at100 = count(100)
+    // Quadratic would be 50*49 = 2450 and 100*99 = 9900, a ratio of about 4.
+    expect(at50).toBeLessThanOrEqual(60 * 10)
+    expect(at100).toBeLessThanOrEqual(110 * 10)
+    expect(at100 / at50).toBeGreaterThan(1.6)
+    expect(at100 / at50).toBeLessThan(2.4)
+  })
+})

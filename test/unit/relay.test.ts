@@ -1,0 +1,484 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { streamEvent } from '../../shared/events.ts'
+import { Relay, type RelayLimits } from '../../server/relay.ts'
+import { TokenBucket } from '../../server/rate-limit.ts'
+import { Session, type Endpoint } from '../../server/session.ts'
+
+const LIMITS: RelayLimits = {
+  streamBufferBytes: 1000,
+  socketBufferBytes: 4000,
+  writeHighWaterBytes: 300,
+  streamByteBudget: 0,
+  streamIdleTimeoutMs: 0,
+  senderStallTimeoutMs: 1_000_000
+}
+
+/** A session whose endpoint records emits, pauses and resumes, with a settable unflushed count. */
+interface Peer {
+  session: Session
+  emits: Array<[string, ...unknown[]]>
+  /** What `pendingWriteBytes` returns. */
+  pending: number
+  /** Add each emitted chunk's size to `pending`, like a transport that has not flushed yet. */
+  countWrites: boolean
+  pauses: number
+  resumes: number
+}
+
+function peer (id: string): Peer {
+  const p: Peer = { session: undefined as unknown as Session, emits: [], pending: 0, countWrites: false, pauses: 0, resumes: 0 }
+  const endpoint: Endpoint = {
+    emit: (event, ...args) => {
+      p.emits.push([event, ...args])
+      if (p.countWrites && args[0] instanceof Uint8Array) p.pending += args[0].byteLength
+    },
+    request: async () => [],
+    pendingWriteBytes: () => p.pending,
+    pauseReading: () => { p.pauses++; return true },
+    resumeReading: () => { p.resumes++ }
+  }
+  p.session = new Session(id, '127.0.0.1', endpoint, new TokenBucket(100, 200))
+  return p
+}
+
+/** `n` bytes, all equal to `fill`. */
+const bytes = (n: number, fill = 1): Uint8Array => new Uint8Array(n).fill(fill)
+
+/** The chunks `p` received on stream `id`, in order. */
+const received = (p: Peer, id: string): Uint8Array[] =>
+  p.emits.filter(([event]) => event === streamEvent('queue', id)).map(([, chunk]) => chunk as Uint8Array)
+
+/** The `error` values `p` received on stream `id`. */
+const errors = (p: Peer, id: string): unknown[] =>
+  p.emits.filter(([event]) => event === streamEvent('error', id)).map(([, value]) => value)
+
+const DIAL = '0b9d6f0e-3c1a-4c9e-9d55-7f1b2a3c4d5e'
+const OUT = `${DIAL}.dialer`
+const BACK = `${DIAL}.listener`
+
+describe('Relay', () => {
+  const relays: Relay[] = []
+  afterEach(() => {
+    for (const r of relays.splice(0)) r.stop()
+    vi.useRealTimers()
+  })
+
+  /** A relay with a dialer and a listener and one dial between them. */
+  function setup (limits: Partial<RelayLimits> = {}, now?: () => number): { relay: Relay, dialer: Peer, listener: Peer, streamsChanged: number[] } {
+    const streamsChanged: number[] = []
+    const relay = new Relay({ ...LIMITS, ...limits }, { streamsChanged: (n) => streamsChanged.push(n) }, undefined, now)
+    relays.push(relay)
+    const dialer = peer('dialer')
+    const listener = peer('listener')
+    relay.openPair(dialer.session, listener.session, OUT, BACK)
+    return { relay, dialer, listener, streamsChanged }
+  }
+
+  describe('opening and accepting', () => {
+    it('openPair registers both one-way streams and counts them', () => {
+      const { relay, dialer, listener, streamsChanged } = setup()
+      expect(relay.openStreams).toBe(2)
+      expect(streamsChanged).toEqual([1, 2])
+      expect([...dialer.session.outbound.keys()]).toEqual([OUT])
+      expect([...dialer.session.inbound.keys()]).toEqual([BACK])
+      expect([...listener.session.outbound.keys()]).toEqual([BACK])
+      expect([...listener.session.inbound.keys()]).toEqual([OUT])
+      expect(dialer.session.streamCount).toBe(2)
+    })
+
+    it('accept by the receiver forwards accept to the sender, once', () => {
+      const { relay, dialer, listener } = setup()
+      expect(relay.accept(listener.session, OUT)).toBe(true)
+      expect(dialer.emits).toEqual([[`socket.io-pull-stream.accept.${OUT}`]])
+      expect(listener.emits).toEqual([])
+      expect(relay.accept(listener.session, OUT)).toBe(false)
+      expect(dialer.emits).toHaveLength(1)
+    })
+
+    it.each<[string, 'dialer' | 'listener', string]>([
+      ['an unknown stream', 'listener', 'nope.dialer'],
+      ['the sender of the stream', 'dialer', OUT]
+    ])('accept of %s does nothing', (_, who, id) => {
+      const ctx = setup()
+      expect(ctx.relay.accept(ctx[who].session, id)).toBe(false)
+      expect(ctx.dialer.emits).toEqual([])
+      expect(ctx.listener.emits).toEqual([])
+    })
+  })
+
+  describe('forwarding', () => {
+    it('queues data sent before accept and forwards it in order after accept', () => {
+      const { relay, dialer, listener } = setup()
+      const chunks = [bytes(10, 1), bytes(20, 2), bytes(30, 3)]
+      for (const chunk of chunks) expect(relay.data(dialer.session, OUT, chunk)).toBe(true)
+      expect(listener.emits).toEqual([])
+      expect(relay.bufferedBytes).toBe(60)
+      relay.accept(listener.session, OUT)
+      expect(received(listener, OUT)).toEqual(chunks)
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('forwards data after accept at once', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      relay.data(dialer.session, OUT, bytes(5, 7))
+      expect(listener.emits).toEqual([[streamEvent('queue', OUT), bytes(5, 7)]])
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('accepts a Node Buffer as binary', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      expect(relay.data(dialer.session, OUT, Buffer.from('hi'))).toBe(true)
+      expect(received(listener, OUT)).toHaveLength(1)
+    })
+
+    it('relays both directions of a dial independently', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      relay.accept(dialer.session, BACK)
+      relay.data(dialer.session, OUT, bytes(3, 1))
+      relay.data(listener.session, BACK, bytes(4, 2))
+      expect(received(listener, OUT)).toEqual([bytes(3, 1)])
+      expect(received(dialer, BACK)).toEqual([bytes(4, 2)])
+    })
+
+    it('ignores data from the wrong side and on unknown streams', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      expect(relay.data(listener.session, OUT, bytes(3))).toBe(false)
+      expect(relay.data(dialer.session, 'nope.dialer', bytes(3))).toBe(false)
+      expect(listener.emits).toEqual([])
+      expect(relay.openStreams).toBe(2)
+    })
+  })
+
+  describe('ending', () => {
+    // [value the sender ends with, value the receiver gets]
+    it.each<[string, unknown, unknown]>([
+      ['true (clean end)', true, true],
+      ['an error string', 'boom', 'boom'],
+      ['an empty string', '', 'Stream error'],
+      ['a number', 42, 'Stream error'],
+      ['false', false, 'Stream error'],
+      ['an overlong string', 'x'.repeat(1000), 'x'.repeat(256)]
+    ])('end with %s after data delivers the queued chunks, then error', (_, value, delivered) => {
+      const { relay, dialer, listener } = setup()
+      relay.data(dialer.session, OUT, bytes(10, 1))
+      relay.data(dialer.session, OUT, bytes(10, 2))
+      expect(relay.end(dialer.session, OUT, value)).toBe(true)
+      expect(listener.emits).toEqual([])
+      relay.accept(listener.session, OUT)
+      expect(listener.emits).toEqual([
+        [streamEvent('queue', OUT), bytes(10, 1)],
+        [streamEvent('queue', OUT), bytes(10, 2)],
+        [streamEvent('error', OUT), delivered]
+      ])
+      // Only this direction closed; the other stays open.
+      expect(relay.openStreams).toBe(1)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(listener.session.inbound.has(OUT)).toBe(false)
+      expect(dialer.session.inbound.has(BACK)).toBe(true)
+    })
+
+    it('ignores data and a second end after end', () => {
+      const { relay, dialer, listener } = setup()
+      relay.end(dialer.session, OUT, true)
+      expect(relay.data(dialer.session, OUT, bytes(3))).toBe(false)
+      expect(relay.end(dialer.session, OUT, 'again')).toBe(false)
+      relay.accept(listener.session, OUT)
+      expect(listener.emits).toEqual([[streamEvent('error', OUT), true]])
+    })
+  })
+
+  describe('bad chunks', () => {
+    it.each<[string, unknown]>([
+      ['a string', 'hello'],
+      ['a number', 7],
+      ['an array of numbers', [1, 2, 3]],
+      ['an object', { data: [1] }],
+      ['null', null],
+      ['an ArrayBuffer', new ArrayBuffer(4)]
+    ])('%s fails the stream and its sibling with E_BAD_REQUEST', (_, chunk) => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      relay.data(dialer.session, OUT, bytes(5))
+      expect(relay.data(dialer.session, OUT, chunk)).toBe(false)
+      const wire = 'stream chunks must be binary [E_BAD_REQUEST]'
+      expect(errors(listener, OUT)).toEqual([wire])
+      expect(errors(dialer, BACK)).toEqual([wire])
+      expect(relay.openStreams).toBe(0)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(relay.data(dialer.session, OUT, bytes(5))).toBe(false)
+    })
+  })
+
+  describe('receiver backpressure', () => {
+    // [receiver's unflushed bytes, whether a chunk is forwarded at once]
+    it.each<[number, boolean]>([
+      [0, true],
+      [299, true],
+      [300, false],
+      [10_000, false]
+    ])('with %d bytes unflushed at the receiver, forwarding at once is %s', (pending, forwarded) => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      listener.pending = pending
+      relay.data(dialer.session, OUT, bytes(10))
+      expect(received(listener, OUT)).toHaveLength(forwarded ? 1 : 0)
+      expect(relay.bufferedBytes).toBe(forwarded ? 0 : 10)
+    })
+
+    it('holds chunks while the receiver is above the high-water mark and forwards them on drained()', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      listener.pending = 300
+      for (let i = 1; i <= 3; i++) relay.data(dialer.session, OUT, bytes(10, i))
+      relay.end(dialer.session, OUT, true)
+      relay.drained(listener.session) // still full
+      expect(listener.emits).toEqual([])
+      listener.pending = 0
+      relay.drained(listener.session)
+      expect(listener.emits).toEqual([
+        [streamEvent('queue', OUT), bytes(10, 1)],
+        [streamEvent('queue', OUT), bytes(10, 2)],
+        [streamEvent('queue', OUT), bytes(10, 3)],
+        [streamEvent('error', OUT), true]
+      ])
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('stops forwarding mid-queue once the receiver reaches the high-water mark', () => {
+      const { relay, dialer, listener } = setup()
+      listener.countWrites = true
+      for (let i = 1; i <= 5; i++) relay.data(dialer.session, OUT, bytes(100, i))
+      relay.accept(listener.session, OUT)
+      expect(received(listener, OUT)).toEqual([bytes(100, 1), bytes(100, 2), bytes(100, 3)])
+      expect(relay.bufferedBytes).toBe(200)
+      listener.pending = 0
+      relay.drained(listener.session)
+      expect(received(listener, OUT)).toEqual([1, 2, 3, 4, 5].map(i => bytes(100, i)))
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('takes turns between ready streams toward one receiver', () => {
+      const { relay, dialer, listener } = setup()
+      const other = `${DIAL}-2`
+      relay.openPair(dialer.session, listener.session, `${other}.dialer`, `${other}.listener`)
+      listener.pending = 300
+      relay.accept(listener.session, OUT)
+      relay.accept(listener.session, `${other}.dialer`)
+      for (let i = 1; i <= 3; i++) {
+        relay.data(dialer.session, OUT, bytes(1, i))
+        relay.data(dialer.session, `${other}.dialer`, bytes(1, 10 + i))
+      }
+      listener.pending = 0
+      relay.drained(listener.session)
+      const order = listener.emits.map(([event, chunk]) => `${event.endsWith(OUT) ? 'a' : 'b'}${(chunk as Uint8Array)[0]}`)
+      expect(order).toEqual(['a1', 'b11', 'a2', 'b12', 'a3', 'b13'])
+    })
+  })
+
+  describe('sender backpressure', () => {
+    it('pauses a sender whose stream queue passes half its cap and resumes it once the queue drains', () => {
+      const { relay, dialer, listener } = setup()
+      for (let i = 0; i < 5; i++) relay.data(dialer.session, OUT, bytes(100))
+      expect(dialer.pauses).toBe(0) // 500 is not past half of 1000
+      relay.data(dialer.session, OUT, bytes(100))
+      expect(dialer.pauses).toBe(1)
+      expect(dialer.session.paused).toBe(true)
+      relay.data(dialer.session, OUT, bytes(100))
+      expect(dialer.pauses).toBe(1) // not paused twice
+      expect(dialer.resumes).toBe(0)
+      relay.accept(listener.session, OUT)
+      expect(received(listener, OUT)).toHaveLength(7)
+      expect(dialer.resumes).toBe(1)
+      expect(dialer.session.paused).toBe(false)
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('keeps the sender paused while its queue is still above three eighths of the cap', () => {
+      const { relay, dialer, listener } = setup()
+      listener.countWrites = true
+      for (let i = 0; i < 8; i++) relay.data(dialer.session, OUT, bytes(100))
+      expect(dialer.session.paused).toBe(true)
+      relay.accept(listener.session, OUT) // forwards 300, 500 left
+      expect(relay.bufferedBytes).toBe(500)
+      expect(dialer.resumes).toBe(0)
+      listener.pending = 0
+      relay.drained(listener.session) // forwards 300, 200 left
+      expect(relay.bufferedBytes).toBe(200)
+      expect(dialer.resumes).toBe(1)
+    })
+
+    it('pauses a sender whose streams together pass half the socket cap', () => {
+      const { relay, dialer } = setup()
+      const ids = [0, 1, 2, 3, 4].map(i => `d${i}`)
+      for (const id of ids) relay.openPair(dialer.session, peer(`l-${id}`).session, `${id}.dialer`, `${id}.listener`)
+      // 450 per stream stays under each stream's pause threshold; 5 * 450 = 2250 > 2000.
+      for (const id of ids.slice(0, 4)) relay.data(dialer.session, `${id}.dialer`, bytes(450))
+      expect(dialer.pauses).toBe(0)
+      relay.data(dialer.session, 'd4.dialer', bytes(450))
+      expect(dialer.pauses).toBe(1)
+      expect(relay.bufferedBytes).toBe(2250)
+    })
+
+    it('tries again to pause a sender whose transport could not pause', () => {
+      const { relay, dialer } = setup()
+      let attempts = 0
+      dialer.session.endpoint.pauseReading = () => { attempts++; return false }
+      for (let i = 0; i < 8; i++) relay.data(dialer.session, OUT, bytes(100))
+      expect(attempts).toBe(3) // at 600, 700 and 800 bytes
+      expect(dialer.session.paused).toBe(false)
+    })
+  })
+
+  describe('limits', () => {
+    it('fails a stream whose queue passes streamBufferBytes with E_LIMIT_BUFFER, on both sides', () => {
+      const { relay, dialer, listener } = setup()
+      for (let i = 0; i < 10; i++) expect(relay.data(dialer.session, OUT, bytes(100))).toBe(true)
+      expect(dialer.session.paused).toBe(true)
+      expect(relay.data(dialer.session, OUT, bytes(1))).toBe(false)
+      const [toListener] = errors(listener, OUT)
+      const [toDialer] = errors(dialer, BACK)
+      expect(toListener).toMatch(/\[E_LIMIT_BUFFER\]$/)
+      expect(toListener).toContain('streamBufferBytes=1000')
+      expect(toDialer).toBe(toListener)
+      expect(received(listener, OUT)).toEqual([])
+      expect(relay.openStreams).toBe(0)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(dialer.session.queuedBytes).toBe(0)
+      // The failed stream held the only bytes: the sender reads again.
+      expect(dialer.session.paused).toBe(false)
+      expect(dialer.resumes).toBe(1)
+    })
+
+    it('fails the stream that passes socketBufferBytes with E_LIMIT_BUFFER and keeps the others', () => {
+      const { relay, dialer } = setup()
+      const receivers = [0, 1, 2, 3, 4].map(i => peer(`l${i}`))
+      receivers.forEach((r, i) => relay.openPair(dialer.session, r.session, `d${i}.dialer`, `d${i}.listener`))
+      for (let i = 0; i < 4; i++) expect(relay.data(dialer.session, `d${i}.dialer`, bytes(900))).toBe(true)
+      expect(relay.data(dialer.session, 'd4.dialer', bytes(900))).toBe(false)
+      const last = receivers[4] as Peer
+      expect(errors(last, 'd4.dialer')).toEqual(['Socket buffer limit reached (socketBufferBytes=4000) [E_LIMIT_BUFFER]'])
+      expect(relay.bufferedBytes).toBe(3600)
+      expect(relay.openStreams).toBe(2 + 4 * 2)
+      expect(receivers.slice(0, 4).every(r => r.emits.length === 0)).toBe(true)
+    })
+
+    // [budget, chunk sizes, index of the chunk that fails or -1]
+    it.each<[number, number[], number]>([
+      [500, [300, 200], -1],
+      [500, [300, 201], 1],
+      [500, [501], 0],
+      [500, [100, 0, 100, 300, 1], 4]
+    ])('with streamByteBudget %d, chunks %j fail at index %d with E_LIMIT_BYTES', (budget, sizes, failsAt) => {
+      const { relay, dialer, listener } = setup({ streamByteBudget: budget })
+      relay.accept(listener.session, OUT)
+      const results = sizes.map(n => relay.data(dialer.session, OUT, bytes(n)))
+      expect(results.indexOf(false)).toBe(failsAt)
+      if (failsAt === -1) {
+        expect(errors(listener, OUT)).toEqual([])
+        expect(relay.openStreams).toBe(2)
+      } else {
+        expect(errors(listener, OUT)).toEqual([`Stream byte budget exceeded (streamByteBudget=${budget}) [E_LIMIT_BYTES]`])
+        expect(errors(dialer, BACK)).toHaveLength(1)
+        expect(relay.openStreams).toBe(0)
+      }
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('fails the blocking stream of a sender paused longer than senderStallTimeoutMs', () => {
+      vi.useFakeTimers()
+      const { relay, dialer, listener } = setup({ senderStallTimeoutMs: 2000 }, () => Date.now())
+      for (let i = 0; i < 6; i++) relay.data(dialer.session, OUT, bytes(100))
+      expect(dialer.session.paused).toBe(true)
+      vi.advanceTimersByTime(1500)
+      expect(errors(listener, OUT)).toEqual([])
+      vi.advanceTimersByTime(1000)
+      expect(errors(listener, OUT)).toEqual(['Receiver stalled for 2000 ms with a full stream buffer [E_LIMIT_BUFFER]'])
+      expect(dialer.session.paused).toBe(false)
+      expect(relay.bufferedBytes).toBe(0)
+    })
+
+    it('fails a dial idle in both directions longer than streamIdleTimeoutMs with E_STREAM_IDLE', () => {
+      vi.useFakeTimers()
+      const { relay, dialer, listener } = setup({ streamIdleTimeoutMs: 1000 }, () => Date.now())
+      relay.accept(listener.session, OUT)
+      relay.accept(dialer.session, BACK)
+      for (let t = 0; t < 5; t++) {
+        vi.advanceTimersByTime(500)
+        relay.data(listener.session, BACK, bytes(1)) // only one direction moves
+      }
+      expect(relay.openStreams).toBe(2)
+      vi.advanceTimersByTime(2000)
+      expect(errors(listener, OUT)).toEqual(['Stream idle timeout (streamIdleTimeoutMs=1000) [E_STREAM_IDLE]'])
+      expect(errors(dialer, BACK)).toHaveLength(1)
+      expect(relay.openStreams).toBe(0)
+    })
+  })
+
+  describe('sessions going away', () => {
+    it('dropSession(sender) fails its streams on the receiver with E_PEER_GONE, not a clean end', () => {
+      const { relay, dialer, listener, streamsChanged } = setup()
+      relay.data(dialer.session, OUT, bytes(50))
+      relay.dropSession(dialer.session)
+      const delivered = errors(listener, OUT)
+      expect(delivered).toHaveLength(1)
+      expect(delivered[0]).not.toBe(true)
+      expect(delivered[0]).toMatch(/\[E_PEER_GONE\]$/)
+      expect(relay.openStreams).toBe(0)
+      expect(streamsChanged.at(-1)).toBe(0)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(listener.session.streamCount).toBe(0)
+    })
+
+    it('dropSession(receiver) fails the other direction on the remaining peer with E_PEER_GONE', () => {
+      const { relay, dialer, listener } = setup()
+      relay.data(dialer.session, OUT, bytes(50))
+      relay.dropSession(listener.session)
+      expect(errors(dialer, BACK)).toEqual(['Peer disconnected [E_PEER_GONE]'])
+      expect(relay.openStreams).toBe(0)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(dialer.session.streamCount).toBe(0)
+    })
+
+    it('dropSession after a clean end keeps the clean end and drops the stream the session received', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      relay.end(dialer.session, OUT, true)
+      relay.data(listener.session, BACK, bytes(10))
+      relay.dropSession(dialer.session)
+      expect(errors(listener, OUT)).toEqual([true])
+      expect(relay.openStreams).toBe(0)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(listener.session.streamCount).toBe(0)
+      expect(relay.data(listener.session, BACK, bytes(10))).toBe(false)
+    })
+
+    it('discardPair closes both streams without telling anyone', () => {
+      const { relay, dialer, listener } = setup()
+      const [forward] = relay.openPair(dialer.session, listener.session, 'x.dialer', 'x.listener')
+      relay.data(dialer.session, 'x.dialer', bytes(10))
+      relay.discardPair(forward)
+      expect(relay.openStreams).toBe(2)
+      expect(relay.bufferedBytes).toBe(0)
+      expect(dialer.emits).toEqual([])
+      expect(listener.emits).toEqual([])
+    })
+
+    it('failAll fails every open stream with the given code', () => {
+      const { relay, dialer, listener } = setup()
+      relay.openPair(listener.session, dialer.session, 'y.dialer', 'y.listener')
+      relay.data(dialer.session, OUT, bytes(10))
+      relay.failAll('E_SHUTDOWN', 'Server shutting down')
+      const wire = 'Server shutting down [E_SHUTDOWN]'
+      expect(errors(listener, OUT)).toEqual([wire])
+      expect(errors(dialer, BACK)).toEqual([wire])
+      expect(errors(dialer, 'y.dialer')).toEqual([wire])
+      expect(errors(listener, 'y.listener')).toEqual([wire])
+      expect(relay.openStreams).toBe(0)
+      expect(relay.bufferedBytes).toBe(0)
+    })
+  })
+})
