@@ -4,6 +4,7 @@ import { createServer as createHttpServer, type Server as HttpServer } from 'nod
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Server as SocketIoServer } from 'socket.io'
+import { wireError } from '../shared/errors.ts'
 import { handleRoute } from './http-routes.ts'
 import { ServerMetrics } from './metrics.ts'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.ts'
@@ -92,6 +93,8 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   http.on('request', (req, res) => {
     if (req.url?.startsWith('/socket.io/') !== true) handleRoute(routes, req, res)
   })
+  // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
+  io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
 
   const url = (): string => {

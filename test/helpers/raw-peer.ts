@@ -25,8 +25,8 @@ export interface RawPeer {
 const toHex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex')
 
 /** Connect a socket.io-client 4 socket; settles once connected. */
-export async function connectSocket (url: string, opts: { transports?: string[], auth?: Record<string, unknown>, query?: Record<string, string> } = {}): Promise<Socket> {
-  const socket = io(url, { transports: opts.transports ?? ['websocket'], reconnection: false, forceNew: true, auth: opts.auth, query: opts.query })
+export async function connectSocket (url: string, opts: { transports?: string[], auth?: Record<string, unknown>, query?: Record<string, string>, ca?: Buffer } = {}): Promise<Socket> {
+  const socket = io(url, { transports: opts.transports ?? ['websocket'], reconnection: false, forceNew: true, auth: opts.auth, query: opts.query, ca: opts.ca?.toString() })
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve())
     socket.once('connect_error', (err) => { socket.close(); reject(err) })

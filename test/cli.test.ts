@@ -1,0 +1,88 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import { within } from './helpers/server.ts'
+
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+/** Run `starsock args` to completion. */
+function run (args: string[], env: Record<string, string> = {}): { status: number | null, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, ...env } })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+describe('starsock serve (the program)', () => {
+  let child: ChildProcess | undefined
+  afterEach(() => {
+    if (child?.exitCode === null) child.kill('SIGKILL')
+    child = undefined
+  })
+
+  /** Start `starsock serve` and settle with the URL it prints. */
+  async function serve (args: string[], env: Record<string, string> = {}): Promise<{ url: string, output: () => string }> {
+    const proc = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', ...args], { env: { ...process.env, ...env } })
+    child = proc
+    let out = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { out += d.toString() })
+    const url = await within('the URL line from starsock serve', new Promise<string>((resolve, reject) => {
+      proc.stdout.on('data', () => {
+        const m = /^starsock (http:\/\/127\.0\.0\.1:\d+) /m.exec(out)
+        if (m?.[1] !== undefined) resolve(m[1])
+      })
+      proc.once('exit', (code) => reject(new Error(`exited with ${code}: ${out}`)))
+    }), 15_000)
+    return { url, output: () => out }
+  }
+
+  it('starts, serves, logs JSON at the chosen level, and stops on SIGTERM with exit 0', async () => {
+    const { url, output } = await serve(['--port', '0', '--log-level', 'debug'])
+    expect(await (await fetch(`${url}/healthz`)).text()).toBe('ok\n')
+    expect(output()).toMatch(/^\{"level":30,.*"msg":"listening"\}$/m)
+    const proc = child as ChildProcess
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', resolve))
+    proc.kill('SIGTERM')
+    expect(await within('exit after SIGTERM', exited, 10_000)).toBe(0)
+    expect(output()).toContain('"msg":"closed"')
+  })
+
+  it('takes PORT from the environment and the original flags', async () => {
+    const { url } = await serve(['--disableCryptoChallenge', '--disableStrictMultiaddr', '--disableMetrics'], { PORT: '0' })
+    expect((await fetch(`${url}/metrics`)).status).toBe(404)
+  })
+
+  it('lists every flag in --help', () => {
+    const r = run(['serve', '--help'])
+    expect(r.status).toBe(0)
+    for (const flag of ['--port', '--host', '--key', '--cert', '--pfx', '--disableCryptoChallenge', '--disableStrictMultiaddr', '--disableMetrics',
+      '--allow-peer', '--token', '--log-level', '--max-message-bytes', '--max-peers', '--max-dials-per-second', '--stream-buffer-bytes',
+      '--stream-byte-budget', '--stream-idle-timeout-ms', '--announce-interval-ms', '--announce-batch-peers', '--max-joins-per-ip-per-minute']) {
+      expect(r.stdout).toContain(flag)
+    }
+  })
+
+  it.each([
+    [['serve', '--port', 'abc'], "option '--port <port>' argument 'abc' is invalid"],
+    [['serve', '--port', '70000'], 'Must be at most 65535'],
+    [['serve', '--max-message-bytes', '10'], 'Must be at least 1000000'],
+    [['serve', '--log-level', 'loud'], "argument 'loud' is invalid"],
+    [['serve', '--bogus'], "unknown option '--bogus'"],
+    [['serve', '--key', '/nonexistent/key.pem', '--cert', '/nonexistent/cert.pem'], 'cannot read --key /nonexistent/key.pem: ENOENT'],
+    [['serve', '--key', '/dev/null'], '--key and --cert go together'],
+    [['serve', '--sender-stall-timeout-ms', '60000'], 'senderStallTimeoutMs must be at most 15000'],
+    [['nonsense'], "unknown command 'nonsense'"]
+  ])('refuses %j with one readable line and a non-zero exit', (args, message) => {
+    const r = run(args[0] === 'serve' ? [...args, '--port', '0', '--host', '127.0.0.1'] : args)
+    expect(r.status).not.toBe(0)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stderr).toContain(message)
+  })
+
+  it('reports a port in use with one line', async () => {
+    const { url } = await serve(['--port', '0'])
+    const port = new URL(url).port
+    const r = run(['serve', '--host', '127.0.0.1', '--port', port])
+    expect(r.status).toBe(1)
+    expect(r.stderr.trim()).toMatch(/^starsock serve: listen EADDRINUSE.*$/)
+  })
+})
