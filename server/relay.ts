@@ -10,10 +10,14 @@
  * clients have no flow control); a queue that still reaches its cap fails with `E_LIMIT_BUFFER`.
  */
 import { wireError, type ErrorCode } from '../shared/errors.ts'
-import { streamEvent } from '../shared/events.ts'
+import { MAX_CREDIT_BYTES, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { RelayStream, type StreamEnd } from './relay-stream.ts'
 import type { Session } from './session.ts'
+
+function isCredit (n: unknown): n is number {
+  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 && n <= MAX_CREDIT_BYTES
+}
 
 /** Limits of the relay, resolved. */
 export interface RelayLimits {
@@ -89,14 +93,39 @@ export class Relay {
     return stream
   }
 
-  /** The receiver emitted `accept` for `streamId`: tell the sender it may send. */
-  accept (receiver: Session, streamId: string): boolean {
+  /**
+   * The receiver emitted `accept` for `streamId`: tell the sender it may send, passing on the
+   * receiver's window when it gave one (a starsock receiver; legacy sinks ignore the argument).
+   */
+  accept (receiver: Session, streamId: string, window?: unknown): boolean {
     const stream = receiver.inbound.get(streamId)
     if (stream === undefined || stream.accepted) return false
     stream.accepted = true
     stream.lastActiveMs = this.now()
-    stream.sender.endpoint.emit(streamEvent('accept', streamId))
+    if (isCredit(window)) stream.sender.endpoint.emit(streamEvent('accept', streamId), window)
+    else stream.sender.endpoint.emit(streamEvent('accept', streamId))
     this.markReady(stream)
+    return true
+  }
+
+  /** The receiver granted `bytes` more credit on `streamId`: pass it on to the sender. */
+  credit (receiver: Session, streamId: string, bytes: unknown): boolean {
+    const stream = receiver.inbound.get(streamId)
+    if (stream === undefined || !stream.accepted || !isCredit(bytes)) return false
+    stream.lastActiveMs = this.now()
+    stream.sender.endpoint.emit(streamEvent('credit', streamId), bytes)
+    return true
+  }
+
+  /**
+   * The receiver gave up on `streamId`: drop what waits for it and tell the sender (a starsock
+   * sender fails its writes; a legacy one has no such event and its later chunks are ignored).
+   */
+  abort (receiver: Session, streamId: string, reason: unknown): boolean {
+    const stream = receiver.inbound.get(streamId)
+    if (stream === undefined) return false
+    this.close(stream)
+    stream.sender.endpoint.emit(streamEvent('abort', streamId), typeof reason === 'string' ? reason.slice(0, 256) : 'Stream aborted')
     return true
   }
 

@@ -119,6 +119,8 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       ack?.(null, rendezvous.peers(s, cursor))
     })
 
+    socket.on(EVENTS.PING, (...raw: unknown[]) => { splitAck(raw).ack?.(null) })
+
     socket.onAny((event: unknown, ...raw: unknown[]) => {
       if (typeof event === 'string' && KNOWN_EVENTS.has(event)) return
       const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
@@ -128,11 +130,12 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
         return replyError(ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`))
       }
       const { type, streamId } = parsed
-      const ok = type === 'accept'
-        ? rendezvous.relay.accept(s, streamId)
-        : type === 'queue'
-          ? rendezvous.relay.data(s, streamId, raw[0])
-          : rendezvous.relay.end(s, streamId, raw[0])
+      const relay = rendezvous.relay
+      const ok = type === 'accept' ? relay.accept(s, streamId, raw[0])
+        : type === 'queue' ? relay.data(s, streamId, raw[0])
+          : type === 'error' ? relay.end(s, streamId, raw[0])
+            : type === 'credit' ? relay.credit(s, streamId, raw[0])
+              : relay.abort(s, streamId, raw[0])
       if (!ok) bad(`stream-${type}`)
     })
 

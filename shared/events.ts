@@ -16,14 +16,23 @@ export const EVENTS = {
   HELLO: 'starsock:hello',
   PEERS: 'starsock:peers',
   PEER_JOIN: 'starsock:peer-join',
-  PEER_LEAVE: 'starsock:peer-leave'
+  PEER_LEAVE: 'starsock:peer-leave',
+  PING: 'starsock:ping'
 } as const
+
+/** Largest window or credit grant, in bytes, a receiver may announce. */
+export const MAX_CREDIT_BYTES = 64 * 1024 * 1024
 
 /** Prefix of the socket.io-pull-stream events: `<prefix><type>.<streamId>`. */
 export const STREAM_EVENT_PREFIX = 'socket.io-pull-stream.'
 
-/** The three kinds of stream event. */
-export const STREAM_EVENT_TYPES = ['accept', 'queue', 'error'] as const
+/**
+ * The kinds of stream event. `accept`, `queue` and `error` are socket.io-pull-stream's. The
+ * starsock extensions go from receiver to sender and legacy peers never see them unasked:
+ * `accept.S(windowBytes)` (an argument legacy sinks ignore) starts credit flow control, `credit.S(n)`
+ * grants `n` more bytes, and `abort.S(reason)` tells the sender the receiver is gone.
+ */
+export const STREAM_EVENT_TYPES = ['accept', 'queue', 'error', 'credit', 'abort'] as const
 /** One kind of stream event. */
 export type StreamEventType = typeof STREAM_EVENT_TYPES[number]
 

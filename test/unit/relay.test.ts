@@ -481,4 +481,42 @@ describe('Relay', () => {
       expect(relay.bufferedBytes).toBe(0)
     })
   })
+
+  describe('starsock extensions: window, credit and abort', () => {
+    it('passes the receiver window on with accept, and only a valid one', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT, 65536)
+      expect(dialer.emits).toContainEqual([streamEvent('accept', OUT), 65536])
+      relay.accept(dialer.session, BACK, -5)
+      expect(listener.emits).toContainEqual([streamEvent('accept', BACK)])
+    })
+
+    it.each([[0], [-1], [1.5], ['10'], [null], [2 ** 40]])('forwards credit only for a positive integer window, not %j', (bad) => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      expect(relay.credit(listener.session, OUT, bad)).toBe(false)
+      expect(relay.credit(listener.session, OUT, 4096)).toBe(true)
+      expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT))).toEqual([[streamEvent('credit', OUT), 4096]])
+    })
+
+    it('takes credit and abort only from the receiver of a stream', () => {
+      const { relay, dialer } = setup()
+      relay.accept(dialer.session, BACK)
+      expect(relay.credit(dialer.session, OUT, 100)).toBe(false)
+      expect(relay.abort(dialer.session, OUT, 'x')).toBe(false)
+      expect(relay.openStreams).toBe(2)
+    })
+
+    it('abort drops the queue, closes the stream and tells the sender; later chunks are ignored', () => {
+      const { relay, dialer, listener } = setup()
+      expect(relay.data(dialer.session, OUT, bytes(100))).toBe(true)
+      expect(relay.bufferedBytes).toBe(100)
+      expect(relay.abort(listener.session, OUT, 'reader gone')).toBe(true)
+      expect(dialer.emits).toContainEqual([streamEvent('abort', OUT), 'reader gone'])
+      expect(relay.bufferedBytes).toBe(0)
+      expect(relay.openStreams).toBe(1)
+      expect(relay.data(dialer.session, OUT, bytes(10))).toBe(false)
+      expect(received(listener, OUT)).toEqual([])
+    })
+  })
 })
