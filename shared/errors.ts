@@ -32,7 +32,14 @@ export const ERROR_CODES = {
   E_LIMIT_BYTES: 'a stream carried more bytes than its budget',
   E_STREAM_IDLE: 'a stream was idle longer than the idle timeout',
   E_PEER_GONE: 'the other end of a stream disconnected',
-  E_SHUTDOWN: 'the server is shutting down'
+  E_SHUTDOWN: 'the server is shutting down',
+  E_TIMEOUT: 'a request got no answer in time',
+  E_ABORTED: 'the caller aborted the operation',
+  E_NOT_JOINED: 'the peer has not joined the server (yet, or any more)',
+  E_DISCONNECTED: 'the connection to the server dropped',
+  E_SERVER_UNREACHABLE: 'the server could not be reached',
+  E_STREAM_CLOSED: 'the other side closed the connection',
+  E_STREAM_ABORTED: 'the other side aborted the connection with an error'
 } as const
 
 /** A stable error code. */

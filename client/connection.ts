@@ -1,0 +1,109 @@
+/**
+ * A connection between two peers: the two one-way streams of a dial, usable as an async iterable
+ * with an awaited write, and as a pull-stream duplex (`source`/`sink`).
+ *
+ * Three ways to stop, each reaching the other side as itself:
+ * - `closeWrite()`: half-close; the other side's reads end cleanly, it may still write to us;
+ * - `close()`: half-close and stop reading; the other side's reads end cleanly, its writes fail
+ *   with `E_STREAM_CLOSED`;
+ * - `abort(err)`: the other side's reads and writes fail with `E_STREAM_ABORTED` and our message.
+ */
+import type pull from 'pull-stream'
+import { StarsockError, wireError } from '../shared/errors.ts'
+import type { ReceiveStream, SendStream } from './stream.ts'
+
+/** Figures of one connection. */
+export interface ConnectionStats {
+  /** Bytes written and sent. */
+  sentBytes: number
+  /** Bytes received. */
+  receivedBytes: number
+  /** Bytes received and not read yet (at most the window with a starsock sender). */
+  bufferedBytes: number
+  /** Send credit left, or `undefined` when the other side is a legacy peer. */
+  creditBytes: number | undefined
+}
+
+/** A connection to another peer. */
+export class Connection implements AsyncIterable<Uint8Array> {
+  /** pull-stream source of the bytes from the other side. */
+  readonly source: pull.Source<Uint8Array>
+  /** pull-stream sink of bytes to the other side; ends (or aborts) our write side when its source does. */
+  readonly sink: pull.Sink<Uint8Array>
+
+  constructor (
+    /** The other peer's websocket-star address. */
+    readonly remoteAddr: string,
+    /** The other peer's id. */
+    readonly remotePeer: string,
+    /** Whether this side dialed. */
+    readonly initiator: boolean,
+    private readonly rx: ReceiveStream,
+    private readonly tx: SendStream
+  ) {
+    this.source = (end, cb) => {
+      if (end !== null && end !== undefined) {
+        if (end === true) void this.close()
+        else this.abort(end)
+        return cb(end)
+      }
+      this.rx.read().then((chunk) => chunk === null ? cb(true) : cb(null, chunk), (err: unknown) => cb(err as Error))
+    }
+    this.sink = (read) => {
+      const next = (end: pull.EndOrError, data?: Uint8Array): void => {
+        if (end === true) return void this.closeWrite()
+        if (end !== null && end !== undefined) return this.abort(end)
+        this.write(data as Uint8Array).then(() => read(null, next), (err: unknown) => read(err as Error, () => {}))
+      }
+      read(null, next)
+    }
+  }
+
+  /** Send bytes; settles once they are within the other side's window (rejects after close or abort). */
+  async write (data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.tx.write(data, options.signal)
+  }
+
+  /** The next chunk, or `null` once the other side ended cleanly; rejects with its error. */
+  async read (options: { signal?: AbortSignal } = {}): Promise<Uint8Array | null> {
+    return await this.rx.read(options.signal)
+  }
+
+  /** Every chunk until the other side ends; throws its error. */
+  async * [Symbol.asyncIterator] (): AsyncIterator<Uint8Array> {
+    for (;;) {
+      const chunk = await this.rx.read()
+      if (chunk === null) return
+      yield chunk
+    }
+  }
+
+  /** Half-close: no more writes; settles once the end is sent after pending writes. */
+  async closeWrite (): Promise<void> {
+    await this.tx.end()
+  }
+
+  /** Close both ways; settles once our end is sent. */
+  async close (): Promise<void> {
+    if (!this.rx.done) this.rx.abort(wireError('E_STREAM_CLOSED', 'Closed by the other side'), new StarsockError('E_STREAM_CLOSED', 'Closed here'))
+    await this.tx.end().catch(() => {})
+  }
+
+  /** Abort both ways with an error the other side sees. */
+  abort (err?: unknown): void {
+    const message = err instanceof Error ? err.message : typeof err === 'string' ? err : 'Aborted'
+    const wire = wireError('E_STREAM_ABORTED', message.slice(0, 200))
+    this.tx.error(wire)
+    this.rx.abort(wire, new StarsockError('E_STREAM_ABORTED', `Aborted here: ${message}`))
+  }
+
+  /** Whether both directions are over. */
+  get closed (): boolean {
+    return this.rx.done && this.tx.done
+  }
+
+  /** Figures now. */
+  stats (): ConnectionStats {
+    return { sentBytes: this.tx.sentBytes, receivedBytes: this.rx.receivedBytes, bufferedBytes: this.rx.bufferedBytes, creditBytes: this.tx.creditBytes }
+  }
+}

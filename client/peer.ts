@@ -1,0 +1,445 @@
+/**
+ * A starsock peer (Node and browser): joins a server through the crypto challenge, keeps the set
+ * of online peers, dials and accepts connections with flow-controlled streams, reconnects and
+ * rejoins when the server connection drops.
+ */
+import { io, type Socket } from 'socket.io-client'
+import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
+import { EVENTS, parseStreamEvent, type HelloReply, type PeersPage } from '../shared/events.ts'
+import { silentLogger, type Logger } from '../shared/logger.ts'
+import { parseAddress } from '../shared/wsstar-address.ts'
+import { Connection } from './connection.ts'
+import { Emitter } from './emitter.ts'
+import { createIdentity, publicKeyHex, signNonce, type Identity } from './identity.ts'
+import { parseServerAddress, type ServerAddress } from './server-address.ts'
+import { ReceiveStream, SendStream, type StreamTransport } from './stream.ts'
+
+/** Where the peer is with the server. */
+export type PeerState = 'connecting' | 'joined' | 'reconnecting' | 'closed'
+
+/** Another peer online. */
+export interface PeerInfo {
+  peerId: string
+  addr: string
+}
+
+/** Options of `createPeer`. */
+export interface PeerOptions {
+  /** The server: `http(s)://host:port`, `ws(s)://host:port` or `/ip4/…/tcp/…/ws`. */
+  server: string
+  /** Who this peer is. @default a fresh Ed25519 identity */
+  identity?: Identity
+  /** Shared token, for servers that require one. */
+  token?: string
+  /** Transports in the order tried. @default ['websocket', 'polling'] */
+  transports?: Array<'websocket' | 'polling'>
+  /** Timeout of each request to the server. @default 10_000 */
+  requestTimeoutMs?: number
+  /** Receive window per stream (lowered to fit the server's buffer). @default 1 MiB */
+  windowBytes?: number
+  /** Largest chunk sent (lowered to fit the server's message size). @default 128 KiB */
+  chunkBytes?: number
+  /** Unread bytes past which a stream from a sender that ignores the window fails. @default 16 MiB */
+  receiveLimitBytes?: number
+  /** Heartbeat period; a server that misses one is dropped and reconnected. @default 5_000 */
+  heartbeatIntervalMs?: number
+  /** Time a heartbeat may take. @default 5_000 */
+  heartbeatTimeoutMs?: number
+  /** First and largest reconnect delay. @default 500 and 5_000 */
+  reconnectDelayMs?: number
+  reconnectDelayMaxMs?: number
+  /** Where logs go. @default silent */
+  logger?: Logger
+  /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
+  socketOptions?: Record<string, unknown>
+}
+
+/** Options of calls that wait. */
+export interface CallOptions {
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
+/** Events of a peer. */
+export interface PeerEvents extends Record<string, unknown> {
+  state: PeerState
+  'peer:join': PeerInfo
+  'peer:leave': PeerInfo
+  connection: Connection
+  error: StarsockError
+}
+
+const TRANSPORT_HIGH_WATER_BYTES = 1024 * 1024
+const HELLO_TIMEOUT_MS = 3000
+
+function randomId (): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16)) // randomUUID needs a secure context
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
+function positive (name: string, value: number | undefined, fallback: number): number {
+  const v = value ?? fallback
+  if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`${name} must be a positive integer, got ${String(v)}`)
+  return v
+}
+
+/** Throw a `TypeError` unless `target` is a peer id or a valid multiaddr. */
+function checkTarget (target: string): void {
+  if (typeof target !== 'string' || target === '') throw new TypeError('dial target must be a peer id or a websocket-star address')
+  if (target.startsWith('/')) {
+    if (parseAddress(target) === undefined) throw new TypeError(`dial target ${target} is not a valid multiaddr`)
+  } else if (!/^[1-9A-HJ-NP-Za-km-z]{32,128}$/.test(target)) {
+    throw new TypeError(`dial target ${target} is not a peer id`)
+  }
+}
+
+/** Reject with `E_ABORTED` when `signal` aborts and with `E_TIMEOUT` after `ms`. */
+async function bounded<T> (what: string, promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T> {
+  signal?.throwIfAborted()
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let onAbort: (() => void) | undefined
+  try {
+    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new StarsockError('E_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms)
+      onAbort = () => reject(new StarsockError('E_ABORTED', `${what}: aborted`, { cause: signal?.reason }))
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    clearTimeout(timer)
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+  }
+}
+
+/** A peer on a starsock (or websocket-star) server. Make one with `createPeer`. */
+export class StarsockPeer extends Emitter<PeerEvents> {
+  /** This peer's identity. */
+  readonly identity: Identity
+  /** This peer's id. */
+  readonly peerId: string
+  /** The websocket-star address this peer joins under. */
+  readonly addr: string
+  /** The server, resolved. */
+  readonly server: ServerAddress
+  private readonly socket: Socket
+  private readonly logger: Logger
+  private readonly requestTimeoutMs: number
+  private readonly options: Required<Pick<PeerOptions, 'windowBytes' | 'chunkBytes' | 'receiveLimitBytes' | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs'>>
+  private current: PeerState = 'connecting'
+  private readonly known = new Map<string, string>()
+  private readonly sending = new Map<string, SendStream>()
+  private readonly receiving = new Map<string, ReceiveStream>()
+  private handler: ((conn: Connection) => void) | undefined
+  private hello: HelloReply | undefined
+  private heartbeat: ReturnType<typeof setInterval> | undefined
+  private sinceDrain = 0
+  private readonly transport: StreamTransport
+
+  constructor (options: PeerOptions & { identity: Identity }) {
+    super()
+    this.server = parseServerAddress(options.server)
+    this.identity = options.identity
+    this.peerId = options.identity.peerId
+    // `/ipfs/`: legacy clients read the peer id after the last `/ipfs/`.
+    this.addr = `${this.server.prefix}/p2p-websocket-star/ipfs/${this.peerId}`
+    this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client' })
+    this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
+    this.options = {
+      windowBytes: positive('windowBytes', options.windowBytes, 1024 * 1024),
+      chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
+      receiveLimitBytes: positive('receiveLimitBytes', options.receiveLimitBytes, 16 * 1024 * 1024),
+      heartbeatIntervalMs: positive('heartbeatIntervalMs', options.heartbeatIntervalMs, 5000),
+      heartbeatTimeoutMs: positive('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 5000)
+    }
+    this.socket = io(this.server.url, {
+      ...options.socketOptions,
+      autoConnect: false,
+      forceNew: true,
+      transports: options.transports ?? ['websocket', 'polling'],
+      tryAllTransports: true,
+      reconnection: true,
+      reconnectionDelay: positive('reconnectDelayMs', options.reconnectDelayMs, 500),
+      reconnectionDelayMax: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
+      auth: options.token !== undefined ? { token: options.token } : undefined
+    })
+    this.transport = {
+      emit: (event, ...args) => { this.socket.emit(event, ...args) },
+      room: async (signal) => await this.transportRoom(signal),
+      sent: (n) => { this.sinceDrain += n }
+    }
+    this.wire()
+  }
+
+  /** Where the peer is with the server now. */
+  get state (): PeerState {
+    return this.current
+  }
+
+  /** Peers online now, as far as this peer knows. */
+  peers (): PeerInfo[] {
+    return [...this.known].map(([peerId, addr]) => ({ peerId, addr }))
+  }
+
+  /** Take incoming connections with `handler`; without one, dials to this peer are refused. */
+  handle (handler: ((conn: Connection) => void) | undefined): void {
+    this.handler = handler
+  }
+
+  /** Figures now: streams open each way. */
+  stats (): { sendingStreams: number, receivingStreams: number } {
+    return { sendingStreams: this.sending.size, receivingStreams: this.receiving.size }
+  }
+
+  /** Connect and join; settles once joined (or rejects, and the peer is closed). */
+  async start (options: CallOptions = {}): Promise<void> {
+    if (this.current === 'closed') throw new StarsockError('E_NOT_JOINED', 'Peer is closed')
+    const joined = new Promise<void>((resolve, reject) => {
+      const offState = this.on('state', (s) => {
+        if (s === 'joined') { done(); resolve() }
+        if (s === 'closed') { done(); reject(new StarsockError('E_NOT_JOINED', 'Peer closed before it joined')) }
+      })
+      const offError = this.on('error', (err) => { if (err.code !== 'E_SERVER_UNREACHABLE') { done(); reject(err) } })
+      const done = (): void => { offState(); offError() }
+    })
+    this.socket.connect()
+    try {
+      await bounded('joining the server', joined, options.timeoutMs ?? this.requestTimeoutMs, options.signal)
+    } catch (err) {
+      const unreachable = err instanceof StarsockError && err.code === 'E_TIMEOUT' && !this.socket.connected
+      await this.close()
+      throw unreachable ? new StarsockError('E_SERVER_UNREACHABLE', `Server ${this.server.url} could not be reached`, { cause: err }) : err
+    }
+  }
+
+  /**
+   * Dial a peer by peer id (it must be online and known) or by websocket-star address; settles
+   * with the connection once the other side accepted.
+   */
+  async dial (target: string, options: CallOptions = {}): Promise<Connection> {
+    checkTarget(target)
+    options.signal?.throwIfAborted()
+    if (this.current !== 'joined') throw new StarsockError(this.current === 'reconnecting' ? 'E_DISCONNECTED' : 'E_NOT_JOINED', `Cannot dial while ${this.current}`)
+    const to = this.resolve(target)
+    const dialId = randomId()
+    const tx = this.openSend(`${dialId}.dialer`)
+    let reply: unknown[]
+    try {
+      reply = await this.request(EVENTS.DIAL, [this.addr, to, dialId], options)
+    } catch (err) {
+      tx.fail(err as StarsockError)
+      throw err
+    }
+    if (reply[0] !== undefined && reply[0] !== null) {
+      const err = errorFromWire(reply[0])
+      tx.fail(err)
+      throw err
+    }
+    const rx = this.openReceive(`${dialId}.listener`)
+    const conn = new Connection(to, parseAddress(to)?.peerId ?? '', true, rx, tx)
+    if (options.signal?.aborted === true) {
+      conn.abort('Dial aborted')
+      throw new StarsockError('E_ABORTED', 'Dial aborted', { cause: options.signal.reason })
+    }
+    return conn
+  }
+
+  /** Leave the server and close every connection; settles once disconnected. */
+  async close (): Promise<void> {
+    if (this.current === 'closed') return
+    this.failStreams(new StarsockError('E_DISCONNECTED', 'Peer closed'))
+    this.stopHeartbeat()
+    this.setState('closed')
+    this.socket.disconnect()
+  }
+
+  /** The address to dial for a checked target: itself, or the known address of a peer id. */
+  private resolve (target: string): string {
+    if (target.startsWith('/')) return target
+    const addr = this.known.get(target)
+    if (addr === undefined) throw new StarsockError('E_PEER_NOT_FOUND', `Peer ${target} is not online`)
+    return addr
+  }
+
+  private async request (event: string, args: unknown[], options: CallOptions = {}): Promise<unknown[]> {
+    if (!this.socket.connected) throw new StarsockError('E_DISCONNECTED', `Not connected to ${this.server.url}`)
+    const reply = new Promise<unknown[]>((resolve) => {
+      this.socket.emit(event, ...args, (...r: unknown[]) => resolve(r))
+    })
+    return await bounded(event, reply, options.timeoutMs ?? this.requestTimeoutMs, options.signal)
+  }
+
+  private openSend (id: string): SendStream {
+    const chunk = Math.min(this.options.chunkBytes, (this.hello?.limits.maxMessageBytes ?? 1_000_000) - 4096)
+    const tx = new SendStream(this.transport, id, chunk, () => { if (this.sending.get(id) === tx) this.sending.delete(id) })
+    this.sending.set(id, tx)
+    return tx
+  }
+
+  private openReceive (id: string): ReceiveStream {
+    const serverBuffer = this.hello?.limits.streamBufferBytes
+    // Keep the window under half the server's per-stream buffer, where it would start pushing back.
+    const window = Math.max(64 * 1024, Math.min(this.options.windowBytes, serverBuffer !== undefined ? Math.floor(serverBuffer / 2) - this.options.chunkBytes : Infinity))
+    const rx = new ReceiveStream(this.transport, id, window, Math.max(window, this.options.receiveLimitBytes), () => {
+      if (this.receiving.get(id) === rx) this.receiving.delete(id)
+    })
+    this.receiving.set(id, rx)
+    rx.open()
+    return rx
+  }
+
+  private async transportRoom (signal?: AbortSignal): Promise<void> {
+    for (;;) {
+      const ws = (this.socket.io.engine?.transport as unknown as { ws?: { bufferedAmount?: number } } | undefined)?.ws
+      if (this.sinceDrain + (ws?.bufferedAmount ?? 0) < TRANSPORT_HIGH_WATER_BYTES) return
+      if (!this.socket.connected) throw new StarsockError('E_DISCONNECTED', 'Connection to the server dropped')
+      signal?.throwIfAborted()
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
+  }
+
+  private setState (state: PeerState): void {
+    if (this.current === state || this.current === 'closed') return
+    this.current = state
+    this.logger.debug({ state }, 'state')
+    this.emit('state', state)
+  }
+
+  private failStreams (err: StarsockError): void {
+    for (const rx of [...this.receiving.values()]) rx.fail(err)
+    for (const tx of [...this.sending.values()]) tx.fail(err)
+  }
+
+  private learn (addr: unknown): void {
+    const peerId = parseAddress(addr)?.peerId
+    if (typeof addr !== 'string' || peerId === undefined || peerId === this.peerId) return
+    if (this.known.get(peerId) === addr) return
+    this.known.set(peerId, addr)
+    this.emit('peer:join', { peerId, addr })
+  }
+
+  private forget (addr: unknown): void {
+    const peerId = parseAddress(addr)?.peerId
+    if (typeof addr !== 'string' || peerId === undefined || this.known.get(peerId) !== addr) return
+    this.known.delete(peerId)
+    this.emit('peer:leave', { peerId, addr })
+  }
+
+  private wire (): void {
+    const socket = this.socket
+    socket.io.on('open', () => {
+      this.sinceDrain = 0
+      socket.io.engine.on('drain', () => { this.sinceDrain = 0 })
+    })
+    socket.on('connect', () => { void this.join() })
+    socket.on('disconnect', (reason) => {
+      this.stopHeartbeat()
+      this.failStreams(new StarsockError('E_DISCONNECTED', `Connection to the server dropped (${reason})`))
+      if (this.current === 'closed') return
+      this.setState('reconnecting')
+      // The client does not reconnect by itself after the server disconnected it.
+      if (reason === 'io server disconnect') setTimeout(() => { if (this.current !== 'closed') socket.connect() }, 500)
+    })
+    socket.on('connect_error', (err) => {
+      const wire = errorFromWire(err.message)
+      if (wire.code === 'E_FORBIDDEN' || wire.code === 'E_SHUTDOWN') this.emit('error', wire)
+      else this.emit('error', new StarsockError('E_SERVER_UNREACHABLE', err.message))
+      if (wire.code === 'E_FORBIDDEN') void this.close()
+    })
+    socket.on(EVENTS.PEER, (addr: unknown) => this.learn(addr))
+    socket.on(EVENTS.PEER_JOIN, (addr: unknown) => this.learn(addr))
+    socket.on(EVENTS.PEER_LEAVE, (addr: unknown) => this.forget(addr))
+    socket.on(EVENTS.INCOMING, (dialId: unknown, from: unknown, ack: unknown) => this.incoming(dialId, from, ack))
+    socket.onAny((event: string, value: unknown) => {
+      const parsed = parseStreamEvent(event)
+      if (parsed === undefined) return
+      const { type, streamId } = parsed
+      if (type === 'queue') this.receiving.get(streamId)?.push(value)
+      else if (type === 'error') this.receiving.get(streamId)?.finish(value)
+      else if (type === 'accept') this.sending.get(streamId)?.onAccept(value)
+      else if (type === 'credit') this.sending.get(streamId)?.onCredit(value)
+      else this.sending.get(streamId)?.onAbort(value)
+    })
+  }
+
+  private incoming (dialId: unknown, from: unknown, ack: unknown): void {
+    if (typeof ack !== 'function') return
+    const reply = ack as (err?: string) => void
+    if (typeof dialId !== 'string' || typeof from !== 'string') return reply(wireError('E_BAD_REQUEST', 'Bad incoming dial'))
+    const handler = this.handler
+    if (handler === undefined) return reply(wireError('E_DIAL_REFUSED', 'This peer takes no connections'))
+    const rx = this.openReceive(`${dialId}.dialer`)
+    const tx = this.openSend(`${dialId}.listener`)
+    reply()
+    const conn = new Connection(from, parseAddress(from)?.peerId ?? '', false, rx, tx)
+    handler(conn)
+    this.emit('connection', conn)
+  }
+
+  /** Run hello and the challenge on a fresh server connection, then load the peer list. */
+  private async join (): Promise<void> {
+    try {
+      this.hello = await this.request(EVENTS.HELLO, [{ peerEvents: true }], { timeoutMs: HELLO_TIMEOUT_MS })
+        .then(([err, reply]) => err == null ? reply as HelloReply : undefined, () => undefined) // the original server does not answer
+      const [err1, nonce, firstPeers] = await this.request(EVENTS.JOIN, [this.addr, publicKeyHex(this.identity)])
+      if (err1 != null) throw errorFromWire(err1)
+      let peers = firstPeers
+      if (typeof nonce === 'string') {
+        const [err2, , joinedPeers] = await this.request(EVENTS.JOIN, [this.addr, await signNonce(this.identity, nonce)])
+        if (err2 != null) throw errorFromWire(err2)
+        peers = joinedPeers
+      }
+      const before = new Map(this.known)
+      this.known.clear()
+      for (const addr of Array.isArray(peers) ? peers : []) this.learn(addr)
+      if (this.hello !== undefined) await this.loadPeers()
+      for (const [peerId, addr] of before) if (!this.known.has(peerId)) this.emit('peer:leave', { peerId, addr })
+      if (this.hello !== undefined) this.startHeartbeat()
+      this.setState('joined')
+    } catch (err) {
+      const e = err instanceof StarsockError ? err : new StarsockError('E_BAD_REQUEST', String(err))
+      this.logger.warn({ code: e.code }, 'join failed')
+      this.emit('error', e)
+      if (e.code !== 'E_DISCONNECTED' && e.code !== 'E_TIMEOUT') await this.close()
+    }
+  }
+
+  private async loadPeers (): Promise<void> {
+    let cursor: number | null = 0
+    while (cursor !== null) {
+      const [err, page] = await this.request(EVENTS.PEERS, [cursor])
+      if (err != null) throw errorFromWire(err)
+      const { addrs, next } = page as PeersPage
+      for (const addr of addrs) this.learn(addr)
+      cursor = next
+    }
+  }
+
+  private startHeartbeat (): void {
+    this.stopHeartbeat()
+    this.heartbeat = setInterval(() => {
+      this.request(EVENTS.PING, [], { timeoutMs: this.options.heartbeatTimeoutMs }).catch(() => {
+        // A server that misses a heartbeat is gone: drop the transport so the client reconnects.
+        this.logger.warn('heartbeat missed, reconnecting')
+        this.socket.io.engine?.close()
+      })
+    }, this.options.heartbeatIntervalMs)
+  }
+
+  private stopHeartbeat (): void {
+    if (this.heartbeat !== undefined) clearInterval(this.heartbeat)
+    this.heartbeat = undefined
+  }
+}
+
+/**
+ * Create a peer, connect and join; settles once joined.
+ * @example
+ * const peer = await createPeer({ server: 'http://127.0.0.1:9090' })
+ * peer.handle(async (conn) => { for await (const chunk of conn) await conn.write(chunk); await conn.closeWrite() })
+ * const conn = await peer.dial(otherPeerId)
+ */
+export async function createPeer (options: PeerOptions & CallOptions): Promise<StarsockPeer> {
+  const identity = options.identity ?? await createIdentity()
+  const peer = new StarsockPeer({ ...options, identity })
+  await peer.start({ signal: options.signal, timeoutMs: options.timeoutMs })
+  return peer
+}

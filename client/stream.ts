@@ -1,0 +1,256 @@
+/**
+ * The two ends of a one-way stream over the socket.io-pull-stream framing, with credit flow
+ * control between starsock peers.
+ *
+ * The receiver announces a window with `accept.S(windowBytes)` and grants more with
+ * `credit.S(n)` as the application consumes; the sender never has more than the granted bytes in
+ * flight, so neither the server nor the receiver buffers more than the window. A legacy receiver
+ * sends `accept.S` with no window: the sender then relies on transport backpressure (the server
+ * stops reading it). A legacy sender ignores the window, so the receiver caps what it buffers and
+ * fails the stream past that cap instead of growing.
+ */
+import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
+import { streamEvent } from '../shared/events.ts'
+
+/** What a stream needs from the connection to the server. */
+export interface StreamTransport {
+  /** Send an event to the server. */
+  emit: (event: string, ...args: unknown[]) => void
+  /** Settles when the transport has room for more bytes. */
+  room: (signal?: AbortSignal) => Promise<void>
+  /** Count bytes handed to the transport. */
+  sent: (bytes: number) => void
+}
+
+/** Settles on the next `wake`, or rejects when `signal` aborts. */
+class Waiters {
+  private list: Array<() => void> = []
+
+  async wait (signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => reject(new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal?.reason }))
+      this.list.push(() => { signal?.removeEventListener('abort', onAbort); resolve() })
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  wake (): void {
+    const list = this.list
+    this.list = []
+    for (const fn of list) fn()
+  }
+}
+
+function toBytes (chunk: unknown): Uint8Array | undefined {
+  if (chunk instanceof Uint8Array) return chunk
+  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk) // socket.io-client in the browser
+  return undefined
+}
+
+/** The receiving end: a bounded queue of chunks that grants credit as they are read. */
+export class ReceiveStream {
+  private readonly chunks: Uint8Array[] = []
+  private readonly waiters = new Waiters()
+  private end: true | StarsockError | undefined
+  private unacked = 0
+  /** Bytes received and not yet read. */
+  bufferedBytes = 0
+  /** Bytes received in all. */
+  receivedBytes = 0
+
+  constructor (
+    private readonly transport: StreamTransport,
+    /** Stream id on the wire. */
+    readonly id: string,
+    private readonly windowBytes: number,
+    /** Buffered bytes past which the stream fails (a sender that ignores the window). */
+    private readonly limitBytes: number,
+    private readonly onDone: () => void
+  ) {}
+
+  /** Tell the sender we are ready, with our window. */
+  open (): void {
+    this.transport.emit(streamEvent('accept', this.id), this.windowBytes)
+  }
+
+  /** Whether the stream has ended (cleanly or not). */
+  get done (): boolean {
+    return this.end !== undefined
+  }
+
+  /** A chunk arrived. */
+  push (chunk: unknown): void {
+    if (this.end !== undefined) return
+    const bytes = toBytes(chunk)
+    if (bytes === undefined) return this.abort(wireError('E_BAD_REQUEST', 'non-binary chunk'), new StarsockError('E_BAD_REQUEST', 'The sender sent a non-binary chunk'))
+    if (bytes.byteLength === 0) return
+    this.chunks.push(bytes)
+    this.bufferedBytes += bytes.byteLength
+    this.receivedBytes += bytes.byteLength
+    if (this.bufferedBytes > this.limitBytes) {
+      return this.abort(wireError('E_LIMIT_BUFFER', 'Receiver buffer full'), new StarsockError('E_LIMIT_BUFFER', `The sender ignored the window: more than ${this.limitBytes} bytes unread`))
+    }
+    this.waiters.wake()
+  }
+
+  /** The sender ended the stream: `true` cleanly, a string with an error. */
+  finish (value: unknown): void {
+    if (this.end !== undefined) return
+    this.settle(value === true ? true : errorFromWire(value))
+  }
+
+  /** The stream failed here (the connection to the server dropped). */
+  fail (err: StarsockError): void {
+    if (this.end === undefined) this.settle(err)
+  }
+
+  /** Give up on the stream: tell the sender with `reason` (a wire string); reads fail with `local`. */
+  abort (reason: string, local: StarsockError): void {
+    if (this.end !== undefined) return
+    this.transport.emit(streamEvent('abort', this.id), reason)
+    this.chunks.length = 0
+    this.bufferedBytes = 0
+    this.settle(local)
+  }
+
+  /** The next chunk, or `null` at a clean end; rejects with the stream's error. */
+  async read (signal?: AbortSignal): Promise<Uint8Array | null> {
+    while (this.chunks.length === 0 && this.end === undefined) await this.waiters.wait(signal)
+    const chunk = this.chunks.shift()
+    if (chunk !== undefined) {
+      this.bufferedBytes -= chunk.byteLength
+      this.grant(chunk.byteLength)
+      return chunk
+    }
+    if (this.end === true) return null
+    throw this.end as StarsockError
+  }
+
+  private grant (bytes: number): void {
+    this.unacked += bytes
+    // Half a window at a time: few credit events, and the sender never runs dry on a fast reader.
+    if (this.unacked >= this.windowBytes / 2 && this.end === undefined) {
+      this.transport.emit(streamEvent('credit', this.id), this.unacked)
+      this.unacked = 0
+    }
+  }
+
+  private settle (end: true | StarsockError): void {
+    this.end = end
+    this.waiters.wake()
+    this.onDone()
+  }
+}
+
+/** The sending end: writes wait for `accept`, for credit and for transport room. */
+export class SendStream {
+  private readonly waiters = new Waiters()
+  private accepted = false
+  /** Bytes the receiver still takes; `undefined` for a legacy receiver (no credit). */
+  private credit: number | undefined
+  private failure: StarsockError | undefined
+  private ended = false
+  private endSent = false
+  private queue: Promise<void> = Promise.resolve()
+  /** Bytes sent in all. */
+  sentBytes = 0
+
+  constructor (
+    private readonly transport: StreamTransport,
+    /** Stream id on the wire. */
+    readonly id: string,
+    private readonly chunkBytes: number,
+    private readonly onDone: () => void
+  ) {}
+
+  /** Credit left, or `undefined` without flow control. */
+  get creditBytes (): number | undefined {
+    return this.credit
+  }
+
+  /** Whether the stream has ended or failed. */
+  get done (): boolean {
+    return this.ended || this.failure !== undefined
+  }
+
+  /** The receiver is ready; a number is its window (a starsock receiver). */
+  onAccept (window: unknown): void {
+    if (this.accepted) return
+    this.accepted = true
+    this.credit = typeof window === 'number' && window > 0 ? window : undefined
+    this.waiters.wake()
+  }
+
+  /** The receiver granted more bytes. */
+  onCredit (bytes: unknown): void {
+    if (this.credit === undefined || typeof bytes !== 'number' || !(bytes > 0)) return
+    this.credit += bytes
+    this.waiters.wake()
+  }
+
+  /** The receiver gave up (closed or aborted): writes fail with its reason. */
+  onAbort (reason: unknown): void {
+    this.fail(errorFromWire(reason))
+  }
+
+  /** Fail pending and later writes with `err`. */
+  fail (err: StarsockError): void {
+    if (this.failure !== undefined) return
+    this.failure = err
+    this.waiters.wake()
+    this.onDone()
+  }
+
+  /**
+   * Send `data` (split into chunks under the message size); settles once the last chunk is
+   * handed to the transport within the receiver's window. Writes run in call order.
+   */
+  write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError('data must be a Uint8Array'))
+    if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
+    const run = this.queue.then(async () => await this.send(data, signal))
+    this.queue = run.catch(() => {})
+    return run
+  }
+
+  /** End the stream cleanly after the pending writes; settles when the end is sent. */
+  async end (): Promise<void> {
+    if (this.ended) return await this.queue
+    this.ended = true
+    await this.queue
+    if (this.failure === undefined && !this.endSent) {
+      this.endSent = true
+      this.transport.emit(streamEvent('error', this.id), true)
+      this.onDone()
+    }
+  }
+
+  /** End the stream with an error (a wire string) at once; pending writes fail. */
+  error (wire: string): void {
+    if (this.failure !== undefined) return
+    this.ended = true
+    if (!this.endSent) {
+      this.endSent = true
+      this.transport.emit(streamEvent('error', this.id), wire)
+    }
+    this.fail(new StarsockError('E_STREAM_ABORTED', 'Aborted here'))
+  }
+
+  private async send (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    let offset = 0
+    while (offset < data.byteLength) {
+      while (this.failure === undefined && (!this.accepted || this.credit === 0)) await this.waiters.wait(signal)
+      if (this.failure !== undefined) throw this.failure
+      await this.transport.room(signal)
+      if (this.failure !== undefined) throw this.failure
+      const n = Math.min(data.byteLength - offset, this.chunkBytes, this.credit ?? Infinity)
+      // A copy: the caller may reuse its buffer once the write settles, before the flush.
+      this.transport.emit(streamEvent('queue', this.id), Uint8Array.prototype.slice.call(data, offset, offset + n))
+      this.transport.sent(n)
+      if (this.credit !== undefined) this.credit -= n
+      this.sentBytes += n
+      offset += n
+    }
+  }
+}

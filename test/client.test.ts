@@ -1,0 +1,188 @@
+import pull from 'pull-stream'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { toDuplex } from '../client/connection.node.ts'
+import type { Connection } from '../client/connection.ts'
+import { createPeer, StarsockPeer, type PeerOptions } from '../client/peer.ts'
+import { createIdentity } from '../client/identity.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+
+/** Read everything from `conn` until its clean end. */
+async function readAll (conn: Connection): Promise<Buffer> {
+  const chunks: Uint8Array[] = []
+  for await (const chunk of conn) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+/** Echo every connection back, then half-close. */
+function echo (conn: Connection): void {
+  void (async () => {
+    for await (const chunk of conn) await conn.write(chunk)
+    await conn.closeWrite()
+  })().catch(() => {})
+}
+
+const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0
+
+describe('client library, Node to Node through a real server', () => {
+  let server: StarsockServer & { port: number }
+  const peers: StarsockPeer[] = []
+  const peer = async (options: Partial<PeerOptions> = {}): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: server.url(), ...options })
+    peers.push(p)
+    return p
+  }
+
+  beforeEach(async () => { server = await startServer() })
+  afterEach(async () => {
+    for (const p of peers.splice(0)) await p.close()
+    await server.close()
+  })
+
+  it('joins, discovers by events, dials by peer id and echoes 10 MiB byte-exact both ways', async () => {
+    const a = await peer()
+    const b = await peer()
+    a.handle(echo)
+    b.handle(echo)
+    expect(a.state).toBe('joined')
+    await waitFor('A to know B', () => a.peers().some((p) => p.peerId === b.peerId))
+    expect(b.peers().map((p) => p.addr)).toEqual([a.addr])
+    const data = testBytes(10 * 1024 * 1024)
+    for (const [from, to] of [[a, b], [b, a]] as const) {
+      const conn = await from.dial(to.peerId)
+      const back = readAll(conn)
+      await conn.write(data)
+      await conn.closeWrite()
+      expect(same(await within('10 MiB echo', back, 30_000), data)).toBe(true)
+    }
+    await waitFor('every stream closed on the server', () => server.stats().streams === 0)
+  })
+
+  it('runs 100 concurrent streams over one peer pair', async () => {
+    const a = await peer()
+    const b = await peer()
+    b.handle(echo)
+    const results = await within('100 echoes', Promise.all(Array.from({ length: 100 }, async (_, i) => {
+      const data = testBytes(20_000 + i * 101, i + 1)
+      const conn = await a.dial(b.addr)
+      const back = readAll(conn)
+      await conn.write(data)
+      await conn.closeWrite()
+      return same(await back, data)
+    })), 30_000)
+    expect(results.every(Boolean)).toBe(true)
+  })
+
+  it('holds a writer back while the reader does not read, without buffering past the window', async () => {
+    const windowBytes = 256 * 1024
+    const a = await peer()
+    const b = await peer({ windowBytes })
+    let incoming: Connection | undefined
+    b.handle((conn) => { incoming = conn })
+    const conn = await a.dial(b.peerId)
+    const data = testBytes(8 * 1024 * 1024)
+    let written = false
+    const writing = conn.write(data).then(() => { written = true })
+    await waitFor('the incoming connection', () => incoming !== undefined)
+    await waitFor('the window to fill', () => (incoming?.stats().bufferedBytes ?? 0) >= windowBytes / 2)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(written).toBe(false)
+    expect(incoming?.stats().bufferedBytes).toBeLessThanOrEqual(windowBytes)
+    expect(server.stats().bufferedBytes).toBeLessThanOrEqual(windowBytes)
+    expect(conn.stats().creditBytes).toBeLessThan(128 * 1024)
+    const reading = readAll(incoming as Connection)
+    await within('the write to finish once read', writing, 20_000)
+    await conn.closeWrite()
+    expect(same(await reading, data)).toBe(true)
+  })
+
+  it('tells close, half-close and abort apart on the other side', async () => {
+    const a = await peer()
+    const b = await peer()
+    const incoming: Connection[] = []
+    b.handle((conn) => incoming.push(conn))
+
+    // half-close: B reads a clean end and can still answer
+    const half = await a.dial(b.peerId)
+    await half.write(new Uint8Array([1, 2, 3]))
+    await half.closeWrite()
+    await waitFor('incoming 1', () => incoming.length === 1)
+    expect([...(await readAll(incoming[0] as Connection))]).toEqual([1, 2, 3])
+    await incoming[0]?.write(new Uint8Array([9]))
+    await incoming[0]?.closeWrite()
+    expect([...(await readAll(half))]).toEqual([9])
+
+    // close: B reads a clean end, its writes fail with E_STREAM_CLOSED
+    const closing = await a.dial(b.peerId)
+    await waitFor('incoming 2', () => incoming.length === 2)
+    await closing.close()
+    const second = incoming[1] as Connection
+    expect(await second.read()).toBeNull()
+    await waitFor('B to hear of the close', () => second.stats().creditBytes !== undefined)
+    await expect(async () => { for (let i = 0; i < 50; i++) { await second.write(new Uint8Array(10)); await new Promise((r) => setTimeout(r, 10)) } })
+      .rejects.toMatchObject({ code: 'E_STREAM_CLOSED' })
+
+    // abort: B's read and write fail with E_STREAM_ABORTED and the message
+    const aborting = await a.dial(b.peerId)
+    await waitFor('incoming 3', () => incoming.length === 3)
+    aborting.abort(new Error('boom'))
+    const third = incoming[2] as Connection
+    await expect(third.read()).rejects.toMatchObject({ code: 'E_STREAM_ABORTED', message: expect.stringContaining('boom') })
+    await expect(async () => { for (let i = 0; i < 50; i++) { await third.write(new Uint8Array(10)); await new Promise((r) => setTimeout(r, 10)) } })
+      .rejects.toMatchObject({ code: 'E_STREAM_ABORTED' })
+  })
+
+  it('works as a pull-stream duplex and as a Node Duplex', async () => {
+    const a = await peer()
+    const b = await peer()
+    b.handle((conn) => pull(conn.source, conn.sink)) // pull-stream echo
+    const conn = await a.dial(b.peerId)
+    const duplex = toDuplex(conn)
+    const got: Buffer[] = []
+    duplex.on('data', (d: Buffer) => got.push(d))
+    const ended = new Promise((resolve) => duplex.on('end', resolve))
+    const data = testBytes(300_000)
+    duplex.end(Buffer.from(data))
+    await within('the Duplex to end', ended)
+    expect(same(Buffer.concat(got), data)).toBe(true)
+  })
+
+  it('reports peers leaving', async () => {
+    const a = await peer()
+    const b = await peer()
+    const left: string[] = []
+    a.on('peer:leave', (p) => left.push(p.peerId))
+    await b.close()
+    await waitFor('peer:leave for B', () => left.includes(b.peerId))
+    expect(a.peers()).toEqual([])
+    await expect(a.dial(b.peerId)).rejects.toMatchObject({ code: 'E_PEER_NOT_FOUND' })
+    await expect(a.dial(b.addr)).rejects.toMatchObject({ code: 'E_PEER_NOT_FOUND', message: 'Peer not found' })
+  })
+
+  it('gives clear errors for bad input from the API', async () => {
+    expect(() => new StarsockPeer({ server: 'not a url', identity: {} as never })).toThrow(TypeError)
+    await expect(createPeer({ server: 'ftp://x' })).rejects.toThrow('must be http(s):// or ws(s)://')
+    await expect(createPeer({ server: '/ip4/127.0.0.1/udp/1' })).rejects.toThrow(TypeError)
+    await expect(createPeer({ server: server.url(), windowBytes: -1 })).rejects.toThrow(RangeError)
+    const a = await peer()
+    await expect(a.dial('not-a-peer-id!')).rejects.toThrow(TypeError)
+    await expect(a.dial('/garbage')).rejects.toThrow(TypeError)
+    const unjoined = new StarsockPeer({ server: server.url(), identity: await createIdentity() })
+    await expect(unjoined.dial(a.peerId)).rejects.toMatchObject({ code: 'E_NOT_JOINED' })
+    const aborted = AbortSignal.abort()
+    await expect(a.dial(a.addr, { signal: aborted })).rejects.toBeDefined()
+    const b = await peer()
+    b.handle(echo)
+    const conn = await a.dial(b.peerId)
+    await conn.closeWrite()
+    await expect(conn.write(new Uint8Array(1))).rejects.toMatchObject({ code: 'E_STREAM_CLOSED' })
+    const noHandler = await peer()
+    await expect(a.dial(noHandler.peerId)).rejects.toMatchObject({ code: 'E_DIAL_REFUSED' })
+  })
+
+  it('fails fast when the server is unreachable', async () => {
+    const started = Date.now()
+    await expect(createPeer({ server: 'http://127.0.0.1:1', timeoutMs: 1500 })).rejects.toMatchObject({ code: 'E_SERVER_UNREACHABLE' })
+    expect(Date.now() - started).toBeLessThan(5000)
+  })
+})
