@@ -1,6 +1,9 @@
 /** The `starsock` program: one entry point, one subcommand per task. Only this folder prints. */
 import { Command, CommanderError } from 'commander'
+import { StarsockError } from '../shared/errors.ts'
 import { VERSION } from '../server/server.ts'
+import { idCommand } from './id.ts'
+import { peersCommand } from './peers.ts'
 import { serveCommand } from './serve.ts'
 
 /** Run `starsock` with `argv` (without node and script); settles with the exit code. */
@@ -10,13 +13,22 @@ export async function main (argv: string[]): Promise<number> {
     .version(VERSION)
     .exitOverride()
   let run: Promise<number> = Promise.resolve(0)
-  program.addCommand(serveCommand((p) => { run = p }))
+  const started = (p: Promise<number>): void => { run = p }
+  program.addCommand(serveCommand(started))
+  program.addCommand(idCommand(started))
+  program.addCommand(peersCommand(started))
   try {
     await program.parseAsync(argv, { from: 'user' })
+    return await run
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode
-    process.stderr.write(`starsock: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.stderr.write(`starsock: ${describe(err)}\n`)
     return 1
   }
-  return run
+}
+
+/** One readable line for a failure: the message, and the code when it has one. */
+function describe (err: unknown): string {
+  if (err instanceof StarsockError) return `${err.message} (${err.code})`
+  return err instanceof Error ? err.message : String(err)
 }

@@ -1,7 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
-import { within } from './helpers/server.ts'
+import { createPeer } from '../client/peer.ts'
+import { startServer, within } from './helpers/server.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
@@ -84,5 +87,57 @@ describe('starsock serve (the program)', () => {
     const r = run(['serve', '--host', '127.0.0.1', '--port', port])
     expect(r.status).toBe(1)
     expect(r.stderr.trim()).toMatch(/^starsock serve: listen EADDRINUSE.*$/)
+  })
+})
+
+describe('starsock id and starsock peers (the program)', () => {
+  it('makes a key file with mode 0600 once, then shows the same peer id', async () => {
+    const dir = mkdtempSync(`${tmpdir()}/starsock-id-`)
+    try {
+      const file = `${dir}/sub/key`
+      const first = run(['id', '--key', file])
+      expect(first.status).toBe(0)
+      expect(first.stdout.trim()).toMatch(/^12D3KooW\w+$/)
+      expect(first.stderr).toContain('made a new Ed25519 identity')
+      expect(statSync(file).mode & 0o777).toBe(0o600)
+      const again = run(['id', '--key', file, '--json'])
+      expect(JSON.parse(again.stdout)).toEqual({ peerId: first.stdout.trim(), type: 'Ed25519', keyFile: file, created: false })
+      const rsa = run(['id', '--key', `${dir}/rsa`, '--type', 'RSA'])
+      expect(rsa.stdout.trim()).toMatch(/^Qm\w+$/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('lists the peers online, as lines or JSON, and fails with one line when the server is down', async () => {
+    const server = await startServer()
+    const a = await createPeer({ server: server.url() })
+    const b = await createPeer({ server: server.url() })
+    try {
+      // Not spawnSync: the server runs in this process and must keep answering.
+      const runAsync = async (args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> => await new Promise((resolve) => {
+        const p = spawn(process.execPath, [BIN, ...args])
+        let stdout = ''
+        let stderr = ''
+        p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+        p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+        p.on('exit', (status) => resolve({ status, stdout, stderr }))
+      })
+      const lines = await runAsync(['peers', '--server', server.url()])
+      expect(lines.status).toBe(0)
+      expect(lines.stdout.trim().split('\n').sort()).toEqual([`${a.peerId} ${a.addr}`, `${b.peerId} ${b.addr}`].sort())
+      const json = await runAsync(['peers', '--server', `/ip4/127.0.0.1/tcp/${server.port}/ws`, '--json'])
+      const listed = (JSON.parse(json.stdout) as Array<{ peerId: string }>).map((p) => p.peerId).sort()
+      expect(listed).toEqual([a.peerId, b.peerId].sort())
+    } finally {
+      await a.close()
+      await b.close()
+      await server.close()
+    }
+    const down = run(['peers', '--server', 'http://127.0.0.1:1', '--timeout-ms', '1000'])
+    expect(down.status).toBe(1)
+    expect(down.stderr.trim()).toBe('starsock: Server http://127.0.0.1:1 could not be reached (E_SERVER_UNREACHABLE)')
+    const bad = run(['peers', '--server', 'bogus'])
+    expect(bad.stderr.trim()).toBe('starsock: server bogus is neither a URL nor a multiaddr')
   })
 })
