@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite drives for real, when they are missing:
+# chromium (the browser tests, through playwright-core) and openssl (certificates for TLS tests).
+set -euo pipefail
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "ensure-system-deps: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "ensure-system-deps: installing ${missing[*]} from Debian's packages" >&2
+apt-get update -qq >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
