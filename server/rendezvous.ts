@@ -234,7 +234,8 @@ export class Rendezvous {
       this.relay.discardPair(forward)
       return typeof refusal === 'string' ? refusal.slice(0, 256) : new StarsockError('E_DIAL_REFUSED', 'Dial refused')
     }
-    if (forward.closed) return new StarsockError('E_PEER_GONE', 'Peer disconnected during the dial')
+    // The streams may already be over (a dialer may end its stream as soon as it is accepted,
+    // before the listener's ack arrives); a listener that left made `request` reject instead.
     return undefined
   }
 

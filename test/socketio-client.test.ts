@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
-import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, request, startRawPeer, type KeyKind, type RawPeer } from './helpers/raw-peer.ts'
+import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, StreamSink, type KeyKind, type RawPeer } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 for (const transports of [['websocket'], ['polling']]) {
@@ -40,6 +40,21 @@ for (const transports of [['websocket'], ['polling']]) {
       const back = await within('20 dials', Promise.all(sizes.map(async (n, i) => dialAndEcho(a, b.addr, testBytes(n, i + 1), 4096))), 20_000)
       back.forEach((got, i) => expect(Buffer.compare(got, Buffer.from(testBytes(sizes[i] ?? 0, i + 1)))).toBe(0))
       await waitFor('all streams closed', () => server.stats().streams === 0)
+    })
+
+    it('completes a dial whose dialer ended its stream before the listener acked', async () => {
+      const a = await peer()
+      const b = await peer()
+      let got: Promise<Buffer> | undefined
+      b.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+        got = receiveStream(b.socket, `${dialId}.dialer`)
+        setTimeout(() => ack(), 100) // A sends and ends meanwhile
+      })
+      const sink = new StreamSink(a.socket, 'early.dialer')
+      const sending = sink.send([Buffer.from('hi')])
+      expect(await request(a.socket, 'ss-dial', [a.addr, b.addr, 'early'])).toEqual([])
+      await sending
+      expect((await within('the early bytes at B', got ?? Promise.reject(new Error('no stream')))).toString()).toBe('hi')
     })
 
     it('fails a dial to an offline peer, and a dial from an address the socket does not own', async () => {
