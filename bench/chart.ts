@@ -1,0 +1,38 @@
+/** An SVG chart of a benchmark run: one panel per group, a horizontal bar per figure. */
+import type { Row } from './run.ts'
+
+const WIDTH = 900
+const BAR = 18
+const GAP = 6
+const LABEL = 430
+
+function esc (text: string): string {
+  return text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`)
+}
+
+/** The chart for `rows` as SVG text. */
+export function renderChart (rows: Row[]): string {
+  const groups = [...new Set(rows.map((r) => r.group))]
+  const parts: string[] = []
+  let y = 10
+  for (const group of groups) {
+    const inGroup = rows.filter((r) => r.group === group)
+    const max = Math.max(...inGroup.map((r) => r.value), 1e-9)
+    parts.push(`<text x="10" y="${y + 14}" font-weight="bold">${esc(group)}</text>`)
+    y += 24
+    for (const r of inGroup) {
+      const w = Math.max(1, (r.value / max) * (WIDTH - LABEL - 120))
+      const ours = /\bours\b|our server|our client/.test(r.what)
+      parts.push(`<text x="10" y="${y + 13}" font-size="12">${esc(r.what)}</text>`)
+      parts.push(`<rect x="${LABEL}" y="${y}" width="${w.toFixed(1)}" height="${BAR}" fill="${ours ? '#2b7bb9' : '#9aa5b1'}"/>`)
+      parts.push(`<text x="${LABEL + w + 6}" y="${y + 13}" font-size="12">${esc(`${r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2)} ${r.unit}`)}</text>`)
+      y += BAR + GAP
+    }
+    y += 10
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${y}" viewBox="0 0 ${WIDTH} ${y}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+${parts.join('\n')}
+</svg>
+`
+}

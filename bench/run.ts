@@ -1,0 +1,193 @@
+/**
+ * `npm run bench [-- --quick] [-- --only NAME,...]`: starsock side by side with the original
+ * websocket-star server and raw relays, in one run, on loopback. Every figure is printed beside
+ * its reference as a ratio, with the server's CPU time from /proc. Writes
+ * `bench/results/latest.json` and `bench/results/latest.svg`.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { cpus } from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { renderChart } from './chart.ts'
+import { cpuSeconds, rssMiB, start, startOriginal, startOurs, startRawRelays, work, type ServerUnderTest } from './procs.ts'
+
+const args = process.argv.slice(2)
+const QUICK = args.includes('--quick')
+const ONLY = args.find((a) => a.startsWith('--only='))?.slice(7).split(',')
+const MiB = 1024 * 1024
+
+/** Sizes of the work: the quick run takes about a minute. */
+const SIZE = QUICK
+  ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000] }
+  : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000] }
+
+/** One measured figure, with its reference when there is one. */
+export interface Row {
+  group: string
+  what: string
+  value: number
+  unit: string
+  reference?: { what: string, value: number }
+  /** Server CPU seconds spent during the measurement. */
+  serverCpu?: number
+  note?: string
+}
+
+const rows: Row[] = []
+const wanted = (name: string): boolean => ONLY === undefined || ONLY.includes(name)
+
+function record (row: Row): void {
+  rows.push(row)
+  const ratio = row.reference !== undefined ? `  ${(row.value / row.reference.value).toFixed(2)}x ${row.reference.what} (${fmt(row.reference.value)})` : ''
+  const cpu = row.serverCpu !== undefined ? `  [server cpu ${row.serverCpu.toFixed(2)} s]` : ''
+  process.stdout.write(`${row.group.padEnd(12)} ${row.what.padEnd(46)} ${fmt(row.value).padStart(10)} ${row.unit.padEnd(8)}${ratio}${cpu}${row.note !== undefined ? `  ${row.note}` : ''}\n`)
+}
+
+function fmt (n: number): string {
+  return Number.isInteger(n) ? String(n) : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)
+}
+
+async function measured<T> (server: ServerUnderTest, fn: () => Promise<T>): Promise<{ result: T, cpu: number }> {
+  const c0 = cpuSeconds(server.proc.pid)
+  const result = await fn()
+  return { result, cpu: cpuSeconds(server.proc.pid) - c0 }
+}
+
+async function withServers<T> (fn: (servers: { original: ServerUnderTest, ours: ServerUnderTest }) => Promise<T>): Promise<T> {
+  const [original, ours] = await Promise.all([startOriginal(), startOurs()])
+  try {
+    return await fn({ original, ours })
+  } finally {
+    await original.proc.stop()
+    await ours.proc.stop()
+  }
+}
+
+async function joinsBench (): Promise<void> {
+  for (const keyType of ['RSA', 'Ed25519'] as const) {
+    await withServers(async (servers) => {
+      const rate: Record<string, number> = {}
+      for (const server of [servers.original, servers.ours]) {
+        const { result, cpu } = await measured(server, async () => await work<{ rate: number, joins: number, failures: number }>('joins', { url: server.url, port: server.port, keyType, count: SIZE.joins, inFlight: 10 }))
+        rate[server.name] = result.rate
+        const ref = server.name === 'ours' ? { what: 'original', value: rate.original ?? NaN } : undefined
+        record({ group: 'joins', what: `${keyType} joins/s, 10 in flight, ${server.name}`, value: result.rate, unit: '/s', reference: ref, serverCpu: cpu, note: `${(cpu * 1000 / Math.max(1, result.joins)).toFixed(2)} ms cpu/join${result.failures > 0 ? `, ${result.failures} failed` : ''}` })
+      }
+    })
+  }
+}
+
+/** A crowd of joined peers in a worker; settles once joined. */
+async function crowd (server: ServerUnderTest, count: number): Promise<{ proc: ReturnType<typeof start>, addrs: string[], seconds: number }> {
+  const proc = start(['bench/worker.ts', 'crowd', JSON.stringify({ url: server.url, port: server.port, count })])
+  const ready = JSON.parse((await proc.next(/^READY /, 600_000)).slice(6)) as { addrs: string[], seconds: number }
+  return { proc, ...ready }
+}
+
+async function discoveryAndDialBench (): Promise<void> {
+  for (const n of SIZE.crowds) {
+    await withServers(async (servers) => {
+      const p99: Record<string, number> = {}
+      const perInterval: Record<string, number> = {}
+      for (const server of [servers.original, servers.ours]) {
+        const idle = rssMiB(server.proc.pid)
+        const c = await crowd(server, n)
+        const joined = rssMiB(server.proc.pid)
+        // ws-peer over one 10 s interval, counted by the clients that receive them.
+        c.proc.send('reset')
+        const c0 = cpuSeconds(server.proc.pid)
+        await new Promise((resolve) => setTimeout(resolve, 10_000))
+        c.proc.send('count')
+        const { wsPeer } = JSON.parse(await c.proc.next(/^\{/, 30_000)) as { wsPeer: number }
+        const announceCpu = cpuSeconds(server.proc.pid) - c0
+        perInterval[server.name] = wsPeer
+        record({ group: 'discovery', what: `ws-peer messages per 10 s, ${n} peers, ${server.name}`, value: wsPeer, unit: 'msgs', reference: server.name === 'ours' ? { what: 'original', value: perInterval.original ?? NaN } : undefined, serverCpu: announceCpu, note: `${fmt(wsPeer / n)} per client` })
+        record({ group: 'memory', what: `server RSS per 1,000 joined peers, ${server.name}`, value: (joined - idle) / n * 1000, unit: 'MiB', note: `idle ${fmt(idle)} MiB, ${n} peers ${fmt(joined)} MiB` })
+        const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
+        writeFileSync(file, JSON.stringify(c.addrs))
+        const { result, cpu } = await measured(server, async () => await work<{ p50: number, p95: number, p99: number, failures: number, firstError?: string }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials }))
+        p99[server.name] = result.p99
+        record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}` })
+        c.proc.send('stop')
+        await c.proc.stop()
+      }
+    })
+  }
+}
+
+async function throughputBench (): Promise<void> {
+  const relays = await startRawRelays()
+  try {
+    for (const [streams, bytes] of [[1, SIZE.streamBytes], [8, SIZE.parallelBytes]] as const) {
+      const label = streams === 1 ? `1 stream, ${bytes / MiB} MiB` : `8 streams, ${bytes / MiB} MiB in all`
+      const ws = await work<{ mibPerSecond: number }>('throughputWs', { port: relays.ws, bytes, streams })
+      record({ group: 'throughput', what: `raw ws relay, ${label}`, value: ws.mibPerSecond, unit: 'MiB/s' })
+      const tcp = await work<{ mibPerSecond: number }>('throughputTcp', { port: relays.tcp, bytes, streams })
+      record({ group: 'throughput', what: `raw TCP relay, ${label}`, value: tcp.mibPerSecond, unit: 'MiB/s' })
+      await withServers(async (servers) => {
+        const legacyOriginal = await measured(servers.original, async () => await work<{ mibPerSecond: number }>('throughputLegacy', { port: servers.original.port, bytes, streams }))
+        record({ group: 'throughput', what: `legacy client, original server, ${label}`, value: legacyOriginal.result.mibPerSecond, unit: 'MiB/s', reference: { what: 'raw ws', value: ws.mibPerSecond }, serverCpu: legacyOriginal.cpu })
+        const legacyOurs = await measured(servers.ours, async () => await work<{ mibPerSecond: number }>('throughputLegacy', { port: servers.ours.port, bytes, streams }))
+        record({ group: 'throughput', what: `legacy client, our server, ${label}`, value: legacyOurs.result.mibPerSecond, unit: 'MiB/s', reference: { what: 'original', value: legacyOriginal.result.mibPerSecond }, serverCpu: legacyOurs.cpu })
+        const ours = await measured(servers.ours, async () => await work<{ mibPerSecond: number }>('throughputOurs', { url: servers.ours.url, bytes, streams }))
+        record({ group: 'throughput', what: `our client, our server, ${label}`, value: ours.result.mibPerSecond, unit: 'MiB/s', reference: { what: 'original', value: legacyOriginal.result.mibPerSecond }, serverCpu: ours.cpu, note: `${(ours.result.mibPerSecond / ws.mibPerSecond).toFixed(2)}x raw ws` })
+      })
+    }
+  } finally {
+    await relays.proc.stop()
+  }
+}
+
+async function slowReceiverBench (): Promise<void> {
+  await withServers(async (servers) => {
+    const growth: Record<string, number> = {}
+    for (const server of [servers.ours, servers.original]) {
+      const base = rssMiB(server.proc.pid)
+      let peak = base
+      const sampler = setInterval(() => { peak = Math.max(peak, rssMiB(server.proc.pid)) }, 100)
+      const { result, cpu } = await measured(server, async () => await work<{ mibPerSecond: number, complete: boolean }>('slowReceiver', { url: server.url, port: server.port, bytes: SIZE.slowBytes, rate: 10 * MiB }))
+      clearInterval(sampler)
+      growth[server.name] = peak - base
+      record({ group: 'memory', what: `RSS growth, ${SIZE.slowBytes / MiB} MiB to a 10 MiB/s receiver, ${server.name}`, value: peak - base, unit: 'MiB', serverCpu: cpu, note: `received at ${fmt(result.mibPerSecond)} MiB/s${result.complete ? '' : ', INCOMPLETE'}` })
+    }
+  })
+}
+
+async function capacityBench (): Promise<void> {
+  const server = await startOurs()
+  const crowds: Array<Awaited<ReturnType<typeof crowd>>> = []
+  try {
+    let joined = 0
+    for (const target of SIZE.capacity) {
+      while (joined < target) {
+        const n = Math.min(2500, target - joined)
+        crowds.push(await crowd(server, n))
+        joined += n
+      }
+      const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
+      writeFileSync(file, JSON.stringify(crowds.flatMap((c) => c.addrs)))
+      const { result, cpu } = await measured(server, async () => await work<{ p99: number, p50: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: 200 }))
+      record({ group: 'capacity', what: `dial p99 with ${target} peers joined, ours`, value: result.p99, unit: 'ms p99', serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, server RSS ${fmt(rssMiB(server.proc.pid))} MiB${result.p99 > 50 ? ', past 50 ms' : ''}` })
+      if (result.p99 > 50) break
+    }
+  } finally {
+    for (const c of crowds) { c.proc.send('stop'); await c.proc.stop() }
+    await server.proc.stop()
+  }
+}
+
+const started = Date.now()
+process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
+if (wanted('joins')) await joinsBench()
+if (wanted('throughput')) await throughputBench()
+if (wanted('dial')) await discoveryAndDialBench()
+if (wanted('memory')) await slowReceiverBench()
+if (wanted('capacity')) await capacityBench()
+
+const results = { date: new Date().toISOString(), quick: QUICK, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, seconds: (Date.now() - started) / 1000, rows }
+const dir = fileURLToPath(new URL('./results/', import.meta.url))
+mkdirSync(dir, { recursive: true })
+writeFileSync(join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n')
+writeFileSync(join(dir, 'latest.svg'), renderChart(rows))
+process.stdout.write(`done in ${fmt(results.seconds)} s: bench/results/latest.json, bench/results/latest.svg\n`)
