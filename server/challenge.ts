@@ -2,7 +2,7 @@
  * The join crypto challenge: check that a public key owns a peer id, hand out a single-use
  * expiring nonce, and verify the signature over it.
  */
-import { createHash, randomUUID } from 'node:crypto'
+import { createHash, createPublicKey, randomUUID, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import { publicKeyFromProtobuf } from '@libp2p/crypto/keys'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PublicKey } from '@libp2p/interface'
@@ -43,15 +43,34 @@ export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey | St
   return key
 }
 
+/** Node `KeyObject`s for Ed25519 keys, made once per key: `@libp2p/crypto` rebuilds one per verify. */
+const ed25519Objects = new WeakMap<PublicKey, KeyObject>()
+
+function ed25519Object (key: PublicKey): KeyObject {
+  let obj = ed25519Objects.get(key)
+  if (obj === undefined) {
+    obj = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(key.raw).toString('base64url') }, format: 'jwk' })
+    ed25519Objects.set(key, obj)
+  }
+  return obj
+}
+
 /** Verify a hex signature over the UTF-8 bytes of `nonce`; `true`, or the error to answer. */
 export async function verifyNonce (key: PublicKey, nonce: string, sigHex: string): Promise<true | StarsockError> {
   if (!isHex(sigHex) || sigHex.length === 0) return new StarsockError('E_CRYPTO')
+  const data = Buffer.from(nonce, 'utf8')
+  const sig = Buffer.from(sigHex, 'hex')
   try {
-    const ok = await key.verify(new TextEncoder().encode(nonce), Buffer.from(sigHex, 'hex'))
+    const ok = key.type === 'Ed25519' ? cryptoVerify(null, data, ed25519Object(key), sig) : await key.verify(data, sig)
     return ok ? true : new StarsockError('E_SIGNATURE_INVALID')
   } catch {
     return new StarsockError('E_CRYPTO')
   }
+}
+
+/** Whether a join proof may be a protobuf public key (field 1, the key type, comes first) rather than a signature. */
+export function looksLikeKey (proof: string): boolean {
+  return proof.startsWith('08')
 }
 
 /** A nonce handed out, waiting for its signature. */

@@ -9,7 +9,7 @@ import type { Logger } from '../shared/logger.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
 import { PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
-import { ChallengeStore, keyForPeerId, verifyNonce } from './challenge.ts'
+import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -147,7 +147,7 @@ export class Rendezvous {
   }
 
   private isOwnKey (peerId: string | undefined, proof: string): boolean {
-    return peerId !== undefined && !(keyForPeerId(proof, peerId) instanceof StarsockError)
+    return peerId !== undefined && looksLikeKey(proof) && !(keyForPeerId(proof, peerId) instanceof StarsockError)
   }
 
   private finishJoin (session: Session, addr: string): JoinDone | StarsockError {

@@ -214,3 +214,14 @@ describe('ChallengeStore', () => {
     expect(store.take('s2', ADDR)).toEqual({ nonce: kept, key: k })
   })
 })
+
+describe('looksLikeKey', () => {
+  it('is true for the protobuf of every key type and false for an Ed25519 signature not starting 08', async () => {
+    const { generateKeyPair, publicKeyToProtobuf } = await import('@libp2p/crypto/keys')
+    const { looksLikeKey } = await import('../../server/challenge.ts')
+    for (const key of [await generateKeyPair('Ed25519'), await generateKeyPair('secp256k1'), await generateKeyPair('RSA', 1024)]) {
+      expect(looksLikeKey(Buffer.from(publicKeyToProtobuf(key.publicKey)).toString('hex'))).toBe(true)
+    }
+    expect(looksLikeKey('ff'.repeat(64))).toBe(false)
+  })
+})
