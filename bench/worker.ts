@@ -210,9 +210,9 @@ async function throughputLegacy (a: { port: number, bytes: number, streams: numb
 }
 
 /** Throughput with the starsock client. */
-async function throughputOurs (a: { url: string, bytes: number, streams: number }): Promise<unknown> {
-  const b = await createPeer({ server: a.url })
-  const sender = await createPeer({ server: a.url })
+async function throughputOurs (a: { url: string, bytes: number, streams: number, windowBytes?: number, chunkBytes?: number }): Promise<unknown> {
+  const b = await createPeer({ server: a.url, windowBytes: a.windowBytes })
+  const sender = await createPeer({ server: a.url, chunkBytes: a.chunkBytes })
   let received = 0
   b.handle((conn) => { void (async () => { for await (const c of conn) received += c.byteLength })() })
   const per = a.bytes / a.streams

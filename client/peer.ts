@@ -132,6 +132,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private hello: HelloReply | undefined
   private heartbeat: ReturnType<typeof setInterval> | undefined
   private sinceDrain = 0
+  private joinGeneration = 0
   private readonly transport: StreamTransport
 
   constructor (options: PeerOptions & { identity: Identity }) {
@@ -221,25 +222,29 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     const to = this.resolve(target)
     const dialId = randomId()
     const tx = this.openSend(`${dialId}.dialer`)
+    // Registered before the dial, opened (accept) after it: an error the server sends right
+    // behind the reply must find its stream.
+    const rx = this.openReceive(`${dialId}.listener`, false)
+    // Longer than the server's own dial timeout, so the server's answer always comes first.
+    const timeoutMs = options.timeoutMs ?? Math.max(this.requestTimeoutMs, (this.hello?.limits.dialTimeoutMs ?? 10_000) + 2000)
     let reply: unknown[]
     try {
-      reply = await this.request(EVENTS.DIAL, [this.addr, to, dialId], options)
+      reply = await this.request(EVENTS.DIAL, [this.addr, to, dialId], { signal: options.signal, timeoutMs })
     } catch (err) {
-      tx.fail(err as StarsockError)
+      // The server may still complete the dial: tell it this side gave up on both streams.
+      const wire = wireError('E_STREAM_ABORTED', 'Dial abandoned')
+      tx.error(wire)
+      rx.abort(wire, err as StarsockError)
       throw err
     }
     if (reply[0] !== undefined && reply[0] !== null) {
       const err = errorFromWire(reply[0])
       tx.fail(err)
+      rx.fail(err)
       throw err
     }
-    const rx = this.openReceive(`${dialId}.listener`)
-    const conn = new Connection(to, parseAddress(to)?.peerId ?? '', true, rx, tx)
-    if (options.signal?.aborted === true) {
-      conn.abort('Dial aborted')
-      throw new StarsockError('E_ABORTED', 'Dial aborted', { cause: options.signal.reason })
-    }
-    return conn
+    rx.open()
+    return new Connection(to, parseAddress(to)?.peerId ?? '', true, rx, tx)
   }
 
   /** Leave the server and close every connection; settles once disconnected. */
@@ -274,7 +279,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     return tx
   }
 
-  private openReceive (id: string): ReceiveStream {
+  private openReceive (id: string, open = true): ReceiveStream {
     const serverBuffer = this.hello?.limits.streamBufferBytes
     // Keep the window under half the server's per-stream buffer, where it would start pushing back.
     const window = Math.max(64 * 1024, Math.min(this.options.windowBytes, serverBuffer !== undefined ? Math.floor(serverBuffer / 2) - this.options.chunkBytes : Infinity))
@@ -282,7 +287,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       if (this.receiving.get(id) === rx) this.receiving.delete(id)
     })
     this.receiving.set(id, rx)
-    rx.open()
+    if (open) rx.open()
     return rx
   }
 
@@ -376,25 +381,41 @@ export class StarsockPeer extends Emitter<PeerEvents> {
 
   /** Run hello and the challenge on a fresh server connection, then load the peer list. */
   private async join (): Promise<void> {
+    // A join belongs to one server connection; after any await, a newer connection wins.
+    const generation = ++this.joinGeneration
+    const stale = (): boolean => generation !== this.joinGeneration || this.current === 'closed'
     try {
-      this.hello = await this.request(EVENTS.HELLO, [{ peerEvents: true }], { timeoutMs: HELLO_TIMEOUT_MS })
+      const hello = await this.request(EVENTS.HELLO, [{ peerEvents: true }], { timeoutMs: HELLO_TIMEOUT_MS })
         .then(([err, reply]) => err == null ? reply as HelloReply : undefined, () => undefined) // the original server does not answer
+      if (stale()) return
+      this.hello = hello
+      const before = new Map(this.known)
       const [err1, nonce, firstPeers] = await this.request(EVENTS.JOIN, [this.addr, publicKeyHex(this.identity)])
+      if (stale()) return
       if (err1 != null) throw errorFromWire(err1)
       let peers = firstPeers
       if (typeof nonce === 'string') {
         const [err2, , joinedPeers] = await this.request(EVENTS.JOIN, [this.addr, await signNonce(this.identity, nonce)])
+        if (stale()) return
         if (err2 != null) throw errorFromWire(err2)
         peers = joinedPeers
       }
-      const before = new Map(this.known)
-      this.known.clear()
-      for (const addr of Array.isArray(peers) ? peers : []) this.learn(addr)
-      if (this.hello !== undefined) await this.loadPeers()
-      for (const [peerId, addr] of before) if (!this.known.has(peerId)) this.emit('peer:leave', { peerId, addr })
-      if (this.hello !== undefined) this.startHeartbeat()
+      const found = new Map<string, string>()
+      const collect = (addr: unknown): void => {
+        const peerId = parseAddress(addr)?.peerId
+        if (typeof addr === 'string' && peerId !== undefined && peerId !== this.peerId) found.set(peerId, addr)
+      }
+      for (const addr of Array.isArray(peers) ? peers : []) collect(addr)
+      if (hello !== undefined) await this.loadPeers(collect)
+      if (stale()) return
+      // Swap the list in one step, telling only what changed since before the reconnect.
+      // Peers learned from live events meanwhile stay; those gone since the last connection leave.
+      for (const [peerId, addr] of before) if (found.get(peerId) !== addr && this.known.get(peerId) === addr) this.forget(addr)
+      for (const addr of found.values()) this.learn(addr)
+      if (hello !== undefined) this.startHeartbeat()
       this.setState('joined')
     } catch (err) {
+      if (stale()) return
       const e = err instanceof StarsockError ? err : new StarsockError('E_BAD_REQUEST', String(err))
       this.logger.warn({ code: e.code }, 'join failed')
       this.emit('error', e)
@@ -402,19 +423,20 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     }
   }
 
-  private async loadPeers (): Promise<void> {
+  private async loadPeers (collect: (addr: unknown) => void): Promise<void> {
     let cursor: number | null = 0
     while (cursor !== null) {
       const [err, page] = await this.request(EVENTS.PEERS, [cursor])
       if (err != null) throw errorFromWire(err)
       const { addrs, next } = page as PeersPage
-      for (const addr of addrs) this.learn(addr)
+      for (const addr of addrs) collect(addr)
       cursor = next
     }
   }
 
   private startHeartbeat (): void {
     this.stopHeartbeat()
+    if (this.current === 'closed') return
     this.heartbeat = setInterval(() => {
       this.request(EVENTS.PING, [], { timeoutMs: this.options.heartbeatTimeoutMs }).catch(() => {
         // A server that misses a heartbeat is gone: drop the transport so the client reconnects.

@@ -29,8 +29,12 @@ class Waiters {
   async wait (signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted()
     await new Promise<void>((resolve, reject) => {
-      const onAbort = (): void => reject(new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal?.reason }))
-      this.list.push(() => { signal?.removeEventListener('abort', onAbort); resolve() })
+      const wake = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
+      const onAbort = (): void => {
+        this.list = this.list.filter((fn) => fn !== wake) // an aborted wait leaves nothing behind
+        reject(new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal?.reason }))
+      }
+      this.list.push(wake)
       signal?.addEventListener('abort', onAbort, { once: true })
     })
   }

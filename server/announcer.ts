@@ -12,7 +12,7 @@ import { EVENTS } from '../shared/events.ts'
 import type { PeerDirectory } from './peer-directory.ts'
 import type { Session } from './session.ts'
 
-const SLICE_MS = 250
+const SLICE_MS = 50
 
 /** Announcement settings, resolved. */
 export interface AnnouncerOptions {

@@ -16,12 +16,21 @@ export interface PeerDirectory {
   release: (addr: string, sessionId: string) => boolean
   /** The address at position `index` (0 <= index < size) in an order that changes only on join and leave. */
   at: (index: number) => string | undefined
+  /**
+   * Up to `limit` addresses in join order from `cursor` (0 first), skipping those `skip` rejects,
+   * and the cursor of the next page (`null` at the end). A cursor stays valid across joins and
+   * leaves: a peer joined before paging began and still there at the end is on some page.
+   */
+  page: (cursor: number, limit: number, skip?: (addr: string) => boolean) => { addrs: string[], next: number | null }
 }
 
 /** A `PeerDirectory` in this process's memory; O(1) for every operation. */
 export class MemoryPeerDirectory implements PeerDirectory {
-  private readonly owners = new Map<string, { sessionId: string, index: number }>()
+  private readonly owners = new Map<string, { sessionId: string, index: number, seq: number }>()
   private readonly list: string[] = []
+  /** Join order for paging: append-only (sequence numbers grow), compacted when half is gone. */
+  private order: Array<{ addr: string, seq: number }> = []
+  private nextSeq = 1
 
   get size (): number {
     return this.list.length
@@ -37,8 +46,10 @@ export class MemoryPeerDirectory implements PeerDirectory {
       entry.sessionId = sessionId
       return
     }
-    this.owners.set(addr, { sessionId, index: this.list.length })
+    const seq = this.nextSeq++
+    this.owners.set(addr, { sessionId, index: this.list.length, seq })
     this.list.push(addr)
+    this.order.push({ addr, seq })
   }
 
   release (addr: string, sessionId: string): boolean {
@@ -52,7 +63,29 @@ export class MemoryPeerDirectory implements PeerDirectory {
       const moved = this.owners.get(last)
       if (moved !== undefined) moved.index = entry.index
     }
+    if (this.order.length > 64 && this.order.length > 2 * this.list.length) {
+      this.order = this.order.filter((e) => this.owners.get(e.addr)?.seq === e.seq)
+    }
     return true
+  }
+
+  page (cursor: number, limit: number, skip?: (addr: string) => boolean): { addrs: string[], next: number | null } {
+    // First entry with seq >= cursor (the order is sorted by seq).
+    let lo = 0
+    let hi = this.order.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      if ((this.order[mid]?.seq ?? Infinity) < cursor) lo = mid + 1
+      else hi = mid
+    }
+    const addrs: string[] = []
+    for (let i = lo; i < this.order.length; i++) {
+      const e = this.order[i] as { addr: string, seq: number }
+      if (this.owners.get(e.addr)?.seq !== e.seq || skip?.(e.addr) === true) continue
+      if (addrs.length === limit) return { addrs, next: e.seq }
+      addrs.push(e.addr)
+    }
+    return { addrs, next: null }
   }
 
   at (index: number): string | undefined {

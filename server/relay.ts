@@ -181,22 +181,20 @@ export class Relay {
     this.pump(receiver)
   }
 
-  /** Fail a stream and its sibling: the receiver of each gets `error` with the wire string. */
+  /**
+   * Fail a stream and its sibling: the receiver of each gets `error` and the sender `abort`, with
+   * the wire string (a legacy sender has no `abort` handler; its later chunks are ignored).
+   */
   fail (stream: RelayStream, code: ErrorCode, message?: string): void {
     const wire = wireError(code, message)
     for (const s of [stream, stream.sibling]) {
       if (s === undefined || s.closed) continue
       this.close(s)
       s.receiver.endpoint.emit(streamEvent('error', s.id), wire)
+      s.sender.endpoint.emit(streamEvent('abort', s.id), wire)
       this.observer.failed?.(code)
     }
     this.logger.debug({ stream: stream.id, code }, 'stream failed')
-  }
-
-  /** Close both streams of a dial without telling anyone (the dial itself failed). */
-  discardPair (stream: RelayStream): void {
-    this.close(stream)
-    if (stream.sibling !== undefined) this.close(stream.sibling)
   }
 
   /** A session went away: streams it sent fail on their receivers, streams it received are dropped. */
@@ -257,6 +255,8 @@ export class Relay {
   private dequeued (stream: RelayStream, n: number): void {
     stream.queuedBytes -= n
     stream.sender.queuedBytes -= n
+    // The stall timeout measures time without progress, not how long a pause lasts.
+    if (stream.sender.paused) stream.sender.pausedSinceMs = this.now()
     this.buffered -= n
     if (stream.high && stream.queuedBytes <= this.limits.streamBufferBytes * 3 / 8) {
       stream.high = false

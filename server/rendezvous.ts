@@ -7,7 +7,7 @@ import type { HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
-import { PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
+import { BACKLOG_CHECK_MS, PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
 import type { ServerMetrics } from './metrics.ts'
@@ -31,6 +31,7 @@ export class Rendezvous {
   private readonly challenges: ChallengeStore
   private readonly joinsPerIp: WindowCounter
   private readonly allow: Set<string>
+  private readonly backlogTimer: ReturnType<typeof setInterval>
 
   constructor (
     private readonly options: ResolvedServerOptions,
@@ -62,6 +63,19 @@ export class Rendezvous {
       batchPeers: options.announceBatchPeers
     }, (n) => metrics.announcements.inc(n))
     this.announcer.start()
+    this.backlogTimer = setInterval(() => this.checkBacklogs(), BACKLOG_CHECK_MS)
+    this.backlogTimer.unref?.()
+  }
+
+  /** Disconnect sockets that do not read what they are sent (no buffer grows without bound). */
+  private checkBacklogs (): void {
+    for (const session of this.sessions.values()) {
+      const backlog = session.endpoint.backlogBytes?.() ?? 0
+      if (backlog <= this.options.socketBufferBytes) continue
+      this.metrics.limitHits.inc({ limit: 'E_LIMIT_BACKLOG' })
+      this.logger.warn({ session: session.id, backlog }, 'output backlog over socketBufferBytes, disconnecting')
+      session.endpoint.disconnect?.()
+    }
   }
 
   /** A client connected. */
@@ -95,14 +109,7 @@ export class Rendezvous {
 
   /** `starsock:peers`: one page of joined addresses from `cursor`. */
   peers (session: Session, cursor: number): PeersPage {
-    const size = this.directory.size
-    const addrs: string[] = []
-    let i = cursor
-    for (; i < size && addrs.length < this.options.announceBatchPeers; i++) {
-      const addr = this.directory.at(i)
-      if (addr !== undefined && !session.addrs.has(addr)) addrs.push(addr)
-    }
-    return { addrs, next: i < size ? i : null }
+    return this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
   }
 
   /**
@@ -225,13 +232,15 @@ export class Rendezvous {
     try {
       reply = await target.endpoint.request(EVENTS.INCOMING, [dialId, from], this.options.dialTimeoutMs)
     } catch (err) {
-      this.relay.discardPair(forward)
       const code: ErrorCode = (err as { code?: unknown }).code === 'E_PEER_GONE' ? 'E_PEER_GONE' : 'E_DIAL_TIMEOUT'
-      return new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
+      const failure = new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
+      // A listener that acks late has handed out a connection already: it must hear the failure.
+      this.relay.fail(forward, code, failure.message)
+      return failure
     }
     const refusal = reply[0]
     if (refusal !== undefined && refusal !== null && refusal !== false && refusal !== '') {
-      this.relay.discardPair(forward)
+      this.relay.fail(forward, 'E_DIAL_REFUSED', 'Dial refused')
       return typeof refusal === 'string' ? refusal.slice(0, 256) : new StarsockError('E_DIAL_REFUSED', 'Dial refused')
     }
     // The streams may already be over (a dialer may end its stream as soon as it is accepted,
@@ -241,6 +250,7 @@ export class Rendezvous {
 
   /** Stop timers (the server is closing). */
   stop (): void {
+    clearInterval(this.backlogTimer)
     this.announcer.stop()
     this.relay.stop()
   }

@@ -1,5 +1,6 @@
 /** One connected client, as the server's plain classes see it (no socket.io here). */
-import type { TokenBucket } from './rate-limit.ts'
+import { MAX_REQUESTS_PER_SECOND } from '../shared/constants.ts'
+import { TokenBucket } from './rate-limit.ts'
 import type { RelayStream } from './relay-stream.ts'
 
 /** How the server reaches one connected client; the socket.io wiring implements it. */
@@ -16,6 +17,12 @@ export interface Endpoint {
   pauseReading: () => boolean
   /** Read from the client again. */
   resumeReading: () => void
+  /** Bytes of every kind sent toward the client and not yet written to its socket. */
+  backlogBytes?: () => number
+  /** Whether the client is so far behind that its requests should wait (cheap to ask). */
+  congested?: () => boolean
+  /** Disconnect the client. */
+  disconnect?: () => void
 }
 
 /** A connected client: the addresses it joined and the streams it takes part in. */
@@ -49,7 +56,9 @@ export class Session {
     /** How to reach the client. */
     readonly endpoint: Endpoint,
     /** Dial rate limit of this client. */
-    readonly dialBucket: TokenBucket
+    readonly dialBucket: TokenBucket,
+    /** Rate limit of its other requests (hello, peers, ping, leave). */
+    readonly requestBucket: TokenBucket = new TokenBucket(MAX_REQUESTS_PER_SECOND, 2 * MAX_REQUESTS_PER_SECOND)
   ) {}
 
   /** Streams this client takes part in, both ways. */

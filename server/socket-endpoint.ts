@@ -13,11 +13,12 @@ interface EngineTransport {
   name: string
   on: (event: 'drain', fn: () => void) => void
   off: (event: 'drain', fn: () => void) => void
-  socket?: { pause?: () => void, resume?: () => void }
+  socket?: { pause?: () => void, resume?: () => void, bufferedAmount?: number }
 }
 
 interface EngineSocket {
   transport: EngineTransport
+  writeBuffer: Array<{ data?: unknown }>
   on: (event: 'flush' | 'upgrade', fn: (arg: unknown) => void) => void
 }
 
@@ -29,7 +30,7 @@ export class RequestError extends Error {
 }
 
 /** An endpoint for `socket`; `onDrain` runs whenever its transport flushed. Call `dispose` on disconnect. */
-export function createSocketEndpoint (socket: Socket, onDrain: () => void): Endpoint & { dispose: () => void } {
+export function createSocketEndpoint (socket: Socket, onDrain: () => void, maxQueuedPackets: number): Endpoint & { dispose: () => void } {
   const conn = socket.conn as unknown as EngineSocket
   let sinceFlush = 0
   let inTransport = 0
@@ -81,6 +82,18 @@ export function createSocketEndpoint (socket: Socket, onDrain: () => void): Endp
     },
     resumeReading () {
       transport.socket?.resume?.()
+    },
+    backlogBytes () {
+      let bytes = transport.name === 'websocket' ? transport.socket?.bufferedAmount ?? 0 : 0
+      for (const packet of conn.writeBuffer) {
+        const data = packet.data
+        bytes += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 16
+      }
+      return bytes
+    },
+    congested: () => conn.writeBuffer.length > maxQueuedPackets,
+    disconnect () {
+      socket.disconnect(true)
     },
     dispose () {
       for (const fail of [...pendingRequests]) fail(new RequestError('E_PEER_GONE'))

@@ -9,12 +9,14 @@ import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
 import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck, type Ack } from '../shared/validate.ts'
+import { MAX_QUEUED_PACKETS } from '../shared/constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
 import type { Rendezvous } from './rendezvous.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
-const KNOWN_EVENTS = new Set<string>(Object.values(EVENTS))
+/** Events clients send that have their own handler; anything else with an ack gets "Unknown event". */
+const HANDLED_EVENTS = new Set<string>([EVENTS.JOIN, EVENTS.LEAVE, EVENTS.DIAL, EVENTS.HELLO, EVENTS.PEERS, EVENTS.PING])
 
 function once (ack: Ack | undefined): Ack | undefined {
   if (ack === undefined) return undefined
@@ -57,13 +59,27 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   }
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
-    const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s))
+    const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
     const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint)
     const log = logger.child({ session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
     const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
+    /** A socket that does not read what it is sent gets nothing more until it catches up. */
+    const congested = (event: string): boolean => {
+      if (endpoint.congested?.() !== true) return false
+      bad(`${event}:congested`)
+      return true
+    }
+    /** The cheap requests share a per-socket rate limit; `false` (and an error reply) past it. */
+    const withinRate = (ack: Ack | undefined): boolean => {
+      if (s.requestBucket.take()) return true
+      metrics.limitHits.inc({ limit: 'E_LIMIT_REQUEST_RATE' })
+      replyError(ack, new StarsockError('E_LIMIT_REQUEST_RATE', 'Request rate limit reached'))
+      return false
+    }
 
     socket.on(EVENTS.JOIN, (...raw: unknown[]) => {
+      if (congested(EVENTS.JOIN)) return
       const { args, ack: rawAck } = splitAck(raw)
       const ack = once(rawAck)
       const req = checkJoin(args)
@@ -82,7 +98,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     })
 
     socket.on(EVENTS.LEAVE, (...raw: unknown[]) => {
+      if (congested(EVENTS.LEAVE)) return
       const { args, ack } = splitAck(raw)
+      if (!withinRate(ack)) return
       const req = checkLeave(args)
       if (req instanceof StarsockError) { bad(EVENTS.LEAVE); return replyError(ack, req) }
       rendezvous.leave(s, req.addr)
@@ -90,6 +108,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     })
 
     socket.on(EVENTS.DIAL, (...raw: unknown[]) => {
+      if (congested(EVENTS.DIAL)) return
       const { args, ack: rawAck } = splitAck(raw)
       const ack = once(rawAck)
       const req = checkDial(args)
@@ -106,23 +125,30 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     })
 
     socket.on(EVENTS.HELLO, (...raw: unknown[]) => {
+      if (congested(EVENTS.HELLO)) return
       const { args, ack } = splitAck(raw)
+      if (!withinRate(ack)) return
       const req = checkHello(args)
       if (req instanceof StarsockError) { bad(EVENTS.HELLO); return replyError(ack, req) }
       ack?.(null, rendezvous.hello(s, req))
     })
 
     socket.on(EVENTS.PEERS, (...raw: unknown[]) => {
+      if (congested(EVENTS.PEERS)) return
       const { args, ack } = splitAck(raw)
+      if (!withinRate(ack)) return
       const cursor = checkPeersCursor(args)
       if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
       ack?.(null, rendezvous.peers(s, cursor))
     })
 
-    socket.on(EVENTS.PING, (...raw: unknown[]) => { splitAck(raw).ack?.(null) })
+    socket.on(EVENTS.PING, (...raw: unknown[]) => {
+      const { ack } = splitAck(raw)
+      if (!congested(EVENTS.PING) && withinRate(ack)) ack?.(null)
+    })
 
     socket.onAny((event: unknown, ...raw: unknown[]) => {
-      if (typeof event === 'string' && KNOWN_EVENTS.has(event)) return
+      if (typeof event === 'string' && HANDLED_EVENTS.has(event)) return
       const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
       if (parsed === undefined) {
         bad('unknown')

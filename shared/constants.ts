@@ -44,6 +44,12 @@ export const MAX_ADDRESSES_PER_SOCKET = 8
 export const MAX_STREAMS_PER_SOCKET = 1024
 /** Dials one socket may start per second (sustained; bursts up to twice this). */
 export const MAX_DIALS_PER_SECOND = 100
+/** hello, peers, ping and leave requests one socket may make per second (bursts up to twice this). */
+export const MAX_REQUESTS_PER_SECOND = 50
+/** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */
+export const MAX_QUEUED_PACKETS = 10_000
+/** How often the server checks every socket's output backlog. */
+export const BACKLOG_CHECK_MS = 500
 /** Joined addresses one server holds. */
 export const MAX_PEERS = 20_000
 /** `ss-join` attempts (not counting challenge answers) one IP address may make per minute. */

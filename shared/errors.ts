@@ -39,7 +39,9 @@ export const ERROR_CODES = {
   E_DISCONNECTED: 'the connection to the server dropped',
   E_SERVER_UNREACHABLE: 'the server could not be reached',
   E_STREAM_CLOSED: 'the other side closed the connection',
-  E_STREAM_ABORTED: 'the other side aborted the connection with an error'
+  E_STREAM_ABORTED: 'the other side aborted the connection with an error',
+  E_LIMIT_REQUEST_RATE: 'too many hello, peers, ping or leave requests per second on one socket',
+  E_LIMIT_BACKLOG: 'a socket did not read what the server sent it (output backlog over its cap)'
 } as const
 
 /** A stable error code. */

@@ -147,6 +147,35 @@ describe('client library, Node to Node through a real server', () => {
     expect(same(Buffer.concat(got), data)).toBe(true)
   })
 
+  it('fails the writer, not only the reader, when the other side goes away', async () => {
+    const a = await peer()
+    const b = await peer()
+    b.handle(() => {}) // takes the connection and never reads
+    const conn = await a.dial(b.peerId)
+    await conn.write(new Uint8Array(1000))
+    await b.close()
+    const writing = (async () => { for (;;) await conn.write(new Uint8Array(64 * 1024)) })()
+    await expect(within('the write to fail', writing, 5000)).rejects.toMatchObject({ code: 'E_PEER_GONE' })
+  })
+
+  it('cleans up a dial the caller abandons while the listener is still answering', async () => {
+    const a = await peer()
+    const { connectSocket, joinWithChallenge, makeIdentity, receiveStream } = await import('./helpers/raw-peer.ts')
+    const slow = await connectSocket(server.url())
+    const me = await makeIdentity(server.port)
+    await joinWithChallenge(slow, me.key, me.addr)
+    let got: Promise<Buffer> | undefined
+    slow.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+      got = receiveStream(slow, `${dialId}.dialer`)
+      got.catch(() => {})
+      setTimeout(() => ack(), 300)
+    })
+    await expect(a.dial(me.addr, { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ code: 'E_ABORTED' })
+    await expect(within('the listener to hear', got ?? Promise.reject(new Error('no dial')))).rejects.toThrow('Dial abandoned')
+    await waitFor('the streams of the abandoned dial to close', () => server.stats().streams === 0)
+    slow.close()
+  })
+
   it('reports peers leaving', async () => {
     const a = await peer()
     const b = await peer()

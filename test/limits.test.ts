@@ -131,6 +131,47 @@ describe('limits', () => {
     await waitFor('streams of failed dials to close', () => server?.stats().streams === 0)
   })
 
+  it('tells a listener that acks after the dial timed out', async () => {
+    await start({ dialTimeoutMs: 100 })
+    const a = await peer()
+    const late = await peer()
+    let got: Promise<Buffer> | undefined
+    late.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+      got = receiveStream(late.socket, `${dialId}.dialer`)
+      got.catch(() => {})
+      setTimeout(() => ack(), 300)
+    })
+    expect(await openDial(a, late.addr, 'late')).toBe('Listener did not answer within 100 ms [E_DIAL_TIMEOUT]')
+    await expect(within('the late listener to hear', got ?? Promise.reject(new Error('no dial')))).rejects.toThrow('[E_DIAL_TIMEOUT]')
+  })
+
+  it('bounds what it holds for a socket that stops reading, and keeps serving others', async () => {
+    const s = await start({ streamBufferBytes: 2_000_000, socketBufferBytes: 2_000_000, announceBatchPeers: 1000 })
+    await Promise.all(Array.from({ length: 250 }, async () => await peer()))
+    const reader = await peer()
+    const session = s.rendezvous.sessions.get(reader.socket.id ?? '')
+    clientWebSocket(reader.socket).pause()
+    let maxBacklog = 0
+    const sampler = setInterval(() => { maxBacklog = Math.max(maxBacklog, session?.endpoint.backlogBytes?.() ?? 0) }, 5)
+    try {
+      // Each page is ~24 KB and the client reads none; past the rate limit's burst the requests get
+      // small error replies, and a socket over socketBufferBytes of backlog is disconnected.
+      for (let i = 0; i < 80_000; i++) reader.socket.emit('starsock:peers', 0, () => {})
+      await new Promise((resolve) => setTimeout(resolve, 3000))
+    } finally {
+      clearInterval(sampler)
+      clientWebSocket(reader.socket).resume()
+    }
+    expect(maxBacklog).toBeGreaterThan(0)
+    expect(maxBacklog).toBeLessThan(2_000_000 + 1_000_000)
+    const metrics = await (await fetch(`${s.url()}/metrics`)).text()
+    expect(metrics).toMatch(/starsock_limit_hits_total\{limit="E_LIMIT_REQUEST_RATE"\} [1-9]/)
+    const a = await peer()
+    const b = await peer()
+    echoIncoming(b)
+    expect(Buffer.compare(await dialAndEcho(a, b.addr, testBytes(10_000)), Buffer.from(testBytes(10_000)))).toBe(0)
+  })
+
   it('drops a socket that sends a message over maxMessageBytes; its streams fail on the other side', async () => {
     await start({})
     const a = await peer()

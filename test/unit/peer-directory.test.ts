@@ -113,3 +113,32 @@ describe('MemoryPeerDirectory', () => {
     for (const [addr, owner] of reference) expect(directory.owner(addr)).toBe(owner)
   })
 })
+
+describe('MemoryPeerDirectory.page', () => {
+  it('lists every peer that stays, even when leaves reorder the rotation list mid-paging', () => {
+    const dir = new MemoryPeerDirectory()
+    const addrs = Array.from({ length: 10 }, (_, i) => `/p2p-websocket-star/ipfs/p${i}`)
+    for (const a of addrs) dir.set(a, 's')
+    const first = dir.page(0, 4)
+    expect(first.addrs).toEqual(addrs.slice(0, 4))
+    dir.release(addrs[1] as string, 's') // swap-remove moves p9 into an early slot of the rotation list
+    dir.release(addrs[5] as string, 's')
+    const seen = [...first.addrs]
+    let cursor = first.next
+    while (cursor !== null) {
+      const page = dir.page(cursor, 4)
+      seen.push(...page.addrs)
+      cursor = page.next
+    }
+    expect(seen.filter((a) => a !== addrs[1])).toEqual(addrs.filter((a) => a !== addrs[1] && a !== addrs[5]))
+  })
+
+  it('skips what the caller excludes and compacts without losing order', () => {
+    const dir = new MemoryPeerDirectory()
+    for (let i = 0; i < 200; i++) dir.set(`a${i}`, 's')
+    for (let i = 0; i < 150; i++) dir.release(`a${i}`, 's')
+    const all = dir.page(0, 1000, (a) => a === 'a160')
+    expect(all.addrs).toEqual(Array.from({ length: 50 }, (_, i) => `a${150 + i}`).filter((a) => a !== 'a160'))
+    expect(all.next).toBeNull()
+  })
+})

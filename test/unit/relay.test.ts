@@ -456,15 +456,16 @@ describe('Relay', () => {
       expect(relay.data(listener.session, BACK, bytes(10))).toBe(false)
     })
 
-    it('discardPair closes both streams without telling anyone', () => {
+    it('fail tells each receiver with error and each sender with abort', () => {
       const { relay, dialer, listener } = setup()
-      const [forward] = relay.openPair(dialer.session, listener.session, 'x.dialer', 'x.listener')
-      relay.data(dialer.session, 'x.dialer', bytes(10))
-      relay.discardPair(forward)
+      relay.data(dialer.session, OUT, bytes(10))
+      relay.fail(relay.openPair(dialer.session, listener.session, 'x.dialer', 'x.listener')[0], 'E_DIAL_TIMEOUT', 'late')
+      const wire = 'late [E_DIAL_TIMEOUT]'
+      expect(errors(listener, 'x.dialer')).toEqual([wire])
+      expect(errors(dialer, 'x.listener')).toEqual([wire])
+      expect(dialer.emits).toContainEqual([streamEvent('abort', 'x.dialer'), wire])
+      expect(listener.emits).toContainEqual([streamEvent('abort', 'x.listener'), wire])
       expect(relay.openStreams).toBe(2)
-      expect(relay.bufferedBytes).toBe(0)
-      expect(dialer.emits).toEqual([])
-      expect(listener.emits).toEqual([])
     })
 
     it('failAll fails every open stream with the given code', () => {
@@ -517,6 +518,28 @@ describe('Relay', () => {
       expect(relay.openStreams).toBe(1)
       expect(relay.data(dialer.session, OUT, bytes(10))).toBe(false)
       expect(received(listener, OUT)).toEqual([])
+    })
+  })
+
+  describe('stall timeout measures time without progress', () => {
+    it('keeps a paused sender whose receiver drains slowly but steadily', () => {
+      let t = 0
+      const { relay, dialer, listener } = setup({ senderStallTimeoutMs: 1000 }, () => t)
+      listener.countWrites = true
+      relay.accept(listener.session, OUT)
+      for (let i = 0; i < 10; i++) relay.data(dialer.session, OUT, bytes(100)) // 3 forwarded, 700 queued
+      expect(dialer.session.paused).toBe(true)
+      // every 400 ms the receiver flushes one chunk's worth: progress, though the pause lasts
+      for (let step = 0; step < 10; step++) {
+        t += 400
+        listener.pending = 200
+        relay.drained(listener.session)
+        relay.data(dialer.session, OUT, bytes(100))
+        ;(relay as unknown as { sweep: () => void }).sweep()
+      }
+      expect(dialer.session.paused).toBe(true)
+      expect(errors(listener, OUT)).toEqual([])
+      expect(relay.openStreams).toBe(2)
     })
   })
 })
