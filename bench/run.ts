@@ -79,9 +79,9 @@ async function joinsBench (): Promise<void> {
 }
 
 /** A crowd of joined peers in a worker; settles once joined. */
-async function crowd (server: ServerUnderTest, count: number): Promise<{ proc: ReturnType<typeof start>, addrs: string[], seconds: number }> {
+async function crowd (server: ServerUnderTest, count: number): Promise<{ proc: ReturnType<typeof start>, addrs: string[], seconds: number, joined: number, failed: number }> {
   const proc = start(['bench/worker.ts', 'crowd', JSON.stringify({ url: server.url, port: server.port, count })])
-  const ready = JSON.parse((await proc.next(/^READY /, 600_000)).slice(6)) as { addrs: string[], seconds: number }
+  const ready = JSON.parse((await proc.next(/^READY /, 600_000)).slice(6)) as { addrs: string[], seconds: number, joined: number, failed: number }
   return { proc, ...ready }
 }
 
@@ -94,6 +94,7 @@ async function discoveryAndDialBench (): Promise<void> {
         const idle = rssMiB(server.proc.pid)
         const c = await crowd(server, n)
         const joined = rssMiB(server.proc.pid)
+        record({ group: 'joins', what: `crowd of ${n} joined (50 in flight), ${server.name}`, value: c.joined, unit: 'peers', note: `in ${fmt(c.seconds)} s${c.failed > 0 ? `, ${c.failed} could not join` : ''}` })
         // ws-peer over one 10 s interval, counted by the clients that receive them.
         c.proc.send('reset')
         const c0 = cpuSeconds(server.proc.pid)
@@ -102,8 +103,10 @@ async function discoveryAndDialBench (): Promise<void> {
         const { wsPeer } = JSON.parse(await c.proc.next(/^\{/, 30_000)) as { wsPeer: number }
         const announceCpu = cpuSeconds(server.proc.pid) - c0
         perInterval[server.name] = wsPeer
-        record({ group: 'discovery', what: `ws-peer messages per 10 s, ${n} peers, ${server.name}`, value: wsPeer, unit: 'msgs', reference: server.name === 'ours' ? { what: 'original', value: perInterval.original ?? NaN } : undefined, serverCpu: announceCpu, note: `${fmt(wsPeer / n)} per client` })
-        record({ group: 'memory', what: `server RSS per 1,000 joined peers, ${server.name}`, value: (joined - idle) / n * 1000, unit: 'MiB', note: `idle ${fmt(idle)} MiB, ${n} peers ${fmt(joined)} MiB` })
+        record({ group: 'discovery', what: `ws-peer messages per 10 s, ${n} peers, ${server.name}`, value: wsPeer, unit: 'msgs', reference: server.name === 'ours' ? { what: 'original', value: perInterval.original ?? NaN } : undefined, serverCpu: announceCpu, note: `${fmt(wsPeer / Math.max(1, c.joined))} per client, ${c.joined} joined` })
+        record({ group: 'memory', what: `server RSS per 1,000 joined peers, ${server.name}`, value: (joined - idle) / Math.max(1, c.joined) * 1000, unit: 'MiB', note: `idle ${fmt(idle)} MiB, ${c.joined} peers ${fmt(joined)} MiB` })
+        const base = await work<{ p50: number, p99: number }>('rtt', { url: server.url, count: SIZE.dials })
+        record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', note: `p50 ${fmt(base.p50)} ms` })
         const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
         writeFileSync(file, JSON.stringify(c.addrs))
         const { result, cpu } = await measured(server, async () => await work<{ p50: number, p95: number, p99: number, failures: number, firstError?: string }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials }))
