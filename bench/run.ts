@@ -4,7 +4,7 @@
  * its reference as a ratio, with the server's CPU time from /proc. Writes
  * `bench/results/latest.json` and `bench/results/latest.svg`.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cpus } from 'node:os'
@@ -24,6 +24,8 @@ const SIZE = QUICK
 
 /** One measured figure, with its reference when there is one. */
 export interface Row {
+  /** The scenario that measured it (`--only` re-runs whole scenarios). */
+  scenario?: string
   group: string
   what: string
   value: number
@@ -36,9 +38,10 @@ export interface Row {
 
 const rows: Row[] = []
 const wanted = (name: string): boolean => ONLY === undefined || ONLY.includes(name)
+let scenario = ''
 
 function record (row: Row): void {
-  rows.push(row)
+  rows.push({ scenario, ...row })
   const ratio = row.reference !== undefined ? `  ${(row.value / row.reference.value).toFixed(2)}x ${row.reference.what} (${fmt(row.reference.value)})` : ''
   const cpu = row.serverCpu !== undefined ? `  [server cpu ${row.serverCpu.toFixed(2)} s]` : ''
   process.stdout.write(`${row.group.padEnd(12)} ${row.what.padEnd(46)} ${fmt(row.value).padStart(10)} ${row.unit.padEnd(8)}${ratio}${cpu}${row.note !== undefined ? `  ${row.note}` : ''}\n`)
@@ -46,6 +49,15 @@ function record (row: Row): void {
 
 function fmt (n: number): string {
   return Number.isInteger(n) ? String(n) : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)
+}
+
+/** Run one measurement; a failure (a server that cannot keep up) becomes a row, not the end of the run. */
+async function attempt (group: string, what: string, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn()
+  } catch (err) {
+    record({ group, what, value: NaN, unit: '', note: `could not measure: ${String((err as Error).message).split('\n')[0]?.slice(0, 160) ?? ''}` })
+  }
 }
 
 async function measured<T> (server: ServerUnderTest, fn: () => Promise<T>): Promise<{ result: T, cpu: number }> {
@@ -85,14 +97,18 @@ async function crowd (server: ServerUnderTest, count: number): Promise<{ proc: R
   return { proc, ...ready }
 }
 
+/** Worker processes to stop when a scenario ends, however it ends. */
+const stragglers: Array<ReturnType<typeof start>> = []
+
 async function discoveryAndDialBench (): Promise<void> {
   for (const n of SIZE.crowds) {
     await withServers(async (servers) => {
       const p99: Record<string, number> = {}
       const perInterval: Record<string, number> = {}
-      for (const server of [servers.original, servers.ours]) {
+      for (const server of [servers.original, servers.ours]) await attempt('dial', `${n} peers, ${server.name}`, async () => {
         const idle = rssMiB(server.proc.pid)
         const c = await crowd(server, n)
+        stragglers.push(c.proc)
         const joined = rssMiB(server.proc.pid)
         record({ group: 'joins', what: `crowd of ${n} joined (50 in flight), ${server.name}`, value: c.joined, unit: 'peers', note: `in ${fmt(c.seconds)} s${c.failed > 0 ? `, ${c.failed} could not join` : ''}` })
         // ws-peer over one 10 s interval, counted by the clients that receive them.
@@ -114,7 +130,7 @@ async function discoveryAndDialBench (): Promise<void> {
         record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}` })
         c.proc.send('stop')
         await c.proc.stop()
-      }
+      })
     })
   }
 }
@@ -182,14 +198,28 @@ async function capacityBench (): Promise<void> {
 
 const started = Date.now()
 process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
-if (wanted('joins')) await joinsBench()
-if (wanted('throughput')) await throughputBench()
-if (wanted('dial')) await discoveryAndDialBench()
-if (wanted('memory')) await slowReceiverBench()
-if (wanted('capacity')) await capacityBench()
+const scenarios: Array<[string, () => Promise<void>]> = [
+  ['joins', joinsBench], ['throughput', throughputBench], ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench]
+]
+for (const [name, run] of scenarios) {
+  if (!wanted(name)) continue
+  scenario = name
+  try {
+    await attempt(name, 'scenario', run)
+  } finally {
+    for (const p of stragglers.splice(0)) await p.stop()
+  }
+}
 
-const results = { date: new Date().toISOString(), quick: QUICK, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, seconds: (Date.now() - started) / 1000, rows }
 const dir = fileURLToPath(new URL('./results/', import.meta.url))
+// A run of some scenarios (--only) keeps the other scenarios' rows of the last run of the same size.
+let kept: Row[] = []
+if (ONLY !== undefined && existsSync(join(dir, 'latest.json'))) {
+  const last = JSON.parse(readFileSync(join(dir, 'latest.json'), 'utf8')) as { quick: boolean, rows: Row[] }
+  if (last.quick === QUICK) kept = last.rows.filter((r) => r.scenario !== undefined && !ONLY.includes(r.scenario))
+}
+rows.unshift(...kept)
+const results = { date: new Date().toISOString(), quick: QUICK, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, seconds: (Date.now() - started) / 1000, rows }
 mkdirSync(dir, { recursive: true })
 writeFileSync(join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n')
 writeFileSync(join(dir, 'latest.svg'), renderChart(rows))
