@@ -20,6 +20,11 @@ export interface Proc {
   stop: () => Promise<void>
 }
 
+/** Every process started here, killed when this process exits however it exits. */
+const children = new Set<ChildProcess>()
+process.on('exit', () => { for (const child of children) child.kill('SIGKILL') })
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130))
+
 /** Start a script under node (through tsx for a .ts file) from the repository root. */
 export function start (args: string[], env: Record<string, string> = {}): Proc {
   const loader = args[0]?.endsWith('.ts') === true ? ['--import', 'tsx'] : []
@@ -31,7 +36,8 @@ export function start (args: string[], env: Record<string, string> = {}): Proc {
     if (i >= 0) waiters.splice(i, 1)[0]?.resolve(line)
     else lines.push(line)
   })
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  children.add(child)
+  const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve() }))
   return {
     child,
     pid: child.pid ?? -1,

@@ -97,9 +97,6 @@ async function crowd (server: ServerUnderTest, count: number): Promise<{ proc: R
   return { proc, ...ready }
 }
 
-/** Worker processes to stop when a scenario ends, however it ends. */
-const stragglers: Array<ReturnType<typeof start>> = []
-
 async function discoveryAndDialBench (): Promise<void> {
   for (const n of SIZE.crowds) {
     await withServers(async (servers) => {
@@ -108,28 +105,30 @@ async function discoveryAndDialBench (): Promise<void> {
       for (const server of [servers.original, servers.ours]) await attempt('dial', `${n} peers, ${server.name}`, async () => {
         const idle = rssMiB(server.proc.pid)
         const c = await crowd(server, n)
-        stragglers.push(c.proc)
-        const joined = rssMiB(server.proc.pid)
-        record({ group: 'joins', what: `crowd of ${n} joined (50 in flight), ${server.name}`, value: c.joined, unit: 'peers', note: `in ${fmt(c.seconds)} s${c.failed > 0 ? `, ${c.failed} could not join` : ''}` })
-        // ws-peer over one 10 s interval, counted by the clients that receive them.
-        c.proc.send('reset')
-        const c0 = cpuSeconds(server.proc.pid)
-        await new Promise((resolve) => setTimeout(resolve, 10_000))
-        c.proc.send('count')
-        const { wsPeer } = JSON.parse(await c.proc.next(/^\{/, 30_000)) as { wsPeer: number }
-        const announceCpu = cpuSeconds(server.proc.pid) - c0
-        perInterval[server.name] = wsPeer
-        record({ group: 'discovery', what: `ws-peer messages per 10 s, ${n} peers, ${server.name}`, value: wsPeer, unit: 'msgs', reference: server.name === 'ours' ? { what: 'original', value: perInterval.original ?? NaN } : undefined, serverCpu: announceCpu, note: `${fmt(wsPeer / Math.max(1, c.joined))} per client, ${c.joined} joined` })
-        record({ group: 'memory', what: `server RSS per 1,000 joined peers, ${server.name}`, value: (joined - idle) / Math.max(1, c.joined) * 1000, unit: 'MiB', note: `idle ${fmt(idle)} MiB, ${c.joined} peers ${fmt(joined)} MiB` })
-        const base = await work<{ p50: number, p99: number }>('rtt', { url: server.url, count: SIZE.dials })
-        record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', note: `p50 ${fmt(base.p50)} ms` })
-        const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
-        writeFileSync(file, JSON.stringify(c.addrs))
-        const { result, cpu } = await measured(server, async () => await work<{ p50: number, p95: number, p99: number, failures: number, firstError?: string }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials }))
-        p99[server.name] = result.p99
-        record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}` })
-        c.proc.send('stop')
-        await c.proc.stop()
+        try {
+          const joined = rssMiB(server.proc.pid)
+          record({ group: 'joins', what: `crowd of ${n} joined (50 in flight), ${server.name}`, value: c.joined, unit: 'peers', note: `in ${fmt(c.seconds)} s${c.failed > 0 ? `, ${c.failed} could not join` : ''}` })
+          // ws-peer over one 10 s interval, counted by the clients that receive them.
+          c.proc.send('reset')
+          const c0 = cpuSeconds(server.proc.pid)
+          await new Promise((resolve) => setTimeout(resolve, 10_000))
+          c.proc.send('count')
+          const { wsPeer } = JSON.parse(await c.proc.next(/^\{/, 30_000)) as { wsPeer: number }
+          const announceCpu = cpuSeconds(server.proc.pid) - c0
+          perInterval[server.name] = wsPeer
+          record({ group: 'discovery', what: `ws-peer messages per 10 s, ${n} peers, ${server.name}`, value: wsPeer, unit: 'msgs', reference: server.name === 'ours' ? { what: 'original', value: perInterval.original ?? NaN } : undefined, serverCpu: announceCpu, note: `${fmt(wsPeer / Math.max(1, c.joined))} per client, ${c.joined} joined` })
+          record({ group: 'memory', what: `server RSS per 1,000 joined peers, ${server.name}`, value: (joined - idle) / Math.max(1, c.joined) * 1000, unit: 'MiB', note: `idle ${fmt(idle)} MiB, ${c.joined} peers ${fmt(joined)} MiB` })
+          const base = await work<{ p50: number, p99: number }>('rtt', { url: server.url, count: SIZE.dials })
+          record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', note: `p50 ${fmt(base.p50)} ms` })
+          const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
+          writeFileSync(file, JSON.stringify(c.addrs))
+          const { result, cpu } = await measured(server, async () => await work<{ p50: number, p95: number, p99: number, failures: number, firstError?: string }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials }))
+          p99[server.name] = result.p99
+          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}` })
+        } finally {
+          c.proc.send('stop')
+          await c.proc.stop()
+        }
       })
     })
   }
@@ -204,11 +203,7 @@ const scenarios: Array<[string, () => Promise<void>]> = [
 for (const [name, run] of scenarios) {
   if (!wanted(name)) continue
   scenario = name
-  try {
-    await attempt(name, 'scenario', run)
-  } finally {
-    for (const p of stragglers.splice(0)) await p.stop()
-  }
+  await attempt(name, 'scenario', run)
 }
 
 const dir = fileURLToPath(new URL('./results/', import.meta.url))
