@@ -67,8 +67,12 @@ export function cpuSeconds (pid: number): number {
 
 /** Resident memory of a process, in MiB. */
 export function rssMiB (pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return Number(m?.[1] ?? NaN) / 1024
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+    return Number(m?.[1] ?? NaN) / 1024
+  } catch {
+    return NaN // the process is gone
+  }
 }
 
 /** A free TCP port on 127.0.0.1. */

@@ -158,16 +158,25 @@ async function throughputBench (): Promise<void> {
 }
 
 async function slowReceiverBench (): Promise<void> {
+  // Twice the time the bytes need at 10 MiB/s, plus a minute: a server that cannot keep up is
+  // recorded with the memory it grew meanwhile.
+  const limitMs = (SIZE.slowBytes / (10 * MiB)) * 2000 + 60_000
   await withServers(async (servers) => {
-    const growth: Record<string, number> = {}
     for (const server of [servers.ours, servers.original]) {
       const base = rssMiB(server.proc.pid)
       let peak = base
-      const sampler = setInterval(() => { peak = Math.max(peak, rssMiB(server.proc.pid)) }, 100)
-      const { result, cpu } = await measured(server, async () => await work<{ mibPerSecond: number, complete: boolean }>('slowReceiver', { url: server.url, port: server.port, bytes: SIZE.slowBytes, rate: 10 * MiB }))
-      clearInterval(sampler)
-      growth[server.name] = peak - base
-      record({ group: 'memory', what: `RSS growth, ${SIZE.slowBytes / MiB} MiB to a 10 MiB/s receiver, ${server.name}`, value: peak - base, unit: 'MiB', serverCpu: cpu, note: `received at ${fmt(result.mibPerSecond)} MiB/s${result.complete ? '' : ', INCOMPLETE'}` })
+      const sampler = setInterval(() => { peak = Math.max(peak, rssMiB(server.proc.pid) || 0) }, 100)
+      const c0 = cpuSeconds(server.proc.pid)
+      let note: string
+      try {
+        const result = await work<{ mibPerSecond: number, complete: boolean, end?: unknown }>('slowReceiver', { url: server.url, port: server.port, bytes: SIZE.slowBytes, rate: 10 * MiB }, limitMs)
+        note = `received at ${fmt(result.mibPerSecond)} MiB/s${result.complete ? '' : `, INCOMPLETE (ended with ${JSON.stringify(result.end)})`}`
+      } catch {
+        note = `did not finish within ${fmt(limitMs / 1000)} s`
+      } finally {
+        clearInterval(sampler)
+      }
+      record({ group: 'memory', what: `RSS growth, ${SIZE.slowBytes / MiB} MiB to a 10 MiB/s receiver, ${server.name}`, value: peak - base, unit: 'MiB', serverCpu: cpuSeconds(server.proc.pid) - c0, note })
     }
   })
 }

@@ -315,9 +315,10 @@ async function slowReceiver (a: { url: string, port: number, bytes: number, rate
   await join2(sb, kb, addrB)
   let received = 0
   let ended = false
+  let end: unknown
   sb.on('ss-incomming', (dialId: string, _from: string, cb: () => void) => {
     sb.on(ev('queue', `${dialId}.dialer`), (d: Buffer) => { received += d.length })
-    sb.on(ev('error', `${dialId}.dialer`), () => { ended = true })
+    sb.on(ev('error', `${dialId}.dialer`), (value: unknown) => { ended = true; end = value })
     sb.emit(ev('accept', `${dialId}.dialer`))
     cb()
   })
@@ -343,7 +344,7 @@ async function slowReceiver (a: { url: string, port: number, bytes: number, rate
   const seconds = (now() - t0) / 1000
   sa.close()
   sb.close()
-  return { bytes: received, seconds, mibPerSecond: received / 1048576 / seconds, complete: received >= a.bytes }
+  return { bytes: received, seconds, mibPerSecond: received / 1048576 / seconds, complete: received >= a.bytes, end }
 }
 
 const tasks: Record<string, (a: any) => Promise<unknown>> = { joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver }
