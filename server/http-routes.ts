@@ -1,4 +1,5 @@
 /** Plain HTTP routes beside socket.io: health, readiness, metrics and the page. */
+import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
 
@@ -21,15 +22,15 @@ function escapeHtml (text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }
 
+/** The status page template (`web/status.html`), read once. */
+const STATUS_TEMPLATE = readFileSync(new URL('../web/status.html', import.meta.url), 'utf8')
+
 /** The page at `/`: what this server is and its figures now. */
 function statusPage (figures: Record<string, number | string>): string {
   const rows = Object.entries(figures)
     .map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
     .join('')
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>starsock</title><style>body{font:16px system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}th{text-align:left;padding-right:1rem}</style></head>
-<body><h1>starsock</h1><p>A websocket-star rendezvous and relay server. Peers connect with socket.io on this address.</p>
-<table>${rows}</table><p><a href="/metrics">metrics</a> · <a href="/healthz">health</a> · <a href="/readyz">readiness</a></p></body></html>`
+  return STATUS_TEMPLATE.replace('<!-- rows -->', rows)
 }
 
 /** Handle one request that socket.io did not take. */
