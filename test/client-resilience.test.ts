@@ -5,22 +5,8 @@ import type { Connection } from '../client/connection.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createServer } from '../server/server.ts'
 import { legacyDial, legacyExchange, pull, startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
+import { echo, readAll, same } from './helpers/connections.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-
-const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0
-
-async function readAll (conn: Connection): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of conn) chunks.push(chunk)
-  return Buffer.concat(chunks)
-}
-
-function echo (conn: Connection): void {
-  void (async () => {
-    for await (const chunk of conn) await conn.write(chunk)
-    await conn.closeWrite()
-  })().catch(() => {})
-}
 
 const stops: Array<() => Promise<void> | void> = []
 afterEach(async () => {

@@ -5,24 +5,9 @@ import type { Connection } from '../client/connection.ts'
 import { createPeer, StarsockPeer, type PeerOptions } from '../client/peer.ts'
 import { createIdentity } from '../client/identity.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { echo, readAll, same } from './helpers/connections.ts'
+import { connectSocket, joinWithChallenge, makeIdentity, receiveStream } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-
-/** Read everything from `conn` until its clean end. */
-async function readAll (conn: Connection): Promise<Buffer> {
-  const chunks: Uint8Array[] = []
-  for await (const chunk of conn) chunks.push(chunk)
-  return Buffer.concat(chunks)
-}
-
-/** Echo every connection back, then half-close. */
-function echo (conn: Connection): void {
-  void (async () => {
-    for await (const chunk of conn) await conn.write(chunk)
-    await conn.closeWrite()
-  })().catch(() => {})
-}
-
-const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0
 
 describe('client library, Node to Node through a real server', () => {
   let server: StarsockServer & { port: number }
@@ -160,7 +145,6 @@ describe('client library, Node to Node through a real server', () => {
 
   it('cleans up a dial the caller abandons while the listener is still answering', async () => {
     const a = await peer()
-    const { connectSocket, joinWithChallenge, makeIdentity, receiveStream } = await import('./helpers/raw-peer.ts')
     const slow = await connectSocket(server.url())
     const me = await makeIdentity(server.port)
     await joinWithChallenge(slow, me.key, me.addr)
