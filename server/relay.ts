@@ -12,7 +12,7 @@
 import { wireError, type ErrorCode } from '../shared/errors.ts'
 import { MAX_CREDIT_BYTES, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
-import { RelayStream, type StreamEnd } from './relay-stream.ts'
+import { RelayStream } from './relay-stream.ts'
 import type { Session } from './session.ts'
 
 function isCredit (n: unknown): n is number {

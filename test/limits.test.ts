@@ -67,7 +67,7 @@ describe('limits', () => {
   })
 
   it('caps peers per server', async () => {
-    const s = await start({ maxPeers: 2 })
+    await start({ maxPeers: 2 })
     await peer()
     await peer()
     await expect(peer()).rejects.toThrow('Server peer limit reached (maxPeers=2) [E_LIMIT_PEERS]')

@@ -63,7 +63,7 @@ describe('errorCodeOf / errorFromWire', () => {
     expect(error.message).toBe('custom detail')
   })
 
-  it.each(LEGACY)('%s keeps the legacy string as its message', (code, text) => {
+  it.each(LEGACY)('%s keeps the legacy string as its message', (_code, text) => {
     expect(errorFromWire(text).message).toBe(text)
   })
 
