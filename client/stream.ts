@@ -11,6 +11,7 @@
  */
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { streamEvent } from '../shared/events.ts'
+import { Waiters } from './waiters.ts'
 
 /** What a stream needs from the connection to the server. */
 export interface StreamTransport {
@@ -20,30 +21,6 @@ export interface StreamTransport {
   room: (signal?: AbortSignal) => Promise<void>
   /** Count bytes handed to the transport. */
   sent: (bytes: number) => void
-}
-
-/** Settles on the next `wake`, or rejects when `signal` aborts. */
-class Waiters {
-  private list: Array<() => void> = []
-
-  async wait (signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted()
-    await new Promise<void>((resolve, reject) => {
-      const wake = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
-      const onAbort = (): void => {
-        this.list = this.list.filter((fn) => fn !== wake) // an aborted wait leaves nothing behind
-        reject(new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal?.reason }))
-      }
-      this.list.push(wake)
-      signal?.addEventListener('abort', onAbort, { once: true })
-    })
-  }
-
-  wake (): void {
-    const list = this.list
-    this.list = []
-    for (const fn of list) fn()
-  }
 }
 
 function toBytes (chunk: unknown): Uint8Array | undefined {
