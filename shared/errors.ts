@@ -41,7 +41,18 @@ export const ERROR_CODES = {
   E_STREAM_CLOSED: 'the other side closed the connection',
   E_STREAM_ABORTED: 'the other side aborted the connection with an error',
   E_LIMIT_REQUEST_RATE: 'too many hello, peers, ping or leave requests per second on one socket',
-  E_LIMIT_BACKLOG: 'a socket did not read what the server sent it (output backlog over its cap)'
+  E_LIMIT_BACKLOG: 'a socket did not read what the server sent it (output backlog over its cap)',
+  E_CHANNEL_PROTOCOL: 'a channel frame was malformed or broke the channel protocol',
+  E_DENIED: 'the other peer denied the offer (no rule allowed it, or a person said no)',
+  E_KILLED: 'the mapping was killed by one of the two peers',
+  E_NO_MAPPING: 'the channel names no granted mapping, or asks for more than its mapping allows',
+  E_UNSUPPORTED: 'the other peer cannot do that (e.g. a browser asked to open a TCP socket)',
+  E_CONNECT_REFUSED: 'the target host refused the connection',
+  E_CONNECT_UNREACHABLE: 'the target host could not be resolved or reached',
+  E_CONNECT_TIMEOUT: 'the target host did not answer in time',
+  E_BIND_FAILED: 'the peer could not listen on that address (in use, or not allowed)',
+  E_LIMIT_CHANNELS: 'too many channels open on one connection',
+  E_LIMIT_MAPPINGS: 'too many mappings between two peers'
 } as const
 
 /** A stable error code. */

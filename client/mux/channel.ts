@@ -1,0 +1,267 @@
+/**
+ * One channel of a multiplexed connection, with its own credit window each way.
+ *
+ * A reliable channel is a byte stream: `write` waits for credit, `read` grants credit back as the
+ * application consumes, `closeWrite` half-closes (FIN) and `abort` resets both ways. An unreliable
+ * channel carries datagrams: `send` never waits; a datagram that does not fit the credit (or the
+ * connection's output queue) is dropped and counted. Either way the receiver holds at most its
+ * window of unread bytes, so one slow channel never holds up the others.
+ */
+import { StarsockError } from '../../shared/errors.ts'
+import { encodeDatagramFrame, encodeFrame, encodeJsonFrame, encodeWindowFrame, FRAME, MAX_DATA_FRAME_BYTES, type SockAddress } from '../../shared/mux-frame.ts'
+import { errorToWire, type OpenHeader } from '../../shared/sock-protocol.ts'
+import { Waiters } from '../waiters.ts'
+
+/** What a channel needs from its multiplexer. */
+export interface ChannelLink {
+  /** Queue a frame; `data` frames respect the output bound, control frames never wait. */
+  send: (frame: Uint8Array) => void
+  /** Settles when the output queue has room for data. */
+  room: (signal?: AbortSignal) => Promise<void>
+  /** Whether the output queue is over its bound now. */
+  full: () => boolean
+  /** The channel is over both ways. */
+  done: (channel: Channel) => void
+  /** Count bytes and drops on the connection. */
+  count: (what: 'in' | 'out' | 'dropped', n: number) => void
+}
+
+/** A datagram with the address it came from (bind channels) or goes to. */
+export interface Datagram {
+  data: Uint8Array
+  addr?: SockAddress
+}
+
+/** Figures of one channel. */
+export interface ChannelStats {
+  sentBytes: number
+  receivedBytes: number
+  /** Unread bytes held here (never more than the window). */
+  bufferedBytes: number
+  /** Datagrams dropped here: no credit or no room to send, or over the window on arrival. */
+  droppedDatagrams: number
+}
+
+/** Credit a datagram takes: its length, and at least 1 so empty datagrams are bounded too. */
+export function datagramCost (bytes: number): number {
+  return Math.max(1, bytes)
+}
+
+/** A channel. Made by `Muxer.open` or handed to the mux's `onOpen`. */
+export class Channel {
+  /** Set once the channel is open (for a bind: the address bound). */
+  bound: SockAddress | undefined
+  private readonly queue: Datagram[] = []
+  private readonly readable = new Waiters()
+  private readonly writable = new Waiters()
+  private credit: number
+  private unacked = 0
+  private buffered = 0
+  private remoteEnd: true | StarsockError | undefined
+  private localEnd: true | StarsockError | undefined
+  private writing: Promise<void> = Promise.resolve()
+  private sent = 0
+  private received = 0
+  private dropped = 0
+  private finished = false
+  private resolveClosed!: () => void
+  /** Settles once both directions are over (cleanly or not). */
+  readonly whenClosed = new Promise<void>((resolve) => { this.resolveClosed = resolve })
+
+  constructor (
+    /** Channel id on the wire. */
+    readonly id: number,
+    /** What the channel is. */
+    readonly header: OpenHeader,
+    /** Whether this side opened it. */
+    readonly initiator: boolean,
+    /** Peer id of the other side. */
+    readonly remotePeer: string,
+    private readonly link: ChannelLink,
+    private readonly windowBytes: number,
+    sendWindowBytes: number
+  ) {
+    this.credit = sendWindowBytes
+  }
+
+  /** Whether the channel carries datagrams. */
+  get datagrams (): boolean {
+    return !this.header.reliable
+  }
+
+  /** Whether both directions are over. */
+  get closed (): boolean {
+    return this.finished
+  }
+
+  /** Send bytes (reliable channels); settles once they are within the other side's window. */
+  async write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.datagrams) throw new TypeError('write() is for reliable channels; use send() for datagrams')
+    const previous = this.writing
+    const mine = previous.then(async () => await this.writeNow(data, signal))
+    this.writing = mine.catch(() => {})
+    await mine
+  }
+
+  private async writeNow (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    let at = 0
+    while (at < data.byteLength) {
+      this.checkWritable()
+      if (this.credit <= 0) {
+        await this.writable.wait(signal)
+        continue
+      }
+      if (this.link.full()) {
+        await this.link.room(signal)
+        continue
+      }
+      const n = Math.min(this.credit, data.byteLength - at, MAX_DATA_FRAME_BYTES)
+      this.credit -= n
+      this.sent += n
+      this.link.count('out', n)
+      this.link.send(encodeFrame(FRAME.DATA, this.id, data.subarray(at, at + n)))
+      at += n
+    }
+  }
+
+  private checkWritable (): void {
+    if (this.localEnd === true) throw new StarsockError('E_STREAM_CLOSED', 'Channel already closed for writing')
+    if (this.localEnd !== undefined) throw this.localEnd
+  }
+
+  /** Send one datagram (unreliable channels); `false` when it was dropped (no credit or no room). */
+  send (data: Uint8Array, addr?: SockAddress): boolean {
+    if (!this.datagrams) throw new TypeError('send() is for unreliable channels; use write() for bytes')
+    if (this.localEnd !== undefined) return false
+    const cost = datagramCost(data.byteLength)
+    if (cost > this.credit || this.link.full()) {
+      this.dropped++
+      this.link.count('dropped', 1)
+      return false
+    }
+    this.credit -= cost
+    this.sent += data.byteLength
+    this.link.count('out', data.byteLength)
+    this.link.send(encodeDatagramFrame(this.id, data, addr))
+    return true
+  }
+
+  /** The next chunk of a reliable channel, or `null` at the other side's FIN; rejects on reset. */
+  async read (signal?: AbortSignal): Promise<Uint8Array | null> {
+    const item = await this.receive(signal)
+    return item === null ? null : item.data
+  }
+
+  /** The next datagram (or chunk, with no address), or `null` at the end; rejects on reset. */
+  async receive (signal?: AbortSignal): Promise<Datagram | null> {
+    while (this.queue.length === 0 && this.remoteEnd === undefined) await this.readable.wait(signal)
+    const item = this.queue.shift()
+    if (item !== undefined) {
+      const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
+      this.buffered -= cost
+      this.grant(cost)
+      return item
+    }
+    if (this.remoteEnd === true) return null
+    throw this.remoteEnd as StarsockError
+  }
+
+  /** Every chunk until the other side's FIN. */
+  async * [Symbol.asyncIterator] (): AsyncIterator<Uint8Array> {
+    for (;;) {
+      const chunk = await this.read()
+      if (chunk === null) return
+      yield chunk
+    }
+  }
+
+  /** Half-close: FIN after pending writes. */
+  async closeWrite (): Promise<void> {
+    await this.writing
+    if (this.localEnd !== undefined) return
+    this.localEnd = true
+    this.link.send(encodeFrame(FRAME.FIN, this.id))
+    this.settleIfDone()
+  }
+
+  /** End both ways at once: the other side's reads and writes fail with `err` (or E_STREAM_CLOSED). */
+  abort (err?: unknown): void {
+    if (this.finished) return
+    const error = err instanceof StarsockError ? err : new StarsockError(err === undefined ? 'E_STREAM_CLOSED' : 'E_STREAM_ABORTED', err instanceof Error ? err.message : err === undefined ? 'Channel closed' : String(err))
+    this.link.send(encodeJsonFrame(FRAME.RESET, this.id, errorToWire(error)))
+    this.fail(error)
+  }
+
+  /** Figures now. */
+  stats (): ChannelStats {
+    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.buffered, droppedDatagrams: this.dropped }
+  }
+
+  // ---- called by the multiplexer ----
+
+  /** Bytes or a datagram arrived. */
+  push (item: Datagram): void {
+    if (this.remoteEnd !== undefined) return
+    const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
+    this.received += item.data.byteLength
+    this.link.count('in', item.data.byteLength)
+    if (this.buffered + cost > this.windowBytes) {
+      if (this.datagrams) {
+        this.dropped++
+        this.link.count('dropped', 1)
+        return
+      }
+      return this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.windowBytes} bytes`))
+    }
+    if (item.data.byteLength === 0 && !this.datagrams) return
+    this.buffered += cost
+    this.queue.push(item)
+    this.readable.wake()
+  }
+
+  /** The other side granted credit. */
+  addCredit (bytes: number): void {
+    this.credit += bytes
+    this.writable.wake()
+  }
+
+  /** The other side sent FIN. */
+  remoteFin (): void {
+    if (this.remoteEnd !== undefined) return
+    this.remoteEnd = true
+    this.readable.wake()
+    this.settleIfDone()
+  }
+
+  /** The channel is over both ways with `err` (a RESET arrived, or the connection went down). */
+  fail (err: StarsockError): void {
+    if (this.finished) return
+    if (this.remoteEnd === undefined) this.remoteEnd = err
+    if (this.localEnd === undefined) this.localEnd = err
+    this.queue.length = 0
+    this.buffered = 0
+    this.readable.wake()
+    this.writable.wake()
+    this.finish()
+  }
+
+  private grant (bytes: number): void {
+    this.unacked += bytes
+    // Half a window at a time: few WINDOW frames, and a fast reader's sender never runs dry.
+    if (this.unacked >= this.windowBytes / 2 && this.remoteEnd === undefined) {
+      this.link.send(encodeWindowFrame(this.id, this.unacked))
+      this.unacked = 0
+    }
+  }
+
+  private settleIfDone (): void {
+    if (this.localEnd !== undefined && this.remoteEnd !== undefined) this.finish()
+  }
+
+  private finish (): void {
+    if (this.finished) return
+    this.finished = true
+    this.link.done(this)
+    this.resolveClosed()
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * Many channels over one dialed connection (see `shared/mux-frame.ts` for the frames).
+ *
+ * The reader never waits for the application: every frame is dispatched as it arrives, and each
+ * channel holds at most its window, so a slow channel cannot stall the connection. The writer
+ * batches queued frames into large writes; data waits while the queue is over its bound, control
+ * frames (replies, credit) never wait, so credit always gets through.
+ */
+import { StarsockError } from '../../shared/errors.ts'
+import { silentLogger, type Logger } from '../../shared/logger.ts'
+import {
+  decodeDatagram, decodeJson, decodeOpen, decodeWindow, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame
+} from '../../shared/mux-frame.ts'
+import {
+  errorToWire, MUX_PROTOCOL, MUX_VERSION, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
+  type Hello, type Offer, type OpenHeader, type Reply
+} from '../../shared/sock-protocol.ts'
+import type { Connection } from '../connection.ts'
+import { Emitter } from '../emitter.ts'
+import { Waiters } from '../waiters.ts'
+import { Channel, type ChannelLink } from './channel.ts'
+
+/** Options of a multiplexer. */
+export interface MuxOptions {
+  /** Receive window of each channel. @default 256 KiB */
+  windowBytes?: number
+  /** Channels open at once on the connection (both directions). @default 1024 */
+  maxChannels?: number
+  /** Offers waiting for an answer from this side at once. @default 16 */
+  maxPendingOffers?: number
+  /** How long an OPEN waits for its reply. @default 15_000 */
+  openTimeoutMs?: number
+  /** How long an OFFER waits for its answer (a person may be asked). @default 120_000 */
+  offerTimeoutMs?: number
+  logger?: Logger
+}
+
+/** What the application does with what the other side asks. */
+export interface MuxHandlers {
+  /** A channel the other side opens; settle with the reply, or throw a `StarsockError` to refuse. */
+  onOpen?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
+  /** An offer from the other side; settle to grant it, throw a `StarsockError` to deny. */
+  onOffer?: (mappingId: number, offer: Offer) => Promise<void>
+  /** The other side killed a mapping. */
+  onKill?: (mappingId: number, err: StarsockError) => void
+}
+
+/** Events of a multiplexer. */
+export interface MuxEvents extends Record<string, unknown> {
+  /** The connection is over; every channel failed with this error. */
+  close: StarsockError
+}
+
+/** Byte and drop counters of a connection. */
+export interface MuxCounters {
+  bytesIn: number
+  bytesOut: number
+  droppedDatagrams: number
+}
+
+const OUTPUT_HIGH_WATER_BYTES = 512 * 1024
+const FLUSH_BYTES = 256 * 1024
+
+interface Pending<T> {
+  resolve: (value: T) => void
+  reject: (err: StarsockError) => void
+  timer: ReturnType<typeof setTimeout>
+}
+
+/** Channels over one connection. Make one with `createMux`. */
+export class Muxer extends Emitter<MuxEvents> {
+  /** Byte and drop counters, both directions. */
+  readonly counters: MuxCounters = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
+  /** Settles with the other side's HELLO. */
+  readonly ready: Promise<Hello>
+  private readonly channels = new Map<number, Channel>()
+  private readonly opening = new Map<number, Pending<Reply>>()
+  private readonly offering = new Map<number, Pending<void>>()
+  private readonly decoder = new FrameDecoder()
+  private readonly output: Uint8Array[] = []
+  private readonly roomWaiters = new Waiters()
+  private readonly options: Required<Omit<MuxOptions, 'logger'>>
+  private readonly logger: Logger
+  private queued = 0
+  private flushing = false
+  private nextId: number
+  private hello: Hello | undefined
+  private helloSettle!: { resolve: (h: Hello) => void, reject: (e: StarsockError) => void }
+  private closedWith: StarsockError | undefined
+  private pendingOffers = 0
+  private readonly link: ChannelLink
+
+  constructor (readonly conn: Connection, private readonly handlers: MuxHandlers, options: MuxOptions = {}) {
+    super()
+    this.options = {
+      windowBytes: options.windowBytes ?? 256 * 1024,
+      maxChannels: options.maxChannels ?? 1024,
+      maxPendingOffers: options.maxPendingOffers ?? 16,
+      openTimeoutMs: options.openTimeoutMs ?? 15_000,
+      offerTimeoutMs: options.offerTimeoutMs ?? 120_000
+    }
+    if (!Number.isInteger(this.options.windowBytes) || this.options.windowBytes < 1024 || this.options.windowBytes > 2 ** 31) throw new RangeError('windowBytes must be an integer from 1024 to 2^31')
+    this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client:mux' })
+    this.nextId = conn.initiator ? 1 : 2
+    this.ready = new Promise((resolve, reject) => { this.helloSettle = { resolve, reject } })
+    this.ready.catch(() => {})
+    this.link = {
+      send: (frame) => this.enqueue(frame),
+      room: async (signal) => { while (this.queued > OUTPUT_HIGH_WATER_BYTES && this.closedWith === undefined) await this.roomWaiters.wait(signal) },
+      full: () => this.queued > OUTPUT_HIGH_WATER_BYTES,
+      done: (channel) => { this.channels.delete(channel.id) },
+      count: (what, n) => {
+        if (what === 'in') this.counters.bytesIn += n
+        else if (what === 'out') this.counters.bytesOut += n
+        else this.counters.droppedDatagrams += n
+      }
+    }
+    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes }))
+    void this.readLoop()
+  }
+
+  /** Peer id of the other side. */
+  get remotePeer (): string {
+    return this.conn.remotePeer
+  }
+
+  /** Whether the connection is over. */
+  get closed (): boolean {
+    return this.closedWith !== undefined
+  }
+
+  /** Channels open now. */
+  list (): Channel[] {
+    return [...this.channels.values()]
+  }
+
+  /** Open a channel; settles with it once the other side replied without an error. */
+  async open (header: OpenHeader, options: { body?: Uint8Array, signal?: AbortSignal } = {}): Promise<Channel> {
+    const hello = await this.ready
+    this.checkOpen()
+    if (this.channels.size >= this.options.maxChannels) throw new StarsockError('E_LIMIT_CHANNELS', `More than ${this.options.maxChannels} channels on one connection`)
+    const id = this.allocateId()
+    const channel = new Channel(id, header, true, this.remotePeer, this.link, this.options.windowBytes, hello.window)
+    this.channels.set(id, channel)
+    this.enqueue(encodeOpenFrame(id, header, options.body))
+    let reply: Reply
+    try {
+      reply = await this.request(this.opening, id, this.options.openTimeoutMs, `opening a ${header.type} channel`, options.signal)
+    } catch (err) {
+      channel.abort(err)
+      throw err
+    }
+    if (reply.error !== undefined) {
+      const err = new StarsockError(reply.error.code, reply.error.message)
+      channel.fail(err)
+      throw err
+    }
+    channel.bound = reply.bound
+    return channel
+  }
+
+  /** Ask for a mapping; settles with its id once the other side granted it, rejects with `E_DENIED` (or another code). */
+  async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<number> {
+    await this.ready
+    this.checkOpen()
+    const id = this.allocateId()
+    this.enqueue(encodeJsonFrame(FRAME.OFFER, id, offer))
+    await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
+    return id
+  }
+
+  /** Tell the other side a mapping is over (the caller closes its channels). */
+  kill (mappingId: number, err: StarsockError): void {
+    if (this.closedWith === undefined) this.enqueue(encodeJsonFrame(FRAME.KILL, mappingId, errorToWire(err)))
+  }
+
+  /** End the connection: every channel fails with `err` (default `E_STREAM_CLOSED`). */
+  close (err?: StarsockError): void {
+    const error = err ?? new StarsockError('E_STREAM_CLOSED', 'Connection closed')
+    if (this.closedWith !== undefined) return
+    this.closedWith = error
+    this.helloSettle.reject(error)
+    for (const pending of [...this.opening.values(), ...this.offering.values()]) {
+      clearTimeout(pending.timer)
+      pending.reject(error)
+    }
+    this.opening.clear()
+    this.offering.clear()
+    for (const channel of [...this.channels.values()]) channel.fail(error)
+    this.channels.clear()
+    this.roomWaiters.wake()
+    if (err === undefined) void this.conn.close()
+    else this.conn.abort(err.message)
+    this.emit('close', error)
+  }
+
+  private checkOpen (): void {
+    if (this.closedWith !== undefined) throw this.closedWith
+  }
+
+  private allocateId (): number {
+    const id = this.nextId
+    this.nextId += 2
+    if (this.nextId > 0xffffffff) this.nextId = this.conn.initiator ? 1 : 2 // ids of long-closed channels come round again
+    return id
+  }
+
+  private async request<T> (table: Map<number, Pending<T>>, id: number, timeoutMs: number, what: string, signal?: AbortSignal): Promise<T> {
+    return await new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => settle(() => reject(new StarsockError('E_ABORTED', `${what}: aborted`, { cause: signal?.reason })))
+      const settle = (fn: () => void): void => {
+        clearTimeout(pending.timer)
+        table.delete(id)
+        signal?.removeEventListener('abort', onAbort)
+        fn()
+      }
+      const pending: Pending<T> = {
+        resolve: (v) => settle(() => resolve(v)),
+        reject: (e) => settle(() => reject(e)),
+        timer: setTimeout(() => pending.reject(new StarsockError('E_TIMEOUT', `${what}: no answer within ${timeoutMs} ms`)), timeoutMs)
+      }
+      table.set(id, pending)
+      if (signal?.aborted === true) onAbort()
+      else signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  private enqueue (frame: Uint8Array): void {
+    if (this.closedWith !== undefined) return
+    this.output.push(frame)
+    this.queued += frame.byteLength
+    if (!this.flushing) void this.flush()
+  }
+
+  private async flush (): Promise<void> {
+    this.flushing = true
+    try {
+      while (this.output.length > 0 && this.closedWith === undefined) {
+        let size = 0
+        let count = 0
+        while (count < this.output.length && (count === 0 || size + (this.output[count] as Uint8Array).byteLength <= FLUSH_BYTES)) {
+          size += (this.output[count] as Uint8Array).byteLength
+          count++
+        }
+        const batch = this.output.splice(0, count)
+        const bytes = batch.length === 1 ? batch[0] as Uint8Array : concat(batch, size)
+        await this.conn.write(bytes)
+        this.queued -= size
+        if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
+      }
+    } catch (err) {
+      this.close(err instanceof StarsockError ? err : new StarsockError('E_DISCONNECTED', String(err)))
+    } finally {
+      this.flushing = false
+    }
+  }
+
+  private async readLoop (): Promise<void> {
+    try {
+      for await (const chunk of this.conn) {
+        for (const frame of this.decoder.push(chunk)) this.dispatch(frame)
+        if (this.closedWith !== undefined) return
+      }
+      this.close(new StarsockError('E_STREAM_CLOSED', 'The other side closed the connection'))
+    } catch (err) {
+      const error = err instanceof StarsockError ? err : new StarsockError('E_CHANNEL_PROTOCOL', String(err))
+      if (error.code === 'E_CHANNEL_PROTOCOL') this.logger.warn({ peer: this.remotePeer, err: error.message }, 'protocol error')
+      this.close(error)
+    }
+  }
+
+  private dispatch (frame: Frame): void {
+    if (this.hello === undefined) {
+      if (frame.type !== FRAME.HELLO) throw new StarsockError('E_CHANNEL_PROTOCOL', 'first frame is not HELLO: not a starsock-mux connection')
+      this.hello = parseHello(decodeJson(frame))
+      this.helloSettle.resolve(this.hello)
+      return
+    }
+    const channel = this.channels.get(frame.id)
+    switch (frame.type) {
+      case FRAME.DATA: return channel?.push({ data: frame.payload })
+      case FRAME.DATAGRAM: return channel?.push(decodeDatagram(frame))
+      case FRAME.WINDOW: return channel?.addCredit(decodeWindow(frame))
+      case FRAME.FIN: return channel?.remoteFin()
+      case FRAME.RESET: {
+        const e = parseError(decodeJson(frame))
+        const err = new StarsockError(e.code, e.message)
+        this.opening.get(frame.id)?.reject(err) // reset before the reply: the open failed
+        return channel?.fail(err)
+      }
+      case FRAME.OPEN: return this.incomingOpen(frame)
+      case FRAME.REPLY: return this.opening.get(frame.id)?.resolve(parseReply(decodeJson(frame)))
+      case FRAME.OFFER: return this.incomingOffer(frame)
+      case FRAME.OFFER_REPLY: {
+        const reply = parseReply(decodeJson(frame))
+        const pending = this.offering.get(frame.id)
+        if (reply.error !== undefined) return pending?.reject(new StarsockError(reply.error.code, reply.error.message))
+        return pending?.resolve()
+      }
+      case FRAME.KILL: {
+        const e = parseError(decodeJson(frame))
+        return this.handlers.onKill?.(frame.id, new StarsockError(e.code, e.message))
+      }
+      case FRAME.HELLO: throw new StarsockError('E_CHANNEL_PROTOCOL', 'second HELLO')
+    }
+  }
+
+  private incomingOpen (frame: Frame): void {
+    const { header: raw, body } = decodeOpen(frame)
+    const header = parseOpenHeader(raw)
+    const id = frame.id
+    if (id % 2 === (this.conn.initiator ? 1 : 0) || this.channels.has(id)) throw new StarsockError('E_CHANNEL_PROTOCOL', `channel id ${id} is not the other side's to open`)
+    const refuse = (err: StarsockError): void => this.enqueue(encodeJsonFrame(FRAME.REPLY, id, { error: errorToWire(err) }))
+    if (this.channels.size >= this.options.maxChannels) return refuse(new StarsockError('E_LIMIT_CHANNELS', `More than ${this.options.maxChannels} channels on one connection`))
+    if (this.handlers.onOpen === undefined) return refuse(new StarsockError('E_UNSUPPORTED', 'This peer opens no channels'))
+    const channel = new Channel(id, header, false, this.remotePeer, this.link, this.options.windowBytes, (this.hello as Hello).window)
+    this.channels.set(id, channel)
+    if (body.byteLength > 0) channel.push({ data: body.slice() })
+    this.handlers.onOpen(channel, body).then((reply) => {
+      if (channel.closed) return
+      channel.bound = reply?.bound
+      this.enqueue(encodeJsonFrame(FRAME.REPLY, id, reply ?? {}))
+    }, (err: unknown) => {
+      this.channels.delete(id)
+      channel.fail(err instanceof StarsockError ? err : new StarsockError('E_CHANNEL_PROTOCOL', String(err)))
+      refuse(err instanceof StarsockError ? err : new StarsockError('E_CHANNEL_PROTOCOL', 'Refused'))
+    })
+  }
+
+  private incomingOffer (frame: Frame): void {
+    const offer = parseOffer(decodeJson(frame))
+    const id = frame.id
+    const answer = (value: unknown): void => this.enqueue(encodeJsonFrame(FRAME.OFFER_REPLY, id, value))
+    if (this.handlers.onOffer === undefined) return answer({ error: errorToWire(new StarsockError('E_DENIED', 'This peer takes no offers')) })
+    if (this.pendingOffers >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
+    this.pendingOffers++
+    this.handlers.onOffer(id, offer).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
+      .finally(() => { this.pendingOffers-- })
+  }
+}
+
+function concat (parts: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.byteLength
+  }
+  return out
+}

@@ -1,0 +1,199 @@
+/**
+ * Real sockets for sock channels (Node only): connect and bind for other peers, and the pipe
+ * between a TCP socket and a reliable channel (or a UDP socket and a datagram channel), with
+ * backpressure both ways.
+ */
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { StarsockError } from '../../shared/errors.ts'
+import type { SockAddress } from '../../shared/mux-frame.ts'
+import type { SockProto } from '../../shared/sock-protocol.ts'
+import type { Channel } from '../mux/channel.ts'
+import type { BindTarget, HostListener, SockHost } from './agent.ts'
+
+/** Options of the Node host. */
+export interface NodeHostOptions {
+  /** How long a TCP connect may take. @default 10_000 */
+  connectTimeoutMs?: number
+}
+
+/** Map a socket error to a sock error code. */
+export function connectError (err: NodeJS.ErrnoException, dst: SockAddress): StarsockError {
+  const where = `${dst.ip}:${dst.port}`
+  switch (err.code) {
+    case 'ECONNREFUSED': return new StarsockError('E_CONNECT_REFUSED', `${where} refused the connection`)
+    case 'ETIMEDOUT': return new StarsockError('E_CONNECT_TIMEOUT', `${where} did not answer in time`)
+    default: return new StarsockError('E_CONNECT_UNREACHABLE', `${where} unreachable: ${err.code ?? err.message}`)
+  }
+}
+
+function bytes (chunk: Uint8Array): Buffer {
+  return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+}
+
+/**
+ * Pipe a TCP socket and a reliable channel both ways until both ends are over: half-closes pass
+ * through as half-closes, an error on one side aborts the other. The socket is paused while the
+ * channel has no credit, and the channel is not read while the socket's buffer is full.
+ */
+export function pipeSocket (socket: net.Socket, channel: Channel): void {
+  socket.on('data', (chunk: Buffer) => {
+    socket.pause()
+    channel.write(chunk).then(() => socket.resume(), (err: unknown) => socket.destroy(err as Error))
+  })
+  socket.on('end', () => { void channel.closeWrite().catch(() => {}) })
+  socket.on('error', (err) => channel.abort(new StarsockError('E_STREAM_ABORTED', `socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
+  socket.resume()
+  void (async () => {
+    try {
+      for (;;) {
+        const chunk = await channel.read()
+        if (chunk === null) {
+          socket.end()
+          return
+        }
+        if (socket.destroyed) return
+        if (!socket.write(bytes(chunk))) {
+          await new Promise<void>((resolve) => {
+            const done = (): void => { socket.off('drain', done); socket.off('close', done); resolve() }
+            socket.on('drain', done)
+            socket.on('close', done)
+          })
+        }
+      }
+    } catch {
+      socket.destroy() // the channel was reset: so is the socket
+    }
+  })()
+  // A socket that closes before both directions ended cleanly takes the channel with it.
+  socket.on('close', (hadError) => {
+    if (hadError || !socket.readableEnded) channel.abort(new StarsockError('E_STREAM_ABORTED', 'socket closed'))
+  })
+}
+
+/** Carry datagrams between a UDP socket (connected, or with `addr` per datagram) and a channel. */
+export function pipeDatagrams (socket: dgram.Socket, channel: Channel, options: { connected: boolean, onIdle?: () => void }): void {
+  socket.on('message', (msg, rinfo) => {
+    channel.send(msg, options.connected ? undefined : { ip: rinfo.address, port: rinfo.port })
+  })
+  void (async () => {
+    try {
+      for (;;) {
+        const item = await channel.receive()
+        if (item === null) break
+        if (options.connected) socket.send(item.data)
+        else if (item.addr !== undefined) socket.send(item.data, item.addr.port, item.addr.ip)
+      }
+    } catch {}
+    try { socket.close() } catch {}
+  })()
+}
+
+function udpType (ip: string): 'udp4' | 'udp6' {
+  return net.isIPv6(ip) ? 'udp6' : 'udp4'
+}
+
+async function tcpConnect (dst: SockAddress, timeoutMs: number): Promise<net.Socket> {
+  const socket = net.connect({ host: dst.ip, port: dst.port, allowHalfOpen: true })
+  socket.pause()
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new StarsockError('E_CONNECT_TIMEOUT', `${dst.ip}:${dst.port} did not answer within ${timeoutMs} ms`)), timeoutMs)
+      socket.once('connect', () => { clearTimeout(timer); resolve() })
+      socket.once('error', (err) => { clearTimeout(timer); reject(connectError(err, dst)) })
+    })
+  } catch (err) {
+    socket.destroy()
+    throw err
+  }
+  return socket
+}
+
+async function udpConnect (dst: SockAddress): Promise<dgram.Socket> {
+  const socket = dgram.createSocket(udpType(dst.ip))
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (err) => reject(connectError(err, dst)))
+      socket.connect(dst.port, dst.ip, () => resolve())
+    })
+  } catch (err) {
+    socket.close()
+    throw err
+  }
+  socket.on('error', () => {}) // ICMP port unreachable on a later send: the datagram is lost, as UDP's are
+  return socket
+}
+
+/** Open a socket to `dst` (TCP or UDP) and pipe it to `channel`; settles once connected. */
+export async function connectChannel (channel: Channel, dst: SockAddress, proto: SockProto, timeoutMs = 10_000): Promise<void> {
+  if (proto === 'tcp') pipeSocket(await tcpConnect(dst, timeoutMs), channel)
+  else pipeDatagrams(await udpConnect(dst), channel, { connected: true })
+}
+
+async function tcpListen (host: string, port: number, target: BindTarget): Promise<HostListener> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => {})
+    target.openAccept({ ip: socket.remoteAddress ?? '0.0.0.0', port: socket.remotePort ?? 0 })
+      .then((channel) => pipeSocket(socket, channel), () => socket.destroy())
+  })
+  await listen(server, host, port)
+  const a = server.address() as net.AddressInfo
+  return {
+    address: { ip: a.address, port: a.port },
+    attach: () => {},
+    close: () => {
+      server.close()
+      for (const s of sockets) s.destroy()
+    }
+  }
+}
+
+async function listen (server: net.Server, host: string, port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot listen on ${host}:${port}: ${err.code ?? err.message}`)))
+    server.listen(port, host, () => resolve())
+  })
+}
+
+async function udpListen (host: string, port: number): Promise<HostListener> {
+  const socket = dgram.createSocket(udpType(host))
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot bind UDP ${host}:${port}: ${err.code ?? err.message}`)))
+    socket.bind(port, host, () => resolve())
+  })
+  socket.on('error', () => {})
+  let current: Channel | undefined
+  socket.on('message', (msg, rinfo) => {
+    // With no binder attached (a lease running) the datagram has nowhere to go: dropped.
+    if (current !== undefined && !current.closed) current.send(msg, { ip: rinfo.address, port: rinfo.port })
+  })
+  const a = socket.address()
+  return {
+    address: { ip: a.address, port: a.port },
+    attach: (channel) => {
+      current = channel
+      void (async () => {
+        try {
+          for (;;) {
+            const item = await channel.receive()
+            if (item === null) return
+            if (item.addr !== undefined) socket.send(item.data, item.addr.port, item.addr.ip)
+          }
+        } catch {}
+      })()
+    },
+    close: () => { try { socket.close() } catch {} }
+  }
+}
+
+/** The Node `SockHost`: real TCP and UDP sockets. */
+export function createNodeHost (options: NodeHostOptions = {}): SockHost {
+  const timeoutMs = options.connectTimeoutMs ?? 10_000
+  return {
+    connect: async (channel, dst, proto) => await connectChannel(channel, dst, proto, timeoutMs),
+    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port)
+  }
+}

@@ -1,0 +1,391 @@
+/**
+ * Tunnels (Node only): `forward` (a local port reaches a host through another peer) and `expose`
+ * (another peer listens on a port and hands each connection or datagram to a local service).
+ * Both survive a dropped connection: a forward asks again on the next connection, an expose binds
+ * again (within the other peer's lease it gets its port back). A kill from either side ends them.
+ */
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { StarsockError } from '../../shared/errors.ts'
+import type { SockAddress } from '../../shared/mux-frame.ts'
+import type { SockProto } from '../../shared/sock-protocol.ts'
+import { Emitter } from '../emitter.ts'
+import type { Channel } from '../mux/channel.ts'
+import type { MappingRequest, SockAgent } from './agent.ts'
+import { connectError, pipeSocket } from './host.node.ts'
+import type { Mapping } from './mapping.ts'
+
+/** Events of a tunnel. */
+export interface TunnelEvents extends Record<string, unknown> {
+  /** A connection (or a new UDP source) came through. */
+  connection: { src: SockAddress }
+  /** One connection failed; the tunnel goes on. */
+  error: StarsockError
+  /** The mapping is in place (again, after a drop). */
+  mapping: Mapping
+  /** The tunnel stopped: killed, denied, or closed here (`undefined`). */
+  close: StarsockError | undefined
+}
+
+/** Figures of a tunnel. */
+export interface TunnelStats {
+  channelsOpen: number
+  connections: number
+  bytesIn: number
+  bytesOut: number
+  droppedDatagrams: number
+  failures: number
+}
+
+/** Common options of `forward` and `expose`. */
+export interface TunnelOptions {
+  /** The other peer's id. */
+  peer: string
+  /** The service the traffic reaches: through the peer (forward) or here (expose). */
+  to: SockAddress
+  /** @default 'tcp' */
+  proto?: SockProto
+  /** Shown to the other peer's person. */
+  name?: string
+  /** A UDP source without traffic this long is forgotten. @default 60_000 */
+  udpIdleMs?: number
+  /** How long to wait for the other peer to answer the offer. */
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+/** Datagrams held for a UDP source while its channel opens. */
+const MAX_PENDING_DATAGRAMS = 64
+
+/** A running tunnel. */
+export abstract class Tunnel extends Emitter<TunnelEvents> {
+  /** forward: the local address listened on; expose: the address the other peer bound. */
+  address: SockAddress = { ip: '', port: 0 }
+  /** Settles when the tunnel stops, with the reason (`undefined` when closed here). */
+  readonly done: Promise<StarsockError | undefined>
+  protected current: Mapping | undefined
+  protected stopped = false
+  protected readonly proto: SockProto
+  protected readonly udpIdleMs: number
+  private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
+  private resolveDone!: (err: StarsockError | undefined) => void
+
+  constructor (protected readonly agent: SockAgent, protected readonly options: TunnelOptions) {
+    super()
+    this.proto = options.proto ?? 'tcp'
+    this.udpIdleMs = options.udpIdleMs ?? 60_000
+    this.done = new Promise((resolve) => { this.resolveDone = resolve })
+  }
+
+  /** Figures now, over every mapping the tunnel has had. */
+  stats (): TunnelStats {
+    const s = { ...this.totals, channelsOpen: 0 }
+    const m = this.current?.closed === false ? this.current.stats() : undefined
+    if (m !== undefined) {
+      s.channelsOpen = m.channelsOpen
+      s.bytesIn += m.bytesIn
+      s.bytesOut += m.bytesOut
+      s.droppedDatagrams += m.droppedDatagrams
+    }
+    return s
+  }
+
+  /** Stop: kill the mapping (the other peer closes its side) and stop listening. */
+  async close (): Promise<void> {
+    this.stop(undefined)
+  }
+
+  protected counted (what: 'connections' | 'droppedDatagrams' | 'failures', n = 1): void {
+    this.totals[what] += n
+  }
+
+  protected failed (err: unknown): void {
+    const error = err instanceof StarsockError ? err : new StarsockError('E_STREAM_ABORTED', String(err))
+    this.counted('failures')
+    this.emit('error', error)
+    if (error.code === 'E_DENIED' || error.code === 'E_KILLED') this.stop(error)
+  }
+
+  /** Watch a new mapping: keep its figures when it ends; a kill ends the tunnel. */
+  protected watch (mapping: Mapping): Mapping {
+    this.current = mapping
+    mapping.on('close', (err) => {
+      const s = mapping.stats()
+      this.totals.bytesIn += s.bytesIn
+      this.totals.bytesOut += s.bytesOut
+      this.totals.droppedDatagrams += s.droppedDatagrams
+      if (this.current === mapping) this.current = undefined
+      if (err.code === 'E_KILLED' && !this.stopped) this.stop(err)
+      else if (!this.stopped) this.dropped(err)
+    })
+    this.emit('mapping', mapping)
+    return mapping
+  }
+
+  /** The mapping ended without a kill (its connection dropped). */
+  protected dropped (_err: StarsockError): void {}
+
+  protected stop (err: StarsockError | undefined): void {
+    if (this.stopped) return
+    this.stopped = true
+    this.current?.kill(err === undefined ? 'tunnel closed' : err.message)
+    this.shutdown()
+    this.emit('close', err)
+    this.resolveDone(err)
+  }
+
+  protected abstract shutdown (): void
+
+  protected request (extra: Partial<MappingRequest>): MappingRequest {
+    return { proto: this.proto, name: this.options.name, timeoutMs: this.options.timeoutMs, signal: this.options.signal, port: 0, ...extra }
+  }
+}
+
+class UdpSources {
+  private readonly map = new Map<string, { channel: Channel | undefined, pending: Uint8Array[], timer: ReturnType<typeof setTimeout> | undefined }>()
+
+  constructor (private readonly idleMs: number, private readonly onDrop: (n: number) => void) {}
+
+  /** Send `data` from `src` on its channel, opened with `open` on its first datagram. */
+  send (src: SockAddress, data: Uint8Array, open: () => Promise<Channel>, onChannel: (channel: Channel) => void): void {
+    const key = `${src.ip}|${src.port}`
+    let entry = this.map.get(key)
+    if (entry === undefined) {
+      const fresh = { channel: undefined as Channel | undefined, pending: [] as Uint8Array[], timer: undefined as ReturnType<typeof setTimeout> | undefined }
+      entry = fresh
+      this.map.set(key, fresh)
+      open().then((channel) => {
+        fresh.channel = channel
+        for (const d of fresh.pending) channel.send(d)
+        fresh.pending = []
+        onChannel(channel)
+        void channel.whenClosed.then(() => { if (this.map.get(key) === fresh) this.forget(key) })
+      }, () => {
+        this.onDrop(fresh.pending.length)
+        this.forget(key)
+      })
+    }
+    if (entry.channel !== undefined) entry.channel.send(data)
+    else if (entry.pending.length < MAX_PENDING_DATAGRAMS) entry.pending.push(data)
+    else this.onDrop(1)
+    clearTimeout(entry.timer)
+    const idle = entry
+    entry.timer = setTimeout(() => { idle.channel?.abort(new StarsockError('E_STREAM_IDLE', 'UDP source idle')); this.forget(key) }, this.idleMs)
+    entry.timer.unref?.()
+  }
+
+  private forget (key: string): void {
+    const entry = this.map.get(key)
+    if (entry === undefined) return
+    clearTimeout(entry.timer)
+    this.map.delete(key)
+  }
+
+  clear (): void {
+    for (const [key, entry] of this.map) {
+      entry.channel?.abort()
+      this.forget(key)
+    }
+  }
+}
+
+/** A local listener whose connections (or UDP sources) reach `to` through the other peer. */
+export class Forward extends Tunnel {
+  private server: net.Server | undefined
+  private udp: dgram.Socket | undefined
+  private asking: Promise<Mapping> | undefined
+
+  /** Ask for the mapping and listen on `listen`; settles once both are done. */
+  async start (listen: SockAddress): Promise<void> {
+    await this.mapping()
+    try {
+      if (this.proto === 'tcp') await this.listenTcp(listen)
+      else await this.listenUdp(listen)
+    } catch (err) {
+      this.stop(undefined)
+      throw err
+    }
+  }
+
+  /** The live mapping, asked for again after a drop. */
+  private async mapping (): Promise<Mapping> {
+    if (this.current !== undefined && !this.current.closed) return this.current
+    this.asking ??= this.agent.connect(this.options.peer, this.request({ host: this.options.to.ip, port: this.options.to.port }))
+      .then((m) => this.watch(m))
+      .finally(() => { this.asking = undefined })
+    return await this.asking
+  }
+
+  private async open (src: SockAddress): Promise<Channel> {
+    const mapping = await this.mapping()
+    this.counted('connections')
+    this.emit('connection', { src })
+    return await mapping.connect({ src })
+  }
+
+  private async listenTcp (listen: SockAddress): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      socket.on('error', () => {})
+      this.open({ ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
+        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { socket.destroy(); this.failed(err) })
+    })
+    this.server = server
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot listen on ${listen.ip}:${listen.port}: ${err.code ?? err.message}`)))
+      server.listen(listen.port, listen.ip, () => resolve())
+    })
+    const a = server.address() as net.AddressInfo
+    this.address = { ip: a.address, port: a.port }
+  }
+
+  private async listenUdp (listen: SockAddress): Promise<void> {
+    const socket = dgram.createSocket(net.isIPv6(listen.ip) ? 'udp6' : 'udp4')
+    this.udp = socket
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot bind UDP ${listen.ip}:${listen.port}: ${err.code ?? err.message}`)))
+      socket.bind(listen.port, listen.ip, () => resolve())
+    })
+    socket.on('error', () => {})
+    const sources = new UdpSources(this.udpIdleMs, (n) => this.counted('droppedDatagrams', n))
+    this.sources = sources
+    socket.on('message', (msg, rinfo) => {
+      const src = { ip: rinfo.address, port: rinfo.port }
+      sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failed(err); throw err }), (channel) => {
+        void (async () => {
+          try {
+            for (;;) {
+              const item = await channel.receive()
+              if (item === null) return
+              socket.send(item.data, src.port, src.ip)
+            }
+          } catch {}
+        })()
+      })
+    })
+    const a = socket.address()
+    this.address = { ip: a.address, port: a.port }
+  }
+
+  private sources: UdpSources | undefined
+
+  protected shutdown (): void {
+    this.server?.close()
+    this.sources?.clear()
+    try { this.udp?.close() } catch {}
+  }
+}
+
+/** The other peer listens on a port; each connection (or datagram) reaches the local `to`. */
+export class Expose extends Tunnel {
+  private readonly udpSockets = new Map<string, { socket: dgram.Socket, timer: ReturnType<typeof setTimeout> | undefined }>()
+  private bindHost = '0.0.0.0'
+
+  /** Ask the peer to bind `host:port`; settles once it is bound (`address`). */
+  async start (host: string, port: number): Promise<void> {
+    this.bindHost = host
+    await this.bind(port)
+  }
+
+  private async bind (port: number): Promise<void> {
+    const mapping = this.watch(await this.agent.bind(this.options.peer, this.request({ host: this.bindHost, port })))
+    this.address = mapping.bound ?? { ip: this.bindHost, port }
+    if (this.proto === 'tcp') mapping.acceptHandler = (channel) => this.acceptTcp(channel)
+    else if (mapping.bindChannel !== undefined) this.carryUdp(mapping.bindChannel)
+  }
+
+  private acceptTcp (channel: Channel): void {
+    this.counted('connections')
+    if (channel.header.src !== undefined) this.emit('connection', { src: channel.header.src })
+    const to = this.options.to
+    const socket = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true })
+    socket.pause()
+    socket.once('connect', () => pipeSocket(socket, channel))
+    socket.once('error', (err) => {
+      if (socket.connecting || !socket.readable) {
+        const e = connectError(err, to)
+        channel.abort(e)
+        this.failed(e)
+      }
+    })
+  }
+
+  private carryUdp (bindChannel: Channel): void {
+    const to = this.options.to
+    void (async () => {
+      try {
+        for (;;) {
+          const item = await bindChannel.receive()
+          if (item === null) return
+          const src = item.addr
+          if (src === undefined) continue
+          this.udpSocketFor(src, bindChannel).send(item.data, to.port, to.ip)
+        }
+      } catch {}
+    })()
+  }
+
+  /** One local socket per remote source, so the service's replies find their way back. */
+  private udpSocketFor (src: SockAddress, bindChannel: Channel): dgram.Socket {
+    const key = `${src.ip}|${src.port}`
+    let entry = this.udpSockets.get(key)
+    if (entry === undefined) {
+      const socket = dgram.createSocket(net.isIPv6(this.options.to.ip) ? 'udp6' : 'udp4')
+      socket.on('error', () => {})
+      socket.on('message', (msg) => { bindChannel.send(msg, src) })
+      entry = { socket, timer: undefined }
+      this.udpSockets.set(key, entry)
+      this.counted('connections')
+      this.emit('connection', { src })
+    }
+    const { socket } = entry
+    clearTimeout(entry.timer)
+    entry.timer = setTimeout(() => {
+      this.udpSockets.delete(key)
+      try { socket.close() } catch {}
+    }, this.udpIdleMs)
+    entry.timer.unref?.()
+    return socket
+  }
+
+  /** The connection dropped: bind again, with backoff, until it works or the tunnel stops. */
+  protected override dropped (err: StarsockError): void {
+    this.emit('error', err)
+    const port = this.address.port
+    void (async () => {
+      for (let delay = 250; !this.stopped; delay = Math.min(delay * 2, 5000)) {
+        await new Promise((resolve) => setTimeout(resolve, delay))
+        if (this.stopped) return
+        try {
+          await this.bind(port)
+          return
+        } catch (e) {
+          const error = e instanceof StarsockError ? e : new StarsockError('E_BIND_FAILED', String(e))
+          if (error.code === 'E_DENIED' || error.code === 'E_BIND_FAILED' || error.code === 'E_NO_MAPPING') return this.stop(error)
+          this.emit('error', error)
+        }
+      }
+    })()
+  }
+
+  protected shutdown (): void {
+    for (const { socket, timer } of this.udpSockets.values()) {
+      clearTimeout(timer)
+      try { socket.close() } catch {}
+    }
+    this.udpSockets.clear()
+  }
+}
+
+/** Listen on `listen`; every connection (or UDP source) reaches `options.to` through `options.peer`. Settles once the peer agreed and the port is open. */
+export async function forward (agent: SockAgent, options: TunnelOptions & { listen: SockAddress }): Promise<Forward> {
+  const tunnel = new Forward(agent, options)
+  await tunnel.start(options.listen)
+  return tunnel
+}
+
+/** Have `options.peer` listen on `host:port` (host default `0.0.0.0`); each connection reaches the local `options.to`. Settles once bound. */
+export async function expose (agent: SockAgent, options: TunnelOptions & { host?: string, port: number }): Promise<Expose> {
+  const tunnel = new Expose(agent, options)
+  await tunnel.start(options.host ?? '0.0.0.0', options.port)
+  return tunnel
+}

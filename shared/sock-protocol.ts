@@ -1,0 +1,155 @@
+/**
+ * What the channel frames carry: the HELLO, channel headers (`type: "sock"` and others), offers
+ * and replies, with the runtime checks of each as it arrives from the other peer.
+ */
+import { ERROR_CODES, StarsockError, type ErrorCode } from './errors.ts'
+import type { SockAddress } from './mux-frame.ts'
+
+/** Name and version in the HELLO frame. */
+export const MUX_PROTOCOL = 'starsock-mux'
+export const MUX_VERSION = 1
+
+/** What a mapping asks for: connect to a host, or bind (listen on) a port, or send accepts. */
+export type SockKind = 'connect' | 'bind' | 'accept'
+/** Reliable (`tcp`) or unreliable (`udp`). */
+export type SockProto = 'tcp' | 'udp'
+
+/** The first frame each way. */
+export interface Hello {
+  protocol: typeof MUX_PROTOCOL
+  version: number
+  /** Receive window of every channel the sender of this HELLO takes part in. */
+  window: number
+}
+
+/** An offer: the request a person or a rule agrees to. */
+export interface Offer {
+  kind: SockKind
+  proto: SockProto
+  /** connect: the host to reach; bind: the interface to listen on; accept: the sender's own listening host. */
+  host: string
+  /** connect: the port to reach; bind: the port to listen on (0 = any); accept: the port listened on. */
+  port: number
+  /** A human-readable name for the prompt. */
+  name: string
+}
+
+/** The header of an OPEN frame. */
+export interface OpenHeader {
+  /** `sock` for sockets; other types are the application's own (e.g. chat). */
+  type: string
+  sock?: SockKind
+  src?: SockAddress
+  dst?: SockAddress
+  /** TCP (`true`) or UDP (`false`). */
+  reliable: boolean
+  /** The granted mapping this channel belongs to. */
+  mapping?: number
+}
+
+/** Answer to an OPEN or OFFER. */
+export interface Reply {
+  /** For a bind: the address the peer listens on. */
+  bound?: SockAddress
+  error?: { code: ErrorCode, message: string }
+}
+
+/** Longest host name or address accepted. */
+export const MAX_HOST_CHARS = 255
+/** Longest offer name accepted. */
+export const MAX_OFFER_NAME_CHARS = 200
+/** Longest channel type accepted. */
+export const MAX_CHANNEL_TYPE_CHARS = 64
+
+const KINDS = new Set(['connect', 'bind', 'accept'])
+const HOST = /^[\w.:%[\]-]+$/
+
+function bad (what: string): StarsockError {
+  return new StarsockError('E_CHANNEL_PROTOCOL', what)
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** Whether `value` is a port number (0 to 65535). */
+export function isPort (value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 65535
+}
+
+/** Whether `value` is a host name or IP address without spaces or control characters. */
+export function isHost (value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_HOST_CHARS && HOST.test(value)
+}
+
+function address (what: string, value: unknown): SockAddress | undefined {
+  if (value === undefined) return undefined
+  if (!isObject(value) || !isHost(value.ip) || !isPort(value.port)) throw bad(`${what} must be { ip, port }`)
+  return { ip: value.ip, port: value.port }
+}
+
+/** A checked HELLO. */
+export function parseHello (value: unknown): Hello {
+  if (!isObject(value) || value.protocol !== MUX_PROTOCOL) throw bad('not a starsock-mux connection')
+  if (value.version !== MUX_VERSION) throw bad(`mux version ${String(value.version)} is not ${MUX_VERSION}`)
+  if (typeof value.window !== 'number' || !Number.isInteger(value.window) || value.window < 1024 || value.window > 2 ** 31) throw bad('HELLO window must be an integer from 1024 to 2^31')
+  return { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: value.window }
+}
+
+/** A checked offer. */
+export function parseOffer (value: unknown): Offer {
+  if (!isObject(value)) throw bad('offer must be an object')
+  const { kind, proto, host, port, name } = value
+  if (typeof kind !== 'string' || !KINDS.has(kind)) throw bad('offer kind must be connect, bind or accept')
+  if (proto !== 'tcp' && proto !== 'udp') throw bad('offer proto must be tcp or udp')
+  if (!isHost(host)) throw bad('offer host must be a host name or address')
+  if (!isPort(port)) throw bad('offer port must be 0 to 65535')
+  if (typeof name !== 'string' || name.length > MAX_OFFER_NAME_CHARS) throw bad(`offer name must be a string of at most ${MAX_OFFER_NAME_CHARS} characters`)
+  return { kind: kind as SockKind, proto, host, port, name }
+}
+
+/** A checked OPEN header. */
+export function parseOpenHeader (value: unknown): OpenHeader {
+  if (!isObject(value)) throw bad('open header must be an object')
+  const { type, sock, reliable, mapping } = value
+  if (typeof type !== 'string' || type === '' || type.length > MAX_CHANNEL_TYPE_CHARS) throw bad('open header type must be a short string')
+  if (typeof reliable !== 'boolean') throw bad('open header reliable must be a boolean')
+  if (sock !== undefined && (typeof sock !== 'string' || !KINDS.has(sock))) throw bad('open header sock must be connect, bind or accept')
+  if (type === 'sock' && sock === undefined) throw bad('a sock channel needs sock: connect, bind or accept')
+  if (mapping !== undefined && (typeof mapping !== 'number' || !Number.isInteger(mapping) || mapping < 1 || mapping > 0xffffffff)) throw bad('open header mapping must be a mapping id')
+  return {
+    type,
+    sock: sock as SockKind | undefined,
+    src: address('src', value.src),
+    dst: address('dst', value.dst),
+    reliable,
+    mapping: mapping as number | undefined
+  }
+}
+
+/** A checked reply. */
+export function parseReply (value: unknown): Reply {
+  if (!isObject(value)) throw bad('reply must be an object')
+  if (value.error !== undefined) return { error: parseError(value.error) }
+  return { bound: address('bound', value.bound) }
+}
+
+/** A checked `{ code, message }` (an unknown code reads as a protocol error). */
+export function parseError (value: unknown): { code: ErrorCode, message: string } {
+  if (!isObject(value)) return { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' }
+  const code = typeof value.code === 'string' && value.code in ERROR_CODES ? value.code as ErrorCode : 'E_CHANNEL_PROTOCOL'
+  const message = typeof value.message === 'string' ? value.message.slice(0, 500) : ERROR_CODES[code]
+  return { code, message }
+}
+
+/** `{ code, message }` of an error, for the wire (never a stack). */
+export function errorToWire (err: unknown): { code: ErrorCode, message: string } {
+  if (err instanceof StarsockError) return { code: err.code, message: err.message }
+  return { code: 'E_CHANNEL_PROTOCOL', message: err instanceof Error ? err.message : String(err) }
+}
+
+/** The offer as one line, as a prompt or a log shows it: `connect/tcp 127.0.0.1:8080 "web"`. */
+export function describeOffer (offer: Offer): string {
+  const name = offer.name === '' ? '' : ` "${offer.name}"`
+  return `${offer.kind}/${offer.proto} ${offer.host.includes(':') ? `[${offer.host}]` : offer.host}:${offer.port}${name}`
+}
