@@ -3,8 +3,10 @@ import { Command, CommanderError } from 'commander'
 import { StarsockError } from '../shared/errors.ts'
 import { VERSION } from '../server/server.ts'
 import { idCommand } from './id.ts'
+import { listenCommand } from './listen.ts'
 import { peersCommand } from './peers.ts'
 import { serveCommand } from './serve.ts'
+import { exposeCommand, forwardCommand } from './tunnels.ts'
 
 /** Run `starsock` with `argv` (without node and script); settles with the exit code. */
 export async function main (argv: string[]): Promise<number> {
@@ -17,6 +19,9 @@ export async function main (argv: string[]): Promise<number> {
   program.addCommand(serveCommand(started))
   program.addCommand(idCommand(started))
   program.addCommand(peersCommand(started))
+  program.addCommand(listenCommand(started))
+  program.addCommand(forwardCommand(started))
+  program.addCommand(exposeCommand(started))
   try {
     await program.parseAsync(argv, { from: 'user' })
     return await run

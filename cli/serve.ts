@@ -6,6 +6,12 @@ import * as C from '../shared/constants.ts'
 import type { Logger } from '../shared/logger.ts'
 import type { ServerOptions, TlsOptions } from '../server/options.ts'
 import { createServer } from '../server/server.ts'
+import { join } from 'node:path'
+import { homedir } from 'node:os'
+import type { SockRule } from '../shared/sock-rules.ts'
+import type { SockAgent } from '../client/sock/agent.ts'
+import { startGateway } from './gateway.ts'
+import { ruleList } from './listen.ts'
 import { collect, integer, port } from './options.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -49,6 +55,9 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option('--token <token>', 'shared token new clients must present').env('STARSOCK_TOKEN'))
     .addOption(new Option('--cors-origin <origins>', 'allowed browser origins, comma-separated').env('STARSOCK_CORS_ORIGIN').default('*'))
     .addOption(new Option('--trust-proxy', 'take client IPs from X-Forwarded-For').env('STARSOCK_TRUST_PROXY'))
+    .addOption(new Option('--gateway', 'run a built-in peer on this host that takes offers the --allow rules allow').env('STARSOCK_GATEWAY'))
+    .addOption(new Option('--allow <rule>', 'gateway rule KIND[/PROTO]:HOST:PORT[@PEERID] (repeatable)').argParser(ruleList))
+    .addOption(new Option('--gateway-key <file>', 'identity of the gateway peer').env('STARSOCK_GATEWAY_KEY').default(join(homedir(), '.starsock', 'gateway-key'), '~/.starsock/gateway-key'))
     .addOption(new Option('--log-level <level>', 'log level').env('LOG_LEVEL').choices(LOG_LEVELS).default('info'))
   for (const [flag, , fallback, min, help] of LIMITS) {
     cmd.addOption(new Option(`--${flag} <n>`, help).env(envName(flag)).default(fallback).argParser(integer(min)))
@@ -104,11 +113,24 @@ async function serve (flags: Record<string, unknown>): Promise<number> {
   }
   const running = server
   process.stdout.write(`starsock ${running.url()} (page, socket.io, /metrics, /healthz, /readyz)\n`)
+  let gateway: SockAgent | undefined
+  if (flags.gateway === true) {
+    try {
+      gateway = await startGateway({ serverUrl: running.url(), allow: (flags.allow as SockRule[] | undefined) ?? [], keyFile: String(flags.gatewayKey), token: typeof flags.token === 'string' ? flags.token : undefined, logger })
+    } catch (err) {
+      process.stderr.write(`starsock serve: the gateway peer could not join: ${err instanceof Error ? err.message : String(err)}\n`)
+      await running.close()
+      return 1
+    }
+    const rules = ((flags.allow as SockRule[] | undefined) ?? []).map((r) => r.text)
+    process.stdout.write(`gateway peer ${gateway.peer.peerId} (rules: ${rules.length === 0 ? 'none, every offer is denied' : rules.join(', ')})\n`)
+  }
   return await new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       logger.info({ signal }, 'signal received')
       process.once(signal, () => process.exit(130)) // a second signal does not wait
-      running.close().then(() => resolve(0), () => resolve(1))
+      const gatewayDone = gateway === undefined ? Promise.resolve() : gateway.close().then(async () => await gateway?.peer.close())
+      gatewayDone.then(async () => await running.close()).then(() => resolve(0), () => resolve(1))
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))

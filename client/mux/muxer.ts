@@ -60,6 +60,8 @@ export interface MuxCounters {
 
 const OUTPUT_HIGH_WATER_BYTES = 512 * 1024
 const FLUSH_BYTES = 256 * 1024
+/** How long a graceful close waits for queued frames to go out. */
+const CLOSE_FLUSH_MS = 1000
 
 interface Pending<T> {
   resolve: (value: T) => void
@@ -83,6 +85,7 @@ export class Muxer extends Emitter<MuxEvents> {
   private readonly logger: Logger
   private queued = 0
   private flushing = false
+  private graceful = false
   private nextId: number
   private hello: Hello | undefined
   private helloSettle!: { resolve: (h: Hello) => void, reject: (e: StarsockError) => void }
@@ -174,11 +177,15 @@ export class Muxer extends Emitter<MuxEvents> {
     if (this.closedWith === undefined) this.enqueue(encodeJsonFrame(FRAME.KILL, mappingId, errorToWire(err)))
   }
 
-  /** End the connection: every channel fails with `err` (default `E_STREAM_CLOSED`). */
-  close (err?: StarsockError): void {
+  /**
+   * End the connection: every channel fails with `err` (default `E_STREAM_CLOSED`). Without an
+   * error, frames already queued (a KILL, say) are sent first; settles once the connection is closed.
+   */
+  async close (err?: StarsockError): Promise<void> {
     const error = err ?? new StarsockError('E_STREAM_CLOSED', 'Connection closed')
     if (this.closedWith !== undefined) return
     this.closedWith = error
+    this.graceful = err === undefined
     this.helloSettle.reject(error)
     for (const pending of [...this.opening.values(), ...this.offering.values()]) {
       clearTimeout(pending.timer)
@@ -189,9 +196,11 @@ export class Muxer extends Emitter<MuxEvents> {
     for (const channel of [...this.channels.values()]) channel.fail(error)
     this.channels.clear()
     this.roomWaiters.wake()
-    if (err === undefined) void this.conn.close()
-    else this.conn.abort(err.message)
     this.emit('close', error)
+    if (err !== undefined) return this.conn.abort(err.message)
+    const deadline = Date.now() + CLOSE_FLUSH_MS
+    while ((this.output.length > 0 || this.flushing) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+    await this.conn.close()
   }
 
   private checkOpen (): void {
@@ -235,7 +244,7 @@ export class Muxer extends Emitter<MuxEvents> {
   private async flush (): Promise<void> {
     this.flushing = true
     try {
-      while (this.output.length > 0 && this.closedWith === undefined) {
+      while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
         let size = 0
         let count = 0
         while (count < this.output.length && (count === 0 || size + (this.output[count] as Uint8Array).byteLength <= FLUSH_BYTES)) {
@@ -249,7 +258,7 @@ export class Muxer extends Emitter<MuxEvents> {
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
       }
     } catch (err) {
-      this.close(err instanceof StarsockError ? err : new StarsockError('E_DISCONNECTED', String(err)))
+      void this.close(err instanceof StarsockError ? err : new StarsockError('E_DISCONNECTED', String(err)))
     } finally {
       this.flushing = false
     }
@@ -261,11 +270,11 @@ export class Muxer extends Emitter<MuxEvents> {
         for (const frame of this.decoder.push(chunk)) this.dispatch(frame)
         if (this.closedWith !== undefined) return
       }
-      this.close(new StarsockError('E_STREAM_CLOSED', 'The other side closed the connection'))
+      void this.close(new StarsockError('E_STREAM_CLOSED', 'The other side closed the connection'))
     } catch (err) {
       const error = err instanceof StarsockError ? err : new StarsockError('E_CHANNEL_PROTOCOL', String(err))
       if (error.code === 'E_CHANNEL_PROTOCOL') this.logger.warn({ peer: this.remotePeer, err: error.message }, 'protocol error')
-      this.close(error)
+      void this.close(error)
     }
   }
 

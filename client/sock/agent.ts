@@ -225,7 +225,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     this.closed = true
     this.peer.handle(undefined)
     for (const mapping of this.mappings()) mapping.kill('agent closed')
-    for (const mux of [...this.mappingsOf.keys()]) mux.close()
+    await Promise.all([...this.mappingsOf.keys()].map(async (mux) => await mux.close()))
     for (const state of this.leases.values()) this.release(state)
   }
 

@@ -1,0 +1,48 @@
+/**
+ * `starsock serve --gateway`: a built-in peer on the server's own host, joined to the server over
+ * loopback, that runs offers the `--allow` rules allow (nobody is asked). A peer behind NAT can
+ * then expose a port on the server's host, or reach a service there, without a second machine.
+ */
+import { loadOrCreateIdentity } from '../client/identity.node.ts'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
+import { createNodeHost } from '../client/sock/host.node.ts'
+import { describeOffer } from '../shared/sock-protocol.ts'
+import type { Logger } from '../shared/logger.ts'
+import type { SockRule } from '../shared/sock-rules.ts'
+
+/** Options of the gateway peer. */
+export interface GatewayOptions {
+  /** The server's own URL, as it listens. */
+  serverUrl: string
+  allow: SockRule[]
+  keyFile: string
+  token?: string
+  leaseMs?: number
+  logger: Logger
+}
+
+/** The URL to reach a server listening on `url` from its own host (a wildcard address becomes loopback). */
+export function loopbackUrl (url: string): string {
+  const u = new URL(url)
+  if (u.hostname === '0.0.0.0') u.hostname = '127.0.0.1'
+  if (u.hostname === '[::]') u.hostname = '[::1]'
+  return u.origin
+}
+
+/** Join the server as its gateway peer; settles once joined. */
+export async function startGateway (options: GatewayOptions): Promise<SockAgent> {
+  const logger = options.logger.child({ ns: 'starsock:gateway' })
+  const { identity } = await loadOrCreateIdentity(options.keyFile)
+  const peer = await createPeer({
+    server: loopbackUrl(options.serverUrl),
+    identity,
+    token: options.token,
+    // Our own server over loopback: its certificate may be for the public name, not 127.0.0.1.
+    socketOptions: { rejectUnauthorized: false }
+  })
+  const agent = createSockAgent(peer, { host: createNodeHost(), allow: options.allow, leaseMs: options.leaseMs, logger })
+  agent.on('mapping', (m) => { if (!m.local) logger.info({ peer: m.peerId, mapping: m.id, offer: describeOffer(m.offer) }, 'mapping open') })
+  agent.on('mapping:close', ({ mapping, error }) => logger.info({ peer: mapping.peerId, mapping: mapping.id, code: error.code }, 'mapping closed'))
+  return agent
+}

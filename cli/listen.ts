@@ -1,0 +1,66 @@
+/** `starsock listen`: join and run what other peers offer, as the rules (or a person) allow. */
+import { InvalidArgumentError } from 'commander'
+import { describeOffer } from '../shared/sock-protocol.ts'
+import { parseRule, type SockRule } from '../shared/sock-rules.ts'
+import type { SockAgent } from '../client/sock/agent.ts'
+import { TerminalConsent } from './consent-prompt.ts'
+import { integer } from './options.ts'
+import { interrupted, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { StatusReporter } from './status.ts'
+
+/** Parse a repeatable `--allow RULE` into rules. */
+export function ruleList (value: string, previous: SockRule[] = []): SockRule[] {
+  try {
+    return [...previous, parseRule(value)]
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message)
+  }
+}
+
+/** Log what an agent decides and runs. */
+export function reportAgent (agent: SockAgent, status: StatusReporter): void {
+  agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason },
+    `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
+  agent.on('mapping', (m) => {
+    if (m.local) return
+    status.event('mapping', { peerId: m.peerId, mapping: m.id, offer: describeOffer(m.offer) }, `mapping ${m.label} open for ${m.peerId}`)
+    m.on('channel', (c) => status.event('channel', { peerId: m.peerId, mapping: m.id, channel: c.id, src: c.header.src, dst: c.header.dst },
+      `channel ${c.id} of ${m.label}${c.header.src !== undefined ? ` from ${c.header.src.ip}:${c.header.src.port}` : ''}`))
+  })
+  agent.on('mapping:close', ({ mapping, error }) => {
+    if (!mapping.local) status.event('mapping:close', { peerId: mapping.peerId, mapping: mapping.id, code: error.code, message: error.message }, `mapping ${mapping.label} closed: ${error.message} (${error.code})`)
+  })
+}
+
+/** The `listen` command; `started` receives the promise of its exit code. */
+export function listenCommand (started: (run: Promise<number>) => void) {
+  return sockCommand('listen', 'join and run what other peers offer (connect, bind) as --allow rules or a person allow')
+    .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080 (repeatable)', ruleList)
+    .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
+    .option('--no-prompt', 'never ask: deny every offer no rule allows')
+    .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
+    .action((flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number }) => {
+      started(listen(flags))
+    })
+}
+
+async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number }): Promise<number> {
+  const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
+  let consent: TerminalConsent | undefined
+  const agent = await startAgent(flags, {
+    allow: flags.allow ?? [],
+    leaseMs: flags.leaseMs,
+    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
+  })
+  if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr)
+  const status = new StatusReporter(flags.json === true, () => agent.stats())
+  reportAgent(agent, status)
+  const rules = (flags.allow ?? []).map((r) => r.text)
+  status.event('ready', { peerId: agent.peer.peerId, rules, asking }, `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}`)
+  status.start()
+  await interrupted()
+  status.stop()
+  consent?.close()
+  await stopAgent(agent)
+  return 0
+}

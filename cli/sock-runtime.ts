@@ -1,0 +1,68 @@
+/** What the peer commands that run sock channels share: flags, joining, output and signals. */
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { loadOrCreateIdentity } from '../client/identity.node.ts'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
+import { createNodeHost } from '../client/sock/host.node.ts'
+import type { SockAddress } from '../shared/mux-frame.ts'
+import { isHost, isPort } from '../shared/sock-protocol.ts'
+import { keyOption } from './id.ts'
+import { integer } from './options.ts'
+
+/** Flags every sock command has. */
+export interface SockFlags {
+  server: string
+  key: string
+  token?: string
+  timeoutMs: number
+  json?: boolean
+}
+
+/** Add the flags every sock command has. */
+export function sockCommand (name: string, description: string): Command {
+  return new Command(name)
+    .description(description)
+    .requiredOption('--server <url>', 'server URL (http(s)://, ws(s)://) or multiaddr')
+    .addOption(keyOption())
+    .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
+    .option('--timeout-ms <ms>', 'give up joining (and waiting for an answer to an offer) after this long', integer(1), 60_000)
+    .option('--json', 'print one JSON object per event on stdout')
+}
+
+/** Parse `[HOST:]PORT` (IPv6 in brackets); `host` when there is none. */
+export function hostPort (defaultHost: string | undefined): (value: string) => SockAddress {
+  return (value) => {
+    const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value)
+    const ip = m?.[1] !== undefined && m[1] !== '' ? m[1] : m?.[2] !== undefined && m[2] !== '' ? m[2] : defaultHost
+    const port = Number(m?.[3])
+    if (m === null || ip === undefined) throw new InvalidArgumentError(defaultHost === undefined ? 'Not HOST:PORT.' : 'Not [HOST:]PORT.')
+    if (!isHost(ip)) throw new InvalidArgumentError(`${ip} is not a host name or address.`)
+    if (!isPort(port)) throw new InvalidArgumentError('Port must be 0 to 65535.')
+    return { ip, port }
+  }
+}
+
+/** Join the server with the identity in `--key` and run a sock agent on it. */
+export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
+  const { identity } = await loadOrCreateIdentity(flags.key)
+  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs })
+  return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, ...options })
+}
+
+/** Settles with the signal name on the first SIGINT or SIGTERM (a second one exits at once). */
+export async function interrupted (): Promise<string> {
+  return await new Promise((resolve) => {
+    const on = (signal: string): void => {
+      process.once(signal, () => process.exit(130))
+      resolve(signal)
+    }
+    process.once('SIGINT', () => on('SIGINT'))
+    process.once('SIGTERM', () => on('SIGTERM'))
+  })
+}
+
+/** Stop the agent and leave the server. */
+export async function stopAgent (agent: SockAgent): Promise<void> {
+  await agent.close()
+  await agent.peer.close()
+}

@@ -1,0 +1,70 @@
+/**
+ * What a sock command shows while it runs: on a terminal, a live status line (channels open, bytes
+ * each way, rates, drops) with events printed above it; otherwise one line per event; with
+ * `--json`, one JSON object per event on stdout (and a `stats` object every few seconds).
+ */
+
+/** Figures the status line shows. */
+export interface StatusFigures {
+  channelsOpen: number
+  bytesIn: number
+  bytesOut: number
+  droppedDatagrams: number
+}
+
+const MiB = 1024 * 1024
+
+function size (bytes: number): string {
+  return bytes >= MiB ? `${(bytes / MiB).toFixed(1)} MiB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`
+}
+
+/** Prints events and, on a terminal, keeps a status line under them. */
+export class StatusReporter {
+  private timer: ReturnType<typeof setInterval> | undefined
+  private last: { at: number, bytesIn: number, bytesOut: number } | undefined
+  private line = ''
+  private readonly live: boolean
+
+  constructor (private readonly json: boolean, private readonly figures: () => StatusFigures, private readonly out: NodeJS.WriteStream = process.stderr) {
+    this.live = !json && out.isTTY === true
+  }
+
+  /** Start redrawing (terminal) or printing stats (JSON). */
+  start (): void {
+    if (this.live) this.timer = setInterval(() => this.draw(), 500)
+    else if (this.json) this.timer = setInterval(() => this.event('stats', { ...this.figures() }), 5000)
+    this.timer?.unref()
+  }
+
+  /** One event: a line of text, or a JSON object `{ event, ...fields }`. */
+  event (name: string, fields: Record<string, unknown>, text?: string): void {
+    if (this.json) {
+      process.stdout.write(JSON.stringify({ event: name, time: new Date().toISOString(), ...fields }) + '\n')
+      return
+    }
+    const line = `${new Date().toISOString()} ${text ?? `${name} ${JSON.stringify(fields)}`}`
+    if (this.live) this.out.write(`\r\x1b[K${line}\n${this.line}`)
+    else this.out.write(line + '\n')
+  }
+
+  /** Stop redrawing; leaves the last status line in place. */
+  stop (): void {
+    clearInterval(this.timer)
+    if (this.live) {
+      this.draw()
+      this.out.write('\n')
+    }
+  }
+
+  private draw (): void {
+    const f = this.figures()
+    const now = Date.now()
+    const last = this.last ?? { at: now - 1, bytesIn: f.bytesIn, bytesOut: f.bytesOut }
+    const seconds = Math.max(0.001, (now - last.at) / 1000)
+    const rateIn = (f.bytesIn - last.bytesIn) / seconds
+    const rateOut = (f.bytesOut - last.bytesOut) / seconds
+    this.last = { at: now, bytesIn: f.bytesIn, bytesOut: f.bytesOut }
+    this.line = `channels ${f.channelsOpen} · in ${size(f.bytesIn)} (${size(rateIn)}/s) · out ${size(f.bytesOut)} (${size(rateOut)}/s) · drops ${f.droppedDatagrams}`
+    this.out.write(`\r\x1b[K${this.line}`)
+  }
+}

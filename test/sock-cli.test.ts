@@ -1,0 +1,161 @@
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, testBytes, within } from './helpers/server.ts'
+import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
+
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+/** A running `starsock` program with its output so far. */
+interface Program {
+  proc: ChildProcessWithoutNullStreams
+  out: () => string
+  err: () => string
+  /** Settles with the first JSON event named `event` on stdout. */
+  event: (event: string, ms?: number) => Promise<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+describe('starsock listen, forward, expose and serve --gateway (the program)', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs: Program[] = []
+  const cleanup: Closable[] = []
+
+  const start = (args: string[]): Program => {
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: 'pipe' })
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+    const event = async (name: string, ms = 15_000): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock ${args[0] ?? ''} (stderr: ${err})`, new Promise((resolve, reject) => {
+      const check = (): void => {
+        for (const line of out.split('\n')) {
+          if (!line.startsWith('{')) continue
+          const e = JSON.parse(line) as Record<string, unknown>
+          if (e.event === name) { proc.stdout.off('data', check); resolve(e); return }
+        }
+      }
+      proc.stdout.on('data', check)
+      check()
+      void exited.then((code) => reject(new Error(`exited with ${String(code)} before "${name}": ${err}`)))
+    }), ms)
+    const p = { proc, out: () => out, err: () => err, event, exited }
+    programs.push(p)
+    return p
+  }
+  const key = (name: string): string => join(dir, name)
+  const peerIdOf = (file: string): string => {
+    const r = spawnSync(process.execPath, [BIN, 'id', '--key', file], { encoding: 'utf8', timeout: 20_000 })
+    expect(r.status).toBe(0)
+    return r.stdout.trim()
+  }
+
+  beforeEach(async () => {
+    server = await startServer()
+    dir = mkdtempSync(join(tmpdir(), 'starsock-sock-cli-'))
+  })
+  afterEach(async () => {
+    for (const p of programs.splice(0)) {
+      if (p.proc.exitCode === null) {
+        p.proc.kill('SIGTERM')
+        await within('a program to exit after SIGTERM', p.exited, 10_000).catch(() => p.proc.kill('SIGKILL'))
+      }
+    }
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('listen with a rule and forward: an HTTP body arrives byte-exact; both log JSON events; SIGTERM exits 0', async () => {
+    const body = testBytes(2 * 1024 * 1024)
+    const web = await httpServer(body)
+    cleanup.push(web)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${web.port}`, '--json'])
+    expect((await listen.event('ready')).peerId).toBe(listenerId)
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${web.port}`, '--json'])
+    const ready = await fwd.event('ready')
+    const port = (ready.address as { port: number }).port
+    const res = await httpGet(`http://127.0.0.1:${port}/`)
+    expect(res.body.equals(Buffer.from(body))).toBe(true)
+    expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'rule', rule: `connect/tcp:127.0.0.1:${web.port}` })
+    expect(await fwd.event('connection')).toHaveProperty('src')
+    fwd.proc.kill('SIGTERM')
+    expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
+    expect(await listen.event('mapping:close')).toMatchObject({ code: 'E_KILLED' })
+  })
+
+  it('a denied offer: forward exits 1 with one line naming E_DENIED, and nothing opens on the listener', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'connect/tcp:127.0.0.1:1', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`])
+    expect(await within('forward to exit', fwd.exited, 15_000)).toBe(1)
+    expect(fwd.err().trim().split('\n')).toHaveLength(1)
+    expect(fwd.err()).toMatch(/^starsock: No rule allows connect\/tcp 127\.0\.0\.1:\d+ \(E_DENIED\)$/m)
+    expect(await listen.event('offer')).toMatchObject({ allowed: false })
+    expect(echo.open()).toBe(0)
+  })
+
+  it('listen --ask: the person at the terminal allows an offer', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--json'])
+    await listen.event('ready')
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, '--name', 'echo service', '--json'])
+    await within('the prompt on the listener', new Promise<void>((resolve) => {
+      const check = (): void => { if (listen.err().includes('Allow? [y/N]')) resolve() }
+      listen.proc.stderr.on('data', check)
+      check()
+    }), 15_000)
+    expect(listen.err()).toContain(`connect/tcp 127.0.0.1:${echo.port} "echo service"`)
+    listen.proc.stdin.write('y\n')
+    const ready = await fwd.event('ready')
+    const data = testBytes(64 * 1024)
+    expect((await tcpRoundTrip((ready.address as { port: number }).port, data)).equals(Buffer.from(data))).toBe(true)
+    expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'person' })
+  })
+
+  it('serve --gateway: expose makes the server host listen, and a TCP client reaches the local service', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const serve = start(['serve', '--host', '127.0.0.1', '--port', '0', '--gateway', '--gateway-key', key('gateway'), '--allow', 'bind/tcp:127.0.0.1:*', '--log-level', 'warn'])
+    const [url, gatewayId] = await within('the URL and gateway lines', new Promise<[string, string]>((resolve) => {
+      const check = (): void => {
+        const u = /^starsock (http:\/\/127\.0\.0\.1:\d+) /m.exec(serve.out())?.[1]
+        const g = /^gateway peer (\w+) /m.exec(serve.out())?.[1]
+        if (u !== undefined && g !== undefined) resolve([u, g])
+      }
+      serve.proc.stdout.on('data', check)
+    }), 20_000)
+    const exp = start(['expose', '--server', url, '--key', key('client'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
+    const ready = await exp.event('ready')
+    const port = (ready.address as { port: number }).port
+    expect(port).toBeGreaterThan(0)
+    const data = testBytes(256 * 1024)
+    expect((await tcpRoundTrip(port, data)).equals(Buffer.from(data))).toBe(true)
+  })
+
+  it.each([
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', 'nope', '--listen', '0', '--to', '127.0.0.1:1'], /--peer.*Not a peer id/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', 'nohost'], /--to.*Not HOST:PORT/],
+    [['expose', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--port', '70000', '--to', '127.0.0.1:1'], /--port.*at most 65535/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'open:*:*'], /--allow.*KIND\[\/PROTO\]:HOST:PORT/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'bind/udp:*:9-2'], /port range 9-2/],
+    [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/]
+  ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
+    const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
+    expect(r.status).not.toBe(0)
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stderr).toMatch(pattern)
+  })
+})
