@@ -1,11 +1,41 @@
+import net from 'node:net'
+import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Channel } from '../client/mux/channel.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { expose, forward } from '../client/sock/tunnel.node.ts'
+import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { startServer, testBytes, within } from './helpers/server.ts'
-import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
+
+/** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it. */
+async function holdOpen (port: number): Promise<{ socket: net.Socket, closed: Promise<void> }> {
+  const socket = net.connect({ host: '127.0.0.1', port })
+  socket.on('error', () => {})
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+  return { socket, closed: new Promise((resolve) => socket.once('close', () => resolve())) }
+}
+
+/** Whether a TCP port on 127.0.0.1 can be listened on now. */
+async function portFree (port: number): Promise<boolean> {
+  const server = net.createServer()
+  return await new Promise((resolve) => {
+    server.once('error', () => resolve(false))
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
+  })
+}
+
+async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
+  try {
+    await promise
+  } catch (err) {
+    return err as StarsockError
+  }
+  throw new Error('expected a rejection')
+}
 
 describe('sock channels and tunnels through a real server', () => {
   let server: StarsockServer & { port: number }
@@ -47,5 +77,177 @@ describe('sock channels and tunnels through a real server', () => {
     const data = testBytes(1024 * 1024)
     const back = await within('the echo through the bound port', tcpRoundTrip(tunnel.address.port, data), 10_000)
     expect(back.equals(data)).toBe(true)
+  })
+
+  it('forward: 200 concurrent connections through one peer pair, each byte-exact', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const client = await agent()
+    const tunnel = await forward(client, { peer: target.peer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(tunnel)
+    const results = await within('200 round trips', Promise.all(Array.from({ length: 200 }, async (_, i) => {
+      const data = testBytes(32 * 1024, i + 1)
+      return (await tcpRoundTrip(tunnel.address.port, data)).equals(data)
+    })), 30_000)
+    expect(results.filter((ok) => ok)).toHaveLength(200)
+    expect(tunnel.stats().connections).toBe(200)
+    await waitFor('every channel to close', () => target.stats().channelsOpen === 0)
+  })
+
+  it('a slow reader on one channel does not stall another; its buffered bytes stay under the window', async () => {
+    const windowBytes = 64 * 1024
+    const incoming: Channel[] = []
+    const target = await agent({ mux: { windowBytes }, onChannel: async (channel) => { incoming.push(channel); return undefined } })
+    const client = await agent({ mux: { windowBytes } })
+    const mux = await client.session(target.peer.peerId)
+    const slow = await mux.open({ type: 'test', reliable: true })
+    const fast = await mux.open({ type: 'test', reliable: true })
+    let slowWritten = 0
+    const filling = (async () => { for (;;) { await slow.write(new Uint8Array(16 * 1024)); slowWritten += 16 * 1024 } })()
+    filling.catch(() => {})
+    await waitFor('the slow channel to run out of credit', () => slowWritten >= windowBytes)
+    const data = testBytes(4 * 1024 * 1024)
+    const [, fastIn] = [incoming[0] as Channel, incoming[1] as Channel]
+    const got: Uint8Array[] = []
+    const reading = (async () => { for await (const c of fastIn) got.push(c) })()
+    await within('4 MiB on the fast channel while the slow one is stuck', (async () => { await fast.write(data); await fast.closeWrite(); await reading })(), 20_000)
+    expect(Buffer.concat(got).equals(data)).toBe(true)
+    const slowIn = incoming[0] as Channel
+    expect(slowWritten).toBeLessThanOrEqual(windowBytes + 16 * 1024)
+    expect(slowIn.stats().bufferedBytes).toBeLessThanOrEqual(windowBytes)
+    expect(slowIn.stats().bufferedBytes).toBeGreaterThan(0)
+    slow.abort()
+  })
+
+  it('connect: a refused target comes back as E_CONNECT_REFUSED, a channel outside the mapping as E_NO_MAPPING', async () => {
+    const closed = net.createServer()
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve))
+    const port = (closed.address() as net.AddressInfo).port
+    await new Promise((resolve) => closed.close(resolve))
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${port}`] })
+    const client = await agent()
+    const mapping = await client.connect(target.peer.peerId, { host: '127.0.0.1', port })
+    expect((await rejection(mapping.connect())).code).toBe('E_CONNECT_REFUSED')
+    const mux = await client.session(target.peer.peerId)
+    const err = await rejection(mux.open({ type: 'sock', sock: 'connect', reliable: true, mapping: mapping.id, dst: { ip: '127.0.0.1', port: port + 1 } }))
+    expect(err.code).toBe('E_NO_MAPPING')
+  })
+
+  it('consent: a denied offer opens nothing on the target and the requester gets E_DENIED; a person can allow', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const asked: string[] = []
+    let answer = false
+    const target = await agent({ ask: (request) => { asked.push(request.text); return answer } })
+    const client = await agent()
+    const denied = await rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port, name: 'echo' }))
+    expect(denied.code).toBe('E_DENIED')
+    expect(asked).toEqual([`connect/tcp 127.0.0.1:${echo.port} "echo"`])
+    expect(target.mappings()).toHaveLength(0)
+    expect(echo.open()).toBe(0)
+    const tunnelDenied = await rejection(forward(client, { peer: target.peer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } }))
+    expect(tunnelDenied.code).toBe('E_DENIED')
+    answer = true
+    const mapping = await client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })
+    const channel = await mapping.connect()
+    await channel.write(new TextEncoder().encode('hi'))
+    expect(new TextDecoder().decode(await channel.read() ?? new Uint8Array())).toBe('hi')
+    const noRules = await agent()
+    expect((await rejection(client.connect(noRules.peer.peerId, { host: '127.0.0.1', port: echo.port }))).code).toBe('E_DENIED')
+  })
+
+  it.each(['target', 'requester'] as const)('a kill from the %s closes every connection of the mapping', async (killer) => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const client = await agent()
+    const tunnel = await forward(client, { peer: target.peer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(tunnel)
+    const held = await Promise.all([1, 2, 3].map(async () => await holdOpen(tunnel.address.port)))
+    await waitFor('three connections at the echo server', () => echo.open() === 3)
+    if (killer === 'target') {
+      const [mapping] = target.mappings()
+      mapping?.kill('test')
+      expect((await within('the tunnel to stop', tunnel.done))?.code).toBe('E_KILLED')
+    } else {
+      await tunnel.close()
+      await waitFor('the target to drop the mapping', () => target.mappings().length === 0)
+    }
+    await within('every local connection to close', Promise.all(held.map(async (h) => await h.closed)))
+    await waitFor('the echo server to see every connection close', () => echo.open() === 0)
+  })
+
+  it('UDP forward and expose with a real UDP echo keep datagram boundaries', async () => {
+    const echo = await udpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/udp:127.0.0.1:${echo.port}`, 'bind/udp:127.0.0.1:0'] })
+    const client = await agent()
+    const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    const exp = await expose(client, { peer: target.peer.peerId, proto: 'udp', host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(fwd, exp)
+    for (const port of [fwd.address.port, exp.address.port]) {
+      const c = await udpClient()
+      cleanup.push(c)
+      const sent = Array.from({ length: 200 }, (_, i) => Buffer.from(testBytes(1 + (i * 37) % 1400, i + 1)))
+      for (const d of sent) {
+        c.socket.send(d, port, '127.0.0.1')
+        await new Promise((resolve) => setTimeout(resolve, 1))
+      }
+      await waitFor(`the echoes through port ${port}`, () => c.got.length >= 190, 10_000)
+      const expected = new Set(sent.map((d) => d.toString('hex')))
+      for (const d of c.got) expect(expected.has(d.toString('hex'))).toBe(true)
+    }
+  })
+
+  it('UDP under overload: datagrams that do not fit are dropped and counted, never queued without bound', async () => {
+    const echo = await udpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/udp:127.0.0.1:${echo.port}`], mux: { windowBytes: 32 * 1024 } })
+    const client = await agent({ mux: { windowBytes: 32 * 1024 } })
+    const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(fwd)
+    const c = await udpClient()
+    cleanup.push(c)
+    const payload = Buffer.from(testBytes(8000))
+    c.socket.send(payload, fwd.address.port, '127.0.0.1')
+    await waitFor('the first echo', () => c.got.length === 1)
+    for (let i = 0; i < 2000; i++) c.socket.send(payload, fwd.address.port, '127.0.0.1')
+    await waitFor('drops to be counted', () => fwd.stats().droppedDatagrams + target.stats().droppedDatagrams > 0, 10_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    for (const d of c.got) expect(d.equals(payload)).toBe(true)
+    expect(c.got.length).toBeLessThan(2001)
+    expect(client.stats().droppedDatagrams + fwd.stats().droppedDatagrams).toBeGreaterThan(0)
+  })
+
+  it('a bind survives a reconnect of the binder within its lease; an expired lease frees the port', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:*'], leaseMs: 10_000 })
+    const client = await agent()
+    const tunnel = await expose(client, { peer: target.peer.peerId, host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(tunnel)
+    const port = tunnel.address.port
+    const leases: string[] = []
+    target.on('lease', (l) => leases.push(`${l.state} ${l.port}`))
+    const rebound = new Promise((resolve) => tunnel.on('mapping', resolve))
+    // Drop the binder's connection to the server; it reconnects, rejoins and binds again.
+    ;(client.peer as unknown as { socket: Socket }).socket.io.engine.close()
+    await within('the binder to bind again', rebound, 15_000)
+    expect(tunnel.address.port).toBe(port)
+    expect(leases).toEqual([`held ${port}`, `taken ${port}`])
+    const data = testBytes(100_000)
+    expect((await tcpRoundTrip(port, data)).equals(data)).toBe(true)
+
+    const shortLease = await agent({ allow: ['bind/tcp:127.0.0.1:*'], leaseMs: 300 })
+    const binder = await agent()
+    const t2 = await expose(binder, { peer: shortLease.peer.peerId, host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
+    const p2 = t2.address.port
+    const expired = new Promise((resolve) => shortLease.on('lease', (l) => { if (l.state === 'expired') resolve(l.port) }))
+    await binder.peer.close() // the binder vanishes without releasing
+    expect(await portFree(p2)).toBe(false)
+    expect(await within('the lease to expire', expired, 5000)).toBe(p2)
+    await within('the port to be free once the lease expired', (async () => { while (!await portFree(p2)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 5000)
+    await t2.close()
   })
 })

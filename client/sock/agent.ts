@@ -90,6 +90,8 @@ export interface SockAgentEvents extends Record<string, unknown> {
   'mapping:close': { mapping: Mapping, error: StarsockError }
   /** A multiplexed connection to a peer opened. */
   session: Muxer
+  /** A bound port's lease: `held` for a binder whose connection dropped, then `taken` back or `expired`. */
+  lease: { peerId: string, port: number, state: 'held' | 'taken' | 'expired' }
 }
 
 interface BindState {
@@ -361,6 +363,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       clearTimeout(state.lease)
       this.leases.delete(state.key)
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease taken back')
+      this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'taken' })
     } else {
       const fresh: BindState = { key: '', listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
@@ -402,8 +405,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     state.lease = setTimeout(() => {
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease expired')
       this.release(state)
+      this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'expired' })
     }, this.leaseMs)
     this.leases.set(state.key, state)
+    this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'held' })
   }
 
   private release (state: BindState): void {
