@@ -250,4 +250,27 @@ describe('sock channels and tunnels through a real server', () => {
     await within('the port to be free once the lease expired', (async () => { while (!await portFree(p2)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 5000)
     await t2.close()
   })
+
+  it('accept without a bind: a peer listening on the other side\'s behalf sends accept channels once it agreed', async () => {
+    const receiver = await agent({ ask: ({ offer }) => offer.kind === 'accept' })
+    receiver.on('mapping', (m) => {
+      m.acceptHandler = (channel) => {
+        void (async () => { for await (const chunk of channel) await channel.write(chunk); await channel.closeWrite() })()
+      }
+    })
+    const sender = await agent()
+    const mapping = await sender.offerAccept(receiver.peer.peerId, { host: '127.0.0.1', port: 2222, name: 'my listener' })
+    const channel = await sender.sendAccept(mapping, { ip: '127.0.0.1', port: 50000 })
+    expect(channel.header).toMatchObject({ sock: 'accept', src: { ip: '127.0.0.1', port: 50000 }, dst: { ip: '127.0.0.1', port: 2222 } })
+    const data = testBytes(300_000)
+    const back: Uint8Array[] = []
+    const reading = (async () => { for await (const c of channel) back.push(c) })()
+    await channel.write(data)
+    await channel.closeWrite()
+    await within('the echo on the accept channel', reading)
+    expect(Buffer.concat(back).equals(data)).toBe(true)
+    // A peer that offered no accept mapping cannot push accept channels.
+    const mux = await sender.session(receiver.peer.peerId)
+    expect((await rejection(mux.open({ type: 'sock', sock: 'accept', reliable: true, mapping: 999 }))).code).toBe('E_NO_MAPPING')
+  })
 })
