@@ -20,7 +20,7 @@ export class TerminalConsent {
   private next = 1
   private ended = false
 
-  constructor (agent: SockAgent, input: NodeJS.ReadableStream, private readonly output: NodeJS.WritableStream) {
+  constructor (agent: SockAgent, input: NodeJS.ReadableStream, private readonly output: NodeJS.WritableStream, private readonly onPrompt: (waiting: boolean) => void = () => {}) {
     this.rl = createInterface({ input, terminal: false })
     this.rl.on('line', (line) => this.line(line.trim()))
     this.rl.on('close', () => {
@@ -72,6 +72,7 @@ export class TerminalConsent {
 
   private prompt (): void {
     const q = this.queue[0]
+    this.onPrompt(q !== undefined)
     if (q !== undefined) this.output.write(`peer ${q.request.peerId} asks: ${q.request.text}. Allow? [y/N] `)
   }
 

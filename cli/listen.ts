@@ -52,8 +52,8 @@ async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, p
     leaseMs: flags.leaseMs,
     ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
   })
-  if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr)
   const status = new StatusReporter(flags.json === true, () => agent.stats())
+  if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
   reportAgent(agent, status)
   const rules = (flags.allow ?? []).map((r) => r.text)
   status.event('ready', { peerId: agent.peer.peerId, rules, asking }, `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}`)

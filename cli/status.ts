@@ -15,7 +15,7 @@ export interface StatusFigures {
 const MiB = 1024 * 1024
 
 function size (bytes: number): string {
-  return bytes >= MiB ? `${(bytes / MiB).toFixed(1)} MiB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${bytes} B`
+  return bytes >= MiB ? `${(bytes / MiB).toFixed(1)} MiB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KiB` : `${Math.round(bytes)} B`
 }
 
 /** Prints events and, on a terminal, keeps a status line under them. */
@@ -24,6 +24,7 @@ export class StatusReporter {
   private last: { at: number, bytesIn: number, bytesOut: number } | undefined
   private line = ''
   private readonly live: boolean
+  private held = false
 
   constructor (private readonly json: boolean, private readonly figures: () => StatusFigures, private readonly out: NodeJS.WriteStream = process.stderr) {
     this.live = !json && out.isTTY === true
@@ -43,8 +44,14 @@ export class StatusReporter {
       return
     }
     const line = `${new Date().toISOString()} ${text ?? `${name} ${JSON.stringify(fields)}`}`
-    if (this.live) this.out.write(`\r\x1b[K${line}\n${this.line}`)
+    if (this.live) this.out.write(`\r\x1b[K${line}\n${this.held ? '' : this.line}`)
     else this.out.write(line + '\n')
+  }
+
+  /** Hold redraws (while a prompt waits for an answer on the same terminal), or go on. */
+  hold (held: boolean): void {
+    if (held && this.live && !this.held) this.out.write('\r\x1b[K')
+    this.held = held
   }
 
   /** Stop redrawing; leaves the last status line in place. */
@@ -57,6 +64,7 @@ export class StatusReporter {
   }
 
   private draw (): void {
+    if (this.held) return
     const f = this.figures()
     const now = Date.now()
     const last = this.last ?? { at: now - 1, bytesIn: f.bytesIn, bytesOut: f.bytesOut }

@@ -69,6 +69,7 @@ export interface SockAddress {
 }
 
 function header (type: FrameType, id: number, length: number, into: Uint8Array): void {
+  if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`frame id ${id} is not a u32`)
   const view = new DataView(into.buffer, into.byteOffset, FRAME_HEADER_BYTES)
   view.setUint8(0, type)
   view.setUint32(1, id)
@@ -102,6 +103,7 @@ export function encodeOpenFrame (id: number, openHeader: unknown, body?: Uint8Ar
 
 /** A WINDOW frame granting `bytes`. */
 export function encodeWindowFrame (id: number, bytes: number): Uint8Array {
+  if (!Number.isInteger(bytes) || bytes < 0 || bytes > 0xffffffff) throw new RangeError(`window credit ${bytes} is not a u32`)
   const payload = new Uint8Array(4)
   new DataView(payload.buffer).setUint32(0, bytes)
   return encodeFrame(FRAME.WINDOW, id, payload)

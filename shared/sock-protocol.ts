@@ -91,7 +91,7 @@ function address (what: string, value: unknown): SockAddress | undefined {
 /** A checked HELLO. */
 export function parseHello (value: unknown): Hello {
   if (!isObject(value) || value.protocol !== MUX_PROTOCOL) throw bad('not a starsock-mux connection')
-  if (value.version !== MUX_VERSION) throw bad(`mux version ${String(value.version)} is not ${MUX_VERSION}`)
+  if (value.version !== MUX_VERSION) throw bad(`mux version ${JSON.stringify(value.version) ?? 'undefined'} is not ${MUX_VERSION}`)
   if (typeof value.window !== 'number' || !Number.isInteger(value.window) || value.window < 1024 || value.window > 2 ** 31) throw bad('HELLO window must be an integer from 1024 to 2^31')
   return { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: value.window }
 }
@@ -137,7 +137,7 @@ export function parseReply (value: unknown): Reply {
 /** A checked `{ code, message }` (an unknown code reads as a protocol error). */
 export function parseError (value: unknown): { code: ErrorCode, message: string } {
   if (!isObject(value)) return { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' }
-  const code = typeof value.code === 'string' && value.code in ERROR_CODES ? value.code as ErrorCode : 'E_CHANNEL_PROTOCOL'
+  const code = typeof value.code === 'string' && Object.hasOwn(ERROR_CODES, value.code) ? value.code as ErrorCode : 'E_CHANNEL_PROTOCOL'
   const message = typeof value.message === 'string' ? value.message.slice(0, 500) : ERROR_CODES[code]
   return { code, message }
 }

@@ -18,7 +18,7 @@ export interface SockRule {
   text: string
 }
 
-const RULE = /^(connect|bind)(?:\/(tcp|udp))?:(\*|\[[^\]]+\]|[^:@\s]+):(\*|\d{1,5}(?:-\d{1,5})?)(?:@([1-9A-HJ-NP-Za-km-z]{32,128}))?$/
+const RULE = /^(connect|bind)(?:\/(tcp|udp))?:(\*|\[[0-9A-Fa-f:.%\w]*:[0-9A-Fa-f:.%\w]*\]|[^:@\s[\]]+):(\*|\d{1,5}(?:-\d{1,5})?)(?:@([1-9A-HJ-NP-Za-km-z]{32,128}))?$/
 
 /** Parse a rule; throws a `TypeError` naming what is wrong. */
 export function parseRule (text: string): SockRule {

@@ -189,7 +189,7 @@ export class Channel {
     if (this.finished) return
     const error = err instanceof StarsockError ? err : new StarsockError(err === undefined ? 'E_STREAM_CLOSED' : 'E_STREAM_ABORTED', err instanceof Error ? err.message : err === undefined ? 'Channel closed' : String(err))
     this.link.send(encodeJsonFrame(FRAME.RESET, this.id, errorToWire(error)))
-    this.fail(error)
+    this.fail(error, true)
   }
 
   /** Figures now. */
@@ -233,13 +233,19 @@ export class Channel {
     this.settleIfDone()
   }
 
-  /** The channel is over both ways with `err` (a RESET arrived, or the connection went down). */
-  fail (err: StarsockError): void {
+  /**
+   * The channel is over both ways with `err` (a RESET arrived, or the connection went down). Bytes
+   * that arrived before the other side's FIN are complete and stay readable, unless `discard`
+   * (this side aborted); without a FIN, unread bytes are dropped and reads fail with `err`.
+   */
+  fail (err: StarsockError, discard = false): void {
     if (this.finished) return
-    if (this.remoteEnd === undefined) this.remoteEnd = err
+    if (this.remoteEnd !== true || discard) {
+      this.remoteEnd = err
+      this.queue.length = 0
+      this.buffered = 0
+    }
     if (this.localEnd === undefined) this.localEnd = err
-    this.queue.length = 0
-    this.buffered = 0
     this.readable.wake()
     this.writable.wake()
     this.finish()

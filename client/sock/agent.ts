@@ -130,6 +130,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly askTimeoutMs: number
   private readonly maxMappingsPerPeer: number
   private closed = false
+  /** Counters of connections already closed, so the totals never go back. */
+  private readonly closedCounters = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
 
   constructor (readonly peer: StarsockPeer, private readonly options: SockAgentOptions = {}) {
     super()
@@ -210,7 +212,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   /** Figures of every connection: bytes each way, datagrams dropped, channels open. */
   stats (): { peers: number, channelsOpen: number, mappings: number, bytesIn: number, bytesOut: number, droppedDatagrams: number } {
-    const s = { peers: 0, channelsOpen: 0, mappings: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
+    const s = { peers: 0, channelsOpen: 0, mappings: 0, ...this.closedCounters }
     for (const [mux, mappings] of this.mappingsOf) {
       if (!mux.closed) s.peers++
       s.channelsOpen += mux.list().length
@@ -265,6 +267,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       const error = err.code === 'E_STREAM_CLOSED' ? new StarsockError('E_DISCONNECTED', `Connection to ${mux.remotePeer} closed`) : err
       for (const mapping of this.mappingsOf.get(mux)?.values() ?? []) mapping.end(error)
       this.mappingsOf.delete(mux)
+      this.closedCounters.bytesIn += mux.counters.bytesIn
+      this.closedCounters.bytesOut += mux.counters.bytesOut
+      this.closedCounters.droppedDatagrams += mux.counters.droppedDatagrams
       if (this.sessions.get(mux.remotePeer) === mux) this.sessions.delete(mux.remotePeer)
     })
     mux.ready.then(() => this.emit('session', mux), () => {})

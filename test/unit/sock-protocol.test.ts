@@ -1,0 +1,288 @@
+import { describe, expect, it } from 'vitest'
+import { ERROR_CODES, StarsockError } from '../../shared/errors.ts'
+import {
+  describeOffer,
+  isHost,
+  isPort,
+  MAX_CHANNEL_TYPE_CHARS,
+  MAX_HOST_CHARS,
+  MAX_OFFER_NAME_CHARS,
+  MUX_PROTOCOL,
+  MUX_VERSION,
+  parseError,
+  parseHello,
+  parseOffer,
+  parseOpenHeader,
+  parseReply,
+  type Offer,
+  type OpenHeader,
+  type Reply
+} from '../../shared/sock-protocol.ts'
+
+/** Assert `fn` throws a StarsockError E_CHANNEL_PROTOCOL with exactly `message`. */
+function expectProtocolError (fn: () => unknown, message: string): void {
+  let thrown: unknown
+  try { fn() } catch (err) { thrown = err }
+  expect(thrown).toBeInstanceOf(StarsockError)
+  expect((thrown as StarsockError).code).toBe('E_CHANNEL_PROTOCOL')
+  expect((thrown as StarsockError).message).toBe(message)
+}
+
+const LONG_HOST = 'a'.repeat(MAX_HOST_CHARS + 1)
+
+describe('isPort', () => {
+  it.each<[string, unknown]>([
+    ['0', 0],
+    ['1', 1],
+    ['8080', 8080],
+    ['65535', 65535]
+  ])('accepts %s', (_, value) => {
+    expect(isPort(value)).toBe(true)
+  })
+
+  it.each<[string, unknown]>([
+    ['-1', -1],
+    ['65536', 65536],
+    ['a fraction', 80.5],
+    ['NaN', Number.NaN],
+    ['Infinity', Infinity],
+    ['a numeric string', '80'],
+    ['a bigint', 80n],
+    ['null', null],
+    ['undefined', undefined],
+    ['an array', [80]]
+  ])('refuses %s', (_, value) => {
+    expect(isPort(value)).toBe(false)
+  })
+})
+
+describe('isHost', () => {
+  it.each<[string, string]>([
+    ['an IPv4 address', '127.0.0.1'],
+    ['an IPv6 address', '2001:db8::1'],
+    ['an IPv6 address with a zone', 'fe80::1%eth0'],
+    ['a bracketed IPv6 address', '[::1]'],
+    ['a host name', 'my-host.example.com'],
+    ['a name with an underscore', '_srv.example'],
+    ['one character', 'h'],
+    ['the longest host', 'a'.repeat(MAX_HOST_CHARS)]
+  ])('accepts %s', (_, value) => {
+    expect(isHost(value)).toBe(true)
+  })
+
+  it.each<[string, unknown]>([
+    ['the empty string', ''],
+    ['a host over the limit', LONG_HOST],
+    ['a space', 'my host'],
+    ['a trailing newline', 'host\n'],
+    ['a control character', 'ho\u0000st'],
+    ['a slash', 'host/path'],
+    ['an at sign', 'user@host'],
+    ['a number', 127001],
+    ['null', null],
+    ['an array', ['127.0.0.1']],
+    ['an object', { ip: '127.0.0.1' }]
+  ])('refuses %s', (_, value) => {
+    expect(isHost(value)).toBe(false)
+  })
+})
+
+describe('parseHello', () => {
+  it.each<[string, number]>([
+    ['the smallest window', 1024],
+    ['a usual window', 256 * 1024],
+    ['the largest window', 2 ** 31]
+  ])('accepts %s', (_, window) => {
+    expect(parseHello({ protocol: MUX_PROTOCOL, version: MUX_VERSION, window })).toEqual({ protocol: 'starsock-mux', version: 1, window })
+  })
+
+  it('drops unknown fields', () => {
+    expect(parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, extra: 'x' })).toEqual({ protocol: 'starsock-mux', version: 1, window: 4096 })
+  })
+
+  const WINDOW = 'HELLO window must be an integer from 1024 to 2^31'
+  it.each<[string, unknown, string]>([
+    ['null', null, 'not a starsock-mux connection'],
+    ['an array', ['starsock-mux', 1, 1024], 'not a starsock-mux connection'],
+    ['a string', 'starsock-mux', 'not a starsock-mux connection'],
+    ['another protocol', { protocol: 'yamux', version: 1, window: 1024 }, 'not a starsock-mux connection'],
+    ['no protocol', { version: 1, window: 1024 }, 'not a starsock-mux connection'],
+    ['version 2', { protocol: 'starsock-mux', version: 2, window: 1024 }, 'mux version 2 is not 1'],
+    ['a string version', { protocol: 'starsock-mux', version: '1', window: 1024 }, 'mux version "1" is not 1'],
+    ['no version', { protocol: 'starsock-mux', window: 1024 }, 'mux version undefined is not 1'],
+    ['no window', { protocol: 'starsock-mux', version: 1 }, WINDOW],
+    ['a string window', { protocol: 'starsock-mux', version: 1, window: '4096' }, WINDOW],
+    ['a window under 1024', { protocol: 'starsock-mux', version: 1, window: 1023 }, WINDOW],
+    ['a window over 2^31', { protocol: 'starsock-mux', version: 1, window: 2 ** 31 + 1 }, WINDOW],
+    ['a fractional window', { protocol: 'starsock-mux', version: 1, window: 2048.5 }, WINDOW],
+    ['a NaN window', { protocol: 'starsock-mux', version: 1, window: Number.NaN }, WINDOW],
+    ['a null window', { protocol: 'starsock-mux', version: 1, window: null }, WINDOW]
+  ])('refuses %s', (_, value, message) => {
+    expectProtocolError(() => parseHello(value), message)
+  })
+})
+
+describe('parseOffer', () => {
+  const OFFER: Offer = { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 8080, name: 'web' }
+
+  it.each<[string, Offer]>([
+    ['a connect offer', OFFER],
+    ['a bind offer on any port', { kind: 'bind', proto: 'udp', host: '0.0.0.0', port: 0, name: '' }],
+    ['an accept offer', { kind: 'accept', proto: 'tcp', host: '::1', port: 65535, name: 'ssh' }],
+    ['the longest name and host', { ...OFFER, host: 'h'.repeat(MAX_HOST_CHARS), name: 'n'.repeat(MAX_OFFER_NAME_CHARS) }]
+  ])('accepts %s', (_, offer) => {
+    expect(parseOffer(offer)).toEqual(offer)
+  })
+
+  it('drops unknown fields', () => {
+    expect(parseOffer({ ...OFFER, token: 'secret' })).toEqual(OFFER)
+  })
+
+  const KIND = 'offer kind must be connect, bind or accept'
+  const PROTO = 'offer proto must be tcp or udp'
+  const HOST = 'offer host must be a host name or address'
+  const PORT = 'offer port must be 0 to 65535'
+  const NAME = `offer name must be a string of at most ${MAX_OFFER_NAME_CHARS} characters`
+  it.each<[string, unknown, string]>([
+    ['null', null, 'offer must be an object'],
+    ['an array', [OFFER], 'offer must be an object'],
+    ['a string', 'connect/tcp:127.0.0.1:8080', 'offer must be an object'],
+    ['no kind', { ...OFFER, kind: undefined }, KIND],
+    ['an unknown kind', { ...OFFER, kind: 'listen' }, KIND],
+    ['an upper-case kind', { ...OFFER, kind: 'CONNECT' }, KIND],
+    ['a number kind', { ...OFFER, kind: 1 }, KIND],
+    ['an unknown proto', { ...OFFER, proto: 'sctp' }, PROTO],
+    ['no proto', { ...OFFER, proto: undefined }, PROTO],
+    ['an empty host', { ...OFFER, host: '' }, HOST],
+    ['an over-long host', { ...OFFER, host: LONG_HOST }, HOST],
+    ['a host with a space', { ...OFFER, host: 'my host' }, HOST],
+    ['a number host', { ...OFFER, host: 2130706433 }, HOST],
+    ['a port over 65535', { ...OFFER, port: 65536 }, PORT],
+    ['a negative port', { ...OFFER, port: -1 }, PORT],
+    ['a fractional port', { ...OFFER, port: 80.5 }, PORT],
+    ['a string port', { ...OFFER, port: '8080' }, PORT],
+    ['no port', { ...OFFER, port: undefined }, PORT],
+    ['no name', { ...OFFER, name: undefined }, NAME],
+    ['a number name', { ...OFFER, name: 42 }, NAME],
+    ['an over-long name', { ...OFFER, name: 'n'.repeat(MAX_OFFER_NAME_CHARS + 1) }, NAME]
+  ])('refuses %s', (_, value, message) => {
+    expectProtocolError(() => parseOffer(value), message)
+  })
+})
+
+describe('parseOpenHeader', () => {
+  const SOCK = { type: 'sock', sock: 'connect', dst: { ip: '127.0.0.1', port: 80 }, reliable: true, mapping: 1 }
+
+  it.each<[string, unknown, OpenHeader]>([
+    ['a sock connect header', SOCK, { type: 'sock', sock: 'connect', src: undefined, dst: { ip: '127.0.0.1', port: 80 }, reliable: true, mapping: 1 }],
+    ['an accept with src and dst', { type: 'sock', sock: 'accept', src: { ip: '::1', port: 5000 }, dst: { ip: '0.0.0.0', port: 8080 }, reliable: false, mapping: 0xffffffff },
+      { type: 'sock', sock: 'accept', src: { ip: '::1', port: 5000 }, dst: { ip: '0.0.0.0', port: 8080 }, reliable: false, mapping: 0xffffffff }],
+    ['a bind without addresses', { type: 'sock', sock: 'bind', reliable: false, mapping: 7 },
+      { type: 'sock', sock: 'bind', src: undefined, dst: undefined, reliable: false, mapping: 7 }],
+    ['an application channel', { type: 'chat', reliable: true },
+      { type: 'chat', sock: undefined, src: undefined, dst: undefined, reliable: true, mapping: undefined }],
+    ['the longest type', { type: 't'.repeat(MAX_CHANNEL_TYPE_CHARS), reliable: false },
+      { type: 't'.repeat(MAX_CHANNEL_TYPE_CHARS), sock: undefined, src: undefined, dst: undefined, reliable: false, mapping: undefined }],
+    ['addresses with extra fields', { type: 'sock', sock: 'connect', dst: { ip: 'h', port: 1, family: 4 }, reliable: true, extra: 1 },
+      { type: 'sock', sock: 'connect', src: undefined, dst: { ip: 'h', port: 1 }, reliable: true, mapping: undefined }]
+  ])('accepts %s', (_, value, expected) => {
+    const header = parseOpenHeader(value)
+    expect(header).toEqual(expected)
+    expect(Object.keys(header).sort()).toEqual(['dst', 'mapping', 'reliable', 'sock', 'src', 'type'])
+  })
+
+  const TYPE = 'open header type must be a short string'
+  const RELIABLE = 'open header reliable must be a boolean'
+  const SOCK_KIND = 'open header sock must be connect, bind or accept'
+  const MAPPING = 'open header mapping must be a mapping id'
+  it.each<[string, unknown, string]>([
+    ['null', null, 'open header must be an object'],
+    ['an array', [SOCK], 'open header must be an object'],
+    ['a number', 1, 'open header must be an object'],
+    ['no type', { ...SOCK, type: undefined }, TYPE],
+    ['an empty type', { ...SOCK, type: '' }, TYPE],
+    ['an over-long type', { ...SOCK, type: 't'.repeat(MAX_CHANNEL_TYPE_CHARS + 1) }, TYPE],
+    ['a number type', { ...SOCK, type: 1 }, TYPE],
+    ['no reliable', { ...SOCK, reliable: undefined }, RELIABLE],
+    ['a string reliable', { ...SOCK, reliable: 'true' }, RELIABLE],
+    ['a number reliable', { ...SOCK, reliable: 1 }, RELIABLE],
+    ['an unknown sock kind', { ...SOCK, sock: 'listen' }, SOCK_KIND],
+    ['a null sock kind', { ...SOCK, sock: null }, SOCK_KIND],
+    ['a sock channel without a sock kind', { ...SOCK, sock: undefined }, 'a sock channel needs sock: connect, bind or accept'],
+    ['mapping 0', { ...SOCK, mapping: 0 }, MAPPING],
+    ['a negative mapping', { ...SOCK, mapping: -1 }, MAPPING],
+    ['a mapping over u32', { ...SOCK, mapping: 2 ** 32 }, MAPPING],
+    ['a fractional mapping', { ...SOCK, mapping: 1.5 }, MAPPING],
+    ['a string mapping', { ...SOCK, mapping: '1' }, MAPPING],
+    ['a null mapping', { ...SOCK, mapping: null }, MAPPING],
+    ['a dst that is a string', { ...SOCK, dst: '127.0.0.1:80' }, 'dst must be { ip, port }'],
+    ['a dst that is null', { ...SOCK, dst: null }, 'dst must be { ip, port }'],
+    ['a dst that is an array', { ...SOCK, dst: ['127.0.0.1', 80] }, 'dst must be { ip, port }'],
+    ['a dst port over 65535', { ...SOCK, dst: { ip: '127.0.0.1', port: 70000 } }, 'dst must be { ip, port }'],
+    ['a dst without a port', { ...SOCK, dst: { ip: '127.0.0.1' } }, 'dst must be { ip, port }'],
+    ['a dst with an over-long ip', { ...SOCK, dst: { ip: LONG_HOST, port: 80 } }, 'dst must be { ip, port }'],
+    ['a src with a bad ip', { ...SOCK, src: { ip: 'a b', port: 80 } }, 'src must be { ip, port }'],
+    ['a src with a string port', { ...SOCK, src: { ip: '::1', port: '80' } }, 'src must be { ip, port }']
+  ])('refuses %s', (_, value, message) => {
+    expectProtocolError(() => parseOpenHeader(value), message)
+  })
+})
+
+describe('parseReply', () => {
+  it.each<[string, unknown, Reply]>([
+    ['an empty reply', {}, { bound: undefined }],
+    ['a bound address', { bound: { ip: '0.0.0.0', port: 40000 } }, { bound: { ip: '0.0.0.0', port: 40000 } }],
+    ['an error', { error: { code: 'E_DENIED', message: 'no' } }, { error: { code: 'E_DENIED', message: 'no' } }],
+    ['an error and a bound address (the error wins)', { error: { code: 'E_BIND_FAILED', message: 'in use' }, bound: { ip: 'h', port: 1 } },
+      { error: { code: 'E_BIND_FAILED', message: 'in use' } }],
+    ['an error with an unknown code', { error: { code: 'E_NOPE', message: 'x' } }, { error: { code: 'E_CHANNEL_PROTOCOL', message: 'x' } }],
+    ['an error that is not an object', { error: 'denied' }, { error: { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' } }],
+    ['an error that is null', { error: null }, { error: { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' } }]
+  ])('reads %s', (_, value, expected) => {
+    expect(parseReply(value)).toEqual(expected)
+  })
+
+  it.each<[string, unknown, string]>([
+    ['null', null, 'reply must be an object'],
+    ['an array', [{}], 'reply must be an object'],
+    ['a string', 'ok', 'reply must be an object'],
+    ['a bound address that is a string', { bound: '0.0.0.0:1' }, 'bound must be { ip, port }'],
+    ['a bound address with port -1', { bound: { ip: '0.0.0.0', port: -1 } }, 'bound must be { ip, port }'],
+    ['a bound address with an empty ip', { bound: { ip: '', port: 1 } }, 'bound must be { ip, port }']
+  ])('refuses %s', (_, value, message) => {
+    expectProtocolError(() => parseReply(value), message)
+  })
+})
+
+describe('parseError', () => {
+  it.each<[string, unknown, { code: string, message: string }]>([
+    ['a known code and message', { code: 'E_KILLED', message: 'killed by A' }, { code: 'E_KILLED', message: 'killed by A' }],
+    ['a known code without a message', { code: 'E_CONNECT_REFUSED' }, { code: 'E_CONNECT_REFUSED', message: ERROR_CODES.E_CONNECT_REFUSED }],
+    ['a known code with a number message', { code: 'E_DENIED', message: 42 }, { code: 'E_DENIED', message: ERROR_CODES.E_DENIED }],
+    ['an unknown code', { code: 'E_WHATEVER', message: 'm' }, { code: 'E_CHANNEL_PROTOCOL', message: 'm' }],
+    ['a lower-case code', { code: 'e_denied', message: 'm' }, { code: 'E_CHANNEL_PROTOCOL', message: 'm' }],
+    ['a number code', { code: 7, message: 'm' }, { code: 'E_CHANNEL_PROTOCOL', message: 'm' }],
+    ['no code and no message', {}, { code: 'E_CHANNEL_PROTOCOL', message: ERROR_CODES.E_CHANNEL_PROTOCOL }],
+    ['a message over 500 characters', { code: 'E_DENIED', message: 'm'.repeat(501) }, { code: 'E_DENIED', message: 'm'.repeat(500) }],
+    ['null', null, { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' }],
+    ['a string', 'E_DENIED', { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' }],
+    ['an array', [{ code: 'E_DENIED' }], { code: 'E_CHANNEL_PROTOCOL', message: 'error without a code' }],
+    ['an inherited property name as code', { code: 'toString', message: 'x' }, { code: 'E_CHANNEL_PROTOCOL', message: 'x' }],
+    ['constructor as code', { code: 'constructor' }, { code: 'E_CHANNEL_PROTOCOL', message: ERROR_CODES.E_CHANNEL_PROTOCOL }]
+  ])('reads %s', (_, value, expected) => {
+    expect(parseError(value)).toEqual(expected)
+  })
+})
+
+describe('describeOffer', () => {
+  it.each<[Offer, string]>([
+    [{ kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 8080, name: 'web' }, 'connect/tcp 127.0.0.1:8080 "web"'],
+    [{ kind: 'bind', proto: 'udp', host: '0.0.0.0', port: 0, name: '' }, 'bind/udp 0.0.0.0:0'],
+    [{ kind: 'accept', proto: 'tcp', host: 'example.com', port: 22, name: 'ssh box' }, 'accept/tcp example.com:22 "ssh box"'],
+    [{ kind: 'connect', proto: 'udp', host: '::1', port: 53, name: 'dns' }, 'connect/udp [::1]:53 "dns"'],
+    [{ kind: 'connect', proto: 'tcp', host: 'fe80::1%eth0', port: 80, name: '' }, 'connect/tcp [fe80::1%eth0]:80'],
+    [{ kind: 'bind', proto: 'tcp', host: '2001:db8:0:0:0:0:0:1', port: 8080, name: '' }, 'bind/tcp [2001:db8:0:0:0:0:0:1]:8080']
+  ])('describes %o as %s', (offer, expected) => {
+    expect(describeOffer(offer)).toBe(expected)
+  })
+})
