@@ -22,7 +22,7 @@ export function renderChart (rows: Row[]): string {
     y += 24
     for (const r of inGroup) {
       const w = Math.max(1, (r.value / max) * (WIDTH - LABEL - 120))
-      const ours = /\bours\b|our server|our client/.test(r.what)
+      const ours = /\bours\b|our server|our client|^forward\b/.test(r.what)
       parts.push(`<text x="10" y="${y + 13}" font-size="12">${esc(r.what)}</text>`)
       parts.push(`<rect x="${LABEL}" y="${y}" width="${w.toFixed(1)}" height="${BAR}" fill="${ours ? '#2b7bb9' : '#9aa5b1'}"/>`)
       parts.push(`<text x="${LABEL + w + 6}" y="${y + 13}" font-size="12">${esc(`${r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2)} ${r.unit}`)}</text>`)

@@ -1,12 +1,14 @@
 /** Processes for the benchmarks: servers, relays and workers, with their CPU time and memory from /proc. */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const CLK_TCK = 100 // USER_HZ on Linux
+/** Lines kept for a later `next`; a chatty program (websockify logs every connection) must not grow them. */
+const MAX_KEPT_LINES = 1000
 
 /** A process this benchmark started; `stop` ends it by its pid. */
 export interface Proc {
@@ -28,16 +30,27 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => 
 /** Start a script under node (through tsx for a .ts file) from the repository root. */
 export function start (args: string[], env: Record<string, string> = {}): Proc {
   const loader = args[0]?.endsWith('.ts') === true ? ['--import', 'tsx'] : []
-  const child = spawn(process.execPath, [...loader, ...args], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'inherit'] })
+  return startCommand(process.execPath, [...loader, ...args], { env })
+}
+
+/**
+ * Start any command from the repository root. Its stderr goes to ours, or with `stderrLines`
+ * into the same lines as its stdout (for a program that reports on stderr, like websockify).
+ */
+export function startCommand (command: string, args: string[], options: { env?: Record<string, string>, stderrLines?: boolean } = {}): Proc {
+  const child = spawn(command, args, { cwd: ROOT, env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', options.stderrLines === true ? 'pipe' : 'inherit'] })
   const lines: string[] = []
   const waiters: Array<{ re: RegExp, resolve: (l: string) => void }> = []
-  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+  const onLine = (line: string): void => {
     const i = waiters.findIndex((w) => w.re.test(line))
     if (i >= 0) waiters.splice(i, 1)[0]?.resolve(line)
-    else lines.push(line)
-  })
+    else if (lines.length < MAX_KEPT_LINES) lines.push(line)
+  }
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', onLine)
+  if (child.stderr !== null) createInterface({ input: child.stderr }).on('line', onLine)
   children.add(child)
   const exited = new Promise<void>((resolve) => child.once('exit', () => { children.delete(child); resolve() }))
+  const name = [command, ...args].join(' ')
   return {
     child,
     pid: child.pid ?? -1,
@@ -46,9 +59,19 @@ export function start (args: string[], env: Record<string, string> = {}): Proc {
       const have = lines.findIndex((l) => re.test(l))
       if (have >= 0) return lines.splice(have, 1)[0] as string
       return await new Promise<string>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no line matching ${String(re)} from ${args.join(' ')} within ${ms} ms`)), ms)
-        child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${String(code)} before printing ${String(re)}`)))
-        waiters.push({ re, resolve: (l) => { clearTimeout(timer); resolve(l) } })
+        // Whichever comes first removes the others, so a serving worker asked many times gathers no listeners.
+        const fail = (err: Error): void => {
+          clearTimeout(timer)
+          child.off('exit', onExit)
+          const i = waiters.indexOf(waiter)
+          if (i >= 0) waiters.splice(i, 1)
+          reject(err)
+        }
+        const onExit = (code: number | null): void => fail(new Error(`${name} exited with ${String(code)} before printing ${String(re)}`))
+        const timer = setTimeout(() => fail(new Error(`no line matching ${String(re)} from ${name} within ${ms} ms`)), ms)
+        const waiter = { re, resolve: (l: string) => { clearTimeout(timer); child.off('exit', onExit); resolve(l) } }
+        child.once('exit', onExit)
+        waiters.push(waiter)
       })
     },
     send: (line) => { child.stdin?.write(line + '\n') },
@@ -63,6 +86,29 @@ export function start (args: string[], env: Record<string, string> = {}): Proc {
 export function cpuSeconds (pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+}
+
+/** Pids of a process's live children (Linux 3.5+). */
+export function childPids (pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((p) => p !== '').map(Number)
+  } catch {
+    return [] // the process is gone
+  }
+}
+
+/**
+ * CPU seconds of a process and its descendants: its own, its reaped children's, and its live
+ * children's (for a server that forks per connection, like websockify).
+ */
+export function treeCpuSeconds (pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+    const own = (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLK_TCK
+    return own + childPids(pid).reduce((sum, child) => sum + treeCpuSeconds(child), 0)
+  } catch {
+    return 0 // the process is gone (a child reaped meanwhile: its time is in the parent's)
+  }
 }
 
 /** Resident memory of a process, in MiB. */
@@ -124,4 +170,44 @@ export async function work<T> (task: string, args: Record<string, unknown>, ms =
   } finally {
     await proc.stop()
   }
+}
+
+/** The path of Debian's `websockify`, installed (with sudo when not root) when missing. */
+export function ensureWebsockify (): string {
+  const found = (): string => spawnSync('sh', ['-c', 'command -v websockify'], { encoding: 'utf8' }).stdout.trim()
+  if (found() !== '') return found()
+  if (!existsSync('/usr/bin/apt-get')) throw new Error('websockify is missing; install it (Debian: apt-get install websockify)')
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo', '-n']
+  process.stderr.write('bench: installing websockify from Debian\'s packages\n')
+  for (const step of [['update', '-qq'], ['install', '-y', '-qq', 'websockify']]) {
+    const [command = '', ...args] = [...sudo, 'env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', ...step]
+    const r = spawnSync(command, args, { stdio: ['ignore', 'ignore', 'inherit'], timeout: 300_000 })
+    if (r.status !== 0) throw new Error(`apt-get ${step[0] ?? ''} websockify failed (${r.error?.message ?? `exit ${String(r.status)}`})`)
+  }
+  if (found() === '') throw new Error('websockify is still missing after apt-get install')
+  return found()
+}
+
+/**
+ * Debian's `websockify` on 127.0.0.1 (a free port) in front of `127.0.0.1:targetPort`; settles
+ * once it listens. `stop` ends its per-connection children and then it, by their pids.
+ */
+export async function startWebsockify (targetPort: number): Promise<{ port: number, proc: Proc }> {
+  const bin = ensureWebsockify()
+  const port = await freePort()
+  const proc = startCommand(bin, [`127.0.0.1:${port}`, `127.0.0.1:${targetPort}`], { stderrLines: true })
+  const stop = proc.stop
+  proc.stop = async () => {
+    for (const child of childPids(proc.pid)) {
+      try { process.kill(child, 'SIGKILL') } catch {}
+    }
+    await stop()
+  }
+  try {
+    await proc.next(/proxying from/, 20_000) // printed once its socket listens
+  } catch (err) {
+    await proc.stop()
+    throw err
+  }
+  return { port, proc }
 }

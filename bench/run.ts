@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --quick] [-- --only NAME,...]`: starsock side by side with the original
- * websocket-star server and raw relays, in one run, on loopback. Every figure is printed beside
+ * websocket-star server, raw relays and (for tunnels, `bench/tunnel.ts`) Debian's websockify,
+ * in one run, on loopback. Every figure is printed beside
  * its reference as a ratio, with the server's CPU time from /proc. Writes
  * `bench/results/latest.json` and `bench/results/latest.svg`.
  */
@@ -11,6 +12,7 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, startRawRelays, work, type ServerUnderTest } from './procs.ts'
+import { tunnelBench } from './tunnel.ts'
 
 const args = process.argv.slice(2)
 const QUICK = args.includes('--quick')
@@ -19,8 +21,8 @@ const MiB = 1024 * 1024
 
 /** Sizes of the work: the quick run takes about a minute. */
 const SIZE = QUICK
-  ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000] }
-  : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000] }
+  ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
+  : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }
 
 /** One measured figure, with its reference when there is one. */
 export interface Row {
@@ -207,7 +209,8 @@ async function capacityBench (): Promise<void> {
 const started = Date.now()
 process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
 const scenarios: Array<[string, () => Promise<void>]> = [
-  ['joins', joinsBench], ['throughput', throughputBench], ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench]
+  ['joins', joinsBench], ['throughput', throughputBench], ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
+  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, record, fmt }) }]
 ]
 for (const [name, run] of scenarios) {
   if (!wanted(name)) continue

@@ -14,6 +14,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import WebSocket from 'ws'
 import { createPeer } from '../client/peer.ts'
+import { tunnelBytes, tunnelClient, tunnelTarget } from './tunnel-tasks.ts'
 
 const requireLegacy = createRequire(createRequire(import.meta.url).resolve('libp2p-websocket-star'))
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -283,13 +284,16 @@ async function throughputWs (a: { port: number, bytes: number, streams: number }
   const per = a.bytes / a.streams
   let received = 0
   const chunk = Buffer.alloc(64 * 1024, 7)
+  const sockets: WebSocket[] = []
   const t0 = now()
   await Promise.all(Array.from({ length: a.streams }, async (_, i) => {
     const pair = `p${i}-${Math.random()}`
     const recv = new WebSocket(`ws://127.0.0.1:${a.port}/?pair=${pair}&role=recv`)
+    sockets.push(recv)
     recv.on('message', (d: Buffer, binary: boolean) => { if (binary) received += d.length })
     await new Promise((resolve) => recv.once('open', resolve))
     const send = new WebSocket(`ws://127.0.0.1:${a.port}/?pair=${pair}&role=send`)
+    sockets.push(send)
     await new Promise((resolve) => send.once('message', resolve)) // "go": paired
     for (let sent = 0; sent < per; sent += chunk.length) {
       send.send(chunk)
@@ -298,6 +302,7 @@ async function throughputWs (a: { port: number, bytes: number, streams: number }
   }))
   while (received < a.bytes) await sleep(1)
   const seconds = (now() - t0) / 1000
+  for (const ws of sockets) ws.close() // for a worker that serves more tasks (`serve`)
   return { bytes: received, seconds, mibPerSecond: received / 1048576 / seconds }
 }
 
@@ -347,7 +352,30 @@ async function slowReceiver (a: { url: string, port: number, bytes: number, rate
   return { bytes: received, seconds, mibPerSecond: received / 1048576 / seconds, complete: received >= a.bytes, end }
 }
 
-const tasks: Record<string, (a: any) => Promise<unknown>> = { joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver }
+/**
+ * Run tasks sent on stdin, one JSON line `{"task","args"}` at a time, each answered with one JSON
+ * line (its result, or `{"error"}`), so a series of runs shares one warm process. Prints
+ * `READY {}` first; ends on `stop`.
+ */
+async function serve (): Promise<void> {
+  process.stdout.write('READY {}\n')
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line === 'stop') break
+    let answer: unknown
+    try {
+      const { task, args } = JSON.parse(line) as { task: string, args: unknown }
+      const fn = tasks[task]
+      if (fn === undefined || fn === serve) throw new Error(`unknown task ${task}`)
+      answer = await fn(args) ?? {}
+    } catch (err) {
+      answer = { error: String((err as Error).message ?? err) }
+    }
+    process.stdout.write(JSON.stringify(answer) + '\n')
+  }
+  process.exit(0)
+}
+
+const tasks: Record<string, (a: any) => Promise<unknown>> = { joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, tunnelTarget, tunnelClient, tunnelBytes, serve }
 const [task = '', json = '{}'] = process.argv.slice(2)
 const fn = tasks[task]
 if (fn === undefined) {
