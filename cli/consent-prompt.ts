@@ -56,7 +56,7 @@ export class TerminalConsent {
         }
       }
       const onAbort = (): void => {
-        if (this.queue[0] === question) this.output.write('(no answer in time: denied)\n')
+        if (this.queue[0] === question) this.output.write(signal.reason === 'withdrawn' ? '(the offer was withdrawn)\n' : '(no answer in time: denied)\n')
         question.answer(false)
       }
       signal.addEventListener('abort', onAbort, { once: true })

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { homedir } from 'node:os'
 import type { SockRule } from '../shared/sock-rules.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
+import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { startGateway } from './gateway.ts'
 import { ruleList } from './listen.ts'
 import { collect, integer, port } from './options.ts'
@@ -89,12 +90,15 @@ async function serve (flags: Record<string, unknown>): Promise<number> {
   const logger = pino({ level: String(flags.logLevel), base: undefined }) as unknown as Logger
   let server
   try {
+    // The gateway peer joins this server: with an allowlist, its id must be on it.
+    const allowPeers = (flags.allowPeer as string[] | undefined) ?? []
+    if (flags.gateway === true && allowPeers.length > 0) allowPeers.push((await loadOrCreateIdentity(String(flags.gatewayKey))).identity.peerId)
     const options: ServerOptions = {
       cryptoChallenge: flags.disableCryptoChallenge !== true,
       strictMultiaddr: flags.disableStrictMultiaddr !== true,
       metrics: flags.disableMetrics !== true,
       tls: readTls(flags),
-      allowPeers: (flags.allowPeer as string[] | undefined) ?? [],
+      allowPeers,
       token: typeof flags.token === 'string' ? flags.token : '',
       corsOrigin: String(flags.corsOrigin),
       trustProxy: flags.trustProxy === true,

@@ -36,13 +36,17 @@ function tunnelCommand (name: string, description: string) {
 }
 
 /** Run `start` until the tunnel stops (killed: exit 1) or a signal (exit 0). */
-async function run (flags: TunnelFlags, start: (agent: SockAgent) => Promise<Tunnel>, describe: (t: Tunnel) => string): Promise<number> {
+async function run (flags: TunnelFlags, start: (agent: SockAgent, signal: AbortSignal) => Promise<Tunnel>, describe: (t: Tunnel) => string): Promise<number> {
+  // A signal while the offer waits for a person gives up on it cleanly (exit 0), as later on.
+  const stopping = new AbortController()
+  const signalled = interrupted().then(() => stopping.abort())
   const agent = await startAgent(flags, {})
   let tunnel: Tunnel
   try {
-    tunnel = await start(agent)
+    tunnel = await start(agent, stopping.signal)
   } catch (err) {
     await stopAgent(agent)
+    if (stopping.signal.aborted) return 0
     throw err
   }
   const status = new StatusReporter(flags.json === true, () => tunnel.stats())
@@ -51,7 +55,7 @@ async function run (flags: TunnelFlags, start: (agent: SockAgent) => Promise<Tun
   tunnel.on('mapping', (m) => status.event('mapping', { mapping: m.id, bound: m.bound }, `mapping ${m.label} in place`))
   status.event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp' }, describe(tunnel))
   status.start()
-  const outcome = await Promise.race([tunnel.done, interrupted().then(() => undefined)])
+  const outcome = await Promise.race([tunnel.done, signalled.then(() => undefined)])
   status.stop()
   await tunnel.close()
   await stopAgent(agent)
@@ -64,7 +68,7 @@ export function forwardCommand (started: (run: Promise<number>) => void) {
   return tunnelCommand('forward', 'listen here; each connection (or UDP source) reaches --to through --peer')
     .requiredOption('--listen <[host:]port>', 'local address to listen on (host defaults to 127.0.0.1)', hostPort('127.0.0.1'))
     .action((flags: TunnelFlags & { listen: SockAddress }) => {
-      started(run(flags, async (agent) => await forward(agent, { peer: flags.peer, listen: flags.listen, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs }),
+      started(run(flags, async (agent, signal) => await forward(agent, { peer: flags.peer, listen: flags.listen, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs, signal }),
         (t) => `forwarding ${flags.udp === true ? 'udp' : 'tcp'} ${t.address.ip}:${t.address.port} -> ${flags.to.ip}:${flags.to.port} through ${flags.peer}`))
     })
 }
@@ -75,7 +79,7 @@ export function exposeCommand (started: (run: Promise<number>) => void) {
     .requiredOption('--port <port>', 'port the other peer listens on (0: any)', port)
     .option('--bind-host <host>', 'address the other peer listens on', host, '0.0.0.0')
     .action((flags: TunnelFlags & { port: number, bindHost: string }) => {
-      started(run(flags, async (agent) => await expose(agent, { peer: flags.peer, host: flags.bindHost, port: flags.port, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs }),
+      started(run(flags, async (agent, signal) => await expose(agent, { peer: flags.peer, host: flags.bindHost, port: flags.port, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs, signal }),
         (t) => `exposing ${flags.udp === true ? 'udp' : 'tcp'} ${t.address.ip}:${t.address.port} on ${flags.peer} -> ${flags.to.ip}:${flags.to.port}`))
     })
 }

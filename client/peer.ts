@@ -35,7 +35,7 @@ export interface PeerOptions {
   transports?: Array<'websocket' | 'polling'>
   /** Timeout of each request to the server. @default 10_000 */
   requestTimeoutMs?: number
-  /** Receive window per stream (lowered to fit the server's buffer). @default 1 MiB */
+  /** Receive window per stream (lowered to fit the server's buffer: just under 2 MiB by default). @default 2 MiB */
   windowBytes?: number
   /** Largest chunk sent (lowered to fit the server's message size). @default 128 KiB */
   chunkBytes?: number
@@ -145,7 +145,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client' })
     this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
     this.options = {
-      windowBytes: positive('windowBytes', options.windowBytes, 1024 * 1024),
+      windowBytes: positive('windowBytes', options.windowBytes, 2 * 1024 * 1024),
       chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
       receiveLimitBytes: positive('receiveLimitBytes', options.receiveLimitBytes, 16 * 1024 * 1024),
       heartbeatIntervalMs: positive('heartbeatIntervalMs', options.heartbeatIntervalMs, 5000),

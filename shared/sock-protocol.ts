@@ -45,6 +45,8 @@ export interface OpenHeader {
   reliable: boolean
   /** The granted mapping this channel belongs to. */
   mapping?: number
+  /** bind with port 0: the port this peer held before its connection dropped (its lease). */
+  lease?: number
 }
 
 /** Answer to an OPEN or OFFER. */
@@ -62,6 +64,8 @@ export const MAX_OFFER_NAME_CHARS = 200
 export const MAX_CHANNEL_TYPE_CHARS = 64
 
 const KINDS = new Set(['connect', 'bind', 'accept'])
+/** Control, C1 and bidirectional-override characters: a name with them could forge a prompt line. */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
 const HOST = /^[\w.:%[\]-]+$/
 
 function bad (what: string): StarsockError {
@@ -105,20 +109,23 @@ export function parseOffer (value: unknown): Offer {
   if (!isHost(host)) throw bad('offer host must be a host name or address')
   if (!isPort(port)) throw bad('offer port must be 0 to 65535')
   if (typeof name !== 'string' || name.length > MAX_OFFER_NAME_CHARS) throw bad(`offer name must be a string of at most ${MAX_OFFER_NAME_CHARS} characters`)
+  if (UNPRINTABLE.test(name)) throw bad('offer name must not hold control or direction characters')
   return { kind: kind as SockKind, proto, host, port, name }
 }
 
 /** A checked OPEN header. */
 export function parseOpenHeader (value: unknown): OpenHeader {
   if (!isObject(value)) throw bad('open header must be an object')
-  const { type, sock, reliable, mapping } = value
+  const { type, sock, reliable, mapping, lease } = value
   if (typeof type !== 'string' || type === '' || type.length > MAX_CHANNEL_TYPE_CHARS) throw bad('open header type must be a short string')
   if (typeof reliable !== 'boolean') throw bad('open header reliable must be a boolean')
   if (sock !== undefined && (typeof sock !== 'string' || !KINDS.has(sock))) throw bad('open header sock must be connect, bind or accept')
   if (type === 'sock' && sock === undefined) throw bad('a sock channel needs sock: connect, bind or accept')
   if (mapping !== undefined && (typeof mapping !== 'number' || !Number.isInteger(mapping) || mapping < 1 || mapping > 0xffffffff)) throw bad('open header mapping must be a mapping id')
+  if (lease !== undefined && (!isPort(lease) || lease === 0)) throw bad('open header lease must be a port from 1 to 65535')
   return {
     type,
+    lease: lease as number | undefined,
     sock: sock as SockKind | undefined,
     src: address('src', value.src),
     dst: address('dst', value.dst),
@@ -150,6 +157,6 @@ export function errorToWire (err: unknown): { code: ErrorCode, message: string }
 
 /** The offer as one line, as a prompt or a log shows it: `connect/tcp 127.0.0.1:8080 "web"`. */
 export function describeOffer (offer: Offer): string {
-  const name = offer.name === '' ? '' : ` "${offer.name}"`
+  const name = offer.name === '' ? '' : ` ${JSON.stringify(offer.name)}`
   return `${offer.kind}/${offer.proto} ${offer.host.includes(':') ? `[${offer.host}]` : offer.host}:${offer.port}${name}`
 }

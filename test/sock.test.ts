@@ -223,7 +223,8 @@ describe('sock channels and tunnels through a real server', () => {
   it('a bind survives a reconnect of the binder within its lease; an expired lease frees the port', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const target = await agent({ allow: ['bind/tcp:127.0.0.1:*'], leaseMs: 10_000 })
+    // A port-0 rule: the binder gets its port back by its lease, not by asking for that port.
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'], leaseMs: 10_000 })
     const client = await agent()
     const tunnel = await expose(client, { peer: target.peer.peerId, host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
     cleanup.push(tunnel)
@@ -272,5 +273,46 @@ describe('sock channels and tunnels through a real server', () => {
     // A peer that offered no accept mapping cannot push accept channels.
     const mux = await sender.session(receiver.peer.peerId)
     expect((await rejection(mux.open({ type: 'sock', sock: 'accept', reliable: true, mapping: 999 }))).code).toBe('E_NO_MAPPING')
+  })
+
+  it('a UDP bind answers only sources that sent to it: the binder cannot reach another host through it', async () => {
+    const privateService = await udpEcho()
+    cleanup.push(privateService)
+    const target = await agent({ allow: ['bind/udp:127.0.0.1:0'] })
+    const binder = await agent()
+    const mapping = await binder.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0 })
+    const channel = mapping.bindChannel as Channel
+    for (let i = 0; i < 20; i++) channel.send(new TextEncoder().encode('hello internal service'), { ip: '127.0.0.1', port: privateService.port })
+    // A real source may be answered.
+    const c = await udpClient()
+    cleanup.push(c)
+    c.socket.send(Buffer.from('ping'), mapping.bound?.port ?? 0, '127.0.0.1')
+    const first = await within('the datagram from the source on the bind channel', channel.receive())
+    expect(Buffer.from(first?.data ?? []).toString()).toBe('ping')
+    channel.send(new TextEncoder().encode('pong'), first?.addr)
+    await waitFor('the answer at the source', () => c.got.length === 1)
+    expect(c.got[0]?.toString()).toBe('pong')
+    expect(privateService.received()).toBe(0)
+  })
+
+  it('a kill closes the target-side connection even when the service does not read', async () => {
+    const accepted: net.Socket[] = []
+    const stuck = net.createServer((s) => { s.pause(); accepted.push(s) }) // never reads
+    await new Promise<void>((resolve) => stuck.listen(0, '127.0.0.1', resolve))
+    const port = (stuck.address() as net.AddressInfo).port
+    cleanup.push({ close: () => { for (const s of accepted) s.destroy(); stuck.close() } })
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${port}`] })
+    const client = await agent()
+    const mapping = await client.connect(target.peer.peerId, { host: '127.0.0.1', port })
+    const channel = await mapping.connect()
+    const writing = (async () => { for (;;) await channel.write(new Uint8Array(64 * 1024)) })()
+    writing.catch(() => {})
+    await waitFor('the service to have a connection', () => accepted.length === 1)
+    await new Promise((resolve) => setTimeout(resolve, 300)) // let the buffers fill up
+    const closed = new Promise((resolve) => accepted[0]?.once('close', resolve))
+    accepted[0]?.resume() // read from now on, so the close is seen
+    target.mappings()[0]?.kill('test')
+    await within('the service-side connection to close after the kill', closed)
+    expect((await rejection(writing)).code).toBe('E_KILLED')
   })
 })

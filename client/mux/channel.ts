@@ -24,6 +24,10 @@ export interface ChannelLink {
   done: (channel: Channel) => void
   /** Count bytes and drops on the connection. */
   count: (what: 'in' | 'out' | 'dropped', n: number) => void
+  /** Take `bytes` from the connection's budget for growing windows; `false` when it is spent. */
+  reserve: (bytes: number) => boolean
+  /** Give back what `reserve` took. */
+  release: (bytes: number) => void
 }
 
 /** A datagram with the address it came from (bind channels) or goes to. */
@@ -42,9 +46,12 @@ export interface ChannelStats {
   droppedDatagrams: number
 }
 
-/** Credit a datagram takes: its length, and at least 1 so empty datagrams are bounded too. */
+/** Credit a datagram's bookkeeping takes on top of its bytes, so many tiny datagrams are bounded too. */
+export const DATAGRAM_OVERHEAD_BYTES = 64
+
+/** Credit a datagram takes: its length plus a fixed overhead. */
 export function datagramCost (bytes: number): number {
-  return Math.max(1, bytes)
+  return bytes + DATAGRAM_OVERHEAD_BYTES
 }
 
 /** A channel. Made by `Muxer.open` or handed to the mux's `onOpen`. */
@@ -64,6 +71,10 @@ export class Channel {
   private received = 0
   private dropped = 0
   private finished = false
+  private failure: StarsockError | undefined
+  /** The receive window now: it starts at the configured one and grows while the reader keeps up. */
+  private windowBytes: number
+  private grown = 0
   private resolveClosed!: () => void
   /** Settles once both directions are over (cleanly or not). */
   readonly whenClosed = new Promise<void>((resolve) => { this.resolveClosed = resolve })
@@ -78,9 +89,12 @@ export class Channel {
     /** Peer id of the other side. */
     readonly remotePeer: string,
     private readonly link: ChannelLink,
-    private readonly windowBytes: number,
-    sendWindowBytes: number
+    windowBytes: number,
+    sendWindowBytes: number,
+    /** The window never grows past this. */
+    private readonly maxWindowBytes = windowBytes
   ) {
+    this.windowBytes = windowBytes
     this.credit = sendWindowBytes
   }
 
@@ -92,6 +106,11 @@ export class Channel {
   /** Whether both directions are over. */
   get closed (): boolean {
     return this.finished
+  }
+
+  /** The error the channel failed with (reset, abort, or the connection going down), if it did. */
+  get error (): StarsockError | undefined {
+    return this.failure
   }
 
   /** Send bytes (reliable channels); settles once they are within the other side's window. */
@@ -112,7 +131,8 @@ export class Channel {
         continue
       }
       if (this.link.full()) {
-        await this.link.room(signal)
+        // A reset of this channel must end the wait too, not only room on the connection.
+        await Promise.race([this.link.room(signal), this.writable.wait(signal)])
         continue
       }
       const n = Math.min(this.credit, data.byteLength - at, MAX_DATA_FRAME_BYTES)
@@ -240,6 +260,7 @@ export class Channel {
    */
   fail (err: StarsockError, discard = false): void {
     if (this.finished) return
+    this.failure = err
     if (this.remoteEnd !== true || discard) {
       this.remoteEnd = err
       this.queue.length = 0
@@ -255,7 +276,16 @@ export class Channel {
     this.unacked += bytes
     // Half a window at a time: few WINDOW frames, and a fast reader's sender never runs dry.
     if (this.unacked >= this.windowBytes / 2 && this.remoteEnd === undefined) {
-      this.link.send(encodeWindowFrame(this.id, this.unacked))
+      // Auto-tuning (as yamux and HTTP/2 do): a reader that has read everything is keeping up, so
+      // the window, not the reader, is what limits the channel: double it, within the
+      // connection's budget. A slow reader always has bytes unread, and its window never grows.
+      let extra = 0
+      if (this.buffered === 0 && !this.datagrams && this.windowBytes * 2 <= this.maxWindowBytes && this.link.reserve(this.windowBytes)) {
+        extra = this.windowBytes
+        this.grown += extra
+        this.windowBytes *= 2
+      }
+      this.link.send(encodeWindowFrame(this.id, this.unacked + extra))
       this.unacked = 0
     }
   }
@@ -267,6 +297,8 @@ export class Channel {
   private finish (): void {
     if (this.finished) return
     this.finished = true
+    this.link.release(this.grown)
+    this.grown = 0
     this.link.done(this)
     this.resolveClosed()
   }

@@ -22,8 +22,12 @@ import { Channel, type ChannelLink } from './channel.ts'
 
 /** Options of a multiplexer. */
 export interface MuxOptions {
-  /** Receive window of each channel. @default 256 KiB */
+  /** Receive window each channel starts with. @default 256 KiB */
   windowBytes?: number
+  /** Largest window a channel grows to while its reader keeps up. @default 4 MiB */
+  maxWindowBytes?: number
+  /** Bytes all grown windows of the connection may add up to. @default 32 MiB */
+  growthBudgetBytes?: number
   /** Channels open at once on the connection (both directions). @default 1024 */
   maxChannels?: number
   /** Offers waiting for an answer from this side at once. @default 16 */
@@ -39,8 +43,8 @@ export interface MuxOptions {
 export interface MuxHandlers {
   /** A channel the other side opens; settle with the reply, or throw a `StarsockError` to refuse. */
   onOpen?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
-  /** An offer from the other side; settle to grant it, throw a `StarsockError` to deny. */
-  onOffer?: (mappingId: number, offer: Offer) => Promise<void>
+  /** An offer from the other side; settle to grant it, throw a `StarsockError` to deny. `signal` aborts when the other side gives up on it. */
+  onOffer?: (mappingId: number, offer: Offer, signal: AbortSignal) => Promise<void>
   /** The other side killed a mapping. */
   onKill?: (mappingId: number, err: StarsockError) => void
 }
@@ -59,6 +63,8 @@ export interface MuxCounters {
 }
 
 const OUTPUT_HIGH_WATER_BYTES = 512 * 1024
+/** Output queued past this (replies to a peer that does not read) stops the reading, so it cannot grow. */
+const MAX_QUEUED_BYTES = 4 * 1024 * 1024
 const FLUSH_BYTES = 256 * 1024
 /** How long a graceful close waits for queued frames to go out. */
 const CLOSE_FLUSH_MS = 1000
@@ -86,17 +92,21 @@ export class Muxer extends Emitter<MuxEvents> {
   private queued = 0
   private flushing = false
   private graceful = false
+  private grownBytes = 0
   private nextId: number
   private hello: Hello | undefined
   private helloSettle!: { resolve: (h: Hello) => void, reject: (e: StarsockError) => void }
   private closedWith: StarsockError | undefined
-  private pendingOffers = 0
+  private readonly incomingOffers = new Map<number, AbortController>()
+  private helloTimer: ReturnType<typeof setTimeout> | undefined
   private readonly link: ChannelLink
 
   constructor (readonly conn: Connection, private readonly handlers: MuxHandlers, options: MuxOptions = {}) {
     super()
     this.options = {
       windowBytes: options.windowBytes ?? 256 * 1024,
+      maxWindowBytes: options.maxWindowBytes ?? Math.max(4 * 1024 * 1024, options.windowBytes ?? 0),
+      growthBudgetBytes: options.growthBudgetBytes ?? 32 * 1024 * 1024,
       maxChannels: options.maxChannels ?? 1024,
       maxPendingOffers: options.maxPendingOffers ?? 16,
       openTimeoutMs: options.openTimeoutMs ?? 15_000,
@@ -112,6 +122,12 @@ export class Muxer extends Emitter<MuxEvents> {
       room: async (signal) => { while (this.queued > OUTPUT_HIGH_WATER_BYTES && this.closedWith === undefined) await this.roomWaiters.wait(signal) },
       full: () => this.queued > OUTPUT_HIGH_WATER_BYTES,
       done: (channel) => { this.channels.delete(channel.id) },
+      reserve: (bytes) => {
+        if (this.grownBytes + bytes > this.options.growthBudgetBytes) return false
+        this.grownBytes += bytes
+        return true
+      },
+      release: (bytes) => { this.grownBytes -= bytes },
       count: (what, n) => {
         if (what === 'in') this.counters.bytesIn += n
         else if (what === 'out') this.counters.bytesOut += n
@@ -119,6 +135,7 @@ export class Muxer extends Emitter<MuxEvents> {
       }
     }
     this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes }))
+    this.helloTimer = setTimeout(() => { void this.close(new StarsockError('E_TIMEOUT', `No HELLO from ${conn.remotePeer} within ${this.options.openTimeoutMs} ms: not a starsock-mux peer?`)) }, this.options.openTimeoutMs)
     void this.readLoop()
   }
 
@@ -143,7 +160,7 @@ export class Muxer extends Emitter<MuxEvents> {
     this.checkOpen()
     if (this.channels.size >= this.options.maxChannels) throw new StarsockError('E_LIMIT_CHANNELS', `More than ${this.options.maxChannels} channels on one connection`)
     const id = this.allocateId()
-    const channel = new Channel(id, header, true, this.remotePeer, this.link, this.options.windowBytes, hello.window)
+    const channel = new Channel(id, header, true, this.remotePeer, this.link, this.options.windowBytes, hello.window, this.options.maxWindowBytes)
     this.channels.set(id, channel)
     this.enqueue(encodeOpenFrame(id, header, options.body))
     let reply: Reply
@@ -168,7 +185,13 @@ export class Muxer extends Emitter<MuxEvents> {
     this.checkOpen()
     const id = this.allocateId()
     this.enqueue(encodeJsonFrame(FRAME.OFFER, id, offer))
-    await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
+    try {
+      await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
+    } catch (err) {
+      // Given up here: the other side may still grant it, so tell it the mapping is off.
+      if (err instanceof StarsockError && (err.code === 'E_TIMEOUT' || err.code === 'E_ABORTED')) this.kill(id, new StarsockError('E_KILLED', 'The requester gave up on the offer'))
+      throw err
+    }
     return id
   }
 
@@ -186,6 +209,8 @@ export class Muxer extends Emitter<MuxEvents> {
     if (this.closedWith !== undefined) return
     this.closedWith = error
     this.graceful = err === undefined
+    clearTimeout(this.helloTimer)
+    for (const ac of this.incomingOffers.values()) ac.abort(error)
     this.helloSettle.reject(error)
     for (const pending of [...this.opening.values(), ...this.offering.values()]) {
       clearTimeout(pending.timer)
@@ -269,6 +294,7 @@ export class Muxer extends Emitter<MuxEvents> {
       for await (const chunk of this.conn) {
         for (const frame of this.decoder.push(chunk)) this.dispatch(frame)
         if (this.closedWith !== undefined) return
+        while (this.queued > MAX_QUEUED_BYTES && this.closedWith === undefined) await this.roomWaiters.wait()
       }
       void this.close(new StarsockError('E_STREAM_CLOSED', 'The other side closed the connection'))
     } catch (err) {
@@ -282,6 +308,7 @@ export class Muxer extends Emitter<MuxEvents> {
     if (this.hello === undefined) {
       if (frame.type !== FRAME.HELLO) throw new StarsockError('E_CHANNEL_PROTOCOL', 'first frame is not HELLO: not a starsock-mux connection')
       this.hello = parseHello(decodeJson(frame))
+      clearTimeout(this.helloTimer)
       this.helloSettle.resolve(this.hello)
       return
     }
@@ -308,6 +335,8 @@ export class Muxer extends Emitter<MuxEvents> {
       }
       case FRAME.KILL: {
         const e = parseError(decodeJson(frame))
+        const pending = this.incomingOffers.get(frame.id)
+        if (pending !== undefined) return pending.abort(new StarsockError(e.code, e.message))
         return this.handlers.onKill?.(frame.id, new StarsockError(e.code, e.message))
       }
       case FRAME.HELLO: throw new StarsockError('E_CHANNEL_PROTOCOL', 'second HELLO')
@@ -322,7 +351,7 @@ export class Muxer extends Emitter<MuxEvents> {
     const refuse = (err: StarsockError): void => this.enqueue(encodeJsonFrame(FRAME.REPLY, id, { error: errorToWire(err) }))
     if (this.channels.size >= this.options.maxChannels) return refuse(new StarsockError('E_LIMIT_CHANNELS', `More than ${this.options.maxChannels} channels on one connection`))
     if (this.handlers.onOpen === undefined) return refuse(new StarsockError('E_UNSUPPORTED', 'This peer opens no channels'))
-    const channel = new Channel(id, header, false, this.remotePeer, this.link, this.options.windowBytes, (this.hello as Hello).window)
+    const channel = new Channel(id, header, false, this.remotePeer, this.link, this.options.windowBytes, (this.hello as Hello).window, this.options.maxWindowBytes)
     this.channels.set(id, channel)
     if (body.byteLength > 0) channel.push({ data: body.slice() })
     this.handlers.onOpen(channel, body).then((reply) => {
@@ -339,12 +368,14 @@ export class Muxer extends Emitter<MuxEvents> {
   private incomingOffer (frame: Frame): void {
     const offer = parseOffer(decodeJson(frame))
     const id = frame.id
+    if (id === 0 || id % 2 === (this.conn.initiator ? 1 : 0) || this.incomingOffers.has(id)) throw new StarsockError('E_CHANNEL_PROTOCOL', `mapping id ${id} is not the other side's to offer, or is in use`)
     const answer = (value: unknown): void => this.enqueue(encodeJsonFrame(FRAME.OFFER_REPLY, id, value))
     if (this.handlers.onOffer === undefined) return answer({ error: errorToWire(new StarsockError('E_DENIED', 'This peer takes no offers')) })
-    if (this.pendingOffers >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
-    this.pendingOffers++
-    this.handlers.onOffer(id, offer).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
-      .finally(() => { this.pendingOffers-- })
+    if (this.incomingOffers.size >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
+    const ac = new AbortController()
+    this.incomingOffers.set(id, ac)
+    this.handlers.onOffer(id, offer, ac.signal).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
+      .finally(() => { this.incomingOffers.delete(id) })
   }
 }
 

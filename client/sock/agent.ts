@@ -96,6 +96,7 @@ export interface SockAgentEvents extends Record<string, unknown> {
 
 interface BindState {
   key: string
+  peerId: string
   listener: HostListener
   /** The mapping that owns the port now; `undefined` while leased. */
   owner: Mapping | undefined
@@ -124,6 +125,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly dialing = new Map<string, Promise<Muxer>>()
   private readonly mappingsOf = new Map<Muxer, Map<number, Mapping>>()
   private readonly binds = new Map<Mapping, BindState>()
+  /** Mappings whose bind is under way (one bind per mapping). */
+  private readonly binding = new Set<Mapping>()
   private readonly leases = new Map<string, BindState>()
   private readonly remembered = new Set<string>()
   private readonly leaseMs: number
@@ -145,21 +148,22 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   }
 
   /** The connection to `peerId`, dialed when there is none. */
-  async session (peerId: string, signal?: AbortSignal): Promise<Muxer> {
+  async session (peerId: string, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<Muxer> {
     if (this.closed) throw new StarsockError('E_NOT_JOINED', 'Sock agent is closed')
     const live = this.sessions.get(peerId)
     if (live !== undefined && !live.closed) return live
     let dialing = this.dialing.get(peerId)
     if (dialing === undefined) {
+      // Shared by every caller, so it carries no caller's signal; each caller waits with its own.
       dialing = (async () => {
-        const conn = await this.peer.dial(peerId, { signal })
-        const mux = this.adopt(conn)
+        const mux = this.adopt(await this.peer.dial(peerId))
         await mux.ready
         return mux
       })().finally(() => this.dialing.delete(peerId))
+      dialing.catch(() => {})
       this.dialing.set(peerId, dialing)
     }
-    return await dialing
+    return await waitWith(dialing, `connecting to ${peerId}`, options)
   }
 
   /** Ask `peerId` to connect to `host:port` for us; settles with the granted mapping (open channels with `mapping.connect()`). */
@@ -170,14 +174,14 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   }
 
   /** Ask `peerId` to listen on `host:port` for us; settles once it is bound (`mapping.bound`). */
-  async bind (peerId: string, request: MappingRequest): Promise<Mapping> {
+  async bind (peerId: string, request: MappingRequest & { lease?: number }): Promise<Mapping> {
     const host = request.host ?? '0.0.0.0'
     if (!isHost(host)) throw new TypeError('bind needs a host name or address to listen on')
     if (!isPort(request.port)) throw new TypeError('bind needs a port from 0 to 65535')
     const mapping = await this.ask(peerId, 'bind', { ...request, host })
     try {
       const channel = await mapping.mux.open({
-        type: 'sock', sock: 'bind', reliable: mapping.offer.proto === 'tcp', mapping: mapping.id, dst: { ip: host, port: request.port }
+        type: 'sock', sock: 'bind', reliable: mapping.offer.proto === 'tcp', mapping: mapping.id, dst: { ip: host, port: request.port }, lease: request.port === 0 ? request.lease : undefined
       }, { signal: request.signal })
       mapping.bound = channel.bound
       mapping.bindChannel = channel
@@ -237,7 +241,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const proto = request.proto ?? 'tcp'
     if (proto !== 'tcp' && proto !== 'udp') throw new TypeError('proto must be tcp or udp')
     const offer: Offer = { kind, proto, host: request.host as string, port: request.port, name: (request.name ?? '').slice(0, 200) }
-    const mux = await this.session(peerId, request.signal)
+    const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
     const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs })
     return this.track(mux, id, offer, true)
   }
@@ -258,14 +262,13 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private adopt (conn: Connection): Muxer {
     const mux: Muxer = new Muxer(conn, {
       onOpen: async (channel, body) => await this.incomingOpen(mux, channel, body),
-      onOffer: async (id, offer) => await this.incomingOffer(mux, id, offer),
+      onOffer: async (id, offer, signal) => await this.incomingOffer(mux, id, offer, signal),
       onKill: (id, err) => this.mappingsOf.get(mux)?.get(id)?.end(err)
     }, { ...this.options.mux, logger: this.options.logger })
     this.mappingsOf.set(mux, new Map())
     this.sessions.set(conn.remotePeer, mux)
     mux.on('close', (err) => {
-      const error = err.code === 'E_STREAM_CLOSED' ? new StarsockError('E_DISCONNECTED', `Connection to ${mux.remotePeer} closed`) : err
-      for (const mapping of this.mappingsOf.get(mux)?.values() ?? []) mapping.end(error)
+      for (const mapping of this.mappingsOf.get(mux)?.values() ?? []) mapping.end(err)
       this.mappingsOf.delete(mux)
       this.closedCounters.bytesIn += mux.counters.bytesIn
       this.closedCounters.bytesOut += mux.counters.bytesOut
@@ -276,7 +279,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return mux
   }
 
-  private async incomingOffer (mux: Muxer, id: number, offer: Offer): Promise<void> {
+  private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal): Promise<void> {
     const peerId = mux.remotePeer
     const request: OfferRequest = { peerId, offer, text: describeOffer(offer) }
     const decide = (allowed: boolean, by: OfferDecision['by'], extra: Partial<OfferDecision> = {}): void => {
@@ -289,33 +292,41 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     }
     if (this.closed) deny('E_DENIED', 'This peer is closing')
     if (offer.kind !== 'accept' && this.options.host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
-    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length
+    if (this.mappingsOf.get(mux)?.has(id) === true) throw new StarsockError('E_CHANNEL_PROTOCOL', `Mapping id ${id} is in use`)
+    // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
+    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length
     if (held >= this.maxMappingsPerPeer) deny('E_LIMIT_MAPPINGS', `Peer ${peerId} already holds ${held} mappings here`)
     const key = `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}`
     const rule = offer.kind === 'accept' ? undefined : matchRule(this.rules, offer, peerId)
     if (rule !== undefined) decide(true, 'rule', { rule: rule.text })
     else if (this.remembered.has(key)) decide(true, 'remembered')
     else if (this.options.ask !== undefined) {
-      const allowed = await this.askPerson(request)
-      decide(allowed, 'person')
-      if (!allowed) throw new StarsockError('E_DENIED', `Peer denied ${request.text}`)
+      const answer = await this.askPerson(request, signal)
+      if (answer === 'withdrawn') throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
+      decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time' } : {})
+      if (answer !== 'yes') throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
       this.remembered.add(key) // the same offer again (after a reconnect) is not asked twice
     } else {
       deny('E_DENIED', `No rule allows ${request.text}`)
     }
+    if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     this.track(mux, id, offer, false)
   }
 
-  private async askPerson (request: OfferRequest): Promise<boolean> {
+  /** Ask the person: `yes`, `no`, `timeout` (no answer in time) or `withdrawn` (the requester gave up). */
+  private async askPerson (request: OfferRequest, gaveUp: AbortSignal): Promise<'yes' | 'no' | 'timeout' | 'withdrawn'> {
     const ac = new AbortController()
-    const timer = setTimeout(() => ac.abort(), this.askTimeoutMs)
+    const timer = setTimeout(() => ac.abort('timeout'), this.askTimeoutMs)
+    gaveUp.addEventListener('abort', () => ac.abort('withdrawn'), { once: true })
     try {
-      return await Promise.race([
+      const allowed = await Promise.race([
         Promise.resolve((this.options.ask as NonNullable<SockAgentOptions['ask']>)(request, ac.signal)),
-        new Promise<boolean>((resolve) => ac.signal.addEventListener('abort', () => resolve(false), { once: true }))
-      ]) === true
+        new Promise<false>((resolve) => ac.signal.addEventListener('abort', () => resolve(false), { once: true }))
+      ])
+      if (ac.signal.aborted) return ac.signal.reason === 'withdrawn' ? 'withdrawn' : 'timeout'
+      return allowed === true ? 'yes' : 'no'
     } catch {
-      return false
+      return 'no'
     } finally {
       clearTimeout(timer)
       ac.abort()
@@ -359,18 +370,30 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const { offer } = mapping
     const dst = channel.header.dst ?? { ip: offer.host, port: offer.port }
     if (mapping.local || offer.kind !== 'bind' || dst.ip !== offer.host || dst.port !== offer.port) throw new StarsockError('E_NO_MAPPING', `Mapping ${mapping.label} does not allow bind on ${dst.ip}:${dst.port}`)
-    if (this.binds.has(mapping)) throw new StarsockError('E_NO_MAPPING', `Mapping ${mapping.label} is already bound`)
+    if (this.binds.has(mapping) || this.binding.has(mapping)) throw new StarsockError('E_NO_MAPPING', `Mapping ${mapping.label} is already bound`)
     const host = this.options.host
     if (host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
+    this.binding.add(mapping)
+    try {
+      return await this.bindNow(mapping, channel, host, dst)
+    } finally {
+      this.binding.delete(mapping)
+    }
+  }
+
+  private async bindNow (mapping: Mapping, channel: Channel, host: SockHost, dst: SockAddress): Promise<Reply> {
+    const { offer } = mapping
     const key = `${mapping.peerId}|${offer.proto}|${dst.ip}|`
-    let state = dst.port === 0 ? undefined : this.leases.get(key + String(dst.port))
+    // A lease is only ever taken back by the peer that held it (the key starts with its id).
+    const wanted = dst.port !== 0 ? dst.port : channel.header.lease
+    let state = wanted === undefined ? undefined : this.leases.get(key + String(wanted))
     if (state !== undefined) {
       clearTimeout(state.lease)
       this.leases.delete(state.key)
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease taken back')
       this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'taken' })
     } else {
-      const fresh: BindState = { key: '', listener: undefined as unknown as HostListener, owner: undefined }
+      const fresh: BindState = { key: '', peerId: mapping.peerId, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
         openAccept: async (src) => {
           const owner = fresh.owner
@@ -405,13 +428,15 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (state === undefined) return
     this.binds.delete(mapping)
     state.owner = undefined
-    const dropped = err.code === 'E_DISCONNECTED' || err.code === 'E_STREAM_ABORTED' || err.code === 'E_PEER_GONE'
+    // Only a dropped connection leases the port; a kill or a clean close frees it.
+    const dropped = err.code === 'E_DISCONNECTED' || err.code === 'E_STREAM_ABORTED' || err.code === 'E_PEER_GONE' || err.code === 'E_TIMEOUT'
     if (!dropped || this.leaseMs === 0 || this.closed) return this.release(state)
     state.lease = setTimeout(() => {
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease expired')
       this.release(state)
       this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'expired' })
     }, this.leaseMs)
+    state.lease.unref?.()
     this.leases.set(state.key, state)
     this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'held' })
   }
@@ -420,6 +445,25 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     clearTimeout(state.lease)
     if (this.leases.get(state.key) === state) this.leases.delete(state.key)
     state.listener.close()
+  }
+}
+
+/** Settle with `promise`, or reject with `E_ABORTED` when `signal` aborts and `E_TIMEOUT` after `timeoutMs`. */
+async function waitWith<T> (promise: Promise<T>, what: string, options: { signal?: AbortSignal, timeoutMs?: number }): Promise<T> {
+  const { signal, timeoutMs } = options
+  signal?.throwIfAborted()
+  if (signal === undefined && timeoutMs === undefined) return await promise
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let onAbort: (() => void) | undefined
+  try {
+    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
+      if (timeoutMs !== undefined) timer = setTimeout(() => reject(new StarsockError('E_TIMEOUT', `${what}: no answer within ${timeoutMs} ms`)), timeoutMs)
+      onAbort = () => reject(new StarsockError('E_ABORTED', `${what}: aborted`, { cause: signal?.reason }))
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    clearTimeout(timer)
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
   }
 }
 

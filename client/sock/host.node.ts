@@ -43,6 +43,8 @@ export function pipeSocket (socket: net.Socket, channel: Channel): void {
   })
   socket.on('end', () => { void channel.closeWrite().catch(() => {}) })
   socket.on('error', (err) => channel.abort(new StarsockError('E_STREAM_ABORTED', `socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
+  // A reset or a kill ends the socket at once, even one whose reader is stuck.
+  void channel.whenClosed.then(() => { if (channel.error !== undefined) socket.destroy() })
   socket.resume()
   void (async () => {
     try {
@@ -81,8 +83,10 @@ export function pipeDatagrams (socket: dgram.Socket, channel: Channel, options: 
       for (;;) {
         const item = await channel.receive()
         if (item === null) break
-        if (options.connected) socket.send(item.data)
-        else if (item.addr !== undefined) socket.send(item.data, item.addr.port, item.addr.ip)
+        try {
+          if (options.connected) socket.send(item.data)
+          else if (item.addr !== undefined && item.addr.port > 0) socket.send(item.data, item.addr.port, item.addr.ip)
+        } catch {} // a bad address loses that datagram, as UDP would
       }
     } catch {}
     try { socket.close() } catch {}
@@ -158,6 +162,11 @@ async function listen (server: net.Server, host: string, port: number): Promise<
   })
 }
 
+/** Remote sources a UDP bind remembers (and may answer); past this, new sources are dropped. */
+export const MAX_UDP_BIND_SOURCES = 4096
+/** How long a UDP bind may answer a source after it last sent. */
+export const UDP_SOURCE_TTL_MS = 120_000
+
 async function udpListen (host: string, port: number): Promise<HostListener> {
   const socket = dgram.createSocket(udpType(host))
   await new Promise<void>((resolve, reject) => {
@@ -166,10 +175,25 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
   })
   socket.on('error', () => {})
   let current: Channel | undefined
+  // The binder may only answer sources that sent to the bound port (a bind is not a connect
+  // to anywhere): a table of recent sources, bounded in size and age.
+  const sources = new Map<string, number>()
   socket.on('message', (msg, rinfo) => {
+    const key = `${rinfo.address}|${rinfo.port}`
+    if (sources.has(key) || sources.size < MAX_UDP_BIND_SOURCES) {
+      sources.delete(key)
+      sources.set(key, Date.now())
+    } else {
+      return // too many sources at once: dropped
+    }
     // With no binder attached (a lease running) the datagram has nowhere to go: dropped.
     if (current !== undefined && !current.closed) current.send(msg, { ip: rinfo.address, port: rinfo.port })
   })
+  const sweep = setInterval(() => {
+    const old = Date.now() - UDP_SOURCE_TTL_MS
+    for (const [key, at] of sources) if (at < old) sources.delete(key)
+  }, 10_000)
+  sweep.unref()
   const a = socket.address()
   return {
     address: { ip: a.address, port: a.port },
@@ -180,12 +204,17 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
           for (;;) {
             const item = await channel.receive()
             if (item === null) return
-            if (item.addr !== undefined) socket.send(item.data, item.addr.port, item.addr.ip)
+            const addr = item.addr
+            if (addr === undefined || !sources.has(`${addr.ip}|${addr.port}`)) continue // not a source of this bind: dropped
+            try { socket.send(item.data, addr.port, addr.ip) } catch {}
           }
         } catch {}
       })()
     },
-    close: () => { try { socket.close() } catch {} }
+    close: () => {
+      clearInterval(sweep)
+      try { socket.close() } catch {}
+    }
   }
 }
 

@@ -56,6 +56,10 @@ export interface TunnelOptions {
 
 /** Datagrams held for a UDP source while its channel opens. */
 const MAX_PENDING_DATAGRAMS = 64
+/** UDP sources a tunnel serves at once; datagrams from more are dropped and counted. */
+export const MAX_UDP_SOURCES = 256
+/** How long `expose` waits for the local service to accept a connection. */
+const LOCAL_CONNECT_TIMEOUT_MS = 10_000
 
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
@@ -108,6 +112,11 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
   /** Watch a new mapping: keep its figures when it ends; a kill ends the tunnel. */
   protected watch (mapping: Mapping): Mapping {
+    if (this.stopped) {
+      // Granted after the tunnel was closed (a re-bind or re-ask under way): undo it.
+      mapping.kill('tunnel closed')
+      throw new StarsockError('E_KILLED', 'Tunnel closed')
+    }
     this.current = mapping
     mapping.on('close', (err) => {
       const s = mapping.stats()
@@ -150,11 +159,13 @@ class UdpSources {
   send (src: SockAddress, data: Uint8Array, open: () => Promise<Channel>, onChannel: (channel: Channel) => void): void {
     const key = `${src.ip}|${src.port}`
     let entry = this.map.get(key)
+    if (entry === undefined && this.map.size >= MAX_UDP_SOURCES) return this.onDrop(1)
     if (entry === undefined) {
       const fresh = { channel: undefined as Channel | undefined, pending: [] as Uint8Array[], timer: undefined as ReturnType<typeof setTimeout> | undefined }
       entry = fresh
       this.map.set(key, fresh)
       open().then((channel) => {
+        if (this.map.get(key) !== fresh) return channel.abort(new StarsockError('E_STREAM_IDLE', 'UDP source idle')) // went idle while opening
         fresh.channel = channel
         for (const d of fresh.pending) channel.send(d)
         fresh.pending = []
@@ -279,16 +290,21 @@ export class Forward extends Tunnel {
 export class Expose extends Tunnel {
   private readonly udpSockets = new Map<string, { socket: dgram.Socket, timer: ReturnType<typeof setTimeout> | undefined }>()
   private bindHost = '0.0.0.0'
+  private requestedPort = 0
+  private bindChannel: Channel | undefined
 
   /** Ask the peer to bind `host:port`; settles once it is bound (`address`). */
   async start (host: string, port: number): Promise<void> {
     this.bindHost = host
-    await this.bind(port)
+    this.requestedPort = port
+    await this.bind()
   }
 
-  private async bind (port: number): Promise<void> {
-    const mapping = this.watch(await this.agent.bind(this.options.peer, this.request({ host: this.bindHost, port })))
-    this.address = mapping.bound ?? { ip: this.bindHost, port }
+  /** Bind (again): the port asked for, and with port 0 the port held before as a lease hint. */
+  private async bind (): Promise<void> {
+    const lease = this.address.port === 0 ? undefined : this.address.port
+    const mapping = this.watch(await this.agent.bind(this.options.peer, { ...this.request({ host: this.bindHost, port: this.requestedPort }), lease }))
+    this.address = mapping.bound ?? { ip: this.bindHost, port: this.requestedPort }
     if (this.proto === 'tcp') mapping.acceptHandler = (channel) => this.acceptTcp(channel)
     else if (mapping.bindChannel !== undefined) this.carryUdp(mapping.bindChannel)
   }
@@ -297,9 +313,10 @@ export class Expose extends Tunnel {
     this.counted('connections')
     if (channel.header.src !== undefined) this.emit('connection', { src: channel.header.src })
     const to = this.options.to
-    const socket = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true })
+    const socket = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true, timeout: LOCAL_CONNECT_TIMEOUT_MS })
     socket.pause()
-    socket.once('connect', () => pipeSocket(socket, channel))
+    socket.once('timeout', () => { if (socket.connecting) socket.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })) })
+    socket.once('connect', () => { socket.setTimeout(0); pipeSocket(socket, channel) })
     socket.once('error', (err) => {
       if (socket.connecting || !socket.readable) {
         const e = connectError(err, to)
@@ -310,6 +327,7 @@ export class Expose extends Tunnel {
   }
 
   private carryUdp (bindChannel: Channel): void {
+    this.bindChannel = bindChannel
     const to = this.options.to
     void (async () => {
       try {
@@ -318,20 +336,24 @@ export class Expose extends Tunnel {
           if (item === null) return
           const src = item.addr
           if (src === undefined) continue
-          this.udpSocketFor(src, bindChannel).send(item.data, to.port, to.ip)
+          const socket = this.udpSocketFor(src)
+          if (socket === undefined) this.counted('droppedDatagrams')
+          else try { socket.send(item.data, to.port, to.ip) } catch {}
         }
       } catch {}
     })()
   }
 
   /** One local socket per remote source, so the service's replies find their way back. */
-  private udpSocketFor (src: SockAddress, bindChannel: Channel): dgram.Socket {
+  private udpSocketFor (src: SockAddress): dgram.Socket | undefined {
     const key = `${src.ip}|${src.port}`
     let entry = this.udpSockets.get(key)
     if (entry === undefined) {
+      if (this.udpSockets.size >= MAX_UDP_SOURCES) return undefined
       const socket = dgram.createSocket(net.isIPv6(this.options.to.ip) ? 'udp6' : 'udp4')
       socket.on('error', () => {})
-      socket.on('message', (msg) => { bindChannel.send(msg, src) })
+      // Replies go on the bind channel of now: after a re-bind, the new one.
+      socket.on('message', (msg) => { this.bindChannel?.send(msg, src) })
       entry = { socket, timer: undefined }
       this.udpSockets.set(key, entry)
       this.counted('connections')
@@ -350,15 +372,15 @@ export class Expose extends Tunnel {
   /** The connection dropped: bind again, with backoff, until it works or the tunnel stops. */
   protected override dropped (err: StarsockError): void {
     this.emit('error', err)
-    const port = this.address.port
     void (async () => {
       for (let delay = 250; !this.stopped; delay = Math.min(delay * 2, 5000)) {
         await new Promise((resolve) => setTimeout(resolve, delay))
         if (this.stopped) return
         try {
-          await this.bind(port)
+          await this.bind()
           return
         } catch (e) {
+          if (this.stopped) return
           const error = e instanceof StarsockError ? e : new StarsockError('E_BIND_FAILED', String(e))
           if (error.code === 'E_DENIED' || error.code === 'E_BIND_FAILED' || error.code === 'E_NO_MAPPING') return this.stop(error)
           this.emit('error', error)

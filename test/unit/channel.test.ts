@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { Channel, datagramCost, type ChannelLink } from '../../client/mux/channel.ts'
+import { Channel, DATAGRAM_OVERHEAD_BYTES, datagramCost, type ChannelLink } from '../../client/mux/channel.ts'
 import { StarsockError } from '../../shared/errors.ts'
 import {
   decodeDatagram,
@@ -18,12 +18,21 @@ const ID = 7
 const RELIABLE: OpenHeader = { type: 'sock', sock: 'connect', reliable: true }
 const UNRELIABLE: OpenHeader = { type: 'sock', sock: 'connect', reliable: false }
 
-/** A link that decodes and records every frame a channel sends, with a switchable output bound. */
+/**
+ * A link that decodes and records every frame a channel sends, with a switchable output bound and a
+ * budget for growing windows that records what is reserved and released.
+ */
 class FakeLink implements ChannelLink {
   readonly frames: Frame[] = []
   readonly closed: Channel[] = []
   readonly counts = { in: 0, out: 0, dropped: 0 }
   isFull = false
+  /** What is left of the connection's budget for growing windows. */
+  budget = Infinity
+  /** Every `reserve` call: the bytes asked for, and whether they were granted. */
+  readonly reserves: Array<[number, boolean]> = []
+  /** Every `release` call. */
+  readonly releases: number[] = []
   private readonly decoder = new FrameDecoder()
   private roomWaiters: Array<() => void> = []
 
@@ -39,6 +48,23 @@ class FakeLink implements ChannelLink {
   full = (): boolean => this.isFull
   done = (channel: Channel): void => { this.closed.push(channel) }
   count = (what: 'in' | 'out' | 'dropped', n: number): void => { this.counts[what] += n }
+
+  reserve = (bytes: number): boolean => {
+    const ok = bytes <= this.budget
+    if (ok) this.budget -= bytes
+    this.reserves.push([bytes, ok])
+    return ok
+  }
+
+  release = (bytes: number): void => {
+    this.releases.push(bytes)
+    this.budget += bytes
+  }
+
+  /** How many `room()` calls are still waiting. */
+  get waitingForRoom (): number {
+    return this.roomWaiters.length
+  }
 
   /** The output queue drained: wake every `room()` waiter. */
   openRoom (): void {
@@ -67,9 +93,14 @@ class FakeLink implements ChannelLink {
   }
 }
 
-function channel (header: OpenHeader, windowBytes: number, sendWindowBytes: number): { ch: Channel, link: FakeLink } {
+/** A channel on a FakeLink; without `maxWindowBytes` the constructor's default (no growth) applies. */
+function channel (header: OpenHeader, windowBytes: number, sendWindowBytes: number, maxWindowBytes?: number, budget = Infinity): { ch: Channel, link: FakeLink } {
   const link = new FakeLink()
-  return { ch: new Channel(ID, header, true, 'peer-b', link, windowBytes, sendWindowBytes), link }
+  link.budget = budget
+  const ch = maxWindowBytes === undefined
+    ? new Channel(ID, header, true, 'peer-b', link, windowBytes, sendWindowBytes)
+    : new Channel(ID, header, true, 'peer-b', link, windowBytes, sendWindowBytes, maxWindowBytes)
+  return { ch, link }
 }
 
 /** `n` bytes counting up from `seed`, so misplaced bytes show. */
@@ -174,6 +205,45 @@ describe('Channel: reliable write', () => {
     expect(write.state).toBe('resolved')
   })
 
+  it('keeps waiting for room when credit arrives while the link is still full', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 4)
+    link.isFull = true
+    const write = track(ch.write(pattern(10)))
+    await settle()
+    ch.addCredit(100) // wakes the write, but the link is still full
+    await settle()
+    expect(link.dataSizes()).toEqual([])
+    expect(write.state).toBe('pending')
+    link.openRoom()
+    await settle()
+    expect(link.dataSizes()).toEqual([10])
+    expect(write.state).toBe('resolved')
+  })
+
+  it.each<[string, (ch: Channel) => void, string]>([
+    ['abort()', (ch) => { ch.abort() }, 'E_STREAM_CLOSED'],
+    ['abort(error)', (ch) => { ch.abort(new StarsockError('E_KILLED', 'killed by A')) }, 'E_KILLED'],
+    ['fail() (a RESET or the connection going down)', (ch) => { ch.fail(new StarsockError('E_PEER_GONE', 'gone')) }, 'E_PEER_GONE'],
+    ['a window overrun', (ch) => { ch.push({ data: pattern(1001) }) }, 'E_LIMIT_BUFFER']
+  ])('rejects a write waiting for room on a link that stays full when the channel ends by %s', async (_, end, code) => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000)
+    link.isFull = true // and room() never settles
+    const write = track(ch.write(pattern(10)))
+    await settle()
+    expect(write.state).toBe('pending')
+    expect(link.waitingForRoom).toBe(1)
+    end(ch)
+    await settle()
+    expect(write.state).toBe('rejected')
+    expectCode(write.error, code)
+    expect(write.error).toBe(ch.error)
+    expect(link.isFull).toBe(true)
+    expect(link.dataSizes()).toEqual([])
+    link.openRoom()
+    await settle()
+    expect(link.dataSizes()).toEqual([])
+  })
+
   it('rejects a write waiting for credit when its signal aborts, and sends nothing more', async () => {
     const { ch, link } = channel(RELIABLE, 1000, 2)
     const controller = new AbortController()
@@ -220,14 +290,36 @@ describe('Channel: receive window', () => {
     expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 900, bufferedBytes: 900, droppedDatagrams: 0 })
   })
 
-  it('grants a datagram channel at least one byte per datagram read', async () => {
-    const { ch, link } = channel(UNRELIABLE, 4, 1000)
-    for (let i = 0; i < 4; i++) ch.push({ data: new Uint8Array(0) })
-    expect(ch.stats().bufferedBytes).toBe(4 * datagramCost(0))
+  it.each<[number, number]>([
+    [0, 64],
+    [1, 65],
+    [100, 164],
+    [MAX_DATA_FRAME_BYTES, MAX_DATA_FRAME_BYTES + 64]
+  ])('a datagram of %i bytes costs %i bytes of credit', (bytes, cost) => {
+    expect(DATAGRAM_OVERHEAD_BYTES).toBe(64)
+    expect(datagramCost(bytes)).toBe(cost)
+  })
+
+  it('grants a datagram channel its bytes plus the overhead per datagram read, and bounds empty ones', async () => {
+    const { ch, link } = channel(UNRELIABLE, 4 * datagramCost(0), 1000)
+    for (let i = 0; i < 5; i++) ch.push({ data: new Uint8Array(0) })
+    // The window holds four empty datagrams: the fifth is dropped.
+    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 0, bufferedBytes: 4 * DATAGRAM_OVERHEAD_BYTES, droppedDatagrams: 1 })
     await within(ch.receive(), 'the first empty datagram')
     expect(link.windows()).toEqual([])
     await within(ch.receive(), 'the second empty datagram')
-    expect(link.windows()).toEqual([2])
+    expect(link.windows()).toEqual([2 * DATAGRAM_OVERHEAD_BYTES])
+    ch.push({ data: pattern(100) }) // two empty ones unread: no room for 100 bytes and the overhead
+    expect(ch.stats().droppedDatagrams).toBe(2)
+    await within(ch.receive(), 'the third empty datagram')
+    expect(link.windows()).toEqual([2 * DATAGRAM_OVERHEAD_BYTES])
+    ch.push({ data: pattern(100) }) // one empty one unread: room now
+    expect(ch.stats().droppedDatagrams).toBe(2)
+    await within(ch.receive(), 'the fourth empty datagram')
+    expect(link.windows()).toEqual([2 * DATAGRAM_OVERHEAD_BYTES, 2 * DATAGRAM_OVERHEAD_BYTES])
+    expect((await within(ch.receive(), 'the 100-byte datagram'))?.data).toEqual(pattern(100))
+    expect(link.windows()).toEqual([2 * DATAGRAM_OVERHEAD_BYTES, 2 * DATAGRAM_OVERHEAD_BYTES, datagramCost(100)])
+    expect(ch.stats().bufferedBytes).toBe(0)
   })
 
   it.each<[string, number[], boolean]>([
@@ -259,29 +351,32 @@ describe('Channel: receive window', () => {
 
 describe('Channel: datagrams', () => {
   it('send() drops and counts what the credit or the link cannot take', async () => {
-    const { ch, link } = channel(UNRELIABLE, 1000, 10)
-    const steps: Array<[string, number, boolean, boolean]> = [
-      // [what, datagram bytes, link full, sent]
-      ['4 bytes of 10 credit', 4, false, true],
-      ['7 bytes with 6 credit left', 7, false, false],
-      ['1 byte while the link is full', 1, true, false],
-      ['6 bytes, the last credit', 6, false, true],
-      ['an empty datagram with no credit left', 0, false, false]
+    const { ch, link } = channel(UNRELIABLE, 1000, datagramCost(4) + datagramCost(6))
+    const steps: Array<[string, number, number, boolean, boolean]> = [
+      // [what, credit granted first, datagram bytes, link full, sent]
+      ['4 bytes of the credit for 4 and 6', 0, 4, false, true],
+      ['7 bytes with the credit for 6 left', 0, 7, false, false],
+      ['1 byte while the link is full', 0, 1, true, false],
+      ['6 bytes, the last credit', 0, 6, false, true],
+      ['an empty datagram with no credit left', 0, 0, false, false],
+      ['an empty datagram with one byte less than the overhead', DATAGRAM_OVERHEAD_BYTES - 1, 0, false, false],
+      ['an empty datagram with exactly the overhead', 1, 0, false, true],
+      ['an empty datagram with the credit used', 0, 0, false, false],
+      ['6 bytes with 6 credit but none for the overhead', 6, 6, false, false],
+      ['6 bytes with the rest of the overhead', DATAGRAM_OVERHEAD_BYTES, 6, false, true]
     ]
     let dropped = 0
-    for (const [what, n, full, sent] of steps) {
+    for (const [what, credit, n, full, sent] of steps) {
+      ch.addCredit(credit)
       link.isFull = full
       expect(ch.send(pattern(n)), what).toBe(sent)
       if (!sent) dropped++
       expect(ch.stats().droppedDatagrams, what).toBe(dropped)
       expect(link.counts.dropped, what).toBe(dropped)
     }
-    ch.addCredit(1)
-    expect(ch.send(new Uint8Array(0)), 'an empty datagram with 1 credit').toBe(true)
-    expect(ch.send(new Uint8Array(0)), 'an empty datagram with the credit used').toBe(false)
-    expect(link.of(FRAME.DATAGRAM).map((f) => decodeDatagram(f).data.byteLength)).toEqual([4, 6, 0])
-    expect(ch.stats().sentBytes).toBe(10)
-    expect(link.counts.out).toBe(10)
+    expect(link.of(FRAME.DATAGRAM).map((f) => decodeDatagram(f).data.byteLength)).toEqual([4, 6, 0, 6])
+    expect(ch.stats().sentBytes).toBe(16)
+    expect(link.counts.out).toBe(16)
   })
 
   it('send() keeps datagram boundaries and addresses', () => {
@@ -312,10 +407,12 @@ describe('Channel: datagrams', () => {
 
   it.each<[string, number, number[], number[]]>([
     // [what, window, datagram sizes pushed, sizes kept]
-    ['a datagram past the window', 10, [6, 5, 4], [6, 4]],
-    ['a datagram of the whole window after others', 10, [1, 10], [1]],
-    ['empty datagrams past the window', 2, [0, 0, 0], [0, 0]],
-    ['a datagram larger than the window', 10, [11, 10], [10]]
+    ['a datagram past the window', datagramCost(6) + datagramCost(4), [6, 5, 4], [6, 4]],
+    ['a datagram of the whole window after others', datagramCost(10), [1, 10], [1]],
+    ['empty datagrams past the window', 2 * datagramCost(0), [0, 0, 0], [0, 0]],
+    ['a datagram larger than the window', datagramCost(10), [11, 10], [10]],
+    ['a datagram whose bytes fit but not with the overhead', 100, [40, 100 - DATAGRAM_OVERHEAD_BYTES], [100 - DATAGRAM_OVERHEAD_BYTES]],
+    ['a 1-byte datagram one byte past the window, then an empty one that fits', datagramCost(10) + datagramCost(0), [10, 1, 0], [10, 0]]
   ])('drops and counts %s instead of failing', async (_, window, sizes, kept) => {
     const { ch, link } = channel(UNRELIABLE, window, 1000)
     for (const n of sizes) ch.push({ data: pattern(n) })
@@ -431,7 +528,16 @@ describe('Channel: ends', () => {
     expect(dlink.of(FRAME.DATAGRAM)).toEqual([])
   })
 
-  type Step = 'closeWrite' | 'remoteFin' | 'abort' | 'fail'
+  type Step = 'closeWrite' | 'remoteFin' | 'abort' | 'fail' | 'overrun'
+  /** Take one step towards the end of `ch` (a window of 1000 bytes). */
+  async function step (ch: Channel, what: Step): Promise<void> {
+    if (what === 'closeWrite') await within(ch.closeWrite(), 'closeWrite()')
+    else if (what === 'remoteFin') ch.remoteFin()
+    else if (what === 'abort') ch.abort()
+    else if (what === 'fail') ch.fail(new StarsockError('E_PEER_GONE'))
+    else ch.push({ data: pattern(1001) })
+  }
+
   it.each<[string, Step[], boolean]>([
     ['nothing', [], false],
     ['only closeWrite', ['closeWrite'], false],
@@ -446,16 +552,52 @@ describe('Channel: ends', () => {
   ])('whenClosed after %s: %s', async (_, steps, closes) => {
     const { ch, link } = channel(RELIABLE, 1000, 1000)
     const closed = track(ch.whenClosed)
-    for (const step of steps) {
-      if (step === 'closeWrite') await within(ch.closeWrite(), 'closeWrite()')
-      else if (step === 'remoteFin') ch.remoteFin()
-      else if (step === 'abort') ch.abort()
-      else ch.fail(new StarsockError('E_PEER_GONE'))
-    }
+    for (const what of steps) await step(ch, what)
     await settle()
     expect(closed.state).toBe(closes ? 'resolved' : 'pending')
     expect(ch.closed).toBe(closes)
     expect(link.closed).toEqual(closes ? [ch] : [])
+    // Once finished, the (here ungrown) window goes back to the connection's budget, once.
+    expect(link.releases).toEqual(closes ? [0] : [])
+    expect(link.reserves).toEqual([])
+  })
+
+  it.each<[string, Step[], string | undefined]>([
+    ['nothing', [], undefined],
+    ['only closeWrite', ['closeWrite'], undefined],
+    ['only remoteFin', ['remoteFin'], undefined],
+    ['a clean close', ['closeWrite', 'remoteFin'], undefined],
+    ['a clean close, then fail', ['closeWrite', 'remoteFin', 'fail'], undefined],
+    ['a clean close, then abort', ['remoteFin', 'closeWrite', 'abort'], undefined],
+    ['abort', ['abort'], 'E_STREAM_CLOSED'],
+    ['fail', ['fail'], 'E_PEER_GONE'],
+    ['a window overrun', ['overrun'], 'E_LIMIT_BUFFER'],
+    ['closeWrite then abort', ['closeWrite', 'abort'], 'E_STREAM_CLOSED'],
+    ['remoteFin then fail (the data stays readable)', ['remoteFin', 'fail'], 'E_PEER_GONE'],
+    ['fail then abort (the first error stays)', ['fail', 'abort'], 'E_PEER_GONE'],
+    ['abort then fail (the first error stays)', ['abort', 'fail'], 'E_STREAM_CLOSED']
+  ])('error after %s', async (_, steps, code) => {
+    const { ch } = channel(RELIABLE, 1000, 1000)
+    for (const what of steps) await step(ch, what)
+    if (code === undefined) expect(ch.error).toBeUndefined()
+    else expectCode(ch.error, code)
+  })
+
+  it('error is the very error of fail() or abort(), and what reads and writes reject with', async () => {
+    const gone = new StarsockError('E_PEER_GONE', 'gone')
+    const { ch: failed } = channel(RELIABLE, 1000, 1000)
+    failed.fail(gone)
+    expect(failed.error).toBe(gone)
+    await expect(failed.read()).rejects.toBe(gone)
+    const killed = new StarsockError('E_KILLED', 'killed by A')
+    const { ch: aborted } = channel(UNRELIABLE, 1000, 1000)
+    aborted.abort(killed)
+    expect(aborted.error).toBe(killed)
+    await expect(aborted.receive()).rejects.toBe(killed)
+    const { ch: overrun } = channel(RELIABLE, 1000, 1000)
+    overrun.push({ data: pattern(1001) })
+    expect(overrun.error?.message).toBe('The other side wrote past the channel window of 1000 bytes')
+    await expect(overrun.read()).rejects.toBe(overrun.error)
   })
 
   it.each<[string, unknown, string, string]>([
@@ -477,5 +619,120 @@ describe('Channel: ends', () => {
     expect((read.error as StarsockError).message).toBe(message)
     ch.abort('again')
     expect(link.of(FRAME.RESET)).toHaveLength(1)
+  })
+})
+
+describe('Channel: window auto-tuning', () => {
+  /** A number pushes that many bytes; `read` reads one chunk. */
+  type Step = number | 'read'
+  async function run (ch: Channel, steps: readonly Step[]): Promise<void> {
+    for (const step of steps) {
+      if (step === 'read') expect(await within(ch.read(), 'a chunk')).not.toBeNull()
+      else ch.push({ data: pattern(step) })
+    }
+  }
+
+  const KEEP_UP: Step[] = [500, 'read', 1000, 'read', 2000, 'read']
+  it.each<[string, number, number | undefined, number, Step[], number[], Array<[number, boolean]>, number]>([
+    // [what, window, max window, budget, steps, WINDOW credits, reserve calls, window after]
+    ['a reader that keeps up: the window doubles up to the max', 1000, 4000, Infinity, KEEP_UP,
+      [500 + 1000, 1000 + 2000, 2000], [[1000, true], [2000, true]], 4000],
+    ['a reader that keeps up, max short of a doubling', 1000, 3999, Infinity, KEEP_UP,
+      [1500, 1000, 2000], [[1000, true]], 2000],
+    ['a reader that keeps up, max just under double the window', 1000, 1999, Infinity, [500, 'read', 500, 'read'],
+      [500, 500], [], 1000],
+    ['a reader that keeps up, no max (the default)', 1000, undefined, Infinity, [500, 'read', 500, 'read'],
+      [500, 500], [], 1000],
+    ['a reader that keeps up, a budget one byte short', 1000, 4000, 999, [500, 'read', 500, 'read'],
+      [500, 500], [[1000, false], [1000, false]], 1000],
+    ['a reader that keeps up, a budget spent after one doubling', 1000, 8000, 1000, [500, 'read', 1000, 'read', 1000, 'read'],
+      [1500, 1000, 1000], [[1000, true], [2000, false], [2000, false]], 2000],
+    ['a slow reader (bytes unread at every grant)', 1000, 4000, Infinity, [500, 100, 'read', 'read', 400, 10, 'read', 'read'],
+      [500, 500], [], 1000],
+    ['a slow reader whose last chunk is one byte', 1000, 4000, Infinity, [999, 1, 'read', 'read'],
+      [999], [], 1000],
+    ['a slow reader that catches up', 1000, 4000, Infinity, [500, 100, 'read', 'read', 500, 'read'],
+      [500, 100 + 500 + 1000], [[1000, true]], 2000]
+  ])('%s', async (_, window, max, budget, steps, grants, reserves, after) => {
+    const { ch, link } = channel(RELIABLE, window, 1000, max, budget)
+    await run(ch, steps)
+    expect(link.windows()).toEqual(grants)
+    expect(link.of(FRAME.WINDOW).every((f) => f.id === ID)).toBe(true)
+    expect(link.reserves).toEqual(reserves)
+    expect(link.releases).toEqual([])
+    expect(ch.stats().bufferedBytes).toBe(0)
+    // The other side may now have up to `after` bytes in flight: all of them are taken...
+    ch.push({ data: pattern(after) })
+    expect(ch.closed).toBe(false)
+    expect(link.of(FRAME.RESET)).toEqual([])
+    expect(ch.stats().bufferedBytes).toBe(after)
+    // ...and a byte more is still an overrun.
+    ch.push({ data: pattern(1) })
+    expect(ch.closed).toBe(true)
+    const resets = link.of(FRAME.RESET)
+    expect(resets).toHaveLength(1)
+    expect(decodeJson(resets[0] as Frame)).toEqual({ code: 'E_LIMIT_BUFFER', message: `The other side wrote past the channel window of ${after} bytes` })
+    // Finishing gives back all the growth, once.
+    const grown = reserves.reduce((n, [bytes, ok]) => ok ? n + bytes : n, 0)
+    expect(grown).toBe(after - window)
+    expect(link.releases).toEqual([grown])
+    expect(link.budget).toBe(budget)
+  })
+
+  it('reads grown chunks in full: the bytes are not mixed up', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 8000)
+    const chunks = [pattern(500, 1), pattern(1000, 2), pattern(2000, 3), pattern(4000, 4)]
+    for (const chunk of chunks) {
+      ch.push({ data: chunk })
+      expect(hex(await within(ch.read(), 'a chunk') as Uint8Array)).toBe(hex(chunk))
+    }
+    expect(link.windows()).toEqual([1500, 3000, 6000, 4000])
+    expect(link.reserves).toEqual([[1000, true], [2000, true], [4000, true]])
+    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 7500, bufferedBytes: 0, droppedDatagrams: 0 })
+  })
+
+  it('never grows a datagram channel, even when its reader keeps up', async () => {
+    const window = 2 * datagramCost(100)
+    const { ch, link } = channel(UNRELIABLE, window, 1000, 16 * window)
+    for (let i = 0; i < 4; i++) {
+      ch.push({ data: pattern(100, i) })
+      expect((await within(ch.receive(), 'a datagram'))?.data).toEqual(pattern(100, i))
+    }
+    expect(link.windows()).toEqual([datagramCost(100), datagramCost(100), datagramCost(100), datagramCost(100)])
+    expect(link.reserves).toEqual([])
+    for (let i = 0; i < 3; i++) ch.push({ data: pattern(100) })
+    expect(ch.stats().droppedDatagrams).toBe(1) // still the window of two
+    ch.fail(new StarsockError('E_PEER_GONE'))
+    expect(link.releases).toEqual([0])
+  })
+
+  it.each<[string, (ch: Channel) => Promise<void> | void]>([
+    ['a clean close', async (ch) => { ch.remoteFin(); await within(ch.closeWrite(), 'closeWrite()') }],
+    ['abort', (ch) => { ch.abort() }],
+    ['fail', (ch) => { ch.fail(new StarsockError('E_PEER_GONE')) }]
+  ])('gives the growth back once on %s', async (_, end) => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 4000, 5000)
+    await run(ch, [500, 'read', 1000, 'read'])
+    expect(link.budget).toBe(5000 - 1000 - 2000)
+    expect(link.releases).toEqual([])
+    await end(ch)
+    expect(ch.closed).toBe(true)
+    expect(link.releases).toEqual([3000])
+    expect(link.budget).toBe(5000)
+    ch.abort()
+    ch.fail(new StarsockError('E_PEER_GONE'))
+    ch.remoteFin()
+    expect(link.releases).toEqual([3000])
+    expect(link.closed).toEqual([ch])
+  })
+
+  it('grants nothing, and grows nothing, after the other side\'s FIN', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 4000)
+    ch.push({ data: pattern(600) })
+    ch.remoteFin()
+    expect(await within(ch.read(), 'the chunk')).toEqual(pattern(600))
+    expect(await within(ch.read(), 'the end')).toBeNull()
+    expect(link.windows()).toEqual([])
+    expect(link.reserves).toEqual([])
   })
 })

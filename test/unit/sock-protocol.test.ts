@@ -129,7 +129,17 @@ describe('parseOffer', () => {
     ['a connect offer', OFFER],
     ['a bind offer on any port', { kind: 'bind', proto: 'udp', host: '0.0.0.0', port: 0, name: '' }],
     ['an accept offer', { kind: 'accept', proto: 'tcp', host: '::1', port: 65535, name: 'ssh' }],
-    ['the longest name and host', { ...OFFER, host: 'h'.repeat(MAX_HOST_CHARS), name: 'n'.repeat(MAX_OFFER_NAME_CHARS) }]
+    ['the longest name and host', { ...OFFER, host: 'h'.repeat(MAX_HOST_CHARS), name: 'n'.repeat(MAX_OFFER_NAME_CHARS) }],
+    ['a name in ordinary unicode', { ...OFFER, name: 'café ☕' }],
+    ['a name with astral characters and a joiner', { ...OFFER, name: 'team 👩\u200d💻 👍🏽' }],
+    ['a name in a right-to-left script', { ...OFFER, name: 'שלום مرحبا' }],
+    ['a name with punctuation and quotes', { ...OFFER, name: 'my "web" app: v1.2 (test) <3 \\ ~' }],
+    ['a name with a no-break space, just past C1', { ...OFFER, name: 'a\u00a0b' }],
+    ['a name with an Arabic semicolon, just before U+061C', { ...OFFER, name: 'a\u061bb' }],
+    ['a name with a zero-width joiner, just before U+200E', { ...OFFER, name: 'a\u200db' }],
+    ['a name with a per-mille sign, just past U+2029', { ...OFFER, name: '5\u2030' }],
+    ['a name with a narrow no-break space, just past U+202E', { ...OFFER, name: 'a\u202fb' }],
+    ['a name with a superscript zero, just past U+2069', { ...OFFER, name: 'x\u2070' }]
   ])('accepts %s', (_, offer) => {
     expect(parseOffer(offer)).toEqual(offer)
   })
@@ -143,6 +153,7 @@ describe('parseOffer', () => {
   const HOST = 'offer host must be a host name or address'
   const PORT = 'offer port must be 0 to 65535'
   const NAME = `offer name must be a string of at most ${MAX_OFFER_NAME_CHARS} characters`
+  const UNPRINTABLE = 'offer name must not hold control or direction characters'
   it.each<[string, unknown, string]>([
     ['null', null, 'offer must be an object'],
     ['an array', [OFFER], 'offer must be an object'],
@@ -164,9 +175,46 @@ describe('parseOffer', () => {
     ['no port', { ...OFFER, port: undefined }, PORT],
     ['no name', { ...OFFER, name: undefined }, NAME],
     ['a number name', { ...OFFER, name: 42 }, NAME],
-    ['an over-long name', { ...OFFER, name: 'n'.repeat(MAX_OFFER_NAME_CHARS + 1) }, NAME]
+    ['an over-long name', { ...OFFER, name: 'n'.repeat(MAX_OFFER_NAME_CHARS + 1) }, NAME],
+    ['an over-long name with control characters (the length first)', { ...OFFER, name: '\n'.repeat(MAX_OFFER_NAME_CHARS + 1) }, NAME],
+    ['a name that rewrites the terminal line', { ...OFFER, name: '\r\x1b[2K fake prompt' }, UNPRINTABLE],
+    ['a name with a newline', { ...OFFER, name: 'a\nb' }, UNPRINTABLE],
+    ['a name with a right-to-left override', { ...OFFER, name: '\u202Eevil' }, UNPRINTABLE],
+    ['a name with a control character at the end of the longest name', { ...OFFER, name: 'n'.repeat(MAX_OFFER_NAME_CHARS - 1) + '\t' }, UNPRINTABLE]
   ])('refuses %s', (_, value, message) => {
     expectProtocolError(() => parseOffer(value), message)
+  })
+
+  it.each<[string, number]>([
+    ['NUL', 0x00],
+    ['tab', 0x09],
+    ['carriage return', 0x0d],
+    ['escape', 0x1b],
+    ['unit separator (last C0)', 0x1f],
+    ['DEL', 0x7f],
+    ['first C1', 0x80],
+    ['next line (NEL)', 0x85],
+    ['CSI (C1)', 0x9b],
+    ['last C1', 0x9f],
+    ['Arabic letter mark', 0x061c],
+    ['left-to-right mark', 0x200e],
+    ['right-to-left mark', 0x200f],
+    ['line separator', 0x2028],
+    ['paragraph separator', 0x2029],
+    ['left-to-right embedding', 0x202a],
+    ['right-to-left embedding', 0x202b],
+    ['pop directional formatting', 0x202c],
+    ['left-to-right override', 0x202d],
+    ['right-to-left override', 0x202e],
+    ['left-to-right isolate', 0x2066],
+    ['right-to-left isolate', 0x2067],
+    ['first strong isolate', 0x2068],
+    ['pop directional isolate', 0x2069]
+  ])('refuses a name holding %s', (_, code) => {
+    const char = String.fromCharCode(code)
+    for (const name of [char, `web${char}`, `${char}web`, `w${char}eb`]) {
+      expectProtocolError(() => parseOffer({ ...OFFER, name }), UNPRINTABLE)
+    }
   })
 })
 
@@ -174,27 +222,34 @@ describe('parseOpenHeader', () => {
   const SOCK = { type: 'sock', sock: 'connect', dst: { ip: '127.0.0.1', port: 80 }, reliable: true, mapping: 1 }
 
   it.each<[string, unknown, OpenHeader]>([
-    ['a sock connect header', SOCK, { type: 'sock', sock: 'connect', src: undefined, dst: { ip: '127.0.0.1', port: 80 }, reliable: true, mapping: 1 }],
+    ['a sock connect header', SOCK, { type: 'sock', sock: 'connect', src: undefined, dst: { ip: '127.0.0.1', port: 80 }, reliable: true, mapping: 1, lease: undefined }],
     ['an accept with src and dst', { type: 'sock', sock: 'accept', src: { ip: '::1', port: 5000 }, dst: { ip: '0.0.0.0', port: 8080 }, reliable: false, mapping: 0xffffffff },
-      { type: 'sock', sock: 'accept', src: { ip: '::1', port: 5000 }, dst: { ip: '0.0.0.0', port: 8080 }, reliable: false, mapping: 0xffffffff }],
+      { type: 'sock', sock: 'accept', src: { ip: '::1', port: 5000 }, dst: { ip: '0.0.0.0', port: 8080 }, reliable: false, mapping: 0xffffffff, lease: undefined }],
     ['a bind without addresses', { type: 'sock', sock: 'bind', reliable: false, mapping: 7 },
-      { type: 'sock', sock: 'bind', src: undefined, dst: undefined, reliable: false, mapping: 7 }],
+      { type: 'sock', sock: 'bind', src: undefined, dst: undefined, reliable: false, mapping: 7, lease: undefined }],
+    ['a bind with a lease', { type: 'sock', sock: 'bind', reliable: true, mapping: 3, lease: 40000 },
+      { type: 'sock', sock: 'bind', src: undefined, dst: undefined, reliable: true, mapping: 3, lease: 40000 }],
+    ['a lease of port 1', { type: 'sock', sock: 'bind', reliable: false, lease: 1 },
+      { type: 'sock', sock: 'bind', src: undefined, dst: undefined, reliable: false, mapping: undefined, lease: 1 }],
+    ['a lease of port 65535', { type: 'sock', sock: 'bind', reliable: false, lease: 65535 },
+      { type: 'sock', sock: 'bind', src: undefined, dst: undefined, reliable: false, mapping: undefined, lease: 65535 }],
     ['an application channel', { type: 'chat', reliable: true },
-      { type: 'chat', sock: undefined, src: undefined, dst: undefined, reliable: true, mapping: undefined }],
+      { type: 'chat', sock: undefined, src: undefined, dst: undefined, reliable: true, mapping: undefined, lease: undefined }],
     ['the longest type', { type: 't'.repeat(MAX_CHANNEL_TYPE_CHARS), reliable: false },
-      { type: 't'.repeat(MAX_CHANNEL_TYPE_CHARS), sock: undefined, src: undefined, dst: undefined, reliable: false, mapping: undefined }],
+      { type: 't'.repeat(MAX_CHANNEL_TYPE_CHARS), sock: undefined, src: undefined, dst: undefined, reliable: false, mapping: undefined, lease: undefined }],
     ['addresses with extra fields', { type: 'sock', sock: 'connect', dst: { ip: 'h', port: 1, family: 4 }, reliable: true, extra: 1 },
-      { type: 'sock', sock: 'connect', src: undefined, dst: { ip: 'h', port: 1 }, reliable: true, mapping: undefined }]
+      { type: 'sock', sock: 'connect', src: undefined, dst: { ip: 'h', port: 1 }, reliable: true, mapping: undefined, lease: undefined }]
   ])('accepts %s', (_, value, expected) => {
     const header = parseOpenHeader(value)
-    expect(header).toEqual(expected)
-    expect(Object.keys(header).sort()).toEqual(['dst', 'mapping', 'reliable', 'sock', 'src', 'type'])
+    expect(header).toStrictEqual(expected)
+    expect(Object.keys(header).sort()).toEqual(['dst', 'lease', 'mapping', 'reliable', 'sock', 'src', 'type'])
   })
 
   const TYPE = 'open header type must be a short string'
   const RELIABLE = 'open header reliable must be a boolean'
   const SOCK_KIND = 'open header sock must be connect, bind or accept'
   const MAPPING = 'open header mapping must be a mapping id'
+  const LEASE = 'open header lease must be a port from 1 to 65535'
   it.each<[string, unknown, string]>([
     ['null', null, 'open header must be an object'],
     ['an array', [SOCK], 'open header must be an object'],
@@ -215,6 +270,16 @@ describe('parseOpenHeader', () => {
     ['a fractional mapping', { ...SOCK, mapping: 1.5 }, MAPPING],
     ['a string mapping', { ...SOCK, mapping: '1' }, MAPPING],
     ['a null mapping', { ...SOCK, mapping: null }, MAPPING],
+    ['lease 0', { ...SOCK, lease: 0 }, LEASE],
+    ['a negative lease', { ...SOCK, lease: -1 }, LEASE],
+    ['a lease over 65535', { ...SOCK, lease: 65536 }, LEASE],
+    ['a fractional lease', { ...SOCK, lease: 80.5 }, LEASE],
+    ['a NaN lease', { ...SOCK, lease: Number.NaN }, LEASE],
+    ['an infinite lease', { ...SOCK, lease: Infinity }, LEASE],
+    ['a string lease', { ...SOCK, lease: '8080' }, LEASE],
+    ['a null lease', { ...SOCK, lease: null }, LEASE],
+    ['a boolean lease', { ...SOCK, lease: true }, LEASE],
+    ['an address as lease', { ...SOCK, lease: { ip: '0.0.0.0', port: 8080 } }, LEASE],
     ['a dst that is a string', { ...SOCK, dst: '127.0.0.1:80' }, 'dst must be { ip, port }'],
     ['a dst that is null', { ...SOCK, dst: null }, 'dst must be { ip, port }'],
     ['a dst that is an array', { ...SOCK, dst: ['127.0.0.1', 80] }, 'dst must be { ip, port }'],
