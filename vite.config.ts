@@ -1,15 +1,40 @@
 /**
- * Vite builds the browser peer library (`client/browser.ts`) into one ES module,
- * `dist/client/starsock-client.js`: `npm run build:client`. It must bundle with no Node built-ins.
+ * Vite builds two things:
+ * - `vite build` (`npm run build:web`): the page in `web/` into `dist/web/`, which `starsock serve`
+ *   serves at `/`. `npx vite` serves it for development, with socket.io and `/status.json`
+ *   proxied to a running server (`STARSOCK_SERVER`, default `http://127.0.0.1:9090`).
+ * - `vite build --mode client` (`npm run build:client`): the browser peer library
+ *   (`client/browser.ts`) as one ES module, `dist/client/starsock-client.js`.
+ * Both bundle with no Node built-ins.
  */
 import { defineConfig } from 'vite'
 
-export default defineConfig({
-  build: {
-    lib: { entry: 'client/browser.ts', formats: ['es'], fileName: () => 'starsock-client.js' },
-    outDir: 'dist/client',
-    emptyOutDir: true,
-    target: 'es2022',
-    sourcemap: true
-  }
-})
+const server = process.env.STARSOCK_SERVER ?? 'http://127.0.0.1:9090'
+
+export default defineConfig(({ mode }) => mode === 'client'
+  ? {
+      build: {
+        lib: { entry: 'client/browser.ts', formats: ['es'], fileName: () => 'starsock-client.js' },
+        outDir: 'dist/client',
+        emptyOutDir: true,
+        target: 'es2022',
+        sourcemap: true
+      }
+    }
+  : {
+      root: 'web',
+      base: './',
+      build: {
+        outDir: '../dist/web',
+        emptyOutDir: true,
+        target: 'es2022',
+        sourcemap: true,
+        rollupOptions: { input: 'web/index.html' }
+      },
+      server: {
+        proxy: {
+          '/socket.io': { target: server, ws: true },
+          '/status.json': { target: server }
+        }
+      }
+    })

@@ -3,7 +3,10 @@ import { InvalidArgumentError } from 'commander'
 import { describeOffer } from '../shared/sock-protocol.ts'
 import { parseRule, type SockRule } from '../shared/sock-rules.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
+import { mkdir } from 'node:fs/promises'
+import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
+import { receiveFileInto } from './files.ts'
 import { integer } from './options.ts'
 import { interrupted, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { StatusReporter } from './status.ts'
@@ -39,20 +42,34 @@ export function listenCommand (started: (run: Promise<number>) => void) {
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
     .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
-    .action((flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number }) => {
+    .option('--files <dir>', 'save files other peers send (the page\'s "Send file") into this folder')
+    .action((flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number, files?: string }) => {
       started(listen(flags))
     })
 }
 
-async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number }): Promise<number> {
+async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number, files?: string }): Promise<number> {
   const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
   let consent: TerminalConsent | undefined
+  let status: StatusReporter | undefined
+  const files = flags.files
+  if (files !== undefined) await mkdir(files, { recursive: true, mode: 0o700 })
   const agent = await startAgent(flags, {
     allow: flags.allow ?? [],
     leaseMs: flags.leaseMs,
+    onChannel: async (channel) => {
+      if (channel.header.type !== 'file' || files === undefined) throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
+      receiveFileInto(files, channel).then(
+        (f) => status?.event('file', { ...f }, `${f.ok ? 'saved' : 'checksum mismatch, dropped'} ${f.name} (${f.size} bytes, SHA-256 ${f.sha256}) from ${f.peerId}${f.ok ? ` as ${f.path}` : ''}`),
+        (err: unknown) => {
+          channel.abort(err)
+          status?.event('error', { code: (err as StarsockError).code, message: (err as Error).message }, `file from ${channel.remotePeer} failed: ${(err as Error).message}`)
+        })
+      return undefined
+    },
     ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
   })
-  const status = new StatusReporter(flags.json === true, () => agent.stats())
+  status = new StatusReporter(flags.json === true, () => agent.stats())
   if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
   reportAgent(agent, status)
   const rules = (flags.allow ?? []).map((r) => r.text)

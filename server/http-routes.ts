@@ -1,6 +1,7 @@
 /** Plain HTTP routes beside socket.io: health, readiness, metrics and the page. */
-import { readFileSync } from 'node:fs'
+import { createReadStream, readFileSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { extname, join, normalize, sep } from 'node:path'
 import type { Registry } from 'prom-client'
 
 /** What the routes read from the server. */
@@ -11,6 +12,47 @@ export interface RouteContext {
   registry: Registry | undefined
   /** Figures for the status page. */
   status: () => Record<string, number | string>
+  /** Folder of the built page, or `''`. */
+  webRoot: string
+}
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.json': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8'
+}
+
+/** The file under `root` for a URL path, if there is one (never outside `root`). */
+function staticFile (root: string, path: string): string | undefined {
+  if (root === '') return undefined
+  let decoded: string
+  try {
+    decoded = decodeURIComponent(path)
+  } catch {
+    return undefined
+  }
+  if (decoded.includes('\0')) return undefined
+  const file = normalize(join(root, decoded === '/' ? 'index.html' : decoded))
+  if (!file.startsWith(normalize(root.endsWith(sep) ? root : root + sep))) return undefined
+  try {
+    return statSync(file).isFile() ? file : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function sendFile (res: ServerResponse, file: string, head: boolean): void {
+  // Vite names assets by content hash: they never change; the page itself may.
+  const immutable = file.includes(`${sep}assets${sep}`)
+  res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': immutable ? 'public, max-age=31536000, immutable' : 'no-cache', 'x-content-type-options': 'nosniff' })
+  if (head) return void res.end()
+  createReadStream(file).on('error', () => res.destroy()).pipe(res)
 }
 
 function send (res: ServerResponse, status: number, type: string, body: string): void {
@@ -51,10 +93,16 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
       )
       return
     }
-    case '/':
-    case '/index.html':
+    case '/status.json':
+      return send(res, 200, 'application/json', JSON.stringify(ctx.status()) + '\n')
+    case '/status':
       return send(res, 200, 'text/html; charset=utf-8', statusPage(ctx.status()))
-    default:
+    default: {
+      const file = staticFile(ctx.webRoot, path ?? '/')
+      if (file !== undefined) return sendFile(res, file, req.method === 'HEAD')
+      // Without a built page, `/` is the status page (and says how to build the page).
+      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(ctx.status()))
       return send(res, 404, 'text/plain', 'not found\n')
+    }
   }
 }

@@ -1,4 +1,5 @@
 /** Server options, their defaults and their validation. */
+import { fileURLToPath } from 'node:url'
 import * as C from '../shared/constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 
@@ -62,6 +63,8 @@ export interface ServerOptions {
   shutdownGraceMs?: number
   /** Where logs go. @default silent */
   logger?: Logger
+  /** Folder of the built page served at `/` (`npm run build:web`); `''` serves only the status page. @default the package's `dist/web` */
+  webRoot?: string
 }
 
 /** Options after defaults, as the server uses them. */
@@ -120,7 +123,8 @@ export function resolveServerOptions (options: ServerOptions = {}): ResolvedServ
     corsOrigin,
     trustProxy: bool('trustProxy', options.trustProxy, false),
     shutdownGraceMs: int('shutdownGraceMs', options.shutdownGraceMs, C.SHUTDOWN_GRACE_MS, 0),
-    logger: options.logger ?? silentLogger
+    logger: options.logger ?? silentLogger,
+    webRoot: options.webRoot ?? fileURLToPath(new URL('../dist/web/', import.meta.url))
   }
 }
 

@@ -65,6 +65,9 @@ export class Relay {
   }
 
   /** Streams open now. */
+  /** Stream bytes forwarded to receivers since the start. */
+  relayedBytes = 0
+
   get openStreams (): number {
     return this.open
   }
@@ -240,6 +243,7 @@ export class Relay {
           this.dequeued(stream, chunk.byteLength)
           senders.add(stream.sender)
           endpoint.emit(streamEvent('queue', stream.id), chunk)
+          this.relayedBytes += chunk.byteLength
           this.observer.relayed?.(chunk.byteLength)
           if (stream.sendable) ready.add(stream)
         } else if (stream.ending !== undefined) {

@@ -25,6 +25,8 @@ export interface ServerStats {
   streams: number
   bufferedBytes: number
   wsPeerMessages: number
+  /** Stream bytes forwarded to receivers since the start. */
+  relayedBytes: number
 }
 
 /** A running (or ready to run) starsock server. */
@@ -72,12 +74,14 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     peers: rendezvous.directory.size,
     streams: rendezvous.relay.openStreams,
     bufferedBytes: rendezvous.relay.bufferedBytes,
-    wsPeerMessages: rendezvous.announcer.sent
+    wsPeerMessages: rendezvous.announcer.sent,
+    relayedBytes: rendezvous.relay.relayedBytes
   })
 
   const routes = {
     ready: () => ready,
     registry: opts.metrics ? metrics.registry : undefined,
+    webRoot: opts.webRoot,
     status: () => ({ version: VERSION, ...stats() })
   }
   const http: HttpServer = opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer()

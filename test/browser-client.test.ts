@@ -30,7 +30,7 @@ describe('the Vite-built client in real Chromium', () => {
   const outDir = mkdtempSync(join(tmpdir(), 'starsock-browser-'))
 
   beforeAll(async () => {
-    await build({ configFile: join(import.meta.dirname, '..', 'vite.config.ts'), logLevel: 'warn', build: { outDir, sourcemap: false } })
+    await build({ configFile: join(import.meta.dirname, '..', 'vite.config.ts'), mode: 'client', logLevel: 'warn', build: { outDir, sourcemap: false } })
     server = await startServer()
     site = await serveStatic(outDir, { '/': PAGE })
     browser = await launchChromium()

@@ -33,6 +33,13 @@ describe('operations', () => {
       expect(page.headers.get('content-type')).toContain('text/html')
       expect(await page.text()).toContain('starsock')
       expect((await fetch(`${server.url()}/nope`)).status).toBe(404)
+      const status = await (await fetch(`${server.url()}/status.json`)).json() as Record<string, unknown>
+      expect(status).toMatchObject({ peers: 2, relayedBytes: 10000 })
+      expect(await (await fetch(`${server.url()}/status`)).text()).toMatch(/<th scope="row">relayedBytes<\/th><td>10000<\/td>/)
+      // The static page never serves a file outside its folder.
+      for (const path of ['/../package.json', '/%2e%2e/package.json', '/..%2fpackage.json', '/assets/..%2f..%2f..%2fpackage.json']) {
+        expect((await fetch(`${server.url()}${path}`)).status).toBe(404)
+      }
       a.close()
       b.close()
     } finally {

@@ -1,0 +1,79 @@
+/**
+ * Files sent by other peers (the page's "Send file"), saved into a folder by `starsock listen
+ * --files DIR`. The wire format is the page's: on a `file` channel, a JSON line
+ * `{ name, size, sha256 }`, the bytes, then our answer line `{ ok, sha256 }`.
+ */
+import { createHash } from 'node:crypto'
+import { createWriteStream } from 'node:fs'
+import { rename, rm } from 'node:fs/promises'
+import { basename, join } from 'node:path'
+import type { Channel } from '../client/mux/channel.ts'
+import { StarsockError } from '../shared/errors.ts'
+
+/** Largest file taken. */
+export const MAX_RECEIVED_FILE_BYTES = 16 * 1024 * 1024 * 1024
+const MAX_HEADER_BYTES = 64 * 1024
+
+/** A name safe to create in the folder: no path, no leading dot, a few characters only. */
+export function safeFileName (name: string): string {
+  const base = basename(name.replace(/\\/g, '/')).replace(/[^\w.\- ]/g, '_').replace(/^\.+/, '').slice(0, 120)
+  return base === '' ? 'file' : base
+}
+
+/** What became of a received file. */
+export interface ReceivedFile {
+  peerId: string
+  name: string
+  path: string
+  size: number
+  sha256: string
+  ok: boolean
+}
+
+/** Receive one file from `channel` into `dir` (written as `.part`, renamed once the checksum matches). */
+export async function receiveFileInto (dir: string, channel: Channel): Promise<ReceivedFile> {
+  let buffer = Buffer.alloc(0)
+  let nl = -1
+  while (nl < 0) {
+    const chunk = await channel.read()
+    if (chunk === null) throw new StarsockError('E_BAD_REQUEST', 'file channel ended before its header')
+    buffer = Buffer.concat([buffer, chunk])
+    nl = buffer.indexOf(10)
+    if (nl < 0 && buffer.byteLength > MAX_HEADER_BYTES) throw new StarsockError('E_BAD_REQUEST', 'file header too long')
+  }
+  const header = JSON.parse(buffer.subarray(0, nl).toString('utf8')) as { name?: unknown, size?: unknown, sha256?: unknown }
+  const size = typeof header.size === 'number' && Number.isSafeInteger(header.size) && header.size >= 0 ? header.size : -1
+  if (size < 0 || size > MAX_RECEIVED_FILE_BYTES) throw new StarsockError('E_BAD_REQUEST', `file size ${String(header.size)} refused`)
+  const name = safeFileName(typeof header.name === 'string' ? header.name : 'file')
+  const final = join(dir, `${Date.now()}-${name}`)
+  const part = `${final}.part`
+  const out = createWriteStream(part, { flags: 'wx', mode: 0o600 })
+  const hash = createHash('sha256')
+  let done = 0
+  const take = async (chunk: Uint8Array): Promise<void> => {
+    done += chunk.byteLength
+    if (done > size) throw new StarsockError('E_BAD_REQUEST', 'more bytes than announced')
+    hash.update(chunk)
+    if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()))
+  }
+  try {
+    await take(buffer.subarray(nl + 1))
+    for (;;) {
+      const chunk = await channel.read()
+      if (chunk === null) break
+      await take(chunk)
+    }
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
+    const sha256 = hash.digest('hex')
+    const ok = done === size && sha256 === header.sha256
+    await channel.write(new TextEncoder().encode(JSON.stringify({ ok, sha256 }) + '\n'))
+    await channel.closeWrite()
+    if (ok) await rename(part, final)
+    else await rm(part, { force: true })
+    return { peerId: channel.remotePeer, name, path: ok ? final : part, size: done, sha256, ok }
+  } catch (err) {
+    out.destroy()
+    await rm(part, { force: true })
+    throw err
+  }
+}

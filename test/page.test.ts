@@ -1,0 +1,224 @@
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Browser, BrowserContext, Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
+import { createNodeHost } from '../client/sock/host.node.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { launchChromium } from './helpers/browser.ts'
+import { startServer, testBytes, within } from './helpers/server.ts'
+import { httpGet, httpServer } from './helpers/sockets.ts'
+
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+/** The page's peer id once it shows one. */
+async function peerIdOf (page: Page): Promise<string> {
+  await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: 20_000 })
+  return await page.locator('#my-id').innerText()
+}
+
+async function pick (page: Page, peerId: string): Promise<void> {
+  await page.locator(`#peer-list li[data-peer="${peerId}"]`).click({ timeout: 15_000 })
+}
+
+describe('the browser page in real Chromium', () => {
+  let server: StarsockServer & { port: number }
+  let browser: Browser
+  const contexts: BrowserContext[] = []
+  let node: SockAgent
+  let web: { port: number, close: () => Promise<void> }
+  const pageText = 'hello through the tunnel '.repeat(40)
+
+  const openPage = async (): Promise<Page> => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } })
+    contexts.push(context)
+    const page = await context.newPage()
+    page.on('pageerror', (err) => { throw err })
+    await page.goto(server.url() + '/')
+    return page
+  }
+
+  beforeAll(async () => {
+    server = await startServer()
+    browser = await launchChromium()
+    web = await httpServer(new TextEncoder().encode(pageText))
+    node = createSockAgent(await createPeer({ server: server.url() }), {
+      host: createNodeHost(),
+      allow: [`connect/tcp:127.0.0.1:${web.port}`, 'bind/tcp:127.0.0.1:0']
+    })
+  }, 60_000)
+
+  afterAll(async () => {
+    await node?.close()
+    await node?.peer.close()
+    for (const c of contexts) await c.close()
+    await browser?.close()
+    await web?.close()
+    await server?.close()
+  })
+
+  it('two pages discover each other, chat, and send a 20 MiB file byte-exact with progress; a screenshot is saved', async () => {
+    const a = await openPage()
+    const b = await openPage()
+    const [idA, idB] = [await peerIdOf(a), await peerIdOf(b)]
+    await a.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
+    await expectText(a.locator('#peer-list'), idB)
+    await expectText(b.locator('#peer-list'), idA)
+
+    await pick(a, idB)
+    await a.fill('#chat-text', 'hi from A')
+    await a.press('#chat-text', 'Enter')
+    await expectText(b.locator('#messages'), 'hi from A')
+
+    const file = Buffer.from(testBytes(20 * 1024 * 1024))
+    const sha = createHash('sha256').update(file).digest('hex')
+    await a.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: file })
+    await a.click('#file-form button[type=submit]')
+    const received = b.locator('#transfers li[data-direction="from"]')
+    await received.waitFor({ timeout: 15_000 })
+    // Progress shows while it runs: the figures line has a rate and a time left.
+    await expectText(received.locator('.figures'), '/s')
+    await b.locator('#transfers li[data-direction="from"][data-state="done"]').waitFor({ timeout: 60_000 })
+    expect(await received.getAttribute('data-sha256')).toBe(sha)
+    expect(await received.locator('progress').getAttribute('value')).toBe(String(file.byteLength))
+    await a.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 15_000 })
+    expect(await a.locator('#transfers li[data-direction="to"] .result').innerText()).toContain(sha)
+
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await a.screenshot({ path: `${ARTIFACTS}page-two-peers.png`, fullPage: true })
+  }, 120_000)
+
+  it('consent: deny opens nothing, accept opens the mapping, kill closes it', async () => {
+    const page = await openPage()
+    const id = await peerIdOf(page)
+    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
+    await within('the Node peer to know the page', (async () => { while (!node.peer.peers().some((p) => p.peerId === id)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 10_000)
+
+    const denied = node.offerAccept(id, { host: '127.0.0.1', port: 8080, name: 'from node' }).then(() => 'granted', (err: { code?: string }) => err.code)
+    await page.locator('#offers .offer').waitFor({ timeout: 15_000 })
+    expect(await page.locator('#offers .offer').innerText()).toContain('accept/tcp 127.0.0.1:8080 "from node"')
+    await page.click('#offers .offer button.deny')
+    expect(await denied).toBe('E_DENIED')
+    expect(await page.locator('#mappings tbody tr').count()).toBe(0)
+
+    const granted = node.offerAccept(id, { host: '127.0.0.1', port: 8080, name: 'from node' })
+    await page.click('#offers .offer button.accept', { timeout: 15_000 })
+    const mapping = await granted
+    await page.locator('#mappings tbody tr').waitFor({ timeout: 5000 })
+    // The page answers what arrives on the mapping.
+    const channel = await node.sendAccept(mapping, { ip: '127.0.0.1', port: 40000 })
+    await channel.write(new TextEncoder().encode('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))
+    const parts: Uint8Array[] = []
+    for await (const c of channel) parts.push(c)
+    expect(Buffer.concat(parts).toString()).toContain(`hello from the starsock page ${id}`)
+
+    const closed = new Promise<string>((resolve) => mapping.on('close', (err) => resolve(err.code)))
+    await page.click('#mappings tbody tr button.kill')
+    expect(await within('the kill to reach the Node peer', closed, 10_000)).toBe('E_KILLED')
+    await page.locator('#mappings tbody tr').waitFor({ state: 'detached', timeout: 5000 })
+  }, 60_000)
+
+  it('fetches an HTTP page from a local server through a Node peer\'s connect', async () => {
+    const page = await openPage()
+    await peerIdOf(page)
+    await pick(page, node.peer.peerId)
+    await page.fill('#fetch-host', '127.0.0.1')
+    await page.fill('#fetch-port', String(web.port))
+    await page.click('#fetch-form button[type=submit]')
+    await page.locator('#fetch-result[data-state="done"]').waitFor({ timeout: 15_000 })
+    const text = await page.locator('#fetch-result').innerText()
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK/)
+    expect(text).toContain(pageText.trim())
+  }, 60_000)
+
+  it('serves a file through a Node peer\'s bind, and a plain HTTP client downloads it byte-exact', async () => {
+    const page = await openPage()
+    await peerIdOf(page)
+    await pick(page, node.peer.peerId)
+    const file = Buffer.from(testBytes(3 * 1024 * 1024, 7))
+    await page.setInputFiles('#serve-file', { name: 'served.bin', mimeType: 'application/octet-stream', buffer: file })
+    await page.fill('#serve-host', '127.0.0.1')
+    await page.fill('#serve-port', '0')
+    await page.click('#serve-form button[type=submit]')
+    await page.locator('#serve-result[data-state="done"]').waitFor({ timeout: 15_000 })
+    const port = Number(await page.locator('#serve-result').getAttribute('data-port'))
+    expect(port).toBeGreaterThan(0)
+    const res = await within('the download through the bound port', httpGet(`http://127.0.0.1:${port}/`), 20_000)
+    expect(res.status).toBe(200)
+    expect(res.body.equals(file)).toBe(true)
+  }, 60_000)
+
+  it('cancel from the receiving side stops both sides', async () => {
+    const a = await openPage()
+    const b = await openPage()
+    const idB = await peerIdOf(b)
+    await peerIdOf(a)
+    await pick(a, idB)
+    await a.setInputFiles('#file-input', { name: 'huge.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(32 * 1024 * 1024, 1) })
+    await a.click('#file-form button[type=submit]')
+    await b.locator('#transfers li[data-direction="from"] button').click({ timeout: 20_000 })
+    await b.locator('#transfers li[data-direction="from"][data-state="failed"]').waitFor({ timeout: 10_000 })
+    await a.locator('#transfers li[data-direction="to"][data-state="failed"]').waitFor({ timeout: 10_000 })
+    expect(await a.locator('#transfers li[data-direction="to"] .result').innerText()).toContain('Cancelled by the receiver')
+  }, 60_000)
+
+  it('sends a file from the page to a Node peer running `starsock listen --files`', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starsock-files-'))
+    const proc = spawn(process.execPath, [BIN, 'listen', '--server', server.url(), '--key', join(dir, 'key'), '--files', join(dir, 'in'), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      let out = ''
+      proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+      const event = async (name: string): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock listen`, (async () => {
+        for (;;) {
+          const line = out.split('\n').find((l) => l.includes(`"event":"${name}"`))
+          if (line !== undefined) return JSON.parse(line) as Record<string, unknown>
+          await new Promise((resolve) => setTimeout(resolve, 50))
+        }
+      })(), 20_000)
+      const listenerId = String((await event('ready')).peerId)
+      const page = await openPage()
+      await peerIdOf(page)
+      await pick(page, listenerId)
+      const file = Buffer.from(testBytes(2 * 1024 * 1024, 3))
+      await page.setInputFiles('#file-input', { name: '../../evil name.bin', mimeType: 'application/octet-stream', buffer: file })
+      await page.click('#file-form button[type=submit]')
+      const saved = await event('file')
+      expect(saved).toMatchObject({ ok: true, size: file.byteLength, sha256: createHash('sha256').update(file).digest('hex'), name: 'evil name.bin' })
+      expect(readdirSync(join(dir, 'in'))).toHaveLength(1)
+      expect(readFileSync(String(saved.path)).equals(file)).toBe(true)
+      await page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 10_000 })
+    } finally {
+      proc.kill('SIGTERM')
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+
+  it('is usable with the keyboard and fits a narrow screen', async () => {
+    const context = await browser.newContext({ viewport: { width: 380, height: 800 } })
+    contexts.push(context)
+    const page = await context.newPage()
+    await page.goto(server.url() + '/')
+    await peerIdOf(page)
+    const item = page.locator(`#peer-list li[data-peer="${node.peer.peerId}"]`)
+    await item.waitFor({ timeout: 15_000 })
+    await item.focus()
+    await page.keyboard.press('Enter')
+    expect(await item.getAttribute('aria-selected')).toBe('true')
+    await page.keyboard.press('Tab')
+    const wide = await page.evaluate(() => [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth).map((e) => `${e.tagName}#${e.id}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`))
+    expect(wide).toEqual([])
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBe(380) // nothing wider than the screen
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await page.screenshot({ path: `${ARTIFACTS}page-narrow.png`, fullPage: true })
+  }, 60_000)
+})
+
+async function expectText (locator: ReturnType<Page['locator']>, text: string): Promise<void> {
+  await locator.filter({ hasText: text }).waitFor({ timeout: 15_000 })
+}

@@ -1,0 +1,41 @@
+/** Small DOM and formatting helpers for the page. */
+
+/** The element with `id`; throws when the page lacks it (a programming mistake). */
+export function byId<T extends HTMLElement = HTMLElement> (id: string): T {
+  const node = document.getElementById(id)
+  if (node === null) throw new TypeError(`the page has no #${id}`)
+  return node as T
+}
+
+/** A new element with text and attributes. */
+export function el<K extends keyof HTMLElementTagNameMap> (tag: K, attrs: Record<string, string> = {}, text?: string): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag)
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v)
+  if (text !== undefined) node.textContent = text
+  return node
+}
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB']
+
+/** `12.3 MiB`. */
+export function formatBytes (bytes: number): string {
+  let n = bytes
+  let unit = 0
+  while (n >= 1024 && unit < UNITS.length - 1) {
+    n /= 1024
+    unit++
+  }
+  return `${unit === 0 ? Math.round(n) : n.toFixed(1)} ${UNITS[unit] ?? 'B'}`
+}
+
+/** `1 min 5 s`, `3 s`. */
+export function formatSeconds (seconds: number): string {
+  if (!Number.isFinite(seconds)) return '…'
+  const s = Math.max(0, Math.round(seconds))
+  return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`
+}
+
+/** Lower-case hex of bytes. */
+export function hex (bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+}

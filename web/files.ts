@@ -1,0 +1,119 @@
+/**
+ * File transfer between peers on a `file` channel: a JSON header line `{ name, size, sha256 }`,
+ * the bytes, and the receiver's answer line `{ sha256, ok }`. Both sides show progress, speed,
+ * time left and the checksum; either side can cancel (the channel is reset).
+ */
+import { sha256 } from '@noble/hashes/sha2.js'
+import type { Channel } from '../client/mux/channel.ts'
+import type { Muxer } from '../client/mux/muxer.ts'
+import { el, formatBytes, formatSeconds, hex } from './dom.ts'
+import { LineReader, writeLine } from './lines.ts'
+
+/** Largest file the page receives (it is held in memory to be saved). */
+export const MAX_FILE_BYTES = 1024 * 1024 * 1024
+const CHUNK_BYTES = 64 * 1024
+
+/** One transfer's row in the page: progress bar, figures, checksum, cancel and (received) save. */
+class TransferView {
+  readonly item: HTMLLIElement
+  private readonly bar: HTMLProgressElement
+  private readonly figures: HTMLSpanElement
+  private readonly result: HTMLSpanElement
+  private readonly cancel: HTMLButtonElement
+  private readonly started = performance.now()
+
+  constructor (list: HTMLElement, direction: 'to' | 'from', peerId: string, name: string, private readonly size: number, onCancel: () => void) {
+    this.item = el('li', { class: 'transfer', 'data-direction': direction })
+    this.item.append(el('span', { class: 'name' }, `${direction === 'to' ? 'Sending' : 'Receiving'} ${name} (${formatBytes(size)}) ${direction} ${peerId}`))
+    this.bar = el('progress', { max: String(Math.max(1, size)), value: '0', 'aria-label': `progress of ${name}` })
+    this.figures = el('span', { class: 'figures' })
+    this.result = el('span', { class: 'result', 'aria-live': 'polite' })
+    this.cancel = el('button', { type: 'button' }, 'Cancel')
+    this.cancel.addEventListener('click', onCancel)
+    this.item.append(this.bar, this.figures, this.cancel, this.result)
+    list.prepend(this.item)
+  }
+
+  progress (done: number): void {
+    this.bar.value = done
+    const seconds = (performance.now() - this.started) / 1000
+    const rate = done / Math.max(seconds, 0.001)
+    this.figures.textContent = `${formatBytes(done)} · ${formatBytes(rate)}/s · ${formatSeconds((this.size - done) / rate)} left`
+  }
+
+  finish (text: string, state: 'done' | 'failed', save?: { name: string, data: Uint8Array }): void {
+    this.cancel.disabled = true
+    this.item.dataset.state = state
+    this.result.textContent = text
+    if (save !== undefined) {
+      const link = el('a', { download: save.name, href: URL.createObjectURL(new Blob([save.data as BlobPart])) }, 'Save')
+      this.item.append(link)
+    }
+  }
+}
+
+/** Send `file` to the peer of `mux`; settles when the receiver confirmed (or failed). */
+export async function sendFile (mux: Muxer, file: File, list: HTMLElement): Promise<void> {
+  const data = new Uint8Array(await file.arrayBuffer())
+  const digest = hex(sha256(data))
+  const channel = await mux.open({ type: 'file', reliable: true })
+  const view = new TransferView(list, 'to', mux.remotePeer, file.name, data.byteLength, () => channel.abort(new Error('Cancelled by the sender')))
+  view.item.dataset.sha256 = digest
+  try {
+    await writeLine(channel, { name: file.name, size: data.byteLength, sha256: digest })
+    for (let at = 0; at < data.byteLength; at += CHUNK_BYTES) {
+      await channel.write(data.subarray(at, at + CHUNK_BYTES))
+      view.progress(Math.min(at + CHUNK_BYTES, data.byteLength))
+    }
+    view.progress(data.byteLength)
+    await channel.closeWrite()
+    const answer = await new LineReader(channel).next() as { ok?: boolean, sha256?: string } | null
+    if (answer?.ok === true) view.finish(`Delivered, SHA-256 ${digest} confirmed by the receiver`, 'done')
+    else view.finish(`The receiver got other bytes (SHA-256 ${answer?.sha256 ?? '?'})`, 'failed')
+  } catch (err) {
+    view.finish(`Failed: ${(err as Error).message}`, 'failed')
+  }
+}
+
+/** Take a `file` channel from a peer: read the header, the bytes, check and answer. */
+export async function receiveFile (channel: Channel, list: HTMLElement): Promise<void> {
+  const reader = new LineReader(channel)
+  let view: TransferView | undefined
+  try {
+    const header = await reader.next() as { name?: unknown, size?: unknown, sha256?: unknown } | null
+    const name = typeof header?.name === 'string' ? header.name.slice(0, 200) : 'file'
+    const size = typeof header?.size === 'number' && Number.isSafeInteger(header.size) ? header.size : -1
+    if (size < 0 || size > MAX_FILE_BYTES) throw new Error(`refused: size ${String(header?.size)}`)
+    view = new TransferView(list, 'from', channel.remotePeer, name, size, () => channel.abort(new Error('Cancelled by the receiver')))
+    const data = new Uint8Array(size)
+    const hash = sha256.create()
+    let done = 0
+    const take = (chunk: Uint8Array): void => {
+      if (done + chunk.byteLength > size) throw new Error('more bytes than announced')
+      data.set(chunk, done)
+      hash.update(chunk)
+      done += chunk.byteLength
+    }
+    take(reader.rest())
+    let lastDraw = 0
+    for (;;) {
+      const chunk = await channel.read()
+      if (chunk === null) break
+      take(chunk)
+      if (performance.now() - lastDraw > 100) {
+        view.progress(done)
+        lastDraw = performance.now()
+      }
+    }
+    view.progress(done)
+    const digest = hex(hash.digest())
+    const ok = done === size && digest === header?.sha256
+    view.item.dataset.sha256 = digest
+    await writeLine(channel, { ok, sha256: digest })
+    await channel.closeWrite()
+    view.finish(ok ? `Received byte-exact, SHA-256 ${digest}` : `Checksum mismatch: got ${digest}`, ok ? 'done' : 'failed', ok ? { name, data } : undefined)
+  } catch (err) {
+    channel.abort(err)
+    view?.finish(`Failed: ${(err as Error).message}`, 'failed')
+  }
+}

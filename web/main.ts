@@ -1,0 +1,288 @@
+/**
+ * The starsock page: a browser peer on the server that serves it. Identity in IndexedDB, the
+ * peers online, chat, file transfer, tunnels through Node peers, consent prompts and mappings,
+ * and a live throughput chart.
+ */
+import { loadOrCreateBrowserIdentity, replaceBrowserIdentity } from '../client/identity.browser.ts'
+import type { Identity } from '../client/identity.ts'
+import type { Channel } from '../client/mux/channel.ts'
+import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import { createSockAgent, type OfferRequest, type SockAgent } from '../client/sock/agent.ts'
+import type { Mapping } from '../client/sock/mapping.ts'
+import { StarsockError } from '../shared/errors.ts'
+import { ThroughputChart } from './chart.ts'
+import { byId, el, formatBytes } from './dom.ts'
+import { receiveFile, sendFile } from './files.ts'
+import { LineReader, writeLine } from './lines.ts'
+import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
+
+const params = new URLSearchParams(location.search)
+/** The server: the one that serves the page, or `?server=` (the Vite dev server). */
+const SERVER = params.get('server') ?? location.origin
+/** `?slot=` keeps separate identities for several pages in one browser profile. */
+const SLOT = params.get('slot') ?? 'default'
+
+let peer: StarsockPeer | undefined
+let agent: SockAgent | undefined
+let picked: string | undefined
+let served: Served | undefined
+const chats = new Map<string, Promise<Channel>>()
+const chart = new ThroughputChart(byId<HTMLCanvasElement>('chart'), byId('rates'))
+
+function say (text: string, from: string): void {
+  const item = el('li', { class: from === 'me' ? 'mine' : 'theirs' })
+  item.append(el('span', { class: 'from' }, from === 'me' ? 'you' : from), el('span', { class: 'text' }, text))
+  byId('messages').append(item)
+  item.scrollIntoView({ block: 'nearest' })
+}
+
+function problem (where: HTMLElement, err: unknown): void {
+  where.textContent = err instanceof StarsockError ? `${err.message} (${err.code})` : `Error: ${(err as Error).message}`
+  where.dataset.state = 'failed'
+}
+
+function needPeer (): string {
+  if (picked === undefined) throw new Error('Pick a peer first')
+  return picked
+}
+
+// ---- peers ----
+
+function renderPeers (): void {
+  const list = byId('peer-list')
+  const peers = peer?.peers() ?? []
+  byId('peer-count').textContent = String(peers.length)
+  list.replaceChildren(...peers.map(({ peerId }) => {
+    const item = el('li', { role: 'option', tabindex: '0', 'aria-selected': String(peerId === picked), 'data-peer': peerId }, peerId)
+    const pick = (): void => {
+      picked = peerId
+      byId('picked').textContent = `Picked ${peerId}`
+      renderPeers()
+    }
+    item.addEventListener('click', pick)
+    item.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pick() } })
+    return item
+  }))
+}
+
+// ---- chat ----
+
+async function chatChannel (peerId: string): Promise<Channel> {
+  let channel = chats.get(peerId)
+  if (channel === undefined) {
+    channel = (async () => await (await (agent as SockAgent).session(peerId)).open({ type: 'chat', reliable: true }))()
+    chats.set(peerId, channel)
+    channel.then((c) => { void c.whenClosed.then(() => chats.delete(peerId)) }, () => chats.delete(peerId))
+  }
+  return await channel
+}
+
+async function readChat (channel: Channel): Promise<void> {
+  const reader = new LineReader(channel)
+  try {
+    for (;;) {
+      const line = await reader.next() as { text?: unknown } | null
+      if (line === null) return
+      if (typeof line.text === 'string') say(line.text.slice(0, 4000), channel.remotePeer)
+    }
+  } catch {
+    channel.abort()
+  }
+}
+
+byId<HTMLFormElement>('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault()
+  const input = byId<HTMLInputElement>('chat-text')
+  const text = input.value
+  void (async () => {
+    try {
+      const channel = await chatChannel(needPeer())
+      await writeLine(channel, { text })
+      say(text, 'me')
+      input.value = ''
+    } catch (err) {
+      say(`not sent: ${(err as Error).message}`, 'me')
+    }
+  })()
+})
+
+// ---- files ----
+
+byId<HTMLFormElement>('file-form').addEventListener('submit', (e) => {
+  e.preventDefault()
+  const file = byId<HTMLInputElement>('file-input').files?.[0]
+  if (file === undefined) return
+  void (async () => {
+    try {
+      await sendFile(await (agent as SockAgent).session(needPeer()), file, byId('transfers'))
+    } catch (err) {
+      byId('transfers').prepend(el('li', { 'data-state': 'failed' }, `Not sent: ${(err as Error).message}`))
+    }
+  })()
+})
+
+// ---- tunnels ----
+
+byId<HTMLFormElement>('fetch-form').addEventListener('submit', (e) => {
+  e.preventDefault()
+  const out = byId('fetch-result')
+  out.textContent = 'fetching…'
+  delete out.dataset.state
+  void (async () => {
+    try {
+      const text = await fetchThrough(agent as SockAgent, needPeer(), byId<HTMLInputElement>('fetch-host').value, Number(byId<HTMLInputElement>('fetch-port').value), byId<HTMLInputElement>('fetch-path').value || '/')
+      out.textContent = text
+      out.dataset.state = 'done'
+    } catch (err) {
+      problem(out, err)
+    }
+  })()
+})
+
+byId<HTMLFormElement>('serve-form').addEventListener('submit', (e) => {
+  e.preventDefault()
+  const out = byId('serve-result')
+  const file = byId<HTMLInputElement>('serve-file').files?.[0]
+  if (file === undefined) return
+  out.textContent = 'asking the peer to listen…'
+  delete out.dataset.state
+  void (async () => {
+    try {
+      served = { name: file.name, type: file.type === '' ? 'application/octet-stream' : file.type, data: new Uint8Array(await file.arrayBuffer()) }
+      const mapping = await serveThrough(agent as SockAgent, needPeer(), byId<HTMLInputElement>('serve-host').value, Number(byId<HTMLInputElement>('serve-port').value), served)
+      out.textContent = `Serving ${file.name} (${formatBytes(served.data.byteLength)}) on port ${mapping.bound?.port ?? '?'} of ${mapping.peerId}`
+      out.dataset.port = String(mapping.bound?.port ?? '')
+      out.dataset.state = 'done'
+    } catch (err) {
+      problem(out, err)
+    }
+  })()
+})
+
+// ---- consent and mappings ----
+
+/** Show an offer with accept and deny; settles with the answer (or `false` when withdrawn). */
+async function askHere (request: OfferRequest, signal: AbortSignal): Promise<boolean> {
+  return await new Promise<boolean>((resolve) => {
+    const card = el('li', { class: 'offer', 'data-peer': request.peerId })
+    const accept = el('button', { type: 'button', class: 'accept' }, 'Accept')
+    const deny = el('button', { type: 'button', class: 'deny' }, 'Deny')
+    const done = (answer: boolean): void => {
+      card.remove()
+      resolve(answer)
+    }
+    accept.addEventListener('click', () => done(true))
+    deny.addEventListener('click', () => done(false))
+    signal.addEventListener('abort', () => done(false), { once: true })
+    card.append(el('span', {}, `${request.peerId} asks: ${request.text}`), accept, deny)
+    byId('offers').append(card)
+    accept.focus()
+  })
+}
+
+const mappingRows = new Map<Mapping, { row: HTMLTableRowElement, channels: HTMLTableCellElement }>()
+
+/** Keep the mappings table in step: rows come and go with mappings, counts update in place (focus stays). */
+function renderMappings (): void {
+  const live = new Set(agent?.mappings() ?? [])
+  const body = byId('mappings').querySelector('tbody') as HTMLTableSectionElement
+  for (const [m, { row }] of mappingRows) {
+    if (!live.has(m)) {
+      row.remove()
+      mappingRows.delete(m)
+    }
+  }
+  for (const m of live) {
+    let entry = mappingRows.get(m)
+    if (entry === undefined) {
+      const row = el('tr', { 'data-mapping': m.label, 'data-peer': m.peerId })
+      const kill = el('button', { type: 'button', class: 'kill', 'aria-label': `Kill mapping ${m.label}` }, 'Kill')
+      kill.addEventListener('click', () => m.kill('killed in the page'))
+      const cell = el('td')
+      cell.append(kill)
+      const channels = el('td', { class: 'channels' })
+      row.append(el('td', {}, m.peerId), el('td', {}, `${m.local ? 'asked: ' : 'granted: '}${m.label}`), channels, cell)
+      body.append(row)
+      entry = { row, channels }
+      mappingRows.set(m, entry)
+    }
+    entry.channels.textContent = String(m.stats().channelsOpen)
+  }
+}
+
+/** What the page answers on accept channels of a mapping it granted: the served file, or a greeting. */
+function greeting (): Served {
+  return served ?? { name: 'hello.txt', type: 'text/plain; charset=utf-8', data: new TextEncoder().encode(`hello from the starsock page ${peer?.peerId ?? ''}\n`) }
+}
+
+// ---- the peer ----
+
+async function start (identity: Identity): Promise<void> {
+  byId('my-id').textContent = identity.peerId
+  const p = await createPeer({ server: SERVER, identity })
+  peer = p
+  const a = createSockAgent(p, {
+    ask: askHere,
+    onChannel: async (channel) => {
+      if (channel.header.type === 'chat') void readChat(channel)
+      else if (channel.header.type === 'file') void receiveFile(channel, byId('transfers'))
+      else throw new StarsockError('E_UNSUPPORTED', `The page takes no ${channel.header.type} channels`)
+      return undefined
+    }
+  })
+  agent = a
+  a.on('mapping', (m) => {
+    if (!m.local && m.offer.kind === 'accept') m.acceptHandler = (channel) => { void answerHttp(channel, greeting()) }
+    m.on('channel', renderMappings)
+    renderMappings()
+  })
+  a.on('mapping:close', renderMappings)
+  p.on('peer:join', renderPeers)
+  p.on('peer:leave', renderPeers)
+  const stateLabel = byId('state')
+  const showState = (s: string): void => { stateLabel.textContent = s; stateLabel.dataset.state = s }
+  p.on('state', showState)
+  showState(p.state)
+  renderPeers()
+}
+
+async function stop (): Promise<void> {
+  await agent?.close()
+  await peer?.close()
+  chats.clear()
+  picked = undefined
+}
+
+byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
+  void (async () => {
+    await stop()
+    await start(await replaceBrowserIdentity(SLOT))
+  })()
+})
+
+async function serverFigures (): Promise<void> {
+  try {
+    const res = await fetch(new URL('/status.json', SERVER))
+    if (!res.ok) return
+    const figures = await res.json() as Record<string, unknown>
+    const list = byId('server-figures')
+    const shown: Array<[string, string]> = [
+      ['peers online', String(figures.peers ?? '?')],
+      ['relayed', typeof figures.relayedBytes === 'number' ? formatBytes(figures.relayedBytes) : '?'],
+      ['server', String(figures.version ?? '?')]
+    ]
+    list.replaceChildren(...shown.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]))
+  } catch {}
+}
+
+setInterval(() => {
+  const s = agent?.stats()
+  if (s !== undefined) chart.sample(s.bytesIn, s.bytesOut)
+  renderMappings()
+}, 1000)
+setInterval(() => { void serverFigures() }, 2000)
+void serverFigures()
+
+start((await loadOrCreateBrowserIdentity(SLOT)).identity).catch((err: unknown) => {
+  byId('state').textContent = `could not join: ${(err as Error).message}`
+})
