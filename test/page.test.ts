@@ -199,7 +199,7 @@ describe('the browser page in real Chromium', () => {
     }
   }, 60_000)
 
-  it('is usable with the keyboard and fits a narrow screen', async () => {
+  it('is usable with the keyboard, fits a narrow screen, and makes a new identity that persists', async () => {
     const context = await browser.newContext({ viewport: { width: 380, height: 800 } })
     contexts.push(context)
     const page = await context.newPage()
@@ -216,6 +216,14 @@ describe('the browser page in real Chromium', () => {
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBe(380) // nothing wider than the screen
     mkdirSync(ARTIFACTS, { recursive: true })
     await page.screenshot({ path: `${ARTIFACTS}page-narrow.png`, fullPage: true })
+    // New identity: another peer id, joined again; a reload keeps the new one (IndexedDB).
+    const before = await peerIdOf(page)
+    await page.click('#new-identity')
+    await page.waitForFunction((old) => { const id = document.getElementById('my-id')?.textContent ?? ''; return id !== old && id.startsWith('12D3KooW') }, before, { timeout: 15_000 })
+    const after = await page.locator('#my-id').innerText()
+    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
+    await page.reload()
+    expect(await peerIdOf(page)).toBe(after)
   }, 60_000)
 })
 
