@@ -5,6 +5,7 @@ import { VERSION } from '../server/server.ts'
 import { idCommand } from './id.ts'
 import { listenCommand } from './listen.ts'
 import { peersCommand } from './peers.ts'
+import { relayCommand } from './relay.ts'
 import { serveCommand } from './serve.ts'
 import { exposeCommand, forwardCommand } from './tunnels.ts'
 
@@ -22,6 +23,7 @@ export async function main (argv: string[]): Promise<number> {
   program.addCommand(listenCommand(started))
   program.addCommand(forwardCommand(started))
   program.addCommand(exposeCommand(started))
+  program.addCommand(relayCommand(started))
   try {
     await program.parseAsync(argv, { from: 'user' })
     return await run

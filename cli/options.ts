@@ -18,6 +18,15 @@ export const port = (value: string): number => {
   return n
 }
 
+/** A port range `low-high` (low < high). */
+export const portRange = (value: string): [number, number] => {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(value)
+  const low = Number(m?.[1])
+  const high = Number(m?.[2])
+  if (m === null || low < 1 || high > 65535 || low >= high) throw new InvalidArgumentError('Not a port range low-high within 1-65535.')
+  return [low, high]
+}
+
 /** Collect a repeatable option into a list. */
 export function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]

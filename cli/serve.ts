@@ -13,7 +13,7 @@ import type { SockAgent } from '../client/sock/agent.ts'
 import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { startGateway } from './gateway.ts'
 import { ruleList } from './listen.ts'
-import { collect, integer, port } from './options.ts'
+import { collect, integer, port, portRange } from './options.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
@@ -34,7 +34,12 @@ const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
   ['max-joins-per-ip-per-minute', 'maxJoinsPerIpPerMinute', C.MAX_JOINS_PER_IP_PER_MINUTE, 1, 'join attempts per IP address per minute'],
   ['stream-byte-budget', 'streamByteBudget', 0, 0, 'bytes one stream may carry (0: no budget)'],
   ['stream-idle-timeout-ms', 'streamIdleTimeoutMs', 0, 0, 'a stream idle this long fails (0: never)'],
-  ['shutdown-grace-ms', 'shutdownGraceMs', C.SHUTDOWN_GRACE_MS, 0, 'time open streams get to finish on shutdown']
+  ['shutdown-grace-ms', 'shutdownGraceMs', C.SHUTDOWN_GRACE_MS, 0, 'time open streams get to finish on shutdown'],
+  ['udp-max-allocations-per-peer', 'udpMaxAllocationsPerPeer', 4, 1, 'UDP relay allocations one peer may hold'],
+  ['udp-idle-ms', 'udpIdleMs', 60_000, 1, 'a UDP allocation without packets this long expires'],
+  ['udp-lifetime-ms', 'udpLifetimeMs', 600_000, 1, 'a UDP allocation expires this long after it was made or refreshed'],
+  ['udp-max-bytes', 'udpMaxBytes', 1024 * 1024 * 1024, 1, 'bytes one UDP allocation may forward'],
+  ['udp-max-packets-per-second', 'udpMaxPacketsPerSecond', 5000, 1, 'packets per second one UDP allocation may forward']
 ]
 
 const envName = (flag: string): string => `STARSOCK_${flag.toUpperCase().replace(/-/g, '_')}`
@@ -56,6 +61,9 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option('--token <token>', 'shared token new clients must present').env('STARSOCK_TOKEN'))
     .addOption(new Option('--cors-origin <origins>', 'allowed browser origins, comma-separated').env('STARSOCK_CORS_ORIGIN').default('*'))
     .addOption(new Option('--trust-proxy', 'take client IPs from X-Forwarded-For').env('STARSOCK_TRUST_PROXY'))
+    .addOption(new Option('--udp-relay', 'run the UDP relay: peers get pairs of UDP ports that swap datagrams').env('STARSOCK_UDP_RELAY'))
+    .addOption(new Option('--udp-ports <low-high>', 'port range of the UDP relay').env('STARSOCK_UDP_PORTS').default([40000, 40999], '40000-40999').argParser(portRange))
+    .addOption(new Option('--udp-public-ip <ip>', 'address given to peers in allocations (default: the bound host)').env('STARSOCK_UDP_PUBLIC_IP'))
     .addOption(new Option('--gateway', 'run a built-in peer on this host that takes offers the --allow rules allow').env('STARSOCK_GATEWAY'))
     .addOption(new Option('--allow <rule>', 'gateway rule KIND[/PROTO]:HOST:PORT[@PEERID] (repeatable)').argParser(ruleList))
     .addOption(new Option('--gateway-key <file>', 'identity of the gateway peer').env('STARSOCK_GATEWAY_KEY').default(join(homedir(), '.starsock', 'gateway-key'), '~/.starsock/gateway-key'))
@@ -102,6 +110,9 @@ async function serve (flags: Record<string, unknown>): Promise<number> {
       token: typeof flags.token === 'string' ? flags.token : '',
       corsOrigin: String(flags.corsOrigin),
       trustProxy: flags.trustProxy === true,
+      udpRelay: flags.udpRelay === true,
+      udpPorts: flags.udpPorts as [number, number],
+      udpPublicIp: typeof flags.udpPublicIp === 'string' ? flags.udpPublicIp : undefined,
       logger
     }
     for (const [flag, name] of LIMITS) {

@@ -5,9 +5,10 @@
  */
 import { io, type Socket } from 'socket.io-client'
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
-import { EVENTS, parseStreamEvent, type HelloReply, type PeersPage } from '../shared/events.ts'
+import { EVENTS, parseStreamEvent, type HelloReply, type PeersPage, type UdpAllocation } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
+export type { UdpAllocation } from '../shared/events.ts'
 import { Connection } from './connection.ts'
 import { Emitter } from './emitter.ts'
 import { createIdentity, publicKeyHex, signNonce, type Identity } from './identity.ts'
@@ -245,6 +246,32 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     }
     rx.open()
     return new Connection(to, parseAddress(to)?.peerId ?? '', true, rx, tx)
+  }
+
+  /**
+   * Ask the server's UDP relay for a pair of ports; settles with `{ id, ip, port1, port2, token1,
+   * token2, mode, expiresAt }`. Each endpoint registers by sending its port's token (hex-decoded
+   * bytes) first (`token` mode), or from a named address (`address` mode).
+   */
+  async udpAllocate (request: { mode?: 'token' | 'address' | 'open', addresses?: string[] } = {}, options: CallOptions = {}): Promise<UdpAllocation> {
+    return await this.udpRequest(EVENTS.UDP_ALLOCATE, [request], options) as UdpAllocation
+  }
+
+  /** Push back an allocation's expiry; settles with its new info. */
+  async udpRefresh (id: string, options: CallOptions = {}): Promise<UdpAllocation> {
+    return await this.udpRequest(EVENTS.UDP_REFRESH, [id], options) as UdpAllocation
+  }
+
+  /** Release an allocation: its ports are free at once. */
+  async udpRelease (id: string, options: CallOptions = {}): Promise<void> {
+    await this.udpRequest(EVENTS.UDP_RELEASE, [id], options)
+  }
+
+  private async udpRequest (event: string, args: unknown[], options: CallOptions): Promise<unknown> {
+    if (this.current !== 'joined') throw new StarsockError(this.current === 'reconnecting' ? 'E_DISCONNECTED' : 'E_NOT_JOINED', `Cannot use the UDP relay while ${this.current}`)
+    const reply = await this.request(event, args, options)
+    if (reply[0] !== null && reply[0] !== undefined) throw errorFromWire(reply[0])
+    return reply[1]
   }
 
   /** Leave the server and close every connection; settles once disconnected. */

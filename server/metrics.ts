@@ -24,6 +24,16 @@ export class ServerMetrics {
   readonly streamFailures = new Counter({ name: 'starsock_stream_failures_total', help: 'streams that ended with an error', labelNames: ['code'] as const, registers: [this.registry] })
   readonly badRequests = new Counter({ name: 'starsock_bad_requests_total', help: 'requests with bad arguments or for unknown streams', labelNames: ['event'] as const, registers: [this.registry] })
 
+  readonly udpPackets = new Counter({ name: 'starsock_udp_packets_total', help: 'UDP relay packets forwarded', registers: [this.registry] })
+  readonly udpBytes = new Counter({ name: 'starsock_udp_bytes_total', help: 'UDP relay payload bytes forwarded', registers: [this.registry] })
+  readonly udpDropped = new Counter({ name: 'starsock_udp_dropped_total', help: 'UDP relay packets dropped, by cause', labelNames: ['cause'] as const, registers: [this.registry] })
+
+  /** Gauges of the UDP relay, read at scrape time. */
+  udpGauges (read: () => { allocations: number, endpoints: number }): void {
+    new Gauge({ name: 'starsock_udp_allocations', help: 'UDP relay allocations held now', registers: [this.registry], collect () { this.set(read().allocations) } })
+    new Gauge({ name: 'starsock_udp_endpoints', help: 'UDP relay endpoints registered now', registers: [this.registry], collect () { this.set(read().endpoints) } })
+  }
+
   /** `bufferedBytes` is read at scrape time; `defaults` adds Node's process metrics. */
   constructor (defaults: boolean, bufferedBytes: () => number) {
     this.bufferedBytes = new Gauge({

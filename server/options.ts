@@ -63,8 +63,30 @@ export interface ServerOptions {
   shutdownGraceMs?: number
   /** Where logs go. @default silent */
   logger?: Logger
+  /** Run the UDP relay (allocations of port pairs). @default false */
+  udpRelay?: boolean
+  /** Inclusive range the relay's ports come from. @default [40000, 40999] */
+  udpPorts?: [number, number]
+  /** Address the relay gives peers in allocations. @default the bound host (127.0.0.1 for a wildcard) */
+  udpPublicIp?: string
+  /** UDP allocations one peer may hold. @default 4 */
+  udpMaxAllocationsPerPeer?: number
+  /** An allocation without packets this long expires. @default 60_000 */
+  udpIdleMs?: number
+  /** An allocation expires this long after it was made or refreshed. @default 600_000 */
+  udpLifetimeMs?: number
+  /** Bytes one allocation may forward. @default 1 GiB */
+  udpMaxBytes?: number
+  /** Packets per second one allocation may forward (bursts of twice this). @default 5_000 */
+  udpMaxPacketsPerSecond?: number
   /** Folder of the built page served at `/` (`npm run build:web`); `''` serves only the status page. @default the package's `dist/web` */
   webRoot?: string
+}
+
+function udpPorts (value: [number, number] | undefined): [number, number] {
+  const [low, high] = value ?? [40000, 40999]
+  if (!Number.isInteger(low) || !Number.isInteger(high) || low < 1 || high > 65535 || high <= low) throw new RangeError(`udpPorts must be [low, high] within 1-65535 with low < high, got ${String(value)}`)
+  return [low, high]
 }
 
 /** Options after defaults, as the server uses them. */
@@ -124,6 +146,14 @@ export function resolveServerOptions (options: ServerOptions = {}): ResolvedServ
     trustProxy: bool('trustProxy', options.trustProxy, false),
     shutdownGraceMs: int('shutdownGraceMs', options.shutdownGraceMs, C.SHUTDOWN_GRACE_MS, 0),
     logger: options.logger ?? silentLogger,
+    udpRelay: bool('udpRelay', options.udpRelay, false),
+    udpPorts: udpPorts(options.udpPorts),
+    udpPublicIp: options.udpPublicIp ?? '',
+    udpMaxAllocationsPerPeer: int('udpMaxAllocationsPerPeer', options.udpMaxAllocationsPerPeer, 4, 1),
+    udpIdleMs: int('udpIdleMs', options.udpIdleMs, 60_000, 1),
+    udpLifetimeMs: int('udpLifetimeMs', options.udpLifetimeMs, 600_000, 1),
+    udpMaxBytes: int('udpMaxBytes', options.udpMaxBytes, 1024 * 1024 * 1024, 1),
+    udpMaxPacketsPerSecond: int('udpMaxPacketsPerSecond', options.udpMaxPacketsPerSecond, 5000, 1),
     webRoot: options.webRoot ?? fileURLToPath(new URL('../dist/web/', import.meta.url))
   }
 }

@@ -1,4 +1,5 @@
 /** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
+import { UdpRelay } from './udp-relay.ts'
 import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
@@ -68,6 +69,8 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
   let ready = false
   let closing: Promise<void> | undefined
+  let udp: UdpRelay | undefined
+  metrics.udpGauges(() => ({ allocations: udp?.size ?? 0, endpoints: udp?.endpoints ?? 0 }))
 
   const stats = (): ServerStats => ({
     sockets: rendezvous.sessions.size,
@@ -99,7 +102,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   })
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
-  attachRendezvous(io, rendezvous, opts, metrics, logger)
+  attachRendezvous(io, rendezvous, opts, metrics, logger, () => udp)
 
   const url = (): string => {
     const addr = http.address()
@@ -124,8 +127,26 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           resolve()
         })
       })
+      if (opts.udpRelay) {
+        const publicIp = opts.udpPublicIp !== '' ? opts.udpPublicIp : host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host
+        udp = new UdpRelay({
+          ports: opts.udpPorts,
+          bindHost: host,
+          publicIp,
+          maxAllocationsPerPeer: opts.udpMaxAllocationsPerPeer,
+          idleMs: opts.udpIdleMs,
+          lifetimeMs: opts.udpLifetimeMs,
+          maxBytes: opts.udpMaxBytes,
+          maxPacketsPerSecond: opts.udpMaxPacketsPerSecond,
+          logger: logger.child({ ns: 'starsock:server:udp' }),
+          observer: {
+            forwarded: (n) => { metrics.udpPackets.inc(); metrics.udpBytes.inc(n) },
+            dropped: (cause) => metrics.udpDropped.inc({ cause })
+          }
+        })
+      }
       ready = true
-      logger.info({ url: url() }, 'listening')
+      logger.info({ url: url(), udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'listening')
       return http.address() as AddressInfo
     },
     close: () => {
@@ -137,6 +158,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           await new Promise((resolve) => setTimeout(resolve, 50))
         }
         rendezvous.relay.failAll('E_SHUTDOWN', 'Server shutting down')
+        udp?.close()
         rendezvous.stop()
         await new Promise<void>((resolve) => {
           io.close(() => resolve())

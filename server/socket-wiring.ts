@@ -3,6 +3,8 @@
  * and results into acks. Every request that carries an ack gets exactly one reply; a request with
  * bad arguments gets an error string; an event without an ack that is bad is counted and ignored.
  */
+import type { UdpRelay, UdpRelayMode } from './udp-relay.ts'
+import { parseAddress } from '../shared/wsstar-address.ts'
 import { timingSafeEqual } from 'node:crypto'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
@@ -16,7 +18,7 @@ import type { Rendezvous } from './rendezvous.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
 /** Events clients send that have their own handler; anything else with an ack gets "Unknown event". */
-const HANDLED_EVENTS = new Set<string>([EVENTS.JOIN, EVENTS.LEAVE, EVENTS.DIAL, EVENTS.HELLO, EVENTS.PEERS, EVENTS.PING])
+const HANDLED_EVENTS = new Set<string>([EVENTS.JOIN, EVENTS.LEAVE, EVENTS.DIAL, EVENTS.HELLO, EVENTS.PEERS, EVENTS.PING, EVENTS.UDP_ALLOCATE, EVENTS.UDP_REFRESH, EVENTS.UDP_RELEASE])
 
 function once (ack: Ack | undefined): Ack | undefined {
   if (ack === undefined) return undefined
@@ -47,7 +49,7 @@ function clientIp (socket: Socket, trustProxy: boolean): string {
 }
 
 /** Wire `rendezvous` to every socket `io` accepts. */
-export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger): void {
+export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger, udp: () => UdpRelay | undefined = () => undefined): void {
   if (options.token !== '') {
     io.use((socket, next) => {
       const auth = socket.handshake.auth as Record<string, unknown> | undefined
@@ -141,6 +143,34 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
       ack?.(null, rendezvous.peers(s, cursor))
     })
+
+    /** UDP relay requests: only a joined peer, as itself; every one answered once. */
+    const udpRequest = (event: string, run: (relay: UdpRelay, owner: string, args: unknown[]) => Promise<unknown> | unknown): void => {
+      socket.on(event, (...raw: unknown[]) => {
+        if (congested(event)) return
+        const { args, ack } = splitAck(raw)
+        if (!withinRate(ack)) return
+        const relay = udp()
+        if (relay === undefined) return replyError(ack, new StarsockError('E_UDP_DISABLED', 'This server runs no UDP relay (serve --udp-relay)'))
+        const addr = [...s.addrs][0]
+        const owner = addr === undefined ? undefined : parseAddress(addr)?.peerId ?? addr
+        if (owner === undefined) return replyError(ack, new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation'))
+        Promise.resolve().then(() => run(relay, owner, args)).then((value) => ack?.(null, value), (err: unknown) => {
+          if (err instanceof StarsockError) {
+            if (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS') metrics.limitHits.inc({ limit: err.code })
+            return replyError(ack, err)
+          }
+          log.warn({ err: String(err) }, 'udp request failed')
+          replyError(ack, new StarsockError('E_BAD_REQUEST', 'UDP request failed'))
+        })
+      })
+    }
+    udpRequest(EVENTS.UDP_ALLOCATE, async (relay, owner, args) => {
+      const req = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as { mode?: unknown, addresses?: unknown }
+      return await relay.allocate(owner, { mode: req.mode as UdpRelayMode | undefined, addresses: req.addresses as string[] | undefined })
+    })
+    udpRequest(EVENTS.UDP_REFRESH, (relay, owner, args) => relay.refresh(owner, args[0]))
+    udpRequest(EVENTS.UDP_RELEASE, (relay, owner, args) => { relay.release(owner, args[0]); return true })
 
     socket.on(EVENTS.PING, (...raw: unknown[]) => {
       const { ack } = splitAck(raw)

@@ -52,7 +52,11 @@ export const ERROR_CODES = {
   E_CONNECT_TIMEOUT: 'the target host did not answer in time',
   E_BIND_FAILED: 'the peer could not listen on that address (in use, or not allowed)',
   E_LIMIT_CHANNELS: 'too many channels open on one connection',
-  E_LIMIT_MAPPINGS: 'too many mappings between two peers'
+  E_LIMIT_MAPPINGS: 'too many mappings between two peers',
+  E_UDP_DISABLED: 'the server runs no UDP relay',
+  E_UDP_NO_PORTS: 'no free pair of UDP ports in the relay\'s range',
+  E_UDP_NOT_FOUND: 'no such UDP allocation of this peer (expired or released)',
+  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations'
 } as const
 
 /** A stable error code. */

@@ -17,7 +17,11 @@ export const EVENTS = {
   PEERS: 'starsock:peers',
   PEER_JOIN: 'starsock:peer-join',
   PEER_LEAVE: 'starsock:peer-leave',
-  PING: 'starsock:ping'
+  PING: 'starsock:ping',
+  /** UDP relay: `(request, ack)` -> `ack(null, allocation)`; refresh and release take the id. */
+  UDP_ALLOCATE: 'starsock:udp-allocate',
+  UDP_REFRESH: 'starsock:udp-refresh',
+  UDP_RELEASE: 'starsock:udp-release'
 } as const
 
 /** Largest window or credit grant, in bytes, a receiver may announce. */
@@ -81,4 +85,18 @@ export interface PeersPage {
   addrs: string[]
   /** Cursor for the next page, or `null` at the end. */
   next: number | null
+}
+
+/** A UDP relay allocation, as `starsock:udp-allocate` and `starsock:udp-refresh` answer it. */
+export interface UdpAllocation {
+  id: string
+  ip: string
+  port1: number
+  port2: number
+  /** Hex; in `token` mode an endpoint sends these bytes first on its port to register. */
+  token1: string
+  token2: string
+  mode: 'token' | 'address' | 'open'
+  /** Milliseconds since the epoch. */
+  expiresAt: number
 }

@@ -1,0 +1,262 @@
+import { spawn, spawnSync } from 'node:child_process'
+import dgram from 'node:dgram'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { Channel } from '../client/mux/channel.ts'
+import { createPeer, type StarsockPeer, type UdpAllocation } from '../client/peer.ts'
+import { createSockAgent } from '../client/sock/agent.ts'
+import { readUdpHalf, sendUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
+import type { ServerOptions } from '../server/options.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+/** A port range of its own for each test file run (vitest runs files in parallel). */
+function portRange (size: number): [number, number] {
+  const low = 41000 + (process.pid % 400) * 40
+  return [low, low + size - 1]
+}
+
+/** A plain UDP socket on `host` that records what it gets. */
+async function udpSocket (host = '127.0.0.1'): Promise<{ socket: dgram.Socket, got: Buffer[], close: () => void }> {
+  const socket = dgram.createSocket('udp4')
+  const got: Buffer[] = []
+  socket.on('message', (m) => got.push(m))
+  await new Promise<void>((resolve) => socket.bind(0, host, resolve))
+  return { socket, got, close: () => { try { socket.close() } catch {} } }
+}
+
+async function send (s: dgram.Socket, data: Uint8Array, port: number, ip = '127.0.0.1'): Promise<void> {
+  await new Promise<void>((resolve, reject) => s.send(data, port, ip, (err) => err != null ? reject(err) : resolve()))
+}
+
+async function dropped (server: StarsockServer, cause: string): Promise<number> {
+  const text = await server.metrics.registry.metrics()
+  const m = new RegExp(`^starsock_udp_dropped_total\\{cause="${cause}"\\} (\\d+)$`, 'm').exec(text)
+  return Number(m?.[1] ?? 0)
+}
+
+async function portFree (port: number): Promise<boolean> {
+  const s = dgram.createSocket('udp4')
+  return await new Promise((resolve) => {
+    s.once('error', () => resolve(false))
+    s.bind(port, '127.0.0.1', () => { s.close(); resolve(true) })
+  })
+}
+
+async function rejection (p: Promise<unknown>): Promise<{ code?: string, message: string }> {
+  try { await p } catch (err) { return err as { code?: string, message: string } }
+  throw new Error('expected a rejection')
+}
+
+describe('UDP relay allocations', () => {
+  let server: StarsockServer & { port: number }
+  const cleanup: Array<{ close: () => unknown }> = []
+  const start = async (options: ServerOptions = {}): Promise<StarsockPeer> => {
+    server = await startServer({ udpRelay: true, udpPorts: portRange(8), ...options })
+    return await peer()
+  }
+  const peer = async (): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: server.url() })
+    cleanup.push({ close: async () => await p.close() })
+    return p
+  }
+  /** Register both ends of `a` with their tokens. */
+  const register = async (a: UdpAllocation): Promise<[Awaited<ReturnType<typeof udpSocket>>, Awaited<ReturnType<typeof udpSocket>>]> => {
+    const one = await udpSocket()
+    const two = await udpSocket()
+    cleanup.push(one, two)
+    await send(one.socket, Buffer.from(a.token1, 'hex'), a.port1)
+    await send(two.socket, Buffer.from(a.token2, 'hex'), a.port2)
+    await within('both endpoints registered', (async () => {
+      while (!/^starsock_udp_endpoints [2-9]/m.test(await server.metrics.registry.metrics())) await new Promise((resolve) => setTimeout(resolve, 10))
+    })())
+    return [one, two]
+  }
+
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c.close()
+    await server?.close()
+  })
+
+  it('two plain UDP sockets register with their tokens and swap 10,000 datagrams each way, intact', async () => {
+    const p = await start({ udpMaxPacketsPerSecond: 1_000_000 })
+    const a = await p.udpAllocate()
+    expect(a).toMatchObject({ ip: '127.0.0.1', mode: 'token' })
+    expect(a.token1).toMatch(/^[0-9a-f]{32}$/)
+    const [one, two] = await register(a)
+    const N = 10_000
+    const payload = (from: number, i: number): Buffer => Buffer.from(testBytes(1 + (i * 131) % 1200, from * 100_000 + i + 1))
+    // Paced in bursts, so the kernel's socket buffers on loopback do not overflow.
+    for (let i = 0; i < N; i += 100) {
+      for (let j = i; j < i + 100; j++) {
+        one.socket.send(payload(1, j), a.port1, '127.0.0.1')
+        two.socket.send(payload(2, j), a.port2, '127.0.0.1')
+      }
+      await waitFor(`datagrams up to ${i + 100} through the relay`, () => two.got.length >= i + 100 && one.got.length >= i + 100, 5000)
+    }
+    expect(two.got).toHaveLength(N)
+    expect(one.got).toHaveLength(N)
+    // Boundaries and bytes intact, and the tokens were not forwarded.
+    const want1 = new Set(Array.from({ length: N }, (_, i) => payload(1, i).toString('hex')))
+    const want2 = new Set(Array.from({ length: N }, (_, i) => payload(2, i).toString('hex')))
+    expect(two.got.every((d) => want1.has(d.toString('hex')))).toBe(true)
+    expect(one.got.every((d) => want2.has(d.toString('hex')))).toBe(true)
+    expect(new Set(two.got.map((d) => d.toString('hex'))).size).toBe(N)
+    const metrics = await server.metrics.registry.metrics()
+    expect(metrics).toMatch(/^starsock_udp_packets_total 20000$/m)
+    expect(metrics).toMatch(/^starsock_udp_allocations 1$/m)
+    expect(metrics).toMatch(/^starsock_udp_endpoints 2$/m)
+  }, 60_000)
+
+  it('drops a third socket\'s packets and a wrong token, counted; address mode admits only the named source', async () => {
+    const p = await start()
+    const a = await p.udpAllocate()
+    const wrong = await udpSocket()
+    cleanup.push(wrong)
+    await send(wrong.socket, Buffer.alloc(16, 7), a.port1) // 16 bytes but not the token
+    await send(wrong.socket, Buffer.from('hello'), a.port1)
+    const [one, two] = await register(a)
+    await within('the bad token counted', (async () => { while (await dropped(server, 'bad_token') < 1) await new Promise((resolve) => setTimeout(resolve, 20)) })())
+    expect(await dropped(server, 'unregistered')).toBe(1)
+    // The wrong socket did not register: the real endpoints did, and the third is foreign now.
+    await send(one.socket, Buffer.from('ping'), a.port1)
+    await waitFor('ping at endpoint 2', () => two.got.length === 1)
+    await send(wrong.socket, Buffer.from('intruder'), a.port1)
+    await send(wrong.socket, Buffer.from('intruder'), a.port2)
+    await within('two foreign packets counted', (async () => { while (await dropped(server, 'foreign') < 2) await new Promise((resolve) => setTimeout(resolve, 20)) })())
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(two.got.map(String)).toEqual(['ping'])
+    expect(one.got).toHaveLength(0)
+    expect(wrong.got).toHaveLength(0)
+
+    // address mode: only 127.0.0.1 may register; a socket on 127.0.0.2 may not.
+    const b = await p.udpAllocate({ mode: 'address', addresses: ['127.0.0.1'] })
+    const other = await udpSocket('127.0.0.2')
+    const ok1 = await udpSocket()
+    const ok2 = await udpSocket()
+    cleanup.push(other, ok1, ok2)
+    await send(other.socket, Buffer.from('let me in'), b.port1)
+    await within('the other address refused', (async () => { while (await dropped(server, 'address_not_allowed') < 1) await new Promise((resolve) => setTimeout(resolve, 20)) })())
+    await send(ok1.socket, Buffer.from('first'), b.port1) // registers; nobody on port 2 yet
+    await send(ok2.socket, Buffer.from('second'), b.port2) // registers and is forwarded to ok1
+    await waitFor('the second packet at endpoint 1', () => ok1.got.length === 1)
+    expect(ok1.got[0]?.toString()).toBe('second')
+    await send(other.socket, Buffer.from('still not'), b.port1)
+    await within('the other address is foreign now', (async () => { while (await dropped(server, 'foreign') < 3) await new Promise((resolve) => setTimeout(resolve, 20)) })())
+    expect(ok2.got).toHaveLength(0)
+  }, 30_000)
+
+  it('idle expiry and release free the ports; quotas cut off with a counted cause; an exhausted range is a clear error', async () => {
+    const p = await start({ udpIdleMs: 300, udpPorts: portRange(4), udpMaxBytes: 1000, udpMaxPacketsPerSecond: 50 })
+    const a = await p.udpAllocate()
+    const b = await p.udpAllocate()
+    const err = await rejection(p.udpAllocate())
+    expect(err.code).toBe('E_UDP_NO_PORTS')
+    expect(err.message).toMatch(/No free pair of UDP ports in \d+-\d+/)
+    // Release frees at once.
+    expect(await portFree(b.port1)).toBe(false)
+    await p.udpRelease(b.id)
+    expect(await portFree(b.port1)).toBe(true)
+    expect(await portFree(b.port2)).toBe(true)
+    expect((await rejection(p.udpRefresh(b.id))).code).toBe('E_UDP_NOT_FOUND')
+    // Quotas: bytes, then packet rate.
+    const [one, two] = await register(a)
+    for (let i = 0; i < 15; i++) await send(one.socket, Buffer.alloc(100, i), a.port1)
+    await within('the byte quota counted', (async () => { while (await dropped(server, 'quota_bytes') < 5) await new Promise((resolve) => setTimeout(resolve, 20)) })())
+    expect(two.got).toHaveLength(10)
+    // Idle expiry: nothing for 300 ms and the ports are free.
+    await within('the idle allocation to expire', (async () => { while (!await portFree(a.port1)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 5000)
+    expect(await portFree(a.port2)).toBe(true)
+    const c = await p.udpAllocate()
+    const [x, y] = await register(c)
+    for (let i = 0; i < 200; i++) x.socket.send(Buffer.from([i]), c.port1, '127.0.0.1')
+    await within('the rate quota counted', (async () => { while (await dropped(server, 'quota_rate') < 1) await new Promise((resolve) => setTimeout(resolve, 20)) })())
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(y.got.length).toBeLessThan(200)
+    expect(y.got.length).toBeGreaterThanOrEqual(50)
+  }, 30_000)
+
+  it('refuses without a join, on a server without the relay, past the per-peer limit, and someone else\'s allocation', async () => {
+    const p = await start({ udpMaxAllocationsPerPeer: 2 })
+    await p.udpAllocate()
+    const mine = await p.udpAllocate()
+    expect((await rejection(p.udpAllocate())).code).toBe('E_LIMIT_ALLOCATIONS')
+    const q = await peer()
+    expect((await rejection(q.udpRelease(mine.id))).code).toBe('E_UDP_NOT_FOUND')
+    const refreshed = await p.udpRefresh(mine.id)
+    expect(refreshed.expiresAt).toBeGreaterThanOrEqual(mine.expiresAt)
+    await server.close()
+    server = await startServer()
+    const r = await peer()
+    expect((await rejection(r.udpAllocate())).code).toBe('E_UDP_DISABLED')
+  }, 30_000)
+
+  it('shares one half with another peer over a sock channel; its plain UDP program sends the token first', async () => {
+    const owner = await start()
+    let received: Promise<UdpHalf> | undefined
+    const other = await peer()
+    createSockAgent(other, {
+      onChannel: async (channel: Channel) => {
+        if (channel.header.type === 'udp-relay') received = readUdpHalf(channel)
+        return undefined
+      }
+    })
+    const ownerAgent = createSockAgent(owner)
+    cleanup.push({ close: async () => await ownerAgent.close() })
+    const a = await owner.udpAllocate()
+    await sendUdpHalf(ownerAgent, other.peerId, { ip: a.ip, port: a.port2, token: a.token2, expiresAt: a.expiresAt })
+    await waitFor('the half at the other peer', () => received !== undefined)
+    const half = await (received as Promise<UdpHalf>)
+    expect(half).toEqual({ ip: a.ip, port: a.port2, token: a.token2, expiresAt: a.expiresAt })
+    // The owner's side and the other's plain UDP program.
+    const mine = await udpSocket()
+    const theirs = await udpSocket()
+    cleanup.push(mine, theirs)
+    await send(mine.socket, Buffer.from(a.token1, 'hex'), a.port1)
+    await send(theirs.socket, Buffer.from(half.token, 'hex'), half.port, half.ip)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    await send(theirs.socket, Buffer.from('voice frame'), half.port, half.ip)
+    await waitFor('the frame at the owner', () => mine.got.length === 1)
+    await send(mine.socket, Buffer.from('reply'), a.port1)
+    await waitFor('the reply at the other', () => theirs.got.length === 1)
+    expect([mine.got[0]?.toString(), theirs.got[0]?.toString()]).toEqual(['voice frame', 'reply'])
+  }, 30_000)
+
+  it('`starsock relay --once --json` prints an allocation; a bad range is one line and exit 1', async () => {
+    await start()
+    // Not spawnSync: the server runs in this process and must answer meanwhile.
+    const r = await within('starsock relay to exit', new Promise<{ status: number | null, stdout: string, stderr: string }>((resolve) => {
+      const proc = spawn(process.execPath, [BIN, 'relay', '--server', server.url(), '--key', `/tmp/starsock-relay-test-${process.pid}`, '--once', '--json'])
+      let stdout = ''
+      let stderr = ''
+      proc.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+      proc.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+      proc.once('exit', (status) => resolve({ status, stdout, stderr }))
+    }), 20_000)
+    expect(r.stderr).toBe('')
+    expect(r.status).toBe(0)
+    const a = JSON.parse(r.stdout) as UdpAllocation
+    expect(a).toMatchObject({ ip: '127.0.0.1', mode: 'token' })
+    expect(a.port2).toBeGreaterThan(0)
+    const bad = spawnSync(process.execPath, [BIN, 'serve', '--udp-relay', '--udp-ports', '5-3'], { encoding: 'utf8', timeout: 20_000 })
+    expect(bad.status).not.toBe(0)
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1)
+    expect(bad.stderr).toContain('--udp-ports')
+  }, 30_000)
+
+  it('expires at its hard lifetime even with traffic, unless refreshed', async () => {
+    const p = await start({ udpLifetimeMs: 600, udpIdleMs: 10_000 })
+    const kept = await p.udpAllocate()
+    const lapsed = await p.udpAllocate()
+    const [one] = await register(lapsed)
+    const refresher = setInterval(() => { void p.udpRefresh(kept.id).catch(() => {}) }, 150)
+    cleanup.push({ close: () => clearInterval(refresher) })
+    const traffic = setInterval(() => one.socket.send(Buffer.from('x'), lapsed.port1, '127.0.0.1'), 50)
+    cleanup.push({ close: () => clearInterval(traffic) })
+    await within('the unrefreshed allocation to reach its lifetime', (async () => { while (!await portFree(lapsed.port1)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 5000)
+    expect(await portFree(kept.port1)).toBe(false) // refreshed: still held
+    expect((await p.udpRefresh(kept.id)).id).toBe(kept.id)
+  }, 30_000)
+})
