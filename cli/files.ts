@@ -3,7 +3,7 @@
  * --files DIR`. The wire format is the page's: on a `file` channel, a JSON line
  * `{ name, size, sha256 }`, the bytes, then our answer line `{ ok, sha256 }`.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
@@ -45,16 +45,26 @@ export async function receiveFileInto (dir: string, channel: Channel): Promise<R
   const size = typeof header.size === 'number' && Number.isSafeInteger(header.size) && header.size >= 0 ? header.size : -1
   if (size < 0 || size > MAX_RECEIVED_FILE_BYTES) throw new StarsockError('E_BAD_REQUEST', `file size ${String(header.size)} refused`)
   const name = safeFileName(typeof header.name === 'string' ? header.name : 'file')
-  const final = join(dir, `${Date.now()}-${name}`)
+  // Unique even for two files of one name in one millisecond; `wx` never overwrites anything.
+  const final = join(dir, `${Date.now()}-${randomBytes(4).toString('hex')}-${name}`)
   const part = `${final}.part`
   const out = createWriteStream(part, { flags: 'wx', mode: 0o600 })
+  let failure: Error | undefined
+  out.on('error', (err) => { failure = err })
+  await new Promise<void>((resolve, reject) => { out.once('open', () => resolve()); out.once('error', reject) })
   const hash = createHash('sha256')
   let done = 0
   const take = async (chunk: Uint8Array): Promise<void> => {
     done += chunk.byteLength
     if (done > size) throw new StarsockError('E_BAD_REQUEST', 'more bytes than announced')
+    if (failure !== undefined) throw failure
     hash.update(chunk)
-    if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()))
+    if (!out.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        out.once('drain', () => resolve())
+        out.once('error', reject)
+      })
+    }
   }
   try {
     await take(buffer.subarray(nl + 1))

@@ -31,9 +31,16 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
             process.stdout.write(`endpoint 2: ${a.ip}:${a.port2}${a.mode === 'token' ? ` token ${a.token2}` : ''}\n`)
           }
           if (flags.once === true) return 0
-          const timer = setInterval(() => { peer.udpRefresh(a.id).catch((err: Error) => process.stderr.write(`starsock relay: refresh failed: ${err.message}\n`)) }, flags.refreshMs)
-          await interrupted()
+          let lost: Error | undefined
+          let onLost: () => void = () => {}
+          const timer = setInterval(() => {
+            peer.udpRefresh(a.id).catch((err: Error & { code?: string }) => {
+              if (err.code === 'E_UDP_NOT_FOUND') { lost = err; onLost() } else process.stderr.write(`starsock relay: refresh failed: ${err.message}\n`)
+            })
+          }, flags.refreshMs)
+          await Promise.race([interrupted(), new Promise<void>((resolve) => { onLost = resolve })])
           clearInterval(timer)
+          if (lost !== undefined) throw lost // the allocation expired or the server restarted
           await peer.udpRelease(a.id).catch(() => {})
           return 0
         } finally {

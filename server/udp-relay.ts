@@ -79,6 +79,9 @@ const TOKEN_BYTES = 16
 export class UdpRelay {
   private readonly allocations = new Map<string, Allocation>()
   private readonly usedPorts = new Set<number>()
+  /** Allocations under way, per owner: they count against the limit before they exist. */
+  private readonly pending = new Map<string, number>()
+  private closed = false
   private readonly sweep: ReturnType<typeof setInterval>
   private nextPort: number
 
@@ -109,15 +112,26 @@ export class UdpRelay {
     const addresses = request.addresses ?? []
     if (!Array.isArray(addresses) || addresses.length > 16 || addresses.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw new StarsockError('E_BAD_REQUEST', 'addresses must be at most 16 IP addresses')
     if (mode === 'address' && addresses.length === 0) throw new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
-    const held = [...this.allocations.values()].filter((a) => a.owner === owner).length
+    if (this.closed) throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
+    const held = [...this.allocations.values()].filter((a) => a.owner === owner).length + (this.pending.get(owner) ?? 0)
     if (held >= this.options.maxAllocationsPerPeer) throw new StarsockError('E_LIMIT_ALLOCATIONS', `Peer holds ${held} allocations already (at most ${this.options.maxAllocationsPerPeer})`)
-    const first = await this.bindFree()
+    this.pending.set(owner, (this.pending.get(owner) ?? 0) + 1)
+    let first: { socket: dgram.Socket, port: number } | undefined
     let second: { socket: dgram.Socket, port: number }
     try {
+      first = await this.bindFree()
       second = await this.bindFree()
+      if (this.closed) {
+        this.closeSocket(second)
+        throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
+      }
     } catch (err) {
-      this.closeSocket(first)
+      if (first !== undefined) this.closeSocket(first)
       throw err
+    } finally {
+      const n = (this.pending.get(owner) ?? 1) - 1
+      if (n === 0) this.pending.delete(owner)
+      else this.pending.set(owner, n)
     }
     const now = Date.now()
     const id = randomBytes(8).toString('hex')
@@ -158,6 +172,7 @@ export class UdpRelay {
 
   /** Release everything and stop. */
   close (): void {
+    this.closed = true
     clearInterval(this.sweep)
     for (const a of [...this.allocations.values()]) this.free(a, 'closed')
   }

@@ -8,6 +8,8 @@ import { createSockAgent } from '../client/sock/agent.ts'
 import { readUdpHalf, sendUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { UdpRelay } from '../server/udp-relay.ts'
+import { silentLogger } from '../shared/logger.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -185,6 +187,9 @@ describe('UDP relay allocations', () => {
     expect((await rejection(p.udpAllocate())).code).toBe('E_LIMIT_ALLOCATIONS')
     const q = await peer()
     expect((await rejection(q.udpRelease(mine.id))).code).toBe('E_UDP_NOT_FOUND')
+    // Requests in flight count too: a burst cannot get past the limit.
+    const burst = await Promise.allSettled(Array.from({ length: 6 }, async () => await q.udpAllocate()))
+    expect(burst.filter((r) => r.status === 'fulfilled')).toHaveLength(2)
     const refreshed = await p.udpRefresh(mine.id)
     expect(refreshed.expiresAt).toBeGreaterThanOrEqual(mine.expiresAt)
     await server.close()
@@ -259,4 +264,13 @@ describe('UDP relay allocations', () => {
     expect(await portFree(kept.port1)).toBe(false) // refreshed: still held
     expect((await p.udpRefresh(kept.id)).id).toBe(kept.id)
   }, 30_000)
+
+  it('an allocation still binding when the relay closes is refused and leaves no port taken', async () => {
+    const relay = new UdpRelay({ ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger })
+    const pending = relay.allocate('peer')
+    relay.close()
+    expect((await rejection(pending)).code).toBe('E_SHUTDOWN')
+    for (let port = portRange(6)[0]; port <= portRange(6)[1]; port++) expect(await portFree(port)).toBe(true)
+    expect(relay.size).toBe(0)
+  })
 })

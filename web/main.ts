@@ -1,3 +1,4 @@
+/// <reference types="vite/client" />
 /**
  * The starsock page: a browser peer on the server that serves it. Identity in IndexedDB, the
  * peers online, chat, file transfer, tunnels through Node peers, consent prompts and mappings,
@@ -17,8 +18,11 @@ import { LineReader, writeLine } from './lines.ts'
 import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
 
 const params = new URLSearchParams(location.search)
-/** The server: the one that serves the page, or `?server=` (the Vite dev server). */
-const SERVER = params.get('server') ?? location.origin
+/**
+ * The server: the one that serves the page. Only a development build takes `?server=`: in
+ * production a crafted link could otherwise make this identity join a server of someone else's.
+ */
+const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? location.origin
 /** `?slot=` keeps separate identities for several pages in one browser profile. */
 const SLOT = params.get('slot') ?? 'default'
 

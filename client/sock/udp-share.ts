@@ -28,13 +28,19 @@ export async function sendUdpHalf (agent: SockAgent, peerId: string, half: UdpHa
 /** Read the half a `udp-relay` channel carries (from `onChannel`). */
 export async function readUdpHalf (channel: Channel): Promise<UdpHalf> {
   let text = ''
-  for (;;) {
-    const chunk = await channel.read()
-    if (chunk === null) break
-    text += new TextDecoder().decode(chunk)
-    if (text.length > MAX_HALF_BYTES) throw new TypeError('udp-relay half too long')
+  const decoder = new TextDecoder()
+  try {
+    for (;;) {
+      const chunk = await channel.read()
+      if (chunk === null) break
+      text += decoder.decode(chunk, { stream: true })
+      if (text.length > MAX_HALF_BYTES) throw new TypeError('udp-relay half too long')
+    }
+    await channel.closeWrite()
+  } catch (err) {
+    channel.abort(err)
+    throw err
   }
-  await channel.closeWrite()
   const v = JSON.parse(text) as Partial<UdpHalf>
   if (typeof v.ip !== 'string' || typeof v.port !== 'number' || typeof v.token !== 'string' || !/^(?:[0-9a-f]{2})*$/.test(v.token)) throw new TypeError('not a udp-relay half')
   return { ip: v.ip, port: v.port, token: v.token, expiresAt: typeof v.expiresAt === 'number' ? v.expiresAt : 0 }

@@ -1,0 +1,69 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { Channel } from '../../client/mux/channel.ts'
+import { receiveFileInto, safeFileName } from '../../cli/files.ts'
+
+/** A channel stand-in that delivers `chunks` and records what is written back. */
+function fakeChannel (chunks: Uint8Array[]): Channel & { written: string } {
+  const queue = [...chunks]
+  const fake = {
+    remotePeer: '12D3KooWfake',
+    written: '',
+    read: async () => queue.shift() ?? null,
+    write: async (data: Uint8Array) => { fake.written += new TextDecoder().decode(data) },
+    closeWrite: async () => {},
+    abort: () => {}
+  }
+  return fake as unknown as Channel & { written: string }
+}
+
+function upload (name: string, data: Buffer, sha = createHash('sha256').update(data).digest('hex')): Uint8Array[] {
+  return [Buffer.from(JSON.stringify({ name, size: data.byteLength, sha256: sha }) + '\n'), data]
+}
+
+describe('files received by `starsock listen --files`', () => {
+  const dirs: string[] = []
+  const dir = (): string => { const d = mkdtempSync(join(tmpdir(), 'starsock-files-unit-')); dirs.push(d); return d }
+  afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }) })
+
+  it.each([
+    ['../../etc/passwd', 'passwd'],
+    ['..\\\\..\\\\win.ini', 'win.ini'],
+    ['.hidden', 'hidden'],
+    ['', 'file'],
+    ['a/b/c d.txt', 'c d.txt'],
+    ['naïve<script>.bin', 'na_ve_script_.bin']
+  ])('names %j safely as %j', (name, safe) => {
+    expect(safeFileName(name)).toBe(safe)
+  })
+
+  it('saves 20 files of one name at once, each whole, none lost, nothing left half-written', async () => {
+    const d = dir()
+    const files = Array.from({ length: 20 }, (_, i) => Buffer.alloc(1000 + i, i))
+    const results = await Promise.all(files.map(async (f) => await receiveFileInto(d, fakeChannel(upload('a.txt', f)))))
+    expect(results.every((r) => r.ok)).toBe(true)
+    const saved = readdirSync(d)
+    expect(saved).toHaveLength(20)
+    expect(saved.some((n) => n.endsWith('.part'))).toBe(false)
+    for (const r of results) expect(files.some((f) => f.equals(readFileSync(r.path)))).toBe(true)
+  })
+
+  it('drops a file whose checksum does not match and says so to the sender', async () => {
+    const d = dir()
+    const ch = fakeChannel(upload('x.bin', Buffer.from('abc'), '00'.repeat(32)))
+    const r = await receiveFileInto(d, ch)
+    expect(r.ok).toBe(false)
+    expect(JSON.parse(ch.written)).toEqual({ ok: false, sha256: createHash('sha256').update('abc').digest('hex') })
+    expect(readdirSync(d)).toEqual([])
+  })
+
+  it('refuses more bytes than announced and leaves nothing behind', async () => {
+    const d = dir()
+    const header = Buffer.from(JSON.stringify({ name: 'y', size: 2, sha256: '' }) + '\n')
+    await expect(receiveFileInto(d, fakeChannel([header, Buffer.from('too many')]))).rejects.toThrow('more bytes than announced')
+    expect(readdirSync(d)).toEqual([])
+  })
+})
