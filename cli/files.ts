@@ -8,11 +8,12 @@ import { createWriteStream } from 'node:fs'
 import { rename, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import type { Channel } from '../client/mux/channel.ts'
+import { LineReader, writeLine } from '../client/mux/lines.ts'
+import { parseFileHeader } from '../shared/file-transfer.ts'
 import { StarsockError } from '../shared/errors.ts'
 
 /** Largest file taken. */
 export const MAX_RECEIVED_FILE_BYTES = 16 * 1024 * 1024 * 1024
-const MAX_HEADER_BYTES = 64 * 1024
 
 /** A name safe to create in the folder: no path, no leading dot, a few characters only. */
 export function safeFileName (name: string): string {
@@ -32,19 +33,12 @@ export interface ReceivedFile {
 
 /** Receive one file from `channel` into `dir` (written as `.part`, renamed once the checksum matches). */
 export async function receiveFileInto (dir: string, channel: Channel): Promise<ReceivedFile> {
-  let buffer = Buffer.alloc(0)
-  let nl = -1
-  while (nl < 0) {
-    const chunk = await channel.read()
-    if (chunk === null) throw new StarsockError('E_BAD_REQUEST', 'file channel ended before its header')
-    buffer = Buffer.concat([buffer, chunk])
-    nl = buffer.indexOf(10)
-    if (nl < 0 && buffer.byteLength > MAX_HEADER_BYTES) throw new StarsockError('E_BAD_REQUEST', 'file header too long')
-  }
-  const header = JSON.parse(buffer.subarray(0, nl).toString('utf8')) as { name?: unknown, size?: unknown, sha256?: unknown }
-  const size = typeof header.size === 'number' && Number.isSafeInteger(header.size) && header.size >= 0 ? header.size : -1
-  if (size < 0 || size > MAX_RECEIVED_FILE_BYTES) throw new StarsockError('E_BAD_REQUEST', `file size ${String(header.size)} refused`)
-  const name = safeFileName(typeof header.name === 'string' ? header.name : 'file')
+  const reader = new LineReader(channel)
+  const line = await reader.next()
+  if (line === null) throw new StarsockError('E_BAD_REQUEST', 'file channel ended before its header')
+  const header = parseFileHeader(line, MAX_RECEIVED_FILE_BYTES)
+  const { size } = header
+  const name = safeFileName(header.name)
   // Unique even for two files of one name in one millisecond; `wx` never overwrites anything.
   const final = join(dir, `${Date.now()}-${randomBytes(4).toString('hex')}-${name}`)
   const part = `${final}.part`
@@ -67,7 +61,7 @@ export async function receiveFileInto (dir: string, channel: Channel): Promise<R
     }
   }
   try {
-    await take(buffer.subarray(nl + 1))
+    await take(reader.rest())
     for (;;) {
       const chunk = await channel.read()
       if (chunk === null) break
@@ -76,7 +70,7 @@ export async function receiveFileInto (dir: string, channel: Channel): Promise<R
     await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
     const sha256 = hash.digest('hex')
     const ok = done === size && sha256 === header.sha256
-    await channel.write(new TextEncoder().encode(JSON.stringify({ ok, sha256 }) + '\n'))
+    await writeLine(channel, { ok, sha256 })
     await channel.closeWrite()
     if (ok) await rename(part, final)
     else await rm(part, { force: true })

@@ -14,6 +14,7 @@ import { Emitter } from './emitter.ts'
 import { createIdentity, publicKeyHex, signNonce, type Identity } from './identity.ts'
 import { parseServerAddress, type ServerAddress } from './server-address.ts'
 import { ReceiveStream, SendStream, type StreamTransport } from './stream.ts'
+import { bounded } from './waiters.ts'
 
 /** Where the peer is with the server. */
 export type PeerState = 'connecting' | 'joined' | 'reconnecting' | 'closed'
@@ -91,23 +92,6 @@ function checkTarget (target: string): void {
     if (parseAddress(target) === undefined) throw new TypeError(`dial target ${target} is not a valid multiaddr`)
   } else if (!/^[1-9A-HJ-NP-Za-km-z]{32,128}$/.test(target)) {
     throw new TypeError(`dial target ${target} is not a peer id`)
-  }
-}
-
-/** Reject with `E_ABORTED` when `signal` aborts and with `E_TIMEOUT` after `ms`. */
-async function bounded<T> (what: string, promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T> {
-  signal?.throwIfAborted()
-  let timer: ReturnType<typeof setTimeout> | undefined
-  let onAbort: (() => void) | undefined
-  try {
-    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new StarsockError('E_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms)
-      onAbort = () => reject(new StarsockError('E_ABORTED', `${what}: aborted`, { cause: signal?.reason }))
-      signal?.addEventListener('abort', onAbort, { once: true })
-    })])
-  } finally {
-    clearTimeout(timer)
-    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
   }
 }
 

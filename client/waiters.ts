@@ -24,3 +24,24 @@ export class Waiters {
     for (const fn of list) fn()
   }
 }
+
+/**
+ * Settle with `promise`, or reject with `E_ABORTED` when `signal` aborts and with `E_TIMEOUT`
+ * after `ms` (no timeout when `ms` is undefined).
+ */
+export async function bounded<T> (what: string, promise: Promise<T>, ms: number | undefined, signal?: AbortSignal): Promise<T> {
+  signal?.throwIfAborted()
+  if (ms === undefined && signal === undefined) return await promise
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let onAbort: (() => void) | undefined
+  try {
+    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
+      if (ms !== undefined) timer = setTimeout(() => reject(new StarsockError('E_TIMEOUT', `${what}: no answer within ${ms} ms`)), ms)
+      onAbort = () => reject(new StarsockError('E_ABORTED', `${what}: aborted`, { cause: signal?.reason }))
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })])
+  } finally {
+    clearTimeout(timer)
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
+  }
+}

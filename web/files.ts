@@ -7,7 +7,8 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import type { Channel } from '../client/mux/channel.ts'
 import type { Muxer } from '../client/mux/muxer.ts'
 import { el, formatBytes, formatSeconds, hex } from './dom.ts'
-import { LineReader, writeLine } from './lines.ts'
+import { LineReader, writeLine } from '../client/mux/lines.ts'
+import { parseFileHeader } from '../shared/file-transfer.ts'
 
 /** Largest file the page receives (it is held in memory to be saved). */
 export const MAX_FILE_BYTES = 1024 * 1024 * 1024
@@ -80,10 +81,8 @@ export async function receiveFile (channel: Channel, list: HTMLElement): Promise
   const reader = new LineReader(channel)
   let view: TransferView | undefined
   try {
-    const header = await reader.next() as { name?: unknown, size?: unknown, sha256?: unknown } | null
-    const name = typeof header?.name === 'string' ? header.name.slice(0, 200) : 'file'
-    const size = typeof header?.size === 'number' && Number.isSafeInteger(header.size) ? header.size : -1
-    if (size < 0 || size > MAX_FILE_BYTES) throw new Error(`refused: size ${String(header?.size)}`)
+    const header = parseFileHeader(await reader.next(), MAX_FILE_BYTES)
+    const { name, size } = header
     view = new TransferView(list, 'from', channel.remotePeer, name, size, () => channel.abort(new Error('Cancelled by the receiver')))
     const data = new Uint8Array(size)
     const hash = sha256.create()
@@ -107,7 +106,7 @@ export async function receiveFile (channel: Channel, list: HTMLElement): Promise
     }
     view.progress(done)
     const digest = hex(hash.digest())
-    const ok = done === size && digest === header?.sha256
+    const ok = done === size && digest === header.sha256
     view.item.dataset.sha256 = digest
     await writeLine(channel, { ok, sha256: digest })
     await channel.closeWrite()

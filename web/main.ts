@@ -14,7 +14,7 @@ import { StarsockError } from '../shared/errors.ts'
 import { ThroughputChart } from './chart.ts'
 import { byId, el, formatBytes } from './dom.ts'
 import { receiveFile, sendFile } from './files.ts'
-import { LineReader, writeLine } from './lines.ts'
+import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
 
 const params = new URLSearchParams(location.search)

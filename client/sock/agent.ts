@@ -16,6 +16,7 @@ import { Emitter } from '../emitter.ts'
 import type { Channel } from '../mux/channel.ts'
 import { Muxer, type MuxOptions } from '../mux/muxer.ts'
 import type { StarsockPeer } from '../peer.ts'
+import { bounded } from '../waiters.ts'
 import { Mapping } from './mapping.ts'
 
 /** Runs sockets on this machine on behalf of other peers. */
@@ -163,7 +164,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       dialing.catch(() => {})
       this.dialing.set(peerId, dialing)
     }
-    return await waitWith(dialing, `connecting to ${peerId}`, options)
+    return await bounded(`connecting to ${peerId}`, dialing, options.timeoutMs, options.signal)
   }
 
   /** Ask `peerId` to connect to `host:port` for us; settles with the granted mapping (open channels with `mapping.connect()`). */
@@ -445,25 +446,6 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     clearTimeout(state.lease)
     if (this.leases.get(state.key) === state) this.leases.delete(state.key)
     state.listener.close()
-  }
-}
-
-/** Settle with `promise`, or reject with `E_ABORTED` when `signal` aborts and `E_TIMEOUT` after `timeoutMs`. */
-async function waitWith<T> (promise: Promise<T>, what: string, options: { signal?: AbortSignal, timeoutMs?: number }): Promise<T> {
-  const { signal, timeoutMs } = options
-  signal?.throwIfAborted()
-  if (signal === undefined && timeoutMs === undefined) return await promise
-  let timer: ReturnType<typeof setTimeout> | undefined
-  let onAbort: (() => void) | undefined
-  try {
-    return await Promise.race([promise, new Promise<never>((_resolve, reject) => {
-      if (timeoutMs !== undefined) timer = setTimeout(() => reject(new StarsockError('E_TIMEOUT', `${what}: no answer within ${timeoutMs} ms`)), timeoutMs)
-      onAbort = () => reject(new StarsockError('E_ABORTED', `${what}: aborted`, { cause: signal?.reason }))
-      signal?.addEventListener('abort', onAbort, { once: true })
-    })])
-  } finally {
-    clearTimeout(timer)
-    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort)
   }
 }
 

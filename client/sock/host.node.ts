@@ -8,7 +8,7 @@ import net from 'node:net'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockProto } from '../../shared/sock-protocol.ts'
-import type { Channel } from '../mux/channel.ts'
+import type { Channel, Datagram } from '../mux/channel.ts'
 import type { BindTarget, HostListener, SockHost } from './agent.ts'
 
 /** Options of the Node host. */
@@ -73,27 +73,28 @@ export function pipeSocket (socket: net.Socket, channel: Channel): void {
   })
 }
 
-/** Carry datagrams between a UDP socket (connected, or with `addr` per datagram) and a channel. */
-export function pipeDatagrams (socket: dgram.Socket, channel: Channel, options: { connected: boolean, onIdle?: () => void }): void {
-  socket.on('message', (msg, rinfo) => {
-    channel.send(msg, options.connected ? undefined : { ip: rinfo.address, port: rinfo.port })
-  })
-  void (async () => {
-    try {
-      for (;;) {
-        const item = await channel.receive()
-        if (item === null) break
-        try {
-          if (options.connected) socket.send(item.data)
-          else if (item.addr !== undefined && item.addr.port > 0) socket.send(item.data, item.addr.port, item.addr.ip)
-        } catch {} // a bad address loses that datagram, as UDP would
-      }
-    } catch {}
-    try { socket.close() } catch {}
-  })()
+/**
+ * Call `send` with every datagram of `channel` until it ends or is reset; settles then. A send that
+ * throws (a bad address) loses that datagram only, as UDP would.
+ */
+export async function forEachDatagram (channel: Channel, send: (item: Datagram) => void): Promise<void> {
+  try {
+    for (;;) {
+      const item = await channel.receive()
+      if (item === null) return
+      try { send(item) } catch {}
+    }
+  } catch {} // reset: the channel is over
 }
 
-function udpType (ip: string): 'udp4' | 'udp6' {
+/** Carry datagrams between a connected UDP socket and a channel; the socket closes with the channel. */
+export function pipeDatagrams (socket: dgram.Socket, channel: Channel): void {
+  socket.on('message', (msg) => { channel.send(msg) })
+  void forEachDatagram(channel, (item) => socket.send(item.data)).then(() => { try { socket.close() } catch {} })
+}
+
+/** The dgram socket type for an address. */
+export function udpType (ip: string): 'udp4' | 'udp6' {
   return net.isIPv6(ip) ? 'udp6' : 'udp4'
 }
 
@@ -131,7 +132,7 @@ async function udpConnect (dst: SockAddress): Promise<dgram.Socket> {
 /** Open a socket to `dst` (TCP or UDP) and pipe it to `channel`; settles once connected. */
 export async function connectChannel (channel: Channel, dst: SockAddress, proto: SockProto, timeoutMs = 10_000): Promise<void> {
   if (proto === 'tcp') pipeSocket(await tcpConnect(dst, timeoutMs), channel)
-  else pipeDatagrams(await udpConnect(dst), channel, { connected: true })
+  else pipeDatagrams(await udpConnect(dst), channel)
 }
 
 async function tcpListen (host: string, port: number, target: BindTarget): Promise<HostListener> {
@@ -143,10 +144,9 @@ async function tcpListen (host: string, port: number, target: BindTarget): Promi
     target.openAccept({ ip: socket.remoteAddress ?? '0.0.0.0', port: socket.remotePort ?? 0 })
       .then((channel) => pipeSocket(socket, channel), () => socket.destroy())
   })
-  await listen(server, host, port)
-  const a = server.address() as net.AddressInfo
+  const address = await listenTcp(server, host, port)
   return {
-    address: { ip: a.address, port: a.port },
+    address,
     attach: () => {},
     close: () => {
       server.close()
@@ -155,11 +155,25 @@ async function tcpListen (host: string, port: number, target: BindTarget): Promi
   }
 }
 
-async function listen (server: net.Server, host: string, port: number): Promise<void> {
+/** Listen on `host:port`; settles with the address bound, rejects with `E_BIND_FAILED`. */
+export async function listenTcp (server: net.Server, host: string, port: number): Promise<SockAddress> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot listen on ${host}:${port}: ${err.code ?? err.message}`)))
     server.listen(port, host, () => resolve())
   })
+  const a = server.address() as net.AddressInfo
+  return { ip: a.address, port: a.port }
+}
+
+/** A UDP socket bound to `host:port`; rejects with `E_BIND_FAILED`. Later socket errors are ignored (lost datagrams). */
+export async function bindUdp (host: string, port: number): Promise<dgram.Socket> {
+  const socket = dgram.createSocket(udpType(host))
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot bind UDP ${host}:${port}: ${err.code ?? err.message}`)))
+    socket.bind(port, host, () => resolve())
+  })
+  socket.on('error', () => {})
+  return socket
 }
 
 /** Remote sources a UDP bind remembers (and may answer); past this, new sources are dropped. */
@@ -168,12 +182,7 @@ export const MAX_UDP_BIND_SOURCES = 4096
 export const UDP_SOURCE_TTL_MS = 120_000
 
 async function udpListen (host: string, port: number): Promise<HostListener> {
-  const socket = dgram.createSocket(udpType(host))
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot bind UDP ${host}:${port}: ${err.code ?? err.message}`)))
-    socket.bind(port, host, () => resolve())
-  })
-  socket.on('error', () => {})
+  const socket = await bindUdp(host, port)
   let current: Channel | undefined
   // The binder may only answer sources that sent to the bound port (a bind is not a connect
   // to anywhere): a table of recent sources, bounded in size and age.
@@ -199,17 +208,10 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
     address: { ip: a.address, port: a.port },
     attach: (channel) => {
       current = channel
-      void (async () => {
-        try {
-          for (;;) {
-            const item = await channel.receive()
-            if (item === null) return
-            const addr = item.addr
-            if (addr === undefined || !sources.has(`${addr.ip}|${addr.port}`)) continue // not a source of this bind: dropped
-            try { socket.send(item.data, addr.port, addr.ip) } catch {}
-          }
-        } catch {}
-      })()
+      void forEachDatagram(channel, ({ data, addr }) => {
+        // Not a source of this bind: dropped.
+        if (addr !== undefined && sources.has(`${addr.ip}|${addr.port}`)) socket.send(data, addr.port, addr.ip)
+      })
     },
     close: () => {
       clearInterval(sweep)

@@ -12,7 +12,7 @@ import type { SockProto } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
 import type { Channel } from '../mux/channel.ts'
 import type { MappingRequest, SockAgent } from './agent.ts'
-import { connectError, pipeSocket } from './host.node.ts'
+import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, udpType } from './host.node.ts'
 import type { Mapping } from './mapping.ts'
 
 /** Events of a tunnel. */
@@ -241,36 +241,18 @@ export class Forward extends Tunnel {
         .then((channel) => pipeSocket(socket, channel), (err: unknown) => { socket.destroy(); this.failed(err) })
     })
     this.server = server
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot listen on ${listen.ip}:${listen.port}: ${err.code ?? err.message}`)))
-      server.listen(listen.port, listen.ip, () => resolve())
-    })
-    const a = server.address() as net.AddressInfo
-    this.address = { ip: a.address, port: a.port }
+    this.address = await listenTcp(server, listen.ip, listen.port)
   }
 
   private async listenUdp (listen: SockAddress): Promise<void> {
-    const socket = dgram.createSocket(net.isIPv6(listen.ip) ? 'udp6' : 'udp4')
+    const socket = await bindUdp(listen.ip, listen.port)
     this.udp = socket
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot bind UDP ${listen.ip}:${listen.port}: ${err.code ?? err.message}`)))
-      socket.bind(listen.port, listen.ip, () => resolve())
-    })
-    socket.on('error', () => {})
     const sources = new UdpSources(this.udpIdleMs, (n) => this.counted('droppedDatagrams', n))
     this.sources = sources
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
       sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failed(err); throw err }), (channel) => {
-        void (async () => {
-          try {
-            for (;;) {
-              const item = await channel.receive()
-              if (item === null) return
-              socket.send(item.data, src.port, src.ip)
-            }
-          } catch {}
-        })()
+        void forEachDatagram(channel, (item) => socket.send(item.data, src.port, src.ip))
       })
     })
     const a = socket.address()
@@ -329,19 +311,12 @@ export class Expose extends Tunnel {
   private carryUdp (bindChannel: Channel): void {
     this.bindChannel = bindChannel
     const to = this.options.to
-    void (async () => {
-      try {
-        for (;;) {
-          const item = await bindChannel.receive()
-          if (item === null) return
-          const src = item.addr
-          if (src === undefined) continue
-          const socket = this.udpSocketFor(src)
-          if (socket === undefined) this.counted('droppedDatagrams')
-          else try { socket.send(item.data, to.port, to.ip) } catch {}
-        }
-      } catch {}
-    })()
+    void forEachDatagram(bindChannel, ({ data, addr }) => {
+      if (addr === undefined) return
+      const socket = this.udpSocketFor(addr)
+      if (socket === undefined) this.counted('droppedDatagrams')
+      else socket.send(data, to.port, to.ip)
+    })
   }
 
   /** One local socket per remote source, so the service's replies find their way back. */
@@ -350,7 +325,7 @@ export class Expose extends Tunnel {
     let entry = this.udpSockets.get(key)
     if (entry === undefined) {
       if (this.udpSockets.size >= MAX_UDP_SOURCES) return undefined
-      const socket = dgram.createSocket(net.isIPv6(this.options.to.ip) ? 'udp6' : 'udp4')
+      const socket = dgram.createSocket(udpType(this.options.to.ip))
       socket.on('error', () => {})
       // Replies go on the bind channel of now: after a re-bind, the new one.
       socket.on('message', (msg) => { this.bindChannel?.send(msg, src) })

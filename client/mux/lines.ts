@@ -1,5 +1,5 @@
-/** JSON lines over a reliable channel: how the page's chat and file headers are framed. */
-import type { Channel } from '../client/mux/channel.ts'
+/** JSON lines over a reliable channel: how chat messages and file headers are framed. */
+import type { Channel } from './channel.ts'
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
