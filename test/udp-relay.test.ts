@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
 import { createPeer, type StarsockPeer, type UdpAllocation } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
+import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
 import { readUdpHalf, sendUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
@@ -31,6 +32,23 @@ async function udpSocket (host = '127.0.0.1'): Promise<{ socket: dgram.Socket, g
 
 async function send (s: dgram.Socket, data: Uint8Array, port: number, ip = '127.0.0.1'): Promise<void> {
   await new Promise<void>((resolve, reject) => s.send(data, port, ip, (err) => err != null ? reject(err) : resolve()))
+}
+
+/**
+ * What a plain UDP program does to register on `port` (the README's steps): send the token, echo
+ * the 16 bytes the relay answers, wait for the token back. Forgets the handshake's datagrams.
+ */
+async function plainRegister (s: { socket: dgram.Socket, got: Buffer[] }, token: string, port: number, ip = '127.0.0.1'): Promise<void> {
+  const bytes = Buffer.from(token, 'hex')
+  await send(s.socket, bytes, port, ip)
+  await waitFor(`the relay's cookie from port ${port}`, () => s.got.length >= 1)
+  const cookie = s.got[0] as Buffer
+  expect(cookie.byteLength).toBe(16)
+  expect(cookie.equals(bytes)).toBe(false)
+  await send(s.socket, cookie, port, ip)
+  await waitFor(`the confirmation (the token back) from port ${port}`, () => s.got.length >= 2)
+  expect(s.got[1]?.equals(bytes)).toBe(true)
+  s.got.length = 0
 }
 
 async function dropped (server: StarsockServer, cause: string): Promise<number> {
@@ -69,11 +87,9 @@ describe('UDP relay allocations', () => {
     const one = await udpSocket()
     const two = await udpSocket()
     cleanup.push(one, two)
-    await send(one.socket, Buffer.from(a.token1, 'hex'), a.port1)
-    await send(two.socket, Buffer.from(a.token2, 'hex'), a.port2)
-    await within('both endpoints registered', (async () => {
-      while (!/^starsock_udp_endpoints [2-9]/m.test(await server.metrics.registry.metrics())) await new Promise((resolve) => setTimeout(resolve, 10))
-    })())
+    await plainRegister(one, a.token1, a.port1)
+    await plainRegister(two, a.token2, a.port2)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_udp_endpoints [2-9]/m)
     return [one, two]
   }
 
@@ -198,7 +214,7 @@ describe('UDP relay allocations', () => {
     expect((await rejection(r.udpAllocate())).code).toBe('E_UDP_DISABLED')
   }, 30_000)
 
-  it('shares one half with another peer over a sock channel; its plain UDP program sends the token first', async () => {
+  it('shares one half with another peer over a sock channel; the other registers with registerUdpEndpoint', async () => {
     const owner = await start()
     let received: Promise<UdpHalf> | undefined
     const other = await peer()
@@ -219,9 +235,9 @@ describe('UDP relay allocations', () => {
     const mine = await udpSocket()
     const theirs = await udpSocket()
     cleanup.push(mine, theirs)
-    await send(mine.socket, Buffer.from(a.token1, 'hex'), a.port1)
-    await send(theirs.socket, Buffer.from(half.token, 'hex'), half.port, half.ip)
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await plainRegister(mine, a.token1, a.port1)
+    await within('registerUdpEndpoint to settle', registerUdpEndpoint(theirs.socket, half))
+    theirs.got.length = 0
     await send(theirs.socket, Buffer.from('voice frame'), half.port, half.ip)
     await waitFor('the frame at the owner', () => mine.got.length === 1)
     await send(mine.socket, Buffer.from('reply'), a.port1)
