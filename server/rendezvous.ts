@@ -107,9 +107,27 @@ export class Rendezvous {
     }
   }
 
-  /** `starsock:peers`: one page of joined addresses from `cursor`. */
-  peers (session: Session, cursor: number): PeersPage {
+  /** `starsock:peers`: one page of joined addresses from `cursor`; only for a joined, allowed peer. */
+  peers (session: Session, cursor: number): PeersPage | StarsockError {
+    if (!this.mayDiscover(session)) return new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
     return this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
+  }
+
+  /** Whether a session may see the directory: it joined, under a peer id the allowlist names. */
+  mayDiscover (session: Session): boolean {
+    if (this.allow.size === 0) return session.addrs.size > 0
+    for (const addr of session.addrs) {
+      const peerId = checkAddress(addr, false)?.peerId
+      if (peerId !== undefined && this.allow.has(peerId)) return true
+    }
+    return false
+  }
+
+  /** Addresses joined now by sessions from client IP `ip`. */
+  private peersFrom (ip: string): number {
+    let n = 0
+    for (const s of this.sessions.values()) if (s.ip === ip) n += s.addrs.size
+    return n
   }
 
   /**
@@ -161,6 +179,9 @@ export class Rendezvous {
     if (!session.addrs.has(addr)) {
       if (session.addrs.size >= this.options.maxAddressesPerSocket) {
         return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
+      }
+      if (this.peersFrom(session.ip) >= this.options.maxPeersPerIp) {
+        return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
