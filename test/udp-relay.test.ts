@@ -3,6 +3,8 @@ import dgram from 'node:dgram'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
+import { io, type Socket } from 'socket.io-client'
+import { createIdentity } from '../client/identity.ts'
 import { createPeer, type StarsockPeer, type UdpAllocation } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
 import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
@@ -11,6 +13,7 @@ import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { UdpRelay } from '../server/udp-relay.ts'
 import { silentLogger } from '../shared/logger.ts'
+import { joinWithChallenge, makeIdentity, request } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -55,6 +58,21 @@ async function dropped (server: StarsockServer, cause: string): Promise<number> 
   const text = await server.metrics.registry.metrics()
   const m = new RegExp(`^starsock_udp_dropped_total\\{cause="${cause}"\\} (\\d+)$`, 'm').exec(text)
   return Number(m?.[1] ?? 0)
+}
+
+/** Settles once `check` holds, polling every 20 ms (bounded by the caller's `within`). */
+async function until (check: () => Promise<boolean>): Promise<void> {
+  while (!await check()) await new Promise((resolve) => setTimeout(resolve, 20))
+}
+
+/** A socket.io client whose TCP connection comes from `localAddress` (another client IP on loopback). */
+async function socketFrom (url: string, localAddress: string): Promise<Socket> {
+  const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true, localAddress } as Parameters<typeof io>[1])
+  await within(`a socket.io connection from ${localAddress}`, new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve())
+    socket.once('connect_error', (err) => reject(err))
+  }))
+  return socket
 }
 
 async function portFree (port: number): Promise<boolean> {
@@ -279,6 +297,110 @@ describe('UDP relay allocations', () => {
     await within('the unrefreshed allocation to reach its lifetime', (async () => { while (!await portFree(lapsed.port1)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 5000)
     expect(await portFree(kept.port1)).toBe(false) // refreshed: still held
     expect((await p.udpRefresh(kept.id)).id).toBe(kept.id)
+  }, 30_000)
+
+  it('a registration with a forged source (the victim\'s) gets the victim one cookie and none of the traffic', async () => {
+    const p = await start()
+    const a = await p.udpAllocate()
+    const victim = await udpSocket('127.0.0.2')
+    const attacker = await udpSocket()
+    cleanup.push(victim, attacker)
+    // A packet with a forged source looks to the relay exactly like this one: the token, once,
+    // from the victim's address. The victim never echoes the cookie; from now on only the attacker sends.
+    await send(victim.socket, Buffer.from(a.token1, 'hex'), a.port1)
+    await waitFor('the cookie at the victim', () => victim.got.length === 1)
+    await plainRegister(attacker, a.token2, a.port2)
+    for (let i = 0; i < 100; i++) attacker.socket.send(Buffer.from(`flood ${i}`), a.port2, '127.0.0.1')
+    await within('100 datagrams dropped for want of a registered endpoint 1', until(async () => await dropped(server, 'no_peer') >= 100))
+    expect(victim.got).toHaveLength(1)
+    expect(victim.got[0]?.byteLength).toBe(16)
+
+    // Address mode registers without the handshake: the victim gets at most 8 datagrams.
+    const b = await p.udpAllocate({ mode: 'address', addresses: ['127.0.0.2', '127.0.0.1'] })
+    victim.got.length = 0
+    await send(victim.socket, Buffer.from('forged first packet'), b.port1)
+    for (let i = 0; i < 100; i++) attacker.socket.send(Buffer.from(`flood ${i}`), b.port2, '127.0.0.1')
+    await within('92 datagrams dropped as unverified', until(async () => await dropped(server, 'unverified') >= 92))
+    await waitFor('the budget of 8 at the victim', () => victim.got.length >= 8)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(victim.got.map(String)).toEqual(Array.from({ length: 8 }, (_, i) => `flood ${i}`))
+    // The real endpoint proves its address with the handshake and then gets everything.
+    victim.got.length = 0
+    await plainRegister(victim, b.token1, b.port1)
+    for (let i = 0; i < 20; i++) await send(attacker.socket, Buffer.from(`after ${i}`), b.port2)
+    await waitFor('20 datagrams at the verified endpoint', () => victim.got.length === 20)
+  }, 30_000)
+
+  it('a source that is one of the server\'s own ports never registers and gets nothing (no loops)', async () => {
+    const p = await start()
+    const open = await p.udpAllocate({ mode: 'open' })
+    const tokened = await p.udpAllocate()
+    // UDP on the server's own (TCP) port number: what a packet forged from the server looks like.
+    const own = dgram.createSocket('udp4')
+    const ownGot: Buffer[] = []
+    own.on('message', (m) => ownGot.push(m))
+    await new Promise<void>((resolve) => own.bind(server.port, '127.0.0.1', resolve))
+    cleanup.push({ close: () => own.close() })
+    await send(own, Buffer.from('register me'), open.port1)
+    await send(own, Buffer.from(tokened.token1, 'hex'), tokened.port1)
+    await within('two loop packets counted', until(async () => await dropped(server, 'loop') >= 2))
+    const other = await udpSocket()
+    cleanup.push(other)
+    await plainRegister(other, tokened.token2, tokened.port2)
+    for (let i = 0; i < 10; i++) await send(other.socket, Buffer.from(`x${i}`), open.port2)
+    for (let i = 0; i < 10; i++) await send(other.socket, Buffer.from(`y${i}`), tokened.port2)
+    await within('20 datagrams dropped with nobody on port 1', until(async () => await dropped(server, 'no_peer') >= 20))
+    expect(ownGot).toHaveLength(0)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_udp_endpoints 2$/m)
+  }, 30_000)
+
+  it('25 identities from one IP hold at most udpMaxAllocationsPerIp; a peer from another IP still gets a pair', async () => {
+    await start({ udpPorts: portRange(16), udpMaxAllocationsPerIp: 6 })
+    const replies: unknown[] = []
+    const join = async (from: string): Promise<Socket> => {
+      const socket = await socketFrom(server.url(), from)
+      cleanup.push({ close: () => socket.close() })
+      const me = await makeIdentity(server.port)
+      await joinWithChallenge(socket, me.key, me.addr)
+      return socket
+    }
+    for (let i = 0; i < 25; i++) {
+      const socket = await join('127.0.0.1')
+      for (let j = 0; j < 4; j++) replies.push((await request(socket, 'starsock:udp-allocate', [{}]))[0])
+    }
+    expect(replies.filter((err) => err === null)).toHaveLength(6)
+    const refusals = replies.filter((err) => typeof err === 'string' && err.endsWith('[E_LIMIT_ALLOCATIONS_PER_IP]'))
+    expect(refusals).toHaveLength(94) // the first identity hit its own limit of 4 first
+    expect(refusals[0]).toBe('Peers from this IP address hold 6 allocations already (udpMaxAllocationsPerIp=6) [E_LIMIT_ALLOCATIONS_PER_IP]')
+    const other = await join('127.0.0.2')
+    expect([...server.rendezvous.sessions.values()].map((s) => s.ip)).toContain('127.0.0.2')
+    const [err, allocation] = await request(other, 'starsock:udp-allocate', [{}])
+    expect(err).toBeNull()
+    expect((allocation as UdpAllocation).port1).toBeGreaterThan(0)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_ALLOCATIONS_PER_IP"\} 94$/m)
+  }, 30_000)
+
+  it('allocations end a grace after their owner left, and are kept when the owner joins again in time', async () => {
+    await start({ udpOwnerGraceMs: 2500 })
+    const stayer = await createIdentity()
+    const first = await createPeer({ server: server.url(), identity: stayer })
+    const leaver = await peer()
+    const kept = await first.udpAllocate()
+    const ended = await leaver.udpAllocate()
+    const [one, two] = await register(kept)
+    await first.close()
+    await leaver.close()
+    // The same identity comes back (a reconnect) well within the grace.
+    const again = await createPeer({ server: server.url(), identity: stayer })
+    cleanup.push({ close: async () => await again.close() })
+    await within('the left owner\'s allocation to end after the grace', until(async () => await portFree(ended.port1)), 10_000)
+    expect(await portFree(ended.port2)).toBe(true)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_udp_allocations_ended_total\{cause="owner_left"\} 1$/m)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(await portFree(kept.port1)).toBe(false)
+    expect((await again.udpRefresh(kept.id)).id).toBe(kept.id)
+    await send(one.socket, Buffer.from('still here'), kept.port1)
+    await waitFor('a datagram through the kept allocation', () => two.got.length === 1)
   }, 30_000)
 
   it('an allocation still binding when the relay closes is refused and leaves no port taken', async () => {
