@@ -27,8 +27,9 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
           if (flags.json === true) process.stdout.write(JSON.stringify(a) + '\n')
           else {
             process.stdout.write(`allocation ${a.id} (${a.mode}), expires ${new Date(a.expiresAt).toISOString()}\n`)
-            process.stdout.write(`endpoint 1: ${a.ip}:${a.port1}${a.mode === 'token' ? ` token ${a.token1}` : ''}\n`)
-            process.stdout.write(`endpoint 2: ${a.ip}:${a.port2}${a.mode === 'token' ? ` token ${a.token2}` : ''}\n`)
+            process.stdout.write(`endpoint 1: ${a.ip}:${a.port1} token ${a.token1}\n`)
+            process.stdout.write(`endpoint 2: ${a.ip}:${a.port2} token ${a.token2}\n`)
+            process.stdout.write(`register each endpoint: send its token (hex-decoded, 16 bytes) to its port, send back the 16 bytes the relay answers, wait for the token to come back, then send data${a.mode === 'token' ? '' : ` (${a.mode} mode: a first packet registers too, but the relay sends such an endpoint only 8 datagrams until it has done this)`}\n`)
           }
           if (flags.once === true) return 0
           let lost: Error | undefined
