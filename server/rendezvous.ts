@@ -180,11 +180,12 @@ export class Rendezvous {
       if (session.addrs.size >= this.options.maxAddressesPerSocket) {
         return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
       }
-      if (this.peersFrom(session.ip) >= this.options.maxPeersPerIp) {
-        return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
-      }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+      // An address that moves between sockets of one IP (a reconnect) does not add to its count.
+      if (this.peersFrom(session.ip) - (owner?.ip === session.ip ? 1 : 0) >= this.options.maxPeersPerIp) {
+        return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
+      }
       if (owner !== undefined) {
         // With the challenge on, the newcomer proved it holds the key: it takes the address over,
         // as in the original. Without it, nothing proves that, so a live holder keeps it.

@@ -80,15 +80,18 @@ describe('access', () => {
 
   it('caps addresses joined from one client IP (X-Forwarded-For behind a trusted proxy); another IP still joins', async () => {
     const s = await start({ maxPeersPerIp: 2, trustProxy: true })
-    const from = async (ip: string): Promise<unknown> => {
+    const from = async (ip: string, me?: Awaited<ReturnType<typeof makeIdentity>>): Promise<unknown> => {
       const sock = await socket(s, { 'x-forwarded-for': ip })
-      const me = await makeIdentity(s.port)
+      me ??= await makeIdentity(s.port)
       return await joinWithChallenge(sock, me.key, me.addr).then(() => null, (err: Error) => err.message)
     }
-    expect(await from('10.1.1.1')).toBeNull()
+    const first = await makeIdentity(s.port)
+    expect(await from('10.1.1.1', first)).toBeNull()
     expect(await from('10.1.1.1, 127.0.0.1')).toBeNull()
     expect(await from('10.1.1.1')).toBe('Peer limit of this IP address reached (maxPeersPerIp=2) [E_LIMIT_PEERS_PER_IP]')
     expect(await from('10.2.2.2')).toBeNull()
+    // A reconnect from the same IP moves an address; it does not add one.
+    expect(await from('10.1.1.1', first)).toBeNull()
     expect(s.stats().peers).toBe(3)
     expect(await s.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_PEERS_PER_IP"\} 1$/m)
   })
