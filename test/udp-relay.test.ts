@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process'
 import dgram from 'node:dgram'
+import { rmSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
@@ -15,6 +16,7 @@ import { UdpRelay } from '../server/udp-relay.ts'
 import { silentLogger } from '../shared/logger.ts'
 import { joinWithChallenge, makeIdentity, request } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { udpEcho } from './helpers/sockets.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
@@ -285,6 +287,33 @@ describe('UDP relay allocations', () => {
     expect(bad.stderr).toContain('--udp-ports')
   }, 30_000)
 
+  it('`starsock relay --local1` registers for an unmodified UDP program and carries its datagrams; SIGTERM releases', async () => {
+    await start()
+    const echo = await udpEcho() // knows nothing of tokens or cookies
+    cleanup.push(echo)
+    const proc = spawn(process.execPath, [BIN, 'relay', '--server', server.url(), '--key', `/tmp/starsock-relay-test-${process.pid}`, '--json', '--local1', `127.0.0.1:${echo.port}`])
+    let stdout = ''
+    let stderr = ''
+    proc.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', resolve))
+    cleanup.push({ close: () => { proc.kill('SIGKILL'); rmSync(`/tmp/starsock-relay-test-${process.pid}`, { force: true }) } })
+    await waitFor('the allocation and the bridge of endpoint 1 printed', () => stdout.split('\n').length >= 3, 20_000)
+    const [a, bridge] = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>) as [UdpAllocation, { endpoint: number, local: string }]
+    expect(bridge).toMatchObject({ endpoint: 1, local: `127.0.0.1:${echo.port}` })
+    const me = await udpSocket()
+    cleanup.push(me)
+    await plainRegister(me, a.token2, a.port2)
+    for (let i = 0; i < 5; i++) await send(me.socket, Buffer.from(`ping ${i}`), a.port2)
+    await waitFor('5 echoes through the relay and the bridge', () => me.got.length === 5)
+    expect(me.got.map(String)).toEqual(['ping 0', 'ping 1', 'ping 2', 'ping 3', 'ping 4'])
+    expect(echo.received()).toBe(5)
+    proc.kill('SIGTERM')
+    expect(await within('starsock relay to exit after SIGTERM', exited, 10_000)).toBe(0)
+    expect(stderr).toBe('')
+    await within('the released ports to be free', until(async () => await portFree(a.port2)))
+  }, 40_000)
+
   it('expires at its hard lifetime even with traffic, unless refreshed', async () => {
     const p = await start({ udpLifetimeMs: 600, udpIdleMs: 10_000 })
     const kept = await p.udpAllocate()
@@ -314,6 +343,10 @@ describe('UDP relay allocations', () => {
     await within('100 datagrams dropped for want of a registered endpoint 1', until(async () => await dropped(server, 'no_peer') >= 100))
     expect(victim.got).toHaveLength(1)
     expect(victim.got[0]?.byteLength).toBe(16)
+    // Forged tokens again and again: the relay answers only a few per second per port.
+    for (let i = 0; i < 40; i++) victim.socket.send(Buffer.from(a.token1, 'hex'), a.port1, '127.0.0.1')
+    await within('tokens over the rate dropped', until(async () => await dropped(server, 'challenge_rate') >= 20))
+    expect(victim.got.length).toBeLessThan(20)
 
     // Address mode registers without the handshake: the victim gets at most 8 datagrams.
     const b = await p.udpAllocate({ mode: 'address', addresses: ['127.0.0.2', '127.0.0.1'] })

@@ -4,8 +4,10 @@
  * wait for the token to come back. Repeats lost steps by itself.
  */
 import type dgram from 'node:dgram'
+import { isIPv6 } from 'node:net'
 import { StarsockError } from '../../shared/errors.ts'
 import { UDP_COOKIE_BYTES, UDP_TOKEN_BYTES } from '../../shared/udp-relay-protocol.ts'
+import { bindUdp } from './host.node.ts'
 
 /** Where an endpoint registers: one half of an allocation (`UdpHalf` fits). */
 export interface UdpRegistration {
@@ -71,4 +73,45 @@ export async function registerUdpEndpoint (socket: dgram.Socket, half: UdpRegist
     socket.on('message', onMessage)
     step()
   })
+}
+
+/** A local UDP program bridged to one endpoint of an allocation. */
+export interface UdpBridge {
+  /** The bridge's own socket: the program gets the relay's datagrams from it and may send to it. */
+  readonly socket: dgram.Socket
+  /** Datagrams carried from the relay to the program and back. */
+  readonly counts: { toLocal: number, toRelay: number }
+  close: () => void
+}
+
+/**
+ * Make the unmodified UDP program at `target` one endpoint of an allocation: bind a socket,
+ * register it (`registerUdpEndpoint`), then carry datagrams both ways, relay to `target` and
+ * `target` to relay; datagrams from anyone else are ignored. Settles once registered; rejects as
+ * `registerUdpEndpoint` does (and with `E_BIND_FAILED`).
+ */
+export async function bridgeUdpEndpoint (half: UdpRegistration, target: { ip: string, port: number }, options: RegisterUdpOptions = {}): Promise<UdpBridge> {
+  const socket = await bindUdp(isIPv6(half.ip) ? '::' : '0.0.0.0', 0)
+  try {
+    await registerUdpEndpoint(socket, half, options)
+  } catch (err) {
+    socket.close()
+    throw err
+  }
+  const token = Buffer.from(half.token, 'hex')
+  const relayIp = normalize(half.ip)
+  const targetIp = normalize(target.ip)
+  const counts = { toLocal: 0, toRelay: 0 }
+  socket.on('message', (msg, rinfo) => {
+    const from = normalize(rinfo.address)
+    if (from === relayIp && rinfo.port === half.port) {
+      if (msg.equals(token)) return // a late duplicate of the confirmation
+      counts.toLocal++
+      socket.send(msg, target.port, target.ip)
+    } else if (from === targetIp && rinfo.port === target.port) {
+      counts.toRelay++
+      socket.send(msg, half.port, half.ip)
+    }
+  })
+  return { socket, counts, close: () => { try { socket.close() } catch {} } }
 }
