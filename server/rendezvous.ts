@@ -13,7 +13,7 @@ import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './chall
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
-import { TokenBucket, WindowCounter } from './rate-limit.ts'
+import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
 
@@ -123,11 +123,24 @@ export class Rendezvous {
     return false
   }
 
-  /** Addresses joined now by sessions from client IP `ip`. */
+  /** Addresses joined now by sessions under the per-IP key of `ip` (an IPv6 /64 is one key). */
   private peersFrom (ip: string): number {
+    const key = this.ipKey(ip)
     let n = 0
-    for (const s of this.sessions.values()) if (s.ip === ip) n += s.addrs.size
+    for (const s of this.sessions.values()) if (s.addrs.size > 0 && this.ipKey(s.ip) === key) n += s.addrs.size
     return n
+  }
+
+  private readonly ipKeys = new Map<string, string>()
+  /** `ipLimitKey`, remembered for the IPs of connected sessions. */
+  private ipKey (ip: string): string {
+    let key = this.ipKeys.get(ip)
+    if (key === undefined) {
+      if (this.ipKeys.size > 2 * this.sessions.size + 1024) this.ipKeys.clear() // only live IPs, roughly
+      key = ipLimitKey(ip)
+      this.ipKeys.set(ip, key)
+    }
+    return key
   }
 
   /**
@@ -157,7 +170,7 @@ export class Rendezvous {
     }
     this.metrics.joinsTotal.inc()
     if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
-    if (!this.joinsPerIp.hit(session.ip)) {
+    if (!this.joinsPerIp.hit(this.ipKey(session.ip))) {
       return new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
     }
     if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
@@ -183,7 +196,8 @@ export class Rendezvous {
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
       // An address that moves between sockets of one IP (a reconnect) does not add to its count.
-      if (this.peersFrom(session.ip) - (owner?.ip === session.ip ? 1 : 0) >= this.options.maxPeersPerIp) {
+      const sameKey = owner !== undefined && this.ipKey(owner.ip) === this.ipKey(session.ip)
+      if (this.peersFrom(session.ip) - (sameKey ? 1 : 0) >= this.options.maxPeersPerIp) {
         return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
       }
       if (owner !== undefined) {

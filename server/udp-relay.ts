@@ -16,10 +16,11 @@ import dgram from 'node:dgram'
 import { isIP } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS } from '../shared/udp-relay-protocol.ts'
+import { UDP_OWNER_GRACE_MS } from '../shared/constants.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { UdpAllocation } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
-import { TokenBucket } from './rate-limit.ts'
+import { ipLimitKey, TokenBucket } from './rate-limit.ts'
 
 /** How an endpoint registers on its port. */
 export type UdpRelayMode = UdpAllocation['mode']
@@ -42,7 +43,7 @@ export interface UdpRelayOptions {
   maxAllocationsPerPeer: number
   /** Allocations the peers of one client IP may hold together. @default Infinity */
   maxAllocationsPerIp?: number
-  /** Allocations of an owner that left end this long after, unless it comes back. @default 30_000 */
+  /** Allocations of an owner that left end this long after, unless it comes back. @default UDP_OWNER_GRACE_MS (30 s) */
   ownerGraceMs?: number
   /** Other ports of this server (its TCP port): a source with one of them on a local address never registers. */
   ownPorts?: readonly number[]
@@ -86,7 +87,7 @@ interface Side {
 interface Allocation {
   info: AllocationInfo
   owner: string
-  /** Client IP of the owner when it asked (for the per-IP cap). */
+  /** Per-IP key (`ipLimitKey`) of the owner's client IP when it asked (for the per-IP cap). */
   ip: string
   sides: [Side, Side]
   allowed: Set<string>
@@ -149,7 +150,7 @@ export class UdpRelay {
     if (this.closed) throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
     const held = [...this.allocations.values()].filter((a) => a.owner === owner).length + (this.pending.get(owner) ?? 0)
     if (held >= this.options.maxAllocationsPerPeer) throw new StarsockError('E_LIMIT_ALLOCATIONS', `Peer holds ${held} allocations already (at most ${this.options.maxAllocationsPerPeer})`)
-    const key = normalizeIp(ip)
+    const key = ipLimitKey(ip) // an IPv6 /64 is one key
     const maxIp = this.options.maxAllocationsPerIp ?? Infinity
     const heldIp = [...this.allocations.values()].filter((a) => a.ip === key).length + (this.pendingIp.get(key) ?? 0)
     if (heldIp >= maxIp) throw new StarsockError('E_LIMIT_ALLOCATIONS_PER_IP', `Peers from this IP address hold ${heldIp} allocations already (udpMaxAllocationsPerIp=${maxIp})`)
@@ -224,7 +225,7 @@ export class UdpRelay {
     const timer = setTimeout(() => {
       this.leaving.delete(owner)
       for (const a of [...this.allocations.values()]) if (a.owner === owner) this.free(a, 'owner_left')
-    }, this.options.ownerGraceMs ?? 30_000)
+    }, this.options.ownerGraceMs ?? UDP_OWNER_GRACE_MS)
     timer.unref?.()
     this.leaving.set(owner, timer)
   }

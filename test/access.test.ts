@@ -78,7 +78,7 @@ describe('access', () => {
     expect(b.peers().map((p) => p.peerId)).toEqual([allowedA.peerId])
   })
 
-  it('caps addresses joined from one client IP (X-Forwarded-For behind a trusted proxy); another IP still joins', async () => {
+  it('caps addresses joined from one client IP or IPv6 /64 (X-Forwarded-For behind a trusted proxy); another still joins', async () => {
     const s = await start({ maxPeersPerIp: 2, trustProxy: true })
     const from = async (ip: string, me?: Awaited<ReturnType<typeof makeIdentity>>): Promise<unknown> => {
       const sock = await socket(s, { 'x-forwarded-for': ip })
@@ -93,7 +93,12 @@ describe('access', () => {
     // A reconnect from the same IP moves an address; it does not add one.
     expect(await from('10.1.1.1', first)).toBeNull()
     expect(s.stats().peers).toBe(3)
-    expect(await s.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_PEERS_PER_IP"\} 1$/m)
+    // An IPv6 /64 is one client: fresh addresses in it do not get around the cap.
+    expect(await from('2001:db8:1:2::1')).toBeNull()
+    expect(await from('2001:db8:1:2:ffff::2')).toBeNull()
+    expect(await from('2001:db8:1:2::3')).toBe('Peer limit of this IP address reached (maxPeersPerIp=2) [E_LIMIT_PEERS_PER_IP]')
+    expect(await from('2001:db8:1:3::1')).toBeNull()
+    expect(await s.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_PEERS_PER_IP"\} 2$/m)
   })
 
   it('with a token, /metrics, /status and /status.json refuse without it and answer with it; health stays open', async () => {
