@@ -25,7 +25,7 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
     .requiredOption('--server <url>', 'server URL (http(s)://, ws(s)://) or multiaddr')
     .addOption(keyOption())
     .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
-    .addOption(new Option('--mode <mode>', 'how endpoints register: token (first packet is the port\'s token), address (from --allow-ip), open (any first packet: unsafe)').choices(['token', 'address', 'open']).default('token'))
+    .addOption(new Option('--mode <mode>', 'how endpoints register: token (the token handshake only), address (also a first packet from --allow-ip), open (also any first packet: unsafe); a first-packet endpoint gets 8 datagrams until it does the handshake').choices(['token', 'address', 'open']).default('token'))
     .option('--allow-ip <ip>', 'address mode: a source IP that may register (repeatable)', collect)
     .option('--refresh-ms <ms>', 'refresh the allocation this often', integer(1000), 30_000)
     .option('--local1 <ip:port>', 'make the UDP program at ip:port endpoint 1: starsock registers for it and carries its datagrams both ways', localProgram)
