@@ -1,10 +1,22 @@
 /** `starsock relay`: get a UDP relay allocation, keep it refreshed, release it on exit. */
-import { Command, Option } from 'commander'
+import { isIP } from 'node:net'
+import { Command, InvalidArgumentError, Option } from 'commander'
 import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
 import { keyOption } from './id.ts'
 import { collect, integer } from './options.ts'
-import { interrupted } from './sock-runtime.ts'
+import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
+import { hostPort, interrupted } from './sock-runtime.ts'
+
+/** Address of a local UDP program. */
+interface LocalAddress { ip: string, port: number }
+
+/** `IP:PORT` of a local UDP program (an address, so replies can be matched to it). */
+function localProgram (value: string): LocalAddress {
+  const address = hostPort(undefined)(value)
+  if (isIP(address.ip) === 0 || address.port === 0) throw new InvalidArgumentError('Not IP:PORT (an address and a port, not 0).')
+  return address
+}
 
 /** The `relay` command; `started` receives the promise of its exit code. */
 export function relayCommand (started: (run: Promise<number>) => void): Command {
@@ -13,24 +25,39 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
     .requiredOption('--server <url>', 'server URL (http(s)://, ws(s)://) or multiaddr')
     .addOption(keyOption())
     .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
-    .addOption(new Option('--mode <mode>', 'how endpoints register: token (first packet is the port\'s token), address (from --allow-ip), open (any first packet: unsafe)').choices(['token', 'address', 'open']).default('token'))
+    .addOption(new Option('--mode <mode>', 'how endpoints register: token (the token handshake only), address (also a first packet from --allow-ip), open (also any first packet: unsafe); a first-packet endpoint gets 8 datagrams until it does the handshake').choices(['token', 'address', 'open']).default('token'))
     .option('--allow-ip <ip>', 'address mode: a source IP that may register (repeatable)', collect)
     .option('--refresh-ms <ms>', 'refresh the allocation this often', integer(1000), 30_000)
+    .option('--local1 <ip:port>', 'make the UDP program at ip:port endpoint 1: starsock registers for it and carries its datagrams both ways', localProgram)
+    .option('--local2 <ip:port>', 'the same for endpoint 2', localProgram)
     .option('--once', 'print the allocation and exit (it lives until it is idle)')
     .option('--json', 'print the allocation as JSON')
-    .action((flags: { server: string, key: string, token?: string, mode: 'token' | 'address' | 'open', allowIp?: string[], refreshMs: number, once?: boolean, json?: boolean }) => {
+    .action((flags: { server: string, key: string, token?: string, mode: 'token' | 'address' | 'open', allowIp?: string[], refreshMs: number, once?: boolean, json?: boolean, local1?: LocalAddress, local2?: LocalAddress }) => {
       started((async () => {
+        if (flags.once === true && (flags.local1 !== undefined || flags.local2 !== undefined)) {
+          process.stderr.write('starsock relay: --once cannot carry datagrams for --local1/--local2\n')
+          return 1
+        }
         const { identity } = await loadOrCreateIdentity(flags.key)
         const peer = await createPeer({ server: flags.server, identity, token: flags.token })
+        const bridges: UdpBridge[] = []
         try {
           const a = await peer.udpAllocate({ mode: flags.mode, addresses: flags.allowIp })
           if (flags.json === true) process.stdout.write(JSON.stringify(a) + '\n')
           else {
             process.stdout.write(`allocation ${a.id} (${a.mode}), expires ${new Date(a.expiresAt).toISOString()}\n`)
-            process.stdout.write(`endpoint 1: ${a.ip}:${a.port1}${a.mode === 'token' ? ` token ${a.token1}` : ''}\n`)
-            process.stdout.write(`endpoint 2: ${a.ip}:${a.port2}${a.mode === 'token' ? ` token ${a.token2}` : ''}\n`)
+            process.stdout.write(`endpoint 1: ${a.ip}:${a.port1} token ${a.token1}\n`)
+            process.stdout.write(`endpoint 2: ${a.ip}:${a.port2} token ${a.token2}\n`)
+            process.stdout.write(`register each endpoint: send its token (hex-decoded, 16 bytes) to its port, send back the 16 bytes the relay answers, wait for the token to come back, then send data${a.mode === 'token' ? '' : ` (${a.mode} mode: a first packet registers too, but the relay sends such an endpoint only 8 datagrams until it has done this)`}\n`)
           }
           if (flags.once === true) return 0
+          for (const [n, local, port, token] of [[1, flags.local1, a.port1, a.token1], [2, flags.local2, a.port2, a.token2]] as const) {
+            if (local === undefined) continue
+            const bridge = await bridgeUdpEndpoint({ ip: a.ip, port, token }, local)
+            bridges.push(bridge)
+            const via = bridge.socket.address().port
+            process.stdout.write(flags.json === true ? JSON.stringify({ endpoint: n, local: `${local.ip}:${local.port}`, via }) + '\n' : `endpoint ${n} registered for the program at ${local.ip}:${local.port} (it sends to and gets from local port ${via})\n`)
+          }
           let lost: Error | undefined
           let onLost: () => void = () => {}
           const timer = setInterval(() => {
@@ -44,6 +71,7 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
           await peer.udpRelease(a.id).catch(() => {})
           return 0
         } finally {
+          for (const bridge of bridges) bridge.close()
           await peer.close()
         }
       })())

@@ -32,10 +32,13 @@ const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
   ['max-dials-per-second', 'maxDialsPerSecond', C.MAX_DIALS_PER_SECOND, 1, 'dials per second per socket'],
   ['max-peers', 'maxPeers', C.MAX_PEERS, 1, 'joined addresses per server'],
   ['max-joins-per-ip-per-minute', 'maxJoinsPerIpPerMinute', C.MAX_JOINS_PER_IP_PER_MINUTE, 1, 'join attempts per IP address per minute'],
+  ['max-peers-per-ip', 'maxPeersPerIp', C.MAX_PEERS_PER_IP, 1, 'addresses joined at once from one client IP address'],
   ['stream-byte-budget', 'streamByteBudget', 0, 0, 'bytes one stream may carry (0: no budget)'],
   ['stream-idle-timeout-ms', 'streamIdleTimeoutMs', 0, 0, 'a stream idle this long fails (0: never)'],
   ['shutdown-grace-ms', 'shutdownGraceMs', C.SHUTDOWN_GRACE_MS, 0, 'time open streams get to finish on shutdown'],
   ['udp-max-allocations-per-peer', 'udpMaxAllocationsPerPeer', 4, 1, 'UDP relay allocations one peer may hold'],
+  ['udp-max-allocations-per-ip', 'udpMaxAllocationsPerIp', C.UDP_MAX_ALLOCATIONS_PER_IP, 1, 'UDP relay allocations the peers of one client IP address may hold together'],
+  ['udp-owner-grace-ms', 'udpOwnerGraceMs', C.UDP_OWNER_GRACE_MS, 0, 'UDP allocations of a peer that left end this long after, unless it joins again'],
   ['udp-idle-ms', 'udpIdleMs', 60_000, 1, 'a UDP allocation without packets this long expires'],
   ['udp-lifetime-ms', 'udpLifetimeMs', 600_000, 1, 'a UDP allocation expires this long after it was made or refreshed'],
   ['udp-max-bytes', 'udpMaxBytes', 1024 * 1024 * 1024, 1, 'bytes one UDP allocation may forward'],
@@ -58,7 +61,7 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option('--disableStrictMultiaddr', 'accept any multiaddr, not only websocket-star shapes').env('DISABLE_STRICT_MULTIADDR'))
     .addOption(new Option('--disableMetrics', 'do not serve /metrics').env('DISABLE_METRICS'))
     .addOption(new Option('--allow-peer <peerId>', 'only this peer id may join (repeatable)').argParser(collect))
-    .addOption(new Option('--token <token>', 'shared token new clients must present').env('STARSOCK_TOKEN'))
+    .addOption(new Option('--token <token>', 'shared token new clients must present; /metrics, /status and /status.json then need it too (Authorization: Bearer or ?token=)').env('STARSOCK_TOKEN'))
     .addOption(new Option('--cors-origin <origins>', 'allowed browser origins, comma-separated').env('STARSOCK_CORS_ORIGIN').default('*'))
     .addOption(new Option('--trust-proxy', 'take client IPs from X-Forwarded-For').env('STARSOCK_TRUST_PROXY'))
     .addOption(new Option('--udp-relay', 'run the UDP relay: peers get pairs of UDP ports that swap datagrams').env('STARSOCK_UDP_RELAY'))

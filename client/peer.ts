@@ -234,8 +234,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
 
   /**
    * Ask the server's UDP relay for a pair of ports; settles with `{ id, ip, port1, port2, token1,
-   * token2, mode, expiresAt }`. Each endpoint registers by sending its port's token (hex-decoded
-   * bytes) first (`token` mode), or from a named address (`address` mode).
+   * token2, mode, expiresAt }`. Each endpoint registers with its port's token and the relay's
+   * cookie (`registerUdpEndpoint` in Node; the steps in `shared/udp-relay-protocol.ts`).
    */
   async udpAllocate (request: { mode?: 'token' | 'address' | 'open', addresses?: string[] } = {}, options: CallOptions = {}): Promise<UdpAllocation> {
     return await this.udpRequest(EVENTS.UDP_ALLOCATE, [request], options) as UdpAllocation

@@ -1,4 +1,5 @@
 /** Plain HTTP routes beside socket.io: health, readiness, metrics and the page. */
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { createReadStream, readFileSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { extname, join, normalize, sep } from 'node:path'
@@ -14,6 +15,33 @@ export interface RouteContext {
   status: () => Record<string, number | string>
   /** Folder of the built page, or `''`. */
   webRoot: string
+  /** The server token: when set, `/metrics`, `/status` and `/status.json` need it. */
+  token: string
+}
+
+/**
+ * Whether the request carries the token as `Authorization: Bearer <token>` or `?token=`. Compared
+ * as SHA-256 digests in constant time (equal lengths, so the length of the token does not leak).
+ */
+function hasToken (req: IncomingMessage, token: string): boolean {
+  if (token === '') return true
+  const header = req.headers.authorization
+  let given: string | null = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : null
+  if (given === null) {
+    try {
+      given = new URL(req.url ?? '/', 'http://x').searchParams.get('token')
+    } catch {
+      given = null
+    }
+  }
+  if (given === null) return false
+  const digest = (text: string): Buffer => createHash('sha256').update(text).digest()
+  return timingSafeEqual(digest(given), digest(token))
+}
+
+function unauthorized (res: ServerResponse): void {
+  res.writeHead(401, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="starsock"' })
+  res.end('this server has a token: send it as Authorization: Bearer <token> or ?token=<token>\n')
 }
 
 const TYPES: Record<string, string> = {
@@ -79,6 +107,9 @@ function statusPage (figures: Record<string, number | string>): string {
 export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0]
   if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n')
+  // With a token, the figures are for those who hold it; health and readiness stay open (probes).
+  const ops = path === '/metrics' || path === '/status' || path === '/status.json'
+  if (ops && !hasToken(req, ctx.token)) return unauthorized(res)
   switch (path) {
     case '/healthz':
       return send(res, 200, 'text/plain', 'ok\n')
@@ -101,7 +132,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
       const file = staticFile(ctx.webRoot, path ?? '/')
       if (file !== undefined) return sendFile(res, file, req.method === 'HEAD')
       // Without a built page, `/` is the status page (and says how to build the page).
-      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(ctx.status()))
+      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(hasToken(req, ctx.token) ? ctx.status() : { figures: 'behind the server token (see /status?token=...)' }))
       return send(res, 404, 'text/plain', 'not found\n')
     }
   }

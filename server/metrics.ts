@@ -27,6 +27,7 @@ export class ServerMetrics {
   readonly udpPackets = new Counter({ name: 'starsock_udp_packets_total', help: 'UDP relay packets forwarded', registers: [this.registry] })
   readonly udpBytes = new Counter({ name: 'starsock_udp_bytes_total', help: 'UDP relay payload bytes forwarded', registers: [this.registry] })
   readonly udpDropped = new Counter({ name: 'starsock_udp_dropped_total', help: 'UDP relay packets dropped, by cause', labelNames: ['cause'] as const, registers: [this.registry] })
+  readonly udpEnded = new Counter({ name: 'starsock_udp_allocations_ended_total', help: 'UDP relay allocations ended, by cause', labelNames: ['cause'] as const, registers: [this.registry] })
 
   /** Gauges of the UDP relay, read at scrape time. */
   udpGauges (read: () => { allocations: number, endpoints: number }): void {

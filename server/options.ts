@@ -47,6 +47,8 @@ export interface ServerOptions {
   maxPeers?: number
   /** Join attempts per IP address per minute. @default 600 */
   maxJoinsPerIpPerMinute?: number
+  /** Addresses joined at once from one client IP address (all its sockets). @default 1000 */
+  maxPeersPerIp?: number
   /** Bytes one stream may carry in all; 0 for no budget. @default 0 */
   streamByteBudget?: number
   /** A stream idle this long fails; 0 for no timeout. @default 0 */
@@ -71,6 +73,10 @@ export interface ServerOptions {
   udpPublicIp?: string
   /** UDP allocations one peer may hold. @default 4 */
   udpMaxAllocationsPerPeer?: number
+  /** UDP allocations the peers of one client IP address may hold together. @default 32 */
+  udpMaxAllocationsPerIp?: number
+  /** UDP allocations of a peer that left (its last socket disconnected) end this long after, unless it joins again. @default 30_000 */
+  udpOwnerGraceMs?: number
   /** An allocation without packets this long expires. @default 60_000 */
   udpIdleMs?: number
   /** An allocation expires this long after it was made or refreshed. @default 600_000 */
@@ -138,6 +144,7 @@ export function resolveServerOptions (options: ServerOptions = {}): ResolvedServ
     maxDialsPerSecond: int('maxDialsPerSecond', options.maxDialsPerSecond, C.MAX_DIALS_PER_SECOND, 1),
     maxPeers: int('maxPeers', options.maxPeers, C.MAX_PEERS, 1),
     maxJoinsPerIpPerMinute: int('maxJoinsPerIpPerMinute', options.maxJoinsPerIpPerMinute, C.MAX_JOINS_PER_IP_PER_MINUTE, 1),
+    maxPeersPerIp: int('maxPeersPerIp', options.maxPeersPerIp, C.MAX_PEERS_PER_IP, 1),
     streamByteBudget: int('streamByteBudget', options.streamByteBudget, 0, 0),
     streamIdleTimeoutMs: int('streamIdleTimeoutMs', options.streamIdleTimeoutMs, 0, 0),
     allowPeers: [...allowPeers],
@@ -150,6 +157,8 @@ export function resolveServerOptions (options: ServerOptions = {}): ResolvedServ
     udpPorts: udpPorts(options.udpPorts),
     udpPublicIp: options.udpPublicIp ?? '',
     udpMaxAllocationsPerPeer: int('udpMaxAllocationsPerPeer', options.udpMaxAllocationsPerPeer, 4, 1),
+    udpMaxAllocationsPerIp: int('udpMaxAllocationsPerIp', options.udpMaxAllocationsPerIp, C.UDP_MAX_ALLOCATIONS_PER_IP, 1),
+    udpOwnerGraceMs: int('udpOwnerGraceMs', options.udpOwnerGraceMs, C.UDP_OWNER_GRACE_MS, 0),
     udpIdleMs: int('udpIdleMs', options.udpIdleMs, 60_000, 1),
     udpLifetimeMs: int('udpLifetimeMs', options.udpLifetimeMs, 600_000, 1),
     udpMaxBytes: int('udpMaxBytes', options.udpMaxBytes, 1024 * 1024 * 1024, 1),

@@ -1,4 +1,5 @@
 /** Rate limits: a token bucket per socket and a fixed-window counter per key (IP address). */
+import { isIPv4, isIPv6 } from 'node:net'
 
 /** A token bucket: `ratePerSecond` sustained, bursts up to `burst`. */
 export class TokenBucket {
@@ -41,4 +42,21 @@ export class WindowCounter {
     this.counts.set(key, n)
     return n <= this.limit
   }
+}
+
+/**
+ * The key a per-IP limit counts under: an IPv4 address as is (`::ffff:` removed), an IPv6
+ * address by its /64 prefix, since one host or one home network gets a whole /64 and could
+ * otherwise take a fresh address for every request. Anything else (a proxy's odd header) as is.
+ */
+export function ipLimitKey (ip: string): string {
+  const plain = ip.startsWith('::ffff:') && isIPv4(ip.slice(7)) ? ip.slice(7) : ip
+  if (!isIPv6(plain)) return plain
+  const [head = '', tail] = plain.split('%')[0]?.split('::') ?? ['']
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  // An embedded IPv4 tail (`::1.2.3.4`) counts as two groups; the /64 never reaches it.
+  const groups = right.length > 0 && right[right.length - 1]?.includes('.') === true ? 7 : 8
+  const full = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, groups - left.length - right.length)).fill('0'), ...right]
+  return full.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':') + '::/64'
 }

@@ -13,7 +13,7 @@ import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './chall
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
-import { TokenBucket, WindowCounter } from './rate-limit.ts'
+import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
 
@@ -107,9 +107,40 @@ export class Rendezvous {
     }
   }
 
-  /** `starsock:peers`: one page of joined addresses from `cursor`. */
-  peers (session: Session, cursor: number): PeersPage {
+  /** `starsock:peers`: one page of joined addresses from `cursor`; only for a joined, allowed peer. */
+  peers (session: Session, cursor: number): PeersPage | StarsockError {
+    if (!this.mayDiscover(session)) return new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
     return this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
+  }
+
+  /** Whether a session may see the directory: it joined, under a peer id the allowlist names. */
+  mayDiscover (session: Session): boolean {
+    if (this.allow.size === 0) return session.addrs.size > 0
+    for (const addr of session.addrs) {
+      const peerId = checkAddress(addr, false)?.peerId
+      if (peerId !== undefined && this.allow.has(peerId)) return true
+    }
+    return false
+  }
+
+  /** Addresses joined now by sessions under the per-IP key of `ip` (an IPv6 /64 is one key). */
+  private peersFrom (ip: string): number {
+    const key = this.ipKey(ip)
+    let n = 0
+    for (const s of this.sessions.values()) if (s.addrs.size > 0 && this.ipKey(s.ip) === key) n += s.addrs.size
+    return n
+  }
+
+  private readonly ipKeys = new Map<string, string>()
+  /** `ipLimitKey`, remembered for the IPs of connected sessions. */
+  private ipKey (ip: string): string {
+    let key = this.ipKeys.get(ip)
+    if (key === undefined) {
+      if (this.ipKeys.size > 2 * this.sessions.size + 1024) this.ipKeys.clear() // only live IPs, roughly
+      key = ipLimitKey(ip)
+      this.ipKeys.set(ip, key)
+    }
+    return key
   }
 
   /**
@@ -139,7 +170,7 @@ export class Rendezvous {
     }
     this.metrics.joinsTotal.inc()
     if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
-    if (!this.joinsPerIp.hit(session.ip)) {
+    if (!this.joinsPerIp.hit(this.ipKey(session.ip))) {
       return new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
     }
     if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
@@ -164,6 +195,11 @@ export class Rendezvous {
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+      // An address that moves between sockets of one IP (a reconnect) does not add to its count.
+      const sameKey = owner !== undefined && this.ipKey(owner.ip) === this.ipKey(session.ip)
+      if (this.peersFrom(session.ip) - (sameKey ? 1 : 0) >= this.options.maxPeersPerIp) {
+        return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
+      }
       if (owner !== undefined) {
         // With the challenge on, the newcomer proved it holds the key: it takes the address over,
         // as in the original. Without it, nothing proves that, so a live holder keeps it.

@@ -84,6 +84,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const routes = {
     ready: () => ready,
     registry: opts.metrics ? metrics.registry : undefined,
+    token: opts.token,
     webRoot: opts.webRoot,
     status: () => ({ version: VERSION, ...stats() })
   }
@@ -134,6 +135,9 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           bindHost: host,
           publicIp,
           maxAllocationsPerPeer: opts.udpMaxAllocationsPerPeer,
+          maxAllocationsPerIp: opts.udpMaxAllocationsPerIp,
+          ownerGraceMs: opts.udpOwnerGraceMs,
+          ownPorts: [(http.address() as AddressInfo).port],
           idleMs: opts.udpIdleMs,
           lifetimeMs: opts.udpLifetimeMs,
           maxBytes: opts.udpMaxBytes,
@@ -141,7 +145,8 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           logger: logger.child({ ns: 'starsock:server:udp' }),
           observer: {
             forwarded: (n) => { metrics.udpPackets.inc(); metrics.udpBytes.inc(n) },
-            dropped: (cause) => metrics.udpDropped.inc({ cause })
+            dropped: (cause) => metrics.udpDropped.inc({ cause }),
+            ended: (cause) => metrics.udpEnded.inc({ cause })
           }
         })
       }

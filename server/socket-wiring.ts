@@ -44,8 +44,13 @@ function sameSecret (given: unknown, expected: string): boolean {
 /** The client's IP address, from `X-Forwarded-For` when the server sits behind a trusted proxy. */
 function clientIp (socket: Socket, trustProxy: boolean): string {
   const forwarded = socket.handshake.headers['x-forwarded-for']
-  if (trustProxy && typeof forwarded === 'string' && forwarded !== '') return forwarded.split(',')[0]?.trim() ?? socket.handshake.address
-  return socket.handshake.address
+  const ip = trustProxy && typeof forwarded === 'string' && forwarded !== '' ? forwarded.split(',')[0]?.trim() ?? socket.handshake.address : socket.handshake.address
+  return ip.startsWith('::ffff:') ? ip.slice(7) : ip // one key per client, whichever socket family it came in on
+}
+
+/** Peer ids of the addresses a session holds (the owners of its UDP allocations). */
+function peerIdsOf (addrs: Iterable<string>): string[] {
+  return [...addrs].map((addr) => parseAddress(addr)?.peerId ?? addr)
 }
 
 /** Wire `rendezvous` to every socket `io` accepts. */
@@ -91,8 +96,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
           log.debug({ code: result.code }, 'join refused')
           return replyError(ack, result)
         }
-        if ('nonce' in result) ack?.(null, result.nonce)
-        else ack?.(null, null, result.peers)
+        if ('nonce' in result) return ack?.(null, result.nonce)
+        udp()?.ownerBack(parseAddress(req.addr)?.peerId ?? req.addr) // back within the grace: keeps its allocations
+        ack?.(null, null, result.peers)
       }, (err: unknown) => {
         log.error({ err }, 'join failed')
         replyError(ack, new StarsockError('E_CRYPTO'))
@@ -106,6 +112,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       const req = checkLeave(args)
       if (req instanceof StarsockError) { bad(EVENTS.LEAVE); return replyError(ack, req) }
       rendezvous.leave(s, req.addr)
+      ownersMayBeGone(peerIdsOf([req.addr]))
       ack?.(null)
     })
 
@@ -141,7 +148,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       if (!withinRate(ack)) return
       const cursor = checkPeersCursor(args)
       if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
-      ack?.(null, rendezvous.peers(s, cursor))
+      const page = rendezvous.peers(s, cursor)
+      if (page instanceof StarsockError) return replyError(ack, page)
+      ack?.(null, page)
     })
 
     /** UDP relay requests: only a joined peer, as itself; every one answered once. */
@@ -167,7 +176,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     }
     udpRequest(EVENTS.UDP_ALLOCATE, async (relay, owner, args) => {
       const req = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as { mode?: unknown, addresses?: unknown }
-      return await relay.allocate(owner, { mode: req.mode as UdpRelayMode | undefined, addresses: req.addresses as string[] | undefined })
+      const allocation = await relay.allocate(owner, { mode: req.mode as UdpRelayMode | undefined, addresses: req.addresses as string[] | undefined }, s.ip)
+      if (socket.disconnected) ownersMayBeGone([owner]) // it left while the ports were bound
+      return allocation
     })
     udpRequest(EVENTS.UDP_REFRESH, (relay, owner, args) => relay.refresh(owner, args[0]))
     udpRequest(EVENTS.UDP_RELEASE, (relay, owner, args) => { relay.release(owner, args[0]); return true })
@@ -195,10 +206,23 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       if (!ok) bad(`stream-${type}`)
     })
 
+    /** Owners with no socket left under their peer id: their UDP allocations end after the grace. */
+    const ownersMayBeGone = (owners: string[]): void => {
+      const relay = udp()
+      if (relay === undefined) return
+      for (const owner of owners) {
+        if (!relay.holds(owner)) continue
+        const present = [...rendezvous.sessions.values()].some((other) => peerIdsOf(other.addrs).includes(owner))
+        if (!present) relay.ownerLeft(owner)
+      }
+    }
+
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
+      const owners = peerIdsOf(s.addrs)
       rendezvous.disconnect(s)
+      ownersMayBeGone(owners)
     })
   })
 }

@@ -1,25 +1,35 @@
 /**
  * UDP relay allocations: two UDP ports per allocation; the endpoint that registers on each port
- * (its first packet) gets every later payload from the other port's endpoint, unchanged, both
- * ways. Safe by default: a first packet registers only if it is the port's token (`token` mode,
- * the token is not forwarded) or comes from a named address (`address` mode); `open` mode (any
- * first packet registers, as in Impervious's original) is for trusted networks only. Packets
- * from anyone else are dropped and counted. Allocations expire when idle and at a hard
- * lifetime, can be refreshed and released, and have byte and packet-rate quotas.
+ * gets every later payload from the other port's endpoint, unchanged, both ways. Safe by default:
+ * in `token` mode an endpoint registers with the handshake of `shared/udp-relay-protocol.ts` (the
+ * port's token, then the echo of the relay's cookie), which proves it receives at its source
+ * address, so a forged source cannot turn the relay into a reflector. In `address` mode (a named
+ * source IP) and `open` mode (any source, as in Impervious's original; trusted networks only) the
+ * first packet registers, but the relay sends such an endpoint only a few datagrams until it has
+ * done the handshake. Sources that are the relay's own ports never register (no loops). Packets
+ * from anyone else are dropped and counted. Allocations expire when idle and at a hard lifetime,
+ * can be refreshed and released, end a grace period after their owner left, and have byte and
+ * packet-rate quotas; per-peer and per-IP caps bound what one party holds.
  */
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 import { isIP } from 'node:net'
+import { networkInterfaces } from 'node:os'
+import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS } from '../shared/udp-relay-protocol.ts'
+import { UDP_OWNER_GRACE_MS } from '../shared/constants.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { UdpAllocation } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
-import { TokenBucket } from './rate-limit.ts'
+import { ipLimitKey, TokenBucket } from './rate-limit.ts'
 
 /** How an endpoint registers on its port. */
 export type UdpRelayMode = UdpAllocation['mode']
 
 /** Why a packet was dropped (a metrics label). */
-export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large'
+export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate'
+
+/** Why an allocation ended (a metrics label). */
+export type UdpEndCause = 'released' | 'idle' | 'lifetime' | 'owner_left' | 'closed'
 
 /** Options of the relay. */
 export interface UdpRelayOptions {
@@ -31,6 +41,12 @@ export interface UdpRelayOptions {
   publicIp: string
   /** Allocations one peer may hold. */
   maxAllocationsPerPeer: number
+  /** Allocations the peers of one client IP may hold together. @default Infinity */
+  maxAllocationsPerIp?: number
+  /** Allocations of an owner that left end this long after, unless it comes back. @default UDP_OWNER_GRACE_MS (30 s) */
+  ownerGraceMs?: number
+  /** Other ports of this server (its TCP port): a source with one of them on a local address never registers. */
+  ownPorts?: readonly number[]
   /** An allocation without packets this long expires. */
   idleMs: number
   /** An allocation expires this long after it was made or last refreshed. */
@@ -48,6 +64,8 @@ export interface UdpRelayOptions {
 export interface UdpRelayObserver {
   forwarded: (bytes: number) => void
   dropped: (cause: UdpDropCause) => void
+  /** An allocation ended. */
+  ended?: (cause: UdpEndCause) => void
 }
 
 /** What a peer gets for an allocation. */
@@ -58,11 +76,19 @@ interface Side {
   port: number
   token: Buffer
   endpoint: { address: string, port: number } | undefined
+  /** The endpoint proved it receives at its address (the handshake). */
+  verified: boolean
+  /** Datagrams sent to it while not verified. */
+  unverifiedSent: number
+  /** Cookies this port may still answer. */
+  challenges: TokenBucket
 }
 
 interface Allocation {
   info: AllocationInfo
   owner: string
+  /** Per-IP key (`ipLimitKey`) of the owner's client IP when it asked (for the per-IP cap). */
+  ip: string
   sides: [Side, Side]
   allowed: Set<string>
   bytes: number
@@ -73,7 +99,6 @@ interface Allocation {
 
 /** Largest UDP payload forwarded. */
 const MAX_PAYLOAD_BYTES = 65_507
-const TOKEN_BYTES = 16
 
 /** The relay. Make one per server when it is enabled. */
 export class UdpRelay {
@@ -81,6 +106,14 @@ export class UdpRelay {
   private readonly usedPorts = new Set<number>()
   /** Allocations under way, per owner: they count against the limit before they exist. */
   private readonly pending = new Map<string, number>()
+  /** The same, per client IP. */
+  private readonly pendingIp = new Map<string, number>()
+  /** Owners that left, with the timer that ends their allocations. */
+  private readonly leaving = new Map<string, ReturnType<typeof setTimeout>>()
+  /** Key of the cookies (HMAC), new for each relay. */
+  private readonly secret = randomBytes(32)
+  private readonly ownPorts: Set<number>
+  private localAddresses: Set<string>
   private closed = false
   private readonly sweep: ReturnType<typeof setInterval>
   private nextPort: number
@@ -89,6 +122,8 @@ export class UdpRelay {
     const [low, high] = options.ports
     if (!Number.isInteger(low) || !Number.isInteger(high) || low < 1 || high > 65535 || high - low < 1) throw new RangeError('UDP relay ports must be a range of at least two ports within 1-65535')
     this.nextPort = low
+    this.ownPorts = new Set(options.ownPorts ?? [])
+    this.localAddresses = localAddresses(options)
     this.sweep = setInterval(() => this.expire(), Math.min(1000, options.idleMs))
     this.sweep.unref()
   }
@@ -105,8 +140,8 @@ export class UdpRelay {
     return n
   }
 
-  /** Make an allocation for `owner` (a peer id); rejects with a limit or a port error. */
-  async allocate (owner: string, request: { mode?: UdpRelayMode, addresses?: string[] } = {}): Promise<AllocationInfo> {
+  /** Make an allocation for `owner` (a peer id) asking from client IP `ip`; rejects with a limit or a port error. */
+  async allocate (owner: string, request: { mode?: UdpRelayMode, addresses?: string[] } = {}, ip = ''): Promise<AllocationInfo> {
     const mode = request.mode ?? 'token'
     if (mode !== 'token' && mode !== 'address' && mode !== 'open') throw new StarsockError('E_BAD_REQUEST', 'mode must be token, address or open')
     const addresses = request.addresses ?? []
@@ -115,7 +150,12 @@ export class UdpRelay {
     if (this.closed) throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
     const held = [...this.allocations.values()].filter((a) => a.owner === owner).length + (this.pending.get(owner) ?? 0)
     if (held >= this.options.maxAllocationsPerPeer) throw new StarsockError('E_LIMIT_ALLOCATIONS', `Peer holds ${held} allocations already (at most ${this.options.maxAllocationsPerPeer})`)
+    const key = ipLimitKey(ip) // an IPv6 /64 is one key
+    const maxIp = this.options.maxAllocationsPerIp ?? Infinity
+    const heldIp = [...this.allocations.values()].filter((a) => a.ip === key).length + (this.pendingIp.get(key) ?? 0)
+    if (heldIp >= maxIp) throw new StarsockError('E_LIMIT_ALLOCATIONS_PER_IP', `Peers from this IP address hold ${heldIp} allocations already (udpMaxAllocationsPerIp=${maxIp})`)
     this.pending.set(owner, (this.pending.get(owner) ?? 0) + 1)
+    this.pendingIp.set(key, (this.pendingIp.get(key) ?? 0) + 1)
     let first: { socket: dgram.Socket, port: number } | undefined
     let second: { socket: dgram.Socket, port: number }
     try {
@@ -129,19 +169,24 @@ export class UdpRelay {
       if (first !== undefined) this.closeSocket(first)
       throw err
     } finally {
-      const n = (this.pending.get(owner) ?? 1) - 1
-      if (n === 0) this.pending.delete(owner)
-      else this.pending.set(owner, n)
+      decrement(this.pending, owner)
+      decrement(this.pendingIp, key)
     }
     const now = Date.now()
     const id = randomBytes(8).toString('hex')
-    const sides: [Side, Side] = [
-      { ...first, token: randomBytes(TOKEN_BYTES), endpoint: undefined },
-      { ...second, token: randomBytes(TOKEN_BYTES), endpoint: undefined }
-    ]
+    const side = (s: { socket: dgram.Socket, port: number }): Side => ({
+      ...s,
+      token: randomBytes(UDP_TOKEN_BYTES),
+      endpoint: undefined,
+      verified: false,
+      unverifiedSent: 0,
+      challenges: new TokenBucket(UDP_CHALLENGES_PER_SECOND, 2 * UDP_CHALLENGES_PER_SECOND)
+    })
+    const sides: [Side, Side] = [side(first), side(second)]
     const allocation: Allocation = {
       info: { id, ip: this.options.publicIp, port1: first.port, port2: second.port, token1: sides[0].token.toString('hex'), token2: sides[1].token.toString('hex'), mode, expiresAt: now + this.options.lifetimeMs },
       owner,
+      ip: key,
       sides,
       allowed: new Set(addresses.map(normalizeIp)),
       bytes: 0,
@@ -170,10 +215,42 @@ export class UdpRelay {
     this.free(this.owned(owner, id), 'released')
   }
 
+  /**
+   * The owner left (its last socket for that peer id went): its allocations, and those still
+   * being made, end after `ownerGraceMs` unless `ownerBack` is called first.
+   */
+  ownerLeft (owner: string): void {
+    if (this.leaving.has(owner) || this.closed) return
+    if (!this.holds(owner)) return
+    const timer = setTimeout(() => {
+      this.leaving.delete(owner)
+      for (const a of [...this.allocations.values()]) if (a.owner === owner) this.free(a, 'owner_left')
+    }, this.options.ownerGraceMs ?? UDP_OWNER_GRACE_MS)
+    timer.unref?.()
+    this.leaving.set(owner, timer)
+  }
+
+  /** The owner joined again: it keeps its allocations. */
+  ownerBack (owner: string): void {
+    const timer = this.leaving.get(owner)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.leaving.delete(owner)
+  }
+
+  /** Whether `owner` holds an allocation or is getting one. */
+  holds (owner: string): boolean {
+    if (this.pending.has(owner)) return true
+    for (const a of this.allocations.values()) if (a.owner === owner) return true
+    return false
+  }
+
   /** Release everything and stop. */
   close (): void {
     this.closed = true
     clearInterval(this.sweep)
+    for (const timer of this.leaving.values()) clearTimeout(timer)
+    this.leaving.clear()
     for (const a of [...this.allocations.values()]) this.free(a, 'closed')
   }
 
@@ -187,27 +264,62 @@ export class UdpRelay {
     const side = a.sides[i]
     const other = a.sides[i === 0 ? 1 : 0]
     const from = { address: normalizeIp(rinfo.address), port: rinfo.port }
-    if (side.endpoint === undefined) {
+    // A source that is one of our own ports is a forged one: registering it would loop.
+    if (this.isOwn(from)) return this.drop('loop')
+    const registered = side.endpoint !== undefined
+    if (side.endpoint !== undefined && (side.endpoint.address !== from.address || side.endpoint.port !== from.port)) return this.drop('foreign')
+    if (msg.byteLength === UDP_TOKEN_BYTES) {
+      if (msg.equals(side.token)) return this.challenge(a, i, from)
+      if (msg.equals(this.cookie(a, i, from))) return this.confirm(a, side, from)
+    }
+    if (!registered) {
       const mode = a.info.mode
-      if (mode === 'token') {
-        if (msg.byteLength !== side.token.byteLength || !msg.equals(side.token)) return this.drop(mode === 'token' && msg.byteLength === side.token.byteLength ? 'bad_token' : 'unregistered')
-        side.endpoint = from
-        a.lastActivity = Date.now()
-        return // the token registers; it is not forwarded
-      }
+      if (mode === 'token') return this.drop(msg.byteLength === UDP_TOKEN_BYTES ? 'bad_token' : 'unregistered')
       if (mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
-      side.endpoint = from
-    } else if (side.endpoint.address !== from.address || side.endpoint.port !== from.port) {
-      return this.drop('foreign')
+      side.endpoint = from // not verified: it gets only a small budget until it does the handshake
     }
     if (other.endpoint === undefined) return this.drop('no_peer')
+    if (this.isOwn(other.endpoint)) return this.drop('loop') // a port the relay bound after it registered
     if (msg.byteLength > MAX_PAYLOAD_BYTES) return this.drop('too_large')
     if (a.bytes + msg.byteLength > this.options.maxBytes) return this.drop('quota_bytes')
+    if (!other.verified && other.unverifiedSent >= UDP_UNVERIFIED_BUDGET_DATAGRAMS) return this.drop('unverified')
     if (!a.bucket.take()) return this.drop('quota_rate')
+    if (!other.verified) other.unverifiedSent++
     a.bytes += msg.byteLength
     a.lastActivity = Date.now()
     other.socket.send(msg, other.endpoint.port, other.endpoint.address)
     this.options.observer?.forwarded(msg.byteLength)
+  }
+
+  /** A token: answer with the cookie for this source (a few per second per port: no flood). */
+  private challenge (a: Allocation, i: 0 | 1, from: { address: string, port: number }): void {
+    if (a.info.mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
+    if (!a.sides[i].challenges.take()) return this.drop('challenge_rate')
+    a.lastActivity = Date.now()
+    a.sides[i].socket.send(this.cookie(a, i, from), from.port, from.address)
+  }
+
+  /** The cookie came back: the source receives at its address. Confirm with the token. */
+  private confirm (a: Allocation, side: Side, from: { address: string, port: number }): void {
+    side.endpoint = from
+    side.verified = true
+    a.lastActivity = Date.now()
+    side.socket.send(side.token, from.port, from.address)
+  }
+
+  /** The cookie of one source on one port: unguessable without the relay's secret, the same on every ask. */
+  private cookie (a: Allocation, i: 0 | 1, from: { address: string, port: number }): Buffer {
+    return createHmac('sha256', this.secret).update(`${a.info.id}|${i}|${from.address}|${from.port}`).digest().subarray(0, UDP_COOKIE_BYTES)
+  }
+
+  /**
+   * Whether an address is one of this relay's bound ports or the server's own, on a local address.
+   * Only bound ports: the unbound rest of the range may be a local program's ephemeral port (the
+   * default range lies inside Linux's ephemeral range); a port bound later is caught when forwarding.
+   */
+  private isOwn (from: { address: string, port: number }): boolean {
+    if (!this.usedPorts.has(from.port) && !this.ownPorts.has(from.port)) return false
+    return isLoopback(from.address) || this.localAddresses.has(from.address)
   }
 
   private drop (cause: UdpDropCause): void {
@@ -216,15 +328,17 @@ export class UdpRelay {
 
   private expire (): void {
     const now = Date.now()
+    this.localAddresses = localAddresses(this.options) // interfaces may come and go
     for (const a of [...this.allocations.values()]) {
       if (now - a.lastActivity > this.options.idleMs) this.free(a, 'idle')
       else if (now > a.hardExpiry) this.free(a, 'lifetime')
     }
   }
 
-  private free (a: Allocation, why: string): void {
+  private free (a: Allocation, why: UdpEndCause): void {
     if (!this.allocations.delete(a.info.id)) return
     for (const side of a.sides) this.closeSocket(side)
+    this.options.observer?.ended?.(why)
     this.options.logger.info({ id: a.info.id, owner: a.owner, why, bytes: a.bytes }, 'udp allocation ended')
   }
 
@@ -256,6 +370,23 @@ export class UdpRelay {
     }
     throw new StarsockError('E_UDP_NO_PORTS', `No free pair of UDP ports in ${low}-${high}`)
   }
+}
+
+function decrement (counts: Map<string, number>, key: string): void {
+  const n = (counts.get(key) ?? 1) - 1
+  if (n <= 0) counts.delete(key)
+  else counts.set(key, n)
+}
+
+function isLoopback (ip: string): boolean {
+  return ip.startsWith('127.') || ip === '::1' || ip === '0.0.0.0' || ip === '::'
+}
+
+/** This host's addresses (every interface, the bound and the public one), normalized. */
+function localAddresses (options: UdpRelayOptions): Set<string> {
+  const out = new Set([normalizeIp(options.bindHost), normalizeIp(options.publicIp)])
+  for (const list of Object.values(networkInterfaces())) for (const info of list ?? []) out.add(normalizeIp(info.address.split('%')[0] ?? info.address))
+  return out
 }
 
 /** `::ffff:1.2.3.4` and `1.2.3.4` are the same source. */

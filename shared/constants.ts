@@ -54,6 +54,12 @@ export const BACKLOG_CHECK_MS = 500
 export const MAX_PEERS = 20_000
 /** `ss-join` attempts (not counting challenge answers) one IP address may make per minute. */
 export const MAX_JOINS_PER_IP_PER_MINUTE = 600
+/** Addresses joined at once from one client IP address (a NAT'd office fits; a Sybil flood does not). */
+export const MAX_PEERS_PER_IP = 1000
+/** UDP relay allocations the peers of one client IP address may hold together. */
+export const UDP_MAX_ALLOCATIONS_PER_IP = 32
+/** UDP relay allocations of a peer that left end this long after, unless it joins again. */
+export const UDP_OWNER_GRACE_MS = 30_000
 
 /** Bound on a graceful shutdown before remaining sockets are cut. */
 export const SHUTDOWN_GRACE_MS = 5_000

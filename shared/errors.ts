@@ -56,7 +56,9 @@ export const ERROR_CODES = {
   E_UDP_DISABLED: 'the server runs no UDP relay',
   E_UDP_NO_PORTS: 'no free pair of UDP ports in the relay\'s range',
   E_UDP_NOT_FOUND: 'no such UDP allocation of this peer (expired or released)',
-  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations'
+  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations',
+  E_LIMIT_ALLOCATIONS_PER_IP: 'the peers of one client IP address hold their maximum number of UDP allocations',
+  E_LIMIT_PEERS_PER_IP: 'one client IP address has joined its maximum number of peer addresses'
 } as const
 
 /** A stable error code. */

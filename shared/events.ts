@@ -93,7 +93,7 @@ export interface UdpAllocation {
   ip: string
   port1: number
   port2: number
-  /** Hex; in `token` mode an endpoint sends these bytes first on its port to register. */
+  /** Hex; an endpoint registers on its port with these bytes and the handshake of `udp-relay-protocol.ts`. */
   token1: string
   token2: string
   mode: 'token' | 'address' | 'open'

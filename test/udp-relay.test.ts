@@ -1,16 +1,22 @@
 import { spawn, spawnSync } from 'node:child_process'
 import dgram from 'node:dgram'
+import { rmSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
+import { io, type Socket } from 'socket.io-client'
+import { createIdentity } from '../client/identity.ts'
 import { createPeer, type StarsockPeer, type UdpAllocation } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
+import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
 import { readUdpHalf, sendUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { UdpRelay } from '../server/udp-relay.ts'
 import { silentLogger } from '../shared/logger.ts'
+import { joinWithChallenge, makeIdentity, request } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { udpEcho } from './helpers/sockets.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
@@ -33,10 +39,42 @@ async function send (s: dgram.Socket, data: Uint8Array, port: number, ip = '127.
   await new Promise<void>((resolve, reject) => s.send(data, port, ip, (err) => err != null ? reject(err) : resolve()))
 }
 
+/**
+ * What a plain UDP program does to register on `port` (the README's steps): send the token, echo
+ * the 16 bytes the relay answers, wait for the token back. Forgets the handshake's datagrams.
+ */
+async function plainRegister (s: { socket: dgram.Socket, got: Buffer[] }, token: string, port: number, ip = '127.0.0.1'): Promise<void> {
+  const bytes = Buffer.from(token, 'hex')
+  await send(s.socket, bytes, port, ip)
+  await waitFor(`the relay's cookie from port ${port}`, () => s.got.length >= 1)
+  const cookie = s.got[0] as Buffer
+  expect(cookie.byteLength).toBe(16)
+  expect(cookie.equals(bytes)).toBe(false)
+  await send(s.socket, cookie, port, ip)
+  await waitFor(`the confirmation (the token back) from port ${port}`, () => s.got.length >= 2)
+  expect(s.got[1]?.equals(bytes)).toBe(true)
+  s.got.length = 0
+}
+
 async function dropped (server: StarsockServer, cause: string): Promise<number> {
   const text = await server.metrics.registry.metrics()
   const m = new RegExp(`^starsock_udp_dropped_total\\{cause="${cause}"\\} (\\d+)$`, 'm').exec(text)
   return Number(m?.[1] ?? 0)
+}
+
+/** Settles once `check` holds, polling every 20 ms (bounded by the caller's `within`). */
+async function until (check: () => Promise<boolean>): Promise<void> {
+  while (!await check()) await new Promise((resolve) => setTimeout(resolve, 20))
+}
+
+/** A socket.io client whose TCP connection comes from `localAddress` (another client IP on loopback). */
+async function socketFrom (url: string, localAddress: string): Promise<Socket> {
+  const socket = io(url, { transports: ['websocket'], reconnection: false, forceNew: true, localAddress } as Parameters<typeof io>[1])
+  await within(`a socket.io connection from ${localAddress}`, new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve())
+    socket.once('connect_error', (err) => reject(err))
+  }))
+  return socket
 }
 
 async function portFree (port: number): Promise<boolean> {
@@ -69,11 +107,9 @@ describe('UDP relay allocations', () => {
     const one = await udpSocket()
     const two = await udpSocket()
     cleanup.push(one, two)
-    await send(one.socket, Buffer.from(a.token1, 'hex'), a.port1)
-    await send(two.socket, Buffer.from(a.token2, 'hex'), a.port2)
-    await within('both endpoints registered', (async () => {
-      while (!/^starsock_udp_endpoints [2-9]/m.test(await server.metrics.registry.metrics())) await new Promise((resolve) => setTimeout(resolve, 10))
-    })())
+    await plainRegister(one, a.token1, a.port1)
+    await plainRegister(two, a.token2, a.port2)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_udp_endpoints [2-9]/m)
     return [one, two]
   }
 
@@ -198,7 +234,7 @@ describe('UDP relay allocations', () => {
     expect((await rejection(r.udpAllocate())).code).toBe('E_UDP_DISABLED')
   }, 30_000)
 
-  it('shares one half with another peer over a sock channel; its plain UDP program sends the token first', async () => {
+  it('shares one half with another peer over a sock channel; the other registers with registerUdpEndpoint', async () => {
     const owner = await start()
     let received: Promise<UdpHalf> | undefined
     const other = await peer()
@@ -219,9 +255,9 @@ describe('UDP relay allocations', () => {
     const mine = await udpSocket()
     const theirs = await udpSocket()
     cleanup.push(mine, theirs)
-    await send(mine.socket, Buffer.from(a.token1, 'hex'), a.port1)
-    await send(theirs.socket, Buffer.from(half.token, 'hex'), half.port, half.ip)
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    await plainRegister(mine, a.token1, a.port1)
+    await within('registerUdpEndpoint to settle', registerUdpEndpoint(theirs.socket, half))
+    theirs.got.length = 0
     await send(theirs.socket, Buffer.from('voice frame'), half.port, half.ip)
     await waitFor('the frame at the owner', () => mine.got.length === 1)
     await send(mine.socket, Buffer.from('reply'), a.port1)
@@ -251,6 +287,33 @@ describe('UDP relay allocations', () => {
     expect(bad.stderr).toContain('--udp-ports')
   }, 30_000)
 
+  it('`starsock relay --local1` registers for an unmodified UDP program and carries its datagrams; SIGTERM releases', async () => {
+    await start()
+    const echo = await udpEcho() // knows nothing of tokens or cookies
+    cleanup.push(echo)
+    const proc = spawn(process.execPath, [BIN, 'relay', '--server', server.url(), '--key', `/tmp/starsock-relay-test-${process.pid}`, '--json', '--local1', `127.0.0.1:${echo.port}`])
+    let stdout = ''
+    let stderr = ''
+    proc.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', resolve))
+    cleanup.push({ close: () => { proc.kill('SIGKILL'); rmSync(`/tmp/starsock-relay-test-${process.pid}`, { force: true }) } })
+    await waitFor('the allocation and the bridge of endpoint 1 printed', () => stdout.split('\n').length >= 3, 20_000)
+    const [a, bridge] = stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>) as [UdpAllocation, { endpoint: number, local: string }]
+    expect(bridge).toMatchObject({ endpoint: 1, local: `127.0.0.1:${echo.port}` })
+    const me = await udpSocket()
+    cleanup.push(me)
+    await plainRegister(me, a.token2, a.port2)
+    for (let i = 0; i < 5; i++) await send(me.socket, Buffer.from(`ping ${i}`), a.port2)
+    await waitFor('5 echoes through the relay and the bridge', () => me.got.length === 5)
+    expect(me.got.map(String)).toEqual(['ping 0', 'ping 1', 'ping 2', 'ping 3', 'ping 4'])
+    expect(echo.received()).toBe(5)
+    proc.kill('SIGTERM')
+    expect(await within('starsock relay to exit after SIGTERM', exited, 10_000)).toBe(0)
+    expect(stderr).toBe('')
+    await within('the released ports to be free', until(async () => await portFree(a.port2)))
+  }, 40_000)
+
   it('expires at its hard lifetime even with traffic, unless refreshed', async () => {
     const p = await start({ udpLifetimeMs: 600, udpIdleMs: 10_000 })
     const kept = await p.udpAllocate()
@@ -263,6 +326,114 @@ describe('UDP relay allocations', () => {
     await within('the unrefreshed allocation to reach its lifetime', (async () => { while (!await portFree(lapsed.port1)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 5000)
     expect(await portFree(kept.port1)).toBe(false) // refreshed: still held
     expect((await p.udpRefresh(kept.id)).id).toBe(kept.id)
+  }, 30_000)
+
+  it('a registration with a forged source (the victim\'s) gets the victim one cookie and none of the traffic', async () => {
+    const p = await start()
+    const a = await p.udpAllocate()
+    const victim = await udpSocket('127.0.0.2')
+    const attacker = await udpSocket()
+    cleanup.push(victim, attacker)
+    // A packet with a forged source looks to the relay exactly like this one: the token, once,
+    // from the victim's address. The victim never echoes the cookie; from now on only the attacker sends.
+    await send(victim.socket, Buffer.from(a.token1, 'hex'), a.port1)
+    await waitFor('the cookie at the victim', () => victim.got.length === 1)
+    await plainRegister(attacker, a.token2, a.port2)
+    for (let i = 0; i < 100; i++) attacker.socket.send(Buffer.from(`flood ${i}`), a.port2, '127.0.0.1')
+    await within('100 datagrams dropped for want of a registered endpoint 1', until(async () => await dropped(server, 'no_peer') >= 100))
+    expect(victim.got).toHaveLength(1)
+    expect(victim.got[0]?.byteLength).toBe(16)
+    // Forged tokens again and again: the relay answers only a few per second per port.
+    for (let i = 0; i < 40; i++) victim.socket.send(Buffer.from(a.token1, 'hex'), a.port1, '127.0.0.1')
+    await within('tokens over the rate dropped', until(async () => await dropped(server, 'challenge_rate') >= 20))
+    expect(victim.got.length).toBeLessThan(20)
+
+    // Address mode registers without the handshake: the victim gets at most 8 datagrams.
+    const b = await p.udpAllocate({ mode: 'address', addresses: ['127.0.0.2', '127.0.0.1'] })
+    victim.got.length = 0
+    await send(victim.socket, Buffer.from('forged first packet'), b.port1)
+    for (let i = 0; i < 100; i++) attacker.socket.send(Buffer.from(`flood ${i}`), b.port2, '127.0.0.1')
+    await within('92 datagrams dropped as unverified', until(async () => await dropped(server, 'unverified') >= 92))
+    await waitFor('the budget of 8 at the victim', () => victim.got.length >= 8)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(victim.got.map(String)).toEqual(Array.from({ length: 8 }, (_, i) => `flood ${i}`))
+    // The real endpoint proves its address with the handshake and then gets everything.
+    victim.got.length = 0
+    await plainRegister(victim, b.token1, b.port1)
+    for (let i = 0; i < 20; i++) await send(attacker.socket, Buffer.from(`after ${i}`), b.port2)
+    await waitFor('20 datagrams at the verified endpoint', () => victim.got.length === 20)
+  }, 30_000)
+
+  it('a source that is one of the server\'s own ports never registers and gets nothing (no loops)', async () => {
+    const p = await start()
+    const open = await p.udpAllocate({ mode: 'open' })
+    const tokened = await p.udpAllocate()
+    // UDP on the server's own (TCP) port number: what a packet forged from the server looks like.
+    const own = dgram.createSocket('udp4')
+    const ownGot: Buffer[] = []
+    own.on('message', (m) => ownGot.push(m))
+    await new Promise<void>((resolve) => own.bind(server.port, '127.0.0.1', resolve))
+    cleanup.push({ close: () => own.close() })
+    await send(own, Buffer.from('register me'), open.port1)
+    await send(own, Buffer.from(tokened.token1, 'hex'), tokened.port1)
+    await within('two loop packets counted', until(async () => await dropped(server, 'loop') >= 2))
+    const other = await udpSocket()
+    cleanup.push(other)
+    await plainRegister(other, tokened.token2, tokened.port2)
+    for (let i = 0; i < 10; i++) await send(other.socket, Buffer.from(`x${i}`), open.port2)
+    for (let i = 0; i < 10; i++) await send(other.socket, Buffer.from(`y${i}`), tokened.port2)
+    await within('20 datagrams dropped with nobody on port 1', until(async () => await dropped(server, 'no_peer') >= 20))
+    expect(ownGot).toHaveLength(0)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_udp_endpoints 2$/m)
+  }, 30_000)
+
+  it('25 identities from one IP hold at most udpMaxAllocationsPerIp; a peer from another IP still gets a pair', async () => {
+    await start({ udpPorts: portRange(16), udpMaxAllocationsPerIp: 6 })
+    const replies: unknown[] = []
+    const join = async (from: string): Promise<Socket> => {
+      const socket = await socketFrom(server.url(), from)
+      cleanup.push({ close: () => socket.close() })
+      const me = await makeIdentity(server.port)
+      await joinWithChallenge(socket, me.key, me.addr)
+      return socket
+    }
+    for (let i = 0; i < 25; i++) {
+      const socket = await join('127.0.0.1')
+      for (let j = 0; j < 4; j++) replies.push((await request(socket, 'starsock:udp-allocate', [{}]))[0])
+    }
+    expect(replies.filter((err) => err === null)).toHaveLength(6)
+    const refusals = replies.filter((err) => typeof err === 'string' && err.endsWith('[E_LIMIT_ALLOCATIONS_PER_IP]'))
+    expect(refusals).toHaveLength(94) // the first identity hit its own limit of 4 first
+    expect(refusals[0]).toBe('Peers from this IP address hold 6 allocations already (udpMaxAllocationsPerIp=6) [E_LIMIT_ALLOCATIONS_PER_IP]')
+    const other = await join('127.0.0.2')
+    expect([...server.rendezvous.sessions.values()].map((s) => s.ip)).toContain('127.0.0.2')
+    const [err, allocation] = await request(other, 'starsock:udp-allocate', [{}])
+    expect(err).toBeNull()
+    expect((allocation as UdpAllocation).port1).toBeGreaterThan(0)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_ALLOCATIONS_PER_IP"\} 94$/m)
+  }, 30_000)
+
+  it('allocations end a grace after their owner left, and are kept when the owner joins again in time', async () => {
+    await start({ udpOwnerGraceMs: 2500 })
+    const stayer = await createIdentity()
+    const first = await createPeer({ server: server.url(), identity: stayer })
+    const leaver = await peer()
+    const kept = await first.udpAllocate()
+    const ended = await leaver.udpAllocate()
+    const [one, two] = await register(kept)
+    await first.close()
+    await leaver.close()
+    // The same identity comes back (a reconnect) well within the grace.
+    const again = await createPeer({ server: server.url(), identity: stayer })
+    cleanup.push({ close: async () => await again.close() })
+    await within('the left owner\'s allocation to end after the grace', until(async () => await portFree(ended.port1)), 10_000)
+    expect(await portFree(ended.port2)).toBe(true)
+    expect(await server.metrics.registry.metrics()).toMatch(/^starsock_udp_allocations_ended_total\{cause="owner_left"\} 1$/m)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(await portFree(kept.port1)).toBe(false)
+    expect((await again.udpRefresh(kept.id)).id).toBe(kept.id)
+    await send(one.socket, Buffer.from('still here'), kept.port1)
+    await waitFor('a datagram through the kept allocation', () => two.got.length === 1)
   }, 30_000)
 
   it('an allocation still binding when the relay closes is refused and leaves no port taken', async () => {

@@ -1,7 +1,10 @@
 /**
  * Hand one half of a UDP relay allocation (ip, port, token) to another peer over a channel of
- * type `udp-relay`: a JSON line `{ ip, port, token, expiresAt }`. The other side's application
- * can be a plain UDP program: it sends the token's bytes first to `ip:port`, then its datagrams.
+ * type `udp-relay`: a JSON line `{ ip, port, token, expiresAt }`. The other side registers with
+ * `registerUdpEndpoint(socket, half)` (`udp-register.node.ts`), or its application is a plain UDP
+ * program doing the same steps (`shared/udp-relay-protocol.ts`): send the token's bytes to
+ * `ip:port`, send back the 16 bytes the relay answers, wait for the token to come back, then send
+ * its datagrams.
  */
 import type { Channel } from '../mux/channel.ts'
 import type { SockAgent } from './agent.ts'
