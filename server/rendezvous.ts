@@ -2,8 +2,9 @@
  * The rendezvous: join with the crypto challenge, leave, dial, discovery and the relay, as plain
  * calls on sessions. Knows nothing of socket.io; `socket-wiring.ts` translates events into calls.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
-import type { HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
+import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
@@ -19,8 +20,19 @@ import { Session, type Endpoint } from './session.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
-/** Answer to a completed join: other peers to start with. */
-export interface JoinDone { peers: string[] }
+/** Answer to a completed join: other peers to start with; for starsock clients, the resume secret. */
+export interface JoinDone { peers: string[], resume?: string }
+
+/** Bytes of a resume secret (sent as hex). */
+const RESUME_SECRET_BYTES = 32
+
+/** Whether `given` equals `expected`, in time independent of where they differ. */
+function sameSecret (given: string | undefined, expected: string | undefined): boolean {
+  if (given === undefined || expected === undefined) return false
+  const a = Buffer.from(given)
+  const b = Buffer.from(expected)
+  return a.length === b.length && timingSafeEqual(a, b)
+}
 
 /** The rendezvous state of one server node. */
 export class Rendezvous {
@@ -31,6 +43,8 @@ export class Rendezvous {
   private readonly challenges: ChallengeStore
   private readonly joinsPerIp: WindowCounter
   private readonly allow: Set<string>
+  /** Addresses starsock sessions hold, by peer id, then address. */
+  private readonly starsockHolders = new Map<string, Map<string, Session>>()
   private readonly backlogTimer: ReturnType<typeof setInterval>
 
   constructor (
@@ -78,10 +92,10 @@ export class Rendezvous {
     }
   }
 
-  /** A client connected. */
-  connect (id: string, ip: string, endpoint: Endpoint): Session {
+  /** A client connected (from `ip` and, when known, TCP `port`). */
+  connect (id: string, ip: string, endpoint: Endpoint, port?: number): Session {
     const rate = this.options.maxDialsPerSecond
-    const session = new Session(id, ip, endpoint, new TokenBucket(rate, rate * 2))
+    const session = new Session(id, ip, endpoint, new TokenBucket(rate, rate * 2), undefined, port)
     this.sessions.set(id, session)
     this.metrics.sockets.set(this.sessions.size)
     return session
@@ -99,6 +113,9 @@ export class Rendezvous {
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
     session.peerEvents = request.peerEvents === true
+    session.starsock = true
+    session.takeover = request.takeover === true
+    session.resume = request.resume
     return {
       protocol: PROTOCOL_VERSION,
       version: this.version,
@@ -135,7 +152,7 @@ export class Rendezvous {
       if (pending instanceof StarsockError) return pending
       const verified = await verifyNonce(pending.key, pending.nonce, proof)
       if (verified instanceof StarsockError) return verified
-      return this.finishJoin(session, addr)
+      return this.finishJoin(session, addr, parsed?.peerId)
     }
     this.metrics.joinsTotal.inc()
     if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
@@ -145,7 +162,7 @@ export class Rendezvous {
     if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
       return new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
     }
-    if (!this.options.cryptoChallenge) return this.finishJoin(session, addr)
+    if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
     if (proof === '') return new StarsockError('E_CHALLENGE_REQUIRED')
     if (parsed.peerId === undefined) return new StarsockError('E_ID_MISMATCH')
     const key = keyForPeerId(proof, parsed.peerId)
@@ -157,34 +174,132 @@ export class Rendezvous {
     return peerId !== undefined && looksLikeKey(proof) && !(keyForPeerId(proof, peerId) instanceof StarsockError)
   }
 
-  private finishJoin (session: Session, addr: string): JoinDone | StarsockError {
+  private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone | StarsockError {
     if (!session.addrs.has(addr)) {
       if (session.addrs.size >= this.options.maxAddressesPerSocket) {
         return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-      if (owner !== undefined) {
-        // With the challenge on, the newcomer proved it holds the key: it takes the address over,
-        // as in the original. Without it, nothing proves that, so a live holder keeps it.
-        if (!this.options.cryptoChallenge) return new StarsockError('E_ADDRESS_IN_USE', 'Address in use by another socket')
-        owner.addrs.delete(addr)
-      } else if (this.directory.size >= this.options.maxPeers) {
+      const held = owner !== undefined ? { holder: owner, heldAddr: addr } : this.heldElsewhere(session, peerId)
+      let after: (() => void) | undefined
+      if (held !== undefined) {
+        const claim = this.claim(session, held.holder, held.heldAddr, addr)
+        if (claim instanceof StarsockError) return claim
+        after = claim
+      }
+      if (owner === undefined && this.directory.size >= this.options.maxPeers) {
         return new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
+      if (session.starsock && peerId !== undefined) this.index(peerId).set(addr, session)
       this.metrics.peers.set(this.directory.size)
       this.announcer.joined(addr, session)
+      // Only now that the address is the newcomer's: disconnecting the old holder runs its
+      // disconnect handler at once, which must find the directory settled.
+      after?.()
     }
     this.metrics.joinsSuccess.inc()
     this.logger.debug({ session: session.id, addr }, 'joined')
-    return { peers: this.announcer.sample(session) }
+    if (!session.starsock) return { peers: this.announcer.sample(session) }
+    // A new secret at every join: one that was sent over a connection now gone is spent.
+    const resume = randomBytes(RESUME_SECRET_BYTES).toString('hex')
+    session.resumeSecrets.set(addr, resume)
+    return { peers: this.announcer.sample(session), resume }
+  }
+
+  /**
+   * Another starsock session of this node that holds `peerId` under another address spelling
+   * (another host name for the server, a proxy): for starsock clients that is the same place.
+   * Legacy clients keep the original's rule, which knows only exact addresses.
+   */
+  private heldElsewhere (newcomer: Session, peerId: string | undefined): { holder: Session, heldAddr: string } | undefined {
+    if (!newcomer.starsock || peerId === undefined) return undefined
+    for (const [heldAddr, holder] of this.starsockHolders.get(peerId) ?? []) {
+      if (holder !== newcomer) return { holder, heldAddr }
+    }
+    return undefined
+  }
+
+  private index (peerId: string): Map<string, Session> {
+    let held = this.starsockHolders.get(peerId)
+    if (held === undefined) {
+      held = new Map()
+      this.starsockHolders.set(peerId, held)
+    }
+    return held
+  }
+
+  private unindex (session: Session, addr: string): void {
+    const peerId = checkAddress(addr, this.options.strictMultiaddr)?.peerId
+    const held = peerId === undefined ? undefined : this.starsockHolders.get(peerId)
+    if (held === undefined || held.get(addr) !== session) return
+    held.delete(addr)
+    if (held.size === 0 && peerId !== undefined) this.starsockHolders.delete(peerId)
+  }
+
+  /**
+   * One identity, one place: whether `newcomer` may join `addr` while the live session `holder`
+   * holds the same identity under `heldAddr` (the same address, or for two starsock clients
+   * another spelling of it). Returns the refusal, or what to do with the holder once the address
+   * is the newcomer's.
+   *
+   * - The holder's own resume secret: the holder is this client's stale socket (a network drop
+   *   the server has not noticed yet); it is dropped without a word.
+   * - Challenge off: nothing proves the newcomer holds the key, so the live holder keeps it.
+   * - A legacy holder is replaced, as in the original (it would not understand a notice).
+   * - A starsock newcomer takes it only when it asked (`takeover`); a legacy newcomer always
+   *   does, as in the original. A starsock holder is told (`starsock:displaced`), then dropped.
+   */
+  private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
+    if (sameSecret(newcomer.resume, holder.resumeSecrets.get(heldAddr))) {
+      this.logger.debug({ session: newcomer.id, stale: holder.id }, 'resumed from a stale socket')
+      this.metrics.displaced.inc({ reason: 'resume' })
+      this.release(holder, heldAddr, addr)
+      return () => holder.endpoint.disconnect?.()
+    }
+    if (!this.options.cryptoChallenge) return this.inUse(holder)
+    if (!holder.starsock) {
+      this.release(holder, heldAddr, addr)
+      return () => {}
+    }
+    if (newcomer.starsock && !newcomer.takeover) return this.inUse(holder)
+    const reason: DisplacedReason = newcomer.starsock ? 'takeover' : 'legacy-join'
+    this.release(holder, heldAddr, addr)
+    this.metrics.displaced.inc({ reason })
+    this.logger.info({ session: holder.id, by: newcomer.id, reason }, 'displaced')
+    return () => {
+      const info: DisplacedInfo = { addr: heldAddr, reason, by: newcomer.remote }
+      holder.endpoint.emit(EVENTS.DISPLACED, info)
+      // A client may join several addresses on one socket: only one left with nothing goes.
+      if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
+    }
+  }
+
+  private inUse (holder: Session): StarsockError {
+    return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined from ${holder.remote}`)
+  }
+
+  /**
+   * `holder` loses `heldAddr` to a session joining `addr`: the same address is handed over (its
+   * directory entry is about to be overwritten); another one leaves.
+   */
+  private release (holder: Session, heldAddr: string, addr: string): void {
+    if (heldAddr !== addr) {
+      this.leave(holder, heldAddr)
+      return
+    }
+    holder.addrs.delete(addr)
+    holder.resumeSecrets.delete(addr)
+    this.unindex(holder, addr)
   }
 
   /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. */
   leave (session: Session, addr: string): boolean {
     if (!session.addrs.delete(addr)) return false
+    session.resumeSecrets.delete(addr)
+    this.unindex(session, addr)
     if (this.directory.release(addr, session.id)) {
       this.metrics.peers.set(this.directory.size)
       this.announcer.left(addr)

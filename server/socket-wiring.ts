@@ -48,6 +48,12 @@ function clientIp (socket: Socket, trustProxy: boolean): string {
   return socket.handshake.address
 }
 
+/** The client's TCP port; `undefined` behind a trusted proxy (the proxy's port says nothing). */
+function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
+  if (trustProxy && typeof socket.handshake.headers['x-forwarded-for'] === 'string') return undefined
+  return socket.request.socket?.remotePort
+}
+
 /** Wire `rendezvous` to every socket `io` accepts. */
 export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger, udp: () => UdpRelay | undefined = () => undefined): void {
   if (options.token !== '') {
@@ -62,7 +68,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
-    const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint)
+    const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint, clientPort(socket, options.trustProxy))
     const log = logger.child({ session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
     const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
@@ -92,6 +98,8 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
           return replyError(ack, result)
         }
         if ('nonce' in result) ack?.(null, result.nonce)
+        // The resume secret rides as an extra, last element that legacy clients ignore.
+        else if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
         else ack?.(null, null, result.peers)
       }, (err: unknown) => {
         log.error({ err }, 'join failed')
