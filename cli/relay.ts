@@ -4,7 +4,7 @@ import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
 import { keyOption } from './id.ts'
 import { collect, integer } from './options.ts'
-import { interrupted } from './sock-runtime.ts'
+import { identityError, interrupted, lost as identityLost } from './sock-runtime.ts'
 
 /** The `relay` command; `started` receives the promise of its exit code. */
 export function relayCommand (started: (run: Promise<number>) => void): Command {
@@ -18,10 +18,12 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
     .option('--refresh-ms <ms>', 'refresh the allocation this often', integer(1000), 30_000)
     .option('--once', 'print the allocation and exit (it lives until it is idle)')
     .option('--json', 'print the allocation as JSON')
-    .action((flags: { server: string, key: string, token?: string, mode: 'token' | 'address' | 'open', allowIp?: string[], refreshMs: number, once?: boolean, json?: boolean }) => {
+    .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
+    .action((flags: { server: string, key: string, token?: string, mode: 'token' | 'address' | 'open', allowIp?: string[], refreshMs: number, once?: boolean, json?: boolean, takeover?: boolean }) => {
       started((async () => {
         const { identity } = await loadOrCreateIdentity(flags.key)
-        const peer = await createPeer({ server: flags.server, identity, token: flags.token })
+        const peer = await createPeer({ server: flags.server, identity, token: flags.token, takeover: flags.takeover === true })
+          .catch((err: unknown) => { throw identityError(err, flags.key) })
         try {
           const a = await peer.udpAllocate({ mode: flags.mode, addresses: flags.allowIp })
           if (flags.json === true) process.stdout.write(JSON.stringify(a) + '\n')
@@ -38,8 +40,9 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
               if (err.code === 'E_UDP_NOT_FOUND') { lost = err; onLost() } else process.stderr.write(`starsock relay: refresh failed: ${err.message}\n`)
             })
           }, flags.refreshMs)
-          await Promise.race([interrupted(), new Promise<void>((resolve) => { onLost = resolve })])
+          const gone = await Promise.race([interrupted().then(() => undefined), identityLost(peer, flags.key), new Promise<undefined>((resolve) => { onLost = () => resolve(undefined) })])
           clearInterval(timer)
+          if (gone !== undefined) throw gone
           if (lost !== undefined) throw lost // the allocation expired or the server restarted
           await peer.udpRelease(a.id).catch(() => {})
           return 0

@@ -1,0 +1,109 @@
+/**
+ * One identity, one place, as a person at the terminal meets it: two `starsock` processes with
+ * one key never both believe they are joined. Real server, real processes.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, waitFor, within } from './helpers/server.ts'
+import { tcpEcho, type Closable } from './helpers/sockets.ts'
+
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+interface Program {
+  proc: ChildProcessWithoutNullStreams
+  err: () => string
+  /** Settles with the first JSON event named `event` on stdout. */
+  event: (event: string) => Promise<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+
+describe('two starsock processes with one key', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs: Program[] = []
+  const cleanup: Closable[] = []
+
+  const start = (args: string[]): Program => {
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: 'pipe' })
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+    const event = async (name: string): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock ${args[0] ?? ''}`, new Promise((resolve, reject) => {
+      const check = (): void => {
+        const line = out.split('\n').find((l) => l.startsWith('{') && (JSON.parse(l) as { event?: unknown }).event === name)
+        if (line !== undefined) { proc.stdout.off('data', check); resolve(JSON.parse(line) as Record<string, unknown>) }
+      }
+      proc.stdout.on('data', check)
+      check()
+      void exited.then((code) => reject(new Error(`exited with ${String(code)} before "${name}": ${err}`)))
+    }), 15_000)
+    const p = { proc, err: () => err, event, exited }
+    programs.push(p)
+    return p
+  }
+
+  beforeEach(async () => {
+    server = await startServer()
+    dir = mkdtempSync(join(tmpdir(), 'starsock-identity-cli-'))
+  })
+  afterEach(async () => {
+    for (const p of programs.splice(0)) {
+      if (p.proc.exitCode === null && p.proc.signalCode === null) {
+        p.proc.kill('SIGTERM')
+        await within('a program to exit after SIGTERM', p.exited, 10_000).catch(() => p.proc.kill('SIGKILL'))
+      }
+    }
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('listen: the second is refused (one line, exit 1); with --takeover the first is displaced (one line naming the key file and the other\'s address, non-zero)', async () => {
+    const key = join(dir, 'key')
+    const first = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    await first.event('ready')
+
+    const second = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    expect(await within('the second listen to exit', second.exited, 15_000)).toBe(1)
+    expect(second.err().trim().split('\n')).toHaveLength(1)
+    expect(second.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Address in use: this peer id is joined from 127\\.0\\.0\\.1:\\d+; stop that process or pass --takeover \\(E_ADDRESS_IN_USE\\)\\n$`))
+    expect(first.proc.exitCode).toBeNull()
+    expect(server.stats().peers).toBe(1)
+
+    const third = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+    await third.event('ready')
+    const code = await within('the first listen to exit once displaced', first.exited, 15_000)
+    expect(code).not.toBe(0)
+    expect(code).not.toBeNull()
+    expect(first.err().trim().split('\n')).toHaveLength(1)
+    expect(first.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+    expect(third.proc.exitCode).toBeNull()
+    await waitFor('one peer on the server', () => server.stats().peers === 1 && server.stats().sockets === 1)
+  }, 60_000)
+
+  it('forward is displaced by a listen --takeover with its key: it exits non-zero with the line', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listener = start(['listen', '--server', server.url(), '--key', join(dir, 'listener'), '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--json'])
+    const listenerId = String((await listener.event('ready')).peerId)
+    const key = join(dir, 'client')
+    const fwd = start(['forward', '--server', server.url(), '--key', key, '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
+    await fwd.event('ready')
+    const taker = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+    await taker.event('ready')
+    const code = await within('forward to exit once displaced', fwd.exited, 15_000)
+    expect(code).not.toBe(0)
+    expect(code).not.toBeNull()
+    expect(fwd.err().trim().split('\n')).toHaveLength(1)
+    expect(fwd.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+})
