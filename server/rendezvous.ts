@@ -245,15 +245,18 @@ export class Rendezvous {
    * another spelling of it). Returns the refusal, or what to do with the holder once the address
    * is the newcomer's.
    *
-   * - The holder's own resume secret: the holder is this client's stale socket (a network drop
-   *   the server has not noticed yet); it is dropped without a word.
+   * - The holder's own resume secret (or the one it resumed with): the holder is this client's
+   *   stale socket (a network drop the server has not noticed yet); it is dropped without a word.
    * - Challenge off: nothing proves the newcomer holds the key, so the live holder keeps it.
    * - A legacy holder is replaced, as in the original (it would not understand a notice).
    * - A starsock newcomer takes it only when it asked (`takeover`); a legacy newcomer always
    *   does, as in the original. A starsock holder is told (`starsock:displaced`), then dropped.
    */
   private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
-    if (sameSecret(newcomer.resume, holder.resumeSecrets.get(heldAddr))) {
+    // The secret the holder itself resumed with also counts: the ack carrying its new secret may
+    // have been lost with the connection that dropped.
+    if (sameSecret(newcomer.resume, holder.resumeSecrets.get(heldAddr)) || sameSecret(newcomer.resume, holder.resumedWith)) {
+      newcomer.resumedWith = newcomer.resume
       this.logger.debug({ session: newcomer.id, stale: holder.id }, 'resumed from a stale socket')
       this.metrics.displaced.inc({ reason: 'resume' })
       this.release(holder, heldAddr, addr)

@@ -53,6 +53,8 @@ export class Session {
   takeover = false
   /** Resume secret this client presented in hello (of its previous join). */
   resume: string | undefined
+  /** The resume secret this client took an address back with, if it did. */
+  resumedWith: string | undefined
   /** Resume secret given at the join of each address, by address. */
   readonly resumeSecrets = new Map<string, string>()
 

@@ -112,8 +112,21 @@ describe('who gets an address another live client holds', () => {
     expect(stale.disconnected()).toBe(true)
     expect(r.sessions.has(stale.session.id)).toBe(false)
     expect(r.directory.owner(addrOf(identity))).toBe(back.session.id)
-    // The spent secret opens nothing any more.
+    // Once the client resumed with the newer secret, the older one opens nothing any more.
+    await joined(r, connect(r, 'starsock', again.resume), identity)
     expect(await join(r, connect(r, 'starsock', resume), identity)).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+  })
+
+  it('a client whose resumed join lost its ack resumes again with the secret it resumed with', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const { resume: first } = await joined(r, connect(r, 'starsock'), identity)
+    const second = connect(r, 'starsock', first)
+    await joined(r, second, identity) // its new secret never reaches the client
+    const third = connect(r, 'starsock', first)
+    await joined(r, third, identity)
+    expect(second.disconnected()).toBe(true)
+    expect(second.emitted).toEqual([])
   })
 
   it('legacy clients get no resume secret', async () => {
