@@ -10,12 +10,15 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
+import type { ServerOptions } from '../server/options.ts'
 import { tcpEcho, type Closable } from './helpers/sockets.ts'
+import { tcpProxy } from './helpers/proxy.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
 interface Program {
   proc: ChildProcessWithoutNullStreams
+  out: () => string
   err: () => string
   /** Settles with the first JSON event named `event` on stdout. */
   event: (event: string) => Promise<Record<string, unknown>>
@@ -46,7 +49,7 @@ describe('two starsock processes with one key', () => {
       check()
       void exited.then((code) => reject(new Error(`exited with ${String(code)} before "${name}": ${err}`)))
     }), 15_000)
-    const p = { proc, err: () => err, event, exited }
+    const p = { proc, out: () => out, err: () => err, event, exited }
     programs.push(p)
     return p
   }
@@ -64,8 +67,15 @@ describe('two starsock processes with one key', () => {
     }
     for (const c of cleanup.splice(0)) await c.close()
     await server.close()
+    await other?.close()
+    other = undefined
     rmSync(dir, { recursive: true, force: true })
   })
+  let other: (StarsockServer & { port: number }) | undefined
+  const otherServer = async (options: ServerOptions): Promise<StarsockServer & { port: number }> => {
+    other = await startServer(options)
+    return other
+  }
 
   it('listen: the second is refused (one line, exit 1); with --takeover the first is displaced (one line naming the key file and the other\'s address, non-zero)', async () => {
     const key = join(dir, 'key')
@@ -105,5 +115,40 @@ describe('two starsock processes with one key', () => {
     expect(code).not.toBeNull()
     expect(fwd.err().trim().split('\n')).toHaveLength(1)
     expect(fwd.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('relay holds an allocation until a takeover displaces it: it exits non-zero with the line', async () => {
+    // A UDP port range of its own per test file run, apart from udp-relay.test.ts's.
+    const low = 57000 + (process.pid % 200) * 20
+    const relayServer = await otherServer({ udpRelay: true, udpPorts: [low, low + 3] })
+    const key = join(dir, 'relay')
+    const relay = start(['relay', '--server', relayServer.url(), '--key', key])
+    await waitFor('the relay to print its allocation', () => /^allocation \S+ \(token\)/m.test(relay.out()), 15_000)
+    const taker = start(['listen', '--server', relayServer.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+    await taker.event('ready')
+    const code = await within('relay to exit once displaced', relay.exited, 15_000)
+    expect(code).toBe(1)
+    expect(relay.err().trim().split('\n')).toHaveLength(1)
+    expect(relay.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('listen rides out a network drop: it takes its address back from its stale socket and keeps running', async () => {
+    const proxy = await tcpProxy(server.port)
+    cleanup.push(proxy)
+    const listen = start(['listen', '--server', proxy.url, '--key', join(dir, 'key'), '--no-prompt', '--json'])
+    await listen.event('ready')
+    proxy.cut()
+    // The stale socket stays on the server until the listener comes back and resumes.
+    const resumed = async (): Promise<boolean> => /reason="resume"\} 1$/m.test(await server.metrics.registry.getSingleMetricAsString('starsock_displaced_total'))
+    const deadline = Date.now() + 15_000
+    while (!(server.stats().sockets === 1 && await resumed())) {
+      if (Date.now() > deadline) throw new Error(`the listener to resume (one socket, one resume) within 15000 ms; stderr: ${listen.err()}`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(server.stats().peers).toBe(1)
+    expect(listen.proc.exitCode).toBeNull()
+    listen.proc.kill('SIGTERM')
+    expect(await within('listen to exit after SIGTERM', listen.exited, 10_000)).toBe(0)
+    expect(listen.err()).toBe('')
   }, 60_000)
 })
