@@ -47,7 +47,8 @@ async function run (flags: TunnelFlags, start: (agent: SockAgent, signal: AbortS
   } catch (err) {
     await stopAgent(agent)
     if (stopping.signal.aborted) return 0
-    throw err
+    const why = agent.peer.closedBy
+    throw why !== undefined ? identityError(why, flags.key) : err
   }
   const status = new StatusReporter(flags.json === true, () => tunnel.stats())
   tunnel.on('connection', ({ src }) => status.event('connection', { src }, `connection from ${src.ip}:${src.port}`))

@@ -338,16 +338,24 @@ byId<HTMLButtonElement>('use-here').addEventListener('click', () => {
   })().catch(failedToJoin)
 })
 
-byId<HTMLButtonElement>('conflict-new-identity').addEventListener('click', () => {
-  void (async () => {
-    await stop()
-    // A slot of this tab's own: the other tab keeps the identity of the shared slot.
+/**
+ * Make and join a new identity. While another tab or program has this one, the new one goes in a
+ * slot of this tab's own (kept in the URL), so the shared slot keeps the identity in use there.
+ */
+async function newIdentity (): Promise<void> {
+  const ownSlot = !byId('identity-conflict').hidden
+  await stop()
+  if (ownSlot) {
     slot = `tab-${crypto.getRandomValues(new Uint32Array(2)).join('')}`
     const url = new URL(location.href)
     url.searchParams.set('slot', slot)
     history.replaceState(null, '', url)
-    await begin(await replaceBrowserIdentity(slot), false)
-  })().catch(failedToJoin)
+  }
+  await begin(await replaceBrowserIdentity(slot), false)
+}
+
+byId<HTMLButtonElement>('conflict-new-identity').addEventListener('click', () => {
+  newIdentity().catch(failedToJoin)
 })
 
 async function stop (): Promise<void> {
@@ -358,10 +366,7 @@ async function stop (): Promise<void> {
 }
 
 byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
-  void (async () => {
-    await stop()
-    await begin(await replaceBrowserIdentity(slot), false)
-  })().catch(failedToJoin)
+  newIdentity().catch(failedToJoin)
 })
 
 async function serverFigures (): Promise<void> {
