@@ -100,6 +100,23 @@ describe('two starsock processes with one key', () => {
     await waitFor('one peer on the server', () => server.stats().peers === 1 && server.stats().sockets === 1)
   }, 60_000)
 
+  it('two listen started at once with one key: exactly one is joined, the other exits 1 with its line', async () => {
+    const key = join(dir, 'key')
+    // Make the key first, so the two do not race to create it.
+    const made = start(['id', '--key', key])
+    expect(await within('starsock id to exit', made.exited, 15_000)).toBe(0)
+    const both = [0, 1].map(() => start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json']))
+    const outcomes = await Promise.all(both.map(async (p) => await Promise.race([
+      p.event('ready').then(() => 'ready', () => 'exited'),
+      p.exited.then(() => 'exited')
+    ])))
+    expect(outcomes.sort()).toEqual(['exited', 'ready'])
+    const refused = both.find((p) => p.proc.exitCode !== null) as Program
+    expect(await refused.exited).toBe(1)
+    expect(refused.err()).toMatch(/^starsock: .*: Address in use: this peer id is joined from 127\.0\.0\.1:\d+; stop that process or pass --takeover \(E_ADDRESS_IN_USE\)\n$/)
+    expect(server.stats().peers).toBe(1)
+  }, 60_000)
+
   it('forward is displaced by a listen --takeover with its key: it exits non-zero with the line', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
