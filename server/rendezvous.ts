@@ -2,7 +2,6 @@
  * The rendezvous: join with the crypto challenge, leave, dial, discovery and the relay, as plain
  * calls on sessions. Knows nothing of socket.io; `socket-wiring.ts` translates events into calls.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto'
 import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
 import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
@@ -11,6 +10,7 @@ import { checkAddress } from '../shared/wsstar-address.ts'
 import { BACKLOG_CHECK_MS, PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
+import { decideClaim, newResumeSecret, StarsockHolders } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -23,17 +23,6 @@ export interface JoinChallenge { nonce: string }
 /** Answer to a completed join: other peers to start with; for starsock clients, the resume secret. */
 export interface JoinDone { peers: string[], resume?: string }
 
-/** Bytes of a resume secret (sent as hex). */
-const RESUME_SECRET_BYTES = 32
-
-/** Whether `given` equals `expected`, in time independent of where they differ. */
-function sameSecret (given: string | undefined, expected: string | undefined): boolean {
-  if (given === undefined || expected === undefined) return false
-  const a = Buffer.from(given)
-  const b = Buffer.from(expected)
-  return a.length === b.length && timingSafeEqual(a, b)
-}
-
 /** The rendezvous state of one server node. */
 export class Rendezvous {
   /** Connected sessions by id. */
@@ -43,8 +32,7 @@ export class Rendezvous {
   private readonly challenges: ChallengeStore
   private readonly joinsPerIp: WindowCounter
   private readonly allow: Set<string>
-  /** Addresses starsock sessions hold, by peer id, then address. */
-  private readonly starsockHolders = new Map<string, Map<string, Session>>()
+  private readonly starsockHolders = new StarsockHolders()
   private readonly backlogTimer: ReturnType<typeof setInterval>
 
   constructor (
@@ -181,7 +169,9 @@ export class Rendezvous {
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-      const held = owner !== undefined ? { holder: owner, heldAddr: addr } : this.heldElsewhere(session, peerId)
+      // One identity, one place: the same address, or for two starsock clients the same peer id.
+      const held = owner !== undefined ? { holder: owner, heldAddr: addr }
+        : session.starsock && peerId !== undefined ? this.starsockHolders.other(peerId, session) : undefined
       let after: (() => void) | undefined
       if (held !== undefined) {
         const claim = this.claim(session, held.holder, held.heldAddr, addr)
@@ -193,7 +183,7 @@ export class Rendezvous {
       }
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
-      if (session.starsock && peerId !== undefined) this.index(peerId).set(addr, session)
+      if (session.starsock && peerId !== undefined) this.starsockHolders.add(peerId, addr, session)
       this.metrics.peers.set(this.directory.size)
       this.announcer.joined(addr, session)
       // Only now that the address is the newcomer's: disconnecting the old holder runs its
@@ -204,72 +194,28 @@ export class Rendezvous {
     this.logger.debug({ session: session.id, addr }, 'joined')
     if (!session.starsock) return { peers: this.announcer.sample(session) }
     // A new secret at every join: one that was sent over a connection now gone is spent.
-    const resume = randomBytes(RESUME_SECRET_BYTES).toString('hex')
+    const resume = newResumeSecret()
     session.resumeSecrets.set(addr, resume)
     return { peers: this.announcer.sample(session), resume }
   }
 
   /**
-   * Another starsock session of this node that holds `peerId` under another address spelling
-   * (another host name for the server, a proxy): for starsock clients that is the same place.
-   * Legacy clients keep the original's rule, which knows only exact addresses.
-   */
-  private heldElsewhere (newcomer: Session, peerId: string | undefined): { holder: Session, heldAddr: string } | undefined {
-    if (!newcomer.starsock || peerId === undefined) return undefined
-    for (const [heldAddr, holder] of this.starsockHolders.get(peerId) ?? []) {
-      if (holder !== newcomer) return { holder, heldAddr }
-    }
-    return undefined
-  }
-
-  private index (peerId: string): Map<string, Session> {
-    let held = this.starsockHolders.get(peerId)
-    if (held === undefined) {
-      held = new Map()
-      this.starsockHolders.set(peerId, held)
-    }
-    return held
-  }
-
-  private unindex (session: Session, addr: string): void {
-    const peerId = checkAddress(addr, this.options.strictMultiaddr)?.peerId
-    const held = peerId === undefined ? undefined : this.starsockHolders.get(peerId)
-    if (held === undefined || held.get(addr) !== session) return
-    held.delete(addr)
-    if (held.size === 0 && peerId !== undefined) this.starsockHolders.delete(peerId)
-  }
-
-  /**
-   * One identity, one place: whether `newcomer` may join `addr` while the live session `holder`
-   * holds the same identity under `heldAddr` (the same address, or for two starsock clients
-   * another spelling of it). Returns the refusal, or what to do with the holder once the address
-   * is the newcomer's.
-   *
-   * - The holder's own resume secret (or the one it resumed with): the holder is this client's
-   *   stale socket (a network drop the server has not noticed yet); it is dropped without a word.
-   * - Challenge off: nothing proves the newcomer holds the key, so the live holder keeps it.
-   * - A legacy holder is replaced, as in the original (it would not understand a notice).
-   * - A starsock newcomer takes it only when it asked (`takeover`); a legacy newcomer always
-   *   does, as in the original. A starsock holder is told (`starsock:displaced`), then dropped.
+   * `newcomer` joins `addr` while the live session `holder` holds the same identity under
+   * `heldAddr` (see `decideClaim`). Returns the refusal, or what to do with the holder once the
+   * address is the newcomer's.
    */
   private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
-    // The secret the holder itself resumed with also counts: the ack carrying its new secret may
-    // have been lost with the connection that dropped.
-    if (sameSecret(newcomer.resume, holder.resumeSecrets.get(heldAddr)) || sameSecret(newcomer.resume, holder.resumedWith)) {
+    const outcome = decideClaim(newcomer, holder, heldAddr, this.options.cryptoChallenge)
+    if (outcome === 'in-use') return this.inUse(holder)
+    this.release(holder, heldAddr, addr)
+    if (outcome === 'replace') return () => {}
+    if (outcome === 'resume') {
       newcomer.resumedWith = newcomer.resume
-      this.logger.debug({ session: newcomer.id, stale: holder.id }, 'resumed from a stale socket')
       this.metrics.displaced.inc({ reason: 'resume' })
-      this.release(holder, heldAddr, addr)
+      this.logger.debug({ session: newcomer.id, stale: holder.id }, 'resumed from a stale socket')
       return () => holder.endpoint.disconnect?.()
     }
-    if (!this.options.cryptoChallenge) return this.inUse(holder)
-    if (!holder.starsock) {
-      this.release(holder, heldAddr, addr)
-      return () => {}
-    }
-    if (newcomer.starsock && !newcomer.takeover) return this.inUse(holder)
     const reason: DisplacedReason = newcomer.starsock ? 'takeover' : 'legacy-join'
-    this.release(holder, heldAddr, addr)
     this.metrics.displaced.inc({ reason })
     this.logger.info({ session: holder.id, by: newcomer.id, reason }, 'displaced')
     return () => {
@@ -296,6 +242,11 @@ export class Rendezvous {
     holder.addrs.delete(addr)
     holder.resumeSecrets.delete(addr)
     this.unindex(holder, addr)
+  }
+
+  private unindex (session: Session, addr: string): void {
+    const peerId = checkAddress(addr, this.options.strictMultiaddr)?.peerId
+    if (peerId !== undefined) this.starsockHolders.remove(peerId, addr, session)
   }
 
   /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. */

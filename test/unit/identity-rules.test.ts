@@ -6,8 +6,10 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createIdentity, publicKeyHex, signNonce, type Identity } from '../../client/identity.ts'
 import { ServerMetrics } from '../../server/metrics.ts'
 import { resolveServerOptions } from '../../server/options.ts'
+import { decideClaim, type ClaimOutcome } from '../../server/identity-claims.ts'
+import { TokenBucket } from '../../server/rate-limit.ts'
 import { Rendezvous, type JoinDone } from '../../server/rendezvous.ts'
-import type { Endpoint, Session } from '../../server/session.ts'
+import { Session, type Endpoint } from '../../server/session.ts'
 import { StarsockError } from '../../shared/errors.ts'
 import { silentLogger } from '../../shared/logger.ts'
 import { checkDisplaced, checkHello, checkJoinExtra } from '../../shared/validate.ts'
@@ -177,6 +179,33 @@ describe('who gets an address another live client holds', () => {
     const back = connect(r, 'starsock', first.resume)
     expect(await r.join(back.session, addr, '')).toMatchObject({ peers: [] })
     expect(holder.disconnected()).toBe(true)
+  })
+})
+
+describe('decideClaim', () => {
+  const ADDR = '/a'
+  const session = (kind: Kind, resume?: string, secret?: string): Session => {
+    const s = new Session('x', '127.0.0.1', {} as Endpoint, new TokenBucket(1, 1))
+    s.starsock = kind !== 'legacy'
+    s.takeover = kind === 'takeover'
+    s.resume = resume
+    if (secret !== undefined) s.resumeSecrets.set(ADDR, secret)
+    return s
+  }
+  it.each<[string, Session, Session, boolean, ClaimOutcome]>([
+    ['own secret', session('starsock', 'aa'), session('starsock', undefined, 'aa'), true, 'resume'],
+    ['own secret, challenge off', session('starsock', 'aa'), session('starsock', undefined, 'aa'), false, 'resume'],
+    ['wrong secret', session('starsock', 'ab'), session('starsock', undefined, 'aa'), true, 'in-use'],
+    ['a secret of the same length from elsewhere', session('starsock', 'bb'), session('starsock', undefined, 'aa'), true, 'in-use'],
+    ['starsock to starsock', session('starsock'), session('starsock'), true, 'in-use'],
+    ['takeover to starsock', session('takeover'), session('starsock'), true, 'displace'],
+    ['takeover, challenge off', session('takeover'), session('starsock'), false, 'in-use'],
+    ['legacy to starsock', session('legacy'), session('starsock'), true, 'displace'],
+    ['legacy to legacy', session('legacy'), session('legacy'), true, 'replace'],
+    ['starsock to legacy', session('starsock'), session('legacy'), true, 'replace'],
+    ['legacy, challenge off', session('legacy'), session('legacy'), false, 'in-use']
+  ])('%s', (_name, newcomer, holder, challenge, outcome) => {
+    expect(decideClaim(newcomer, holder, ADDR, challenge)).toBe(outcome)
   })
 })
 
