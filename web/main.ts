@@ -303,7 +303,13 @@ function showConflict (state: 'in-use' | 'displaced', text: string): void {
 
 function displacedHere (err: StarsockError): void {
   unlockIdentity()
-  void agent?.close()
+  // Nothing of the old session stays on show: no peers, no mappings.
+  void stop().then(() => {
+    peer = undefined
+    agent = undefined
+    renderPeers()
+    renderMappings()
+  })
   showConflict('displaced', `This identity is now used in another tab or program (${err.message.replace(/^Displaced: /, '')}). This page is not joined any more.`)
 }
 
