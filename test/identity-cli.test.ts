@@ -117,6 +117,24 @@ describe('two starsock processes with one key', () => {
     expect(server.stats().peers).toBe(1)
   }, 60_000)
 
+  it('a frozen listen (SIGSTOP) is displaced by a --takeover and, once it runs again, exits with its line', async () => {
+    const key = join(dir, 'key')
+    const frozen = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    await frozen.event('ready')
+    frozen.proc.kill('SIGSTOP')
+    try {
+      // Its socket looks alive to the server: a plain start is refused, a takeover goes through.
+      const refused = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+      expect(await within('the refused listen to exit', refused.exited, 15_000)).toBe(1)
+      const taker = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+      await taker.event('ready')
+    } finally {
+      frozen.proc.kill('SIGCONT')
+    }
+    expect(await within('the thawed listen to exit', frozen.exited, 15_000)).toBe(1)
+    expect(frozen.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
   it('forward is displaced by a listen --takeover with its key: it exits non-zero with the line', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
