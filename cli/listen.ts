@@ -8,7 +8,7 @@ import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { receiveFileInto } from './files.ts'
 import { integer } from './options.ts'
-import { interrupted, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { StatusReporter } from './status.ts'
 
 /** Parse a repeatable `--allow RULE` into rules. */
@@ -75,9 +75,10 @@ async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, p
   const rules = (flags.allow ?? []).map((r) => r.text)
   status.event('ready', { peerId: agent.peer.peerId, rules, asking }, `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}`)
   status.start()
-  await interrupted()
+  const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, flags.key)])
   status.stop()
   consent?.close()
   await stopAgent(agent)
+  if (gone !== undefined) throw gone
   return 0
 }

@@ -6,7 +6,7 @@ import { createPeer } from '../client/peer.ts'
 import { keyOption } from './id.ts'
 import { collect, integer } from './options.ts'
 import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
-import { hostPort, interrupted } from './sock-runtime.ts'
+import { hostPort, identityError, interrupted, lost as identityLost } from './sock-runtime.ts'
 
 /** Address of a local UDP program. */
 interface LocalAddress { ip: string, port: number }
@@ -32,14 +32,16 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
     .option('--local2 <ip:port>', 'the same for endpoint 2', localProgram)
     .option('--once', 'print the allocation and exit (it lives until it is idle)')
     .option('--json', 'print the allocation as JSON')
-    .action((flags: { server: string, key: string, token?: string, mode: 'token' | 'address' | 'open', allowIp?: string[], refreshMs: number, once?: boolean, json?: boolean, local1?: LocalAddress, local2?: LocalAddress }) => {
+    .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
+    .action((flags: { server: string, key: string, token?: string, mode: 'token' | 'address' | 'open', allowIp?: string[], refreshMs: number, once?: boolean, json?: boolean, takeover?: boolean, local1?: LocalAddress, local2?: LocalAddress }) => {
       started((async () => {
         if (flags.once === true && (flags.local1 !== undefined || flags.local2 !== undefined)) {
           process.stderr.write('starsock relay: --once cannot carry datagrams for --local1/--local2\n')
           return 1
         }
         const { identity } = await loadOrCreateIdentity(flags.key)
-        const peer = await createPeer({ server: flags.server, identity, token: flags.token })
+        const peer = await createPeer({ server: flags.server, identity, token: flags.token, takeover: flags.takeover === true })
+          .catch((err: unknown) => { throw identityError(err, flags.key) })
         const bridges: UdpBridge[] = []
         try {
           const a = await peer.udpAllocate({ mode: flags.mode, addresses: flags.allowIp })
@@ -65,8 +67,9 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
               if (err.code === 'E_UDP_NOT_FOUND') { lost = err; onLost() } else process.stderr.write(`starsock relay: refresh failed: ${err.message}\n`)
             })
           }, flags.refreshMs)
-          await Promise.race([interrupted(), new Promise<void>((resolve) => { onLost = resolve })])
+          const gone = await Promise.race([interrupted().then(() => undefined), identityLost(peer, flags.key), new Promise<undefined>((resolve) => { onLost = () => resolve(undefined) })])
           clearInterval(timer)
+          if (gone !== undefined) throw gone
           if (lost !== undefined) throw lost // the allocation expired or the server restarted
           await peer.udpRelease(a.id).catch(() => {})
           return 0

@@ -1,7 +1,8 @@
 /** What the peer commands that run sock channels share: flags, joining, output and signals. */
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { loadOrCreateIdentity } from '../client/identity.node.ts'
-import { createPeer } from '../client/peer.ts'
+import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import { StarsockError } from '../shared/errors.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
@@ -16,6 +17,7 @@ export interface SockFlags {
   token?: string
   timeoutMs: number
   json?: boolean
+  takeover?: boolean
 }
 
 /** Add the flags every sock command has. */
@@ -27,6 +29,32 @@ export function sockCommand (name: string, description: string): Command {
     .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
     .option('--timeout-ms <ms>', 'give up joining (and waiting for an answer to an offer) after this long', integer(1), 60_000)
     .option('--json', 'print one JSON object per event on stdout')
+    .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
+}
+
+/**
+ * The one line for an identity held elsewhere (`E_ADDRESS_IN_USE`) or taken over (`E_DISPLACED`),
+ * naming the key file; other errors as they are.
+ */
+export function identityError (err: unknown, keyFile: string): unknown {
+  if (!(err instanceof StarsockError)) return err
+  if (err.code === 'E_ADDRESS_IN_USE') return new StarsockError(err.code, `${keyFile}: ${err.message}; stop that process or pass --takeover`)
+  if (err.code === 'E_DISPLACED') return new StarsockError(err.code, `${keyFile}: ${err.message}`)
+  return err
+}
+
+/** Settles with why `peer` closed by itself (e.g. displaced), naming `keyFile`; never after a `close()`. */
+export async function lost (peer: StarsockPeer, keyFile: string): Promise<StarsockError> {
+  return await new Promise((resolve) => {
+    const check = (): void => {
+      const why = peer.closedBy
+      if (why === undefined) return
+      off()
+      resolve(identityError(why, keyFile) as StarsockError)
+    }
+    const off = peer.on('state', check)
+    check()
+  })
 }
 
 /** Parse `[HOST:]PORT` (IPv6 in brackets); `host` when there is none. */
@@ -45,7 +73,8 @@ export function hostPort (defaultHost: string | undefined): (value: string) => S
 /** Join the server with the identity in `--key` and run a sock agent on it. */
 export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
   const { identity } = await loadOrCreateIdentity(flags.key)
-  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs })
+  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, takeover: flags.takeover === true })
+    .catch((err: unknown) => { throw identityError(err, flags.key) })
   return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, ...options })
 }
 

@@ -4,7 +4,7 @@ import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost } from '../shared/sock-protocol.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
 import { expose, forward, type Tunnel } from '../client/sock/tunnel.node.ts'
-import { hostPort, interrupted, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { hostPort, identityError, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { port } from './options.ts'
 import { StatusReporter } from './status.ts'
 
@@ -47,7 +47,8 @@ async function run (flags: TunnelFlags, start: (agent: SockAgent, signal: AbortS
   } catch (err) {
     await stopAgent(agent)
     if (stopping.signal.aborted) return 0
-    throw err
+    const why = agent.peer.closedBy
+    throw why !== undefined ? identityError(why, flags.key) : err
   }
   const status = new StatusReporter(flags.json === true, () => tunnel.stats())
   tunnel.on('connection', ({ src }) => status.event('connection', { src }, `connection from ${src.ip}:${src.port}`))
@@ -55,11 +56,13 @@ async function run (flags: TunnelFlags, start: (agent: SockAgent, signal: AbortS
   tunnel.on('mapping', (m) => status.event('mapping', { mapping: m.id, bound: m.bound }, `mapping ${m.label} in place`))
   status.event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp' }, describe(tunnel))
   status.start()
-  const outcome = await Promise.race([tunnel.done, signalled.then(() => undefined)])
+  const outcome = await Promise.race([tunnel.done, signalled.then(() => undefined), lost(agent.peer, flags.key)])
   status.stop()
   await tunnel.close()
   await stopAgent(agent)
-  if (outcome !== undefined) throw outcome
+  // A tunnel fails too when its peer is displaced: the identity line says why.
+  const why = agent.peer.closedBy
+  if (outcome !== undefined) throw why !== undefined ? identityError(why, flags.key) : outcome
   return 0
 }
 

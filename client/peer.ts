@@ -5,7 +5,8 @@
  */
 import { io, type Socket } from 'socket.io-client'
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
-import { EVENTS, parseStreamEvent, type HelloReply, type PeersPage, type UdpAllocation } from '../shared/events.ts'
+import { EVENTS, parseStreamEvent, type HelloReply, type HelloRequest, type PeersPage, type UdpAllocation } from '../shared/events.ts'
+import { checkDisplaced, checkJoinExtra } from '../shared/validate.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 export type { UdpAllocation } from '../shared/events.ts'
@@ -33,6 +34,11 @@ export interface PeerOptions {
   identity?: Identity
   /** Shared token, for servers that require one. */
   token?: string
+  /**
+   * Take the address over when another live client with this identity holds it (that client is
+   * displaced and told); otherwise the first join fails with `E_ADDRESS_IN_USE`. @default false
+   */
+  takeover?: boolean
   /** Transports in the order tried. @default ['websocket', 'polling'] */
   transports?: Array<'websocket' | 'polling'>
   /** Timeout of each request to the server. @default 10_000 */
@@ -118,6 +124,11 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private heartbeat: ReturnType<typeof setInterval> | undefined
   private sinceDrain = 0
   private joinGeneration = 0
+  private readonly takeover: boolean
+  /** Secret of the last join, presented after a reconnect to take the address back from a stale socket. */
+  private resumeSecret: string | undefined
+  private joinedOnce = false
+  private lastError: StarsockError | undefined
   private readonly transport: StreamTransport
 
   constructor (options: PeerOptions & { identity: Identity }) {
@@ -129,6 +140,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.addr = `${this.server.prefix}/p2p-websocket-star/ipfs/${this.peerId}`
     this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client' })
     this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
+    if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
+    this.takeover = options.takeover ?? false
     this.options = {
       windowBytes: positive('windowBytes', options.windowBytes, 2 * 1024 * 1024),
       chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
@@ -158,6 +171,14 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   /** Where the peer is with the server now. */
   get state (): PeerState {
     return this.current
+  }
+
+  /**
+   * Why the peer closed by itself, once it did: e.g. `E_DISPLACED` (another client took this
+   * identity over) or `E_FORBIDDEN`; `undefined` while open or after `close()`.
+   */
+  get closedBy (): StarsockError | undefined {
+    return this.current === 'closed' ? this.lastError : undefined
   }
 
   /** Peers online now, as far as this peer knows. */
@@ -360,6 +381,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       else this.emit('error', new StarsockError('E_SERVER_UNREACHABLE', err.message))
       if (wire.code === 'E_FORBIDDEN') void this.close()
     })
+    socket.on(EVENTS.DISPLACED, (info: unknown) => this.displaced(info))
     socket.on(EVENTS.PEER, (addr: unknown) => this.learn(addr))
     socket.on(EVENTS.PEER_JOIN, (addr: unknown) => this.learn(addr))
     socket.on(EVENTS.PEER_LEAVE, (addr: unknown) => this.forget(addr))
@@ -374,6 +396,21 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       else if (type === 'credit') this.sending.get(streamId)?.onCredit(value)
       else this.sending.get(streamId)?.onAbort(value)
     })
+  }
+
+  /** Another client took this identity over: say so and close, rather than reconnect into a fight. */
+  private displaced (payload: unknown): void {
+    const info = checkDisplaced(payload)
+    if (info === undefined || info.addr !== this.addr || this.current === 'closed') return
+    const how = info.reason === 'takeover' ? 'took this peer id over' : 'joined this peer id (a websocket-star client)'
+    this.fail(new StarsockError('E_DISPLACED', `Displaced: another client ${how} from ${info.by}`))
+  }
+
+  /** Close because of `err`, which `closedBy` keeps. */
+  private fail (err: StarsockError): void {
+    this.lastError = err
+    this.emit('error', err)
+    void this.close()
   }
 
   private incoming (dialId: unknown, from: unknown, ack: unknown): void {
@@ -396,21 +433,28 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     const generation = ++this.joinGeneration
     const stale = (): boolean => generation !== this.joinGeneration || this.current === 'closed'
     try {
-      const hello = await this.request(EVENTS.HELLO, [{ peerEvents: true }], { timeoutMs: HELLO_TIMEOUT_MS })
+      // Take over only on the first join: after a drop, the resume secret proves the stale socket is
+      // this client's own, and any other holder took the identity while this one was away.
+      const request: HelloRequest = { peerEvents: true, takeover: this.takeover && !this.joinedOnce }
+      if (this.resumeSecret !== undefined) request.resume = this.resumeSecret
+      const hello = await this.request(EVENTS.HELLO, [request], { timeoutMs: HELLO_TIMEOUT_MS })
         .then(([err, reply]) => err == null ? reply as HelloReply : undefined, () => undefined) // the original server does not answer
       if (stale()) return
       this.hello = hello
       const before = new Map(this.known)
-      const [err1, nonce, firstPeers] = await this.request(EVENTS.JOIN, [this.addr, publicKeyHex(this.identity)])
+      const [err1, nonce, firstPeers, firstExtra] = await this.request(EVENTS.JOIN, [this.addr, publicKeyHex(this.identity)])
       if (stale()) return
-      if (err1 != null) throw errorFromWire(err1)
+      if (err1 != null) throw this.joinError(err1)
       let peers = firstPeers
+      let extra = firstExtra
       if (typeof nonce === 'string') {
-        const [err2, , joinedPeers] = await this.request(EVENTS.JOIN, [this.addr, await signNonce(this.identity, nonce)])
+        const [err2, , joinedPeers, joinedExtra] = await this.request(EVENTS.JOIN, [this.addr, await signNonce(this.identity, nonce)])
         if (stale()) return
-        if (err2 != null) throw errorFromWire(err2)
+        if (err2 != null) throw this.joinError(err2)
         peers = joinedPeers
+        extra = joinedExtra
       }
+      this.resumeSecret = checkJoinExtra(extra)?.resume
       const found = new Map<string, string>()
       const collect = (addr: unknown): void => {
         const peerId = parseAddress(addr)?.peerId
@@ -424,14 +468,22 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       for (const [peerId, addr] of before) if (found.get(peerId) !== addr && this.known.get(peerId) === addr) this.forget(addr)
       for (const addr of found.values()) this.learn(addr)
       if (hello !== undefined) this.startHeartbeat()
+      this.joinedOnce = true
       this.setState('joined')
     } catch (err) {
       if (stale()) return
       const e = err instanceof StarsockError ? err : new StarsockError('E_BAD_REQUEST', String(err))
       this.logger.warn({ code: e.code }, 'join failed')
-      this.emit('error', e)
-      if (e.code !== 'E_DISCONNECTED' && e.code !== 'E_TIMEOUT') await this.close()
+      if (e.code === 'E_DISCONNECTED' || e.code === 'E_TIMEOUT') this.emit('error', e)
+      else this.fail(e)
     }
+  }
+
+  /** A join refused: the address held elsewhere after this peer had it means it was taken while away. */
+  private joinError (wire: unknown): StarsockError {
+    const err = errorFromWire(wire)
+    if (err.code !== 'E_ADDRESS_IN_USE' || !this.joinedOnce) return err
+    return new StarsockError('E_DISPLACED', `Displaced while disconnected: ${err.message.replace(/^Address in use: /, '')}`)
   }
 
   private async loadPeers (collect: (addr: unknown) => void): Promise<void> {

@@ -22,6 +22,7 @@ export class ServerMetrics {
   readonly announcements = new Counter({ name: 'starsock_ws_peer_messages_total', help: 'ws-peer messages sent', registers: [this.registry] })
   readonly limitHits = new Counter({ name: 'starsock_limit_hits_total', help: 'requests or streams refused by a limit', labelNames: ['limit'] as const, registers: [this.registry] })
   readonly streamFailures = new Counter({ name: 'starsock_stream_failures_total', help: 'streams that ended with an error', labelNames: ['code'] as const, registers: [this.registry] })
+  readonly displaced = new Counter({ name: 'starsock_displaced_total', help: 'addresses moved from one live socket to another: takeover (asked), legacy-join (a legacy client joined), resume (own stale socket)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly badRequests = new Counter({ name: 'starsock_bad_requests_total', help: 'requests with bad arguments or for unknown streams', labelNames: ['event'] as const, registers: [this.registry] })
 
   readonly udpPackets = new Counter({ name: 'starsock_udp_packets_total', help: 'UDP relay packets forwarded', registers: [this.registry] })

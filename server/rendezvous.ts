@@ -3,13 +3,14 @@
  * calls on sessions. Knows nothing of socket.io; `socket-wiring.ts` translates events into calls.
  */
 import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
-import type { HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
+import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
 import { BACKLOG_CHECK_MS, PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
+import { decideClaim, newResumeSecret, StarsockHolders } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -19,8 +20,8 @@ import { Session, type Endpoint } from './session.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
-/** Answer to a completed join: other peers to start with. */
-export interface JoinDone { peers: string[] }
+/** Answer to a completed join: other peers to start with; for starsock clients, the resume secret. */
+export interface JoinDone { peers: string[], resume?: string }
 
 /** The rendezvous state of one server node. */
 export class Rendezvous {
@@ -31,6 +32,7 @@ export class Rendezvous {
   private readonly challenges: ChallengeStore
   private readonly joinsPerIp: WindowCounter
   private readonly allow: Set<string>
+  private readonly starsockHolders = new StarsockHolders()
   private readonly backlogTimer: ReturnType<typeof setInterval>
 
   constructor (
@@ -78,10 +80,10 @@ export class Rendezvous {
     }
   }
 
-  /** A client connected. */
-  connect (id: string, ip: string, endpoint: Endpoint): Session {
+  /** A client connected (from `ip` and, when known, TCP `port`). */
+  connect (id: string, ip: string, endpoint: Endpoint, port?: number): Session {
     const rate = this.options.maxDialsPerSecond
-    const session = new Session(id, ip, endpoint, new TokenBucket(rate, rate * 2))
+    const session = new Session(id, ip, endpoint, new TokenBucket(rate, rate * 2), undefined, port)
     this.sessions.set(id, session)
     this.metrics.sockets.set(this.sessions.size)
     return session
@@ -99,6 +101,9 @@ export class Rendezvous {
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
     session.peerEvents = request.peerEvents === true
+    session.starsock = true
+    session.takeover = request.takeover === true
+    session.resume = request.resume
     return {
       protocol: PROTOCOL_VERSION,
       version: this.version,
@@ -166,7 +171,7 @@ export class Rendezvous {
       if (pending instanceof StarsockError) return pending
       const verified = await verifyNonce(pending.key, pending.nonce, proof)
       if (verified instanceof StarsockError) return verified
-      return this.finishJoin(session, addr)
+      return this.finishJoin(session, addr, parsed?.peerId)
     }
     this.metrics.joinsTotal.inc()
     if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
@@ -176,7 +181,7 @@ export class Rendezvous {
     if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
       return new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
     }
-    if (!this.options.cryptoChallenge) return this.finishJoin(session, addr)
+    if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
     if (proof === '') return new StarsockError('E_CHALLENGE_REQUIRED')
     if (parsed.peerId === undefined) return new StarsockError('E_ID_MISMATCH')
     const key = keyForPeerId(proof, parsed.peerId)
@@ -188,39 +193,103 @@ export class Rendezvous {
     return peerId !== undefined && looksLikeKey(proof) && !(keyForPeerId(proof, peerId) instanceof StarsockError)
   }
 
-  private finishJoin (session: Session, addr: string): JoinDone | StarsockError {
+  private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone | StarsockError {
     if (!session.addrs.has(addr)) {
       if (session.addrs.size >= this.options.maxAddressesPerSocket) {
         return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-      // An address that moves between sockets of one IP (a reconnect) does not add to its count.
-      const sameKey = owner !== undefined && this.ipKey(owner.ip) === this.ipKey(session.ip)
+      // One identity, one place: the same address, or for two starsock clients the same peer id.
+      const held = owner !== undefined ? { holder: owner, heldAddr: addr }
+        : session.starsock && peerId !== undefined ? this.starsockHolders.other(peerId, session) : undefined
+      // An address that moves between sockets of one IP (a reconnect, a takeover) does not add to its count.
+      const sameKey = held !== undefined && this.ipKey(held.holder.ip) === this.ipKey(session.ip)
       if (this.peersFrom(session.ip) - (sameKey ? 1 : 0) >= this.options.maxPeersPerIp) {
         return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
       }
-      if (owner !== undefined) {
-        // With the challenge on, the newcomer proved it holds the key: it takes the address over,
-        // as in the original. Without it, nothing proves that, so a live holder keeps it.
-        if (!this.options.cryptoChallenge) return new StarsockError('E_ADDRESS_IN_USE', 'Address in use by another socket')
-        owner.addrs.delete(addr)
-      } else if (this.directory.size >= this.options.maxPeers) {
+      let after: (() => void) | undefined
+      if (held !== undefined) {
+        const claim = this.claim(session, held.holder, held.heldAddr, addr)
+        if (claim instanceof StarsockError) return claim
+        after = claim
+      }
+      if (owner === undefined && this.directory.size >= this.options.maxPeers) {
         return new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
+      if (session.starsock && peerId !== undefined) this.starsockHolders.add(peerId, addr, session)
       this.metrics.peers.set(this.directory.size)
       this.announcer.joined(addr, session)
+      // Only now that the address is the newcomer's: disconnecting the old holder runs its
+      // disconnect handler at once, which must find the directory settled.
+      after?.()
     }
     this.metrics.joinsSuccess.inc()
     this.logger.debug({ session: session.id, addr }, 'joined')
-    return { peers: this.announcer.sample(session) }
+    if (!session.starsock) return { peers: this.announcer.sample(session) }
+    // A new secret at every join: one that was sent over a connection now gone is spent.
+    const resume = newResumeSecret()
+    session.resumeSecrets.set(addr, resume)
+    return { peers: this.announcer.sample(session), resume }
+  }
+
+  /**
+   * `newcomer` joins `addr` while the live session `holder` holds the same identity under
+   * `heldAddr` (see `decideClaim`). Returns the refusal, or what to do with the holder once the
+   * address is the newcomer's.
+   */
+  private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
+    const outcome = decideClaim(newcomer, holder, heldAddr, this.options.cryptoChallenge)
+    if (outcome === 'in-use') return this.inUse(holder)
+    this.release(holder, heldAddr, addr)
+    if (outcome === 'replace') return () => {}
+    if (outcome === 'resume') {
+      newcomer.resumedWith = newcomer.resume
+      this.metrics.displaced.inc({ reason: 'resume' })
+      this.logger.debug({ session: newcomer.id, stale: holder.id }, 'resumed from a stale socket')
+      return () => holder.endpoint.disconnect?.()
+    }
+    const reason: DisplacedReason = newcomer.starsock ? 'takeover' : 'legacy-join'
+    this.metrics.displaced.inc({ reason })
+    this.logger.info({ session: holder.id, by: newcomer.id, reason }, 'displaced')
+    return () => {
+      const info: DisplacedInfo = { addr: heldAddr, reason, by: newcomer.remote }
+      holder.endpoint.emit(EVENTS.DISPLACED, info)
+      // A client may join several addresses on one socket: only one left with nothing goes.
+      if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
+    }
+  }
+
+  private inUse (holder: Session): StarsockError {
+    return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined from ${holder.remote}`)
+  }
+
+  /**
+   * `holder` loses `heldAddr` to a session joining `addr`: the same address is handed over (its
+   * directory entry is about to be overwritten); another one leaves.
+   */
+  private release (holder: Session, heldAddr: string, addr: string): void {
+    if (heldAddr !== addr) {
+      this.leave(holder, heldAddr)
+      return
+    }
+    holder.addrs.delete(addr)
+    holder.resumeSecrets.delete(addr)
+    this.unindex(holder, addr)
+  }
+
+  private unindex (session: Session, addr: string): void {
+    const peerId = checkAddress(addr, this.options.strictMultiaddr)?.peerId
+    if (peerId !== undefined) this.starsockHolders.remove(peerId, addr, session)
   }
 
   /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. */
   leave (session: Session, addr: string): boolean {
     if (!session.addrs.delete(addr)) return false
+    session.resumeSecrets.delete(addr)
+    this.unindex(session, addr)
     if (this.directory.release(addr, session.id)) {
       this.metrics.peers.set(this.directory.size)
       this.announcer.left(addr)

@@ -47,6 +47,16 @@ export class Session {
   peerEvents = false
   /** Position of the periodic announcement in the peer list. */
   announceCursor = 0
+  /** Sent `starsock:hello`: told of displacement, refused an address held elsewhere unless `takeover`. */
+  starsock = false
+  /** Asked (in hello) to take over an address another live client holds. */
+  takeover = false
+  /** Resume secret this client presented in hello (of its previous join). */
+  resume: string | undefined
+  /** The resume secret this client took an address back with, if it did. */
+  resumedWith: string | undefined
+  /** Resume secret given at the join of each address, by address. */
+  readonly resumeSecrets = new Map<string, string>()
 
   constructor (
     /** Unique id (the socket id). */
@@ -58,8 +68,16 @@ export class Session {
     /** Dial rate limit of this client. */
     readonly dialBucket: TokenBucket,
     /** Rate limit of its other requests (hello, peers, ping, leave). */
-    readonly requestBucket: TokenBucket = new TokenBucket(MAX_REQUESTS_PER_SECOND, 2 * MAX_REQUESTS_PER_SECOND)
+    readonly requestBucket: TokenBucket = new TokenBucket(MAX_REQUESTS_PER_SECOND, 2 * MAX_REQUESTS_PER_SECOND),
+    /** Client TCP port, when known (not behind a proxy). */
+    readonly port?: number
   ) {}
+
+  /** Where the client connects from, `ip:port` (`[ip]:port` for IPv6), or `ip` without a port. */
+  get remote (): string {
+    if (this.port === undefined) return this.ip
+    return this.ip.includes(':') ? `[${this.ip}]:${this.port}` : `${this.ip}:${this.port}`
+  }
 
   /** Streams this client takes part in, both ways. */
   get streamCount (): number {

@@ -53,6 +53,12 @@ function peerIdsOf (addrs: Iterable<string>): string[] {
   return [...addrs].map((addr) => parseAddress(addr)?.peerId ?? addr)
 }
 
+/** The client's TCP port; `undefined` behind a trusted proxy (the proxy's port says nothing). */
+function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
+  if (trustProxy && typeof socket.handshake.headers['x-forwarded-for'] === 'string') return undefined
+  return socket.request.socket?.remotePort
+}
+
 /** Wire `rendezvous` to every socket `io` accepts. */
 export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger, udp: () => UdpRelay | undefined = () => undefined): void {
   if (options.token !== '') {
@@ -67,7 +73,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
-    const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint)
+    const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint, clientPort(socket, options.trustProxy))
     const log = logger.child({ session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
     const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
@@ -98,7 +104,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
         }
         if ('nonce' in result) return ack?.(null, result.nonce)
         udp()?.ownerBack(parseAddress(req.addr)?.peerId ?? req.addr) // back within the grace: keeps its allocations
-        ack?.(null, null, result.peers)
+        // The resume secret rides as an extra, last element that legacy clients ignore.
+        if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
+        else ack?.(null, null, result.peers)
       }, (err: unknown) => {
         log.error({ err }, 'join failed')
         replyError(ack, new StarsockError('E_CRYPTO'))

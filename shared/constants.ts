@@ -15,6 +15,8 @@ export const MAX_MESSAGE_BYTES = 1_000_000
 export const MAX_ADDRESS_CHARS = 1024
 /** Longest public key or signature hex accepted (RSA-8192 keys stay below it). */
 export const MAX_KEY_HEX_CHARS = 8192
+/** Longest resume secret accepted in `starsock:hello` (the server makes 64 hex characters). */
+export const MAX_RESUME_SECRET_CHARS = 128
 /** Longest dial id accepted; legacy clients use 36-character UUIDs. */
 export const MAX_DIAL_ID_CHARS = 128
 

@@ -18,7 +18,7 @@ export const ERROR_CODES = {
   E_PEER_NOT_FOUND: 'no peer is joined under that address',
   E_BAD_REQUEST: 'missing or wrong-typed arguments',
   E_NONCE_EXPIRED: 'the challenge nonce expired or was already used',
-  E_ADDRESS_IN_USE: 'another live socket holds that address',
+  E_ADDRESS_IN_USE: 'another live client holds that address (the same identity joined elsewhere)',
   E_DIAL_REFUSED: 'the listener refused the dial',
   E_DIAL_TIMEOUT: 'the listener did not answer the dial in time',
   E_DIAL_ID_IN_USE: 'the dial id is already used on this socket',
@@ -58,7 +58,8 @@ export const ERROR_CODES = {
   E_UDP_NOT_FOUND: 'no such UDP allocation of this peer (expired or released)',
   E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations',
   E_LIMIT_ALLOCATIONS_PER_IP: 'the peers of one client IP address hold their maximum number of UDP allocations',
-  E_LIMIT_PEERS_PER_IP: 'one client IP address has joined its maximum number of peer addresses'
+  E_LIMIT_PEERS_PER_IP: 'one client IP address has joined its maximum number of peer addresses',
+  E_DISPLACED: 'another client with the same identity took this address over'
 } as const
 
 /** A stable error code. */

@@ -18,6 +18,8 @@ export const EVENTS = {
   PEER_JOIN: 'starsock:peer-join',
   PEER_LEAVE: 'starsock:peer-leave',
   PING: 'starsock:ping',
+  /** Server to a starsock client whose address another client took over: `({ addr, reason, by })`, then a disconnect. */
+  DISPLACED: 'starsock:displaced',
   /** UDP relay: `(request, ack)` -> `ack(null, allocation)`; refresh and release take the id. */
   UDP_ALLOCATE: 'starsock:udp-allocate',
   UDP_REFRESH: 'starsock:udp-refresh',
@@ -65,6 +67,32 @@ export function parseStreamEvent (event: string): { type: StreamEventType, strea
 export interface HelloRequest {
   /** Receive `starsock:peer-join` / `starsock:peer-leave` instead of periodic `ws-peer`. */
   peerEvents?: boolean
+  /**
+   * Take an address another live starsock client holds (it gets `starsock:displaced`); without it
+   * such a join is refused with `E_ADDRESS_IN_USE`.
+   */
+  takeover?: boolean
+  /** The resume secret of this client's previous join: takes its address back from its own stale socket. */
+  resume?: string
+}
+
+/** Extra, last element of a completed join's ack for starsock clients (legacy clients ignore it). */
+export interface JoinExtra {
+  /** Secret to present in the next connection's hello (`resume`); new at every join. */
+  resume: string
+}
+
+/** Why a client lost its address: another client proved the key and asked for it. */
+export type DisplacedReason = 'takeover' | 'legacy-join'
+
+/** Payload of `starsock:displaced`. */
+export interface DisplacedInfo {
+  /** The address taken over. */
+  addr: string
+  /** `takeover`: a starsock client asked for it; `legacy-join`: a websocket-star client joined it (the original's rule). */
+  reason: DisplacedReason
+  /** The newcomer's network address, `ip:port` (or `ip` behind a proxy). */
+  by: string
 }
 
 /** What the server answers to `starsock:hello`. */

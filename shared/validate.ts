@@ -2,9 +2,9 @@
  * Runtime checks of every request payload that arrives from the network, in one place.
  * Each check returns the typed values, or a `StarsockError` saying what is wrong.
  */
-import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS } from './constants.ts'
+import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS, MAX_RESUME_SECRET_CHARS } from './constants.ts'
 import { StarsockError } from './errors.ts'
-import type { HelloRequest } from './events.ts'
+import type { DisplacedInfo, HelloRequest, JoinExtra } from './events.ts'
 
 /** A socket.io acknowledgement callback. */
 export type Ack = (...args: unknown[]) => void
@@ -67,11 +67,38 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
     return bad('starsock:hello', 'request must be an object')
   }
-  const { peerEvents } = request as Record<string, unknown>
+  const { peerEvents, takeover, resume } = request as Record<string, unknown>
   if (peerEvents !== undefined && typeof peerEvents !== 'boolean') {
     return bad('starsock:hello', 'peerEvents must be a boolean')
   }
-  return { peerEvents: peerEvents === true }
+  if (takeover !== undefined && typeof takeover !== 'boolean') {
+    return bad('starsock:hello', 'takeover must be a boolean')
+  }
+  if (resume !== undefined) {
+    const secret = checkString('starsock:hello', 'resume', resume, MAX_RESUME_SECRET_CHARS)
+    if (secret instanceof StarsockError) return secret
+    if (secret === '' || !isHex(secret)) return bad('starsock:hello', 'resume must be hex')
+    return { peerEvents: peerEvents === true, takeover: takeover === true, resume: secret }
+  }
+  return { peerEvents: peerEvents === true, takeover: takeover === true }
+}
+
+/** The extra element of a join's ack (client side); `undefined` from a server that sends none or a bad one. */
+export function checkJoinExtra (value: unknown): JoinExtra | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const { resume } = value as Record<string, unknown>
+  if (typeof resume !== 'string' || resume === '' || resume.length > MAX_RESUME_SECRET_CHARS || !isHex(resume)) return undefined
+  return { resume }
+}
+
+/** `starsock:displaced(info)` (client side); `undefined` when it is malformed. */
+export function checkDisplaced (value: unknown): DisplacedInfo | undefined {
+  if (typeof value !== 'object' || value === null) return undefined
+  const { addr, reason, by } = value as Record<string, unknown>
+  if (typeof addr !== 'string' || addr.length > MAX_ADDRESS_CHARS) return undefined
+  if (reason !== 'takeover' && reason !== 'legacy-join') return undefined
+  if (typeof by !== 'string' || by.length > 300) return undefined
+  return { addr, reason, by }
 }
 
 /** `starsock:peers(cursor)`: the cursor of a page, 0 for the first. */

@@ -44,6 +44,9 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
     ['leave with a number', 'ss-leave', () => [5], BAD],
     ['hello with a string', 'starsock:hello', () => ['yes'], BAD],
     ['hello with a non-boolean flag', 'starsock:hello', () => [{ peerEvents: 'yes' }], BAD],
+    ['hello with a non-boolean takeover', 'starsock:hello', () => [{ takeover: 1 }], 'starsock:hello: takeover must be a boolean [E_BAD_REQUEST]'],
+    ['hello with a resume secret that is not a string', 'starsock:hello', () => [{ resume: { a: 1 } }], 'starsock:hello: resume must be a string [E_BAD_REQUEST]'],
+    ['hello with a huge resume secret', 'starsock:hello', () => [{ resume: 'ab'.repeat(100_000) }], BAD],
     ['peers with a negative cursor', 'starsock:peers', () => [-1], BAD],
     ['an unknown event', 'no-such-event', () => [1, 2], 'Unknown event "no-such-event" [E_BAD_REQUEST]']
   ]

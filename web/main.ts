@@ -24,7 +24,7 @@ const params = new URLSearchParams(location.search)
  */
 const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? location.origin
 /** `?slot=` keeps separate identities for several pages in one browser profile. */
-const SLOT = params.get('slot') ?? 'default'
+let slot = params.get('slot') ?? 'default'
 
 let peer: StarsockPeer | undefined
 let agent: SockAgent | undefined
@@ -221,9 +221,9 @@ function greeting (): Served {
 
 // ---- the peer ----
 
-async function start (identity: Identity): Promise<void> {
+async function start (identity: Identity, takeover: boolean): Promise<void> {
   byId('my-id').textContent = identity.peerId
-  const p = await createPeer({ server: SERVER, identity })
+  const p = await createPeer({ server: SERVER, identity, takeover })
   peer = p
   const a = createSockAgent(p, {
     ask: askHere,
@@ -243,12 +243,126 @@ async function start (identity: Identity): Promise<void> {
   a.on('mapping:close', renderMappings)
   p.on('peer:join', renderPeers)
   p.on('peer:leave', renderPeers)
-  const stateLabel = byId('state')
-  const showState = (s: string): void => { stateLabel.textContent = s; stateLabel.dataset.state = s }
-  p.on('state', showState)
+  p.on('state', (s) => {
+    const why = p.closedBy
+    if (s === 'closed' && why?.code === 'E_DISPLACED') displacedHere(why)
+    else showState(s)
+  })
   showState(p.state)
   renderPeers()
 }
+
+function showState (s: string, text = s): void {
+  const stateLabel = byId('state')
+  stateLabel.textContent = text
+  stateLabel.dataset.state = s
+}
+
+// ---- one identity, one place ----
+
+let identity: Identity | undefined
+let releaseLock: (() => void) | undefined
+let waitingLock: AbortController | undefined
+
+/**
+ * Hold the Web Lock of `peerId` for as long as this tab uses that identity. `now`: settles with
+ * `false` at once when another tab of this browser holds it; `wait`: queues for it (after a
+ * "use here" the other tab lets go once it is displaced). `true` without Web Locks (an insecure
+ * origin): the server's refusal still tells.
+ */
+async function lockIdentity (peerId: string, mode: 'now' | 'wait'): Promise<boolean> {
+  unlockIdentity()
+  const locks = (navigator as Navigator & { locks?: LockManager }).locks
+  if (locks === undefined) return true
+  const waiting = new AbortController()
+  if (mode === 'wait') waitingLock = waiting
+  return await new Promise<boolean>((resolve) => {
+    const options: LockOptions = mode === 'now' ? { ifAvailable: true } : { signal: waiting.signal }
+    locks.request(`starsock:identity:${peerId}`, options, async (lock) => {
+      if (lock === null) return resolve(false)
+      resolve(true)
+      await new Promise<void>((release) => { releaseLock = release })
+    }).catch(() => resolve(mode === 'wait'))
+  })
+}
+
+function unlockIdentity (): void {
+  waitingLock?.abort()
+  waitingLock = undefined
+  releaseLock?.()
+  releaseLock = undefined
+}
+
+/** Offer "use here" and "new identity" with `text`, in state `state`. */
+function showConflict (state: 'in-use' | 'displaced', text: string): void {
+  showState(state, state === 'displaced' ? 'displaced' : 'in use elsewhere')
+  byId('conflict-text').textContent = text
+  byId('identity-conflict').hidden = false
+  byId('use-here').focus()
+}
+
+function displacedHere (err: StarsockError): void {
+  unlockIdentity()
+  // Nothing of the old session stays on show: no peers, no mappings.
+  void stop().then(() => {
+    peer = undefined
+    agent = undefined
+    renderPeers()
+    renderMappings()
+  })
+  showConflict('displaced', `This identity is now used in another tab or program (${err.message.replace(/^Displaced: /, '')}). This page is not joined any more.`)
+}
+
+/** Join as `id`: first make sure no other tab of this browser is it, unless taking it over. */
+async function begin (id: Identity, takeover: boolean): Promise<void> {
+  identity = id
+  byId('identity-conflict').hidden = true
+  byId('my-id').textContent = id.peerId
+  if (takeover) {
+    void lockIdentity(id.peerId, 'wait')
+  } else if (!await lockIdentity(id.peerId, 'now')) {
+    return showConflict('in-use', 'This identity is in use in another tab of this browser.')
+  }
+  showState('connecting')
+  try {
+    await start(id, takeover)
+  } catch (err) {
+    if (!(err instanceof StarsockError) || err.code !== 'E_ADDRESS_IN_USE') throw err
+    unlockIdentity()
+    showConflict('in-use', `This identity is in use elsewhere: ${err.message.replace(/^Address in use: this peer id is /, '')}.`)
+  }
+}
+
+function failedToJoin (err: unknown): void {
+  showState('closed', `could not join: ${(err as Error).message}`)
+}
+
+byId<HTMLButtonElement>('use-here').addEventListener('click', () => {
+  void (async () => {
+    await stop()
+    await begin(identity as Identity, true)
+  })().catch(failedToJoin)
+})
+
+/**
+ * Make and join a new identity. While another tab or program has this one, the new one goes in a
+ * slot of this tab's own (kept in the URL), so the shared slot keeps the identity in use there.
+ */
+async function newIdentity (): Promise<void> {
+  const ownSlot = !byId('identity-conflict').hidden
+  await stop()
+  if (ownSlot) {
+    slot = `tab-${crypto.getRandomValues(new Uint32Array(2)).join('')}`
+    const url = new URL(location.href)
+    url.searchParams.set('slot', slot)
+    history.replaceState(null, '', url)
+  }
+  await begin(await replaceBrowserIdentity(slot), false)
+}
+
+byId<HTMLButtonElement>('conflict-new-identity').addEventListener('click', () => {
+  newIdentity().catch(failedToJoin)
+})
 
 async function stop (): Promise<void> {
   await agent?.close()
@@ -258,10 +372,7 @@ async function stop (): Promise<void> {
 }
 
 byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
-  void (async () => {
-    await stop()
-    await start(await replaceBrowserIdentity(SLOT))
-  })()
+  newIdentity().catch(failedToJoin)
 })
 
 async function serverFigures (): Promise<void> {
@@ -287,6 +398,4 @@ setInterval(() => {
 setInterval(() => { void serverFigures() }, 2000)
 void serverFigures()
 
-start((await loadOrCreateBrowserIdentity(SLOT)).identity).catch((err: unknown) => {
-  byId('state').textContent = `could not join: ${(err as Error).message}`
-})
+begin((await loadOrCreateBrowserIdentity(slot)).identity, false).catch(failedToJoin)

@@ -138,7 +138,7 @@ describe('checkHello', () => {
     ['null (read as no request)', [null], false],
     ['unknown fields', [{ other: 1 }], false]
   ])('accepts %s', (_, args, peerEvents) => {
-    expect(checkHello(args)).toEqual({ peerEvents })
+    expect(checkHello(args)).toEqual({ peerEvents, takeover: false })
   })
 
   it.each<[string, unknown[], string]>([

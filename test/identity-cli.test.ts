@@ -1,0 +1,189 @@
+/**
+ * One identity, one place, as a person at the terminal meets it: two `starsock` processes with
+ * one key never both believe they are joined. Real server, real processes.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, waitFor, within } from './helpers/server.ts'
+import type { ServerOptions } from '../server/options.ts'
+import { tcpEcho, type Closable } from './helpers/sockets.ts'
+import { tcpProxy } from './helpers/proxy.ts'
+
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+interface Program {
+  proc: ChildProcessWithoutNullStreams
+  out: () => string
+  err: () => string
+  /** Settles with the first JSON event named `event` on stdout. */
+  event: (event: string) => Promise<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+
+describe('two starsock processes with one key', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs: Program[] = []
+  const cleanup: Closable[] = []
+
+  const start = (args: string[]): Program => {
+    const proc = spawn(process.execPath, [BIN, ...args], { stdio: 'pipe' })
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+    const event = async (name: string): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock ${args[0] ?? ''}`, new Promise((resolve, reject) => {
+      const check = (): void => {
+        const line = out.split('\n').find((l) => l.startsWith('{') && (JSON.parse(l) as { event?: unknown }).event === name)
+        if (line !== undefined) { proc.stdout.off('data', check); resolve(JSON.parse(line) as Record<string, unknown>) }
+      }
+      proc.stdout.on('data', check)
+      check()
+      void exited.then((code) => reject(new Error(`exited with ${String(code)} before "${name}": ${err}`)))
+    }), 15_000)
+    const p = { proc, out: () => out, err: () => err, event, exited }
+    programs.push(p)
+    return p
+  }
+
+  beforeEach(async () => {
+    server = await startServer()
+    dir = mkdtempSync(join(tmpdir(), 'starsock-identity-cli-'))
+  })
+  afterEach(async () => {
+    for (const p of programs.splice(0)) {
+      if (p.proc.exitCode === null && p.proc.signalCode === null) {
+        p.proc.kill('SIGTERM')
+        await within('a program to exit after SIGTERM', p.exited, 10_000).catch(() => p.proc.kill('SIGKILL'))
+      }
+    }
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    await other?.close()
+    other = undefined
+    rmSync(dir, { recursive: true, force: true })
+  })
+  let other: (StarsockServer & { port: number }) | undefined
+  const otherServer = async (options: ServerOptions): Promise<StarsockServer & { port: number }> => {
+    other = await startServer(options)
+    return other
+  }
+
+  it('listen: the second is refused (one line, exit 1); with --takeover the first is displaced (one line naming the key file and the other\'s address, non-zero)', async () => {
+    const key = join(dir, 'key')
+    const first = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    await first.event('ready')
+
+    const second = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    expect(await within('the second listen to exit', second.exited, 15_000)).toBe(1)
+    expect(second.err().trim().split('\n')).toHaveLength(1)
+    expect(second.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Address in use: this peer id is joined from 127\\.0\\.0\\.1:\\d+; stop that process or pass --takeover \\(E_ADDRESS_IN_USE\\)\\n$`))
+    expect(first.proc.exitCode).toBeNull()
+    expect(server.stats().peers).toBe(1)
+
+    const third = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+    await third.event('ready')
+    const code = await within('the first listen to exit once displaced', first.exited, 15_000)
+    expect(code).not.toBe(0)
+    expect(code).not.toBeNull()
+    expect(first.err().trim().split('\n')).toHaveLength(1)
+    expect(first.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+    expect(third.proc.exitCode).toBeNull()
+    await waitFor('one peer on the server', () => server.stats().peers === 1 && server.stats().sockets === 1)
+  }, 60_000)
+
+  it('two listen started at once with one key: exactly one is joined, the other exits 1 with its line', async () => {
+    const key = join(dir, 'key')
+    // Make the key first, so the two do not race to create it.
+    const made = start(['id', '--key', key])
+    expect(await within('starsock id to exit', made.exited, 15_000)).toBe(0)
+    const both = [0, 1].map(() => start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json']))
+    const outcomes = await Promise.all(both.map(async (p) => await Promise.race([
+      p.event('ready').then(() => 'ready', () => 'exited'),
+      p.exited.then(() => 'exited')
+    ])))
+    expect(outcomes.sort()).toEqual(['exited', 'ready'])
+    const refused = both.find((p) => p.proc.exitCode !== null) as Program
+    expect(await refused.exited).toBe(1)
+    expect(refused.err()).toMatch(/^starsock: .*: Address in use: this peer id is joined from 127\.0\.0\.1:\d+; stop that process or pass --takeover \(E_ADDRESS_IN_USE\)\n$/)
+    expect(server.stats().peers).toBe(1)
+  }, 60_000)
+
+  it('a frozen listen (SIGSTOP) is displaced by a --takeover and, once it runs again, exits with its line', async () => {
+    const key = join(dir, 'key')
+    const frozen = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    await frozen.event('ready')
+    frozen.proc.kill('SIGSTOP')
+    try {
+      // Its socket looks alive to the server: a plain start is refused, a takeover goes through.
+      const refused = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+      expect(await within('the refused listen to exit', refused.exited, 15_000)).toBe(1)
+      const taker = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+      await taker.event('ready')
+    } finally {
+      frozen.proc.kill('SIGCONT')
+    }
+    expect(await within('the thawed listen to exit', frozen.exited, 15_000)).toBe(1)
+    expect(frozen.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('forward is displaced by a listen --takeover with its key: it exits non-zero with the line', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listener = start(['listen', '--server', server.url(), '--key', join(dir, 'listener'), '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--json'])
+    const listenerId = String((await listener.event('ready')).peerId)
+    const key = join(dir, 'client')
+    const fwd = start(['forward', '--server', server.url(), '--key', key, '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
+    await fwd.event('ready')
+    const taker = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+    await taker.event('ready')
+    const code = await within('forward to exit once displaced', fwd.exited, 15_000)
+    expect(code).not.toBe(0)
+    expect(code).not.toBeNull()
+    expect(fwd.err().trim().split('\n')).toHaveLength(1)
+    expect(fwd.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('relay holds an allocation until a takeover displaces it: it exits non-zero with the line', async () => {
+    // A UDP port range of its own per test file run, apart from udp-relay.test.ts's.
+    const low = 57000 + (process.pid % 200) * 20
+    const relayServer = await otherServer({ udpRelay: true, udpPorts: [low, low + 3] })
+    const key = join(dir, 'relay')
+    const relay = start(['relay', '--server', relayServer.url(), '--key', key])
+    await waitFor('the relay to print its allocation', () => /^allocation \S+ \(token\)/m.test(relay.out()), 15_000)
+    const taker = start(['listen', '--server', relayServer.url(), '--key', key, '--no-prompt', '--json', '--takeover'])
+    await taker.event('ready')
+    const code = await within('relay to exit once displaced', relay.exited, 15_000)
+    expect(code).toBe(1)
+    expect(relay.err().trim().split('\n')).toHaveLength(1)
+    expect(relay.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('listen rides out a network drop: it takes its address back from its stale socket and keeps running', async () => {
+    const proxy = await tcpProxy(server.port)
+    cleanup.push(proxy)
+    const listen = start(['listen', '--server', proxy.url, '--key', join(dir, 'key'), '--no-prompt', '--json'])
+    await listen.event('ready')
+    proxy.cut()
+    // The stale socket stays on the server until the listener comes back and resumes.
+    const resumed = async (): Promise<boolean> => /reason="resume"\} 1$/m.test(await server.metrics.registry.getSingleMetricAsString('starsock_displaced_total'))
+    const deadline = Date.now() + 15_000
+    while (!(server.stats().sockets === 1 && await resumed())) {
+      if (Date.now() > deadline) throw new Error(`the listener to resume (one socket, one resume) within 15000 ms; stderr: ${listen.err()}`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(server.stats().peers).toBe(1)
+    expect(listen.proc.exitCode).toBeNull()
+    listen.proc.kill('SIGTERM')
+    expect(await within('listen to exit after SIGTERM', listen.exited, 10_000)).toBe(0)
+    expect(listen.err()).toBe('')
+  }, 60_000)
+})

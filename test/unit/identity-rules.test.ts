@@ -1,0 +1,247 @@
+/**
+ * The server's join and takeover rules (one identity, one place), on `Rendezvous` without a
+ * network: real keys through the real challenge, endpoints that record what they are sent.
+ */
+import { afterEach, describe, expect, it } from 'vitest'
+import { createIdentity, publicKeyHex, signNonce, type Identity } from '../../client/identity.ts'
+import { ServerMetrics } from '../../server/metrics.ts'
+import { resolveServerOptions } from '../../server/options.ts'
+import { decideClaim, type ClaimOutcome } from '../../server/identity-claims.ts'
+import { TokenBucket } from '../../server/rate-limit.ts'
+import { Rendezvous, type JoinDone } from '../../server/rendezvous.ts'
+import { Session, type Endpoint } from '../../server/session.ts'
+import { StarsockError } from '../../shared/errors.ts'
+import { silentLogger } from '../../shared/logger.ts'
+import { checkDisplaced, checkHello, checkJoinExtra } from '../../shared/validate.ts'
+
+type Kind = 'starsock' | 'takeover' | 'legacy'
+
+interface Client { session: Session, emitted: Array<[string, unknown]>, disconnected: () => boolean }
+
+const stops: Array<() => void> = []
+afterEach(() => { for (const stop of stops.splice(0)) stop() })
+
+function rendezvousWith (cryptoChallenge = true): Rendezvous {
+  const r = new Rendezvous(resolveServerOptions({ cryptoChallenge }), new ServerMetrics(false, () => 0), 'test', silentLogger)
+  stops.push(() => r.stop())
+  return r
+}
+
+let nextPort = 1000
+/** A connected client; `kind` says whether (and how) it sent `starsock:hello`. */
+function connect (r: Rendezvous, kind: Kind, resume?: string): Client {
+  const emitted: Array<[string, unknown]> = []
+  let gone = false
+  const port = nextPort++
+  const endpoint: Endpoint = {
+    emit: (event, ...args) => { emitted.push([event, args[0]]) },
+    request: async () => [],
+    pendingWriteBytes: () => 0,
+    pauseReading: () => true,
+    resumeReading: () => {},
+    // As the socket.io wiring does: the disconnect handler runs at once.
+    disconnect: () => { gone = true; r.disconnect(session) }
+  }
+  const session = r.connect(`s${port}`, '10.0.0.1', endpoint, port)
+  if (kind !== 'legacy') r.hello(session, { peerEvents: true, takeover: kind === 'takeover', resume })
+  return { session, emitted, disconnected: () => gone }
+}
+
+const addrOf = (identity: Identity, host = '10.0.0.9'): string => `/ip4/${host}/tcp/9090/ws/p2p-websocket-star/ipfs/${identity.peerId}`
+
+/** Both steps of the challenge; the join's result. */
+async function join (r: Rendezvous, client: Client, identity: Identity, addr = addrOf(identity)): Promise<JoinDone | StarsockError> {
+  const first = await r.join(client.session, addr, publicKeyHex(identity))
+  if (first instanceof StarsockError || !('nonce' in first)) return first as JoinDone | StarsockError
+  const done = await r.join(client.session, addr, await signNonce(identity, first.nonce))
+  return done as JoinDone | StarsockError
+}
+
+async function joined (r: Rendezvous, client: Client, identity: Identity, addr?: string): Promise<JoinDone> {
+  const done = await join(r, client, identity, addr)
+  if (done instanceof StarsockError) throw done
+  return done
+}
+
+describe('who gets an address another live client holds', () => {
+  it.each<[Kind, Kind, 'refused' | 'displaced' | 'replaced', string | undefined]>([
+    ['starsock', 'starsock', 'refused', undefined],
+    ['starsock', 'takeover', 'displaced', 'takeover'],
+    ['starsock', 'legacy', 'displaced', 'legacy-join'],
+    ['legacy', 'starsock', 'replaced', undefined],
+    ['legacy', 'takeover', 'replaced', undefined],
+    ['legacy', 'legacy', 'replaced', undefined]
+  ])('holder %s, newcomer %s: %s', async (holderKind, newcomerKind, outcome, reason) => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const addr = addrOf(identity)
+    const holder = connect(r, holderKind)
+    await joined(r, holder, identity)
+    const newcomer = connect(r, newcomerKind)
+    const result = await join(r, newcomer, identity)
+    if (outcome === 'refused') {
+      expect(result).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: `Address in use: this peer id is joined from ${holder.session.remote}` })
+      expect(r.directory.owner(addr)).toBe(holder.session.id)
+      expect(holder.emitted).toEqual([])
+      expect(holder.disconnected()).toBe(false)
+      return
+    }
+    expect(result).not.toBeInstanceOf(StarsockError)
+    expect(r.directory.owner(addr)).toBe(newcomer.session.id)
+    expect(holder.session.addrs.has(addr)).toBe(false)
+    if (outcome === 'displaced') {
+      expect(holder.emitted).toEqual([['starsock:displaced', { addr, reason, by: `10.0.0.1:${newcomer.session.port ?? 0}` }]])
+      expect(holder.disconnected()).toBe(true)
+    } else {
+      // A legacy holder is replaced as in the original: no notice, the socket stays.
+      expect(holder.emitted.filter(([event]) => event === 'starsock:displaced')).toEqual([])
+      expect(holder.disconnected()).toBe(false)
+    }
+  })
+
+  it('a resume secret of the holder takes the address back silently and drops the stale socket; a wrong one is refused', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const stale = connect(r, 'starsock')
+    const { resume } = await joined(r, stale, identity)
+    expect(resume).toMatch(/^[0-9a-f]{64}$/)
+    const wrong = connect(r, 'starsock', 'ab'.repeat(32))
+    expect(await join(r, wrong, identity)).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    const back = connect(r, 'starsock', resume)
+    const again = await joined(r, back, identity)
+    expect(again.resume).not.toBe(resume) // a new secret per join
+    expect(stale.emitted).toEqual([])
+    expect(stale.disconnected()).toBe(true)
+    expect(r.sessions.has(stale.session.id)).toBe(false)
+    expect(r.directory.owner(addrOf(identity))).toBe(back.session.id)
+    // Once the client resumed with the newer secret, the older one opens nothing any more.
+    await joined(r, connect(r, 'starsock', again.resume), identity)
+    expect(await join(r, connect(r, 'starsock', resume), identity)).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+  })
+
+  it('a client whose resumed join lost its ack resumes again with the secret it resumed with', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const { resume: first } = await joined(r, connect(r, 'starsock'), identity)
+    const second = connect(r, 'starsock', first)
+    await joined(r, second, identity) // its new secret never reaches the client
+    const third = connect(r, 'starsock', first)
+    await joined(r, third, identity)
+    expect(second.disconnected()).toBe(true)
+    expect(second.emitted).toEqual([])
+  })
+
+  it('legacy clients get no resume secret', async () => {
+    const r = rendezvousWith()
+    const done = await joined(r, connect(r, 'legacy'), await createIdentity())
+    expect(done.resume).toBeUndefined()
+  })
+
+  it('two starsock clients collide on the peer id, whatever the address spelling; a takeover moves it', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const holder = connect(r, 'starsock')
+    await joined(r, holder, identity, addrOf(identity, '10.0.0.9'))
+    expect(await join(r, connect(r, 'starsock'), identity, addrOf(identity, '10.0.0.10'))).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    const taker = connect(r, 'takeover')
+    await joined(r, taker, identity, addrOf(identity, '10.0.0.10'))
+    expect(holder.emitted).toEqual([['starsock:displaced', { addr: addrOf(identity, '10.0.0.9'), reason: 'takeover', by: taker.session.remote }]])
+    expect(holder.disconnected()).toBe(true)
+    expect(r.directory.owner(addrOf(identity, '10.0.0.9'))).toBeUndefined()
+    expect(r.directory.size).toBe(1)
+  })
+
+  it('legacy clients keep the original\'s exact-address rule: another spelling is another address', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    await joined(r, connect(r, 'legacy'), identity, addrOf(identity, '10.0.0.9'))
+    await joined(r, connect(r, 'starsock'), identity, addrOf(identity, '10.0.0.10'))
+    expect(r.directory.size).toBe(2)
+  })
+
+  it('after the holder leaves, the address is free to anyone', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const holder = connect(r, 'starsock')
+    await joined(r, holder, identity)
+    r.disconnect(holder.session)
+    await joined(r, connect(r, 'starsock'), identity)
+  })
+
+  it('with the challenge off, only the resume secret moves a live address (nothing proves the key)', async () => {
+    const r = rendezvousWith(false)
+    const identity = await createIdentity()
+    const addr = addrOf(identity)
+    const holder = connect(r, 'starsock')
+    const first = await r.join(holder.session, addr, '') as JoinDone
+    expect(await r.join(connect(r, 'takeover').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    const back = connect(r, 'starsock', first.resume)
+    expect(await r.join(back.session, addr, '')).toMatchObject({ peers: [] })
+    expect(holder.disconnected()).toBe(true)
+  })
+})
+
+describe('decideClaim', () => {
+  const ADDR = '/a'
+  const session = (kind: Kind, resume?: string, secret?: string): Session => {
+    const s = new Session('x', '127.0.0.1', {} as Endpoint, new TokenBucket(1, 1))
+    s.starsock = kind !== 'legacy'
+    s.takeover = kind === 'takeover'
+    s.resume = resume
+    if (secret !== undefined) s.resumeSecrets.set(ADDR, secret)
+    return s
+  }
+  it.each<[string, Session, Session, boolean, ClaimOutcome]>([
+    ['own secret', session('starsock', 'aa'), session('starsock', undefined, 'aa'), true, 'resume'],
+    ['own secret, challenge off', session('starsock', 'aa'), session('starsock', undefined, 'aa'), false, 'resume'],
+    ['wrong secret', session('starsock', 'ab'), session('starsock', undefined, 'aa'), true, 'in-use'],
+    ['a secret of the same length from elsewhere', session('starsock', 'bb'), session('starsock', undefined, 'aa'), true, 'in-use'],
+    ['starsock to starsock', session('starsock'), session('starsock'), true, 'in-use'],
+    ['takeover to starsock', session('takeover'), session('starsock'), true, 'displace'],
+    ['takeover, challenge off', session('takeover'), session('starsock'), false, 'in-use'],
+    ['legacy to starsock', session('legacy'), session('starsock'), true, 'displace'],
+    ['legacy to legacy', session('legacy'), session('legacy'), true, 'replace'],
+    ['starsock to legacy', session('starsock'), session('legacy'), true, 'replace'],
+    ['legacy, challenge off', session('legacy'), session('legacy'), false, 'in-use']
+  ])('%s', (_name, newcomer, holder, challenge, outcome) => {
+    expect(decideClaim(newcomer, holder, ADDR, challenge)).toBe(outcome)
+  })
+})
+
+describe('checks of the identity fields on the wire', () => {
+  it.each<[unknown, string | object]>([
+    [{}, { peerEvents: false, takeover: false }],
+    [{ takeover: true, resume: 'a1b2' }, { peerEvents: false, takeover: true, resume: 'a1b2' }],
+    [{ takeover: 'yes' }, 'starsock:hello: takeover must be a boolean [E_BAD_REQUEST]'],
+    [{ resume: 42 }, 'starsock:hello: resume must be a string [E_BAD_REQUEST]'],
+    [{ resume: '' }, 'starsock:hello: resume must be hex [E_BAD_REQUEST]'],
+    [{ resume: 'xyz!' }, 'starsock:hello: resume must be hex [E_BAD_REQUEST]'],
+    [{ resume: 'ab'.repeat(65) }, 'starsock:hello: resume is longer than 128 characters [E_BAD_REQUEST]']
+  ])('hello %j', (request, expected) => {
+    const result = checkHello([request])
+    if (typeof expected === 'string') expect(result instanceof StarsockError ? result.toWire() : result).toBe(expected)
+    else expect(result).toEqual(expected)
+  })
+
+  it.each<[unknown, boolean]>([
+    [{ addr: '/a', reason: 'takeover', by: '1.2.3.4:5' }, true],
+    [{ addr: '/a', reason: 'legacy-join', by: '1.2.3.4' }, true],
+    [{ addr: '/a', reason: 'other', by: '1.2.3.4:5' }, false],
+    [{ addr: 1, reason: 'takeover', by: '' }, false],
+    [null, false],
+    ['x', false]
+  ])('displaced %j valid: %s', (payload, valid) => {
+    expect(checkDisplaced(payload) !== undefined).toBe(valid)
+  })
+
+  it.each<[unknown, string | undefined]>([
+    [{ resume: 'ab12' }, 'ab12'],
+    [{ resume: 'not hex' }, undefined],
+    [{}, undefined],
+    [undefined, undefined],
+    [['ab12'], undefined]
+  ])('join extra %j', (extra, resume) => {
+    expect(checkJoinExtra(extra)?.resume).toBe(resume)
+  })
+})
