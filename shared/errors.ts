@@ -56,7 +56,8 @@ export const ERROR_CODES = {
   E_UDP_DISABLED: 'the server runs no UDP relay',
   E_UDP_NO_PORTS: 'no free pair of UDP ports in the relay\'s range',
   E_UDP_NOT_FOUND: 'no such UDP allocation of this peer (expired or released)',
-  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations'
+  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations',
+  E_PEER_SHUTDOWN: 'the other peer is stopping or restarting (not a refusal: ask again when it is back)'
 } as const
 
 /** A stable error code. */
