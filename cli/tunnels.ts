@@ -65,7 +65,8 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
     status.event('away', { peer: flags.peer, code: err.code, message: err.message }, `${flags.peer} or the server is away (${err.message}, ${err.code}); asking again until it is back`)
   })
   tunnel.on('mapping', (m) => {
-    if (away) status.event('back', { mapping: m.id, bound: m.bound, address: tunnel.address }, `back: mapping ${m.label} in place again`)
+    // forward: the address listened on here; expose: the one the peer bound (maybe new).
+    if (away) status.event('back', { mapping: m.id, bound: m.bound, address: m.bound ?? tunnel.address }, `back: mapping ${m.label} in place again`)
     else status.event('mapping', { mapping: m.id, bound: m.bound }, `mapping ${m.label} in place`)
     away = false
   })
