@@ -38,8 +38,18 @@ export function commandFor (rule: SockRule, serverUrl: string, peerId: string): 
   return `${start}${bindHost} --port ${wide ? 0 : rule.ports[0]} --to 127.0.0.1:LOCAL_PORT${udp}`
 }
 
+/** Say when the connection to the server drops (the peer reconnects by itself) and when it is joined again. */
+export function reportServer (agent: SockAgent, status: StatusReporter): void {
+  const url = agent.peer.server.url
+  agent.peer.on('state', (state) => {
+    if (state === 'reconnecting') status.event('server', { state, server: url }, `lost the server ${url}; reconnecting until it is back`)
+    else if (state === 'joined') status.event('server', { state, server: url }, `joined ${url} again`)
+  })
+}
+
 /** Log what an agent decides and runs. */
 export function reportAgent (agent: SockAgent, status: StatusReporter): void {
+  reportServer(agent, status)
   agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason },
     `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {

@@ -7,6 +7,7 @@ import { Expose, Forward, type Tunnel } from '../client/sock/tunnel.node.ts'
 import { hostPort, interrupted, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { port } from './options.ts'
 import { StatusReporter } from './status.ts'
+import { reportServer } from './listen.ts'
 
 interface TunnelFlags extends SockFlags {
   peer: string
@@ -58,6 +59,7 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
     if (stopping.signal.aborted) return 0
     throw err
   }
+  reportServer(agent, status)
   tunnel.on('connection', ({ src }) => status.event('connection', { src }, `connection from ${src.ip}:${src.port}`))
   tunnel.on('error', (err) => status.event('error', { code: err.code, message: err.message }, `${err.message} (${err.code})`))
   tunnel.on('away', (err) => {

@@ -80,14 +80,17 @@ describe('forward and expose come back by themselves after restarts (real proces
     let server = await programs.serve(0, ['--shutdown-grace-ms', '200'])
     const { url } = server
     const listenerId = peerIdOf(join(dir, 'listener'))
-    await listen(url, [`connect/tcp:127.0.0.1:${echoPort}`]).event('ready')
+    const far = listen(url, [`connect/tcp:127.0.0.1:${echoPort}`])
+    await far.event('ready')
     const fwd = programs.start(['forward', '--server', url, '--key', join(dir, 'client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
     const port = ((await fwd.event('ready')).address as { port: number }).port
     await expectEcho(port, 'the forward', 1)
 
     server.program.proc.kill('SIGKILL')
     await fwd.event('away')
+    expect(await far.event('server')).toMatchObject({ state: 'reconnecting', server: url })
     server = await programs.serve(server.port, ['--shutdown-grace-ms', '200'])
+    expect(await far.event('server', 30_000, 2)).toMatchObject({ state: 'joined' })
     await fwd.event('back', 30_000)
     await expectEcho(port, 'the forward after the server was killed', 2)
 
