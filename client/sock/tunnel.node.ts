@@ -87,6 +87,8 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected stopped = false
   private awayWith: StarsockError | undefined
   private recovering = false
+  /** Ends the recovery loop's current pause (the peer is back, or the tunnel stops). */
+  private wakeRecovery: (() => void) | undefined
   protected readonly proto: SockProto
   protected readonly udpIdleMs: number
   private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
@@ -170,16 +172,16 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     if (this.recovering) return
     this.recovering = true
     const peer = this.agent.peer
-    let wake: (() => void) | undefined
-    const offJoin = peer.on('peer:join', ({ peerId }) => { if (peerId === this.options.peer) wake?.() })
-    const offState = peer.on('state', (state) => { if (state === 'joined') wake?.() })
+    const offJoin = peer.on('peer:join', ({ peerId }) => { if (peerId === this.options.peer) this.wakeRecovery?.() })
+    const offState = peer.on('state', (state) => { if (state === 'joined') this.wakeRecovery?.() })
     void (async () => {
       try {
         for (let delay = RECOVER_DELAY_MS; !this.stopped; delay = Math.min(delay * 2, RECOVER_DELAY_MAX_MS)) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(resolve, delay)
-            wake = () => { clearTimeout(timer); resolve() }
+            this.wakeRecovery = () => { clearTimeout(timer); resolve() }
           })
+          this.wakeRecovery = undefined
           if (this.stopped) return
           if (this.current !== undefined && !this.current.closed) return // back by a connection of a forward
           try {
@@ -195,6 +197,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       } finally {
         offJoin()
         offState()
+        this.wakeRecovery = undefined
         this.recovering = false
       }
     })()
@@ -203,6 +206,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected stop (err: StarsockError | undefined): void {
     if (this.stopped) return
     this.stopped = true
+    this.wakeRecovery?.() // no pause left behind
     this.current?.kill(err === undefined ? 'tunnel closed' : err.message)
     this.shutdown()
     this.emit('close', err)
