@@ -150,6 +150,18 @@ describe('a broken tunnel looks broken: resets, never a clean end (real processe
     expectReset(await within('the target-side connection to close after the kill', target.outcome, 20_000))
   }, 60_000)
 
+  it('expose: the exposing peer killed with -9 mid-download: the client at the bound port (on the listening peer) gets a reset', async () => {
+    const src = await source()
+    const { url } = await programs.serve()
+    const listenerId = peerIdOf(join(dir, 'listener'))
+    const listen = programs.start(['listen', '--server', url, '--key', join(dir, 'listener'), '--allow', 'bind/tcp:127.0.0.1:*', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const exp = programs.start(['expose', '--server', url, '--key', join(dir, 'client'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${src.port}`, '--json'])
+    const port = ((await exp.event('ready')).address as { port: number }).port
+    expectReset(await downloadAndKill(port, () => exp.proc.kill('SIGKILL'), exp.exited))
+    expect(listen.proc.exitCode).toBe(null)
+  }, 60_000)
+
   it('(c) the server stopped with SIGTERM mid-download: reset on the client and on the target side; the server exits 0', async () => {
     const src = await source()
     const { serve, port } = await tunnel(src.port, ['--shutdown-grace-ms', '300'])
