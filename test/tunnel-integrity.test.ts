@@ -122,7 +122,7 @@ describe('a broken tunnel looks broken: resets, never a clean end (real processe
     expect(['ECONNRESET', 'EPIPE']).toContain(sent.error)
   }, 60_000)
 
-  it('(a) the target-side peer killed with -9 mid-download: the client gets ECONNRESET, no end; (d) a new connection while it is offline is reset at once', async () => {
+  it('(a) the target-side peer killed with -9 mid-download: the client sees a reset, not an end; (d) a new connection while it is offline is reset at once', async () => {
     const src = await source()
     const { listen, forward, port } = await tunnel(src.port)
     expectReset(await downloadAndKill(port, () => listen.proc.kill('SIGKILL'), listen.exited))
@@ -133,7 +133,7 @@ describe('a broken tunnel looks broken: resets, never a clean end (real processe
     expect(forward.proc.exitCode).toBe(null) // still running, waiting for the peer
   }, 60_000)
 
-  it('(b) the forwarding peer killed with -9 mid-upload: the target service gets ECONNRESET, no end, fewer bytes', async () => {
+  it('(b) the forwarding peer killed with -9 mid-upload: the target service sees a reset, not an end, and fewer bytes', async () => {
     const received: Array<ReturnType<typeof watch>> = []
     const service = await tcpService((socket) => { received.push(watch(socket, PAUSE_AT_BYTES)) })
     cleanup.push(service.close)
