@@ -1,5 +1,6 @@
 /** `starsock forward` and `starsock expose`: tunnels through another peer. */
 import { InvalidArgumentError, Option } from 'commander'
+import type { StarsockError } from '../shared/errors.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost } from '../shared/sock-protocol.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
@@ -36,6 +37,18 @@ function tunnelCommand (name: string, description: string) {
     .addOption(new Option('--name <text>', 'a name the other peer is shown when asked'))
 }
 
+/** Why a tunnel is away, in words: the other peer stopped or went, or the server did. */
+function awayText (peer: string, err: StarsockError): string {
+  switch (err.code) {
+    case 'E_PEER_SHUTDOWN': return `${peer} stopped`
+    case 'E_PEER_GONE': return `${peer} went away`
+    case 'E_PEER_NOT_FOUND': return `${peer} is not online`
+    case 'E_SHUTDOWN': return 'the server is shutting down'
+    case 'E_DISCONNECTED': return 'the connection to the server dropped'
+    default: return `the connection to ${peer} broke`
+  }
+}
+
 /**
  * Run a tunnel until it stops (denied or killed: exit 1) or a signal (exit 0). While the other
  * peer or the server is away it says so and waits; it never exits for that.
@@ -64,7 +77,7 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
   tunnel.on('error', (err) => status.event('error', { code: err.code, message: err.message }, `${err.message} (${err.code})`))
   tunnel.on('away', (err) => {
     away = true
-    status.event('away', { peer: flags.peer, code: err.code, message: err.message }, `${flags.peer} or the server is away (${err.message}, ${err.code}); asking again until it is back`)
+    status.event('away', { peer: flags.peer, code: err.code, message: err.message }, `${awayText(flags.peer, err)} (${err.code}); asking again until it is back`)
   })
   tunnel.on('mapping', (m) => {
     // forward: the address listened on here; expose: the one the peer bound (maybe new).
