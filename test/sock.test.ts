@@ -13,12 +13,13 @@ import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
 
-/** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it. */
-async function holdOpen (port: number): Promise<{ socket: net.Socket, closed: Promise<void> }> {
+/** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it, with the error code (ECONNRESET for a reset, `end` for a FIN). */
+async function holdOpen (port: number): Promise<{ socket: net.Socket, closed: Promise<string> }> {
   const socket = net.connect({ host: '127.0.0.1', port })
-  socket.on('error', () => {})
+  let how = 'end'
+  socket.on('error', (err: NodeJS.ErrnoException) => { how = err.code ?? err.message })
   await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
-  return { socket, closed: new Promise((resolve) => socket.once('close', () => resolve())) }
+  return { socket, closed: new Promise((resolve) => socket.once('close', () => resolve(how))) }
 }
 
 /** Whether a TCP port on 127.0.0.1 can be listened on now. */
@@ -213,7 +214,8 @@ describe('sock channels and tunnels through a real server', () => {
       await tunnel.close()
       await waitFor('the target to drop the mapping', () => target.mappings().length === 0)
     }
-    await within('every local connection to close', Promise.all(held.map(async (h) => await h.closed)))
+    // The tunnel broke under them: reset, not ended.
+    expect(await within('every local connection to close', Promise.all(held.map(async (h) => await h.closed)))).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET'])
     await waitFor('the echo server to see every connection close', () => echo.open() === 0)
   })
 
