@@ -20,8 +20,36 @@ export function ruleList (value: string, previous: SockRule[] = []): SockRule[] 
   }
 }
 
+/**
+ * The command another peer runs to use `rule` of this peer: `starsock forward` for a connect rule,
+ * `starsock expose` for a bind rule, with this server's URL and this peer's id. What a rule leaves
+ * open (`*`) is left as a word in capitals to fill in; a port range gives its first port.
+ */
+export function commandFor (rule: SockRule, serverUrl: string, peerId: string): string {
+  const host = rule.host === '*' ? 'HOST' : rule.host.includes(':') ? `[${rule.host}]` : rule.host
+  const wide = rule.ports[0] === 0 && rule.ports[1] === 65535
+  const udp = rule.proto === 'udp' ? ' --udp' : ''
+  const start = `starsock ${rule.kind === 'connect' ? 'forward' : 'expose'} --server ${serverUrl} --peer ${peerId}`
+  if (rule.kind === 'connect') {
+    const port = wide ? 'PORT' : String(rule.ports[0])
+    return `${start} --listen ${wide ? 'LOCAL_PORT' : port} --to ${host}:${port}${udp}`
+  }
+  const bindHost = rule.host === '*' ? '' : ` --bind-host ${rule.host}`
+  return `${start}${bindHost} --port ${wide ? 0 : rule.ports[0]} --to 127.0.0.1:LOCAL_PORT${udp}`
+}
+
+/** Say when the connection to the server drops (the peer reconnects by itself) and when it is joined again. */
+export function reportServer (agent: SockAgent, status: StatusReporter): void {
+  const url = agent.peer.server.url
+  agent.peer.on('state', (state) => {
+    if (state === 'reconnecting') status.event('server', { state, server: url }, `lost the server ${url}; reconnecting until it is back`)
+    else if (state === 'joined') status.event('server', { state, server: url }, `joined ${url} again`)
+  })
+}
+
 /** Log what an agent decides and runs. */
 export function reportAgent (agent: SockAgent, status: StatusReporter): void {
+  reportServer(agent, status)
   agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason },
     `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {
@@ -73,7 +101,10 @@ async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, p
   if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
   reportAgent(agent, status)
   const rules = (flags.allow ?? []).map((r) => r.text)
-  status.event('ready', { peerId: agent.peer.peerId, rules, asking }, `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}`)
+  const commands = (flags.allow ?? []).map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId))
+  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, asking },
+    `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}` +
+    commands.map((c, i) => `\n  to use ${rules[i] ?? ''}, a peer runs: ${c}`).join(''))
   status.start()
   const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, flags.key)])
   status.stop()

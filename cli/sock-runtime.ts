@@ -70,10 +70,13 @@ export function hostPort (defaultHost: string | undefined): (value: string) => S
   }
 }
 
+/** How long a command waits to reach the server at all: a wrong `--server` fails within 5 s, start-up included. */
+const CONNECT_TIMEOUT_MS = 2500
+
 /** Join the server with the identity in `--key` and run a sock agent on it. */
 export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
   const { identity } = await loadOrCreateIdentity(flags.key)
-  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, takeover: flags.takeover === true })
+  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true })
     .catch((err: unknown) => { throw identityError(err, flags.key) })
   return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, ...options })
 }

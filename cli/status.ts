@@ -10,6 +10,8 @@ export interface StatusFigures {
   bytesIn: number
   bytesOut: number
   droppedDatagrams: number
+  /** Shown when it is not `up` (a tunnel waiting for its peer: `away`). */
+  state?: string
 }
 
 const MiB = 1024 * 1024
@@ -72,7 +74,7 @@ export class StatusReporter {
     const rateIn = (f.bytesIn - last.bytesIn) / seconds
     const rateOut = (f.bytesOut - last.bytesOut) / seconds
     this.last = { at: now, bytesIn: f.bytesIn, bytesOut: f.bytesOut }
-    this.line = `channels ${f.channelsOpen} · in ${size(f.bytesIn)} (${size(rateIn)}/s) · out ${size(f.bytesOut)} (${size(rateOut)}/s) · drops ${f.droppedDatagrams}`
+    this.line = `channels ${f.channelsOpen} · in ${size(f.bytesIn)} (${size(rateIn)}/s) · out ${size(f.bytesOut)} (${size(rateOut)}/s) · drops ${f.droppedDatagrams}${f.state !== undefined && f.state !== 'up' ? ` · ${f.state}` : ''}`
     this.out.write(`\r\x1b[K${this.line}`)
   }
 }

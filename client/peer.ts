@@ -49,6 +49,12 @@ export interface PeerOptions {
   chunkBytes?: number
   /** Unread bytes past which a stream from a sender that ignores the window fails. @default 16 MiB */
   receiveLimitBytes?: number
+  /**
+   * How long `start` waits for a first connection to the server before it fails with
+   * `E_SERVER_UNREACHABLE` (a wrong address fails fast; a server that was reached and dropped
+   * later is retried for ever). @default 5_000
+   */
+  connectTimeoutMs?: number
   /** Heartbeat period; a server that misses one is dropped and reconnected. @default 5_000 */
   heartbeatIntervalMs?: number
   /** Time a heartbeat may take. @default 5_000 */
@@ -114,7 +120,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private readonly socket: Socket
   private readonly logger: Logger
   private readonly requestTimeoutMs: number
-  private readonly options: Required<Pick<PeerOptions, 'windowBytes' | 'chunkBytes' | 'receiveLimitBytes' | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs'>>
+  private readonly options: Required<Pick<PeerOptions, 'windowBytes' | 'chunkBytes' | 'receiveLimitBytes' | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'connectTimeoutMs'>>
   private current: PeerState = 'connecting'
   private readonly known = new Map<string, string>()
   private readonly sending = new Map<string, SendStream>()
@@ -147,7 +153,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
       receiveLimitBytes: positive('receiveLimitBytes', options.receiveLimitBytes, 16 * 1024 * 1024),
       heartbeatIntervalMs: positive('heartbeatIntervalMs', options.heartbeatIntervalMs, 5000),
-      heartbeatTimeoutMs: positive('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 5000)
+      heartbeatTimeoutMs: positive('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 5000),
+      connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000)
     }
     this.socket = io(this.server.url, {
       ...options.socketOptions,
@@ -205,7 +212,17 @@ export class StarsockPeer extends Emitter<PeerEvents> {
         if (s === 'closed') { done(); reject(new StarsockError('E_NOT_JOINED', 'Peer closed before it joined')) }
       })
       const offError = this.on('error', (err) => { if (err.code !== 'E_SERVER_UNREACHABLE') { done(); reject(err) } })
-      const done = (): void => { offState(); offError() }
+      // Never reached at all (nothing listens there, or a wrong host): say so soon instead of
+      // retrying in silence until the join timeout.
+      let reached = false
+      const onConnect = (): void => { reached = true }
+      this.socket.once('connect', onConnect)
+      const unreachable = setTimeout(() => {
+        if (reached) return
+        done()
+        reject(new StarsockError('E_SERVER_UNREACHABLE', `Server ${this.server.url} could not be reached within ${this.options.connectTimeoutMs} ms: is it running, and is the address right?`))
+      }, this.options.connectTimeoutMs)
+      const done = (): void => { offState(); offError(); clearTimeout(unreachable); this.socket.off('connect', onConnect) }
     })
     this.socket.connect()
     try {

@@ -59,7 +59,8 @@ export const ERROR_CODES = {
   E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations',
   E_LIMIT_ALLOCATIONS_PER_IP: 'the peers of one client IP address hold their maximum number of UDP allocations',
   E_LIMIT_PEERS_PER_IP: 'one client IP address has joined its maximum number of peer addresses',
-  E_DISPLACED: 'another client with the same identity took this address over'
+  E_DISPLACED: 'another client with the same identity took this address over',
+  E_PEER_SHUTDOWN: 'the other peer is stopping or restarting (not a refusal: ask again when it is back)'
 } as const
 
 /** A stable error code. */

@@ -32,7 +32,11 @@ export const FRAME = {
   RESET: 7,
   /** Ask for a mapping (consent): JSON `{ kind, proto, host, port, name }`. */
   OFFER: 8,
-  /** Answer to OFFER: JSON `{}` (granted) or `{ error: { code, message } }`. */
+  /**
+   * Answer to OFFER: JSON `{}` (granted) or `{ error: { code, message } }`. Before it, at most one
+   * interim `{ asking: { timeoutMs } }` (a person is asked), only to a peer whose HELLO had
+   * `interim: true`.
+   */
   OFFER_REPLY: 9,
   /** A mapping is over with every channel in it: JSON `{ code, message }`. */
   KILL: 10

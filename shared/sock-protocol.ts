@@ -20,7 +20,17 @@ export interface Hello {
   version: number
   /** Receive window of every channel the sender of this HELLO takes part in. */
   window: number
+  /** The sender takes an interim OFFER_REPLY (`{ asking }`) before the answer; absent in older peers. */
+  interim?: true
 }
+
+/** An interim answer to an OFFER: a person is asked, and has up to `timeoutMs` to answer. */
+export interface Asking {
+  timeoutMs: number
+}
+
+/** Longest wait an interim answer may announce (a day). */
+export const MAX_ASKING_TIMEOUT_MS = 86_400_000
 
 /** An offer: the request a person or a rule agrees to. */
 export interface Offer {
@@ -97,7 +107,17 @@ export function parseHello (value: unknown): Hello {
   if (!isObject(value) || value.protocol !== MUX_PROTOCOL) throw bad('not a starsock-mux connection')
   if (value.version !== MUX_VERSION) throw bad(`mux version ${JSON.stringify(value.version) ?? 'undefined'} is not ${MUX_VERSION}`)
   if (typeof value.window !== 'number' || !Number.isInteger(value.window) || value.window < 1024 || value.window > 2 ** 31) throw bad('HELLO window must be an integer from 1024 to 2^31')
-  return { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: value.window }
+  return { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: value.window, ...(value.interim === true ? { interim: true as const } : {}) }
+}
+
+/** The interim answer an OFFER_REPLY carries (`{ asking: { timeoutMs } }`), or `undefined` for a final answer. */
+export function parseAsking (value: unknown): Asking | undefined {
+  if (!isObject(value) || value.asking === undefined) return undefined
+  const asking = value.asking
+  if (!isObject(asking) || typeof asking.timeoutMs !== 'number' || !Number.isInteger(asking.timeoutMs) || asking.timeoutMs < 0 || asking.timeoutMs > MAX_ASKING_TIMEOUT_MS) {
+    throw bad(`asking must be { timeoutMs } with an integer from 0 to ${MAX_ASKING_TIMEOUT_MS}`)
+  }
+  return { timeoutMs: asking.timeoutMs }
 }
 
 /** A checked offer. */

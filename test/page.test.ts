@@ -13,6 +13,8 @@ import type { StarsockServer } from '../server/server.ts'
 import { launchChromium } from './helpers/browser.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer } from './helpers/sockets.ts'
+import { wasReset, watch } from './helpers/tcp-watch.ts'
+import net from 'node:net'
 
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -152,6 +154,59 @@ describe('the browser page in real Chromium', () => {
     const res = await within('the download through the bound port', httpGet(`http://127.0.0.1:${port}/`), 20_000)
     expect(res.status).toBe(200)
     expect(res.body.equals(file)).toBe(true)
+  }, 60_000)
+
+  it('a download of a file the page serves is reset, not ended cleanly, when the page goes away mid-transfer', async () => {
+    const page = await openPage()
+    const pageId = await peerIdOf(page)
+    await pick(page, node.peer.peerId)
+    const size = 48 * 1024 * 1024
+    await page.setInputFiles('#serve-file', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(size, 3) })
+    await page.fill('#serve-host', '127.0.0.1')
+    await page.fill('#serve-port', '0')
+    await page.click('#serve-form button[type=submit]')
+    await page.locator('#serve-result[data-state="done"]').waitFor({ timeout: 15_000 })
+    const port = Number(await page.locator('#serve-result').getAttribute('data-port'))
+    const client = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true })
+    client.on('error', () => {})
+    const w = watch(client, 1024 * 1024)
+    client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+    await within('1 MiB of the served file', w.paused, 20_000)
+    await page.context().close() // the page goes away with the download in flight
+    await within('the Node peer to lose the page', (async () => { while (node.mappings().some((m) => m.peerId === pageId)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 15_000)
+    w.resume()
+    const outcome = await within('the download to close', w.outcome, 15_000)
+    expect(wasReset(outcome), `a reset, got ${JSON.stringify(outcome)}`).toBe(true)
+    expect(outcome.bytes).toBeLessThan(size)
+  }, 60_000)
+
+  it('a fetch through a Node peer that drops mid-response reports an error, never a short success', async () => {
+    // A service that sends a head promising 1 MB, 1000 bytes of body, then waits.
+    const held = new Set<net.Socket>()
+    const stall = net.createServer((socket) => {
+      held.add(socket)
+      socket.on('error', () => {})
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n${'x'.repeat(1000)}`)
+    })
+    await new Promise<void>((resolve) => stall.listen(0, '127.0.0.1', resolve))
+    const stallPort = (stall.address() as net.AddressInfo).port
+    const other = createSockAgent(await createPeer({ server: server.url() }), { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${stallPort}`] })
+    try {
+      const page = await openPage()
+      await peerIdOf(page)
+      await pick(page, other.peer.peerId)
+      await page.fill('#fetch-host', '127.0.0.1')
+      await page.fill('#fetch-port', String(stallPort))
+      await page.click('#fetch-form button[type=submit]')
+      await within('the service to get the request', (async () => { while (held.size === 0) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 15_000)
+      await other.peer.close() // the peer drops from the server, as a crash would
+      await page.locator('#fetch-result[data-state="failed"]').waitFor({ timeout: 15_000 })
+      expect(await page.locator('#fetch-result').innerText()).toMatch(/\(E_[A-Z_]+\)$/)
+    } finally {
+      await other.close()
+      stall.close()
+      for (const s of held) s.destroy()
+    }
   }, 60_000)
 
   it('cancel from the receiving side stops both sides', async () => {

@@ -7,16 +7,19 @@ import { createSockAgent, type SockAgent, type SockAgentOptions } from '../clien
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { expose, forward } from '../client/sock/tunnel.node.ts'
 import { StarsockError } from '../shared/errors.ts'
+import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
+import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
 
-/** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it. */
-async function holdOpen (port: number): Promise<{ socket: net.Socket, closed: Promise<void> }> {
+/** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it, with the error code (ECONNRESET for a reset, `end` for a FIN). */
+async function holdOpen (port: number): Promise<{ socket: net.Socket, closed: Promise<string> }> {
   const socket = net.connect({ host: '127.0.0.1', port })
-  socket.on('error', () => {})
+  let how = 'end'
+  socket.on('error', (err: NodeJS.ErrnoException) => { how = err.code ?? err.message })
   await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
-  return { socket, closed: new Promise((resolve) => socket.once('close', () => resolve())) }
+  return { socket, closed: new Promise((resolve) => socket.once('close', () => resolve(how))) }
 }
 
 /** Whether a TCP port on 127.0.0.1 can be listened on now. */
@@ -157,6 +160,43 @@ describe('sock channels and tunnels through a real server', () => {
     expect((await rejection(client.connect(noRules.peer.peerId, { host: '127.0.0.1', port: echo.port }))).code).toBe('E_DENIED')
   })
 
+  it('a person is asked: the requester hears it once; a peer whose HELLO has no interim flag (an older one) only ever gets the final answer', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    let release!: (allowed: boolean) => void
+    let asks = 0
+    const target = await agent({ askTimeoutMs: 30_000, ask: async () => await new Promise<boolean>((resolve) => { asks++; release = resolve }) })
+    const client = await agent()
+    const heard: Array<{ timeoutMs: number }> = []
+    const granted = client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port, onAsking: (info) => heard.push(info) })
+    await waitFor('the requester to hear that a person is asked', () => heard.length === 1)
+    expect(heard).toEqual([{ timeoutMs: 30_000 }])
+    release(true)
+    await within('the grant', granted)
+    expect(heard).toHaveLength(1)
+
+    // An older peer: its HELLO has no `interim`, so a `{ asking }` reply would read as a grant.
+    const older = await createPeer({ server: server.url() })
+    cleanup.push({ close: async () => await older.close() })
+    await waitFor('the older peer to know the target', () => older.peers().some((p) => p.peerId === target.peer.peerId))
+    const conn = await older.dial(target.peer.peerId)
+    await conn.write(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: 256 * 1024 }))
+    await conn.write(encodeJsonFrame(FRAME.OFFER, 1, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: 'older' }))
+    const replies: unknown[] = []
+    const decoder = new FrameDecoder()
+    const reading = (async () => {
+      for await (const chunk of conn) {
+        for (const frame of decoder.push(chunk)) if (frame.type === FRAME.OFFER_REPLY) replies.push(decodeJson(frame))
+        if (replies.length > 0) return
+      }
+    })()
+    await waitFor('the person to be asked about the older peer\'s offer', () => asks === 2)
+    release(false)
+    await within('the final answer to the older peer', reading)
+    expect(replies).toEqual([{ error: { code: 'E_DENIED', message: `Peer denied connect/tcp 127.0.0.1:${echo.port} "older"` } }])
+    conn.abort()
+  })
+
   it.each(['target', 'requester'] as const)('a kill from the %s closes every connection of the mapping', async (killer) => {
     const echo = await tcpEcho()
     cleanup.push(echo)
@@ -174,7 +214,8 @@ describe('sock channels and tunnels through a real server', () => {
       await tunnel.close()
       await waitFor('the target to drop the mapping', () => target.mappings().length === 0)
     }
-    await within('every local connection to close', Promise.all(held.map(async (h) => await h.closed)))
+    // The tunnel broke under them: reset, not ended.
+    expect(await within('every local connection to close', Promise.all(held.map(async (h) => await h.closed)))).toEqual(['ECONNRESET', 'ECONNRESET', 'ECONNRESET'])
     await waitFor('the echo server to see every connection close', () => echo.open() === 0)
   })
 

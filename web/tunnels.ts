@@ -13,7 +13,12 @@ const MAX_SHOWN_BYTES = 256 * 1024
 /** Longest request head the page's server reads. */
 const MAX_REQUEST_HEAD_BYTES = 16 * 1024
 
-/** GET `path` from `host:port` through `peerId`; settles with the raw response (head and body, cut at 256 KiB). */
+/**
+ * GET `path` from `host:port` through `peerId`; settles with the raw response (head and body,
+ * cut at 256 KiB, and then says so) once the other side ended it cleanly. A tunnel that breaks
+ * on the way resets the channel, and the read rejects with its code (`E_PEER_GONE`, ...): a cut
+ * response is never shown as a whole one.
+ */
 export async function fetchThrough (agent: SockAgent, peerId: string, host: string, port: number, path: string): Promise<string> {
   const mapping = await agent.connect(peerId, { host, port, name: `HTTP GET ${path} from the page` })
   try {
@@ -33,7 +38,8 @@ export async function fetchThrough (agent: SockAgent, peerId: string, host: stri
       all.set(part, at)
       at += part.byteLength
     }
-    return decoder.decode(all)
+    const text = decoder.decode(all)
+    return size > MAX_SHOWN_BYTES ? `${text}\n\n[the first ${MAX_SHOWN_BYTES} of ${size} bytes are shown]` : text
   } finally {
     mapping.kill('fetch done')
   }

@@ -12,8 +12,8 @@ import {
   decodeDatagram, decodeJson, decodeOpen, decodeWindow, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame
 } from '../../shared/mux-frame.ts'
 import {
-  errorToWire, MUX_PROTOCOL, MUX_VERSION, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
-  type Hello, type Offer, type OpenHeader, type Reply
+  errorToWire, MAX_ASKING_TIMEOUT_MS, MUX_PROTOCOL, MUX_VERSION, parseAsking, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
+  type Asking, type Hello, type Offer, type OpenHeader, type Reply
 } from '../../shared/sock-protocol.ts'
 import type { Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
@@ -43,8 +43,12 @@ export interface MuxOptions {
 export interface MuxHandlers {
   /** A channel the other side opens; settle with the reply, or throw a `StarsockError` to refuse. */
   onOpen?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
-  /** An offer from the other side; settle to grant it, throw a `StarsockError` to deny. `signal` aborts when the other side gives up on it. */
-  onOffer?: (mappingId: number, offer: Offer, signal: AbortSignal) => Promise<void>
+  /**
+   * An offer from the other side; settle to grant it, throw a `StarsockError` to deny. `signal`
+   * aborts when the other side gives up on it; call `asking` when a person is asked (the other
+   * side is told once, if it understands).
+   */
+  onOffer?: (mappingId: number, offer: Offer, signal: AbortSignal, asking: (info: Asking) => void) => Promise<void>
   /** The other side killed a mapping. */
   onKill?: (mappingId: number, err: StarsockError) => void
 }
@@ -98,6 +102,8 @@ export class Muxer extends Emitter<MuxEvents> {
   private helloSettle!: { resolve: (h: Hello) => void, reject: (e: StarsockError) => void }
   private closedWith: StarsockError | undefined
   private readonly incomingOffers = new Map<number, AbortController>()
+  /** Callbacks of our offers for an interim answer (each called at most once). */
+  private readonly askingHandlers = new Map<number, (info: Asking) => void>()
   private helloTimer: ReturnType<typeof setTimeout> | undefined
   private readonly link: ChannelLink
 
@@ -134,7 +140,7 @@ export class Muxer extends Emitter<MuxEvents> {
         else this.counters.droppedDatagrams += n
       }
     }
-    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes }))
+    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes, interim: true }))
     this.helloTimer = setTimeout(() => { void this.close(new StarsockError('E_TIMEOUT', `No HELLO from ${conn.remotePeer} within ${this.options.openTimeoutMs} ms: not a starsock-mux peer?`)) }, this.options.openTimeoutMs)
     void this.readLoop()
   }
@@ -179,11 +185,16 @@ export class Muxer extends Emitter<MuxEvents> {
     return channel
   }
 
-  /** Ask for a mapping; settles with its id once the other side granted it, rejects with `E_DENIED` (or another code). */
-  async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<number> {
+  /**
+   * Ask for a mapping; settles with its id once the other side granted it, rejects with `E_DENIED`
+   * (or another code). `onAsking` is called (at most once) when the other side asks a person.
+   */
+  async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number, onAsking?: (info: Asking) => void } = {}): Promise<number> {
     await this.ready
     this.checkOpen()
     const id = this.allocateId()
+    const onAsking = options.onAsking
+    if (onAsking !== undefined) this.askingHandlers.set(id, onAsking)
     this.enqueue(encodeJsonFrame(FRAME.OFFER, id, offer))
     try {
       await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
@@ -191,6 +202,8 @@ export class Muxer extends Emitter<MuxEvents> {
       // Given up here: the other side may still grant it, so tell it the mapping is off.
       if (err instanceof StarsockError && (err.code === 'E_TIMEOUT' || err.code === 'E_ABORTED')) this.kill(id, new StarsockError('E_KILLED', 'The requester gave up on the offer'))
       throw err
+    } finally {
+      this.askingHandlers.delete(id)
     }
     return id
   }
@@ -218,6 +231,7 @@ export class Muxer extends Emitter<MuxEvents> {
     }
     this.opening.clear()
     this.offering.clear()
+    this.askingHandlers.clear()
     for (const channel of [...this.channels.values()]) channel.fail(error)
     this.channels.clear()
     this.roomWaiters.wake()
@@ -328,7 +342,15 @@ export class Muxer extends Emitter<MuxEvents> {
       case FRAME.REPLY: return this.opening.get(frame.id)?.resolve(parseReply(decodeJson(frame)))
       case FRAME.OFFER: return this.incomingOffer(frame)
       case FRAME.OFFER_REPLY: {
-        const reply = parseReply(decodeJson(frame))
+        const json = decodeJson(frame)
+        const asking = parseAsking(json)
+        if (asking !== undefined) {
+          // Interim: the answer is still to come. Told once; more are ignored.
+          const handler = this.askingHandlers.get(frame.id)
+          this.askingHandlers.delete(frame.id)
+          return handler?.(asking)
+        }
+        const reply = parseReply(json)
         const pending = this.offering.get(frame.id)
         if (reply.error !== undefined) return pending?.reject(new StarsockError(reply.error.code, reply.error.message))
         return pending?.resolve()
@@ -374,7 +396,13 @@ export class Muxer extends Emitter<MuxEvents> {
     if (this.incomingOffers.size >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
     const ac = new AbortController()
     this.incomingOffers.set(id, ac)
-    this.handlers.onOffer(id, offer, ac.signal).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
+    let told = false
+    const asking = (info: Asking): void => {
+      if (told || this.hello?.interim !== true || ac.signal.aborted) return // an older peer would read it as a grant
+      told = true
+      answer({ asking: { timeoutMs: Math.min(Math.max(0, Math.floor(info.timeoutMs)), MAX_ASKING_TIMEOUT_MS) } })
+    }
+    this.handlers.onOffer(id, offer, ac.signal, asking).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
       .finally(() => { this.incomingOffers.delete(id) })
   }
 }

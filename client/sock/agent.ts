@@ -116,6 +116,8 @@ export interface MappingRequest {
   signal?: AbortSignal
   /** How long to wait for the answer. @default the mux's offer timeout */
   timeoutMs?: number
+  /** Called once if the other peer asks a person about the offer (with how long the person has). */
+  onAsking?: (info: { timeoutMs: number }) => void
 }
 
 /** Sock channels of one peer. Make one with `createSockAgent`. */
@@ -229,11 +231,15 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return s
   }
 
-  /** Close every connection and free every port (leases too); the peer stays joined. */
+  /**
+   * Close every connection and free every port (leases too); the peer stays joined. The other
+   * peers learn that this side stopped (`E_PEER_SHUTDOWN`), not that it refused: their tunnels
+   * ask again when it is back.
+   */
   async close (): Promise<void> {
     this.closed = true
     this.peer.handle(undefined)
-    for (const mapping of this.mappings()) mapping.kill('agent closed')
+    for (const mapping of this.mappings()) mapping.kill('the peer is stopping', 'E_PEER_SHUTDOWN')
     await Promise.all([...this.mappingsOf.keys()].map(async (mux) => await mux.close()))
     for (const state of this.leases.values()) this.release(state)
   }
@@ -243,7 +249,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (proto !== 'tcp' && proto !== 'udp') throw new TypeError('proto must be tcp or udp')
     const offer: Offer = { kind, proto, host: request.host as string, port: request.port, name: (request.name ?? '').slice(0, 200) }
     const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
-    const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs })
+    const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs, onAsking: request.onAsking })
     return this.track(mux, id, offer, true)
   }
 
@@ -263,7 +269,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private adopt (conn: Connection): Muxer {
     const mux: Muxer = new Muxer(conn, {
       onOpen: async (channel, body) => await this.incomingOpen(mux, channel, body),
-      onOffer: async (id, offer, signal) => await this.incomingOffer(mux, id, offer, signal),
+      onOffer: async (id, offer, signal, asking) => await this.incomingOffer(mux, id, offer, signal, asking),
       onKill: (id, err) => this.mappingsOf.get(mux)?.get(id)?.end(err)
     }, { ...this.options.mux, logger: this.options.logger })
     this.mappingsOf.set(mux, new Map())
@@ -280,7 +286,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return mux
   }
 
-  private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal): Promise<void> {
+  private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal, asking: (info: { timeoutMs: number }) => void): Promise<void> {
     const peerId = mux.remotePeer
     const request: OfferRequest = { peerId, offer, text: describeOffer(offer) }
     const decide = (allowed: boolean, by: OfferDecision['by'], extra: Partial<OfferDecision> = {}): void => {
@@ -302,6 +308,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (rule !== undefined) decide(true, 'rule', { rule: rule.text })
     else if (this.remembered.has(key)) decide(true, 'remembered')
     else if (this.options.ask !== undefined) {
+      asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
       if (answer === 'withdrawn') throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
       decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time' } : {})
@@ -429,8 +436,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (state === undefined) return
     this.binds.delete(mapping)
     state.owner = undefined
-    // Only a dropped connection leases the port; a kill or a clean close frees it.
-    const dropped = err.code === 'E_DISCONNECTED' || err.code === 'E_STREAM_ABORTED' || err.code === 'E_PEER_GONE' || err.code === 'E_TIMEOUT'
+    // Only a dropped connection or a binder (or server) that stops to restart leases the port; a
+    // kill or a clean close frees it.
+    const dropped = err.code === 'E_DISCONNECTED' || err.code === 'E_STREAM_ABORTED' || err.code === 'E_PEER_GONE' || err.code === 'E_TIMEOUT' ||
+      err.code === 'E_PEER_SHUTDOWN' || err.code === 'E_SHUTDOWN'
     if (!dropped || this.leaseMs === 0 || this.closed) return this.release(state)
     state.lease = setTimeout(() => {
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease expired')

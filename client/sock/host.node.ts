@@ -32,26 +32,41 @@ function bytes (chunk: Uint8Array): Buffer {
 }
 
 /**
+ * End a TCP connection with a reset (RST), not a FIN: what the application at the other end must
+ * see when its tunnel broke, so a cut transfer never looks complete.
+ */
+export function resetSocket (socket: net.Socket): void {
+  if (socket.destroyed) return
+  try {
+    socket.resetAndDestroy()
+  } catch {
+    socket.destroy() // no handle left to reset (never connected)
+  }
+}
+
+/**
  * Pipe a TCP socket and a reliable channel both ways until both ends are over: half-closes pass
- * through as half-closes, an error on one side aborts the other. The socket is paused while the
- * channel has no credit, and the channel is not read while the socket's buffer is full.
+ * through as half-closes (a FIN only for the other side's FIN), an error on one side aborts the
+ * other, and a channel that fails (reset, killed, connection to the peer or the server lost)
+ * resets the socket. The socket is paused while the channel has no credit, and the channel is
+ * not read while the socket's buffer is full.
  */
 export function pipeSocket (socket: net.Socket, channel: Channel): void {
   socket.on('data', (chunk: Buffer) => {
     socket.pause()
-    channel.write(chunk).then(() => socket.resume(), (err: unknown) => socket.destroy(err as Error))
+    channel.write(chunk).then(() => socket.resume(), () => resetSocket(socket))
   })
   socket.on('end', () => { void channel.closeWrite().catch(() => {}) })
   socket.on('error', (err) => channel.abort(new StarsockError('E_STREAM_ABORTED', `socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
   // A reset or a kill ends the socket at once, even one whose reader is stuck.
-  void channel.whenClosed.then(() => { if (channel.error !== undefined) socket.destroy() })
+  void channel.whenClosed.then(() => { if (channel.error !== undefined) resetSocket(socket) })
   socket.resume()
   void (async () => {
     try {
       for (;;) {
         const chunk = await channel.read()
         if (chunk === null) {
-          socket.end()
+          socket.end() // the other side's application ended cleanly: pass its FIN on
           return
         }
         if (socket.destroyed) return
@@ -64,7 +79,7 @@ export function pipeSocket (socket: net.Socket, channel: Channel): void {
         }
       }
     } catch {
-      socket.destroy() // the channel was reset: so is the socket
+      resetSocket(socket) // the channel failed: so does the connection
     }
   })()
   // A socket that closes before both directions ended cleanly takes the channel with it.
@@ -142,7 +157,7 @@ async function tcpListen (host: string, port: number, target: BindTarget): Promi
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => {})
     target.openAccept({ ip: socket.remoteAddress ?? '0.0.0.0', port: socket.remotePort ?? 0 })
-      .then((channel) => pipeSocket(socket, channel), () => socket.destroy())
+      .then((channel) => pipeSocket(socket, channel), () => resetSocket(socket))
   })
   const address = await listenTcp(server, host, port)
   return {
@@ -150,7 +165,7 @@ async function tcpListen (host: string, port: number, target: BindTarget): Promi
     attach: () => {},
     close: () => {
       server.close()
-      for (const s of sockets) s.destroy()
+      for (const s of sockets) resetSocket(s)
     }
   }
 }

@@ -13,7 +13,7 @@ import type { Muxer } from '../mux/muxer.ts'
 export interface MappingEvents extends Record<string, unknown> {
   /** A channel of the mapping opened (either side). */
   channel: Channel
-  /** The mapping is over: `E_KILLED` by a kill, another code when the connection went down. */
+  /** The mapping is over: `E_KILLED` by a kill, `E_PEER_SHUTDOWN` when a side stopped, another code when the connection went down. */
   close: StarsockError
 }
 
@@ -88,10 +88,14 @@ export class Mapping extends Emitter<MappingEvents> {
     return channel
   }
 
-  /** Kill the mapping: tell the other side and close every channel. */
-  kill (reason = 'Killed'): void {
+  /**
+   * Kill the mapping: tell the other side and close every channel. `E_KILLED` is final (a person
+   * or the application said so); `E_PEER_SHUTDOWN` says this side is stopping, and the other side
+   * may ask again once it is back.
+   */
+  kill (reason = 'Killed', code: 'E_KILLED' | 'E_PEER_SHUTDOWN' = 'E_KILLED'): void {
     if (this.ended !== undefined) return
-    const err = new StarsockError('E_KILLED', `Mapping ${this.label} killed: ${reason}`)
+    const err = new StarsockError(code, code === 'E_KILLED' ? `Mapping ${this.label} killed: ${reason}` : `Mapping ${this.label} closed: ${reason}`)
     this.mux.kill(this.id, err)
     this.end(err)
   }

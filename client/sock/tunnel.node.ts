@@ -1,8 +1,10 @@
 /**
  * Tunnels (Node only): `forward` (a local port reaches a host through another peer) and `expose`
  * (another peer listens on a port and hands each connection or datagram to a local service).
- * Both survive a dropped connection: a forward asks again on the next connection, an expose binds
- * again (within the other peer's lease it gets its port back). A kill from either side ends them.
+ * Both survive the other peer or the server going away, crashed or stopped: they say so (`away`),
+ * ask again with backoff (and at once when the peer is back online), and go on; a forward asks
+ * again, an expose binds again (within the other peer's lease it gets its port back). A denial or
+ * a kill from either side ends them.
  */
 import dgram from 'node:dgram'
 import net from 'node:net'
@@ -12,7 +14,7 @@ import type { SockProto } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
 import type { Channel } from '../mux/channel.ts'
 import type { MappingRequest, SockAgent } from './agent.ts'
-import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, udpType } from './host.node.ts'
+import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpType } from './host.node.ts'
 import type { Mapping } from './mapping.ts'
 
 /** Events of a tunnel. */
@@ -23,6 +25,10 @@ export interface TunnelEvents extends Record<string, unknown> {
   error: StarsockError
   /** The mapping is in place (again, after a drop). */
   mapping: Mapping
+  /** The other peer (or the server) went away; the tunnel asks again until it is back. */
+  away: StarsockError
+  /** The other peer has a person deciding about the offer; the answer takes up to `timeoutMs`. */
+  asking: { timeoutMs: number }
   /** The tunnel stopped: killed, denied, or closed here (`undefined`). */
   close: StarsockError | undefined
 }
@@ -35,7 +41,12 @@ export interface TunnelStats {
   bytesOut: number
   droppedDatagrams: number
   failures: number
+  /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
+  state: TunnelState
 }
+
+/** Where a tunnel is. */
+export type TunnelState = 'up' | 'away' | 'closed'
 
 /** Common options of `forward` and `expose`. */
 export interface TunnelOptions {
@@ -60,6 +71,11 @@ const MAX_PENDING_DATAGRAMS = 64
 export const MAX_UDP_SOURCES = 256
 /** How long `expose` waits for the local service to accept a connection. */
 const LOCAL_CONNECT_TIMEOUT_MS = 10_000
+/** First and largest pause between two attempts to get a lost mapping back. */
+const RECOVER_DELAY_MS = 250
+const RECOVER_DELAY_MAX_MS = 5000
+/** Errors after which asking again is pointless: a person or a rule said no, or it cannot work. */
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED'])
 
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
@@ -69,6 +85,10 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   readonly done: Promise<StarsockError | undefined>
   protected current: Mapping | undefined
   protected stopped = false
+  private awayWith: StarsockError | undefined
+  private recovering = false
+  /** Ends the recovery loop's current pause (the peer is back, or the tunnel stops). */
+  private wakeRecovery: (() => void) | undefined
   protected readonly proto: SockProto
   protected readonly udpIdleMs: number
   private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
@@ -81,9 +101,14 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     this.done = new Promise((resolve) => { this.resolveDone = resolve })
   }
 
+  /** Where the tunnel is now. */
+  get state (): TunnelState {
+    return this.stopped ? 'closed' : this.awayWith !== undefined ? 'away' : 'up'
+  }
+
   /** Figures now, over every mapping the tunnel has had. */
   stats (): TunnelStats {
-    const s = { ...this.totals, channelsOpen: 0 }
+    const s = { ...this.totals, channelsOpen: 0, state: this.state }
     const m = this.current?.closed === false ? this.current.stats() : undefined
     if (m !== undefined) {
       s.channelsOpen = m.channelsOpen
@@ -110,6 +135,9 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     if (error.code === 'E_DENIED' || error.code === 'E_KILLED') this.stop(error)
   }
 
+  /** Ask for a mapping (a forward's connect, an expose's bind), again after a drop. */
+  protected abstract restore (): Promise<unknown>
+
   /** Watch a new mapping: keep its figures when it ends; a kill ends the tunnel. */
   protected watch (mapping: Mapping): Mapping {
     if (this.stopped) {
@@ -118,6 +146,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       throw new StarsockError('E_KILLED', 'Tunnel closed')
     }
     this.current = mapping
+    this.awayWith = undefined
     mapping.on('close', (err) => {
       const s = mapping.stats()
       this.totals.bytesIn += s.bytesIn
@@ -131,12 +160,53 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     return mapping
   }
 
-  /** The mapping ended without a kill (its connection dropped). */
-  protected dropped (_err: StarsockError): void {}
+  /**
+   * The mapping ended without a kill: the other peer or the server went away (crashed, or stopped
+   * with `E_PEER_SHUTDOWN`/`E_SHUTDOWN`). Say so, and ask again with backoff until it works, a
+   * final answer comes (a denial), or the tunnel stops; the wait is cut short when the peer
+   * comes back online or this peer rejoins the server.
+   */
+  protected dropped (err: StarsockError): void {
+    this.awayWith = err
+    this.emit('away', err)
+    if (this.recovering) return
+    this.recovering = true
+    const peer = this.agent.peer
+    const offJoin = peer.on('peer:join', ({ peerId }) => { if (peerId === this.options.peer) this.wakeRecovery?.() })
+    const offState = peer.on('state', (state) => { if (state === 'joined') this.wakeRecovery?.() })
+    void (async () => {
+      try {
+        for (let delay = RECOVER_DELAY_MS; !this.stopped; delay = Math.min(delay * 2, RECOVER_DELAY_MAX_MS)) {
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delay)
+            this.wakeRecovery = () => { clearTimeout(timer); resolve() }
+          })
+          this.wakeRecovery = undefined
+          if (this.stopped) return
+          if (this.current !== undefined && !this.current.closed) return // back by a connection of a forward
+          try {
+            await this.restore()
+            return
+          } catch (e) {
+            if (this.stopped) return
+            const error = e instanceof StarsockError ? e : new StarsockError('E_STREAM_ABORTED', String(e))
+            if (FINAL_CODES.has(error.code)) return this.stop(error)
+            this.awayWith = error
+          }
+        }
+      } finally {
+        offJoin()
+        offState()
+        this.wakeRecovery = undefined
+        this.recovering = false
+      }
+    })()
+  }
 
   protected stop (err: StarsockError | undefined): void {
     if (this.stopped) return
     this.stopped = true
+    this.wakeRecovery?.() // no pause left behind
     this.current?.kill(err === undefined ? 'tunnel closed' : err.message)
     this.shutdown()
     this.emit('close', err)
@@ -146,7 +216,15 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected abstract shutdown (): void
 
   protected request (extra: Partial<MappingRequest>): MappingRequest {
-    return { proto: this.proto, name: this.options.name, timeoutMs: this.options.timeoutMs, signal: this.options.signal, port: 0, ...extra }
+    return {
+      proto: this.proto,
+      name: this.options.name,
+      timeoutMs: this.options.timeoutMs,
+      signal: this.options.signal,
+      port: 0,
+      onAsking: (info) => this.emit('asking', info),
+      ...extra
+    }
   }
 }
 
@@ -218,6 +296,10 @@ export class Forward extends Tunnel {
     }
   }
 
+  protected async restore (): Promise<Mapping> {
+    return await this.mapping()
+  }
+
   /** The live mapping, asked for again after a drop. */
   private async mapping (): Promise<Mapping> {
     if (this.current !== undefined && !this.current.closed) return this.current
@@ -238,7 +320,7 @@ export class Forward extends Tunnel {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
       this.open({ ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
-        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { socket.destroy(); this.failed(err) })
+        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failed(err) })
     })
     this.server = server
     this.address = await listenTcp(server, listen.ip, listen.port)
@@ -344,24 +426,8 @@ export class Expose extends Tunnel {
     return socket
   }
 
-  /** The connection dropped: bind again, with backoff, until it works or the tunnel stops. */
-  protected override dropped (err: StarsockError): void {
-    this.emit('error', err)
-    void (async () => {
-      for (let delay = 250; !this.stopped; delay = Math.min(delay * 2, 5000)) {
-        await new Promise((resolve) => setTimeout(resolve, delay))
-        if (this.stopped) return
-        try {
-          await this.bind()
-          return
-        } catch (e) {
-          if (this.stopped) return
-          const error = e instanceof StarsockError ? e : new StarsockError('E_BIND_FAILED', String(e))
-          if (error.code === 'E_DENIED' || error.code === 'E_BIND_FAILED' || error.code === 'E_NO_MAPPING') return this.stop(error)
-          this.emit('error', error)
-        }
-      }
-    })()
+  protected async restore (): Promise<void> {
+    await this.bind()
   }
 
   protected shutdown (): void {

@@ -4,11 +4,13 @@ import {
   describeOffer,
   isHost,
   isPort,
+  MAX_ASKING_TIMEOUT_MS,
   MAX_CHANNEL_TYPE_CHARS,
   MAX_HOST_CHARS,
   MAX_OFFER_NAME_CHARS,
   MUX_PROTOCOL,
   MUX_VERSION,
+  parseAsking,
   parseError,
   parseHello,
   parseOffer,
@@ -100,6 +102,17 @@ describe('parseHello', () => {
     expect(parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, extra: 'x' })).toEqual({ protocol: 'starsock-mux', version: 1, window: 4096 })
   })
 
+  it.each<[string, unknown, boolean]>([
+    ['interim: true', true, true],
+    ['interim: false', false, false],
+    ['interim: "yes"', 'yes', false],
+    ['interim: 1', 1, false]
+  ])('keeps %s only when it is exactly true', (_, interim, kept) => {
+    const hello = parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, interim })
+    expect(hello.interim).toBe(kept ? true : undefined)
+    expect(Object.hasOwn(hello, 'interim')).toBe(kept)
+  })
+
   const WINDOW = 'HELLO window must be an integer from 1024 to 2^31'
   it.each<[string, unknown, string]>([
     ['null', null, 'not a starsock-mux connection'],
@@ -119,6 +132,34 @@ describe('parseHello', () => {
     ['a null window', { protocol: 'starsock-mux', version: 1, window: null }, WINDOW]
   ])('refuses %s', (_, value, message) => {
     expectProtocolError(() => parseHello(value), message)
+  })
+})
+
+describe('parseAsking (interim OFFER_REPLY)', () => {
+  it.each<[string, unknown, { timeoutMs: number } | undefined]>([
+    ['a final grant', {}, undefined],
+    ['a final refusal', { error: { code: 'E_DENIED', message: 'no' } }, undefined],
+    ['not an object', 'asking', undefined],
+    ['an interim answer', { asking: { timeoutMs: 60_000 } }, { timeoutMs: 60_000 }],
+    ['no time at all', { asking: { timeoutMs: 0 } }, { timeoutMs: 0 }],
+    ['the longest wait', { asking: { timeoutMs: MAX_ASKING_TIMEOUT_MS } }, { timeoutMs: MAX_ASKING_TIMEOUT_MS }],
+    ['extra fields', { asking: { timeoutMs: 5, by: 'person' }, x: 1 }, { timeoutMs: 5 }]
+  ])('reads %s', (_, value, expected) => {
+    expect(parseAsking(value)).toEqual(expected)
+  })
+
+  const ASKING = `asking must be { timeoutMs } with an integer from 0 to ${MAX_ASKING_TIMEOUT_MS}`
+  it.each<[string, unknown]>([
+    ['null', { asking: null }],
+    ['a number', { asking: 60_000 }],
+    ['no timeoutMs', { asking: {} }],
+    ['a string timeoutMs', { asking: { timeoutMs: '60000' } }],
+    ['a negative timeoutMs', { asking: { timeoutMs: -1 } }],
+    ['a fractional timeoutMs', { asking: { timeoutMs: 1.5 } }],
+    ['a timeoutMs over a day', { asking: { timeoutMs: MAX_ASKING_TIMEOUT_MS + 1 } }],
+    ['an infinite timeoutMs', { asking: { timeoutMs: Number.POSITIVE_INFINITY } }]
+  ])('refuses %s', (_, value) => {
+    expectProtocolError(() => parseAsking(value), ASKING)
   })
 })
 
