@@ -56,7 +56,10 @@ export const ERROR_CODES = {
   E_UDP_DISABLED: 'the server runs no UDP relay',
   E_UDP_NO_PORTS: 'no free pair of UDP ports in the relay\'s range',
   E_UDP_NOT_FOUND: 'no such UDP allocation of this peer (expired or released)',
-  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations'
+  E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations',
+  E_LIMIT_TOTAL: 'the peer runs its maximum total of mappings, listening ports or channels for all other peers together',
+  E_LIMIT_FILE_SIZE: 'the file is larger than the receiver takes',
+  E_LIMIT_FILE_QUOTA: 'the sender (or all senders together) used up the receiver\'s file quota for now'
 } as const
 
 /** A stable error code. */

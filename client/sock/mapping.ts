@@ -55,8 +55,9 @@ export class Mapping extends Emitter<MappingEvents> {
     super()
   }
 
-  /** A short label for logs and prompts: `#3 connect/tcp 127.0.0.1:8080`. */
+  /** A short label for logs and prompts: `#3 connect/tcp 127.0.0.1:8080`, `#4 file "a.txt"`. */
   get label (): string {
+    if (this.offer.kind === 'file') return `#${this.id} file ${JSON.stringify(this.offer.name)}`
     return `#${this.id} ${this.offer.kind}/${this.offer.proto} ${this.offer.host}:${this.bound?.port ?? this.offer.port}`
   }
 
