@@ -44,6 +44,19 @@ export interface ChannelStats {
   bufferedBytes: number
   /** Datagrams dropped here: no credit or no room to send, or over the window on arrival. */
   droppedDatagrams: number
+  /** The same drops by cause. */
+  droppedBy: DatagramDrops
+}
+
+/**
+ * Datagrams a channel dropped, by cause: `credit` (sending: the other side's window was full, it
+ * reads slower than we send), `queue` (sending: the connection's output queue was over its bound),
+ * `window` (arriving: over this side's window, the other side sent past its credit).
+ */
+export interface DatagramDrops {
+  credit: number
+  queue: number
+  window: number
 }
 
 /** Credit a datagram's bookkeeping takes on top of its bytes, so many tiny datagrams are bounded too. */
@@ -70,6 +83,7 @@ export class Channel {
   private sent = 0
   private received = 0
   private dropped = 0
+  private readonly droppedBy: DatagramDrops = { credit: 0, queue: 0, window: 0 }
   private finished = false
   private failure: StarsockError | undefined
   /** The receive window now: it starts at the configured one and grows while the reader keeps up. */
@@ -155,6 +169,7 @@ export class Channel {
     if (this.localEnd !== undefined) return false
     const cost = datagramCost(data.byteLength)
     if (cost > this.credit || this.link.full()) {
+      this.droppedBy[cost > this.credit ? 'credit' : 'queue']++
       this.dropped++
       this.link.count('dropped', 1)
       return false
@@ -214,7 +229,7 @@ export class Channel {
 
   /** Figures now. */
   stats (): ChannelStats {
-    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.buffered, droppedDatagrams: this.dropped }
+    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.buffered, droppedDatagrams: this.dropped, droppedBy: { ...this.droppedBy } }
   }
 
   // ---- called by the multiplexer ----
@@ -227,6 +242,7 @@ export class Channel {
     this.link.count('in', item.data.byteLength)
     if (this.buffered + cost > this.windowBytes) {
       if (this.datagrams) {
+        this.droppedBy.window++
         this.dropped++
         this.link.count('dropped', 1)
         return

@@ -105,6 +105,8 @@ export function udpType (ip: string): 'udp4' | 'udp6' {
  * `net.core.rmem_max` / `wmem_max` (no error).
  */
 export const UDP_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+/** The same for a socket of one source (a connect, one of an expose's): up to 256 of them per tunnel. */
+export const UDP_SOURCE_SOCKET_BUFFER_BYTES = 1024 * 1024
 
 /** A UDP socket for `ip` with `UDP_SOCKET_BUFFER_BYTES` of kernel buffers (applied when it binds). */
 export function udpSocket (ip: string, bufferBytes = UDP_SOCKET_BUFFER_BYTES): dgram.Socket {
@@ -128,7 +130,7 @@ async function tcpConnect (dst: SockAddress, timeoutMs: number): Promise<net.Soc
 }
 
 async function udpConnect (dst: SockAddress): Promise<dgram.Socket> {
-  const socket = udpSocket(dst.ip)
+  const socket = udpSocket(dst.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err) => reject(connectError(err, dst)))

@@ -287,7 +287,7 @@ describe('Channel: receive window', () => {
     const { ch, link } = channel(RELIABLE, 1000, 1000)
     ch.push({ data: pattern(900) })
     expect(link.windows()).toEqual([])
-    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 900, bufferedBytes: 900, droppedDatagrams: 0 })
+    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 900, bufferedBytes: 900, droppedDatagrams: 0, droppedBy: { credit: 0, queue: 0, window: 0 } })
   })
 
   it.each<[number, number]>([
@@ -304,7 +304,7 @@ describe('Channel: receive window', () => {
     const { ch, link } = channel(UNRELIABLE, 4 * datagramCost(0), 1000)
     for (let i = 0; i < 5; i++) ch.push({ data: new Uint8Array(0) })
     // The window holds four empty datagrams: the fifth is dropped.
-    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 0, bufferedBytes: 4 * DATAGRAM_OVERHEAD_BYTES, droppedDatagrams: 1 })
+    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 0, bufferedBytes: 4 * DATAGRAM_OVERHEAD_BYTES, droppedDatagrams: 1, droppedBy: { credit: 0, queue: 0, window: 1 } })
     await within(ch.receive(), 'the first empty datagram')
     expect(link.windows()).toEqual([])
     await within(ch.receive(), 'the second empty datagram')
@@ -374,6 +374,8 @@ describe('Channel: datagrams', () => {
       expect(ch.stats().droppedDatagrams, what).toBe(dropped)
       expect(link.counts.dropped, what).toBe(dropped)
     }
+    // Every drop but the one while the link was full (with credit for it) was for want of credit.
+    expect(ch.stats().droppedBy).toEqual({ credit: dropped - 1, queue: 1, window: 0 })
     expect(link.of(FRAME.DATAGRAM).map((f) => decodeDatagram(f).data.byteLength)).toEqual([4, 6, 0, 6])
     expect(ch.stats().sentBytes).toBe(16)
     expect(link.counts.out).toBe(16)
@@ -420,6 +422,7 @@ describe('Channel: datagrams', () => {
     expect(link.of(FRAME.RESET)).toEqual([])
     expect(ch.stats().droppedDatagrams).toBe(sizes.length - kept.length)
     expect(link.counts.dropped).toBe(sizes.length - kept.length)
+    expect(ch.stats().droppedBy).toEqual({ credit: 0, queue: 0, window: sizes.length - kept.length })
     for (const n of kept) expect((await within(ch.receive(), `a ${n}-byte datagram`))?.data).toEqual(pattern(n))
     expect(ch.stats().bufferedBytes).toBe(0)
   })
@@ -688,7 +691,7 @@ describe('Channel: window auto-tuning', () => {
     }
     expect(link.windows()).toEqual([1500, 3000, 6000, 4000])
     expect(link.reserves).toEqual([[1000, true], [2000, true], [4000, true]])
-    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 7500, bufferedBytes: 0, droppedDatagrams: 0 })
+    expect(ch.stats()).toEqual({ sentBytes: 0, receivedBytes: 7500, bufferedBytes: 0, droppedDatagrams: 0, droppedBy: { credit: 0, queue: 0, window: 0 } })
   })
 
   it('never grows a datagram channel, even when its reader keeps up', async () => {
