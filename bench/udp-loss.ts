@@ -1,8 +1,8 @@
 /**
- * UDP loss through a real `forward`: a server on 127.0.0.1, two sock agents, a UDP echo as the
- * service and a UDP client, all in this process (the busiest case: one event loop for all).
- * Sends COUNT datagrams of 16 to 1,200 bytes at RATE per second (from a worker thread, so its
- * pacing does not depend on the tunnel's event loop) and prints where they were lost:
+ * UDP loss through a real `forward`: a server on 127.0.0.1 and two sock agents in this process;
+ * the service (a UDP echo) and the application in a worker thread, so their pacing and buffers
+ * do not depend on the tunnel's event loop.
+ * Sends COUNT datagrams of 16 to 1,200 bytes at RATE per second and prints where they were lost:
  * dropped by the tunnel (by cause), by the kernel (`/proc/net/snmp` receive-buffer errors, for the
  * whole machine), and CPU steal over the run.
  *
@@ -11,7 +11,6 @@
  *
  *   node --import tsx bench/udp-loss.ts [COUNT=10000] [RATE=1000] [STALL_MS=0]
  */
-import dgram from 'node:dgram'
 import { readFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
 import { createPeer } from '../client/peer.ts'
@@ -42,11 +41,18 @@ function cpu (): { total: number, steal: number } {
 const SENDER = `
 const dgram = require('node:dgram')
 const { parentPort, workerData } = require('node:worker_threads')
-const { COUNT, RATE, port } = workerData
-const app = dgram.createSocket('udp4')
+const { COUNT, RATE } = workerData
+// The service (a UDP echo) and the application, both with large buffers: what they lose is not the tunnel's.
+const service = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 })
+const app = dgram.createSocket({ type: 'udp4', recvBufferSize: 8 << 20 })
+let atService = 0
 let back = 0
+service.on('message', (msg, r) => { atService++; service.send(msg, r.port, r.address) })
 app.on('message', () => { back++ })
-app.bind(0, '127.0.0.1', () => {
+service.bind(0, '127.0.0.1', () => app.bind(0, '127.0.0.1', () => {
+  parentPort.postMessage({ servicePort: service.address().port })
+}))
+parentPort.once('message', ({ port }) => {
   const t0 = performance.now()
   let sent = 0
   let bytes = 0
@@ -68,7 +74,8 @@ app.bind(0, '127.0.0.1', () => {
       if (back !== last) { last = back; return }
       clearInterval(settle)
       app.close()
-      parentPort.postMessage({ back, sendMs, bytes })
+      service.close()
+      parentPort.postMessage({ atService, back, sendMs, bytes })
     }, 1000)
   }
   tick()
@@ -78,18 +85,16 @@ app.bind(0, '127.0.0.1', () => {
 const server = createServer({ shutdownGraceMs: 0 })
 const { port } = await server.listen(0, '127.0.0.1')
 const url = `http://127.0.0.1:${port}`
-const echo = dgram.createSocket('udp4')
-let atService = 0
-echo.on('message', (msg, rinfo) => { atService++; echo.send(msg, rinfo.port, rinfo.address) })
-await new Promise<void>((resolve) => echo.bind(0, '127.0.0.1', resolve))
-const target = createSockAgent(await createPeer({ server: url }), { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.address().port}`] })
+const worker = new Worker(SENDER, { eval: true, workerData: { COUNT, RATE } })
+const { servicePort } = await new Promise<{ servicePort: number }>((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject) })
+const target = createSockAgent(await createPeer({ server: url }), { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${servicePort}`] })
 const client = createSockAgent(await createPeer({ server: url }), { host: createNodeHost() })
-const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.address().port } })
+const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: servicePort } })
 const snmp0 = udpSnmp()
 const cpu0 = cpu()
 const stall = STALL_MS > 0 ? setInterval(() => { const until = performance.now() + STALL_MS; while (performance.now() < until); }, 1000) : undefined
-const worker = new Worker(SENDER, { eval: true, workerData: { port: fwd.address.port, COUNT, RATE } })
-const { back, sendMs, bytes } = await new Promise<{ back: number, sendMs: number, bytes: number }>((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject) })
+worker.postMessage({ port: fwd.address.port })
+const { atService, back, sendMs, bytes } = await new Promise<{ atService: number, back: number, sendMs: number, bytes: number }>((resolve, reject) => { worker.once('message', resolve); worker.once('error', reject) })
 clearInterval(stall)
 const snmp1 = udpSnmp()
 const cpu1 = cpu()
@@ -115,5 +120,4 @@ process.stdout.write(JSON.stringify(result, null, 2) + '\n')
 await fwd.close()
 await client.close(); await client.peer.close()
 await target.close(); await target.peer.close()
-echo.close()
 await server.close()
