@@ -62,6 +62,15 @@ export interface DatagramDrops {
 /** Credit a datagram's bookkeeping takes on top of its bytes, so many tiny datagrams are bounded too. */
 export const DATAGRAM_OVERHEAD_BYTES = 64
 
+/**
+ * Largest window a datagram channel grows to while its reader keeps up. A datagram channel's
+ * window is what lets its sender go on while the other side is busy (a stalled event loop, a
+ * stopped process): at 1,000 datagrams of 600 bytes a second, 256 KiB lasts about 190 ms once
+ * half of it waits to be granted back, 1 MiB about 780 ms. Past it, datagrams are dropped and
+ * counted (`credit`) rather than queued for longer: old datagrams are worth little.
+ */
+export const MAX_DATAGRAM_WINDOW_BYTES = 1024 * 1024
+
 /** Credit a datagram takes: its length plus a fixed overhead. */
 export function datagramCost (bytes: number): number {
   return bytes + DATAGRAM_OVERHEAD_BYTES
@@ -296,7 +305,8 @@ export class Channel {
       // the window, not the reader, is what limits the channel: double it, within the
       // connection's budget. A slow reader always has bytes unread, and its window never grows.
       let extra = 0
-      if (this.buffered === 0 && !this.datagrams && this.windowBytes * 2 <= this.maxWindowBytes && this.link.reserve(this.windowBytes)) {
+      const max = this.datagrams ? Math.min(this.maxWindowBytes, MAX_DATAGRAM_WINDOW_BYTES) : this.maxWindowBytes
+      if (this.buffered === 0 && this.windowBytes * 2 <= max && this.link.reserve(this.windowBytes)) {
         extra = this.windowBytes
         this.grown += extra
         this.windowBytes *= 2
