@@ -21,6 +21,8 @@ import { Mapping } from './mapping.ts'
 
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
+/** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
+export const FILE_QUOTA_MIN_CHARGE_BYTES = 64 * 1024
 
 /** Runs sockets on this machine on behalf of other peers. */
 export interface SockHost {
@@ -71,7 +73,7 @@ export interface FileReceiverOptions {
   onFile: (channel: Channel, mapping: Mapping) => void
   /** Largest file taken; a larger offer is refused with `E_LIMIT_FILE_SIZE` before anyone is asked. @default 1 GiB */
   maxFileBytes?: number
-  /** Bytes of files one peer may have granted within `quotaWindowMs`; past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
+  /** Bytes of files one peer may have granted within `quotaWindowMs` (each file counts at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
   quotaBytesPerPeer?: number
   /** Bytes of files all peers together may have granted within `quotaWindowMs` (identities are free). @default 16 GiB */
   quotaBytesTotal?: number
@@ -387,6 +389,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     }
     if (offer.kind === 'file' && this.files !== undefined) {
       const size = offer.size ?? 0
+      const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
       const { maxFileBytes, quotaBytesPerPeer, quotaBytesTotal, quotaWindowMs } = this.files
       if (size > maxFileBytes) return this.limited(peerId, 'E_LIMIT_FILE_SIZE', 'file-size', `${formatSize(size)} is over the ${formatSize(maxFileBytes)} this peer takes in one file`)
       const since = Date.now() - quotaWindowMs
@@ -398,8 +401,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         if (g.peerId === peerId) mine += g.bytes
       }
       const minutes = Math.round(quotaWindowMs / 60_000)
-      if (mine + size > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
-      if (all + size > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
+      if (mine + charge > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
+      if (all + charge > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
     }
     return undefined
   }
@@ -485,7 +488,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     const mapping = this.track(mux, id, offer, false)
     if (offer.kind === 'file') {
-      this.fileGrants.push({ peerId, at: Date.now(), bytes: offer.size ?? 0 })
+      this.fileGrants.push({ peerId, at: Date.now(), bytes: Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES) })
       // A granted file that never comes must not hold its place under the limits.
       const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
       timer.unref?.()
