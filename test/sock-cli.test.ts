@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { createPeer } from '../client/peer.ts'
-import { createSockAgent } from '../client/sock/agent.ts'
+import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import type { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
@@ -177,6 +177,23 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(readdirSync(files)).toHaveLength(1)
   })
 
+  it('listen --max-bound-ports-total: binds of several identities stop at the total with E_LIMIT_TOTAL, logged as a limit event', async () => {
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'bind/tcp:127.0.0.1:0', '--max-bound-ports-total', '2', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const binders = await Promise.all([1, 2, 3].map(async () => {
+      const a = createSockAgent(await createPeer({ server: server.url() }))
+      cleanup.push({ close: async () => { await a.close(); await a.peer.close() } })
+      return a
+    }))
+    for (const b of binders.slice(0, 2)) expect((await b.bind(listenerId, { host: '127.0.0.1', port: 0 })).bound?.port).toBeGreaterThan(0)
+    const third = binders[2] as SockAgent
+    const err = await rejection(third.bind(listenerId, { host: '127.0.0.1', port: 0 }))
+    expect(err.code).toBe('E_LIMIT_TOTAL')
+    expect(err.message).toBe('This peer listens on 2 ports for other peers, its total for all peers together (maxBoundPortsTotal 2); try later')
+    expect(await listen.event('limit')).toMatchObject({ code: 'E_LIMIT_TOTAL', what: 'ports', peerId: third.peer.peerId })
+  })
+
   it('serve --gateway: expose makes the server host listen, and a TCP client reaches the local service', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
@@ -205,6 +222,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'bind/udp:*:9-2'], /port range 9-2/],
     [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'file:/tmp'], /--allow.*file\[:\*\]\[@PEERID\]/],
     [['listen', '--server', 'http://127.0.0.1:1', '--files', '/tmp/x', '--max-file-bytes', 'lots'], /--max-file-bytes.*Not an integer/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--max-bound-ports-total', '-1'], /--max-bound-ports-total.*at least 0/],
     [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/]
   ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
     const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
