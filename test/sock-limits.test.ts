@@ -123,6 +123,16 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
     await mb.connect()
   })
 
+  it('a UDP bind counts what it drops: datagrams from the binder to addresses that never sent to the port', async () => {
+    const target = await fresh({ allow: ['bind/udp:127.0.0.1:0'] })
+    const binder = await fresh()
+    const mapping = await binder.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0 })
+    const channel = mapping.bindChannel as Channel
+    for (let i = 0; i < 5; i++) channel.send(new TextEncoder().encode('to nobody who asked'), { ip: '127.0.0.1', port: 9 })
+    await waitFor('the five datagrams to be dropped and counted at the bind', () => target.stats().udpBindDrops.unknown === 5)
+    expect(target.stats().udpBindDrops).toEqual({ sources: 0, away: 0, unknown: 5 })
+  })
+
   it('a file is an offer: no byte flows before it is granted; a rule grants it; size cap and per-peer quota refuse with their codes', async () => {
     const received: Array<{ name: string, data: Buffer }> = []
     const onFile = (channel: Channel, mapping: Mapping): void => {

@@ -17,7 +17,7 @@ import type { Channel } from '../mux/channel.ts'
 import { Muxer, type MuxOptions } from '../mux/muxer.ts'
 import type { StarsockPeer } from '../peer.ts'
 import { bounded } from '../waiters.ts'
-import { Mapping } from './mapping.ts'
+import { addDrops, Mapping } from './mapping.ts'
 
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
@@ -46,6 +46,20 @@ export interface HostListener {
   attach: (channel: Channel) => void
   /** Stop listening and close what it accepted. */
   close: () => void
+  /** UDP: datagrams the bound socket dropped, by cause (see `UdpBindDrops`). */
+  drops?: () => UdpBindDrops
+}
+
+/**
+ * Datagrams a UDP bind dropped: `sources` (from a new source while it remembered its maximum of
+ * sources), `away` (arrived while the binder's connection was down, its lease running),
+ * `unknown` (the binder sent to an address that had not sent to the port: a bind is no way to
+ * reach any host).
+ */
+export interface UdpBindDrops {
+  sources: number
+  away: number
+  unknown: number
 }
 
 /** An offer waiting for a decision, as a prompt shows it. */
@@ -154,6 +168,8 @@ export interface SockAgentStats {
   droppedDatagrams: number
   /** Offers and channels refused by a limit, by code (`E_LIMIT_TOTAL`, `E_LIMIT_MAPPINGS`, ...). */
   refused: Partial<Record<ErrorCode, number>>
+  /** Datagrams the UDP ports bound for other peers dropped, by cause (ports bound now). */
+  udpBindDrops: UdpBindDrops
 }
 
 interface BindState {
@@ -331,7 +347,12 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   /** Figures of every connection: bytes each way, datagrams dropped, channels open, what limits refused. */
   stats (): SockAgentStats {
-    const s = { peers: 0, channelsOpen: 0, mappings: 0, mappingsGranted: this.grantedTotal(), boundPorts: this.boundPorts(), ...this.closedCounters, refused: { ...this.refused } }
+    const udpBindDrops: UdpBindDrops = { sources: 0, away: 0, unknown: 0 }
+    for (const state of new Set([...this.binds.values(), ...this.leases.values()])) {
+      const d = state.listener.drops?.()
+      if (d !== undefined) addDrops(udpBindDrops, d)
+    }
+    const s = { peers: 0, channelsOpen: 0, mappings: 0, mappingsGranted: this.grantedTotal(), boundPorts: this.boundPorts(), ...this.closedCounters, refused: { ...this.refused }, udpBindDrops }
     for (const [mux, mappings] of this.mappingsOf) {
       if (!mux.closed) s.peers++
       s.channelsOpen += mux.list().length

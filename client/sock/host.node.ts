@@ -9,7 +9,7 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockProto } from '../../shared/sock-protocol.ts'
 import type { Channel, Datagram } from '../mux/channel.ts'
-import type { BindTarget, HostListener, SockHost } from './agent.ts'
+import type { BindTarget, HostListener, SockHost, UdpBindDrops } from './agent.ts'
 
 /** Options of the Node host. */
 export interface NodeHostOptions {
@@ -199,6 +199,7 @@ export const UDP_SOURCE_TTL_MS = 120_000
 async function udpListen (host: string, port: number): Promise<HostListener> {
   const socket = await bindUdp(host, port)
   let current: Channel | undefined
+  const drops: UdpBindDrops = { sources: 0, away: 0, unknown: 0 }
   // The binder may only answer sources that sent to the bound port (a bind is not a connect
   // to anywhere): a table of recent sources, bounded in size and age.
   const sources = new Map<string, number>()
@@ -208,10 +209,12 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
       sources.delete(key)
       sources.set(key, Date.now())
     } else {
-      return // too many sources at once: dropped
+      drops.sources++ // too many sources at once: dropped
+      return
     }
     // With no binder attached (a lease running) the datagram has nowhere to go: dropped.
     if (current !== undefined && !current.closed) current.send(msg, { ip: rinfo.address, port: rinfo.port })
+    else drops.away++
   })
   const sweep = setInterval(() => {
     const old = Date.now() - UDP_SOURCE_TTL_MS
@@ -226,8 +229,10 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
       void forEachDatagram(channel, ({ data, addr }) => {
         // Not a source of this bind: dropped.
         if (addr !== undefined && sources.has(`${addr.ip}|${addr.port}`)) socket.send(data, addr.port, addr.ip)
+        else drops.unknown++
       })
     },
+    drops: () => ({ ...drops }),
     close: () => {
       clearInterval(sweep)
       try { socket.close() } catch {}
