@@ -10,7 +10,7 @@ import type { Mapping } from '../client/sock/mapping.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-import { tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
+import { tcpEcho, tcpRoundTrip, udpClient, type Closable } from './helpers/sockets.ts'
 
 async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
   try {
@@ -131,6 +131,24 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
     for (let i = 0; i < 5; i++) channel.send(new TextEncoder().encode('to nobody who asked'), { ip: '127.0.0.1', port: 9 })
     await waitFor('the five datagrams to be dropped and counted at the bind', () => target.stats().udpBindDrops.unknown === 5)
     expect(target.stats().udpBindDrops).toEqual({ sources: 0, away: 0, unknown: 5 })
+  })
+
+  it('UDP binds of several identities together remember no more sources than the host\'s total; the rest are dropped and counted', async () => {
+    const target = await fresh({ allow: ['bind/udp:127.0.0.1:0'], host: createNodeHost({ maxUdpBindSourcesTotal: 2 }) })
+    const [a, b] = await Promise.all([fresh(), fresh()])
+    const binds = [await a.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0 }), await b.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0 })]
+    const clients = await Promise.all([1, 2, 3].map(async () => await udpClient()))
+    cleanup.push(...clients)
+    // Two sources to the first bind, one to the second: the third source is one too many.
+    const to = [binds[0], binds[0], binds[1]].map((m) => m?.bound?.port ?? 0)
+    for (const [i, c] of clients.entries()) {
+      c.socket.send(Buffer.from(`from ${i}`), to[i], '127.0.0.1')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    await waitFor('the third source to be dropped and counted', () => target.stats().udpBindDrops.sources === 1)
+    const got = await within('the first datagram on the first bind', (binds[0]?.bindChannel as Channel).receive())
+    expect(Buffer.from(got?.data ?? []).toString()).toBe('from 0')
+    expect(target.stats().udpBindDrops).toEqual({ sources: 1, away: 0, unknown: 0 })
   })
 
   it('a file is an offer: no byte flows before it is granted; a rule grants it; size cap and per-peer quota refuse with their codes', async () => {

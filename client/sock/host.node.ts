@@ -15,6 +15,8 @@ import type { BindTarget, HostListener, SockHost, UdpBindDrops } from './agent.t
 export interface NodeHostOptions {
   /** How long a TCP connect may take. @default 10_000 */
   connectTimeoutMs?: number
+  /** Sources all UDP binds of this host remember together (each at most `MAX_UDP_BIND_SOURCES`); datagrams from more are dropped and counted. @default 65_536 */
+  maxUdpBindSourcesTotal?: number
 }
 
 /** Map a socket error to a sock error code. */
@@ -196,7 +198,10 @@ export const MAX_UDP_BIND_SOURCES = 4096
 /** How long a UDP bind may answer a source after it last sent. */
 export const UDP_SOURCE_TTL_MS = 120_000
 
-async function udpListen (host: string, port: number): Promise<HostListener> {
+/** Sources remembered by all UDP binds of one host, against its total. */
+interface SourceCount { now: number, max: number }
+
+async function udpListen (host: string, port: number, total: SourceCount): Promise<HostListener> {
   const socket = await bindUdp(host, port)
   let current: Channel | undefined
   const drops: UdpBindDrops = { sources: 0, away: 0, unknown: 0 }
@@ -205,9 +210,12 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
   const sources = new Map<string, number>()
   socket.on('message', (msg, rinfo) => {
     const key = `${rinfo.address}|${rinfo.port}`
-    if (sources.has(key) || sources.size < MAX_UDP_BIND_SOURCES) {
+    if (sources.has(key)) {
       sources.delete(key)
       sources.set(key, Date.now())
+    } else if (sources.size < MAX_UDP_BIND_SOURCES && total.now < total.max) {
+      sources.set(key, Date.now())
+      total.now++
     } else {
       drops.sources++ // too many sources at once: dropped
       return
@@ -218,7 +226,12 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
   })
   const sweep = setInterval(() => {
     const old = Date.now() - UDP_SOURCE_TTL_MS
-    for (const [key, at] of sources) if (at < old) sources.delete(key)
+    for (const [key, at] of sources) {
+      if (at < old) {
+        sources.delete(key)
+        total.now--
+      }
+    }
   }, 10_000)
   sweep.unref()
   const a = socket.address()
@@ -235,6 +248,8 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
     drops: () => ({ ...drops }),
     close: () => {
       clearInterval(sweep)
+      total.now -= sources.size
+      sources.clear()
       try { socket.close() } catch {}
     }
   }
@@ -243,8 +258,10 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
 /** The Node `SockHost`: real TCP and UDP sockets. */
 export function createNodeHost (options: NodeHostOptions = {}): SockHost {
   const timeoutMs = options.connectTimeoutMs ?? 10_000
+  const sources: SourceCount = { now: 0, max: options.maxUdpBindSourcesTotal ?? 65_536 }
+  if (!Number.isSafeInteger(sources.max) || sources.max < 0) throw new RangeError('maxUdpBindSourcesTotal must be a non-negative integer')
   return {
     connect: async (channel, dst, proto) => await connectChannel(channel, dst, proto, timeoutMs),
-    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port)
+    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port, sources)
   }
 }
