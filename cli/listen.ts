@@ -39,7 +39,7 @@ export function reportAgent (agent: SockAgent, status: StatusReporter): void {
 /** The `listen` command; `started` receives the promise of its exit code. */
 export function listenCommand (started: (run: Promise<number>) => void) {
   return sockCommand('listen', 'join and run what other peers offer (connect, bind) as --allow rules or a person allow')
-    .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080 (repeatable)', ruleList)
+    .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
     .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
