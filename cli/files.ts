@@ -1,7 +1,8 @@
 /**
  * Files sent by other peers (the page's "Send file"), saved into a folder by `starsock listen
- * --files DIR`. The wire format is the page's: on a `file` channel, a JSON line
- * `{ name, size, sha256 }`, the bytes, then our answer line `{ ok, sha256 }`.
+ * --files DIR`. A file is an offer first (`file` kind with name and size, granted by a `file`
+ * rule or a person); then, on its `file` channel, a JSON line `{ name, size, sha256 }`, the
+ * bytes, then our answer line `{ ok, sha256 }`.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
@@ -11,9 +12,12 @@ import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { parseFileHeader } from '../shared/file-transfer.ts'
 import { StarsockError } from '../shared/errors.ts'
+import type { Offer } from '../shared/sock-protocol.ts'
 
-/** Largest file taken. */
-export const MAX_RECEIVED_FILE_BYTES = 16 * 1024 * 1024 * 1024
+/** Largest file `listen --files` takes unless `--max-file-bytes` says otherwise. */
+export const DEFAULT_MAX_FILE_BYTES = 1024 * 1024 * 1024
+/** Bytes of files one peer may send within an hour unless `--file-quota-bytes` says otherwise. */
+export const DEFAULT_FILE_QUOTA_BYTES = 4 * 1024 * 1024 * 1024
 
 /** A name safe to create in the folder: no path, no leading dot, a few characters only. */
 export function safeFileName (name: string): string {
@@ -31,14 +35,20 @@ export interface ReceivedFile {
   ok: boolean
 }
 
-/** Receive one file from `channel` into `dir` (written as `.part`, renamed once the checksum matches). */
-export async function receiveFileInto (dir: string, channel: Channel): Promise<ReceivedFile> {
+/**
+ * Receive the file granted by `offer` from `channel` into `dir` (written as `.part`, renamed once
+ * the checksum matches). The header must announce the size offered; the name saved is the one
+ * offered (what the person or rule agreed to), made safe.
+ */
+export async function receiveFileInto (dir: string, channel: Channel, offer: Offer): Promise<ReceivedFile> {
   const reader = new LineReader(channel)
   const line = await reader.next()
   if (line === null) throw new StarsockError('E_BAD_REQUEST', 'file channel ended before its header')
-  const header = parseFileHeader(line, MAX_RECEIVED_FILE_BYTES)
+  const offered = offer.size ?? 0
+  const header = parseFileHeader(line, offered)
   const { size } = header
-  const name = safeFileName(header.name)
+  if (size !== offered) throw new StarsockError('E_BAD_REQUEST', `the file header announces ${size} bytes, the offer ${offered}`)
+  const name = safeFileName(offer.name)
   // Unique even for two files of one name in one millisecond; `wx` never overwrites anything.
   const final = join(dir, `${Date.now()}-${randomBytes(4).toString('hex')}-${name}`)
   const part = `${final}.part`

@@ -6,7 +6,7 @@ import type { SockAgent } from '../client/sock/agent.ts'
 import { mkdir } from 'node:fs/promises'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
-import { receiveFileInto } from './files.ts'
+import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
 import { integer } from './options.ts'
 import { interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { StatusReporter } from './status.ts'
@@ -50,7 +50,8 @@ export function reportServer (agent: SockAgent, status: StatusReporter): void {
 /** Log what an agent decides and runs. */
 export function reportAgent (agent: SockAgent, status: StatusReporter): void {
   reportServer(agent, status)
-  agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason },
+  agent.on('limit', (l) => status.event('limit', { ...l }, `refused for ${l.peerId} by a limit: ${l.message} (${l.code})`))
+  agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason, code: d.code },
     `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {
     if (m.local) return
@@ -66,17 +67,33 @@ export function reportAgent (agent: SockAgent, status: StatusReporter): void {
 /** The `listen` command; `started` receives the promise of its exit code. */
 export function listenCommand (started: (run: Promise<number>) => void) {
   return sockCommand('listen', 'join and run what other peers offer (connect, bind) as --allow rules or a person allow')
-    .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080 (repeatable)', ruleList)
+    .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
     .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
-    .option('--files <dir>', 'save files other peers send (the page\'s "Send file") into this folder')
-    .action((flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number, files?: string }) => {
+    .option('--files <dir>', 'save files other peers offer (the page\'s "Send file") into this folder, when a file rule or a person agrees')
+    .option('--max-file-bytes <n>', 'largest file taken (larger offers are refused before anyone is asked)', integer(0), DEFAULT_MAX_FILE_BYTES)
+    .option('--file-quota-bytes <n>', 'bytes of files one peer may send per hour (all peers together: 4 times this)', integer(0), DEFAULT_FILE_QUOTA_BYTES)
+    .option('--max-mappings-total <n>', 'mappings all other peers together may hold here', integer(0), 1024)
+    .option('--max-bound-ports-total <n>', 'ports listened on for all other peers together (leases count)', integer(0), 256)
+    .action((flags: ListenFlags) => {
       started(listen(flags))
     })
 }
 
-async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, prompt: boolean, leaseMs: number, files?: string }): Promise<number> {
+type ListenFlags = SockFlags & {
+  allow?: SockRule[]
+  ask?: boolean
+  prompt: boolean
+  leaseMs: number
+  files?: string
+  maxFileBytes: number
+  fileQuotaBytes: number
+  maxMappingsTotal: number
+  maxBoundPortsTotal: number
+}
+
+async function listen (flags: ListenFlags): Promise<number> {
   const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
   let consent: TerminalConsent | undefined
   let status: StatusReporter | undefined
@@ -85,26 +102,41 @@ async function listen (flags: SockFlags & { allow?: SockRule[], ask?: boolean, p
   const agent = await startAgent(flags, {
     allow: flags.allow ?? [],
     leaseMs: flags.leaseMs,
+    maxMappingsTotal: flags.maxMappingsTotal,
+    maxBoundPortsTotal: flags.maxBoundPortsTotal,
     onChannel: async (channel) => {
-      if (channel.header.type !== 'file' || files === undefined) throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
-      receiveFileInto(files, channel).then(
-        (f) => status?.event('file', { ...f }, `${f.ok ? 'saved' : 'checksum mismatch, dropped'} ${f.name} (${f.size} bytes, SHA-256 ${f.sha256}) from ${f.peerId}${f.ok ? ` as ${f.path}` : ''}`),
-        (err: unknown) => {
-          channel.abort(err)
-          status?.event('error', { code: (err as StarsockError).code, message: (err as Error).message }, `file from ${channel.remotePeer} failed: ${(err as Error).message}`)
-        })
-      return undefined
+      throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
     },
+    files: files === undefined
+      ? undefined
+      : {
+          maxFileBytes: flags.maxFileBytes,
+          quotaBytesPerPeer: flags.fileQuotaBytes,
+          quotaBytesTotal: 4 * flags.fileQuotaBytes,
+          quotaWindowMs: 3_600_000,
+          onFile: (channel, mapping) => {
+            receiveFileInto(files, channel, mapping.offer).then(
+              (f) => status?.event('file', { ...f }, `${f.ok ? 'saved' : 'checksum mismatch, dropped'} ${f.name} (${f.size} bytes, SHA-256 ${f.sha256}) from ${f.peerId}${f.ok ? ` as ${f.path}` : ''}`),
+              (err: unknown) => {
+                channel.abort(err)
+                status?.event('error', { code: (err as StarsockError).code, message: (err as Error).message }, `file from ${channel.remotePeer} failed: ${(err as Error).message}`)
+              })
+          }
+        },
     ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
   })
   status = new StatusReporter(flags.json === true, () => agent.stats())
   if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
   reportAgent(agent, status)
   const rules = (flags.allow ?? []).map((r) => r.text)
-  const commands = (flags.allow ?? []).map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId))
-  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, asking },
-    `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}` +
-    commands.map((c, i) => `\n  to use ${rules[i] ?? ''}, a peer runs: ${c}`).join(''))
+  // File rules have no command: files come from the page's "Send file" (or `agent.offerFile`).
+  const tunnelRules = (flags.allow ?? []).filter((r) => r.kind !== 'file')
+  const commands = tunnelRules.map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId))
+  const fileRule = (flags.allow ?? []).some((r) => r.kind === 'file')
+  const filesText = files === undefined ? '' : `; files into ${files} (${fileRule ? 'as the file rules allow, ' : ''}${asking ? 'others asked here' : fileRule ? 'others denied' : 'all denied: no file rule and nobody to ask'}; at most ${flags.maxFileBytes} bytes each, ${flags.fileQuotaBytes} per peer per hour)`
+  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, asking, files: files ?? null },
+    `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}${filesText}` +
+    commands.map((c, i) => `\n  to use ${tunnelRules[i]?.text ?? ''}, a peer runs: ${c}`).join(''))
   status.start()
   const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, flags.key)])
   status.stop()

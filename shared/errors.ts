@@ -60,7 +60,10 @@ export const ERROR_CODES = {
   E_LIMIT_ALLOCATIONS_PER_IP: 'the peers of one client IP address hold their maximum number of UDP allocations',
   E_LIMIT_PEERS_PER_IP: 'one client IP address has joined its maximum number of peer addresses',
   E_DISPLACED: 'another client with the same identity took this address over',
-  E_PEER_SHUTDOWN: 'the other peer is stopping or restarting (not a refusal: ask again when it is back)'
+  E_PEER_SHUTDOWN: 'the other peer is stopping or restarting (not a refusal: ask again when it is back)',
+  E_LIMIT_TOTAL: 'the peer runs its maximum total of mappings, listening ports or channels for all other peers together',
+  E_LIMIT_FILE_SIZE: 'the file is larger than the receiver takes',
+  E_LIMIT_FILE_QUOTA: 'the sender (or all senders together) used up the receiver\'s file quota for now'
 } as const
 
 /** A stable error code. */

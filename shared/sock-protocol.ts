@@ -11,6 +11,8 @@ export const MUX_VERSION = 1
 
 /** What a mapping asks for: connect to a host, or bind (listen on) a port, or send accepts. */
 export type SockKind = 'connect' | 'bind' | 'accept'
+/** What an offer asks for: a sock kind, or `file` (take one file on a `file` channel). */
+export type OfferKind = SockKind | 'file'
 /** Reliable (`tcp`) or unreliable (`udp`). */
 export type SockProto = 'tcp' | 'udp'
 
@@ -34,14 +36,17 @@ export const MAX_ASKING_TIMEOUT_MS = 86_400_000
 
 /** An offer: the request a person or a rule agrees to. */
 export interface Offer {
-  kind: SockKind
+  kind: OfferKind
+  /** `tcp` for a file. */
   proto: SockProto
-  /** connect: the host to reach; bind: the interface to listen on; accept: the sender's own listening host. */
+  /** connect: the host to reach; bind: the interface to listen on; accept: the sender's own listening host; file: `''`. */
   host: string
-  /** connect: the port to reach; bind: the port to listen on (0 = any); accept: the port listened on. */
+  /** connect: the port to reach; bind: the port to listen on (0 = any); accept: the port listened on; file: 0. */
   port: number
-  /** A human-readable name for the prompt. */
+  /** A human-readable name for the prompt; for a file, its name. */
   name: string
+  /** file: its size in bytes (the file channel must carry exactly this many). */
+  size?: number
 }
 
 /** The header of an OPEN frame. */
@@ -124,13 +129,27 @@ export function parseAsking (value: unknown): Asking | undefined {
 export function parseOffer (value: unknown): Offer {
   if (!isObject(value)) throw bad('offer must be an object')
   const { kind, proto, host, port, name } = value
-  if (typeof kind !== 'string' || !KINDS.has(kind)) throw bad('offer kind must be connect, bind or accept')
+  if (kind === 'file') return parseFileOffer(value)
+  if (typeof kind !== 'string' || !KINDS.has(kind)) throw bad('offer kind must be connect, bind, accept or file')
   if (proto !== 'tcp' && proto !== 'udp') throw bad('offer proto must be tcp or udp')
   if (!isHost(host)) throw bad('offer host must be a host name or address')
   if (!isPort(port)) throw bad('offer port must be 0 to 65535')
+  return { kind: kind as SockKind, proto, host, port, name: checkName(name) }
+}
+
+function checkName (name: unknown): string {
   if (typeof name !== 'string' || name.length > MAX_OFFER_NAME_CHARS) throw bad(`offer name must be a string of at most ${MAX_OFFER_NAME_CHARS} characters`)
   if (UNPRINTABLE.test(name)) throw bad('offer name must not hold control or direction characters')
-  return { kind: kind as SockKind, proto, host, port, name }
+  return name
+}
+
+/** A file offer: `{ kind: 'file', name, size }` (host and port are not used). */
+function parseFileOffer (value: Record<string, unknown>): Offer {
+  const name = checkName(value.name)
+  if (name === '') throw bad('a file offer needs a name')
+  const size = value.size
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw bad('a file offer needs a size in bytes (a non-negative integer)')
+  return { kind: 'file', proto: 'tcp', host: '', port: 0, name, size }
 }
 
 /** A checked OPEN header. */
@@ -177,6 +196,20 @@ export function errorToWire (err: unknown): { code: ErrorCode, message: string }
 
 /** The offer as one line, as a prompt or a log shows it: `connect/tcp 127.0.0.1:8080 "web"`. */
 export function describeOffer (offer: Offer): string {
+  if (offer.kind === 'file') return `file ${JSON.stringify(offer.name)}, ${formatSize(offer.size ?? 0)}`
   const name = offer.name === '' ? '' : ` ${JSON.stringify(offer.name)}`
   return `${offer.kind}/${offer.proto} ${offer.host.includes(':') ? `[${offer.host}]` : offer.host}:${offer.port}${name}`
+}
+
+/** `2.0 MiB (2097152 bytes)`, or `512 bytes`. */
+export function formatSize (bytes: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB']
+  if (bytes < 1024) return `${bytes} bytes`
+  let value = bytes / 1024
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${value.toFixed(1)} ${units[unit] as string} (${bytes} bytes)`
 }

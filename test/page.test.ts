@@ -223,19 +223,25 @@ describe('the browser page in real Chromium', () => {
     expect(await a.locator('#transfers li[data-direction="to"] .result').innerText()).toContain('Cancelled by the receiver')
   }, 60_000)
 
-  it('sends a file from the page to a Node peer running `starsock listen --files`', async () => {
+  /** Run `starsock listen --files DIR` with `flags`; `event` settles with its first JSON event of a name. */
+  const listenFiles = (dir: string, flags: string[]): { proc: ReturnType<typeof spawn>, event: (name: string) => Promise<Record<string, unknown>> } => {
+    const proc = spawn(process.execPath, [BIN, 'listen', '--server', server.url(), '--key', join(dir, 'key'), '--files', join(dir, 'in'), '--json', ...flags], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    proc.stdout?.on('data', (d: Buffer) => { out += d.toString() })
+    const event = async (name: string): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock listen`, (async () => {
+      for (;;) {
+        const line = out.split('\n').find((l) => l.includes(`"event":"${name}"`))
+        if (line !== undefined) return JSON.parse(line) as Record<string, unknown>
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+    })(), 20_000)
+    return { proc, event }
+  }
+
+  it('sends a file from the page to a Node peer running `starsock listen --files` with a file rule', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'starsock-files-'))
-    const proc = spawn(process.execPath, [BIN, 'listen', '--server', server.url(), '--key', join(dir, 'key'), '--files', join(dir, 'in'), '--json'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const { proc, event } = listenFiles(dir, ['--allow', 'file:*'])
     try {
-      let out = ''
-      proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
-      const event = async (name: string): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock listen`, (async () => {
-        for (;;) {
-          const line = out.split('\n').find((l) => l.includes(`"event":"${name}"`))
-          if (line !== undefined) return JSON.parse(line) as Record<string, unknown>
-          await new Promise((resolve) => setTimeout(resolve, 50))
-        }
-      })(), 20_000)
       const listenerId = String((await event('ready')).peerId)
       const page = await openPage()
       await peerIdOf(page)
@@ -245,9 +251,32 @@ describe('the browser page in real Chromium', () => {
       await page.click('#file-form button[type=submit]')
       const saved = await event('file')
       expect(saved).toMatchObject({ ok: true, size: file.byteLength, sha256: createHash('sha256').update(file).digest('hex'), name: 'evil name.bin' })
+      expect(await event('offer')).toMatchObject({ allowed: true, by: 'rule', rule: 'file:*', offer: 'file "../../evil name.bin", 2.0 MiB (2097152 bytes)' })
       expect(readdirSync(join(dir, 'in'))).toHaveLength(1)
       expect(readFileSync(String(saved.path)).equals(file)).toBe(true)
       await page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 10_000 })
+    } finally {
+      proc.kill('SIGTERM')
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+
+  it('a file to `starsock listen --files` with no file rule and nobody to ask is refused before a byte is sent, and the page says so', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'starsock-files-'))
+    const { proc, event } = listenFiles(dir, ['--no-prompt'])
+    try {
+      const listenerId = String((await event('ready')).peerId)
+      const page = await openPage()
+      await peerIdOf(page)
+      await pick(page, listenerId)
+      await page.setInputFiles('#file-input', { name: 'unwanted.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(100_000, 9) })
+      await page.click('#file-form button[type=submit]')
+      const row = page.locator('#transfers li[data-direction="to"][data-state="failed"]')
+      await row.waitFor({ timeout: 15_000 })
+      expect(await row.getAttribute('data-code')).toBe('E_DENIED')
+      expect(await row.locator('.result').innerText()).toBe('Refused: No rule allows file "unwanted.bin", 97.7 KiB (100000 bytes) (E_DENIED)')
+      expect(await event('offer')).toMatchObject({ allowed: false, code: 'E_DENIED' })
+      expect(readdirSync(join(dir, 'in'))).toEqual([])
     } finally {
       proc.kill('SIGTERM')
       rmSync(dir, { recursive: true, force: true })

@@ -1,14 +1,28 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { LineReader, writeLine } from '../client/mux/lines.ts'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
+import type { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+
+async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
+  try {
+    await promise
+  } catch (err) {
+    return err as StarsockError
+  }
+  throw new Error('expected a rejection')
+}
 
 /** A running `starsock` program with its output so far. */
 interface Program {
@@ -125,6 +139,61 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'person' })
   })
 
+  it('listen --files asks the person (sender, name, size) before a byte flows: yes saves it, no refuses it, too big is refused unasked', async () => {
+    const files = join(dir, 'in')
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--files', files, '--ask', '--max-file-bytes', '1000000', '--json'])
+    expect(await listen.event('ready')).toMatchObject({ files })
+    const sender = createSockAgent(await createPeer({ server: server.url() }))
+    cleanup.push({ close: async () => { await sender.close(); await sender.peer.close() } })
+    const prompts = (): number => listen.err().split('Allow? [y/N]').length - 1
+    const prompted = async (n: number): Promise<void> => await within(`prompt ${n} on the listener`, new Promise<void>((resolve) => {
+      const check = (): void => { if (prompts() >= n) resolve() }
+      listen.proc.stderr.on('data', check)
+      check()
+    }), 15_000)
+
+    const data = Buffer.from(testBytes(600_000, 5))
+    const granted = sender.offerFile(listenerId, { name: 'report.pdf', size: data.byteLength })
+    await prompted(1)
+    expect(listen.err()).toContain(`peer ${sender.peer.peerId} asks: file "report.pdf", 585.9 KiB (600000 bytes). Allow? [y/N]`)
+    expect(readdirSync(files)).toEqual([])
+    listen.proc.stdin.write('y\n')
+    const channel = await granted
+    await writeLine(channel, { name: 'report.pdf', size: data.byteLength, sha256: createHash('sha256').update(data).digest('hex') })
+    await channel.write(data)
+    await channel.closeWrite()
+    expect(await within('the listener\'s answer', new LineReader(channel).next(), 10_000)).toMatchObject({ ok: true })
+    const saved = await listen.event('file')
+    expect(saved).toMatchObject({ ok: true, name: 'report.pdf', size: data.byteLength, peerId: sender.peer.peerId })
+    expect(readFileSync(String(saved.path)).equals(data)).toBe(true)
+
+    const denied = rejection(sender.offerFile(listenerId, { name: 'second.bin', size: 10 }))
+    await prompted(2)
+    listen.proc.stdin.write('n\n')
+    expect(await denied).toMatchObject({ code: 'E_DENIED' })
+    expect(await rejection(sender.offerFile(listenerId, { name: 'huge.iso', size: 1_000_001 }))).toMatchObject({ code: 'E_LIMIT_FILE_SIZE' })
+    expect(prompts()).toBe(2)
+    expect(readdirSync(files)).toHaveLength(1)
+  })
+
+  it('listen --max-bound-ports-total: binds of several identities stop at the total with E_LIMIT_TOTAL, logged as a limit event', async () => {
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'bind/tcp:127.0.0.1:0', '--max-bound-ports-total', '2', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const binders = await Promise.all([1, 2, 3].map(async () => {
+      const a = createSockAgent(await createPeer({ server: server.url() }))
+      cleanup.push({ close: async () => { await a.close(); await a.peer.close() } })
+      return a
+    }))
+    for (const b of binders.slice(0, 2)) expect((await b.bind(listenerId, { host: '127.0.0.1', port: 0 })).bound?.port).toBeGreaterThan(0)
+    const third = binders[2] as SockAgent
+    const err = await rejection(third.bind(listenerId, { host: '127.0.0.1', port: 0 }))
+    expect(err.code).toBe('E_LIMIT_TOTAL')
+    expect(err.message).toBe('This peer listens on 2 ports for other peers, its total for all peers together (maxBoundPortsTotal 2); try later')
+    expect(await listen.event('limit')).toMatchObject({ code: 'E_LIMIT_TOTAL', what: 'ports', peerId: third.peer.peerId })
+  })
+
   it('serve --gateway: expose makes the server host listen, and a TCP client reaches the local service', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
@@ -151,6 +220,9 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     [['expose', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--port', '70000', '--to', '127.0.0.1:1'], /--port.*at most 65535/],
     [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'open:*:*'], /--allow.*KIND\[\/PROTO\]:HOST:PORT/],
     [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'bind/udp:*:9-2'], /port range 9-2/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'file:/tmp'], /--allow.*file\[:\*\]\[@PEERID\]/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--files', '/tmp/x', '--max-file-bytes', 'lots'], /--max-file-bytes.*Not an integer/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--max-bound-ports-total', '-1'], /--max-bound-ports-total.*at least 0/],
     [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/]
   ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
     const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })

@@ -1,11 +1,14 @@
 /**
- * File transfer between peers on a `file` channel: a JSON header line `{ name, size, sha256 }`,
- * the bytes, and the receiver's answer line `{ sha256, ok }`. Both sides show progress, speed,
- * time left and the checksum; either side can cancel (the channel is reset).
+ * File transfer between peers: a `file` offer (name and size) the receiver grants by a rule or a
+ * person, then on its `file` channel a JSON header line `{ name, size, sha256 }`, the bytes, and
+ * the receiver's answer line `{ sha256, ok }`. Both sides show progress, speed, time left and the
+ * checksum; either side can cancel (the channel is reset, or the offer withdrawn).
  */
 import { sha256 } from '@noble/hashes/sha2.js'
 import type { Channel } from '../client/mux/channel.ts'
-import type { Muxer } from '../client/mux/muxer.ts'
+import type { SockAgent } from '../client/sock/agent.ts'
+import { StarsockError } from '../shared/errors.ts'
+import type { Offer } from '../shared/sock-protocol.ts'
 import { el, formatBytes, formatSeconds, hex } from './dom.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { parseFileHeader } from '../shared/file-transfer.ts'
@@ -35,6 +38,11 @@ class TransferView {
     list.prepend(this.item)
   }
 
+  /** Say what the transfer waits for. */
+  waiting (text: string): void {
+    this.figures.textContent = text
+  }
+
   progress (done: number): void {
     this.bar.value = done
     const seconds = (performance.now() - this.started) / 1000
@@ -53,14 +61,21 @@ class TransferView {
   }
 }
 
-/** Send `file` to the peer of `mux`; settles when the receiver confirmed (or failed). */
-export async function sendFile (mux: Muxer, file: File, list: HTMLElement): Promise<void> {
+/** Offer `file` to `peerId` and send it once granted; settles when the receiver confirmed (or refused, or failed). */
+export async function sendFile (agent: SockAgent, peerId: string, file: File, list: HTMLElement): Promise<void> {
   const data = new Uint8Array(await file.arrayBuffer())
   const digest = hex(sha256(data))
-  const channel = await mux.open({ type: 'file', reliable: true })
-  const view = new TransferView(list, 'to', mux.remotePeer, file.name, data.byteLength, () => channel.abort(new Error('Cancelled by the sender')))
+  const cancel = new AbortController()
+  let channel: Channel | undefined
+  const view = new TransferView(list, 'to', peerId, file.name, data.byteLength, () => {
+    cancel.abort()
+    channel?.abort(new Error('Cancelled by the sender'))
+  })
   view.item.dataset.sha256 = digest
   try {
+    // No byte goes before the receiver agreed (a rule, or a person there).
+    view.waiting('waiting for the receiver to accept…')
+    channel = await agent.offerFile(peerId, { name: file.name, size: data.byteLength, signal: cancel.signal })
     await writeLine(channel, { name: file.name, size: data.byteLength, sha256: digest })
     for (let at = 0; at < data.byteLength; at += CHUNK_BYTES) {
       await channel.write(data.subarray(at, at + CHUNK_BYTES))
@@ -72,17 +87,21 @@ export async function sendFile (mux: Muxer, file: File, list: HTMLElement): Prom
     if (answer?.ok === true) view.finish(`Delivered, SHA-256 ${digest} confirmed by the receiver`, 'done')
     else view.finish(`The receiver got other bytes (SHA-256 ${answer?.sha256 ?? '?'})`, 'failed')
   } catch (err) {
-    view.finish(`Failed: ${(err as Error).message}`, 'failed')
+    const code = err instanceof StarsockError ? ` (${err.code})` : ''
+    view.item.dataset.code = err instanceof StarsockError ? err.code : ''
+    view.finish(`${err instanceof StarsockError && err.code === 'E_DENIED' ? 'Refused' : 'Failed'}: ${(err as Error).message}${code}`, 'failed')
   }
 }
 
-/** Take a `file` channel from a peer: read the header, the bytes, check and answer. */
-export async function receiveFile (channel: Channel, list: HTMLElement): Promise<void> {
+/** Take the `file` channel of a granted `offer`: read the header, the bytes, check and answer. */
+export async function receiveFile (channel: Channel, list: HTMLElement, offer: Offer): Promise<void> {
   const reader = new LineReader(channel)
   let view: TransferView | undefined
   try {
-    const header = parseFileHeader(await reader.next(), MAX_FILE_BYTES)
-    const { name, size } = header
+    const header = parseFileHeader(await reader.next(), Math.min(MAX_FILE_BYTES, offer.size ?? 0))
+    if (header.size !== offer.size) throw new Error(`the file header announces ${header.size} bytes, the offer ${offer.size ?? 0}`)
+    const { size } = header
+    const name = offer.name
     view = new TransferView(list, 'from', channel.remotePeer, name, size, () => channel.abort(new Error('Cancelled by the receiver')))
     const data = new Uint8Array(size)
     const hash = sha256.create()

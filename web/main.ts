@@ -13,7 +13,7 @@ import type { Mapping } from '../client/sock/mapping.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { ThroughputChart } from './chart.ts'
 import { byId, el, formatBytes } from './dom.ts'
-import { receiveFile, sendFile } from './files.ts'
+import { MAX_FILE_BYTES, receiveFile, sendFile } from './files.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
 
@@ -118,7 +118,7 @@ byId<HTMLFormElement>('file-form').addEventListener('submit', (e) => {
   if (file === undefined) return
   void (async () => {
     try {
-      await sendFile(await (agent as SockAgent).session(needPeer()), file, byId('transfers'))
+      await sendFile(agent as SockAgent, needPeer(), file, byId('transfers'))
     } catch (err) {
       byId('transfers').prepend(el('li', { 'data-state': 'failed' }, `Not sent: ${(err as Error).message}`))
     }
@@ -227,9 +227,11 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   peer = p
   const a = createSockAgent(p, {
     ask: askHere,
+    // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
+    allow: ['file:*'],
+    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer) } },
     onChannel: async (channel) => {
       if (channel.header.type === 'chat') void readChat(channel)
-      else if (channel.header.type === 'file') void receiveFile(channel, byId('transfers'))
       else throw new StarsockError('E_UNSUPPORTED', `The page takes no ${channel.header.type} channels`)
       return undefined
     }

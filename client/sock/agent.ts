@@ -6,10 +6,10 @@
  * port) goes through a `SockHost`; Node has one (`createNodeHost`), a browser has none, so it
  * denies such offers and can still ask other peers for them.
  */
-import { StarsockError } from '../../shared/errors.ts'
+import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
-import { describeOffer, isHost, isPort, type Offer, type Reply, type SockProto } from '../../shared/sock-protocol.ts'
+import { describeOffer, formatSize, isHost, isPort, type Offer, type Reply, type SockProto } from '../../shared/sock-protocol.ts'
 import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 import type { Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
@@ -17,7 +17,12 @@ import type { Channel } from '../mux/channel.ts'
 import { Muxer, type MuxOptions } from '../mux/muxer.ts'
 import type { StarsockPeer } from '../peer.ts'
 import { bounded } from '../waiters.ts'
-import { Mapping } from './mapping.ts'
+import { addDrops, Mapping } from './mapping.ts'
+
+/** How long a granted file offer waits for its channel before it is killed. */
+export const FILE_CHANNEL_TIMEOUT_MS = 30_000
+/** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
+export const FILE_QUOTA_MIN_CHARGE_BYTES = 64 * 1024
 
 /** Runs sockets on this machine on behalf of other peers. */
 export interface SockHost {
@@ -41,6 +46,20 @@ export interface HostListener {
   attach: (channel: Channel) => void
   /** Stop listening and close what it accepted. */
   close: () => void
+  /** UDP: datagrams the bound socket dropped, by cause (see `UdpBindDrops`). */
+  drops?: () => UdpBindDrops
+}
+
+/**
+ * Datagrams a UDP bind dropped: `sources` (from a new source while it remembered its maximum of
+ * sources), `away` (arrived while the binder's connection was down, its lease running),
+ * `unknown` (the binder sent to an address that had not sent to the port: a bind is no way to
+ * reach any host).
+ */
+export interface UdpBindDrops {
+  sources: number
+  away: number
+  unknown: number
 }
 
 /** An offer waiting for a decision, as a prompt shows it. */
@@ -54,10 +73,35 @@ export interface OfferRequest {
 /** What was decided about an offer. */
 export interface OfferDecision extends OfferRequest {
   allowed: boolean
-  /** `rule` (with the rule), `person`, `remembered`, or `none` (no rule, nobody to ask). */
+  /** `rule` (with the rule), `person`, `remembered`, or `none` (no rule, nobody to ask, or a limit). */
   by: 'rule' | 'person' | 'remembered' | 'none'
   rule?: string
   reason?: string
+  /** The code the requester got, when denied. */
+  code?: ErrorCode
+}
+
+/** Files other peers offer: who takes them, and how much. */
+export interface FileReceiverOptions {
+  /** Take one granted file: its channel carries the header line, then exactly `mapping.offer.size` bytes. */
+  onFile: (channel: Channel, mapping: Mapping) => void
+  /** Largest file taken; a larger offer is refused with `E_LIMIT_FILE_SIZE` before anyone is asked. @default 1 GiB */
+  maxFileBytes?: number
+  /** Bytes of files one peer may have granted within `quotaWindowMs` (each file counts at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
+  quotaBytesPerPeer?: number
+  /** Bytes of files all peers together may have granted within `quotaWindowMs` (identities are free). @default 16 GiB */
+  quotaBytesTotal?: number
+  /** The quota's sliding window. @default 3_600_000 (an hour) */
+  quotaWindowMs?: number
+}
+
+/** What a limit refused, as the `limit` event tells it. */
+export interface LimitRefusal {
+  peerId: string
+  code: ErrorCode
+  /** `mappings`, `ports`, `channels` (totals), `peer-mappings`, `file-size`, `file-quota`. */
+  what: string
+  message: string
 }
 
 /** Options of a sock agent. */
@@ -72,8 +116,19 @@ export interface SockAgentOptions {
   host?: SockHost
   /** How long a bound port stays reserved for a binder whose connection dropped. @default 30_000 */
   leaseMs?: number
-  /** Mappings one peer may hold here. @default 64 */
+  /** Mappings one peer may hold here (ports on lease count). @default 64 */
   maxMappingsPerPeer?: number
+  /**
+   * Mappings all other peers together may hold here (ports on lease count): identities are free,
+   * so per-peer limits alone do not bound an agent. Past it, offers get `E_LIMIT_TOTAL`. @default 1024
+   */
+  maxMappingsTotal?: number
+  /** Ports this agent listens on for all other peers together (bound, being bound, or on lease); past it, bind offers get `E_LIMIT_TOTAL`. @default 256 */
+  maxBoundPortsTotal?: number
+  /** Channels open on all connections together, both directions; past it, new channels (accepts included) get `E_LIMIT_TOTAL`. @default 4096 */
+  maxChannelsTotal?: number
+  /** Take files other peers offer (`file` offers, granted by a `file` rule or a person); without it they get `E_UNSUPPORTED`. */
+  files?: FileReceiverOptions
   /** Channels of other types than `sock` (the application's own); without it they are refused. */
   onChannel?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
   /** Options of every multiplexed connection. */
@@ -93,6 +148,28 @@ export interface SockAgentEvents extends Record<string, unknown> {
   session: Muxer
   /** A bound port's lease: `held` for a binder whose connection dropped, then `taken` back or `expired`. */
   lease: { peerId: string, port: number, state: 'held' | 'taken' | 'expired' }
+  /** A limit refused an offer or a channel (also counted in `stats().refused`). */
+  limit: LimitRefusal
+}
+
+/** Figures of a sock agent. */
+export interface SockAgentStats {
+  /** Peers with a live connection. */
+  peers: number
+  channelsOpen: number
+  /** Mappings, both directions. */
+  mappings: number
+  /** Mappings other peers hold here (ports on lease count), against `maxMappingsTotal`. */
+  mappingsGranted: number
+  /** Ports listened on for other peers (bound, being bound, or on lease), against `maxBoundPortsTotal`. */
+  boundPorts: number
+  bytesIn: number
+  bytesOut: number
+  droppedDatagrams: number
+  /** Offers and channels refused by a limit, by code (`E_LIMIT_TOTAL`, `E_LIMIT_MAPPINGS`, ...). */
+  refused: Partial<Record<ErrorCode, number>>
+  /** Datagrams the UDP ports bound for other peers dropped, by cause (ports bound now). */
+  udpBindDrops: UdpBindDrops
 }
 
 interface BindState {
@@ -135,6 +212,13 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly leaseMs: number
   private readonly askTimeoutMs: number
   private readonly maxMappingsPerPeer: number
+  private readonly maxMappingsTotal: number
+  private readonly maxBoundPortsTotal: number
+  private readonly maxChannelsTotal: number
+  private readonly files: Required<FileReceiverOptions> | undefined
+  /** Bytes of files granted, by peer, within the quota window. */
+  private readonly fileGrants: Array<{ peerId: string, at: number, bytes: number }> = []
+  private readonly refused: Partial<Record<ErrorCode, number>> = {}
   private closed = false
   /** Counters of connections already closed, so the totals never go back. */
   private readonly closedCounters = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
@@ -146,7 +230,27 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     this.leaseMs = options.leaseMs ?? 30_000
     this.askTimeoutMs = options.askTimeoutMs ?? 60_000
     this.maxMappingsPerPeer = options.maxMappingsPerPeer ?? 64
+    this.maxMappingsTotal = options.maxMappingsTotal ?? 1024
+    this.maxBoundPortsTotal = options.maxBoundPortsTotal ?? 256
+    this.maxChannelsTotal = options.maxChannelsTotal ?? 4096
     if (!Number.isInteger(this.leaseMs) || this.leaseMs < 0) throw new RangeError('leaseMs must be a non-negative integer')
+    for (const name of ['maxMappingsPerPeer', 'maxMappingsTotal', 'maxBoundPortsTotal', 'maxChannelsTotal'] as const) {
+      if (!Number.isSafeInteger(this[name]) || this[name] < 0) throw new RangeError(`${name} must be a non-negative integer`)
+    }
+    const f = options.files
+    if (f !== undefined) {
+      if (typeof f.onFile !== 'function') throw new TypeError('files.onFile must be a function')
+      this.files = {
+        onFile: f.onFile,
+        maxFileBytes: f.maxFileBytes ?? 1024 ** 3,
+        quotaBytesPerPeer: f.quotaBytesPerPeer ?? 4 * 1024 ** 3,
+        quotaBytesTotal: f.quotaBytesTotal ?? 16 * 1024 ** 3,
+        quotaWindowMs: f.quotaWindowMs ?? 3_600_000
+      }
+      for (const name of ['maxFileBytes', 'quotaBytesPerPeer', 'quotaBytesTotal', 'quotaWindowMs'] as const) {
+        if (!Number.isSafeInteger(this.files[name]) || this.files[name] < 0) throw new RangeError(`files.${name} must be a non-negative integer`)
+      }
+    }
     peer.handle((conn) => { this.adopt(conn) })
   }
 
@@ -202,6 +306,32 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return await this.ask(peerId, 'accept', { ...request, host: request.host ?? '0.0.0.0' })
   }
 
+  /**
+   * Offer `peerId` a file of `size` bytes named `name`; settles with the channel to send it on
+   * (a header line `{ name, size, sha256 }`, exactly `size` bytes, then read the answer line) once
+   * the peer agreed. Rejects with `E_DENIED`, `E_UNSUPPORTED`, `E_LIMIT_FILE_SIZE` or
+   * `E_LIMIT_FILE_QUOTA` before any byte is sent. The mapping ends with the channel.
+   */
+  async offerFile (peerId: string, request: { name: string, size: number, signal?: AbortSignal, timeoutMs?: number }): Promise<Channel> {
+    if (typeof request.name !== 'string' || request.name === '') throw new TypeError('offerFile needs a name')
+    if (!Number.isSafeInteger(request.size) || request.size < 0) throw new TypeError('offerFile needs a size in bytes (a non-negative integer)')
+    // The name goes to a prompt: no control characters, at most 200 of them.
+    const name = request.name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '_').slice(0, 200)
+    const offer: Offer = { kind: 'file', proto: 'tcp', host: '', port: 0, name, size: request.size }
+    const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
+    const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs })
+    const mapping = this.track(mux, id, offer, true)
+    try {
+      const channel = await mux.open({ type: 'file', reliable: true, mapping: id }, { signal: request.signal })
+      mapping.add(channel)
+      void channel.whenClosed.then(() => mapping.end(channel.error ?? new StarsockError('E_STREAM_CLOSED', 'File sent')))
+      return channel
+    } catch (err) {
+      mapping.kill('file channel failed')
+      throw err
+    }
+  }
+
   /** Send an accept channel under an accept mapping this side offered. */
   async sendAccept (mapping: Mapping, src: SockAddress, signal?: AbortSignal): Promise<Channel> {
     if (!mapping.local || mapping.offer.kind !== 'accept') throw new TypeError('sendAccept() is for accept mappings this side offered')
@@ -217,9 +347,14 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return [...this.mappingsOf.values()].flatMap((m) => [...m.values()])
   }
 
-  /** Figures of every connection: bytes each way, datagrams dropped, channels open. */
-  stats (): { peers: number, channelsOpen: number, mappings: number, bytesIn: number, bytesOut: number, droppedDatagrams: number } {
-    const s = { peers: 0, channelsOpen: 0, mappings: 0, ...this.closedCounters }
+  /** Figures of every connection: bytes each way, datagrams dropped, channels open, what limits refused. */
+  stats (): SockAgentStats {
+    const udpBindDrops: UdpBindDrops = { sources: 0, away: 0, unknown: 0 }
+    for (const state of new Set([...this.binds.values(), ...this.leases.values()])) {
+      const d = state.listener.drops?.()
+      if (d !== undefined) addDrops(udpBindDrops, d)
+    }
+    const s = { peers: 0, channelsOpen: 0, mappings: 0, mappingsGranted: this.grantedTotal(), boundPorts: this.boundPorts(), ...this.closedCounters, refused: { ...this.refused }, udpBindDrops }
     for (const [mux, mappings] of this.mappingsOf) {
       if (!mux.closed) s.peers++
       s.channelsOpen += mux.list().length
@@ -242,6 +377,61 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     for (const mapping of this.mappings()) mapping.kill('the peer is stopping', 'E_PEER_SHUTDOWN')
     await Promise.all([...this.mappingsOf.keys()].map(async (mux) => await mux.close()))
     for (const state of this.leases.values()) this.release(state)
+  }
+
+  /** Mappings other peers hold here, ports on lease included. */
+  private grantedTotal (): number {
+    return this.mappings().filter((m) => !m.local).length + this.leases.size
+  }
+
+  /** Ports listened on for other peers: bind mappings granted (each binds at most one) and leases. */
+  private boundPorts (): number {
+    return this.mappings().filter((m) => !m.local && m.offer.kind === 'bind').length + this.leases.size
+  }
+
+  private channelsOpen (): number {
+    let n = 0
+    for (const mux of this.mappingsOf.keys()) n += mux.list().length
+    return n
+  }
+
+  /** Count a refusal by a limit and tell it; returns the error to throw. */
+  private limited (peerId: string, code: ErrorCode, what: string, message: string): StarsockError {
+    this.refused[code] = (this.refused[code] ?? 0) + 1
+    this.logger.warn({ peer: peerId, code, what }, 'refused by a limit')
+    this.emit('limit', { peerId, code, what, message })
+    return new StarsockError(code, message)
+  }
+
+  /** The limit an offer from `peerId` would break now, if any (checked before and after a person answers). */
+  private overLimit (peerId: string, offer: Offer): StarsockError | undefined {
+    // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
+    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length
+    if (held >= this.maxMappingsPerPeer) return this.limited(peerId, 'E_LIMIT_MAPPINGS', 'peer-mappings', `Peer ${peerId} already holds ${held} mappings here (at most ${this.maxMappingsPerPeer} per peer)`)
+    const total = this.grantedTotal()
+    if (total >= this.maxMappingsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'mappings', `This peer runs ${total} mappings for other peers, its total for all peers together (maxMappingsTotal ${this.maxMappingsTotal}); try later`)
+    if (offer.kind === 'bind') {
+      const ports = this.boundPorts()
+      if (ports >= this.maxBoundPortsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'ports', `This peer listens on ${ports} ports for other peers, its total for all peers together (maxBoundPortsTotal ${this.maxBoundPortsTotal}); try later`)
+    }
+    if (offer.kind === 'file' && this.files !== undefined) {
+      const size = offer.size ?? 0
+      const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
+      const { maxFileBytes, quotaBytesPerPeer, quotaBytesTotal, quotaWindowMs } = this.files
+      if (size > maxFileBytes) return this.limited(peerId, 'E_LIMIT_FILE_SIZE', 'file-size', `${formatSize(size)} is over the ${formatSize(maxFileBytes)} this peer takes in one file`)
+      const since = Date.now() - quotaWindowMs
+      while (this.fileGrants.length > 0 && (this.fileGrants[0] as { at: number }).at < since) this.fileGrants.shift()
+      let mine = 0
+      let all = 0
+      for (const g of this.fileGrants) {
+        all += g.bytes
+        if (g.peerId === peerId) mine += g.bytes
+      }
+      const minutes = Math.round(quotaWindowMs / 60_000)
+      if (mine + charge > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
+      if (all + charge > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
+    }
+    return undefined
   }
 
   private async ask (peerId: string, kind: Offer['kind'], request: MappingRequest): Promise<Mapping> {
@@ -293,32 +483,45 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       this.emit('offer', { ...request, allowed, by, ...extra })
       this.logger.info({ peer: peerId, offer: request.text, allowed, by }, 'offer decided')
     }
-    const deny = (code: 'E_DENIED' | 'E_UNSUPPORTED' | 'E_LIMIT_MAPPINGS', reason: string): never => {
-      decide(false, 'none', { reason })
+    const deny = (code: ErrorCode, reason: string): never => {
+      decide(false, 'none', { reason, code })
       throw new StarsockError(code, reason)
     }
+    const checkLimits = (): void => {
+      const over = this.overLimit(peerId, offer)
+      if (over !== undefined) deny(over.code, over.message)
+    }
     if (this.closed) deny('E_DENIED', 'This peer is closing')
-    if (offer.kind !== 'accept' && this.options.host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
+    if (offer.kind === 'file' && this.files === undefined) deny('E_UNSUPPORTED', 'This peer takes no files')
+    if (offer.kind !== 'accept' && offer.kind !== 'file' && this.options.host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
     if (this.mappingsOf.get(mux)?.has(id) === true) throw new StarsockError('E_CHANNEL_PROTOCOL', `Mapping id ${id} is in use`)
-    // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
-    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length
-    if (held >= this.maxMappingsPerPeer) deny('E_LIMIT_MAPPINGS', `Peer ${peerId} already holds ${held} mappings here`)
+    checkLimits()
     const key = `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}`
     const rule = offer.kind === 'accept' ? undefined : matchRule(this.rules, offer, peerId)
     if (rule !== undefined) decide(true, 'rule', { rule: rule.text })
-    else if (this.remembered.has(key)) decide(true, 'remembered')
+    else if (offer.kind !== 'file' && this.remembered.has(key)) decide(true, 'remembered')
     else if (this.options.ask !== undefined) {
       asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
       if (answer === 'withdrawn') throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
-      decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time' } : {})
+      // Others may have been granted while the person thought: the totals hold all the same.
+      if (answer === 'yes') checkLimits()
+      decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : answer === 'yes' ? {} : { code: 'E_DENIED' })
       if (answer !== 'yes') throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
-      this.remembered.add(key) // the same offer again (after a reconnect) is not asked twice
+      // The same offer again (after a reconnect) is not asked twice; each file is asked.
+      if (offer.kind !== 'file') this.remembered.add(key)
     } else {
       deny('E_DENIED', `No rule allows ${request.text}`)
     }
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
-    this.track(mux, id, offer, false)
+    const mapping = this.track(mux, id, offer, false)
+    if (offer.kind === 'file') {
+      this.fileGrants.push({ peerId, at: Date.now(), bytes: Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES) })
+      // A granted file that never comes must not hold its place under the limits.
+      const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
+      timer.unref?.()
+      mapping.on('close', () => clearTimeout(timer))
+    }
   }
 
   /** Ask the person: `yes`, `no`, `timeout` (no answer in time) or `withdrawn` (the requester gave up). */
@@ -343,6 +546,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   private async incomingOpen (mux: Muxer, channel: Channel, body: Uint8Array): Promise<Reply | undefined> {
     const { header } = channel
+    // The new channel is in its connection's list already.
+    const open = this.channelsOpen()
+    if (open > this.maxChannelsTotal) throw this.limited(mux.remotePeer, 'E_LIMIT_TOTAL', 'channels', `This peer has ${open - 1} channels open with all peers together (maxChannelsTotal ${this.maxChannelsTotal}); try later`)
+    if (header.type === 'file' && this.files !== undefined) return this.incomingFile(mux, channel)
     if (header.type !== 'sock') {
       if (this.options.onChannel === undefined) throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${header.type} channels`)
       return await this.options.onChannel(channel, body)
@@ -372,6 +579,19 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       }
       default: throw new StarsockError('E_CHANNEL_PROTOCOL', 'sock channel without a kind')
     }
+  }
+
+  /** A `file` channel: only under a granted file offer, one channel per offer; the mapping ends with it. */
+  private incomingFile (mux: Muxer, channel: Channel): undefined {
+    const id = channel.header.mapping
+    if (id === undefined) throw new StarsockError('E_DENIED', 'A file needs a file offer first (is the sender\'s starsock older than this peer\'s?)')
+    const mapping = this.mappingsOf.get(mux)?.get(id)
+    if (mapping === undefined || mapping.closed || mapping.local || mapping.offer.kind !== 'file') throw new StarsockError('E_NO_MAPPING', `Channel names no granted file offer (${id})`)
+    if (mapping.stats().channelsTotal > 0) throw new StarsockError('E_NO_MAPPING', `File offer ${id} was used already`)
+    mapping.add(channel)
+    void channel.whenClosed.then(() => mapping.end(channel.error ?? new StarsockError('E_STREAM_CLOSED', 'File received')))
+    ;(this.files as Required<FileReceiverOptions>).onFile(channel, mapping)
+    return undefined
   }
 
   private async incomingBind (mapping: Mapping, channel: Channel): Promise<Reply> {
@@ -406,6 +626,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         openAccept: async (src) => {
           const owner = fresh.owner
           if (owner === undefined || owner.closed) throw new StarsockError('E_DISCONNECTED', 'The binder is away (its lease is running)')
+          const open = this.channelsOpen()
+          if (open >= this.maxChannelsTotal) throw this.limited(owner.peerId, 'E_LIMIT_TOTAL', 'channels', `This peer has ${open} channels open with all peers together (maxChannelsTotal ${this.maxChannelsTotal})`)
           const accept = await owner.mux.open({ type: 'sock', sock: 'accept', reliable: true, mapping: owner.id, src, dst: owner.bound })
           owner.add(accept)
           return accept

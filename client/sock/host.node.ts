@@ -9,12 +9,14 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockProto } from '../../shared/sock-protocol.ts'
 import type { Channel, Datagram } from '../mux/channel.ts'
-import type { BindTarget, HostListener, SockHost } from './agent.ts'
+import type { BindTarget, HostListener, SockHost, UdpBindDrops } from './agent.ts'
 
 /** Options of the Node host. */
 export interface NodeHostOptions {
   /** How long a TCP connect may take. @default 10_000 */
   connectTimeoutMs?: number
+  /** Sources all UDP binds of this host remember together (each at most `MAX_UDP_BIND_SOURCES`); datagrams from more are dropped and counted. @default 65_536 */
+  maxUdpBindSourcesTotal?: number
 }
 
 /** Map a socket error to a sock error code. */
@@ -113,6 +115,21 @@ export function udpType (ip: string): 'udp4' | 'udp6' {
   return net.isIPv6(ip) ? 'udp6' : 'udp4'
 }
 
+/**
+ * Kernel receive and send buffer asked for on the UDP sockets that carry a tunnel's traffic. The
+ * usual default (208 KiB on Linux) holds about 150 ms of 1,000 datagrams a second: a busy event
+ * loop loses the rest in the kernel, where nobody counts it. Linux caps the request at
+ * `net.core.rmem_max` / `wmem_max` (no error).
+ */
+export const UDP_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+/** The same for a socket of one source (a connect, one of an expose's): up to 256 of them per tunnel. */
+export const UDP_SOURCE_SOCKET_BUFFER_BYTES = 1024 * 1024
+
+/** A UDP socket for `ip` with `UDP_SOCKET_BUFFER_BYTES` of kernel buffers (applied when it binds). */
+export function udpSocket (ip: string, bufferBytes = UDP_SOCKET_BUFFER_BYTES): dgram.Socket {
+  return dgram.createSocket({ type: udpType(ip), recvBufferSize: bufferBytes, sendBufferSize: bufferBytes })
+}
+
 async function tcpConnect (dst: SockAddress, timeoutMs: number): Promise<net.Socket> {
   const socket = net.connect({ host: dst.ip, port: dst.port, allowHalfOpen: true })
   socket.pause()
@@ -130,7 +147,7 @@ async function tcpConnect (dst: SockAddress, timeoutMs: number): Promise<net.Soc
 }
 
 async function udpConnect (dst: SockAddress): Promise<dgram.Socket> {
-  const socket = dgram.createSocket(udpType(dst.ip))
+  const socket = udpSocket(dst.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('error', (err) => reject(connectError(err, dst)))
@@ -182,7 +199,7 @@ export async function listenTcp (server: net.Server, host: string, port: number)
 
 /** A UDP socket bound to `host:port`; rejects with `E_BIND_FAILED`. Later socket errors are ignored (lost datagrams). */
 export async function bindUdp (host: string, port: number): Promise<dgram.Socket> {
-  const socket = dgram.createSocket(udpType(host))
+  const socket = udpSocket(host)
   await new Promise<void>((resolve, reject) => {
     socket.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot bind UDP ${host}:${port}: ${err.code ?? err.message}`)))
     socket.bind(port, host, () => resolve())
@@ -196,26 +213,40 @@ export const MAX_UDP_BIND_SOURCES = 4096
 /** How long a UDP bind may answer a source after it last sent. */
 export const UDP_SOURCE_TTL_MS = 120_000
 
-async function udpListen (host: string, port: number): Promise<HostListener> {
+/** Sources remembered by all UDP binds of one host, against its total. */
+interface SourceCount { now: number, max: number }
+
+async function udpListen (host: string, port: number, total: SourceCount): Promise<HostListener> {
   const socket = await bindUdp(host, port)
   let current: Channel | undefined
+  const drops: UdpBindDrops = { sources: 0, away: 0, unknown: 0 }
   // The binder may only answer sources that sent to the bound port (a bind is not a connect
   // to anywhere): a table of recent sources, bounded in size and age.
   const sources = new Map<string, number>()
   socket.on('message', (msg, rinfo) => {
     const key = `${rinfo.address}|${rinfo.port}`
-    if (sources.has(key) || sources.size < MAX_UDP_BIND_SOURCES) {
+    if (sources.has(key)) {
       sources.delete(key)
       sources.set(key, Date.now())
+    } else if (sources.size < MAX_UDP_BIND_SOURCES && total.now < total.max) {
+      sources.set(key, Date.now())
+      total.now++
     } else {
-      return // too many sources at once: dropped
+      drops.sources++ // too many sources at once: dropped
+      return
     }
     // With no binder attached (a lease running) the datagram has nowhere to go: dropped.
     if (current !== undefined && !current.closed) current.send(msg, { ip: rinfo.address, port: rinfo.port })
+    else drops.away++
   })
   const sweep = setInterval(() => {
     const old = Date.now() - UDP_SOURCE_TTL_MS
-    for (const [key, at] of sources) if (at < old) sources.delete(key)
+    for (const [key, at] of sources) {
+      if (at < old) {
+        sources.delete(key)
+        total.now--
+      }
+    }
   }, 10_000)
   sweep.unref()
   const a = socket.address()
@@ -226,10 +257,14 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
       void forEachDatagram(channel, ({ data, addr }) => {
         // Not a source of this bind: dropped.
         if (addr !== undefined && sources.has(`${addr.ip}|${addr.port}`)) socket.send(data, addr.port, addr.ip)
+        else drops.unknown++
       })
     },
+    drops: () => ({ ...drops }),
     close: () => {
       clearInterval(sweep)
+      total.now -= sources.size
+      sources.clear()
       try { socket.close() } catch {}
     }
   }
@@ -238,8 +273,10 @@ async function udpListen (host: string, port: number): Promise<HostListener> {
 /** The Node `SockHost`: real TCP and UDP sockets. */
 export function createNodeHost (options: NodeHostOptions = {}): SockHost {
   const timeoutMs = options.connectTimeoutMs ?? 10_000
+  const sources: SourceCount = { now: 0, max: options.maxUdpBindSourcesTotal ?? 65_536 }
+  if (!Number.isSafeInteger(sources.max) || sources.max < 0) throw new RangeError('maxUdpBindSourcesTotal must be a non-negative integer')
   return {
     connect: async (channel, dst, proto) => await connectChannel(channel, dst, proto, timeoutMs),
-    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port)
+    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port, sources)
   }
 }

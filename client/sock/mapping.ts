@@ -6,7 +6,7 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { Offer } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
-import type { Channel } from '../mux/channel.ts'
+import type { Channel, DatagramDrops } from '../mux/channel.ts'
 import type { Muxer } from '../mux/muxer.ts'
 
 /** Events of a mapping. */
@@ -24,6 +24,8 @@ export interface MappingStats {
   bytesIn: number
   bytesOut: number
   droppedDatagrams: number
+  /** The same drops by cause (see `DatagramDrops`). */
+  droppedBy: DatagramDrops
 }
 
 /** One granted offer. */
@@ -36,7 +38,8 @@ export class Mapping extends Emitter<MappingEvents> {
   acceptHandler: ((channel: Channel) => void) | undefined
   private readonly open = new Set<Channel>()
   private total = 0
-  private closedTotals = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
+  private readonly closedTotals = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
+  private readonly closedDrops: DatagramDrops = { credit: 0, queue: 0, window: 0 }
   private ended: StarsockError | undefined
 
   constructor (
@@ -55,8 +58,9 @@ export class Mapping extends Emitter<MappingEvents> {
     super()
   }
 
-  /** A short label for logs and prompts: `#3 connect/tcp 127.0.0.1:8080`. */
+  /** A short label for logs and prompts: `#3 connect/tcp 127.0.0.1:8080`, `#4 file "a.txt"`. */
   get label (): string {
+    if (this.offer.kind === 'file') return `#${this.id} file ${JSON.stringify(this.offer.name)}`
     return `#${this.id} ${this.offer.kind}/${this.offer.proto} ${this.offer.host}:${this.bound?.port ?? this.offer.port}`
   }
 
@@ -107,12 +111,13 @@ export class Mapping extends Emitter<MappingEvents> {
 
   /** Figures now. */
   stats (): MappingStats {
-    const s = { ...this.closedTotals, channelsOpen: this.open.size, channelsTotal: this.total }
+    const s = { ...this.closedTotals, droppedBy: { ...this.closedDrops }, channelsOpen: this.open.size, channelsTotal: this.total }
     for (const c of this.open) {
       const cs = c.stats()
       s.bytesIn += cs.receivedBytes
       s.bytesOut += cs.sentBytes
       s.droppedDatagrams += cs.droppedDatagrams
+      addDrops(s.droppedBy, cs.droppedBy)
     }
     return s
   }
@@ -132,6 +137,7 @@ export class Mapping extends Emitter<MappingEvents> {
     this.closedTotals.bytesIn += cs.receivedBytes
     this.closedTotals.bytesOut += cs.sentBytes
     this.closedTotals.droppedDatagrams += cs.droppedDatagrams
+    addDrops(this.closedDrops, cs.droppedBy)
   }
 
   /** The mapping is over (killed either side, or its connection went down). */
@@ -150,4 +156,9 @@ export class Mapping extends Emitter<MappingEvents> {
   private checkOpen (): void {
     if (this.ended !== undefined) throw this.ended
   }
+}
+
+/** Add the drops of `more` to `into`. */
+export function addDrops<T extends { [K in keyof T]: number }> (into: T, more: Partial<T>): void {
+  for (const key of Object.keys(more) as Array<keyof T>) into[key] = (into[key] + (more[key] ?? 0)) as T[keyof T]
 }

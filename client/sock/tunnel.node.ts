@@ -12,10 +12,10 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockProto } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
-import type { Channel } from '../mux/channel.ts'
+import { datagramCost, type Channel, type DatagramDrops } from '../mux/channel.ts'
 import type { MappingRequest, SockAgent } from './agent.ts'
-import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpType } from './host.node.ts'
-import type { Mapping } from './mapping.ts'
+import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES } from './host.node.ts'
+import { addDrops, type Mapping } from './mapping.ts'
 
 /** Events of a tunnel. */
 export interface TunnelEvents extends Record<string, unknown> {
@@ -33,6 +33,18 @@ export interface TunnelEvents extends Record<string, unknown> {
   close: StarsockError | undefined
 }
 
+/**
+ * UDP datagrams a tunnel dropped, by cause: those of its channels (`credit`, `queue`, `window`,
+ * see `DatagramDrops`), and its own: `pending` (a new source's channel was still opening and
+ * `MAX_PENDING_DATAGRAM_BYTES` were held for it already), `open` (that channel could not be
+ * opened), `sources` (more than `MAX_UDP_SOURCES` sources at once).
+ */
+export interface TunnelDrops extends DatagramDrops {
+  pending: number
+  open: number
+  sources: number
+}
+
 /** Figures of a tunnel. */
 export interface TunnelStats {
   channelsOpen: number
@@ -40,6 +52,8 @@ export interface TunnelStats {
   bytesIn: number
   bytesOut: number
   droppedDatagrams: number
+  /** The same drops by cause. */
+  droppedBy: TunnelDrops
   failures: number
   /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
   state: TunnelState
@@ -65,8 +79,12 @@ export interface TunnelOptions {
   signal?: AbortSignal
 }
 
-/** Datagrams held for a UDP source while its channel opens. */
-const MAX_PENDING_DATAGRAMS = 64
+/**
+ * Bytes (counted as channel credit, with the per-datagram overhead) held for a new UDP source
+ * while its channel opens: a round trip through the server, about 390 ms of 1,000 datagrams of
+ * 600 bytes a second. What comes past it is dropped and counted (`pending`).
+ */
+export const MAX_PENDING_DATAGRAM_BYTES = 256 * 1024
 /** UDP sources a tunnel serves at once; datagrams from more are dropped and counted. */
 export const MAX_UDP_SOURCES = 256
 /** How long `expose` waits for the local service to accept a connection. */
@@ -92,6 +110,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected readonly proto: SockProto
   protected readonly udpIdleMs: number
   private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
+  private readonly drops: TunnelDrops = { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
   private resolveDone!: (err: StarsockError | undefined) => void
 
   constructor (protected readonly agent: SockAgent, protected readonly options: TunnelOptions) {
@@ -108,13 +127,14 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
   /** Figures now, over every mapping the tunnel has had. */
   stats (): TunnelStats {
-    const s = { ...this.totals, channelsOpen: 0, state: this.state }
+    const s = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state }
     const m = this.current?.closed === false ? this.current.stats() : undefined
     if (m !== undefined) {
       s.channelsOpen = m.channelsOpen
       s.bytesIn += m.bytesIn
       s.bytesOut += m.bytesOut
       s.droppedDatagrams += m.droppedDatagrams
+      addDrops(s.droppedBy, m.droppedBy)
     }
     return s
   }
@@ -124,8 +144,14 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     this.stop(undefined)
   }
 
-  protected counted (what: 'connections' | 'droppedDatagrams' | 'failures', n = 1): void {
+  protected counted (what: 'connections' | 'failures', n = 1): void {
     this.totals[what] += n
+  }
+
+  /** Count `n` datagrams the tunnel itself dropped. */
+  protected droppedHere (cause: 'pending' | 'open' | 'sources', n = 1): void {
+    this.totals.droppedDatagrams += n
+    this.drops[cause] += n
   }
 
   protected failed (err: unknown): void {
@@ -152,6 +178,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       this.totals.bytesIn += s.bytesIn
       this.totals.bytesOut += s.bytesOut
       this.totals.droppedDatagrams += s.droppedDatagrams
+      addDrops(this.drops, s.droppedBy)
       if (this.current === mapping) this.current = undefined
       if (err.code === 'E_KILLED' && !this.stopped) this.stop(err)
       else if (!this.stopped) this.dropped(err)
@@ -228,18 +255,26 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   }
 }
 
-class UdpSources {
-  private readonly map = new Map<string, { channel: Channel | undefined, pending: Uint8Array[], timer: ReturnType<typeof setTimeout> | undefined }>()
+interface UdpSource {
+  channel: Channel | undefined
+  /** Datagrams that came while the channel opened, and their cost in credit. */
+  pending: Uint8Array[]
+  pendingBytes: number
+  timer: ReturnType<typeof setTimeout> | undefined
+}
 
-  constructor (private readonly idleMs: number, private readonly onDrop: (n: number) => void) {}
+class UdpSources {
+  private readonly map = new Map<string, UdpSource>()
+
+  constructor (private readonly idleMs: number, private readonly onDrop: (cause: 'pending' | 'open' | 'sources', n: number) => void) {}
 
   /** Send `data` from `src` on its channel, opened with `open` on its first datagram. */
   send (src: SockAddress, data: Uint8Array, open: () => Promise<Channel>, onChannel: (channel: Channel) => void): void {
     const key = `${src.ip}|${src.port}`
     let entry = this.map.get(key)
-    if (entry === undefined && this.map.size >= MAX_UDP_SOURCES) return this.onDrop(1)
+    if (entry === undefined && this.map.size >= MAX_UDP_SOURCES) return this.onDrop('sources', 1)
     if (entry === undefined) {
-      const fresh = { channel: undefined as Channel | undefined, pending: [] as Uint8Array[], timer: undefined as ReturnType<typeof setTimeout> | undefined }
+      const fresh: UdpSource = { channel: undefined, pending: [], pendingBytes: 0, timer: undefined }
       entry = fresh
       this.map.set(key, fresh)
       open().then((channel) => {
@@ -247,16 +282,19 @@ class UdpSources {
         fresh.channel = channel
         for (const d of fresh.pending) channel.send(d)
         fresh.pending = []
+        fresh.pendingBytes = 0
         onChannel(channel)
         void channel.whenClosed.then(() => { if (this.map.get(key) === fresh) this.forget(key) })
       }, () => {
-        this.onDrop(fresh.pending.length)
+        this.onDrop('open', fresh.pending.length)
         this.forget(key)
       })
     }
     if (entry.channel !== undefined) entry.channel.send(data)
-    else if (entry.pending.length < MAX_PENDING_DATAGRAMS) entry.pending.push(data)
-    else this.onDrop(1)
+    else if (entry.pendingBytes + datagramCost(data.byteLength) <= MAX_PENDING_DATAGRAM_BYTES) {
+      entry.pending.push(data)
+      entry.pendingBytes += datagramCost(data.byteLength)
+    } else this.onDrop('pending', 1)
     clearTimeout(entry.timer)
     const idle = entry
     entry.timer = setTimeout(() => { idle.channel?.abort(new StarsockError('E_STREAM_IDLE', 'UDP source idle')); this.forget(key) }, this.idleMs)
@@ -329,7 +367,7 @@ export class Forward extends Tunnel {
   private async listenUdp (listen: SockAddress): Promise<void> {
     const socket = await bindUdp(listen.ip, listen.port)
     this.udp = socket
-    const sources = new UdpSources(this.udpIdleMs, (n) => this.counted('droppedDatagrams', n))
+    const sources = new UdpSources(this.udpIdleMs, (cause, n) => this.droppedHere(cause, n))
     this.sources = sources
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
@@ -396,7 +434,7 @@ export class Expose extends Tunnel {
     void forEachDatagram(bindChannel, ({ data, addr }) => {
       if (addr === undefined) return
       const socket = this.udpSocketFor(addr)
-      if (socket === undefined) this.counted('droppedDatagrams')
+      if (socket === undefined) this.droppedHere('sources')
       else socket.send(data, to.port, to.ip)
     })
   }
@@ -407,7 +445,7 @@ export class Expose extends Tunnel {
     let entry = this.udpSockets.get(key)
     if (entry === undefined) {
       if (this.udpSockets.size >= MAX_UDP_SOURCES) return undefined
-      const socket = dgram.createSocket(udpType(this.options.to.ip))
+      const socket = udpSocket(this.options.to.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
       socket.on('error', () => {})
       // Replies go on the bind channel of now: after a re-bind, the new one.
       socket.on('message', (msg) => { this.bindChannel?.send(msg, src) })

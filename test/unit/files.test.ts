@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../../client/mux/channel.ts'
 import { receiveFileInto, safeFileName } from '../../cli/files.ts'
+import type { Offer } from '../../shared/sock-protocol.ts'
 
 /** A channel stand-in that delivers `chunks` and records what is written back. */
 function fakeChannel (chunks: Uint8Array[]): Channel & { written: string } {
@@ -18,6 +19,11 @@ function fakeChannel (chunks: Uint8Array[]): Channel & { written: string } {
     abort: () => {}
   }
   return fake as unknown as Channel & { written: string }
+}
+
+/** The offer a file was granted under. */
+function offerOf (name: string, size: number): Offer {
+  return { kind: 'file', proto: 'tcp', host: '', port: 0, name, size }
 }
 
 function upload (name: string, data: Buffer, sha = createHash('sha256').update(data).digest('hex')): Uint8Array[] {
@@ -43,7 +49,7 @@ describe('files received by `starsock listen --files`', () => {
   it('saves 20 files of one name at once, each whole, none lost, nothing left half-written', async () => {
     const d = dir()
     const files = Array.from({ length: 20 }, (_, i) => Buffer.alloc(1000 + i, i))
-    const results = await Promise.all(files.map(async (f) => await receiveFileInto(d, fakeChannel(upload('a.txt', f)))))
+    const results = await Promise.all(files.map(async (f) => await receiveFileInto(d, fakeChannel(upload('a.txt', f)), offerOf('a.txt', f.byteLength))))
     expect(results.every((r) => r.ok)).toBe(true)
     const saved = readdirSync(d)
     expect(saved).toHaveLength(20)
@@ -54,7 +60,7 @@ describe('files received by `starsock listen --files`', () => {
   it('drops a file whose checksum does not match and says so to the sender', async () => {
     const d = dir()
     const ch = fakeChannel(upload('x.bin', Buffer.from('abc'), '00'.repeat(32)))
-    const r = await receiveFileInto(d, ch)
+    const r = await receiveFileInto(d, ch, offerOf('x.bin', 3))
     expect(r.ok).toBe(false)
     expect(JSON.parse(ch.written)).toEqual({ ok: false, sha256: createHash('sha256').update('abc').digest('hex') })
     expect(readdirSync(d)).toEqual([])
@@ -63,7 +69,24 @@ describe('files received by `starsock listen --files`', () => {
   it('refuses more bytes than announced and leaves nothing behind', async () => {
     const d = dir()
     const header = Buffer.from(JSON.stringify({ name: 'y', size: 2, sha256: '' }) + '\n')
-    await expect(receiveFileInto(d, fakeChannel([header, Buffer.from('too many')]))).rejects.toThrow('more bytes than announced')
+    await expect(receiveFileInto(d, fakeChannel([header, Buffer.from('too many')]), offerOf('y', 2))).rejects.toThrow('more bytes than announced')
     expect(readdirSync(d)).toEqual([])
+  })
+
+  it('refuses a header that announces another size than the offer, before writing anything', async () => {
+    const d = dir()
+    for (const size of [1, 3]) {
+      const header = Buffer.from(JSON.stringify({ name: 'y', size, sha256: '' }) + '\n')
+      await expect(receiveFileInto(d, fakeChannel([header, Buffer.from('ab')]), offerOf('y', 2))).rejects.toMatchObject({ code: 'E_BAD_REQUEST' })
+    }
+    expect(readdirSync(d)).toEqual([])
+  })
+
+  it('saves under the name offered (what was agreed to), not the header\'s', async () => {
+    const d = dir()
+    const r = await receiveFileInto(d, fakeChannel(upload('other.exe', Buffer.from('abc'))), offerOf('agreed.txt', 3))
+    expect(r.ok).toBe(true)
+    expect(r.name).toBe('agreed.txt')
+    expect(readdirSync(d)[0]).toMatch(/-agreed\.txt$/)
   })
 })

@@ -189,7 +189,28 @@ describe('parseOffer', () => {
     expect(parseOffer({ ...OFFER, token: 'secret' })).toEqual(OFFER)
   })
 
-  const KIND = 'offer kind must be connect, bind or accept'
+  it.each<[string, unknown, Offer]>([
+    ['a file offer', { kind: 'file', name: 'a.txt', size: 10 }, { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 10 }],
+    ['an empty file, host and port ignored', { kind: 'file', proto: 'udp', host: 'x', port: 9, name: 'e', size: 0 }, { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'e', size: 0 }],
+    ['the largest safe size', { kind: 'file', name: 'big', size: Number.MAX_SAFE_INTEGER }, { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'big', size: Number.MAX_SAFE_INTEGER }]
+  ])('accepts %s', (_, value, expected) => {
+    expect(parseOffer(value)).toEqual(expected)
+  })
+
+  it.each<[string, unknown, string]>([
+    ['a file offer without a size', { kind: 'file', name: 'a' }, 'a file offer needs a size in bytes (a non-negative integer)'],
+    ['a negative size', { kind: 'file', name: 'a', size: -1 }, 'a file offer needs a size in bytes (a non-negative integer)'],
+    ['a fractional size', { kind: 'file', name: 'a', size: 1.5 }, 'a file offer needs a size in bytes (a non-negative integer)'],
+    ['a size past 2^53', { kind: 'file', name: 'a', size: 2 ** 53 }, 'a file offer needs a size in bytes (a non-negative integer)'],
+    ['a string size', { kind: 'file', name: 'a', size: '10' }, 'a file offer needs a size in bytes (a non-negative integer)'],
+    ['a file offer without a name', { kind: 'file', name: '', size: 1 }, 'a file offer needs a name'],
+    ['a file name with a newline', { kind: 'file', name: 'a\nAllow? [y/N] y', size: 1 }, 'offer name must not hold control or direction characters'],
+    ['a file name with a right-to-left override', { kind: 'file', name: 'txt.\u202eexe', size: 1 }, 'offer name must not hold control or direction characters']
+  ])('refuses %s', (_, value, message) => {
+    expectProtocolError(() => parseOffer(value), message)
+  })
+
+  const KIND = 'offer kind must be connect, bind, accept or file'
   const PROTO = 'offer proto must be tcp or udp'
   const HOST = 'offer host must be a host name or address'
   const PORT = 'offer port must be 0 to 65535'
@@ -387,7 +408,9 @@ describe('describeOffer', () => {
     [{ kind: 'accept', proto: 'tcp', host: 'example.com', port: 22, name: 'ssh box' }, 'accept/tcp example.com:22 "ssh box"'],
     [{ kind: 'connect', proto: 'udp', host: '::1', port: 53, name: 'dns' }, 'connect/udp [::1]:53 "dns"'],
     [{ kind: 'connect', proto: 'tcp', host: 'fe80::1%eth0', port: 80, name: '' }, 'connect/tcp [fe80::1%eth0]:80'],
-    [{ kind: 'bind', proto: 'tcp', host: '2001:db8:0:0:0:0:0:1', port: 8080, name: '' }, 'bind/tcp [2001:db8:0:0:0:0:0:1]:8080']
+    [{ kind: 'bind', proto: 'tcp', host: '2001:db8:0:0:0:0:0:1', port: 8080, name: '' }, 'bind/tcp [2001:db8:0:0:0:0:0:1]:8080'],
+    [{ kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 512 }, 'file "a.txt", 512 bytes'],
+    [{ kind: 'file', proto: 'tcp', host: '', port: 0, name: 'big.iso', size: 2 * 1024 * 1024 }, 'file "big.iso", 2.0 MiB (2097152 bytes)']
   ])('describes %o as %s', (offer, expected) => {
     expect(describeOffer(offer)).toBe(expected)
   })

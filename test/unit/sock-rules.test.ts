@@ -7,7 +7,9 @@ const OTHER_PEER = 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N'
 
 /** The message for a rule that does not have the rule's shape at all. */
 const shapeMessage = (text: string): string =>
-  `rule "${text}" is not KIND[/PROTO]:HOST:PORT[@PEERID] (e.g. connect/tcp:127.0.0.1:8080)`
+  `rule "${text}" is not KIND[/PROTO]:HOST:PORT[@PEERID] (e.g. connect/tcp:127.0.0.1:8080) or file[:*][@PEERID]`
+const fileMessage = (text: string): string =>
+  `rule "${text}" is not file[:*][@PEERID] (e.g. file:* or file@12D3KooW...)`
 const rangeMessage = (text: string, ports: string): string =>
   `rule "${text}": port range ${ports} is not within 0-65535 low to high`
 const hostMessage = (text: string, host: string): string =>
@@ -29,7 +31,11 @@ describe('parseRule', () => {
     ['connect:h:65535', { kind: 'connect', proto: 'tcp', host: 'h', ports: [65535, 65535], peerId: undefined }],
     ['connect:h:0-65535', { kind: 'connect', proto: 'tcp', host: 'h', ports: [0, 65535], peerId: undefined }],
     ['connect:h:5-5', { kind: 'connect', proto: 'tcp', host: 'h', ports: [5, 5], peerId: undefined }],
-    [`connect:*:*@${OTHER_PEER}`, { kind: 'connect', proto: 'tcp', host: '*', ports: [0, 65535], peerId: OTHER_PEER }]
+    [`connect:*:*@${OTHER_PEER}`, { kind: 'connect', proto: 'tcp', host: '*', ports: [0, 65535], peerId: OTHER_PEER }],
+    ['file', { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: undefined }],
+    ['file:*', { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: undefined }],
+    [`file@${PEER}`, { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }],
+    [`file:*@${PEER}`, { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }]
   ])('parses %s', (text, expected) => {
     const rule = parseRule(text)
     expect(rule).toEqual({ ...expected, text })
@@ -76,7 +82,13 @@ describe('parseRule', () => {
     ['a reversed range', 'bind/udp:*:40100-40000', rangeMessage('bind/udp:*:40100-40000', '40100-40000')],
     ['a host with a bad character', 'connect:h!st:80', hostMessage('connect:h!st:80', 'h!st')],
     ['a host over 255 characters', `connect:${'a'.repeat(256)}:80`, hostMessage(`connect:${'a'.repeat(256)}:80`, 'a'.repeat(256))],
-    ['a bracketed address with a space', 'connect:[::1 ]:80', shapeMessage('connect:[::1 ]:80')]
+    ['a bracketed address with a space', 'connect:[::1 ]:80', shapeMessage('connect:[::1 ]:80')],
+    ['a file rule with a host', 'file:127.0.0.1:80', fileMessage('file:127.0.0.1:80')],
+    ['a file rule with a proto', 'file/udp:*', shapeMessage('file/udp:*')],
+    ['a file rule with a size', 'file:100', fileMessage('file:100')],
+    ['a file rule with an empty peer id', 'file@', fileMessage('file@')],
+    ['a file rule with a short peer id', 'file@12D3KooW', fileMessage('file@12D3KooW')],
+    ['an upper-case file kind', 'FILE:*', shapeMessage('FILE:*')]
   ])('refuses %s', (_, text, message) => {
     expect(() => parseRule(text)).toThrow(new TypeError(message))
   })
@@ -125,6 +137,22 @@ describe('matchRule', () => {
     const list = rules(`connect:*:*@${PEER}`, 'connect:h:80')
     expect(matchRule(list, offer('connect', 'tcp', 'h', 80), OTHER_PEER)?.text).toBe('connect:h:80')
     expect(matchRule(list, offer('connect', 'tcp', 'h', 80), PEER)?.text).toBe(`connect:*:*@${PEER}`)
+  })
+
+  const file = (name = 'a.txt', size = 10): Offer => ({ kind: 'file', proto: 'tcp', host: '', port: 0, name, size })
+  it.each<[string, string[], string, string | undefined]>([
+    ['no rules', [], PEER, undefined],
+    ['connect and bind rules for anything', ['connect:*:*', 'bind:*:*', 'bind/udp:*:*'], PEER, undefined],
+    ['a file rule', ['connect:*:*', 'file:*'], PEER, 'file:*'],
+    ['a file rule for the peer', [`file@${PEER}`], PEER, `file@${PEER}`],
+    ['a file rule for another peer', [`file@${PEER}`], OTHER_PEER, undefined]
+  ])('a file offer with %s', (_, texts, from, expected) => {
+    expect(matchRule(rules(...texts), file(), from)?.text).toBe(expected)
+  })
+
+  it('a file rule allows no connect or bind', () => {
+    expect(matchRule(rules('file:*'), offer('connect', 'tcp', 'h', 80), PEER)).toBeUndefined()
+    expect(matchRule(rules('file:*'), offer('bind', 'tcp', '0.0.0.0', 0), PEER)).toBeUndefined()
   })
 
   it('returns the rule object itself', () => {
