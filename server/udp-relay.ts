@@ -2,8 +2,9 @@
  * UDP relay allocations: two UDP ports per allocation; the endpoint that registers on each port
  * gets every later payload from the other port's endpoint, unchanged, both ways. Safe by default:
  * in `token` mode an endpoint registers with the handshake of `shared/udp-relay-protocol.ts` (the
- * port's token, then the echo of the relay's cookie), which proves it receives at its source
- * address, so a forged source cannot turn the relay into a reflector. In `address` mode (a named
+ * port's token, then the relay's cookie XOR the token), which proves it receives at its source
+ * address and is no mere echo, so neither a forged source nor an echo service turns the relay into
+ * a reflector or a loop; a completed handshake from a new source takes the port over. In `address` mode (a named
  * source IP) and `open` mode (any source, as in Impervious's original; trusted networks only) the
  * first packet registers, but the relay sends such an endpoint only a few datagrams until it has
  * done the handshake. Sources that are the relay's own ports never register (no loops). Packets
@@ -15,7 +16,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 import { isIP } from 'node:net'
 import { networkInterfaces } from 'node:os'
-import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS } from '../shared/udp-relay-protocol.ts'
+import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS, udpConfirmation, udpProof } from '../shared/udp-relay-protocol.ts'
 import { UDP_OWNER_GRACE_MS } from '../shared/constants.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { UdpAllocation } from '../shared/events.ts'
@@ -26,7 +27,7 @@ import { ipLimitKey, TokenBucket } from './rate-limit.ts'
 export type UdpRelayMode = UdpAllocation['mode']
 
 /** Why a packet was dropped (a metrics label). */
-export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate'
+export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate' | 'reflected'
 
 /** Why an allocation ended (a metrics label). */
 export type UdpEndCause = 'released' | 'idle' | 'lifetime' | 'owner_left' | 'closed'
@@ -266,17 +267,17 @@ export class UdpRelay {
     const from = { address: normalizeIp(rinfo.address), port: rinfo.port }
     // A source that is one of our own ports is a forged one: registering it would loop.
     if (this.isOwn(from)) return this.drop('loop')
-    const registered = side.endpoint !== undefined
-    if (side.endpoint !== undefined && (side.endpoint.address !== from.address || side.endpoint.port !== from.port)) return this.drop('foreign')
-    if (msg.byteLength === UDP_TOKEN_BYTES) {
-      if (msg.equals(side.token)) return this.challenge(a, i, from)
-      if (msg.equals(this.cookie(a, i, from))) return this.confirm(a, side, from)
-    }
-    if (!registered) {
+    // Handshake steps come first, from any source: a completed handshake from a new source takes
+    // the port over (a NAT rebinding, a restarted program), whoever held it.
+    if (msg.byteLength === UDP_TOKEN_BYTES && this.handshake(a, i, msg, from)) return
+    if (side.endpoint === undefined) {
       const mode = a.info.mode
       if (mode === 'token') return this.drop(msg.byteLength === UDP_TOKEN_BYTES ? 'bad_token' : 'unregistered')
       if (mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
       side.endpoint = from // not verified: it gets only a small budget until it does the handshake
+      side.unverifiedSent = 0
+    } else if (side.endpoint.address !== from.address || side.endpoint.port !== from.port) {
+      return this.drop('foreign') // a first packet never displaces an endpoint; only a handshake does
     }
     if (other.endpoint === undefined) return this.drop('no_peer')
     if (this.isOwn(other.endpoint)) return this.drop('loop') // a port the relay bound after it registered
@@ -291,20 +292,50 @@ export class UdpRelay {
     this.options.observer?.forwarded(msg.byteLength)
   }
 
+  /**
+   * A 16-byte packet that is a step of the handshake (the token, the proof) or one of the relay's
+   * own answers coming back (the cookie, the confirmation: an echo service, never an endpoint):
+   * handled here, never forwarded. `false` for data that merely has the size.
+   */
+  private handshake (a: Allocation, i: 0 | 1, msg: Buffer, from: { address: string, port: number }): boolean {
+    const side = a.sides[i]
+    if (msg.equals(side.token)) {
+      this.challenge(a, i, from)
+      return true
+    }
+    const cookie = this.cookie(a, i, from)
+    const proof = udpProof(cookie, side.token)
+    if (msg.equals(proof)) {
+      this.confirm(a, side, from, proof)
+      return true
+    }
+    if (!msg.equals(cookie) && !msg.equals(udpConfirmation(proof))) return false
+    this.drop('reflected')
+    return true
+  }
+
   /** A token: answer with the cookie for this source (a few per second per port: no flood). */
   private challenge (a: Allocation, i: 0 | 1, from: { address: string, port: number }): void {
     if (a.info.mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
     if (!a.sides[i].challenges.take()) return this.drop('challenge_rate')
-    a.lastActivity = Date.now()
     a.sides[i].socket.send(this.cookie(a, i, from), from.port, from.address)
   }
 
-  /** The cookie came back: the source receives at its address. Confirm with the token. */
-  private confirm (a: Allocation, side: Side, from: { address: string, port: number }): void {
+  /**
+   * The proof for this source's cookie came back: the source receives at its address and knows
+   * the token. It is the port's endpoint from now on (taking over from any other), verified.
+   */
+  private confirm (a: Allocation, side: Side, from: { address: string, port: number }, proof: Uint8Array): void {
+    if (a.info.mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
+    const before = side.endpoint
+    if (before !== undefined && (before.address !== from.address || before.port !== from.port)) {
+      this.options.logger.debug({ id: a.info.id, port: side.port }, 'udp endpoint moved')
+    }
     side.endpoint = from
     side.verified = true
+    side.unverifiedSent = 0
     a.lastActivity = Date.now()
-    side.socket.send(side.token, from.port, from.address)
+    side.socket.send(udpConfirmation(proof), from.port, from.address)
   }
 
   /** The cookie of one source on one port: unguessable without the relay's secret, the same on every ask. */
