@@ -6,6 +6,7 @@
 import type { UdpRelay, UdpRelayMode } from './udp-relay.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 import { timingSafeEqual } from 'node:crypto'
+import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
@@ -41,10 +42,21 @@ function sameSecret (given: unknown, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-/** The client's IP address, from `X-Forwarded-For` when the server sits behind a trusted proxy. */
+/**
+ * The IP address the trusted proxy saw, from `X-Forwarded-For`: its rightmost entry, the one the
+ * proxy itself appended (entries to its left were written by the client and prove nothing).
+ * `undefined` without the header or when that entry is not an IP address.
+ */
+function forwardedIp (socket: Socket): string | undefined {
+  const header = socket.handshake.headers['x-forwarded-for']
+  const joined = Array.isArray(header) ? header.join(',') : header // repeated headers, in order
+  const last = joined?.split(',').pop()?.trim()
+  return last !== undefined && isIP(last) !== 0 ? last : undefined
+}
+
+/** The client's IP address: behind a trusted proxy what it saw (`forwardedIp`), else the socket's. */
 function clientIp (socket: Socket, trustProxy: boolean): string {
-  const forwarded = socket.handshake.headers['x-forwarded-for']
-  const ip = trustProxy && typeof forwarded === 'string' && forwarded !== '' ? forwarded.split(',')[0]?.trim() ?? socket.handshake.address : socket.handshake.address
+  const ip = (trustProxy ? forwardedIp(socket) : undefined) ?? socket.handshake.address
   return ip.startsWith('::ffff:') ? ip.slice(7) : ip // one key per client, whichever socket family it came in on
 }
 
@@ -55,7 +67,7 @@ function peerIdsOf (addrs: Iterable<string>): string[] {
 
 /** The client's TCP port; `undefined` behind a trusted proxy (the proxy's port says nothing). */
 function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
-  if (trustProxy && typeof socket.handshake.headers['x-forwarded-for'] === 'string') return undefined
+  if (trustProxy && forwardedIp(socket) !== undefined) return undefined
   return socket.request.socket?.remotePort
 }
 
