@@ -35,14 +35,23 @@ describe('access', () => {
     server = undefined
   })
 
-  it('serves starsock:peers only to a joined peer; announcements go only to joined peers', async () => {
-    const s = await start()
+  it('serves starsock:peers only to a joined peer; announcements, at a join and every interval, go only to joined peers', async () => {
+    const s = await start({ announceIntervalMs: 200 })
     const lurker = await socket(s)
     expect(await request(lurker, 'starsock:hello', [{ peerEvents: true }])).toHaveLength(2)
     const heard: string[] = []
-    lurker.on('ws-peer', (a: string) => heard.push(a))
-    lurker.on('starsock:peer-join', (a: string) => heard.push(a))
+    lurker.onAny((event: string) => heard.push(event))
     expect(await request(lurker, 'starsock:peers', [0])).toEqual(['Join before asking for peers [E_NOT_JOINED]'])
+    // A legacy client (no hello: it would get the periodic ws-peer) that never joins.
+    const legacyLurker = await socket(s)
+    const legacyHeard: string[] = []
+    legacyLurker.onAny((event: string) => legacyHeard.push(event))
+    // A joined legacy client: it does get them, at each join and every interval.
+    const legacy = await socket(s)
+    const l = await makeIdentity(s.port)
+    await joinWithChallenge(legacy, l.key, l.addr)
+    const legacySeen: string[] = []
+    legacy.on('ws-peer', (a: string) => legacySeen.push(a))
     const watcher = await socket(s)
     await request(watcher, 'starsock:hello', [{ peerEvents: true }])
     const w = await makeIdentity(s.port)
@@ -55,9 +64,12 @@ describe('access', () => {
     await waitFor('the peer-join at the joined watcher', () => joinedSeen.includes(j.addr))
     const [err, page] = await request(watcher, 'starsock:peers', [0])
     expect(err).toBeNull()
-    expect((page as { addrs: string[] }).addrs).toEqual([j.addr])
+    expect((page as { addrs: string[] }).addrs.sort()).toEqual([l.addr, j.addr].sort())
     expect(await request(lurker, 'starsock:peers', [0])).toEqual(['Join before asking for peers [E_NOT_JOINED]'])
+    // Two joins announced at once, then the same addresses again at least twice: intervals passed.
+    await waitFor('6 ws-peer at the joined legacy client (2 at the joins, then periodic ones)', () => legacySeen.filter((a) => a === j.addr).length >= 3 && legacySeen.length >= 6, 5000)
     expect(heard).toEqual([])
+    expect(legacyHeard).toEqual([])
     // A bad cursor is still a bad request, joined or not.
     expect((await request(lurker, 'starsock:peers', [-1]))[0]).toMatch(/\[E_BAD_REQUEST\]$/)
   })
