@@ -5,7 +5,6 @@
  */
 import type { UdpRelay, UdpRelayMode } from './udp-relay.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
-import { timingSafeEqual } from 'node:crypto'
 import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
@@ -16,6 +15,7 @@ import { MAX_QUEUED_PACKETS } from '../shared/constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
 import type { Rendezvous } from './rendezvous.ts'
+import { sameSecret } from './secret.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
 /** Events clients send that have their own handler; anything else with an ack gets "Unknown event". */
@@ -33,13 +33,6 @@ function once (ack: Ack | undefined): Ack | undefined {
 
 function replyError (ack: Ack | undefined, err: StarsockError): void {
   ack?.(err.toWire())
-}
-
-function sameSecret (given: unknown, expected: string): boolean {
-  if (typeof given !== 'string') return false
-  const a = Buffer.from(given)
-  const b = Buffer.from(expected)
-  return a.length === b.length && timingSafeEqual(a, b)
 }
 
 /**
