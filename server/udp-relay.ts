@@ -104,6 +104,10 @@ const MAX_PAYLOAD_BYTES = 65_507
 /** The relay. Make one per server when it is enabled. */
 export class UdpRelay {
   private readonly allocations = new Map<string, Allocation>()
+  /** The allocations of each owner. */
+  private readonly byOwner = new Map<string, Set<Allocation>>()
+  /** Allocations held per client IP key. */
+  private readonly perIp = new Map<string, number>()
   private readonly usedPorts = new Set<number>()
   /** Allocations under way, per owner: they count against the limit before they exist. */
   private readonly pending = new Map<string, number>()
@@ -122,6 +126,10 @@ export class UdpRelay {
   constructor (private readonly options: UdpRelayOptions) {
     const [low, high] = options.ports
     if (!Number.isInteger(low) || !Number.isInteger(high) || low < 1 || high > 65535 || high - low < 1) throw new RangeError('UDP relay ports must be a range of at least two ports within 1-65535')
+    const perIp = options.maxAllocationsPerIp
+    if (perIp !== undefined && perIp !== Infinity && !(Number.isInteger(perIp) && perIp >= 1)) throw new RangeError(`maxAllocationsPerIp must be an integer of at least 1 or Infinity, got ${String(perIp)}`)
+    const grace = options.ownerGraceMs
+    if (grace !== undefined && !(Number.isInteger(grace) && grace >= 0)) throw new RangeError(`ownerGraceMs must be an integer number of milliseconds of at least 0, got ${String(grace)}`)
     this.nextPort = low
     this.ownPorts = new Set(options.ownPorts ?? [])
     this.localAddresses = localAddresses(options)
@@ -149,11 +157,11 @@ export class UdpRelay {
     if (!Array.isArray(addresses) || addresses.length > 16 || addresses.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw new StarsockError('E_BAD_REQUEST', 'addresses must be at most 16 IP addresses')
     if (mode === 'address' && addresses.length === 0) throw new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
     if (this.closed) throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
-    const held = [...this.allocations.values()].filter((a) => a.owner === owner).length + (this.pending.get(owner) ?? 0)
+    const held = (this.byOwner.get(owner)?.size ?? 0) + (this.pending.get(owner) ?? 0)
     if (held >= this.options.maxAllocationsPerPeer) throw new StarsockError('E_LIMIT_ALLOCATIONS', `Peer holds ${held} allocations already (at most ${this.options.maxAllocationsPerPeer})`)
     const key = ipLimitKey(ip) // an IPv6 /64 is one key
     const maxIp = this.options.maxAllocationsPerIp ?? Infinity
-    const heldIp = [...this.allocations.values()].filter((a) => a.ip === key).length + (this.pendingIp.get(key) ?? 0)
+    const heldIp = (this.perIp.get(key) ?? 0) + (this.pendingIp.get(key) ?? 0)
     if (heldIp >= maxIp) throw new StarsockError('E_LIMIT_ALLOCATIONS_PER_IP', `Peers from this IP address hold ${heldIp} allocations already (udpMaxAllocationsPerIp=${maxIp})`)
     this.pending.set(owner, (this.pending.get(owner) ?? 0) + 1)
     this.pendingIp.set(key, (this.pendingIp.get(key) ?? 0) + 1)
@@ -197,6 +205,9 @@ export class UdpRelay {
     }
     sides.forEach((side, i) => side.socket.on('message', (msg, rinfo) => this.packet(allocation, i as 0 | 1, msg, rinfo)))
     this.allocations.set(id, allocation)
+    const mine = this.byOwner.get(owner) ?? new Set()
+    this.byOwner.set(owner, mine.add(allocation))
+    this.perIp.set(key, (this.perIp.get(key) ?? 0) + 1)
     this.options.logger.info({ id, owner, ports: [first.port, second.port], mode }, 'udp allocation')
     return { ...allocation.info }
   }
@@ -225,7 +236,7 @@ export class UdpRelay {
     if (!this.holds(owner)) return
     const timer = setTimeout(() => {
       this.leaving.delete(owner)
-      for (const a of [...this.allocations.values()]) if (a.owner === owner) this.free(a, 'owner_left')
+      for (const a of [...this.byOwner.get(owner) ?? []]) this.free(a, 'owner_left')
     }, this.options.ownerGraceMs ?? UDP_OWNER_GRACE_MS)
     timer.unref?.()
     this.leaving.set(owner, timer)
@@ -241,9 +252,7 @@ export class UdpRelay {
 
   /** Whether `owner` holds an allocation or is getting one. */
   holds (owner: string): boolean {
-    if (this.pending.has(owner)) return true
-    for (const a of this.allocations.values()) if (a.owner === owner) return true
-    return false
+    return this.pending.has(owner) || this.byOwner.has(owner)
   }
 
   /** Release everything and stop. */
@@ -368,6 +377,10 @@ export class UdpRelay {
 
   private free (a: Allocation, why: UdpEndCause): void {
     if (!this.allocations.delete(a.info.id)) return
+    const mine = this.byOwner.get(a.owner)
+    mine?.delete(a)
+    if (mine?.size === 0) this.byOwner.delete(a.owner)
+    decrement(this.perIp, a.ip)
     for (const side of a.sides) this.closeSocket(side)
     this.options.observer?.ended?.(why)
     this.options.logger.info({ id: a.info.id, owner: a.owner, why, bytes: a.bytes }, 'udp allocation ended')

@@ -608,6 +608,13 @@ describe('UDP relay allocations', () => {
     expect(await dropped(server, 'foreign')).toBe(0) // the old mapping is gone; nothing came from it
   }, 30_000)
 
+  it('the relay refuses a bad maxAllocationsPerIp or ownerGraceMs with an exact RangeError', () => {
+    const base = { ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger }
+    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => new UdpRelay({ ...base, maxAllocationsPerIp: bad })).toThrow(new RangeError(`maxAllocationsPerIp must be an integer of at least 1 or Infinity, got ${bad}`))
+    for (const bad of [-1, 0.5, Infinity, Number.NaN]) expect(() => new UdpRelay({ ...base, ownerGraceMs: bad })).toThrow(new RangeError(`ownerGraceMs must be an integer number of milliseconds of at least 0, got ${bad}`))
+    new UdpRelay({ ...base, maxAllocationsPerIp: Infinity, ownerGraceMs: 0 }).close()
+  })
+
   it('an allocation still binding when the relay closes is refused and leaves no port taken', async () => {
     const relay = new UdpRelay({ ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger })
     const pending = relay.allocate('peer')
