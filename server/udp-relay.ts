@@ -48,7 +48,7 @@ export interface UdpRelayOptions {
   ownerGraceMs?: number
   /** Other ports of this server (its TCP port): a source with one of them on a local address never registers. */
   ownPorts?: readonly number[]
-  /** An allocation without packets this long expires. */
+  /** An allocation without a forwarded packet or a completed handshake this long expires (tokens alone do not count). */
   idleMs: number
   /** An allocation expires this long after it was made or last refreshed. */
   lifetimeMs: number
