@@ -50,7 +50,7 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
             process.stdout.write(`allocation ${a.id} (${a.mode}), expires ${new Date(a.expiresAt).toISOString()}\n`)
             process.stdout.write(`endpoint 1: ${a.ip}:${a.port1} token ${a.token1}\n`)
             process.stdout.write(`endpoint 2: ${a.ip}:${a.port2} token ${a.token2}\n`)
-            process.stdout.write(`register each endpoint: send its token (hex-decoded, 16 bytes) to its port, send back the 16 bytes the relay answers, wait for the token to come back, then send data${a.mode === 'token' ? '' : ` (${a.mode} mode: a first packet registers too, but the relay sends such an endpoint only 8 datagrams until it has done this)`}\n`)
+            process.stdout.write(`register each endpoint: send its token (hex-decoded, 16 bytes) to its port; the relay answers 16 bytes (the cookie); send the cookie XOR the token (byte by byte) to the port; the relay confirms with those 16 bytes each XOR 0xff; then send data from the same socket (no answer within a second: start again with the token)${a.mode === 'token' ? '' : ` (${a.mode} mode: a first packet registers too, but the relay sends such an endpoint only 8 datagrams until it has done this)`}\n`)
           }
           if (flags.once === true) return 0
           for (const [n, local, port, token] of [[1, flags.local1, a.port1, a.token1], [2, flags.local2, a.port2, a.token2]] as const) {

@@ -63,7 +63,7 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option('--allow-peer <peerId>', 'only this peer id may join (repeatable)').argParser(collect))
     .addOption(new Option('--token <token>', 'shared token new clients must present; /metrics, /status and /status.json then need it too (Authorization: Bearer or ?token=)').env('STARSOCK_TOKEN'))
     .addOption(new Option('--cors-origin <origins>', 'allowed browser origins, comma-separated').env('STARSOCK_CORS_ORIGIN').default('*'))
-    .addOption(new Option('--trust-proxy', 'take client IPs from X-Forwarded-For').env('STARSOCK_TRUST_PROXY'))
+    .addOption(new Option('--trust-proxy', 'take client IPs from the rightmost X-Forwarded-For entry (the one the proxy appended)').env('STARSOCK_TRUST_PROXY'))
     .addOption(new Option('--udp-relay', 'run the UDP relay: peers get pairs of UDP ports that swap datagrams').env('STARSOCK_UDP_RELAY'))
     .addOption(new Option('--udp-ports <low-high>', 'port range of the UDP relay').env('STARSOCK_UDP_PORTS').default([40000, 40999], '40000-40999').argParser(portRange))
     .addOption(new Option('--udp-public-ip <ip>', 'address given to peers in allocations (default: the bound host)').env('STARSOCK_UDP_PUBLIC_IP'))

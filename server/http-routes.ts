@@ -1,9 +1,9 @@
 /** Plain HTTP routes beside socket.io: health, readiness, metrics and the page. */
-import { createHash, timingSafeEqual } from 'node:crypto'
 import { createReadStream, readFileSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { extname, join, normalize, sep } from 'node:path'
 import type { Registry } from 'prom-client'
+import { sameSecret } from './secret.ts'
 
 /** What the routes read from the server. */
 export interface RouteContext {
@@ -20,28 +20,23 @@ export interface RouteContext {
 }
 
 /**
- * Whether the request carries the token as `Authorization: Bearer <token>` or `?token=`. Compared
- * as SHA-256 digests in constant time (equal lengths, so the length of the token does not leak).
+ * Whether the request carries the token, as `Authorization: Bearer <token>` (preferred) or, for
+ * a browser or a quick `curl`, `?token=` (which ends up in access logs and browser history).
  */
 function hasToken (req: IncomingMessage, token: string): boolean {
   if (token === '') return true
   const header = req.headers.authorization
-  let given: string | null = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : null
-  if (given === null) {
-    try {
-      given = new URL(req.url ?? '/', 'http://x').searchParams.get('token')
-    } catch {
-      given = null
-    }
+  if (typeof header === 'string' && /^Bearer /i.test(header)) return sameSecret(header.slice(7).trim(), token)
+  try {
+    return sameSecret(new URL(req.url ?? '/', 'http://x').searchParams.get('token'), token)
+  } catch {
+    return false
   }
-  if (given === null) return false
-  const digest = (text: string): Buffer => createHash('sha256').update(text).digest()
-  return timingSafeEqual(digest(given), digest(token))
 }
 
 function unauthorized (res: ServerResponse): void {
   res.writeHead(401, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="starsock"' })
-  res.end('this server has a token: send it as Authorization: Bearer <token> or ?token=<token>\n')
+  res.end('this server has a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs)\n')
 }
 
 const TYPES: Record<string, string> = {
@@ -132,7 +127,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
       const file = staticFile(ctx.webRoot, path ?? '/')
       if (file !== undefined) return sendFile(res, file, req.method === 'HEAD')
       // Without a built page, `/` is the status page (and says how to build the page).
-      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(hasToken(req, ctx.token) ? ctx.status() : { figures: 'behind the server token (see /status?token=...)' }))
+      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(hasToken(req, ctx.token) ? ctx.status() : { figures: 'behind the server token (Authorization: Bearer <token>, or /status?token=...)' }))
       return send(res, 404, 'text/plain', 'not found\n')
     }
   }

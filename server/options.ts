@@ -73,7 +73,7 @@ export interface ServerOptions {
   udpPublicIp?: string
   /** UDP allocations one peer may hold. @default 4 */
   udpMaxAllocationsPerPeer?: number
-  /** UDP allocations the peers of one client IP address may hold together. @default 32 */
+  /** UDP allocations the peers of one client IP address may hold together. @default UDP_MAX_ALLOCATIONS_PER_IP (128: a quarter of the default range) */
   udpMaxAllocationsPerIp?: number
   /** UDP allocations of a peer that left (its last socket disconnected) end this long after, unless it joins again. @default 30_000 */
   udpOwnerGraceMs?: number

@@ -34,6 +34,14 @@ export class Rendezvous {
   private readonly allow: Set<string>
   private readonly starsockHolders = new StarsockHolders()
   private readonly backlogTimer: ReturnType<typeof setInterval>
+  /** `ipLimitKey`, remembered for the IPs of connected sessions. */
+  private readonly ipKeys = new Map<string, string>()
+  /** Addresses joined now, per per-IP key (for `maxPeersPerIp`). */
+  private readonly joinedPerIp = new Map<string, number>()
+  /** Addresses joined now, per owner (`ownerOf`): a peer id is present while it has one. */
+  private readonly joinedPerOwner = new Map<string, number>()
+  /** Told when an owner's first address joins (`true`) and its last one goes (`false`); the UDP relay's owners. */
+  presenceChanged: (owner: string, present: boolean) => void = () => {}
 
   constructor (
     private readonly options: ResolvedServerOptions,
@@ -128,15 +136,30 @@ export class Rendezvous {
     return false
   }
 
-  /** Addresses joined now by sessions under the per-IP key of `ip` (an IPv6 /64 is one key). */
-  private peersFrom (ip: string): number {
-    const key = this.ipKey(ip)
-    let n = 0
-    for (const s of this.sessions.values()) if (s.addrs.size > 0 && this.ipKey(s.ip) === key) n += s.addrs.size
-    return n
+  /** Who an address belongs to, for what peers hold (UDP allocations): its peer id, else the address. */
+  ownerOf (addr: string): string {
+    return checkAddress(addr, false)?.peerId ?? addr
   }
 
-  private readonly ipKeys = new Map<string, string>()
+  /** Whether any session has an address of `owner` joined now. */
+  isPresent (owner: string): boolean {
+    return this.joinedPerOwner.has(owner)
+  }
+
+  /** Addresses joined now by sessions under the per-IP key of `ip` (an IPv6 /64 is one key). */
+  private peersFrom (ip: string): number {
+    return this.joinedPerIp.get(this.ipKey(ip)) ?? 0
+  }
+
+  /** `session` gained (`+1`) or lost (`-1`) `addr`: keep the per-IP and per-owner counts. */
+  private counted (session: Session, addr: string, delta: 1 | -1): void {
+    count(this.joinedPerIp, this.ipKey(session.ip), delta)
+    const owner = this.ownerOf(addr)
+    const now = count(this.joinedPerOwner, owner, delta)
+    if (delta === 1 && now === 1) this.presenceChanged(owner, true)
+    if (delta === -1 && now === 0) this.presenceChanged(owner, false)
+  }
+
   /** `ipLimitKey`, remembered for the IPs of connected sessions. */
   private ipKey (ip: string): string {
     let key = this.ipKeys.get(ip)
@@ -219,6 +242,7 @@ export class Rendezvous {
       }
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
+      this.counted(session, addr, 1)
       if (session.starsock && peerId !== undefined) this.starsockHolders.add(peerId, addr, session)
       this.metrics.peers.set(this.directory.size)
       this.announcer.joined(addr, session)
@@ -275,7 +299,7 @@ export class Rendezvous {
       this.leave(holder, heldAddr)
       return
     }
-    holder.addrs.delete(addr)
+    if (holder.addrs.delete(addr)) this.counted(holder, addr, -1)
     holder.resumeSecrets.delete(addr)
     this.unindex(holder, addr)
   }
@@ -288,6 +312,7 @@ export class Rendezvous {
   /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. */
   leave (session: Session, addr: string): boolean {
     if (!session.addrs.delete(addr)) return false
+    this.counted(session, addr, -1)
     session.resumeSecrets.delete(addr)
     this.unindex(session, addr)
     if (this.directory.release(addr, session.id)) {
@@ -359,6 +384,14 @@ export class Rendezvous {
     this.announcer.stop()
     this.relay.stop()
   }
+}
+
+/** Add `delta` to the count under `key` (a count of 0 is no entry); returns the new count. */
+function count (counts: Map<string, number>, key: string, delta: number): number {
+  const n = (counts.get(key) ?? 0) + delta
+  if (n <= 0) counts.delete(key)
+  else counts.set(key, n)
+  return Math.max(n, 0)
 }
 
 function streamLimit (what: string, max: number): StarsockError {

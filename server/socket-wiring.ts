@@ -4,8 +4,7 @@
  * bad arguments gets an error string; an event without an ack that is bad is counted and ignored.
  */
 import type { UdpRelay, UdpRelayMode } from './udp-relay.ts'
-import { parseAddress } from '../shared/wsstar-address.ts'
-import { timingSafeEqual } from 'node:crypto'
+import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
@@ -15,6 +14,7 @@ import { MAX_QUEUED_PACKETS } from '../shared/constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
 import type { Rendezvous } from './rendezvous.ts'
+import { sameSecret } from './secret.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
 /** Events clients send that have their own handler; anything else with an ack gets "Unknown event". */
@@ -34,28 +34,27 @@ function replyError (ack: Ack | undefined, err: StarsockError): void {
   ack?.(err.toWire())
 }
 
-function sameSecret (given: unknown, expected: string): boolean {
-  if (typeof given !== 'string') return false
-  const a = Buffer.from(given)
-  const b = Buffer.from(expected)
-  return a.length === b.length && timingSafeEqual(a, b)
+/**
+ * The IP address the trusted proxy saw, from `X-Forwarded-For`: its rightmost entry, the one the
+ * proxy itself appended (entries to its left were written by the client and prove nothing).
+ * `undefined` without the header or when that entry is not an IP address.
+ */
+function forwardedIp (socket: Socket): string | undefined {
+  const header = socket.handshake.headers['x-forwarded-for']
+  const joined = Array.isArray(header) ? header.join(',') : header // repeated headers, in order
+  const last = joined?.split(',').pop()?.trim()
+  return last !== undefined && isIP(last) !== 0 ? last : undefined
 }
 
-/** The client's IP address, from `X-Forwarded-For` when the server sits behind a trusted proxy. */
+/** The client's IP address: behind a trusted proxy what it saw (`forwardedIp`), else the socket's. */
 function clientIp (socket: Socket, trustProxy: boolean): string {
-  const forwarded = socket.handshake.headers['x-forwarded-for']
-  const ip = trustProxy && typeof forwarded === 'string' && forwarded !== '' ? forwarded.split(',')[0]?.trim() ?? socket.handshake.address : socket.handshake.address
+  const ip = (trustProxy ? forwardedIp(socket) : undefined) ?? socket.handshake.address
   return ip.startsWith('::ffff:') ? ip.slice(7) : ip // one key per client, whichever socket family it came in on
-}
-
-/** Peer ids of the addresses a session holds (the owners of its UDP allocations). */
-function peerIdsOf (addrs: Iterable<string>): string[] {
-  return [...addrs].map((addr) => parseAddress(addr)?.peerId ?? addr)
 }
 
 /** The client's TCP port; `undefined` behind a trusted proxy (the proxy's port says nothing). */
 function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
-  if (trustProxy && typeof socket.handshake.headers['x-forwarded-for'] === 'string') return undefined
+  if (trustProxy && forwardedIp(socket) !== undefined) return undefined
   return socket.request.socket?.remotePort
 }
 
@@ -69,6 +68,11 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       metrics.limitHits.inc({ limit: 'E_FORBIDDEN' })
       next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
     })
+  }
+  // A UDP allocation's owner whose last address went keeps it for a grace; back in time, for good.
+  rendezvous.presenceChanged = (owner, present) => {
+    if (present) udp()?.ownerBack(owner)
+    else udp()?.ownerLeft(owner)
   }
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
@@ -103,7 +107,6 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
           return replyError(ack, result)
         }
         if ('nonce' in result) return ack?.(null, result.nonce)
-        udp()?.ownerBack(parseAddress(req.addr)?.peerId ?? req.addr) // back within the grace: keeps its allocations
         // The resume secret rides as an extra, last element that legacy clients ignore.
         if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
         else ack?.(null, null, result.peers)
@@ -120,7 +123,6 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       const req = checkLeave(args)
       if (req instanceof StarsockError) { bad(EVENTS.LEAVE); return replyError(ack, req) }
       rendezvous.leave(s, req.addr)
-      ownersMayBeGone(peerIdsOf([req.addr]))
       ack?.(null)
     })
 
@@ -170,7 +172,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
         const relay = udp()
         if (relay === undefined) return replyError(ack, new StarsockError('E_UDP_DISABLED', 'This server runs no UDP relay (serve --udp-relay)'))
         const addr = [...s.addrs][0]
-        const owner = addr === undefined ? undefined : parseAddress(addr)?.peerId ?? addr
+        const owner = addr === undefined ? undefined : rendezvous.ownerOf(addr)
         if (owner === undefined) return replyError(ack, new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation'))
         Promise.resolve().then(() => run(relay, owner, args)).then((value) => ack?.(null, value), (err: unknown) => {
           if (err instanceof StarsockError) {
@@ -185,7 +187,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     udpRequest(EVENTS.UDP_ALLOCATE, async (relay, owner, args) => {
       const req = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as { mode?: unknown, addresses?: unknown }
       const allocation = await relay.allocate(owner, { mode: req.mode as UdpRelayMode | undefined, addresses: req.addresses as string[] | undefined }, s.ip)
-      if (socket.disconnected) ownersMayBeGone([owner]) // it left while the ports were bound
+      if (!rendezvous.isPresent(owner)) relay.ownerLeft(owner) // it left while the ports were bound
       return allocation
     })
     udpRequest(EVENTS.UDP_REFRESH, (relay, owner, args) => relay.refresh(owner, args[0]))
@@ -214,23 +216,10 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       if (!ok) bad(`stream-${type}`)
     })
 
-    /** Owners with no socket left under their peer id: their UDP allocations end after the grace. */
-    const ownersMayBeGone = (owners: string[]): void => {
-      const relay = udp()
-      if (relay === undefined) return
-      for (const owner of owners) {
-        if (!relay.holds(owner)) continue
-        const present = [...rendezvous.sessions.values()].some((other) => peerIdsOf(other.addrs).includes(owner))
-        if (!present) relay.ownerLeft(owner)
-      }
-    }
-
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
-      const owners = peerIdsOf(s.addrs)
       rendezvous.disconnect(s)
-      ownersMayBeGone(owners)
     })
   })
 }

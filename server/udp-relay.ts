@@ -2,8 +2,9 @@
  * UDP relay allocations: two UDP ports per allocation; the endpoint that registers on each port
  * gets every later payload from the other port's endpoint, unchanged, both ways. Safe by default:
  * in `token` mode an endpoint registers with the handshake of `shared/udp-relay-protocol.ts` (the
- * port's token, then the echo of the relay's cookie), which proves it receives at its source
- * address, so a forged source cannot turn the relay into a reflector. In `address` mode (a named
+ * port's token, then the relay's cookie XOR the token), which proves it receives at its source
+ * address and is no mere echo, so neither a forged source nor an echo service turns the relay into
+ * a reflector or a loop; a completed handshake from a new source takes the port over. In `address` mode (a named
  * source IP) and `open` mode (any source, as in Impervious's original; trusted networks only) the
  * first packet registers, but the relay sends such an endpoint only a few datagrams until it has
  * done the handshake. Sources that are the relay's own ports never register (no loops). Packets
@@ -15,7 +16,7 @@ import { createHmac, randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 import { isIP } from 'node:net'
 import { networkInterfaces } from 'node:os'
-import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS } from '../shared/udp-relay-protocol.ts'
+import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS, udpConfirmation, udpProof } from '../shared/udp-relay-protocol.ts'
 import { UDP_OWNER_GRACE_MS } from '../shared/constants.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { UdpAllocation } from '../shared/events.ts'
@@ -26,7 +27,7 @@ import { ipLimitKey, TokenBucket } from './rate-limit.ts'
 export type UdpRelayMode = UdpAllocation['mode']
 
 /** Why a packet was dropped (a metrics label). */
-export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate'
+export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate' | 'reflected'
 
 /** Why an allocation ended (a metrics label). */
 export type UdpEndCause = 'released' | 'idle' | 'lifetime' | 'owner_left' | 'closed'
@@ -47,7 +48,7 @@ export interface UdpRelayOptions {
   ownerGraceMs?: number
   /** Other ports of this server (its TCP port): a source with one of them on a local address never registers. */
   ownPorts?: readonly number[]
-  /** An allocation without packets this long expires. */
+  /** An allocation without a forwarded packet or a completed handshake this long expires (tokens alone do not count). */
   idleMs: number
   /** An allocation expires this long after it was made or last refreshed. */
   lifetimeMs: number
@@ -103,6 +104,10 @@ const MAX_PAYLOAD_BYTES = 65_507
 /** The relay. Make one per server when it is enabled. */
 export class UdpRelay {
   private readonly allocations = new Map<string, Allocation>()
+  /** The allocations of each owner. */
+  private readonly byOwner = new Map<string, Set<Allocation>>()
+  /** Allocations held per client IP key. */
+  private readonly perIp = new Map<string, number>()
   private readonly usedPorts = new Set<number>()
   /** Allocations under way, per owner: they count against the limit before they exist. */
   private readonly pending = new Map<string, number>()
@@ -121,6 +126,10 @@ export class UdpRelay {
   constructor (private readonly options: UdpRelayOptions) {
     const [low, high] = options.ports
     if (!Number.isInteger(low) || !Number.isInteger(high) || low < 1 || high > 65535 || high - low < 1) throw new RangeError('UDP relay ports must be a range of at least two ports within 1-65535')
+    const perIp = options.maxAllocationsPerIp
+    if (perIp !== undefined && perIp !== Infinity && !(Number.isInteger(perIp) && perIp >= 1)) throw new RangeError(`maxAllocationsPerIp must be an integer of at least 1 or Infinity, got ${String(perIp)}`)
+    const grace = options.ownerGraceMs
+    if (grace !== undefined && !(Number.isInteger(grace) && grace >= 0)) throw new RangeError(`ownerGraceMs must be an integer number of milliseconds of at least 0, got ${String(grace)}`)
     this.nextPort = low
     this.ownPorts = new Set(options.ownPorts ?? [])
     this.localAddresses = localAddresses(options)
@@ -148,11 +157,11 @@ export class UdpRelay {
     if (!Array.isArray(addresses) || addresses.length > 16 || addresses.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw new StarsockError('E_BAD_REQUEST', 'addresses must be at most 16 IP addresses')
     if (mode === 'address' && addresses.length === 0) throw new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
     if (this.closed) throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
-    const held = [...this.allocations.values()].filter((a) => a.owner === owner).length + (this.pending.get(owner) ?? 0)
+    const held = (this.byOwner.get(owner)?.size ?? 0) + (this.pending.get(owner) ?? 0)
     if (held >= this.options.maxAllocationsPerPeer) throw new StarsockError('E_LIMIT_ALLOCATIONS', `Peer holds ${held} allocations already (at most ${this.options.maxAllocationsPerPeer})`)
     const key = ipLimitKey(ip) // an IPv6 /64 is one key
     const maxIp = this.options.maxAllocationsPerIp ?? Infinity
-    const heldIp = [...this.allocations.values()].filter((a) => a.ip === key).length + (this.pendingIp.get(key) ?? 0)
+    const heldIp = (this.perIp.get(key) ?? 0) + (this.pendingIp.get(key) ?? 0)
     if (heldIp >= maxIp) throw new StarsockError('E_LIMIT_ALLOCATIONS_PER_IP', `Peers from this IP address hold ${heldIp} allocations already (udpMaxAllocationsPerIp=${maxIp})`)
     this.pending.set(owner, (this.pending.get(owner) ?? 0) + 1)
     this.pendingIp.set(key, (this.pendingIp.get(key) ?? 0) + 1)
@@ -196,6 +205,9 @@ export class UdpRelay {
     }
     sides.forEach((side, i) => side.socket.on('message', (msg, rinfo) => this.packet(allocation, i as 0 | 1, msg, rinfo)))
     this.allocations.set(id, allocation)
+    const mine = this.byOwner.get(owner) ?? new Set()
+    this.byOwner.set(owner, mine.add(allocation))
+    this.perIp.set(key, (this.perIp.get(key) ?? 0) + 1)
     this.options.logger.info({ id, owner, ports: [first.port, second.port], mode }, 'udp allocation')
     return { ...allocation.info }
   }
@@ -224,7 +236,7 @@ export class UdpRelay {
     if (!this.holds(owner)) return
     const timer = setTimeout(() => {
       this.leaving.delete(owner)
-      for (const a of [...this.allocations.values()]) if (a.owner === owner) this.free(a, 'owner_left')
+      for (const a of [...this.byOwner.get(owner) ?? []]) this.free(a, 'owner_left')
     }, this.options.ownerGraceMs ?? UDP_OWNER_GRACE_MS)
     timer.unref?.()
     this.leaving.set(owner, timer)
@@ -240,9 +252,7 @@ export class UdpRelay {
 
   /** Whether `owner` holds an allocation or is getting one. */
   holds (owner: string): boolean {
-    if (this.pending.has(owner)) return true
-    for (const a of this.allocations.values()) if (a.owner === owner) return true
-    return false
+    return this.pending.has(owner) || this.byOwner.has(owner)
   }
 
   /** Release everything and stop. */
@@ -266,17 +276,17 @@ export class UdpRelay {
     const from = { address: normalizeIp(rinfo.address), port: rinfo.port }
     // A source that is one of our own ports is a forged one: registering it would loop.
     if (this.isOwn(from)) return this.drop('loop')
-    const registered = side.endpoint !== undefined
-    if (side.endpoint !== undefined && (side.endpoint.address !== from.address || side.endpoint.port !== from.port)) return this.drop('foreign')
-    if (msg.byteLength === UDP_TOKEN_BYTES) {
-      if (msg.equals(side.token)) return this.challenge(a, i, from)
-      if (msg.equals(this.cookie(a, i, from))) return this.confirm(a, side, from)
-    }
-    if (!registered) {
+    // Handshake steps come first, from any source: a completed handshake from a new source takes
+    // the port over (a NAT rebinding, a restarted program), whoever held it.
+    if (msg.byteLength === UDP_TOKEN_BYTES && this.handshake(a, i, msg, from)) return
+    if (side.endpoint === undefined) {
       const mode = a.info.mode
       if (mode === 'token') return this.drop(msg.byteLength === UDP_TOKEN_BYTES ? 'bad_token' : 'unregistered')
       if (mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
       side.endpoint = from // not verified: it gets only a small budget until it does the handshake
+      side.unverifiedSent = 0
+    } else if (side.endpoint.address !== from.address || side.endpoint.port !== from.port) {
+      return this.drop('foreign') // a first packet never displaces an endpoint; only a handshake does
     }
     if (other.endpoint === undefined) return this.drop('no_peer')
     if (this.isOwn(other.endpoint)) return this.drop('loop') // a port the relay bound after it registered
@@ -291,20 +301,50 @@ export class UdpRelay {
     this.options.observer?.forwarded(msg.byteLength)
   }
 
+  /**
+   * A 16-byte packet that is a step of the handshake (the token, the proof) or one of the relay's
+   * own answers coming back (the cookie, the confirmation: an echo service, never an endpoint):
+   * handled here, never forwarded. `false` for data that merely has the size.
+   */
+  private handshake (a: Allocation, i: 0 | 1, msg: Buffer, from: { address: string, port: number }): boolean {
+    const side = a.sides[i]
+    if (msg.equals(side.token)) {
+      this.challenge(a, i, from)
+      return true
+    }
+    const cookie = this.cookie(a, i, from)
+    const proof = udpProof(cookie, side.token)
+    if (msg.equals(proof)) {
+      this.confirm(a, side, from, proof)
+      return true
+    }
+    if (!msg.equals(cookie) && !msg.equals(udpConfirmation(proof))) return false
+    this.drop('reflected')
+    return true
+  }
+
   /** A token: answer with the cookie for this source (a few per second per port: no flood). */
   private challenge (a: Allocation, i: 0 | 1, from: { address: string, port: number }): void {
     if (a.info.mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
     if (!a.sides[i].challenges.take()) return this.drop('challenge_rate')
-    a.lastActivity = Date.now()
     a.sides[i].socket.send(this.cookie(a, i, from), from.port, from.address)
   }
 
-  /** The cookie came back: the source receives at its address. Confirm with the token. */
-  private confirm (a: Allocation, side: Side, from: { address: string, port: number }): void {
+  /**
+   * The proof for this source's cookie came back: the source receives at its address and knows
+   * the token. It is the port's endpoint from now on (taking over from any other), verified.
+   */
+  private confirm (a: Allocation, side: Side, from: { address: string, port: number }, proof: Uint8Array): void {
+    if (a.info.mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
+    const before = side.endpoint
+    if (before !== undefined && (before.address !== from.address || before.port !== from.port)) {
+      this.options.logger.debug({ id: a.info.id, port: side.port }, 'udp endpoint moved')
+    }
     side.endpoint = from
     side.verified = true
+    side.unverifiedSent = 0
     a.lastActivity = Date.now()
-    side.socket.send(side.token, from.port, from.address)
+    side.socket.send(udpConfirmation(proof), from.port, from.address)
   }
 
   /** The cookie of one source on one port: unguessable without the relay's secret, the same on every ask. */
@@ -337,6 +377,10 @@ export class UdpRelay {
 
   private free (a: Allocation, why: UdpEndCause): void {
     if (!this.allocations.delete(a.info.id)) return
+    const mine = this.byOwner.get(a.owner)
+    mine?.delete(a)
+    if (mine?.size === 0) this.byOwner.delete(a.owner)
+    decrement(this.perIp, a.ip)
     for (const side of a.sides) this.closeSocket(side)
     this.options.observer?.ended?.(why)
     this.options.logger.info({ id: a.info.id, owner: a.owner, why, bytes: a.bytes }, 'udp allocation ended')

@@ -58,8 +58,13 @@ export const MAX_PEERS = 20_000
 export const MAX_JOINS_PER_IP_PER_MINUTE = 600
 /** Addresses joined at once from one client IP address (a NAT'd office fits; a Sybil flood does not). */
 export const MAX_PEERS_PER_IP = 1000
-/** UDP relay allocations the peers of one client IP address may hold together. */
-export const UDP_MAX_ALLOCATIONS_PER_IP = 32
+/**
+ * UDP relay allocations the peers of one client IP address may hold together: a quarter of the
+ * default range's 500 pairs. One address may be a carrier-grade NAT with hundreds of subscribers
+ * behind it (32 would turn most of them away), yet one address, a Sybil with free identities
+ * included, still cannot hold more than a quarter of the default range.
+ */
+export const UDP_MAX_ALLOCATIONS_PER_IP = 128
 /** UDP relay allocations of a peer that left end this long after, unless it joins again. */
 export const UDP_OWNER_GRACE_MS = 30_000
 

@@ -35,14 +35,23 @@ describe('access', () => {
     server = undefined
   })
 
-  it('serves starsock:peers only to a joined peer; announcements go only to joined peers', async () => {
-    const s = await start()
+  it('serves starsock:peers only to a joined peer; announcements, at a join and every interval, go only to joined peers', async () => {
+    const s = await start({ announceIntervalMs: 200 })
     const lurker = await socket(s)
     expect(await request(lurker, 'starsock:hello', [{ peerEvents: true }])).toHaveLength(2)
     const heard: string[] = []
-    lurker.on('ws-peer', (a: string) => heard.push(a))
-    lurker.on('starsock:peer-join', (a: string) => heard.push(a))
+    lurker.onAny((event: string) => heard.push(event))
     expect(await request(lurker, 'starsock:peers', [0])).toEqual(['Join before asking for peers [E_NOT_JOINED]'])
+    // A legacy client (no hello: it would get the periodic ws-peer) that never joins.
+    const legacyLurker = await socket(s)
+    const legacyHeard: string[] = []
+    legacyLurker.onAny((event: string) => legacyHeard.push(event))
+    // A joined legacy client: it does get them, at each join and every interval.
+    const legacy = await socket(s)
+    const l = await makeIdentity(s.port)
+    await joinWithChallenge(legacy, l.key, l.addr)
+    const legacySeen: string[] = []
+    legacy.on('ws-peer', (a: string) => legacySeen.push(a))
     const watcher = await socket(s)
     await request(watcher, 'starsock:hello', [{ peerEvents: true }])
     const w = await makeIdentity(s.port)
@@ -55,9 +64,12 @@ describe('access', () => {
     await waitFor('the peer-join at the joined watcher', () => joinedSeen.includes(j.addr))
     const [err, page] = await request(watcher, 'starsock:peers', [0])
     expect(err).toBeNull()
-    expect((page as { addrs: string[] }).addrs).toEqual([j.addr])
+    expect((page as { addrs: string[] }).addrs.sort()).toEqual([l.addr, j.addr].sort())
     expect(await request(lurker, 'starsock:peers', [0])).toEqual(['Join before asking for peers [E_NOT_JOINED]'])
+    // Two joins announced at once, then the same addresses again at least twice: intervals passed.
+    await waitFor('6 ws-peer at the joined legacy client (2 at the joins, then periodic ones)', () => legacySeen.filter((a) => a === j.addr).length >= 3 && legacySeen.length >= 6, 5000)
     expect(heard).toEqual([])
+    expect(legacyHeard).toEqual([])
     // A bad cursor is still a bad request, joined or not.
     expect((await request(lurker, 'starsock:peers', [-1]))[0]).toMatch(/\[E_BAD_REQUEST\]$/)
   })
@@ -78,7 +90,7 @@ describe('access', () => {
     expect(b.peers().map((p) => p.peerId)).toEqual([allowedA.peerId])
   })
 
-  it('caps addresses joined from one client IP or IPv6 /64 (X-Forwarded-For behind a trusted proxy); another still joins', async () => {
+  it('caps addresses joined from one client IP or IPv6 /64 (the rightmost X-Forwarded-For entry behind a trusted proxy); another still joins', async () => {
     const s = await start({ maxPeersPerIp: 2, trustProxy: true })
     const from = async (ip: string, me?: Awaited<ReturnType<typeof makeIdentity>>): Promise<unknown> => {
       const sock = await socket(s, { 'x-forwarded-for': ip })
@@ -87,18 +99,29 @@ describe('access', () => {
     }
     const first = await makeIdentity(s.port)
     expect(await from('10.1.1.1', first)).toBeNull()
-    expect(await from('10.1.1.1, 127.0.0.1')).toBeNull()
+    // The proxy appends what it saw: the rightmost entry counts; the client wrote the rest.
+    expect(await from('10.9.9.9, 10.1.1.1')).toBeNull()
     expect(await from('10.1.1.1')).toBe('Peer limit of this IP address reached (maxPeersPerIp=2) [E_LIMIT_PEERS_PER_IP]')
+    // A client writing other addresses on the left does not get around the cap...
+    expect(await from('10.3.3.3, 10.1.1.1')).toBe('Peer limit of this IP address reached (maxPeersPerIp=2) [E_LIMIT_PEERS_PER_IP]')
+    // ...nor burns another client's quota by naming it.
+    expect(await from('10.2.2.2, 10.4.4.4')).toBeNull()
     expect(await from('10.2.2.2')).toBeNull()
     // A reconnect from the same IP moves an address; it does not add one.
     expect(await from('10.1.1.1', first)).toBeNull()
-    expect(s.stats().peers).toBe(3)
+    expect(s.stats().peers).toBe(4)
     // An IPv6 /64 is one client: fresh addresses in it do not get around the cap.
     expect(await from('2001:db8:1:2::1')).toBeNull()
     expect(await from('2001:db8:1:2:ffff::2')).toBeNull()
     expect(await from('2001:db8:1:2::3')).toBe('Peer limit of this IP address reached (maxPeersPerIp=2) [E_LIMIT_PEERS_PER_IP]')
     expect(await from('2001:db8:1:3::1')).toBeNull()
-    expect(await s.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_PEERS_PER_IP"\} 2$/m)
+    expect(await s.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_PEERS_PER_IP"\} 3$/m)
+    // An entry that is not an IP address counts as the socket's own address.
+    const before = new Set([...s.rendezvous.sessions.keys()])
+    await socket(s, { 'x-forwarded-for': '10.5.5.5, not-an-ip' })
+    await socket(s, { 'x-forwarded-for': '10.5.5.5, 10.6.6.6:1234' })
+    const added = [...s.rendezvous.sessions.values()].filter((session) => !before.has(session.id)).map((session) => session.ip)
+    expect(added).toEqual(['127.0.0.1', '127.0.0.1'])
   })
 
   it('with a token, /metrics, /status and /status.json refuse without it and answer with it; health stays open', async () => {

@@ -8,7 +8,7 @@ import { io, type Socket } from 'socket.io-client'
 import { createIdentity } from '../client/identity.ts'
 import { createPeer, type StarsockPeer, type UdpAllocation } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
-import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
+import { bridgeUdpEndpoint, registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
 import { readUdpHalf, sendUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
@@ -40,8 +40,9 @@ async function send (s: dgram.Socket, data: Uint8Array, port: number, ip = '127.
 }
 
 /**
- * What a plain UDP program does to register on `port` (the README's steps): send the token, echo
- * the 16 bytes the relay answers, wait for the token back. Forgets the handshake's datagrams.
+ * What a plain UDP program does to register on `port` (the README's steps): send the token, answer
+ * the 16-byte cookie with cookie XOR token, wait for the confirmation (the proof XOR 0xff).
+ * Forgets the handshake's datagrams.
  */
 async function plainRegister (s: { socket: dgram.Socket, got: Buffer[] }, token: string, port: number, ip = '127.0.0.1'): Promise<void> {
   const bytes = Buffer.from(token, 'hex')
@@ -50,10 +51,58 @@ async function plainRegister (s: { socket: dgram.Socket, got: Buffer[] }, token:
   const cookie = s.got[0] as Buffer
   expect(cookie.byteLength).toBe(16)
   expect(cookie.equals(bytes)).toBe(false)
-  await send(s.socket, cookie, port, ip)
-  await waitFor(`the confirmation (the token back) from port ${port}`, () => s.got.length >= 2)
-  expect(s.got[1]?.equals(bytes)).toBe(true)
+  const proof = Buffer.from(cookie.map((b, i) => b ^ (bytes[i] ?? 0)))
+  await send(s.socket, proof, port, ip)
+  await waitFor(`the confirmation from port ${port}`, () => s.got.length >= 2)
+  expect(s.got[1]?.equals(Buffer.from(proof.map((b) => b ^ 0xff)))).toBe(true)
   s.got.length = 0
+}
+
+/**
+ * A UDP NAT on loopback in front of relay port `relayPort`: the inside socket takes one client's
+ * datagrams and sends them on from an outside socket; what the relay answers goes back to the
+ * client. `rebind()` gives it a new outside port (a NAT whose mapping timed out); with
+ * `duplicateMs` set, every datagram from the relay reaches the client twice, the copy that much later.
+ */
+async function udpNat (relayPort: number): Promise<{ port: number, duplicateMs: number, rebind: () => Promise<void>, close: () => void }> {
+  const inside = dgram.createSocket('udp4')
+  await new Promise<void>((resolve) => inside.bind(0, '127.0.0.1', resolve))
+  let client: dgram.RemoteInfo | undefined
+  const nat = {
+    port: inside.address().port,
+    duplicateMs: 0,
+    rebind: async () => {
+      const old = outside
+      outside = await openOutside()
+      old.close()
+    },
+    close: () => { try { inside.close() } catch {} try { outside.close() } catch {} }
+  }
+  const openOutside = async (): Promise<dgram.Socket> => {
+    const s = dgram.createSocket('udp4')
+    s.on('error', () => {})
+    s.on('message', (msg, rinfo) => {
+      if (rinfo.port !== relayPort || client === undefined) return
+      const to = client
+      inside.send(msg, to.port, to.address)
+      if (nat.duplicateMs > 0) setTimeout(() => { try { inside.send(msg, to.port, to.address) } catch {} }, nat.duplicateMs)
+    })
+    await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve))
+    return s
+  }
+  let outside = await openOutside()
+  inside.on('message', (msg, rinfo) => {
+    client = rinfo
+    outside.send(msg, relayPort, '127.0.0.1')
+  })
+  return nat
+}
+
+/** A UDP echo (RFC 862) on `host` that counts what it gets. */
+async function echoService (host: string): Promise<{ socket: dgram.Socket, got: Buffer[], close: () => void }> {
+  const e = await udpSocket(host)
+  e.socket.on('message', (msg, rinfo) => { try { e.socket.send(msg, rinfo.port, rinfo.address) } catch {} })
+  return e
 }
 
 async function dropped (server: StarsockServer, cause: string): Promise<number> {
@@ -435,6 +484,136 @@ describe('UDP relay allocations', () => {
     await send(one.socket, Buffer.from('still here'), kept.port1)
     await waitFor('a datagram through the kept allocation', () => two.got.length === 1)
   }, 30_000)
+
+  it('a completed handshake from a new socket (a NAT rebinding) moves the endpoint there; it gets every datagram', async () => {
+    const p = await start()
+    const a = await p.udpAllocate()
+    const [one, two] = await register(a)
+    await send(two.socket, Buffer.from('before'), a.port2)
+    await waitFor('a datagram at endpoint 1 before the rebinding', () => one.got.length === 1)
+    // The same program, seen from a new source port (its NAT mapping changed).
+    const rebound = await udpSocket()
+    cleanup.push(rebound)
+    await within('the handshake from the new source to be confirmed', registerUdpEndpoint(rebound.socket, { ip: '127.0.0.1', port: a.port1, token: a.token1 }, { timeoutMs: 3000 }))
+    rebound.got.length = 0
+    for (let i = 0; i < 50; i++) await send(two.socket, Buffer.from(`after ${i}`), a.port2)
+    await waitFor('50 datagrams at the moved endpoint', () => rebound.got.length === 50)
+    expect(rebound.got.map(String)).toEqual(Array.from({ length: 50 }, (_, i) => `after ${i}`))
+    expect(one.got.map(String)).toEqual(['before'])
+    // The old source is foreign now; the new one sends.
+    await send(one.socket, Buffer.from('stale'), a.port1)
+    await send(rebound.socket, Buffer.from('from the new port'), a.port1)
+    await waitFor('the moved endpoint\'s datagram at endpoint 2', () => two.got.length === 1)
+    expect(two.got.map(String)).toEqual(['from the new port'])
+    expect(await dropped(server, 'foreign')).toBe(1)
+  }, 30_000)
+
+  it('open mode: a stranger\'s first datagram does not lock out the real program\'s handshake, and no first packet displaces it', async () => {
+    const p = await start()
+    const a = await p.udpAllocate({ mode: 'open' })
+    const stranger = await udpSocket('127.0.0.3')
+    const late = await udpSocket('127.0.0.4')
+    const real = await udpSocket()
+    const other = await udpSocket()
+    cleanup.push(stranger, late, real, other)
+    await send(stranger.socket, Buffer.from('x'), a.port1) // takes port 1 by a first packet, unverified
+    await within('the stranger\'s packet to reach the relay', until(async () => await dropped(server, 'no_peer') >= 1))
+    await plainRegister(other, a.token2, a.port2)
+    await within('the real program\'s handshake on port 1', registerUdpEndpoint(real.socket, { ip: '127.0.0.1', port: a.port1, token: a.token1 }, { timeoutMs: 3000 }))
+    real.got.length = 0
+    await send(late.socket, Buffer.from('me too'), a.port1) // a first packet: never displaces the endpoint
+    for (let i = 0; i < 20; i++) await send(other.socket, Buffer.from(`d${i}`), a.port2)
+    await waitFor('20 datagrams at the real program', () => real.got.length === 20)
+    await within('the later first packet dropped as foreign', until(async () => await dropped(server, 'foreign') >= 1))
+    expect(stranger.got).toHaveLength(0)
+    expect(late.got).toHaveLength(0)
+    expect(await dropped(server, 'unverified')).toBe(0)
+  }, 30_000)
+
+  it('an echo service registered through forged tokens gets only the rate-limited cookies, never registers, and nothing loops', async () => {
+    const p = await start({ udpMaxPacketsPerSecond: 100_000 })
+    const a = await p.udpAllocate()
+    const e1 = await echoService('127.0.0.2')
+    const e2 = await echoService('127.0.0.3')
+    cleanup.push(e1, e2)
+    // A packet with a forged source (the echo's) looks to the relay like one from the echo itself.
+    await send(e1.socket, Buffer.from(a.token1, 'hex'), a.port1)
+    await send(e2.socket, Buffer.from(a.token2, 'hex'), a.port2)
+    await within('both echoed cookies dropped as reflected', until(async () => await dropped(server, 'reflected') >= 2))
+    await send(e1.socket, Buffer.from('one forged datagram'), a.port1)
+    await within('the forged datagram dropped as unregistered', until(async () => await dropped(server, 'unregistered') >= 1))
+    for (let i = 0; i < 40; i++) e1.socket.send(Buffer.from(a.token1, 'hex'), a.port1, '127.0.0.1')
+    await within('forged tokens over the rate dropped', until(async () => await dropped(server, 'challenge_rate') >= 20))
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    const metrics = await server.metrics.registry.metrics()
+    expect(metrics).toMatch(/^starsock_udp_endpoints 0$/m)
+    expect(metrics).toMatch(/^starsock_udp_packets_total 0$/m)
+    expect(e2.got).toHaveLength(1)
+    expect(e1.got.length).toBeLessThanOrEqual(12) // cookies only: a burst of 8, then 4 a second
+    expect(e1.got.every((d) => d.byteLength === 16)).toBe(true)
+    const echoedCookies = e1.got.length + e2.got.length
+    expect(await dropped(server, 'reflected')).toBe(echoedCookies)
+
+    // Open mode registers echoes by a first packet: they still get at most the unverified budget.
+    const b = await p.udpAllocate({ mode: 'open' })
+    await send(e1.socket, Buffer.from('register me'), b.port1)
+    await within('the first packet with nobody on port 2', until(async () => await dropped(server, 'no_peer') >= 1))
+    await send(e2.socket, Buffer.from('ping-pong'), b.port2)
+    await within('the ping-pong cut by the budget of unverified endpoints', until(async () => await dropped(server, 'unverified') >= 1))
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect((await server.metrics.registry.metrics())).toMatch(/^starsock_udp_packets_total (1[0-6]|[0-9])$/m)
+  }, 30_000)
+
+  it('registerUdpEndpoint starts again with the token after a 16-byte reply that was not the cookie', async () => {
+    const p = await start()
+    const a = await p.udpAllocate()
+    const [one, two] = await register(a)
+    // Use up port 1's answers to tokens, so the next token gets no cookie at once.
+    const other = await udpSocket()
+    cleanup.push(other)
+    for (let i = 0; i < 12; i++) other.socket.send(Buffer.from(a.token1, 'hex'), a.port1, '127.0.0.1')
+    await within('tokens over the rate dropped', until(async () => await dropped(server, 'challenge_rate') >= 1))
+    // Endpoint 1 registers again; the first 16 bytes it gets from the port are endpoint 2's data.
+    const again = registerUdpEndpoint(one.socket, { ip: '127.0.0.1', port: a.port1, token: a.token1 }, { timeoutMs: 4000, retryMs: 200 })
+    await send(two.socket, Buffer.alloc(16, 0x5a), a.port2)
+    await within('the registration to be confirmed after all', again, 6000)
+  }, 30_000)
+
+  it('the bridge passes no late duplicate of the handshake to the program, and registers again after a NAT rebinding', async () => {
+    const p = await start()
+    const a = await p.udpAllocate()
+    const echo = await udpEcho()
+    const nat = await udpNat(a.port1)
+    cleanup.push(echo, nat)
+    nat.duplicateMs = 50 // the network repeats the cookie and the confirmation, late
+    const bridge = await bridgeUdpEndpoint({ ip: '127.0.0.1', port: nat.port, token: a.token1 }, { ip: '127.0.0.1', port: echo.port }, { reregisterIdleMs: 300 })
+    cleanup.push(bridge)
+    const me = await udpSocket()
+    cleanup.push(me)
+    await plainRegister(me, a.token2, a.port2)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(echo.received()).toBe(0)
+    nat.duplicateMs = 0
+    for (let i = 0; i < 5; i++) await send(me.socket, Buffer.from(`ping ${i}`), a.port2)
+    await waitFor('5 echoes through the bridge', () => me.got.length === 5)
+    await nat.rebind()
+    // The relay still sends to the old mapping; the bridge hears nothing, registers again.
+    let n = 0
+    const pinger = setInterval(() => me.socket.send(Buffer.from(`again ${n++}`), a.port2, '127.0.0.1'), 100)
+    cleanup.push({ close: () => clearInterval(pinger) })
+    await waitFor('an echo through the new mapping', () => me.got.some((d) => String(d).startsWith('again')), 5000)
+    clearInterval(pinger)
+    expect(bridge.counts.registrations).toBeGreaterThanOrEqual(2)
+    expect(me.got.every((d) => /^(ping|again) \d+$/.test(String(d)))).toBe(true)
+    expect(await dropped(server, 'foreign')).toBe(0) // the old mapping is gone; nothing came from it
+  }, 30_000)
+
+  it('the relay refuses a bad maxAllocationsPerIp or ownerGraceMs with an exact RangeError', () => {
+    const base = { ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger }
+    for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => new UdpRelay({ ...base, maxAllocationsPerIp: bad })).toThrow(new RangeError(`maxAllocationsPerIp must be an integer of at least 1 or Infinity, got ${bad}`))
+    for (const bad of [-1, 0.5, Infinity, Number.NaN]) expect(() => new UdpRelay({ ...base, ownerGraceMs: bad })).toThrow(new RangeError(`ownerGraceMs must be an integer number of milliseconds of at least 0, got ${bad}`))
+    new UdpRelay({ ...base, maxAllocationsPerIp: Infinity, ownerGraceMs: 0 }).close()
+  })
 
   it('an allocation still binding when the relay closes is refused and leaves no port taken', async () => {
     const relay = new UdpRelay({ ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger })

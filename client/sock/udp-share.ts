@@ -3,8 +3,8 @@
  * type `udp-relay`: a JSON line `{ ip, port, token, expiresAt }`. The other side registers with
  * `registerUdpEndpoint(socket, half)` (`udp-register.node.ts`), or its application is a plain UDP
  * program doing the same steps (`shared/udp-relay-protocol.ts`): send the token's bytes to
- * `ip:port`, send back the 16 bytes the relay answers, wait for the token to come back, then send
- * its datagrams.
+ * `ip:port`, send the 16 bytes the relay answers XOR the token, wait for the confirmation, then
+ * send its datagrams.
  */
 import type { Channel } from '../mux/channel.ts'
 import type { SockAgent } from './agent.ts'

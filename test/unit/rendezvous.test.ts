@@ -5,6 +5,7 @@ import { Rendezvous } from '../../server/rendezvous.ts'
 import type { Endpoint } from '../../server/session.ts'
 import { silentLogger } from '../../shared/logger.ts'
 import { BACKLOG_CHECK_MS } from '../../shared/constants.ts'
+import { makeIdentity } from '../helpers/raw-peer.ts'
 
 function endpoint (backlog: () => number): Endpoint & { disconnects: number } {
   const e = {
@@ -40,6 +41,46 @@ describe('Rendezvous output backlog check', () => {
     expect(slow.disconnects).toBe(1)
     expect(fine.disconnects).toBe(0)
     expect(await metrics.registry.getSingleMetricAsString('starsock_limit_hits_total')).toContain('limit="E_LIMIT_BACKLOG"} 1')
+    rendezvous.stop()
+  })
+})
+
+describe('Rendezvous counts of joined addresses', () => {
+  it('tells when a peer id is first and no longer present, and caps addresses per IP key, across joins, leaves, takeovers and disconnects', async () => {
+    const options = resolveServerOptions({ cryptoChallenge: false, maxPeersPerIp: 2 })
+    const rendezvous = new Rendezvous(options, new ServerMetrics(false, () => 0), 'test', silentLogger)
+    const changes: string[] = []
+    rendezvous.presenceChanged = (owner, present) => changes.push(`${present ? '+' : '-'}${owner.slice(-6)}`)
+    const [a, b, c] = await Promise.all([0, 1, 2].map(async () => (await makeIdentity(9090)).id)) as [string, string, string]
+    const addr = (id: string | undefined, port = 9090): string => `/ip4/127.0.0.1/tcp/${port}/ws/p2p-websocket-star/p2p/${String(id)}`
+    const one = rendezvous.connect('one', '10.0.0.1', endpoint(() => 0))
+    const two = rendezvous.connect('two', '10.0.0.1', endpoint(() => 0))
+    const three = rendezvous.connect('three', '2001:db8::1', endpoint(() => 0))
+    const join = async (s: typeof one, address: string): Promise<string | undefined> => {
+      const r = await rendezvous.join(s, address, '')
+      return r instanceof Error ? r.code : undefined
+    }
+    expect(await join(one, addr(a))).toBeUndefined()
+    expect(await join(one, addr(a, 9091))).toBeUndefined() // a second address of the same peer id
+    expect(rendezvous.isPresent(rendezvous.ownerOf(addr(a)))).toBe(true)
+    expect(await join(two, addr(b))).toBe('E_LIMIT_PEERS_PER_IP') // 10.0.0.1 holds two
+    expect(await join(three, addr(b))).toBeUndefined() // another IP key
+    rendezvous.leave(one, addr(a))
+    rendezvous.hello(two, {})
+    const joined = await rendezvous.join(two, addr(c), '') // a place came free
+    const resume = joined instanceof Error || 'nonce' in joined ? undefined : joined.resume
+    expect(resume).toMatch(/^[0-9a-f]{64}$/)
+    rendezvous.leave(one, addr(a, 9091))
+    expect(rendezvous.isPresent(rendezvous.ownerOf(addr(a)))).toBe(false)
+    // The same client resuming from another socket moves the address: gone, then present again.
+    rendezvous.hello(one, { resume })
+    expect(await join(one, addr(c))).toBeUndefined()
+    rendezvous.disconnect(three)
+    rendezvous.disconnect(one)
+    rendezvous.disconnect(two)
+    expect(changes).toEqual([`+${a.slice(-6)}`, `+${b.slice(-6)}`, `+${c.slice(-6)}`, `-${a.slice(-6)}`, `-${c.slice(-6)}`, `+${c.slice(-6)}`, `-${b.slice(-6)}`, `-${c.slice(-6)}`])
+    expect(await join(rendezvous.connect('four', '10.0.0.1', endpoint(() => 0)), addr(a))).toBeUndefined()
+    expect(await join(rendezvous.connect('five', '10.0.0.1', endpoint(() => 0)), addr(b))).toBeUndefined()
     rendezvous.stop()
   })
 })
