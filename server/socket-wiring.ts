@@ -229,7 +229,8 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
       const owners = peerIdsOf(s.addrs)
-      rendezvous.disconnect(s)
+      // A client that disconnects on purpose leaves; any other end keeps its identity reserved a while.
+      rendezvous.disconnect(s, reason === 'client namespace disconnect')
       ownersMayBeGone(owners)
     })
   })
