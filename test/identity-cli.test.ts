@@ -82,6 +82,7 @@ describe('two starsock processes with one key', () => {
     const first = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
     await first.event('ready')
 
+    // Refused whether it comes in the gap (reserved) or after the first is back (joined).
     const second = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
     expect(await within('the second listen to exit', second.exited, 15_000)).toBe(1)
     expect(second.err().trim().split('\n')).toHaveLength(1)
@@ -165,6 +166,25 @@ describe('two starsock processes with one key', () => {
     expect(code).toBe(1)
     expect(relay.err().trim().split('\n')).toHaveLength(1)
     expect(relay.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('a second listen while the first reconnects after a drop is refused; the first comes back and keeps running', async () => {
+    const proxy = await tcpProxy(server.port)
+    cleanup.push(proxy)
+    const key = join(dir, 'key')
+    const first = start(['listen', '--server', proxy.url, '--key', key, '--no-prompt', '--json'])
+    await first.event('ready')
+    proxy.block(true) // the first cannot come back yet
+    proxy.drop()
+    await waitFor('the server to see the first listen go', () => server.stats().peers === 0)
+    const second = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    expect(await within('the second listen to exit', second.exited, 15_000)).toBe(1)
+    expect(second.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Address in use: this peer id is reserved for a reconnecting client \\(joined from 127\\.0\\.0\\.1:\\d+\\) for up to \\d+ s more; stop that process or pass --takeover \\(E_ADDRESS_IN_USE\\)\\n$`))
+    proxy.block(false)
+    await waitFor('the first listen to rejoin', () => server.stats().peers === 1, 15_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(first.proc.exitCode).toBeNull()
+    expect(first.err()).toBe('')
   }, 60_000)
 
   it('listen rides out a network drop: it takes its address back from its stale socket and keeps running', async () => {

@@ -202,6 +202,23 @@ describe('reconnects that are not collisions', () => {
     const third = await within('a client to join after the grace', peerOn(s.url(), identity))
     expect(third.state).toBe('joined')
   })
+
+  it('a rejoin refused by a limit that passes (peers per IP) is retried with backoff, not the end', async () => {
+    const s = await server({ maxPeersPerIp: 1 })
+    const proxy = await tcpProxy(s.port)
+    stops.push(() => proxy.close())
+    const peer = await createPeer({ server: proxy.url, identity: await createIdentity(), transports: ['websocket'], reconnectDelayMs: 300, reconnectDelayMaxMs: 600 })
+    stops.push(async () => await peer.close())
+    const errors = errorsOf(peer)
+    proxy.drop()
+    await waitFor('the server to see it go', () => s.stats().peers === 0)
+    const other = await peerOn(s.url(), await createIdentity()) // takes the one place of this IP
+    await waitFor('the rejoin to be refused by the limit', () => errors.some((e) => e.code === 'E_LIMIT_PEERS_PER_IP'), 10_000)
+    expect(peer.state).toBe('reconnecting')
+    await other.close()
+    await waitFor('the peer to rejoin once the limit allows', () => peer.state === 'joined', 10_000)
+    expect(peer.closedBy).toBeUndefined()
+  })
 })
 
 describe('one identity, one place with the published legacy client', () => {
