@@ -43,14 +43,17 @@ export function identityError (err: unknown, keyFile: string): unknown {
   return err
 }
 
-/** Settles with why `peer` closed by itself (e.g. displaced), naming `keyFile`; never after a `close()`. */
+/**
+ * Settles with why `peer` closed by itself (e.g. displaced, or a wrong token after a reconnect),
+ * naming `keyFile`; never after a `close()` (its listener goes once the peer is closed, either way).
+ */
 export async function lost (peer: StarsockPeer, keyFile: string): Promise<StarsockError> {
   return await new Promise((resolve) => {
     const check = (): void => {
-      const why = peer.closedBy
-      if (why === undefined) return
+      if (peer.state !== 'closed') return
       off()
-      resolve(identityError(why, keyFile) as StarsockError)
+      const why = peer.closedBy
+      if (why !== undefined) resolve(identityError(why, keyFile) as StarsockError)
     }
     const off = peer.on('state', check)
     check()

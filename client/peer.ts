@@ -394,9 +394,9 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     })
     socket.on('connect_error', (err) => {
       const wire = errorFromWire(err.message)
-      if (wire.code === 'E_FORBIDDEN' || wire.code === 'E_SHUTDOWN') this.emit('error', wire)
+      if (wire.code === 'E_FORBIDDEN') this.fail(wire) // emits it and closes; closedBy says why
+      else if (wire.code === 'E_SHUTDOWN') this.emit('error', wire)
       else this.emit('error', new StarsockError('E_SERVER_UNREACHABLE', err.message))
-      if (wire.code === 'E_FORBIDDEN') void this.close()
     })
     socket.on(EVENTS.DISPLACED, (info: unknown) => this.displaced(info))
     socket.on(EVENTS.PEER, (addr: unknown) => this.learn(addr))

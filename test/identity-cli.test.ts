@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { StarsockServer } from '../server/server.ts'
+import { createServer, type StarsockServer } from '../server/server.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import type { ServerOptions } from '../server/options.ts'
 import { tcpEcho, type Closable } from './helpers/sockets.ts'
@@ -166,6 +166,19 @@ describe('two starsock processes with one key', () => {
     expect(code).toBe(1)
     expect(relay.err().trim().split('\n')).toHaveLength(1)
     expect(relay.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('listen whose server comes back with another token exits 1 with one line (E_FORBIDDEN), not running on dead', async () => {
+    let current = createServer({ token: 'alpha', shutdownGraceMs: 0 })
+    const { port } = await current.listen(0, '127.0.0.1')
+    cleanup.push({ close: async () => { await current.close() } })
+    const listen = start(['listen', '--server', `http://127.0.0.1:${port}`, '--key', join(dir, 'key'), '--token', 'alpha', '--no-prompt', '--json'])
+    await listen.event('ready')
+    await current.close()
+    current = createServer({ token: 'beta', shutdownGraceMs: 0 })
+    await current.listen(port, '127.0.0.1')
+    expect(await within('listen to exit once refused by the token', listen.exited, 15_000)).toBe(1)
+    expect(listen.err()).toMatch(/^starsock: Missing or wrong token \(E_FORBIDDEN\)\n$/)
   }, 60_000)
 
   it('a second listen while the first reconnects after a drop is refused; the first comes back and keeps running', async () => {
