@@ -317,11 +317,24 @@ describe('checks of the identity fields on the wire', () => {
     [{ addr: '/a', reason: 'takeover', by: '1.2.3.4:5' }, true],
     [{ addr: '/a', reason: 'legacy-join', by: '1.2.3.4' }, true],
     [{ addr: '/a', reason: 'other', by: '1.2.3.4:5' }, false],
+    [{ addr: '/a', reason: 'takeover', by: 'x'.repeat(400) }, true],
     [{ addr: 1, reason: 'takeover', by: '' }, false],
     [null, false],
     ['x', false]
   ])('displaced %j valid: %s', (payload, valid) => {
     expect(checkDisplaced(payload) !== undefined).toBe(valid)
+  })
+
+  it.each<[unknown, string]>([
+    ['1.2.3.4:5', '1.2.3.4:5'],
+    ['[2001:db8::1]:443', '[2001:db8::1]:443'],
+    ['2001:db8::1', '2001:db8::1'],
+    ['1.2.3.4:5\u001b[2J\u001b]0;pwned\u0007', 'an unknown address'],
+    ['x'.repeat(400), 'an unknown address'],
+    ['evil.example', 'an unknown address'],
+    [42, 'an unknown address']
+  ])('displaced by %j is shown as %s (the notice is kept)', (by, shown) => {
+    expect(checkDisplaced({ addr: '/a', reason: 'takeover', by })).toEqual({ addr: '/a', reason: 'takeover', by: shown })
   })
 
   it.each<[unknown, string | undefined]>([
