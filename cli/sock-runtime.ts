@@ -8,6 +8,7 @@ import { createNodeHost } from '../client/sock/host.node.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost, isPort } from '../shared/sock-protocol.ts'
 import { keyOption } from './id.ts'
+import { resumeIdFor } from './resume-id.ts'
 import { integer } from './options.ts'
 
 /** Flags every sock command has. */
@@ -76,7 +77,7 @@ export function hostPort (defaultHost: string | undefined): (value: string) => S
 /** Join the server with the identity in `--key` and run a sock agent on it. */
 export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
   const { identity } = await loadOrCreateIdentity(flags.key)
-  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, takeover: flags.takeover === true })
+  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
     .catch((err: unknown) => { throw identityError(err, flags.key) })
   return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, ...options })
 }

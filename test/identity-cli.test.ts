@@ -200,6 +200,22 @@ describe('two starsock processes with one key', () => {
     expect(first.err()).toBe('')
   }, 60_000)
 
+  it('listen killed with -9 and started again with its key gets back in at once (the dead one\'s resume id); one beside it is still refused', async () => {
+    const key = join(dir, 'key')
+    const args = ['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json']
+    const first = start(args)
+    await first.event('ready')
+    first.proc.kill('SIGKILL')
+    await within('the killed listen to exit', first.exited)
+    await waitFor('the server to see it go', () => server.stats().peers === 0)
+    const again = start(args)
+    await again.event('ready')
+    const beside = start(args)
+    expect(await within('the listen beside it to exit', beside.exited, 15_000)).toBe(1)
+    expect(beside.err()).toMatch(/Address in use: this peer id is joined from 127\.0\.0\.1:\d+; stop that process or pass --takeover \(E_ADDRESS_IN_USE\)\n$/)
+    expect(again.proc.exitCode).toBeNull()
+  }, 60_000)
+
   it('listen rides out a network drop: it takes its address back from its stale socket and keeps running', async () => {
     const proxy = await tcpProxy(server.port)
     cleanup.push(proxy)
