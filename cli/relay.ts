@@ -3,6 +3,7 @@ import { isIP } from 'node:net'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
+import { resumeIdFor } from './resume-id.ts'
 import { keyOption } from './id.ts'
 import { collect, integer } from './options.ts'
 import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
@@ -40,7 +41,7 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
           return 1
         }
         const { identity } = await loadOrCreateIdentity(flags.key)
-        const peer = await createPeer({ server: flags.server, identity, token: flags.token, takeover: flags.takeover === true })
+        const peer = await createPeer({ server: flags.server, identity, token: flags.token, takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
           .catch((err: unknown) => { throw identityError(err, flags.key) })
         const bridges: UdpBridge[] = []
         try {

@@ -33,6 +33,7 @@ const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
   ['max-peers', 'maxPeers', C.MAX_PEERS, 1, 'joined addresses per server'],
   ['max-joins-per-ip-per-minute', 'maxJoinsPerIpPerMinute', C.MAX_JOINS_PER_IP_PER_MINUTE, 1, 'join attempts per IP address per minute'],
   ['max-peers-per-ip', 'maxPeersPerIp', C.MAX_PEERS_PER_IP, 1, 'addresses joined at once from one client IP address'],
+  ['identity-grace-ms', 'identityGraceMs', C.IDENTITY_GRACE_MS, 0, 'an identity whose client dropped is held this long for its reconnect (0: off)'],
   ['stream-byte-budget', 'streamByteBudget', 0, 0, 'bytes one stream may carry (0: no budget)'],
   ['stream-idle-timeout-ms', 'streamIdleTimeoutMs', 0, 0, 'a stream idle this long fails (0: never)'],
   ['shutdown-grace-ms', 'shutdownGraceMs', C.SHUTDOWN_GRACE_MS, 0, 'time open streams get to finish on shutdown'],

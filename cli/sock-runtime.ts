@@ -8,6 +8,7 @@ import { createNodeHost } from '../client/sock/host.node.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost, isPort } from '../shared/sock-protocol.ts'
 import { keyOption } from './id.ts'
+import { resumeIdFor } from './resume-id.ts'
 import { integer } from './options.ts'
 
 /** Flags every sock command has. */
@@ -43,14 +44,17 @@ export function identityError (err: unknown, keyFile: string): unknown {
   return err
 }
 
-/** Settles with why `peer` closed by itself (e.g. displaced), naming `keyFile`; never after a `close()`. */
+/**
+ * Settles with why `peer` closed by itself (e.g. displaced, or a wrong token after a reconnect),
+ * naming `keyFile`; never after a `close()` (its listener goes once the peer is closed, either way).
+ */
 export async function lost (peer: StarsockPeer, keyFile: string): Promise<StarsockError> {
   return await new Promise((resolve) => {
     const check = (): void => {
-      const why = peer.closedBy
-      if (why === undefined) return
+      if (peer.state !== 'closed') return
       off()
-      resolve(identityError(why, keyFile) as StarsockError)
+      const why = peer.closedBy
+      if (why !== undefined) resolve(identityError(why, keyFile) as StarsockError)
     }
     const off = peer.on('state', check)
     check()
@@ -76,7 +80,7 @@ const CONNECT_TIMEOUT_MS = 2500
 /** Join the server with the identity in `--key` and run a sock agent on it. */
 export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
   const { identity } = await loadOrCreateIdentity(flags.key)
-  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true })
+  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
     .catch((err: unknown) => { throw identityError(err, flags.key) })
   return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, ...options })
 }

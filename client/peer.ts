@@ -6,7 +6,7 @@
 import { io, type Socket } from 'socket.io-client'
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent, type HelloReply, type HelloRequest, type PeersPage, type UdpAllocation } from '../shared/events.ts'
-import { checkDisplaced, checkJoinExtra } from '../shared/validate.ts'
+import { checkDisplaced, isHex } from '../shared/validate.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 export type { UdpAllocation } from '../shared/events.ts'
@@ -39,6 +39,12 @@ export interface PeerOptions {
    * displaced and told); otherwise the first join fails with `E_ADDRESS_IN_USE`. @default false
    */
   takeover?: boolean
+  /**
+   * This client's resume id (hex, 32 to 128 characters), sent in every hello: the server binds it
+   * to the identity at the first join and lets it take the identity back after a reconnect. Keep
+   * it secret; pass one only to resume across peer objects (a page reload). @default a random id per peer object
+   */
+  resumeId?: string
   /** Transports in the order tried. @default ['websocket', 'polling'] */
   transports?: Array<'websocket' | 'polling'>
   /** Timeout of each request to the server. @default 10_000 */
@@ -86,9 +92,9 @@ export interface PeerEvents extends Record<string, unknown> {
 const TRANSPORT_HIGH_WATER_BYTES = 1024 * 1024
 const HELLO_TIMEOUT_MS = 3000
 
-function randomId (): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16)) // randomUUID needs a secure context
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+function randomId (bytes = 16): string {
+  const random = crypto.getRandomValues(new Uint8Array(bytes)) // randomUUID needs a secure context
+  return Array.from(random, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
 function positive (name: string, value: number | undefined, fallback: number): number {
@@ -131,8 +137,12 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private sinceDrain = 0
   private joinGeneration = 0
   private readonly takeover: boolean
-  /** Secret of the last join, presented after a reconnect to take the address back from a stale socket. */
-  private resumeSecret: string | undefined
+  /** Sent in every hello: takes the identity back after a reconnect (never logged). */
+  private readonly resumeId: string
+  private readonly reconnectDelayMs: number
+  private readonly reconnectDelayMaxMs: number
+  private joinRetries = 0
+  private joinRetry: ReturnType<typeof setTimeout> | undefined
   private joinedOnce = false
   private lastError: StarsockError | undefined
   private readonly transport: StreamTransport
@@ -148,6 +158,12 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
     if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
     this.takeover = options.takeover ?? false
+    if (options.resumeId !== undefined && (typeof options.resumeId !== 'string' || options.resumeId.length < 32 || options.resumeId.length > 128 || !isHex(options.resumeId))) {
+      throw new TypeError('resumeId must be a hex string of 32 to 128 characters')
+    }
+    this.resumeId = options.resumeId ?? randomId(32)
+    this.reconnectDelayMs = positive('reconnectDelayMs', options.reconnectDelayMs, 500)
+    this.reconnectDelayMaxMs = positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000)
     this.options = {
       windowBytes: positive('windowBytes', options.windowBytes, 2 * 1024 * 1024),
       chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
@@ -163,8 +179,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       transports: options.transports ?? ['websocket', 'polling'],
       tryAllTransports: true,
       reconnection: true,
-      reconnectionDelay: positive('reconnectDelayMs', options.reconnectDelayMs, 500),
-      reconnectionDelayMax: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
+      reconnectionDelay: this.reconnectDelayMs,
+      reconnectionDelayMax: this.reconnectDelayMaxMs,
       auth: options.token !== undefined ? { token: options.token } : undefined
     })
     this.transport = {
@@ -301,6 +317,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     if (this.current === 'closed') return
     this.failStreams(new StarsockError('E_DISCONNECTED', 'Peer closed'))
     this.stopHeartbeat()
+    clearTimeout(this.joinRetry)
     this.setState('closed')
     this.socket.disconnect()
   }
@@ -394,9 +411,9 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     })
     socket.on('connect_error', (err) => {
       const wire = errorFromWire(err.message)
-      if (wire.code === 'E_FORBIDDEN' || wire.code === 'E_SHUTDOWN') this.emit('error', wire)
+      if (wire.code === 'E_FORBIDDEN') this.fail(wire) // emits it and closes; closedBy says why
+      else if (wire.code === 'E_SHUTDOWN') this.emit('error', wire)
       else this.emit('error', new StarsockError('E_SERVER_UNREACHABLE', err.message))
-      if (wire.code === 'E_FORBIDDEN') void this.close()
     })
     socket.on(EVENTS.DISPLACED, (info: unknown) => this.displaced(info))
     socket.on(EVENTS.PEER, (addr: unknown) => this.learn(addr))
@@ -450,28 +467,24 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     const generation = ++this.joinGeneration
     const stale = (): boolean => generation !== this.joinGeneration || this.current === 'closed'
     try {
-      // Take over only on the first join: after a drop, the resume secret proves the stale socket is
+      // Take over only on the first join: after a drop, the resume id proves the stale socket is
       // this client's own, and any other holder took the identity while this one was away.
-      const request: HelloRequest = { peerEvents: true, takeover: this.takeover && !this.joinedOnce }
-      if (this.resumeSecret !== undefined) request.resume = this.resumeSecret
+      const request: HelloRequest = { peerEvents: true, takeover: this.takeover && !this.joinedOnce, resume: this.resumeId }
       const hello = await this.request(EVENTS.HELLO, [request], { timeoutMs: HELLO_TIMEOUT_MS })
         .then(([err, reply]) => err == null ? reply as HelloReply : undefined, () => undefined) // the original server does not answer
       if (stale()) return
       this.hello = hello
       const before = new Map(this.known)
-      const [err1, nonce, firstPeers, firstExtra] = await this.request(EVENTS.JOIN, [this.addr, publicKeyHex(this.identity)])
+      const [err1, nonce, firstPeers] = await this.request(EVENTS.JOIN, [this.addr, publicKeyHex(this.identity)])
       if (stale()) return
       if (err1 != null) throw this.joinError(err1)
       let peers = firstPeers
-      let extra = firstExtra
       if (typeof nonce === 'string') {
-        const [err2, , joinedPeers, joinedExtra] = await this.request(EVENTS.JOIN, [this.addr, await signNonce(this.identity, nonce)])
+        const [err2, , joinedPeers] = await this.request(EVENTS.JOIN, [this.addr, await signNonce(this.identity, nonce)])
         if (stale()) return
         if (err2 != null) throw this.joinError(err2)
         peers = joinedPeers
-        extra = joinedExtra
       }
-      this.resumeSecret = checkJoinExtra(extra)?.resume
       const found = new Map<string, string>()
       const collect = (addr: unknown): void => {
         const peerId = parseAddress(addr)?.peerId
@@ -486,14 +499,30 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       for (const addr of found.values()) this.learn(addr)
       if (hello !== undefined) this.startHeartbeat()
       this.joinedOnce = true
+      this.joinRetries = 0
       this.setState('joined')
     } catch (err) {
       if (stale()) return
       const e = err instanceof StarsockError ? err : new StarsockError('E_BAD_REQUEST', String(err))
       this.logger.warn({ code: e.code }, 'join failed')
       if (e.code === 'E_DISCONNECTED' || e.code === 'E_TIMEOUT') this.emit('error', e)
+      else if (this.joinedOnce && e.code.startsWith('E_LIMIT_')) this.retryJoin(e, generation)
       else this.fail(e)
     }
+  }
+
+  /**
+   * A rejoin refused by a limit that passes (join rate, peers per IP, peers): say so and try again
+   * on the same connection with backoff, still `reconnecting`. A first join fails instead.
+   */
+  private retryJoin (err: StarsockError, generation: number): void {
+    this.emit('error', err)
+    const delay = Math.min(this.reconnectDelayMaxMs, this.reconnectDelayMs * 2 ** this.joinRetries++) * (0.5 + Math.random() / 2)
+    clearTimeout(this.joinRetry)
+    this.joinRetry = setTimeout(() => {
+      // A newer connection runs its own join.
+      if (generation === this.joinGeneration && this.current !== 'closed' && this.socket.connected) void this.join()
+    }, delay)
   }
 
   /** A join refused: the address held elsewhere after this peer had it means it was taken while away. */

@@ -1,15 +1,15 @@
 /**
- * One identity, one place: who gets an address (or a peer id) another live session holds, and
- * the resume secrets that let a client take its address back from its own stale socket.
- * Plain functions and a map; `Rendezvous` applies the outcome.
+ * One identity, one place: who gets an address (or a peer id) another live session holds, or one
+ * held for a client that is reconnecting, and the resume credentials that let a client take its
+ * address back. Plain functions and maps; `Rendezvous` applies the outcome.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Session } from './session.ts'
 
-/** Bytes of a resume secret (sent as hex). */
+/** Bytes of a resume credential the server makes for a client that presented none (sent as hex). */
 const RESUME_SECRET_BYTES = 32
 
-/** A fresh resume secret, hex. */
+/** A fresh resume credential, hex. */
 export function newResumeSecret (): string {
   return randomBytes(RESUME_SECRET_BYTES).toString('hex')
 }
@@ -23,10 +23,11 @@ export function sameSecret (given: string | undefined, expected: string | undefi
 }
 
 /**
- * What happens when `newcomer` joins while `holder` holds the identity under `heldAddr`:
- * - `resume`: the newcomer presents the holder's resume secret (or the one the holder itself
- *   resumed with, in case the ack with the newer one was lost): the holder is this client's stale
- *   socket (a network drop the server has not noticed yet), dropped without a word;
+ * What happens when `newcomer` joins an identity held by someone else (a live session, or a
+ * client reconnecting within the grace):
+ * - `resume`: the newcomer presents the holder's resume credential (the resume id a starsock
+ *   client sends in every hello): it is the same client back (its stale socket is dropped
+ *   without a word, unless that socket still holds other addresses);
  * - `in-use`: refused with `E_ADDRESS_IN_USE`. With the challenge off nothing proves the newcomer
  *   holds the key; a starsock newcomer that did not ask to take over;
  * - `replace`: a legacy holder loses the address silently, as in the original (it would not
@@ -36,9 +37,17 @@ export function sameSecret (given: string | undefined, expected: string | undefi
  */
 export type ClaimOutcome = 'resume' | 'in-use' | 'replace' | 'displace'
 
+/** What the rules need to know of the one holding an identity. */
+export interface HoldInfo {
+  /** Whether the holder is a starsock client (sent `starsock:hello`). */
+  starsock: boolean
+  /** Its resume credential for the held address, if it has one. */
+  credential: string | undefined
+}
+
 /** Decide a claim (see `ClaimOutcome`). */
-export function decideClaim (newcomer: Session, holder: Session, heldAddr: string, cryptoChallenge: boolean): ClaimOutcome {
-  if (sameSecret(newcomer.resume, holder.resumeSecrets.get(heldAddr)) || sameSecret(newcomer.resume, holder.resumedWith)) return 'resume'
+export function decideClaim (newcomer: Session, holder: HoldInfo, cryptoChallenge: boolean): ClaimOutcome {
+  if (sameSecret(newcomer.resume, holder.credential)) return 'resume'
   if (!cryptoChallenge) return 'in-use'
   if (!holder.starsock) return 'replace'
   if (newcomer.starsock && !newcomer.takeover) return 'in-use'
@@ -77,5 +86,71 @@ export class StarsockHolders {
       if (holder !== newcomer) return { holder, heldAddr }
     }
     return undefined
+  }
+}
+
+/** An identity held for a starsock client whose socket went without leaving. */
+export interface Reservation {
+  /** The address it held (legacy newcomers collide only with this exact string). */
+  addr: string
+  /** Its resume credential. */
+  credential: string
+  /** Where it was joined from, `ip:port`. */
+  remote: string
+  /** When the reservation ends, in ms since the epoch. */
+  untilMs: number
+}
+
+/**
+ * Identities held for their owner while it reconnects, by peer id (or by address when it has no
+ * peer id), for `graceMs` after the socket went; at most `maxEntries` (the oldest go first).
+ */
+export class Reservations {
+  private readonly byKey = new Map<string, Reservation>()
+
+  constructor (
+    private readonly graceMs: number,
+    private readonly maxEntries: number,
+    private readonly now: () => number = Date.now
+  ) {}
+
+  /** Entries held now (expired ones included until the next call that sweeps). */
+  get size (): number {
+    return this.byKey.size
+  }
+
+  /** Hold `key` for the client with `credential` that held it under `addr` from `remote`; no-op with a grace of 0. */
+  reserve (key: string, addr: string, credential: string, remote: string): void {
+    if (this.graceMs <= 0) return
+    this.sweep()
+    this.byKey.delete(key) // re-inserted last: the map stays in expiry order
+    this.byKey.set(key, { addr, credential, remote, untilMs: this.now() + this.graceMs })
+    for (const oldest of this.byKey.keys()) {
+      if (this.byKey.size <= this.maxEntries) break
+      this.byKey.delete(oldest)
+    }
+  }
+
+  /** The live reservation of `key`, if any. */
+  find (key: string): Reservation | undefined {
+    const found = this.byKey.get(key)
+    if (found === undefined) return undefined
+    if (found.untilMs > this.now()) return found
+    this.byKey.delete(key)
+    return undefined
+  }
+
+  /** The identity is joined again (by its owner or a newcomer allowed to have it): no longer held. */
+  drop (key: string): void {
+    this.byKey.delete(key)
+  }
+
+  /** Drop expired entries (they are in expiry order). */
+  private sweep (): void {
+    const now = this.now()
+    for (const [key, r] of this.byKey) {
+      if (r.untilMs > now) break
+      this.byKey.delete(key)
+    }
   }
 }

@@ -49,6 +49,12 @@ export interface ServerOptions {
   maxJoinsPerIpPerMinute?: number
   /** Addresses joined at once from one client IP address (all its sockets). @default 1000 */
   maxPeersPerIp?: number
+  /**
+   * When a starsock client's socket goes without leaving (a network drop), its identity is held
+   * for it this long: a newcomer without its resume id and without `takeover` is refused
+   * (`E_ADDRESS_IN_USE`); 0 turns it off. At most `maxPeers` identities are held. @default 30_000
+   */
+  identityGraceMs?: number
   /** Bytes one stream may carry in all; 0 for no budget. @default 0 */
   streamByteBudget?: number
   /** A stream idle this long fails; 0 for no timeout. @default 0 */
@@ -145,6 +151,7 @@ export function resolveServerOptions (options: ServerOptions = {}): ResolvedServ
     maxPeers: int('maxPeers', options.maxPeers, C.MAX_PEERS, 1),
     maxJoinsPerIpPerMinute: int('maxJoinsPerIpPerMinute', options.maxJoinsPerIpPerMinute, C.MAX_JOINS_PER_IP_PER_MINUTE, 1),
     maxPeersPerIp: int('maxPeersPerIp', options.maxPeersPerIp, C.MAX_PEERS_PER_IP, 1),
+    identityGraceMs: int('identityGraceMs', options.identityGraceMs, C.IDENTITY_GRACE_MS, 0),
     streamByteBudget: int('streamByteBudget', options.streamByteBudget, 0, 0),
     streamIdleTimeoutMs: int('streamIdleTimeoutMs', options.streamIdleTimeoutMs, 0, 0),
     allowPeers: [...allowPeers],

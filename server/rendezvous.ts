@@ -10,7 +10,7 @@ import { checkAddress } from '../shared/wsstar-address.ts'
 import { BACKLOG_CHECK_MS, PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
-import { decideClaim, newResumeSecret, StarsockHolders } from './identity-claims.ts'
+import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -20,7 +20,7 @@ import { Session, type Endpoint } from './session.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
-/** Answer to a completed join: other peers to start with; for starsock clients, the resume secret. */
+/** Answer to a completed join: other peers to start with; for starsock clients, the resume credential. */
 export interface JoinDone { peers: string[], resume?: string }
 
 /** The rendezvous state of one server node. */
@@ -33,6 +33,7 @@ export class Rendezvous {
   private readonly joinsPerIp: WindowCounter
   private readonly allow: Set<string>
   private readonly starsockHolders = new StarsockHolders()
+  private readonly reservations: Reservations
   private readonly backlogTimer: ReturnType<typeof setInterval>
   /** `ipLimitKey`, remembered for the IPs of connected sessions. */
   private readonly ipKeys = new Map<string, string>()
@@ -53,6 +54,7 @@ export class Rendezvous {
     this.challenges = new ChallengeStore(options.nonceTtlMs)
     this.joinsPerIp = new WindowCounter(options.maxJoinsPerIpPerMinute, 60_000)
     this.allow = new Set(options.allowPeers)
+    this.reservations = new Reservations(options.identityGraceMs, options.maxPeers)
     this.relay = new Relay({
       streamBufferBytes: options.streamBufferBytes,
       socketBufferBytes: options.socketBufferBytes,
@@ -97,9 +99,18 @@ export class Rendezvous {
     return session
   }
 
-  /** A client disconnected: its addresses leave, its streams fail on the other side. */
-  disconnect (session: Session): void {
-    for (const addr of [...session.addrs]) this.leave(session, addr)
+  /**
+   * A client disconnected: its addresses leave, its streams fail on the other side. A starsock
+   * client that did not leave on purpose (`left`) keeps its identities reserved for the grace.
+   */
+  disconnect (session: Session, left = false): void {
+    for (const addr of [...session.addrs]) {
+      const credential = session.resumeSecrets.get(addr)
+      if (!left && session.starsock && credential !== undefined) {
+        this.reservations.reserve(this.identityKey(addr), addr, credential, session.remote)
+      }
+      this.leave(session, addr)
+    }
     this.relay.dropSession(session)
     this.challenges.dropSession(session.id)
     this.sessions.delete(session.id)
@@ -194,6 +205,8 @@ export class Rendezvous {
       if (pending instanceof StarsockError) return pending
       const verified = await verifyNonce(pending.key, pending.nonce, proof)
       if (verified instanceof StarsockError) return verified
+      // It may have gone while the signature was checked: a join now would outlive its socket.
+      if (!this.sessions.has(session.id)) return new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
       return this.finishJoin(session, addr, parsed?.peerId)
     }
     this.metrics.joinsTotal.inc()
@@ -237,6 +250,14 @@ export class Rendezvous {
         if (claim instanceof StarsockError) return claim
         after = claim
       }
+      const key = peerId ?? addr
+      const reserved = held === undefined ? this.reservations.find(key) : undefined
+      // Legacy newcomers keep the original's exact-address rule here too.
+      const reservedHere = reserved !== undefined && (session.starsock || reserved.addr === addr)
+      if (reservedHere) {
+        const refused = this.claimReserved(session, reserved)
+        if (refused !== undefined) return refused
+      }
       if (owner === undefined && this.directory.size >= this.options.maxPeers) {
         return new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
@@ -246,6 +267,7 @@ export class Rendezvous {
       if (session.starsock && peerId !== undefined) this.starsockHolders.add(peerId, addr, session)
       this.metrics.peers.set(this.directory.size)
       this.announcer.joined(addr, session)
+      if (reservedHere) this.reservations.drop(key)
       // Only now that the address is the newcomer's: disconnecting the old holder runs its
       // disconnect handler at once, which must find the directory settled.
       after?.()
@@ -253,10 +275,40 @@ export class Rendezvous {
     this.metrics.joinsSuccess.inc()
     this.logger.debug({ session: session.id, addr }, 'joined')
     if (!session.starsock) return { peers: this.announcer.sample(session) }
-    // A new secret at every join: one that was sent over a connection now gone is spent.
-    const resume = newResumeSecret()
-    session.resumeSecrets.set(addr, resume)
+    // The credential is the resume id the client sends in every hello, so a reconnect never
+    // depends on an ack getting through. A client that sent none (an older starsock client) gets
+    // one in the ack; when it presents it again, that is its id from then on.
+    let resume = session.resumeSecrets.get(addr)
+    if (resume === undefined) {
+      resume = session.resume ?? newResumeSecret()
+      session.resumeSecrets.set(addr, resume)
+    }
     return { peers: this.announcer.sample(session), resume }
+  }
+
+  /** What the per-identity rules key by: the peer id, or the address when it has none. */
+  private identityKey (addr: string): string {
+    return checkAddress(addr, this.options.strictMultiaddr)?.peerId ?? addr
+  }
+
+  /**
+   * `newcomer` joins an identity held for a client reconnecting within the grace (see
+   * `decideClaim`): the refusal, or `undefined` when it may have it.
+   */
+  private claimReserved (newcomer: Session, reserved: Reservation): StarsockError | undefined {
+    const outcome = decideClaim(newcomer, { starsock: true, credential: reserved.credential }, this.options.cryptoChallenge)
+    if (outcome === 'in-use') {
+      const where = this.options.cryptoChallenge ? ` (joined from ${reserved.remote})` : ''
+      const seconds = Math.max(1, Math.ceil((reserved.untilMs - Date.now()) / 1000))
+      return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
+    }
+    if (outcome !== 'resume') {
+      // Taken while its client was away: it hears so (E_ADDRESS_IN_USE) when it comes back.
+      const reason: DisplacedReason = newcomer.starsock ? 'takeover' : 'legacy-join'
+      this.metrics.displaced.inc({ reason })
+      this.logger.info({ by: newcomer.id, reason }, 'took an identity reserved for a reconnecting client')
+    }
+    return undefined
   }
 
   /**
@@ -265,15 +317,15 @@ export class Rendezvous {
    * address is the newcomer's.
    */
   private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
-    const outcome = decideClaim(newcomer, holder, heldAddr, this.options.cryptoChallenge)
+    const outcome = decideClaim(newcomer, { starsock: holder.starsock, credential: holder.resumeSecrets.get(heldAddr) }, this.options.cryptoChallenge)
     if (outcome === 'in-use') return this.inUse(holder)
     this.release(holder, heldAddr, addr)
     if (outcome === 'replace') return () => {}
     if (outcome === 'resume') {
-      newcomer.resumedWith = newcomer.resume
       this.metrics.displaced.inc({ reason: 'resume' })
       this.logger.debug({ session: newcomer.id, stale: holder.id }, 'resumed from a stale socket')
-      return () => holder.endpoint.disconnect?.()
+      // Resumption is per address: a stale socket that still holds others stays for them.
+      return () => { if (holder.addrs.size === 0) holder.endpoint.disconnect?.() }
     }
     const reason: DisplacedReason = newcomer.starsock ? 'takeover' : 'legacy-join'
     this.metrics.displaced.inc({ reason })
@@ -286,8 +338,10 @@ export class Rendezvous {
     }
   }
 
+  /** The refusal; where the holder is only for a newcomer that proved the key (the challenge is on). */
   private inUse (holder: Session): StarsockError {
-    return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined from ${holder.remote}`)
+    const where = this.options.cryptoChallenge ? `from ${holder.remote}` : 'elsewhere'
+    return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined ${where}`)
   }
 
   /**

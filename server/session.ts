@@ -51,11 +51,9 @@ export class Session {
   starsock = false
   /** Asked (in hello) to take over an address another live client holds. */
   takeover = false
-  /** Resume secret this client presented in hello (of its previous join). */
+  /** Resume id this client presented in hello (one per client object, the same after every reconnect). */
   resume: string | undefined
-  /** The resume secret this client took an address back with, if it did. */
-  resumedWith: string | undefined
-  /** Resume secret given at the join of each address, by address. */
+  /** Resume credential of each address this client joined, by address: its resume id, or one made for it. */
   readonly resumeSecrets = new Map<string, string>()
 
   constructor (

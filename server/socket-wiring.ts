@@ -219,7 +219,8 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
-      rendezvous.disconnect(s)
+      // A client that disconnects on purpose leaves; any other end keeps its identity reserved a while.
+      rendezvous.disconnect(s, reason === 'client namespace disconnect')
     })
   })
 }

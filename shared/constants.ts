@@ -67,6 +67,8 @@ export const MAX_PEERS_PER_IP = 1000
 export const UDP_MAX_ALLOCATIONS_PER_IP = 128
 /** UDP relay allocations of a peer that left end this long after, unless it joins again. */
 export const UDP_OWNER_GRACE_MS = 30_000
+/** An identity whose starsock client's socket went without leaving is held for that client this long. */
+export const IDENTITY_GRACE_MS = 30_000
 
 /** Bound on a graceful shutdown before remaining sockets are cut. */
 export const SHUTDOWN_GRACE_MS = 5_000

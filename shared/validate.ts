@@ -97,8 +97,17 @@ export function checkDisplaced (value: unknown): DisplacedInfo | undefined {
   const { addr, reason, by } = value as Record<string, unknown>
   if (typeof addr !== 'string' || addr.length > MAX_ADDRESS_CHARS) return undefined
   if (reason !== 'takeover' && reason !== 'legacy-join') return undefined
-  if (typeof by !== 'string' || by.length > 300) return undefined
-  return { addr, reason, by }
+  // `by` is printed to a terminal: only an `ip[:port]` (`[ipv6]:port`) shape; anything else is not
+  // shown, but the notice still counts.
+  return { addr, reason, by: typeof by === 'string' && isRemote(by) ? by : 'an unknown address' }
+}
+
+const REMOTE_V4 = /^\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?$/
+const REMOTE_V6 = /^(?:\[[0-9A-Fa-f:.]{2,45}\]:\d{1,5}|[0-9A-Fa-f:.]{2,45})$/
+
+/** Whether `text` is an `ip`, `ip:port` or `[ipv6]:port` as the server reports a client's address. */
+function isRemote (text: string): boolean {
+  return REMOTE_V4.test(text) || (text.includes(':') && REMOTE_V6.test(text))
 }
 
 /** `starsock:peers(cursor)`: the cursor of a page, 0 for the first. */

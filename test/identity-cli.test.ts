@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { StarsockServer } from '../server/server.ts'
+import { createServer, type StarsockServer } from '../server/server.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import type { ServerOptions } from '../server/options.ts'
 import { tcpEcho, type Closable } from './helpers/sockets.ts'
@@ -82,6 +82,7 @@ describe('two starsock processes with one key', () => {
     const first = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
     await first.event('ready')
 
+    // Refused whether it comes in the gap (reserved) or after the first is back (joined).
     const second = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
     expect(await within('the second listen to exit', second.exited, 15_000)).toBe(1)
     expect(second.err().trim().split('\n')).toHaveLength(1)
@@ -165,6 +166,54 @@ describe('two starsock processes with one key', () => {
     expect(code).toBe(1)
     expect(relay.err().trim().split('\n')).toHaveLength(1)
     expect(relay.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Displaced: another client took this peer id over from 127\\.0\\.0\\.1:\\d+ \\(E_DISPLACED\\)\\n$`))
+  }, 60_000)
+
+  it('listen whose server comes back with another token exits 1 with one line (E_FORBIDDEN), not running on dead', async () => {
+    let current = createServer({ token: 'alpha', shutdownGraceMs: 0 })
+    const { port } = await current.listen(0, '127.0.0.1')
+    cleanup.push({ close: async () => { await current.close() } })
+    const listen = start(['listen', '--server', `http://127.0.0.1:${port}`, '--key', join(dir, 'key'), '--token', 'alpha', '--no-prompt', '--json'])
+    await listen.event('ready')
+    await current.close()
+    current = createServer({ token: 'beta', shutdownGraceMs: 0 })
+    await current.listen(port, '127.0.0.1')
+    expect(await within('listen to exit once refused by the token', listen.exited, 15_000)).toBe(1)
+    expect(listen.err()).toMatch(/^starsock: Missing or wrong token \(E_FORBIDDEN\)\n$/)
+  }, 60_000)
+
+  it('a second listen while the first reconnects after a drop is refused; the first comes back and keeps running', async () => {
+    const proxy = await tcpProxy(server.port)
+    cleanup.push(proxy)
+    const key = join(dir, 'key')
+    const first = start(['listen', '--server', proxy.url, '--key', key, '--no-prompt', '--json'])
+    await first.event('ready')
+    proxy.block(true) // the first cannot come back yet
+    proxy.drop()
+    await waitFor('the server to see the first listen go', () => server.stats().peers === 0)
+    const second = start(['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json'])
+    expect(await within('the second listen to exit', second.exited, 15_000)).toBe(1)
+    expect(second.err()).toMatch(new RegExp(`^starsock: ${escape(key)}: Address in use: this peer id is reserved for a reconnecting client \\(joined from 127\\.0\\.0\\.1:\\d+\\) for up to \\d+ s more; stop that process or pass --takeover \\(E_ADDRESS_IN_USE\\)\\n$`))
+    proxy.block(false)
+    await waitFor('the first listen to rejoin', () => server.stats().peers === 1, 15_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(first.proc.exitCode).toBeNull()
+    expect(first.err()).toBe('')
+  }, 60_000)
+
+  it('listen killed with -9 and started again with its key gets back in at once (the dead one\'s resume id); one beside it is still refused', async () => {
+    const key = join(dir, 'key')
+    const args = ['listen', '--server', server.url(), '--key', key, '--no-prompt', '--json']
+    const first = start(args)
+    await first.event('ready')
+    first.proc.kill('SIGKILL')
+    await within('the killed listen to exit', first.exited)
+    await waitFor('the server to see it go', () => server.stats().peers === 0)
+    const again = start(args)
+    await again.event('ready')
+    const beside = start(args)
+    expect(await within('the listen beside it to exit', beside.exited, 15_000)).toBe(1)
+    expect(beside.err()).toMatch(/Address in use: this peer id is joined from 127\.0\.0\.1:\d+; stop that process or pass --takeover \(E_ADDRESS_IN_USE\)\n$/)
+    expect(again.proc.exitCode).toBeNull()
   }, 60_000)
 
   it('listen rides out a network drop: it takes its address back from its stale socket and keeps running', async () => {

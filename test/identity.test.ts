@@ -4,20 +4,22 @@
  * takes its address back from its stale socket. Real server, real clients, a real TCP proxy.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { createIdentity, identityFromBytes, type Identity } from '../client/identity.ts'
+import type { Socket } from 'socket.io-client'
+import { createIdentity, identityFromBytes, publicKeyHex, signNonce, type Identity } from '../client/identity.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import type { StarsockError } from '../shared/errors.ts'
 import { legacyPeerId, pull, startLegacyPeer } from './helpers/legacy.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import { tcpProxy } from './helpers/proxy.ts'
+import { connectSocket, request } from './helpers/raw-peer.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 afterEach(async () => {
   for (const stop of stops.splice(0).reverse()) await stop()
 })
 
-async function server (): Promise<Awaited<ReturnType<typeof startServer>>> {
-  const s = await startServer()
+async function server (options: Parameters<typeof startServer>[0] = {}): Promise<Awaited<ReturnType<typeof startServer>>> {
+  const s = await startServer(options)
   stops.push(async () => await s.close())
   return s
 }
@@ -33,6 +35,16 @@ function errorsOf (peer: StarsockPeer): StarsockError[] {
   const seen: StarsockError[] = []
   peer.on('error', (err) => seen.push(err))
   return seen
+}
+
+/** A raw starsock socket: hello with `resume`, then both steps of the challenge; the last join reply. */
+async function rawJoin (url: string, identity: Identity, addr: string, resume?: string): Promise<{ socket: Socket, reply: unknown[] }> {
+  const socket = await connectSocket(url)
+  stops.push(() => { socket.close() })
+  await request(socket, 'starsock:hello', [{ peerEvents: true, resume }])
+  const first = await request(socket, 'ss-join', [addr, publicKeyHex(identity)])
+  if (first[0] != null) return { socket, reply: first }
+  return { socket, reply: await request(socket, 'ss-join', [addr, await signNonce(identity, first[1] as string)]) }
 }
 
 async function metric (url: string, line: string): Promise<string | undefined> {
@@ -124,6 +136,88 @@ describe('one identity, one place (library)', () => {
     expect(away.closedBy?.code).toBe('E_DISPLACED')
     expect(away.closedBy?.message).toMatch(/^Displaced while disconnected: this peer id is joined from 127\.0\.0\.1:\d+$/)
     expect(newcomer.state).toBe('joined')
+  })
+})
+
+describe('reconnects that are not collisions', () => {
+  it.each<[string, boolean]>([
+    ['a resume id of the client\'s own', true],
+    ['the credential an older client got in its first ack', false]
+  ])('the ack of a plain rejoin is lost: the next reconnect still resumes (%s)', async (_name, ownId) => {
+    const s = await server()
+    const identity = await createIdentity()
+    const addr = `/ip4/127.0.0.1/tcp/${s.port}/ws/p2p-websocket-star/ipfs/${identity.peerId}`
+    const a = await rawJoin(s.url(), identity, addr, ownId ? 'd1'.repeat(32) : undefined)
+    expect(a.reply[0]).toBeNull()
+    const resume = (a.reply[3] as { resume: string }).resume
+    // The server sees the first connection go (a reset).
+    a.socket.io.engine.close()
+    await waitFor('the server to see the first socket go', () => s.stats().sockets === 0)
+    // The client rejoins (no live holder: a plain join); that connection goes silent before its ack arrives.
+    const b = await rawJoin(s.url(), identity, addr, resume)
+    expect(b.reply[0]).toBeNull()
+    // The next reconnect presents what the client knows: the same as before.
+    const c = await rawJoin(s.url(), identity, addr, resume)
+    expect(c.reply[0]).toBeNull()
+    await waitFor('the silent socket to be dropped', () => s.stats().sockets === 1)
+    expect(s.stats().peers).toBe(1)
+    expect(await metric(s.url(), 'starsock_displaced_total{reason="takeover"}')).toBeUndefined()
+  })
+
+  it('the identity is held for its client while it reconnects: a second client without takeover is refused, the first comes back', async () => {
+    const s = await server()
+    const proxy = await tcpProxy(s.port)
+    stops.push(() => proxy.close())
+    const identity = await createIdentity()
+    const holder = await createPeer({ server: proxy.url, identity, transports: ['websocket'], reconnectDelayMs: 1500, reconnectDelayMaxMs: 1500 })
+    stops.push(async () => await holder.close())
+    const errors = errorsOf(holder)
+    proxy.drop() // the server sees the socket go at once
+    await waitFor('the server to see the holder go', () => s.stats().peers === 0)
+    const err = await createPeer({ server: s.url(), identity }).then(async (p) => { await p.close(); return undefined }, (e: StarsockError) => e)
+    expect(err?.code).toBe('E_ADDRESS_IN_USE')
+    expect(err?.message).toMatch(/^Address in use: this peer id is reserved for a reconnecting client \(joined from 127\.0\.0\.1:\d+\) for up to \d+ s more$/)
+    await waitFor('the holder to come back', () => holder.state === 'joined', 10_000)
+    expect(holder.closedBy).toBeUndefined()
+    expect(errors.filter((e) => e.code === 'E_DISPLACED')).toEqual([])
+    expect(s.stats().peers).toBe(1)
+  })
+
+  it('a client that closes frees its identity at once; one gone for longer than identityGraceMs frees it too', async () => {
+    const s = await server({ identityGraceMs: 300 })
+    const identity = await createIdentity()
+    const first = await createPeer({ server: s.url(), identity })
+    await first.close()
+    const second = await within('the next client to join at once', peerOn(s.url(), identity))
+    expect(second.state).toBe('joined')
+    await second.close()
+
+    const proxy = await tcpProxy(s.port)
+    stops.push(() => proxy.close())
+    const away = await createPeer({ server: proxy.url, identity, transports: ['websocket'], reconnectDelayMs: 5000, reconnectDelayMaxMs: 5000 })
+    stops.push(async () => await away.close())
+    proxy.drop()
+    await waitFor('the server to see it go', () => s.stats().peers === 0)
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    const third = await within('a client to join after the grace', peerOn(s.url(), identity))
+    expect(third.state).toBe('joined')
+  })
+
+  it('a rejoin refused by a limit that passes (peers per IP) is retried with backoff, not the end', async () => {
+    const s = await server({ maxPeersPerIp: 1 })
+    const proxy = await tcpProxy(s.port)
+    stops.push(() => proxy.close())
+    const peer = await createPeer({ server: proxy.url, identity: await createIdentity(), transports: ['websocket'], reconnectDelayMs: 300, reconnectDelayMaxMs: 600 })
+    stops.push(async () => await peer.close())
+    const errors = errorsOf(peer)
+    proxy.drop()
+    await waitFor('the server to see it go', () => s.stats().peers === 0)
+    const other = await peerOn(s.url(), await createIdentity()) // takes the one place of this IP
+    await waitFor('the rejoin to be refused by the limit', () => errors.some((e) => e.code === 'E_LIMIT_PEERS_PER_IP'), 10_000)
+    expect(peer.state).toBe('reconnecting')
+    await other.close()
+    await waitFor('the peer to rejoin once the limit allows', () => peer.state === 'joined', 10_000)
+    expect(peer.closedBy).toBeUndefined()
   })
 })
 

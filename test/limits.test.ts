@@ -269,7 +269,8 @@ describe('access control and address ownership', () => {
     sockets.push(one, two)
     const addr = '/ip4/127.0.0.1/tcp/1/ws/p2p-websocket-star/ipfs/QmWSKarJ3N3FRauLB5yvMpWyxnw2oiw8sdWqKDskaEL1os'
     expect(await request(one, 'ss-join', [addr, ''])).toEqual([null, null, []])
-    expect(await request(two, 'ss-join', [addr, ''])).toEqual([expect.stringMatching(/^Address in use: this peer id is joined from 127\.0\.0\.1:\d+ \[E_ADDRESS_IN_USE\]$/)])
+    // Nothing proved the key: the refusal does not tell where the holder is.
+    expect(await request(two, 'ss-join', [addr, ''])).toEqual(['Address in use: this peer id is joined elsewhere [E_ADDRESS_IN_USE]'])
     expect((await request(two, 'ss-join', ['/ip4/127.0.0.2/tcp/5', '']))[0]).toBeNull()
     one.close()
     await waitFor('the address to be free', () => server?.stats().peers === 1)

@@ -223,7 +223,11 @@ function greeting (): Served {
 
 async function start (identity: Identity, takeover: boolean): Promise<void> {
   byId('my-id').textContent = identity.peerId
-  const p = await createPeer({ server: SERVER, identity, takeover })
+  // A reload of this tab resumes its own session (the server holds the identity for it a while);
+  // a takeover starts afresh.
+  const resumeId = (takeover ? undefined : takeResumeId(identity.peerId)) ?? randomHex(32)
+  resuming = { peerId: identity.peerId, resumeId }
+  const p = await createPeer({ server: SERVER, identity, takeover, resumeId })
   peer = p
   const a = createSockAgent(p, {
     ask: askHere,
@@ -261,6 +265,32 @@ function showState (s: string, text = s): void {
 }
 
 // ---- one identity, one place ----
+
+let resuming: { peerId: string, resumeId: string } | undefined
+const resumeKey = (peerId: string): string => `starsock:resume:${slot}:${peerId}`
+
+function randomHex (bytes: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
+/**
+ * The resume id a reload of this tab left for `peerId`, taken out of session storage: it is there
+ * only between a `pagehide` and the next load, so a duplicated tab does not get it too.
+ */
+function takeResumeId (peerId: string): string | undefined {
+  try {
+    const id = sessionStorage.getItem(resumeKey(peerId)) ?? undefined
+    sessionStorage.removeItem(resumeKey(peerId))
+    return id
+  } catch {
+    return undefined
+  }
+}
+
+addEventListener('pagehide', () => {
+  if (peer === undefined || peer.state === 'closed' || resuming === undefined) return
+  try { sessionStorage.setItem(resumeKey(resuming.peerId), resuming.resumeId) } catch {}
+})
 
 let identity: Identity | undefined
 let releaseLock: (() => void) | undefined
@@ -305,8 +335,11 @@ function showConflict (state: 'in-use' | 'displaced', text: string): void {
 
 function displacedHere (err: StarsockError): void {
   unlockIdentity()
-  // Nothing of the old session stays on show: no peers, no mappings.
+  // Nothing of the old session stays on show: no peers, no mappings; unless a quick "use here"
+  // started a new one meanwhile, which stays.
+  const old = peer
   void stop().then(() => {
+    if (peer !== old) return
     peer = undefined
     agent = undefined
     renderPeers()
@@ -366,9 +399,12 @@ byId<HTMLButtonElement>('conflict-new-identity').addEventListener('click', () =>
   newIdentity().catch(failedToJoin)
 })
 
+/** Close the session on show when called (not one started while this one closes). */
 async function stop (): Promise<void> {
-  await agent?.close()
-  await peer?.close()
+  const [a, p] = [agent, peer]
+  await a?.close()
+  await p?.close()
+  if (peer !== p) return
   chats.clear()
   picked = undefined
 }

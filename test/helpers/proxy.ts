@@ -4,11 +4,18 @@ import net from 'node:net'
 /**
  * A TCP proxy on 127.0.0.1 to `port`. `cut()` destroys the client side of every connection and
  * leaves the server side open and silent, as a network drop does until the server's ping timeout.
+ * `drop()` destroys both sides: a drop the server sees at once (a reset, a restarted NAT);
+ * `block(true)` resets new connections until `block(false)` (the network still down).
  */
-export async function tcpProxy (port: number): Promise<{ url: string, cut: () => void, close: () => void }> {
+export async function tcpProxy (port: number): Promise<{ url: string, cut: () => void, drop: () => void, block: (on: boolean) => void, close: () => void }> {
   const pairs = new Set<{ client: net.Socket, upstream: net.Socket }>()
   const stale: net.Socket[] = []
+  let blocked = false
   const proxy = net.createServer((client) => {
+    if (blocked) {
+      client.resetAndDestroy()
+      return
+    }
     const upstream = net.connect(port, '127.0.0.1')
     const pair = { client, upstream }
     pairs.add(pair)
@@ -31,6 +38,14 @@ export async function tcpProxy (port: number): Promise<{ url: string, cut: () =>
         pair.upstream.pause() // nothing more reaches the server, nothing is read from it: silent
         stale.push(pair.upstream)
         pair.client.destroy()
+      }
+    },
+    block: (on) => { blocked = on },
+    drop: () => {
+      for (const pair of pairs) {
+        pairs.delete(pair)
+        pair.client.destroy()
+        pair.upstream.destroy()
       }
     },
     close: () => {

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createIdentity, publicKeyHex, signNonce, type Identity } from '../../client/identity.ts'
 import { ServerMetrics } from '../../server/metrics.ts'
 import { resolveServerOptions } from '../../server/options.ts'
-import { decideClaim, type ClaimOutcome } from '../../server/identity-claims.ts'
+import { decideClaim, Reservations, type ClaimOutcome } from '../../server/identity-claims.ts'
 import { TokenBucket } from '../../server/rate-limit.ts'
 import { Rendezvous, type JoinDone } from '../../server/rendezvous.ts'
 import { Session, type Endpoint } from '../../server/session.ts'
@@ -21,8 +21,8 @@ interface Client { session: Session, emitted: Array<[string, unknown]>, disconne
 const stops: Array<() => void> = []
 afterEach(() => { for (const stop of stops.splice(0)) stop() })
 
-function rendezvousWith (cryptoChallenge = true): Rendezvous {
-  const r = new Rendezvous(resolveServerOptions({ cryptoChallenge }), new ServerMetrics(false, () => 0), 'test', silentLogger)
+function rendezvousWith (cryptoChallenge = true, identityGraceMs?: number): Rendezvous {
+  const r = new Rendezvous(resolveServerOptions({ cryptoChallenge, identityGraceMs }), new ServerMetrics(false, () => 0), 'test', silentLogger)
   stops.push(() => r.stop())
   return r
 }
@@ -39,7 +39,7 @@ function connect (r: Rendezvous, kind: Kind, resume?: string): Client {
     pendingWriteBytes: () => 0,
     pauseReading: () => true,
     resumeReading: () => {},
-    // As the socket.io wiring does: the disconnect handler runs at once.
+    // As the socket.io wiring does: the disconnect handler runs at once (the server disconnected it).
     disconnect: () => { gone = true; r.disconnect(session) }
   }
   const session = r.connect(`s${port}`, '10.0.0.1', endpoint, port)
@@ -99,36 +99,69 @@ describe('who gets an address another live client holds', () => {
     }
   })
 
-  it('a resume secret of the holder takes the address back silently and drops the stale socket; a wrong one is refused', async () => {
+  it('the client\'s resume id takes the address back silently and drops the stale socket; another one is refused', async () => {
     const r = rendezvousWith()
     const identity = await createIdentity()
-    const stale = connect(r, 'starsock')
-    const { resume } = await joined(r, stale, identity)
-    expect(resume).toMatch(/^[0-9a-f]{64}$/)
+    const id = 'c1'.repeat(32)
+    const stale = connect(r, 'starsock', id)
+    expect((await joined(r, stale, identity)).resume).toBe(id) // bound at the join, echoed for older clients
     const wrong = connect(r, 'starsock', 'ab'.repeat(32))
     expect(await join(r, wrong, identity)).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
-    const back = connect(r, 'starsock', resume)
-    const again = await joined(r, back, identity)
-    expect(again.resume).not.toBe(resume) // a new secret per join
+    const back = connect(r, 'starsock', id)
+    expect((await joined(r, back, identity)).resume).toBe(id)
     expect(stale.emitted).toEqual([])
     expect(stale.disconnected()).toBe(true)
     expect(r.sessions.has(stale.session.id)).toBe(false)
     expect(r.directory.owner(addrOf(identity))).toBe(back.session.id)
-    // Once the client resumed with the newer secret, the older one opens nothing any more.
-    await joined(r, connect(r, 'starsock', again.resume), identity)
-    expect(await join(r, connect(r, 'starsock', resume), identity)).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
   })
 
-  it('a client whose resumed join lost its ack resumes again with the secret it resumed with', async () => {
+  it.each<[string, string | undefined]>([
+    ['a client\'s own resume id', 'c2'.repeat(32)],
+    ['an older client presenting the credential of its first join', undefined]
+  ])('lost ack after a plain rejoin (%s): the next reconnect still resumes', async (_name, id) => {
     const r = rendezvousWith()
     const identity = await createIdentity()
-    const { resume: first } = await joined(r, connect(r, 'starsock'), identity)
-    const second = connect(r, 'starsock', first)
-    await joined(r, second, identity) // its new secret never reaches the client
-    const third = connect(r, 'starsock', first)
+    const first = connect(r, 'starsock', id)
+    const { resume } = await joined(r, first, identity)
+    expect(resume).toMatch(/^[0-9a-f]{64}$/)
+    first.session.endpoint.disconnect?.() // the server notices the drop
+    const second = connect(r, 'starsock', resume)
+    await joined(r, second, identity) // a plain join (no live holder); its ack never reaches the client
+    const third = connect(r, 'starsock', resume)
     await joined(r, third, identity)
     expect(second.disconnected()).toBe(true)
     expect(second.emitted).toEqual([])
+    expect(r.directory.owner(addrOf(identity))).toBe(third.session.id)
+  })
+
+  it('resumption is per address: a stale socket that holds other addresses keeps them and stays', async () => {
+    const r = rendezvousWith()
+    const [one, two] = [await createIdentity(), await createIdentity()]
+    const id = 'c3'.repeat(32)
+    const stale = connect(r, 'starsock', id)
+    await joined(r, stale, one)
+    await joined(r, stale, two)
+    await joined(r, connect(r, 'starsock', id), one)
+    expect(stale.disconnected()).toBe(false)
+    expect([...stale.session.addrs]).toEqual([addrOf(two)])
+    expect(r.directory.owner(addrOf(two))).toBe(stale.session.id)
+    // Its last address resumed too: now it goes.
+    await joined(r, connect(r, 'starsock', id), two)
+    expect(stale.disconnected()).toBe(true)
+    expect(stale.emitted.filter(([event]) => event === 'starsock:displaced')).toEqual([])
+  })
+
+  it('a join whose socket went while its signature was checked does not join', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const client = connect(r, 'starsock')
+    const first = await r.join(client.session, addrOf(identity), publicKeyHex(identity))
+    if (!('nonce' in first)) throw new Error('expected a nonce')
+    const done = r.join(client.session, addrOf(identity), await signNonce(identity, first.nonce))
+    r.disconnect(client.session, true)
+    expect(await done).toMatchObject({ code: 'E_DISCONNECTED' })
+    expect(r.directory.size).toBe(0)
+    await joined(r, connect(r, 'starsock'), identity)
   })
 
   it('legacy clients get no resume secret', async () => {
@@ -159,26 +192,82 @@ describe('who gets an address another live client holds', () => {
     expect(r.directory.size).toBe(2)
   })
 
-  it('after the holder leaves, the address is free to anyone', async () => {
+  it('after the holder leaves on purpose, the address is free to anyone', async () => {
     const r = rendezvousWith()
     const identity = await createIdentity()
     const holder = connect(r, 'starsock')
     await joined(r, holder, identity)
-    r.disconnect(holder.session)
+    r.disconnect(holder.session, true)
     await joined(r, connect(r, 'starsock'), identity)
   })
 
-  it('with the challenge off, only the resume secret moves a live address (nothing proves the key)', async () => {
+  it('a holder whose socket went is waited for: only its resume id, a takeover or a legacy client gets the identity in the grace', async () => {
+    const r = rendezvousWith()
+    const identity = await createIdentity()
+    const id = 'c4'.repeat(32)
+    const holder = connect(r, 'starsock', id)
+    await joined(r, holder, identity)
+    r.disconnect(holder.session)
+    expect(await join(r, connect(r, 'starsock'), identity)).toMatchObject({
+      code: 'E_ADDRESS_IN_USE',
+      message: expect.stringMatching(/^Address in use: this peer id is reserved for a reconnecting client \(joined from 10\.0\.0\.1:\d+\) for up to 30 s more$/)
+    })
+    // Also under another spelling of the server's address (for a starsock newcomer).
+    expect(await join(r, connect(r, 'starsock'), identity, addrOf(identity, '10.0.0.10'))).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    await joined(r, connect(r, 'starsock', id), identity)
+    r.disconnect(r.sessions.get(r.directory.owner(addrOf(identity)) ?? '') as Session)
+    await joined(r, connect(r, 'takeover'), identity)
+    r.disconnect(r.sessions.get(r.directory.owner(addrOf(identity)) ?? '') as Session)
+    await joined(r, connect(r, 'legacy'), identity)
+    expect(r.directory.size).toBe(1)
+  })
+
+  it('with the challenge off, a reserved identity goes only to its resume id; and only for the grace', async () => {
+    const r = rendezvousWith(false, 200)
+    const identity = await createIdentity()
+    const addr = addrOf(identity)
+    const holder = connect(r, 'starsock', 'c5'.repeat(32))
+    await r.join(holder.session, addr, '')
+    r.disconnect(holder.session)
+    expect(await r.join(connect(r, 'takeover').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is reserved for a reconnecting client for up to 1 s more' })
+    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    await new Promise((resolve) => setTimeout(resolve, 250))
+    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ peers: [] })
+  })
+
+  it('with the challenge off, only the resume id moves a live address (nothing proves the key), and the refusal does not say where the holder is', async () => {
     const r = rendezvousWith(false)
     const identity = await createIdentity()
     const addr = addrOf(identity)
     const holder = connect(r, 'starsock')
     const first = await r.join(holder.session, addr, '') as JoinDone
-    expect(await r.join(connect(r, 'takeover').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
-    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    expect(await r.join(connect(r, 'takeover').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is joined elsewhere' })
+    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is joined elsewhere' })
     const back = connect(r, 'starsock', first.resume)
     expect(await r.join(back.session, addr, '')).toMatchObject({ peers: [] })
     expect(holder.disconnected()).toBe(true)
+  })
+})
+
+describe('Reservations', () => {
+  it('expire after the grace and hold at most maxEntries, the oldest going first', () => {
+    let now = 0
+    const r = new Reservations(100, 2, () => now)
+    r.reserve('a', '/a', 'x', '1.2.3.4:5')
+    now = 10
+    r.reserve('b', '/b', 'y', '1.2.3.4:6')
+    r.reserve('c', '/c', 'z', '1.2.3.4:7')
+    expect(r.size).toBe(2)
+    expect(r.find('a')).toBeUndefined()
+    expect(r.find('b')?.credential).toBe('y')
+    now = 110
+    expect(r.find('b')).toBeUndefined()
+    r.reserve('d', '/d', 'w', '1.2.3.4:8') // sweeps the expired ones
+    expect(r.size).toBe(1)
+    expect(new Reservations(0, 10).size).toBe(0)
+    const off = new Reservations(0, 10)
+    off.reserve('a', '/a', 'x', '')
+    expect(off.find('a')).toBeUndefined()
   })
 })
 
@@ -205,7 +294,7 @@ describe('decideClaim', () => {
     ['starsock to legacy', session('starsock'), session('legacy'), true, 'replace'],
     ['legacy, challenge off', session('legacy'), session('legacy'), false, 'in-use']
   ])('%s', (_name, newcomer, holder, challenge, outcome) => {
-    expect(decideClaim(newcomer, holder, ADDR, challenge)).toBe(outcome)
+    expect(decideClaim(newcomer, { starsock: holder.starsock, credential: holder.resumeSecrets.get(ADDR) }, challenge)).toBe(outcome)
   })
 })
 
@@ -228,11 +317,24 @@ describe('checks of the identity fields on the wire', () => {
     [{ addr: '/a', reason: 'takeover', by: '1.2.3.4:5' }, true],
     [{ addr: '/a', reason: 'legacy-join', by: '1.2.3.4' }, true],
     [{ addr: '/a', reason: 'other', by: '1.2.3.4:5' }, false],
+    [{ addr: '/a', reason: 'takeover', by: 'x'.repeat(400) }, true],
     [{ addr: 1, reason: 'takeover', by: '' }, false],
     [null, false],
     ['x', false]
   ])('displaced %j valid: %s', (payload, valid) => {
     expect(checkDisplaced(payload) !== undefined).toBe(valid)
+  })
+
+  it.each<[unknown, string]>([
+    ['1.2.3.4:5', '1.2.3.4:5'],
+    ['[2001:db8::1]:443', '[2001:db8::1]:443'],
+    ['2001:db8::1', '2001:db8::1'],
+    ['1.2.3.4:5\u001b[2J\u001b]0;pwned\u0007', 'an unknown address'],
+    ['x'.repeat(400), 'an unknown address'],
+    ['evil.example', 'an unknown address'],
+    [42, 'an unknown address']
+  ])('displaced by %j is shown as %s (the notice is kept)', (by, shown) => {
+    expect(checkDisplaced({ addr: '/a', reason: 'takeover', by })).toEqual({ addr: '/a', reason: 'takeover', by: shown })
   })
 
   it.each<[unknown, string | undefined]>([
