@@ -324,13 +324,13 @@ export class Rendezvous {
     if (target === undefined) return new StarsockError('E_PEER_NOT_FOUND')
     const out = dialId + DIALER_SUFFIX
     const back = dialId + LISTENER_SUFFIX
-    if (session.outbound.has(out) || session.inbound.has(back) || target.inbound.has(out) || target.outbound.has(back)) {
+    if (this.relay.pairInUse(session, target, out, back)) {
       return new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
     }
     const max = this.options.maxStreamsPerSocket
     const extra = session === target ? 4 : 2
-    if (session.streamCount + extra > max) return streamLimit('Stream limit reached', max)
-    if (target.streamCount + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
+    if (this.relay.streamCount(session) + extra > max) return streamLimit('Stream limit reached', max)
+    if (this.relay.streamCount(target) + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
 
     const [forward] = this.relay.openPair(session, target, out, back)
     let reply: unknown[]
