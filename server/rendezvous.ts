@@ -100,7 +100,7 @@ export class Rendezvous {
 
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
-    session.peerEvents = request.peerEvents === true
+    this.announcer.setPeerEvents(session, request.peerEvents === true)
     session.starsock = true
     session.takeover = request.takeover === true
     session.resume = request.resume

@@ -28,10 +28,6 @@ export interface Endpoint {
 export class Session {
   /** Addresses this socket joined, as exact strings. */
   readonly addrs = new Set<string>()
-  /** Wants `starsock:peer-join`/`-leave` instead of periodic `ws-peer`. */
-  peerEvents = false
-  /** Position of the periodic announcement in the peer list. */
-  announceCursor = 0
   /** Sent `starsock:hello`: told of displacement, refused an address held elsewhere unless `takeover`. */
   starsock = false
   /** Asked (in hello) to take over an address another live client holds. */
