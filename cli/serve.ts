@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import { pino } from 'pino'
-import * as C from '../shared/constants.ts'
+import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
+import * as C from '../server/constants.ts'
 import type { Logger } from '../shared/logger.ts'
 import type { ServerOptions, TlsOptions } from '../server/options.ts'
 import { createServer } from '../server/server.ts'
@@ -19,13 +20,13 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 
 /** Numeric limits: flag (env `STARSOCK_<FLAG>`), option name, default, minimum, help. */
 const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
-  ['max-message-bytes', 'maxMessageBytes', C.MAX_MESSAGE_BYTES, C.MAX_MESSAGE_BYTES, 'largest websocket message in bytes'],
+  ['max-message-bytes', 'maxMessageBytes', MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, 'largest websocket message in bytes'],
   ['nonce-ttl-ms', 'nonceTtlMs', C.NONCE_TTL_MS, 1, 'lifetime of a join challenge nonce'],
   ['dial-timeout-ms', 'dialTimeoutMs', C.DIAL_TIMEOUT_MS, 1, 'time a listener has to answer a dial'],
   ['announce-interval-ms', 'announceIntervalMs', C.ANNOUNCE_INTERVAL_MS, 0, 'periodic ws-peer re-announcement interval (0: off)'],
   ['announce-batch-peers', 'announceBatchPeers', C.ANNOUNCE_BATCH_PEERS, 1, 'addresses per client per interval, and in a join reply'],
-  ['stream-buffer-bytes', 'streamBufferBytes', C.STREAM_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes one stream may hold on the server'],
-  ['socket-buffer-bytes', 'socketBufferBytes', C.SOCKET_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes all streams of one sender may hold'],
+  ['stream-buffer-bytes', 'streamBufferBytes', C.STREAM_BUFFER_BYTES, 2 * MAX_MESSAGE_BYTES, 'bytes one stream may hold on the server'],
+  ['socket-buffer-bytes', 'socketBufferBytes', C.SOCKET_BUFFER_BYTES, 2 * MAX_MESSAGE_BYTES, 'bytes all streams of one sender may hold'],
   ['sender-stall-timeout-ms', 'senderStallTimeoutMs', C.SENDER_STALL_TIMEOUT_MS, 1, 'a sender paused this long for a stalled receiver has its fullest streams failed'],
   ['max-addresses-per-socket', 'maxAddressesPerSocket', C.MAX_ADDRESSES_PER_SOCKET, 1, 'addresses one socket may join'],
   ['max-streams-per-socket', 'maxStreamsPerSocket', C.MAX_STREAMS_PER_SOCKET, 2, 'concurrent one-way streams per socket'],

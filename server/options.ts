@@ -1,6 +1,7 @@
 /** Server options, their defaults and their validation. */
 import { fileURLToPath } from 'node:url'
-import * as C from '../shared/constants.ts'
+import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
+import * as C from './constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 
 /** TLS material, as Node's `https.createServer` takes it. */
@@ -114,7 +115,7 @@ function bool (name: string, value: boolean | undefined, fallback: boolean): boo
 
 /** Apply defaults field by field and validate; throws `TypeError`/`RangeError` with the option's name. */
 export function resolveServerOptions (options: ServerOptions = {}): ResolvedServerOptions {
-  const maxMessageBytes = int('maxMessageBytes', options.maxMessageBytes, C.MAX_MESSAGE_BYTES, C.MAX_MESSAGE_BYTES)
+  const maxMessageBytes = int('maxMessageBytes', options.maxMessageBytes, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES)
   const streamBufferBytes = int('streamBufferBytes', options.streamBufferBytes, C.STREAM_BUFFER_BYTES, 2 * maxMessageBytes)
   const socketBufferBytes = int('socketBufferBytes', options.socketBufferBytes, C.SOCKET_BUFFER_BYTES, streamBufferBytes)
   const allowPeers = options.allowPeers ?? []

@@ -1,5 +1,5 @@
 /** One connected client, as the server's plain classes see it (no socket.io here). */
-import { MAX_REQUESTS_PER_SECOND } from '../shared/constants.ts'
+import { MAX_REQUESTS_PER_SECOND } from './constants.ts'
 import { TokenBucket } from './rate-limit.ts'
 
 /** How the server reaches one connected client; the socket.io wiring implements it. */
