@@ -1,5 +1,53 @@
+import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { resolveServerOptions, type ServerOptions } from '../../server/options.ts'
+import { resolveServerOptions, SERVER_OPTIONS, type ServerOptions } from '../../server/options.ts'
+
+/** The rows of the README's options table, by flag (each flag of a row like "`--key`, `--cert`"). */
+function readmeOptionRows (): Map<string, { env: string, default: string }> {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('## Error codes'))
+  const rows = new Map<string, { env: string, default: string }>()
+  for (const line of section.split('\n')) {
+    const cells = line.split(' | ').map((c) => c.replace(/^\| ?| ?\|$/g, ''))
+    if (cells.length < 4 || !(cells[0] ?? '').startsWith('`--')) continue
+    for (const [, flag] of (cells[0] ?? '').matchAll(/`(--[\w-]+)/g)) rows.set(flag ?? '', { env: cells[1] ?? '', default: cells[2] ?? '' })
+  }
+  return rows
+}
+
+/** A README default such as `4 MiB`, `1,000,000` or `0 (none)`, as a number. */
+function readmeNumber (text: string): number {
+  const m = /^([\d,]+)(?: ([MG])iB)?/.exec(text)
+  if (m === null) return NaN
+  return Number((m[1] ?? '').replace(/,/g, '')) * (m[2] === 'G' ? 1024 ** 3 : m[2] === 'M' ? 1024 ** 2 : 1)
+}
+
+describe('SERVER_OPTIONS, the one table of server options', () => {
+  const entries = Object.entries(SERVER_OPTIONS)
+
+  it('gives every option a flag, except the ones that say why not', () => {
+    const flagless = entries.filter(([, spec]) => spec.flag === null)
+    expect(flagless.map(([name]) => name)).toEqual(['webRoot'])
+    for (const [, spec] of flagless) expect(spec.noFlag).toMatch(/\w/)
+  })
+
+  it('matches the README options table: every flag is listed with its env variable and default', () => {
+    const rows = readmeOptionRows()
+    for (const [name, spec] of entries) {
+      if (spec.flag === null) continue
+      const flag = spec.flag.split(' ')[0] ?? ''
+      const row = rows.get(flag)
+      expect(row, `README row for ${flag} (${name})`).toBeDefined()
+      if (spec.env !== undefined) expect(row?.env, `env of ${flag}`).toContain(`\`${spec.env}\``)
+      if (spec.cli === 'integer') expect(readmeNumber(row?.default ?? ''), `default of ${flag}`).toBe(spec.default)
+      if (spec.cli === 'switch' || spec.cli === 'inverted-switch') expect(row?.default, `default of ${flag}`).toBe('off')
+    }
+  })
+
+  it('has defaults that pass its own checks', () => {
+    expect(() => resolveServerOptions()).not.toThrow()
+  })
+})
 
 describe('resolveServerOptions', () => {
   it('fills every default', () => {
