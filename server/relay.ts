@@ -80,10 +80,10 @@ export class Relay {
     this.timer.unref?.()
   }
 
-  /** Streams open now. */
   /** Stream bytes forwarded to receivers since the start. */
   relayedBytes = 0
 
+  /** Streams open now. */
   get openStreams (): number {
     return this.open
   }
