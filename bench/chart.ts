@@ -1,5 +1,5 @@
 /** An SVG chart of a benchmark run: one panel per group, a horizontal bar per figure. */
-import type { Row } from './run.ts'
+import type { Row } from './rows.ts'
 
 const WIDTH = 900
 const BAR = 18

@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
+import { formatFigure as fmt, type Row } from './rows.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, startRawRelays, work, type ServerUnderTest } from './procs.ts'
 import { tunnelBench } from './tunnel.ts'
 
@@ -24,20 +25,6 @@ const SIZE = QUICK
   ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
   : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }
 
-/** One measured figure, with its reference when there is one. */
-export interface Row {
-  /** The scenario that measured it (`--only` re-runs whole scenarios). */
-  scenario?: string
-  group: string
-  what: string
-  value: number
-  unit: string
-  reference?: { what: string, value: number }
-  /** Server CPU seconds spent during the measurement. */
-  serverCpu?: number
-  note?: string
-}
-
 const rows: Row[] = []
 const wanted = (name: string): boolean => ONLY === undefined || ONLY.includes(name)
 let scenario = ''
@@ -47,10 +34,6 @@ function record (row: Row): void {
   const ratio = row.reference !== undefined ? `  ${(row.value / row.reference.value).toFixed(2)}x ${row.reference.what} (${fmt(row.reference.value)})` : ''
   const cpu = row.serverCpu !== undefined ? `  [server cpu ${row.serverCpu.toFixed(2)} s]` : ''
   process.stdout.write(`${row.group.padEnd(12)} ${row.what.padEnd(46)} ${fmt(row.value).padStart(10)} ${row.unit.padEnd(8)}${ratio}${cpu}${row.note !== undefined ? `  ${row.note}` : ''}\n`)
-}
-
-function fmt (n: number): string {
-  return Number.isInteger(n) ? String(n) : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)
 }
 
 /** Run one measurement; a failure (a server that cannot keep up) becomes a row, not the end of the run. */

@@ -1,13 +1,13 @@
 /** Print `bench/results/latest.json` as a markdown table for README.md: `node --import tsx bench/to-markdown.ts`. */
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import type { Row } from './run.ts'
+import { formatFigure, type Row } from './rows.ts'
 
 const file = fileURLToPath(new URL('./results/latest.json', import.meta.url))
 const { date, quick, machine, seconds, rows } = JSON.parse(readFileSync(file, 'utf8')) as { date: string, quick: boolean, machine: { cpus: number, model: string, node: string }, seconds: number, rows: Row[] }
 
 // NaN (a figure that could not be measured) is written to JSON as null.
-const fmt = (n: number | null): string => n === null || Number.isNaN(n) ? '—' : Number.isInteger(n) ? String(n) : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)
+const fmt = (n: number | null): string => n === null || Number.isNaN(n) ? '—' : formatFigure(n)
 const cell = (text: string): string => text.replace(/\|/g, '\\|')
 
 console.log(`${quick ? 'Quick' : 'Full'} run of ${date.slice(0, 10)}, ${fmt(seconds)} s, on ${machine.cpus} x ${machine.model}, Node ${machine.node}.\n`)

@@ -6,7 +6,7 @@
  * runs interleaved across the paths, so a busy moment on the machine touches every path alike.
  */
 import { childPids, freePort, start, startOurs, startRawRelays, startWebsockify, treeCpuSeconds, type Proc } from './procs.ts'
-import type { Row } from './run.ts'
+import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
 /** Runs of each measurement. */

@@ -2,9 +2,9 @@
 import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import { pino } from 'pino'
-import * as C from '../shared/constants.ts'
+import * as C from '../server/constants.ts'
 import type { Logger } from '../shared/logger.ts'
-import type { ServerOptions, TlsOptions } from '../server/options.ts'
+import { SERVER_OPTIONS, type OptionSpec, type ServerOptions, type TlsOptions } from '../server/options.ts'
 import { createServer } from '../server/server.ts'
 import { join } from 'node:path'
 import { homedir } from 'node:os'
@@ -17,65 +17,65 @@ import { collect, integer, port, portRange } from './options.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
-/** Numeric limits: flag (env `STARSOCK_<FLAG>`), option name, default, minimum, help. */
-const LIMITS: Array<[string, keyof ServerOptions, number, number, string]> = [
-  ['max-message-bytes', 'maxMessageBytes', C.MAX_MESSAGE_BYTES, C.MAX_MESSAGE_BYTES, 'largest websocket message in bytes'],
-  ['nonce-ttl-ms', 'nonceTtlMs', C.NONCE_TTL_MS, 1, 'lifetime of a join challenge nonce'],
-  ['dial-timeout-ms', 'dialTimeoutMs', C.DIAL_TIMEOUT_MS, 1, 'time a listener has to answer a dial'],
-  ['announce-interval-ms', 'announceIntervalMs', C.ANNOUNCE_INTERVAL_MS, 0, 'periodic ws-peer re-announcement interval (0: off)'],
-  ['announce-batch-peers', 'announceBatchPeers', C.ANNOUNCE_BATCH_PEERS, 1, 'addresses per client per interval, and in a join reply'],
-  ['stream-buffer-bytes', 'streamBufferBytes', C.STREAM_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes one stream may hold on the server'],
-  ['socket-buffer-bytes', 'socketBufferBytes', C.SOCKET_BUFFER_BYTES, 2 * C.MAX_MESSAGE_BYTES, 'bytes all streams of one sender may hold'],
-  ['sender-stall-timeout-ms', 'senderStallTimeoutMs', C.SENDER_STALL_TIMEOUT_MS, 1, 'a sender paused this long for a stalled receiver has its fullest streams failed'],
-  ['max-addresses-per-socket', 'maxAddressesPerSocket', C.MAX_ADDRESSES_PER_SOCKET, 1, 'addresses one socket may join'],
-  ['max-streams-per-socket', 'maxStreamsPerSocket', C.MAX_STREAMS_PER_SOCKET, 2, 'concurrent one-way streams per socket'],
-  ['max-dials-per-second', 'maxDialsPerSecond', C.MAX_DIALS_PER_SECOND, 1, 'dials per second per socket'],
-  ['max-peers', 'maxPeers', C.MAX_PEERS, 1, 'joined addresses per server'],
-  ['max-joins-per-ip-per-minute', 'maxJoinsPerIpPerMinute', C.MAX_JOINS_PER_IP_PER_MINUTE, 1, 'join attempts per IP address per minute'],
-  ['max-peers-per-ip', 'maxPeersPerIp', C.MAX_PEERS_PER_IP, 1, 'addresses joined at once from one client IP address'],
-  ['identity-grace-ms', 'identityGraceMs', C.IDENTITY_GRACE_MS, 0, 'an identity whose client dropped is held this long for its reconnect (0: off)'],
-  ['stream-byte-budget', 'streamByteBudget', 0, 0, 'bytes one stream may carry (0: no budget)'],
-  ['stream-idle-timeout-ms', 'streamIdleTimeoutMs', 0, 0, 'a stream idle this long fails (0: never)'],
-  ['shutdown-grace-ms', 'shutdownGraceMs', C.SHUTDOWN_GRACE_MS, 0, 'time open streams get to finish on shutdown'],
-  ['udp-max-allocations-per-peer', 'udpMaxAllocationsPerPeer', 4, 1, 'UDP relay allocations one peer may hold'],
-  ['udp-max-allocations-per-ip', 'udpMaxAllocationsPerIp', C.UDP_MAX_ALLOCATIONS_PER_IP, 1, 'UDP relay allocations the peers of one client IP address may hold together'],
-  ['udp-owner-grace-ms', 'udpOwnerGraceMs', C.UDP_OWNER_GRACE_MS, 0, 'UDP allocations of a peer that left end this long after, unless it joins again'],
-  ['udp-idle-ms', 'udpIdleMs', 60_000, 1, 'a UDP allocation without packets this long expires'],
-  ['udp-lifetime-ms', 'udpLifetimeMs', 600_000, 1, 'a UDP allocation expires this long after it was made or refreshed'],
-  ['udp-max-bytes', 'udpMaxBytes', 1024 * 1024 * 1024, 1, 'bytes one UDP allocation may forward'],
-  ['udp-max-packets-per-second', 'udpMaxPacketsPerSecond', 5000, 1, 'packets per second one UDP allocation may forward']
-]
+/** The commander option of a server option's flag; `undefined` for options the CLI builds itself. */
+function flagOption (spec: OptionSpec): Option | undefined {
+  if (spec.flag === null || spec.cli === 'custom') return undefined
+  const option = new Option(spec.flag, spec.help)
+  if (spec.env !== undefined) option.env(spec.env)
+  switch (spec.cli) {
+    case 'integer': return option.default(spec.default).argParser(integer(spec.min ?? 0))
+    case 'port-range': {
+      const [low, high] = spec.default as [number, number]
+      return option.default(spec.default, `${low}-${high}`).argParser(portRange)
+    }
+    case 'repeatable': return option.argParser(collect)
+    // Only a default worth showing: an empty one reads as "none" in the help.
+    case 'text': return spec.default === '' ? option : option.default(spec.default)
+    default: return option
+  }
+}
 
-const envName = (flag: string): string => `STARSOCK_${flag.toUpperCase().replace(/-/g, '_')}`
+/** The server option a parsed flag gives (`undefined`: the server's default). */
+function fromFlag (spec: OptionSpec, value: unknown): unknown {
+  switch (spec.cli) {
+    case 'switch': return value === true
+    case 'inverted-switch': return value !== true
+    case 'text': return typeof value === 'string' ? value : undefined
+    default: return value
+  }
+}
+
+/** A server option's flag, as `serve` adds it. */
+interface ServerFlag { name: keyof ServerOptions, spec: OptionSpec, option: Option }
+
+/** The server options' flags, in table order (fresh commander options for each command). */
+function serverFlags (): ServerFlag[] {
+  return Object.entries(SERVER_OPTIONS).flatMap(([name, spec]) => {
+    const option = flagOption(spec)
+    return option === undefined ? [] : [{ name: name as keyof ServerOptions, spec, option }]
+  })
+}
 
 /** The `serve` command; `started` receives the promise of its exit code. */
 export function serveCommand (started: (run: Promise<number>) => void): Command {
+  const flagsOfOptions = serverFlags()
   const cmd = new Command('serve')
     .description('run the rendezvous and relay server (and its page)')
     .addOption(new Option('--port <port>', 'TCP port to listen on').env('PORT').default(C.DEFAULT_PORT).argParser(port))
     .addOption(new Option('--host <host>', 'address to bind').env('HOST').default(C.DEFAULT_HOST))
-    .addOption(new Option('--key <file>', 'TLS private key (PEM); with --cert serves https/wss').env('KEY'))
+    .addOption(new Option(SERVER_OPTIONS.tls.flag ?? '', SERVER_OPTIONS.tls.help).env(SERVER_OPTIONS.tls.env ?? ''))
     .addOption(new Option('--cert <file>', 'TLS certificate chain (PEM)').env('CERT'))
     .addOption(new Option('--pfx <file>', 'TLS key and certificate as PKCS#12').env('PFX'))
     .addOption(new Option('--passphrase <text>', 'passphrase of --pfx or --key').env('PFX_PASSPHRASE'))
-    .addOption(new Option('--disableCryptoChallenge', 'let peers join without proving their key (unsafe)').env('DISABLE_CRYPTO_CHALLENGE'))
-    .addOption(new Option('--disableStrictMultiaddr', 'accept any multiaddr, not only websocket-star shapes').env('DISABLE_STRICT_MULTIADDR'))
-    .addOption(new Option('--disableMetrics', 'do not serve /metrics').env('DISABLE_METRICS'))
-    .addOption(new Option('--allow-peer <peerId>', 'only this peer id may join (repeatable)').argParser(collect))
-    .addOption(new Option('--token <token>', 'shared token new clients must present; /metrics, /status and /status.json then need it too (Authorization: Bearer or ?token=)').env('STARSOCK_TOKEN'))
-    .addOption(new Option('--cors-origin <origins>', 'allowed browser origins, comma-separated').env('STARSOCK_CORS_ORIGIN').default('*'))
-    .addOption(new Option('--trust-proxy', 'take client IPs from the rightmost X-Forwarded-For entry (the one the proxy appended)').env('STARSOCK_TRUST_PROXY'))
-    .addOption(new Option('--udp-relay', 'run the UDP relay: peers get pairs of UDP ports that swap datagrams').env('STARSOCK_UDP_RELAY'))
-    .addOption(new Option('--udp-ports <low-high>', 'port range of the UDP relay').env('STARSOCK_UDP_PORTS').default([40000, 40999], '40000-40999').argParser(portRange))
-    .addOption(new Option('--udp-public-ip <ip>', 'address given to peers in allocations (default: the bound host)').env('STARSOCK_UDP_PUBLIC_IP'))
+  // Switches and text first, the gateway's flags, then the numeric limits (as --help always read).
+  for (const { spec, option } of flagsOfOptions) if (spec.cli !== 'integer') cmd.addOption(option)
+  cmd
     .addOption(new Option('--gateway', 'run a built-in peer on this host that takes offers the --allow rules allow').env('STARSOCK_GATEWAY'))
     .addOption(new Option('--allow <rule>', 'gateway rule KIND[/PROTO]:HOST:PORT[@PEERID] (repeatable)').argParser(ruleList))
     .addOption(new Option('--gateway-key <file>', 'identity of the gateway peer').env('STARSOCK_GATEWAY_KEY').default(join(homedir(), '.starsock', 'gateway-key'), '~/.starsock/gateway-key'))
-    .addOption(new Option('--log-level <level>', 'log level').env('LOG_LEVEL').choices(LOG_LEVELS).default('info'))
-  for (const [flag, , fallback, min, help] of LIMITS) {
-    cmd.addOption(new Option(`--${flag} <n>`, help).env(envName(flag)).default(fallback).argParser(integer(min)))
-  }
-  return cmd.action((flags: Record<string, unknown>) => { started(serve(flags)) })
+    .addOption(new Option(SERVER_OPTIONS.logger.flag ?? '', SERVER_OPTIONS.logger.help).env(SERVER_OPTIONS.logger.env ?? '').choices(LOG_LEVELS).default('info'))
+  for (const { spec, option } of flagsOfOptions) if (spec.cli === 'integer') cmd.addOption(option)
+  return cmd.action((flags: Record<string, unknown>) => { started(serve(flags, flagsOfOptions)) })
 }
 
 function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
@@ -98,32 +98,17 @@ function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
   return { key, cert, passphrase }
 }
 
-async function serve (flags: Record<string, unknown>): Promise<number> {
+async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag[]): Promise<number> {
   const logger = pino({ level: String(flags.logLevel), base: undefined }) as unknown as Logger
   let server
   try {
     // The gateway peer joins this server: with an allowlist, its id must be on it.
     const allowPeers = (flags.allowPeer as string[] | undefined) ?? []
     if (flags.gateway === true && allowPeers.length > 0) allowPeers.push((await loadOrCreateIdentity(String(flags.gatewayKey))).identity.peerId)
-    const options: ServerOptions = {
-      cryptoChallenge: flags.disableCryptoChallenge !== true,
-      strictMultiaddr: flags.disableStrictMultiaddr !== true,
-      metrics: flags.disableMetrics !== true,
-      tls: readTls(flags),
-      allowPeers,
-      token: typeof flags.token === 'string' ? flags.token : '',
-      corsOrigin: String(flags.corsOrigin),
-      trustProxy: flags.trustProxy === true,
-      udpRelay: flags.udpRelay === true,
-      udpPorts: flags.udpPorts as [number, number],
-      udpPublicIp: typeof flags.udpPublicIp === 'string' ? flags.udpPublicIp : undefined,
-      logger
-    }
-    for (const [flag, name] of LIMITS) {
-      const camel = flag.replace(/-(\w)/g, (_, c: string) => c.toUpperCase())
-      ;(options as Record<string, unknown>)[name] = flags[camel]
-    }
-    server = createServer(options)
+    const options: Record<string, unknown> = {}
+    for (const { name, spec, option } of flagsOfOptions) options[name] = fromFlag(spec, flags[option.attributeName()])
+    Object.assign(options, { tls: readTls(flags), allowPeers, logger })
+    server = createServer(options as ServerOptions)
     await server.listen(flags.port as number, String(flags.host))
   } catch (err) {
     process.stderr.write(`starsock serve: ${err instanceof Error ? err.message : String(err)}\n`)

@@ -6,8 +6,8 @@
 import { io, type Socket } from 'socket.io-client'
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent, type HelloReply, type HelloRequest, type PeersPage, type UdpAllocation } from '../shared/events.ts'
-import { checkDisplaced, isHex } from '../shared/validate.ts'
-import { silentLogger, type Logger } from '../shared/logger.ts'
+import { checkDisplaced } from '../shared/validate.ts'
+import type { Logger } from '../shared/logger.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 export type { UdpAllocation } from '../shared/events.ts'
 import { Connection } from './connection.ts'
@@ -16,6 +16,7 @@ import { createIdentity, publicKeyHex, signNonce, type Identity } from './identi
 import { parseServerAddress, type ServerAddress } from './server-address.ts'
 import { ReceiveStream, SendStream, type StreamTransport } from './stream.ts'
 import { bounded } from './waiters.ts'
+import { resolvePeerOptions } from './options.ts'
 
 /** Where the peer is with the server. */
 export type PeerState = 'connecting' | 'joined' | 'reconnecting' | 'closed'
@@ -97,12 +98,6 @@ function randomId (bytes = 16): string {
   return Array.from(random, (b) => b.toString(16).padStart(2, '0')).join('')
 }
 
-function positive (name: string, value: number | undefined, fallback: number): number {
-  const v = value ?? fallback
-  if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`${name} must be a positive integer, got ${String(v)}`)
-  return v
-}
-
 /** Throw a `TypeError` unless `target` is a peer id or a valid multiaddr. */
 function checkTarget (target: string): void {
   if (typeof target !== 'string' || target === '') throw new TypeError('dial target must be a peer id or a websocket-star address')
@@ -154,29 +149,19 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.peerId = options.identity.peerId
     // `/ipfs/`: legacy clients read the peer id after the last `/ipfs/`.
     this.addr = `${this.server.prefix}/p2p-websocket-star/ipfs/${this.peerId}`
-    this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client' })
-    this.requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
-    if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
-    this.takeover = options.takeover ?? false
-    if (options.resumeId !== undefined && (typeof options.resumeId !== 'string' || options.resumeId.length < 32 || options.resumeId.length > 128 || !isHex(options.resumeId))) {
-      throw new TypeError('resumeId must be a hex string of 32 to 128 characters')
-    }
-    this.resumeId = options.resumeId ?? randomId(32)
-    this.reconnectDelayMs = positive('reconnectDelayMs', options.reconnectDelayMs, 500)
-    this.reconnectDelayMaxMs = positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000)
-    this.options = {
-      windowBytes: positive('windowBytes', options.windowBytes, 2 * 1024 * 1024),
-      chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
-      receiveLimitBytes: positive('receiveLimitBytes', options.receiveLimitBytes, 16 * 1024 * 1024),
-      heartbeatIntervalMs: positive('heartbeatIntervalMs', options.heartbeatIntervalMs, 5000),
-      heartbeatTimeoutMs: positive('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 5000),
-      connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000)
-    }
+    const resolved = resolvePeerOptions(options)
+    this.logger = resolved.logger.child({ ns: 'starsock:client' })
+    this.requestTimeoutMs = resolved.requestTimeoutMs
+    this.takeover = resolved.takeover
+    this.resumeId = resolved.resumeId ?? randomId(32)
+    this.reconnectDelayMs = resolved.reconnectDelayMs
+    this.reconnectDelayMaxMs = resolved.reconnectDelayMaxMs
+    this.options = resolved
     this.socket = io(this.server.url, {
       ...options.socketOptions,
       autoConnect: false,
       forceNew: true,
-      transports: options.transports ?? ['websocket', 'polling'],
+      transports: resolved.transports,
       tryAllTransports: true,
       reconnection: true,
       reconnectionDelay: this.reconnectDelayMs,

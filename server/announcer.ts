@@ -27,6 +27,10 @@ export class Announcer {
   private timer: ReturnType<typeof setInterval> | undefined
   private cursor: Iterator<Session> | undefined
   private due = 0
+  /** Sessions that asked for peer events (weak: a session that went away needs no forgetting). */
+  private readonly peerEventSessions = new WeakSet<Session>()
+  /** Position of each session's periodic announcement in the peer list. */
+  private readonly cursors = new WeakMap<Session, number>()
   /** `ws-peer` messages sent since start. */
   sent = 0
 
@@ -52,11 +56,17 @@ export class Announcer {
     this.timer = undefined
   }
 
+  /** Whether `session` gets `starsock:peer-join`/`-leave` instead of periodic `ws-peer` (set at hello). */
+  setPeerEvents (session: Session, on: boolean): void {
+    if (on) this.peerEventSessions.add(session)
+    else this.peerEventSessions.delete(session)
+  }
+
   /** Announce a new address to every other joined session. */
   joined (addr: string, joiner: Session): void {
     for (const session of this.sessions.values()) {
       if (session === joiner || session.addrs.size === 0) continue
-      if (session.peerEvents) {
+      if (this.peerEventSessions.has(session)) {
         session.endpoint.emit(EVENTS.PEER_JOIN, addr)
       } else {
         session.endpoint.emit(EVENTS.PEER, addr)
@@ -68,7 +78,7 @@ export class Announcer {
   /** Tell sessions that asked for peer events that an address left. */
   left (addr: string): void {
     for (const session of this.sessions.values()) {
-      if (session.peerEvents && session.addrs.size > 0) session.endpoint.emit(EVENTS.PEER_LEAVE, addr)
+      if (this.peerEventSessions.has(session) && session.addrs.size > 0) session.endpoint.emit(EVENTS.PEER_LEAVE, addr)
     }
   }
 
@@ -106,10 +116,11 @@ export class Announcer {
   }
 
   private announceTo (session: Session): void {
-    if (session.peerEvents || session.addrs.size === 0) return
+    if (this.peerEventSessions.has(session) || session.addrs.size === 0) return
     const size = this.directory.size
-    const { addrs, next } = this.take(session, session.announceCursor % Math.max(size, 1), Math.min(size, this.options.batchPeers))
-    session.announceCursor = next
+    const cursor = this.cursors.get(session) ?? 0
+    const { addrs, next } = this.take(session, cursor % Math.max(size, 1), Math.min(size, this.options.batchPeers))
+    this.cursors.set(session, next)
     for (const addr of addrs) session.endpoint.emit(EVENTS.PEER, addr)
     this.count(addrs.length)
   }

@@ -1,6 +1,7 @@
 /** Server options, their defaults and their validation. */
 import { fileURLToPath } from 'node:url'
-import * as C from '../shared/constants.ts'
+import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
+import { IDENTITY_GRACE_MS, UDP_MAX_ALLOCATIONS_PER_IP, UDP_OWNER_GRACE_MS } from './constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 
 /** TLS material, as Node's `https.createServer` takes it. */
@@ -95,83 +96,188 @@ export interface ServerOptions {
   webRoot?: string
 }
 
-function udpPorts (value: [number, number] | undefined): [number, number] {
-  const [low, high] = value ?? [40000, 40999]
-  if (!Number.isInteger(low) || !Number.isInteger(high) || low < 1 || high > 65535 || high <= low) throw new RangeError(`udpPorts must be [low, high] within 1-65535 with low < high, got ${String(value)}`)
-  return [low, high]
-}
-
 /** Options after defaults, as the server uses them. */
 export type ResolvedServerOptions = Required<Omit<ServerOptions, 'tls'>> & { tls: TlsOptions | undefined }
 
-function int (name: string, value: number | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const v = value ?? fallback
+/** What an option's value counts, as `--help` and the README give it. */
+export type OptionUnit = 'bytes' | 'ms' | 'count' | 'per second' | 'per minute' | 'on/off' | 'text' | 'port range' | 'peer ids' | 'TLS material' | 'logger' | 'folder'
+
+/**
+ * How `starsock serve` reads an option: an integer flag, a switch (an inverted one turns the
+ * option off), text, a port range `low-high`, a repeatable flag, or `custom` (the CLI builds the
+ * value itself: TLS files, the logger).
+ */
+export type OptionFlagKind = 'integer' | 'switch' | 'inverted-switch' | 'text' | 'port-range' | 'repeatable' | 'custom'
+
+/** One server option: its default, unit, flag, environment variable, help and validation. */
+export interface OptionSpec {
+  /** The value when the option is not given (or given as `undefined`). */
+  default: unknown
+  unit: OptionUnit
+  /** `starsock serve`'s flag as its help writes it (`--max-peers <n>`); `null` for an option only the API has. */
+  flag: string | null
+  /** Why an option has no flag. */
+  noFlag?: string
+  /** The environment variable the flag falls back to. */
+  env?: string
+  /** How the CLI reads the flag. */
+  cli: OptionFlagKind
+  /** What `--help` says. */
+  help: string
+  /** The least an integer flag may be, checked as the CLI parses it (`resolve` may ask more). */
+  min?: number
+  /**
+   * Validate a value (the default when none was given) and return what the server uses; throws
+   * a `TypeError`/`RangeError` naming the option. `resolved` holds the options above this one.
+   */
+  check: (name: string, value: unknown, resolved: Partial<ResolvedServerOptions>) => unknown
+}
+
+function int (name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new TypeError(`${name} must be an integer, got ${String(v)}`)
   if (v < min) throw new RangeError(`${name} must be at least ${min}, got ${v}`)
   if (v > max) throw new RangeError(`${name} must be at most ${max}, got ${v}`)
   return v
 }
 
-function bool (name: string, value: boolean | undefined, fallback: boolean): boolean {
-  const v = value ?? fallback
+function bool (name: string, v: unknown): boolean {
   if (typeof v !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${String(v)}`)
   return v
 }
 
-/** Apply defaults field by field and validate; throws `TypeError`/`RangeError` with the option's name. */
-export function resolveServerOptions (options: ServerOptions = {}): ResolvedServerOptions {
-  const maxMessageBytes = int('maxMessageBytes', options.maxMessageBytes, C.MAX_MESSAGE_BYTES, C.MAX_MESSAGE_BYTES)
-  const streamBufferBytes = int('streamBufferBytes', options.streamBufferBytes, C.STREAM_BUFFER_BYTES, 2 * maxMessageBytes)
-  const socketBufferBytes = int('socketBufferBytes', options.socketBufferBytes, C.SOCKET_BUFFER_BYTES, streamBufferBytes)
-  const allowPeers = options.allowPeers ?? []
-  if (!Array.isArray(allowPeers) || allowPeers.some((p) => typeof p !== 'string' || p.length === 0)) {
-    throw new TypeError('allowPeers must be an array of peer id strings')
-  }
-  const token = options.token ?? ''
-  if (typeof token !== 'string') throw new TypeError('token must be a string')
-  const corsOrigin = options.corsOrigin ?? '*'
-  if (typeof corsOrigin !== 'string' || corsOrigin === '') throw new TypeError('corsOrigin must be a non-empty string')
+type IntegerSpec = Pick<OptionSpec, 'unit' | 'flag' | 'env' | 'help'> & {
+  default: number
+  min: number
+  max?: number
+  /** A least value that depends on options resolved before this one (replaces `min` in `resolve`). */
+  minFrom?: (resolved: Partial<ResolvedServerOptions>) => number
+}
+
+/** An integer option: `--flag <n>`, at least `min` (or `minFrom`), at most `max`. */
+function integer (spec: IntegerSpec): OptionSpec {
   return {
-    cryptoChallenge: bool('cryptoChallenge', options.cryptoChallenge, true),
-    strictMultiaddr: bool('strictMultiaddr', options.strictMultiaddr, true),
-    metrics: bool('metrics', options.metrics, true),
-    tls: options.tls,
-    maxMessageBytes,
-    nonceTtlMs: int('nonceTtlMs', options.nonceTtlMs, C.NONCE_TTL_MS, 1),
-    dialTimeoutMs: int('dialTimeoutMs', options.dialTimeoutMs, C.DIAL_TIMEOUT_MS, 1),
-    announceIntervalMs: int('announceIntervalMs', options.announceIntervalMs, C.ANNOUNCE_INTERVAL_MS, 0),
-    announceBatchPeers: int('announceBatchPeers', options.announceBatchPeers, C.ANNOUNCE_BATCH_PEERS, 1),
-    streamBufferBytes,
-    socketBufferBytes,
-    // A paused sender's heartbeats are not read: stay well inside engine.io's 20 s ping timeout.
-    senderStallTimeoutMs: int('senderStallTimeoutMs', options.senderStallTimeoutMs, C.SENDER_STALL_TIMEOUT_MS, 1, 15_000),
-    maxAddressesPerSocket: int('maxAddressesPerSocket', options.maxAddressesPerSocket, C.MAX_ADDRESSES_PER_SOCKET, 1),
-    maxStreamsPerSocket: int('maxStreamsPerSocket', options.maxStreamsPerSocket, C.MAX_STREAMS_PER_SOCKET, 2),
-    maxDialsPerSecond: int('maxDialsPerSecond', options.maxDialsPerSecond, C.MAX_DIALS_PER_SECOND, 1),
-    maxPeers: int('maxPeers', options.maxPeers, C.MAX_PEERS, 1),
-    maxJoinsPerIpPerMinute: int('maxJoinsPerIpPerMinute', options.maxJoinsPerIpPerMinute, C.MAX_JOINS_PER_IP_PER_MINUTE, 1),
-    maxPeersPerIp: int('maxPeersPerIp', options.maxPeersPerIp, C.MAX_PEERS_PER_IP, 1),
-    identityGraceMs: int('identityGraceMs', options.identityGraceMs, C.IDENTITY_GRACE_MS, 0),
-    streamByteBudget: int('streamByteBudget', options.streamByteBudget, 0, 0),
-    streamIdleTimeoutMs: int('streamIdleTimeoutMs', options.streamIdleTimeoutMs, 0, 0),
-    allowPeers: [...allowPeers],
-    token,
-    corsOrigin,
-    trustProxy: bool('trustProxy', options.trustProxy, false),
-    shutdownGraceMs: int('shutdownGraceMs', options.shutdownGraceMs, C.SHUTDOWN_GRACE_MS, 0),
-    logger: options.logger ?? silentLogger,
-    udpRelay: bool('udpRelay', options.udpRelay, false),
-    udpPorts: udpPorts(options.udpPorts),
-    udpPublicIp: options.udpPublicIp ?? '',
-    udpMaxAllocationsPerPeer: int('udpMaxAllocationsPerPeer', options.udpMaxAllocationsPerPeer, 4, 1),
-    udpMaxAllocationsPerIp: int('udpMaxAllocationsPerIp', options.udpMaxAllocationsPerIp, C.UDP_MAX_ALLOCATIONS_PER_IP, 1),
-    udpOwnerGraceMs: int('udpOwnerGraceMs', options.udpOwnerGraceMs, C.UDP_OWNER_GRACE_MS, 0),
-    udpIdleMs: int('udpIdleMs', options.udpIdleMs, 60_000, 1),
-    udpLifetimeMs: int('udpLifetimeMs', options.udpLifetimeMs, 600_000, 1),
-    udpMaxBytes: int('udpMaxBytes', options.udpMaxBytes, 1024 * 1024 * 1024, 1),
-    udpMaxPacketsPerSecond: int('udpMaxPacketsPerSecond', options.udpMaxPacketsPerSecond, 5000, 1),
-    webRoot: options.webRoot ?? fileURLToPath(new URL('../dist/web/', import.meta.url))
+    ...spec,
+    cli: 'integer',
+    check: (name, value, resolved) => int(name, value, spec.minFrom?.(resolved) ?? spec.min, spec.max)
   }
+}
+
+/** An on/off option; `inverted` when its flag turns it off (the original's `--disable*` flags). */
+function onOff (fallback: boolean, flag: string, env: string, help: string, inverted = false): OptionSpec {
+  return { default: fallback, unit: 'on/off', flag, env, help, cli: inverted ? 'inverted-switch' : 'switch', check: bool }
+}
+
+const MiB = 1024 * 1024
+
+/**
+ * Every server option, in the order `resolveServerOptions` checks them and `starsock serve
+ * --help` lists them. The README's options table lists the same flags; a unit test holds them
+ * together. To add an option: a field in `ServerOptions`, a row here, a row in the README.
+ */
+export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec } = {
+  tls: { default: undefined, unit: 'TLS material', flag: '--key <file>', env: 'KEY', cli: 'custom', help: 'TLS private key (PEM); with --cert serves https/wss', check: (_, value) => value },
+  cryptoChallenge: onOff(true, '--disableCryptoChallenge', 'DISABLE_CRYPTO_CHALLENGE', 'let peers join without proving their key (unsafe)', true),
+  strictMultiaddr: onOff(true, '--disableStrictMultiaddr', 'DISABLE_STRICT_MULTIADDR', 'accept any multiaddr, not only websocket-star shapes', true),
+  metrics: onOff(true, '--disableMetrics', 'DISABLE_METRICS', 'do not serve /metrics', true),
+  allowPeers: {
+    default: [],
+    unit: 'peer ids',
+    flag: '--allow-peer <peerId>',
+    cli: 'repeatable',
+    help: 'only this peer id may join (repeatable)',
+    check: (name, v) => {
+      if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p.length === 0)) throw new TypeError(`${name} must be an array of peer id strings`)
+      return [...(v as string[])]
+    }
+  },
+  token: {
+    default: '',
+    unit: 'text',
+    flag: '--token <token>',
+    env: 'STARSOCK_TOKEN',
+    cli: 'text',
+    help: 'shared token new clients must present; /metrics, /status and /status.json then need it too (Authorization: Bearer or ?token=)',
+    check: (name, v) => {
+      if (typeof v !== 'string') throw new TypeError(`${name} must be a string`)
+      return v
+    }
+  },
+  corsOrigin: {
+    default: '*',
+    unit: 'text',
+    flag: '--cors-origin <origins>',
+    env: 'STARSOCK_CORS_ORIGIN',
+    cli: 'text',
+    help: 'allowed browser origins, comma-separated',
+    check: (name, v) => {
+      if (typeof v !== 'string' || v === '') throw new TypeError(`${name} must be a non-empty string`)
+      return v
+    }
+  },
+  trustProxy: onOff(false, '--trust-proxy', 'STARSOCK_TRUST_PROXY', 'take client IPs from the rightmost X-Forwarded-For entry (the one the proxy appended)'),
+  udpRelay: onOff(false, '--udp-relay', 'STARSOCK_UDP_RELAY', 'run the UDP relay: peers get pairs of UDP ports that swap datagrams'),
+  udpPorts: {
+    default: [40000, 40999],
+    unit: 'port range',
+    flag: '--udp-ports <low-high>',
+    env: 'STARSOCK_UDP_PORTS',
+    cli: 'port-range',
+    help: 'port range of the UDP relay',
+    check: (name, value) => {
+      const [low, high] = value as [number, number]
+      if (!Number.isInteger(low) || !Number.isInteger(high) || low < 1 || high > 65535 || high <= low) throw new RangeError(`${name} must be [low, high] within 1-65535 with low < high, got ${String(value)}`)
+      return [low, high]
+    }
+  },
+  udpPublicIp: { default: '', unit: 'text', flag: '--udp-public-ip <ip>', env: 'STARSOCK_UDP_PUBLIC_IP', cli: 'text', help: 'address given to peers in allocations (default: the bound host)', check: (_, value) => value },
+  logger: { default: silentLogger, unit: 'logger', flag: '--log-level <level>', env: 'LOG_LEVEL', cli: 'custom', help: 'log level', check: (_, value) => value },
+  webRoot: {
+    default: fileURLToPath(new URL('../dist/web/', import.meta.url)),
+    unit: 'folder',
+    flag: null,
+    noFlag: 'the CLI serves the page built into the package',
+    cli: 'custom',
+    help: 'folder of the built page served at /',
+    check: (_, value) => value
+  },
+  maxMessageBytes: integer({ default: MAX_MESSAGE_BYTES, min: MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--max-message-bytes <n>', env: 'STARSOCK_MAX_MESSAGE_BYTES', help: 'largest websocket message in bytes' }),
+  nonceTtlMs: integer({ default: 30_000, min: 1, unit: 'ms', flag: '--nonce-ttl-ms <n>', env: 'STARSOCK_NONCE_TTL_MS', help: 'lifetime of a join challenge nonce' }),
+  dialTimeoutMs: integer({ default: 10_000, min: 1, unit: 'ms', flag: '--dial-timeout-ms <n>', env: 'STARSOCK_DIAL_TIMEOUT_MS', help: 'time a listener has to answer a dial' }),
+  // 10 s, as the original.
+  announceIntervalMs: integer({ default: 10_000, min: 0, unit: 'ms', flag: '--announce-interval-ms <n>', env: 'STARSOCK_ANNOUNCE_INTERVAL_MS', help: 'periodic ws-peer re-announcement interval (0: off)' }),
+  announceBatchPeers: integer({ default: 64, min: 1, unit: 'count', flag: '--announce-batch-peers <n>', env: 'STARSOCK_ANNOUNCE_BATCH_PEERS', help: 'addresses per client per interval, and in a join reply' }),
+  // A stream holds at least two of the largest messages; a sender's streams together at least one stream's cap.
+  streamBufferBytes: integer({ default: 4 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => 2 * (r.maxMessageBytes ?? MAX_MESSAGE_BYTES), unit: 'bytes', flag: '--stream-buffer-bytes <n>', env: 'STARSOCK_STREAM_BUFFER_BYTES', help: 'bytes one stream may hold on the server' }),
+  socketBufferBytes: integer({ default: 16 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => r.streamBufferBytes ?? 2 * MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--socket-buffer-bytes <n>', env: 'STARSOCK_SOCKET_BUFFER_BYTES', help: 'bytes all streams of one sender may hold' }),
+  // A paused sender's heartbeats are not read: stay well inside engine.io's 20 s ping timeout.
+  senderStallTimeoutMs: integer({ default: 8_000, min: 1, max: 15_000, unit: 'ms', flag: '--sender-stall-timeout-ms <n>', env: 'STARSOCK_SENDER_STALL_TIMEOUT_MS', help: 'a sender paused this long for a stalled receiver has its fullest streams failed' }),
+  maxAddressesPerSocket: integer({ default: 8, min: 1, unit: 'count', flag: '--max-addresses-per-socket <n>', env: 'STARSOCK_MAX_ADDRESSES_PER_SOCKET', help: 'addresses one socket may join' }),
+  maxStreamsPerSocket: integer({ default: 1024, min: 2, unit: 'count', flag: '--max-streams-per-socket <n>', env: 'STARSOCK_MAX_STREAMS_PER_SOCKET', help: 'concurrent one-way streams per socket' }),
+  maxDialsPerSecond: integer({ default: 100, min: 1, unit: 'per second', flag: '--max-dials-per-second <n>', env: 'STARSOCK_MAX_DIALS_PER_SECOND', help: 'dials per second per socket' }),
+  maxPeers: integer({ default: 20_000, min: 1, unit: 'count', flag: '--max-peers <n>', env: 'STARSOCK_MAX_PEERS', help: 'joined addresses per server' }),
+  maxJoinsPerIpPerMinute: integer({ default: 600, min: 1, unit: 'per minute', flag: '--max-joins-per-ip-per-minute <n>', env: 'STARSOCK_MAX_JOINS_PER_IP_PER_MINUTE', help: 'join attempts per IP address per minute' }),
+  maxPeersPerIp: integer({ default: 1000, min: 1, unit: 'count', flag: '--max-peers-per-ip <n>', env: 'STARSOCK_MAX_PEERS_PER_IP', help: 'addresses joined at once from one client IP address' }),
+  identityGraceMs: integer({ default: IDENTITY_GRACE_MS, min: 0, unit: 'ms', flag: '--identity-grace-ms <n>', env: 'STARSOCK_IDENTITY_GRACE_MS', help: 'an identity whose client dropped is held this long for its reconnect (0: off)' }),
+  streamByteBudget: integer({ default: 0, min: 0, unit: 'bytes', flag: '--stream-byte-budget <n>', env: 'STARSOCK_STREAM_BYTE_BUDGET', help: 'bytes one stream may carry (0: no budget)' }),
+  streamIdleTimeoutMs: integer({ default: 0, min: 0, unit: 'ms', flag: '--stream-idle-timeout-ms <n>', env: 'STARSOCK_STREAM_IDLE_TIMEOUT_MS', help: 'a stream idle this long fails (0: never)' }),
+  shutdownGraceMs: integer({ default: 5_000, min: 0, unit: 'ms', flag: '--shutdown-grace-ms <n>', env: 'STARSOCK_SHUTDOWN_GRACE_MS', help: 'time open streams get to finish on shutdown' }),
+  udpMaxAllocationsPerPeer: integer({ default: 4, min: 1, unit: 'count', flag: '--udp-max-allocations-per-peer <n>', env: 'STARSOCK_UDP_MAX_ALLOCATIONS_PER_PEER', help: 'UDP relay allocations one peer may hold' }),
+  udpMaxAllocationsPerIp: integer({ default: UDP_MAX_ALLOCATIONS_PER_IP, min: 1, unit: 'count', flag: '--udp-max-allocations-per-ip <n>', env: 'STARSOCK_UDP_MAX_ALLOCATIONS_PER_IP', help: 'UDP relay allocations the peers of one client IP address may hold together' }),
+  udpOwnerGraceMs: integer({ default: UDP_OWNER_GRACE_MS, min: 0, unit: 'ms', flag: '--udp-owner-grace-ms <n>', env: 'STARSOCK_UDP_OWNER_GRACE_MS', help: 'UDP allocations of a peer that left end this long after, unless it joins again' }),
+  udpIdleMs: integer({ default: 60_000, min: 1, unit: 'ms', flag: '--udp-idle-ms <n>', env: 'STARSOCK_UDP_IDLE_MS', help: 'a UDP allocation without packets this long expires' }),
+  udpLifetimeMs: integer({ default: 600_000, min: 1, unit: 'ms', flag: '--udp-lifetime-ms <n>', env: 'STARSOCK_UDP_LIFETIME_MS', help: 'a UDP allocation expires this long after it was made or refreshed' }),
+  udpMaxBytes: integer({ default: 1024 * MiB, min: 1, unit: 'bytes', flag: '--udp-max-bytes <n>', env: 'STARSOCK_UDP_MAX_BYTES', help: 'bytes one UDP allocation may forward' }),
+  udpMaxPacketsPerSecond: integer({ default: 5000, min: 1, unit: 'per second', flag: '--udp-max-packets-per-second <n>', env: 'STARSOCK_UDP_MAX_PACKETS_PER_SECOND', help: 'packets per second one UDP allocation may forward' })
+}
+
+/** Apply defaults field by field (`??`) and validate, in table order; throws `TypeError`/`RangeError` with the option's name. */
+export function resolveServerOptions (options: ServerOptions = {}): ResolvedServerOptions {
+  const resolved: Partial<Record<keyof ServerOptions, unknown>> = {}
+  for (const name of Object.keys(SERVER_OPTIONS) as Array<keyof ServerOptions>) {
+    const spec = SERVER_OPTIONS[name]
+    resolved[name] = spec.check(name, options[name] ?? spec.default, resolved as Partial<ResolvedServerOptions>)
+  }
+  return resolved as ResolvedServerOptions
 }
 
 /** The limits a client may want to know, by option name (answered to `starsock:hello`). */

@@ -12,7 +12,7 @@
 import { wireError, type ErrorCode } from '../shared/errors.ts'
 import { MAX_CREDIT_BYTES, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
-import { RelayStream } from './relay-stream.ts'
+import { RelayParty, RelayStream } from './relay-stream.ts'
 import type { Session } from './session.ts'
 
 function isCredit (n: unknown): n is number {
@@ -45,13 +45,29 @@ export interface RelayObserver {
   streamsChanged?: (open: number) => void
 }
 
+/** What the relay holds for one session, as a snapshot (for checks and tests). */
+export interface RelayPartyState {
+  /** Ids of the streams the session sends on. */
+  outbound: ReadonlySet<string>
+  /** Ids of the streams the session receives. */
+  inbound: ReadonlySet<string>
+  /** Streams the session takes part in, both ways. */
+  streamCount: number
+  /** Bytes from the session's outbound streams held on the server. */
+  queuedBytes: number
+  /** Whether reading from the session is paused for backpressure. */
+  paused: boolean
+}
+
 /** Relayed streams between sessions. */
 export class Relay {
   private open = 0
   private buffered = 0
   private readonly timer: ReturnType<typeof setInterval>
   private readonly streams = new Set<RelayStream>()
-  private readonly pausedSenders = new Set<Session>()
+  /** The relay's state of each session with a stream, until the session is dropped. */
+  private readonly parties = new Map<Session, RelayParty>()
+  private readonly pausedSenders = new Set<RelayParty>()
 
   constructor (
     private readonly limits: RelayLimits,
@@ -64,10 +80,10 @@ export class Relay {
     this.timer.unref?.()
   }
 
-  /** Streams open now. */
   /** Stream bytes forwarded to receivers since the start. */
   relayedBytes = 0
 
+  /** Streams open now. */
   get openStreams (): number {
     return this.open
   }
@@ -75,6 +91,31 @@ export class Relay {
   /** Bytes held in stream queues on the server now. */
   get bufferedBytes (): number {
     return this.buffered
+  }
+
+  /** Streams `session` takes part in, both ways. */
+  streamCount (session: Session): number {
+    return this.parties.get(session)?.streamCount ?? 0
+  }
+
+  /** Whether a dial between `dialer` and `listener` would reuse a stream id either one has. */
+  pairInUse (dialer: Session, listener: Session, dialerStreamId: string, listenerStreamId: string): boolean {
+    const d = this.parties.get(dialer)
+    const l = this.parties.get(listener)
+    return d?.outbound.has(dialerStreamId) === true || d?.inbound.has(listenerStreamId) === true ||
+      l?.inbound.has(dialerStreamId) === true || l?.outbound.has(listenerStreamId) === true
+  }
+
+  /** A snapshot of what the relay holds for `session` (empty for a session without streams). */
+  stateOf (session: Session): RelayPartyState {
+    const p = this.parties.get(session) ?? new RelayParty(session.endpoint)
+    return {
+      outbound: new Set(p.outbound.keys()),
+      inbound: new Set(p.inbound.keys()),
+      streamCount: p.streamCount,
+      queuedBytes: p.queuedBytes,
+      paused: p.paused
+    }
   }
 
   /** Open the two streams of a dial, `<dialId>.dialer` (dialer to listener) and `<dialId>.listener`. */
@@ -86,7 +127,18 @@ export class Relay {
     return [forward, backward]
   }
 
-  private openStream (sender: Session, receiver: Session, id: string): RelayStream {
+  private party (session: Session): RelayParty {
+    let party = this.parties.get(session)
+    if (party === undefined) {
+      party = new RelayParty(session.endpoint)
+      this.parties.set(session, party)
+    }
+    return party
+  }
+
+  private openStream (senderSession: Session, receiverSession: Session, id: string): RelayStream {
+    const sender = this.party(senderSession)
+    const receiver = this.party(receiverSession)
     const stream = new RelayStream(id, sender, receiver, this.now())
     sender.outbound.set(id, stream)
     receiver.inbound.set(id, stream)
@@ -101,7 +153,7 @@ export class Relay {
    * receiver's window when it gave one (a starsock receiver; legacy sinks ignore the argument).
    */
   accept (receiver: Session, streamId: string, window?: unknown): boolean {
-    const stream = receiver.inbound.get(streamId)
+    const stream = this.parties.get(receiver)?.inbound.get(streamId)
     if (stream === undefined || stream.accepted) return false
     stream.accepted = true
     stream.lastActiveMs = this.now()
@@ -113,7 +165,7 @@ export class Relay {
 
   /** The receiver granted `bytes` more credit on `streamId`: pass it on to the sender. */
   credit (receiver: Session, streamId: string, bytes: unknown): boolean {
-    const stream = receiver.inbound.get(streamId)
+    const stream = this.parties.get(receiver)?.inbound.get(streamId)
     if (stream === undefined || !stream.accepted || !isCredit(bytes)) return false
     stream.lastActiveMs = this.now()
     stream.sender.endpoint.emit(streamEvent('credit', streamId), bytes)
@@ -125,7 +177,7 @@ export class Relay {
    * sender fails its writes; a legacy one has no such event and its later chunks are ignored).
    */
   abort (receiver: Session, streamId: string, reason: unknown): boolean {
-    const stream = receiver.inbound.get(streamId)
+    const stream = this.parties.get(receiver)?.inbound.get(streamId)
     if (stream === undefined) return false
     this.close(stream)
     stream.sender.endpoint.emit(streamEvent('abort', streamId), typeof reason === 'string' ? reason.slice(0, 256) : 'Stream aborted')
@@ -133,14 +185,15 @@ export class Relay {
   }
 
   /** The sender emitted a chunk on `streamId`; `false` when there is no such stream or the chunk is not bytes. */
-  data (sender: Session, streamId: string, chunk: unknown): boolean {
-    const stream = sender.outbound.get(streamId)
+  data (session: Session, streamId: string, chunk: unknown): boolean {
+    const stream = this.parties.get(session)?.outbound.get(streamId)
     if (stream === undefined || stream.ending !== undefined) return false
     if (!(chunk instanceof Uint8Array)) {
       this.fail(stream, 'E_BAD_REQUEST', 'stream chunks must be binary')
       return false
     }
     const n = chunk.byteLength
+    const sender = stream.sender
     stream.lastActiveMs = this.now()
     stream.totalBytes += n
     if (this.limits.streamByteBudget > 0 && stream.totalBytes > this.limits.streamByteBudget) {
@@ -171,7 +224,7 @@ export class Relay {
 
   /** The sender emitted `error` on `streamId`: `true` ends it cleanly, anything else is an error. */
   end (sender: Session, streamId: string, value: unknown): boolean {
-    const stream = sender.outbound.get(streamId)
+    const stream = this.parties.get(sender)?.outbound.get(streamId)
     if (stream === undefined || stream.ending !== undefined) return false
     stream.ending = value === true ? true : typeof value === 'string' && value !== '' ? value.slice(0, 256) : 'Stream error'
     stream.lastActiveMs = this.now()
@@ -181,7 +234,8 @@ export class Relay {
 
   /** The receiver's transport flushed: forward what waits for it. */
   drained (receiver: Session): void {
-    this.pump(receiver)
+    const party = this.parties.get(receiver)
+    if (party !== undefined) this.pump(party)
   }
 
   /**
@@ -202,16 +256,19 @@ export class Relay {
 
   /** A session went away: streams it sent fail on their receivers, streams it received are dropped. */
   dropSession (session: Session): void {
-    for (const stream of [...session.outbound.values(), ...session.inbound.values()]) {
+    const party = this.parties.get(session)
+    if (party === undefined) return
+    for (const stream of [...party.outbound.values(), ...party.inbound.values()]) {
       if (stream.closed) continue
-      if (stream.sender === session) {
+      if (stream.sender === party) {
         this.fail(stream, 'E_PEER_GONE', 'Peer disconnected')
       } else {
         this.close(stream)
         if (stream.sibling !== undefined && !stream.sibling.closed) this.fail(stream.sibling, 'E_PEER_GONE', 'Peer disconnected')
       }
     }
-    this.pausedSenders.delete(session)
+    this.pausedSenders.delete(party)
+    this.parties.delete(session)
   }
 
   /** Fail every stream (server shutdown). */
@@ -231,9 +288,9 @@ export class Relay {
   }
 
   /** Forward chunks to `receiver`, one per ready stream in turn, until its transport is full. */
-  private pump (receiver: Session): void {
+  private pump (receiver: RelayParty): void {
     const { endpoint, ready } = receiver
-    const senders = new Set<Session>()
+    const senders = new Set<RelayParty>()
     while (ready.size > 0 && endpoint.pendingWriteBytes() < this.limits.writeHighWaterBytes) {
       for (const stream of ready) {
         ready.delete(stream)
@@ -291,7 +348,7 @@ export class Relay {
    * so pauses stay short while a slow receiver drains (engine.io heartbeats are not read while
    * paused; a pause that lasts is cut by the stall timeout in `sweep`).
    */
-  private updatePause (sender: Session): void {
+  private updatePause (sender: RelayParty): void {
     const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2
     if (!sender.paused && (sender.highStreams > 0 || socketHigh)) {
       sender.paused = sender.endpoint.pauseReading()

@@ -7,7 +7,8 @@ import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPag
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
-import { BACKLOG_CHECK_MS, PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
+import { PROTOCOL_VERSION } from '../shared/constants.ts'
+import { BACKLOG_CHECK_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
 import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
@@ -119,7 +120,7 @@ export class Rendezvous {
 
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
-    session.peerEvents = request.peerEvents === true
+    this.announcer.setPeerEvents(session, request.peerEvents === true)
     session.starsock = true
     session.takeover = request.takeover === true
     session.resume = request.resume
@@ -403,13 +404,13 @@ export class Rendezvous {
     if (target === undefined) return new StarsockError('E_PEER_NOT_FOUND')
     const out = dialId + DIALER_SUFFIX
     const back = dialId + LISTENER_SUFFIX
-    if (session.outbound.has(out) || session.inbound.has(back) || target.inbound.has(out) || target.outbound.has(back)) {
+    if (this.relay.pairInUse(session, target, out, back)) {
       return new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
     }
     const max = this.options.maxStreamsPerSocket
     const extra = session === target ? 4 : 2
-    if (session.streamCount + extra > max) return streamLimit('Stream limit reached', max)
-    if (target.streamCount + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
+    if (this.relay.streamCount(session) + extra > max) return streamLimit('Stream limit reached', max)
+    if (this.relay.streamCount(target) + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
 
     const [forward] = this.relay.openPair(session, target, out, back)
     let reply: unknown[]

@@ -6,6 +6,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
+import { DEFAULT_HOST, DEFAULT_PORT } from './constants.ts'
 import { handleRoute } from './http-routes.ts'
 import { ServerMetrics } from './metrics.ts'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.ts'
@@ -120,7 +121,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     options: opts,
     url,
     stats,
-    listen: async (port = 9090, host = '0.0.0.0') => {
+    listen: async (port = DEFAULT_PORT, host = DEFAULT_HOST) => {
       await new Promise<void>((resolve, reject) => {
         http.once('error', reject)
         http.listen(port, host, () => {

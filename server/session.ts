@@ -1,7 +1,6 @@
 /** One connected client, as the server's plain classes see it (no socket.io here). */
-import { MAX_REQUESTS_PER_SECOND } from '../shared/constants.ts'
+import { MAX_REQUESTS_PER_SECOND } from './constants.ts'
 import { TokenBucket } from './rate-limit.ts'
-import type { RelayStream } from './relay-stream.ts'
 
 /** How the server reaches one connected client; the socket.io wiring implements it. */
 export interface Endpoint {
@@ -25,28 +24,10 @@ export interface Endpoint {
   disconnect?: () => void
 }
 
-/** A connected client: the addresses it joined and the streams it takes part in. */
+/** A connected client: the addresses it joined and what it told the server about itself. */
 export class Session {
   /** Addresses this socket joined, as exact strings. */
   readonly addrs = new Set<string>()
-  /** Streams this client sends on, by stream id. */
-  readonly outbound = new Map<string, RelayStream>()
-  /** Streams this client receives, by stream id. */
-  readonly inbound = new Map<string, RelayStream>()
-  /** Inbound streams with a chunk or an end ready to forward, in round-robin order. */
-  readonly ready = new Set<RelayStream>()
-  /** Bytes from this client's outbound streams held on the server. */
-  queuedBytes = 0
-  /** Outbound streams above their pause threshold. */
-  highStreams = 0
-  /** Whether reading from this client is paused for backpressure. */
-  paused = false
-  /** When the current pause began. */
-  pausedSinceMs = 0
-  /** Wants `starsock:peer-join`/`-leave` instead of periodic `ws-peer`. */
-  peerEvents = false
-  /** Position of the periodic announcement in the peer list. */
-  announceCursor = 0
   /** Sent `starsock:hello`: told of displacement, refused an address held elsewhere unless `takeover`. */
   starsock = false
   /** Asked (in hello) to take over an address another live client holds. */
@@ -75,10 +56,5 @@ export class Session {
   get remote (): string {
     if (this.port === undefined) return this.ip
     return this.ip.includes(':') ? `[${this.ip}]:${this.port}` : `${this.ip}:${this.port}`
-  }
-
-  /** Streams this client takes part in, both ways. */
-  get streamCount (): number {
-    return this.outbound.size + this.inbound.size
   }
 }

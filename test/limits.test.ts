@@ -201,7 +201,7 @@ describe('limits', () => {
     const sampler = setInterval(() => { maxBuffered = Math.max(maxBuffered, s.stats().bufferedBytes) }, 2)
     // A sends everything at once, like a legacy client with no flow control.
     await sink.send(chunked(data, 64 * 1024))
-    await waitFor('the server to pause A', () => [...s.rendezvous.sessions.values()].some((x) => x.paused))
+    await waitFor('the server to pause A', () => [...s.rendezvous.sessions.values()].some((x) => s.rendezvous.relay.stateOf(x).paused))
     await new Promise((resolve) => setTimeout(resolve, 500))
     bWs.resume()
     const all = await within('48 MiB at B', got('slow'), 30_000)

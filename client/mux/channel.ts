@@ -76,8 +76,36 @@ export function datagramCost (bytes: number): number {
   return bytes + DATAGRAM_OVERHEAD_BYTES
 }
 
+/** What a channel is made with. */
+export interface ChannelInit {
+  /** Channel id on the wire. */
+  id: number
+  /** What the channel is. */
+  header: OpenHeader
+  /** Whether this side opened it. */
+  initiator: boolean
+  /** Peer id of the other side. */
+  remotePeer: string
+  /** How the channel reaches its multiplexer. */
+  link: ChannelLink
+  /** Receive window to start with. */
+  windowBytes: number
+  /** Credit to send with at first: the other side's window. */
+  sendWindowBytes: number
+  /** The window never grows past this. @default windowBytes (no growth) */
+  maxWindowBytes?: number
+}
+
 /** A channel. Made by `Muxer.open` or handed to the mux's `onOpen`. */
 export class Channel {
+  /** Channel id on the wire. */
+  readonly id: number
+  /** What the channel is. */
+  readonly header: OpenHeader
+  /** Whether this side opened it. */
+  readonly initiator: boolean
+  /** Peer id of the other side. */
+  readonly remotePeer: string
   /** Set once the channel is open (for a bind: the address bound). */
   bound: SockAddress | undefined
   private readonly queue: Datagram[] = []
@@ -102,23 +130,19 @@ export class Channel {
   /** Settles once both directions are over (cleanly or not). */
   readonly whenClosed = new Promise<void>((resolve) => { this.resolveClosed = resolve })
 
-  constructor (
-    /** Channel id on the wire. */
-    readonly id: number,
-    /** What the channel is. */
-    readonly header: OpenHeader,
-    /** Whether this side opened it. */
-    readonly initiator: boolean,
-    /** Peer id of the other side. */
-    readonly remotePeer: string,
-    private readonly link: ChannelLink,
-    windowBytes: number,
-    sendWindowBytes: number,
-    /** The window never grows past this. */
-    private readonly maxWindowBytes = windowBytes
-  ) {
-    this.windowBytes = windowBytes
-    this.credit = sendWindowBytes
+  private readonly link: ChannelLink
+  /** The window never grows past this. */
+  private readonly maxWindowBytes: number
+
+  constructor (init: ChannelInit) {
+    this.id = init.id
+    this.header = init.header
+    this.initiator = init.initiator
+    this.remotePeer = init.remotePeer
+    this.link = init.link
+    this.windowBytes = init.windowBytes
+    this.maxWindowBytes = init.maxWindowBytes ?? init.windowBytes
+    this.credit = init.sendWindowBytes
   }
 
   /** Whether the channel carries datagrams. */

@@ -166,7 +166,7 @@ export class Muxer extends Emitter<MuxEvents> {
     this.checkOpen()
     if (this.channels.size >= this.options.maxChannels) throw new StarsockError('E_LIMIT_CHANNELS', `More than ${this.options.maxChannels} channels on one connection`)
     const id = this.allocateId()
-    const channel = new Channel(id, header, true, this.remotePeer, this.link, this.options.windowBytes, hello.window, this.options.maxWindowBytes)
+    const channel = new Channel({ id, header, initiator: true, remotePeer: this.remotePeer, link: this.link, windowBytes: this.options.windowBytes, sendWindowBytes: hello.window, maxWindowBytes: this.options.maxWindowBytes })
     this.channels.set(id, channel)
     this.enqueue(encodeOpenFrame(id, header, options.body))
     let reply: Reply
@@ -373,7 +373,7 @@ export class Muxer extends Emitter<MuxEvents> {
     const refuse = (err: StarsockError): void => this.enqueue(encodeJsonFrame(FRAME.REPLY, id, { error: errorToWire(err) }))
     if (this.channels.size >= this.options.maxChannels) return refuse(new StarsockError('E_LIMIT_CHANNELS', `More than ${this.options.maxChannels} channels on one connection`))
     if (this.handlers.onOpen === undefined) return refuse(new StarsockError('E_UNSUPPORTED', 'This peer opens no channels'))
-    const channel = new Channel(id, header, false, this.remotePeer, this.link, this.options.windowBytes, (this.hello as Hello).window, this.options.maxWindowBytes)
+    const channel = new Channel({ id, header, initiator: false, remotePeer: this.remotePeer, link: this.link, windowBytes: this.options.windowBytes, sendWindowBytes: (this.hello as Hello).window, maxWindowBytes: this.options.maxWindowBytes })
     this.channels.set(id, channel)
     if (body.byteLength > 0) channel.push({ data: body.slice() })
     this.handlers.onOpen(channel, body).then((reply) => {

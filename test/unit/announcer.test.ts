@@ -66,7 +66,7 @@ describe('Announcer.joined / left', () => {
     legacy1.session.addrs.add(addrOf(1))
     legacy2.session.addrs.add(addrOf(2))
     modern.session.addrs.add(addrOf(3))
-    modern.session.peerEvents = true
+    announcer.setPeerEvents(modern.session, true)
     joiner.session.addrs.add(addrOf(4))
     for (const f of [legacy1, legacy2, modern, unjoined, joiner]) sessions.set(f.session.id, f.session)
 
@@ -88,8 +88,8 @@ describe('Announcer.joined / left', () => {
     const modernUnjoined = fakeSession('modernUnjoined')
     legacy.session.addrs.add(addrOf(1))
     modern.session.addrs.add(addrOf(2))
-    modern.session.peerEvents = true
-    modernUnjoined.session.peerEvents = true
+    announcer.setPeerEvents(modern.session, true)
+    announcer.setPeerEvents(modernUnjoined.session, true)
     for (const f of [legacy, modern, modernUnjoined]) sessions.set(f.session.id, f.session)
 
     announcer.left(addrOf(9))
@@ -216,7 +216,7 @@ describe('Announcer periodic re-announcement', () => {
     const { fakes, sessions, announcer } = world(8, { intervalMs: INTERVAL_MS, batchPeers: 3 })
     const modern = fakeSession('modern')
     modern.session.addrs.add('/p2p-websocket-star/ipfs/modern')
-    modern.session.peerEvents = true
+    announcer.setPeerEvents(modern.session, true)
     const unjoined = fakeSession('unjoined')
     sessions.set(modern.session.id, modern.session)
     sessions.set(unjoined.session.id, unjoined.session)

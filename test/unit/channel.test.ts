@@ -98,8 +98,8 @@ function channel (header: OpenHeader, windowBytes: number, sendWindowBytes: numb
   const link = new FakeLink()
   link.budget = budget
   const ch = maxWindowBytes === undefined
-    ? new Channel(ID, header, true, 'peer-b', link, windowBytes, sendWindowBytes)
-    : new Channel(ID, header, true, 'peer-b', link, windowBytes, sendWindowBytes, maxWindowBytes)
+    ? new Channel({ id: ID, header, initiator: true, remotePeer: 'peer-b', link, windowBytes, sendWindowBytes })
+    : new Channel({ id: ID, header, initiator: true, remotePeer: 'peer-b', link, windowBytes, sendWindowBytes, maxWindowBytes })
   return { ch, link }
 }
 

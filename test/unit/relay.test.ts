@@ -79,11 +79,11 @@ describe('Relay', () => {
       const { relay, dialer, listener, streamsChanged } = setup()
       expect(relay.openStreams).toBe(2)
       expect(streamsChanged).toEqual([1, 2])
-      expect([...dialer.session.outbound.keys()]).toEqual([OUT])
-      expect([...dialer.session.inbound.keys()]).toEqual([BACK])
-      expect([...listener.session.outbound.keys()]).toEqual([BACK])
-      expect([...listener.session.inbound.keys()]).toEqual([OUT])
-      expect(dialer.session.streamCount).toBe(2)
+      expect([...relay.stateOf(dialer.session).outbound.keys()]).toEqual([OUT])
+      expect([...relay.stateOf(dialer.session).inbound.keys()]).toEqual([BACK])
+      expect([...relay.stateOf(listener.session).outbound.keys()]).toEqual([BACK])
+      expect([...relay.stateOf(listener.session).inbound.keys()]).toEqual([OUT])
+      expect(relay.stateOf(dialer.session).streamCount).toBe(2)
     })
 
     it('accept by the receiver forwards accept to the sender, once', () => {
@@ -177,8 +177,8 @@ describe('Relay', () => {
       // Only this direction closed; the other stays open.
       expect(relay.openStreams).toBe(1)
       expect(relay.bufferedBytes).toBe(0)
-      expect(listener.session.inbound.has(OUT)).toBe(false)
-      expect(dialer.session.inbound.has(BACK)).toBe(true)
+      expect(relay.stateOf(listener.session).inbound.has(OUT)).toBe(false)
+      expect(relay.stateOf(dialer.session).inbound.has(BACK)).toBe(true)
     })
 
     it('ignores data and a second end after end', () => {
@@ -286,14 +286,14 @@ describe('Relay', () => {
       expect(dialer.pauses).toBe(0) // 500 is not past half of 1000
       relay.data(dialer.session, OUT, bytes(100))
       expect(dialer.pauses).toBe(1)
-      expect(dialer.session.paused).toBe(true)
+      expect(relay.stateOf(dialer.session).paused).toBe(true)
       relay.data(dialer.session, OUT, bytes(100))
       expect(dialer.pauses).toBe(1) // not paused twice
       expect(dialer.resumes).toBe(0)
       relay.accept(listener.session, OUT)
       expect(received(listener, OUT)).toHaveLength(7)
       expect(dialer.resumes).toBe(1)
-      expect(dialer.session.paused).toBe(false)
+      expect(relay.stateOf(dialer.session).paused).toBe(false)
       expect(relay.bufferedBytes).toBe(0)
     })
 
@@ -301,7 +301,7 @@ describe('Relay', () => {
       const { relay, dialer, listener } = setup()
       listener.countWrites = true
       for (let i = 0; i < 8; i++) relay.data(dialer.session, OUT, bytes(100))
-      expect(dialer.session.paused).toBe(true)
+      expect(relay.stateOf(dialer.session).paused).toBe(true)
       relay.accept(listener.session, OUT) // forwards 300, 500 left
       expect(relay.bufferedBytes).toBe(500)
       expect(dialer.resumes).toBe(0)
@@ -329,7 +329,7 @@ describe('Relay', () => {
       dialer.session.endpoint.pauseReading = () => { attempts++; return false }
       for (let i = 0; i < 8; i++) relay.data(dialer.session, OUT, bytes(100))
       expect(attempts).toBe(3) // at 600, 700 and 800 bytes
-      expect(dialer.session.paused).toBe(false)
+      expect(relay.stateOf(dialer.session).paused).toBe(false)
     })
   })
 
@@ -337,7 +337,7 @@ describe('Relay', () => {
     it('fails a stream whose queue passes streamBufferBytes with E_LIMIT_BUFFER, on both sides', () => {
       const { relay, dialer, listener } = setup()
       for (let i = 0; i < 10; i++) expect(relay.data(dialer.session, OUT, bytes(100))).toBe(true)
-      expect(dialer.session.paused).toBe(true)
+      expect(relay.stateOf(dialer.session).paused).toBe(true)
       expect(relay.data(dialer.session, OUT, bytes(1))).toBe(false)
       const [toListener] = errors(listener, OUT)
       const [toDialer] = errors(dialer, BACK)
@@ -347,9 +347,9 @@ describe('Relay', () => {
       expect(received(listener, OUT)).toEqual([])
       expect(relay.openStreams).toBe(0)
       expect(relay.bufferedBytes).toBe(0)
-      expect(dialer.session.queuedBytes).toBe(0)
+      expect(relay.stateOf(dialer.session).queuedBytes).toBe(0)
       // The failed stream held the only bytes: the sender reads again.
-      expect(dialer.session.paused).toBe(false)
+      expect(relay.stateOf(dialer.session).paused).toBe(false)
       expect(dialer.resumes).toBe(1)
     })
 
@@ -392,12 +392,12 @@ describe('Relay', () => {
       vi.useFakeTimers()
       const { relay, dialer, listener } = setup({ senderStallTimeoutMs: 2000 }, () => Date.now())
       for (let i = 0; i < 6; i++) relay.data(dialer.session, OUT, bytes(100))
-      expect(dialer.session.paused).toBe(true)
+      expect(relay.stateOf(dialer.session).paused).toBe(true)
       vi.advanceTimersByTime(1500)
       expect(errors(listener, OUT)).toEqual([])
       vi.advanceTimersByTime(1000)
       expect(errors(listener, OUT)).toEqual(['Receiver stalled for 2000 ms with a full stream buffer [E_LIMIT_BUFFER]'])
-      expect(dialer.session.paused).toBe(false)
+      expect(relay.stateOf(dialer.session).paused).toBe(false)
       expect(relay.bufferedBytes).toBe(0)
     })
 
@@ -430,7 +430,7 @@ describe('Relay', () => {
       expect(relay.openStreams).toBe(0)
       expect(streamsChanged.at(-1)).toBe(0)
       expect(relay.bufferedBytes).toBe(0)
-      expect(listener.session.streamCount).toBe(0)
+      expect(relay.stateOf(listener.session).streamCount).toBe(0)
     })
 
     it('dropSession(receiver) fails the other direction on the remaining peer with E_PEER_GONE', () => {
@@ -440,7 +440,7 @@ describe('Relay', () => {
       expect(errors(dialer, BACK)).toEqual(['Peer disconnected [E_PEER_GONE]'])
       expect(relay.openStreams).toBe(0)
       expect(relay.bufferedBytes).toBe(0)
-      expect(dialer.session.streamCount).toBe(0)
+      expect(relay.stateOf(dialer.session).streamCount).toBe(0)
     })
 
     it('dropSession after a clean end keeps the clean end and drops the stream the session received', () => {
@@ -452,7 +452,7 @@ describe('Relay', () => {
       expect(errors(listener, OUT)).toEqual([true])
       expect(relay.openStreams).toBe(0)
       expect(relay.bufferedBytes).toBe(0)
-      expect(listener.session.streamCount).toBe(0)
+      expect(relay.stateOf(listener.session).streamCount).toBe(0)
       expect(relay.data(listener.session, BACK, bytes(10))).toBe(false)
     })
 
@@ -528,7 +528,7 @@ describe('Relay', () => {
       listener.countWrites = true
       relay.accept(listener.session, OUT)
       for (let i = 0; i < 10; i++) relay.data(dialer.session, OUT, bytes(100)) // 3 forwarded, 700 queued
-      expect(dialer.session.paused).toBe(true)
+      expect(relay.stateOf(dialer.session).paused).toBe(true)
       // every 400 ms the receiver flushes one chunk's worth: progress, though the pause lasts
       for (let step = 0; step < 10; step++) {
         t += 400
@@ -537,7 +537,7 @@ describe('Relay', () => {
         relay.data(dialer.session, OUT, bytes(100))
         ;(relay as unknown as { sweep: () => void }).sweep()
       }
-      expect(dialer.session.paused).toBe(true)
+      expect(relay.stateOf(dialer.session).paused).toBe(true)
       expect(errors(listener, OUT)).toEqual([])
       expect(relay.openStreams).toBe(2)
     })

@@ -4,7 +4,7 @@ import { resolveServerOptions } from '../../server/options.ts'
 import { Rendezvous } from '../../server/rendezvous.ts'
 import type { Endpoint } from '../../server/session.ts'
 import { silentLogger } from '../../shared/logger.ts'
-import { BACKLOG_CHECK_MS } from '../../shared/constants.ts'
+import { BACKLOG_CHECK_MS } from '../../server/constants.ts'
 import { makeIdentity } from '../helpers/raw-peer.ts'
 
 function endpoint (backlog: () => number): Endpoint & { disconnects: number } {

@@ -1,0 +1,28 @@
+/**
+ * Server constants that are not options, each with its unit in its name. Option defaults live in
+ * `SERVER_OPTIONS` (`options.ts`); protocol facts in `shared/constants.ts`.
+ */
+
+/** Default TCP port, as the original server. */
+export const DEFAULT_PORT = 9090
+/** Default bind host, as the original server. */
+export const DEFAULT_HOST = '0.0.0.0'
+/** Bytes written toward one socket and not yet flushed, past which the relay waits for a drain. */
+export const SOCKET_WRITE_HIGH_WATER_BYTES = 1024 * 1024
+/** hello, peers, ping and leave requests one socket may make per second (bursts up to twice this). */
+export const MAX_REQUESTS_PER_SECOND = 50
+/** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */
+export const MAX_QUEUED_PACKETS = 10_000
+/** How often the server checks every socket's output backlog. */
+export const BACKLOG_CHECK_MS = 500
+/**
+ * UDP relay allocations the peers of one client IP address may hold together: a quarter of the
+ * default range's 500 pairs. One address may be a carrier-grade NAT with hundreds of subscribers
+ * behind it (32 would turn most of them away), yet one address, a Sybil with free identities
+ * included, still cannot hold more than a quarter of the default range.
+ */
+export const UDP_MAX_ALLOCATIONS_PER_IP = 128
+/** An identity whose starsock client's socket went without leaving is held for that client this long. */
+export const IDENTITY_GRACE_MS = 30_000
+/** UDP relay allocations of a peer that left end this long after, unless it joins again. */
+export const UDP_OWNER_GRACE_MS = 30_000

@@ -1,0 +1,138 @@
+import { readFileSync } from 'node:fs'
+import { describe, expect, it } from 'vitest'
+import { resolveServerOptions, SERVER_OPTIONS, type ServerOptions } from '../../server/options.ts'
+
+/** The rows of the README's options table, by flag (each flag of a row like "`--key`, `--cert`"). */
+function readmeOptionRows (): Map<string, { env: string, default: string }> {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
+  const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('## Error codes'))
+  const rows = new Map<string, { env: string, default: string }>()
+  for (const line of section.split('\n')) {
+    const cells = line.split(' | ').map((c) => c.replace(/^\| ?| ?\|$/g, ''))
+    if (cells.length < 4 || !(cells[0] ?? '').startsWith('`--')) continue
+    for (const [, flag] of (cells[0] ?? '').matchAll(/`(--[\w-]+)/g)) rows.set(flag ?? '', { env: cells[1] ?? '', default: cells[2] ?? '' })
+  }
+  return rows
+}
+
+/** A README default such as `4 MiB`, `1,000,000` or `0 (none)`, as a number. */
+function readmeNumber (text: string): number {
+  const m = /^([\d,]+)(?: ([MG])iB)?/.exec(text)
+  if (m === null) return NaN
+  return Number((m[1] ?? '').replace(/,/g, '')) * (m[2] === 'G' ? 1024 ** 3 : m[2] === 'M' ? 1024 ** 2 : 1)
+}
+
+describe('SERVER_OPTIONS, the one table of server options', () => {
+  const entries = Object.entries(SERVER_OPTIONS)
+
+  it('gives every option a flag, except the ones that say why not', () => {
+    const flagless = entries.filter(([, spec]) => spec.flag === null)
+    expect(flagless.map(([name]) => name)).toEqual(['webRoot'])
+    for (const [, spec] of flagless) expect(spec.noFlag).toMatch(/\w/)
+  })
+
+  it('matches the README options table: every flag is listed with its env variable and default', () => {
+    const rows = readmeOptionRows()
+    for (const [name, spec] of entries) {
+      if (spec.flag === null) continue
+      const flag = spec.flag.split(' ')[0] ?? ''
+      const row = rows.get(flag)
+      expect(row, `README row for ${flag} (${name})`).toBeDefined()
+      if (spec.env !== undefined) expect(row?.env, `env of ${flag}`).toContain(`\`${spec.env}\``)
+      if (spec.cli === 'integer') expect(readmeNumber(row?.default ?? ''), `default of ${flag}`).toBe(spec.default)
+      if (spec.cli === 'switch' || spec.cli === 'inverted-switch') expect(row?.default, `default of ${flag}`).toBe('off')
+    }
+  })
+
+  it('has defaults that pass its own checks', () => {
+    expect(() => resolveServerOptions()).not.toThrow()
+  })
+})
+
+describe('resolveServerOptions', () => {
+  it('fills every default', () => {
+    const o = resolveServerOptions()
+    expect({ ...o, logger: undefined, webRoot: undefined }).toEqual({
+      cryptoChallenge: true,
+      strictMultiaddr: true,
+      metrics: true,
+      tls: undefined,
+      maxMessageBytes: 1_000_000,
+      nonceTtlMs: 30_000,
+      dialTimeoutMs: 10_000,
+      announceIntervalMs: 10_000,
+      announceBatchPeers: 64,
+      streamBufferBytes: 4 * 1024 * 1024,
+      socketBufferBytes: 16 * 1024 * 1024,
+      senderStallTimeoutMs: 8_000,
+      maxAddressesPerSocket: 8,
+      maxStreamsPerSocket: 1024,
+      maxDialsPerSecond: 100,
+      maxPeers: 20_000,
+      maxJoinsPerIpPerMinute: 600,
+      maxPeersPerIp: 1000,
+      identityGraceMs: 30_000,
+      streamByteBudget: 0,
+      streamIdleTimeoutMs: 0,
+      allowPeers: [],
+      token: '',
+      corsOrigin: '*',
+      trustProxy: false,
+      shutdownGraceMs: 5_000,
+      logger: undefined,
+      udpRelay: false,
+      udpPorts: [40000, 40999],
+      udpPublicIp: '',
+      udpMaxAllocationsPerPeer: 4,
+      udpMaxAllocationsPerIp: 128,
+      udpOwnerGraceMs: 30_000,
+      udpIdleMs: 60_000,
+      udpLifetimeMs: 600_000,
+      udpMaxBytes: 1024 * 1024 * 1024,
+      udpMaxPacketsPerSecond: 5000,
+      webRoot: undefined
+    })
+    expect(typeof o.logger.child).toBe('function')
+    expect(o.webRoot).toMatch(/dist[/\\]web[/\\]$/)
+  })
+
+  it('keeps a 0 and ignores an explicit undefined', () => {
+    const o = resolveServerOptions({ announceIntervalMs: 0, shutdownGraceMs: 0, maxPeers: undefined, token: undefined })
+    expect(o.announceIntervalMs).toBe(0)
+    expect(o.shutdownGraceMs).toBe(0)
+    expect(o.maxPeers).toBe(20_000)
+    expect(o.token).toBe('')
+  })
+
+  it('checks buffers against each other', () => {
+    expect(resolveServerOptions({ maxMessageBytes: 3_000_000, streamBufferBytes: 6_000_000, socketBufferBytes: 6_000_000 }).socketBufferBytes).toBe(6_000_000)
+  })
+
+  it.each<[string, ServerOptions, ErrorConstructor, string]>([
+    ['a non-integer', { maxPeers: 1.5 }, TypeError, 'maxPeers must be an integer, got 1.5'],
+    ['a string for a number', { nonceTtlMs: '5' as never }, TypeError, 'nonceTtlMs must be an integer, got 5'],
+    ['a small message size', { maxMessageBytes: 10 }, RangeError, 'maxMessageBytes must be at least 1000000, got 10'],
+    ['a stream buffer under two messages', { maxMessageBytes: 2_000_000, streamBufferBytes: 3_000_000 }, RangeError, 'streamBufferBytes must be at least 4000000, got 3000000'],
+    ['a socket buffer under a stream buffer', { socketBufferBytes: 2_000_000 }, RangeError, 'socketBufferBytes must be at least 4194304, got 2000000'],
+    ['a long stall timeout', { senderStallTimeoutMs: 60_000 }, RangeError, 'senderStallTimeoutMs must be at most 15000, got 60000'],
+    ['a negative budget', { streamByteBudget: -1 }, RangeError, 'streamByteBudget must be at least 0, got -1'],
+    ['too few streams', { maxStreamsPerSocket: 1 }, RangeError, 'maxStreamsPerSocket must be at least 2, got 1'],
+    ['a non-boolean switch', { metrics: 'yes' as never }, TypeError, 'metrics must be a boolean, got yes'],
+    ['an allowlist with an empty id', { allowPeers: [''] }, TypeError, 'allowPeers must be an array of peer id strings'],
+    ['an allowlist that is a string', { allowPeers: 'Qm' as never }, TypeError, 'allowPeers must be an array of peer id strings'],
+    ['a token that is a number', { token: 5 as never }, TypeError, 'token must be a string'],
+    ['an empty CORS origin', { corsOrigin: '' }, TypeError, 'corsOrigin must be a non-empty string'],
+    ['a reversed port range', { udpPorts: [41000, 40000] }, RangeError, 'udpPorts must be [low, high] within 1-65535 with low < high, got 41000,40000'],
+    ['a port range past 65535', { udpPorts: [60000, 70000] }, RangeError, 'udpPorts must be [low, high] within 1-65535 with low < high, got 60000,70000'],
+    ['zero UDP idle time', { udpIdleMs: 0 }, RangeError, 'udpIdleMs must be at least 1, got 0']
+  ])('refuses %s with an exact message', (_, options, type, message) => {
+    let thrown: unknown
+    try {
+      resolveServerOptions(options)
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).toBeInstanceOf(type)
+    expect((thrown as Error).message).toBe(message)
+  })
+})
