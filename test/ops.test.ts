@@ -93,13 +93,13 @@ describe('operations', () => {
       const server = await startServer({ tls: { key: readFileSync(join(dir, 'key.pem')), cert } })
       try {
         expect(server.url()).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
-        const body = await new Promise<string>((resolve, reject) => {
+        const body = await within('/healthz over https', new Promise<string>((resolve, reject) => {
           httpsRequest(`${server.url()}/healthz`, { ca: cert }, (res) => {
             let text = ''
             res.on('data', (d: Buffer) => { text += d.toString() })
             res.on('end', () => resolve(text))
           }).on('error', reject).end()
-        })
+        }))
         expect(body).toBe('ok\n')
         const socket = await connectSocket(server.url(), { ca: cert })
         const me = await makeIdentity(server.port)
