@@ -106,12 +106,12 @@ describe('the browser page in real Chromium', () => {
     await page.locator('#offers .offer').waitFor({ timeout: 15_000 })
     expect(await page.locator('#offers .offer').innerText()).toContain('accept/tcp 127.0.0.1:8080 "from node"')
     await page.click('#offers .offer button.deny')
-    expect(await denied).toBe('E_DENIED')
+    expect(await within('the offer to be denied on the page', denied)).toBe('E_DENIED')
     expect(await page.locator('#mappings tbody tr').count()).toBe(0)
 
     const granted = node.offerAccept(id, { host: '127.0.0.1', port: 8080, name: 'from node' })
     await page.click('#offers .offer button.accept', { timeout: 15_000 })
-    const mapping = await granted
+    const mapping = await within('the offer to be accepted on the page', granted)
     await page.locator('#mappings tbody tr').waitFor({ timeout: 5000 })
     // The page answers what arrives on the mapping.
     const channel = await node.sendAccept(mapping, { ip: '127.0.0.1', port: 40000 })

@@ -159,7 +159,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(listen.err()).toContain(`peer ${sender.peer.peerId} asks: file "report.pdf", 585.9 KiB (600000 bytes). Allow? [y/N]`)
     expect(readdirSync(files)).toEqual([])
     listen.proc.stdin.write('y\n')
-    const channel = await granted
+    const channel = await within('the file offer to be granted after y', granted)
     await writeLine(channel, { name: 'report.pdf', size: data.byteLength, sha256: createHash('sha256').update(data).digest('hex') })
     await channel.write(data)
     await channel.closeWrite()
@@ -171,7 +171,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const denied = rejection(sender.offerFile(listenerId, { name: 'second.bin', size: 10 }))
     await prompted(2)
     listen.proc.stdin.write('n\n')
-    expect(await denied).toMatchObject({ code: 'E_DENIED' })
+    expect(await within('the file offer to be denied after n', denied)).toMatchObject({ code: 'E_DENIED' })
     expect(await rejection(sender.offerFile(listenerId, { name: 'huge.iso', size: 1_000_001 }))).toMatchObject({ code: 'E_LIMIT_FILE_SIZE' })
     expect(prompts()).toBe(2)
     expect(readdirSync(files)).toHaveLength(1)
