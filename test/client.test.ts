@@ -92,17 +92,17 @@ describe('client library, Node to Node through a real server', () => {
     await half.write(new Uint8Array([1, 2, 3]))
     await half.closeWrite()
     await waitFor('incoming 1', () => incoming.length === 1)
-    expect([...(await readAll(incoming[0] as Connection))]).toEqual([1, 2, 3])
+    expect([...(await within('the half-closed bytes at B', readAll(incoming[0] as Connection)))]).toEqual([1, 2, 3])
     await incoming[0]?.write(new Uint8Array([9]))
     await incoming[0]?.closeWrite()
-    expect([...(await readAll(half))]).toEqual([9])
+    expect([...(await within('B\'s answer after the half-close', readAll(half)))]).toEqual([9])
 
     // close: B reads a clean end, its writes fail with E_STREAM_CLOSED
     const closing = await a.dial(b.peerId)
     await waitFor('incoming 2', () => incoming.length === 2)
     await closing.close()
     const second = incoming[1] as Connection
-    expect(await second.read()).toBeNull()
+    expect(await within('a clean end at B', second.read())).toBeNull()
     await waitFor('B to hear of the close', () => second.stats().creditBytes !== undefined)
     await expect(async () => { for (let i = 0; i < 50; i++) { await second.write(new Uint8Array(10)); await new Promise((r) => setTimeout(r, 10)) } })
       .rejects.toMatchObject({ code: 'E_STREAM_CLOSED' })

@@ -169,7 +169,7 @@ describe('limits', () => {
     const a = await peer()
     const b = await peer()
     echoIncoming(b)
-    expect(Buffer.compare(await dialAndEcho(a, b.addr, testBytes(10_000)), Buffer.from(testBytes(10_000)))).toBe(0)
+    expect(Buffer.compare(await within('an echo between two other peers', dialAndEcho(a, b.addr, testBytes(10_000))), Buffer.from(testBytes(10_000)))).toBe(0)
   })
 
   it('drops a socket that sends a message over maxMessageBytes; its streams fail on the other side', async () => {

@@ -20,7 +20,7 @@ describe('operations', () => {
       const a = await startRawPeer(server.url(), server.port)
       const b = await startRawPeer(server.url(), server.port)
       echoIncoming(b)
-      await dialAndEcho(a, b.addr, testBytes(5000))
+      await within('an echo of 5000 bytes', dialAndEcho(a, b.addr, testBytes(5000)))
       expect(await (await fetch(`${server.url()}/healthz`)).text()).toBe('ok\n')
       expect((await fetch(`${server.url()}/readyz`)).status).toBe(200)
       const metrics = await (await fetch(`${server.url()}/metrics`)).text()

@@ -96,7 +96,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${web.port}`, '--json'])
     const ready = await fwd.event('ready')
     const port = (ready.address as { port: number }).port
-    const res = await httpGet(`http://127.0.0.1:${port}/`)
+    const res = await within('the HTTP body through the forward', httpGet(`http://127.0.0.1:${port}/`), 15_000)
     expect(res.body.equals(Buffer.from(body))).toBe(true)
     expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'rule', rule: `connect/tcp:127.0.0.1:${web.port}` })
     expect(await fwd.event('connection')).toHaveProperty('src')
@@ -135,7 +135,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     listen.proc.stdin.write('y\n')
     const ready = await fwd.event('ready')
     const data = testBytes(64 * 1024)
-    expect((await tcpRoundTrip((ready.address as { port: number }).port, data)).equals(Buffer.from(data))).toBe(true)
+    expect((await within('the echo through the forward', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000)).equals(Buffer.from(data))).toBe(true)
     expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'person' })
   })
 
@@ -211,7 +211,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const port = (ready.address as { port: number }).port
     expect(port).toBeGreaterThan(0)
     const data = testBytes(256 * 1024)
-    expect((await tcpRoundTrip(port, data)).equals(Buffer.from(data))).toBe(true)
+    expect((await within('the echo through the gateway\'s port', tcpRoundTrip(port, data), 15_000)).equals(Buffer.from(data))).toBe(true)
   })
 
   it.each([

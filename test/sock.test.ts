@@ -157,7 +157,7 @@ describe('sock channels and tunnels through a real server', () => {
     const mapping = await client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })
     const channel = await mapping.connect()
     await channel.write(new TextEncoder().encode('hi'))
-    expect(new TextDecoder().decode(await channel.read() ?? new Uint8Array())).toBe('hi')
+    expect(new TextDecoder().decode(await within('the echo of hi', channel.read()) ?? new Uint8Array())).toBe('hi')
     const noRules = await agent()
     expect((await rejection(client.connect(noRules.peer.peerId, { host: '127.0.0.1', port: echo.port }))).code).toBe('E_DENIED')
   })
@@ -308,7 +308,7 @@ describe('sock channels and tunnels through a real server', () => {
     expect(tunnel.address.port).toBe(port)
     expect(leases).toEqual([`held ${port}`, `taken ${port}`])
     const data = testBytes(100_000)
-    expect((await tcpRoundTrip(port, data)).equals(data)).toBe(true)
+    expect((await within('the echo through the port bound again', tcpRoundTrip(port, data))).equals(data)).toBe(true)
 
     const shortLease = await agent({ allow: ['bind/tcp:127.0.0.1:*'], leaseMs: 300 })
     const binder = await agent()
