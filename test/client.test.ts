@@ -9,6 +9,19 @@ import { echo, readAll, same } from './helpers/connections.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, receiveStream } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
+
+/** What `fn` threw (fails when it throws nothing). */
+function caught (fn: () => unknown): unknown {
+  try { fn() } catch (err) { return err }
+  throw new Error('expected a throw')
+}
+
+/** What `promise` rejected with (fails when it resolves). */
+async function rejected (promise: Promise<unknown>): Promise<unknown> {
+  try { await promise } catch (err) { return err }
+  throw new Error('expected a rejection')
+}
+
 describe('client library, Node to Node through a real server', () => {
   let server: StarsockServer & { port: number }
   const peers: StarsockPeer[] = []
@@ -173,13 +186,14 @@ describe('client library, Node to Node through a real server', () => {
   })
 
   it('gives clear errors for bad input from the API', async () => {
-    expect(() => new StarsockPeer({ server: 'not a url', identity: {} as never })).toThrow(TypeError)
-    await expect(createPeer({ server: 'ftp://x' })).rejects.toThrow('must be http(s):// or ws(s)://')
-    await expect(createPeer({ server: '/ip4/127.0.0.1/udp/1' })).rejects.toThrow(TypeError)
-    await expect(createPeer({ server: server.url(), windowBytes: -1 })).rejects.toThrow(RangeError)
+    // The class and the message: any TypeError (a property read on undefined) would pass the class alone.
+    expect(caught(() => new StarsockPeer({ server: 'not a url', identity: {} as never }))).toStrictEqual(new TypeError('server not a url is neither a URL nor a multiaddr'))
+    expect(await rejected(createPeer({ server: 'ftp://x' }))).toStrictEqual(new TypeError('server URL ftp://x must be http(s):// or ws(s)://'))
+    expect(await rejected(createPeer({ server: '/ip4/127.0.0.1/udp/1' }))).toStrictEqual(new TypeError('server multiaddr /ip4/127.0.0.1/udp/1 must look like /ip4/HOST/tcp/PORT/ws (or ip6, dns4, wss)'))
+    expect(await rejected(createPeer({ server: server.url(), windowBytes: -1 }))).toStrictEqual(new RangeError('windowBytes must be a positive integer, got -1'))
     const a = await peer()
-    await expect(a.dial('not-a-peer-id!')).rejects.toThrow(TypeError)
-    await expect(a.dial('/garbage')).rejects.toThrow(TypeError)
+    expect(await rejected(a.dial('not-a-peer-id!'))).toStrictEqual(new TypeError('dial target not-a-peer-id! is not a peer id'))
+    expect(await rejected(a.dial('/garbage'))).toStrictEqual(new TypeError('dial target /garbage is not a valid multiaddr'))
     const unjoined = new StarsockPeer({ server: server.url(), identity: await createIdentity() })
     await expect(unjoined.dial(a.peerId)).rejects.toMatchObject({ code: 'E_NOT_JOINED' })
     const aborted = AbortSignal.abort()
