@@ -8,6 +8,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { echo, readAll, same } from './helpers/connections.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, receiveStream } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 
 /** What `fn` threw (fails when it throws nothing). */
@@ -51,7 +52,7 @@ describe('client library, Node to Node through a real server', () => {
       const back = readAll(conn)
       await conn.write(data)
       await conn.closeWrite()
-      expect(same(await within('10 MiB echo', back, 30_000), data)).toBe(true)
+      expectBytes(await within('10 MiB echo', back, 30_000), data, '10 MiB echo')
     }
     await waitFor('every stream closed on the server', () => server.stats().streams === 0)
   })
@@ -91,7 +92,7 @@ describe('client library, Node to Node through a real server', () => {
     const reading = readAll(incoming as Connection)
     await within('the write to finish once read', writing, 20_000)
     await conn.closeWrite()
-    expect(same(await within('the 8 MiB at the reader', reading, 20_000), data)).toBe(true)
+    expectBytes(await within('the 8 MiB at the reader', reading, 20_000), data, 'the 8 MiB at the reader')
   })
 
   it('tells close, half-close and abort apart on the other side', async () => {
@@ -142,7 +143,7 @@ describe('client library, Node to Node through a real server', () => {
     const data = testBytes(300_000)
     duplex.end(Buffer.from(data))
     await within('the Duplex to end', ended)
-    expect(same(Buffer.concat(got), data)).toBe(true)
+    expectBytes(Buffer.concat(got), data, 'the echo through the Duplex')
   })
 
   it('fails the writer, not only the reader, when the other side goes away', async () => {

@@ -12,6 +12,7 @@ import type { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
@@ -97,7 +98,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const ready = await fwd.event('ready')
     const port = (ready.address as { port: number }).port
     const res = await within('the HTTP body through the forward', httpGet(`http://127.0.0.1:${port}/`), 15_000)
-    expect(res.body.equals(Buffer.from(body))).toBe(true)
+    expectBytes(res.body, body, 'the HTTP body through the forward')
     expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'rule', rule: `connect/tcp:127.0.0.1:${web.port}` })
     const connection = await fwd.event('connection')
     expect(connection).toMatchObject({ src: { ip: '127.0.0.1' } })
@@ -137,7 +138,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     listen.proc.stdin.write('y\n')
     const ready = await fwd.event('ready')
     const data = testBytes(64 * 1024)
-    expect((await within('the echo through the forward', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000)).equals(Buffer.from(data))).toBe(true)
+    expectBytes(await within('the echo through the forward', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000), data, 'the echo through the forward')
     expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'person' })
   })
 
@@ -168,7 +169,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(await within('the listener\'s answer', new LineReader(channel).next(), 10_000)).toMatchObject({ ok: true })
     const saved = await listen.event('file')
     expect(saved).toMatchObject({ ok: true, name: 'report.pdf', size: data.byteLength, peerId: sender.peer.peerId })
-    expect(readFileSync(String(saved.path)).equals(data)).toBe(true)
+    expectBytes(readFileSync(String(saved.path)), data, 'the saved file')
 
     const denied = rejection(sender.offerFile(listenerId, { name: 'second.bin', size: 10 }))
     await prompted(2)
@@ -213,7 +214,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const port = (ready.address as { port: number }).port
     expect(port).toBeGreaterThan(0)
     const data = testBytes(256 * 1024)
-    expect((await within('the echo through the gateway\'s port', tcpRoundTrip(port, data), 15_000)).equals(Buffer.from(data))).toBe(true)
+    expectBytes(await within('the echo through the gateway\'s port', tcpRoundTrip(port, data), 15_000), data, 'the echo through the gateway\'s port')
   })
 
   it.each([

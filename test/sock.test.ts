@@ -13,6 +13,7 @@ import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 /** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it, with the error code (ECONNRESET for a reset, `end` for a FIN). */
 async function holdOpen (port: number): Promise<{ socket: net.Socket, closed: Promise<string> }> {
@@ -67,7 +68,7 @@ describe('sock channels and tunnels through a real server', () => {
     cleanup.push(tunnel)
     const res = await within('the HTTP body through the tunnel', httpGet(`http://127.0.0.1:${tunnel.address.port}/`), 20_000)
     expect(res.status).toBe(200)
-    expect(res.body.equals(body)).toBe(true)
+    expectBytes(res.body, body, 'the HTTP body through the tunnel')
   })
 
   it('expose: a TCP client connecting to the bound port reaches the local service', async () => {
@@ -80,7 +81,7 @@ describe('sock channels and tunnels through a real server', () => {
     expect(tunnel.address.port).toBeGreaterThan(0)
     const data = testBytes(1024 * 1024)
     const back = await within('the echo through the bound port', tcpRoundTrip(tunnel.address.port, data), 10_000)
-    expect(back.equals(data)).toBe(true)
+    expectBytes(back, data, 'the echo through the bound port')
   })
 
   it('forward: 200 concurrent connections through one peer pair, each byte-exact', async () => {
@@ -116,7 +117,7 @@ describe('sock channels and tunnels through a real server', () => {
     const got: Uint8Array[] = []
     const reading = (async () => { for await (const c of fastIn) got.push(c) })()
     await within('4 MiB on the fast channel while the slow one is stuck', (async () => { await fast.write(data); await fast.closeWrite(); await reading })(), 20_000)
-    expect(Buffer.concat(got).equals(data)).toBe(true)
+    expectBytes(Buffer.concat(got), data, '4 MiB on the fast channel')
     const slowIn = incoming[0] as Channel
     // The slow side never reads, so its window never grows: the writer got exactly one window of
     // credit (four 16 KiB writes; the fifth waits), and all of it is held unread at the receiver.
@@ -286,7 +287,7 @@ describe('sock channels and tunnels through a real server', () => {
     expect(s.droppedDatagrams, `drops by cause: ${JSON.stringify(s.droppedBy)}`).toBe(s.droppedBy.credit + s.droppedBy.queue)
     expect(out.stats().sentBytes / size + s.droppedDatagrams, 'datagrams sent plus dropped at the forward').toBe(arrived)
     expect(into.stats().droppedBy.window, 'datagrams past the window at the target (the forward sent without credit)').toBe(0)
-    for (const [i, d] of c.got.entries()) expect(d.equals(payload), `echo ${i} byte-exact`).toBe(true)
+    for (const [i, d] of c.got.entries()) expectBytes(d, payload, `echo ${i}`)
     expect(c.got.length).toBeLessThanOrEqual(out.stats().sentBytes / size)
   })
 
@@ -308,7 +309,7 @@ describe('sock channels and tunnels through a real server', () => {
     expect(tunnel.address.port).toBe(port)
     expect(leases).toEqual([`held ${port}`, `taken ${port}`])
     const data = testBytes(100_000)
-    expect((await within('the echo through the port bound again', tcpRoundTrip(port, data))).equals(data)).toBe(true)
+    expectBytes(await within('the echo through the port bound again', tcpRoundTrip(port, data)), data, 'the echo through the port bound again')
 
     const shortLease = await agent({ allow: ['bind/tcp:127.0.0.1:*'], leaseMs: 300 })
     const binder = await agent()
@@ -339,7 +340,7 @@ describe('sock channels and tunnels through a real server', () => {
     await channel.write(data)
     await channel.closeWrite()
     await within('the echo on the accept channel', reading)
-    expect(Buffer.concat(back).equals(data)).toBe(true)
+    expectBytes(Buffer.concat(back), data, 'the echo on the accept channel')
     // A peer that offered no accept mapping cannot push accept channels.
     const mux = await sender.session(receiver.peer.peerId)
     expect((await rejection(mux.open({ type: 'sock', sock: 'accept', reliable: true, mapping: 999 }))).code).toBe('E_NO_MAPPING')
