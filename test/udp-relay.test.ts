@@ -282,7 +282,9 @@ describe('UDP relay allocations', () => {
     expect(r.status).toBe(0)
     const a = JSON.parse(r.stdout) as UdpAllocation
     expect(a).toMatchObject({ ip: '127.0.0.1', mode: 'token' })
-    expect(a.port2).toBeGreaterThan(0)
+    const [low, high] = portRange(8)
+    expect([a.port1, a.port2].map((port) => port >= low && port <= high), `ports ${a.port1} and ${a.port2} within the relay's ${low}-${high}`).toEqual([true, true])
+    expect(a.port2).not.toBe(a.port1)
     const bad = spawnSync(process.execPath, [BIN, 'serve', '--udp-relay', '--udp-ports', '5-3'], { encoding: 'utf8', timeout: 20_000 })
     expect(bad.status).not.toBe(0)
     expect(bad.stderr.trim().split('\n')).toHaveLength(1)
@@ -413,7 +415,11 @@ describe('UDP relay allocations', () => {
     expect([...server.rendezvous.sessions.values()].map((s) => s.ip)).toContain('127.0.0.2')
     const [err, allocation] = await request(other, 'starsock:udp-allocate', [{}])
     expect(err).toBeNull()
-    expect((allocation as UdpAllocation).port1).toBeGreaterThan(0)
+    const { port1, port2 } = allocation as UdpAllocation
+    const [low, high] = portRange(16)
+    // A pair of the range's free ports: the six held take 12 of its 16.
+    expect([port1, port2].map((port) => port >= low && port <= high), `ports ${port1} and ${port2} within the relay's ${low}-${high}`).toEqual([true, true])
+    expect(port2).not.toBe(port1)
     expect(await server.metrics.registry.metrics()).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_ALLOCATIONS_PER_IP"\} 94$/m)
   }, 30_000)
 
