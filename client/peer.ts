@@ -15,7 +15,7 @@ import { Emitter } from './emitter.ts'
 import { createIdentity, publicKeyHex, signNonce, type Identity } from './identity.ts'
 import { parseServerAddress, type ServerAddress } from './server-address.ts'
 import { ReceiveStream, SendStream, type StreamTransport } from './stream.ts'
-import { bounded } from './waiters.ts'
+import { bounded, throwIfAborted } from './waiters.ts'
 import { resolvePeerOptions } from './options.ts'
 
 /** Where the peer is with the server. */
@@ -241,7 +241,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
    */
   async dial (target: string, options: CallOptions = {}): Promise<Connection> {
     checkTarget(target)
-    options.signal?.throwIfAborted()
+    throwIfAborted(options.signal)
     if (this.current !== 'joined') throw new StarsockError(this.current === 'reconnecting' ? 'E_DISCONNECTED' : 'E_NOT_JOINED', `Cannot dial while ${this.current}`)
     const to = this.resolve(target)
     const dialId = randomId()
@@ -347,7 +347,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       const ws = (this.socket.io.engine?.transport as unknown as { ws?: { bufferedAmount?: number } } | undefined)?.ws
       if (this.sinceDrain + (ws?.bufferedAmount ?? 0) < TRANSPORT_HIGH_WATER_BYTES) return
       if (!this.socket.connected) throw new StarsockError('E_DISCONNECTED', 'Connection to the server dropped')
-      signal?.throwIfAborted()
+      throwIfAborted(signal)
       await new Promise((resolve) => setTimeout(resolve, 1))
     }
   }

@@ -1,12 +1,17 @@
 /** Wait lists for the flow-control code. */
 import { StarsockError } from '../shared/errors.ts'
 
+/** Throw `E_ABORTED` (not the signal's own DOMException) when `signal` has aborted already. */
+export function throwIfAborted (signal?: AbortSignal): void {
+  if (signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal.reason })
+}
+
 /** Settles on the next `wake`, or rejects when `signal` aborts. */
 export class Waiters {
   private list: Array<() => void> = []
 
   async wait (signal?: AbortSignal): Promise<void> {
-    signal?.throwIfAborted()
+    throwIfAborted(signal)
     await new Promise<void>((resolve, reject) => {
       const wake = (): void => { signal?.removeEventListener('abort', onAbort); resolve() }
       const onAbort = (): void => {
@@ -30,7 +35,7 @@ export class Waiters {
  * after `ms` (no timeout when `ms` is undefined).
  */
 export async function bounded<T> (what: string, promise: Promise<T>, ms: number | undefined, signal?: AbortSignal): Promise<T> {
-  signal?.throwIfAborted()
+  throwIfAborted(signal)
   if (ms === undefined && signal === undefined) return await promise
   let timer: ReturnType<typeof setTimeout> | undefined
   let onAbort: (() => void) | undefined

@@ -3,7 +3,8 @@ import type { Socket } from 'socket.io-client'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
 import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, request, startRawPeer } from './helpers/raw-peer.ts'
-import { startServer, testBytes } from './helpers/server.ts'
+import { startServer, testBytes, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const BAD = /\[E_BAD_REQUEST\]$/
@@ -105,7 +106,7 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
     try {
       echoIncoming(b)
       const data = testBytes(100_000)
-      expect(Buffer.compare(await dialAndEcho(a, b.addr, data), Buffer.from(data))).toBe(0)
+      expectBytes(await within('the echo of 100,000 bytes', dialAndEcho(a, b.addr, data)), data, 'the echo of 100,000 bytes')
     } finally {
       a.close()
       b.close()

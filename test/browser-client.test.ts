@@ -9,6 +9,7 @@ import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { launchChromium, serveStatic } from './helpers/browser.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>starsock test</title></head><body>
 <script type="module">
@@ -72,7 +73,7 @@ describe('the Vite-built client in real Chromium', () => {
     await conn.write(data)
     await conn.closeWrite()
     await within('echo through the page', reading, 20_000)
-    expect(Buffer.compare(Buffer.concat(chunks), Buffer.from(data))).toBe(0)
+    expectBytes(Buffer.concat(chunks), data, 'the echo through the page')
 
     // the page dials Node
     node.handle((c: Connection) => {

@@ -5,8 +5,9 @@ import type { Connection } from '../client/connection.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createServer } from '../server/server.ts'
 import { legacyDial, legacyExchange, pull, startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
-import { echo, readAll, same } from './helpers/connections.ts'
+import { echo, readAll } from './helpers/connections.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 const stops: Array<() => Promise<void> | void> = []
 afterEach(async () => {
@@ -31,7 +32,7 @@ describe('the client with the published legacy client', () => {
     await waitFor('the legacy peer to hear of ours', () => legacy.discovered.has(ours.addr))
     const data = testBytes(1024 * 1024)
     const conn = await within('legacy dial', legacyDial(legacy, ours.addr))
-    expect(same(await within('legacy -> ours -> legacy', legacyExchange(conn, data), 15_000), data)).toBe(true)
+    expectBytes(await within('legacy -> ours -> legacy', legacyExchange(conn, data), 15_000), data, 'legacy -> ours -> legacy')
 
     await waitFor('ours to know the legacy peer', () => ours.peers().some((p) => p.addr === legacy.addr))
     const out = await ours.dial(legacy.id)
@@ -39,7 +40,7 @@ describe('the client with the published legacy client', () => {
     const back = readAll(out)
     await out.write(data)
     await out.closeWrite()
-    expect(same(await within('ours -> legacy -> ours', back, 15_000), data)).toBe(true)
+    expectBytes(await within('ours -> legacy -> ours', back, 15_000), data, 'ours -> legacy -> ours')
   })
 })
 
@@ -76,7 +77,7 @@ describe('the client when things break', () => {
     const back = readAll(again)
     await again.write(testBytes(50_000))
     await again.closeWrite()
-    expect(same(await back, testBytes(50_000))).toBe(true)
+    expectBytes(await within('the echo after the rejoin', back), testBytes(50_000), 'the echo after the rejoin')
   })
 
   it('notices a server that stops answering within seconds (heartbeats)', async () => {

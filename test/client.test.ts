@@ -8,6 +8,20 @@ import type { StarsockServer } from '../server/server.ts'
 import { echo, readAll, same } from './helpers/connections.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, receiveStream } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
+
+
+/** What `fn` threw (fails when it throws nothing). */
+function caught (fn: () => unknown): unknown {
+  try { fn() } catch (err) { return err }
+  throw new Error('expected a throw')
+}
+
+/** What `promise` rejected with (fails when it resolves). */
+async function rejected (promise: Promise<unknown>): Promise<unknown> {
+  try { await promise } catch (err) { return err }
+  throw new Error('expected a rejection')
+}
 
 describe('client library, Node to Node through a real server', () => {
   let server: StarsockServer & { port: number }
@@ -38,7 +52,7 @@ describe('client library, Node to Node through a real server', () => {
       const back = readAll(conn)
       await conn.write(data)
       await conn.closeWrite()
-      expect(same(await within('10 MiB echo', back, 30_000), data)).toBe(true)
+      expectBytes(await within('10 MiB echo', back, 30_000), data, '10 MiB echo')
     }
     await waitFor('every stream closed on the server', () => server.stats().streams === 0)
   })
@@ -78,7 +92,7 @@ describe('client library, Node to Node through a real server', () => {
     const reading = readAll(incoming as Connection)
     await within('the write to finish once read', writing, 20_000)
     await conn.closeWrite()
-    expect(same(await reading, data)).toBe(true)
+    expectBytes(await within('the 8 MiB at the reader', reading, 20_000), data, 'the 8 MiB at the reader')
   })
 
   it('tells close, half-close and abort apart on the other side', async () => {
@@ -92,17 +106,17 @@ describe('client library, Node to Node through a real server', () => {
     await half.write(new Uint8Array([1, 2, 3]))
     await half.closeWrite()
     await waitFor('incoming 1', () => incoming.length === 1)
-    expect([...(await readAll(incoming[0] as Connection))]).toEqual([1, 2, 3])
+    expect([...(await within('the half-closed bytes at B', readAll(incoming[0] as Connection)))]).toEqual([1, 2, 3])
     await incoming[0]?.write(new Uint8Array([9]))
     await incoming[0]?.closeWrite()
-    expect([...(await readAll(half))]).toEqual([9])
+    expect([...(await within('B\'s answer after the half-close', readAll(half)))]).toEqual([9])
 
     // close: B reads a clean end, its writes fail with E_STREAM_CLOSED
     const closing = await a.dial(b.peerId)
     await waitFor('incoming 2', () => incoming.length === 2)
     await closing.close()
     const second = incoming[1] as Connection
-    expect(await second.read()).toBeNull()
+    expect(await within('a clean end at B', second.read())).toBeNull()
     await waitFor('B to hear of the close', () => second.stats().creditBytes !== undefined)
     await expect(async () => { for (let i = 0; i < 50; i++) { await second.write(new Uint8Array(10)); await new Promise((r) => setTimeout(r, 10)) } })
       .rejects.toMatchObject({ code: 'E_STREAM_CLOSED' })
@@ -129,7 +143,7 @@ describe('client library, Node to Node through a real server', () => {
     const data = testBytes(300_000)
     duplex.end(Buffer.from(data))
     await within('the Duplex to end', ended)
-    expect(same(Buffer.concat(got), data)).toBe(true)
+    expectBytes(Buffer.concat(got), data, 'the echo through the Duplex')
   })
 
   it('fails the writer, not only the reader, when the other side goes away', async () => {
@@ -173,17 +187,18 @@ describe('client library, Node to Node through a real server', () => {
   })
 
   it('gives clear errors for bad input from the API', async () => {
-    expect(() => new StarsockPeer({ server: 'not a url', identity: {} as never })).toThrow(TypeError)
-    await expect(createPeer({ server: 'ftp://x' })).rejects.toThrow('must be http(s):// or ws(s)://')
-    await expect(createPeer({ server: '/ip4/127.0.0.1/udp/1' })).rejects.toThrow(TypeError)
-    await expect(createPeer({ server: server.url(), windowBytes: -1 })).rejects.toThrow(RangeError)
+    // The class and the message: any TypeError (a property read on undefined) would pass the class alone.
+    expect(caught(() => new StarsockPeer({ server: 'not a url', identity: {} as never }))).toStrictEqual(new TypeError('server not a url is neither a URL nor a multiaddr'))
+    expect(await rejected(createPeer({ server: 'ftp://x' }))).toStrictEqual(new TypeError('server URL ftp://x must be http(s):// or ws(s)://'))
+    expect(await rejected(createPeer({ server: '/ip4/127.0.0.1/udp/1' }))).toStrictEqual(new TypeError('server multiaddr /ip4/127.0.0.1/udp/1 must look like /ip4/HOST/tcp/PORT/ws (or ip6, dns4, wss)'))
+    expect(await rejected(createPeer({ server: server.url(), windowBytes: -1 }))).toStrictEqual(new RangeError('windowBytes must be a positive integer, got -1'))
     const a = await peer()
-    await expect(a.dial('not-a-peer-id!')).rejects.toThrow(TypeError)
-    await expect(a.dial('/garbage')).rejects.toThrow(TypeError)
+    expect(await rejected(a.dial('not-a-peer-id!'))).toStrictEqual(new TypeError('dial target not-a-peer-id! is not a peer id'))
+    expect(await rejected(a.dial('/garbage'))).toStrictEqual(new TypeError('dial target /garbage is not a valid multiaddr'))
     const unjoined = new StarsockPeer({ server: server.url(), identity: await createIdentity() })
     await expect(unjoined.dial(a.peerId)).rejects.toMatchObject({ code: 'E_NOT_JOINED' })
     const aborted = AbortSignal.abort()
-    await expect(a.dial(a.addr, { signal: aborted })).rejects.toBeDefined()
+    await expect(a.dial(a.addr, { signal: aborted })).rejects.toMatchObject({ code: 'E_ABORTED' })
     const b = await peer()
     b.handle(echo)
     const conn = await a.dial(b.peerId)

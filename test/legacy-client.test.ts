@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { legacyDial, legacyExchange, legacyPeerId, pull, startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 const echo = (conn: unknown): void => { pull(conn, conn) }
 
@@ -28,9 +29,9 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
     await waitFor(`B to know A`, () => b.discovered.has(a.addr))
     const data = testBytes(1024 * 1024)
     const ab = await within('A dials B', legacyDial(a, b.addr))
-    expect(Buffer.compare(await within('echo A->B->A', legacyExchange(ab, data), 15_000), Buffer.from(data))).toBe(0)
+    expectBytes(await within('echo A->B->A', legacyExchange(ab, data), 15_000), data, 'echo A->B->A')
     const ba = await within('B dials A', legacyDial(b, a.addr))
-    expect(Buffer.compare(await within('echo B->A->B', legacyExchange(ba, data), 15_000), Buffer.from(data))).toBe(0)
+    expectBytes(await within('echo B->A->B', legacyExchange(ba, data), 15_000), data, 'echo B->A->B')
     expect(server.stats().bufferedBytes).toBe(0)
   })
 

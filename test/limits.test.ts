@@ -5,6 +5,7 @@ import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { chunked, connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, StreamSink, type RawPeer } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 
@@ -82,7 +83,7 @@ describe('limits', () => {
     for (let i = 0; i < 3; i++) expect((await request(socket, 'ss-join', [me.addr, pub]))[0]).toBeNull()
     expect((await request(socket, 'ss-join', [me.addr, pub]))[0]).toBe('Join rate limit reached (maxJoinsPerIpPerMinute=3) [E_LIMIT_JOIN_RATE]')
     const metrics = await (await fetch(`${s.url()}/metrics`)).text()
-    expect(metrics).toMatch(/starsock_limit_hits_total\{limit="E_LIMIT_JOIN_RATE"\} 1/)
+    expect(metrics).toMatch(/^starsock_limit_hits_total\{limit="E_LIMIT_JOIN_RATE"\} 1$/m)
   })
 
   it('caps dials per second per socket', async () => {
@@ -169,7 +170,7 @@ describe('limits', () => {
     const a = await peer()
     const b = await peer()
     echoIncoming(b)
-    expect(Buffer.compare(await dialAndEcho(a, b.addr, testBytes(10_000)), Buffer.from(testBytes(10_000)))).toBe(0)
+    expectBytes(await within('an echo between two other peers', dialAndEcho(a, b.addr, testBytes(10_000))), testBytes(10_000), 'an echo between two other peers')
   })
 
   it('drops a socket that sends a message over maxMessageBytes; its streams fail on the other side', async () => {
@@ -206,7 +207,7 @@ describe('limits', () => {
     bWs.resume()
     const all = await within('48 MiB at B', got('slow'), 30_000)
     clearInterval(sampler)
-    expect(Buffer.compare(all, Buffer.from(data))).toBe(0)
+    expectBytes(all, data, '48 MiB at B')
     expect(maxBuffered).toBeGreaterThan(0)
     expect(maxBuffered).toBeLessThanOrEqual(streamBufferBytes)
     expect(s.stats().bufferedBytes).toBe(0)
@@ -229,7 +230,7 @@ describe('limits', () => {
     expect(s.stats().bufferedBytes).toBe(0)
     // A was resumed: it still dials and echoes through B.
     const data = testBytes(100_000)
-    expect(Buffer.compare(await within('echo after the stall', dialAndEcho(a, b.addr, data)), Buffer.from(data))).toBe(0)
+    expectBytes(await within('echo after the stall', dialAndEcho(a, b.addr, data)), data, 'echo after the stall')
   })
 })
 

@@ -20,7 +20,7 @@ describe('operations', () => {
       const a = await startRawPeer(server.url(), server.port)
       const b = await startRawPeer(server.url(), server.port)
       echoIncoming(b)
-      await dialAndEcho(a, b.addr, testBytes(5000))
+      await within('an echo of 5000 bytes', dialAndEcho(a, b.addr, testBytes(5000)))
       expect(await (await fetch(`${server.url()}/healthz`)).text()).toBe('ok\n')
       expect((await fetch(`${server.url()}/readyz`)).status).toBe(200)
       const metrics = await (await fetch(`${server.url()}/metrics`)).text()
@@ -93,13 +93,13 @@ describe('operations', () => {
       const server = await startServer({ tls: { key: readFileSync(join(dir, 'key.pem')), cert } })
       try {
         expect(server.url()).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
-        const body = await new Promise<string>((resolve, reject) => {
+        const body = await within('/healthz over https', new Promise<string>((resolve, reject) => {
           httpsRequest(`${server.url()}/healthz`, { ca: cert }, (res) => {
             let text = ''
             res.on('data', (d: Buffer) => { text += d.toString() })
             res.on('end', () => resolve(text))
           }).on('error', reject).end()
-        })
+        }))
         expect(body).toBe('ok\n')
         const socket = await connectSocket(server.url(), { ca: cert })
         const me = await makeIdentity(server.port)

@@ -15,6 +15,7 @@ import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer } from './helpers/sockets.ts'
 import { wasReset, watch } from './helpers/tcp-watch.ts'
 import net from 'node:net'
+import { expectBytes } from './helpers/bytes.ts'
 
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -106,12 +107,12 @@ describe('the browser page in real Chromium', () => {
     await page.locator('#offers .offer').waitFor({ timeout: 15_000 })
     expect(await page.locator('#offers .offer').innerText()).toContain('accept/tcp 127.0.0.1:8080 "from node"')
     await page.click('#offers .offer button.deny')
-    expect(await denied).toBe('E_DENIED')
+    expect(await within('the offer to be denied on the page', denied)).toBe('E_DENIED')
     expect(await page.locator('#mappings tbody tr').count()).toBe(0)
 
     const granted = node.offerAccept(id, { host: '127.0.0.1', port: 8080, name: 'from node' })
     await page.click('#offers .offer button.accept', { timeout: 15_000 })
-    const mapping = await granted
+    const mapping = await within('the offer to be accepted on the page', granted)
     await page.locator('#mappings tbody tr').waitFor({ timeout: 5000 })
     // The page answers what arrives on the mapping.
     const channel = await node.sendAccept(mapping, { ip: '127.0.0.1', port: 40000 })
@@ -153,7 +154,7 @@ describe('the browser page in real Chromium', () => {
     expect(port).toBeGreaterThan(0)
     const res = await within('the download through the bound port', httpGet(`http://127.0.0.1:${port}/`), 20_000)
     expect(res.status).toBe(200)
-    expect(res.body.equals(file)).toBe(true)
+    expectBytes(res.body, file, 'the download through the bound port')
   }, 60_000)
 
   it('a download of a file the page serves is reset, not ended cleanly, when the page goes away mid-transfer', async () => {
@@ -253,7 +254,7 @@ describe('the browser page in real Chromium', () => {
       expect(saved).toMatchObject({ ok: true, size: file.byteLength, sha256: createHash('sha256').update(file).digest('hex'), name: 'evil name.bin' })
       expect(await event('offer')).toMatchObject({ allowed: true, by: 'rule', rule: 'file:*', offer: 'file "../../evil name.bin", 2.0 MiB (2097152 bytes)' })
       expect(readdirSync(join(dir, 'in'))).toHaveLength(1)
-      expect(readFileSync(String(saved.path)).equals(file)).toBe(true)
+      expectBytes(readFileSync(String(saved.path)), file, 'the saved file')
       await page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 10_000 })
     } finally {
       proc.kill('SIGTERM')

@@ -11,6 +11,7 @@ import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip, udpClient, type Closable } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
   try {
@@ -96,7 +97,7 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
       void (async () => { for await (const c of channel) s.write(c); s.end() })()
     }
     const data = testBytes(10_000)
-    expect((await within('the echo through the legitimate bind', tcpRoundTrip(mapping.bound?.port ?? 0, data), 10_000)).equals(Buffer.from(data))).toBe(true)
+    expectBytes(await within('the echo through the legitimate bind', tcpRoundTrip(mapping.bound?.port ?? 0, data), 10_000), data, 'the echo through the legitimate bind')
   })
 
   it('the mapping and channel totals hold over several identities too', async () => {

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
 import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, StreamSink, type KeyKind, type RawPeer } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 for (const transports of [['websocket'], ['polling']]) {
   describe(`socket.io-client 4 speaking the events over ${transports[0]}`, () => {
@@ -27,8 +28,8 @@ for (const transports of [['websocket'], ['polling']]) {
       echoIncoming(c)
       await waitFor('ws-peer for B and C at A', () => a.announced.includes(b.addr) && a.announced.includes(c.addr))
       const data = testBytes(1024 * 1024)
-      expect(Buffer.compare(await within('echo through B', dialAndEcho(a, b.addr, data), 15_000), Buffer.from(data))).toBe(0)
-      expect(Buffer.compare(await within('echo through C', dialAndEcho(a, c.addr, data), 15_000), Buffer.from(data))).toBe(0)
+      expectBytes(await within('echo through B', dialAndEcho(a, b.addr, data), 15_000), data, 'echo through B')
+      expectBytes(await within('echo through C', dialAndEcho(a, c.addr, data), 15_000), data, 'echo through C')
       expect(server.stats().bufferedBytes).toBe(0)
     })
 
@@ -38,7 +39,8 @@ for (const transports of [['websocket'], ['polling']]) {
       echoIncoming(b)
       const sizes = Array.from({ length: 20 }, (_, i) => 1000 + i * 997)
       const back = await within('20 dials', Promise.all(sizes.map(async (n, i) => dialAndEcho(a, b.addr, testBytes(n, i + 1), 4096))), 20_000)
-      back.forEach((got, i) => expect(Buffer.compare(got, Buffer.from(testBytes(sizes[i] ?? 0, i + 1)))).toBe(0))
+      expect(back).toHaveLength(20)
+      back.forEach((got, i) => expectBytes(got, testBytes(sizes[i] ?? 0, i + 1), `the echo of dial ${i}`))
       await waitFor('all streams closed', () => server.stats().streams === 0)
     })
 

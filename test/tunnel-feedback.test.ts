@@ -12,6 +12,7 @@ import { createPeer } from '../client/peer.ts'
 import { peerIdOf, Programs, runProgram } from './helpers/programs.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 /** A port on 127.0.0.1 where nothing listens (bound, then closed). */
 async function closedPort (): Promise<number> {
@@ -73,7 +74,7 @@ describe('the tunnel commands say what is happening', () => {
     const data = testBytes(64 * 1024, 5)
     for (const [program, what] of [[fwd, 'the printed forward'], [exp, 'the printed expose']] as const) {
       const port = ((await program.event('ready')).address as { port: number }).port
-      expect((await within(`a round trip through ${what}`, tcpRoundTrip(port, data), 15_000)).equals(Buffer.from(data))).toBe(true)
+      expectBytes(await within(`a round trip through ${what}`, tcpRoundTrip(port, data), 15_000), data, `a round trip through ${what}`)
     }
 
     // An offer no rule allows: the person at the listen terminal is asked, and the requester says it waits.

@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { peerIdOf, Programs, type Program } from './helpers/programs.ts'
 import { testBytes, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
 
 describe('forward and expose come back by themselves after restarts (real processes, real signals)', () => {
   const programs = new Programs()
@@ -34,7 +35,7 @@ describe('forward and expose come back by themselves after restarts (real proces
   async function expectEcho (port: number, what: string, seed: number): Promise<void> {
     const data = testBytes(256 * 1024, seed)
     const back = await within(`a round trip through ${what}`, tcpRoundTrip(port, data), 15_000)
-    expect(back.equals(Buffer.from(data)), `the bytes through ${what}`).toBe(true)
+    expectBytes(back, data, `the bytes through ${what}`)
   }
 
   function listen (url: string, rules: string[]): Program {

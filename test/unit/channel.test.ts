@@ -13,6 +13,7 @@ import {
   type SockAddress
 } from '../../shared/mux-frame.ts'
 import type { OpenHeader } from '../../shared/sock-protocol.ts'
+import { expectBytes } from '../helpers/bytes.ts'
 
 const ID = 7
 const RELIABLE: OpenHeader = { type: 'sock', sock: 'connect', reliable: true }
@@ -189,7 +190,7 @@ describe('Channel: reliable write', () => {
     ch.addCredit(100)
     await settle()
     expect([first.state, second.state]).toEqual(['resolved', 'resolved'])
-    expect(concat(link.of(FRAME.DATA).map((f) => f.payload))).toEqual(concat([pattern(6, 0), pattern(3, 100)]))
+    expectBytes(concat(link.of(FRAME.DATA).map((f) => f.payload)), concat([pattern(6, 0), pattern(3, 100)]), 'the DATA payloads')
   })
 
   it('waits for room while the link is full', async () => {
@@ -277,7 +278,7 @@ describe('Channel: receive window', () => {
     const { ch, link } = channel(RELIABLE, window, 1000)
     for (const n of chunks) {
       ch.push({ data: pattern(n) })
-      expect(await within(ch.read(), `a ${n}-byte chunk`)).toEqual(pattern(n))
+      expectBytes(await within(ch.read(), `a ${n}-byte chunk`), pattern(n), `the ${n}-byte chunk`)
     }
     expect(link.windows()).toEqual(grants)
     expect(link.of(FRAME.WINDOW).every((f) => f.id === ID)).toBe(true)
@@ -317,7 +318,7 @@ describe('Channel: receive window', () => {
     expect(ch.stats().droppedDatagrams).toBe(2)
     await within(ch.receive(), 'the fourth empty datagram')
     expect(link.windows()).toEqual([2 * DATAGRAM_OVERHEAD_BYTES, 2 * DATAGRAM_OVERHEAD_BYTES])
-    expect((await within(ch.receive(), 'the 100-byte datagram'))?.data).toEqual(pattern(100))
+    expectBytes((await within(ch.receive(), 'the 100-byte datagram'))?.data, pattern(100), 'the 100-byte datagram')
     expect(link.windows()).toEqual([2 * DATAGRAM_OVERHEAD_BYTES, 2 * DATAGRAM_OVERHEAD_BYTES, datagramCost(100)])
     expect(ch.stats().bufferedBytes).toBe(0)
   })
@@ -391,7 +392,7 @@ describe('Channel: datagrams', () => {
     for (const [data, addr] of sent) expect(ch.send(data, addr)).toBe(true)
     const frames = link.of(FRAME.DATAGRAM)
     expect(frames.map((f) => f.id)).toEqual([ID, ID, ID])
-    expect(frames.map(decodeDatagram)).toEqual(sent.map(([data, addr]) => ({ data, addr })))
+    expect(frames.map(decodeDatagram).map(({ data, addr }) => ({ data: hex(data), addr }))).toEqual(sent.map(([data, addr]) => ({ data: hex(data), addr })))
   })
 
   it('receive() keeps datagram boundaries and addresses', async () => {
@@ -402,9 +403,12 @@ describe('Channel: datagrams', () => {
       { data: pattern(5, 2) }
     ]
     for (const d of pushed) ch.push(d)
-    for (const d of pushed) expect(await within(ch.receive(), 'a datagram')).toEqual(d)
+    for (const d of pushed) {
+      const got = await within(ch.receive(), 'a datagram')
+      expect({ data: hex(got?.data ?? new Uint8Array()), addr: got?.addr }).toEqual({ data: hex(d.data), addr: d.addr })
+    }
     ch.push({ data: pattern(2, 9) })
-    expect(await within(ch.read(), 'a datagram through read()')).toEqual(pattern(2, 9))
+    expectBytes(await within(ch.read(), 'a datagram through read()'), pattern(2, 9), 'the datagram through read()')
   })
 
   it.each<[string, number, number[], number[]]>([
@@ -423,7 +427,7 @@ describe('Channel: datagrams', () => {
     expect(ch.stats().droppedDatagrams).toBe(sizes.length - kept.length)
     expect(link.counts.dropped).toBe(sizes.length - kept.length)
     expect(ch.stats().droppedBy).toEqual({ credit: 0, queue: 0, window: sizes.length - kept.length })
-    for (const n of kept) expect((await within(ch.receive(), `a ${n}-byte datagram`))?.data).toEqual(pattern(n))
+    for (const n of kept) expectBytes((await within(ch.receive(), `a ${n}-byte datagram`))?.data, pattern(n), `the ${n}-byte datagram`)
     expect(ch.stats().bufferedBytes).toBe(0)
   })
 })
@@ -455,8 +459,8 @@ describe('Channel: ends', () => {
     ch.push({ data: pattern(3, 1) })
     ch.push({ data: pattern(4, 2) })
     ch.remoteFin()
-    expect(await within(ch.read(), 'the first chunk')).toEqual(pattern(3, 1))
-    expect(await within(ch.read(), 'the second chunk')).toEqual(pattern(4, 2))
+    expectBytes(await within(ch.read(), 'the first chunk'), pattern(3, 1), 'the first chunk')
+    expectBytes(await within(ch.read(), 'the second chunk'), pattern(4, 2), 'the second chunk')
     expect(await within(ch.read(), 'the end')).toBeNull()
     expect(await within(ch.read(), 'the end again')).toBeNull()
   })
@@ -466,7 +470,7 @@ describe('Channel: ends', () => {
     kept.push({ data: pattern(3, 1) })
     kept.remoteFin()
     kept.fail(new StarsockError('E_PEER_GONE'))
-    expect(await within(kept.read(), 'the data')).toEqual(pattern(3, 1))
+    expectBytes(await within(kept.read(), 'the data'), pattern(3, 1), 'the data kept after the FIN')
     expect(await within(kept.read(), 'the end')).toBeNull()
     const dropped = channel(RELIABLE, 1000, 1000).ch
     dropped.push({ data: pattern(3, 1) })
@@ -494,7 +498,7 @@ describe('Channel: ends', () => {
     ch.push({ data: pattern(3, 2) })
     ch.remoteFin()
     await within(done, 'the end of the iteration')
-    expect(chunks).toEqual([pattern(2, 1), pattern(3, 2)])
+    expect(chunks.map(hex)).toEqual([pattern(2, 1), pattern(3, 2)].map(hex))
   })
 
   it('fail() rejects pending reads and writes with its error', async () => {
@@ -737,7 +741,7 @@ describe('Channel: window auto-tuning', () => {
     const { ch, link } = channel(RELIABLE, 1000, 1000, 4000)
     ch.push({ data: pattern(600) })
     ch.remoteFin()
-    expect(await within(ch.read(), 'the chunk')).toEqual(pattern(600))
+    expectBytes(await within(ch.read(), 'the chunk'), pattern(600), 'the 600-byte chunk')
     expect(await within(ch.read(), 'the end')).toBeNull()
     expect(link.windows()).toEqual([])
     expect(link.reserves).toEqual([])

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../../client/mux/channel.ts'
 import { receiveFileInto, safeFileName } from '../../cli/files.ts'
 import type { Offer } from '../../shared/sock-protocol.ts'
+import { expectBytes } from '../helpers/bytes.ts'
 
 /** A channel stand-in that delivers `chunks` and records what is written back. */
 function fakeChannel (chunks: Uint8Array[]): Channel & { written: string } {
@@ -54,7 +55,9 @@ describe('files received by `starsock listen --files`', () => {
     const saved = readdirSync(d)
     expect(saved).toHaveLength(20)
     expect(saved.some((n) => n.endsWith('.part'))).toBe(false)
-    for (const r of results) expect(files.some((f) => f.equals(readFileSync(r.path)))).toBe(true)
+    // Each upload's own bytes at its own path (a file saved twice and another lost would not do).
+    expect(new Set(results.map((r) => r.path)).size).toBe(20)
+    results.forEach((r, i) => expectBytes(readFileSync(r.path), files[i] as Buffer, `upload ${i} at ${r.path}`))
   })
 
   it('drops a file whose checksum does not match and says so to the sender', async () => {

@@ -44,6 +44,9 @@ function peer (id: string): Peer {
 /** `n` bytes, all equal to `fill`. */
 const bytes = (n: number, fill = 1): Uint8Array => new Uint8Array(n).fill(fill)
 
+/** Bytes as hex: compared as strings, with a readable diff. */
+const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
+
 /** The chunks `p` received on stream `id`, in order. */
 const received = (p: Peer, id: string): Uint8Array[] =>
   p.emits.filter(([event]) => event === streamEvent('queue', id)).map(([, chunk]) => chunk as Uint8Array)
@@ -114,7 +117,7 @@ describe('Relay', () => {
       expect(listener.emits).toEqual([])
       expect(relay.bufferedBytes).toBe(60)
       relay.accept(listener.session, OUT)
-      expect(received(listener, OUT)).toEqual(chunks)
+      expect(received(listener, OUT).map(hex)).toEqual(chunks.map(hex))
       expect(relay.bufferedBytes).toBe(0)
     })
 
@@ -122,7 +125,8 @@ describe('Relay', () => {
       const { relay, dialer, listener } = setup()
       relay.accept(listener.session, OUT)
       relay.data(dialer.session, OUT, bytes(5, 7))
-      expect(listener.emits).toEqual([[streamEvent('queue', OUT), bytes(5, 7)]])
+      expect(listener.emits.map(([event]) => event)).toEqual([streamEvent('queue', OUT)])
+      expect(received(listener, OUT).map(hex)).toEqual([hex(bytes(5, 7))])
       expect(relay.bufferedBytes).toBe(0)
     })
 
@@ -139,8 +143,8 @@ describe('Relay', () => {
       relay.accept(dialer.session, BACK)
       relay.data(dialer.session, OUT, bytes(3, 1))
       relay.data(listener.session, BACK, bytes(4, 2))
-      expect(received(listener, OUT)).toEqual([bytes(3, 1)])
-      expect(received(dialer, BACK)).toEqual([bytes(4, 2)])
+      expect(received(listener, OUT).map(hex)).toEqual([hex(bytes(3, 1))])
+      expect(received(dialer, BACK).map(hex)).toEqual([hex(bytes(4, 2))])
     })
 
     it('ignores data from the wrong side and on unknown streams', () => {
@@ -253,11 +257,11 @@ describe('Relay', () => {
       listener.countWrites = true
       for (let i = 1; i <= 5; i++) relay.data(dialer.session, OUT, bytes(100, i))
       relay.accept(listener.session, OUT)
-      expect(received(listener, OUT)).toEqual([bytes(100, 1), bytes(100, 2), bytes(100, 3)])
+      expect(received(listener, OUT).map(hex)).toEqual([bytes(100, 1), bytes(100, 2), bytes(100, 3)].map(hex))
       expect(relay.bufferedBytes).toBe(200)
       listener.pending = 0
       relay.drained(listener.session)
-      expect(received(listener, OUT)).toEqual([1, 2, 3, 4, 5].map(i => bytes(100, i)))
+      expect(received(listener, OUT).map(hex)).toEqual([1, 2, 3, 4, 5].map(i => hex(bytes(100, i))))
       expect(relay.bufferedBytes).toBe(0)
     })
 
