@@ -64,6 +64,11 @@ export class Connection implements AsyncIterable<Uint8Array> {
     await this.tx.write(data, options.signal)
   }
 
+  /** Largest stream message: writes are sent in chunks of at most this many bytes. */
+  get chunkBytes (): number {
+    return this.tx.chunkBytes
+  }
+
   /** The next chunk, or `null` once the other side ended cleanly; rejects with its error. */
   async read (options: { signal?: AbortSignal } = {}): Promise<Uint8Array | null> {
     return await this.rx.read(options.signal)

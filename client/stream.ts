@@ -141,7 +141,8 @@ export class SendStream {
     private readonly transport: StreamTransport,
     /** Stream id on the wire. */
     readonly id: string,
-    private readonly chunkBytes: number,
+    /** Largest chunk sent as one message. */
+    readonly chunkBytes: number,
     private readonly onDone: () => void
   ) {}
 

@@ -8,14 +8,18 @@
  * window of unread bytes, so one slow channel never holds up the others.
  */
 import { StarsockError } from '../../shared/errors.ts'
-import { encodeDatagramFrame, encodeFrame, encodeJsonFrame, encodeWindowFrame, FRAME, MAX_DATA_FRAME_BYTES, type SockAddress } from '../../shared/mux-frame.ts'
+import { encodeDatagramFrame, encodeFrame, encodeFrameHeader, encodeJsonFrame, encodeWindowFrame, FRAME, MAX_DATA_FRAME_BYTES, type SockAddress } from '../../shared/mux-frame.ts'
 import { errorToWire, type OpenHeader } from '../../shared/sock-protocol.ts'
 import { Waiters } from '../waiters.ts'
 
 /** What a channel needs from its multiplexer. */
 export interface ChannelLink {
-  /** Queue a frame; `data` frames respect the output bound, control frames never wait. */
-  send: (frame: Uint8Array) => void
+  /**
+   * Queue a frame: `head` is its header (or a whole control frame), `payload` the bytes after it,
+   * both handed over as they are (never copied here, never changed after). Data frames respect
+   * the output bound, control frames never wait.
+   */
+  send: (head: Uint8Array, payload?: Uint8Array) => void
   /** Settles when the output queue has room for data. */
   room: (signal?: AbortSignal) => Promise<void>
   /** Whether the output queue is over its bound now. */
@@ -136,16 +140,33 @@ export class Channel {
     return this.failure
   }
 
-  /** Send bytes (reliable channels); settles once they are within the other side's window. */
+  /**
+   * Send bytes (reliable channels); settles once they are within the other side's window. `data`
+   * is copied (the caller may reuse it once this settles, before the bytes are written); a caller
+   * that gives its buffer up uses `writeOwned`.
+   */
   async write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
     if (this.datagrams) throw new TypeError('write() is for reliable channels; use send() for datagrams')
+    await this.queueWrite(data, true, signal)
+  }
+
+  /**
+   * `write` without the copy: `data` is handed over, its frames' payloads are views into it until
+   * they are written, so the caller must never change it afterwards (a buffer read from a socket).
+   */
+  async writeOwned (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.datagrams) throw new TypeError('write() is for reliable channels; use send() for datagrams')
+    await this.queueWrite(data, false, signal)
+  }
+
+  private async queueWrite (data: Uint8Array, copy: boolean, signal?: AbortSignal): Promise<void> {
     const previous = this.writing
-    const mine = previous.then(async () => await this.writeNow(data, signal))
+    const mine = previous.then(async () => await this.writeNow(data, copy, signal))
     this.writing = mine.catch(() => {})
     await mine
   }
 
-  private async writeNow (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private async writeNow (data: Uint8Array, copy: boolean, signal?: AbortSignal): Promise<void> {
     let at = 0
     while (at < data.byteLength) {
       this.checkWritable()
@@ -162,7 +183,9 @@ export class Channel {
       this.credit -= n
       this.sent += n
       this.link.count('out', n)
-      this.link.send(encodeFrame(FRAME.DATA, this.id, data.subarray(at, at + n)))
+      // Copied frame by frame, as credit allows, so a large write never holds a second copy of itself.
+      const payload = copy ? Uint8Array.prototype.slice.call(data, at, at + n) : data.subarray(at, at + n)
+      this.link.send(encodeFrameHeader(FRAME.DATA, this.id, n), payload)
       at += n
     }
   }
