@@ -130,6 +130,8 @@ export class SendStream {
   private accepted = false
   /** Bytes the receiver still takes; `undefined` for a legacy receiver (no credit). */
   private credit: number | undefined
+  /** The receiver's window, as it announced it (0 for a legacy receiver). */
+  private windowBytes = 0
   private failure: StarsockError | undefined
   private ended = false
   private endSent = false
@@ -161,6 +163,7 @@ export class SendStream {
     if (this.accepted) return
     this.accepted = true
     this.credit = typeof window === 'number' && window > 0 ? window : undefined
+    this.windowBytes = this.credit ?? 0
     this.waiters.wake()
   }
 
@@ -186,12 +189,27 @@ export class SendStream {
 
   /**
    * Send `data` (split into chunks under the message size); settles once the last chunk is
-   * handed to the transport within the receiver's window. Writes run in call order.
+   * handed to the transport within the receiver's window. Writes run in call order. Each chunk is
+   * a copy: the caller may reuse `data` once this settles, before the transport flushes it.
    */
   write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    return this.queueWrite(data, false, signal)
+  }
+
+  /**
+   * `write` for a caller that gives `data` up (the multiplexer's batches): no copy, the chunks are
+   * views handed to the transport, so `data` must never be changed afterwards. Data of at most
+   * `chunkBytes` and half the receiver's window goes whole, as one message (it waits for credit
+   * for all of it), so a batch of frames is never cut in two.
+   */
+  writeOwned (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    return this.queueWrite(data, true, signal)
+  }
+
+  private queueWrite (data: Uint8Array, owned: boolean, signal?: AbortSignal): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError('data must be a Uint8Array'))
     if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
-    const run = this.queue.then(async () => await this.send(data, signal))
+    const run = this.queue.then(async () => await this.send(data, owned, signal))
     this.queue = run.catch(() => {})
     return run
   }
@@ -219,16 +237,21 @@ export class SendStream {
     this.fail(new StarsockError('E_STREAM_ABORTED', 'Aborted here'))
   }
 
-  private async send (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private async send (data: Uint8Array, owned: boolean, signal?: AbortSignal): Promise<void> {
     let offset = 0
     while (offset < data.byteLength) {
-      while (this.failure === undefined && (!this.accepted || this.credit === 0)) await this.waiters.wait(signal)
+      const rest = data.byteLength - offset
+      // Credit for all of a whole message, unless it may never be free at once: the receiver holds
+      // back up to half its window of credit until it has that much to grant.
+      const whole = owned && rest <= this.chunkBytes && rest <= this.windowBytes / 2 ? rest : 0
+      while (this.failure === undefined && (!this.accepted || this.credit === 0 || (this.credit !== undefined && this.credit < whole))) await this.waiters.wait(signal)
       if (this.failure !== undefined) throw this.failure
       await this.transport.room(signal)
       if (this.failure !== undefined) throw this.failure
       const n = Math.min(data.byteLength - offset, this.chunkBytes, this.credit ?? Infinity)
-      // A copy: the caller may reuse its buffer once the write settles, before the flush.
-      this.transport.emit(streamEvent('queue', this.id), Uint8Array.prototype.slice.call(data, offset, offset + n))
+      // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
+      const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)
+      this.transport.emit(streamEvent('queue', this.id), chunk)
       this.transport.sent(n)
       if (this.credit !== undefined) this.credit -= n
       this.sentBytes += n

@@ -288,7 +288,7 @@ export class Muxer extends Emitter<MuxEvents> {
       while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
         // Whole frames, one stream message each batch: the other side never joins a frame's pieces.
         const batch = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes))
-        await this.conn.write(batch)
+        await this.conn.writeOwned(batch)
         this.queued -= batch.byteLength
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
       }
