@@ -11,6 +11,7 @@
  */
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { streamEvent } from '../shared/events.ts'
+import { CreditWindow } from './credit-window.ts'
 import { Waiters } from './waiters.ts'
 
 /** What a stream needs from the connection to the server. */
@@ -34,9 +35,7 @@ export class ReceiveStream {
   private readonly chunks: Uint8Array[] = []
   private readonly waiters = new Waiters()
   private end: true | StarsockError | undefined
-  private unacked = 0
-  /** Bytes received and not yet read. */
-  bufferedBytes = 0
+  private readonly window: CreditWindow
   /** Bytes received in all. */
   receivedBytes = 0
 
@@ -48,7 +47,14 @@ export class ReceiveStream {
     /** Buffered bytes past which the stream fails (a sender that ignores the window). */
     private readonly limitBytes: number,
     private readonly onDone: () => void
-  ) {}
+  ) {
+    this.window = new CreditWindow(windowBytes)
+  }
+
+  /** Bytes received and not yet read. */
+  get bufferedBytes (): number {
+    return this.window.bufferedBytes
+  }
 
   /** Tell the sender we are ready, with our window. */
   open (): void {
@@ -67,9 +73,9 @@ export class ReceiveStream {
     if (bytes === undefined) return this.abort(wireError('E_BAD_REQUEST', 'non-binary chunk'), new StarsockError('E_BAD_REQUEST', 'The sender sent a non-binary chunk'))
     if (bytes.byteLength === 0) return
     this.chunks.push(bytes)
-    this.bufferedBytes += bytes.byteLength
+    this.window.hold(bytes.byteLength)
     this.receivedBytes += bytes.byteLength
-    if (this.bufferedBytes > this.limitBytes) {
+    if (this.window.bufferedBytes > this.limitBytes) {
       return this.abort(wireError('E_LIMIT_BUFFER', 'Receiver buffer full'), new StarsockError('E_LIMIT_BUFFER', `The sender ignored the window: more than ${this.limitBytes} bytes unread`))
     }
     this.waiters.wake()
@@ -91,7 +97,7 @@ export class ReceiveStream {
     if (this.end !== undefined) return
     this.transport.emit(streamEvent('abort', this.id), reason)
     this.chunks.length = 0
-    this.bufferedBytes = 0
+    this.window.clear()
     this.settle(local)
   }
 
@@ -100,21 +106,13 @@ export class ReceiveStream {
     while (this.chunks.length === 0 && this.end === undefined) await this.waiters.wait(signal)
     const chunk = this.chunks.shift()
     if (chunk !== undefined) {
-      this.bufferedBytes -= chunk.byteLength
-      this.grant(chunk.byteLength)
+      this.window.read(chunk.byteLength)
+      const credit = this.end === undefined ? this.window.grant() : 0
+      if (credit > 0) this.transport.emit(streamEvent('credit', this.id), credit)
       return chunk
     }
     if (this.end === true) return null
     throw this.end as StarsockError
-  }
-
-  private grant (bytes: number): void {
-    this.unacked += bytes
-    // Half a window at a time: few credit events, and the sender never runs dry on a fast reader.
-    if (this.unacked >= this.windowBytes / 2 && this.end === undefined) {
-      this.transport.emit(streamEvent('credit', this.id), this.unacked)
-      this.unacked = 0
-    }
   }
 
   private settle (end: true | StarsockError): void {

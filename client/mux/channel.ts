@@ -10,6 +10,7 @@
 import { StarsockError } from '../../shared/errors.ts'
 import { encodeDatagramFrame, encodeFrame, encodeFrameHeader, encodeJsonFrame, encodeWindowFrame, FRAME, MAX_DATA_FRAME_BYTES, type SockAddress } from '../../shared/mux-frame.ts'
 import { errorToWire, type OpenHeader } from '../../shared/sock-protocol.ts'
+import { CreditWindow } from '../credit-window.ts'
 import { Waiters } from '../waiters.ts'
 
 /** What a channel needs from its multiplexer. */
@@ -88,8 +89,6 @@ export class Channel {
   private readonly readable = new Waiters()
   private readonly writable = new Waiters()
   private credit: number
-  private unacked = 0
-  private buffered = 0
   private remoteEnd: true | StarsockError | undefined
   private localEnd: true | StarsockError | undefined
   private writing: Promise<void> = Promise.resolve()
@@ -99,9 +98,8 @@ export class Channel {
   private readonly droppedBy: DatagramDrops = { credit: 0, queue: 0, window: 0 }
   private finished = false
   private failure: StarsockError | undefined
-  /** The receive window now: it starts at the configured one and grows while the reader keeps up. */
-  private windowBytes: number
-  private grown = 0
+  /** The receive window: it starts at the configured one and grows while the reader keeps up. */
+  private readonly window: CreditWindow
   private resolveClosed!: () => void
   /** Settles once both directions are over (cleanly or not). */
   readonly whenClosed = new Promise<void>((resolve) => { this.resolveClosed = resolve })
@@ -121,7 +119,7 @@ export class Channel {
     /** The window never grows past this. */
     private readonly maxWindowBytes = windowBytes
   ) {
-    this.windowBytes = windowBytes
+    this.window = new CreditWindow(windowBytes, this.datagrams ? Math.min(this.maxWindowBytes, MAX_DATAGRAM_WINDOW_BYTES) : this.maxWindowBytes)
     this.credit = sendWindowBytes
   }
 
@@ -225,8 +223,8 @@ export class Channel {
     const item = this.queue.shift()
     if (item !== undefined) {
       const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
-      this.buffered -= cost
-      this.grant(cost)
+      this.window.read(cost)
+      this.grant()
       return item
     }
     if (this.remoteEnd === true) return null
@@ -261,7 +259,7 @@ export class Channel {
 
   /** Figures now. */
   stats (): ChannelStats {
-    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.buffered, droppedDatagrams: this.dropped, droppedBy: { ...this.droppedBy } }
+    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.window.bufferedBytes, droppedDatagrams: this.dropped, droppedBy: { ...this.droppedBy } }
   }
 
   // ---- called by the multiplexer ----
@@ -272,17 +270,17 @@ export class Channel {
     const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
     this.received += item.data.byteLength
     this.link.count('in', item.data.byteLength)
-    if (this.buffered + cost > this.windowBytes) {
+    if (!this.window.fits(cost)) {
       if (this.datagrams) {
         this.droppedBy.window++
         this.dropped++
         this.link.count('dropped', 1)
         return
       }
-      return this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.windowBytes} bytes`))
+      return this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.window.windowBytes} bytes`))
     }
     if (item.data.byteLength === 0 && !this.datagrams) return
-    this.buffered += cost
+    this.window.hold(cost)
     this.queue.push(item)
     this.readable.wake()
   }
@@ -312,7 +310,7 @@ export class Channel {
     if (this.remoteEnd !== true || discard) {
       this.remoteEnd = err
       this.queue.length = 0
-      this.buffered = 0
+      this.window.clear()
     }
     if (this.localEnd === undefined) this.localEnd = err
     this.readable.wake()
@@ -320,23 +318,12 @@ export class Channel {
     this.finish()
   }
 
-  private grant (bytes: number): void {
-    this.unacked += bytes
-    // Half a window at a time: few WINDOW frames, and a fast reader's sender never runs dry.
-    if (this.unacked >= this.windowBytes / 2 && this.remoteEnd === undefined) {
-      // Auto-tuning (as yamux and HTTP/2 do): a reader that has read everything is keeping up, so
-      // the window, not the reader, is what limits the channel: double it, within the
-      // connection's budget. A slow reader always has bytes unread, and its window never grows.
-      let extra = 0
-      const max = this.datagrams ? Math.min(this.maxWindowBytes, MAX_DATAGRAM_WINDOW_BYTES) : this.maxWindowBytes
-      if (this.buffered === 0 && this.windowBytes * 2 <= max && this.link.reserve(this.windowBytes)) {
-        extra = this.windowBytes
-        this.grown += extra
-        this.windowBytes *= 2
-      }
-      this.link.send(encodeWindowFrame(this.id, this.unacked + extra))
-      this.unacked = 0
-    }
+  private grant (): void {
+    if (this.remoteEnd !== undefined) return
+    // Half a window at a time, growing within the connection's budget while the reader keeps up
+    // (a slow reader always has bytes unread, and its window never grows).
+    const credit = this.window.grant((bytes) => this.link.reserve(bytes))
+    if (credit > 0) this.link.send(encodeWindowFrame(this.id, credit))
   }
 
   private settleIfDone (): void {
@@ -346,8 +333,7 @@ export class Channel {
   private finish (): void {
     if (this.finished) return
     this.finished = true
-    this.link.release(this.grown)
-    this.grown = 0
+    this.link.release(this.window.takeGrown())
     this.link.done(this)
     this.resolveClosed()
   }
