@@ -11,11 +11,14 @@
  * outside this file: our module (`client/mux/muxer.ts flush`) or a dependency (`ws`).
  */
 import { createRequire } from 'node:module'
+import { Socket } from 'socket.io-client'
 
 /** Copies smaller than this are summed under `small` (a stack trace each would cost too much). */
 const ATTRIBUTE_MIN_BYTES = 512
 
 const byWhere = new Map<string, number>()
+/** Binary messages this process emitted to the server (stream chunks): how many, and their bytes. */
+const emitted = { messages: 0, bytes: 0 }
 let installed = false
 
 function where (): string {
@@ -90,6 +93,24 @@ export function installCopyMeter (): void {
       mask(source, m, output, offset, length)
     }
   } catch {} // no bufferutil: ws masks in JavaScript, not seen here
+  // The same socket.io-client module the peer imports: count the binary messages it emits.
+  const emit = Socket.prototype.emit
+  Socket.prototype.emit = function (this: Socket, event: string, ...args: unknown[]) {
+    const chunk = args[0]
+    if (chunk instanceof Uint8Array) {
+      emitted.messages++
+      emitted.bytes += chunk.byteLength
+    }
+    return emit.call(this, event, ...args)
+  } as typeof emit
+}
+
+/** Binary messages emitted since the last call (how many, and their bytes); starts counting afresh. */
+export function takeMessages (): { messages: number, bytes: number } {
+  const out = { ...emitted }
+  emitted.messages = 0
+  emitted.bytes = 0
+  return out
 }
 
 /** Bytes copied since the last call, by where; starts counting afresh. */

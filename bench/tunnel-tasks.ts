@@ -9,16 +9,16 @@ import { createPeer } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { forward } from '../client/sock/tunnel.node.ts'
-import { installCopyMeter, takeCopies } from './copy-meter.ts'
+import { installCopyMeter, takeCopies, takeMessages } from './copy-meter.ts'
 
 const now = (): number => performance.now()
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where). */
+/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where, and binary messages emitted). */
 async function untilStop (): Promise<void> {
   for await (const line of createInterface({ input: process.stdin })) {
     if (line === 'stop') return
-    if (line === 'copies') process.stdout.write(`COPIES ${JSON.stringify(takeCopies())}\n`)
+    if (line === 'copies') process.stdout.write(`COPIES ${JSON.stringify({ copies: takeCopies(), messages: takeMessages() })}\n`)
   }
 }
 

@@ -213,16 +213,20 @@ export async function copiesBench ({ bytes, record, fmt }: TunnelBenchContext): 
     stops.push(client.proc.stop)
     const ends = await servingWorker()
     stops.push(ends.stop)
-    const copies = async (proc: Proc): Promise<Record<string, number>> => {
+    const copies = async (proc: Proc): Promise<{ copies: Record<string, number>, messages: { messages: number, bytes: number } }> => {
       proc.send('copies')
-      return JSON.parse((await proc.next(/^COPIES /, READY_TIMEOUT_MS)).slice(7)) as Record<string, number>
+      return JSON.parse((await proc.next(/^COPIES /, READY_TIMEOUT_MS)).slice(7)) as { copies: Record<string, number>, messages: { messages: number, bytes: number } }
     }
     await ends.run('tunnelBytes', { port: client.info.port, sinkPort, bytes: COPIES_WARMUP_BYTES, streams: 1 }, RUN_LIMIT_MS)
     await copies(client.proc)
     await copies(target.proc)
     await ends.run('tunnelBytes', { port: client.info.port, sinkPort, bytes, streams: 1 }, RUN_LIMIT_MS)
-    copyRows(`forwarding peer, 1 connection, ${bytes / MiB} MiB`, await copies(client.proc), bytes, record, fmt)
-    copyRows(`target peer, 1 connection, ${bytes / MiB} MiB`, await copies(target.proc), bytes, record, fmt)
+    const label = `1 connection, ${bytes / MiB} MiB`
+    const near = await copies(client.proc)
+    copyRows(`forwarding peer, ${label}`, near.copies, bytes, record, fmt)
+    copyRows(`target peer, ${label}`, (await copies(target.proc)).copies, bytes, record, fmt)
+    const m = near.messages
+    record({ group: 'copies', what: `stream messages sent by the forwarding peer, ${label}`, value: m.messages, unit: 'msgs', note: `${fmt(m.bytes / Math.max(1, m.messages) / 1024)} KiB on average` })
   } finally {
     for (const stop of stops.reverse()) await stop()
   }
