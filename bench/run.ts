@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
 import { formatFigure as fmt, type Row } from './rows.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, startRawRelays, work, type ServerUnderTest } from './procs.ts'
-import { tunnelBench } from './tunnel.ts'
+import { copiesBench, tunnelBench } from './tunnel.ts'
 
 const args = process.argv.slice(2)
 const QUICK = args.includes('--quick')
@@ -193,7 +193,8 @@ const started = Date.now()
 process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
 const scenarios: Array<[string, () => Promise<void>]> = [
   ['joins', joinsBench], ['throughput', throughputBench], ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
-  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, record, fmt }) }]
+  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, record, fmt }) }],
+  ['copies', async () => { await copiesBench({ bytes: SIZE.tunnelBytes, record, fmt }) }]
 ]
 for (const [name, run] of scenarios) {
   if (!wanted(name)) continue

@@ -9,20 +9,25 @@ import { createPeer } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { forward } from '../client/sock/tunnel.node.ts'
+import { installCopyMeter, takeCopies, takeMessages } from './copy-meter.ts'
 
 const now = (): number => performance.now()
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-/** Settles once a line `stop` (or the end) comes on stdin. */
+/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where, and binary messages emitted). */
 async function untilStop (): Promise<void> {
-  for await (const line of createInterface({ input: process.stdin })) if (line === 'stop') return
+  for await (const line of createInterface({ input: process.stdin })) {
+    if (line === 'stop') return
+    if (line === 'copies') process.stdout.write(`COPIES ${JSON.stringify({ copies: takeCopies(), messages: takeMessages() })}\n`)
+  }
 }
 
 /**
  * The far end of a tunnel: a peer whose sock agent connects to `127.0.0.1:sinkPort` for whoever
  * asks. Prints `READY {"peerId"}`; closes on `stop`.
  */
-export async function tunnelTarget (a: { url: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number }): Promise<void> {
+export async function tunnelTarget (a: { url: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number, /** Count copies (`bench/copy-meter.ts`). */ meter?: boolean }): Promise<void> {
+  if (a.meter === true) installCopyMeter()
   const peer = await createPeer({ server: a.url })
   const agent = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${a.sinkPort}`], mux: { windowBytes: a.windowBytes } })
   process.stdout.write(`READY ${JSON.stringify({ peerId: peer.peerId })}\n`)
@@ -33,7 +38,8 @@ export async function tunnelTarget (a: { url: string, sinkPort: number, /** The 
 }
 
 /** The near end: `forward` from a local port to `127.0.0.1:sinkPort` through `target`. Prints `READY {"port"}`; closes on `stop`. */
-export async function tunnelClient (a: { url: string, target: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number }): Promise<void> {
+export async function tunnelClient (a: { url: string, target: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number, /** Count copies (`bench/copy-meter.ts`). */ meter?: boolean }): Promise<void> {
+  if (a.meter === true) installCopyMeter()
   const peer = await createPeer({ server: a.url })
   const agent = createSockAgent(peer, { mux: { windowBytes: a.windowBytes } })
   const tunnel = await forward(agent, { peer: a.target, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: a.sinkPort }, timeoutMs: 10_000 })

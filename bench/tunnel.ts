@@ -179,3 +179,55 @@ export async function tunnelBench ({ bytes, record, fmt }: TunnelBenchContext): 
     for (const stop of stops.reverse()) await stop()
   }
 }
+
+/** Bytes through the forward before the copies are counted (warm code paths, settled batching). */
+const COPIES_WARMUP_BYTES = 8 * MiB
+
+/** Bytes copied on one side of the tunnel, by where, as copies per payload byte: ours (`client/`, `shared/`) and the dependencies'. */
+function copyRows (side: string, copies: Record<string, number>, payload: number, record: (row: Row) => void, fmt: (n: number) => string): void {
+  const entries = Object.entries(copies)
+  const isOurs = (where: string): boolean => /^(client|shared)\//.test(where)
+  const sum = (list: Array<[string, number]>): number => list.reduce((s, [, n]) => s + n, 0)
+  const ours = entries.filter(([w]) => isOurs(w))
+  const theirs = entries.filter(([w]) => !isOurs(w))
+  const detail = (list: Array<[string, number]>): string => list.filter(([, n]) => n / payload >= 0.005).map(([w, n]) => `${w} ${fmt(n / payload)}`).join(', ')
+  record({ group: 'copies', what: `${side}, starsock code`, value: sum(ours) / payload, unit: 'per byte', note: detail(ours) || 'none' })
+  record({ group: 'copies', what: `${side}, dependencies`, value: sum(theirs) / payload, unit: 'per byte', note: detail(theirs) || 'none' })
+}
+
+/**
+ * The `copies` scenario: bytes copied per byte of tunnel payload on the forwarding peer and on the
+ * target peer, each counted in its own process by `bench/copy-meter.ts` while `bytes` go through
+ * one `forward` connection (after a warm-up). Only one direction carries payload (the sink's
+ * answer is 8 bytes).
+ */
+export async function copiesBench ({ bytes, record, fmt }: TunnelBenchContext): Promise<void> {
+  const stops: Array<() => Promise<void>> = []
+  try {
+    const server = await startOurs()
+    stops.push(server.proc.stop)
+    const sinkPort = await freePort()
+    const target = await ready<{ peerId: string }>('tunnelTarget', { url: server.url, sinkPort, meter: true })
+    stops.push(target.proc.stop)
+    const client = await ready<{ port: number }>('tunnelClient', { url: server.url, target: target.info.peerId, sinkPort, meter: true })
+    stops.push(client.proc.stop)
+    const ends = await servingWorker()
+    stops.push(ends.stop)
+    const copies = async (proc: Proc): Promise<{ copies: Record<string, number>, messages: { messages: number, bytes: number } }> => {
+      proc.send('copies')
+      return JSON.parse((await proc.next(/^COPIES /, READY_TIMEOUT_MS)).slice(7)) as { copies: Record<string, number>, messages: { messages: number, bytes: number } }
+    }
+    await ends.run('tunnelBytes', { port: client.info.port, sinkPort, bytes: COPIES_WARMUP_BYTES, streams: 1 }, RUN_LIMIT_MS)
+    await copies(client.proc)
+    await copies(target.proc)
+    await ends.run('tunnelBytes', { port: client.info.port, sinkPort, bytes, streams: 1 }, RUN_LIMIT_MS)
+    const label = `1 connection, ${bytes / MiB} MiB`
+    const near = await copies(client.proc)
+    copyRows(`forwarding peer, ${label}`, near.copies, bytes, record, fmt)
+    copyRows(`target peer, ${label}`, (await copies(target.proc)).copies, bytes, record, fmt)
+    const m = near.messages
+    record({ group: 'copies', what: `stream messages sent by the forwarding peer, ${label}`, value: m.messages, unit: 'msgs', note: `${fmt(m.bytes / Math.max(1, m.messages) / 1024)} KiB on average` })
+  } finally {
+    for (const stop of stops.reverse()) await stop()
+  }
+}

@@ -59,9 +59,26 @@ export class Connection implements AsyncIterable<Uint8Array> {
     }
   }
 
-  /** Send bytes; settles once they are within the other side's window (rejects after close or abort). */
+  /**
+   * Send bytes; settles once they are within the other side's window (rejects after close or
+   * abort). `data` is copied, so the caller may reuse it once this settles.
+   */
   async write (data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
     await this.tx.write(data, options.signal)
+  }
+
+  /**
+   * `write` without the copy, for a caller that gives its buffer up: `data` is handed to the
+   * transport as it is, so it must never be changed afterwards. Up to `chunkBytes` (and half the
+   * other side's window) it goes as one stream message, never cut in two.
+   */
+  async writeOwned (data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.tx.writeOwned(data, options.signal)
+  }
+
+  /** Largest stream message: writes are sent in chunks of at most this many bytes. */
+  get chunkBytes (): number {
+    return this.tx.chunkBytes
   }
 
   /** The next chunk, or `null` once the other side ended cleanly; rejects with its error. */

@@ -11,6 +11,7 @@
  */
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { streamEvent } from '../shared/events.ts'
+import { CreditWindow } from './credit-window.ts'
 import { Waiters } from './waiters.ts'
 
 /** What a stream needs from the connection to the server. */
@@ -34,9 +35,7 @@ export class ReceiveStream {
   private readonly chunks: Uint8Array[] = []
   private readonly waiters = new Waiters()
   private end: true | StarsockError | undefined
-  private unacked = 0
-  /** Bytes received and not yet read. */
-  bufferedBytes = 0
+  private readonly window: CreditWindow
   /** Bytes received in all. */
   receivedBytes = 0
 
@@ -48,7 +47,14 @@ export class ReceiveStream {
     /** Buffered bytes past which the stream fails (a sender that ignores the window). */
     private readonly limitBytes: number,
     private readonly onDone: () => void
-  ) {}
+  ) {
+    this.window = new CreditWindow(windowBytes)
+  }
+
+  /** Bytes received and not yet read. */
+  get bufferedBytes (): number {
+    return this.window.bufferedBytes
+  }
 
   /** Tell the sender we are ready, with our window. */
   open (): void {
@@ -67,9 +73,9 @@ export class ReceiveStream {
     if (bytes === undefined) return this.abort(wireError('E_BAD_REQUEST', 'non-binary chunk'), new StarsockError('E_BAD_REQUEST', 'The sender sent a non-binary chunk'))
     if (bytes.byteLength === 0) return
     this.chunks.push(bytes)
-    this.bufferedBytes += bytes.byteLength
+    this.window.hold(bytes.byteLength)
     this.receivedBytes += bytes.byteLength
-    if (this.bufferedBytes > this.limitBytes) {
+    if (this.window.bufferedBytes > this.limitBytes) {
       return this.abort(wireError('E_LIMIT_BUFFER', 'Receiver buffer full'), new StarsockError('E_LIMIT_BUFFER', `The sender ignored the window: more than ${this.limitBytes} bytes unread`))
     }
     this.waiters.wake()
@@ -91,7 +97,7 @@ export class ReceiveStream {
     if (this.end !== undefined) return
     this.transport.emit(streamEvent('abort', this.id), reason)
     this.chunks.length = 0
-    this.bufferedBytes = 0
+    this.window.clear()
     this.settle(local)
   }
 
@@ -100,21 +106,13 @@ export class ReceiveStream {
     while (this.chunks.length === 0 && this.end === undefined) await this.waiters.wait(signal)
     const chunk = this.chunks.shift()
     if (chunk !== undefined) {
-      this.bufferedBytes -= chunk.byteLength
-      this.grant(chunk.byteLength)
+      this.window.read(chunk.byteLength)
+      const credit = this.end === undefined ? this.window.grant() : 0
+      if (credit > 0) this.transport.emit(streamEvent('credit', this.id), credit)
       return chunk
     }
     if (this.end === true) return null
     throw this.end as StarsockError
-  }
-
-  private grant (bytes: number): void {
-    this.unacked += bytes
-    // Half a window at a time: few credit events, and the sender never runs dry on a fast reader.
-    if (this.unacked >= this.windowBytes / 2 && this.end === undefined) {
-      this.transport.emit(streamEvent('credit', this.id), this.unacked)
-      this.unacked = 0
-    }
   }
 
   private settle (end: true | StarsockError): void {
@@ -130,6 +128,8 @@ export class SendStream {
   private accepted = false
   /** Bytes the receiver still takes; `undefined` for a legacy receiver (no credit). */
   private credit: number | undefined
+  /** The receiver's window, as it announced it (0 for a legacy receiver). */
+  private windowBytes = 0
   private failure: StarsockError | undefined
   private ended = false
   private endSent = false
@@ -141,7 +141,8 @@ export class SendStream {
     private readonly transport: StreamTransport,
     /** Stream id on the wire. */
     readonly id: string,
-    private readonly chunkBytes: number,
+    /** Largest chunk sent as one message. */
+    readonly chunkBytes: number,
     private readonly onDone: () => void
   ) {}
 
@@ -160,6 +161,7 @@ export class SendStream {
     if (this.accepted) return
     this.accepted = true
     this.credit = typeof window === 'number' && window > 0 ? window : undefined
+    this.windowBytes = this.credit ?? 0
     this.waiters.wake()
   }
 
@@ -185,12 +187,27 @@ export class SendStream {
 
   /**
    * Send `data` (split into chunks under the message size); settles once the last chunk is
-   * handed to the transport within the receiver's window. Writes run in call order.
+   * handed to the transport within the receiver's window. Writes run in call order. Each chunk is
+   * a copy: the caller may reuse `data` once this settles, before the transport flushes it.
    */
   write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    return this.queueWrite(data, false, signal)
+  }
+
+  /**
+   * `write` for a caller that gives `data` up (the multiplexer's batches): no copy, the chunks are
+   * views handed to the transport, so `data` must never be changed afterwards. Data of at most
+   * `chunkBytes` and half the receiver's window goes whole, as one message (it waits for credit
+   * for all of it), so a batch of frames is never cut in two.
+   */
+  writeOwned (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    return this.queueWrite(data, true, signal)
+  }
+
+  private queueWrite (data: Uint8Array, owned: boolean, signal?: AbortSignal): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError('data must be a Uint8Array'))
     if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
-    const run = this.queue.then(async () => await this.send(data, signal))
+    const run = this.queue.then(async () => await this.send(data, owned, signal))
     this.queue = run.catch(() => {})
     return run
   }
@@ -218,16 +235,21 @@ export class SendStream {
     this.fail(new StarsockError('E_STREAM_ABORTED', 'Aborted here'))
   }
 
-  private async send (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private async send (data: Uint8Array, owned: boolean, signal?: AbortSignal): Promise<void> {
     let offset = 0
     while (offset < data.byteLength) {
-      while (this.failure === undefined && (!this.accepted || this.credit === 0)) await this.waiters.wait(signal)
+      const rest = data.byteLength - offset
+      // Credit for all of a whole message, unless it may never be free at once: the receiver holds
+      // back up to half its window of credit until it has that much to grant.
+      const whole = owned && rest <= this.chunkBytes && rest <= this.windowBytes / 2 ? rest : 0
+      while (this.failure === undefined && (!this.accepted || this.credit === 0 || (this.credit !== undefined && this.credit < whole))) await this.waiters.wait(signal)
       if (this.failure !== undefined) throw this.failure
       await this.transport.room(signal)
       if (this.failure !== undefined) throw this.failure
       const n = Math.min(data.byteLength - offset, this.chunkBytes, this.credit ?? Infinity)
-      // A copy: the caller may reuse its buffer once the write settles, before the flush.
-      this.transport.emit(streamEvent('queue', this.id), Uint8Array.prototype.slice.call(data, offset, offset + n))
+      // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
+      const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)
+      this.transport.emit(streamEvent('queue', this.id), chunk)
       this.transport.sent(n)
       if (this.credit !== undefined) this.credit -= n
       this.sentBytes += n

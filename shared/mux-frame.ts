@@ -80,7 +80,18 @@ function header (type: FrameType, id: number, length: number, into: Uint8Array):
   view.setUint32(5, length)
 }
 
-/** One frame as bytes. */
+/**
+ * The header of a frame whose payload is `length` bytes: sent before the payload, which stays
+ * where it is (a view), so a frame costs no copy of its payload to build.
+ */
+export function encodeFrameHeader (type: FrameType, id: number, length: number): Uint8Array {
+  if (length > MAX_FRAME_PAYLOAD_BYTES) throw new RangeError(`frame payload of ${length} bytes is over ${MAX_FRAME_PAYLOAD_BYTES}`)
+  const out = new Uint8Array(FRAME_HEADER_BYTES)
+  header(type, id, length, out)
+  return out
+}
+
+/** One frame as bytes, in one buffer (control frames; data goes as `encodeFrameHeader` plus the payload). */
 export function encodeFrame (type: FrameType, id: number, payload: Uint8Array = new Uint8Array(0)): Uint8Array {
   if (payload.byteLength > MAX_FRAME_PAYLOAD_BYTES) throw new RangeError(`frame payload of ${payload.byteLength} bytes is over ${MAX_FRAME_PAYLOAD_BYTES}`)
   const out = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength)

@@ -8,14 +8,19 @@
  * window of unread bytes, so one slow channel never holds up the others.
  */
 import { StarsockError } from '../../shared/errors.ts'
-import { encodeDatagramFrame, encodeFrame, encodeJsonFrame, encodeWindowFrame, FRAME, MAX_DATA_FRAME_BYTES, type SockAddress } from '../../shared/mux-frame.ts'
+import { encodeDatagramFrame, encodeFrame, encodeFrameHeader, encodeJsonFrame, encodeWindowFrame, FRAME, MAX_DATA_FRAME_BYTES, type SockAddress } from '../../shared/mux-frame.ts'
 import { errorToWire, type OpenHeader } from '../../shared/sock-protocol.ts'
+import { CreditWindow } from '../credit-window.ts'
 import { Waiters } from '../waiters.ts'
 
 /** What a channel needs from its multiplexer. */
 export interface ChannelLink {
-  /** Queue a frame; `data` frames respect the output bound, control frames never wait. */
-  send: (frame: Uint8Array) => void
+  /**
+   * Queue a frame: `head` is its header (or a whole control frame), `payload` the bytes after it,
+   * both handed over as they are (never copied here, never changed after). Data frames respect
+   * the output bound, control frames never wait.
+   */
+  send: (head: Uint8Array, payload?: Uint8Array) => void
   /** Settles when the output queue has room for data. */
   room: (signal?: AbortSignal) => Promise<void>
   /** Whether the output queue is over its bound now. */
@@ -112,8 +117,6 @@ export class Channel {
   private readonly readable = new Waiters()
   private readonly writable = new Waiters()
   private credit: number
-  private unacked = 0
-  private buffered = 0
   private remoteEnd: true | StarsockError | undefined
   private localEnd: true | StarsockError | undefined
   private writing: Promise<void> = Promise.resolve()
@@ -123,16 +126,13 @@ export class Channel {
   private readonly droppedBy: DatagramDrops = { credit: 0, queue: 0, window: 0 }
   private finished = false
   private failure: StarsockError | undefined
-  /** The receive window now: it starts at the configured one and grows while the reader keeps up. */
-  private windowBytes: number
-  private grown = 0
+  /** The receive window: it starts at the configured one and grows while the reader keeps up. */
+  private readonly window: CreditWindow
   private resolveClosed!: () => void
   /** Settles once both directions are over (cleanly or not). */
   readonly whenClosed = new Promise<void>((resolve) => { this.resolveClosed = resolve })
 
   private readonly link: ChannelLink
-  /** The window never grows past this. */
-  private readonly maxWindowBytes: number
 
   constructor (init: ChannelInit) {
     this.id = init.id
@@ -140,8 +140,9 @@ export class Channel {
     this.initiator = init.initiator
     this.remotePeer = init.remotePeer
     this.link = init.link
-    this.windowBytes = init.windowBytes
-    this.maxWindowBytes = init.maxWindowBytes ?? init.windowBytes
+    // The window never grows past `maxWindowBytes`, nor a datagram channel's past MAX_DATAGRAM_WINDOW_BYTES.
+    const max = init.maxWindowBytes ?? init.windowBytes
+    this.window = new CreditWindow(init.windowBytes, this.datagrams ? Math.min(max, MAX_DATAGRAM_WINDOW_BYTES) : max)
     this.credit = init.sendWindowBytes
   }
 
@@ -160,16 +161,33 @@ export class Channel {
     return this.failure
   }
 
-  /** Send bytes (reliable channels); settles once they are within the other side's window. */
+  /**
+   * Send bytes (reliable channels); settles once they are within the other side's window. `data`
+   * is copied (the caller may reuse it once this settles, before the bytes are written); a caller
+   * that gives its buffer up uses `writeOwned`.
+   */
   async write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
     if (this.datagrams) throw new TypeError('write() is for reliable channels; use send() for datagrams')
+    await this.queueWrite(data, true, signal)
+  }
+
+  /**
+   * `write` without the copy: `data` is handed over, its frames' payloads are views into it until
+   * they are written, so the caller must never change it afterwards (a buffer read from a socket).
+   */
+  async writeOwned (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    if (this.datagrams) throw new TypeError('write() is for reliable channels; use send() for datagrams')
+    await this.queueWrite(data, false, signal)
+  }
+
+  private async queueWrite (data: Uint8Array, copy: boolean, signal?: AbortSignal): Promise<void> {
     const previous = this.writing
-    const mine = previous.then(async () => await this.writeNow(data, signal))
+    const mine = previous.then(async () => await this.writeNow(data, copy, signal))
     this.writing = mine.catch(() => {})
     await mine
   }
 
-  private async writeNow (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private async writeNow (data: Uint8Array, copy: boolean, signal?: AbortSignal): Promise<void> {
     let at = 0
     while (at < data.byteLength) {
       this.checkWritable()
@@ -186,7 +204,9 @@ export class Channel {
       this.credit -= n
       this.sent += n
       this.link.count('out', n)
-      this.link.send(encodeFrame(FRAME.DATA, this.id, data.subarray(at, at + n)))
+      // Copied frame by frame, as credit allows, so a large write never holds a second copy of itself.
+      const payload = copy ? Uint8Array.prototype.slice.call(data, at, at + n) : data.subarray(at, at + n)
+      this.link.send(encodeFrameHeader(FRAME.DATA, this.id, n), payload)
       at += n
     }
   }
@@ -226,8 +246,8 @@ export class Channel {
     const item = this.queue.shift()
     if (item !== undefined) {
       const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
-      this.buffered -= cost
-      this.grant(cost)
+      this.window.read(cost)
+      this.grant()
       return item
     }
     if (this.remoteEnd === true) return null
@@ -262,7 +282,7 @@ export class Channel {
 
   /** Figures now. */
   stats (): ChannelStats {
-    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.buffered, droppedDatagrams: this.dropped, droppedBy: { ...this.droppedBy } }
+    return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.window.bufferedBytes, droppedDatagrams: this.dropped, droppedBy: { ...this.droppedBy } }
   }
 
   // ---- called by the multiplexer ----
@@ -273,17 +293,17 @@ export class Channel {
     const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
     this.received += item.data.byteLength
     this.link.count('in', item.data.byteLength)
-    if (this.buffered + cost > this.windowBytes) {
+    if (!this.window.fits(cost)) {
       if (this.datagrams) {
         this.droppedBy.window++
         this.dropped++
         this.link.count('dropped', 1)
         return
       }
-      return this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.windowBytes} bytes`))
+      return this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.window.windowBytes} bytes`))
     }
     if (item.data.byteLength === 0 && !this.datagrams) return
-    this.buffered += cost
+    this.window.hold(cost)
     this.queue.push(item)
     this.readable.wake()
   }
@@ -313,7 +333,7 @@ export class Channel {
     if (this.remoteEnd !== true || discard) {
       this.remoteEnd = err
       this.queue.length = 0
-      this.buffered = 0
+      this.window.clear()
     }
     if (this.localEnd === undefined) this.localEnd = err
     this.readable.wake()
@@ -321,23 +341,12 @@ export class Channel {
     this.finish()
   }
 
-  private grant (bytes: number): void {
-    this.unacked += bytes
-    // Half a window at a time: few WINDOW frames, and a fast reader's sender never runs dry.
-    if (this.unacked >= this.windowBytes / 2 && this.remoteEnd === undefined) {
-      // Auto-tuning (as yamux and HTTP/2 do): a reader that has read everything is keeping up, so
-      // the window, not the reader, is what limits the channel: double it, within the
-      // connection's budget. A slow reader always has bytes unread, and its window never grows.
-      let extra = 0
-      const max = this.datagrams ? Math.min(this.maxWindowBytes, MAX_DATAGRAM_WINDOW_BYTES) : this.maxWindowBytes
-      if (this.buffered === 0 && this.windowBytes * 2 <= max && this.link.reserve(this.windowBytes)) {
-        extra = this.windowBytes
-        this.grown += extra
-        this.windowBytes *= 2
-      }
-      this.link.send(encodeWindowFrame(this.id, this.unacked + extra))
-      this.unacked = 0
-    }
+  private grant (): void {
+    if (this.remoteEnd !== undefined) return
+    // Half a window at a time, growing within the connection's budget while the reader keeps up
+    // (a slow reader always has bytes unread, and its window never grows).
+    const credit = this.window.grant((bytes) => this.link.reserve(bytes))
+    if (credit > 0) this.link.send(encodeWindowFrame(this.id, credit))
   }
 
   private settleIfDone (): void {
@@ -347,8 +356,7 @@ export class Channel {
   private finish (): void {
     if (this.finished) return
     this.finished = true
-    this.link.release(this.grown)
-    this.grown = 0
+    this.link.release(this.window.takeGrown())
     this.link.done(this)
     this.resolveClosed()
   }

@@ -19,6 +19,7 @@ import type { Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
 import { Waiters } from '../waiters.ts'
 import { Channel, type ChannelLink } from './channel.ts'
+import { OutputQueue } from './output-queue.ts'
 
 /** Options of a multiplexer. */
 export interface MuxOptions {
@@ -69,6 +70,7 @@ export interface MuxCounters {
 const OUTPUT_HIGH_WATER_BYTES = 512 * 1024
 /** Output queued past this (replies to a peer that does not read) stops the reading, so it cannot grow. */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024
+/** Largest batch of frames written at once; the stream's chunk size caps it too, so a batch is one stream message. */
 const FLUSH_BYTES = 256 * 1024
 /** How long a graceful close waits for queued frames to go out. */
 const CLOSE_FLUSH_MS = 1000
@@ -89,7 +91,7 @@ export class Muxer extends Emitter<MuxEvents> {
   private readonly opening = new Map<number, Pending<Reply>>()
   private readonly offering = new Map<number, Pending<void>>()
   private readonly decoder = new FrameDecoder()
-  private readonly output: Uint8Array[] = []
+  private readonly output = new OutputQueue()
   private readonly roomWaiters = new Waiters()
   private readonly options: Required<Omit<MuxOptions, 'logger'>>
   private readonly logger: Logger
@@ -124,7 +126,7 @@ export class Muxer extends Emitter<MuxEvents> {
     this.ready = new Promise((resolve, reject) => { this.helloSettle = { resolve, reject } })
     this.ready.catch(() => {})
     this.link = {
-      send: (frame) => this.enqueue(frame),
+      send: (head, payload) => this.enqueue(head, payload),
       room: async (signal) => { while (this.queued > OUTPUT_HIGH_WATER_BYTES && this.closedWith === undefined) await this.roomWaiters.wait(signal) },
       full: () => this.queued > OUTPUT_HIGH_WATER_BYTES,
       done: (channel) => { this.channels.delete(channel.id) },
@@ -273,10 +275,10 @@ export class Muxer extends Emitter<MuxEvents> {
     })
   }
 
-  private enqueue (frame: Uint8Array): void {
+  private enqueue (head: Uint8Array, payload?: Uint8Array): void {
     if (this.closedWith !== undefined) return
-    this.output.push(frame)
-    this.queued += frame.byteLength
+    this.output.push(head, payload)
+    this.queued += head.byteLength + (payload?.byteLength ?? 0)
     if (!this.flushing) void this.flush()
   }
 
@@ -284,16 +286,10 @@ export class Muxer extends Emitter<MuxEvents> {
     this.flushing = true
     try {
       while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
-        let size = 0
-        let count = 0
-        while (count < this.output.length && (count === 0 || size + (this.output[count] as Uint8Array).byteLength <= FLUSH_BYTES)) {
-          size += (this.output[count] as Uint8Array).byteLength
-          count++
-        }
-        const batch = this.output.splice(0, count)
-        const bytes = batch.length === 1 ? batch[0] as Uint8Array : concat(batch, size)
-        await this.conn.write(bytes)
-        this.queued -= size
+        // Whole frames, one stream message each batch: the other side never joins a frame's pieces.
+        const batch = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes))
+        await this.conn.writeOwned(batch)
+        this.queued -= batch.byteLength
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
       }
     } catch (err) {
@@ -405,14 +401,4 @@ export class Muxer extends Emitter<MuxEvents> {
     this.handlers.onOffer(id, offer, ac.signal, asking).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
       .finally(() => { this.incomingOffers.delete(id) })
   }
-}
-
-function concat (parts: Uint8Array[], size: number): Uint8Array {
-  const out = new Uint8Array(size)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.byteLength
-  }
-  return out
 }

@@ -56,7 +56,8 @@ export function resetSocket (socket: net.Socket): void {
 export function pipeSocket (socket: net.Socket, channel: Channel): void {
   socket.on('data', (chunk: Buffer) => {
     socket.pause()
-    channel.write(chunk).then(() => socket.resume(), () => resetSocket(socket))
+    // Handed over without a copy: Node gives each chunk read from a socket memory of its own.
+    channel.writeOwned(chunk).then(() => socket.resume(), () => resetSocket(socket))
   })
   socket.on('end', () => { void channel.closeWrite().catch(() => {}) })
   socket.on('error', (err) => channel.abort(new StarsockError('E_STREAM_ABORTED', `socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))

@@ -37,8 +37,8 @@ class FakeLink implements ChannelLink {
   private readonly decoder = new FrameDecoder()
   private roomWaiters: Array<() => void> = []
 
-  send = (bytes: Uint8Array): void => {
-    const frames = this.decoder.push(bytes)
+  send = (head: Uint8Array, payload?: Uint8Array): void => {
+    const frames = this.decoder.push(payload === undefined ? head : concat([head, payload]))
     // A channel hands the link whole frames, one at a time.
     expect(frames).toHaveLength(1)
     expect(this.decoder.bufferedBytes).toBe(0)

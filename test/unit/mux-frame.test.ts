@@ -7,6 +7,7 @@ import {
   decodeWindow,
   encodeDatagramFrame,
   encodeFrame,
+  encodeFrameHeader,
   encodeJsonFrame,
   encodeOpenFrame,
   encodeWindowFrame,
@@ -122,6 +123,15 @@ describe('FRAME', () => {
   })
 })
 
+/** Frames to encode: what, type, id, payload. */
+const ENCODE_CASES: Array<[string, FrameType, number, Uint8Array]> = [
+  ['an empty FIN on id 0', FRAME.FIN, 0, new Uint8Array(0)],
+  ['DATA on the largest id', FRAME.DATA, 0xffffffff, pattern(17)],
+  ['DATA with a length over 16 bits', FRAME.DATA, 0x80000001, pattern(70_000)],
+  ['DATA of the largest payload', FRAME.DATA, 42, pattern(MAX_FRAME_PAYLOAD_BYTES)],
+  ['a payload that is a view into a larger buffer', FRAME.DATA, 8, pattern(100).subarray(10, 30)]
+]
+
 describe('encodeFrame', () => {
   it('lays out type u8, id u32 big-endian, length u32 big-endian, payload', () => {
     expect(Array.from(encodeFrame(FRAME.DATA, 0x01020304, Uint8Array.of(0xaa, 0xbb, 0xcc)))).toEqual([
@@ -132,13 +142,7 @@ describe('encodeFrame', () => {
     ])
   })
 
-  it.each<[string, FrameType, number, Uint8Array]>([
-    ['an empty FIN on id 0', FRAME.FIN, 0, new Uint8Array(0)],
-    ['DATA on the largest id', FRAME.DATA, 0xffffffff, pattern(17)],
-    ['DATA with a length over 16 bits', FRAME.DATA, 0x80000001, pattern(70_000)],
-    ['DATA of the largest payload', FRAME.DATA, 42, pattern(MAX_FRAME_PAYLOAD_BYTES)],
-    ['a payload that is a view into a larger buffer', FRAME.DATA, 8, pattern(100).subarray(10, 30)]
-  ])('encodes %s', (_, type, id, payload) => {
+  it.each(ENCODE_CASES)('encodes %s', (_, type, id, payload) => {
     const bytes = encodeFrame(type, id, payload)
     expect(bytes.byteLength).toBe(FRAME_HEADER_BYTES + payload.byteLength)
     expect(referenceDecode(bytes)).toEqual([{ type, id, payload: hex(payload) }])
@@ -147,6 +151,20 @@ describe('encodeFrame', () => {
   it('refuses a payload over MAX_FRAME_PAYLOAD_BYTES', () => {
     expect(() => encodeFrame(FRAME.DATA, 1, new Uint8Array(MAX_FRAME_PAYLOAD_BYTES + 1)))
       .toThrow(new RangeError(`frame payload of ${MAX_FRAME_PAYLOAD_BYTES + 1} bytes is over ${MAX_FRAME_PAYLOAD_BYTES}`))
+  })
+})
+
+describe('encodeFrameHeader', () => {
+  it.each(ENCODE_CASES)('followed by the payload, is encodeFrame of %s', (_, type, id, payload) => {
+    const head = encodeFrameHeader(type, id, payload.byteLength)
+    expect(head.byteLength).toBe(FRAME_HEADER_BYTES)
+    expect(hex(concat([head, payload]))).toBe(hex(encodeFrame(type, id, payload)))
+  })
+
+  it('refuses a length over MAX_FRAME_PAYLOAD_BYTES and an id that is not a u32', () => {
+    expect(() => encodeFrameHeader(FRAME.DATA, 1, MAX_FRAME_PAYLOAD_BYTES + 1))
+      .toThrow(new RangeError(`frame payload of ${MAX_FRAME_PAYLOAD_BYTES + 1} bytes is over ${MAX_FRAME_PAYLOAD_BYTES}`))
+    expect(() => encodeFrameHeader(FRAME.DATA, 2 ** 32, 0)).toThrow(new RangeError(`frame id ${2 ** 32} is not a u32`))
   })
 })
 

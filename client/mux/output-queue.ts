@@ -1,0 +1,71 @@
+/**
+ * The frames a multiplexer has yet to write, each kept as its header and its payload (a view,
+ * not a copy), taken out as messages of whole frames.
+ *
+ * A message is what the connection carries as one stream message, so it never ends inside a
+ * frame (the other side decodes every frame from one message, as views, without joining pieces)
+ * and never exceeds the limit it is taken with (the stream's chunk size). Joining a message's
+ * parts is the one copy a frame costs on its way out; a message of one part goes as it is.
+ */
+
+interface QueuedFrame {
+  head: Uint8Array
+  payload: Uint8Array | undefined
+  bytes: number
+}
+
+/** Frames waiting to be written, in order. */
+export class OutputQueue {
+  private readonly frames: QueuedFrame[] = []
+  private bytes = 0
+
+  /** Frames waiting. */
+  get length (): number {
+    return this.frames.length
+  }
+
+  /** Bytes waiting. */
+  get byteLength (): number {
+    return this.bytes
+  }
+
+  /**
+   * Queue a frame: `head` is its header (or a whole small frame), `payload` the bytes that follow
+   * it. Both are kept as they are, so the caller must not change them afterwards.
+   */
+  push (head: Uint8Array, payload?: Uint8Array): void {
+    const bytes = head.byteLength + (payload?.byteLength ?? 0)
+    this.frames.push({ head, payload: payload !== undefined && payload.byteLength > 0 ? payload : undefined, bytes })
+    this.bytes += bytes
+  }
+
+  /**
+   * The next message: as many whole frames as fit in `limitBytes`, joined into a new buffer the
+   * caller owns; a first frame over the limit goes alone (the stream then splits it). Empty when
+   * nothing waits.
+   */
+  take (limitBytes: number): Uint8Array {
+    let size = 0
+    let count = 0
+    for (const frame of this.frames) {
+      if (count > 0 && size + frame.bytes > limitBytes) break
+      size += frame.bytes
+      count++
+    }
+    const taken = this.frames.splice(0, count)
+    this.bytes -= size
+    const only = taken[0]
+    if (count === 1 && only !== undefined && only.payload === undefined) return only.head
+    const out = new Uint8Array(size)
+    let at = 0
+    for (const frame of taken) {
+      out.set(frame.head, at)
+      at += frame.head.byteLength
+      if (frame.payload !== undefined) {
+        out.set(frame.payload, at)
+        at += frame.payload.byteLength
+      }
+    }
+    return out
+  }
+}

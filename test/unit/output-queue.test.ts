@@ -1,0 +1,66 @@
+import { describe, expect, it } from 'vitest'
+import { OutputQueue } from '../../client/mux/output-queue.ts'
+import { encodeFrame, encodeFrameHeader, encodeJsonFrame, FRAME, FRAME_HEADER_BYTES, FrameDecoder } from '../../shared/mux-frame.ts'
+
+function pattern (n: number, seed = 0): Uint8Array {
+  const out = new Uint8Array(n)
+  for (let i = 0; i < n; i++) out[i] = (i * 7 + seed) & 0xff
+  return out
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
+
+/** Take every message out of `queue` at `limit`. */
+function drain (queue: OutputQueue, limit: number): Uint8Array[] {
+  const out: Uint8Array[] = []
+  while (queue.length > 0) out.push(queue.take(limit))
+  return out
+}
+
+describe('OutputQueue', () => {
+  // [what, DATA payload sizes queued, limit, the frames in each message]
+  it.each<[string, number[], number, number[]]>([
+    ['one frame under the limit', [100], 1000, [1]],
+    ['frames that fit together', [100, 200, 300], 1000, [3]],
+    ['a frame that would cross the limit starts the next message', [500, 500, 10], 1000, [1, 2]],
+    ['frames exactly at the limit', [491, 491], 1000, [2]],
+    ['one byte over the limit', [491, 492], 1000, [1, 1]],
+    ['a first frame over the limit goes alone', [2000, 10, 10], 1000, [1, 2]],
+    ['64 KiB DATA frames under a 128 KiB chunk', [65536, 65536, 65536], 128 * 1024, [1, 1, 1]],
+    ['empty frames (FIN)', [0, 0, 0], 20, [2, 1]]
+  ])('%s', (_, sizes, limit, perMessage) => {
+    const queue = new OutputQueue()
+    const payloads = sizes.map((n, i) => pattern(n, i))
+    for (const [i, p] of payloads.entries()) queue.push(encodeFrameHeader(FRAME.DATA, 2 * i + 1, p.byteLength), p)
+    expect(queue.byteLength).toBe(sizes.reduce((a, n) => a + n + FRAME_HEADER_BYTES, 0))
+    const messages = drain(queue, limit)
+    expect(queue.byteLength).toBe(0)
+    const decoder = new FrameDecoder()
+    const counts = messages.map((m, i) => {
+      if (perMessage[i] !== 1) expect(m.byteLength, `message ${i} size`).toBeLessThanOrEqual(limit)
+      const frames = decoder.push(m)
+      // Whole frames only: nothing of a frame is left for the next message.
+      expect(decoder.bufferedBytes, `bytes of message ${i} left undecoded`).toBe(0)
+      return frames.length
+    })
+    expect(counts).toEqual(perMessage)
+    const reference = payloads.map((p, i) => hex(encodeFrame(FRAME.DATA, 2 * i + 1, p))).join('')
+    expect(messages.map(hex).join('')).toBe(reference)
+  })
+
+  it('hands a lone control frame on as it is, and joins a header and its payload into a new buffer', () => {
+    const queue = new OutputQueue()
+    const control = encodeJsonFrame(FRAME.REPLY, 3, {})
+    queue.push(control)
+    expect(queue.take(1000)).toBe(control)
+    const payload = pattern(50)
+    queue.push(encodeFrameHeader(FRAME.DATA, 5, 50), payload)
+    const message = queue.take(1000)
+    expect(message.buffer).not.toBe(payload.buffer)
+    expect(hex(message)).toBe(hex(encodeFrame(FRAME.DATA, 5, payload)))
+  })
+
+  it('gives an empty message when nothing waits', () => {
+    expect(new OutputQueue().take(1000).byteLength).toBe(0)
+  })
+})
