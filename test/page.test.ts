@@ -217,8 +217,19 @@ describe('the browser page in real Chromium', () => {
     await peerIdOf(a)
     await pick(a, idB)
     await a.setInputFiles('#file-input', { name: 'huge.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(32 * 1024 * 1024, 1) })
+    // The receiver's Cancel is pressed the moment its row appears, while bytes still flow: a click
+    // from the test could come after a fast transfer had finished (and the button was disabled).
+    await b.evaluate(() => {
+      const list = document.getElementById('transfers') as HTMLElement
+      new MutationObserver((_, observer) => {
+        const button = list.querySelector<HTMLButtonElement>('li[data-direction="from"] button')
+        if (button === null) return
+        observer.disconnect()
+        button.click()
+      }).observe(list, { childList: true, subtree: true })
+    })
     await a.click('#file-form button[type=submit]')
-    await b.locator('#transfers li[data-direction="from"] button').click({ timeout: 20_000 })
+    await b.locator('#transfers li[data-direction="from"]').waitFor({ timeout: 20_000 })
     await b.locator('#transfers li[data-direction="from"][data-state="failed"]').waitFor({ timeout: 10_000 })
     await a.locator('#transfers li[data-direction="to"][data-state="failed"]').waitFor({ timeout: 10_000 })
     expect(await a.locator('#transfers li[data-direction="to"] .result').innerText()).toContain('Cancelled by the receiver')
