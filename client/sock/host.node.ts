@@ -48,7 +48,7 @@ export function resetSocket (socket: net.Socket): void {
 
 /**
  * Pipe a TCP socket and a reliable channel both ways until both ends are over: half-closes pass
- * through as half-closes (a FIN only for the other side's FIN), an error on one side aborts the
+ * through as half-closes (a FIN only for the other side's FIN, never for a reset), an error on one side aborts the
  * other, and a channel that fails (reset, killed, connection to the peer or the server lost)
  * resets the socket. The socket is paused while the channel has no credit, and the channel is
  * not read while the socket's buffer is full.
@@ -58,7 +58,16 @@ export function pipeSocket (socket: net.Socket, channel: Channel): void {
     socket.pause()
     channel.write(chunk).then(() => socket.resume(), () => resetSocket(socket))
   })
-  socket.on('end', () => { void channel.closeWrite().catch(() => {}) })
+  // libuv reports a reset that arrives behind unread bytes (the socket was paused for want of
+  // credit) as a plain end: a zero-length write tells them apart (it fails with ECONNRESET or EPIPE
+  // on a reset connection, and goes through after a FIN), so a reset is never passed on as a FIN.
+  socket.on('end', () => {
+    if (socket.destroyed || socket.writableEnded) return void channel.closeWrite().catch(() => {})
+    socket.write(new Uint8Array(0), (err) => {
+      if (err !== undefined && err !== null) channel.abort(new StarsockError('E_STREAM_ABORTED', `socket reset: ${(err as NodeJS.ErrnoException).code ?? err.message}`))
+      else void channel.closeWrite().catch(() => {})
+    })
+  })
   socket.on('error', (err) => channel.abort(new StarsockError('E_STREAM_ABORTED', `socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
   // A reset or a kill ends the socket at once, even one whose reader is stuck.
   void channel.whenClosed.then(() => { if (channel.error !== undefined) resetSocket(socket) })
