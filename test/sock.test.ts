@@ -197,6 +197,49 @@ describe('sock channels and tunnels through a real server', () => {
     conn.abort()
   })
 
+  it('an offer the peer does not understand is refused alone (E_UNSUPPORTED); the connection and the next offer on it go on', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const newer = await createPeer({ server: server.url() })
+    cleanup.push({ close: async () => await newer.close() })
+    await waitFor('the newer peer to know the target', () => newer.peers().some((p) => p.peerId === target.peer.peerId))
+    const conn = await newer.dial(target.peer.peerId)
+    await conn.write(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: 256 * 1024, offers: ['connect', 'teleport'] }))
+    await conn.write(encodeJsonFrame(FRAME.OFFER, 1, { kind: 'teleport', proto: 'tcp', host: '127.0.0.1', port: 1, name: 'newer' }))
+    await conn.write(encodeJsonFrame(FRAME.OFFER, 3, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: 'after' }))
+    const replies = new Map<number, unknown>()
+    const decoder = new FrameDecoder()
+    const reading = (async () => {
+      for await (const chunk of conn) {
+        for (const frame of decoder.push(chunk)) if (frame.type === FRAME.OFFER_REPLY) replies.set(frame.id, decodeJson(frame))
+        if (replies.size === 2) return
+      }
+    })()
+    await within('answers to both offers', reading, 5000)
+    expect(replies.get(1)).toEqual({ error: { code: 'E_UNSUPPORTED', message: 'offer not understood: offer kind must be connect, bind, accept or file' } })
+    expect(replies.get(3)).toEqual({})
+    conn.abort()
+  })
+
+  it('offerFile to a peer whose HELLO does not list file offers (an older one) is refused here with E_UNSUPPORTED; no offer is sent', async () => {
+    const sender = await agent()
+    const older = await createPeer({ server: server.url() })
+    cleanup.push({ close: async () => await older.close() })
+    const seen: number[] = []
+    older.handle((conn) => {
+      void conn.write(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: 256 * 1024 }))
+      const decoder = new FrameDecoder()
+      void (async () => { for await (const chunk of conn) for (const frame of decoder.push(chunk)) seen.push(frame.type) })().catch(() => {})
+    })
+    await waitFor('the sender to know the older peer', () => sender.peer.peers().some((p) => p.peerId === older.peerId))
+    const err = await rejection(sender.offerFile(older.peerId, { name: 'a.txt', size: 10, timeoutMs: 5000 }))
+    expect(err.code).toBe('E_UNSUPPORTED')
+    expect(err.message).toBe(`${older.peerId} does not take file offers (an older starsock?)`)
+    await new Promise((resolve) => setTimeout(resolve, 200)) // a frame sent anyway would have arrived
+    expect(seen).toEqual([FRAME.HELLO])
+  })
+
   it.each(['target', 'requester'] as const)('a kill from the %s closes every connection of the mapping', async (killer) => {
     const echo = await tcpEcho()
     cleanup.push(echo)
