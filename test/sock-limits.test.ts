@@ -195,6 +195,28 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
     expect(withRule.stats().refused).toEqual({ E_LIMIT_FILE_SIZE: 1, E_LIMIT_FILE_QUOTA: 1 })
   })
 
+  it('a file quota is charged what arrived once the file is over: offers that send nothing do not lock files out for others', async () => {
+    const onFile = (channel: Channel): void => { void (async () => { for await (const _ of channel) {} await channel.closeWrite() })().catch(() => {}) }
+    const receiver = await fresh({ allow: ['file:*'], files: { onFile, quotaBytesTotal: 300_000 } })
+    const idle = await fresh()
+    for (const name of ['one.bin', 'two.bin']) {
+      const channel = await idle.offerFile(receiver.peer.peerId, { name, size: 120_000 })
+      await channel.closeWrite() // not a byte sent
+    }
+    await waitFor('the idle sender\'s file mappings to end at the receiver', () => receiver.mappings().length === 0, 5000)
+    // Charged 64 KiB each now (the minimum), not 120,000 bytes each: 120,000 more fit in 300,000.
+    const other = await fresh()
+    const data = Buffer.from(testBytes(120_000))
+    const channel = await other.offerFile(receiver.peer.peerId, { name: 'real.bin', size: data.byteLength })
+    await channel.write(data)
+    await channel.closeWrite()
+    await waitFor('the real file\'s mapping to end at the receiver', () => receiver.mappings().length === 0, 5000)
+    // That one arrived whole: it counts all its bytes, so the total is full for another file of that size.
+    const more = await rejection(other.offerFile(receiver.peer.peerId, { name: 'more.bin', size: 120_000 }))
+    expect(more.code).toBe('E_LIMIT_FILE_QUOTA')
+    expect(receiver.stats().refused).toEqual({ E_LIMIT_FILE_QUOTA: 1 })
+  })
+
   it('a file channel needs its own granted offer: none, another kind\'s, or one used already are refused', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

@@ -18,6 +18,7 @@ import { Muxer, type MuxOptions } from '../mux/muxer.ts'
 import type { StarsockPeer } from '../peer.ts'
 import { bounded } from '../waiters.ts'
 import { addDrops, Mapping } from './mapping.ts'
+import { FileQuota } from './file-quota.ts'
 
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
@@ -87,7 +88,7 @@ export interface FileReceiverOptions {
   onFile: (channel: Channel, mapping: Mapping) => void
   /** Largest file taken; a larger offer is refused with `E_LIMIT_FILE_SIZE` before anyone is asked. @default 1 GiB */
   maxFileBytes?: number
-  /** Bytes of files one peer may have granted within `quotaWindowMs` (each file counts at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
+  /** Bytes of files one peer may have granted within `quotaWindowMs` (a file counts its offered size until its mapping ends, then the bytes that arrived, at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
   quotaBytesPerPeer?: number
   /** Bytes of files all peers together may have granted within `quotaWindowMs` (identities are free). @default 16 GiB */
   quotaBytesTotal?: number
@@ -217,7 +218,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly maxChannelsTotal: number
   private readonly files: Required<FileReceiverOptions> | undefined
   /** Bytes of files granted, by peer, within the quota window. */
-  private readonly fileGrants: Array<{ peerId: string, at: number, bytes: number }> = []
+  private readonly fileQuota: FileQuota | undefined
   private readonly refused: Partial<Record<ErrorCode, number>> = {}
   private closed = false
   /** Counters of connections already closed, so the totals never go back. */
@@ -250,6 +251,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       for (const name of ['maxFileBytes', 'quotaBytesPerPeer', 'quotaBytesTotal', 'quotaWindowMs'] as const) {
         if (!Number.isSafeInteger(this.files[name]) || this.files[name] < 0) throw new RangeError(`files.${name} must be a non-negative integer`)
       }
+      this.fileQuota = new FileQuota(this.files.quotaWindowMs)
     }
     peer.handle((conn) => { this.adopt(conn) })
   }
@@ -419,14 +421,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
       const { maxFileBytes, quotaBytesPerPeer, quotaBytesTotal, quotaWindowMs } = this.files
       if (size > maxFileBytes) return this.limited(peerId, 'E_LIMIT_FILE_SIZE', 'file-size', `${formatSize(size)} is over the ${formatSize(maxFileBytes)} this peer takes in one file`)
-      const since = Date.now() - quotaWindowMs
-      while (this.fileGrants.length > 0 && (this.fileGrants[0] as { at: number }).at < since) this.fileGrants.shift()
-      let mine = 0
-      let all = 0
-      for (const g of this.fileGrants) {
-        all += g.bytes
-        if (g.peerId === peerId) mine += g.bytes
-      }
+      const { mine, all } = (this.fileQuota as FileQuota).used(peerId)
       const minutes = Math.round(quotaWindowMs / 60_000)
       if (mine + charge > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
       if (all + charge > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
@@ -516,11 +511,17 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     const mapping = this.track(mux, id, offer, false)
     if (offer.kind === 'file') {
-      this.fileGrants.push({ peerId, at: Date.now(), bytes: Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES) })
+      // Charged its size while it may come; once over, what arrived (at least the minimum charge),
+      // so offers that send nothing do not lock files out for everyone for the whole window.
+      const quota = this.fileQuota as FileQuota
+      const charge = quota.charge(peerId, Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
       // A granted file that never comes must not hold its place under the limits.
       const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
       timer.unref?.()
-      mapping.on('close', () => clearTimeout(timer))
+      mapping.on('close', () => {
+        clearTimeout(timer)
+        quota.settle(charge, Math.max(mapping.stats().bytesIn, FILE_QUOTA_MIN_CHARGE_BYTES))
+      })
     }
   }
 
