@@ -407,15 +407,40 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   /** The limit an offer from `peerId` would break now, if any (checked before and after a person answers). */
   private overLimit (peerId: string, offer: Offer): StarsockError | undefined {
+    // A bind that may take back a lease of its own is not counted twice: it adds nothing while the
+    // lease is there (`bindNow` checks again if it binds afresh after all).
+    const reclaim = offer.kind === 'bind' && this.ownLease(peerId, offer) ? 1 : 0
+    return this.overTotals(peerId, offer, -reclaim) ?? this.overFileLimit(peerId, offer)
+  }
+
+  /**
+   * The limit `offer` breaks with the counts as they are plus `extra` (0 before a grant, -1 for a
+   * lease it takes back; after a grant the mapping is counted already, so 1 must still fit: -1).
+   */
+  private overTotals (peerId: string, offer: Offer, extra: number): StarsockError | undefined {
     // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
-    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length
+    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length + extra
     if (held >= this.maxMappingsPerPeer) return this.limited(peerId, 'E_LIMIT_MAPPINGS', 'peer-mappings', `Peer ${peerId} already holds ${held} mappings here (at most ${this.maxMappingsPerPeer} per peer)`)
-    const total = this.grantedTotal()
+    const total = this.grantedTotal() + extra
     if (total >= this.maxMappingsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'mappings', `This peer runs ${total} mappings for other peers, its total for all peers together (maxMappingsTotal ${this.maxMappingsTotal}); try later`)
     if (offer.kind === 'bind') {
-      const ports = this.boundPorts()
+      const ports = this.boundPorts() + extra
       if (ports >= this.maxBoundPortsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'ports', `This peer listens on ${ports} ports for other peers, its total for all peers together (maxBoundPortsTotal ${this.maxBoundPortsTotal}); try later`)
     }
+    return undefined
+  }
+
+  /** Whether `peerId` holds a lease a bind `offer` of it may take back (same proto and host; same port unless it asks for 0). */
+  private ownLease (peerId: string, offer: Offer): boolean {
+    const prefix = `${peerId}|${offer.proto}|${offer.host}|`
+    for (const key of this.leases.keys()) {
+      if (key === prefix + String(offer.port) || (offer.port === 0 && key.startsWith(prefix))) return true
+    }
+    return false
+  }
+
+  /** The file limits an offer from `peerId` would break now, if any. */
+  private overFileLimit (peerId: string, offer: Offer): StarsockError | undefined {
     if (offer.kind === 'file' && this.files !== undefined) {
       const size = offer.size ?? 0
       const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
@@ -622,6 +647,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease taken back')
       this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'taken' })
     } else {
+      // Granted as taking back a lease that is not there (expired, or another port): the totals
+      // must hold with this port added.
+      const over = this.overTotals(mapping.peerId, offer, -1)
+      if (over !== undefined) throw over
       const fresh: BindState = { key: '', peerId: mapping.peerId, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
         openAccept: async (src) => {
