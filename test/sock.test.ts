@@ -2,6 +2,7 @@ import net from 'node:net'
 import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
+import { createIdentity } from '../client/identity.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
@@ -282,6 +283,46 @@ describe('sock channels and tunnels through a real server', () => {
       const expected = new Set(sent.map((d) => d.toString('hex')))
       for (const d of c.got) expect(expected.has(d.toString('hex'))).toBe(true)
     }
+  })
+
+  it('a UDP forward whose peer is away drops datagrams at once (counted as open), asks only by its recovery loop, tells one error; back when the peer is', async () => {
+    const echo = await udpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const targetPeer = await createPeer({ server: server.url(), identity })
+    const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.port}`] })
+    const client = await agent()
+    const fwd = await forward(client, { peer: targetPeer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(fwd)
+    const c = await udpClient()
+    cleanup.push(c)
+    c.socket.send(Buffer.from('before'), fwd.address.port, '127.0.0.1')
+    await waitFor('the first echo', () => c.got.length === 1)
+    let asked = 0
+    const connect = client.connect.bind(client)
+    client.connect = async (...args) => { asked++; return await connect(...args) } // counts the offers, then asks for real
+    const errors: string[] = []
+    fwd.on('error', (e) => errors.push(e.code))
+    await target.close()
+    await targetPeer.close()
+    await waitFor('the forward to be away', () => fwd.state === 'away')
+    const sent = 1000
+    for (let i = 0; i < sent; i++) {
+      c.socket.send(Buffer.from(`away ${i}`), fwd.address.port, '127.0.0.1')
+      if (i % 10 === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    await waitFor('every datagram sent while away to be dropped and counted', () => fwd.stats().droppedBy.open === sent, 5000)
+    // Only the recovery loop asks (with backoff, about once per 5 s at most): not once per datagram.
+    expect(asked).toBeLessThanOrEqual(8)
+    expect(errors.length).toBe(1)
+
+    // The peer comes back with the same identity: the tunnel recovers, and the source sends at once.
+    const backPeer = await createPeer({ server: server.url(), identity })
+    const back = createSockAgent(backPeer, { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.port}`] })
+    cleanup.push({ close: async () => { await back.close(); await backPeer.close() } })
+    await waitFor('the forward to be up again', () => fwd.state === 'up', 10_000)
+    c.socket.send(Buffer.from('after'), fwd.address.port, '127.0.0.1')
+    await waitFor('an echo after the peer is back', () => c.got.some((d) => d.toString() === 'after'), 5000)
   })
 
   it('UDP under overload: datagrams that do not fit are dropped and counted, never queued without bound', async () => {

@@ -92,6 +92,8 @@ const LOCAL_CONNECT_TIMEOUT_MS = 10_000
 /** First and largest pause between two attempts to get a lost mapping back. */
 const RECOVER_DELAY_MS = 250
 const RECOVER_DELAY_MAX_MS = 5000
+/** How long a UDP source whose channel could not be opened stays dropped before it is tried again. */
+export const UDP_OPEN_RETRY_MS = 1000
 /** Errors after which asking again is pointless: a person or a rule said no, or it cannot work. */
 const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED'])
 
@@ -104,6 +106,8 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected current: Mapping | undefined
   protected stopped = false
   private awayWith: StarsockError | undefined
+  /** An 'error' was emitted for a connection refused during this away period (one per period). */
+  private awayReported = false
   private recovering = false
   /** Ends the recovery loop's current pause (the peer is back, or the tunnel stops). */
   private wakeRecovery: (() => void) | undefined
@@ -161,6 +165,21 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     if (error.code === 'E_DENIED' || error.code === 'E_KILLED') this.stop(error)
   }
 
+  /** Like `failed`, but while the tunnel is away only the first failure is told ('error'); the rest are counted. */
+  protected failedOnce (err: unknown): void {
+    if (this.state !== 'away') return this.failed(err)
+    if (this.awayReported) return this.counted('failures')
+    this.awayReported = true
+    this.failed(err)
+  }
+
+  /** While away: the error a new connection or UDP source gets at once (the recovery loop does the asking). */
+  protected awayError (): StarsockError | undefined {
+    const away = this.awayWith
+    if (away === undefined || this.stopped) return undefined
+    return new StarsockError(away.code, `${this.options.peer} is away (${away.message}); the tunnel asks again by itself`)
+  }
+
   /** Ask for a mapping (a forward's connect, an expose's bind), again after a drop. */
   protected abstract restore (): Promise<unknown>
 
@@ -173,6 +192,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     }
     this.current = mapping
     this.awayWith = undefined
+    this.awayReported = false
     mapping.on('close', (err) => {
       const s = mapping.stats()
       this.totals.bytesIn += s.bytesIn
@@ -257,6 +277,8 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
 interface UdpSource {
   channel: Channel | undefined
+  /** Its channel could not be opened: its datagrams are dropped (`open`) until then, and it is tried again after. */
+  failedUntil: number | undefined
   /** Datagrams that came while the channel opened, and their cost in credit. */
   pending: Uint8Array[]
   pendingBytes: number
@@ -272,9 +294,14 @@ class UdpSources {
   send (src: SockAddress, data: Uint8Array, open: () => Promise<Channel>, onChannel: (channel: Channel) => void): void {
     const key = `${src.ip}|${src.port}`
     let entry = this.map.get(key)
+    if (entry?.failedUntil !== undefined) {
+      if (Date.now() < entry.failedUntil) return this.onDrop('open', 1)
+      this.forget(key)
+      entry = undefined
+    }
     if (entry === undefined && this.map.size >= MAX_UDP_SOURCES) return this.onDrop('sources', 1)
     if (entry === undefined) {
-      const fresh: UdpSource = { channel: undefined, pending: [], pendingBytes: 0, timer: undefined }
+      const fresh: UdpSource = { channel: undefined, failedUntil: undefined, pending: [], pendingBytes: 0, timer: undefined }
       entry = fresh
       this.map.set(key, fresh)
       open().then((channel) => {
@@ -287,7 +314,14 @@ class UdpSources {
         void channel.whenClosed.then(() => { if (this.map.get(key) === fresh) this.forget(key) })
       }, () => {
         this.onDrop('open', fresh.pending.length)
-        this.forget(key)
+        fresh.pending = []
+        fresh.pendingBytes = 0
+        if (this.map.get(key) !== fresh) return
+        // Kept as failed for a while: a source that sends on must not ask again per datagram.
+        fresh.failedUntil = Date.now() + UDP_OPEN_RETRY_MS
+        clearTimeout(fresh.timer)
+        fresh.timer = setTimeout(() => { if (this.map.get(key) === fresh) this.forget(key) }, UDP_OPEN_RETRY_MS)
+        fresh.timer.unref?.()
       })
     }
     if (entry.channel !== undefined) entry.channel.send(data)
@@ -306,6 +340,11 @@ class UdpSources {
     if (entry === undefined) return
     clearTimeout(entry.timer)
     this.map.delete(key)
+  }
+
+  /** Forget the sources that failed: the mapping is back, they may open at once. */
+  retryFailed (): void {
+    for (const [key, entry] of this.map) if (entry.failedUntil !== undefined) this.forget(key)
   }
 
   clear (): void {
@@ -348,6 +387,9 @@ export class Forward extends Tunnel {
   }
 
   private async open (src: SockAddress): Promise<Channel> {
+    // While away, the recovery loop asks (with backoff): traffic must not ask once per connection or datagram.
+    const away = this.awayError()
+    if (away !== undefined) throw away
     const mapping = await this.mapping()
     this.counted('connections')
     this.emit('connection', { src })
@@ -358,7 +400,7 @@ export class Forward extends Tunnel {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
       this.open({ ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
-        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failed(err) })
+        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
     })
     this.server = server
     this.address = await listenTcp(server, listen.ip, listen.port)
@@ -369,9 +411,10 @@ export class Forward extends Tunnel {
     this.udp = socket
     const sources = new UdpSources(this.udpIdleMs, (cause, n) => this.droppedHere(cause, n))
     this.sources = sources
+    this.on('mapping', () => sources.retryFailed())
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
-      sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failed(err); throw err }), (channel) => {
+      sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failedOnce(err); throw err }), (channel) => {
         void forEachDatagram(channel, (item) => socket.send(item.data, src.port, src.ip))
       })
     })
