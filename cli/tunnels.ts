@@ -94,7 +94,8 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
   await stopAgent(agent)
   // A tunnel fails too when its peer is displaced: the identity line says why.
   const why = agent.peer.closedBy
-  if (outcome !== undefined) throw why !== undefined ? identityError(why, flags.key) : outcome
+  // A signal aborts the tunnel too (E_ABORTED): that is the clean way out.
+  if (outcome !== undefined && !stopping.signal.aborted) throw why !== undefined ? identityError(why, flags.key) : outcome
   return 0
 }
 

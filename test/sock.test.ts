@@ -325,6 +325,27 @@ describe('sock channels and tunnels through a real server', () => {
     await waitFor('an echo after the peer is back', () => c.got.some((d) => d.toString() === 'after'), 5000)
   })
 
+  it('a tunnel whose peer is away stops when its agent closes or its signal aborts (no recovery loop left running)', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const targetPeer = await createPeer({ server: server.url() })
+    const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`, 'bind/tcp:127.0.0.1:0'] })
+    const client = await agent()
+    const ac = new AbortController()
+    const bySignal = await forward(client, { peer: targetPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port }, signal: ac.signal })
+    const byClose = await forward(client, { peer: targetPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    const exposed = await expose(client, { peer: targetPeer.peerId, host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
+    await target.close()
+    await targetPeer.close()
+    await waitFor('the tunnels to be away', () => [bySignal, byClose, exposed].every((t) => t.state === 'away'))
+    ac.abort()
+    expect((await within('the forward to stop on its signal', bySignal.done, 2000))?.code).toBe('E_ABORTED')
+    expect(byClose.state).toBe('away')
+    await client.close()
+    for (const t of [byClose, exposed]) expect((await within('the tunnel to stop with its agent', t.done, 2000))?.code).toBe('E_ABORTED')
+    expect([bySignal, byClose, exposed].map((t) => t.state)).toEqual(['closed', 'closed', 'closed'])
+  })
+
   it('UDP under overload: datagrams that do not fit are dropped and counted, never queued without bound', async () => {
     const echo = await udpEcho()
     cleanup.push(echo)

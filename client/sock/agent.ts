@@ -151,6 +151,8 @@ export interface SockAgentEvents extends Record<string, unknown> {
   lease: { peerId: string, port: number, state: 'held' | 'taken' | 'expired' }
   /** A limit refused an offer or a channel (also counted in `stats().refused`). */
   limit: LimitRefusal
+  /** `close()` was called: the agent takes and asks nothing more (tunnels on it stop). */
+  close: undefined
 }
 
 /** Figures of a sock agent. */
@@ -221,6 +223,11 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly fileQuota: FileQuota | undefined
   private readonly refused: Partial<Record<ErrorCode, number>> = {}
   private closed = false
+
+  /** Whether `close()` was called. */
+  get isClosed (): boolean {
+    return this.closed
+  }
   /** Counters of connections already closed, so the totals never go back. */
   private readonly closedCounters = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
 
@@ -374,7 +381,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * ask again when it is back.
    */
   async close (): Promise<void> {
-    this.closed = true
+    if (!this.closed) {
+      this.closed = true
+      this.emit('close', undefined)
+    }
     this.peer.handle(undefined)
     for (const mapping of this.mappings()) mapping.kill('the peer is stopping', 'E_PEER_SHUTDOWN')
     await Promise.all([...this.mappingsOf.keys()].map(async (mux) => await mux.close()))

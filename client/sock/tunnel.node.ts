@@ -95,7 +95,7 @@ const RECOVER_DELAY_MAX_MS = 5000
 /** How long a UDP source whose channel could not be opened stays dropped before it is tried again. */
 export const UDP_OPEN_RETRY_MS = 1000
 /** Errors after which asking again is pointless: a person or a rule said no, or it cannot work. */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED'])
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED'])
 
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
@@ -116,12 +116,20 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
   private readonly drops: TunnelDrops = { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
   private resolveDone!: (err: StarsockError | undefined) => void
+  /** Undo the watch on the agent's close and the signal's abort. */
+  private readonly unwatch: () => void
 
   constructor (protected readonly agent: SockAgent, protected readonly options: TunnelOptions) {
     super()
     this.proto = options.proto ?? 'tcp'
     this.udpIdleMs = options.udpIdleMs ?? 60_000
     this.done = new Promise((resolve) => { this.resolveDone = resolve })
+    // Nothing left to recover for: the tunnel stops with its agent, or when its signal aborts.
+    const offClose = agent.on('close', () => this.stop(new StarsockError('E_ABORTED', 'The sock agent closed')))
+    const signal = options.signal
+    const onAbort = (): void => this.stop(new StarsockError('E_ABORTED', 'Tunnel aborted'))
+    signal?.addEventListener('abort', onAbort, { once: true })
+    this.unwatch = () => { offClose(); signal?.removeEventListener('abort', onAbort) }
   }
 
   /** Where the tunnel is now. */
@@ -237,7 +245,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
           } catch (e) {
             if (this.stopped) return
             const error = e instanceof StarsockError ? e : new StarsockError('E_STREAM_ABORTED', String(e))
-            if (FINAL_CODES.has(error.code)) return this.stop(error)
+            if (FINAL_CODES.has(error.code) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
             this.awayWith = error
           }
         }
@@ -253,6 +261,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected stop (err: StarsockError | undefined): void {
     if (this.stopped) return
     this.stopped = true
+    this.unwatch()
     this.wakeRecovery?.() // no pause left behind
     this.current?.kill(err === undefined ? 'tunnel closed' : err.message)
     this.shutdown()
@@ -520,16 +529,30 @@ export class Expose extends Tunnel {
   }
 }
 
-/** Listen on `listen`; every connection (or UDP source) reaches `options.to` through `options.peer`. Settles once the peer agreed and the port is open. */
+/**
+ * Listen on `listen`; every connection (or UDP source) reaches `options.to` through `options.peer`.
+ * Settles once the peer agreed and the port is open. The tunnel stops (`E_ABORTED`) when the agent
+ * closes or `options.signal` aborts.
+ */
 export async function forward (agent: SockAgent, options: TunnelOptions & { listen: SockAddress }): Promise<Forward> {
   const tunnel = new Forward(agent, options)
-  await tunnel.start(options.listen)
+  try {
+    await tunnel.start(options.listen)
+  } catch (err) {
+    await tunnel.close() // no watch on the agent or the signal left behind
+    throw err
+  }
   return tunnel
 }
 
 /** Have `options.peer` listen on `host:port` (host default `0.0.0.0`); each connection reaches the local `options.to`. Settles once bound. */
 export async function expose (agent: SockAgent, options: TunnelOptions & { host?: string, port: number }): Promise<Expose> {
   const tunnel = new Expose(agent, options)
-  await tunnel.start(options.host ?? '0.0.0.0', options.port)
+  try {
+    await tunnel.start(options.host ?? '0.0.0.0', options.port)
+  } catch (err) {
+    await tunnel.close()
+    throw err
+  }
   return tunnel
 }
