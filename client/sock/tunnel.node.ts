@@ -77,6 +77,12 @@ export interface TunnelOptions {
   /** How long to wait for the other peer to answer the offer. */
   timeoutMs?: number
   signal?: AbortSignal
+  /**
+   * A peer not online at the start (`E_PEER_NOT_FOUND`) is waited for as if it went away (the
+   * tunnel settles `away`, a forward listens and resets connections meanwhile) instead of failing.
+   * @default false
+   */
+  waitForPeer?: boolean
 }
 
 /**
@@ -186,6 +192,11 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     const away = this.awayWith
     if (away === undefined || this.stopped) return undefined
     return new StarsockError(away.code, `${this.options.peer} is away (${away.message}); the tunnel asks again by itself`)
+  }
+
+  /** At the start: whether `err` is a peer not online yet, to wait for (`waitForPeer`); then the tunnel is away. */
+  protected waitsFor (err: unknown): err is StarsockError {
+    return this.options.waitForPeer === true && err instanceof StarsockError && err.code === 'E_PEER_NOT_FOUND' && !this.stopped
   }
 
   /** Ask for a mapping (a forward's connect, an expose's bind), again after a drop. */
@@ -372,7 +383,13 @@ export class Forward extends Tunnel {
 
   /** Ask for the mapping and listen on `listen`; settles once both are done. */
   async start (listen: SockAddress): Promise<void> {
-    await this.mapping()
+    let offline: StarsockError | undefined
+    try {
+      await this.mapping()
+    } catch (err) {
+      if (!this.waitsFor(err)) throw err
+      offline = err
+    }
     try {
       if (this.proto === 'tcp') await this.listenTcp(listen)
       else await this.listenUdp(listen)
@@ -380,6 +397,7 @@ export class Forward extends Tunnel {
       this.stop(undefined)
       throw err
     }
+    if (offline !== undefined) this.dropped(offline) // listening; asks until the peer is online
   }
 
   protected async restore (): Promise<Mapping> {
@@ -451,7 +469,12 @@ export class Expose extends Tunnel {
   async start (host: string, port: number): Promise<void> {
     this.bindHost = host
     this.requestedPort = port
-    await this.bind()
+    try {
+      await this.bind()
+    } catch (err) {
+      if (!this.waitsFor(err)) throw err
+      this.dropped(err) // binds once the peer is online
+    }
   }
 
   /** Bind (again): the port asked for, and with port 0 the port held before as a lease hint. */
@@ -531,7 +554,8 @@ export class Expose extends Tunnel {
 
 /**
  * Listen on `listen`; every connection (or UDP source) reaches `options.to` through `options.peer`.
- * Settles once the peer agreed and the port is open. The tunnel stops (`E_ABORTED`) when the agent
+ * Settles once the peer agreed and the port is open (with `waitForPeer`, also once the port is open
+ * and the tunnel is `away`, waiting for a peer not online). The tunnel stops (`E_ABORTED`) when the agent
  * closes or `options.signal` aborts.
  */
 export async function forward (agent: SockAgent, options: TunnelOptions & { listen: SockAddress }): Promise<Forward> {
