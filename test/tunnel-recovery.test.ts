@@ -77,16 +77,19 @@ describe('forward and expose come back by themselves after restarts (real proces
     expect(exp.proc.exitCode).toBe(null)
   }, 90_000)
 
-  it('the server killed with -9, then stopped with SIGTERM, started again on the same port: the forward comes back', async () => {
+  it('the server killed with -9, then stopped with SIGTERM, started again on the same port: the forward comes back, the expose on the same port (within the lease)', async () => {
     const echoPort = await echo()
     let server = await programs.serve(0, ['--shutdown-grace-ms', '200'])
     const { url } = server
     const listenerId = peerIdOf(join(dir, 'listener'))
-    const far = listen(url, [`connect/tcp:127.0.0.1:${echoPort}`])
+    const far = listen(url, [`connect/tcp:127.0.0.1:${echoPort}`, 'bind/tcp:127.0.0.1:*'])
     await far.event('ready')
     const fwd = programs.start(['forward', '--server', url, '--key', join(dir, 'client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
+    const exp = programs.start(['expose', '--server', url, '--key', join(dir, 'exposer'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
     const port = ((await fwd.event('ready')).address as { port: number }).port
     await expectEcho(port, 'the forward', 1)
+    const bound = ((await exp.event('ready')).address as { port: number }).port
+    await expectEcho(bound, 'the exposed port', 11)
 
     server.program.proc.kill('SIGKILL')
     await fwd.event('away')
@@ -95,13 +98,19 @@ describe('forward and expose come back by themselves after restarts (real proces
     expect(await far.event('server', 30_000, 2)).toMatchObject({ state: 'joined' })
     await fwd.event('back', 30_000)
     await expectEcho(port, 'the forward after the server was killed', 2)
+    // The listening peer held the port on lease while the exposer was cut off: it gets it back.
+    expect(((await exp.event('back', 30_000)).address as { port: number }).port).toBe(bound)
+    await expectEcho(bound, 'the exposed port after the server was killed', 12)
 
     expect(await server.program.stop('SIGTERM')).toBe(0)
     await fwd.event('away', 15_000, 2)
     server = await programs.serve(server.port, ['--shutdown-grace-ms', '200'])
     await fwd.event('back', 30_000, 2)
     await expectEcho(port, 'the forward after the server was stopped', 3)
+    expect(((await exp.event('back', 30_000, 2)).address as { port: number }).port).toBe(bound)
+    await expectEcho(bound, 'the exposed port after the server was stopped', 13)
     expect(fwd.proc.exitCode).toBe(null)
+    expect(exp.proc.exitCode).toBe(null)
   }, 90_000)
 
   it('forward and expose started while the far peer is offline wait for it (a forward resets connections meanwhile), then come up when it does', async () => {
