@@ -346,6 +346,28 @@ describe('sock channels and tunnels through a real server', () => {
     expect([bySignal, byClose, exposed].map((t) => t.state)).toEqual(['closed', 'closed', 'closed'])
   })
 
+  it('after a restart of the far peer, a person who does not answer the new prompt ends the tunnel (E_DENIED): no new prompt every timeout', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const firstPeer = await createPeer({ server: server.url(), identity })
+    const first = createSockAgent(firstPeer, { host: createNodeHost(), ask: async () => true })
+    const client = await agent()
+    const fwd = await forward(client, { peer: firstPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port }, timeoutMs: 700 })
+    cleanup.push(fwd)
+    await first.close()
+    await firstPeer.close()
+    await waitFor('the forward to be away', () => fwd.state === 'away')
+    // Back with nobody at the prompt; its ask timeout a little longer than the requester's.
+    let prompts = 0
+    const againPeer = await createPeer({ server: server.url(), identity })
+    const again = createSockAgent(againPeer, { host: createNodeHost(), askTimeoutMs: 800, ask: async (_request, signal) => { prompts++; return await new Promise<boolean>((resolve) => signal.addEventListener('abort', () => resolve(false))) } })
+    cleanup.push({ close: async () => { await again.close(); await againPeer.close() } })
+    const stopped = await within('the forward to stop after the unanswered prompt', fwd.done, 8000)
+    expect(stopped?.code).toBe('E_DENIED')
+    expect(prompts).toBe(1)
+  })
+
   it('UDP under overload: datagrams that do not fit are dropped and counted, never queued without bound', async () => {
     const echo = await udpEcho()
     cleanup.push(echo)

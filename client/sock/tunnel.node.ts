@@ -112,6 +112,8 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected current: Mapping | undefined
   protected stopped = false
   private awayWith: StarsockError | undefined
+  /** The other side said a person is asked about the current request. */
+  private personAsked = false
   /** An 'error' was emitted for a connection refused during this away period (one per period). */
   private awayReported = false
   private recovering = false
@@ -251,12 +253,16 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
           if (this.stopped) return
           if (this.current !== undefined && !this.current.closed) return // back by a connection of a forward
           try {
+            this.personAsked = false
             await this.restore()
             return
           } catch (e) {
             if (this.stopped) return
             const error = e instanceof StarsockError ? e : new StarsockError('E_STREAM_ABORTED', String(e))
             if (FINAL_CODES.has(error.code) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
+            // A person was asked and nobody answered in time: asking again would prompt them anew
+            // every timeout, for ever (whichever of our timeout or their E_DENIED comes first).
+            if (error.code === 'E_TIMEOUT' && this.personAsked) return this.stop(new StarsockError('E_DENIED', `Nobody answered at ${this.options.peer} in time (a person was asked): ${error.message}`))
             this.awayWith = error
           }
         }
@@ -289,7 +295,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       timeoutMs: this.options.timeoutMs,
       signal: this.options.signal,
       port: 0,
-      onAsking: (info) => this.emit('asking', info),
+      onAsking: (info) => { this.personAsked = true; this.emit('asking', info) },
       ...extra
     }
   }
