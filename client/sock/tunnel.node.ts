@@ -14,7 +14,9 @@ import type { SockProto } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
 import { datagramCost, type Channel, type DatagramDrops } from '../mux/channel.ts'
 import type { MappingRequest, SockAgent } from './agent.ts'
-import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES } from './host.node.ts'
+import {
+  bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpBufferBytes, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES, type UdpBufferBytes
+} from './host.node.ts'
 import { addDrops, type Mapping } from './mapping.ts'
 
 /** Events of a tunnel. */
@@ -57,6 +59,8 @@ export interface TunnelStats {
   failures: number
   /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
   state: TunnelState
+  /** UDP forward: kernel buffers of its listening socket as the system reports them (see `UDP_SOCKET_BUFFER_BYTES`). */
+  udpBufferBytes?: UdpBufferBytes
 }
 
 /** Where a tunnel is. */
@@ -147,7 +151,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
   /** Figures now, over every mapping the tunnel has had. */
   stats (): TunnelStats {
-    const s = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state }
+    const s: TunnelStats = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state, ...this.extraStats() }
     const m = this.current?.closed === false ? this.current.stats() : undefined
     if (m !== undefined) {
       s.channelsOpen = m.channelsOpen
@@ -157,6 +161,11 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       addDrops(s.droppedBy, m.droppedBy)
     }
     return s
+  }
+
+  /** Figures of a kind of tunnel. */
+  protected extraStats (): Partial<TunnelStats> {
+    return {}
   }
 
   /** Stop: kill the mapping (the other peer closes its side) and stop listening. */
@@ -456,6 +465,10 @@ export class Forward extends Tunnel {
   }
 
   private sources: UdpSources | undefined
+
+  protected override extraStats (): Partial<TunnelStats> {
+    return this.udp === undefined || this.stopped ? {} : { udpBufferBytes: udpBufferBytes(this.udp) }
+  }
 
   protected shutdown (): void {
     this.server?.close()
