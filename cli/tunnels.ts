@@ -65,6 +65,15 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
     const seconds = Math.round(Math.min(timeoutMs, flags.timeoutMs) / 1000)
     status.event('asking', { peer: flags.peer, timeoutMs: Math.min(timeoutMs, flags.timeoutMs) }, `waiting for ${flags.peer} to answer the offer (a person is asked), up to ${seconds} s`)
   })
+  let upOnce = false
+  // Told as it happens: a peer not online at the start is waited for (the tunnel is away at once).
+  tunnel.on('away', (err) => {
+    const text = !upOnce && err.code === 'E_PEER_NOT_FOUND'
+      ? `waiting for ${flags.peer} to come online`
+      : `${awayText(flags.peer, err)} (${err.code}); asking again until it is back`
+    away = true
+    status.event('away', { peer: flags.peer, code: err.code, message: err.message }, text)
+  })
   try {
     await begin(tunnel)
   } catch (err) {
@@ -73,14 +82,12 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
     const why = agent.peer.closedBy
     throw why !== undefined ? identityError(why, flags.key) : err
   }
+  if (tunnel.state === 'up') upOnce = true
   reportServer(agent, status)
   tunnel.on('connection', ({ src }) => status.event('connection', { src }, `connection from ${src.ip}:${src.port}`))
   tunnel.on('error', (err) => status.event('error', { code: err.code, message: err.message }, `${err.message} (${err.code})`))
-  tunnel.on('away', (err) => {
-    away = true
-    status.event('away', { peer: flags.peer, code: err.code, message: err.message }, `${awayText(flags.peer, err)} (${err.code}); asking again until it is back`)
-  })
   tunnel.on('mapping', (m) => {
+    upOnce = true
     // forward: the address listened on here; expose: the one the peer bound (maybe new).
     if (away) status.event('back', { mapping: m.id, bound: m.bound, address: m.bound ?? tunnel.address }, `back: mapping ${m.label} in place again`)
     else status.event('mapping', { mapping: m.id, bound: m.bound }, `mapping ${m.label} in place`)
@@ -94,7 +101,8 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
   await stopAgent(agent)
   // A tunnel fails too when its peer is displaced: the identity line says why.
   const why = agent.peer.closedBy
-  if (outcome !== undefined) throw why !== undefined ? identityError(why, flags.key) : outcome
+  // A signal aborts the tunnel too (E_ABORTED): that is the clean way out.
+  if (outcome !== undefined && !stopping.signal.aborted) throw why !== undefined ? identityError(why, flags.key) : outcome
   return 0
 }
 
@@ -103,7 +111,7 @@ export function forwardCommand (started: (run: Promise<number>) => void) {
   return tunnelCommand('forward', 'listen here; each connection (or UDP source) reaches --to through --peer')
     .requiredOption('--listen <[host:]port>', 'local address to listen on (host defaults to 127.0.0.1)', hostPort('127.0.0.1'))
     .action((flags: TunnelFlags & { listen: SockAddress }) => {
-      started(run(flags, (agent, signal) => new Forward(agent, { peer: flags.peer, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs, signal }),
+      started(run(flags, (agent, signal) => new Forward(agent, { peer: flags.peer, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs, signal, waitForPeer: true }),
         async (t) => await (t as Forward).start(flags.listen),
         (t) => `forwarding ${flags.udp === true ? 'udp' : 'tcp'} ${t.address.ip}:${t.address.port} -> ${flags.to.ip}:${flags.to.port} through ${flags.peer}`))
     })
@@ -115,7 +123,7 @@ export function exposeCommand (started: (run: Promise<number>) => void) {
     .requiredOption('--port <port>', 'port the other peer listens on (0: any)', port)
     .option('--bind-host <host>', 'address the other peer listens on', host, '0.0.0.0')
     .action((flags: TunnelFlags & { port: number, bindHost: string }) => {
-      started(run(flags, (agent, signal) => new Expose(agent, { peer: flags.peer, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs, signal }),
+      started(run(flags, (agent, signal) => new Expose(agent, { peer: flags.peer, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', name: flags.name, timeoutMs: flags.timeoutMs, signal, waitForPeer: true }),
         async (t) => await (t as Expose).start(flags.bindHost, flags.port),
         (t) => `exposing ${flags.udp === true ? 'udp' : 'tcp'} ${t.address.ip}:${t.address.port} on ${flags.peer} -> ${flags.to.ip}:${flags.to.port}`))
     })

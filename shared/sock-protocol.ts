@@ -24,6 +24,20 @@ export interface Hello {
   window: number
   /** The sender takes an interim OFFER_REPLY (`{ asking }`) before the answer; absent in older peers. */
   interim?: true
+  /** Offer kinds the sender understands; absent in older peers, which understand `OLDER_OFFER_KINDS` only. */
+  offers?: OfferKind[]
+}
+
+/** Offer kinds this version understands (and lists in its HELLO). */
+export const OFFER_KINDS: readonly OfferKind[] = ['connect', 'bind', 'accept', 'file']
+/** Offer kinds a peer understands whose HELLO lists none (one older than `offers`). */
+export const OLDER_OFFER_KINDS: readonly OfferKind[] = ['connect', 'bind', 'accept']
+/** Most offer kinds a HELLO may list. */
+const MAX_HELLO_OFFER_KINDS = 32
+
+/** Whether the sender of `hello` understands offers of `kind`. */
+export function understandsOffer (hello: Hello, kind: OfferKind): boolean {
+  return (hello.offers ?? OLDER_OFFER_KINDS).includes(kind)
 }
 
 /** An interim answer to an OFFER: a person is asked, and has up to `timeoutMs` to answer. */
@@ -112,7 +126,19 @@ export function parseHello (value: unknown): Hello {
   if (!isObject(value) || value.protocol !== MUX_PROTOCOL) throw bad('not a starsock-mux connection')
   if (value.version !== MUX_VERSION) throw bad(`mux version ${JSON.stringify(value.version) ?? 'undefined'} is not ${MUX_VERSION}`)
   if (typeof value.window !== 'number' || !Number.isInteger(value.window) || value.window < 1024 || value.window > 2 ** 31) throw bad('HELLO window must be an integer from 1024 to 2^31')
-  return { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: value.window, ...(value.interim === true ? { interim: true as const } : {}) }
+  let offers: OfferKind[] | undefined
+  if (value.offers !== undefined) {
+    if (!Array.isArray(value.offers) || value.offers.length > MAX_HELLO_OFFER_KINDS || !value.offers.every((k) => typeof k === 'string')) throw bad(`HELLO offers must be a list of at most ${MAX_HELLO_OFFER_KINDS} offer kinds`)
+    // Kinds this version does not know are left out: it never sends them.
+    offers = (value.offers as string[]).filter((k): k is OfferKind => (OFFER_KINDS as readonly string[]).includes(k))
+  }
+  return {
+    protocol: MUX_PROTOCOL,
+    version: MUX_VERSION,
+    window: value.window,
+    ...(value.interim === true ? { interim: true as const } : {}),
+    ...(offers !== undefined ? { offers } : {})
+  }
 }
 
 /** The interim answer an OFFER_REPLY carries (`{ asking: { timeoutMs } }`), or `undefined` for a final answer. */

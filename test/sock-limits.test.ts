@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import net from 'node:net'
+import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
@@ -7,6 +8,7 @@ import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
+import { expose } from '../client/sock/tunnel.node.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
@@ -194,6 +196,53 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
     const second = await other.offerFile(withRule.peer.peerId, { name: 'two.bin', size: 10 })
     expect(await within('the second file\'s answer', sendOn(second, 'two.bin', Buffer.alloc(10, 1)), 10_000)).toMatchObject({ ok: true })
     expect(withRule.stats().refused).toEqual({ E_LIMIT_FILE_SIZE: 1, E_LIMIT_FILE_QUOTA: 1 })
+  })
+
+  it('a binder takes back its own leased port when the port total is full; a fresh port is still refused', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await fresh({ allow: ['bind/tcp:127.0.0.1:0'], leaseMs: 30_000, maxBoundPortsTotal: 1 })
+    const binder = await fresh()
+    const tunnel = await expose(binder, { peer: target.peer.peerId, host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(tunnel)
+    const port = tunnel.address.port
+    const leases: string[] = []
+    target.on('lease', (l) => leases.push(`${l.state} ${l.port}`))
+    const rebound = new Promise((resolve) => tunnel.on('mapping', resolve))
+    // Drop the binder's connection to the server; it reconnects and binds again, on its lease.
+    ;(binder.peer as unknown as { socket: Socket }).socket.io.engine.close()
+    await within('the binder to bind again with the port total full', rebound, 10_000)
+    expect(tunnel.address.port).toBe(port)
+    expect(leases).toEqual([`held ${port}`, `taken ${port}`])
+    expect(target.stats().refused).toEqual({})
+    const data = testBytes(10_000)
+    expect((await tcpRoundTrip(port, data)).equals(data)).toBe(true)
+    // Another binder has no lease to take back: the total holds.
+    const other = await fresh()
+    const err = await rejection(other.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 }))
+    expect(err.code).toBe('E_LIMIT_TOTAL')
+  })
+
+  it('a file quota is charged what arrived once the file is over: offers that send nothing do not lock files out for others', async () => {
+    const onFile = (channel: Channel): void => { void (async () => { for await (const _ of channel) {} await channel.closeWrite() })().catch(() => {}) }
+    const receiver = await fresh({ allow: ['file:*'], files: { onFile, quotaBytesTotal: 300_000 } })
+    const idle = await fresh()
+    for (const name of ['one.bin', 'two.bin']) {
+      const channel = await idle.offerFile(receiver.peer.peerId, { name, size: 120_000 })
+      await channel.closeWrite() // not a byte sent
+    }
+    await waitFor('the idle sender\'s file mappings to end at the receiver', () => receiver.mappings().length === 0, 5000)
+    // Charged 64 KiB each now (the minimum), not 120,000 bytes each: 120,000 more fit in 300,000.
+    const other = await fresh()
+    const data = Buffer.from(testBytes(120_000))
+    const channel = await other.offerFile(receiver.peer.peerId, { name: 'real.bin', size: data.byteLength })
+    await channel.write(data)
+    await channel.closeWrite()
+    await waitFor('the real file\'s mapping to end at the receiver', () => receiver.mappings().length === 0, 5000)
+    // That one arrived whole: it counts all its bytes, so the total is full for another file of that size.
+    const more = await rejection(other.offerFile(receiver.peer.peerId, { name: 'more.bin', size: 120_000 }))
+    expect(more.code).toBe('E_LIMIT_FILE_QUOTA')
+    expect(receiver.stats().refused).toEqual({ E_LIMIT_FILE_QUOTA: 1 })
   })
 
   it('a file channel needs its own granted offer: none, another kind\'s, or one used already are refused', async () => {

@@ -3,6 +3,7 @@ import net from 'node:net'
 import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { datagramCost, MAX_DATAGRAM_WINDOW_BYTES, type Channel } from '../client/mux/channel.ts'
+import { createIdentity } from '../client/identity.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
@@ -200,6 +201,49 @@ describe('sock channels and tunnels through a real server', () => {
     conn.abort()
   })
 
+  it('an offer the peer does not understand is refused alone (E_UNSUPPORTED); the connection and the next offer on it go on', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const newer = await createPeer({ server: server.url() })
+    cleanup.push({ close: async () => await newer.close() })
+    await waitFor('the newer peer to know the target', () => newer.peers().some((p) => p.peerId === target.peer.peerId))
+    const conn = await newer.dial(target.peer.peerId)
+    await conn.write(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: 256 * 1024, offers: ['connect', 'teleport'] }))
+    await conn.write(encodeJsonFrame(FRAME.OFFER, 1, { kind: 'teleport', proto: 'tcp', host: '127.0.0.1', port: 1, name: 'newer' }))
+    await conn.write(encodeJsonFrame(FRAME.OFFER, 3, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: 'after' }))
+    const replies = new Map<number, unknown>()
+    const decoder = new FrameDecoder()
+    const reading = (async () => {
+      for await (const chunk of conn) {
+        for (const frame of decoder.push(chunk)) if (frame.type === FRAME.OFFER_REPLY) replies.set(frame.id, decodeJson(frame))
+        if (replies.size === 2) return
+      }
+    })()
+    await within('answers to both offers', reading, 5000)
+    expect(replies.get(1)).toEqual({ error: { code: 'E_UNSUPPORTED', message: 'offer not understood: offer kind must be connect, bind, accept or file' } })
+    expect(replies.get(3)).toEqual({})
+    conn.abort()
+  })
+
+  it('offerFile to a peer whose HELLO does not list file offers (an older one) is refused here with E_UNSUPPORTED; no offer is sent', async () => {
+    const sender = await agent()
+    const older = await createPeer({ server: server.url() })
+    cleanup.push({ close: async () => await older.close() })
+    const seen: number[] = []
+    older.handle((conn) => {
+      void conn.write(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: 256 * 1024 }))
+      const decoder = new FrameDecoder()
+      void (async () => { for await (const chunk of conn) for (const frame of decoder.push(chunk)) seen.push(frame.type) })().catch(() => {})
+    })
+    await waitFor('the sender to know the older peer', () => sender.peer.peers().some((p) => p.peerId === older.peerId))
+    const err = await rejection(sender.offerFile(older.peerId, { name: 'a.txt', size: 10, timeoutMs: 5000 }))
+    expect(err.code).toBe('E_UNSUPPORTED')
+    expect(err.message).toBe(`${older.peerId} does not take file offers (an older starsock?)`)
+    await new Promise((resolve) => setTimeout(resolve, 200)) // a frame sent anyway would have arrived
+    expect(seen).toEqual([FRAME.HELLO])
+  })
+
   it.each(['target', 'requester'] as const)('a kill from the %s closes every connection of the mapping', async (killer) => {
     const echo = await tcpEcho()
     cleanup.push(echo)
@@ -242,6 +286,89 @@ describe('sock channels and tunnels through a real server', () => {
       const expected = new Set(sent.map((d) => d.toString('hex')))
       for (const d of c.got) expect(expected.has(d.toString('hex'))).toBe(true)
     }
+  })
+
+  it('a UDP forward whose peer is away drops datagrams at once (counted as open), asks only by its recovery loop, tells one error; back when the peer is', async () => {
+    const echo = await udpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const targetPeer = await createPeer({ server: server.url(), identity })
+    const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.port}`] })
+    const client = await agent()
+    const fwd = await forward(client, { peer: targetPeer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(fwd)
+    const c = await udpClient()
+    cleanup.push(c)
+    c.socket.send(Buffer.from('before'), fwd.address.port, '127.0.0.1')
+    await waitFor('the first echo', () => c.got.length === 1)
+    let asked = 0
+    const connect = client.connect.bind(client)
+    client.connect = async (...args) => { asked++; return await connect(...args) } // counts the offers, then asks for real
+    const errors: string[] = []
+    fwd.on('error', (e) => errors.push(e.code))
+    await target.close()
+    await targetPeer.close()
+    await waitFor('the forward to be away', () => fwd.state === 'away')
+    const sent = 1000
+    for (let i = 0; i < sent; i++) {
+      c.socket.send(Buffer.from(`away ${i}`), fwd.address.port, '127.0.0.1')
+      if (i % 10 === 0) await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    await waitFor('every datagram sent while away to be dropped and counted', () => fwd.stats().droppedBy.open === sent, 5000)
+    // Only the recovery loop asks (with backoff, about once per 5 s at most): not once per datagram.
+    expect(asked).toBeLessThanOrEqual(8)
+    expect(errors.length).toBe(1)
+
+    // The peer comes back with the same identity: the tunnel recovers, and the source sends at once.
+    const backPeer = await createPeer({ server: server.url(), identity })
+    const back = createSockAgent(backPeer, { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.port}`] })
+    cleanup.push({ close: async () => { await back.close(); await backPeer.close() } })
+    await waitFor('the forward to be up again', () => fwd.state === 'up', 10_000)
+    c.socket.send(Buffer.from('after'), fwd.address.port, '127.0.0.1')
+    await waitFor('an echo after the peer is back', () => c.got.some((d) => d.toString() === 'after'), 5000)
+  })
+
+  it('a tunnel whose peer is away stops when its agent closes or its signal aborts (no recovery loop left running)', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const targetPeer = await createPeer({ server: server.url() })
+    const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`, 'bind/tcp:127.0.0.1:0'] })
+    const client = await agent()
+    const ac = new AbortController()
+    const bySignal = await forward(client, { peer: targetPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port }, signal: ac.signal })
+    const byClose = await forward(client, { peer: targetPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    const exposed = await expose(client, { peer: targetPeer.peerId, host: '127.0.0.1', port: 0, to: { ip: '127.0.0.1', port: echo.port } })
+    await target.close()
+    await targetPeer.close()
+    await waitFor('the tunnels to be away', () => [bySignal, byClose, exposed].every((t) => t.state === 'away'))
+    ac.abort()
+    expect((await within('the forward to stop on its signal', bySignal.done, 2000))?.code).toBe('E_ABORTED')
+    expect(byClose.state).toBe('away')
+    await client.close()
+    for (const t of [byClose, exposed]) expect((await within('the tunnel to stop with its agent', t.done, 2000))?.code).toBe('E_ABORTED')
+    expect([bySignal, byClose, exposed].map((t) => t.state)).toEqual(['closed', 'closed', 'closed'])
+  })
+
+  it('after a restart of the far peer, a person who does not answer the new prompt ends the tunnel (E_DENIED): no new prompt every timeout', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const firstPeer = await createPeer({ server: server.url(), identity })
+    const first = createSockAgent(firstPeer, { host: createNodeHost(), ask: async () => true })
+    const client = await agent()
+    const fwd = await forward(client, { peer: firstPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port }, timeoutMs: 700 })
+    cleanup.push(fwd)
+    await first.close()
+    await firstPeer.close()
+    await waitFor('the forward to be away', () => fwd.state === 'away')
+    // Back with nobody at the prompt; its ask timeout a little longer than the requester's.
+    let prompts = 0
+    const againPeer = await createPeer({ server: server.url(), identity })
+    const again = createSockAgent(againPeer, { host: createNodeHost(), askTimeoutMs: 800, ask: async (_request, signal) => { prompts++; return await new Promise<boolean>((resolve) => signal.addEventListener('abort', () => resolve(false))) } })
+    cleanup.push({ close: async () => { await again.close(); await againPeer.close() } })
+    const stopped = await within('the forward to stop after the unanswered prompt', fwd.done, 8000)
+    expect(stopped?.code).toBe('E_DENIED')
+    expect(prompts).toBe(1)
   })
 
   it('UDP under overload: datagrams that do not fit are dropped and counted, never queued without bound', async () => {

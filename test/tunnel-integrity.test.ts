@@ -17,6 +17,8 @@ import { wasReset, watch, type Outcome } from './helpers/tcp-watch.ts'
 const TOTAL_BYTES = 64 * 1024 * 1024
 /** A transfer is paused (and the process killed) once this much arrived. */
 const PAUSE_AT_BYTES = 1024 * 1024
+/** Bytes a resetting application writes before its reset: more than the tunnel takes at once. */
+const RESET_BYTES = 8 * 1024 * 1024
 const BLOCK = Buffer.from(testBytes(64 * 1024, 7))
 
 /** Write `total` bytes of the test pattern with backpressure, then FIN; settles with the hash of what was written, or the write error code. */
@@ -169,5 +171,53 @@ describe('a broken tunnel looks broken: resets, never a clean end (real processe
     const sent = await within('the source to see its connection fail', src.sent[0] as Promise<{ error?: string }>, 20_000)
     expect(['ECONNRESET', 'EPIPE']).toContain(sent.error)
     expect(await serve.exited).toBe(0)
+  }, 60_000)
+
+  /** A service that writes RESET_BYTES to each connection, then resets it (RST) 5 ms later, with most of them still unread by the tunnel. */
+  async function resettingSource (): Promise<number> {
+    const service = await tcpService((socket) => {
+      socket.on('error', () => {})
+      socket.write(Buffer.alloc(RESET_BYTES, 7))
+      setTimeout(() => socket.resetAndDestroy(), 5)
+    })
+    cleanup.push(service.close)
+    return service.port
+  }
+
+  it('the target service resets mid-download: the forward\'s client sees a reset, not a short clean end', async () => {
+    const { port } = await tunnel(await resettingSource())
+    for (let i = 0; i < 3; i++) {
+      const outcome = await within(`download ${i} to close`, watch(connect(port)).outcome, 20_000)
+      expect(wasReset(outcome), `download ${i}: a reset, got ${JSON.stringify(outcome)}`).toBe(true)
+    }
+  }, 60_000)
+
+  it('the client resets mid-upload: the target service sees a reset, not a short clean end', async () => {
+    const received: Array<ReturnType<typeof watch>> = []
+    const service = await tcpService((socket) => { received.push(watch(socket)) })
+    cleanup.push(service.close)
+    const { port } = await tunnel(service.port)
+    for (let i = 0; i < 3; i++) {
+      const uploader = connect(port)
+      uploader.on('connect', () => { uploader.write(Buffer.alloc(RESET_BYTES, 3)); setTimeout(() => uploader.resetAndDestroy(), 5) })
+      await waitFor(`upload ${i} to reach the target service`, () => received.length === i + 1, 20_000)
+      const outcome = await within(`upload ${i} to close at the target`, (received[i] as ReturnType<typeof watch>).outcome, 20_000)
+      expect(wasReset(outcome), `upload ${i}: a reset, got ${JSON.stringify(outcome)}`).toBe(true)
+      expect(outcome.bytes).toBeLessThan(RESET_BYTES)
+    }
+  }, 60_000)
+
+  it('expose: the target service resets mid-download: the client at the bound port sees a reset', async () => {
+    const target = await resettingSource()
+    const { url } = await programs.serve()
+    const listenerId = peerIdOf(join(dir, 'listener'))
+    const listen = programs.start(['listen', '--server', url, '--key', join(dir, 'listener'), '--allow', 'bind/tcp:127.0.0.1:*', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const exp = programs.start(['expose', '--server', url, '--key', join(dir, 'client'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${target}`, '--json'])
+    const port = ((await exp.event('ready')).address as { port: number }).port
+    for (let i = 0; i < 3; i++) {
+      const outcome = await within(`download ${i} to close`, watch(connect(port)).outcome, 20_000)
+      expect(wasReset(outcome), `download ${i}: a reset, got ${JSON.stringify(outcome)}`).toBe(true)
+    }
   }, 60_000)
 })

@@ -4,6 +4,7 @@
  * (SIGTERM) and started again; a kill at the listen terminal stays final.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
+import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
@@ -11,6 +12,7 @@ import { peerIdOf, Programs, type Program } from './helpers/programs.ts'
 import { testBytes, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import { wasReset, watch } from './helpers/tcp-watch.ts'
 
 describe('forward and expose come back by themselves after restarts (real processes, real signals)', () => {
   const programs = new Programs()
@@ -76,16 +78,19 @@ describe('forward and expose come back by themselves after restarts (real proces
     expect(exp.proc.exitCode).toBe(null)
   }, 90_000)
 
-  it('the server killed with -9, then stopped with SIGTERM, started again on the same port: the forward comes back', async () => {
+  it('the server killed with -9, then stopped with SIGTERM, started again on the same port: the forward comes back, the expose on the same port (within the lease)', async () => {
     const echoPort = await echo()
     let server = await programs.serve(0, ['--shutdown-grace-ms', '200'])
     const { url } = server
     const listenerId = peerIdOf(join(dir, 'listener'))
-    const far = listen(url, [`connect/tcp:127.0.0.1:${echoPort}`])
+    const far = listen(url, [`connect/tcp:127.0.0.1:${echoPort}`, 'bind/tcp:127.0.0.1:*'])
     await far.event('ready')
     const fwd = programs.start(['forward', '--server', url, '--key', join(dir, 'client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
+    const exp = programs.start(['expose', '--server', url, '--key', join(dir, 'exposer'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
     const port = ((await fwd.event('ready')).address as { port: number }).port
     await expectEcho(port, 'the forward', 1)
+    const bound = ((await exp.event('ready')).address as { port: number }).port
+    await expectEcho(bound, 'the exposed port', 11)
 
     server.program.proc.kill('SIGKILL')
     await fwd.event('away')
@@ -94,14 +99,41 @@ describe('forward and expose come back by themselves after restarts (real proces
     expect(await far.event('server', 30_000, 2)).toMatchObject({ state: 'joined' })
     await fwd.event('back', 30_000)
     await expectEcho(port, 'the forward after the server was killed', 2)
+    // The listening peer held the port on lease while the exposer was cut off: it gets it back.
+    expect(((await exp.event('back', 30_000)).address as { port: number }).port).toBe(bound)
+    await expectEcho(bound, 'the exposed port after the server was killed', 12)
 
     expect(await server.program.stop('SIGTERM')).toBe(0)
     await fwd.event('away', 15_000, 2)
     server = await programs.serve(server.port, ['--shutdown-grace-ms', '200'])
     await fwd.event('back', 30_000, 2)
     await expectEcho(port, 'the forward after the server was stopped', 3)
+    expect(((await exp.event('back', 30_000, 2)).address as { port: number }).port).toBe(bound)
+    await expectEcho(bound, 'the exposed port after the server was stopped', 13)
     expect(fwd.proc.exitCode).toBe(null)
+    expect(exp.proc.exitCode).toBe(null)
   }, 90_000)
+
+  it('forward and expose started while the far peer is offline wait for it (a forward resets connections meanwhile), then come up when it does', async () => {
+    const echoPort = await echo()
+    const { url } = await programs.serve()
+    const listenerId = peerIdOf(join(dir, 'listener'))
+    const fwd = programs.start(['forward', '--server', url, '--key', join(dir, 'forwarder'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
+    const exp = programs.start(['expose', '--server', url, '--key', join(dir, 'exposer'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echoPort}`, '--json'])
+    expect(await fwd.event('away')).toMatchObject({ peer: listenerId, code: 'E_PEER_NOT_FOUND' })
+    expect(await exp.event('away')).toMatchObject({ peer: listenerId, code: 'E_PEER_NOT_FOUND' })
+    const port = ((await fwd.event('ready')).address as { port: number }).port
+    await exp.event('ready')
+    const meanwhile = await within('a connection to the waiting forward to close', watch(net.connect({ host: '127.0.0.1', port }).on('error', () => {})).outcome, 10_000)
+    expect(wasReset(meanwhile), `a reset, got ${JSON.stringify(meanwhile)}`).toBe(true)
+    listen(url, [`connect/tcp:127.0.0.1:${echoPort}`, 'bind/tcp:127.0.0.1:*'])
+    await fwd.event('back', 20_000)
+    await expectEcho(port, 'the forward once the peer came online', 1)
+    const back = await exp.event('back', 20_000)
+    await expectEcho((back.address as { port: number }).port, 'the exposed port once the peer came online', 2)
+    expect(fwd.proc.exitCode).toBe(null)
+    expect(exp.proc.exitCode).toBe(null)
+  }, 60_000)
 
   it('a kill at the listen terminal stays final: the forward exits 1 naming E_KILLED', async () => {
     const echoPort = await echo()

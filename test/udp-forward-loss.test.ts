@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
-import { createNodeHost } from '../client/sock/host.node.ts'
+import { createNodeHost, UDP_SOCKET_BUFFER_BYTES } from '../client/sock/host.node.ts'
 import { forward } from '../client/sock/tunnel.node.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, within } from './helpers/server.ts'
@@ -54,6 +54,17 @@ service.bind(0, '127.0.0.1', () => app.bind(0, '127.0.0.1', () => {
 }))
 `
 
+/**
+ * The stall cases hold 300 to 500 ms of datagrams in kernel buffers, which needs Linux's
+ * `net.core.rmem_max` raised to `UDP_SOCKET_BUFFER_BYTES` (a stock kernel caps at 212992, about
+ * 150 ms of this traffic): below that they are skipped, not failed (`sysctl -w
+ * net.core.rmem_max=4194304 net.core.wmem_max=4194304` to run them).
+ */
+function rmemMax (): number {
+  try { return Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8').trim()) } catch { return 0 }
+}
+const BIG_BUFFERS = rmemMax() >= UDP_SOCKET_BUFFER_BYTES
+
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
 /** Lines of a child's stdout so far, and a wait for the first match of `pattern` (its first group). */
@@ -86,7 +97,23 @@ describe('a UDP forward at 1,000 datagrams a second', () => {
     await server.close()
   })
 
-  it('loses under 3% of 3,000 datagrams while the peers\' event loop stalls 300 ms every second (a loaded machine)', async () => {
+  it('loses under 1% of 3,000 datagrams with nothing stalled (any kernel buffer size); the tunnel reports its buffers', async () => {
+    const COUNT = 3000
+    const app = spawn(process.execPath, ['-e', APP, String(COUNT), '1000'], { stdio: ['pipe', 'pipe', 'inherit'] })
+    cleanup.push({ close: () => { app.kill() } })
+    const line = lines(app, 'the UDP application')
+    const servicePort = Number(await line(/^SERVICE (\d+)$/m, 'the UDP service port', 10_000))
+    const target = await agent({ allow: [`connect/udp:127.0.0.1:${servicePort}`] })
+    const client = await agent()
+    const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: servicePort } })
+    cleanup.push(fwd)
+    expect(fwd.stats().udpBufferBytes?.recv).toBeGreaterThan(0)
+    app.stdin.write(`${fwd.address.port}\n`)
+    const result = JSON.parse(await line(/^(\{.*\})$/m, 'the count of datagrams that came back', 30_000)) as { atService: number, back: number }
+    expect((COUNT - result.back) / COUNT, `back ${result.back} of ${COUNT}; tunnel ${JSON.stringify(fwd.stats())}`).toBeLessThan(0.01)
+  }, 45_000)
+
+  it.skipIf(!BIG_BUFFERS)('loses under 3% of 3,000 datagrams while the peers\' event loop stalls 300 ms every second (a loaded machine; needs rmem_max raised)', async () => {
     const COUNT = 3000
     const app = spawn(process.execPath, ['-e', APP, String(COUNT), '1000'], { stdio: ['pipe', 'pipe', 'inherit'] })
     cleanup.push({ close: () => { app.kill() } })
@@ -110,7 +137,7 @@ describe('a UDP forward at 1,000 datagrams a second', () => {
     expect(Object.values(s.droppedBy).reduce((a, b) => a + b, 0)).toBe(s.droppedDatagrams)
   }, 45_000)
 
-  it('loses under 3% of 3,000 datagrams while the far side (`starsock listen`) is stopped 500 ms every second', async () => {
+  it.skipIf(!BIG_BUFFERS)('loses under 3% of 3,000 datagrams while the far side (`starsock listen`) is stopped 500 ms every second (needs rmem_max raised)', async () => {
     const COUNT = 3000
     const dir = mkdtempSync(join(tmpdir(), 'starsock-udp-loss-'))
     cleanup.push({ close: () => rmSync(dir, { recursive: true, force: true }) })

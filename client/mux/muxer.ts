@@ -12,8 +12,8 @@ import {
   decodeDatagram, decodeJson, decodeOpen, decodeWindow, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame
 } from '../../shared/mux-frame.ts'
 import {
-  errorToWire, MAX_ASKING_TIMEOUT_MS, MUX_PROTOCOL, MUX_VERSION, parseAsking, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
-  type Asking, type Hello, type Offer, type OpenHeader, type Reply
+  errorToWire, MAX_ASKING_TIMEOUT_MS, MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS, parseAsking, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
+  understandsOffer, type Asking, type Hello, type Offer, type OpenHeader, type Reply
 } from '../../shared/sock-protocol.ts'
 import type { Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
@@ -142,7 +142,7 @@ export class Muxer extends Emitter<MuxEvents> {
         else this.counters.droppedDatagrams += n
       }
     }
-    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes, interim: true }))
+    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes, interim: true, offers: OFFER_KINDS }))
     this.helloTimer = setTimeout(() => { void this.close(new StarsockError('E_TIMEOUT', `No HELLO from ${conn.remotePeer} within ${this.options.openTimeoutMs} ms: not a starsock-mux peer?`)) }, this.options.openTimeoutMs)
     void this.readLoop()
   }
@@ -192,8 +192,10 @@ export class Muxer extends Emitter<MuxEvents> {
    * (or another code). `onAsking` is called (at most once) when the other side asks a person.
    */
   async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number, onAsking?: (info: Asking) => void } = {}): Promise<number> {
-    await this.ready
+    const hello = await this.ready
     this.checkOpen()
+    // An offer the other side cannot read is refused here: an older peer would close the connection.
+    if (!understandsOffer(hello, offer.kind)) throw new StarsockError('E_UNSUPPORTED', `${this.remotePeer} does not take ${offer.kind} offers (an older starsock?)`)
     const id = this.allocateId()
     const onAsking = options.onAsking
     if (onAsking !== undefined) this.askingHandlers.set(id, onAsking)
@@ -384,10 +386,18 @@ export class Muxer extends Emitter<MuxEvents> {
   }
 
   private incomingOffer (frame: Frame): void {
-    const offer = parseOffer(decodeJson(frame))
     const id = frame.id
     if (id === 0 || id % 2 === (this.conn.initiator ? 1 : 0) || this.incomingOffers.has(id)) throw new StarsockError('E_CHANNEL_PROTOCOL', `mapping id ${id} is not the other side's to offer, or is in use`)
     const answer = (value: unknown): void => this.enqueue(encodeJsonFrame(FRAME.OFFER_REPLY, id, value))
+    // An offer this side cannot read (a newer kind, say) is refused alone; the connection and
+    // every other mapping on it go on.
+    let offer: Offer
+    try {
+      offer = parseOffer(decodeJson(frame))
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err)
+      return answer({ error: errorToWire(new StarsockError('E_UNSUPPORTED', `offer not understood: ${why}`)) })
+    }
     if (this.handlers.onOffer === undefined) return answer({ error: errorToWire(new StarsockError('E_DENIED', 'This peer takes no offers')) })
     if (this.incomingOffers.size >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
     const ac = new AbortController()

@@ -18,6 +18,7 @@ import { Muxer, type MuxOptions } from '../mux/muxer.ts'
 import type { StarsockPeer } from '../peer.ts'
 import { bounded } from '../waiters.ts'
 import { addDrops, Mapping } from './mapping.ts'
+import { FileQuota } from './file-quota.ts'
 
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
@@ -87,7 +88,7 @@ export interface FileReceiverOptions {
   onFile: (channel: Channel, mapping: Mapping) => void
   /** Largest file taken; a larger offer is refused with `E_LIMIT_FILE_SIZE` before anyone is asked. @default 1 GiB */
   maxFileBytes?: number
-  /** Bytes of files one peer may have granted within `quotaWindowMs` (each file counts at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
+  /** Bytes of files one peer may have granted within `quotaWindowMs` (a file counts its offered size until its mapping ends, then the bytes that arrived, at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
   quotaBytesPerPeer?: number
   /** Bytes of files all peers together may have granted within `quotaWindowMs` (identities are free). @default 16 GiB */
   quotaBytesTotal?: number
@@ -150,6 +151,8 @@ export interface SockAgentEvents extends Record<string, unknown> {
   lease: { peerId: string, port: number, state: 'held' | 'taken' | 'expired' }
   /** A limit refused an offer or a channel (also counted in `stats().refused`). */
   limit: LimitRefusal
+  /** `close()` was called: the agent takes and asks nothing more (tunnels on it stop). */
+  close: undefined
 }
 
 /** Figures of a sock agent. */
@@ -217,9 +220,14 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly maxChannelsTotal: number
   private readonly files: Required<FileReceiverOptions> | undefined
   /** Bytes of files granted, by peer, within the quota window. */
-  private readonly fileGrants: Array<{ peerId: string, at: number, bytes: number }> = []
+  private readonly fileQuota: FileQuota | undefined
   private readonly refused: Partial<Record<ErrorCode, number>> = {}
   private closed = false
+
+  /** Whether `close()` was called. */
+  get isClosed (): boolean {
+    return this.closed
+  }
   /** Counters of connections already closed, so the totals never go back. */
   private readonly closedCounters = { bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }
 
@@ -250,6 +258,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       for (const name of ['maxFileBytes', 'quotaBytesPerPeer', 'quotaBytesTotal', 'quotaWindowMs'] as const) {
         if (!Number.isSafeInteger(this.files[name]) || this.files[name] < 0) throw new RangeError(`files.${name} must be a non-negative integer`)
       }
+      this.fileQuota = new FileQuota(this.files.quotaWindowMs)
     }
     peer.handle((conn) => { this.adopt(conn) })
   }
@@ -372,7 +381,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * ask again when it is back.
    */
   async close (): Promise<void> {
-    this.closed = true
+    if (!this.closed) {
+      this.closed = true
+      this.emit('close', undefined)
+    }
     this.peer.handle(undefined)
     for (const mapping of this.mappings()) mapping.kill('the peer is stopping', 'E_PEER_SHUTDOWN')
     await Promise.all([...this.mappingsOf.keys()].map(async (mux) => await mux.close()))
@@ -405,28 +417,46 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   /** The limit an offer from `peerId` would break now, if any (checked before and after a person answers). */
   private overLimit (peerId: string, offer: Offer): StarsockError | undefined {
+    // A bind that may take back a lease of its own is not counted twice: it adds nothing while the
+    // lease is there (`bindNow` checks again if it binds afresh after all).
+    const reclaim = offer.kind === 'bind' && this.ownLease(peerId, offer) ? 1 : 0
+    return this.overTotals(peerId, offer, -reclaim) ?? this.overFileLimit(peerId, offer)
+  }
+
+  /**
+   * The limit `offer` breaks with the counts as they are plus `extra` (0 before a grant, -1 for a
+   * lease it takes back; after a grant the mapping is counted already, so 1 must still fit: -1).
+   */
+  private overTotals (peerId: string, offer: Offer, extra: number): StarsockError | undefined {
     // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
-    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length
+    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length + extra
     if (held >= this.maxMappingsPerPeer) return this.limited(peerId, 'E_LIMIT_MAPPINGS', 'peer-mappings', `Peer ${peerId} already holds ${held} mappings here (at most ${this.maxMappingsPerPeer} per peer)`)
-    const total = this.grantedTotal()
+    const total = this.grantedTotal() + extra
     if (total >= this.maxMappingsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'mappings', `This peer runs ${total} mappings for other peers, its total for all peers together (maxMappingsTotal ${this.maxMappingsTotal}); try later`)
     if (offer.kind === 'bind') {
-      const ports = this.boundPorts()
+      const ports = this.boundPorts() + extra
       if (ports >= this.maxBoundPortsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'ports', `This peer listens on ${ports} ports for other peers, its total for all peers together (maxBoundPortsTotal ${this.maxBoundPortsTotal}); try later`)
     }
+    return undefined
+  }
+
+  /** Whether `peerId` holds a lease a bind `offer` of it may take back (same proto and host; same port unless it asks for 0). */
+  private ownLease (peerId: string, offer: Offer): boolean {
+    const prefix = `${peerId}|${offer.proto}|${offer.host}|`
+    for (const key of this.leases.keys()) {
+      if (key === prefix + String(offer.port) || (offer.port === 0 && key.startsWith(prefix))) return true
+    }
+    return false
+  }
+
+  /** The file limits an offer from `peerId` would break now, if any. */
+  private overFileLimit (peerId: string, offer: Offer): StarsockError | undefined {
     if (offer.kind === 'file' && this.files !== undefined) {
       const size = offer.size ?? 0
       const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
       const { maxFileBytes, quotaBytesPerPeer, quotaBytesTotal, quotaWindowMs } = this.files
       if (size > maxFileBytes) return this.limited(peerId, 'E_LIMIT_FILE_SIZE', 'file-size', `${formatSize(size)} is over the ${formatSize(maxFileBytes)} this peer takes in one file`)
-      const since = Date.now() - quotaWindowMs
-      while (this.fileGrants.length > 0 && (this.fileGrants[0] as { at: number }).at < since) this.fileGrants.shift()
-      let mine = 0
-      let all = 0
-      for (const g of this.fileGrants) {
-        all += g.bytes
-        if (g.peerId === peerId) mine += g.bytes
-      }
+      const { mine, all } = (this.fileQuota as FileQuota).used(peerId)
       const minutes = Math.round(quotaWindowMs / 60_000)
       if (mine + charge > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
       if (all + charge > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
@@ -516,11 +546,17 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     const mapping = this.track(mux, id, offer, false)
     if (offer.kind === 'file') {
-      this.fileGrants.push({ peerId, at: Date.now(), bytes: Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES) })
+      // Charged its size while it may come; once over, what arrived (at least the minimum charge),
+      // so offers that send nothing do not lock files out for everyone for the whole window.
+      const quota = this.fileQuota as FileQuota
+      const charge = quota.charge(peerId, Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
       // A granted file that never comes must not hold its place under the limits.
       const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
       timer.unref?.()
-      mapping.on('close', () => clearTimeout(timer))
+      mapping.on('close', () => {
+        clearTimeout(timer)
+        quota.settle(charge, Math.max(mapping.stats().bytesIn, FILE_QUOTA_MIN_CHARGE_BYTES))
+      })
     }
   }
 
@@ -621,6 +657,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       this.logger.info({ peer: mapping.peerId, port: state.listener.address.port }, 'bind lease taken back')
       this.emit('lease', { peerId: mapping.peerId, port: state.listener.address.port, state: 'taken' })
     } else {
+      // Granted as taking back a lease that is not there (expired, or another port): the totals
+      // must hold with this port added.
+      const over = this.overTotals(mapping.peerId, offer, -1)
+      if (over !== undefined) throw over
       const fresh: BindState = { key: '', peerId: mapping.peerId, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
         openAccept: async (src) => {

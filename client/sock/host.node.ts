@@ -48,7 +48,7 @@ export function resetSocket (socket: net.Socket): void {
 
 /**
  * Pipe a TCP socket and a reliable channel both ways until both ends are over: half-closes pass
- * through as half-closes (a FIN only for the other side's FIN), an error on one side aborts the
+ * through as half-closes (a FIN only for the other side's FIN, never for a reset), an error on one side aborts the
  * other, and a channel that fails (reset, killed, connection to the peer or the server lost)
  * resets the socket. The socket is paused while the channel has no credit, and the channel is
  * not read while the socket's buffer is full.
@@ -59,7 +59,16 @@ export function pipeSocket (socket: net.Socket, channel: Channel): void {
     // Handed over without a copy: Node gives each chunk read from a socket memory of its own.
     channel.writeOwned(chunk).then(() => socket.resume(), () => resetSocket(socket))
   })
-  socket.on('end', () => { void channel.closeWrite().catch(() => {}) })
+  // libuv reports a reset that arrives behind unread bytes (the socket was paused for want of
+  // credit) as a plain end: a zero-length write tells them apart (it fails with ECONNRESET or EPIPE
+  // on a reset connection, and goes through after a FIN), so a reset is never passed on as a FIN.
+  socket.on('end', () => {
+    if (socket.destroyed || socket.writableEnded) return void channel.closeWrite().catch(() => {})
+    socket.write(new Uint8Array(0), (err) => {
+      if (err !== undefined && err !== null) channel.abort(new StarsockError('E_STREAM_ABORTED', `socket reset: ${(err as NodeJS.ErrnoException).code ?? err.message}`))
+      else void channel.closeWrite().catch(() => {})
+    })
+  })
   socket.on('error', (err) => channel.abort(new StarsockError('E_STREAM_ABORTED', `socket error: ${(err as NodeJS.ErrnoException).code ?? err.message}`)))
   // A reset or a kill ends the socket at once, even one whose reader is stuck.
   void channel.whenClosed.then(() => { if (channel.error !== undefined) resetSocket(socket) })
@@ -120,15 +129,42 @@ export function udpType (ip: string): 'udp4' | 'udp6' {
  * Kernel receive and send buffer asked for on the UDP sockets that carry a tunnel's traffic. The
  * usual default (208 KiB on Linux) holds about 150 ms of 1,000 datagrams a second: a busy event
  * loop loses the rest in the kernel, where nobody counts it. Linux caps the request at
- * `net.core.rmem_max` / `wmem_max` (no error).
+ * `net.core.rmem_max` / `wmem_max` (212992 on a stock kernel; raise them, e.g.
+ * `sysctl -w net.core.rmem_max=4194304`, for the full size); other systems may refuse it, and then
+ * the socket keeps its default. What was got is in the tunnel's `stats().udpBufferBytes`.
  */
 export const UDP_SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 /** The same for a socket of one source (a connect, one of an expose's): up to 256 of them per tunnel. */
 export const UDP_SOURCE_SOCKET_BUFFER_BYTES = 1024 * 1024
 
-/** A UDP socket for `ip` with `UDP_SOCKET_BUFFER_BYTES` of kernel buffers (applied when it binds). */
+/** Kernel buffer sizes of a UDP socket as the system reports them (Linux reports twice what it grants for bookkeeping). */
+export interface UdpBufferBytes { recv: number, send: number }
+
+/**
+ * A UDP socket for `ip` whose kernel buffers are asked to be `bufferBytes` once it is bound (a
+ * size the system refuses leaves its default: Node throws `ERR_SOCKET_BUFFER_SIZE` where the
+ * createSocket options would have failed the bind).
+ */
 export function udpSocket (ip: string, bufferBytes = UDP_SOCKET_BUFFER_BYTES): dgram.Socket {
-  return dgram.createSocket({ type: udpType(ip), recvBufferSize: bufferBytes, sendBufferSize: bufferBytes })
+  const socket = dgram.createSocket({ type: udpType(ip) })
+  socket.once('listening', () => { sizeUdpBuffers(socket, bufferBytes) })
+  return socket
+}
+
+/** Ask for `bytes` of receive and send buffer on a bound socket, each on its own; settles nothing, returns what the system reports now. */
+export function sizeUdpBuffers (socket: dgram.Socket, bytes: number): UdpBufferBytes {
+  try { socket.setRecvBufferSize(bytes) } catch {}
+  try { socket.setSendBufferSize(bytes) } catch {}
+  return udpBufferBytes(socket)
+}
+
+/** The receive and send buffer sizes of a bound socket now (0 if they cannot be read). */
+export function udpBufferBytes (socket: dgram.Socket): UdpBufferBytes {
+  let recv = 0
+  let send = 0
+  try { recv = socket.getRecvBufferSize() } catch {}
+  try { send = socket.getSendBufferSize() } catch {}
+  return { recv, send }
 }
 
 async function tcpConnect (dst: SockAddress, timeoutMs: number): Promise<net.Socket> {

@@ -14,7 +14,9 @@ import type { SockProto } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
 import { datagramCost, type Channel, type DatagramDrops } from '../mux/channel.ts'
 import type { MappingRequest, SockAgent } from './agent.ts'
-import { bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES } from './host.node.ts'
+import {
+  bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpBufferBytes, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES, type UdpBufferBytes
+} from './host.node.ts'
 import { addDrops, type Mapping } from './mapping.ts'
 
 /** Events of a tunnel. */
@@ -57,6 +59,8 @@ export interface TunnelStats {
   failures: number
   /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
   state: TunnelState
+  /** UDP forward: kernel buffers of its listening socket as the system reports them (see `UDP_SOCKET_BUFFER_BYTES`). */
+  udpBufferBytes?: UdpBufferBytes
 }
 
 /** Where a tunnel is. */
@@ -77,6 +81,12 @@ export interface TunnelOptions {
   /** How long to wait for the other peer to answer the offer. */
   timeoutMs?: number
   signal?: AbortSignal
+  /**
+   * A peer not online at the start (`E_PEER_NOT_FOUND`) is waited for as if it went away (the
+   * tunnel settles `away`, a forward listens and resets connections meanwhile) instead of failing.
+   * @default false
+   */
+  waitForPeer?: boolean
 }
 
 /**
@@ -92,8 +102,10 @@ const LOCAL_CONNECT_TIMEOUT_MS = 10_000
 /** First and largest pause between two attempts to get a lost mapping back. */
 const RECOVER_DELAY_MS = 250
 const RECOVER_DELAY_MAX_MS = 5000
+/** How long a UDP source whose channel could not be opened stays dropped before it is tried again. */
+export const UDP_OPEN_RETRY_MS = 1000
 /** Errors after which asking again is pointless: a person or a rule said no, or it cannot work. */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED'])
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED'])
 
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
@@ -104,6 +116,10 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected current: Mapping | undefined
   protected stopped = false
   private awayWith: StarsockError | undefined
+  /** The other side said a person is asked about the current request. */
+  private personAsked = false
+  /** An 'error' was emitted for a connection refused during this away period (one per period). */
+  private awayReported = false
   private recovering = false
   /** Ends the recovery loop's current pause (the peer is back, or the tunnel stops). */
   private wakeRecovery: (() => void) | undefined
@@ -112,12 +128,20 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
   private readonly drops: TunnelDrops = { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
   private resolveDone!: (err: StarsockError | undefined) => void
+  /** Undo the watch on the agent's close and the signal's abort. */
+  private readonly unwatch: () => void
 
   constructor (protected readonly agent: SockAgent, protected readonly options: TunnelOptions) {
     super()
     this.proto = options.proto ?? 'tcp'
     this.udpIdleMs = options.udpIdleMs ?? 60_000
     this.done = new Promise((resolve) => { this.resolveDone = resolve })
+    // Nothing left to recover for: the tunnel stops with its agent, or when its signal aborts.
+    const offClose = agent.on('close', () => this.stop(new StarsockError('E_ABORTED', 'The sock agent closed')))
+    const signal = options.signal
+    const onAbort = (): void => this.stop(new StarsockError('E_ABORTED', 'Tunnel aborted'))
+    signal?.addEventListener('abort', onAbort, { once: true })
+    this.unwatch = () => { offClose(); signal?.removeEventListener('abort', onAbort) }
   }
 
   /** Where the tunnel is now. */
@@ -127,7 +151,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
   /** Figures now, over every mapping the tunnel has had. */
   stats (): TunnelStats {
-    const s = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state }
+    const s: TunnelStats = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state, ...this.extraStats() }
     const m = this.current?.closed === false ? this.current.stats() : undefined
     if (m !== undefined) {
       s.channelsOpen = m.channelsOpen
@@ -137,6 +161,11 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       addDrops(s.droppedBy, m.droppedBy)
     }
     return s
+  }
+
+  /** Figures of a kind of tunnel. */
+  protected extraStats (): Partial<TunnelStats> {
+    return {}
   }
 
   /** Stop: kill the mapping (the other peer closes its side) and stop listening. */
@@ -161,6 +190,26 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     if (error.code === 'E_DENIED' || error.code === 'E_KILLED') this.stop(error)
   }
 
+  /** Like `failed`, but while the tunnel is away only the first failure is told ('error'); the rest are counted. */
+  protected failedOnce (err: unknown): void {
+    if (this.state !== 'away') return this.failed(err)
+    if (this.awayReported) return this.counted('failures')
+    this.awayReported = true
+    this.failed(err)
+  }
+
+  /** While away: the error a new connection or UDP source gets at once (the recovery loop does the asking). */
+  protected awayError (): StarsockError | undefined {
+    const away = this.awayWith
+    if (away === undefined || this.stopped) return undefined
+    return new StarsockError(away.code, `${this.options.peer} is away (${away.message}); the tunnel asks again by itself`)
+  }
+
+  /** At the start: whether `err` is a peer not online yet, to wait for (`waitForPeer`); then the tunnel is away. */
+  protected waitsFor (err: unknown): err is StarsockError {
+    return this.options.waitForPeer === true && err instanceof StarsockError && err.code === 'E_PEER_NOT_FOUND' && !this.stopped
+  }
+
   /** Ask for a mapping (a forward's connect, an expose's bind), again after a drop. */
   protected abstract restore (): Promise<unknown>
 
@@ -173,6 +222,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     }
     this.current = mapping
     this.awayWith = undefined
+    this.awayReported = false
     mapping.on('close', (err) => {
       const s = mapping.stats()
       this.totals.bytesIn += s.bytesIn
@@ -212,12 +262,16 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
           if (this.stopped) return
           if (this.current !== undefined && !this.current.closed) return // back by a connection of a forward
           try {
+            this.personAsked = false
             await this.restore()
             return
           } catch (e) {
             if (this.stopped) return
             const error = e instanceof StarsockError ? e : new StarsockError('E_STREAM_ABORTED', String(e))
-            if (FINAL_CODES.has(error.code)) return this.stop(error)
+            if (FINAL_CODES.has(error.code) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
+            // A person was asked and nobody answered in time: asking again would prompt them anew
+            // every timeout, for ever (whichever of our timeout or their E_DENIED comes first).
+            if (error.code === 'E_TIMEOUT' && this.personAsked) return this.stop(new StarsockError('E_DENIED', `Nobody answered at ${this.options.peer} in time (a person was asked): ${error.message}`))
             this.awayWith = error
           }
         }
@@ -233,6 +287,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected stop (err: StarsockError | undefined): void {
     if (this.stopped) return
     this.stopped = true
+    this.unwatch()
     this.wakeRecovery?.() // no pause left behind
     this.current?.kill(err === undefined ? 'tunnel closed' : err.message)
     this.shutdown()
@@ -249,7 +304,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       timeoutMs: this.options.timeoutMs,
       signal: this.options.signal,
       port: 0,
-      onAsking: (info) => this.emit('asking', info),
+      onAsking: (info) => { this.personAsked = true; this.emit('asking', info) },
       ...extra
     }
   }
@@ -257,6 +312,8 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
 interface UdpSource {
   channel: Channel | undefined
+  /** Its channel could not be opened: its datagrams are dropped (`open`) until then, and it is tried again after. */
+  failedUntil: number | undefined
   /** Datagrams that came while the channel opened, and their cost in credit. */
   pending: Uint8Array[]
   pendingBytes: number
@@ -272,9 +329,14 @@ class UdpSources {
   send (src: SockAddress, data: Uint8Array, open: () => Promise<Channel>, onChannel: (channel: Channel) => void): void {
     const key = `${src.ip}|${src.port}`
     let entry = this.map.get(key)
+    if (entry?.failedUntil !== undefined) {
+      if (Date.now() < entry.failedUntil) return this.onDrop('open', 1)
+      this.forget(key)
+      entry = undefined
+    }
     if (entry === undefined && this.map.size >= MAX_UDP_SOURCES) return this.onDrop('sources', 1)
     if (entry === undefined) {
-      const fresh: UdpSource = { channel: undefined, pending: [], pendingBytes: 0, timer: undefined }
+      const fresh: UdpSource = { channel: undefined, failedUntil: undefined, pending: [], pendingBytes: 0, timer: undefined }
       entry = fresh
       this.map.set(key, fresh)
       open().then((channel) => {
@@ -287,7 +349,14 @@ class UdpSources {
         void channel.whenClosed.then(() => { if (this.map.get(key) === fresh) this.forget(key) })
       }, () => {
         this.onDrop('open', fresh.pending.length)
-        this.forget(key)
+        fresh.pending = []
+        fresh.pendingBytes = 0
+        if (this.map.get(key) !== fresh) return
+        // Kept as failed for a while: a source that sends on must not ask again per datagram.
+        fresh.failedUntil = Date.now() + UDP_OPEN_RETRY_MS
+        clearTimeout(fresh.timer)
+        fresh.timer = setTimeout(() => { if (this.map.get(key) === fresh) this.forget(key) }, UDP_OPEN_RETRY_MS)
+        fresh.timer.unref?.()
       })
     }
     if (entry.channel !== undefined) entry.channel.send(data)
@@ -308,6 +377,11 @@ class UdpSources {
     this.map.delete(key)
   }
 
+  /** Forget the sources that failed: the mapping is back, they may open at once. */
+  retryFailed (): void {
+    for (const [key, entry] of this.map) if (entry.failedUntil !== undefined) this.forget(key)
+  }
+
   clear (): void {
     for (const [key, entry] of this.map) {
       entry.channel?.abort()
@@ -324,7 +398,13 @@ export class Forward extends Tunnel {
 
   /** Ask for the mapping and listen on `listen`; settles once both are done. */
   async start (listen: SockAddress): Promise<void> {
-    await this.mapping()
+    let offline: StarsockError | undefined
+    try {
+      await this.mapping()
+    } catch (err) {
+      if (!this.waitsFor(err)) throw err
+      offline = err
+    }
     try {
       if (this.proto === 'tcp') await this.listenTcp(listen)
       else await this.listenUdp(listen)
@@ -332,6 +412,7 @@ export class Forward extends Tunnel {
       this.stop(undefined)
       throw err
     }
+    if (offline !== undefined) this.dropped(offline) // listening; asks until the peer is online
   }
 
   protected async restore (): Promise<Mapping> {
@@ -348,6 +429,9 @@ export class Forward extends Tunnel {
   }
 
   private async open (src: SockAddress): Promise<Channel> {
+    // While away, the recovery loop asks (with backoff): traffic must not ask once per connection or datagram.
+    const away = this.awayError()
+    if (away !== undefined) throw away
     const mapping = await this.mapping()
     this.counted('connections')
     this.emit('connection', { src })
@@ -358,7 +442,7 @@ export class Forward extends Tunnel {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
       this.open({ ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
-        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failed(err) })
+        .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
     })
     this.server = server
     this.address = await listenTcp(server, listen.ip, listen.port)
@@ -369,9 +453,10 @@ export class Forward extends Tunnel {
     this.udp = socket
     const sources = new UdpSources(this.udpIdleMs, (cause, n) => this.droppedHere(cause, n))
     this.sources = sources
+    this.on('mapping', () => sources.retryFailed())
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
-      sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failed(err); throw err }), (channel) => {
+      sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failedOnce(err); throw err }), (channel) => {
         void forEachDatagram(channel, (item) => socket.send(item.data, src.port, src.ip))
       })
     })
@@ -380,6 +465,10 @@ export class Forward extends Tunnel {
   }
 
   private sources: UdpSources | undefined
+
+  protected override extraStats (): Partial<TunnelStats> {
+    return this.udp === undefined || this.stopped ? {} : { udpBufferBytes: udpBufferBytes(this.udp) }
+  }
 
   protected shutdown (): void {
     this.server?.close()
@@ -399,7 +488,12 @@ export class Expose extends Tunnel {
   async start (host: string, port: number): Promise<void> {
     this.bindHost = host
     this.requestedPort = port
-    await this.bind()
+    try {
+      await this.bind()
+    } catch (err) {
+      if (!this.waitsFor(err)) throw err
+      this.dropped(err) // binds once the peer is online
+    }
   }
 
   /** Bind (again): the port asked for, and with port 0 the port held before as a lease hint. */
@@ -477,16 +571,31 @@ export class Expose extends Tunnel {
   }
 }
 
-/** Listen on `listen`; every connection (or UDP source) reaches `options.to` through `options.peer`. Settles once the peer agreed and the port is open. */
+/**
+ * Listen on `listen`; every connection (or UDP source) reaches `options.to` through `options.peer`.
+ * Settles once the peer agreed and the port is open (with `waitForPeer`, also once the port is open
+ * and the tunnel is `away`, waiting for a peer not online). The tunnel stops (`E_ABORTED`) when the agent
+ * closes or `options.signal` aborts.
+ */
 export async function forward (agent: SockAgent, options: TunnelOptions & { listen: SockAddress }): Promise<Forward> {
   const tunnel = new Forward(agent, options)
-  await tunnel.start(options.listen)
+  try {
+    await tunnel.start(options.listen)
+  } catch (err) {
+    await tunnel.close() // no watch on the agent or the signal left behind
+    throw err
+  }
   return tunnel
 }
 
 /** Have `options.peer` listen on `host:port` (host default `0.0.0.0`); each connection reaches the local `options.to`. Settles once bound. */
 export async function expose (agent: SockAgent, options: TunnelOptions & { host?: string, port: number }): Promise<Expose> {
   const tunnel = new Expose(agent, options)
-  await tunnel.start(options.host ?? '0.0.0.0', options.port)
+  try {
+    await tunnel.start(options.host ?? '0.0.0.0', options.port)
+  } catch (err) {
+    await tunnel.close()
+    throw err
+  }
   return tunnel
 }

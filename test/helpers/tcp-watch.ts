@@ -10,7 +10,7 @@ export interface Outcome {
   /** The error code, if the connection failed before any end (ECONNRESET for a reset). */
   error: string | undefined
   /**
-   * After `end`, one byte is written back: it fails at once (EPIPE) when the connection is
+   * After `end`, a zero-length write is made: it fails at once (EPIPE) when the connection is
    * already gone, and goes through when the other side only half-closed (a FIN). Needed because
    * libuv reports a reset that arrives behind unread bytes as a plain end (its POLLHUP shortcut),
    * while the kernel and other programs see ECONNRESET.
@@ -42,7 +42,7 @@ export function watch (socket: net.Socket, pauseAt = Infinity): { outcome: Promi
   socket.on('end', () => {
     ended = true
     // Probe, then end our side too so the connection closes.
-    socket.write(Buffer.from([0]), (err) => {
+    socket.write(new Uint8Array(0), (err) => { // zero bytes: nothing injected into the stream
       if (err !== undefined && err !== null) afterEnd = (err as NodeJS.ErrnoException).code ?? err.message
       socket.end()
     })

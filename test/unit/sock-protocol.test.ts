@@ -16,7 +16,9 @@ import {
   parseOffer,
   parseOpenHeader,
   parseReply,
+  understandsOffer,
   type Offer,
+  type OfferKind,
   type OpenHeader,
   type Reply
 } from '../../shared/sock-protocol.ts'
@@ -111,6 +113,24 @@ describe('parseHello', () => {
     const hello = parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, interim })
     expect(hello.interim).toBe(kept ? true : undefined)
     expect(Object.hasOwn(hello, 'interim')).toBe(kept)
+  })
+
+  it.each<[string, unknown, Array<[string, boolean]>]>([
+    ['no offers (an older peer): connect, bind and accept, not file', undefined, [['connect', true], ['bind', true], ['accept', true], ['file', false]]],
+    ['offers with file', ['connect', 'bind', 'accept', 'file'], [['connect', true], ['file', true]]],
+    ['offers with an unknown kind (left out)', ['connect', 'teleport'], [['connect', true], ['bind', false], ['file', false]]],
+    ['empty offers', [], [['connect', false], ['file', false]]]
+  ])('understandsOffer with %s', (_, offers, expected) => {
+    const hello = parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, ...(offers === undefined ? {} : { offers }) })
+    for (const [kind, yes] of expected) expect(understandsOffer(hello, kind as OfferKind), kind).toBe(yes)
+  })
+
+  it.each<[string, unknown]>([
+    ['a string', 'file'],
+    ['a list with a number', ['connect', 1]],
+    ['a list too long', Array.from({ length: 33 }, () => 'connect')]
+  ])('refuses offers that are %s', (_, offers) => {
+    expect(() => parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, offers })).toThrow('HELLO offers must be a list of at most 32 offer kinds')
   })
 
   const WINDOW = 'HELLO window must be an integer from 1024 to 2^31'
