@@ -30,8 +30,14 @@ function once (ack: Ack | undefined): Ack | undefined {
   }
 }
 
-function replyError (ack: Ack | undefined, err: StarsockError): void {
-  ack?.(err.toWire())
+/**
+ * Answer a request that failed: a `StarsockError` with its wire string; anything else is a bug
+ * here, logged with its stack and answered `E_INTERNAL` (never "Crypto error" or a stack).
+ */
+function replyError (ack: Ack | undefined, err: unknown, log?: Logger): void {
+  if (err instanceof StarsockError) return ack?.(err.toWire())
+  log?.error({ err: err instanceof Error ? err.stack : String(err) }, 'internal error')
+  ack?.(new StarsockError('E_INTERNAL').toWire())
 }
 
 /**
@@ -110,10 +116,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
         // The resume secret rides as an extra, last element that legacy clients ignore.
         if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
         else ack?.(null, null, result.peers)
-      }, (err: unknown) => {
-        log.error({ err }, 'join failed')
-        replyError(ack, new StarsockError('E_CRYPTO'))
-      })
+      }, (err: unknown) => { replyError(ack, err, log) })
     })
 
     socket.on(EVENTS.LEAVE, (...raw: unknown[]) => {
@@ -137,10 +140,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
         if (typeof result === 'string') return ack?.(result)
         log.debug({ code: result.code }, 'dial failed')
         replyError(ack, result)
-      }, (err: unknown) => {
-        log.error({ err }, 'dial failed')
-        replyError(ack, new StarsockError('E_PEER_GONE'))
-      })
+      }, (err: unknown) => { replyError(ack, err, log) })
     })
 
     socket.on(EVENTS.HELLO, (...raw: unknown[]) => {
@@ -175,12 +175,8 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
         const owner = addr === undefined ? undefined : rendezvous.ownerOf(addr)
         if (owner === undefined) return replyError(ack, new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation'))
         Promise.resolve().then(() => run(relay, owner, args)).then((value) => ack?.(null, value), (err: unknown) => {
-          if (err instanceof StarsockError) {
-            if (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS') metrics.limitHits.inc({ limit: err.code })
-            return replyError(ack, err)
-          }
-          log.warn({ err: String(err) }, 'udp request failed')
-          replyError(ack, new StarsockError('E_BAD_REQUEST', 'UDP request failed'))
+          if (err instanceof StarsockError && (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS')) metrics.limitHits.inc({ limit: err.code })
+          replyError(ack, err, log)
         })
       })
     }
