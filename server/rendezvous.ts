@@ -132,8 +132,8 @@ export class Rendezvous {
   }
 
   /** `starsock:peers`: one page of joined addresses from `cursor`; only for a joined, allowed peer. */
-  peers (session: Session, cursor: number): PeersPage | StarsockError {
-    if (!this.mayDiscover(session)) return new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
+  peers (session: Session, cursor: number): PeersPage {
+    if (!this.mayDiscover(session)) throw new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
     return this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
   }
 
@@ -185,43 +185,41 @@ export class Rendezvous {
   /**
    * `ss-join(addr, proof)`. With the challenge on, the first call carries the public key and is
    * answered with a nonce; the second carries the signature and completes the join.
-   * Settles once the signature is checked.
+   * Settles once the signature is checked; rejects with a `StarsockError` saying why not.
    */
-  async join (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
-    const result = await this.joinSteps(session, addr, proof)
-    if (result instanceof StarsockError) {
+  async join (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
+    try {
+      return await this.joinSteps(session, addr, proof)
+    } catch (err) {
       this.metrics.joinsFailure.inc()
-      if (result.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: result.code })
+      if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
+      throw err
     }
-    return result
   }
 
-  private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
+  private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
     const parsed = checkAddress(addr, this.options.strictMultiaddr)
     // With a nonce outstanding the proof is a signature, unless the client asks again with its
     // public key (a retry), which starts over with a fresh nonce.
     if (this.options.cryptoChallenge && this.challenges.has(session.id, addr) && !this.isOwnKey(parsed?.peerId, proof)) {
-      const pending = this.challenges.take(session.id, addr)
-      if (pending instanceof StarsockError) return pending
-      const verified = await verifyNonce(pending.key, pending.nonce, proof)
-      if (verified instanceof StarsockError) return verified
+      const pending = orThrow(this.challenges.take(session.id, addr))
+      orThrow(await verifyNonce(pending.key, pending.nonce, proof))
       // It may have gone while the signature was checked: a join now would outlive its socket.
-      if (!this.sessions.has(session.id)) return new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
+      if (!this.sessions.has(session.id)) throw new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
       return this.finishJoin(session, addr, parsed?.peerId)
     }
     this.metrics.joinsTotal.inc()
-    if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
+    if (parsed === undefined) throw new StarsockError('E_INVALID_ADDRESS')
     if (!this.joinsPerIp.hit(this.ipKey(session.ip))) {
-      return new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
+      throw new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
     }
     if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
-      return new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
+      throw new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
     }
     if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
-    if (proof === '') return new StarsockError('E_CHALLENGE_REQUIRED')
-    if (parsed.peerId === undefined) return new StarsockError('E_ID_MISMATCH')
-    const key = keyForPeerId(proof, parsed.peerId)
-    if (key instanceof StarsockError) return key
+    if (proof === '') throw new StarsockError('E_CHALLENGE_REQUIRED')
+    if (parsed.peerId === undefined) throw new StarsockError('E_ID_MISMATCH')
+    const key = orThrow(keyForPeerId(proof, parsed.peerId))
     return { nonce: this.challenges.issue(session.id, addr, key) }
   }
 
@@ -229,10 +227,10 @@ export class Rendezvous {
     return peerId !== undefined && looksLikeKey(proof) && !(keyForPeerId(proof, peerId) instanceof StarsockError)
   }
 
-  private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone | StarsockError {
+  private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone {
     if (!session.addrs.has(addr)) {
       if (session.addrs.size >= this.options.maxAddressesPerSocket) {
-        return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
+        throw new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
@@ -242,24 +240,17 @@ export class Rendezvous {
       // An address that moves between sockets of one IP (a reconnect, a takeover) does not add to its count.
       const sameKey = held !== undefined && this.ipKey(held.holder.ip) === this.ipKey(session.ip)
       if (this.peersFrom(session.ip) - (sameKey ? 1 : 0) >= this.options.maxPeersPerIp) {
-        return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
+        throw new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
       }
       let after: (() => void) | undefined
-      if (held !== undefined) {
-        const claim = this.claim(session, held.holder, held.heldAddr, addr)
-        if (claim instanceof StarsockError) return claim
-        after = claim
-      }
+      if (held !== undefined) after = this.claim(session, held.holder, held.heldAddr, addr)
       const key = peerId ?? addr
       const reserved = held === undefined ? this.reservations.find(key) : undefined
       // Legacy newcomers keep the original's exact-address rule here too.
       const reservedHere = reserved !== undefined && (session.starsock || reserved.addr === addr)
-      if (reservedHere) {
-        const refused = this.claimReserved(session, reserved)
-        if (refused !== undefined) return refused
-      }
+      if (reservedHere) this.claimReserved(session, reserved)
       if (owner === undefined && this.directory.size >= this.options.maxPeers) {
-        return new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
+        throw new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
@@ -293,14 +284,14 @@ export class Rendezvous {
 
   /**
    * `newcomer` joins an identity held for a client reconnecting within the grace (see
-   * `decideClaim`): the refusal, or `undefined` when it may have it.
+   * `decideClaim`): throws the refusal unless it may have it.
    */
-  private claimReserved (newcomer: Session, reserved: Reservation): StarsockError | undefined {
+  private claimReserved (newcomer: Session, reserved: Reservation): void {
     const outcome = decideClaim(newcomer, { starsock: true, credential: reserved.credential }, this.options.cryptoChallenge)
     if (outcome === 'in-use') {
       const where = this.options.cryptoChallenge ? ` (joined from ${reserved.remote})` : ''
       const seconds = Math.max(1, Math.ceil((reserved.untilMs - Date.now()) / 1000))
-      return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
+      throw new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
     }
     if (outcome !== 'resume') {
       // Taken while its client was away: it hears so (E_ADDRESS_IN_USE) when it comes back.
@@ -308,17 +299,16 @@ export class Rendezvous {
       this.metrics.displaced.inc({ reason })
       this.logger.info({ by: newcomer.id, reason }, 'took an identity reserved for a reconnecting client')
     }
-    return undefined
   }
 
   /**
    * `newcomer` joins `addr` while the live session `holder` holds the same identity under
-   * `heldAddr` (see `decideClaim`). Returns the refusal, or what to do with the holder once the
-   * address is the newcomer's.
+   * `heldAddr` (see `decideClaim`). Throws the refusal, or returns what to do with the holder
+   * once the address is the newcomer's.
    */
-  private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
+  private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): () => void {
     const outcome = decideClaim(newcomer, { starsock: holder.starsock, credential: holder.resumeSecrets.get(heldAddr) }, this.options.cryptoChallenge)
-    if (outcome === 'in-use') return this.inUse(holder)
+    if (outcome === 'in-use') throw this.inUse(holder)
     this.release(holder, heldAddr, addr)
     if (outcome === 'replace') return () => {}
     if (outcome === 'resume') {
@@ -378,38 +368,42 @@ export class Rendezvous {
 
   /**
    * `ss-dial(from, to, dialId)`: open the two streams and ask the listener with `ss-incomming`.
-   * Settles when the listener answers, refuses, times out or disconnects; a string from the
-   * listener is its own refusal, passed on as is.
+   * Settles with `undefined` when the listener accepts, or with its refusal when that is a string
+   * (passed on as is); rejects with a `StarsockError` when it refuses otherwise, times out or
+   * disconnects, or the dial is not allowed.
    */
-  async dial (session: Session, from: string, to: string, dialId: string): Promise<undefined | StarsockError | string> {
+  async dial (session: Session, from: string, to: string, dialId: string): Promise<string | undefined> {
     this.metrics.dialsTotal.inc()
-    const result = await this.dialSteps(session, from, to, dialId)
-    if (result === undefined) {
-      this.metrics.dialsSuccess.inc()
-    } else {
+    let refusal: string | undefined
+    try {
+      refusal = await this.dialSteps(session, from, to, dialId)
+    } catch (err) {
       this.metrics.dialsFailure.inc()
-      if (result instanceof StarsockError && result.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: result.code })
+      if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
+      throw err
     }
-    return result
+    if (refusal === undefined) this.metrics.dialsSuccess.inc()
+    else this.metrics.dialsFailure.inc()
+    return refusal
   }
 
-  private async dialSteps (session: Session, from: string, to: string, dialId: string): Promise<undefined | StarsockError | string> {
+  private async dialSteps (session: Session, from: string, to: string, dialId: string): Promise<string | undefined> {
     if (!session.dialBucket.take()) {
-      return new StarsockError('E_LIMIT_DIAL_RATE', `Dial rate limit reached (maxDialsPerSecond=${this.options.maxDialsPerSecond})`)
+      throw new StarsockError('E_LIMIT_DIAL_RATE', `Dial rate limit reached (maxDialsPerSecond=${this.options.maxDialsPerSecond})`)
     }
-    if (!session.addrs.has(from)) return new StarsockError('E_NOT_AUTHORIZED')
+    if (!session.addrs.has(from)) throw new StarsockError('E_NOT_AUTHORIZED')
     const ownerId = this.directory.owner(to)
     const target = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-    if (target === undefined) return new StarsockError('E_PEER_NOT_FOUND')
+    if (target === undefined) throw new StarsockError('E_PEER_NOT_FOUND')
     const out = dialId + DIALER_SUFFIX
     const back = dialId + LISTENER_SUFFIX
     if (session.outbound.has(out) || session.inbound.has(back) || target.inbound.has(out) || target.outbound.has(back)) {
-      return new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
+      throw new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
     }
     const max = this.options.maxStreamsPerSocket
     const extra = session === target ? 4 : 2
-    if (session.streamCount + extra > max) return streamLimit('Stream limit reached', max)
-    if (target.streamCount + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
+    if (session.streamCount + extra > max) throw streamLimit('Stream limit reached', max)
+    if (target.streamCount + extra > max) throw streamLimit('Stream limit of the dialed peer reached', max)
 
     const [forward] = this.relay.openPair(session, target, out, back)
     let reply: unknown[]
@@ -420,12 +414,13 @@ export class Rendezvous {
       const failure = new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
       // A listener that acks late has handed out a connection already: it must hear the failure.
       this.relay.fail(forward, code, failure.message)
-      return failure
+      throw failure
     }
     const refusal = reply[0]
     if (refusal !== undefined && refusal !== null && refusal !== false && refusal !== '') {
       this.relay.fail(forward, 'E_DIAL_REFUSED', 'Dial refused')
-      return typeof refusal === 'string' ? refusal.slice(0, 256) : new StarsockError('E_DIAL_REFUSED', 'Dial refused')
+      if (typeof refusal === 'string') return refusal.slice(0, 256)
+      throw new StarsockError('E_DIAL_REFUSED', 'Dial refused')
     }
     // The streams may already be over (a dialer may end its stream as soon as it is accepted,
     // before the listener's ack arrives); a listener that left made `request` reject instead.
@@ -450,4 +445,10 @@ function count (counts: Map<string, number>, key: string, delta: number): number
 
 function streamLimit (what: string, max: number): StarsockError {
   return new StarsockError('E_LIMIT_STREAMS', `${what} (maxStreamsPerSocket=${max})`)
+}
+
+/** The value, or throw the `StarsockError` a helper returned instead (the challenge's checks). */
+function orThrow<T> (result: T | StarsockError): T {
+  if (result instanceof StarsockError) throw result
+  return result
 }

@@ -35,7 +35,10 @@ function once (ack: Ack | undefined): Ack | undefined {
  * here, logged with its stack and answered `E_INTERNAL` (never "Crypto error" or a stack).
  */
 function replyError (ack: Ack | undefined, err: unknown, log?: Logger): void {
-  if (err instanceof StarsockError) return ack?.(err.toWire())
+  if (err instanceof StarsockError) {
+    log?.debug({ code: err.code }, 'refused')
+    return ack?.(err.toWire())
+  }
   log?.error({ err: err instanceof Error ? err.stack : String(err) }, 'internal error')
   ack?.(new StarsockError('E_INTERNAL').toWire())
 }
@@ -108,10 +111,6 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       const req = checkJoin(args)
       if (req instanceof StarsockError) { bad(EVENTS.JOIN); return replyError(ack, req) }
       rendezvous.join(s, req.addr, req.proof).then((result) => {
-        if (result instanceof StarsockError) {
-          log.debug({ code: result.code }, 'join refused')
-          return replyError(ack, result)
-        }
         if ('nonce' in result) return ack?.(null, result.nonce)
         // The resume secret rides as an extra, last element that legacy clients ignore.
         if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
@@ -135,11 +134,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       const ack = once(rawAck)
       const req = checkDial(args)
       if (req instanceof StarsockError) { bad(EVENTS.DIAL); return replyError(ack, req) }
-      rendezvous.dial(s, req.from, req.to, req.dialId).then((result) => {
-        if (result === undefined) return ack?.()
-        if (typeof result === 'string') return ack?.(result)
-        log.debug({ code: result.code }, 'dial failed')
-        replyError(ack, result)
+      rendezvous.dial(s, req.from, req.to, req.dialId).then((refusal) => {
+        if (refusal === undefined) ack?.()
+        else ack?.(refusal)
       }, (err: unknown) => { replyError(ack, err, log) })
     })
 
@@ -158,9 +155,11 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       if (!withinRate(ack)) return
       const cursor = checkPeersCursor(args)
       if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
-      const page = rendezvous.peers(s, cursor)
-      if (page instanceof StarsockError) return replyError(ack, page)
-      ack?.(null, page)
+      try {
+        ack?.(null, rendezvous.peers(s, cursor))
+      } catch (err) {
+        replyError(ack, err, log)
+      }
     })
 
     /** UDP relay requests: only a joined peer, as itself; every one answered once. */

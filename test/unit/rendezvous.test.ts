@@ -3,6 +3,7 @@ import { ServerMetrics } from '../../server/metrics.ts'
 import { resolveServerOptions } from '../../server/options.ts'
 import { Rendezvous } from '../../server/rendezvous.ts'
 import type { Endpoint } from '../../server/session.ts'
+import type { StarsockError } from '../../shared/errors.ts'
 import { silentLogger } from '../../shared/logger.ts'
 import { BACKLOG_CHECK_MS } from '../../shared/constants.ts'
 import { makeIdentity } from '../helpers/raw-peer.ts'
@@ -57,8 +58,12 @@ describe('Rendezvous counts of joined addresses', () => {
     const two = rendezvous.connect('two', '10.0.0.1', endpoint(() => 0))
     const three = rendezvous.connect('three', '2001:db8::1', endpoint(() => 0))
     const join = async (s: typeof one, address: string): Promise<string | undefined> => {
-      const r = await rendezvous.join(s, address, '')
-      return r instanceof Error ? r.code : undefined
+      try {
+        await rendezvous.join(s, address, '')
+        return undefined
+      } catch (err) {
+        return (err as StarsockError).code
+      }
     }
     expect(await join(one, addr(a))).toBeUndefined()
     expect(await join(one, addr(a, 9091))).toBeUndefined() // a second address of the same peer id
