@@ -6,6 +6,7 @@ import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
 import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
+import { checkUdpAllocate } from '../shared/validate.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
 import { BACKLOG_CHECK_MS, PROTOCOL_VERSION, SOCKET_WRITE_HIGH_WATER_BYTES } from '../shared/constants.ts'
 import { Announcer } from './announcer.ts'
@@ -17,6 +18,7 @@ import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
 import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
+import { UdpRelay, type AllocationInfo } from './udp-relay.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
@@ -41,7 +43,9 @@ export class Rendezvous {
   private readonly joinedPerIp = new Map<string, number>()
   /** Addresses joined now, per owner (`ownerOf`): a peer id is present while it has one. */
   private readonly joinedPerOwner = new Map<string, number>()
-  /** Told when an owner's first address joins (`true`) and its last one goes (`false`); the UDP relay's owners. */
+  /** The UDP relay, once `startUdp` made it. */
+  private udpRelay: UdpRelay | undefined
+  /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay is. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
 
   constructor (
@@ -117,6 +121,23 @@ export class Rendezvous {
     this.metrics.sockets.set(this.sessions.size)
   }
 
+  /**
+   * Whether `session` reads so little of what it is sent that its requests should wait: they get
+   * no answer at all until it catches up (counted under `<event>:congested`).
+   */
+  congested (session: Session, event: string): boolean {
+    if (session.endpoint.congested?.() !== true) return false
+    this.metrics.badRequests.inc({ event: `${event}:congested` })
+    return true
+  }
+
+  /** Count one of the cheap requests (hello, peers, ping, leave, UDP) against `session`'s rate; throws `E_LIMIT_REQUEST_RATE` past it. */
+  takeRequest (session: Session): void {
+    if (session.requestBucket.take()) return
+    this.metrics.limitHits.inc({ limit: 'E_LIMIT_REQUEST_RATE' })
+    throw new StarsockError('E_LIMIT_REQUEST_RATE', 'Request rate limit reached')
+  }
+
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
     session.peerEvents = request.peerEvents === true
@@ -167,8 +188,15 @@ export class Rendezvous {
     count(this.joinedPerIp, this.ipKey(session.ip), delta)
     const owner = this.ownerOf(addr)
     const now = count(this.joinedPerOwner, owner, delta)
-    if (delta === 1 && now === 1) this.presenceChanged(owner, true)
-    if (delta === -1 && now === 0) this.presenceChanged(owner, false)
+    // A UDP allocation's owner whose last address went keeps it for a grace; back in time, for good.
+    if (delta === 1 && now === 1) {
+      this.udpRelay?.ownerBack(owner)
+      this.presenceChanged(owner, true)
+    }
+    if (delta === -1 && now === 0) {
+      this.udpRelay?.ownerLeft(owner)
+      this.presenceChanged(owner, false)
+    }
   }
 
   /** `ipLimitKey`, remembered for the IPs of connected sessions. */
@@ -425,6 +453,79 @@ export class Rendezvous {
     // The streams may already be over (a dialer may end its stream as soon as it is accepted,
     // before the listener's ack arrives); a listener that left made `request` reject instead.
     return undefined
+  }
+
+  /** The UDP relay, when `startUdp` made one. */
+  get udp (): UdpRelay | undefined {
+    return this.udpRelay
+  }
+
+  /**
+   * Make the UDP relay (`udpRelay` on): its sockets bind to `bindHost`, and `ownPort` (the server's
+   * TCP port) never registers as an endpoint.
+   */
+  startUdp (bindHost: string, ownPort: number): void {
+    const o = this.options
+    const metrics = this.metrics
+    this.udpRelay = new UdpRelay({
+      ports: o.udpPorts,
+      bindHost,
+      publicIp: o.udpPublicIp !== '' ? o.udpPublicIp : bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost === '::' ? '::1' : bindHost,
+      maxAllocationsPerPeer: o.udpMaxAllocationsPerPeer,
+      maxAllocationsPerIp: o.udpMaxAllocationsPerIp,
+      ownerGraceMs: o.udpOwnerGraceMs,
+      ownPorts: [ownPort],
+      idleMs: o.udpIdleMs,
+      lifetimeMs: o.udpLifetimeMs,
+      maxBytes: o.udpMaxBytes,
+      maxPacketsPerSecond: o.udpMaxPacketsPerSecond,
+      logger: this.logger.child({ ns: 'starsock:server:udp' }),
+      observer: {
+        forwarded: (n) => { metrics.udpPackets.inc(); metrics.udpBytes.inc(n) },
+        dropped: (cause) => metrics.udpDropped.inc({ cause }),
+        ended: (cause) => metrics.udpEnded.inc({ cause })
+      }
+    })
+  }
+
+  /** `starsock:udp-allocate(request)`: a UDP allocation for `session`'s peer id; rejects with a `StarsockError`. */
+  async udpAllocate (session: Session, request: unknown): Promise<AllocationInfo> {
+    const { relay, owner } = this.udpOwner(session)
+    const checked = checkUdpAllocate([request])
+    if (checked instanceof StarsockError) throw checked
+    let allocation: AllocationInfo
+    try {
+      allocation = await relay.allocate(owner, checked, session.ip)
+    } catch (err) {
+      if (err instanceof StarsockError && (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS')) this.metrics.limitHits.inc({ limit: err.code })
+      throw err
+    }
+    if (!this.isPresent(owner)) relay.ownerLeft(owner) // it left while the ports were bound
+    return allocation
+  }
+
+  /** `starsock:udp-refresh(id)`: push back the expiry of an allocation of `session`'s peer id. */
+  udpRefresh (session: Session, id: unknown): AllocationInfo {
+    const { relay, owner } = this.udpOwner(session)
+    return relay.refresh(owner, id)
+  }
+
+  /** `starsock:udp-release(id)`: end an allocation of `session`'s peer id now. */
+  udpRelease (session: Session, id: unknown): void {
+    const { relay, owner } = this.udpOwner(session)
+    relay.release(owner, id)
+  }
+
+  /**
+   * Who a UDP request of `session` acts for: the owner (`ownerOf`) of the first address it joined.
+   * Throws `E_UDP_DISABLED` without a relay, `E_NOT_JOINED` before a join.
+   */
+  private udpOwner (session: Session): { relay: UdpRelay, owner: string } {
+    const relay = this.udpRelay
+    if (relay === undefined) throw new StarsockError('E_UDP_DISABLED', 'This server runs no UDP relay (serve --udp-relay)')
+    const addr = session.addrs.values().next()
+    if (addr.done === true) throw new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation')
+    return { relay, owner: this.ownerOf(addr.value) }
   }
 
   /** Stop timers (the server is closing). */

@@ -1,5 +1,4 @@
 /** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
-import { UdpRelay } from './udp-relay.ts'
 import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
@@ -69,8 +68,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
   let ready = false
   let closing: Promise<void> | undefined
-  let udp: UdpRelay | undefined
-  metrics.udpGauges(() => ({ allocations: udp?.size ?? 0, endpoints: udp?.endpoints ?? 0 }))
+  metrics.udpGauges(() => ({ allocations: rendezvous.udp?.size ?? 0, endpoints: rendezvous.udp?.endpoints ?? 0 }))
 
   const stats = (): ServerStats => ({
     sockets: rendezvous.sessions.size,
@@ -103,7 +101,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   })
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
-  attachRendezvous(io, rendezvous, opts, metrics, logger, () => udp)
+  attachRendezvous(io, rendezvous, opts, metrics, logger)
 
   const url = (): string => {
     const addr = http.address()
@@ -128,28 +126,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           resolve()
         })
       })
-      if (opts.udpRelay) {
-        const publicIp = opts.udpPublicIp !== '' ? opts.udpPublicIp : host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host
-        udp = new UdpRelay({
-          ports: opts.udpPorts,
-          bindHost: host,
-          publicIp,
-          maxAllocationsPerPeer: opts.udpMaxAllocationsPerPeer,
-          maxAllocationsPerIp: opts.udpMaxAllocationsPerIp,
-          ownerGraceMs: opts.udpOwnerGraceMs,
-          ownPorts: [(http.address() as AddressInfo).port],
-          idleMs: opts.udpIdleMs,
-          lifetimeMs: opts.udpLifetimeMs,
-          maxBytes: opts.udpMaxBytes,
-          maxPacketsPerSecond: opts.udpMaxPacketsPerSecond,
-          logger: logger.child({ ns: 'starsock:server:udp' }),
-          observer: {
-            forwarded: (n) => { metrics.udpPackets.inc(); metrics.udpBytes.inc(n) },
-            dropped: (cause) => metrics.udpDropped.inc({ cause }),
-            ended: (cause) => metrics.udpEnded.inc({ cause })
-          }
-        })
-      }
+      if (opts.udpRelay) rendezvous.startUdp(host, (http.address() as AddressInfo).port)
       ready = true
       logger.info({ url: url(), udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'listening')
       return http.address() as AddressInfo
@@ -163,7 +140,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           await new Promise((resolve) => setTimeout(resolve, 50))
         }
         rendezvous.relay.failAll('E_SHUTDOWN', 'Server shutting down')
-        udp?.close()
+        rendezvous.udp?.close()
         rendezvous.stop()
         await new Promise<void>((resolve) => {
           io.close(() => resolve())

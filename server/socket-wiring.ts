@@ -3,7 +3,6 @@
  * and results into acks. Every request that carries an ack gets exactly one reply; a request with
  * bad arguments gets an error string; an event without an ack that is bad is counted and ignored.
  */
-import type { UdpRelay, UdpRelayMode } from './udp-relay.ts'
 import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
@@ -68,7 +67,7 @@ function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
 }
 
 /** Wire `rendezvous` to every socket `io` accepts. */
-export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger, udp: () => UdpRelay | undefined = () => undefined): void {
+export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger): void {
   if (options.token !== '') {
     io.use((socket, next) => {
       const auth = socket.handshake.auth as Record<string, unknown> | undefined
@@ -78,11 +77,6 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
     })
   }
-  // A UDP allocation's owner whose last address went keeps it for a grace; back in time, for good.
-  rendezvous.presenceChanged = (owner, present) => {
-    if (present) udp()?.ownerBack(owner)
-    else udp()?.ownerLeft(owner)
-  }
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
@@ -90,18 +84,15 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     const log = logger.child({ session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
     const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
-    /** A socket that does not read what it is sent gets nothing more until it catches up. */
-    const congested = (event: string): boolean => {
-      if (endpoint.congested?.() !== true) return false
-      bad(`${event}:congested`)
-      return true
-    }
-    /** The cheap requests share a per-socket rate limit; `false` (and an error reply) past it. */
+    const congested = (event: string): boolean => rendezvous.congested(s, event)
     const withinRate = (ack: Ack | undefined): boolean => {
-      if (s.requestBucket.take()) return true
-      metrics.limitHits.inc({ limit: 'E_LIMIT_REQUEST_RATE' })
-      replyError(ack, new StarsockError('E_LIMIT_REQUEST_RATE', 'Request rate limit reached'))
-      return false
+      try {
+        rendezvous.takeRequest(s)
+        return true
+      } catch (err) {
+        replyError(ack, err, log)
+        return false
+      }
     }
 
     socket.on(EVENTS.JOIN, (...raw: unknown[]) => {
@@ -162,31 +153,18 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       }
     })
 
-    /** UDP relay requests: only a joined peer, as itself; every one answered once. */
-    const udpRequest = (event: string, run: (relay: UdpRelay, owner: string, args: unknown[]) => Promise<unknown> | unknown): void => {
+    /** UDP relay requests: every one answered once. */
+    const udpRequest = (event: string, run: (args: unknown[]) => Promise<unknown> | unknown): void => {
       socket.on(event, (...raw: unknown[]) => {
         if (congested(event)) return
         const { args, ack } = splitAck(raw)
         if (!withinRate(ack)) return
-        const relay = udp()
-        if (relay === undefined) return replyError(ack, new StarsockError('E_UDP_DISABLED', 'This server runs no UDP relay (serve --udp-relay)'))
-        const addr = [...s.addrs][0]
-        const owner = addr === undefined ? undefined : rendezvous.ownerOf(addr)
-        if (owner === undefined) return replyError(ack, new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation'))
-        Promise.resolve().then(() => run(relay, owner, args)).then((value) => ack?.(null, value), (err: unknown) => {
-          if (err instanceof StarsockError && (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS')) metrics.limitHits.inc({ limit: err.code })
-          replyError(ack, err, log)
-        })
+        Promise.resolve().then(() => run(args)).then((value) => ack?.(null, value), (err: unknown) => { replyError(ack, err, log) })
       })
     }
-    udpRequest(EVENTS.UDP_ALLOCATE, async (relay, owner, args) => {
-      const req = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as { mode?: unknown, addresses?: unknown }
-      const allocation = await relay.allocate(owner, { mode: req.mode as UdpRelayMode | undefined, addresses: req.addresses as string[] | undefined }, s.ip)
-      if (!rendezvous.isPresent(owner)) relay.ownerLeft(owner) // it left while the ports were bound
-      return allocation
-    })
-    udpRequest(EVENTS.UDP_REFRESH, (relay, owner, args) => relay.refresh(owner, args[0]))
-    udpRequest(EVENTS.UDP_RELEASE, (relay, owner, args) => { relay.release(owner, args[0]); return true })
+    udpRequest(EVENTS.UDP_ALLOCATE, async (args) => await rendezvous.udpAllocate(s, args[0]))
+    udpRequest(EVENTS.UDP_REFRESH, (args) => rendezvous.udpRefresh(s, args[0]))
+    udpRequest(EVENTS.UDP_RELEASE, (args) => { rendezvous.udpRelease(s, args[0]); return true })
 
     socket.on(EVENTS.PING, (...raw: unknown[]) => {
       const { ack } = splitAck(raw)

@@ -8,9 +8,10 @@ import { silentLogger } from '../../shared/logger.ts'
 import { BACKLOG_CHECK_MS } from '../../shared/constants.ts'
 import { makeIdentity } from '../helpers/raw-peer.ts'
 
-function endpoint (backlog: () => number): Endpoint & { disconnects: number } {
+function endpoint (backlog: () => number, congested = (): boolean => false): Endpoint & { disconnects: number } {
   const e = {
     disconnects: 0,
+    congested,
     emit: () => {},
     request: async () => [],
     pendingWriteBytes: () => 0,
@@ -86,6 +87,50 @@ describe('Rendezvous counts of joined addresses', () => {
     expect(changes).toEqual([`+${a.slice(-6)}`, `+${b.slice(-6)}`, `+${c.slice(-6)}`, `-${a.slice(-6)}`, `-${c.slice(-6)}`, `+${c.slice(-6)}`, `-${b.slice(-6)}`, `-${c.slice(-6)}`])
     expect(await join(rendezvous.connect('four', '10.0.0.1', endpoint(() => 0)), addr(a))).toBeUndefined()
     expect(await join(rendezvous.connect('five', '10.0.0.1', endpoint(() => 0)), addr(b))).toBeUndefined()
+    rendezvous.stop()
+  })
+})
+
+describe('Rendezvous gates requests', () => {
+  it('a congested socket is counted per event and not answered; the cheap requests share a rate limit', async () => {
+    const metrics = new ServerMetrics(false, () => 0)
+    const rendezvous = new Rendezvous(resolveServerOptions({}), metrics, 'test', silentLogger)
+    let behind = false
+    const s = rendezvous.connect('one', '127.0.0.1', endpoint(() => 0, () => behind))
+    expect(rendezvous.congested(s, 'ss-join')).toBe(false)
+    behind = true
+    expect(rendezvous.congested(s, 'ss-join')).toBe(true)
+    expect(await metrics.registry.getSingleMetricAsString('starsock_bad_requests_total')).toContain('event="ss-join:congested"} 1')
+    let taken = 0
+    let refusal: unknown
+    for (; taken < 1000 && refusal === undefined; taken++) {
+      try { rendezvous.takeRequest(s) } catch (err) { refusal = err }
+    }
+    expect(taken).toBeGreaterThan(1)
+    expect(refusal).toMatchObject({ code: 'E_LIMIT_REQUEST_RATE', message: 'Request rate limit reached' })
+    expect(await metrics.registry.getSingleMetricAsString('starsock_limit_hits_total')).toContain('limit="E_LIMIT_REQUEST_RATE"} 1')
+    rendezvous.stop()
+  })
+})
+
+describe('Rendezvous UDP requests', () => {
+  const addr = (id: string): string => `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/p2p/${id}`
+
+  it('refuse without a relay, before a join and with a bad payload; act for the peer id of the first address joined', async () => {
+    const rendezvous = new Rendezvous(resolveServerOptions({ cryptoChallenge: false }), new ServerMetrics(false, () => 0), 'test', silentLogger)
+    const s = rendezvous.connect('one', '127.0.0.1', endpoint(() => 0))
+    await expect(rendezvous.udpAllocate(s, {})).rejects.toMatchObject({ code: 'E_UDP_DISABLED' })
+    expect(() => rendezvous.udpRefresh(s, 'x')).toThrow(expect.objectContaining({ code: 'E_UDP_DISABLED' }))
+    rendezvous.startUdp('127.0.0.1', 9090) // binds nothing until an allocation
+    await expect(rendezvous.udpAllocate(s, {})).rejects.toMatchObject({ code: 'E_NOT_JOINED', message: 'Join before asking for a UDP allocation' })
+    expect(() => rendezvous.udpRelease(s, 'x')).toThrow(expect.objectContaining({ code: 'E_NOT_JOINED' }))
+    const id = (await makeIdentity(9090)).id
+    await rendezvous.join(s, addr(id), '')
+    await expect(rendezvous.udpAllocate(s, { mode: 'tcp' })).rejects.toMatchObject({ code: 'E_BAD_REQUEST', message: 'mode must be token, address or open' })
+    await expect(rendezvous.udpAllocate(s, { mode: 'address', addresses: ['not an ip'] })).rejects.toMatchObject({ code: 'E_BAD_REQUEST' })
+    expect(() => rendezvous.udpRefresh(s, 'no-such-id')).toThrow(expect.objectContaining({ code: 'E_UDP_NOT_FOUND' }))
+    expect(rendezvous.udp?.size).toBe(0)
+    rendezvous.udp?.close()
     rendezvous.stop()
   })
 })
