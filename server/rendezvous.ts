@@ -45,6 +45,8 @@ export class Rendezvous {
   private readonly joinedPerOwner = new Map<string, number>()
   /** The UDP relay, once `startUdp` made it. */
   private udpRelay: UdpRelay | undefined
+  /** Called when the last open stream closed (`close` waits for it). */
+  private readonly idleWaiters = new Set<() => void>()
   /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay is. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
 
@@ -68,7 +70,10 @@ export class Rendezvous {
       streamIdleTimeoutMs: options.streamIdleTimeoutMs
     }, {
       relayed: (n) => metrics.relayedBytes.inc(n),
-      streamsChanged: (open) => metrics.streams.set(open),
+      streamsChanged: (open) => {
+        metrics.streams.set(open)
+        if (open === 0) for (const wake of [...this.idleWaiters]) wake()
+      },
       failed: (code) => {
         metrics.streamFailures.inc({ code })
         if (code.startsWith('E_LIMIT_') || code === 'E_STREAM_IDLE') metrics.limitHits.inc({ limit: code })
@@ -528,7 +533,33 @@ export class Rendezvous {
     return { relay, owner: this.ownerOf(addr.value) }
   }
 
-  /** Stop timers (the server is closing). */
+  /**
+   * Shut down: open streams get up to `graceMs` to finish, then fail with `E_SHUTDOWN`; timers
+   * stop and the UDP relay closes. Settles once the streams are over and the relay's sockets closed.
+   */
+  async close (graceMs: number): Promise<void> {
+    await this.streamsOver(graceMs)
+    this.relay.failAll('E_SHUTDOWN', 'Server shutting down')
+    const udp = this.udpRelay?.close()
+    this.stop()
+    await udp
+  }
+
+  /** Settles when no stream is open, or after `graceMs`, whichever comes first. */
+  private async streamsOver (graceMs: number): Promise<void> {
+    if (this.relay.openStreams === 0) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.idleWaiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, graceMs)
+      this.idleWaiters.add(done)
+    })
+  }
+
+  /** Stop timers (see `close` for a graceful end). */
   stop (): void {
     clearInterval(this.backlogTimer)
     this.announcer.stop()

@@ -135,13 +135,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       closing ??= (async () => {
         ready = false
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
-        const deadline = Date.now() + opts.shutdownGraceMs
-        while (rendezvous.relay.openStreams > 0 && Date.now() < deadline) {
-          await new Promise((resolve) => setTimeout(resolve, 50))
-        }
-        rendezvous.relay.failAll('E_SHUTDOWN', 'Server shutting down')
-        rendezvous.udp?.close()
-        rendezvous.stop()
+        await rendezvous.close(opts.shutdownGraceMs)
         await new Promise<void>((resolve) => {
           io.close(() => resolve())
           http.closeAllConnections?.()

@@ -252,13 +252,16 @@ export class UdpRelay {
     return this.pending.has(owner) || this.byOwner.has(owner)
   }
 
-  /** Release everything and stop. */
-  close (): void {
+  /** Release everything and stop; settles once the allocations' sockets are closed. */
+  async close (): Promise<void> {
     this.closed = true
     clearInterval(this.sweep)
     for (const timer of this.leaving.values()) clearTimeout(timer)
     this.leaving.clear()
-    for (const a of [...this.allocations.values()]) this.free(a, 'closed')
+    const allocations = [...this.allocations.values()]
+    const closed = allocations.flatMap((a) => a.sides.map(async (side) => await new Promise<void>((resolve) => side.socket.once('close', resolve))))
+    for (const a of allocations) this.free(a, 'closed')
+    await Promise.all(closed)
   }
 
   private owned (owner: string, id: unknown): Allocation {

@@ -2,10 +2,11 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import { ServerMetrics } from '../../server/metrics.ts'
 import { resolveServerOptions } from '../../server/options.ts'
 import { Rendezvous } from '../../server/rendezvous.ts'
-import type { Endpoint } from '../../server/session.ts'
+import type { Endpoint, Session } from '../../server/session.ts'
 import type { StarsockError } from '../../shared/errors.ts'
 import { silentLogger } from '../../shared/logger.ts'
 import { BACKLOG_CHECK_MS } from '../../shared/constants.ts'
+import { DIALER_SUFFIX, LISTENER_SUFFIX } from '../../shared/events.ts'
 import { makeIdentity } from '../helpers/raw-peer.ts'
 
 function endpoint (backlog: () => number, congested = (): boolean => false): Endpoint & { disconnects: number } {
@@ -130,7 +131,44 @@ describe('Rendezvous UDP requests', () => {
     await expect(rendezvous.udpAllocate(s, { mode: 'address', addresses: ['not an ip'] })).rejects.toMatchObject({ code: 'E_BAD_REQUEST' })
     expect(() => rendezvous.udpRefresh(s, 'no-such-id')).toThrow(expect.objectContaining({ code: 'E_UDP_NOT_FOUND' }))
     expect(rendezvous.udp?.size).toBe(0)
-    rendezvous.udp?.close()
-    rendezvous.stop()
+    await rendezvous.close(0)
+  })
+})
+
+describe('Rendezvous close', () => {
+  const addr = (id: string): string => `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/p2p/${id}`
+
+  /** A rendezvous with one dial between two joined sessions (two open streams); what each was sent. */
+  async function withDial (): Promise<{ rendezvous: Rendezvous, a: Session, b: Session, sent: string[] }> {
+    const rendezvous = new Rendezvous(resolveServerOptions({ cryptoChallenge: false }), new ServerMetrics(false, () => 0), 'test', silentLogger)
+    const sent: string[] = []
+    const recording = (): Endpoint => ({ ...endpoint(() => 0), emit: (event, ...args) => { sent.push(`${event} ${String(args[0])}`) } })
+    const a = rendezvous.connect('a', '127.0.0.1', recording())
+    const b = rendezvous.connect('b', '127.0.0.2', recording())
+    const [idA, idB] = await Promise.all([makeIdentity(9090), makeIdentity(9090)])
+    await rendezvous.join(a, addr(idA.id), '')
+    await rendezvous.join(b, addr(idB.id), '')
+    expect(await rendezvous.dial(a, addr(idA.id), addr(idB.id), 'd1')).toBeUndefined()
+    expect(rendezvous.relay.openStreams).toBe(2)
+    return { rendezvous, a, b, sent }
+  }
+
+  it('settles as soon as the last stream ends, without waiting out the grace', async () => {
+    const { rendezvous, a, b, sent } = await withDial()
+    let settled = false
+    const closing = rendezvous.close(60_000).then(() => { settled = true })
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(settled).toBe(false)
+    rendezvous.relay.abort(b, 'd1' + DIALER_SUFFIX, 'done')
+    rendezvous.relay.abort(a, 'd1' + LISTENER_SUFFIX, 'done')
+    await closing
+    expect(sent.filter((line) => line.includes('E_SHUTDOWN'))).toEqual([])
+  })
+
+  it('fails the streams still open after the grace with E_SHUTDOWN', async () => {
+    const { rendezvous, sent } = await withDial()
+    await rendezvous.close(30)
+    expect(rendezvous.relay.openStreams).toBe(0)
+    expect(sent.filter((line) => line.includes('E_SHUTDOWN')).length).toBeGreaterThan(0)
   })
 })
