@@ -1,45 +1,63 @@
 /**
- * Attaches the rendezvous to a socket.io server: translates events into calls on `Rendezvous`
- * and results into acks. Every request that carries an ack gets exactly one reply; a request with
- * bad arguments gets an error string; an event without an ack that is bad is counted and ignored.
+ * Attaches the rendezvous to a socket.io server. Translation only: each request event is a row of
+ * `requestHandlers` (its check from `shared/validate.ts`, its call on `Rendezvous`, the shape of
+ * its ack), answered through `reply`. Every request that carries an ack gets exactly one reply; a
+ * request with bad arguments gets an error string; an event without an ack that is bad is counted
+ * and ignored. Gating (congestion, request rate) and every decision live in `Rendezvous`.
  */
 import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
-import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck, type Ack } from '../shared/validate.ts'
+import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
 import { MAX_QUEUED_PACKETS } from '../shared/constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
-import type { Rendezvous } from './rendezvous.ts'
+import type { JoinChallenge, JoinDone, Rendezvous } from './rendezvous.ts'
+import { once, reply, replyError } from './reply.ts'
 import { sameSecret } from './secret.ts'
+import type { Session } from './session.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
-/** Events clients send that have their own handler; anything else with an ack gets "Unknown event". */
-const HANDLED_EVENTS = new Set<string>([EVENTS.JOIN, EVENTS.LEAVE, EVENTS.DIAL, EVENTS.HELLO, EVENTS.PEERS, EVENTS.PING, EVENTS.UDP_ALLOCATE, EVENTS.UDP_REFRESH, EVENTS.UDP_RELEASE])
-
-function once (ack: Ack | undefined): Ack | undefined {
-  if (ack === undefined) return undefined
-  let done = false
-  return (...args) => {
-    if (done) return
-    done = true
-    ack(...args)
-  }
+/** One request event: what it asks, checked; the call that answers it; the ack's arguments. */
+interface Handler<T> {
+  /** Counted against the socket's request rate (the cheap requests; joins and dials have their own limits). */
+  rated: boolean
+  /** The checked request; a `StarsockError` is a bad request (counted, answered). */
+  check: (args: unknown[]) => T | StarsockError
+  /** The call on `Rendezvous`; returns (or settles with) the ack's arguments, or throws a `StarsockError`. */
+  call: (session: Session, request: T) => readonly unknown[] | Promise<readonly unknown[]>
 }
 
-/**
- * Answer a request that failed: a `StarsockError` with its wire string; anything else is a bug
- * here, logged with its stack and answered `E_INTERNAL` (never "Crypto error" or a stack).
- */
-function replyError (ack: Ack | undefined, err: unknown, log?: Logger): void {
-  if (err instanceof StarsockError) {
-    log?.debug({ code: err.code }, 'refused')
-    return ack?.(err.toWire())
-  }
-  log?.error({ err: err instanceof Error ? err.stack : String(err) }, 'internal error')
-  ack?.(new StarsockError('E_INTERNAL').toWire())
+const handler = <T>(h: Handler<T>): Handler<unknown> => h as Handler<unknown>
+/** UDP requests are checked by `Rendezvous`, after it found who asks (as the relay always answered). */
+const unchecked = (args: unknown[]): unknown[] => args
+
+/** The ack of a join: the nonce to sign, or the peers (and, last, what legacy clients ignore: the resume id). */
+function joinAck (result: JoinChallenge | JoinDone): unknown[] {
+  if ('nonce' in result) return [null, result.nonce]
+  return result.resume !== undefined ? [null, null, result.peers, { resume: result.resume }] : [null, null, result.peers]
+}
+
+/** The ack of a dial: `[]` on success; a listener's own refusal string, as is. */
+function dialAck (refusal: string | undefined): unknown[] {
+  return refusal === undefined ? [] : [refusal]
+}
+
+/** The request events and how each is answered. */
+function requestHandlers (r: Rendezvous): Map<string, Handler<unknown>> {
+  return new Map([
+    [EVENTS.JOIN, handler({ rated: false, check: checkJoin, call: async (s, q) => joinAck(await r.join(s, q.addr, q.proof)) })],
+    [EVENTS.LEAVE, handler({ rated: true, check: checkLeave, call: (s, q) => { r.leave(s, q.addr); return [null] } })],
+    [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => dialAck(await r.dial(s, q.from, q.to, q.dialId)) })],
+    [EVENTS.HELLO, handler({ rated: true, check: checkHello, call: (s, q) => [null, r.hello(s, q)] })],
+    [EVENTS.PEERS, handler({ rated: true, check: checkPeersCursor, call: (s, cursor) => [null, r.peers(s, cursor)] })],
+    [EVENTS.PING, handler({ rated: true, check: unchecked, call: () => [null] })],
+    [EVENTS.UDP_ALLOCATE, handler({ rated: true, check: unchecked, call: async (s, args) => [null, await r.udpAllocate(s, args[0])] })],
+    [EVENTS.UDP_REFRESH, handler({ rated: true, check: unchecked, call: (s, args) => [null, r.udpRefresh(s, args[0])] })],
+    [EVENTS.UDP_RELEASE, handler({ rated: true, check: unchecked, call: (s, args) => { r.udpRelease(s, args[0]); return [null, true] } })]
+  ])
 }
 
 /**
@@ -66,129 +84,61 @@ function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
   return socket.request.socket?.remotePort
 }
 
+/** Refuse sockets without the server's token (`token` option set). */
+function requireToken (io: Server, token: string, metrics: ServerMetrics): void {
+  io.use((socket, next) => {
+    const auth = socket.handshake.auth as Record<string, unknown> | undefined
+    const given = auth?.token ?? socket.handshake.query.token
+    if (sameSecret(given, token)) return next()
+    metrics.limitHits.inc({ limit: 'E_FORBIDDEN' })
+    next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
+  })
+}
+
+/** Stream events (`socket.io-pull-stream.<type>.<id>`) go to the relay; anything else unknown is answered "Unknown event". */
+function onOtherEvent (rendezvous: Rendezvous, s: Session, handled: Map<string, unknown>, bad: (event: string) => void, log: Logger): (event: unknown, ...raw: unknown[]) => void {
+  return (event: unknown, ...raw: unknown[]): void => {
+    if (typeof event === 'string' && handled.has(event)) return
+    const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
+    if (parsed === undefined) {
+      bad('unknown')
+      return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
+    }
+    const { type, streamId } = parsed
+    const relay = rendezvous.relay
+    const ok = type === 'accept' ? relay.accept(s, streamId, raw[0])
+      : type === 'queue' ? relay.data(s, streamId, raw[0])
+        : type === 'error' ? relay.end(s, streamId, raw[0])
+          : type === 'credit' ? relay.credit(s, streamId, raw[0])
+            : relay.abort(s, streamId, raw[0])
+    if (!ok) bad(`stream-${type}`)
+  }
+}
+
 /** Wire `rendezvous` to every socket `io` accepts. */
 export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger): void {
-  if (options.token !== '') {
-    io.use((socket, next) => {
-      const auth = socket.handshake.auth as Record<string, unknown> | undefined
-      const given = auth?.token ?? socket.handshake.query.token
-      if (sameSecret(given, options.token)) return next()
-      metrics.limitHits.inc({ limit: 'E_FORBIDDEN' })
-      next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
-    })
-  }
+  if (options.token !== '') requireToken(io, options.token, metrics)
+  const handlers = requestHandlers(rendezvous)
+  const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
     const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint, clientPort(socket, options.trustProxy))
     const log = logger.child({ session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
-    const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
-    const congested = (event: string): boolean => rendezvous.congested(s, event)
-    const withinRate = (ack: Ack | undefined): boolean => {
-      try {
-        rendezvous.takeRequest(s)
-        return true
-      } catch (err) {
-        replyError(ack, err, log)
-        return false
-      }
-    }
-
-    socket.on(EVENTS.JOIN, (...raw: unknown[]) => {
-      if (congested(EVENTS.JOIN)) return
-      const { args, ack: rawAck } = splitAck(raw)
-      const ack = once(rawAck)
-      const req = checkJoin(args)
-      if (req instanceof StarsockError) { bad(EVENTS.JOIN); return replyError(ack, req) }
-      rendezvous.join(s, req.addr, req.proof).then((result) => {
-        if ('nonce' in result) return ack?.(null, result.nonce)
-        // The resume secret rides as an extra, last element that legacy clients ignore.
-        if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
-        else ack?.(null, null, result.peers)
-      }, (err: unknown) => { replyError(ack, err, log) })
-    })
-
-    socket.on(EVENTS.LEAVE, (...raw: unknown[]) => {
-      if (congested(EVENTS.LEAVE)) return
-      const { args, ack } = splitAck(raw)
-      if (!withinRate(ack)) return
-      const req = checkLeave(args)
-      if (req instanceof StarsockError) { bad(EVENTS.LEAVE); return replyError(ack, req) }
-      rendezvous.leave(s, req.addr)
-      ack?.(null)
-    })
-
-    socket.on(EVENTS.DIAL, (...raw: unknown[]) => {
-      if (congested(EVENTS.DIAL)) return
-      const { args, ack: rawAck } = splitAck(raw)
-      const ack = once(rawAck)
-      const req = checkDial(args)
-      if (req instanceof StarsockError) { bad(EVENTS.DIAL); return replyError(ack, req) }
-      rendezvous.dial(s, req.from, req.to, req.dialId).then((refusal) => {
-        if (refusal === undefined) ack?.()
-        else ack?.(refusal)
-      }, (err: unknown) => { replyError(ack, err, log) })
-    })
-
-    socket.on(EVENTS.HELLO, (...raw: unknown[]) => {
-      if (congested(EVENTS.HELLO)) return
-      const { args, ack } = splitAck(raw)
-      if (!withinRate(ack)) return
-      const req = checkHello(args)
-      if (req instanceof StarsockError) { bad(EVENTS.HELLO); return replyError(ack, req) }
-      ack?.(null, rendezvous.hello(s, req))
-    })
-
-    socket.on(EVENTS.PEERS, (...raw: unknown[]) => {
-      if (congested(EVENTS.PEERS)) return
-      const { args, ack } = splitAck(raw)
-      if (!withinRate(ack)) return
-      const cursor = checkPeersCursor(args)
-      if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
-      try {
-        ack?.(null, rendezvous.peers(s, cursor))
-      } catch (err) {
-        replyError(ack, err, log)
-      }
-    })
-
-    /** UDP relay requests: every one answered once. */
-    const udpRequest = (event: string, run: (args: unknown[]) => Promise<unknown> | unknown): void => {
+    for (const [event, h] of handlers) {
       socket.on(event, (...raw: unknown[]) => {
-        if (congested(event)) return
+        if (rendezvous.congested(s, event)) return // a socket that does not read gets nothing until it catches up
         const { args, ack } = splitAck(raw)
-        if (!withinRate(ack)) return
-        Promise.resolve().then(() => run(args)).then((value) => ack?.(null, value), (err: unknown) => { replyError(ack, err, log) })
+        reply(once(ack), log, () => {
+          if (h.rated) rendezvous.takeRequest(s)
+          const request = h.check(args)
+          if (request instanceof StarsockError) { bad(event); throw request }
+          return h.call(s, request)
+        })
       })
     }
-    udpRequest(EVENTS.UDP_ALLOCATE, async (args) => await rendezvous.udpAllocate(s, args[0]))
-    udpRequest(EVENTS.UDP_REFRESH, (args) => rendezvous.udpRefresh(s, args[0]))
-    udpRequest(EVENTS.UDP_RELEASE, (args) => { rendezvous.udpRelease(s, args[0]); return true })
-
-    socket.on(EVENTS.PING, (...raw: unknown[]) => {
-      const { ack } = splitAck(raw)
-      if (!congested(EVENTS.PING) && withinRate(ack)) ack?.(null)
-    })
-
-    socket.onAny((event: unknown, ...raw: unknown[]) => {
-      if (typeof event === 'string' && HANDLED_EVENTS.has(event)) return
-      const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
-      if (parsed === undefined) {
-        bad('unknown')
-        const { ack } = splitAck(raw)
-        return replyError(ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`))
-      }
-      const { type, streamId } = parsed
-      const relay = rendezvous.relay
-      const ok = type === 'accept' ? relay.accept(s, streamId, raw[0])
-        : type === 'queue' ? relay.data(s, streamId, raw[0])
-          : type === 'error' ? relay.end(s, streamId, raw[0])
-            : type === 'credit' ? relay.credit(s, streamId, raw[0])
-              : relay.abort(s, streamId, raw[0])
-      if (!ok) bad(`stream-${type}`)
-    })
-
+    socket.onAny(onOtherEvent(rendezvous, s, handlers, bad, log))
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
