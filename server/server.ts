@@ -70,14 +70,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   let closing: Promise<void> | undefined
   metrics.udpGauges(() => ({ allocations: rendezvous.udp?.size ?? 0, endpoints: rendezvous.udp?.endpoints ?? 0 }))
 
-  const stats = (): ServerStats => ({
-    sockets: rendezvous.sessions.size,
-    peers: rendezvous.directory.size,
-    streams: rendezvous.relay.openStreams,
-    bufferedBytes: rendezvous.relay.bufferedBytes,
-    wsPeerMessages: rendezvous.announcer.sent,
-    relayedBytes: rendezvous.relay.relayedBytes
-  })
+  const stats = (): ServerStats => statsOf(rendezvous)
 
   const routes = {
     ready: () => ready,
@@ -87,14 +80,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     status: () => ({ version: VERSION, ...stats() })
   }
   const http: HttpServer = opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer()
-  const io = new SocketIoServer(http, {
-    allowEIO3: true, // the published websocket-star clients speak engine.io 3
-    maxHttpBufferSize: opts.maxMessageBytes,
-    cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
-    serveClient: false,
-    pingInterval: PING_INTERVAL_MS,
-    pingTimeout: PING_TIMEOUT_MS
-  })
+  const io = createIo(http, opts)
   // socket.io answers its own path; every other request is ours.
   http.on('request', (req, res) => {
     if (req.url?.startsWith('/socket.io/') !== true) handleRoute(routes, req, res)
@@ -103,12 +89,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
 
-  const url = (): string => {
-    const addr = http.address()
-    if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
-    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
-    return `${opts.tls !== undefined ? 'https' : 'http'}://${host}:${addr.port}`
-  }
+  const url = (): string => urlOf(http, opts.tls !== undefined)
 
   return {
     http,
@@ -119,13 +100,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     url,
     stats,
     listen: async (port = 9090, host = '0.0.0.0') => {
-      await new Promise<void>((resolve, reject) => {
-        http.once('error', reject)
-        http.listen(port, host, () => {
-          http.off('error', reject)
-          resolve()
-        })
-      })
+      await listenOn(http, port, host)
       if (opts.udpRelay) rendezvous.startUdp(host, (http.address() as AddressInfo).port)
       ready = true
       logger.info({ url: url(), udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'listening')
@@ -145,4 +120,46 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       return closing
     }
   }
+}
+
+function statsOf (rendezvous: Rendezvous): ServerStats {
+  return {
+    sockets: rendezvous.sessions.size,
+    peers: rendezvous.directory.size,
+    streams: rendezvous.relay.openStreams,
+    bufferedBytes: rendezvous.relay.bufferedBytes,
+    wsPeerMessages: rendezvous.announcer.sent,
+    relayedBytes: rendezvous.relay.relayedBytes
+  }
+}
+
+/** socket.io on `http`, as the legacy clients need it. */
+function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServer {
+  return new SocketIoServer(http, {
+    allowEIO3: true, // the published websocket-star clients speak engine.io 3
+    maxHttpBufferSize: opts.maxMessageBytes,
+    cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
+    serveClient: false,
+    pingInterval: PING_INTERVAL_MS,
+    pingTimeout: PING_TIMEOUT_MS
+  })
+}
+
+/** `http(s)://host:port` of the bound address; throws before `listen`. */
+function urlOf (http: HttpServer, tls: boolean): string {
+  const addr = http.address()
+  if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+  return `${tls ? 'https' : 'http'}://${host}:${addr.port}`
+}
+
+/** Settles once `http` listens on `port` and `host`; rejects with the listen error. */
+async function listenOn (http: HttpServer, port: number, host: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject)
+    http.listen(port, host, () => {
+      http.off('error', reject)
+      resolve()
+    })
+  })
 }
