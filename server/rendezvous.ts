@@ -235,8 +235,8 @@ export class Rendezvous {
     // With a nonce outstanding the proof is a signature, unless the client asks again with its
     // public key (a retry), which starts over with a fresh nonce.
     if (this.options.cryptoChallenge && this.challenges.has(session.id, addr) && !this.isOwnKey(parsed?.peerId, proof)) {
-      const pending = orThrow(this.challenges.take(session.id, addr))
-      orThrow(await verifyNonce(pending.key, pending.nonce, proof))
+      const pending = this.challenges.take(session.id, addr)
+      await verifyNonce(pending.key, pending.nonce, proof)
       // It may have gone while the signature was checked: a join now would outlive its socket.
       if (!this.sessions.has(session.id)) throw new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
       return this.finishJoin(session, addr, parsed?.peerId)
@@ -252,12 +252,18 @@ export class Rendezvous {
     if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
     if (proof === '') throw new StarsockError('E_CHALLENGE_REQUIRED')
     if (parsed.peerId === undefined) throw new StarsockError('E_ID_MISMATCH')
-    const key = orThrow(keyForPeerId(proof, parsed.peerId))
+    const key = keyForPeerId(proof, parsed.peerId)
     return { nonce: this.challenges.issue(session.id, addr, key) }
   }
 
   private isOwnKey (peerId: string | undefined, proof: string): boolean {
-    return peerId !== undefined && looksLikeKey(proof) && !(keyForPeerId(proof, peerId) instanceof StarsockError)
+    if (peerId === undefined || !looksLikeKey(proof)) return false
+    try {
+      keyForPeerId(proof, peerId)
+      return true
+    } catch {
+      return false // a signature after all, or another key: the challenge goes on
+    }
   }
 
   private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone {
@@ -577,10 +583,4 @@ function count (counts: Map<string, number>, key: string, delta: number): number
 
 function streamLimit (what: string, max: number): StarsockError {
   return new StarsockError('E_LIMIT_STREAMS', `${what} (maxStreamsPerSocket=${max})`)
-}
-
-/** The value, or throw the `StarsockError` a helper returned instead (the challenge's checks). */
-function orThrow<T> (result: T | StarsockError): T {
-  if (result instanceof StarsockError) throw result
-  return result
 }
