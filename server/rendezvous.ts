@@ -47,7 +47,7 @@ export class Rendezvous {
   private udpRelay: UdpRelay | undefined
   /** Called when the last open stream closed (`close` waits for it). */
   private readonly idleWaiters = new Set<() => void>()
-  /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay is. */
+  /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay was told. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
 
   constructor (
