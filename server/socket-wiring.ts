@@ -20,19 +20,24 @@ import { sameSecret } from './secret.ts'
 import type { Session } from './session.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
-/** One request event: what it asks, checked; the call that answers it; the ack's arguments. */
-interface Handler<T> {
+/** One request event: what it asks, checked; the call on `Rendezvous` that answers it; the shape of its ack. */
+interface Handler<T, R> {
   /** Counted against the socket's request rate (the cheap requests; joins and dials have their own limits). */
   rated: boolean
   /** The checked request; a `StarsockError` is a bad request (counted, answered). */
   check: (args: unknown[]) => T | StarsockError
-  /** The call on `Rendezvous`; returns (or settles with) the ack's arguments, or throws a `StarsockError`. */
-  call: (session: Session, request: T) => readonly unknown[] | Promise<readonly unknown[]>
+  /** The call; returns or settles with its result, or throws a `StarsockError`. */
+  call: (session: Session, request: T) => R | Promise<R>
+  /** The ack's arguments for the result (`[null, result]` unless the protocol says otherwise). */
+  ack: (result: R) => readonly unknown[]
 }
 
-const handler = <T>(h: Handler<T>): Handler<unknown> => h as Handler<unknown>
+type AnyHandler = Handler<unknown, unknown>
+const handler = <T, R>(h: Handler<T, R>): AnyHandler => h as unknown as AnyHandler
 /** UDP requests are checked by `Rendezvous`, after it found who asks (as the relay always answered). */
 const unchecked = (args: unknown[]): unknown[] => args
+const value = (result: unknown): unknown[] => [null, result]
+const done = (): unknown[] => [null]
 
 /** The ack of a join: the nonce to sign, or the peers (and, last, what legacy clients ignore: the resume id). */
 function joinAck (result: JoinChallenge | JoinDone): unknown[] {
@@ -46,18 +51,30 @@ function dialAck (refusal: string | undefined): unknown[] {
 }
 
 /** The request events and how each is answered. */
-function requestHandlers (r: Rendezvous): Map<string, Handler<unknown>> {
+function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
   return new Map([
-    [EVENTS.JOIN, handler({ rated: false, check: checkJoin, call: async (s, q) => joinAck(await r.join(s, q.addr, q.proof)) })],
-    [EVENTS.LEAVE, handler({ rated: true, check: checkLeave, call: (s, q) => { r.leave(s, q.addr); return [null] } })],
-    [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => dialAck(await r.dial(s, q.from, q.to, q.dialId)) })],
-    [EVENTS.HELLO, handler({ rated: true, check: checkHello, call: (s, q) => [null, r.hello(s, q)] })],
-    [EVENTS.PEERS, handler({ rated: true, check: checkPeersCursor, call: (s, cursor) => [null, r.peers(s, cursor)] })],
-    [EVENTS.PING, handler({ rated: true, check: unchecked, call: () => [null] })],
-    [EVENTS.UDP_ALLOCATE, handler({ rated: true, check: unchecked, call: async (s, args) => [null, await r.udpAllocate(s, args[0])] })],
-    [EVENTS.UDP_REFRESH, handler({ rated: true, check: unchecked, call: (s, args) => [null, r.udpRefresh(s, args[0])] })],
-    [EVENTS.UDP_RELEASE, handler({ rated: true, check: unchecked, call: (s, args) => { r.udpRelease(s, args[0]); return [null, true] } })]
+    [EVENTS.JOIN, handler({ rated: false, check: checkJoin, call: async (s, q) => await r.join(s, q.addr, q.proof), ack: joinAck })],
+    [EVENTS.LEAVE, handler({ rated: true, check: checkLeave, call: (s, q) => r.leave(s, q.addr), ack: done })],
+    [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => await r.dial(s, q.from, q.to, q.dialId), ack: dialAck })],
+    [EVENTS.HELLO, handler({ rated: true, check: checkHello, call: (s, q) => r.hello(s, q), ack: value })],
+    [EVENTS.PEERS, handler({ rated: true, check: checkPeersCursor, call: (s, cursor) => r.peers(s, cursor), ack: value })],
+    [EVENTS.PING, handler({ rated: true, check: unchecked, call: () => undefined, ack: done })],
+    [EVENTS.UDP_ALLOCATE, handler({ rated: true, check: unchecked, call: async (s, args) => await r.udpAllocate(s, args[0]), ack: value })],
+    [EVENTS.UDP_REFRESH, handler({ rated: true, check: unchecked, call: (s, args) => r.udpRefresh(s, args[0]), ack: value })],
+    [EVENTS.UDP_RELEASE, handler({ rated: true, check: unchecked, call: (s, args) => r.udpRelease(s, args[0]), ack: () => [null, true] })]
   ])
+}
+
+/** Run one request of `session` through `h`: gate, check, call, shape (for `reply`). */
+function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: string, args: unknown[], bad: (event: string) => void): readonly unknown[] | Promise<readonly unknown[]> {
+  if (h.rated) rendezvous.takeRequest(session)
+  const request = h.check(args)
+  if (request instanceof StarsockError) {
+    bad(event)
+    throw request
+  }
+  const result = h.call(session, request)
+  return result instanceof Promise ? result.then(h.ack) : h.ack(result)
 }
 
 /**
@@ -130,12 +147,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       socket.on(event, (...raw: unknown[]) => {
         if (rendezvous.congested(s, event)) return // a socket that does not read gets nothing until it catches up
         const { args, ack } = splitAck(raw)
-        reply(once(ack), log, () => {
-          if (h.rated) rendezvous.takeRequest(s)
-          const request = h.check(args)
-          if (request instanceof StarsockError) { bad(event); throw request }
-          return h.call(s, request)
-        })
+        reply(once(ack), log, () => run(h, rendezvous, s, event, args, bad))
       })
     }
     socket.onAny(onOtherEvent(rendezvous, s, handlers, bad, log))
