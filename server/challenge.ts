@@ -18,16 +18,17 @@ const MAX_PENDING_PER_SESSION = 16
 /**
  * Decode a hex public key (libp2p protobuf `PublicKey`) and check that `peerId` derives from it.
  * Both derivations are accepted: the identity multihash (`12D3KooW...` for Ed25519) and the
- * SHA-256 one (`Qm...`, which older peer-id versions used for every key type).
+ * SHA-256 one (`Qm...`, which older peer-id versions used for every key type). Throws
+ * `E_CRYPTO` for bytes that are no key, `E_ID_MISMATCH` for a key that does not own the id.
  */
-export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey | StarsockError {
-  if (!isHex(pubKeyHex)) return new StarsockError('E_CRYPTO')
+export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey {
+  if (!isHex(pubKeyHex)) throw new StarsockError('E_CRYPTO')
   const bytes = Buffer.from(pubKeyHex, 'hex')
   let key: PublicKey
   try {
     key = publicKeyFromProtobuf(bytes)
   } catch {
-    return new StarsockError('E_CRYPTO')
+    throw new StarsockError('E_CRYPTO')
   }
   let digest: Uint8Array
   let code: number
@@ -36,10 +37,10 @@ export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey | St
     digest = mh.digest
     code = mh.code
   } catch {
-    return new StarsockError('E_ID_MISMATCH')
+    throw new StarsockError('E_ID_MISMATCH')
   }
   const expected = code === IDENTITY ? bytes : code === SHA2_256 ? createHash('sha256').update(bytes).digest() : undefined
-  if (expected === undefined || !Buffer.from(digest).equals(expected)) return new StarsockError('E_ID_MISMATCH')
+  if (expected === undefined || !Buffer.from(digest).equals(expected)) throw new StarsockError('E_ID_MISMATCH')
   return key
 }
 
@@ -55,17 +56,22 @@ function ed25519Object (key: PublicKey): KeyObject {
   return obj
 }
 
-/** Verify a hex signature over the UTF-8 bytes of `nonce`; `true`, or the error to answer. */
-export async function verifyNonce (key: PublicKey, nonce: string, sigHex: string): Promise<true | StarsockError> {
-  if (!isHex(sigHex) || sigHex.length === 0) return new StarsockError('E_CRYPTO')
+/**
+ * Verify a hex signature over the UTF-8 bytes of `nonce`: settles with `true` when it verifies;
+ * rejects with `E_SIGNATURE_INVALID`, or `E_CRYPTO` for bytes that are no signature.
+ */
+export async function verifyNonce (key: PublicKey, nonce: string, sigHex: string): Promise<true> {
+  if (!isHex(sigHex) || sigHex.length === 0) throw new StarsockError('E_CRYPTO')
   const data = Buffer.from(nonce, 'utf8')
   const sig = Buffer.from(sigHex, 'hex')
+  let ok: boolean
   try {
-    const ok = key.type === 'Ed25519' ? cryptoVerify(null, data, ed25519Object(key), sig) : await key.verify(data, sig)
-    return ok ? true : new StarsockError('E_SIGNATURE_INVALID')
+    ok = key.type === 'Ed25519' ? cryptoVerify(null, data, ed25519Object(key), sig) : await key.verify(data, sig)
   } catch {
-    return new StarsockError('E_CRYPTO')
+    throw new StarsockError('E_CRYPTO')
   }
+  if (!ok) throw new StarsockError('E_SIGNATURE_INVALID')
+  return true
 }
 
 /** Whether a join proof may be a protobuf public key (field 1, the key type, comes first) rather than a signature. */
@@ -108,15 +114,15 @@ export class ChallengeStore {
     return this.pending.get(sessionId)?.has(addr) === true
   }
 
-  /** Remove and return the outstanding nonce; an expired one gives `E_NONCE_EXPIRED`. */
-  take (sessionId: string, addr: string): { nonce: string, key: PublicKey } | StarsockError {
+  /** Remove and return the outstanding nonce; throws `E_NONCE_EXPIRED` for none, or an expired one. */
+  take (sessionId: string, addr: string): { nonce: string, key: PublicKey } {
     const bySession = this.pending.get(sessionId)
     const entry = bySession?.get(addr)
-    if (bySession === undefined || entry === undefined) return new StarsockError('E_NONCE_EXPIRED')
+    if (bySession === undefined || entry === undefined) throw new StarsockError('E_NONCE_EXPIRED')
     bySession.delete(addr)
     if (bySession.size === 0) this.pending.delete(sessionId)
     if (this.now() > entry.expiresAt) {
-      return new StarsockError('E_NONCE_EXPIRED', 'Challenge nonce expired; join again')
+      throw new StarsockError('E_NONCE_EXPIRED', 'Challenge nonce expired; join again')
     }
     return { nonce: entry.nonce, key: entry.key }
   }

@@ -6,6 +6,7 @@ import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
 import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
+import { checkUdpAllocate } from '../shared/validate.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
@@ -18,6 +19,7 @@ import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
 import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
+import { UdpRelay, type AllocationInfo } from './udp-relay.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
@@ -42,7 +44,11 @@ export class Rendezvous {
   private readonly joinedPerIp = new Map<string, number>()
   /** Addresses joined now, per owner (`ownerOf`): a peer id is present while it has one. */
   private readonly joinedPerOwner = new Map<string, number>()
-  /** Told when an owner's first address joins (`true`) and its last one goes (`false`); the UDP relay's owners. */
+  /** The UDP relay, once `startUdp` made it. */
+  private udpRelay: UdpRelay | undefined
+  /** Called when the last open stream closed (`close` waits for it). */
+  private readonly idleWaiters = new Set<() => void>()
+  /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay was told. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
 
   constructor (
@@ -65,7 +71,10 @@ export class Rendezvous {
       streamIdleTimeoutMs: options.streamIdleTimeoutMs
     }, {
       relayed: (n) => metrics.relayedBytes.inc(n),
-      streamsChanged: (open) => metrics.streams.set(open),
+      streamsChanged: (open) => {
+        metrics.streams.set(open)
+        if (open === 0) for (const wake of [...this.idleWaiters]) wake()
+      },
       failed: (code) => {
         metrics.streamFailures.inc({ code })
         if (code.startsWith('E_LIMIT_') || code === 'E_STREAM_IDLE') metrics.limitHits.inc({ limit: code })
@@ -118,6 +127,23 @@ export class Rendezvous {
     this.metrics.sockets.set(this.sessions.size)
   }
 
+  /**
+   * Whether `session` reads so little of what it is sent that its requests should wait: they get
+   * no answer at all until it catches up (counted under `<event>:congested`).
+   */
+  congested (session: Session, event: string): boolean {
+    if (session.endpoint.congested?.() !== true) return false
+    this.metrics.badRequests.inc({ event: `${event}:congested` })
+    return true
+  }
+
+  /** Count one of the cheap requests (hello, peers, ping, leave, UDP) against `session`'s rate; throws `E_LIMIT_REQUEST_RATE` past it. */
+  takeRequest (session: Session): void {
+    if (session.requestBucket.take()) return
+    this.metrics.limitHits.inc({ limit: 'E_LIMIT_REQUEST_RATE' })
+    throw new StarsockError('E_LIMIT_REQUEST_RATE', 'Request rate limit reached')
+  }
+
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
     this.announcer.setPeerEvents(session, request.peerEvents === true)
@@ -133,8 +159,8 @@ export class Rendezvous {
   }
 
   /** `starsock:peers`: one page of joined addresses from `cursor`; only for a joined, allowed peer. */
-  peers (session: Session, cursor: number): PeersPage | StarsockError {
-    if (!this.mayDiscover(session)) return new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
+  peers (session: Session, cursor: number): PeersPage {
+    if (!this.mayDiscover(session)) throw new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
     return this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
   }
 
@@ -168,8 +194,15 @@ export class Rendezvous {
     count(this.joinedPerIp, this.ipKey(session.ip), delta)
     const owner = this.ownerOf(addr)
     const now = count(this.joinedPerOwner, owner, delta)
-    if (delta === 1 && now === 1) this.presenceChanged(owner, true)
-    if (delta === -1 && now === 0) this.presenceChanged(owner, false)
+    // A UDP allocation's owner whose last address went keeps it for a grace; back in time, for good.
+    if (delta === 1 && now === 1) {
+      this.udpRelay?.ownerBack(owner)
+      this.presenceChanged(owner, true)
+    }
+    if (delta === -1 && now === 0) {
+      this.udpRelay?.ownerLeft(owner)
+      this.presenceChanged(owner, false)
+    }
   }
 
   /** `ipLimitKey`, remembered for the IPs of connected sessions. */
@@ -186,54 +219,58 @@ export class Rendezvous {
   /**
    * `ss-join(addr, proof)`. With the challenge on, the first call carries the public key and is
    * answered with a nonce; the second carries the signature and completes the join.
-   * Settles once the signature is checked.
+   * Settles once the signature is checked; rejects with a `StarsockError` saying why not.
    */
-  async join (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
-    const result = await this.joinSteps(session, addr, proof)
-    if (result instanceof StarsockError) {
+  async join (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
+    try {
+      return await this.joinSteps(session, addr, proof)
+    } catch (err) {
       this.metrics.joinsFailure.inc()
-      if (result.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: result.code })
+      if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
+      throw err
     }
-    return result
   }
 
-  private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone | StarsockError> {
+  private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
     const parsed = checkAddress(addr, this.options.strictMultiaddr)
     // With a nonce outstanding the proof is a signature, unless the client asks again with its
     // public key (a retry), which starts over with a fresh nonce.
     if (this.options.cryptoChallenge && this.challenges.has(session.id, addr) && !this.isOwnKey(parsed?.peerId, proof)) {
       const pending = this.challenges.take(session.id, addr)
-      if (pending instanceof StarsockError) return pending
-      const verified = await verifyNonce(pending.key, pending.nonce, proof)
-      if (verified instanceof StarsockError) return verified
+      await verifyNonce(pending.key, pending.nonce, proof)
       // It may have gone while the signature was checked: a join now would outlive its socket.
-      if (!this.sessions.has(session.id)) return new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
+      if (!this.sessions.has(session.id)) throw new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
       return this.finishJoin(session, addr, parsed?.peerId)
     }
     this.metrics.joinsTotal.inc()
-    if (parsed === undefined) return new StarsockError('E_INVALID_ADDRESS')
+    if (parsed === undefined) throw new StarsockError('E_INVALID_ADDRESS')
     if (!this.joinsPerIp.hit(this.ipKey(session.ip))) {
-      return new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
+      throw new StarsockError('E_LIMIT_JOIN_RATE', `Join rate limit reached (maxJoinsPerIpPerMinute=${this.options.maxJoinsPerIpPerMinute})`)
     }
     if (this.allow.size > 0 && (parsed.peerId === undefined || !this.allow.has(parsed.peerId))) {
-      return new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
+      throw new StarsockError('E_FORBIDDEN', 'Peer id not allowed on this server')
     }
     if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
-    if (proof === '') return new StarsockError('E_CHALLENGE_REQUIRED')
-    if (parsed.peerId === undefined) return new StarsockError('E_ID_MISMATCH')
+    if (proof === '') throw new StarsockError('E_CHALLENGE_REQUIRED')
+    if (parsed.peerId === undefined) throw new StarsockError('E_ID_MISMATCH')
     const key = keyForPeerId(proof, parsed.peerId)
-    if (key instanceof StarsockError) return key
     return { nonce: this.challenges.issue(session.id, addr, key) }
   }
 
   private isOwnKey (peerId: string | undefined, proof: string): boolean {
-    return peerId !== undefined && looksLikeKey(proof) && !(keyForPeerId(proof, peerId) instanceof StarsockError)
+    if (peerId === undefined || !looksLikeKey(proof)) return false
+    try {
+      keyForPeerId(proof, peerId)
+      return true
+    } catch {
+      return false // a signature after all, or another key: the challenge goes on
+    }
   }
 
-  private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone | StarsockError {
+  private finishJoin (session: Session, addr: string, peerId: string | undefined): JoinDone {
     if (!session.addrs.has(addr)) {
       if (session.addrs.size >= this.options.maxAddressesPerSocket) {
-        return new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
+        throw new StarsockError('E_LIMIT_ADDRESSES', `Address limit reached (maxAddressesPerSocket=${this.options.maxAddressesPerSocket})`)
       }
       const ownerId = this.directory.owner(addr)
       const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
@@ -243,24 +280,17 @@ export class Rendezvous {
       // An address that moves between sockets of one IP (a reconnect, a takeover) does not add to its count.
       const sameKey = held !== undefined && this.ipKey(held.holder.ip) === this.ipKey(session.ip)
       if (this.peersFrom(session.ip) - (sameKey ? 1 : 0) >= this.options.maxPeersPerIp) {
-        return new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
+        throw new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
       }
       let after: (() => void) | undefined
-      if (held !== undefined) {
-        const claim = this.claim(session, held.holder, held.heldAddr, addr)
-        if (claim instanceof StarsockError) return claim
-        after = claim
-      }
+      if (held !== undefined) after = this.claim(session, held.holder, held.heldAddr, addr)
       const key = peerId ?? addr
       const reserved = held === undefined ? this.reservations.find(key) : undefined
       // Legacy newcomers keep the original's exact-address rule here too.
       const reservedHere = reserved !== undefined && (session.starsock || reserved.addr === addr)
-      if (reservedHere) {
-        const refused = this.claimReserved(session, reserved)
-        if (refused !== undefined) return refused
-      }
+      if (reservedHere) this.claimReserved(session, reserved)
       if (owner === undefined && this.directory.size >= this.options.maxPeers) {
-        return new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
+        throw new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
@@ -294,14 +324,14 @@ export class Rendezvous {
 
   /**
    * `newcomer` joins an identity held for a client reconnecting within the grace (see
-   * `decideClaim`): the refusal, or `undefined` when it may have it.
+   * `decideClaim`): throws the refusal unless it may have it.
    */
-  private claimReserved (newcomer: Session, reserved: Reservation): StarsockError | undefined {
+  private claimReserved (newcomer: Session, reserved: Reservation): void {
     const outcome = decideClaim(newcomer, { starsock: true, credential: reserved.credential }, this.options.cryptoChallenge)
     if (outcome === 'in-use') {
       const where = this.options.cryptoChallenge ? ` (joined from ${reserved.remote})` : ''
       const seconds = Math.max(1, Math.ceil((reserved.untilMs - Date.now()) / 1000))
-      return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
+      throw new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
     }
     if (outcome !== 'resume') {
       // Taken while its client was away: it hears so (E_ADDRESS_IN_USE) when it comes back.
@@ -309,17 +339,16 @@ export class Rendezvous {
       this.metrics.displaced.inc({ reason })
       this.logger.info({ by: newcomer.id, reason }, 'took an identity reserved for a reconnecting client')
     }
-    return undefined
   }
 
   /**
    * `newcomer` joins `addr` while the live session `holder` holds the same identity under
-   * `heldAddr` (see `decideClaim`). Returns the refusal, or what to do with the holder once the
-   * address is the newcomer's.
+   * `heldAddr` (see `decideClaim`). Throws the refusal, or returns what to do with the holder
+   * once the address is the newcomer's.
    */
-  private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): StarsockError | (() => void) {
+  private claim (newcomer: Session, holder: Session, heldAddr: string, addr: string): () => void {
     const outcome = decideClaim(newcomer, { starsock: holder.starsock, credential: holder.resumeSecrets.get(heldAddr) }, this.options.cryptoChallenge)
-    if (outcome === 'in-use') return this.inUse(holder)
+    if (outcome === 'in-use') throw this.inUse(holder)
     this.release(holder, heldAddr, addr)
     if (outcome === 'replace') return () => {}
     if (outcome === 'resume') {
@@ -379,38 +408,42 @@ export class Rendezvous {
 
   /**
    * `ss-dial(from, to, dialId)`: open the two streams and ask the listener with `ss-incomming`.
-   * Settles when the listener answers, refuses, times out or disconnects; a string from the
-   * listener is its own refusal, passed on as is.
+   * Settles with `undefined` when the listener accepts, or with its refusal when that is a string
+   * (passed on as is); rejects with a `StarsockError` when it refuses otherwise, times out or
+   * disconnects, or the dial is not allowed.
    */
-  async dial (session: Session, from: string, to: string, dialId: string): Promise<undefined | StarsockError | string> {
+  async dial (session: Session, from: string, to: string, dialId: string): Promise<string | undefined> {
     this.metrics.dialsTotal.inc()
-    const result = await this.dialSteps(session, from, to, dialId)
-    if (result === undefined) {
-      this.metrics.dialsSuccess.inc()
-    } else {
+    let refusal: string | undefined
+    try {
+      refusal = await this.dialSteps(session, from, to, dialId)
+    } catch (err) {
       this.metrics.dialsFailure.inc()
-      if (result instanceof StarsockError && result.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: result.code })
+      if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
+      throw err
     }
-    return result
+    if (refusal === undefined) this.metrics.dialsSuccess.inc()
+    else this.metrics.dialsFailure.inc()
+    return refusal
   }
 
-  private async dialSteps (session: Session, from: string, to: string, dialId: string): Promise<undefined | StarsockError | string> {
+  private async dialSteps (session: Session, from: string, to: string, dialId: string): Promise<string | undefined> {
     if (!session.dialBucket.take()) {
-      return new StarsockError('E_LIMIT_DIAL_RATE', `Dial rate limit reached (maxDialsPerSecond=${this.options.maxDialsPerSecond})`)
+      throw new StarsockError('E_LIMIT_DIAL_RATE', `Dial rate limit reached (maxDialsPerSecond=${this.options.maxDialsPerSecond})`)
     }
-    if (!session.addrs.has(from)) return new StarsockError('E_NOT_AUTHORIZED')
+    if (!session.addrs.has(from)) throw new StarsockError('E_NOT_AUTHORIZED')
     const ownerId = this.directory.owner(to)
     const target = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-    if (target === undefined) return new StarsockError('E_PEER_NOT_FOUND')
+    if (target === undefined) throw new StarsockError('E_PEER_NOT_FOUND')
     const out = dialId + DIALER_SUFFIX
     const back = dialId + LISTENER_SUFFIX
     if (this.relay.pairInUse(session, target, out, back)) {
-      return new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
+      throw new StarsockError('E_DIAL_ID_IN_USE', 'Dial id in use')
     }
     const max = this.options.maxStreamsPerSocket
     const extra = session === target ? 4 : 2
-    if (this.relay.streamCount(session) + extra > max) return streamLimit('Stream limit reached', max)
-    if (this.relay.streamCount(target) + extra > max) return streamLimit('Stream limit of the dialed peer reached', max)
+    if (this.relay.streamCount(session) + extra > max) throw streamLimit('Stream limit reached', max)
+    if (this.relay.streamCount(target) + extra > max) throw streamLimit('Stream limit of the dialed peer reached', max)
 
     const [forward] = this.relay.openPair(session, target, out, back)
     let reply: unknown[]
@@ -421,19 +454,119 @@ export class Rendezvous {
       const failure = new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
       // A listener that acks late has handed out a connection already: it must hear the failure.
       this.relay.fail(forward, code, failure.message)
-      return failure
+      throw failure
     }
     const refusal = reply[0]
     if (refusal !== undefined && refusal !== null && refusal !== false && refusal !== '') {
       this.relay.fail(forward, 'E_DIAL_REFUSED', 'Dial refused')
-      return typeof refusal === 'string' ? refusal.slice(0, 256) : new StarsockError('E_DIAL_REFUSED', 'Dial refused')
+      if (typeof refusal === 'string') return refusal.slice(0, 256)
+      throw new StarsockError('E_DIAL_REFUSED', 'Dial refused')
     }
     // The streams may already be over (a dialer may end its stream as soon as it is accepted,
     // before the listener's ack arrives); a listener that left made `request` reject instead.
     return undefined
   }
 
-  /** Stop timers (the server is closing). */
+  /** The UDP relay, when `startUdp` made one. */
+  get udp (): UdpRelay | undefined {
+    return this.udpRelay
+  }
+
+  /**
+   * Make the UDP relay (`udpRelay` on): its sockets bind to `bindHost`, and `ownPort` (the server's
+   * TCP port) never registers as an endpoint.
+   */
+  startUdp (bindHost: string, ownPort: number): void {
+    const o = this.options
+    const metrics = this.metrics
+    this.udpRelay = new UdpRelay({
+      ports: o.udpPorts,
+      bindHost,
+      publicIp: o.udpPublicIp !== '' ? o.udpPublicIp : bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost === '::' ? '::1' : bindHost,
+      maxAllocationsPerPeer: o.udpMaxAllocationsPerPeer,
+      maxAllocationsPerIp: o.udpMaxAllocationsPerIp,
+      ownerGraceMs: o.udpOwnerGraceMs,
+      ownPorts: [ownPort],
+      idleMs: o.udpIdleMs,
+      lifetimeMs: o.udpLifetimeMs,
+      maxBytes: o.udpMaxBytes,
+      maxPacketsPerSecond: o.udpMaxPacketsPerSecond,
+      logger: this.logger.child({ ns: 'starsock:server:udp' }),
+      observer: {
+        forwarded: (n) => { metrics.udpPackets.inc(); metrics.udpBytes.inc(n) },
+        dropped: (cause) => metrics.udpDropped.inc({ cause }),
+        ended: (cause) => metrics.udpEnded.inc({ cause })
+      }
+    })
+  }
+
+  /** `starsock:udp-allocate(request)`: a UDP allocation for `session`'s peer id; rejects with a `StarsockError`. */
+  async udpAllocate (session: Session, request: unknown): Promise<AllocationInfo> {
+    const { relay, owner } = this.udpOwner(session)
+    const checked = checkUdpAllocate([request])
+    if (checked instanceof StarsockError) throw checked
+    let allocation: AllocationInfo
+    try {
+      allocation = await relay.allocate(owner, checked, session.ip)
+    } catch (err) {
+      if (err instanceof StarsockError && (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS')) this.metrics.limitHits.inc({ limit: err.code })
+      throw err
+    }
+    if (!this.isPresent(owner)) relay.ownerLeft(owner) // it left while the ports were bound
+    return allocation
+  }
+
+  /** `starsock:udp-refresh(id)`: push back the expiry of an allocation of `session`'s peer id. */
+  udpRefresh (session: Session, id: unknown): AllocationInfo {
+    const { relay, owner } = this.udpOwner(session)
+    return relay.refresh(owner, id)
+  }
+
+  /** `starsock:udp-release(id)`: end an allocation of `session`'s peer id now. */
+  udpRelease (session: Session, id: unknown): void {
+    const { relay, owner } = this.udpOwner(session)
+    relay.release(owner, id)
+  }
+
+  /**
+   * Who a UDP request of `session` acts for: the owner (`ownerOf`) of the first address it joined.
+   * Throws `E_UDP_DISABLED` without a relay, `E_NOT_JOINED` before a join.
+   */
+  private udpOwner (session: Session): { relay: UdpRelay, owner: string } {
+    const relay = this.udpRelay
+    if (relay === undefined) throw new StarsockError('E_UDP_DISABLED', 'This server runs no UDP relay (serve --udp-relay)')
+    const addr = session.addrs.values().next()
+    if (addr.done === true) throw new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation')
+    return { relay, owner: this.ownerOf(addr.value) }
+  }
+
+  /**
+   * Shut down: open streams get up to `graceMs` to finish, then fail with `E_SHUTDOWN`; timers
+   * stop and the UDP relay closes. Settles once the streams are over and the relay's sockets closed.
+   */
+  async close (graceMs: number): Promise<void> {
+    await this.streamsOver(graceMs)
+    this.relay.failAll('E_SHUTDOWN', 'Server shutting down')
+    const udp = this.udpRelay?.close()
+    this.stop()
+    await udp
+  }
+
+  /** Settles when no stream is open, or after `graceMs`, whichever comes first. */
+  private async streamsOver (graceMs: number): Promise<void> {
+    if (this.relay.openStreams === 0) return
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        this.idleWaiters.delete(done)
+        resolve()
+      }
+      const timer = setTimeout(done, graceMs)
+      this.idleWaiters.add(done)
+    })
+  }
+
+  /** Stop timers (see `close` for a graceful end). */
   stop (): void {
     clearInterval(this.backlogTimer)
     this.announcer.stop()

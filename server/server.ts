@@ -1,5 +1,4 @@
 /** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
-import { UdpRelay } from './udp-relay.ts'
 import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
@@ -70,17 +69,9 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
   let ready = false
   let closing: Promise<void> | undefined
-  let udp: UdpRelay | undefined
-  metrics.udpGauges(() => ({ allocations: udp?.size ?? 0, endpoints: udp?.endpoints ?? 0 }))
+  metrics.udpGauges(() => ({ allocations: rendezvous.udp?.size ?? 0, endpoints: rendezvous.udp?.endpoints ?? 0 }))
 
-  const stats = (): ServerStats => ({
-    sockets: rendezvous.sessions.size,
-    peers: rendezvous.directory.size,
-    streams: rendezvous.relay.openStreams,
-    bufferedBytes: rendezvous.relay.bufferedBytes,
-    wsPeerMessages: rendezvous.announcer.sent,
-    relayedBytes: rendezvous.relay.relayedBytes
-  })
+  const stats = (): ServerStats => statsOf(rendezvous)
 
   const routes = {
     ready: () => ready,
@@ -90,28 +81,16 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     status: () => ({ version: VERSION, ...stats() })
   }
   const http: HttpServer = opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer()
-  const io = new SocketIoServer(http, {
-    allowEIO3: true, // the published websocket-star clients speak engine.io 3
-    maxHttpBufferSize: opts.maxMessageBytes,
-    cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
-    serveClient: false,
-    pingInterval: PING_INTERVAL_MS,
-    pingTimeout: PING_TIMEOUT_MS
-  })
+  const io = createIo(http, opts)
   // socket.io answers its own path; every other request is ours.
   http.on('request', (req, res) => {
     if (req.url?.startsWith('/socket.io/') !== true) handleRoute(routes, req, res)
   })
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
-  attachRendezvous(io, rendezvous, opts, metrics, logger, () => udp)
+  attachRendezvous(io, rendezvous, opts, metrics, logger)
 
-  const url = (): string => {
-    const addr = http.address()
-    if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
-    const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
-    return `${opts.tls !== undefined ? 'https' : 'http'}://${host}:${addr.port}`
-  }
+  const url = (): string => urlOf(http, opts.tls !== undefined)
 
   return {
     http,
@@ -122,35 +101,8 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     url,
     stats,
     listen: async (port = DEFAULT_PORT, host = DEFAULT_HOST) => {
-      await new Promise<void>((resolve, reject) => {
-        http.once('error', reject)
-        http.listen(port, host, () => {
-          http.off('error', reject)
-          resolve()
-        })
-      })
-      if (opts.udpRelay) {
-        const publicIp = opts.udpPublicIp !== '' ? opts.udpPublicIp : host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host
-        udp = new UdpRelay({
-          ports: opts.udpPorts,
-          bindHost: host,
-          publicIp,
-          maxAllocationsPerPeer: opts.udpMaxAllocationsPerPeer,
-          maxAllocationsPerIp: opts.udpMaxAllocationsPerIp,
-          ownerGraceMs: opts.udpOwnerGraceMs,
-          ownPorts: [(http.address() as AddressInfo).port],
-          idleMs: opts.udpIdleMs,
-          lifetimeMs: opts.udpLifetimeMs,
-          maxBytes: opts.udpMaxBytes,
-          maxPacketsPerSecond: opts.udpMaxPacketsPerSecond,
-          logger: logger.child({ ns: 'starsock:server:udp' }),
-          observer: {
-            forwarded: (n) => { metrics.udpPackets.inc(); metrics.udpBytes.inc(n) },
-            dropped: (cause) => metrics.udpDropped.inc({ cause }),
-            ended: (cause) => metrics.udpEnded.inc({ cause })
-          }
-        })
-      }
+      await listenOn(http, port, host)
+      if (opts.udpRelay) rendezvous.startUdp(host, (http.address() as AddressInfo).port)
       ready = true
       logger.info({ url: url(), udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'listening')
       return http.address() as AddressInfo
@@ -159,13 +111,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       closing ??= (async () => {
         ready = false
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
-        const deadline = Date.now() + opts.shutdownGraceMs
-        while (rendezvous.relay.openStreams > 0 && Date.now() < deadline) {
-          await new Promise((resolve) => setTimeout(resolve, 50))
-        }
-        rendezvous.relay.failAll('E_SHUTDOWN', 'Server shutting down')
-        udp?.close()
-        rendezvous.stop()
+        await rendezvous.close(opts.shutdownGraceMs)
         await new Promise<void>((resolve) => {
           io.close(() => resolve())
           http.closeAllConnections?.()
@@ -175,4 +121,46 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       return closing
     }
   }
+}
+
+function statsOf (rendezvous: Rendezvous): ServerStats {
+  return {
+    sockets: rendezvous.sessions.size,
+    peers: rendezvous.directory.size,
+    streams: rendezvous.relay.openStreams,
+    bufferedBytes: rendezvous.relay.bufferedBytes,
+    wsPeerMessages: rendezvous.announcer.sent,
+    relayedBytes: rendezvous.relay.relayedBytes
+  }
+}
+
+/** socket.io on `http`, as the legacy clients need it. */
+function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServer {
+  return new SocketIoServer(http, {
+    allowEIO3: true, // the published websocket-star clients speak engine.io 3
+    maxHttpBufferSize: opts.maxMessageBytes,
+    cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
+    serveClient: false,
+    pingInterval: PING_INTERVAL_MS,
+    pingTimeout: PING_TIMEOUT_MS
+  })
+}
+
+/** `http(s)://host:port` of the bound address; throws before `listen`. */
+function urlOf (http: HttpServer, tls: boolean): string {
+  const addr = http.address()
+  if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
+  const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
+  return `${tls ? 'https' : 'http'}://${host}:${addr.port}`
+}
+
+/** Settles once `http` listens on `port` and `host`; rejects with the listen error. */
+async function listenOn (http: HttpServer, port: number, host: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject)
+    http.listen(port, host, () => {
+      http.off('error', reject)
+      resolve()
+    })
+  })
 }

@@ -29,13 +29,10 @@ export class RequestError extends Error {
   }
 }
 
-/** An endpoint for `socket`; `onDrain` runs whenever its transport flushed. Call `dispose` on disconnect. */
-export function createSocketEndpoint (socket: Socket, onDrain: () => void, maxQueuedPackets: number): Endpoint & { dispose: () => void } {
-  const conn = socket.conn as unknown as EngineSocket
+/** Bytes emitted toward a client and not yet written, from engine.io's `flush` and `drain`; `onDrain` runs on each drain. */
+function trackUnflushed (conn: EngineSocket, onDrain: () => void): { added: (bytes: number) => void, bytes: () => number, transport: () => EngineTransport } {
   let sinceFlush = 0
   let inTransport = 0
-  const pendingRequests = new Set<(err: RequestError) => void>()
-
   const handleDrain = (): void => {
     inTransport = 0
     onDrain()
@@ -51,52 +48,68 @@ export function createSocketEndpoint (socket: Socket, onDrain: () => void, maxQu
     inTransport += sinceFlush
     sinceFlush = 0
   })
+  return { added: (bytes) => { sinceFlush += bytes }, bytes: () => sinceFlush + inTransport, transport: () => transport }
+}
 
+/** Acked requests to `socket` with a timeout; `failAll` rejects those still waiting (the client went). */
+function requester (socket: Socket): { request: Endpoint['request'], failAll: () => void } {
+  const pending = new Set<(err: RequestError) => void>()
+  return {
+    request: async (event, args, timeoutMs) => await new Promise((resolve, reject) => {
+      const fail = (err: RequestError): void => {
+        pending.delete(fail)
+        reject(err)
+      }
+      pending.add(fail)
+      socket.timeout(timeoutMs).emit(event, ...args, (err: Error | null, ...reply: unknown[]) => {
+        if (!pending.delete(fail)) return
+        if (err != null) reject(new RequestError('E_DIAL_TIMEOUT'))
+        else resolve(reply)
+      })
+    }),
+    failAll: () => { for (const fail of [...pending]) fail(new RequestError('E_PEER_GONE')) }
+  }
+}
+
+/** Bytes of every kind queued toward the client: in the websocket and in engine.io's write buffer. */
+function backlogBytes (conn: EngineSocket, transport: EngineTransport): number {
+  let bytes = transport.name === 'websocket' ? transport.socket?.bufferedAmount ?? 0 : 0
+  for (const packet of conn.writeBuffer) {
+    const data = packet.data
+    bytes += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 16
+  }
+  return bytes
+}
+
+/** An endpoint for `socket`; `onDrain` runs whenever its transport flushed. Call `dispose` on disconnect. */
+export function createSocketEndpoint (socket: Socket, onDrain: () => void, maxQueuedPackets: number): Endpoint & { dispose: () => void } {
+  const conn = socket.conn as unknown as EngineSocket
+  const unflushed = trackUnflushed(conn, onDrain)
+  const requests = requester(socket)
   return {
     emit (event, ...args) {
       socket.emit(event, ...args)
       const chunk = args[0]
       // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
-      if (chunk instanceof Uint8Array) sinceFlush += chunk.byteLength
+      if (chunk instanceof Uint8Array) unflushed.added(chunk.byteLength)
     },
-    request (event, args, timeoutMs) {
-      return new Promise((resolve, reject) => {
-        const fail = (err: RequestError): void => {
-          pendingRequests.delete(fail)
-          reject(err)
-        }
-        pendingRequests.add(fail)
-        socket.timeout(timeoutMs).emit(event, ...args, (err: Error | null, ...reply: unknown[]) => {
-          if (!pendingRequests.delete(fail)) return
-          if (err != null) reject(new RequestError('E_DIAL_TIMEOUT'))
-          else resolve(reply)
-        })
-      })
-    },
-    pendingWriteBytes: () => sinceFlush + inTransport,
+    request: requests.request,
+    pendingWriteBytes: unflushed.bytes,
     pauseReading () {
+      const transport = unflushed.transport()
       const ws = transport.name === 'websocket' ? transport.socket : undefined
       if (ws?.pause === undefined) return false
       ws.pause()
       return true
     },
     resumeReading () {
-      transport.socket?.resume?.()
+      unflushed.transport().socket?.resume?.()
     },
-    backlogBytes () {
-      let bytes = transport.name === 'websocket' ? transport.socket?.bufferedAmount ?? 0 : 0
-      for (const packet of conn.writeBuffer) {
-        const data = packet.data
-        bytes += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 16
-      }
-      return bytes
-    },
+    backlogBytes: () => backlogBytes(conn, unflushed.transport()),
     congested: () => conn.writeBuffer.length > maxQueuedPackets,
     disconnect () {
       socket.disconnect(true)
     },
-    dispose () {
-      for (const fail of [...pendingRequests]) fail(new RequestError('E_PEER_GONE'))
-    }
+    dispose: requests.failAll
   }
 }

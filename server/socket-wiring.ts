@@ -1,37 +1,80 @@
 /**
- * Attaches the rendezvous to a socket.io server: translates events into calls on `Rendezvous`
- * and results into acks. Every request that carries an ack gets exactly one reply; a request with
- * bad arguments gets an error string; an event without an ack that is bad is counted and ignored.
+ * Attaches the rendezvous to a socket.io server. Translation only: each request event is a row of
+ * `requestHandlers` (its check from `shared/validate.ts`, its call on `Rendezvous`, the shape of
+ * its ack), answered through `reply`. Every request that carries an ack gets exactly one reply; a
+ * request with bad arguments gets an error string; an event without an ack that is bad is counted
+ * and ignored. Gating (congestion, request rate) and every decision live in `Rendezvous`.
  */
-import type { UdpRelay, UdpRelayMode } from './udp-relay.ts'
 import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
-import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck, type Ack } from '../shared/validate.ts'
+import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
 import { MAX_QUEUED_PACKETS } from './constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
-import type { Rendezvous } from './rendezvous.ts'
+import type { JoinChallenge, JoinDone, Rendezvous } from './rendezvous.ts'
+import { once, reply, replyError } from './reply.ts'
 import { sameSecret } from './secret.ts'
+import type { Session } from './session.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 
-/** Events clients send that have their own handler; anything else with an ack gets "Unknown event". */
-const HANDLED_EVENTS = new Set<string>([EVENTS.JOIN, EVENTS.LEAVE, EVENTS.DIAL, EVENTS.HELLO, EVENTS.PEERS, EVENTS.PING, EVENTS.UDP_ALLOCATE, EVENTS.UDP_REFRESH, EVENTS.UDP_RELEASE])
-
-function once (ack: Ack | undefined): Ack | undefined {
-  if (ack === undefined) return undefined
-  let done = false
-  return (...args) => {
-    if (done) return
-    done = true
-    ack(...args)
-  }
+/** One request event: what it asks, checked; the call on `Rendezvous` that answers it; the shape of its ack. */
+interface Handler<T, R> {
+  /** Counted against the socket's request rate (the cheap requests; joins and dials have their own limits). */
+  rated: boolean
+  /** The checked request; a `StarsockError` is a bad request (counted, answered). */
+  check: (args: unknown[]) => T | StarsockError
+  /** The call; returns or settles with its result, or throws a `StarsockError`. */
+  call: (session: Session, request: T) => R | Promise<R>
+  /** The ack's arguments for the result (`[null, result]` unless the protocol says otherwise). */
+  ack: (result: R) => readonly unknown[]
 }
 
-function replyError (ack: Ack | undefined, err: StarsockError): void {
-  ack?.(err.toWire())
+type AnyHandler = Handler<unknown, unknown>
+const handler = <T, R>(h: Handler<T, R>): AnyHandler => h as unknown as AnyHandler
+/** UDP requests are checked by `Rendezvous`, after it found who asks (as the relay always answered). */
+const unchecked = (args: unknown[]): unknown[] => args
+const value = (result: unknown): unknown[] => [null, result]
+const done = (): unknown[] => [null]
+
+/** The ack of a join: the nonce to sign, or the peers (and, last, what legacy clients ignore: the resume id). */
+function joinAck (result: JoinChallenge | JoinDone): unknown[] {
+  if ('nonce' in result) return [null, result.nonce]
+  return result.resume !== undefined ? [null, null, result.peers, { resume: result.resume }] : [null, null, result.peers]
+}
+
+/** The ack of a dial: `[]` on success; a listener's own refusal string, as is. */
+function dialAck (refusal: string | undefined): unknown[] {
+  return refusal === undefined ? [] : [refusal]
+}
+
+/** The request events and how each is answered. */
+function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
+  return new Map([
+    [EVENTS.JOIN, handler({ rated: false, check: checkJoin, call: async (s, q) => await r.join(s, q.addr, q.proof), ack: joinAck })],
+    [EVENTS.LEAVE, handler({ rated: true, check: checkLeave, call: (s, q) => r.leave(s, q.addr), ack: done })],
+    [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => await r.dial(s, q.from, q.to, q.dialId), ack: dialAck })],
+    [EVENTS.HELLO, handler({ rated: true, check: checkHello, call: (s, q) => r.hello(s, q), ack: value })],
+    [EVENTS.PEERS, handler({ rated: true, check: checkPeersCursor, call: (s, cursor) => r.peers(s, cursor), ack: value })],
+    [EVENTS.PING, handler({ rated: true, check: unchecked, call: () => undefined, ack: done })],
+    [EVENTS.UDP_ALLOCATE, handler({ rated: true, check: unchecked, call: async (s, args) => await r.udpAllocate(s, args[0]), ack: value })],
+    [EVENTS.UDP_REFRESH, handler({ rated: true, check: unchecked, call: (s, args) => r.udpRefresh(s, args[0]), ack: value })],
+    [EVENTS.UDP_RELEASE, handler({ rated: true, check: unchecked, call: (s, args) => r.udpRelease(s, args[0]), ack: () => [null, true] })]
+  ])
+}
+
+/** Run one request of `session` through `h`: gate, check, call, shape (for `reply`). */
+function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: string, args: unknown[], bad: (event: string) => void): readonly unknown[] | Promise<readonly unknown[]> {
+  if (h.rated) rendezvous.takeRequest(session)
+  const request = h.check(args)
+  if (request instanceof StarsockError) {
+    bad(event)
+    throw request
+  }
+  const result = h.call(session, request)
+  return result instanceof Promise ? result.then(h.ack) : h.ack(result)
 }
 
 /**
@@ -58,164 +101,56 @@ function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
   return socket.request.socket?.remotePort
 }
 
+/** Refuse sockets without the server's token (`token` option set). */
+function requireToken (io: Server, token: string, metrics: ServerMetrics): void {
+  io.use((socket, next) => {
+    const auth = socket.handshake.auth as Record<string, unknown> | undefined
+    const given = auth?.token ?? socket.handshake.query.token
+    if (sameSecret(given, token)) return next()
+    metrics.limitHits.inc({ limit: 'E_FORBIDDEN' })
+    next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
+  })
+}
+
+/** Stream events (`socket.io-pull-stream.<type>.<id>`) go to the relay; anything else unknown is answered "Unknown event". */
+function onOtherEvent (rendezvous: Rendezvous, s: Session, handled: Map<string, unknown>, bad: (event: string) => void, log: Logger): (event: unknown, ...raw: unknown[]) => void {
+  return (event: unknown, ...raw: unknown[]): void => {
+    if (typeof event === 'string' && handled.has(event)) return
+    const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
+    if (parsed === undefined) {
+      bad('unknown')
+      return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
+    }
+    const { type, streamId } = parsed
+    const relay = rendezvous.relay
+    const ok = type === 'accept' ? relay.accept(s, streamId, raw[0])
+      : type === 'queue' ? relay.data(s, streamId, raw[0])
+        : type === 'error' ? relay.end(s, streamId, raw[0])
+          : type === 'credit' ? relay.credit(s, streamId, raw[0])
+            : relay.abort(s, streamId, raw[0])
+    if (!ok) bad(`stream-${type}`)
+  }
+}
+
 /** Wire `rendezvous` to every socket `io` accepts. */
-export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger, udp: () => UdpRelay | undefined = () => undefined): void {
-  if (options.token !== '') {
-    io.use((socket, next) => {
-      const auth = socket.handshake.auth as Record<string, unknown> | undefined
-      const given = auth?.token ?? socket.handshake.query.token
-      if (sameSecret(given, options.token)) return next()
-      metrics.limitHits.inc({ limit: 'E_FORBIDDEN' })
-      next(new Error(wireError('E_FORBIDDEN', 'Missing or wrong token')))
-    })
-  }
-  // A UDP allocation's owner whose last address went keeps it for a grace; back in time, for good.
-  rendezvous.presenceChanged = (owner, present) => {
-    if (present) udp()?.ownerBack(owner)
-    else udp()?.ownerLeft(owner)
-  }
+export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger): void {
+  if (options.token !== '') requireToken(io, options.token, metrics)
+  const handlers = requestHandlers(rendezvous)
+  const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
     const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint, clientPort(socket, options.trustProxy))
     const log = logger.child({ session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
-    const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
-    /** A socket that does not read what it is sent gets nothing more until it catches up. */
-    const congested = (event: string): boolean => {
-      if (endpoint.congested?.() !== true) return false
-      bad(`${event}:congested`)
-      return true
-    }
-    /** The cheap requests share a per-socket rate limit; `false` (and an error reply) past it. */
-    const withinRate = (ack: Ack | undefined): boolean => {
-      if (s.requestBucket.take()) return true
-      metrics.limitHits.inc({ limit: 'E_LIMIT_REQUEST_RATE' })
-      replyError(ack, new StarsockError('E_LIMIT_REQUEST_RATE', 'Request rate limit reached'))
-      return false
-    }
-
-    socket.on(EVENTS.JOIN, (...raw: unknown[]) => {
-      if (congested(EVENTS.JOIN)) return
-      const { args, ack: rawAck } = splitAck(raw)
-      const ack = once(rawAck)
-      const req = checkJoin(args)
-      if (req instanceof StarsockError) { bad(EVENTS.JOIN); return replyError(ack, req) }
-      rendezvous.join(s, req.addr, req.proof).then((result) => {
-        if (result instanceof StarsockError) {
-          log.debug({ code: result.code }, 'join refused')
-          return replyError(ack, result)
-        }
-        if ('nonce' in result) return ack?.(null, result.nonce)
-        // The resume secret rides as an extra, last element that legacy clients ignore.
-        if (result.resume !== undefined) ack?.(null, null, result.peers, { resume: result.resume })
-        else ack?.(null, null, result.peers)
-      }, (err: unknown) => {
-        log.error({ err }, 'join failed')
-        replyError(ack, new StarsockError('E_CRYPTO'))
-      })
-    })
-
-    socket.on(EVENTS.LEAVE, (...raw: unknown[]) => {
-      if (congested(EVENTS.LEAVE)) return
-      const { args, ack } = splitAck(raw)
-      if (!withinRate(ack)) return
-      const req = checkLeave(args)
-      if (req instanceof StarsockError) { bad(EVENTS.LEAVE); return replyError(ack, req) }
-      rendezvous.leave(s, req.addr)
-      ack?.(null)
-    })
-
-    socket.on(EVENTS.DIAL, (...raw: unknown[]) => {
-      if (congested(EVENTS.DIAL)) return
-      const { args, ack: rawAck } = splitAck(raw)
-      const ack = once(rawAck)
-      const req = checkDial(args)
-      if (req instanceof StarsockError) { bad(EVENTS.DIAL); return replyError(ack, req) }
-      rendezvous.dial(s, req.from, req.to, req.dialId).then((result) => {
-        if (result === undefined) return ack?.()
-        if (typeof result === 'string') return ack?.(result)
-        log.debug({ code: result.code }, 'dial failed')
-        replyError(ack, result)
-      }, (err: unknown) => {
-        log.error({ err }, 'dial failed')
-        replyError(ack, new StarsockError('E_PEER_GONE'))
-      })
-    })
-
-    socket.on(EVENTS.HELLO, (...raw: unknown[]) => {
-      if (congested(EVENTS.HELLO)) return
-      const { args, ack } = splitAck(raw)
-      if (!withinRate(ack)) return
-      const req = checkHello(args)
-      if (req instanceof StarsockError) { bad(EVENTS.HELLO); return replyError(ack, req) }
-      ack?.(null, rendezvous.hello(s, req))
-    })
-
-    socket.on(EVENTS.PEERS, (...raw: unknown[]) => {
-      if (congested(EVENTS.PEERS)) return
-      const { args, ack } = splitAck(raw)
-      if (!withinRate(ack)) return
-      const cursor = checkPeersCursor(args)
-      if (cursor instanceof StarsockError) { bad(EVENTS.PEERS); return replyError(ack, cursor) }
-      const page = rendezvous.peers(s, cursor)
-      if (page instanceof StarsockError) return replyError(ack, page)
-      ack?.(null, page)
-    })
-
-    /** UDP relay requests: only a joined peer, as itself; every one answered once. */
-    const udpRequest = (event: string, run: (relay: UdpRelay, owner: string, args: unknown[]) => Promise<unknown> | unknown): void => {
+    for (const [event, h] of handlers) {
       socket.on(event, (...raw: unknown[]) => {
-        if (congested(event)) return
+        if (rendezvous.congested(s, event)) return // a socket that does not read gets nothing until it catches up
         const { args, ack } = splitAck(raw)
-        if (!withinRate(ack)) return
-        const relay = udp()
-        if (relay === undefined) return replyError(ack, new StarsockError('E_UDP_DISABLED', 'This server runs no UDP relay (serve --udp-relay)'))
-        const addr = [...s.addrs][0]
-        const owner = addr === undefined ? undefined : rendezvous.ownerOf(addr)
-        if (owner === undefined) return replyError(ack, new StarsockError('E_NOT_JOINED', 'Join before asking for a UDP allocation'))
-        Promise.resolve().then(() => run(relay, owner, args)).then((value) => ack?.(null, value), (err: unknown) => {
-          if (err instanceof StarsockError) {
-            if (err.code.startsWith('E_LIMIT') || err.code === 'E_UDP_NO_PORTS') metrics.limitHits.inc({ limit: err.code })
-            return replyError(ack, err)
-          }
-          log.warn({ err: String(err) }, 'udp request failed')
-          replyError(ack, new StarsockError('E_BAD_REQUEST', 'UDP request failed'))
-        })
+        reply(once(ack), log, () => run(h, rendezvous, s, event, args, bad))
       })
     }
-    udpRequest(EVENTS.UDP_ALLOCATE, async (relay, owner, args) => {
-      const req = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as { mode?: unknown, addresses?: unknown }
-      const allocation = await relay.allocate(owner, { mode: req.mode as UdpRelayMode | undefined, addresses: req.addresses as string[] | undefined }, s.ip)
-      if (!rendezvous.isPresent(owner)) relay.ownerLeft(owner) // it left while the ports were bound
-      return allocation
-    })
-    udpRequest(EVENTS.UDP_REFRESH, (relay, owner, args) => relay.refresh(owner, args[0]))
-    udpRequest(EVENTS.UDP_RELEASE, (relay, owner, args) => { relay.release(owner, args[0]); return true })
-
-    socket.on(EVENTS.PING, (...raw: unknown[]) => {
-      const { ack } = splitAck(raw)
-      if (!congested(EVENTS.PING) && withinRate(ack)) ack?.(null)
-    })
-
-    socket.onAny((event: unknown, ...raw: unknown[]) => {
-      if (typeof event === 'string' && HANDLED_EVENTS.has(event)) return
-      const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
-      if (parsed === undefined) {
-        bad('unknown')
-        const { ack } = splitAck(raw)
-        return replyError(ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`))
-      }
-      const { type, streamId } = parsed
-      const relay = rendezvous.relay
-      const ok = type === 'accept' ? relay.accept(s, streamId, raw[0])
-        : type === 'queue' ? relay.data(s, streamId, raw[0])
-          : type === 'error' ? relay.end(s, streamId, raw[0])
-            : type === 'credit' ? relay.credit(s, streamId, raw[0])
-              : relay.abort(s, streamId, raw[0])
-      if (!ok) bad(`stream-${type}`)
-    })
-
+    socket.onAny(onOtherEvent(rendezvous, s, handlers, bad, log))
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()

@@ -19,6 +19,7 @@ import { networkInterfaces } from 'node:os'
 import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS, udpConfirmation, udpProof } from '../shared/udp-relay-protocol.ts'
 import { UDP_OWNER_GRACE_MS } from './constants.ts'
 import { StarsockError } from '../shared/errors.ts'
+import { checkUdpAllocate, MAX_UDP_ALLOWED_ADDRESSES, type UdpAllocateRequest } from '../shared/validate.ts'
 import type { UdpAllocation } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
 import { ipLimitKey, TokenBucket } from './rate-limit.ts'
@@ -150,12 +151,8 @@ export class UdpRelay {
   }
 
   /** Make an allocation for `owner` (a peer id) asking from client IP `ip`; rejects with a limit or a port error. */
-  async allocate (owner: string, request: { mode?: UdpRelayMode, addresses?: string[] } = {}, ip = ''): Promise<AllocationInfo> {
-    const mode = request.mode ?? 'token'
-    if (mode !== 'token' && mode !== 'address' && mode !== 'open') throw new StarsockError('E_BAD_REQUEST', 'mode must be token, address or open')
-    const addresses = request.addresses ?? []
-    if (!Array.isArray(addresses) || addresses.length > 16 || addresses.some((a) => typeof a !== 'string' || isIP(a) === 0)) throw new StarsockError('E_BAD_REQUEST', 'addresses must be at most 16 IP addresses')
-    if (mode === 'address' && addresses.length === 0) throw new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
+  async allocate (owner: string, request: Partial<UdpAllocateRequest> = {}, ip = ''): Promise<AllocationInfo> {
+    const { mode, addresses } = checkIpAddresses(checkUdpAllocate([request]))
     if (this.closed) throw new StarsockError('E_SHUTDOWN', 'UDP relay is closed')
     const held = (this.byOwner.get(owner)?.size ?? 0) + (this.pending.get(owner) ?? 0)
     if (held >= this.options.maxAllocationsPerPeer) throw new StarsockError('E_LIMIT_ALLOCATIONS', `Peer holds ${held} allocations already (at most ${this.options.maxAllocationsPerPeer})`)
@@ -255,13 +252,16 @@ export class UdpRelay {
     return this.pending.has(owner) || this.byOwner.has(owner)
   }
 
-  /** Release everything and stop. */
-  close (): void {
+  /** Release everything and stop; settles once the allocations' sockets are closed. */
+  async close (): Promise<void> {
     this.closed = true
     clearInterval(this.sweep)
     for (const timer of this.leaving.values()) clearTimeout(timer)
     this.leaving.clear()
-    for (const a of [...this.allocations.values()]) this.free(a, 'closed')
+    const allocations = [...this.allocations.values()]
+    const closed = allocations.flatMap((a) => a.sides.map(async (side) => await new Promise<void>((resolve) => side.socket.once('close', resolve))))
+    for (const a of allocations) this.free(a, 'closed')
+    await Promise.all(closed)
   }
 
   private owned (owner: string, id: unknown): Allocation {
@@ -414,6 +414,13 @@ export class UdpRelay {
     }
     throw new StarsockError('E_UDP_NO_PORTS', `No free pair of UDP ports in ${low}-${high}`)
   }
+}
+
+/** The checked request, its addresses IP addresses; else throws its `E_BAD_REQUEST`. */
+function checkIpAddresses (request: UdpAllocateRequest | StarsockError): UdpAllocateRequest {
+  if (request instanceof StarsockError) throw request
+  if (request.addresses.some((a) => isIP(a) === 0)) throw new StarsockError('E_BAD_REQUEST', `addresses must be at most ${MAX_UDP_ALLOWED_ADDRESSES} IP addresses`)
+  return request
 }
 
 function decrement (counts: Map<string, number>, key: string): void {

@@ -63,7 +63,8 @@ export const ERROR_CODES = {
   E_PEER_SHUTDOWN: 'the other peer is stopping or restarting (not a refusal: ask again when it is back)',
   E_LIMIT_TOTAL: 'the peer runs its maximum total of mappings, listening ports or channels for all other peers together',
   E_LIMIT_FILE_SIZE: 'the file is larger than the receiver takes',
-  E_LIMIT_FILE_QUOTA: 'the sender (or all senders together) used up the receiver\'s file quota for now'
+  E_LIMIT_FILE_QUOTA: 'the sender (or all senders together) used up the receiver\'s file quota for now',
+  E_INTERNAL: 'internal error'
 } as const
 
 /** A stable error code. */

@@ -4,7 +4,7 @@
  */
 import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS, MAX_RESUME_SECRET_CHARS } from './constants.ts'
 import { StarsockError } from './errors.ts'
-import type { DisplacedInfo, HelloRequest, JoinExtra } from './events.ts'
+import type { DisplacedInfo, HelloRequest, JoinExtra, UdpAllocation } from './events.ts'
 
 /** A socket.io acknowledgement callback. */
 export type Ack = (...args: unknown[]) => void
@@ -117,4 +117,27 @@ export function checkPeersCursor (args: unknown[]): number | StarsockError {
     return bad('starsock:peers', 'cursor must be a non-negative integer')
   }
   return cursor
+}
+
+/** Source addresses a UDP allocation request may name (`address` mode). */
+export const MAX_UDP_ALLOWED_ADDRESSES = 16
+
+/** A checked `starsock:udp-allocate` request: how endpoints register, and who may in `address` mode. */
+export interface UdpAllocateRequest {
+  mode: UdpAllocation['mode']
+  /** Strings only here; whether each is an IP address is the server's check (it needs `node:net`). */
+  addresses: string[]
+}
+
+/** `starsock:udp-allocate(request)`: `mode` (`token` by default) and `addresses` (none by default). */
+export function checkUdpAllocate (args: readonly unknown[]): UdpAllocateRequest | StarsockError {
+  const request = (typeof args[0] === 'object' && args[0] !== null ? args[0] : {}) as Record<string, unknown>
+  const mode = request.mode ?? 'token'
+  if (mode !== 'token' && mode !== 'address' && mode !== 'open') return new StarsockError('E_BAD_REQUEST', 'mode must be token, address or open')
+  const addresses = request.addresses ?? []
+  if (!Array.isArray(addresses) || addresses.length > MAX_UDP_ALLOWED_ADDRESSES || !addresses.every((a) => typeof a === 'string')) {
+    return new StarsockError('E_BAD_REQUEST', `addresses must be at most ${MAX_UDP_ALLOWED_ADDRESSES} IP addresses`)
+  }
+  if (mode === 'address' && addresses.length === 0) return new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
+  return { mode, addresses: addresses as string[] }
 }

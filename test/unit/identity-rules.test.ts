@@ -49,12 +49,22 @@ function connect (r: Rendezvous, kind: Kind, resume?: string): Client {
 
 const addrOf = (identity: Identity, host = '10.0.0.9'): string => `/ip4/${host}/tcp/9090/ws/p2p-websocket-star/ipfs/${identity.peerId}`
 
-/** Both steps of the challenge; the join's result. */
+/** What a promise settles with: its value, or the error it rejects with. */
+async function settle<T> (promise: Promise<T>): Promise<T | unknown> {
+  return await promise.catch((err: unknown) => err)
+}
+
+/** Both steps of the challenge; the join's result, or the `StarsockError` it was refused with. */
 async function join (r: Rendezvous, client: Client, identity: Identity, addr = addrOf(identity)): Promise<JoinDone | StarsockError> {
-  const first = await r.join(client.session, addr, publicKeyHex(identity))
-  if (first instanceof StarsockError || !('nonce' in first)) return first as JoinDone | StarsockError
-  const done = await r.join(client.session, addr, await signNonce(identity, first.nonce))
-  return done as JoinDone | StarsockError
+  try {
+    const first = await r.join(client.session, addr, publicKeyHex(identity))
+    if (!('nonce' in first)) return first
+    const done = await r.join(client.session, addr, await signNonce(identity, first.nonce))
+    return done as JoinDone
+  } catch (err) {
+    if (err instanceof StarsockError) return err
+    throw err
+  }
 }
 
 async function joined (r: Rendezvous, client: Client, identity: Identity, addr?: string): Promise<JoinDone> {
@@ -159,7 +169,7 @@ describe('who gets an address another live client holds', () => {
     if (!('nonce' in first)) throw new Error('expected a nonce')
     const done = r.join(client.session, addrOf(identity), await signNonce(identity, first.nonce))
     r.disconnect(client.session, true)
-    expect(await done).toMatchObject({ code: 'E_DISCONNECTED' })
+    expect(await settle(done)).toMatchObject({ code: 'E_DISCONNECTED' })
     expect(r.directory.size).toBe(0)
     await joined(r, connect(r, 'starsock'), identity)
   })
@@ -229,8 +239,8 @@ describe('who gets an address another live client holds', () => {
     const holder = connect(r, 'starsock', 'c5'.repeat(32))
     await r.join(holder.session, addr, '')
     r.disconnect(holder.session)
-    expect(await r.join(connect(r, 'takeover').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is reserved for a reconnecting client for up to 1 s more' })
-    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
+    expect(await settle(r.join(connect(r, 'takeover').session, addr, ''))).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is reserved for a reconnecting client for up to 1 s more' })
+    expect(await settle(r.join(connect(r, 'legacy').session, addr, ''))).toMatchObject({ code: 'E_ADDRESS_IN_USE' })
     await new Promise((resolve) => setTimeout(resolve, 250))
     expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ peers: [] })
   })
@@ -241,8 +251,8 @@ describe('who gets an address another live client holds', () => {
     const addr = addrOf(identity)
     const holder = connect(r, 'starsock')
     const first = await r.join(holder.session, addr, '') as JoinDone
-    expect(await r.join(connect(r, 'takeover').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is joined elsewhere' })
-    expect(await r.join(connect(r, 'legacy').session, addr, '')).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is joined elsewhere' })
+    expect(await settle(r.join(connect(r, 'takeover').session, addr, ''))).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is joined elsewhere' })
+    expect(await settle(r.join(connect(r, 'legacy').session, addr, ''))).toMatchObject({ code: 'E_ADDRESS_IN_USE', message: 'Address in use: this peer id is joined elsewhere' })
     const back = connect(r, 'starsock', first.resume)
     expect(await r.join(back.session, addr, '')).toMatchObject({ peers: [] })
     expect(holder.disconnected()).toBe(true)

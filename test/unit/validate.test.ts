@@ -7,6 +7,7 @@ import {
   checkJoin,
   checkLeave,
   checkPeersCursor,
+  checkUdpAllocate,
   isHex,
   splitAck
 } from '../../shared/validate.ts'
@@ -188,5 +189,31 @@ describe('isHex', () => {
     [' 00', false]
   ])('%j is %s', (text, expected) => {
     expect(isHex(text)).toBe(expected)
+  })
+})
+
+describe('checkUdpAllocate', () => {
+  it.each<[string, unknown[], unknown]>([
+    ['no request', [], { mode: 'token', addresses: [] }],
+    ['a non-object request', ['open'], { mode: 'token', addresses: [] }],
+    ['an empty request', [{}], { mode: 'token', addresses: [] }],
+    ['open mode', [{ mode: 'open' }], { mode: 'open', addresses: [] }],
+    ['address mode with addresses', [{ mode: 'address', addresses: ['10.0.0.1', '::1'] }], { mode: 'address', addresses: ['10.0.0.1', '::1'] }],
+    ['token mode with addresses', [{ addresses: ['10.0.0.1'] }], { mode: 'token', addresses: ['10.0.0.1'] }]
+  ])('accepts %s', (_, args, expected) => {
+    expect(checkUdpAllocate(args)).toEqual(expected)
+  })
+
+  it.each<[string, unknown, string]>([
+    ['an unknown mode', { mode: 'tcp' }, 'mode must be token, address or open [E_BAD_REQUEST]'],
+    ['a non-string mode', { mode: 1 }, 'mode must be token, address or open [E_BAD_REQUEST]'],
+    ['addresses that are no array', { addresses: '10.0.0.1' }, 'addresses must be at most 16 IP addresses [E_BAD_REQUEST]'],
+    ['an address that is no string', { addresses: [10] }, 'addresses must be at most 16 IP addresses [E_BAD_REQUEST]'],
+    ['17 addresses', { addresses: Array.from({ length: 17 }, () => '10.0.0.1') }, 'addresses must be at most 16 IP addresses [E_BAD_REQUEST]'],
+    ['address mode without addresses', { mode: 'address' }, 'address mode needs the addresses that may register [E_BAD_REQUEST]']
+  ])('refuses %s', (_, request, wire) => {
+    const result = checkUdpAllocate([request])
+    expect(result).toBeInstanceOf(StarsockError)
+    expect((result as StarsockError).toWire()).toBe(wire)
   })
 })
