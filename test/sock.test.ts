@@ -1,5 +1,4 @@
 import net from 'node:net'
-import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
@@ -274,7 +273,7 @@ describe('sock channels and tunnels through a real server', () => {
     target.on('lease', (l) => leases.push(`${l.state} ${l.port}`))
     const rebound = new Promise((resolve) => tunnel.on('mapping', resolve))
     // Drop the binder's connection to the server; it reconnects, rejoins and binds again.
-    ;(client.peer as unknown as { socket: Socket }).socket.io.engine.close()
+    ;(client.peer as unknown as { link: { dropTransport: () => void } }).link.dropTransport()
     await within('the binder to bind again', rebound, 15_000)
     expect(tunnel.address.port).toBe(port)
     expect(leases).toEqual([`held ${port}`, `taken ${port}`])
