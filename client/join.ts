@@ -6,7 +6,7 @@
 import { errorFromWire, StarsockError } from '../shared/errors.ts'
 import { EVENTS, type HelloReply, type HelloRequest } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
-import { checkHelloReply } from '../shared/validate.ts'
+import { checkDisplaced, checkHelloReply } from '../shared/validate.ts'
 import { publicKeyHex, signNonce, type Identity } from './identity.ts'
 import type { PeerList } from './peer-list.ts'
 import type { Requester } from './server-link.ts'
@@ -91,6 +91,14 @@ export class Join {
     } catch (err) {
       if (!stale()) this.failed(err, generation)
     }
+  }
+
+  /** `starsock:displaced`: another client took this identity over; fail (close) rather than reconnect into a fight. */
+  displaced (payload: unknown): void {
+    const info = checkDisplaced(payload)
+    if (info === undefined || info.addr !== this.options.addr || this.hooks.closed()) return
+    const how = info.reason === 'takeover' ? 'took this peer id over' : 'joined this peer id (a websocket-star client)'
+    this.hooks.fail(new StarsockError('E_DISPLACED', `Displaced: another client ${how} from ${info.by}`))
   }
 
   /** Stop a pending retry (the peer closes). */

@@ -2,51 +2,31 @@
  * A starsock peer (Node and browser): joins a server through the crypto challenge, keeps the set
  * of online peers, dials and accepts connections with flow-controlled streams, reconnects and
  * rejoins when the server connection drops. The work is done by the server link
- * (`server-link.ts`), the join (`join.ts`), the peer list (`peer-list.ts`) and the stream table
- * (`stream-table.ts`); this class ties them together and keeps the public API.
+ * (`server-link.ts`), the join (`join.ts`), the peer list (`peer-list.ts`), the stream table
+ * (`stream-table.ts`), the dials (`dials.ts`) and the UDP requests (`udp-requests.ts`); this class
+ * ties them together and keeps the public API.
  */
-import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
-import { EVENTS } from '../shared/events.ts'
-import { checkDisplaced, checkUdpAllocation } from '../shared/validate.ts'
+import { StarsockError } from '../shared/errors.ts'
+import { EVENTS, type UdpAllocation } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
-import { parseAddress } from '../shared/wsstar-address.ts'
-import type { UdpAllocation } from '../shared/events.ts'
-import { Connection } from './connection.ts'
+import type { Connection } from './connection.ts'
 import { Emitter } from './emitter.ts'
-import { createIdentity, type Identity } from './identity.ts'
+import { createIdentity, randomHex, type Identity } from './identity.ts'
+import { Dials } from './dials.ts'
 import { Join } from './join.ts'
-import { resolvePeerOptions, type PeerOptions } from './options.ts'
+import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.ts'
 import { checkDialTarget, PeerList, type PeerInfo } from './peer-list.ts'
+import type { CallOptions, PeerEvents, PeerState } from './peer-events.ts'
 import { parseServerAddress, type ServerAddress } from './server-address.ts'
 import { ServerLink } from './server-link.ts'
 import { StreamTable } from './stream-table.ts'
+import { UdpRequests, type UdpAllocateRequest } from './udp-requests.ts'
 import { bounded } from './waiters.ts'
 export type { UdpAllocation } from '../shared/events.ts'
 export type { PeerOptions } from './options.ts'
 export type { PeerInfo } from './peer-list.ts'
+export type { CallOptions, PeerEvents, PeerState } from './peer-events.ts'
 
-/** Where the peer is with the server. */
-export type PeerState = 'connecting' | 'joined' | 'reconnecting' | 'closed'
-
-/** Options of calls that wait. */
-export interface CallOptions {
-  signal?: AbortSignal
-  timeoutMs?: number
-}
-
-/** Events of a peer. */
-export interface PeerEvents extends Record<string, unknown> {
-  state: PeerState
-  'peer:join': PeerInfo
-  'peer:leave': PeerInfo
-  connection: Connection
-  error: StarsockError
-}
-
-function randomId (bytes = 16): string {
-  const random = crypto.getRandomValues(new Uint8Array(bytes)) // randomUUID needs a secure context
-  return Array.from(random, (b) => b.toString(16).padStart(2, '0')).join('')
-}
 
 /** A peer on a starsock (or websocket-star) server. Make one with `createPeer`. */
 export class StarsockPeer extends Emitter<PeerEvents> {
@@ -62,8 +42,10 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private readonly join: Join
   private readonly known: PeerList
   private readonly streams: StreamTable
+  private readonly dials: Dials
+  private readonly udp: UdpRequests
   private readonly logger: Logger
-  private readonly options: ReturnType<typeof resolvePeerOptions>
+  private readonly options: ResolvedPeerOptions
   private current: PeerState = 'connecting'
   private handler: ((conn: Connection) => void) | undefined
   private lastError: StarsockError | undefined
@@ -80,7 +62,9 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.link = new ServerLink({ ...o, url: this.server.url, token: options.token, socketOptions: options.socketOptions, logger: this.logger })
     this.known = new PeerList(this.peerId, (info) => this.emit('peer:join', info), (info) => this.emit('peer:leave', info))
     this.streams = new StreamTable(this.link.streams, o, () => this.join.hello?.limits)
-    this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomId(32), logger: this.logger }, {
+    this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs)
+    this.udp = new UdpRequests(this.link, () => this.mustBeJoined('use the UDP relay'))
+    this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger }, {
       closed: () => this.current === 'closed',
       joined: (starsock) => { if (starsock) this.link.startHeartbeat(); this.setState('joined') },
       error: (err) => this.emit('error', err),
@@ -153,32 +137,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     checkDialTarget(target)
     options.signal?.throwIfAborted()
     this.mustBeJoined('dial')
-    const to = this.known.addressOf(target)
-    const dialId = randomId()
-    const tx = this.streams.openSend(`${dialId}.dialer`)
-    // Registered before the dial, opened (accept) after it: an error the server sends right
-    // behind the reply must find its stream.
-    const rx = this.streams.openReceive(`${dialId}.listener`, false)
-    // Longer than the server's own dial timeout, so the server's answer always comes first.
-    const timeoutMs = options.timeoutMs ?? Math.max(this.options.requestTimeoutMs, (this.join.hello?.limits.dialTimeoutMs ?? 10_000) + 2000)
-    let reply: unknown[]
-    try {
-      reply = await this.link.request(EVENTS.DIAL, [this.addr, to, dialId], { signal: options.signal, timeoutMs })
-    } catch (err) {
-      // The server may still complete the dial: tell it this side gave up on both streams.
-      const wire = wireError('E_STREAM_ABORTED', 'Dial abandoned')
-      tx.error(wire)
-      rx.abort(wire, err as StarsockError)
-      throw err
-    }
-    if (reply[0] !== undefined && reply[0] !== null) {
-      const err = errorFromWire(reply[0])
-      tx.fail(err)
-      rx.fail(err)
-      throw err
-    }
-    rx.open()
-    return new Connection(to, parseAddress(to)?.peerId ?? '', true, rx, tx)
+    return await this.dials.dial(this.known.addressOf(target), options)
   }
 
   /**
@@ -186,31 +145,18 @@ export class StarsockPeer extends Emitter<PeerEvents> {
    * token2, mode, expiresAt }`. Each endpoint registers with its port's token and the relay's
    * cookie (`registerUdpEndpoint` in Node; the steps in `shared/udp-relay-protocol.ts`).
    */
-  async udpAllocate (request: { mode?: 'token' | 'address' | 'open', addresses?: string[] } = {}, options: CallOptions = {}): Promise<UdpAllocation> {
-    return await this.udpAllocation(EVENTS.UDP_ALLOCATE, [request], options)
+  async udpAllocate (request: UdpAllocateRequest = {}, options: CallOptions = {}): Promise<UdpAllocation> {
+    return await this.udp.allocate(request, options)
   }
 
   /** Push back an allocation's expiry; settles with its new info. */
   async udpRefresh (id: string, options: CallOptions = {}): Promise<UdpAllocation> {
-    return await this.udpAllocation(EVENTS.UDP_REFRESH, [id], options)
+    return await this.udp.refresh(id, options)
   }
 
   /** Release an allocation: its ports are free at once. */
   async udpRelease (id: string, options: CallOptions = {}): Promise<void> {
-    await this.udpRequest(EVENTS.UDP_RELEASE, [id], options)
-  }
-
-  private async udpAllocation (event: string, args: unknown[], options: CallOptions): Promise<UdpAllocation> {
-    const allocation = checkUdpAllocation(event, await this.udpRequest(event, args, options))
-    if (allocation instanceof StarsockError) throw allocation
-    return allocation
-  }
-
-  private async udpRequest (event: string, args: unknown[], options: CallOptions): Promise<unknown> {
-    this.mustBeJoined('use the UDP relay')
-    const reply = await this.link.request(event, args, options)
-    if (reply[0] !== null && reply[0] !== undefined) throw errorFromWire(reply[0])
-    return reply[1]
+    await this.udp.release(id, options)
   }
 
   /** Leave the server and close every connection; settles once disconnected. */
@@ -243,20 +189,12 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     })
     // E_FORBIDDEN closes the peer (closedBy says why); E_SHUTDOWN and an unreachable server are retried.
     link.on('error', (err) => { if (err.code === 'E_FORBIDDEN') this.fail(err); else this.emit('error', err) })
-    link.onServer(EVENTS.DISPLACED, (info) => this.displaced(info))
+    link.onServer(EVENTS.DISPLACED, (info) => this.join.displaced(info))
     link.onServer(EVENTS.PEER, (addr) => this.known.learn(addr))
     link.onServer(EVENTS.PEER_JOIN, (addr) => this.known.learn(addr))
     link.onServer(EVENTS.PEER_LEAVE, (addr) => this.known.forget(addr))
-    link.onServer(EVENTS.INCOMING, (dialId, from, ack) => this.incoming(dialId, from, ack))
+    link.onServer(EVENTS.INCOMING, (dialId, from, ack) => this.dials.incoming(dialId, from, ack, this.handler, (conn) => this.emit('connection', conn)))
     link.onAnyServer((event, value) => { this.streams.dispatch(event, value) })
-  }
-
-  /** Another client took this identity over: say so and close, rather than reconnect into a fight. */
-  private displaced (payload: unknown): void {
-    const info = checkDisplaced(payload)
-    if (info === undefined || info.addr !== this.addr || this.current === 'closed') return
-    const how = info.reason === 'takeover' ? 'took this peer id over' : 'joined this peer id (a websocket-star client)'
-    this.fail(new StarsockError('E_DISPLACED', `Displaced: another client ${how} from ${info.by}`))
   }
 
   /** Close because of `err`, which `closedBy` keeps. */
@@ -264,20 +202,6 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.lastError = err
     this.emit('error', err)
     void this.close()
-  }
-
-  private incoming (dialId: unknown, from: unknown, ack: unknown): void {
-    if (typeof ack !== 'function') return
-    const reply = ack as (err?: string) => void
-    if (typeof dialId !== 'string' || typeof from !== 'string') return reply(wireError('E_BAD_REQUEST', 'Bad incoming dial'))
-    const handler = this.handler
-    if (handler === undefined) return reply(wireError('E_DIAL_REFUSED', 'This peer takes no connections'))
-    const rx = this.streams.openReceive(`${dialId}.dialer`)
-    const tx = this.streams.openSend(`${dialId}.listener`)
-    reply()
-    const conn = new Connection(from, parseAddress(from)?.peerId ?? '', false, rx, tx)
-    handler(conn)
-    this.emit('connection', conn)
   }
 }
 

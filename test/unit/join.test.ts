@@ -183,4 +183,22 @@ describe('Join', () => {
     await join.run()
     expect(outcomes).toEqual([`peer:join ${OTHER}`, 'joined true', `peer:leave ${OTHER}`, 'joined true'])
   })
+
+  it.each<[string, unknown, string | undefined]>([
+    ['a takeover', { reason: 'takeover', by: '10.0.0.1:4000' }, 'fail E_DISPLACED: Displaced: another client took this peer id over from 10.0.0.1:4000'],
+    ['a legacy join, from an address not shown', { reason: 'legacy-join', by: '<script>' }, 'fail E_DISPLACED: Displaced: another client joined this peer id (a websocket-star client) from an unknown address'],
+    ['another address', { reason: 'takeover', by: '10.0.0.1', addr: OTHER }, undefined],
+    ['a malformed notice', { reason: 'because' }, undefined]
+  ])('displaced by %s', (_, info, outcome) => {
+    const { join, outcomes } = setup(STARSOCK)
+    join.displaced({ addr: `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/ipfs/${identity.peerId}`, ...info as object })
+    expect(outcomes).toEqual(outcome === undefined ? [] : [outcome])
+  })
+
+  it('a displaced notice after close changes nothing', () => {
+    const { join, outcomes, closed } = setup(STARSOCK)
+    closed.value = true
+    join.displaced({ addr: `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/ipfs/${identity.peerId}`, reason: 'takeover', by: '10.0.0.1' })
+    expect(outcomes).toEqual([])
+  })
 })
