@@ -24,6 +24,11 @@ function toHex (bytes: Uint8Array): string {
   return out
 }
 
+/** `bytes` random bytes in hex: dial ids and resume ids (`randomUUID` needs a secure context). */
+export function randomHex (bytes: number): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(bytes)))
+}
+
 /** Hex of the protobuf public key, as `ss-join` carries it. */
 export function publicKeyHex (identity: Identity): string {
   return toHex(publicKeyToProtobuf(identity.privateKey.publicKey))

@@ -4,10 +4,59 @@
  */
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { isHex } from '../shared/validate.ts'
+import type { Identity } from './identity.ts'
+
+/** Options of `createPeer`. */
+export interface PeerOptions {
+  /** The server: `http(s)://host:port`, `ws(s)://host:port` or `/ip4/…/tcp/…/ws`. */
+  server: string
+  /** Who this peer is. @default a fresh Ed25519 identity */
+  identity?: Identity
+  /** Shared token, for servers that require one. */
+  token?: string
+  /**
+   * Take the address over when another live client with this identity holds it (that client is
+   * displaced and told); otherwise the first join fails with `E_ADDRESS_IN_USE`. @default false
+   */
+  takeover?: boolean
+  /**
+   * This client's resume id (hex, 32 to 128 characters), sent in every hello: the server binds it
+   * to the identity at the first join and lets it take the identity back after a reconnect. Keep
+   * it secret; pass one only to resume across peer objects (a page reload). @default a random id per peer object
+   */
+  resumeId?: string
+  /** Transports in the order tried. @default ['websocket', 'polling'] */
+  transports?: Array<'websocket' | 'polling'>
+  /** Timeout of each request to the server. @default 10_000 */
+  requestTimeoutMs?: number
+  /** Receive window per stream (lowered to fit the server's buffer: just under 2 MiB by default). @default 2 MiB */
+  windowBytes?: number
+  /** Largest chunk sent (lowered to fit the server's message size). @default 128 KiB */
+  chunkBytes?: number
+  /** Unread bytes past which a stream from a sender that ignores the window fails. @default 16 MiB */
+  receiveLimitBytes?: number
+  /**
+   * How long `start` waits for a first connection to the server before it fails with
+   * `E_SERVER_UNREACHABLE` (a wrong address fails fast; a server that was reached and dropped
+   * later is retried for ever). @default 5_000
+   */
+  connectTimeoutMs?: number
+  /** Heartbeat period; a server that misses one is dropped and reconnected. @default 5_000 */
+  heartbeatIntervalMs?: number
+  /** Time a heartbeat may take. @default 5_000 */
+  heartbeatTimeoutMs?: number
+  /** First and largest reconnect delay. @default 500 and 5_000 */
+  reconnectDelayMs?: number
+  reconnectDelayMaxMs?: number
+  /** Where logs go. @default silent */
+  logger?: Logger
+  /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
+  socketOptions?: Record<string, unknown>
+}
 
 /**
- * Peer options after defaults, as the peer uses them; the fields are documented on `PeerOptions`
- * (`client/peer.ts`), whose `server`, `identity`, `token` and `socketOptions` are taken as given.
+ * Peer options after defaults, as the peer uses them; the fields are documented on `PeerOptions`,
+ * whose `server`, `identity`, `token` and `socketOptions` are taken as given.
  */
 export interface ResolvedPeerOptions {
   transports: Array<'websocket' | 'polling'>

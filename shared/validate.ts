@@ -4,7 +4,7 @@
  */
 import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS, MAX_RESUME_SECRET_CHARS } from './constants.ts'
 import { StarsockError } from './errors.ts'
-import type { DisplacedInfo, HelloRequest, JoinExtra, UdpAllocation } from './events.ts'
+import { MAX_CREDIT_BYTES, type DisplacedInfo, type HelloReply, type HelloRequest, type JoinExtra, type PeersPage, type UdpAllocation } from './events.ts'
 
 /** A socket.io acknowledgement callback. */
 export type Ack = (...args: unknown[]) => void
@@ -140,4 +140,72 @@ export function checkUdpAllocate (args: readonly unknown[]): UdpAllocateRequest 
   }
   if (mode === 'address' && addresses.length === 0) return new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
   return { mode, addresses: addresses as string[] }
+}
+
+/**
+ * Ranges the client keeps a server's announced limits in, by name: a tiny `maxMessageBytes`
+ * must not shrink a sender's chunks to nothing, a huge `streamBufferBytes` or `dialTimeoutMs`
+ * must not make a huge window or an endless wait. Other limits pass as given.
+ */
+export const ANNOUNCED_LIMIT_RANGES: Readonly<Record<string, readonly [min: number, max: number]>> = {
+  maxMessageBytes: [8 * 1024, 1024 * 1024 * 1024],
+  streamBufferBytes: [0, 2 * MAX_CREDIT_BYTES],
+  dialTimeoutMs: [1, 5 * 60_000]
+}
+
+/** A server's announced limits: non-negative finite numbers only, each clamped to its range. */
+function checkLimits (value: unknown): Record<string, number> {
+  const limits: Record<string, number> = {}
+  if (typeof value !== 'object' || value === null) return limits
+  for (const [name, n] of Object.entries(value)) {
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) continue
+    const range = ANNOUNCED_LIMIT_RANGES[name]
+    limits[name] = range === undefined ? n : Math.min(range[1], Math.max(range[0], n))
+  }
+  return limits
+}
+
+/** The reply to `starsock:hello` (client side), limits clamped; `undefined` when it is not an object (not a starsock server). */
+export function checkHelloReply (value: unknown): HelloReply | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
+  const { protocol, version, cryptoChallenge, limits } = value as Record<string, unknown>
+  return {
+    protocol: typeof protocol === 'number' && Number.isSafeInteger(protocol) ? protocol : 0,
+    version: typeof version === 'string' ? version.slice(0, 64) : '',
+    cryptoChallenge: cryptoChallenge !== false,
+    limits: checkLimits(limits)
+  }
+}
+
+/** The reply to `starsock:peers` (client side), or an `E_BAD_REQUEST` saying what is wrong. */
+export function checkPeersPage (value: unknown): PeersPage | StarsockError {
+  if (typeof value !== 'object' || value === null) return bad('starsock:peers reply', 'must be an object')
+  const { addrs, next } = value as Record<string, unknown>
+  if (!Array.isArray(addrs)) return bad('starsock:peers reply', 'addrs must be an array')
+  if (next !== null && (typeof next !== 'number' || !Number.isSafeInteger(next) || next < 0)) {
+    return bad('starsock:peers reply', 'next must be a non-negative integer or null')
+  }
+  return { addrs: addrs.filter((a): a is string => typeof a === 'string' && a.length <= MAX_ADDRESS_CHARS), next }
+}
+
+const UDP_MODES: ReadonlyArray<UdpAllocation['mode']> = ['token', 'address', 'open']
+
+function isPort (n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n) && n > 0 && n < 65536
+}
+
+/** A UDP allocation answered by `starsock:udp-allocate` / `-refresh` (client side), or an `E_BAD_REQUEST`. */
+export function checkUdpAllocation (event: string, value: unknown): UdpAllocation | StarsockError {
+  const what = `${event} reply`
+  if (typeof value !== 'object' || value === null) return bad(what, 'must be an object')
+  const { id, ip, port1, port2, token1, token2, mode, expiresAt } = value as Record<string, unknown>
+  if (typeof id !== 'string' || id === '' || id.length > MAX_DIAL_ID_CHARS) return bad(what, 'id must be a string')
+  if (typeof ip !== 'string' || ip === '' || ip.length > 64) return bad(what, 'ip must be a string')
+  if (!isPort(port1) || !isPort(port2)) return bad(what, 'ports must be integers from 1 to 65535')
+  if (typeof token1 !== 'string' || typeof token2 !== 'string' || !isHex(token1) || !isHex(token2) || token1.length > 256 || token2.length > 256) {
+    return bad(what, 'tokens must be hex')
+  }
+  if (!UDP_MODES.includes(mode as UdpAllocation['mode'])) return bad(what, 'mode must be token, address or open')
+  if (typeof expiresAt !== 'number' || !Number.isFinite(expiresAt)) return bad(what, 'expiresAt must be a number')
+  return { id, ip, port1, port2, token1, token2, mode: mode as UdpAllocation['mode'], expiresAt }
 }

@@ -1,6 +1,5 @@
 import type dgram from 'node:dgram'
 import net from 'node:net'
-import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { datagramCost, MAX_DATAGRAM_WINDOW_BYTES, type Channel } from '../client/mux/channel.ts'
 import { createIdentity } from '../client/identity.ts'
@@ -431,7 +430,7 @@ describe('sock channels and tunnels through a real server', () => {
     target.on('lease', (l) => leases.push(`${l.state} ${l.port}`))
     const rebound = new Promise((resolve) => tunnel.on('mapping', resolve))
     // Drop the binder's connection to the server; it reconnects, rejoins and binds again.
-    ;(client.peer as unknown as { socket: Socket }).socket.io.engine.close()
+    ;(client.peer as unknown as { link: { dropTransport: () => void } }).link.dropTransport()
     await within('the binder to bind again', rebound, 15_000)
     expect(tunnel.address.port).toBe(port)
     expect(leases).toEqual([`held ${port}`, `taken ${port}`])

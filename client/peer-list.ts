@@ -1,0 +1,136 @@
+/**
+ * The other peers online, as far as this peer knows: learned from the join reply, the paged
+ * `starsock:peers` list and live events, forgotten on `starsock:peer-leave`, and reconciled in
+ * one step after a rejoin so that only what changed is told.
+ */
+import { errorFromWire, StarsockError } from '../shared/errors.ts'
+import { EVENTS } from '../shared/events.ts'
+import { checkPeersPage } from '../shared/validate.ts'
+import { parseAddress } from '../shared/wsstar-address.ts'
+import type { Requester } from './server-link.ts'
+
+/** Another peer online. */
+export interface PeerInfo {
+  peerId: string
+  addr: string
+}
+
+/**
+ * Pages of `starsock:peers` one join reads at most: 16 times what a default server (20,000 peers,
+ * 64 a page) needs, and a hostile server that never ends its list cannot make the client page for ever.
+ */
+export const MAX_PEER_PAGES = 5000
+
+/** Throw a `TypeError` unless `target` is a peer id or a valid multiaddr. */
+export function checkDialTarget (target: string): void {
+  if (typeof target !== 'string' || target === '') throw new TypeError('dial target must be a peer id or a websocket-star address')
+  if (target.startsWith('/')) {
+    if (parseAddress(target) === undefined) throw new TypeError(`dial target ${target} is not a valid multiaddr`)
+  } else if (!/^[1-9A-HJ-NP-Za-km-z]{32,128}$/.test(target)) {
+    throw new TypeError(`dial target ${target} is not a peer id`)
+  }
+}
+
+/** The peers online, by peer id; tells `onJoin` and `onLeave` of every change. */
+export class PeerList {
+  private readonly known = new Map<string, string>()
+
+  constructor (
+    /** This peer's own id, never listed. */
+    private readonly selfId: string,
+    private readonly onJoin: (info: PeerInfo) => void,
+    private readonly onLeave: (info: PeerInfo) => void
+  ) {}
+
+  /** The peers known now. */
+  list (): PeerInfo[] {
+    return [...this.known].map(([peerId, addr]) => ({ peerId, addr }))
+  }
+
+  /** The address to dial for a checked target: itself, or the known address of a peer id (else `E_PEER_NOT_FOUND`). */
+  addressOf (target: string): string {
+    if (target.startsWith('/')) return target
+    const addr = this.known.get(target)
+    if (addr === undefined) throw new StarsockError('E_PEER_NOT_FOUND', `Peer ${target} is not online`)
+    return addr
+  }
+
+  /** A peer is online at `addr` (anything but another peer's address is ignored). */
+  learn (addr: unknown): void {
+    const peerId = this.otherPeerId(addr)
+    if (peerId === undefined || this.known.get(peerId) === addr) return
+    this.known.set(peerId, addr as string)
+    this.onJoin({ peerId, addr: addr as string })
+  }
+
+  /** The peer at `addr` left (only if that is still the address known for it). */
+  forget (addr: unknown): void {
+    const peerId = parseAddress(addr)?.peerId
+    if (typeof addr !== 'string' || peerId === undefined || this.known.get(peerId) !== addr) return
+    this.known.delete(peerId)
+    this.onLeave({ peerId, addr })
+  }
+
+  /** Start gathering the list anew (a join on a fresh connection); nothing changes until `apply`. */
+  gather (): PeerGathering {
+    return new PeerGathering(this, new Map(this.known), (peerId) => this.known.get(peerId))
+  }
+
+  /** The peer id of `addr` when it is another peer's address string. */
+  otherPeerId (addr: unknown): string | undefined {
+    const peerId = parseAddress(addr)?.peerId
+    return typeof addr === 'string' && peerId !== undefined && peerId !== this.selfId ? peerId : undefined
+  }
+}
+
+/** The list one join finds: from its reply and the paged list, swapped in at once. */
+export class PeerGathering {
+  private readonly found = new Map<string, string>()
+
+  constructor (
+    private readonly list: PeerList,
+    /** The list when the join began. */
+    private readonly before: ReadonlyMap<string, string>,
+    private readonly current: (peerId: string) => string | undefined
+  ) {}
+
+  /** Add the addresses of a join reply (anything but an array is none). */
+  collectAll (addrs: unknown): void {
+    for (const addr of Array.isArray(addrs) ? addrs : []) this.collect(addr)
+  }
+
+  /** Add one address (ignored unless another peer's). */
+  collect (addr: unknown): void {
+    const peerId = this.list.otherPeerId(addr)
+    if (peerId !== undefined) this.found.set(peerId, addr as string)
+  }
+
+  /**
+   * Read `starsock:peers` page by page; settles with `true` at the list's end, `false` when it
+   * stopped at `maxPages`; rejects with the server's error or a malformed page's `E_BAD_REQUEST`.
+   */
+  async loadPages (link: Requester, maxPages = MAX_PEER_PAGES): Promise<boolean> {
+    let cursor: number | null = 0
+    for (let pages = 0; cursor !== null; pages++) {
+      if (pages === maxPages) return false
+      const [err, reply] = await link.request(EVENTS.PEERS, [cursor])
+      if (err != null) throw errorFromWire(err)
+      const page = checkPeersPage(reply)
+      if (page instanceof StarsockError) throw page
+      for (const addr of page.addrs) this.collect(addr)
+      cursor = page.next
+    }
+    return true
+  }
+
+  /**
+   * Swap the list in one step, telling only what changed since the join began: peers learned from
+   * live events meanwhile stay; those gone since the last connection leave.
+   */
+  apply (): void {
+    for (const [peerId, addr] of this.before) {
+      if (this.found.get(peerId) !== addr && this.current(peerId) === addr) this.list.forget(addr)
+    }
+    for (const addr of this.found.values()) this.list.learn(addr)
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The one-way streams a peer has open, by stream id: opening them sized to the server's
+ * announced limits, dispatching the socket.io-pull-stream events to them, failing them all.
+ */
+import type { StarsockError } from '../shared/errors.ts'
+import { parseStreamEvent } from '../shared/events.ts'
+import { ReceiveStream, SendStream, type StreamTransport } from './stream.ts'
+
+/** Message size assumed of a server that announces none (the original's and socket.io's default). */
+const DEFAULT_MESSAGE_BYTES = 1_000_000
+/** Room left in a message for the event name and framing around a chunk. */
+const MESSAGE_OVERHEAD_BYTES = 4096
+/** Smallest receive window announced, whatever the server's buffer. */
+const MIN_WINDOW_BYTES = 64 * 1024
+
+/** The peer's own sizes (its options). */
+export interface StreamSizes {
+  windowBytes: number
+  chunkBytes: number
+  receiveLimitBytes: number
+}
+
+/** Largest chunk to send: the option, lowered to fit the server's message size. */
+export function sendChunkBytes (chunkBytes: number, limits: Readonly<Record<string, number>> | undefined): number {
+  // At least 1: a sender must make progress even if a server announced nonsense (the hello check clamps it too).
+  return Math.max(1, Math.min(chunkBytes, (limits?.maxMessageBytes ?? DEFAULT_MESSAGE_BYTES) - MESSAGE_OVERHEAD_BYTES))
+}
+
+/** Receive window to announce: the option, kept under half the server's per-stream buffer, where it would start pushing back. */
+export function receiveWindowBytes (sizes: StreamSizes, limits: Readonly<Record<string, number>> | undefined): number {
+  const serverBuffer = limits?.streamBufferBytes
+  const underServer = serverBuffer !== undefined ? Math.floor(serverBuffer / 2) - sizes.chunkBytes : Infinity
+  return Math.max(MIN_WINDOW_BYTES, Math.min(sizes.windowBytes, underServer))
+}
+
+/** The open streams of one peer. */
+export class StreamTable {
+  private readonly sending = new Map<string, SendStream>()
+  private readonly receiving = new Map<string, ReceiveStream>()
+
+  constructor (
+    private readonly transport: StreamTransport,
+    private readonly sizes: StreamSizes,
+    /** The limits the server announced at the last hello, if it did. */
+    private readonly limits: () => Readonly<Record<string, number>> | undefined
+  ) {}
+
+  /** Streams open each way. */
+  get counts (): { sendingStreams: number, receivingStreams: number } {
+    return { sendingStreams: this.sending.size, receivingStreams: this.receiving.size }
+  }
+
+  /** Open the sending end of stream `id`; it leaves the table once done. */
+  openSend (id: string): SendStream {
+    const tx = new SendStream(this.transport, id, sendChunkBytes(this.sizes.chunkBytes, this.limits()), () => {
+      if (this.sending.get(id) === tx) this.sending.delete(id)
+    })
+    this.sending.set(id, tx)
+    return tx
+  }
+
+  /** Open the receiving end of stream `id`, and accept it unless `open` is false; it leaves the table once done. */
+  openReceive (id: string, open = true): ReceiveStream {
+    const window = receiveWindowBytes(this.sizes, this.limits())
+    const rx = new ReceiveStream(this.transport, id, window, Math.max(window, this.sizes.receiveLimitBytes), () => {
+      if (this.receiving.get(id) === rx) this.receiving.delete(id)
+    })
+    this.receiving.set(id, rx)
+    if (open) rx.open()
+    return rx
+  }
+
+  /** Hand a stream event from the server to its stream; returns whether `event` was a stream event. */
+  dispatch (event: string, value: unknown): boolean {
+    const parsed = parseStreamEvent(event)
+    if (parsed === undefined) return false
+    const { type, streamId } = parsed
+    if (type === 'queue') this.receiving.get(streamId)?.push(value)
+    else if (type === 'error') this.receiving.get(streamId)?.finish(value)
+    else if (type === 'accept') this.sending.get(streamId)?.onAccept(value)
+    else if (type === 'credit') this.sending.get(streamId)?.onCredit(value)
+    else this.sending.get(streamId)?.onAbort(value)
+    return true
+  }
+
+  /** Fail every open stream with `err` (the connection dropped, or the peer closed). */
+  failAll (err: StarsockError): void {
+    for (const rx of [...this.receiving.values()]) rx.fail(err)
+    for (const tx of [...this.sending.values()]) tx.fail(err)
+  }
+}

@@ -1,0 +1,129 @@
+import { describe, expect, it } from 'vitest'
+import { EVENTS } from '../../shared/events.ts'
+import { StarsockError, wireError } from '../../shared/errors.ts'
+import { checkDialTarget, MAX_PEER_PAGES, PeerList, type PeerInfo } from '../../client/peer-list.ts'
+import type { Requester } from '../../client/server-link.ts'
+
+const ID = (n: number): string => `12D3KooW${String(n).padStart(44, 'A').replace(/0/g, 'o')}`
+const ADDR = (n: number, host = '1.2.3.4'): string => `/ip4/${host}/tcp/9090/ws/p2p-websocket-star/ipfs/${ID(n)}`
+const SELF = 0
+
+function setup (): { list: PeerList, events: string[] } {
+  const events: string[] = []
+  const list = new PeerList(ID(SELF), (p: PeerInfo) => events.push(`join ${p.peerId} ${p.addr}`), (p: PeerInfo) => events.push(`leave ${p.peerId} ${p.addr}`))
+  return { list, events }
+}
+
+/** A requester that answers `starsock:peers` with `page(cursor)` and records the cursors asked. */
+function pages (page: (cursor: number) => unknown[]): Requester & { cursors: number[] } {
+  const cursors: number[] = []
+  return {
+    connected: true,
+    cursors,
+    request: async (event, args) => {
+      expect(event).toBe(EVENTS.PEERS)
+      cursors.push(args[0] as number)
+      return page(args[0] as number)
+    }
+  }
+}
+
+describe('PeerList', () => {
+  it('learns and forgets other peers, telling each change once', () => {
+    const { list, events } = setup()
+    list.learn(ADDR(1))
+    list.learn(ADDR(1))
+    list.learn(ADDR(2))
+    list.forget(ADDR(1))
+    list.forget(ADDR(1))
+    expect(events).toEqual([`join ${ID(1)} ${ADDR(1)}`, `join ${ID(2)} ${ADDR(2)}`, `leave ${ID(1)} ${ADDR(1)}`])
+    expect(list.list()).toEqual([{ peerId: ID(2), addr: ADDR(2) }])
+  })
+
+  it.each<[string, unknown]>([['itself', ADDR(SELF)], ['a number', 7], ['a bad address', '/not/an/address'], ['nothing', undefined]])('ignores %s', (_, addr) => {
+    const { list, events } = setup()
+    list.learn(addr)
+    list.forget(addr)
+    expect(events).toEqual([])
+  })
+
+  it('a new address for a known peer replaces the old one; a leave of the old one is then ignored', () => {
+    const { list, events } = setup()
+    list.learn(ADDR(1))
+    list.learn(ADDR(1, '5.6.7.8'))
+    list.forget(ADDR(1))
+    expect(events).toEqual([`join ${ID(1)} ${ADDR(1)}`, `join ${ID(1)} ${ADDR(1, '5.6.7.8')}`])
+    expect(list.addressOf(ID(1))).toBe(ADDR(1, '5.6.7.8'))
+  })
+
+  it('addressOf: an address is itself, a known peer id its address, an unknown one E_PEER_NOT_FOUND', () => {
+    const { list } = setup()
+    list.learn(ADDR(1))
+    expect(list.addressOf(ADDR(9))).toBe(ADDR(9))
+    expect(list.addressOf(ID(1))).toBe(ADDR(1))
+    expect(() => list.addressOf(ID(2))).toThrow(expect.objectContaining({ code: 'E_PEER_NOT_FOUND', message: `Peer ${ID(2)} is not online` }))
+  })
+
+  it.each<[unknown, string]>([
+    ['', 'dial target must be a peer id or a websocket-star address'],
+    [3, 'dial target must be a peer id or a websocket-star address'],
+    ['/ip4/nope', 'dial target /ip4/nope is not a valid multiaddr'],
+    ['not-a-peer-id', 'dial target not-a-peer-id is not a peer id']
+  ])('checkDialTarget(%j) throws a TypeError', (target, message) => {
+    expect(() => checkDialTarget(target as string)).toThrow(new TypeError(message))
+  })
+})
+
+describe('PeerGathering (a rejoin)', () => {
+  it('tells only what changed: gone peers leave, new ones join, unchanged ones stay silent', () => {
+    const { list, events } = setup()
+    list.learn(ADDR(1))
+    list.learn(ADDR(2))
+    events.length = 0
+    const g = list.gather()
+    g.collectAll([ADDR(1), ADDR(3), ADDR(SELF), 42])
+    g.apply()
+    expect(events).toEqual([`leave ${ID(2)} ${ADDR(2)}`, `join ${ID(3)} ${ADDR(3)}`])
+    expect(list.list().map((p) => p.peerId).sort()).toEqual([ID(1), ID(3)].sort())
+  })
+
+  it('keeps peers learned from live events while the join ran, and a peer that moved meanwhile', () => {
+    const { list, events } = setup()
+    list.learn(ADDR(2))
+    const g = list.gather()
+    list.learn(ADDR(4)) // a live peer-join during the join
+    list.learn(ADDR(2, '5.6.7.8')) // peer 2 rejoined from elsewhere
+    events.length = 0
+    g.collectAll([])
+    g.apply()
+    expect(events).toEqual([])
+    expect(list.addressOf(ID(4))).toBe(ADDR(4))
+    expect(list.addressOf(ID(2))).toBe(ADDR(2, '5.6.7.8'))
+  })
+
+  it('reads the pages by their cursors to the end', async () => {
+    const { list, events } = setup()
+    const link = pages((cursor) => cursor === 0 ? [null, { addrs: [ADDR(1)], next: 5 }] : [null, { addrs: [ADDR(2)], next: null }])
+    const g = list.gather()
+    expect(await g.loadPages(link)).toBe(true)
+    g.apply()
+    expect(link.cursors).toEqual([0, 5])
+    expect(events).toEqual([`join ${ID(1)} ${ADDR(1)}`, `join ${ID(2)} ${ADDR(2)}`])
+  })
+
+  it('stops at the page cap when the server never ends its list', async () => {
+    const { list } = setup()
+    const link = pages((cursor) => [null, { addrs: [], next: cursor + 1 }])
+    expect(await list.gather().loadPages(link, 3)).toBe(false)
+    expect(link.cursors).toEqual([0, 1, 2])
+    expect(MAX_PEER_PAGES).toBe(5000)
+  })
+
+  it('rejects with the server\'s error, or E_BAD_REQUEST for a malformed page', async () => {
+    const { list } = setup()
+    await expect(list.gather().loadPages(pages(() => [wireError('E_NOT_JOINED', 'Join first')]))).rejects.toMatchObject({ code: 'E_NOT_JOINED' })
+    const bad = list.gather().loadPages(pages(() => [null, { addrs: 'all', next: null }]))
+    await expect(bad).rejects.toBeInstanceOf(StarsockError)
+    await expect(bad).rejects.toMatchObject({ code: 'E_BAD_REQUEST', message: 'starsock:peers reply: addrs must be an array' })
+  })
+})
