@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto'
 import net from 'node:net'
-import type { Socket } from 'socket.io-client'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
@@ -210,7 +209,7 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
     target.on('lease', (l) => leases.push(`${l.state} ${l.port}`))
     const rebound = new Promise((resolve) => tunnel.on('mapping', resolve))
     // Drop the binder's connection to the server; it reconnects and binds again, on its lease.
-    ;(binder.peer as unknown as { socket: Socket }).socket.io.engine.close()
+    ;(binder.peer as unknown as { link: { dropTransport: () => void } }).link.dropTransport()
     await within('the binder to bind again with the port total full', rebound, 10_000)
     expect(tunnel.address.port).toBe(port)
     expect(leases).toEqual([`held ${port}`, `taken ${port}`])
