@@ -190,12 +190,12 @@ export function parseOpenHeader (value: unknown): OpenHeader {
   if (lease !== undefined && (!isPort(lease) || lease === 0)) throw bad('open header lease must be a port from 1 to 65535')
   return {
     type,
-    lease: lease as number | undefined,
+    lease,
     sock: sock as SockKind | undefined,
     src: address('src', value.src),
     dst: address('dst', value.dst),
     reliable,
-    mapping: mapping as number | undefined
+    mapping
   }
 }
 
