@@ -85,7 +85,7 @@ function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
     try {
       return readFileSync(path)
     } catch (err) {
-      throw new Error(`cannot read --${name} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+      throw new Error(`cannot read --${name} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err })
     }
   }
   const key = file('key')
