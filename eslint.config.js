@@ -20,7 +20,7 @@ const NODE_SIBLINGS = ['client/**/*.node.ts']
 
 /** Globals that exist only in Node; a browser bundle would fail on them at run time. */
 const NODE_ONLY_GLOBALS = ['Buffer', 'process', 'global', 'require', 'module', '__dirname', '__filename', 'setImmediate', 'clearImmediate']
-  .map(name => ({ name, message: 'Node-only global: browser-side code (shared/, web/, client/ except *.node.ts) must not use it; use Uint8Array, or move the code to a *.node.ts sibling.' }))
+  .map(name => ({ name, message: 'Node-only global: browser-side code (shared/, web/, client/ but *.node.ts) must not use it; move the code to a *.node.ts sibling (for Buffer, use Uint8Array).' }))
 /** Packages of the server and the CLI that run only in Node. */
 const NODE_ONLY_PACKAGES = ['socket.io', 'ws', 'bufferutil', 'prom-client', 'commander', 'pino']
 /** Globals that exist only in a page; `shared/` runs in Node too. */
