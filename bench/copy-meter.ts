@@ -57,19 +57,19 @@ export function installCopyMeter (): void {
   typed.set = function (this: Uint8Array, source: ArrayLike<number>, offset?: number) {
     count(ArrayBuffer.isView(source) ? (source as Uint8Array).byteLength : (source.length ?? 0) * this.BYTES_PER_ELEMENT)
     return set.call(this, source, offset)
-  } as typeof set
+  }
   const slice = typed.slice
   typed.slice = function (this: Uint8Array, start?: number, end?: number) {
     const out = slice.call(this, start, end)
     count(out.byteLength)
     return out
-  } as typeof slice
+  }
   const concat = Buffer.concat
   Buffer.concat = function (list: readonly Uint8Array[], totalLength?: number) {
     const out = concat.call(Buffer, list, totalLength)
     count(out.byteLength)
     return out
-  } as typeof concat
+  }
   const copy = Buffer.prototype.copy
   Buffer.prototype.copy = function (this: Buffer, target: Uint8Array, targetStart?: number, sourceStart?: number, sourceEnd?: number) {
     const n = copy.call(this, target, targetStart, sourceStart, sourceEnd)

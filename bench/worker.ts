@@ -17,12 +17,11 @@ import { createPeer } from '../client/peer.ts'
 import { tunnelBytes, tunnelClient, tunnelTarget } from './tunnel-tasks.ts'
 
 const requireLegacy = createRequire(createRequire(import.meta.url).resolve('libp2p-websocket-star'))
-/* eslint-disable @typescript-eslint/no-explicit-any */
 const io2 = requireLegacy('socket.io-client') as (url: string, opts: Record<string, unknown>) => any
-const WStar = requireLegacy('libp2p-websocket-star') as any
+const WStar = requireLegacy('libp2p-websocket-star')
 const legacyMultiaddr = requireLegacy('multiaddr') as (s: string) => any
-const LegacyPeerId = requireLegacy('peer-id') as any
-const pull = requireLegacy('pull-stream') as any
+const LegacyPeerId = requireLegacy('peer-id')
+const pull = requireLegacy('pull-stream')
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const now = (): number => performance.now()

@@ -85,7 +85,7 @@ function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
     try {
       return readFileSync(path)
     } catch (err) {
-      throw new Error(`cannot read --${name} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`)
+      throw new Error(`cannot read --${name} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err })
     }
   }
   const key = file('key')
@@ -108,7 +108,7 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
     const options: Record<string, unknown> = {}
     for (const { name, spec, option } of flagsOfOptions) options[name] = fromFlag(spec, flags[option.attributeName()])
     Object.assign(options, { tls: readTls(flags), allowPeers, logger })
-    server = createServer(options as ServerOptions)
+    server = createServer(options)
     await server.listen(flags.port as number, String(flags.host))
   } catch (err) {
     process.stderr.write(`starsock serve: ${err instanceof Error ? err.message : String(err)}\n`)

@@ -22,7 +22,7 @@ export async function loadIdentity (file: string): Promise<Identity | undefined>
   try {
     return identityFromBytes(bytes)
   } catch (err) {
-    throw new TypeError(`${file}: ${(err as Error).message}`)
+    throw new TypeError(`${file}: ${(err as Error).message}`, { cause: err })
   }
 }
 

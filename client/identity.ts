@@ -59,6 +59,6 @@ export function identityFromBytes (bytes: Uint8Array): Identity {
   try {
     return fromKey(privateKeyFromProtobuf(bytes))
   } catch (err) {
-    throw new TypeError(`not a private key: ${(err as Error).message}`)
+    throw new TypeError(`not a private key: ${(err as Error).message}`, { cause: err })
   }
 }

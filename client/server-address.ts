@@ -31,7 +31,7 @@ export function parseServerAddress (server: string): ServerAddress {
       names = ma.protoNames()
       tuples = ma.stringTuples()
     } catch (err) {
-      throw new TypeError(`server multiaddr ${server} is not valid: ${(err as Error).message}`)
+      throw new TypeError(`server multiaddr ${server} is not valid: ${(err as Error).message}`, { cause: err })
     }
     const host = tuples[0]?.[1]
     const port = names[1] === 'tcp' ? tuples[1]?.[1] : undefined

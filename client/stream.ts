@@ -245,6 +245,7 @@ export class SendStream {
       while (this.failure === undefined && (!this.accepted || this.credit === 0 || (this.credit !== undefined && this.credit < whole))) await this.waiters.wait(signal)
       if (this.failure !== undefined) throw this.failure
       await this.transport.room(signal)
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- set during the await; TS keeps the narrowing to undefined from above
       if (this.failure !== undefined) throw this.failure
       const n = Math.min(data.byteLength - offset, this.chunkBytes, this.credit ?? Infinity)
       // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.

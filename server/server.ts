@@ -113,7 +113,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
         await rendezvous.close(opts.shutdownGraceMs)
         await new Promise<void>((resolve) => {
-          io.close(() => resolve())
+          void io.close(() => resolve())
           http.closeAllConnections?.()
         })
         logger.info('closed')

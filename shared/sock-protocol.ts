@@ -130,7 +130,7 @@ export function parseHello (value: unknown): Hello {
   if (value.offers !== undefined) {
     if (!Array.isArray(value.offers) || value.offers.length > MAX_HELLO_OFFER_KINDS || !value.offers.every((k) => typeof k === 'string')) throw bad(`HELLO offers must be a list of at most ${MAX_HELLO_OFFER_KINDS} offer kinds`)
     // Kinds this version does not know are left out: it never sends them.
-    offers = (value.offers as string[]).filter((k): k is OfferKind => (OFFER_KINDS as readonly string[]).includes(k))
+    offers = value.offers.filter((k): k is OfferKind => (OFFER_KINDS as readonly string[]).includes(k))
   }
   return {
     protocol: MUX_PROTOCOL,
@@ -190,12 +190,12 @@ export function parseOpenHeader (value: unknown): OpenHeader {
   if (lease !== undefined && (!isPort(lease) || lease === 0)) throw bad('open header lease must be a port from 1 to 65535')
   return {
     type,
-    lease: lease as number | undefined,
+    lease,
     sock: sock as SockKind | undefined,
     src: address('src', value.src),
     dst: address('dst', value.dst),
     reliable,
-    mapping: mapping as number | undefined
+    mapping
   }
 }
 

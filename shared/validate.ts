@@ -139,7 +139,7 @@ export function checkUdpAllocate (args: readonly unknown[]): UdpAllocateRequest 
     return new StarsockError('E_BAD_REQUEST', `addresses must be at most ${MAX_UDP_ALLOWED_ADDRESSES} IP addresses`)
   }
   if (mode === 'address' && addresses.length === 0) return new StarsockError('E_BAD_REQUEST', 'address mode needs the addresses that may register')
-  return { mode, addresses: addresses as string[] }
+  return { mode, addresses }
 }
 
 /**

@@ -20,7 +20,7 @@ async function bareServer (onSocket: (socket: ServerSocket) => void = () => {}):
   const sockets: ServerSocket[] = []
   io.on('connection', (socket) => { sockets.push(socket); onSocket(socket) })
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
-  stops.push(async () => { await new Promise((resolve) => io.close(resolve)) })
+  stops.push(async () => { await new Promise((resolve) => { void io.close(resolve) }) })
   return { io, sockets, url: `http://127.0.0.1:${(http.address() as AddressInfo).port}` }
 }
 
@@ -73,7 +73,7 @@ describe('ServerLink', () => {
     await connected(reached)
 
     const gone = await bareServer()
-    await new Promise((resolve) => gone.io.close(resolve)) // nothing listens there any more
+    await new Promise((resolve) => { void gone.io.close(resolve) }) // nothing listens there any more
     const unreachable = link(gone.url)
     const errors: StarsockError[] = []
     unreachable.on('error', (err) => errors.push(err))

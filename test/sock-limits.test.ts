@@ -223,7 +223,7 @@ describe('limits of a sock agent over all peers, and files as offers', () => {
   })
 
   it('a file quota is charged what arrived once the file is over: offers that send nothing do not lock files out for others', async () => {
-    const onFile = (channel: Channel): void => { void (async () => { for await (const _ of channel) {} await channel.closeWrite() })().catch(() => {}) }
+    const onFile = (channel: Channel): void => { void (async () => { for await (const _ of channel) { /* drain */ } await channel.closeWrite() })().catch(() => {}) }
     const receiver = await fresh({ allow: ['file:*'], files: { onFile, quotaBytesTotal: 300_000 } })
     const idle = await fresh()
     for (const name of ['one.bin', 'two.bin']) {

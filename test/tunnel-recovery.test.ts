@@ -69,7 +69,7 @@ describe('forward and expose come back by themselves after restarts (real proces
     expect(await far.stop('SIGTERM')).toBe(0)
     expect(await fwd.event('away', 15_000, 2)).toMatchObject({ code: 'E_PEER_SHUTDOWN' })
     expect(await exp.event('away', 15_000, 2)).toMatchObject({ code: 'E_PEER_SHUTDOWN' })
-    far = listen(url, rules)
+    listen(url, rules) // the far peer once more; programs.cleanup() stops it
     await fwd.event('back', 20_000, 2)
     await expectEcho(port, 'the forward after the peer was stopped', 5)
     const again = await exp.event('back', 20_000, 2)
@@ -105,7 +105,7 @@ describe('forward and expose come back by themselves after restarts (real proces
 
     expect(await server.program.stop('SIGTERM')).toBe(0)
     await fwd.event('away', 15_000, 2)
-    server = await programs.serve(server.port, ['--shutdown-grace-ms', '200'])
+    await programs.serve(server.port, ['--shutdown-grace-ms', '200']) // stopped by programs.cleanup()
     await fwd.event('back', 30_000, 2)
     await expectEcho(port, 'the forward after the server was stopped', 3)
     expect(((await exp.event('back', 30_000, 2)).address as { port: number }).port).toBe(bound)

@@ -622,13 +622,13 @@ describe('UDP relay allocations', () => {
     const base = { ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger }
     for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => new UdpRelay({ ...base, maxAllocationsPerIp: bad })).toThrow(new RangeError(`maxAllocationsPerIp must be an integer of at least 1 or Infinity, got ${bad}`))
     for (const bad of [-1, 0.5, Infinity, Number.NaN]) expect(() => new UdpRelay({ ...base, ownerGraceMs: bad })).toThrow(new RangeError(`ownerGraceMs must be an integer number of milliseconds of at least 0, got ${bad}`))
-    new UdpRelay({ ...base, maxAllocationsPerIp: Infinity, ownerGraceMs: 0 }).close()
+    void new UdpRelay({ ...base, maxAllocationsPerIp: Infinity, ownerGraceMs: 0 }).close()
   })
 
   it('an allocation still binding when the relay closes is refused and leaves no port taken', async () => {
     const relay = new UdpRelay({ ports: portRange(6), bindHost: '127.0.0.1', publicIp: '127.0.0.1', maxAllocationsPerPeer: 4, idleMs: 60_000, lifetimeMs: 60_000, maxBytes: 1e9, maxPacketsPerSecond: 1000, logger: silentLogger })
     const pending = relay.allocate('peer')
-    relay.close()
+    void relay.close()
     expect((await rejection(pending)).code).toBe('E_SHUTDOWN')
     for (let port = portRange(6)[0]; port <= portRange(6)[1]; port++) expect(await portFree(port)).toBe(true)
     expect(relay.size).toBe(0)

@@ -478,7 +478,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const table = this.mappingsOf.get(mux)
     if (table === undefined || mux.closed) {
       mapping.end(new StarsockError('E_DISCONNECTED', 'Connection to the peer closed'))
-      throw mapping.error
+      throw mapping.error as StarsockError
     }
     table.set(id, mapping)
     this.emit('mapping', mapping)

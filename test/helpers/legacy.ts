@@ -6,12 +6,11 @@ import { createRequire } from 'node:module'
 import { generateKeyPair, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 
 const requireLegacy = createRequire(createRequire(import.meta.url).resolve('libp2p-websocket-star'))
-/* eslint-disable @typescript-eslint/no-explicit-any */
-const WStar = requireLegacy('libp2p-websocket-star') as any
+const WStar = requireLegacy('libp2p-websocket-star')
 const legacyMultiaddr = requireLegacy('multiaddr') as (s: string) => any
-const LegacyPeerId = requireLegacy('peer-id') as any
+const LegacyPeerId = requireLegacy('peer-id')
 /** The pull-stream the legacy client uses. */
-export const pull = requireLegacy('pull-stream') as any
+export const pull = requireLegacy('pull-stream')
 
 /** A legacy peer: its transport, listener, address and discovered addresses. */
 export interface LegacyPeer {

@@ -79,7 +79,7 @@ describe('keyForPeerId', () => {
     const k = key(type)
     const result = keyForPeerId(pubHex(k), idOf(k))
     expect(outcome(result)).toBe('ok')
-    expect((result as typeof k.publicKey).equals(k.publicKey)).toBe(true)
+    expect(result.equals(k.publicKey)).toBe(true)
   })
 
   it('computes the same Qm id as peer-id for RSA (the hand-made reference is right)', () => {
@@ -142,7 +142,7 @@ describe('verifyNonce', () => {
 
   it.each(KEY_TYPES.flatMap(type => [['non-hex', 'not hex!'], ['odd-length hex', 'abc'], ['the empty string', '']].map(([what, sig]) => [type, what, sig] as [KeyType, string, string])))(
     'refuses %s with %s as the signature with E_CRYPTO', async (type, _, sig) => {
-      expect(outcome(await settled(async () => await verifyNonce(key(type).publicKey, NONCE, sig as string)))).toBe('E_CRYPTO')
+      expect(outcome(await settled(async () => await verifyNonce(key(type).publicKey, NONCE, sig)))).toBe('E_CRYPTO')
     })
 })
 

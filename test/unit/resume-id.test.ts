@@ -17,7 +17,7 @@ describe('resumeIdFor', () => {
 
   const deadPid = (): number => {
     const r = spawnSync(process.execPath, ['-e', ''])
-    return r.pid as number
+    return r.pid
   }
   const ID = 'ab'.repeat(32)
 
