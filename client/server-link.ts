@@ -15,8 +15,16 @@ import { bounded, throwIfAborted, Waiters } from './waiters.ts'
 export const TRANSPORT_HIGH_WATER_BYTES = 1024 * 1024
 /** Delay before reconnecting after the server itself disconnected us (socket.io does not then). */
 const SERVER_DISCONNECT_RECONNECT_MS = 500
-/** How soon a writer held by the WebSocket's own buffer looks again: that buffer drains with no event. */
+/** How soon a writer held by a browser WebSocket's own buffer looks again: that buffer drains with no event. */
 const BUFFERED_RECHECK_MS = 1
+/** How long a wait for `ws`'s TCP drain lasts before the buffer is checked anyway. */
+const DRAIN_FALLBACK_MS = 50
+
+/** The events of `ws`'s TCP socket (Node) that tell its buffer fell; absent in a browser. */
+interface NodeSocketEvents {
+  once?: (event: 'drain' | 'close', fn: () => void) => unknown
+  off?: (event: 'drain' | 'close', fn: () => void) => unknown
+}
 
 /** What the rest of the client needs of a link: requests (the join and the peer list take a fake one in tests). */
 export interface Requester {
@@ -131,12 +139,34 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
       if (buffered < TRANSPORT_HIGH_WATER_BYTES) {
         await this.drained.wait(signal) // the engine's drain (or a disconnect) wakes it
       } else {
-        // The WebSocket's own buffer has no event when it falls (a browser's `bufferedAmount`, or
-        // `ws`'s under the engine's drain, which fires as soon as it handed the bytes over).
         throwIfAborted(signal)
-        await new Promise((resolve) => setTimeout(resolve, BUFFERED_RECHECK_MS))
+        await this.webSocketDrained(signal)
       }
     }
+  }
+
+  /**
+   * Settles when the WebSocket's own buffer may have fallen, or `signal` aborts. The engine's
+   * drain fires as soon as it handed the bytes to the WebSocket, so it cannot say that: in Node,
+   * `ws`'s TCP socket emits `drain` (with a timer in case it never does); a browser's WebSocket has
+   * no event for its `bufferedAmount`, so a 1 ms timer checks again.
+   */
+  private async webSocketDrained (signal?: AbortSignal): Promise<void> {
+    const tcp = this.webSocket()?._socket
+    const events = typeof tcp?.once === 'function' && typeof tcp.off === 'function' ? tcp as Required<NodeSocketEvents> : undefined
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer)
+        events?.off('drain', done)
+        events?.off('close', done)
+        signal?.removeEventListener('abort', done)
+        resolve()
+      }
+      const timer = setTimeout(done, events !== undefined ? DRAIN_FALLBACK_MS : BUFFERED_RECHECK_MS)
+      events?.once('drain', done)
+      events?.once('close', done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
   }
 
   /** Send a heartbeat every interval from now on; a server that misses one is dropped and reconnected. */
@@ -169,9 +199,12 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
     this.socket.disconnect()
   }
 
+  private webSocket (): { bufferedAmount?: number, _socket?: NodeSocketEvents } | undefined {
+    return (this.socket.io.engine?.transport as unknown as { ws?: { bufferedAmount?: number, _socket?: NodeSocketEvents } } | undefined)?.ws
+  }
+
   private bufferedAmount (): number {
-    const ws = (this.socket.io.engine?.transport as unknown as { ws?: { bufferedAmount?: number } } | undefined)?.ws
-    return ws?.bufferedAmount ?? 0
+    return this.webSocket()?.bufferedAmount ?? 0
   }
 
   private wire (): void {
