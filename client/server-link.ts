@@ -152,6 +152,17 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
    * no event for its `bufferedAmount`, so a 1 ms timer checks again.
    */
   private async webSocketDrained (signal?: AbortSignal): Promise<void> {
+    // One wait per link, shared by every writer (one listener on the socket, not one per stream).
+    const drain = this.webSocketDrain ??= this.nextWebSocketDrain().finally(() => { this.webSocketDrain = undefined })
+    if (signal === undefined) return await drain
+    await new Promise<void>((resolve) => {
+      const done = (): void => { signal.removeEventListener('abort', done); resolve() }
+      signal.addEventListener('abort', done, { once: true })
+      void drain.then(done)
+    })
+  }
+
+  private async nextWebSocketDrain (): Promise<void> {
     const tcp = this.webSocket()?._socket
     const events = typeof tcp?.once === 'function' && typeof tcp.off === 'function' ? tcp as Required<NodeSocketEvents> : undefined
     await new Promise<void>((resolve) => {
@@ -159,13 +170,11 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
         clearTimeout(timer)
         events?.off('drain', done)
         events?.off('close', done)
-        signal?.removeEventListener('abort', done)
         resolve()
       }
       const timer = setTimeout(done, events !== undefined ? DRAIN_FALLBACK_MS : BUFFERED_RECHECK_MS)
       events?.once('drain', done)
       events?.once('close', done)
-      signal?.addEventListener('abort', done, { once: true })
     })
   }
 
@@ -198,6 +207,9 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
     this.stopHeartbeat()
     this.socket.disconnect()
   }
+
+  /** The shared wait of `webSocketDrained`, while one is under way. */
+  private webSocketDrain: Promise<void> | undefined
 
   private webSocket (): { bufferedAmount?: number, _socket?: NodeSocketEvents } | undefined {
     return (this.socket.io.engine?.transport as unknown as { ws?: { bufferedAmount?: number, _socket?: NodeSocketEvents } } | undefined)?.ws

@@ -146,4 +146,25 @@ describe('ServerLink', () => {
     l.dropTransport()
     await expect(dropped).rejects.toMatchObject({ code: 'E_DISCONNECTED' })
   })
+  it('writers held by the WebSocket\'s own buffer share one wait on its socket, and go on once the server reads again', async () => {
+    // The server stops reading its TCP socket, so the client's `ws` buffer fills past the mark.
+    const s = await bareServer((socket) => { (socket.request.socket as unknown as { pause: () => void }).pause() })
+    const l = link(s.url)
+    await connected(l)
+    const chunk = new Uint8Array(256 * 1024)
+    for (let i = 0; i < 64; i++) { l.streams.emit('bulk', chunk); l.streams.sent(chunk.byteLength) }
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const ws = (l as unknown as { socket: { io: { engine: { transport: { ws: { bufferedAmount: number, _socket: { listenerCount: (e: string) => number } } } } } } }).socket.io.engine.transport.ws
+    expect(ws.bufferedAmount).toBeGreaterThan(TRANSPORT_HIGH_WATER_BYTES)
+    const drainBefore = ws._socket.listenerCount('drain')
+    let woke = 0
+    const writers = Array.from({ length: 12 }, async () => { await l.whenWritable(); woke++ })
+    await new Promise((resolve) => setTimeout(resolve, 120))
+    expect(woke).toBe(0)
+    // One listener for all twelve writers (one each would pass Node's limit of 10 and warn).
+    expect(ws._socket.listenerCount('drain') - drainBefore).toBeLessThanOrEqual(1)
+    for (const socket of s.sockets) (socket.request.socket as unknown as { resume: () => void }).resume()
+    await within('the twelve writers to go on once the server reads', Promise.all(writers), 5000)
+    expect(woke).toBe(12)
+  })
 })
