@@ -35,9 +35,13 @@ export const OLDER_OFFER_KINDS: readonly OfferKind[] = ['connect', 'bind', 'acce
 /** Most offer kinds a HELLO may list. */
 const MAX_HELLO_OFFER_KINDS = 32
 
-/** Whether the sender of `hello` understands offers of `kind`. */
+/**
+ * Whether the sender of `hello` understands offers of `kind`. A HELLO without `offers` but with
+ * `interim` comes from the build just before `offers`, which took `file` offers already.
+ */
 export function understandsOffer (hello: Hello, kind: OfferKind): boolean {
-  return (hello.offers ?? OLDER_OFFER_KINDS).includes(kind)
+  const kinds = hello.offers ?? (hello.interim === true ? [...OLDER_OFFER_KINDS, 'file'] : OLDER_OFFER_KINDS)
+  return kinds.includes(kind)
 }
 
 /** An interim answer to an OFFER: a person is asked, and has up to `timeoutMs` to answer. */

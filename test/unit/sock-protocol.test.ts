@@ -115,6 +115,12 @@ describe('parseHello', () => {
     expect(Object.hasOwn(hello, 'interim')).toBe(kept)
   })
 
+  it('understandsOffer: a HELLO with interim but no offers (the build just before offers) takes file offers', () => {
+    const hello = parseHello({ protocol: 'starsock-mux', version: 1, window: 4096, interim: true })
+    expect(understandsOffer(hello, 'file')).toBe(true)
+    expect(understandsOffer(hello, 'connect')).toBe(true)
+  })
+
   it.each<[string, unknown, Array<[string, boolean]>]>([
     ['no offers (an older peer): connect, bind and accept, not file', undefined, [['connect', true], ['bind', true], ['accept', true], ['file', false]]],
     ['offers with file', ['connect', 'bind', 'accept', 'file'], [['connect', true], ['file', true]]],
