@@ -2,69 +2,33 @@
  * One identity, one place, as a person at the terminal meets it: two `starsock` processes with
  * one key never both believe they are joined. Real server, real processes.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createServer, type StarsockServer } from '../server/server.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import type { ServerOptions } from '../server/options.ts'
 import { tcpEcho, type Closable } from './helpers/sockets.ts'
 import { tcpProxy } from './helpers/proxy.ts'
-
-const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
-
-interface Program {
-  proc: ChildProcessWithoutNullStreams
-  out: () => string
-  err: () => string
-  /** Settles with the first JSON event named `event` on stdout. */
-  event: (event: string) => Promise<Record<string, unknown>>
-  exited: Promise<number | null>
-}
+import { Programs, type Program } from './helpers/programs.ts'
 
 const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
 describe('two starsock processes with one key', () => {
   let server: StarsockServer & { port: number }
   let dir: string
-  const programs: Program[] = []
+  const programs = new Programs()
   const cleanup: Closable[] = []
 
-  const start = (args: string[]): Program => {
-    const proc = spawn(process.execPath, [BIN, ...args], { stdio: 'pipe' })
-    let out = ''
-    let err = ''
-    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
-    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
-    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
-    const event = async (name: string): Promise<Record<string, unknown>> => await within(`a "${name}" event from starsock ${args[0] ?? ''}`, new Promise((resolve, reject) => {
-      const check = (): void => {
-        const line = out.split('\n').find((l) => l.startsWith('{') && (JSON.parse(l) as { event?: unknown }).event === name)
-        if (line !== undefined) { proc.stdout.off('data', check); resolve(JSON.parse(line) as Record<string, unknown>) }
-      }
-      proc.stdout.on('data', check)
-      check()
-      void exited.then((code) => reject(new Error(`exited with ${String(code)} before "${name}": ${err}`)))
-    }), 15_000)
-    const p = { proc, out: () => out, err: () => err, event, exited }
-    programs.push(p)
-    return p
-  }
+  const start = (args: string[]): Program => programs.start(args)
 
   beforeEach(async () => {
     server = await startServer()
     dir = mkdtempSync(join(tmpdir(), 'starsock-identity-cli-'))
   })
   afterEach(async () => {
-    for (const p of programs.splice(0)) {
-      if (p.proc.exitCode === null && p.proc.signalCode === null) {
-        p.proc.kill('SIGTERM')
-        await within('a program to exit after SIGTERM', p.exited, 10_000).catch(() => p.proc.kill('SIGKILL'))
-      }
-    }
+    await programs.cleanup()
     for (const c of cleanup.splice(0)) await c.close()
     await server.close()
     await other?.close()
