@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process'
+import type { Readable, Writable } from 'node:stream'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import { createNodeHost, UDP_SOCKET_BUFFER_BYTES } from '../client/sock/host.node.ts'
-import { forward } from '../client/sock/tunnel.node.ts'
+import { forward, type Forward } from '../client/sock/tunnel.node.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, within } from './helpers/server.ts'
 import type { Closable } from './helpers/sockets.ts'
@@ -97,9 +98,9 @@ describe('a UDP forward at 1,000 datagrams a second', () => {
     await server.close()
   })
 
-  it('loses under 1% of 3,000 datagrams with nothing stalled (any kernel buffer size); the tunnel reports its buffers', async () => {
-    const COUNT = 3000
-    const app = spawn(process.execPath, ['-e', APP, String(COUNT), '1000'], { stdio: ['pipe', 'pipe', 'inherit'] })
+  /** The UDP application and its service, with an in-process UDP forward between two agents to it. */
+  const appThroughForward = async (count: number): Promise<{ app: ChildProcessByStdio<Writable, Readable, null>, line: ReturnType<typeof lines>, fwd: Forward }> => {
+    const app = spawn(process.execPath, ['-e', APP, String(count), '1000'], { stdio: ['pipe', 'pipe', 'inherit'] })
     cleanup.push({ close: () => { app.kill() } })
     const line = lines(app, 'the UDP application')
     const servicePort = Number(await line(/^SERVICE (\d+)$/m, 'the UDP service port', 10_000))
@@ -107,6 +108,12 @@ describe('a UDP forward at 1,000 datagrams a second', () => {
     const client = await agent()
     const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: servicePort } })
     cleanup.push(fwd)
+    return { app, line, fwd }
+  }
+
+  it('loses under 1% of 3,000 datagrams with nothing stalled (any kernel buffer size); the tunnel reports its buffers', async () => {
+    const COUNT = 3000
+    const { app, line, fwd } = await appThroughForward(COUNT)
     expect(fwd.stats().udpBufferBytes?.recv).toBeGreaterThan(0)
     app.stdin.write(`${fwd.address.port}\n`)
     const result = JSON.parse(await line(/^(\{.*\})$/m, 'the count of datagrams that came back', 30_000)) as { atService: number, back: number }
@@ -115,14 +122,7 @@ describe('a UDP forward at 1,000 datagrams a second', () => {
 
   it.skipIf(!BIG_BUFFERS)('loses under 3% of 3,000 datagrams while the peers\' event loop stalls 300 ms every second (a loaded machine; needs rmem_max raised)', async () => {
     const COUNT = 3000
-    const app = spawn(process.execPath, ['-e', APP, String(COUNT), '1000'], { stdio: ['pipe', 'pipe', 'inherit'] })
-    cleanup.push({ close: () => { app.kill() } })
-    const line = lines(app, 'the UDP application')
-    const servicePort = Number(await line(/^SERVICE (\d+)$/m, 'the UDP service port', 10_000))
-    const target = await agent({ allow: [`connect/udp:127.0.0.1:${servicePort}`] })
-    const client = await agent()
-    const fwd = await forward(client, { peer: target.peer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: servicePort } })
-    cleanup.push(fwd)
+    const { app, line, fwd } = await appThroughForward(COUNT)
     app.stdin.write(`${fwd.address.port}\n`)
     // Before the kernel buffers were raised, this lost 11.7% (in the kernel, uncounted).
     const stall = setInterval(() => { const until = performance.now() + 300; while (performance.now() < until); }, 1000)
