@@ -16,6 +16,7 @@ import { copiesBench } from './copies.ts'
 import { formatFigure as fmt, formatLine, stealWarning, type Results, type Row } from './rows.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, work, type ServerUnderTest } from './procs.ts'
 import { sampleCpu, stealShare } from './steal.ts'
+import { renderSummary } from './summary.ts'
 import { throughputBench } from './throughput.ts'
 import { tunnelBench } from './tunnel.ts'
 
@@ -226,6 +227,11 @@ const results: Results = { date: new Date().toISOString(), quick: QUICK, machine
 mkdirSync(dir, { recursive: true })
 writeFileSync(join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n')
 writeFileSync(join(dir, 'latest.svg'), renderChart(rows))
+const fresh = rows.filter((r) => !kept.includes(r))
+for (const group of ['throughput', 'tunnel']) {
+  const table = renderSummary(fresh, group)
+  if (table !== '') process.stdout.write(`\n${table}`)
+}
 const stolen = rows.filter((r) => !kept.includes(r) && stealWarning(r) !== undefined).length
 if (stolen > 0) process.stdout.write(`WARNING: ${stolen} of this run's rows were measured with steal past 10%: compare them with care, or run again\n`)
 process.stdout.write(`done in ${fmt(results.seconds)} s, steal ${fmt((results.steal ?? NaN) * 100)}% over the run: bench/results/latest.json, bench/results/latest.svg\n`)

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { renderChart } from '../../bench/chart.ts'
+import { renderSummary } from '../../bench/summary.ts'
 import { formatFigure, formatLine, median, ratioText, renderMarkdown, stealWarning, type Results, type Row } from '../../bench/rows.ts'
 
 /** Rows as a results file holds them: NaN and undefined become null or vanish through JSON. */
@@ -76,5 +77,30 @@ describe('bench row renderers with missing figures', () => {
     expect(median([4, 1, 3, 2])).toBe(2.5)
     expect(median([5, NaN, 1])).toBe(3)
     expect(median([])).toBeNaN()
+  })
+})
+
+describe('bench summary table', () => {
+  const label = 'forward, 1 connection, 16 MiB'
+  const summaryRows: Row[] = [
+    { group: 'tunnel', what: 'raw ws relay, 1 connection, 16 MiB', value: 128, unit: 'MiB/s', range: { min: 96.9, max: 252, runs: 3 }, steal: 0 },
+    { group: 'tunnel', what: label, value: 8.68, unit: 'MiB/s', reference: { what: 'raw ws', value: 128 }, steal: 0.003 },
+    { group: 'tunnel', what: 'websockify, 1 connection, 16 MiB', value: NaN, unit: 'MiB/s', reference: { what: 'raw ws', value: 128 }, note: 'could not measure: websockify closed' },
+    { group: 'tunnel cpu', what: `${label}: server`, value: 0.96, unit: 's/64 MiB' },
+    { group: 'tunnel cpu', what: `${label}: target peer`, value: NaN, unit: 's/64 MiB' },
+    { group: 'tunnel gc', what: `${label}: server`, value: 12, unit: 'MC/64 MiB', note: 'mark-compacts per 64 MiB; GC pause 704 ms (mark-compact 584 ms), 0 scavenges per 64 MiB' },
+    { group: 'tunnel gc', what: `${label}: target peer`, value: NaN, unit: 'MC/64 MiB', note: 'no GC figures' },
+    { group: 'tunnel copies', what: 'copies, forwarding peer, 1 connection, 16 MiB, starsock code', value: 1, unit: 'per byte', steal: NaN }
+  ]
+
+  it('puts each path with its processes\' CPU and GC on one line, missing figures as dashes', () => {
+    for (const list of [summaryRows, throughJson(summaryRows)]) {
+      const md = renderSummary(list, 'tunnel')
+      expect(md).not.toMatch(/NaN|null|undefined|Infinity/)
+      expect(md).toContain(`| ${label} | 8.68 | 0.07x raw ws (128) | 0.3% | server 0.96, target peer — | server 12 (704 ms), target peer — |`)
+      expect(md).toContain('| websockify, 1 connection, 16 MiB | — could not measure: websockify closed |')
+      expect(md).toContain('| copies per byte | forwarding peer, 1 connection, 16 MiB, starsock code 1 |')
+    }
+    expect(renderSummary(summaryRows, 'throughput')).toBe('')
   })
 })
