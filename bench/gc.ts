@@ -24,7 +24,8 @@ export function gcMeterEnv (): Record<string, string> {
     dir = made
     process.on('exit', () => { rmSync(made, { recursive: true, force: true }) })
   }
-  return { STARSOCK_BENCH_GC_DIR: dir, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import=${PRELOAD}`.trim() }
+  // Quoted: NODE_OPTIONS splits on spaces but keeps a quoted path whole.
+  return { STARSOCK_BENCH_GC_DIR: dir, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import "${PRELOAD}"`.trim() }
 }
 
 function read (pid: number): GcTotals | undefined {
