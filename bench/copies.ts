@@ -16,6 +16,8 @@ const COPIES_WARMUP_BYTES = 8 * MiB
 const RUN_LIMIT_MS = 180_000
 /** How long a peer may take to answer `copies`. */
 const ANSWER_TIMEOUT_MS = 30_000
+/** The rows' scenario, also when the tunnel scenario measures them: `--only=copies` then replaces them alone. */
+const SCENARIO = 'copies'
 
 /** Bytes copied on one side of the tunnel, by where, as copies per payload byte: ours (`client/`, `shared/`) and the dependencies'. */
 function copyRows (group: string, side: string, copies: Record<string, number>, payload: number, steal: number, record: (row: Row) => void): void {
@@ -25,8 +27,8 @@ function copyRows (group: string, side: string, copies: Record<string, number>, 
   const ours = entries.filter(([w]) => isOurs(w))
   const theirs = entries.filter(([w]) => !isOurs(w))
   const detail = (list: Array<[string, number]>): string => list.filter(([, n]) => n / payload >= 0.005).map(([w, n]) => `${w} ${fmt(n / payload)}`).join(', ')
-  record({ group, what: `${side}, starsock code`, value: sum(ours) / payload, unit: 'per byte', steal, note: detail(ours) || 'none' })
-  record({ group, what: `${side}, dependencies`, value: sum(theirs) / payload, unit: 'per byte', steal, note: detail(theirs) || 'none' })
+  record({ scenario: SCENARIO, group, what: `${side}, starsock code`, value: sum(ours) / payload, unit: 'per byte', steal, note: detail(ours) || 'none' })
+  record({ scenario: SCENARIO, group, what: `${side}, dependencies`, value: sum(theirs) / payload, unit: 'per byte', steal, note: detail(theirs) || 'none' })
 }
 
 /** Measure and record the copies rows (in `group`); every process started is stopped by its pid before it settles. */
@@ -57,7 +59,7 @@ export async function copiesBench ({ bytes, group, record }: { bytes: number, gr
     copyRows(group, `copies, forwarding peer, ${label}`, near.copies, bytes, steal, record)
     copyRows(group, `copies, target peer, ${label}`, (await copies(target.proc)).copies, bytes, steal, record)
     const m = near.messages
-    record({ group, what: `stream messages sent by the forwarding peer, ${label}`, value: m.messages, unit: 'msgs', steal, note: `${fmt(m.bytes / Math.max(1, m.messages) / 1024)} KiB on average` })
+    record({ scenario: SCENARIO, group, what: `stream messages sent by the forwarding peer, ${label}`, value: m.messages, unit: 'msgs', steal, note: `${fmt(m.bytes / Math.max(1, m.messages) / 1024)} KiB on average` })
   } finally {
     for (const stop of stops.reverse()) await stop()
   }
