@@ -32,8 +32,27 @@ async function settled (pid: number): Promise<void> {
   for (let i = 0; i < 200 && childPids(pid).length > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10))
 }
 
-/** Run the scenario; every process it starts is stopped by its pid before it settles. */
-export async function tunnelBench ({ bytes, repeats, record }: TunnelBenchContext): Promise<void> {
+/**
+ * Run the scenario, the transfers and then the copies (those even when the transfers failed; a
+ * failure of either is a row that says why). Every process it starts is stopped by its pid before
+ * it settles.
+ */
+export async function tunnelBench (context: TunnelBenchContext): Promise<void> {
+  const { bytes, record } = context
+  const why = (err: unknown): string => `could not measure: ${String((err as Error)?.message ?? err).split('\n')[0]?.slice(0, 160) ?? ''}`
+  try {
+    await transfers(context)
+  } catch (err) {
+    record({ group: GROUP, what: 'transfers', value: NaN, unit: '', note: why(err) })
+  }
+  try {
+    await copiesBench({ bytes, group: `${GROUP} copies`, record })
+  } catch (err) {
+    record({ scenario: 'copies', group: `${GROUP} copies`, what: 'copies', value: NaN, unit: '', note: why(err) })
+  }
+}
+
+async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promise<void> {
   const stops: Array<() => Promise<void>> = []
   try {
     const relays = await startRawRelays()
@@ -94,5 +113,4 @@ export async function tunnelBench ({ bytes, repeats, record }: TunnelBenchContex
   } finally {
     for (const stop of stops.reverse()) await stop()
   }
-  await copiesBench({ bytes, group: `${GROUP} copies`, record })
 }
