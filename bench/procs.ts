@@ -63,6 +63,7 @@ export function startCommand (command: string, args: string[], options: { env?: 
     if (i >= 0) waiters.splice(i, 1)[0]?.resolve(line)
     else if (lines.length < MAX_KEPT_LINES) lines.push(line)
   }
+  child.stdin?.on('error', () => {}) // a line sent to a process that died: its exit says so
   createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', onLine)
   if (child.stderr !== null) createInterface({ input: child.stderr }).on('line', onLine)
   children.add(child)
@@ -75,6 +76,8 @@ export function startCommand (command: string, args: string[], options: { env?: 
     next: async (re, ms) => {
       const have = lines.findIndex((l) => re.test(l))
       if (have >= 0) return lines.splice(have, 1)[0] as string
+      // Gone already (a serving worker that died after its last answer): its exit will not come again.
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited with ${String(child.exitCode ?? child.signalCode)} before printing ${String(re)}`)
       return await new Promise<string>((resolve, reject) => {
         // Whichever comes first removes the others, so a serving worker asked many times gathers no listeners.
         const fail = (err: Error): void => {
