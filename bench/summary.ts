@@ -4,7 +4,7 @@
  * processes side by side (from the `<group> cpu` and `<group> gc` rows), and for the tunnel the
  * copies per byte on each side. Printed at the end of a run and by `bench/to-markdown.ts`.
  */
-import { finite, formatFigure as fmt, rangeText, ratioText, stealText, type Row } from './rows.ts'
+import { finite, formatFigure as fmt, ratioText, stealText, type Row } from './rows.ts'
 
 const cell = (text: string): string => text.replace(/\|/g, '\\|')
 
@@ -23,7 +23,8 @@ export function renderSummary (rows: Row[], group: string): string {
     '| --- | --- | --- | --- | --- | --- |'
   ]
   for (const r of main) {
-    const figure = finite(r.value) === undefined ? `— ${r.note ?? ''}`.trim() : `${fmt(r.value)}${rangeText(r) !== '' ? ` (${rangeText(r)})` : ''}`
+    const range = r.range !== undefined && r.range !== null && r.range.runs > 1 ? ` (${fmt(r.range.min)}–${fmt(r.range.max)}, ${r.range.runs} runs)` : ''
+    const figure = finite(r.value) === undefined ? `— ${r.note ?? ''}`.trim() : `${fmt(r.value)}${range}`
     const cpu = perProcess(rows, `${group} cpu`, r.what, (c) => fmt(c.value))
     const gc = perProcess(rows, `${group} gc`, r.what, (g) => {
       const pause = /GC pause ([\d.]+ ms)/.exec(g.note ?? '')?.[1]
@@ -31,7 +32,14 @@ export function renderSummary (rows: Row[], group: string): string {
     })
     lines.push(`| ${cell(r.what)} | ${cell(figure)} | ${cell(ratioText(r))} | ${stealText(r)} | ${cell(cpu)} | ${cell(gc)} |`)
   }
+  // `copies, <side>, <label>, <whose>` rows: one cell per side, ours and the dependencies'.
   const copies = rows.filter((r) => r.group === `${group} copies` && r.unit === 'per byte')
-  if (copies.length > 0) lines.push(`| copies per byte | ${cell(copies.map((r) => `${r.what.replace(/^copies, /, '')} ${fmt(r.value)}`).join('; '))} | | ${stealText(copies[0] as Row)} | | |`)
+  const sides = new Map<string, string[]>()
+  for (const r of copies) {
+    const parts = r.what.replace(/^copies, /, '').split(', ')
+    const side = parts[0] ?? ''
+    sides.set(side, [...(sides.get(side) ?? []), `${parts[parts.length - 1] ?? ''} ${fmt(r.value)}`])
+  }
+  if (copies.length > 0) lines.push(`| copies per byte | ${cell([...sides].map(([side, list]) => `${side}: ${list.join(', ')}`).join('; '))} | | ${stealText(copies[0] as Row)} | | |`)
   return lines.join('\n') + '\n'
 }

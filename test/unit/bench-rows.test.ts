@@ -90,7 +90,9 @@ describe('bench summary table', () => {
     { group: 'tunnel cpu', what: `${label}: target peer`, value: NaN, unit: 's/64 MiB' },
     { group: 'tunnel gc', what: `${label}: server`, value: 12, unit: 'MC/64 MiB', note: 'mark-compacts per 64 MiB; GC pause 704 ms (mark-compact 584 ms), 0 scavenges per 64 MiB' },
     { group: 'tunnel gc', what: `${label}: target peer`, value: NaN, unit: 'MC/64 MiB', note: 'no GC figures' },
-    { group: 'tunnel copies', what: 'copies, forwarding peer, 1 connection, 16 MiB, starsock code', value: 1, unit: 'per byte', steal: NaN }
+    { group: 'tunnel copies', what: 'copies, forwarding peer, 1 connection, 16 MiB, starsock code', value: 1, unit: 'per byte', steal: NaN },
+    { group: 'tunnel copies', what: 'copies, forwarding peer, 1 connection, 16 MiB, dependencies', value: NaN, unit: 'per byte' },
+    { group: 'tunnel copies', what: 'copies, target peer, 1 connection, 16 MiB, dependencies', value: 0.96, unit: 'per byte' }
   ]
 
   it('puts each path with its processes\' CPU and GC on one line, missing figures as dashes', () => {
@@ -99,7 +101,8 @@ describe('bench summary table', () => {
       expect(md).not.toMatch(/NaN|null|undefined|Infinity/)
       expect(md).toContain(`| ${label} | 8.68 | 0.07x raw ws (128) | 0.3% | server 0.96, target peer — | server 12 (704 ms), target peer — |`)
       expect(md).toContain('| websockify, 1 connection, 16 MiB | — could not measure: websockify closed |')
-      expect(md).toContain('| copies per byte | forwarding peer, 1 connection, 16 MiB, starsock code 1 |')
+      expect(md).toContain('| raw ws relay, 1 connection, 16 MiB | 128 (96.9–252, 3 runs) |')
+      expect(md).toContain('| copies per byte | forwarding peer: starsock code 1, dependencies —; target peer: dependencies 0.96 |')
     }
     expect(renderSummary(summaryRows, 'throughput')).toBe('')
   })
