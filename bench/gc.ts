@@ -17,8 +17,12 @@ export const GC_SETTLE_MS = 250
 
 let dir: string | undefined
 
-/** Environment that makes a node process count its GCs (NODE_OPTIONS keeps whatever it held). */
+/**
+ * Environment that makes a node process count its GCs (NODE_OPTIONS keeps whatever it held);
+ * none with `STARSOCK_BENCH_GC_METER=off`, to see that the meter changes no other figure.
+ */
 export function gcMeterEnv (): Record<string, string> {
+  if (process.env.STARSOCK_BENCH_GC_METER === 'off') return {}
   if (dir === undefined) {
     const made = mkdtempSync(join(tmpdir(), 'starsock-bench-gc-'))
     dir = made

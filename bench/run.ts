@@ -38,7 +38,7 @@ if (unknown.length > 0) {
 }
 const MiB = 1024 * 1024
 
-/** Sizes of the work: the quick run takes about a minute. */
+/** Sizes of the work: the quick run takes a few minutes. */
 const SIZE = QUICK
   ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
   : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }

@@ -6,8 +6,5 @@ import { renderSummary } from './summary.ts'
 
 const file = fileURLToPath(new URL('./results/latest.json', import.meta.url))
 const results = JSON.parse(readFileSync(file, 'utf8')) as Results
-process.stdout.write(renderMarkdown(results))
-for (const group of ['throughput', 'tunnel']) {
-  const table = renderSummary(results.rows, group)
-  if (table !== '') process.stdout.write(`\n${table}`)
-}
+const summaries = ['throughput', 'tunnel'].map((group) => renderSummary(results.rows, group)).filter((t) => t !== '')
+process.stdout.write([renderMarkdown(results), ...summaries].join('\n'))
