@@ -1,5 +1,5 @@
 /** An SVG chart of a benchmark run: one panel per group, a horizontal bar per figure. */
-import type { Row } from './rows.ts'
+import { finite, formatFigure, type Row } from './rows.ts'
 
 const WIDTH = 900
 const BAR = 18
@@ -7,25 +7,30 @@ const GAP = 6
 const LABEL = 430
 
 function esc (text: string): string {
-  return text.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`)
+  return String(text).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`)
 }
 
-/** The chart for `rows` as SVG text. */
+/** The chart for `rows` as SVG text; a row without a figure gets no bar and says "not measured". */
 export function renderChart (rows: Row[]): string {
   const groups = [...new Set(rows.map((r) => r.group))]
   const parts: string[] = []
   let y = 10
   for (const group of groups) {
     const inGroup = rows.filter((r) => r.group === group)
-    const max = Math.max(...inGroup.map((r) => r.value), 1e-9)
+    const max = Math.max(...inGroup.map((r) => Math.abs(finite(r.value) ?? 0)), 1e-9)
     parts.push(`<text x="10" y="${y + 14}" font-weight="bold">${esc(group)}</text>`)
     y += 24
     for (const r of inGroup) {
-      const w = Math.max(1, (r.value / max) * (WIDTH - LABEL - 120))
-      const ours = /\bours\b|our server|our client|^forward\b/.test(r.what)
+      const value = finite(r.value)
       parts.push(`<text x="10" y="${y + 13}" font-size="12">${esc(r.what)}</text>`)
-      parts.push(`<rect x="${LABEL}" y="${y}" width="${w.toFixed(1)}" height="${BAR}" fill="${ours ? '#2b7bb9' : '#9aa5b1'}"/>`)
-      parts.push(`<text x="${LABEL + w + 6}" y="${y + 13}" font-size="12">${esc(`${r.value >= 100 ? r.value.toFixed(0) : r.value.toFixed(2)} ${r.unit}`)}</text>`)
+      if (value === undefined) {
+        parts.push(`<text x="${LABEL}" y="${y + 13}" font-size="12" fill="#b00">not measured</text>`)
+      } else {
+        const w = Math.max(1, (Math.abs(value) / max) * (WIDTH - LABEL - 120))
+        const ours = /\bours\b|our server|our client|^forward\b/.test(r.what)
+        parts.push(`<rect x="${LABEL}" y="${y}" width="${w.toFixed(1)}" height="${BAR}" fill="${ours ? '#2b7bb9' : '#9aa5b1'}"/>`)
+        parts.push(`<text x="${(LABEL + w + 6).toFixed(1)}" y="${y + 13}" font-size="12">${esc(`${formatFigure(value)} ${r.unit ?? ''}`)}</text>`)
+      }
       y += BAR + GAP
     }
     y += 10

@@ -1,12 +1,25 @@
-/** Processes for the benchmarks: servers, relays and workers, with their CPU time and memory from /proc. */
+/**
+ * Processes for the benchmarks: servers, relays and workers. Every node process runs with
+ * starsock's `NODE_FLAGS` (the `starsock` program applies them itself) and counts its GCs
+ * (`bench/gc-meter.js`); their CPU time and memory come from /proc (`bench/proc-stat.ts`).
+ */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { gcMeterEnv } from './gc.ts'
+import { childPids } from './proc-stat.ts'
+
+export { childPids, cpuSeconds, rssMiB, treeCpuSeconds } from './proc-stat.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const CLK_TCK = 100 // USER_HZ on Linux
+// Imported by its URL: bin/node-flags.js is plain JavaScript without type declarations.
+const { NODE_FLAGS } = await import(new URL('../bin/node-flags.js', import.meta.url).href) as { NODE_FLAGS: readonly string[] }
+/** The program whose start-up applies `NODE_FLAGS` itself: passing them again would double them. */
+const STARSOCK_BIN = 'bin/starsock.js'
+/** How long a worker may take to print `READY`. */
+const READY_TIMEOUT_MS = 30_000
 /** Lines kept for a later `next`; a chatty program (websockify logs every connection) must not grow them. */
 const MAX_KEPT_LINES = 1000
 
@@ -27,10 +40,14 @@ const children = new Set<ChildProcess>()
 process.on('exit', () => { for (const child of children) child.kill('SIGKILL') })
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130))
 
-/** Start a script under node (through tsx for a .ts file) from the repository root. */
+/**
+ * Start a script under node (through tsx for a .ts file) from the repository root, with
+ * starsock's node flags (but for `bin/starsock.js`, which applies them itself) and the GC meter.
+ */
 export function start (args: string[], env: Record<string, string> = {}): Proc {
+  const flags = args[0] === STARSOCK_BIN ? [] : NODE_FLAGS
   const loader = args[0]?.endsWith('.ts') === true ? ['--import', 'tsx'] : []
-  return startCommand(process.execPath, [...loader, ...args], { env })
+  return startCommand(process.execPath, [...flags, ...loader, ...args], { env: { ...gcMeterEnv(), ...env } })
 }
 
 /**
@@ -46,6 +63,7 @@ export function startCommand (command: string, args: string[], options: { env?: 
     if (i >= 0) waiters.splice(i, 1)[0]?.resolve(line)
     else if (lines.length < MAX_KEPT_LINES) lines.push(line)
   }
+  child.stdin?.on('error', () => {}) // a line sent to a process that died: its exit says so
   createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', onLine)
   if (child.stderr !== null) createInterface({ input: child.stderr }).on('line', onLine)
   children.add(child)
@@ -58,6 +76,8 @@ export function startCommand (command: string, args: string[], options: { env?: 
     next: async (re, ms) => {
       const have = lines.findIndex((l) => re.test(l))
       if (have >= 0) return lines.splice(have, 1)[0] as string
+      // Gone already (a serving worker that died after its last answer): its exit will not come again.
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited with ${String(child.exitCode ?? child.signalCode)} before printing ${String(re)}`)
       return await new Promise<string>((resolve, reject) => {
         // Whichever comes first removes the others, so a serving worker asked many times gathers no listeners.
         const fail = (err: Error): void => {
@@ -82,45 +102,6 @@ export function startCommand (command: string, args: string[], options: { env?: 
   }
 }
 
-/** CPU seconds (user + system) a process used so far. */
-export function cpuSeconds (pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
-}
-
-/** Pids of a process's live children (Linux 3.5+). */
-export function childPids (pid: number): number[] {
-  try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter((p) => p !== '').map(Number)
-  } catch {
-    return [] // the process is gone
-  }
-}
-
-/**
- * CPU seconds of a process and its descendants: its own, its reaped children's, and its live
- * children's (for a server that forks per connection, like websockify).
- */
-export function treeCpuSeconds (pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
-    const own = (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) / CLK_TCK
-    return own + childPids(pid).reduce((sum, child) => sum + treeCpuSeconds(child), 0)
-  } catch {
-    return 0 // the process is gone (a child reaped meanwhile: its time is in the parent's)
-  }
-}
-
-/** Resident memory of a process, in MiB. */
-export function rssMiB (pid: number): number {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-    return Number(m?.[1] ?? NaN) / 1024
-  } catch {
-    return NaN // the process is gone
-  }
-}
-
 /** A free TCP port on 127.0.0.1. */
 export async function freePort (): Promise<number> {
   const server = createServer()
@@ -141,7 +122,7 @@ export interface ServerUnderTest {
 /** Our server with its limits opened up for load (the benchmark is one IP with thousands of joins). */
 export async function startOurs (): Promise<ServerUnderTest> {
   const port = await freePort()
-  const proc = start(['bin/starsock.js', 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
+  const proc = start([STARSOCK_BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
     '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'])
   await proc.next(/^starsock http/, 20_000)
   return { name: 'ours', url: `http://127.0.0.1:${port}`, port, proc }
@@ -160,6 +141,47 @@ export async function startRawRelays (): Promise<{ tcp: number, ws: number, proc
   const proc = start(['bench/raw-relay.ts'])
   const line = await proc.next(/^READY /, 20_000)
   return { ...(JSON.parse(line.slice(6)) as { tcp: number, ws: number }), proc }
+}
+
+/** A worker that prints `READY {...}` and then serves until `stop`; settles once ready. */
+export async function ready<T> (task: string, args: Record<string, unknown>): Promise<{ proc: Proc, info: T }> {
+  const proc = start(['bench/worker.ts', task, JSON.stringify(args)])
+  try {
+    return { proc, info: JSON.parse((await proc.next(/^READY /, READY_TIMEOUT_MS)).slice(6)) as T }
+  } catch (err) {
+    await proc.stop()
+    throw err
+  }
+}
+
+/** A warm worker that runs task after task (`serve`). */
+export interface ServingWorker {
+  /** Its current pid (a new one after a failure). */
+  readonly pid: number
+  /** Run a worker task; settles with its result, rejects with its error or after `ms`. */
+  run: <T>(task: string, args: Record<string, unknown>, ms: number) => Promise<T>
+  stop: () => Promise<void>
+}
+
+/** Start a serving worker; restarted after a failure, so a run that hung cannot answer for the next. */
+export async function servingWorker (): Promise<ServingWorker> {
+  let current = await ready<Record<string, never>>('serve', {})
+  return {
+    get pid () { return current.proc.pid },
+    run: async <T>(task: string, args: Record<string, unknown>, ms: number): Promise<T> => {
+      try {
+        current.proc.send(JSON.stringify({ task, args }))
+        const answer = JSON.parse(await current.proc.next(/^\{/, ms)) as T & { error?: string }
+        if (typeof answer.error === 'string') throw new Error(answer.error)
+        return answer
+      } catch (err) {
+        await current.proc.stop()
+        current = await ready<Record<string, never>>('serve', {})
+        throw err
+      }
+    },
+    stop: async () => { await current.proc.stop() }
+  }
 }
 
 /** Run a worker task to its end; settles with its JSON result. */

@@ -1,9 +1,10 @@
 /**
- * `npm run bench [-- --quick] [-- --only NAME,...]`: starsock side by side with the original
- * websocket-star server, raw relays and (for tunnels, `bench/tunnel.ts`) Debian's websockify,
- * in one run, on loopback. Every figure is printed beside
- * its reference as a ratio, with the server's CPU time from /proc. Writes
- * `bench/results/latest.json` and `bench/results/latest.svg`.
+ * `npm run bench [-- --quick] [-- --only=NAME,...] [-- --repeat=N]`: starsock side by side with
+ * the original websocket-star server, raw relays and (for tunnels, `bench/tunnel.ts`) Debian's
+ * websockify, in one run, on loopback. Every figure is printed beside its reference as a ratio,
+ * with the server's CPU time from /proc and the CPU steal during its measurement (a warning past
+ * 10%). Throughput and tunnel rows are medians of N repeats after a warm-up (`bench/repeat.ts`).
+ * Writes `bench/results/latest.json` and `bench/results/latest.svg`, whatever failed.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -11,16 +12,33 @@ import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
-import { formatFigure as fmt, type Row } from './rows.ts'
-import { cpuSeconds, rssMiB, start, startOriginal, startOurs, startRawRelays, work, type ServerUnderTest } from './procs.ts'
-import { copiesBench, tunnelBench } from './tunnel.ts'
+import { copiesBench } from './copies.ts'
+import { formatFigure as fmt, formatLine, stealWarning, type Results, type Row } from './rows.ts'
+import { cpuSeconds, rssMiB, start, startOriginal, startOurs, work, type ServerUnderTest } from './procs.ts'
+import { sampleCpu, stealShare } from './steal.ts'
+import { renderSummary } from './summary.ts'
+import { throughputBench } from './throughput.ts'
+import { tunnelBench } from './tunnel.ts'
 
 const args = process.argv.slice(2)
 const QUICK = args.includes('--quick')
 const ONLY = args.find((a) => a.startsWith('--only='))?.slice(7).split(',')
+const REPEAT_ARG = args.find((a) => a.startsWith('--repeat='))?.slice(9)
+/** Measured runs of each throughput and tunnel path. */
+const REPEATS = REPEAT_ARG === undefined ? 3 : Number(REPEAT_ARG)
+if (!Number.isInteger(REPEATS) || REPEATS < 1) {
+  process.stderr.write(`bench: --repeat must be a whole number from 1, not ${String(REPEAT_ARG)}\n`)
+  process.exit(2)
+}
+const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies']
+const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
+if (unknown.length > 0) {
+  process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
+  process.exit(2)
+}
 const MiB = 1024 * 1024
 
-/** Sizes of the work: the quick run takes about a minute. */
+/** Sizes of the work: the quick run takes a few minutes. */
 const SIZE = QUICK
   ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
   : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }
@@ -28,12 +46,18 @@ const SIZE = QUICK
 const rows: Row[] = []
 const wanted = (name: string): boolean => ONLY === undefined || ONLY.includes(name)
 let scenario = ''
+/** The /proc/stat sample at the end of the last row: a row that brings no steal of its own gets the steal since. */
+let lastSample = sampleCpu()
 
+/** Keep a row and print it (with a warning past 10% steal). */
 function record (row: Row): void {
-  rows.push({ scenario, ...row })
-  const ratio = row.reference !== undefined ? `  ${(row.value / row.reference.value).toFixed(2)}x ${row.reference.what} (${fmt(row.reference.value)})` : ''
-  const cpu = row.serverCpu !== undefined ? `  [server cpu ${row.serverCpu.toFixed(2)} s]` : ''
-  process.stdout.write(`${row.group.padEnd(12)} ${row.what.padEnd(46)} ${fmt(row.value).padStart(10)} ${row.unit.padEnd(8)}${ratio}${cpu}${row.note !== undefined ? `  ${row.note}` : ''}\n`)
+  const now = sampleCpu()
+  const full: Row = { scenario, ...row, steal: row.steal ?? stealShare(lastSample, now) }
+  lastSample = now
+  rows.push(full)
+  process.stdout.write(formatLine(full) + '\n')
+  const warning = stealWarning(full)
+  if (warning !== undefined) process.stdout.write(`  ${warning}\n`)
 }
 
 /** Run one measurement; a failure (a server that cannot keep up) becomes a row, not the end of the run. */
@@ -119,29 +143,6 @@ async function discoveryAndDialBench (): Promise<void> {
   }
 }
 
-async function throughputBench (): Promise<void> {
-  const relays = await startRawRelays()
-  try {
-    for (const [streams, bytes] of [[1, SIZE.streamBytes], [8, SIZE.parallelBytes]] as const) {
-      const label = streams === 1 ? `1 stream, ${bytes / MiB} MiB` : `8 streams, ${bytes / MiB} MiB in all`
-      const ws = await work<{ mibPerSecond: number }>('throughputWs', { port: relays.ws, bytes, streams })
-      record({ group: 'throughput', what: `raw ws relay, ${label}`, value: ws.mibPerSecond, unit: 'MiB/s' })
-      const tcp = await work<{ mibPerSecond: number }>('throughputTcp', { port: relays.tcp, bytes, streams })
-      record({ group: 'throughput', what: `raw TCP relay, ${label}`, value: tcp.mibPerSecond, unit: 'MiB/s' })
-      await withServers(async (servers) => {
-        const legacyOriginal = await measured(servers.original, async () => await work<{ mibPerSecond: number }>('throughputLegacy', { port: servers.original.port, bytes, streams }))
-        record({ group: 'throughput', what: `legacy client, original server, ${label}`, value: legacyOriginal.result.mibPerSecond, unit: 'MiB/s', reference: { what: 'raw ws', value: ws.mibPerSecond }, serverCpu: legacyOriginal.cpu })
-        const legacyOurs = await measured(servers.ours, async () => await work<{ mibPerSecond: number }>('throughputLegacy', { port: servers.ours.port, bytes, streams }))
-        record({ group: 'throughput', what: `legacy client, our server, ${label}`, value: legacyOurs.result.mibPerSecond, unit: 'MiB/s', reference: { what: 'original', value: legacyOriginal.result.mibPerSecond }, serverCpu: legacyOurs.cpu })
-        const ours = await measured(servers.ours, async () => await work<{ mibPerSecond: number }>('throughputOurs', { url: servers.ours.url, bytes, streams }))
-        record({ group: 'throughput', what: `our client, our server, ${label}`, value: ours.result.mibPerSecond, unit: 'MiB/s', reference: { what: 'original', value: legacyOriginal.result.mibPerSecond }, serverCpu: ours.cpu, note: `${(ours.result.mibPerSecond / ws.mibPerSecond).toFixed(2)}x raw ws` })
-      })
-    }
-  } finally {
-    await relays.proc.stop()
-  }
-}
-
 async function slowReceiverBench (): Promise<void> {
   // Twice the time the bytes need at 10 MiB/s, plus a minute: a server that cannot keep up is
   // recorded with the memory it grew meanwhile.
@@ -190,15 +191,22 @@ async function capacityBench (): Promise<void> {
 }
 
 const started = Date.now()
+const runSample = sampleCpu()
 process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
 const scenarios: Array<[string, () => Promise<void>]> = [
-  ['joins', joinsBench], ['throughput', throughputBench], ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
-  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, record, fmt }) }],
-  ['copies', async () => { await copiesBench({ bytes: SIZE.tunnelBytes, record, fmt }) }]
+  ['joins', joinsBench],
+  ['throughput', async () => { await throughputBench({ streamBytes: SIZE.streamBytes, parallelBytes: SIZE.parallelBytes, repeats: REPEATS, record }) }],
+  ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
+  // The tunnel scenario ends with the copies rows; `copies` alone measures only those.
+  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, repeats: REPEATS, record }) }],
+  ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }]
 ]
+/** The scenarios whose rows a scenario's run replaces. */
+const covers = (name: string): string[] => name === 'tunnel' ? ['tunnel', 'copies'] : [name]
 for (const [name, run] of scenarios) {
   if (!wanted(name)) continue
   scenario = name
+  lastSample = sampleCpu()
   await attempt(name, 'scenario', run)
 }
 
@@ -206,12 +214,24 @@ const dir = fileURLToPath(new URL('./results/', import.meta.url))
 // A run of some scenarios (--only) keeps the other scenarios' rows of the last run of the same size.
 let kept: Row[] = []
 if (ONLY !== undefined && existsSync(join(dir, 'latest.json'))) {
-  const last = JSON.parse(readFileSync(join(dir, 'latest.json'), 'utf8')) as { quick: boolean, rows: Row[] }
-  if (last.quick === QUICK) kept = last.rows.filter((r) => r.scenario !== undefined && !ONLY.includes(r.scenario))
+  try {
+    const last = JSON.parse(readFileSync(join(dir, 'latest.json'), 'utf8')) as { quick: boolean, rows: Row[] }
+    const replaced = ONLY.flatMap(covers)
+    if (last.quick === QUICK && Array.isArray(last.rows)) kept = last.rows.filter((r) => r.scenario !== undefined && !replaced.includes(r.scenario))
+  } catch (err) {
+    process.stdout.write(`the last run's results could not be read (${String((err as Error).message)}): this run's rows only\n`)
+  }
 }
 rows.unshift(...kept)
-const results = { date: new Date().toISOString(), quick: QUICK, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, seconds: (Date.now() - started) / 1000, rows }
+const results: Results = { date: new Date().toISOString(), quick: QUICK, machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version }, seconds: (Date.now() - started) / 1000, steal: stealShare(runSample, sampleCpu()), rows }
 mkdirSync(dir, { recursive: true })
 writeFileSync(join(dir, 'latest.json'), JSON.stringify(results, null, 2) + '\n')
 writeFileSync(join(dir, 'latest.svg'), renderChart(rows))
-process.stdout.write(`done in ${fmt(results.seconds)} s: bench/results/latest.json, bench/results/latest.svg\n`)
+const fresh = rows.filter((r) => !kept.includes(r))
+for (const group of ['throughput', 'tunnel']) {
+  const table = renderSummary(fresh, group)
+  if (table !== '') process.stdout.write(`\n${table}`)
+}
+const stolen = rows.filter((r) => !kept.includes(r) && stealWarning(r) !== undefined).length
+if (stolen > 0) process.stdout.write(`WARNING: ${stolen} of this run's rows were measured with steal past 10%: compare them with care, or run again\n`)
+process.stdout.write(`done in ${fmt(results.seconds)} s, steal ${fmt((results.steal ?? NaN) * 100)}% over the run: bench/results/latest.json, bench/results/latest.svg\n`)

@@ -1,0 +1,155 @@
+/**
+ * Transfers measured the way the issue 13 figures need: every path warmed up once in the
+ * processes that then carry the measured runs, then `repeats` runs of each path interleaved
+ * (A, B, A, B: a busy moment on the machine touches every path alike), reported as the median
+ * with the range. Per run, every process of the path gives its CPU seconds (`/proc`) and its
+ * GCs (`bench/gc-meter.js`), scaled to 64 MiB; the steal is added up over the path's own runs.
+ */
+import { gcDiff, gcTotals, GC_SETTLE_MS, type GcTotals } from './gc.ts'
+import { treeCpuSeconds } from './proc-stat.ts'
+import { formatFigure as fmt, median, type Row } from './rows.ts'
+import { sampleCpu, StealTally } from './steal.ts'
+
+const MiB = 1024 * 1024
+/** CPU and GC figures are per this many payload bytes. */
+export const PER_BYTES = 64 * MiB
+
+/** A process of a path: what it does there, its pid, and whether its GC rows are printed. */
+export interface Hop { role: string, pid: () => number, gc?: boolean }
+
+/** One way through: the run, and the processes whose CPU time and GCs count. */
+export interface Path {
+  name: string
+  run: (bytes: number, streams: number) => Promise<{ mibPerSecond: number }>
+  hops: Hop[]
+  /** Wait until the CPU time of the run is all counted (a forking server's children gone). */
+  settle?: () => Promise<void>
+}
+
+/** A path's figures over its runs. */
+export interface PathFigures {
+  /** Median MiB/s (NaN when it failed). */
+  value: number
+  runs: number[]
+  /** Per role: median CPU seconds per 64 MiB. */
+  cpu: Record<string, number>
+  /** Per role: median GC figures per 64 MiB (roles whose process reports them). */
+  gc: Record<string, GcTotals>
+  /** Steal over the path's runs (0 to 1). */
+  steal: number
+  failed?: string
+}
+
+/** How to measure. */
+export interface MeasureOptions {
+  bytes: number
+  streams: number
+  repeats: number
+  /** Bytes of the unmeasured run through each path first; 0 for none (processes already warm). */
+  warmupBytes: number
+}
+
+const reason = (err: unknown): string => String((err as Error)?.message ?? err).split('\n')[0]?.slice(0, 160) ?? ''
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+function medianGc (list: Array<GcTotals | undefined>): GcTotals | undefined {
+  const known = list.filter((g): g is GcTotals => g !== undefined)
+  if (known.length === 0) return undefined
+  const m = (k: keyof GcTotals): number => median(known.map((g) => g[k]))
+  return { markCompacts: m('markCompacts'), markCompactMs: m('markCompactMs'), scavenges: m('scavenges'), gcs: m('gcs'), gcMs: m('gcMs') }
+}
+
+function scaleGc (g: GcTotals | undefined, k: number): GcTotals | undefined {
+  return g === undefined ? undefined : { markCompacts: g.markCompacts * k, markCompactMs: g.markCompactMs * k, scavenges: g.scavenges * k, gcs: g.gcs * k, gcMs: g.gcMs * k }
+}
+
+/** Measure every path: a warm-up each, then `repeats` rounds of one run each. A failing path is left out of later rounds. */
+export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<Map<string, PathFigures>> {
+  const state = new Map(paths.map((p) => [p.name, { mibPerSecond: [] as number[], cpu: [] as Array<Record<string, number>>, gc: [] as Array<Record<string, GcTotals | undefined>>, steal: new StealTally(), failed: undefined as string | undefined }]))
+  if (o.warmupBytes > 0) {
+    for (const path of paths) {
+      const s = state.get(path.name)
+      if (s === undefined) continue
+      try { await path.run(o.warmupBytes, o.streams) } catch (err) { s.failed = `warm-up: ${reason(err)}` }
+    }
+  }
+  const k = PER_BYTES / o.bytes
+  for (let i = 0; i < o.repeats; i++) {
+    for (const path of paths) {
+      const s = state.get(path.name)
+      if (s === undefined || s.failed !== undefined) continue
+      try {
+        await sleep(GC_SETTLE_MS) // the GC meters have written what came before
+        const g0 = path.hops.map((h) => gcTotals(h.pid()))
+        const c0 = path.hops.map((h) => treeCpuSeconds(h.pid()))
+        const s0 = sampleCpu()
+        const result = await path.run(o.bytes, o.streams)
+        await path.settle?.()
+        const s1 = sampleCpu()
+        const c1 = path.hops.map((h) => treeCpuSeconds(h.pid()))
+        await sleep(GC_SETTLE_MS)
+        const g1 = path.hops.map((h) => gcTotals(h.pid()))
+        s.steal.add(s0, s1)
+        s.mibPerSecond.push(result.mibPerSecond)
+        s.cpu.push(Object.fromEntries(path.hops.map((h, j) => [h.role, ((c1[j] ?? NaN) - (c0[j] ?? NaN)) * k])))
+        s.gc.push(Object.fromEntries(path.hops.map((h, j) => [h.role, scaleGc(gcDiff(g0[j], g1[j]), k)])))
+      } catch (err) {
+        s.failed = reason(err)
+      }
+    }
+  }
+  const out = new Map<string, PathFigures>()
+  for (const path of paths) {
+    const s = state.get(path.name)
+    if (s === undefined) continue
+    const cpu = Object.fromEntries(path.hops.map((h) => [h.role, median(s.cpu.map((c) => c[h.role] ?? NaN))]))
+    const gc: Record<string, GcTotals> = {}
+    for (const h of path.hops) {
+      const m = medianGc(s.gc.map((g) => g[h.role]))
+      if (m !== undefined) gc[h.role] = m
+    }
+    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), failed: s.failed })
+  }
+  return out
+}
+
+/** What the rows of one measured path look like. */
+export interface PathRows {
+  group: string
+  /** The path's name in the rows (`forward`, `raw ws relay`). */
+  what: string
+  /** Appended to every row's `what` (`1 connection, 64 MiB`). */
+  label: string
+  reference?: { what: string, value: number }
+  note?: string
+  /** Per role: the reference for its CPU row (the raw relay's relay CPU for our server). */
+  cpuReference?: Record<string, { what: string, value: number }>
+}
+
+/**
+ * Record a path's rows: its throughput (median, range, steal), then in `<group> cpu` one row per
+ * process with its CPU seconds per 64 MiB, and in `<group> gc` one per process whose hop asks
+ * for it with its mark-compacts per 64 MiB (GC time and scavenges in the note).
+ */
+export function recordPath (m: PathFigures | undefined, path: Path, r: PathRows, record: (row: Row) => void): void {
+  if (m === undefined) return
+  const what = `${r.what}, ${r.label}`
+  if (m.failed !== undefined) {
+    record({ group: r.group, what, value: NaN, unit: 'MiB/s', steal: m.steal, note: `could not measure: ${m.failed}` })
+    return
+  }
+  const range = { min: Math.min(...m.runs), max: Math.max(...m.runs), runs: m.runs.length }
+  record({ group: r.group, what, value: m.value, unit: 'MiB/s', reference: r.reference, range, steal: m.steal, note: r.note })
+  for (const hop of path.hops) {
+    record({ group: `${r.group} cpu`, what: `${what}: ${hop.role}`, value: m.cpu[hop.role] ?? NaN, unit: 's/64 MiB', reference: r.cpuReference?.[hop.role], steal: m.steal })
+  }
+  for (const hop of path.hops) {
+    if (hop.gc !== true) continue
+    const g = m.gc[hop.role]
+    if (g === undefined) {
+      record({ group: `${r.group} gc`, what: `${what}: ${hop.role}`, value: NaN, unit: 'MC/64 MiB', steal: m.steal, note: 'no GC figures: the process did not report (bench/gc-meter.js)' })
+      continue
+    }
+    record({ group: `${r.group} gc`, what: `${what}: ${hop.role}`, value: g.markCompacts, unit: 'MC/64 MiB', steal: m.steal, note: `mark-compacts per 64 MiB; GC pause ${fmt(g.gcMs)} ms (mark-compact ${fmt(g.markCompactMs)} ms), ${fmt(g.scavenges)} scavenges per 64 MiB` })
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * The `throughput` scenario: streams between two peers through a server, `streams` at once, with
+ * the published legacy client through the original server and through ours, and with our client
+ * through ours, beside the raw `ws` and TCP relays; all in the same run, every client in one warm
+ * worker, each path warmed up and then measured in interleaved repeats (`bench/repeat.ts`) with
+ * every process's CPU and GCs per 64 MiB.
+ */
+import { servingWorker, startOriginal, startOurs, startRawRelays } from './procs.ts'
+import { measurePaths, recordPath, type Path } from './repeat.ts'
+import type { Row } from './rows.ts'
+
+const MiB = 1024 * 1024
+/** How long one run may take. */
+const RUN_LIMIT_MS = 300_000
+/** Bytes through each path before any figure (code paths warm, heaps grown). */
+const WARMUP_BYTES = 64 * MiB
+const GROUP = 'throughput'
+
+/** What the scenario needs from the harness. */
+export interface ThroughputBenchContext {
+  /** Bytes of each measurement with one stream, and in all with eight. */
+  streamBytes: number
+  parallelBytes: number
+  repeats: number
+  record: (row: Row) => void
+}
+
+/** Run the scenario; every process it starts is stopped by its pid before it settles. */
+export async function throughputBench ({ streamBytes, parallelBytes, repeats, record }: ThroughputBenchContext): Promise<void> {
+  const stops: Array<() => Promise<void>> = []
+  try {
+    const relays = await startRawRelays()
+    stops.push(relays.proc.stop)
+    const [original, ours] = await Promise.all([startOriginal(), startOurs()])
+    stops.push(original.proc.stop, ours.proc.stop)
+    const clients = await servingWorker()
+    stops.push(clients.stop)
+    const worker = { role: 'clients (worker)', pid: () => clients.pid }
+    const run = (task: string, args: Record<string, unknown>) => async (bytes: number, streams: number) => await clients.run<{ mibPerSecond: number }>(task, { ...args, bytes, streams }, RUN_LIMIT_MS)
+    const paths: Path[] = [
+      { name: 'ws', run: run('throughputWs', { port: relays.ws }), hops: [{ role: 'relay', pid: () => relays.proc.pid, gc: true }, worker] },
+      { name: 'tcp', run: run('throughputTcp', { port: relays.tcp }), hops: [{ role: 'relay', pid: () => relays.proc.pid }, worker] },
+      { name: 'legacyOriginal', run: run('throughputLegacy', { port: original.port }), hops: [{ role: 'server', pid: () => original.proc.pid, gc: true }, worker] },
+      { name: 'legacyOurs', run: run('throughputLegacy', { port: ours.port }), hops: [{ role: 'server', pid: () => ours.proc.pid, gc: true }, worker] },
+      { name: 'ours', run: run('throughputOurs', { url: ours.url }), hops: [{ role: 'server', pid: () => ours.proc.pid, gc: true }, { ...worker, role: 'both peers (worker)', gc: true }] }
+    ]
+    let warm = false
+    for (const [streams, bytes] of [[1, streamBytes], [8, parallelBytes]] as const) {
+      const label = streams === 1 ? `1 stream, ${bytes / MiB} MiB` : `8 streams, ${bytes / MiB} MiB in all`
+      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES })
+      warm = true
+      const figure = (name: string, what: string): { what: string, value: number } => ({ what, value: m.get(name)?.value ?? NaN })
+      const hopCpu = (name: string, role: string, what: string): { what: string, value: number } => ({ what, value: m.get(name)?.cpu[role] ?? NaN })
+      const path = (name: string): Path => paths.find((p) => p.name === name) as Path
+      const vsOriginal = (m.get('ours')?.value ?? NaN) / (m.get('legacyOriginal')?.value ?? NaN)
+      recordPath(m.get('ws'), path('ws'), { group: GROUP, what: 'raw ws relay', label }, record)
+      recordPath(m.get('tcp'), path('tcp'), { group: GROUP, what: 'raw TCP relay', label }, record)
+      recordPath(m.get('legacyOriginal'), path('legacyOriginal'), { group: GROUP, what: 'legacy client, original server', label, reference: figure('ws', 'raw ws'), cpuReference: { server: hopCpu('ws', 'relay', 'raw ws relay') } }, record)
+      recordPath(m.get('legacyOurs'), path('legacyOurs'), { group: GROUP, what: 'legacy client, our server', label, reference: figure('legacyOriginal', 'original'), cpuReference: { server: hopCpu('legacyOriginal', 'server', 'original') } }, record)
+      recordPath(m.get('ours'), path('ours'), {
+        group: GROUP,
+        what: 'our client, our server',
+        label,
+        reference: figure('ws', 'raw ws'),
+        note: Number.isFinite(vsOriginal) ? `${vsOriginal.toFixed(2)}x original` : undefined,
+        cpuReference: { server: hopCpu('ws', 'relay', 'raw ws relay') }
+      }, record)
+    }
+  } finally {
+    for (const stop of stops.reverse()) await stop()
+  }
+}
