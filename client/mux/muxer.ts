@@ -72,6 +72,11 @@ const OUTPUT_HIGH_WATER_BYTES = 512 * 1024
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024
 /** Largest batch of frames written at once; the stream's chunk size caps it too, so a batch is one stream message. */
 const FLUSH_BYTES = 256 * 1024
+/**
+ * Bytes left free at the start of each batch buffer, for a transport that puts its own header in
+ * front of the frames without copying them (`OutputQueue.take`); 0: the batch is the message.
+ */
+const BATCH_HEADROOM_BYTES = 0
 /** How long a graceful close waits for queued frames to go out. */
 const CLOSE_FLUSH_MS = 1000
 
@@ -289,7 +294,8 @@ export class Muxer extends Emitter<MuxEvents> {
     try {
       while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
         // Whole frames, one stream message each batch: the other side never joins a frame's pieces.
-        const batch = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes))
+        const buffer = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes), BATCH_HEADROOM_BYTES)
+        const batch = BATCH_HEADROOM_BYTES === 0 ? buffer : buffer.subarray(BATCH_HEADROOM_BYTES)
         await this.conn.writeOwned(batch)
         this.queued -= batch.byteLength
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
