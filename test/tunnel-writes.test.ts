@@ -97,6 +97,39 @@ describe('writes to the target socket', () => {
     expect(watch.writes() + watch.writevs()).toBeLessThan(frames * 0.8)
   })
 
+  it('a forward whose far service does not read stops reading its local socket: what the client could write stays bounded', async () => {
+    const accepted: net.Socket[] = []
+    const slow = net.createServer((s) => { s.pause(); accepted.push(s) })
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve))
+    const port = (slow.address() as net.AddressInfo).port
+    cleanup.push({ close: () => { for (const s of accepted) s.destroy(); slow.close() } })
+    const target = await agent([`connect/tcp:127.0.0.1:${port}`])
+    const client = await agent()
+    const tunnel = await forward(client, { peer: target.peer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port } })
+    cleanup.push(tunnel)
+    const source = net.connect(tunnel.address.port, '127.0.0.1')
+    cleanup.push({ close: () => { source.destroy() } })
+    source.on('error', () => {})
+    await new Promise<void>((resolve) => source.once('connect', resolve))
+    const block = testBytes(64 * 1024, 5)
+    let accepted64k = 0
+    let stop = false
+    // Writes one block at a time, each once the kernel took the one before.
+    const pump = (): void => { if (!stop && source.write(block, () => { accepted64k++ })) setImmediate(pump); else if (!stop) source.once('drain', pump) }
+    pump()
+    let last = -1
+    let since = Date.now()
+    await waitFor('the client\'s writes to stall (nothing taken for 1 s)', () => {
+      if (accepted64k !== last) { last = accepted64k; since = Date.now() }
+      return Date.now() - since >= 1000 && accepted64k > 0
+    }, 30_000)
+    stop = true
+    // The forward holds at most its read-ahead and the channel's window; the rest is in kernel
+    // buffers (a few MiB on loopback). A forward that read on regardless would take everything.
+    expect(accepted64k * block.byteLength, 'bytes the client could write while nothing was read').toBeLessThan(64 * 1024 * 1024)
+    expect(tunnel.stats().channelsOpen).toBe(1)
+  })
+
   it('a target that does not read stops the credit: the socket holds at most one write, and all of it arrives once it reads', async () => {
     const accepted: net.Socket[] = []
     const slow = net.createServer((s) => { s.pause(); accepted.push(s) }) // reads nothing until resumed
