@@ -31,7 +31,12 @@ export interface PeerOptions {
   requestTimeoutMs?: number
   /** Receive window per stream (lowered to fit the server's buffer: just under 2 MiB by default). @default 2 MiB */
   windowBytes?: number
-  /** Largest chunk sent (lowered to fit the server's message size). @default 128 KiB */
+  /**
+   * Largest chunk sent (lowered to fit the server's message size): a connection's messages, and a
+   * multiplexer's batches of channel frames (seven 64 KiB DATA frames). Per-message work on the
+   * server and both peers makes small chunks expensive; the server's 1,000,000-byte message limit
+   * caps it. @default 512 KiB
+   */
   chunkBytes?: number
   /** Unread bytes past which a stream from a sender that ignores the window fails. @default 16 MiB */
   receiveLimitBytes?: number
@@ -95,7 +100,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
     takeover: options.takeover ?? false,
     resumeId,
     windowBytes: positive('windowBytes', options.windowBytes, 2 * 1024 * 1024),
-    chunkBytes: positive('chunkBytes', options.chunkBytes, 128 * 1024),
+    chunkBytes: positive('chunkBytes', options.chunkBytes, 512 * 1024),
     receiveLimitBytes: positive('receiveLimitBytes', options.receiveLimitBytes, 16 * 1024 * 1024),
     heartbeatIntervalMs: positive('heartbeatIntervalMs', options.heartbeatIntervalMs, 5000),
     heartbeatTimeoutMs: positive('heartbeatTimeoutMs', options.heartbeatTimeoutMs, 5000),

@@ -240,6 +240,32 @@ export class Channel {
     return item === null ? null : item.data
   }
 
+  /**
+   * Every chunk of a reliable channel that arrived and is unread, in order, as long as they add up
+   * to at most `maxBytes` (the first goes whatever its size): what a writer to a socket sends as
+   * one `writev`. Waits for one chunk like `read`, and grants credit once for all of them; `null`
+   * at the other side's FIN, rejects on reset.
+   */
+  async readBatch (maxBytes: number, signal?: AbortSignal): Promise<Uint8Array[] | null> {
+    if (this.datagrams) throw new TypeError('readBatch() is for reliable channels; use receive() for datagrams')
+    while (this.queue.length === 0 && this.remoteEnd === undefined) await this.readable.wait(signal)
+    if (this.queue.length === 0) {
+      if (this.remoteEnd === true) return null
+      throw this.remoteEnd as StarsockError
+    }
+    const chunks: Uint8Array[] = []
+    let bytes = 0
+    for (const item of this.queue) {
+      if (chunks.length > 0 && bytes + item.data.byteLength > maxBytes) break
+      chunks.push(item.data)
+      bytes += item.data.byteLength
+    }
+    this.queue.splice(0, chunks.length)
+    this.window.read(bytes)
+    this.grant()
+    return chunks
+  }
+
   /** The next datagram (or chunk, with no address), or `null` at the end; rejects on reset. */
   async receive (signal?: AbortSignal): Promise<Datagram | null> {
     while (this.queue.length === 0 && this.remoteEnd === undefined) await this.readable.wait(signal)

@@ -67,11 +67,26 @@ export interface MuxCounters {
   droppedDatagrams: number
 }
 
-const OUTPUT_HIGH_WATER_BYTES = 512 * 1024
+/** Frames queued past this make data writers wait (control frames never do): two batches, one being written while the next fills. */
+const OUTPUT_HIGH_WATER_BYTES = 1024 * 1024
 /** Output queued past this (replies to a peer that does not read) stops the reading, so it cannot grow. */
 const MAX_QUEUED_BYTES = 4 * 1024 * 1024
-/** Largest batch of frames written at once; the stream's chunk size caps it too, so a batch is one stream message. */
-const FLUSH_BYTES = 256 * 1024
+/**
+ * Largest batch of frames written at once; the stream's chunk size caps it too, so a batch is one
+ * stream message (at the default 512 KiB chunk, seven 64 KiB DATA frames: the far side writes them
+ * to its socket as one writev).
+ */
+const FLUSH_BYTES = 512 * 1024
+/**
+ * Bytes left free at the start of each batch buffer, for a transport that puts its own header in
+ * front of the frames without copying them (`OutputQueue.take`); 0: the batch is the message.
+ */
+const BATCH_HEADROOM_BYTES = 0
+/**
+ * Runs `fn` once the current turn of the event loop is over: after the I/O callbacks of this turn
+ * (Node's `setImmediate`), or as a task where there is none (a page).
+ */
+const scheduleFlush: (fn: () => void) => void = globalThis.setImmediate ?? ((fn) => { setTimeout(fn, 0) })
 /** How long a graceful close waits for queued frames to go out. */
 const CLOSE_FLUSH_MS = 1000
 
@@ -281,7 +296,11 @@ export class Muxer extends Emitter<MuxEvents> {
     if (this.closedWith !== undefined) return
     this.output.push(head, payload)
     this.queued += head.byteLength + (payload?.byteLength ?? 0)
-    if (!this.flushing) void this.flush()
+    if (this.flushing) return
+    // The first frame after a quiet spell waits for the end of this turn of the event loop, not
+    // for a timer: the frames of every socket read in it go out together, as one batch.
+    this.flushing = true
+    scheduleFlush(() => { void this.flush() })
   }
 
   private async flush (): Promise<void> {
@@ -289,7 +308,8 @@ export class Muxer extends Emitter<MuxEvents> {
     try {
       while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
         // Whole frames, one stream message each batch: the other side never joins a frame's pieces.
-        const batch = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes))
+        const buffer = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes), BATCH_HEADROOM_BYTES)
+        const batch = BATCH_HEADROOM_BYTES === 0 ? buffer : buffer.subarray(BATCH_HEADROOM_BYTES)
         await this.conn.writeOwned(batch)
         this.queued -= batch.byteLength
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()

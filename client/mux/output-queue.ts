@@ -43,8 +43,13 @@ export class OutputQueue {
    * The next message: as many whole frames as fit in `limitBytes`, joined into a new buffer the
    * caller owns; a first frame over the limit goes alone (the stream then splits it). Empty when
    * nothing waits.
+   *
+   * With `headroomBytes`, the buffer starts with that many bytes left free (zero) for the caller to
+   * put a header of its own in front of the frames without another copy: the frames are
+   * `buffer.subarray(headroomBytes)`, and `limitBytes` counts the frames only. A lone control
+   * frame then goes into a new buffer too.
    */
-  take (limitBytes: number): Uint8Array {
+  take (limitBytes: number, headroomBytes = 0): Uint8Array {
     let size = 0
     let count = 0
     for (const frame of this.frames) {
@@ -55,9 +60,11 @@ export class OutputQueue {
     const taken = this.frames.splice(0, count)
     this.bytes -= size
     const only = taken[0]
-    if (count === 1 && only !== undefined && only.payload === undefined) return only.head
-    const out = new Uint8Array(size)
-    let at = 0
+    if (count === 1 && only !== undefined && only.payload === undefined && headroomBytes === 0) return only.head
+    // One allocation per message, Buffer-free (client/ bundles for the browser): the frames'
+    // headers and payloads are written straight into it.
+    const out = new Uint8Array(headroomBytes + size)
+    let at = headroomBytes
     for (const frame of taken) {
       out.set(frame.head, at)
       at += frame.head.byteLength

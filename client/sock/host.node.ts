@@ -47,17 +47,61 @@ export function resetSocket (socket: net.Socket): void {
 }
 
 /**
+ * Largest write to a TCP socket from a channel: the chunks that arrived together (the frames of a
+ * stream message, or what came while the socket drained) go out as one `writev` up to this size,
+ * instead of one write per 64 KiB frame. It is also what a socket may hold past its high-water mark
+ * before the channel stops being read (and granting credit).
+ */
+export const MAX_SOCKET_WRITE_BYTES = 256 * 1024
+
+/**
+ * Bytes read from a TCP socket and handed to its channel that may wait for credit before the
+ * socket is paused (a chunk read is at most 64 KiB, so it holds at most this plus one chunk).
+ */
+export const MAX_SOCKET_READ_AHEAD_BYTES = 512 * 1024
+
+/**
+ * Write `chunks` to `socket` as one `writev` (corked); settles once the socket can take more: at
+ * once while its buffer is under its high-water mark, else at `drain` (or `close`).
+ */
+async function writeChunks (socket: net.Socket, chunks: Uint8Array[]): Promise<void> {
+  let more = true
+  if (chunks.length === 1) more = socket.write(bytes(chunks[0] as Uint8Array))
+  else {
+    socket.cork()
+    for (const chunk of chunks) more = socket.write(bytes(chunk))
+    socket.uncork()
+  }
+  if (more || socket.destroyed) return
+  await new Promise<void>((resolve) => {
+    const done = (): void => { socket.off('drain', done); socket.off('close', done); resolve() }
+    socket.on('drain', done)
+    socket.on('close', done)
+  })
+}
+
+/**
  * Pipe a TCP socket and a reliable channel both ways until both ends are over: half-closes pass
  * through as half-closes (a FIN only for the other side's FIN, never for a reset), an error on one side aborts the
  * other, and a channel that fails (reset, killed, connection to the peer or the server lost)
- * resets the socket. The socket is paused while the channel has no credit, and the channel is
- * not read while the socket's buffer is full.
+ * resets the socket. The socket is paused while the channel has no credit (past
+ * `MAX_SOCKET_READ_AHEAD_BYTES`), and the channel is not read (so no credit goes back) while the
+ * socket's buffer is over its high-water mark; what arrived meanwhile goes out in one write
+ * (`MAX_SOCKET_WRITE_BYTES`).
  */
 export function pipeSocket (socket: net.Socket, channel: Channel): void {
+  // Reads go on while what is handed to the channel and not yet within its credit stays under
+  // MAX_SOCKET_READ_AHEAD_BYTES: several reads of one turn of the event loop then leave as one
+  // batch of frames (one stream message), and a channel out of credit pauses the socket.
+  let ahead = 0
   socket.on('data', (chunk: Buffer) => {
-    socket.pause()
+    ahead += chunk.byteLength
+    if (ahead > MAX_SOCKET_READ_AHEAD_BYTES) socket.pause()
     // Handed over without a copy: Node gives each chunk read from a socket memory of its own.
-    channel.writeOwned(chunk).then(() => socket.resume(), () => resetSocket(socket))
+    channel.writeOwned(chunk).then(() => {
+      ahead -= chunk.byteLength
+      if (ahead <= MAX_SOCKET_READ_AHEAD_BYTES && socket.isPaused()) socket.resume()
+    }, () => resetSocket(socket))
   })
   // libuv reports a reset that arrives behind unread bytes (the socket was paused for want of
   // credit) as a plain end: a zero-length write tells them apart (it fails with ECONNRESET or EPIPE
@@ -76,19 +120,13 @@ export function pipeSocket (socket: net.Socket, channel: Channel): void {
   void (async () => {
     try {
       for (;;) {
-        const chunk = await channel.read()
-        if (chunk === null) {
+        const chunks = await channel.readBatch(MAX_SOCKET_WRITE_BYTES)
+        if (chunks === null) {
           socket.end() // the other side's application ended cleanly: pass its FIN on
           return
         }
         if (socket.destroyed) return
-        if (!socket.write(bytes(chunk))) {
-          await new Promise<void>((resolve) => {
-            const done = (): void => { socket.off('drain', done); socket.off('close', done); resolve() }
-            socket.on('drain', done)
-            socket.on('close', done)
-          })
-        }
+        await writeChunks(socket, chunks)
       }
     } catch {
       resetSocket(socket) // the channel failed: so does the connection

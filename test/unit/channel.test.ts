@@ -747,3 +747,55 @@ describe('Channel: window auto-tuning', () => {
     expect(link.reserves).toEqual([])
   })
 })
+
+describe('Channel: readBatch', () => {
+  // [what, chunk sizes pushed, maxBytes, chunks per batch]
+  it.each<[string, number[], number, number[]]>([
+    ['one chunk', [100], 1000, [1]],
+    ['chunks that fit together', [100, 200, 300], 1000, [3]],
+    ['chunks exactly at the bound', [500, 500], 1000, [2]],
+    ['one byte over the bound starts the next batch', [500, 501], 1000, [1, 1]],
+    ['a first chunk over the bound goes alone', [1500, 10, 10], 1000, [1, 2]]
+  ])('%s', async (_, sizes, maxBytes, perBatch) => {
+    const { ch, link } = channel(RELIABLE, 4000, 1000)
+    for (const [i, n] of sizes.entries()) ch.push({ data: pattern(n, i) })
+    const batches: Uint8Array[][] = []
+    for (const _ of perBatch) batches.push(await within(ch.readBatch(maxBytes), 'a batch') ?? [])
+    expect(batches.map((b) => b.length)).toEqual(perBatch)
+    // Every chunk as it came, in order.
+    expect(hex(concat(batches.flat()))).toBe(hex(concat(sizes.map((n, i) => pattern(n, i)))))
+    expect(ch.stats().bufferedBytes).toBe(0)
+    // Credit for all that was read, granted as for reads one by one (half the window at a time).
+    const read = sizes.reduce((a, n) => a + n, 0)
+    expect(link.windows().reduce((a, n) => a + n, 0)).toBe(read >= 2000 ? read : 0)
+  })
+
+  it('grants credit once for a batch, not once per chunk', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000)
+    for (let i = 0; i < 10; i++) ch.push({ data: pattern(100, i) })
+    expect(await within(ch.readBatch(1000), 'the batch')).toHaveLength(10)
+    expect(link.windows()).toEqual([1000])
+  })
+
+  it('waits for a chunk, gives null at the FIN, rejects on a reset', async () => {
+    const { ch } = channel(RELIABLE, 1000, 1000)
+    const waiting = track(ch.readBatch(1000))
+    await settle()
+    expect(waiting.state).toBe('pending')
+    ch.push({ data: pattern(5) })
+    await settle()
+    expect(waiting.value?.map((c) => c.byteLength)).toEqual([5])
+    ch.remoteFin()
+    expect(await within(ch.readBatch(1000), 'the end')).toBeNull()
+    const reset = channel(RELIABLE, 1000, 1000).ch
+    const pending = track(reset.readBatch(1000))
+    reset.fail(new StarsockError('E_STREAM_ABORTED', 'reset'))
+    await settle()
+    expect(pending.state).toBe('rejected')
+    expectCode(pending.error, 'E_STREAM_ABORTED')
+  })
+
+  it('is for reliable channels only', async () => {
+    await expect(channel(UNRELIABLE, 1000, 1000).ch.readBatch(1000)).rejects.toThrow(TypeError)
+  })
+})

@@ -64,3 +64,30 @@ describe('OutputQueue', () => {
     expect(new OutputQueue().take(1000).byteLength).toBe(0)
   })
 })
+
+describe('OutputQueue: headroom', () => {
+  it.each<[string, number[], number]>([
+    ['a header and its payload', [50], 5],
+    ['several frames', [100, 200, 300], 5],
+    ['a lone control frame', [], 5],
+    ['no headroom', [100, 200], 0]
+  ])('leaves the first bytes free, the frames after them: %s', (_, sizes, headroom) => {
+    const queue = new OutputQueue()
+    const control = encodeJsonFrame(FRAME.REPLY, 3, {})
+    if (sizes.length === 0) queue.push(control)
+    const payloads = sizes.map((n, i) => pattern(n, i))
+    for (const [i, p] of payloads.entries()) queue.push(encodeFrameHeader(FRAME.DATA, 2 * i + 1, p.byteLength), p)
+    const message = queue.take(10_000, headroom)
+    const frames = sizes.length === 0 ? hex(control) : payloads.map((p, i) => hex(encodeFrame(FRAME.DATA, 2 * i + 1, p))).join('')
+    expect(message.byteLength).toBe(headroom + frames.length / 2)
+    expect(hex(message.subarray(0, headroom))).toBe('00'.repeat(headroom))
+    expect(hex(message.subarray(headroom))).toBe(frames)
+    if (headroom > 0) expect(message).not.toBe(control)
+  })
+
+  it('counts the frames only against the limit', () => {
+    const queue = new OutputQueue()
+    for (const i of [0, 1]) queue.push(encodeFrameHeader(FRAME.DATA, 1, 491), pattern(491, i))
+    expect(queue.take(1000, 64).byteLength).toBe(1064)
+  })
+})

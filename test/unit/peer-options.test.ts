@@ -13,7 +13,7 @@ describe('resolvePeerOptions', () => {
       requestTimeoutMs: 10_000,
       takeover: false,
       windowBytes: 2 * 1024 * 1024,
-      chunkBytes: 128 * 1024,
+      chunkBytes: 512 * 1024,
       receiveLimitBytes: 16 * 1024 * 1024,
       heartbeatIntervalMs: 5000,
       heartbeatTimeoutMs: 5000,
@@ -30,7 +30,7 @@ describe('resolvePeerOptions', () => {
     expect(o.windowBytes).toBe(1024)
     expect(o.takeover).toBe(true)
     expect(o.transports).toEqual(['websocket'])
-    expect(o.chunkBytes).toBe(128 * 1024)
+    expect(o.chunkBytes).toBe(512 * 1024)
   })
 
   it.each<[string, Partial<PeerOptions>, ErrorConstructor, string]>([

@@ -1,0 +1,54 @@
+/**
+ * The node flags of `bin/node-flags.js` are in force in every `starsock` program, checked in V8
+ * itself: the factor it grows the old generation's limit by after a full collection, as
+ * `--trace-gc-verbose` prints it (`[HeapController] Limit: old size: ..., new limit: ... (4.0)`).
+ */
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, describe, expect, it } from 'vitest'
+import { NODE_FLAGS } from '../bin/node-flags.js'
+
+const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
+const PROBE = fileURLToPath(new URL('./fixtures/gc-factor-probe.js', import.meta.url))
+const dir = mkdtempSync(join(tmpdir(), 'starsock-flags-'))
+afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
+
+/** The heap growing factor V8 used at the program's exit, with `nodeArgs` before the bin. */
+function factor (nodeArgs: string[], args: string[], env: Record<string, string> = {}): { factor: number, status: number | null } {
+  const r = spawnSync(process.execPath, [...nodeArgs, '--import', PROBE, BIN, ...args], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, ...env } })
+  const m = /\[HeapController\] Limit: old size: \d+ KB, new limit: \d+ KB \((\d+\.\d)\)/.exec(r.stdout)
+  if (m?.[1] === undefined) throw new Error(`no factor line from starsock ${args.join(' ')} (status ${String(r.status)}): ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`)
+  return { factor: Number(m[1]), status: r.status }
+}
+
+const percent = Number(/^--heap-growing-percent=(\d+)$/.exec(NODE_FLAGS.find((f) => f.startsWith('--heap-growing-percent=')) ?? '')?.[1])
+
+describe('node flags of the starsock program', () => {
+  it('names the growing factor this test checks', () => {
+    expect(percent).toBeGreaterThan(0)
+  })
+
+  it.each([
+    ['--help', ['--help']],
+    ['id', ['id', '--key', join(dir, 'key')]]
+  ])('are in force in `starsock %s`, over what node started with', (_, args) => {
+    // The probe sets 50% first, as node's own setting would be: the program must replace it.
+    const r = factor([], args, { PROBE_GROWING_PERCENT: '50' })
+    expect(r.status).toBe(0)
+    expect(r.factor).toBe(1 + percent / 100)
+  })
+
+  it('leave a flag given on node\'s command line as it is', () => {
+    expect(factor(['--heap-growing-percent=50'], ['--help']).factor).toBe(1.5)
+  })
+
+  it('leave a flag given in NODE_OPTIONS as it is', () => {
+    // NODE_OPTIONS takes only some V8 flags; a run with one it refuses says so and stops. This one
+    // it takes: --max-old-space-size. The growing factor is then ours.
+    const r = factor([], ['--help'], { NODE_OPTIONS: '--max-old-space-size=512', PROBE_GROWING_PERCENT: '50' })
+    expect(r.factor).toBe(1 + percent / 100)
+  })
+})
