@@ -116,15 +116,16 @@ export function payloadBytes (chunk: QueuedChunk): number {
 /**
  * Send `chunk` of `stream` to its receiver: as a raw frame on the receiver's lane (the sender's
  * frame itself, its header rewritten in place: the buffer came from the wire and is the relay's),
- * else as a `queue` event (a raw frame's payload as a view, without a copy).
+ * else as a `queue` event (a raw frame's payload as a view, without a copy). Returns whether it went as a frame.
  */
-export function deliver (stream: RelayStream, chunk: QueuedChunk): void {
+export function deliver (stream: RelayStream, chunk: QueuedChunk): boolean {
   const { endpoint } = stream.receiver
   const lane = stream.receiverLane
   if (chunk.raw && lane !== undefined && endpoint.sendFrame !== undefined) {
     writeFrameHeader(chunk.bytes, FRAME_KIND_DATA, lane)
     endpoint.sendFrame(chunk.bytes)
-  } else {
-    endpoint.emit(streamEvent('queue', stream.id), chunk.raw ? chunk.bytes.subarray(FRAME_HEADER_BYTES) : chunk.bytes)
+    return true
   }
+  endpoint.emit(streamEvent('queue', stream.id), chunk.raw ? chunk.bytes.subarray(FRAME_HEADER_BYTES) : chunk.bytes)
+  return false
 }

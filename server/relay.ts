@@ -44,6 +44,8 @@ export class Relay {
 
   /** Stream bytes forwarded to receivers since the start. */
   relayedBytes = 0
+  /** Raw frames taken from senders, and sent to receivers as frames, since the start. */
+  readonly frames = { in: 0, out: 0 }
 
   /** Streams open now. */
   get openStreams (): number {
@@ -179,6 +181,7 @@ export class Relay {
     if (kind !== FRAME_KIND_DATA) return 'frame-kind'
     const stream = this.parties.get(session)?.lanes.get(frameLane(frame))
     if (stream === undefined || stream.ending !== undefined) return 'frame-lane'
+    this.frames.in++
     this.enqueue(stream, { bytes: frame, raw: true }, frame.byteLength - FRAME_HEADER_BYTES)
     return undefined
   }
@@ -292,7 +295,7 @@ export class Relay {
           const n = payloadBytes(chunk)
           this.dequeued(stream, n)
           senders.add(stream.sender)
-          deliver(stream, chunk)
+          if (deliver(stream, chunk)) this.frames.out++
           this.relayedBytes += n
           this.observer.relayed?.(n)
           if (stream.sendable) ready.add(stream)
