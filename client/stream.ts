@@ -221,8 +221,8 @@ export class SendStream {
    * views handed to the transport, so `data` must never be changed afterwards. Data of at most
    * `chunkBytes` and half the receiver's window goes whole, as one message (it waits for credit
    * for all of it), so a batch of frames is never cut in two. The first `reservedBytes` of `data`
-   * are not sent: room for the raw frame header (`STREAM_HEADROOM_BYTES`), so a whole message
-   * goes as a raw frame without a copy; without that room a raw frame is a copy.
+   * are not sent: with at least `STREAM_HEADROOM_BYTES` there, a whole message goes as a raw
+   * frame with its header written into that room; without, as an event (two WebSocket frames).
    */
   writeOwned (data: Uint8Array, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
     if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > data.byteLength) {
@@ -275,7 +275,10 @@ export class SendStream {
       // eslint-disable-next-line @typescript-eslint/only-throw-error -- set during the await; TS keeps the narrowing to undefined from above
       if (this.failure !== undefined) throw this.failure
       const n = Math.min(data.byteLength - offset, this.chunkBytes, this.credit ?? Infinity)
-      if (this.lane !== undefined) this.sendFrame(data, offset, n, owned && offset === reservedBytes && reservedBytes >= FRAME_HEADER_BYTES)
+      // An owned chunk goes as a frame only with room for the header before it (no copy); without
+      // it, as an event (a view, no copy either). Frames and events of a stream stay in order.
+      const inPlace = owned && offset === reservedBytes && reservedBytes >= FRAME_HEADER_BYTES
+      if (this.lane !== undefined && (inPlace || !owned)) this.sendFrame(data, offset, n, inPlace)
       else {
         // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
         const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)

@@ -125,21 +125,25 @@ describe('raw frames between peers', () => {
     expect(server.rendezvous.relay.frames.in).toBeGreaterThan(0)
   })
 
-  it('sends an owned buffer with reserved room as one frame, the header in that room', async () => {
+  it('sends an owned buffer with reserved room as a frame, the header in that room; one without as an event, in order', async () => {
     await start()
     const a = await peer()
     const b = await peer()
     const incoming: Connection[] = []
     b.handle((conn) => { incoming.push(conn) })
     const conn = await a.dial(b.peerId)
-    const payload = testBytes(30_000, 9)
-    const buffer = new Uint8Array(8 + payload.byteLength)
-    buffer.set(payload, 8)
-    await conn.writeOwned(buffer, { reservedBytes: 8 })
+    const parts = [1, 2, 3, 4].map((seed) => testBytes(30_000, seed))
+    const roomy = new Uint8Array(8 + 30_000)
+    roomy.set(parts[1] as Uint8Array, 8)
+    await conn.writeOwned(new Uint8Array(parts[0] as Uint8Array)) // no room: an event
+    await conn.writeOwned(roomy, { reservedBytes: 8 }) // a frame, without a copy
+    await conn.write(parts[2] as Uint8Array) // a frame with a copy
+    await conn.writeOwned(new Uint8Array(parts[3] as Uint8Array), { reservedBytes: 0 })
     await conn.closeWrite()
-    expect(buffer.subarray(3, 8), 'the header was written into the reserved room').not.toEqual(new Uint8Array(5))
+    expect(roomy.subarray(3, 8), 'the header went into the reserved room').toEqual(Uint8Array.of(0, 0, 0, 0, 1))
     await waitFor('the incoming connection', () => incoming.length === 1)
-    expectBytes(await within('the owned write', readAll(incoming[0] as Connection)), payload, 'the owned write')
-    expect(server.rendezvous.relay.frames.in).toBe(1)
+    expectBytes(await within('the owned writes', readAll(incoming[0] as Connection)), Buffer.concat(parts), 'the writes, in order')
+    expect(server.rendezvous.relay.frames.in).toBe(2)
+    await expect(conn.writeOwned(new Uint8Array(4), { reservedBytes: 5 })).rejects.toThrow(RangeError)
   })
 })
