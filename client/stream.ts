@@ -182,11 +182,6 @@ export class SendStream {
     this.waiters.wake()
   }
 
-  /** Whether data goes as raw frames (known once accepted). */
-  get rawFrames (): boolean {
-    return this.lane !== undefined
-  }
-
   /** The receiver granted more bytes. */
   onCredit (bytes: unknown): void {
     if (this.credit === undefined || typeof bytes !== 'number' || !(bytes > 0)) return
@@ -225,7 +220,7 @@ export class SendStream {
    * frame with its header written into that room; without, as an event (two WebSocket frames).
    */
   writeOwned (data: Uint8Array, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
-    if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > data.byteLength) {
+    if (data instanceof Uint8Array && (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > data.byteLength)) {
       return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to data.byteLength, got ${String(reservedBytes)}`))
     }
     return this.queueWrite(data, true, signal, reservedBytes)
