@@ -12,6 +12,8 @@ import type pull from 'pull-stream'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import type { ReceiveStream, SendStream } from './stream.ts'
 
+export { STREAM_HEADROOM_BYTES } from './stream.ts'
+
 /** Figures of one connection. */
 export interface ConnectionStats {
   /** Bytes written and sent. */
@@ -70,10 +72,12 @@ export class Connection implements AsyncIterable<Uint8Array> {
   /**
    * `write` without the copy, for a caller that gives its buffer up: `data` is handed to the
    * transport as it is, so it must never be changed afterwards. Up to `chunkBytes` (and half the
-   * other side's window) it goes as one stream message, never cut in two.
+   * other side's window) it goes as one stream message, never cut in two. `reservedBytes` leading
+   * bytes of `data` are free room, not sent: leave `STREAM_HEADROOM_BYTES` there and a raw frame
+   * needs no copy. @default reservedBytes 0
    */
-  async writeOwned (data: Uint8Array, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await this.tx.writeOwned(data, options.signal)
+  async writeOwned (data: Uint8Array, options: { signal?: AbortSignal, reservedBytes?: number } = {}): Promise<void> {
+    await this.tx.writeOwned(data, options.signal, options.reservedBytes ?? 0)
   }
 
   /** Largest stream message: writes are sent in chunks of at most this many bytes. */

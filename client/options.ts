@@ -53,6 +53,11 @@ export interface PeerOptions {
   /** First and largest reconnect delay. @default 500 and 5_000 */
   reconnectDelayMs?: number
   reconnectDelayMaxMs?: number
+  /**
+   * Carry stream data as raw engine.io binary messages when the server agrees (one WebSocket
+   * frame per chunk instead of two); off, every chunk is a socket.io event. @default true
+   */
+  rawFrames?: boolean
   /** Where logs go. @default silent */
   logger?: Logger
   /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
@@ -77,6 +82,7 @@ export interface ResolvedPeerOptions {
   connectTimeoutMs: number
   reconnectDelayMs: number
   reconnectDelayMaxMs: number
+  rawFrames: boolean
   logger: Logger
 }
 
@@ -90,6 +96,7 @@ function positive (name: string, value: number | undefined, fallback: number): n
 export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): ResolvedPeerOptions {
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
+  if (options.rawFrames !== undefined && typeof options.rawFrames !== 'boolean') throw new TypeError('rawFrames must be a boolean')
   const resumeId = options.resumeId
   if (resumeId !== undefined && (typeof resumeId !== 'string' || resumeId.length < 32 || resumeId.length > 128 || !isHex(resumeId))) {
     throw new TypeError('resumeId must be a hex string of 32 to 128 characters')
@@ -107,6 +114,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
     connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000),
     reconnectDelayMs: positive('reconnectDelayMs', options.reconnectDelayMs, 500),
     reconnectDelayMaxMs: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
+    rawFrames: options.rawFrames ?? true,
     logger: options.logger ?? silentLogger
   }
 }

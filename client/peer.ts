@@ -8,6 +8,7 @@
  */
 import { StarsockError } from '../shared/errors.ts'
 import { EVENTS, type UdpAllocation } from '../shared/events.ts'
+import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import type { Logger } from '../shared/logger.ts'
 import type { Connection } from './connection.ts'
 import { Emitter } from './emitter.ts'
@@ -61,7 +62,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.logger = o.logger.child({ ns: 'starsock:client' })
     this.link = new ServerLink({ ...o, url: this.server.url, token: options.token, socketOptions: options.socketOptions, logger: this.logger })
     this.known = new PeerList(this.peerId, (info) => this.emit('peer:join', info), (info) => this.emit('peer:leave', info))
-    this.streams = new StreamTable(this.link.streams, o, () => this.join.hello?.limits)
+    this.streams = new StreamTable(this.link.streams, o, () => this.join.hello?.limits, () => this.join.hello?.rawFrames === true)
     this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs)
     this.udp = new UdpRequests(this.link, () => this.mustBeJoined('use the UDP relay'))
     this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger }, {
@@ -194,7 +195,11 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     link.onServer(EVENTS.PEER_JOIN, (addr) => this.known.learn(addr))
     link.onServer(EVENTS.PEER_LEAVE, (addr) => this.known.forget(addr))
     link.onServer(EVENTS.INCOMING, (dialId, from, ack) => this.dials.incoming(dialId, from, ack, this.handler, (conn) => this.emit('connection', conn)))
-    link.onAnyServer((event, value) => { this.streams.dispatch(event, value) })
+    // Frames and stream events in one listener, in the order they came (ends never overtake data).
+    link.onAnyServer((event, value, lane) => {
+      if (event === FRAME_EVENT) this.streams.dispatchFrame(value)
+      else this.streams.dispatch(event, value, lane)
+    })
   }
 
   /** Close because of `err`, which `closedBy` keeps. */

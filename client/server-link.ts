@@ -7,6 +7,7 @@ import { io, type Socket } from 'socket.io-client'
 import { errorFromWire, StarsockError } from '../shared/errors.ts'
 import { EVENTS } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
+import { rawFrameParser } from '../shared/raw-parser.ts'
 import { Emitter } from './emitter.ts'
 import type { StreamTransport } from './stream.ts'
 import { bounded, throwIfAborted, Waiters } from './waiters.ts'
@@ -68,6 +69,7 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
   /** The streams' view of this link. */
   readonly streams: StreamTransport = {
     emit: (event, ...args) => { this.socket.emit(event, ...args) },
+    frame: (frame) => this.sendFrame(frame),
     room: async (signal) => await this.whenWritable(signal),
     sent: (n) => { this.sinceDrain += n }
   }
@@ -76,6 +78,7 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
     super()
     this.socket = io(options.url, {
       ...options.socketOptions,
+      parser: rawFrameParser, // socket.io-parser, with raw data frames (shared/raw-parser.ts)
       autoConnect: false,
       forceNew: true,
       transports: options.transports,
@@ -96,6 +99,18 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
   /** Start connecting (and reconnecting after drops). */
   connect (): void {
     this.socket.connect()
+  }
+
+  /**
+   * Send a raw frame as one engine.io message, after the events emitted so far (socket.io-client
+   * writes a connected socket's packets straight to the same engine); `false` when not connected
+   * (the streams fail with the disconnect).
+   */
+  private sendFrame (frame: Uint8Array): boolean {
+    const engine = this.socket.io.engine
+    if (!this.socket.connected || engine === undefined) return false
+    engine.write(frame)
+    return true
   }
 
   /** Call `fn` with the arguments of every `event` from the server. */

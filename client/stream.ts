@@ -8,16 +8,27 @@
  * sends `accept.S` with no window: the sender then relies on transport backpressure (the server
  * stops reading it). A legacy sender ignores the window, so the receiver caps what it buffers and
  * fails the stream past that cap instead of growing.
+ *
+ * Between peers whose links negotiated raw frames (`shared/raw-frame.ts`), the receiver's accept
+ * carries its lane and the sender's carries the sender's: data then goes as raw frames on that
+ * lane instead of `queue` events, with the same credit; ends and errors stay events on the same
+ * ordered connection, so an end never overtakes data.
  */
 import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { streamEvent } from '../shared/events.ts'
+import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, isLane, writeFrameHeader } from '../shared/raw-frame.ts'
 import { CreditWindow } from './credit-window.ts'
 import { Waiters } from './waiters.ts'
+
+/** Room a `writeOwned` caller leaves at the front of its buffer (`reservedBytes`) for a raw frame's header. */
+export const STREAM_HEADROOM_BYTES = FRAME_HEADER_BYTES
 
 /** What a stream needs from the connection to the server. */
 export interface StreamTransport {
   /** Send an event to the server. */
   emit: (event: string, ...args: unknown[]) => void
+  /** Send a raw frame after the events emitted so far; `false` when it could not (disconnected). */
+  frame?: (frame: Uint8Array) => boolean
   /** Settles when the transport has room for more bytes. */
   room: (signal?: AbortSignal) => Promise<void>
   /** Count bytes handed to the transport. */
@@ -46,7 +57,9 @@ export class ReceiveStream {
     private readonly windowBytes: number,
     /** Buffered bytes past which the stream fails (a sender that ignores the window). */
     private readonly limitBytes: number,
-    private readonly onDone: () => void
+    private readonly onDone: () => void,
+    /** The lane raw frames of this stream arrive on; `undefined` when they come as events. */
+    readonly lane?: number
   ) {
     this.window = new CreditWindow(windowBytes)
   }
@@ -56,9 +69,10 @@ export class ReceiveStream {
     return this.window.bufferedBytes
   }
 
-  /** Tell the sender we are ready, with our window. */
+  /** Tell the sender we are ready, with our window (and our lane, for raw frames). */
   open (): void {
-    this.transport.emit(streamEvent('accept', this.id), this.windowBytes)
+    if (this.lane !== undefined) this.transport.emit(streamEvent('accept', this.id), this.windowBytes, this.lane)
+    else this.transport.emit(streamEvent('accept', this.id), this.windowBytes)
   }
 
   /** Whether the stream has ended (cleanly or not). */
@@ -130,6 +144,8 @@ export class SendStream {
   private credit: number | undefined
   /** The receiver's window, as it announced it (0 for a legacy receiver). */
   private windowBytes = 0
+  /** The lane to send raw frames on, when the server gave one. */
+  private lane: number | undefined
   private failure: StarsockError | undefined
   private ended = false
   private endSent = false
@@ -156,12 +172,13 @@ export class SendStream {
     return this.ended || this.failure !== undefined
   }
 
-  /** The receiver is ready; a number is its window (a starsock receiver). */
-  onAccept (window: unknown): void {
+  /** The receiver is ready; a number is its window (a starsock receiver), a `lane` the server's lane for raw frames. */
+  onAccept (window: unknown, lane?: unknown): void {
     if (this.accepted) return
     this.accepted = true
     this.credit = typeof window === 'number' && window > 0 ? window : undefined
     this.windowBytes = this.credit ?? 0
+    this.lane = isLane(lane) && this.transport.frame !== undefined ? lane : undefined
     this.waiters.wake()
   }
 
@@ -198,16 +215,21 @@ export class SendStream {
    * `write` for a caller that gives `data` up (the multiplexer's batches): no copy, the chunks are
    * views handed to the transport, so `data` must never be changed afterwards. Data of at most
    * `chunkBytes` and half the receiver's window goes whole, as one message (it waits for credit
-   * for all of it), so a batch of frames is never cut in two.
+   * for all of it), so a batch of frames is never cut in two. The first `reservedBytes` of `data`
+   * are not sent: with at least `STREAM_HEADROOM_BYTES` there, a whole message goes as a raw
+   * frame with its header written into that room; without, as an event (two WebSocket frames).
    */
-  writeOwned (data: Uint8Array, signal?: AbortSignal): Promise<void> {
-    return this.queueWrite(data, true, signal)
+  writeOwned (data: Uint8Array, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
+    if (data instanceof Uint8Array && (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > data.byteLength)) {
+      return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to data.byteLength, got ${String(reservedBytes)}`))
+    }
+    return this.queueWrite(data, true, signal, reservedBytes)
   }
 
-  private queueWrite (data: Uint8Array, owned: boolean, signal?: AbortSignal): Promise<void> {
+  private queueWrite (data: Uint8Array, owned: boolean, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError('data must be a Uint8Array'))
     if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
-    const run = this.queue.then(async () => await this.send(data, owned, signal))
+    const run = this.queue.then(async () => await this.send(data, owned, signal, reservedBytes))
     this.queue = run.catch(() => {})
     return run
   }
@@ -235,8 +257,8 @@ export class SendStream {
     this.fail(new StarsockError('E_STREAM_ABORTED', 'Aborted here'))
   }
 
-  private async send (data: Uint8Array, owned: boolean, signal?: AbortSignal): Promise<void> {
-    let offset = 0
+  private async send (data: Uint8Array, owned: boolean, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
+    let offset = reservedBytes
     while (offset < data.byteLength) {
       const rest = data.byteLength - offset
       // Credit for all of a whole message, unless it may never be free at once: the receiver holds
@@ -248,13 +270,36 @@ export class SendStream {
       // eslint-disable-next-line @typescript-eslint/only-throw-error -- set during the await; TS keeps the narrowing to undefined from above
       if (this.failure !== undefined) throw this.failure
       const n = Math.min(data.byteLength - offset, this.chunkBytes, this.credit ?? Infinity)
-      // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
-      const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)
-      this.transport.emit(streamEvent('queue', this.id), chunk)
+      // An owned chunk goes as a frame only with room for the header before it (no copy); without
+      // it, as an event (a view, no copy either). Frames and events of a stream stay in order.
+      const inPlace = owned && offset === reservedBytes && reservedBytes >= FRAME_HEADER_BYTES
+      if (this.lane !== undefined && (inPlace || !owned)) this.sendFrame(data, offset, n, inPlace)
+      else {
+        // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
+        const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)
+        this.transport.emit(streamEvent('queue', this.id), chunk)
+      }
       this.transport.sent(n)
       if (this.credit !== undefined) this.credit -= n
       this.sentBytes += n
       offset += n
     }
+  }
+
+  /**
+   * Send `n` bytes of `data` from `offset` as a raw frame: in place, in the free bytes before
+   * `offset` when `inPlace` (an owned buffer's reserved room), else as a copy with its header.
+   */
+  private sendFrame (data: Uint8Array, offset: number, n: number, inPlace: boolean): void {
+    const lane = this.lane as number
+    let frame: Uint8Array
+    if (inPlace) {
+      frame = data.subarray(offset - FRAME_HEADER_BYTES, offset + n)
+    } else {
+      frame = new Uint8Array(FRAME_HEADER_BYTES + n)
+      frame.set(data.subarray(offset, offset + n), FRAME_HEADER_BYTES)
+    }
+    writeFrameHeader(frame, FRAME_KIND_DATA, lane)
+    this.transport.frame?.(frame)
   }
 }

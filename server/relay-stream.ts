@@ -1,4 +1,6 @@
-/** One relayed one-way stream, and one session as the relay sees it: queues and backpressure state. */
+/** One relayed one-way stream, and one session as the relay sees it: queues, lanes and backpressure state. */
+import { streamEvent } from '../shared/events.ts'
+import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, MAX_LANE, writeFrameHeader } from '../shared/raw-frame.ts'
 import type { Endpoint } from './session.ts'
 
 /** How a stream ends: `true` for a clean end, a string for an error. */
@@ -15,6 +17,10 @@ export class RelayParty {
   readonly inbound = new Map<string, RelayStream>()
   /** Inbound streams with a chunk or an end ready to forward, in round-robin order. */
   readonly ready = new Set<RelayStream>()
+  /** Outbound streams by the lane this client sends their raw frames on. */
+  readonly lanes = new Map<number, RelayStream>()
+  /** The next lane to give out: lanes are never reused on a connection. */
+  private nextLane = 1
   /** Bytes from this client's outbound streams held on the server. */
   queuedBytes = 0
   /** Outbound streams above their pause threshold. */
@@ -26,8 +32,23 @@ export class RelayParty {
 
   constructor (
     /** How to reach the client. */
-    readonly endpoint: Endpoint
+    readonly endpoint: Endpoint,
+    /** Whether the client negotiated raw frames (it may turn them on after the party exists). */
+    private readonly rawFrames: () => boolean = () => false
   ) {}
+
+  /** Whether the client reads and sends raw frames. */
+  get raw (): boolean {
+    return this.rawFrames() && this.endpoint.sendFrame !== undefined
+  }
+
+  /** A new lane for `stream`, which this client sends; `undefined` once they ran out (it stays on events). */
+  laneFor (stream: RelayStream): number | undefined {
+    if (this.nextLane > MAX_LANE) return undefined
+    const lane = this.nextLane++
+    this.lanes.set(lane, stream)
+    return lane
+  }
 
   /** Streams this client takes part in, both ways. */
   get streamCount (): number {
@@ -35,10 +56,19 @@ export class RelayParty {
   }
 }
 
+/**
+ * A chunk held on the server: its bytes, or a raw frame from the wire whose payload starts after
+ * the header (`raw`), forwarded as it is with the receiver's lane written over the sender's.
+ */
+export interface QueuedChunk {
+  bytes: Uint8Array
+  raw: boolean
+}
+
 /** A one-way stream from `sender` to `receiver`, named `id` on both sockets. */
 export class RelayStream {
   /** Chunks held on the server, oldest first. */
-  readonly queue: Uint8Array[] = []
+  readonly queue: QueuedChunk[] = []
   /** Bytes in `queue`. */
   queuedBytes = 0
   /** Bytes carried in all (for the byte budget). */
@@ -55,6 +85,10 @@ export class RelayStream {
   lastActiveMs: number
   /** The other direction of the same dial, closed with this one on failure. */
   sibling: RelayStream | undefined
+  /** The lane the sender sends raw frames on, once told (with `accept`). */
+  senderLane: number | undefined
+  /** The lane the receiver chose for raw frames (with its `accept`); events without one. */
+  receiverLane: number | undefined
 
   constructor (
     /** Stream id as on the wire (`<dialId>.dialer` or `<dialId>.listener`). */
@@ -72,4 +106,26 @@ export class RelayStream {
   get sendable (): boolean {
     return !this.closed && this.accepted && (this.queue.length > 0 || this.ending !== undefined)
   }
+}
+
+/** Payload bytes of a queued chunk. */
+export function payloadBytes (chunk: QueuedChunk): number {
+  return chunk.raw ? chunk.bytes.byteLength - FRAME_HEADER_BYTES : chunk.bytes.byteLength
+}
+
+/**
+ * Send `chunk` of `stream` to its receiver: as a raw frame on the receiver's lane (the sender's
+ * frame itself, its header rewritten in place: the buffer came from the wire and is the relay's),
+ * else as a `queue` event (a raw frame's payload as a view, without a copy). Returns whether it went as a frame.
+ */
+export function deliver (stream: RelayStream, chunk: QueuedChunk): boolean {
+  const { endpoint } = stream.receiver
+  const lane = stream.receiverLane
+  if (chunk.raw && lane !== undefined && endpoint.sendFrame !== undefined) {
+    writeFrameHeader(chunk.bytes, FRAME_KIND_DATA, lane)
+    endpoint.sendFrame(chunk.bytes)
+    return true
+  }
+  endpoint.emit(streamEvent('queue', stream.id), chunk.raw ? chunk.bytes.subarray(FRAME_HEADER_BYTES) : chunk.bytes)
+  return false
 }

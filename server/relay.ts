@@ -8,56 +8,18 @@
  * unflushed; the rest waits in the stream's queue. When a stream's queue, or the sum of a sender's
  * queues, passes half its cap, the relay stops reading from the sender (TCP backpressure: legacy
  * clients have no flow control); a queue that still reaches its cap fails with `E_LIMIT_BUFFER`.
+ * Chunks come as `queue` events or as raw frames (`frame`, between peers that negotiated them) and
+ * go out each way the receiver reads (`deliver`): the same queues and limits hold for both.
  */
 import { wireError, type ErrorCode } from '../shared/errors.ts'
-import { MAX_CREDIT_BYTES, streamEvent } from '../shared/events.ts'
+import { streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
-import { RelayParty, RelayStream } from './relay-stream.ts'
+import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, frameBytes, frameKind, frameLane, isLane } from '../shared/raw-frame.ts'
+import { isCredit, type RelayLimits, type RelayObserver, type RelayPartyState } from './relay-limits.ts'
+import { deliver, payloadBytes, RelayParty, RelayStream, type QueuedChunk } from './relay-stream.ts'
+
+export type { RelayLimits, RelayObserver, RelayPartyState }
 import type { Session } from './session.ts'
-
-function isCredit (n: unknown): n is number {
-  return typeof n === 'number' && Number.isSafeInteger(n) && n > 0 && n <= MAX_CREDIT_BYTES
-}
-
-/** Limits of the relay, resolved. */
-export interface RelayLimits {
-  /** Cap of one stream's queue. */
-  streamBufferBytes: number
-  /** Cap of all queues of one sender. */
-  socketBufferBytes: number
-  /** Unflushed bytes toward a receiver past which forwarding waits for a drain. */
-  writeHighWaterBytes: number
-  /** Bytes one stream may carry; 0 for no budget. */
-  streamByteBudget: number
-  /** Idle time after which a stream fails; 0 for none. */
-  streamIdleTimeoutMs: number
-  /** A sender paused this long has its blocking streams failed. */
-  senderStallTimeoutMs: number
-}
-
-/** What the relay reports, for metrics. */
-export interface RelayObserver {
-  /** Bytes forwarded to a receiver. */
-  relayed?: (bytes: number) => void
-  /** A stream failed with this code. */
-  failed?: (code: ErrorCode) => void
-  /** The number of open streams changed. */
-  streamsChanged?: (open: number) => void
-}
-
-/** What the relay holds for one session, as a snapshot (for checks and tests). */
-export interface RelayPartyState {
-  /** Ids of the streams the session sends on. */
-  outbound: ReadonlySet<string>
-  /** Ids of the streams the session receives. */
-  inbound: ReadonlySet<string>
-  /** Streams the session takes part in, both ways. */
-  streamCount: number
-  /** Bytes from the session's outbound streams held on the server. */
-  queuedBytes: number
-  /** Whether reading from the session is paused for backpressure. */
-  paused: boolean
-}
 
 /** Relayed streams between sessions. */
 export class Relay {
@@ -82,6 +44,8 @@ export class Relay {
 
   /** Stream bytes forwarded to receivers since the start. */
   relayedBytes = 0
+  /** Raw frames taken from senders, and sent to receivers as frames, since the start. */
+  readonly frames = { in: 0, out: 0 }
 
   /** Streams open now. */
   get openStreams (): number {
@@ -108,7 +72,7 @@ export class Relay {
 
   /** A snapshot of what the relay holds for `session` (empty for a session without streams). */
   stateOf (session: Session): RelayPartyState {
-    const p = this.parties.get(session) ?? new RelayParty(session.endpoint)
+    const p = this.parties.get(session) ?? new RelayParty(session.endpoint, () => session.rawFrames)
     return {
       outbound: new Set(p.outbound.keys()),
       inbound: new Set(p.inbound.keys()),
@@ -130,7 +94,7 @@ export class Relay {
   private party (session: Session): RelayParty {
     let party = this.parties.get(session)
     if (party === undefined) {
-      party = new RelayParty(session.endpoint)
+      party = new RelayParty(session.endpoint, () => session.rawFrames)
       this.parties.set(session, party)
     }
     return party
@@ -151,14 +115,21 @@ export class Relay {
   /**
    * The receiver emitted `accept` for `streamId`: tell the sender it may send, passing on the
    * receiver's window when it gave one (a starsock receiver; legacy sinks ignore the argument).
+   * A receiver that negotiated raw frames gives its lane after the window; a sender that did gets
+   * its own after the window (`null` from a legacy receiver).
    */
-  accept (receiver: Session, streamId: string, window?: unknown): boolean {
+  accept (receiver: Session, streamId: string, window?: unknown, lane?: unknown): boolean {
     const stream = this.parties.get(receiver)?.inbound.get(streamId)
     if (stream === undefined || stream.accepted) return false
     stream.accepted = true
     stream.lastActiveMs = this.now()
-    if (isCredit(window)) stream.sender.endpoint.emit(streamEvent('accept', streamId), window)
-    else stream.sender.endpoint.emit(streamEvent('accept', streamId))
+    if (stream.receiver.raw && isLane(lane)) stream.receiverLane = lane
+    const senderLane = stream.sender.raw ? stream.sender.laneFor(stream) : undefined
+    stream.senderLane = senderLane
+    const event = streamEvent('accept', streamId)
+    if (senderLane !== undefined) stream.sender.endpoint.emit(event, isCredit(window) ? window : null, senderLane)
+    else if (isCredit(window)) stream.sender.endpoint.emit(event, window)
+    else stream.sender.endpoint.emit(event)
     this.markReady(stream)
     return true
   }
@@ -192,7 +163,31 @@ export class Relay {
       this.fail(stream, 'E_BAD_REQUEST', 'stream chunks must be binary')
       return false
     }
-    const n = chunk.byteLength
+    return this.enqueue(stream, { bytes: chunk, raw: false }, chunk.byteLength)
+  }
+
+  /**
+   * The sender sent a raw frame: its chunk joins the stream of its lane, like `data`. Returns
+   * what was wrong with a frame it dropped (for the bad-request count), `undefined` when taken:
+   * `frame-unasked` from a client that did not negotiate frames, `frame-short` under a header,
+   * `frame-kind` of an unknown kind, `frame-lane` on a lane the client was not given or that closed.
+   * A dropped frame fails nothing: only the stream's own limits do.
+   */
+  frame (session: Session, data: unknown): 'frame-unasked' | 'frame-short' | 'frame-kind' | 'frame-lane' | undefined {
+    const frame = frameBytes(data)
+    if (!session.rawFrames || frame === undefined) return 'frame-unasked'
+    const kind = frameKind(frame)
+    if (kind === undefined) return 'frame-short'
+    if (kind !== FRAME_KIND_DATA) return 'frame-kind'
+    const stream = this.parties.get(session)?.lanes.get(frameLane(frame))
+    if (stream === undefined || stream.ending !== undefined) return 'frame-lane'
+    this.frames.in++
+    this.enqueue(stream, { bytes: frame, raw: true }, frame.byteLength - FRAME_HEADER_BYTES)
+    return undefined
+  }
+
+  /** Queue `chunk` (`n` payload bytes) on `stream`, within its budget and caps; `false` when that failed the stream. */
+  private enqueue (stream: RelayStream, chunk: QueuedChunk, n: number): boolean {
     const sender = stream.sender
     stream.lastActiveMs = this.now()
     stream.totalBytes += n
@@ -297,11 +292,12 @@ export class Relay {
         if (!stream.sendable) continue
         const chunk = stream.queue.shift()
         if (chunk !== undefined) {
-          this.dequeued(stream, chunk.byteLength)
+          const n = payloadBytes(chunk)
+          this.dequeued(stream, n)
           senders.add(stream.sender)
-          endpoint.emit(streamEvent('queue', stream.id), chunk)
-          this.relayedBytes += chunk.byteLength
-          this.observer.relayed?.(chunk.byteLength)
+          if (deliver(stream, chunk)) this.frames.out++
+          this.relayedBytes += n
+          this.observer.relayed?.(n)
           if (stream.sendable) ready.add(stream)
         } else if (stream.ending !== undefined) {
           this.close(stream)
@@ -335,6 +331,7 @@ export class Relay {
     }
     stream.queue.length = 0
     stream.sender.outbound.delete(stream.id)
+    if (stream.senderLane !== undefined) stream.sender.lanes.delete(stream.senderLane)
     stream.receiver.inbound.delete(stream.id)
     stream.receiver.ready.delete(stream)
     this.streams.delete(stream)

@@ -150,11 +150,14 @@ export class Rendezvous {
     session.starsock = true
     session.takeover = request.takeover === true
     session.resume = request.resume
+    // Once on, raw frames stay on for the connection: a lane given out stays valid.
+    session.rawFrames ||= request.rawFrames === true
     return {
       protocol: PROTOCOL_VERSION,
       version: this.version,
       cryptoChallenge: this.options.cryptoChallenge,
-      limits: publicLimits(this.options)
+      limits: publicLimits(this.options),
+      rawFrames: session.rawFrames
     }
   }
 

@@ -5,6 +5,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
+import { rawFrameParser } from '../shared/raw-parser.ts'
 import { DEFAULT_HOST, DEFAULT_PORT } from './constants.ts'
 import { handleRoute } from './http-routes.ts'
 import { ServerMetrics } from './metrics.ts'
@@ -138,6 +139,7 @@ function statsOf (rendezvous: Rendezvous): ServerStats {
 function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServer {
   return new SocketIoServer(http, {
     allowEIO3: true, // the published websocket-star clients speak engine.io 3
+    parser: rawFrameParser, // socket.io-parser, with starsock's raw data frames (shared/raw-parser.ts)
     maxHttpBufferSize: opts.maxMessageBytes,
     cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
     serveClient: false,

@@ -22,6 +22,8 @@ export interface Endpoint {
   congested?: () => boolean
   /** Disconnect the client. */
   disconnect?: () => void
+  /** Send a raw frame (`shared/raw-frame.ts`) after the events emitted so far; only to a client that negotiated them. */
+  sendFrame?: (frame: Uint8Array) => void
 }
 
 /** A connected client: the addresses it joined and what it told the server about itself. */
@@ -32,6 +34,8 @@ export class Session {
   starsock = false
   /** Asked (in hello) to take over an address another live client holds. */
   takeover = false
+  /** Asked (in hello) for stream data as raw frames, and was told yes. */
+  rawFrames = false
   /** Resume id this client presented in hello (one per client object, the same after every reconnect). */
   resume: string | undefined
   /** Resume credential of each address this client joined, by address: its resume id, or one made for it. */

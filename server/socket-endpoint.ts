@@ -4,7 +4,8 @@
  *
  * Unflushed bytes are counted from engine.io's own events: bytes emitted since the last `flush`
  * wait in engine.io's write buffer; a `flush` hands them to the transport; the transport's
- * `drain` says everything it was handed is written to the socket.
+ * `drain` says everything it was handed is written to the socket. Raw frames go the same way,
+ * as engine.io messages (`sendFrame`), and are counted the same.
  */
 import type { Socket } from 'socket.io'
 import type { Endpoint } from './session.ts'
@@ -20,6 +21,8 @@ interface EngineSocket {
   transport: EngineTransport
   writeBuffer: Array<{ data?: unknown }>
   on: (event: 'flush' | 'upgrade', fn: (arg: unknown) => void) => void
+  /** One engine.io message, queued after the socket.io packets written before it (engine.io ~6.6). */
+  send: (data: Uint8Array) => void
 }
 
 /** A rejected request: `code` says whether it timed out or the client went away. */
@@ -92,6 +95,11 @@ export function createSocketEndpoint (socket: Socket, onDrain: () => void, maxQu
       const chunk = args[0]
       // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
       if (chunk instanceof Uint8Array) unflushed.added(chunk.byteLength)
+    },
+    sendFrame (frame) {
+      // The same write buffer as socket.io's packets: a frame stays in order with the events.
+      conn.send(frame)
+      unflushed.added(frame.byteLength)
     },
     request: requests.request,
     pendingWriteBytes: unflushed.bytes,

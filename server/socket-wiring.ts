@@ -10,6 +10,7 @@ import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
+import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
 import { MAX_QUEUED_PACKETS } from './constants.ts'
 import type { ServerMetrics } from './metrics.ts'
@@ -112,9 +113,19 @@ function requireToken (io: Server, token: string, metrics: ServerMetrics): void 
   })
 }
 
-/** Stream events (`socket.io-pull-stream.<type>.<id>`) go to the relay; anything else unknown is answered "Unknown event". */
+/**
+ * Stream events (`socket.io-pull-stream.<type>.<id>`) and raw frames go to the relay; anything
+ * else unknown is answered "Unknown event". A listener of every event runs as each packet is
+ * dispatched, before socket.io defers the named listeners a tick: data and the end that follows
+ * it must take the same path, or the end overtakes the data.
+ */
 function onOtherEvent (rendezvous: Rendezvous, s: Session, handled: Map<string, unknown>, bad: (event: string) => void, log: Logger): (event: unknown, ...raw: unknown[]) => void {
   return (event: unknown, ...raw: unknown[]): void => {
+    if (event === FRAME_EVENT) {
+      const wrong = rendezvous.relay.frame(s, raw[0])
+      if (wrong !== undefined) bad(wrong)
+      return
+    }
     if (typeof event === 'string' && handled.has(event)) return
     const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
     if (parsed === undefined) {
@@ -123,7 +134,7 @@ function onOtherEvent (rendezvous: Rendezvous, s: Session, handled: Map<string, 
     }
     const { type, streamId } = parsed
     const relay = rendezvous.relay
-    const ok = type === 'accept' ? relay.accept(s, streamId, raw[0])
+    const ok = type === 'accept' ? relay.accept(s, streamId, raw[0], raw[1])
       : type === 'queue' ? relay.data(s, streamId, raw[0])
         : type === 'error' ? relay.end(s, streamId, raw[0])
           : type === 'credit' ? relay.credit(s, streamId, raw[0])

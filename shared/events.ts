@@ -36,7 +36,9 @@ export const STREAM_EVENT_PREFIX = 'socket.io-pull-stream.'
  * The kinds of stream event. `accept`, `queue` and `error` are socket.io-pull-stream's. The
  * starsock extensions go from receiver to sender and legacy peers never see them unasked:
  * `accept.S(windowBytes)` (an argument legacy sinks ignore) starts credit flow control, `credit.S(n)`
- * grants `n` more bytes, and `abort.S(reason)` tells the sender the receiver is gone.
+ * grants `n` more bytes, and `abort.S(reason)` tells the sender the receiver is gone. Between peers
+ * that negotiated raw frames, `accept.S(window, lane)` also carries a lane and the data goes as raw
+ * frames on it instead of `queue` (`raw-frame.ts`).
  */
 export const STREAM_EVENT_TYPES = ['accept', 'queue', 'error', 'credit', 'abort'] as const
 /** One kind of stream event. */
@@ -74,6 +76,8 @@ export interface HelloRequest {
   takeover?: boolean
   /** The resume secret of this client's previous join: takes its address back from its own stale socket. */
   resume?: string
+  /** The client reads and sends stream data as raw frames (`shared/raw-frame.ts`). */
+  rawFrames?: boolean
 }
 
 /** Extra, last element of a completed join's ack for starsock clients (legacy clients ignore it). */
@@ -105,6 +109,8 @@ export interface HelloReply {
   cryptoChallenge: boolean
   /** Limits in force, by option name. */
   limits: Record<string, number>
+  /** The server will carry this client's stream data as raw frames (it asked for them; absent from older servers). */
+  rawFrames?: boolean
 }
 
 /** One page of the peer list, answered to `starsock:peers`. */

@@ -67,20 +67,24 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
     return bad('starsock:hello', 'request must be an object')
   }
-  const { peerEvents, takeover, resume } = request as Record<string, unknown>
+  const { peerEvents, takeover, resume, rawFrames } = request as Record<string, unknown>
   if (peerEvents !== undefined && typeof peerEvents !== 'boolean') {
     return bad('starsock:hello', 'peerEvents must be a boolean')
   }
   if (takeover !== undefined && typeof takeover !== 'boolean') {
     return bad('starsock:hello', 'takeover must be a boolean')
   }
+  if (rawFrames !== undefined && typeof rawFrames !== 'boolean') {
+    return bad('starsock:hello', 'rawFrames must be a boolean')
+  }
+  const checked = { peerEvents: peerEvents === true, takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined }
   if (resume !== undefined) {
     const secret = checkString('starsock:hello', 'resume', resume, MAX_RESUME_SECRET_CHARS)
     if (secret instanceof StarsockError) return secret
     if (secret === '' || !isHex(secret)) return bad('starsock:hello', 'resume must be hex')
-    return { peerEvents: peerEvents === true, takeover: takeover === true, resume: secret }
+    return { ...checked, resume: secret }
   }
-  return { peerEvents: peerEvents === true, takeover: takeover === true }
+  return checked
 }
 
 /** The extra element of a join's ack (client side); `undefined` from a server that sends none or a bad one. */
@@ -168,12 +172,13 @@ function checkLimits (value: unknown): Record<string, number> {
 /** The reply to `starsock:hello` (client side), limits clamped; `undefined` when it is not an object (not a starsock server). */
 export function checkHelloReply (value: unknown): HelloReply | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
-  const { protocol, version, cryptoChallenge, limits } = value as Record<string, unknown>
+  const { protocol, version, cryptoChallenge, limits, rawFrames } = value as Record<string, unknown>
   return {
     protocol: typeof protocol === 'number' && Number.isSafeInteger(protocol) ? protocol : 0,
     version: typeof version === 'string' ? version.slice(0, 64) : '',
     cryptoChallenge: cryptoChallenge !== false,
-    limits: checkLimits(limits)
+    limits: checkLimits(limits),
+    rawFrames: rawFrames === true ? true : undefined
   }
 }
 

@@ -74,6 +74,9 @@ describe('the Vite-built client in real Chromium', () => {
     await conn.closeWrite()
     await within('echo through the page', reading, 20_000)
     expectBytes(Buffer.concat(chunks), data, 'the echo through the page')
+    // Raw frames both ways: the page reads them as ArrayBuffers and sends them from its WebSocket.
+    expect(server.rendezvous.relay.frames.out, 'frames to the page').toBeGreaterThan(0)
+    expect(server.rendezvous.relay.frames.in, 'every frame from Node and from the page went on as a frame').toBe(server.rendezvous.relay.frames.out)
 
     // the page dials Node
     node.handle((c: Connection) => {

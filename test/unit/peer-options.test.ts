@@ -20,6 +20,7 @@ describe('resolvePeerOptions', () => {
       connectTimeoutMs: 5000,
       reconnectDelayMs: 500,
       reconnectDelayMaxMs: 5000,
+      rawFrames: true,
       logger: silentLogger
     })
   })
@@ -43,7 +44,8 @@ describe('resolvePeerOptions', () => {
     ['a NaN connect timeout', { connectTimeoutMs: NaN }, RangeError, 'connectTimeoutMs must be a positive integer, got NaN'],
     ['a zero reconnect delay', { reconnectDelayMs: 0 }, RangeError, 'reconnectDelayMs must be a positive integer, got 0'],
     ['a negative largest reconnect delay', { reconnectDelayMaxMs: -5 }, RangeError, 'reconnectDelayMaxMs must be a positive integer, got -5'],
-    ['a non-boolean takeover', { takeover: 'yes' as never }, TypeError, 'takeover must be a boolean']
+    ['a non-boolean takeover', { takeover: 'yes' as never }, TypeError, 'takeover must be a boolean'],
+    ['a non-boolean rawFrames', { rawFrames: 1 as never }, TypeError, 'rawFrames must be a boolean']
   ])('refuses %s with an exact message', (_, options, type, message) => {
     let thrown: unknown
     try {

@@ -1,0 +1,35 @@
+/**
+ * The socket.io parser of starsock's server and client: socket.io-parser as is, except that a
+ * binary message that is not the attachment of an event (which socket.io-parser rejects with "got
+ * binary data when not reconstructing a packet" and the connection drops) becomes the event
+ * `FRAME_EVENT` with the bytes, so raw frames reach the same ordered dispatch as every event.
+ *
+ * It relies on socket.io-parser's `Decoder.add` and on its `reconstructor` field being set while
+ * an event waits for its attachments (socket.io-parser ~4.2; `test/raw-parser-internals.test.ts`
+ * fails if that moves). Pass it as `parser` to socket.io's `Server` and to socket.io-client's `io`.
+ */
+import { Decoder, Encoder, PacketType, protocol, type Packet } from 'socket.io-parser'
+import { FRAME_EVENT } from './raw-frame.ts'
+
+/** The namespace frames are delivered on: starsock uses only the main one. */
+const FRAME_NAMESPACE = '/'
+
+/** What socket.io-parser's decoder keeps while it waits for an event's binary attachments. */
+interface DecoderState {
+  reconstructor?: unknown
+}
+
+/** socket.io-parser's decoder, with raw binary messages delivered as `FRAME_EVENT`. */
+export class FrameDecoder extends Decoder {
+  override add (obj: unknown): void {
+    if ((this as unknown as DecoderState).reconstructor == null && (obj instanceof ArrayBuffer || ArrayBuffer.isView(obj))) {
+      const packet: Packet = { type: PacketType.EVENT, nsp: FRAME_NAMESPACE, data: [FRAME_EVENT, obj] }
+      this.emitReserved('decoded', packet)
+      return
+    }
+    super.add(obj)
+  }
+}
+
+/** The parser to pass as socket.io's and socket.io-client's `parser` option. */
+export const rawFrameParser = { protocol, Encoder, Decoder: FrameDecoder }
