@@ -134,10 +134,17 @@ export class Relay {
     return true
   }
 
-  /** The receiver granted `bytes` more credit on `streamId`: pass it on to the sender. */
+  /**
+   * The receiver granted `bytes` more credit on `streamId`: pass it on to the sender. Credit for a
+   * stream that is gone is dropped without complaint: a receiver that read the last chunk grants
+   * credit while the end the relay already sent is still on its way to it.
+   */
   credit (receiver: Session, streamId: string, bytes: unknown): boolean {
-    const stream = this.parties.get(receiver)?.inbound.get(streamId)
-    if (stream === undefined || !stream.accepted || !isCredit(bytes)) return false
+    const party = this.parties.get(receiver)
+    const stream = party?.inbound.get(streamId)
+    if (!isCredit(bytes) || party?.outbound.has(streamId) === true) return false
+    if (stream === undefined) return true
+    if (!stream.accepted) return false
     stream.lastActiveMs = this.now()
     stream.sender.endpoint.emit(streamEvent('credit', streamId), bytes)
     return true

@@ -15,7 +15,7 @@ import {
   errorToWire, MAX_ASKING_TIMEOUT_MS, MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS, parseAsking, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
   understandsOffer, type Asking, type Hello, type Offer, type OpenHeader, type Reply
 } from '../../shared/sock-protocol.ts'
-import type { Connection } from '../connection.ts'
+import { STREAM_HEADROOM_BYTES, type Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
 import { Waiters } from '../waiters.ts'
 import { Channel, type ChannelLink } from './channel.ts'
@@ -78,10 +78,10 @@ const MAX_QUEUED_BYTES = 4 * 1024 * 1024
  */
 const FLUSH_BYTES = 512 * 1024
 /**
- * Bytes left free at the start of each batch buffer, for a transport that puts its own header in
- * front of the frames without copying them (`OutputQueue.take`); 0: the batch is the message.
+ * Bytes left free at the start of each batch buffer (`OutputQueue.take`): the connection writes a
+ * raw frame's header there, so the batch goes out without another copy (`writeOwned`'s `reservedBytes`).
  */
-const BATCH_HEADROOM_BYTES = 0
+const BATCH_HEADROOM_BYTES = STREAM_HEADROOM_BYTES
 /**
  * Runs `fn` once the current turn of the event loop is over: after the I/O callbacks of this turn
  * (Node's `setImmediate`), or as a task where there is none (a page).
@@ -309,9 +309,8 @@ export class Muxer extends Emitter<MuxEvents> {
       while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
         // Whole frames, one stream message each batch: the other side never joins a frame's pieces.
         const buffer = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes), BATCH_HEADROOM_BYTES)
-        const batch = BATCH_HEADROOM_BYTES === 0 ? buffer : buffer.subarray(BATCH_HEADROOM_BYTES)
-        await this.conn.writeOwned(batch)
-        this.queued -= batch.byteLength
+        await this.conn.writeOwned(buffer, { reservedBytes: BATCH_HEADROOM_BYTES })
+        this.queued -= buffer.byteLength - BATCH_HEADROOM_BYTES
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
       }
     } catch (err) {

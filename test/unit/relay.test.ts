@@ -512,6 +512,15 @@ describe('Relay', () => {
       expect(relay.openStreams).toBe(2)
     })
 
+    it('drops credit for a stream that is gone without calling it a bad request (the end was on its way)', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      relay.end(dialer.session, OUT, true) // delivered at once: the stream closes on the server
+      expect(relay.stateOf(listener.session).inbound.has(OUT)).toBe(false)
+      expect(relay.credit(listener.session, OUT, 4096)).toBe(true)
+      expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT))).toEqual([])
+    })
+
     it('abort drops the queue, closes the stream and tells the sender; later chunks are ignored', () => {
       const { relay, dialer, listener } = setup()
       expect(relay.data(dialer.session, OUT, bytes(100))).toBe(true)
