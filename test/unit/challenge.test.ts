@@ -185,7 +185,7 @@ describe('KeyCache', () => {
 
   it('holds at most maxEntries keys, dropping the least recently used', async () => {
     const cache = new KeyCache(2)
-    const [a, b, c] = await Promise.all([0, 1, 2].map(async () => await generateKeyPair('Ed25519')))
+    const [a, b, c] = await Promise.all([0, 1, 2].map(async () => await generateKeyPair('Ed25519'))) as [PrivateKey, PrivateKey, PrivateKey]
     const ka = cache.keyForPeerId(pubHex(a), libId(a))
     cache.keyForPeerId(pubHex(b), libId(b))
     expect(cache.keyForPeerId(pubHex(a), libId(a))).toBe(ka) // a is now the most recently used
