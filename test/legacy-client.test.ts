@@ -48,10 +48,10 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
     expect(results).toEqual(new Array(20).fill(0))
   })
 
-  it('answers the namespace of a legacy client\'s packets without socket.io\'s URL parse, with the same answers (fails if the internals move)', async () => {
+  it('takes the quick paths for legacy clients only, with the answers socket.io would give (fails if the internals move)', async () => {
     const sockets: ServerSocket[] = []
     server.io.on('connection', (socket) => { sockets.push(socket) })
-    await peer(server.port, echo)
+    const p = await peer(server.port, echo)
     const v4 = ioV4(server.url(), { transports: ['websocket'], forceNew: true, reconnection: false })
     try {
       await waitFor('two server sockets', () => sockets.length === 2)
@@ -61,6 +61,7 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
       const legacy = sockets.find((socket) => protocol(socket) === 3)
       const modern = sockets.find((socket) => protocol(socket) === 4)
       if (legacy === undefined || modern === undefined) throw new Error(`expected one engine.io 3 and one engine.io 4 socket, got ${sockets.map(protocol).join(', ')}`)
+      // The namespace: the same answers as socket.io's URL parse.
       expect(own(modern)).toBeUndefined() // engine.io 4 clients need nothing
       const quick = own(legacy)
       expect(quick).toBeTypeOf('function')
@@ -69,6 +70,28 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
       for (const nsp of ['/', '/?token=abc&x=1', '/other', '/other?x=1']) {
         expect(quick?.call(legacy.client, { nsp })).toEqual(slow.call(legacy.client, { nsp }))
       }
+      // Binary messages: ready-made frames to the legacy client only, read right by it at each
+      // WebSocket length encoding (7, 16 and 64 bits).
+      const frames = (socket: ServerSocket): unknown[] => {
+        const seen: unknown[] = []
+        ;(socket.conn as unknown as { on: (e: string, fn: (p: { type: string, options?: { wsPreEncodedFrame?: unknown } }) => void) => void })
+          .on('packetCreate', (packet) => { if (packet.type === 'message') seen.push(packet.options?.wsPreEncodedFrame) })
+        return seen
+      }
+      const legacyFrames = frames(legacy)
+      const modernFrames = frames(modern)
+      const got: Buffer[] = []
+      p.listener.io.on('bytes', (b: Buffer) => { got.push(b) })
+      const sent = [1, 200, 70_000].map((n, i) => Buffer.from(testBytes(n, i + 1)))
+      for (const b of sent) {
+        legacy.emit('bytes', b)
+        modern.emit('bytes', b)
+      }
+      await waitFor('three binary events at the legacy client', () => got.length === 3)
+      got.forEach((b, i) => { expectBytes(b, sent[i] as Buffer, `binary event ${i}`) })
+      expect(legacyFrames).toHaveLength(6) // each event: the placeholder, then the bytes
+      expect(legacyFrames.filter((f) => f !== undefined)).toHaveLength(3)
+      expect(modernFrames.filter((f) => f !== undefined)).toHaveLength(0)
     } finally {
       v4.close()
     }
