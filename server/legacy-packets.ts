@@ -127,7 +127,8 @@ interface EnginePacket { type: string, data?: unknown, options?: Record<string, 
 export function framedLegacyBinary (socket: Socket): boolean {
   const conn = socket.conn as unknown as EngineConn & { on: (event: 'packetCreate', fn: (packet: EnginePacket) => void) => void }
   const transport = conn.transport as { name?: string, perMessageDeflate?: unknown, socket?: { _sender?: { sendFrame?: unknown } } } | undefined
-  if (conn.protocol !== 3 || transport?.name !== 'websocket' || transport.perMessageDeflate != null || typeof transport.socket?._sender?.sendFrame !== 'function') return false
+  // Compressed messages leave ws later than they are sent: a ready-made frame could overtake one.
+  if (conn.protocol !== 3 || transport?.name !== 'websocket' || Boolean(transport.perMessageDeflate) || typeof transport.socket?._sender?.sendFrame !== 'function') return false
   conn.on('packetCreate', (packet) => {
     const data = packet.data
     if (packet.type !== 'message' || !(data instanceof Uint8Array) || data.byteLength === 0) return
@@ -137,8 +138,8 @@ export function framedLegacyBinary (socket: Socket): boolean {
   return true
 }
 
-/** Apply `quickLegacyNamespace`, `batchLegacyWrites` and `framedLegacyBinary` to every socket `io` accepts (after its connect packet). */
-export function quickLegacyNamespaces (io: Server): void {
+/** Apply `quickLegacyNamespace`, `batchLegacyWrites` and `framedLegacyBinary` to every engine.io 3 socket `io` accepts (after its connect packet). */
+export function tuneLegacySockets (io: Server): void {
   io.on('connection', (socket) => {
     if (!quickLegacyNamespace(socket)) return
     batchLegacyWrites(socket)

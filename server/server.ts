@@ -7,7 +7,7 @@ import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
 import { DEFAULT_HOST, DEFAULT_PORT } from './constants.ts'
 import { handleRoute } from './http-routes.ts'
-import { quickLegacyNamespaces } from './legacy-packets.ts'
+import { tuneLegacySockets } from './legacy-packets.ts'
 import { ServerMetrics } from './metrics.ts'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.ts'
 import { Rendezvous } from './rendezvous.ts'
@@ -90,7 +90,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
-  quickLegacyNamespaces(io)
+  tuneLegacySockets(io)
 
   const url = (): string => urlOf(http, opts.tls !== undefined)
 
