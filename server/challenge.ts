@@ -4,6 +4,8 @@
  */
 import { createHash, createPublicKey, randomUUID, verify as cryptoVerify, type KeyObject } from 'node:crypto'
 import { publicKeyFromProtobuf } from '@libp2p/crypto/keys'
+import { base58btc } from 'multiformats/bases/base58'
+import { create as createDigest } from 'multiformats/hashes/digest'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { PublicKey } from '@libp2p/interface'
 import { StarsockError } from '../shared/errors.ts'
@@ -11,9 +13,63 @@ import { isHex } from '../shared/validate.ts'
 
 const IDENTITY = 0x00
 const SHA2_256 = 0x12
+/** `KeyType.RSA` in the libp2p `PublicKey` protobuf (the byte after field 1's tag, `0x08`). */
+const RSA_KEY_TYPE = 0x00
 
 /** Pending challenges one socket may hold at once; the oldest is dropped past it. */
 const MAX_PENDING_PER_SESSION = 16
+
+/** Keys (with the peer ids they were found to own) `KeyCache` keeps by default. */
+export const KEY_CACHE_ENTRIES = 512
+
+/** Peer id spellings remembered per cached key (identity, SHA-256, and a couple of others). */
+const MAX_IDS_PER_KEY = 4
+
+/** One key a client presented, as it arrived (hex), parsed, with the peer ids it owns. */
+interface CachedKey {
+  key: PublicKey
+  /** Peer ids checked to derive from this key. */
+  ids: string[]
+}
+
+/**
+ * Keys that joined lately, by the exact hex string a client sent (clients re-run the challenge
+ * with the same key after every reconnect), so a rejoin skips decoding the key and deriving its
+ * peer id. A hit needs the very same key bytes, and the peer id must have been checked against
+ * them; the signature over a fresh nonce is still verified on every join. At most `maxEntries`,
+ * the least recently used go first.
+ */
+export class KeyCache {
+  private readonly entries = new Map<string, CachedKey>()
+
+  constructor (private readonly maxEntries: number = KEY_CACHE_ENTRIES) {}
+
+  /** Keys held now. */
+  get size (): number {
+    return this.entries.size
+  }
+
+  /** What `keyForPeerId` answers, from the cache when it can. */
+  keyForPeerId (pubKeyHex: string, peerId: string): PublicKey {
+    const hit = this.entries.get(pubKeyHex)
+    if (hit !== undefined) {
+      this.entries.delete(pubKeyHex) // re-inserted last: the map stays in use order
+      this.entries.set(pubKeyHex, hit)
+      if (!hit.ids.includes(peerId)) {
+        checkOwnsId(Buffer.from(pubKeyHex, 'hex'), peerId)
+        if (hit.ids.length < MAX_IDS_PER_KEY) hit.ids.push(peerId)
+      }
+      return hit.key
+    }
+    const key = keyForPeerId(pubKeyHex, peerId)
+    this.entries.set(pubKeyHex, { key, ids: [peerId] })
+    if (this.entries.size > this.maxEntries) {
+      const oldest = this.entries.keys().next().value
+      if (oldest !== undefined) this.entries.delete(oldest)
+    }
+    return key
+  }
+}
 
 /**
  * Decode a hex public key (libp2p protobuf `PublicKey`) and check that `peerId` derives from it.
@@ -26,10 +82,23 @@ export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey {
   const bytes = Buffer.from(pubKeyHex, 'hex')
   let key: PublicKey
   try {
-    key = publicKeyFromProtobuf(bytes)
+    // An RSA key's multihash is the SHA-256 of these bytes: computed natively here (the library
+    // would compute it in JavaScript).
+    key = bytes[0] === 0x08 && bytes[1] === RSA_KEY_TYPE ? publicKeyFromProtobuf(bytes, createDigest(SHA2_256, sha256(bytes))) : publicKeyFromProtobuf(bytes)
   } catch {
     throw new StarsockError('E_CRYPTO')
   }
+  checkOwnsId(bytes, peerId)
+  return key
+}
+
+function sha256 (bytes: Uint8Array): Buffer {
+  return createHash('sha256').update(bytes).digest()
+}
+
+/** Throws `E_ID_MISMATCH` unless `peerId` is the identity or SHA-256 multihash of the key bytes `bytes`. */
+function checkOwnsId (bytes: Buffer, peerId: string): void {
+  if (ownsBase58Id(bytes, peerId)) return
   let digest: Uint8Array
   let code: number
   try {
@@ -39,26 +108,57 @@ export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey {
   } catch {
     throw new StarsockError('E_ID_MISMATCH')
   }
-  const expected = code === IDENTITY ? bytes : code === SHA2_256 ? createHash('sha256').update(bytes).digest() : undefined
+  const expected = code === IDENTITY ? bytes : code === SHA2_256 ? sha256(bytes) : undefined
   if (expected === undefined || !Buffer.from(digest).equals(expected)) throw new StarsockError('E_ID_MISMATCH')
-  return key
 }
 
-/** Node `KeyObject`s for Ed25519 keys, made once per key: `@libp2p/crypto` rebuilds one per verify. */
-const ed25519Objects = new WeakMap<PublicKey, KeyObject>()
-
-function ed25519Object (key: PublicKey): KeyObject {
-  let obj = ed25519Objects.get(key)
-  if (obj === undefined) {
-    obj = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(key.raw).toString('base64url') }, format: 'jwk' })
-    ed25519Objects.set(key, obj)
+/**
+ * The quick check for the spellings every client sends (`Qm...`, `12D3KooW...`: a bare base58btc
+ * multihash): whether `peerId` decodes to exactly the identity or SHA-256 multihash of `bytes`.
+ * `false` leaves the decision to the full parse (other spellings, or no match).
+ */
+function ownsBase58Id (bytes: Buffer, peerId: string): boolean {
+  const first = peerId.charAt(0)
+  if (first !== '1' && first !== 'Q') return false
+  let mh: Uint8Array
+  try {
+    mh = base58btc.baseDecode(peerId)
+  } catch {
+    return false
   }
+  if (mh[0] === SHA2_256) return mh.length === 34 && mh[1] === 32 && sha256(bytes).equals(mh.subarray(2))
+  // The identity multihash of a key short enough for a one-byte length (every Ed25519 and secp256k1 key).
+  return mh[0] === IDENTITY && bytes.length < 128 && mh[1] === bytes.length && mh.length === bytes.length + 2 && bytes.equals(mh.subarray(2))
+}
+
+/** Node `KeyObject`s for the keys node verifies natively, made once per key: `@libp2p/crypto` rebuilds one per verify. */
+const nativeObjects = new WeakMap<PublicKey, KeyObject>()
+
+/**
+ * Node's own key object for an Ed25519 or RSA key (from its JWK, the quickest import node has);
+ * `undefined` for other types, verified through `@libp2p/crypto`. Exported for a test that fails
+ * if the library's RSA keys stop carrying their JWK.
+ */
+export function nativeKeyOf (key: PublicKey): KeyObject | undefined {
+  let obj = nativeObjects.get(key)
+  if (obj !== undefined) return obj
+  if (key.type === 'Ed25519') {
+    obj = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(key.raw).toString('base64url') }, format: 'jwk' })
+  } else if (key.type === 'RSA') {
+    const jwk = (key as { jwk?: JsonWebKey }).jwk
+    if (jwk?.kty !== 'RSA' || typeof jwk.n !== 'string' || typeof jwk.e !== 'string') return undefined
+    obj = createPublicKey({ key: { kty: 'RSA', n: jwk.n, e: jwk.e }, format: 'jwk' })
+  } else {
+    return undefined
+  }
+  nativeObjects.set(key, obj)
   return obj
 }
 
 /**
  * Verify a hex signature over the UTF-8 bytes of `nonce`: settles with `true` when it verifies;
  * rejects with `E_SIGNATURE_INVALID`, or `E_CRYPTO` for bytes that are no signature.
+ * Ed25519 and RSA (PKCS#1 v1.5 with SHA-256, as libp2p signs) are verified by node at once.
  */
 export async function verifyNonce (key: PublicKey, nonce: string, sigHex: string): Promise<true> {
   if (!isHex(sigHex) || sigHex.length === 0) throw new StarsockError('E_CRYPTO')
@@ -66,7 +166,8 @@ export async function verifyNonce (key: PublicKey, nonce: string, sigHex: string
   const sig = Buffer.from(sigHex, 'hex')
   let ok: boolean
   try {
-    ok = key.type === 'Ed25519' ? cryptoVerify(null, data, ed25519Object(key), sig) : await key.verify(data, sig)
+    const native = nativeKeyOf(key)
+    ok = native !== undefined ? cryptoVerify(key.type === 'RSA' ? 'sha256' : null, data, native, sig) : await key.verify(data, sig)
   } catch {
     throw new StarsockError('E_CRYPTO')
   }

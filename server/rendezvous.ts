@@ -11,7 +11,7 @@ import { checkAddress } from '../shared/wsstar-address.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
-import { ChallengeStore, keyForPeerId, looksLikeKey, verifyNonce } from './challenge.ts'
+import { ChallengeStore, KeyCache, looksLikeKey, verifyNonce } from './challenge.ts'
 import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
@@ -33,6 +33,8 @@ export class Rendezvous {
   readonly relay: Relay
   readonly announcer: Announcer
   private readonly challenges: ChallengeStore
+  /** Keys that joined lately, so a rejoin (every reconnect) skips decoding its key. */
+  private readonly keys = new KeyCache()
   private readonly joinsPerIp: WindowCounter
   private readonly allow: Set<string>
   private readonly starsockHolders = new StarsockHolders()
@@ -256,14 +258,14 @@ export class Rendezvous {
     if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
     if (proof === '') throw new StarsockError('E_CHALLENGE_REQUIRED')
     if (parsed.peerId === undefined) throw new StarsockError('E_ID_MISMATCH')
-    const key = keyForPeerId(proof, parsed.peerId)
+    const key = this.keys.keyForPeerId(proof, parsed.peerId)
     return { nonce: this.challenges.issue(session.id, addr, key) }
   }
 
   private isOwnKey (peerId: string | undefined, proof: string): boolean {
     if (peerId === undefined || !looksLikeKey(proof)) return false
     try {
-      keyForPeerId(proof, peerId)
+      this.keys.keyForPeerId(proof, peerId)
       return true
     } catch {
       return false // a signature after all, or another key: the challenge goes on

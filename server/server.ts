@@ -8,6 +8,7 @@ import { wireError } from '../shared/errors.ts'
 import { rawFrameParser } from '../shared/raw-parser.ts'
 import { DEFAULT_HOST, DEFAULT_PORT } from './constants.ts'
 import { handleRoute } from './http-routes.ts'
+import { tuneLegacySockets } from './legacy-packets.ts'
 import { ServerMetrics } from './metrics.ts'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.ts'
 import { Rendezvous } from './rendezvous.ts'
@@ -90,6 +91,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
+  tuneLegacySockets(io)
 
   const url = (): string => urlOf(http, opts.tls !== undefined)
 

@@ -18,14 +18,38 @@ export interface ParsedAddress {
   /** The exact string as given. */
   text: string
   /** Protocol names in order (`/ipfs/` reads as `p2p`). */
-  protocols: string[]
+  protocols: readonly string[]
   /** The value of the last `/ipfs/` or `/p2p/` component. */
   peerId: string | undefined
 }
 
-/** Parse an address string; `undefined` when it is not a string or not a valid multiaddr. */
+/** Addresses `parseAddress` remembers: the server asks about the same address several times per join. */
+const PARSED_CACHE_ENTRIES = 512
+/** The latest answers of `parseAddress` (`null` for "not an address"), least recently used first. */
+const parsedCache = new Map<string, ParsedAddress | null>()
+
+/**
+ * Parse an address string; `undefined` when it is not a string or not a valid multiaddr. The
+ * answer is frozen and may be shared between callers (the last `PARSED_CACHE_ENTRIES` are kept).
+ */
 export function parseAddress (text: unknown): ParsedAddress | undefined {
   if (typeof text !== 'string' || text.length === 0 || text.length > MAX_ADDRESS_CHARS) return undefined
+  const cached = parsedCache.get(text)
+  if (cached !== undefined) {
+    parsedCache.delete(text) // re-inserted last: the map stays in use order
+    parsedCache.set(text, cached)
+    return cached ?? undefined
+  }
+  const parsed = parseUncached(text)
+  parsedCache.set(text, parsed ?? null)
+  if (parsedCache.size > PARSED_CACHE_ENTRIES) {
+    const oldest = parsedCache.keys().next().value
+    if (oldest !== undefined) parsedCache.delete(oldest)
+  }
+  return parsed
+}
+
+function parseUncached (text: string): ParsedAddress | undefined {
   try {
     const ma = multiaddr(text)
     const protocols = ma.protoNames()
@@ -34,7 +58,7 @@ export function parseAddress (text: unknown): ParsedAddress | undefined {
     for (let i = 0; i < protocols.length; i++) {
       if (protocols[i] === 'p2p') peerId = tuples[i]?.[1]
     }
-    return { text, protocols, peerId }
+    return Object.freeze({ text, protocols: Object.freeze(protocols), peerId })
   } catch {
     return undefined
   }

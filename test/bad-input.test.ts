@@ -83,6 +83,25 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
     }
   })
 
+  it.each(['Ed25519', 'RSA'] as const)('a %s key that joined before still has to sign: another key\'s signature, and another key under its id, are refused', async (kind) => {
+    const known = await makeIdentity(server.port, kind)
+    const stranger = await makeIdentity(server.port, kind)
+    const knownPub = hex(publicKeyToProtobuf(known.key.publicKey))
+    const sockets = await Promise.all([0, 1, 2].map(async () => await connectSocket(server.url())))
+    const [first, second, third] = sockets as [Socket, Socket, Socket]
+    try {
+      await joinWithChallenge(first, known.key, known.addr) // the server now knows this key
+      const [, nonce] = await request(second, 'ss-join', [known.addr, knownPub])
+      const sig = hex(await stranger.key.sign(new TextEncoder().encode(nonce as string)))
+      expect(await request(second, 'ss-join', [known.addr, sig])).toEqual(['Signature Invalid'])
+      const [err] = await request(third, 'ss-join', [known.addr, hex(publicKeyToProtobuf(stranger.key.publicKey))])
+      expect(err).toBe('Id is not matching') // E_ID_MISMATCH, as the original words it
+      expect(server.rendezvous.directory.owner(known.addr)).toBe(first.id)
+    } finally {
+      for (const s of sockets) s.close()
+    }
+  })
+
   it('ignores requests without an ack and stream events for streams that do not exist', async () => {
     socket.emit('ss-join', 42)
     socket.emit('ss-dial')

@@ -1,4 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { Socket as ServerSocket } from 'socket.io'
+import { io as ioV4 } from 'socket.io-client'
 import { legacyDial, legacyExchange, legacyPeerId, pull, startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import type { StarsockServer } from '../server/server.ts'
@@ -44,6 +46,79 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
       return Buffer.compare(await legacyExchange(conn, data, 4096), Buffer.from(data))
     })), 20_000)
     expect(results).toEqual(new Array(20).fill(0))
+  })
+
+  it('takes the quick paths for legacy clients only, with the answers socket.io would give (fails if the internals move)', async () => {
+    const sockets: ServerSocket[] = []
+    server.io.on('connection', (socket) => { sockets.push(socket) })
+    const p = await peer(server.port, echo)
+    const v4 = ioV4(server.url(), { transports: ['websocket'], forceNew: true, reconnection: false })
+    try {
+      await waitFor('two server sockets', () => sockets.length === 2)
+      type Parse = (packet: { nsp: string }) => unknown
+      const own = (socket: ServerSocket): Parse | undefined => Object.hasOwn(socket.client, '_parseNamespace') ? (socket.client as unknown as { _parseNamespace: Parse })._parseNamespace : undefined
+      const protocol = (socket: ServerSocket): number => (socket.conn as unknown as { protocol: number }).protocol
+      const legacy = sockets.find((socket) => protocol(socket) === 3)
+      const modern = sockets.find((socket) => protocol(socket) === 4)
+      if (legacy === undefined || modern === undefined) throw new Error(`expected one engine.io 3 and one engine.io 4 socket, got ${sockets.map(protocol).join(', ')}`)
+      // The namespace: the same answers as socket.io's URL parse.
+      expect(own(modern)).toBeUndefined() // engine.io 4 clients need nothing
+      const quick = own(legacy)
+      expect(quick).toBeTypeOf('function')
+      const slow = (Object.getPrototypeOf(legacy.client) as { _parseNamespace: Parse })._parseNamespace
+      expect(slow).toBeTypeOf('function')
+      for (const nsp of ['/', '/?token=abc&x=1', '/other', '/other?x=1']) {
+        expect(quick?.call(legacy.client, { nsp })).toEqual(slow.call(legacy.client, { nsp }))
+      }
+      // Binary messages: ready-made frames to the legacy client only, read right by it at each
+      // WebSocket length encoding (7, 16 and 64 bits).
+      const frames = (socket: ServerSocket): unknown[] => {
+        const seen: unknown[] = []
+        ;(socket.conn as unknown as { on: (e: string, fn: (p: { type: string, options?: { wsPreEncodedFrame?: unknown } }) => void) => void })
+          .on('packetCreate', (packet) => { if (packet.type === 'message') seen.push(packet.options?.wsPreEncodedFrame) })
+        return seen
+      }
+      const legacyFrames = frames(legacy)
+      const modernFrames = frames(modern)
+      const got: Buffer[] = []
+      p.listener.io.on('bytes', (b: Buffer) => { got.push(b) })
+      const sent = [1, 200, 70_000].map((n, i) => Buffer.from(testBytes(n, i + 1)))
+      for (const b of sent) {
+        legacy.emit('bytes', b)
+        modern.emit('bytes', b)
+      }
+      await waitFor('three binary events at the legacy client', () => got.length === 3)
+      got.forEach((b, i) => { expectBytes(b, sent[i] as Buffer, `binary event ${i}`) })
+      expect(legacyFrames).toHaveLength(6) // each event: the placeholder, then the bytes
+      expect(legacyFrames.filter((f) => f !== undefined)).toHaveLength(3)
+      expect(modernFrames.filter((f) => f !== undefined)).toHaveLength(0)
+    } finally {
+      v4.close()
+    }
+  })
+
+  it('delivers every byte in order while the server pauses the sender for a receiver that stopped reading', async () => {
+    let settle: (data: Buffer) => void = () => {}
+    const received = new Promise<Buffer>((resolve) => { settle = resolve })
+    const b = await peer(server.port, (conn: unknown) => {
+      pull(conn, pull.collect((_err: unknown, chunks: Buffer[]) => settle(Buffer.concat(chunks))))
+      pull(pull.empty(), conn)
+    })
+    const a = await peer(server.port, echo)
+    const conn = await within('A dials B', legacyDial(a, b.addr))
+    // B's TCP socket under socket.io-client 2 and engine.io-client 3.
+    const bSocket = b.listener.io.io.engine.transport.ws._socket as { pause: () => void, resume: () => void }
+    bSocket.pause()
+    const data = testBytes(32 * 1024 * 1024)
+    const chunks: Buffer[] = []
+    for (let i = 0; i < data.length; i += 64 * 1024) chunks.push(Buffer.from(data.subarray(i, i + 64 * 1024)))
+    pull(pull.values(chunks), conn, pull.drain(() => {}, () => {}))
+    const relay = server.rendezvous.relay
+    await waitFor('the server to pause A', () => [...server.rendezvous.sessions.values()].some((x) => relay.stateOf(x).paused), 15_000)
+    expect(server.stats().bufferedBytes).toBeLessThanOrEqual(server.options.streamBufferBytes)
+    bSocket.resume()
+    expectBytes(await within('32 MiB at B', received, 30_000), data, '32 MiB at B')
+    expect(server.stats().bufferedBytes).toBe(0)
   })
 
   it('fails a dial to an offline peer', async () => {

@@ -118,6 +118,22 @@ describe('parseAddress', () => {
     const text = `/p2p-websocket-star/ipfs/${QM}`
     expect(parseAddress(text)?.text).toBe(text)
   })
+
+  it('answers the same address again with the same frozen answer, and a bad one again as bad', () => {
+    const text = `/ip4/1.2.3.4/tcp/1/ws/p2p-websocket-star/ipfs/${QM}`
+    const first = parseAddress(text)
+    expect(parseAddress(text)).toBe(first)
+    expect(Object.isFrozen(first)).toBe(true)
+    expect(Object.isFrozen(first?.protocols)).toBe(true)
+    expect(parseAddress('/ip4/1.2.3.4/tcp/notaport')).toBeUndefined()
+    expect(parseAddress('/ip4/1.2.3.4/tcp/notaport')).toBeUndefined()
+  })
+
+  it('stays right for addresses past what it remembers', () => {
+    const texts = Array.from({ length: 1500 }, (_, i) => `/ip4/10.0.${i >> 8}.${i & 255}/tcp/${1000 + i}/ws/p2p-websocket-star/ipfs/${QM}`)
+    for (const text of texts) expect(parseAddress(text)?.text).toBe(text)
+    for (const text of texts.reverse()) expect(parseAddress(text)).toEqual({ text, protocols: ['ip4', 'tcp', 'ws', 'p2p-websocket-star', 'p2p'], peerId: QM })
+  })
 })
 
 describe('isWebsocketStarShape', () => {

@@ -5,19 +5,21 @@ import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { base58btc } from 'multiformats/bases/base58'
 import { StarsockError } from '../../shared/errors.ts'
-import { ChallengeStore, keyForPeerId, verifyNonce } from '../../server/challenge.ts'
+import { ChallengeStore, KeyCache, keyForPeerId, nativeKeyOf, verifyNonce } from '../../server/challenge.ts'
 
 type KeyType = 'Ed25519' | 'secp256k1' | 'RSA'
 const KEY_TYPES: KeyType[] = ['Ed25519', 'secp256k1', 'RSA']
 
 const keys = new Map<KeyType, PrivateKey>()
 let otherEd25519: PrivateKey
+let otherRsa: PrivateKey
 
 beforeAll(async () => {
   keys.set('Ed25519', await generateKeyPair('Ed25519'))
   keys.set('secp256k1', await generateKeyPair('secp256k1'))
   keys.set('RSA', await generateKeyPair('RSA', 1024)) // small for speed; the check does not care
   otherEd25519 = await generateKeyPair('Ed25519')
+  otherRsa = await generateKeyPair('RSA', 1024)
 })
 
 function key (type: KeyType): PrivateKey {
@@ -144,6 +146,78 @@ describe('verifyNonce', () => {
     'refuses %s with %s as the signature with E_CRYPTO', async (type, _, sig) => {
       expect(outcome(await settled(async () => await verifyNonce(key(type).publicKey, NONCE, sig)))).toBe('E_CRYPTO')
     })
+})
+
+describe('KeyCache', () => {
+  it('answers a key again from the cache, for every id it owns, and still refuses ids it does not own', () => {
+    const cache = new KeyCache(8)
+    const k = key('Ed25519')
+    const first = cache.keyForPeerId(pubHex(k), libId(k))
+    expect(cache.keyForPeerId(pubHex(k), libId(k))).toBe(first)
+    expect(cache.keyForPeerId(pubHex(k), qmId(k))).toBe(first)
+    for (const id of [libId(otherEd25519), qmId(otherEd25519), libId(key('RSA')), libId(k).slice(0, -1) + (libId(k).endsWith('a') ? 'b' : 'a'), 'notapeerid', '']) {
+      expect(outcome(caught(() => cache.keyForPeerId(pubHex(k), id)))).toBe('E_ID_MISMATCH')
+    }
+    expect(cache.keyForPeerId(pubHex(k), libId(k))).toBe(first)
+    expect(cache.size).toBe(1)
+  })
+
+  it('never lets another key pass under a cached key\'s id', () => {
+    const cache = new KeyCache(8)
+    for (const type of KEY_TYPES) cache.keyForPeerId(pubHex(key(type)), libId(key(type)))
+    expect(outcome(caught(() => cache.keyForPeerId(pubHex(otherEd25519), libId(key('Ed25519')))))).toBe('E_ID_MISMATCH')
+    expect(outcome(caught(() => cache.keyForPeerId(pubHex(otherEd25519), qmId(key('Ed25519')))))).toBe('E_ID_MISMATCH')
+    expect(outcome(caught(() => cache.keyForPeerId(pubHex(key('Ed25519')), libId(key('RSA')))))).toBe('E_ID_MISMATCH')
+    // A key that fails is not cached: asking again fails again.
+    expect(outcome(caught(() => cache.keyForPeerId(pubHex(otherEd25519), libId(key('Ed25519')))))).toBe('E_ID_MISMATCH')
+    expect(outcome(caught(() => cache.keyForPeerId('08011220', libId(key('Ed25519')))))).toBe('E_CRYPTO')
+    expect(cache.size).toBe(3)
+  })
+
+  it('the cached key still checks the signature: a signature by another key is refused', async () => {
+    const cache = new KeyCache(8)
+    const k = key('Ed25519')
+    cache.keyForPeerId(pubHex(k), libId(k))
+    const again = cache.keyForPeerId(pubHex(k), libId(k))
+    expect(outcome(await settled(async () => await verifyNonce(again, 'nonce', await sign(otherEd25519, 'nonce'))))).toBe('E_SIGNATURE_INVALID')
+    expect(await verifyNonce(again, 'nonce', await sign(k, 'nonce'))).toBe(true)
+  })
+
+  it('holds at most maxEntries keys, dropping the least recently used', async () => {
+    const cache = new KeyCache(2)
+    const [a, b, c] = await Promise.all([0, 1, 2].map(async () => await generateKeyPair('Ed25519'))) as [PrivateKey, PrivateKey, PrivateKey]
+    const ka = cache.keyForPeerId(pubHex(a), libId(a))
+    cache.keyForPeerId(pubHex(b), libId(b))
+    expect(cache.keyForPeerId(pubHex(a), libId(a))).toBe(ka) // a is now the most recently used
+    cache.keyForPeerId(pubHex(c), libId(c)) // drops b
+    expect(cache.size).toBe(2)
+    expect(cache.keyForPeerId(pubHex(a), libId(a))).toBe(ka)
+    const kb = cache.keyForPeerId(pubHex(b), libId(b)) // made again
+    expect(kb.equals(b.publicKey)).toBe(true)
+    expect(cache.size).toBe(2)
+  })
+})
+
+describe('native verification', () => {
+  it.each<[KeyType, boolean]>([['Ed25519', true], ['RSA', true], ['secp256k1', false]])('%s keys get a node key object: %s (a library change that drops the RSA JWK fails here)', (type, native) => {
+    const k = keyForPeerId(pubHex(key(type)), libId(key(type)))
+    const obj = nativeKeyOf(k)
+    expect(obj !== undefined).toBe(native)
+    if (obj !== undefined) expect(obj.asymmetricKeyType).toBe(type.toLowerCase())
+  })
+
+  it.each<[string, (nonce: string) => Promise<string>, boolean]>([
+    ['its own signature', async (nonce) => await sign(key('RSA'), nonce), true],
+    ['its signature over another nonce', async (nonce) => await sign(key('RSA'), nonce + 'x'), false],
+    ['a signature by another RSA key', async (nonce) => await sign(otherRsa, nonce), false],
+    ['a truncated signature', async (nonce) => (await sign(key('RSA'), nonce)).slice(0, -2), false]
+  ])('an RSA key verified by node agrees with the library on %s', async (_, signed, ok) => {
+    const nonce = 'a'.repeat(72)
+    const sig = await signed(nonce)
+    const k = keyForPeerId(pubHex(key('RSA')), libId(key('RSA')))
+    expect(await k.verify(new TextEncoder().encode(nonce), Buffer.from(sig, 'hex'))).toBe(ok)
+    expect(outcome(await settled(async () => await verifyNonce(k, nonce, sig)))).toBe(ok ? 'ok' : 'E_SIGNATURE_INVALID')
+  })
 })
 
 describe('ChallengeStore', () => {
