@@ -47,7 +47,7 @@ process.on('exit', () => { for (const c of children) if (c.exitCode === null) c.
 interface Prog { child: ChildProcess, out: string[], pid: number }
 
 function program (args: string[]): Prog {
-  const env = { ...process.env, GC_METER_DIR: dir, ...EXTRA_ENV }
+  const env = { ...process.env, STARSOCK_BENCH_GC_DIR: dir, ...EXTRA_ENV }
   const child = spawn(process.execPath, [...FLAGS, '--import', join(ROOT, 'bench/gc-meter.js'), join(ROOT, 'bin/starsock.js'), ...args], { env, stdio: ['ignore', 'pipe', 'inherit'] })
   children.push(child)
   const out: string[] = []
@@ -83,9 +83,9 @@ function cpu (pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100
 }
 
-interface Gc { scavenge: number, markCompact: number, incremental: number, scavengeMs: number, markCompactMs: number, incrementalMs: number }
+interface Gc { scavenges: number, markCompacts: number, markCompactMs: number, gcs: number, gcMs: number }
 function gc (pid: number): Gc {
-  try { return JSON.parse(readFileSync(join(dir, `${pid}.json`), 'utf8')) as Gc } catch { return { scavenge: 0, markCompact: 0, incremental: 0, scavengeMs: 0, markCompactMs: 0, incrementalMs: 0 } }
+  try { return JSON.parse(readFileSync(join(dir, `${pid}.json`), 'utf8')) as Gc } catch { return { scavenges: 0, markCompacts: 0, markCompactMs: 0, gcs: 0, gcMs: 0 } }
 }
 
 function steal (): { steal: number, total: number } {
@@ -153,9 +153,9 @@ async function main (): Promise<void> {
       const g1 = gc(pid)
       const a = g0[k] as Gc
       row[`${k}.cpu`] = (cpu(pid) - (c0[k] as number)) * per
-      row[`${k}.mc`] = (g1.markCompact - a.markCompact) * per
-      row[`${k}.sc`] = (g1.scavenge - a.scavenge) * per
-      row[`${k}.gcms`] = ((g1.markCompactMs + g1.scavengeMs + g1.incrementalMs) - (a.markCompactMs + a.scavengeMs + a.incrementalMs)) * per
+      row[`${k}.mc`] = (g1.markCompacts - a.markCompacts) * per
+      row[`${k}.sc`] = (g1.scavenges - a.scavenges) * per
+      row[`${k}.gcms`] = (g1.gcMs - a.gcMs) * per
     }
     perRound.push(row)
   }
