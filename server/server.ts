@@ -1,6 +1,6 @@
 /** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
 import { readFileSync } from 'node:fs'
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpServer, ServerResponse, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Server as SocketIoServer } from 'socket.io'
@@ -92,6 +92,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
   tuneLegacySockets(io)
+  forgetUpgradeRequests(io)
 
   const url = (): string => urlOf(http, opts.tls !== undefined)
 
@@ -147,6 +148,37 @@ function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServe
     serveClient: false,
     pingInterval: PING_INTERVAL_MS,
     pingTimeout: PING_TIMEOUT_MS
+  })
+}
+
+/** Where `forgetUpgradeRequests` keeps a WebSocket upgrade's response object on its request, until its headers are out. */
+const UPGRADE_RESPONSE = Symbol('starsock:upgrade-response')
+
+/**
+ * Let go of the HTTP request each connection began with once nothing needs it. engine.io keeps it
+ * for the life of the socket twice: as `conn.request`, and through the response object of a
+ * WebSocket upgrade, which a `close` listener on the TCP socket holds and which holds the request
+ * (`res.req`); socket.io's `handshake.headers` holds its headers. With the parser state, headers
+ * and raw headers that is a few KB per idle peer (socket.io's "memory usage" docs suggest the
+ * first cut). The response lets go once the upgrade's headers are written (engine.io's `headers`
+ * event, the last use); the rest after `connection`, whose handler in `attachRendezvous`,
+ * registered first, runs first and takes what the server needs: the client's IP address and
+ * port, `X-Forwarded-For`; the token was checked before, by a middleware.
+ */
+function forgetUpgradeRequests (io: SocketIoServer): void {
+  io.engine.use((req: IncomingMessage & { [UPGRADE_RESPONSE]?: { req: unknown } }, res: unknown, next: () => void) => {
+    if (!(res instanceof ServerResponse)) req[UPGRADE_RESPONSE] = res as { req: unknown }
+    next()
+  })
+  io.engine.on('headers', (_headers: unknown, req: IncomingMessage & { [UPGRADE_RESPONSE]?: { req: unknown } }) => {
+    const res = req[UPGRADE_RESPONSE]
+    if (res === undefined) return
+    res.req = null
+    delete req[UPGRADE_RESPONSE]
+  })
+  io.on('connection', (socket) => {
+    (socket.conn as unknown as { request: unknown }).request = null
+    socket.handshake.headers = {}
   })
 }
 

@@ -38,8 +38,8 @@ export class Session {
   rawFrames = false
   /** Resume id this client presented in hello (one per client object, the same after every reconnect). */
   resume: string | undefined
-  /** Resume credential of each address this client joined, by address: its resume id, or one made for it. */
-  readonly resumeSecrets = new Map<string, string>()
+  private secrets: Map<string, string> | undefined
+  private requests: TokenBucket | undefined
 
   constructor (
     /** Unique id (the socket id). */
@@ -50,11 +50,28 @@ export class Session {
     readonly endpoint: Endpoint,
     /** Dial rate limit of this client. */
     readonly dialBucket: TokenBucket,
-    /** Rate limit of its other requests (hello, peers, ping, leave). */
-    readonly requestBucket: TokenBucket = new TokenBucket(MAX_REQUESTS_PER_SECOND, 2 * MAX_REQUESTS_PER_SECOND),
+    /** Rate limit of its other requests (hello, peers, ping, leave); made at the first such request when not given. */
+    requestBucket?: TokenBucket,
     /** Client TCP port, when known (not behind a proxy). */
     readonly port?: number
-  ) {}
+  ) {
+    this.requests = requestBucket
+  }
+
+  /**
+   * Resume credential of each address this client joined, by address: its resume id, or one made
+   * for it. Made at first use: legacy clients, most of an idle crowd, never have one.
+   */
+  get resumeSecrets (): Map<string, string> {
+    this.secrets ??= new Map()
+    return this.secrets
+  }
+
+  /** Rate limit of its other requests (hello, peers, ping, leave), made at the first one. */
+  get requestBucket (): TokenBucket {
+    this.requests ??= new TokenBucket(MAX_REQUESTS_PER_SECOND, 2 * MAX_REQUESTS_PER_SECOND)
+    return this.requests
+  }
 
   /** Where the client connects from, `ip:port` (`[ip]:port` for IPv6), or `ip` without a port. */
   get remote (): string {

@@ -32,92 +32,113 @@ export class RequestError extends Error {
   }
 }
 
-/** Bytes emitted toward a client and not yet written, from engine.io's `flush` and `drain`; `onDrain` runs on each drain. */
-function trackUnflushed (conn: EngineSocket, onDrain: () => void): { added: (bytes: number) => void, bytes: () => number, transport: () => EngineTransport } {
-  let sinceFlush = 0
-  let inTransport = 0
-  const handleDrain = (): void => {
-    inTransport = 0
-    onDrain()
-  }
-  let transport = conn.transport
-  transport.on('drain', handleDrain)
-  conn.on('upgrade', (next) => {
-    transport.off('drain', handleDrain)
-    transport = next as EngineTransport
-    transport.on('drain', handleDrain)
-  })
-  conn.on('flush', () => {
-    inTransport += sinceFlush
-    sinceFlush = 0
-  })
-  return { added: (bytes) => { sinceFlush += bytes }, bytes: () => sinceFlush + inTransport, transport: () => transport }
-}
+/**
+ * An endpoint for `socket`; `onDrain` runs whenever its transport flushed. Call `dispose` on
+ * disconnect. A class, not closures: every connected socket has one, and each closure costs an
+ * idle peer about 300 bytes once tsx has named it.
+ */
+class SocketEndpoint implements Endpoint {
+  private readonly conn: EngineSocket
+  private transport: EngineTransport
+  /** Bytes emitted since the last `flush` (in engine.io's write buffer). */
+  private sinceFlush = 0
+  /** Bytes handed to the transport and not yet drained. */
+  private inTransport = 0
+  /** Requests waiting for their ack, made at the first (most sockets are never asked anything). */
+  private pending: Set<(err: RequestError) => void> | undefined
+  private readonly handleDrain: () => void
 
-/** Acked requests to `socket` with a timeout; `failAll` rejects those still waiting (the client went). */
-function requester (socket: Socket): { request: Endpoint['request'], failAll: () => void } {
-  const pending = new Set<(err: RequestError) => void>()
-  return {
-    request: async (event, args, timeoutMs) => await new Promise((resolve, reject) => {
+  constructor (private readonly socket: Socket, private readonly onDrain: () => void, private readonly maxQueuedPackets: number) {
+    this.conn = socket.conn as unknown as EngineSocket
+    this.transport = this.conn.transport
+    this.handleDrain = this.drained.bind(this)
+    this.transport.on('drain', this.handleDrain)
+    this.conn.on('upgrade', (next) => {
+      this.transport.off('drain', this.handleDrain)
+      this.transport = next as EngineTransport
+      this.transport.on('drain', this.handleDrain)
+    })
+    this.conn.on('flush', () => {
+      this.inTransport += this.sinceFlush
+      this.sinceFlush = 0
+    })
+  }
+
+  private drained (): void {
+    this.inTransport = 0
+    this.onDrain()
+  }
+
+  emit (event: string, ...args: unknown[]): void {
+    this.socket.emit(event, ...args)
+    const chunk = args[0]
+    // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
+    if (chunk instanceof Uint8Array) this.sinceFlush += chunk.byteLength
+  }
+
+  sendFrame (frame: Uint8Array): void {
+    // The same write buffer as socket.io's packets: a frame stays in order with the events.
+    this.conn.send(frame)
+    this.sinceFlush += frame.byteLength
+  }
+
+  async request (event: string, args: unknown[], timeoutMs: number): Promise<unknown[]> {
+    const pending = this.pending ??= new Set()
+    return await new Promise((resolve, reject) => {
       const fail = (err: RequestError): void => {
         pending.delete(fail)
         reject(err)
       }
       pending.add(fail)
-      socket.timeout(timeoutMs).emit(event, ...args, (err: Error | null, ...reply: unknown[]) => {
+      this.socket.timeout(timeoutMs).emit(event, ...args, (err: Error | null, ...reply: unknown[]) => {
         if (!pending.delete(fail)) return
         if (err != null) reject(new RequestError('E_DIAL_TIMEOUT'))
         else resolve(reply)
       })
-    }),
-    failAll: () => { for (const fail of [...pending]) fail(new RequestError('E_PEER_GONE')) }
+    })
   }
-}
 
-/** Bytes of every kind queued toward the client: in the websocket and in engine.io's write buffer. */
-function backlogBytes (conn: EngineSocket, transport: EngineTransport): number {
-  let bytes = transport.name === 'websocket' ? transport.socket?.bufferedAmount ?? 0 : 0
-  for (const packet of conn.writeBuffer) {
-    const data = packet.data
-    bytes += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 16
+  pendingWriteBytes (): number {
+    return this.sinceFlush + this.inTransport
   }
-  return bytes
+
+  pauseReading (): boolean {
+    const ws = this.transport.name === 'websocket' ? this.transport.socket : undefined
+    if (ws?.pause === undefined) return false
+    ws.pause()
+    return true
+  }
+
+  resumeReading (): void {
+    this.transport.socket?.resume?.()
+  }
+
+  /** Bytes of every kind queued toward the client: in the websocket and in engine.io's write buffer. */
+  backlogBytes (): number {
+    let bytes = this.transport.name === 'websocket' ? this.transport.socket?.bufferedAmount ?? 0 : 0
+    for (const packet of this.conn.writeBuffer) {
+      const data = packet.data
+      bytes += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 16
+    }
+    return bytes
+  }
+
+  congested (): boolean {
+    return this.conn.writeBuffer.length > this.maxQueuedPackets
+  }
+
+  disconnect (): void {
+    this.socket.disconnect(true)
+  }
+
+  /** Reject the requests still waiting: the client went. */
+  dispose (): void {
+    if (this.pending === undefined) return
+    for (const fail of [...this.pending]) fail(new RequestError('E_PEER_GONE'))
+  }
 }
 
 /** An endpoint for `socket`; `onDrain` runs whenever its transport flushed. Call `dispose` on disconnect. */
 export function createSocketEndpoint (socket: Socket, onDrain: () => void, maxQueuedPackets: number): Endpoint & { dispose: () => void } {
-  const conn = socket.conn as unknown as EngineSocket
-  const unflushed = trackUnflushed(conn, onDrain)
-  const requests = requester(socket)
-  return {
-    emit (event, ...args) {
-      socket.emit(event, ...args)
-      const chunk = args[0]
-      // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
-      if (chunk instanceof Uint8Array) unflushed.added(chunk.byteLength)
-    },
-    sendFrame (frame) {
-      // The same write buffer as socket.io's packets: a frame stays in order with the events.
-      conn.send(frame)
-      unflushed.added(frame.byteLength)
-    },
-    request: requests.request,
-    pendingWriteBytes: unflushed.bytes,
-    pauseReading () {
-      const transport = unflushed.transport()
-      const ws = transport.name === 'websocket' ? transport.socket : undefined
-      if (ws?.pause === undefined) return false
-      ws.pause()
-      return true
-    },
-    resumeReading () {
-      unflushed.transport().socket?.resume?.()
-    },
-    backlogBytes: () => backlogBytes(conn, unflushed.transport()),
-    congested: () => conn.writeBuffer.length > maxQueuedPackets,
-    disconnect () {
-      socket.disconnect(true)
-    },
-    dispose: requests.failAll
-  }
+  return new SocketEndpoint(socket, onDrain, maxQueuedPackets)
 }

@@ -9,7 +9,7 @@ import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
-import type { Logger } from '../shared/logger.ts'
+import { withFields, type Logger } from '../shared/logger.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
 import { MAX_QUEUED_PACKETS } from './constants.ts'
@@ -114,33 +114,30 @@ function requireToken (io: Server, token: string, metrics: ServerMetrics): void 
 }
 
 /**
- * Stream events (`socket.io-pull-stream.<type>.<id>`) and raw frames go to the relay; anything
- * else unknown is answered "Unknown event". A listener of every event runs as each packet is
- * dispatched, before socket.io defers the named listeners a tick: data and the end that follows
- * it must take the same path, or the end overtakes the data.
+ * Raw frames and stream events (`socket.io-pull-stream.<type>.<id>`) go to the relay; anything
+ * else is answered "Unknown event". Called from the socket's listener of every event, which runs
+ * as each packet is dispatched (socket.io defers named listeners a tick): data and the end that
+ * follows it must take the same path, or the end overtakes the data.
  */
-function onOtherEvent (rendezvous: Rendezvous, s: Session, handled: Map<string, unknown>, bad: (event: string) => void, log: Logger): (event: unknown, ...raw: unknown[]) => void {
-  return (event: unknown, ...raw: unknown[]): void => {
-    if (event === FRAME_EVENT) {
-      const wrong = rendezvous.relay.frame(s, raw[0])
-      if (wrong !== undefined) bad(wrong)
-      return
-    }
-    if (typeof event === 'string' && handled.has(event)) return
-    const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
-    if (parsed === undefined) {
-      bad('unknown')
-      return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
-    }
-    const { type, streamId } = parsed
-    const relay = rendezvous.relay
-    const ok = type === 'accept' ? relay.accept(s, streamId, raw[0], raw[1])
-      : type === 'queue' ? relay.data(s, streamId, raw[0])
-        : type === 'error' ? relay.end(s, streamId, raw[0])
-          : type === 'credit' ? relay.credit(s, streamId, raw[0])
-            : relay.abort(s, streamId, raw[0])
-    if (!ok) bad(`stream-${type}`)
+function otherEvent (rendezvous: Rendezvous, s: Session, bad: (event: string) => void, log: Logger, event: unknown, raw: unknown[]): void {
+  const relay = rendezvous.relay
+  if (event === FRAME_EVENT) {
+    const wrong = relay.frame(s, raw[0])
+    if (wrong !== undefined) bad(wrong)
+    return
   }
+  const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
+  if (parsed === undefined) {
+    bad('unknown')
+    return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
+  }
+  const { type, streamId } = parsed
+  const ok = type === 'accept' ? relay.accept(s, streamId, raw[0], raw[1])
+    : type === 'queue' ? relay.data(s, streamId, raw[0])
+      : type === 'error' ? relay.end(s, streamId, raw[0])
+        : type === 'credit' ? relay.credit(s, streamId, raw[0])
+          : relay.abort(s, streamId, raw[0])
+  if (!ok) bad(`stream-${type}`)
 }
 
 /** Wire `rendezvous` to every socket `io` accepts. */
@@ -152,16 +149,17 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)
     const s = rendezvous.connect(socket.id, clientIp(socket, options.trustProxy), endpoint, clientPort(socket, options.trustProxy))
-    const log = logger.child({ session: socket.id })
+    // Fields on each line rather than a child logger per socket, and one listener for every
+    // event rather than one per request event: both are memory every idle peer would hold.
+    const log = withFields(logger, { session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
-    for (const [event, h] of handlers) {
-      socket.on(event, (...raw: unknown[]) => {
-        if (rendezvous.congested(s, event)) return // a socket that does not read gets nothing until it catches up
-        const { args, ack } = splitAck(raw)
-        reply(once(ack), log, () => run(h, rendezvous, s, event, args, bad))
-      })
-    }
-    socket.onAny(onOtherEvent(rendezvous, s, handlers, bad, log))
+    socket.onAny((event: unknown, ...raw: unknown[]) => {
+      const h = typeof event === 'string' ? handlers.get(event) : undefined
+      if (h === undefined) return otherEvent(rendezvous, s, bad, log, event, raw)
+      if (rendezvous.congested(s, event as string)) return // a socket that does not read gets nothing until it catches up
+      const { args, ack } = splitAck(raw)
+      reply(once(ack), log, () => run(h, rendezvous, s, event as string, args, bad))
+    })
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
