@@ -133,7 +133,7 @@ async function discoveryAndDialBench (): Promise<void> {
           writeFileSync(file, JSON.stringify(c.addrs))
           const { result, cpu } = await measured(server, async () => await work<{ p50: number, p95: number, p99: number, failures: number, firstError?: string }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials }))
           p99[server.name] = result.p99
-          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}` })
+          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms, p99 ${fmt(result.p99 / base.p99)}x the plain round trip's${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}` })
         } finally {
           c.proc.send('stop')
           await c.proc.stop()
@@ -172,6 +172,9 @@ async function capacityBench (): Promise<void> {
   const crowds: Array<Awaited<ReturnType<typeof crowd>>> = []
   try {
     let joined = 0
+    // RSS right after a crowd joined counts the heap's growth during the burst; the slope between
+    // two crowd sizes is what one more idle peer costs.
+    let first: { peers: number, rss: number } | undefined
     for (const target of SIZE.capacity) {
       while (joined < target) {
         const n = Math.min(2500, target - joined)
@@ -181,7 +184,10 @@ async function capacityBench (): Promise<void> {
       const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
       writeFileSync(file, JSON.stringify(crowds.flatMap((c) => c.addrs)))
       const { result, cpu } = await measured(server, async () => await work<{ p99: number, p50: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: 200 }))
-      record({ group: 'capacity', what: `dial p99 with ${target} peers joined, ours`, value: result.p99, unit: 'ms p99', serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, server RSS ${fmt(rssMiB(server.proc.pid))} MiB${result.p99 > 50 ? ', past 50 ms' : ''}` })
+      const rss = rssMiB(server.proc.pid)
+      record({ group: 'capacity', what: `dial p99 with ${target} peers joined, ours`, value: result.p99, unit: 'ms p99', serverCpu: cpu, note: `p50 ${fmt(result.p50)} ms, server RSS ${fmt(rss)} MiB${result.p99 > 50 ? ', past 50 ms' : ''}` })
+      if (first === undefined) first = { peers: joined, rss }
+      else record({ group: 'memory', what: `server RSS per idle joined peer, ${first.peers} to ${joined} peers, ours`, value: (rss - first.rss) * 1024 / (joined - first.peers), unit: 'KiB', note: `slope: RSS ${fmt(first.rss)} MiB at ${first.peers} peers, ${fmt(rss)} MiB at ${joined}` })
       if (result.p99 > 50) break
     }
   } finally {
