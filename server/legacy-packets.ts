@@ -126,9 +126,10 @@ interface EnginePacket { type: string, data?: unknown, options?: Record<string, 
  */
 export function framedLegacyBinary (socket: Socket): boolean {
   const conn = socket.conn as unknown as EngineConn & { on: (event: 'packetCreate', fn: (packet: EnginePacket) => void) => void }
-  const transport = conn.transport as { name?: string, perMessageDeflate?: unknown, socket?: { _sender?: { sendFrame?: unknown } } } | undefined
+  const transport = conn.transport as { name?: string, perMessageDeflate?: unknown, supportsBinary?: boolean, socket?: { _sender?: { sendFrame?: unknown } } } | undefined
   // Compressed messages leave ws later than they are sent: a ready-made frame could overtake one.
-  if (conn.protocol !== 3 || transport?.name !== 'websocket' || Boolean(transport.perMessageDeflate) || typeof transport.socket?._sender?.sendFrame !== 'function') return false
+  // A client that asked for base64 (`b64=1`) gets engine.io's text encoding, not binary frames.
+  if (conn.protocol !== 3 || transport?.name !== 'websocket' || Boolean(transport.perMessageDeflate) || transport.supportsBinary === false || typeof transport.socket?._sender?.sendFrame !== 'function') return false
   conn.on('packetCreate', (packet) => {
     const data = packet.data
     if (packet.type !== 'message' || !(data instanceof Uint8Array) || data.byteLength === 0) return

@@ -99,7 +99,23 @@ function clientIp (socket: Socket, trustProxy: boolean): string {
 /** The client's TCP port; `undefined` behind a trusted proxy (the proxy's port says nothing). */
 function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
   if (trustProxy && forwardedIp(socket) !== undefined) return undefined
-  return socket.request.socket?.remotePort
+  return (socket.request as typeof socket.request | null)?.socket?.remotePort
+}
+
+/**
+ * Refuse a second socket on an engine.io connection that already had one: after the first, the
+ * server forgets the connection's upgrade request (`server.ts`), so a client that leaves the
+ * namespace and connects again on the same connection would come with no address; and every
+ * socket adds listeners to the connection. Clients reconnect with a new connection.
+ */
+function oneSocketPerConnection (io: Server, metrics: ServerMetrics): void {
+  const used = new WeakSet<object>()
+  io.use((socket, next) => {
+    if (!used.has(socket.conn)) return next()
+    metrics.badRequests.inc({ event: 'reconnect-same-connection' })
+    next(new Error(wireError('E_BAD_REQUEST', 'One socket per connection: reconnect with a new connection')))
+  })
+  io.on('connection', (socket) => { used.add(socket.conn) })
 }
 
 /** Refuse sockets without the server's token (`token` option set). */
@@ -142,6 +158,7 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: (event: string) =>
 
 /** Wire `rendezvous` to every socket `io` accepts. */
 export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: ResolvedServerOptions, metrics: ServerMetrics, logger: Logger): void {
+  oneSocketPerConnection(io, metrics)
   if (options.token !== '') requireToken(io, options.token, metrics)
   const handlers = requestHandlers(rendezvous)
   const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
@@ -154,6 +171,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     const log = withFields(logger, { session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
     socket.onAny((event: unknown, ...raw: unknown[]) => {
+      // socket.io calls this before it checks the socket is still connected: a request that came
+      // in one read with the disconnect must not act for a session that is gone.
+      if (!socket.connected) return
       const h = typeof event === 'string' ? handlers.get(event) : undefined
       if (h === undefined) return otherEvent(rendezvous, s, bad, log, event, raw)
       if (rendezvous.congested(s, event as string)) return // a socket that does not read gets nothing until it catches up
