@@ -34,8 +34,8 @@ export interface PeerOptions {
   /**
    * Largest chunk sent (lowered to fit the server's message size): a connection's messages, and a
    * multiplexer's batches of channel frames (seven 64 KiB DATA frames). Per-message work on the
-   * server and both peers makes small chunks expensive; the server's 1,000,000-byte message limit
-   * caps it. @default 512 KiB
+   * server and both peers makes small chunks expensive; the server's message limit (1,000,000 bytes
+   * by default) caps it at three quarters of that, as base64 over long-polling. @default 512 KiB
    */
   chunkBytes?: number
   /** Unread bytes past which a stream from a sender that ignores the window fails. @default 16 MiB */

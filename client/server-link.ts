@@ -107,8 +107,10 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
    * (the streams fail with the disconnect).
    */
   private sendFrame (frame: Uint8Array): boolean {
-    const engine = this.socket.io.engine
-    if (!this.socket.connected || engine === undefined) return false
+    const engine = this.socket.io.engine as (typeof this.socket.io.engine & { _hasPingExpired?: () => boolean }) | undefined
+    // socket.io-client's own test before it writes an event to the engine: past it, events wait
+    // in its buffer for the next connection, and a frame sent now would overtake them.
+    if (!this.socket.connected || engine === undefined || engine._hasPingExpired?.() === true) return false
     engine.write(frame)
     return true
   }

@@ -22,10 +22,14 @@ export interface StreamSizes {
   receiveLimitBytes: number
 }
 
-/** Largest chunk to send: the option, lowered to fit the server's message size. */
+/**
+ * Largest chunk to send: the option, lowered to fit the server's message size once base64-encoded
+ * (long-polling carries binary as base64, a third larger).
+ */
 export function sendChunkBytes (chunkBytes: number, limits: Readonly<Record<string, number>> | undefined): number {
+  const room = (limits?.maxMessageBytes ?? DEFAULT_MESSAGE_BYTES) - MESSAGE_OVERHEAD_BYTES
   // At least 1: a sender must make progress even if a server announced nonsense (the hello check clamps it too).
-  return Math.max(1, Math.min(chunkBytes, (limits?.maxMessageBytes ?? DEFAULT_MESSAGE_BYTES) - MESSAGE_OVERHEAD_BYTES))
+  return Math.max(1, Math.min(chunkBytes, Math.floor(room * 3 / 4)))
 }
 
 /** Receive window to announce: the option, kept under half the server's per-stream buffer, where it would start pushing back. */

@@ -273,8 +273,14 @@ export class SendStream {
       // An owned chunk goes as a frame only with room for the header before it (no copy); without
       // it, as an event (a view, no copy either). Frames and events of a stream stay in order.
       const inPlace = owned && offset === reservedBytes && reservedBytes >= FRAME_HEADER_BYTES
-      if (this.lane !== undefined && (inPlace || !owned)) this.sendFrame(data, offset, n, inPlace)
-      else {
+      if (this.lane !== undefined && (inPlace || !owned)) {
+        if (!this.sendFrame(data, offset, n, inPlace)) {
+          // Not sent (the connection is dropping): the stream fails here rather than lose the bytes.
+          const err = new StarsockError('E_DISCONNECTED', 'Connection to the server dropped')
+          this.fail(err)
+          throw err
+        }
+      } else {
         // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
         const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)
         this.transport.emit(streamEvent('queue', this.id), chunk)
@@ -290,7 +296,7 @@ export class SendStream {
    * Send `n` bytes of `data` from `offset` as a raw frame: in place, in the free bytes before
    * `offset` when `inPlace` (an owned buffer's reserved room), else as a copy with its header.
    */
-  private sendFrame (data: Uint8Array, offset: number, n: number, inPlace: boolean): void {
+  private sendFrame (data: Uint8Array, offset: number, n: number, inPlace: boolean): boolean {
     const lane = this.lane as number
     let frame: Uint8Array
     if (inPlace) {
@@ -300,6 +306,6 @@ export class SendStream {
       frame.set(data.subarray(offset, offset + n), FRAME_HEADER_BYTES)
     }
     writeFrameHeader(frame, FRAME_KIND_DATA, lane)
-    this.transport.frame?.(frame)
+    return this.transport.frame?.(frame) === true
   }
 }

@@ -83,10 +83,26 @@ const FLUSH_BYTES = 512 * 1024
  */
 const BATCH_HEADROOM_BYTES = STREAM_HEADROOM_BYTES
 /**
- * Runs `fn` once the current turn of the event loop is over: after the I/O callbacks of this turn
- * (Node's `setImmediate`), or as a task where there is none (a page).
+ * `fn` as a task of its own through a `MessageChannel`: a page has no `setImmediate`, and a timer
+ * would do, but browsers run a hidden tab's timers once a second (a page sending a file from a
+ * background tab would crawl, and the credit it owes its peers with it); messages are not held back.
  */
-const scheduleFlush: (fn: () => void) => void = globalThis.setImmediate ?? ((fn) => { setTimeout(fn, 0) })
+export function postTask (): (fn: () => void) => void {
+  const queue: Array<() => void> = []
+  const channel = new MessageChannel()
+  channel.port1.onmessage = () => { queue.shift()?.() }
+  // Node keeps a process alive while a port listens; a page never ends by itself anyway.
+  ;(channel.port1 as { unref?: () => void }).unref?.()
+  return (fn) => {
+    queue.push(fn)
+    channel.port2.postMessage(null)
+  }
+}
+/**
+ * Runs `fn` once the current turn of the event loop is over: after the I/O callbacks of this turn
+ * (Node's `setImmediate`), or as a task of its own where there is none (a page: `postTask`).
+ */
+const scheduleFlush: (fn: () => void) => void = globalThis.setImmediate ?? postTask()
 /** How long a graceful close waits for queued frames to go out. */
 const CLOSE_FLUSH_MS = 1000
 

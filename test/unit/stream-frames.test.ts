@@ -20,6 +20,18 @@ function transport (): { t: StreamTransport, events: unknown[][], frames: Uint8A
 }
 
 describe('SendStream with a lane', () => {
+  it('fails the stream when the link cannot take a frame, rather than count bytes never sent', async () => {
+    const { t } = transport()
+    t.frame = () => false
+    let done = 0
+    const tx = new SendStream(t, 's', 4, () => { done++ })
+    tx.onAccept(1000, 7)
+    await expect(tx.write(Uint8Array.of(1, 2, 3))).rejects.toMatchObject({ code: 'E_DISCONNECTED' })
+    expect(tx.sentBytes).toBe(0)
+    expect(done).toBe(1)
+    await expect(tx.write(Uint8Array.of(4))).rejects.toMatchObject({ code: 'E_DISCONNECTED' })
+  })
+
   it('sends write as framed copies on the lane, an owned buffer with room as itself, one without as events', async () => {
     const { t, events, frames } = transport()
     const tx = new SendStream(t, 's', 4, () => {})

@@ -23,11 +23,16 @@ describe('stream sizing', () => {
   it.each<[string, Record<string, number> | undefined, number]>([
     ['no hello (the original server)', undefined, 128 * KiB],
     ['a default server', { maxMessageBytes: 1_000_000 }, 128 * KiB],
-    ['small messages', { maxMessageBytes: 20_000 }, 20_000 - 4096],
-    ['a tiny maxMessageBytes, clamped', announced({ maxMessageBytes: 1 }), 8 * KiB - 4096],
+    ['small messages: three quarters of the room, as base64 over long-polling', { maxMessageBytes: 20_000 }, Math.floor((20_000 - 4096) * 3 / 4)],
+    ['a tiny maxMessageBytes, clamped', announced({ maxMessageBytes: 1 }), Math.floor((8 * KiB - 4096) * 3 / 4)],
     ['a tiny maxMessageBytes that got past the check', { maxMessageBytes: 1 }, 1]
   ])('chunk for %s', (_, limits, chunk) => {
     expect(sendChunkBytes(SIZES.chunkBytes, limits)).toBe(chunk)
+  })
+
+  it('caps a chunk near the message limit so that its base64 fits a long-polling message', () => {
+    expect(sendChunkBytes(900 * KiB, { maxMessageBytes: 1_000_000 })).toBe(Math.floor((1_000_000 - 4096) * 3 / 4))
+    expect(sendChunkBytes(512 * KiB, { maxMessageBytes: 1_000_000 })).toBe(512 * KiB)
   })
 
   it.each<[string, Record<string, number> | undefined, number]>([
@@ -96,13 +101,13 @@ describe('StreamTable', () => {
     expect(table.counts).toEqual({ sendingStreams: 0, receivingStreams: 0 })
   })
 
-  it('a server announcing a tiny message size does not make a sender spin: chunks stay at least 4 KiB', async () => {
+  it('a server announcing a tiny message size does not make a sender spin: chunks stay at least 3 KiB (4 KiB of room, as base64)', async () => {
     const { table, emits } = setup(announced({ maxMessageBytes: 1 }))
     const tx = table.openSend('t.dialer')
     table.dispatch(streamEvent('accept', 't.dialer'), undefined) // a legacy receiver: no window
     await tx.write(new Uint8Array(10_000))
     const sizes = emits.map(([, chunk]) => (chunk as Uint8Array).byteLength)
-    expect(sizes).toEqual([4096, 4096, 1808])
+    expect(sizes).toEqual([3072, 3072, 3072, 784])
   })
 
   it('a newer stream under the same id keeps its place when the older one ends', () => {
