@@ -654,8 +654,11 @@ describe('Channel: window auto-tuning', () => {
       [500, 500], [[1000, false], [1000, false]], 1000],
     ['a reader that keeps up, a budget spent after one doubling', 1000, 8000, 1000, [500, 'read', 1000, 'read', 1000, 'read'],
       [1500, 1000, 1000], [[1000, true], [2000, false], [2000, false]], 2000],
-    ['a slow reader (bytes unread at every grant)', 1000, 4000, Infinity, [500, 100, 'read', 'read', 400, 10, 'read', 'read'],
+    // Never empty between two grants: more arrives before it has read what it held.
+    ['a slow reader (bytes unread at every read up to each grant)', 1000, 4000, Infinity, [500, 100, 'read', 400, 'read', 10, 'read', 'read'],
       [500, 500], [], 1000],
+    ['a reader that caught up between grants (bytes unread at the grant): the window doubles', 1000, 4000, Infinity, [300, 'read', 400, 100, 'read', 'read'],
+      [700 + 1000], [[1000, true]], 2000],
     ['a slow reader whose last chunk is one byte', 1000, 4000, Infinity, [999, 1, 'read', 'read'],
       [999], [], 1000],
     ['a slow reader that catches up', 1000, 4000, Infinity, [500, 100, 'read', 'read', 500, 'read'],
