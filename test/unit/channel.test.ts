@@ -708,6 +708,29 @@ describe('Channel: window auto-tuning', () => {
     expect(link.releases).toEqual([768 * 1024])
   })
 
+  it('a socket writer reading in batches grows its window once it caught up, though a batch was left at the grant', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 4000)
+    // Messages of frames arrive; the writer takes two frames at a time (its write bound).
+    for (let i = 0; i < 2; i++) ch.push({ data: pattern(125) })
+    expect((await within(ch.readBatch(250), 'a batch'))?.length).toBe(2) // caught up: nothing unread
+    for (let i = 0; i < 4; i++) ch.push({ data: pattern(125) })
+    expect((await within(ch.readBatch(250), 'a batch'))?.length).toBe(2) // credit due, 250 bytes still unread
+    expect(link.windows()).toEqual([500 + 1000])
+    expect(link.reserves).toEqual([[1000, true]])
+  })
+
+  it('a socket writer that never catches up keeps its window', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 4000)
+    for (let i = 0; i < 8; i++) ch.push({ data: pattern(125) })
+    for (let round = 0; round < 6; round++) {
+      expect((await within(ch.readBatch(250), 'a batch'))?.length).toBe(2)
+      for (let i = 0; i < 2; i++) ch.push({ data: pattern(125) }) // the sender refills what was read
+    }
+    expect(link.windows()).toEqual([500, 500, 500])
+    expect(link.reserves).toEqual([])
+    expect(ch.stats().bufferedBytes).toBe(1000)
+  })
+
   it('reads grown chunks in full: the bytes are not mixed up', async () => {
     const { ch, link } = channel(RELIABLE, 1000, 1000, 8000)
     const chunks = [pattern(500, 1), pattern(1000, 2), pattern(2000, 3), pattern(4000, 4)]
