@@ -10,14 +10,17 @@
  * are not seen. A copy of at least `ATTRIBUTE_MIN_BYTES` is charged to the first stack frame
  * outside this file: our module (`client/mux/muxer.ts flush`) or a dependency (`ws`).
  */
+import { Socket as EngineSocket } from 'engine.io-client'
 import { createRequire } from 'node:module'
-import { Socket } from 'socket.io-client'
 
 /** Copies smaller than this are summed under `small` (a stack trace each would cost too much). */
 const ATTRIBUTE_MIN_BYTES = 512
 
 const byWhere = new Map<string, number>()
-/** Binary messages this process emitted to the server (stream chunks): how many, and their bytes. */
+/**
+ * Binary engine.io messages this process sent to the server (stream data: raw frames, and the
+ * attachments of `queue` events): how many, and their bytes.
+ */
 const emitted = { messages: 0, bytes: 0 }
 let installed = false
 
@@ -93,19 +96,26 @@ export function installCopyMeter (): void {
       mask(source, m, output, offset, length)
     }
   } catch {} // no bufferutil: ws masks in JavaScript, not seen here
-  // The same socket.io-client module the peer imports: count the binary messages it emits.
-  const emit = Socket.prototype.emit
-  Socket.prototype.emit = function (this: Socket, event: string, ...args: unknown[]) {
-    const chunk = args[0]
-    if (chunk instanceof Uint8Array) {
-      emitted.messages++
-      emitted.bytes += chunk.byteLength
+  // The engine.io-client module socket.io-client runs on: every message goes through its `write`,
+  // the raw data frames a peer sends itself (client/server-link.ts) and each socket.io packet,
+  // where a binary event's attachment is a message of its own. Binary messages are stream data.
+  let proto = EngineSocket.prototype as object | null
+  while (proto !== null && !Object.prototype.hasOwnProperty.call(proto, 'write')) proto = Object.getPrototypeOf(proto) as object | null
+  if (proto !== null) {
+    const owner = proto as { write: (msg: unknown, ...rest: unknown[]) => unknown }
+    const write = owner.write
+    owner.write = function (this: unknown, msg: unknown, ...rest: unknown[]) {
+      const bytes = msg instanceof Uint8Array || msg instanceof ArrayBuffer ? msg.byteLength : -1
+      if (bytes >= 0) {
+        emitted.messages++
+        emitted.bytes += bytes
+      }
+      return write.call(this, msg, ...rest)
     }
-    return emit.call(this, event, ...args)
-  } as typeof emit
+  }
 }
 
-/** Binary messages emitted since the last call (how many, and their bytes); starts counting afresh. */
+/** Binary messages sent since the last call (how many, and their bytes); starts counting afresh. */
 export function takeMessages (): { messages: number, bytes: number } {
   const out = { ...emitted }
   emitted.messages = 0

@@ -159,7 +159,7 @@ async function main (): Promise<void> {
     }
     perRound.push(row)
   }
-  const execArgv = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, (JSON.parse(readFileSync(join(dir, `${pid}.json`), 'utf8')) as { execArgv: string[] }).execArgv.join(' ')]))
+  const execArgv = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, (JSON.parse(readFileSync(join(dir, `${pid}.json`), 'utf8')) as { execArgv?: string[] }).execArgv?.join(' ') ?? '']))
   const med = (k: string): number => { const xs = perRound.map((r) => r[k] as number).sort((a, b) => a - b); return xs[Math.floor(xs.length / 2)] as number }
   const keys = Object.keys(perRound[0] ?? {})
   const summary = Object.fromEntries(keys.map((k) => [k, Number(med(k).toFixed(3))]))

@@ -14,7 +14,7 @@ import { installCopyMeter, takeCopies, takeMessages } from './copy-meter.ts'
 const now = (): number => performance.now()
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where, and binary messages emitted). */
+/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where, and binary engine.io messages sent: raw data frames and event attachments). */
 async function untilStop (): Promise<void> {
   for await (const line of createInterface({ input: process.stdin })) {
     if (line === 'stop') return

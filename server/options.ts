@@ -32,7 +32,7 @@ export interface ServerOptions {
   announceIntervalMs?: number
   /** Addresses a client receives per interval, and the most a join reply lists. @default 64 */
   announceBatchPeers?: number
-  /** Bytes one stream may hold on the server before it fails. @default 4 MiB */
+  /** Bytes one stream may hold on the server before it fails. @default 8 MiB */
   streamBufferBytes?: number
   /** Bytes all streams sent by one socket may hold before they fail. @default 16 MiB */
   socketBufferBytes?: number
@@ -247,7 +247,7 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
   announceIntervalMs: integer({ default: 10_000, min: 0, unit: 'ms', flag: '--announce-interval-ms <n>', env: 'STARSOCK_ANNOUNCE_INTERVAL_MS', help: 'periodic ws-peer re-announcement interval (0: off)' }),
   announceBatchPeers: integer({ default: 64, min: 1, unit: 'count', flag: '--announce-batch-peers <n>', env: 'STARSOCK_ANNOUNCE_BATCH_PEERS', help: 'addresses per client per interval, and in a join reply' }),
   // A stream holds at least two of the largest messages; a sender's streams together at least one stream's cap.
-  streamBufferBytes: integer({ default: 4 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => 2 * (r.maxMessageBytes ?? MAX_MESSAGE_BYTES), unit: 'bytes', flag: '--stream-buffer-bytes <n>', env: 'STARSOCK_STREAM_BUFFER_BYTES', help: 'bytes one stream may hold on the server' }),
+  streamBufferBytes: integer({ default: 8 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => 2 * (r.maxMessageBytes ?? MAX_MESSAGE_BYTES), unit: 'bytes', flag: '--stream-buffer-bytes <n>', env: 'STARSOCK_STREAM_BUFFER_BYTES', help: 'bytes one stream may hold on the server' }),
   socketBufferBytes: integer({ default: 16 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => r.streamBufferBytes ?? 2 * MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--socket-buffer-bytes <n>', env: 'STARSOCK_SOCKET_BUFFER_BYTES', help: 'bytes all streams of one sender may hold' }),
   // A paused sender's heartbeats are not read: stay well inside engine.io's 20 s ping timeout.
   senderStallTimeoutMs: integer({ default: 8_000, min: 1, max: 15_000, unit: 'ms', flag: '--sender-stall-timeout-ms <n>', env: 'STARSOCK_SENDER_STALL_TIMEOUT_MS', help: 'a sender paused this long for a stalled receiver has its fullest streams failed' }),

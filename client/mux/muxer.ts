@@ -25,7 +25,7 @@ import { OutputQueue } from './output-queue.ts'
 export interface MuxOptions {
   /** Receive window each channel starts with. @default 256 KiB */
   windowBytes?: number
-  /** Largest window a channel grows to while its reader keeps up. @default 4 MiB */
+  /** Largest window a channel grows to while its reader keeps up. @default 8 MiB */
   maxWindowBytes?: number
   /** Bytes all grown windows of the connection may add up to. @default 32 MiB */
   growthBudgetBytes?: number
@@ -144,7 +144,7 @@ export class Muxer extends Emitter<MuxEvents> {
     super()
     this.options = {
       windowBytes: options.windowBytes ?? 256 * 1024,
-      maxWindowBytes: options.maxWindowBytes ?? Math.max(4 * 1024 * 1024, options.windowBytes ?? 0),
+      maxWindowBytes: options.maxWindowBytes ?? Math.max(8 * 1024 * 1024, options.windowBytes ?? 0),
       growthBudgetBytes: options.growthBudgetBytes ?? 32 * 1024 * 1024,
       maxChannels: options.maxChannels ?? 1024,
       maxPendingOffers: options.maxPendingOffers ?? 16,

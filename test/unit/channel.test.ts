@@ -654,8 +654,11 @@ describe('Channel: window auto-tuning', () => {
       [500, 500], [[1000, false], [1000, false]], 1000],
     ['a reader that keeps up, a budget spent after one doubling', 1000, 8000, 1000, [500, 'read', 1000, 'read', 1000, 'read'],
       [1500, 1000, 1000], [[1000, true], [2000, false], [2000, false]], 2000],
-    ['a slow reader (bytes unread at every grant)', 1000, 4000, Infinity, [500, 100, 'read', 'read', 400, 10, 'read', 'read'],
+    // Never empty between two grants: more arrives before it has read what it held.
+    ['a slow reader (bytes unread at every read up to each grant)', 1000, 4000, Infinity, [500, 100, 'read', 400, 'read', 10, 'read', 'read'],
       [500, 500], [], 1000],
+    ['a reader that caught up between grants (bytes unread at the grant): the window doubles', 1000, 4000, Infinity, [300, 'read', 400, 100, 'read', 'read'],
+      [700 + 1000], [[1000, true]], 2000],
     ['a slow reader whose last chunk is one byte', 1000, 4000, Infinity, [999, 1, 'read', 'read'],
       [999], [], 1000],
     ['a slow reader that catches up', 1000, 4000, Infinity, [500, 100, 'read', 'read', 500, 'read'],
@@ -703,6 +706,29 @@ describe('Channel: window auto-tuning', () => {
     expect(ch.stats().droppedBy).toEqual({ credit: 0, queue: 0, window: 1 })
     ch.fail(new StarsockError('E_PEER_GONE'))
     expect(link.releases).toEqual([768 * 1024])
+  })
+
+  it('a socket writer reading in batches grows its window once it caught up, though a batch was left at the grant', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 4000)
+    // Messages of frames arrive; the writer takes two frames at a time (its write bound).
+    for (let i = 0; i < 2; i++) ch.push({ data: pattern(125) })
+    expect((await within(ch.readBatch(250), 'a batch'))?.length).toBe(2) // caught up: nothing unread
+    for (let i = 0; i < 4; i++) ch.push({ data: pattern(125) })
+    expect((await within(ch.readBatch(250), 'a batch'))?.length).toBe(2) // credit due, 250 bytes still unread
+    expect(link.windows()).toEqual([500 + 1000])
+    expect(link.reserves).toEqual([[1000, true]])
+  })
+
+  it('a socket writer that never catches up keeps its window', async () => {
+    const { ch, link } = channel(RELIABLE, 1000, 1000, 4000)
+    for (let i = 0; i < 8; i++) ch.push({ data: pattern(125) })
+    for (let round = 0; round < 6; round++) {
+      expect((await within(ch.readBatch(250), 'a batch'))?.length).toBe(2)
+      for (let i = 0; i < 2; i++) ch.push({ data: pattern(125) }) // the sender refills what was read
+    }
+    expect(link.windows()).toEqual([500, 500, 500])
+    expect(link.reserves).toEqual([])
+    expect(ch.stats().bufferedBytes).toBe(1000)
   })
 
   it('reads grown chunks in full: the bytes are not mixed up', async () => {

@@ -12,7 +12,7 @@ describe('resolvePeerOptions', () => {
       transports: ['websocket', 'polling'],
       requestTimeoutMs: 10_000,
       takeover: false,
-      windowBytes: 2 * 1024 * 1024,
+      windowBytes: 4 * 1024 * 1024,
       chunkBytes: 512 * 1024,
       receiveLimitBytes: 16 * 1024 * 1024,
       heartbeatIntervalMs: 5000,
