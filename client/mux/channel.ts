@@ -306,6 +306,11 @@ export class Channel {
     this.fail(error, true)
   }
 
+  /** Bytes the other side's window takes now (reliable channels), before writes still queued here take theirs. */
+  get creditBytes (): number {
+    return Math.max(0, this.credit)
+  }
+
   /** Figures now. */
   stats (): ChannelStats {
     return { sentBytes: this.sent, receivedBytes: this.received, bufferedBytes: this.window.bufferedBytes, droppedDatagrams: this.dropped, droppedBy: { ...this.droppedBy } }

@@ -55,8 +55,10 @@ export function resetSocket (socket: net.Socket): void {
 export const MAX_SOCKET_WRITE_BYTES = 256 * 1024
 
 /**
- * Bytes read from a TCP socket and handed to its channel that may wait for credit before the
- * socket is paused (a chunk read is at most 64 KiB, so it holds at most this plus one chunk).
+ * Bytes read from a TCP socket and handed to its channel, not yet sent, past which the socket is
+ * paused; never more than the channel's credit covers (a chunk read is at most 64 KiB, so a
+ * socket holds at most the smaller of the two plus one chunk, and a far side that does not read
+ * costs one chunk per connection, not this).
  */
 export const MAX_SOCKET_READ_AHEAD_BYTES = 512 * 1024
 
@@ -90,17 +92,18 @@ async function writeChunks (socket: net.Socket, chunks: Uint8Array[]): Promise<v
  * (`MAX_SOCKET_WRITE_BYTES`).
  */
 export function pipeSocket (socket: net.Socket, channel: Channel): void {
-  // Reads go on while what is handed to the channel and not yet within its credit stays under
-  // MAX_SOCKET_READ_AHEAD_BYTES: several reads of one turn of the event loop then leave as one
-  // batch of frames (one stream message), and a channel out of credit pauses the socket.
+  // Reads go on while what is handed to the channel and not yet sent stays within its credit and
+  // under MAX_SOCKET_READ_AHEAD_BYTES: several reads of one turn of the event loop then leave as
+  // one batch of frames (one stream message), and a channel out of credit pauses the socket.
   let ahead = 0
+  const room = (): number => Math.min(MAX_SOCKET_READ_AHEAD_BYTES, channel.creditBytes)
   socket.on('data', (chunk: Buffer) => {
     ahead += chunk.byteLength
-    if (ahead > MAX_SOCKET_READ_AHEAD_BYTES) socket.pause()
+    if (ahead > room()) socket.pause()
     // Handed over without a copy: Node gives each chunk read from a socket memory of its own.
     channel.writeOwned(chunk).then(() => {
       ahead -= chunk.byteLength
-      if (ahead <= MAX_SOCKET_READ_AHEAD_BYTES && socket.isPaused()) socket.resume()
+      if (ahead <= room() && socket.isPaused()) socket.resume()
     }, () => resetSocket(socket))
   })
   // libuv reports a reset that arrives behind unread bytes (the socket was paused for want of
