@@ -1,18 +1,18 @@
 import type dgram from 'node:dgram'
 import net from 'node:net'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { datagramCost, MAX_DATAGRAM_WINDOW_BYTES, type Channel } from '../client/mux/channel.ts'
 import { createIdentity } from '../client/identity.ts'
-import { createPeer, type StarsockPeer } from '../client/peer.ts'
-import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { expose, forward } from '../client/sock/tunnel.node.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
-import type { StarsockServer } from '../server/server.ts'
-import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
+import { useAgents } from './helpers/agents.ts'
+import { testBytes, waitFor, within } from './helpers/server.ts'
+import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
 
 /** A TCP connection to 127.0.0.1:`port` kept open; `closed` settles when the other end closes it, with the error code (ECONNRESET for a reset, `end` for a FIN). */
@@ -43,20 +43,7 @@ async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
 }
 
 describe('sock channels and tunnels through a real server', () => {
-  let server: StarsockServer & { port: number }
-  const cleanup: Closable[] = []
-  const agent = async (options: SockAgentOptions = {}): Promise<SockAgent> => {
-    const peer: StarsockPeer = await createPeer({ server: server.url() })
-    const a = createSockAgent(peer, { host: createNodeHost(), ...options })
-    cleanup.push({ close: async () => { await a.close(); await peer.close() } })
-    return a
-  }
-
-  beforeEach(async () => { server = await startServer() })
-  afterEach(async () => {
-    for (const c of cleanup.splice(0).reverse()) await c.close()
-    await server.close()
-  })
+  const { agent, cleanup, server } = useAgents()
 
   it('forward: 10 MiB over HTTP from a local server through the tunnel, byte-exact', async () => {
     const body = testBytes(10 * 1024 * 1024)
@@ -179,7 +166,7 @@ describe('sock channels and tunnels through a real server', () => {
     expect(heard).toHaveLength(1)
 
     // An older peer: its HELLO has no `interim`, so a `{ asking }` reply would read as a grant.
-    const older = await createPeer({ server: server.url() })
+    const older = await createPeer({ server: server().url() })
     cleanup.push({ close: async () => await older.close() })
     await waitFor('the older peer to know the target', () => older.peers().some((p) => p.peerId === target.peer.peerId))
     const conn = await older.dial(target.peer.peerId)
@@ -204,7 +191,7 @@ describe('sock channels and tunnels through a real server', () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
     const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
-    const newer = await createPeer({ server: server.url() })
+    const newer = await createPeer({ server: server().url() })
     cleanup.push({ close: async () => await newer.close() })
     await waitFor('the newer peer to know the target', () => newer.peers().some((p) => p.peerId === target.peer.peerId))
     const conn = await newer.dial(target.peer.peerId)
@@ -227,7 +214,7 @@ describe('sock channels and tunnels through a real server', () => {
 
   it('offerFile to a peer whose HELLO does not list file offers (an older one) is refused here with E_UNSUPPORTED; no offer is sent', async () => {
     const sender = await agent()
-    const older = await createPeer({ server: server.url() })
+    const older = await createPeer({ server: server().url() })
     cleanup.push({ close: async () => await older.close() })
     const seen: number[] = []
     older.handle((conn) => {
@@ -291,7 +278,7 @@ describe('sock channels and tunnels through a real server', () => {
     const echo = await udpEcho()
     cleanup.push(echo)
     const identity = await createIdentity()
-    const targetPeer = await createPeer({ server: server.url(), identity })
+    const targetPeer = await createPeer({ server: server().url(), identity })
     const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.port}`] })
     const client = await agent()
     const fwd = await forward(client, { peer: targetPeer.peerId, proto: 'udp', listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
@@ -319,7 +306,7 @@ describe('sock channels and tunnels through a real server', () => {
     expect(errors.length).toBe(1)
 
     // The peer comes back with the same identity: the tunnel recovers, and the source sends at once.
-    const backPeer = await createPeer({ server: server.url(), identity })
+    const backPeer = await createPeer({ server: server().url(), identity })
     const back = createSockAgent(backPeer, { host: createNodeHost(), allow: [`connect/udp:127.0.0.1:${echo.port}`] })
     cleanup.push({ close: async () => { await back.close(); await backPeer.close() } })
     await waitFor('the forward to be up again', () => fwd.state === 'up', 10_000)
@@ -330,7 +317,7 @@ describe('sock channels and tunnels through a real server', () => {
   it('a tunnel whose peer is away stops when its agent closes or its signal aborts (no recovery loop left running)', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const targetPeer = await createPeer({ server: server.url() })
+    const targetPeer = await createPeer({ server: server().url() })
     const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`, 'bind/tcp:127.0.0.1:0'] })
     const client = await agent()
     const ac = new AbortController()
@@ -352,7 +339,7 @@ describe('sock channels and tunnels through a real server', () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
     const identity = await createIdentity()
-    const firstPeer = await createPeer({ server: server.url(), identity })
+    const firstPeer = await createPeer({ server: server().url(), identity })
     const first = createSockAgent(firstPeer, { host: createNodeHost(), ask: async () => true })
     const client = await agent()
     const fwd = await forward(client, { peer: firstPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port }, timeoutMs: 700 })
@@ -362,7 +349,7 @@ describe('sock channels and tunnels through a real server', () => {
     await waitFor('the forward to be away', () => fwd.state === 'away')
     // Back with nobody at the prompt; its ask timeout a little longer than the requester's.
     let prompts = 0
-    const againPeer = await createPeer({ server: server.url(), identity })
+    const againPeer = await createPeer({ server: server().url(), identity })
     const again = createSockAgent(againPeer, { host: createNodeHost(), askTimeoutMs: 800, ask: async (_request, signal) => { prompts++; return await new Promise<boolean>((resolve) => signal.addEventListener('abort', () => resolve(false))) } })
     cleanup.push({ close: async () => { await again.close(); await againPeer.close() } })
     const stopped = await within('the forward to stop after the unanswered prompt', fwd.done, 8000)

@@ -4,15 +4,13 @@
  * stops the channel's credit, so the socket's buffer holds at most one write.
  */
 import net from 'node:net'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createPeer } from '../client/peer.ts'
-import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
-import { createNodeHost, MAX_SOCKET_WRITE_BYTES } from '../client/sock/host.node.ts'
+import { describe, expect, it } from 'vitest'
+import type { SockAgent } from '../client/sock/agent.ts'
+import { MAX_SOCKET_WRITE_BYTES } from '../client/sock/host.node.ts'
 import { forward } from '../client/sock/tunnel.node.ts'
-import type { StarsockServer } from '../server/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
-import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-import type { Closable } from './helpers/sockets.ts'
+import { useAgents } from './helpers/agents.ts'
+import { testBytes, waitFor, within } from './helpers/server.ts'
 
 /** Write calls (`_write`: one buffer, `_writev`: several) that reach sockets connected to `port`, watched on the real sockets. */
 function watchWrites (port: number): { writes: () => number, writevs: () => number, maxBuffered: () => number, restore: () => void } {
@@ -33,20 +31,8 @@ function watchWrites (port: number): { writes: () => number, writevs: () => numb
 }
 
 describe('writes to the target socket', () => {
-  let server: StarsockServer & { port: number }
-  const cleanup: Closable[] = []
-  const agent = async (allow: string[] = []): Promise<SockAgent> => {
-    const peer = await createPeer({ server: server.url() })
-    const a = createSockAgent(peer, { host: createNodeHost(), allow })
-    cleanup.push({ close: async () => { await a.close(); await peer.close() } })
-    return a
-  }
-
-  beforeEach(async () => { server = await startServer() })
-  afterEach(async () => {
-    for (const c of cleanup.splice(0).reverse()) await c.close()
-    await server.close()
-  })
+  const { agent: agentWith, cleanup } = useAgents()
+  const agent = async (allow: string[] = []): Promise<SockAgent> => await agentWith({ allow })
 
   it('frames that arrive together go out as one writev, every connection byte-exact and in order', async () => {
     const received = new Map<number, Buffer[]>()

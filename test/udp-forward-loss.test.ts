@@ -4,14 +4,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { createPeer } from '../client/peer.ts'
-import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
-import { createNodeHost, UDP_SOCKET_BUFFER_BYTES } from '../client/sock/host.node.ts'
+import { describe, expect, it } from 'vitest'
+import { UDP_SOCKET_BUFFER_BYTES } from '../client/sock/host.node.ts'
 import { forward, type Forward } from '../client/sock/tunnel.node.ts'
-import type { StarsockServer } from '../server/server.ts'
-import { startServer, within } from './helpers/server.ts'
-import type { Closable } from './helpers/sockets.ts'
+import { useAgents } from './helpers/agents.ts'
+import { within } from './helpers/server.ts'
 
 /**
  * The UDP application and its service, in a process of their own so their pacing goes on while
@@ -83,20 +80,7 @@ function lines (child: ChildProcess, name: string): (pattern: RegExp, what: stri
 }
 
 describe('a UDP forward at 1,000 datagrams a second', () => {
-  let server: StarsockServer & { port: number }
-  const cleanup: Closable[] = []
-  const agent = async (options: Parameters<typeof createSockAgent>[1] = {}): Promise<SockAgent> => {
-    const peer = await createPeer({ server: server.url() })
-    const a = createSockAgent(peer, { host: createNodeHost(), ...options })
-    cleanup.push({ close: async () => { await a.close(); await peer.close() } })
-    return a
-  }
-
-  beforeEach(async () => { server = await startServer() })
-  afterEach(async () => {
-    for (const c of cleanup.splice(0).reverse()) await c.close()
-    await server.close()
-  })
+  const { agent, cleanup, server } = useAgents()
 
   /** The UDP application and its service, with an in-process UDP forward between two agents to it. */
   const appThroughForward = async (count: number): Promise<{ app: ChildProcessByStdio<Writable, Readable, null>, line: ReturnType<typeof lines>, fwd: Forward }> => {
@@ -145,7 +129,7 @@ describe('a UDP forward at 1,000 datagrams a second', () => {
     cleanup.push({ close: () => { app.kill() } })
     const appLine = lines(app, 'the UDP application')
     const servicePort = Number(await appLine(/^SERVICE (\d+)$/m, 'the UDP service port', 10_000))
-    const listen = spawn(process.execPath, [BIN, 'listen', '--server', server.url(), '--key', join(dir, 'key'), '--allow', `connect/udp:127.0.0.1:${servicePort}`, '--no-prompt', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const listen = spawn(process.execPath, [BIN, 'listen', '--server', server().url(), '--key', join(dir, 'key'), '--allow', `connect/udp:127.0.0.1:${servicePort}`, '--no-prompt', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] })
     cleanup.push({ close: () => { listen.kill('SIGCONT'); listen.kill('SIGKILL') } })
     const listenerId = await lines(listen, 'starsock listen')(/"event":"ready".*?"peerId":"(\w+)"/, 'starsock listen to be ready', 20_000)
     const client = await agent()
