@@ -13,6 +13,11 @@ import { sampleCpu, StealTally } from './steal.ts'
 const MiB = 1024 * 1024
 /** CPU and GC figures are per this many payload bytes. */
 export const PER_BYTES = 64 * MiB
+/**
+ * Bytes through each path before any figure, in quick runs too (code paths warm, heaps grown): a
+ * first 64 MiB through a fresh process runs at about half the speed of the fourth.
+ */
+export const WARMUP_BYTES = 64 * MiB
 
 /** A process of a path: what it does there, its pid, and whether its GC rows are printed. */
 export interface Hop { role: string, pid: () => number, gc?: boolean }

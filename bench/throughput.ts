@@ -6,14 +6,12 @@
  * every process's CPU and GCs per 64 MiB.
  */
 import { servingWorker, startOriginal, startOurs, startRawRelays } from './procs.ts'
-import { measurePaths, recordPath, type Path } from './repeat.ts'
+import { measurePaths, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
 /** How long one run may take. */
 const RUN_LIMIT_MS = 300_000
-/** Bytes through each path before any figure (code paths warm, heaps grown). */
-const WARMUP_BYTES = 64 * MiB
 const GROUP = 'throughput'
 
 /** What the scenario needs from the harness. */

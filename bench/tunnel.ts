@@ -8,14 +8,12 @@
  */
 import { copiesBench } from './copies.ts'
 import { childPids, freePort, ready, servingWorker, startOurs, startRawRelays, startWebsockify, type Proc } from './procs.ts'
-import { measurePaths, recordPath, type Path } from './repeat.ts'
+import { measurePaths, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
 /** How long one run may take (64 MiB at under 0.4 MiB/s is not worth waiting for). */
 const RUN_LIMIT_MS = 180_000
-/** Bytes through each path before any figure, in quick runs too: a first 64 MiB through a fresh forward runs at about half the speed of the fourth. */
-const WARMUP_BYTES = 64 * MiB
 const GROUP = 'tunnel'
 
 /** What the scenario needs from the harness. */
