@@ -3,7 +3,7 @@ import { createCipheriv, createDecipheriv } from 'node:crypto'
 import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
 
 /** `Aead` on `node:crypto`'s `chacha20-poly1305`. */
-export const nodeAead: Aead = {
+export const aead: Aead = {
   seal (key, n, ad, plaintext) {
     const cipher = createCipheriv('chacha20-poly1305', key, nonceBytes(n), { authTagLength: AEAD_TAG_BYTES })
     cipher.setAAD(ad, { plaintextLength: plaintext.byteLength })
@@ -25,3 +25,4 @@ export const nodeAead: Aead = {
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
   }
 }
+export { aead as nodeAead }

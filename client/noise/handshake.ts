@@ -16,7 +16,7 @@ import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
-import { SecureChannelError } from './errors.ts'
+import { StarsockError } from '../../shared/errors.ts'
 import { decodePayload, encodePayload, signedBytes } from './payload.ts'
 
 /** The Noise protocol name; exactly 32 bytes, so it is the initial `h` unhashed (spec 5.2). */
@@ -48,14 +48,14 @@ export class CipherState {
   /** Decrypt; throws (without moving the counter) when the tag does not verify. */
   decryptWithAd (ad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
     if (this.k === undefined) return ciphertext
-    if (this.n >= MAX_NONCE) throw new SecureChannelError('E_SECURE_AUTH', 'nonce exhausted: the connection must be closed')
+    if (this.n >= MAX_NONCE) throw new StarsockError('E_SECURE_AUTH', 'nonce exhausted: the connection must be closed')
     const out = this.aead.open(this.k, this.n, ad, ciphertext)
     this.n++
     return out
   }
 
   private take (): number {
-    if (this.n >= MAX_NONCE) throw new SecureChannelError('E_SECURE_AUTH', 'nonce exhausted: the connection must be closed')
+    if (this.n >= MAX_NONCE) throw new StarsockError('E_SECURE_AUTH', 'nonce exhausted: the connection must be closed')
     return this.n++
   }
 }
@@ -155,12 +155,12 @@ async function verifyPayload (bytes: Uint8Array, remoteStatic: Uint8Array, expec
     remoteIdentity = publicKeyFromProtobuf(payload.identityKey)
     ok = await remoteIdentity.verify(signedBytes(remoteStatic), payload.identitySig)
   } catch (err) {
-    throw new SecureChannelError('E_SECURE_HANDSHAKE', `bad handshake payload: ${(err as Error).message}`, { cause: err })
+    throw new StarsockError('E_SECURE_HANDSHAKE', `bad handshake payload: ${(err as Error).message}`, { cause: err })
   }
-  if (!ok) throw new SecureChannelError('E_SECURE_HANDSHAKE', 'the identity signature over the Noise static key does not verify')
+  if (!ok) throw new StarsockError('E_SECURE_HANDSHAKE', 'the identity signature over the Noise static key does not verify')
   const remotePeer = peerIdFromPublicKey(remoteIdentity).toString()
   if (expectedPeer !== undefined && remotePeer !== expectedPeer) {
-    throw new SecureChannelError('E_PEER_ID_MISMATCH', `expected peer ${expectedPeer}, but the other side proved it is ${remotePeer}`)
+    throw new StarsockError('E_PEER_ID_MISMATCH', `expected peer ${expectedPeer}, but the other side proved it is ${remotePeer}`)
   }
   return { remotePeer, remoteIdentity }
 }
@@ -169,7 +169,7 @@ function dh (privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
   try {
     return x25519.getSharedSecret(privateKey, publicKey) // throws on a low-order point (all-zero result)
   } catch (err) {
-    throw new SecureChannelError('E_SECURE_HANDSHAKE', 'bad X25519 public key in the handshake', { cause: err })
+    throw new StarsockError('E_SECURE_HANDSHAKE', 'bad X25519 public key in the handshake', { cause: err })
   }
 }
 
@@ -179,7 +179,7 @@ function keyPair (): { secretKey: Uint8Array, publicKey: Uint8Array } {
 }
 
 function splitAt (message: Uint8Array, at: number, what: string): [Uint8Array, Uint8Array] {
-  if (message.byteLength < at) throw new SecureChannelError('E_SECURE_HANDSHAKE', `handshake message too short for ${what}`)
+  if (message.byteLength < at) throw new StarsockError('E_SECURE_HANDSHAKE', `handshake message too short for ${what}`)
   return [message.subarray(0, at), message.subarray(at)]
 }
 
@@ -240,7 +240,7 @@ function decrypt (ss: SymmetricState, ciphertext: Uint8Array): Uint8Array {
   try {
     return ss.decryptAndHash(ciphertext)
   } catch (err) {
-    if (err instanceof SecureChannelError) throw err
-    throw new SecureChannelError('E_SECURE_HANDSHAKE', 'a handshake message failed authentication (forged, replayed or from another session)', { cause: err })
+    if (err instanceof StarsockError) throw err
+    throw new StarsockError('E_SECURE_HANDSHAKE', 'a handshake message failed authentication (forged, replayed or from another session)', { cause: err })
   }
 }
