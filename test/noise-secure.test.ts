@@ -13,7 +13,7 @@ import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.
 import { Muxer } from '../client/mux/muxer.ts'
 import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
 import { ReceiveStream } from '../client/stream.ts'
-import { CLASSIFY_TIMEOUT_MS } from '../client/dials.ts'
+import { CLASSIFY_TIMEOUT_MS, Dials } from '../client/dials.ts'
 import { Rendezvous } from '../server/rendezvous.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
@@ -229,6 +229,24 @@ describe('secure connections between starsock peers (issue 14)', () => {
     expect(handed.secure).toBe(false)
     await handed.write(new TextEncoder().encode('hello first'))
     expect(new TextDecoder().decode(await silent.read() as Uint8Array)).toBe('hello first')
+  })
+
+  it.each([
+    ['a secure dialer is "legacy"', { starsock: false, secure: false }, true, true],
+    ['a plaintext dialer opens a secure channel', { starsock: true, secure: true }, false, false]
+  ])('a server whose hint lies (%s) changes nothing: the bytes decide', async (_name, lie, secure, expected) => {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+    const incoming = Dials.prototype.incoming
+    vi.spyOn(Dials.prototype, 'incoming').mockImplementation(function (this: Dials, dialId, from, hintOrAck, ack, handler, accepted) {
+      return incoming.call(this, dialId, from, typeof hintOrAck === 'function' ? hintOrAck : lie, ack, handler, accepted)
+    })
+    const [a, b] = [await peer(), await peer()]
+    const accepting = nextIncoming(b)
+    const conn = await a.dial(b.peerId, { secure })
+    await conn.write(new TextEncoder().encode('first words'))
+    const accepted = await within('B accepting', accepting)
+    expect([conn.secure, accepted.secure]).toEqual([expected, expected])
+    expect(new TextDecoder().decode(await accepted.read() as Uint8Array)).toBe('first words')
   })
 
   it('the preamble is one multistream-select message', () => {
