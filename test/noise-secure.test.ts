@@ -249,6 +249,17 @@ describe('secure connections between starsock peers (issue 14)', () => {
     expect(new TextDecoder().decode(await accepted.read() as Uint8Array)).toBe('first words')
   })
 
+  it('a handler that throws is the application\'s bug: logged, no unhandled rejection, the peer takes the next connection', async () => {
+    const [a, b] = [await peer(), await peer()]
+    let thrown = 0
+    b.handle(() => { thrown++; throw new Error('a bug in the application') })
+    await a.dial(b.peerId)
+    await waitFor('the handler to run', () => thrown === 1)
+    const incoming = nextIncoming(b)
+    const conn = await a.dial(b.peerId)
+    expect((await within('the next connection', incoming)).secure).toBe(conn.secure)
+  })
+
   it('the preamble is one multistream-select message', () => {
     expect(PREAMBLE.byteLength).toBe(23)
     expect(new TextDecoder().decode(PREAMBLE.subarray(1))).toBe('/starsock/noise/1.0.0\n')
