@@ -116,6 +116,23 @@ describe('the page through a recording relay (Chromium)', () => {
     expect(await b.page.locator('#transfers li[data-direction="from"] .badge').innerText()).toBe(secureBadge)
   }, 120_000)
 
+  it('a page in plaintext mode answers a page in the default mode end-to-end encrypted: plaintext mode decides what a page asks for, not what it accepts', async () => {
+    const plain = await openPage('?insecure=1')
+    const secure = await openPage('')
+    await secure.page.locator(`#peer-list li[data-peer="${plain.id}"]`).click({ timeout: 15_000 })
+    await secure.page.fill('#chat-text', 'hello, plaintext page')
+    await secure.page.press('#chat-text', 'Enter')
+    const line = plain.page.locator('#messages li.theirs', { hasText: 'hello, plaintext page' })
+    await line.waitFor({ timeout: 20_000 })
+    const secureBadge = 'end-to-end encrypted · verified'
+    expect(await line.locator('.badge').innerText()).toBe(secureBadge)
+    expect(await plain.page.locator(`#peer-list li[data-peer="${secure.id}"] .badge`).innerText()).toBe(secureBadge)
+    expect(await secure.page.locator(`#peer-list li[data-peer="${plain.id}"] .badge`).innerText()).toBe(secureBadge)
+    // The page in plaintext mode keeps its warning on show all the same.
+    expect(await plain.page.locator('#plaintext-mode').isVisible()).toBe(true)
+    expect(await plain.page.locator('#mode').getAttribute('data-mode')).toBe('plaintext')
+  }, 60_000)
+
   it('a legacy websocket-star peer cannot be reached securely: the page says why in words, with the code, and sends nothing', async () => {
     const heard: Uint8Array[] = []
     let legacy: LegacyPeer | undefined

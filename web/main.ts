@@ -279,6 +279,10 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   const a = createSockAgent(p, options)
   agent = a
   a.on('session', (mux) => { if (agent === a) book.session(mux) })
+  // A plaintext connection the agent refused (E_SECURE_REQUIRED, its `refused` event: branch
+  // i14-agent-cli) shows on that peer's badge too; typed here so the page builds without it.
+  ;(a as unknown as { on: (event: 'refused', fn: (e: { peerId: string, error: unknown }) => void) => void })
+    .on('refused', ({ peerId, error }) => { if (agent === a) book.failed(peerId, error) })
   a.on('mapping', (m) => {
     if (!m.local && m.offer.kind === 'accept') m.acceptHandler = (channel) => { void answerHttp(channel, greeting()) }
     m.on('channel', renderMappings)
