@@ -12,7 +12,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { launchChromium } from './helpers/browser.ts'
 import { startLegacyPeer, pull, type LegacyPeer } from './helpers/legacy.ts'
 import { recordingProxy, samplesFound, type RecordingProxy } from './helpers/recording-proxy.ts'
-import { startServer } from './helpers/server.ts'
+import { startServer, within } from './helpers/server.ts'
 
 const MiB = 1024 * 1024
 const FILE_BYTES = 3 * MiB
@@ -131,6 +131,28 @@ describe('the page through a recording relay (Chromium)', () => {
     // The page in plaintext mode keeps its warning on show all the same.
     expect(await plain.page.locator('#plaintext-mode').isVisible()).toBe(true)
     expect(await plain.page.locator('#mode').getAttribute('data-mode')).toBe('plaintext')
+  }, 60_000)
+
+  it('a relay that flips one bit of a file on its way fails the transfer with E_SECURE_AUTH in words on the receiving page, never a changed file', async () => {
+    const a = await openPage('')
+    const b = await openPage('')
+    await a.page.locator(`#peer-list li[data-peer="${b.id}"]`).click({ timeout: 15_000 })
+    await a.page.setInputFiles('#file-input', { name: 'flipped.bin', mimeType: 'application/octet-stream', buffer: randomBytes(4 * MiB) })
+    // One large frame goes by first: the file's header line is in it or before it, so the
+    // receiving page has its row when the changed bytes come.
+    const tampered = proxy.tamperOnce({ skip: 1 })
+    await a.page.click('#file-form button[type=submit]')
+    await within('the relay to flip a bit in a frame of the file', tampered, 30_000)
+    const received = b.page.locator('#transfers li[data-direction="from"]')
+    await b.page.locator('#transfers li[data-direction="from"][data-state]').waitFor({ timeout: 30_000 })
+    expect(await received.getAttribute('data-state')).toBe('failed')
+    expect(await received.locator('.result').innerText()).toBe('Failed: Not connected securely: an encrypted message failed its check (changed or cut short on the way), so the connection was closed (E_SECURE_AUTH)')
+    expect(await received.locator('a[download]').count()).toBe(0) // nothing to save
+    await b.page.locator(`#peer-list li[data-peer="${a.id}"] .badge[data-security="failed"]`).waitFor({ timeout: 10_000 })
+    expect(await b.page.locator(`#peer-list li[data-peer="${a.id}"] .badge`).innerText()).toBe('not secured: tampered with on the way (E_SECURE_AUTH)')
+    // The sender learns it failed too (how it words the other side's abort is the core's).
+    await a.page.locator('#transfers li[data-direction="to"][data-state="failed"]').waitFor({ timeout: 15_000 })
+    console.log(`the sender says: ${await a.page.locator('#transfers li[data-direction="to"] .result').innerText()}`)
   }, 60_000)
 
   it('a legacy websocket-star peer cannot be reached securely: the page says why in words, with the code, and sends nothing', async () => {

@@ -106,7 +106,7 @@ export async function sendFile (agent: SockAgent, peerId: string, file: File, li
 }
 
 /** Take the `file` channel of a granted `offer`: read the header, the bytes, check and answer. */
-export async function receiveFile (channel: Channel, list: HTMLElement, offer: Offer, security: Security): Promise<void> {
+export async function receiveFile (channel: Channel, list: HTMLElement, offer: Offer, security: Security, book: SecurityBook): Promise<void> {
   const reader = new LineReader(channel)
   let view: TransferView | undefined
   try {
@@ -145,6 +145,7 @@ export async function receiveFile (channel: Channel, list: HTMLElement, offer: O
     view.finish(ok ? `Received byte-exact, SHA-256 ${digest}` : `Checksum mismatch: got ${digest}`, ok ? 'done' : 'failed', ok ? { name, data } : undefined)
   } catch (err) {
     channel.abort(err)
+    book.failed(channel.remotePeer, err)
     view?.finish(`Failed: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
   }
 }

@@ -269,7 +269,7 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
     ask: askHere,
     // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
     allow: ['file:*'],
-    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.mux.conn.secure }) } },
+    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.mux.conn.secure }, book) } },
     onChannel: async (channel) => {
       if (channel.header.type === 'chat') void readChat(channel)
       else throw new StarsockError('E_UNSUPPORTED', `The page takes no ${channel.header.type} channels`)

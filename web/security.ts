@@ -82,7 +82,8 @@ export function describeError (err: unknown): string {
 
 /**
  * Per peer, what the page knows of its security: the live session's (secure or plaintext), or
- * else the secure channel's failure of the last attempt. `onChange` runs after every change.
+ * else the secure channel's last failure with that peer (a dial it could not secure, a plaintext
+ * connection refused, a message that failed its check). `onChange` runs after every change.
  */
 export class SecurityBook {
   private readonly live = new Map<string, Muxer>()
@@ -102,10 +103,10 @@ export class SecurityBook {
     this.onChange()
   }
 
-  /** An attempt to reach `peerId` failed with `err`: kept when it is the secure channel's failure. */
+  /** Something with `peerId` failed with `err`: kept when it is the secure channel's failure (a live session still shows first). */
   failed (peerId: string, err: unknown): void {
     const code = secureFailureOf(err)
-    if (code === undefined || this.live.get(peerId)?.closed === false) return
+    if (code === undefined) return
     this.failures.set(peerId, code)
     this.onChange()
   }
@@ -113,7 +114,7 @@ export class SecurityBook {
   /** What the page knows of `peerId`'s security; undefined with no session and no failure. */
   of (peerId: string): Security | undefined {
     const mux = this.live.get(peerId)
-    if (mux !== undefined) return { secure: mux.conn.secure }
+    if (mux !== undefined && !mux.closed) return { secure: mux.conn.secure }
     const failed = this.failures.get(peerId)
     return failed === undefined ? undefined : { failed }
   }

@@ -9,6 +9,10 @@
  * WebSocket upgrade, every frame's payload unmasked (the frame headers left out). `toServerRaw`
  * is the masked bytes as they crossed the wire. `toClient` is the server's bytes as they are
  * (server frames are not masked; frame headers stay in).
+ *
+ * `tamperOnce()` makes it a relay that changes what it carries: it flips one bit in the payload of
+ * a large binary WebSocket frame it sends a client (a quarter of the way in, so inside the relayed
+ * bytes and clear of every header), and forwards everything else as it is.
  */
 import net from 'node:net'
 
@@ -24,6 +28,11 @@ export interface RecordingProxy {
   toServerRaw: () => Buffer
   /** Forget what was recorded so far (connections stay up). */
   reset: () => void
+  /**
+   * Flip one bit in a binary WebSocket frame of at least `minBytes` (32 KiB) to a client: the
+   * first such frame after `skip` (0) others; settles once done.
+   */
+  tamperOnce: (options?: { minBytes?: number, skip?: number }) => Promise<void>
   close: () => void
 }
 
@@ -99,15 +108,69 @@ class ClientToServerReader {
   }
 }
 
+/**
+ * Follows one server → client direction (an HTTP response head, then WebSocket frames if it was
+ * `101 Switching Protocols`) and knows where each frame's payload lies, by absolute offset, to
+ * flip a bit in one. Only header bytes are buffered.
+ */
+class ServerToClientTamper {
+  private offset = 0
+  private head = ''
+  private mode: 'head' | 'ws' | 'other' = 'head'
+  private header: number[] = []
+  private payloadLeft = 0
+  private target = -1
+
+  constructor (private readonly armed: () => { minBytes: number, take: () => boolean } | undefined) {}
+
+  /** Pass `chunk` on (changed in place when it holds the target byte). */
+  pass (chunk: Buffer): void {
+    const start = this.offset
+    let i = 0
+    while (i < chunk.byteLength && this.mode !== 'other') {
+      if (this.mode === 'head') {
+        this.head += String.fromCharCode(chunk[i++] as number)
+        if (this.head.endsWith('\r\n\r\n')) this.mode = /^HTTP\/1\.1 101/.test(this.head) ? 'ws' : 'other'
+        continue
+      }
+      if (this.payloadLeft > 0) {
+        const n = Math.min(this.payloadLeft, chunk.byteLength - i)
+        this.payloadLeft -= n
+        i += n
+        continue
+      }
+      this.header.push(chunk[i++] as number)
+      const h = this.header
+      if (h.length < 2) continue
+      const short = (h[1] as number) & 0x7f
+      const size = 2 + (short === 126 ? 2 : short === 127 ? 8 : 0) + (((h[1] as number) & 0x80) !== 0 ? 4 : 0)
+      if (h.length < size) continue
+      const length = short === 126 ? ((h[2] as number) << 8) | (h[3] as number) : short === 127 ? Number(Buffer.from(h.slice(2, 10)).readBigUInt64BE()) : short
+      const opcode = (h[0] as number) & 0x0f
+      const arm = this.armed()
+      if (arm !== undefined && opcode === 2 && length >= arm.minBytes && arm.take()) this.target = start + i + Math.floor(length / 4)
+      this.header = []
+      this.payloadLeft = length
+    }
+    if (this.target >= start && this.target < start + chunk.byteLength) {
+      chunk[this.target - start] = (chunk[this.target - start] as number) ^ 0x01
+      this.target = -1
+    }
+    this.offset += chunk.byteLength
+  }
+}
+
 /** Start a recording proxy in front of `127.0.0.1:port`. */
 export async function recordingProxy (port: number): Promise<RecordingProxy> {
   let toClient: Buffer[] = []
   let toServer: Buffer[] = []
   let toServerRaw: Buffer[] = []
   const sockets = new Set<net.Socket>()
+  let tamper: { minBytes: number, take: () => boolean } | undefined
   const proxy = net.createServer((client) => {
     const upstream = net.connect(port, '127.0.0.1')
     const reader = new ClientToServerReader()
+    const tamperer = new ServerToClientTamper(() => tamper)
     for (const s of [client, upstream]) {
       sockets.add(s)
       s.on('close', () => sockets.delete(s))
@@ -119,6 +182,7 @@ export async function recordingProxy (port: number): Promise<RecordingProxy> {
     })
     upstream.on('drain', () => client.resume())
     upstream.on('data', (chunk: Buffer) => {
+      tamperer.pass(chunk)
       toClient.push(chunk)
       if (!client.write(chunk)) upstream.pause()
     })
@@ -140,6 +204,13 @@ export async function recordingProxy (port: number): Promise<RecordingProxy> {
     toServer: () => Buffer.concat(toServer),
     toServerRaw: () => Buffer.concat(toServerRaw),
     reset: () => { toClient = []; toServer = []; toServerRaw = [] },
+    tamperOnce: async ({ minBytes = 32 * 1024, skip = 0 } = {}) => {
+      let left = skip
+      await new Promise<void>((resolve) => {
+        // The tamperer calls `take` for every large frame: it flips the one taken with `true`.
+        tamper = { minBytes, take: () => { if (left-- > 0) return false; tamper = undefined; resolve(); return true } }
+      })
+    },
     close: () => {
       proxy.close()
       for (const s of sockets) s.destroy()
