@@ -16,7 +16,7 @@ import { ReceiveStream } from '../client/stream.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { readAll } from './helpers/connections.ts'
-import { startServer, testBytes, within } from './helpers/server.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 /** What `promise` rejected with (fails when it resolves). */
 async function rejected (promise: Promise<unknown>): Promise<unknown> {
@@ -191,6 +191,20 @@ describe('secure connections between starsock peers (issue 14)', () => {
     const otherSecond = await within('B accepting', incoming)
     second.abort(new Error('boom'))
     expect(await within('B hearing it', rejected(otherSecond.read()))).toMatchObject({ code: 'E_STREAM_ABORTED', message: 'boom' })
+  })
+
+  it('the caller\'s signal ends a secure dial stuck in its handshake with E_ABORTED, and the listener\'s handler never sees it', async () => {
+    tapRelay((chunk, id) => id.endsWith('.listener') ? new Uint8Array(0) : chunk) // message 2 never reaches the dialer
+    const [a, b] = [await peer(), await peer()]
+    const seen: Connection[] = []
+    b.handle((conn) => seen.push(conn))
+    const controller = new AbortController()
+    const dialing = rejected(a.dial(b.peerId, { signal: controller.signal }))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    controller.abort()
+    expect(await within('the dial ending', dialing)).toMatchObject({ code: 'E_ABORTED' })
+    await waitFor('the dialer\'s streams closed', () => a.stats().sendingStreams === 0 && a.stats().receivingStreams === 0)
+    expect(seen).toHaveLength(0)
   })
 
   it('the preamble is one multistream-select message', () => {
