@@ -39,9 +39,10 @@ export interface RecordingProxy {
 /**
  * Reads one direction of a client's HTTP/1.1 connection and gives back what the server reads of
  * it: request heads and bodies as they are; after a WebSocket upgrade, frame payloads unmasked.
- * Bytes it cannot make sense of are passed on as they are (raw) from there on.
+ * Bytes it cannot make sense of are passed on as they are (raw) from there on. One per client
+ * connection; usable on its own too (e.g. behind `tcpProxy`'s tap, for its `up` direction).
  */
-class ClientToServerReader {
+export class ClientToServerReader {
   private pending: Buffer = Buffer.alloc(0)
   private mode: 'http' | 'ws' | 'raw' = 'http'
   private bodyLeft = 0
