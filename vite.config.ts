@@ -5,7 +5,9 @@
  *   proxied to a running server (`STARSOCK_SERVER`, default `http://127.0.0.1:9090`).
  * - `vite build --mode client` (`npm run build:client`): the browser peer library
  *   (`client/browser.ts`) as one ES module, `dist/client/starsock-client.js`.
- * Both bundle with no Node built-ins.
+ * Both bundle with no Node built-ins: the Noise channel's ChaCha20-Poly1305 comes through the
+ * package's `#noise-aead` import, whose `default` condition (`@noble/ciphers`) is what a browser
+ * build resolves (`node:crypto` is its `node` condition, for Node only).
  */
 import { defineConfig } from 'vite'
 

@@ -13,6 +13,7 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
 import { copiesBench } from './copies.ts'
+import { pageBench } from './page.ts'
 import { formatFigure as fmt, formatLine, stealWarning, type Results, type Row } from './rows.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, work, type ServerUnderTest } from './procs.ts'
 import { sampleCpu, stealShare } from './steal.ts'
@@ -30,7 +31,7 @@ if (!Number.isInteger(REPEATS) || REPEATS < 1) {
   process.stderr.write(`bench: --repeat must be a whole number from 1, not ${String(REPEAT_ARG)}\n`)
   process.exit(2)
 }
-const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies']
+const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page']
 const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
 if (unknown.length > 0) {
   process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
@@ -205,7 +206,8 @@ const scenarios: Array<[string, () => Promise<void>]> = [
   ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
   // The tunnel scenario ends with the copies rows; `copies` alone measures only those.
   ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, repeats: REPEATS, record }) }],
-  ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }]
+  ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }],
+  ['page', async () => { await pageBench({ bytes: (QUICK ? 16 : 32) * MiB, repeats: REPEATS, record }) }]
 ]
 /** The scenarios whose rows a scenario's run replaces. */
 const covers = (name: string): string[] => name === 'tunnel' ? ['tunnel', 'copies'] : [name]

@@ -49,14 +49,16 @@ describe('the Vite-built client in real Chromium', () => {
     rmSync(outDir, { recursive: true, force: true })
   })
 
-  it('a page peer and a Node peer dial each other and echo 1 MiB byte-exact', async () => {
+  it('a page peer and a Node peer dial each other, end-to-end encrypted with the ids proved both ways (the bundle\'s @noble/ciphers AEAD), and echo 1 MiB byte-exact', async () => {
     const pagePeer = await page.evaluate(async ([serverUrl, makeBytes]) => {
       const s = (window as any).starsock
       const { identity } = await s.loadOrCreateBrowserIdentity('test')
       const peer = await s.createPeer({ server: serverUrl, identity })
       ;(window as any).peer = peer
       ;(window as any).makeBytes = (0, eval)(makeBytes)
+      ;(window as any).incoming = []
       peer.handle(async (conn: any) => {
+        ;(window as any).incoming.push({ secure: conn.secure, remotePeer: conn.remotePeer })
         for await (const chunk of conn) await conn.write(chunk)
         await conn.closeWrite()
       })
@@ -68,12 +70,14 @@ describe('the Vite-built client in real Chromium', () => {
     await waitFor('Node to see the page peer', () => node.peers().some((p) => p.peerId === pagePeer.peerId))
     const data = testBytes(1024 * 1024, 5)
     const conn = await node.dial(pagePeer.peerId)
+    expect({ secure: conn.secure, remotePeer: conn.remotePeer }).toEqual({ secure: true, remotePeer: pagePeer.peerId })
     const chunks: Uint8Array[] = []
     const reading = (async () => { for await (const c of conn) chunks.push(c) })()
     await conn.write(data)
     await conn.closeWrite()
     await within('echo through the page', reading, 20_000)
     expectBytes(Buffer.concat(chunks), data, 'the echo through the page')
+    expect(await page.evaluate(() => (window as any).incoming)).toEqual([{ secure: true, remotePeer: node.peerId }])
     // Raw frames both ways: the page reads them as ArrayBuffers and sends them from its WebSocket.
     expect(server.rendezvous.relay.frames.out, 'frames to the page').toBeGreaterThan(0)
     expect(server.rendezvous.relay.frames.in, 'every frame from Node and from the page went on as a frame').toBe(server.rendezvous.relay.frames.out)
@@ -100,9 +104,9 @@ describe('the Vite-built client in real Chromium', () => {
       let at = 0
       for (const p of parts) { got.set(p, at); at += p.byteLength }
       const same = got.length === sent.length && got.every((b: number, i: number) => b === sent[i])
-      return { same, length }
+      return { same, length, secure: conn.secure, remotePeer: conn.remotePeer }
     }, node.peerId)
-    expect(result).toEqual({ same: true, length: 1024 * 1024 })
+    expect(result).toEqual({ same: true, length: 1024 * 1024, secure: true, remotePeer: node.peerId })
   })
 
   it('keeps the page identity in IndexedDB across a reload', async () => {

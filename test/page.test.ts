@@ -26,6 +26,19 @@ async function peerIdOf (page: Page): Promise<string> {
   return await page.locator('#my-id').innerText()
 }
 
+/**
+ * Put a file of `size` bytes of `fill` into the file input `selector`, made in the page: a large
+ * buffer through playwright's `setInputFiles` crosses the DevTools protocol in base64, which on a
+ * loaded machine can take longer than the step's timeout.
+ */
+async function fillFileInPage (page: Page, selector: string, name: string, size: number, fill: number): Promise<void> {
+  await page.evaluate(({ selector, name, size, fill }) => {
+    const files = new DataTransfer()
+    files.items.add(new File([new Uint8Array(size).fill(fill)], name, { type: 'application/octet-stream' }))
+    ;(document.querySelector(selector) as HTMLInputElement).files = files.files
+  }, { selector, name, size, fill })
+}
+
 async function pick (page: Page, peerId: string): Promise<void> {
   await page.locator(`#peer-list li[data-peer="${peerId}"]`).click({ timeout: 15_000 })
 }
@@ -162,7 +175,7 @@ describe('the browser page in real Chromium', () => {
     const pageId = await peerIdOf(page)
     await pick(page, node.peer.peerId)
     const size = 48 * 1024 * 1024
-    await page.setInputFiles('#serve-file', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(size, 3) })
+    await fillFileInPage(page, '#serve-file', 'big.bin', size, 3)
     await page.fill('#serve-host', '127.0.0.1')
     await page.fill('#serve-port', '0')
     await page.click('#serve-form button[type=submit]')
@@ -216,7 +229,7 @@ describe('the browser page in real Chromium', () => {
     const idB = await peerIdOf(b)
     await peerIdOf(a)
     await pick(a, idB)
-    await a.setInputFiles('#file-input', { name: 'huge.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(32 * 1024 * 1024, 1) })
+    await fillFileInPage(a, '#file-input', 'huge.bin', 32 * 1024 * 1024, 1)
     // The receiver's Cancel is pressed the moment its row appears, while bytes still flow: a click
     // from the test could come after a fast transfer had finished (and the button was disabled).
     await b.evaluate(() => {

@@ -12,6 +12,7 @@ import type { Offer } from '../shared/sock-protocol.ts'
 import { el, formatBytes, formatSeconds, hex } from './dom.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { parseFileHeader } from '../shared/file-transfer.ts'
+import { badge, describeError, type Security, type SecurityBook } from './security.ts'
 
 /** Largest file the page receives (it is held in memory to be saved). */
 export const MAX_FILE_BYTES = 1024 * 1024 * 1024
@@ -38,6 +39,13 @@ class TransferView {
     list.prepend(this.item)
   }
 
+  /** Show the badge of the session the transfer runs on. */
+  secured (security: Security | undefined): void {
+    if (security === undefined) return
+    this.item.querySelector('.name .badge')?.remove()
+    this.item.querySelector('.name')?.append(badge(security))
+  }
+
   /** Say what the transfer waits for. */
   waiting (text: string): void {
     this.figures.textContent = text
@@ -52,6 +60,8 @@ class TransferView {
 
   finish (text: string, state: 'done' | 'failed', save?: { name: string, data: Uint8Array }): void {
     this.cancel.disabled = true
+    // From the row's start (the receiver's: the first bytes) to here, for the page benchmark (bench/page.ts).
+    this.item.dataset.seconds = String((performance.now() - this.started) / 1000)
     this.item.dataset.state = state
     this.result.textContent = text
     if (save !== undefined) {
@@ -62,7 +72,7 @@ class TransferView {
 }
 
 /** Offer `file` to `peerId` and send it once granted; settles when the receiver confirmed (or refused, or failed). */
-export async function sendFile (agent: SockAgent, peerId: string, file: File, list: HTMLElement): Promise<void> {
+export async function sendFile (agent: SockAgent, peerId: string, file: File, list: HTMLElement, book: SecurityBook): Promise<void> {
   const data = new Uint8Array(await file.arrayBuffer())
   const digest = hex(sha256(data))
   const cancel = new AbortController()
@@ -76,6 +86,7 @@ export async function sendFile (agent: SockAgent, peerId: string, file: File, li
     // No byte goes before the receiver agreed (a rule, or a person there).
     view.waiting('waiting for the receiver to accept…')
     channel = await agent.offerFile(peerId, { name: file.name, size: data.byteLength, signal: cancel.signal })
+    view.secured(book.of(peerId))
     await writeLine(channel, { name: file.name, size: data.byteLength, sha256: digest })
     for (let at = 0; at < data.byteLength; at += CHUNK_BYTES) {
       await channel.write(data.subarray(at, at + CHUNK_BYTES))
@@ -87,14 +98,15 @@ export async function sendFile (agent: SockAgent, peerId: string, file: File, li
     if (answer?.ok === true) view.finish(`Delivered, SHA-256 ${digest} confirmed by the receiver`, 'done')
     else view.finish(`The receiver got other bytes (SHA-256 ${answer?.sha256 ?? '?'})`, 'failed')
   } catch (err) {
-    const code = err instanceof StarsockError ? ` (${err.code})` : ''
+    book.failed(peerId, err)
     view.item.dataset.code = err instanceof StarsockError ? err.code : ''
-    view.finish(`${err instanceof StarsockError && err.code === 'E_DENIED' ? 'Refused' : 'Failed'}: ${(err as Error).message}${code}`, 'failed')
+    view.secured(book.of(peerId))
+    view.finish(`${err instanceof StarsockError && err.code === 'E_DENIED' ? 'Refused' : 'Failed'}: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
   }
 }
 
 /** Take the `file` channel of a granted `offer`: read the header, the bytes, check and answer. */
-export async function receiveFile (channel: Channel, list: HTMLElement, offer: Offer): Promise<void> {
+export async function receiveFile (channel: Channel, list: HTMLElement, offer: Offer, security: Security, book: SecurityBook): Promise<void> {
   const reader = new LineReader(channel)
   let view: TransferView | undefined
   try {
@@ -103,6 +115,7 @@ export async function receiveFile (channel: Channel, list: HTMLElement, offer: O
     const { size } = header
     const name = offer.name
     view = new TransferView(list, 'from', channel.remotePeer, name, size, () => channel.abort(new Error('Cancelled by the receiver')))
+    view.secured(security)
     const data = new Uint8Array(size)
     const hash = sha256.create()
     let done = 0
@@ -132,6 +145,7 @@ export async function receiveFile (channel: Channel, list: HTMLElement, offer: O
     view.finish(ok ? `Received byte-exact, SHA-256 ${digest}` : `Checksum mismatch: got ${digest}`, ok ? 'done' : 'failed', ok ? { name, data } : undefined)
   } catch (err) {
     channel.abort(err)
-    view?.finish(`Failed: ${(err as Error).message}`, 'failed')
+    book.failed(channel.remotePeer, err)
+    view?.finish(`Failed: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
   }
 }

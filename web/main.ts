@@ -8,7 +8,7 @@ import { loadOrCreateBrowserIdentity, replaceBrowserIdentity } from '../client/i
 import type { Identity } from '../client/identity.ts'
 import type { Channel } from '../client/mux/channel.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
-import { createSockAgent, type OfferRequest, type SockAgent } from '../client/sock/agent.ts'
+import { createSockAgent, type OfferRequest, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { ThroughputChart } from './chart.ts'
@@ -16,6 +16,7 @@ import { byId, el, formatBytes } from './dom.ts'
 import { MAX_FILE_BYTES, receiveFile, sendFile } from './files.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
+import { badge, describeError, encryptedUrl, plaintextModeOf, SecurityBook } from './security.ts'
 
 const params = new URLSearchParams(location.search)
 /**
@@ -25,6 +26,11 @@ const params = new URLSearchParams(location.search)
 const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? location.origin
 /** `?slot=` keeps separate identities for several pages in one browser profile. */
 let slot = params.get('slot') ?? 'default'
+/**
+ * `?insecure=1`: plaintext mode, for measurement only (`security.ts`). The page says so in a
+ * warning it keeps on show; by default every connection is end-to-end encrypted.
+ */
+const PLAINTEXT_MODE = plaintextModeOf(location.search)
 
 let peer: StarsockPeer | undefined
 let agent: SockAgent | undefined
@@ -32,17 +38,26 @@ let picked: string | undefined
 let served: Served | undefined
 const chats = new Map<string, Promise<Channel>>()
 const chart = new ThroughputChart(byId<HTMLCanvasElement>('chart'), byId('rates'))
+const book = new SecurityBook(() => {
+  renderPeers()
+  renderPicked()
+})
 
-function say (text: string, from: string): void {
+/** A chat line, with the badge of the session it went on (to or from `peerId`). */
+function say (text: string, from: string, peerId?: string): void {
   const item = el('li', { class: from === 'me' ? 'mine' : 'theirs' })
-  item.append(el('span', { class: 'from' }, from === 'me' ? 'you' : from), el('span', { class: 'text' }, text))
+  item.append(el('span', { class: 'from' }, from === 'me' ? 'you' : from))
+  const security = peerId === undefined ? undefined : book.of(peerId)
+  if (security !== undefined) item.append(badge(security))
+  item.append(el('span', { class: 'text' }, text))
   byId('messages').append(item)
   item.scrollIntoView({ block: 'nearest' })
 }
 
-function problem (where: HTMLElement, err: unknown): void {
-  where.textContent = err instanceof StarsockError ? `${err.message} (${err.code})` : `Error: ${(err as Error).message}`
+function problem (where: HTMLElement, err: unknown, peerId?: string): void {
+  where.textContent = describeError(err)
   where.dataset.state = 'failed'
+  if (peerId !== undefined) book.failed(peerId, err)
 }
 
 function needPeer (): string {
@@ -57,16 +72,26 @@ function renderPeers (): void {
   const peers = peer?.peers() ?? []
   byId('peer-count').textContent = String(peers.length)
   list.replaceChildren(...peers.map(({ peerId }) => {
-    const item = el('li', { role: 'option', tabindex: '0', 'aria-selected': String(peerId === picked), 'data-peer': peerId }, peerId)
+    const item = el('li', { role: 'option', tabindex: '0', 'aria-selected': String(peerId === picked), 'data-peer': peerId })
+    item.append(el('span', { class: 'peer-id' }, peerId))
+    const security = book.of(peerId)
+    if (security !== undefined) item.append(' ', badge(security))
     const pick = (): void => {
       picked = peerId
-      byId('picked').textContent = `Picked ${peerId}`
+      renderPicked()
       renderPeers()
     }
     item.addEventListener('click', pick)
     item.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); pick() } })
     return item
   }))
+}
+
+/** The picked peer, with its badge once the page has a session with it (or failed to secure one). */
+function renderPicked (): void {
+  if (picked === undefined) return
+  const security = book.of(picked)
+  byId('picked').replaceChildren(`Picked ${picked}`, ...(security === undefined ? [] : [' ', badge(security)]))
 }
 
 // ---- chat ----
@@ -87,7 +112,7 @@ async function readChat (channel: Channel): Promise<void> {
     for (;;) {
       const line = await reader.next() as { text?: unknown } | null
       if (line === null) return
-      if (typeof line.text === 'string') say(line.text.slice(0, 4000), channel.remotePeer)
+      if (typeof line.text === 'string') say(line.text.slice(0, 4000), channel.remotePeer, channel.remotePeer)
     }
   } catch {
     channel.abort()
@@ -99,13 +124,15 @@ byId<HTMLFormElement>('chat-form').addEventListener('submit', (e) => {
   const input = byId<HTMLInputElement>('chat-text')
   const text = input.value
   void (async () => {
+    const peerId = needPeer()
     try {
-      const channel = await chatChannel(needPeer())
+      const channel = await chatChannel(peerId)
       await writeLine(channel, { text })
-      say(text, 'me')
+      say(text, 'me', peerId)
       input.value = ''
     } catch (err) {
-      say(`not sent: ${(err as Error).message}`, 'me')
+      book.failed(peerId, err)
+      say(`not sent: ${describeError(err)}`, 'me')
     }
   })()
 })
@@ -118,7 +145,7 @@ byId<HTMLFormElement>('file-form').addEventListener('submit', (e) => {
   if (file === undefined) return
   void (async () => {
     try {
-      await sendFile(agent as SockAgent, needPeer(), file, byId('transfers'))
+      await sendFile(agent as SockAgent, needPeer(), file, byId('transfers'), book)
     } catch (err) {
       byId('transfers').prepend(el('li', { 'data-state': 'failed' }, `Not sent: ${(err as Error).message}`))
     }
@@ -133,12 +160,13 @@ byId<HTMLFormElement>('fetch-form').addEventListener('submit', (e) => {
   out.textContent = 'fetching…'
   delete out.dataset.state
   void (async () => {
+    const peerId = needPeer()
     try {
-      const text = await fetchThrough(agent as SockAgent, needPeer(), byId<HTMLInputElement>('fetch-host').value, Number(byId<HTMLInputElement>('fetch-port').value), byId<HTMLInputElement>('fetch-path').value || '/')
+      const text = await fetchThrough(agent as SockAgent, peerId, byId<HTMLInputElement>('fetch-host').value, Number(byId<HTMLInputElement>('fetch-port').value), byId<HTMLInputElement>('fetch-path').value || '/')
       out.textContent = text
       out.dataset.state = 'done'
     } catch (err) {
-      problem(out, err)
+      problem(out, err, peerId)
     }
   })()
 })
@@ -151,14 +179,15 @@ byId<HTMLFormElement>('serve-form').addEventListener('submit', (e) => {
   out.textContent = 'asking the peer to listen…'
   delete out.dataset.state
   void (async () => {
+    const peerId = needPeer()
     try {
       served = { name: file.name, type: file.type === '' ? 'application/octet-stream' : file.type, data: new Uint8Array(await file.arrayBuffer()) }
-      const mapping = await serveThrough(agent as SockAgent, needPeer(), byId<HTMLInputElement>('serve-host').value, Number(byId<HTMLInputElement>('serve-port').value), served)
-      out.textContent = `Serving ${file.name} (${formatBytes(served.data.byteLength)}) on port ${mapping.bound?.port ?? '?'} of ${mapping.peerId}`
+      const mapping = await serveThrough(agent as SockAgent, peerId, byId<HTMLInputElement>('serve-host').value, Number(byId<HTMLInputElement>('serve-port').value), served)
+      out.replaceChildren(`Serving ${file.name} (${formatBytes(served.data.byteLength)}) on port ${mapping.bound?.port ?? '?'} of ${mapping.peerId} `, badge({ secure: mapping.mux.conn.secure }))
       out.dataset.port = String(mapping.bound?.port ?? '')
       out.dataset.state = 'done'
     } catch (err) {
-      problem(out, err)
+      problem(out, err, peerId)
     }
   })()
 })
@@ -178,7 +207,8 @@ async function askHere (request: OfferRequest, signal: AbortSignal): Promise<boo
     accept.addEventListener('click', () => done(true))
     deny.addEventListener('click', () => done(false))
     signal.addEventListener('abort', () => done(false), { once: true })
-    card.append(el('span', {}, `${request.peerId} asks: ${request.text}`), accept, deny)
+    const security = book.of(request.peerId)
+    card.append(el('span', {}, `${request.peerId} asks: ${request.text}`), ...(security === undefined ? [] : [badge(security)]), accept, deny)
     byId('offers').append(card)
     accept.focus()
   })
@@ -205,7 +235,9 @@ function renderMappings (): void {
       const cell = el('td')
       cell.append(kill)
       const channels = el('td', { class: 'channels' })
-      row.append(el('td', {}, m.peerId), el('td', {}, `${m.local ? 'asked: ' : 'granted: '}${m.label}`), channels, cell)
+      const peerCell = el('td', {}, `${m.peerId} `)
+      peerCell.append(badge({ secure: m.mux.conn.secure }))
+      row.append(peerCell, el('td', {}, `${m.local ? 'asked: ' : 'granted: '}${m.label}`), channels, cell)
       body.append(row)
       entry = { row, channels }
       mappingRows.set(m, entry)
@@ -227,20 +259,30 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   // a takeover starts afresh.
   const resumeId = (takeover ? undefined : takeResumeId(identity.peerId)) ?? randomHex(32)
   resuming = { peerId: identity.peerId, resumeId }
-  const p = await createPeer({ server: SERVER, identity, takeover, resumeId })
+  const p = await createPeer({ server: SERVER, identity, takeover, resumeId, secure: !PLAINTEXT_MODE })
   peer = p
-  const a = createSockAgent(p, {
+  // `insecure`: the agent takes plaintext connections only in plaintext mode (by default it
+  // refuses them with E_SECURE_REQUIRED). Typed here too, so the page builds with or without the
+  // agent's option (branch i14-agent-cli).
+  const options: SockAgentOptions & { insecure?: boolean } = {
+    insecure: PLAINTEXT_MODE,
     ask: askHere,
     // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
     allow: ['file:*'],
-    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer) } },
+    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.mux.conn.secure }, book) } },
     onChannel: async (channel) => {
       if (channel.header.type === 'chat') void readChat(channel)
       else throw new StarsockError('E_UNSUPPORTED', `The page takes no ${channel.header.type} channels`)
       return undefined
     }
-  })
+  }
+  const a = createSockAgent(p, options)
   agent = a
+  a.on('session', (mux) => { if (agent === a) book.session(mux) })
+  // A plaintext connection the agent refused (E_SECURE_REQUIRED, its `refused` event: branch
+  // i14-agent-cli) shows on that peer's badge too; typed here so the page builds without it.
+  ;(a as unknown as { on: (event: 'refused', fn: (e: { peerId: string, error: unknown }) => void) => void })
+    .on('refused', ({ peerId, error }) => { if (agent === a) book.failed(peerId, error) })
   a.on('mapping', (m) => {
     if (!m.local && m.offer.kind === 'accept') m.acceptHandler = (channel) => { void answerHttp(channel, greeting()) }
     m.on('channel', renderMappings)
@@ -248,7 +290,7 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   })
   a.on('mapping:close', renderMappings)
   p.on('peer:join', renderPeers)
-  p.on('peer:leave', renderPeers)
+  p.on('peer:leave', (info) => { book.forget(info.peerId) })
   p.on('state', (s) => {
     const why = p.closedBy
     if (s === 'closed' && why?.code === 'E_DISPLACED') displacedHere(why)
@@ -407,6 +449,7 @@ async function stop (): Promise<void> {
   if (peer !== p) return
   chats.clear()
   picked = undefined
+  book.forget()
 }
 
 byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
@@ -435,5 +478,13 @@ setInterval(() => {
 }, 1000)
 setInterval(() => { void serverFigures() }, 2000)
 void serverFigures()
+
+if (PLAINTEXT_MODE) {
+  byId('plaintext-mode').hidden = false
+  byId<HTMLAnchorElement>('encrypted-link').href = encryptedUrl(location.href)
+  const mode = byId('mode')
+  mode.dataset.mode = 'plaintext'
+  mode.textContent = 'Plaintext mode: connections are not encrypted, and peer ids are the server\'s word.'
+}
 
 begin((await loadOrCreateBrowserIdentity(slot)).identity, false).catch(failedToJoin)
