@@ -96,6 +96,8 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect((await listen.event('ready')).peerId).toBe(listenerId)
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${web.port}`, '--json'])
     const ready = await fwd.event('ready')
+    expect(ready.secure).toBe(true)
+    expect(await listen.event('session')).toMatchObject({ secure: true, initiator: false })
     const port = (ready.address as { port: number }).port
     const res = await within('the HTTP body through the forward', httpGet(`http://127.0.0.1:${port}/`), 15_000)
     expectBytes(res.body, body, 'the HTTP body through the forward')
@@ -106,6 +108,47 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     fwd.proc.kill('SIGTERM')
     expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
     expect(await listen.event('mapping:close')).toMatchObject({ code: 'E_KILLED' })
+  })
+
+  it('the status says how each connection is protected: end-to-end encrypted by default; --insecure on both sides warns once each and says plaintext, peer unverified', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    /** Settles once `p`'s stderr matches `pattern`. */
+    const said = async (p: Program, pattern: RegExp, what: string): Promise<void> => await within(what, new Promise<void>((resolve) => {
+      const check = (): void => { if (pattern.test(p.err())) resolve() }
+      p.proc.stderr.on('data', check)
+      check()
+    }), 15_000)
+    const data = testBytes(64 * 1024)
+    for (const insecure of [false, true]) {
+      const flag = insecure ? ['--insecure'] : []
+      const listenerId = peerIdOf(key(`listener-${String(insecure)}`))
+      const clientId = peerIdOf(key(`client-${String(insecure)}`))
+      const listen = start(['listen', '--server', server.url(), '--key', key(`listener-${String(insecure)}`), '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--no-prompt', ...flag])
+      await said(listen, /listening as /, 'the listen ready line')
+      const fwd = start(['forward', '--server', server.url(), '--key', key(`client-${String(insecure)}`), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, ...flag])
+      const words = insecure ? 'plaintext \\(--insecure\\)' : 'end-to-end encrypted \\(peer verified\\)'
+      await said(fwd, new RegExp(`forwarding tcp 127\\.0\\.0\\.1:(\\d+) -> 127\\.0\\.0\\.1:${echo.port} through ${listenerId}; ${words}$`, 'm'), 'the forward ready line')
+      await said(listen, new RegExp(`connection from ${clientId}: ${words}$`, 'm'), 'the session line of the listen')
+      await said(listen, new RegExp(`mapping #\\d+ connect/tcp 127\\.0\\.0\\.1:${echo.port} open for ${clientId}; ${words}$`, 'm'), 'the mapping line of the listen')
+      const port = Number(/forwarding tcp 127\.0\.0\.1:(\d+)/.exec(fwd.err())?.[1])
+      expectBytes(await within('the echo through the forward', tcpRoundTrip(port, data), 15_000), data, 'the echo through the forward')
+      const warning = /^starsock: warning: --insecure: .*peer ids are unverified \(only the server's word\)$/m
+      if (insecure) {
+        for (const p of [listen, fwd]) expect(p.err().split('\n')[0]).toMatch(warning)
+        expect(listen.err()).toContain('plaintext connections allowed (--insecure: peer ids unverified)')
+        expect(listen.err()).toMatch(new RegExp(`a peer runs: starsock forward .* --insecure$`, 'm'))
+        expect(listen.err()).toContain(`for ${clientId} (unverified: plaintext) (rule `)
+      } else {
+        for (const p of [listen, fwd]) expect(p.err()).not.toMatch(warning)
+        expect(listen.err()).toContain('; end-to-end encryption required')
+        expect(listen.err()).not.toContain('--insecure')
+      }
+      fwd.proc.kill('SIGTERM')
+      listen.proc.kill('SIGTERM')
+      expect(await within('the forward to exit', fwd.exited, 10_000)).toBe(0)
+      expect(await within('the listen to exit', listen.exited, 10_000)).toBe(0)
+    }
   })
 
   it('a denied offer: forward exits 1 with one line naming E_DENIED, and nothing opens on the listener', async () => {
