@@ -2,7 +2,7 @@
 import { InvalidArgumentError } from 'commander'
 import { describeOffer } from '../shared/sock-protocol.ts'
 import { parseRule, type SockRule } from '../shared/sock-rules.ts'
-import type { SockAgent } from '../client/sock/agent.ts'
+import { SECURE_REQUIRED_REASON, type SockAgent } from '../client/sock/agent.ts'
 import { mkdir } from 'node:fs/promises'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
@@ -54,7 +54,8 @@ export function reportAgent (agent: SockAgent, status: StatusReporter): void {
   // Each connection to a peer, once it runs: end-to-end encrypted, or plaintext (both sides --insecure).
   agent.on('session', (mux) => status.event('session', { peerId: mux.remotePeer, secure: mux.secure, initiator: mux.conn.initiator },
     `connection ${mux.conn.initiator ? 'to' : 'from'} ${mux.remotePeer}: ${securityText(mux.secure)}`))
-  agent.on('refused', ({ peerId, initiator, error }) => status.event('refused', { peerId, initiator, code: error.code, message: error.message }, `${error.message} (${error.code})`))
+  agent.on('refused', ({ peerId, initiator, error }) => status.event('refused', { peerId, initiator, code: error.code, message: error.message },
+    `refused a plaintext connection ${initiator ? 'to' : 'from'} ${peerId}: ${SECURE_REQUIRED_REASON} (${error.code})`))
   agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, secure: d.secure, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason, code: d.code },
     `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId}${d.secure ? '' : ' (unverified: plaintext)'} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {

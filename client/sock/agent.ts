@@ -20,6 +20,8 @@ import { bounded } from '../waiters.ts'
 import { addDrops, Mapping } from './mapping.ts'
 import { FileQuota } from './file-quota.ts'
 
+/** Why an agent refuses a plaintext connection (`E_SECURE_REQUIRED`), in the words users see. */
+export const SECURE_REQUIRED_REASON = 'it is not end-to-end encrypted; both sides must use --insecure to allow plaintext'
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
 /** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
@@ -536,7 +538,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    */
   private refusal (conn: Connection): StarsockError | undefined {
     if (conn.secure === true || this.insecure) return undefined
-    const err = new StarsockError('E_SECURE_REQUIRED', `${this.peer.peerId} refused a plaintext connection ${conn.initiator ? 'to' : 'from'} ${conn.remotePeer}: it is not end-to-end encrypted; both sides must use --insecure to allow plaintext`)
+    // Short enough to cross whole (an abort's wire string keeps 200 characters); who it was goes in the event.
+    const err = new StarsockError('E_SECURE_REQUIRED', `${this.peer.peerId} refused a plaintext connection: ${SECURE_REQUIRED_REASON}`)
     conn.abort(err)
     this.logger.warn({ peer: conn.remotePeer, initiator: conn.initiator }, 'plaintext connection refused')
     this.emit('refused', { peerId: conn.remotePeer, initiator: conn.initiator, error: err })
