@@ -538,6 +538,10 @@ describe('sock agents and end-to-end encryption (issue 14)', () => {
       n += chunk.byteLength
     }
     expectBytes(Buffer.concat(got), data, 'the echo over the secure connection')
+    // An insecure agent allows plaintext; a dialer that did not opt out still gets encryption.
+    const lax = await agent({ insecure: true, allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    expect((await client.connect(lax.peer.peerId, { host: '127.0.0.1', port: echo.port })).secure).toBe(true)
+    expect(lax.sessions()).toMatchObject([{ peerId: client.peer.peerId, secure: true }])
   })
 
   it('a plaintext dialer (insecure) is refused by an agent that requires encryption: E_SECURE_REQUIRED both sides, nothing offered, never a downgrade', async () => {
