@@ -77,8 +77,6 @@ const MAX_QUEUED_BYTES = 4 * 1024 * 1024
  * to its socket as one writev).
  */
 const FLUSH_BYTES = 512 * 1024
-/** Bytes read before dispatching when the connection holds more already: a stream message (see `readLoop`). */
-const READ_AHEAD_BYTES = FLUSH_BYTES
 /**
  * Bytes left free at the start of each batch buffer (`OutputQueue.take`): the connection writes a
  * raw frame's header there, so the batch goes out without another copy (`writeOwned`'s `reservedBytes`).
@@ -349,35 +347,11 @@ export class Muxer extends Emitter<MuxEvents> {
 
   private async readLoop (): Promise<void> {
     try {
-      let failure: Error | undefined
-      let ended = false
-      while (!ended && failure === undefined) {
-        // The first read waits; what the connection holds already is taken with it (up to a stream
-        // message), then dispatched at once: the frames of one stream message reach their channels
-        // together even when the connection hands them over in pieces (a secure connection opens a
-        // stream message as several sealed messages), and a socket writes them as one writev.
-        const frames: Frame[] = []
-        let taken = 0
-        do {
-          let chunk: Uint8Array | null
-          try {
-            chunk = await this.conn.read()
-          } catch (err) {
-            failure = err instanceof Error ? err : new StarsockError('E_STREAM_ABORTED', String(err)) // after the frames that came before it
-            break
-          }
-          if (chunk === null) {
-            ended = true
-            break
-          }
-          taken += chunk.byteLength
-          for (const frame of this.decoder.push(chunk)) frames.push(frame)
-        } while (taken < READ_AHEAD_BYTES && this.conn.stats().bufferedBytes > 0)
-        for (const frame of frames) this.dispatch(frame)
+      for await (const chunk of this.conn) {
+        for (const frame of this.decoder.push(chunk)) this.dispatch(frame)
         if (this.closedWith !== undefined) return
         while (this.queued > MAX_QUEUED_BYTES && this.closedWith === undefined) await this.roomWaiters.wait()
       }
-      if (failure !== undefined) throw failure
       void this.close(new StarsockError('E_STREAM_CLOSED', 'The other side closed the connection'))
     } catch (err) {
       const error = err instanceof StarsockError ? err : new StarsockError('E_CHANNEL_PROTOCOL', String(err))
