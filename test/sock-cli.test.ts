@@ -254,10 +254,36 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     }), 20_000)
     const exp = start(['expose', '--server', url, '--key', key('client'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
     const ready = await exp.event('ready')
+    expect(ready.secure).toBe(true)
     const port = (ready.address as { port: number }).port
     expect(port).toBeGreaterThan(0)
     const data = testBytes(256 * 1024)
     expectBytes(await within('the echo through the gateway\'s port', tcpRoundTrip(port, data), 15_000), data, 'the echo through the gateway\'s port')
+    // A plaintext expose is refused: the gateway requires end-to-end encryption unless --gateway-insecure.
+    const plain = start(['expose', '--server', url, '--key', key('plain'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--insecure'])
+    expect(await within('the plaintext expose to exit', plain.exited, 20_000)).toBe(1)
+    expect(plain.err()).toMatch(/^starsock: .*refused a plaintext connection: .* \(E_SECURE_REQUIRED\)$/m)
+  })
+
+  it('serve --gateway --gateway-insecure warns, and takes a plaintext expose --insecure, whose ready line says plaintext', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const serve = start(['serve', '--host', '127.0.0.1', '--port', '0', '--gateway', '--gateway-insecure', '--gateway-key', key('gateway'), '--allow', 'bind/tcp:127.0.0.1:*', '--log-level', 'warn'])
+    const [url, gatewayId] = await within('the URL and gateway lines', new Promise<[string, string]>((resolve) => {
+      const check = (): void => {
+        const u = /^starsock (http:\/\/127\.0\.0\.1:\d+) /m.exec(serve.out())?.[1]
+        const g = /^gateway peer (\w+) /m.exec(serve.out())?.[1]
+        if (u !== undefined && g !== undefined) resolve([u, g])
+      }
+      serve.proc.stdout.on('data', check)
+      check()
+    }), 20_000)
+    expect(serve.err()).toMatch(/^starsock serve: warning: --gateway-insecure: /m)
+    const exp = start(['expose', '--server', url, '--key', key('client'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--json', '--insecure'])
+    const ready = await exp.event('ready')
+    expect(ready.secure).toBe(false)
+    const data = testBytes(64 * 1024)
+    expectBytes(await within('the echo through the gateway\'s port, in plaintext', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000), data, 'the echo through the gateway\'s port')
   })
 
   it.each([
