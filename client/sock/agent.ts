@@ -22,6 +22,7 @@ import { FileQuota } from './file-quota.ts'
 
 /** Why an agent refuses a plaintext connection (`E_SECURE_REQUIRED`), in the words users see. */
 export const SECURE_REQUIRED_REASON = 'it is not end-to-end encrypted; both sides must use --insecure to allow plaintext'
+
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
 /** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
