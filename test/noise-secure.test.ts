@@ -13,9 +13,10 @@ import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.
 import { Muxer } from '../client/mux/muxer.ts'
 import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
 import { ReceiveStream } from '../client/stream.ts'
+import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { readAll } from './helpers/connections.ts'
-import { startServer, testBytes, within } from './helpers/server.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 /** What `promise` rejected with (fails when it resolves). */
 async function rejected (promise: Promise<unknown>): Promise<unknown> {
@@ -175,6 +176,35 @@ describe('secure connections between starsock peers (issue 14)', () => {
     await within('two channels echoing 1 MiB each', Promise.all([echoOver(21), echoOver(22)]), 30_000)
     await muxA.close()
     await muxB.close()
+  })
+
+  it.each([['secure', true], ['plaintext', false]])('abort carries a StarsockError\'s code to the other side (%s); a plain Error still arrives as E_STREAM_ABORTED', async (_name, secure) => {
+    const [a, b] = [await peer(), await peer()]
+    let incoming = nextIncoming(b)
+    const conn = await a.dial(b.peerId, { secure })
+    const other = await within('B accepting', incoming)
+    conn.abort(new StarsockError('E_DENIED', 'not this one'))
+    expect(await within('B hearing the code', rejected(other.read()))).toMatchObject({ code: 'E_DENIED', message: 'not this one' })
+    expect(await rejected(conn.read())).toMatchObject({ code: 'E_DENIED', message: 'Aborted here: not this one' })
+    incoming = nextIncoming(b)
+    const second = await a.dial(b.peerId, { secure })
+    const otherSecond = await within('B accepting', incoming)
+    second.abort(new Error('boom'))
+    expect(await within('B hearing it', rejected(otherSecond.read()))).toMatchObject({ code: 'E_STREAM_ABORTED', message: 'boom' })
+  })
+
+  it('the caller\'s signal ends a secure dial stuck in its handshake with E_ABORTED, and the listener\'s handler never sees it', async () => {
+    tapRelay((chunk, id) => id.endsWith('.listener') ? new Uint8Array(0) : chunk) // message 2 never reaches the dialer
+    const [a, b] = [await peer(), await peer()]
+    const seen: Connection[] = []
+    b.handle((conn) => seen.push(conn))
+    const controller = new AbortController()
+    const dialing = rejected(a.dial(b.peerId, { signal: controller.signal }))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    controller.abort()
+    expect(await within('the dial ending', dialing)).toMatchObject({ code: 'E_ABORTED' })
+    await waitFor('the dialer\'s streams closed', () => a.stats().sendingStreams === 0 && a.stats().receivingStreams === 0)
+    expect(seen).toHaveLength(0)
   })
 
   it('the preamble is one multistream-select message', () => {
