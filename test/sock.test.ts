@@ -11,6 +11,7 @@ import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
 import { useAgents } from './helpers/agents.ts'
+import { legacyDial, legacyExchange, pull, startLegacyPeer } from './helpers/legacy.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -624,6 +625,26 @@ describe('sock agents and end-to-end encryption (issue 14)', () => {
       'remembered secure other'
     ])
     expect(asked).toEqual([true, false, false, false])
+  })
+
+  it('a legacy websocket-star peer: a sock agent\'s offer to it fails fast with E_SECURE_REQUIRED (never plaintext by itself), and its dial to the agent is refused', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const legacy = await startLegacyPeer(server().port, (conn: unknown) => pull(conn, conn)) // an echo
+    cleanup.push({ close: () => legacy.stop() })
+    const client = await agent()
+    await waitFor('the agent to know the legacy peer', () => client.peer.peers().some((p) => p.addr === legacy.addr))
+    const err = await within('the offer to the legacy peer failing', rejection(client.connect(legacy.id, { host: '127.0.0.1', port: echo.port })), 5000)
+    expect(err.code).toBe('E_SECURE_REQUIRED')
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const refused: Array<{ peerId: string, code: string }> = []
+    target.on('refused', ({ peerId, error }) => refused.push({ peerId, code: error.code }))
+    await waitFor('the legacy peer to know the agent', () => legacy.discovered.has(target.peer.addr))
+    const conn = await within('the legacy dial', legacyDial(legacy, target.peer.addr))
+    const ended = await within('the legacy side to see the refusal', legacyExchange(conn, new TextEncoder().encode('hello?')).then(() => 'clean end', (e: Error) => e.message), 10_000)
+    expect(ended).not.toBe('clean end')
+    expect(refused).toEqual([{ peerId: legacy.id, code: 'E_SECURE_REQUIRED' }])
+    expect(target.sessions()).toEqual([])
   })
 
   it('a port on lease to a verified binder is not handed to a plaintext connection that claims its id; the binder itself takes it back', async () => {
