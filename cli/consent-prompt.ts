@@ -6,6 +6,7 @@
 import { createInterface, type Interface } from 'node:readline'
 import type { OfferRequest, SockAgent } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
+import { securityText } from './status.ts'
 
 interface Question {
   request: OfferRequest
@@ -73,7 +74,8 @@ export class TerminalConsent {
   private prompt (): void {
     const q = this.queue[0]
     this.onPrompt(q !== undefined)
-    if (q !== undefined) this.output.write(`peer ${q.request.peerId} asks: ${q.request.text}. Allow? [y/N] `)
+    // On a plaintext connection (both sides --insecure) the id is only what the server said.
+    if (q !== undefined) this.output.write(`peer ${q.request.peerId}${q.request.secure ? '' : ' (unverified: plaintext connection)'} asks: ${q.request.text}. Allow? [y/N] `)
   }
 
   private line (text: string): void {
@@ -84,7 +86,7 @@ export class TerminalConsent {
       if (this.numbered.size === 0) this.output.write('no mappings\n')
       for (const [n, m] of this.numbered) {
         const s = m.stats()
-        this.output.write(`${n}  ${m.peerId}  ${m.label}  channels ${s.channelsOpen}  in ${s.bytesIn} B  out ${s.bytesOut} B\n`)
+        this.output.write(`${n}  ${m.peerId}  ${m.label}  channels ${s.channelsOpen}  in ${s.bytesIn} B  out ${s.bytesOut} B  ${securityText(m.secure)}\n`)
       }
     } else if (command === 'kill') {
       const m = this.numbered.get(Number(arg))

@@ -19,6 +19,8 @@ export interface GatewayOptions {
   keyFile: string
   token?: string
   leaseMs?: number
+  /** Also run plaintext connections (`--gateway-insecure`; the other peer must pass `--insecure` too). @default false */
+  insecure?: boolean
   logger: Logger
 }
 
@@ -41,7 +43,8 @@ export async function startGateway (options: GatewayOptions): Promise<SockAgent>
     // Our own server over loopback: its certificate may be for the public name, not 127.0.0.1.
     socketOptions: { rejectUnauthorized: false }
   })
-  const agent = createSockAgent(peer, { host: createNodeHost(), allow: options.allow, leaseMs: options.leaseMs, logger })
+  const agent = createSockAgent(peer, { host: createNodeHost(), allow: options.allow, leaseMs: options.leaseMs, insecure: options.insecure === true, logger })
+  agent.on('refused', ({ peerId, error }) => logger.warn({ peer: peerId, code: error.code }, error.message))
   agent.on('mapping', (m) => { if (!m.local) logger.info({ peer: m.peerId, mapping: m.id, offer: describeOffer(m.offer) }, 'mapping open') })
   agent.on('mapping:close', ({ mapping, error }) => logger.info({ peer: mapping.peerId, mapping: mapping.id, code: error.code }, 'mapping closed'))
   return agent

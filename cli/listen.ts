@@ -2,14 +2,14 @@
 import { InvalidArgumentError } from 'commander'
 import { describeOffer } from '../shared/sock-protocol.ts'
 import { parseRule, type SockRule } from '../shared/sock-rules.ts'
-import type { SockAgent } from '../client/sock/agent.ts'
+import { SECURE_REQUIRED_REASON, type SockAgent } from '../client/sock/agent.ts'
 import { mkdir } from 'node:fs/promises'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
 import { integer } from './options.ts'
 import { interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
-import { StatusReporter } from './status.ts'
+import { securityText, StatusReporter } from './status.ts'
 
 /** Parse a repeatable `--allow RULE` into rules. */
 export function ruleList (value: string, previous: SockRule[] = []): SockRule[] {
@@ -51,17 +51,31 @@ export function reportServer (agent: SockAgent, status: StatusReporter): void {
 export function reportAgent (agent: SockAgent, status: StatusReporter): void {
   reportServer(agent, status)
   agent.on('limit', (l) => status.event('limit', { ...l }, `refused for ${l.peerId} by a limit: ${l.message} (${l.code})`))
-  agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason, code: d.code },
-    `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
+  // Each connection to a peer, once it runs: end-to-end encrypted, or plaintext (both sides --insecure).
+  agent.on('session', (mux) => status.event('session', { peerId: mux.remotePeer, secure: mux.secure, initiator: mux.conn.initiator },
+    `connection ${mux.conn.initiator ? 'to' : 'from'} ${mux.remotePeer}: ${securityText(mux.secure)}`))
+  agent.on('refused', ({ peerId, initiator, error }) => status.event('refused', { peerId, initiator, code: error.code, message: error.message },
+    `refused a plaintext connection ${initiator ? 'to' : 'from'} ${peerId}: ${SECURE_REQUIRED_REASON} (${error.code})`))
+  agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, secure: d.secure, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason, code: d.code },
+    `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId}${d.secure ? '' : ' (unverified: plaintext)'} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {
     if (m.local) return
-    status.event('mapping', { peerId: m.peerId, mapping: m.id, offer: describeOffer(m.offer) }, `mapping ${m.label} open for ${m.peerId}`)
+    status.event('mapping', { peerId: m.peerId, mapping: m.id, offer: describeOffer(m.offer), secure: m.secure }, `mapping ${m.label} open for ${m.peerId}; ${securityText(m.secure)}`)
     m.on('channel', (c) => status.event('channel', { peerId: m.peerId, mapping: m.id, channel: c.id, src: c.header.src, dst: c.header.dst },
       `channel ${c.id} of ${m.label}${c.header.src !== undefined ? ` from ${c.header.src.ip}:${c.header.src.port}` : ''}`))
   })
   agent.on('mapping:close', ({ mapping, error }) => {
     if (!mapping.local) status.event('mapping:close', { peerId: mapping.peerId, mapping: mapping.id, code: error.code, message: error.message }, `mapping ${mapping.label} closed: ${error.message} (${error.code})`)
   })
+}
+
+/** How the live connections are protected, for the status line: `peers: 2 end-to-end encrypted (peer verified)`, the plaintext ones apart. */
+export function sessionsText (agent: SockAgent): string | undefined {
+  const sessions = agent.sessions()
+  if (sessions.length === 0) return undefined
+  const secure = sessions.filter((s) => s.secure).length
+  const parts = [[secure, securityText(true)], [sessions.length - secure, securityText(false)]] as const
+  return 'peers: ' + parts.filter(([n]) => n > 0).map(([n, text]) => `${n} ${text}`).join(', ')
 }
 
 /** The `listen` command; `started` receives the promise of its exit code. */
@@ -125,17 +139,22 @@ async function listen (flags: ListenFlags): Promise<number> {
         },
     ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
   })
-  status = new StatusReporter(flags.json === true, () => agent.stats())
+  status = new StatusReporter(flags.json === true, () => ({ ...agent.stats(), security: sessionsText(agent) }))
   if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
   reportAgent(agent, status)
   const rules = (flags.allow ?? []).map((r) => r.text)
   // File rules have no command: files come from the page's "Send file" (or `agent.offerFile`).
   const tunnelRules = (flags.allow ?? []).filter((r) => r.kind !== 'file')
-  const commands = tunnelRules.map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId))
+  const insecure = flags.insecure === true
+  const commands = tunnelRules.map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId) + (insecure ? ' --insecure' : ''))
   const fileRule = (flags.allow ?? []).some((r) => r.kind === 'file')
   const filesText = files === undefined ? '' : `; files into ${files} (${fileRule ? 'as the file rules allow, ' : ''}${asking ? 'others asked here' : fileRule ? 'others denied' : 'all denied: no file rule and nobody to ask'}; at most ${flags.maxFileBytes} bytes each, ${flags.fileQuotaBytes} per peer per hour)`
-  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, asking, files: files ?? null },
-    `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}${filesText}` +
+  const peerRules = rules.length - (flags.allow ?? []).filter((r) => r.peerId === undefined).length
+  const securityNote = insecure
+    ? `; plaintext connections allowed (--insecure: peer ids unverified${peerRules > 0 ? ', rules naming a peer match only end-to-end encrypted connections' : ''})`
+    : '; end-to-end encryption required'
+  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, asking, files: files ?? null, insecure },
+    `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}${filesText}${securityNote}` +
     commands.map((c, i) => `\n  to use ${tunnelRules[i]?.text ?? ''}, a peer runs: ${c}`).join(''))
   status.start()
   const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, flags.key)])

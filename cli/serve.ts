@@ -17,6 +17,9 @@ import { collect, integer, port, portRange } from './options.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
+/** The warning line `--gateway-insecure` prints on stderr. */
+const GATEWAY_INSECURE_WARNING = 'starsock serve: warning: --gateway-insecure: the gateway peer takes plaintext connections too: their traffic is readable on the way and their peer ids are unverified (rules naming a peer do not match them)'
+
 /** The commander option of a server option's flag; `undefined` for options the CLI builds itself. */
 function flagOption (spec: OptionSpec): Option | undefined {
   if (spec.flag === null || spec.cli === 'custom') return undefined
@@ -73,6 +76,7 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option('--gateway', 'run a built-in peer on this host that takes offers the --allow rules allow').env('STARSOCK_GATEWAY'))
     .addOption(new Option('--allow <rule>', 'gateway rule KIND[/PROTO]:HOST:PORT[@PEERID] (repeatable)').argParser(ruleList))
     .addOption(new Option('--gateway-key <file>', 'identity of the gateway peer').env('STARSOCK_GATEWAY_KEY').default(join(homedir(), '.starsock', 'gateway-key'), '~/.starsock/gateway-key'))
+    .addOption(new Option('--gateway-insecure', 'the gateway peer also takes plaintext connections from peers run with --insecure (no end-to-end encryption, peer ids unverified)'))
     .addOption(new Option(SERVER_OPTIONS.logger.flag ?? '', SERVER_OPTIONS.logger.help).env(SERVER_OPTIONS.logger.env ?? '').choices(LOG_LEVELS).default('info'))
   for (const { spec, option } of flagsOfOptions) if (spec.cli === 'integer') cmd.addOption(option)
   return cmd.action((flags: Record<string, unknown>) => { started(serve(flags, flagsOfOptions)) })
@@ -120,7 +124,8 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
   let gateway: SockAgent | undefined
   if (flags.gateway === true) {
     try {
-      gateway = await startGateway({ serverUrl: running.url(), allow: (flags.allow as SockRule[] | undefined) ?? [], keyFile: String(flags.gatewayKey), token: typeof flags.token === 'string' ? flags.token : undefined, logger })
+      if (flags.gatewayInsecure === true) process.stderr.write(GATEWAY_INSECURE_WARNING + '\n')
+      gateway = await startGateway({ serverUrl: running.url(), allow: (flags.allow as SockRule[] | undefined) ?? [], keyFile: String(flags.gatewayKey), token: typeof flags.token === 'string' ? flags.token : undefined, insecure: flags.gatewayInsecure === true, logger })
     } catch (err) {
       process.stderr.write(`starsock serve: the gateway peer could not join: ${err instanceof Error ? err.message : String(err)}\n`)
       await running.close()

@@ -19,6 +19,7 @@ export interface SockFlags {
   timeoutMs: number
   json?: boolean
   takeover?: boolean
+  insecure?: boolean
 }
 
 /** Add the flags every sock command has. */
@@ -31,7 +32,11 @@ export function sockCommand (name: string, description: string): Command {
     .option('--timeout-ms <ms>', 'give up joining (and waiting for an answer to an offer) after this long', integer(1), 60_000)
     .option('--json', 'print one JSON object per event on stdout')
     .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
+    .option('--insecure', 'allow plaintext connections to other peers (both sides must pass it): no end-to-end encryption, peer ids unverified; for measurement')
 }
+
+/** The warning line `--insecure` prints on stderr (also with `--json`). */
+export const INSECURE_WARNING = 'starsock: warning: --insecure: connections to other peers may be plaintext: the server (and anyone on its way) can read and change what they carry, and peer ids are unverified (only the server\'s word)'
 
 /**
  * The one line for an identity held elsewhere (`E_ADDRESS_IN_USE`) or taken over (`E_DISPLACED`),
@@ -79,10 +84,12 @@ const CONNECT_TIMEOUT_MS = 2500
 
 /** Join the server with the identity in `--key` and run a sock agent on it. */
 export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
+  const insecure = flags.insecure === true
+  if (insecure) process.stderr.write(INSECURE_WARNING + '\n')
   const { identity } = await loadOrCreateIdentity(flags.key)
   const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
     .catch((err: unknown) => { throw identityError(err, flags.key) })
-  return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, ...options })
+  return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, insecure, ...options })
 }
 
 /** Settles with the signal name on the first SIGINT or SIGTERM (a second one exits at once). */

@@ -4,6 +4,21 @@
  * `--json`, one JSON object per event on stdout (and a `stats` object every few seconds).
  */
 
+/** The words for an end-to-end encrypted connection, whose peer proved its id. */
+export const SECURE_TEXT = 'end-to-end encrypted (peer verified)'
+/** The words for a plaintext connection between starsock peers that both passed `--insecure`. */
+export const INSECURE_TEXT = 'plaintext (--insecure)'
+/** The words for a plaintext connection with a legacy websocket-star peer. */
+export const LEGACY_TEXT = 'plaintext (legacy peer)'
+
+/**
+ * How a connection to a peer is protected, in the status's words: `secure`, or plaintext with a
+ * starsock peer (`--insecure` on both sides: it spoke our multiplexer), or with a legacy one.
+ */
+export function securityText (secure: boolean, legacy = false): string {
+  return secure ? SECURE_TEXT : legacy ? LEGACY_TEXT : INSECURE_TEXT
+}
+
 /** Figures the status line shows. */
 export interface StatusFigures {
   channelsOpen: number
@@ -12,6 +27,8 @@ export interface StatusFigures {
   droppedDatagrams: number
   /** Shown when it is not `up` (a tunnel waiting for its peer: `away`). */
   state?: string
+  /** How the connections to peers are protected (see `securityText`), when there are any. */
+  security?: string
 }
 
 const MiB = 1024 * 1024
@@ -74,7 +91,7 @@ export class StatusReporter {
     const rateIn = (f.bytesIn - last.bytesIn) / seconds
     const rateOut = (f.bytesOut - last.bytesOut) / seconds
     this.last = { at: now, bytesIn: f.bytesIn, bytesOut: f.bytesOut }
-    this.line = `channels ${f.channelsOpen} · in ${size(f.bytesIn)} (${size(rateIn)}/s) · out ${size(f.bytesOut)} (${size(rateOut)}/s) · drops ${f.droppedDatagrams}${f.state !== undefined && f.state !== 'up' ? ` · ${f.state}` : ''}`
+    this.line = `channels ${f.channelsOpen} · in ${size(f.bytesIn)} (${size(rateIn)}/s) · out ${size(f.bytesOut)} (${size(rateOut)}/s) · drops ${f.droppedDatagrams}${f.state !== undefined && f.state !== 'up' ? ` · ${f.state}` : ''}${f.security !== undefined ? ` · ${f.security}` : ''}`
     this.out.write(`\r\x1b[K${this.line}`)
   }
 }

@@ -7,7 +7,7 @@ import type { SockAgent } from '../client/sock/agent.ts'
 import { Expose, Forward, type Tunnel } from '../client/sock/tunnel.node.ts'
 import { hostPort, identityError, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { port } from './options.ts'
-import { StatusReporter } from './status.ts'
+import { securityText, StatusReporter } from './status.ts'
 import { reportServer } from './listen.ts'
 
 interface TunnelFlags extends SockFlags {
@@ -59,7 +59,10 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
   const signalled = interrupted().then(() => stopping.abort())
   const agent = await startAgent(flags, {})
   const tunnel = create(agent, stopping.signal)
-  const status = new StatusReporter(flags.json === true, () => tunnel.stats())
+  const status = new StatusReporter(flags.json === true, () => {
+    const s = tunnel.stats()
+    return { ...s, security: s.secure === undefined ? undefined : securityText(s.secure) }
+  })
   let away = false
   tunnel.on('asking', ({ timeoutMs }) => {
     const seconds = Math.round(Math.min(timeoutMs, flags.timeoutMs) / 1000)
@@ -89,11 +92,14 @@ async function run (flags: TunnelFlags, create: (agent: SockAgent, signal: Abort
   tunnel.on('mapping', (m) => {
     upOnce = true
     // forward: the address listened on here; expose: the one the peer bound (maybe new).
-    if (away) status.event('back', { mapping: m.id, bound: m.bound, address: m.bound ?? tunnel.address }, `back: mapping ${m.label} in place again`)
-    else status.event('mapping', { mapping: m.id, bound: m.bound }, `mapping ${m.label} in place`)
+    if (away) status.event('back', { mapping: m.id, bound: m.bound, address: m.bound ?? tunnel.address, secure: m.secure }, `back: mapping ${m.label} in place again; ${securityText(m.secure)}`)
+    else status.event('mapping', { mapping: m.id, bound: m.bound, secure: m.secure }, `mapping ${m.label} in place; ${securityText(m.secure)}`)
     away = false
   })
-  status.event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp' }, describe(tunnel))
+  // The connection to the peer, when the tunnel is up (a tunnel waiting for its peer has none yet).
+  const secure = tunnel.stats().secure
+  status.event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, to: flags.to, proto: flags.udp === true ? 'udp' : 'tcp', secure: secure ?? null },
+    `${describe(tunnel)}${secure === undefined ? '' : `; ${securityText(secure)}`}`)
   status.start()
   const outcome = await Promise.race([tunnel.done, signalled.then(() => undefined), lost(agent.peer, flags.key)])
   status.stop()

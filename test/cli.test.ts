@@ -60,7 +60,7 @@ describe('starsock serve (the program)', () => {
     for (const flag of ['--port', '--host', '--key', '--cert', '--pfx', '--disableCryptoChallenge', '--disableStrictMultiaddr', '--disableMetrics',
       '--allow-peer', '--token', '--log-level', '--max-message-bytes', '--max-peers', '--max-dials-per-second', '--stream-buffer-bytes',
       '--stream-byte-budget', '--stream-idle-timeout-ms', '--announce-interval-ms', '--announce-batch-peers', '--max-joins-per-ip-per-minute',
-      '--max-peers-per-ip', '--identity-grace-ms', '--udp-max-allocations-per-ip', '--udp-owner-grace-ms']) {
+      '--max-peers-per-ip', '--identity-grace-ms', '--udp-max-allocations-per-ip', '--udp-owner-grace-ms', '--gateway', '--gateway-insecure']) {
       expect(r.stdout).toContain(flag)
     }
   })

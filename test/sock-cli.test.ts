@@ -96,6 +96,8 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect((await listen.event('ready')).peerId).toBe(listenerId)
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${web.port}`, '--json'])
     const ready = await fwd.event('ready')
+    expect(ready.secure).toBe(true)
+    expect(await listen.event('session')).toMatchObject({ secure: true, initiator: false })
     const port = (ready.address as { port: number }).port
     const res = await within('the HTTP body through the forward', httpGet(`http://127.0.0.1:${port}/`), 15_000)
     expectBytes(res.body, body, 'the HTTP body through the forward')
@@ -106,6 +108,47 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     fwd.proc.kill('SIGTERM')
     expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
     expect(await listen.event('mapping:close')).toMatchObject({ code: 'E_KILLED' })
+  })
+
+  it('the status says how each connection is protected: end-to-end encrypted by default; --insecure on both sides warns once each and says plaintext, peer unverified', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    /** Settles once `p`'s stderr matches `pattern`. */
+    const said = async (p: Program, pattern: RegExp, what: string): Promise<void> => await within(what, new Promise<void>((resolve) => {
+      const check = (): void => { if (pattern.test(p.err())) resolve() }
+      p.proc.stderr.on('data', check)
+      check()
+    }), 15_000)
+    const data = testBytes(64 * 1024)
+    for (const insecure of [false, true]) {
+      const flag = insecure ? ['--insecure'] : []
+      const listenerId = peerIdOf(key(`listener-${String(insecure)}`))
+      const clientId = peerIdOf(key(`client-${String(insecure)}`))
+      const listen = start(['listen', '--server', server.url(), '--key', key(`listener-${String(insecure)}`), '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--no-prompt', ...flag])
+      await said(listen, /listening as /, 'the listen ready line')
+      const fwd = start(['forward', '--server', server.url(), '--key', key(`client-${String(insecure)}`), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, ...flag])
+      const words = insecure ? 'plaintext \\(--insecure\\)' : 'end-to-end encrypted \\(peer verified\\)'
+      await said(fwd, new RegExp(`forwarding tcp 127\\.0\\.0\\.1:(\\d+) -> 127\\.0\\.0\\.1:${echo.port} through ${listenerId}; ${words}$`, 'm'), 'the forward ready line')
+      await said(listen, new RegExp(`connection from ${clientId}: ${words}$`, 'm'), 'the session line of the listen')
+      await said(listen, new RegExp(`mapping #\\d+ connect/tcp 127\\.0\\.0\\.1:${echo.port} open for ${clientId}; ${words}$`, 'm'), 'the mapping line of the listen')
+      const port = Number(/forwarding tcp 127\.0\.0\.1:(\d+)/.exec(fwd.err())?.[1])
+      expectBytes(await within('the echo through the forward', tcpRoundTrip(port, data), 15_000), data, 'the echo through the forward')
+      const warning = /^starsock: warning: --insecure: .*peer ids are unverified \(only the server's word\)$/m
+      if (insecure) {
+        for (const p of [listen, fwd]) expect(p.err().split('\n')[0]).toMatch(warning)
+        expect(listen.err()).toContain('plaintext connections allowed (--insecure: peer ids unverified)')
+        expect(listen.err()).toMatch(new RegExp(`a peer runs: starsock forward .* --insecure$`, 'm'))
+        expect(listen.err()).toContain(`for ${clientId} (unverified: plaintext) (rule `)
+      } else {
+        for (const p of [listen, fwd]) expect(p.err()).not.toMatch(warning)
+        expect(listen.err()).toContain('; end-to-end encryption required')
+        expect(listen.err()).not.toContain('--insecure')
+      }
+      fwd.proc.kill('SIGTERM')
+      listen.proc.kill('SIGTERM')
+      expect(await within('the forward to exit', fwd.exited, 10_000)).toBe(0)
+      expect(await within('the listen to exit', listen.exited, 10_000)).toBe(0)
+    }
   })
 
   it('a denied offer: forward exits 1 with one line naming E_DENIED, and nothing opens on the listener', async () => {
@@ -211,10 +254,36 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     }), 20_000)
     const exp = start(['expose', '--server', url, '--key', key('client'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
     const ready = await exp.event('ready')
+    expect(ready.secure).toBe(true)
     const port = (ready.address as { port: number }).port
     expect(port).toBeGreaterThan(0)
     const data = testBytes(256 * 1024)
     expectBytes(await within('the echo through the gateway\'s port', tcpRoundTrip(port, data), 15_000), data, 'the echo through the gateway\'s port')
+    // A plaintext expose is refused: the gateway requires end-to-end encryption unless --gateway-insecure.
+    const plain = start(['expose', '--server', url, '--key', key('plain'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--insecure'])
+    expect(await within('the plaintext expose to exit', plain.exited, 20_000)).toBe(1)
+    expect(plain.err()).toMatch(/^starsock: .*refused a plaintext connection: .* \(E_SECURE_REQUIRED\)$/m)
+  })
+
+  it('serve --gateway --gateway-insecure warns, and takes a plaintext expose --insecure, whose ready line says plaintext', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const serve = start(['serve', '--host', '127.0.0.1', '--port', '0', '--gateway', '--gateway-insecure', '--gateway-key', key('gateway'), '--allow', 'bind/tcp:127.0.0.1:*', '--log-level', 'warn'])
+    const [url, gatewayId] = await within('the URL and gateway lines', new Promise<[string, string]>((resolve) => {
+      const check = (): void => {
+        const u = /^starsock (http:\/\/127\.0\.0\.1:\d+) /m.exec(serve.out())?.[1]
+        const g = /^gateway peer (\w+) /m.exec(serve.out())?.[1]
+        if (u !== undefined && g !== undefined) resolve([u, g])
+      }
+      serve.proc.stdout.on('data', check)
+      check()
+    }), 20_000)
+    expect(serve.err()).toMatch(/^starsock serve: warning: --gateway-insecure: /m)
+    const exp = start(['expose', '--server', url, '--key', key('client'), '--peer', gatewayId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--json', '--insecure'])
+    const ready = await exp.event('ready')
+    expect(ready.secure).toBe(false)
+    const data = testBytes(64 * 1024)
+    expectBytes(await within('the echo through the gateway\'s port, in plaintext', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000), data, 'the echo through the gateway\'s port')
   })
 
   it.each([

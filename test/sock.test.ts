@@ -11,6 +11,7 @@ import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
 import { useAgents } from './helpers/agents.ts'
+import { legacyDial, legacyExchange, pull, startLegacyPeer } from './helpers/legacy.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -498,5 +499,173 @@ describe('sock channels and tunnels through a real server', () => {
     target.mappings()[0]?.kill('test')
     await within('the service-side connection to close after the kill', closed)
     expect((await rejection(writing)).code).toBe('E_KILLED')
+  })
+})
+
+describe('sock agents and end-to-end encryption (issue 14)', () => {
+  const { agent, cleanup, server } = useAgents()
+
+  /** A sock agent on a new peer with `identity` (a second one takes over an id that left). */
+  const agentWith = async (identity: Awaited<ReturnType<typeof createIdentity>>, options: Parameters<typeof agent>[0] = {}): Promise<ReturnType<typeof createSockAgent>> => {
+    const peer = await createPeer({ server: server().url(), identity })
+    const a = createSockAgent(peer, { host: createNodeHost(), ...options })
+    cleanup.push({ close: async () => { await a.close(); await peer.close() } })
+    return a
+  }
+  const leave = async (a: ReturnType<typeof createSockAgent>): Promise<void> => {
+    await a.close()
+    await a.peer.close()
+  }
+
+  it('agents are end-to-end encrypted by default: the mapping, its stats, the session and the offer say so', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const requests: boolean[] = []
+    const target = await agent({ ask: (request) => { requests.push(request.secure); return true } })
+    const client = await agent()
+    const mapping = await client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })
+    expect([mapping.secure, mapping.stats().secure, requests]).toEqual([true, true, [true]])
+    expect(client.sessions()).toMatchObject([{ peerId: target.peer.peerId, secure: true, initiator: true }])
+    expect(target.sessions()).toMatchObject([{ peerId: client.peer.peerId, secure: true, initiator: false }])
+    const data = testBytes(200_000)
+    const channel = await mapping.connect()
+    await channel.write(data)
+    const got: Uint8Array[] = []
+    let n = 0
+    while (n < data.byteLength) {
+      const chunk = await within('the echo', channel.read())
+      if (chunk === null) break
+      got.push(chunk)
+      n += chunk.byteLength
+    }
+    expectBytes(Buffer.concat(got), data, 'the echo over the secure connection')
+    // An insecure agent allows plaintext; a dialer that did not opt out still gets encryption.
+    const lax = await agent({ insecure: true, allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    expect((await client.connect(lax.peer.peerId, { host: '127.0.0.1', port: echo.port })).secure).toBe(true)
+    expect(lax.sessions()).toMatchObject([{ peerId: client.peer.peerId, secure: true }])
+  })
+
+  it('a plaintext dialer (insecure) is refused by an agent that requires encryption: E_SECURE_REQUIRED both sides, nothing offered, never a downgrade', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const offers: string[] = []
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    target.on('offer', (d) => offers.push(d.text))
+    const refused: Array<{ peerId: string, initiator: boolean, code: string }> = []
+    target.on('refused', ({ peerId, initiator, error }) => refused.push({ peerId, initiator, code: error.code }))
+    const client = await agent({ insecure: true })
+    const err = await rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect(err.code).toBe('E_SECURE_REQUIRED')
+    expect(err.message).toContain('is not end-to-end encrypted; both sides must use --insecure to allow plaintext')
+    expect(refused).toEqual([{ peerId: client.peer.peerId, initiator: false, code: 'E_SECURE_REQUIRED' }])
+    expect([offers, target.sessions(), echo.open()]).toEqual([[], [], 0])
+    // A tunnel takes it as final: it does not ask again for ever.
+    const tunnelErr = await rejection(forward(client, { peer: target.peer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } }))
+    expect(tunnelErr.code).toBe('E_SECURE_REQUIRED')
+  })
+
+  it('as dialer too: a plaintext connection an agent that requires encryption dialed (its peer forced to plaintext) is aborted, and the other side sees E_SECURE_REQUIRED', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ insecure: true, allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const closed: string[] = []
+    target.on('session', (mux) => { mux.on('close', (e) => closed.push(e.code)) })
+    const client = await agent()
+    // What a caller's own `dial` wrapper (or a bug) could do: the agent must not take it.
+    const dial = client.peer.dial.bind(client.peer)
+    client.peer.dial = async (to, options = {}) => await dial(to, { ...options, secure: false })
+    const refused: boolean[] = []
+    client.on('refused', ({ initiator }) => refused.push(initiator))
+    const err = await rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect([err.code, refused]).toEqual(['E_SECURE_REQUIRED', [true]])
+    expect(target.mappings()).toHaveLength(0)
+    expect(echo.open()).toBe(0)
+  })
+
+  it('plaintext between two insecure agents: flagged everywhere; a @PEERID rule does not match it; a person\'s answers are not carried across it either way', async () => {
+    const echo = await tcpEcho()
+    const other = await tcpEcho()
+    cleanup.push(echo, other)
+    const identity = await createIdentity()
+    const peerId = identity.peerId
+    const decisions: string[] = []
+    const asked: boolean[] = []
+    const target = await agent({ insecure: true, allow: [`connect/tcp:127.0.0.1:${echo.port}@${peerId}`], ask: (request) => { asked.push(request.secure); return true } })
+    target.on('offer', (d) => decisions.push(`${d.by} ${d.secure ? 'secure' : 'plaintext'} ${d.offer.port === echo.port ? 'echo' : 'other'}`))
+    const to = (port: number): { host: string, port: number } => ({ host: '127.0.0.1', port })
+
+    // End-to-end encrypted: the rule naming the peer matches; a person allows the other port once.
+    const secure = await agentWith(identity)
+    expect((await secure.connect(target.peer.peerId, to(echo.port))).secure).toBe(true)
+    await secure.connect(target.peer.peerId, to(other.port))
+    await leave(secure)
+
+    // The same id over plaintext (the server's word only): the rule does not match, the secure
+    // answer is not taken, and an answer given here holds on this connection only.
+    const plain = await agentWith(identity, { insecure: true })
+    const m = await plain.connect(target.peer.peerId, to(echo.port))
+    expect([m.secure, m.stats().secure]).toEqual([false, false])
+    expect(plain.sessions()).toMatchObject([{ secure: false, initiator: true }])
+    expect(target.sessions()).toMatchObject([{ peerId, secure: false, initiator: false }])
+    await plain.connect(target.peer.peerId, to(other.port))
+    await plain.connect(target.peer.peerId, to(other.port))
+    await leave(plain)
+
+    // Encrypted again: the answer given over plaintext is not taken; the secure one still is.
+    const again = await agentWith(identity, { insecure: true }) // an insecure agent dials plaintext...
+    await again.connect(target.peer.peerId, to(other.port))
+    await leave(again)
+    const back = await agentWith(identity)
+    await back.connect(target.peer.peerId, to(other.port))
+
+    expect(decisions).toEqual([
+      'rule secure echo', 'person secure other',
+      'person plaintext echo', 'person plaintext other', 'remembered plaintext other',
+      'person plaintext other',
+      'remembered secure other'
+    ])
+    expect(asked).toEqual([true, false, false, false])
+  })
+
+  it('a legacy websocket-star peer: a sock agent\'s offer to it fails fast with E_SECURE_REQUIRED (never plaintext by itself), and its dial to the agent is refused', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const legacy = await startLegacyPeer(server().port, (conn: unknown) => pull(conn, conn)) // an echo
+    cleanup.push({ close: () => legacy.stop() })
+    const client = await agent()
+    await waitFor('the agent to know the legacy peer', () => client.peer.peers().some((p) => p.addr === legacy.addr))
+    const err = await within('the offer to the legacy peer failing', rejection(client.connect(legacy.id, { host: '127.0.0.1', port: echo.port })), 5000)
+    expect(err.code).toBe('E_SECURE_REQUIRED')
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const refused: Array<{ peerId: string, code: string }> = []
+    target.on('refused', ({ peerId, error }) => refused.push({ peerId, code: error.code }))
+    await waitFor('the legacy peer to know the agent', () => legacy.discovered.has(target.peer.addr))
+    const conn = await within('the legacy dial', legacyDial(legacy, target.peer.addr))
+    const ended = await within('the legacy side to see the refusal', legacyExchange(conn, new TextEncoder().encode('hello?')).then(() => 'clean end', (e: Error) => e.message), 10_000)
+    expect(ended).not.toBe('clean end')
+    expect(refused).toEqual([{ peerId: legacy.id, code: 'E_SECURE_REQUIRED' }])
+    expect(target.sessions()).toEqual([])
+  })
+
+  it('a port on lease to a verified binder is not handed to a plaintext connection that claims its id; the binder itself takes it back', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const target = await agent({ insecure: true, allow: ['bind/tcp:127.0.0.1:*'], leaseMs: 10_000 })
+    const leases: string[] = []
+    target.on('lease', (l) => leases.push(l.state))
+    const binder = await agentWith(identity)
+    const port = (await binder.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 })).bound?.port as number
+    expect(port).toBeGreaterThan(0)
+    await binder.peer.close() // dropped, not released: the port goes on lease
+    await waitFor('the port to be on lease', () => leases.includes('held'), 5000)
+    const impostor = await agentWith(identity, { insecure: true })
+    const err = await rejection(impostor.bind(target.peer.peerId, { host: '127.0.0.1', port }))
+    expect(err.code).toBe('E_BIND_FAILED')
+    expect(err.message).toContain('a plaintext connection cannot take it back')
+    await leave(impostor)
+    const verified = await agentWith(identity)
+    expect((await verified.bind(target.peer.peerId, { host: '127.0.0.1', port })).bound?.port).toBe(port)
+    expect(leases).toEqual(['held', 'taken'])
   })
 })

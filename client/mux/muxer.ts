@@ -183,6 +183,15 @@ export class Muxer extends Emitter<MuxEvents> {
     return this.conn.remotePeer
   }
 
+  /**
+   * Whether the connection is end-to-end encrypted (Noise): then `remotePeer` is the id the other
+   * side proved. `false`: plaintext (a legacy peer, or `secure: false` on purpose), and
+   * `remotePeer` is only what the server said.
+   */
+  get secure (): boolean {
+    return this.conn.secure === true
+  }
+
   /** Whether the connection is over. */
   get closed (): boolean {
     return this.closedWith !== undefined

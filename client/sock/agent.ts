@@ -20,6 +20,9 @@ import { bounded } from '../waiters.ts'
 import { addDrops, Mapping } from './mapping.ts'
 import { FileQuota } from './file-quota.ts'
 
+/** Why an agent refuses a plaintext connection (`E_SECURE_REQUIRED`), in the words users see. */
+export const SECURE_REQUIRED_REASON = 'it is not end-to-end encrypted; both sides must use --insecure to allow plaintext'
+
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
 /** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
@@ -66,6 +69,8 @@ export interface UdpBindDrops {
 /** An offer waiting for a decision, as a prompt shows it. */
 export interface OfferRequest {
   peerId: string
+  /** Whether the offer came on an end-to-end encrypted connection: `false`, the id is only the server's word. */
+  secure: boolean
   offer: Offer
   /** `connect/tcp 127.0.0.1:8080 "web"`. */
   text: string
@@ -134,6 +139,15 @@ export interface SockAgentOptions {
   onChannel?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
   /** Options of every multiplexed connection. */
   mux?: MuxOptions
+  /**
+   * Also run plaintext connections (`conn.secure === false`: a starsock peer that dialed with
+   * `secure: false`, or a legacy one), and dial with `{ secure: false }`. Both sides must opt in:
+   * without it a plaintext connection is refused with `E_SECURE_REQUIRED`, either way it came.
+   * On a plaintext connection the other peer's id is the server's word: `@PEERID` rules do not
+   * match it, remembered answers are not taken over it, and leases of verified peers are not
+   * handed to it. @default false
+   */
+  insecure?: boolean
   logger?: Logger
 }
 
@@ -145,8 +159,10 @@ export interface SockAgentEvents extends Record<string, unknown> {
   mapping: Mapping
   /** A mapping ended. */
   'mapping:close': { mapping: Mapping, error: StarsockError }
-  /** A multiplexed connection to a peer opened. */
+  /** A multiplexed connection to a peer opened (`mux.secure` says whether it is end-to-end encrypted). */
   session: Muxer
+  /** A connection was refused before it carried anything: plaintext where this agent requires end-to-end encryption (`E_SECURE_REQUIRED`). */
+  refused: { peerId: string, initiator: boolean, error: StarsockError }
   /** A bound port's lease: `held` for a binder whose connection dropped, then `taken` back or `expired`. */
   lease: { peerId: string, port: number, state: 'held' | 'taken' | 'expired' }
   /** A limit refused an offer or a channel (also counted in `stats().refused`). */
@@ -175,9 +191,23 @@ export interface SockAgentStats {
   udpBindDrops: UdpBindDrops
 }
 
+/** One connection to another peer, as `agent.sessions()` lists it. */
+export interface SessionInfo {
+  peerId: string
+  /** End-to-end encrypted, `peerId` proved by the other side; `false`: plaintext (`insecure` agents only), `peerId` is the server's word. */
+  secure: boolean
+  /** Whether this side dialed. */
+  initiator: boolean
+  channelsOpen: number
+  bytesIn: number
+  bytesOut: number
+}
+
 interface BindState {
   key: string
   peerId: string
+  /** Whether the binder's connection was end-to-end encrypted (its id proved). */
+  secure: boolean
   listener: HostListener
   /** The mapping that owns the port now; `undefined` while leased. */
   owner: Mapping | undefined
@@ -204,14 +234,18 @@ export interface MappingRequest {
 export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly rules: SockRule[]
   private readonly logger: Logger
-  private readonly sessions = new Map<string, Muxer>()
+  private readonly byPeer = new Map<string, Muxer>()
   private readonly dialing = new Map<string, Promise<Muxer>>()
   private readonly mappingsOf = new Map<Muxer, Map<number, Mapping>>()
   private readonly binds = new Map<Mapping, BindState>()
   /** Mappings whose bind is under way (one bind per mapping). */
   private readonly binding = new Set<Mapping>()
   private readonly leases = new Map<string, BindState>()
+  /** Offers a person allowed, by `peerId|kind|proto|host|port`: taken again only on secure connections. */
   private readonly remembered = new Set<string>()
+  /** The same for plaintext connections: only on the connection where the person answered. */
+  private readonly rememberedOn = new WeakMap<Muxer, Set<string>>()
+  private readonly insecure: boolean
   private readonly leaseMs: number
   private readonly askTimeoutMs: number
   private readonly maxMappingsPerPeer: number
@@ -241,6 +275,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     this.maxMappingsTotal = options.maxMappingsTotal ?? 1024
     this.maxBoundPortsTotal = options.maxBoundPortsTotal ?? 256
     this.maxChannelsTotal = options.maxChannelsTotal ?? 4096
+    this.insecure = options.insecure === true
     if (!Number.isInteger(this.leaseMs) || this.leaseMs < 0) throw new RangeError('leaseMs must be a non-negative integer')
     for (const name of ['maxMappingsPerPeer', 'maxMappingsTotal', 'maxBoundPortsTotal', 'maxChannelsTotal'] as const) {
       if (!Number.isSafeInteger(this[name]) || this[name] < 0) throw new RangeError(`${name} must be a non-negative integer`)
@@ -260,19 +295,23 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       }
       this.fileQuota = new FileQuota(this.files.quotaWindowMs)
     }
-    peer.handle((conn) => { this.adopt(conn) })
+    peer.handle((conn) => { if (this.refusal(conn) === undefined) this.adopt(conn) })
   }
 
   /** The connection to `peerId`, dialed when there is none. */
   async session (peerId: string, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<Muxer> {
     if (this.closed) throw new StarsockError('E_NOT_JOINED', 'Sock agent is closed')
-    const live = this.sessions.get(peerId)
+    const live = this.byPeer.get(peerId)
     if (live !== undefined && !live.closed) return live
     let dialing = this.dialing.get(peerId)
     if (dialing === undefined) {
       // Shared by every caller, so it carries no caller's signal; each caller waits with its own.
       dialing = (async () => {
-        const mux = this.adopt(await this.peer.dial(peerId))
+        // Secure unless this side opted out: never the peer's default, which may be plaintext.
+        const conn = await this.peer.dial(peerId, { secure: !this.insecure })
+        const refused = this.refusal(conn)
+        if (refused !== undefined) throw refused
+        const mux = this.adopt(conn)
         await mux.ready
         return mux
       })().finally(() => this.dialing.delete(peerId))
@@ -351,6 +390,13 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return channel
   }
 
+  /** Every live connection to another peer, with whether it is end-to-end encrypted. */
+  sessions (): SessionInfo[] {
+    return [...this.mappingsOf.keys()].filter((mux) => !mux.closed).map((mux) => ({
+      peerId: mux.remotePeer, secure: mux.secure, initiator: mux.conn.initiator, channelsOpen: mux.list().length, bytesIn: mux.counters.bytesIn, bytesOut: mux.counters.bytesOut
+    }))
+  }
+
   /** Every live mapping, both directions. */
   mappings (): Mapping[] {
     return [...this.mappingsOf.values()].flatMap((m) => [...m.values()])
@@ -416,10 +462,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   }
 
   /** The limit an offer from `peerId` would break now, if any (checked before and after a person answers). */
-  private overLimit (peerId: string, offer: Offer): StarsockError | undefined {
+  private overLimit (peerId: string, offer: Offer, secure: boolean): StarsockError | undefined {
     // A bind that may take back a lease of its own is not counted twice: it adds nothing while the
     // lease is there (`bindNow` checks again if it binds afresh after all).
-    const reclaim = offer.kind === 'bind' && this.ownLease(peerId, offer) ? 1 : 0
+    const reclaim = offer.kind === 'bind' && this.ownLease(peerId, offer, secure) ? 1 : 0
     return this.overTotals(peerId, offer, -reclaim) ?? this.overFileLimit(peerId, offer)
   }
 
@@ -440,10 +486,11 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return undefined
   }
 
-  /** Whether `peerId` holds a lease a bind `offer` of it may take back (same proto and host; same port unless it asks for 0). */
-  private ownLease (peerId: string, offer: Offer): boolean {
+  /** Whether `peerId` holds a lease a bind `offer` of it may take back (same proto and host; same port unless it asks for 0; a verified lease only over a secure connection). */
+  private ownLease (peerId: string, offer: Offer, secure: boolean): boolean {
     const prefix = `${peerId}|${offer.proto}|${offer.host}|`
-    for (const key of this.leases.keys()) {
+    for (const [key, state] of this.leases) {
+      if (state.secure && !secure) continue
       if (key === prefix + String(offer.port) || (offer.port === 0 && key.startsWith(prefix))) return true
     }
     return false
@@ -485,6 +532,21 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return mapping
   }
 
+  /**
+   * Why `conn` may not run here: plaintext (`secure: false`) while this agent requires end-to-end
+   * encryption. Then it is aborted with `E_SECURE_REQUIRED` (the other side sees the code) and told
+   * (`refused`); two starsock agents never carry anything in plaintext unless both opted in.
+   */
+  private refusal (conn: Connection): StarsockError | undefined {
+    if (conn.secure === true || this.insecure) return undefined
+    // Short enough to cross whole (an abort's wire string keeps 200 characters); who it was goes in the event.
+    const err = new StarsockError('E_SECURE_REQUIRED', `${this.peer.peerId} refused a plaintext connection: ${SECURE_REQUIRED_REASON}`)
+    conn.abort(err)
+    this.logger.warn({ peer: conn.remotePeer, initiator: conn.initiator }, 'plaintext connection refused')
+    this.emit('refused', { peerId: conn.remotePeer, initiator: conn.initiator, error: err })
+    return err
+  }
+
   /** Run the multiplexer on a connection (dialed or incoming). */
   private adopt (conn: Connection): Muxer {
     const mux: Muxer = new Muxer(conn, {
@@ -493,14 +555,17 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       onKill: (id, err) => this.mappingsOf.get(mux)?.get(id)?.end(err)
     }, { ...this.options.mux, logger: this.options.logger })
     this.mappingsOf.set(mux, new Map())
-    this.sessions.set(conn.remotePeer, mux)
+    // A plaintext connection claims its id on the server's word only: it never takes the place of
+    // a live connection whose peer proved that id.
+    const live = this.byPeer.get(conn.remotePeer)
+    if (conn.secure === true || live === undefined || live.closed || !live.secure) this.byPeer.set(conn.remotePeer, mux)
     mux.on('close', (err) => {
       for (const mapping of this.mappingsOf.get(mux)?.values() ?? []) mapping.end(err)
       this.mappingsOf.delete(mux)
       this.closedCounters.bytesIn += mux.counters.bytesIn
       this.closedCounters.bytesOut += mux.counters.bytesOut
       this.closedCounters.droppedDatagrams += mux.counters.droppedDatagrams
-      if (this.sessions.get(mux.remotePeer) === mux) this.sessions.delete(mux.remotePeer)
+      if (this.byPeer.get(mux.remotePeer) === mux) this.byPeer.delete(mux.remotePeer)
     })
     mux.ready.then(() => this.emit('session', mux), () => {})
     return mux
@@ -508,7 +573,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal, asking: (info: { timeoutMs: number }) => void): Promise<void> {
     const peerId = mux.remotePeer
-    const request: OfferRequest = { peerId, offer, text: describeOffer(offer) }
+    const request: OfferRequest = { peerId, secure: mux.secure, offer, text: describeOffer(offer) }
     const decide = (allowed: boolean, by: OfferDecision['by'], extra: Partial<OfferDecision> = {}): void => {
       this.emit('offer', { ...request, allowed, by, ...extra })
       this.logger.info({ peer: peerId, offer: request.text, allowed, by }, 'offer decided')
@@ -518,7 +583,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       throw new StarsockError(code, reason)
     }
     const checkLimits = (): void => {
-      const over = this.overLimit(peerId, offer)
+      const over = this.overLimit(peerId, offer, mux.secure)
       if (over !== undefined) deny(over.code, over.message)
     }
     if (this.closed) deny('E_DENIED', 'This peer is closing')
@@ -527,9 +592,12 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (this.mappingsOf.get(mux)?.has(id) === true) throw new StarsockError('E_CHANNEL_PROTOCOL', `Mapping id ${id} is in use`)
     checkLimits()
     const key = `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}`
-    const rule = offer.kind === 'accept' ? undefined : matchRule(this.rules, offer, peerId)
+    // On a plaintext connection the id is the server's word: rules naming a peer do not match, and
+    // only answers given on this very connection are remembered.
+    const rule = offer.kind === 'accept' ? undefined : matchRule(mux.secure ? this.rules : this.rules.filter((r) => r.peerId === undefined), offer, peerId)
+    const remembered = this.rememberedFor(mux)
     if (rule !== undefined) decide(true, 'rule', { rule: rule.text })
-    else if (offer.kind !== 'file' && this.remembered.has(key)) decide(true, 'remembered')
+    else if (offer.kind !== 'file' && remembered.has(key)) decide(true, 'remembered')
     else if (this.options.ask !== undefined) {
       asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
@@ -539,7 +607,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : answer === 'yes' ? {} : { code: 'E_DENIED' })
       if (answer !== 'yes') throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
       // The same offer again (after a reconnect) is not asked twice; each file is asked.
-      if (offer.kind !== 'file') this.remembered.add(key)
+      if (offer.kind !== 'file') remembered.add(key)
     } else {
       deny('E_DENIED', `No rule allows ${request.text}`)
     }
@@ -558,6 +626,17 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         quota.settle(charge, Math.max(mapping.stats().bytesIn, FILE_QUOTA_MIN_CHARGE_BYTES))
       })
     }
+  }
+
+  /** The answers a person gave that hold on `mux`: every secure connection shares them; a plaintext one has its own. */
+  private rememberedFor (mux: Muxer): Set<string> {
+    if (mux.secure) return this.remembered
+    let own = this.rememberedOn.get(mux)
+    if (own === undefined) {
+      own = new Set()
+      this.rememberedOn.set(mux, own)
+    }
+    return own
   }
 
   /** Ask the person: `yes`, `no`, `timeout` (no answer in time) or `withdrawn` (the requester gave up). */
@@ -651,6 +730,11 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     // A lease is only ever taken back by the peer that held it (the key starts with its id).
     const wanted = dst.port !== 0 ? dst.port : channel.header.lease
     let state = wanted === undefined ? undefined : this.leases.get(key + String(wanted))
+    // A port leased to a peer that proved its id is not handed to a plaintext connection that only claims it.
+    if (state !== undefined && state.secure && !mapping.mux.secure) {
+      if (dst.port !== 0) throw new StarsockError('E_BIND_FAILED', `Port ${dst.port} is on lease to ${mapping.peerId} as verified on an end-to-end encrypted connection; a plaintext connection cannot take it back`)
+      state = undefined // port 0 with a lease hint: a fresh port
+    }
     if (state !== undefined) {
       clearTimeout(state.lease)
       this.leases.delete(state.key)
@@ -661,7 +745,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       // must hold with this port added.
       const over = this.overTotals(mapping.peerId, offer, -1)
       if (over !== undefined) throw over
-      const fresh: BindState = { key: '', peerId: mapping.peerId, listener: undefined as unknown as HostListener, owner: undefined }
+      const fresh: BindState = { key: '', peerId: mapping.peerId, secure: mapping.mux.secure, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
         openAccept: async (src) => {
           const owner = fresh.owner
@@ -681,6 +765,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       throw mapping.error as StarsockError
     }
     state.owner = mapping
+    state.secure = mapping.mux.secure
     this.binds.set(mapping, state)
     mapping.bound = state.listener.address
     mapping.bindChannel = channel
@@ -692,7 +777,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   /** A mapping ended: forget it; a bind keeps its port on lease unless it was killed. */
   private ended (mapping: Mapping, err: StarsockError): void {
     this.mappingsOf.get(mapping.mux)?.delete(mapping.id)
-    if (err.code === 'E_KILLED') this.remembered.delete(`${mapping.peerId}|${mapping.offer.kind}|${mapping.offer.proto}|${mapping.offer.host}|${mapping.offer.port}`)
+    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(`${mapping.peerId}|${mapping.offer.kind}|${mapping.offer.proto}|${mapping.offer.host}|${mapping.offer.port}`)
     this.emit('mapping:close', { mapping, error: err })
     const state = this.binds.get(mapping)
     if (state === undefined) return

@@ -26,6 +26,8 @@ export interface MappingStats {
   droppedDatagrams: number
   /** The same drops by cause (see `DatagramDrops`). */
   droppedBy: DatagramDrops
+  /** Whether its connection is end-to-end encrypted, the other peer's id proved (see `Mapping.secure`). */
+  secure: boolean
 }
 
 /** One granted offer. */
@@ -62,6 +64,14 @@ export class Mapping extends Emitter<MappingEvents> {
   get label (): string {
     if (this.offer.kind === 'file') return `#${this.id} file ${JSON.stringify(this.offer.name)}`
     return `#${this.id} ${this.offer.kind}/${this.offer.proto} ${this.offer.host}:${this.bound?.port ?? this.offer.port}`
+  }
+
+  /**
+   * Whether the mapping's connection is end-to-end encrypted and `peerId` proved by the other
+   * side; `false`: plaintext (an `insecure` agent), `peerId` is the server's word.
+   */
+  get secure (): boolean {
+    return this.mux.secure
   }
 
   /** Whether the mapping is over. */
@@ -111,7 +121,7 @@ export class Mapping extends Emitter<MappingEvents> {
 
   /** Figures now. */
   stats (): MappingStats {
-    const s = { ...this.closedTotals, droppedBy: { ...this.closedDrops }, channelsOpen: this.open.size, channelsTotal: this.total }
+    const s = { ...this.closedTotals, droppedBy: { ...this.closedDrops }, channelsOpen: this.open.size, channelsTotal: this.total, secure: this.secure }
     for (const c of this.open) {
       const cs = c.stats()
       s.bytesIn += cs.receivedBytes

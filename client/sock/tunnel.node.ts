@@ -59,6 +59,8 @@ export interface TunnelStats {
   failures: number
   /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
   state: TunnelState
+  /** Whether the mapping in place is end-to-end encrypted, the peer's id proved; `undefined` while there is none. */
+  secure?: boolean
   /** UDP forward: kernel buffers of its listening socket as the system reports them (see `UDP_SOCKET_BUFFER_BYTES`). */
   udpBufferBytes?: UdpBufferBytes
 }
@@ -104,8 +106,12 @@ const RECOVER_DELAY_MS = 250
 const RECOVER_DELAY_MAX_MS = 5000
 /** How long a UDP source whose channel could not be opened stays dropped before it is tried again. */
 export const UDP_OPEN_RETRY_MS = 1000
-/** Errors after which asking again is pointless: a person or a rule said no, or it cannot work. */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED'])
+/**
+ * Errors after which asking again is pointless: a person or a rule said no, or it cannot work (one
+ * side requires end-to-end encryption and the other does not speak it, or the peer that answered
+ * proved another identity than the one asked for).
+ */
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED', 'E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
 
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
@@ -154,6 +160,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     const s: TunnelStats = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state, ...this.extraStats() }
     const m = this.current?.closed === false ? this.current.stats() : undefined
     if (m !== undefined) {
+      s.secure = m.secure
       s.channelsOpen = m.channelsOpen
       s.bytesIn += m.bytesIn
       s.bytesOut += m.bytesOut
