@@ -262,9 +262,8 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   const p = await createPeer({ server: SERVER, identity, takeover, resumeId, secure: !PLAINTEXT_MODE })
   peer = p
   // `insecure`: the agent takes plaintext connections only in plaintext mode (by default it
-  // refuses them with E_SECURE_REQUIRED). Typed here too, so the page builds with or without the
-  // agent's option (branch i14-agent-cli).
-  const options: SockAgentOptions & { insecure?: boolean } = {
+  // refuses them with E_SECURE_REQUIRED).
+  const options: SockAgentOptions = {
     insecure: PLAINTEXT_MODE,
     ask: askHere,
     // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
@@ -279,10 +278,8 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   const a = createSockAgent(p, options)
   agent = a
   a.on('session', (mux) => { if (agent === a) book.session(mux) })
-  // A plaintext connection the agent refused (E_SECURE_REQUIRED, its `refused` event: branch
-  // i14-agent-cli) shows on that peer's badge too; typed here so the page builds without it.
-  ;(a as unknown as { on: (event: 'refused', fn: (e: { peerId: string, error: unknown }) => void) => void })
-    .on('refused', ({ peerId, error }) => { if (agent === a) book.failed(peerId, error) })
+  // A plaintext connection the agent refused (E_SECURE_REQUIRED) shows on that peer's badge too.
+  a.on('refused', ({ peerId, error }) => { if (agent === a) book.failed(peerId, error) })
   a.on('mapping', (m) => {
     if (!m.local && m.offer.kind === 'accept') m.acceptHandler = (channel) => { void answerHttp(channel, greeting()) }
     m.on('channel', renderMappings)
