@@ -1,0 +1,75 @@
+/**
+ * Bench only: counts the bytes the Node cipher writes, by the code that asks, beside the copies
+ * `bench/copy-meter.ts` counts. Sealing a message writes its every byte once more (the
+ * ciphertext is a new buffer), and so does opening one: by nature, not by our choice, but a write
+ * of every byte all the same, so the copies rows of an encrypted tunnel show it as its own figure
+ * rather than leave it out (`node:crypto` writes it in C++, where the copy meter cannot see it).
+ *
+ * It wraps `update` and `final` of `node:crypto`'s `Cipheriv` and `Decipheriv` (what
+ * `createCipheriv` and `createDecipheriv` return) and charges their output to the first stack
+ * frame outside this file. A JavaScript cipher (`@noble/ciphers`, the browser's) is not seen.
+ */
+import * as nodeCrypto from 'node:crypto'
+
+/** A cipher class's methods that return output. */
+interface CipherProto { update: (...args: any[]) => unknown, final: (...args: any[]) => unknown }
+// The classes are exported at run time but not declared in @types/node (only their instances' types).
+const { Cipheriv, Decipheriv } = nodeCrypto as unknown as { Cipheriv: { prototype: CipherProto }, Decipheriv: { prototype: CipherProto } }
+
+const byWhere = new Map<string, number>()
+let installed = false
+
+/** `client/noise/aead.node.ts seal`: the first frame outside this file. */
+function caller (): string {
+  const holder: { stack?: string } = {}
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 8
+  Error.captureStackTrace(holder, caller)
+  Error.stackTraceLimit = limit
+  for (const line of (holder.stack ?? '').split('\n').slice(1)) {
+    if (line.includes('seal-meter.ts')) continue
+    const m = /at (?:(\S+) \()?(.*?):\d+:\d+\)?$/.exec(line.trim())
+    if (m === null) continue
+    const fn = (m[1] ?? '').replace(/^.*\./, '')
+    const file = m[2] ?? ''
+    const ours = /\/((?:client|shared|server|bench)\/[^/]+(?:\/[^/]+)?\.ts)/.exec(file)
+    return `${ours !== null ? ours[1] as string : file.replace(/^.*node_modules\//, '')} ${fn}`.trim()
+  }
+  return 'unknown'
+}
+
+function wrap (proto: CipherProto, what: string): void {
+  const count = (out: unknown): void => {
+    const n = out instanceof Uint8Array ? out.byteLength : typeof out === 'string' ? Buffer.byteLength(out) : 0
+    if (n <= 0) return
+    const key = `cipher output, ${what}: ${caller()}`
+    byWhere.set(key, (byWhere.get(key) ?? 0) + n)
+  }
+  const update = proto.update
+  proto.update = function (this: unknown, ...args: unknown[]) {
+    const out = update.apply(this, args)
+    count(out)
+    return out
+  }
+  const final = proto.final
+  proto.final = function (this: unknown, ...args: unknown[]) {
+    const out = final.apply(this, args)
+    count(out)
+    return out
+  }
+}
+
+/** Start counting in this process (once). */
+export function installSealMeter (): void {
+  if (installed) return
+  installed = true
+  wrap(Cipheriv.prototype, 'sealing')
+  wrap(Decipheriv.prototype, 'opening')
+}
+
+/** Bytes the cipher wrote since the last call, by `cipher output, sealing|opening: <caller>`; starts counting afresh. */
+export function takeSeals (): Record<string, number> {
+  const out = Object.fromEntries(byWhere)
+  byWhere.clear()
+  return out
+}
