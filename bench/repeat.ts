@@ -30,6 +30,8 @@ export interface Path {
   hops: Hop[]
   /** Wait until the CPU time of the run is all counted (a forking server's children gone). */
   settle?: () => Promise<void>
+  /** Before each measured run, outside its figures: a full GC in a shared worker. */
+  prepare?: () => Promise<void>
 }
 
 /** A path's figures over its runs. */
@@ -89,6 +91,7 @@ export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<M
       const s = state.get(path.name)
       if (s === undefined || s.failed !== undefined) continue
       try {
+        await path.prepare?.()
         await sleep(GC_SETTLE_MS) // the GC meters have written what came before
         const g0 = path.hops.map((h) => gcTotals(h.pid()))
         const c0 = path.hops.map((h) => treeCpuSeconds(h.pid()))

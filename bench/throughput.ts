@@ -48,6 +48,8 @@ export async function throughputBench ({ streamBytes, parallelBytes, repeats, re
       { name: 'oursEncrypted', run: run('throughputOurs', { url: ours.url, secure: true }), hops: [{ role: 'server', pid: () => ours.proc.pid, gc: true }, { ...worker, role: 'both peers (worker)', gc: true }] },
       { name: 'oursPlaintext', run: run('throughputOurs', { url: ours.url, secure: false }), hops: [{ role: 'server', pid: () => ours.proc.pid, gc: true }, { ...worker, role: 'both peers (worker)', gc: true }] }
     ]
+    // Every run starts from a collected heap in the worker that runs every path's clients.
+    for (const p of paths) p.prepare = clients.gc
     let warm = false
     for (const [streams, bytes] of [[1, streamBytes], [8, parallelBytes]] as const) {
       const label = streams === 1 ? `1 stream, ${bytes / MiB} MiB` : `8 streams, ${bytes / MiB} MiB in all`

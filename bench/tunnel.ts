@@ -106,6 +106,8 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
         hops: [{ role: 'server', pid: () => server.proc.pid, gc: true }, { role: 'forwarding peer', pid: () => client.proc.pid, gc: true }, { role: 'target peer', pid: () => target.proc.pid, gc: true }, endsHop]
       }))
     ]
+    // Every run starts from a collected heap in the worker that runs every path's sources and sink.
+    for (const p of paths) p.prepare = ends.gc
 
     let warm = false
     for (const streams of [1, 8]) {

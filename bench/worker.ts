@@ -384,7 +384,15 @@ async function serve (): Promise<void> {
   process.exit(0)
 }
 
-const tasks: Record<string, (a: any) => Promise<unknown>> = { joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, tunnelTarget, tunnelClient, tunnelBytes, serve }
+/** A full garbage collection (the worker runs with `--expose-gc`), asked for between measured runs. */
+async function gc (): Promise<unknown> {
+  const collect = (globalThis as { gc?: () => void }).gc
+  if (collect === undefined) throw new Error('no global gc(): the worker runs without --expose-gc')
+  collect()
+  return {}
+}
+
+const tasks: Record<string, (a: any) => Promise<unknown>> = { gc, joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, tunnelTarget, tunnelClient, tunnelBytes, serve }
 const [task = '', json = '{}'] = process.argv.slice(2)
 const fn = tasks[task]
 if (fn === undefined) {
