@@ -14,6 +14,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import WebSocket from 'ws'
 import { createPeer } from '../client/peer.ts'
+import { streamSink, streamSource } from './stream-tasks.ts'
 import { tunnelBytes, tunnelClient, tunnelTarget } from './tunnel-tasks.ts'
 
 const requireLegacy = createRequire(createRequire(import.meta.url).resolve('libp2p-websocket-star'))
@@ -392,7 +393,7 @@ async function gc (): Promise<unknown> {
   return {}
 }
 
-const tasks: Record<string, (a: any) => Promise<unknown>> = { gc, joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, tunnelTarget, tunnelClient, tunnelBytes, serve }
+const tasks: Record<string, (a: any) => Promise<unknown>> = { gc, joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, streamSink, streamSource, tunnelTarget, tunnelClient, tunnelBytes, serve }
 const [task = '', json = '{}'] = process.argv.slice(2)
 const fn = tasks[task]
 if (fn === undefined) {
