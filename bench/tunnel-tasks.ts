@@ -58,7 +58,7 @@ export async function tunnelClient (a: { url: string, target: string, sinkPort: 
   const agent = createSockAgent(peer, { mux: { windowBytes: a.windowBytes }, insecure })
   const tunnel = await forward(agent, { peer: a.target, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: a.sinkPort }, timeoutMs: 10_000 })
   const { secure } = (await agent.session(a.target)).conn
-  if (secure === insecure) throw new Error(`asked for ${insecure ? 'a plaintext' : 'an encrypted'} connection to the target, got secure: ${String(secure)}`)
+  if (secure !== !insecure) throw new Error(`asked for ${insecure ? 'a plaintext' : 'an encrypted'} connection to the target, got secure: ${String(secure)}`)
   process.stdout.write(`READY ${JSON.stringify({ port: tunnel.address.port, secure })}\n`)
   await untilStop()
   const stats = tunnel.stats()
