@@ -107,7 +107,10 @@ export default defineConfig(
     }
   },
 
-  // Browser side: no Node built-ins, Node-only globals or *.node.ts siblings.
+  // Browser side: no Node built-ins, Node-only globals or *.node.ts siblings. The package's subpath
+// imports (`#noise-aead` in package.json `imports`) pick a Node or a browser file by condition
+// (`node`: client/noise/aead.node.ts; `default`: aead.browser.ts): the rule below does not see
+// through them, on purpose, and `vite build` (default condition) must bundle no `node:` import.
   {
     files: BROWSER_SIDE,
     ignores: NODE_SIBLINGS,

@@ -6,11 +6,49 @@
  * - `closeWrite()`: half-close; the other side's reads end cleanly, it may still write to us;
  * - `close()`: half-close and stop reading; the other side's reads end cleanly, its writes fail
  *   with `E_STREAM_CLOSED`;
- * - `abort(err)`: the other side's reads and writes fail with `E_STREAM_ABORTED` and our message.
+ * - `abort(err)`: the other side's reads and writes fail with `E_STREAM_ABORTED` and our message
+ *   (with a `StarsockError`, its own code: e.g. `E_SECURE_AUTH`).
+ *
+ * The bytes come from a `ByteReader` and go to a `ByteWriter`: the plain one-way streams
+ * (`stream.ts`) for a plaintext connection, the Noise secure channel over them (`noise/`) for a
+ * secure one; the surface is the same, so the multiplexer and every caller take either.
  */
 import type pull from 'pull-stream'
 import { StarsockError, wireError } from '../shared/errors.ts'
-import type { ReceiveStream, SendStream } from './stream.ts'
+
+/** Where a connection's bytes come from (a `ReceiveStream`, or the secure channel over one). */
+export interface ByteReader {
+  /** The next chunk, or `null` at a clean end; rejects with the stream's error. */
+  read: (signal?: AbortSignal) => Promise<Uint8Array | null>
+  /** Give up: tell the sender with `reason` (a wire string); reads fail with `local`. */
+  abort: (reason: string, local: StarsockError) => void
+  /** Whether the stream has ended (cleanly or not). */
+  readonly done: boolean
+  /** Bytes received in all. */
+  readonly receivedBytes: number
+  /** Bytes received and not read yet. */
+  readonly bufferedBytes: number
+}
+
+/** Where a connection's bytes go (a `SendStream`, or the secure channel over one). */
+export interface ByteWriter {
+  /** Send a copy of `data`; settles once within the other side's window. */
+  write: (data: Uint8Array, signal?: AbortSignal) => Promise<void>
+  /** Send `data` itself (never changed afterwards); its first `reservedBytes` are free room, not sent. */
+  writeOwned: (data: Uint8Array, signal?: AbortSignal, reservedBytes?: number) => Promise<void>
+  /** End cleanly after the pending writes. */
+  end: () => Promise<void>
+  /** End at once with an error (a wire string); pending writes fail. */
+  error: (wire: string) => void
+  /** Largest chunk sent as one message. */
+  readonly chunkBytes: number
+  /** Whether the stream has ended or failed. */
+  readonly done: boolean
+  /** Bytes sent in all. */
+  readonly sentBytes: number
+  /** Send credit left, or `undefined` without flow control. */
+  readonly creditBytes: number | undefined
+}
 
 export { STREAM_HEADROOM_BYTES } from './stream.ts'
 
@@ -36,12 +74,20 @@ export class Connection implements AsyncIterable<Uint8Array> {
   constructor (
     /** The other peer's websocket-star address. */
     readonly remoteAddr: string,
-    /** The other peer's id. */
+    /**
+     * The other peer's id: on a secure connection the id it proved in the handshake; on a
+     * plaintext one only the server's word.
+     */
     readonly remotePeer: string,
     /** Whether this side dialed. */
     readonly initiator: boolean,
-    private readonly rx: ReceiveStream,
-    private readonly tx: SendStream
+    private readonly rx: ByteReader,
+    private readonly tx: ByteWriter,
+    /**
+     * Whether the bytes go end to end encrypted and authenticated (Noise), with `remotePeer`
+     * proved; `false` with a legacy peer or a peer that chose plaintext (`secure: false`, `--insecure`).
+     */
+    readonly secure = false
   ) {
     this.source = (end, cb) => {
       if (end !== null && end !== undefined) {
@@ -110,12 +156,16 @@ export class Connection implements AsyncIterable<Uint8Array> {
     await this.tx.end().catch(() => {})
   }
 
-  /** Abort both ways with an error the other side sees. */
+  /**
+   * Abort both ways with an error the other side sees: `E_STREAM_ABORTED` and the message, or a
+   * `StarsockError`'s own code (the code travels in the wire string, `<message> [<CODE>]`).
+   */
   abort (err?: unknown): void {
     const message = err instanceof Error ? err.message : typeof err === 'string' ? err : 'Aborted'
-    const wire = wireError('E_STREAM_ABORTED', message.slice(0, 200))
+    const code = err instanceof StarsockError ? err.code : 'E_STREAM_ABORTED'
+    const wire = wireError(code, message.slice(0, 200))
     this.tx.error(wire)
-    this.rx.abort(wire, new StarsockError('E_STREAM_ABORTED', `Aborted here: ${message}`))
+    this.rx.abort(wire, new StarsockError(code, `Aborted here: ${message}`))
   }
 
   /** Whether both directions are over. */

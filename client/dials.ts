@@ -1,19 +1,97 @@
 /**
  * Dials out and in: the two one-way streams of a dial (`<dialId>.dialer`, `<dialId>.listener`)
- * opened in the order the server needs, and the connection made of them.
+ * opened in the order the server needs, and the connection made of them: secure (the Noise
+ * channel of `noise/secure-channel.ts` over the two streams) or plaintext.
+ *
+ * A secure dial runs the initiator's handshake after the server's ack and settles only once the
+ * listener proved the peer id dialed; it never falls back to plaintext. The listener classifies
+ * the dialer by its first chunk: the secure preamble starts the responder's handshake; anything
+ * else is a plaintext dialer (legacy, or a starsock dialer with `secure: false`), and the chunk is
+ * given back to the connection's reader. So that a dialer that waits for the listener to speak
+ * first never hangs, a starsock server tells a starsock listener in `ss-incomming` whether the
+ * dialer said it opens a secure channel (`IncomingHint`): the listener then waits for the first
+ * chunk up to the handshake timeout, else only a short grace (`PLAINTEXT_GRACE_MS`), and
+ * `CLASSIFY_TIMEOUT_MS` with no hint (another server). The hint only sets that wait: the bytes
+ * decide, so a lying server costs a wait or a failed dial, never a plaintext connection the
+ * dialer made secure.
  */
-import { errorFromWire, type StarsockError, wireError } from '../shared/errors.ts'
+import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS } from '../shared/events.ts'
+import type { Logger } from '../shared/logger.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
-import { Connection } from './connection.ts'
+import type { PrivateKey } from '@libp2p/interface'
+import { Connection, type ByteReader } from './connection.ts'
 import { randomHex } from './identity.ts'
+import type { Aead } from './noise/aead.ts'
+import { HANDSHAKE_TIMEOUT_MS, secureInbound, secureOutbound, startsSecure, type SecureChannel } from './noise/secure-channel.ts'
 import type { Requester } from './server-link.ts'
+import type { ReceiveStream } from './stream.ts'
 import type { StreamTable } from './stream-table.ts'
 
 /** Dial timeout assumed of a server that announces none (the original's has none; starsock's default). */
 const DEFAULT_DIAL_TIMEOUT_MS = 10_000
 /** How much longer than the server's own dial timeout a dial waits, so the server's answer always comes first. */
 const DIAL_TIMEOUT_MARGIN_MS = 2000
+/** How long a listener waits for the first chunk of a dialer the server says is plaintext, before it hands the connection over. */
+export const PLAINTEXT_GRACE_MS = 250
+/** How long a listener waits for the first chunk of a dialer the server said nothing about (a server without hints). */
+export const CLASSIFY_TIMEOUT_MS = 2000
+
+/** What a starsock server tells a starsock listener about the dialer in `ss-incomming` (third argument); only a hint. */
+export interface IncomingHint {
+  /** The dialer is a starsock client (it said `starsock:hello`). */
+  starsock: boolean
+  /** The dialer said, in its `ss-dial`, it opens a secure channel. */
+  secure: boolean
+}
+
+/** What a starsock server tells a starsock dialer about the listener in the dial's ack (second argument); only a hint. */
+export interface DialHint {
+  /** The listener is a starsock client: a legacy one cannot answer a secure channel. */
+  starsock: boolean
+}
+
+/** Options of `dial`. */
+export interface DialOptions {
+  signal?: AbortSignal
+  timeoutMs?: number
+  /** Open the Noise secure channel (the default of the peer: `createPeer({ secure })`, itself `true`). */
+  secure?: boolean
+}
+
+/** What secure connections need: this peer's identity key and the AEAD, and whether dials are secure unless told. */
+export interface DialSecurity {
+  privateKey: PrivateKey
+  aead: Aead
+  /** Default of `DialOptions.secure`. */
+  secure: boolean
+  /** Whether the server is a starsock server (it takes `ss-dial`'s fourth argument); a legacy server gets the original three. */
+  starsockServer: () => boolean
+  logger?: Logger
+}
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** A plaintext dialer's first chunk, given back before the rest of its stream. */
+class GivenBack implements ByteReader {
+  constructor (private readonly rx: ReceiveStream, private first: Uint8Array | undefined) {}
+  get done (): boolean { return this.first === undefined && this.rx.done }
+  get receivedBytes (): number { return this.rx.receivedBytes }
+  get bufferedBytes (): number { return this.rx.bufferedBytes + (this.first?.byteLength ?? 0) }
+  read (signal?: AbortSignal): Promise<Uint8Array | null> {
+    const first = this.first
+    if (first === undefined) return this.rx.read(signal)
+    this.first = undefined
+    return Promise.resolve(first)
+  }
+
+  abort (reason: string, local: StarsockError): void {
+    this.first = undefined
+    this.rx.abort(reason, local)
+  }
+}
 
 /** Dials of one peer, joined under `addr`. */
 export class Dials {
@@ -23,20 +101,30 @@ export class Dials {
     private readonly addr: string,
     private readonly requestTimeoutMs: number,
     /** The dial timeout the server announced, if it did. */
-    private readonly serverDialTimeoutMs: () => number | undefined
+    private readonly serverDialTimeoutMs: () => number | undefined,
+    /** Without it (tests of the plain streams), every connection is plaintext. */
+    private readonly security?: DialSecurity
   ) {}
 
-  /** Dial `to` (an address); settles with the connection once the other side accepted. */
-  async dial (to: string, options: { signal?: AbortSignal, timeoutMs?: number } = {}): Promise<Connection> {
+  /**
+   * Dial `to` (an address); settles with the connection once the other side accepted, and for a
+   * secure dial once it proved it is the peer in `to`.
+   */
+  async dial (to: string, options: DialOptions = {}): Promise<Connection> {
+    const security = this.security
+    const secure = security !== undefined && (options.secure ?? security.secure)
+    if (options.secure === true && security === undefined) throw new StarsockError('E_SECURE_REQUIRED', 'This peer has no keys for a secure channel')
     const dialId = randomHex(16)
     const tx = this.streams.openSend(`${dialId}.dialer`)
     // Registered before the dial, opened (accept) after it: an error the server sends right
     // behind the reply must find its stream.
     const rx = this.streams.openReceive(`${dialId}.listener`, false)
     const timeoutMs = options.timeoutMs ?? Math.max(this.requestTimeoutMs, (this.serverDialTimeoutMs() ?? DEFAULT_DIAL_TIMEOUT_MS) + DIAL_TIMEOUT_MARGIN_MS)
+    // A starsock server learns the dialer's intent (for the listener's hint); a legacy one gets its three arguments.
+    const args = security?.starsockServer() === true ? [this.addr, to, dialId, { secure }] : [this.addr, to, dialId]
     let reply: unknown[]
     try {
-      reply = await this.link.request(EVENTS.DIAL, [this.addr, to, dialId], { signal: options.signal, timeoutMs })
+      reply = await this.link.request(EVENTS.DIAL, args, { signal: options.signal, timeoutMs })
     } catch (err) {
       // The server may still complete the dial: tell it this side gave up on both streams.
       const wire = wireError('E_STREAM_ABORTED', 'Dial abandoned')
@@ -50,15 +138,34 @@ export class Dials {
       rx.fail(err)
       throw err
     }
+    const remotePeer = parseAddress(to)?.peerId ?? ''
+    if (!secure) {
+      rx.open()
+      return new Connection(to, remotePeer, true, rx, tx)
+    }
+    const hint = isObject(reply[1]) ? reply[1] as Partial<DialHint> : undefined
+    if (hint?.starsock === false) {
+      // Only a hint, trusted only to fail: a secure dial never goes plaintext.
+      const err = new StarsockError('E_SECURE_REQUIRED', `${to} is a legacy websocket-star peer (the server says): it cannot open a secure channel. Dial with { secure: false } (CLI --insecure) to talk to it in plaintext`)
+      const wire = wireError(err.code, err.message)
+      tx.error(wire)
+      rx.abort(wire, err)
+      throw err
+    }
     rx.open()
-    return new Connection(to, parseAddress(to)?.peerId ?? '', true, rx, tx)
+    const channel = await secureOutbound(rx, tx, { privateKey: security.privateKey, aead: security.aead, expectedPeer: remotePeer, signal: options.signal, remote: to })
+    return new Connection(to, channel.remotePeer, true, channel.reader, channel.writer, true)
   }
 
   /**
-   * `ss-incomming(dialId, from, ack)`: accept and hand the connection to `handler`, then to
-   * `accepted`; without a handler, refuse. Returns the connection, or `undefined` when refused or malformed.
+   * `ss-incomming(dialId, from, [hint], ack)`: accept, classify the dialer (secure or plaintext)
+   * and hand the connection to `handler`, then to `accepted`; without a handler, refuse. A
+   * secure dialer must prove the peer id in `from` (else `E_PEER_ID_MISMATCH`, and the handler
+   * never sees it). Settles with the connection, or `undefined` when refused, malformed or failed.
    */
-  incoming (dialId: unknown, from: unknown, ack: unknown, handler: ((conn: Connection) => void) | undefined, accepted: (conn: Connection) => void): Connection | undefined {
+  async incoming (dialId: unknown, from: unknown, hintOrAck: unknown, ackOrNothing: unknown, handler: ((conn: Connection) => void) | undefined, accepted: (conn: Connection) => void): Promise<Connection | undefined> {
+    const ack = typeof hintOrAck === 'function' ? hintOrAck : ackOrNothing
+    const hint = typeof hintOrAck === 'function' || !isObject(hintOrAck) ? undefined : hintOrAck as Partial<IncomingHint>
     if (typeof ack !== 'function') return undefined
     const reply = ack as (err?: string) => void
     if (typeof dialId !== 'string' || typeof from !== 'string') {
@@ -72,9 +179,51 @@ export class Dials {
     const rx = this.streams.openReceive(`${dialId}.dialer`)
     const tx = this.streams.openSend(`${dialId}.listener`)
     reply()
-    const conn = new Connection(from, parseAddress(from)?.peerId ?? '', false, rx, tx)
+    const fromPeer = parseAddress(from)?.peerId ?? ''
+    let conn: Connection | undefined
+    if (this.security === undefined) {
+      conn = new Connection(from, fromPeer, false, rx, tx)
+    } else {
+      conn = await this.classify(rx, tx, from, fromPeer, hint, this.security)
+      if (conn === undefined) return undefined
+    }
     handler(conn)
     accepted(conn)
     return conn
+  }
+
+  /** The dialer's first chunk decides: secure (after the responder's handshake) or plaintext; `undefined` when it failed. */
+  private async classify (rx: ReceiveStream, tx: ReturnType<StreamTable['openSend']>, from: string, fromPeer: string, hint: Partial<IncomingHint> | undefined, security: DialSecurity): Promise<Connection | undefined> {
+    const announcedSecure = hint?.secure === true
+    const waitMs = hint === undefined ? CLASSIFY_TIMEOUT_MS : announcedSecure ? HANDSHAKE_TIMEOUT_MS : PLAINTEXT_GRACE_MS
+    let first: Uint8Array | null
+    try {
+      first = await rx.read(AbortSignal.timeout(waitMs))
+    } catch (err) {
+      if (rx.done) {
+        security.logger?.debug({ from, err: (err as Error).message }, 'incoming dial failed before its first chunk')
+        return undefined
+      }
+      if (announcedSecure) {
+        const failure = new StarsockError('E_SECURE_HANDSHAKE', `${from} announced a secure channel and sent nothing within ${waitMs} ms`)
+        const wire = wireError(failure.code, failure.message)
+        tx.error(wire)
+        rx.abort(wire, failure)
+        security.logger?.debug({ from }, failure.message)
+        return undefined
+      }
+      // Silent so far: a dialer that waits for the listener to speak first; plaintext.
+      return new Connection(from, fromPeer, false, rx, tx)
+    }
+    if (first === null || !startsSecure(first)) return new Connection(from, fromPeer, false, first === null ? rx : new GivenBack(rx, first), tx)
+    let channel: SecureChannel
+    try {
+      // The dialer must prove the id the server reported: `remoteAddr` and `remotePeer` never disagree.
+      channel = await secureInbound(rx, tx, first, { privateKey: security.privateKey, aead: security.aead, expectedPeer: fromPeer, remote: from })
+    } catch (err) {
+      security.logger?.debug({ from, err: (err as Error).message }, 'incoming secure handshake failed')
+      return undefined
+    }
+    return new Connection(from, channel.remotePeer, false, channel.reader, channel.writer, true)
   }
 }

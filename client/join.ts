@@ -66,7 +66,7 @@ export class Join {
     try {
       // Take over only on the first join: after a drop, the resume id proves the stale socket is
       // this client's own, and any other holder took the identity while this one was away.
-      const request: HelloRequest = { peerEvents: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames }
+      const request: HelloRequest = { peerEvents: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames, dialHints: true }
       const hello = await this.link.request(EVENTS.HELLO, [request], { timeoutMs: HELLO_TIMEOUT_MS })
         .then(([err, reply]) => err == null ? checkHelloReply(reply) : undefined, () => undefined) // the original server does not answer
       if (stale()) return

@@ -58,6 +58,12 @@ export interface PeerOptions {
    * frame per chunk instead of two); off, every chunk is a socket.io event. @default true
    */
   rawFrames?: boolean
+  /**
+   * Dial with the Noise secure channel unless a dial says otherwise: end-to-end encrypted and
+   * authenticated, the other side proving its peer id. Incoming connections are classified either
+   * way (a secure dialer always gets a secure connection). @default true
+   */
+  secure?: boolean
   /** Where logs go. @default silent */
   logger?: Logger
   /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
@@ -83,6 +89,7 @@ export interface ResolvedPeerOptions {
   reconnectDelayMs: number
   reconnectDelayMaxMs: number
   rawFrames: boolean
+  secure: boolean
   logger: Logger
 }
 
@@ -97,6 +104,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
   if (options.rawFrames !== undefined && typeof options.rawFrames !== 'boolean') throw new TypeError('rawFrames must be a boolean')
+  if (options.secure !== undefined && typeof options.secure !== 'boolean') throw new TypeError('secure must be a boolean')
   const resumeId = options.resumeId
   if (resumeId !== undefined && (typeof resumeId !== 'string' || resumeId.length < 32 || resumeId.length > 128 || !isHex(resumeId))) {
     throw new TypeError('resumeId must be a hex string of 32 to 128 characters')
@@ -115,6 +123,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
     reconnectDelayMs: positive('reconnectDelayMs', options.reconnectDelayMs, 500),
     reconnectDelayMaxMs: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
     rawFrames: options.rawFrames ?? true,
+    secure: options.secure ?? true,
     logger: options.logger ?? silentLogger
   }
 }

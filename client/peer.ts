@@ -13,7 +13,8 @@ import type { Logger } from '../shared/logger.ts'
 import type { Connection } from './connection.ts'
 import { Emitter } from './emitter.ts'
 import { createIdentity, randomHex, type Identity } from './identity.ts'
-import { Dials } from './dials.ts'
+import { Dials, type DialOptions } from './dials.ts'
+import { aead } from '#noise-aead'
 import { Join } from './join.ts'
 import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.ts'
 import { checkDialTarget, PeerList, type PeerInfo } from './peer-list.ts'
@@ -63,7 +64,13 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.link = new ServerLink({ ...o, url: this.server.url, token: options.token, socketOptions: options.socketOptions, logger: this.logger })
     this.known = new PeerList(this.peerId, (info) => this.emit('peer:join', info), (info) => this.emit('peer:leave', info))
     this.streams = new StreamTable(this.link.streams, o, () => this.join.hello?.limits, () => this.join.hello?.rawFrames === true)
-    this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs)
+    this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs, {
+      privateKey: this.identity.privateKey,
+      aead,
+      secure: o.secure,
+      starsockServer: () => this.join.hello !== undefined,
+      logger: this.logger
+    })
     this.udp = new UdpRequests(this.link, () => this.mustBeJoined('use the UDP relay'))
     this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger }, {
       closed: () => this.current === 'closed',
@@ -92,7 +99,12 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     return this.known.list()
   }
 
-  /** Take incoming connections with `handler`; without one, dials to this peer are refused. */
+  /**
+   * Take incoming connections with `handler`; without one, dials to this peer are refused. The
+   * handler gets each connection once classified: `secure: true` after a completed handshake (its
+   * `remotePeer` proved), `secure: false` from a plaintext dialer (a legacy peer, or one that
+   * dialed with `secure: false`), whose `remotePeer` is only the server's word.
+   */
   handle (handler: ((conn: Connection) => void) | undefined): void {
     this.handler = handler
   }
@@ -132,9 +144,13 @@ export class StarsockPeer extends Emitter<PeerEvents> {
 
   /**
    * Dial a peer by peer id (it must be online and known) or by websocket-star address; settles
-   * with the connection once the other side accepted.
+   * with the connection once the other side accepted and, for a secure dial (`secure`, by default
+   * the peer's option, itself `true`), once it proved it is that peer: `conn.secure` is then true
+   * and `conn.remotePeer` the proved id. A secure dial never falls back to plaintext: it fails with
+   * `E_SECURE_REQUIRED` (a legacy peer: dial with `secure: false`), `E_PEER_ID_MISMATCH` or
+   * `E_SECURE_HANDSHAKE`.
    */
-  async dial (target: string, options: CallOptions = {}): Promise<Connection> {
+  async dial (target: string, options: CallOptions & Pick<DialOptions, 'secure'> = {}): Promise<Connection> {
     checkDialTarget(target)
     throwIfAborted(options.signal)
     this.mustBeJoined('dial')
@@ -194,7 +210,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     link.onServer(EVENTS.PEER, (addr) => this.known.learn(addr))
     link.onServer(EVENTS.PEER_JOIN, (addr) => this.known.learn(addr))
     link.onServer(EVENTS.PEER_LEAVE, (addr) => this.known.forget(addr))
-    link.onServer(EVENTS.INCOMING, (dialId, from, ack) => this.dials.incoming(dialId, from, ack, this.handler, (conn) => this.emit('connection', conn)))
+    // A starsock server adds a hint about the dialer before the ack (`IncomingHint`); the original sends none.
+    link.onServer(EVENTS.INCOMING, (dialId, from, hintOrAck, ack) => { void this.dials.incoming(dialId, from, hintOrAck, ack, this.handler, (conn) => this.emit('connection', conn)) })
     // Frames and stream events in one listener, in the order they came (ends never overtake data).
     link.onAnyServer((event, value, lane) => {
       if (event === FRAME_EVENT) this.streams.dispatchFrame(value)

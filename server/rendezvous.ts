@@ -152,6 +152,7 @@ export class Rendezvous {
     session.starsock = true
     session.takeover = request.takeover === true
     session.resume = request.resume
+    session.dialHints = request.dialHints === true
     // Once on, raw frames stay on for the connection: a lane given out stays valid.
     session.rawFrames ||= request.rawFrames === true
     return {
@@ -412,16 +413,17 @@ export class Rendezvous {
   }
 
   /**
-   * `ss-dial(from, to, dialId)`: open the two streams and ask the listener with `ss-incomming`.
-   * Settles with `undefined` when the listener accepts, or with its refusal when that is a string
-   * (passed on as is); rejects with a `StarsockError` when it refuses otherwise, times out or
-   * disconnects, or the dial is not allowed.
+   * `ss-dial(from, to, dialId, [{ secure }])`: open the two streams and ask the listener with
+   * `ss-incomming`. Settles with `undefined` when the listener accepts, or with its refusal when
+   * that is a string (passed on as is); rejects with a `StarsockError` when it refuses otherwise,
+   * times out or disconnects, or the dial is not allowed. `accepted` learns whether the listener
+   * is a starsock client (for the dialer's hint).
    */
-  async dial (session: Session, from: string, to: string, dialId: string): Promise<string | undefined> {
+  async dial (session: Session, from: string, to: string, dialId: string, secure = false, accepted?: (listenerStarsock: boolean) => void): Promise<string | undefined> {
     this.metrics.dialsTotal.inc()
     let refusal: string | undefined
     try {
-      refusal = await this.dialSteps(session, from, to, dialId)
+      refusal = await this.dialSteps(session, from, to, dialId, secure, accepted)
     } catch (err) {
       this.metrics.dialsFailure.inc()
       if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
@@ -432,7 +434,7 @@ export class Rendezvous {
     return refusal
   }
 
-  private async dialSteps (session: Session, from: string, to: string, dialId: string): Promise<string | undefined> {
+  private async dialSteps (session: Session, from: string, to: string, dialId: string, secure: boolean, accepted?: (listenerStarsock: boolean) => void): Promise<string | undefined> {
     if (!session.dialBucket.take()) {
       throw new StarsockError('E_LIMIT_DIAL_RATE', `Dial rate limit reached (maxDialsPerSecond=${this.options.maxDialsPerSecond})`)
     }
@@ -453,7 +455,11 @@ export class Rendezvous {
     const [forward] = this.relay.openPair(session, target, out, back)
     let reply: unknown[]
     try {
-      reply = await target.endpoint.request(EVENTS.INCOMING, [dialId, from], this.options.dialTimeoutMs)
+      // A listener that asked for dial hints learns what the dialer is and says it opens (issue 14:
+      // it waits for a secure dialer's first bytes, not for a plaintext one's); a legacy listener's
+      // arguments never move.
+      const args = target.dialHints ? [dialId, from, { starsock: session.starsock, secure: session.starsock && secure }] : [dialId, from]
+      reply = await target.endpoint.request(EVENTS.INCOMING, args, this.options.dialTimeoutMs)
     } catch (err) {
       const code: ErrorCode = (err as { code?: unknown }).code === 'E_PEER_GONE' ? 'E_PEER_GONE' : 'E_DIAL_TIMEOUT'
       const failure = new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
@@ -469,6 +475,7 @@ export class Rendezvous {
     }
     // The streams may already be over (a dialer may end its stream as soon as it is accepted,
     // before the listener's ack arrives); a listener that left made `request` reject instead.
+    accepted?.(target.starsock)
     return undefined
   }
 

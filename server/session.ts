@@ -34,6 +34,8 @@ export class Session {
   starsock = false
   /** Asked (in hello) to take over an address another live client holds. */
   takeover = false
+  /** Asked (in hello) for dial hints (`HelloRequest.dialHints`). */
+  dialHints = false
   /** Asked (in hello) for stream data as raw frames, and was told yes. */
   rawFrames = false
   /** Resume id this client presented in hello (one per client object, the same after every reconnect). */

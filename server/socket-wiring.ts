@@ -46,9 +46,20 @@ function joinAck (result: JoinChallenge | JoinDone): unknown[] {
   return result.resume !== undefined ? [null, null, result.peers, { resume: result.resume }] : [null, null, result.peers]
 }
 
-/** The ack of a dial: `[]` on success; a listener's own refusal string, as is. */
-function dialAck (refusal: string | undefined): unknown[] {
-  return refusal === undefined ? [] : [refusal]
+/**
+ * The ack of a dial: `[]` on success (`[null, { starsock }]`, whether the listener is a starsock
+ * client, for a dialer that asked for dial hints); a listener's own refusal string, as is.
+ */
+function dialAck (result: { refusal: string | undefined, hint: { starsock: boolean } | undefined }): unknown[] {
+  if (result.refusal !== undefined) return [result.refusal]
+  return result.hint !== undefined ? [null, result.hint] : []
+}
+
+/** `ss-dial`: the rendezvous's dial, with the dialer's hint when it asked for hints. */
+async function dial (r: Rendezvous, s: Session, q: { from: string, to: string, dialId: string, secure: boolean }): Promise<{ refusal: string | undefined, hint: { starsock: boolean } | undefined }> {
+  let hint: { starsock: boolean } | undefined
+  const refusal = await r.dial(s, q.from, q.to, q.dialId, q.secure, (starsock) => { if (s.dialHints) hint = { starsock } })
+  return { refusal, hint }
 }
 
 /** The request events and how each is answered. */
@@ -56,7 +67,7 @@ function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
   return new Map([
     [EVENTS.JOIN, handler({ rated: false, check: checkJoin, call: async (s, q) => await r.join(s, q.addr, q.proof), ack: joinAck })],
     [EVENTS.LEAVE, handler({ rated: true, check: checkLeave, call: (s, q) => r.leave(s, q.addr), ack: done })],
-    [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => await r.dial(s, q.from, q.to, q.dialId), ack: dialAck })],
+    [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => await dial(r, s, q), ack: dialAck })],
     [EVENTS.HELLO, handler({ rated: true, check: checkHello, call: (s, q) => r.hello(s, q), ack: value })],
     [EVENTS.PEERS, handler({ rated: true, check: checkPeersCursor, call: (s, cursor) => r.peers(s, cursor), ack: value })],
     [EVENTS.PING, handler({ rated: true, check: unchecked, call: () => undefined, ack: done })],

@@ -78,6 +78,12 @@ export interface HelloRequest {
   resume?: string
   /** The client reads and sends stream data as raw frames (`shared/raw-frame.ts`). */
   rawFrames?: boolean
+  /**
+   * The client takes dial hints (issue 14): as a listener, a third `ss-incomming` argument
+   * `{ starsock, secure }` about the dialer before the ack; as a dialer, a second argument
+   * `{ starsock }` about the listener in the dial's ack. Only hints: the client decides on the bytes.
+   */
+  dialHints?: boolean
 }
 
 /** Extra, last element of a completed join's ack for starsock clients (legacy clients ignore it). */

@@ -50,7 +50,7 @@ export function checkLeave (args: unknown[]): { addr: string } | StarsockError {
 }
 
 /** `ss-dial(fromAddr, toAddr, dialId)`. */
-export function checkDial (args: unknown[]): { from: string, to: string, dialId: string } | StarsockError {
+export function checkDial (args: unknown[]): { from: string, to: string, dialId: string, secure: boolean } | StarsockError {
   const from = checkString('ss-dial', 'from address', args[0], MAX_ADDRESS_CHARS)
   if (from instanceof StarsockError) return from
   const to = checkString('ss-dial', 'to address', args[1], MAX_ADDRESS_CHARS)
@@ -58,7 +58,10 @@ export function checkDial (args: unknown[]): { from: string, to: string, dialId:
   const dialId = checkString('ss-dial', 'dial id', args[2], MAX_DIAL_ID_CHARS)
   if (dialId instanceof StarsockError) return dialId
   if (!DIAL_ID.test(dialId)) return bad('ss-dial', 'dial id must be letters, digits, "_", "-" or "."')
-  return { from, to, dialId }
+  // A starsock dialer's fourth argument, `{ secure }`: what it says it opens (passed on as a hint only).
+  const options = args[3]
+  const secure = typeof options === 'object' && options !== null && (options as { secure?: unknown }).secure === true
+  return { from, to, dialId, secure }
 }
 
 /** `starsock:hello(request)`. */
@@ -67,7 +70,7 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
     return bad('starsock:hello', 'request must be an object')
   }
-  const { peerEvents, takeover, resume, rawFrames } = request as Record<string, unknown>
+  const { peerEvents, takeover, resume, rawFrames, dialHints } = request as Record<string, unknown>
   if (peerEvents !== undefined && typeof peerEvents !== 'boolean') {
     return bad('starsock:hello', 'peerEvents must be a boolean')
   }
@@ -77,7 +80,10 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (rawFrames !== undefined && typeof rawFrames !== 'boolean') {
     return bad('starsock:hello', 'rawFrames must be a boolean')
   }
-  const checked = { peerEvents: peerEvents === true, takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined }
+  if (dialHints !== undefined && typeof dialHints !== 'boolean') {
+    return bad('starsock:hello', 'dialHints must be a boolean')
+  }
+  const checked = { peerEvents: peerEvents === true, takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined, ...(dialHints === true ? { dialHints: true } : {}) }
   if (resume !== undefined) {
     const secret = checkString('starsock:hello', 'resume', resume, MAX_RESUME_SECRET_CHARS)
     if (secret instanceof StarsockError) return secret

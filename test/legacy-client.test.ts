@@ -5,6 +5,9 @@ import { legacyDial, legacyExchange, legacyPeerId, pull, startLegacyPeer, type L
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import type { Connection } from '../client/connection.ts'
+import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import { readAll } from './helpers/connections.ts'
 
 const echo = (conn: unknown): void => { pull(conn, conn) }
 
@@ -143,5 +146,46 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
     const c = await peer(server.port, echo)
     await waitFor('C to learn about A', () => c.discovered.has(a.addr))
     expect(c.discovered.has(b.addr)).toBe(false)
+  })
+
+  describe('with a starsock peer (issue 14: plaintext, flagged; a secure dial fails fast, never falls back)', () => {
+    const ours: StarsockPeer[] = []
+    afterEach(async () => { for (const p of ours.splice(0)) await p.close() })
+
+    it('a legacy dialer gets a plaintext connection, flagged secure: false, even when it waits for the listener to speak first', async () => {
+      const starsock = await createPeer({ server: server.url() })
+      ours.push(starsock)
+      const accepted: Connection[] = []
+      starsock.handle((conn) => {
+        accepted.push(conn)
+        void (async () => { await conn.write(new TextEncoder().encode('greeting from the listener')); await conn.closeWrite() })()
+      })
+      const legacy = await peer(server.port, echo)
+      await waitFor('the legacy peer to hear of ours', () => legacy.discovered.has(starsock.addr))
+      const conn = await within('legacy dial', legacyDial(legacy, starsock.addr))
+      // The legacy dialer sends nothing: it only reads what the listener says first.
+      const got = await within('the greeting', new Promise<Buffer>((resolve, reject) => {
+        pull(pull.empty(), conn, pull.collect((err: unknown, parts: Buffer[]) => err != null ? reject(err instanceof Error ? err : new Error(String(err))) : resolve(Buffer.concat(parts))))
+      }))
+      expect(got.toString()).toBe('greeting from the listener')
+      expect(accepted.map((c) => [c.secure, c.remotePeer])).toEqual([[false, legacy.id]])
+    })
+
+    it('a starsock dial to a legacy peer is secure by default and fails fast with E_SECURE_REQUIRED; with secure: false it is plaintext, flagged', async () => {
+      const legacy = await peer(server.port, echo)
+      const starsock = await createPeer({ server: server.url() })
+      ours.push(starsock)
+      await waitFor('ours to know the legacy peer', () => starsock.peers().some((p) => p.addr === legacy.addr))
+      const err = await within('the secure dial failing', starsock.dial(legacy.id).then(() => undefined, (e: unknown) => e), 3000)
+      expect(err).toMatchObject({ code: 'E_SECURE_REQUIRED' })
+      expect((err as Error).message).toContain('secure: false')
+      const conn = await starsock.dial(legacy.id, { secure: false })
+      expect(conn.secure).toBe(false)
+      const data = testBytes(200_000, 5)
+      const back = readAll(conn)
+      await conn.write(data)
+      await conn.closeWrite()
+      expectBytes(await within('ours -> legacy -> ours', back, 15_000), data, 'ours -> legacy -> ours')
+    })
   })
 })

@@ -82,18 +82,21 @@ describe('raw frames between peers', () => {
   it('converts both ways for the published legacy client', async () => {
     await start()
     const ours = await peer()
-    ours.handle(echo)
+    const accepted: Connection[] = []
+    ours.handle((c) => { accepted.push(c); echo(c) })
     const legacy = await startLegacyPeer(server.port, (conn: unknown) => { pull(conn, conn) })
     stops.push(() => legacy.stop())
     await waitFor('the legacy peer to hear of ours', () => legacy.discovered.has(ours.addr))
     const data = testBytes(1024 * 1024, 3)
     const conn = await within('legacy dial', legacyDial(legacy, ours.addr))
     expectBytes(await within('legacy -> ours -> legacy', legacyExchange(conn, data), 15_000), data, 'legacy -> ours -> legacy')
+    expect(accepted.map((c) => c.secure), 'a legacy dialer is plaintext, flagged').toEqual([false])
     const framesFromOurs = server.rendezvous.relay.frames.in
     expect(framesFromOurs, 'our echo went as frames to the server').toBeGreaterThan(0)
 
     await waitFor('ours to know the legacy peer', () => ours.peers().some((p) => p.addr === legacy.addr))
-    const out = await ours.dial(legacy.id)
+    const out = await ours.dial(legacy.id, { secure: false }) // a legacy peer speaks no Noise: plaintext, by choice
+    expect(out.secure).toBe(false)
     const back = readAll(out)
     await out.write(data)
     await out.closeWrite()
@@ -133,7 +136,7 @@ describe('raw frames between peers', () => {
     const b = await peer()
     const incoming: Connection[] = []
     b.handle((conn) => { incoming.push(conn) })
-    const conn = await a.dial(b.peerId)
+    const conn = await a.dial(b.peerId, { secure: false }) // the plain streams' own data path
     const parts = [1, 2, 3, 4].map((seed) => testBytes(30_000, seed))
     const roomy = new Uint8Array(8 + 30_000)
     roomy.set(parts[1] as Uint8Array, 8)

@@ -61,12 +61,14 @@ describe('Dials.dial', () => {
 })
 
 describe('Dials.incoming', () => {
-  it('accepts: opens the dialer stream, acks, hands the connection to the handler and then to accepted', () => {
+  it.each([['without a hint', false], ['after a hint (a starsock server)', true]])('accepts %s: opens the dialer stream, acks, hands the connection to the handler and then to accepted', async (_name, hinted) => {
     const { dials, emits } = setup(async () => [])
     const order: string[] = []
     const acks: unknown[][] = []
-    const conn = dials.incoming('d1', TO, (...a: unknown[]) => { acks.push(a); order.push('ack') }, (c: Connection) => order.push(`handler ${c.remoteAddr}`), () => order.push('accepted'))
+    const ack = (...a: unknown[]): void => { acks.push(a); order.push('ack') }
+    const conn = await dials.incoming('d1', TO, hinted ? { starsock: true, secure: false } : ack, hinted ? ack : undefined, (c: Connection) => order.push(`handler ${c.remoteAddr}`), () => order.push('accepted'))
     expect(conn?.initiator).toBe(false)
+    expect(conn?.secure).toBe(false) // Dials without keys: plaintext
     expect(acks).toEqual([[]])
     expect(order).toEqual(['ack', `handler ${TO}`, 'accepted'])
     expect(emits).toEqual([[streamEvent('accept', 'd1.dialer'), 1 << 20]])
@@ -76,17 +78,18 @@ describe('Dials.incoming', () => {
     ['refuses without a handler', 'd1', TO, false, wireError('E_DIAL_REFUSED', 'This peer takes no connections')],
     ['refuses a bad dial id', 7, TO, true, wireError('E_BAD_REQUEST', 'Bad incoming dial')],
     ['refuses a bad address', 'd1', null, true, wireError('E_BAD_REQUEST', 'Bad incoming dial')]
-  ])('%s', (_, dialId, from, handled, error) => {
+  ])('%s', async (_, dialId, from, handled, error) => {
     const { dials, table } = setup(async () => [])
     const acks: unknown[][] = []
-    const conn = dials.incoming(dialId, from, (...a: unknown[]) => acks.push(a), handled ? () => {} : undefined, () => { throw new Error('not accepted') })
+    const conn = await dials.incoming(dialId, from, (...a: unknown[]) => acks.push(a), undefined, handled ? () => {} : undefined, () => { throw new Error('not accepted') })
     expect(conn).toBeUndefined()
     expect(acks).toEqual([[error]])
     expect(table.counts).toEqual({ sendingStreams: 0, receivingStreams: 0 })
   })
 
-  it('ignores a dial without an ack', () => {
+  it('ignores a dial without an ack', async () => {
     const { dials } = setup(async () => [])
-    expect(dials.incoming('d1', TO, undefined, () => {}, () => {})).toBeUndefined()
+    expect(await dials.incoming('d1', TO, undefined, undefined, () => {}, () => {})).toBeUndefined()
+    expect(await dials.incoming('d1', TO, { starsock: true, secure: true }, undefined, () => {}, () => {})).toBeUndefined()
   })
 })

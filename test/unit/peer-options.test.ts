@@ -21,6 +21,7 @@ describe('resolvePeerOptions', () => {
       reconnectDelayMs: 500,
       reconnectDelayMaxMs: 5000,
       rawFrames: true,
+      secure: true,
       logger: silentLogger
     })
   })

@@ -99,7 +99,16 @@ describe('checkDial', () => {
     ['underscores, dots and dashes', 'a_b.c-d'],
     ['the longest id', 'a'.repeat(MAX_DIAL_ID_CHARS)]
   ])('accepts %s as a dial id', (_, dialId) => {
-    expect(checkDial([ADDR, OTHER, dialId])).toEqual({ from: ADDR, to: OTHER, dialId })
+    expect(checkDial([ADDR, OTHER, dialId])).toEqual({ from: ADDR, to: OTHER, dialId, secure: false })
+  })
+
+  it.each<[string, unknown, boolean]>([
+    ['{ secure: true }', { secure: true }, true],
+    ['{ secure: false }', { secure: false }, false],
+    ['a truthy non-boolean', { secure: 'yes' }, false],
+    ['not an object', 'secure', false]
+  ])('reads a starsock dialer\'s fourth argument %s as a hint only', (_, options, secure) => {
+    expect(checkDial([ADDR, OTHER, 'd1', options])).toEqual({ from: ADDR, to: OTHER, dialId: 'd1', secure })
   })
 
   it.each<[string, unknown[], string]>([

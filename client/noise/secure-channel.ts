@@ -1,0 +1,355 @@
+/**
+ * The secure channel between two starsock peers: the Noise XX handshake (`handshake.ts`) over the
+ * two one-way streams of a dial, then every byte sealed in Noise transport messages (`frame.ts`).
+ * It gives a `ByteReader` and a `ByteWriter` for `Connection`: the multiplexer, its channels and
+ * their credit windows run above it unchanged, and `remotePeer` is the id the other side proved.
+ *
+ * The dialer opens with a preamble (`PREAMBLE`, in multistream-select's message shape) so a
+ * listener can tell a secure starsock dialer from a legacy or plaintext one; both mix it in as the
+ * Noise prologue, so a relay that rewrites it fails the handshake.
+ *
+ * A clean end is authenticated: `end()` sends an empty sealed message before the stream's end,
+ * and an end that comes without it (a relay cutting the stream short) fails the reader with
+ * `E_SECURE_AUTH`, never a clean end. Any message that fails authentication aborts the connection
+ * on both sides; nothing after it is delivered.
+ */
+import { errorFromWire, StarsockError, wireError } from '../../shared/errors.ts'
+import type { PrivateKey } from '@libp2p/interface'
+import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
+import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
+import { FRAME_HEADER_BYTES, FrameDecoder, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
+import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport } from './handshake.ts'
+
+/** The secure channel's protocol id. */
+export const SECURE_PROTOCOL = '/starsock/noise/1.0.0'
+/** What a secure dialer sends first: `SECURE_PROTOCOL` as one multistream-select message (varint length, text, newline). */
+export const PREAMBLE = ((): Uint8Array => {
+  const text = new TextEncoder().encode(`${SECURE_PROTOCOL}\n`)
+  return Uint8Array.from([text.byteLength, ...text]) // < 128 bytes: a one-byte varint
+})()
+/** Plaintext bytes in one full Noise message. */
+export const MAX_PLAINTEXT_BYTES = NOISE_MAX_MESSAGE_BYTES - AEAD_TAG_BYTES
+/** How long a handshake may take before it fails with `E_SECURE_HANDSHAKE`. @default 10_000 */
+export const HANDSHAKE_TIMEOUT_MS = 10_000
+/** Largest plausible handshake message 2 (e, sealed s, a payload with an RSA identity key): a first answer past it is not one. */
+const MAX_MSG2_BYTES = 4096
+/** Smallest message 2: e (32), sealed s (48), an empty sealed payload (16). */
+const MIN_MSG2_BYTES = 32 + 48 + AEAD_TAG_BYTES
+const EMPTY = new Uint8Array(0)
+
+/** Whether a listener's first chunk starts a secure channel (else: a legacy or plaintext dialer). */
+export function startsSecure (firstChunk: Uint8Array): boolean {
+  if (firstChunk.byteLength < PREAMBLE.byteLength) return false
+  for (let i = 0; i < PREAMBLE.byteLength; i++) if (firstChunk[i] !== PREAMBLE[i]) return false
+  return true
+}
+
+/** Options of a handshake. */
+export interface SecureOptions {
+  /** This side's identity key. */
+  privateKey: PrivateKey
+  aead: Aead
+  /** The peer id the other side must prove (the dialer: the peer it dialed; the listener: the one the server reported). */
+  expectedPeer?: string
+  /** @default HANDSHAKE_TIMEOUT_MS */
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+/** A completed handshake: the proved id and the sealed byte streams. */
+export interface SecureChannel {
+  /** The other side's verified peer id. */
+  remotePeer: string
+  /** The Noise handshake hash (the same on both sides; unique to this session). */
+  handshakeHash: Uint8Array
+  reader: ByteReader
+  writer: ByteWriter
+}
+
+/** Code and message of `err` as a `StarsockError`. */
+function asStarsock (err: unknown): StarsockError {
+  if (err instanceof StarsockError) return err
+  return new StarsockError('E_SECURE_HANDSHAKE', err instanceof Error ? err.message : String(err), { cause: err })
+}
+
+/** Abort both raw streams with `err`, which the other side sees with its code. */
+function abortRaw (rx: ByteReader, tx: ByteWriter, err: StarsockError): void {
+  const wire = wireError(err.code, err.message.slice(0, 200))
+  tx.error(wire)
+  rx.abort(wire, err)
+}
+
+/**
+ * The dialer's side: send the preamble and run XX as the initiator over `rx`/`tx` (after the
+ * server's dial ack); settles once both sides proved their identity. Rejects (and aborts both
+ * streams) with `E_SECURE_HANDSHAKE`, `E_PEER_ID_MISMATCH`, `E_SECURE_REQUIRED` (the other side
+ * did not answer with a handshake message: a legacy peer) or `E_ABORTED`.
+ */
+export async function secureOutbound (rx: ByteReader, tx: ByteWriter, options: SecureOptions & { remote: string }): Promise<SecureChannel> {
+  return await runHandshake(rx, tx, undefined, options)
+}
+
+/**
+ * The listener's side, once the dialer's `first` chunk started with `PREAMBLE`: run XX as the
+ * responder; settles once both sides proved their identity (rejects as `secureOutbound`).
+ */
+export async function secureInbound (rx: ByteReader, tx: ByteWriter, first: Uint8Array, options: SecureOptions & { remote: string }): Promise<SecureChannel> {
+  return await runHandshake(rx, tx, first.subarray(PREAMBLE.byteLength), options)
+}
+
+async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array | undefined, options: SecureOptions & { remote: string }): Promise<SecureChannel> {
+  const initiator = first === undefined
+  const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS
+  const deadline = AbortSignal.timeout(timeoutMs)
+  const signal = options.signal !== undefined ? AbortSignal.any([deadline, options.signal]) : deadline
+  const decoder = new FrameDecoder()
+  const ready: Uint8Array[] = first !== undefined ? decoder.push(first) : []
+  let preambleDue = initiator
+  let answered = !initiator
+  const io: HandshakeTransport = {
+    send: async (message) => {
+      const head = preambleDue ? PREAMBLE : EMPTY
+      preambleDue = false
+      const out = new Uint8Array(STREAM_HEADROOM_BYTES + head.byteLength + FRAME_HEADER_BYTES + message.byteLength)
+      out.set(head, STREAM_HEADROOM_BYTES)
+      putFrame(out, STREAM_HEADROOM_BYTES + head.byteLength, message)
+      await tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+    },
+    receive: async () => {
+      while (ready.length === 0) {
+        let chunk: Uint8Array | null
+        try {
+          chunk = await rx.read(signal)
+        } catch (err) {
+          if (options.signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Secure handshake aborted by the caller', { cause: options.signal.reason })
+          if (deadline.aborted) throw new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} did not complete the secure handshake within ${timeoutMs} ms`, { cause: err })
+          throw err
+        }
+        if (chunk === null) throw new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} ended the connection in the middle of the secure handshake`)
+        if (!answered) {
+          // A legacy listener answers with multistream-select or its own bytes, never a message 2.
+          answered = true
+          const length = chunk.byteLength >= 2 ? ((chunk[0] as number) << 8) | (chunk[1] as number) : 0
+          if (length < MIN_MSG2_BYTES || length > MAX_MSG2_BYTES) {
+            throw new StarsockError('E_SECURE_REQUIRED', `${options.remote} did not answer the secure channel: a legacy websocket-star peer? Dial with { secure: false } (CLI --insecure) to talk to it in plaintext`)
+          }
+        }
+        ready.push(...decoder.push(chunk))
+        if (decoder.bufferedBytes > NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES) throw new StarsockError('E_SECURE_HANDSHAKE', 'malformed handshake framing')
+      }
+      return ready.shift() as Uint8Array
+    }
+  }
+  try {
+    const run = initiator ? initiateHandshake : respondHandshake
+    const result = await run(io, { privateKey: options.privateKey, aead: options.aead, prologue: PREAMBLE, expectedPeer: options.expectedPeer })
+    const channel = new Channel(rx, tx, result.remotePeer, result.send, result.receive, decoder, ready)
+    return { remotePeer: result.remotePeer, handshakeHash: result.handshakeHash, reader: channel.reader, writer: channel.writer }
+  } catch (err) {
+    const failure = asStarsock(err)
+    abortRaw(rx, tx, failure)
+    throw failure
+  }
+}
+
+/** The two sealed directions of one connection, failing together. */
+class Channel {
+  readonly reader: SecureReader
+  readonly writer: SecureWriter
+  failure: StarsockError | undefined
+
+  constructor (
+    readonly rx: ByteReader,
+    readonly tx: ByteWriter,
+    readonly remotePeer: string,
+    send: CipherState,
+    receive: CipherState,
+    decoder: FrameDecoder,
+    early: Uint8Array[]
+  ) {
+    this.reader = new SecureReader(this, receive, decoder, early)
+    this.writer = new SecureWriter(this, send)
+  }
+
+  /** Fail both directions here and on the other side with `err`. */
+  fail (err: StarsockError): void {
+    if (this.failure !== undefined) return
+    this.failure = err
+    this.reader.drop()
+    abortRaw(this.rx, this.tx, err)
+  }
+}
+
+/** Plaintext out of sealed messages: pulls a raw chunk only when its reader asks (flow control unchanged). */
+class SecureReader implements ByteReader {
+  private readonly plain: Uint8Array[] = []
+  private ended = false
+  private held = 0
+  receivedBytes = 0
+
+  constructor (
+    private readonly channel: Channel,
+    private readonly state: CipherState,
+    private readonly decoder: FrameDecoder,
+    /** Sealed messages received and not opened yet (some may have come behind the handshake). */
+    private readonly sealed: Uint8Array[]
+  ) {}
+
+  get done (): boolean {
+    return this.ended || this.channel.failure !== undefined || this.channel.rx.done
+  }
+
+  get bufferedBytes (): number {
+    return this.held + this.channel.rx.bufferedBytes
+  }
+
+  async read (signal?: AbortSignal): Promise<Uint8Array | null> {
+    const channel = this.channel
+    for (;;) {
+      if (channel.failure !== undefined) throw channel.failure
+      const next = this.plain.shift()
+      if (next !== undefined) {
+        this.held -= next.byteLength
+        return next
+      }
+      if (this.ended) return null
+      if (this.sealed.length > 0) {
+        this.openAll()
+        continue
+      }
+      let chunk: Uint8Array | null
+      try {
+        chunk = await channel.rx.read(signal)
+      } catch (err) {
+        throw channel.failure ?? err
+      }
+      if (chunk === null) {
+        channel.fail(new StarsockError('E_SECURE_AUTH', `the stream from ${channel.remotePeer} ended without its sealed end: cut short in transit`))
+        continue
+      }
+      this.sealed.push(...this.decoder.push(chunk))
+      if (this.decoder.bufferedBytes > NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES) channel.fail(new StarsockError('E_SECURE_AUTH', `malformed framing from ${channel.remotePeer}`))
+    }
+  }
+
+  abort (reason: string, local: StarsockError): void {
+    this.drop()
+    this.channel.rx.abort(reason, local)
+  }
+
+  /** Forget what was received and not read. */
+  drop (): void {
+    this.plain.length = 0
+    this.sealed.length = 0
+    this.held = 0
+  }
+
+  private openAll (): void {
+    while (this.sealed.length > 0 && !this.ended) {
+      const sealed = this.sealed.shift() as Uint8Array
+      let plain: Uint8Array
+      try {
+        plain = this.state.decryptWithAd(EMPTY, sealed)
+      } catch (err) {
+        const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `a message from ${this.channel.remotePeer} failed authentication: the connection is closed`, { cause: err })
+        return this.channel.fail(failure)
+      }
+      if (plain.byteLength === 0) {
+        this.ended = true // the sealed end: anything behind it is ignored
+        this.sealed.length = 0
+        return
+      }
+      this.plain.push(plain)
+      this.held += plain.byteLength
+      this.receivedBytes += plain.byteLength
+    }
+  }
+}
+
+/** Sealed messages out of plaintext: whole messages fill each raw chunk, in the order written. */
+class SecureWriter implements ByteWriter {
+  /** Largest plaintext sent as one raw chunk (its sealed messages fill at most the raw `chunkBytes`). */
+  readonly chunkBytes: number
+  private queue: Promise<void> = Promise.resolve()
+  private ended = false
+  sentBytes = 0
+
+  constructor (private readonly channel: Channel, private readonly state: CipherState) {
+    const raw = channel.tx.chunkBytes
+    const full = NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES
+    const messages = Math.max(1, Math.ceil(raw / full))
+    this.chunkBytes = Math.max(1, raw - messages * (FRAME_HEADER_BYTES + AEAD_TAG_BYTES))
+  }
+
+  get done (): boolean {
+    return this.channel.tx.done || this.channel.failure !== undefined
+  }
+
+  get creditBytes (): number | undefined {
+    return this.channel.tx.creditBytes
+  }
+
+  async write (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    await this.writeOwned(data, signal, 0)
+  }
+
+  /** Sealing copies anyway: `data` is never kept past the settle, owned or not. */
+  writeOwned (data: Uint8Array, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
+    if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError('data must be a Uint8Array'))
+    if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > data.byteLength) {
+      return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to data.byteLength, got ${String(reservedBytes)}`))
+    }
+    if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
+    if (data.byteLength === reservedBytes) return Promise.resolve() // an empty sealed message is the end marker
+    return this.enqueue(async () => await this.sendSealed(data.subarray(reservedBytes), signal))
+  }
+
+  async end (): Promise<void> {
+    if (this.ended) return await this.queue
+    this.ended = true
+    await this.enqueue(async () => {
+      await this.sendSealed(EMPTY)
+      await this.channel.tx.end()
+    }).catch(() => {})
+  }
+
+  error (wire: string): void {
+    this.ended = true
+    const channel = this.channel
+    if (channel.failure === undefined) channel.failure = errorFromWire(wire)
+    channel.reader.drop()
+    channel.tx.error(wire)
+  }
+
+  private enqueue (job: () => Promise<void>): Promise<void> {
+    const run = this.queue.then(job)
+    this.queue = run.catch(() => {})
+    return run
+  }
+
+  /** Seal `data` (empty: the end marker) into raw chunks of whole messages and write them in order. */
+  private async sendSealed (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+    const channel = this.channel
+    let offset = 0
+    do {
+      if (channel.failure !== undefined) throw channel.failure
+      const take = Math.min(data.byteLength - offset, this.chunkBytes)
+      const pieces = Math.max(1, Math.ceil(take / MAX_PLAINTEXT_BYTES))
+      const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * (FRAME_HEADER_BYTES + AEAD_TAG_BYTES))
+      let at = STREAM_HEADROOM_BYTES
+      try {
+        for (let p = 0; p < pieces; p++) {
+          const start = offset + p * MAX_PLAINTEXT_BYTES
+          at = putFrame(out, at, this.state.encryptWithAd(EMPTY, data.subarray(start, Math.min(start + MAX_PLAINTEXT_BYTES, offset + take))))
+        }
+      } catch (err) {
+        const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `sealing failed: ${(err as Error).message}`, { cause: err })
+        channel.fail(failure)
+        throw failure
+      }
+      offset += take
+      await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+      this.sentBytes += take
+    } while (offset < data.byteLength)
+  }
+}

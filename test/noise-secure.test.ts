@@ -1,0 +1,184 @@
+/**
+ * Issue 14: every connection between two starsock peers is a Noise secure channel by default,
+ * through a real server on 127.0.0.1: both sides learn the other's proved peer id, the relay
+ * delivers only ciphertext, plaintext is an explicit choice, and tampering, a cut stream and a
+ * wrong identity each fail with their code.
+ *
+ * What the relay delivered is seen (and, for the abuse cases, changed) where it enters the
+ * client: `ReceiveStream.push`, the one place every chunk from the server goes through.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { Connection } from '../client/connection.ts'
+import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
+import { Muxer } from '../client/mux/muxer.ts'
+import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
+import { ReceiveStream } from '../client/stream.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { readAll } from './helpers/connections.ts'
+import { startServer, testBytes, within } from './helpers/server.ts'
+
+/** What `promise` rejected with (fails when it resolves). */
+async function rejected (promise: Promise<unknown>): Promise<unknown> {
+  try { await promise } catch (err) { return err }
+  throw new Error('expected a rejection')
+}
+
+/** Record every chunk the relay delivers to a stream of `peer` (and let `tamper` change it on the way in). */
+function tapRelay (tamper?: (chunk: Uint8Array, streamId: string, index: number) => Uint8Array): Map<string, Uint8Array[]> {
+  const seen = new Map<string, Uint8Array[]>()
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+  const push = ReceiveStream.prototype.push
+  vi.spyOn(ReceiveStream.prototype, 'push').mockImplementation(function (this: ReceiveStream, chunk: unknown) {
+    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk)
+    const list = seen.get(this.id) ?? []
+    seen.set(this.id, list)
+    list.push(chunk.slice())
+    return push.call(this, tamper === undefined ? chunk : tamper(chunk, this.id, list.length - 1))
+  })
+  return seen
+}
+
+describe('secure connections between starsock peers (issue 14)', () => {
+  let server: StarsockServer & { port: number }
+  const peers: StarsockPeer[] = []
+  const peer = async (options: Partial<PeerOptions> = {}): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: server.url(), ...options })
+    peers.push(p)
+    return p
+  }
+  /** The next connection `p` hands to its handler. */
+  const nextIncoming = (p: StarsockPeer): Promise<Connection> => new Promise((resolve) => p.handle(resolve))
+
+  beforeEach(async () => { server = await startServer() })
+  afterEach(async () => {
+    vi.restoreAllMocks()
+    for (const p of peers.splice(0)) await p.close()
+    await server.close()
+  })
+
+  it('is secure by default: both sides learn the proved peer id; 2 MiB cross each way byte-exact, the relay delivering ciphertext only', async () => {
+    const seen = tapRelay()
+    const [a, b] = [await peer(), await peer()]
+    const incoming = nextIncoming(b)
+    const connA = await within('A dialing B', a.dial(b.peerId))
+    const connB = await within('B accepting the dial', incoming)
+    expect([connA.secure, connB.secure]).toEqual([true, true])
+    expect(connA.remotePeer).toBe(b.peerId) // the dialer reached exactly the peer it dialed
+    expect(connB.remotePeer).toBe(a.peerId) // the listener learned who dialed from the handshake
+    expect(connB.remoteAddr).toBe(a.addr)
+
+    const fromA = testBytes(2 * 1024 * 1024, 7)
+    const fromB = testBytes(2 * 1024 * 1024, 8)
+    const [gotB, gotA] = await within('2 MiB each way', Promise.all([
+      readAll(connB), readAll(connA),
+      (async () => { await connA.write(fromA); await connA.closeWrite() })(),
+      (async () => { await connB.write(fromB); await connB.closeWrite() })()
+    ]), 30_000)
+    expect(Buffer.compare(gotB, fromA)).toBe(0)
+    expect(Buffer.compare(gotA, fromB)).toBe(0)
+    const chunks = [...seen.values()].flat()
+    const dialerStream = [...seen.entries()].find(([id]) => id.endsWith('.dialer'))?.[1] ?? []
+    expect(startsSecure(dialerStream[0] as Uint8Array)).toBe(true)
+    // What the relay delivered: none of 100 32-byte samples of either plaintext.
+    const wire = Buffer.concat(chunks)
+    expect(wire.byteLength).toBeGreaterThan(4 * 1024 * 1024)
+    for (let i = 0; i < 100; i++) {
+      const at = Math.floor((i * (fromA.byteLength - 32)) / 100)
+      expect(wire.includes(Buffer.from(fromA.subarray(at, at + 32)))).toBe(false)
+      expect(wire.includes(Buffer.from(fromB.subarray(at, at + 32)))).toBe(false)
+    }
+  })
+
+  it('is plaintext only by choice, per dial or per peer, and says so on both sides (positive control: the relay sees the bytes)', async () => {
+    const seen = tapRelay()
+    const [a, b, c] = [await peer(), await peer(), await peer({ secure: false })]
+    let incoming = nextIncoming(b)
+    const plain = await a.dial(b.peerId, { secure: false })
+    const plainB = await within('B accepting', incoming)
+    expect([plain.secure, plainB.secure]).toEqual([false, false])
+    const data = testBytes(100_000, 9)
+    await plain.write(data)
+    await plain.closeWrite()
+    expect(Buffer.compare(await readAll(plainB), data)).toBe(0)
+    const wire = Buffer.concat([...seen.values()].flat())
+    expect(wire.includes(Buffer.from(data.subarray(5000, 5032)))).toBe(true)
+
+    incoming = nextIncoming(b)
+    const fromC = await c.dial(b.peerId)
+    expect([fromC.secure, (await within('B accepting C', incoming)).secure]).toEqual([false, false])
+    incoming = nextIncoming(b)
+    const secureFromC = await c.dial(b.peerId, { secure: true })
+    expect([secureFromC.secure, (await within('B accepting C securely', incoming)).secure]).toEqual([true, true])
+  })
+
+  it('a byte flipped in transit fails the connection on both sides with E_SECURE_AUTH, nothing forged delivered', async () => {
+    // B's dialer stream: chunk 0 is preamble+msg1, chunk 1 msg3, chunk 2 the first transport chunk.
+    tapRelay((chunk, id, index) => {
+      if (!id.endsWith('.dialer') || index !== 2) return chunk
+      const bad = chunk.slice()
+      bad[100] = (bad[100] as number) ^ 0x01
+      return bad
+    })
+    const [a, b] = [await peer(), await peer()]
+    const incoming = nextIncoming(b)
+    const connA = await a.dial(b.peerId)
+    const connB = await within('B accepting', incoming)
+    const reading = rejected(connB.read())
+    await connA.write(testBytes(1000, 3))
+    expect(await within('B failing the tampered message', reading)).toMatchObject({ code: 'E_SECURE_AUTH' })
+    // The dialer learns it too, with the code.
+    const err = await within('A learning of the failure', rejected(connA.read()))
+    expect(err).toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect((err as Error).message).toMatch(/failed authentication/)
+  })
+
+  it('a stream cut short with a bare end (no sealed end) fails the reader with E_SECURE_AUTH', async () => {
+    const [a, b] = [await peer(), await peer()]
+    const incoming = nextIncoming(b)
+    // Drop the sealed end on its way to B: what a relay forging a clean end looks like.
+    let sealedEnds = 0
+    tapRelay((chunk, id) => {
+      // The sealed end is one empty Noise message: a 2-byte length 16 and a tag.
+      if (id.endsWith('.dialer') && chunk.byteLength === 18 && chunk[0] === 0 && chunk[1] === 16) { sealedEnds++; return new Uint8Array(0) }
+      return chunk
+    })
+    const connA = await a.dial(b.peerId)
+    const connB = await within('B accepting', incoming)
+    await connA.write(testBytes(5000, 4))
+    await connA.closeWrite()
+    expect((await connB.read())?.byteLength).toBe(5000)
+    expect(await within('B noticing the cut', rejected(connB.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect(sealedEnds).toBe(1)
+  })
+
+  it('the multiplexer runs inside unchanged: two channels with their own windows carry 1 MiB each, byte-exact', async () => {
+    const [a, b] = [await peer(), await peer()]
+    const incoming = nextIncoming(b)
+    const connA = await a.dial(b.peerId)
+    const connB = await within('B accepting', incoming)
+    const muxA = new Muxer(connA, {}, { windowBytes: 64 * 1024 })
+    const muxB = new Muxer(connB, {
+      onOpen: async (channel) => {
+        void (async () => { for (;;) { const chunk = await channel.read(); if (chunk === null) break; await channel.write(chunk) } await channel.closeWrite() })()
+        return undefined
+      }
+    }, { windowBytes: 64 * 1024 })
+    expect(muxB.remotePeer).toBe(a.peerId) // what consent rules (`@PEERID`) see: the proved id
+    const echoOver = async (seed: number): Promise<void> => {
+      const channel = await muxA.open({ type: 'test-echo', reliable: true })
+      const data = testBytes(1024 * 1024, seed)
+      const reading = (async () => { const parts: Uint8Array[] = []; for (;;) { const c = await channel.read(); if (c === null) return Buffer.concat(parts); parts.push(c) } })()
+      await channel.write(data)
+      await channel.closeWrite()
+      expect(Buffer.compare(await reading, data)).toBe(0)
+    }
+    await within('two channels echoing 1 MiB each', Promise.all([echoOver(21), echoOver(22)]), 30_000)
+    await muxA.close()
+    await muxB.close()
+  })
+
+  it('the preamble is one multistream-select message', () => {
+    expect(PREAMBLE.byteLength).toBe(23)
+    expect(new TextDecoder().decode(PREAMBLE.subarray(1))).toBe('/starsock/noise/1.0.0\n')
+  })
+})
