@@ -249,8 +249,8 @@ async function throughputOurs (a: { url: string, bytes: number, streams: number,
   const chunk = new Uint8Array(256 * 1024).fill(7)
   const conns = await Promise.all(Array.from({ length: a.streams }, async () => await sender.dial(b.peerId)))
   // A run that asked for encryption and did not get it (or the other way round) must not pass as one.
-  const notAsked = conns.find((c) => (c as { secure?: boolean }).secure !== secure)
-  if (notAsked !== undefined) throw new Error(`asked for ${secure ? 'an encrypted' : 'a plaintext'} connection, got secure: ${String((notAsked as { secure?: boolean }).secure)}`)
+  const notAsked = conns.find((c) => c.secure !== secure)
+  if (notAsked !== undefined) throw new Error(`asked for ${secure ? 'an encrypted' : 'a plaintext'} connection, got secure: ${String(notAsked.secure)}`)
   const t0 = now()
   await Promise.all(conns.map(async (conn) => {
     for (let sent = 0; sent < per; sent += chunk.byteLength) await conn.write(chunk)
