@@ -16,6 +16,9 @@ interface CipherProto { update: (...args: any[]) => unknown, final: (...args: an
 // The classes are exported at run time but not declared in @types/node (only their instances' types).
 const { Cipheriv, Decipheriv } = nodeCrypto as unknown as { Cipheriv: { prototype: CipherProto }, Decipheriv: { prototype: CipherProto } }
 
+/** The repository's root (stack frames name files by URL or path): a checkout in a folder named `bench` must not look like `bench/`. */
+const ROOT = new URL('..', import.meta.url)
+
 const byWhere = new Map<string, number>()
 let installed = false
 
@@ -32,7 +35,7 @@ function caller (): string {
     if (m === null) continue
     const fn = (m[1] ?? '').replace(/^.*\./, '')
     const file = m[2] ?? ''
-    const ours = /\/((?:client|shared|server|bench)\/[^/]+(?:\/[^/]+)?\.ts)/.exec(file)
+    const ours = /\/((?:client|shared|server|bench)\/[^/]+(?:\/[^/]+)?\.ts)/.exec(file.replace(ROOT.href, '/').replace(ROOT.pathname, '/'))
     return `${ours !== null ? ours[1] as string : file.replace(/^.*node_modules\//, '')} ${fn}`.trim()
   }
   return 'unknown'
