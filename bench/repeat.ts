@@ -176,13 +176,16 @@ export interface CostRows {
   label: string
   /** Share of the plaintext speed that may be lost (0.15: the encrypted path at least 0.85x). */
   goalLoss: number
+  /** The roles whose CPU is starsock's (server, peers; not the sources and sink), added up in the note. */
+  ourRoles: string[]
 }
 
 /**
  * Record the `encryption cost` row of two paths measured in the same rounds: the median of the
  * rounds' ratios (encrypted MiB/s over plaintext MiB/s of the same round, the two runs next to each
  * other), with their range, the loss against the goal, and each process's CPU per 64 MiB encrypted
- * against plaintext in the note. No figure when either path failed or their rounds do not pair up.
+ * against plaintext in the note, with starsock's processes added up (steadier than MiB/s on a busy
+ * machine: on a CPU-bound path it is what the speed will follow). No figure when either path failed or their rounds do not pair up.
  */
 export function recordCost (encrypted: PathFigures | undefined, plaintext: PathFigures | undefined, r: CostRows, record: (row: Row) => void): void {
   const what = `encryption cost (encrypted / plaintext), ${r.what}, ${r.label}`
@@ -199,7 +202,9 @@ export function recordCost (encrypted: PathFigures | undefined, plaintext: PathF
   const value = median(ratios)
   const loss = 1 - value
   const verdict = !Number.isFinite(value) ? '' : loss <= r.goalLoss ? 'goal met' : 'goal NOT met'
-  const cpu = Object.keys(encrypted.cpu).map((role) => `${role} ${fmt(encrypted.cpu[role])} / ${fmt(plaintext.cpu[role])}`).join(', ')
+  const sum = (f: PathFigures): number => r.ourRoles.reduce((total, role) => total + (f.cpu[role] ?? NaN), 0)
+  const ours = `starsock's processes in all ${fmt(sum(encrypted))} / ${fmt(sum(plaintext))} (${fmt(sum(encrypted) / sum(plaintext))}x)`
+  const cpu = [...Object.keys(encrypted.cpu).map((role) => `${role} ${fmt(encrypted.cpu[role])} / ${fmt(plaintext.cpu[role])}`), ours].join(', ')
   record({
     group: r.group,
     what,

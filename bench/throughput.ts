@@ -84,7 +84,7 @@ export async function throughputBench ({ streamBytes, parallelBytes, repeats, re
         note: note('issue 13\'s row: its goals are this ratio', vs('oursPlaintext', 'legacyOriginal', 'original')),
         cpuReference: { server: hopCpu('ws', 'relay', 'raw ws relay') }
       }, record)
-      recordCost(m.get('oursEncrypted'), m.get('oursPlaintext'), { group: GROUP, what: 'our client', label, goalLoss: ENCRYPTION_GOAL_LOSS }, record)
+      recordCost(m.get('oursEncrypted'), m.get('oursPlaintext'), { group: GROUP, what: 'our client', label, goalLoss: ENCRYPTION_GOAL_LOSS, ourRoles: ['server', 'both peers (worker)'] }, record)
     }
   } finally {
     for (const stop of stops.reverse()) await stop()

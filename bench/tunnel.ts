@@ -141,7 +141,7 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
         cpuReference: { server: samePlain('server'), 'forwarding peer': samePlain('forwarding peer'), 'target peer': samePlain('target peer') }
       }, record)
       recordPath(plain, path('forwardPlaintext'), { group: GROUP, what: 'forward, plaintext (--insecure)', label, reference, note: ratios('forwardPlaintext', 'issue 13\'s row: its goal is the ratio to websockify'), cpuReference: { server: relayCpu } }, record)
-      recordCost(m.get('forwardEncrypted'), plain, { group: GROUP, what: 'forward', label, goalLoss: ENCRYPTION_GOAL_LOSS }, record)
+      recordCost(m.get('forwardEncrypted'), plain, { group: GROUP, what: 'forward', label, goalLoss: ENCRYPTION_GOAL_LOSS, ourRoles: ['server', 'forwarding peer', 'target peer'] }, record)
     }
   } finally {
     for (const stop of stops.reverse()) await stop()
