@@ -41,7 +41,11 @@ function caller (): string {
   return 'unknown'
 }
 
+/** The methods as they were, to put back (`uninstallSealMeter`). */
+const originals: Array<{ proto: CipherProto, update: CipherProto['update'], final: CipherProto['final'] }> = []
+
 function wrap (proto: CipherProto, what: string): void {
+  originals.push({ proto, update: proto.update, final: proto.final })
   const count = (out: unknown): void => {
     const n = out instanceof Uint8Array ? out.byteLength : typeof out === 'string' ? Buffer.byteLength(out) : 0
     if (n <= 0) return
@@ -68,6 +72,16 @@ export function installSealMeter (): void {
   installed = true
   wrap(Cipheriv.prototype, 'sealing')
   wrap(Decipheriv.prototype, 'opening')
+}
+
+/** Stop counting: the cipher methods as they were (for a test that shares its process). */
+export function uninstallSealMeter (): void {
+  for (const { proto, update, final } of originals.splice(0)) {
+    proto.update = update
+    proto.final = final
+  }
+  byWhere.clear()
+  installed = false
 }
 
 /** Bytes the cipher wrote since the last call, by `cipher output, sealing|opening: <caller>`; starts counting afresh. */

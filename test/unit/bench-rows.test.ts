@@ -61,6 +61,23 @@ describe('bench row renderers with missing figures', () => {
     }
   })
 
+  it('draws a group that mixes units (MiB/s and the encryption cost\'s ratio) as one panel per unit', () => {
+    const mixed: Row[] = [
+      { group: 'tunnel', what: 'forward, encrypted (default), 1 connection', value: 200, unit: 'MiB/s' },
+      { group: 'tunnel', what: 'forward, plaintext (--insecure), 1 connection', value: 240, unit: 'MiB/s' },
+      { group: 'tunnel', what: 'encryption cost (encrypted / plaintext), forward, 1 connection', value: 0.83, unit: 'x' },
+      { group: 'tunnel', what: 'encryption cost (encrypted / plaintext), forward, 8 connections', value: NaN, unit: 'x' }
+    ]
+    const svg = renderChart(mixed)
+    expect(svg).toContain('>tunnel (MiB/s)</text>')
+    expect(svg).toContain('>tunnel (x)</text>')
+    expect(svg).toContain('>tunnel</text>') // the row without a figure
+    // The ratio's bar fills its own panel's width instead of a sliver beside 240 MiB/s.
+    const widths = [...svg.matchAll(/<rect x="\d+" y="\d+" width="([\d.]+)"/g)].map((m) => Number(m[1]))
+    expect(widths).toHaveLength(3)
+    expect(widths[2]).toBe(widths[1])
+  })
+
   it('warns past 10% steal only', () => {
     const at = (steal: number | undefined): string | undefined => stealWarning({ group: 'g', what: 'w', value: 1, unit: 'x', steal })
     expect(at(0.25)).toMatch(/^WARNING: steal 25\.0% during "w"/)
