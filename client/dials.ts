@@ -23,6 +23,8 @@ import type { PrivateKey } from '@libp2p/interface'
 import { Connection, type ByteReader } from './connection.ts'
 import { randomHex } from './identity.ts'
 import type { Aead } from './noise/aead.ts'
+import type { Dh } from './noise/dh.ts'
+import { makeStaticKey, type StaticKey } from './noise/handshake.ts'
 import { HANDSHAKE_TIMEOUT_MS, secureInbound, secureOutbound, startsSecure, type SecureChannel } from './noise/secure-channel.ts'
 import type { Requester } from './server-link.ts'
 import type { ReceiveStream } from './stream.ts'
@@ -63,6 +65,7 @@ export interface DialOptions {
 export interface DialSecurity {
   privateKey: PrivateKey
   aead: Aead
+  dh: Dh
   /** Default of `DialOptions.secure`. */
   secure: boolean
   /** Whether the server is a starsock server (it takes `ss-dial`'s fourth argument); a legacy server gets the original three. */
@@ -95,6 +98,9 @@ class GivenBack implements ByteReader {
 
 /** Dials of one peer, joined under `addr`. */
 export class Dials {
+  /** This peer's Noise static key and its signed payload: made at the first secure connection, then kept (one signature per peer). */
+  private staticKey: Promise<StaticKey> | undefined
+
   constructor (
     private readonly link: Requester,
     private readonly streams: StreamTable,
@@ -153,7 +159,7 @@ export class Dials {
       throw err
     }
     rx.open()
-    const channel = await secureOutbound(rx, tx, { privateKey: security.privateKey, aead: security.aead, expectedPeer: remotePeer, signal: options.signal, remote: to })
+    const channel = await secureOutbound(rx, tx, { ...await this.keys(security), expectedPeer: remotePeer, signal: options.signal, remote: to })
     return new Connection(to, channel.remotePeer, true, channel.reader, channel.writer, true)
   }
 
@@ -192,6 +198,12 @@ export class Dials {
     return conn
   }
 
+  /** What a handshake needs of this peer: its keys and primitives. */
+  private async keys (security: DialSecurity): Promise<{ privateKey: PrivateKey, aead: Aead, dh: Dh, staticKey: StaticKey }> {
+    const staticKey = await (this.staticKey ??= makeStaticKey(security.privateKey, security.dh))
+    return { privateKey: security.privateKey, aead: security.aead, dh: security.dh, staticKey }
+  }
+
   /** The dialer's first chunk decides: secure (after the responder's handshake) or plaintext; `undefined` when it failed. */
   private async classify (rx: ReceiveStream, tx: ReturnType<StreamTable['openSend']>, from: string, fromPeer: string, hint: Partial<IncomingHint> | undefined, security: DialSecurity): Promise<Connection | undefined> {
     const announcedSecure = hint?.secure === true
@@ -219,7 +231,7 @@ export class Dials {
     let channel: SecureChannel
     try {
       // The dialer must prove the id the server reported: `remoteAddr` and `remotePeer` never disagree.
-      channel = await secureInbound(rx, tx, first, { privateKey: security.privateKey, aead: security.aead, expectedPeer: fromPeer, remote: from })
+      channel = await secureInbound(rx, tx, first, { ...await this.keys(security), expectedPeer: fromPeer, remote: from })
     } catch (err) {
       security.logger?.debug({ from, err: (err as Error).message }, 'incoming secure handshake failed')
       return undefined

@@ -14,7 +14,7 @@ import type { Connection } from './connection.ts'
 import { Emitter } from './emitter.ts'
 import { createIdentity, randomHex, type Identity } from './identity.ts'
 import { Dials, type DialOptions } from './dials.ts'
-import { aead } from '#noise-aead'
+import { aead, dh } from '#noise-aead'
 import { Join } from './join.ts'
 import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.ts'
 import { checkDialTarget, PeerList, type PeerInfo } from './peer-list.ts'
@@ -67,6 +67,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs, {
       privateKey: this.identity.privateKey,
       aead,
+      dh,
       secure: o.secure,
       starsockServer: () => this.join.hello !== undefined,
       logger: this.logger

@@ -1,9 +1,17 @@
-/** ChaCha20-Poly1305 for the Noise cipher states in the browser: `@noble/ciphers` (WebCrypto has none). */
+/**
+ * The Noise primitives in the browser (`#noise-aead`, condition `default`): ChaCha20-Poly1305
+ * from `@noble/ciphers` (WebCrypto has none) and X25519 from `@noble/curves`. Node gets
+ * `aead.node.ts` (OpenSSL, about ten times faster).
+ */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
 import { nonceBytes, type Aead } from './aead.ts'
+import { nobleDh } from './dh.ts'
 
-/** `Aead` on `@noble/ciphers` (pure JavaScript; about ten times slower than OpenSSL). */
+/** `Aead` on `@noble/ciphers` (pure JavaScript). */
 export const aead: Aead = {
   seal: (key, n, ad, plaintext) => chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext),
   open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext)
 }
+
+/** `Dh` on `@noble/curves`. */
+export const dh = nobleDh

@@ -7,21 +7,23 @@
  *   -> s, se          + initiator's payload
  *
  * State names follow the Noise spec (revision 34, sections 5.1 to 5.3). Primitives come from
- * `@noble/curves` (X25519), `@noble/hashes` (SHA-256, HMAC-based HKDF) and the injected `Aead`.
+ * `@noble/hashes` (SHA-256, HMAC-based HKDF), the injected `Aead` and the injected `Dh` (X25519:
+ * `node:crypto` in Node, `@noble/curves` in the browser; `dh.ts`). `XXHandshake` is the message
+ * level (any payloads: what the Noise test vectors check); `initiateHandshake` /
+ * `respondHandshake` add the libp2p payload (identity key and signature) and its checks.
  */
-import { x25519 } from '@noble/curves/ed25519.js'
 import { hkdf } from '@noble/hashes/hkdf.js'
 import { sha256 } from '@noble/hashes/sha2.js'
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
+import { DH_BYTES, nobleDh, type Dh, type DhKeyPair } from './dh.ts'
 import { StarsockError } from '../../shared/errors.ts'
 import { decodePayload, encodePayload, signedBytes } from './payload.ts'
 
 /** The Noise protocol name; exactly 32 bytes, so it is the initial `h` unhashed (spec 5.2). */
 export const NOISE_PROTOCOL_NAME = 'Noise_XX_25519_ChaChaPoly_SHA256'
-const DH_BYTES = 32
 /** Largest counter used: the spec reserves 2^64-1; JS numbers stay exact up to 2^53, far past any connection's life. */
 export const MAX_NONCE = Number.MAX_SAFE_INTEGER
 
@@ -35,6 +37,12 @@ export class CipherState {
 
   /** Messages sealed or opened so far. */
   get counter (): number { return this.n }
+
+  /** Move the counter forward to `n`, never back (tests: a connection near nonce exhaustion). */
+  skipTo (n: number): void {
+    if (!Number.isSafeInteger(n) || n < this.n) throw new RangeError(`a nonce counter only moves forward, to a safe integer; got ${String(n)}`)
+    this.n = n
+  }
 
   /** Set a fresh key (counter back to 0). */
   initializeKey (k: Uint8Array): void { this.k = k; this.n = 0 }
@@ -131,20 +139,33 @@ export interface HandshakeResult {
   handshakeHash: Uint8Array
 }
 
+/** A Noise static key with its libp2p handshake payload (the identity key's signature over it): made once per peer. */
+export interface StaticKey {
+  keyPair: DhKeyPair
+  /** The encoded `NoiseHandshakePayload` that binds `keyPair.publicKey` to the identity. */
+  payload: Uint8Array
+}
+
 /** Options of one handshake. */
 export interface HandshakeOptions {
-  /** This side's identity key: signs the Noise static key. */
+  /** This side's identity key: signs the Noise static key (unless `staticKey` brings its payload). */
   privateKey: PrivateKey
   aead: Aead
+  /** X25519. @default nobleDh */
+  dh?: Dh
+  /** This side's static key and payload, made once per peer (`makeStaticKey`). @default a fresh one for this handshake */
+  staticKey?: StaticKey
   /** Bytes both sides mix in first (the preamble they exchanged), so a changed preamble fails. */
   prologue: Uint8Array
   /** The peer id this side expects (the dialer: the one it dialed); another fails with `E_PEER_ID_MISMATCH`. */
   expectedPeer?: string
 }
 
-async function makePayload (privateKey: PrivateKey, staticPublic: Uint8Array): Promise<Uint8Array> {
-  const identitySig = await privateKey.sign(signedBytes(staticPublic))
-  return encodePayload({ identityKey: publicKeyToProtobuf(privateKey.publicKey), identitySig })
+/** A fresh static key pair and its payload, signed by `privateKey` (one signature). */
+export async function makeStaticKey (privateKey: PrivateKey, dh: Dh = nobleDh): Promise<StaticKey> {
+  const keyPair = dh.generateKeyPair()
+  const identitySig = await privateKey.sign(signedBytes(keyPair.publicKey))
+  return { keyPair, payload: encodePayload({ identityKey: publicKeyToProtobuf(privateKey.publicKey), identitySig }) }
 }
 
 async function verifyPayload (bytes: Uint8Array, remoteStatic: Uint8Array, expectedPeer: string | undefined): Promise<{ remotePeer: string, remoteIdentity: PublicKey }> {
@@ -165,82 +186,149 @@ async function verifyPayload (bytes: Uint8Array, remoteStatic: Uint8Array, expec
   return { remotePeer, remoteIdentity }
 }
 
-function dh (privateKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
-  try {
-    return x25519.getSharedSecret(privateKey, publicKey) // throws on a low-order point (all-zero result)
-  } catch (err) {
-    throw new StarsockError('E_SECURE_HANDSHAKE', 'bad X25519 public key in the handshake', { cause: err })
-  }
-}
-
-function keyPair (): { secretKey: Uint8Array, publicKey: Uint8Array } {
-  const secretKey = x25519.utils.randomSecretKey()
-  return { secretKey, publicKey: x25519.getPublicKey(secretKey) }
-}
-
 function splitAt (message: Uint8Array, at: number, what: string): [Uint8Array, Uint8Array] {
   if (message.byteLength < at) throw new StarsockError('E_SECURE_HANDSHAKE', `handshake message too short for ${what}`)
   return [message.subarray(0, at), message.subarray(at)]
 }
 
-/** Run XX as the initiator (the dialer); settles once both sides are authenticated. */
-export async function initiateHandshake (io: HandshakeTransport, options: HandshakeOptions): Promise<HandshakeResult> {
-  const ss = new SymmetricState(options.aead, options.prologue)
-  const s = keyPair()
-  const e = keyPair()
-  // -> e (and an empty payload, as libp2p sends)
-  ss.mixHash(e.publicKey)
-  await io.send(concat(e.publicKey, ss.encryptAndHash(EMPTY)))
-  // <- e, ee, s, es
-  const msg2 = await io.receive()
-  const [re, rest2] = splitAt(msg2, DH_BYTES, 'e')
-  ss.mixHash(re)
-  ss.mixKey(dh(e.secretKey, re))
-  const [rsSealed, payload2] = splitAt(rest2, DH_BYTES + AEAD_TAG_BYTES, 's')
-  const rs = decrypt(ss, rsSealed)
-  ss.mixKey(dh(e.secretKey, rs))
-  const remote = await verifyPayload(decrypt(ss, payload2), rs, options.expectedPeer)
-  // -> s, se
-  const sSealed = ss.encryptAndHash(s.publicKey)
-  ss.mixKey(dh(s.secretKey, re))
-  const payload3 = ss.encryptAndHash(await makePayload(options.privateKey, s.publicKey))
-  await io.send(concat(sSealed, payload3))
-  const [c1, c2] = ss.split()
-  return { ...remote, send: c1, receive: c2, handshakeHash: ss.h }
+/** Options of `XXHandshake`. */
+export interface XXOptions {
+  aead: Aead
+  dh: Dh
+  prologue: Uint8Array
+  /** This side's static key pair. */
+  s: DhKeyPair
+  /** This side's ephemeral key pair. @default a fresh one (inject only for the Noise test vectors) */
+  e?: DhKeyPair
 }
 
-/** Run XX as the responder (the listener); settles once both sides are authenticated. */
-export async function respondHandshake (io: HandshakeTransport, options: HandshakeOptions): Promise<HandshakeResult> {
-  const ss = new SymmetricState(options.aead, options.prologue)
-  const s = keyPair()
-  const e = keyPair()
-  // -> e
-  const msg1 = await io.receive()
-  const [re, payload1] = splitAt(msg1, DH_BYTES, 'e')
-  ss.mixHash(re)
-  ss.decryptAndHash(payload1) // no key yet: mixed into h, ignored
-  // <- e, ee, s, es
-  ss.mixHash(e.publicKey)
-  ss.mixKey(dh(e.secretKey, re))
-  const sSealed = ss.encryptAndHash(s.publicKey)
-  ss.mixKey(dh(s.secretKey, re))
-  const payload2 = ss.encryptAndHash(await makePayload(options.privateKey, s.publicKey))
-  await io.send(concat(concat(e.publicKey, sSealed), payload2))
-  // -> s, se
-  const msg3 = await io.receive()
-  const [rsSealed, payload3] = splitAt(msg3, DH_BYTES + AEAD_TAG_BYTES, 's')
-  const rs = decrypt(ss, rsSealed)
-  ss.mixKey(dh(e.secretKey, rs))
-  const remote = await verifyPayload(decrypt(ss, payload3), rs, options.expectedPeer)
-  const [c1, c2] = ss.split()
-  return { ...remote, send: c2, receive: c1, handshakeHash: ss.h }
-}
+/**
+ * The XX pattern, message by message, with any payloads (Noise spec 7.5):
+ *   -> e
+ *   <- e, ee, s, es
+ *   -> s, se
+ * Each method is one side's step, in order; a message that does not authenticate throws
+ * `E_SECURE_HANDSHAKE`.
+ */
+export class XXHandshake {
+  private readonly ss: SymmetricState
+  private readonly dh: Dh
+  private readonly s: DhKeyPair
+  private readonly e: DhKeyPair
+  private re: Uint8Array | undefined
+  /** The other side's static public key, once received. */
+  rs: Uint8Array | undefined
 
-function decrypt (ss: SymmetricState, ciphertext: Uint8Array): Uint8Array {
-  try {
-    return ss.decryptAndHash(ciphertext)
-  } catch (err) {
-    if (err instanceof StarsockError) throw err
-    throw new StarsockError('E_SECURE_HANDSHAKE', 'a handshake message failed authentication (forged, replayed or from another session)', { cause: err })
+  constructor (options: XXOptions) {
+    this.ss = new SymmetricState(options.aead, options.prologue)
+    this.dh = options.dh
+    this.s = options.s
+    this.e = options.e ?? options.dh.generateKeyPair()
   }
+
+  /** The handshake hash so far (after the last message: the same on both sides). */
+  get handshakeHash (): Uint8Array { return this.ss.h }
+
+  /** Initiator: -> e, payload (in the clear: no key yet). */
+  writeMessage1 (payload: Uint8Array): Uint8Array {
+    this.ss.mixHash(this.e.publicKey)
+    return concat(this.e.publicKey, this.ss.encryptAndHash(payload))
+  }
+
+  /** Responder: read -> e; returns the payload. */
+  readMessage1 (message: Uint8Array): Uint8Array {
+    const [re, payload] = splitAt(message, DH_BYTES, 'e')
+    this.re = re.slice()
+    this.ss.mixHash(this.re)
+    return this.decrypt(payload)
+  }
+
+  /** Responder: <- e, ee, s, es, payload. */
+  writeMessage2 (payload: Uint8Array): Uint8Array {
+    const re = this.re as Uint8Array
+    this.ss.mixHash(this.e.publicKey)
+    this.ss.mixKey(this.agree(this.e.secretKey, re))
+    const sSealed = this.ss.encryptAndHash(this.s.publicKey)
+    this.ss.mixKey(this.agree(this.s.secretKey, re))
+    return concat(concat(this.e.publicKey, sSealed), this.ss.encryptAndHash(payload))
+  }
+
+  /** Initiator: read <- e, ee, s, es; returns the payload (`rs` is then set). */
+  readMessage2 (message: Uint8Array): Uint8Array {
+    const [re, rest] = splitAt(message, DH_BYTES, 'e')
+    this.re = re.slice()
+    this.ss.mixHash(this.re)
+    this.ss.mixKey(this.agree(this.e.secretKey, this.re))
+    const [rsSealed, payload] = splitAt(rest, DH_BYTES + AEAD_TAG_BYTES, 's')
+    this.rs = this.decrypt(rsSealed)
+    this.ss.mixKey(this.agree(this.e.secretKey, this.rs))
+    return this.decrypt(payload)
+  }
+
+  /** Initiator: -> s, se, payload. */
+  writeMessage3 (payload: Uint8Array): Uint8Array {
+    const sSealed = this.ss.encryptAndHash(this.s.publicKey)
+    this.ss.mixKey(this.agree(this.s.secretKey, this.re as Uint8Array))
+    return concat(sSealed, this.ss.encryptAndHash(payload))
+  }
+
+  /** Responder: read -> s, se; returns the payload (`rs` is then set). */
+  readMessage3 (message: Uint8Array): Uint8Array {
+    const [rsSealed, payload] = splitAt(message, DH_BYTES + AEAD_TAG_BYTES, 's')
+    this.rs = this.decrypt(rsSealed)
+    this.ss.mixKey(this.agree(this.e.secretKey, this.rs))
+    return this.decrypt(payload)
+  }
+
+  /** The transport cipher states: [initiator to responder, responder to initiator]. */
+  split (): [CipherState, CipherState] {
+    return this.ss.split()
+  }
+
+  private agree (secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+    let out: Uint8Array
+    try {
+      out = this.dh.sharedSecret(secretKey, publicKey)
+    } catch (err) {
+      throw new StarsockError('E_SECURE_HANDSHAKE', 'bad X25519 public key in the handshake', { cause: err })
+    }
+    // A low-order point gives all zeros: refuse it whichever implementation computed it.
+    if (out.every((b) => b === 0)) throw new StarsockError('E_SECURE_HANDSHAKE', 'bad X25519 public key in the handshake (low order)')
+    return out
+  }
+
+  private decrypt (ciphertext: Uint8Array): Uint8Array {
+    try {
+      return this.ss.decryptAndHash(ciphertext)
+    } catch (err) {
+      if (err instanceof StarsockError) throw err
+      throw new StarsockError('E_SECURE_HANDSHAKE', 'a handshake message failed authentication (forged, replayed or from another session)', { cause: err })
+    }
+  }
+}
+
+/** Run XX as the initiator (the dialer) with the libp2p payloads; settles once both sides are authenticated. */
+export async function initiateHandshake (io: HandshakeTransport, options: HandshakeOptions): Promise<HandshakeResult> {
+  const dh = options.dh ?? nobleDh
+  const staticKey = options.staticKey ?? await makeStaticKey(options.privateKey, dh)
+  const hs = new XXHandshake({ aead: options.aead, dh, prologue: options.prologue, s: staticKey.keyPair })
+  await io.send(hs.writeMessage1(EMPTY)) // an empty payload, as libp2p sends
+  const payload2 = hs.readMessage2(await io.receive())
+  const remote = await verifyPayload(payload2, hs.rs as Uint8Array, options.expectedPeer)
+  await io.send(hs.writeMessage3(staticKey.payload))
+  const [c1, c2] = hs.split()
+  return { ...remote, send: c1, receive: c2, handshakeHash: hs.handshakeHash }
+}
+
+/** Run XX as the responder (the listener) with the libp2p payloads; settles once both sides are authenticated. */
+export async function respondHandshake (io: HandshakeTransport, options: HandshakeOptions): Promise<HandshakeResult> {
+  const dh = options.dh ?? nobleDh
+  const staticKey = options.staticKey ?? await makeStaticKey(options.privateKey, dh)
+  const hs = new XXHandshake({ aead: options.aead, dh, prologue: options.prologue, s: staticKey.keyPair })
+  hs.readMessage1(await io.receive()) // its payload (libp2p: empty) is mixed into h and ignored
+  await io.send(hs.writeMessage2(staticKey.payload))
+  const payload3 = hs.readMessage3(await io.receive())
+  const remote = await verifyPayload(payload3, hs.rs as Uint8Array, options.expectedPeer)
+  const [c1, c2] = hs.split()
+  return { ...remote, send: c2, receive: c1, handshakeHash: hs.handshakeHash }
 }

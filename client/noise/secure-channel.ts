@@ -13,12 +13,13 @@
  * `E_SECURE_AUTH`, never a clean end. Any message that fails authentication aborts the connection
  * on both sides; nothing after it is delivered.
  */
-import { errorFromWire, StarsockError, wireError } from '../../shared/errors.ts'
+import { StarsockError, wireError } from '../../shared/errors.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
 import { FRAME_HEADER_BYTES, FrameDecoder, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
-import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport } from './handshake.ts'
+import type { Dh } from './dh.ts'
+import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport, type StaticKey } from './handshake.ts'
 
 /** The secure channel's protocol id. */
 export const SECURE_PROTOCOL = '/starsock/noise/1.0.0'
@@ -49,6 +50,10 @@ export interface SecureOptions {
   /** This side's identity key. */
   privateKey: PrivateKey
   aead: Aead
+  /** X25519. @default `@noble/curves` */
+  dh?: Dh
+  /** This peer's static key and its signed payload, made once per peer. @default a fresh one per handshake */
+  staticKey?: StaticKey
   /** The peer id the other side must prove (the dialer: the peer it dialed; the listener: the one the server reported). */
   expectedPeer?: string
   /** @default HANDSHAKE_TIMEOUT_MS */
@@ -142,7 +147,7 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
   }
   try {
     const run = initiator ? initiateHandshake : respondHandshake
-    const result = await run(io, { privateKey: options.privateKey, aead: options.aead, prologue: PREAMBLE, expectedPeer: options.expectedPeer })
+    const result = await run(io, { privateKey: options.privateKey, aead: options.aead, dh: options.dh, staticKey: options.staticKey, prologue: PREAMBLE, expectedPeer: options.expectedPeer })
     const channel = new Channel(rx, tx, result.remotePeer, result.send, result.receive, decoder, ready)
     return { remotePeer: result.remotePeer, handshakeHash: result.handshakeHash, reader: channel.reader, writer: channel.writer }
   } catch (err) {
@@ -272,6 +277,7 @@ class SecureWriter implements ByteWriter {
   readonly chunkBytes: number
   private queue: Promise<void> = Promise.resolve()
   private ended = false
+  private failed: StarsockError | undefined
   sentBytes = 0
 
   constructor (private readonly channel: Channel, private readonly state: CipherState) {
@@ -313,12 +319,11 @@ class SecureWriter implements ByteWriter {
     }).catch(() => {})
   }
 
+  /** End at once with an error (a wire string; `Connection.abort`): pending and later writes fail. */
   error (wire: string): void {
     this.ended = true
-    const channel = this.channel
-    if (channel.failure === undefined) channel.failure = errorFromWire(wire)
-    channel.reader.drop()
-    channel.tx.error(wire)
+    this.failed ??= new StarsockError('E_STREAM_ABORTED', 'Aborted here')
+    this.channel.tx.error(wire)
   }
 
   private enqueue (job: () => Promise<void>): Promise<void> {
@@ -333,6 +338,7 @@ class SecureWriter implements ByteWriter {
     let offset = 0
     do {
       if (channel.failure !== undefined) throw channel.failure
+      if (this.failed !== undefined) throw this.failed
       const take = Math.min(data.byteLength - offset, this.chunkBytes)
       const pieces = Math.max(1, Math.ceil(take / MAX_PLAINTEXT_BYTES))
       const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * (FRAME_HEADER_BYTES + AEAD_TAG_BYTES))

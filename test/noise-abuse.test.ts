@@ -1,0 +1,199 @@
+/**
+ * Issue 14, abuse of the secure channel through a real server on 127.0.0.1: a peer that claims
+ * another's id, a relay that swaps the listener, a flipped bit in the handshake, a truncated
+ * handshake, a replayed handshake message, a replayed transport message, a connection at the end
+ * of its nonces. Each fails with its code, and nothing reaches the application.
+ *
+ * The relay's misdeeds are played where its chunks enter the client (`ReceiveStream.push`, every
+ * chunk from the server goes through it) or, for the swap, in the server's directory lookup.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import type { Connection } from '../client/connection.ts'
+import { createIdentity, type Identity } from '../client/identity.ts'
+import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
+import { MAX_NONCE, XXHandshake } from '../client/noise/handshake.ts'
+import { ReceiveStream } from '../client/stream.ts'
+import type { StarsockServer } from '../server/server.ts'
+import type { ServerOptions } from '../server/options.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+
+/** What `promise` rejected with (fails when it resolves). */
+async function rejected (promise: Promise<unknown>): Promise<unknown> {
+  try { await promise } catch (err) { return err }
+  throw new Error('expected a rejection')
+}
+
+/**
+ * Let `tamper` see (and change) every chunk the relay delivers to a client: `streamId` ends with
+ * `.dialer` on the way to the listener, `.listener` on the way to the dialer; `index` counts per
+ * stream. It returns the chunks to deliver instead (none: the chunk is dropped).
+ */
+function relay (tamper: (chunk: Uint8Array, index: number, streamId: string) => Uint8Array[]): void {
+  const counts = new Map<string, number>()
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+  const push = ReceiveStream.prototype.push
+  vi.spyOn(ReceiveStream.prototype, 'push').mockImplementation(function (this: ReceiveStream, chunk: unknown) {
+    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk)
+    const index = counts.get(this.id) ?? 0
+    counts.set(this.id, index + 1)
+    for (const out of tamper(chunk, index, this.id)) push.call(this, out)
+  })
+}
+
+const flip = (chunk: Uint8Array, at: number): Uint8Array => {
+  const bad = chunk.slice()
+  bad[at] = (bad[at] as number) ^ 0x01
+  return bad
+}
+
+describe('abuse of the secure channel (issue 14)', () => {
+  let server: StarsockServer & { port: number }
+  const peers: StarsockPeer[] = []
+  const peer = async (options: Partial<PeerOptions> = {}): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: server.url(), ...options })
+    peers.push(p)
+    return p
+  }
+  /** Everything `p`'s handler is given. */
+  const handled = (p: StarsockPeer): Connection[] => {
+    const list: Connection[] = []
+    p.handle((conn) => { list.push(conn) })
+    return list
+  }
+  const restart = async (options: ServerOptions): Promise<void> => {
+    await server.close()
+    server = await startServer(options)
+  }
+
+  beforeEach(async () => { server = await startServer() })
+  afterEach(async () => {
+    vi.restoreAllMocks()
+    for (const p of peers.splice(0)) await p.close()
+    await server.close()
+  })
+
+  it('a peer that holds another\'s address (a server without the crypto challenge) fails both ways with E_PEER_ID_MISMATCH', async () => {
+    await restart({ cryptoChallenge: false })
+    const [a, b] = [await peer(), await createIdentity()]
+    // M joins under B's address with its own key: the server cannot tell, the handshake can.
+    const m = await createIdentity()
+    const impostor: Identity = { ...m, peerId: b.peerId }
+    const mallory = await peer({ identity: impostor })
+    expect(mallory.addr.endsWith(b.peerId)).toBe(true)
+    const mallorySaw = handled(mallory)
+    const aSaw = handled(a)
+
+    // A dials "B" and reaches M, which proves M.
+    const err = await within('the dial to the impostor', rejected(a.dial(mallory.addr)))
+    expect(err).toMatchObject({ code: 'E_PEER_ID_MISMATCH' })
+    expect((err as Error).message).toContain(m.peerId)
+    // M dials A as "B": A's listener learns the dialer proved M, not the B the server reported.
+    await waitFor('M to know A', () => mallory.peers().some((p) => p.addr === a.addr))
+    const back = await within('M dialing A', rejected(mallory.dial(a.peerId).then(async (conn) => await conn.read())))
+    expect(back).toMatchObject({ code: 'E_PEER_ID_MISMATCH' })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect([aSaw.length, mallorySaw.length], 'no handler saw either connection').toEqual([0, 0])
+  })
+
+  it('a relay that swaps the listener fails the dial with E_PEER_ID_MISMATCH naming who answered; the stand-in sees nothing', async () => {
+    const [a, b, c] = [await peer(), await peer(), await peer()]
+    const cSaw = handled(c)
+    handled(b)
+    // The relay routes every dial for B to C.
+    const directory = (server.rendezvous as unknown as { directory: { owner: (addr: string) => string | undefined } }).directory
+    const owner = directory.owner.bind(directory)
+    vi.spyOn(directory, 'owner').mockImplementation((addr) => owner(addr === b.addr ? c.addr : addr))
+    const err = await within('the swapped dial', rejected(a.dial(b.peerId)))
+    expect(err).toMatchObject({ code: 'E_PEER_ID_MISMATCH' })
+    expect((err as Error).message).toContain(`expected peer ${b.peerId}, but the other side proved it is ${c.peerId}`)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(cSaw).toHaveLength(0)
+  })
+
+  it.each([
+    ['a flipped bit in message 2', (chunk: Uint8Array) => [flip(chunk, 60)]],
+    // Cut inside the responder's payload, its length prefix rewritten to match.
+    ['a truncated message 2', (chunk: Uint8Array) => [Uint8Array.from([0, 98, ...chunk.subarray(2, 100)])]],
+    ['message 2 dropped and the stream ended', () => []]
+  ] as const)('%s fails the dial with E_SECURE_HANDSHAKE, the listener\'s handler never called', async (name, tamper) => {
+    relay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? tamper(chunk) : [chunk])
+    const [a, b] = [await peer(), await peer()]
+    const bSaw = handled(b)
+    const dialing = rejected(a.dial(b.peerId))
+    if (name.includes('dropped')) {
+      // The relay ends B's stream to A right after eating message 2.
+      await waitFor('the listener to answer', () => b.stats().sendingStreams === 1)
+      const rx = (a as unknown as { streams: { receiving: Map<string, ReceiveStream> } }).streams.receiving
+      await waitFor('the dialer\'s stream', () => rx.size === 1)
+      for (const s of rx.values()) s.finish(true)
+    }
+    const err = await within('the dial failing', dialing, 15_000)
+    expect(err).toMatchObject({ code: 'E_SECURE_HANDSHAKE' })
+    expect(bSaw).toHaveLength(0)
+  })
+
+  it('a replayed handshake (messages 1 and 3 of an earlier session, played by the relay as a new dial) fails the listener with E_SECURE_HANDSHAKE; nothing reaches its handler', async () => {
+    const recorded: Uint8Array[] = []
+    let replaying = false
+    relay((chunk, index, id) => {
+      if (!replaying) {
+        if (id.endsWith('.dialer') && index < 2) recorded.push(chunk.slice())
+        return [chunk]
+      }
+      // The second dial: B gets the first session's preamble+msg1 and msg3; A never sees B's answer.
+      if (id.endsWith('.dialer')) return index === 0 ? recorded : []
+      return index === 0 ? [] : [chunk]
+    })
+    const [a, b] = [await peer(), await peer()]
+    const bSaw = handled(b)
+    const first = await a.dial(b.peerId)
+    await waitFor('the first session at B', () => bSaw.length === 1)
+    await first.close()
+    expect(recorded).toHaveLength(2)
+    replaying = true
+    // B refuses the replayed third message (it was made for another session's keys) and aborts: the dialer hears why.
+    expect(await within('the replayed session failing', rejected(a.dial(b.peerId)))).toMatchObject({ code: 'E_SECURE_HANDSHAKE' })
+    expect(bSaw).toHaveLength(1)
+  })
+
+  it('a replayed transport message fails with E_SECURE_AUTH on both sides; only what came before it is delivered', async () => {
+    let kept = new Uint8Array(0)
+    relay((chunk, index, id) => {
+      if (!id.endsWith('.dialer')) return [chunk]
+      if (index === 2) kept = chunk.slice() // the first transport chunk, after preamble+msg1 and msg3
+      return index === 3 ? [kept] : [chunk] // the relay sends it again instead of the second
+    })
+    const [a, b] = [await peer(), await peer()]
+    const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
+    const conn = await a.dial(b.peerId)
+    const listener = await within('B accepting', incoming)
+    await conn.write(testBytes(1000, 1))
+    expect((await listener.read())?.byteLength).toBe(1000)
+    await conn.write(testBytes(1000, 2))
+    expect(await within('B refusing the replay', rejected(listener.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect(await within('A hearing of it', rejected(conn.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  it('a connection at the end of its nonces fails with E_SECURE_AUTH on both sides before a nonce could repeat', async () => {
+    // Both sides' transport counters start two messages short of the limit.
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+    const split = XXHandshake.prototype.split
+    vi.spyOn(XXHandshake.prototype, 'split').mockImplementation(function (this: XXHandshake) {
+      const states = split.call(this)
+      for (const s of states) s.skipTo(MAX_NONCE - 2)
+      return states
+    })
+    const [a, b] = [await peer(), await peer()]
+    const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
+    const conn = await a.dial(b.peerId)
+    const listener = await within('B accepting', incoming)
+    // A's messages use nonces MAX-2 and MAX-1 (one 100-byte message each); the third has none left.
+    await conn.write(testBytes(100, 1))
+    await conn.write(testBytes(100, 2))
+    expect(await rejected(conn.write(testBytes(100, 3)))).toMatchObject({ code: 'E_SECURE_AUTH', message: expect.stringContaining('nonce exhausted') })
+    const got: number[] = []
+    const end = await within('B reading to the failure', rejected((async () => { for (;;) { const c = await listener.read(); if (c === null) return; got.push(c.byteLength) } })()))
+    expect(got).toEqual([100, 100])
+    expect(end).toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+})
