@@ -42,6 +42,8 @@ export interface ByteWriter {
   error: (wire: string) => void
   /** Largest chunk sent as one message. */
   readonly chunkBytes: number
+  /** Raise `chunkBytes` by up to `extraBytes` within the server's limit (for framing around a full chunk); returns it. */
+  widenChunks?: (extraBytes: number) => number
   /** Whether the stream has ended or failed. */
   readonly done: boolean
   /** Bytes sent in all. */

@@ -65,9 +65,10 @@ export class StreamTable {
 
   /** Open the sending end of stream `id`; it leaves the table once done. */
   openSend (id: string): SendStream {
-    const tx = new SendStream(this.transport, id, sendChunkBytes(this.sizes.chunkBytes, this.limits()), () => {
+    const limits = this.limits()
+    const tx = new SendStream(this.transport, id, sendChunkBytes(this.sizes.chunkBytes, limits), () => {
       if (this.sending.get(id) === tx) this.sending.delete(id)
-    })
+    }, sendChunkBytes(Number.MAX_SAFE_INTEGER, limits))
     this.sending.set(id, tx)
     return tx
   }

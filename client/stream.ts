@@ -157,10 +157,22 @@ export class SendStream {
     private readonly transport: StreamTransport,
     /** Stream id on the wire. */
     readonly id: string,
-    /** Largest chunk sent as one message. */
-    readonly chunkBytes: number,
-    private readonly onDone: () => void
+    /** Largest chunk sent as one message (`widenChunks` may raise it, up to `maxChunkBytes`). */
+    public chunkBytes: number,
+    private readonly onDone: () => void,
+    /** Largest chunk the server takes as one message. @default chunkBytes */
+    private readonly maxChunkBytes = chunkBytes
   ) {}
+
+  /**
+   * Let chunks be up to `extraBytes` larger, within what the server takes: the secure channel's
+   * framing on a full chunk, so a full chunk of plaintext still goes as one message. Returns the
+   * chunk size now.
+   */
+  widenChunks (extraBytes: number): number {
+    this.chunkBytes = Math.max(this.chunkBytes, Math.min(this.chunkBytes + extraBytes, this.maxChunkBytes))
+    return this.chunkBytes
+  }
 
   /** Credit left, or `undefined` without flow control. */
   get creditBytes (): number | undefined {

@@ -13,6 +13,7 @@ import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.
 import { Muxer } from '../client/mux/muxer.ts'
 import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
 import { ReceiveStream } from '../client/stream.ts'
+import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { readAll } from './helpers/connections.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
@@ -175,6 +176,21 @@ describe('secure connections between starsock peers (issue 14)', () => {
     await within('two channels echoing 1 MiB each', Promise.all([echoOver(21), echoOver(22)]), 30_000)
     await muxA.close()
     await muxB.close()
+  })
+
+  it.each([['secure', true], ['plaintext', false]])('abort carries a StarsockError\'s code to the other side (%s); a plain Error still arrives as E_STREAM_ABORTED', async (_name, secure) => {
+    const [a, b] = [await peer(), await peer()]
+    let incoming = nextIncoming(b)
+    const conn = await a.dial(b.peerId, { secure })
+    const other = await within('B accepting', incoming)
+    conn.abort(new StarsockError('E_DENIED', 'not this one'))
+    expect(await within('B hearing the code', rejected(other.read()))).toMatchObject({ code: 'E_DENIED', message: 'not this one' })
+    expect(await rejected(conn.read())).toMatchObject({ code: 'E_DENIED', message: 'Aborted here: not this one' })
+    incoming = nextIncoming(b)
+    const second = await a.dial(b.peerId, { secure })
+    const otherSecond = await within('B accepting', incoming)
+    second.abort(new Error('boom'))
+    expect(await within('B hearing it', rejected(otherSecond.read()))).toMatchObject({ code: 'E_STREAM_ABORTED', message: 'boom' })
   })
 
   it('the preamble is one multistream-select message', () => {

@@ -4,13 +4,16 @@
  * `aead.node.ts` (OpenSSL, about ten times faster).
  */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
-import { nonceBytes, type Aead } from './aead.ts'
+import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
 import { nobleDh } from './dh.ts'
 
 /** `Aead` on `@noble/ciphers` (pure JavaScript). */
 export const aead: Aead = {
   seal: (key, n, ad, plaintext) => chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext),
-  open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext)
+  sealInto: (key, n, ad, plaintext, out, at) => { chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext, out.subarray(at, at + plaintext.byteLength + AEAD_TAG_BYTES)) },
+  open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext),
+  // @noble/ciphers checks the tag before it decrypts into `out`.
+  openInto: (key, n, ad, ciphertext, out, at) => { chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext, out.subarray(at, at + ciphertext.byteLength - AEAD_TAG_BYTES)) }
 }
 
 /** `Dh` on `@noble/curves`. */

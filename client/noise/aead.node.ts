@@ -9,14 +9,18 @@ import { DH_BYTES, type Dh } from './dh.ts'
 /** `Aead` on `node:crypto`'s `chacha20-poly1305`. */
 export const aead: Aead = {
   seal (key, n, ad, plaintext) {
+    const out = new Uint8Array(plaintext.byteLength + AEAD_TAG_BYTES)
+    aead.sealInto(key, n, ad, plaintext, out, 0)
+    return out
+  },
+  sealInto (key, n, ad, plaintext, out, at) {
     const cipher = createCipheriv('chacha20-poly1305', key, nonceBytes(n), { authTagLength: AEAD_TAG_BYTES })
     cipher.setAAD(ad, { plaintextLength: plaintext.byteLength })
-    const out = new Uint8Array(plaintext.byteLength + AEAD_TAG_BYTES)
     // `update` of a stream cipher returns exactly its input's length; `final` returns nothing.
-    out.set(cipher.update(plaintext), 0)
+    // (OpenSSL writes into a buffer of its own: this is the one copy.)
+    out.set(cipher.update(plaintext), at)
     cipher.final()
-    out.set(cipher.getAuthTag(), plaintext.byteLength)
-    return out
+    out.set(cipher.getAuthTag(), at + plaintext.byteLength)
   },
   open (key, n, ad, ciphertext) {
     if (ciphertext.byteLength < AEAD_TAG_BYTES) throw new Error('ciphertext shorter than its tag')
@@ -27,6 +31,10 @@ export const aead: Aead = {
     const out = decipher.update(body)
     decipher.final() // throws when the tag does not verify; `out` is then dropped unread
     return new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+  },
+  openInto (key, n, ad, ciphertext, out, at) {
+    // OpenSSL decrypts into a buffer of its own; copied only once the tag verified.
+    out.set(aead.open(key, n, ad, ciphertext), at)
   }
 }
 

@@ -53,6 +53,22 @@ export class CipherState {
     return out
   }
 
+  /** `encryptWithAd` (with a key) written into `out` at `at`; returns the offset after the tag. */
+  encryptInto (ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): number {
+    if (this.k === undefined) throw new Error('no key: a transport cipher state always has one')
+    this.aead.sealInto(this.k, this.take(), ad, plaintext, out, at)
+    return at + plaintext.byteLength + AEAD_TAG_BYTES
+  }
+
+  /** `decryptWithAd` (with a key) written into `out` at `at`; throws (without moving the counter) on a bad tag, and `out` must then be dropped. */
+  decryptInto (ad: Uint8Array, ciphertext: Uint8Array, out: Uint8Array, at: number): void {
+    if (this.k === undefined) throw new Error('no key: a transport cipher state always has one')
+    if (this.n >= MAX_NONCE) throw new StarsockError('E_SECURE_AUTH', 'nonce exhausted: the connection must be closed')
+    if (ciphertext.byteLength < AEAD_TAG_BYTES) throw new Error('ciphertext shorter than its tag')
+    this.aead.openInto(this.k, this.n, ad, ciphertext, out, at)
+    this.n++
+  }
+
   /** Decrypt; throws (without moving the counter) when the tag does not verify. */
   decryptWithAd (ad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
     if (this.k === undefined) return ciphertext

@@ -30,6 +30,10 @@ export const PREAMBLE = ((): Uint8Array => {
 })()
 /** Plaintext bytes in one full Noise message. */
 export const MAX_PLAINTEXT_BYTES = NOISE_MAX_MESSAGE_BYTES - AEAD_TAG_BYTES
+/** What each Noise message adds to its plaintext: the length prefix and the tag. */
+const MESSAGE_OVERHEAD_BYTES = FRAME_HEADER_BYTES + AEAD_TAG_BYTES
+/** Noise messages `plaintextBytes` take (at least one: the sealed end is an empty one). */
+const messagesIn = (plaintextBytes: number): number => Math.max(1, Math.ceil(plaintextBytes / MAX_PLAINTEXT_BYTES))
 /** How long a handshake may take before it fails with `E_SECURE_HANDSHAKE`. @default 10_000 */
 export const HANDSHAKE_TIMEOUT_MS = 10_000
 /** Largest plausible handshake message 2 (e, sealed s, a payload with an RSA identity key): a first answer past it is not one. */
@@ -218,7 +222,7 @@ class SecureReader implements ByteReader {
         return next
       }
       if (this.ended) return null
-      if (this.sealed.length > 0) {
+      if (this.sealed.length > 0 && !this.ended) {
         this.openAll()
         continue
       }
@@ -249,25 +253,46 @@ class SecureReader implements ByteReader {
     this.held = 0
   }
 
+  /**
+   * Open the sealed messages received into one plaintext chunk: what the sender sealed as one
+   * chunk (a multiplexer batch) arrives as one, so frames inside it are never joined again. A
+   * single message is delivered as the AEAD returned it (no copy). Stops at the sealed end.
+   */
   private openAll (): void {
-    while (this.sealed.length > 0 && !this.ended) {
-      const sealed = this.sealed.shift() as Uint8Array
-      let plain: Uint8Array
-      try {
-        plain = this.state.decryptWithAd(EMPTY, sealed)
-      } catch (err) {
-        const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `a message from ${this.channel.remotePeer} failed authentication: the connection is closed`, { cause: err })
-        return this.channel.fail(failure)
+    const sealed = this.sealed
+    let plain: Uint8Array
+    try {
+      if (sealed.length === 1) {
+        plain = this.state.decryptWithAd(EMPTY, sealed[0] as Uint8Array)
+        sealed.length = 0
+      } else {
+        let total = 0
+        for (const m of sealed) total += Math.max(0, m.byteLength - AEAD_TAG_BYTES)
+        const out = new Uint8Array(total)
+        let at = 0
+        let opened = 0
+        for (const m of sealed) {
+          if (m.byteLength === AEAD_TAG_BYTES) break // the sealed end, opened below
+          this.state.decryptInto(EMPTY, m, out, at)
+          at += m.byteLength - AEAD_TAG_BYTES
+          opened++
+        }
+        sealed.splice(0, opened)
+        plain = out.subarray(0, at)
+        if (at === 0) plain = this.state.decryptWithAd(EMPTY, sealed.shift() as Uint8Array) // the sealed end first
       }
-      if (plain.byteLength === 0) {
-        this.ended = true // the sealed end: anything behind it is ignored
-        this.sealed.length = 0
-        return
-      }
-      this.plain.push(plain)
-      this.held += plain.byteLength
-      this.receivedBytes += plain.byteLength
+    } catch (err) {
+      const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `a message from ${this.channel.remotePeer} failed authentication: the connection is closed`, { cause: err })
+      return this.channel.fail(failure)
     }
+    if (plain.byteLength === 0) {
+      this.ended = true // the sealed end: anything behind it is ignored
+      sealed.length = 0
+      return
+    }
+    this.plain.push(plain)
+    this.held += plain.byteLength
+    this.receivedBytes += plain.byteLength
   }
 }
 
@@ -281,10 +306,12 @@ class SecureWriter implements ByteWriter {
   sentBytes = 0
 
   constructor (private readonly channel: Channel, private readonly state: CipherState) {
-    const raw = channel.tx.chunkBytes
-    const full = NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES
-    const messages = Math.max(1, Math.ceil(raw / full))
-    this.chunkBytes = Math.max(1, raw - messages * (FRAME_HEADER_BYTES + AEAD_TAG_BYTES))
+    // Widen the raw chunks by the framing of a full chunk where the server takes it, so a full
+    // chunk of plaintext (the multiplexer's batch, a 512 KiB write) still goes as one message.
+    const tx = channel.tx
+    const raw = tx.widenChunks?.(messagesIn(tx.chunkBytes) * MESSAGE_OVERHEAD_BYTES) ?? tx.chunkBytes
+    // The most plaintext whose sealed messages fit `raw`: with m = ceil(raw / full message), raw - m * overhead.
+    this.chunkBytes = Math.max(1, raw - Math.ceil(raw / (NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES)) * MESSAGE_OVERHEAD_BYTES)
   }
 
   get done (): boolean {
@@ -340,13 +367,18 @@ class SecureWriter implements ByteWriter {
       if (channel.failure !== undefined) throw channel.failure
       if (this.failed !== undefined) throw this.failed
       const take = Math.min(data.byteLength - offset, this.chunkBytes)
-      const pieces = Math.max(1, Math.ceil(take / MAX_PLAINTEXT_BYTES))
-      const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * (FRAME_HEADER_BYTES + AEAD_TAG_BYTES))
+      const pieces = messagesIn(take)
+      // One raw chunk of whole messages, each sealed straight into it behind its length prefix.
+      const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * MESSAGE_OVERHEAD_BYTES)
       let at = STREAM_HEADROOM_BYTES
       try {
         for (let p = 0; p < pieces; p++) {
           const start = offset + p * MAX_PLAINTEXT_BYTES
-          at = putFrame(out, at, this.state.encryptWithAd(EMPTY, data.subarray(start, Math.min(start + MAX_PLAINTEXT_BYTES, offset + take))))
+          const piece = data.subarray(start, Math.min(start + MAX_PLAINTEXT_BYTES, offset + take))
+          const sealedBytes = piece.byteLength + AEAD_TAG_BYTES
+          out[at] = sealedBytes >>> 8
+          out[at + 1] = sealedBytes & 0xff
+          at = this.state.encryptInto(EMPTY, piece, out, at + FRAME_HEADER_BYTES)
         }
       } catch (err) {
         const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `sealing failed: ${(err as Error).message}`, { cause: err })

@@ -172,3 +172,30 @@ describe('Rendezvous close', () => {
     expect(sent.filter((line) => line.includes('E_SHUTDOWN')).length).toBeGreaterThan(0)
   })
 })
+
+describe('Rendezvous dial hints (issue 14)', () => {
+  const addr = (id: string): string => `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/p2p/${id}`
+
+  it.each([
+    ['a legacy listener gets its two arguments', { listenerHello: false, listenerHints: false, dialerHello: true, secure: true }, undefined],
+    ['a starsock listener that did not ask for hints gets two', { listenerHello: true, listenerHints: false, dialerHello: true, secure: true }, undefined],
+    ['a listener that asked learns the dialer is starsock and opens a secure channel', { listenerHello: true, listenerHints: true, dialerHello: true, secure: true }, { starsock: true, secure: true }],
+    ['... or plaintext', { listenerHello: true, listenerHints: true, dialerHello: true, secure: false }, { starsock: true, secure: false }],
+    ['... or is a legacy dialer (whatever it claims)', { listenerHello: true, listenerHints: true, dialerHello: false, secure: true }, { starsock: false, secure: false }]
+  ])('%s', async (_name, c, hint) => {
+    const rendezvous = new Rendezvous(resolveServerOptions({ cryptoChallenge: false }), new ServerMetrics(false, () => 0), 'test', silentLogger)
+    const asked: unknown[][] = []
+    const a = rendezvous.connect('a', '127.0.0.1', endpoint(() => 0))
+    const b = rendezvous.connect('b', '127.0.0.2', { ...endpoint(() => 0), request: async (_event, args) => { asked.push(args); return [] } })
+    if (c.dialerHello) rendezvous.hello(a, {})
+    if (c.listenerHello) rendezvous.hello(b, { dialHints: c.listenerHints })
+    const [idA, idB] = await Promise.all([makeIdentity(9090), makeIdentity(9090)])
+    await rendezvous.join(a, addr(idA.id), '')
+    await rendezvous.join(b, addr(idB.id), '')
+    let listenerStarsock: boolean | undefined
+    expect(await rendezvous.dial(a, addr(idA.id), addr(idB.id), 'd1', c.secure, (s) => { listenerStarsock = s })).toBeUndefined()
+    expect(asked).toEqual([hint === undefined ? ['d1', addr(idA.id)] : ['d1', addr(idA.id), hint]])
+    expect(listenerStarsock).toBe(c.listenerHello)
+    await rendezvous.close(0)
+  })
+})

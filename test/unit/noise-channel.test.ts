@@ -1,0 +1,198 @@
+/**
+ * The secure channel's framing over an in-memory pair of raw streams, where the test plays the
+ * relay: chunk sizes, a relay that re-chunks or coalesces, the sealed end and what may follow it.
+ */
+import { describe, expect, it } from 'vitest'
+import { StarsockError } from '../../shared/errors.ts'
+import type { ByteReader, ByteWriter } from '../../client/connection.ts'
+import { STREAM_HEADROOM_BYTES } from '../../client/connection.ts'
+import { createIdentity } from '../../client/identity.ts'
+import { nodeAead, nodeDh } from '../../client/noise/aead.node.ts'
+import { secureInbound, secureOutbound, type SecureChannel } from '../../client/noise/secure-channel.ts'
+import { testBytes } from '../helpers/server.ts'
+
+/** One direction: what the writer hands over goes through `relay` into the reader's queue. */
+class Pipe {
+  readonly delivered: Uint8Array[] = []
+  private readonly queue: Uint8Array[] = []
+  private ended: true | StarsockError | undefined
+  private wake: (() => void) | undefined
+  relay: (chunk: Uint8Array) => Uint8Array[] = (c) => [c]
+
+  constructor (readonly chunkBytes: number, readonly maxChunkBytes: number) {}
+
+  deliver (chunk: Uint8Array): void {
+    for (const c of this.relay(chunk)) { this.delivered.push(c); this.queue.push(c) }
+    this.wake?.()
+  }
+
+  end (value: true | StarsockError): void { this.ended ??= value; this.wake?.() }
+
+  reader (): ByteReader {
+    return readerOf(this)
+  }
+
+  writer (): ByteWriter {
+    return writerOf(this)
+  }
+
+  /** Chunks waiting to be read. */
+  get waiting (): Uint8Array[] { return this.queue }
+  get state (): true | StarsockError | undefined { return this.ended }
+  set waker (fn: (() => void) | undefined) { this.wake = fn }
+}
+
+function readerOf (pipe: Pipe): ByteReader {
+  return {
+    get done () { return pipe.state !== undefined && pipe.waiting.length === 0 },
+    receivedBytes: 0,
+    get bufferedBytes () { return pipe.waiting.reduce((n, c) => n + c.byteLength, 0) },
+    async read () {
+      for (;;) {
+        const next = pipe.waiting.shift()
+        if (next !== undefined) return next
+        const state = pipe.state
+        if (state === true) return null
+        if (state !== undefined) throw state
+        await new Promise<void>((resolve) => { pipe.waker = resolve })
+      }
+    },
+    abort: (_reason, local) => { pipe.waiting.length = 0; pipe.end(local) }
+  }
+}
+
+function writerOf (pipe: Pipe): ByteWriter {
+  let chunk = pipe.chunkBytes
+  return {
+    get chunkBytes () { return chunk },
+    widenChunks: (extra) => { chunk = Math.min(chunk + extra, pipe.maxChunkBytes); return chunk },
+    done: false,
+    sentBytes: 0,
+    creditBytes: undefined,
+    write: async (data) => { pipe.deliver(data.slice()) },
+    writeOwned: async (data, _signal, reserved = 0) => {
+      const body = data.subarray(reserved)
+      for (let at = 0; at < body.byteLength; at += chunk) pipe.deliver(body.subarray(at, at + chunk)) // a raw stream cuts at its chunk size
+    },
+    end: async () => { pipe.end(true) },
+    error: (wire) => { pipe.end(new StarsockError('E_STREAM_ABORTED', wire)) }
+  }
+}
+
+/** Two peers' secure channels over two pipes (`ab`: dialer to listener). */
+async function pair (chunkBytes = 512 * 1024, maxChunkBytes = 700_000): Promise<{ a: SecureChannel, b: SecureChannel, ab: Pipe, ba: Pipe }> {
+  const [ia, ib] = [await createIdentity(), await createIdentity()]
+  const ab = new Pipe(chunkBytes, maxChunkBytes)
+  const ba = new Pipe(chunkBytes, maxChunkBytes)
+  const bReader = ab.reader()
+  const outbound = secureOutbound(ba.reader(), ab.writer(), { privateKey: ia.privateKey, aead: nodeAead, dh: nodeDh, expectedPeer: ib.peerId, remote: 'b' })
+  const first = await bReader.read() as Uint8Array
+  const [a, b] = await Promise.all([outbound, secureInbound(bReader, ba.writer(), first, { privateKey: ib.privateKey, aead: nodeAead, dh: nodeDh, expectedPeer: ia.peerId, remote: 'a' })])
+  ab.delivered.length = 0
+  ba.delivered.length = 0
+  return { a, b, ab, ba }
+}
+
+async function readAll (reader: ByteReader): Promise<Uint8Array[]> {
+  const out: Uint8Array[] = []
+  for (;;) {
+    const c = await reader.read()
+    if (c === null) return out
+    out.push(c)
+  }
+}
+
+const joined = (chunks: Uint8Array[]): Buffer => Buffer.concat(chunks)
+
+describe('secure channel framing (in memory)', () => {
+  it('a full chunk of plaintext (512 KiB, like a plaintext connection\'s) goes as one raw chunk, widened by its framing, and arrives as one plaintext chunk', async () => {
+    const { a, b, ab } = await pair()
+    expect(a.writer.chunkBytes).toBe(512 * 1024)
+    const data = testBytes(512 * 1024, 1)
+    await a.writer.writeOwned(data)
+    await a.writer.end()
+    expect(ab.delivered.map((c) => c.byteLength)).toEqual([512 * 1024 + 9 * 18, 18]) // 9 Noise messages, then the sealed end
+    const got = await readAll(b.reader)
+    expect(got.map((c) => c.byteLength)).toEqual([512 * 1024])
+    expect(joined(got).equals(Buffer.from(data))).toBe(true)
+  })
+
+  it('without room to widen, the plaintext chunk shrinks so each raw chunk stays whole', async () => {
+    const { a, ab } = await pair(100_000, 100_000)
+    expect(a.writer.chunkBytes).toBe(100_000 - 2 * 18)
+    await a.writer.write(testBytes(250_000, 2))
+    expect(ab.delivered.every((c) => c.byteLength <= 100_000)).toBe(true)
+  })
+
+  it('skips the reserved room of an owned buffer (the multiplexer\'s raw-frame headroom)', async () => {
+    const { a, b } = await pair()
+    const data = testBytes(1000, 3)
+    const owned = new Uint8Array(STREAM_HEADROOM_BYTES + 1000)
+    owned.set(data, STREAM_HEADROOM_BYTES)
+    await a.writer.writeOwned(owned, undefined, STREAM_HEADROOM_BYTES)
+    await a.writer.end()
+    expect(joined(await readAll(b.reader)).equals(Buffer.from(data))).toBe(true)
+  })
+
+  it.each([
+    ['re-chunks every 1,000 bytes', (c: Uint8Array) => Array.from({ length: Math.ceil(c.byteLength / 1000) }, (_, i) => c.subarray(i * 1000, (i + 1) * 1000))],
+    ['cuts each chunk at every odd offset in two', (c: Uint8Array) => [c.subarray(0, c.byteLength >> 1 | 1), c.subarray(c.byteLength >> 1 | 1)]]
+  ])('a relay that %s still delivers every byte in order', async (_name, relay) => {
+    const { a, b, ab } = await pair()
+    ab.relay = relay
+    const data = testBytes(700_000, 4)
+    await a.writer.write(data)
+    await a.writer.end()
+    expect(joined(await readAll(b.reader)).equals(Buffer.from(data))).toBe(true)
+  })
+
+  it('a relay that coalesces chunks (two writes and the sealed end in one) delivers both, then the end', async () => {
+    const { a, b, ab } = await pair()
+    const held: Uint8Array[] = []
+    ab.relay = (c) => { held.push(c); return held.length === 3 ? [Uint8Array.from(Buffer.concat(held))] : [] }
+    const [x, y] = [testBytes(3000, 5), testBytes(4000, 6)]
+    await a.writer.write(x)
+    await a.writer.write(y)
+    await a.writer.end()
+    const got = await readAll(b.reader)
+    expect(joined(got).equals(Buffer.concat([x, y]))).toBe(true)
+  })
+
+  it('bytes after the sealed end are ignored; a bare end, or one inside a message, fails with E_SECURE_AUTH', async () => {
+    const one = await pair()
+    one.ab.relay = (c) => c.byteLength === 18 ? [Uint8Array.from([...c, 0, 3, 1, 2, 3])] : [c] // junk behind the end
+    await one.a.writer.write(testBytes(10, 7))
+    await one.a.writer.end()
+    expect(joined(await readAll(one.b.reader)).byteLength).toBe(10)
+
+    const two = await pair()
+    two.ab.relay = (c) => c.byteLength === 18 ? [] : [c] // the sealed end dropped
+    await two.a.writer.write(testBytes(10, 8))
+    await two.a.writer.end()
+    expect(await two.b.reader.read()).toHaveLength(10)
+    await expect(two.b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+
+    const three = await pair()
+    three.ab.relay = (c) => c.byteLength === 18 ? [] : [c.subarray(0, c.byteLength - 5)] // cut inside the message, then ended
+    await three.a.writer.write(testBytes(100, 9))
+    await three.a.writer.end()
+    await expect(three.b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  it('a flipped bit in the second message of a chunk fails the whole chunk: nothing of it is delivered', async () => {
+    const { a, b, ab } = await pair()
+    ab.relay = (c) => { if (c.byteLength < 100_000) return [c]; const bad = c.slice(); bad[70_000] = (bad[70_000] as number) ^ 1; return [bad] }
+    await a.writer.write(testBytes(200_000, 10))
+    await expect(b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  it('an empty write is a no-op (it cannot forge the sealed end); a write after the end fails with E_STREAM_CLOSED', async () => {
+    const { a, b, ab } = await pair()
+    await a.writer.write(new Uint8Array(0))
+    expect(ab.delivered).toHaveLength(0)
+    await a.writer.write(testBytes(5, 11))
+    await a.writer.end()
+    await expect(a.writer.write(testBytes(5, 12))).rejects.toMatchObject({ code: 'E_STREAM_CLOSED' })
+    expect(joined(await readAll(b.reader)).byteLength).toBe(5)
+  })
+})
