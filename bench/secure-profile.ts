@@ -148,23 +148,30 @@ function selfTimes (p: CpuProfile): { byFunction: Map<string, { ms: number, area
 
 async function streamSetup (url: string): Promise<Setup> {
   const hops = {} as Record<Variant, Profiled[]>
-  const pairs = {} as Record<Variant, { sink: Proc, source: Proc }>
+  const pairs = {} as Record<Variant, { sink: Proc, source: Proc, total: number }>
   for (const variant of VARIANTS) {
     const secure = variant === 'encrypted'
     const sink = await task<{ peerId: string }>('streamSink', { url, secure })
     const source = await task<{ secure: boolean }>('streamSource', { url, target: sink.info.peerId, secure })
     hops[variant] = [{ role: 'sending peer', proc: source.proc, inspectPort: source.inspectPort }, { role: 'receiving peer', proc: sink.proc, inspectPort: sink.inspectPort }]
-    pairs[variant] = { sink: sink.proc, source: source.proc }
+    pairs[variant] = { sink: sink.proc, source: source.proc, total: 0 }
   }
   return {
     name: 'stream',
     hops,
     transfer: async (variant, bytes) => {
-      const { sink, source } = pairs[variant]
-      sink.send(`expect ${bytes}`)
-      source.send(`send ${bytes}`)
-      await sink.next(/^GOT /, RUN_LIMIT_MS)
-      await source.next(/^SENT /, RUN_LIMIT_MS)
+      const pair = pairs[variant]
+      pair.total += bytes
+      pair.sink.send(`until ${pair.total}`)
+      pair.source.send(`send ${bytes}`)
+      try {
+        await pair.sink.next(/^GOT /, RUN_LIMIT_MS)
+      } catch (err) {
+        pair.sink.send('count')
+        const got = await pair.sink.next(/^COUNT /, 10_000).catch(() => 'COUNT {}')
+        throw new Error(`${(err as Error).message}; the sink has ${got.slice(6)} of ${pair.total} bytes`, { cause: err })
+      }
+      await pair.source.next(/^SENT /, RUN_LIMIT_MS)
     }
   }
 }

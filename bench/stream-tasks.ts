@@ -19,8 +19,9 @@ async function * commands (): AsyncGenerator<string> {
 
 /**
  * The receiving peer, encrypted unless `secure` is false: counts the bytes of every connection
- * (failing one that is not what was asked). Prints `READY {"peerId"}`; on a line `expect N`
- * prints `GOT {"bytes"}` once N more bytes came; exits on `stop`.
+ * (failing one that is not what was asked). Prints `READY {"peerId"}`; on a line `until N` prints
+ * `GOT {"bytes"}` once N bytes in all came since it started (a count from the start, so bytes that
+ * come before the line cannot move the mark); on `count`, `COUNT {"bytes"}`; exits on `stop`.
  */
 export async function streamSink (a: { url: string, secure?: boolean }): Promise<void> {
   const secure = a.secure !== false
@@ -42,12 +43,13 @@ export async function streamSink (a: { url: string, secure?: boolean }): Promise
   })
   process.stdout.write(`READY ${JSON.stringify({ peerId: peer.peerId })}\n`)
   for await (const line of commands()) {
-    const n = /^expect (\d+)$/.exec(line)?.[1]
+    if (line === 'count') process.stdout.write(`COUNT ${JSON.stringify({ bytes: received })}\n`)
+    const n = /^until (\d+)$/.exec(line)?.[1]
     if (n === undefined) continue
-    const until = received + Number(n)
+    const until = Number(n)
     if (received < until) await new Promise<void>((resolve) => { waiter = { until, resolve } })
     waiter = undefined
-    process.stdout.write(`GOT ${JSON.stringify({ bytes: Number(n) })}\n`)
+    process.stdout.write(`GOT ${JSON.stringify({ bytes: received })}\n`)
   }
   await peer.close()
   process.exit(0)
