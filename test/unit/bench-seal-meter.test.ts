@@ -15,11 +15,12 @@ describe('bench seal meter', () => {
     const sealed = aead.seal(key, 7, new Uint8Array(0), plaintext)
     const opened = aead.open(key, 7, new Uint8Array(0), sealed)
     expect(Buffer.from(opened).equals(plaintext)).toBe(true)
-    const seals = takeSeals()
-    expect(seals).toEqual({
-      'cipher output, sealing: client/noise/aead.node.ts seal': 65_519,
-      'cipher output, opening: client/noise/aead.node.ts open': 65_519
-    })
+    // Charged to the AEAD's own function (its name is the core's: `seal`, `sealInto`, ...).
+    const seals = Object.entries(takeSeals())
+    const total = (what: string): number => seals.filter(([where]) => where.startsWith(`cipher output, ${what}: client/noise/aead.node.ts `)).reduce((sum, [, n]) => sum + n, 0)
+    expect(seals).toHaveLength(2)
+    expect(total('sealing')).toBe(65_519)
+    expect(total('opening')).toBe(65_519)
     expect(takeSeals()).toEqual({}) // counting starts afresh
   })
 
