@@ -40,11 +40,23 @@ function copyRows (group: string, side: string, copies: Record<string, number>, 
 }
 
 /**
- * Measure and record the copies rows (in `group`) of an encrypted `forward` (the default), or of
- * a plaintext one with `insecure` (both peers `--insecure`); every row says which. Every process
+ * Measure and record the copies rows (in `group`) of an encrypted `forward` (the default) and then
+ * of a plaintext one (both peers `--insecure`), or of only one with `insecure` given; every row says
+ * which. A variant that fails is a row that says why (the other is still measured). Every process
  * started is stopped by its pid before it settles.
  */
-export async function copiesBench ({ bytes, group, record, insecure = false }: { bytes: number, group: string, record: (row: Row) => void, insecure?: boolean }): Promise<void> {
+export async function copiesBench ({ bytes, group, record, insecure }: { bytes: number, group: string, record: (row: Row) => void, insecure?: boolean }): Promise<void> {
+  for (const variant of insecure === undefined ? [false, true] : [insecure]) {
+    try {
+      await copiesOf({ bytes, group, record, insecure: variant })
+    } catch (err) {
+      record({ scenario: SCENARIO, group, what: `copies, ${variant ? 'plaintext' : 'encrypted'}`, value: NaN, unit: '', note: `could not measure: ${String((err as Error)?.message ?? err).split('\n')[0]?.slice(0, 160) ?? ''}` })
+    }
+  }
+}
+
+/** The copies rows of one variant. */
+async function copiesOf ({ bytes, group, record, insecure }: { bytes: number, group: string, record: (row: Row) => void, insecure: boolean }): Promise<void> {
   const stops: Array<() => Promise<void>> = []
   try {
     const server = await startOurs()

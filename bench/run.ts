@@ -12,12 +12,13 @@ import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
+import { copiesBench } from './copies.ts'
 import { formatFigure as fmt, formatLine, stealWarning, type Results, type Row } from './rows.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, work, type ServerUnderTest } from './procs.ts'
 import { sampleCpu, stealShare } from './steal.ts'
 import { renderSummary } from './summary.ts'
 import { throughputBench } from './throughput.ts'
-import { tunnelBench, tunnelCopies } from './tunnel.ts'
+import { tunnelBench } from './tunnel.ts'
 
 const args = process.argv.slice(2)
 const QUICK = args.includes('--quick')
@@ -29,6 +30,12 @@ if (!Number.isInteger(REPEATS) || REPEATS < 1) {
   process.stderr.write(`bench: --repeat must be a whole number from 1, not ${String(REPEAT_ARG)}\n`)
   process.exit(2)
 }
+const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies']
+const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
+if (unknown.length > 0) {
+  process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
+  process.exit(2)
+}
 const MiB = 1024 * 1024
 
 /** Sizes of the work: the quick run takes a few minutes. */
@@ -36,21 +43,6 @@ const SIZE = QUICK
   ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
   : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }
 
-/** The scenarios in the order they run; `--only` names them. A new scenario is one line here. */
-const scenarios: Array<[string, () => Promise<void>]> = [
-  ['joins', joinsBench],
-  ['throughput', async () => { await throughputBench({ streamBytes: SIZE.streamBytes, parallelBytes: SIZE.parallelBytes, repeats: REPEATS, record }) }],
-  ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
-  // The tunnel scenario ends with the copies rows (encrypted, then plaintext); `copies` alone measures only those.
-  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, repeats: REPEATS, record }) }],
-  ['copies', async () => { if (!wanted('tunnel')) await tunnelCopies({ bytes: SIZE.tunnelBytes, record }) }]
-]
-const SCENARIO_NAMES = scenarios.map(([name]) => name)
-const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
-if (unknown.length > 0) {
-  process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
-  process.exit(2)
-}
 const rows: Row[] = []
 const wanted = (name: string): boolean => ONLY === undefined || ONLY.includes(name)
 let scenario = ''
@@ -207,6 +199,14 @@ async function capacityBench (): Promise<void> {
 const started = Date.now()
 const runSample = sampleCpu()
 process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
+const scenarios: Array<[string, () => Promise<void>]> = [
+  ['joins', joinsBench],
+  ['throughput', async () => { await throughputBench({ streamBytes: SIZE.streamBytes, parallelBytes: SIZE.parallelBytes, repeats: REPEATS, record }) }],
+  ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],
+  // The tunnel scenario ends with the copies rows; `copies` alone measures only those.
+  ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, repeats: REPEATS, record }) }],
+  ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }]
+]
 /** The scenarios whose rows a scenario's run replaces. */
 const covers = (name: string): string[] => name === 'tunnel' ? ['tunnel', 'copies'] : [name]
 for (const [name, run] of scenarios) {

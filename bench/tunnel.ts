@@ -48,17 +48,11 @@ export async function tunnelBench (context: TunnelBenchContext): Promise<void> {
   } catch (err) {
     record({ group: GROUP, what: 'transfers', value: NaN, unit: '', note: why(err) })
   }
-  await tunnelCopies({ bytes, record })
-}
-
-/** The copies rows of an encrypted `forward` and then of a plaintext one (a failure of either is a row that says why). */
-export async function tunnelCopies ({ bytes, record }: { bytes: number, record: (row: Row) => void }): Promise<void> {
-  for (const insecure of [false, true]) {
-    try {
-      await copiesBench({ bytes, group: `${GROUP} copies`, record, insecure })
-    } catch (err) {
-      record({ scenario: 'copies', group: `${GROUP} copies`, what: `copies, ${insecure ? 'plaintext' : 'encrypted'}`, value: NaN, unit: '', note: `could not measure: ${String((err as Error)?.message ?? err).split('\n')[0]?.slice(0, 160) ?? ''}` })
-    }
+  // Encrypted, then plaintext (`bench/copies.ts`).
+  try {
+    await copiesBench({ bytes, group: `${GROUP} copies`, record })
+  } catch (err) {
+    record({ scenario: 'copies', group: `${GROUP} copies`, what: 'copies', value: NaN, unit: '', note: why(err) })
   }
 }
 
