@@ -212,7 +212,12 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     link.onServer(EVENTS.PEER_JOIN, (addr) => this.known.learn(addr))
     link.onServer(EVENTS.PEER_LEAVE, (addr) => this.known.forget(addr))
     // A starsock server adds a hint about the dialer before the ack (`IncomingHint`); the original sends none.
-    link.onServer(EVENTS.INCOMING, (dialId, from, hintOrAck, ack) => { void this.dials.incoming(dialId, from, hintOrAck, ack, this.handler, (conn) => this.emit('connection', conn)) })
+    // The handler runs once the connection is classified (after a handshake): a throw there is the
+    // application's, logged rather than left an unhandled rejection.
+    link.onServer(EVENTS.INCOMING, (dialId, from, hintOrAck, ack) => {
+      this.dials.incoming(dialId, from, hintOrAck, ack, this.handler, (conn) => this.emit('connection', conn))
+        .catch((err: unknown) => this.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'connection handler threw'))
+    })
     // Frames and stream events in one listener, in the order they came (ends never overtake data).
     link.onAnyServer((event, value, lane) => {
       if (event === FRAME_EVENT) this.streams.dispatchFrame(value)

@@ -13,10 +13,12 @@ import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.
 import { Muxer } from '../client/mux/muxer.ts'
 import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
 import { ReceiveStream } from '../client/stream.ts'
+import { CLASSIFY_TIMEOUT_MS, Dials } from '../client/dials.ts'
+import { Rendezvous } from '../server/rendezvous.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { readAll } from './helpers/connections.ts'
-import { startServer, testBytes, within } from './helpers/server.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 /** What `promise` rejected with (fails when it resolves). */
 async function rejected (promise: Promise<unknown>): Promise<unknown> {
@@ -191,6 +193,71 @@ describe('secure connections between starsock peers (issue 14)', () => {
     const otherSecond = await within('B accepting', incoming)
     second.abort(new Error('boom'))
     expect(await within('B hearing it', rejected(otherSecond.read()))).toMatchObject({ code: 'E_STREAM_ABORTED', message: 'boom' })
+  })
+
+  it('the caller\'s signal ends a secure dial stuck in its handshake with E_ABORTED, and the listener\'s handler never sees it', async () => {
+    tapRelay((chunk, id) => id.endsWith('.listener') ? new Uint8Array(0) : chunk) // message 2 never reaches the dialer
+    const [a, b] = [await peer(), await peer()]
+    const seen: Connection[] = []
+    b.handle((conn) => seen.push(conn))
+    const controller = new AbortController()
+    const dialing = rejected(a.dial(b.peerId, { signal: controller.signal }))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    controller.abort()
+    expect(await within('the dial ending', dialing)).toMatchObject({ code: 'E_ABORTED' })
+    await waitFor('the dialer\'s streams closed', () => a.stats().sendingStreams === 0 && a.stats().receivingStreams === 0)
+    expect(seen).toHaveLength(0)
+  })
+
+  it('with a server that gives no dial hints (before issue 14): a secure dial is classified by its bytes; a silent plaintext dialer is handed over as plaintext after the classification timeout, never left hanging', async () => {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+    const hello = Rendezvous.prototype.hello
+    vi.spyOn(Rendezvous.prototype, 'hello').mockImplementation(function (this: Rendezvous, session, request) {
+      const reply = hello.call(this, session, request)
+      session.dialHints = false // an older server: it knows no hints
+      return reply
+    })
+    const [a, b] = [await peer(), await peer()]
+    let incoming = nextIncoming(b)
+    const conn = await a.dial(b.peerId)
+    const accepted = await within('B accepting the secure dial', incoming)
+    expect([conn.secure, accepted.secure, accepted.remotePeer]).toEqual([true, true, a.peerId])
+
+    incoming = nextIncoming(b)
+    const silent = await a.dial(b.peerId, { secure: false }) // sends nothing: waits for the listener
+    const handed = await within('B handing the silent dialer over', incoming, CLASSIFY_TIMEOUT_MS + 5000)
+    expect(handed.secure).toBe(false)
+    await handed.write(new TextEncoder().encode('hello first'))
+    expect(new TextDecoder().decode(await silent.read() as Uint8Array)).toBe('hello first')
+  })
+
+  it.each([
+    ['a secure dialer is "legacy"', { starsock: false, secure: false }, true, true],
+    ['a plaintext dialer opens a secure channel', { starsock: true, secure: true }, false, false]
+  ])('a server whose hint lies (%s) changes nothing: the bytes decide', async (_name, lie, secure, expected) => {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+    const incoming = Dials.prototype.incoming
+    vi.spyOn(Dials.prototype, 'incoming').mockImplementation(function (this: Dials, dialId, from, hintOrAck, ack, handler, accepted) {
+      return incoming.call(this, dialId, from, typeof hintOrAck === 'function' ? hintOrAck : lie, ack, handler, accepted)
+    })
+    const [a, b] = [await peer(), await peer()]
+    const accepting = nextIncoming(b)
+    const conn = await a.dial(b.peerId, { secure })
+    await conn.write(new TextEncoder().encode('first words'))
+    const accepted = await within('B accepting', accepting)
+    expect([conn.secure, accepted.secure]).toEqual([expected, expected])
+    expect(new TextDecoder().decode(await accepted.read() as Uint8Array)).toBe('first words')
+  })
+
+  it('a handler that throws is the application\'s bug: logged, no unhandled rejection, the peer takes the next connection', async () => {
+    const [a, b] = [await peer(), await peer()]
+    let thrown = 0
+    b.handle(() => { thrown++; throw new Error('a bug in the application') })
+    await a.dial(b.peerId)
+    await waitFor('the handler to run', () => thrown === 1)
+    const incoming = nextIncoming(b)
+    const conn = await a.dial(b.peerId)
+    expect((await within('the next connection', incoming)).secure).toBe(conn.secure)
   })
 
   it('the preamble is one multistream-select message', () => {

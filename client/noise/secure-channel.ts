@@ -115,6 +115,12 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
   const ready: Uint8Array[] = first !== undefined ? decoder.push(first) : []
   let preambleDue = initiator
   let answered = !initiator
+  /** A wait cut by the caller's signal or the deadline says which; other failures pass. */
+  const stopped = (err: unknown): unknown => {
+    if (options.signal?.aborted === true) return new StarsockError('E_ABORTED', 'Secure handshake aborted by the caller', { cause: options.signal.reason })
+    if (deadline.aborted) return new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} did not complete the secure handshake within ${timeoutMs} ms`, { cause: err })
+    return err
+  }
   const io: HandshakeTransport = {
     send: async (message) => {
       const head = preambleDue ? PREAMBLE : EMPTY
@@ -122,7 +128,7 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
       const out = new Uint8Array(STREAM_HEADROOM_BYTES + head.byteLength + FRAME_HEADER_BYTES + message.byteLength)
       out.set(head, STREAM_HEADROOM_BYTES)
       putFrame(out, STREAM_HEADROOM_BYTES + head.byteLength, message)
-      await tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+      await tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES).catch((err: unknown) => { throw stopped(err) })
     },
     receive: async () => {
       while (ready.length === 0) {
@@ -130,9 +136,7 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
         try {
           chunk = await rx.read(signal)
         } catch (err) {
-          if (options.signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Secure handshake aborted by the caller', { cause: options.signal.reason })
-          if (deadline.aborted) throw new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} did not complete the secure handshake within ${timeoutMs} ms`, { cause: err })
-          throw err
+          throw stopped(err)
         }
         if (chunk === null) throw new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} ended the connection in the middle of the secure handshake`)
         if (!answered) {
