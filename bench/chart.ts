@@ -12,11 +12,14 @@ function esc (text: string): string {
 
 /** The chart for `rows` as SVG text; a row without a figure gets no bar and says "not measured". */
 export function renderChart (rows: Row[]): string {
-  const groups = [...new Set(rows.map((r) => r.group))]
+  // One panel per group, and per unit where a group mixes them (a ratio beside MiB/s would get no visible bar).
+  const units = (group: string): Set<string> => new Set(rows.filter((r) => r.group === group && finite(r.value) !== undefined).map((r) => r.unit ?? ''))
+  const panelOf = (r: Row): string => units(r.group).size > 1 && finite(r.value) !== undefined ? `${r.group} (${r.unit ?? ''})` : r.group
+  const groups = [...new Set(rows.map(panelOf))]
   const parts: string[] = []
   let y = 10
   for (const group of groups) {
-    const inGroup = rows.filter((r) => r.group === group)
+    const inGroup = rows.filter((r) => panelOf(r) === group)
     const max = Math.max(...inGroup.map((r) => Math.abs(finite(r.value) ?? 0)), 1e-9)
     parts.push(`<text x="10" y="${y + 14}" font-weight="bold">${esc(group)}</text>`)
     y += 24

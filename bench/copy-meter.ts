@@ -13,6 +13,9 @@
 import { Socket as EngineSocket } from 'engine.io-client'
 import { createRequire } from 'node:module'
 
+/** The repository's root (stack frames name files by URL or path): a checkout in a folder named `bench` must not look like `bench/`. */
+const ROOT = new URL('..', import.meta.url)
+
 /** Copies smaller than this are summed under `small` (a stack trace each would cost too much). */
 const ATTRIBUTE_MIN_BYTES = 512
 
@@ -39,7 +42,7 @@ function where (): string {
     const nm = /.*node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file) // the innermost package
     if (nm !== null) return nm[1] as string
     if (file.startsWith('node:')) return file
-    const ours = /\/((?:client|shared|server|bench)\/[^/]+(?:\/[^/]+)?\.ts)/.exec(file)
+    const ours = /\/((?:client|shared|server|bench)\/[^/]+(?:\/[^/]+)?\.ts)/.exec(file.replace(ROOT.href, '/').replace(ROOT.pathname, '/'))
     return ours !== null ? `${ours[1] as string} ${fn.replace(/^.*\./, '')}`.trim() : file
   }
   return 'unknown'

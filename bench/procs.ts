@@ -18,6 +18,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const { NODE_FLAGS } = await import(new URL('../bin/node-flags.js', import.meta.url).href) as { NODE_FLAGS: readonly string[] }
 /** The program whose start-up applies `NODE_FLAGS` itself: passing them again would double them. */
 const STARSOCK_BIN = 'bin/starsock.js'
+/** The benchmark's worker script (clients, peers, sources and sinks). */
+const WORKER = 'bench/worker.ts'
 /** How long a worker may take to print `READY`. */
 const READY_TIMEOUT_MS = 30_000
 /** Lines kept for a later `next`; a chatty program (websockify logs every connection) must not grow them. */
@@ -42,10 +44,12 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => 
 
 /**
  * Start a script under node (through tsx for a .ts file) from the repository root, with
- * starsock's node flags (but for `bin/starsock.js`, which applies them itself) and the GC meter.
+ * starsock's node flags (but for `bin/starsock.js`, which applies them itself) and the GC meter;
+ * `bench/worker.ts` also with `--expose-gc`, for its `gc` task.
  */
 export function start (args: string[], env: Record<string, string> = {}): Proc {
-  const flags = args[0] === STARSOCK_BIN ? [] : NODE_FLAGS
+  // A worker may be asked for a full GC between measured runs (its `gc` task), never during one.
+  const flags = args[0] === STARSOCK_BIN ? [] : args[0] === WORKER ? [...NODE_FLAGS, '--expose-gc'] : NODE_FLAGS
   const loader = args[0]?.endsWith('.ts') === true ? ['--import', 'tsx'] : []
   return startCommand(process.execPath, [...flags, ...loader, ...args], { env: { ...gcMeterEnv(), ...env } })
 }
@@ -119,11 +123,11 @@ export interface ServerUnderTest {
   proc: Proc
 }
 
-/** Our server with its limits opened up for load (the benchmark is one IP with thousands of joins). */
-export async function startOurs (): Promise<ServerUnderTest> {
+/** Our server with its limits opened up for load (the benchmark is one IP with thousands of joins); `env` for its process (`NODE_OPTIONS`). */
+export async function startOurs (env: Record<string, string> = {}): Promise<ServerUnderTest> {
   const port = await freePort()
   const proc = start([STARSOCK_BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
-    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'])
+    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'], env)
   await proc.next(/^starsock http/, 20_000)
   return { name: 'ours', url: `http://127.0.0.1:${port}`, port, proc }
 }
@@ -145,7 +149,7 @@ export async function startRawRelays (): Promise<{ tcp: number, ws: number, proc
 
 /** A worker that prints `READY {...}` and then serves until `stop`; settles once ready. */
 export async function ready<T> (task: string, args: Record<string, unknown>): Promise<{ proc: Proc, info: T }> {
-  const proc = start(['bench/worker.ts', task, JSON.stringify(args)])
+  const proc = start([WORKER, task, JSON.stringify(args)])
   try {
     return { proc, info: JSON.parse((await proc.next(/^READY /, READY_TIMEOUT_MS)).slice(6)) as T }
   } catch (err) {
@@ -160,13 +164,18 @@ export interface ServingWorker {
   readonly pid: number
   /** Run a worker task; settles with its result, rejects with its error or after `ms`. */
   run: <T>(task: string, args: Record<string, unknown>, ms: number) => Promise<T>
+  /**
+   * A full GC in the worker, so no run pays for the garbage of the run before it (another path's:
+   * the legacy client's runs left the next path in the same worker a mark-compact to do).
+   */
+  gc: () => Promise<void>
   stop: () => Promise<void>
 }
 
 /** Start a serving worker; restarted after a failure, so a run that hung cannot answer for the next. */
 export async function servingWorker (): Promise<ServingWorker> {
   let current = await ready<Record<string, never>>('serve', {})
-  return {
+  const worker: ServingWorker = {
     get pid () { return current.proc.pid },
     run: async <T>(task: string, args: Record<string, unknown>, ms: number): Promise<T> => {
       try {
@@ -180,8 +189,10 @@ export async function servingWorker (): Promise<ServingWorker> {
         throw err
       }
     },
+    gc: async () => { await worker.run('gc', {}, 30_000) },
     stop: async () => { await current.proc.stop() }
   }
+  return worker
 }
 
 /** Run a worker task to its end; settles with its JSON result. */

@@ -1,8 +1,9 @@
 /**
  * Transfers measured the way the issue 13 figures need: every path warmed up once in the
- * processes that then carry the measured runs, then `repeats` runs of each path interleaved
- * (A, B, A, B: a busy moment on the machine touches every path alike), reported as the median
- * with the range. Per run, every process of the path gives its CPU seconds (`/proc`) and its
+ * processes that then carry the measured runs, then `repeats` rounds of one run of each path,
+ * every other round in the reverse order (A, B, C, C, B, A: a busy moment on the machine touches
+ * every path alike, and no path always runs right after the same other one), reported as the
+ * median with the range. Per run, every process of the path gives its CPU seconds (`/proc`) and its
  * GCs (`bench/gc-meter.js`), scaled to 64 MiB; the steal is added up over the path's own runs.
  */
 import { gcDiff, gcTotals, GC_SETTLE_MS, type GcTotals } from './gc.ts'
@@ -29,6 +30,8 @@ export interface Path {
   hops: Hop[]
   /** Wait until the CPU time of the run is all counted (a forking server's children gone). */
   settle?: () => Promise<void>
+  /** Before each measured run, outside its figures: a full GC in a shared worker. */
+  prepare?: () => Promise<void>
 }
 
 /** A path's figures over its runs. */
@@ -68,7 +71,11 @@ function scaleGc (g: GcTotals | undefined, k: number): GcTotals | undefined {
   return g === undefined ? undefined : { markCompacts: g.markCompacts * k, markCompactMs: g.markCompactMs * k, scavenges: g.scavenges * k, gcs: g.gcs * k, gcMs: g.gcMs * k }
 }
 
-/** Measure every path: a warm-up each, then `repeats` rounds of one run each. A failing path is left out of later rounds. */
+/**
+ * Measure every path: a warm-up each, then `repeats` rounds of one run each (every other round
+ * in the reverse order). A failing path is left out of later rounds; a path's `runs` are in round
+ * order, so two paths' runs of the same round can be paired (`recordCost`).
+ */
 export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<Map<string, PathFigures>> {
   const state = new Map(paths.map((p) => [p.name, { mibPerSecond: [] as number[], cpu: [] as Array<Record<string, number>>, gc: [] as Array<Record<string, GcTotals | undefined>>, steal: new StealTally(), failed: undefined as string | undefined }]))
   if (o.warmupBytes > 0) {
@@ -80,10 +87,11 @@ export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<M
   }
   const k = PER_BYTES / o.bytes
   for (let i = 0; i < o.repeats; i++) {
-    for (const path of paths) {
+    for (const path of i % 2 === 0 ? paths : [...paths].reverse()) {
       const s = state.get(path.name)
       if (s === undefined || s.failed !== undefined) continue
       try {
+        await path.prepare?.()
         await sleep(GC_SETTLE_MS) // the GC meters have written what came before
         const g0 = path.hops.map((h) => gcTotals(h.pid()))
         const c0 = path.hops.map((h) => treeCpuSeconds(h.pid()))
@@ -157,4 +165,53 @@ export function recordPath (m: PathFigures | undefined, path: Path, r: PathRows,
     }
     record({ group: `${r.group} gc`, what: `${what}: ${hop.role}`, value: g.markCompacts, unit: 'MC/64 MiB', steal: m.steal, note: `mark-compacts per 64 MiB; GC pause ${fmt(g.gcMs)} ms (mark-compact ${fmt(g.markCompactMs)} ms), ${fmt(g.scavenges)} scavenges per 64 MiB` })
   }
+}
+
+/** The figures an `encryption cost` row compares: the same transfer encrypted (the default) and in plaintext. */
+export interface CostRows {
+  group: string
+  /** What is compared (`our client`, `forward`). */
+  what: string
+  /** As in `PathRows` (`1 stream, 64 MiB`). */
+  label: string
+  /** Share of the plaintext speed that may be lost (0.15: the encrypted path at least 0.85x). */
+  goalLoss: number
+  /** The roles whose CPU is starsock's (server, peers; not the sources and sink), added up in the note. */
+  ourRoles: string[]
+}
+
+/**
+ * Record the `encryption cost` row of two paths measured in the same rounds: the median of the
+ * rounds' ratios (encrypted MiB/s over plaintext MiB/s of the same round, the two runs next to each
+ * other), with their range, the loss against the goal, and each process's CPU per 64 MiB encrypted
+ * against plaintext in the note, with starsock's processes added up (steadier than MiB/s on a busy
+ * machine: on a CPU-bound path it is what the speed will follow). No figure when either path failed or their rounds do not pair up.
+ */
+export function recordCost (encrypted: PathFigures | undefined, plaintext: PathFigures | undefined, r: CostRows, record: (row: Row) => void): void {
+  const what = `encryption cost (encrypted / plaintext), ${r.what}, ${r.label}`
+  const why = encrypted === undefined || plaintext === undefined
+    ? 'a path was not measured'
+    : encrypted.failed !== undefined || plaintext.failed !== undefined
+      ? `a path could not be measured (${encrypted.failed ?? plaintext.failed ?? ''})`
+      : encrypted.runs.length !== plaintext.runs.length ? 'the two paths ran a different number of rounds' : undefined
+  if (why !== undefined || encrypted === undefined || plaintext === undefined) {
+    record({ group: r.group, what, value: NaN, unit: 'x', note: `no figure: ${why ?? ''}` })
+    return
+  }
+  const ratios = encrypted.runs.map((e, i) => e / (plaintext.runs[i] ?? NaN)).filter((x) => Number.isFinite(x))
+  const value = median(ratios)
+  const loss = 1 - value
+  const verdict = !Number.isFinite(value) ? '' : loss <= r.goalLoss ? 'goal met' : 'goal NOT met'
+  const sum = (f: PathFigures): number => r.ourRoles.reduce((total, role) => total + (f.cpu[role] ?? NaN), 0)
+  const ours = `starsock's processes in all ${fmt(sum(encrypted))} / ${fmt(sum(plaintext))} (${fmt(sum(encrypted) / sum(plaintext))}x)`
+  const cpu = [...Object.keys(encrypted.cpu).map((role) => `${role} ${fmt(encrypted.cpu[role])} / ${fmt(plaintext.cpu[role])}`), ours].join(', ')
+  record({
+    group: r.group,
+    what,
+    value,
+    unit: 'x',
+    range: { min: Math.min(...ratios), max: Math.max(...ratios), runs: ratios.length },
+    steal: Number.isFinite(encrypted.steal) && Number.isFinite(plaintext.steal) ? Math.max(encrypted.steal, plaintext.steal) : NaN,
+    note: `loss ${(loss * 100).toFixed(1)}% (goal: at most ${r.goalLoss * 100}%: ${verdict}); ratio of the medians ${fmt(encrypted.value / plaintext.value)} (${fmt(encrypted.value)} / ${fmt(plaintext.value)} MiB/s); CPU s per 64 MiB encrypted / plaintext: ${cpu}`
+  })
 }

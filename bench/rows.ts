@@ -104,7 +104,7 @@ export function renderMarkdown (results: Results): string {
   ]
   for (const r of rows) {
     const cpu = finite(r.serverCpu)
-    const figure = finite(r.value) === undefined ? '—' : `${formatFigure(r.value)} ${r.unit ?? ''}`.trim()
+    const figure = finite(r.value) === undefined ? '—' : r.unit === 'x' ? `${formatFigure(r.value)}x` : `${formatFigure(r.value)} ${r.unit ?? ''}`.trim()
     const steal = stealText(r)
     const warned = stealWarning(r) !== undefined ? ' (past 10%)' : ''
     lines.push(`| ${cell(r.group)} | ${cell(r.what)} | ${figure} | ${rangeText(r)} | ${cell(ratioText(r))} | ${cpu !== undefined ? `${cpu.toFixed(2)} s` : ''} | ${steal}${warned} | ${cell(r.note ?? '')} |`)

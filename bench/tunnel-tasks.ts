@@ -6,30 +6,49 @@ import { connect as tcpConnect, createServer as createTcpServer, type Socket } f
 import { createInterface } from 'node:readline'
 import WebSocket from 'ws'
 import { createPeer } from '../client/peer.ts'
-import { createSockAgent } from '../client/sock/agent.ts'
+import { createSockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { forward } from '../client/sock/tunnel.node.ts'
 import { installCopyMeter, takeCopies, takeMessages } from './copy-meter.ts'
+import { installSealMeter, takeSeals } from './seal-meter.ts'
 
 const now = (): number => performance.now()
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where, and binary engine.io messages sent: raw data frames and event attachments). */
+/** Settles once a line `stop` (or the end) comes on stdin; a line `copies` prints `COPIES {...}` (bytes copied since the last, by where, the cipher's output included, and binary engine.io messages sent: raw data frames and event attachments). */
 async function untilStop (): Promise<void> {
   for await (const line of createInterface({ input: process.stdin })) {
     if (line === 'stop') return
-    if (line === 'copies') process.stdout.write(`COPIES ${JSON.stringify({ copies: takeCopies(), messages: takeMessages() })}\n`)
+    if (line === 'copies') process.stdout.write(`COPIES ${JSON.stringify({ copies: { ...takeCopies(), ...takeSeals() }, messages: takeMessages() })}\n`)
   }
+}
+
+/** Count copies (`bench/copy-meter.ts`), the cipher's output among them (`bench/seal-meter.ts`). */
+function installMeters (): void {
+  installCopyMeter()
+  installSealMeter()
+}
+
+/**
+ * The agent's options with `insecure` (the agent takes plaintext connections: both sides of a
+ * plaintext forward opt in, as with the CLI's `--insecure`). Typed wider than `SockAgentOptions`,
+ * so this compiles with an agent that does not know the option yet (one that takes any connection).
+ */
+function agentOptions (options: SockAgentOptions, insecure: boolean): SockAgentOptions {
+  const withInsecure: SockAgentOptions & { insecure?: boolean } = { ...options, insecure }
+  return withInsecure
 }
 
 /**
  * The far end of a tunnel: a peer whose sock agent connects to `127.0.0.1:sinkPort` for whoever
- * asks. Prints `READY {"peerId"}`; closes on `stop`.
+ * asks; encrypted (the default) unless `insecure` (a plaintext peer whose agent takes plaintext
+ * connections: the CLI's `--insecure`). Prints `READY {"peerId"}`; closes on `stop`.
  */
-export async function tunnelTarget (a: { url: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number, /** Count copies (`bench/copy-meter.ts`). */ meter?: boolean }): Promise<void> {
-  if (a.meter === true) installCopyMeter()
-  const peer = await createPeer({ server: a.url })
-  const agent = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${a.sinkPort}`], mux: { windowBytes: a.windowBytes } })
+export async function tunnelTarget (a: { url: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number, /** Count copies (`bench/copy-meter.ts`). */ meter?: boolean, insecure?: boolean }): Promise<void> {
+  if (a.meter === true) installMeters()
+  const insecure = a.insecure === true
+  const peer = await createPeer({ server: a.url, secure: !insecure })
+  const agent = createSockAgent(peer, agentOptions({ host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${a.sinkPort}`], mux: { windowBytes: a.windowBytes } }, insecure))
   process.stdout.write(`READY ${JSON.stringify({ peerId: peer.peerId })}\n`)
   await untilStop()
   await agent.close()
@@ -37,13 +56,20 @@ export async function tunnelTarget (a: { url: string, sinkPort: number, /** The 
   process.exit(0)
 }
 
-/** The near end: `forward` from a local port to `127.0.0.1:sinkPort` through `target`. Prints `READY {"port"}`; closes on `stop`. */
-export async function tunnelClient (a: { url: string, target: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number, /** Count copies (`bench/copy-meter.ts`). */ meter?: boolean }): Promise<void> {
-  if (a.meter === true) installCopyMeter()
-  const peer = await createPeer({ server: a.url })
-  const agent = createSockAgent(peer, { mux: { windowBytes: a.windowBytes } })
+/**
+ * The near end: `forward` from a local port to `127.0.0.1:sinkPort` through `target`, encrypted
+ * (the default) unless `insecure` (as in `tunnelTarget`; both sides opt in). Fails unless the
+ * connection to the target is what was asked. Prints `READY {"port","secure"}`; closes on `stop`.
+ */
+export async function tunnelClient (a: { url: string, target: string, sinkPort: number, /** The mux's channel window, to try others. */ windowBytes?: number, /** Count copies (`bench/copy-meter.ts`). */ meter?: boolean, insecure?: boolean }): Promise<void> {
+  if (a.meter === true) installMeters()
+  const insecure = a.insecure === true
+  const peer = await createPeer({ server: a.url, secure: !insecure })
+  const agent = createSockAgent(peer, agentOptions({ mux: { windowBytes: a.windowBytes } }, insecure))
   const tunnel = await forward(agent, { peer: a.target, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: a.sinkPort }, timeoutMs: 10_000 })
-  process.stdout.write(`READY ${JSON.stringify({ port: tunnel.address.port })}\n`)
+  const { secure } = (await agent.session(a.target)).conn
+  if (secure !== !insecure) throw new Error(`asked for ${insecure ? 'a plaintext' : 'an encrypted'} connection to the target, got secure: ${String(secure)}`)
+  process.stdout.write(`READY ${JSON.stringify({ port: tunnel.address.port, secure })}\n`)
   await untilStop()
   const stats = tunnel.stats()
   await tunnel.close()

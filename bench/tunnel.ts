@@ -1,20 +1,25 @@
 /**
  * The `tunnel` scenario: TCP through a `forward` (sources, our server, the two peers each in its
- * own process, sink) beside the same bytes through Debian's websockify (one hop, WebSocket to
- * TCP) and through the raw `ws` and TCP relays, in the same run. Every path's two ends (sources
- * and sink) run in one warm worker, as in the raw relays' own rows. Each path is warmed up, then
- * measured in interleaved repeats (`bench/repeat.ts`), with every process's CPU and GCs per 64 MiB;
- * the copies per byte on each side (`bench/copies.ts`) end the scenario's rows.
+ * own process, sink), encrypted (the default: Noise, issue 14) and in plaintext (both peers
+ * `--insecure`: what issue 13's goals measure), beside the same bytes through Debian's websockify
+ * (one hop, WebSocket to TCP) and through the raw `ws` and TCP relays, in the same run. Every
+ * path's two ends (sources and sink) run in one warm worker, as in the raw relays' own rows. Each
+ * path is warmed up, then measured in interleaved repeats (`bench/repeat.ts`), with every
+ * process's CPU and GCs per 64 MiB and the encryption's cost (encrypted over plaintext, round by
+ * round); the copies per byte on each side (`bench/copies.ts`), encrypted and plaintext, end the
+ * scenario's rows.
  */
 import { copiesBench } from './copies.ts'
 import { childPids, freePort, ready, servingWorker, startOurs, startRawRelays, startWebsockify, type Proc } from './procs.ts'
-import { measurePaths, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
+import { measurePaths, recordCost, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
 /** How long one run may take (64 MiB at under 0.4 MiB/s is not worth waiting for). */
 const RUN_LIMIT_MS = 180_000
 const GROUP = 'tunnel'
+/** Issue 14's goal: an encrypted `forward` loses at most this share of the plaintext speed. */
+const ENCRYPTION_GOAL_LOSS = 0.15
 
 /** What the scenario needs from the harness. */
 export interface TunnelBenchContext {
@@ -43,6 +48,7 @@ export async function tunnelBench (context: TunnelBenchContext): Promise<void> {
   } catch (err) {
     record({ group: GROUP, what: 'transfers', value: NaN, unit: '', note: why(err) })
   }
+  // Encrypted, then plaintext (`bench/copies.ts`).
   try {
     await copiesBench({ bytes, group: `${GROUP} copies`, record })
   } catch (err) {
@@ -65,10 +71,17 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
     } catch (err) {
       record({ group: GROUP, what: 'websockify', value: NaN, unit: '', note: `could not start: ${String((err as Error).message).split('\n')[0] ?? ''}` })
     }
-    const target = await ready<{ peerId: string }>('tunnelTarget', { url: server.url, sinkPort })
-    stops.push(target.proc.stop)
-    const client = await ready<{ port: number }>('tunnelClient', { url: server.url, target: target.info.peerId, sinkPort })
-    stops.push(client.proc.stop)
+    // Two forwards into the same sink, each with its own two peers: encrypted (the default) and
+    // plaintext (both peers `--insecure`); one path at a time, so they never share the sink.
+    const pairs = []
+    for (const insecure of [false, true]) {
+      const target = await ready<{ peerId: string }>('tunnelTarget', { url: server.url, sinkPort, insecure })
+      stops.push(target.proc.stop)
+      const client = await ready<{ port: number, secure: boolean }>('tunnelClient', { url: server.url, target: target.info.peerId, sinkPort, insecure })
+      stops.push(client.proc.stop)
+      pairs.push({ target, client })
+    }
+    const [encrypted, plaintext] = pairs as [typeof pairs[0], typeof pairs[0]]
     const ends = await servingWorker()
     stops.push(ends.stop)
 
@@ -81,12 +94,14 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
       ...(proxy === undefined
         ? []
         : [{ name: 'websockify', run: async (n: number, streams: number) => await ends.run<{ mibPerSecond: number }>('tunnelBytes', { port: proxy.port, sinkPort, bytes: n, streams, websockify: true }, RUN_LIMIT_MS), hops: [{ role: 'websockify', pid: () => proxy.proc.pid }, endsHop], settle: async () => { await settled(proxy.proc.pid) } }]),
-      {
-        name: 'forward',
+      ...([['forwardEncrypted', encrypted], ['forwardPlaintext', plaintext]] as const).map(([name, { client, target }]): Path => ({
+        name,
         run: async (n, streams) => await ends.run('tunnelBytes', { port: client.info.port, sinkPort, bytes: n, streams }, RUN_LIMIT_MS),
         hops: [{ role: 'server', pid: () => server.proc.pid, gc: true }, { role: 'forwarding peer', pid: () => client.proc.pid, gc: true }, { role: 'target peer', pid: () => target.proc.pid, gc: true }, endsHop]
-      }
+      }))
     ]
+    // Every run starts from a collected heap in the worker that runs every path's sources and sink.
+    for (const p of paths) p.prepare = ends.gc
 
     let warm = false
     for (const streams of [1, 8]) {
@@ -99,14 +114,28 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
       const relayCpu = { what: 'raw ws relay', value: ws?.cpu.relay ?? NaN }
       const tcp = m.get('tcp')?.value ?? NaN
       const viaProxy = m.get('websockify')?.value
-      const forward = m.get('forward')?.value ?? NaN
+      const plain = m.get('forwardPlaintext')
       const path = (name: string): Path => paths.find((p) => p.name === name) as Path
       recordPath(m.get('ws'), path('ws'), { group: GROUP, what: 'raw ws relay', label }, record)
       recordPath(m.get('tcp'), path('tcp'), { group: GROUP, what: 'raw TCP relay', label }, record)
       if (proxy !== undefined) recordPath(m.get('websockify'), path('websockify'), { group: GROUP, what: 'websockify', label, reference, note: 'one hop: ws client, websockify, TCP', cpuReference: { websockify: relayCpu } }, record)
-      const ratio = (ref: number | undefined, what: string): string => Number.isFinite(forward) && ref !== undefined && Number.isFinite(ref) && ref > 0 ? `${(forward / ref).toFixed(2)}x ${what}` : ''
-      const ratios = [ratio(tcp, 'raw TCP'), ratio(viaProxy, 'websockify')].filter((t) => t !== '')
-      recordPath(m.get('forward'), path('forward'), { group: GROUP, what: 'forward', label, reference, note: ratios.join(', '), cpuReference: { server: relayCpu } }, record)
+      const ratios = (name: string, lead?: string): string => {
+        const forward = m.get(name)?.value ?? NaN
+        const ratio = (ref: number | undefined, what: string): string => Number.isFinite(forward) && ref !== undefined && Number.isFinite(ref) && ref > 0 ? `${(forward / ref).toFixed(2)}x ${what}` : ''
+        return [lead ?? '', ratio(viaProxy, 'websockify'), ratio(tcp, 'raw TCP')].filter((t) => t !== '').join(', ')
+      }
+      const samePlain = (role: string): { what: string, value: number } => ({ what: 'plaintext', value: plain?.cpu[role] ?? NaN })
+      recordPath(m.get('forwardEncrypted'), path('forwardEncrypted'), {
+        group: GROUP,
+        what: 'forward, encrypted (default)',
+        label,
+        reference,
+        note: ratios('forwardEncrypted', Number.isFinite((m.get('forwardEncrypted')?.value ?? NaN) / (plain?.value ?? NaN)) ? `${((m.get('forwardEncrypted')?.value ?? NaN) / (plain?.value ?? NaN)).toFixed(2)}x plaintext` : undefined),
+        // Beside the same process in plaintext: what the encryption costs each of them.
+        cpuReference: { server: samePlain('server'), 'forwarding peer': samePlain('forwarding peer'), 'target peer': samePlain('target peer') }
+      }, record)
+      recordPath(plain, path('forwardPlaintext'), { group: GROUP, what: 'forward, plaintext (--insecure)', label, reference, note: ratios('forwardPlaintext', 'issue 13\'s row: its goal is the ratio to websockify'), cpuReference: { server: relayCpu } }, record)
+      recordCost(m.get('forwardEncrypted'), plain, { group: GROUP, what: 'forward', label, goalLoss: ENCRYPTION_GOAL_LOSS, ourRoles: ['server', 'forwarding peer', 'target peer'] }, record)
     }
   } finally {
     for (const stop of stops.reverse()) await stop()

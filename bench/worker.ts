@@ -14,6 +14,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import WebSocket from 'ws'
 import { createPeer } from '../client/peer.ts'
+import { streamSink, streamSource } from './stream-tasks.ts'
 import { tunnelBytes, tunnelClient, tunnelTarget } from './tunnel-tasks.ts'
 
 const requireLegacy = createRequire(createRequire(import.meta.url).resolve('libp2p-websocket-star'))
@@ -231,10 +232,15 @@ async function throughputLegacy (a: { port: number, bytes: number, streams: numb
   return { bytes: received, seconds, mibPerSecond: received / 1048576 / seconds }
 }
 
-/** Throughput with the starsock client. */
-async function throughputOurs (a: { url: string, bytes: number, streams: number, windowBytes?: number, chunkBytes?: number }): Promise<unknown> {
-  const b = await createPeer({ server: a.url, windowBytes: a.windowBytes })
-  const sender = await createPeer({ server: a.url, chunkBytes: a.chunkBytes })
+/**
+ * Throughput with the starsock client: encrypted (the default) unless `secure` is false, then
+ * both peers are plaintext ones (`createPeer({ secure: false })`). The dials, and with them the
+ * handshakes, are done before the clock starts.
+ */
+async function throughputOurs (a: { url: string, bytes: number, streams: number, windowBytes?: number, chunkBytes?: number, secure?: boolean }): Promise<unknown> {
+  const secure = a.secure !== false
+  const b = await createPeer({ server: a.url, windowBytes: a.windowBytes, secure })
+  const sender = await createPeer({ server: a.url, chunkBytes: a.chunkBytes, secure })
   let received = 0
   // The receiver's reads end with an error when `b` closes before the stream's end came (a
   // serving worker must not die of it after its answer).
@@ -242,6 +248,9 @@ async function throughputOurs (a: { url: string, bytes: number, streams: number,
   const per = a.bytes / a.streams
   const chunk = new Uint8Array(256 * 1024).fill(7)
   const conns = await Promise.all(Array.from({ length: a.streams }, async () => await sender.dial(b.peerId)))
+  // A run that asked for encryption and did not get it (or the other way round) must not pass as one.
+  const notAsked = conns.find((c) => c.secure !== secure)
+  if (notAsked !== undefined) throw new Error(`asked for ${secure ? 'an encrypted' : 'a plaintext'} connection, got secure: ${String(notAsked.secure)}`)
   const t0 = now()
   await Promise.all(conns.map(async (conn) => {
     for (let sent = 0; sent < per; sent += chunk.byteLength) await conn.write(chunk)
@@ -376,7 +385,15 @@ async function serve (): Promise<void> {
   process.exit(0)
 }
 
-const tasks: Record<string, (a: any) => Promise<unknown>> = { joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, tunnelTarget, tunnelClient, tunnelBytes, serve }
+/** A full garbage collection (the worker runs with `--expose-gc`), asked for between measured runs. */
+async function gc (): Promise<unknown> {
+  const collect = (globalThis as { gc?: () => void }).gc
+  if (collect === undefined) throw new Error('no global gc(): the worker runs without --expose-gc')
+  collect()
+  return {}
+}
+
+const tasks: Record<string, (a: any) => Promise<unknown>> = { gc, joins, crowd, dials, rtt, throughputLegacy, throughputOurs, throughputTcp, throughputWs, slowReceiver, streamSink, streamSource, tunnelTarget, tunnelClient, tunnelBytes, serve }
 const [task = '', json = '{}'] = process.argv.slice(2)
 const fn = tasks[task]
 if (fn === undefined) {

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { measurePaths, recordPath, type Path } from '../../bench/repeat.ts'
+import { measurePaths, recordCost, recordPath, type Path, type PathFigures } from '../../bench/repeat.ts'
 import type { Row } from '../../bench/rows.ts'
 
 // The harness's own bookkeeping, with paths that are plain functions (no transfer): the order of
 // the runs, what a failing path leaves, and the rows either gives.
 describe('bench repeats', () => {
-  it('warms every path up, then interleaves the runs; a path that fails drops out and says why', async () => {
+  it('warms every path up, then interleaves the runs, every other round in reverse; a path that fails drops out and says why', async () => {
     const calls: string[] = []
     const speeds = { a: [0, 30, 10, 20], b: [0, 5] }
     const path = (name: 'a' | 'b', failAt?: number): Path => ({
@@ -20,7 +20,8 @@ describe('bench repeats', () => {
     })
     const paths = [path('a'), path('b', 2)]
     const m = await measurePaths(paths, { bytes: 1024, streams: 8, repeats: 3, warmupBytes: 4096 })
-    expect(calls).toEqual(['a 4096 8', 'b 4096 8', 'a 1024 8', 'b 1024 8', 'a 1024 8', 'b 1024 8', 'a 1024 8'])
+    // Round 2 runs b first (and it fails there), round 3 has a alone.
+    expect(calls).toEqual(['a 4096 8', 'b 4096 8', 'a 1024 8', 'b 1024 8', 'b 1024 8', 'a 1024 8', 'a 1024 8'])
     const a = m.get('a')
     expect(a?.runs).toEqual([30, 10, 20])
     expect(a?.value).toBe(20)
@@ -50,5 +51,29 @@ describe('bench repeats', () => {
     const m = await measurePaths([{ name: 'x', hops: [], run: async () => { runs++; throw new Error('refused') } }], { bytes: 1, streams: 1, repeats: 3, warmupBytes: 1 })
     expect(runs).toBe(1)
     expect(m.get('x')?.failed).toBe('warm-up: refused')
+  })
+
+  it('gives the encryption cost as the median of the rounds\' ratios, with the loss against the goal', () => {
+    const figures = (runs: number[], cpu: number): PathFigures => ({ value: [...runs].sort((x, y) => x - y)[1] as number, runs, cpu: { server: 0.2, peers: cpu }, gc: {}, steal: 0.01 })
+    // Rounds: 80/100, 45/50 (a busy round: both slow), 90/100.
+    const rows: Row[] = []
+    recordCost(figures([80, 45, 90], 0.6), figures([100, 50, 100], 0.4), { group: 'tunnel', what: 'forward', label: '1 connection, 16 MiB', goalLoss: 0.15, ourRoles: ['server', 'peers'] }, (r) => rows.push(r))
+    expect(rows).toHaveLength(1)
+    const row = rows[0] as Row
+    expect(row.what).toBe('encryption cost (encrypted / plaintext), forward, 1 connection, 16 MiB')
+    expect(row.value).toBeCloseTo(0.9) // paired by round; the ratio of the medians would say 0.8
+    expect(row.unit).toBe('x')
+    expect(row.range).toEqual({ min: 0.8, max: 0.9, runs: 3 })
+    expect(row.note).toMatch(/^loss 10.0% \(goal: at most 15%: goal met\); ratio of the medians 0.80 \(80 \/ 100 MiB\/s\); CPU s per 64 MiB encrypted \/ plaintext: server 0.20 \/ 0.20, peers 0.60 \/ 0.40, starsock's processes in all 0.80 \/ 0.60 \(1.33x\)$/)
+
+    rows.length = 0
+    recordCost(figures([70, 40, 60], 0.6), figures([100, 50, 100], 0.4), { group: 'tunnel', what: 'forward', label: '1', goalLoss: 0.15, ourRoles: ['server', 'peers'] }, (r) => rows.push(r))
+    expect(rows[0]?.value).toBeCloseTo(0.7)
+    expect(rows[0]?.note).toMatch(/goal NOT met/)
+
+    rows.length = 0
+    recordCost(figures([70, 40, 60], 0.6), { ...figures([100, 50, 100], 0.4), value: NaN, failed: 'refused' }, { group: 'tunnel', what: 'forward', label: '1', goalLoss: 0.15, ourRoles: ['server', 'peers'] }, (r) => rows.push(r))
+    recordCost(figures([70, 40, 60], 0.6), undefined, { group: 'tunnel', what: 'forward', label: '1', goalLoss: 0.15, ourRoles: ['server', 'peers'] }, (r) => rows.push(r))
+    expect(rows.map((r) => [Number.isNaN(r.value), r.note])).toEqual([[true, 'no figure: a path could not be measured (refused)'], [true, 'no figure: a path was not measured']])
   })
 })

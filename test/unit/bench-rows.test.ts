@@ -61,6 +61,23 @@ describe('bench row renderers with missing figures', () => {
     }
   })
 
+  it('draws a group that mixes units (MiB/s and the encryption cost\'s ratio) as one panel per unit', () => {
+    const mixed: Row[] = [
+      { group: 'tunnel', what: 'forward, encrypted (default), 1 connection', value: 200, unit: 'MiB/s' },
+      { group: 'tunnel', what: 'forward, plaintext (--insecure), 1 connection', value: 240, unit: 'MiB/s' },
+      { group: 'tunnel', what: 'encryption cost (encrypted / plaintext), forward, 1 connection', value: 0.83, unit: 'x' },
+      { group: 'tunnel', what: 'encryption cost (encrypted / plaintext), forward, 8 connections', value: NaN, unit: 'x' }
+    ]
+    const svg = renderChart(mixed)
+    expect(svg).toContain('>tunnel (MiB/s)</text>')
+    expect(svg).toContain('>tunnel (x)</text>')
+    expect(svg).toContain('>tunnel</text>') // the row without a figure
+    // The ratio's bar fills its own panel's width instead of a sliver beside 240 MiB/s.
+    const widths = [...svg.matchAll(/<rect x="\d+" y="\d+" width="([\d.]+)"/g)].map((m) => Number(m[1]))
+    expect(widths).toHaveLength(3)
+    expect(widths[2]).toBe(widths[1])
+  })
+
   it('warns past 10% steal only', () => {
     const at = (steal: number | undefined): string | undefined => stealWarning({ group: 'g', what: 'w', value: 1, unit: 'x', steal })
     expect(at(0.25)).toMatch(/^WARNING: steal 25\.0% during "w"/)
@@ -90,9 +107,13 @@ describe('bench summary table', () => {
     { group: 'tunnel cpu', what: `${label}: target peer`, value: NaN, unit: 's/64 MiB' },
     { group: 'tunnel gc', what: `${label}: server`, value: 12, unit: 'MC/64 MiB', note: 'mark-compacts per 64 MiB; GC pause 704 ms (mark-compact 584 ms), 0 scavenges per 64 MiB' },
     { group: 'tunnel gc', what: `${label}: target peer`, value: NaN, unit: 'MC/64 MiB', note: 'no GC figures' },
-    { group: 'tunnel copies', what: 'copies, forwarding peer, 1 connection, 16 MiB, starsock code', value: 1, unit: 'per byte', steal: NaN },
-    { group: 'tunnel copies', what: 'copies, forwarding peer, 1 connection, 16 MiB, dependencies', value: NaN, unit: 'per byte' },
-    { group: 'tunnel copies', what: 'copies, target peer, 1 connection, 16 MiB, dependencies', value: 0.96, unit: 'per byte' }
+    { group: 'tunnel', what: 'encryption cost (encrypted / plaintext), forward, 1 connection, 16 MiB', value: 0.9, unit: 'x', range: { min: 0.8, max: 0.95, runs: 3 }, steal: 0.01, note: 'loss 10.0% (goal: at most 15%: goal met); ratio of the medians 0.80 (80.0 / 100 MiB/s); CPU s per 64 MiB encrypted / plaintext: server 0.20 / 0.20, forwarding peer 0.60 / 0.40' },
+    { group: 'tunnel', what: 'encryption cost (encrypted / plaintext), forward, 8 connections, 16 MiB', value: NaN, unit: 'x', note: 'no figure: a path was not measured' },
+    { group: 'tunnel copies', what: 'copies, forwarding peer (encrypted: sealing), 1 connection, 16 MiB, starsock code', value: 1, unit: 'per byte', steal: NaN },
+    { group: 'tunnel copies', what: 'copies, forwarding peer (encrypted: sealing), 1 connection, 16 MiB, dependencies', value: NaN, unit: 'per byte' },
+    { group: 'tunnel copies', what: 'copies, forwarding peer (encrypted: sealing), 1 connection, 16 MiB, cipher output', value: 1, unit: 'per byte' },
+    { group: 'tunnel copies', what: 'copies, forwarding peer (plaintext: --insecure), 1 connection, 16 MiB, starsock code', value: 1, unit: 'per byte' },
+    { group: 'tunnel copies', what: 'copies, target peer (encrypted: opening), 1 connection, 16 MiB, dependencies', value: 0.96, unit: 'per byte' }
   ]
 
   it('puts each path with its processes\' CPU and GC on one line, missing figures as dashes', () => {
@@ -102,7 +123,11 @@ describe('bench summary table', () => {
       expect(md).toContain(`| ${label} | 8.68 | 0.07x raw ws (128) | 0.3% | server 0.96, target peer — | server 12 (704 ms), target peer — |`)
       expect(md).toContain('| websockify, 1 connection, 16 MiB | — could not measure: websockify closed |')
       expect(md).toContain('| raw ws relay, 1 connection, 16 MiB | 128 (96.9–252, 3 runs) |')
-      expect(md).toContain('| copies per byte | forwarding peer: starsock code 1, dependencies —; target peer: dependencies 0.96 |')
+      expect(md).toContain('| copies per byte, forwarding peer (encrypted: sealing) | starsock code 1, dependencies —, cipher output 1 |')
+      expect(md).toContain('| copies per byte, forwarding peer (plaintext: --insecure) | starsock code 1 |')
+      expect(md).toContain('| copies per byte, target peer (encrypted: opening) | dependencies 0.96 |')
+      expect(md).toContain('| encryption cost (encrypted / plaintext), forward, 1 connection, 16 MiB | 0.90x (0.80–0.95, 3 runs) | loss 10.0% (goal: at most 15%: goal met) | 1.0% | encrypted / plaintext: server 0.20 / 0.20, forwarding peer 0.60 / 0.40 | |')
+      expect(md).toContain('| encryption cost (encrypted / plaintext), forward, 8 connections, 16 MiB | — no figure: a path was not measured |')
     }
     expect(renderSummary(summaryRows, 'throughput')).toBe('')
   })
