@@ -5,6 +5,7 @@
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { isHex } from '../shared/validate.ts'
 import type { Identity } from './identity.ts'
+import { WS_MASKS, type WsMask } from './ws-mask.ts'
 
 /** Options of `createPeer`. */
 export interface PeerOptions {
@@ -58,6 +59,13 @@ export interface PeerOptions {
    * frame per chunk instead of two); off, every chunk is a socket.io event. @default true
    */
   rawFrames?: boolean
+  /**
+   * The masking key of the WebSocket frames a Node peer sends: `'zero'` sends every byte as it is
+   * (no masking pass, no copy), `'random'` draws a key per frame as browsers do (for a peer whose
+   * plain `ws://` connection crosses a proxy that may misread WebSocket bytes as HTTP; see README
+   * "Options"). A browser always masks with a random key. @default 'zero'
+   */
+  wsMask?: WsMask
   /** Where logs go. @default silent */
   logger?: Logger
   /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
@@ -83,6 +91,7 @@ export interface ResolvedPeerOptions {
   reconnectDelayMs: number
   reconnectDelayMaxMs: number
   rawFrames: boolean
+  wsMask: WsMask
   logger: Logger
 }
 
@@ -97,6 +106,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
   if (options.rawFrames !== undefined && typeof options.rawFrames !== 'boolean') throw new TypeError('rawFrames must be a boolean')
+  if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'zero' or 'random', got ${String(options.wsMask)}`)
   const resumeId = options.resumeId
   if (resumeId !== undefined && (typeof resumeId !== 'string' || resumeId.length < 32 || resumeId.length > 128 || !isHex(resumeId))) {
     throw new TypeError('resumeId must be a hex string of 32 to 128 characters')
@@ -115,6 +125,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
     reconnectDelayMs: positive('reconnectDelayMs', options.reconnectDelayMs, 500),
     reconnectDelayMaxMs: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
     rawFrames: options.rawFrames ?? true,
+    wsMask: options.wsMask ?? 'zero',
     logger: options.logger ?? silentLogger
   }
 }
