@@ -55,17 +55,17 @@ export interface PeerOptions {
   reconnectDelayMs?: number
   reconnectDelayMaxMs?: number
   /**
+   * The masking key of the WebSocket frames a Node peer sends: `'zero'` sends every byte as it is
+   * (no masking pass, no copy), `'random'` draws a key per frame as browsers do (for a peer whose
+   * plain `ws://` connection crosses a proxy that may misread WebSocket bytes as HTTP; see README
+   * "Client"). A browser always masks with a random key. @default 'zero'
+   */
+  wsMask?: WsMask
+  /**
    * Carry stream data as raw engine.io binary messages when the server agrees (one WebSocket
    * frame per chunk instead of two); off, every chunk is a socket.io event. @default true
    */
   rawFrames?: boolean
-  /**
-   * The masking key of the WebSocket frames a Node peer sends: `'zero'` sends every byte as it is
-   * (no masking pass, no copy), `'random'` draws a key per frame as browsers do (for a peer whose
-   * plain `ws://` connection crosses a proxy that may misread WebSocket bytes as HTTP; see README
-   * "Options"). A browser always masks with a random key. @default 'zero'
-   */
-  wsMask?: WsMask
   /** Where logs go. @default silent */
   logger?: Logger
   /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
@@ -78,6 +78,7 @@ export interface PeerOptions {
  */
 export interface ResolvedPeerOptions {
   transports: Array<'websocket' | 'polling'>
+  wsMask: WsMask
   requestTimeoutMs: number
   takeover: boolean
   /** `undefined`: the peer makes one. */
@@ -91,7 +92,6 @@ export interface ResolvedPeerOptions {
   reconnectDelayMs: number
   reconnectDelayMaxMs: number
   rawFrames: boolean
-  wsMask: WsMask
   logger: Logger
 }
 
@@ -104,15 +104,16 @@ function positive (name: string, value: number | undefined, fallback: number): n
 /** Apply the defaults field by field and validate; throws a `RangeError` (or a `TypeError` for `takeover` and `resumeId`) naming the option. */
 export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): ResolvedPeerOptions {
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
+  if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'zero' or 'random', got ${String(options.wsMask)}`)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
   if (options.rawFrames !== undefined && typeof options.rawFrames !== 'boolean') throw new TypeError('rawFrames must be a boolean')
-  if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'zero' or 'random', got ${String(options.wsMask)}`)
   const resumeId = options.resumeId
   if (resumeId !== undefined && (typeof resumeId !== 'string' || resumeId.length < 32 || resumeId.length > 128 || !isHex(resumeId))) {
     throw new TypeError('resumeId must be a hex string of 32 to 128 characters')
   }
   return {
     transports: options.transports ?? ['websocket', 'polling'],
+    wsMask: options.wsMask ?? 'zero',
     requestTimeoutMs,
     takeover: options.takeover ?? false,
     resumeId,
@@ -125,7 +126,6 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
     reconnectDelayMs: positive('reconnectDelayMs', options.reconnectDelayMs, 500),
     reconnectDelayMaxMs: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
     rawFrames: options.rawFrames ?? true,
-    wsMask: options.wsMask ?? 'zero',
     logger: options.logger ?? silentLogger
   }
 }

@@ -10,6 +10,7 @@ describe('resolvePeerOptions', () => {
     const options: PeerOptions = { server: SERVER }
     expect(resolvePeerOptions(options)).toEqual({
       transports: ['websocket', 'polling'],
+      wsMask: 'zero',
       requestTimeoutMs: 10_000,
       takeover: false,
       windowBytes: 4 * 1024 * 1024,
@@ -21,7 +22,6 @@ describe('resolvePeerOptions', () => {
       reconnectDelayMs: 500,
       reconnectDelayMaxMs: 5000,
       rawFrames: true,
-      wsMask: 'zero',
       logger: silentLogger
     })
   })
