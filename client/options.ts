@@ -5,6 +5,7 @@
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { isHex } from '../shared/validate.ts'
 import type { Identity } from './identity.ts'
+import { WS_MASKS, type WsMask } from './ws-mask.ts'
 
 /** Options of `createPeer`. */
 export interface PeerOptions {
@@ -54,6 +55,13 @@ export interface PeerOptions {
   reconnectDelayMs?: number
   reconnectDelayMaxMs?: number
   /**
+   * The masking key of the WebSocket frames a Node peer sends: `'zero'` sends every byte as it is
+   * (no masking pass, no copy), `'random'` draws a key per frame as browsers do (for a peer whose
+   * plain `ws://` connection crosses a proxy that may misread WebSocket bytes as HTTP; see README
+   * "Client"). A browser always masks with a random key. @default 'zero'
+   */
+  wsMask?: WsMask
+  /**
    * Carry stream data as raw engine.io binary messages when the server agrees (one WebSocket
    * frame per chunk instead of two); off, every chunk is a socket.io event. @default true
    */
@@ -76,6 +84,7 @@ export interface PeerOptions {
  */
 export interface ResolvedPeerOptions {
   transports: Array<'websocket' | 'polling'>
+  wsMask: WsMask
   requestTimeoutMs: number
   takeover: boolean
   /** `undefined`: the peer makes one. */
@@ -102,6 +111,7 @@ function positive (name: string, value: number | undefined, fallback: number): n
 /** Apply the defaults field by field and validate; throws a `RangeError` (or a `TypeError` for `takeover` and `resumeId`) naming the option. */
 export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): ResolvedPeerOptions {
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
+  if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'zero' or 'random', got ${String(options.wsMask)}`)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
   if (options.rawFrames !== undefined && typeof options.rawFrames !== 'boolean') throw new TypeError('rawFrames must be a boolean')
   if (options.secure !== undefined && typeof options.secure !== 'boolean') throw new TypeError('secure must be a boolean')
@@ -111,6 +121,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
   }
   return {
     transports: options.transports ?? ['websocket', 'polling'],
+    wsMask: options.wsMask ?? 'zero',
     requestTimeoutMs,
     takeover: options.takeover ?? false,
     resumeId,

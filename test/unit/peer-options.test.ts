@@ -10,6 +10,7 @@ describe('resolvePeerOptions', () => {
     const options: PeerOptions = { server: SERVER }
     expect(resolvePeerOptions(options)).toEqual({
       transports: ['websocket', 'polling'],
+      wsMask: 'zero',
       requestTimeoutMs: 10_000,
       takeover: false,
       windowBytes: 4 * 1024 * 1024,
@@ -46,7 +47,8 @@ describe('resolvePeerOptions', () => {
     ['a zero reconnect delay', { reconnectDelayMs: 0 }, RangeError, 'reconnectDelayMs must be a positive integer, got 0'],
     ['a negative largest reconnect delay', { reconnectDelayMaxMs: -5 }, RangeError, 'reconnectDelayMaxMs must be a positive integer, got -5'],
     ['a non-boolean takeover', { takeover: 'yes' as never }, TypeError, 'takeover must be a boolean'],
-    ['a non-boolean rawFrames', { rawFrames: 1 as never }, TypeError, 'rawFrames must be a boolean']
+    ['a non-boolean rawFrames', { rawFrames: 1 as never }, TypeError, 'rawFrames must be a boolean'],
+    ['an unknown wsMask', { wsMask: 'none' as never }, TypeError, "wsMask must be 'zero' or 'random', got none"]
   ])('refuses %s with an exact message', (_, options, type, message) => {
     let thrown: unknown
     try {
