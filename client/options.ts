@@ -58,7 +58,8 @@ export interface PeerOptions {
    * The masking key of the WebSocket frames a Node peer sends: `'zero'` sends every byte as it is
    * (no masking pass, no copy), `'random'` draws a key per frame as browsers do (for a peer whose
    * plain `ws://` connection crosses a proxy that may misread WebSocket bytes as HTTP; see README
-   * "Client"). A browser always masks with a random key. @default 'zero'
+   * "Client"), `'auto'` is zero over TLS or to a server on loopback, random otherwise. A browser
+   * always masks with a random key. @default 'auto'
    */
   wsMask?: WsMask
   /**
@@ -111,7 +112,7 @@ function positive (name: string, value: number | undefined, fallback: number): n
 /** Apply the defaults field by field and validate; throws a `RangeError` (or a `TypeError` for `takeover` and `resumeId`) naming the option. */
 export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): ResolvedPeerOptions {
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
-  if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'zero' or 'random', got ${String(options.wsMask)}`)
+  if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'auto', 'zero' or 'random', got ${String(options.wsMask)}`)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
   if (options.rawFrames !== undefined && typeof options.rawFrames !== 'boolean') throw new TypeError('rawFrames must be a boolean')
   if (options.secure !== undefined && typeof options.secure !== 'boolean') throw new TypeError('secure must be a boolean')
@@ -121,7 +122,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
   }
   return {
     transports: options.transports ?? ['websocket', 'polling'],
-    wsMask: options.wsMask ?? 'zero',
+    wsMask: options.wsMask ?? 'auto',
     requestTimeoutMs,
     takeover: options.takeover ?? false,
     resumeId,

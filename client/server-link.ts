@@ -11,7 +11,7 @@ import { rawFrameParser } from '../shared/raw-parser.ts'
 import { Emitter } from './emitter.ts'
 import type { StreamTransport } from './stream.ts'
 import { bounded, throwIfAborted, Waiters } from './waiters.ts'
-import { transportsFor, type WsMask } from './ws-mask.ts'
+import { maskFor, transportsFor, type WsMask } from './ws-mask.ts'
 
 /** Bytes handed to the transport and not flushed past which writers wait. */
 export const TRANSPORT_HIGH_WATER_BYTES = 1024 * 1024
@@ -47,7 +47,7 @@ export interface ServerLinkOptions {
   heartbeatTimeoutMs: number
   reconnectDelayMs: number
   reconnectDelayMaxMs: number
-  /** How a Node peer masks its WebSocket frames (client/ws-mask.ts). @default 'zero' */
+  /** How a Node peer masks its WebSocket frames (client/ws-mask.ts). @default 'auto' */
   wsMask?: WsMask
   logger: Logger
 }
@@ -84,7 +84,7 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
       parser: rawFrameParser, // socket.io-parser, with raw data frames (shared/raw-parser.ts)
       autoConnect: false,
       forceNew: true,
-      transports: transportsFor(options.transports, options.wsMask ?? 'zero'), // Node: no masking pass
+      transports: transportsFor(options.transports, maskFor(options.wsMask ?? 'auto', options.url)), // Node, over TLS or loopback: no masking pass
       tryAllTransports: true,
       reconnection: true,
       reconnectionDelay: options.reconnectDelayMs,

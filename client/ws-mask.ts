@@ -16,11 +16,29 @@
  */
 import { NodeWebSocket, WebSocket as BrowserWebSocket, transports as engineTransports } from 'engine.io-client'
 
-/** `'zero'`: frames carry the key 0 and no masking pass (Node only); `'random'`: `ws`'s default. */
-export type WsMask = 'zero' | 'random'
+/**
+ * `'zero'`: frames carry the key 0 and no masking pass (Node only); `'random'`: `ws`'s default;
+ * `'auto'`: zero where no intermediary can read the frames (a `https:`/`wss:` server, or one on
+ * loopback), random otherwise (plain `ws://` across a network).
+ */
+export type WsMask = 'auto' | 'zero' | 'random'
 
 /** The values `wsMask` takes. */
-export const WS_MASKS: readonly WsMask[] = ['zero', 'random']
+export const WS_MASKS: readonly WsMask[] = ['auto', 'zero', 'random']
+
+/** The key `'auto'` comes to for a server at `url`: `'zero'` over TLS or on loopback, else `'random'`. */
+export function maskFor (mask: WsMask, url: string): 'zero' | 'random' {
+  if (mask !== 'auto') return mask
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return 'random'
+  }
+  if (parsed.protocol === 'https:' || parsed.protocol === 'wss:') return 'zero'
+  const host = parsed.hostname.replace(/^\[|\]$/g, '').toLowerCase()
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) ? 'zero' : 'random'
+}
 
 /** Whether this engine.io-client build runs on `ws` (Node), where the key can be chosen. */
 export const canChooseMask = NodeWebSocket !== BrowserWebSocket
@@ -46,7 +64,7 @@ type TransportName = 'websocket' | 'polling'
  * The `transports` option for socket.io-client: the names as given, or, for a `'zero'` mask in
  * Node, the transport classes in the same order (engine.io-client reads a class's name from it).
  */
-export function transportsFor (names: TransportName[], mask: WsMask): TransportName[] | Array<typeof engineTransports.polling | typeof ZeroMaskWebSocket> {
+export function transportsFor (names: TransportName[], mask: 'zero' | 'random'): TransportName[] | Array<typeof engineTransports.polling | typeof ZeroMaskWebSocket> {
   if (mask === 'random' || !canChooseMask) return names
   return names.map((name) => name === 'websocket' ? ZeroMaskWebSocket : engineTransports[name])
 }

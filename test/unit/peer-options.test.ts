@@ -10,7 +10,7 @@ describe('resolvePeerOptions', () => {
     const options: PeerOptions = { server: SERVER }
     expect(resolvePeerOptions(options)).toEqual({
       transports: ['websocket', 'polling'],
-      wsMask: 'zero',
+      wsMask: 'auto',
       requestTimeoutMs: 10_000,
       takeover: false,
       windowBytes: 4 * 1024 * 1024,
@@ -48,7 +48,7 @@ describe('resolvePeerOptions', () => {
     ['a negative largest reconnect delay', { reconnectDelayMaxMs: -5 }, RangeError, 'reconnectDelayMaxMs must be a positive integer, got -5'],
     ['a non-boolean takeover', { takeover: 'yes' as never }, TypeError, 'takeover must be a boolean'],
     ['a non-boolean rawFrames', { rawFrames: 1 as never }, TypeError, 'rawFrames must be a boolean'],
-    ['an unknown wsMask', { wsMask: 'none' as never }, TypeError, "wsMask must be 'zero' or 'random', got none"]
+    ['an unknown wsMask', { wsMask: 'none' as never }, TypeError, "wsMask must be 'auto', 'zero' or 'random', got none"]
   ])('refuses %s with an exact message', (_, options, type, message) => {
     let thrown: unknown
     try {
