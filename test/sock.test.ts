@@ -7,6 +7,7 @@ import { createPeer } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { expose, forward } from '../client/sock/tunnel.node.ts'
+import { ReceiveStream } from '../client/stream.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
@@ -313,6 +314,41 @@ describe('sock channels and tunnels through a real server', () => {
     await waitFor('the forward to be up again', () => fwd.state === 'up', 10_000)
     c.socket.send(Buffer.from('after'), fwd.address.port, '127.0.0.1')
     await waitFor('an echo after the peer is back', () => c.got.some((d) => d.toString() === 'after'), 5000)
+  })
+
+  it('a relay that forges E_SECURE_REQUIRED in the error frame of a secure redial does not stop the tunnel: a code from the wire is retried, not final', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const targetPeer = await createPeer({ server: server().url(), identity })
+    const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const client = await agent()
+    const fwd = await forward(client, { peer: targetPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(fwd)
+    await target.close()
+    await targetPeer.close()
+    await waitFor('the forward to be away', () => fwd.state === 'away')
+    // What the relay can do: end the listener's answer to the next secure dial with its own error
+    // string (stream error frames are not authenticated), once.
+    let forged = 0
+    const push = ReceiveStream.prototype.push
+    ReceiveStream.prototype.push = function (this: ReceiveStream, chunk: unknown) {
+      if (forged === 0 && !this.done && this.receivedBytes === 0 && this.id.endsWith('.listener')) {
+        forged++
+        return this.finish('Use --insecure to talk to this peer [E_SECURE_REQUIRED]')
+      }
+      push.call(this, chunk)
+    }
+    cleanup.push({ close: () => { ReceiveStream.prototype.push = push } })
+    const backPeer = await createPeer({ server: server().url(), identity })
+    const back = createSockAgent(backPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    cleanup.push({ close: async () => { await back.close(); await backPeer.close() } })
+    await waitFor('the forged error to be delivered', () => forged === 1, 10_000)
+    await waitFor('the forward to be up again', () => fwd.state === 'up' || fwd.state === 'closed', 15_000)
+    expect(fwd.state).toBe('up')
+    expect(fwd.stats().secure).toBe(true)
+    const data = testBytes(64 * 1024)
+    expectBytes(await within('the echo after the forged refusal', tcpRoundTrip(fwd.address.port, data), 10_000), data, 'the echo after the forged refusal')
   })
 
   it('a tunnel whose peer is away stops when its agent closes or its signal aborts (no recovery loop left running)', async () => {

@@ -111,7 +111,18 @@ export const UDP_OPEN_RETRY_MS = 1000
  * side requires end-to-end encryption and the other does not speak it, or the peer that answered
  * proved another identity than the one asked for).
  */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED', 'E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED'])
+/**
+ * Final only when decided here (our own dial found a plaintext or legacy peer, or another proved
+ * identity): received from the wire they are unauthenticated words a relay can forge in a stream's
+ * error frame, so they are retried like any failure.
+ */
+const LOCAL_FINAL_CODES = new Set(['E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
+
+/** Whether asking again after `error` is pointless. */
+function isFinal (error: StarsockError): boolean {
+  return FINAL_CODES.has(error.code) || (LOCAL_FINAL_CODES.has(error.code) && !error.remote)
+}
 
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
@@ -275,7 +286,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
           } catch (e) {
             if (this.stopped) return
             const error = e instanceof StarsockError ? e : new StarsockError('E_STREAM_ABORTED', String(e))
-            if (FINAL_CODES.has(error.code) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
+            if (isFinal(error) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
             // A person was asked and nobody answered in time: asking again would prompt them anew
             // every timeout, for ever (whichever of our timeout or their E_DENIED comes first).
             if (error.code === 'E_TIMEOUT' && this.personAsked) return this.stop(new StarsockError('E_DENIED', `Nobody answered at ${this.options.peer} in time (a person was asked): ${error.message}`))
