@@ -663,6 +663,33 @@ describe('sock agents and end-to-end encryption (issue 14)', () => {
     expect(asked).toEqual([true, false, false, false])
   })
 
+  it('a plaintext connection that claims an id spends its own budget, never the budget of the peer that proved the id (file quota, mappings and leases)', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const onFile = (channel: Channel): void => { void (async () => { for await (const c of channel) void c; await channel.closeWrite() })() }
+    const target = await agent({ insecure: true, allow: ['file:*', `connect/tcp:127.0.0.1:${echo.port}`, 'bind/tcp:127.0.0.1:*'], maxMappingsPerPeer: 1, files: { onFile, quotaBytesPerPeer: 150_000 } })
+    const leases: string[] = []
+    target.on('lease', ({ state }) => leases.push(state))
+    const sendFile = async (from: ReturnType<typeof createSockAgent>, name: string): Promise<void> => {
+      const channel = await from.offerFile(target.peer.peerId, { name, size: 100_000 })
+      await channel.write(new Uint8Array(100_000))
+      await channel.closeWrite()
+      await waitFor(`${name} to be over`, () => target.mappings().length === 0)
+    }
+    // The id over plaintext (the server's word): a file of 100,000 bytes of a quota of 150,000,
+    // then a bound port, left on lease (the one mapping a peer may hold here).
+    const plain = await agentWith(identity, { insecure: true })
+    await sendFile(plain, 'claimed.bin')
+    await plain.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 })
+    await leave(plain)
+    await waitFor('the plaintext binder\'s port on lease', () => leases.includes('held'))
+    // The peer that proves the id still has its whole quota and its own mapping.
+    const secure = await agentWith(identity)
+    await sendFile(secure, 'proved.bin')
+    expect((await secure.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })).secure).toBe(true)
+  })
+
   it('a legacy websocket-star peer: a sock agent\'s offer to it fails fast with E_SECURE_REQUIRED (never plaintext by itself), and its dial to the agent is refused', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

@@ -25,6 +25,15 @@ export const SECURE_REQUIRED_REASON = 'it is not end-to-end encrypted; both side
 
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
+/**
+ * The key a peer's per-peer budgets (mappings, leases, file quota) are counted under: its id when
+ * proved (end-to-end encrypted), else a namespace of its own, so that a plaintext connection that
+ * merely claims an id never spends the budget of the peer that proved it.
+ */
+function budgetOf (peerId: string, secure: boolean): string {
+  return secure ? peerId : `plain:${peerId}`
+}
+
 /** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
 export const FILE_QUOTA_MIN_CHARGE_BYTES = 64 * 1024
 
@@ -295,7 +304,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       }
       this.fileQuota = new FileQuota(this.files.quotaWindowMs)
     }
-    peer.handle((conn) => { if (this.refusal(conn) === undefined) this.adopt(conn) })
+    peer.handle((conn) => { if (this.refuseIfPlaintext(conn) === undefined) this.adopt(conn) })
   }
 
   /** The connection to `peerId`, dialed when there is none. */
@@ -309,7 +318,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       dialing = (async () => {
         // Secure unless this side opted out: never the peer's default, which may be plaintext.
         const conn = await this.peer.dial(peerId, { secure: !this.insecure })
-        const refused = this.refusal(conn)
+        const refused = this.refuseIfPlaintext(conn)
         if (refused !== undefined) throw refused
         const mux = this.adopt(conn)
         await mux.ready
@@ -466,16 +475,17 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     // A bind that may take back a lease of its own is not counted twice: it adds nothing while the
     // lease is there (`bindNow` checks again if it binds afresh after all).
     const reclaim = offer.kind === 'bind' && this.ownLease(peerId, offer, secure) ? 1 : 0
-    return this.overTotals(peerId, offer, -reclaim) ?? this.overFileLimit(peerId, offer)
+    return this.overTotals(peerId, secure, offer, -reclaim) ?? this.overFileLimit(peerId, secure, offer)
   }
 
   /**
    * The limit `offer` breaks with the counts as they are plus `extra` (0 before a grant, -1 for a
    * lease it takes back; after a grant the mapping is counted already, so 1 must still fit: -1).
    */
-  private overTotals (peerId: string, offer: Offer, extra: number): StarsockError | undefined {
+  private overTotals (peerId: string, secure: boolean, offer: Offer, extra: number): StarsockError | undefined {
     // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
-    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length + extra
+    const budget = budgetOf(peerId, secure)
+    const held = this.mappings().filter((m) => !m.local && budgetOf(m.peerId, m.secure) === budget).length + [...this.leases.values()].filter((l) => budgetOf(l.peerId, l.secure) === budget).length + extra
     if (held >= this.maxMappingsPerPeer) return this.limited(peerId, 'E_LIMIT_MAPPINGS', 'peer-mappings', `Peer ${peerId} already holds ${held} mappings here (at most ${this.maxMappingsPerPeer} per peer)`)
     const total = this.grantedTotal() + extra
     if (total >= this.maxMappingsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'mappings', `This peer runs ${total} mappings for other peers, its total for all peers together (maxMappingsTotal ${this.maxMappingsTotal}); try later`)
@@ -497,13 +507,13 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   }
 
   /** The file limits an offer from `peerId` would break now, if any. */
-  private overFileLimit (peerId: string, offer: Offer): StarsockError | undefined {
+  private overFileLimit (peerId: string, secure: boolean, offer: Offer): StarsockError | undefined {
     if (offer.kind === 'file' && this.files !== undefined) {
       const size = offer.size ?? 0
       const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
       const { maxFileBytes, quotaBytesPerPeer, quotaBytesTotal, quotaWindowMs } = this.files
       if (size > maxFileBytes) return this.limited(peerId, 'E_LIMIT_FILE_SIZE', 'file-size', `${formatSize(size)} is over the ${formatSize(maxFileBytes)} this peer takes in one file`)
-      const { mine, all } = (this.fileQuota as FileQuota).used(peerId)
+      const { mine, all } = (this.fileQuota as FileQuota).used(budgetOf(peerId, secure))
       const minutes = Math.round(quotaWindowMs / 60_000)
       if (mine + charge > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
       if (all + charge > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
@@ -537,7 +547,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * encryption. Then it is aborted with `E_SECURE_REQUIRED` (the other side sees the code) and told
    * (`refused`); two starsock agents never carry anything in plaintext unless both opted in.
    */
-  private refusal (conn: Connection): StarsockError | undefined {
+  private refuseIfPlaintext (conn: Connection): StarsockError | undefined {
     if (conn.secure === true || this.insecure) return undefined
     // Short enough to cross whole (an abort's wire string keeps 200 characters); who it was goes in the event.
     const err = new StarsockError('E_SECURE_REQUIRED', `${this.peer.peerId} refused a plaintext connection: ${SECURE_REQUIRED_REASON}`)
@@ -606,7 +616,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       if (answer === 'yes') checkLimits()
       decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : answer === 'yes' ? {} : { code: 'E_DENIED' })
       if (answer !== 'yes') throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
-      // The same offer again (after a reconnect) is not asked twice; each file is asked.
+      // The same offer again is not asked twice: on any secure connection (after a reconnect too),
+      // on a plaintext one only on that very connection (`rememberedFor`); each file is asked.
       if (offer.kind !== 'file') remembered.add(key)
     } else {
       deny('E_DENIED', `No rule allows ${request.text}`)
@@ -617,7 +628,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       // Charged its size while it may come; once over, what arrived (at least the minimum charge),
       // so offers that send nothing do not lock files out for everyone for the whole window.
       const quota = this.fileQuota as FileQuota
-      const charge = quota.charge(peerId, Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
+      const charge = quota.charge(budgetOf(peerId, mux.secure), Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
       // A granted file that never comes must not hold its place under the limits.
       const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
       timer.unref?.()
@@ -743,7 +754,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     } else {
       // Granted as taking back a lease that is not there (expired, or another port): the totals
       // must hold with this port added.
-      const over = this.overTotals(mapping.peerId, offer, -1)
+      const over = this.overTotals(mapping.peerId, mapping.secure, offer, -1)
       if (over !== undefined) throw over
       const fresh: BindState = { key: '', peerId: mapping.peerId, secure: mapping.mux.secure, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
