@@ -145,7 +145,7 @@ export interface SockAgentOptions {
   /** Take files other peers offer (`file` offers, granted by a `file` rule or a person); without it they get `E_UNSUPPORTED`. */
   files?: FileReceiverOptions
   /** Channels of other types than `sock` (the application's own); without it they are refused. */
-  onChannel?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
+  onChannel?: (channel: Channel, body: Uint8Array, mux: Muxer) => Promise<Reply | undefined>
   /** Options of every multiplexed connection. */
   mux?: MuxOptions
   /**
@@ -369,13 +369,14 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * the peer agreed. Rejects with `E_DENIED`, `E_UNSUPPORTED`, `E_LIMIT_FILE_SIZE` or
    * `E_LIMIT_FILE_QUOTA` before any byte is sent. The mapping ends with the channel.
    */
-  async offerFile (peerId: string, request: { name: string, size: number, signal?: AbortSignal, timeoutMs?: number }): Promise<Channel> {
+  async offerFile (peerId: string, request: { name: string, size: number, signal?: AbortSignal, timeoutMs?: number, onSession?: (mux: Muxer) => void }): Promise<Channel> {
     if (typeof request.name !== 'string' || request.name === '') throw new TypeError('offerFile needs a name')
     if (!Number.isSafeInteger(request.size) || request.size < 0) throw new TypeError('offerFile needs a size in bytes (a non-negative integer)')
     // The name goes to a prompt: no control characters, at most 200 of them.
     const name = request.name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '_').slice(0, 200)
     const offer: Offer = { kind: 'file', proto: 'tcp', host: '', port: 0, name, size: request.size }
     const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
+    request.onSession?.(mux) // the connection the file goes on (its security, for a badge)
     const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs })
     const mapping = this.track(mux, id, offer, true)
     try {
@@ -678,7 +679,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (header.type === 'file' && this.files !== undefined) return this.incomingFile(mux, channel)
     if (header.type !== 'sock') {
       if (this.options.onChannel === undefined) throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${header.type} channels`)
-      return await this.options.onChannel(channel, body)
+      return await this.options.onChannel(channel, body, mux)
     }
     const mapping = header.mapping === undefined ? undefined : this.mappingsOf.get(mux)?.get(header.mapping)
     if (mapping === undefined || mapping.closed) throw new StarsockError('E_NO_MAPPING', `Channel names no granted mapping (${String(header.mapping)})`)
