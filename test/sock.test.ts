@@ -331,7 +331,7 @@ describe('sock channels and tunnels through a real server', () => {
     // What the relay can do: end the listener's answer to the next secure dial with its own error
     // string (stream error frames are not authenticated), once.
     let forged = 0
-    const push = ReceiveStream.prototype.push
+    const push = Object.getOwnPropertyDescriptor(ReceiveStream.prototype, 'push')?.value as (this: ReceiveStream, chunk: unknown) => void
     ReceiveStream.prototype.push = function (this: ReceiveStream, chunk: unknown) {
       if (forged === 0 && !this.done && this.receivedBytes === 0 && this.id.endsWith('.listener')) {
         forged++
