@@ -17,7 +17,7 @@ import { StarsockError, wireError } from '../../shared/errors.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
-import { FRAME_HEADER_BYTES, FrameDecoder, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
+import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
 import type { Dh } from './dh.ts'
 import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport, type StaticKey } from './handshake.ts'
 
@@ -111,8 +111,16 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS
   const deadline = AbortSignal.timeout(timeoutMs)
   const signal = options.signal !== undefined ? AbortSignal.any([deadline, options.signal]) : deadline
-  const decoder = new FrameDecoder()
-  const ready: Uint8Array[] = first !== undefined ? decoder.push(first) : []
+  // Every message, handshake or transport, is at least a tag long (message 1, the shortest handshake one, is 32).
+  const decoder = new FrameDecoder(AEAD_TAG_BYTES)
+  const ready: Uint8Array[] = []
+  const decode = (chunk: Uint8Array): void => {
+    try {
+      decoder.push(chunk, ready)
+    } catch (err) {
+      throw new StarsockError('E_SECURE_HANDSHAKE', `malformed handshake framing from ${options.remote}: ${(err as Error).message}`, { cause: err })
+    }
+  }
   let preambleDue = initiator
   let answered = !initiator
   /** A wait cut by the caller's signal or the deadline says which; other failures pass. */
@@ -147,13 +155,13 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
             throw new StarsockError('E_SECURE_REQUIRED', `${options.remote} did not answer the secure channel: a legacy websocket-star peer? Dial with { secure: false } (CLI --insecure) to talk to it in plaintext`)
           }
         }
-        ready.push(...decoder.push(chunk))
-        if (decoder.bufferedBytes > NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES) throw new StarsockError('E_SECURE_HANDSHAKE', 'malformed handshake framing')
+        decode(chunk)
       }
       return ready.shift() as Uint8Array
     }
   }
   try {
+    if (first !== undefined) decode(first)
     const run = initiator ? initiateHandshake : respondHandshake
     const result = await run(io, { privateKey: options.privateKey, aead: options.aead, dh: options.dh, staticKey: options.staticKey, prologue: PREAMBLE, expectedPeer: options.expectedPeer })
     const channel = new Channel(rx, tx, result.remotePeer, result.send, result.receive, decoder, ready)
@@ -240,8 +248,12 @@ class SecureReader implements ByteReader {
         channel.fail(new StarsockError('E_SECURE_AUTH', `the stream from ${channel.remotePeer} ended without its sealed end: cut short in transit`))
         continue
       }
-      this.sealed.push(...this.decoder.push(chunk))
-      if (this.decoder.bufferedBytes > NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES) channel.fail(new StarsockError('E_SECURE_AUTH', `malformed framing from ${channel.remotePeer}`))
+      try {
+        this.decoder.push(chunk, this.sealed)
+      } catch (err) {
+        // Before any message is opened: the relay or a broken peer; both sides get a coded error.
+        channel.fail(new StarsockError('E_SECURE_AUTH', `malformed framing from ${channel.remotePeer}: ${err instanceof FramingError ? err.message : String(err)}`, { cause: err }))
+      }
     }
   }
 
