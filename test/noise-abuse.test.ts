@@ -105,7 +105,7 @@ describe('abuse of the secure channel (issue 14)', () => {
     vi.spyOn(directory, 'owner').mockImplementation((addr) => owner(addr === b.addr ? c.addr : addr))
     const err = await within('the swapped dial', rejected(a.dial(b.peerId)))
     expect(err).toMatchObject({ code: 'E_PEER_ID_MISMATCH' })
-    expect((err as Error).message).toContain(`expected peer ${b.peerId}, but the other side proved it is ${c.peerId}`)
+    expect((err as Error).message).toContain(`expected peer ${b.peerId}, but the other side presented the identity key of ${c.peerId}`)
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(cSaw).toHaveLength(0)
   })

@@ -1,5 +1,7 @@
 /** The Noise pieces without sockets: payload codec, framing, and handshakes over in-memory pipes. */
 import { describe, expect, it } from 'vitest'
+import { generateKeyPairSync } from 'node:crypto'
+import { privateKeyFromRaw } from '@libp2p/crypto/keys'
 import { createIdentity } from '../../client/identity.ts'
 import { nodeAead } from '../../client/noise/aead.node.ts'
 import { FrameDecoder, FramingError, maxMessagesPerChunk, putFrame } from '../../client/noise/frame.ts'
@@ -114,6 +116,21 @@ describe('Noise framing', () => {
 })
 
 describe('Noise XX handshake (in memory)', () => {
+  it.each([
+    ['3', 3, 'E_SECURE_HANDSHAKE'],
+    ['65537', 65537, undefined]
+  ] as const)('an RSA identity key with public exponent %s (only 65537 is taken)', async (_name, publicExponent, code) => {
+    const der = generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent, privateKeyEncoding: { type: 'pkcs1', format: 'der' }, publicKeyEncoding: { type: 'spki', format: 'der' } }).privateKey
+    const rsa = privateKeyFromRaw(new Uint8Array(der))
+    const b = await createIdentity()
+    const { ends } = pipe()
+    const initiating = initiateHandshake(ends[0], { privateKey: rsa, aead: nodeAead, prologue, expectedPeer: b.peerId })
+    const responding = respondHandshake(ends[1], { privateKey: b.privateKey, aead: nodeAead, prologue })
+    await initiating
+    if (code === undefined) await expect(responding).resolves.toMatchObject({ remoteIdentity: { type: 'RSA' } })
+    else await expect(responding).rejects.toMatchObject({ code, message: expect.stringContaining('exponent') as unknown })
+  })
+
   it('both sides learn the verified ids and the same handshake hash; transport keys pair up', async () => {
     const [a, b] = [await createIdentity(), await createIdentity('secp256k1')]
     const { ends } = pipe()
