@@ -196,4 +196,41 @@ describe('abuse of the secure channel (issue 14)', () => {
     expect(got).toEqual([100, 100])
     expect(end).toMatchObject({ code: 'E_SECURE_AUTH' })
   })
+
+  // Review findings on the first version of the core (issue 14).
+
+  it('a relay that sends 512 KiB of zeros (128k empty frames) fails both sides with E_SECURE_AUTH', async () => {
+    relay((chunk, index, id) => id.endsWith('.dialer') && index === 2 ? [new Uint8Array(512 * 1024)] : [chunk])
+    const [a, b] = [await peer(), await peer()]
+    const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
+    const conn = await a.dial(b.peerId)
+    const listener = await within('B accepting', incoming)
+    await conn.write(testBytes(1000, 1))
+    expect(await within('B refusing the junk', rejected(listener.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect(await within('A hearing of it', rejected(conn.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  it('a write cut by its signal after sealing never leaves a connection where the next write succeeds and the other side sees tampering', async () => {
+    const [a, b] = [await peer(), await peer()]
+    const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
+    const conn = await a.dial(b.peerId)
+    const listener = await within('B accepting', incoming)
+    // B does not read yet: A's write runs out of credit with sealed messages in hand.
+    const cut = new AbortController()
+    const first = rejected(conn.write(testBytes(16 * 1024 * 1024, 1), { signal: cut.signal }))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    cut.abort()
+    expect(await within('the first write cut', first)).toMatchObject({ code: 'E_ABORTED' })
+    const second = await conn.write(testBytes(1000, 2)).then(() => undefined, (err: unknown) => err)
+    if (second === undefined) await conn.closeWrite()
+    const end = await within('B reading to the end', (async (): Promise<unknown> => {
+      try { while (await listener.read() !== null); return 'end' } catch (err) { return err }
+    })(), 15_000)
+    if (second === undefined) {
+      expect(end).toBe('end') // the cut came before sealing: the connection goes on, whole
+    } else {
+      expect(second).toMatchObject({ code: 'E_ABORTED' })
+      expect(end).toMatchObject({ code: 'E_ABORTED' }) // the true cause, not E_SECURE_AUTH
+    }
+  })
 })

@@ -382,6 +382,8 @@ class SecureWriter implements ByteWriter {
     do {
       if (channel.failure !== undefined) throw channel.failure
       if (this.failed !== undefined) throw this.failed
+      // Cut before sealing: no nonce used, the connection goes on.
+      if (signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal.reason })
       const take = Math.min(data.byteLength - offset, this.chunkBytes)
       const pieces = messagesIn(take)
       // One raw chunk of whole messages, each sealed straight into it behind its length prefix.
@@ -402,7 +404,16 @@ class SecureWriter implements ByteWriter {
         throw failure
       }
       offset += take
-      await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+      try {
+        await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+      } catch (err) {
+        // Sealed (its nonce taken) and not, or only partly, sent: the next message could only fail
+        // at the other side as tampering. Close the connection on both sides with the true cause.
+        const cause = err instanceof StarsockError ? err : new StarsockError('E_ABORTED', (err as Error).message, { cause: err })
+        const failure = cause.code === 'E_ABORTED' ? new StarsockError('E_ABORTED', 'a write was aborted by the caller after it was sealed: the secure connection is closed', { cause: err }) : cause
+        channel.fail(failure)
+        throw failure
+      }
       this.sentBytes += take
     } while (offset < data.byteLength)
   }
