@@ -63,6 +63,11 @@ export interface SecureOptions {
   /** @default HANDSHAKE_TIMEOUT_MS */
   timeoutMs?: number
   signal?: AbortSignal
+  /**
+   * The dialer: the server said the listener is a starsock client (the dial's ack hint). Then an
+   * answer that is not a handshake message is an anomaly (`E_SECURE_HANDSHAKE`), not a legacy peer.
+   */
+  peerIsStarsock?: boolean
 }
 
 /** A completed handshake: the proved id and the sealed byte streams. */
@@ -152,7 +157,9 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
           answered = true
           const length = chunk.byteLength >= 2 ? ((chunk[0] as number) << 8) | (chunk[1] as number) : 0
           if (length < MIN_MSG2_BYTES || length > MAX_MSG2_BYTES) {
-            throw new StarsockError('E_SECURE_REQUIRED', `${options.remote} did not answer the secure channel: a legacy websocket-star peer? Dial with { secure: false } (CLI --insecure) to talk to it in plaintext`)
+            // Anyone on the path (the server too) can produce this answer: never a reason by itself to go plaintext.
+            if (options.peerIsStarsock === true) throw new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} answered the secure channel with something that is not a handshake message, though the server says it is a starsock client: the bytes were changed on the way, or that peer is broken`)
+            throw new StarsockError('E_SECURE_REQUIRED', `${options.remote} did not answer the secure channel: perhaps a legacy websocket-star peer, but that is unverified (anyone on the path, the server included, can cause this). In plaintext (dial with { secure: false }, CLI --insecure, on both sides) the server could read and change everything`)
           }
         }
         decode(chunk)
