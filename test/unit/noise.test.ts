@@ -1,5 +1,5 @@
 /** The Noise pieces without sockets: payload codec, framing, and handshakes over in-memory pipes. */
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { generateKeyPairSync } from 'node:crypto'
 import { privateKeyFromRaw } from '@libp2p/crypto/keys'
 import { createIdentity } from '../../client/identity.ts'
@@ -129,6 +129,20 @@ describe('Noise XX handshake (in memory)', () => {
     await initiating
     if (code === undefined) await expect(responding).resolves.toMatchObject({ remoteIdentity: { type: 'RSA' } })
     else await expect(responding).rejects.toMatchObject({ code, message: expect.stringContaining('exponent') as unknown })
+  })
+
+  it('another peer id fails with E_PEER_ID_MISMATCH before any signature is verified', async () => {
+    const [a, b, c] = [await createIdentity(), await createIdentity(), await createIdentity()]
+    const verify = vi.spyOn(Object.getPrototypeOf(b.privateKey.publicKey) as { verify: (...args: unknown[]) => unknown }, 'verify')
+    try {
+      const { ends } = pipe()
+      const initiating = initiateHandshake(ends[0], { privateKey: a.privateKey, aead: nodeAead, prologue, expectedPeer: c.peerId })
+      void respondHandshake(ends[1], { privateKey: b.privateKey, aead: nodeAead, prologue }).catch(() => {})
+      await expect(initiating).rejects.toMatchObject({ code: 'E_PEER_ID_MISMATCH' })
+      expect(verify).not.toHaveBeenCalled()
+    } finally {
+      verify.mockRestore()
+    }
   })
 
   it('both sides learn the verified ids and the same handshake hash; transport keys pair up', async () => {
