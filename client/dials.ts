@@ -53,6 +53,9 @@ export interface DialHint {
   starsock: boolean
 }
 
+/** What a handshake needs of this peer. */
+interface Keys { privateKey: PrivateKey, aead: Aead, dh: Dh, staticKey: StaticKey }
+
 /** Options of `dial`. */
 export interface DialOptions {
   signal?: AbortSignal
@@ -120,6 +123,9 @@ export class Dials {
     const security = this.security
     const secure = security !== undefined && (options.secure ?? security.secure)
     if (options.secure === true && security === undefined) throw new StarsockError('E_SECURE_REQUIRED', 'This peer has no keys for a secure channel')
+    const started = Date.now()
+    // The keys first: a failure here leaves no stream behind.
+    const keys = secure ? await this.keys(security) : undefined
     const dialId = randomHex(16)
     const tx = this.streams.openSend(`${dialId}.dialer`)
     // Registered before the dial, opened (accept) after it: an error the server sends right
@@ -152,14 +158,16 @@ export class Dials {
     const hint = isObject(reply[1]) ? reply[1] as Partial<DialHint> : undefined
     if (hint?.starsock === false) {
       // Only a hint, trusted only to fail: a secure dial never goes plaintext.
-      const err = new StarsockError('E_SECURE_REQUIRED', `${to} is a legacy websocket-star peer (the server says): it cannot open a secure channel. Dial with { secure: false } (CLI --insecure) to talk to it in plaintext`)
+      const err = new StarsockError('E_SECURE_REQUIRED', `${to} is a legacy websocket-star peer, the server says (unverified: only the server claims it): it cannot open a secure channel. In plaintext (dial with { secure: false }, CLI --insecure, on both sides) the server could read and change everything`)
       const wire = wireError(err.code, err.message)
       tx.error(wire)
       rx.abort(wire, err)
       throw err
     }
     rx.open()
-    const channel = await secureOutbound(rx, tx, { ...await this.keys(security), expectedPeer: remotePeer, signal: options.signal, remote: to })
+    // A dial's own timeout bounds its handshake too (what is left of it); else the handshake's default.
+    const timeout = options.timeoutMs !== undefined ? { timeoutMs: Math.max(1, options.timeoutMs - (Date.now() - started)) } : {}
+    const channel = await secureOutbound(rx, tx, { ...keys as Keys, ...timeout, expectedPeer: remotePeer, signal: options.signal, remote: to, peerIsStarsock: hint?.starsock === true })
     return new Connection(to, channel.remotePeer, true, channel.reader, channel.writer, true)
   }
 
@@ -169,7 +177,7 @@ export class Dials {
    * secure dialer must prove the peer id in `from` (else `E_PEER_ID_MISMATCH`, and the handler
    * never sees it). Settles with the connection, or `undefined` when refused, malformed or failed.
    */
-  async incoming (dialId: unknown, from: unknown, hintOrAck: unknown, ackOrNothing: unknown, handler: ((conn: Connection) => void) | undefined, accepted: (conn: Connection) => void): Promise<Connection | undefined> {
+  async incoming (dialId: unknown, from: unknown, hintOrAck: unknown, ackOrNothing: unknown, handlerNow: () => ((conn: Connection) => void) | undefined, accepted: (conn: Connection) => void): Promise<Connection | undefined> {
     const ack = typeof hintOrAck === 'function' ? hintOrAck : ackOrNothing
     const hint = typeof hintOrAck === 'function' || !isObject(hintOrAck) ? undefined : hintOrAck as Partial<IncomingHint>
     if (typeof ack !== 'function') return undefined
@@ -178,7 +186,7 @@ export class Dials {
       reply(wireError('E_BAD_REQUEST', 'Bad incoming dial'))
       return undefined
     }
-    if (handler === undefined) {
+    if (handlerNow() === undefined) {
       reply(wireError('E_DIAL_REFUSED', 'This peer takes no connections'))
       return undefined
     }
@@ -193,14 +201,34 @@ export class Dials {
       conn = await this.classify(rx, tx, from, fromPeer, hint, this.security)
       if (conn === undefined) return undefined
     }
-    handler(conn)
+    // The handler of now: classification may take seconds, and `handle(undefined)` meanwhile refuses.
+    const handler = handlerNow()
+    if (handler === undefined) {
+      conn.abort(new StarsockError('E_DIAL_REFUSED', 'This peer takes no connections'))
+      return undefined
+    }
+    try {
+      handler(conn)
+    } catch (err) {
+      // The application's fault: the dialer gets a coded error rather than a connection nobody reads.
+      conn.abort(new StarsockError('E_INTERNAL', 'The listener\'s connection handler failed'))
+      throw err
+    }
     accepted(conn)
     return conn
   }
 
   /** What a handshake needs of this peer: its keys and primitives. */
-  private async keys (security: DialSecurity): Promise<{ privateKey: PrivateKey, aead: Aead, dh: Dh, staticKey: StaticKey }> {
-    const staticKey = await (this.staticKey ??= makeStaticKey(security.privateKey, security.dh))
+  private async keys (security: DialSecurity): Promise<Keys> {
+    // A failed key is not kept: the next connection tries again.
+    const made = this.staticKey ??= makeStaticKey(security.privateKey, security.dh)
+    let staticKey: StaticKey
+    try {
+      staticKey = await made
+    } catch (err) {
+      if (this.staticKey === made) this.staticKey = undefined
+      throw new StarsockError('E_SECURE_HANDSHAKE', `could not make this peer's Noise static key: ${(err as Error).message}`, { cause: err })
+    }
     return { privateKey: security.privateKey, aead: security.aead, dh: security.dh, staticKey }
   }
 
@@ -213,6 +241,10 @@ export class Dials {
       first = await rx.read(AbortSignal.timeout(waitMs))
     } catch (err) {
       if (rx.done) {
+        // The dialer's stream failed: close ours too, or it stays open here and at the server.
+        const wire = wireError('E_STREAM_ABORTED', 'The dialer failed before it sent anything')
+        tx.error(wire)
+        rx.abort(wire, err as StarsockError)
         security.logger?.debug({ from, err: (err as Error).message }, 'incoming dial failed before its first chunk')
         return undefined
       }
@@ -228,10 +260,22 @@ export class Dials {
       return new Connection(from, fromPeer, false, rx, tx)
     }
     if (first === null || !startsSecure(first)) return new Connection(from, fromPeer, false, first === null ? rx : new GivenBack(rx, first), tx)
+    let keys: Keys
+    try {
+      keys = await this.keys(security)
+    } catch (err) {
+      const failure = err as StarsockError
+      const wire = wireError(failure.code, failure.message)
+      tx.error(wire)
+      rx.abort(wire, failure)
+      security.logger?.debug({ from, err: failure.message }, 'incoming secure dial failed: no static key')
+      return undefined
+    }
     let channel: SecureChannel
     try {
       // The dialer must prove the id the server reported: `remoteAddr` and `remotePeer` never disagree.
-      channel = await secureInbound(rx, tx, first, { ...await this.keys(security), expectedPeer: fromPeer, remote: from })
+      // (secureInbound aborts both streams when it fails.)
+      channel = await secureInbound(rx, tx, first, { ...keys, expectedPeer: fromPeer, remote: from })
     } catch (err) {
       security.logger?.debug({ from, err: (err as Error).message }, 'incoming secure handshake failed')
       return undefined

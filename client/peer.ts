@@ -215,7 +215,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     // The handler runs once the connection is classified (after a handshake): a throw there is the
     // application's, logged rather than left an unhandled rejection.
     link.onServer(EVENTS.INCOMING, (dialId, from, hintOrAck, ack) => {
-      this.dials.incoming(dialId, from, hintOrAck, ack, this.handler, (conn) => this.emit('connection', conn))
+      this.dials.incoming(dialId, from, hintOrAck, ack, () => this.handler, (conn) => this.emit('connection', conn))
         .catch((err: unknown) => this.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'connection handler threw'))
     })
     // Frames and stream events in one listener, in the order they came (ends never overtake data).

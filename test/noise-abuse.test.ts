@@ -13,6 +13,7 @@ import { createIdentity, type Identity } from '../client/identity.ts'
 import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
 import { MAX_NONCE, XXHandshake } from '../client/noise/handshake.ts'
 import { ReceiveStream } from '../client/stream.ts'
+import { StarsockError, wireError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import type { ServerOptions } from '../server/options.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
@@ -105,7 +106,7 @@ describe('abuse of the secure channel (issue 14)', () => {
     vi.spyOn(directory, 'owner').mockImplementation((addr) => owner(addr === b.addr ? c.addr : addr))
     const err = await within('the swapped dial', rejected(a.dial(b.peerId)))
     expect(err).toMatchObject({ code: 'E_PEER_ID_MISMATCH' })
-    expect((err as Error).message).toContain(`expected peer ${b.peerId}, but the other side proved it is ${c.peerId}`)
+    expect((err as Error).message).toContain(`expected peer ${b.peerId}, but the other side presented the identity key of ${c.peerId}`)
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(cSaw).toHaveLength(0)
   })
@@ -195,5 +196,121 @@ describe('abuse of the secure channel (issue 14)', () => {
     const end = await within('B reading to the failure', rejected((async () => { for (;;) { const c = await listener.read(); if (c === null) return; got.push(c.byteLength) } })()))
     expect(got).toEqual([100, 100])
     expect(end).toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  // Review findings on the first version of the core (issue 14).
+
+  it('dialers that fail before their first chunk leave no stream open at the listener or at the server', async () => {
+    // The relay eats every dialer's first chunk; each dialer then fails its stream to the
+    // listener and nothing else (what a hostile client does; ours would abort both).
+    relay((chunk, index, id) => id.endsWith('.dialer') && index === 0 ? [] : [chunk])
+    const [a, b] = [await peer(), await peer()]
+    const bSaw = handled(b)
+    const sending = (a as unknown as { streams: { sending: Map<string, { error: (wire: string) => void }> } }).streams.sending
+    for (let i = 0; i < 3; i++) {
+      const dialing = rejected(a.dial(b.peerId))
+      await waitFor('the listener to accept', () => b.stats().sendingStreams === 1)
+      for (const [id, tx] of sending) if (id.endsWith('.dialer')) tx.error(wireError('E_STREAM_ABORTED', 'gone'))
+      await waitFor('the listener to close its stream', () => b.stats().sendingStreams === 0 && b.stats().receivingStreams === 0)
+      expect(await within('the dial failing', dialing)).toBeInstanceOf(StarsockError)
+    }
+    await waitFor('the server to close every stream', () => server.stats().streams === 0)
+    expect(bSaw).toHaveLength(0)
+  })
+
+  it('a relay that sends 512 KiB of zeros (128k empty frames) fails both sides with E_SECURE_AUTH', async () => {
+    relay((chunk, index, id) => id.endsWith('.dialer') && index === 2 ? [new Uint8Array(512 * 1024)] : [chunk])
+    const [a, b] = [await peer(), await peer()]
+    const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
+    const conn = await a.dial(b.peerId)
+    const listener = await within('B accepting', incoming)
+    await conn.write(testBytes(1000, 1))
+    expect(await within('B refusing the junk', rejected(listener.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect(await within('A hearing of it', rejected(conn.read()))).toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  it('a write cut by its signal after sealing never leaves a connection where the next write succeeds and the other side sees tampering', async () => {
+    const [a, b] = [await peer(), await peer()]
+    const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
+    const conn = await a.dial(b.peerId)
+    const listener = await within('B accepting', incoming)
+    // B does not read yet: A's write runs out of credit with sealed messages in hand.
+    const cut = new AbortController()
+    const first = rejected(conn.write(testBytes(16 * 1024 * 1024, 1), { signal: cut.signal }))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    cut.abort()
+    expect(await within('the first write cut', first)).toMatchObject({ code: 'E_ABORTED' })
+    // B reads from now on, so a connection that goes on has credit for the second write.
+    const reading = (async (): Promise<unknown> => {
+      try { while (await listener.read() !== null); return 'end' } catch (err) { return err }
+    })()
+    const second = await within('the second write', conn.write(testBytes(1000, 2)).then(() => undefined, (err: unknown) => err), 15_000)
+    if (second === undefined) await conn.closeWrite()
+    const end = await within('B reading to the end', reading, 15_000)
+    if (second === undefined) {
+      expect(end).toBe('end') // the cut came before sealing: the connection goes on, whole
+    } else {
+      expect(second).toMatchObject({ code: 'E_ABORTED' })
+      expect(end).toMatchObject({ code: 'E_ABORTED' }) // the true cause, not E_SECURE_AUTH
+    }
+  })
+
+  it('handle(undefined) while a dial is being classified refuses it with E_DIAL_REFUSED; the old handler is never called', async () => {
+    const [a, b] = [await peer(), await peer()]
+    const bSaw = handled(b)
+    // Right before message 3 reaches B (the handshake is under way), B stops taking connections.
+    relay((chunk, index, id) => {
+      if (id.endsWith('.dialer') && index === 1) b.handle(undefined)
+      return [chunk]
+    })
+    const conn = await a.dial(b.peerId)
+    expect(await within('A hearing of the refusal', rejected(conn.read()))).toMatchObject({ code: 'E_DIAL_REFUSED' })
+    expect(bSaw).toHaveLength(0)
+    await waitFor('B to close its streams', () => b.stats().sendingStreams === 0 && b.stats().receivingStreams === 0)
+  })
+
+  it('a handler that throws aborts the connection: the dialer gets E_INTERNAL instead of hanging', async () => {
+    const [a, b] = [await peer(), await peer()]
+    b.handle(() => { throw new Error('a bug in the application') })
+    const conn = await a.dial(b.peerId)
+    expect(await within('A hearing of the failure', rejected(conn.read()))).toMatchObject({ code: 'E_INTERNAL' })
+  })
+
+  it('a dial\'s timeoutMs bounds its handshake too', async () => {
+    relay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? [] : [chunk]) // message 2 never arrives
+    const [a, b] = [await peer(), await peer()]
+    handled(b)
+    // Well under the handshake's own 10 s.
+    expect(await within('the dial timing out', rejected(a.dial(b.peerId, { timeoutMs: 1500 })), 6000)).toMatchObject({ code: 'E_SECURE_HANDSHAKE' })
+  })
+
+  it('a static key that failed to sign is not kept, and leaves no stream behind', async () => {
+    const identity = await createIdentity()
+    const [a, b] = [await peer({ identity }), await peer()]
+    handled(b)
+    vi.spyOn(identity.privateKey, 'sign').mockRejectedValueOnce(new Error('the key store is locked'))
+    expect(await rejected(a.dial(b.peerId))).toMatchObject({ code: 'E_SECURE_HANDSHAKE', message: expect.stringContaining('the key store is locked') })
+    expect(a.stats()).toEqual({ sendingStreams: 0, receivingStreams: 0 })
+    const conn = await within('the next dial', a.dial(b.peerId))
+    expect(conn.secure).toBe(true)
+  })
+
+  it('the server\'s word that the listener is legacy is presented as unverified, with what plaintext would give away', async () => {
+    const [a, b] = [await peer(), await peer()]
+    handled(b)
+    // A server that lies: it says B is a legacy client.
+    const sessions = (server.rendezvous as unknown as { sessions: Map<string, { addrs: Set<string>, starsock: boolean }> }).sessions
+    for (const session of sessions.values()) if (session.addrs.has(b.addr)) session.starsock = false
+    const err = await within('the dial failing', rejected(a.dial(b.peerId)))
+    expect(err).toMatchObject({ code: 'E_SECURE_REQUIRED', message: expect.stringMatching(/unverified.*server could read and change/) })
+  })
+
+  it('a relay that re-cuts message 2 so its length reads 0 fails with E_SECURE_HANDSHAKE, not E_SECURE_REQUIRED, when the listener is a starsock client', async () => {
+    relay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? [chunk.subarray(0, 1), chunk.subarray(1)].map((c) => Uint8Array.from([0, ...c])) : [chunk])
+    const [a, b] = [await peer(), await peer()]
+    const bSaw = handled(b)
+    const err = await within('the dial failing', rejected(a.dial(b.peerId)))
+    expect(err).toMatchObject({ code: 'E_SECURE_HANDSHAKE' })
+    expect(bSaw).toHaveLength(0)
   })
 })

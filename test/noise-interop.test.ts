@@ -37,7 +37,7 @@ function ours (stream: any): HandshakeTransport & { next: () => Promise<Uint8Arr
   const decoder = new FrameDecoder()
   const frames: Uint8Array[] = []
   let wake: (() => void) | undefined
-  stream.addEventListener('message', (evt: any) => { frames.push(...decoder.push(evt.data.subarray())); wake?.() })
+  stream.addEventListener('message', (evt: any) => { decoder.push(evt.data.subarray(), frames); wake?.() })
   const next = async (): Promise<Uint8Array> => {
     while (frames.length === 0) await new Promise<void>((resolve) => { wake = resolve })
     return frames.shift() as Uint8Array

@@ -184,21 +184,38 @@ export async function makeStaticKey (privateKey: PrivateKey, dh: Dh = nobleDh): 
   return { keyPair, payload: encodePayload({ identityKey: publicKeyToProtobuf(privateKey.publicKey), identitySig }) }
 }
 
+/** The only RSA public exponent accepted (what every libp2p implementation makes): a huge one makes each verification cost milliseconds of blocking CPU. */
+const RSA_EXPONENT_65537 = 'AQAB' // base64url of 0x010001, as the key's JWK `e`
+
+/**
+ * Check the other side's payload: the peer id its identity key gives is compared with the one
+ * expected first, and odd keys are refused, before the (costly) signature verification.
+ */
 async function verifyPayload (bytes: Uint8Array, remoteStatic: Uint8Array, expectedPeer: string | undefined): Promise<{ remotePeer: string, remoteIdentity: PublicKey }> {
   let remoteIdentity: PublicKey
-  let ok: boolean
+  let identitySig: Uint8Array
+  let remotePeer: string
   try {
     const payload = decodePayload(bytes)
     remoteIdentity = publicKeyFromProtobuf(payload.identityKey)
-    ok = await remoteIdentity.verify(signedBytes(remoteStatic), payload.identitySig)
+    identitySig = payload.identitySig
+    remotePeer = peerIdFromPublicKey(remoteIdentity).toString()
+  } catch (err) {
+    throw new StarsockError('E_SECURE_HANDSHAKE', `bad handshake payload: ${(err as Error).message}`, { cause: err })
+  }
+  if (expectedPeer !== undefined && remotePeer !== expectedPeer) {
+    throw new StarsockError('E_PEER_ID_MISMATCH', `expected peer ${expectedPeer}, but the other side presented the identity key of ${remotePeer}`)
+  }
+  if (remoteIdentity.type === 'RSA' && (remoteIdentity as { jwk?: { e?: unknown } }).jwk?.e !== RSA_EXPONENT_65537) {
+    throw new StarsockError('E_SECURE_HANDSHAKE', 'refused an RSA identity key whose public exponent is not 65537')
+  }
+  let ok: boolean
+  try {
+    ok = await remoteIdentity.verify(signedBytes(remoteStatic), identitySig)
   } catch (err) {
     throw new StarsockError('E_SECURE_HANDSHAKE', `bad handshake payload: ${(err as Error).message}`, { cause: err })
   }
   if (!ok) throw new StarsockError('E_SECURE_HANDSHAKE', 'the identity signature over the Noise static key does not verify')
-  const remotePeer = peerIdFromPublicKey(remoteIdentity).toString()
-  if (expectedPeer !== undefined && remotePeer !== expectedPeer) {
-    throw new StarsockError('E_PEER_ID_MISMATCH', `expected peer ${expectedPeer}, but the other side proved it is ${remotePeer}`)
-  }
   return { remotePeer, remoteIdentity }
 }
 

@@ -17,7 +17,7 @@ import { StarsockError, wireError } from '../../shared/errors.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
-import { FRAME_HEADER_BYTES, FrameDecoder, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
+import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
 import type { Dh } from './dh.ts'
 import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport, type StaticKey } from './handshake.ts'
 
@@ -63,6 +63,11 @@ export interface SecureOptions {
   /** @default HANDSHAKE_TIMEOUT_MS */
   timeoutMs?: number
   signal?: AbortSignal
+  /**
+   * The dialer: the server said the listener is a starsock client (the dial's ack hint). Then an
+   * answer that is not a handshake message is an anomaly (`E_SECURE_HANDSHAKE`), not a legacy peer.
+   */
+  peerIsStarsock?: boolean
 }
 
 /** A completed handshake: the proved id and the sealed byte streams. */
@@ -111,8 +116,16 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS
   const deadline = AbortSignal.timeout(timeoutMs)
   const signal = options.signal !== undefined ? AbortSignal.any([deadline, options.signal]) : deadline
-  const decoder = new FrameDecoder()
-  const ready: Uint8Array[] = first !== undefined ? decoder.push(first) : []
+  // Every message, handshake or transport, is at least a tag long (message 1, the shortest handshake one, is 32).
+  const decoder = new FrameDecoder(AEAD_TAG_BYTES)
+  const ready: Uint8Array[] = []
+  const decode = (chunk: Uint8Array): void => {
+    try {
+      decoder.push(chunk, ready)
+    } catch (err) {
+      throw new StarsockError('E_SECURE_HANDSHAKE', `malformed handshake framing from ${options.remote}: ${(err as Error).message}`, { cause: err })
+    }
+  }
   let preambleDue = initiator
   let answered = !initiator
   /** A wait cut by the caller's signal or the deadline says which; other failures pass. */
@@ -144,16 +157,18 @@ async function runHandshake (rx: ByteReader, tx: ByteWriter, first: Uint8Array |
           answered = true
           const length = chunk.byteLength >= 2 ? ((chunk[0] as number) << 8) | (chunk[1] as number) : 0
           if (length < MIN_MSG2_BYTES || length > MAX_MSG2_BYTES) {
-            throw new StarsockError('E_SECURE_REQUIRED', `${options.remote} did not answer the secure channel: a legacy websocket-star peer? Dial with { secure: false } (CLI --insecure) to talk to it in plaintext`)
+            // Anyone on the path (the server too) can produce this answer: never a reason by itself to go plaintext.
+            if (options.peerIsStarsock === true) throw new StarsockError('E_SECURE_HANDSHAKE', `${options.remote} answered the secure channel with something that is not a handshake message, though the server says it is a starsock client: the bytes were changed on the way, or that peer is broken`)
+            throw new StarsockError('E_SECURE_REQUIRED', `${options.remote} did not answer the secure channel: perhaps a legacy websocket-star peer, but that is unverified (anyone on the path, the server included, can cause this). In plaintext (dial with { secure: false }, CLI --insecure, on both sides) the server could read and change everything`)
           }
         }
-        ready.push(...decoder.push(chunk))
-        if (decoder.bufferedBytes > NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES) throw new StarsockError('E_SECURE_HANDSHAKE', 'malformed handshake framing')
+        decode(chunk)
       }
       return ready.shift() as Uint8Array
     }
   }
   try {
+    if (first !== undefined) decode(first)
     const run = initiator ? initiateHandshake : respondHandshake
     const result = await run(io, { privateKey: options.privateKey, aead: options.aead, dh: options.dh, staticKey: options.staticKey, prologue: PREAMBLE, expectedPeer: options.expectedPeer })
     const channel = new Channel(rx, tx, result.remotePeer, result.send, result.receive, decoder, ready)
@@ -240,8 +255,12 @@ class SecureReader implements ByteReader {
         channel.fail(new StarsockError('E_SECURE_AUTH', `the stream from ${channel.remotePeer} ended without its sealed end: cut short in transit`))
         continue
       }
-      this.sealed.push(...this.decoder.push(chunk))
-      if (this.decoder.bufferedBytes > NOISE_MAX_MESSAGE_BYTES + FRAME_HEADER_BYTES) channel.fail(new StarsockError('E_SECURE_AUTH', `malformed framing from ${channel.remotePeer}`))
+      try {
+        this.decoder.push(chunk, this.sealed)
+      } catch (err) {
+        // Before any message is opened: the relay or a broken peer; both sides get a coded error.
+        channel.fail(new StarsockError('E_SECURE_AUTH', `malformed framing from ${channel.remotePeer}: ${err instanceof FramingError ? err.message : String(err)}`, { cause: err }))
+      }
     }
   }
 
@@ -370,6 +389,8 @@ class SecureWriter implements ByteWriter {
     do {
       if (channel.failure !== undefined) throw channel.failure
       if (this.failed !== undefined) throw this.failed
+      // Cut before sealing: no nonce used, the connection goes on.
+      if (signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal.reason })
       const take = Math.min(data.byteLength - offset, this.chunkBytes)
       const pieces = messagesIn(take)
       // One raw chunk of whole messages, each sealed straight into it behind its length prefix.
@@ -390,7 +411,16 @@ class SecureWriter implements ByteWriter {
         throw failure
       }
       offset += take
-      await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+      try {
+        await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+      } catch (err) {
+        // Sealed (its nonce taken) and not, or only partly, sent: the next message could only fail
+        // at the other side as tampering. Close the connection on both sides with the true cause.
+        const cause = err instanceof StarsockError ? err : new StarsockError('E_ABORTED', (err as Error).message, { cause: err })
+        const failure = cause.code === 'E_ABORTED' ? new StarsockError('E_ABORTED', 'a write was aborted by the caller after it was sealed: the secure connection is closed', { cause: err }) : cause
+        channel.fail(failure)
+        throw failure
+      }
       this.sentBytes += take
     } while (offset < data.byteLength)
   }

@@ -66,7 +66,7 @@ describe('Dials.incoming', () => {
     const order: string[] = []
     const acks: unknown[][] = []
     const ack = (...a: unknown[]): void => { acks.push(a); order.push('ack') }
-    const conn = await dials.incoming('d1', TO, hinted ? { starsock: true, secure: false } : ack, hinted ? ack : undefined, (c: Connection) => order.push(`handler ${c.remoteAddr}`), () => order.push('accepted'))
+    const conn = await dials.incoming('d1', TO, hinted ? { starsock: true, secure: false } : ack, hinted ? ack : undefined, () => (c: Connection) => { order.push(`handler ${c.remoteAddr}`) }, () => order.push('accepted'))
     expect(conn?.initiator).toBe(false)
     expect(conn?.secure).toBe(false) // Dials without keys: plaintext
     expect(acks).toEqual([[]])
@@ -81,7 +81,7 @@ describe('Dials.incoming', () => {
   ])('%s', async (_, dialId, from, handled, error) => {
     const { dials, table } = setup(async () => [])
     const acks: unknown[][] = []
-    const conn = await dials.incoming(dialId, from, (...a: unknown[]) => acks.push(a), undefined, handled ? () => {} : undefined, () => { throw new Error('not accepted') })
+    const conn = await dials.incoming(dialId, from, (...a: unknown[]) => acks.push(a), undefined, () => handled ? () => {} : undefined, () => { throw new Error('not accepted') })
     expect(conn).toBeUndefined()
     expect(acks).toEqual([[error]])
     expect(table.counts).toEqual({ sendingStreams: 0, receivingStreams: 0 })
@@ -89,7 +89,7 @@ describe('Dials.incoming', () => {
 
   it('ignores a dial without an ack', async () => {
     const { dials } = setup(async () => [])
-    expect(await dials.incoming('d1', TO, undefined, undefined, () => {}, () => {})).toBeUndefined()
-    expect(await dials.incoming('d1', TO, { starsock: true, secure: true }, undefined, () => {}, () => {})).toBeUndefined()
+    expect(await dials.incoming('d1', TO, undefined, undefined, () => () => {}, () => {})).toBeUndefined()
+    expect(await dials.incoming('d1', TO, { starsock: true, secure: true }, undefined, () => () => {}, () => {})).toBeUndefined()
   })
 })

@@ -160,7 +160,7 @@ describe('secure channel framing (in memory)', () => {
 
   it('bytes after the sealed end are ignored; a bare end, or one inside a message, fails with E_SECURE_AUTH', async () => {
     const one = await pair()
-    one.ab.relay = (c) => c.byteLength === 18 ? [Uint8Array.from([...c, 0, 3, 1, 2, 3])] : [c] // junk behind the end
+    one.ab.relay = (c) => c.byteLength === 18 ? [Uint8Array.from([...c, 0, 16, ...new Uint8Array(16).fill(7)])] : [c] // junk behind the end (framed: a frame under 16 bytes fails at once)
     await one.a.writer.write(testBytes(10, 7))
     await one.a.writer.end()
     expect(joined(await readAll(one.b.reader)).byteLength).toBe(10)
@@ -177,6 +177,16 @@ describe('secure channel framing (in memory)', () => {
     await three.a.writer.write(testBytes(100, 9))
     await three.a.writer.end()
     await expect(three.b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+  })
+
+  it.each([
+    ['512 KiB of zeros (128k empty frames)', (): Uint8Array => new Uint8Array(512 * 1024)],
+    ['30,000 messages of 17 bytes in one chunk', (): Uint8Array => { const c = new Uint8Array(30_000 * 19); for (let at = 0; at < c.byteLength; at += 19) c[at + 1] = 17; return c }]
+  ])('a relay that sends %s fails the reader with E_SECURE_AUTH and aborts the other side with that code', async (_name, junk) => {
+    const { b, ab, ba } = await pair()
+    ab.deliver(junk())
+    await expect(b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect(ba.state).toMatchObject({ message: expect.stringContaining('[E_SECURE_AUTH]') as unknown }) // what b sent a
   })
 
   it('a flipped bit in the second message of a chunk fails the whole chunk: nothing of it is delivered', async () => {
