@@ -316,7 +316,7 @@ describe('sock channels and tunnels through a real server', () => {
     await waitFor('an echo after the peer is back', () => c.got.some((d) => d.toString() === 'after'), 5000)
   })
 
-  it('a relay that forges E_SECURE_REQUIRED in the error frame of a secure redial does not stop the tunnel: a code from the wire is retried, not final', async () => {
+  it('a relay that forges E_SECURE_REQUIRED or E_DENIED in the error frame of a secure redial does not stop the tunnel: a code from the wire is retried, not final', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
     const identity = await createIdentity()
@@ -328,14 +328,13 @@ describe('sock channels and tunnels through a real server', () => {
     await target.close()
     await targetPeer.close()
     await waitFor('the forward to be away', () => fwd.state === 'away')
-    // What the relay can do: end the listener's answer to the next secure dial with its own error
-    // string (stream error frames are not authenticated), once.
+    // What the relay can do: end the listener's answer to the next secure dials with its own error
+    // strings (stream error frames are not authenticated): a refusal, then a denial.
     let forged = 0
     const push = Object.getOwnPropertyDescriptor(ReceiveStream.prototype, 'push')?.value as (this: ReceiveStream, chunk: unknown) => void
     ReceiveStream.prototype.push = function (this: ReceiveStream, chunk: unknown) {
-      if (forged === 0 && !this.done && this.receivedBytes === 0 && this.id.endsWith('.listener')) {
-        forged++
-        return this.finish('Use --insecure to talk to this peer [E_SECURE_REQUIRED]')
+      if (forged < 2 && !this.done && this.receivedBytes === 0 && this.id.endsWith('.listener')) {
+        return this.finish(forged++ === 0 ? 'Use --insecure to talk to this peer [E_SECURE_REQUIRED]' : 'Denied [E_DENIED]')
       }
       push.call(this, chunk)
     }
@@ -343,7 +342,7 @@ describe('sock channels and tunnels through a real server', () => {
     const backPeer = await createPeer({ server: server().url(), identity })
     const back = createSockAgent(backPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
     cleanup.push({ close: async () => { await back.close(); await backPeer.close() } })
-    await waitFor('the forged error to be delivered', () => forged === 1, 10_000)
+    await waitFor('the forged errors to be delivered', () => forged === 2, 15_000)
     await waitFor('the forward to be up again', () => fwd.state === 'up' || fwd.state === 'closed', 15_000)
     expect(fwd.state).toBe('up')
     expect(fwd.stats().secure).toBe(true)

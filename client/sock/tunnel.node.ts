@@ -111,17 +111,17 @@ export const UDP_OPEN_RETRY_MS = 1000
  * side requires end-to-end encryption and the other does not speak it, or the peer that answered
  * proved another identity than the one asked for).
  */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED'])
-/**
- * Final only when decided here (our own dial found a plaintext or legacy peer, or another proved
- * identity): received from the wire they are unauthenticated words a relay can forge in a stream's
- * error frame, so they are retried like any failure.
- */
-const LOCAL_FINAL_CODES = new Set(['E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED', 'E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
 
-/** Whether asking again after `error` is pointless. */
+/**
+ * Whether asking again after `error` is pointless: only when decided here or said by the peer
+ * inside the connection (the multiplexer's replies). An error from the wire (`remote`: a server
+ * ack or a stream's error frame) is not authenticated: a relay can write any code there, e.g.
+ * E_SECURE_REQUIRED or E_DENIED into the answer to a secure redial, so it is retried like any
+ * failure rather than stopping an encrypted tunnel for good.
+ */
 function isFinal (error: StarsockError): boolean {
-  return FINAL_CODES.has(error.code) || (LOCAL_FINAL_CODES.has(error.code) && !error.remote)
+  return FINAL_CODES.has(error.code) && !error.remote
 }
 
 /** A running tunnel. */
