@@ -6,7 +6,7 @@ import { connect as tcpConnect, createServer as createTcpServer, type Socket } f
 import { createInterface } from 'node:readline'
 import WebSocket from 'ws'
 import { createPeer } from '../client/peer.ts'
-import { createSockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
+import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { forward } from '../client/sock/tunnel.node.ts'
 import { installCopyMeter, takeCopies, takeMessages } from './copy-meter.ts'
@@ -30,16 +30,6 @@ function installMeters (): void {
 }
 
 /**
- * The agent's options with `insecure` (the agent takes plaintext connections: both sides of a
- * plaintext forward opt in, as with the CLI's `--insecure`). Typed wider than `SockAgentOptions`,
- * so this compiles with an agent that does not know the option yet (one that takes any connection).
- */
-function agentOptions (options: SockAgentOptions, insecure: boolean): SockAgentOptions {
-  const withInsecure: SockAgentOptions & { insecure?: boolean } = { ...options, insecure }
-  return withInsecure
-}
-
-/**
  * The far end of a tunnel: a peer whose sock agent connects to `127.0.0.1:sinkPort` for whoever
  * asks; encrypted (the default) unless `insecure` (a plaintext peer whose agent takes plaintext
  * connections: the CLI's `--insecure`). Prints `READY {"peerId"}`; closes on `stop`.
@@ -48,7 +38,7 @@ export async function tunnelTarget (a: { url: string, sinkPort: number, /** The 
   if (a.meter === true) installMeters()
   const insecure = a.insecure === true
   const peer = await createPeer({ server: a.url, secure: !insecure })
-  const agent = createSockAgent(peer, agentOptions({ host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${a.sinkPort}`], mux: { windowBytes: a.windowBytes } }, insecure))
+  const agent = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${a.sinkPort}`], mux: { windowBytes: a.windowBytes }, insecure })
   process.stdout.write(`READY ${JSON.stringify({ peerId: peer.peerId })}\n`)
   await untilStop()
   await agent.close()
@@ -65,9 +55,10 @@ export async function tunnelClient (a: { url: string, target: string, sinkPort: 
   if (a.meter === true) installMeters()
   const insecure = a.insecure === true
   const peer = await createPeer({ server: a.url, secure: !insecure })
-  const agent = createSockAgent(peer, agentOptions({ mux: { windowBytes: a.windowBytes } }, insecure))
+  const agent = createSockAgent(peer, { mux: { windowBytes: a.windowBytes }, insecure })
   const tunnel = await forward(agent, { peer: a.target, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: a.sinkPort }, timeoutMs: 10_000 })
-  const { secure } = (await agent.session(a.target)).conn
+  // The tunnel's own mapping's connection (not whichever session the agent has with the target).
+  const { secure } = tunnel.stats()
   if (secure !== !insecure) throw new Error(`asked for ${insecure ? 'a plaintext' : 'an encrypted'} connection to the target, got secure: ${String(secure)}`)
   process.stdout.write(`READY ${JSON.stringify({ port: tunnel.address.port, secure })}\n`)
   await untilStop()

@@ -69,13 +69,13 @@ export function reportAgent (agent: SockAgent, status: StatusReporter): void {
   })
 }
 
-/** How the live connections are protected, for the status line: `peers: 2 end-to-end encrypted (peer verified)`, the plaintext ones apart. */
+/** How the live connections are protected, for the status line: `connections: 2 end-to-end encrypted (peer verified)`, the plaintext ones apart (a peer may have more than one). */
 export function sessionsText (agent: SockAgent): string | undefined {
   const sessions = agent.sessions()
   if (sessions.length === 0) return undefined
   const secure = sessions.filter((s) => s.secure).length
   const parts = [[secure, securityText(true)], [sessions.length - secure, securityText(false)]] as const
-  return 'peers: ' + parts.filter(([n]) => n > 0).map(([n, text]) => `${n} ${text}`).join(', ')
+  return 'connections: ' + parts.filter(([n]) => n > 0).map(([n, text]) => `${n} ${text}`).join(', ')
 }
 
 /** The `listen` command; `started` receives the promise of its exit code. */

@@ -8,15 +8,13 @@
 export const SECURE_TEXT = 'end-to-end encrypted (peer verified)'
 /** The words for a plaintext connection between starsock peers that both passed `--insecure`. */
 export const INSECURE_TEXT = 'plaintext (--insecure)'
-/** The words for a plaintext connection with a legacy websocket-star peer. */
-export const LEGACY_TEXT = 'plaintext (legacy peer)'
-
 /**
  * How a connection to a peer is protected, in the status's words: `secure`, or plaintext with a
- * starsock peer (`--insecure` on both sides: it spoke our multiplexer), or with a legacy one.
+ * starsock peer (`--insecure` on both sides). A legacy websocket-star peer never gets this far: it
+ * does not speak the multiplexer, so a sock agent never has a session with it.
  */
-export function securityText (secure: boolean, legacy = false): string {
-  return secure ? SECURE_TEXT : legacy ? LEGACY_TEXT : INSECURE_TEXT
+export function securityText (secure: boolean): string {
+  return secure ? SECURE_TEXT : INSECURE_TEXT
 }
 
 /** Figures the status line shows. */

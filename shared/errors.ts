@@ -95,6 +95,11 @@ const CODE_SUFFIX = /\[(E_[A-Z_]+)\]$/
 export class StarsockError extends Error {
   /** The stable code from `ERROR_CODES`. */
   readonly code: ErrorCode
+  /**
+   * Came from the wire (`errorFromWire`): another side's word, not authenticated (a relay can
+   * write any code in a stream's error frame). Never set for an error decided here.
+   */
+  remote = false
 
   constructor (code: ErrorCode, message?: string, options?: { cause?: unknown }) {
     super(message ?? ERROR_CODES[code], options)
@@ -128,5 +133,7 @@ export function errorCodeOf (wire: string): ErrorCode | undefined {
 export function errorFromWire (wire: unknown): StarsockError {
   const text = typeof wire === 'string' ? wire : 'Unknown error'
   const code = errorCodeOf(text) ?? 'E_BAD_REQUEST'
-  return new StarsockError(code, text.replace(CODE_SUFFIX, '').trim())
+  const err = new StarsockError(code, text.replace(CODE_SUFFIX, '').trim())
+  err.remote = true
+  return err
 }

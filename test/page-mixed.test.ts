@@ -1,6 +1,7 @@
 /**
  * A page in plaintext mode cannot reach a page in the default mode: the plaintext page says why in
- * words with E_SECURE_REQUIRED, the default page marks the peer it refused, and nothing is carried.
+ * words with E_SECURE_REQUIRED, the default page marks the id it refused (as a claim), and nothing is
+ * carried. Also: forms used with no peer picked say so.
  */
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -29,10 +30,27 @@ describe('a page in plaintext mode and a page in the default mode (Chromium)', (
     await plain.page.press('#chat-text', 'Enter')
     const line = plain.page.locator('#messages li', { hasText: 'not sent' })
     await line.waitFor({ timeout: 20_000 })
-    expect(await line.innerText()).toContain('(E_SECURE_REQUIRED)')
-    expect(await plain.page.locator(`#peer-list li[data-peer="${secure.id}"] .badge`).innerText()).toBe('not secured: the peer does not encrypt (E_SECURE_REQUIRED)')
+    expect(await line.innerText()).toContain('the peer requires end-to-end encryption; this page is in plaintext mode (E_SECURE_REQUIRED)')
+    // The refusal is the other side's word: the plaintext page keeps no failure on that peer.
+    expect(await plain.page.locator(`#peer-list li[data-peer="${secure.id}"] .badge`).count()).toBe(0)
     await secure.page.locator(`#peer-list li[data-peer="${plain.id}"] .badge[data-security="failed"]`).waitFor({ timeout: 10_000 })
-    expect(await secure.page.locator(`#peer-list li[data-peer="${plain.id}"] .badge`).innerText()).toBe('not secured: the peer does not encrypt (E_SECURE_REQUIRED)')
+    expect(await secure.page.locator(`#peer-list li[data-peer="${plain.id}"] .badge`).innerText()).toBe('refused a plaintext connection claiming this id (E_SECURE_REQUIRED)')
     expect(await secure.page.locator('#messages').innerText()).not.toContain('hi from plaintext')
+  }, 60_000)
+
+  it('chat, fetch and serve with no peer picked say "Pick a peer first" (no unhandled rejection)', async () => {
+    const { page } = await open('')
+    const errors: string[] = []
+    page.on('pageerror', (err) => errors.push(err.message))
+    await page.fill('#chat-text', 'to nobody')
+    await page.press('#chat-text', 'Enter')
+    await page.locator('#messages li', { hasText: 'not sent: Error: Pick a peer first' }).waitFor({ timeout: 10_000 })
+    await page.fill('#fetch-port', '80')
+    await page.locator('#fetch-form').evaluate((form) => { (form as HTMLFormElement).requestSubmit() })
+    await page.locator('#fetch-result[data-state="failed"]', { hasText: 'Error: Pick a peer first' }).waitFor({ timeout: 10_000 })
+    await page.setInputFiles('#serve-file', { name: 'a.txt', mimeType: 'text/plain', buffer: Buffer.from('a') })
+    await page.locator('#serve-form').evaluate((form) => { (form as HTMLFormElement).requestSubmit() })
+    await page.locator('#serve-result[data-state="failed"]', { hasText: 'Error: Pick a peer first' }).waitFor({ timeout: 10_000 })
+    expect(errors).toEqual([])
   }, 60_000)
 })

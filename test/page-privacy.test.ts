@@ -168,7 +168,7 @@ describe('the page through a recording relay (Chromium)', () => {
       await page.press('#chat-text', 'Enter')
       const line = page.locator('#messages li', { hasText: 'not sent' })
       await line.waitFor({ timeout: 20_000 })
-      expect(await line.innerText()).toContain('did not set up end-to-end encryption (a legacy websocket-star peer, or a page or program in plaintext mode), and this side requires it (E_SECURE_REQUIRED)')
+      expect(await line.innerText()).toContain('cannot set up end-to-end encryption (a legacy websocket-star peer, the server says), and this page requires it (E_SECURE_REQUIRED)')
       expect(await item.locator('.badge').innerText()).toBe('not secured: the peer does not encrypt (E_SECURE_REQUIRED)')
       expect(Buffer.concat(heard).includes('a secret for a legacy peer')).toBe(false)
     } finally {

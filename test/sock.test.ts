@@ -7,6 +7,7 @@ import { createPeer } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { expose, forward } from '../client/sock/tunnel.node.ts'
+import { ReceiveStream } from '../client/stream.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
@@ -313,6 +314,40 @@ describe('sock channels and tunnels through a real server', () => {
     await waitFor('the forward to be up again', () => fwd.state === 'up', 10_000)
     c.socket.send(Buffer.from('after'), fwd.address.port, '127.0.0.1')
     await waitFor('an echo after the peer is back', () => c.got.some((d) => d.toString() === 'after'), 5000)
+  })
+
+  it('a relay that forges E_SECURE_REQUIRED or E_DENIED in the error frame of a secure redial does not stop the tunnel: a code from the wire is retried, not final', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const targetPeer = await createPeer({ server: server().url(), identity })
+    const target = createSockAgent(targetPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const client = await agent()
+    const fwd = await forward(client, { peer: targetPeer.peerId, listen: { ip: '127.0.0.1', port: 0 }, to: { ip: '127.0.0.1', port: echo.port } })
+    cleanup.push(fwd)
+    await target.close()
+    await targetPeer.close()
+    await waitFor('the forward to be away', () => fwd.state === 'away')
+    // What the relay can do: end the listener's answer to the next secure dials with its own error
+    // strings (stream error frames are not authenticated): a refusal, then a denial.
+    let forged = 0
+    const push = Object.getOwnPropertyDescriptor(ReceiveStream.prototype, 'push')?.value as (this: ReceiveStream, chunk: unknown) => void
+    ReceiveStream.prototype.push = function (this: ReceiveStream, chunk: unknown) {
+      if (forged < 2 && !this.done && this.receivedBytes === 0 && this.id.endsWith('.listener')) {
+        return this.finish(forged++ === 0 ? 'Use --insecure to talk to this peer [E_SECURE_REQUIRED]' : 'Denied [E_DENIED]')
+      }
+      push.call(this, chunk)
+    }
+    cleanup.push({ close: () => { ReceiveStream.prototype.push = push } })
+    const backPeer = await createPeer({ server: server().url(), identity })
+    const back = createSockAgent(backPeer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    cleanup.push({ close: async () => { await back.close(); await backPeer.close() } })
+    await waitFor('the forged errors to be delivered', () => forged === 2, 15_000)
+    await waitFor('the forward to be up again', () => fwd.state === 'up' || fwd.state === 'closed', 15_000)
+    expect(fwd.state).toBe('up')
+    expect(fwd.stats().secure).toBe(true)
+    const data = testBytes(64 * 1024)
+    expectBytes(await within('the echo after the forged refusal', tcpRoundTrip(fwd.address.port, data), 10_000), data, 'the echo after the forged refusal')
   })
 
   it('a tunnel whose peer is away stops when its agent closes or its signal aborts (no recovery loop left running)', async () => {
@@ -625,6 +660,33 @@ describe('sock agents and end-to-end encryption (issue 14)', () => {
       'remembered secure other'
     ])
     expect(asked).toEqual([true, false, false, false])
+  })
+
+  it('a plaintext connection that claims an id spends its own budget, never the budget of the peer that proved the id (file quota, mappings and leases)', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const identity = await createIdentity()
+    const onFile = (channel: Channel): void => { void (async () => { for await (const c of channel) void c; await channel.closeWrite() })() }
+    const target = await agent({ insecure: true, allow: ['file:*', `connect/tcp:127.0.0.1:${echo.port}`, 'bind/tcp:127.0.0.1:*'], maxMappingsPerPeer: 1, files: { onFile, quotaBytesPerPeer: 150_000 } })
+    const leases: string[] = []
+    target.on('lease', ({ state }) => leases.push(state))
+    const sendFile = async (from: ReturnType<typeof createSockAgent>, name: string): Promise<void> => {
+      const channel = await from.offerFile(target.peer.peerId, { name, size: 100_000 })
+      await channel.write(new Uint8Array(100_000))
+      await channel.closeWrite()
+      await waitFor(`${name} to be over`, () => target.mappings().length === 0)
+    }
+    // The id over plaintext (the server's word): a file of 100,000 bytes of a quota of 150,000,
+    // then a bound port, left on lease (the one mapping a peer may hold here).
+    const plain = await agentWith(identity, { insecure: true })
+    await sendFile(plain, 'claimed.bin')
+    await plain.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 })
+    await leave(plain)
+    await waitFor('the plaintext binder\'s port on lease', () => leases.includes('held'))
+    // The peer that proves the id still has its whole quota and its own mapping.
+    const secure = await agentWith(identity)
+    await sendFile(secure, 'proved.bin')
+    expect((await secure.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })).secure).toBe(true)
   })
 
   it('a legacy websocket-star peer: a sock agent\'s offer to it fails fast with E_SECURE_REQUIRED (never plaintext by itself), and its dial to the agent is refused', async () => {

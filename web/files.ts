@@ -12,7 +12,7 @@ import type { Offer } from '../shared/sock-protocol.ts'
 import { el, formatBytes, formatSeconds, hex } from './dom.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { parseFileHeader } from '../shared/file-transfer.ts'
-import { badge, describeError, type Security, type SecurityBook } from './security.ts'
+import { badge, describeError, secureFailureOf, type Security, type SecurityBook } from './security.ts'
 
 /** Largest file the page receives (it is held in memory to be saved). */
 export const MAX_FILE_BYTES = 1024 * 1024 * 1024
@@ -82,11 +82,13 @@ export async function sendFile (agent: SockAgent, peerId: string, file: File, li
     channel?.abort(new Error('Cancelled by the sender'))
   })
   view.item.dataset.sha256 = digest
+  let used: Security | undefined
   try {
     // No byte goes before the receiver agreed (a rule, or a person there).
     view.waiting('waiting for the receiver to accept…')
-    channel = await agent.offerFile(peerId, { name: file.name, size: data.byteLength, signal: cancel.signal })
-    view.secured(book.of(peerId))
+    // The badge of the connection the file goes on, not the peer's summary.
+    channel = await agent.offerFile(peerId, { name: file.name, size: data.byteLength, signal: cancel.signal, onSession: (mux) => { used = { secure: mux.secure } } })
+    view.secured(used)
     await writeLine(channel, { name: file.name, size: data.byteLength, sha256: digest })
     for (let at = 0; at < data.byteLength; at += CHUNK_BYTES) {
       await channel.write(data.subarray(at, at + CHUNK_BYTES))
@@ -100,7 +102,8 @@ export async function sendFile (agent: SockAgent, peerId: string, file: File, li
   } catch (err) {
     book.failed(peerId, err)
     view.item.dataset.code = err instanceof StarsockError ? err.code : ''
-    view.secured(book.of(peerId))
+    const failed = secureFailureOf(err)
+    view.secured(failed !== undefined ? { failed } : used)
     view.finish(`${err instanceof StarsockError && err.code === 'E_DENIED' ? 'Refused' : 'Failed'}: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
   }
 }

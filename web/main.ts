@@ -16,7 +16,7 @@ import { byId, el, formatBytes } from './dom.ts'
 import { MAX_FILE_BYTES, receiveFile, sendFile } from './files.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
-import { badge, describeError, encryptedUrl, plaintextModeOf, SecurityBook } from './security.ts'
+import { badge, describeError, encryptedUrl, plaintextModeOf, SecurityBook, setPlaintextMode, type Security } from './security.ts'
 
 const params = new URLSearchParams(location.search)
 /**
@@ -31,23 +31,25 @@ let slot = params.get('slot') ?? 'default'
  * warning it keeps on show; by default every connection is end-to-end encrypted.
  */
 const PLAINTEXT_MODE = plaintextModeOf(location.search)
+setPlaintextMode(PLAINTEXT_MODE)
 
 let peer: StarsockPeer | undefined
 let agent: SockAgent | undefined
 let picked: string | undefined
 let served: Served | undefined
 const chats = new Map<string, Promise<Channel>>()
+/** Whether each chat channel's own connection is end-to-end encrypted (its badge; not the peer's summary). */
+const chatSecure = new WeakMap<Channel, boolean>()
 const chart = new ThroughputChart(byId<HTMLCanvasElement>('chart'), byId('rates'))
 const book = new SecurityBook(() => {
   renderPeers()
   renderPicked()
 })
 
-/** A chat line, with the badge of the session it went on (to or from `peerId`). */
-function say (text: string, from: string, peerId?: string): void {
+/** A chat line, with the badge of the connection it went on. */
+function say (text: string, from: string, security?: Security): void {
   const item = el('li', { class: from === 'me' ? 'mine' : 'theirs' })
   item.append(el('span', { class: 'from' }, from === 'me' ? 'you' : from))
-  const security = peerId === undefined ? undefined : book.of(peerId)
   if (security !== undefined) item.append(badge(security))
   item.append(el('span', { class: 'text' }, text))
   byId('messages').append(item)
@@ -99,20 +101,25 @@ function renderPicked (): void {
 async function chatChannel (peerId: string): Promise<Channel> {
   let channel = chats.get(peerId)
   if (channel === undefined) {
-    channel = (async () => await (await (agent as SockAgent).session(peerId)).open({ type: 'chat', reliable: true }))()
+    channel = (async () => {
+      const mux = await (agent as SockAgent).session(peerId)
+      const c = await mux.open({ type: 'chat', reliable: true })
+      chatSecure.set(c, mux.secure)
+      return c
+    })()
     chats.set(peerId, channel)
     channel.then((c) => { void c.whenClosed.then(() => chats.delete(peerId)) }, () => chats.delete(peerId))
   }
   return await channel
 }
 
-async function readChat (channel: Channel): Promise<void> {
+async function readChat (channel: Channel, secure: boolean): Promise<void> {
   const reader = new LineReader(channel)
   try {
     for (;;) {
       const line = await reader.next() as { text?: unknown } | null
       if (line === null) return
-      if (typeof line.text === 'string') say(line.text.slice(0, 4000), channel.remotePeer, channel.remotePeer)
+      if (typeof line.text === 'string') say(line.text.slice(0, 4000), channel.remotePeer, { secure })
     }
   } catch {
     channel.abort()
@@ -124,14 +131,15 @@ byId<HTMLFormElement>('chat-form').addEventListener('submit', (e) => {
   const input = byId<HTMLInputElement>('chat-text')
   const text = input.value
   void (async () => {
-    const peerId = needPeer()
+    let peerId: string | undefined
     try {
+      peerId = needPeer()
       const channel = await chatChannel(peerId)
       await writeLine(channel, { text })
-      say(text, 'me', peerId)
+      say(text, 'me', { secure: chatSecure.get(channel) === true })
       input.value = ''
     } catch (err) {
-      book.failed(peerId, err)
+      if (peerId !== undefined) book.failed(peerId, err)
       say(`not sent: ${describeError(err)}`, 'me')
     }
   })()
@@ -160,8 +168,9 @@ byId<HTMLFormElement>('fetch-form').addEventListener('submit', (e) => {
   out.textContent = 'fetching…'
   delete out.dataset.state
   void (async () => {
-    const peerId = needPeer()
+    let peerId: string | undefined
     try {
+      peerId = needPeer()
       const text = await fetchThrough(agent as SockAgent, peerId, byId<HTMLInputElement>('fetch-host').value, Number(byId<HTMLInputElement>('fetch-port').value), byId<HTMLInputElement>('fetch-path').value || '/')
       out.textContent = text
       out.dataset.state = 'done'
@@ -179,11 +188,12 @@ byId<HTMLFormElement>('serve-form').addEventListener('submit', (e) => {
   out.textContent = 'asking the peer to listen…'
   delete out.dataset.state
   void (async () => {
-    const peerId = needPeer()
+    let peerId: string | undefined
     try {
+      peerId = needPeer()
       served = { name: file.name, type: file.type === '' ? 'application/octet-stream' : file.type, data: new Uint8Array(await file.arrayBuffer()) }
       const mapping = await serveThrough(agent as SockAgent, peerId, byId<HTMLInputElement>('serve-host').value, Number(byId<HTMLInputElement>('serve-port').value), served)
-      out.replaceChildren(`Serving ${file.name} (${formatBytes(served.data.byteLength)}) on port ${mapping.bound?.port ?? '?'} of ${mapping.peerId} `, badge({ secure: mapping.mux.conn.secure }))
+      out.replaceChildren(`Serving ${file.name} (${formatBytes(served.data.byteLength)}) on port ${mapping.bound?.port ?? '?'} of ${mapping.peerId} `, badge({ secure: mapping.secure }))
       out.dataset.port = String(mapping.bound?.port ?? '')
       out.dataset.state = 'done'
     } catch (err) {
@@ -207,8 +217,8 @@ async function askHere (request: OfferRequest, signal: AbortSignal): Promise<boo
     accept.addEventListener('click', () => done(true))
     deny.addEventListener('click', () => done(false))
     signal.addEventListener('abort', () => done(false), { once: true })
-    const security = book.of(request.peerId)
-    card.append(el('span', {}, `${request.peerId} asks: ${request.text}`), ...(security === undefined ? [] : [badge(security)]), accept, deny)
+    // The badge of the connection the offer came on, not the peer's summary.
+    card.append(el('span', {}, `${request.peerId} asks: ${request.text}`), badge({ secure: request.secure }), accept, deny)
     byId('offers').append(card)
     accept.focus()
   })
@@ -236,7 +246,7 @@ function renderMappings (): void {
       cell.append(kill)
       const channels = el('td', { class: 'channels' })
       const peerCell = el('td', {}, `${m.peerId} `)
-      peerCell.append(badge({ secure: m.mux.conn.secure }))
+      peerCell.append(badge({ secure: m.secure }))
       row.append(peerCell, el('td', {}, `${m.local ? 'asked: ' : 'granted: '}${m.label}`), channels, cell)
       body.append(row)
       entry = { row, channels }
@@ -268,9 +278,9 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
     ask: askHere,
     // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
     allow: ['file:*'],
-    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.mux.conn.secure }, book) } },
-    onChannel: async (channel) => {
-      if (channel.header.type === 'chat') void readChat(channel)
+    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.secure }, book) } },
+    onChannel: async (channel, _body, mux) => {
+      if (channel.header.type === 'chat') void readChat(channel, mux.secure)
       else throw new StarsockError('E_UNSUPPORTED', `The page takes no ${channel.header.type} channels`)
       return undefined
     }
@@ -278,8 +288,8 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   const a = createSockAgent(p, options)
   agent = a
   a.on('session', (mux) => { if (agent === a) book.session(mux) })
-  // A plaintext connection the agent refused (E_SECURE_REQUIRED) shows on that peer's badge too.
-  a.on('refused', ({ peerId, error }) => { if (agent === a) book.failed(peerId, error) })
+  // A plaintext connection the agent refused (E_SECURE_REQUIRED) shows on the badge of the id it claimed, as a claim.
+  a.on('refused', ({ peerId, error }) => { if (agent === a) book.refused(peerId, error) })
   a.on('mapping', (m) => {
     if (!m.local && m.offer.kind === 'accept') m.acceptHandler = (channel) => { void answerHttp(channel, greeting()) }
     m.on('channel', renderMappings)

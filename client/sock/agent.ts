@@ -25,6 +25,15 @@ export const SECURE_REQUIRED_REASON = 'it is not end-to-end encrypted; both side
 
 /** How long a granted file offer waits for its channel before it is killed. */
 export const FILE_CHANNEL_TIMEOUT_MS = 30_000
+/**
+ * The key a peer's per-peer budgets (mappings, leases, file quota) are counted under: its id when
+ * proved (end-to-end encrypted), else a namespace of its own, so that a plaintext connection that
+ * merely claims an id never spends the budget of the peer that proved it.
+ */
+function budgetOf (peerId: string, secure: boolean): string {
+  return secure ? peerId : `plain:${peerId}`
+}
+
 /** What a granted file counts against the quotas at least, so a flood of empty files is bounded too (and so is the list of grants). */
 export const FILE_QUOTA_MIN_CHARGE_BYTES = 64 * 1024
 
@@ -136,7 +145,7 @@ export interface SockAgentOptions {
   /** Take files other peers offer (`file` offers, granted by a `file` rule or a person); without it they get `E_UNSUPPORTED`. */
   files?: FileReceiverOptions
   /** Channels of other types than `sock` (the application's own); without it they are refused. */
-  onChannel?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
+  onChannel?: (channel: Channel, body: Uint8Array, mux: Muxer) => Promise<Reply | undefined>
   /** Options of every multiplexed connection. */
   mux?: MuxOptions
   /**
@@ -295,7 +304,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       }
       this.fileQuota = new FileQuota(this.files.quotaWindowMs)
     }
-    peer.handle((conn) => { if (this.refusal(conn) === undefined) this.adopt(conn) })
+    peer.handle((conn) => { if (this.refuseIfPlaintext(conn) === undefined) this.adopt(conn) })
   }
 
   /** The connection to `peerId`, dialed when there is none. */
@@ -309,7 +318,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       dialing = (async () => {
         // Secure unless this side opted out: never the peer's default, which may be plaintext.
         const conn = await this.peer.dial(peerId, { secure: !this.insecure })
-        const refused = this.refusal(conn)
+        const refused = this.refuseIfPlaintext(conn)
         if (refused !== undefined) throw refused
         const mux = this.adopt(conn)
         await mux.ready
@@ -360,13 +369,14 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * the peer agreed. Rejects with `E_DENIED`, `E_UNSUPPORTED`, `E_LIMIT_FILE_SIZE` or
    * `E_LIMIT_FILE_QUOTA` before any byte is sent. The mapping ends with the channel.
    */
-  async offerFile (peerId: string, request: { name: string, size: number, signal?: AbortSignal, timeoutMs?: number }): Promise<Channel> {
+  async offerFile (peerId: string, request: { name: string, size: number, signal?: AbortSignal, timeoutMs?: number, onSession?: (mux: Muxer) => void }): Promise<Channel> {
     if (typeof request.name !== 'string' || request.name === '') throw new TypeError('offerFile needs a name')
     if (!Number.isSafeInteger(request.size) || request.size < 0) throw new TypeError('offerFile needs a size in bytes (a non-negative integer)')
     // The name goes to a prompt: no control characters, at most 200 of them.
     const name = request.name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '_').slice(0, 200)
     const offer: Offer = { kind: 'file', proto: 'tcp', host: '', port: 0, name, size: request.size }
     const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
+    request.onSession?.(mux) // the connection the file goes on (its security, for a badge)
     const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs })
     const mapping = this.track(mux, id, offer, true)
     try {
@@ -466,16 +476,17 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     // A bind that may take back a lease of its own is not counted twice: it adds nothing while the
     // lease is there (`bindNow` checks again if it binds afresh after all).
     const reclaim = offer.kind === 'bind' && this.ownLease(peerId, offer, secure) ? 1 : 0
-    return this.overTotals(peerId, offer, -reclaim) ?? this.overFileLimit(peerId, offer)
+    return this.overTotals(peerId, secure, offer, -reclaim) ?? this.overFileLimit(peerId, secure, offer)
   }
 
   /**
    * The limit `offer` breaks with the counts as they are plus `extra` (0 before a grant, -1 for a
    * lease it takes back; after a grant the mapping is counted already, so 1 must still fit: -1).
    */
-  private overTotals (peerId: string, offer: Offer, extra: number): StarsockError | undefined {
+  private overTotals (peerId: string, secure: boolean, offer: Offer, extra: number): StarsockError | undefined {
     // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
-    const held = this.mappings().filter((m) => !m.local && m.peerId === peerId).length + [...this.leases.values()].filter((l) => l.peerId === peerId).length + extra
+    const budget = budgetOf(peerId, secure)
+    const held = this.mappings().filter((m) => !m.local && budgetOf(m.peerId, m.secure) === budget).length + [...this.leases.values()].filter((l) => budgetOf(l.peerId, l.secure) === budget).length + extra
     if (held >= this.maxMappingsPerPeer) return this.limited(peerId, 'E_LIMIT_MAPPINGS', 'peer-mappings', `Peer ${peerId} already holds ${held} mappings here (at most ${this.maxMappingsPerPeer} per peer)`)
     const total = this.grantedTotal() + extra
     if (total >= this.maxMappingsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'mappings', `This peer runs ${total} mappings for other peers, its total for all peers together (maxMappingsTotal ${this.maxMappingsTotal}); try later`)
@@ -497,13 +508,13 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   }
 
   /** The file limits an offer from `peerId` would break now, if any. */
-  private overFileLimit (peerId: string, offer: Offer): StarsockError | undefined {
+  private overFileLimit (peerId: string, secure: boolean, offer: Offer): StarsockError | undefined {
     if (offer.kind === 'file' && this.files !== undefined) {
       const size = offer.size ?? 0
       const charge = Math.max(size, FILE_QUOTA_MIN_CHARGE_BYTES)
       const { maxFileBytes, quotaBytesPerPeer, quotaBytesTotal, quotaWindowMs } = this.files
       if (size > maxFileBytes) return this.limited(peerId, 'E_LIMIT_FILE_SIZE', 'file-size', `${formatSize(size)} is over the ${formatSize(maxFileBytes)} this peer takes in one file`)
-      const { mine, all } = (this.fileQuota as FileQuota).used(peerId)
+      const { mine, all } = (this.fileQuota as FileQuota).used(budgetOf(peerId, secure))
       const minutes = Math.round(quotaWindowMs / 60_000)
       if (mine + charge > quotaBytesPerPeer) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `Peer ${peerId} was granted ${formatSize(mine)} of files in the last ${minutes} min; ${formatSize(size)} more is over its quota of ${formatSize(quotaBytesPerPeer)}`)
       if (all + charge > quotaBytesTotal) return this.limited(peerId, 'E_LIMIT_FILE_QUOTA', 'file-quota', `This peer took ${formatSize(all)} of files from all peers in the last ${minutes} min; ${formatSize(size)} more is over its total quota of ${formatSize(quotaBytesTotal)}`)
@@ -537,7 +548,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * encryption. Then it is aborted with `E_SECURE_REQUIRED` (the other side sees the code) and told
    * (`refused`); two starsock agents never carry anything in plaintext unless both opted in.
    */
-  private refusal (conn: Connection): StarsockError | undefined {
+  private refuseIfPlaintext (conn: Connection): StarsockError | undefined {
     if (conn.secure === true || this.insecure) return undefined
     // Short enough to cross whole (an abort's wire string keeps 200 characters); who it was goes in the event.
     const err = new StarsockError('E_SECURE_REQUIRED', `${this.peer.peerId} refused a plaintext connection: ${SECURE_REQUIRED_REASON}`)
@@ -606,7 +617,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       if (answer === 'yes') checkLimits()
       decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : answer === 'yes' ? {} : { code: 'E_DENIED' })
       if (answer !== 'yes') throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
-      // The same offer again (after a reconnect) is not asked twice; each file is asked.
+      // The same offer again is not asked twice: on any secure connection (after a reconnect too),
+      // on a plaintext one only on that very connection (`rememberedFor`); each file is asked.
       if (offer.kind !== 'file') remembered.add(key)
     } else {
       deny('E_DENIED', `No rule allows ${request.text}`)
@@ -617,7 +629,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       // Charged its size while it may come; once over, what arrived (at least the minimum charge),
       // so offers that send nothing do not lock files out for everyone for the whole window.
       const quota = this.fileQuota as FileQuota
-      const charge = quota.charge(peerId, Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
+      const charge = quota.charge(budgetOf(peerId, mux.secure), Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
       // A granted file that never comes must not hold its place under the limits.
       const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
       timer.unref?.()
@@ -667,7 +679,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (header.type === 'file' && this.files !== undefined) return this.incomingFile(mux, channel)
     if (header.type !== 'sock') {
       if (this.options.onChannel === undefined) throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${header.type} channels`)
-      return await this.options.onChannel(channel, body)
+      return await this.options.onChannel(channel, body, mux)
     }
     const mapping = header.mapping === undefined ? undefined : this.mappingsOf.get(mux)?.get(header.mapping)
     if (mapping === undefined || mapping.closed) throw new StarsockError('E_NO_MAPPING', `Channel names no granted mapping (${String(header.mapping)})`)
@@ -743,7 +755,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     } else {
       // Granted as taking back a lease that is not there (expired, or another port): the totals
       // must hold with this port added.
-      const over = this.overTotals(mapping.peerId, offer, -1)
+      const over = this.overTotals(mapping.peerId, mapping.secure, offer, -1)
       if (over !== undefined) throw over
       const fresh: BindState = { key: '', peerId: mapping.peerId, secure: mapping.mux.secure, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {

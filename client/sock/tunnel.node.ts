@@ -113,6 +113,17 @@ export const UDP_OPEN_RETRY_MS = 1000
  */
 const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED', 'E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
 
+/**
+ * Whether asking again after `error` is pointless: only when decided here or said by the peer
+ * inside the connection (the multiplexer's replies). An error from the wire (`remote`: a server
+ * ack or a stream's error frame) is not authenticated: a relay can write any code there, e.g.
+ * E_SECURE_REQUIRED or E_DENIED into the answer to a secure redial, so it is retried like any
+ * failure rather than stopping an encrypted tunnel for good.
+ */
+function isFinal (error: StarsockError): boolean {
+  return FINAL_CODES.has(error.code) && !error.remote
+}
+
 /** A running tunnel. */
 export abstract class Tunnel extends Emitter<TunnelEvents> {
   /** forward: the local address listened on; expose: the address the other peer bound. */
@@ -275,7 +286,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
           } catch (e) {
             if (this.stopped) return
             const error = e instanceof StarsockError ? e : new StarsockError('E_STREAM_ABORTED', String(e))
-            if (FINAL_CODES.has(error.code) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
+            if (isFinal(error) || this.agent.isClosed || this.options.signal?.aborted === true) return this.stop(error)
             // A person was asked and nobody answered in time: asking again would prompt them anew
             // every timeout, for ever (whichever of our timeout or their E_DENIED comes first).
             if (error.code === 'E_TIMEOUT' && this.personAsked) return this.stop(new StarsockError('E_DENIED', `Nobody answered at ${this.options.peer} in time (a person was asked): ${error.message}`))
