@@ -7,7 +7,7 @@ import { createIdentity } from '../client/identity.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { echo, readAll, same } from './helpers/connections.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, receiveStream } from './helpers/raw-peer.ts'
-import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
 
 
@@ -15,12 +15,6 @@ import { expectBytes } from './helpers/bytes.ts'
 function caught (fn: () => unknown): unknown {
   try { fn() } catch (err) { return err }
   throw new Error('expected a throw')
-}
-
-/** What `promise` rejected with (fails when it resolves). */
-async function rejected (promise: Promise<unknown>): Promise<unknown> {
-  try { await promise } catch (err) { return err }
-  throw new Error('expected a rejection')
 }
 
 describe('client library, Node to Node through a real server', () => {

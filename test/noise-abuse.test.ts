@@ -12,34 +12,12 @@ import type { Connection } from '../client/connection.ts'
 import { createIdentity, type Identity } from '../client/identity.ts'
 import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
 import { MAX_NONCE, XXHandshake } from '../client/noise/handshake.ts'
-import { ReceiveStream } from '../client/stream.ts'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import type { ServerOptions } from '../server/options.ts'
-import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-
-/** What `promise` rejected with (fails when it resolves). */
-async function rejected (promise: Promise<unknown>): Promise<unknown> {
-  try { await promise } catch (err) { return err }
-  throw new Error('expected a rejection')
-}
-
-/**
- * Let `tamper` see (and change) every chunk the relay delivers to a client: `streamId` ends with
- * `.dialer` on the way to the listener, `.listener` on the way to the dialer; `index` counts per
- * stream. It returns the chunks to deliver instead (none: the chunk is dropped).
- */
-function relay (tamper: (chunk: Uint8Array, index: number, streamId: string) => Uint8Array[]): void {
-  const counts = new Map<string, number>()
-  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
-  const push = ReceiveStream.prototype.push
-  vi.spyOn(ReceiveStream.prototype, 'push').mockImplementation(function (this: ReceiveStream, chunk: unknown) {
-    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk)
-    const index = counts.get(this.id) ?? 0
-    counts.set(this.id, index + 1)
-    for (const out of tamper(chunk, index, this.id)) push.call(this, out)
-  })
-}
+import type { ReceiveStream } from '../client/stream.ts'
+import { tapRelay } from './helpers/relay-tap.ts'
+import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 const flip = (chunk: Uint8Array, at: number): Uint8Array => {
   const bad = chunk.slice()
@@ -117,7 +95,7 @@ describe('abuse of the secure channel (issue 14)', () => {
     ['a truncated message 2', (chunk: Uint8Array) => [Uint8Array.from([0, 98, ...chunk.subarray(2, 100)])]],
     ['message 2 dropped and the stream ended', () => []]
   ] as const)('%s fails the dial with E_SECURE_HANDSHAKE, the listener\'s handler never called', async (name, tamper) => {
-    relay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? tamper(chunk) : [chunk])
+    tapRelay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? tamper(chunk) : [chunk])
     const [a, b] = [await peer(), await peer()]
     const bSaw = handled(b)
     const dialing = rejected(a.dial(b.peerId))
@@ -136,7 +114,7 @@ describe('abuse of the secure channel (issue 14)', () => {
   it('a replayed handshake (messages 1 and 3 of an earlier session, played by the relay as a new dial) fails the listener with E_SECURE_HANDSHAKE; nothing reaches its handler', async () => {
     const recorded: Uint8Array[] = []
     let replaying = false
-    relay((chunk, index, id) => {
+    tapRelay((chunk, index, id) => {
       if (!replaying) {
         if (id.endsWith('.dialer') && index < 2) recorded.push(chunk.slice())
         return [chunk]
@@ -159,7 +137,7 @@ describe('abuse of the secure channel (issue 14)', () => {
 
   it('a replayed transport message fails with E_SECURE_AUTH on both sides; only what came before it is delivered', async () => {
     let kept = new Uint8Array(0)
-    relay((chunk, index, id) => {
+    tapRelay((chunk, index, id) => {
       if (!id.endsWith('.dialer')) return [chunk]
       if (index === 2) kept = chunk.slice() // the first transport chunk, after preamble+msg1 and msg3
       return index === 3 ? [kept] : [chunk] // the relay sends it again instead of the second
@@ -203,7 +181,7 @@ describe('abuse of the secure channel (issue 14)', () => {
   it('dialers that fail before their first chunk leave no stream open at the listener or at the server', async () => {
     // The relay eats every dialer's first chunk; each dialer then fails its stream to the
     // listener and nothing else (what a hostile client does; ours would abort both).
-    relay((chunk, index, id) => id.endsWith('.dialer') && index === 0 ? [] : [chunk])
+    tapRelay((chunk, index, id) => id.endsWith('.dialer') && index === 0 ? [] : [chunk])
     const [a, b] = [await peer(), await peer()]
     const bSaw = handled(b)
     const sending = (a as unknown as { streams: { sending: Map<string, { error: (wire: string) => void }> } }).streams.sending
@@ -219,7 +197,7 @@ describe('abuse of the secure channel (issue 14)', () => {
   })
 
   it('a relay that sends 512 KiB of zeros (128k empty frames) fails both sides with E_SECURE_AUTH', async () => {
-    relay((chunk, index, id) => id.endsWith('.dialer') && index === 2 ? [new Uint8Array(512 * 1024)] : [chunk])
+    tapRelay((chunk, index, id) => id.endsWith('.dialer') && index === 2 ? [new Uint8Array(512 * 1024)] : [chunk])
     const [a, b] = [await peer(), await peer()]
     const incoming = new Promise<Connection>((resolve) => b.handle(resolve))
     const conn = await a.dial(b.peerId)
@@ -259,7 +237,7 @@ describe('abuse of the secure channel (issue 14)', () => {
     const [a, b] = [await peer(), await peer()]
     const bSaw = handled(b)
     // Right before message 3 reaches B (the handshake is under way), B stops taking connections.
-    relay((chunk, index, id) => {
+    tapRelay((chunk, index, id) => {
       if (id.endsWith('.dialer') && index === 1) b.handle(undefined)
       return [chunk]
     })
@@ -277,7 +255,7 @@ describe('abuse of the secure channel (issue 14)', () => {
   })
 
   it('a dial\'s timeoutMs bounds its handshake too', async () => {
-    relay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? [] : [chunk]) // message 2 never arrives
+    tapRelay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? [] : [chunk]) // message 2 never arrives
     const [a, b] = [await peer(), await peer()]
     handled(b)
     // Well under the handshake's own 10 s.
@@ -306,7 +284,7 @@ describe('abuse of the secure channel (issue 14)', () => {
   })
 
   it('a relay that re-cuts message 2 so its length reads 0 fails with E_SECURE_HANDSHAKE, not E_SECURE_REQUIRED, when the listener is a starsock client', async () => {
-    relay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? [chunk.subarray(0, 1), chunk.subarray(1)].map((c) => Uint8Array.from([0, ...c])) : [chunk])
+    tapRelay((chunk, index, id) => id.endsWith('.listener') && index === 0 ? [chunk.subarray(0, 1), chunk.subarray(1)].map((c) => Uint8Array.from([0, ...c])) : [chunk])
     const [a, b] = [await peer(), await peer()]
     const bSaw = handled(b)
     const err = await within('the dial failing', rejected(a.dial(b.peerId)))

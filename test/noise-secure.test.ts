@@ -12,34 +12,13 @@ import type { Connection } from '../client/connection.ts'
 import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
 import { Muxer } from '../client/mux/muxer.ts'
 import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
-import { ReceiveStream } from '../client/stream.ts'
 import { CLASSIFY_TIMEOUT_MS, Dials } from '../client/dials.ts'
 import { Rendezvous } from '../server/rendezvous.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { readAll } from './helpers/connections.ts'
-import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-
-/** What `promise` rejected with (fails when it resolves). */
-async function rejected (promise: Promise<unknown>): Promise<unknown> {
-  try { await promise } catch (err) { return err }
-  throw new Error('expected a rejection')
-}
-
-/** Record every chunk the relay delivers to a stream of `peer` (and let `tamper` change it on the way in). */
-function tapRelay (tamper?: (chunk: Uint8Array, streamId: string, index: number) => Uint8Array): Map<string, Uint8Array[]> {
-  const seen = new Map<string, Uint8Array[]>()
-  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
-  const push = ReceiveStream.prototype.push
-  vi.spyOn(ReceiveStream.prototype, 'push').mockImplementation(function (this: ReceiveStream, chunk: unknown) {
-    if (!(chunk instanceof Uint8Array)) return push.call(this, chunk)
-    const list = seen.get(this.id) ?? []
-    seen.set(this.id, list)
-    list.push(chunk.slice())
-    return push.call(this, tamper === undefined ? chunk : tamper(chunk, this.id, list.length - 1))
-  })
-  return seen
-}
+import { tapRelay } from './helpers/relay-tap.ts'
+import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 describe('secure connections between starsock peers (issue 14)', () => {
   let server: StarsockServer & { port: number }
@@ -116,11 +95,11 @@ describe('secure connections between starsock peers (issue 14)', () => {
 
   it('a byte flipped in transit fails the connection on both sides with E_SECURE_AUTH, nothing forged delivered', async () => {
     // B's dialer stream: chunk 0 is preamble+msg1, chunk 1 msg3, chunk 2 the first transport chunk.
-    tapRelay((chunk, id, index) => {
-      if (!id.endsWith('.dialer') || index !== 2) return chunk
+    tapRelay((chunk, index, id) => {
+      if (!id.endsWith('.dialer') || index !== 2) return [chunk]
       const bad = chunk.slice()
       bad[100] = (bad[100] as number) ^ 0x01
-      return bad
+      return [bad]
     })
     const [a, b] = [await peer(), await peer()]
     const incoming = nextIncoming(b)
@@ -140,10 +119,10 @@ describe('secure connections between starsock peers (issue 14)', () => {
     const incoming = nextIncoming(b)
     // Drop the sealed end on its way to B: what a relay forging a clean end looks like.
     let sealedEnds = 0
-    tapRelay((chunk, id) => {
+    tapRelay((chunk, _index, id) => {
       // The sealed end is one empty Noise message: a 2-byte length 16 and a tag.
-      if (id.endsWith('.dialer') && chunk.byteLength === 18 && chunk[0] === 0 && chunk[1] === 16) { sealedEnds++; return new Uint8Array(0) }
-      return chunk
+      if (id.endsWith('.dialer') && chunk.byteLength === 18 && chunk[0] === 0 && chunk[1] === 16) { sealedEnds++; return [] }
+      return [chunk]
     })
     const connA = await a.dial(b.peerId)
     const connB = await within('B accepting', incoming)
@@ -196,7 +175,7 @@ describe('secure connections between starsock peers (issue 14)', () => {
   })
 
   it('the caller\'s signal ends a secure dial stuck in its handshake with E_ABORTED, and the listener\'s handler never sees it', async () => {
-    tapRelay((chunk, id) => id.endsWith('.listener') ? new Uint8Array(0) : chunk) // message 2 never reaches the dialer
+    tapRelay((chunk, _index, id) => id.endsWith('.listener') ? [] : [chunk]) // message 2 never reaches the dialer
     const [a, b] = [await peer(), await peer()]
     const seen: Connection[] = []
     b.handle((conn) => seen.push(conn))

@@ -41,3 +41,9 @@ export function testBytes (size: number, seed = 1): Uint8Array {
   }
   return out
 }
+
+/** What `promise` rejected with (fails when it resolves). */
+export async function rejected (promise: Promise<unknown>): Promise<unknown> {
+  try { await promise } catch (err) { return err }
+  throw new Error('expected a rejection')
+}
