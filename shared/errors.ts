@@ -117,8 +117,13 @@ export class StarsockError extends Error {
 export function wireError (code: ErrorCode, detail?: string): string {
   const legacy = (LEGACY_ERROR_STRINGS as Record<string, string>)[code]
   if (legacy !== undefined) return legacy
-  return `${detail ?? ERROR_CODES[code]} [${code}]`
+  // The server keeps 256 characters of a stream's error string: cut the text, never the code.
+  const text = detail ?? ERROR_CODES[code]
+  return `${text.length > WIRE_DETAIL_CHARS ? `${text.slice(0, WIRE_DETAIL_CHARS - 1)}…` : text} [${code}]`
 }
+
+/** Characters of an error's text a wire string keeps (the server keeps 256 in all). */
+const WIRE_DETAIL_CHARS = 200
 
 /** Recover the code of a wire error string; `undefined` for a string from elsewhere. */
 export function errorCodeOf (wire: string): ErrorCode | undefined {

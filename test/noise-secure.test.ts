@@ -243,4 +243,18 @@ describe('secure connections between starsock peers (issue 14)', () => {
     expect(PREAMBLE.byteLength).toBe(23)
     expect(new TextDecoder().decode(PREAMBLE.subarray(1))).toBe('/starsock/noise/1.0.0\n')
   })
+  it.each([true, false])('secure %s: the other side writes, then closes while our write waits for credit: its bytes and its clean end still arrive', async (secure) => {
+    const [a, b] = [await peer(), await peer()]
+    const incoming = nextIncoming(b)
+    const conn = await a.dial(b.peerId, { secure })
+    const listener = await within('B accepting', incoming)
+    const pending = conn.write(testBytes(16 * 1024 * 1024, 1)).then(() => 'written', (err: unknown) => err)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    await listener.write(new TextEncoder().encode('response'))
+    await listener.close()
+    expect(await within('our write failing', pending, 10_000)).toMatchObject({ code: 'E_STREAM_CLOSED' })
+    const got: Uint8Array[] = []
+    for (let c = await conn.read(); c !== null; c = await conn.read()) got.push(c)
+    expect(Buffer.concat(got).toString()).toBe('response')
+  })
 })

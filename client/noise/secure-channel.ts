@@ -21,6 +21,11 @@ import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES
 import type { Dh } from './dh.ts'
 import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport, type StaticKey } from './handshake.ts'
 
+/** Whether `signal` is aborted now (a function, so a check made earlier does not narrow it). */
+function abortedNow (signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true
+}
+
 /** The secure channel's protocol id. */
 export const SECURE_PROTOCOL = '/starsock/noise/1.0.0'
 /** What a secure dialer sends first: `SECURE_PROTOCOL` as one multistream-select message (varint length, text, newline). */
@@ -414,10 +419,18 @@ class SecureWriter implements ByteWriter {
       try {
         await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
       } catch (err) {
-        // Sealed (its nonce taken) and not, or only partly, sent: the next message could only fail
-        // at the other side as tampering. Close the connection on both sides with the true cause.
-        const cause = err instanceof StarsockError ? err : new StarsockError('E_ABORTED', (err as Error).message, { cause: err })
-        const failure = cause.code === 'E_ABORTED' ? new StarsockError('E_ABORTED', 'a write was aborted by the caller after it was sealed: the secure connection is closed', { cause: err }) : cause
+        // The caller's signal cut a message that was sealed (its nonce taken) and not sent: the
+        // next message could only fail at the other side as tampering, so close the connection
+        // on both sides with the true cause.
+        if (abortedNow(signal)) {
+          const failure = new StarsockError('E_ABORTED', 'a write was aborted by the caller after it was sealed: the secure connection is closed', { cause: err })
+          channel.fail(failure)
+          throw failure
+        }
+        // The send stream failed (closed or aborted by the other side or the server): nothing more
+        // can be sent, so no gap can ever be read; what already arrived stays readable.
+        if (channel.tx.done) throw err
+        const failure = err instanceof StarsockError ? err : new StarsockError('E_STREAM_ABORTED', (err as Error).message, { cause: err })
         channel.fail(failure)
         throw failure
       }

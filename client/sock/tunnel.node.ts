@@ -107,11 +107,14 @@ const RECOVER_DELAY_MAX_MS = 5000
 /** How long a UDP source whose channel could not be opened stays dropped before it is tried again. */
 export const UDP_OPEN_RETRY_MS = 1000
 /**
- * Errors after which asking again is pointless: a person or a rule said no, or it cannot work (one
- * side requires end-to-end encryption and the other does not speak it, or the peer that answered
- * proved another identity than the one asked for).
+ * Errors after which asking again is pointless: a person or a rule said no, or it cannot work.
+ * Not `E_SECURE_REQUIRED` nor `E_PEER_ID_MISMATCH` on a redial: a dialer reaches them on the
+ * server's word (its dial hint, or an answer from the path that is not a handshake message) or
+ * because the relay routed the dial to another key, so a relay could stop an encrypted tunnel for
+ * good with them; they are retried like a peer that is away. (A first ask that fails with them
+ * still fails the tunnel's start at once.)
  */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED', 'E_SECURE_REQUIRED', 'E_PEER_ID_MISMATCH'])
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_BIND_FAILED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_ABORTED'])
 
 /**
  * Whether asking again after `error` is pointless: only when decided here or said by the peer
@@ -205,7 +208,9 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
     const error = err instanceof StarsockError ? err : new StarsockError('E_STREAM_ABORTED', String(err))
     this.counted('failures')
     this.emit('error', error)
-    if (error.code === 'E_DENIED' || error.code === 'E_KILLED') this.stop(error)
+    // A code from the wire is not authenticated (a relay can write any): only our own or the
+    // peer's word inside the connection stops the tunnel.
+    if ((error.code === 'E_DENIED' || error.code === 'E_KILLED') && !error.remote) this.stop(error)
   }
 
   /** Like `failed`, but while the tunnel is away only the first failure is told ('error'); the rest are counted. */
@@ -220,7 +225,9 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   protected awayError (): StarsockError | undefined {
     const away = this.awayWith
     if (away === undefined || this.stopped) return undefined
-    return new StarsockError(away.code, `${this.options.peer} is away (${away.message}); the tunnel asks again by itself`)
+    const error = new StarsockError(away.code, `${this.options.peer} is away (${away.message}); the tunnel asks again by itself`)
+    error.remote = away.remote // the away error's origin decides, as in `failed`
+    return error
   }
 
   /** At the start: whether `err` is a peer not online yet, to wait for (`waitForPeer`); then the tunnel is away. */
@@ -248,7 +255,7 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       this.totals.droppedDatagrams += s.droppedDatagrams
       addDrops(this.drops, s.droppedBy)
       if (this.current === mapping) this.current = undefined
-      if (err.code === 'E_KILLED' && !this.stopped) this.stop(err)
+      if (err.code === 'E_KILLED' && !err.remote && !this.stopped) this.stop(err)
       else if (!this.stopped) this.dropped(err)
     })
     this.emit('mapping', mapping)

@@ -41,6 +41,14 @@ describe('wireError', () => {
     expect(wireError(code, 'Stream buffer full')).toBe(`Stream buffer full [${code}]`)
   })
 
+  it('cuts a long text, never the code: the server keeps 256 characters of a stream error', () => {
+    const wire = wireError('E_SECURE_REQUIRED', 'x'.repeat(400))
+    expect(wire.length).toBeLessThanOrEqual(256)
+    expect(wire.endsWith('… [E_SECURE_REQUIRED]')).toBe(true)
+    expect(errorCodeOf(wire.slice(0, 256))).toBe('E_SECURE_REQUIRED')
+    expect(wireError('E_SECURE_AUTH', 'y'.repeat(200))).toBe(`${'y'.repeat(200)} [E_SECURE_AUTH]`)
+  })
+
   it('StarsockError.toWire uses the message for new codes and the legacy string for old ones', () => {
     expect(new StarsockError('E_LIMIT_BYTES', 'too many').toWire()).toBe('too many [E_LIMIT_BYTES]')
     expect(new StarsockError('E_PEER_NOT_FOUND', 'nobody there').toWire()).toBe('Peer not found')
