@@ -180,12 +180,12 @@ describe('secure channel framing (in memory)', () => {
   })
 
   it.each([
-    ['512 KiB of zeros (128k empty frames)', (): Uint8Array => new Uint8Array(512 * 1024)],
-    ['30,000 messages of 17 bytes in one chunk', (): Uint8Array => { const c = new Uint8Array(30_000 * 19); for (let at = 0; at < c.byteLength; at += 19) c[at + 1] = 17; return c }]
-  ])('a relay that sends %s fails the reader with E_SECURE_AUTH and aborts the other side with that code', async (_name, junk) => {
+    ['512 KiB of zeros (128k empty frames)', (): Uint8Array => new Uint8Array(512 * 1024), /under the minimum of 16/],
+    ['30,000 messages of 17 bytes in one chunk', (): Uint8Array => { const c = new Uint8Array(30_000 * 19); for (let at = 0; at < c.byteLength; at += 19) c[at + 1] = 17; return c }, /more than \d+ messages in a chunk/]
+  ])('a relay that sends %s fails the reader with E_SECURE_AUTH (as malformed framing, before any message is opened) and aborts the other side with that code', async (_name, junk, why) => {
     const { b, ab, ba } = await pair()
     ab.deliver(junk())
-    await expect(b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+    await expect(b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH', message: expect.stringMatching(why) as unknown })
     expect(ba.state).toMatchObject({ message: expect.stringContaining('[E_SECURE_AUTH]') as unknown }) // what b sent a
   })
 
