@@ -1,13 +1,13 @@
 import pull from 'pull-stream'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { toDuplex } from '../client/connection.node.ts'
 import type { Connection } from '../client/connection.ts'
-import { createPeer, StarsockPeer, type PeerOptions } from '../client/peer.ts'
+import { createPeer, StarsockPeer } from '../client/peer.ts'
 import { createIdentity } from '../client/identity.ts'
-import type { StarsockServer } from '../server/server.ts'
 import { echo, readAll, same } from './helpers/connections.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, receiveStream } from './helpers/raw-peer.ts'
-import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { usePeers } from './helpers/peers.ts'
+import { rejected, testBytes, waitFor, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
 
 
@@ -18,19 +18,7 @@ function caught (fn: () => unknown): unknown {
 }
 
 describe('client library, Node to Node through a real server', () => {
-  let server: StarsockServer & { port: number }
-  const peers: StarsockPeer[] = []
-  const peer = async (options: Partial<PeerOptions> = {}): Promise<StarsockPeer> => {
-    const p = await createPeer({ server: server.url(), ...options })
-    peers.push(p)
-    return p
-  }
-
-  beforeEach(async () => { server = await startServer() })
-  afterEach(async () => {
-    for (const p of peers.splice(0)) await p.close()
-    await server.close()
-  })
+  const { peer, server } = usePeers()
 
   it('joins, discovers by events, dials by peer id and echoes 10 MiB byte-exact both ways', async () => {
     const a = await peer()
@@ -48,7 +36,7 @@ describe('client library, Node to Node through a real server', () => {
       await conn.closeWrite()
       expectBytes(await within('10 MiB echo', back, 30_000), data, '10 MiB echo')
     }
-    await waitFor('every stream closed on the server', () => server.stats().streams === 0)
+    await waitFor('every stream closed on the server', () => server().stats().streams === 0)
   })
 
   it('runs 100 concurrent streams over one peer pair', async () => {
@@ -81,7 +69,7 @@ describe('client library, Node to Node through a real server', () => {
     await new Promise((resolve) => setTimeout(resolve, 300))
     expect(written).toBe(false)
     expect(incoming?.stats().bufferedBytes).toBeLessThanOrEqual(windowBytes)
-    expect(server.stats().bufferedBytes).toBeLessThanOrEqual(windowBytes)
+    expect(server().stats().bufferedBytes).toBeLessThanOrEqual(windowBytes)
     expect(conn.stats().creditBytes).toBeLessThan(128 * 1024)
     const reading = readAll(incoming as Connection)
     await within('the write to finish once read', writing, 20_000)
@@ -153,8 +141,8 @@ describe('client library, Node to Node through a real server', () => {
 
   it('cleans up a dial the caller abandons while the listener is still answering', async () => {
     const a = await peer()
-    const slow = await connectSocket(server.url())
-    const me = await makeIdentity(server.port)
+    const slow = await connectSocket(server().url())
+    const me = await makeIdentity(server().port)
     await joinWithChallenge(slow, me.key, me.addr)
     let got: Promise<Buffer> | undefined
     slow.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
@@ -164,7 +152,7 @@ describe('client library, Node to Node through a real server', () => {
     })
     await expect(a.dial(me.addr, { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ code: 'E_ABORTED' })
     await expect(within('the listener to hear', got ?? Promise.reject(new Error('no dial')))).rejects.toThrow('Dial abandoned')
-    await waitFor('the streams of the abandoned dial to close', () => server.stats().streams === 0)
+    await waitFor('the streams of the abandoned dial to close', () => server().stats().streams === 0)
     slow.close()
   })
 
@@ -185,11 +173,11 @@ describe('client library, Node to Node through a real server', () => {
     expect(caught(() => new StarsockPeer({ server: 'not a url', identity: {} as never }))).toStrictEqual(new TypeError('server not a url is neither a URL nor a multiaddr'))
     expect(await rejected(createPeer({ server: 'ftp://x' }))).toStrictEqual(new TypeError('server URL ftp://x must be http(s):// or ws(s)://'))
     expect(await rejected(createPeer({ server: '/ip4/127.0.0.1/udp/1' }))).toStrictEqual(new TypeError('server multiaddr /ip4/127.0.0.1/udp/1 must look like /ip4/HOST/tcp/PORT/ws (or ip6, dns4, wss)'))
-    expect(await rejected(createPeer({ server: server.url(), windowBytes: -1 }))).toStrictEqual(new RangeError('windowBytes must be a positive integer, got -1'))
+    expect(await rejected(createPeer({ server: server().url(), windowBytes: -1 }))).toStrictEqual(new RangeError('windowBytes must be a positive integer, got -1'))
     const a = await peer()
     expect(await rejected(a.dial('not-a-peer-id!'))).toStrictEqual(new TypeError('dial target not-a-peer-id! is not a peer id'))
     expect(await rejected(a.dial('/garbage'))).toStrictEqual(new TypeError('dial target /garbage is not a valid multiaddr'))
-    const unjoined = new StarsockPeer({ server: server.url(), identity: await createIdentity() })
+    const unjoined = new StarsockPeer({ server: server().url(), identity: await createIdentity() })
     await expect(unjoined.dial(a.peerId)).rejects.toMatchObject({ code: 'E_NOT_JOINED' })
     const aborted = AbortSignal.abort()
     await expect(a.dial(a.addr, { signal: aborted })).rejects.toMatchObject({ code: 'E_ABORTED' })

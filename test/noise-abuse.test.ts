@@ -7,17 +7,16 @@
  * The relay's misdeeds are played where its chunks enter the client (`ReceiveStream.push`, every
  * chunk from the server goes through it) or, for the swap, in the server's directory lookup.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { Connection } from '../client/connection.ts'
 import { createIdentity, type Identity } from '../client/identity.ts'
-import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
+import type { StarsockPeer } from '../client/peer.ts'
 import { MAX_NONCE, XXHandshake } from '../client/noise/handshake.ts'
 import { StarsockError, wireError } from '../shared/errors.ts'
-import type { StarsockServer } from '../server/server.ts'
-import type { ServerOptions } from '../server/options.ts'
 import type { ReceiveStream } from '../client/stream.ts'
 import { tapRelay } from './helpers/relay-tap.ts'
-import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { usePeers } from './helpers/peers.ts'
+import { rejected, testBytes, waitFor, within } from './helpers/server.ts'
 
 const flip = (chunk: Uint8Array, at: number): Uint8Array => {
   const bad = chunk.slice()
@@ -26,30 +25,14 @@ const flip = (chunk: Uint8Array, at: number): Uint8Array => {
 }
 
 describe('abuse of the secure channel (issue 14)', () => {
-  let server: StarsockServer & { port: number }
-  const peers: StarsockPeer[] = []
-  const peer = async (options: Partial<PeerOptions> = {}): Promise<StarsockPeer> => {
-    const p = await createPeer({ server: server.url(), ...options })
-    peers.push(p)
-    return p
-  }
+  const { peer, server, restart } = usePeers()
   /** Everything `p`'s handler is given. */
   const handled = (p: StarsockPeer): Connection[] => {
     const list: Connection[] = []
     p.handle((conn) => { list.push(conn) })
     return list
   }
-  const restart = async (options: ServerOptions): Promise<void> => {
-    await server.close()
-    server = await startServer(options)
-  }
-
-  beforeEach(async () => { server = await startServer() })
-  afterEach(async () => {
-    vi.restoreAllMocks()
-    for (const p of peers.splice(0)) await p.close()
-    await server.close()
-  })
+  afterEach(() => { vi.restoreAllMocks() })
 
   it('a peer that holds another\'s address (a server without the crypto challenge) fails both ways with E_PEER_ID_MISMATCH', async () => {
     await restart({ cryptoChallenge: false })
@@ -79,7 +62,7 @@ describe('abuse of the secure channel (issue 14)', () => {
     const cSaw = handled(c)
     handled(b)
     // The relay routes every dial for B to C.
-    const directory = (server.rendezvous as unknown as { directory: { owner: (addr: string) => string | undefined } }).directory
+    const directory = (server().rendezvous as unknown as { directory: { owner: (addr: string) => string | undefined } }).directory
     const owner = directory.owner.bind(directory)
     vi.spyOn(directory, 'owner').mockImplementation((addr) => owner(addr === b.addr ? c.addr : addr))
     const err = await within('the swapped dial', rejected(a.dial(b.peerId)))
@@ -192,7 +175,7 @@ describe('abuse of the secure channel (issue 14)', () => {
       await waitFor('the listener to close its stream', () => b.stats().sendingStreams === 0 && b.stats().receivingStreams === 0)
       expect(await within('the dial failing', dialing)).toBeInstanceOf(StarsockError)
     }
-    await waitFor('the server to close every stream', () => server.stats().streams === 0)
+    await waitFor('the server to close every stream', () => server().stats().streams === 0)
     expect(bSaw).toHaveLength(0)
   })
 
@@ -277,7 +260,7 @@ describe('abuse of the secure channel (issue 14)', () => {
     const [a, b] = [await peer(), await peer()]
     handled(b)
     // A server that lies: it says B is a legacy client.
-    const sessions = (server.rendezvous as unknown as { sessions: Map<string, { addrs: Set<string>, starsock: boolean }> }).sessions
+    const sessions = (server().rendezvous as unknown as { sessions: Map<string, { addrs: Set<string>, starsock: boolean }> }).sessions
     for (const session of sessions.values()) if (session.addrs.has(b.addr)) session.starsock = false
     const err = await within('the dial failing', rejected(a.dial(b.peerId)))
     expect(err).toMatchObject({ code: 'E_SECURE_REQUIRED', message: expect.stringMatching(/unverified.*server could read and change/) })

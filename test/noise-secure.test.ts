@@ -7,36 +7,25 @@
  * What the relay delivered is seen (and, for the abuse cases, changed) where it enters the
  * client: `ReceiveStream.push`, the one place every chunk from the server goes through.
  */
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { Connection } from '../client/connection.ts'
-import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
+import type { StarsockPeer } from '../client/peer.ts'
 import { Muxer } from '../client/mux/muxer.ts'
 import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
 import { CLASSIFY_TIMEOUT_MS, Dials } from '../client/dials.ts'
 import { Rendezvous } from '../server/rendezvous.ts'
 import { StarsockError } from '../shared/errors.ts'
-import type { StarsockServer } from '../server/server.ts'
 import { readAll } from './helpers/connections.ts'
 import { tapRelay } from './helpers/relay-tap.ts'
-import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { usePeers } from './helpers/peers.ts'
+import { rejected, testBytes, waitFor, within } from './helpers/server.ts'
 
 describe('secure connections between starsock peers (issue 14)', () => {
-  let server: StarsockServer & { port: number }
-  const peers: StarsockPeer[] = []
-  const peer = async (options: Partial<PeerOptions> = {}): Promise<StarsockPeer> => {
-    const p = await createPeer({ server: server.url(), ...options })
-    peers.push(p)
-    return p
-  }
+  const { peer } = usePeers()
   /** The next connection `p` hands to its handler. */
   const nextIncoming = (p: StarsockPeer): Promise<Connection> => new Promise((resolve) => p.handle(resolve))
 
-  beforeEach(async () => { server = await startServer() })
-  afterEach(async () => {
-    vi.restoreAllMocks()
-    for (const p of peers.splice(0)) await p.close()
-    await server.close()
-  })
+  afterEach(() => { vi.restoreAllMocks() })
 
   it('is secure by default: both sides learn the proved peer id; 2 MiB cross each way byte-exact, the relay delivering ciphertext only', async () => {
     const seen = tapRelay()
