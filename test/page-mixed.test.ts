@@ -6,7 +6,7 @@
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
-import { launchChromium } from './helpers/browser.ts'
+import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { startServer } from './helpers/server.ts'
 
 describe('a page in plaintext mode and a page in the default mode (Chromium)', () => {
@@ -14,13 +14,7 @@ describe('a page in plaintext mode and a page in the default mode (Chromium)', (
   let browser: Browser
   beforeAll(async () => { server = await startServer(); browser = await launchChromium() }, 60_000)
   afterAll(async () => { await browser?.close(); await server?.close() })
-  const open = async (search: string): Promise<{ page: Page, id: string }> => {
-    const page = await (await browser.newContext()).newPage()
-    page.on('pageerror', (err) => { throw err })
-    await page.goto(`${server.url()}/${search}`)
-    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
-    return { page, id: await page.locator('#my-id').innerText() }
-  }
+  const open = async (search: string): Promise<{ page: Page, id: string }> => await openJoinedPage(browser, `${server.url()}/${search}`)
 
   it('the plaintext page\'s chat is refused with E_SECURE_REQUIRED in words on both pages, and nothing arrives', async () => {
     const plain = await open('?insecure=1')

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
-import { launchChromium } from './helpers/browser.ts'
+import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { startLegacyPeer, pull, type LegacyPeer } from './helpers/legacy.ts'
 import { recordingProxy, samplesFound, type RecordingProxy } from './helpers/recording-proxy.ts'
 import { startServer, within } from './helpers/server.ts'
@@ -23,11 +23,6 @@ const SAMPLE_BYTES = 32
  * frame or WebSocket frame header every 64 KiB or so) is not verbatim on the wire even in plaintext.
  */
 const CONTROL_MIN_FOUND = 90
-
-async function peerIdOf (page: Page): Promise<string> {
-  await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: 20_000 })
-  return await page.locator('#my-id').innerText()
-}
 
 describe('the page through a recording relay (Chromium)', () => {
   let server: StarsockServer & { port: number }
@@ -50,13 +45,8 @@ describe('the page through a recording relay (Chromium)', () => {
 
   /** A page loaded through the proxy (its own browser context: its own identity), joined. */
   async function openPage (search: string): Promise<{ page: Page, id: string }> {
-    const context = await browser.newContext()
+    const { page, id, context } = await openJoinedPage(browser, `${proxy.url}/${search}`)
     contexts.push(context)
-    const page = await context.newPage()
-    page.on('pageerror', (err) => { throw err })
-    await page.goto(`${proxy.url}/${search}`)
-    const id = await peerIdOf(page)
-    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
     return { page, id }
   }
 

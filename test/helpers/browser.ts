@@ -6,7 +6,7 @@ import { createReadStream, existsSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { extname, join, normalize } from 'node:path'
-import { chromium, type Browser } from 'playwright-core'
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 
 const CHROMIUM = '/usr/bin/chromium'
 
@@ -49,4 +49,18 @@ export async function serveStatic (dir: string, pages: Record<string, string> = 
       await new Promise<void>((resolve) => server.close(() => resolve()))
     }
   }
+}
+
+/**
+ * Open the page at `url` in a context of its own, failing the test on any page error, and wait
+ * until it has joined; returns it with its peer id.
+ */
+export async function openJoinedPage (browser: Browser, url: string): Promise<{ page: Page, id: string, context: BrowserContext }> {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  page.on('pageerror', (err) => { throw err })
+  await page.goto(url)
+  await page.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
+  await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: 20_000 })
+  return { page, id: await page.locator('#my-id').innerText(), context }
 }
