@@ -11,8 +11,11 @@ export const MUX_VERSION = 1
 
 /** What a mapping asks for: connect to a host, or bind (listen on) a port, or send accepts. */
 export type SockKind = 'connect' | 'bind' | 'accept'
-/** What an offer asks for: a sock kind, or `file` (take one file on a `file` channel). */
-export type OfferKind = SockKind | 'file'
+/**
+ * What an offer asks for: a sock kind, `file` (take one file on a `file` channel), or `service`
+ * (connect to the service the other peer offers under `Offer.service`; it picks the target).
+ */
+export type OfferKind = SockKind | 'file' | 'service'
 /** Reliable (`tcp`) or unreliable (`udp`). */
 export type SockProto = 'tcp' | 'udp'
 
@@ -65,6 +68,10 @@ export interface Offer {
   name: string
   /** file: its size in bytes (the file channel must carry exactly this many). */
   size?: number
+  /** service (and an accept for a service): the name of the service the other peer offers (`SERVICE_NAME`). */
+  service?: string
+  /** bind: the sources (CIDRs or addresses, IPv4 and IPv6) the binding peer lets in; others are reset and counted. Absent: any. */
+  allowFrom?: string[]
 }
 
 /** The header of an OPEN frame. */

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import type { Offer, SockKind, SockProto } from '../../shared/sock-protocol.ts'
-import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
+import { matchRule, matchUdpRelayRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 
 const PEER = '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA'
 const OTHER_PEER = 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N'
 
 /** The message for a rule that does not have the rule's shape at all. */
 const shapeMessage = (text: string): string =>
-  `rule "${text}" is not KIND[/PROTO]:HOST:PORT[@PEERID] (e.g. connect/tcp:127.0.0.1:8080) or file[:*][@PEERID]`
+  `rule "${text}" is not KIND[/PROTO]:HOST:PORT[@PEERID] (e.g. connect/tcp:127.0.0.1:8080), file[:*][@PEERID], service:NAME[@PEERID] or udp-relay[@PEERID]`
 const fileMessage = (text: string): string =>
   `rule "${text}" is not file[:*][@PEERID] (e.g. file:* or file@12D3KooW...)`
 const rangeMessage = (text: string, ports: string): string =>
@@ -35,7 +35,11 @@ describe('parseRule', () => {
     ['file', { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: undefined }],
     ['file:*', { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: undefined }],
     [`file@${PEER}`, { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }],
-    [`file:*@${PEER}`, { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }]
+    [`file:*@${PEER}`, { kind: 'file', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }],
+    ['service:web', { kind: 'service', proto: 'tcp', host: 'web', ports: [0, 65535], peerId: undefined }],
+    [`service:*@${PEER}`, { kind: 'service', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }],
+    ['udp-relay', { kind: 'udp-relay', proto: 'tcp', host: '*', ports: [0, 65535], peerId: undefined }],
+    [`udp-relay@${PEER}`, { kind: 'udp-relay', proto: 'tcp', host: '*', ports: [0, 65535], peerId: PEER }]
   ])('parses %s', (text, expected) => {
     const rule = parseRule(text)
     expect(rule).toEqual({ ...expected, text })
@@ -88,7 +92,10 @@ describe('parseRule', () => {
     ['a file rule with a size', 'file:100', fileMessage('file:100')],
     ['a file rule with an empty peer id', 'file@', fileMessage('file@')],
     ['a file rule with a short peer id', 'file@12D3KooW', fileMessage('file@12D3KooW')],
-    ['an upper-case file kind', 'FILE:*', shapeMessage('FILE:*')]
+    ['an upper-case file kind', 'FILE:*', shapeMessage('FILE:*')],
+    ['a service rule without a name', 'service:', 'rule "service:" is not service:NAME[@PEERID] (e.g. service:web or service:*)'],
+    ['a service name with a space', 'service:a b', 'rule "service:a b" is not service:NAME[@PEERID] (e.g. service:web or service:*)'],
+    ['a udp-relay rule with a host', 'udp-relay:h:80', 'rule "udp-relay:h:80" is not udp-relay[:*][@PEERID] (e.g. udp-relay or udp-relay@12D3KooW...)']
   ])('refuses %s', (_, text, message) => {
     expect(() => parseRule(text)).toThrow(new TypeError(message))
   })
@@ -158,5 +165,27 @@ describe('matchRule', () => {
   it('returns the rule object itself', () => {
     const list = rules('connect:a:1', 'connect:h:80')
     expect(matchRule(list, offer('connect', 'tcp', 'h', 80), PEER)).toBe(list[1])
+  })
+})
+
+describe('service and udp-relay rules', () => {
+  const rules = (...texts: string[]): SockRule[] => texts.map(parseRule)
+  const service = (name: string): Offer => ({ kind: 'service', proto: 'tcp', host: '', port: 0, name: '', service: name })
+
+  it('match a service offer by name, or any with *', () => {
+    expect(matchRule(rules('service:db', 'service:web'), service('web'), PEER)?.text).toBe('service:web')
+    expect(matchRule(rules('service:db'), service('web'), PEER)).toBeUndefined()
+    expect(matchRule(rules('service:*'), service('web'), PEER)?.text).toBe('service:*')
+    expect(matchRule(rules(`service:web@${OTHER_PEER}`), service('web'), PEER)).toBeUndefined()
+    expect(matchRule(rules('connect:*:*', 'bind:*:*', 'file'), service('web'), PEER)).toBeUndefined()
+    expect(matchRule(rules('service:*'), { kind: 'connect', proto: 'tcp', host: 'web', port: 80, name: '' }, PEER)).toBeUndefined()
+  })
+
+  it('a udp-relay rule naming a peer needs a proved id', () => {
+    expect(matchUdpRelayRule(rules('udp-relay'), PEER, false)?.text).toBe('udp-relay')
+    expect(matchUdpRelayRule(rules(`udp-relay@${PEER}`), PEER, true)?.text).toBe(`udp-relay@${PEER}`)
+    expect(matchUdpRelayRule(rules(`udp-relay@${PEER}`), PEER, false)).toBeUndefined()
+    expect(matchUdpRelayRule(rules(`udp-relay@${PEER}`), OTHER_PEER, true)).toBeUndefined()
+    expect(matchUdpRelayRule(rules('connect:*:*', 'service:*'), PEER, true)).toBeUndefined()
   })
 })
