@@ -294,8 +294,13 @@ export class Muxer extends Emitter<MuxEvents> {
       this.askingHandlers.delete(id)
     }
     // Ack-Acc: the grant holds on the other side once this arrives, before any channel of the mapping.
-    if (hasFeature(hello, 'ack')) this.enqueue(encodeJsonFrame(FRAME.ACK, id, {}))
+    if (this.acks(hello)) this.enqueue(encodeJsonFrame(FRAME.ACK, id, {}))
     return id
+  }
+
+  /** Whether grants on this connection hold only once ACKed: both HELLOs have `ack`. */
+  private acks (remote: Hello): boolean {
+    return hasFeature(remote, 'ack') && this.options.features.includes('ack')
   }
 
   /** Keep `id` (an offer given up on) out of use for the offer timeout. */
@@ -558,7 +563,7 @@ export class Muxer extends Emitter<MuxEvents> {
       this.incomingOffers.delete(id)
       if (this.closedWith !== undefined) return grant?.cancel(this.closedWith)
       answer({})
-      if (this.hello?.features?.includes('ack') !== true) return grant?.commit() // an older peer: the grant holds at once, as before
+      if (!this.acks(this.hello as Hello)) return grant?.commit() // an older peer: the grant holds at once, as before
       // Offer -> Accept -> Ack-Acc: the mapping exists once the requester's ACK arrives.
       const timer = setTimeout(() => {
         if (this.awaitingAck.get(id)?.timer !== timer) return
