@@ -14,7 +14,7 @@ import { decodeJson, decodeOpen, encodeJsonFrame, encodeOpenFrame, FRAME, FrameD
 import { MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS } from '../shared/sock-protocol.ts'
 import { useAgents } from './helpers/agents.ts'
 import { waitFor, within } from './helpers/server.ts'
-import { tcpEcho } from './helpers/sockets.ts'
+import { tcpEcho, type Closable } from './helpers/sockets.ts'
 
 async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
   try {
@@ -58,7 +58,7 @@ function rawMux (conn: Connection, hello: Record<string, unknown>): RawMux {
 }
 
 /** Dial `target` from a fresh peer and speak raw mux frames with `hello` (its `features` and more). */
-async function dialRaw (server: string, target: SockAgent, hello: Record<string, unknown>, cleanup: Array<{ close: () => Promise<void> }>): Promise<RawMux & { peer: StarsockPeer }> {
+async function dialRaw (server: string, target: SockAgent, hello: Record<string, unknown>, cleanup: Closable[]): Promise<RawMux & { peer: StarsockPeer }> {
   const peer = await createPeer({ server })
   cleanup.push({ close: async () => await peer.close() })
   await waitFor('the raw peer to know the target', () => peer.peers().some((p) => p.peerId === target.peer.peerId))
