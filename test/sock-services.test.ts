@@ -114,6 +114,12 @@ describe('named services', () => {
     await within('the grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
     expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`])
     expect(requests[0]?.service).toEqual({ name: 'web', to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' })
+    // The answer is remembered for this service and this target only: pointed elsewhere, it is asked again.
+    await within('the second grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests).toHaveLength(1)
+    target.setServices({ web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } })
+    await within('the grant for the new target', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`, 'service/tcp web "my browser" -> 127.0.0.1:1'])
   })
 
   it('setServices: a removed service is denied to new offers, a live mapping keeps its target', async () => {
