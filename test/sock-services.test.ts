@@ -231,13 +231,16 @@ describe('source allowlists on binds (allowFrom)', () => {
       await new Promise<void>((resolve, reject) => socket.send(text, port, '127.0.0.1', (err) => { if (err !== null) reject(err); else resolve() }))
       socket.close()
     }
-    await send('127.0.0.2', 'refused')
-    await waitFor('the datagram from 127.0.0.2 to be counted', () => target.stats().refusedSources === 1)
+    const told: string[] = []
+    target.on('refused-source', (r) => told.push(r.src.ip))
+    for (let i = 0; i < 3; i++) await send('127.0.0.2', 'refused')
+    await waitFor('the datagrams from 127.0.0.2 to be counted', () => target.stats().refusedSources === 3)
+    expect(told).toEqual(['127.0.0.2']) // a flood is counted in full, told once
     await send('127.0.0.1', 'allowed')
     const item = await within('the allowed datagram on the bind channel', (mapping.bindChannel as Channel).receive())
     expect(new TextDecoder().decode(item?.data)).toBe('allowed')
     expect(item?.addr?.ip).toBe('127.0.0.1')
-    expect(target.stats().refusedSources).toBe(1)
+    expect(target.stats().refusedSources).toBe(3)
   })
 
   it('an allowFrom the binding peer cannot parse is denied with the entry named; too many or badly shaped entries are a TypeError here', async () => {
