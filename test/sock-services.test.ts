@@ -178,22 +178,39 @@ describe('accept offers', () => {
 describe('source allowlists on binds (allowFrom)', () => {
   const { agent } = useAgents()
 
-  it('TCP: a client from a source not allowed is reset and counted; one from an allowed source passes', async () => {
-    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+  it.each([
+    ['127.0.0.1', '127.0.0.2'],
+    ['::', '::ffff:127.0.0.2'] // dual-stack: IPv4 clients arrive IPv4-mapped, and the IPv4 entry still matches
+  ])('TCP bound on %s: a client from a source not allowed is reset and counted; one from an allowed source passes', async (bindHost, refusedIp) => {
+    const target = await agent({ allow: ['bind/tcp:*:0'] })
     const refused: Array<{ peerId: string, src: SockAddress, mapping: number }> = []
     target.on('refused-source', (r) => refused.push({ peerId: r.peerId, src: r.src, mapping: r.mapping.id }))
     const texts: string[] = []
     target.on('offer', (d) => texts.push(d.text))
     const client = await agent()
-    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: bindHost, port: 0, allowFrom: ['127.0.0.1/32'] }))
     mapping.acceptHandler = echoChannel
     const port = (mapping.bound as SockAddress).port
-    expect(texts).toEqual(['bind/tcp 127.0.0.1:0 from 127.0.0.1/32'])
+    expect(texts).toEqual([`bind/tcp ${bindHost.includes(':') ? `[${bindHost}]` : bindHost}:0 from 127.0.0.1/32`])
     expect(await within('a client from 127.0.0.2', tryFrom(port, '127.0.0.2'))).toBe('ECONNRESET')
     expect(target.stats().refusedSources).toBe(1)
-    expect(refused).toEqual([{ peerId: client.peer.peerId, src: { ip: '127.0.0.2', port: expect.any(Number) as number }, mapping: mapping.id }])
+    expect(refused).toEqual([{ peerId: client.peer.peerId, src: { ip: refusedIp, port: expect.any(Number) as number }, mapping: mapping.id }])
     expect(mapping.stats().channelsTotal).toBe(0)
     expect(await within('a client from 127.0.0.1', tryFrom(port, '127.0.0.1'))).toBe('data:ping')
+    expect(target.stats().refusedSources).toBe(1)
+  })
+
+  it('while the port is on lease (the binder dropped), its allowFrom still holds: a client from elsewhere is counted as refused', async () => {
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+    const client = await agent()
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    const port = (mapping.bound as SockAddress).port
+    const held = new Promise((resolve) => target.on('lease', (l) => { if (l.state === 'held') resolve(l.port) }))
+    await client.peer.close() // the binder vanishes; its port stays on lease
+    expect(await within('the lease', held)).toBe(port)
+    expect(await within('a client from 127.0.0.2', tryFrom(port, '127.0.0.2'))).toBe('ECONNRESET')
+    expect(target.stats().refusedSources).toBe(1)
+    expect(await within('a client from 127.0.0.1 (reset too: nobody is attached)', tryFrom(port, '127.0.0.1'))).toBe('ECONNRESET')
     expect(target.stats().refusedSources).toBe(1)
   })
 

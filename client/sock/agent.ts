@@ -269,6 +269,8 @@ interface BindState {
   listener: HostListener
   /** The mapping that owns the port now; `undefined` while leased. */
   owner: Mapping | undefined
+  /** The last owner: its `allowFrom` holds while the port is on lease too. */
+  lastOwner?: Mapping
   lease?: ReturnType<typeof setTimeout>
 }
 
@@ -781,7 +783,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (offer.kind === 'file' && this.files === undefined) deny('E_UNSUPPORTED', 'This peer takes no files')
     if (offer.kind === 'accept' && offer.service === undefined && this.options.onAccept === undefined) deny('E_UNSUPPORTED', 'This peer takes no accept channels (offer an accept for one of its services, or ask it to bind)')
     const needsSockets = offer.kind === 'connect' || offer.kind === 'bind' || offer.service !== undefined
-    if (needsSockets && host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
+    if (needsSockets && host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.service !== undefined ? 'run services' : offer.kind}: it has no sockets (a browser?)`)
     let service: ({ name: string } & ServiceTarget) | undefined
     try {
       service = this.serviceOf(offer)
@@ -853,7 +855,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       },
       cancel: (err) => {
         this.pendingGrants.delete(pending)
-        const reason = err.code === 'E_TIMEOUT' ? 'the requester sent no ACK of the grant in time' : 'the requester gave up before the grant reached it'
+        const reason = err.code === 'E_TIMEOUT'
+          ? 'the requester sent no ACK of the grant in time'
+          : err.code === 'E_KILLED' ? 'the requester gave up before the grant reached it' : `the connection ended before the requester took the grant (${err.code})`
         this.logger.info({ peer: peerId, offer: request.text }, 'grant withdrawn')
         this.emit('offer', { ...request, allowed: false, by, reason, code: err.code, withdrawn: true })
       }
@@ -1047,6 +1051,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       throw mapping.error as StarsockError
     }
     state.owner = mapping
+    state.lastOwner = mapping
     state.secure = mapping.mux.secure
     this.binds.set(mapping, state)
     mapping.bound = state.listener.address
@@ -1063,7 +1068,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * fills (a UDP flood is counted in full, not told a thousand times).
    */
   private admitSource (state: BindState, src: SockAddress, proto: SockProto): boolean {
-    const owner = state.owner
+    // While the port is on lease, its last binder's list still holds.
+    const owner = state.owner ?? state.lastOwner
     const filter = owner?.sourceFilter
     if (owner === undefined || filter === undefined || filter.allows(src.ip)) return true
     this.refusedSources++
