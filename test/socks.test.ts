@@ -273,6 +273,31 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
   })
 
+  it('a peer not online yet: with waitForPeer the proxy listens away (0x01) and serves once it joins; without, start fails and nothing listens', async () => {
+    const port = await echo()
+    const identity = await createIdentity()
+    const near = await agent()
+    const lone = await createPeer({ server: server().url(), identity })
+    const farId = lone.peerId
+    await lone.close() // its id, not online
+    const early = new Socks(near, { peer: farId, timeoutMs: 5000 })
+    await expect(early.start({ ip: '127.0.0.1', port: 0 })).rejects.toMatchObject({ code: 'E_PEER_NOT_FOUND' })
+    expect(early.state).toBe('closed')
+    const socks = new Socks(near, { peer: farId, timeoutMs: 5000, waitForPeer: true })
+    cleanup.push({ close: async () => { await socks.close() } })
+    await socks.start({ ip: '127.0.0.1', port: 0 })
+    expect(socks.state).toBe('away')
+    const r = await within('a request while the peer is not online', raw(socks.address.port, socks5Connect(port)), 3000)
+    expect(r.data[3]).toBe(0x01)
+    const peer = await createPeer({ server: server().url(), identity })
+    const far = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${port}`] })
+    cleanup.push({ close: async () => { await far.close(); await peer.close() } })
+    await waitFor('the proxy to be up once the peer joined', () => socks.state === 'up', 15_000)
+    const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const data = testBytes(4096, 33)
+    expectBytes(await roundTrip(socket, data), data, 'the bytes once the peer joined')
+  }, 30_000)
+
   it('the far peer away: requests fail at once with 0x01 / 503; once it is back (same identity) the next request works', async () => {
     const port = await echo()
     const identity = await createIdentity()

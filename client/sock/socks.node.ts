@@ -231,7 +231,10 @@ export class Socks extends Tunnel {
     try {
       await this.agent.session(this.options.peer, { signal: this.options.signal, timeoutMs: this.options.timeoutMs })
     } catch (err) {
-      if (!this.waitsFor(err)) throw err
+      if (!this.waitsFor(err)) {
+        this.stop(err instanceof StarsockError ? err : undefined) // nothing left watching the agent or the signal
+        throw err
+      }
       offline = err
     }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.take(socket))
