@@ -77,6 +77,10 @@ describe('allowFrom on a forward\'s local port', () => {
     const back = await within('a round trip from 127.0.0.1', tcpRoundTrip(tunnel.address.port, data))
     expectBytes(back, data, 'the bytes of the allowed client')
     expect(tunnel.stats().refusedSources).toBe(1)
+    // Again from there: reset and counted, not told twice within a minute (a flood must not flood the log).
+    expect((await within('a second client from 127.0.0.2 to be ended', tryFrom('127.0.0.1', tunnel.address.port, '127.0.0.2', data))).reset).toBe(true)
+    expect(tunnel.stats().refusedSources).toBe(2)
+    expect(refused).toHaveLength(1)
   })
 
   it('UDP: datagrams from 127.0.0.2 are dropped and counted, 127.0.0.1 gets its echo', async () => {
