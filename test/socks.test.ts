@@ -167,6 +167,26 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(asked).toBe(1)
   })
 
+  it('a target\'s mapping without connections is released (the proxy stays up), and asking again does not ask the person again', async () => {
+    const port = await echo()
+    let asked = 0
+    const { far, socks, port: proxy } = await setup({ ask: () => { asked++; return true } }, { mappingIdleMs: 200 })
+    const connect = async (seed: number): Promise<void> => {
+      const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+      const data = testBytes(4096, seed)
+      expectBytes(await roundTrip(socket, data), data, `the bytes of request ${seed}`)
+    }
+    let away = 0
+    socks.on('away', () => away++) // a release mistaken for the peer going away would show here
+    await connect(61)
+    expect(far.mappings()).toHaveLength(1)
+    await waitFor('the idle mapping to be released on both sides', () => far.mappings().length === 0 && socks.stats().channelsOpen === 0)
+    expect(socks.state).toBe('up')
+    expect(away).toBe(0)
+    await connect(62)
+    expect(asked).toBe(1)
+  })
+
   it('username/password (RFC 1929): the right pair passes, a wrong one gets 0x01 0x01, no acceptable method 0xFF; HTTP: 407 then 200', async () => {
     const port = await echo()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { users: [{ user: 'ann', pass: 's3cret' }, { user: 'bob', pass: 'hunter2' }] })
