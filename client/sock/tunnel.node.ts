@@ -18,6 +18,7 @@ import {
   bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpBufferBytes, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES, type UdpBufferBytes
 } from './host.node.ts'
 import { addDrops, type Mapping } from './mapping.ts'
+import { LOOPBACK_ONLY, parseAllowFrom, type AllowFrom } from './allow-from.node.ts'
 
 /** Events of a tunnel. */
 export interface TunnelEvents extends Record<string, unknown> {
@@ -31,6 +32,11 @@ export interface TunnelEvents extends Record<string, unknown> {
   away: StarsockError
   /** The other peer has a person deciding about the offer; the answer takes up to `timeoutMs`. */
   asking: { timeoutMs: number }
+  /**
+   * A local client whose address `allowFrom` does not allow was refused: a TCP connection reset,
+   * UDP datagrams dropped. Told once a minute per address; every one is counted (`refusedSources`).
+   */
+  refused: { src: SockAddress }
   /** The tunnel stopped: killed, denied, or closed here (`undefined`). */
   close: StarsockError | undefined
 }
@@ -57,6 +63,8 @@ export interface TunnelStats {
   /** The same drops by cause. */
   droppedBy: TunnelDrops
   failures: number
+  /** Local clients refused by `allowFrom`: TCP connections reset, UDP datagrams dropped. */
+  refusedSources: number
   /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
   state: TunnelState
   /** Whether the mapping in place is end-to-end encrypted, the peer's id proved; `undefined` while there is none. */
@@ -72,8 +80,8 @@ export type TunnelState = 'up' | 'away' | 'closed'
 export interface TunnelOptions {
   /** The other peer's id. */
   peer: string
-  /** The service the traffic reaches: through the peer (forward) or here (expose). */
-  to: SockAddress
+  /** The service the traffic reaches: through the peer (forward) or here (expose); a forward with `service` has none. */
+  to?: SockAddress
   /** @default 'tcp' */
   proto?: SockProto
   /** Shown to the other peer's person. */
@@ -89,6 +97,18 @@ export interface TunnelOptions {
    * @default false
    */
   waitForPeer?: boolean
+  /**
+   * Who may use the port: CIDRs or addresses, IPv4 and IPv6 (see `parseAllowFrom`). A forward
+   * (an accept, a SOCKS proxy) checks its local clients: one not allowed is reset (TCP) or its
+   * datagrams dropped (UDP), counted (`refusedSources`) and told (`refused`); default loopback only
+   * (`LOOPBACK_ONLY`). An expose hands the list to the peer, which checks the clients of the port
+   * it binds (a peer too old for it refuses the bind with `E_UNSUPPORTED`); default: none, anyone.
+   * A bad entry throws a `TypeError` naming it.
+   * @default LOOPBACK_ONLY (expose: none)
+   */
+  allowFrom?: readonly string[]
+  /** A forward: the service the peer offers by this name (`agent.connectService`), instead of `to`. */
+  service?: string
 }
 
 /**
@@ -101,6 +121,8 @@ export const MAX_PENDING_DATAGRAM_BYTES = 256 * 1024
 export const MAX_UDP_SOURCES = 256
 /** How long `expose` waits for the local service to accept a connection. */
 const LOCAL_CONNECT_TIMEOUT_MS = 10_000
+/** How long a refused address is not told again (`refused`); every connection and datagram from it is counted. */
+const REFUSED_TELL_MS = 60_000
 /** First and largest pause between two attempts to get a lost mapping back. */
 const RECOVER_DELAY_MS = 250
 const RECOVER_DELAY_MAX_MS = 5000
@@ -145,14 +167,19 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   private wakeRecovery: (() => void) | undefined
   protected readonly proto: SockProto
   protected readonly udpIdleMs: number
-  private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
+  private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0 }
   private readonly drops: TunnelDrops = { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
   private resolveDone!: (err: StarsockError | undefined) => void
   /** Undo the watch on the agent's close and the signal's abort. */
   private readonly unwatch: () => void
+  /** Who may use a local listener (forward, accept, socks). */
+  protected readonly allowFrom: AllowFrom
+  /** UDP sources refused lately, and when they were told. */
+  private readonly refusedTold = new Map<string, number>()
 
   constructor (protected readonly agent: SockAgent, protected readonly options: TunnelOptions) {
     super()
+    this.allowFrom = parseAllowFrom(options.allowFrom ?? LOOPBACK_ONLY)
     this.proto = options.proto ?? 'tcp'
     this.udpIdleMs = options.udpIdleMs ?? 60_000
     this.done = new Promise((resolve) => { this.resolveDone = resolve })
@@ -172,16 +199,47 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   /** Figures now, over every mapping the tunnel has had. */
   stats (): TunnelStats {
     const s: TunnelStats = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state, ...this.extraStats() }
-    const m = this.current?.closed === false ? this.current.stats() : undefined
-    if (m !== undefined) {
+    for (const mapping of this.liveMappings()) {
+      const m = mapping.stats()
       s.secure = m.secure
-      s.channelsOpen = m.channelsOpen
+      s.channelsOpen += m.channelsOpen
       s.bytesIn += m.bytesIn
       s.bytesOut += m.bytesOut
       s.droppedDatagrams += m.droppedDatagrams
       addDrops(s.droppedBy, m.droppedBy)
     }
     return s
+  }
+
+  /** The mappings in place now (their figures count in `stats()`). */
+  protected liveMappings (): Mapping[] {
+    return this.current?.closed === false ? [this.current] : []
+  }
+
+  /** Keep the figures of a mapping that ended. */
+  protected absorb (mapping: Mapping): void {
+    const s = mapping.stats()
+    this.totals.bytesIn += s.bytesIn
+    this.totals.bytesOut += s.bytesOut
+    this.totals.droppedDatagrams += s.droppedDatagrams
+    addDrops(this.drops, s.droppedBy)
+  }
+
+  /**
+   * Whether a local client at `src` may use the listener (`allowFrom`); if not it is counted and
+   * told (`refused`, once per address per `REFUSED_TELL_MS`), and the caller resets or drops it.
+   */
+  protected admits (src: SockAddress): boolean {
+    if (this.allowFrom.allows(src.ip)) return true
+    this.totals.refusedSources++
+    // Told once per address per REFUSED_TELL_MS: a flood from outside must not flood the log too.
+    const now = Date.now()
+    const told = this.refusedTold.get(src.ip)
+    if (told !== undefined && now - told < REFUSED_TELL_MS) return false
+    if (this.refusedTold.size >= MAX_UDP_SOURCES) this.refusedTold.clear() // bounded: a spoofing flood only repeats the telling
+    this.refusedTold.set(src.ip, now)
+    this.emit('refused', { src })
+    return false
   }
 
   /** Figures of a kind of tunnel. */
@@ -246,20 +304,21 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       throw new StarsockError('E_KILLED', 'Tunnel closed')
     }
     this.current = mapping
-    this.awayWith = undefined
-    this.awayReported = false
+    this.recovered()
     mapping.on('close', (err) => {
-      const s = mapping.stats()
-      this.totals.bytesIn += s.bytesIn
-      this.totals.bytesOut += s.bytesOut
-      this.totals.droppedDatagrams += s.droppedDatagrams
-      addDrops(this.drops, s.droppedBy)
+      this.absorb(mapping)
       if (this.current === mapping) this.current = undefined
       if (err.code === 'E_KILLED' && !err.remote && !this.stopped) this.stop(err)
       else if (!this.stopped) this.dropped(err)
     })
     this.emit('mapping', mapping)
     return mapping
+  }
+
+  /** The peer is reachable again: no longer away. */
+  protected recovered (): void {
+    this.awayWith = undefined
+    this.awayReported = false
   }
 
   /**
@@ -415,21 +474,39 @@ class UdpSources {
   }
 }
 
-/** A local listener whose connections (or UDP sources) reach `to` through the other peer. */
-export class Forward extends Tunnel {
+/**
+ * A local listener (checked against `allowFrom`) whose connections (or UDP sources) each get a
+ * channel to the other peer under one mapping, asked for again after a drop: `Forward` and
+ * `AcceptTunnel`.
+ */
+abstract class LocalListener extends Tunnel {
   private server: net.Server | undefined
   private udp: dgram.Socket | undefined
   private asking: Promise<Mapping> | undefined
+  /** Listen before asking (the offer names the address listened on). */
+  protected listenFirst = false
 
-  /** Ask for the mapping and listen on `listen`; settles once both are done. */
+  /** Ask the peer for the mapping (once; again after a drop). */
+  protected abstract ask (): Promise<Mapping>
+
+  /** A channel for a local client from `src` under `mapping`. */
+  protected abstract channelOf (mapping: Mapping, src: SockAddress): Promise<Channel>
+
+  /** Ask for the mapping and listen on `listen` (an accept: the other way round); settles once both are done. */
   async start (listen: SockAddress): Promise<void> {
     let offline: StarsockError | undefined
-    try {
-      await this.mapping()
-    } catch (err) {
-      if (!this.waitsFor(err)) throw err
-      offline = err
+    const ask = async (): Promise<void> => {
+      try {
+        await this.mapping()
+      } catch (err) {
+        if (!this.waitsFor(err)) {
+          this.stop(err instanceof StarsockError ? err : undefined) // nothing left listening or watching
+          throw err
+        }
+        offline = err
+      }
     }
+    if (!this.listenFirst) await ask()
     try {
       if (this.proto === 'tcp') await this.listenTcp(listen)
       else await this.listenUdp(listen)
@@ -437,6 +514,7 @@ export class Forward extends Tunnel {
       this.stop(undefined)
       throw err
     }
+    if (this.listenFirst) await ask()
     if (offline !== undefined) this.dropped(offline) // listening; asks until the peer is online
   }
 
@@ -447,7 +525,7 @@ export class Forward extends Tunnel {
   /** The live mapping, asked for again after a drop. */
   private async mapping (): Promise<Mapping> {
     if (this.current !== undefined && !this.current.closed) return this.current
-    this.asking ??= this.agent.connect(this.options.peer, this.request({ host: this.options.to.ip, port: this.options.to.port }))
+    this.asking ??= this.ask()
       .then((m) => this.watch(m))
       .finally(() => { this.asking = undefined })
     return await this.asking
@@ -460,13 +538,15 @@ export class Forward extends Tunnel {
     const mapping = await this.mapping()
     this.counted('connections')
     this.emit('connection', { src })
-    return await mapping.connect({ src })
+    return await this.channelOf(mapping, src)
   }
 
   private async listenTcp (listen: SockAddress): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
-      this.open({ ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
+      const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+      if (!this.admits(src)) return resetSocket(socket)
+      this.open(src)
         .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
     })
     this.server = server
@@ -481,6 +561,7 @@ export class Forward extends Tunnel {
     this.on('mapping', () => sources.retryFailed())
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
+      if (!this.admits(src)) return
       sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failedOnce(err); throw err }), (channel) => {
         void forEachDatagram(channel, (item) => socket.send(item.data, src.port, src.ip))
       })
@@ -502,12 +583,61 @@ export class Forward extends Tunnel {
   }
 }
 
+/** A local listener whose connections (or UDP sources) reach `to`, or the peer's `service`, through the other peer. */
+export class Forward extends LocalListener {
+  constructor (agent: SockAgent, options: TunnelOptions) {
+    super(agent, options)
+    if (options.to === undefined && options.service === undefined) throw new TypeError('forward needs `to` (host and port) or `service` (a name the peer offers)')
+    if (options.to !== undefined && options.service !== undefined) throw new TypeError('forward takes `to` or `service`, not both')
+  }
+
+  protected async ask (): Promise<Mapping> {
+    const { peer, to, service } = this.options
+    if (service !== undefined) {
+      const { proto, name, timeoutMs, signal, onAsking } = this.request({})
+      return await this.agent.connectService(peer, { service, proto, name, timeoutMs, signal, onAsking })
+    }
+    const dst = to as SockAddress
+    return await this.agent.connect(peer, this.request({ host: dst.ip, port: dst.port }))
+  }
+
+  protected async channelOf (mapping: Mapping, src: SockAddress): Promise<Channel> {
+    return await mapping.connect({ src })
+  }
+}
+
+/**
+ * This agent listens on a port on behalf of the other peer (an accept, without a bind): each
+ * local connection (or UDP source) is handed to it as an accept channel. With `service` the peer
+ * connects each to that service of its own; without, its `onAccept` takes them (a peer without
+ * one denies the offer up front, `E_UNSUPPORTED`). Recovers like a forward: offers again after a drop.
+ */
+export class AcceptTunnel extends LocalListener {
+  protected override listenFirst = true
+
+  protected async ask (): Promise<Mapping> {
+    const { proto, name, timeoutMs, signal, onAsking } = this.request({})
+    return await this.agent.offerAccept(this.options.peer, { host: this.address.ip, port: this.address.port, proto, name, timeoutMs, signal, onAsking, service: this.options.service })
+  }
+
+  protected async channelOf (mapping: Mapping, src: SockAddress): Promise<Channel> {
+    return await this.agent.sendAccept(mapping, src, this.options.signal)
+  }
+}
+
 /** The other peer listens on a port; each connection (or datagram) reaches the local `to`. */
 export class Expose extends Tunnel {
   private readonly udpSockets = new Map<string, { socket: dgram.Socket, timer: ReturnType<typeof setTimeout> | undefined }>()
   private bindHost = '0.0.0.0'
   private requestedPort = 0
   private bindChannel: Channel | undefined
+  private readonly to: SockAddress
+
+  constructor (agent: SockAgent, options: TunnelOptions) {
+    super(agent, options)
+    if (options.to === undefined) throw new TypeError('expose needs `to`: the local host and port each connection reaches')
+    this.to = options.to
+  }
 
   /** Ask the peer to bind `host:port`; settles once it is bound (`address`). */
   async start (host: string, port: number): Promise<void> {
@@ -524,7 +654,10 @@ export class Expose extends Tunnel {
   /** Bind (again): the port asked for, and with port 0 the port held before as a lease hint. */
   private async bind (): Promise<void> {
     const lease = this.address.port === 0 ? undefined : this.address.port
-    const mapping = this.watch(await this.agent.bind(this.options.peer, { ...this.request({ host: this.bindHost, port: this.requestedPort }), lease }))
+    // The peer checks the clients of the port it binds (`allowFrom`); without a list, anyone.
+    const request: MappingRequest & { lease?: number, allowFrom?: string[] } = { ...this.request({ host: this.bindHost, port: this.requestedPort }), lease }
+    if (this.options.allowFrom !== undefined) request.allowFrom = this.allowFrom.list.slice()
+    const mapping = this.watch(await this.agent.bind(this.options.peer, request))
     this.address = mapping.bound ?? { ip: this.bindHost, port: this.requestedPort }
     if (this.proto === 'tcp') mapping.acceptHandler = (channel) => this.acceptTcp(channel)
     else if (mapping.bindChannel !== undefined) this.carryUdp(mapping.bindChannel)
@@ -533,7 +666,7 @@ export class Expose extends Tunnel {
   private acceptTcp (channel: Channel): void {
     this.counted('connections')
     if (channel.header.src !== undefined) this.emit('connection', { src: channel.header.src })
-    const to = this.options.to
+    const to = this.to
     const socket = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true, timeout: LOCAL_CONNECT_TIMEOUT_MS })
     socket.pause()
     socket.once('timeout', () => { if (socket.connecting) socket.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })) })
@@ -549,7 +682,7 @@ export class Expose extends Tunnel {
 
   private carryUdp (bindChannel: Channel): void {
     this.bindChannel = bindChannel
-    const to = this.options.to
+    const to = this.to
     void forEachDatagram(bindChannel, ({ data, addr }) => {
       if (addr === undefined) return
       const socket = this.udpSocketFor(addr)
@@ -564,7 +697,7 @@ export class Expose extends Tunnel {
     let entry = this.udpSockets.get(key)
     if (entry === undefined) {
       if (this.udpSockets.size >= MAX_UDP_SOURCES) return undefined
-      const socket = udpSocket(this.options.to.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
+      const socket = udpSocket(this.to.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
       socket.on('error', () => {})
       // Replies go on the bind channel of now: after a re-bind, the new one.
       socket.on('message', (msg) => { this.bindChannel?.send(msg, src) })
@@ -608,6 +741,18 @@ export async function forward (agent: SockAgent, options: TunnelOptions & { list
     await tunnel.start(options.listen)
   } catch (err) {
     await tunnel.close() // no watch on the agent or the signal left behind
+    throw err
+  }
+  return tunnel
+}
+
+/** Listen on `options.listen` for `options.peer` (an accept); settles once the port is open and the peer agreed (see `forward`). */
+export async function accept (agent: SockAgent, options: TunnelOptions & { listen: SockAddress }): Promise<AcceptTunnel> {
+  const tunnel = new AcceptTunnel(agent, options)
+  try {
+    await tunnel.start(options.listen)
+  } catch (err) {
+    await tunnel.close()
     throw err
   }
   return tunnel
