@@ -9,6 +9,8 @@ import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
 import { integer } from './options.ts'
 import { interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { localProgram, type LocalAddress } from './relay.ts'
+import { takeUdpRelay, type UdpRelayEvent } from './udp-relay-take.ts'
 import { securityText, StatusReporter } from './status.ts'
 
 /** Parse a repeatable `--allow RULE` into rules. */
@@ -21,11 +23,16 @@ export function ruleList (value: string, previous: SockRule[] = []): SockRule[] 
 }
 
 /**
- * The command another peer runs to use `rule` of this peer: `starsock forward` for a connect rule,
- * `starsock expose` for a bind rule, with this server's URL and this peer's id. What a rule leaves
+ * The command another peer runs to use `rule` of this peer: `starsock forward` for a connect rule
+ * (`--service NAME` for a service rule), `starsock expose` for a bind rule, `starsock relay
+ * --share` for a udp-relay rule, with this server's URL and this peer's id. What a rule leaves
  * open (`*`) is left as a word in capitals to fill in; a port range gives its first port.
  */
-export function commandFor (rule: SockRule, serverUrl: string, peerId: string): string {
+export function commandFor (rule: SockRule, serverUrl: string, peerId: string, serviceProto?: 'tcp' | 'udp'): string {
+  if (rule.kind === 'udp-relay') return `starsock relay --server ${serverUrl} --share ${peerId}`
+  if (rule.kind === 'service') {
+    return `starsock forward --server ${serverUrl} --peer ${peerId} --listen LOCAL_PORT --service ${rule.host === '*' ? 'NAME' : rule.host}${serviceProto === 'udp' ? ' --udp' : ''}`
+  }
   const host = rule.host === '*' ? 'HOST' : rule.host.includes(':') ? `[${rule.host}]` : rule.host
   const wide = rule.ports[0] === 0 && rule.ports[1] === 65535
   const udp = rule.proto === 'udp' ? ' --udp' : ''
@@ -84,10 +91,12 @@ export function listenCommand (started: (run: Promise<number>) => void) {
     .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
+    .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', integer(1000), 60_000)
     .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
     .option('--files <dir>', 'save files other peers offer (the page\'s "Send file") into this folder, when a file rule or a person agrees')
     .option('--max-file-bytes <n>', 'largest file taken (larger offers are refused before anyone is asked)', integer(0), DEFAULT_MAX_FILE_BYTES)
     .option('--file-quota-bytes <n>', 'bytes of files one peer may send per hour (all peers together: 4 times this)', integer(0), DEFAULT_FILE_QUOTA_BYTES)
+    .option('--udp-relay-local <ip:port>', 'bridge a UDP relay half a peer hands over (starsock relay --share; needs an --allow udp-relay[@PEERID] rule) to the UDP program at ip:port; without it the half is printed', localProgram)
     .option('--max-mappings-total <n>', 'mappings all other peers together may hold here', integer(0), 1024)
     .option('--max-bound-ports-total <n>', 'ports listened on for all other peers together (leases count)', integer(0), 256)
     .action((flags: ListenFlags) => {
@@ -99,12 +108,31 @@ type ListenFlags = SockFlags & {
   allow?: SockRule[]
   ask?: boolean
   prompt: boolean
+  askTimeoutMs: number
   leaseMs: number
   files?: string
   maxFileBytes: number
   fileQuotaBytes: number
   maxMappingsTotal: number
   maxBoundPortsTotal: number
+  udpRelayLocal?: LocalAddress
+}
+
+/** A UDP relay half's event as a status line. */
+export function reportUdpRelay (status: StatusReporter | undefined, e: UdpRelayEvent): void {
+  switch (e.type) {
+    case 'refused': return status?.event('udp-relay:refused', { peerId: e.peerId, secure: e.secure, code: e.code, message: e.message }, `refused a UDP relay half from ${e.peerId}: ${e.message} (${e.code})`)
+    case 'failed': return status?.event('udp-relay:failed', { peerId: e.peerId, code: e.code, message: e.message }, `a UDP relay half from ${e.peerId} failed: ${e.message} (${e.code})`)
+    case 'taken':
+      if (e.local === undefined) {
+        return status?.event('udp-relay', { peerId: e.peerId, rule: e.rule, half: e.half },
+          `${e.peerId} handed over a UDP relay half (rule ${e.rule}): ${e.half.ip}:${e.half.port} token ${e.half.token === '' ? '(none)' : e.half.token}; register a UDP program there (see "starsock relay --help"), or pass --udp-relay-local IP:PORT to have it bridged`)
+      }
+      return status?.event('udp-relay', { peerId: e.peerId, rule: e.rule, relay: { ip: e.half.ip, port: e.half.port }, local: e.local, via: e.via },
+        `${e.peerId} handed over a UDP relay half (rule ${e.rule}): ${e.half.ip}:${e.half.port} bridged to the program at ${e.local.ip}:${e.local.port} (it sends to and gets from local port ${e.via ?? '?'})`)
+    case 'ended': return status?.event('udp-relay:end', { peerId: e.peerId, relay: { ip: e.half.ip, port: e.half.port }, counts: e.counts, code: e.code ?? null },
+      `the UDP relay half from ${e.peerId} (${e.half.ip}:${e.half.port}) ended${e.code === undefined ? '' : ` (${e.code})`}; ${e.counts.toLocal} datagrams to the program, ${e.counts.toRelay} from it`)
+  }
 }
 
 async function listen (flags: ListenFlags): Promise<number> {
@@ -116,9 +144,11 @@ async function listen (flags: ListenFlags): Promise<number> {
   const agent = await startAgent(flags, {
     allow: flags.allow ?? [],
     leaseMs: flags.leaseMs,
+    askTimeoutMs: flags.askTimeoutMs,
     maxMappingsTotal: flags.maxMappingsTotal,
     maxBoundPortsTotal: flags.maxBoundPortsTotal,
-    onChannel: async (channel) => {
+    onChannel: async (channel, _body, mux) => {
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: flags.allow ?? [], local: flags.udpRelayLocal, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
     },
     files: files === undefined
@@ -137,10 +167,14 @@ async function listen (flags: ListenFlags): Promise<number> {
               })
           }
         },
-    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
+    // 'always' (contract item 7): the agent grants and adds the rule for this peer; its `rule` event says which.
+    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) as boolean : undefined
   })
   status = new StatusReporter(flags.json === true, () => ({ ...agent.stats(), security: sessionsText(agent) }))
-  if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
+  if (asking) {
+    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold))
+    status.afterEvent = () => consent?.redraw()
+  }
   reportAgent(agent, status)
   const rules = (flags.allow ?? []).map((r) => r.text)
   // File rules have no command: files come from the page's "Send file" (or `agent.offerFile`).

@@ -42,6 +42,8 @@ export class StatusReporter {
   private line = ''
   private readonly live: boolean
   private held = false
+  /** Called after each event printed on a terminal (a prompt draws itself again under it). */
+  afterEvent: () => void = () => {}
 
   constructor (private readonly json: boolean, private readonly figures: () => StatusFigures, private readonly out: NodeJS.WriteStream = process.stderr) {
     this.live = !json && out.isTTY === true
@@ -61,11 +63,13 @@ export class StatusReporter {
       return
     }
     const line = `${new Date().toISOString()} ${text ?? `${name} ${JSON.stringify(fields)}`}`
-    if (this.live) this.out.write(`\r\x1b[K${line}\n${this.held ? '' : this.line}`)
-    else this.out.write(line + '\n')
+    if (this.live) {
+      this.out.write(`\r\x1b[K${line}\n${this.held ? '' : this.line}`)
+      this.afterEvent()
+    } else this.out.write(line + '\n')
   }
 
-  /** Hold redraws (while a prompt waits for an answer on the same terminal), or go on. */
+  /** Hold redraws (while a prompt waits for an answer, or the person types, on the same terminal), or go on. */
   hold (held: boolean): void {
     if (held && this.live && !this.held) this.out.write('\r\x1b[K')
     this.held = held
