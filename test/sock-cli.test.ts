@@ -295,11 +295,99 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'file:/tmp'], /--allow.*file\[:\*\]\[@PEERID\]/],
     [['listen', '--server', 'http://127.0.0.1:1', '--files', '/tmp/x', '--max-file-bytes', 'lots'], /--max-file-bytes.*Not an integer/],
     [['listen', '--server', 'http://127.0.0.1:1', '--max-bound-ports-total', '-1'], /--max-bound-ports-total.*at least 0/],
-    [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/]
+    [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--listen', '0'], /^starsock: 2 --listen but 1 --to: give one --to for each --listen, in order/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--to', '127.0.0.1:2'], /^starsock: 1 --listen but 2 --to: /],
+    [['expose', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--port', '0', '--port', '0', '--to', '127.0.0.1:1'], /^starsock: 2 --port but 1 --to: give one --to for each --port, in order/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--ask-timeout-ms', '5'], /--ask-timeout-ms.*at least 1000/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--udp-relay-local', 'localhost:53'], /--udp-relay-local.*Not IP:PORT/]
   ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
     const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status).not.toBe(0)
     expect(r.stderr.trim().split('\n')).toHaveLength(1)
     expect(r.stderr).toMatch(pattern)
+  })
+
+  it('forward and expose with repeated flags run every pair in one process over one connection; events name their tunnel', async () => {
+    const one = await tcpEcho()
+    const two = await tcpEcho()
+    cleanup.push(one, two)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--allow', `connect/tcp:127.0.0.1:${two.port}`, '--allow', 'bind/tcp:127.0.0.1:0', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${one.port}`, '--listen', '0', '--to', `127.0.0.1:${two.port}`, '--json'])
+    await within('two ready events', new Promise<void>((resolve) => {
+      const check = (): void => { if (fwd.out().split('"event":"ready"').length === 3) resolve() }
+      fwd.proc.stdout.on('data', check)
+      check()
+    }), 20_000)
+    const readies = fwd.out().split('\n').filter((l) => l.includes('"event":"ready"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(readies.map((r) => [r.tunnel, r.to, r.secure])).toEqual([[1, { ip: '127.0.0.1', port: one.port }, true], [2, { ip: '127.0.0.1', port: two.port }, true]])
+    for (const [i, r] of readies.entries()) {
+      const data = testBytes(128 * 1024, i + 1)
+      expectBytes(await within(`the echo through tunnel ${i + 1}`, tcpRoundTrip((r.address as { port: number }).port, data), 15_000), data, `the echo through tunnel ${i + 1}`)
+    }
+    // One connection between the two programs carries both mappings.
+    const exp = start(['expose', '--server', server.url(), '--key', key('client2'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${one.port}`, '--port', '0', '--to', `127.0.0.1:${two.port}`])
+    await within('both expose ready lines', new Promise<void>((resolve) => {
+      const check = (): void => { if (/^.*tunnel 2: exposing tcp 127\.0\.0\.1:\d+ on /m.test(exp.err()) && /tunnel 1: exposing tcp /.test(exp.err())) resolve() }
+      exp.proc.stderr.on('data', check)
+      check()
+    }), 20_000)
+    const ports = [...exp.err().matchAll(/tunnel (\d): exposing tcp 127\.0\.0\.1:(\d+) on \S+ -> 127\.0\.0\.1:(\d+)/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])])
+    expect(ports.map(([n, , to]) => [n, to]).sort()).toEqual([[1, one.port], [2, two.port]])
+    for (const [n, port] of ports) {
+      const data = testBytes(64 * 1024, 10 + (n ?? 0))
+      expectBytes(await within(`the echo through exposed port ${n ?? 0}`, tcpRoundTrip(port as number, data), 15_000), data, `the echo through exposed tunnel ${n ?? 0}`)
+    }
+    const sessions = listen.out().split('\n').filter((l) => l.includes('"event":"session"'))
+    expect(sessions).toHaveLength(2) // one connection from each program, for two mappings each
+    fwd.proc.kill('SIGTERM')
+    exp.proc.kill('SIGTERM')
+    expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
+    expect(await within('expose to exit', exp.exited, 10_000)).toBe(0)
+  })
+
+  it('the prompt: a command typed while an offer waits runs and the offer is asked again; a non-answer asks again; y answers', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--json'])
+    await listen.event('ready')
+    const prompts = (): number => listen.err().split('Allow? [y/N]').length - 1
+    const said = async (what: string, check: () => boolean): Promise<void> => await within(what, new Promise<void>((resolve) => {
+      const on = (): void => { if (check()) resolve() }
+      listen.proc.stderr.on('data', on)
+      on()
+    }), 15_000)
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
+    await said('the first prompt', () => prompts() === 1)
+    expect(listen.err()).toContain('Allow? [y/N] (y yes, n no, a always for this peer) ')
+    listen.proc.stdin.write('list\n')
+    await said('the prompt again after list', () => prompts() === 2)
+    expect(listen.err()).toContain('no mappings\n')
+    listen.proc.stdin.write('sure\n')
+    await said('the prompt again after a non-answer', () => prompts() === 3)
+    expect(listen.err()).toContain('not an answer: type y (yes), n (no) or a (always for this peer); commands: list, kill N\n')
+    expect(fwd.out()).not.toContain('"event":"ready"')
+    listen.proc.stdin.write('y\n')
+    const ready = await fwd.event('ready')
+    const data = testBytes(32 * 1024)
+    expectBytes(await within('the echo through the forward', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000), data, 'the echo after y')
+    expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'person' })
+    expect(prompts()).toBe(3)
+  })
+
+  it('listen --ask-timeout-ms: an offer nobody answers is denied when it runs out', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--ask-timeout-ms', '1500', '--json'])
+    await listen.event('ready')
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`])
+    expect(await within('forward to exit', fwd.exited, 30_000)).toBe(1)
+    expect(fwd.err()).toMatch(/\(E_DENIED\)$/m)
+    expect(listen.err()).toContain('(no answer in time: denied)')
+    expect(await listen.event('offer')).toMatchObject({ allowed: false })
   })
 })
