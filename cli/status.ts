@@ -17,6 +17,11 @@ export function securityText (secure: boolean): string {
   return secure ? SECURE_TEXT : INSECURE_TEXT
 }
 
+/** `A:P, B:P` (IPv6 in brackets). */
+export function addressList (list: ReadonlyArray<{ ip: string, port: number }>): string {
+  return list.map((a) => a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`).join(', ')
+}
+
 /** Figures the status line shows. */
 export interface StatusFigures {
   channelsOpen: number

@@ -5,15 +5,38 @@ import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost } from '../shared/sock-protocol.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
 import { Expose, Forward, type Tunnel } from '../client/sock/tunnel.node.ts'
+import { MAX_ALLOW_FROM_ENTRIES, parseAllowFrom } from '../client/sock/allow-from.node.ts'
+import { SERVICE_NAME } from '../shared/sock-rules.ts'
 import { hostPort, identityError, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { port } from './options.ts'
-import { securityText, StatusReporter } from './status.ts'
+import { addressList, securityText, StatusReporter } from './status.ts'
 import { reportServer } from './listen.ts'
 
 interface TunnelFlags extends SockFlags {
   peer: string
   udp?: boolean
   name?: string
+  allowFrom?: string[]
+}
+
+/** Where a forward's traffic goes: an address through the peer, or a service the peer names. */
+type Target = { to: SockAddress, service?: undefined } | { to?: undefined, service: string }
+
+/** One `--allow-from` entry (checked now: a bad one is one line), collected. */
+function allowFromList (value: string, previous: string[] = []): string[] {
+  const list = [...previous, value]
+  if (list.length > MAX_ALLOW_FROM_ENTRIES) throw new InvalidArgumentError(`At most ${MAX_ALLOW_FROM_ENTRIES} entries.`)
+  try {
+    parseAllowFrom([value])
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message)
+  }
+  return list
+}
+
+function serviceName (value: string): string {
+  if (!SERVICE_NAME.test(value)) throw new InvalidArgumentError('Not a service name (a letter or digit, then up to 63 letters, digits, _ . -).')
+  return value
 }
 
 /** Tunnels one process runs at most (each is one mapping on the one connection to the peer). */
@@ -39,11 +62,22 @@ function repeated<T> (parse: (value: string) => T): (value: string, previous?: T
   }
 }
 
-function tunnelCommand (name: string, description: string) {
+/**
+ * The flags both commands have. `targets` receives every `--to` (and a forward's `--service`) in
+ * the order given, so pairs keep the command line's order.
+ */
+function tunnelCommand (name: string, description: string, targets: Target[], allowFromHelp: string) {
+  const target = (make: (value: string) => Target) => (value: string): Target[] => {
+    if (targets.length >= MAX_TUNNELS) throw new InvalidArgumentError(`At most ${MAX_TUNNELS} tunnels in one process.`)
+    targets.push(make(value))
+    return targets
+  }
+  const to = hostPort(undefined)
   return sockCommand(name, description)
     .requiredOption('--peer <peerId>', 'the other peer', peerId)
-    .requiredOption('--to <host:port>', 'where the traffic goes (repeatable: the nth --to goes with the nth --listen/--port)', repeated(hostPort(undefined)))
+    .option('--to <host:port>', 'where the traffic goes (repeatable: the nth --to goes with the nth --listen/--port)', target((v) => ({ to: to(v) })))
     .option('--udp', 'carry UDP datagrams instead of TCP connections')
+    .option('--allow-from <cidr>', allowFromHelp, allowFromList)
     .addOption(new Option('--name <text>', 'a name the other peer is shown when asked'))
 }
 
@@ -51,9 +85,9 @@ function tunnelCommand (name: string, description: string) {
  * Pair the nth `--listen`/`--port` with the nth `--to`; a count that differs is one readable line
  * (never the last one silently kept).
  */
-export function pairs<A, B> (command: string, left: string, lefts: readonly A[], rights: readonly B[]): Array<[A, B]> {
+export function pairs<A, B> (command: string, left: string, lefts: readonly A[], rights: readonly B[], right = '--to'): Array<[A, B]> {
   if (lefts.length !== rights.length) {
-    throw new Error(`${lefts.length} ${left} but ${rights.length} --to: give one --to for each ${left}, in order (e.g. starsock ${command} ${left} A --to B ${left} C --to D)`)
+    throw new Error(`${lefts.length} ${left} but ${rights.length} ${right}: give one ${right} for each ${left}, in order (e.g. starsock ${command} ${left} A --to B ${left} C --to D)`)
   }
   return lefts.map((l, i) => [l, rights[i] as B])
 }
@@ -72,11 +106,13 @@ function awayText (peer: string, err: StarsockError): string {
 
 /** One tunnel of a command: how to make and start it, and its words. */
 interface TunnelSpec {
-  /** Where the traffic goes (`--to`). */
-  to: SockAddress
+  /** Where the traffic goes (`--to`), or the service asked for (`--service`). */
+  target: Target
   create: (agent: SockAgent, signal: AbortSignal) => Tunnel
   begin: (t: Tunnel) => Promise<void>
   describe: (t: Tunnel) => string
+  /** An expose to a wildcard address: where the peer's port can be reached. */
+  addresses?: (t: Tunnel) => SockAddress[] | undefined
 }
 
 /**
@@ -127,14 +163,16 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
       tunnel.on('mapping', (m) => {
         upOnce = true
         // forward: the address listened on here; expose: the one the peer bound (maybe new).
-        if (away) event('back', { mapping: m.id, bound: m.bound, address: m.bound ?? tunnel.address, secure: m.secure }, `back: mapping ${m.label} in place again; ${securityText(m.secure)}`)
-        else event('mapping', { mapping: m.id, bound: m.bound, secure: m.secure }, `mapping ${m.label} in place; ${securityText(m.secure)}`)
+        const reach = m.addresses === undefined || m.addresses.length === 0 ? '' : `; reach it at ${addressList(m.addresses)}`
+        if (away) event('back', { mapping: m.id, bound: m.bound, addresses: m.addresses, address: m.bound ?? tunnel.address, secure: m.secure }, `back: mapping ${m.label} in place again${reach}; ${securityText(m.secure)}`)
+        else event('mapping', { mapping: m.id, bound: m.bound, addresses: m.addresses, secure: m.secure }, `mapping ${m.label} in place${reach}; ${securityText(m.secure)}`)
         away = false
       })
       // The connection to the peer, when the tunnel is up (a tunnel waiting for its peer has none yet).
       const secure = tunnel.stats().secure
       const spec = specs[i] as TunnelSpec
-      event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, to: spec.to, proto: flags.udp === true ? 'udp' : 'tcp', secure: secure ?? null },
+      const addresses = spec.addresses?.(tunnel)
+      event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, ...(addresses === undefined ? {} : { addresses }), to: spec.target.to ?? null, ...(spec.target.service === undefined ? {} : { service: spec.target.service }), proto: flags.udp === true ? 'udp' : 'tcp', allowFrom: flags.allowFrom ?? null, secure: secure ?? null },
         `${spec.describe(tunnel)}${secure === undefined ? '' : `; ${securityText(secure)}`}`)
     }
     return { started, event }
@@ -148,7 +186,7 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
     const why = agent.peer.closedBy
     if (why !== undefined) throw identityError(why, flags.key)
     const err = (begun[failed] as PromiseRejectedResult).reason as Error
-    if (several) err.message = `tunnel ${failed + 1} (--to ${(specs[failed] as TunnelSpec).to.ip}:${(specs[failed] as TunnelSpec).to.port}): ${err.message}`
+    if (several) err.message = `tunnel ${failed + 1} (${targetText((specs[failed] as TunnelSpec).target)}): ${err.message}`
     throw err
   }
   reportServer(agent, status)
@@ -177,36 +215,61 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
   return 1
 }
 
-type ForwardFlags = TunnelFlags & { listen: SockAddress[], to: SockAddress[] }
-type ExposeFlags = TunnelFlags & { port: number[], to: SockAddress[], bindHost: string }
+/** `--to HOST:PORT` or `--service NAME`, as a command line says it. */
+function targetText (t: Target): string {
+  return t.to !== undefined ? `--to ${t.to.ip}:${t.to.port}` : `--service ${t.service}`
+}
+
+type ForwardFlags = TunnelFlags & { listen: SockAddress[] }
+type ExposeFlags = TunnelFlags & { port: number[], bindHost: string }
 
 /** The `forward` command; `started` receives the promise of its exit code. */
 export function forwardCommand (started: (run: Promise<number>) => void) {
-  return tunnelCommand('forward', 'listen here; each connection (or UDP source) reaches --to through --peer (repeat --listen/--to for more tunnels on one connection)')
+  const targets: Target[] = []
+  const service = (value: string): Target[] => {
+    if (targets.length >= MAX_TUNNELS) throw new InvalidArgumentError(`At most ${MAX_TUNNELS} tunnels in one process.`)
+    targets.push({ service: serviceName(value) })
+    return targets
+  }
+  return tunnelCommand('forward', 'listen here; each connection (or UDP source) reaches --to (or the peer\'s --service) through --peer (repeat --listen/--to for more tunnels on one connection)', targets,
+    'who may connect to the local listener: an address or CIDR, IPv4 or IPv6 (repeatable; default loopback only); others are reset (UDP: dropped) and counted')
     .requiredOption('--listen <[host:]port>', 'local address to listen on (host defaults to 127.0.0.1; repeatable)', repeated(hostPort('127.0.0.1')))
+    .option('--service <name>', 'instead of --to: a service the peer offers by name (its listen --service NAME=...); it picks the target (repeatable, in order with --to)', service)
     .action((flags: ForwardFlags) => {
       const proto = flags.udp === true ? 'udp' : 'tcp'
-      started((async () => await run(flags, pairs('forward', '--listen', flags.listen, flags.to).map(([listen, to]) => ({
-          to,
-          create: (agent, signal) => new Forward(agent, { peer: flags.peer, to, proto, name: flags.name, timeoutMs: flags.timeoutMs, signal, waitForPeer: true }),
-          begin: async (t) => await (t as Forward).start(listen),
-          describe: (t) => `forwarding ${proto} ${t.address.ip}:${t.address.port} -> ${to.ip}:${to.port} through ${flags.peer}`
-        }))))())
+      started((async () => await run(flags, pairs('forward', '--listen', flags.listen, targets, '--to (or --service)').map(([listen, target]) => ({
+        target,
+        create: (agent, signal) => new Forward(agent, { peer: flags.peer, to: target.to, service: target.service, proto, name: flags.name, allowFrom: flags.allowFrom, timeoutMs: flags.timeoutMs, signal, waitForPeer: true }),
+        begin: async (t) => await (t as Forward).start(listen),
+        describe: (t) => `forwarding ${proto} ${t.address.ip}:${t.address.port} -> ${target.to !== undefined ? `${target.to.ip}:${target.to.port}` : `service ${target.service}`} through ${flags.peer}${flags.allowFrom === undefined ? '' : ` (clients from ${flags.allowFrom.join(', ')})`}`
+      }))))())
     })
 }
 
 /** The `expose` command; `started` receives the promise of its exit code. */
 export function exposeCommand (started: (run: Promise<number>) => void) {
-  return tunnelCommand('expose', '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)')
+  const targets: Target[] = []
+  return tunnelCommand('expose', '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)', targets,
+    'who may connect to the port the peer listens on: an address or CIDR, IPv4 or IPv6 (repeatable; default anyone); the peer resets others (UDP: drops them) and counts them')
     .requiredOption('--port <port>', 'port the other peer listens on (0: any; repeatable)', repeated(port))
     .option('--bind-host <host>', 'address the other peer listens on', host, '0.0.0.0')
     .action((flags: ExposeFlags) => {
       const proto = flags.udp === true ? 'udp' : 'tcp'
-      started((async () => await run(flags, pairs('expose', '--port', flags.port, flags.to).map(([bindPort, to]) => ({
-          to,
-          create: (agent, signal) => new Expose(agent, { peer: flags.peer, to, proto, name: flags.name, timeoutMs: flags.timeoutMs, signal, waitForPeer: true }),
+      started((async () => await run(flags, pairs('expose', '--port', flags.port, targets).map(([bindPort, target]) => {
+        const to = target.to as SockAddress
+        let addresses: SockAddress[] | undefined
+        return {
+          target,
+          create: (agent, signal) => {
+            const t = new Expose(agent, { peer: flags.peer, to, proto, name: flags.name, allowFrom: flags.allowFrom, timeoutMs: flags.timeoutMs, signal, waitForPeer: true })
+            t.on('mapping', (m) => { addresses = m.addresses })
+            return t
+          },
           begin: async (t) => await (t as Expose).start(flags.bindHost, bindPort),
-          describe: (t) => `exposing ${proto} ${t.address.ip}:${t.address.port} on ${flags.peer} -> ${to.ip}:${to.port}`
-        }))))())
+          // A wildcard bind says where the port can be reached (the peer's interface addresses).
+          addresses: () => addresses,
+          describe: (t) => `exposing ${proto} ${t.address.ip}:${t.address.port}${addresses === undefined || addresses.length === 0 ? '' : ` (reach it at ${addressList(addresses)})`} on ${flags.peer} -> ${to.ip}:${to.port}${flags.allowFrom === undefined ? '' : ` (clients from ${flags.allowFrom.join(', ')})`}`
+        } satisfies TunnelSpec
+      })))())
     })
 }
