@@ -245,7 +245,7 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { allowFrom: ['127.0.0.1/32'] })
     const refused: string[] = []
     socks.on('refused', ({ src }) => refused.push(src.ip))
-    const r = await raw(proxy, socks5Connect(port), '127.0.0.1', '127.0.0.2')
+    const r = await within('a client from 127.0.0.2 to be ended', raw(proxy, socks5Connect(port), '127.0.0.1', '127.0.0.2'))
     expect(r.reset).toBe(true)
     expect(r.data.byteLength).toBe(0)
     expect(refused).toEqual(['127.0.0.2'])
