@@ -81,6 +81,8 @@ export function reportAgent (agent: SockAgent, status: StatusReporter): void {
     `connection ${mux.conn.initiator ? 'to' : 'from'} ${mux.remotePeer}: ${securityText(mux.secure)}`))
   agent.on('refused', ({ peerId, initiator, error }) => status.event('refused', { peerId, initiator, code: error.code, message: error.message },
     `refused a plaintext connection ${initiator ? 'to' : 'from'} ${peerId}: ${SECURE_REQUIRED_REASON} (${error.code})`))
+  agent.on('refused-source', ({ peerId, mapping, src }) => status.event('refused-source', { peerId, mapping: mapping.id, src },
+    `refused a client from ${addressList([src])} on ${mapping.label} for ${peerId}: not in its allow-from`))
   agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, secure: d.secure, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason, code: d.code },
     `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId}${d.secure ? '' : ' (unverified: plaintext)'} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {

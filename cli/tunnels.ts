@@ -159,6 +159,7 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
     const started = (): void => {
       if (tunnel.state === 'up') upOnce = true
       tunnel.on('connection', ({ src }) => event('connection', { src }, `connection from ${src.ip}:${src.port}`))
+      tunnel.on('refused', ({ src }) => event('refused', { src }, `refused a client from ${addressList([src])}: not in --allow-from${flags.allowFrom === undefined ? ' (default: loopback only)' : ''}`))
       tunnel.on('error', (err) => event('error', { code: err.code, message: err.message }, `${err.message} (${err.code})`))
       tunnel.on('mapping', (m) => {
         upOnce = true
