@@ -64,6 +64,14 @@ describe('starsock up: one agent, many tunnels', () => {
     }
   }
 
+  /** The first event `name` of mapping `id`. */
+  const eventOf = async (p: Program, name: string, id: string, ms = 20_000): Promise<Record<string, unknown>> => {
+    for (let i = 1; ; i++) {
+      const e = await p.event(name, ms, i)
+      if (e.id === id) return e
+    }
+  }
+
   it('runs two TCP forwards, a UDP forward and an expose in one process over one server connection; each moves bytes exact', async () => {
     const db = await tcpEcho()
     const web = await tcpEcho()
@@ -121,4 +129,55 @@ to = "127.0.0.1:${local.port}"
     expect(await near.stop('SIGTERM')).toBe(0)
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 60_000)
+
+  it('every mapping comes back when the far side restarts cleanly, without the first process restarting', async () => {
+    const db = await tcpEcho()
+    const dns = await udpEcho()
+    const local = await tcpEcho()
+    cleanup.push(db, dns, local)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2, bindPort] = await Promise.all([freePort(), freePort(), freePort()])
+    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`)
+    let farProc = up(farFile)
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"
+[[forward]]
+name = "db"
+peer = "${far}"
+listen = ${p1}
+to = "127.0.0.1:${db.port}"
+
+[[forward]]
+name = "dns"
+peer = "${far}"
+proto = "udp"
+listen = ${p2}
+to = "127.0.0.1:${dns.port}"
+
+[[expose]]
+name = "back"
+peer = "${far}"
+bind_host = "127.0.0.1"
+port = ${bindPort}
+to = "127.0.0.1:${local.port}"
+`))
+    for (const id of ['db', 'dns', 'back']) expect((await ready(near, id)).state).toBe('up')
+    const a = testBytes(100_000, 11)
+    expectBytes(await tcpRoundTrip(p1, a), a, 'forward before the restart')
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+    for (const id of ['db', 'dns', 'back']) await eventOf(near, 'away', id)
+    farProc = up(farFile)
+    await farProc.event('up')
+    for (const id of ['db', 'dns', 'back']) await eventOf(near, 'back', id, 30_000)
+    const b = testBytes(120_000, 12)
+    const c = testBytes(80_000, 13)
+    const [rb, rc] = await Promise.all([tcpRoundTrip(p1, b), tcpRoundTrip(bindPort, c)])
+    expectBytes(rb, b, 'forward after the restart')
+    expectBytes(rc, c, 'expose after the restart')
+    const d = Buffer.from(testBytes(900, 14))
+    expectBytes(await udpRoundTrip(p2, d), d, 'udp forward after the restart')
+    expect(near.proc.exitCode).toBe(null)
+    expect(near.out()).not.toContain('"event":"failed"')
+    expect(await near.stop('SIGTERM')).toBe(0)
+  }, 90_000)
 })
