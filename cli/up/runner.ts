@@ -9,7 +9,8 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import type { Mapping } from '../../client/sock/mapping.ts'
-import { Expose, Forward, type Tunnel, type TunnelOptions, type TunnelStats } from '../../client/sock/tunnel.node.ts'
+import { Socks } from '../../client/sock/socks.node.ts'
+import { Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
 import { canonicalEntry, type MappingEntry, type MappingKind } from './config.ts'
 
 /** Where a mapping is: `starting` (first attempt under way), `up`, `away` (waiting for the peer or the server, asking again by itself), `failed` (see `error`; retried unless final), `closed`. */
@@ -55,7 +56,7 @@ export const RETRY_DELAY_MAX_MS = 30_000
 const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED'])
 
 const EMPTY_STATS: TunnelStats = {
-  channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, state: 'closed',
+  channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0, state: 'closed',
   droppedBy: { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
 }
 
@@ -87,14 +88,19 @@ export function defaultTunnel (agent: SockAgent, entry: MappingEntry, signal: Ab
   const common = { peer: entry.peer, name: entry.name, timeoutMs, signal, waitForPeer: true }
   switch (entry.kind) {
     case 'forward': {
-      const t = new Forward(agent, { ...common, to: entry.to as SockAddress, service: entry.service, proto: entry.proto, allowFrom: entry.allowFrom } as TunnelOptions)
+      const t = new Forward(agent, { ...common, to: entry.to, service: entry.service, proto: entry.proto, allowFrom: entry.allowFrom })
       return { tunnel: t, start: async () => await t.start(entry.listen) }
     }
     case 'expose': {
-      const t = new Expose(agent, { ...common, to: entry.to, proto: entry.proto, allowFrom: entry.allowFrom } as TunnelOptions)
+      const t = new Expose(agent, { ...common, to: entry.to, proto: entry.proto, allowFrom: entry.allowFrom })
       return { tunnel: t, start: async () => await t.start(entry.bindHost, entry.port) }
     }
+    case 'socks': {
+      const t = new Socks(agent, { ...common, allowFrom: entry.allowFrom, users: entry.users })
+      return { tunnel: t, start: async () => await t.start(entry.listen) }
+    }
     default:
+      // TODO(issue 15): accept mappings need the tunnels helper's AcceptTunnel (not merged yet).
       throw new StarsockError('E_UNSUPPORTED', `${entry.kind} mappings are not built into this starsock yet`)
   }
 }
@@ -299,7 +305,7 @@ export class AgentRunner {
       }),
       tunnel.on('connection', ({ src }) => this.event('connection', r, { src }, `connection from ${addr(src)}`)),
       tunnel.on('error', (err) => this.event('error', r, { code: err.code, message: err.message }, `${err.message} (${err.code})`)),
-      (tunnel as unknown as { on: (n: string, f: (x: { src: SockAddress }) => void) => () => void }).on('refused', ({ src }) => this.event('refused', r, { src }, `refused ${addr(src)}: not in allow_from`))
+      tunnel.on('refused', ({ src }) => this.event('refused', r, { src }, `refused ${addr(src)}: not in allow_from`))
     ]
     try {
       await started.start()
@@ -389,7 +395,7 @@ function usable (a: SockAddress): SockAddress | undefined {
 /** An expose's mapping may name the peer's usable addresses (a wildcard bind): the first of them. */
 function usableOf (m: Mapping, address: SockAddress): SockAddress | undefined {
   const wildcard = address.ip === '0.0.0.0' || address.ip === '::' || address.ip === ''
-  const addresses = (m as unknown as { addresses?: SockAddress[] }).addresses
+  const addresses = m.addresses
   if (m.local && wildcard && addresses !== undefined && addresses.length > 0) {
     const a = addresses[0] as SockAddress
     return { ip: a.ip, port: address.port !== 0 ? address.port : a.port }
@@ -408,6 +414,7 @@ function sumStats (a: TunnelStats, b: TunnelStats): TunnelStats {
     bytesOut: a.bytesOut + b.bytesOut,
     droppedDatagrams: a.droppedDatagrams + b.droppedDatagrams,
     failures: a.failures + b.failures,
+    refusedSources: a.refusedSources + b.refusedSources,
     droppedBy
   }
 }
