@@ -321,4 +321,40 @@ to = "127.0.0.1:${decoy.port}"
     expect(await near.stop('SIGTERM')).toBe(0)
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
+
+  it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
+    const db = await tcpEcho()
+    cleanup.push(db)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2] = await Promise.all([freePort(), freePort()])
+    const squatter = net.createServer((s) => s.destroy())
+    await new Promise<void>((resolve) => squatter.listen(p2, '127.0.0.1', resolve))
+    const farProc = up(config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}"]\n`))
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"
+[[forward]]
+name = "free"
+peer = "${far}"
+listen = ${p1}
+to = "127.0.0.1:${db.port}"
+
+[[forward]]
+name = "taken"
+peer = "${far}"
+listen = ${p2}
+to = "127.0.0.1:${db.port}"
+`))
+    expect((await ready(near, 'free')).state).toBe('up')
+    const failed = await eventOf(near, 'failed', 'taken')
+    expect(failed).toMatchObject({ code: 'E_BIND_FAILED', final: false })
+    const a = testBytes(30_000, 31)
+    expectBytes(await tcpRoundTrip(p1, a), a, 'the other forward while one fails')
+    await eventOf(near, 'failed', 'taken')
+    // The far side was asked for the forward that works only: a port taken here is found before asking.
+    expect(farProc.out().split('\n').filter((l) => l.includes('"event":"offer"'))).toHaveLength(1)
+    await new Promise<void>((resolve) => squatter.close(() => resolve()))
+    expect((await eventOf(near, 'ready', 'taken', 40_000)).state).toBe('up')
+    expectBytes(await tcpRoundTrip(p2, a), a, 'the forward that came up late')
+    expect(await near.stop('SIGTERM')).toBe(0)
+  }, 90_000)
 })

@@ -9,6 +9,8 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import type { Mapping } from '../../client/sock/mapping.ts'
+import net from 'node:net'
+import { bindUdp, listenTcp } from '../../client/sock/host.node.ts'
 import { Socks } from '../../client/sock/socks.node.ts'
 import { Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
 import { canonicalEntry, type MappingEntry, type MappingKind } from './config.ts'
@@ -273,6 +275,14 @@ export class AgentRunner {
     r.retryAt = undefined
     r.abort = new AbortController()
     const { entry } = r
+    // A port taken here fails before the peer is asked: a retry must not prompt its person each time.
+    try {
+      await probeListen(entry)
+    } catch (err) {
+      this.failed(r, asError(err), false)
+      return
+    }
+    if (r.closed || this.closed) return
     let started: StartableTunnel
     try {
       started = this.create(this.agent, entry, r.abort.signal, this.timeoutMs)
@@ -382,6 +392,20 @@ export class AgentRunner {
     const e = r.entry
     this.onEvent(name, { id: e.id, kind: e.kind, peer: e.peer, ...fields }, `${e.kind} ${e.id}: ${text}`)
   }
+}
+
+/** Whether the local address `entry` listens on is free (listen and close at once); rejects with `E_BIND_FAILED`. */
+async function probeListen (entry: MappingEntry): Promise<void> {
+  if (entry.kind === 'expose' || entry.listen.port === 0) return
+  const { ip, port } = entry.listen
+  if (entry.kind !== 'socks' && entry.proto === 'udp') {
+    const socket = await bindUdp(ip, port)
+    await new Promise<void>((resolve) => socket.close(() => resolve()))
+    return
+  }
+  const server = net.createServer()
+  await listenTcp(server, ip, port)
+  await new Promise<void>((resolve) => server.close(() => resolve()))
 }
 
 /** A wildcard address listened on here is reached on loopback. */
