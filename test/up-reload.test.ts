@@ -93,12 +93,13 @@ describe('starsock up: SIGHUP reload and bad files', () => {
 
   it('adds one mapping and removes another while a transfer on a third keeps running; a bad file keeps the running config', async () => {
     const echo = await tcpEcho()
-    cleanup.push(echo)
+    const other = await tcpEcho()
+    cleanup.push(echo, other)
     const far = peerIdOf(join(dir, 'far.key'))
-    const farProc = up(write('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${echo.port}"]\n`))
+    const farProc = up(write('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${echo.port}", "connect/tcp:127.0.0.1:${other.port}"]\n`))
     await farProc.event('up')
-    const [pa, pb, pc] = await Promise.all([freePort(), freePort(), freePort()])
-    const file = write('near.toml', `key = "near.key"\n${forward('keep', far, pa, echo.port)}${forward('gone', far, pb, echo.port)}`)
+    const [pa, pb, pc, pd] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+    const file = write('near.toml', `key = "near.key"\n${forward('keep', far, pa, echo.port)}${forward('gone', far, pb, echo.port)}${forward('moved', far, pd, echo.port)}`)
     const near = up(file)
     await eventWhere(near, 'ready', (e) => e.id === 'keep')
     await eventWhere(near, 'ready', (e) => e.id === 'gone')
@@ -109,10 +110,17 @@ describe('starsock up: SIGHUP reload and bad files', () => {
     const first = testBytes(200_000, 6)
     await transfer.write(first)
 
-    write('near.toml', `key = "near.key"\n${forward('keep', far, pa, echo.port)}${forward('new', far, pc, echo.port)}`)
+    write('near.toml', `key = "near.key"\n${forward('keep', far, pa, echo.port)}${forward('new', far, pc, echo.port)}${forward('moved', far, pd, other.port)}`)
     near.proc.kill('SIGHUP')
     const reload = await near.event('reload')
-    expect(reload).toMatchObject({ ok: true, added: ['new'], removed: ['gone'], kept: ['keep'] })
+    expect(reload).toMatchObject({ ok: true, added: ['new'], changed: ['moved'], removed: ['gone'], kept: ['keep'] })
+    // The changed one listens on its old port again, now to the new target.
+    let seen = 0
+    const again = await eventWhere(near, 'ready', (e) => e.id === 'moved' && ++seen === 2)
+    expect(again.address).toEqual({ ip: '127.0.0.1', port: pd })
+    const moved = testBytes(20_000, 10)
+    expectBytes(await tcpRoundTrip(pd, moved), moved, 'the changed forward')
+    expect(farProc.out()).toContain(`connect/tcp 127.0.0.1:${other.port}`)
     await eventWhere(near, 'ready', (e) => e.id === 'new')
     // The one kept was never touched: no second ready, no close.
     expect(near.out()).not.toMatch(/"event":"closed","time":"[^"]*","id":"keep"/)

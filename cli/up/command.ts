@@ -131,7 +131,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         return
       }
       const stale = unreloadable(config, next)
-      let r: { added: string[], removed: string[], kept: string[] }
+      let r: { added: string[], changed: string[], removed: string[], kept: string[] }
       try {
         agent.setServices(serviceTargets(next.services))
         agent.setRules([...next.rules, ...learned])
@@ -142,7 +142,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       }
       config = { ...next, server: config.server, key: config.key, token: config.token, insecure: config.insecure, timeoutMs: config.timeoutMs, leaseMs: config.leaseMs, control: config.control, udpRelay: config.udpRelay }
       status.event('reload', { ok: true, ...r, restartNeeded: stale },
-        `reloaded ${flags.config}: ${r.added.length} added${r.added.length > 0 ? ` (${r.added.join(', ')})` : ''}, ${r.removed.length} removed${r.removed.length > 0 ? ` (${r.removed.join(', ')})` : ''}, ${r.kept.length} unchanged` +
+        `reloaded ${flags.config}: ${([['added', r.added], ['changed', r.changed], ['removed', r.removed]] as const).map(([what, ids]) => `${ids.length} ${what}${ids.length > 0 ? ` (${ids.join(', ')})` : ''}`).join(', ')}, ${r.kept.length} unchanged` +
         (stale.length > 0 ? `; ${stale.join(', ')} changed: restart to apply` : ''))
     })
   })

@@ -143,54 +143,56 @@ export class AgentRunner {
   }
 
   /**
-   * Run exactly `entries`: those whose id and content are unchanged are not touched, changed ones
-   * are closed and started anew, new ones started, missing ones closed (a failed one whose entry
-   * is unchanged is started again at once: a reload is a way to say "try again"). Settles once
-   * each started mapping's first attempt settled (`up`, `away` or `failed`).
+   * Run exactly `entries`: those whose id and content are unchanged are not touched (`kept`),
+   * changed ones are closed and started anew (`changed`), new ones started (`added`), missing ones
+   * closed (`removed`); a failed one whose entry is unchanged is started again at once (a reload
+   * is a way to say "try again"). Settles once each started mapping's first attempt settled
+   * (`up`, `away` or `failed`); other calls (`remove`, `list`) need not wait for that.
    */
-  async apply (entries: readonly MappingEntry[]): Promise<{ added: string[], removed: string[], kept: string[] }> {
-    return await this.serial(async () => {
-      const seen = new Set<string>()
-      for (const e of entries) {
-        if (seen.has(e.id)) throw new TypeError(`two mappings have the id ${e.id}`)
-        seen.add(e.id)
-      }
-      const added: string[] = []
-      const removed: string[] = []
-      const kept: string[] = []
+  async apply (entries: readonly MappingEntry[]): Promise<{ added: string[], changed: string[], removed: string[], kept: string[] }> {
+    const seen = new Set<string>()
+    for (const e of entries) {
+      if (seen.has(e.id)) throw new TypeError(`two mappings have the id ${e.id}`)
+      seen.add(e.id)
+    }
+    const { result, starting } = await this.serial(async () => {
+      const result = { added: [] as string[], changed: [] as string[], removed: [] as string[], kept: [] as string[] }
       const next = new Map(entries.map((e) => [e.id, e]))
       const stop: Running[] = []
       for (const [id, r] of this.running) {
         const e = next.get(id)
         if (e !== undefined && canonicalEntry(e) === r.canon) {
-          kept.push(id)
+          result.kept.push(id)
           if (r.state === 'failed' && r.final) this.retryNow(r)
           continue
         }
         stop.push(r)
-        if (e === undefined) removed.push(id)
+        if (e === undefined) result.removed.push(id)
+        else result.changed.push(id)
       }
       // Gone and changed ones first: a changed mapping may want its own old port.
-      await Promise.all(stop.map(async (r) => await this.stop(r, e(r.entry.id))))
-      function e (id: string): string { return next.has(id) ? 'changed' : 'removed' }
+      await Promise.all(stop.map(async (r) => await this.stop(r, next.has(r.entry.id) ? 'changed' : 'removed')))
       const starting: Array<Promise<void>> = []
       for (const entry of entries) {
         if (this.running.has(entry.id)) continue
-        added.push(entry.id)
+        if (!result.changed.includes(entry.id)) result.added.push(entry.id)
         starting.push(this.launch(entry))
       }
-      await Promise.all(starting)
-      return { added, removed, kept }
+      return { result, starting }
     })
+    await Promise.all(starting)
+    return result
   }
 
   /** Start one more mapping; throws a `TypeError` when its id is in use. Settles with its status after the first attempt. */
   async add (entry: MappingEntry): Promise<MappingStatus> {
-    return await this.serial(async () => {
+    const { r, first } = await this.serial(async () => {
       if (this.running.has(entry.id)) throw new TypeError(`a mapping with the id ${entry.id} exists`)
-      await this.launch(entry)
-      return this.status(this.running.get(entry.id) as Running)
+      const first = this.launch(entry)
+      return { r: this.running.get(entry.id) as Running, first }
     })
+    await first
+    return this.status(r)
   }
 
   /** Close and forget one mapping; `false` when there is none with `id`. */
@@ -259,13 +261,14 @@ export class AgentRunner {
     }
   }
 
-  private async launch (entry: MappingEntry): Promise<void> {
+  private launch (entry: MappingEntry): Promise<void> {
     const r: Running = {
       entry, canon: canonicalEntry(entry), state: 'starting', tunnel: undefined, abort: new AbortController(), error: undefined, final: false,
       attempts: 0, retryTimer: undefined, retryAt: undefined, usable: undefined, past: { ...EMPTY_STATS, droppedBy: { ...EMPTY_STATS.droppedBy } }, closed: false, offs: []
     }
+    // Registered at once: the caller's lock covers the table, not the wait for the peer's answer.
     this.running.set(entry.id, r)
-    await this.attempt(r)
+    return this.attempt(r)
   }
 
   /** One try at starting `r`'s tunnel; a failure is its state (and a retry), never thrown. */
