@@ -144,7 +144,8 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
   const tokenDigest = digest(token)
   const routes = new Routes(options, sockets)
 
-  const server = http.createServer({ requestTimeout: timeoutMs + 5_000, headersTimeout: Math.min(timeoutMs, 10_000) + 1_000 }, (req, res) => {
+  // requireHostHeader off: a request without Host gets the same JSON 403 as one with a foreign Host.
+  const server = http.createServer({ requestTimeout: timeoutMs + 5_000, headersTimeout: Math.min(timeoutMs, 10_000) + 1_000, requireHostHeader: false, connectionsCheckingInterval: 2_000 }, (req, res) => {
     serve(req, res).catch((err: unknown) => {
       logger.error({ err: err instanceof Error ? err.message : String(err) }, 'control api: request failed')
       if (!res.headersSent) reply(res, 500, { error: { code: 'E_INTERNAL', message: 'Internal error' } })
@@ -153,7 +154,9 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
   })
   server.maxConnections = MAX_CONNECTIONS
   server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+    // Malformed HTTP.
+    const body = JSON.stringify({ error: { code: 'E_BAD_REQUEST', message: 'Malformed HTTP request' } }) + '\n'
+    if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
     else socket.destroy()
   })
 
@@ -178,7 +181,8 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
     }
   }
 
-  options.agent.on('close', () => { void sockets.close() })
+  // The agent stopped: the allocations are of no use any more.
+  const offAgentClose = options.agent.on('close', () => { void sockets.close() })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen(port, host, () => { server.off('error', reject); resolve() })
@@ -192,6 +196,7 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
     token,
     close: async () => {
       closing ??= (async () => {
+        offAgentClose()
         await sockets.close()
         await new Promise<void>((resolve) => {
           server.close(() => resolve())

@@ -1,0 +1,292 @@
+/**
+ * The local control API of an agent, over real HTTP (fetch) against a real server, real agents
+ * and real UDP sockets: auth, Host and Origin checks, bounds, the runner's mappings, and the S2S
+ * calls on the server's UDP relay.
+ */
+import dgram from 'node:dgram'
+import http from 'node:http'
+import net from 'node:net'
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import type { Channel } from '../client/mux/channel.ts'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
+import { createNodeHost } from '../client/sock/host.node.ts'
+import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
+import { readUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
+import { CONTROL_MAX_BODY_BYTES, controlTokenFile, startControlApi, writeControlToken, type ControlApi, type ControlApiOptions, type ControlRunner } from '../cli/up/control-api.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, waitFor, within } from './helpers/server.ts'
+
+/** A port range of its own for each test file run (vitest runs files in parallel). */
+function portRange (size: number): [number, number] {
+  const low = 45000 + (process.pid % 400) * 40
+  return [low, low + size - 1]
+}
+
+async function udpSocket (): Promise<{ socket: dgram.Socket, got: Buffer[], close: () => void }> {
+  const socket = dgram.createSocket('udp4')
+  const got: Buffer[] = []
+  socket.on('message', (m) => got.push(m))
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve))
+  return { socket, got, close: () => { try { socket.close() } catch {} } }
+}
+
+async function portFree (port: number): Promise<boolean> {
+  const s = dgram.createSocket('udp4')
+  return await new Promise((resolve) => {
+    s.once('error', () => resolve(false))
+    s.bind(port, '127.0.0.1', () => { s.close(); resolve(true) })
+  })
+}
+
+/** Settles once every one of `ports` can be bound (bounded by the caller's `within`). */
+async function untilFree (...ports: number[]): Promise<void> {
+  for (const port of ports) while (!await portFree(port)) await new Promise((resolve) => setTimeout(resolve, 20))
+}
+
+/** A raw HTTP request (fetch will not send another Host header): settles with the status and the JSON body. */
+async function rawRequest (url: string, headers: Record<string, string>, body?: string, method = 'GET', setHost = true): Promise<{ status: number, json: any }> {
+  return await new Promise((resolve, reject) => {
+    const req = http.request(url, { method, headers, agent: false, setHost }, (res) => {
+      let text = ''
+      res.on('data', (c: Buffer) => { text += c.toString() })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text === '' ? undefined : JSON.parse(text) }))
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+describe('control API', () => {
+  let server: StarsockServer & { port: number }
+  const cleanup: Array<{ close: () => unknown }> = []
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c.close()
+    await server?.close()
+  })
+
+  const agent = async (options: SockAgentOptions = {}): Promise<SockAgent> => {
+    const peer = await createPeer({ server: server.url() })
+    const a = createSockAgent(peer, { host: createNodeHost(), ...options })
+    cleanup.push({ close: async () => { await a.close(); await peer.close() } })
+    return a
+  }
+
+  /** A runner that only keeps entries (the real one is in the mapping tests). */
+  const listRunner = (): ControlRunner => {
+    const entries: Array<{ id: string }> = []
+    return {
+      add: (e) => { entries.push(e) },
+      remove: (id) => { entries.splice(entries.findIndex((e) => e.id === id), 1) },
+      list: () => entries.map((e) => ({ id: e.id, entry: e, state: 'up' }))
+    }
+  }
+
+  const start = async (a: SockAgent, options: Partial<ControlApiOptions> = {}): Promise<ControlApi & { call: (method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number, json: any, headers: Headers }> }> => {
+    const api = await startControlApi({ runner: listRunner(), agent: a, listen: '127.0.0.1:0', ...options })
+    cleanup.push(api)
+    const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number, json: any, headers: Headers }> => {
+      const res = await fetch(api.url + path, {
+        method,
+        headers: { authorization: `Bearer ${api.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body)
+      })
+      const text = await res.text()
+      return { status: res.status, json: text === '' ? undefined : JSON.parse(text), headers: res.headers }
+    }
+    return Object.assign(api, { call })
+  }
+
+  it('listens on loopback only; a generated token is 32 random bytes, kept in a 0600 file next to the key', async () => {
+    server = await startServer()
+    const a = await agent()
+    for (const listen of ['0.0.0.0:0', '192.0.2.1:4040', '[::]:0', 'example.com:4040', '4040', '127.0.0.1:99999']) {
+      await expect(startControlApi({ runner: listRunner(), agent: a, listen }), listen).rejects.toThrow(/loopback|HOST:PORT/)
+    }
+    await expect(startControlApi({ runner: listRunner(), agent: a, listen: { ip: '10.0.0.1', port: 0 } })).rejects.toThrow(/not a loopback address/)
+    await expect(startControlApi({ runner: listRunner(), agent: a, listen: '127.0.0.1:0', token: 'short' })).rejects.toThrow(/16 to 512/)
+    const api = await start(a)
+    expect(api.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+    expect(api.token).toMatch(/^[A-Za-z0-9_-]{43}$/)
+    const other = await start(a, { listen: 'localhost:0' })
+    expect(other.token).not.toBe(api.token)
+    const dir = await mkdtemp(join(tmpdir(), 'starsock-control-'))
+    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    const file = controlTokenFile(join(dir, 'agent.key'))
+    expect(file).toBe(join(dir, 'agent.key.control-token'))
+    await writeControlToken(file, api.token)
+    expect(await readFile(file, 'utf8')).toBe(api.token + '\n')
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
+  })
+
+  it('answers only with the token, only to loopback Host names and pages, within its bounds', async () => {
+    server = await startServer()
+    const a = await agent()
+    const api = await start(a, { token: 'a-long-enough-test-token' })
+    // The token: missing, wrong (also a prefix of the right one), another scheme.
+    for (const authorization of [undefined, 'Bearer wrong-token-wrong-token', 'Bearer a-long-enough-test-toke', 'Basic a-long-enough-test-token']) {
+      const r = await api.call('GET', '/v1/status', undefined, authorization === undefined ? { authorization: '' } : { authorization })
+      expect(r.status, String(authorization)).toBe(401)
+      expect(r.json.error.code).toBe('E_FORBIDDEN')
+      expect(r.headers.get('www-authenticate')).toMatch(/^Bearer/)
+    }
+    const ok = await api.call('GET', '/v1/status')
+    expect(ok.status).toBe(200)
+    expect(ok.json.peer).toEqual({ id: a.peer.peerId, server: server.url(), state: 'joined' })
+    expect(ok.json.agent).toMatchObject({ closed: false, peers: 0, mappings: 0 })
+    expect(ok.json.sessions).toEqual([])
+    expect(ok.headers.get('access-control-allow-origin')).toBeNull()
+    // DNS rebinding: another name that resolves to 127.0.0.1 is refused, even with the token.
+    const auth = { authorization: `Bearer ${api.token}` }
+    for (const host of ['evil.example', 'evil.example:' + new URL(api.url).port, '127.0.0.1.nip.io', '127.0.0.1@evil.example', undefined]) {
+      const r = await rawRequest(api.url + '/v1/status', host === undefined ? auth : { ...auth, host }, undefined, 'GET', host !== undefined)
+      expect(r.status, String(host)).toBe(403)
+      expect(r.json.error.code).toBe('E_FORBIDDEN')
+    }
+    for (const host of ['localhost', `localhost:${new URL(api.url).port}`, '127.0.0.2', '[::1]:4040']) {
+      expect((await rawRequest(api.url + '/v1/status', { ...auth, host })).status, host).toBe(200)
+    }
+    expect((await api.call('GET', '/v1/status', undefined, { origin: 'https://evil.example' })).status).toBe(403)
+    expect((await api.call('GET', '/v1/status', undefined, { origin: 'http://localhost:3000' })).status).toBe(200)
+    // Bounds: size, type, JSON, routes, methods.
+    const big = await api.call('POST', '/v1/socket/start', JSON.stringify({ protocol: 'udp', pad: 'x'.repeat(CONTROL_MAX_BODY_BYTES) }))
+    expect(big.status).toBe(413)
+    expect(big.json.error.code).toBe('E_LIMIT_BYTES')
+    const chunked = await rawRequest(api.url + '/v1/socket/start', { ...auth, 'content-type': 'application/json', 'transfer-encoding': 'chunked' }, 'y'.repeat(CONTROL_MAX_BODY_BYTES + 1), 'POST')
+    expect(chunked.status).toBe(413)
+    const text = await api.call('POST', '/v1/socket/start', '{"protocol":"udp"}', { 'content-type': 'text/plain' })
+    expect(text.status).toBe(415)
+    for (const body of ['{"protocol":', '', 'null', '[1,2]', '"udp"']) {
+      const r = await api.call('POST', '/v1/socket/start', body)
+      expect(r.status, body).toBe(400)
+      expect(r.json.error.code).toBe('E_BAD_REQUEST')
+      expect(typeof r.json.error.message).toBe('string')
+    }
+    const unknown = await api.call('GET', '/v1/nothing')
+    expect(unknown.status).toBe(404)
+    expect(unknown.json.error.message).toMatch(/No such endpoint/)
+    const method = await api.call('PUT', '/v1/status')
+    expect(method.status).toBe(405)
+    expect(method.headers.get('allow')).toBe('GET')
+    expect((await api.call('DELETE', '/v1/mappings/nope')).status).toBe(404)
+    expect((await api.call('DELETE', '/v1/mappings/%E0%A4%A')).status).toBe(400)
+    // Not HTTP at all: a JSON 400, and the API goes on.
+    const garbage = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(api.url).port), '127.0.0.1', () => socket.end('NOT HTTP\r\n\r\n'))
+      let text = ''
+      socket.on('data', (c: Buffer) => { text += c.toString() })
+      socket.on('end', () => resolve(text))
+      socket.on('error', reject)
+    })
+    expect(garbage).toMatch(/^HTTP\/1\.1 400 [^]*"E_BAD_REQUEST"/)
+    // Still serving after all that.
+    expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
+  })
+
+  it('answers 408 to a body that does not arrive in time', async () => {
+    server = await startServer()
+    const a = await agent()
+    const api = await start(a, { requestTimeoutMs: 300 })
+    const r = await within('the 408 answer', new Promise<{ status: number, json: any }>((resolve, reject) => {
+      const req = http.request(api.url + '/v1/socket/start', { method: 'POST', agent: false, headers: { authorization: `Bearer ${api.token}`, 'content-type': 'application/json', 'content-length': '100' } }, (res) => {
+        let text = ''
+        res.on('data', (c: Buffer) => { text += c.toString() })
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) }))
+      })
+      req.on('error', reject)
+      req.write('{"protocol"') // and never the rest
+    }))
+    expect(r.status).toBe(408)
+    expect(r.json.error.code).toBe('E_TIMEOUT')
+  })
+
+  describe('S2S calls', () => {
+    it('socket/start makes an allocation that relays, sendRequest hands a half to a real agent, stop releases it', async () => {
+      server = await startServer({ udpRelay: true, udpPorts: portRange(8) })
+      const a = await agent()
+      let received: Promise<UdpHalf> | undefined
+      const b = await agent({
+        onChannel: async (channel: Channel) => {
+          if (channel.header.type === 'udp-relay') received = readUdpHalf(channel)
+          return undefined
+        }
+      })
+      const api = await start(a, { maxAllocations: 1 })
+      // Bad input first.
+      for (const body of [{ protocol: 'tcp' }, {}, { protocol: 'udp', mode: 'wide' }, { protocol: 'udp', mode: 'address' }, { protocol: 'udp', allowIps: ['1.2.3.4'] }, { protocol: 'udp', mode: 'address', allowIps: ['not-an-ip'] }, { protocol: 'udp', extra: 1 }]) {
+        const r = await api.call('POST', '/v1/socket/start', body)
+        expect(r.status, JSON.stringify(body)).toBe(400)
+      }
+      const started = await api.call('POST', '/v1/socket/start', { protocol: 'udp' })
+      expect(started.status).toBe(201)
+      const s = started.json
+      expect(s).toMatchObject({ protocol: 'udp', mode: 'token', ip: '127.0.0.1' })
+      expect(s.token1).toMatch(/^[0-9a-f]{32}$/)
+      expect([typeof s.id, typeof s.port1, typeof s.port2, typeof s.expiresAt]).toEqual(['string', 'number', 'number', 'number'])
+      // Bounded: a second one while the first is held.
+      const second = await api.call('POST', '/v1/socket/start', { protocol: 'udp' })
+      expect(second.status).toBe(409)
+      expect(second.json.error.code).toBe('E_LIMIT_ALLOCATIONS')
+      expect((await api.call('GET', '/v1/status')).json.allocations).toEqual([{ id: s.id, protocol: 'udp', mode: 'token', ip: s.ip, port1: s.port1, port2: s.port2, expiresAt: s.expiresAt }])
+      // Hand endpoint 2 to B (the default).
+      expect((await api.call('POST', '/v1/socket/sendRequest', { id: 'nope', peer: b.peer.peerId })).status).toBe(404)
+      expect((await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId, endpoint: 3 })).status).toBe(400)
+      const sent = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId })
+      expect(sent.status).toBe(200)
+      expect(sent.json).toEqual({ id: s.id, peer: b.peer.peerId, endpoint: 2, ip: s.ip, port: s.port2 })
+      await waitFor('the half at B', () => received !== undefined)
+      const half = await within('B to read the half', received as Promise<UdpHalf>)
+      expect(half).toEqual({ ip: s.ip, port: s.port2, token: s.token2, expiresAt: s.expiresAt })
+      // Both ends register; datagrams cross the relay both ways.
+      const mine = await udpSocket()
+      const theirs = await udpSocket()
+      cleanup.push(mine, theirs)
+      await within('endpoint 1 to register', registerUdpEndpoint(mine.socket, { ip: s.ip, port: s.port1, token: s.token1 }))
+      await within('endpoint 2 to register', registerUdpEndpoint(theirs.socket, half))
+      mine.got.length = 0
+      theirs.got.length = 0
+      theirs.socket.send(Buffer.from('from B'), half.port, half.ip)
+      await waitFor('the datagram at endpoint 1', () => mine.got.some((d) => d.toString() === 'from B'))
+      mine.socket.send(Buffer.from('from A'), s.port1, s.ip)
+      await waitFor('the datagram at endpoint 2', () => theirs.got.some((d) => d.toString() === 'from A'))
+      // Stop: released, its ports free, and unknown from then on.
+      expect((await api.call('POST', '/v1/socket/stop', { id: s.id })).json).toEqual({ id: s.id, stopped: true })
+      await within('the allocation\'s ports to be free', untilFree(s.port1, s.port2))
+      expect((await api.call('GET', '/v1/status')).json.allocations).toEqual([])
+      const again = await api.call('POST', '/v1/socket/stop', { id: s.id })
+      expect(again.status).toBe(404)
+      expect(again.json.error.code).toBe('E_UDP_NOT_FOUND')
+      // The place is free again.
+      expect((await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).status).toBe(201)
+    }, 30_000)
+
+    it('a peer that takes no halves, or a server without the relay, is a 502 with the code; close releases what is held', async () => {
+      server = await startServer({ udpRelay: true, udpPorts: portRange(8) })
+      const a = await agent()
+      const b = await agent() // no onChannel: it takes no udp-relay channels
+      const api = await start(a)
+      const s = (await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).json
+      const refused = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId })
+      expect(refused.status).toBe(502)
+      expect(refused.json.error.code).toBe('E_UNSUPPORTED')
+      const self = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: a.peer.peerId })
+      expect(self.status).toBe(400)
+      expect(await portFree(s.port1)).toBe(false)
+      await api.close()
+      await within('the allocation\'s ports to be free after close', untilFree(s.port1, s.port2))
+      const plain = await startServer()
+      cleanup.push(plain)
+      const peer = await createPeer({ server: plain.url() })
+      const c = createSockAgent(peer)
+      cleanup.push({ close: async () => { await c.close(); await peer.close() } })
+      const api2 = await start(c)
+      const disabled = await api2.call('POST', '/v1/socket/start', { protocol: 'udp' })
+      expect(disabled.status).toBe(502)
+      expect(disabled.json.error.code).toBe('E_UDP_DISABLED')
+    }, 30_000)
+  })
+})
