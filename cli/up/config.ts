@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
-import { getStaticTOMLValue, parseTOML } from 'toml-eslint-parser'
+import { getStaticTOMLValue, parseTOML, type AST } from 'toml-eslint-parser'
 import { z } from 'zod'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import { isHost, isPort, type SockProto } from '../../shared/sock-protocol.ts'
@@ -318,28 +318,28 @@ function allowedKeysText (base: Path, rest: Path): string {
 }
 
 /** Where each path of the document is (its first line), from the TOML AST. */
-function lineIndex (ast: ReturnType<typeof parseTOML>): Map<string, number> {
+function lineIndex (ast: AST.TOMLProgram): Map<string, number> {
   const lines = new Map<string, number>()
   const mark = (p: Path, line: number): void => {
     const key = JSON.stringify(p)
     if (!lines.has(key)) lines.set(key, line)
   }
-  const keyNames = (kv: any): string[] => kv.key.keys.map((k: any) => String(k.name ?? k.value))
-  const walkValue = (p: Path, node: any): void => {
+  const keyNames = (kv: AST.TOMLKeyValue): string[] => kv.key.keys.map((k) => k.type === 'TOMLBare' ? k.name : String(k.value))
+  const walkValue = (p: Path, node: AST.TOMLContentNode): void => {
     mark(p, node.loc.start.line)
     if (node.type === 'TOMLInlineTable') for (const kv of node.body) walkKeyValue(p, kv)
-    else if (node.type === 'TOMLArray') node.elements.forEach((e: any, i: number) => walkValue([...p, i], e))
+    else if (node.type === 'TOMLArray') node.elements.forEach((e, i) => walkValue([...p, i], e))
   }
-  const walkKeyValue = (base: Path, kv: any): void => {
+  const walkKeyValue = (base: Path, kv: AST.TOMLKeyValue): void => {
     const names = keyNames(kv)
     for (let i = 1; i < names.length; i++) mark([...base, ...names.slice(0, i)], kv.loc.start.line)
     walkValue([...base, ...names], kv.value)
   }
   for (const top of ast.body) {
-    for (const node of top.body as any[]) {
+    for (const node of top.body) {
       if (node.type === 'TOMLKeyValue') walkKeyValue([], node)
-      else if (node.type === 'TOMLTable') {
-        const key = node.resolvedKey as Path
+      else {
+        const key = node.resolvedKey
         for (let i = 1; i <= key.length; i++) mark(key.slice(0, i), node.loc.start.line)
         for (const kv of node.body) walkKeyValue(key, kv)
       }
@@ -357,25 +357,38 @@ function lineOf (lines: Map<string, number>, p: Path): number {
   return 1
 }
 
-function derivedId (kind: MappingKind, e: Record<string, any>): string {
-  const addr = (a: SockAddress): string => `${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}`
-  switch (kind) {
-    case 'forward': return `forward/${e.proto as string}:${addr(e.listen)}`
-    case 'accept': return `accept/${e.proto as string}:${addr(e.listen)}`
-    case 'socks': return `socks:${addr(e.listen)}`
-    case 'expose': return `expose/${e.proto as string}:${(e.peer as string).slice(-8)}:${addr({ ip: e.bind_host, port: e.port })}`
-  }
+function addressText (a: SockAddress): string {
+  return `${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}`
 }
 
-/** Turn a checked entry (TOML or JSON field names) into a `MappingEntry`. */
-function toEntry (kind: MappingKind, e: Record<string, any>): MappingEntry {
-  const common = { id: (e.name as string | undefined) ?? derivedId(kind, e), ...(e.name === undefined ? {} : { name: e.name as string }), peer: e.peer as string }
-  const target = (): { to?: SockAddress, service?: string } => e.service === undefined ? { to: e.to } : { service: e.service }
+type ForwardRaw = z.output<typeof forwardSchema>
+type ExposeRaw = z.output<typeof exposeSchema>
+type SocksRaw = z.output<typeof socksSchema>
+type AcceptRaw = z.output<typeof acceptSchema>
+
+/** Turn a checked entry (TOML or JSON field names) into a `MappingEntry`; its id is its name, or derived from what it does. */
+function toEntry (kind: MappingKind, raw: unknown): MappingEntry {
+  const named = (e: { name?: string, peer: string }, derived: string): { id: string, name?: string, peer: string } =>
+    ({ id: e.name ?? derived, ...(e.name === undefined ? {} : { name: e.name }), peer: e.peer })
+  const target = (e: { to?: SockAddress, service?: string }): { to?: SockAddress, service?: string } => e.service === undefined ? { to: e.to } : { service: e.service }
   switch (kind) {
-    case 'forward': return { kind, ...common, listen: e.listen, ...target(), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
-    case 'accept': return { kind, ...common, listen: e.listen, ...target(), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
-    case 'socks': return { kind, ...common, listen: e.listen, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY], ...(e.users === undefined ? {} : { users: e.users }) }
-    case 'expose': return { kind, ...common, port: e.port, bindHost: e.bind_host, to: e.to, proto: e.proto, ...(e.allow_from === undefined ? {} : { allowFrom: e.allow_from }) }
+    case 'forward': {
+      const e = raw as ForwardRaw
+      return { kind, ...named(e, `forward/${e.proto}:${addressText(e.listen)}`), listen: e.listen, ...target(e), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
+    }
+    case 'accept': {
+      const e = raw as AcceptRaw
+      return { kind, ...named(e, `accept/${e.proto}:${addressText(e.listen)}`), listen: e.listen, ...target(e), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
+    }
+    case 'socks': {
+      const e = raw as SocksRaw
+      return { kind, ...named(e, `socks:${addressText(e.listen)}`), listen: e.listen, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY], ...(e.users === undefined ? {} : { users: e.users }) }
+    }
+    case 'expose': {
+      const e = raw as ExposeRaw
+      const derived = `expose/${e.proto}:${e.peer.slice(-8)}:${addressText({ ip: e.bind_host, port: e.port })}`
+      return { kind, ...named(e, derived), port: e.port, bindHost: e.bind_host, to: e.to, proto: e.proto, ...(e.allow_from === undefined ? {} : { allowFrom: e.allow_from }) }
+    }
   }
 }
 
@@ -392,15 +405,16 @@ export function parseMappingEntry (kind: MappingKind, value: unknown): MappingEn
     const field = formatPath(p.slice(1)) || kind
     throw new ConfigError(`${field}: ${message}`, field, message)
   }
-  return toEntry(kind, r.data as Record<string, any>)
+  return toEntry(kind, r.data)
 }
 
 /** A stable text of an entry, equal for equal entries whatever the key order (for `apply`'s diff). */
 export function canonicalEntry (entry: MappingEntry): string {
   const sort = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(sort)
-    if (v !== null && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().filter((k) => (v as any)[k] !== undefined).map((k) => [k, sort((v as any)[k])]))
-    return v
+    if (v === null || typeof v !== 'object') return v
+    const o = v as Record<string, unknown>
+    return Object.fromEntries(Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => [k, sort(o[k])]))
   }
   return JSON.stringify(sort(entry))
 }
@@ -453,7 +467,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
         const { path: p, message } = firstIssue(r.error, [kind, i])
         fail(lineOf(lines, p), formatPath(p), message)
       }
-      const entry = toEntry(kind, r.data as Record<string, any>)
+      const entry = toEntry(kind, r.data)
       const where = formatPath([kind, i])
       const idAt = ids.get(entry.id)
       if (idAt !== undefined) fail(lineOf(lines, [kind, i, 'name']), `${where}${entry.name === undefined ? '' : '.name'}`, `id "${entry.id}" is already used by ${idAt} (give each a distinct name)`)
