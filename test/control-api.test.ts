@@ -16,9 +16,11 @@ import { createSockAgent, type SockAgent, type SockAgentOptions } from '../clien
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
 import { readUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
-import { CONTROL_MAX_BODY_BYTES, controlTokenFile, startControlApi, writeControlToken, type ControlApi, type ControlApiOptions, type ControlRunner } from '../cli/up/control-api.ts'
+import { CONTROL_MAX_BODY_BYTES, controlTokenFile, startControlApi, writeControlToken, type ControlApi, type ControlApiOptions } from '../cli/up/control-api.ts'
+import { AgentRunner } from '../cli/up/runner.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { startServer, waitFor, within } from './helpers/server.ts'
+import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
 
 /** A port range of its own for each test file run (vitest runs files in parallel). */
 function portRange (size: number): [number, number] {
@@ -76,18 +78,14 @@ describe('control API', () => {
     return a
   }
 
-  /** A runner that only keeps entries (the real one is in the mapping tests). */
-  const listRunner = (): ControlRunner => {
-    const entries: Array<{ id: string }> = []
-    return {
-      add: (e) => { entries.push(e) },
-      remove: (id) => { entries.splice(entries.findIndex((e) => e.id === id), 1) },
-      list: () => entries.map((e) => ({ id: e.id, entry: e, state: 'up' }))
-    }
+  const runnerOf = (a: SockAgent): AgentRunner => {
+    const runner = new AgentRunner(a)
+    cleanup.push(runner)
+    return runner
   }
 
   const start = async (a: SockAgent, options: Partial<ControlApiOptions> = {}): Promise<ControlApi & { call: (method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number, json: any, headers: Headers }> }> => {
-    const api = await startControlApi({ runner: listRunner(), agent: a, listen: '127.0.0.1:0', ...options })
+    const api = await startControlApi({ runner: runnerOf(a), agent: a, listen: '127.0.0.1:0', ...options })
     cleanup.push(api)
     const call = async (method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number, json: any, headers: Headers }> => {
       const res = await fetch(api.url + path, {
@@ -104,11 +102,11 @@ describe('control API', () => {
   it('listens on loopback only; a generated token is 32 random bytes, kept in a 0600 file next to the key', async () => {
     server = await startServer()
     const a = await agent()
-    for (const listen of ['0.0.0.0:0', '192.0.2.1:4040', '[::]:0', 'example.com:4040', '4040', '127.0.0.1:99999']) {
-      await expect(startControlApi({ runner: listRunner(), agent: a, listen }), listen).rejects.toThrow(/loopback|HOST:PORT/)
+    for (const listen of ['0.0.0.0:0', '192.0.2.1:4040', '[::]:0', 'example.com:4040', '127.0.0.1', '127.0.0.1:99999']) {
+      await expect(startControlApi({ runner: runnerOf(a), agent: a, listen }), listen).rejects.toThrow(/loopback|HOST:PORT/)
     }
-    await expect(startControlApi({ runner: listRunner(), agent: a, listen: { ip: '10.0.0.1', port: 0 } })).rejects.toThrow(/not a loopback address/)
-    await expect(startControlApi({ runner: listRunner(), agent: a, listen: '127.0.0.1:0', token: 'short' })).rejects.toThrow(/16 to 512/)
+    await expect(startControlApi({ runner: runnerOf(a), agent: a, listen: { ip: '10.0.0.1', port: 0 } })).rejects.toThrow(/not a loopback address/)
+    await expect(startControlApi({ runner: runnerOf(a), agent: a, listen: '127.0.0.1:0', token: 'short' })).rejects.toThrow(/16 to 512/)
     const api = await start(a)
     expect(api.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
     expect(api.token).toMatch(/^[A-Za-z0-9_-]{43}$/)
@@ -202,6 +200,65 @@ describe('control API', () => {
     }))
     expect(r.status).toBe(408)
     expect(r.json.error.code).toBe('E_TIMEOUT')
+  })
+
+  it('lists, adds and removes a forward: bytes flow through the added one, its port closes after DELETE', async () => {
+    server = await startServer()
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const a = await agent()
+    const b = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const api = await start(a)
+    expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
+    // Bad entries: the config's own checks, one line naming the field.
+    const bad = [
+      [{ peer: b.peer.peerId, listen: '127.0.0.1:0', to: `127.0.0.1:${echo.port}` }, /^kind: /],
+      [{ kind: 'tunnel', peer: b.peer.peerId }, /^kind: /],
+      [{ kind: 'forward', listen: '127.0.0.1:0', to: `127.0.0.1:${echo.port}` }, /^peer: /],
+      [{ kind: 'forward', peer: b.peer.peerId, listen: '127.0.0.1:0', to: 'nowhere' }, /^to: /],
+      [{ kind: 'forward', peer: b.peer.peerId, listen: '127.0.0.1:0', to: `127.0.0.1:${echo.port}`, extra: true }, /extra/]
+    ] as const
+    for (const [body, message] of bad) {
+      const r = await api.call('POST', '/v1/mappings', body)
+      expect(r.status, JSON.stringify(body)).toBe(400)
+      expect(r.json.error.code).toBe('E_BAD_REQUEST')
+      expect(r.json.error.message).toMatch(message)
+    }
+    const entry = { kind: 'forward', name: 'echo', peer: b.peer.peerId, listen: '127.0.0.1:0', to: `127.0.0.1:${echo.port}` }
+    const added = await api.call('POST', '/v1/mappings', entry)
+    expect(added.status).toBe(201)
+    expect(added.json).toMatchObject({ id: 'echo', kind: 'forward', state: 'up', entry: { peer: b.peer.peerId, to: { ip: '127.0.0.1', port: echo.port } } })
+    const port = added.json.address.port as number
+    expect(port).toBeGreaterThan(0)
+    expect((await api.call('POST', '/v1/mappings', entry)).status).toBe(409)
+    const data = testBytes(200_000, 7)
+    expect(Buffer.compare(await within('a round trip through the added forward', tcpRoundTrip(port, data)), Buffer.from(data))).toBe(0)
+    const listed = (await api.call('GET', '/v1/mappings')).json.mappings
+    expect(listed).toHaveLength(1)
+    expect(listed[0]).toMatchObject({ id: 'echo', state: 'up', address: { ip: '127.0.0.1', port } })
+    expect(listed[0].stats.bytesOut).toBeGreaterThanOrEqual(data.byteLength)
+    expect(listed[0].stats.bytesIn).toBeGreaterThanOrEqual(data.byteLength)
+    const status = (await api.call('GET', '/v1/status')).json
+    expect(status.mappings).toBe(1)
+    expect(status.sessions).toEqual([expect.objectContaining({ peerId: b.peer.peerId, secure: true, initiator: true })])
+    const removed = await api.call('DELETE', '/v1/mappings/echo')
+    expect(removed.status).toBe(204)
+    expect(removed.json).toBeUndefined()
+    expect(await rejected(tcpRoundTrip(port, data))).toMatchObject({ code: 'ECONNREFUSED' })
+    expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
+    expect((await api.call('DELETE', '/v1/mappings/echo')).status).toBe(404)
+  }, 30_000)
+
+  it('never shows a SOCKS user\'s password', async () => {
+    server = await startServer()
+    const a = await agent()
+    const b = await agent()
+    const api = await start(a)
+    const r = await api.call('POST', '/v1/mappings', { kind: 'socks', name: 'proxy', peer: b.peer.peerId, listen: '127.0.0.1:0', users: [{ user: 'ann', pass: 'hunter2-secret' }] })
+    expect([201, 202]).toContain(r.status)
+    const text = JSON.stringify((await api.call('GET', '/v1/mappings')).json) + JSON.stringify(r.json)
+    expect(text).toContain('ann')
+    expect(text).not.toContain('hunter2-secret')
   })
 
   describe('S2S calls', () => {

@@ -19,21 +19,20 @@ import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
 import { ConfigError, parseMappingEntry, type MappingEntry, type MappingKind } from './config.ts'
+import type { AgentRunner, MappingStatus } from './runner.ts'
 import { BadRequest, CONTROL_MAX_ALLOCATIONS, CONTROL_REFRESH_MS, ControlSockets, parseSocketSend, parseSocketStart, parseSocketStop } from './control-sockets.ts'
 
 /** Largest request body taken. */
 export const CONTROL_MAX_BODY_BYTES = 64 * 1024
 /** A request must arrive whole, and its work be done, within this long, by default. */
 export const CONTROL_REQUEST_TIMEOUT_MS = 30_000
+/** `POST /v1/mappings` answers 202 (still starting) when the first attempt takes longer than this (a person asked, a peer not online yet). */
+export const CONTROL_ADD_WAIT_MS = 10_000
 /** Connections the API holds at once. */
 const MAX_CONNECTIONS = 32
 
-/** What the control API needs of the runner (`AgentRunner` in `runner.ts`). */
-export interface ControlRunner {
-  add: (entry: MappingEntry) => unknown
-  remove: (id: string) => unknown
-  list: () => ReadonlyArray<{ id: string }>
-}
+/** What the control API uses of the runner. */
+export type ControlRunner = Pick<AgentRunner, 'add' | 'remove' | 'list' | 'get'>
 
 /** Options of `startControlApi`. */
 export interface ControlApiOptions {
@@ -87,6 +86,7 @@ const loopback = parseAllowFrom(LOOPBACK_ONLY)
 export function parseControlListen (listen: string | SockAddress): { host: string, port: number } {
   if (typeof listen === 'object' && listen !== null) listen = `${listen.ip.includes(':') ? `[${listen.ip}]` : listen.ip}:${listen.port}`
   if (typeof listen !== 'string') throw new TypeError('control listen must be a string HOST:PORT')
+  if (/^\d{1,5}$/.test(listen)) listen = `127.0.0.1:${listen}` // a bare port, as the config takes it
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(listen)
   const port = Number(m?.[3])
   if (m === null || port > 65535) throw new RangeError(`control listen "${listen.slice(0, 100)}" is not HOST:PORT (e.g. 127.0.0.1:4040)`)
@@ -142,7 +142,7 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
     logger
   })
   const tokenDigest = digest(token)
-  const routes = new Routes(options, sockets)
+  const routes = new Routes(options, sockets, Math.min(CONTROL_ADD_WAIT_MS, Math.floor(timeoutMs / 2)))
 
   // requireHostHeader off: a request without Host gets the same JSON 403 as one with a foreign Host.
   const server = http.createServer({ requestTimeout: timeoutMs + 5_000, headersTimeout: Math.min(timeoutMs, 10_000) + 1_000, requireHostHeader: false, connectionsCheckingInterval: 2_000 }, (req, res) => {
@@ -269,7 +269,7 @@ function toApiError (err: unknown): ApiError {
 
 /** The API's routes. */
 class Routes {
-  constructor (private readonly options: ControlApiOptions, private readonly sockets: ControlSockets) {}
+  constructor (private readonly options: ControlApiOptions, private readonly sockets: ControlSockets, private readonly addWaitMs: number) {}
 
   async handle (method: string, target: string, contentType: string | undefined, body: Buffer, deadline: AbortSignal, timeoutMs: number): Promise<{ status: number, value?: unknown }> {
     const path = target.split('?')[0] as string
@@ -298,15 +298,28 @@ class Routes {
           if (err instanceof ConfigError) throw new BadRequest(err.message)
           throw err
         }
-        if (runner.list().some((m) => m.id === entry.id)) throw new ApiError(409, 'E_BAD_REQUEST', `A mapping ${entry.id} exists already: remove it first, or give this one another name`)
-        await runner.add(entry)
-        const added = runner.list().find((m) => m.id === entry.id)
-        return { status: 201, value: added === undefined ? { id: entry.id } : statusJson(added) }
+        const exists = (): ApiError => new ApiError(409, 'E_BAD_REQUEST', `A mapping ${entry.id} exists already: remove it first, or give this one another name`)
+        if (runner.get(entry.id) !== undefined) throw exists()
+        const adding = runner.add(entry)
+        // Settles after the first attempt, which may wait for a person or a peer: not for long here.
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const later = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), this.addWaitMs) })
+        try {
+          const added = await Promise.race([adding, later])
+          if (added !== undefined) return { status: 201, value: statusJson(added) }
+        } catch (err) {
+          if (err instanceof TypeError) throw exists() // added meanwhile by another request
+          throw err
+        } finally {
+          clearTimeout(timer)
+        }
+        adding.catch(() => {})
+        const now = runner.get(entry.id)
+        return { status: 202, value: now === undefined ? { id: entry.id, state: 'starting' } : statusJson(now) }
       }
       case 'DELETE /v1/mappings/:id': {
         const id = decodeId(rawId as string)
-        if (!runner.list().some((m) => m.id === id)) throw new ApiError(404, 'E_BAD_REQUEST', `No mapping ${id.slice(0, 200)}`)
-        await runner.remove(id)
+        if (!await runner.remove(id)) throw new ApiError(404, 'E_BAD_REQUEST', `No mapping ${id.slice(0, 200)}`)
         return { status: 204 }
       }
       case 'POST /v1/socket/start': return { status: 201, value: await this.sockets.start(parseSocketStart(body as Record<string, unknown>)) }
@@ -390,11 +403,8 @@ async function bound<T> (work: Promise<T>, deadline: AbortSignal, timeoutMs: num
 const SECRET_KEY = /pass(word)?|secret|token/i
 
 /** A runner status as JSON: errors as `{ code, message }`, secrets in the entry redacted. */
-function statusJson (s: { id: string }): unknown {
-  const out: Record<string, unknown> = { ...s, entry: redact((s as { entry?: unknown }).entry) }
-  const err = (s as { error?: unknown }).error
-  if (err instanceof Error) out.error = { code: (err as Partial<StarsockError>).code ?? 'E_INTERNAL', message: err.message }
-  return out
+function statusJson (s: MappingStatus): unknown {
+  return { ...s, entry: redact(s.entry) }
 }
 
 function redact (value: unknown, depth = 0): unknown {
