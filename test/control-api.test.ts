@@ -6,7 +6,7 @@
 import dgram from 'node:dgram'
 import http from 'node:http'
 import net from 'node:net'
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -21,6 +21,7 @@ import { AgentRunner } from '../cli/up/runner.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
+import { Programs, peerIdOf } from './helpers/programs.ts'
 
 /** A port range of its own for each test file run (vitest runs files in parallel). */
 function portRange (size: number): [number, number] {
@@ -260,6 +261,36 @@ describe('control API', () => {
     expect(text).toContain('ann')
     expect(text).not.toContain('hunter2-secret')
   })
+
+  it('`starsock up` with [control] listens, keeps the token it made in KEY.control-token (0600), and stops with the agent', async () => {
+    server = await startServer()
+    const programs = new Programs()
+    cleanup.push({ close: async () => await programs.cleanup() })
+    const dir = await mkdtemp(join(tmpdir(), 'starsock-control-up-'))
+    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    const file = join(dir, 'agent.toml')
+    await writeFile(file, `server = "${server.url()}"\nkey = "./agent.key"\n\n[control]\nlisten = "127.0.0.1:0"\n`)
+    const up = programs.start(['up', '--config', file, '--json'])
+    const event = await up.event('control', 20_000)
+    expect(event.tokenFile).toBe(join(dir, 'agent.key.control-token'))
+    expect(JSON.stringify(up.out()) + up.err()).not.toContain((await readFile(join(dir, 'agent.key.control-token'), 'utf8')).trim())
+    expect((await stat(event.tokenFile as string)).mode & 0o777).toBe(0o600)
+    const token = (await readFile(event.tokenFile as string, 'utf8')).trim()
+    const url = event.url as string
+    const status = await fetch(`${url}/v1/status`, { headers: { authorization: `Bearer ${token}` } })
+    expect(status.status).toBe(200)
+    const body = await status.json() as { peer: { id: string } }
+    expect(body).toMatchObject({ peer: { state: 'joined' }, mappings: 0 })
+    expect((await fetch(`${url}/v1/status`, { headers: { authorization: 'Bearer not-the-token-at-all' } })).status).toBe(401)
+    expect(await up.stop('SIGTERM')).toBe(0)
+    expect(body.peer.id).toBe(peerIdOf(join(dir, 'agent.key'))) // after the stop: spawnSync would hold this process's server
+    expect(await rejected(fetch(`${url}/v1/status`, { headers: { authorization: `Bearer ${token}` } }))).toBeInstanceOf(Error)
+    // A listen address that is not loopback: one line, exit 1.
+    await writeFile(file, `server = "${server.url()}"\nkey = "./agent.key"\n\n[control]\nlisten = "0.0.0.0:4040"\n`)
+    const bad = programs.start(['up', '--config', file, '--json'])
+    expect(await within('starsock up to exit on a bad [control]', bad.exited, 20_000)).toBe(1)
+    expect(bad.err()).toMatch(/^starsock: .*agent\.toml:\d+: control\.listen: must be a loopback address[^\n]*\n$/)
+  }, 60_000)
 
   describe('S2S calls', () => {
     it('socket/start makes an allocation that relays, sendRequest hands a half to a real agent, stop releases it', async () => {
