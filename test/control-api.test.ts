@@ -50,6 +50,21 @@ async function untilFree (...ports: number[]): Promise<void> {
   for (const port of ports) while (!await portFree(port)) await new Promise((resolve) => setTimeout(resolve, 20))
 }
 
+/** Write `text` on a new TCP connection to `url`'s port (and end it, with `end`); settles with what came back up to the first complete answer or the end. */
+async function rawHttp (url: string, text: string, end = false): Promise<string> {
+  return await new Promise<string>((resolve, reject) => {
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1', () => { if (end) socket.end(text); else socket.write(text) })
+    let got = ''
+    socket.on('data', (c: Buffer) => {
+      got += c.toString()
+      const m = /\r\ncontent-length: (\d+)\r\n[^]*?\r\n\r\n/i.exec(got)
+      if (m !== null && got.length >= m.index + m[0].length + Number(m[1])) { socket.destroy(); resolve(got) }
+    })
+    socket.on('end', () => resolve(got))
+    socket.on('error', reject)
+  })
+}
+
 /** A raw HTTP request (fetch will not send another Host header): settles with the status and the JSON body. */
 async function rawRequest (url: string, headers: Record<string, string>, body?: string, method = 'GET', setHost = true): Promise<{ status: number, json: any }> {
   return await new Promise((resolve, reject) => {
@@ -157,6 +172,9 @@ describe('control API', () => {
     expect(big.json.error.code).toBe('E_LIMIT_BYTES')
     const chunked = await rawRequest(api.url + '/v1/socket/start', { ...auth, 'content-type': 'application/json', 'transfer-encoding': 'chunked' }, 'y'.repeat(CONTROL_MAX_BODY_BYTES + 1), 'POST')
     expect(chunked.status).toBe(413)
+    // A declared length over the cap is refused before any of the body is read (none is sent here).
+    const declared = await within('the 413 to a declared length', rawHttp(api.url, `POST /v1/socket/start HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${api.token}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n`))
+    expect(declared).toMatch(/^HTTP\/1\.1 413 [^]*"E_LIMIT_BYTES"/)
     const text = await api.call('POST', '/v1/socket/start', '{"protocol":"udp"}', { 'content-type': 'text/plain' })
     expect(text.status).toBe(415)
     for (const body of ['{"protocol":', '', 'null', '[1,2]', '"udp"']) {
@@ -174,13 +192,7 @@ describe('control API', () => {
     expect((await api.call('DELETE', '/v1/mappings/nope')).status).toBe(404)
     expect((await api.call('DELETE', '/v1/mappings/%E0%A4%A')).status).toBe(400)
     // Not HTTP at all: a JSON 400, and the API goes on.
-    const garbage = await new Promise<string>((resolve, reject) => {
-      const socket = net.connect(Number(new URL(api.url).port), '127.0.0.1', () => socket.end('NOT HTTP\r\n\r\n'))
-      let text = ''
-      socket.on('data', (c: Buffer) => { text += c.toString() })
-      socket.on('end', () => resolve(text))
-      socket.on('error', reject)
-    })
+    const garbage = await within('the answer to garbage', rawHttp(api.url, 'NOT HTTP\r\n\r\n', true))
     expect(garbage).toMatch(/^HTTP\/1\.1 400 [^]*"E_BAD_REQUEST"/)
     // Still serving after all that.
     expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
