@@ -335,6 +335,9 @@ describe('control API', () => {
       // Hand endpoint 2 to B (the default).
       expect((await api.call('POST', '/v1/socket/sendRequest', { id: 'nope', peer: b.peer.peerId })).status).toBe(404)
       expect((await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId, endpoint: 3 })).status).toBe(400)
+      for (const peer of ['', '../x', 'not a peer id', 42, 'x'.repeat(500)]) {
+        expect((await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer })).status, String(peer)).toBe(400)
+      }
       const sent = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId })
       expect(sent.status).toBe(200)
       expect(sent.json).toEqual({ id: s.id, peer: b.peer.peerId, endpoint: 2, ip: s.ip, port: s.port2 })
@@ -362,6 +365,25 @@ describe('control API', () => {
       expect(again.json.error.code).toBe('E_UDP_NOT_FOUND')
       // The place is free again.
       expect((await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).status).toBe(201)
+    }, 30_000)
+
+    it('keeps an allocation refreshed past the relay\'s idle expiry, and forgets one the server no longer has', async () => {
+      server = await startServer({ udpRelay: true, udpPorts: portRange(8), udpIdleMs: 1000 })
+      const a = await agent()
+      const api = await start(a, { refreshMs: 200 })
+      const kept = (await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).json
+      const gone = (await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).json
+      // Three idle periods without a packet: the refreshes alone keep it.
+      await new Promise((resolve) => setTimeout(resolve, 3000))
+      expect(await portFree(kept.port1)).toBe(false)
+      expect((await a.peer.udpRefresh(kept.id)).id).toBe(kept.id)
+      // Released behind the API's back (as an expiry or a server restart would): the next refresh drops it.
+      await a.peer.udpRelease(gone.id)
+      const held = async (): Promise<string[]> => (await api.call('GET', '/v1/status')).json.allocations.map((x: { id: string }) => x.id)
+      await within('the API to forget the released allocation', (async () => {
+        while ((await held()).length > 1) await new Promise((resolve) => setTimeout(resolve, 50))
+      })())
+      expect(await held()).toEqual([kept.id])
     }, 30_000)
 
     it('a peer that takes no halves, or a server without the relay, is a 502 with the code; close releases what is held', async () => {

@@ -40,6 +40,8 @@ export class BadRequest extends Error {}
 export const CONTROL_MAX_ALLOCATIONS = 4
 /** How often a held allocation is refreshed, by default (the server's default idle expiry is 60 s). */
 export const CONTROL_REFRESH_MS = 20_000
+/** What a peer id looks like (base58). */
+const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
 /** Longest id or peer id taken in a body. */
 const MAX_ID_CHARS = 200
 
@@ -63,7 +65,9 @@ export function parseSocketSend (body: Record<string, unknown>): { id: string, p
   onlyKeys(body, ['id', 'peer', 'endpoint'])
   const endpoint = body.endpoint ?? 2
   if (endpoint !== 1 && endpoint !== 2) throw new BadRequest('endpoint: must be 1 or 2')
-  return { id: idField(body, 'id'), peer: idField(body, 'peer'), endpoint }
+  const peer = idField(body, 'peer')
+  if (!PEER_ID.test(peer)) throw new BadRequest('peer: not a peer id (base58, e.g. 12D3KooW...)')
+  return { id: idField(body, 'id'), peer, endpoint }
 }
 
 /** Check a `/v1/socket/stop` body: `{ id }`. */
