@@ -6,8 +6,9 @@
  *
  *     type: u8 | id: u32 big-endian | length: u32 big-endian | payload
  *
- * `id` is a channel id for channel frames and a mapping id for offer frames; the dialing side
- * picks odd ids, the other side even ones, so both can open at once without clashing. A frame
+ * `id` is a channel id for channel frames and a mapping id for offer frames (OFFER, OFFER_REPLY,
+ * ACK, KILL); the dialing side picks odd ids, the other side even ones, so both can open at once
+ * without clashing. Channel ids count up; mapping ids are random (never 0, never one in use). A frame
  * split across chunks, or several frames in one chunk, decode the same.
  */
 import { StarsockError } from './errors.ts'
@@ -30,7 +31,7 @@ export const FRAME = {
   FIN: 6,
   /** The channel is over, both ways: JSON `{ code, message }`. */
   RESET: 7,
-  /** Ask for a mapping (consent): JSON `{ kind, proto, host, port, name }`. */
+  /** Ask for a mapping (consent): JSON `{ kind, proto, host, port, name }` (and `service`, `allowFrom`, `size` by kind). */
   OFFER: 8,
   /**
    * Answer to OFFER: JSON `{}` (granted) or `{ error: { code, message } }`. Before it, at most one
@@ -39,7 +40,13 @@ export const FRAME = {
    */
   OFFER_REPLY: 9,
   /** A mapping is over with every channel in it: JSON `{ code, message }`. */
-  KILL: 10
+  KILL: 10,
+  /**
+   * The requester takes the grant (the Tox draft's Ack-Acc): JSON `{}`. Only to a peer whose HELLO
+   * has the `ack` feature; that peer counts the mapping as granted only once it arrives, and a
+   * requester that gave up answers a grant with KILL instead.
+   */
+  ACK: 11
 } as const
 
 /** A frame type number. */

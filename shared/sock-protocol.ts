@@ -29,10 +29,40 @@ export interface Hello {
   interim?: true
   /** Offer kinds the sender understands; absent in older peers, which understand `OLDER_OFFER_KINDS` only. */
   offers?: OfferKind[]
+  /** Wire features the sender has (`FEATURES`; unknown ones are dropped on arrival); absent in older peers: none. */
+  features?: Feature[]
 }
 
+/**
+ * Wire features a HELLO may announce: `ack` (a granted offer holds only once the requester
+ * answers the grant with an ACK frame: the Tox draft's Offer -> Accept -> Ack-Acc), `allow-from`
+ * (the sender enforces `Offer.allowFrom` on the ports it binds).
+ */
+export const FEATURES = ['ack', 'allow-from'] as const
+/** A wire feature. */
+export type Feature = typeof FEATURES[number]
+/** Most features a HELLO may list. */
+const MAX_HELLO_FEATURES = 32
+
+/** Whether the sender of `hello` has `feature`. */
+export function hasFeature (hello: Hello, feature: Feature): boolean {
+  return hello.features?.includes(feature) === true
+}
+
+/** What a service name may be: a letter or digit, then up to 63 letters, digits, `_`, `.` or `-`. */
+export const SERVICE_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/
+/** Most entries of a bind offer's `allowFrom` (as `MAX_ALLOW_FROM_ENTRIES` of `client/sock/allow-from.node.ts`). */
+export const MAX_OFFER_ALLOW_FROM_ENTRIES = 64
+/** Most addresses a bind reply lists. */
+export const MAX_REPLY_ADDRESSES = 64
+/**
+ * The shape of an `allowFrom` entry: an IPv4 or IPv6 address, with or without a `/prefix`. Only
+ * the shape: the binding peer parses it for real (`parseAllowFrom`) and denies what does not parse.
+ */
+const ALLOW_FROM_ENTRY = /^[0-9A-Fa-f.:]{2,45}(?:\/\d{1,3})?$/
+
 /** Offer kinds this version understands (and lists in its HELLO). */
-export const OFFER_KINDS: readonly OfferKind[] = ['connect', 'bind', 'accept', 'file']
+export const OFFER_KINDS: readonly OfferKind[] = ['connect', 'bind', 'accept', 'file', 'service']
 /** Offer kinds a peer understands whose HELLO lists none (one older than `offers`). */
 export const OLDER_OFFER_KINDS: readonly OfferKind[] = ['connect', 'bind', 'accept']
 /** Most offer kinds a HELLO may list. */
@@ -93,6 +123,8 @@ export interface OpenHeader {
 export interface Reply {
   /** For a bind: the address the peer listens on. */
   bound?: SockAddress
+  /** For a bind to a wildcard (`0.0.0.0`, `::`): addresses it can be reached at (interfaces not internal first, then loopback). */
+  addresses?: SockAddress[]
   error?: { code: ErrorCode, message: string }
 }
 
@@ -143,12 +175,19 @@ export function parseHello (value: unknown): Hello {
     // Kinds this version does not know are left out: it never sends them.
     offers = value.offers.filter((k): k is OfferKind => (OFFER_KINDS as readonly string[]).includes(k))
   }
+  let features: Feature[] | undefined
+  if (value.features !== undefined) {
+    if (!Array.isArray(value.features) || value.features.length > MAX_HELLO_FEATURES || !value.features.every((f) => typeof f === 'string')) throw bad(`HELLO features must be a list of at most ${MAX_HELLO_FEATURES} strings`)
+    // Features this version does not know are left out: it never uses them.
+    features = value.features.filter((f): f is Feature => (FEATURES as readonly string[]).includes(f))
+  }
   return {
     protocol: MUX_PROTOCOL,
     version: MUX_VERSION,
     window: value.window,
     ...(value.interim === true ? { interim: true as const } : {}),
-    ...(offers !== undefined ? { offers } : {})
+    ...(offers !== undefined ? { offers } : {}),
+    ...(features !== undefined ? { features } : {})
   }
 }
 
@@ -167,11 +206,43 @@ export function parseOffer (value: unknown): Offer {
   if (!isObject(value)) throw bad('offer must be an object')
   const { kind, proto, host, port, name } = value
   if (kind === 'file') return parseFileOffer(value)
-  if (typeof kind !== 'string' || !KINDS.has(kind)) throw bad('offer kind must be connect, bind, accept or file')
+  if (kind === 'service') return parseServiceOffer(value)
+  if (typeof kind !== 'string' || !KINDS.has(kind)) throw bad('offer kind must be connect, bind, accept, file or service')
   if (proto !== 'tcp' && proto !== 'udp') throw bad('offer proto must be tcp or udp')
   if (!isHost(host)) throw bad('offer host must be a host name or address')
   if (!isPort(port)) throw bad('offer port must be 0 to 65535')
-  return { kind: kind as SockKind, proto, host, port, name: checkName(name) }
+  const offer: Offer = { kind: kind as SockKind, proto, host, port, name: checkName(name) }
+  if (value.service !== undefined) {
+    if (kind !== 'accept') throw bad('only service and accept offers name a service')
+    offer.service = checkService(value.service)
+  }
+  if (value.allowFrom !== undefined) {
+    if (kind !== 'bind') throw bad('only bind offers carry allowFrom')
+    offer.allowFrom = checkAllowFrom(value.allowFrom)
+  }
+  return offer
+}
+
+/** A service name (`SERVICE_NAME`), or a protocol error. */
+function checkService (service: unknown): string {
+  if (typeof service !== 'string' || !SERVICE_NAME.test(service)) throw bad('offer service must be a name of letters, digits, _ . - (at most 64, a letter or digit first)')
+  return service
+}
+
+/** Whether `list` is shaped like an allowlist a bind offer may carry (`allowFrom`): at most 64 address or CIDR strings. */
+export function isAllowFromList (list: unknown): list is string[] {
+  return Array.isArray(list) && list.length <= MAX_OFFER_ALLOW_FROM_ENTRIES && list.every((e) => typeof e === 'string' && ALLOW_FROM_ENTRY.test(e))
+}
+
+function checkAllowFrom (list: unknown): string[] {
+  if (!isAllowFromList(list)) throw bad(`offer allowFrom must be a list of at most ${MAX_OFFER_ALLOW_FROM_ENTRIES} addresses or CIDRs`)
+  return list.slice()
+}
+
+/** A service offer: `{ kind: 'service', proto, name, service }` (host and port are not used: the granting side picks the target). */
+function parseServiceOffer (value: Record<string, unknown>): Offer {
+  if (value.proto !== 'tcp' && value.proto !== 'udp') throw bad('offer proto must be tcp or udp')
+  return { kind: 'service', proto: value.proto, host: '', port: 0, name: checkName(value.name), service: checkService(value.service) }
 }
 
 function checkName (name: unknown): string {
@@ -214,7 +285,12 @@ export function parseOpenHeader (value: unknown): OpenHeader {
 export function parseReply (value: unknown): Reply {
   if (!isObject(value)) throw bad('reply must be an object')
   if (value.error !== undefined) return { error: parseError(value.error) }
-  return { bound: address('bound', value.bound) }
+  const reply: Reply = { bound: address('bound', value.bound) }
+  if (value.addresses !== undefined) {
+    if (!Array.isArray(value.addresses) || value.addresses.length > MAX_REPLY_ADDRESSES) throw bad(`addresses must be a list of at most ${MAX_REPLY_ADDRESSES} { ip, port }`)
+    reply.addresses = value.addresses.map((a) => address('an address', a) as SockAddress)
+  }
+  return reply
 }
 
 /** A checked `{ code, message }` (an unknown code reads as a protocol error). */
@@ -231,11 +307,17 @@ export function errorToWire (err: unknown): { code: ErrorCode, message: string }
   return { code: 'E_CHANNEL_PROTOCOL', message: err instanceof Error ? err.message : String(err) }
 }
 
-/** The offer as one line, as a prompt or a log shows it: `connect/tcp 127.0.0.1:8080 "web"`. */
+/**
+ * The offer as one line, as a prompt or a log shows it: `connect/tcp 127.0.0.1:8080 "web"`,
+ * `service/tcp web`, `bind/tcp 0.0.0.0:8080 from 10.0.0.0/8`, `accept/tcp 127.0.0.1:2222 to service ssh`.
+ */
 export function describeOffer (offer: Offer): string {
   if (offer.kind === 'file') return `file ${JSON.stringify(offer.name)}, ${formatSize(offer.size ?? 0)}`
   const name = offer.name === '' ? '' : ` ${JSON.stringify(offer.name)}`
-  return `${offer.kind}/${offer.proto} ${offer.host.includes(':') ? `[${offer.host}]` : offer.host}:${offer.port}${name}`
+  if (offer.kind === 'service') return `service/${offer.proto} ${offer.service ?? '?'}${name}`
+  const service = offer.service === undefined ? '' : ` to service ${offer.service}`
+  const from = offer.allowFrom === undefined ? '' : ` from ${offer.allowFrom.length === 0 ? 'nobody' : offer.allowFrom.join(', ')}`
+  return `${offer.kind}/${offer.proto} ${offer.host.includes(':') ? `[${offer.host}]` : offer.host}:${offer.port}${service}${from}${name}`
 }
 
 /** `2.0 MiB (2097152 bytes)`, or `512 bytes`. */

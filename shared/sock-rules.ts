@@ -5,7 +5,9 @@
  * offers; `udp-relay[@PEERID]` for halves of UDP relay allocations other peers hand over. An offer
  * is allowed when some rule matches it.
  */
-import { isHost, type Offer } from './sock-protocol.ts'
+import { isHost, SERVICE_NAME, type Offer } from './sock-protocol.ts'
+
+export { SERVICE_NAME }
 
 /** One parsed rule. */
 export interface SockRule {
@@ -30,8 +32,6 @@ const SERVICE_RULE = /^service:(\*|[A-Za-z0-9][\w.-]{0,63})(?:@([1-9A-HJ-NP-Za-k
 
 const UDP_RELAY_RULE = /^udp-relay(?::\*)?(?:@([1-9A-HJ-NP-Za-km-z]{32,128}))?$/
 
-/** What a service name may be: a letter or digit, then up to 63 letters, digits, `_`, `.` or `-`. */
-export const SERVICE_NAME = /^[A-Za-z0-9][\w.-]{0,63}$/
 
 /** Parse a rule; throws a `TypeError` naming what is wrong. */
 export function parseRule (text: string): SockRule {

@@ -209,7 +209,7 @@ describe('sock channels and tunnels through a real server', () => {
       }
     })()
     await within('answers to both offers', reading, 5000)
-    expect(replies.get(1)).toEqual({ error: { code: 'E_UNSUPPORTED', message: 'offer not understood: offer kind must be connect, bind, accept or file' } })
+    expect(replies.get(1)).toEqual({ error: { code: 'E_UNSUPPORTED', message: 'offer not understood: offer kind must be connect, bind, accept, file or service' } })
     expect(replies.get(3)).toEqual({})
     conn.abort()
   })
@@ -473,11 +473,9 @@ describe('sock channels and tunnels through a real server', () => {
   })
 
   it('accept without a bind: a peer listening on the other side\'s behalf sends accept channels once it agreed', async () => {
-    const receiver = await agent({ ask: ({ offer }) => offer.kind === 'accept' })
-    receiver.on('mapping', (m) => {
-      m.acceptHandler = (channel) => {
-        void (async () => { for await (const chunk of channel) await channel.write(chunk); await channel.closeWrite() })()
-      }
+    const receiver = await agent({
+      ask: ({ offer }) => offer.kind === 'accept',
+      onAccept: (channel) => { void (async () => { for await (const chunk of channel) await channel.write(chunk); await channel.closeWrite() })() }
     })
     const sender = await agent()
     const mapping = await sender.offerAccept(receiver.peer.peerId, { host: '127.0.0.1', port: 2222, name: 'my listener' })

@@ -279,6 +279,8 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
     // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
     allow: ['file:*'],
     files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.secure }, book) } },
+    // Accept channels of an accept offer granted here: the page answers each with its greeting.
+    onAccept: (channel) => { void answerHttp(channel, greeting()) },
     onChannel: async (channel, _body, mux) => {
       if (channel.header.type === 'chat') void readChat(channel, mux.secure)
       else throw new StarsockError('E_UNSUPPORTED', `The page takes no ${channel.header.type} channels`)
@@ -291,7 +293,6 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   // A plaintext connection the agent refused (E_SECURE_REQUIRED) shows on the badge of the id it claimed, as a claim.
   a.on('refused', ({ peerId, error }) => { if (agent === a) book.refused(peerId, error) })
   a.on('mapping', (m) => {
-    if (!m.local && m.offer.kind === 'accept') m.acceptHandler = (channel) => { void answerHttp(channel, greeting()) }
     m.on('channel', renderMappings)
     renderMappings()
   })

@@ -7,7 +7,7 @@
 import { Command } from 'commander'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
-import type { SockAgent, SockAgentOptions } from '../../client/sock/agent.ts'
+import type { ServiceTarget, SockAgent, SockAgentOptions } from '../../client/sock/agent.ts'
 import { TerminalConsent } from '../consent-prompt.ts'
 import { reportAgent, sessionsText } from '../listen.ts'
 import { interrupted, lost, startAgent, stopAgent } from '../sock-runtime.ts'
@@ -37,14 +37,8 @@ export function upCommand (started: (run: Promise<number>) => void): Command {
 }
 
 /** What the agent's `services` option wants: the target and protocol of each name. */
-function serviceTargets (services: Record<string, ServiceConfig>): Record<string, { to: { ip: string, port: number }, proto: 'tcp' | 'udp' }> {
+function serviceTargets (services: Record<string, ServiceConfig>): Record<string, ServiceTarget> {
   return Object.fromEntries(Object.entries(services).map(([name, s]) => [name, { to: s.to, proto: s.proto }]))
-}
-
-/** The run-time parts of the agent this command uses (rules and services change on reload). */
-interface Reloadable {
-  setRules?: (rules: SockRule[]) => void
-  setServices?: (services: Record<string, { to: { ip: string, port: number }, proto: 'tcp' | 'udp' }>) => void
 }
 
 /** What changed in the file that a reload cannot apply (the agent would have to start anew). */
@@ -85,7 +79,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   }
   const asking = process.stdin.isTTY === true
   let consent: TerminalConsent | undefined
-  const agentOptions: SockAgentOptions & { services?: unknown } = {
+  const agentOptions: SockAgentOptions = {
     allow: config.rules,
     leaseMs: config.leaseMs,
     services: serviceTargets(config.services),
@@ -103,7 +97,9 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     takeover: flags.takeover,
     insecure: flags.insecure === true || config.insecure
   }, agentOptions)
-  const reloadable = agent as unknown as Reloadable
+  // Rules a person added ("always") stay across reloads, with the file's own.
+  const learned: SockRule[] = []
+  agent.on('rule', ({ rule }) => learned.push(rule))
   let runner: AgentRunner | undefined
   const status = new StatusReporter(flags.json === true, () => {
     const t = runner?.totals()
@@ -146,12 +142,18 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         return
       }
       const stale = unreloadable(config, next)
-      reloadable.setRules?.(next.rules)
-      reloadable.setServices?.(serviceTargets(next.services))
-      const r = await (runner).apply(next.mappings)
+      let r: { added: string[], changed: string[], removed: string[], kept: string[] }
+      try {
+        agent.setServices(serviceTargets(next.services))
+        agent.setRules([...next.rules, ...learned])
+        r = await (runner).apply(next.mappings)
+      } catch (err) {
+        status.event('reload', { ok: false, message: (err as Error).message }, `reload failed: ${(err as Error).message}`)
+        return
+      }
       config = { ...next, server: config.server, key: config.key, token: config.token, insecure: config.insecure, timeoutMs: config.timeoutMs, leaseMs: config.leaseMs, control: config.control, udpRelay: config.udpRelay }
       status.event('reload', { ok: true, ...r, restartNeeded: stale },
-        `reloaded ${flags.config}: ${r.added.length} added${r.added.length > 0 ? ` (${r.added.join(', ')})` : ''}, ${r.removed.length} removed${r.removed.length > 0 ? ` (${r.removed.join(', ')})` : ''}, ${r.kept.length} unchanged` +
+        `reloaded ${flags.config}: ${([['added', r.added], ['changed', r.changed], ['removed', r.removed]] as const).map(([what, ids]) => `${ids.length} ${what}${ids.length > 0 ? ` (${ids.join(', ')})` : ''}`).join(', ')}, ${r.kept.length} unchanged` +
         (stale.length > 0 ? `; ${stale.join(', ')} changed: restart to apply` : ''))
     })
   })

@@ -286,7 +286,7 @@ export function formatPath (p: Path): string {
 }
 
 /** A zod failure as one line: the first issue (after the path, the message). */
-function firstIssue (error: z.ZodError, base: Path): { path: PropertyKey[], message: string } {
+function firstIssue (error: z.ZodError, base: Path, input: unknown): { path: PropertyKey[], message: string } {
   const issue = error.issues[0] as z.core.$ZodIssue
   let p = [...base, ...issue.path]
   let message = issue.message
@@ -295,12 +295,22 @@ function firstIssue (error: z.ZodError, base: Path): { path: PropertyKey[], mess
     message = `unknown key${issue.keys.length > 1 ? ` (also: ${issue.keys.slice(1).join(', ')})` : ''}: a typo? ` + allowedKeysText(base, issue.path)
   } else if (issue.code === 'invalid_key') {
     message = `name: ${issue.issues[0]?.message ?? 'not a valid name'}`
-  } else if (issue.code === 'invalid_type' && /received undefined/.test(issue.message)) {
+  } else if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) {
     message = 'missing (required)'
   } else if (issue.code === 'invalid_type') {
     message = `must be ${issue.expected === 'number' ? 'a number' : issue.expected === 'boolean' ? 'true or false' : issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a table' : `a ${issue.expected}`}`
   }
   return { path: p, message }
+}
+
+/** The value at `p` inside `input` (`undefined` when there is none). */
+function valueAt (input: unknown, p: Path): unknown {
+  let v = input
+  for (const part of p) {
+    if (v === null || typeof v !== 'object') return undefined
+    v = (v as Record<PropertyKey, unknown>)[part]
+  }
+  return v
 }
 
 /** The keys a table may have, for an unknown-key error. */
@@ -401,7 +411,7 @@ export function parseMappingEntry (kind: MappingKind, value: unknown): MappingEn
   if (!(MAPPING_KINDS as readonly string[]).includes(kind)) throw new ConfigError(`kind: not one of ${MAPPING_KINDS.join(', ')}`, 'kind', `not one of ${MAPPING_KINDS.join(', ')}`)
   const r = ENTRY_SCHEMAS[kind].safeParse(value)
   if (!r.success) {
-    const { path: p, message } = firstIssue(r.error, [kind])
+    const { path: p, message } = firstIssue(r.error, [kind], value)
     const field = formatPath(p.slice(1)) || kind
     throw new ConfigError(`${field}: ${message}`, field, message)
   }
@@ -450,7 +460,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
   const value = getStaticTOMLValue(ast)
   const top = configSchema.safeParse(value)
   if (!top.success) {
-    const { path: p, message } = firstIssue(top.error, [])
+    const { path: p, message } = firstIssue(top.error, [], value)
     return fail(lineOf(lines, p), formatPath(p) || 'config', message)
   }
   const c = top.data
@@ -464,7 +474,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
     list.forEach((raw, i) => {
       const r = ENTRY_SCHEMAS[kind].safeParse(raw)
       if (!r.success) {
-        const { path: p, message } = firstIssue(r.error, [kind, i])
+        const { path: p, message } = firstIssue(r.error, [kind, i], raw)
         fail(lineOf(lines, p), formatPath(p), message)
       }
       const entry = toEntry(kind, r.data)

@@ -9,7 +9,10 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import type { Mapping } from '../../client/sock/mapping.ts'
-import { Expose, Forward, type Tunnel, type TunnelOptions, type TunnelStats } from '../../client/sock/tunnel.node.ts'
+import net from 'node:net'
+import { bindUdp, listenTcp } from '../../client/sock/host.node.ts'
+import { Socks } from '../../client/sock/socks.node.ts'
+import { Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
 import { canonicalEntry, type MappingEntry, type MappingKind } from './config.ts'
 
 /** Where a mapping is: `starting` (first attempt under way), `up`, `away` (waiting for the peer or the server, asking again by itself), `failed` (see `error`; retried unless final), `closed`. */
@@ -55,7 +58,7 @@ export const RETRY_DELAY_MAX_MS = 30_000
 const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED'])
 
 const EMPTY_STATS: TunnelStats = {
-  channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, state: 'closed',
+  channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0, state: 'closed',
   droppedBy: { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
 }
 
@@ -87,14 +90,19 @@ export function defaultTunnel (agent: SockAgent, entry: MappingEntry, signal: Ab
   const common = { peer: entry.peer, name: entry.name, timeoutMs, signal, waitForPeer: true }
   switch (entry.kind) {
     case 'forward': {
-      const t = new Forward(agent, { ...common, to: entry.to as SockAddress, service: entry.service, proto: entry.proto, allowFrom: entry.allowFrom } as TunnelOptions)
+      const t = new Forward(agent, { ...common, to: entry.to, service: entry.service, proto: entry.proto, allowFrom: entry.allowFrom })
       return { tunnel: t, start: async () => await t.start(entry.listen) }
     }
     case 'expose': {
-      const t = new Expose(agent, { ...common, to: entry.to, proto: entry.proto, allowFrom: entry.allowFrom } as TunnelOptions)
+      const t = new Expose(agent, { ...common, to: entry.to, proto: entry.proto, allowFrom: entry.allowFrom })
       return { tunnel: t, start: async () => await t.start(entry.bindHost, entry.port) }
     }
+    case 'socks': {
+      const t = new Socks(agent, { ...common, allowFrom: entry.allowFrom, users: entry.users })
+      return { tunnel: t, start: async () => await t.start(entry.listen) }
+    }
     default:
+      // TODO(issue 15): accept mappings need the tunnels helper's AcceptTunnel (not merged yet).
       throw new StarsockError('E_UNSUPPORTED', `${entry.kind} mappings are not built into this starsock yet`)
   }
 }
@@ -135,54 +143,56 @@ export class AgentRunner {
   }
 
   /**
-   * Run exactly `entries`: those whose id and content are unchanged are not touched, changed ones
-   * are closed and started anew, new ones started, missing ones closed (a failed one whose entry
-   * is unchanged is started again at once: a reload is a way to say "try again"). Settles once
-   * each started mapping's first attempt settled (`up`, `away` or `failed`).
+   * Run exactly `entries`: those whose id and content are unchanged are not touched (`kept`),
+   * changed ones are closed and started anew (`changed`), new ones started (`added`), missing ones
+   * closed (`removed`); a failed one whose entry is unchanged is started again at once (a reload
+   * is a way to say "try again"). Settles once each started mapping's first attempt settled
+   * (`up`, `away` or `failed`); other calls (`remove`, `list`) need not wait for that.
    */
-  async apply (entries: readonly MappingEntry[]): Promise<{ added: string[], removed: string[], kept: string[] }> {
-    return await this.serial(async () => {
-      const seen = new Set<string>()
-      for (const e of entries) {
-        if (seen.has(e.id)) throw new TypeError(`two mappings have the id ${e.id}`)
-        seen.add(e.id)
-      }
-      const added: string[] = []
-      const removed: string[] = []
-      const kept: string[] = []
+  async apply (entries: readonly MappingEntry[]): Promise<{ added: string[], changed: string[], removed: string[], kept: string[] }> {
+    const seen = new Set<string>()
+    for (const e of entries) {
+      if (seen.has(e.id)) throw new TypeError(`two mappings have the id ${e.id}`)
+      seen.add(e.id)
+    }
+    const { result, starting } = await this.serial(async () => {
+      const result = { added: [] as string[], changed: [] as string[], removed: [] as string[], kept: [] as string[] }
       const next = new Map(entries.map((e) => [e.id, e]))
       const stop: Running[] = []
       for (const [id, r] of this.running) {
         const e = next.get(id)
         if (e !== undefined && canonicalEntry(e) === r.canon) {
-          kept.push(id)
+          result.kept.push(id)
           if (r.state === 'failed' && r.final) this.retryNow(r)
           continue
         }
         stop.push(r)
-        if (e === undefined) removed.push(id)
+        if (e === undefined) result.removed.push(id)
+        else result.changed.push(id)
       }
       // Gone and changed ones first: a changed mapping may want its own old port.
-      await Promise.all(stop.map(async (r) => await this.stop(r, e(r.entry.id))))
-      function e (id: string): string { return next.has(id) ? 'changed' : 'removed' }
+      await Promise.all(stop.map(async (r) => await this.stop(r, next.has(r.entry.id) ? 'changed' : 'removed')))
       const starting: Array<Promise<void>> = []
       for (const entry of entries) {
         if (this.running.has(entry.id)) continue
-        added.push(entry.id)
+        if (!result.changed.includes(entry.id)) result.added.push(entry.id)
         starting.push(this.launch(entry))
       }
-      await Promise.all(starting)
-      return { added, removed, kept }
+      return { result, starting }
     })
+    await Promise.all(starting)
+    return result
   }
 
   /** Start one more mapping; throws a `TypeError` when its id is in use. Settles with its status after the first attempt. */
   async add (entry: MappingEntry): Promise<MappingStatus> {
-    return await this.serial(async () => {
+    const { r, first } = await this.serial(async () => {
       if (this.running.has(entry.id)) throw new TypeError(`a mapping with the id ${entry.id} exists`)
-      await this.launch(entry)
-      return this.status(this.running.get(entry.id) as Running)
+      const first = this.launch(entry)
+      return { r: this.running.get(entry.id) as Running, first }
     })
+    await first
+    return this.status(r)
   }
 
   /** Close and forget one mapping; `false` when there is none with `id`. */
@@ -251,13 +261,14 @@ export class AgentRunner {
     }
   }
 
-  private async launch (entry: MappingEntry): Promise<void> {
+  private launch (entry: MappingEntry): Promise<void> {
     const r: Running = {
       entry, canon: canonicalEntry(entry), state: 'starting', tunnel: undefined, abort: new AbortController(), error: undefined, final: false,
       attempts: 0, retryTimer: undefined, retryAt: undefined, usable: undefined, past: { ...EMPTY_STATS, droppedBy: { ...EMPTY_STATS.droppedBy } }, closed: false, offs: []
     }
+    // Registered at once: the caller's lock covers the table, not the wait for the peer's answer.
     this.running.set(entry.id, r)
-    await this.attempt(r)
+    return this.attempt(r)
   }
 
   /** One try at starting `r`'s tunnel; a failure is its state (and a retry), never thrown. */
@@ -267,6 +278,14 @@ export class AgentRunner {
     r.retryAt = undefined
     r.abort = new AbortController()
     const { entry } = r
+    // A port taken here fails before the peer is asked: a retry must not prompt its person each time.
+    try {
+      await probeListen(entry)
+    } catch (err) {
+      this.failed(r, asError(err), false)
+      return
+    }
+    if (r.closed || this.closed) return
     let started: StartableTunnel
     try {
       started = this.create(this.agent, entry, r.abort.signal, this.timeoutMs)
@@ -299,7 +318,7 @@ export class AgentRunner {
       }),
       tunnel.on('connection', ({ src }) => this.event('connection', r, { src }, `connection from ${addr(src)}`)),
       tunnel.on('error', (err) => this.event('error', r, { code: err.code, message: err.message }, `${err.message} (${err.code})`)),
-      (tunnel as unknown as { on: (n: string, f: (x: { src: SockAddress }) => void) => () => void }).on('refused', ({ src }) => this.event('refused', r, { src }, `refused ${addr(src)}: not in allow_from`))
+      tunnel.on('refused', ({ src }) => this.event('refused', r, { src }, `refused ${addr(src)}: not in allow_from`))
     ]
     try {
       await started.start()
@@ -378,6 +397,20 @@ export class AgentRunner {
   }
 }
 
+/** Whether the local address `entry` listens on is free (listen and close at once); rejects with `E_BIND_FAILED`. */
+async function probeListen (entry: MappingEntry): Promise<void> {
+  if (entry.kind === 'expose' || entry.listen.port === 0) return
+  const { ip, port } = entry.listen
+  if (entry.kind !== 'socks' && entry.proto === 'udp') {
+    const socket = await bindUdp(ip, port)
+    await new Promise<void>((resolve) => socket.close(() => resolve()))
+    return
+  }
+  const server = net.createServer()
+  await listenTcp(server, ip, port)
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+}
+
 /** A wildcard address listened on here is reached on loopback. */
 function usable (a: SockAddress): SockAddress | undefined {
   if (a.port === 0) return undefined
@@ -389,7 +422,7 @@ function usable (a: SockAddress): SockAddress | undefined {
 /** An expose's mapping may name the peer's usable addresses (a wildcard bind): the first of them. */
 function usableOf (m: Mapping, address: SockAddress): SockAddress | undefined {
   const wildcard = address.ip === '0.0.0.0' || address.ip === '::' || address.ip === ''
-  const addresses = (m as unknown as { addresses?: SockAddress[] }).addresses
+  const addresses = m.addresses
   if (m.local && wildcard && addresses !== undefined && addresses.length > 0) {
     const a = addresses[0] as SockAddress
     return { ip: a.ip, port: address.port !== 0 ? address.port : a.port }
@@ -408,6 +441,7 @@ function sumStats (a: TunnelStats, b: TunnelStats): TunnelStats {
     bytesOut: a.bytesOut + b.bytesOut,
     droppedDatagrams: a.droppedDatagrams + b.droppedDatagrams,
     failures: a.failures + b.failures,
+    refusedSources: a.refusedSources + b.refusedSources,
     droppedBy
   }
 }

@@ -113,6 +113,8 @@ export class Channel {
   readonly remotePeer: string
   /** Set once the channel is open (for a bind: the address bound). */
   bound: SockAddress | undefined
+  /** Set once open, for a bind to a wildcard: the addresses it can be reached at (see `Reply.addresses`). */
+  addresses: SockAddress[] | undefined
   private readonly queue: Datagram[] = []
   private readonly readable = new Waiters()
   private readonly writable = new Waiters()

@@ -12,8 +12,8 @@ import {
   decodeDatagram, decodeJson, decodeOpen, decodeWindow, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame
 } from '../../shared/mux-frame.ts'
 import {
-  errorToWire, MAX_ASKING_TIMEOUT_MS, MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS, parseAsking, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
-  understandsOffer, type Asking, type Hello, type Offer, type OpenHeader, type Reply
+  errorToWire, FEATURES, hasFeature, MAX_ASKING_TIMEOUT_MS, MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS, parseAsking, parseError, parseHello, parseOffer, parseOpenHeader, parseReply,
+  understandsOffer, type Asking, type Feature, type Hello, type Offer, type OfferKind, type OpenHeader, type Reply
 } from '../../shared/sock-protocol.ts'
 import { STREAM_HEADROOM_BYTES, type Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
@@ -37,7 +37,24 @@ export interface MuxOptions {
   openTimeoutMs?: number
   /** How long an OFFER waits for its answer (a person may be asked). @default 120_000 */
   offerTimeoutMs?: number
+  /**
+   * Features this side announces in its HELLO. Tests only: fewer make it act as an older peer.
+   * @default FEATURES (all this version has)
+   */
+  features?: readonly Feature[]
+  /** Offer kinds this side announces in its HELLO. Tests only. @default OFFER_KINDS */
+  offerKinds?: readonly OfferKind[]
   logger?: Logger
+}
+
+/**
+ * What a granted offer turns into: `commit` once it holds (the requester acknowledged the grant,
+ * or at once for a peer without the `ack` feature), `cancel` when it never will (the requester
+ * killed it, or sent no ACK within the open timeout). Exactly one of them is called.
+ */
+export interface OfferGrant {
+  commit: () => void
+  cancel: (err: StarsockError) => void
 }
 
 /** What the application does with what the other side asks. */
@@ -45,13 +62,15 @@ export interface MuxHandlers {
   /** A channel the other side opens; settle with the reply, or throw a `StarsockError` to refuse. */
   onOpen?: (channel: Channel, body: Uint8Array) => Promise<Reply | undefined>
   /**
-   * An offer from the other side; settle to grant it, throw a `StarsockError` to deny. `signal`
-   * aborts when the other side gives up on it; call `asking` when a person is asked (the other
-   * side is told once, if it understands).
+   * An offer from the other side; settle to grant it (with what to do once the grant holds, or
+   * not: see `OfferGrant`), throw a `StarsockError` to deny. `signal` aborts when the other side
+   * gives up on it; call `asking` when a person is asked (the other side is told once, if it understands).
    */
-  onOffer?: (mappingId: number, offer: Offer, signal: AbortSignal, asking: (info: Asking) => void) => Promise<void>
+  onOffer?: (mappingId: number, offer: Offer, signal: AbortSignal, asking: (info: Asking) => void) => Promise<OfferGrant | undefined>
   /** The other side killed a mapping. */
   onKill?: (mappingId: number, err: StarsockError) => void
+  /** Whether a mapping `mappingId` is live on this connection (new mapping ids never take one). */
+  mappingInUse?: (mappingId: number) => boolean
 }
 
 /** Events of a multiplexer. */
@@ -105,6 +124,11 @@ export function postTask (): (fn: () => void) => void {
 const scheduleFlush: (fn: () => void) => void = globalThis.setImmediate ?? postTask()
 /** How long a graceful close waits for queued frames to go out. */
 const CLOSE_FLUSH_MS = 1000
+/**
+ * Ids of offers this side gave up on, kept out of use (a late grant of one must not read as the
+ * grant of a new offer): at most this many, each for the offer timeout.
+ */
+const MAX_RETIRED_OFFER_IDS = 4096
 
 interface Pending<T> {
   resolve: (value: T) => void
@@ -135,6 +159,10 @@ export class Muxer extends Emitter<MuxEvents> {
   private helloSettle!: { resolve: (h: Hello) => void, reject: (e: StarsockError) => void }
   private closedWith: StarsockError | undefined
   private readonly incomingOffers = new Map<number, AbortController>()
+  /** Grants sent to a peer with `ack`, waiting for its ACK (or KILL) before they hold. */
+  private readonly awaitingAck = new Map<number, { grant: OfferGrant | undefined, timer: ReturnType<typeof setTimeout> }>()
+  /** Ids of our offers given up on, with when they may be used again (insertion order = age). */
+  private readonly retired = new Map<number, number>()
   /** Callbacks of our offers for an interim answer (each called at most once). */
   private readonly askingHandlers = new Map<number, (info: Asking) => void>()
   private helloTimer: ReturnType<typeof setTimeout> | undefined
@@ -149,7 +177,9 @@ export class Muxer extends Emitter<MuxEvents> {
       maxChannels: options.maxChannels ?? 1024,
       maxPendingOffers: options.maxPendingOffers ?? 16,
       openTimeoutMs: options.openTimeoutMs ?? 15_000,
-      offerTimeoutMs: options.offerTimeoutMs ?? 120_000
+      offerTimeoutMs: options.offerTimeoutMs ?? 120_000,
+      features: options.features ?? FEATURES,
+      offerKinds: options.offerKinds ?? OFFER_KINDS
     }
     if (!Number.isInteger(this.options.windowBytes) || this.options.windowBytes < 1024 || this.options.windowBytes > 2 ** 31) throw new RangeError('windowBytes must be an integer from 1024 to 2^31')
     this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client:mux' })
@@ -173,7 +203,9 @@ export class Muxer extends Emitter<MuxEvents> {
         else this.counters.droppedDatagrams += n
       }
     }
-    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes, interim: true, offers: OFFER_KINDS }))
+    this.enqueue(encodeJsonFrame(FRAME.HELLO, 0, {
+      protocol: MUX_PROTOCOL, version: MUX_VERSION, window: this.options.windowBytes, interim: true, offers: options.offerKinds ?? OFFER_KINDS, features: options.features ?? FEATURES
+    }))
     this.helloTimer = setTimeout(() => { void this.close(new StarsockError('E_TIMEOUT', `No HELLO from ${conn.remotePeer} within ${this.options.openTimeoutMs} ms: not a starsock-mux peer?`)) }, this.options.openTimeoutMs)
     void this.readLoop()
   }
@@ -195,6 +227,11 @@ export class Muxer extends Emitter<MuxEvents> {
   /** Whether the connection is over. */
   get closed (): boolean {
     return this.closedWith !== undefined
+  }
+
+  /** The other side's HELLO, once it arrived. */
+  get remoteHello (): Hello | undefined {
+    return this.hello
   }
 
   /** Channels open now. */
@@ -224,32 +261,52 @@ export class Muxer extends Emitter<MuxEvents> {
       throw err
     }
     channel.bound = reply.bound
+    channel.addresses = reply.addresses
     return channel
   }
 
   /**
-   * Ask for a mapping; settles with its id once the other side granted it, rejects with `E_DENIED`
-   * (or another code). `onAsking` is called (at most once) when the other side asks a person.
+   * Ask for a mapping; settles with its id once the other side granted it (and, to a peer with the
+   * `ack` feature, the ACK that makes the grant hold is queued), rejects with `E_DENIED` (or another
+   * code). `onAsking` is called (at most once) when the other side asks a person. A grant that
+   * arrives after this side gave up (timeout, abort) is answered with KILL: nothing opens.
    */
   async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number, onAsking?: (info: Asking) => void } = {}): Promise<number> {
     const hello = await this.ready
     this.checkOpen()
     // An offer the other side cannot read is refused here: an older peer would close the connection.
     if (!understandsOffer(hello, offer.kind)) throw new StarsockError('E_UNSUPPORTED', `${this.remotePeer} does not take ${offer.kind} offers (an older starsock?)`)
-    const id = this.allocateId()
+    const id = this.allocateMappingId()
     const onAsking = options.onAsking
     if (onAsking !== undefined) this.askingHandlers.set(id, onAsking)
     this.enqueue(encodeJsonFrame(FRAME.OFFER, id, offer))
     try {
       await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
     } catch (err) {
-      // Given up here: the other side may still grant it, so tell it the mapping is off.
-      if (err instanceof StarsockError && (err.code === 'E_TIMEOUT' || err.code === 'E_ABORTED')) this.kill(id, new StarsockError('E_KILLED', 'The requester gave up on the offer'))
+      // Given up here: the other side may still grant it, so tell it the mapping is off, and keep
+      // the id out of use while a late grant of it may still come.
+      if (err instanceof StarsockError && (err.code === 'E_TIMEOUT' || err.code === 'E_ABORTED')) {
+        this.kill(id, new StarsockError('E_KILLED', 'The requester gave up on the offer'))
+        this.retire(id)
+      }
       throw err
     } finally {
       this.askingHandlers.delete(id)
     }
+    // Ack-Acc: the grant holds on the other side once this arrives, before any channel of the mapping.
+    if (this.acks(hello)) this.enqueue(encodeJsonFrame(FRAME.ACK, id, {}))
     return id
+  }
+
+  /** Whether grants on this connection hold only once ACKed: both HELLOs have `ack`. */
+  private acks (remote: Hello): boolean {
+    return hasFeature(remote, 'ack') && this.options.features.includes('ack')
+  }
+
+  /** Keep `id` (an offer given up on) out of use for the offer timeout. */
+  private retire (id: number): void {
+    if (this.retired.size >= MAX_RETIRED_OFFER_IDS) this.retired.delete(this.retired.keys().next().value as number)
+    this.retired.set(id, Date.now() + this.options.offerTimeoutMs)
   }
 
   /** Tell the other side a mapping is over (the caller closes its channels). */
@@ -268,6 +325,11 @@ export class Muxer extends Emitter<MuxEvents> {
     this.graceful = err === undefined
     clearTimeout(this.helloTimer)
     for (const ac of this.incomingOffers.values()) ac.abort(error)
+    for (const { grant, timer } of this.awaitingAck.values()) {
+      clearTimeout(timer)
+      grant?.cancel(error)
+    }
+    this.awaitingAck.clear()
     this.helloSettle.reject(error)
     for (const pending of [...this.opening.values(), ...this.offering.values()]) {
       clearTimeout(pending.timer)
@@ -288,6 +350,28 @@ export class Muxer extends Emitter<MuxEvents> {
 
   private checkOpen (): void {
     if (this.closedWith !== undefined) throw this.closedWith
+  }
+
+  /**
+   * A fresh mapping id (the Tox draft's msg_id): random, of this side's parity, never 0, never one
+   * in use on this connection (an offer waiting, a grant waiting for its ACK, a live mapping, an
+   * offer given up on recently).
+   */
+  private allocateMappingId (): number {
+    const random = new Uint32Array(1)
+    const now = Date.now()
+    for (const [id, until] of this.retired) {
+      if (until > now) break
+      this.retired.delete(id)
+    }
+    for (;;) {
+      crypto.getRandomValues(random)
+      const n = random[0] as number
+      const id = (this.conn.initiator ? n | 1 : n & 0xfffffffe) >>> 0
+      if (id === 0 || this.offering.has(id) || this.retired.has(id) || this.incomingOffers.has(id) || this.awaitingAck.has(id)) continue
+      if (this.handlers.mappingInUse?.(id) === true) continue
+      return id
+    }
   }
 
   private allocateId (): number {
@@ -395,13 +479,33 @@ export class Muxer extends Emitter<MuxEvents> {
         const reply = parseReply(json)
         const pending = this.offering.get(frame.id)
         if (reply.error !== undefined) return pending?.reject(new StarsockError(reply.error.code, reply.error.message))
+        if (pending === undefined && this.retired.delete(frame.id)) {
+          // A grant for an offer this side gave up on: it never opens (the KILL sent on giving up
+          // may have crossed the grant; this one answers it).
+          return this.kill(frame.id, new StarsockError('E_KILLED', 'The requester gave up on the offer'))
+        }
         return pending?.resolve()
+      }
+      case FRAME.ACK: {
+        const waiting = this.awaitingAck.get(frame.id)
+        if (waiting === undefined) return // late (after the open timeout, which killed it) or stray
+        this.awaitingAck.delete(frame.id)
+        clearTimeout(waiting.timer)
+        return waiting.grant?.commit()
       }
       case FRAME.KILL: {
         const e = parseError(decodeJson(frame))
+        const err = new StarsockError(e.code, e.message)
         const pending = this.incomingOffers.get(frame.id)
-        if (pending !== undefined) return pending.abort(new StarsockError(e.code, e.message))
-        return this.handlers.onKill?.(frame.id, new StarsockError(e.code, e.message))
+        if (pending !== undefined) return pending.abort(err)
+        const waiting = this.awaitingAck.get(frame.id)
+        if (waiting !== undefined) {
+          // The requester gave up before the grant reached it: the mapping never existed.
+          this.awaitingAck.delete(frame.id)
+          clearTimeout(waiting.timer)
+          return waiting.grant?.cancel(err)
+        }
+        return this.handlers.onKill?.(frame.id, err)
       }
       case FRAME.HELLO: throw new StarsockError('E_CHANNEL_PROTOCOL', 'second HELLO')
     }
@@ -421,6 +525,7 @@ export class Muxer extends Emitter<MuxEvents> {
     this.handlers.onOpen(channel, body).then((reply) => {
       if (channel.closed) return
       channel.bound = reply?.bound
+      channel.addresses = reply?.addresses
       this.enqueue(encodeJsonFrame(FRAME.REPLY, id, reply ?? {}))
     }, (err: unknown) => {
       this.channels.delete(id)
@@ -431,7 +536,9 @@ export class Muxer extends Emitter<MuxEvents> {
 
   private incomingOffer (frame: Frame): void {
     const id = frame.id
-    if (id === 0 || id % 2 === (this.conn.initiator ? 1 : 0) || this.incomingOffers.has(id)) throw new StarsockError('E_CHANNEL_PROTOCOL', `mapping id ${id} is not the other side's to offer, or is in use`)
+    if (id === 0 || id % 2 === (this.conn.initiator ? 1 : 0) || this.incomingOffers.has(id) || this.awaitingAck.has(id) || this.handlers.mappingInUse?.(id) === true) {
+      throw new StarsockError('E_CHANNEL_PROTOCOL', `mapping id ${id} is not the other side's to offer, or is in use`)
+    }
     const answer = (value: unknown): void => this.enqueue(encodeJsonFrame(FRAME.OFFER_REPLY, id, value))
     // An offer this side cannot read (a newer kind, say) is refused alone; the connection and
     // every other mapping on it go on.
@@ -443,7 +550,7 @@ export class Muxer extends Emitter<MuxEvents> {
       return answer({ error: errorToWire(new StarsockError('E_UNSUPPORTED', `offer not understood: ${why}`)) })
     }
     if (this.handlers.onOffer === undefined) return answer({ error: errorToWire(new StarsockError('E_DENIED', 'This peer takes no offers')) })
-    if (this.incomingOffers.size >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
+    if (this.incomingOffers.size + this.awaitingAck.size >= this.options.maxPendingOffers) return answer({ error: errorToWire(new StarsockError('E_LIMIT_MAPPINGS', 'Too many offers waiting for an answer')) })
     const ac = new AbortController()
     this.incomingOffers.set(id, ac)
     let told = false
@@ -452,7 +559,23 @@ export class Muxer extends Emitter<MuxEvents> {
       told = true
       answer({ asking: { timeoutMs: Math.min(Math.max(0, Math.floor(info.timeoutMs)), MAX_ASKING_TIMEOUT_MS) } })
     }
-    this.handlers.onOffer(id, offer, ac.signal, asking).then(() => answer({}), (err: unknown) => answer({ error: errorToWire(err) }))
-      .finally(() => { this.incomingOffers.delete(id) })
+    this.handlers.onOffer(id, offer, ac.signal, asking).then((grant) => {
+      this.incomingOffers.delete(id)
+      if (this.closedWith !== undefined) return grant?.cancel(this.closedWith)
+      answer({})
+      if (!this.acks(this.hello as Hello)) return grant?.commit() // an older peer: the grant holds at once, as before
+      // Offer -> Accept -> Ack-Acc: the mapping exists once the requester's ACK arrives.
+      const timer = setTimeout(() => {
+        if (this.awaitingAck.get(id)?.timer !== timer) return
+        this.awaitingAck.delete(id)
+        const err = new StarsockError('E_TIMEOUT', `No ACK of the grant within ${this.options.openTimeoutMs} ms`)
+        this.kill(id, err)
+        grant?.cancel(err)
+      }, this.options.openTimeoutMs)
+      this.awaitingAck.set(id, { grant, timer })
+    }, (err: unknown) => {
+      this.incomingOffers.delete(id)
+      answer({ error: errorToWire(err) })
+    })
   }
 }

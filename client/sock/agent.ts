@@ -9,12 +9,14 @@
 import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
-import { describeOffer, formatSize, isHost, isPort, type Offer, type Reply, type SockProto } from '../../shared/sock-protocol.ts'
+import {
+  describeOffer, formatSize, hasFeature, isAllowFromList, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
+} from '../../shared/sock-protocol.ts'
 import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 import type { Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
 import type { Channel } from '../mux/channel.ts'
-import { Muxer, type MuxOptions } from '../mux/muxer.ts'
+import { Muxer, type MuxOptions, type OfferGrant } from '../mux/muxer.ts'
 import type { StarsockPeer } from '../peer.ts'
 import { bounded } from '../waiters.ts'
 import { addDrops, Mapping } from './mapping.ts'
@@ -43,18 +45,32 @@ export interface SockHost {
   connect: (channel: Channel, dst: SockAddress, proto: SockProto) => Promise<void>
   /** Listen on `host:port`; rejects with `E_BIND_FAILED`. */
   bind: (proto: SockProto, host: string, port: number, target: BindTarget) => Promise<HostListener>
+  /** A source allowlist (`Offer.allowFrom`) ready to check; throws a `TypeError` naming a bad entry. Without it, binds with `allowFrom` are denied (`E_UNSUPPORTED`). */
+  allowFrom?: (list: readonly string[]) => SourceFilter
+}
+
+/** Which sources may use a port bound for a peer (see `SockHost.allowFrom`). */
+export interface SourceFilter {
+  allows: (ip: string | undefined) => boolean
 }
 
 /** What a listener hands its traffic to. */
 export interface BindTarget {
   /** TCP: an accept channel to the binder for a connection from `src`; rejects while no binder is attached. */
   openAccept: (src: SockAddress) => Promise<Channel>
+  /**
+   * Whether a client (TCP) or datagram (UDP) from `src` may come in: `false` when the binder's
+   * `allowFrom` leaves it out (then it is counted and told; the host resets or drops it).
+   */
+  admit?: (src: SockAddress, proto: SockProto) => boolean
 }
 
 /** A port a host listens on. */
 export interface HostListener {
   /** The address bound. */
   readonly address: SockAddress
+  /** For a wildcard address (`0.0.0.0`, `::`): the addresses it can be reached at, interfaces not internal first, then loopback. */
+  readonly addresses?: SockAddress[]
   /** UDP: carry datagrams between the bound socket and `channel` (the binder's bind channel). */
   attach: (channel: Channel) => void
   /** Stop listening and close what it accepted. */
@@ -81,9 +97,20 @@ export interface OfferRequest {
   /** Whether the offer came on an end-to-end encrypted connection: `false`, the id is only the server's word. */
   secure: boolean
   offer: Offer
-  /** `connect/tcp 127.0.0.1:8080 "web"`. */
+  /** `connect/tcp 127.0.0.1:8080 "web"`; a service shows its target here: `service/tcp web -> 127.0.0.1:3000`. */
   text: string
+  /** For a service offer (or an accept for a service): the service and where this side would connect it. */
+  service?: { name: string } & ServiceTarget
 }
+
+/** What a named service reaches on the side that offers it. */
+export interface ServiceTarget {
+  to: SockAddress
+  proto: SockProto
+}
+
+/** An answer about an offer: `'always'` grants it and, on a secure connection, adds a rule for it from that peer. */
+export type OfferAnswer = boolean | 'always'
 
 /** What was decided about an offer. */
 export interface OfferDecision extends OfferRequest {
@@ -94,6 +121,11 @@ export interface OfferDecision extends OfferRequest {
   reason?: string
   /** The code the requester got, when denied. */
   code?: ErrorCode
+  /**
+   * A grant that never held: the requester gave up (a KILL) or sent no ACK in time before the
+   * grant reached it. Told as a second `offer` event (`allowed: false`) after the first one that granted it.
+   */
+  withdrawn?: true
 }
 
 /** Files other peers offer: who takes them, and how much. */
@@ -123,8 +155,19 @@ export interface LimitRefusal {
 export interface SockAgentOptions {
   /** Rules that grant offers without asking (`connect/tcp:127.0.0.1:8080`, ...). */
   allow?: ReadonlyArray<string | SockRule>
-  /** Ask a person about an offer no rule allows; settle `true` to grant. Without it such offers are denied. */
-  ask?: (request: OfferRequest, signal: AbortSignal) => boolean | Promise<boolean>
+  /**
+   * Ask a person about an offer no rule allows; settle `true` to grant, `'always'` to grant and (on
+   * an end-to-end encrypted connection) add a rule for this offer from this peer (`rule` event).
+   * Without it such offers are denied.
+   */
+  ask?: (request: OfferRequest, signal: AbortSignal) => OfferAnswer | Promise<OfferAnswer>
+  /** Services this agent offers by name (`service:NAME` rules or a person grant them); this side picks the target. */
+  services?: Record<string, ServiceTarget>
+  /**
+   * Takes the accept channels of accept offers granted here (without a service); without it,
+   * such offers are denied up front (`E_UNSUPPORTED`).
+   */
+  onAccept?: (channel: Channel, mapping: Mapping) => void
   /** How long a person has to answer. @default 60_000 */
   askTimeoutMs?: number
   /** Runs connect and bind here; without it, such offers are denied with `E_UNSUPPORTED`. */
@@ -176,6 +219,10 @@ export interface SockAgentEvents extends Record<string, unknown> {
   lease: { peerId: string, port: number, state: 'held' | 'taken' | 'expired' }
   /** A limit refused an offer or a channel (also counted in `stats().refused`). */
   limit: LimitRefusal
+  /** A person answered `'always'`: this rule was added (see `rules()`). */
+  rule: { rule: SockRule, peerId: string }
+  /** A client (TCP, reset) or datagram (UDP, dropped) of a port bound here came from a source the binder's `allowFrom` leaves out (counted in `stats().refusedSources`). */
+  'refused-source': { peerId: string, mapping: Mapping, src: SockAddress }
   /** `close()` was called: the agent takes and asks nothing more (tunnels on it stop). */
   close: undefined
 }
@@ -198,6 +245,8 @@ export interface SockAgentStats {
   refused: Partial<Record<ErrorCode, number>>
   /** Datagrams the UDP ports bound for other peers dropped, by cause (ports bound now). */
   udpBindDrops: UdpBindDrops
+  /** Clients reset and datagrams dropped by ports bound here because their source was not in the binder's `allowFrom`. */
+  refusedSources: number
 }
 
 /** One connection to another peer, as `agent.sessions()` lists it. */
@@ -239,9 +288,66 @@ export interface MappingRequest {
   onAsking?: (info: { timeoutMs: number }) => void
 }
 
+/** What to ask for with `connectService`. */
+export interface ServiceRequest {
+  /** The service's name on the other peer (`SERVICE_NAME`). */
+  service: string
+  /** @default 'tcp' */
+  proto?: SockProto
+  /** Shown to the other peer's person. @default '' */
+  name?: string
+  signal?: AbortSignal
+  /** How long to wait for the answer. @default the mux's offer timeout */
+  timeoutMs?: number
+  /** Called once if the other peer asks a person about the offer. */
+  onAsking?: (info: { timeoutMs: number }) => void
+}
+
+/** A granted offer whose requester has not acknowledged it yet: counted against the limits, not yet a mapping. */
+interface PendingGrant {
+  peerId: string
+  secure: boolean
+  offer: Offer
+}
+
+/** The key a person's answer about `offer` from `peerId` is remembered under. */
+function rememberKey (peerId: string, offer: Offer): string {
+  return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${offer.allowFrom?.join(',') ?? '*'}`
+}
+
+/** The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule kind says it. */
+export function ruleForOffer (offer: Offer, peerId: string): string | undefined {
+  const host = offer.host.includes(':') ? `[${offer.host}]` : offer.host
+  switch (offer.kind) {
+    case 'connect':
+    case 'bind': return `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}`
+    case 'service': return `service:${offer.service ?? ''}@${peerId}`
+    case 'accept': return offer.service === undefined ? undefined : `service:${offer.service}@${peerId}`
+    case 'file': return `file@${peerId}`
+  }
+}
+
+function checkServices (services: Record<string, ServiceTarget>): Map<string, ServiceTarget> {
+  if (typeof services !== 'object' || services === null) throw new TypeError('services must be an object of name -> { to, proto }')
+  const out = new Map<string, ServiceTarget>()
+  for (const [name, target] of Object.entries(services)) {
+    if (!SERVICE_NAME.test(name)) throw new TypeError(`service name "${name}" must be letters, digits, _ . - (at most 64, a letter or digit first)`)
+    if (typeof target !== 'object' || target === null || !isHost(target.to?.ip) || !isPort(target.to?.port) || target.to.port === 0) throw new TypeError(`service ${name} needs to: { ip, port } with a port from 1 to 65535`)
+    if (target.proto !== 'tcp' && target.proto !== 'udp') throw new TypeError(`service ${name}: proto must be tcp or udp`)
+    out.set(name, { to: { ip: target.to.ip, port: target.to.port }, proto: target.proto })
+  }
+  return out
+}
+
 /** Sock channels of one peer. Make one with `createSockAgent`. */
 export class SockAgent extends Emitter<SockAgentEvents> {
-  private readonly rules: SockRule[]
+  private ruleList: SockRule[]
+  private serviceTargets: Map<string, ServiceTarget>
+  /** Grants sent, waiting for the requester's ACK. */
+  private readonly pendingGrants = new Set<PendingGrant>()
+  private refusedSources = 0
+  /** Sources whose refusal was told lately (a UDP flood is counted in full, told once a source). */
+  private readonly toldSources = new Set<string>()
   private readonly logger: Logger
   private readonly byPeer = new Map<string, Muxer>()
   private readonly dialing = new Map<string, Promise<Muxer>>()
@@ -276,7 +382,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   constructor (readonly peer: StarsockPeer, private readonly options: SockAgentOptions = {}) {
     super()
-    this.rules = (options.allow ?? []).map((r) => typeof r === 'string' ? parseRule(r) : r)
+    this.ruleList = (options.allow ?? []).map((r) => typeof r === 'string' ? parseRule(r) : r)
+    this.serviceTargets = checkServices(options.services ?? {})
+    if (options.onAccept !== undefined && typeof options.onAccept !== 'function') throw new TypeError('onAccept must be a function')
     this.logger = (options.logger ?? silentLogger).child({ ns: 'starsock:client:sock' })
     this.leaseMs = options.leaseMs ?? 30_000
     this.askTimeoutMs = options.askTimeoutMs ?? 60_000
@@ -330,24 +438,62 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return await bounded(`connecting to ${peerId}`, dialing, options.timeoutMs, options.signal)
   }
 
+  /** The rules that grant offers without asking now (`allow`, then `setRules`, plus what `'always'` answers added). */
+  rules (): SockRule[] {
+    return this.ruleList.slice()
+  }
+
+  /** Replace the rules (strings are parsed: a `TypeError` names a bad one, and nothing changes). Live mappings stay. */
+  setRules (rules: ReadonlyArray<string | SockRule>): void {
+    this.ruleList = rules.map((r) => typeof r === 'string' ? parseRule(r) : r)
+  }
+
+  /** The services this agent offers now, by name. */
+  services (): Record<string, ServiceTarget> {
+    return Object.fromEntries([...this.serviceTargets].map(([name, t]) => [name, { to: { ...t.to }, proto: t.proto }]))
+  }
+
+  /** Replace the services (checked first: a `TypeError` names a bad one, and nothing changes). Live mappings keep the target they were granted with. */
+  setServices (services: Record<string, ServiceTarget>): void {
+    this.serviceTargets = checkServices(services)
+  }
+
   /** Ask `peerId` to connect to `host:port` for us; settles with the granted mapping (open channels with `mapping.connect()`). */
   async connect (peerId: string, request: MappingRequest): Promise<Mapping> {
     if (request.host === undefined || !isHost(request.host)) throw new TypeError('connect needs a host name or address')
     if (!isPort(request.port) || request.port === 0) throw new TypeError('connect needs a port from 1 to 65535')
-    return await this.ask(peerId, 'connect', request)
+    return await this.ask(peerId, { kind: 'connect', host: request.host, port: request.port }, request)
   }
 
-  /** Ask `peerId` to listen on `host:port` for us; settles once it is bound (`mapping.bound`). */
-  async bind (peerId: string, request: MappingRequest & { lease?: number }): Promise<Mapping> {
+  /**
+   * Ask `peerId` for its service `service`: it picks the target (its `services`) and grants by a
+   * `service:` rule or a person. Settles with the mapping (open channels with `mapping.connect()`);
+   * rejects with `E_DENIED` (also for a name it does not offer, or the wrong proto) or
+   * `E_UNSUPPORTED` (a peer that takes no service offers: an older starsock).
+   */
+  async connectService (peerId: string, request: ServiceRequest): Promise<Mapping> {
+    if (typeof request.service !== 'string' || !SERVICE_NAME.test(request.service)) throw new TypeError('connectService needs a service name (letters, digits, _ . -, at most 64)')
+    return await this.ask(peerId, { kind: 'service', host: '', port: 0, service: request.service }, request)
+  }
+
+  /**
+   * Ask `peerId` to listen on `host:port` for us; settles once it is bound (`mapping.bound`, and
+   * for a wildcard host `mapping.addresses`). With `allowFrom`, the peer resets every TCP client
+   * and drops every datagram from elsewhere; a peer that cannot do that (an older starsock) gets
+   * no offer: `E_UNSUPPORTED`.
+   */
+  async bind (peerId: string, request: MappingRequest & { lease?: number, allowFrom?: readonly string[] }): Promise<Mapping> {
     const host = request.host ?? '0.0.0.0'
     if (!isHost(host)) throw new TypeError('bind needs a host name or address to listen on')
     if (!isPort(request.port)) throw new TypeError('bind needs a port from 0 to 65535')
-    const mapping = await this.ask(peerId, 'bind', { ...request, host })
+    if (request.allowFrom !== undefined && !isAllowFromList(request.allowFrom)) throw new TypeError('allowFrom must be a list of at most 64 IPv4 or IPv6 addresses or CIDRs')
+    const mapping = await this.ask(peerId, { kind: 'bind', host, port: request.port, ...(request.allowFrom !== undefined ? { allowFrom: request.allowFrom.slice() } : {}) }, request)
     try {
       const channel = await mapping.mux.open({
         type: 'sock', sock: 'bind', reliable: mapping.offer.proto === 'tcp', mapping: mapping.id, dst: { ip: host, port: request.port }, lease: request.port === 0 ? request.lease : undefined
       }, { signal: request.signal })
       mapping.bound = channel.bound
+      mapping.addresses = channel.addresses
       mapping.bindChannel = channel
       // The bind channel is the binding: when it ends, so does the mapping.
       void channel.whenClosed.then(() => mapping.end(new StarsockError('E_STREAM_CLOSED', 'Bind channel closed')))
@@ -358,9 +504,18 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return mapping
   }
 
-  /** Tell `peerId` we will send it accept channels (it listens for them); settles once it agrees. */
-  async offerAccept (peerId: string, request: MappingRequest): Promise<Mapping> {
-    return await this.ask(peerId, 'accept', { ...request, host: request.host ?? '0.0.0.0' })
+  /**
+   * Tell `peerId` we will send it accept channels (`sendAccept`): connections this side takes on
+   * `host:port` for it. With `service`, it connects each one to that service of its own (granted
+   * like a service offer); without, its `onAccept` takes them (a peer without one denies the offer
+   * up front, `E_UNSUPPORTED`). Settles once it agrees.
+   */
+  async offerAccept (peerId: string, request: MappingRequest & { service?: string }): Promise<Mapping> {
+    const host = request.host ?? '0.0.0.0'
+    if (!isHost(host)) throw new TypeError('offerAccept needs the host name or address listened on')
+    if (!isPort(request.port)) throw new TypeError('offerAccept needs the port listened on (0 to 65535)')
+    if (request.service !== undefined && (typeof request.service !== 'string' || !SERVICE_NAME.test(request.service))) throw new TypeError('service must be a service name (letters, digits, _ . -, at most 64)')
+    return await this.ask(peerId, { kind: 'accept', host, port: request.port, ...(request.service !== undefined ? { service: request.service } : {}) }, request)
   }
 
   /**
@@ -419,7 +574,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       const d = state.listener.drops?.()
       if (d !== undefined) addDrops(udpBindDrops, d)
     }
-    const s = { peers: 0, channelsOpen: 0, mappings: 0, mappingsGranted: this.grantedTotal(), boundPorts: this.boundPorts(), ...this.closedCounters, refused: { ...this.refused }, udpBindDrops }
+    const s = { peers: 0, channelsOpen: 0, mappings: 0, mappingsGranted: this.grantedTotal(), boundPorts: this.boundPorts(), ...this.closedCounters, refused: { ...this.refused }, udpBindDrops, refusedSources: this.refusedSources }
     for (const [mux, mappings] of this.mappingsOf) {
       if (!mux.closed) s.peers++
       s.channelsOpen += mux.list().length
@@ -485,13 +640,16 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    */
   private overTotals (peerId: string, secure: boolean, offer: Offer, extra: number): StarsockError | undefined {
     // Ports held on lease count too: a peer cannot pile them up by dropping and redialing.
+    // Grants waiting for their ACK count too: they may all hold a moment later.
     const budget = budgetOf(peerId, secure)
-    const held = this.mappings().filter((m) => !m.local && budgetOf(m.peerId, m.secure) === budget).length + [...this.leases.values()].filter((l) => budgetOf(l.peerId, l.secure) === budget).length + extra
+    const pending = [...this.pendingGrants]
+    const held = this.mappings().filter((m) => !m.local && budgetOf(m.peerId, m.secure) === budget).length + [...this.leases.values()].filter((l) => budgetOf(l.peerId, l.secure) === budget).length +
+      pending.filter((g) => budgetOf(g.peerId, g.secure) === budget).length + extra
     if (held >= this.maxMappingsPerPeer) return this.limited(peerId, 'E_LIMIT_MAPPINGS', 'peer-mappings', `Peer ${peerId} already holds ${held} mappings here (at most ${this.maxMappingsPerPeer} per peer)`)
-    const total = this.grantedTotal() + extra
+    const total = this.grantedTotal() + pending.length + extra
     if (total >= this.maxMappingsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'mappings', `This peer runs ${total} mappings for other peers, its total for all peers together (maxMappingsTotal ${this.maxMappingsTotal}); try later`)
     if (offer.kind === 'bind') {
-      const ports = this.boundPorts() + extra
+      const ports = this.boundPorts() + pending.filter((g) => g.offer.kind === 'bind').length + extra
       if (ports >= this.maxBoundPortsTotal) return this.limited(peerId, 'E_LIMIT_TOTAL', 'ports', `This peer listens on ${ports} ports for other peers, its total for all peers together (maxBoundPortsTotal ${this.maxBoundPortsTotal}); try later`)
     }
     return undefined
@@ -522,17 +680,23 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return undefined
   }
 
-  private async ask (peerId: string, kind: Offer['kind'], request: MappingRequest): Promise<Mapping> {
+  private async ask (peerId: string, what: Omit<Offer, 'proto' | 'name'>, request: { proto?: SockProto, name?: string, signal?: AbortSignal, timeoutMs?: number, onAsking?: (info: { timeoutMs: number }) => void }): Promise<Mapping> {
     const proto = request.proto ?? 'tcp'
     if (proto !== 'tcp' && proto !== 'udp') throw new TypeError('proto must be tcp or udp')
-    const offer: Offer = { kind, proto, host: request.host as string, port: request.port, name: (request.name ?? '').slice(0, 200) }
+    const name = (request.name ?? '').replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '_').slice(0, 200)
+    const offer: Offer = { ...what, proto, name }
     const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
+    const hello = await mux.ready
+    // What an older peer would not enforce is never offered to it: it would grant it without.
+    if (offer.service !== undefined && !understandsOffer(hello, 'service')) throw new StarsockError('E_UNSUPPORTED', `${peerId} does not take service offers (an older starsock?)`)
+    if (offer.allowFrom !== undefined && !hasFeature(hello, 'allow-from')) throw new StarsockError('E_UNSUPPORTED', `${peerId} cannot limit the sources of a bind (allowFrom): an older starsock?`)
     const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs, onAsking: request.onAsking })
     return this.track(mux, id, offer, true)
   }
 
-  private track (mux: Muxer, id: number, offer: Offer, local: boolean): Mapping {
+  private track (mux: Muxer, id: number, offer: Offer, local: boolean, init?: (mapping: Mapping) => void): Mapping {
     const mapping = new Mapping(id, offer, mux.remotePeer, local, mux, (m, err) => this.ended(m, err))
+    init?.(mapping)
     const table = this.mappingsOf.get(mux)
     if (table === undefined || mux.closed) {
       mapping.end(new StarsockError('E_DISCONNECTED', 'Connection to the peer closed'))
@@ -563,7 +727,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const mux: Muxer = new Muxer(conn, {
       onOpen: async (channel, body) => await this.incomingOpen(mux, channel, body),
       onOffer: async (id, offer, signal, asking) => await this.incomingOffer(mux, id, offer, signal, asking),
-      onKill: (id, err) => this.mappingsOf.get(mux)?.get(id)?.end(err)
+      onKill: (id, err) => this.mappingsOf.get(mux)?.get(id)?.end(err),
+      mappingInUse: (id) => this.mappingsOf.get(mux)?.has(id) === true
     }, { ...this.options.mux, logger: this.options.logger })
     this.mappingsOf.set(mux, new Map())
     // A plaintext connection claims its id on the server's word only: it never takes the place of
@@ -582,7 +747,21 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return mux
   }
 
-  private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal, asking: (info: { timeoutMs: number }) => void): Promise<void> {
+  /** The service an offer names (a service offer, or an accept for a service), checked against what this side offers; throws `E_DENIED`. */
+  private serviceOf (offer: Offer): ({ name: string } & ServiceTarget) | undefined {
+    if (offer.service === undefined) return undefined
+    const target = this.serviceTargets.get(offer.service)
+    if (target === undefined) throw new StarsockError('E_DENIED', `This peer offers no service named "${offer.service}"`)
+    if (target.proto !== offer.proto) throw new StarsockError('E_DENIED', `Service ${offer.service} is ${target.proto}, not ${offer.proto}`)
+    return { name: offer.service, to: { ...target.to }, proto: target.proto }
+  }
+
+  /**
+   * Decide an offer from `mux`'s peer: by a rule, a remembered answer or a person. Settles with
+   * what to do once the grant holds (the requester's ACK: then the mapping exists, counts and
+   * may carry channels) or never will (withdrawn); rejects to deny.
+   */
+  private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal, asking: (info: { timeoutMs: number }) => void): Promise<OfferGrant> {
     const peerId = mux.remotePeer
     const request: OfferRequest = { peerId, secure: mux.secure, offer, text: describeOffer(offer) }
     const decide = (allowed: boolean, by: OfferDecision['by'], extra: Partial<OfferDecision> = {}): void => {
@@ -597,47 +776,120 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       const over = this.overLimit(peerId, offer, mux.secure)
       if (over !== undefined) deny(over.code, over.message)
     }
+    const host = this.options.host
     if (this.closed) deny('E_DENIED', 'This peer is closing')
     if (offer.kind === 'file' && this.files === undefined) deny('E_UNSUPPORTED', 'This peer takes no files')
-    if (offer.kind !== 'accept' && offer.kind !== 'file' && this.options.host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
+    if (offer.kind === 'accept' && offer.service === undefined && this.options.onAccept === undefined) deny('E_UNSUPPORTED', 'This peer takes no accept channels (offer an accept for one of its services, or ask it to bind)')
+    const needsSockets = offer.kind === 'connect' || offer.kind === 'bind' || offer.service !== undefined
+    if (needsSockets && host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
+    let service: ({ name: string } & ServiceTarget) | undefined
+    try {
+      service = this.serviceOf(offer)
+    } catch (err) {
+      deny('E_DENIED', (err as StarsockError).message)
+    }
+    if (service !== undefined) {
+      request.service = service
+      request.text += ` -> ${service.to.ip.includes(':') ? `[${service.to.ip}]` : service.to.ip}:${service.to.port}`
+    }
+    let filter: SourceFilter | undefined
+    if (offer.allowFrom !== undefined) {
+      if (host?.allowFrom === undefined) deny('E_UNSUPPORTED', 'This peer cannot limit the sources of a bind (allowFrom)')
+      try {
+        filter = (host as SockHost & { allowFrom: NonNullable<SockHost['allowFrom']> }).allowFrom(offer.allowFrom)
+      } catch (err) {
+        deny('E_DENIED', err instanceof Error ? err.message : String(err))
+      }
+    }
     if (this.mappingsOf.get(mux)?.has(id) === true) throw new StarsockError('E_CHANNEL_PROTOCOL', `Mapping id ${id} is in use`)
     checkLimits()
-    const key = `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}`
+    const key = rememberKey(peerId, offer)
     // On a plaintext connection the id is the server's word: rules naming a peer do not match, and
-    // only answers given on this very connection are remembered.
-    const rule = offer.kind === 'accept' ? undefined : matchRule(mux.secure ? this.rules : this.rules.filter((r) => r.peerId === undefined), offer, peerId)
+    // only answers given on this very connection are remembered. An accept for a service is
+    // granted as that service would be; a plain accept only by a person.
+    const ruleOffer: Offer | undefined = offer.kind !== 'accept' ? offer : service !== undefined ? { ...offer, kind: 'service' } : undefined
+    const rule = ruleOffer === undefined ? undefined : matchRule(mux.secure ? this.ruleList : this.ruleList.filter((r) => r.peerId === undefined), ruleOffer, peerId)
     const remembered = this.rememberedFor(mux)
-    if (rule !== undefined) decide(true, 'rule', { rule: rule.text })
-    else if (offer.kind !== 'file' && remembered.has(key)) decide(true, 'remembered')
-    else if (this.options.ask !== undefined) {
+    let by: OfferDecision['by']
+    if (rule !== undefined) {
+      by = 'rule'
+      decide(true, by, { rule: rule.text })
+    } else if (offer.kind !== 'file' && remembered.has(key)) {
+      by = 'remembered'
+      decide(true, by)
+    } else if (this.options.ask !== undefined) {
       asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
       if (answer === 'withdrawn') throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
+      const yes = answer === 'yes' || answer === 'always'
       // Others may have been granted while the person thought: the totals hold all the same.
-      if (answer === 'yes') checkLimits()
-      decide(answer === 'yes', answer === 'timeout' ? 'none' : 'person', answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : answer === 'yes' ? {} : { code: 'E_DENIED' })
-      if (answer !== 'yes') throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
+      if (yes) checkLimits()
+      by = answer === 'timeout' ? 'none' : 'person'
+      decide(yes, by, answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : yes ? {} : { code: 'E_DENIED' })
+      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
       // The same offer again is not asked twice: on any secure connection (after a reconnect too),
       // on a plaintext one only on that very connection (`rememberedFor`); each file is asked.
       if (offer.kind !== 'file') remembered.add(key)
+      if (answer === 'always') this.addRuleFor(offer, peerId, mux.secure)
     } else {
-      deny('E_DENIED', `No rule allows ${request.text}`)
+      by = deny('E_DENIED', `No rule allows ${request.text}`)
     }
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
-    const mapping = this.track(mux, id, offer, false)
-    if (offer.kind === 'file') {
-      // Charged its size while it may come; once over, what arrived (at least the minimum charge),
-      // so offers that send nothing do not lock files out for everyone for the whole window.
-      const quota = this.fileQuota as FileQuota
-      const charge = quota.charge(budgetOf(peerId, mux.secure), Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
-      // A granted file that never comes must not hold its place under the limits.
-      const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
-      timer.unref?.()
-      mapping.on('close', () => {
-        clearTimeout(timer)
-        quota.settle(charge, Math.max(mapping.stats().bytesIn, FILE_QUOTA_MIN_CHARGE_BYTES))
-      })
+    const pending: PendingGrant = { peerId, secure: mux.secure, offer }
+    this.pendingGrants.add(pending)
+    return {
+      commit: () => {
+        this.pendingGrants.delete(pending)
+        let mapping: Mapping
+        try {
+          mapping = this.track(mux, id, offer, false, (m) => {
+            m.target = service
+            m.sourceFilter = filter
+          })
+        } catch {
+          return // the connection closed meanwhile
+        }
+        if (offer.kind === 'file') this.chargeFile(mapping)
+      },
+      cancel: (err) => {
+        this.pendingGrants.delete(pending)
+        const reason = err.code === 'E_TIMEOUT' ? 'the requester sent no ACK of the grant in time' : 'the requester gave up before the grant reached it'
+        this.logger.info({ peer: peerId, offer: request.text }, 'grant withdrawn')
+        this.emit('offer', { ...request, allowed: false, by, reason, code: err.code, withdrawn: true })
+      }
     }
+  }
+
+  /** A file mapping granted: charge the quota, and kill it if its channel does not come. */
+  private chargeFile (mapping: Mapping): void {
+    const { offer } = mapping
+    // Charged its size while it may come; once over, what arrived (at least the minimum charge),
+    // so offers that send nothing do not lock files out for everyone for the whole window.
+    const quota = this.fileQuota as FileQuota
+    const charge = quota.charge(budgetOf(mapping.peerId, mapping.secure), Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
+    // A granted file that never comes must not hold its place under the limits.
+    const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
+    timer.unref?.()
+    mapping.on('close', () => {
+      clearTimeout(timer)
+      quota.settle(charge, Math.max(mapping.stats().bytesIn, FILE_QUOTA_MIN_CHARGE_BYTES))
+    })
+  }
+
+  /** An `'always'` answer: on a secure connection, a rule for this offer from this peer (told by `rule`); on a plaintext one, nothing more than a yes. */
+  private addRuleFor (offer: Offer, peerId: string, secure: boolean): void {
+    if (!secure) return
+    const text = ruleForOffer(offer, peerId)
+    if (text === undefined || this.ruleList.some((r) => r.text === text)) return
+    let rule: SockRule
+    try {
+      rule = parseRule(text)
+    } catch {
+      return // a host no rule can name
+    }
+    this.ruleList.push(rule)
+    this.logger.info({ peer: peerId, rule: text }, 'rule added (always)')
+    this.emit('rule', { rule, peerId })
   }
 
   /** The answers a person gave that hold on `mux`: every secure connection shares them; a plaintext one has its own. */
@@ -651,18 +903,18 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     return own
   }
 
-  /** Ask the person: `yes`, `no`, `timeout` (no answer in time) or `withdrawn` (the requester gave up). */
-  private async askPerson (request: OfferRequest, gaveUp: AbortSignal): Promise<'yes' | 'no' | 'timeout' | 'withdrawn'> {
+  /** Ask the person: `yes`, `always`, `no`, `timeout` (no answer in time) or `withdrawn` (the requester gave up). */
+  private async askPerson (request: OfferRequest, gaveUp: AbortSignal): Promise<'yes' | 'always' | 'no' | 'timeout' | 'withdrawn'> {
     const ac = new AbortController()
     const timer = setTimeout(() => ac.abort('timeout'), this.askTimeoutMs)
     gaveUp.addEventListener('abort', () => ac.abort('withdrawn'), { once: true })
     try {
-      const allowed = await Promise.race([
+      const allowed: OfferAnswer = await Promise.race([
         Promise.resolve((this.options.ask as NonNullable<SockAgentOptions['ask']>)(request, ac.signal)),
         new Promise<false>((resolve) => ac.signal.addEventListener('abort', () => resolve(false), { once: true }))
       ])
       if (ac.signal.aborted) return ac.signal.reason === 'withdrawn' ? 'withdrawn' : 'timeout'
-      return allowed === true ? 'yes' : 'no'
+      return allowed === 'always' ? 'always' : allowed === true ? 'yes' : 'no'
     } catch {
       return 'no'
     } finally {
@@ -688,6 +940,14 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const host = this.options.host
     switch (header.sock) {
       case 'connect': {
+        if (!mapping.local && offer.kind === 'service') {
+          // The requester names no destination: this side connects to the target it granted.
+          const target = mapping.target
+          if (target === undefined || host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
+          await host.connect(channel, target.to, target.proto)
+          mapping.add(channel)
+          return undefined
+        }
         const dst = header.dst
         if (mapping.local || offer.kind !== 'connect' || dst === undefined || dst.ip !== offer.host || dst.port !== offer.port) throw new StarsockError('E_NO_MAPPING', `Mapping ${mapping.label} does not allow connect to ${dst?.ip ?? '?'}:${dst?.port ?? '?'}`)
         if (host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
@@ -699,9 +959,18 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       case 'accept': {
         const ours = mapping.local ? mapping.offer.kind === 'bind' : mapping.offer.kind === 'accept'
         if (!ours) throw new StarsockError('E_NO_MAPPING', `Mapping ${mapping.label} takes no accept channels`)
-        if (mapping.acceptHandler === undefined) throw new StarsockError('E_UNSUPPORTED', `Nothing takes accept channels of ${mapping.label} here`)
+        if (!mapping.local && mapping.target !== undefined) {
+          // An accept for a service: each connection goes to the service's target, picked here.
+          if (host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
+          await host.connect(channel, mapping.target.to, mapping.target.proto)
+          mapping.add(channel)
+          return undefined
+        }
+        const onAccept = this.options.onAccept
+        const handler = mapping.acceptHandler ?? (mapping.local || onAccept === undefined ? undefined : (c: Channel) => onAccept(c, mapping))
+        if (handler === undefined) throw new StarsockError('E_UNSUPPORTED', `Nothing takes accept channels of ${mapping.label} here`)
         mapping.add(channel)
-        mapping.acceptHandler(channel)
+        handler(channel)
         return undefined
       }
       default: throw new StarsockError('E_CHANNEL_PROTOCOL', 'sock channel without a kind')
@@ -759,6 +1028,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       if (over !== undefined) throw over
       const fresh: BindState = { key: '', peerId: mapping.peerId, secure: mapping.mux.secure, listener: undefined as unknown as HostListener, owner: undefined }
       fresh.listener = await host.bind(offer.proto, dst.ip, dst.port, {
+        admit: (src, proto) => this.admitSource(fresh, src, proto),
         openAccept: async (src) => {
           const owner = fresh.owner
           if (owner === undefined || owner.closed) throw new StarsockError('E_DISCONNECTED', 'The binder is away (its lease is running)')
@@ -780,16 +1050,37 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     state.secure = mapping.mux.secure
     this.binds.set(mapping, state)
     mapping.bound = state.listener.address
+    mapping.addresses = state.listener.addresses
     mapping.bindChannel = channel
     if (offer.proto === 'udp') state.listener.attach(channel)
     void channel.whenClosed.then(() => mapping.end(new StarsockError('E_STREAM_CLOSED', 'Bind channel closed')))
-    return { bound: state.listener.address }
+    return state.listener.addresses === undefined ? { bound: state.listener.address } : { bound: state.listener.address, addresses: state.listener.addresses }
+  }
+
+  /**
+   * Whether a client or datagram from `src` may use the port of `state`: its owner's `allowFrom`
+   * (none: anyone). A refusal is counted, and told once a source until the table of told sources
+   * fills (a UDP flood is counted in full, not told a thousand times).
+   */
+  private admitSource (state: BindState, src: SockAddress, proto: SockProto): boolean {
+    const owner = state.owner
+    const filter = owner?.sourceFilter
+    if (owner === undefined || filter === undefined || filter.allows(src.ip)) return true
+    this.refusedSources++
+    const key = `${owner.id}|${src.ip}`
+    if (proto === 'tcp' || !this.toldSources.has(key)) {
+      if (this.toldSources.size >= 1024) this.toldSources.clear()
+      this.toldSources.add(key)
+      this.logger.info({ peer: owner.peerId, mapping: owner.id, src: src.ip }, 'source refused (allowFrom)')
+      this.emit('refused-source', { peerId: owner.peerId, mapping: owner, src })
+    }
+    return false
   }
 
   /** A mapping ended: forget it; a bind keeps its port on lease unless it was killed. */
   private ended (mapping: Mapping, err: StarsockError): void {
     this.mappingsOf.get(mapping.mux)?.delete(mapping.id)
-    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(`${mapping.peerId}|${mapping.offer.kind}|${mapping.offer.proto}|${mapping.offer.host}|${mapping.offer.port}`)
+    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(rememberKey(mapping.peerId, mapping.offer))
     this.emit('mapping:close', { mapping, error: err })
     const state = this.binds.get(mapping)
     if (state === undefined) return

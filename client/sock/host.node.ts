@@ -5,11 +5,13 @@
  */
 import dgram from 'node:dgram'
 import net from 'node:net'
+import os from 'node:os'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockProto } from '../../shared/sock-protocol.ts'
 import type { Channel, Datagram } from '../mux/channel.ts'
 import type { BindTarget, HostListener, SockHost, UdpBindDrops } from './agent.ts'
+import { parseAllowFrom } from './allow-from.node.ts'
 
 /** Options of the Node host. */
 export interface NodeHostOptions {
@@ -251,18 +253,42 @@ async function tcpListen (host: string, port: number, target: BindTarget): Promi
     sockets.add(socket)
     socket.on('close', () => sockets.delete(socket))
     socket.on('error', () => {})
-    target.openAccept({ ip: socket.remoteAddress ?? '0.0.0.0', port: socket.remotePort ?? 0 })
+    const src = { ip: socket.remoteAddress ?? '0.0.0.0', port: socket.remotePort ?? 0 }
+    // A source the binder's allowFrom leaves out is reset before a byte or a channel.
+    if (target.admit?.(src, 'tcp') === false) return resetSocket(socket)
+    target.openAccept(src)
       .then((channel) => pipeSocket(socket, channel), () => resetSocket(socket))
   })
   const address = await listenTcp(server, host, port)
   return {
     address,
+    addresses: reachableAddresses(address),
     attach: () => {},
     close: () => {
       server.close()
       for (const s of sockets) resetSocket(s)
     }
   }
+}
+
+/**
+ * For a wildcard address (`0.0.0.0`: the IPv4 ones; `::`: all), the addresses of this host's
+ * interfaces with its port: not internal first, then loopback (`os.networkInterfaces`); for
+ * another address, `undefined` (it is its own).
+ */
+export function reachableAddresses (bound: SockAddress): SockAddress[] | undefined {
+  if (bound.ip !== '0.0.0.0' && bound.ip !== '::') return undefined
+  const external: SockAddress[] = []
+  const internal: SockAddress[] = []
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const info of list ?? []) {
+      if (bound.ip === '0.0.0.0' && info.family !== 'IPv4') continue
+      // A link-local IPv6 address needs its zone to be reached: left out.
+      if (info.family === 'IPv6' && info.address.toLowerCase().startsWith('fe80:')) continue
+      ;(info.internal ? internal : external).push({ ip: info.address, port: bound.port })
+    }
+  }
+  return [...external, ...internal].slice(0, 64)
 }
 
 /** Listen on `host:port`; settles with the address bound, rejects with `E_BIND_FAILED`. */
@@ -294,7 +320,7 @@ export const UDP_SOURCE_TTL_MS = 120_000
 /** Sources remembered by all UDP binds of one host, against its total. */
 interface SourceCount { now: number, max: number }
 
-async function udpListen (host: string, port: number, total: SourceCount): Promise<HostListener> {
+async function udpListen (host: string, port: number, total: SourceCount, target: BindTarget): Promise<HostListener> {
   const socket = await bindUdp(host, port)
   let current: Channel | undefined
   const drops: UdpBindDrops = { sources: 0, away: 0, unknown: 0 }
@@ -302,6 +328,8 @@ async function udpListen (host: string, port: number, total: SourceCount): Promi
   // to anywhere): a table of recent sources, bounded in size and age.
   const sources = new Map<string, number>()
   socket.on('message', (msg, rinfo) => {
+    // A source the binder's allowFrom leaves out: dropped before it takes a place in the table.
+    if (target.admit?.({ ip: rinfo.address, port: rinfo.port }, 'udp') === false) return
     const key = `${rinfo.address}|${rinfo.port}`
     if (sources.has(key)) {
       sources.delete(key)
@@ -330,6 +358,7 @@ async function udpListen (host: string, port: number, total: SourceCount): Promi
   const a = socket.address()
   return {
     address: { ip: a.address, port: a.port },
+    addresses: reachableAddresses({ ip: a.address, port: a.port }),
     attach: (channel) => {
       current = channel
       void forEachDatagram(channel, ({ data, addr }) => {
@@ -355,6 +384,7 @@ export function createNodeHost (options: NodeHostOptions = {}): SockHost {
   if (!Number.isSafeInteger(sources.max) || sources.max < 0) throw new RangeError('maxUdpBindSourcesTotal must be a non-negative integer')
   return {
     connect: async (channel, dst, proto) => await connectChannel(channel, dst, proto, timeoutMs),
-    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port, sources)
+    bind: async (proto, host, port, target) => proto === 'tcp' ? await tcpListen(host, port, target) : await udpListen(host, port, sources, target),
+    allowFrom: (list) => parseAllowFrom(list)
   }
 }

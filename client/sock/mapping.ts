@@ -4,7 +4,7 @@
  */
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
-import type { Offer } from '../../shared/sock-protocol.ts'
+import type { Offer, SockProto } from '../../shared/sock-protocol.ts'
 import { Emitter } from '../emitter.ts'
 import type { Channel, DatagramDrops } from '../mux/channel.ts'
 import type { Muxer } from '../mux/muxer.ts'
@@ -34,8 +34,14 @@ export interface MappingStats {
 export class Mapping extends Emitter<MappingEvents> {
   /** For a bind: the address the other peer listens on (set once bound). */
   bound: SockAddress | undefined
+  /** For a bind to a wildcard (`0.0.0.0`, `::`): the addresses the port can be reached at (see `Reply.addresses`). */
+  addresses: SockAddress[] | undefined
   /** For a bind: its channel (for UDP, the datagrams flow on it). */
   bindChannel: Channel | undefined
+  /** A service (or an accept for one) granted here: where its channels go, as it was when granted. */
+  target: { to: SockAddress, proto: SockProto } | undefined
+  /** A bind granted here with `allowFrom`: the sources its port lets in. */
+  sourceFilter: { allows: (ip: string | undefined) => boolean } | undefined
   /** Takes the accept channels of this mapping (our bind, or an accept mapping we granted). */
   acceptHandler: ((channel: Channel) => void) | undefined
   private readonly open = new Set<Channel>()
@@ -63,6 +69,7 @@ export class Mapping extends Emitter<MappingEvents> {
   /** A short label for logs and prompts: `#3 connect/tcp 127.0.0.1:8080`, `#4 file "a.txt"`. */
   get label (): string {
     if (this.offer.kind === 'file') return `#${this.id} file ${JSON.stringify(this.offer.name)}`
+    if (this.offer.kind === 'service') return `#${this.id} service/${this.offer.proto} ${this.offer.service ?? '?'}`
     return `#${this.id} ${this.offer.kind}/${this.offer.proto} ${this.offer.host}:${this.bound?.port ?? this.offer.port}`
   }
 
@@ -85,14 +92,16 @@ export class Mapping extends Emitter<MappingEvents> {
   }
 
   /**
-   * Open a connect channel to the mapped host (a mapping this side asked for); settles once the
-   * other peer has connected, or rejects with its code (`E_CONNECT_REFUSED`, ...).
+   * Open a connect channel to the mapped host (a connect mapping this side asked for), or to the
+   * service's target (a service mapping: the other peer picks it); settles once the other peer
+   * has connected, or rejects with its code (`E_CONNECT_REFUSED`, ...).
    */
   async connect (options: { body?: Uint8Array, signal?: AbortSignal, src?: SockAddress } = {}): Promise<Channel> {
-    if (!this.local || this.offer.kind !== 'connect') throw new TypeError('connect() is for connect mappings this side asked for')
+    if (!this.local || (this.offer.kind !== 'connect' && this.offer.kind !== 'service')) throw new TypeError('connect() is for connect and service mappings this side asked for')
     this.checkOpen()
+    const dst = this.offer.kind === 'connect' ? { ip: this.offer.host, port: this.offer.port } : undefined
     const channel = await this.mux.open({
-      type: 'sock', sock: 'connect', reliable: this.offer.proto === 'tcp', mapping: this.id, src: options.src, dst: { ip: this.offer.host, port: this.offer.port }
+      type: 'sock', sock: 'connect', reliable: this.offer.proto === 'tcp', mapping: this.id, src: options.src, dst
     }, options)
     if (this.ended !== undefined) {
       channel.abort(this.ended)

@@ -18,6 +18,7 @@ import {
   bindUdp, connectError, forEachDatagram, listenTcp, pipeSocket, resetSocket, udpBufferBytes, udpSocket, UDP_SOURCE_SOCKET_BUFFER_BYTES, type UdpBufferBytes
 } from './host.node.ts'
 import { addDrops, type Mapping } from './mapping.ts'
+import { LOOPBACK_ONLY, parseAllowFrom, type AllowFrom } from './allow-from.node.ts'
 
 /** Events of a tunnel. */
 export interface TunnelEvents extends Record<string, unknown> {
@@ -31,6 +32,11 @@ export interface TunnelEvents extends Record<string, unknown> {
   away: StarsockError
   /** The other peer has a person deciding about the offer; the answer takes up to `timeoutMs`. */
   asking: { timeoutMs: number }
+  /**
+   * A local client whose address `allowFrom` does not allow was refused: a TCP connection reset,
+   * UDP datagrams dropped (told once a minute per source; every datagram is counted).
+   */
+  refused: { src: SockAddress }
   /** The tunnel stopped: killed, denied, or closed here (`undefined`). */
   close: StarsockError | undefined
 }
@@ -57,6 +63,8 @@ export interface TunnelStats {
   /** The same drops by cause. */
   droppedBy: TunnelDrops
   failures: number
+  /** Local clients refused by `allowFrom`: TCP connections reset, UDP datagrams dropped. */
+  refusedSources: number
   /** `up` while the mapping is in place, `away` while the tunnel waits for the peer or the server. */
   state: TunnelState
   /** Whether the mapping in place is end-to-end encrypted, the peer's id proved; `undefined` while there is none. */
@@ -72,8 +80,8 @@ export type TunnelState = 'up' | 'away' | 'closed'
 export interface TunnelOptions {
   /** The other peer's id. */
   peer: string
-  /** The service the traffic reaches: through the peer (forward) or here (expose). */
-  to: SockAddress
+  /** The service the traffic reaches: through the peer (forward) or here (expose); a forward with `service` has none. */
+  to?: SockAddress
   /** @default 'tcp' */
   proto?: SockProto
   /** Shown to the other peer's person. */
@@ -89,6 +97,18 @@ export interface TunnelOptions {
    * @default false
    */
   waitForPeer?: boolean
+  /**
+   * Who may use the port: CIDRs or addresses, IPv4 and IPv6 (see `parseAllowFrom`). A forward
+   * (an accept, a SOCKS proxy) checks its local clients: one not allowed is reset (TCP) or its
+   * datagrams dropped (UDP), counted (`refusedSources`) and told (`refused`); default loopback only
+   * (`LOOPBACK_ONLY`). An expose hands the list to the peer, which checks the clients of the port
+   * it binds (a peer too old for it refuses the bind with `E_UNSUPPORTED`); default: none, anyone.
+   * A bad entry throws a `TypeError` naming it.
+   * @default LOOPBACK_ONLY (expose: none)
+   */
+  allowFrom?: readonly string[]
+  /** A forward: the service the peer offers by this name (`agent.connectService`), instead of `to`. */
+  service?: string
 }
 
 /**
@@ -101,6 +121,8 @@ export const MAX_PENDING_DATAGRAM_BYTES = 256 * 1024
 export const MAX_UDP_SOURCES = 256
 /** How long `expose` waits for the local service to accept a connection. */
 const LOCAL_CONNECT_TIMEOUT_MS = 10_000
+/** How long a refused UDP source is not told again (`refused`); its datagrams are all counted. */
+const REFUSED_TELL_MS = 60_000
 /** First and largest pause between two attempts to get a lost mapping back. */
 const RECOVER_DELAY_MS = 250
 const RECOVER_DELAY_MAX_MS = 5000
@@ -145,14 +167,19 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   private wakeRecovery: (() => void) | undefined
   protected readonly proto: SockProto
   protected readonly udpIdleMs: number
-  private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0 }
+  private readonly totals = { connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0 }
   private readonly drops: TunnelDrops = { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
   private resolveDone!: (err: StarsockError | undefined) => void
   /** Undo the watch on the agent's close and the signal's abort. */
   private readonly unwatch: () => void
+  /** Who may use a local listener (forward, accept, socks). */
+  protected readonly allowFrom: AllowFrom
+  /** UDP sources refused lately, and when they were told. */
+  private readonly refusedTold = new Map<string, number>()
 
   constructor (protected readonly agent: SockAgent, protected readonly options: TunnelOptions) {
     super()
+    this.allowFrom = parseAllowFrom(options.allowFrom ?? LOOPBACK_ONLY)
     this.proto = options.proto ?? 'tcp'
     this.udpIdleMs = options.udpIdleMs ?? 60_000
     this.done = new Promise((resolve) => { this.resolveDone = resolve })
@@ -172,16 +199,49 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
   /** Figures now, over every mapping the tunnel has had. */
   stats (): TunnelStats {
     const s: TunnelStats = { ...this.totals, droppedBy: { ...this.drops }, channelsOpen: 0, state: this.state, ...this.extraStats() }
-    const m = this.current?.closed === false ? this.current.stats() : undefined
-    if (m !== undefined) {
+    for (const mapping of this.liveMappings()) {
+      const m = mapping.stats()
       s.secure = m.secure
-      s.channelsOpen = m.channelsOpen
+      s.channelsOpen += m.channelsOpen
       s.bytesIn += m.bytesIn
       s.bytesOut += m.bytesOut
       s.droppedDatagrams += m.droppedDatagrams
       addDrops(s.droppedBy, m.droppedBy)
     }
     return s
+  }
+
+  /** The mappings in place now (their figures count in `stats()`). */
+  protected liveMappings (): Mapping[] {
+    return this.current?.closed === false ? [this.current] : []
+  }
+
+  /** Keep the figures of a mapping that ended. */
+  protected absorb (mapping: Mapping): void {
+    const s = mapping.stats()
+    this.totals.bytesIn += s.bytesIn
+    this.totals.bytesOut += s.bytesOut
+    this.totals.droppedDatagrams += s.droppedDatagrams
+    addDrops(this.drops, s.droppedBy)
+  }
+
+  /**
+   * Whether a local client at `src` may use the listener (`allowFrom`); if not it is counted and
+   * told (`refused`; a UDP source once per `REFUSED_TELL_MS`), and the caller resets or drops it.
+   */
+  protected admits (src: SockAddress, udp = false): boolean {
+    if (this.allowFrom.allows(src.ip)) return true
+    this.totals.refusedSources++
+    if (udp) {
+      const key = `${src.ip}|${src.port}`
+      const now = Date.now()
+      const told = this.refusedTold.get(key)
+      if (told !== undefined && now - told < REFUSED_TELL_MS) return false
+      if (this.refusedTold.size >= MAX_UDP_SOURCES) this.refusedTold.clear() // bounded: a spoofing flood only repeats the telling
+      this.refusedTold.set(key, now)
+    }
+    this.emit('refused', { src })
+    return false
   }
 
   /** Figures of a kind of tunnel. */
@@ -246,20 +306,21 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
       throw new StarsockError('E_KILLED', 'Tunnel closed')
     }
     this.current = mapping
-    this.awayWith = undefined
-    this.awayReported = false
+    this.recovered()
     mapping.on('close', (err) => {
-      const s = mapping.stats()
-      this.totals.bytesIn += s.bytesIn
-      this.totals.bytesOut += s.bytesOut
-      this.totals.droppedDatagrams += s.droppedDatagrams
-      addDrops(this.drops, s.droppedBy)
+      this.absorb(mapping)
       if (this.current === mapping) this.current = undefined
       if (err.code === 'E_KILLED' && !err.remote && !this.stopped) this.stop(err)
       else if (!this.stopped) this.dropped(err)
     })
     this.emit('mapping', mapping)
     return mapping
+  }
+
+  /** The peer is reachable again: no longer away. */
+  protected recovered (): void {
+    this.awayWith = undefined
+    this.awayReported = false
   }
 
   /**
@@ -421,6 +482,11 @@ export class Forward extends Tunnel {
   private udp: dgram.Socket | undefined
   private asking: Promise<Mapping> | undefined
 
+  constructor (agent: SockAgent, options: TunnelOptions) {
+    super(agent, options)
+    if (options.to === undefined && options.service === undefined) throw new TypeError('forward needs `to` (host and port) or `service` (a name the peer offers)')
+  }
+
   /** Ask for the mapping and listen on `listen`; settles once both are done. */
   async start (listen: SockAddress): Promise<void> {
     let offline: StarsockError | undefined
@@ -447,7 +513,8 @@ export class Forward extends Tunnel {
   /** The live mapping, asked for again after a drop. */
   private async mapping (): Promise<Mapping> {
     if (this.current !== undefined && !this.current.closed) return this.current
-    this.asking ??= this.agent.connect(this.options.peer, this.request({ host: this.options.to.ip, port: this.options.to.port }))
+    const to = this.options.to as SockAddress
+    this.asking ??= this.agent.connect(this.options.peer, this.request({ host: to.ip, port: to.port }))
       .then((m) => this.watch(m))
       .finally(() => { this.asking = undefined })
     return await this.asking
@@ -466,7 +533,9 @@ export class Forward extends Tunnel {
   private async listenTcp (listen: SockAddress): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
-      this.open({ ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 })
+      const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+      if (!this.admits(src)) return resetSocket(socket)
+      this.open(src)
         .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
     })
     this.server = server
@@ -481,6 +550,7 @@ export class Forward extends Tunnel {
     this.on('mapping', () => sources.retryFailed())
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
+      if (!this.admits(src, true)) return
       sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failedOnce(err); throw err }), (channel) => {
         void forEachDatagram(channel, (item) => socket.send(item.data, src.port, src.ip))
       })
@@ -508,6 +578,13 @@ export class Expose extends Tunnel {
   private bindHost = '0.0.0.0'
   private requestedPort = 0
   private bindChannel: Channel | undefined
+  private readonly to: SockAddress
+
+  constructor (agent: SockAgent, options: TunnelOptions) {
+    super(agent, options)
+    if (options.to === undefined) throw new TypeError('expose needs `to`: the local host and port each connection reaches')
+    this.to = options.to
+  }
 
   /** Ask the peer to bind `host:port`; settles once it is bound (`address`). */
   async start (host: string, port: number): Promise<void> {
@@ -524,7 +601,10 @@ export class Expose extends Tunnel {
   /** Bind (again): the port asked for, and with port 0 the port held before as a lease hint. */
   private async bind (): Promise<void> {
     const lease = this.address.port === 0 ? undefined : this.address.port
-    const mapping = this.watch(await this.agent.bind(this.options.peer, { ...this.request({ host: this.bindHost, port: this.requestedPort }), lease }))
+    // The peer checks the clients of the port it binds (`allowFrom`); without a list, anyone.
+    const request: MappingRequest & { lease?: number, allowFrom?: string[] } = { ...this.request({ host: this.bindHost, port: this.requestedPort }), lease }
+    if (this.options.allowFrom !== undefined) request.allowFrom = this.allowFrom.list.slice()
+    const mapping = this.watch(await this.agent.bind(this.options.peer, request))
     this.address = mapping.bound ?? { ip: this.bindHost, port: this.requestedPort }
     if (this.proto === 'tcp') mapping.acceptHandler = (channel) => this.acceptTcp(channel)
     else if (mapping.bindChannel !== undefined) this.carryUdp(mapping.bindChannel)
@@ -533,7 +613,7 @@ export class Expose extends Tunnel {
   private acceptTcp (channel: Channel): void {
     this.counted('connections')
     if (channel.header.src !== undefined) this.emit('connection', { src: channel.header.src })
-    const to = this.options.to
+    const to = this.to
     const socket = net.connect({ host: to.ip, port: to.port, allowHalfOpen: true, timeout: LOCAL_CONNECT_TIMEOUT_MS })
     socket.pause()
     socket.once('timeout', () => { if (socket.connecting) socket.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })) })
@@ -549,7 +629,7 @@ export class Expose extends Tunnel {
 
   private carryUdp (bindChannel: Channel): void {
     this.bindChannel = bindChannel
-    const to = this.options.to
+    const to = this.to
     void forEachDatagram(bindChannel, ({ data, addr }) => {
       if (addr === undefined) return
       const socket = this.udpSocketFor(addr)
@@ -564,7 +644,7 @@ export class Expose extends Tunnel {
     let entry = this.udpSockets.get(key)
     if (entry === undefined) {
       if (this.udpSockets.size >= MAX_UDP_SOURCES) return undefined
-      const socket = udpSocket(this.options.to.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
+      const socket = udpSocket(this.to.ip, UDP_SOURCE_SOCKET_BUFFER_BYTES)
       socket.on('error', () => {})
       // Replies go on the bind channel of now: after a re-bind, the new one.
       socket.on('message', (msg) => { this.bindChannel?.send(msg, src) })

@@ -1,0 +1,340 @@
+/**
+ * The consent handshake of the Tox draft (Offer -> Accept -> Ack-Acc) between real agents and
+ * hand-written mux peers through a real server: a grant holds only once the requester's ACK
+ * arrives, a grant that reaches a requester who gave up opens nothing, older peers without `ack`
+ * work as before; random mapping ids per connection; rules at run time and `'always'`.
+ */
+import net from 'node:net'
+import { describe, expect, it } from 'vitest'
+import type { Connection } from '../client/connection.ts'
+import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import type { OfferDecision, SockAgent } from '../client/sock/agent.ts'
+import type { StarsockError } from '../shared/errors.ts'
+import { decodeJson, decodeOpen, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame } from '../shared/mux-frame.ts'
+import { MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS } from '../shared/sock-protocol.ts'
+import { useAgents } from './helpers/agents.ts'
+import { waitFor, within } from './helpers/server.ts'
+import { tcpEcho, type Closable } from './helpers/sockets.ts'
+
+async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
+  try {
+    await promise
+  } catch (err) {
+    return err as StarsockError
+  }
+  throw new Error('expected a rejection')
+}
+
+/** A mux peer written by hand over a real connection: it sends the frames a test crafts and records every frame it gets. */
+interface RawMux {
+  send: (type: number, id: number, value: unknown) => Promise<void>
+  frames: Frame[]
+  /** Settles with the first frame (received so far or later) that `match` accepts. */
+  next: (what: string, match: (f: Frame) => boolean, ms?: number) => Promise<Frame>
+  /** Settles once the other side ended the connection. */
+  ended: Promise<void>
+  conn: Connection
+}
+
+function rawMux (conn: Connection, hello: Record<string, unknown>): RawMux {
+  const frames: Frame[] = []
+  const decoder = new FrameDecoder()
+  const ended = (async () => {
+    try {
+      for await (const chunk of conn) frames.push(...decoder.push(chunk))
+    } catch {}
+  })()
+  void conn.write(encodeJsonFrame(FRAME.HELLO, 0, { protocol: MUX_PROTOCOL, version: MUX_VERSION, window: 256 * 1024, interim: true, offers: OFFER_KINDS, ...hello }))
+  return {
+    conn,
+    frames,
+    ended,
+    send: async (type, id, value) => { await conn.write(encodeJsonFrame(type as 1, id, value)) },
+    next: async (what, match, ms = 5000) => {
+      await waitFor(what, () => frames.some(match), ms)
+      return frames.find(match) as Frame
+    }
+  }
+}
+
+/** Dial `target` from a fresh peer and speak raw mux frames with `hello` (its `features` and more). */
+async function dialRaw (server: string, target: SockAgent, hello: Record<string, unknown>, cleanup: Closable[]): Promise<RawMux & { peer: StarsockPeer }> {
+  const peer = await createPeer({ server })
+  cleanup.push({ close: async () => await peer.close() })
+  await waitFor('the raw peer to know the target', () => peer.peers().some((p) => p.peerId === target.peer.peerId))
+  const raw = rawMux(await peer.dial(target.peer.peerId), hello)
+  await raw.next('the target\'s HELLO', (f) => f.type === FRAME.HELLO)
+  return { ...raw, peer }
+}
+
+/** Whether 127.0.0.1:`port` takes TCP connections now. */
+async function listening (port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port })
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+}
+
+describe('the consent handshake: Offer -> Accept -> Ack-Acc', () => {
+  const { agent, cleanup, server } = useAgents()
+
+  it('a grant that reaches a requester who gave up opens nothing: the person grants after the requester\'s timeout', async () => {
+    let release!: (answer: boolean) => void
+    let asked = 0
+    const target = await agent({ askTimeoutMs: 30_000, ask: async () => await new Promise<boolean>((resolve) => { asked++; release = resolve }) })
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    const mappings: unknown[] = []
+    target.on('mapping', (m) => mappings.push(m))
+    const client = await agent()
+    const err = await rejection(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, timeoutMs: 400 }))
+    expect(err.code).toBe('E_TIMEOUT')
+    await waitFor('the person to have been asked', () => asked === 1)
+    release(true)
+    await new Promise((resolve) => setTimeout(resolve, 300)) // a grant, an ACK and a bind would have happened by now
+    expect(mappings).toEqual([])
+    expect(target.mappings()).toEqual([])
+    expect(target.stats()).toMatchObject({ mappingsGranted: 0, boundPorts: 0 })
+    expect(client.mappings()).toEqual([])
+    // The grant and the requester's KILL crossed (the person answered before the KILL arrived): the
+    // grant is told, then told as withdrawn. Had the KILL come first, neither would be.
+    expect(decisions.filter((d) => d.allowed)).toHaveLength(decisions.filter((d) => d.withdrawn === true).length)
+    expect(decisions.filter((d) => d.withdrawn === true).map((d) => [d.allowed, d.by, d.code])).toEqual(decisions.some((d) => d.allowed) ? [[false, 'person', 'E_KILLED']] : [])
+  })
+
+  it('a requester with ack that never acknowledges the grant: the mapping never exists, no channel opens on it, and after the open timeout it is killed and told as withdrawn', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`, 'bind/tcp:127.0.0.1:0'], mux: { openTimeoutMs: 1500 } })
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    const raw = await dialRaw(server().url(), target, { features: ['ack'] }, cleanup)
+    await raw.send(FRAME.OFFER, 3, { kind: 'bind', proto: 'tcp', host: '127.0.0.1', port: 0, name: 'no ack' })
+    expect(decodeJson(await raw.next('the grant', (f) => f.type === FRAME.OFFER_REPLY && f.id === 3))).toEqual({})
+    // Granted, not acknowledged: nothing counts, and a bind channel under it is refused.
+    expect(target.mappings()).toEqual([])
+    expect(target.stats()).toMatchObject({ mappingsGranted: 0, boundPorts: 0, mappings: 0 })
+    await raw.conn.write(encodeOpenFrame(1, { type: 'sock', sock: 'bind', reliable: true, mapping: 3, dst: { ip: '127.0.0.1', port: 0 } }))
+    const reply = await raw.next('the reply to the bind channel', (f) => f.type === FRAME.REPLY && f.id === 1)
+    expect(decodeJson(reply)).toMatchObject({ error: { code: 'E_NO_MAPPING' } })
+    const kill = await raw.next('the KILL after the open timeout', (f) => f.type === FRAME.KILL && f.id === 3, 5000)
+    expect(decodeJson(kill)).toMatchObject({ code: 'E_TIMEOUT' })
+    expect(decisions.map((d) => [d.allowed, d.by, d.withdrawn ?? false])).toEqual([[true, 'rule', false], [false, 'rule', true]])
+    // An ACK after that is too late: still nothing.
+    await raw.send(FRAME.ACK, 3, {})
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(target.stats().mappingsGranted).toBe(0)
+
+    // The same peer acknowledges the next grant: now the mapping exists and carries channels.
+    await raw.send(FRAME.OFFER, 5, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: 'with ack' })
+    await raw.next('the second grant', (f) => f.type === FRAME.OFFER_REPLY && f.id === 5)
+    expect(target.mappings()).toEqual([])
+    await raw.send(FRAME.ACK, 5, {})
+    await waitFor('the mapping to exist once acknowledged', () => target.mappings().length === 1)
+    expect(target.mappings()[0]?.id).toBe(5)
+    await raw.conn.write(encodeOpenFrame(3, { type: 'sock', sock: 'connect', reliable: true, mapping: 5, dst: { ip: '127.0.0.1', port: echo.port } }))
+    expect(decodeJson(await raw.next('the connect reply', (f) => f.type === FRAME.REPLY && f.id === 3))).toEqual({})
+    raw.conn.abort()
+  })
+
+  it('a KILL that crosses the grant: the granting side never tracks, binds or counts the mapping', async () => {
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:*'] })
+    const mappings: unknown[] = []
+    target.on('mapping', (m) => mappings.push(m))
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    const raw = await dialRaw(server().url(), target, { features: ['ack'] }, cleanup)
+    // A free port to ask for; the grant is answered with a KILL (what a requester that gave up does).
+    const probe = net.createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const port = (probe.address() as net.AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    await raw.send(FRAME.OFFER, 7, { kind: 'bind', proto: 'tcp', host: '127.0.0.1', port, name: '' })
+    await raw.next('the grant', (f) => f.type === FRAME.OFFER_REPLY && f.id === 7)
+    await raw.send(FRAME.KILL, 7, { code: 'E_KILLED', message: 'The requester gave up on the offer' })
+    await waitFor('the grant to be told as withdrawn', () => decisions.some((d) => d.withdrawn === true))
+    expect(decisions.at(-1)).toMatchObject({ allowed: false, by: 'rule', code: 'E_KILLED', withdrawn: true })
+    // An OPEN under it after the KILL names no mapping.
+    await raw.conn.write(encodeOpenFrame(1, { type: 'sock', sock: 'bind', reliable: true, mapping: 7, dst: { ip: '127.0.0.1', port } }))
+    expect(decodeJson(await raw.next('the bind reply', (f) => f.type === FRAME.REPLY && f.id === 1))).toMatchObject({ error: { code: 'E_NO_MAPPING' } })
+    expect(mappings).toEqual([])
+    expect(target.stats()).toMatchObject({ mappingsGranted: 0, boundPorts: 0 })
+    expect(await listening(port)).toBe(false)
+    raw.conn.abort()
+  })
+
+  it('the requester answers a grant that comes after it gave up with a KILL, and never with an ACK', async () => {
+    const client = await agent()
+    const granter = await createPeer({ server: server().url() })
+    cleanup.push({ close: async () => await granter.close() })
+    let raw: RawMux | undefined
+    granter.handle((conn) => { raw = rawMux(conn, { features: ['ack'] }) })
+    await waitFor('the client to know the granter', () => client.peer.peers().some((p) => p.peerId === granter.peerId))
+    const err = await rejection(client.connect(granter.peerId, { host: '127.0.0.1', port: 9, timeoutMs: 500 }))
+    expect(err.code).toBe('E_TIMEOUT')
+    const r = raw as RawMux
+    const offer = await r.next('the offer', (f) => f.type === FRAME.OFFER)
+    const before = r.frames.length
+    await r.send(FRAME.OFFER_REPLY, offer.id, {}) // the late grant
+    await r.next('a KILL after the late grant', (f) => f.type === FRAME.KILL && f.id === offer.id && r.frames.indexOf(f) >= before)
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(r.frames.filter((f) => f.type === FRAME.ACK)).toEqual([])
+    expect(client.mappings()).toEqual([])
+    r.conn.abort()
+  })
+
+  it('the requester sends the ACK before anything else of the mapping; a granter without ack (an older peer) gets none and works as before', async () => {
+    const client = await agent()
+    for (const features of [['ack'], undefined]) {
+      const granter = await createPeer({ server: server().url() })
+      cleanup.push({ close: async () => await granter.close() })
+      let raw: RawMux | undefined
+      granter.handle((conn) => { raw = rawMux(conn, features === undefined ? {} : { features }) })
+      await waitFor('the client to know the granter', () => client.peer.peers().some((p) => p.peerId === granter.peerId))
+      const asking = client.connect(granter.peerId, { host: '127.0.0.1', port: 9 })
+      await waitFor('the raw granter to be dialed', () => raw !== undefined)
+      const r = raw as RawMux
+      const offer = await r.next('the offer', (f) => f.type === FRAME.OFFER)
+      await r.send(FRAME.OFFER_REPLY, offer.id, {})
+      const mapping = await within('the grant', asking)
+      void mapping.connect().catch(() => {})
+      const open = await r.next('the connect channel', (f) => f.type === FRAME.OPEN)
+      const types = r.frames.slice(r.frames.indexOf(offer) + 1, r.frames.indexOf(open)).map((f) => f.type)
+      expect(types).toEqual(features === undefined ? [] : [FRAME.ACK])
+      expect(decodeOpen(open).header).toMatchObject({ mapping: offer.id })
+      r.conn.abort()
+    }
+  })
+
+  it('an agent whose HELLO has no features (an older peer) still runs mappings both ways with a new one', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const older = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`], mux: { features: [], offerKinds: ['connect', 'bind', 'accept', 'file'] } })
+    const newer = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    for (const [from, to] of [[newer, older], [older, newer]] as const) {
+      const mapping = await within('the grant', from.connect(to.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+      const channel = await within('the connect channel', mapping.connect())
+      await channel.write(new TextEncoder().encode('hi'))
+      expect(new TextDecoder().decode(await within('the echo', channel.read()) ?? new Uint8Array())).toBe('hi')
+      await waitFor('the granting side to track the mapping', () => to.mappings().some((m) => m.id === mapping.id))
+      mapping.kill()
+    }
+    // What the older peer would not enforce or understand is refused here, before anything is sent.
+    expect((await rejection(newer.connectService(older.peer.peerId, { service: 'web' }))).message).toBe(`${older.peer.peerId} does not take service offers (an older starsock?)`)
+    const err = await rejection(newer.bind(older.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    expect(err.code).toBe('E_UNSUPPORTED')
+    expect(older.stats().mappingsGranted).toBe(0)
+  })
+})
+
+describe('mapping ids', () => {
+  const { agent, cleanup, server } = useAgents()
+
+  it('are random per connection, keep the parity of the side, and never repeat one in use', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const client = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const dialed = await Promise.all(Array.from({ length: 8 }, async () => await client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })))
+    const back = await Promise.all(Array.from({ length: 8 }, async () => await target.connect(client.peer.peerId, { host: '127.0.0.1', port: echo.port })))
+    const ids = dialed.map((m) => m.id)
+    expect(new Set([...ids, ...back.map((m) => m.id)]).size).toBe(16)
+    expect(ids.every((id) => id % 2 === 1 && id > 0 && id <= 0xffffffff)).toBe(true) // the dialing side: odd
+    expect(back.every((m) => m.id % 2 === 0 && m.id > 0)).toBe(true) // the other side: even
+    const sorted = [...ids].sort((a, b) => a - b)
+    // Sequential ids would be 2 apart; random ones spread over 2^31.
+    expect(sorted.some((id, i) => i > 0 && id - (sorted[i - 1] as number) !== 2)).toBe(true)
+    expect((sorted.at(-1) as number) - (sorted[0] as number)).toBeGreaterThan(1_000_000)
+  })
+
+  it.each([
+    ['0', 0],
+    ['of the wrong parity', 1],
+    ['of a live mapping', -1]
+  ])('an offer with a mapping id %s is a protocol error: the connection ends', async (_what, given) => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    // The raw peer dials: its ids are odd, the target's even.
+    const raw = await dialRaw(server().url(), target, { features: ['ack'] }, cleanup)
+    let id = given
+    if (given === -1) {
+      await raw.send(FRAME.OFFER, 7, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: '' })
+      await raw.next('the grant', (f) => f.type === FRAME.OFFER_REPLY && f.id === 7)
+      await raw.send(FRAME.ACK, 7, {})
+      await waitFor('the mapping', () => target.mappings().length === 1)
+      id = 7
+    } else if (given === 1) {
+      id = 8
+    }
+    await raw.send(FRAME.OFFER, id, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: 'again' })
+    await within('the target to end the connection', raw.ended)
+    expect(raw.frames.filter((f) => f.type === FRAME.OFFER_REPLY && f.id === id && given !== -1)).toEqual([])
+    await waitFor('the target to drop the session', () => target.sessions().length === 0)
+  })
+})
+
+describe('rules at run time', () => {
+  const { agent, cleanup } = useAgents()
+
+  it('setRules replaces the rules (a bad one changes nothing); live mappings stay', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const rule = `connect/tcp:127.0.0.1:${echo.port}`
+    const target = await agent({ allow: [rule] })
+    const client = await agent()
+    const live = await client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port })
+    expect(target.rules().map((r) => r.text)).toEqual([rule])
+    expect(() => target.setRules(['connect/tcp:*:*', 'nonsense'])).toThrow(TypeError)
+    expect(target.rules().map((r) => r.text)).toEqual([rule])
+    target.setRules([])
+    expect(target.rules()).toEqual([])
+    expect((await rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))).code).toBe('E_DENIED')
+    expect(live.closed).toBe(false)
+    const channel = await live.connect()
+    await channel.write(new TextEncoder().encode('still'))
+    expect(new TextDecoder().decode(await within('the echo on the live mapping', channel.read()) ?? new Uint8Array())).toBe('still')
+    target.setRules([rule])
+    await within('a grant by the rule set again', client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+  })
+
+  it('a person answering always: granted, and a rule for this offer from this peer is added (rule event), so the next one is not asked', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return 'always' } })
+    const added: Array<{ rule: string, peerId: string }> = []
+    target.on('rule', ({ rule, peerId }) => added.push({ rule: rule.text, peerId }))
+    const client = await agent()
+    await within('the first grant', client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    const expected = `connect/tcp:127.0.0.1:${echo.port}@${client.peer.peerId}`
+    expect(added).toEqual([{ rule: expected, peerId: client.peer.peerId }])
+    expect(target.rules().map((r) => r.text)).toEqual([expected])
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    await within('the second grant', client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect(asked).toBe(1)
+    expect(decisions.map((d) => [d.by, d.rule])).toEqual([['rule', expected]])
+    // Another peer is asked: the rule names the first one only.
+    const other = await agent()
+    await within('a grant to another peer', other.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect(asked).toBe(2)
+  })
+
+  it('always on a plaintext connection grants like yes and adds no rule (the id is only the server\'s word)', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    let asked = 0
+    const target = await agent({ insecure: true, ask: () => { asked++; return 'always' } })
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent({ insecure: true })
+    const dial = client.peer.dial.bind(client.peer)
+    client.peer.dial = async (to, options = {}) => await dial(to, { ...options, secure: false })
+    await within('the grant', client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+  })
+})

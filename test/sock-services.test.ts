@@ -1,0 +1,265 @@
+/**
+ * Named services, accept offers and source allowlists on binds, between real agents through a
+ * real server, with real TCP and UDP sockets.
+ */
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { describe, expect, it } from 'vitest'
+import type { Channel } from '../client/mux/channel.ts'
+import type { OfferRequest } from '../client/sock/agent.ts'
+import type { SockAddress } from '../shared/mux-frame.ts'
+import type { StarsockError } from '../shared/errors.ts'
+import { useAgents } from './helpers/agents.ts'
+import { testBytes, waitFor, within } from './helpers/server.ts'
+import { tcpEcho, tcpRoundTrip, udpEcho } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
+
+async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
+  try {
+    await promise
+  } catch (err) {
+    return err as StarsockError
+  }
+  throw new Error('expected a rejection')
+}
+
+/** A TCP server on 127.0.0.1 that answers every connection with `who` and closes. */
+async function teller (who: string): Promise<{ port: number, close: () => void }> {
+  const server = net.createServer((s) => { s.on('error', () => {}); s.end(who) })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: (server.address() as net.AddressInfo).port, close: () => { server.close() } }
+}
+
+async function readAll (channel: Channel): Promise<string> {
+  const parts: Uint8Array[] = []
+  for await (const c of channel) parts.push(c)
+  return Buffer.concat(parts).toString()
+}
+
+/** Echo every accept channel back (the binder's side of a bind). */
+function echoChannel (channel: Channel): void {
+  void (async () => {
+    for await (const chunk of channel) await channel.write(chunk)
+    await channel.closeWrite()
+  })().catch(() => {})
+}
+
+/** Connect to 127.0.0.1:`port` from `localAddress`; settles with how it ended: `data:...` when it got bytes, else the error code or `end`. */
+async function tryFrom (port: number, localAddress: string, payload = 'ping'): Promise<string> {
+  return await new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress, allowHalfOpen: true })
+    const parts: Buffer[] = []
+    let how = 'end'
+    socket.on('connect', () => socket.write(payload))
+    socket.on('data', (c: Buffer) => {
+      parts.push(c)
+      if (Buffer.concat(parts).byteLength >= payload.length) socket.end()
+    })
+    socket.on('error', (err: NodeJS.ErrnoException) => { how = err.code ?? err.message })
+    socket.on('close', () => resolve(parts.length > 0 ? `data:${Buffer.concat(parts).toString()}` : how))
+  })
+}
+
+describe('named services', () => {
+  const { agent, cleanup } = useAgents()
+
+  it('a service by name reaches the target the far side chose, not one the requester names', async () => {
+    const chosen = await teller('chosen')
+    const other = await teller('other')
+    cleanup.push(chosen, other)
+    const target = await agent({ allow: ['service:web'], services: { web: { to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' } } })
+    const client = await agent()
+    const mapping = await within('the service grant', client.connectService(target.peer.peerId, { service: 'web', name: 'the web' }))
+    expect(mapping.offer).toMatchObject({ kind: 'service', service: 'web', host: '', port: 0 })
+    expect(await within('the answer of the service', readAll(await mapping.connect()))).toBe('chosen')
+    // A channel naming another destination under the service mapping still goes where the far side chose.
+    const forged = await mapping.mux.open({ type: 'sock', sock: 'connect', reliable: true, mapping: mapping.id, dst: { ip: '127.0.0.1', port: other.port } })
+    expect(await within('the answer on the forged channel', readAll(forged))).toBe('chosen')
+    await waitFor('the granting side to show the service mapping', () => target.mappings().some((m) => m.offer.kind === 'service' && m.target?.to.port === chosen.port))
+  })
+
+  it('a UDP service carries datagrams to its target', async () => {
+    const echo = await udpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: ['service:*'], services: { dns: { to: { ip: '127.0.0.1', port: echo.port }, proto: 'udp' } } })
+    const client = await agent()
+    const mapping = await within('the grant', client.connectService(target.peer.peerId, { service: 'dns', proto: 'udp' }))
+    const channel = await mapping.connect()
+    channel.send(new TextEncoder().encode('query'))
+    const item = await within('the datagram back', channel.receive())
+    expect(new TextDecoder().decode(item?.data)).toBe('query')
+  })
+
+  it('an unknown name and a wrong proto are denied with their own messages, before anyone is asked', async () => {
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return true }, services: { web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } } })
+    const client = await agent()
+    const unknown = await rejection(client.connectService(target.peer.peerId, { service: 'nope' }))
+    expect([unknown.code, unknown.message]).toEqual(['E_DENIED', 'This peer offers no service named "nope"'])
+    const wrong = await rejection(client.connectService(target.peer.peerId, { service: 'web', proto: 'udp' }))
+    expect([wrong.code, wrong.message]).toEqual(['E_DENIED', 'Service web is tcp, not udp'])
+    expect(asked).toBe(0)
+    // No rule and nobody to ask: denied too.
+    const noAsk = await agent({ services: { web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } } })
+    expect((await rejection(client.connectService(noAsk.peer.peerId, { service: 'web' }))).code).toBe('E_DENIED')
+    await expect(client.connectService(target.peer.peerId, { service: 'bad name' })).rejects.toThrow(TypeError)
+  })
+
+  it('the person asked sees the service name and its target', async () => {
+    const chosen = await teller('chosen')
+    cleanup.push(chosen)
+    const requests: OfferRequest[] = []
+    const target = await agent({ ask: (r) => { requests.push(r); return true }, services: { web: { to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' } } })
+    const client = await agent()
+    await within('the grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`])
+    expect(requests[0]?.service).toEqual({ name: 'web', to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' })
+  })
+
+  it('setServices: a removed service is denied to new offers, a live mapping keeps its target', async () => {
+    const chosen = await teller('chosen')
+    cleanup.push(chosen)
+    const target = await agent({ allow: ['service:*'], services: { web: { to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' } } })
+    const client = await agent()
+    const live = await client.connectService(target.peer.peerId, { service: 'web' })
+    expect(() => target.setServices({ 'bad name': { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } })).toThrow(TypeError)
+    expect(Object.keys(target.services())).toEqual(['web'])
+    target.setServices({})
+    expect((await rejection(client.connectService(target.peer.peerId, { service: 'web' }))).message).toBe('This peer offers no service named "web"')
+    expect(await within('the live mapping', readAll(await live.connect()))).toBe('chosen')
+  })
+})
+
+describe('accept offers', () => {
+  const { agent, cleanup } = useAgents()
+
+  it('an accept for a service: the far side connects each accept channel to the service\'s target', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: ['service:ssh'], services: { ssh: { to: { ip: '127.0.0.1', port: echo.port }, proto: 'tcp' } } })
+    const client = await agent()
+    const mapping = await within('the accept grant', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 2222, service: 'ssh' }))
+    const channel = await client.sendAccept(mapping, { ip: '127.0.0.1', port: 50000 })
+    const data = testBytes(200_000)
+    const back: Uint8Array[] = []
+    const reading = (async () => { for await (const c of channel) back.push(c) })()
+    await channel.write(data)
+    await channel.closeWrite()
+    await within('the echo through the service', reading)
+    expectBytes(Buffer.concat(back), data, 'the echo through the service')
+    expect((await rejection(client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 2222, service: 'nope' }))).message).toBe('This peer offers no service named "nope"')
+  })
+
+  it('an accept without a service to an agent without onAccept is denied up front (E_UNSUPPORTED), nobody asked, nothing granted', async () => {
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return true } })
+    const granted: unknown[] = []
+    target.on('mapping', (m) => granted.push(m))
+    const client = await agent()
+    const err = await rejection(client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 2222 }))
+    expect([err.code, err.message]).toEqual(['E_UNSUPPORTED', 'This peer takes no accept channels (offer an accept for one of its services, or ask it to bind)'])
+    expect(asked).toBe(0)
+    expect(granted).toEqual([])
+  })
+
+  it('an accept without a service goes to onAccept', async () => {
+    const seen: number[] = []
+    const target = await agent({ ask: () => true, onAccept: (channel, mapping) => { seen.push(mapping.id); echoChannel(channel) } })
+    const client = await agent()
+    const mapping = await client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 2222 })
+    const channel = await client.sendAccept(mapping, { ip: '127.0.0.1', port: 50001 })
+    await channel.write(new TextEncoder().encode('hello'))
+    await channel.closeWrite()
+    expect(await within('the echo from onAccept', readAll(channel))).toBe('hello')
+    expect(seen).toEqual([mapping.id])
+  })
+})
+
+describe('source allowlists on binds (allowFrom)', () => {
+  const { agent } = useAgents()
+
+  it('TCP: a client from a source not allowed is reset and counted; one from an allowed source passes', async () => {
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+    const refused: Array<{ peerId: string, src: SockAddress, mapping: number }> = []
+    target.on('refused-source', (r) => refused.push({ peerId: r.peerId, src: r.src, mapping: r.mapping.id }))
+    const texts: string[] = []
+    target.on('offer', (d) => texts.push(d.text))
+    const client = await agent()
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    mapping.acceptHandler = echoChannel
+    const port = (mapping.bound as SockAddress).port
+    expect(texts).toEqual(['bind/tcp 127.0.0.1:0 from 127.0.0.1/32'])
+    expect(await within('a client from 127.0.0.2', tryFrom(port, '127.0.0.2'))).toBe('ECONNRESET')
+    expect(target.stats().refusedSources).toBe(1)
+    expect(refused).toEqual([{ peerId: client.peer.peerId, src: { ip: '127.0.0.2', port: expect.any(Number) as number }, mapping: mapping.id }])
+    expect(mapping.stats().channelsTotal).toBe(0)
+    expect(await within('a client from 127.0.0.1', tryFrom(port, '127.0.0.1'))).toBe('data:ping')
+    expect(target.stats().refusedSources).toBe(1)
+  })
+
+  it('UDP: a datagram from a source not allowed is dropped and counted; one from an allowed source arrives', async () => {
+    const target = await agent({ allow: ['bind/udp:127.0.0.1:0'] })
+    const client = await agent()
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1'] }))
+    const port = (mapping.bound as SockAddress).port
+    const send = async (from: string, text: string): Promise<void> => {
+      const socket = dgram.createSocket('udp4')
+      await new Promise<void>((resolve) => socket.bind(0, from, resolve))
+      await new Promise<void>((resolve, reject) => socket.send(text, port, '127.0.0.1', (err) => { if (err !== null) reject(err); else resolve() }))
+      socket.close()
+    }
+    await send('127.0.0.2', 'refused')
+    await waitFor('the datagram from 127.0.0.2 to be counted', () => target.stats().refusedSources === 1)
+    await send('127.0.0.1', 'allowed')
+    const item = await within('the allowed datagram on the bind channel', (mapping.bindChannel as Channel).receive())
+    expect(new TextDecoder().decode(item?.data)).toBe('allowed')
+    expect(item?.addr?.ip).toBe('127.0.0.1')
+    expect(target.stats().refusedSources).toBe(1)
+  })
+
+  it('an allowFrom the binding peer cannot parse is denied with the entry named; too many or badly shaped entries are a TypeError here', async () => {
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+    const client = await agent()
+    const err = await rejection(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['999.1.2.3/8'] }))
+    expect(err.code).toBe('E_DENIED')
+    expect(err.message).toContain('999.1.2.3/8')
+    expect(target.stats()).toMatchObject({ boundPorts: 0, mappingsGranted: 0 })
+    await expect(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: Array.from({ length: 65 }, () => '10.0.0.1') })).rejects.toThrow(TypeError)
+    await expect(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['example.com'] })).rejects.toThrow(TypeError)
+  })
+
+  it('a peer without allow-from (an older one) is not offered the bind: E_UNSUPPORTED, nothing bound', async () => {
+    const older = await agent({ allow: ['bind/tcp:127.0.0.1:0'], mux: { features: ['ack'] } })
+    const offers: string[] = []
+    older.on('offer', (d) => offers.push(d.text))
+    const client = await agent()
+    const err = await rejection(client.bind(older.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    expect([err.code, err.message]).toEqual(['E_UNSUPPORTED', `${older.peer.peerId} cannot limit the sources of a bind (allowFrom): an older starsock?`])
+    expect(offers).toEqual([])
+    expect(older.stats().boundPorts).toBe(0)
+  })
+})
+
+describe('bind addresses', () => {
+  const { agent } = useAgents()
+
+  it('a bind to 0.0.0.0 reports usable addresses on both sides (not internal first, then loopback); a bind to one address reports none', async () => {
+    const target = await agent({ allow: ['bind/tcp:*:0'] })
+    const client = await agent()
+    const mapping = await within('the wildcard bind', client.bind(target.peer.peerId, { host: '0.0.0.0', port: 0 }))
+    mapping.acceptHandler = echoChannel
+    const port = (mapping.bound as SockAddress).port
+    const addresses = mapping.addresses ?? []
+    expect(addresses.length).toBeGreaterThan(0)
+    expect(addresses.every((a) => a.port === port && a.ip !== '0.0.0.0' && net.isIPv4(a.ip))).toBe(true)
+    const loop = addresses.findIndex((a) => a.ip.startsWith('127.'))
+    expect(loop).toBeGreaterThanOrEqual(0)
+    expect(addresses.slice(loop).every((a) => a.ip.startsWith('127.'))).toBe(true)
+    await waitFor('the granting side to know the addresses', () => target.mappings().some((m) => !m.local && m.addresses !== undefined))
+    expect(target.mappings().find((m) => !m.local)?.addresses).toEqual(addresses)
+    const data = testBytes(1000)
+    expectBytes(await within('an echo through a reported address', tcpRoundTrip(port, data, (addresses[loop] as SockAddress).ip)), data, 'an echo through a reported address')
+    const one = await client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 })
+    expect(one.addresses).toBeUndefined()
+  })
+})

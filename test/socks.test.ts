@@ -1,0 +1,287 @@
+/**
+ * SOCKS5 and HTTP CONNECT on a local port (issue 15): each request becomes a `connect` offer the
+ * far peer decides, a denial is the proper reply code, and the port survives abuse. A real server,
+ * real peers, real sockets; the `socks` npm client and raw bytes on the wire.
+ */
+import net from 'node:net'
+import { describe, expect, it } from 'vitest'
+import { SocksClient } from 'socks'
+import { createIdentity } from '../client/identity.ts'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
+import { createNodeHost } from '../client/sock/host.node.ts'
+import { Socks, type SocksOptions } from '../client/sock/socks.node.ts'
+import { useAgents } from './helpers/agents.ts'
+import { expectBytes } from './helpers/bytes.ts'
+import { testBytes, waitFor, within } from './helpers/server.ts'
+
+/** A TCP echo on `::` (dual stack: 127.0.0.1 and ::1 both reach it), closed after the test. */
+async function dualEcho (): Promise<{ port: number, close: () => void }> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s)
+    s.on('close', () => sockets.delete(s))
+    s.on('error', () => {})
+    s.pipe(s)
+  })
+  await new Promise<void>((resolve) => server.listen({ port: 0, host: '::', ipv6Only: false }, resolve))
+  return { port: (server.address() as net.AddressInfo).port, close: () => { server.close(); for (const s of sockets) s.destroy() } }
+}
+
+/** A port on 127.0.0.1 where nothing listens. */
+async function closedPort (): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** Write `data` on a connected socket, half-close, and settle with all it reads back. */
+async function roundTrip (socket: net.Socket, data: Uint8Array): Promise<Buffer> {
+  return await new Promise((resolve, reject) => {
+    const parts: Buffer[] = []
+    socket.on('data', (c: Buffer) => parts.push(c))
+    socket.on('end', () => { socket.end(); resolve(Buffer.concat(parts)) })
+    socket.on('error', reject)
+    socket.resume() // paused after an HTTP CONNECT answer: a data listener alone does not resume it
+    socket.end(data)
+  })
+}
+
+/** A raw client: connect, send `bytes`, collect what comes until the proxy closes (FIN or reset). */
+async function raw (port: number, bytes: Uint8Array | string, host = '127.0.0.1', localAddress?: string, until = Infinity): Promise<{ data: Buffer, reset: boolean }> {
+  return await new Promise((resolve) => {
+    const socket = net.connect({ host, port, localAddress })
+    const parts: Buffer[] = []
+    let reset = false
+    let got = 0
+    socket.on('data', (c: Buffer) => {
+      parts.push(c)
+      got += c.byteLength
+      if (got >= until) socket.destroy() // a granted request stays open: enough read
+    })
+    socket.on('error', () => { reset = true })
+    socket.on('close', () => resolve({ data: Buffer.concat(parts), reset }))
+    socket.write(bytes)
+  })
+}
+
+/** A raw SOCKS5 CONNECT without auth to 127.0.0.1:`port`: greeting and request in one write. */
+function socks5Connect (port: number): Buffer {
+  const p = Buffer.alloc(2)
+  p.writeUInt16BE(port)
+  return Buffer.concat([Buffer.from([0x05, 0x01, 0x00]), Buffer.from([0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1]), p])
+}
+
+/** Open a socket and keep it, unanswered; settles once connected. */
+async function stalled (port: number, first?: Uint8Array): Promise<net.Socket & { closedAt: Promise<void> }> {
+  const socket = net.connect({ host: '127.0.0.1', port })
+  socket.on('error', () => {})
+  const closedAt = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  if (first !== undefined) socket.write(first)
+  return Object.assign(socket, { closedAt })
+}
+
+describe('SOCKS5 and HTTP CONNECT through a peer', () => {
+  const { agent, cleanup, server } = useAgents()
+
+  /** A far agent with `farOptions`, a near agent, and a proxy on 127.0.0.1 through the far one. */
+  async function setup (farOptions: SockAgentOptions, options: Partial<SocksOptions> = {}): Promise<{ far: SockAgent, near: SockAgent, socks: Socks, port: number }> {
+    const far = await agent(farOptions)
+    const near = await agent()
+    const socks = new Socks(near, { peer: far.peer.peerId, timeoutMs: 10_000, ...options })
+    cleanup.push({ close: async () => { await socks.close() } })
+    await socks.start({ ip: '127.0.0.1', port: 0 })
+    return { far, near, socks, port: socks.address.port }
+  }
+
+  async function echo (): Promise<number> {
+    const e = await dualEcho()
+    cleanup.push(e)
+    return e.port
+  }
+
+  it('CONNECT by IPv4, IPv6 (::1) and domain name (localhost) moves bytes exact both ways; one mapping per target, reused', async () => {
+    const port = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:[::1]:${port}`, `connect/tcp:localhost:${port}`] })
+    const offers: string[] = []
+    far.on('offer', (o) => offers.push(o.text))
+    let seed = 1
+    for (const host of ['127.0.0.1', '::1', 'localhost', '127.0.0.1']) {
+      const { socket } = await within(`a SOCKS5 CONNECT to ${host}`, SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host, port } }))
+      const data = testBytes(300 * 1024, seed++)
+      expectBytes(await within(`bytes through ${host}`, roundTrip(socket, data)), data, `the bytes through the proxy to ${host}`)
+    }
+    const s = socks.stats()
+    expect(s.connections).toBe(4)
+    expect(s.failures).toBe(0)
+    expect(s.bytesOut).toBeGreaterThanOrEqual(4 * 300 * 1024)
+    // The second request to 127.0.0.1 took the live mapping: three offers, not four.
+    expect(offers).toEqual([`connect/tcp 127.0.0.1:${port}`, `connect/tcp [::1]:${port}`, `connect/tcp localhost:${port}`])
+    expect(socks.state).toBe('up')
+  })
+
+  it('a target the far side denies: SOCKS5 reply 0x02 and HTTP 403; the denial is remembered, so the person is asked once', async () => {
+    const port = await echo()
+    let asked = 0
+    const { port: proxy } = await setup({ ask: () => { asked++; return false } })
+    const first = await raw(proxy, socks5Connect(port))
+    expect([...first.data]).toEqual([0x05, 0x00, 0x05, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0, 0])
+    const again = await raw(proxy, socks5Connect(port))
+    expect(again.data[3]).toBe(0x02)
+    const http = await raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`)
+    expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 403 Forbidden\r\n/)
+    expect(asked).toBe(1)
+    // The socks client reports it as the ruleset refusal.
+    await expect(SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } }))
+      .rejects.toThrow(/NotAllowed/)
+  })
+
+  it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
+    const port = await closedPort()
+    const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })
+    const r = await raw(proxy, socks5Connect(port))
+    expect(r.data[3]).toBe(0x05)
+    const http = await raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`)
+    expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/)
+  })
+
+  it('username/password (RFC 1929): the right pair passes, a wrong one gets 0x01 0x01, no acceptable method 0xFF; HTTP: 407 then 200', async () => {
+    const port = await echo()
+    const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { users: [{ user: 'ann', pass: 's3cret' }, { user: 'bob', pass: 'hunter2' }] })
+    const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5, userId: 'bob', password: 'hunter2' }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const data = testBytes(64 * 1024, 7)
+    expectBytes(await roundTrip(socket, data), data, 'the bytes with auth')
+    await expect(SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5, userId: 'bob', password: 's3cret' }, command: 'connect', destination: { host: '127.0.0.1', port } }))
+      .rejects.toThrow(/Authentication/i)
+    const wrong = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x02, 0x01, 3]), Buffer.from('ann'), Buffer.from([6]), Buffer.from('s3cre7')]))
+    expect([...wrong.data]).toEqual([0x05, 0x02, 0x01, 0x01])
+    const none = await raw(proxy, Buffer.from([0x05, 0x01, 0x00]))
+    expect([...none.data]).toEqual([0x05, 0xff])
+    const noAuth = await raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`)
+    expect(noAuth.data.toString('latin1')).toMatch(/^HTTP\/1\.1 407 Proxy Authentication Required\r\n[^]*Proxy-Authenticate: Basic/)
+    const badAuth = await raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nProxy-Authorization: Basic ${Buffer.from('ann:nope').toString('base64')}\r\n\r\n`)
+    expect(badAuth.data.toString('latin1')).toMatch(/^HTTP\/1\.1 407 /)
+    const ok = await httpConnect(proxy, `127.0.0.1:${port}`, `Proxy-Authorization: Basic ${Buffer.from('ann:s3cret').toString('base64')}\r\n`)
+    const more = testBytes(32 * 1024, 8)
+    expectBytes(await roundTrip(ok, more), more, 'the bytes through HTTP CONNECT with auth')
+  })
+
+  /** HTTP CONNECT to `target`; settles with the socket once `200 Connection established` came (nothing read past it). */
+  async function httpConnect (proxy: number, target: string, headers = ''): Promise<net.Socket> {
+    const socket = net.connect({ host: '127.0.0.1', port: proxy, allowHalfOpen: true })
+    socket.write(`CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n${headers}\r\n`)
+    const head = await within('the answer to HTTP CONNECT', new Promise<string>((resolve, reject) => {
+      let got = Buffer.alloc(0)
+      const onData = (c: Buffer): void => {
+        got = Buffer.concat([got, c])
+        const end = got.indexOf('\r\n\r\n')
+        if (end < 0) return
+        socket.off('data', onData)
+        socket.pause()
+        if (end + 4 < got.byteLength) socket.unshift(got.subarray(end + 4))
+        resolve(got.subarray(0, end).toString('latin1'))
+      }
+      socket.on('data', onData)
+      socket.on('error', reject)
+    }))
+    expect(head).toMatch(/^HTTP\/1\.1 200 Connection established/)
+    return socket
+  }
+
+  it('HTTP CONNECT: 200 and bytes exact both ways (IPv6 in brackets too); other methods 405, a bad target 400', async () => {
+    const port = await echo()
+    const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:[::1]:${port}`] })
+    for (const [target, seed] of [[`127.0.0.1:${port}`, 11], [`[::1]:${port}`, 12]] as const) {
+      const socket = await httpConnect(proxy, target)
+      const data = testBytes(200 * 1024, seed)
+      expectBytes(await roundTrip(socket, data), data, `the bytes through HTTP CONNECT to ${target}`)
+    }
+    const get = await raw(proxy, `GET http://127.0.0.1:${port}/ HTTP/1.1\r\n\r\n`)
+    expect(get.data.toString('latin1')).toMatch(/^HTTP\/1\.1 405 Method Not Allowed\r\n[^]*Allow: CONNECT/)
+    const bad = await raw(proxy, 'CONNECT nowhere HTTP/1.1\r\n\r\n')
+    expect(bad.data.toString('latin1')).toMatch(/^HTTP\/1\.1 400 /)
+  })
+
+  it('unsupported command (BIND, UDP ASSOCIATE) 0x07, unsupported address type 0x08', async () => {
+    const { port: proxy } = await setup({})
+    for (const cmd of [0x02, 0x03]) {
+      const r = await raw(proxy, Buffer.from([0x05, 0x01, 0x00, 0x05, cmd, 0x00, 0x01, 127, 0, 0, 1, 0, 80]))
+      expect(r.data[3], `command ${cmd}`).toBe(0x07)
+    }
+    const r = await raw(proxy, Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x07, 1, 2, 3]))
+    expect(r.data[3]).toBe(0x08)
+  })
+
+  it('abuse: a garbage first byte is cut, a stalled handshake times out, an oversized header gets 431, handshakes at once are bounded; the proxy goes on', async () => {
+    const port = await echo()
+    const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { handshakeTimeoutMs: 300, maxHandshakesPerIp: 4 })
+    const garbage = await within('the proxy to cut a garbage first byte', raw(proxy, Buffer.from([0x00, 0xde, 0xad])))
+    expect(garbage.data.byteLength).toBe(0)
+    const stall = await stalled(proxy, Buffer.from([0x05, 0x02])) // says two methods, sends one... never
+    await within('a stalled handshake to be closed by the proxy', stall.closedAt)
+    const huge = await within('the answer to an oversized header', raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nX-Pad: ${'a'.repeat(9000)}\r\n\r\n`))
+    expect(huge.data.toString('latin1')).toMatch(/^HTTP\/1\.1 431 /)
+
+    // Bounded: four handshakes from 127.0.0.1 at once, the fifth is reset before any answer.
+    const slow = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { handshakeTimeoutMs: 60_000, maxHandshakesPerIp: 4 })
+    const held = await Promise.all([1, 2, 3, 4].map(async () => await stalled(slow.port, Buffer.from([0x05]))))
+    const fifth = await within('the fifth handshake to be refused', raw(slow.port, socks5Connect(port)))
+    expect(fifth.data.byteLength).toBe(0)
+    expect(fifth.reset).toBe(true)
+    for (const s of held) s.destroy()
+    await waitFor('the proxy to let the stalled handshakes go', () => slow.socks.stats().failures >= 5)
+    const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: slow.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const data = testBytes(16 * 1024, 21)
+    expectBytes(await roundTrip(socket, data), data, 'the bytes after the abuse')
+    expect(socks.state).toBe('up')
+    expect(slow.socks.state).toBe('up')
+  })
+
+  it('a source not in allowFrom is reset and counted (refused)', async () => {
+    const port = await echo()
+    const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { allowFrom: ['127.0.0.1/32'] })
+    const refused: string[] = []
+    socks.on('refused', ({ src }) => refused.push(src.ip))
+    const r = await raw(proxy, socks5Connect(port), '127.0.0.1', '127.0.0.2')
+    expect(r.reset).toBe(true)
+    expect(r.data.byteLength).toBe(0)
+    expect(refused).toEqual(['127.0.0.2'])
+    expect(socks.stats().refusedSources).toBe(1)
+    const ok = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
+    expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
+  })
+
+  it('the far peer away: requests fail at once with 0x01 / 503; once it is back (same identity) the next request works', async () => {
+    const port = await echo()
+    const identity = await createIdentity()
+    const url = server().url()
+    const start = async (): Promise<{ close: () => Promise<void>, id: string }> => {
+      const peer = await createPeer({ server: url, identity })
+      const a = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${port}`] })
+      return { id: peer.peerId, close: async () => { await a.close(); await peer.close() } }
+    }
+    let far = await start()
+    cleanup.push({ close: async () => { await far.close() } })
+    const near = await agent()
+    const socks = new Socks(near, { peer: far.id, timeoutMs: 10_000 })
+    cleanup.push({ close: async () => { await socks.close() } })
+    await socks.start({ ip: '127.0.0.1', port: 0 })
+    const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const data = testBytes(8 * 1024, 31)
+    expectBytes(await roundTrip(socket, data), data, 'the bytes before')
+    await far.close()
+    await waitFor('the proxy to be away', () => socks.state === 'away')
+    const r = await within('a request while away to fail at once', raw(socks.address.port, socks5Connect(port)), 3000)
+    expect(r.data[3]).toBe(0x01)
+    const h = await raw(socks.address.port, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`)
+    expect(h.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 /)
+    far = await start()
+    await waitFor('the proxy to be back', () => socks.state === 'up', 15_000)
+    const again = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const more = testBytes(8 * 1024, 32)
+    expectBytes(await roundTrip(again.socket, more), more, 'the bytes after the peer came back')
+  }, 30_000)
+})
