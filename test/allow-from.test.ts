@@ -8,7 +8,7 @@ import net from 'node:net'
 import os from 'node:os'
 import { describe, expect, it } from 'vitest'
 import { LOOPBACK_ONLY } from '../client/sock/allow-from.node.ts'
-import { Forward, forward } from '../client/sock/tunnel.node.ts'
+import { expose, Forward, forward } from '../client/sock/tunnel.node.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
 import { useAgents } from './helpers/agents.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -110,6 +110,23 @@ describe('allowFrom on a forward\'s local port', () => {
     expect(denied.reset).toBe(true)
     expect(tunnel.stats().refusedSources).toBe(1)
     expectBytes(await tcpRoundTrip(tunnel.address.port, data), data, 'the bytes from 127.0.0.1')
+  })
+
+  it('an expose hands allowFrom to the peer: its port resets a client from 127.0.0.2 (counted there), 127.0.0.1 passes', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const far = await agent({ allow: ['bind/tcp:127.0.0.1:*'] })
+    const near = await agent()
+    const offers: string[] = []
+    far.on('offer', (o) => offers.push(o.text))
+    const tunnel = await expose(near, { peer: far.peer.peerId, to: { ip: '127.0.0.1', port: echo.port }, host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] })
+    cleanup.push(tunnel)
+    expect(offers[0]).toMatch(/from 127\.0\.0\.1\/32/)
+    const data = testBytes(16 * 1024, 6)
+    const denied = await within('a client from 127.0.0.2 to be ended', tryFrom('127.0.0.1', tunnel.address.port, '127.0.0.2', data))
+    expect(denied.reset).toBe(true)
+    expect(far.stats().refusedSources).toBe(1)
+    expectBytes(await within('a round trip from 127.0.0.1', tcpRoundTrip(tunnel.address.port, data)), data, 'the bytes of the allowed client')
   })
 
   it('a bad entry throws a TypeError naming it; a forward needs to or service', async () => {

@@ -148,6 +148,25 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/)
   })
 
+  it('a name the far side cannot resolve: 0x04 (host unreachable) and HTTP 502', async () => {
+    const { port: proxy } = await setup({ allow: ['connect/tcp:no-such-host.invalid:80'] })
+    const name = Buffer.from('no-such-host.invalid')
+    const r = await within('the answer for an unresolvable name', raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, Buffer.from([0, 80])])), 15_000)
+    expect(r.data[3]).toBe(0x04)
+    const http = await within('the HTTP answer for an unresolvable name', raw(proxy, 'CONNECT no-such-host.invalid:80 HTTP/1.1\r\n\r\n'), 15_000)
+    expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 502 /)
+  })
+
+  it('requests to one target at once while a person decides: the person is asked once, every request is served', async () => {
+    const port = await echo()
+    let asked = 0
+    const { port: proxy } = await setup({ ask: async () => { asked++; await new Promise((resolve) => setTimeout(resolve, 200)); return true } })
+    const sockets = await within('five CONNECTs at once', Promise.all([1, 2, 3, 4, 5].map(async () => (await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })).socket)), 10_000)
+    const backs = await Promise.all(sockets.map(async (socket, i) => await roundTrip(socket, testBytes(8 * 1024, 50 + i))))
+    backs.forEach((back, i) => expectBytes(back, testBytes(8 * 1024, 50 + i), `the bytes of request ${i + 1}`))
+    expect(asked).toBe(1)
+  })
+
   it('username/password (RFC 1929): the right pair passes, a wrong one gets 0x01 0x01, no acceptable method 0xFF; HTTP: 407 then 200', async () => {
     const port = await echo()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { users: [{ user: 'ann', pass: 's3cret' }, { user: 'bob', pass: 'hunter2' }] })
@@ -245,7 +264,7 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { allowFrom: ['127.0.0.1/32'] })
     const refused: string[] = []
     socks.on('refused', ({ src }) => refused.push(src.ip))
-    const r = await raw(proxy, socks5Connect(port), '127.0.0.1', '127.0.0.2')
+    const r = await within('a client from 127.0.0.2 to be ended', raw(proxy, socks5Connect(port), '127.0.0.1', '127.0.0.2'))
     expect(r.reset).toBe(true)
     expect(r.data.byteLength).toBe(0)
     expect(refused).toEqual(['127.0.0.2'])

@@ -56,6 +56,8 @@ interface Refusal { rep: number, status: number, reason: string }
 
 const AWAY_CODES = new Set(['E_PEER_NOT_FOUND', 'E_PEER_GONE', 'E_PEER_SHUTDOWN', 'E_SHUTDOWN', 'E_DISCONNECTED', 'E_NOT_JOINED', 'E_SERVER_UNREACHABLE', 'E_DIAL_REFUSED'])
 const DENIED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_SECURE_REQUIRED', 'E_LIMIT_MAPPINGS', 'E_LIMIT_TOTAL'])
+/** Denials remembered for a target: a rule or a person said no; not a limit (it passes) nor a connection-level refusal. */
+const REMEMBERED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED'])
 
 /** How a failure of `connect` (the offer or the channel) is answered. */
 export function socksRefusal (err: unknown): Refusal {
@@ -444,7 +446,7 @@ export class Socks extends Tunnel {
   private async open (target: Target, src: SockAddress): Promise<Channel> {
     const away = this.awayError()
     if (away !== undefined) throw away
-    const key = `${target.host}|${target.port}`
+    const key = `${target.host.toLowerCase()}|${target.port}`
     const denied = this.denials.get(key)
     if (denied !== undefined) {
       if (Date.now() < denied.until) throw new StarsockError('E_DENIED', `${target.host}:${target.port} was denied lately; not asking ${this.options.peer} again for ${Math.ceil((denied.until - Date.now()) / 1000)} s`)
@@ -488,7 +490,7 @@ export class Socks extends Tunnel {
       if (this.targets.get(key) === entry) this.targets.delete(key)
       const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
       // Said by the peer (not the wire), or a person who did not answer: not asked again for a while.
-      if ((DENIED_CODES.has(e.code) && !e.remote) || (e.code === 'E_TIMEOUT' && personAsked)) this.deny(key, socksRefusal(e))
+      if ((REMEMBERED_CODES.has(e.code) && !e.remote) || (e.code === 'E_TIMEOUT' && personAsked)) this.deny(key, socksRefusal(e))
       if (AWAY_CODES.has(e.code) && !this.stopped) this.dropped(e)
       throw e
     })

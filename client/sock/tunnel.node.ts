@@ -476,26 +476,39 @@ class UdpSources {
   }
 }
 
-/** A local listener whose connections (or UDP sources) reach `to` through the other peer. */
-export class Forward extends Tunnel {
+/**
+ * A local listener (checked against `allowFrom`) whose connections (or UDP sources) each get a
+ * channel to the other peer under one mapping, asked for again after a drop: `Forward` and
+ * `AcceptTunnel`.
+ */
+abstract class LocalListener extends Tunnel {
   private server: net.Server | undefined
   private udp: dgram.Socket | undefined
   private asking: Promise<Mapping> | undefined
+  /** Listen before asking (the offer names the address listened on). */
+  protected listenFirst = false
 
-  constructor (agent: SockAgent, options: TunnelOptions) {
-    super(agent, options)
-    if (options.to === undefined && options.service === undefined) throw new TypeError('forward needs `to` (host and port) or `service` (a name the peer offers)')
-  }
+  /** Ask the peer for the mapping (once; again after a drop). */
+  protected abstract ask (): Promise<Mapping>
 
-  /** Ask for the mapping and listen on `listen`; settles once both are done. */
+  /** A channel for a local client from `src` under `mapping`. */
+  protected abstract channelOf (mapping: Mapping, src: SockAddress): Promise<Channel>
+
+  /** Ask for the mapping and listen on `listen` (an accept: the other way round); settles once both are done. */
   async start (listen: SockAddress): Promise<void> {
     let offline: StarsockError | undefined
-    try {
-      await this.mapping()
-    } catch (err) {
-      if (!this.waitsFor(err)) throw err
-      offline = err
+    const ask = async (): Promise<void> => {
+      try {
+        await this.mapping()
+      } catch (err) {
+        if (!this.waitsFor(err)) {
+          this.stop(err instanceof StarsockError ? err : undefined) // nothing left listening or watching
+          throw err
+        }
+        offline = err
+      }
     }
+    if (!this.listenFirst) await ask()
     try {
       if (this.proto === 'tcp') await this.listenTcp(listen)
       else await this.listenUdp(listen)
@@ -503,6 +516,7 @@ export class Forward extends Tunnel {
       this.stop(undefined)
       throw err
     }
+    if (this.listenFirst) await ask()
     if (offline !== undefined) this.dropped(offline) // listening; asks until the peer is online
   }
 
@@ -513,8 +527,7 @@ export class Forward extends Tunnel {
   /** The live mapping, asked for again after a drop. */
   private async mapping (): Promise<Mapping> {
     if (this.current !== undefined && !this.current.closed) return this.current
-    const to = this.options.to as SockAddress
-    this.asking ??= this.agent.connect(this.options.peer, this.request({ host: to.ip, port: to.port }))
+    this.asking ??= this.ask()
       .then((m) => this.watch(m))
       .finally(() => { this.asking = undefined })
     return await this.asking
@@ -527,7 +540,7 @@ export class Forward extends Tunnel {
     const mapping = await this.mapping()
     this.counted('connections')
     this.emit('connection', { src })
-    return await mapping.connect({ src })
+    return await this.channelOf(mapping, src)
   }
 
   private async listenTcp (listen: SockAddress): Promise<void> {
@@ -569,6 +582,48 @@ export class Forward extends Tunnel {
     this.server?.close()
     this.sources?.clear()
     try { this.udp?.close() } catch {}
+  }
+}
+
+/** A local listener whose connections (or UDP sources) reach `to`, or the peer's `service`, through the other peer. */
+export class Forward extends LocalListener {
+  constructor (agent: SockAgent, options: TunnelOptions) {
+    super(agent, options)
+    if (options.to === undefined && options.service === undefined) throw new TypeError('forward needs `to` (host and port) or `service` (a name the peer offers)')
+    if (options.to !== undefined && options.service !== undefined) throw new TypeError('forward takes `to` or `service`, not both')
+  }
+
+  protected async ask (): Promise<Mapping> {
+    const { peer, to, service } = this.options
+    if (service !== undefined) {
+      const { proto, name, timeoutMs, signal, onAsking } = this.request({})
+      return await this.agent.connectService(peer, { service, proto, name, timeoutMs, signal, onAsking })
+    }
+    const dst = to as SockAddress
+    return await this.agent.connect(peer, this.request({ host: dst.ip, port: dst.port }))
+  }
+
+  protected async channelOf (mapping: Mapping, src: SockAddress): Promise<Channel> {
+    return await mapping.connect({ src })
+  }
+}
+
+/**
+ * This agent listens on a port on behalf of the other peer (an accept, without a bind): each
+ * local connection (or UDP source) is handed to it as an accept channel. With `service` the peer
+ * connects each to that service of its own; without, its `onAccept` takes them (a peer without
+ * one denies the offer up front, `E_UNSUPPORTED`). Recovers like a forward: offers again after a drop.
+ */
+export class AcceptTunnel extends LocalListener {
+  protected override listenFirst = true
+
+  protected async ask (): Promise<Mapping> {
+    const { proto, name, timeoutMs, signal, onAsking } = this.request({})
+    return await this.agent.offerAccept(this.options.peer, { host: this.address.ip, port: this.address.port, proto, name, timeoutMs, signal, onAsking, service: this.options.service })
+  }
+
+  protected async channelOf (mapping: Mapping, src: SockAddress): Promise<Channel> {
+    return await this.agent.sendAccept(mapping, src, this.options.signal)
   }
 }
 
@@ -688,6 +743,18 @@ export async function forward (agent: SockAgent, options: TunnelOptions & { list
     await tunnel.start(options.listen)
   } catch (err) {
     await tunnel.close() // no watch on the agent or the signal left behind
+    throw err
+  }
+  return tunnel
+}
+
+/** Listen on `options.listen` for `options.peer` (an accept); settles once the port is open and the peer agreed (see `forward`). */
+export async function accept (agent: SockAgent, options: TunnelOptions & { listen: SockAddress }): Promise<AcceptTunnel> {
+  const tunnel = new AcceptTunnel(agent, options)
+  try {
+    await tunnel.start(options.listen)
+  } catch (err) {
+    await tunnel.close()
     throw err
   }
   return tunnel

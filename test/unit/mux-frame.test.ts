@@ -118,7 +118,7 @@ const ENDS = SAMPLE.reduce<number[]>((ends, [, f]) => [...ends, (ends.at(-1) ?? 
 
 describe('FRAME', () => {
   it('keeps the wire numbers of every frame type', () => {
-    expect(FRAME).toEqual({ HELLO: 0, OPEN: 1, REPLY: 2, DATA: 3, DATAGRAM: 4, WINDOW: 5, FIN: 6, RESET: 7, OFFER: 8, OFFER_REPLY: 9, KILL: 10 })
+    expect(FRAME).toEqual({ HELLO: 0, OPEN: 1, REPLY: 2, DATA: 3, DATAGRAM: 4, WINDOW: 5, FIN: 6, RESET: 7, OFFER: 8, OFFER_REPLY: 9, KILL: 10, ACK: 11 })
     expect(FRAME_HEADER_BYTES).toBe(9)
   })
 })
@@ -403,9 +403,9 @@ describe('FrameDecoder', () => {
   })
 
   it.each<[string, number, number]>([
-    ['type 11', 11, 0],
+    ['type 12', 12, 0],
     ['type 255', 255, 0],
-    ['type 11 with a payload', 11, 4]
+    ['type 12 with a payload', 12, 4]
   ])('refuses unknown frame %s as soon as the header is in', (_, type, length) => {
     const head = Uint8Array.of(type, 0, 0, 0, 1, 0, 0, 0, length)
     const decoder = new FrameDecoder()

@@ -1,14 +1,21 @@
 import { describe, expect, it } from 'vitest'
+import { MAX_ALLOW_FROM_ENTRIES } from '../../client/sock/allow-from.node.ts'
 import { ERROR_CODES, StarsockError } from '../../shared/errors.ts'
 import {
   describeOffer,
+  FEATURES,
+  hasFeature,
+  isAllowFromList,
   isHost,
   isPort,
   MAX_ASKING_TIMEOUT_MS,
   MAX_CHANNEL_TYPE_CHARS,
   MAX_HOST_CHARS,
+  MAX_OFFER_ALLOW_FROM_ENTRIES,
   MAX_OFFER_NAME_CHARS,
+  MAX_REPLY_ADDRESSES,
   MUX_PROTOCOL,
+  OFFER_KINDS,
   MUX_VERSION,
   parseAsking,
   parseError,
@@ -236,7 +243,7 @@ describe('parseOffer', () => {
     expectProtocolError(() => parseOffer(value), message)
   })
 
-  const KIND = 'offer kind must be connect, bind, accept or file'
+  const KIND = 'offer kind must be connect, bind, accept, file or service'
   const PROTO = 'offer proto must be tcp or udp'
   const HOST = 'offer host must be a host name or address'
   const PORT = 'offer port must be 0 to 65535'
@@ -436,8 +443,118 @@ describe('describeOffer', () => {
     [{ kind: 'connect', proto: 'tcp', host: 'fe80::1%eth0', port: 80, name: '' }, 'connect/tcp [fe80::1%eth0]:80'],
     [{ kind: 'bind', proto: 'tcp', host: '2001:db8:0:0:0:0:0:1', port: 8080, name: '' }, 'bind/tcp [2001:db8:0:0:0:0:0:1]:8080'],
     [{ kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 512 }, 'file "a.txt", 512 bytes'],
-    [{ kind: 'file', proto: 'tcp', host: '', port: 0, name: 'big.iso', size: 2 * 1024 * 1024 }, 'file "big.iso", 2.0 MiB (2097152 bytes)']
+    [{ kind: 'file', proto: 'tcp', host: '', port: 0, name: 'big.iso', size: 2 * 1024 * 1024 }, 'file "big.iso", 2.0 MiB (2097152 bytes)'],
+    [{ kind: 'service', proto: 'tcp', host: '', port: 0, name: '', service: 'web' }, 'service/tcp web'],
+    [{ kind: 'service', proto: 'udp', host: '', port: 0, name: 'my dns', service: 'dns' }, 'service/udp dns "my dns"'],
+    [{ kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 8080, name: '', allowFrom: ['10.0.0.0/8'] }, 'bind/tcp 0.0.0.0:8080 from 10.0.0.0/8'],
+    [{ kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 8080, name: 'web', allowFrom: ['10.0.0.0/8', '::1/128'] }, 'bind/tcp 0.0.0.0:8080 from 10.0.0.0/8, ::1/128 "web"'],
+    [{ kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 8080, name: '', allowFrom: [] }, 'bind/tcp 0.0.0.0:8080 from nobody'],
+    [{ kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 2222, name: '', service: 'ssh' }, 'accept/tcp 127.0.0.1:2222 to service ssh']
   ])('describes %o as %s', (offer, expected) => {
     expect(describeOffer(offer)).toBe(expected)
+  })
+})
+
+describe('HELLO features', () => {
+  const HELLO = { protocol: 'starsock-mux', version: 1, window: 4096 }
+
+  it('this version has ack and allow-from, and takes service offers', () => {
+    expect(FEATURES).toEqual(['ack', 'allow-from'])
+    expect(OFFER_KINDS).toContain('service')
+  })
+
+  it.each<[string, unknown, string[] | undefined]>([
+    ['none (an older peer)', undefined, undefined],
+    ['both', ['ack', 'allow-from'], ['ack', 'allow-from']],
+    ['unknown ones (left out)', ['ack', 'teleport', 'x'.repeat(100)], ['ack']],
+    ['an empty list', [], []]
+  ])('reads %s', (_, features, expected) => {
+    const hello = parseHello({ ...HELLO, ...(features === undefined ? {} : { features }) })
+    expect(hello.features).toEqual(expected)
+    expect(hasFeature(hello, 'ack')).toBe(expected?.includes('ack') === true)
+  })
+
+  it.each<[string, unknown]>([
+    ['a string', 'ack'],
+    ['a list with a number', ['ack', 1]],
+    ['a list with null', [null]],
+    ['a list too long', Array.from({ length: 33 }, () => 'ack')]
+  ])('refuses features that are %s', (_, features) => {
+    expectProtocolError(() => parseHello({ ...HELLO, features }), 'HELLO features must be a list of at most 32 strings')
+  })
+
+  it('an older peer (no offers) does not take service offers', () => {
+    expect(understandsOffer(parseHello(HELLO), 'service')).toBe(false)
+    expect(understandsOffer(parseHello({ ...HELLO, interim: true }), 'service')).toBe(false)
+    expect(understandsOffer(parseHello({ ...HELLO, offers: OFFER_KINDS }), 'service')).toBe(true)
+  })
+})
+
+describe('service offers, accept for a service, allowFrom', () => {
+  const SERVICE = 'offer service must be a name of letters, digits, _ . - (at most 64, a letter or digit first)'
+  const ALLOW = `offer allowFrom must be a list of at most ${MAX_OFFER_ALLOW_FROM_ENTRIES} addresses or CIDRs`
+
+  it('the offer allowlist bound is the allowlist parser\'s', () => {
+    expect(MAX_OFFER_ALLOW_FROM_ENTRIES).toBe(MAX_ALLOW_FROM_ENTRIES)
+  })
+
+  it.each<[string, unknown, Offer]>([
+    ['a service offer (host and port ignored)', { kind: 'service', proto: 'tcp', host: '10.0.0.1', port: 22, name: 'n', service: 'web' }, { kind: 'service', proto: 'tcp', host: '', port: 0, name: 'n', service: 'web' }],
+    ['a UDP service of the longest name', { kind: 'service', proto: 'udp', name: '', service: 'a'.repeat(64) }, { kind: 'service', proto: 'udp', host: '', port: 0, name: '', service: 'a'.repeat(64) }],
+    ['an accept for a service', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 2222, name: '', service: 'ssh' }, { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 2222, name: '', service: 'ssh' }],
+    ['a bind with allowFrom', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: ['10.0.0.0/8', '::1', '::ffff:127.0.0.1/128'] },
+      { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: ['10.0.0.0/8', '::1', '::ffff:127.0.0.1/128'] }],
+    ['a bind with an empty allowFrom (nobody)', { kind: 'bind', proto: 'udp', host: '0.0.0.0', port: 0, name: '', allowFrom: [] }, { kind: 'bind', proto: 'udp', host: '0.0.0.0', port: 0, name: '', allowFrom: [] }],
+    ['a bind with the most allowFrom entries', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: Array.from({ length: 64 }, (_, i) => `10.0.0.${i}`) },
+      { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: Array.from({ length: 64 }, (_, i) => `10.0.0.${i}`) }]
+  ])('accepts %s', (_, value, expected) => {
+    expect(parseOffer(value)).toEqual(expected)
+  })
+
+  it.each<[string, unknown, string]>([
+    ['a service offer without a service', { kind: 'service', proto: 'tcp', name: '' }, SERVICE],
+    ['a service name with a space', { kind: 'service', proto: 'tcp', name: '', service: 'my web' }, SERVICE],
+    ['a service name starting with a dot', { kind: 'service', proto: 'tcp', name: '', service: '.web' }, SERVICE],
+    ['a service name of 65 characters', { kind: 'service', proto: 'tcp', name: '', service: 'a'.repeat(65) }, SERVICE],
+    ['a service name with a newline', { kind: 'service', proto: 'tcp', name: '', service: 'web\nAllow? y' }, SERVICE],
+    ['a number service', { kind: 'service', proto: 'tcp', name: '', service: 80 }, SERVICE],
+    ['a service offer without a proto', { kind: 'service', name: '', service: 'web' }, 'offer proto must be tcp or udp'],
+    ['a service offer with a control character in its name', { kind: 'service', proto: 'tcp', name: 'a\u001b[2J', service: 'web' }, 'offer name must not hold control or direction characters'],
+    ['a connect naming a service', { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 1, name: '', service: 'web' }, 'only service and accept offers name a service'],
+    ['an accept with a bad service', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 1, name: '', service: '' }, SERVICE],
+    ['a connect with allowFrom', { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 1, name: '', allowFrom: [] }, 'only bind offers carry allowFrom'],
+    ['too many allowFrom entries', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: Array.from({ length: 65 }, () => '10.0.0.1') }, ALLOW],
+    ['an allowFrom that is a string', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: '10.0.0.0/8' }, ALLOW],
+    ['an allowFrom with a host name', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: ['example.com'] }, ALLOW],
+    ['an allowFrom with a number', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: [10] }, ALLOW],
+    ['an allowFrom with a space', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: ['10.0.0.0 /8'] }, ALLOW],
+    ['an allowFrom entry of 4000 characters', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '', allowFrom: ['1'.repeat(4000)] }, ALLOW]
+  ])('refuses %s', (_, value, message) => {
+    expectProtocolError(() => parseOffer(value), message)
+  })
+
+  it('isAllowFromList checks only the shape (the binding peer parses for real)', () => {
+    expect(isAllowFromList(['999.1.2.3/99'])).toBe(true)
+    expect(isAllowFromList(['10.0.0.0/8', 'fe80::1'])).toBe(true)
+    expect(isAllowFromList(['*'])).toBe(false)
+    expect(isAllowFromList(null)).toBe(false)
+  })
+})
+
+describe('parseReply addresses', () => {
+  it('reads the addresses of a wildcard bind', () => {
+    const addresses = [{ ip: '192.168.1.5', port: 8080 }, { ip: '127.0.0.1', port: 8080 }]
+    expect(parseReply({ bound: { ip: '0.0.0.0', port: 8080 }, addresses })).toEqual({ bound: { ip: '0.0.0.0', port: 8080 }, addresses })
+  })
+
+  it.each<[string, unknown]>([
+    ['a string', '127.0.0.1:1'],
+    ['too many', Array.from({ length: 65 }, () => ({ ip: '127.0.0.1', port: 1 }))]
+  ])('refuses addresses that are %s', (_, addresses) => {
+    expectProtocolError(() => parseReply({ addresses }), `addresses must be a list of at most ${MAX_REPLY_ADDRESSES} { ip, port }`)
+  })
+
+  it('refuses an address that is not { ip, port }', () => {
+    expectProtocolError(() => parseReply({ addresses: [{ ip: 'a b', port: 1 }] }), 'an address must be { ip, port }')
   })
 })
