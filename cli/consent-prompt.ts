@@ -1,16 +1,38 @@
 /**
- * Consent at the terminal: offers no rule allows are asked one at a time ("allow? [y/N]"), and
- * between prompts the person can type `list` or `kill N`. Without an answer in time, or at the
- * end of input, an offer is denied.
+ * Consent at the terminal: offers no rule allows are asked one at a time ("Allow? [y/N]"), and
+ * the person can type `list` or `kill N` at any time. While an offer waits, only `y`/`yes`,
+ * `n`/`no` (or an empty line: the default, no) and `a`/`always` answer it; a command is run and
+ * the offer asked again, anything else asks again. `a` grants and, on an end-to-end encrypted
+ * connection, has the agent add a rule for this offer from this peer (the agent's `rule` event
+ * tells it). Without an answer in time, or at the end of input, an offer is denied.
+ *
+ * On a terminal the line being typed is kept apart from the status line and the events: the
+ * status holds its redraws while a prompt waits or something is typed, and after each event the
+ * prompt and the typed text are drawn again under it.
  */
 import { createInterface, type Interface } from 'node:readline'
 import type { OfferRequest, SockAgent } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
 import { securityText } from './status.ts'
 
+/** A person's answer: grant, deny, or grant and remember for this peer. */
+export type ConsentAnswer = boolean | 'always'
+
 interface Question {
   request: OfferRequest
-  answer: (allowed: boolean) => void
+  answer: (allowed: ConsentAnswer) => void
+}
+
+/** Longest line read from the terminal; a longer one is not an answer (and is dropped). */
+const MAX_LINE_CHARS = 1024
+
+/** What a typed line is, while an offer waits: an answer, or not (then it may be a command). */
+export function answerOf (text: string): ConsentAnswer | undefined {
+  const t = text.trim().toLowerCase()
+  if (t === 'y' || t === 'yes') return true
+  if (t === 'n' || t === 'no' || t === '') return false
+  if (t === 'a' || t === 'always') return 'always'
+  return undefined
 }
 
 /** Asks about offers on `input` and takes `list` / `kill N` commands for the agent's mappings. */
@@ -20,14 +42,36 @@ export class TerminalConsent {
   private readonly numbered = new Map<number, Mapping>()
   private next = 1
   private ended = false
+  /** Whether a terminal: readline echoes and edits the line, and the prompt is redrawn after events. */
+  private readonly tty: boolean
+  private typing = false
 
-  constructor (agent: SockAgent, input: NodeJS.ReadableStream, private readonly output: NodeJS.WritableStream, private readonly onPrompt: (waiting: boolean) => void = () => {}) {
-    this.rl = createInterface({ input, terminal: false })
-    this.rl.on('line', (line) => this.line(line.trim()))
+  /**
+   * `onPrompt(hold)` is told whether the status line must hold its redraws: a prompt waits, or
+   * (on a terminal) the person is typing.
+   */
+  constructor (agent: SockAgent, input: NodeJS.ReadableStream & { isTTY?: boolean }, private readonly output: NodeJS.WritableStream, private readonly onPrompt: (hold: boolean) => void = () => {}) {
+    this.tty = input.isTTY === true
+    this.rl = createInterface({ input, output: this.tty ? output : undefined, terminal: this.tty, prompt: '' })
+    this.rl.on('line', (line) => {
+      this.typing = false
+      this.line(line.length > MAX_LINE_CHARS ? '\u0000' : line.trim())
+      this.hold()
+    })
     this.rl.on('close', () => {
       this.ended = true
       for (const q of this.queue.splice(0)) q.answer(false)
     })
+    if (this.tty) {
+      // Keys arrive one by one on a terminal: hold the status line from the first one.
+      input.on('keypress', () => {
+        const typing = this.rl.line.length > 0
+        if (typing !== this.typing) {
+          this.typing = typing
+          this.hold()
+        }
+      })
+    }
     agent.on('mapping', (m) => {
       if (m.local) return
       const n = this.next++
@@ -43,9 +87,9 @@ export class TerminalConsent {
   }
 
   /** Ask about one offer; settles with the person's answer (`false` on abort or end of input). */
-  async ask (request: OfferRequest, signal: AbortSignal): Promise<boolean> {
+  async ask (request: OfferRequest, signal: AbortSignal): Promise<ConsentAnswer> {
     if (this.ended) return false
-    return await new Promise<boolean>((resolve) => {
+    return await new Promise<ConsentAnswer>((resolve) => {
       const question: Question = {
         request,
         answer: (allowed) => {
@@ -57,7 +101,7 @@ export class TerminalConsent {
         }
       }
       const onAbort = (): void => {
-        if (this.queue[0] === question) this.output.write(signal.reason === 'withdrawn' ? '(the offer was withdrawn)\n' : '(no answer in time: denied)\n')
+        if (this.queue[0] === question) this.write(signal.reason === 'withdrawn' ? '(the offer was withdrawn)\n' : '(no answer in time: denied)\n')
         question.answer(false)
       }
       signal.addEventListener('abort', onAbort, { once: true })
@@ -66,34 +110,85 @@ export class TerminalConsent {
     })
   }
 
+  /** After an event was printed (terminal): draw the prompt and the typed text again under it. */
+  redraw (): void {
+    if (this.tty && !this.ended && (this.queue.length > 0 || this.typing)) this.rl.prompt(true)
+  }
+
   /** Stop reading the terminal. */
   close (): void {
     this.rl.close()
   }
 
+  /** Whether the status line holds now. */
+  private hold (): void {
+    this.onPrompt(this.queue.length > 0 || this.typing)
+  }
+
+  private write (text: string): void {
+    if (this.tty) {
+      // Above the line being edited; then the prompt and the typed text again.
+      this.output.write('\r\x1b[K' + text)
+      this.redraw()
+    } else {
+      this.output.write(text)
+    }
+  }
+
   private prompt (): void {
     const q = this.queue[0]
-    this.onPrompt(q !== undefined)
-    // On a plaintext connection (both sides --insecure) the id is only what the server said.
-    if (q !== undefined) this.output.write(`peer ${q.request.peerId}${q.request.secure ? '' : ' (unverified: plaintext connection)'} asks: ${q.request.text}. Allow? [y/N] `)
+    this.hold()
+    if (q === undefined) {
+      this.rl.setPrompt('')
+      return
+    }
+    // On a plaintext connection (both sides --insecure) the id is only what the server said, and
+    // nothing is remembered for it.
+    const choices = q.request.secure ? ' (y yes, n no, a always for this peer)' : ' (y yes, n no)'
+    const text = `peer ${q.request.peerId}${q.request.secure ? '' : ' (unverified: plaintext connection)'} asks: ${q.request.text}. Allow? [y/N]${choices} `
+    if (this.tty) {
+      this.rl.setPrompt(text)
+      this.output.write('\r\x1b[K')
+      this.rl.prompt(true)
+    } else {
+      this.output.write(text)
+    }
   }
 
   private line (text: string): void {
     const q = this.queue[0]
-    if (q !== undefined) return q.answer(/^y(es)?$/i.test(text))
+    if (q !== undefined) {
+      const answer = answerOf(text)
+      if (answer !== undefined) {
+        if (answer === 'always' && !q.request.secure) this.write('(plaintext connection: allowed this once, not remembered)\n')
+        q.answer(answer === 'always' && !q.request.secure ? true : answer)
+        return
+      }
+      // Not an answer: a command runs, anything else is said; then the offer is asked again.
+      if (!this.command(text)) this.write(`not an answer: type y (yes), n (no)${q.request.secure ? ' or a (always for this peer)' : ''}; commands: list, kill N\n`)
+      this.prompt()
+      return
+    }
+    if (!this.command(text) && text !== '') this.write('commands: list, kill N\n')
+  }
+
+  /** Run `list` or `kill N`; `false` when `text` is neither. */
+  private command (text: string): boolean {
     const [command, arg] = text.split(/\s+/)
     if (command === 'list' || command === 'ls') {
-      if (this.numbered.size === 0) this.output.write('no mappings\n')
+      if (this.numbered.size === 0) this.write('no mappings\n')
       for (const [n, m] of this.numbered) {
         const s = m.stats()
-        this.output.write(`${n}  ${m.peerId}  ${m.label}  channels ${s.channelsOpen}  in ${s.bytesIn} B  out ${s.bytesOut} B  ${securityText(m.secure)}\n`)
+        this.write(`${n}  ${m.peerId}  ${m.label}  channels ${s.channelsOpen}  in ${s.bytesIn} B  out ${s.bytesOut} B  ${securityText(m.secure)}\n`)
       }
-    } else if (command === 'kill') {
-      const m = this.numbered.get(Number(arg))
-      if (m === undefined) this.output.write(`no mapping ${arg ?? ''} (see: list)\n`)
-      else m.kill('killed at the terminal')
-    } else if (command !== '' && command !== undefined) {
-      this.output.write('commands: list, kill N\n')
+      return true
     }
+    if (command === 'kill') {
+      const m = this.numbered.get(Number(arg))
+      if (m === undefined) this.write(`no mapping ${arg ?? ''} (see: list)\n`)
+      else m.kill('killed at the terminal')
+      return true
+    }
+    return false
   }
 }

@@ -2,14 +2,34 @@
 import { InvalidArgumentError } from 'commander'
 import { describeOffer } from '../shared/sock-protocol.ts'
 import { parseRule, type SockRule } from '../shared/sock-rules.ts'
-import { SECURE_REQUIRED_REASON, type SockAgent } from '../client/sock/agent.ts'
+import { SECURE_REQUIRED_REASON, type ServiceTarget, type SockAgent, type SockHost } from '../client/sock/agent.ts'
+import { createNodeHost } from '../client/sock/host.node.ts'
+import { SERVICE_NAME } from '../shared/sock-rules.ts'
 import { mkdir } from 'node:fs/promises'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
 import { integer } from './options.ts'
-import { interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
-import { securityText, StatusReporter } from './status.ts'
+import { hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { localProgram, type LocalAddress } from './relay.ts'
+import { takeUdpRelay, type UdpRelayEvent } from './udp-relay-take.ts'
+import { addressList, securityText, StatusReporter } from './status.ts'
+
+/** Services one listen offers at most. */
+export const MAX_SERVICES = 256
+
+/** Parse a repeatable `--service NAME=[udp:]HOST:PORT` into services. */
+export function serviceList (value: string, previous: Record<string, ServiceTarget> = {}): Record<string, ServiceTarget> {
+  const m = /^([^=]+)=(udp:|tcp:)?(.+)$/.exec(value)
+  if (m === null) throw new InvalidArgumentError('Not NAME=[udp:]HOST:PORT (e.g. web=127.0.0.1:3000, dns=udp:127.0.0.1:53).')
+  const [, name, proto, target] = m as unknown as [string, string, string | undefined, string]
+  if (!SERVICE_NAME.test(name)) throw new InvalidArgumentError(`${name} is not a service name (a letter or digit, then up to 63 letters, digits, _ . -).`)
+  if (Object.hasOwn(previous, name)) throw new InvalidArgumentError(`Service ${name} is given twice.`)
+  if (Object.keys(previous).length >= MAX_SERVICES) throw new InvalidArgumentError(`At most ${MAX_SERVICES} services.`)
+  const to = hostPort(undefined)(target)
+  if (to.port === 0) throw new InvalidArgumentError('A service needs a port (not 0).')
+  return { ...previous, [name]: { to, proto: proto === 'udp:' ? 'udp' : 'tcp' } }
+}
 
 /** Parse a repeatable `--allow RULE` into rules. */
 export function ruleList (value: string, previous: SockRule[] = []): SockRule[] {
@@ -21,11 +41,16 @@ export function ruleList (value: string, previous: SockRule[] = []): SockRule[] 
 }
 
 /**
- * The command another peer runs to use `rule` of this peer: `starsock forward` for a connect rule,
- * `starsock expose` for a bind rule, with this server's URL and this peer's id. What a rule leaves
+ * The command another peer runs to use `rule` of this peer: `starsock forward` for a connect rule
+ * (`--service NAME` for a service rule), `starsock expose` for a bind rule, `starsock relay
+ * --share` for a udp-relay rule, with this server's URL and this peer's id. What a rule leaves
  * open (`*`) is left as a word in capitals to fill in; a port range gives its first port.
  */
-export function commandFor (rule: SockRule, serverUrl: string, peerId: string): string {
+export function commandFor (rule: SockRule, serverUrl: string, peerId: string, serviceProto?: 'tcp' | 'udp'): string {
+  if (rule.kind === 'udp-relay') return `starsock relay --server ${serverUrl} --share ${peerId}`
+  if (rule.kind === 'service') {
+    return `starsock forward --server ${serverUrl} --peer ${peerId} --listen LOCAL_PORT --service ${rule.host === '*' ? 'NAME' : rule.host}${serviceProto === 'udp' ? ' --udp' : ''}`
+  }
   const host = rule.host === '*' ? 'HOST' : rule.host.includes(':') ? `[${rule.host}]` : rule.host
   const wide = rule.ports[0] === 0 && rule.ports[1] === 65535
   const udp = rule.proto === 'udp' ? ' --udp' : ''
@@ -56,6 +81,8 @@ export function reportAgent (agent: SockAgent, status: StatusReporter): void {
     `connection ${mux.conn.initiator ? 'to' : 'from'} ${mux.remotePeer}: ${securityText(mux.secure)}`))
   agent.on('refused', ({ peerId, initiator, error }) => status.event('refused', { peerId, initiator, code: error.code, message: error.message },
     `refused a plaintext connection ${initiator ? 'to' : 'from'} ${peerId}: ${SECURE_REQUIRED_REASON} (${error.code})`))
+  agent.on('refused-source', ({ peerId, mapping, src }) => status.event('refused-source', { peerId, mapping: mapping.id, src },
+    `refused a client from ${addressList([src])} on ${mapping.label} for ${peerId}: not in its allow-from`))
   agent.on('offer', (d) => status.event('offer', { peerId: d.peerId, secure: d.secure, offer: d.text, allowed: d.allowed, by: d.by, rule: d.rule, reason: d.reason, code: d.code },
     `${d.allowed ? 'allowed' : 'denied'} ${d.text} for ${d.peerId}${d.secure ? '' : ' (unverified: plaintext)'} (${d.by === 'rule' ? `rule ${d.rule ?? ''}` : d.reason ?? d.by})`))
   agent.on('mapping', (m) => {
@@ -84,10 +111,13 @@ export function listenCommand (started: (run: Promise<number>) => void) {
     .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
+    .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', integer(1000), 60_000)
     .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
     .option('--files <dir>', 'save files other peers offer (the page\'s "Send file") into this folder, when a file rule or a person agrees')
     .option('--max-file-bytes <n>', 'largest file taken (larger offers are refused before anyone is asked)', integer(0), DEFAULT_MAX_FILE_BYTES)
     .option('--file-quota-bytes <n>', 'bytes of files one peer may send per hour (all peers together: 4 times this)', integer(0), DEFAULT_FILE_QUOTA_BYTES)
+    .option('--service <name=[udp:]host:port>', 'offer a service by name: a peer asks for NAME (starsock forward --service NAME) and reaches this target, chosen here; granted by an --allow service:NAME[@PEERID] rule or a person (repeatable)', serviceList)
+    .option('--udp-relay-local <ip:port>', 'bridge a UDP relay half a peer hands over (starsock relay --share; needs an --allow udp-relay[@PEERID] rule) to the UDP program at ip:port; without it the half is printed', localProgram)
     .option('--max-mappings-total <n>', 'mappings all other peers together may hold here', integer(0), 1024)
     .option('--max-bound-ports-total <n>', 'ports listened on for all other peers together (leases count)', integer(0), 256)
     .action((flags: ListenFlags) => {
@@ -99,12 +129,32 @@ type ListenFlags = SockFlags & {
   allow?: SockRule[]
   ask?: boolean
   prompt: boolean
+  askTimeoutMs: number
   leaseMs: number
   files?: string
   maxFileBytes: number
   fileQuotaBytes: number
   maxMappingsTotal: number
   maxBoundPortsTotal: number
+  udpRelayLocal?: LocalAddress
+  service?: Record<string, ServiceTarget>
+}
+
+/** A UDP relay half's event as a status line. */
+export function reportUdpRelay (status: StatusReporter | undefined, e: UdpRelayEvent): void {
+  switch (e.type) {
+    case 'refused': return status?.event('udp-relay:refused', { peerId: e.peerId, secure: e.secure, code: e.code, message: e.message }, `refused a UDP relay half from ${e.peerId}: ${e.message} (${e.code})`)
+    case 'failed': return status?.event('udp-relay:failed', { peerId: e.peerId, code: e.code, message: e.message }, `a UDP relay half from ${e.peerId} failed: ${e.message} (${e.code})`)
+    case 'taken':
+      if (e.local === undefined) {
+        return status?.event('udp-relay', { peerId: e.peerId, rule: e.rule, half: e.half },
+          `${e.peerId} handed over a UDP relay half (rule ${e.rule}): ${e.half.ip}:${e.half.port} token ${e.half.token === '' ? '(none)' : e.half.token}; register a UDP program there (see "starsock relay --help"), or pass --udp-relay-local IP:PORT to have it bridged`)
+      }
+      return status?.event('udp-relay', { peerId: e.peerId, rule: e.rule, relay: { ip: e.half.ip, port: e.half.port }, local: e.local, via: e.via },
+        `${e.peerId} handed over a UDP relay half (rule ${e.rule}): ${e.half.ip}:${e.half.port} bridged to the program at ${e.local.ip}:${e.local.port} (it sends to and gets from local port ${e.via ?? '?'})`)
+    case 'ended': return status?.event('udp-relay:end', { peerId: e.peerId, relay: { ip: e.half.ip, port: e.half.port }, counts: e.counts, code: e.code ?? null },
+      `the UDP relay half from ${e.peerId} (${e.half.ip}:${e.half.port}) ended${e.code === undefined ? '' : ` (${e.code})`}; ${e.counts.toLocal} datagrams to the program, ${e.counts.toRelay} from it`)
+  }
 }
 
 async function listen (flags: ListenFlags): Promise<number> {
@@ -113,12 +163,29 @@ async function listen (flags: ListenFlags): Promise<number> {
   let status: StatusReporter | undefined
   const files = flags.files
   if (files !== undefined) await mkdir(files, { recursive: true, mode: 0o700 })
+  // A port bound for a peer says where it can be reached (a wildcard: this host's addresses).
+  const nodeHost = createNodeHost()
+  const host: SockHost = {
+    ...nodeHost,
+    bind: async (proto, ip, port, target) => {
+      const listener = await nodeHost.bind(proto, ip, port, target)
+      const a = listener.address
+      const reach = listener.addresses === undefined || listener.addresses.length === 0 ? '' : `; reach it at ${addressList(listener.addresses)}`
+      status?.event('bound', { proto, address: a, addresses: listener.addresses ?? [a] }, `listening on ${proto} ${addressList([a])} for a peer${reach}`)
+      return listener
+    }
+  }
+  const services = flags.service ?? {}
   const agent = await startAgent(flags, {
+    host,
+    services,
     allow: flags.allow ?? [],
     leaseMs: flags.leaseMs,
+    askTimeoutMs: flags.askTimeoutMs,
     maxMappingsTotal: flags.maxMappingsTotal,
     maxBoundPortsTotal: flags.maxBoundPortsTotal,
-    onChannel: async (channel) => {
+    onChannel: async (channel, _body, mux) => {
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: flags.allow ?? [], local: flags.udpRelayLocal, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
     },
     files: files === undefined
@@ -137,25 +204,37 @@ async function listen (flags: ListenFlags): Promise<number> {
               })
           }
         },
+    // 'always': the agent grants and adds the rule for this peer; its `rule` event says which.
     ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
   })
   status = new StatusReporter(flags.json === true, () => ({ ...agent.stats(), security: sessionsText(agent) }))
-  if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
+  if (asking) {
+    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold))
+    status.afterEvent = () => consent?.redraw()
+  }
   reportAgent(agent, status)
+  agent.on('rule', ({ rule, peerId }) => status?.event('rule', { rule: rule.text, peerId },
+    `added the rule ${rule.text} (answered "always" for ${peerId}); it lasts until this process ends: to keep it, pass --allow ${rule.text} (or add it to allow in the config file)`))
   const rules = (flags.allow ?? []).map((r) => r.text)
-  // File rules have no command: files come from the page's "Send file" (or `agent.offerFile`).
-  const tunnelRules = (flags.allow ?? []).filter((r) => r.kind !== 'file')
+  // File rules have no command: files come from the page's "Send file" (or `agent.offerFile`);
+  // service rules have one per service offered here.
+  const tunnelRules = (flags.allow ?? []).filter((r) => r.kind !== 'file' && !(r.kind === 'service' && (r.host === '*' || Object.hasOwn(services, r.host))))
   const insecure = flags.insecure === true
-  const commands = tunnelRules.map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId) + (insecure ? ' --insecure' : ''))
+  const serviceCommands = Object.entries(services).map(([name, target]) => ({
+    text: `service ${name} (${target.proto} ${addressList([target.to])})`,
+    command: commandFor({ kind: 'service', proto: 'tcp', host: name, ports: [0, 65535], text: `service:${name}` }, agent.peer.server.url, agent.peer.peerId, target.proto) + (insecure ? ' --insecure' : '')
+  }))
+  const commands = [...tunnelRules.map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId) + (insecure ? ' --insecure' : '')), ...serviceCommands.map((c) => c.command)]
+  const usable = [...tunnelRules.map((r) => r.text), ...serviceCommands.map((c) => c.text)]
   const fileRule = (flags.allow ?? []).some((r) => r.kind === 'file')
   const filesText = files === undefined ? '' : `; files into ${files} (${fileRule ? 'as the file rules allow, ' : ''}${asking ? 'others asked here' : fileRule ? 'others denied' : 'all denied: no file rule and nobody to ask'}; at most ${flags.maxFileBytes} bytes each, ${flags.fileQuotaBytes} per peer per hour)`
   const peerRules = rules.length - (flags.allow ?? []).filter((r) => r.peerId === undefined).length
   const securityNote = insecure
     ? `; plaintext connections allowed (--insecure: peer ids unverified${peerRules > 0 ? ', rules naming a peer match only end-to-end encrypted connections' : ''})`
     : '; end-to-end encryption required'
-  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, asking, files: files ?? null, insecure },
+  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, services: Object.fromEntries(Object.entries(services).map(([n, t]) => [n, `${t.proto === 'udp' ? 'udp:' : ''}${addressList([t.to])}`])), asking, files: files ?? null, insecure },
     `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}${filesText}${securityNote}` +
-    commands.map((c, i) => `\n  to use ${tunnelRules[i]?.text ?? ''}, a peer runs: ${c}`).join(''))
+    commands.map((c, i) => `\n  to use ${usable[i] ?? ''}, a peer runs: ${c}`).join(''))
   status.start()
   const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, flags.key)])
   status.stop()

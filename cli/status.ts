@@ -17,6 +17,11 @@ export function securityText (secure: boolean): string {
   return secure ? SECURE_TEXT : INSECURE_TEXT
 }
 
+/** `A:P, B:P` (IPv6 in brackets). */
+export function addressList (list: ReadonlyArray<{ ip: string, port: number }>): string {
+  return list.map((a) => a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`).join(', ')
+}
+
 /** Figures the status line shows. */
 export interface StatusFigures {
   channelsOpen: number
@@ -42,6 +47,8 @@ export class StatusReporter {
   private line = ''
   private readonly live: boolean
   private held = false
+  /** Called after each event printed on a terminal (a prompt draws itself again under it). */
+  afterEvent: () => void = () => {}
 
   constructor (private readonly json: boolean, private readonly figures: () => StatusFigures, private readonly out: NodeJS.WriteStream = process.stderr) {
     this.live = !json && out.isTTY === true
@@ -61,11 +68,13 @@ export class StatusReporter {
       return
     }
     const line = `${new Date().toISOString()} ${text ?? `${name} ${JSON.stringify(fields)}`}`
-    if (this.live) this.out.write(`\r\x1b[K${line}\n${this.held ? '' : this.line}`)
-    else this.out.write(line + '\n')
+    if (this.live) {
+      this.out.write(`\r\x1b[K${line}\n${this.held ? '' : this.line}`)
+      this.afterEvent()
+    } else this.out.write(line + '\n')
   }
 
-  /** Hold redraws (while a prompt waits for an answer on the same terminal), or go on. */
+  /** Hold redraws (while a prompt waits for an answer, or the person types, on the same terminal), or go on. */
   hold (held: boolean): void {
     if (held && this.live && !this.held) this.out.write('\r\x1b[K')
     this.held = held

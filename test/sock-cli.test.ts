@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import net from 'node:net'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -27,6 +28,8 @@ async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
 
 /** A running `starsock` program with its output so far. */
 interface Program {
+  /** Send SIGTERM and wait for the exit code. */
+  stop: () => Promise<number | null>
   proc: ChildProcessWithoutNullStreams
   out: () => string
   err: () => string
@@ -60,7 +63,11 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
       check()
       void exited.then((code) => reject(new Error(`exited with ${String(code)} before "${name}": ${err}`)))
     }), ms)
-    const p = { proc, out: () => out, err: () => err, event, exited }
+    const stop = async (): Promise<number | null> => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM')
+      return await within(`starsock ${args[0] ?? ''} to exit after SIGTERM`, exited, 10_000)
+    }
+    const p = { proc, out: () => out, err: () => err, event, exited, stop }
     programs.push(p)
     return p
   }
@@ -295,11 +302,188 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'file:/tmp'], /--allow.*file\[:\*\]\[@PEERID\]/],
     [['listen', '--server', 'http://127.0.0.1:1', '--files', '/tmp/x', '--max-file-bytes', 'lots'], /--max-file-bytes.*Not an integer/],
     [['listen', '--server', 'http://127.0.0.1:1', '--max-bound-ports-total', '-1'], /--max-bound-ports-total.*at least 0/],
-    [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/]
+    [['serve', '--gateway', '--allow', 'connect/sctp:*:1'], /--allow/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--listen', '0'], /^starsock: 2 --listen but 1 --to \(or --service\): give one --to \(or --service\) for each --listen, in order/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--to', '127.0.0.1:2'], /^starsock: 1 --listen but 2 --to \(or --service\): /],
+    [['expose', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--port', '0', '--port', '0', '--to', '127.0.0.1:1'], /^starsock: 2 --port but 1 --to: give one --to for each --port, in order/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--ask-timeout-ms', '5'], /--ask-timeout-ms.*at least 1000/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--udp-relay-local', 'localhost:53'], /--udp-relay-local.*Not IP:PORT/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--service', 'web'], /--service.*Not NAME=\[udp:\]HOST:PORT/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--service', '-x=127.0.0.1:1'], /--service.*-x is not a service name/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--service', 'web=127.0.0.1:1', '--service', 'web=127.0.0.1:2'], /--service.*Service web is given twice/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--service', 'a b'], /--service.*Not a service name/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--allow-from', '10.0.0.300'], /--allow-from.*10\.0\.0\.300/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--listen', '0', '--service', 'web'], /^starsock: 2 --listen but 1 --to \(or --service\): /]
   ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
     const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status).not.toBe(0)
     expect(r.stderr.trim().split('\n')).toHaveLength(1)
     expect(r.stderr).toMatch(pattern)
+  })
+
+  it('forward and expose with repeated flags run every pair in one process over one connection; events name their tunnel', async () => {
+    const one = await tcpEcho()
+    const two = await tcpEcho()
+    cleanup.push(one, two)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--allow', `connect/tcp:127.0.0.1:${two.port}`, '--allow', 'bind/tcp:127.0.0.1:0', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${one.port}`, '--listen', '0', '--to', `127.0.0.1:${two.port}`, '--json'])
+    await within('two ready events', new Promise<void>((resolve) => {
+      const check = (): void => { if (fwd.out().split('"event":"ready"').length === 3) resolve() }
+      fwd.proc.stdout.on('data', check)
+      check()
+    }), 20_000)
+    const readies = fwd.out().split('\n').filter((l) => l.includes('"event":"ready"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(readies.map((r) => [r.tunnel, r.to, r.secure])).toEqual([[1, { ip: '127.0.0.1', port: one.port }, true], [2, { ip: '127.0.0.1', port: two.port }, true]])
+    for (const [i, r] of readies.entries()) {
+      const data = testBytes(128 * 1024, i + 1)
+      expectBytes(await within(`the echo through tunnel ${i + 1}`, tcpRoundTrip((r.address as { port: number }).port, data), 15_000), data, `the echo through tunnel ${i + 1}`)
+    }
+    // One connection between the two programs carries both mappings.
+    const exp = start(['expose', '--server', server.url(), '--key', key('client2'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${one.port}`, '--port', '0', '--to', `127.0.0.1:${two.port}`])
+    await within('both expose ready lines', new Promise<void>((resolve) => {
+      const check = (): void => { if (/^.*tunnel 2: exposing tcp 127\.0\.0\.1:\d+ on /m.test(exp.err()) && /tunnel 1: exposing tcp /.test(exp.err())) resolve() }
+      exp.proc.stderr.on('data', check)
+      check()
+    }), 20_000)
+    const ports = [...exp.err().matchAll(/tunnel (\d): exposing tcp 127\.0\.0\.1:(\d+) on \S+ -> 127\.0\.0\.1:(\d+)/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])])
+    expect(ports.map(([n, , to]) => [n, to]).sort()).toEqual([[1, one.port], [2, two.port]])
+    for (const [n, port] of ports) {
+      const data = testBytes(64 * 1024, 10 + (n ?? 0))
+      expectBytes(await within(`the echo through exposed port ${n ?? 0}`, tcpRoundTrip(port as number, data), 15_000), data, `the echo through exposed tunnel ${n ?? 0}`)
+    }
+    const sessions = listen.out().split('\n').filter((l) => l.includes('"event":"session"'))
+    expect(sessions).toHaveLength(2) // one connection from each program, for two mappings each
+    fwd.proc.kill('SIGTERM')
+    exp.proc.kill('SIGTERM')
+    expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
+    expect(await within('expose to exit', exp.exited, 10_000)).toBe(0)
+  })
+
+  it('the prompt: a command typed while an offer waits runs and the offer is asked again; a non-answer asks again; y answers', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--json'])
+    await listen.event('ready')
+    const prompts = (): number => listen.err().split('Allow? [y/N]').length - 1
+    const said = async (what: string, check: () => boolean): Promise<void> => await within(what, new Promise<void>((resolve) => {
+      const on = (): void => { if (check()) resolve() }
+      listen.proc.stderr.on('data', on)
+      on()
+    }), 15_000)
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, '--json'])
+    await said('the first prompt', () => prompts() === 1)
+    expect(listen.err()).toContain('Allow? [y/N] (y yes, n no, a always for this peer) ')
+    listen.proc.stdin.write('list\n')
+    await said('the prompt again after list', () => prompts() === 2)
+    expect(listen.err()).toContain('no mappings\n')
+    listen.proc.stdin.write('sure\n')
+    await said('the prompt again after a non-answer', () => prompts() === 3)
+    expect(listen.err()).toContain('not an answer: type y (yes), n (no) or a (always for this peer); commands: list, kill N\n')
+    expect(fwd.out()).not.toContain('"event":"ready"')
+    listen.proc.stdin.write('y\n')
+    const ready = await fwd.event('ready')
+    const data = testBytes(32 * 1024)
+    expectBytes(await within('the echo through the forward', tcpRoundTrip((ready.address as { port: number }).port, data), 15_000), data, 'the echo after y')
+    expect(await listen.event('offer')).toMatchObject({ allowed: true, by: 'person' })
+    expect(prompts()).toBe(3)
+  })
+
+  it('listen --ask-timeout-ms: an offer nobody answers is denied when it runs out', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--ask-timeout-ms', '1500', '--json'])
+    await listen.event('ready')
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`])
+    expect(await within('forward to exit', fwd.exited, 30_000)).toBe(1)
+    expect(fwd.err()).toMatch(/\(E_DENIED\)$/m)
+    expect(listen.err()).toContain('(no answer in time: denied)')
+    expect(await listen.event('offer')).toMatchObject({ allowed: false })
+  })
+
+  /** Connect from `localAddress`, send `data`, settle with what came back, or the error (a reset). */
+  const roundTripFrom = async (localAddress: string, port: number, data: Uint8Array): Promise<Buffer | Error> => await new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress, allowHalfOpen: true })
+    const parts: Buffer[] = []
+    socket.on('data', (c: Buffer) => parts.push(c))
+    socket.on('end', () => { socket.end(); resolve(Buffer.concat(parts)) })
+    socket.on('error', (err) => resolve(err))
+    socket.end(data)
+  })
+  /** Settles once `p`'s stderr matches `pattern`. */
+  const saidOn = async (p: Program, pattern: RegExp, what: string): Promise<void> => await within(what, new Promise<void>((resolve) => {
+    const check = (): void => { if (pattern.test(p.err())) resolve() }
+    p.proc.stderr.on('data', check)
+    check()
+  }), 20_000)
+
+  it('listen --service and forward --service: the peer reaches the target the listener chose; "a" at the prompt adds a rule, printed, and the next offer is not asked', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const clientId = peerIdOf(key('client'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--service', `echo=127.0.0.1:${echo.port}`, '--ask', '--json'])
+    const ready = await listen.event('ready')
+    expect(ready.commands).toEqual([`starsock forward --server ${server.url()} --peer ${listenerId} --listen LOCAL_PORT --service echo`])
+    expect(ready.services).toEqual({ echo: `127.0.0.1:${echo.port}` })
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--service', 'echo', '--json'])
+    await saidOn(listen, /Allow\? \[y\/N\]/, 'the prompt on the listener').catch((err: Error) => { throw new Error(`${err.message}: listen ${listen.out()} ${listen.err()} forward ${fwd.out()} ${fwd.err()}`) })
+    expect(listen.err()).toContain(`asks: service/tcp echo -> 127.0.0.1:${echo.port}. Allow? [y/N]`)
+    listen.proc.stdin.write('a\n')
+    expect(await listen.event('rule')).toMatchObject({ rule: `service:echo@${clientId}`, peerId: clientId })
+    const fready = await fwd.event('ready')
+    expect(fready).toMatchObject({ service: 'echo', to: null })
+    const data = testBytes(64 * 1024, 3)
+    expectBytes(await within('the echo through the service', tcpRoundTrip((fready.address as { port: number }).port, data), 15_000), data, 'the echo through the service')
+    expect(await fwd.stop()).toBe(0)
+    // The rule holds for this peer: no second prompt.
+    const again = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--service', 'echo', '--json'])
+    const again1 = await again.event('ready')
+    expectBytes(await within('the echo through the service again', tcpRoundTrip((again1.address as { port: number }).port, data), 15_000), data, 'the echo through the service again')
+    expect(listen.err().split('Allow? [y/N]').length - 1).toBe(1)
+    const offers = (): Array<Record<string, unknown>> => listen.out().split('\n').filter((l) => l.includes('"event":"offer"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    expect(offers().map((o) => [o.allowed, o.by])).toEqual([[true, 'person'], [true, 'rule']])
+    expect(offers()[1]).toMatchObject({ rule: `service:echo@${clientId}` })
+    // An unknown name is denied with a clear line.
+    const unknown = start(['forward', '--server', server.url(), '--key', key('client2'), '--peer', listenerId, '--listen', '0', '--service', 'nope'])
+    expect(await within('the forward of an unknown service to exit', unknown.exited, 20_000)).toBe(1)
+    expect(unknown.err()).toMatch(/nope.*\(E_DENIED\)$/m)
+  })
+
+  it('expose to 0.0.0.0 prints where the port is reached (not 0.0.0.0, not :0) on both sides; --allow-from on expose and forward refuses other clients, counted and said', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'bind/tcp:0.0.0.0:0', '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--no-prompt', '--json'])
+    await listen.event('ready')
+    const exp = start(['expose', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--allow-from', '127.0.0.2/32', '--json'])
+    const ready = await exp.event('ready')
+    const bound = ready.address as { ip: string, port: number }
+    expect(bound.port).toBeGreaterThan(0)
+    const addresses = ready.addresses as Array<{ ip: string, port: number }>
+    expect(addresses.length).toBeGreaterThan(0)
+    expect(addresses.every((a) => a.ip !== '0.0.0.0' && a.ip !== '::' && a.port === bound.port)).toBe(true)
+    expect(addresses).toContainEqual({ ip: '127.0.0.1', port: bound.port })
+    const listenBound = await listen.event('bound')
+    expect(listenBound.address).toEqual(bound)
+    expect(listenBound.addresses).toEqual(addresses)
+    // 127.0.0.2 may connect; 127.0.0.1 is reset, and the listener says so.
+    const data = testBytes(16 * 1024, 4)
+    const allowed = await within('a round trip from 127.0.0.2', roundTripFrom('127.0.0.2', bound.port, data), 15_000)
+    expect(allowed).toBeInstanceOf(Buffer)
+    expectBytes(allowed as Buffer, data, 'the echo from 127.0.0.2')
+    const refused = await within('a round trip from 127.0.0.1', roundTripFrom('127.0.0.1', bound.port, data), 15_000)
+    expect(refused).toBeInstanceOf(Error)
+    expect(await listen.event('refused-source')).toMatchObject({ src: { ip: '127.0.0.1' } })
+    // A forward's own listener: loopback only by default; --allow-from 127.0.0.2 lets only that in.
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client2'), '--peer', listenerId, '--listen', '0.0.0.0:0', '--to', `127.0.0.1:${echo.port}`, '--allow-from', '127.0.0.2', '--json'])
+    const fready = await fwd.event('ready')
+    const fport = (fready.address as { port: number }).port
+    expect(await within('a forward round trip from 127.0.0.1', roundTripFrom('127.0.0.1', fport, data), 15_000)).toBeInstanceOf(Error)
+    expect(await fwd.event('refused')).toMatchObject({ src: { ip: '127.0.0.1' }, tunnel: 1 })
+    expectBytes(await within('a forward round trip from 127.0.0.2', roundTripFrom('127.0.0.2', fport, data), 15_000) as Buffer, data, 'the forward echo from 127.0.0.2')
   })
 })

@@ -108,7 +108,7 @@ describe('starsock up: one agent, many tunnels', () => {
   /** The `ready` event of mapping `id`. */
   const ready = async (p: Program, id: string): Promise<Record<string, unknown>> => await eventOf(p, 'ready', id)
 
-  it('runs two TCP forwards, a UDP forward and an expose in one process over one server connection; each moves bytes exact', async () => {
+  it('runs two TCP forwards, a UDP forward, an expose and a SOCKS5 listener in one process over one server connection; each moves bytes exact', async () => {
     const db = await tcpEcho()
     const web = await tcpEcho()
     const dns = await udpEcho()
@@ -282,12 +282,12 @@ allow_from = ["127.0.0.1/32"]
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
 
-  it('a service by name reaches the target the far side chose; an unknown name is a final failure of that mapping alone', async () => {
+  it('a service by name (a forward, and an accept) reaches the target the far side chose; an unknown name is a final failure of that mapping alone', async () => {
     const webTarget = await tcpEcho()
     const decoy = await tcpEcho()
     cleanup.push(webTarget, decoy)
     const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, p2, p3] = await Promise.all([freePort(), freePort(), freePort()])
+    const [p1, p2, p3, p4] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
     const farProc = up(config('far.toml', `key = "far.key"\n[services]\nweb = "127.0.0.1:${webTarget.port}"\n`))
     await farProc.event('up')
     const near = up(config('near.toml', `key = "near.key"
@@ -308,14 +308,23 @@ name = "direct"
 peer = "${far}"
 listen = ${p3}
 to = "127.0.0.1:${decoy.port}"
+
+[[accept]]
+name = "web-accept"
+peer = "${far}"
+listen = ${p4}
+service = "web"
 `))
     expect((await ready(near, 'web')).state).toBe('up')
+    expect((await ready(near, 'web-accept')).state).toBe('up')
     const failed = await eventOf(near, 'failed', 'nothing')
     expect(failed).toMatchObject({ code: 'E_DENIED', final: true })
     // No rule for a direct connect: denied too, and the service still works.
     expect(await eventOf(near, 'failed', 'direct')).toMatchObject({ code: 'E_DENIED', final: true })
     const c = testBytes(60_000, 23)
     expectBytes(await tcpRoundTrip(p1, c), c, 'forward to the far side\'s service web')
+    const d = testBytes(70_000, 24)
+    expectBytes(await tcpRoundTrip(p4, d), d, 'accept for the far side\'s service web')
     await waitFor('the service target to see the connection end', () => webTarget.open() === 0, 5000)
     expect(decoy.open()).toBe(0)
     expect(await near.stop('SIGTERM')).toBe(0)

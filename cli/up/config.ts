@@ -76,12 +76,11 @@ export interface SocksEntry extends Common {
   users?: Array<{ user: string, pass: string }>
 }
 
-/** This agent listens on `listen` on behalf of `peer` (an accept mapping, no bind channel). */
+/** This agent listens on `listen` on behalf of `peer` (an accept mapping, no bind channel); each connection reaches the peer's `service`. */
 export interface AcceptEntry extends Common {
   kind: 'accept'
   listen: SockAddress
-  to?: SockAddress
-  service?: string
+  service: string
   proto: SockProto
   /** @default LOOPBACK_ONLY */
   allowFrom: string[]
@@ -204,11 +203,12 @@ const acceptSchema = z.strictObject({
   name: entryName.optional(),
   peer: peerId,
   listen: listenAddress,
-  to: target.optional(),
+  // An accept offer carries no target: the peer connects each channel to a service of its own.
+  to: z.unknown().superRefine((_v, ctx) => ctx.addIssue({ code: 'custom', message: 'an accept reaches a service the peer names (service = "NAME"), not an address: for an address there, use a [[forward]]' })).optional(),
   service: serviceName.optional(),
   proto,
   allow_from: allowFrom.optional()
-}).superRefine(oneTarget)
+}).superRefine((e, ctx) => { if (e.to === undefined && e.service === undefined) ctx.addIssue({ code: 'custom', message: 'needs service (a name the peer offers)', path: [] }) })
 
 const ENTRY_SCHEMAS = { forward: forwardSchema, expose: exposeSchema, socks: socksSchema, accept: acceptSchema } as const
 
@@ -388,7 +388,7 @@ function toEntry (kind: MappingKind, raw: unknown): MappingEntry {
     }
     case 'accept': {
       const e = raw as AcceptRaw
-      return { kind, ...named(e, `accept/${e.proto}:${addressText(e.listen)}`), listen: e.listen, ...target(e), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
+      return { kind, ...named(e, `accept/${e.proto}:${addressText(e.listen)}`), listen: e.listen, service: e.service as string, proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
     }
     case 'socks': {
       const e = raw as SocksRaw

@@ -12,7 +12,7 @@ import type { Mapping } from '../../client/sock/mapping.ts'
 import net from 'node:net'
 import { bindUdp, listenTcp } from '../../client/sock/host.node.ts'
 import { Socks } from '../../client/sock/socks.node.ts'
-import { Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
+import { AcceptTunnel, Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
 import { canonicalEntry, type MappingEntry, type MappingKind } from './config.ts'
 
 /** Where a mapping is: `starting` (first attempt under way), `up`, `away` (waiting for the peer or the server, asking again by itself), `failed` (see `error`; retried unless final), `closed`. */
@@ -85,7 +85,7 @@ export function describeEntry (e: MappingEntry, address?: SockAddress): string {
   }
 }
 
-/** Make forward and expose tunnels; socks and accept come with their tunnels (see `createTunnel`). */
+/** Make the tunnel of an entry: `Forward`, `Expose`, `Socks` or `AcceptTunnel`, always waiting for a peer not online yet. */
 export function defaultTunnel (agent: SockAgent, entry: MappingEntry, signal: AbortSignal, timeoutMs: number): StartableTunnel {
   const common = { peer: entry.peer, name: entry.name, timeoutMs, signal, waitForPeer: true }
   switch (entry.kind) {
@@ -101,9 +101,10 @@ export function defaultTunnel (agent: SockAgent, entry: MappingEntry, signal: Ab
       const t = new Socks(agent, { ...common, allowFrom: entry.allowFrom, users: entry.users })
       return { tunnel: t, start: async () => await t.start(entry.listen) }
     }
-    default:
-      // TODO(issue 15): accept mappings need the tunnels helper's AcceptTunnel (not merged yet).
-      throw new StarsockError('E_UNSUPPORTED', `${entry.kind} mappings are not built into this starsock yet`)
+    case 'accept': {
+      const t = new AcceptTunnel(agent, { ...common, service: entry.service, proto: entry.proto, allowFrom: entry.allowFrom })
+      return { tunnel: t, start: async () => await t.start(entry.listen) }
+    }
   }
 }
 

@@ -1,0 +1,98 @@
+/**
+ * The receiving side of `starsock relay --share`: take a half of a UDP relay allocation another
+ * peer hands over on a `udp-relay` channel, when a `udp-relay` rule allows that peer, and bridge
+ * it to a local UDP program (or tell it, for the person to use). Used by `listen` and by `up`.
+ */
+import type { Channel } from '../client/mux/channel.ts'
+import { writeLine } from '../client/mux/lines.ts'
+import type { Muxer } from '../client/mux/muxer.ts'
+import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
+import { readUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
+import { StarsockError, type ErrorCode } from '../shared/errors.ts'
+import type { Reply } from '../shared/sock-protocol.ts'
+import { matchUdpRelayRule, type SockRule } from '../shared/sock-rules.ts'
+
+/** Halves taken at once (bridges open) in one process; past it, `E_LIMIT_TOTAL`. */
+export const MAX_UDP_RELAY_SHARES = 16
+/** How long the sharer has to send its half once the channel is open. */
+const READ_TIMEOUT_MS = 10_000
+
+/** What happened to a half, for the status. */
+export type UdpRelayEvent =
+  | { type: 'refused', peerId: string, secure: boolean, code: ErrorCode, message: string }
+  | { type: 'taken', peerId: string, rule: string, half: UdpHalf, local?: { ip: string, port: number }, via?: number }
+  | { type: 'failed', peerId: string, code: ErrorCode, message: string }
+  | { type: 'ended', peerId: string, half: UdpHalf, local: { ip: string, port: number }, counts: UdpBridge['counts'], code?: ErrorCode }
+
+/** Options of `takeUdpRelay`. */
+export interface TakeUdpRelayOptions {
+  /** The agent's rules now (a function: rules that change at run time). */
+  rules: readonly SockRule[] | (() => readonly SockRule[])
+  /** The local UDP program to bridge a half to; without it the half is told (`taken` event) for the person to use. */
+  local?: { ip: string, port: number }
+  onEvent: (event: UdpRelayEvent) => void
+  /** Give the relay's registration this long. @default 10_000 */
+  registerTimeoutMs?: number
+}
+
+let active = 0
+
+/**
+ * An `onChannel` for `udp-relay` channels: refuses (`E_DENIED`) unless a `udp-relay` rule allows
+ * the sending peer (a rule naming a peer only on an end-to-end encrypted connection), then reads
+ * the half and bridges it to `local` (until the sharer ends it, or the connection goes), or tells
+ * it. The sharer gets `{ taken: 'bridged', via }` or `{ taken: 'printed' }`, or the error.
+ */
+export async function takeUdpRelay (channel: Channel, mux: Muxer, options: TakeUdpRelayOptions): Promise<Reply | undefined> {
+  const peerId = mux.remotePeer
+  const refuse = (code: ErrorCode, message: string): never => {
+    options.onEvent({ type: 'refused', peerId, secure: mux.secure, code, message })
+    throw new StarsockError(code, message)
+  }
+  if (channel.header.type !== 'udp-relay' || !channel.header.reliable) refuse('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
+  const rules = typeof options.rules === 'function' ? options.rules() : options.rules
+  const rule = matchUdpRelayRule(rules, peerId, mux.secure)
+  if (rule === undefined) {
+    const named = rules.some((r) => r.kind === 'udp-relay' && r.peerId === peerId)
+    refuse('E_DENIED', named && !mux.secure
+      ? 'A udp-relay rule names this peer, but the connection is plaintext (the id is unverified)'
+      : 'No udp-relay rule allows this peer to hand over a UDP relay half')
+  }
+  if (active >= MAX_UDP_RELAY_SHARES) refuse('E_LIMIT_TOTAL', `This peer holds ${MAX_UDP_RELAY_SHARES} UDP relay halves already; try later`)
+  active++
+  void carry(channel, peerId, (rule as SockRule).text, options).finally(() => { active-- })
+  return undefined
+}
+
+async function carry (channel: Channel, peerId: string, rule: string, options: TakeUdpRelayOptions): Promise<void> {
+  let bridge: UdpBridge | undefined
+  const timer = setTimeout(() => channel.abort(new StarsockError('E_TIMEOUT', `No udp-relay half within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS)
+  try {
+    const half = await readUdpHalf(channel, { keepOpen: true })
+    clearTimeout(timer)
+    const local = options.local
+    if (local === undefined) {
+      options.onEvent({ type: 'taken', peerId, rule, half })
+      await writeLine(channel, { taken: 'printed' })
+      await channel.closeWrite()
+      return
+    }
+    if (half.token === '') throw new StarsockError('E_BAD_REQUEST', 'A half without a token (address or open mode) cannot be bridged: the relay admits it by its source address')
+    bridge = await bridgeUdpEndpoint(half, local, { timeoutMs: options.registerTimeoutMs ?? 10_000 })
+    const via = bridge.socket.address().port
+    options.onEvent({ type: 'taken', peerId, rule, half, local, via })
+    await writeLine(channel, { taken: 'bridged', via })
+    // The bridge lives as long as the channel: the sharer ends it (or its connection goes).
+    await channel.whenClosed
+    const code = channel.error?.code
+    options.onEvent({ type: 'ended', peerId, half, local, counts: { ...bridge.counts }, code: code === 'E_STREAM_CLOSED' ? undefined : code })
+  } catch (err) {
+    clearTimeout(timer)
+    const e = err instanceof StarsockError ? err : new StarsockError('E_BAD_REQUEST', (err as Error).message)
+    channel.abort(e)
+    options.onEvent({ type: 'failed', peerId, code: e.code, message: e.message })
+  } finally {
+    clearTimeout(timer)
+    bridge?.close()
+  }
+}
