@@ -15,6 +15,7 @@ import { interrupted, lost, startAgent, stopAgent } from '../sock-runtime.ts'
 import { StatusReporter } from '../status.ts'
 import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from './config.ts'
 import { AgentRunner, describeEntry } from './runner.ts'
+import { controlTokenFile, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
 
 interface UpFlags {
   config: string
@@ -74,10 +75,6 @@ async function up (flags: UpFlags): Promise<number> {
 
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
-  if (config.control !== undefined) {
-    // TODO(issue 15): the control helper's cli/up/control-api.ts (startControlApi) is not merged yet.
-    throw new ConfigError(`${config.file}: [control]: the control API is not built into this starsock yet; remove the [control] table`, 'control', 'not built yet')
-  }
   const asking = process.stdin.isTTY === true
   let consent: TerminalConsent | undefined
   // Set once the agent runs (a UDP relay half could come before: its events then go unsaid).
@@ -125,6 +122,20 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   status.event('up', { peerId: agent.peer.peerId, server: agent.peer.server.url, config: config.file, mappings: config.mappings.map((m) => m.id), rules, services: Object.keys(config.services), asking },
     `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
+  let control: ControlApi | undefined
+  if (config.control !== undefined) {
+    try {
+      control = await startControlApi({ runner, agent, listen: config.control.listen, token: config.control.token })
+      // A token made here is kept next to the key (0600) for the tools that call the API; never printed.
+      const tokenFile = config.control.token === undefined ? controlTokenFile(config.key) : undefined
+      if (tokenFile !== undefined) await writeControlToken(tokenFile, control.token)
+      status.event('control', { url: control.url, tokenFile }, `control API on ${control.url} (token ${tokenFile === undefined ? 'from the config' : `in ${tokenFile}`})`)
+    } catch (err) {
+      await control?.close()
+      await stopAgent(agent)
+      throw new ConfigError(`${config.file}: [control]: ${(err as Error).message}`, 'control', (err as Error).message)
+    }
+  }
   await runner.apply(config.mappings)
   status.start()
 
@@ -160,6 +171,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   await reloading
   status.stop()
   consent?.close()
+  await control?.close()
   await runner.close()
   await stopAgent(agent)
   if (gone !== undefined) throw gone
