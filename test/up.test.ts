@@ -367,3 +367,53 @@ to = "127.0.0.1:${db.port}"
     expect(await near.stop('SIGTERM')).toBe(0)
   }, 90_000)
 })
+
+describe('starsock up: a UDP relay half handed over ([udp_relay])', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs = new Programs()
+  const cleanup: Closable[] = []
+
+  beforeEach(async () => {
+    // A port range of its own (other files use 41000-61999).
+    const low = 62000 + (process.pid % 100) * 20
+    server = await startServer({ udpRelay: true, udpPorts: [low, low + 7] })
+    dir = mkdtempSync(join(tmpdir(), 'starsock-up-relay-'))
+  })
+  afterEach(async () => {
+    await programs.cleanup()
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('an agent with a udp-relay rule bridges the half to [udp_relay] local; datagrams both ways exact', async () => {
+    const a = await udpClient()
+    const b = await udpClient()
+    cleanup.push(a, b)
+    const sharerKey = join(dir, 'sharer')
+    const sharer = peerIdOf(sharerKey)
+    const file = join(dir, 'agent.toml')
+    writeFileSync(file, `server = "${server.url()}"\nkey = "agent.key"\nallow = ["udp-relay@${sharer}"]\n[udp_relay]\nlocal = "127.0.0.1:${b.socket.address().port}"\n`)
+    const agent = programs.start(['up', '--config', file, '--json'])
+    const agentId = (await agent.event('up')).peerId as string
+    const relay = programs.start(['relay', '--server', server.url(), '--key', sharerKey, '--share', agentId, '--local1', `127.0.0.1:${a.socket.address().port}`, '--json'])
+    const taken = await agent.event('udp-relay', 30_000)
+    expect(taken).toMatchObject({ peerId: sharer, rule: `udp-relay@${sharer}`, local: { ip: '127.0.0.1', port: b.socket.address().port } })
+    await waitFor('the sharer to say where its bridge is', () => relay.out().includes('"via"') && relay.out().includes('"shared"'), 30_000)
+    const lines = relay.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    const bridge1 = lines.find((l) => l.endpoint === 1 && l.via !== undefined) as { via: number }
+    const via2 = taken.via as number
+    const n = 20
+    for (let i = 0; i < n; i++) {
+      a.socket.send(Buffer.from(`a ${i} `.padEnd(100 + i, 'x')), bridge1.via, '127.0.0.1')
+      b.socket.send(Buffer.from(`b ${i} `.padEnd(100 + i, 'y')), via2, '127.0.0.1')
+    }
+    await waitFor(`${n} datagrams at each side`, () => a.got.length >= n && b.got.length >= n, 20_000)
+      .catch((err: Error) => { throw new Error(`${err.message}: a got ${a.got.length}, b got ${b.got.length}`) })
+    expect(b.got.map(String).sort()).toEqual(Array.from({ length: n }, (_, i) => `a ${i} `.padEnd(100 + i, 'x')).sort())
+    expect(a.got.map(String).sort()).toEqual(Array.from({ length: n }, (_, i) => `b ${i} `.padEnd(100 + i, 'y')).sort())
+    expect(await relay.stop()).toBe(0)
+    expect(await agent.stop()).toBe(0)
+  }, 90_000)
+})
