@@ -119,8 +119,9 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   })
   runner = new AgentRunner(agent, { timeoutMs: config.timeoutMs, onEvent: (name, fields, text) => status.event(name, fields, text) })
   const rules = config.rules.map((r) => r.text)
+  const unasked = asking ? [] : Object.entries(config.services).filter(([, sv]) => sv.ask).map(([n]) => n)
   status.event('up', { peerId: agent.peer.peerId, server: agent.peer.server.url, config: config.file, mappings: config.mappings.map((m) => m.id), rules, services: Object.keys(config.services), asking },
-    `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}` +
+    `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}${unasked.length > 0 ? ` (services asked of a person are denied without a terminal: ${unasked.join(', ')})` : ''}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
   let control: ControlApi | undefined
   if (config.control !== undefined) {
