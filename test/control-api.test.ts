@@ -264,6 +264,21 @@ describe('control API', () => {
     expect((await api.call('DELETE', '/v1/mappings/echo')).status).toBe(404)
   }, 30_000)
 
+  it('answers 202 while a person on the far side decides, and the mapping can be removed meanwhile', async () => {
+    server = await startServer()
+    const a = await agent()
+    let asked = 0
+    const b = await agent({ ask: async (_request, signal) => await new Promise<boolean>((resolve) => { asked++; signal.addEventListener('abort', () => resolve(false)) }), askTimeoutMs: 60_000 })
+    const api = await start(a, { requestTimeoutMs: 2000 })
+    const r = await api.call('POST', '/v1/mappings', { kind: 'forward', name: 'slow', peer: b.peer.peerId, listen: '127.0.0.1:0', to: '127.0.0.1:9' })
+    expect(r.status).toBe(202)
+    expect(r.json).toMatchObject({ id: 'slow', state: 'starting' })
+    expect(asked).toBe(1)
+    expect((await api.call('GET', '/v1/mappings')).json.mappings.map((m: { id: string }) => m.id)).toEqual(['slow'])
+    expect((await api.call('DELETE', '/v1/mappings/slow')).status).toBe(204)
+    expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
+  }, 30_000)
+
   it('never shows a SOCKS user\'s password', async () => {
     server = await startServer()
     const a = await agent()
