@@ -18,9 +18,11 @@ import { registerUdpEndpoint } from '../client/sock/udp-register.node.ts'
 import { readUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
 import { CONTROL_MAX_BODY_BYTES, controlTokenFile, startControlApi, writeControlToken, type ControlApi, type ControlApiOptions } from '../cli/up/control-api.ts'
 import { AgentRunner } from '../cli/up/runner.ts'
+import { takeUdpRelay, type UdpRelayEvent } from '../cli/udp-relay-take.ts'
+import { parseRule } from '../shared/sock-rules.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
-import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
+import { tcpEcho, tcpRoundTrip, udpEcho } from './helpers/sockets.ts'
 import { Programs, peerIdOf } from './helpers/programs.ts'
 
 /** A port range of its own for each test file run (vitest runs files in parallel). */
@@ -262,6 +264,21 @@ describe('control API', () => {
     expect((await api.call('DELETE', '/v1/mappings/echo')).status).toBe(404)
   }, 30_000)
 
+  it('answers 202 while a person on the far side decides, and the mapping can be removed meanwhile', async () => {
+    server = await startServer()
+    const a = await agent()
+    let asked = 0
+    const b = await agent({ ask: async (_request, signal) => await new Promise<boolean>((resolve) => { asked++; signal.addEventListener('abort', () => resolve(false)) }), askTimeoutMs: 60_000 })
+    const api = await start(a, { requestTimeoutMs: 2000 })
+    const r = await api.call('POST', '/v1/mappings', { kind: 'forward', name: 'slow', peer: b.peer.peerId, listen: '127.0.0.1:0', to: '127.0.0.1:9' })
+    expect(r.status).toBe(202)
+    expect(r.json).toMatchObject({ id: 'slow', state: 'starting' })
+    expect(asked).toBe(1)
+    expect((await api.call('GET', '/v1/mappings')).json.mappings.map((m: { id: string }) => m.id)).toEqual(['slow'])
+    expect((await api.call('DELETE', '/v1/mappings/slow')).status).toBe(204)
+    expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
+  }, 30_000)
+
   it('never shows a SOCKS user\'s password', async () => {
     server = await startServer()
     const a = await agent()
@@ -365,6 +382,41 @@ describe('control API', () => {
       expect(again.json.error.code).toBe('E_UDP_NOT_FOUND')
       // The place is free again.
       expect((await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).status).toBe(201)
+    }, 30_000)
+
+    it('a half handed to an agent with a udp-relay rule is bridged to its UDP program; stop ends the bridge; no rule is a 502 E_DENIED', async () => {
+      server = await startServer({ udpRelay: true, udpPorts: portRange(8) })
+      const echo = await udpEcho()
+      cleanup.push(echo)
+      const a = await agent()
+      const events: UdpRelayEvent[] = []
+      const b = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [parseRule('udp-relay')], local: { ip: '127.0.0.1', port: echo.port }, onEvent: (e) => events.push(e) }) })
+      const c = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [], onEvent: () => {} }) })
+      const api = await start(a)
+      const s = (await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).json
+      const denied = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: c.peer.peerId })
+      expect(denied.status).toBe(502)
+      expect(denied.json.error.code).toBe('E_DENIED')
+      const sent = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId })
+      expect(sent.status).toBe(200)
+      expect(sent.json).toMatchObject({ id: s.id, peer: b.peer.peerId, endpoint: 2, port: s.port2, taken: 'bridged' })
+      expect(typeof sent.json.via).toBe('number')
+      // This side is endpoint 1: what it sends reaches B's UDP echo through the relay and the bridge, and comes back.
+      const mine = await udpSocket()
+      cleanup.push(mine)
+      await within('endpoint 1 to register', registerUdpEndpoint(mine.socket, { ip: s.ip, port: s.port1, token: s.token1 }))
+      mine.got.length = 0
+      const timer = setInterval(() => mine.socket.send(Buffer.from('ping through the bridge'), s.port1, s.ip), 100)
+      try {
+        await waitFor('the echo back through the relay', () => mine.got.some((d) => d.toString() === 'ping through the bridge'))
+      } finally {
+        clearInterval(timer)
+      }
+      expect(echo.received()).toBeGreaterThan(0)
+      // Stop: B is told, its bridge ends; the ports are free.
+      expect((await api.call('POST', '/v1/socket/stop', { id: s.id })).status).toBe(200)
+      await waitFor('B\'s bridge to end', () => events.some((e) => e.type === 'ended'))
+      await within('the allocation\'s ports to be free', untilFree(s.port1, s.port2))
     }, 30_000)
 
     it('keeps an allocation refreshed past the relay\'s idle expiry, and forgets one the server no longer has', async () => {

@@ -11,7 +11,7 @@ import type { Logger } from '../../shared/logger.ts'
 import { MAX_UDP_ALLOWED_ADDRESSES } from '../../shared/validate.ts'
 import type { UdpAllocation } from '../../client/peer.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
-import { sendUdpHalf } from '../../client/sock/udp-share.ts'
+import { sendUdpHalf, type UdpShare } from '../../client/sock/udp-share.ts'
 
 /** What `/v1/socket/start` asks for, checked. */
 export interface SocketStartRequest {
@@ -90,7 +90,12 @@ function idField (body: Record<string, unknown>, name: string): string {
 interface Held {
   info: SocketInfo
   timer: ReturnType<typeof setInterval>
+  /** Halves handed out and still in use (a receiver that bridges one keeps its channel open). */
+  shares: Set<UdpShare>
 }
+
+/** Halves of one allocation handed out and in use at once. */
+export const CONTROL_MAX_SHARES_PER_ALLOCATION = 8
 
 /** The allocations of one control API. */
 export class ControlSockets {
@@ -132,33 +137,42 @@ export class ControlSockets {
     }
     const timer = setInterval(() => { void this.refresh(a.id) }, this.options.refreshMs)
     timer.unref()
-    this.held.set(a.id, { info, timer })
+    this.held.set(a.id, { info, timer, shares: new Set() })
     this.options.logger.info({ id: a.id, ports: [a.port1, a.port2], mode: a.mode }, 'control api: udp allocation')
     return { ...info }
   }
 
   /**
    * Hand endpoint `endpoint` of allocation `id` to `peerId` (`sendUdpHalf`); settles once the
-   * peer took it. Rejects with `E_UDP_NOT_FOUND` for an allocation this API does not hold, with
-   * `E_TIMEOUT` after `timeoutMs`, or with the peer's error.
+   * peer took it, with what it did (`taken`: `bridged` from its local port `via`, or `printed`;
+   * nothing from an older peer). Rejects with `E_UDP_NOT_FOUND` for an allocation this API does
+   * not hold, `E_LIMIT_ALLOCATIONS` when its halves in use are at their maximum, `E_TIMEOUT`
+   * after `timeoutMs`, or with the peer's refusal (`E_DENIED`, `E_UNSUPPORTED`, ...). The half
+   * stays handed out until `stop`.
    */
-  async send (id: string, peerId: string, endpoint: 1 | 2): Promise<{ ip: string, port: number }> {
+  async send (id: string, peerId: string, endpoint: 1 | 2): Promise<{ ip: string, port: number, taken?: 'bridged' | 'printed', via?: number }> {
+    const held = this.held.get(id)
     const info = this.get(id)
+    const shares = (held as Held).shares
+    if (shares.size >= CONTROL_MAX_SHARES_PER_ALLOCATION) throw new StarsockError('E_LIMIT_ALLOCATIONS', `The control API handed out ${shares.size} halves of ${id} still in use (at most ${CONTROL_MAX_SHARES_PER_ALLOCATION}); stop it first`)
     const half = endpoint === 1
       ? { ip: info.ip, port: info.port1, token: info.token1, expiresAt: info.expiresAt }
       : { ip: info.ip, port: info.port2, token: info.token2, expiresAt: info.expiresAt }
-    let timer: ReturnType<typeof setTimeout> | undefined
-    // sendUdpHalf takes no signal: the wait is bounded here; a late end of it is dropped.
-    const sending = sendUdpHalf(this.agent, peerId, half)
-    sending.catch(() => {})
+    const signal = AbortSignal.timeout(this.options.timeoutMs)
+    let share: UdpShare
     try {
-      await Promise.race([sending, new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => reject(new StarsockError('E_TIMEOUT', `Peer ${peerId} did not take the half within ${this.options.timeoutMs} ms`)), this.options.timeoutMs)
-      })])
-    } finally {
-      clearTimeout(timer)
+      share = await sendUdpHalf(this.agent, peerId, half, { signal })
+    } catch (err) {
+      if (signal.aborted) throw new StarsockError('E_TIMEOUT', `Peer ${peerId} did not take the half within ${this.options.timeoutMs} ms`, { cause: err })
+      throw err
     }
-    return { ip: half.ip, port: half.port }
+    if (this.held.get(id) !== held) {
+      share.close() // stopped meanwhile
+      throw new StarsockError('E_UDP_NOT_FOUND', `Allocation ${id} was stopped while its half was handed over`)
+    }
+    shares.add(share)
+    void share.ended.then(() => shares.delete(share))
+    return { ip: half.ip, port: half.port, ...(share.taken === undefined ? {} : { taken: share.taken }), ...(share.via === undefined ? {} : { via: share.via }) }
   }
 
   /** Release allocation `id` (its ports are free at once); rejects with `E_UDP_NOT_FOUND` for one this API does not hold. */
@@ -182,11 +196,14 @@ export class ControlSockets {
     return h.info
   }
 
+  /** Stop holding `id`: no more refreshes, and every peer it was handed to is told to stop using it. */
   private forget (id: string): void {
     const h = this.held.get(id)
     if (h === undefined) return
     clearInterval(h.timer)
     this.held.delete(id)
+    for (const share of h.shares) share.close()
+    h.shares.clear()
   }
 
   private async release (id: string): Promise<void> {
