@@ -89,7 +89,8 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: config.udpRelay?.local, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
-    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
+    // An offer before the prompt exists (the first moments) is denied, not a crash.
+    ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined
   }
   const agent: SockAgent = await startAgent({
     server: config.server,
