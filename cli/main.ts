@@ -8,6 +8,7 @@ import { peersCommand } from './peers.ts'
 import { relayCommand } from './relay.ts'
 import { serveCommand } from './serve.ts'
 import { exposeCommand, forwardCommand } from './tunnels.ts'
+import { upCommand } from './up/command.ts'
 
 /** Run `starsock` with `argv` (without node and script); settles with the exit code. */
 export async function main (argv: string[]): Promise<number> {
@@ -24,6 +25,7 @@ export async function main (argv: string[]): Promise<number> {
   program.addCommand(forwardCommand(started))
   program.addCommand(exposeCommand(started))
   program.addCommand(relayCommand(started))
+  program.addCommand(upCommand(started))
   try {
     await program.parseAsync(argv, { from: 'user' })
     return await run

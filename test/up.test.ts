@@ -1,0 +1,484 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import type { StarsockServer } from '../server/server.ts'
+import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
+import { Programs, peerIdOf, type Program } from './helpers/programs.ts'
+import { SocksClient } from 'socks'
+import { tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
+import { expectBytes } from './helpers/bytes.ts'
+
+/** A free TCP (and, most likely, UDP) port on 127.0.0.1. */
+async function freePort (): Promise<number> {
+  const s = net.createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const { port } = s.address() as net.AddressInfo
+  await new Promise<void>((resolve) => s.close(() => resolve()))
+  return port
+}
+
+/** Send `data` over UDP to 127.0.0.1:`port` until the same comes back. */
+/** Connect from `localAddress`, write, and settle with what came back and whether the connection was reset. */
+async function tryFrom (port: number, localAddress: string, data: Uint8Array, host = '127.0.0.1'): Promise<{ data: Buffer, reset: boolean }> {
+  return await new Promise((resolve) => {
+    const socket = net.connect({ host, port, localAddress, allowHalfOpen: true })
+    const parts: Buffer[] = []
+    let reset = false
+    socket.on('data', (c: Buffer) => parts.push(c))
+    socket.on('error', () => { reset = true })
+    socket.on('end', () => socket.end())
+    socket.on('close', () => resolve({ data: Buffer.concat(parts), reset }))
+    socket.end(data)
+  })
+}
+
+/** Round trip through a SOCKS5 proxy on 127.0.0.1:`proxy` to `host:port`. */
+async function socksRoundTrip (proxy: number, host: string, port: number, data: Uint8Array): Promise<Buffer> {
+  const { socket } = await within(`a SOCKS5 CONNECT to ${host}:${port}`, SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host, port } }), 15_000)
+  return await within('the SOCKS5 round trip', new Promise<Buffer>((resolve, reject) => {
+    const parts: Buffer[] = []
+    socket.on('data', (c: Buffer) => parts.push(c))
+    socket.on('end', () => resolve(Buffer.concat(parts)))
+    socket.on('error', reject)
+    socket.end(data)
+  }), 15_000)
+}
+
+/** A raw SOCKS5 CONNECT without auth to `ip4:port`; settles with the reply bytes. */
+async function socksReply (proxy: number, ip4: number[], port: number): Promise<Buffer> {
+  const p = Buffer.alloc(2)
+  p.writeUInt16BE(port)
+  return await within('a SOCKS5 reply', new Promise<Buffer>((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port: proxy })
+    const parts: Buffer[] = []
+    socket.on('data', (c: Buffer) => { parts.push(c); if (Buffer.concat(parts).byteLength >= 12) socket.destroy() })
+    socket.on('error', () => {})
+    socket.on('close', () => resolve(Buffer.concat(parts)))
+    socket.write(Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, ...ip4]), p]))
+  }), 20_000)
+}
+
+async function udpRoundTrip (port: number, data: Buffer): Promise<Buffer> {
+  const client = await udpClient()
+  try {
+    return await within(`a UDP echo through 127.0.0.1:${port}`, new Promise<Buffer>((resolve) => {
+      const send = (): void => client.socket.send(data, port, '127.0.0.1')
+      const timer = setInterval(send, 200)
+      send()
+      client.socket.on('message', (msg) => { clearInterval(timer); resolve(msg) })
+    }), 15_000)
+  } finally {
+    client.close()
+  }
+}
+
+describe('starsock up: one agent, many tunnels', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs = new Programs()
+  const cleanup: Closable[] = []
+
+  beforeEach(async () => {
+    server = await startServer()
+    dir = mkdtempSync(join(tmpdir(), 'starsock-up-'))
+  })
+  afterEach(async () => {
+    await programs.cleanup()
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  const config = (name: string, text: string): string => {
+    const file = join(dir, name)
+    writeFileSync(file, `server = "${server.url()}"\n${text}`)
+    return file
+  }
+  const up = (file: string): Program => programs.start(['up', '--config', file, '--json'])
+  /** The first event `name` of mapping `id`. */
+  const eventOf = async (p: Program, name: string, id: string, ms = 20_000): Promise<Record<string, unknown>> => {
+    for (let i = 1; ; i++) {
+      const e = await p.event(name, ms, i)
+      if (e.id === id) return e
+    }
+  }
+
+  /** The `ready` event of mapping `id`. */
+  const ready = async (p: Program, id: string): Promise<Record<string, unknown>> => await eventOf(p, 'ready', id)
+
+  it('runs two TCP forwards, a UDP forward, an expose and a SOCKS5 listener in one process over one server connection; each moves bytes exact', async () => {
+    const db = await tcpEcho()
+    const web = await tcpEcho()
+    const dns = await udpEcho()
+    const local = await tcpEcho()
+    const proxied = await tcpEcho()
+    cleanup.push(db, web, dns, local, proxied)
+    const farKey = join(dir, 'far.key')
+    const far = peerIdOf(farKey)
+    const [p1, p2, p3, bindPort, proxy] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
+    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/tcp:127.0.0.1:${web.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:0.0.0.0:${bindPort}", "connect/tcp:localhost:${proxied.port}"]\n`)
+    const farProc = up(farFile)
+    await farProc.event('up')
+    const nearFile = config('near.toml', `key = "near.key"
+[[forward]]
+name = "db"
+peer = "${far}"
+listen = "127.0.0.1:${p1}"
+to = "127.0.0.1:${db.port}"
+
+[[forward]]
+name = "web"
+peer = "${far}"
+listen = ${p2}
+to = "127.0.0.1:${web.port}"
+
+[[forward]]
+name = "dns"
+peer = "${far}"
+proto = "udp"
+listen = "127.0.0.1:${p3}"
+to = "127.0.0.1:${dns.port}"
+
+[[expose]]
+name = "back"
+peer = "${far}"
+port = ${bindPort}
+to = "127.0.0.1:${local.port}"
+
+[[socks]]
+name = "proxy"
+peer = "${far}"
+listen = ${proxy}
+`)
+    const near = up(nearFile)
+    for (const id of ['db', 'web', 'dns', 'back', 'proxy']) expect((await ready(near, id)).state).toBe('up')
+    // The expose bound 0.0.0.0 there: its address is one that can be used, not the wildcard.
+    const back = (await ready(near, 'back')).address as { ip: string, port: number }
+    expect(back.port).toBe(bindPort)
+    expect(back.ip).not.toBe('0.0.0.0')
+    const a = testBytes(300_000, 1)
+    const b = testBytes(200_000, 2)
+    const c = testBytes(100_000, 3)
+    const [ra, rb, rc] = await Promise.all([tcpRoundTrip(p1, a), tcpRoundTrip(p2, b), tcpRoundTrip(bindPort, c)])
+    expectBytes(ra, a, 'forward db')
+    expectBytes(rb, b, 'forward web')
+    expectBytes(rc, c, 'expose back')
+    const d = Buffer.from(testBytes(1200, 4))
+    expectBytes(await udpRoundTrip(p3, d), d, 'forward dns (udp)')
+    const e = testBytes(150_000, 5)
+    expectBytes(await socksRoundTrip(proxy, 'localhost', proxied.port, e), e, 'socks5 to a domain name')
+    // The server's own count: one socket per process, whatever the number of mappings.
+    expect(server.stats().sockets).toBe(2)
+    expect(server.stats().peers).toBe(2)
+    // And one connection between the two peers, whatever the number of mappings.
+    await waitFor('no other sessions', () => near.out().split('\n').filter((l) => l.includes('"event":"session"')).length === 1, 2000)
+    expect(await near.stop('SIGTERM')).toBe(0)
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 60_000)
+
+  it('every mapping comes back when the far side restarts cleanly, without the first process restarting', async () => {
+    const db = await tcpEcho()
+    const dns = await udpEcho()
+    const local = await tcpEcho()
+    cleanup.push(db, dns, local)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2, bindPort] = await Promise.all([freePort(), freePort(), freePort()])
+    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`)
+    let farProc = up(farFile)
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"
+[[forward]]
+name = "db"
+peer = "${far}"
+listen = ${p1}
+to = "127.0.0.1:${db.port}"
+
+[[forward]]
+name = "dns"
+peer = "${far}"
+proto = "udp"
+listen = ${p2}
+to = "127.0.0.1:${dns.port}"
+
+[[expose]]
+name = "back"
+peer = "${far}"
+bind_host = "127.0.0.1"
+port = ${bindPort}
+to = "127.0.0.1:${local.port}"
+`))
+    for (const id of ['db', 'dns', 'back']) expect((await ready(near, id)).state).toBe('up')
+    const a = testBytes(100_000, 11)
+    expectBytes(await tcpRoundTrip(p1, a), a, 'forward before the restart')
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+    for (const id of ['db', 'dns', 'back']) await eventOf(near, 'away', id)
+    farProc = up(farFile)
+    await farProc.event('up')
+    for (const id of ['db', 'dns', 'back']) await eventOf(near, 'back', id, 30_000)
+    const b = testBytes(120_000, 12)
+    const c = testBytes(80_000, 13)
+    const [rb, rc] = await Promise.all([tcpRoundTrip(p1, b), tcpRoundTrip(bindPort, c)])
+    expectBytes(rb, b, 'forward after the restart')
+    expectBytes(rc, c, 'expose after the restart')
+    const d = Buffer.from(testBytes(900, 14))
+    expectBytes(await udpRoundTrip(p2, d), d, 'udp forward after the restart')
+    expect(near.proc.exitCode).toBe(null)
+    expect(near.out()).not.toContain('"event":"failed"')
+    expect(await near.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+
+  it('allow_from refuses another address here and on the far bind; a SOCKS5 CONNECT the far rules deny gets 0x02', async () => {
+    const db = await tcpEcho()
+    const secret = await tcpEcho()
+    const webTarget = await tcpEcho()
+    const local = await tcpEcho()
+    cleanup.push(db, secret, webTarget, local)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, proxy, bindPort] = await Promise.all([freePort(), freePort(), freePort()])
+    // The far side offers "web" (its own choice of target) and allows db and one bind; nothing else.
+    const farProc = up(config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n[services]\nweb = "127.0.0.1:${webTarget.port}"\n`))
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"
+[[forward]]
+name = "db"
+peer = "${far}"
+listen = "0.0.0.0:${p1}"
+to = "127.0.0.1:${db.port}"
+allow_from = ["127.0.0.1/32"]
+
+[[socks]]
+name = "proxy"
+peer = "${far}"
+listen = ${proxy}
+
+[[expose]]
+name = "back"
+peer = "${far}"
+bind_host = "127.0.0.1"
+port = ${bindPort}
+to = "127.0.0.1:${local.port}"
+allow_from = ["127.0.0.1/32"]
+`))
+    for (const id of ['db', 'proxy', 'back']) expect((await ready(near, id)).state).toBe('up')
+    const a = testBytes(50_000, 21)
+    const ok = await tryFrom(p1, '127.0.0.1', a)
+    expectBytes(ok.data, a, 'a forward from an allowed address')
+    const other = await tryFrom(p1, '127.0.0.2', a)
+    expect(other.data.byteLength).toBe(0)
+    expect(other.reset).toBe(true)
+    const refused = await near.event('refused')
+    expect(refused).toMatchObject({ id: 'db', src: { ip: '127.0.0.2' } })
+    // The far side checks the expose's list on the port it bound.
+    expectBytes((await tryFrom(bindPort, '127.0.0.1', a)).data, a, 'an expose from an allowed address')
+    const far2 = await tryFrom(bindPort, '127.0.0.2', a)
+    expect(far2.data.byteLength).toBe(0)
+    expect(far2.reset).toBe(true)
+    // SOCKS5: a target the far rules do not allow is "connection not allowed by ruleset" (0x02).
+    const reply = await socksReply(proxy, [127, 0, 0, 1], secret.port)
+    expect([...reply.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x02])
+    expect(secret.open()).toBe(0)
+    const b = testBytes(40_000, 22)
+    expectBytes(await socksRoundTrip(proxy, '127.0.0.1', db.port, b), b, 'socks5 to an allowed target')
+    expect(await near.stop('SIGTERM')).toBe(0)
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+
+  it('a service by name (a forward, and an accept) reaches the target the far side chose; an unknown name is a final failure of that mapping alone', async () => {
+    const webTarget = await tcpEcho()
+    const decoy = await tcpEcho()
+    cleanup.push(webTarget, decoy)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2, p3, p4] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+    const farProc = up(config('far.toml', `key = "far.key"\n[services]\nweb = "127.0.0.1:${webTarget.port}"\n`))
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"
+[[forward]]
+name = "web"
+peer = "${far}"
+listen = ${p1}
+service = "web"
+
+[[forward]]
+name = "nothing"
+peer = "${far}"
+listen = ${p2}
+service = "nothing"
+
+[[forward]]
+name = "direct"
+peer = "${far}"
+listen = ${p3}
+to = "127.0.0.1:${decoy.port}"
+
+[[accept]]
+name = "web-accept"
+peer = "${far}"
+listen = ${p4}
+service = "web"
+`))
+    expect((await ready(near, 'web')).state).toBe('up')
+    expect((await ready(near, 'web-accept')).state).toBe('up')
+    const failed = await eventOf(near, 'failed', 'nothing')
+    expect(failed).toMatchObject({ code: 'E_DENIED', final: true })
+    // No rule for a direct connect: denied too, and the service still works.
+    expect(await eventOf(near, 'failed', 'direct')).toMatchObject({ code: 'E_DENIED', final: true })
+    const c = testBytes(60_000, 23)
+    expectBytes(await tcpRoundTrip(p1, c), c, 'forward to the far side\'s service web')
+    const d = testBytes(70_000, 24)
+    expectBytes(await tcpRoundTrip(p4, d), d, 'accept for the far side\'s service web')
+    await waitFor('the service target to see the connection end', () => webTarget.open() === 0, 5000)
+    expect(decoy.open()).toBe(0)
+    expect(await near.stop('SIGTERM')).toBe(0)
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+
+  it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
+    const db = await tcpEcho()
+    cleanup.push(db)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2] = await Promise.all([freePort(), freePort()])
+    const squatter = net.createServer((s) => s.destroy())
+    await new Promise<void>((resolve) => squatter.listen(p2, '127.0.0.1', resolve))
+    const farProc = up(config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}"]\n`))
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"
+[[forward]]
+name = "free"
+peer = "${far}"
+listen = ${p1}
+to = "127.0.0.1:${db.port}"
+
+[[forward]]
+name = "taken"
+peer = "${far}"
+listen = ${p2}
+to = "127.0.0.1:${db.port}"
+`))
+    expect((await ready(near, 'free')).state).toBe('up')
+    const failed = await eventOf(near, 'failed', 'taken')
+    expect(failed).toMatchObject({ code: 'E_BIND_FAILED', final: false })
+    const a = testBytes(30_000, 31)
+    expectBytes(await tcpRoundTrip(p1, a), a, 'the other forward while one fails')
+    await eventOf(near, 'failed', 'taken')
+    // The far side was asked for the forward that works only: a port taken here is found before asking.
+    expect(farProc.out().split('\n').filter((l) => l.includes('"event":"offer"'))).toHaveLength(1)
+    await new Promise<void>((resolve) => squatter.close(() => resolve()))
+    expect((await eventOf(near, 'ready', 'taken', 40_000)).state).toBe('up')
+    expectBytes(await tcpRoundTrip(p2, a), a, 'the forward that came up late')
+    expect(await near.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+})
+
+describe('starsock up: the server restarts', () => {
+  let dir: string
+  const programs = new Programs()
+  const cleanup: Closable[] = []
+
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-up-server-')) })
+  afterEach(async () => {
+    await programs.cleanup()
+    for (const c of cleanup.splice(0)) await c.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('every mapping comes back by itself after the server stops and starts again; neither agent restarts', async () => {
+    let serve = await programs.serve(0, ['--shutdown-grace-ms', '200'])
+    const db = await tcpEcho()
+    const local = await tcpEcho()
+    cleanup.push(db, local)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, bindPort] = await Promise.all([freePort(), freePort()])
+    const write = (name: string, text: string): string => {
+      const file = join(dir, name)
+      writeFileSync(file, `server = "${serve.url}"\n${text}`)
+      return file
+    }
+    const farProc = programs.start(['up', '--config', write('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`), '--json'])
+    await farProc.event('up')
+    const near = programs.start(['up', '--config', write('near.toml', `key = "near.key"
+[[forward]]
+name = "db"
+peer = "${far}"
+listen = ${p1}
+to = "127.0.0.1:${db.port}"
+
+[[expose]]
+name = "back"
+peer = "${far}"
+bind_host = "127.0.0.1"
+port = ${bindPort}
+to = "127.0.0.1:${local.port}"
+`), '--json'])
+    const eventOf = async (p: Program, name: string, id: string): Promise<Record<string, unknown>> => {
+      for (let i = 1; ; i++) {
+        const e = await p.event(name, 40_000, i)
+        if (e.id === id) return e
+      }
+    }
+    for (const id of ['db', 'back']) expect((await eventOf(near, 'ready', id)).state).toBe('up')
+    expect(await serve.program.stop('SIGTERM')).toBe(0)
+    for (const id of ['db', 'back']) await eventOf(near, 'away', id)
+    serve = await programs.serve(serve.port, ['--shutdown-grace-ms', '200'])
+    for (const id of ['db', 'back']) await eventOf(near, 'back', id)
+    const a = testBytes(80_000, 41)
+    const b = testBytes(60_000, 42)
+    const [ra, rb] = await Promise.all([tcpRoundTrip(p1, a), tcpRoundTrip(bindPort, b)])
+    expectBytes(ra, a, 'forward after the server restarted')
+    expectBytes(rb, b, 'expose after the server restarted')
+    expect(near.proc.exitCode).toBe(null)
+    expect(farProc.proc.exitCode).toBe(null)
+    expect(await near.stop('SIGTERM')).toBe(0)
+  }, 120_000)
+})
+
+describe('starsock up: a UDP relay half handed over ([udp_relay])', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs = new Programs()
+  const cleanup: Closable[] = []
+
+  beforeEach(async () => {
+    // A port range of its own (other files use 41000-61999).
+    const low = 62000 + (process.pid % 100) * 20
+    server = await startServer({ udpRelay: true, udpPorts: [low, low + 7] })
+    dir = mkdtempSync(join(tmpdir(), 'starsock-up-relay-'))
+  })
+  afterEach(async () => {
+    await programs.cleanup()
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('an agent with a udp-relay rule bridges the half to [udp_relay] local; datagrams both ways exact', async () => {
+    const a = await udpClient()
+    const b = await udpClient()
+    cleanup.push(a, b)
+    const sharerKey = join(dir, 'sharer')
+    const sharer = peerIdOf(sharerKey)
+    const file = join(dir, 'agent.toml')
+    writeFileSync(file, `server = "${server.url()}"\nkey = "agent.key"\nallow = ["udp-relay@${sharer}"]\n[udp_relay]\nlocal = "127.0.0.1:${b.socket.address().port}"\n`)
+    const agent = programs.start(['up', '--config', file, '--json'])
+    const agentId = (await agent.event('up')).peerId as string
+    const relay = programs.start(['relay', '--server', server.url(), '--key', sharerKey, '--share', agentId, '--local1', `127.0.0.1:${a.socket.address().port}`, '--json'])
+    const taken = await agent.event('udp-relay', 30_000)
+    expect(taken).toMatchObject({ peerId: sharer, rule: `udp-relay@${sharer}`, local: { ip: '127.0.0.1', port: b.socket.address().port } })
+    await waitFor('the sharer to say where its bridge is', () => relay.out().includes('"via"') && relay.out().includes('"shared"'), 30_000)
+    const lines = relay.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    const bridge1 = lines.find((l) => l.endpoint === 1 && l.via !== undefined) as { via: number }
+    const via2 = taken.via as number
+    const n = 20
+    for (let i = 0; i < n; i++) {
+      a.socket.send(Buffer.from(`a ${i} `.padEnd(100 + i, 'x')), bridge1.via, '127.0.0.1')
+      b.socket.send(Buffer.from(`b ${i} `.padEnd(100 + i, 'y')), via2, '127.0.0.1')
+    }
+    await waitFor(`${n} datagrams at each side`, () => a.got.length >= n && b.got.length >= n, 20_000)
+      .catch((err: Error) => { throw new Error(`${err.message}: a got ${a.got.length}, b got ${b.got.length}`) })
+    expect(b.got.map(String).sort()).toEqual(Array.from({ length: n }, (_, i) => `a ${i} `.padEnd(100 + i, 'x')).sort())
+    expect(a.got.map(String).sort()).toEqual(Array.from({ length: n }, (_, i) => `b ${i} `.padEnd(100 + i, 'y')).sort())
+    expect(await relay.stop()).toBe(0)
+    expect(await agent.stop()).toBe(0)
+  }, 90_000)
+})
