@@ -3,7 +3,12 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { UdpAllocation } from '../client/peer.ts'
+import { createPeer, type UdpAllocation } from '../client/peer.ts'
+import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
+import { sendUdpHalf } from '../client/sock/udp-share.ts'
+import { parseRule } from '../shared/sock-rules.ts'
+import { MAX_UDP_RELAY_SHARES, takeUdpRelay, type UdpRelayEvent } from '../cli/udp-relay-take.ts'
+import type { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { peerIdOf, Programs, type Program } from './helpers/programs.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
@@ -142,4 +147,61 @@ describe('starsock relay --share and --release, listen --allow udp-relay (the pr
     expect(await within('relay --release --share to exit', bad.exited, 30_000)).toBe(1)
     expect(bad.err()).toBe('starsock relay: --release takes no --share, --once, --local1 or --local2\n')
   }, 90_000)
+
+  it('takeUdpRelay: a half is taken only under a rule; bad halves and too many at once are refused with a code, on both sides', async () => {
+    const agents: SockAgent[] = []
+    const agent = async (options: Parameters<typeof createSockAgent>[1] = {}): Promise<SockAgent> => {
+      const a = createSockAgent(await createPeer({ server: server.url() }), options)
+      agents.push(a)
+      return a
+    }
+    try {
+      const sharer = await agent()
+      const stranger = await agent()
+      const events: UdpRelayEvent[] = []
+      const taker = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [parseRule(`udp-relay@${sharer.peer.peerId}`)], onEvent: (e) => events.push(e) }) })
+      const id = taker.peer.peerId
+      const half = { ip: '127.0.0.1', port: 40000, token: 'ab'.repeat(16), expiresAt: 1 }
+      const share = await within('a half taken', sendUdpHalf(sharer, id, half))
+      expect(share.taken).toBe('printed')
+      expect(events.at(-1)).toMatchObject({ type: 'taken', peerId: sharer.peer.peerId, rule: `udp-relay@${sharer.peer.peerId}`, half })
+      const refused = await sendUdpHalf(stranger, id, half).then(() => undefined, (err: StarsockError) => err)
+      expect(refused?.code).toBe('E_DENIED')
+      expect(events.at(-1)).toMatchObject({ type: 'refused', peerId: stranger.peer.peerId, code: 'E_DENIED' })
+      /** Open a udp-relay channel with `body`, end it, and settle with the error it ends with. */
+      const raw = async (body: Uint8Array): Promise<StarsockError | undefined> => {
+        const mux = await sharer.session(id)
+        try {
+          const channel = await mux.open({ type: 'udp-relay', reliable: true }, { body })
+          await channel.closeWrite()
+          await channel.read()
+          return undefined
+        } catch (err) {
+          return err as StarsockError
+        }
+      }
+      const text = (t: string): Uint8Array => new TextEncoder().encode(t)
+      for (const [what, body] of [
+        ['not JSON', text('hello\n')],
+        ['a host name', text(JSON.stringify({ ...half, ip: 'localhost' }))],
+        ['port 0', text(JSON.stringify({ ...half, port: 0 }))],
+        ['a token not hex', text(JSON.stringify({ ...half, token: 'zz' }))],
+        ['too long', text(JSON.stringify({ ...half, pad: 'x'.repeat(5000) }))]
+      ] as const) {
+        const err = await within(`the refusal of ${what}`, raw(body))
+        expect(err?.code, what).toBe('E_BAD_REQUEST')
+        expect(events.at(-1), what).toMatchObject({ type: 'failed', peerId: sharer.peer.peerId, code: 'E_BAD_REQUEST' })
+      }
+      // Halves still arriving (no end yet) count: past the limit, the next is refused at once.
+      const mux = await sharer.session(id)
+      const held = await Promise.all(Array.from({ length: MAX_UDP_RELAY_SHARES }, async () => await mux.open({ type: 'udp-relay', reliable: true }, { body: text('{') })))
+      const over = await sendUdpHalf(sharer, id, half).then(() => undefined, (err: StarsockError) => err)
+      expect(over?.code).toBe('E_LIMIT_TOTAL')
+      for (const c of held) c.abort()
+      await waitFor('the held halves to end', () => events.filter((e) => e.type === 'failed').length >= 5 + MAX_UDP_RELAY_SHARES)
+      expect((await within('a half taken again', sendUdpHalf(sharer, id, half))).taken).toBe('printed')
+    } finally {
+      for (const a of agents) { await a.close(); await a.peer.close() }
+    }
+  }, 60_000)
 })

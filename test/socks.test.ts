@@ -167,6 +167,26 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(asked).toBe(1)
   })
 
+  it('a target\'s mapping without connections is released (the proxy stays up), and asking again does not ask the person again', async () => {
+    const port = await echo()
+    let asked = 0
+    const { far, socks, port: proxy } = await setup({ ask: () => { asked++; return true } }, { mappingIdleMs: 200 })
+    const connect = async (seed: number): Promise<void> => {
+      const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+      const data = testBytes(4096, seed)
+      expectBytes(await roundTrip(socket, data), data, `the bytes of request ${seed}`)
+    }
+    let away = 0
+    socks.on('away', () => away++) // a release mistaken for the peer going away would show here
+    await connect(61)
+    expect(far.mappings()).toHaveLength(1)
+    await waitFor('the idle mapping to be released on both sides', () => far.mappings().length === 0 && socks.stats().channelsOpen === 0)
+    expect(socks.state).toBe('up')
+    expect(away).toBe(0)
+    await connect(62)
+    expect(asked).toBe(1)
+  })
+
   it('username/password (RFC 1929): the right pair passes, a wrong one gets 0x01 0x01, no acceptable method 0xFF; HTTP: 407 then 200', async () => {
     const port = await echo()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { users: [{ user: 'ann', pass: 's3cret' }, { user: 'bob', pass: 'hunter2' }] })
@@ -272,6 +292,31 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     const ok = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
     expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
   })
+
+  it('a peer not online yet: with waitForPeer the proxy listens away (0x01) and serves once it joins; without, start fails and nothing listens', async () => {
+    const port = await echo()
+    const identity = await createIdentity()
+    const near = await agent()
+    const lone = await createPeer({ server: server().url(), identity })
+    const farId = lone.peerId
+    await lone.close() // its id, not online
+    const early = new Socks(near, { peer: farId, timeoutMs: 5000 })
+    await expect(early.start({ ip: '127.0.0.1', port: 0 })).rejects.toMatchObject({ code: 'E_PEER_NOT_FOUND' })
+    expect(early.state).toBe('closed')
+    const socks = new Socks(near, { peer: farId, timeoutMs: 5000, waitForPeer: true })
+    cleanup.push({ close: async () => { await socks.close() } })
+    await socks.start({ ip: '127.0.0.1', port: 0 })
+    expect(socks.state).toBe('away')
+    const r = await within('a request while the peer is not online', raw(socks.address.port, socks5Connect(port)), 3000)
+    expect(r.data[3]).toBe(0x01)
+    const peer = await createPeer({ server: server().url(), identity })
+    const far = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${port}`] })
+    cleanup.push({ close: async () => { await far.close(); await peer.close() } })
+    await waitFor('the proxy to be up once the peer joined', () => socks.state === 'up', 15_000)
+    const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const data = testBytes(4096, 33)
+    expectBytes(await roundTrip(socket, data), data, 'the bytes once the peer joined')
+  }, 30_000)
 
   it('the far peer away: requests fail at once with 0x01 / 503; once it is back (same identity) the next request works', async () => {
     const port = await echo()

@@ -118,7 +118,7 @@ describe('starsock up: one agent, many tunnels', () => {
     const farKey = join(dir, 'far.key')
     const far = peerIdOf(farKey)
     const [p1, p2, p3, bindPort, proxy] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
-    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/tcp:127.0.0.1:${web.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:127.0.0.1:${bindPort}", "connect/tcp:localhost:${proxied.port}"]\n`)
+    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/tcp:127.0.0.1:${web.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:0.0.0.0:${bindPort}", "connect/tcp:localhost:${proxied.port}"]\n`)
     const farProc = up(farFile)
     await farProc.event('up')
     const nearFile = config('near.toml', `key = "near.key"
@@ -144,7 +144,6 @@ to = "127.0.0.1:${dns.port}"
 [[expose]]
 name = "back"
 peer = "${far}"
-bind_host = "127.0.0.1"
 port = ${bindPort}
 to = "127.0.0.1:${local.port}"
 
@@ -155,6 +154,10 @@ listen = ${proxy}
 `)
     const near = up(nearFile)
     for (const id of ['db', 'web', 'dns', 'back', 'proxy']) expect((await ready(near, id)).state).toBe('up')
+    // The expose bound 0.0.0.0 there: its address is one that can be used, not the wildcard.
+    const back = (await ready(near, 'back')).address as { ip: string, port: number }
+    expect(back.port).toBe(bindPort)
+    expect(back.ip).not.toBe('0.0.0.0')
     const a = testBytes(300_000, 1)
     const b = testBytes(200_000, 2)
     const c = testBytes(100_000, 3)
@@ -365,5 +368,117 @@ to = "127.0.0.1:${db.port}"
     expect((await eventOf(near, 'ready', 'taken', 40_000)).state).toBe('up')
     expectBytes(await tcpRoundTrip(p2, a), a, 'the forward that came up late')
     expect(await near.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+})
+
+describe('starsock up: the server restarts', () => {
+  let dir: string
+  const programs = new Programs()
+  const cleanup: Closable[] = []
+
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-up-server-')) })
+  afterEach(async () => {
+    await programs.cleanup()
+    for (const c of cleanup.splice(0)) await c.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('every mapping comes back by itself after the server stops and starts again; neither agent restarts', async () => {
+    let serve = await programs.serve(0, ['--shutdown-grace-ms', '200'])
+    const db = await tcpEcho()
+    const local = await tcpEcho()
+    cleanup.push(db, local)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, bindPort] = await Promise.all([freePort(), freePort()])
+    const write = (name: string, text: string): string => {
+      const file = join(dir, name)
+      writeFileSync(file, `server = "${serve.url}"\n${text}`)
+      return file
+    }
+    const farProc = programs.start(['up', '--config', write('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`), '--json'])
+    await farProc.event('up')
+    const near = programs.start(['up', '--config', write('near.toml', `key = "near.key"
+[[forward]]
+name = "db"
+peer = "${far}"
+listen = ${p1}
+to = "127.0.0.1:${db.port}"
+
+[[expose]]
+name = "back"
+peer = "${far}"
+bind_host = "127.0.0.1"
+port = ${bindPort}
+to = "127.0.0.1:${local.port}"
+`), '--json'])
+    const eventOf = async (p: Program, name: string, id: string): Promise<Record<string, unknown>> => {
+      for (let i = 1; ; i++) {
+        const e = await p.event(name, 40_000, i)
+        if (e.id === id) return e
+      }
+    }
+    for (const id of ['db', 'back']) expect((await eventOf(near, 'ready', id)).state).toBe('up')
+    expect(await serve.program.stop('SIGTERM')).toBe(0)
+    for (const id of ['db', 'back']) await eventOf(near, 'away', id)
+    serve = await programs.serve(serve.port, ['--shutdown-grace-ms', '200'])
+    for (const id of ['db', 'back']) await eventOf(near, 'back', id)
+    const a = testBytes(80_000, 41)
+    const b = testBytes(60_000, 42)
+    const [ra, rb] = await Promise.all([tcpRoundTrip(p1, a), tcpRoundTrip(bindPort, b)])
+    expectBytes(ra, a, 'forward after the server restarted')
+    expectBytes(rb, b, 'expose after the server restarted')
+    expect(near.proc.exitCode).toBe(null)
+    expect(farProc.proc.exitCode).toBe(null)
+    expect(await near.stop('SIGTERM')).toBe(0)
+  }, 120_000)
+})
+
+describe('starsock up: a UDP relay half handed over ([udp_relay])', () => {
+  let server: StarsockServer & { port: number }
+  let dir: string
+  const programs = new Programs()
+  const cleanup: Closable[] = []
+
+  beforeEach(async () => {
+    // A port range of its own (other files use 41000-61999).
+    const low = 62000 + (process.pid % 100) * 20
+    server = await startServer({ udpRelay: true, udpPorts: [low, low + 7] })
+    dir = mkdtempSync(join(tmpdir(), 'starsock-up-relay-'))
+  })
+  afterEach(async () => {
+    await programs.cleanup()
+    for (const c of cleanup.splice(0)) await c.close()
+    await server.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('an agent with a udp-relay rule bridges the half to [udp_relay] local; datagrams both ways exact', async () => {
+    const a = await udpClient()
+    const b = await udpClient()
+    cleanup.push(a, b)
+    const sharerKey = join(dir, 'sharer')
+    const sharer = peerIdOf(sharerKey)
+    const file = join(dir, 'agent.toml')
+    writeFileSync(file, `server = "${server.url()}"\nkey = "agent.key"\nallow = ["udp-relay@${sharer}"]\n[udp_relay]\nlocal = "127.0.0.1:${b.socket.address().port}"\n`)
+    const agent = programs.start(['up', '--config', file, '--json'])
+    const agentId = (await agent.event('up')).peerId as string
+    const relay = programs.start(['relay', '--server', server.url(), '--key', sharerKey, '--share', agentId, '--local1', `127.0.0.1:${a.socket.address().port}`, '--json'])
+    const taken = await agent.event('udp-relay', 30_000)
+    expect(taken).toMatchObject({ peerId: sharer, rule: `udp-relay@${sharer}`, local: { ip: '127.0.0.1', port: b.socket.address().port } })
+    await waitFor('the sharer to say where its bridge is', () => relay.out().includes('"via"') && relay.out().includes('"shared"'), 30_000)
+    const lines = relay.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    const bridge1 = lines.find((l) => l.endpoint === 1 && l.via !== undefined) as { via: number }
+    const via2 = taken.via as number
+    const n = 20
+    for (let i = 0; i < n; i++) {
+      a.socket.send(Buffer.from(`a ${i} `.padEnd(100 + i, 'x')), bridge1.via, '127.0.0.1')
+      b.socket.send(Buffer.from(`b ${i} `.padEnd(100 + i, 'y')), via2, '127.0.0.1')
+    }
+    await waitFor(`${n} datagrams at each side`, () => a.got.length >= n && b.got.length >= n, 20_000)
+      .catch((err: Error) => { throw new Error(`${err.message}: a got ${a.got.length}, b got ${b.got.length}`) })
+    expect(b.got.map(String).sort()).toEqual(Array.from({ length: n }, (_, i) => `a ${i} `.padEnd(100 + i, 'x')).sort())
+    expect(a.got.map(String).sort()).toEqual(Array.from({ length: n }, (_, i) => `b ${i} `.padEnd(100 + i, 'y')).sort())
+    expect(await relay.stop()).toBe(0)
+    expect(await agent.stop()).toBe(0)
   }, 90_000)
 })

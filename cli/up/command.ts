@@ -9,7 +9,8 @@ import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
 import type { ServiceTarget, SockAgent, SockAgentOptions } from '../../client/sock/agent.ts'
 import { TerminalConsent } from '../consent-prompt.ts'
-import { reportAgent, sessionsText } from '../listen.ts'
+import { reportAgent, reportUdpRelay, sessionsText } from '../listen.ts'
+import { takeUdpRelay } from '../udp-relay-take.ts'
 import { interrupted, lost, startAgent, stopAgent } from '../sock-runtime.ts'
 import { StatusReporter } from '../status.ts'
 import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from './config.ts'
@@ -50,6 +51,7 @@ function unreloadable (a: AgentConfig, b: AgentConfig): string[] {
   if (a.insecure !== b.insecure) out.push('insecure')
   if (a.timeoutMs !== b.timeoutMs) out.push('timeout_ms')
   if (a.leaseMs !== b.leaseMs) out.push('lease_ms')
+  if (a.askTimeoutMs !== b.askTimeoutMs) out.push('ask_timeout_ms')
   if (JSON.stringify(a.control) !== JSON.stringify(b.control)) out.push('control')
   if (JSON.stringify(a.udpRelay) !== JSON.stringify(b.udpRelay)) out.push('udp_relay')
   return out
@@ -73,17 +75,18 @@ async function up (flags: UpFlags): Promise<number> {
 
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
-  if (config.udpRelay !== undefined) {
-    // TODO(issue 15): the cli helper's cli/udp-relay-take.ts (takeUdpRelay) is not merged yet.
-    throw new ConfigError(`${config.file}: [udp_relay]: taking UDP relay halves is not built into this starsock yet; remove the [udp_relay] table`, 'udp_relay', 'not built yet')
-  }
   const asking = process.stdin.isTTY === true
   let consent: TerminalConsent | undefined
+  // Set once the agent runs (a UDP relay half could come before: its events then go unsaid).
+  let status: StatusReporter | undefined
   const agentOptions: SockAgentOptions = {
     allow: config.rules,
     leaseMs: config.leaseMs,
     services: serviceTargets(config.services),
-    onChannel: async (channel) => {
+    askTimeoutMs: config.askTimeoutMs,
+    // A UDP relay half another peer hands over (starsock relay --share), as the udp-relay rules allow.
+    onChannel: async (channel, _body, mux) => {
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: config.udpRelay?.local, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
     ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
@@ -97,21 +100,28 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     takeover: flags.takeover,
     insecure: flags.insecure === true || config.insecure
   }, agentOptions)
-  // Rules a person added ("always") stay across reloads, with the file's own.
-  const learned: SockRule[] = []
-  agent.on('rule', ({ rule }) => learned.push(rule))
   let runner: AgentRunner | undefined
-  const status = new StatusReporter(flags.json === true, () => {
+  status = new StatusReporter(flags.json === true, () => {
     const t = runner?.totals()
     const state = t === undefined || t.up === t.mappings ? undefined : `${t.up}/${t.mappings} mappings up`
     return { channelsOpen: t?.channelsOpen ?? 0, bytesIn: t?.bytesIn ?? 0, bytesOut: t?.bytesOut ?? 0, droppedDatagrams: t?.droppedDatagrams ?? 0, state, security: sessionsText(agent) }
   })
-  if (asking) consent = new TerminalConsent(agent, process.stdin, process.stderr, (waiting) => status.hold(waiting))
+  if (asking) {
+    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold))
+    status.afterEvent = () => consent?.redraw()
+  }
   reportAgent(agent, status)
+  // Rules a person added ("always") stay across reloads, with the file's own.
+  const learned: SockRule[] = []
+  agent.on('rule', ({ rule, peerId }) => {
+    learned.push(rule)
+    status?.event('rule', { rule: rule.text, peerId }, `added the rule ${rule.text} (answered "always" for ${peerId}); it lasts until this process ends (reloads keep it): to keep it, add it to allow in ${config.file}`)
+  })
   runner = new AgentRunner(agent, { timeoutMs: config.timeoutMs, onEvent: (name, fields, text) => status.event(name, fields, text) })
   const rules = config.rules.map((r) => r.text)
+  const unasked = asking ? [] : Object.entries(config.services).filter(([, sv]) => sv.ask).map(([n]) => n)
   status.event('up', { peerId: agent.peer.peerId, server: agent.peer.server.url, config: config.file, mappings: config.mappings.map((m) => m.id), rules, services: Object.keys(config.services), asking },
-    `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}` +
+    `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}${unasked.length > 0 ? ` (services asked of a person are denied without a terminal: ${unasked.join(', ')})` : ''}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
   let control: ControlApi | undefined
   if (config.control !== undefined) {
@@ -151,7 +161,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         status.event('reload', { ok: false, message: (err as Error).message }, `reload failed: ${(err as Error).message}`)
         return
       }
-      config = { ...next, server: config.server, key: config.key, token: config.token, insecure: config.insecure, timeoutMs: config.timeoutMs, leaseMs: config.leaseMs, control: config.control, udpRelay: config.udpRelay }
+      config = { ...next, server: config.server, key: config.key, token: config.token, insecure: config.insecure, timeoutMs: config.timeoutMs, leaseMs: config.leaseMs, askTimeoutMs: config.askTimeoutMs, control: config.control, udpRelay: config.udpRelay }
       status.event('reload', { ok: true, ...r, restartNeeded: stale },
         `reloaded ${flags.config}: ${([['added', r.added], ['changed', r.changed], ['removed', r.removed]] as const).map(([what, ids]) => `${ids.length} ${what}${ids.length > 0 ? ` (${ids.join(', ')})` : ''}`).join(', ')}, ${r.kept.length} unchanged` +
         (stale.length > 0 ? `; ${stale.join(', ')} changed: restart to apply` : ''))

@@ -114,6 +114,8 @@ export interface AgentConfig {
   allow: SockRule[]
   timeoutMs: number
   leaseMs: number
+  /** How long a person at the terminal has to answer an offer. */
+  askTimeoutMs: number
   services: Record<string, ServiceConfig>
   mappings: MappingEntry[]
   control?: { listen: SockAddress, token?: string }
@@ -255,6 +257,7 @@ const configSchema = z.strictObject({
   allow: z.array(ruleSchema).max(1024, { message: 'at most 1024 rules' }).default([]),
   timeout_ms: z.number().int().min(1, { message: 'must be a whole number of milliseconds, at least 1' }).default(60_000),
   lease_ms: z.number().int().min(0, { message: 'must be a whole number of milliseconds' }).default(30_000),
+  ask_timeout_ms: z.number().int().min(1000, { message: 'must be a whole number of milliseconds, at least 1000' }).default(60_000),
   services: z.record(serviceName, serviceSchema).default({}),
   forward: z.array(z.unknown()).default([]),
   expose: z.array(z.unknown()).default([]),
@@ -505,6 +508,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
     rules: [...c.allow, ...serviceRules(c.services)],
     timeoutMs: c.timeout_ms,
     leaseMs: c.lease_ms,
+    askTimeoutMs: c.ask_timeout_ms,
     services: c.services,
     mappings,
     ...(c.control === undefined ? {} : { control: c.control }),

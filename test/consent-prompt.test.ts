@@ -1,0 +1,104 @@
+import { PassThrough } from 'node:stream'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { createPeer } from '../client/peer.ts'
+import { createSockAgent, type OfferRequest, type SockAgent } from '../client/sock/agent.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { answerOf, TerminalConsent } from '../cli/consent-prompt.ts'
+import { startServer, waitFor, within } from './helpers/server.ts'
+
+const request = (secure: boolean): OfferRequest => ({
+  peerId: '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA',
+  secure,
+  offer: { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 8080, name: '' },
+  text: 'connect/tcp 127.0.0.1:8080'
+})
+
+/** An output that keeps what was written. */
+function output (): PassThrough & { text: () => string } {
+  const out = new PassThrough() as PassThrough & { text: () => string }
+  let text = ''
+  out.on('data', (d: Buffer) => { text += d.toString() })
+  out.text = () => text
+  return out
+}
+
+describe('the terminal prompt (TerminalConsent)', () => {
+  let server: StarsockServer & { port: number }
+  let agent: SockAgent
+  const consents: TerminalConsent[] = []
+
+  beforeEach(async () => {
+    server = await startServer()
+    agent = createSockAgent(await createPeer({ server: server.url() }))
+  })
+  afterEach(async () => {
+    for (const c of consents.splice(0)) c.close()
+    await agent.close()
+    await agent.peer.close()
+    await server.close()
+  })
+
+  it('only y/yes, n/no, an empty line and a/always answer (any case); anything else is no answer', () => {
+    expect(['y', 'YES', ' yes ', 'n', 'No', '', 'a', 'Always'].map(answerOf)).toEqual([true, true, true, false, false, false, 'always', 'always'])
+    expect(['list', 'kill 1', 'ye', 'yess', 'allow', 'y n', 'nope'].map(answerOf)).toEqual([undefined, undefined, undefined, undefined, undefined, undefined, undefined])
+  })
+
+  it('piped: a command or a non-answer asks again; "a" settles always on a secure connection, and allows once on a plaintext one', async () => {
+    const input = new PassThrough()
+    const out = output()
+    const holds: boolean[] = []
+    const consent = new TerminalConsent(agent, input, out, (hold) => holds.push(hold))
+    consents.push(consent)
+    const prompts = (): number => out.text().split('Allow? [y/N]').length - 1
+    const first = consent.ask(request(true), new AbortController().signal)
+    expect(prompts()).toBe(1)
+    expect(holds.at(-1)).toBe(true)
+    input.write('list\n')
+    await waitFor('the prompt again after list', () => prompts() === 2)
+    expect(out.text()).toContain('no mappings\n')
+    input.write('kill 7\n')
+    await waitFor('the prompt again after kill', () => prompts() === 3)
+    expect(out.text()).toContain('no mapping 7 (see: list)\n')
+    input.write('maybe\n')
+    await waitFor('the prompt again after a non-answer', () => prompts() === 4)
+    input.write('A\n')
+    expect(await within('the answer', first)).toBe('always')
+    expect(holds.at(-1)).toBe(false)
+    const plain = consent.ask(request(false), new AbortController().signal)
+    await waitFor('the plaintext prompt', () => prompts() === 5)
+    expect(out.text()).toMatch(/\(unverified: plaintext connection\) asks: connect\/tcp 127\.0\.0\.1:8080\. Allow\? \[y\/N\] \(y yes, n no\) $/)
+    input.write('always\n')
+    expect(await within('the plaintext answer', plain)).toBe(true)
+    expect(out.text()).toContain('(plaintext connection: allowed this once, not remembered)\n')
+    // A line far too long is no answer either.
+    const long = consent.ask(request(true), new AbortController().signal)
+    input.write('y'.repeat(5000) + '\n')
+    await waitFor('the prompt again after a very long line', () => prompts() === 7)
+    input.write('n\n')
+    expect(await within('the answer after the long line', long)).toBe(false)
+  })
+
+  it('on a terminal the status line holds while something is typed, and goes on after the line', async () => {
+    const input = new PassThrough() as PassThrough & { isTTY: boolean, setRawMode: (raw: boolean) => void }
+    input.isTTY = true
+    input.setRawMode = () => {}
+    const out = output()
+    const holds: boolean[] = []
+    const consent = new TerminalConsent(agent, input, out, (hold) => holds.push(hold))
+    consents.push(consent)
+    input.write('li')
+    await waitFor('a hold while typing', () => holds.at(-1) === true)
+    const before = out.text().length
+    consent.redraw() // an event was printed: the typed text is drawn again
+    expect(out.text().slice(before)).toContain('li')
+    input.write('st\r')
+    await waitFor('the hold released after the line', () => holds.at(-1) === false)
+    expect(out.text()).toContain('no mappings\n')
+    // A prompt holds too, until it is answered.
+    const answer = consent.ask(request(true), new AbortController().signal)
+    expect(holds.at(-1)).toBe(true)
+    input.write('y\r')
+    expect(await within('the answer at the terminal', answer)).toBe(true)
+    expect(holds.at(-1)).toBe(false)
+  })
+})
