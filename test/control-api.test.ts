@@ -130,6 +130,7 @@ describe('control API', () => {
     expect(api.token).toMatch(/^[A-Za-z0-9_-]{43}$/)
     const other = await start(a, { listen: 'localhost:0' })
     expect(other.token).not.toBe(api.token)
+    await expect(startControlApi({ runner: runnerOf(a), agent: a, listen: new URL(api.url).host })).rejects.toThrow(/^control API cannot listen on 127\.0\.0\.1:\d+: .*EADDRINUSE/)
     const dir = await mkdtemp(join(tmpdir(), 'starsock-control-'))
     cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
     const file = controlTokenFile(join(dir, 'agent.key'))
