@@ -114,6 +114,12 @@ describe('named services', () => {
     await within('the grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
     expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`])
     expect(requests[0]?.service).toEqual({ name: 'web', to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' })
+    // The answer is remembered for this service and this target only: pointed elsewhere, it is asked again.
+    await within('the second grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests).toHaveLength(1)
+    target.setServices({ web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } })
+    await within('the grant for the new target', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`, 'service/tcp web "my browser" -> 127.0.0.1:1'])
   })
 
   it('setServices: a removed service is denied to new offers, a live mapping keeps its target', async () => {
@@ -225,13 +231,16 @@ describe('source allowlists on binds (allowFrom)', () => {
       await new Promise<void>((resolve, reject) => socket.send(text, port, '127.0.0.1', (err) => { if (err !== null) reject(err); else resolve() }))
       socket.close()
     }
-    await send('127.0.0.2', 'refused')
-    await waitFor('the datagram from 127.0.0.2 to be counted', () => target.stats().refusedSources === 1)
+    const told: string[] = []
+    target.on('refused-source', (r) => told.push(r.src.ip))
+    for (let i = 0; i < 3; i++) await send('127.0.0.2', 'refused')
+    await waitFor('the datagrams from 127.0.0.2 to be counted', () => target.stats().refusedSources === 3)
+    expect(told).toEqual(['127.0.0.2']) // a flood is counted in full, told once
     await send('127.0.0.1', 'allowed')
     const item = await within('the allowed datagram on the bind channel', (mapping.bindChannel as Channel).receive())
     expect(new TextDecoder().decode(item?.data)).toBe('allowed')
     expect(item?.addr?.ip).toBe('127.0.0.1')
-    expect(target.stats().refusedSources).toBe(1)
+    expect(target.stats().refusedSources).toBe(3)
   })
 
   it('an allowFrom the binding peer cannot parse is denied with the entry named; too many or badly shaped entries are a TypeError here', async () => {

@@ -312,9 +312,14 @@ interface PendingGrant {
   offer: Offer
 }
 
-/** The key a person's answer about `offer` from `peerId` is remembered under. */
-function rememberKey (peerId: string, offer: Offer): string {
-  return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${offer.allowFrom?.join(',') ?? '*'}`
+/**
+ * The key a person's answer about `offer` from `peerId` is remembered under: a service's target
+ * is part of it (a yes to `web -> 127.0.0.1:3000` is no yes to `web` once it points elsewhere),
+ * and so is a bind's `allowFrom` (a yes to a bind for one network is no yes to one for anyone).
+ */
+function rememberKey (peerId: string, offer: Offer, target?: ServiceTarget): string {
+  const to = target === undefined ? '' : `${target.proto}:${target.to.ip}:${target.to.port}`
+  return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${to}|${offer.allowFrom?.join(',') ?? '*'}`
 }
 
 /** The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule kind says it. */
@@ -805,7 +810,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     }
     if (this.mappingsOf.get(mux)?.has(id) === true) throw new StarsockError('E_CHANNEL_PROTOCOL', `Mapping id ${id} is in use`)
     checkLimits()
-    const key = rememberKey(peerId, offer)
+    const key = rememberKey(peerId, offer, service)
     // On a plaintext connection the id is the server's word: rules naming a peer do not match, and
     // only answers given on this very connection are remembered. An accept for a service is
     // granted as that service would be; a plain accept only by a person.
@@ -1086,7 +1091,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   /** A mapping ended: forget it; a bind keeps its port on lease unless it was killed. */
   private ended (mapping: Mapping, err: StarsockError): void {
     this.mappingsOf.get(mapping.mux)?.delete(mapping.id)
-    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(rememberKey(mapping.peerId, mapping.offer))
+    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(rememberKey(mapping.peerId, mapping.offer, mapping.target))
     this.emit('mapping:close', { mapping, error: err })
     const state = this.binds.get(mapping)
     if (state === undefined) return
