@@ -158,6 +158,19 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(socks.state).toBe('up')
   })
 
+  it('nobody answers at the far side in time: 0x06 (TTL expired), then the target is not asked again for a while (0x02 / 403)', async () => {
+    const port = await echo()
+    let asked = 0
+    const { port: proxy } = await setup({ ask: async () => { asked++; return await new Promise<boolean>(() => {}) } }, { timeoutMs: 500 })
+    const first = await within('the answer after the offer timed out', raw(proxy, socks5Connect(port)))
+    expect(first.data[3]).toBe(0x06)
+    const again = await within('the remembered answer', raw(proxy, socks5Connect(port)))
+    expect(again.data[3]).toBe(0x02)
+    const http = await within('the remembered answer over HTTP', raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`))
+    expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 403 /)
+    expect(asked).toBe(1)
+  })
+
   it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
     const port = await closedPort()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })
