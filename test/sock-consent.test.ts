@@ -175,6 +175,8 @@ describe('the consent handshake: Offer -> Accept -> Ack-Acc', () => {
     expect(err.code).toBe('E_TIMEOUT')
     const r = raw as RawMux
     const offer = await r.next('the offer', (f) => f.type === FRAME.OFFER)
+    // The KILL sent on giving up comes first; the grant after it must get one of its own.
+    await r.next('the KILL sent on giving up', (f) => f.type === FRAME.KILL && f.id === offer.id)
     const before = r.frames.length
     await r.send(FRAME.OFFER_REPLY, offer.id, {}) // the late grant
     await r.next('a KILL after the late grant', (f) => f.type === FRAME.KILL && f.id === offer.id && r.frames.indexOf(f) >= before)
@@ -224,7 +226,24 @@ describe('the consent handshake: Offer -> Accept -> Ack-Acc', () => {
     expect((await rejection(newer.connectService(older.peer.peerId, { service: 'web' }))).message).toBe(`${older.peer.peerId} does not take service offers (an older starsock?)`)
     const err = await rejection(newer.bind(older.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
     expect(err.code).toBe('E_UNSUPPORTED')
+    expect((await rejection(newer.offerAccept(older.peer.peerId, { host: '127.0.0.1', port: 22, service: 'ssh' }))).code).toBe('E_UNSUPPORTED')
     expect(older.stats().mappingsGranted).toBe(0)
+  })
+
+  it('grants never acknowledged count against the pending offers: a flood of them is refused, and none becomes a mapping', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const target = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`], mux: { maxPendingOffers: 4 } })
+    const raw = await dialRaw(server().url(), target, { features: ['ack'] }, cleanup)
+    const ids = Array.from({ length: 6 }, (_, i) => 2 * i + 1)
+    for (const id of ids) await raw.send(FRAME.OFFER, id, { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: echo.port, name: '' })
+    await waitFor('an answer to every offer', () => ids.every((id) => raw.frames.some((f) => f.type === FRAME.OFFER_REPLY && f.id === id)))
+    const answers = ids.map((id) => decodeJson(raw.frames.find((f) => f.type === FRAME.OFFER_REPLY && f.id === id) as Frame) as { error?: { code: string } })
+    expect(answers.filter((a) => a.error === undefined)).toHaveLength(4)
+    expect(answers.filter((a) => a.error?.code === 'E_LIMIT_MAPPINGS')).toHaveLength(2)
+    expect(target.mappings()).toEqual([])
+    expect(target.stats().mappingsGranted).toBe(0)
+    raw.conn.abort()
   })
 })
 

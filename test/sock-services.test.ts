@@ -114,6 +114,12 @@ describe('named services', () => {
     await within('the grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
     expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`])
     expect(requests[0]?.service).toEqual({ name: 'web', to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' })
+    // The answer is remembered for this service and this target only: pointed elsewhere, it is asked again.
+    await within('the second grant', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests).toHaveLength(1)
+    target.setServices({ web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } })
+    await within('the grant for the new target', client.connectService(target.peer.peerId, { service: 'web', name: 'my browser' }))
+    expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`, 'service/tcp web "my browser" -> 127.0.0.1:1'])
   })
 
   it('setServices: a removed service is denied to new offers, a live mapping keeps its target', async () => {
@@ -178,22 +184,39 @@ describe('accept offers', () => {
 describe('source allowlists on binds (allowFrom)', () => {
   const { agent } = useAgents()
 
-  it('TCP: a client from a source not allowed is reset and counted; one from an allowed source passes', async () => {
-    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+  it.each([
+    ['127.0.0.1', '127.0.0.2'],
+    ['::', '::ffff:127.0.0.2'] // dual-stack: IPv4 clients arrive IPv4-mapped, and the IPv4 entry still matches
+  ])('TCP bound on %s: a client from a source not allowed is reset and counted; one from an allowed source passes', async (bindHost, refusedIp) => {
+    const target = await agent({ allow: ['bind/tcp:*:0'] })
     const refused: Array<{ peerId: string, src: SockAddress, mapping: number }> = []
     target.on('refused-source', (r) => refused.push({ peerId: r.peerId, src: r.src, mapping: r.mapping.id }))
     const texts: string[] = []
     target.on('offer', (d) => texts.push(d.text))
     const client = await agent()
-    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: bindHost, port: 0, allowFrom: ['127.0.0.1/32'] }))
     mapping.acceptHandler = echoChannel
     const port = (mapping.bound as SockAddress).port
-    expect(texts).toEqual(['bind/tcp 127.0.0.1:0 from 127.0.0.1/32'])
+    expect(texts).toEqual([`bind/tcp ${bindHost.includes(':') ? `[${bindHost}]` : bindHost}:0 from 127.0.0.1/32`])
     expect(await within('a client from 127.0.0.2', tryFrom(port, '127.0.0.2'))).toBe('ECONNRESET')
     expect(target.stats().refusedSources).toBe(1)
-    expect(refused).toEqual([{ peerId: client.peer.peerId, src: { ip: '127.0.0.2', port: expect.any(Number) as number }, mapping: mapping.id }])
+    expect(refused).toEqual([{ peerId: client.peer.peerId, src: { ip: refusedIp, port: expect.any(Number) as number }, mapping: mapping.id }])
     expect(mapping.stats().channelsTotal).toBe(0)
     expect(await within('a client from 127.0.0.1', tryFrom(port, '127.0.0.1'))).toBe('data:ping')
+    expect(target.stats().refusedSources).toBe(1)
+  })
+
+  it('while the port is on lease (the binder dropped), its allowFrom still holds: a client from elsewhere is counted as refused', async () => {
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+    const client = await agent()
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    const port = (mapping.bound as SockAddress).port
+    const held = new Promise((resolve) => target.on('lease', (l) => { if (l.state === 'held') resolve(l.port) }))
+    await client.peer.close() // the binder vanishes; its port stays on lease
+    expect(await within('the lease', held)).toBe(port)
+    expect(await within('a client from 127.0.0.2', tryFrom(port, '127.0.0.2'))).toBe('ECONNRESET')
+    expect(target.stats().refusedSources).toBe(1)
+    expect(await within('a client from 127.0.0.1 (reset too: nobody is attached)', tryFrom(port, '127.0.0.1'))).toBe('ECONNRESET')
     expect(target.stats().refusedSources).toBe(1)
   })
 
@@ -208,13 +231,16 @@ describe('source allowlists on binds (allowFrom)', () => {
       await new Promise<void>((resolve, reject) => socket.send(text, port, '127.0.0.1', (err) => { if (err !== null) reject(err); else resolve() }))
       socket.close()
     }
-    await send('127.0.0.2', 'refused')
-    await waitFor('the datagram from 127.0.0.2 to be counted', () => target.stats().refusedSources === 1)
+    const told: string[] = []
+    target.on('refused-source', (r) => told.push(r.src.ip))
+    for (let i = 0; i < 3; i++) await send('127.0.0.2', 'refused')
+    await waitFor('the datagrams from 127.0.0.2 to be counted', () => target.stats().refusedSources === 3)
+    expect(told).toEqual(['127.0.0.2']) // a flood is counted in full, told once
     await send('127.0.0.1', 'allowed')
     const item = await within('the allowed datagram on the bind channel', (mapping.bindChannel as Channel).receive())
     expect(new TextDecoder().decode(item?.data)).toBe('allowed')
     expect(item?.addr?.ip).toBe('127.0.0.1')
-    expect(target.stats().refusedSources).toBe(1)
+    expect(target.stats().refusedSources).toBe(3)
   })
 
   it('an allowFrom the binding peer cannot parse is denied with the entry named; too many or badly shaped entries are a TypeError here', async () => {

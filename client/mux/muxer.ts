@@ -562,6 +562,12 @@ export class Muxer extends Emitter<MuxEvents> {
     this.handlers.onOffer(id, offer, ac.signal, asking).then((grant) => {
       this.incomingOffers.delete(id)
       if (this.closedWith !== undefined) return grant?.cancel(this.closedWith)
+      if (ac.signal.aborted) {
+        // The requester's KILL came while the grant was on its way out of the handler: no grant.
+        const err = ac.signal.reason instanceof StarsockError ? ac.signal.reason : new StarsockError('E_KILLED', 'The requester gave up on the offer')
+        answer({ error: errorToWire(err) })
+        return grant?.cancel(err)
+      }
       answer({})
       if (!this.acks(this.hello as Hello)) return grant?.commit() // an older peer: the grant holds at once, as before
       // Offer -> Accept -> Ack-Acc: the mapping exists once the requester's ACK arrives.

@@ -269,6 +269,8 @@ interface BindState {
   listener: HostListener
   /** The mapping that owns the port now; `undefined` while leased. */
   owner: Mapping | undefined
+  /** The last owner: its `allowFrom` holds while the port is on lease too. */
+  lastOwner?: Mapping
   lease?: ReturnType<typeof setTimeout>
 }
 
@@ -310,9 +312,14 @@ interface PendingGrant {
   offer: Offer
 }
 
-/** The key a person's answer about `offer` from `peerId` is remembered under. */
-function rememberKey (peerId: string, offer: Offer): string {
-  return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${offer.allowFrom?.join(',') ?? '*'}`
+/**
+ * The key a person's answer about `offer` from `peerId` is remembered under: a service's target
+ * is part of it (a yes to `web -> 127.0.0.1:3000` is no yes to `web` once it points elsewhere),
+ * and so is a bind's `allowFrom` (a yes to a bind for one network is no yes to one for anyone).
+ */
+function rememberKey (peerId: string, offer: Offer, target?: ServiceTarget): string {
+  const to = target === undefined ? '' : `${target.proto}:${target.to.ip}:${target.to.port}`
+  return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${to}|${offer.allowFrom?.join(',') ?? '*'}`
 }
 
 /** The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule kind says it. */
@@ -781,7 +788,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     if (offer.kind === 'file' && this.files === undefined) deny('E_UNSUPPORTED', 'This peer takes no files')
     if (offer.kind === 'accept' && offer.service === undefined && this.options.onAccept === undefined) deny('E_UNSUPPORTED', 'This peer takes no accept channels (offer an accept for one of its services, or ask it to bind)')
     const needsSockets = offer.kind === 'connect' || offer.kind === 'bind' || offer.service !== undefined
-    if (needsSockets && host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.kind}: it has no sockets (a browser?)`)
+    if (needsSockets && host === undefined) deny('E_UNSUPPORTED', `This peer cannot ${offer.service !== undefined ? 'run services' : offer.kind}: it has no sockets (a browser?)`)
     let service: ({ name: string } & ServiceTarget) | undefined
     try {
       service = this.serviceOf(offer)
@@ -803,7 +810,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     }
     if (this.mappingsOf.get(mux)?.has(id) === true) throw new StarsockError('E_CHANNEL_PROTOCOL', `Mapping id ${id} is in use`)
     checkLimits()
-    const key = rememberKey(peerId, offer)
+    const key = rememberKey(peerId, offer, service)
     // On a plaintext connection the id is the server's word: rules naming a peer do not match, and
     // only answers given on this very connection are remembered. An accept for a service is
     // granted as that service would be; a plain accept only by a person.
@@ -853,7 +860,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       },
       cancel: (err) => {
         this.pendingGrants.delete(pending)
-        const reason = err.code === 'E_TIMEOUT' ? 'the requester sent no ACK of the grant in time' : 'the requester gave up before the grant reached it'
+        const reason = err.code === 'E_TIMEOUT'
+          ? 'the requester sent no ACK of the grant in time'
+          : err.code === 'E_KILLED' ? 'the requester gave up before the grant reached it' : `the connection ended before the requester took the grant (${err.code})`
         this.logger.info({ peer: peerId, offer: request.text }, 'grant withdrawn')
         this.emit('offer', { ...request, allowed: false, by, reason, code: err.code, withdrawn: true })
       }
@@ -1047,6 +1056,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       throw mapping.error as StarsockError
     }
     state.owner = mapping
+    state.lastOwner = mapping
     state.secure = mapping.mux.secure
     this.binds.set(mapping, state)
     mapping.bound = state.listener.address
@@ -1063,7 +1073,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * fills (a UDP flood is counted in full, not told a thousand times).
    */
   private admitSource (state: BindState, src: SockAddress, proto: SockProto): boolean {
-    const owner = state.owner
+    // While the port is on lease, its last binder's list still holds.
+    const owner = state.owner ?? state.lastOwner
     const filter = owner?.sourceFilter
     if (owner === undefined || filter === undefined || filter.allows(src.ip)) return true
     this.refusedSources++
@@ -1080,7 +1091,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   /** A mapping ended: forget it; a bind keeps its port on lease unless it was killed. */
   private ended (mapping: Mapping, err: StarsockError): void {
     this.mappingsOf.get(mapping.mux)?.delete(mapping.id)
-    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(rememberKey(mapping.peerId, mapping.offer))
+    if (err.code === 'E_KILLED') this.rememberedFor(mapping.mux).delete(rememberKey(mapping.peerId, mapping.offer, mapping.target))
     this.emit('mapping:close', { mapping, error: err })
     const state = this.binds.get(mapping)
     if (state === undefined) return

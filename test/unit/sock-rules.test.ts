@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest'
+import { ruleForOffer } from '../../client/sock/agent.ts'
 import type { Offer, SockKind, SockProto } from '../../shared/sock-protocol.ts'
 import { matchRule, matchUdpRelayRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 
@@ -187,5 +188,26 @@ describe('service and udp-relay rules', () => {
     expect(matchUdpRelayRule(rules(`udp-relay@${PEER}`), PEER, false)).toBeUndefined()
     expect(matchUdpRelayRule(rules(`udp-relay@${PEER}`), OTHER_PEER, true)).toBeUndefined()
     expect(matchUdpRelayRule(rules('connect:*:*', 'service:*'), PEER, true)).toBeUndefined()
+  })
+})
+
+describe('ruleForOffer (what an always answer adds)', () => {
+  const OTHER = OTHER_PEER
+  it.each<[string, Offer, string | undefined]>([
+    ['a connect', { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 5432, name: '' }, `connect/tcp:127.0.0.1:5432@${PEER}`],
+    ['a UDP connect to IPv6', { kind: 'connect', proto: 'udp', host: '::1', port: 53, name: '' }, `connect/udp:[::1]:53@${PEER}`],
+    ['a bind of any port', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '' }, `bind/tcp:0.0.0.0:0@${PEER}`],
+    ['a service', { kind: 'service', proto: 'tcp', host: '', port: 0, name: '', service: 'web' }, `service:web@${PEER}`],
+    ['an accept for a service', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '', service: 'ssh' }, `service:ssh@${PEER}`],
+    ['a plain accept (no rule kind says it)', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '' }, undefined],
+    ['a file', { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 1 }, `file@${PEER}`]
+  ])('%s', (_, offer, expected) => {
+    const text = ruleForOffer(offer, PEER)
+    expect(text).toBe(expected)
+    if (text === undefined) return
+    const rule = parseRule(text)
+    const asMatched: Offer = offer.kind === 'accept' ? { ...offer, kind: 'service' } : offer
+    expect(matchRule([rule], asMatched, PEER)).toBe(rule)
+    expect(matchRule([rule], asMatched, OTHER)).toBeUndefined()
   })
 })
