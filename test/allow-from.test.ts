@@ -46,6 +46,14 @@ function nonLoopbackIpv4 (): string | undefined {
   return undefined
 }
 
+/** A global (not link-local) non-loopback IPv6 address of this machine, if it has one. */
+function nonLoopbackIpv6 (): string | undefined {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv6' && !a.internal && !a.address.startsWith('fe80')) return a.address
+  }
+  return undefined
+}
+
 describe('allowFrom on a forward\'s local port', () => {
   const { agent, cleanup } = useAgents()
 
@@ -69,6 +77,10 @@ describe('allowFrom on a forward\'s local port', () => {
     const back = await within('a round trip from 127.0.0.1', tcpRoundTrip(tunnel.address.port, data))
     expectBytes(back, data, 'the bytes of the allowed client')
     expect(tunnel.stats().refusedSources).toBe(1)
+    // Again from there: reset and counted, not told twice within a minute (a flood must not flood the log).
+    expect((await within('a second client from 127.0.0.2 to be ended', tryFrom('127.0.0.1', tunnel.address.port, '127.0.0.2', data))).reset).toBe(true)
+    expect(tunnel.stats().refusedSources).toBe(2)
+    expect(refused).toHaveLength(1)
   })
 
   it('UDP: datagrams from 127.0.0.2 are dropped and counted, 127.0.0.1 gets its echo', async () => {
@@ -110,6 +122,24 @@ describe('allowFrom on a forward\'s local port', () => {
     expect(denied.reset).toBe(true)
     expect(tunnel.stats().refusedSources).toBe(1)
     expectBytes(await tcpRoundTrip(tunnel.address.port, data), data, 'the bytes from 127.0.0.1')
+  })
+
+  it('dual stack: a forward on :: takes 127.0.0.1 (IPv4-mapped) and ::1 by default, and resets a non-loopback IPv6 source', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const far = await agent({ allow: [`connect/tcp:127.0.0.1:${echo.port}`] })
+    const near = await agent()
+    const tunnel = await forward(near, { peer: far.peer.peerId, to: { ip: '127.0.0.1', port: echo.port }, listen: { ip: '::', port: 0 } })
+    cleanup.push(tunnel)
+    const data = testBytes(4096, 9)
+    expectBytes(await within('a round trip from 127.0.0.1', tcpRoundTrip(tunnel.address.port, data)), data, 'the bytes from 127.0.0.1')
+    expectBytes(await within('a round trip from ::1', tcpRoundTrip(tunnel.address.port, data, '::1')), data, 'the bytes from ::1')
+    expect(tunnel.stats().refusedSources).toBe(0)
+    const ip = nonLoopbackIpv6()
+    if (ip === undefined) return // none here: the loopback sources above are what is checked
+    const denied = await within(`a client from ${ip} to be ended`, tryFrom(ip, tunnel.address.port, ip, data))
+    expect(denied.reset).toBe(true)
+    expect(tunnel.stats().refusedSources).toBe(1)
   })
 
   it('an expose hands allowFrom to the peer: its port resets a client from 127.0.0.2 (counted there), 127.0.0.1 passes', async () => {

@@ -139,6 +139,38 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
       .rejects.toThrow(/NotAllowed/)
   })
 
+  it('a kill at the far side denies that target (0x02, not asked again for a while) and nothing else: the proxy stays up', async () => {
+    const port = await echo()
+    const other = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:127.0.0.1:${other}`] })
+    let offers = 0
+    far.on('offer', () => offers++)
+    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
+    expect(first.data[3]).toBe(0x00)
+    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
+    far.mappings()[0]?.kill('the person said stop')
+    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+    const again = await within('the refusal of the killed target', raw(proxy, socks5Connect(port)))
+    expect(again.data[3]).toBe(0x02)
+    expect(offers).toBe(1) // not asked again
+    const elsewhere = await raw(proxy, socks5Connect(other), '127.0.0.1', undefined, 12)
+    expect(elsewhere.data[3]).toBe(0x00)
+    expect(socks.state).toBe('up')
+  })
+
+  it('nobody answers at the far side in time: 0x06 (TTL expired), then the target is not asked again for a while (0x02 / 403)', async () => {
+    const port = await echo()
+    let asked = 0
+    const { port: proxy } = await setup({ ask: async () => { asked++; return await new Promise<boolean>(() => {}) } }, { timeoutMs: 500 })
+    const first = await within('the answer after the offer timed out', raw(proxy, socks5Connect(port)))
+    expect(first.data[3]).toBe(0x06)
+    const again = await within('the remembered answer', raw(proxy, socks5Connect(port)))
+    expect(again.data[3]).toBe(0x02)
+    const http = await within('the remembered answer over HTTP', raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`))
+    expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 403 /)
+    expect(asked).toBe(1)
+  })
+
   it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
     const port = await closedPort()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })
@@ -146,6 +178,45 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(r.data[3]).toBe(0x05)
     const http = await raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`)
     expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 502 Bad Gateway\r\n/)
+  })
+
+  it('a name the far side cannot resolve: 0x04 (host unreachable) and HTTP 502', async () => {
+    const { port: proxy } = await setup({ allow: ['connect/tcp:no-such-host.invalid:80'] })
+    const name = Buffer.from('no-such-host.invalid')
+    const r = await within('the answer for an unresolvable name', raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, Buffer.from([0, 80])])), 15_000)
+    expect(r.data[3]).toBe(0x04)
+    const http = await within('the HTTP answer for an unresolvable name', raw(proxy, 'CONNECT no-such-host.invalid:80 HTTP/1.1\r\n\r\n'), 15_000)
+    expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 502 /)
+  })
+
+  it('requests to one target at once while a person decides: the person is asked once, every request is served', async () => {
+    const port = await echo()
+    let asked = 0
+    const { port: proxy } = await setup({ ask: async () => { asked++; await new Promise((resolve) => setTimeout(resolve, 200)); return true } })
+    const sockets = await within('five CONNECTs at once', Promise.all([1, 2, 3, 4, 5].map(async () => (await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })).socket)), 10_000)
+    const backs = await Promise.all(sockets.map(async (socket, i) => await roundTrip(socket, testBytes(8 * 1024, 50 + i))))
+    backs.forEach((back, i) => expectBytes(back, testBytes(8 * 1024, 50 + i), `the bytes of request ${i + 1}`))
+    expect(asked).toBe(1)
+  })
+
+  it('a target\'s mapping without connections is released (the proxy stays up), and asking again does not ask the person again', async () => {
+    const port = await echo()
+    let asked = 0
+    const { far, socks, port: proxy } = await setup({ ask: () => { asked++; return true } }, { mappingIdleMs: 200 })
+    const connect = async (seed: number): Promise<void> => {
+      const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+      const data = testBytes(4096, seed)
+      expectBytes(await roundTrip(socket, data), data, `the bytes of request ${seed}`)
+    }
+    let away = 0
+    socks.on('away', () => away++) // a release mistaken for the peer going away would show here
+    await connect(61)
+    expect(far.mappings()).toHaveLength(1)
+    await waitFor('the idle mapping to be released on both sides', () => far.mappings().length === 0 && socks.stats().channelsOpen === 0)
+    expect(socks.state).toBe('up')
+    expect(away).toBe(0)
+    await connect(62)
+    expect(asked).toBe(1)
   })
 
   it('username/password (RFC 1929): the right pair passes, a wrong one gets 0x01 0x01, no acceptable method 0xFF; HTTP: 407 then 200', async () => {
@@ -253,6 +324,31 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     const ok = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
     expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
   })
+
+  it('a peer not online yet: with waitForPeer the proxy listens away (0x01) and serves once it joins; without, start fails and nothing listens', async () => {
+    const port = await echo()
+    const identity = await createIdentity()
+    const near = await agent()
+    const lone = await createPeer({ server: server().url(), identity })
+    const farId = lone.peerId
+    await lone.close() // its id, not online
+    const early = new Socks(near, { peer: farId, timeoutMs: 5000 })
+    await expect(early.start({ ip: '127.0.0.1', port: 0 })).rejects.toMatchObject({ code: 'E_PEER_NOT_FOUND' })
+    expect(early.state).toBe('closed')
+    const socks = new Socks(near, { peer: farId, timeoutMs: 5000, waitForPeer: true })
+    cleanup.push({ close: async () => { await socks.close() } })
+    await socks.start({ ip: '127.0.0.1', port: 0 })
+    expect(socks.state).toBe('away')
+    const r = await within('a request while the peer is not online', raw(socks.address.port, socks5Connect(port)), 3000)
+    expect(r.data[3]).toBe(0x01)
+    const peer = await createPeer({ server: server().url(), identity })
+    const far = createSockAgent(peer, { host: createNodeHost(), allow: [`connect/tcp:127.0.0.1:${port}`] })
+    cleanup.push({ close: async () => { await far.close(); await peer.close() } })
+    await waitFor('the proxy to be up once the peer joined', () => socks.state === 'up', 15_000)
+    const { socket } = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    const data = testBytes(4096, 33)
+    expectBytes(await roundTrip(socket, data), data, 'the bytes once the peer joined')
+  }, 30_000)
 
   it('the far peer away: requests fail at once with 0x01 / 503; once it is back (same identity) the next request works', async () => {
     const port = await echo()

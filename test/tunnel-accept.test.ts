@@ -79,6 +79,20 @@ describe('forward by service name, and accept tunnels', () => {
     expect(tunnel.stats()).toMatchObject({ refusedSources: 1, connections: 1 })
   })
 
+  it('a UDP accept for a service: datagrams reach the far side\'s target and its answers come back', async () => {
+    const uecho = await udpEcho()
+    cleanup.push(uecho)
+    const far = await agent({ allow: ['service:dns'], services: { dns: { to: { ip: '127.0.0.1', port: uecho.port }, proto: 'udp' } } })
+    const near = await agent()
+    const tunnel = await accept(near, { peer: far.peer.peerId, service: 'dns', proto: 'udp', listen: { ip: '127.0.0.1', port: 0 } })
+    cleanup.push(tunnel)
+    const client = await udpClient()
+    cleanup.push(client)
+    for (let i = 0; i < 3; i++) client.socket.send(Buffer.from(`query ${i}`), tunnel.address.port, '127.0.0.1')
+    await waitFor('three answers through the UDP accept', () => client.got.length === 3)
+    expect(client.got.map((b) => b.toString()).sort()).toEqual(['query 0', 'query 1', 'query 2'])
+  })
+
   it('an accept without a service goes to the far side\'s onAccept; a far side without one denies it up front and nothing stays listening', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

@@ -33,6 +33,8 @@ export interface SocksOptions extends Omit<TunnelOptions, 'to' | 'proto' | 'serv
   maxHandshakes?: number
   /** The same, from one source address. @default 32 */
   maxHandshakesPerIp?: number
+  /** A target's mapping without a connection this long is released. @default SOCKS_MAPPING_IDLE_MS (60_000) */
+  mappingIdleMs?: number
 }
 
 /** Largest HTTP CONNECT request (request line and headers). */
@@ -190,6 +192,7 @@ export class Socks extends Tunnel {
   private readonly handshakeTimeoutMs: number
   private readonly maxHandshakes: number
   private readonly maxHandshakesPerIp: number
+  private readonly mappingIdleMs: number
   /** Mappings by `host:port`: granted, or being asked for. */
   private readonly targets = new Map<string, { mapping: Promise<Mapping>, live: Mapping | undefined, idle: ReturnType<typeof setTimeout> | undefined }>()
   /** Denials by `host:port`, with when they are forgotten. */
@@ -217,7 +220,8 @@ export class Socks extends Tunnel {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
     this.maxHandshakes = options.maxHandshakes ?? 128
     this.maxHandshakesPerIp = options.maxHandshakesPerIp ?? 32
-    for (const name of ['handshakeTimeoutMs', 'maxHandshakes', 'maxHandshakesPerIp'] as const) {
+    this.mappingIdleMs = options.mappingIdleMs ?? SOCKS_MAPPING_IDLE_MS
+    for (const name of ['handshakeTimeoutMs', 'maxHandshakes', 'maxHandshakesPerIp', 'mappingIdleMs'] as const) {
       if (!Number.isSafeInteger(this[name]) || this[name] < 1) throw new RangeError(`${name} must be a positive integer`)
     }
   }
@@ -231,7 +235,10 @@ export class Socks extends Tunnel {
     try {
       await this.agent.session(this.options.peer, { signal: this.options.signal, timeoutMs: this.options.timeoutMs })
     } catch (err) {
-      if (!this.waitsFor(err)) throw err
+      if (!this.waitsFor(err)) {
+        this.stop(err instanceof StarsockError ? err : undefined) // nothing left watching the agent or the signal
+        throw err
+      }
       offline = err
     }
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.take(socket))
@@ -515,7 +522,7 @@ export class Socks extends Tunnel {
     this.denials.set(key, { until: Date.now() + SOCKS_DENIAL_MEMORY_MS, refusal })
   }
 
-  /** Release `key`'s mapping once it has had no channel for `SOCKS_MAPPING_IDLE_MS`. */
+  /** Release `key`'s mapping once it has had no channel for `mappingIdleMs`. */
   private idleLater (key: string, mapping: Mapping): void {
     const t = this.targets.get(key)
     if (t === undefined || t.live !== mapping) return
@@ -523,11 +530,11 @@ export class Socks extends Tunnel {
     const check = (): void => {
       if (mapping.closed) return
       if (mapping.stats().channelsOpen > 0) {
-        t.idle = setTimeout(check, SOCKS_MAPPING_IDLE_MS)
+        t.idle = setTimeout(check, this.mappingIdleMs)
         t.idle.unref?.()
       } else this.release(mapping)
     }
-    t.idle = setTimeout(check, SOCKS_MAPPING_IDLE_MS)
+    t.idle = setTimeout(check, this.mappingIdleMs)
     t.idle.unref?.()
   }
 

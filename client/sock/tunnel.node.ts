@@ -34,7 +34,7 @@ export interface TunnelEvents extends Record<string, unknown> {
   asking: { timeoutMs: number }
   /**
    * A local client whose address `allowFrom` does not allow was refused: a TCP connection reset,
-   * UDP datagrams dropped (told once a minute per source; every datagram is counted).
+   * UDP datagrams dropped. Told once a minute per address; every one is counted (`refusedSources`).
    */
   refused: { src: SockAddress }
   /** The tunnel stopped: killed, denied, or closed here (`undefined`). */
@@ -121,7 +121,7 @@ export const MAX_PENDING_DATAGRAM_BYTES = 256 * 1024
 export const MAX_UDP_SOURCES = 256
 /** How long `expose` waits for the local service to accept a connection. */
 const LOCAL_CONNECT_TIMEOUT_MS = 10_000
-/** How long a refused UDP source is not told again (`refused`); its datagrams are all counted. */
+/** How long a refused address is not told again (`refused`); every connection and datagram from it is counted. */
 const REFUSED_TELL_MS = 60_000
 /** First and largest pause between two attempts to get a lost mapping back. */
 const RECOVER_DELAY_MS = 250
@@ -227,19 +227,17 @@ export abstract class Tunnel extends Emitter<TunnelEvents> {
 
   /**
    * Whether a local client at `src` may use the listener (`allowFrom`); if not it is counted and
-   * told (`refused`; a UDP source once per `REFUSED_TELL_MS`), and the caller resets or drops it.
+   * told (`refused`, once per address per `REFUSED_TELL_MS`), and the caller resets or drops it.
    */
-  protected admits (src: SockAddress, udp = false): boolean {
+  protected admits (src: SockAddress): boolean {
     if (this.allowFrom.allows(src.ip)) return true
     this.totals.refusedSources++
-    if (udp) {
-      const key = `${src.ip}|${src.port}`
-      const now = Date.now()
-      const told = this.refusedTold.get(key)
-      if (told !== undefined && now - told < REFUSED_TELL_MS) return false
-      if (this.refusedTold.size >= MAX_UDP_SOURCES) this.refusedTold.clear() // bounded: a spoofing flood only repeats the telling
-      this.refusedTold.set(key, now)
-    }
+    // Told once per address per REFUSED_TELL_MS: a flood from outside must not flood the log too.
+    const now = Date.now()
+    const told = this.refusedTold.get(src.ip)
+    if (told !== undefined && now - told < REFUSED_TELL_MS) return false
+    if (this.refusedTold.size >= MAX_UDP_SOURCES) this.refusedTold.clear() // bounded: a spoofing flood only repeats the telling
+    this.refusedTold.set(src.ip, now)
     this.emit('refused', { src })
     return false
   }
@@ -563,7 +561,7 @@ abstract class LocalListener extends Tunnel {
     this.on('mapping', () => sources.retryFailed())
     socket.on('message', (msg, rinfo) => {
       const src = { ip: rinfo.address, port: rinfo.port }
-      if (!this.admits(src, true)) return
+      if (!this.admits(src)) return
       sources.send(src, msg, async () => await this.open(src).catch((err: unknown) => { this.failedOnce(err); throw err }), (channel) => {
         void forEachDatagram(channel, (item) => socket.send(item.data, src.port, src.ip))
       })
