@@ -63,6 +63,8 @@ export class TerminalConsent {
       for (const q of this.queue.splice(0)) q.answer(false)
     })
     if (this.tty) {
+      // In raw mode Ctrl-C reaches readline, not the process: pass it on (the command stops as on SIGINT).
+      this.rl.on('SIGINT', () => process.kill(process.pid, 'SIGINT'))
       // Keys arrive one by one on a terminal: hold the status line from the first one.
       input.on('keypress', () => {
         const typing = this.rl.line.length > 0

@@ -185,7 +185,8 @@ async function listen (flags: ListenFlags): Promise<number> {
     maxMappingsTotal: flags.maxMappingsTotal,
     maxBoundPortsTotal: flags.maxBoundPortsTotal,
     onChannel: async (channel, _body, mux) => {
-      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: flags.allow ?? [], local: flags.udpRelayLocal, onEvent: (e) => reportUdpRelay(status, e) })
+      // The rules now: an "always" answer may have added one.
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: flags.udpRelayLocal, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
     },
     files: files === undefined
