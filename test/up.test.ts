@@ -334,7 +334,7 @@ service = "web"
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
 
-  it('a service with ask = true is asked of the far person; a mapping that person kills is final, never asked again', async () => {
+  it('a service with ask = true is asked of the far person; a mapping that person kills (or denies) is final, never asked again until a reload', async () => {
     const shell = await tcpEcho()
     cleanup.push(shell)
     const far = peerIdOf(join(dir, 'far.key'))
@@ -362,6 +362,13 @@ service = "web"
       c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code))
     })
     expect(closed).toBe('ECONNREFUSED')
+    // A reload is the way to try again: asked anew; a "no" is final too.
+    near.proc.kill('SIGHUP')
+    expect(await near.event('reload')).toMatchObject({ ok: true, kept: ['shell'] })
+    await waitFor('the far prompt again', () => farProc.err().split('Allow? [y/N]').length === 3, 20_000)
+    farProc.proc.stdin.write('n\n')
+    let n = 0
+    expect(await (async () => { for (let i = 1; ; i++) { const e = await near.event('failed', 20_000, i); if (e.id === 'shell' && ++n === 2) return e } })()).toMatchObject({ code: 'E_DENIED', final: true })
     expect(await near.stop('SIGTERM')).toBe(0)
     farProc.proc.stdin.end()
     expect(await farProc.stop('SIGTERM')).toBe(0)
