@@ -183,10 +183,15 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
 
   // The agent stopped: the allocations are of no use any more.
   const offAgentClose = options.agent.on('close', () => { void sockets.close() })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => { server.off('error', reject); resolve() })
-  })
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => { server.off('error', reject); resolve() })
+    })
+  } catch (err) {
+    offAgentClose()
+    throw new Error(`control API cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(err as Error).message}`, { cause: err })
+  }
   const address = server.address() as AddressInfo
   const url = `http://${isIP(address.address) === 6 ? `[${address.address}]` : address.address}:${address.port}`
   logger.info({ url }, 'control api listening')
