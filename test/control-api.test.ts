@@ -345,10 +345,9 @@ describe('control API', () => {
       expect(s).toMatchObject({ protocol: 'udp', mode: 'token', ip: '127.0.0.1' })
       expect(s.token1).toMatch(/^[0-9a-f]{32}$/)
       expect([typeof s.id, typeof s.port1, typeof s.port2, typeof s.expiresAt]).toEqual(['string', 'number', 'number', 'number'])
-      // Bounded: a second one while the first is held.
-      const second = await api.call('POST', '/v1/socket/start', { protocol: 'udp' })
-      expect(second.status).toBe(409)
-      expect(second.json.error.code).toBe('E_LIMIT_ALLOCATIONS')
+      // Bounded: no second one while the first is held, even asked for many at once.
+      const more = await Promise.all(Array.from({ length: 4 }, async () => await api.call('POST', '/v1/socket/start', { protocol: 'udp' })))
+      expect(more.map((r) => [r.status, r.json.error?.code])).toEqual(Array(4).fill([409, 'E_LIMIT_ALLOCATIONS']))
       expect((await api.call('GET', '/v1/status')).json.allocations).toEqual([{ id: s.id, protocol: 'udp', mode: 'token', ip: s.ip, port1: s.port1, port2: s.port2, expiresAt: s.expiresAt }])
       // Hand endpoint 2 to B (the default).
       expect((await api.call('POST', '/v1/socket/sendRequest', { id: 'nope', peer: b.peer.peerId })).status).toBe(404)
@@ -418,6 +417,15 @@ describe('control API', () => {
       expect((await api.call('POST', '/v1/socket/stop', { id: s.id })).status).toBe(200)
       await waitFor('B\'s bridge to end', () => events.some((e) => e.type === 'ended'))
       await within('the allocation\'s ports to be free', untilFree(s.port1, s.port2))
+    }, 30_000)
+
+    it('holds at most maxAllocations even when asked for many at once', async () => {
+      server = await startServer({ udpRelay: true, udpPorts: portRange(8) })
+      const a = await agent()
+      const api = await start(a, { maxAllocations: 2 })
+      const all = await Promise.all(Array.from({ length: 6 }, async () => await api.call('POST', '/v1/socket/start', { protocol: 'udp' })))
+      expect(all.map((r) => r.status).sort()).toEqual([201, 201, 409, 409, 409, 409])
+      expect((await api.call('GET', '/v1/status')).json.allocations).toHaveLength(2)
     }, 30_000)
 
     it('keeps an allocation refreshed past the relay\'s idle expiry, and forgets one the server no longer has', async () => {
