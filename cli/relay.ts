@@ -7,9 +7,9 @@ import { resumeIdFor } from './resume-id.ts'
 import { keyOption } from './id.ts'
 import { collect, integer } from './options.ts'
 import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
-import { sendUdpHalf, type UdpShare } from '../client/sock/udp-share.ts'
-import { createSockAgent } from '../client/sock/agent.ts'
-import type { StarsockError } from '../shared/errors.ts'
+import { sendUdpHalf, type UdpHalf, type UdpShare } from '../client/sock/udp-share.ts'
+import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
+import { StarsockError } from '../shared/errors.ts'
 import { hostPort, identityError, interrupted, lost as identityLost } from './sock-runtime.ts'
 
 /** Address of a local UDP program. */
@@ -50,6 +50,26 @@ interface RelayFlags {
   share?: string
   release?: string
   timeoutMs: number
+}
+
+/**
+ * Hand `half` to `peer`, waiting (up to `timeoutMs` in all) for a peer that is not online yet;
+ * `waiting` is called once when it is not.
+ */
+async function shareWhenOnline (agent: SockAgent, peer: string, half: UdpHalf, timeoutMs: number, waiting: () => void): Promise<UdpShare> {
+  const signal = AbortSignal.timeout(timeoutMs)
+  let told = false
+  for (;;) {
+    try {
+      return await sendUdpHalf(agent, peer, half, { signal })
+    } catch (err) {
+      if ((err as StarsockError).code !== 'E_PEER_NOT_FOUND' || signal.aborted) throw err
+      if (!told) waiting()
+      told = true
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+      if (signal.aborted) throw new StarsockError('E_TIMEOUT', `${peer} did not come online within ${timeoutMs} ms`)
+    }
+  }
 }
 
 /** One line on stderr and exit code 1. */
@@ -120,7 +140,9 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
           }
           if (agent !== undefined && flags.share !== undefined) {
             try {
-              share = await sendUdpHalf(agent, flags.share, { ip: a.ip, port: a.port2, token: a.token2, expiresAt: a.expiresAt }, { signal: AbortSignal.timeout(flags.timeoutMs) })
+              share = await shareWhenOnline(agent, flags.share, { ip: a.ip, port: a.port2, token: a.token2, expiresAt: a.expiresAt }, flags.timeoutMs, () => {
+                process.stderr.write(`starsock relay: waiting for ${flags.share ?? ''} to come online (up to ${Math.round(flags.timeoutMs / 1000)} s)\n`)
+              })
             } catch (err) {
               await peer.udpRelease(a.id).catch(() => {})
               const e = err as StarsockError

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
+import { commandFor, serviceList } from '../cli/listen.ts'
+import { parseRule } from '../shared/sock-rules.ts'
 import { startServer, within } from './helpers/server.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -143,3 +145,26 @@ describe('starsock id and starsock peers (the program)', () => {
     expect(bad.stderr.trim()).toBe('starsock: server bogus is neither a URL nor a multiaddr')
   })
 })
+
+describe('the commands listen prints for peers, and --service values', () => {
+  const url = 'http://127.0.0.1:9090'
+  const id = '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA'
+  it('a service rule gives forward --service (with --udp for a UDP service), a udp-relay rule relay --share', () => {
+    expect(commandFor(parseRule('service:web'), url, id)).toBe(`starsock forward --server ${url} --peer ${id} --listen LOCAL_PORT --service web`)
+    expect(commandFor(parseRule('service:dns'), url, id, 'udp')).toBe(`starsock forward --server ${url} --peer ${id} --listen LOCAL_PORT --service dns --udp`)
+    expect(commandFor(parseRule('service:*'), url, id)).toBe(`starsock forward --server ${url} --peer ${id} --listen LOCAL_PORT --service NAME`)
+    expect(commandFor(parseRule('udp-relay'), url, id)).toBe(`starsock relay --server ${url} --share ${id}`)
+    expect(commandFor(parseRule('connect/tcp:127.0.0.1:5432'), url, id)).toBe(`starsock forward --server ${url} --peer ${id} --listen 5432 --to 127.0.0.1:5432`)
+  })
+  it('--service NAME=[udp:]HOST:PORT builds the services; a bad one is one readable reason', () => {
+    expect(serviceList('dns=udp:127.0.0.1:53', serviceList('web=127.0.0.1:3000'))).toEqual({
+      web: { to: { ip: '127.0.0.1', port: 3000 }, proto: 'tcp' },
+      dns: { to: { ip: '127.0.0.1', port: 53 }, proto: 'udp' }
+    })
+    expect(serviceList('v6=tcp:[::1]:8080')).toEqual({ v6: { to: { ip: '::1', port: 8080 }, proto: 'tcp' } })
+    expect(() => serviceList('web=127.0.0.1:0')).toThrow('A service needs a port (not 0).')
+    expect(() => serviceList('__proto__=127.0.0.1:1')).toThrow('__proto__ is not a service name')
+    expect(() => serviceList('web=sctp:127.0.0.1:1')).toThrow(/not a host name or address|Not HOST:PORT/)
+  })
+})
+

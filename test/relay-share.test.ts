@@ -75,10 +75,12 @@ describe('starsock relay --share and --release, listen --allow udp-relay (the pr
     const sharerKey = join(dir, 'sharer')
     const sharerId = peerIdOf(sharerKey)
     const listenerId = peerIdOf(join(dir, 'listener'))
+    // The sharer starts first: it waits for the peer to come online.
+    const relay = programs.start(['relay', '--server', server.url(), '--key', sharerKey, '--share', listenerId, '--local1', `127.0.0.1:${a.port}`, '--json'])
+    await waitFor('the sharer waiting for its peer', () => relay.err().includes(`starsock relay: waiting for ${listenerId} to come online (up to 60 s)\n`), 30_000)
     const listen = programs.start(['listen', '--server', server.url(), '--key', join(dir, 'listener'), '--allow', `udp-relay@${sharerId}`, '--udp-relay-local', `127.0.0.1:${b.port}`, '--no-prompt', '--json'])
     const ready = await listen.event('ready', 30_000)
     expect(ready.commands).toEqual([`starsock relay --server ${server.url()} --share ${listenerId}`])
-    const relay = programs.start(['relay', '--server', server.url(), '--key', sharerKey, '--share', listenerId, '--local1', `127.0.0.1:${a.port}`, '--json'])
     await waitFor('the share taken', () => jsonLines(relay).some((l) => l.shared !== undefined), 30_000)
     const [allocation, bridge1, shared] = jsonLines(relay) as [UdpAllocation, { endpoint: number, via: number }, { shared: string, taken: string, via: number }]
     expect(bridge1).toMatchObject({ endpoint: 1, local: `127.0.0.1:${a.port}` })

@@ -486,4 +486,39 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(await fwd.event('refused')).toMatchObject({ src: { ip: '127.0.0.1' }, tunnel: 1 })
     expectBytes(await within('a forward round trip from 127.0.0.2', roundTripFrom('127.0.0.2', fport, data), 15_000) as Buffer, data, 'the forward echo from 127.0.0.2')
   })
+
+  it('one of several tunnels that stops (killed by the far side\'s person) says so and leaves the others running', async () => {
+    const one = await tcpEcho()
+    const two = await tcpEcho()
+    cleanup.push(one, two)
+    const listenerId = peerIdOf(key('listener'))
+    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--ask', '--json'])
+    await listen.event('ready')
+    const prompts = (): number => listen.err().split('Allow? [y/N]').length - 1
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${one.port}`, '--listen', '0', '--to', `127.0.0.1:${two.port}`, '--json'])
+    await saidOn(listen, /Allow\? \[y\/N\]/, 'the prompt for tunnel 2')
+    listen.proc.stdin.write('y\n')
+    await within('two ready events', new Promise<void>((resolve) => {
+      const check = (): void => { if (fwd.out().split('"event":"ready"').length === 3) resolve() }
+      fwd.proc.stdout.on('data', check)
+      check()
+    }), 20_000)
+    const readies = fwd.out().split('\n').filter((l) => l.includes('"event":"ready"')).map((l) => JSON.parse(l) as Record<string, unknown>)
+    const port = (n: number): number => ((readies.find((r) => r.tunnel === n) as Record<string, unknown>).address as { port: number }).port
+    // The person kills tunnel 2's mapping (final: a kill is not asked again), once the listener has it.
+    await within('both mappings at the listener', new Promise<void>((resolve) => {
+      const check = (): void => { if (listen.out().split('"event":"mapping"').length === 3) resolve() }
+      listen.proc.stdout.on('data', check)
+      check()
+    }), 20_000)
+    listen.proc.stdin.write('kill 2\n')
+    expect(await fwd.event('stopped')).toMatchObject({ tunnel: 2, code: 'E_KILLED' })
+    expect(prompts()).toBe(1)
+    const data = testBytes(32 * 1024, 7)
+    expectBytes(await within('the echo through tunnel 1', tcpRoundTrip(port(1), data), 15_000), data, 'the echo through tunnel 1 after tunnel 2 stopped')
+    expect(fwd.proc.exitCode).toBe(null)
+    fwd.proc.kill('SIGTERM')
+    expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
+  })
 })
+

@@ -139,6 +139,25 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
       .rejects.toThrow(/NotAllowed/)
   })
 
+  it('a kill at the far side denies that target (0x02, not asked again for a while) and nothing else: the proxy stays up', async () => {
+    const port = await echo()
+    const other = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:127.0.0.1:${other}`] })
+    let offers = 0
+    far.on('offer', () => offers++)
+    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
+    expect(first.data[3]).toBe(0x00)
+    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
+    far.mappings()[0]?.kill('the person said stop')
+    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+    const again = await within('the refusal of the killed target', raw(proxy, socks5Connect(port)))
+    expect(again.data[3]).toBe(0x02)
+    expect(offers).toBe(1) // not asked again
+    const elsewhere = await raw(proxy, socks5Connect(other), '127.0.0.1', undefined, 12)
+    expect(elsewhere.data[3]).toBe(0x00)
+    expect(socks.state).toBe('up')
+  })
+
   it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
     const port = await closedPort()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })

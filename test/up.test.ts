@@ -334,6 +334,46 @@ service = "web"
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
 
+  it('a service with ask = true is asked of the far person; a mapping that person kills (or denies) is final, never asked again until a reload', async () => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const p1 = await freePort()
+    // stdin is not a terminal here: --ask takes the answers from it.
+    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"\n[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${p1}\nservice = "shell"\n`))
+    await eventOf(near, 'asking', 'shell')
+    await waitFor('the far prompt', () => farProc.err().includes('Allow? [y/N]'), 20_000)
+    expect(farProc.err()).toContain('shell')
+    farProc.proc.stdin.write('y\n')
+    expect((await ready(near, 'shell')).state).toBe('up')
+    const a = testBytes(20_000, 51)
+    expectBytes(await tcpRoundTrip(p1, a), a, 'the service a person allowed')
+    farProc.proc.stdin.write('kill 1\n')
+    expect(await eventOf(near, 'failed', 'shell')).toMatchObject({ code: 'E_KILLED', final: true })
+    // Not asked again: the far side saw one offer only, and nothing listens for it here any more.
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    expect(farProc.out().split('\n').filter((l) => l.includes('"event":"offer"'))).toHaveLength(1)
+    expect(near.out()).not.toContain('"event":"away"')
+    const closed = await new Promise<string | undefined>((resolve) => {
+      const c = net.connect({ host: '127.0.0.1', port: p1 })
+      c.once('connect', () => { c.destroy(); resolve(undefined) })
+      c.once('error', (err: NodeJS.ErrnoException) => resolve(err.code))
+    })
+    expect(closed).toBe('ECONNREFUSED')
+    // A reload is the way to try again: asked anew; a "no" is final too.
+    near.proc.kill('SIGHUP')
+    expect(await near.event('reload')).toMatchObject({ ok: true, kept: ['shell'] })
+    await waitFor('the far prompt again', () => farProc.err().split('Allow? [y/N]').length === 3, 20_000)
+    farProc.proc.stdin.write('n\n')
+    let n = 0
+    expect(await (async () => { for (let i = 1; ; i++) { const e = await near.event('failed', 20_000, i); if (e.id === 'shell' && ++n === 2) return e } })()).toMatchObject({ code: 'E_DENIED', final: true })
+    expect(await near.stop('SIGTERM')).toBe(0)
+    farProc.proc.stdin.end()
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+
   it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
     const db = await tcpEcho()
     cleanup.push(db)

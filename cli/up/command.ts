@@ -19,6 +19,8 @@ import { controlTokenFile, startControlApi, writeControlToken, type ControlApi }
 
 interface UpFlags {
   config: string
+  ask?: boolean
+  prompt: boolean
   json?: boolean
   takeover?: boolean
   insecure?: boolean
@@ -32,6 +34,8 @@ export function upCommand (started: (run: Promise<number>) => void): Command {
     .option('--json', 'print one JSON object per event on stdout')
     .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
     .option('--insecure', 'allow plaintext connections to other peers (as insecure = true in the file)')
+    .option('--ask', 'ask about offers no rule allows on stdin even when it is not a terminal')
+    .option('--no-prompt', 'never ask: deny every offer no rule allows (services with ask = true included)')
     .action((flags: UpFlags) => {
       started(up(flags))
     })
@@ -75,7 +79,7 @@ async function up (flags: UpFlags): Promise<number> {
 
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
-  const asking = process.stdin.isTTY === true
+  const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
   let consent: TerminalConsent | undefined
   // Set once the agent runs (a UDP relay half could come before: its events then go unsaid).
   let status: StatusReporter | undefined
@@ -89,7 +93,8 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: config.udpRelay?.local, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
-    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
+    // An offer before the prompt exists (the first moments) is denied, not a crash.
+    ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined
   }
   const agent: SockAgent = await startAgent({
     server: config.server,

@@ -138,6 +138,15 @@ describe('starsock up config', () => {
     expect(canonicalEntry(a)).not.toBe(canonicalEntry(parseMappingEntry('forward', { peer: PEER, listen: 1, to: 'a:2', allow_from: ['10.0.0.0/8'] })))
   })
 
+  it('abuse is one line too: deep nesting, too many mappings, huge strings', () => {
+    const deep = 100_000
+    expect(errorOf(SERVER + 'a = ' + '['.repeat(deep) + ']'.repeat(deep) + '\n')).toMatch(/^agent\.toml:\d+: syntax: not valid TOML/)
+    const many = SERVER + Array.from({ length: 257 }, (_, i) => `[[forward]]\npeer = "${PEER}"\nlisten = ${i + 1}\nto = "a:1"\n`).join('')
+    expect(errorOf(many)).toBe('agent.toml:1: config: 257 mappings; at most 256')
+    expect(() => parseMappingEntry('forward', { peer: PEER, listen: 1, to: 'a'.repeat(60_000) + ':1' })).toThrow(/^to: not HOST:PORT/)
+    expect(() => parseMappingEntry('forward', { peer: PEER.repeat(100), listen: 1, to: 'a:1' })).toThrow(/^peer: not a peer id/)
+  })
+
   it('a file that cannot be read is one line too', async () => {
     await expect(loadConfig('/nonexistent/agent.toml')).rejects.toThrow(/^\/nonexistent\/agent\.toml: cannot read it: ENOENT/)
   })
