@@ -413,9 +413,14 @@ describe('control API', () => {
         clearInterval(timer)
       }
       expect(echo.received()).toBeGreaterThan(0)
-      // Stop: B is told, its bridge ends; the ports are free.
+      // Halves in use are bounded per allocation (each bridge keeps its channel open).
+      for (let i = 2; i <= 8; i++) expect((await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId })).status, `half #${i}`).toBe(200)
+      const ninth = await api.call('POST', '/v1/socket/sendRequest', { id: s.id, peer: b.peer.peerId })
+      expect(ninth.status).toBe(409)
+      expect(ninth.json.error.code).toBe('E_LIMIT_ALLOCATIONS')
+      // Stop: B is told, its bridges end; the ports are free.
       expect((await api.call('POST', '/v1/socket/stop', { id: s.id })).status).toBe(200)
-      await waitFor('B\'s bridge to end', () => events.some((e) => e.type === 'ended'))
+      await waitFor('B\'s 8 bridges to end', () => events.filter((e) => e.type === 'ended').length === 8)
       await within('the allocation\'s ports to be free', untilFree(s.port1, s.port2))
     }, 30_000)
 

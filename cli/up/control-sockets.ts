@@ -92,6 +92,8 @@ interface Held {
   timer: ReturnType<typeof setInterval>
   /** Halves handed out and still in use (a receiver that bridges one keeps its channel open). */
   shares: Set<UdpShare>
+  /** Halves being handed over now (they count against the maximum too). */
+  sending: number
 }
 
 /** Halves of one allocation handed out and in use at once. */
@@ -137,7 +139,7 @@ export class ControlSockets {
     }
     const timer = setInterval(() => { void this.refresh(a.id) }, this.options.refreshMs)
     timer.unref()
-    this.held.set(a.id, { info, timer, shares: new Set() })
+    this.held.set(a.id, { info, timer, shares: new Set(), sending: 0 })
     this.options.logger.info({ id: a.id, ports: [a.port1, a.port2], mode: a.mode }, 'control api: udp allocation')
     return { ...info }
   }
@@ -151,20 +153,25 @@ export class ControlSockets {
    * stays handed out until `stop`.
    */
   async send (id: string, peerId: string, endpoint: 1 | 2): Promise<{ ip: string, port: number, taken?: 'bridged' | 'printed', via?: number }> {
-    const held = this.held.get(id)
     const info = this.get(id)
-    const shares = (held as Held).shares
-    if (shares.size >= CONTROL_MAX_SHARES_PER_ALLOCATION) throw new StarsockError('E_LIMIT_ALLOCATIONS', `The control API handed out ${shares.size} halves of ${id} still in use (at most ${CONTROL_MAX_SHARES_PER_ALLOCATION}); stop it first`)
+    const held = this.held.get(id) as Held
+    const shares = held.shares
+    if (shares.size + held.sending >= CONTROL_MAX_SHARES_PER_ALLOCATION) {
+      throw new StarsockError('E_LIMIT_ALLOCATIONS', `The control API handed out ${shares.size + held.sending} halves of ${id} still in use (at most ${CONTROL_MAX_SHARES_PER_ALLOCATION}); stop it first`)
+    }
     const half = endpoint === 1
       ? { ip: info.ip, port: info.port1, token: info.token1, expiresAt: info.expiresAt }
       : { ip: info.ip, port: info.port2, token: info.token2, expiresAt: info.expiresAt }
     const signal = AbortSignal.timeout(this.options.timeoutMs)
     let share: UdpShare
+    held.sending++
     try {
       share = await sendUdpHalf(this.agent, peerId, half, { signal })
     } catch (err) {
       if (signal.aborted) throw new StarsockError('E_TIMEOUT', `Peer ${peerId} did not take the half within ${this.options.timeoutMs} ms`, { cause: err })
       throw err
+    } finally {
+      held.sending--
     }
     if (this.held.get(id) !== held) {
       share.close() // stopped meanwhile
