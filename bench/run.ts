@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
+import { agentsBench } from './agents.ts'
 import { copiesBench } from './copies.ts'
 import { pageBench } from './page.ts'
 import { formatFigure as fmt, formatLine, stealWarning, type Results, type Row } from './rows.ts'
@@ -31,7 +32,7 @@ if (!Number.isInteger(REPEATS) || REPEATS < 1) {
   process.stderr.write(`bench: --repeat must be a whole number from 1, not ${String(REPEAT_ARG)}\n`)
   process.exit(2)
 }
-const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page']
+const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page', 'agents']
 const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
 if (unknown.length > 0) {
   process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
@@ -207,7 +208,8 @@ const scenarios: Array<[string, () => Promise<void>]> = [
   // The tunnel scenario ends with the copies rows; `copies` alone measures only those.
   ['tunnel', async () => { await tunnelBench({ bytes: SIZE.tunnelBytes, repeats: REPEATS, record }) }],
   ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }],
-  ['page', async () => { await pageBench({ bytes: (QUICK ? 16 : 32) * MiB, repeats: REPEATS, record }) }]
+  ['page', async () => { await pageBench({ bytes: (QUICK ? 16 : 32) * MiB, repeats: REPEATS, record }) }],
+  ['agents', async () => { await agentsBench({ counts: QUICK ? [4] : [2, 8], record }) }]
 ]
 /** The scenarios whose rows a scenario's run replaces. */
 const covers = (name: string): string[] => name === 'tunnel' ? ['tunnel', 'copies'] : [name]
