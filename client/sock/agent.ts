@@ -10,7 +10,7 @@ import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import {
-  describeOffer, formatSize, hasFeature, isAllowFromList, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
+  checkAllowFromList, describeOffer, formatSize, hasFeature, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
 } from '../../shared/sock-protocol.ts'
 import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 import type { Connection } from '../connection.ts'
@@ -493,8 +493,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const host = request.host ?? '0.0.0.0'
     if (!isHost(host)) throw new TypeError('bind needs a host name or address to listen on')
     if (!isPort(request.port)) throw new TypeError('bind needs a port from 0 to 65535')
-    if (request.allowFrom !== undefined && !isAllowFromList(request.allowFrom)) throw new TypeError('allowFrom must be a list of at most 64 IPv4 or IPv6 addresses or CIDRs')
-    const mapping = await this.ask(peerId, { kind: 'bind', host, port: request.port, ...(request.allowFrom !== undefined ? { allowFrom: request.allowFrom.slice() } : {}) }, request)
+    // Checked here as the binding peer would: a bad entry is this caller's TypeError, not a remote E_DENIED.
+    const allowFrom = request.allowFrom === undefined ? undefined : checkAllowFromList(request.allowFrom)
+    const mapping = await this.ask(peerId, { kind: 'bind', host, port: request.port, ...(allowFrom !== undefined ? { allowFrom } : {}) }, request)
     try {
       const channel = await mapping.mux.open({
         type: 'sock', sock: 'bind', reliable: mapping.offer.proto === 'tcp', mapping: mapping.id, dst: { ip: host, port: request.port }, lease: request.port === 0 ? request.lease : undefined
