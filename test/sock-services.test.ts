@@ -243,6 +243,37 @@ describe('source allowlists on binds (allowFrom)', () => {
     expect(target.stats().refusedSources).toBe(3)
   })
 
+  it('UDP from many spoofed sources: every datagram is counted, a bounded number told (rate-limited per mapping), nothing told twice', async () => {
+    const target = await agent({ allow: ['bind/udp:127.0.0.1:0'] })
+    const client = await agent()
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1'] }))
+    const port = (mapping.bound as SockAddress).port
+    const told: Array<{ ip: string, untold?: number }> = []
+    target.on('refused-source', (r) => told.push({ ip: r.src.ip, ...(r.untold !== undefined ? { untold: r.untold } : {}) }))
+    const started = Date.now()
+    const total = 1500
+    for (let batch = 0; batch < total / 100; batch++) {
+      await Promise.all(Array.from({ length: 100 }, async (_, k) => {
+        const i = batch * 100 + k
+        const socket = dgram.createSocket('udp4')
+        await new Promise<void>((resolve) => socket.bind(0, `127.${10 + Math.floor(i / 250)}.${i % 250}.1`, resolve))
+        await new Promise<void>((resolve, reject) => socket.send('spoofed', port, '127.0.0.1', (err) => { if (err !== null) reject(err); else resolve() }))
+        socket.close()
+      }))
+      await waitFor('the batch to be counted', () => target.stats().refusedSources === (batch + 1) * 100)
+    }
+    const seconds = (Date.now() - started) / 1000
+    expect(target.stats().refusedSources).toBe(total)
+    // A burst of 20, then 10 a second: far fewer than the sources.
+    expect(told.length).toBeLessThanOrEqual(20 + Math.ceil(seconds * 10))
+    expect(told.length).toBeLessThan(total / 2)
+    expect(new Set(told.map((t) => t.ip)).size).toBe(told.length)
+    // What was not told is summed up in the ones told after it.
+    const summed = told.reduce((n, t) => n + (t.untold ?? 0), 0)
+    expect(summed + told.length).toBeLessThanOrEqual(total)
+    if (told.length > 20) expect(summed).toBeGreaterThan(0)
+  })
+
   it('a bad allowFrom entry, too many entries or badly shaped ones are a TypeError here naming it: no offer is sent', async () => {
     const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
     const offers: string[] = []

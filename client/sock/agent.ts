@@ -221,8 +221,13 @@ export interface SockAgentEvents extends Record<string, unknown> {
   limit: LimitRefusal
   /** A person answered `'always'`: this rule was added (see `rules()`). */
   rule: { rule: SockRule, peerId: string }
-  /** A client (TCP, reset) or datagram (UDP, dropped) of a port bound here came from a source the binder's `allowFrom` leaves out (counted in `stats().refusedSources`). */
-  'refused-source': { peerId: string, mapping: Mapping, src: SockAddress }
+  /**
+   * A client (TCP, reset) or datagram (UDP, dropped) of a port bound here came from a source the
+   * binder's `allowFrom` leaves out. Every one is counted (`stats().refusedSources`); told at most
+   * `REFUSED_TELL_PER_SECOND` a second per mapping (a UDP source once), `untold`: how many since
+   * the last one told were not.
+   */
+  'refused-source': { peerId: string, mapping: Mapping, src: SockAddress, untold?: number }
   /** `close()` was called: the agent takes and asks nothing more (tunnels on it stop). */
   close: undefined
 }
@@ -305,6 +310,22 @@ export interface ServiceRequest {
   onAsking?: (info: { timeoutMs: number }) => void
 }
 
+/** Refused sources told per second, per mapping, after a burst of `REFUSED_TELL_BURST` (the rest is counted, and summed up). */
+export const REFUSED_TELL_PER_SECOND = 10
+/** Refused sources told at once, per mapping, before the rate holds. */
+export const REFUSED_TELL_BURST = 20
+/** UDP sources per mapping remembered as told (each told at most once); past it, the rate alone bounds the telling. */
+export const REFUSED_TOLD_SOURCES = 1024
+
+/** The telling of refused sources of one mapping: a token bucket, what went untold, the sources told. */
+interface RefusalTelling {
+  tokens: number
+  at: number
+  untold: number
+  sources: Set<string>
+  summary?: ReturnType<typeof setTimeout>
+}
+
 /** A granted offer whose requester has not acknowledged it yet: counted against the limits, not yet a mapping. */
 interface PendingGrant {
   peerId: string
@@ -353,8 +374,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   /** Grants sent, waiting for the requester's ACK. */
   private readonly pendingGrants = new Set<PendingGrant>()
   private refusedSources = 0
-  /** Sources whose refusal was told lately (a UDP flood is counted in full, told once a source). */
-  private readonly toldSources = new Set<string>()
+  /** How refused sources of each binder's ports are told (rate-limited; see `admitSource`). */
+  private readonly telling = new WeakMap<Mapping, RefusalTelling>()
   private readonly logger: Logger
   private readonly byPeer = new Map<string, Muxer>()
   private readonly dialing = new Map<string, Promise<Muxer>>()
@@ -1070,8 +1091,11 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   /**
    * Whether a client or datagram from `src` may use the port of `state`: its owner's `allowFrom`
-   * (none: anyone). A refusal is counted, and told once a source until the table of told sources
-   * fills (a UDP flood is counted in full, not told a thousand times).
+   * (none: anyone). Every refusal is counted; the telling (event and log line) is rate-limited per
+   * mapping (`REFUSED_TELL_PER_SECOND`, bursts of `REFUSED_TELL_BURST`), and a UDP source is told
+   * at most once (of the first `REFUSED_TOLD_SOURCES` sources), so a flood from spoofed sources is
+   * counted in full, not told a thousand times. What was not told is summed up in the next one
+   * told (`untold`) and in a log line a second after a flood.
    */
   private admitSource (state: BindState, src: SockAddress, proto: SockProto): boolean {
     // While the port is on lease, its last binder's list still holds.
@@ -1079,14 +1103,40 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const filter = owner?.sourceFilter
     if (owner === undefined || filter === undefined || filter.allows(src.ip)) return true
     this.refusedSources++
-    const key = `${owner.id}|${src.ip}`
-    if (proto === 'tcp' || !this.toldSources.has(key)) {
-      if (this.toldSources.size >= 1024) this.toldSources.clear()
-      this.toldSources.add(key)
-      this.logger.info({ peer: owner.peerId, mapping: owner.id, src: src.ip }, 'source refused (allowFrom)')
-      this.emit('refused-source', { peerId: owner.peerId, mapping: owner, src })
+    let telling = this.telling.get(owner)
+    const now = Date.now()
+    if (telling === undefined) {
+      telling = { tokens: REFUSED_TELL_BURST, at: now, untold: 0, sources: new Set() }
+      this.telling.set(owner, telling)
     }
+    telling.tokens = Math.min(REFUSED_TELL_BURST, telling.tokens + (now - telling.at) * REFUSED_TELL_PER_SECOND / 1000)
+    telling.at = now
+    // A UDP source already told is not told again (it is counted all the same).
+    if (proto === 'udp' && telling.sources.has(src.ip)) return false
+    if (telling.tokens < 1) {
+      telling.untold++
+      this.summarizeLater(owner, telling)
+      return false
+    }
+    telling.tokens--
+    if (proto === 'udp' && telling.sources.size < REFUSED_TOLD_SOURCES) telling.sources.add(src.ip)
+    const untold = telling.untold
+    telling.untold = 0
+    this.logger.info({ peer: owner.peerId, mapping: owner.id, src: src.ip, ...(untold > 0 ? { untold } : {}) }, 'source refused (allowFrom)')
+    this.emit('refused-source', { peerId: owner.peerId, mapping: owner, src, ...(untold > 0 ? { untold } : {}) })
     return false
+  }
+
+  /** A second after refusals went untold, log how many (if none was told meanwhile). */
+  private summarizeLater (owner: Mapping, telling: RefusalTelling): void {
+    if (telling.summary !== undefined) return
+    telling.summary = setTimeout(() => {
+      telling.summary = undefined
+      if (telling.untold === 0) return
+      this.logger.info({ peer: owner.peerId, mapping: owner.id, untold: telling.untold }, 'sources refused (allowFrom), not told one by one')
+      telling.untold = 0
+    }, 1000)
+    telling.summary.unref?.()
   }
 
   /** A mapping ended: forget it; a bind keeps its port on lease unless it was killed. */
