@@ -8,8 +8,9 @@ import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import type { Connection } from '../client/connection.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import type { Muxer } from '../client/mux/muxer.ts'
 import type { OfferDecision, SockAgent } from '../client/sock/agent.ts'
-import type { StarsockError } from '../shared/errors.ts'
+import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, decodeOpen, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS } from '../shared/sock-protocol.ts'
 import { useAgents } from './helpers/agents.ts'
@@ -355,5 +356,36 @@ describe('rules at run time', () => {
     expect(asked).toBe(1)
     expect(added).toEqual([])
     expect(target.rules()).toEqual([])
+  })
+  it('a KILL that comes right after the person answered always: nothing is granted, remembered or added as a rule', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const muxes: Muxer[] = []
+    let asked = 0
+    // The ask's signal aborts when its answer is taken; the connection ends right then, as a KILL
+    // arriving in that gap would abort the offer.
+    const target = await agent({
+      ask: (_request, signal) => {
+        asked++
+        signal.addEventListener('abort', () => { void muxes.at(-1)?.close(new StarsockError('E_KILLED', 'The requester gave up on the offer')) })
+        return 'always'
+      }
+    })
+    target.on('session', (mux) => muxes.push(mux))
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent()
+    await rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+    expect(decisions.filter((d) => d.allowed)).toEqual([])
+    // Not remembered either: the next offer is asked again.
+    target.setRules([])
+    const asking = rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    await waitFor('the person to be asked again', () => asked === 2)
+    await asking
   })
 })

@@ -122,6 +122,53 @@ describe('named services', () => {
     expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`, 'service/tcp web "my browser" -> 127.0.0.1:1'])
   })
 
+  it('a denial never tells the requester the service\'s target: no rule, the person says no, nobody answers in time', async () => {
+    const services = { web: { to: { ip: '127.0.0.77', port: 45678 }, proto: 'tcp' as const } }
+    const prompts: string[] = []
+    const noRule = await agent({ services })
+    const says = await agent({ services, ask: (r) => { prompts.push(r.text); return false } })
+    const silent = await agent({ services, askTimeoutMs: 200, ask: async (r) => { prompts.push(r.text); return await new Promise<boolean>(() => {}) } })
+    const client = await agent()
+    const errors = [
+      await rejection(client.connectService(noRule.peer.peerId, { service: 'web' })),
+      await rejection(client.connectService(says.peer.peerId, { service: 'web' })),
+      await rejection(client.connectService(silent.peer.peerId, { service: 'web' })),
+      await rejection(client.offerAccept(says.peer.peerId, { host: '127.0.0.1', port: 2222, service: 'web' }))
+    ]
+    expect(errors.map((e) => [e.code, e.message])).toEqual([
+      ['E_DENIED', 'No rule allows service/tcp web'],
+      ['E_DENIED', 'Peer denied service/tcp web'],
+      ['E_DENIED', 'Nobody answered about service/tcp web in time'],
+      ['E_DENIED', 'Peer denied accept/tcp 127.0.0.1:2222 to service web']
+    ])
+    for (const e of errors) expect(e.message).not.toMatch(/127\.0\.0\.77|45678/)
+    // The person, on the granting side, sees the target.
+    expect(prompts).toEqual(['service/tcp web -> 127.0.0.77:45678', 'service/tcp web -> 127.0.0.77:45678', 'accept/tcp 127.0.0.1:2222 to service web -> 127.0.0.77:45678'])
+  })
+
+  it('a service removed or changed while the person answers is denied, not granted with the old target', async () => {
+    const chosen = await teller('chosen')
+    cleanup.push(chosen)
+    const web = { to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' as const }
+    let change: () => void = () => {}
+    const target = await agent({ ask: () => { change(); return true }, services: { web } })
+    const granted: unknown[] = []
+    target.on('mapping', (m) => granted.push(m))
+    const client = await agent()
+    change = () => target.setServices({})
+    const removed = await rejection(client.connectService(target.peer.peerId, { service: 'web' }))
+    expect([removed.code, removed.message]).toEqual(['E_DENIED', 'Service web was removed while a person was asked'])
+    target.setServices({ web })
+    change = () => target.setServices({ web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } })
+    const changed = await rejection(client.connectService(target.peer.peerId, { service: 'web' }))
+    expect([changed.code, changed.message]).toEqual(['E_DENIED', 'Service web changed while a person was asked; ask again'])
+    expect(granted).toEqual([])
+    expect(target.mappings()).toEqual([])
+    // Unchanged: granted.
+    change = () => {}
+    await within('the grant for the unchanged service', client.connectService(target.peer.peerId, { service: 'web' }))
+  })
+
   it('setServices: a removed service is denied to new offers, a live mapping keeps its target', async () => {
     const chosen = await teller('chosen')
     cleanup.push(chosen)

@@ -792,7 +792,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    */
   private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal, asking: (info: { timeoutMs: number }) => void): Promise<OfferGrant> {
     const peerId = mux.remotePeer
-    const request: OfferRequest = { peerId, secure: mux.secure, offer, text: describeOffer(offer) }
+    // What the requester may read back: never the target of a service (this side's business).
+    const wireText = describeOffer(offer)
+    const request: OfferRequest = { peerId, secure: mux.secure, offer, text: wireText }
     const decide = (allowed: boolean, by: OfferDecision['by'], extra: Partial<OfferDecision> = {}): void => {
       this.emit('offer', { ...request, allowed, by, ...extra })
       this.logger.info({ peer: peerId, offer: request.text, allowed, by }, 'offer decided')
@@ -849,19 +851,29 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     } else if (this.options.ask !== undefined) {
       asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
-      if (answer === 'withdrawn') throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
+      // A KILL that came with the answer: nothing is decided, remembered or added.
+      if (answer === 'withdrawn' || signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
       const yes = answer === 'yes' || answer === 'always'
+      if (yes && service !== undefined) {
+        // The services may have changed while the person thought: grant only what was asked about.
+        let now: ({ name: string } & ServiceTarget) | undefined
+        try {
+          now = this.serviceOf(offer)
+        } catch {}
+        if (now === undefined) deny('E_DENIED', `Service ${service.name} was removed while a person was asked`)
+        else if (now.proto !== service.proto || now.to.ip !== service.to.ip || now.to.port !== service.to.port) deny('E_DENIED', `Service ${service.name} changed while a person was asked; ask again`)
+      }
       // Others may have been granted while the person thought: the totals hold all the same.
       if (yes) checkLimits()
       by = answer === 'timeout' ? 'none' : 'person'
       decide(yes, by, answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : yes ? {} : { code: 'E_DENIED' })
-      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
+      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${wireText} in time` : `Peer denied ${wireText}`)
       // The same offer again is not asked twice: on any secure connection (after a reconnect too),
       // on a plaintext one only on that very connection (`rememberedFor`); each file is asked.
       if (offer.kind !== 'file') remembered.add(key)
       if (answer === 'always') this.addRuleFor(offer, peerId, mux.secure)
     } else {
-      by = deny('E_DENIED', `No rule allows ${request.text}`)
+      by = deny('E_DENIED', `No rule allows ${wireText}`)
     }
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     const pending: PendingGrant = { peerId, secure: mux.secure, offer }
