@@ -8,6 +8,7 @@ import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import type { Connection } from '../client/connection.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import type { Channel } from '../client/mux/channel.ts'
 import type { Muxer } from '../client/mux/muxer.ts'
 import type { OfferDecision, SockAgent } from '../client/sock/agent.ts'
 import { StarsockError } from '../shared/errors.ts'
@@ -357,6 +358,58 @@ describe('rules at run time', () => {
     expect(added).toEqual([])
     expect(target.rules()).toEqual([])
   })
+  it('always on a bind with allowFrom is a remembered yes: no rule, which would grant the same bind without the list', async () => {
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return 'always' } })
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent()
+    await within('the first bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+    // The same bind with the same list: remembered, not asked again.
+    await within('the same bind again', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    expect(asked).toBe(1)
+    // The same bind without the list (anyone may connect): asked.
+    await within('the bind without allowFrom', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 }))
+    expect(asked).toBe(2)
+  })
+
+  it('always on a file grants that file only: no file rule, the next file is asked', async () => {
+    let asked = 0
+    const onFile = (channel: Channel): void => { void (async () => { for await (const _ of channel) { /* drain */ } await channel.closeWrite() })().catch(() => {}) }
+    const target = await agent({ ask: () => { asked++; return 'always' }, files: { onFile } })
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent()
+    const first = await within('the first file', client.offerFile(target.peer.peerId, { name: 'a.txt', size: 0 }))
+    await first.closeWrite()
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+    const second = await within('the second file', client.offerFile(target.peer.peerId, { name: 'a.txt', size: 0 }))
+    await second.closeWrite()
+    expect(asked).toBe(2)
+  })
+
+  it('always on a service adds service:NAME@PEERID, which follows the name: pointed elsewhere by setServices, it still grants without asking', async () => {
+    const one = await tcpEcho()
+    const two = await tcpEcho()
+    cleanup.push(one, two)
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return 'always' }, services: { web: { to: { ip: '127.0.0.1', port: one.port }, proto: 'tcp' } } })
+    const client = await agent()
+    await within('the first grant', client.connectService(target.peer.peerId, { service: 'web' }))
+    expect(target.rules().map((r) => r.text)).toEqual([`service:web@${client.peer.peerId}`])
+    target.setServices({ web: { to: { ip: '127.0.0.1', port: two.port }, proto: 'tcp' } })
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    await within('the grant for the new target', client.connectService(target.peer.peerId, { service: 'web' }))
+    expect(asked).toBe(1)
+    expect(decisions.map((d) => [d.by, d.rule, d.service?.to.port])).toEqual([['rule', `service:web@${client.peer.peerId}`, two.port]])
+  })
+
   it('a KILL that comes right after the person answered always: nothing is granted, remembered or added as a rule', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

@@ -343,15 +343,24 @@ function rememberKey (peerId: string, offer: Offer, target?: ServiceTarget): str
   return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${to}|${offer.allowFrom?.join(',') ?? '*'}`
 }
 
-/** The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule kind says it. */
+/**
+ * The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule
+ * says it without saying more (then `'always'` is a remembered yes): a file (each file is asked),
+ * a bind with `allowFrom` (a rule would grant it without the list). A service's rule
+ * (`service:NAME@PEERID`) follows the name: once `setServices` points the name elsewhere, the
+ * rule grants the new target too (a remembered yes holds for the target answered about only).
+ */
 export function ruleForOffer (offer: Offer, peerId: string): string | undefined {
   const host = offer.host.includes(':') ? `[${offer.host}]` : offer.host
   switch (offer.kind) {
-    case 'connect':
-    case 'bind': return `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}`
+    case 'connect': return `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}`
+    // A rule cannot carry a bind's allowFrom: it would grant the same bind to anyone, so none.
+    case 'bind': return offer.allowFrom === undefined ? `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}` : undefined
+    // A service rule names the service, not its target: it follows the name (see `setServices`).
     case 'service': return `service:${offer.service ?? ''}@${peerId}`
     case 'accept': return offer.service === undefined ? undefined : `service:${offer.service}@${peerId}`
-    case 'file': return `file@${peerId}`
+    // Each file is asked: a yes to one is no yes to every file from that peer.
+    case 'file': return undefined
   }
 }
 
