@@ -86,23 +86,37 @@ describe('the consent handshake: Offer -> Accept -> Ack-Acc', () => {
     let asked = 0
     const target = await agent({ askTimeoutMs: 30_000, ask: async () => await new Promise<boolean>((resolve) => { asked++; release = resolve }) })
     const decisions: OfferDecision[] = []
-    target.on('offer', (d) => decisions.push(d))
     const mappings: unknown[] = []
     target.on('mapping', (m) => mappings.push(m))
     const client = await agent()
+    // Hold what the requester sends once the person is asked (its KILL on giving up) until the
+    // grant has left the target: the grant and the KILL cross, always, and the grant meets a
+    // requester that gave up (the ACK path), never a KILL that came first.
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => { open = resolve })
+    target.on('offer', (d) => { decisions.push(d); if (d.allowed) open() })
+    const dial = client.peer.dial.bind(client.peer)
+    client.peer.dial = async (to, options = {}) => {
+      const conn = await dial(to, options)
+      const writeOwned = conn.writeOwned.bind(conn)
+      conn.writeOwned = async (data, o) => {
+        if (asked > 0) await gate
+        await writeOwned(data, o)
+      }
+      return conn
+    }
     const err = await rejection(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, timeoutMs: 400 }))
     expect(err.code).toBe('E_TIMEOUT')
-    await waitFor('the person to have been asked', () => asked === 1)
+    expect(asked).toBe(1)
     release(true)
-    await new Promise((resolve) => setTimeout(resolve, 300)) // a grant, an ACK and a bind would have happened by now
+    await waitFor('the grant to be told as withdrawn', () => decisions.some((d) => d.withdrawn === true))
+    await new Promise((resolve) => setTimeout(resolve, 300)) // an ACK and a bind would have happened by now
     expect(mappings).toEqual([])
     expect(target.mappings()).toEqual([])
     expect(target.stats()).toMatchObject({ mappingsGranted: 0, boundPorts: 0 })
     expect(client.mappings()).toEqual([])
-    // The grant and the requester's KILL crossed (the person answered before the KILL arrived): the
-    // grant is told, then told as withdrawn. Had the KILL come first, neither would be.
-    expect(decisions.filter((d) => d.allowed)).toHaveLength(decisions.filter((d) => d.withdrawn === true).length)
-    expect(decisions.filter((d) => d.withdrawn === true).map((d) => [d.allowed, d.by, d.code])).toEqual(decisions.some((d) => d.allowed) ? [[false, 'person', 'E_KILLED']] : [])
+    // The grant is told, then told as withdrawn: the requester's KILL came after the grant.
+    expect(decisions.map((d) => [d.allowed, d.by, d.code, d.withdrawn ?? false])).toEqual([[true, 'person', undefined, false], [false, 'person', 'E_KILLED', true]])
   })
 
   it('a requester with ack that never acknowledges the grant: the mapping never exists, no channel opens on it, and after the open timeout it is killed and told as withdrawn', async () => {
