@@ -146,6 +146,23 @@ describe('named services', () => {
     expect(prompts).toEqual(['service/tcp web -> 127.0.0.77:45678', 'service/tcp web -> 127.0.0.77:45678', 'accept/tcp 127.0.0.1:2222 to service web -> 127.0.0.77:45678'])
   })
 
+  it('a service whose target fails: the requester gets the code, not the target\'s address', async () => {
+    const probe = net.createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const closed = (probe.address() as net.AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const target = await agent({ allow: ['service:web'], services: { web: { to: { ip: '127.0.0.1', port: closed }, proto: 'tcp' } } })
+    const client = await agent()
+    const mapping = await within('the grant', client.connectService(target.peer.peerId, { service: 'web' }))
+    const viaConnect = await rejection(mapping.connect())
+    const accept = await within('the accept grant', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 2222, service: 'web' }))
+    const viaAccept = await rejection(client.sendAccept(accept, { ip: '127.0.0.1', port: 50002 }))
+    for (const err of [viaConnect, viaAccept]) {
+      expect([err.code, err.message]).toEqual(['E_CONNECT_REFUSED', 'Service web failed: the target host refused the connection'])
+      expect(err.message).not.toContain(String(closed))
+    }
+  })
+
   it('a service removed or changed while the person answers is denied, not granted with the old target', async () => {
     const chosen = await teller('chosen')
     cleanup.push(chosen)

@@ -6,7 +6,7 @@
  * port) goes through a `SockHost`; Node has one (`createNodeHost`), a browser has none, so it
  * denies such offers and can still ask other peers for them.
  */
-import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
+import { ERROR_CODES, StarsockError, type ErrorCode } from '../../shared/errors.ts'
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import {
@@ -996,7 +996,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
           // The requester names no destination: this side connects to the target it granted.
           const target = mapping.target
           if (target === undefined || host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
-          await host.connect(channel, target.to, target.proto)
+          await this.connectServiceTarget(host, channel, offer.service ?? '?', target)
           mapping.add(channel)
           return undefined
         }
@@ -1014,7 +1014,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         if (!mapping.local && mapping.target !== undefined) {
           // An accept for a service: each connection goes to the service's target, picked here.
           if (host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
-          await host.connect(channel, mapping.target.to, mapping.target.proto)
+          await this.connectServiceTarget(host, channel, offer.service ?? '?', mapping.target)
           mapping.add(channel)
           return undefined
         }
@@ -1026,6 +1026,20 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         return undefined
       }
       default: throw new StarsockError('E_CHANNEL_PROTOCOL', 'sock channel without a kind')
+    }
+  }
+
+  /**
+   * Connect a channel of a service mapping to the service's target. A failure keeps its code but
+   * not its words, which name the target: the requester is told the service failed, not where it points.
+   */
+  private async connectServiceTarget (host: SockHost, channel: Channel, name: string, target: ServiceTarget): Promise<void> {
+    try {
+      await host.connect(channel, target.to, target.proto)
+    } catch (err) {
+      const code: ErrorCode = err instanceof StarsockError ? err.code : 'E_CONNECT_UNREACHABLE'
+      this.logger.info({ service: name, target: `${target.to.ip}:${target.to.port}`, code, err: err instanceof Error ? err.message : String(err) }, 'service target failed')
+      throw new StarsockError(code, `Service ${name} failed: ${ERROR_CODES[code]}`)
     }
   }
 
