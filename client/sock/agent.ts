@@ -1144,7 +1144,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       telling = { tokens: REFUSED_TELL_BURST, at: now, untold: 0, sources: new Set() }
       this.telling.set(owner, telling)
     }
-    telling.tokens = Math.min(REFUSED_TELL_BURST, telling.tokens + (now - telling.at) * REFUSED_TELL_PER_SECOND / 1000)
+    telling.tokens = Math.min(REFUSED_TELL_BURST, telling.tokens + Math.max(0, now - telling.at) * REFUSED_TELL_PER_SECOND / 1000) // a clock set back adds nothing
     telling.at = now
     // A UDP source already told is not told again (it is counted all the same).
     if (proto === 'udp' && telling.sources.has(src.ip)) return false
