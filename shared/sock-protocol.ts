@@ -234,6 +234,57 @@ export function isAllowFromList (list: unknown): list is string[] {
   return Array.isArray(list) && list.length <= MAX_OFFER_ALLOW_FROM_ENTRIES && list.every((e) => typeof e === 'string' && ALLOW_FROM_ENTRY.test(e))
 }
 
+function isIPv4 (text: string): boolean {
+  const parts = text.split('.')
+  return parts.length === 4 && parts.every((p) => /^(?:0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255)
+}
+
+function isIPv6 (text: string): boolean {
+  const halves = text.split('::')
+  if (halves.length > 2) return false
+  const groups = halves.map((h) => h === '' ? [] : h.split(':'))
+  const all = groups.flat()
+  let count = 0
+  for (const [i, g] of all.entries()) {
+    if (i === all.length - 1 && g.includes('.')) {
+      if (!isIPv4(g)) return false
+      count += 2
+    } else if (/^[0-9A-Fa-f]{1,4}$/.test(g)) {
+      count++
+    } else {
+      return false
+    }
+  }
+  return halves.length === 2 ? count <= 7 : count === 8
+}
+
+/**
+ * What is wrong with an `allowFrom` entry, or `undefined` when it is an IPv4 or IPv6 address
+ * (dotted quad, or IPv6 with `::` and an IPv4 tail), optionally with a `/prefix` up to 32 or 128.
+ * Browser-safe: the same check the binding peer's parser makes, so a bad entry fails here.
+ */
+export function allowFromEntryProblem (entry: unknown): string | undefined {
+  if (typeof entry !== 'string') return 'is not a string'
+  const m = /^([^/]*)(?:\/(\d{1,3}))?$/.exec(entry)
+  const address = m?.[1] ?? ''
+  const v4 = isIPv4(address)
+  if (m === null || (!v4 && !isIPv6(address))) return 'is not an IPv4 or IPv6 address or CIDR (e.g. 127.0.0.1/32, 10.0.0.0/8, ::1/128)'
+  const max = v4 ? 32 : 128
+  if (m[2] !== undefined && Number(m[2]) > max) return `has prefix /${m[2]}, over /${max}`
+  return undefined
+}
+
+/** Check an allowlist before it is offered: a `TypeError` names the first bad entry, or says there are too many. */
+export function checkAllowFromList (list: unknown): string[] {
+  if (!Array.isArray(list)) throw new TypeError('allowFrom must be a list of IPv4 or IPv6 addresses or CIDRs')
+  if (list.length > MAX_OFFER_ALLOW_FROM_ENTRIES) throw new TypeError(`allowFrom has ${list.length} entries; at most ${MAX_OFFER_ALLOW_FROM_ENTRIES}`)
+  for (const entry of list as unknown[]) {
+    const problem = allowFromEntryProblem(entry)
+    if (problem !== undefined) throw new TypeError(`allowFrom entry ${JSON.stringify(entry)} ${problem}`)
+  }
+  return (list as string[]).slice()
+}
+
 function checkAllowFrom (list: unknown): string[] {
   if (!isAllowFromList(list)) throw bad(`offer allowFrom must be a list of at most ${MAX_OFFER_ALLOW_FROM_ENTRIES} addresses or CIDRs`)
   return list.slice()

@@ -8,8 +8,10 @@ import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import type { Connection } from '../client/connection.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import type { Channel } from '../client/mux/channel.ts'
+import type { Muxer } from '../client/mux/muxer.ts'
 import type { OfferDecision, SockAgent } from '../client/sock/agent.ts'
-import type { StarsockError } from '../shared/errors.ts'
+import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, decodeOpen, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS } from '../shared/sock-protocol.ts'
 import { useAgents } from './helpers/agents.ts'
@@ -84,23 +86,37 @@ describe('the consent handshake: Offer -> Accept -> Ack-Acc', () => {
     let asked = 0
     const target = await agent({ askTimeoutMs: 30_000, ask: async () => await new Promise<boolean>((resolve) => { asked++; release = resolve }) })
     const decisions: OfferDecision[] = []
-    target.on('offer', (d) => decisions.push(d))
     const mappings: unknown[] = []
     target.on('mapping', (m) => mappings.push(m))
     const client = await agent()
+    // Hold what the requester sends once the person is asked (its KILL on giving up) until the
+    // grant has left the target: the grant and the KILL cross, always, and the grant meets a
+    // requester that gave up (the ACK path), never a KILL that came first.
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => { open = resolve })
+    target.on('offer', (d) => { decisions.push(d); if (d.allowed) open() })
+    const dial = client.peer.dial.bind(client.peer)
+    client.peer.dial = async (to, options = {}) => {
+      const conn = await dial(to, options)
+      const writeOwned = conn.writeOwned.bind(conn)
+      conn.writeOwned = async (data, o) => {
+        if (asked > 0) await gate
+        await writeOwned(data, o)
+      }
+      return conn
+    }
     const err = await rejection(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, timeoutMs: 400 }))
     expect(err.code).toBe('E_TIMEOUT')
-    await waitFor('the person to have been asked', () => asked === 1)
+    expect(asked).toBe(1)
     release(true)
-    await new Promise((resolve) => setTimeout(resolve, 300)) // a grant, an ACK and a bind would have happened by now
+    await waitFor('the grant to be told as withdrawn', () => decisions.some((d) => d.withdrawn === true))
+    await new Promise((resolve) => setTimeout(resolve, 300)) // an ACK and a bind would have happened by now
     expect(mappings).toEqual([])
     expect(target.mappings()).toEqual([])
     expect(target.stats()).toMatchObject({ mappingsGranted: 0, boundPorts: 0 })
     expect(client.mappings()).toEqual([])
-    // The grant and the requester's KILL crossed (the person answered before the KILL arrived): the
-    // grant is told, then told as withdrawn. Had the KILL come first, neither would be.
-    expect(decisions.filter((d) => d.allowed)).toHaveLength(decisions.filter((d) => d.withdrawn === true).length)
-    expect(decisions.filter((d) => d.withdrawn === true).map((d) => [d.allowed, d.by, d.code])).toEqual(decisions.some((d) => d.allowed) ? [[false, 'person', 'E_KILLED']] : [])
+    // The grant is told, then told as withdrawn: the requester's KILL came after the grant.
+    expect(decisions.map((d) => [d.allowed, d.by, d.code, d.withdrawn ?? false])).toEqual([[true, 'person', undefined, false], [false, 'person', 'E_KILLED', true]])
   })
 
   it('a requester with ack that never acknowledges the grant: the mapping never exists, no channel opens on it, and after the open timeout it is killed and told as withdrawn', async () => {
@@ -355,5 +371,88 @@ describe('rules at run time', () => {
     expect(asked).toBe(1)
     expect(added).toEqual([])
     expect(target.rules()).toEqual([])
+  })
+  it('always on a bind with allowFrom is a remembered yes: no rule, which would grant the same bind without the list', async () => {
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return 'always' } })
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent()
+    await within('the first bind', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+    // The same bind with the same list: remembered, not asked again.
+    await within('the same bind again', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1/32'] }))
+    expect(asked).toBe(1)
+    // The same bind without the list (anyone may connect): asked.
+    await within('the bind without allowFrom', client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0 }))
+    expect(asked).toBe(2)
+  })
+
+  it('always on a file grants that file only: no file rule, the next file is asked', async () => {
+    let asked = 0
+    const onFile = (channel: Channel): void => { void (async () => { for await (const _ of channel) { /* drain */ } await channel.closeWrite() })().catch(() => {}) }
+    const target = await agent({ ask: () => { asked++; return 'always' }, files: { onFile } })
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent()
+    const first = await within('the first file', client.offerFile(target.peer.peerId, { name: 'a.txt', size: 0 }))
+    await first.closeWrite()
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+    const second = await within('the second file', client.offerFile(target.peer.peerId, { name: 'a.txt', size: 0 }))
+    await second.closeWrite()
+    expect(asked).toBe(2)
+  })
+
+  it('always on a service adds service:NAME@PEERID, which follows the name: pointed elsewhere by setServices, it still grants without asking', async () => {
+    const one = await tcpEcho()
+    const two = await tcpEcho()
+    cleanup.push(one, two)
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return 'always' }, services: { web: { to: { ip: '127.0.0.1', port: one.port }, proto: 'tcp' } } })
+    const client = await agent()
+    await within('the first grant', client.connectService(target.peer.peerId, { service: 'web' }))
+    expect(target.rules().map((r) => r.text)).toEqual([`service:web@${client.peer.peerId}`])
+    target.setServices({ web: { to: { ip: '127.0.0.1', port: two.port }, proto: 'tcp' } })
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    await within('the grant for the new target', client.connectService(target.peer.peerId, { service: 'web' }))
+    expect(asked).toBe(1)
+    expect(decisions.map((d) => [d.by, d.rule, d.service?.to.port])).toEqual([['rule', `service:web@${client.peer.peerId}`, two.port]])
+  })
+
+  it('a KILL that comes right after the person answered always: nothing is granted, remembered or added as a rule', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const muxes: Muxer[] = []
+    let asked = 0
+    // The ask's signal aborts when its answer is taken; the connection ends right then, as a KILL
+    // arriving in that gap would abort the offer.
+    const target = await agent({
+      ask: (_request, signal) => {
+        asked++
+        signal.addEventListener('abort', () => { void muxes.at(-1)?.close(new StarsockError('E_KILLED', 'The requester gave up on the offer')) })
+        return 'always'
+      }
+    })
+    target.on('session', (mux) => muxes.push(mux))
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    const added: unknown[] = []
+    target.on('rule', (r) => added.push(r))
+    const client = await agent()
+    await rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    expect(asked).toBe(1)
+    expect(added).toEqual([])
+    expect(target.rules()).toEqual([])
+    expect(decisions.filter((d) => d.allowed)).toEqual([])
+    // Not remembered either: the next offer is asked again.
+    target.setRules([])
+    const asking = rejection(client.connect(target.peer.peerId, { host: '127.0.0.1', port: echo.port }))
+    await waitFor('the person to be asked again', () => asked === 2)
+    await asking
   })
 })

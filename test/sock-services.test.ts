@@ -122,6 +122,70 @@ describe('named services', () => {
     expect(requests.map((r) => r.text)).toEqual([`service/tcp web "my browser" -> 127.0.0.1:${chosen.port}`, 'service/tcp web "my browser" -> 127.0.0.1:1'])
   })
 
+  it('a denial never tells the requester the service\'s target: no rule, the person says no, nobody answers in time', async () => {
+    const services = { web: { to: { ip: '127.0.0.77', port: 45678 }, proto: 'tcp' as const } }
+    const prompts: string[] = []
+    const noRule = await agent({ services })
+    const says = await agent({ services, ask: (r) => { prompts.push(r.text); return false } })
+    const silent = await agent({ services, askTimeoutMs: 200, ask: async (r) => { prompts.push(r.text); return await new Promise<boolean>(() => {}) } })
+    const client = await agent()
+    const errors = [
+      await rejection(client.connectService(noRule.peer.peerId, { service: 'web' })),
+      await rejection(client.connectService(says.peer.peerId, { service: 'web' })),
+      await rejection(client.connectService(silent.peer.peerId, { service: 'web' })),
+      await rejection(client.offerAccept(says.peer.peerId, { host: '127.0.0.1', port: 2222, service: 'web' }))
+    ]
+    expect(errors.map((e) => [e.code, e.message])).toEqual([
+      ['E_DENIED', 'No rule allows service/tcp web'],
+      ['E_DENIED', 'Peer denied service/tcp web'],
+      ['E_DENIED', 'Nobody answered about service/tcp web in time'],
+      ['E_DENIED', 'Peer denied accept/tcp 127.0.0.1:2222 to service web']
+    ])
+    for (const e of errors) expect(e.message).not.toMatch(/127\.0\.0\.77|45678/)
+    // The person, on the granting side, sees the target.
+    expect(prompts).toEqual(['service/tcp web -> 127.0.0.77:45678', 'service/tcp web -> 127.0.0.77:45678', 'accept/tcp 127.0.0.1:2222 to service web -> 127.0.0.77:45678'])
+  })
+
+  it('a service whose target fails: the requester gets the code, not the target\'s address', async () => {
+    const probe = net.createServer()
+    await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+    const closed = (probe.address() as net.AddressInfo).port
+    await new Promise((resolve) => probe.close(resolve))
+    const target = await agent({ allow: ['service:web'], services: { web: { to: { ip: '127.0.0.1', port: closed }, proto: 'tcp' } } })
+    const client = await agent()
+    const mapping = await within('the grant', client.connectService(target.peer.peerId, { service: 'web' }))
+    const viaConnect = await rejection(mapping.connect())
+    const accept = await within('the accept grant', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 2222, service: 'web' }))
+    const viaAccept = await rejection(client.sendAccept(accept, { ip: '127.0.0.1', port: 50002 }))
+    for (const err of [viaConnect, viaAccept]) {
+      expect([err.code, err.message]).toEqual(['E_CONNECT_REFUSED', 'Service web failed: the target host refused the connection'])
+      expect(err.message).not.toContain(String(closed))
+    }
+  })
+
+  it('a service removed or changed while the person answers is denied, not granted with the old target', async () => {
+    const chosen = await teller('chosen')
+    cleanup.push(chosen)
+    const web = { to: { ip: '127.0.0.1', port: chosen.port }, proto: 'tcp' as const }
+    let change: () => void = () => {}
+    const target = await agent({ ask: () => { change(); return true }, services: { web } })
+    const granted: unknown[] = []
+    target.on('mapping', (m) => granted.push(m))
+    const client = await agent()
+    change = () => target.setServices({})
+    const removed = await rejection(client.connectService(target.peer.peerId, { service: 'web' }))
+    expect([removed.code, removed.message]).toEqual(['E_DENIED', 'Service web was removed while a person was asked'])
+    target.setServices({ web })
+    change = () => target.setServices({ web: { to: { ip: '127.0.0.1', port: 1 }, proto: 'tcp' } })
+    const changed = await rejection(client.connectService(target.peer.peerId, { service: 'web' }))
+    expect([changed.code, changed.message]).toEqual(['E_DENIED', 'Service web changed while a person was asked; ask again'])
+    expect(granted).toEqual([])
+    expect(target.mappings()).toEqual([])
+    // Unchanged: granted.
+    change = () => {}
+    await within('the grant for the unchanged service', client.connectService(target.peer.peerId, { service: 'web' }))
+  })
+
   it('setServices: a removed service is denied to new offers, a live mapping keeps its target', async () => {
     const chosen = await teller('chosen')
     cleanup.push(chosen)
@@ -243,12 +307,48 @@ describe('source allowlists on binds (allowFrom)', () => {
     expect(target.stats().refusedSources).toBe(3)
   })
 
-  it('an allowFrom the binding peer cannot parse is denied with the entry named; too many or badly shaped entries are a TypeError here', async () => {
-    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+  it('UDP from many spoofed sources: every datagram is counted, a bounded number told (rate-limited per mapping), nothing told twice', async () => {
+    const target = await agent({ allow: ['bind/udp:127.0.0.1:0'] })
     const client = await agent()
-    const err = await rejection(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['999.1.2.3/8'] }))
-    expect(err.code).toBe('E_DENIED')
-    expect(err.message).toContain('999.1.2.3/8')
+    const mapping = await within('the bind', client.bind(target.peer.peerId, { proto: 'udp', host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1'] }))
+    const port = (mapping.bound as SockAddress).port
+    const told: Array<{ ip: string, untold?: number }> = []
+    target.on('refused-source', (r) => told.push({ ip: r.src.ip, ...(r.untold !== undefined ? { untold: r.untold } : {}) }))
+    const started = Date.now()
+    const total = 1500
+    for (let batch = 0; batch < total / 100; batch++) {
+      await Promise.all(Array.from({ length: 100 }, async (_, k) => {
+        const i = batch * 100 + k
+        const socket = dgram.createSocket('udp4')
+        await new Promise<void>((resolve) => socket.bind(0, `127.${10 + Math.floor(i / 250)}.${i % 250}.1`, resolve))
+        await new Promise<void>((resolve, reject) => socket.send('spoofed', port, '127.0.0.1', (err) => { if (err !== null) reject(err); else resolve() }))
+        socket.close()
+      }))
+      await waitFor('the batch to be counted', () => target.stats().refusedSources === (batch + 1) * 100)
+    }
+    const seconds = (Date.now() - started) / 1000
+    expect(target.stats().refusedSources).toBe(total)
+    // A burst of 20, then 10 a second: far fewer than the sources.
+    expect(told.length).toBeLessThanOrEqual(20 + Math.ceil(seconds * 10))
+    expect(told.length).toBeLessThan(total / 2)
+    expect(new Set(told.map((t) => t.ip)).size).toBe(told.length)
+    // What was not told is summed up in the ones told after it.
+    const summed = told.reduce((n, t) => n + (t.untold ?? 0), 0)
+    expect(summed + told.length).toBeLessThanOrEqual(total)
+    if (told.length > 20) expect(summed).toBeGreaterThan(0)
+  })
+
+  it('a bad allowFrom entry, too many entries or badly shaped ones are a TypeError here naming it: no offer is sent', async () => {
+    const target = await agent({ allow: ['bind/tcp:127.0.0.1:0'] })
+    const offers: string[] = []
+    target.on('offer', (d) => offers.push(d.text))
+    const client = await agent()
+    for (const entry of ['999.1.2.3/8', '10.0.0.0/33', '::1/129', '1:2:3:4:5:6:7:8:9', '01.2.3.4']) {
+      const err = await rejection(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['127.0.0.1', entry] }))
+      expect(err).toBeInstanceOf(TypeError)
+      expect(err.message).toContain(JSON.stringify(entry))
+    }
+    expect(offers).toEqual([])
     expect(target.stats()).toMatchObject({ boundPorts: 0, mappingsGranted: 0 })
     await expect(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: Array.from({ length: 65 }, () => '10.0.0.1') })).rejects.toThrow(TypeError)
     await expect(client.bind(target.peer.peerId, { host: '127.0.0.1', port: 0, allowFrom: ['example.com'] })).rejects.toThrow(TypeError)

@@ -6,11 +6,11 @@
  * port) goes through a `SockHost`; Node has one (`createNodeHost`), a browser has none, so it
  * denies such offers and can still ask other peers for them.
  */
-import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
+import { ERROR_CODES, StarsockError, type ErrorCode } from '../../shared/errors.ts'
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import {
-  describeOffer, formatSize, hasFeature, isAllowFromList, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
+  checkAllowFromList, describeOffer, formatSize, hasFeature, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
 } from '../../shared/sock-protocol.ts'
 import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 import type { Connection } from '../connection.ts'
@@ -221,8 +221,13 @@ export interface SockAgentEvents extends Record<string, unknown> {
   limit: LimitRefusal
   /** A person answered `'always'`: this rule was added (see `rules()`). */
   rule: { rule: SockRule, peerId: string }
-  /** A client (TCP, reset) or datagram (UDP, dropped) of a port bound here came from a source the binder's `allowFrom` leaves out (counted in `stats().refusedSources`). */
-  'refused-source': { peerId: string, mapping: Mapping, src: SockAddress }
+  /**
+   * A client (TCP, reset) or datagram (UDP, dropped) of a port bound here came from a source the
+   * binder's `allowFrom` leaves out. Every one is counted (`stats().refusedSources`); told at most
+   * `REFUSED_TELL_PER_SECOND` a second per mapping (a UDP source once), `untold`: how many since
+   * the last one told were not.
+   */
+  'refused-source': { peerId: string, mapping: Mapping, src: SockAddress, untold?: number }
   /** `close()` was called: the agent takes and asks nothing more (tunnels on it stop). */
   close: undefined
 }
@@ -305,6 +310,22 @@ export interface ServiceRequest {
   onAsking?: (info: { timeoutMs: number }) => void
 }
 
+/** Refused sources told per second, per mapping, after a burst of `REFUSED_TELL_BURST` (the rest is counted, and summed up). */
+export const REFUSED_TELL_PER_SECOND = 10
+/** Refused sources told at once, per mapping, before the rate holds. */
+export const REFUSED_TELL_BURST = 20
+/** UDP sources per mapping remembered as told (each told at most once); past it, the rate alone bounds the telling. */
+export const REFUSED_TOLD_SOURCES = 1024
+
+/** The telling of refused sources of one mapping: a token bucket, what went untold, the sources told. */
+interface RefusalTelling {
+  tokens: number
+  at: number
+  untold: number
+  sources: Set<string>
+  summary?: ReturnType<typeof setTimeout>
+}
+
 /** A granted offer whose requester has not acknowledged it yet: counted against the limits, not yet a mapping. */
 interface PendingGrant {
   peerId: string
@@ -322,15 +343,24 @@ function rememberKey (peerId: string, offer: Offer, target?: ServiceTarget): str
   return `${peerId}|${offer.kind}|${offer.proto}|${offer.host}|${offer.port}|${offer.service ?? ''}|${to}|${offer.allowFrom?.join(',') ?? '*'}`
 }
 
-/** The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule kind says it. */
+/**
+ * The rule an `'always'` answer adds: this offer, from this peer only; `undefined` when no rule
+ * says it without saying more (then `'always'` is a remembered yes): a file (each file is asked),
+ * a bind with `allowFrom` (a rule would grant it without the list). A service's rule
+ * (`service:NAME@PEERID`) follows the name: once `setServices` points the name elsewhere, the
+ * rule grants the new target too (a remembered yes holds for the target answered about only).
+ */
 export function ruleForOffer (offer: Offer, peerId: string): string | undefined {
   const host = offer.host.includes(':') ? `[${offer.host}]` : offer.host
   switch (offer.kind) {
-    case 'connect':
-    case 'bind': return `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}`
+    case 'connect': return `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}`
+    // A rule cannot carry a bind's allowFrom: it would grant the same bind to anyone, so none.
+    case 'bind': return offer.allowFrom === undefined ? `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}` : undefined
+    // A service rule names the service, not its target: it follows the name (see `setServices`).
     case 'service': return `service:${offer.service ?? ''}@${peerId}`
     case 'accept': return offer.service === undefined ? undefined : `service:${offer.service}@${peerId}`
-    case 'file': return `file@${peerId}`
+    // Each file is asked: a yes to one is no yes to every file from that peer.
+    case 'file': return undefined
   }
 }
 
@@ -353,8 +383,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   /** Grants sent, waiting for the requester's ACK. */
   private readonly pendingGrants = new Set<PendingGrant>()
   private refusedSources = 0
-  /** Sources whose refusal was told lately (a UDP flood is counted in full, told once a source). */
-  private readonly toldSources = new Set<string>()
+  /** How refused sources of each binder's ports are told (rate-limited; see `admitSource`). */
+  private readonly telling = new WeakMap<Mapping, RefusalTelling>()
   private readonly logger: Logger
   private readonly byPeer = new Map<string, Muxer>()
   private readonly dialing = new Map<string, Promise<Muxer>>()
@@ -493,8 +523,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const host = request.host ?? '0.0.0.0'
     if (!isHost(host)) throw new TypeError('bind needs a host name or address to listen on')
     if (!isPort(request.port)) throw new TypeError('bind needs a port from 0 to 65535')
-    if (request.allowFrom !== undefined && !isAllowFromList(request.allowFrom)) throw new TypeError('allowFrom must be a list of at most 64 IPv4 or IPv6 addresses or CIDRs')
-    const mapping = await this.ask(peerId, { kind: 'bind', host, port: request.port, ...(request.allowFrom !== undefined ? { allowFrom: request.allowFrom.slice() } : {}) }, request)
+    // Checked here as the binding peer would: a bad entry is this caller's TypeError, not a remote E_DENIED.
+    const allowFrom = request.allowFrom === undefined ? undefined : checkAllowFromList(request.allowFrom)
+    const mapping = await this.ask(peerId, { kind: 'bind', host, port: request.port, ...(allowFrom !== undefined ? { allowFrom } : {}) }, request)
     try {
       const channel = await mapping.mux.open({
         type: 'sock', sock: 'bind', reliable: mapping.offer.proto === 'tcp', mapping: mapping.id, dst: { ip: host, port: request.port }, lease: request.port === 0 ? request.lease : undefined
@@ -770,7 +801,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    */
   private async incomingOffer (mux: Muxer, id: number, offer: Offer, signal: AbortSignal, asking: (info: { timeoutMs: number }) => void): Promise<OfferGrant> {
     const peerId = mux.remotePeer
-    const request: OfferRequest = { peerId, secure: mux.secure, offer, text: describeOffer(offer) }
+    // What the requester may read back: never the target of a service (this side's business).
+    const wireText = describeOffer(offer)
+    const request: OfferRequest = { peerId, secure: mux.secure, offer, text: wireText }
     const decide = (allowed: boolean, by: OfferDecision['by'], extra: Partial<OfferDecision> = {}): void => {
       this.emit('offer', { ...request, allowed, by, ...extra })
       this.logger.info({ peer: peerId, offer: request.text, allowed, by }, 'offer decided')
@@ -827,19 +860,29 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     } else if (this.options.ask !== undefined) {
       asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
-      if (answer === 'withdrawn') throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
+      // A KILL that came with the answer: nothing is decided, remembered or added.
+      if (answer === 'withdrawn' || signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
       const yes = answer === 'yes' || answer === 'always'
+      if (yes && service !== undefined) {
+        // The services may have changed while the person thought: grant only what was asked about.
+        let now: ({ name: string } & ServiceTarget) | undefined
+        try {
+          now = this.serviceOf(offer)
+        } catch {}
+        if (now === undefined) deny('E_DENIED', `Service ${service.name} was removed while a person was asked`)
+        else if (now.proto !== service.proto || now.to.ip !== service.to.ip || now.to.port !== service.to.port) deny('E_DENIED', `Service ${service.name} changed while a person was asked; ask again`)
+      }
       // Others may have been granted while the person thought: the totals hold all the same.
       if (yes) checkLimits()
       by = answer === 'timeout' ? 'none' : 'person'
       decide(yes, by, answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : yes ? {} : { code: 'E_DENIED' })
-      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${request.text} in time` : `Peer denied ${request.text}`)
+      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${wireText} in time` : `Peer denied ${wireText}`)
       // The same offer again is not asked twice: on any secure connection (after a reconnect too),
       // on a plaintext one only on that very connection (`rememberedFor`); each file is asked.
       if (offer.kind !== 'file') remembered.add(key)
       if (answer === 'always') this.addRuleFor(offer, peerId, mux.secure)
     } else {
-      by = deny('E_DENIED', `No rule allows ${request.text}`)
+      by = deny('E_DENIED', `No rule allows ${wireText}`)
     }
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     const pending: PendingGrant = { peerId, secure: mux.secure, offer }
@@ -953,7 +996,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
           // The requester names no destination: this side connects to the target it granted.
           const target = mapping.target
           if (target === undefined || host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
-          await host.connect(channel, target.to, target.proto)
+          await this.connectServiceTarget(host, channel, offer.service ?? '?', target)
           mapping.add(channel)
           return undefined
         }
@@ -971,7 +1014,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         if (!mapping.local && mapping.target !== undefined) {
           // An accept for a service: each connection goes to the service's target, picked here.
           if (host === undefined) throw new StarsockError('E_UNSUPPORTED', 'This peer has no sockets')
-          await host.connect(channel, mapping.target.to, mapping.target.proto)
+          await this.connectServiceTarget(host, channel, offer.service ?? '?', mapping.target)
           mapping.add(channel)
           return undefined
         }
@@ -983,6 +1026,20 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         return undefined
       }
       default: throw new StarsockError('E_CHANNEL_PROTOCOL', 'sock channel without a kind')
+    }
+  }
+
+  /**
+   * Connect a channel of a service mapping to the service's target. A failure keeps its code but
+   * not its words, which name the target: the requester is told the service failed, not where it points.
+   */
+  private async connectServiceTarget (host: SockHost, channel: Channel, name: string, target: ServiceTarget): Promise<void> {
+    try {
+      await host.connect(channel, target.to, target.proto)
+    } catch (err) {
+      const code: ErrorCode = err instanceof StarsockError ? err.code : 'E_CONNECT_UNREACHABLE'
+      this.logger.info({ service: name, target: `${target.to.ip}:${target.to.port}`, code, err: err instanceof Error ? err.message : String(err) }, 'service target failed')
+      throw new StarsockError(code, `Service ${name} failed: ${ERROR_CODES[code]}`)
     }
   }
 
@@ -1069,8 +1126,11 @@ export class SockAgent extends Emitter<SockAgentEvents> {
 
   /**
    * Whether a client or datagram from `src` may use the port of `state`: its owner's `allowFrom`
-   * (none: anyone). A refusal is counted, and told once a source until the table of told sources
-   * fills (a UDP flood is counted in full, not told a thousand times).
+   * (none: anyone). Every refusal is counted; the telling (event and log line) is rate-limited per
+   * mapping (`REFUSED_TELL_PER_SECOND`, bursts of `REFUSED_TELL_BURST`), and a UDP source is told
+   * at most once (of the first `REFUSED_TOLD_SOURCES` sources), so a flood from spoofed sources is
+   * counted in full, not told a thousand times. What was not told is summed up in the next one
+   * told (`untold`) and in a log line a second after a flood.
    */
   private admitSource (state: BindState, src: SockAddress, proto: SockProto): boolean {
     // While the port is on lease, its last binder's list still holds.
@@ -1078,14 +1138,40 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const filter = owner?.sourceFilter
     if (owner === undefined || filter === undefined || filter.allows(src.ip)) return true
     this.refusedSources++
-    const key = `${owner.id}|${src.ip}`
-    if (proto === 'tcp' || !this.toldSources.has(key)) {
-      if (this.toldSources.size >= 1024) this.toldSources.clear()
-      this.toldSources.add(key)
-      this.logger.info({ peer: owner.peerId, mapping: owner.id, src: src.ip }, 'source refused (allowFrom)')
-      this.emit('refused-source', { peerId: owner.peerId, mapping: owner, src })
+    let telling = this.telling.get(owner)
+    const now = Date.now()
+    if (telling === undefined) {
+      telling = { tokens: REFUSED_TELL_BURST, at: now, untold: 0, sources: new Set() }
+      this.telling.set(owner, telling)
     }
+    telling.tokens = Math.min(REFUSED_TELL_BURST, telling.tokens + Math.max(0, now - telling.at) * REFUSED_TELL_PER_SECOND / 1000) // a clock set back adds nothing
+    telling.at = now
+    // A UDP source already told is not told again (it is counted all the same).
+    if (proto === 'udp' && telling.sources.has(src.ip)) return false
+    if (telling.tokens < 1) {
+      telling.untold++
+      this.summarizeLater(owner, telling)
+      return false
+    }
+    telling.tokens--
+    if (proto === 'udp' && telling.sources.size < REFUSED_TOLD_SOURCES) telling.sources.add(src.ip)
+    const untold = telling.untold
+    telling.untold = 0
+    this.logger.info({ peer: owner.peerId, mapping: owner.id, src: src.ip, ...(untold > 0 ? { untold } : {}) }, 'source refused (allowFrom)')
+    this.emit('refused-source', { peerId: owner.peerId, mapping: owner, src, ...(untold > 0 ? { untold } : {}) })
     return false
+  }
+
+  /** A second after refusals went untold, log how many (if none was told meanwhile). */
+  private summarizeLater (owner: Mapping, telling: RefusalTelling): void {
+    if (telling.summary !== undefined) return
+    telling.summary = setTimeout(() => {
+      telling.summary = undefined
+      if (telling.untold === 0) return
+      this.logger.info({ peer: owner.peerId, mapping: owner.id, untold: telling.untold }, 'sources refused (allowFrom), not told one by one')
+      telling.untold = 0
+    }, 1000)
+    telling.summary.unref?.()
   }
 
   /** A mapping ended: forget it; a bind keeps its port on lease unless it was killed. */

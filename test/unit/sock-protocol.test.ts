@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_ALLOW_FROM_ENTRIES } from '../../client/sock/allow-from.node.ts'
+import { MAX_ALLOW_FROM_ENTRIES, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
 import { ERROR_CODES, StarsockError } from '../../shared/errors.ts'
 import {
+  allowFromEntryProblem, checkAllowFromList,
   describeOffer,
   FEATURES,
   hasFeature,
@@ -556,5 +557,34 @@ describe('parseReply addresses', () => {
 
   it('refuses an address that is not { ip, port }', () => {
     expectProtocolError(() => parseReply({ addresses: [{ ip: 'a b', port: 1 }] }), 'an address must be { ip, port }')
+  })
+})
+
+describe('allowFrom entries checked before they are offered (browser-safe)', () => {
+  const good = ['127.0.0.1', '0.0.0.0/0', '10.0.0.0/8', '255.255.255.255/32', '::', '::1', '::1/128', '::/0', 'fe80::1/10', '1:2:3:4:5:6:7:8', '1:2:3:4:5:6:7::', '::2:3:4:5:6:7:8', '::ffff:127.0.0.1', '::ffff:10.0.0.0/104', '64:ff9b::192.0.2.33', 'ABCD:ef01::']
+  const bad = ['999.1.2.3/8', '256.0.0.1', '1.2.3', '1.2.3.4.5', '01.2.3.4', '10.0.0.0/33', '::1/129', '1:2:3:4:5:6:7:8:9', '1::2::3', '12345::', ':::', '1:2:3:4:5:6:7:1.2.3.4', '::ffff:1.2.3', 'g::1', '', '/8', '127.0.0.1/', 'example.com', ' 127.0.0.1']
+
+  it('agrees with the binding peer\'s parser (Node\'s) on every entry', () => {
+    for (const entry of good) {
+      expect([entry, allowFromEntryProblem(entry)]).toEqual([entry, undefined])
+      expect(() => parseAllowFrom([entry])).not.toThrow()
+    }
+    for (const entry of bad) {
+      expect([entry, typeof allowFromEntryProblem(entry)]).toEqual([entry, 'string'])
+      expect(() => parseAllowFrom([entry])).toThrow(TypeError)
+    }
+    // A zone id: Node would take it, the wire never carries it (isAllowFromList), so it fails here.
+    expect(allowFromEntryProblem('::1%eth0')).toBeDefined()
+    expect(isAllowFromList(['::1%eth0'])).toBe(false)
+  })
+
+  it('checkAllowFromList names the bad entry, counts entries, and copies the list', () => {
+    expect(() => checkAllowFromList(['10.0.0.0/8', '999.1.2.3/8'])).toThrow(/allowFrom entry "999\.1\.2\.3\/8" is not an IPv4 or IPv6 address/)
+    expect(() => checkAllowFromList(['10.0.0.0/33'])).toThrow('allowFrom entry "10.0.0.0/33" has prefix /33, over /32')
+    expect(() => checkAllowFromList(Array.from({ length: 65 }, () => '10.0.0.1'))).toThrow('allowFrom has 65 entries; at most 64')
+    expect(() => checkAllowFromList('10.0.0.1')).toThrow(TypeError)
+    expect(() => checkAllowFromList([7])).toThrow(TypeError)
+    const list = ['::1']
+    expect(checkAllowFromList(list)).not.toBe(list)
   })
 })
