@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
-import { integer } from './options.ts'
+import { integer, milliseconds } from './options.ts'
 import { hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { localProgram, type LocalAddress } from './relay.ts'
 import { takeUdpRelay, type UdpRelayEvent } from './udp-relay-take.ts'
@@ -111,8 +111,8 @@ export function listenCommand (started: (run: Promise<number>) => void) {
     .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
-    .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', integer(1000), 60_000)
-    .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
+    .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', milliseconds(1000), 60_000)
+    .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', milliseconds(0), 30_000)
     .option('--files <dir>', 'save files other peers offer (the page\'s "Send file") into this folder, when a file rule or a person agrees')
     .option('--max-file-bytes <n>', 'largest file taken (larger offers are refused before anyone is asked)', integer(0), DEFAULT_MAX_FILE_BYTES)
     .option('--file-quota-bytes <n>', 'bytes of files one peer may send per hour (all peers together: 4 times this)', integer(0), DEFAULT_FILE_QUOTA_BYTES)

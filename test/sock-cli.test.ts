@@ -14,6 +14,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import { forwardCommand } from '../cli/tunnels.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
@@ -313,12 +314,32 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     [['listen', '--server', 'http://127.0.0.1:1', '--service', 'web=127.0.0.1:1', '--service', 'web=127.0.0.1:2'], /--service.*Service web is given twice/],
     [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--service', 'a b'], /--service.*Not a service name/],
     [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--allow-from', '10.0.0.300'], /--allow-from.*10\.0\.0\.300/],
-    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--listen', '0', '--service', 'web'], /^starsock: 2 --listen but 1 --to \(or --service\): /]
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--listen', '0', '--service', 'web'], /^starsock: 2 --listen but 1 --to \(or --service\): /],
+    // A single-valued flag given twice is refused, never the last one kept.
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--peer', '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK', '--listen', '0', '--to', '127.0.0.1:1'], /^starsock: --peer given twice: one forward process talks to one peer; run another process or use starsock up\n$/],
+    [['expose', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--bind-host', '127.0.0.1', '--port', '0', '--to', '127.0.0.1:1', '--bind-host', '0.0.0.0', '--port', '0', '--to', '127.0.0.1:2'], /^starsock: --bind-host given twice: /],
+    [['forward', '--server', 'http://127.0.0.1:1', '--server', 'http://127.0.0.1:2', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1'], /^starsock: --server given twice: /],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--udp', '--listen', '0', '--to', '127.0.0.1:1', '--udp'], /^starsock: --udp given twice: /],
+    // Times a Node timer cannot hold (it would fire at once) are refused.
+    [['listen', '--server', 'http://127.0.0.1:1', '--ask-timeout-ms', '2147483648'], /--ask-timeout-ms.*at most 2147483647/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--lease-ms', '99999999999'], /--lease-ms.*at most 2147483647/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--timeout-ms', '2147483648'], /--timeout-ms.*at most 2147483647/]
   ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
     const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status).not.toBe(0)
     expect(r.stderr.trim().split('\n')).toHaveLength(1)
     expect(r.stderr).toMatch(pattern)
+  })
+
+  it('a command parsed a second time starts from no --to (the first parse\'s targets are not kept)', async () => {
+    const runs: Array<Promise<number>> = []
+    const command = forwardCommand((run) => { runs.push(run) })
+    const base = ['--server', 'http://127.0.0.1:1', '--timeout-ms', '300', '--key', key('again'), '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA']
+    await command.parseAsync([...base, '--listen', '0', '--listen', '0', '--to', '127.0.0.1:1'], { from: 'user' })
+    expect((await rejection(runs[0] as Promise<number>)).message).toMatch(/^2 --listen but 1 --to/)
+    // One pair now: it gets as far as the (unreachable) server, not "1 --listen but 2 --to".
+    await command.parseAsync([...base, '--listen', '0', '--to', '127.0.0.1:2'], { from: 'user' })
+    expect((await within('the second run', rejection(runs[1] as Promise<number>), 10_000)).code).toBe('E_SERVER_UNREACHABLE')
   })
 
   it('forward and expose with repeated flags run every pair in one process over one connection; events name their tunnel', async () => {
