@@ -342,38 +342,64 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect((await within('the second run', rejection(runs[1] as Promise<number>), 10_000)).code).toBe('E_SERVER_UNREACHABLE')
   })
 
-  it('forward and expose with repeated flags run every pair in one process over one connection; events name their tunnel', async () => {
-    const one = await tcpEcho()
-    const two = await tcpEcho()
-    cleanup.push(one, two)
+  /** A TCP server on 127.0.0.1 that answers every connection with `tag` + what it was sent, then ends. */
+  const taggedEcho = async (tag: string): Promise<{ port: number, close: () => void }> => {
+    const srv = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.write(tag + ':')
+      socket.pipe(socket)
+    })
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+    const close = (): void => { srv.close() }
+    cleanup.push({ close })
+    return { port: (srv.address() as net.AddressInfo).port, close }
+  }
+  /** A port free on 127.0.0.1 now. */
+  const freePort = async (): Promise<number> => await new Promise((resolve) => {
+    const srv = net.createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo
+      srv.close(() => resolve(port))
+    })
+  })
+
+  it('forward and expose with repeated flags run every pair in one process over one connection, each listen port to its own target (in order, --to before --listen too); events name their tunnel', async () => {
+    const one = await taggedEcho('one')
+    const two = await taggedEcho('two')
+    /** What `port` answers to `data`: which target was reached. */
+    const reached = async (port: number, what: string, data = testBytes(64 * 1024, port % 251)): Promise<string> => {
+      const answer = await within(what, tcpRoundTrip(port, data), 15_000)
+      const tag = answer.subarray(0, 4).toString()
+      expectBytes(answer.subarray(4), data, what)
+      return tag
+    }
     const listenerId = peerIdOf(key('listener'))
     const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--allow', `connect/tcp:127.0.0.1:${two.port}`, '--allow', 'bind/tcp:127.0.0.1:0', '--no-prompt', '--json'])
     await listen.event('ready')
-    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${one.port}`, '--listen', '0', '--to', `127.0.0.1:${two.port}`, '--json'])
+    const [first, second] = [await freePort(), await freePort()]
+    // --to before its --listen: the nth --to still goes with the nth --listen.
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--to', `127.0.0.1:${two.port}`, '--listen', String(first), '--to', `127.0.0.1:${one.port}`, '--listen', String(second), '--json'])
     await within('two ready events', new Promise<void>((resolve) => {
       const check = (): void => { if (fwd.out().split('"event":"ready"').length === 3) resolve() }
       fwd.proc.stdout.on('data', check)
       check()
     }), 20_000)
     const readies = fwd.out().split('\n').filter((l) => l.includes('"event":"ready"')).map((l) => JSON.parse(l) as Record<string, unknown>)
-    expect(readies.map((r) => [r.tunnel, r.to, r.secure])).toEqual([[1, { ip: '127.0.0.1', port: one.port }, true], [2, { ip: '127.0.0.1', port: two.port }, true]])
-    for (const [i, r] of readies.entries()) {
-      const data = testBytes(128 * 1024, i + 1)
-      expectBytes(await within(`the echo through tunnel ${i + 1}`, tcpRoundTrip((r.address as { port: number }).port, data), 15_000), data, `the echo through tunnel ${i + 1}`)
-    }
-    // One connection between the two programs carries both mappings.
+    expect(readies.map((r) => [r.tunnel, (r.address as { port: number }).port, r.to, r.secure]).sort()).toEqual([
+      [1, first, { ip: '127.0.0.1', port: two.port }, true],
+      [2, second, { ip: '127.0.0.1', port: one.port }, true]
+    ])
+    expect(await reached(first, 'the first --listen')).toBe('two:')
+    expect(await reached(second, 'the second --listen')).toBe('one:')
+    // Expose, --port then --to: each port the peer listens on reaches its own target.
     const exp = start(['expose', '--server', server.url(), '--key', key('client2'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${one.port}`, '--port', '0', '--to', `127.0.0.1:${two.port}`])
     await within('both expose ready lines', new Promise<void>((resolve) => {
       const check = (): void => { if (/^.*tunnel 2: exposing tcp 127\.0\.0\.1:\d+ on /m.test(exp.err()) && /tunnel 1: exposing tcp /.test(exp.err())) resolve() }
       exp.proc.stderr.on('data', check)
       check()
     }), 20_000)
-    const ports = [...exp.err().matchAll(/tunnel (\d): exposing tcp 127\.0\.0\.1:(\d+) on \S+ -> 127\.0\.0\.1:(\d+)/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])])
+    const ports = [...exp.err().matchAll(/tunnel (\d): exposing tcp 127\.0\.0\.1:(\d+) on \S+ -> 127\.0\.0\.1:(\d+)/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])] as const)
     expect(ports.map(([n, , to]) => [n, to]).sort()).toEqual([[1, one.port], [2, two.port]])
-    for (const [n, port] of ports) {
-      const data = testBytes(64 * 1024, 10 + (n ?? 0))
-      expectBytes(await within(`the echo through exposed port ${n ?? 0}`, tcpRoundTrip(port as number, data), 15_000), data, `the echo through exposed tunnel ${n ?? 0}`)
-    }
+    for (const [n, port] of ports) expect(await reached(port, `exposed port ${n}`)).toBe(n === 1 ? 'one:' : 'two:')
     const sessions = listen.out().split('\n').filter((l) => l.includes('"event":"session"'))
     expect(sessions).toHaveLength(2) // one connection from each program, for two mappings each
     fwd.proc.kill('SIGTERM')
