@@ -9,6 +9,13 @@
  * On a terminal the line being typed is kept apart from the status line and the events: the
  * status holds its redraws while a prompt waits or something is typed, and after each event the
  * prompt and the typed text are drawn again under it.
+ *
+ * An answer is tied to the offer shown: the requesting peer must not retarget a typed "y" by
+ * withdrawing the offer on screen (or letting it time out) so that the next one is asked just as
+ * the person presses Enter. So a line is no answer, and the offer shown is asked again with
+ * "(the offer changed: asked again)", when on a terminal its first key was pressed before this
+ * offer was drawn, or (piped, where keys are not seen) it arrives within `CHANGED_MS` of this
+ * offer being drawn less than `CHANGED_MS` after another left the screen unanswered.
  */
 import { createInterface, type Interface } from 'node:readline'
 import type { OfferRequest, SockAgent } from '../client/sock/agent.ts'
@@ -21,7 +28,17 @@ export type ConsentAnswer = boolean | 'always'
 interface Question {
   request: OfferRequest
   answer: (allowed: ConsentAnswer) => void
+  /** When this offer was first drawn (`performance.now()`), or undefined while it waits in the queue. */
+  shownAt?: number
+  /** Piped: lines before this time are no answer (the offer on screen just changed). */
+  guardUntil: number
 }
+
+/** Piped: how long after the offer on screen changed a line is taken as meant for the one before. */
+export const CHANGED_MS = 1000
+
+/** What is printed when a line is no answer because the offer on screen changed under it. */
+export const CHANGED_TEXT = '(the offer changed: asked again)\n'
 
 /** Longest line read from the terminal; a longer one is not an answer (and is dropped). */
 const MAX_LINE_CHARS = 1024
@@ -45,6 +62,10 @@ export class TerminalConsent {
   /** Whether a terminal: readline echoes and edits the line, and the prompt is redrawn after events. */
   private readonly tty: boolean
   private typing = false
+  /** Terminal: when the first key of the line being typed was pressed (undefined: the line is empty). */
+  private firstKeyAt: number | undefined
+  /** When an offer last left the screen unanswered (withdrawn, timed out). */
+  private leftAt = -Infinity
 
   /**
    * `onPrompt(hold)` is told whether the status line must hold its redraws: a prompt waits, or
@@ -54,8 +75,10 @@ export class TerminalConsent {
     this.tty = input.isTTY === true
     this.rl = createInterface({ input, output: this.tty ? output : undefined, terminal: this.tty, prompt: '' })
     this.rl.on('line', (line) => {
+      const firstKeyAt = this.firstKeyAt
+      this.firstKeyAt = undefined
       this.typing = false
-      this.line(line.length > MAX_LINE_CHARS ? '\u0000' : line.trim())
+      this.line(line.length > MAX_LINE_CHARS ? '\u0000' : line.trim(), firstKeyAt ?? performance.now())
       this.hold()
     })
     this.rl.on('close', () => {
@@ -68,6 +91,9 @@ export class TerminalConsent {
       // Keys arrive one by one on a terminal: hold the status line from the first one.
       input.on('keypress', () => {
         const typing = this.rl.line.length > 0
+        // The line is judged by when it was begun: text typed before an offer was drawn is not for it.
+        if (!typing) this.firstKeyAt = undefined
+        else this.firstKeyAt ??= performance.now()
         if (typing !== this.typing) {
           this.typing = typing
           this.hold()
@@ -94,6 +120,7 @@ export class TerminalConsent {
     return await new Promise<ConsentAnswer>((resolve) => {
       const question: Question = {
         request,
+        guardUntil: 0,
         answer: (allowed) => {
           signal.removeEventListener('abort', onAbort)
           const at = this.queue.indexOf(question)
@@ -103,7 +130,10 @@ export class TerminalConsent {
         }
       }
       const onAbort = (): void => {
-        if (this.queue[0] === question) this.write(signal.reason === 'withdrawn' ? '(the offer was withdrawn)\n' : '(no answer in time: denied)\n')
+        if (this.queue[0] === question) {
+          this.leftAt = performance.now()
+          this.write(signal.reason === 'withdrawn' ? '(the offer was withdrawn)\n' : '(no answer in time: denied)\n')
+        }
         question.answer(false)
       }
       signal.addEventListener('abort', onAbort, { once: true })
@@ -144,6 +174,11 @@ export class TerminalConsent {
       this.rl.setPrompt('')
       return
     }
+    if (q.shownAt === undefined) {
+      const now = performance.now()
+      q.shownAt = now
+      if (now - this.leftAt < CHANGED_MS) q.guardUntil = now + CHANGED_MS
+    }
     // On a plaintext connection (both sides --insecure) the id is only what the server said, and
     // nothing is remembered for it.
     const choices = q.request.secure ? ' (y yes, n no, a always for this peer)' : ' (y yes, n no)'
@@ -157,11 +192,19 @@ export class TerminalConsent {
     }
   }
 
-  private line (text: string): void {
+  /** A line typed; `begunAt`: when its first key was pressed (terminal), or when it arrived (piped). */
+  private line (text: string, begunAt: number): void {
     const q = this.queue[0]
     if (q !== undefined) {
       const answer = answerOf(text)
       if (answer !== undefined) {
+        const shownAt = q.shownAt ?? 0
+        if (this.tty ? begunAt < shownAt : begunAt < q.guardUntil) {
+          // Meant for what was on screen before (maybe an offer withdrawn just now): not this one.
+          this.write(CHANGED_TEXT)
+          this.prompt()
+          return
+        }
         if (answer === 'always' && !q.request.secure) this.write('(plaintext connection: allowed this once, not remembered)\n')
         q.answer(answer === 'always' && !q.request.secure ? true : answer)
         return

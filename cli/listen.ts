@@ -6,10 +6,11 @@ import { SECURE_REQUIRED_REASON, type ServiceTarget, type SockAgent, type SockHo
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { SERVICE_NAME } from '../shared/sock-rules.ts'
 import { mkdir } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
-import { integer } from './options.ts'
+import { integer, milliseconds } from './options.ts'
 import { hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { localProgram, type LocalAddress } from './relay.ts'
 import { takeUdpRelay, type UdpRelayEvent } from './udp-relay-take.ts'
@@ -105,19 +106,30 @@ export function sessionsText (agent: SockAgent): string | undefined {
   return 'connections: ' + parts.filter(([n]) => n > 0).map(([n, text]) => `${n} ${text}`).join(', ')
 }
 
+/** Addresses of the server's UDP relay at most (`--udp-relay-ip`). */
+const MAX_RELAY_IPS = 16
+
+/** One `--udp-relay-ip` (an IPv4 or IPv6 address, never a name), collected. */
+function relayIpList (value: string, previous: string[] = []): string[] {
+  if (isIP(value) === 0) throw new InvalidArgumentError('Not an IP address.')
+  if (previous.length >= MAX_RELAY_IPS) throw new InvalidArgumentError(`At most ${MAX_RELAY_IPS} addresses.`)
+  return [...previous, value]
+}
+
 /** The `listen` command; `started` receives the promise of its exit code. */
 export function listenCommand (started: (run: Promise<number>) => void) {
   return sockCommand('listen', 'join and run what other peers offer (connect, bind) as --allow rules or a person allow')
     .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
-    .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', integer(1000), 60_000)
-    .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', integer(0), 30_000)
+    .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', milliseconds(1000), 60_000)
+    .option('--lease-ms <ms>', 'keep a bound port this long for a binder whose connection dropped', milliseconds(0), 30_000)
     .option('--files <dir>', 'save files other peers offer (the page\'s "Send file") into this folder, when a file rule or a person agrees')
     .option('--max-file-bytes <n>', 'largest file taken (larger offers are refused before anyone is asked)', integer(0), DEFAULT_MAX_FILE_BYTES)
     .option('--file-quota-bytes <n>', 'bytes of files one peer may send per hour (all peers together: 4 times this)', integer(0), DEFAULT_FILE_QUOTA_BYTES)
     .option('--service <name=[udp:]host:port>', 'offer a service by name: a peer asks for NAME (starsock forward --service NAME) and reaches this target, chosen here; granted by an --allow service:NAME[@PEERID] rule or a person (repeatable)', serviceList)
     .option('--udp-relay-local <ip:port>', 'bridge a UDP relay half a peer hands over (starsock relay --share; needs an --allow udp-relay[@PEERID] rule) to the UDP program at ip:port; without it the half is printed', localProgram)
+    .option('--udp-relay-ip <ip>', 'an address of this server\'s UDP relay, when its URL\'s host does not resolve to it (repeatable): a half naming another address is refused (E_BAD_REQUEST)', relayIpList)
     .option('--max-mappings-total <n>', 'mappings all other peers together may hold here', integer(0), 1024)
     .option('--max-bound-ports-total <n>', 'ports listened on for all other peers together (leases count)', integer(0), 256)
     .action((flags: ListenFlags) => {
@@ -137,6 +149,7 @@ type ListenFlags = SockFlags & {
   maxMappingsTotal: number
   maxBoundPortsTotal: number
   udpRelayLocal?: LocalAddress
+  udpRelayIp?: string[]
   service?: Record<string, ServiceTarget>
 }
 
@@ -186,7 +199,7 @@ async function listen (flags: ListenFlags): Promise<number> {
     maxBoundPortsTotal: flags.maxBoundPortsTotal,
     onChannel: async (channel, _body, mux) => {
       // The rules now: an "always" answer may have added one.
-      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: flags.udpRelayLocal, onEvent: (e) => reportUdpRelay(status, e) })
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: flags.udpRelayLocal, server: agent.peer.server.url, relayIps: flags.udpRelayIp, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
     },
     files: files === undefined

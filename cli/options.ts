@@ -11,6 +11,18 @@ export function integer (min: number): (value: string) => number {
   }
 }
 
+/** The longest time a `--*-ms` flag takes: what a Node timer holds (longer ones fire at once). */
+export const MAX_MS = 2_147_483_647
+
+/** A parser for a duration in milliseconds of at least `min` and at most `MAX_MS` (about 24.8 days). */
+export function milliseconds (min: number): (value: string) => number {
+  return (value) => {
+    const n = integer(min)(value)
+    if (n > MAX_MS) throw new InvalidArgumentError(`Must be at most ${MAX_MS} (about 24.8 days).`)
+    return n
+  }
+}
+
 /** A TCP or UDP port number (0 picks a free one). */
 export const port = (value: string): number => {
   const n = integer(0)(value)

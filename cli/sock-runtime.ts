@@ -9,7 +9,7 @@ import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost, isPort } from '../shared/sock-protocol.ts'
 import { keyOption } from './id.ts'
 import { resumeIdFor } from './resume-id.ts'
-import { integer } from './options.ts'
+import { milliseconds } from './options.ts'
 
 /** Flags every sock command has. */
 export interface SockFlags {
@@ -22,17 +22,43 @@ export interface SockFlags {
   insecure?: boolean
 }
 
-/** Add the flags every sock command has. */
+/** Run `reset` at the start of every parse of `command` (state a parse builds, e.g. counts, starts afresh). */
+export function onParse (command: Command, reset: () => void): void {
+  const save = command.saveStateBeforeParse.bind(command)
+  const restore = command.restoreStateBeforeParse.bind(command)
+  command.saveStateBeforeParse = () => { reset(); save() }
+  command.restoreStateBeforeParse = () => { reset(); restore() }
+}
+
+/**
+ * Refuse a second value of each option in `why` (long name without dashes -> the reason, or '')
+ * with one line, `--NAME given twice: WHY`, instead of keeping the last one silently. An
+ * environment variable is no second value (the command line wins, as commander does).
+ */
+export function once (command: Command, why: Record<string, string>): Command {
+  const seen = new Set<string>()
+  onParse(command, () => seen.clear())
+  for (const [name, reason] of Object.entries(why)) {
+    command.on(`option:${name}`, () => {
+      if (seen.has(name)) throw new Error(`--${name} given twice${reason === '' ? ': give it once' : `: ${reason}`}`)
+      seen.add(name)
+    })
+  }
+  return command
+}
+
+/** Add the flags every sock command has (each at most once). */
 export function sockCommand (name: string, description: string): Command {
-  return new Command(name)
+  const command = new Command(name)
     .description(description)
     .requiredOption('--server <url>', 'server URL (http(s)://, ws(s)://) or multiaddr')
     .addOption(keyOption())
     .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
-    .option('--timeout-ms <ms>', 'give up joining (and waiting for an answer to an offer) after this long', integer(1), 60_000)
+    .option('--timeout-ms <ms>', 'give up joining (and waiting for an answer to an offer) after this long', milliseconds(1), 60_000)
     .option('--json', 'print one JSON object per event on stdout')
     .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
     .option('--insecure', 'allow plaintext connections to other peers (both sides must pass it): no end-to-end encryption, peer ids unverified; for measurement')
+  return once(command, { server: 'one process joins one server', key: 'one process has one identity', token: '', 'timeout-ms': '' })
 }
 
 /** The warning line `--insecure` prints on stderr (also with `--json`). */

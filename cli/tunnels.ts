@@ -7,7 +7,7 @@ import type { SockAgent } from '../client/sock/agent.ts'
 import { Expose, Forward, type Tunnel } from '../client/sock/tunnel.node.ts'
 import { MAX_ALLOW_FROM_ENTRIES, parseAllowFrom } from '../client/sock/allow-from.node.ts'
 import { SERVICE_NAME } from '../shared/sock-rules.ts'
-import { hostPort, identityError, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { hostPort, identityError, interrupted, lost, once, onParse, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { port } from './options.ts'
 import { addressList, securityText, StatusReporter } from './status.ts'
 import { reportServer } from './listen.ts'
@@ -64,7 +64,9 @@ function repeated<T> (parse: (value: string) => T): (value: string, previous?: T
 
 /**
  * The flags both commands have. `targets` receives every `--to` (and a forward's `--service`) in
- * the order given, so pairs keep the command line's order.
+ * the order given, so pairs keep the command line's order; it is emptied at the start of each
+ * parse. `--peer`, `--udp`, `--name` (and expose's `--bind-host`) are taken once: one process
+ * talks to one peer; more peers are more processes, or `starsock up`.
  */
 function tunnelCommand (name: string, description: string, targets: Target[], allowFromHelp: string) {
   const target = (make: (value: string) => Target) => (value: string): Target[] => {
@@ -73,12 +75,18 @@ function tunnelCommand (name: string, description: string, targets: Target[], al
     return targets
   }
   const to = hostPort(undefined)
-  return sockCommand(name, description)
-    .requiredOption('--peer <peerId>', 'the other peer', peerId)
+  const command = sockCommand(name, description)
+    .requiredOption('--peer <peerId>', 'the other peer (once: one process talks to one peer)', peerId)
     .option('--to <host:port>', 'where the traffic goes (repeatable: the nth --to goes with the nth --listen/--port)', target((v) => ({ to: to(v) })))
-    .option('--udp', 'carry UDP datagrams instead of TCP connections')
+    .option('--udp', 'carry UDP datagrams instead of TCP connections (for every tunnel of the process)')
     .option('--allow-from <cidr>', allowFromHelp, allowFromList)
     .addOption(new Option('--name <text>', 'a name the other peer is shown when asked'))
+  onParse(command, () => { targets.length = 0 })
+  return once(command, {
+    peer: `one ${name} process talks to one peer; run another process or use starsock up`,
+    udp: '',
+    name: 'one name for every tunnel of the process'
+  })
 }
 
 /**
@@ -250,10 +258,10 @@ export function forwardCommand (started: (run: Promise<number>) => void) {
 /** The `expose` command; `started` receives the promise of its exit code. */
 export function exposeCommand (started: (run: Promise<number>) => void) {
   const targets: Target[] = []
-  return tunnelCommand('expose', '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)', targets,
+  const command = tunnelCommand('expose', '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)', targets,
     'who may connect to the port the peer listens on: an address or CIDR, IPv4 or IPv6 (repeatable; default anyone); the peer resets others (UDP: drops them) and counts them')
     .requiredOption('--port <port>', 'port the other peer listens on (0: any; repeatable)', repeated(port))
-    .option('--bind-host <host>', 'address the other peer listens on', host, '0.0.0.0')
+    .option('--bind-host <host>', 'address the other peer listens on, for every --port (once; ports on several addresses: run another process or use starsock up)', host, '0.0.0.0')
     .action((flags: ExposeFlags) => {
       const proto = flags.udp === true ? 'udp' : 'tcp'
       started((async () => await run(flags, pairs('expose', '--port', flags.port, targets).map(([bindPort, target]) => {
@@ -273,4 +281,5 @@ export function exposeCommand (started: (run: Promise<number>) => void) {
         } satisfies TunnelSpec
       })))())
     })
+  return once(command, { 'bind-host': 'one address for every --port; ports on several addresses: run another process or use starsock up' })
 }

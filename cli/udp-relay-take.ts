@@ -2,7 +2,14 @@
  * The receiving side of `starsock relay --share`: take a half of a UDP relay allocation another
  * peer hands over on a `udp-relay` channel, when a `udp-relay` rule allows that peer, and bridge
  * it to a local UDP program (or tell it, for the person to use). Used by `listen` and by `up`.
+ *
+ * A half is taken only when its address is the UDP relay of this agent's own server (the server
+ * URL's host, resolved, or an address given in `relayIps`): a bridge sends the relay's
+ * registration datagrams to that address, so a half naming any other would have this host send
+ * (sharer-chosen) datagrams to any host it names.
  */
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
 import type { Channel } from '../client/mux/channel.ts'
 import { writeLine } from '../client/mux/lines.ts'
 import type { Muxer } from '../client/mux/muxer.ts'
@@ -33,6 +40,46 @@ export interface TakeUdpRelayOptions {
   onEvent: (event: UdpRelayEvent) => void
   /** Give the relay's registration this long. @default 10_000 */
   registerTimeoutMs?: number
+  /**
+   * This agent's server URL (`agent.peer.server.url`): a half whose address is one its host
+   * resolves to is taken.
+   */
+  server?: string
+  /** More addresses of the server's UDP relay (e.g. a public address its URL does not resolve to). */
+  relayIps?: readonly string[]
+}
+
+/** An IP address in one spelling (IPv4-mapped IPv6 as IPv4, IPv6 compressed, lower case). */
+export function canonicalIp (ip: string): string {
+  const bare = ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip
+  const kind = isIP(bare)
+  if (kind === 4) return bare
+  if (kind !== 6) return bare.toLowerCase()
+  const v6 = new URL(`http://[${bare}]/`).hostname.slice(1, -1)
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6)
+  if (mapped === null) return v6
+  const hi = parseInt(mapped[1] as string, 16)
+  const lo = parseInt(mapped[2] as string, 16)
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
+}
+
+/** The addresses a half may name: the server URL's host resolved, and `relayIps`. */
+async function relayAddresses (options: TakeUdpRelayOptions): Promise<Set<string>> {
+  const ips = new Set((options.relayIps ?? []).map(canonicalIp))
+  if (options.server !== undefined) {
+    const host = new URL(options.server).hostname
+    const bare = host.startsWith('[') ? host.slice(1, -1) : host
+    if (isIP(bare) !== 0) {
+      ips.add(canonicalIp(bare))
+    } else {
+      try {
+        for (const a of await lookup(bare, { all: true })) ips.add(canonicalIp(a.address))
+      } catch (err) {
+        throw new StarsockError('E_BAD_REQUEST', `The server's host ${bare} does not resolve (${(err as Error).message}): the relay half's address cannot be checked`)
+      }
+    }
+  }
+  return ips
 }
 
 let active = 0
@@ -60,16 +107,26 @@ export async function takeUdpRelay (channel: Channel, mux: Muxer, options: TakeU
   }
   if (active >= MAX_UDP_RELAY_SHARES) refuse('E_LIMIT_TOTAL', `This peer holds ${MAX_UDP_RELAY_SHARES} UDP relay halves already; try later`)
   active++
-  void carry(channel, peerId, (rule as SockRule).text, options).finally(() => { active-- })
+  void carry(channel, peerId, mux.secure, (rule as SockRule).text, options).finally(() => { active-- })
   return undefined
 }
 
-async function carry (channel: Channel, peerId: string, rule: string, options: TakeUdpRelayOptions): Promise<void> {
+async function carry (channel: Channel, peerId: string, secure: boolean, rule: string, options: TakeUdpRelayOptions): Promise<void> {
   let bridge: UdpBridge | undefined
   const timer = setTimeout(() => channel.abort(new StarsockError('E_TIMEOUT', `No udp-relay half within ${READ_TIMEOUT_MS} ms`)), READ_TIMEOUT_MS)
   try {
     const half = await readUdpHalf(channel, { keepOpen: true })
     clearTimeout(timer)
+    const relays = await relayAddresses(options)
+    if (!relays.has(canonicalIp(half.ip))) {
+      // Refused (as without a rule), before a datagram is sent anywhere.
+      const e = new StarsockError('E_BAD_REQUEST', relays.size === 0
+        ? 'This peer knows no UDP relay address to check the half against (give it the server URL or relay addresses)'
+        : `The half names ${half.ip}, not the UDP relay of this peer's server (${[...relays].join(', ')}; more with --udp-relay-ip)`)
+      channel.abort(e)
+      options.onEvent({ type: 'refused', peerId, secure, code: e.code, message: e.message })
+      return
+    }
     const local = options.local
     if (local === undefined) {
       options.onEvent({ type: 'taken', peerId, rule, half })

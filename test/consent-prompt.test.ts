@@ -3,15 +3,23 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type OfferRequest, type SockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { answerOf, TerminalConsent } from '../cli/consent-prompt.ts'
+import { answerOf, CHANGED_MS, CHANGED_TEXT, TerminalConsent } from '../cli/consent-prompt.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
-const request = (secure: boolean): OfferRequest => ({
+const request = (secure: boolean, port = 8080): OfferRequest => ({
   peerId: '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA',
   secure,
-  offer: { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port: 8080, name: '' },
-  text: 'connect/tcp 127.0.0.1:8080'
+  offer: { kind: 'connect', proto: 'tcp', host: '127.0.0.1', port, name: '' },
+  text: `connect/tcp 127.0.0.1:${port}`
 })
+
+/** Whether `p` has settled (after pending callbacks ran). */
+async function settled (p: Promise<unknown>): Promise<boolean> {
+  let done = false
+  void p.then(() => { done = true }, () => { done = true })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  return done
+}
 
 /** An output that keeps what was written. */
 function output (): PassThrough & { text: () => string } {
@@ -100,5 +108,56 @@ describe('the terminal prompt (TerminalConsent)', () => {
     input.write('y\r')
     expect(await within('the answer at the terminal', answer)).toBe(true)
     expect(holds.at(-1)).toBe(false)
+  })
+
+  it('piped: a "y" that arrives just after the offer on screen was withdrawn does not answer the next one; a later one does', async () => {
+    const input = new PassThrough()
+    const out = output()
+    const consent = new TerminalConsent(agent, input, out)
+    consents.push(consent)
+    const first = new AbortController()
+    const a = consent.ask(request(true, 1111), first.signal)
+    const b = consent.ask(request(true, 2222), new AbortController().signal)
+    expect(out.text()).toContain('connect/tcp 127.0.0.1:1111. Allow?')
+    first.abort('withdrawn')
+    expect(await within('the withdrawn offer', a)).toBe(false)
+    expect(out.text()).toContain('connect/tcp 127.0.0.1:2222. Allow?')
+    input.write('y\n') // typed for the offer that was on screen
+    await waitFor('the offer asked again', () => out.text().includes(CHANGED_TEXT))
+    expect(await settled(b)).toBe(false)
+    expect(out.text().split('connect/tcp 127.0.0.1:2222. Allow?').length - 1).toBe(2)
+    await new Promise((resolve) => setTimeout(resolve, CHANGED_MS + 100))
+    input.write('y\n')
+    expect(await within('the answer to the offer now shown', b)).toBe(true)
+  })
+
+  it('on a terminal a line begun before the offer on screen was drawn does not answer it; one begun after does', async () => {
+    const input = new PassThrough() as PassThrough & { isTTY: boolean, setRawMode: (raw: boolean) => void }
+    input.isTTY = true
+    input.setRawMode = () => {}
+    const out = output()
+    const consent = new TerminalConsent(agent, input, out)
+    consents.push(consent)
+    const first = new AbortController()
+    const a = consent.ask(request(true, 1111), first.signal)
+    const b = consent.ask(request(true, 2222), new AbortController().signal)
+    input.write('y') // the person starts to answer the first offer...
+    await waitFor('the key read', () => out.text().endsWith('y'))
+    first.abort('withdrawn') // ...which the requester withdraws: the second is drawn
+    expect(await within('the withdrawn offer', a)).toBe(false)
+    input.write('\r')
+    await waitFor('the offer asked again', () => out.text().includes(CHANGED_TEXT))
+    expect(await settled(b)).toBe(false)
+    input.write('n\r') // typed with the second offer on screen
+    expect(await within('the answer to the offer now shown', b)).toBe(false)
+    // Text typed while nothing was asked is no answer to an offer that comes in meanwhile.
+    input.write('y')
+    await waitFor('the key read', () => out.text().endsWith('y'))
+    const c = consent.ask(request(true, 3333), new AbortController().signal)
+    input.write('\r')
+    await waitFor('the new offer asked again', () => out.text().split(CHANGED_TEXT).length - 1 === 2)
+    expect(await settled(c)).toBe(false)
+    input.write('y\r')
+    expect(await within('the answer to the new offer', c)).toBe(true)
   })
 })

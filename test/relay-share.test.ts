@@ -161,7 +161,7 @@ describe('starsock relay --share and --release, listen --allow udp-relay (the pr
       const sharer = await agent()
       const stranger = await agent()
       const events: UdpRelayEvent[] = []
-      const taker = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [parseRule(`udp-relay@${sharer.peer.peerId}`)], onEvent: (e) => events.push(e) }) })
+      const taker = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [parseRule(`udp-relay@${sharer.peer.peerId}`)], server: server.url(), onEvent: (e) => events.push(e) }) })
       const id = taker.peer.peerId
       const half = { ip: '127.0.0.1', port: 40000, token: 'ab'.repeat(16), expiresAt: 1 }
       const share = await within('a half taken', sendUdpHalf(sharer, id, half))
@@ -202,6 +202,50 @@ describe('starsock relay --share and --release, listen --allow udp-relay (the pr
       for (const c of held) c.abort()
       await waitFor('the held halves to end', () => events.filter((e) => e.type === 'failed').length >= 5 + MAX_UDP_RELAY_SHARES)
       expect((await within('a half taken again', sendUdpHalf(sharer, id, half))).taken).toBe('printed')
+    } finally {
+      for (const a of agents) { await a.close(); await a.peer.close() }
+    }
+  }, 60_000)
+
+  it('takeUdpRelay: a half naming an address that is not the relay of this peer\'s server is refused (E_BAD_REQUEST, both sides) before a datagram is sent; --udp-relay-ip / relayIps adds one', async () => {
+    const agents: SockAgent[] = []
+    const agent = async (options: Parameters<typeof createSockAgent>[1] = {}): Promise<SockAgent> => {
+      const a = createSockAgent(await createPeer({ server: server.url() }), options)
+      agents.push(a)
+      return a
+    }
+    // A UDP program the sharer would like datagrams sent to: 127.0.0.3, while the server is 127.0.0.1.
+    const victim = dgram.createSocket('udp4')
+    const got: Buffer[] = []
+    victim.on('message', (m) => got.push(m))
+    await new Promise<void>((resolve) => victim.bind(0, '127.0.0.3', resolve))
+    cleanup.push({ close: () => { try { victim.close() } catch {} } })
+    const local = await udpProgram()
+    cleanup.push(local)
+    try {
+      expect(new URL(server.url()).hostname).toBe('127.0.0.1')
+      const sharer = await agent()
+      const rules = [parseRule(`udp-relay@${sharer.peer.peerId}`)]
+      const events: UdpRelayEvent[] = []
+      const taker = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules, server: server.url(), local: { ip: '127.0.0.1', port: local.port }, registerTimeoutMs: 1000, onEvent: (e) => events.push(e) }) })
+      const half = { ip: '127.0.0.3', port: victim.address().port, token: 'ab'.repeat(16), expiresAt: 1 }
+      const refused = await within('the refusal', sendUdpHalf(sharer, taker.peer.peerId, half).then(() => undefined, (err: StarsockError) => err))
+      expect(refused?.code).toBe('E_BAD_REQUEST')
+      expect(refused?.message).toContain('The half names 127.0.0.3, not the UDP relay of this peer\'s server (127.0.0.1')
+      expect(events.at(-1)).toMatchObject({ type: 'refused', peerId: sharer.peer.peerId, code: 'E_BAD_REQUEST' })
+      // Nothing was sent to the address the half named (a bridge would send the token there first).
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      expect(got).toEqual([])
+      // The same half, to a taker told that 127.0.0.3 is a relay address too (printed: nothing is sent).
+      const told: UdpRelayEvent[] = []
+      const other = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules, server: server.url(), relayIps: ['127.0.0.3'], onEvent: (e) => told.push(e) }) })
+      expect((await within('the half taken', sendUdpHalf(sharer, other.peer.peerId, half))).taken).toBe('printed')
+      expect(told.at(-1)).toMatchObject({ type: 'taken', half })
+      // The server's own address, in another spelling (IPv4-mapped IPv6), is the relay's.
+      expect((await within('a mapped half taken', sendUdpHalf(sharer, other.peer.peerId, { ...half, ip: '::ffff:127.0.0.1' }))).taken).toBe('printed')
+      // A taker that knows no relay address takes nothing.
+      const blind = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules, onEvent: () => {} }) })
+      expect((await sendUdpHalf(sharer, blind.peer.peerId, { ...half, ip: '127.0.0.1' }).then(() => undefined, (err: StarsockError) => err))?.code).toBe('E_BAD_REQUEST')
     } finally {
       for (const a of agents) { await a.close(); await a.peer.close() }
     }

@@ -14,6 +14,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import { forwardCommand } from '../cli/tunnels.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 
@@ -313,7 +314,16 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     [['listen', '--server', 'http://127.0.0.1:1', '--service', 'web=127.0.0.1:1', '--service', 'web=127.0.0.1:2'], /--service.*Service web is given twice/],
     [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--service', 'a b'], /--service.*Not a service name/],
     [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--allow-from', '10.0.0.300'], /--allow-from.*10\.0\.0\.300/],
-    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--listen', '0', '--service', 'web'], /^starsock: 2 --listen but 1 --to \(or --service\): /]
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--listen', '0', '--service', 'web'], /^starsock: 2 --listen but 1 --to \(or --service\): /],
+    // A single-valued flag given twice is refused, never the last one kept.
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--peer', '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK', '--listen', '0', '--to', '127.0.0.1:1'], /^starsock: --peer given twice: one forward process talks to one peer; run another process or use starsock up\n$/],
+    [['expose', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--bind-host', '127.0.0.1', '--port', '0', '--to', '127.0.0.1:1', '--bind-host', '0.0.0.0', '--port', '0', '--to', '127.0.0.1:2'], /^starsock: --bind-host given twice: /],
+    [['forward', '--server', 'http://127.0.0.1:1', '--server', 'http://127.0.0.1:2', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1'], /^starsock: --server given twice: /],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--udp', '--listen', '0', '--to', '127.0.0.1:1', '--udp'], /^starsock: --udp given twice: /],
+    // Times a Node timer cannot hold (it would fire at once) are refused.
+    [['listen', '--server', 'http://127.0.0.1:1', '--ask-timeout-ms', '2147483648'], /--ask-timeout-ms.*at most 2147483647/],
+    [['listen', '--server', 'http://127.0.0.1:1', '--lease-ms', '99999999999'], /--lease-ms.*at most 2147483647/],
+    [['forward', '--server', 'http://127.0.0.1:1', '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA', '--listen', '0', '--to', '127.0.0.1:1', '--timeout-ms', '2147483648'], /--timeout-ms.*at most 2147483647/]
   ])('bad flags %j: one readable line and a non-zero exit', (args, pattern) => {
     const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status).not.toBe(0)
@@ -321,38 +331,75 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(r.stderr).toMatch(pattern)
   })
 
-  it('forward and expose with repeated flags run every pair in one process over one connection; events name their tunnel', async () => {
-    const one = await tcpEcho()
-    const two = await tcpEcho()
-    cleanup.push(one, two)
+  it('a command parsed a second time starts from no --to (the first parse\'s targets are not kept)', async () => {
+    const runs: Array<Promise<number>> = []
+    const command = forwardCommand((run) => { runs.push(run) })
+    const base = ['--server', 'http://127.0.0.1:1', '--timeout-ms', '300', '--key', key('again'), '--peer', '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA']
+    await command.parseAsync([...base, '--listen', '0', '--listen', '0', '--to', '127.0.0.1:1'], { from: 'user' })
+    expect((await rejection(runs[0] as Promise<number>)).message).toMatch(/^2 --listen but 1 --to/)
+    // One pair now: it gets as far as the (unreachable) server, not "1 --listen but 2 --to".
+    await command.parseAsync([...base, '--listen', '0', '--to', '127.0.0.1:2'], { from: 'user' })
+    expect((await within('the second run', rejection(runs[1] as Promise<number>), 10_000)).code).toBe('E_SERVER_UNREACHABLE')
+  })
+
+  /** A TCP server on 127.0.0.1 that answers every connection with `tag` + what it was sent, then ends. */
+  const taggedEcho = async (tag: string): Promise<{ port: number, close: () => void }> => {
+    const srv = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.write(tag + ':')
+      socket.pipe(socket)
+    })
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve))
+    const close = (): void => { srv.close() }
+    cleanup.push({ close })
+    return { port: (srv.address() as net.AddressInfo).port, close }
+  }
+  /** A port free on 127.0.0.1 now. */
+  const freePort = async (): Promise<number> => await new Promise((resolve) => {
+    const srv = net.createServer()
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo
+      srv.close(() => resolve(port))
+    })
+  })
+
+  it('forward and expose with repeated flags run every pair in one process over one connection, each listen port to its own target (in order, --to before --listen too); events name their tunnel', async () => {
+    const one = await taggedEcho('one')
+    const two = await taggedEcho('two')
+    /** What `port` answers to `data`: which target was reached. */
+    const reached = async (port: number, what: string, data = testBytes(64 * 1024, port % 251)): Promise<string> => {
+      const answer = await within(what, tcpRoundTrip(port, data), 15_000)
+      const tag = answer.subarray(0, 4).toString()
+      expectBytes(answer.subarray(4), data, what)
+      return tag
+    }
     const listenerId = peerIdOf(key('listener'))
     const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--allow', `connect/tcp:127.0.0.1:${two.port}`, '--allow', 'bind/tcp:127.0.0.1:0', '--no-prompt', '--json'])
     await listen.event('ready')
-    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${one.port}`, '--listen', '0', '--to', `127.0.0.1:${two.port}`, '--json'])
+    const [first, second] = [await freePort(), await freePort()]
+    // --to before its --listen: the nth --to still goes with the nth --listen.
+    const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--to', `127.0.0.1:${two.port}`, '--listen', String(first), '--to', `127.0.0.1:${one.port}`, '--listen', String(second), '--json'])
     await within('two ready events', new Promise<void>((resolve) => {
       const check = (): void => { if (fwd.out().split('"event":"ready"').length === 3) resolve() }
       fwd.proc.stdout.on('data', check)
       check()
     }), 20_000)
     const readies = fwd.out().split('\n').filter((l) => l.includes('"event":"ready"')).map((l) => JSON.parse(l) as Record<string, unknown>)
-    expect(readies.map((r) => [r.tunnel, r.to, r.secure])).toEqual([[1, { ip: '127.0.0.1', port: one.port }, true], [2, { ip: '127.0.0.1', port: two.port }, true]])
-    for (const [i, r] of readies.entries()) {
-      const data = testBytes(128 * 1024, i + 1)
-      expectBytes(await within(`the echo through tunnel ${i + 1}`, tcpRoundTrip((r.address as { port: number }).port, data), 15_000), data, `the echo through tunnel ${i + 1}`)
-    }
-    // One connection between the two programs carries both mappings.
+    expect(readies.map((r) => [r.tunnel, (r.address as { port: number }).port, r.to, r.secure]).sort()).toEqual([
+      [1, first, { ip: '127.0.0.1', port: two.port }, true],
+      [2, second, { ip: '127.0.0.1', port: one.port }, true]
+    ])
+    expect(await reached(first, 'the first --listen')).toBe('two:')
+    expect(await reached(second, 'the second --listen')).toBe('one:')
+    // Expose, --port then --to: each port the peer listens on reaches its own target.
     const exp = start(['expose', '--server', server.url(), '--key', key('client2'), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${one.port}`, '--port', '0', '--to', `127.0.0.1:${two.port}`])
     await within('both expose ready lines', new Promise<void>((resolve) => {
       const check = (): void => { if (/^.*tunnel 2: exposing tcp 127\.0\.0\.1:\d+ on /m.test(exp.err()) && /tunnel 1: exposing tcp /.test(exp.err())) resolve() }
       exp.proc.stderr.on('data', check)
       check()
     }), 20_000)
-    const ports = [...exp.err().matchAll(/tunnel (\d): exposing tcp 127\.0\.0\.1:(\d+) on \S+ -> 127\.0\.0\.1:(\d+)/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])])
+    const ports = [...exp.err().matchAll(/tunnel (\d): exposing tcp 127\.0\.0\.1:(\d+) on \S+ -> 127\.0\.0\.1:(\d+)/g)].map((m) => [Number(m[1]), Number(m[2]), Number(m[3])] as const)
     expect(ports.map(([n, , to]) => [n, to]).sort()).toEqual([[1, one.port], [2, two.port]])
-    for (const [n, port] of ports) {
-      const data = testBytes(64 * 1024, 10 + (n ?? 0))
-      expectBytes(await within(`the echo through exposed port ${n ?? 0}`, tcpRoundTrip(port as number, data), 15_000), data, `the echo through exposed tunnel ${n ?? 0}`)
-    }
+    for (const [n, port] of ports) expect(await reached(port, `exposed port ${n}`)).toBe(n === 1 ? 'one:' : 'two:')
     const sessions = listen.out().split('\n').filter((l) => l.includes('"event":"session"'))
     expect(sessions).toHaveLength(2) // one connection from each program, for two mappings each
     fwd.proc.kill('SIGTERM')
