@@ -390,7 +390,7 @@ describe('control API', () => {
       cleanup.push(echo)
       const a = await agent()
       const events: UdpRelayEvent[] = []
-      const b = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [parseRule('udp-relay')], local: { ip: '127.0.0.1', port: echo.port }, onEvent: (e) => events.push(e) }) })
+      const b = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [parseRule('udp-relay')], server: server.url(), local: { ip: '127.0.0.1', port: echo.port }, onEvent: (e) => events.push(e) }) })
       const c = await agent({ onChannel: async (channel, _body, mux) => await takeUdpRelay(channel, mux, { rules: [], onEvent: () => {} }) })
       const api = await start(a)
       const s = (await api.call('POST', '/v1/socket/start', { protocol: 'udp' })).json
