@@ -374,6 +374,26 @@ service = "web"
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
 
+  it('nobody answering the far person in time is final: one offer only, not retried until a reload', async () => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const p1 = await freePort()
+    // The far person has a minute; this side waits 2 s, then gives up.
+    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\nask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"\ntimeout_ms = 2000\n[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${p1}\nservice = "shell"\n`))
+    await eventOf(near, 'asking', 'shell')
+    expect(await eventOf(near, 'failed', 'shell')).toMatchObject({ code: 'E_TIMEOUT', final: true })
+    // A retry would come after 1 s and prompt the far person again.
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    expect(farProc.err().split('Allow? [y/N]')).toHaveLength(2)
+    expect(near.out().split('\n').filter((l) => l.includes('"event":"asking"'))).toHaveLength(1)
+    expect(await near.stop('SIGTERM')).toBe(0)
+    farProc.proc.stdin.end()
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 60_000)
+
   it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
     const db = await tcpEcho()
     cleanup.push(db)

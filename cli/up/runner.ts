@@ -54,8 +54,8 @@ export interface StartableTunnel {
 export const RETRY_DELAY_MS = 1000
 export const RETRY_DELAY_MAX_MS = 30_000
 
-/** Errors after which a mapping is not retried: a person or a rule of the peer said no, or a person killed it. */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED'])
+/** Errors after which a mapping is not retried: a person or a rule of the peer said no, a person killed it, or the peer cannot do it. */
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED'])
 
 const EMPTY_STATS: TunnelStats = {
   channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0, state: 'closed',
@@ -124,6 +124,8 @@ interface Running {
   /** Figures of the tunnels this mapping had before the current one. */
   past: TunnelStats
   closed: boolean
+  /** The peer said a person is asked during the current attempt: nobody answering is final then (asking again would prompt them anew). */
+  asked: boolean
   offs: Array<() => void>
 }
 
@@ -265,7 +267,7 @@ export class AgentRunner {
   private launch (entry: MappingEntry): Promise<void> {
     const r: Running = {
       entry, canon: canonicalEntry(entry), state: 'starting', tunnel: undefined, abort: new AbortController(), error: undefined, final: false,
-      attempts: 0, retryTimer: undefined, retryAt: undefined, usable: undefined, past: { ...EMPTY_STATS, droppedBy: { ...EMPTY_STATS.droppedBy } }, closed: false, offs: []
+      attempts: 0, retryTimer: undefined, retryAt: undefined, usable: undefined, past: { ...EMPTY_STATS, droppedBy: { ...EMPTY_STATS.droppedBy } }, closed: false, asked: false, offs: []
     }
     // Registered at once: the caller's lock covers the table, not the wait for the peer's answer.
     this.running.set(entry.id, r)
@@ -277,6 +279,7 @@ export class AgentRunner {
     if (r.closed || this.closed) return
     r.attempts++
     r.retryAt = undefined
+    r.asked = false
     r.abort = new AbortController()
     const { entry } = r
     // A port taken here fails before the peer is asked: a retry must not prompt its person each time.
@@ -315,6 +318,8 @@ export class AgentRunner {
         if (back) this.event('back', r, { address: r.usable ?? tunnel.address, secure: m.secure }, `back: ${describeEntry(entry, r.usable)}`)
       }),
       tunnel.on('asking', ({ timeoutMs }) => {
+        if (r.tunnel !== tunnel || r.closed) return
+        r.asked = true
         this.event('asking', r, { timeoutMs }, `waiting for ${entry.peer} to answer (a person is asked), up to ${Math.round(Math.min(timeoutMs, this.timeoutMs) / 1000)} s`)
       }),
       tunnel.on('connection', ({ src }) => this.event('connection', r, { src }, `connection from ${addr(src)}`)),
@@ -357,9 +362,12 @@ export class AgentRunner {
     if (r.closed) return
     r.state = 'failed'
     r.error = error
-    r.final = final || (FINAL_CODES.has(error.code) && error.remote !== true) || this.agent.isClosed
+    // A person was asked and nobody answered in time: trying again would prompt them anew each time, for ever.
+    const unanswered = error.code === 'E_TIMEOUT' && r.asked
+    r.final = final || unanswered || (FINAL_CODES.has(error.code) && error.remote !== true) || this.agent.isClosed
     if (r.final) {
-      this.event('failed', r, { code: error.code, message: error.message, final: true }, `failed: ${error.message} (${error.code}); not retried${FINAL_CODES.has(error.code) ? ' (a final answer): reload the config to try again' : ''}`)
+      const why = unanswered ? ' (a person was asked and nobody answered): reload the config to ask again' : FINAL_CODES.has(error.code) ? ' (a final answer): reload the config to try again' : ''
+      this.event('failed', r, { code: error.code, message: error.message, final: true }, `failed: ${error.message} (${error.code}); not retried${why}`)
       return
     }
     const delay = Math.min(RETRY_DELAY_MS * 2 ** Math.min(r.attempts - 1, 10), RETRY_DELAY_MAX_MS)
