@@ -394,6 +394,33 @@ service = "web"
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 60_000)
 
+  it('SIGTERM while the far person is asked at start, or after a reload that asks, exits 0 at once with the mapping closed', async () => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2] = await Promise.all([freePort(), freePort()])
+    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\nask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
+    await farProc.event('up')
+    const forward = (port: number): string => `[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${port}\nservice = "shell"\n`
+    // At start: the first mapping waits for a person who never answers (both sides wait 60 s).
+    const near = up(config('near.toml', `key = "near.key"\n${forward(p1)}`))
+    await eventOf(near, 'asking', 'shell')
+    expect(await near.stop('SIGTERM', 15_000)).toBe(0)
+    expect(await eventOf(near, 'closed', 'shell', 1000)).toMatchObject({ why: 'closed' })
+    // After a reload that adds a mapping a person is asked about.
+    const file = config('near2.toml', 'key = "near2.key"\n')
+    const near2 = up(file)
+    await near2.event('up')
+    writeFileSync(file, `server = "${server.url()}"\nkey = "near2.key"\n${forward(p2)}`)
+    near2.proc.kill('SIGHUP')
+    await eventOf(near2, 'asking', 'shell')
+    expect(await near2.event('reload')).toMatchObject({ ok: true, added: ['shell'] })
+    expect(await near2.stop('SIGTERM', 15_000)).toBe(0)
+    expect(await eventOf(near2, 'closed', 'shell', 1000)).toMatchObject({ why: 'closed' })
+    farProc.proc.stdin.end()
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+
   it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
     const db = await tcpEcho()
     cleanup.push(db)

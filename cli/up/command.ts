@@ -79,6 +79,9 @@ async function up (flags: UpFlags): Promise<number> {
 
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
+  // From here on SIGINT/SIGTERM stop cleanly (exit 0), also while starting (by default they would kill it).
+  let signalled = false
+  const stopping = interrupted().then(() => { signalled = true })
   const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
   let consent: TerminalConsent | undefined
   // Set once the agent runs (a UDP relay half could come before: its events then go unsaid).
@@ -96,7 +99,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     // An offer before the prompt exists (the first moments) is denied, not a crash.
     ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined
   }
-  const agent: SockAgent = await startAgent({
+  const starting = startAgent({
     server: config.server,
     key: config.key,
     token: config.token,
@@ -105,6 +108,13 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     takeover: flags.takeover,
     insecure: flags.insecure === true || config.insecure
   }, agentOptions)
+  await Promise.race([starting, stopping])
+  if (signalled) {
+    // Not joined yet: leave once it is (or gave up), without waiting for it here.
+    void starting.then(async (a) => await stopAgent(a), () => {})
+    return 0
+  }
+  const agent: SockAgent = await starting
   let runner: AgentRunner | undefined
   status = new StatusReporter(flags.json === true, () => {
     const t = runner?.totals()
@@ -142,8 +152,8 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       throw new ConfigError(`${config.file}: [control]: ${(err as Error).message}`, 'control', (err as Error).message)
     }
   }
-  await runner.apply(config.mappings)
-  status.start()
+  await Promise.race([runner.apply(config.mappings), stopping])
+  if (!signalled) status.start()
 
   // SIGHUP: read the file again; one line for a bad one, and what runs stays.
   let reloading: Promise<void> = Promise.resolve()
@@ -172,7 +182,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         (stale.length > 0 ? `; ${stale.join(', ')} changed: restart to apply` : ''))
     })
   })
-  const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, config.key)])
+  const gone = await Promise.race([stopping.then(() => undefined), lost(agent.peer, config.key)])
   onReload(() => {})
   await reloading
   status.stop()

@@ -149,8 +149,9 @@ export class AgentRunner {
    * Run exactly `entries`: those whose id and content are unchanged are not touched (`kept`),
    * changed ones are closed and started anew (`changed`), new ones started (`added`), missing ones
    * closed (`removed`); a failed one whose entry is unchanged is started again at once (a reload
-   * is a way to say "try again"). Settles once each started mapping's first attempt settled
-   * (`up`, `away` or `failed`); other calls (`remove`, `list`) need not wait for that.
+   * is a way to say "try again"). Settles once the diff is applied (old ones closed, new ones
+   * started), not when the new ones are up: a first attempt may wait a minute for a person, and a
+   * reload or a shutdown must not wait with it; their `ready`/`failed` events tell the rest.
    */
   async apply (entries: readonly MappingEntry[]): Promise<{ added: string[], changed: string[], removed: string[], kept: string[] }> {
     const seen = new Set<string>()
@@ -158,7 +159,7 @@ export class AgentRunner {
       if (seen.has(e.id)) throw new TypeError(`two mappings have the id ${e.id}`)
       seen.add(e.id)
     }
-    const { result, starting } = await this.serial(async () => {
+    return await this.serial(async () => {
       const result = { added: [] as string[], changed: [] as string[], removed: [] as string[], kept: [] as string[] }
       const next = new Map(entries.map((e) => [e.id, e]))
       const stop: Running[] = []
@@ -175,16 +176,13 @@ export class AgentRunner {
       }
       // Gone and changed ones first: a changed mapping may want its own old port.
       await Promise.all(stop.map(async (r) => await this.stop(r, next.has(r.entry.id) ? 'changed' : 'removed')))
-      const starting: Array<Promise<void>> = []
       for (const entry of entries) {
         if (this.running.has(entry.id)) continue
         if (!result.changed.includes(entry.id)) result.added.push(entry.id)
-        starting.push(this.launch(entry))
+        void this.launch(entry) // a failure is its state, never thrown
       }
-      return { result, starting }
+      return result
     })
-    await Promise.all(starting)
-    return result
   }
 
   /** Start one more mapping; throws a `TypeError` when its id is in use. Settles with its status after the first attempt. */
@@ -232,7 +230,7 @@ export class AgentRunner {
     return t
   }
 
-  /** Close every mapping (the agent stays; close it after). */
+  /** Close every mapping (the agent stays; close it after); an attempt still waiting for an answer is aborted, not awaited. */
   async close (): Promise<void> {
     this.closed = true
     await this.serial(async () => {
