@@ -4,6 +4,8 @@
  * file (unchanged mappings are not touched; a bad file is one line and the running config stays);
  * SIGINT/SIGTERM stop it cleanly (exit 0).
  */
+import { randomBytes } from 'node:crypto'
+import { unlink } from 'node:fs/promises'
 import { Command } from 'commander'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
@@ -139,15 +141,17 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}${unasked.length > 0 ? ` (services asked of a person are denied without a terminal: ${unasked.join(', ')})` : ''}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
   let control: ControlApi | undefined
+  // A token made here is kept next to the key (0600) for the tools that call the API, written before the API listens, removed when it stops; never printed.
+  const tokenFile = config.control !== undefined && config.control.token === undefined ? controlTokenFile(config.key) : undefined
   if (config.control !== undefined) {
     try {
-      control = await startControlApi({ runner, agent, listen: config.control.listen, token: config.control.token })
-      // A token made here is kept next to the key (0600) for the tools that call the API; never printed.
-      const tokenFile = config.control.token === undefined ? controlTokenFile(config.key) : undefined
-      if (tokenFile !== undefined) await writeControlToken(tokenFile, control.token)
+      const token = config.control.token ?? randomBytes(32).toString('base64url')
+      if (tokenFile !== undefined) await writeControlToken(tokenFile, token)
+      control = await startControlApi({ runner, agent, listen: config.control.listen, token })
       status.event('control', { url: control.url, tokenFile }, `control API on ${control.url} (token ${tokenFile === undefined ? 'from the config' : `in ${tokenFile}`})`)
     } catch (err) {
       await control?.close()
+      if (tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
       await stopAgent(agent)
       throw new ConfigError(`${config.file}: [control]: ${(err as Error).message}`, 'control', (err as Error).message)
     }
@@ -188,6 +192,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   status.stop()
   consent?.close()
   await control?.close()
+  if (control !== undefined && tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
   await runner.close()
   await stopAgent(agent)
   if (gone !== undefined) throw gone

@@ -13,7 +13,7 @@ import net from 'node:net'
 import { bindUdp, listenTcp } from '../../client/sock/host.node.ts'
 import { Socks } from '../../client/sock/socks.node.ts'
 import { AcceptTunnel, Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
-import { canonicalEntry, type MappingEntry, type MappingKind } from './config.ts'
+import { canonicalEntry, MAX_MAPPINGS, type MappingEntry, type MappingKind } from './config.ts'
 
 /** Where a mapping is: `starting` (first attempt under way), `up`, `away` (waiting for the peer or the server, asking again by itself), `failed` (see `error`; retried unless final), `closed`. */
 export type MappingState = 'starting' | 'up' | 'away' | 'failed' | 'closed'
@@ -185,10 +185,11 @@ export class AgentRunner {
     })
   }
 
-  /** Start one more mapping; throws a `TypeError` when its id is in use. Settles with its status after the first attempt. */
+  /** Start one more mapping; throws a `TypeError` when its id is in use, a `RangeError` when `MAX_MAPPINGS` run. Settles with its status after the first attempt. */
   async add (entry: MappingEntry): Promise<MappingStatus> {
     const { r, first } = await this.serial(async () => {
       if (this.running.has(entry.id)) throw new TypeError(`a mapping with the id ${entry.id} exists`)
+      if (this.running.size >= MAX_MAPPINGS) throw new RangeError(`${this.running.size} mappings run (at most ${MAX_MAPPINGS}): remove one first`)
       const first = this.launch(entry)
       return { r: this.running.get(entry.id) as Running, first }
     })
