@@ -97,11 +97,11 @@ describe('starsock up: one agent, many tunnels', () => {
     return file
   }
   const up = (file: string): Program => programs.start(['up', '--config', file, '--json'])
-  /** The first event `name` of mapping `id`. */
-  const eventOf = async (p: Program, name: string, id: string, ms = 20_000): Promise<Record<string, unknown>> => {
-    for (let i = 1; ; i++) {
+  /** The first (or `nth`) event `name` of mapping `id`. */
+  const eventOf = async (p: Program, name: string, id: string, ms = 20_000, nth = 1): Promise<Record<string, unknown>> => {
+    for (let i = 1, n = 0; ; i++) {
       const e = await p.event(name, ms, i)
-      if (e.id === id) return e
+      if (e.id === id && ++n === nth) return e
     }
   }
 
@@ -448,7 +448,8 @@ to = "127.0.0.1:${db.port}"
     expect(failed).toMatchObject({ code: 'E_BIND_FAILED', final: false })
     const a = testBytes(30_000, 31)
     expectBytes(await tcpRoundTrip(p1, a), a, 'the other forward while one fails')
-    await eventOf(near, 'failed', 'taken')
+    // The second failure: a retry came, and the far side was still not asked.
+    expect(await eventOf(near, 'failed', 'taken', 20_000, 2)).toMatchObject({ code: 'E_BIND_FAILED', final: false })
     // The far side was asked for the forward that works only: a port taken here is found before asking.
     expect(farProc.out().split('\n').filter((l) => l.includes('"event":"offer"'))).toHaveLength(1)
     await new Promise<void>((resolve) => squatter.close(() => resolve()))
