@@ -471,6 +471,24 @@ describe('starsock up: the server restarts', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
+  it('a server not reachable at start is waited for (a line says so) and joined once it runs; SIGTERM while waiting exits 0', async () => {
+    const port = await freePort()
+    const file = join(dir, 'agent.toml')
+    writeFileSync(file, `server = "http://127.0.0.1:${port}"\nkey = "agent.key"\ntimeout_ms = 1000\n`)
+    const agent = programs.start(['up', '--config', file, '--json'])
+    expect(await agent.event('waiting', 20_000)).toMatchObject({ code: 'E_SERVER_UNREACHABLE' })
+    await agent.event('waiting', 20_000, 2)
+    expect(agent.proc.exitCode).toBeNull()
+    const serve = await programs.serve(port)
+    expect(await agent.event('up', 60_000)).toMatchObject({ server: serve.url })
+    expect(await agent.stop('SIGTERM')).toBe(0)
+    // Stopped while waiting: exit 0.
+    await serve.program.stop('SIGTERM')
+    const waiting = programs.start(['up', '--config', file, '--json'])
+    await waiting.event('waiting', 20_000)
+    expect(await waiting.stop('SIGTERM')).toBe(0)
+  }, 120_000)
+
   it('every mapping comes back by itself after the server stops and starts again; neither agent restarts', async () => {
     let serve = await programs.serve(0, ['--shutdown-grace-ms', '200'])
     const db = await tcpEcho()

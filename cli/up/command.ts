@@ -19,6 +19,10 @@ import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from '.
 import { AgentRunner, describeEntry } from './runner.ts'
 import { controlTokenFile, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
 
+/** First and largest pause before the server is tried again at start. */
+const SERVER_RETRY_MS = 1000
+const SERVER_RETRY_MAX_MS = 30_000
+
 interface UpFlags {
   config: string
   ask?: boolean
@@ -101,7 +105,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     // An offer before the prompt exists (the first moments) is denied, not a crash.
     ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined
   }
-  const starting = startAgent({
+  const flagsOf = {
     server: config.server,
     key: config.key,
     token: config.token,
@@ -109,7 +113,23 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     json: flags.json,
     takeover: flags.takeover,
     insecure: flags.insecure === true || config.insecure
-  }, agentOptions)
+  }
+  // A long-running agent (under a supervisor): a server not reachable yet is waited for, with backoff.
+  const starting = (async (): Promise<SockAgent> => {
+    const early = new StatusReporter(flags.json === true, () => ({ channelsOpen: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }))
+    for (let delay = SERVER_RETRY_MS; ; delay = Math.min(delay * 2, SERVER_RETRY_MAX_MS)) {
+      try {
+        return await startAgent(flagsOf, agentOptions)
+      } catch (err) {
+        if (signalled || !(err instanceof StarsockError) || err.code !== 'E_SERVER_UNREACHABLE') throw err
+        early.event('waiting', { code: err.code, message: err.message, retryMs: delay }, `waiting for the server: ${err.message} (${err.code}); trying again in ${delay / 1000} s`)
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([new Promise((resolve) => { timer = setTimeout(resolve, delay) }), stopping])
+        clearTimeout(timer)
+        if (signalled) throw err
+      }
+    }
+  })()
   await Promise.race([starting, stopping])
   if (signalled) {
     // Not joined yet: leave once it is (or gave up), without waiting for it here.
