@@ -6,7 +6,7 @@
 import dgram from 'node:dgram'
 import http from 'node:http'
 import net from 'node:net'
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -201,6 +201,41 @@ describe('control API', () => {
     expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
   })
 
+  it('the token file is written anew: a file or symlink at its temporary path is not written through', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'starsock-control-'))
+    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    const file = controlTokenFile(join(dir, 'agent.key'))
+    const victim = join(dir, 'victim')
+    await writeFile(victim, 'untouched\n', { mode: 0o644 })
+    await symlink(victim, `${file}.${process.pid}.tmp`)
+    await writeControlToken(file, 'a'.repeat(43))
+    expect(await readFile(victim, 'utf8')).toBe('untouched\n')
+    expect((await stat(victim)).mode & 0o777).toBe(0o644)
+    expect(await readFile(file, 'utf8')).toBe('a'.repeat(43) + '\n')
+    expect((await lstat(file)).isSymbolicLink()).toBe(false)
+    expect((await stat(file)).mode & 0o777).toBe(0o600)
+  })
+
+  it('clients sending headers slowly do not lock the API out: 40 of them, and a request still gets in; they get a 408', async () => {
+    server = await startServer()
+    const a = await agent()
+    const api = await start(a)
+    const { port } = new URL(api.url)
+    const slow = await Promise.all(Array.from({ length: 40 }, async () => await new Promise<{ text: () => string, closed: Promise<void> }>((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port: Number(port) })
+      let text = ''
+      socket.on('data', (c: Buffer) => { text += c.toString() })
+      socket.on('error', () => {})
+      const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+      socket.once('connect', () => { socket.write('GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n'); resolve({ text: () => text, closed }) })
+      socket.once('error', reject)
+    })))
+    cleanup.push({ close: async () => { for (const s of slow) await s.closed.catch(() => {}) } })
+    expect((await api.call('GET', '/v1/mappings')).json).toEqual({ mappings: [] })
+    await within('the slow clients to be answered and closed', Promise.all(slow.map(async (s) => await s.closed)), 15_000)
+    for (const s of slow) expect(s.text()).toMatch(/^HTTP\/1\.1 408 /)
+  })
+
   it('answers 408 to a body that does not arrive in time', async () => {
     server = await startServer()
     const a = await agent()
@@ -292,7 +327,7 @@ describe('control API', () => {
     expect(text).not.toContain('hunter2-secret')
   })
 
-  it('`starsock up` with [control] listens, keeps the token it made in KEY.control-token (0600), and stops with the agent', async () => {
+  it('`starsock up` with [control] listens, keeps the token it made in KEY.control-token (0600) while it runs, and stops with the agent', async () => {
     server = await startServer()
     const programs = new Programs()
     cleanup.push({ close: async () => await programs.cleanup() })
@@ -315,6 +350,8 @@ describe('control API', () => {
     expect(await up.stop('SIGTERM')).toBe(0)
     expect(body.peer.id).toBe(peerIdOf(join(dir, 'agent.key'))) // after the stop: spawnSync would hold this process's server
     expect(await rejected(fetch(`${url}/v1/status`, { headers: { authorization: `Bearer ${token}` } }))).toBeInstanceOf(Error)
+    // The token is good no longer: its file goes with the API.
+    expect(await rejected(stat(event.tokenFile as string))).toMatchObject({ code: 'ENOENT' })
     // A listen address that is not loopback: one line, exit 1.
     await writeFile(file, `server = "${server.url()}"\nkey = "./agent.key"\n\n[control]\nlisten = "0.0.0.0:4040"\n`)
     const bad = programs.start(['up', '--config', file, '--json'])

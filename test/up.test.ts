@@ -97,11 +97,11 @@ describe('starsock up: one agent, many tunnels', () => {
     return file
   }
   const up = (file: string): Program => programs.start(['up', '--config', file, '--json'])
-  /** The first event `name` of mapping `id`. */
-  const eventOf = async (p: Program, name: string, id: string, ms = 20_000): Promise<Record<string, unknown>> => {
-    for (let i = 1; ; i++) {
+  /** The first (or `nth`) event `name` of mapping `id`. */
+  const eventOf = async (p: Program, name: string, id: string, ms = 20_000, nth = 1): Promise<Record<string, unknown>> => {
+    for (let i = 1, n = 0; ; i++) {
       const e = await p.event(name, ms, i)
-      if (e.id === id) return e
+      if (e.id === id && ++n === nth) return e
     }
   }
 
@@ -374,6 +374,53 @@ service = "web"
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
 
+  it('nobody answering the far person in time is final: one offer only, not retried until a reload', async () => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const p1 = await freePort()
+    // The far person has a minute; this side waits 2 s, then gives up.
+    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\nask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
+    await farProc.event('up')
+    const near = up(config('near.toml', `key = "near.key"\ntimeout_ms = 2000\n[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${p1}\nservice = "shell"\n`))
+    await eventOf(near, 'asking', 'shell')
+    expect(await eventOf(near, 'failed', 'shell')).toMatchObject({ code: 'E_TIMEOUT', final: true })
+    // A retry would come after 1 s and prompt the far person again.
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    expect(farProc.err().split('Allow? [y/N]')).toHaveLength(2)
+    expect(near.out().split('\n').filter((l) => l.includes('"event":"asking"'))).toHaveLength(1)
+    expect(await near.stop('SIGTERM')).toBe(0)
+    farProc.proc.stdin.end()
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 60_000)
+
+  it('SIGTERM while the far person is asked at start, or after a reload that asks, exits 0 at once with the mapping closed', async () => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    const far = peerIdOf(join(dir, 'far.key'))
+    const [p1, p2] = await Promise.all([freePort(), freePort()])
+    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\nask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
+    await farProc.event('up')
+    const forward = (port: number): string => `[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${port}\nservice = "shell"\n`
+    // At start: the first mapping waits for a person who never answers (both sides wait 60 s).
+    const near = up(config('near.toml', `key = "near.key"\n${forward(p1)}`))
+    await eventOf(near, 'asking', 'shell')
+    expect(await near.stop('SIGTERM', 15_000)).toBe(0)
+    expect(await eventOf(near, 'closed', 'shell', 1000)).toMatchObject({ why: 'closed' })
+    // After a reload that adds a mapping a person is asked about.
+    const file = config('near2.toml', 'key = "near2.key"\n')
+    const near2 = up(file)
+    await near2.event('up')
+    writeFileSync(file, `server = "${server.url()}"\nkey = "near2.key"\n${forward(p2)}`)
+    near2.proc.kill('SIGHUP')
+    await eventOf(near2, 'asking', 'shell')
+    expect(await near2.event('reload')).toMatchObject({ ok: true, added: ['shell'] })
+    expect(await near2.stop('SIGTERM', 15_000)).toBe(0)
+    expect(await eventOf(near2, 'closed', 'shell', 1000)).toMatchObject({ why: 'closed' })
+    farProc.proc.stdin.end()
+    expect(await farProc.stop('SIGTERM')).toBe(0)
+  }, 90_000)
+
   it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
     const db = await tcpEcho()
     cleanup.push(db)
@@ -401,7 +448,8 @@ to = "127.0.0.1:${db.port}"
     expect(failed).toMatchObject({ code: 'E_BIND_FAILED', final: false })
     const a = testBytes(30_000, 31)
     expectBytes(await tcpRoundTrip(p1, a), a, 'the other forward while one fails')
-    await eventOf(near, 'failed', 'taken')
+    // The second failure: a retry came, and the far side was still not asked.
+    expect(await eventOf(near, 'failed', 'taken', 20_000, 2)).toMatchObject({ code: 'E_BIND_FAILED', final: false })
     // The far side was asked for the forward that works only: a port taken here is found before asking.
     expect(farProc.out().split('\n').filter((l) => l.includes('"event":"offer"'))).toHaveLength(1)
     await new Promise<void>((resolve) => squatter.close(() => resolve()))
@@ -422,6 +470,24 @@ describe('starsock up: the server restarts', () => {
     for (const c of cleanup.splice(0)) await c.close()
     rmSync(dir, { recursive: true, force: true })
   })
+
+  it('a server not reachable at start is waited for (a line says so) and joined once it runs; SIGTERM while waiting exits 0', async () => {
+    const port = await freePort()
+    const file = join(dir, 'agent.toml')
+    writeFileSync(file, `server = "http://127.0.0.1:${port}"\nkey = "agent.key"\ntimeout_ms = 1000\n`)
+    const agent = programs.start(['up', '--config', file, '--json'])
+    expect(await agent.event('waiting', 20_000)).toMatchObject({ code: 'E_SERVER_UNREACHABLE' })
+    await agent.event('waiting', 20_000, 2)
+    expect(agent.proc.exitCode).toBeNull()
+    const serve = await programs.serve(port)
+    expect(await agent.event('up', 60_000)).toMatchObject({ server: serve.url })
+    expect(await agent.stop('SIGTERM')).toBe(0)
+    // Stopped while waiting: exit 0.
+    await serve.program.stop('SIGTERM')
+    const waiting = programs.start(['up', '--config', file, '--json'])
+    await waiting.event('waiting', 20_000)
+    expect(await waiting.stop('SIGTERM')).toBe(0)
+  }, 120_000)
 
   it('every mapping comes back by itself after the server stops and starts again; neither agent restarts', async () => {
     let serve = await programs.serve(0, ['--shutdown-grace-ms', '200'])

@@ -4,6 +4,8 @@
  * file (unchanged mappings are not touched; a bad file is one line and the running config stays);
  * SIGINT/SIGTERM stop it cleanly (exit 0).
  */
+import { randomBytes } from 'node:crypto'
+import { unlink } from 'node:fs/promises'
 import { Command } from 'commander'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
@@ -16,6 +18,10 @@ import { StatusReporter } from '../status.ts'
 import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from './config.ts'
 import { AgentRunner, describeEntry } from './runner.ts'
 import { controlTokenFile, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
+
+/** First and largest pause before the server is tried again at start. */
+const SERVER_RETRY_MS = 1000
+const SERVER_RETRY_MAX_MS = 30_000
 
 interface UpFlags {
   config: string
@@ -79,6 +85,9 @@ async function up (flags: UpFlags): Promise<number> {
 
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
+  // From here on SIGINT/SIGTERM stop cleanly (exit 0), also while starting (by default they would kill it).
+  let signalled = false
+  const stopping = interrupted().then(() => { signalled = true })
   const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
   let consent: TerminalConsent | undefined
   // Set once the agent runs (a UDP relay half could come before: its events then go unsaid).
@@ -96,7 +105,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     // An offer before the prompt exists (the first moments) is denied, not a crash.
     ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined
   }
-  const agent: SockAgent = await startAgent({
+  const flagsOf = {
     server: config.server,
     key: config.key,
     token: config.token,
@@ -104,7 +113,30 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     json: flags.json,
     takeover: flags.takeover,
     insecure: flags.insecure === true || config.insecure
-  }, agentOptions)
+  }
+  // A long-running agent (under a supervisor): a server not reachable yet is waited for, with backoff.
+  const starting = (async (): Promise<SockAgent> => {
+    const early = new StatusReporter(flags.json === true, () => ({ channelsOpen: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0 }))
+    for (let delay = SERVER_RETRY_MS; ; delay = Math.min(delay * 2, SERVER_RETRY_MAX_MS)) {
+      try {
+        return await startAgent(flagsOf, agentOptions)
+      } catch (err) {
+        if (signalled || !(err instanceof StarsockError) || err.code !== 'E_SERVER_UNREACHABLE') throw err
+        early.event('waiting', { code: err.code, message: err.message, retryMs: delay }, `waiting for the server: ${err.message} (${err.code}); trying again in ${delay / 1000} s`)
+        let timer: ReturnType<typeof setTimeout> | undefined
+        await Promise.race([new Promise((resolve) => { timer = setTimeout(resolve, delay) }), stopping])
+        clearTimeout(timer)
+        if (signalled) throw err
+      }
+    }
+  })()
+  await Promise.race([starting, stopping])
+  if (signalled) {
+    // Not joined yet: leave once it is (or gave up), without waiting for it here.
+    void starting.then(async (a) => await stopAgent(a), () => {})
+    return 0
+  }
+  const agent: SockAgent = await starting
   let runner: AgentRunner | undefined
   status = new StatusReporter(flags.json === true, () => {
     const t = runner?.totals()
@@ -129,21 +161,23 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}${unasked.length > 0 ? ` (services asked of a person are denied without a terminal: ${unasked.join(', ')})` : ''}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
   let control: ControlApi | undefined
+  // A token made here is kept next to the key (0600) for the tools that call the API, written before the API listens, removed when it stops; never printed.
+  const tokenFile = config.control !== undefined && config.control.token === undefined ? controlTokenFile(config.key) : undefined
   if (config.control !== undefined) {
     try {
-      control = await startControlApi({ runner, agent, listen: config.control.listen, token: config.control.token })
-      // A token made here is kept next to the key (0600) for the tools that call the API; never printed.
-      const tokenFile = config.control.token === undefined ? controlTokenFile(config.key) : undefined
-      if (tokenFile !== undefined) await writeControlToken(tokenFile, control.token)
+      const token = config.control.token ?? randomBytes(32).toString('base64url')
+      if (tokenFile !== undefined) await writeControlToken(tokenFile, token)
+      control = await startControlApi({ runner, agent, listen: config.control.listen, token })
       status.event('control', { url: control.url, tokenFile }, `control API on ${control.url} (token ${tokenFile === undefined ? 'from the config' : `in ${tokenFile}`})`)
     } catch (err) {
       await control?.close()
+      if (tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
       await stopAgent(agent)
       throw new ConfigError(`${config.file}: [control]: ${(err as Error).message}`, 'control', (err as Error).message)
     }
   }
-  await runner.apply(config.mappings)
-  status.start()
+  await Promise.race([runner.apply(config.mappings), stopping])
+  if (!signalled) status.start()
 
   // SIGHUP: read the file again; one line for a bad one, and what runs stays.
   let reloading: Promise<void> = Promise.resolve()
@@ -172,12 +206,13 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         (stale.length > 0 ? `; ${stale.join(', ')} changed: restart to apply` : ''))
     })
   })
-  const gone = await Promise.race([interrupted().then(() => undefined), lost(agent.peer, config.key)])
+  const gone = await Promise.race([stopping.then(() => undefined), lost(agent.peer, config.key)])
   onReload(() => {})
   await reloading
   status.stop()
   consent?.close()
   await control?.close()
+  if (control !== undefined && tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
   await runner.close()
   await stopAgent(agent)
   if (gone !== undefined) throw gone

@@ -6,6 +6,7 @@
  * and the field: `agent.toml:12: forward[1].listen: not [HOST:]PORT`.
  */
 import { readFile } from 'node:fs/promises'
+import { homedir } from 'node:os'
 import path from 'node:path'
 import { getStaticTOMLValue, parseTOML, type AST } from 'toml-eslint-parser'
 import { z } from 'zod'
@@ -26,6 +27,8 @@ export const MAX_MAPPINGS = 256
 export const MAX_SERVICES = 256
 /** Largest config file read. */
 export const MAX_CONFIG_BYTES = 1024 * 1024
+/** Longest time a timer can wait (Node fires a longer one after 1 ms). */
+export const MAX_TIMER_MS = 2_147_483_647
 
 /** A bad config file or mapping entry: `message` is one line, `FILE:LINE: FIELD: what is wrong`. */
 export class ConfigError extends Error {
@@ -249,15 +252,21 @@ const ruleSchema = z.string().transform((v, ctx) => {
   }
 })
 
+/** A whole number of milliseconds from `min` to `MAX_TIMER_MS`. */
+function milliseconds (min: number): z.ZodNumber {
+  const range = `a whole number of milliseconds, ${min} to ${MAX_TIMER_MS} (about 24.8 days)`
+  return z.number({ message: `must be ${range}` }).int({ message: `must be ${range}` }).min(min, { message: `must be ${range}` }).max(MAX_TIMER_MS, { message: `must be ${range}` })
+}
+
 const configSchema = z.strictObject({
   server: z.string().min(1, { message: 'must be a server URL' }).optional(),
   key: z.string().min(1, { message: 'must be a file path' }).optional(),
   token: z.string().optional(),
   insecure: z.boolean().default(false),
   allow: z.array(ruleSchema).max(1024, { message: 'at most 1024 rules' }).default([]),
-  timeout_ms: z.number().int().min(1, { message: 'must be a whole number of milliseconds, at least 1' }).default(60_000),
-  lease_ms: z.number().int().min(0, { message: 'must be a whole number of milliseconds' }).default(30_000),
-  ask_timeout_ms: z.number().int().min(1000, { message: 'must be a whole number of milliseconds, at least 1000' }).default(60_000),
+  timeout_ms: milliseconds(1).default(60_000),
+  lease_ms: milliseconds(0).default(30_000),
+  ask_timeout_ms: milliseconds(1000).default(60_000),
   services: z.record(serviceName, serviceSchema).default({}),
   forward: z.array(z.unknown()).default([]),
   expose: z.array(z.unknown()).default([]),
@@ -288,6 +297,11 @@ export function formatPath (p: Path): string {
   return out
 }
 
+/** `text` with control characters escaped (`\\u001b`): an error is one line, and a file cannot drive the terminal. */
+export function escapeControls (text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+}
+
 /** A zod failure as one line: the first issue (after the path, the message). */
 function firstIssue (error: z.ZodError, base: Path, input: unknown): { path: PropertyKey[], message: string } {
   const issue = error.issues[0] as z.core.$ZodIssue
@@ -300,10 +314,16 @@ function firstIssue (error: z.ZodError, base: Path, input: unknown): { path: Pro
     message = `name: ${issue.issues[0]?.message ?? 'not a valid name'}`
   } else if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) {
     message = 'missing (required)'
+  } else if (issue.code === 'invalid_type' && issue.expected === 'int') {
+    if (/^Invalid input/.test(message)) message = 'must be a whole number'
   } else if (issue.code === 'invalid_type') {
     message = `must be ${issue.expected === 'number' ? 'a number' : issue.expected === 'boolean' ? 'true or false' : issue.expected === 'array' ? 'a list' : issue.expected === 'object' ? 'a table' : `a ${issue.expected}`}`
+  } else if (issue.code === 'too_big' && /^Too big/.test(message)) {
+    message = `must be at most ${String(issue.maximum)}${issue.origin === 'string' ? ' characters' : issue.origin === 'array' ? ' entries' : ''}`
+  } else if (issue.code === 'too_small' && /^Too small/.test(message)) {
+    message = `must be at least ${String(issue.minimum)}${issue.origin === 'string' ? ' characters' : issue.origin === 'array' ? ' entries' : ''}`
   }
-  return { path: p, message }
+  return { path: p.map((x) => typeof x === 'string' ? escapeControls(x) : x), message: escapeControls(message) }
 }
 
 /** The value at `p` inside `input` (`undefined` when there is none). */
@@ -423,13 +443,30 @@ export function parseMappingEntry (kind: MappingKind, value: unknown): MappingEn
 
 /** A stable text of an entry, equal for equal entries whatever the key order (for `apply`'s diff). */
 export function canonicalEntry (entry: MappingEntry): string {
+  // The same allowlist in another order or spelling ("127.0.0.1" and "127.0.0.1/32") is no change: it must not restart the mapping.
+  const normal: Record<string, unknown> = { ...entry }
+  if (entry.allowFrom !== undefined) normal.allowFrom = [...new Set(entry.allowFrom.map(normalCidr))].sort()
+  if (entry.kind === 'socks' && entry.users !== undefined) normal.users = [...new Map(entry.users.map((u) => [JSON.stringify([u.user, u.pass]), u])).entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map(([, u]) => u)
   const sort = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(sort)
     if (v === null || typeof v !== 'object') return v
     const o = v as Record<string, unknown>
     return Object.fromEntries(Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => [k, sort(o[k])]))
   }
-  return JSON.stringify(sort(entry))
+  return JSON.stringify(sort(normal))
+}
+
+/** `ADDRESS/PREFIX` with the address in its usual form (IPv6 compressed, lower case); an entry that is not one stays as is. */
+function normalCidr (entry: string): string {
+  const m = /^([^/\s]+)(?:\/(\d{1,3}))?$/.exec(entry)
+  if (m === null) return entry
+  const address = m[1] as string
+  const v6 = address.includes(':')
+  let ip = address
+  if (v6) {
+    try { ip = new URL(`http://[${address}]`).hostname.slice(1, -1) } catch { return entry }
+  }
+  return `${ip}/${m[2] === undefined ? (v6 ? 128 : 32) : Number(m[2])}`
 }
 
 /** The rules the services imply: `service:NAME` for everyone, or `service:NAME@PEERID` for each of `peers`. */
@@ -450,11 +487,11 @@ export function serviceRules (services: Record<string, ServiceConfig>): SockRule
 export function parseConfig (text: string, file: string, env: Record<string, string | undefined> = {}): AgentConfig {
   const shown = file
   const fail = (line: number, field: string, problem: string): never => {
-    throw new ConfigError(`${shown}:${line}: ${field}: ${problem}`, field, problem, line)
+    throw new ConfigError(escapeControls(`${shown}:${line}: ${field}: ${problem}`), field, problem, line)
   }
   let ast: ReturnType<typeof parseTOML>
   try {
-    ast = parseTOML(text)
+    ast = parseTOML(text.startsWith('\ufeff') ? text.slice(1) : text)
   } catch (err) {
     const e = err as { lineNumber?: number, message?: string }
     return fail(e.lineNumber ?? 1, 'syntax', `not valid TOML: ${(e.message ?? String(err)).split('\n')[0] ?? ''}`)
@@ -471,7 +508,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
   if (server === undefined || server === '') fail(1, 'server', 'missing: set server = "http://HOST:PORT" here, or STARSOCK_SERVER')
   const mappings: MappingEntry[] = []
   const ids = new Map<string, string>()
-  const listens = new Map<string, string>()
+  const listens: Array<{ proto: string, ip: string, port: number, where: string }> = []
   for (const kind of MAPPING_KINDS) {
     const list = c[kind]
     list.forEach((raw, i) => {
@@ -487,10 +524,12 @@ export function parseConfig (text: string, file: string, env: Record<string, str
       ids.set(entry.id, where)
       if (entry.kind !== 'expose' && entry.listen.port !== 0) {
         const p = entry.kind === 'socks' ? 'tcp' : entry.proto
-        const key = `${p}|${entry.listen.ip}|${entry.listen.port}`
-        const at = listens.get(key)
-        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${entry.listen.ip}:${entry.listen.port} is already listened on by ${at}`)
-        listens.set(key, where)
+        const ip = entry.listen.ip === 'localhost' ? '127.0.0.1' : entry.listen.ip.toLowerCase()
+        const wildcard = (a: string): boolean => a === '0.0.0.0' || a === '::'
+        // A wildcard takes the port on every address: it clashes with any other listen on it.
+        const at = listens.find((l) => l.proto === p && l.port === entry.listen.port && (l.ip === ip || wildcard(l.ip) || wildcard(ip)))
+        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${entry.listen.ip}:${entry.listen.port} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${at.ip}:${at.port}: a wildcard address takes the port on every address)`}`)
+        listens.push({ proto: p, ip, port: entry.listen.port, where })
       }
       mappings.push(entry)
     })
@@ -501,7 +540,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
   return {
     file,
     server: server as string,
-    key: c.key === undefined ? env.STARSOCK_KEY ?? defaultKeyFile() : path.resolve(folder, c.key),
+    key: c.key === undefined ? env.STARSOCK_KEY ?? defaultKeyFile() : path.resolve(folder, c.key === '~' || c.key.startsWith('~/') ? path.join(homedir(), c.key.slice(1)) : c.key),
     token: c.token ?? env.STARSOCK_TOKEN,
     insecure: c.insecure,
     allow: c.allow,

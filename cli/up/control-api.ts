@@ -10,7 +10,7 @@
  * within the request timeout; no CORS headers are sent, so no other page can read an answer.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { rename, writeFile } from 'node:fs/promises'
+import { open, rename, unlink } from 'node:fs/promises'
 import http from 'node:http'
 import { isIP, type AddressInfo } from 'node:net'
 import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
@@ -18,7 +18,7 @@ import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
-import { ConfigError, parseMappingEntry, type MappingEntry, type MappingKind } from './config.ts'
+import { ConfigError, MAX_MAPPINGS, parseMappingEntry, type MappingEntry, type MappingKind } from './config.ts'
 import type { AgentRunner, MappingStatus } from './runner.ts'
 import { BadRequest, CONTROL_MAX_ALLOCATIONS, CONTROL_REFRESH_MS, ControlSockets, parseSocketSend, parseSocketStart, parseSocketStop } from './control-sockets.ts'
 
@@ -29,7 +29,9 @@ export const CONTROL_REQUEST_TIMEOUT_MS = 30_000
 /** `POST /v1/mappings` answers 202 (still starting) when the first attempt takes longer than this (a person asked, a peer not online yet). */
 export const CONTROL_ADD_WAIT_MS = 10_000
 /** Connections the API holds at once. */
-const MAX_CONNECTIONS = 32
+const MAX_CONNECTIONS = 64
+/** Headers must arrive within this long: a client sending them slowly holds a connection no longer. */
+const HEADERS_TIMEOUT_MS = 3_000
 
 /** What the control API uses of the runner. */
 export type ControlRunner = Pick<AgentRunner, 'add' | 'remove' | 'list' | 'get'>
@@ -73,10 +75,17 @@ export function controlTokenFile (keyFile: string): string {
   return `${keyFile}.control-token`
 }
 
-/** Write `token` to `file` with mode 0600 (whole or not at all); settles once written. */
+/** Write `token` to `file` with mode 0600 (whole or not at all); settles once written. The temporary file is made anew ('wx'): a file or symlink already at its path is removed, never written through. */
 export async function writeControlToken (file: string, token: string): Promise<void> {
   const tmp = `${file}.${process.pid}.tmp`
-  await writeFile(tmp, token + '\n', { mode: 0o600 })
+  await unlink(tmp).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err })
+  const handle = await open(tmp, 'wx', 0o600)
+  try {
+    await handle.writeFile(token + '\n')
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
   await rename(tmp, file)
 }
 
@@ -145,7 +154,7 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
   const routes = new Routes(options, sockets, Math.min(CONTROL_ADD_WAIT_MS, Math.floor(timeoutMs / 2)))
 
   // requireHostHeader off: a request without Host gets the same JSON 403 as one with a foreign Host.
-  const server = http.createServer({ requestTimeout: timeoutMs + 5_000, headersTimeout: Math.min(timeoutMs, 10_000) + 1_000, requireHostHeader: false, connectionsCheckingInterval: 2_000 }, (req, res) => {
+  const server = http.createServer({ requestTimeout: timeoutMs + 5_000, headersTimeout: Math.min(timeoutMs + 1_000, HEADERS_TIMEOUT_MS), requireHostHeader: false, connectionsCheckingInterval: 1_000 }, (req, res) => {
     serve(req, res).catch((err: unknown) => {
       logger.error({ err: err instanceof Error ? err.message : String(err) }, 'control api: request failed')
       if (!res.headersSent) reply(res, 500, { error: { code: 'E_INTERNAL', message: 'Internal error' } })
@@ -153,10 +162,11 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
     })
   })
   server.maxConnections = MAX_CONNECTIONS
-  server.on('clientError', (_err, socket) => {
-    // Malformed HTTP.
-    const body = JSON.stringify({ error: { code: 'E_BAD_REQUEST', message: 'Malformed HTTP request' } }) + '\n'
-    if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Malformed HTTP, or headers (or a request) that did not arrive in time.
+    const late = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+    const body = JSON.stringify({ error: late ? { code: 'E_TIMEOUT', message: 'The request did not arrive in time' } : { code: 'E_BAD_REQUEST', message: 'Malformed HTTP request' } }) + '\n'
+    if (socket.writable) socket.end(`HTTP/1.1 ${late ? '408 Request Timeout' : '400 Bad Request'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\n\r\n${body}`)
     else socket.destroy()
   })
 
@@ -305,6 +315,7 @@ class Routes {
         }
         const exists = (): ApiError => new ApiError(409, 'E_BAD_REQUEST', `A mapping ${entry.id} exists already: remove it first, or give this one another name`)
         if (runner.get(entry.id) !== undefined) throw exists()
+        if (runner.list().length >= MAX_MAPPINGS) throw new ApiError(409, 'E_BAD_REQUEST', `The agent runs its maximum of mappings: ${MAX_MAPPINGS} (remove one first)`)
         const adding = runner.add(entry)
         // Settles after the first attempt, which may wait for a person or a peer: not for long here.
         let timer: ReturnType<typeof setTimeout> | undefined
@@ -314,6 +325,7 @@ class Routes {
           if (added !== undefined) return { status: 201, value: statusJson(added) }
         } catch (err) {
           if (err instanceof TypeError) throw exists() // added meanwhile by another request
+          if (err instanceof RangeError) throw new ApiError(409, 'E_BAD_REQUEST', `The agent runs its maximum of mappings: ${err.message}`)
           throw err
         } finally {
           clearTimeout(timer)

@@ -13,7 +13,7 @@ import net from 'node:net'
 import { bindUdp, listenTcp } from '../../client/sock/host.node.ts'
 import { Socks } from '../../client/sock/socks.node.ts'
 import { AcceptTunnel, Expose, Forward, type Tunnel, type TunnelStats } from '../../client/sock/tunnel.node.ts'
-import { canonicalEntry, type MappingEntry, type MappingKind } from './config.ts'
+import { canonicalEntry, MAX_MAPPINGS, type MappingEntry, type MappingKind } from './config.ts'
 
 /** Where a mapping is: `starting` (first attempt under way), `up`, `away` (waiting for the peer or the server, asking again by itself), `failed` (see `error`; retried unless final), `closed`. */
 export type MappingState = 'starting' | 'up' | 'away' | 'failed' | 'closed'
@@ -54,8 +54,8 @@ export interface StartableTunnel {
 export const RETRY_DELAY_MS = 1000
 export const RETRY_DELAY_MAX_MS = 30_000
 
-/** Errors after which a mapping is not retried: a person or a rule of the peer said no, or a person killed it. */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED'])
+/** Errors after which a mapping is not retried: a person or a rule of the peer said no, a person killed it, or the peer cannot do it. */
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED'])
 
 const EMPTY_STATS: TunnelStats = {
   channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0, state: 'closed',
@@ -124,6 +124,8 @@ interface Running {
   /** Figures of the tunnels this mapping had before the current one. */
   past: TunnelStats
   closed: boolean
+  /** The peer said a person is asked during the current attempt: nobody answering is final then (asking again would prompt them anew). */
+  asked: boolean
   offs: Array<() => void>
 }
 
@@ -147,8 +149,9 @@ export class AgentRunner {
    * Run exactly `entries`: those whose id and content are unchanged are not touched (`kept`),
    * changed ones are closed and started anew (`changed`), new ones started (`added`), missing ones
    * closed (`removed`); a failed one whose entry is unchanged is started again at once (a reload
-   * is a way to say "try again"). Settles once each started mapping's first attempt settled
-   * (`up`, `away` or `failed`); other calls (`remove`, `list`) need not wait for that.
+   * is a way to say "try again"). Settles once the diff is applied (old ones closed, new ones
+   * started), not when the new ones are up: a first attempt may wait a minute for a person, and a
+   * reload or a shutdown must not wait with it; their `ready`/`failed` events tell the rest.
    */
   async apply (entries: readonly MappingEntry[]): Promise<{ added: string[], changed: string[], removed: string[], kept: string[] }> {
     const seen = new Set<string>()
@@ -156,7 +159,7 @@ export class AgentRunner {
       if (seen.has(e.id)) throw new TypeError(`two mappings have the id ${e.id}`)
       seen.add(e.id)
     }
-    const { result, starting } = await this.serial(async () => {
+    return await this.serial(async () => {
       const result = { added: [] as string[], changed: [] as string[], removed: [] as string[], kept: [] as string[] }
       const next = new Map(entries.map((e) => [e.id, e]))
       const stop: Running[] = []
@@ -173,22 +176,20 @@ export class AgentRunner {
       }
       // Gone and changed ones first: a changed mapping may want its own old port.
       await Promise.all(stop.map(async (r) => await this.stop(r, next.has(r.entry.id) ? 'changed' : 'removed')))
-      const starting: Array<Promise<void>> = []
       for (const entry of entries) {
         if (this.running.has(entry.id)) continue
         if (!result.changed.includes(entry.id)) result.added.push(entry.id)
-        starting.push(this.launch(entry))
+        void this.launch(entry) // a failure is its state, never thrown
       }
-      return { result, starting }
+      return result
     })
-    await Promise.all(starting)
-    return result
   }
 
-  /** Start one more mapping; throws a `TypeError` when its id is in use. Settles with its status after the first attempt. */
+  /** Start one more mapping; throws a `TypeError` when its id is in use, a `RangeError` when `MAX_MAPPINGS` run. Settles with its status after the first attempt. */
   async add (entry: MappingEntry): Promise<MappingStatus> {
     const { r, first } = await this.serial(async () => {
       if (this.running.has(entry.id)) throw new TypeError(`a mapping with the id ${entry.id} exists`)
+      if (this.running.size >= MAX_MAPPINGS) throw new RangeError(`${this.running.size} mappings run (at most ${MAX_MAPPINGS}): remove one first`)
       const first = this.launch(entry)
       return { r: this.running.get(entry.id) as Running, first }
     })
@@ -230,7 +231,7 @@ export class AgentRunner {
     return t
   }
 
-  /** Close every mapping (the agent stays; close it after). */
+  /** Close every mapping (the agent stays; close it after); an attempt still waiting for an answer is aborted, not awaited. */
   async close (): Promise<void> {
     this.closed = true
     await this.serial(async () => {
@@ -265,7 +266,7 @@ export class AgentRunner {
   private launch (entry: MappingEntry): Promise<void> {
     const r: Running = {
       entry, canon: canonicalEntry(entry), state: 'starting', tunnel: undefined, abort: new AbortController(), error: undefined, final: false,
-      attempts: 0, retryTimer: undefined, retryAt: undefined, usable: undefined, past: { ...EMPTY_STATS, droppedBy: { ...EMPTY_STATS.droppedBy } }, closed: false, offs: []
+      attempts: 0, retryTimer: undefined, retryAt: undefined, usable: undefined, past: { ...EMPTY_STATS, droppedBy: { ...EMPTY_STATS.droppedBy } }, closed: false, asked: false, offs: []
     }
     // Registered at once: the caller's lock covers the table, not the wait for the peer's answer.
     this.running.set(entry.id, r)
@@ -277,6 +278,7 @@ export class AgentRunner {
     if (r.closed || this.closed) return
     r.attempts++
     r.retryAt = undefined
+    r.asked = false
     r.abort = new AbortController()
     const { entry } = r
     // A port taken here fails before the peer is asked: a retry must not prompt its person each time.
@@ -315,6 +317,8 @@ export class AgentRunner {
         if (back) this.event('back', r, { address: r.usable ?? tunnel.address, secure: m.secure }, `back: ${describeEntry(entry, r.usable)}`)
       }),
       tunnel.on('asking', ({ timeoutMs }) => {
+        if (r.tunnel !== tunnel || r.closed) return
+        r.asked = true
         this.event('asking', r, { timeoutMs }, `waiting for ${entry.peer} to answer (a person is asked), up to ${Math.round(Math.min(timeoutMs, this.timeoutMs) / 1000)} s`)
       }),
       tunnel.on('connection', ({ src }) => this.event('connection', r, { src }, `connection from ${addr(src)}`)),
@@ -357,9 +361,12 @@ export class AgentRunner {
     if (r.closed) return
     r.state = 'failed'
     r.error = error
-    r.final = final || (FINAL_CODES.has(error.code) && error.remote !== true) || this.agent.isClosed
+    // A person was asked and nobody answered in time: trying again would prompt them anew each time, for ever.
+    const unanswered = error.code === 'E_TIMEOUT' && r.asked
+    r.final = final || unanswered || (FINAL_CODES.has(error.code) && error.remote !== true) || this.agent.isClosed
     if (r.final) {
-      this.event('failed', r, { code: error.code, message: error.message, final: true }, `failed: ${error.message} (${error.code}); not retried${FINAL_CODES.has(error.code) ? ' (a final answer): reload the config to try again' : ''}`)
+      const why = unanswered ? ' (a person was asked and nobody answered): reload the config to ask again' : FINAL_CODES.has(error.code) ? ' (a final answer): reload the config to try again' : ''
+      this.event('failed', r, { code: error.code, message: error.message, final: true }, `failed: ${error.message} (${error.code}); not retried${why}`)
       return
     }
     const delay = Math.min(RETRY_DELAY_MS * 2 ** Math.min(r.attempts - 1, 10), RETRY_DELAY_MAX_MS)

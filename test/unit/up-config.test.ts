@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url'
+import { homedir } from 'node:os'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { canonicalEntry, ConfigError, loadConfig, parseConfig, parseMappingEntry } from '../../cli/up/config.ts'
@@ -145,6 +146,43 @@ describe('starsock up config', () => {
     expect(errorOf(many)).toBe('agent.toml:1: config: 257 mappings; at most 256')
     expect(() => parseMappingEntry('forward', { peer: PEER, listen: 1, to: 'a'.repeat(60_000) + ':1' })).toThrow(/^to: not HOST:PORT/)
     expect(() => parseMappingEntry('forward', { peer: PEER.repeat(100), listen: 1, to: 'a:1' })).toThrow(/^peer: not a peer id/)
+  })
+
+  it('timers are bounded (over 2^31-1 ms a timer fires at once) and say so in plain words', () => {
+    expect(errorOf(SERVER + 'timeout_ms = 2147483648\n')).toBe('agent.toml:2: timeout_ms: must be a whole number of milliseconds, 1 to 2147483647 (about 24.8 days)')
+    expect(errorOf(SERVER + 'lease_ms = 1e12\n')).toBe('agent.toml:2: lease_ms: must be a whole number of milliseconds, 0 to 2147483647 (about 24.8 days)')
+    expect(errorOf(SERVER + 'ask_timeout_ms = 1500.5\n')).toBe('agent.toml:2: ask_timeout_ms: must be a whole number of milliseconds, 1000 to 2147483647 (about 24.8 days)')
+    expect(parseConfig(SERVER + 'timeout_ms = 2147483647\n', 'agent.toml').timeoutMs).toBe(2_147_483_647)
+  })
+
+  it('an error line escapes control characters (a key cannot drive the terminal)', () => {
+    const message = errorOf(SERVER + '"x\\u001b[2Jy" = 1\n')
+    expect(message).not.toMatch(/[\u0000-\u001f]/)
+    expect(message).toContain('x\\u001b[2Jy')
+  })
+
+  it('canonicalEntry ignores the order and spelling of allow_from and the order of users (no restart on reload)', () => {
+    const a = parseMappingEntry('forward', { peer: PEER, listen: 1, to: 'a:1', allow_from: ['10.0.0.0/8', '127.0.0.1', '::1'] })
+    const b = parseMappingEntry('forward', { peer: PEER, listen: 1, to: 'a:1', allow_from: ['0:0:0:0:0:0:0:1/128', '127.0.0.1/32', '10.0.0.0/8', '127.0.0.1'] })
+    expect(canonicalEntry(a)).toBe(canonicalEntry(b))
+    expect(canonicalEntry(a)).not.toBe(canonicalEntry(parseMappingEntry('forward', { peer: PEER, listen: 1, to: 'a:1', allow_from: ['10.0.0.0/16', '127.0.0.1', '::1'] })))
+    const users = [{ user: 'a', pass: 'p1' }, { user: 'b', pass: 'p2' }]
+    expect(canonicalEntry(parseMappingEntry('socks', { peer: PEER, listen: 1, users }))).toBe(canonicalEntry(parseMappingEntry('socks', { peer: PEER, listen: 1, users: [...users].reverse() })))
+    expect(canonicalEntry(parseMappingEntry('socks', { peer: PEER, listen: 1, users }))).not.toBe(canonicalEntry(parseMappingEntry('socks', { peer: PEER, listen: 1, users: [{ user: 'a', pass: 'p3' }, users[1]] })))
+  })
+
+  it('a wildcard listen clashes with any address on its port; localhost is 127.0.0.1', () => {
+    const two = (a: string, b: string): string => SERVER + `[[forward]]\npeer = "${PEER}"\nlisten = "${a}"\nto = "a:1"\n[[socks]]\npeer = "${PEER}"\nlisten = "${b}"\n`
+    expect(errorOf(two('0.0.0.0:8080', '127.0.0.1:8080'))).toMatch(/^agent\.toml:\d+: socks\[0\]\.listen: tcp 127\.0\.0\.1:8080 is already listened on by forward\[0\]/)
+    expect(errorOf(two('127.0.0.1:8080', '[::]:8080'))).toMatch(/socks\[0\]\.listen: tcp :::8080 is already listened on by forward\[0\]/)
+    expect(errorOf(two('localhost:8080', '127.0.0.1:8080'))).toMatch(/socks\[0\]\.listen: tcp 127\.0\.0\.1:8080 is already listened on/)
+    expect(parseConfig(two('127.0.0.1:8080', '127.0.0.2:8080'), 'agent.toml').mappings).toHaveLength(2)
+  })
+
+  it('key = "~/..." is in the home folder; a UTF-8 BOM at the start is skipped', () => {
+    const c = parseConfig('\ufeff' + SERVER + 'key = "~/starsock/agent.key"\n', '/etc/starsock/agent.toml')
+    expect(c.key).toBe(path.join(homedir(), 'starsock', 'agent.key'))
+    expect(parseConfig(SERVER + 'key = "k"\n', '/etc/starsock/agent.toml').key).toBe('/etc/starsock/k')
   })
 
   it('a file that cannot be read is one line too', async () => {
