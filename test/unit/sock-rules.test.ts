@@ -200,7 +200,10 @@ describe('ruleForOffer (what an always answer adds)', () => {
     ['a service', { kind: 'service', proto: 'tcp', host: '', port: 0, name: '', service: 'web' }, `service:web@${PEER}`],
     ['an accept for a service', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '', service: 'ssh' }, `service:ssh@${PEER}`],
     ['a plain accept (no rule kind says it)', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '' }, undefined],
-    ['a file', { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 1 }, `file@${PEER}`]
+    // Each file is asked: a yes to one is no yes to every file from that peer.
+    ['a file (each file is asked)', { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 1 }, undefined],
+    // A rule cannot carry the list: it would grant the same bind open to anyone.
+    ['a bind with allowFrom', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 8080, name: '', allowFrom: ['10.0.0.0/8'] }, undefined]
   ])('%s', (_, offer, expected) => {
     const text = ruleForOffer(offer, PEER)
     expect(text).toBe(expected)
