@@ -325,6 +325,20 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
   })
 
+  it('closed while it starts: start() rejects with E_ABORTED and the port is free (bound again here)', async () => {
+    const far = await agent()
+    const near = await agent()
+    const port = await closedPort()
+    const socks = new Socks(near, { peer: far.peer.peerId, timeoutMs: 10_000 })
+    const started = socks.start({ ip: '127.0.0.1', port })
+    void socks.close() // while the peer is dialed
+    await expect(within('start to settle', started)).rejects.toMatchObject({ code: 'E_ABORTED' })
+    expect(socks.state).toBe('closed')
+    const again = net.createServer()
+    await within('the port to be bound again', new Promise<void>((resolve, reject) => { again.once('error', reject); again.listen(port, '127.0.0.1', resolve) }))
+    await new Promise((resolve) => again.close(resolve))
+  })
+
   it('a peer not online yet: with waitForPeer the proxy listens away (0x01) and serves once it joins; without, start fails and nothing listens', async () => {
     const port = await echo()
     const identity = await createIdentity()

@@ -241,6 +241,8 @@ export class Socks extends Tunnel {
       }
       offline = err
     }
+    // Closed while the peer was dialed: nothing is listened on.
+    if (this.stopped) throw new StarsockError('E_ABORTED', 'Proxy closed while it started')
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.take(socket))
     this.server = server
     try {
@@ -248,6 +250,11 @@ export class Socks extends Tunnel {
     } catch (err) {
       this.stop(undefined)
       throw err
+    }
+    if (this.stopped) {
+      // Closed while the port was bound (`shutdown` came before the listening): free it.
+      server.close()
+      throw new StarsockError('E_ABORTED', 'Proxy closed while it started')
     }
     if (offline !== undefined) this.dropped(offline)
   }

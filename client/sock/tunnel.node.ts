@@ -514,6 +514,11 @@ abstract class LocalListener extends Tunnel {
       this.stop(undefined)
       throw err
     }
+    if (this.stopped) {
+      // Closed while the port was bound (`shutdown` came before the listening): free it.
+      this.shutdown()
+      throw new StarsockError('E_ABORTED', 'Tunnel closed while it started')
+    }
     if (this.listenFirst) await ask()
     if (offline !== undefined) this.dropped(offline) // listening; asks until the peer is online
   }
