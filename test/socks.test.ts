@@ -123,6 +123,49 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(socks.state).toBe('up')
   })
 
+  it('targets in their canonical form: [0::1] and ::1, LOCALHOST and localhost. are one offer each; an IPv4-mapped IPv6 address is offered as IPv4 (an IPv4 rule matches)', async () => {
+    const port = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:[::1]:${port}`, `connect/tcp:localhost:${port}`] })
+    const offers: string[] = []
+    far.on('offer', (o) => offers.push(o.text))
+    const viaSocks = async (host: string): Promise<void> => {
+      const { socket } = await within(`a SOCKS5 CONNECT to ${host}`, SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host, port } }))
+      const data = testBytes(4096, host.length)
+      expectBytes(await roundTrip(socket, data), data, `the bytes to ${host}`)
+    }
+    await viaSocks('::1')
+    expectBytes(await roundTrip(await httpConnect(proxy, `[0::1]:${port}`), testBytes(100, 1)), testBytes(100, 1), 'the bytes to [0::1]')
+    await viaSocks('LOCALHOST')
+    await viaSocks('localhost.')
+    // A domain that is an address is that address; ::ffff:127.0.0.1 (atyp 4) is 127.0.0.1.
+    const mapped = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1])
+    const p = Buffer.from([port >> 8, port & 0xff])
+    const r = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x04]), mapped, p]), '127.0.0.1', undefined, 12)
+    expect(r.data[3]).toBe(0x00)
+    const name = Buffer.from('127.0.0.1')
+    const d = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, p]), '127.0.0.1', undefined, 12)
+    expect(d.data[3]).toBe(0x00)
+    expect(offers).toEqual([`connect/tcp [::1]:${port}`, `connect/tcp localhost:${port}`, `connect/tcp 127.0.0.1:${port}`])
+    expect(socks.stats().failures).toBe(0)
+  })
+
+  it('a SOCKS5 domain or HTTP CONNECT host that is not a host name (a port, brackets, a zone, an empty label) gets 0x04 / 400 and no offer', async () => {
+    const port = await echo()
+    const { far, port: proxy } = await setup({ ask: () => true })
+    let offers = 0
+    far.on('offer', () => offers++)
+    for (const host of ['127.0.0.1:22', '[127.0.0.1:22]', '[::1]', 'fe80::1%eth0', 'a..b', 'a b', `${'a'.repeat(64)}.com`, '.']) {
+      const name = Buffer.from(host, 'latin1')
+      const r = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, Buffer.from([port >> 8, port & 0xff])]))
+      expect(r.data[3], `the SOCKS5 reply for ${host}`).toBe(0x04)
+    }
+    for (const target of [`a%b:${port}`, `[127.0.0.1]:${port}`, `a..b:${port}`, `[fe80::1%25eth0]:${port}`]) {
+      const h = await raw(proxy, `CONNECT ${target} HTTP/1.1\r\n\r\n`)
+      expect(h.data.toString('latin1'), `the HTTP answer for ${target}`).toMatch(/^HTTP\/1\.1 400 /)
+    }
+    expect(offers).toBe(0)
+  })
+
   it('a target the far side denies: SOCKS5 reply 0x02 and HTTP 403; the denial is remembered, so the person is asked once', async () => {
     const port = await echo()
     let asked = 0

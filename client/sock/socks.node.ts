@@ -167,6 +167,34 @@ function ipv6Text (b: Buffer): string {
   return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`
 }
 
+/** An RFC 1123 host name (letters, digits, `-`, `_` in labels of 1 to 63, at most 253 in all), after `canonicalHost` took off a trailing dot. */
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*$/
+
+/**
+ * A target host in the one form it is keyed, offered and shown by: an IPv4 address as is, an IPv6
+ * address in its short form (RFC 5952), an IPv4-mapped IPv6 address as the IPv4 one, a name lower
+ * case without a trailing dot; `undefined` for anything else (a zone `%`, a port, brackets, ...).
+ */
+export function canonicalHost (text: string): string | undefined {
+  if (net.isIPv4(text)) return text
+  if (net.isIPv6(text)) {
+    if (text.includes('%')) return undefined // a zone names an interface here, not there
+    let short: string
+    try {
+      short = new URL(`http://[${text}]`).hostname.slice(1, -1)
+    } catch {
+      return undefined
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(short)
+    if (mapped === null) return short
+    const hi = parseInt(mapped[1] as string, 16)
+    const lo = parseInt(mapped[2] as string, 16)
+    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`
+  }
+  const name = text.endsWith('.') ? text.slice(0, -1) : text
+  return HOST_NAME.test(name) ? name.toLowerCase() : undefined
+}
+
 /** Compare two strings in time that depends on neither's content (digests of equal length). */
 function sameSecret (a: string, b: string): boolean {
   const da = crypto.createHash('sha256').update(a).digest()
@@ -381,7 +409,7 @@ export class Socks extends Tunnel {
     let host: string
     if (atyp === 0x01) host = [...await reader.bytes(4)].join('.')
     else if (atyp === 0x04) host = ipv6Text(await reader.bytes(16))
-    else if (atyp === 0x03) host = (await reader.bytes(await reader.byte())).toString('latin1')
+    else if (atyp === 0x03) host = (await reader.bytes(await reader.byte())).toString('latin1') // an IP here is taken as that IP (canonicalHost)
     else {
       reply(REP.addressType)
       throw new Answered()
@@ -391,11 +419,12 @@ export class Socks extends Tunnel {
       reply(REP.command) // BIND and UDP ASSOCIATE are not offered
       throw new Answered()
     }
-    if (!isHost(host) || port === 0) {
-      reply(REP.host)
+    const canonical = canonicalHost(host)
+    if (canonical === undefined || !isHost(canonical) || port === 0) {
+      reply(REP.host) // before any offer: the peer's person never sees a misleading target
       throw new Answered()
     }
-    return { target: { host, port }, answer: (refusal) => reply(refusal?.rep ?? REP.ok) }
+    return { target: { host: canonical, port }, answer: (refusal) => reply(refusal?.rep ?? REP.ok) }
   }
 
   /** An HTTP request after its first byte: only CONNECT host:port, with Basic auth when users are set. */
@@ -430,9 +459,11 @@ export class Socks extends Tunnel {
       }
     }
     const t = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(m[2] as string)
-    const host = t?.[1] ?? t?.[2] ?? ''
+    const inBrackets = t?.[1]
+    // In brackets only IPv6; without, an IPv4 address or a host name.
+    const host = inBrackets !== undefined ? (net.isIPv6(inBrackets) ? canonicalHost(inBrackets) : undefined) : canonicalHost(t?.[2] ?? '')
     const port = Number(t?.[3] ?? 0)
-    if (t === null || !isHost(host) || port < 1 || port > 65535) {
+    if (t === null || host === undefined || !isHost(host) || port < 1 || port > 65535) {
       status(400, 'Bad Request')
       throw new Answered()
     }
@@ -460,7 +491,7 @@ export class Socks extends Tunnel {
   private async open (target: Target, src: SockAddress): Promise<Channel> {
     const away = this.awayError()
     if (away !== undefined) throw away
-    const key = `${target.host.toLowerCase()}|${target.port}`
+    const key = `${target.host}|${target.port}` // canonical (canonicalHost)
     const denied = this.denials.get(key)
     if (denied !== undefined) {
       if (Date.now() < denied.until) throw new StarsockError('E_DENIED', `${target.host}:${target.port} was denied lately; not asking ${this.options.peer} again for ${Math.ceil((denied.until - Date.now()) / 1000)} s`)
