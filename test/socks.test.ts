@@ -169,7 +169,9 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
   it('a target the far side denies: SOCKS5 reply 0x02 and HTTP 403; the denial is remembered, so the person is asked once', async () => {
     const port = await echo()
     let asked = 0
-    const { port: proxy } = await setup({ ask: () => { asked++; return false } })
+    const { socks, port: proxy } = await setup({ ask: () => { asked++; return false } })
+    const errors: string[] = []
+    socks.on('error', (e) => errors.push(e.code))
     const first = await raw(proxy, socks5Connect(port))
     expect([...first.data]).toEqual([0x05, 0x00, 0x05, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0, 0])
     const again = await raw(proxy, socks5Connect(port))
@@ -180,6 +182,30 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     // The socks client reports it as the ruleset refusal.
     await expect(SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } }))
       .rejects.toThrow(/NotAllowed/)
+    // Told once (the denial), every request counted.
+    expect(errors).toEqual(['E_DENIED'])
+    expect(socks.stats().failures).toBe(4)
+  })
+
+  it('a kill (a person\'s no) is not pushed out of memory by rule denials of other targets: the target is not asked for again', async () => {
+    const port = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { maxDenials: 2 })
+    let offers = 0
+    far.on('offer', () => offers++)
+    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
+    expect(first.data[3]).toBe(0x00)
+    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
+    far.mappings()[0]?.kill('the person said stop')
+    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+    // Rule denials (no rule for these ports, nobody to ask) past the memory's size.
+    for (const other of [1, 2, 3]) {
+      const r = await raw(proxy, socks5Connect(other))
+      expect(r.data[3], `the rule's answer for port ${other}`).toBe(0x02)
+    }
+    expect(offers).toBe(4)
+    const again = await within('the answer for the killed target', raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12))
+    expect(again.data[3]).toBe(0x02)
+    expect(offers).toBe(4) // not asked again
   })
 
   it('a kill at the far side denies that target (0x02, not asked again for a while) and nothing else: the proxy stays up', async () => {
@@ -427,10 +453,15 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expectBytes(await roundTrip(socket, data), data, 'the bytes before')
     await far.close()
     await waitFor('the proxy to be away', () => socks.state === 'away')
+    const failures = socks.stats().failures
+    let errors = 0
+    socks.on('error', () => errors++)
     const r = await within('a request while away to fail at once', raw(socks.address.port, socks5Connect(port)), 3000)
     expect(r.data[3]).toBe(0x01)
     const h = await raw(socks.address.port, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`)
     expect(h.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 /)
+    expect(errors).toBe(1) // told once while away, both counted
+    expect(socks.stats().failures).toBe(failures + 2)
     far = await start()
     await waitFor('the proxy to be back', () => socks.state === 'up', 15_000)
     const again = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })

@@ -35,13 +35,21 @@ export interface SocksOptions extends Omit<TunnelOptions, 'to' | 'proto' | 'serv
   maxHandshakesPerIp?: number
   /** A target's mapping without a connection this long is released. @default SOCKS_MAPPING_IDLE_MS (60_000) */
   mappingIdleMs?: number
+  /** Denials remembered at once, of each kind (a rule's; a person's or a kill's); the oldest of that kind is forgotten first. @default 1024 */
+  maxDenials?: number
 }
 
 /** Largest HTTP CONNECT request (request line and headers). */
 export const MAX_HTTP_REQUEST_BYTES = 8 * 1024
-/** How long a denied `host:port` is answered "not allowed" without asking the peer again. */
+/** How long a `host:port` a rule denied is answered "not allowed" without asking the peer again. */
 export const SOCKS_DENIAL_MEMORY_MS = 30_000
-/** Denials remembered at once (the oldest is forgotten first). */
+/**
+ * How long a `host:port` a person denied (or did not answer about, or killed) is answered "not
+ * allowed" without asking again: the first no, the second, the third and after. Remembered while
+ * the proxy runs, so a client that polls cannot have the person asked every 30 s for ever.
+ */
+export const SOCKS_PERSON_DENIAL_MS = [30_000, 120_000, 600_000] as const
+/** Denials remembered at once, of each kind (the oldest of that kind is forgotten first). */
 const MAX_DENIALS = 1024
 /** A mapping without a connection this long is released (the peer's person is not asked again for it: see `release`). */
 export const SOCKS_MAPPING_IDLE_MS = 60_000
@@ -55,6 +63,9 @@ const REP = { ok: 0x00, general: 0x01, notAllowed: 0x02, network: 0x03, host: 0x
 
 /** A request's failure, as both protocols answer it. */
 interface Refusal { rep: number, status: number, reason: string }
+
+/** A denial remembered: until when, and (a person's) how many times it was said. */
+interface Denial { until: number, strikes: number }
 
 const AWAY_CODES = new Set(['E_PEER_NOT_FOUND', 'E_PEER_GONE', 'E_PEER_SHUTDOWN', 'E_SHUTDOWN', 'E_DISCONNECTED', 'E_NOT_JOINED', 'E_SERVER_UNREACHABLE', 'E_DIAL_REFUSED'])
 const DENIED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_SECURE_REQUIRED', 'E_LIMIT_MAPPINGS', 'E_LIMIT_TOTAL'])
@@ -223,8 +234,15 @@ export class Socks extends Tunnel {
   private readonly mappingIdleMs: number
   /** Mappings by `host:port`: granted, or being asked for. */
   private readonly targets = new Map<string, { mapping: Promise<Mapping>, live: Mapping | undefined, idle: ReturnType<typeof setTimeout> | undefined }>()
-  /** Denials by `host:port`, with when they are forgotten. */
-  private readonly denials = new Map<string, { until: number, refusal: Refusal }>()
+  /** Denials by a rule, by `host:port`, with when they are forgotten. */
+  private readonly denials = new Map<string, Denial>()
+  /** Denials by a person or a kill, by `host:port`: kept (bounded by their own count) to back off further on each. */
+  private readonly personDenials = new Map<string, Denial>()
+  private readonly maxDenials: number
+  /** Errors already told ('error') once: a remembered denial, a request while away. */
+  private readonly quiet = new WeakSet<Error>()
+  /** A request failed for the peer being away was told during this away period. */
+  private awayTold = false
   private readonly handshakes = new Map<string, number>()
   private handshakesNow = 0
   /** Client sockets not yet piped (handshaking, or waiting for the peer's answer): reset on close. */
@@ -249,7 +267,8 @@ export class Socks extends Tunnel {
     this.maxHandshakes = options.maxHandshakes ?? 128
     this.maxHandshakesPerIp = options.maxHandshakesPerIp ?? 32
     this.mappingIdleMs = options.mappingIdleMs ?? SOCKS_MAPPING_IDLE_MS
-    for (const name of ['handshakeTimeoutMs', 'maxHandshakes', 'maxHandshakesPerIp', 'mappingIdleMs'] as const) {
+    this.maxDenials = options.maxDenials ?? MAX_DENIALS
+    for (const name of ['handshakeTimeoutMs', 'maxHandshakes', 'maxHandshakesPerIp', 'mappingIdleMs', 'maxDenials'] as const) {
       if (!Number.isSafeInteger(this[name]) || this[name] < 1) throw new RangeError(`${name} must be a positive integer`)
     }
   }
@@ -490,13 +509,22 @@ export class Socks extends Tunnel {
   /** A channel to `target` through the peer: its mapping (reused, or asked for), then a connect. */
   private async open (target: Target, src: SockAddress): Promise<Channel> {
     const away = this.awayError()
-    if (away !== undefined) throw away
-    const key = `${target.host}|${target.port}` // canonical (canonicalHost)
-    const denied = this.denials.get(key)
-    if (denied !== undefined) {
-      if (Date.now() < denied.until) throw new StarsockError('E_DENIED', `${target.host}:${target.port} was denied lately; not asking ${this.options.peer} again for ${Math.ceil((denied.until - Date.now()) / 1000)} s`)
-      this.denials.delete(key)
+    if (away !== undefined) {
+      // Told once per away period; every one is counted.
+      if (this.awayTold) this.quiet.add(away)
+      this.awayTold = true
+      throw away
     }
+    const key = `${target.host}|${target.port}` // canonical (canonicalHost)
+    const now = Date.now()
+    const denied = [this.personDenials.get(key), this.denials.get(key)].find((d) => d !== undefined && now < d.until)
+    if (denied !== undefined) {
+      // The denial itself was told; its repeats are counted only.
+      const err = new StarsockError('E_DENIED', `${target.host}:${target.port} was denied lately; not asking ${this.options.peer} again for ${Math.ceil((denied.until - now) / 1000)} s`)
+      this.quiet.add(err)
+      throw err
+    }
+    this.denials.delete(key) // a person's is kept: the next no backs off further
     const mapping = await this.mappingFor(key, target)
     this.counted('connections')
     this.emit('connection', { src })
@@ -527,6 +555,7 @@ export class Socks extends Tunnel {
         throw new StarsockError('E_ABORTED', 'Proxy closed')
       }
       entry.live = mapping
+      this.personDenials.delete(key) // a yes now: a later no starts afresh
       mapping.on('close', (err) => this.mappingClosed(key, entry, mapping, err))
       this.recovered()
       this.emit('mapping', mapping)
@@ -535,7 +564,7 @@ export class Socks extends Tunnel {
       if (this.targets.get(key) === entry) this.targets.delete(key)
       const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
       // Said by the peer (not the wire), or a person who did not answer: not asked again for a while.
-      if ((REMEMBERED_CODES.has(e.code) && !e.remote) || (e.code === 'E_TIMEOUT' && personAsked)) this.deny(key, socksRefusal(e))
+      if ((REMEMBERED_CODES.has(e.code) && !e.remote) || (e.code === 'E_TIMEOUT' && personAsked)) this.deny(key, personAsked)
       if (AWAY_CODES.has(e.code) && !this.stopped) this.dropped(e)
       throw e
     })
@@ -551,13 +580,26 @@ export class Socks extends Tunnel {
     if (this.stopped) return
     // A kill by the peer (its person or application) is a denial of that target, not of the proxy.
     if (this.released.has(mapping)) return
-    if (err.code === 'E_KILLED' && !err.remote) return this.deny(key, socksRefusal(err))
+    if (err.code === 'E_KILLED' && !err.remote) return this.deny(key, true)
     if (AWAY_CODES.has(err.code) || err.code === 'E_STREAM_ABORTED' || err.code === 'E_TIMEOUT') this.dropped(err)
   }
 
-  private deny (key: string, refusal: Refusal): void {
-    if (this.denials.size >= MAX_DENIALS) this.denials.delete(this.denials.keys().next().value as string)
-    this.denials.set(key, { until: Date.now() + SOCKS_DENIAL_MEMORY_MS, refusal })
+  /**
+   * Remember a denial of `key`: a rule's for `SOCKS_DENIAL_MEMORY_MS`; a person's (or a kill's)
+   * longer on each (`SOCKS_PERSON_DENIAL_MS`), in a map of its own so rule denials never push it out.
+   */
+  private deny (key: string, person: boolean): void {
+    const map = person ? this.personDenials : this.denials
+    const strikes = (map.get(key)?.strikes ?? 0) + 1
+    map.delete(key) // set again below: the newest last, the oldest forgotten first
+    if (map.size >= this.maxDenials) map.delete(map.keys().next().value as string)
+    const ms = person ? SOCKS_PERSON_DENIAL_MS[Math.min(strikes, SOCKS_PERSON_DENIAL_MS.length) - 1] as number : SOCKS_DENIAL_MEMORY_MS
+    map.set(key, { until: Date.now() + ms, strikes })
+  }
+
+  protected override recovered (): void {
+    super.recovered()
+    this.awayTold = false
   }
 
   /** Release `key`'s mapping once it has had no channel for `mappingIdleMs`. */
@@ -592,9 +634,10 @@ export class Socks extends Tunnel {
     mapping.kill('idle in the SOCKS proxy', 'E_PEER_SHUTDOWN')
   }
 
+  /** Count a failed request; tell it ('error') unless it was told already (`quiet`). */
   private failedHere (err: unknown): void {
     const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
     this.counted('failures')
-    this.emit('error', e)
+    if (!this.quiet.has(e)) this.emit('error', e)
   }
 }
