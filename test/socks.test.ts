@@ -240,6 +240,27 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(asked).toBe(1)
   })
 
+  it('a limit is not a refusal: past the peer\'s mappings or the proxy\'s 32 targets in use, 0x01 and HTTP 503 with Retry-After (not 0x02 / 403)', async () => {
+    const port = await echo()
+    // The peer's limit: one mapping for this peer.
+    const tight = await setup({ ask: () => true, maxMappingsPerPeer: 1 })
+    const held = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: tight.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    cleanup.push({ close: () => { held.socket.destroy() } })
+    const over = await raw(tight.port, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 2]), Buffer.from([port >> 8, port & 0xff])]))
+    expect(over.data[3]).toBe(0x01)
+    const overHttp = await raw(tight.port, `CONNECT 127.0.0.3:${port} HTTP/1.1\r\n\r\n`)
+    expect(overHttp.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 [^]*\r\nRetry-After: \d+\r\n/)
+    // The proxy's own limit: 32 targets (127.0.0.1 to .32, all this host) each with a connection open.
+    const { port: proxy } = await setup({ ask: () => true })
+    const sockets = await within('32 targets in use', Promise.all(Array.from({ length: 32 }, async (_, i) =>
+      (await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: `127.0.0.${i + 1}`, port } })).socket)), 20_000)
+    cleanup.push({ close: () => { for (const s of sockets) s.destroy() } })
+    const full = await raw(proxy, `CONNECT 127.0.0.33:${port} HTTP/1.1\r\n\r\n`)
+    expect(full.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 [^]*\r\nRetry-After: \d+\r\n[^]*E_LIMIT_MAPPINGS/)
+    const fullSocks = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 34]), Buffer.from([port >> 8, port & 0xff])]))
+    expect(fullSocks.data[3]).toBe(0x01)
+  }, 30_000)
+
   it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
     const port = await closedPort()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })

@@ -61,14 +61,17 @@ const ANSWERED_LINGER_MS = 5000
 /** SOCKS5 reply codes (RFC 1928 section 6). */
 const REP = { ok: 0x00, general: 0x01, notAllowed: 0x02, network: 0x03, host: 0x04, refused: 0x05, ttl: 0x06, command: 0x07, addressType: 0x08 } as const
 
-/** A request's failure, as both protocols answer it. */
-interface Refusal { rep: number, status: number, reason: string }
+/** A request's failure, as both protocols answer it (`retryAfter`: seconds, HTTP `Retry-After`). */
+interface Refusal { rep: number, status: number, reason: string, retryAfter?: number }
+
+/** Seconds an HTTP client is told to wait after a limit (`Retry-After`). */
+const LIMIT_RETRY_AFTER_S = 5
 
 /** A denial remembered: until when, and (a person's) how many times it was said. */
 interface Denial { until: number, strikes: number }
 
 const AWAY_CODES = new Set(['E_PEER_NOT_FOUND', 'E_PEER_GONE', 'E_PEER_SHUTDOWN', 'E_SHUTDOWN', 'E_DISCONNECTED', 'E_NOT_JOINED', 'E_SERVER_UNREACHABLE', 'E_DIAL_REFUSED'])
-const DENIED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_SECURE_REQUIRED', 'E_LIMIT_MAPPINGS', 'E_LIMIT_TOTAL'])
+const DENIED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_SECURE_REQUIRED'])
 /** Denials remembered for a target: a rule or a person said no; not a limit (it passes) nor a connection-level refusal. */
 const REMEMBERED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED'])
 
@@ -77,6 +80,8 @@ export function socksRefusal (err: unknown): Refusal {
   const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
   const reason = `${e.message} (${e.code})`
   if (DENIED_CODES.has(e.code)) return { rep: REP.notAllowed, status: 403, reason }
+  // A limit (here or at the peer) is not a refusal of the target: try again later.
+  if (e.code.startsWith('E_LIMIT_')) return { rep: REP.general, status: 503, reason, retryAfter: LIMIT_RETRY_AFTER_S }
   switch (e.code) {
     case 'E_CONNECT_REFUSED': return { rep: REP.refused, status: 502, reason }
     case 'E_CONNECT_UNREACHABLE': return { rep: /ENETUNREACH|ENETDOWN/.test(e.message) ? REP.network : REP.host, status: 502, reason }
@@ -157,6 +162,9 @@ class Reader {
   }
 }
 
+/** A target's mapping (granted, or being asked for) and the connects under way on it (not yet counted as channels). */
+interface TargetEntry { mapping: Promise<Mapping>, live: Mapping | undefined, idle: ReturnType<typeof setTimeout> | undefined, connecting: number }
+
 /** A request parsed from either protocol. */
 interface Target { host: string, port: number }
 
@@ -233,7 +241,7 @@ export class Socks extends Tunnel {
   private readonly maxHandshakesPerIp: number
   private readonly mappingIdleMs: number
   /** Mappings by `host:port`: granted, or being asked for. */
-  private readonly targets = new Map<string, { mapping: Promise<Mapping>, live: Mapping | undefined, idle: ReturnType<typeof setTimeout> | undefined }>()
+  private readonly targets = new Map<string, TargetEntry>()
   /** Denials by a rule, by `host:port`, with when they are forgotten. */
   private readonly denials = new Map<string, Denial>()
   /** Denials by a person or a kill, by `host:port`: kept (bounded by their own count) to back off further on each. */
@@ -491,7 +499,10 @@ export class Socks extends Tunnel {
       target: { host, port },
       answer: (refusal) => {
         if (refusal === undefined) socket.write('HTTP/1.1 200 Connection established\r\n\r\n')
-        else status(refusal.status, texts[refusal.status] ?? 'Bad Gateway', `X-Starsock-Reason: ${refusal.reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200)}\r\n`)
+        else {
+          const retry = refusal.retryAfter === undefined ? '' : `Retry-After: ${refusal.retryAfter}\r\n`
+          status(refusal.status, texts[refusal.status] ?? 'Bad Gateway', `${retry}X-Starsock-Reason: ${refusal.reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200)}\r\n`)
+        }
       }
     }
   }
@@ -529,10 +540,14 @@ export class Socks extends Tunnel {
     this.counted('connections')
     this.emit('connection', { src })
     const t = this.targets.get(key)
-    if (t !== undefined) clearTimeout(t.idle)
+    if (t !== undefined) {
+      clearTimeout(t.idle)
+      t.connecting++ // its channel is not counted until it opens: not idle meanwhile
+    }
     try {
       return await mapping.connect({ src, signal: this.options.signal })
     } finally {
+      if (t !== undefined) t.connecting--
       this.idleLater(key, mapping)
     }
   }
@@ -544,7 +559,7 @@ export class Socks extends Tunnel {
     if (this.targets.size >= MAX_SOCKS_MAPPINGS) this.releaseIdle()
     if (this.targets.size >= MAX_SOCKS_MAPPINGS) throw new StarsockError('E_LIMIT_MAPPINGS', `The proxy holds ${MAX_SOCKS_MAPPINGS} targets with connections open; try later`)
     let personAsked = false
-    const entry = { mapping: undefined as unknown as Promise<Mapping>, live: undefined as Mapping | undefined, idle: undefined as ReturnType<typeof setTimeout> | undefined }
+    const entry: TargetEntry = { mapping: undefined as unknown as Promise<Mapping>, live: undefined, idle: undefined, connecting: 0 }
     entry.mapping = this.agent.connect(this.options.peer, this.request({
       host: target.host,
       port: target.port,
@@ -609,7 +624,7 @@ export class Socks extends Tunnel {
     clearTimeout(t.idle)
     const check = (): void => {
       if (mapping.closed) return
-      if (mapping.stats().channelsOpen > 0) {
+      if (mapping.stats().channelsOpen > 0 || t.connecting > 0) {
         t.idle = setTimeout(check, this.mappingIdleMs)
         t.idle.unref?.()
       } else this.release(mapping)
@@ -621,7 +636,7 @@ export class Socks extends Tunnel {
   /** Release the mappings without channels now (to make room). */
   private releaseIdle (): void {
     for (const t of [...this.targets.values()]) {
-      if (t.live !== undefined && !t.live.closed && t.live.stats().channelsOpen === 0) this.release(t.live)
+      if (t.live !== undefined && !t.live.closed && t.live.stats().channelsOpen === 0 && t.connecting === 0) this.release(t.live)
     }
   }
 
