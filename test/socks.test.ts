@@ -401,6 +401,18 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(slow.socks.state).toBe('up')
   })
 
+  it('only the unparsed part is capped: a 20 KiB header in one write gets 431 (not a reset); 20 KiB of data sent with the SOCKS5 request goes through', async () => {
+    const port = await echo()
+    const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })
+    const huge = await within('the answer to a 20 KiB header', raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nX-Pad: ${'a'.repeat(20 * 1024)}\r\n\r\n`))
+    expect(huge.data.toString('latin1')).toMatch(/^HTTP\/1\.1 431 /)
+    const data = testBytes(20 * 1024, 71)
+    const r = await within('the data sent with the request to come back', raw(proxy, Buffer.concat([socks5Connect(port), data]), '127.0.0.1', undefined, 12 + data.byteLength))
+    expect(r.reset).toBe(false)
+    expect([...r.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
+    expectBytes(r.data.subarray(12), data, 'the data pipelined after the request')
+  })
+
   it('a source not in allowFrom is reset and counted (refused)', async () => {
     const port = await echo()
     const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { allowFrom: ['127.0.0.1/32'] })

@@ -91,16 +91,23 @@ export function socksRefusal (err: unknown): Refusal {
   return { rep: REP.general, status: 502, reason }
 }
 
-/** Reads a handshake off a socket, bounded in bytes; what came past it is handed back (`rest`). */
+/** Unparsed bytes a handshake may hold while it waits for more; past it the client is cut. */
+const MAX_UNPARSED_BYTES = MAX_HTTP_REQUEST_BYTES + 1024
+
+/**
+ * Reads a handshake off a socket, bounded in bytes: only what is not parsed yet counts, and only
+ * while more is needed (a request and the client's data after it, in one chunk, are fine: the
+ * data goes back on the socket by `release`).
+ */
 class Reader {
   private buf: Buffer = Buffer.alloc(0)
   private wake: (() => void) | undefined
   private over: Error | undefined
   private readonly onData = (chunk: Buffer): void => {
     if (this.over !== undefined) return
+    // Nothing legitimate sends this much more while its request is still unparsed: stop reading.
+    if (this.buf.byteLength > MAX_UNPARSED_BYTES) return this.fail(new Error('request too large'))
     this.buf = this.buf.byteLength === 0 ? chunk : Buffer.concat([this.buf, chunk])
-    // Nothing legitimate sends this much before its answer: stop reading.
-    if (this.buf.byteLength > MAX_HTTP_REQUEST_BYTES + 1024) this.fail(new Error('request too large'))
     this.wake?.()
   }
 
@@ -120,6 +127,7 @@ class Reader {
 
   private async more (): Promise<void> {
     this.check()
+    if (this.buf.byteLength > MAX_UNPARSED_BYTES) throw new Error('request too large') // needs more, holds too much already
     await new Promise<void>((resolve) => { this.wake = resolve })
     this.wake = undefined
     this.check()
