@@ -413,6 +413,30 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expectBytes(r.data.subarray(12), data, 'the data pipelined after the request')
   })
 
+  it('a bad RFC 1929 version gets 0x01 0xFF then a close; a client still reading a refusal is reset when the proxy closes', async () => {
+    const port = await echo()
+    const { socks, port: proxy } = await setup({}, { users: [{ user: 'ann', pass: 's3cret' }] })
+    const badVersion = await within('the answer to a bad auth version', raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x02, 0x05, 3]), Buffer.from('ann'), Buffer.from([6]), Buffer.from('s3cret')])))
+    expect([...badVersion.data]).toEqual([0x05, 0x02, 0x01, 0xff])
+    expect(badVersion.reset).toBe(false)
+    // Denied (no rule, nobody to ask); the client keeps its side open and has read the answer.
+    const socket = net.connect({ host: '127.0.0.1', port: proxy, allowHalfOpen: true })
+    let reset = false
+    socket.on('error', () => { reset = true })
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+    const ended = new Promise<void>((resolve) => socket.on('end', () => resolve()))
+    socket.on('data', () => {})
+    const user = Buffer.concat([Buffer.from([0x01, 3]), Buffer.from('ann'), Buffer.from([6]), Buffer.from('s3cret')])
+    socket.write(Buffer.concat([Buffer.from([0x05, 0x01, 0x02]), user, socks5Connect(port).subarray(3)]))
+    await within('the refusal', ended)
+    await socks.close()
+    // The reset shows at the next write (EOF was read already); without it the proxy's socket
+    // stays open until its linger (5 s after the refusal), taking what is written.
+    socket.write('more')
+    await within('the client to be reset by the close', closed, 2500)
+    expect(reset).toBe(true)
+  })
+
   it('a source not in allowFrom is reset and counted (refused)', async () => {
     const port = await echo()
     const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { allowFrom: ['127.0.0.1/32'] })

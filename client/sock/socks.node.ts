@@ -261,7 +261,7 @@ export class Socks extends Tunnel {
   private awayTold = false
   private readonly handshakes = new Map<string, number>()
   private handshakesNow = 0
-  /** Client sockets not yet piped (handshaking, or waiting for the peer's answer): reset on close. */
+  /** Client sockets not yet piped (handshaking, waiting for the peer's answer, or reading a refusal): reset on close. */
   private readonly pending = new Set<net.Socket>()
   /** Mappings ended here for want of use (not a sign the peer went away). */
   private readonly released = new WeakSet<Mapping>()
@@ -348,7 +348,9 @@ export class Socks extends Tunnel {
   /** A new client: checked against `allowFrom` and the handshake limits, then served. */
   private take (socket: net.Socket): void {
     socket.on('error', () => {})
-    const ip = socket.remoteAddress ?? ''
+    const ip = socket.remoteAddress
+    // Reset before it was taken: no address to check or count.
+    if (ip === undefined) return void socket.destroy()
     const src = { ip, port: socket.remotePort ?? 0 }
     if (!this.admits(src)) return resetSocket(socket)
     const mine = this.handshakes.get(ip) ?? 0
@@ -364,15 +366,18 @@ export class Socks extends Tunnel {
       const n = (this.handshakes.get(ip) ?? 1) - 1
       if (n <= 0) this.handshakes.delete(ip)
       else this.handshakes.set(ip, n)
-      this.pending.delete(socket)
     }
     this.serve(socket, src).catch((err: unknown) => {
       // Any failure ends this client only, never the proxy.
       if (!(err instanceof Answered)) {
         this.counted('failures')
+        this.pending.delete(socket)
         return resetSocket(socket)
       }
-      // Answered (a refusal written, then a FIN): a client that does not read it is not kept.
+      // Answered (a refusal written, then a FIN): a client that does not read it is not kept,
+      // and close() resets it (it stays in `pending` until it is gone).
+      if (socket.destroyed) this.pending.delete(socket)
+      else socket.once('close', () => this.pending.delete(socket))
       setTimeout(() => socket.destroy(), ANSWERED_LINGER_MS).unref()
     }).finally(done)
   }
@@ -424,7 +429,10 @@ export class Socks extends Tunnel {
     }
     socket.write(Buffer.from([0x05, want]))
     if (this.users !== undefined) {
-      if (await reader.byte() !== 0x01) throw new Error('bad RFC 1929 version')
+      if (await reader.byte() !== 0x01) {
+        socket.end(Buffer.from([0x01, 0xff])) // not the sub-negotiation version: a failure, then close (RFC 1929)
+        throw new Answered()
+      }
       const user = (await reader.bytes(await reader.byte())).toString('utf8')
       const pass = (await reader.bytes(await reader.byte())).toString('utf8')
       if (!this.knows(user, pass)) {

@@ -549,7 +549,9 @@ abstract class LocalListener extends Tunnel {
   private async listenTcp (listen: SockAddress): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
-      const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+      // Reset before it was taken: no address to check or count.
+      if (socket.remoteAddress === undefined) return void socket.destroy()
+      const src = { ip: socket.remoteAddress, port: socket.remotePort ?? 0 }
       if (!this.admits(src)) return resetSocket(socket)
       this.open(src)
         .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
