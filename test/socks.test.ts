@@ -3,6 +3,7 @@
  * far peer decides, a denial is the proper reply code, and the port survives abuse. A real server,
  * real peers, real sockets; the `socks` npm client and raw bytes on the wire.
  */
+import { getEventListeners } from 'node:events'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { SocksClient } from 'socks'
@@ -449,6 +450,15 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(socks.stats().refusedSources).toBe(1)
     const ok = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
     expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
+  })
+
+  it('bad options throw and leave no listener on the signal', async () => {
+    const near = await agent()
+    const signal = new AbortController().signal
+    expect(() => new Socks(near, { peer: 'x', signal, users: [] })).toThrow(/users/)
+    expect(() => new Socks(near, { peer: 'x', signal, users: [{ user: '', pass: 'p' }] })).toThrow(/RFC 1929/)
+    expect(() => new Socks(near, { peer: 'x', signal, maxHandshakes: 0 })).toThrow(/maxHandshakes/)
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0)
   })
 
   it('closed while it starts: start() rejects with E_ABORTED and the port is free (bound again here)', async () => {

@@ -4,13 +4,14 @@
  * the far peer (no bind) and hands each connection over; both check `allowFrom` and come back
  * after the far peer restarts. Real server, real peers, real sockets.
  */
+import { getEventListeners } from 'node:events'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { createIdentity } from '../client/identity.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { connectChannel, createNodeHost } from '../client/sock/host.node.ts'
-import { accept, AcceptTunnel, forward } from '../client/sock/tunnel.node.ts'
+import { accept, AcceptTunnel, Expose, Forward, forward } from '../client/sock/tunnel.node.ts'
 import type { StarsockError } from '../shared/errors.ts'
 import { useAgents } from './helpers/agents.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -39,6 +40,15 @@ async function listening (port: number): Promise<boolean> {
 
 describe('forward by service name, and accept tunnels', () => {
   const { agent, cleanup, server } = useAgents()
+
+  it('a forward or an expose with bad options throws and leaves no listener on the signal', async () => {
+    const a = await agent()
+    const signal = new AbortController().signal
+    expect(() => new Forward(a, { peer: 'x', signal })).toThrow(/needs `to`/)
+    expect(() => new Forward(a, { peer: 'x', signal, to: { ip: '127.0.0.1', port: 1 }, service: 'web' })).toThrow(/not both/)
+    expect(() => new Expose(a, { peer: 'x', signal })).toThrow(/needs `to`/)
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0)
+  })
 
   it('a forward by service reaches the target the far side chose, TCP and UDP; an unknown name is denied', async () => {
     const echo = await tcpEcho()

@@ -267,7 +267,7 @@ export class Socks extends Tunnel {
   private readonly released = new WeakSet<Mapping>()
 
   constructor (agent: SockAgent, options: SocksOptions) {
-    super(agent, { ...options, proto: 'tcp' })
+    // Checked before `super`, which watches the agent and the signal: a throw leaves nothing behind.
     const users = options.users
     if (users !== undefined) {
       const list: unknown = users
@@ -277,16 +277,24 @@ export class Socks extends Tunnel {
           throw new TypeError('each user needs a user and a pass, strings of 1 to 255 bytes (RFC 1929)')
         }
       }
-      this.users = users.map((u) => ({ user: u.user, pass: u.pass }))
     }
-    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
-    this.maxHandshakes = options.maxHandshakes ?? 128
-    this.maxHandshakesPerIp = options.maxHandshakesPerIp ?? 32
-    this.mappingIdleMs = options.mappingIdleMs ?? SOCKS_MAPPING_IDLE_MS
-    this.maxDenials = options.maxDenials ?? MAX_DENIALS
-    for (const name of ['handshakeTimeoutMs', 'maxHandshakes', 'maxHandshakesPerIp', 'mappingIdleMs', 'maxDenials'] as const) {
-      if (!Number.isSafeInteger(this[name]) || this[name] < 1) throw new RangeError(`${name} must be a positive integer`)
+    const numbers = {
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+      maxHandshakes: options.maxHandshakes ?? 128,
+      maxHandshakesPerIp: options.maxHandshakesPerIp ?? 32,
+      mappingIdleMs: options.mappingIdleMs ?? SOCKS_MAPPING_IDLE_MS,
+      maxDenials: options.maxDenials ?? MAX_DENIALS
     }
+    for (const [name, value] of Object.entries(numbers)) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer`)
+    }
+    super(agent, { ...options, proto: 'tcp' })
+    this.users = users?.map((u) => ({ user: u.user, pass: u.pass }))
+    this.handshakeTimeoutMs = numbers.handshakeTimeoutMs
+    this.maxHandshakes = numbers.maxHandshakes
+    this.maxHandshakesPerIp = numbers.maxHandshakesPerIp
+    this.mappingIdleMs = numbers.mappingIdleMs
+    this.maxDenials = numbers.maxDenials
   }
 
   /**

@@ -593,9 +593,10 @@ abstract class LocalListener extends Tunnel {
 /** A local listener whose connections (or UDP sources) reach `to`, or the peer's `service`, through the other peer. */
 export class Forward extends LocalListener {
   constructor (agent: SockAgent, options: TunnelOptions) {
-    super(agent, options)
+    // Checked before `super`, which watches the agent and the signal: a throw leaves nothing behind.
     if (options.to === undefined && options.service === undefined) throw new TypeError('forward needs `to` (host and port) or `service` (a name the peer offers)')
     if (options.to !== undefined && options.service !== undefined) throw new TypeError('forward takes `to` or `service`, not both')
+    super(agent, options)
   }
 
   protected async ask (): Promise<Mapping> {
@@ -641,8 +642,9 @@ export class Expose extends Tunnel {
   private readonly to: SockAddress
 
   constructor (agent: SockAgent, options: TunnelOptions) {
-    super(agent, options)
+    // Checked before `super`, which watches the agent and the signal: a throw leaves nothing behind.
     if (options.to === undefined) throw new TypeError('expose needs `to`: the local host and port each connection reaches')
+    super(agent, options)
     this.to = options.to
   }
 
