@@ -262,6 +262,26 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(fullSocks.data[3]).toBe(0x01)
   }, 30_000)
 
+  it('a target with a connect under way is not released to make room: the 33rd target gets the limit, the slow connect goes through', async () => {
+    const port = await echo()
+    // The far side's connects to 127.0.0.2 wait for a gate (a slow target).
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => { open = resolve })
+    const nodeHost = createNodeHost()
+    const host = { ...nodeHost, connect: async (...args: Parameters<typeof nodeHost.connect>) => { if (args[1].ip === '127.0.0.2') await gate; await nodeHost.connect(...args) } }
+    const { far, port: proxy } = await setup({ ask: () => true, host })
+    const slow = raw(proxy, socks5Connect(port).fill(2, 10, 11), '127.0.0.1', undefined, 12)
+    await waitFor('the slow target\'s mapping', () => far.mappings().length === 1)
+    const sockets = await within('31 more targets in use', Promise.all(Array.from({ length: 31 }, async (_, i) =>
+      (await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: `127.0.0.${i + 3}`, port } })).socket)), 20_000)
+    cleanup.push({ close: () => { for (const s of sockets) s.destroy() } })
+    const full = await within('the 33rd target', raw(proxy, socks5Connect(port).fill(40, 10, 11), '127.0.0.1', undefined, 12))
+    expect(full.data[3]).toBe(0x01) // no room: the slow target was not released for it
+    open()
+    const r = await within('the slow connect to be answered', slow)
+    expect(r.data[3]).toBe(0x00)
+  }, 30_000)
+
   it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
     const port = await closedPort()
     const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })
