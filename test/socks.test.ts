@@ -10,7 +10,7 @@ import { SocksClient } from 'socks'
 import { createIdentity } from '../client/identity.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
-import { createNodeHost } from '../client/sock/host.node.ts'
+import { createNodeHost, listenTcp } from '../client/sock/host.node.ts'
 import { Socks, type SocksOptions } from '../client/sock/socks.node.ts'
 import { useAgents } from './helpers/agents.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -479,6 +479,16 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(() => new Socks(near, { peer: 'x', signal, users: [{ user: '', pass: 'p' }] })).toThrow(/RFC 1929/)
     expect(() => new Socks(near, { peer: 'x', signal, maxHandshakes: 0 })).toThrow(/maxHandshakes/)
     expect(getEventListeners(signal, 'abort')).toHaveLength(0)
+  })
+
+  it('a listening port survives accept errors (EMFILE, twice): listenTcp keeps an error listener', async () => {
+    const listener = net.createServer((s) => s.end('ok'))
+    cleanup.push({ close: () => { listener.close() } })
+    const { port } = await listenTcp(listener, '127.0.0.1', 0)
+    const emfile = (): Error => Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' })
+    expect(() => { listener.emit('error', emfile()); listener.emit('error', emfile()) }).not.toThrow()
+    const r = await raw(port, '')
+    expect(r.data.toString()).toBe('ok')
   })
 
   it('closed while it starts: start() rejects with E_ABORTED and the port is free (bound again here)', async () => {
