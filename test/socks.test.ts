@@ -150,17 +150,17 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(socks.stats().failures).toBe(0)
   })
 
-  it('a SOCKS5 domain or HTTP CONNECT host that is not a host name (a port, brackets, a zone, an empty label) gets 0x04 / 400 and no offer', async () => {
+  it('a SOCKS5 domain or HTTP CONNECT host that is not a host name (a port, brackets, a zone, an empty label, an address in another spelling) gets 0x04 / 400 and no offer', async () => {
     const port = await echo()
     const { far, port: proxy } = await setup({ ask: () => true })
     let offers = 0
     far.on('offer', () => offers++)
-    for (const host of ['127.0.0.1:22', '[127.0.0.1:22]', '[::1]', 'fe80::1%eth0', 'a..b', 'a b', `${'a'.repeat(64)}.com`, '.']) {
+    for (const host of ['127.0.0.1:22', '[127.0.0.1:22]', '[::1]', 'fe80::1%eth0', 'a..b', 'a b', `${'a'.repeat(64)}.com`, '.', '127.1', '2130706433', '0x7f000001', '0177.0.0.1']) {
       const name = Buffer.from(host, 'latin1')
-      const r = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, Buffer.from([port >> 8, port & 0xff])]))
+      const r = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, Buffer.from([port >> 8, port & 0xff])]), '127.0.0.1', undefined, 12)
       expect(r.data[3], `the SOCKS5 reply for ${host}`).toBe(0x04)
     }
-    for (const target of [`a%b:${port}`, `[127.0.0.1]:${port}`, `a..b:${port}`, `[fe80::1%25eth0]:${port}`]) {
+    for (const target of [`a%b:${port}`, `[127.0.0.1]:${port}`, `a..b:${port}`, `[fe80::1%25eth0]:${port}`, `2130706433:${port}`]) {
       const h = await raw(proxy, `CONNECT ${target} HTTP/1.1\r\n\r\n`)
       expect(h.data.toString('latin1'), `the HTTP answer for ${target}`).toMatch(/^HTTP\/1\.1 400 /)
     }

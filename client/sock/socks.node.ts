@@ -219,7 +219,10 @@ export function canonicalHost (text: string): string | undefined {
     return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`
   }
   const name = text.endsWith('.') ? text.slice(0, -1) : text
-  return HOST_NAME.test(name) ? name.toLowerCase() : undefined
+  // A last label of digits (or hex) is no name (RFC 1123 2.1) but an address in another spelling
+  // (`127.1`, `2130706433`, `0x7f000001` resolve to 127.0.0.1): shown as a name, it would mislead.
+  if (!HOST_NAME.test(name) || /^(?:\d+|0x[0-9a-f]*)$/i.test(name.slice(name.lastIndexOf('.') + 1))) return undefined
+  return name.toLowerCase()
 }
 
 /** Compare two strings in time that depends on neither's content (digests of equal length). */
