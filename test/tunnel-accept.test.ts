@@ -121,6 +121,18 @@ describe('forward by service name, and accept tunnels', () => {
     expect(await listening(refused.address.port)).toBe(false)
   })
 
+  it('an accept closed while it starts: start() rejects and nothing stays listening on its port', async () => {
+    const far = await agent({ ask: () => true, services: { ssh: { to: { ip: '127.0.0.1', port: 22 }, proto: 'tcp' } } })
+    const near = await agent()
+    const tunnel = new AcceptTunnel(near, { peer: far.peer.peerId, service: 'ssh' })
+    const started = tunnel.start({ ip: '127.0.0.1', port: 0 })
+    void tunnel.close() // before its port is bound
+    expect(await within('start to settle', rejected(started))).toMatchObject({ code: 'E_ABORTED' })
+    expect(tunnel.state).toBe('closed')
+    expect(tunnel.address.port).not.toBe(0)
+    expect(await listening(tunnel.address.port)).toBe(false)
+  })
+
   it('an accept and a forward by service come back after the far peer restarts with the same identity', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

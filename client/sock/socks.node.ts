@@ -318,15 +318,16 @@ export class Socks extends Tunnel {
     // Closed while the peer was dialed: nothing is listened on.
     if (this.stopped) throw new StarsockError('E_ABORTED', 'Proxy closed while it started')
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.take(socket))
-    this.server = server
     try {
       this.address = await listenTcp(server, listen.ip, listen.port)
     } catch (err) {
       this.stop(undefined)
       throw err
     }
+    // Kept only once listening: `shutdown` closing it mid-listen would leave `listenTcp` waiting for ever.
+    this.server = server
     if (this.stopped) {
-      // Closed while the port was bound (`shutdown` came before the listening): free it.
+      // Closed while the port was bound: free it.
       server.close()
       throw new StarsockError('E_ABORTED', 'Proxy closed while it started')
     }

@@ -515,7 +515,7 @@ abstract class LocalListener extends Tunnel {
       throw err
     }
     if (this.stopped) {
-      // Closed while the port was bound (`shutdown` came before the listening): free it.
+      // Closed while the port was bound (`shutdown` came before the listening): freed, nothing started.
       this.shutdown()
       throw new StarsockError('E_ABORTED', 'Tunnel closed while it started')
     }
@@ -556,8 +556,10 @@ abstract class LocalListener extends Tunnel {
       this.open(src)
         .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
     })
-    this.server = server
     this.address = await listenTcp(server, listen.ip, listen.port)
+    // Kept only once listening: `shutdown` closing it mid-listen would leave `listenTcp` waiting
+    // for ever; a close meanwhile is seen by `start`, which frees the port.
+    this.server = server
   }
 
   private async listenUdp (listen: SockAddress): Promise<void> {
