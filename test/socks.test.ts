@@ -3,13 +3,14 @@
  * far peer decides, a denial is the proper reply code, and the port survives abuse. A real server,
  * real peers, real sockets; the `socks` npm client and raw bytes on the wire.
  */
+import { getEventListeners } from 'node:events'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { SocksClient } from 'socks'
 import { createIdentity } from '../client/identity.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
-import { createNodeHost } from '../client/sock/host.node.ts'
+import { createNodeHost, listenTcp } from '../client/sock/host.node.ts'
 import { Socks, type SocksOptions } from '../client/sock/socks.node.ts'
 import { useAgents } from './helpers/agents.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -123,10 +124,55 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(socks.state).toBe('up')
   })
 
+  it('targets in their canonical form: [0::1] and ::1, LOCALHOST and localhost. are one offer each; an IPv4-mapped IPv6 address is offered as IPv4 (an IPv4 rule matches)', async () => {
+    const port = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:[::1]:${port}`, `connect/tcp:localhost:${port}`] })
+    const offers: string[] = []
+    far.on('offer', (o) => offers.push(o.text))
+    const viaSocks = async (host: string): Promise<void> => {
+      const { socket } = await within(`a SOCKS5 CONNECT to ${host}`, SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host, port } }))
+      const data = testBytes(4096, host.length)
+      expectBytes(await roundTrip(socket, data), data, `the bytes to ${host}`)
+    }
+    await viaSocks('::1')
+    expectBytes(await roundTrip(await httpConnect(proxy, `[0::1]:${port}`), testBytes(100, 1)), testBytes(100, 1), 'the bytes to [0::1]')
+    await viaSocks('LOCALHOST')
+    await viaSocks('localhost.')
+    // A domain that is an address is that address; ::ffff:127.0.0.1 (atyp 4) is 127.0.0.1.
+    const mapped = Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1])
+    const p = Buffer.from([port >> 8, port & 0xff])
+    const r = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x04]), mapped, p]), '127.0.0.1', undefined, 12)
+    expect(r.data[3]).toBe(0x00)
+    const name = Buffer.from('127.0.0.1')
+    const d = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, p]), '127.0.0.1', undefined, 12)
+    expect(d.data[3]).toBe(0x00)
+    expect(offers).toEqual([`connect/tcp [::1]:${port}`, `connect/tcp localhost:${port}`, `connect/tcp 127.0.0.1:${port}`])
+    expect(socks.stats().failures).toBe(0)
+  })
+
+  it('a SOCKS5 domain or HTTP CONNECT host that is not a host name (a port, brackets, a zone, an empty label, an address in another spelling) gets 0x04 / 400 and no offer', async () => {
+    const port = await echo()
+    const { far, port: proxy } = await setup({ ask: () => true })
+    let offers = 0
+    far.on('offer', () => offers++)
+    for (const host of ['127.0.0.1:22', '[127.0.0.1:22]', '[::1]', 'fe80::1%eth0', 'a..b', 'a b', `${'a'.repeat(64)}.com`, '.', '127.1', '2130706433', '0x7f000001', '0177.0.0.1']) {
+      const name = Buffer.from(host, 'latin1')
+      const r = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x03, name.byteLength]), name, Buffer.from([port >> 8, port & 0xff])]), '127.0.0.1', undefined, 12)
+      expect(r.data[3], `the SOCKS5 reply for ${host}`).toBe(0x04)
+    }
+    for (const target of [`a%b:${port}`, `[127.0.0.1]:${port}`, `a..b:${port}`, `[fe80::1%25eth0]:${port}`, `2130706433:${port}`]) {
+      const h = await raw(proxy, `CONNECT ${target} HTTP/1.1\r\n\r\n`)
+      expect(h.data.toString('latin1'), `the HTTP answer for ${target}`).toMatch(/^HTTP\/1\.1 400 /)
+    }
+    expect(offers).toBe(0)
+  })
+
   it('a target the far side denies: SOCKS5 reply 0x02 and HTTP 403; the denial is remembered, so the person is asked once', async () => {
     const port = await echo()
     let asked = 0
-    const { port: proxy } = await setup({ ask: () => { asked++; return false } })
+    const { socks, port: proxy } = await setup({ ask: () => { asked++; return false } })
+    const errors: string[] = []
+    socks.on('error', (e) => errors.push(e.code))
     const first = await raw(proxy, socks5Connect(port))
     expect([...first.data]).toEqual([0x05, 0x00, 0x05, 0x02, 0x00, 0x01, 0, 0, 0, 0, 0, 0])
     const again = await raw(proxy, socks5Connect(port))
@@ -137,6 +183,30 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     // The socks client reports it as the ruleset refusal.
     await expect(SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } }))
       .rejects.toThrow(/NotAllowed/)
+    // Told once (the denial), every request counted.
+    expect(errors).toEqual(['E_DENIED'])
+    expect(socks.stats().failures).toBe(4)
+  })
+
+  it('a kill (a person\'s no) is not pushed out of memory by rule denials of other targets: the target is not asked for again', async () => {
+    const port = await echo()
+    const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { maxDenials: 2 })
+    let offers = 0
+    far.on('offer', () => offers++)
+    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
+    expect(first.data[3]).toBe(0x00)
+    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
+    far.mappings()[0]?.kill('the person said stop')
+    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+    // Rule denials (no rule for these ports, nobody to ask) past the memory's size.
+    for (const other of [1, 2, 3]) {
+      const r = await raw(proxy, socks5Connect(other))
+      expect(r.data[3], `the rule's answer for port ${other}`).toBe(0x02)
+    }
+    expect(offers).toBe(4)
+    const again = await within('the answer for the killed target', raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12))
+    expect(again.data[3]).toBe(0x02)
+    expect(offers).toBe(4) // not asked again
   })
 
   it('a kill at the far side denies that target (0x02, not asked again for a while) and nothing else: the proxy stays up', async () => {
@@ -170,6 +240,47 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(http.data.toString('latin1')).toMatch(/^HTTP\/1\.1 403 /)
     expect(asked).toBe(1)
   })
+
+  it('a limit is not a refusal: past the peer\'s mappings or the proxy\'s 32 targets in use, 0x01 and HTTP 503 with Retry-After (not 0x02 / 403)', async () => {
+    const port = await echo()
+    // The peer's limit: one mapping for this peer.
+    const tight = await setup({ ask: () => true, maxMappingsPerPeer: 1 })
+    const held = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: tight.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })
+    cleanup.push({ close: () => { held.socket.destroy() } })
+    const over = await raw(tight.port, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 2]), Buffer.from([port >> 8, port & 0xff])]))
+    expect(over.data[3]).toBe(0x01)
+    const overHttp = await raw(tight.port, `CONNECT 127.0.0.3:${port} HTTP/1.1\r\n\r\n`)
+    expect(overHttp.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 [^]*\r\nRetry-After: \d+\r\n/)
+    // The proxy's own limit: 32 targets (127.0.0.1 to .32, all this host) each with a connection open.
+    const { port: proxy } = await setup({ ask: () => true })
+    const sockets = await within('32 targets in use', Promise.all(Array.from({ length: 32 }, async (_, i) =>
+      (await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: `127.0.0.${i + 1}`, port } })).socket)), 20_000)
+    cleanup.push({ close: () => { for (const s of sockets) s.destroy() } })
+    const full = await raw(proxy, `CONNECT 127.0.0.33:${port} HTTP/1.1\r\n\r\n`)
+    expect(full.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 [^]*\r\nRetry-After: \d+\r\n[^]*E_LIMIT_MAPPINGS/)
+    const fullSocks = await raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x00, 0x05, 0x01, 0x00, 0x01, 127, 0, 0, 34]), Buffer.from([port >> 8, port & 0xff])]))
+    expect(fullSocks.data[3]).toBe(0x01)
+  }, 30_000)
+
+  it('a target with a connect under way is not released to make room: the 33rd target gets the limit, the slow connect goes through', async () => {
+    const port = await echo()
+    // The far side's connects to 127.0.0.2 wait for a gate (a slow target).
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => { open = resolve })
+    const nodeHost = createNodeHost()
+    const host = { ...nodeHost, connect: async (...args: Parameters<typeof nodeHost.connect>) => { if (args[1].ip === '127.0.0.2') await gate; await nodeHost.connect(...args) } }
+    const { far, port: proxy } = await setup({ ask: () => true, host })
+    const slow = raw(proxy, socks5Connect(port).fill(2, 10, 11), '127.0.0.1', undefined, 12)
+    await waitFor('the slow target\'s mapping', () => far.mappings().length === 1)
+    const sockets = await within('31 more targets in use', Promise.all(Array.from({ length: 31 }, async (_, i) =>
+      (await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: proxy, type: 5 }, command: 'connect', destination: { host: `127.0.0.${i + 3}`, port } })).socket)), 20_000)
+    cleanup.push({ close: () => { for (const s of sockets) s.destroy() } })
+    const full = await within('the 33rd target', raw(proxy, socks5Connect(port).fill(40, 10, 11), '127.0.0.1', undefined, 12))
+    expect(full.data[3]).toBe(0x01) // no room: the slow target was not released for it
+    open()
+    const r = await within('the slow connect to be answered', slow)
+    expect(r.data[3]).toBe(0x00)
+  }, 30_000)
 
   it('a refused port: 0x05 (SOCKS5) and 502 (HTTP)', async () => {
     const port = await closedPort()
@@ -311,6 +422,42 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(slow.socks.state).toBe('up')
   })
 
+  it('only the unparsed part is capped: a 20 KiB header in one write gets 431 (not a reset); 20 KiB of data sent with the SOCKS5 request goes through', async () => {
+    const port = await echo()
+    const { port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] })
+    const huge = await within('the answer to a 20 KiB header', raw(proxy, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nX-Pad: ${'a'.repeat(20 * 1024)}\r\n\r\n`))
+    expect(huge.data.toString('latin1')).toMatch(/^HTTP\/1\.1 431 /)
+    const data = testBytes(20 * 1024, 71)
+    const r = await within('the data sent with the request to come back', raw(proxy, Buffer.concat([socks5Connect(port), data]), '127.0.0.1', undefined, 12 + data.byteLength))
+    expect(r.reset).toBe(false)
+    expect([...r.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
+    expectBytes(r.data.subarray(12), data, 'the data pipelined after the request')
+  })
+
+  it('a bad RFC 1929 version gets 0x01 0xFF then a close; a client still reading a refusal is reset when the proxy closes', async () => {
+    const port = await echo()
+    const { socks, port: proxy } = await setup({}, { users: [{ user: 'ann', pass: 's3cret' }] })
+    const badVersion = await within('the answer to a bad auth version', raw(proxy, Buffer.concat([Buffer.from([0x05, 0x01, 0x02, 0x05, 3]), Buffer.from('ann'), Buffer.from([6]), Buffer.from('s3cret')])))
+    expect([...badVersion.data]).toEqual([0x05, 0x02, 0x01, 0xff])
+    expect(badVersion.reset).toBe(false)
+    // Denied (no rule, nobody to ask); the client keeps its side open and has read the answer.
+    const socket = net.connect({ host: '127.0.0.1', port: proxy, allowHalfOpen: true })
+    let reset = false
+    socket.on('error', () => { reset = true })
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+    const ended = new Promise<void>((resolve) => socket.on('end', () => resolve()))
+    socket.on('data', () => {})
+    const user = Buffer.concat([Buffer.from([0x01, 3]), Buffer.from('ann'), Buffer.from([6]), Buffer.from('s3cret')])
+    socket.write(Buffer.concat([Buffer.from([0x05, 0x01, 0x02]), user, socks5Connect(port).subarray(3)]))
+    await within('the refusal', ended)
+    await socks.close()
+    // The reset shows at the next write (EOF was read already); without it the proxy's socket
+    // stays open until its linger (5 s after the refusal), taking what is written.
+    socket.write('more')
+    await within('the client to be reset by the close', closed, 2500)
+    expect(reset).toBe(true)
+  })
+
   it('a source not in allowFrom is reset and counted (refused)', async () => {
     const port = await echo()
     const { socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { allowFrom: ['127.0.0.1/32'] })
@@ -323,6 +470,39 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expect(socks.stats().refusedSources).toBe(1)
     const ok = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
     expect([...ok.data.subarray(0, 4)]).toEqual([0x05, 0x00, 0x05, 0x00])
+  })
+
+  it('bad options throw and leave no listener on the signal', async () => {
+    const near = await agent()
+    const signal = new AbortController().signal
+    expect(() => new Socks(near, { peer: 'x', signal, users: [] })).toThrow(/users/)
+    expect(() => new Socks(near, { peer: 'x', signal, users: [{ user: '', pass: 'p' }] })).toThrow(/RFC 1929/)
+    expect(() => new Socks(near, { peer: 'x', signal, maxHandshakes: 0 })).toThrow(/maxHandshakes/)
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0)
+  })
+
+  it('a listening port survives accept errors (EMFILE, twice): listenTcp keeps an error listener', async () => {
+    const listener = net.createServer((s) => s.end('ok'))
+    cleanup.push({ close: () => { listener.close() } })
+    const { port } = await listenTcp(listener, '127.0.0.1', 0)
+    const emfile = (): Error => Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' })
+    expect(() => { listener.emit('error', emfile()); listener.emit('error', emfile()) }).not.toThrow()
+    const r = await raw(port, '')
+    expect(r.data.toString()).toBe('ok')
+  })
+
+  it('closed while it starts: start() rejects with E_ABORTED and the port is free (bound again here)', async () => {
+    const far = await agent()
+    const near = await agent()
+    const port = await closedPort()
+    const socks = new Socks(near, { peer: far.peer.peerId, timeoutMs: 10_000 })
+    const started = socks.start({ ip: '127.0.0.1', port })
+    void socks.close() // while the peer is dialed
+    await expect(within('start to settle', started)).rejects.toMatchObject({ code: 'E_ABORTED' })
+    expect(socks.state).toBe('closed')
+    const again = net.createServer()
+    await within('the port to be bound again', new Promise<void>((resolve, reject) => { again.once('error', reject); again.listen(port, '127.0.0.1', resolve) }))
+    await new Promise((resolve) => again.close(resolve))
   })
 
   it('a peer not online yet: with waitForPeer the proxy listens away (0x01) and serves once it joins; without, start fails and nothing listens', async () => {
@@ -370,10 +550,15 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     expectBytes(await roundTrip(socket, data), data, 'the bytes before')
     await far.close()
     await waitFor('the proxy to be away', () => socks.state === 'away')
+    const failures = socks.stats().failures
+    let errors = 0
+    socks.on('error', () => errors++)
     const r = await within('a request while away to fail at once', raw(socks.address.port, socks5Connect(port)), 3000)
     expect(r.data[3]).toBe(0x01)
     const h = await raw(socks.address.port, `CONNECT 127.0.0.1:${port} HTTP/1.1\r\n\r\n`)
     expect(h.data.toString('latin1')).toMatch(/^HTTP\/1\.1 503 /)
+    expect(errors).toBe(1) // told once while away, both counted
+    expect(socks.stats().failures).toBe(failures + 2)
     far = await start()
     await waitFor('the proxy to be back', () => socks.state === 'up', 15_000)
     const again = await SocksClient.createConnection({ proxy: { host: '127.0.0.1', port: socks.address.port, type: 5 }, command: 'connect', destination: { host: '127.0.0.1', port } })

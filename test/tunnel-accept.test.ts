@@ -4,13 +4,14 @@
  * the far peer (no bind) and hands each connection over; both check `allowFrom` and come back
  * after the far peer restarts. Real server, real peers, real sockets.
  */
+import { getEventListeners } from 'node:events'
 import net from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { createIdentity } from '../client/identity.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { connectChannel, createNodeHost } from '../client/sock/host.node.ts'
-import { accept, AcceptTunnel, forward } from '../client/sock/tunnel.node.ts'
+import { accept, AcceptTunnel, Expose, Forward, forward } from '../client/sock/tunnel.node.ts'
 import type { StarsockError } from '../shared/errors.ts'
 import { useAgents } from './helpers/agents.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -39,6 +40,15 @@ async function listening (port: number): Promise<boolean> {
 
 describe('forward by service name, and accept tunnels', () => {
   const { agent, cleanup, server } = useAgents()
+
+  it('a forward or an expose with bad options throws and leaves no listener on the signal', async () => {
+    const a = await agent()
+    const signal = new AbortController().signal
+    expect(() => new Forward(a, { peer: 'x', signal })).toThrow(/needs `to`/)
+    expect(() => new Forward(a, { peer: 'x', signal, to: { ip: '127.0.0.1', port: 1 }, service: 'web' })).toThrow(/not both/)
+    expect(() => new Expose(a, { peer: 'x', signal })).toThrow(/needs `to`/)
+    expect(getEventListeners(signal, 'abort')).toHaveLength(0)
+  })
 
   it('a forward by service reaches the target the far side chose, TCP and UDP; an unknown name is denied', async () => {
     const echo = await tcpEcho()
@@ -109,6 +119,18 @@ describe('forward by service name, and accept tunnels', () => {
     expect(err.code).toBe('E_UNSUPPORTED')
     expect(refused.state).toBe('closed')
     expect(await listening(refused.address.port)).toBe(false)
+  })
+
+  it('an accept closed while it starts: start() rejects and nothing stays listening on its port', async () => {
+    const far = await agent({ ask: () => true, services: { ssh: { to: { ip: '127.0.0.1', port: 22 }, proto: 'tcp' } } })
+    const near = await agent()
+    const tunnel = new AcceptTunnel(near, { peer: far.peer.peerId, service: 'ssh' })
+    const started = tunnel.start({ ip: '127.0.0.1', port: 0 })
+    void tunnel.close() // before its port is bound
+    expect(await within('start to settle', rejected(started))).toMatchObject({ code: 'E_ABORTED' })
+    expect(tunnel.state).toBe('closed')
+    expect(tunnel.address.port).not.toBe(0)
+    expect(await listening(tunnel.address.port)).toBe(false)
   })
 
   it('an accept and a forward by service come back after the far peer restarts with the same identity', async () => {

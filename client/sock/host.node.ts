@@ -297,6 +297,9 @@ export async function listenTcp (server: net.Server, host: string, port: number)
     server.once('error', (err: NodeJS.ErrnoException) => reject(new StarsockError('E_BIND_FAILED', `Cannot listen on ${host}:${port}: ${err.code ?? err.message}`)))
     server.listen(port, host, () => resolve())
   })
+  // Later errors (an accept failing with EMFILE, ...) lose that one connection: without a
+  // listener, the second would throw and end the process.
+  server.on('error', () => {})
   const a = server.address() as net.AddressInfo
   return { ip: a.address, port: a.port }
 }

@@ -35,13 +35,21 @@ export interface SocksOptions extends Omit<TunnelOptions, 'to' | 'proto' | 'serv
   maxHandshakesPerIp?: number
   /** A target's mapping without a connection this long is released. @default SOCKS_MAPPING_IDLE_MS (60_000) */
   mappingIdleMs?: number
+  /** Denials remembered at once, of each kind (a rule's; a person's or a kill's); the oldest of that kind is forgotten first. @default 1024 */
+  maxDenials?: number
 }
 
 /** Largest HTTP CONNECT request (request line and headers). */
 export const MAX_HTTP_REQUEST_BYTES = 8 * 1024
-/** How long a denied `host:port` is answered "not allowed" without asking the peer again. */
+/** How long a `host:port` a rule denied is answered "not allowed" without asking the peer again. */
 export const SOCKS_DENIAL_MEMORY_MS = 30_000
-/** Denials remembered at once (the oldest is forgotten first). */
+/**
+ * How long a `host:port` a person denied (or did not answer about, or killed) is answered "not
+ * allowed" without asking again: the first no, the second, the third and after. Remembered while
+ * the proxy runs, so a client that polls cannot have the person asked every 30 s for ever.
+ */
+export const SOCKS_PERSON_DENIAL_MS = [30_000, 120_000, 600_000] as const
+/** Denials remembered at once, of each kind (the oldest of that kind is forgotten first). */
 const MAX_DENIALS = 1024
 /** A mapping without a connection this long is released (the peer's person is not asked again for it: see `release`). */
 export const SOCKS_MAPPING_IDLE_MS = 60_000
@@ -53,11 +61,17 @@ const ANSWERED_LINGER_MS = 5000
 /** SOCKS5 reply codes (RFC 1928 section 6). */
 const REP = { ok: 0x00, general: 0x01, notAllowed: 0x02, network: 0x03, host: 0x04, refused: 0x05, ttl: 0x06, command: 0x07, addressType: 0x08 } as const
 
-/** A request's failure, as both protocols answer it. */
-interface Refusal { rep: number, status: number, reason: string }
+/** A request's failure, as both protocols answer it (`retryAfter`: seconds, HTTP `Retry-After`). */
+interface Refusal { rep: number, status: number, reason: string, retryAfter?: number }
+
+/** Seconds an HTTP client is told to wait after a limit (`Retry-After`). */
+const LIMIT_RETRY_AFTER_S = 5
+
+/** A denial remembered: until when, and (a person's) how many times it was said. */
+interface Denial { until: number, strikes: number }
 
 const AWAY_CODES = new Set(['E_PEER_NOT_FOUND', 'E_PEER_GONE', 'E_PEER_SHUTDOWN', 'E_SHUTDOWN', 'E_DISCONNECTED', 'E_NOT_JOINED', 'E_SERVER_UNREACHABLE', 'E_DIAL_REFUSED'])
-const DENIED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_SECURE_REQUIRED', 'E_LIMIT_MAPPINGS', 'E_LIMIT_TOTAL'])
+const DENIED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_NO_MAPPING', 'E_UNSUPPORTED', 'E_SECURE_REQUIRED'])
 /** Denials remembered for a target: a rule or a person said no; not a limit (it passes) nor a connection-level refusal. */
 const REMEMBERED_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED'])
 
@@ -66,6 +80,8 @@ export function socksRefusal (err: unknown): Refusal {
   const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
   const reason = `${e.message} (${e.code})`
   if (DENIED_CODES.has(e.code)) return { rep: REP.notAllowed, status: 403, reason }
+  // A limit (here or at the peer) is not a refusal of the target: try again later.
+  if (e.code.startsWith('E_LIMIT_')) return { rep: REP.general, status: 503, reason, retryAfter: LIMIT_RETRY_AFTER_S }
   switch (e.code) {
     case 'E_CONNECT_REFUSED': return { rep: REP.refused, status: 502, reason }
     case 'E_CONNECT_UNREACHABLE': return { rep: /ENETUNREACH|ENETDOWN/.test(e.message) ? REP.network : REP.host, status: 502, reason }
@@ -75,16 +91,23 @@ export function socksRefusal (err: unknown): Refusal {
   return { rep: REP.general, status: 502, reason }
 }
 
-/** Reads a handshake off a socket, bounded in bytes; what came past it is handed back (`rest`). */
+/** Unparsed bytes a handshake may hold while it waits for more; past it the client is cut. */
+const MAX_UNPARSED_BYTES = MAX_HTTP_REQUEST_BYTES + 1024
+
+/**
+ * Reads a handshake off a socket, bounded in bytes: only what is not parsed yet counts, and only
+ * while more is needed (a request and the client's data after it, in one chunk, are fine: the
+ * data goes back on the socket by `release`).
+ */
 class Reader {
   private buf: Buffer = Buffer.alloc(0)
   private wake: (() => void) | undefined
   private over: Error | undefined
   private readonly onData = (chunk: Buffer): void => {
     if (this.over !== undefined) return
+    // Nothing legitimate sends this much more while its request is still unparsed: stop reading.
+    if (this.buf.byteLength > MAX_UNPARSED_BYTES) return this.fail(new Error('request too large'))
     this.buf = this.buf.byteLength === 0 ? chunk : Buffer.concat([this.buf, chunk])
-    // Nothing legitimate sends this much before its answer: stop reading.
-    if (this.buf.byteLength > MAX_HTTP_REQUEST_BYTES + 1024) this.fail(new Error('request too large'))
     this.wake?.()
   }
 
@@ -104,6 +127,7 @@ class Reader {
 
   private async more (): Promise<void> {
     this.check()
+    if (this.buf.byteLength > MAX_UNPARSED_BYTES) throw new Error('request too large') // needs more, holds too much already
     await new Promise<void>((resolve) => { this.wake = resolve })
     this.wake = undefined
     this.check()
@@ -146,6 +170,9 @@ class Reader {
   }
 }
 
+/** A target's mapping (granted, or being asked for) and the connects under way on it (not yet counted as channels). */
+interface TargetEntry { mapping: Promise<Mapping>, live: Mapping | undefined, idle: ReturnType<typeof setTimeout> | undefined, connecting: number }
+
 /** A request parsed from either protocol. */
 interface Target { host: string, port: number }
 
@@ -165,6 +192,37 @@ function ipv6Text (b: Buffer): string {
   const hex = groups.map((g) => g.toString(16))
   if (best < 0) return hex.join(':')
   return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`
+}
+
+/** An RFC 1123 host name (letters, digits, `-`, `_` in labels of 1 to 63, at most 253 in all), after `canonicalHost` took off a trailing dot. */
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*$/
+
+/**
+ * A target host in the one form it is keyed, offered and shown by: an IPv4 address as is, an IPv6
+ * address in its short form (RFC 5952), an IPv4-mapped IPv6 address as the IPv4 one, a name lower
+ * case without a trailing dot; `undefined` for anything else (a zone `%`, a port, brackets, ...).
+ */
+export function canonicalHost (text: string): string | undefined {
+  if (net.isIPv4(text)) return text
+  if (net.isIPv6(text)) {
+    if (text.includes('%')) return undefined // a zone names an interface here, not there
+    let short: string
+    try {
+      short = new URL(`http://[${text}]`).hostname.slice(1, -1)
+    } catch {
+      return undefined
+    }
+    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(short)
+    if (mapped === null) return short
+    const hi = parseInt(mapped[1] as string, 16)
+    const lo = parseInt(mapped[2] as string, 16)
+    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`
+  }
+  const name = text.endsWith('.') ? text.slice(0, -1) : text
+  // A last label of digits (or hex) is no name (RFC 1123 2.1) but an address in another spelling
+  // (`127.1`, `2130706433`, `0x7f000001` resolve to 127.0.0.1): shown as a name, it would mislead.
+  if (!HOST_NAME.test(name) || /^(?:\d+|0x[0-9a-f]*)$/i.test(name.slice(name.lastIndexOf('.') + 1))) return undefined
+  return name.toLowerCase()
 }
 
 /** Compare two strings in time that depends on neither's content (digests of equal length). */
@@ -194,18 +252,25 @@ export class Socks extends Tunnel {
   private readonly maxHandshakesPerIp: number
   private readonly mappingIdleMs: number
   /** Mappings by `host:port`: granted, or being asked for. */
-  private readonly targets = new Map<string, { mapping: Promise<Mapping>, live: Mapping | undefined, idle: ReturnType<typeof setTimeout> | undefined }>()
-  /** Denials by `host:port`, with when they are forgotten. */
-  private readonly denials = new Map<string, { until: number, refusal: Refusal }>()
+  private readonly targets = new Map<string, TargetEntry>()
+  /** Denials by a rule, by `host:port`, with when they are forgotten. */
+  private readonly denials = new Map<string, Denial>()
+  /** Denials by a person or a kill, by `host:port`: kept (bounded by their own count) to back off further on each. */
+  private readonly personDenials = new Map<string, Denial>()
+  private readonly maxDenials: number
+  /** Errors already told ('error') once: a remembered denial, a request while away. */
+  private readonly quiet = new WeakSet<Error>()
+  /** A request failed for the peer being away was told during this away period. */
+  private awayTold = false
   private readonly handshakes = new Map<string, number>()
   private handshakesNow = 0
-  /** Client sockets not yet piped (handshaking, or waiting for the peer's answer): reset on close. */
+  /** Client sockets not yet piped (handshaking, waiting for the peer's answer, or reading a refusal): reset on close. */
   private readonly pending = new Set<net.Socket>()
   /** Mappings ended here for want of use (not a sign the peer went away). */
   private readonly released = new WeakSet<Mapping>()
 
   constructor (agent: SockAgent, options: SocksOptions) {
-    super(agent, { ...options, proto: 'tcp' })
+    // Checked before `super`, which watches the agent and the signal: a throw leaves nothing behind.
     const users = options.users
     if (users !== undefined) {
       const list: unknown = users
@@ -215,15 +280,24 @@ export class Socks extends Tunnel {
           throw new TypeError('each user needs a user and a pass, strings of 1 to 255 bytes (RFC 1929)')
         }
       }
-      this.users = users.map((u) => ({ user: u.user, pass: u.pass }))
     }
-    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
-    this.maxHandshakes = options.maxHandshakes ?? 128
-    this.maxHandshakesPerIp = options.maxHandshakesPerIp ?? 32
-    this.mappingIdleMs = options.mappingIdleMs ?? SOCKS_MAPPING_IDLE_MS
-    for (const name of ['handshakeTimeoutMs', 'maxHandshakes', 'maxHandshakesPerIp', 'mappingIdleMs'] as const) {
-      if (!Number.isSafeInteger(this[name]) || this[name] < 1) throw new RangeError(`${name} must be a positive integer`)
+    const numbers = {
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+      maxHandshakes: options.maxHandshakes ?? 128,
+      maxHandshakesPerIp: options.maxHandshakesPerIp ?? 32,
+      mappingIdleMs: options.mappingIdleMs ?? SOCKS_MAPPING_IDLE_MS,
+      maxDenials: options.maxDenials ?? MAX_DENIALS
     }
+    for (const [name, value] of Object.entries(numbers)) {
+      if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`${name} must be a positive integer`)
+    }
+    super(agent, { ...options, proto: 'tcp' })
+    this.users = users?.map((u) => ({ user: u.user, pass: u.pass }))
+    this.handshakeTimeoutMs = numbers.handshakeTimeoutMs
+    this.maxHandshakes = numbers.maxHandshakes
+    this.maxHandshakesPerIp = numbers.maxHandshakesPerIp
+    this.mappingIdleMs = numbers.mappingIdleMs
+    this.maxDenials = numbers.maxDenials
   }
 
   /**
@@ -241,13 +315,21 @@ export class Socks extends Tunnel {
       }
       offline = err
     }
+    // Closed while the peer was dialed: nothing is listened on.
+    if (this.stopped) throw new StarsockError('E_ABORTED', 'Proxy closed while it started')
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.take(socket))
-    this.server = server
     try {
       this.address = await listenTcp(server, listen.ip, listen.port)
     } catch (err) {
       this.stop(undefined)
       throw err
+    }
+    // Kept only once listening: `shutdown` closing it mid-listen would leave `listenTcp` waiting for ever.
+    this.server = server
+    if (this.stopped) {
+      // Closed while the port was bound: free it.
+      server.close()
+      throw new StarsockError('E_ABORTED', 'Proxy closed while it started')
     }
     if (offline !== undefined) this.dropped(offline)
   }
@@ -278,7 +360,9 @@ export class Socks extends Tunnel {
   /** A new client: checked against `allowFrom` and the handshake limits, then served. */
   private take (socket: net.Socket): void {
     socket.on('error', () => {})
-    const ip = socket.remoteAddress ?? ''
+    const ip = socket.remoteAddress
+    // Reset before it was taken: no address to check or count.
+    if (ip === undefined) return void socket.destroy()
     const src = { ip, port: socket.remotePort ?? 0 }
     if (!this.admits(src)) return resetSocket(socket)
     const mine = this.handshakes.get(ip) ?? 0
@@ -294,15 +378,18 @@ export class Socks extends Tunnel {
       const n = (this.handshakes.get(ip) ?? 1) - 1
       if (n <= 0) this.handshakes.delete(ip)
       else this.handshakes.set(ip, n)
-      this.pending.delete(socket)
     }
     this.serve(socket, src).catch((err: unknown) => {
       // Any failure ends this client only, never the proxy.
       if (!(err instanceof Answered)) {
         this.counted('failures')
+        this.pending.delete(socket)
         return resetSocket(socket)
       }
-      // Answered (a refusal written, then a FIN): a client that does not read it is not kept.
+      // Answered (a refusal written, then a FIN): a client that does not read it is not kept,
+      // and close() resets it (it stays in `pending` until it is gone).
+      if (socket.destroyed) this.pending.delete(socket)
+      else socket.once('close', () => this.pending.delete(socket))
       setTimeout(() => socket.destroy(), ANSWERED_LINGER_MS).unref()
     }).finally(done)
   }
@@ -354,7 +441,10 @@ export class Socks extends Tunnel {
     }
     socket.write(Buffer.from([0x05, want]))
     if (this.users !== undefined) {
-      if (await reader.byte() !== 0x01) throw new Error('bad RFC 1929 version')
+      if (await reader.byte() !== 0x01) {
+        socket.end(Buffer.from([0x01, 0xff])) // not the sub-negotiation version: a failure, then close (RFC 1929)
+        throw new Answered()
+      }
       const user = (await reader.bytes(await reader.byte())).toString('utf8')
       const pass = (await reader.bytes(await reader.byte())).toString('utf8')
       if (!this.knows(user, pass)) {
@@ -374,7 +464,7 @@ export class Socks extends Tunnel {
     let host: string
     if (atyp === 0x01) host = [...await reader.bytes(4)].join('.')
     else if (atyp === 0x04) host = ipv6Text(await reader.bytes(16))
-    else if (atyp === 0x03) host = (await reader.bytes(await reader.byte())).toString('latin1')
+    else if (atyp === 0x03) host = (await reader.bytes(await reader.byte())).toString('latin1') // an IP here is taken as that IP (canonicalHost)
     else {
       reply(REP.addressType)
       throw new Answered()
@@ -384,11 +474,12 @@ export class Socks extends Tunnel {
       reply(REP.command) // BIND and UDP ASSOCIATE are not offered
       throw new Answered()
     }
-    if (!isHost(host) || port === 0) {
-      reply(REP.host)
+    const canonical = canonicalHost(host)
+    if (canonical === undefined || !isHost(canonical) || port === 0) {
+      reply(REP.host) // before any offer: the peer's person never sees a misleading target
       throw new Answered()
     }
-    return { target: { host, port }, answer: (refusal) => reply(refusal?.rep ?? REP.ok) }
+    return { target: { host: canonical, port }, answer: (refusal) => reply(refusal?.rep ?? REP.ok) }
   }
 
   /** An HTTP request after its first byte: only CONNECT host:port, with Basic auth when users are set. */
@@ -423,9 +514,11 @@ export class Socks extends Tunnel {
       }
     }
     const t = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(m[2] as string)
-    const host = t?.[1] ?? t?.[2] ?? ''
+    const inBrackets = t?.[1]
+    // In brackets only IPv6; without, an IPv4 address or a host name.
+    const host = inBrackets !== undefined ? (net.isIPv6(inBrackets) ? canonicalHost(inBrackets) : undefined) : canonicalHost(t?.[2] ?? '')
     const port = Number(t?.[3] ?? 0)
-    if (t === null || !isHost(host) || port < 1 || port > 65535) {
+    if (t === null || host === undefined || !isHost(host) || port < 1 || port > 65535) {
       status(400, 'Bad Request')
       throw new Answered()
     }
@@ -434,39 +527,55 @@ export class Socks extends Tunnel {
       target: { host, port },
       answer: (refusal) => {
         if (refusal === undefined) socket.write('HTTP/1.1 200 Connection established\r\n\r\n')
-        else status(refusal.status, texts[refusal.status] ?? 'Bad Gateway', `X-Starsock-Reason: ${refusal.reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200)}\r\n`)
+        else {
+          const retry = refusal.retryAfter === undefined ? '' : `Retry-After: ${refusal.retryAfter}\r\n`
+          status(refusal.status, texts[refusal.status] ?? 'Bad Gateway', `${retry}X-Starsock-Reason: ${refusal.reason.replace(/[^\x20-\x7e]/g, '?').slice(0, 200)}\r\n`)
+        }
       }
     }
   }
 
   /** Whether `user`/`pass` is one of `users`; every entry is compared, each in constant time. */
   private knows (user: string, pass: string): boolean {
-    let ok = false
+    let ok = 0
     for (const u of this.users ?? []) {
-      const match = sameSecret(u.user, user) && sameSecret(u.pass, pass)
-      ok = ok || match
+      // Both compared always (no `&&`): the time does not tell whether the user name was right.
+      ok |= Number(sameSecret(u.user, user)) & Number(sameSecret(u.pass, pass))
     }
-    return ok
+    return ok === 1
   }
 
   /** A channel to `target` through the peer: its mapping (reused, or asked for), then a connect. */
   private async open (target: Target, src: SockAddress): Promise<Channel> {
     const away = this.awayError()
-    if (away !== undefined) throw away
-    const key = `${target.host.toLowerCase()}|${target.port}`
-    const denied = this.denials.get(key)
-    if (denied !== undefined) {
-      if (Date.now() < denied.until) throw new StarsockError('E_DENIED', `${target.host}:${target.port} was denied lately; not asking ${this.options.peer} again for ${Math.ceil((denied.until - Date.now()) / 1000)} s`)
-      this.denials.delete(key)
+    if (away !== undefined) {
+      // Told once per away period; every one is counted.
+      if (this.awayTold) this.quiet.add(away)
+      this.awayTold = true
+      throw away
     }
+    const key = `${target.host}|${target.port}` // canonical (canonicalHost)
+    const now = Date.now()
+    const denied = [this.personDenials.get(key), this.denials.get(key)].find((d) => d !== undefined && now < d.until)
+    if (denied !== undefined) {
+      // The denial itself was told; its repeats are counted only.
+      const err = new StarsockError('E_DENIED', `${target.host}:${target.port} was denied lately; not asking ${this.options.peer} again for ${Math.ceil((denied.until - now) / 1000)} s`)
+      this.quiet.add(err)
+      throw err
+    }
+    this.denials.delete(key) // a person's is kept: the next no backs off further
     const mapping = await this.mappingFor(key, target)
     this.counted('connections')
     this.emit('connection', { src })
     const t = this.targets.get(key)
-    if (t !== undefined) clearTimeout(t.idle)
+    if (t !== undefined) {
+      clearTimeout(t.idle)
+      t.connecting++ // its channel is not counted until it opens: not idle meanwhile
+    }
     try {
       return await mapping.connect({ src, signal: this.options.signal })
     } finally {
+      if (t !== undefined) t.connecting--
       this.idleLater(key, mapping)
     }
   }
@@ -478,7 +587,7 @@ export class Socks extends Tunnel {
     if (this.targets.size >= MAX_SOCKS_MAPPINGS) this.releaseIdle()
     if (this.targets.size >= MAX_SOCKS_MAPPINGS) throw new StarsockError('E_LIMIT_MAPPINGS', `The proxy holds ${MAX_SOCKS_MAPPINGS} targets with connections open; try later`)
     let personAsked = false
-    const entry = { mapping: undefined as unknown as Promise<Mapping>, live: undefined as Mapping | undefined, idle: undefined as ReturnType<typeof setTimeout> | undefined }
+    const entry: TargetEntry = { mapping: undefined as unknown as Promise<Mapping>, live: undefined, idle: undefined, connecting: 0 }
     entry.mapping = this.agent.connect(this.options.peer, this.request({
       host: target.host,
       port: target.port,
@@ -489,6 +598,7 @@ export class Socks extends Tunnel {
         throw new StarsockError('E_ABORTED', 'Proxy closed')
       }
       entry.live = mapping
+      this.personDenials.delete(key) // a yes now: a later no starts afresh
       mapping.on('close', (err) => this.mappingClosed(key, entry, mapping, err))
       this.recovered()
       this.emit('mapping', mapping)
@@ -497,7 +607,7 @@ export class Socks extends Tunnel {
       if (this.targets.get(key) === entry) this.targets.delete(key)
       const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
       // Said by the peer (not the wire), or a person who did not answer: not asked again for a while.
-      if ((REMEMBERED_CODES.has(e.code) && !e.remote) || (e.code === 'E_TIMEOUT' && personAsked)) this.deny(key, socksRefusal(e))
+      if ((REMEMBERED_CODES.has(e.code) && !e.remote) || (e.code === 'E_TIMEOUT' && personAsked)) this.deny(key, personAsked)
       if (AWAY_CODES.has(e.code) && !this.stopped) this.dropped(e)
       throw e
     })
@@ -513,13 +623,26 @@ export class Socks extends Tunnel {
     if (this.stopped) return
     // A kill by the peer (its person or application) is a denial of that target, not of the proxy.
     if (this.released.has(mapping)) return
-    if (err.code === 'E_KILLED' && !err.remote) return this.deny(key, socksRefusal(err))
+    if (err.code === 'E_KILLED' && !err.remote) return this.deny(key, true)
     if (AWAY_CODES.has(err.code) || err.code === 'E_STREAM_ABORTED' || err.code === 'E_TIMEOUT') this.dropped(err)
   }
 
-  private deny (key: string, refusal: Refusal): void {
-    if (this.denials.size >= MAX_DENIALS) this.denials.delete(this.denials.keys().next().value as string)
-    this.denials.set(key, { until: Date.now() + SOCKS_DENIAL_MEMORY_MS, refusal })
+  /**
+   * Remember a denial of `key`: a rule's for `SOCKS_DENIAL_MEMORY_MS`; a person's (or a kill's)
+   * longer on each (`SOCKS_PERSON_DENIAL_MS`), in a map of its own so rule denials never push it out.
+   */
+  private deny (key: string, person: boolean): void {
+    const map = person ? this.personDenials : this.denials
+    const strikes = (map.get(key)?.strikes ?? 0) + 1
+    map.delete(key) // set again below: the newest last, the oldest forgotten first
+    if (map.size >= this.maxDenials) map.delete(map.keys().next().value as string)
+    const ms = person ? SOCKS_PERSON_DENIAL_MS[Math.min(strikes, SOCKS_PERSON_DENIAL_MS.length) - 1] as number : SOCKS_DENIAL_MEMORY_MS
+    map.set(key, { until: Date.now() + ms, strikes })
+  }
+
+  protected override recovered (): void {
+    super.recovered()
+    this.awayTold = false
   }
 
   /** Release `key`'s mapping once it has had no channel for `mappingIdleMs`. */
@@ -529,7 +652,7 @@ export class Socks extends Tunnel {
     clearTimeout(t.idle)
     const check = (): void => {
       if (mapping.closed) return
-      if (mapping.stats().channelsOpen > 0) {
+      if (mapping.stats().channelsOpen > 0 || t.connecting > 0) {
         t.idle = setTimeout(check, this.mappingIdleMs)
         t.idle.unref?.()
       } else this.release(mapping)
@@ -541,7 +664,7 @@ export class Socks extends Tunnel {
   /** Release the mappings without channels now (to make room). */
   private releaseIdle (): void {
     for (const t of [...this.targets.values()]) {
-      if (t.live !== undefined && !t.live.closed && t.live.stats().channelsOpen === 0) this.release(t.live)
+      if (t.live !== undefined && !t.live.closed && t.live.stats().channelsOpen === 0 && t.connecting === 0) this.release(t.live)
     }
   }
 
@@ -554,9 +677,10 @@ export class Socks extends Tunnel {
     mapping.kill('idle in the SOCKS proxy', 'E_PEER_SHUTDOWN')
   }
 
+  /** Count a failed request; tell it ('error') unless it was told already (`quiet`). */
   private failedHere (err: unknown): void {
     const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL', String(err))
     this.counted('failures')
-    this.emit('error', e)
+    if (!this.quiet.has(e)) this.emit('error', e)
   }
 }

@@ -514,6 +514,11 @@ abstract class LocalListener extends Tunnel {
       this.stop(undefined)
       throw err
     }
+    if (this.stopped) {
+      // Closed while the port was bound (`shutdown` came before the listening): freed, nothing started.
+      this.shutdown()
+      throw new StarsockError('E_ABORTED', 'Tunnel closed while it started')
+    }
     if (this.listenFirst) await ask()
     if (offline !== undefined) this.dropped(offline) // listening; asks until the peer is online
   }
@@ -544,13 +549,17 @@ abstract class LocalListener extends Tunnel {
   private async listenTcp (listen: SockAddress): Promise<void> {
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
       socket.on('error', () => {})
-      const src = { ip: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }
+      // Reset before it was taken: no address to check or count.
+      if (socket.remoteAddress === undefined) return void socket.destroy()
+      const src = { ip: socket.remoteAddress, port: socket.remotePort ?? 0 }
       if (!this.admits(src)) return resetSocket(socket)
       this.open(src)
         .then((channel) => pipeSocket(socket, channel), (err: unknown) => { resetSocket(socket); this.failedOnce(err) })
     })
-    this.server = server
     this.address = await listenTcp(server, listen.ip, listen.port)
+    // Kept only once listening: `shutdown` closing it mid-listen would leave `listenTcp` waiting
+    // for ever; a close meanwhile is seen by `start`, which frees the port.
+    this.server = server
   }
 
   private async listenUdp (listen: SockAddress): Promise<void> {
@@ -586,9 +595,10 @@ abstract class LocalListener extends Tunnel {
 /** A local listener whose connections (or UDP sources) reach `to`, or the peer's `service`, through the other peer. */
 export class Forward extends LocalListener {
   constructor (agent: SockAgent, options: TunnelOptions) {
-    super(agent, options)
+    // Checked before `super`, which watches the agent and the signal: a throw leaves nothing behind.
     if (options.to === undefined && options.service === undefined) throw new TypeError('forward needs `to` (host and port) or `service` (a name the peer offers)')
     if (options.to !== undefined && options.service !== undefined) throw new TypeError('forward takes `to` or `service`, not both')
+    super(agent, options)
   }
 
   protected async ask (): Promise<Mapping> {
@@ -634,8 +644,9 @@ export class Expose extends Tunnel {
   private readonly to: SockAddress
 
   constructor (agent: SockAgent, options: TunnelOptions) {
-    super(agent, options)
+    // Checked before `super`, which watches the agent and the signal: a throw leaves nothing behind.
     if (options.to === undefined) throw new TypeError('expose needs `to`: the local host and port each connection reaches')
+    super(agent, options)
     this.to = options.to
   }
 
