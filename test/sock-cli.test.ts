@@ -9,23 +9,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
-import type { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { rejection } from './helpers/agents.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { forwardCommand } from '../cli/tunnels.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
-
-async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
-  try {
-    await promise
-  } catch (err) {
-    return err as StarsockError
-  }
-  throw new Error('expected a rejection')
-}
 
 /** A running `starsock` program with its output so far. */
 interface Program {
