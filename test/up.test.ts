@@ -63,13 +63,17 @@ async function udpRoundTrip (port: number, data: Buffer): Promise<Buffer> {
   }
 }
 
-/** A far side's service "shell" that a person is asked about (given a minute to answer). */
-const ASK_SHELL = (port: number): string => `ask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${port}", ask = true }\n`
 /** A forward named "shell" to the far side's service "shell". */
 const SHELL_FORWARD = (far: string, port: number): string => table('forward', { name: 'shell', peer: far, listen: port, service: 'shell' })
 
 describe('starsock up: one agent, many tunnels', () => {
   const { server, dir, cleanup, config, up, far: farSide } = useUp({ prefix: 'starsock-up-' })
+  /** A far side (with `--ask`, `text` first in its file) whose service "shell" (a TCP echo) a person is asked about. */
+  const askingFar = async (text: string): Promise<{ id: string, proc: Program }> => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    return await farSide(`${text}[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`, ['--ask'])
+  }
 
   /** The `ready` event of mapping `id`. */
   const ready = async (p: Program, id: string): Promise<Record<string, unknown>> => await eventOf(p, 'ready', id)
@@ -214,11 +218,9 @@ describe('starsock up: one agent, many tunnels', () => {
   }, 90_000)
 
   it('a service with ask = true is asked of the far person; a mapping that person kills (or denies) is final, never asked again until a reload', async () => {
-    const shell = await tcpEcho()
-    cleanup.push(shell)
     const p1 = await freePort()
     // stdin is not a terminal here: --ask takes the answers from it.
-    const { id: far, proc: farProc } = await farSide(`[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`, ['--ask'])
+    const { id: far, proc: farProc } = await askingFar('')
     const near = up(config('near.toml', `key = "near.key"\n${SHELL_FORWARD(far, p1)}`))
     await eventOf(near, 'asking', 'shell')
     await waitFor('the far prompt', () => farProc.err().includes('Allow? [y/N]'), 20_000)
@@ -251,11 +253,9 @@ describe('starsock up: one agent, many tunnels', () => {
   }, 90_000)
 
   it('nobody answering the far person in time is final: one offer only, not retried until a reload', async () => {
-    const shell = await tcpEcho()
-    cleanup.push(shell)
     const p1 = await freePort()
     // The far person has a minute; this side waits 2 s, then gives up.
-    const { id: far, proc: farProc } = await farSide(ASK_SHELL(shell.port), ['--ask'])
+    const { id: far, proc: farProc } = await askingFar('ask_timeout_ms = 60000\n')
     const near = up(config('near.toml', `key = "near.key"\ntimeout_ms = 2000\n${SHELL_FORWARD(far, p1)}`))
     await eventOf(near, 'asking', 'shell')
     expect(await eventOf(near, 'failed', 'shell')).toMatchObject({ code: 'E_TIMEOUT', final: true })
@@ -269,10 +269,8 @@ describe('starsock up: one agent, many tunnels', () => {
   }, 60_000)
 
   it('SIGTERM while the far person is asked at start, or after a reload that asks, exits 0 at once with the mapping closed', async () => {
-    const shell = await tcpEcho()
-    cleanup.push(shell)
     const [p1, p2] = await freePorts(2)
-    const { id: far, proc: farProc } = await farSide(ASK_SHELL(shell.port), ['--ask'])
+    const { id: far, proc: farProc } = await askingFar('ask_timeout_ms = 60000\n')
     // At start: the first mapping waits for a person who never answers (both sides wait 60 s).
     const near = up(config('near.toml', `key = "near.key"\n${SHELL_FORWARD(far, p1)}`))
     await eventOf(near, 'asking', 'shell')
