@@ -30,6 +30,14 @@ function output (): PassThrough & { text: () => string } {
   return out
 }
 
+/** An input that says it is a terminal (raw mode does nothing). */
+function terminalInput (): PassThrough & { isTTY: boolean, setRawMode: (raw: boolean) => void } {
+  const input = new PassThrough() as PassThrough & { isTTY: boolean, setRawMode: (raw: boolean) => void }
+  input.isTTY = true
+  input.setRawMode = () => {}
+  return input
+}
+
 describe('the terminal prompt (TerminalConsent)', () => {
   let server: StarsockServer & { port: number }
   let agent: SockAgent
@@ -45,6 +53,12 @@ describe('the terminal prompt (TerminalConsent)', () => {
     await agent.peer.close()
     await server.close()
   })
+  /** A prompt on `input` and `out` for this test's agent, closed after the test. */
+  const prompt = (input: PassThrough, out: PassThrough, onPrompt?: (hold: boolean) => void): TerminalConsent => {
+    const consent = new TerminalConsent(agent, input, out, onPrompt)
+    consents.push(consent)
+    return consent
+  }
 
   it('only y/yes, n/no, an empty line and a/always answer (any case); anything else is no answer', () => {
     expect(['y', 'YES', ' yes ', 'n', 'No', '', 'a', 'Always'].map(answerOf)).toEqual([true, true, true, false, false, false, 'always', 'always'])
@@ -55,8 +69,7 @@ describe('the terminal prompt (TerminalConsent)', () => {
     const input = new PassThrough()
     const out = output()
     const holds: boolean[] = []
-    const consent = new TerminalConsent(agent, input, out, (hold) => holds.push(hold))
-    consents.push(consent)
+    const consent = prompt(input, out, (hold) => holds.push(hold))
     const prompts = (): number => out.text().split('Allow? [y/N]').length - 1
     const first = consent.ask(request(true), new AbortController().signal)
     expect(prompts()).toBe(1)
@@ -87,13 +100,10 @@ describe('the terminal prompt (TerminalConsent)', () => {
   })
 
   it('on a terminal the status line holds while something is typed, and goes on after the line', async () => {
-    const input = new PassThrough() as PassThrough & { isTTY: boolean, setRawMode: (raw: boolean) => void }
-    input.isTTY = true
-    input.setRawMode = () => {}
+    const input = terminalInput()
     const out = output()
     const holds: boolean[] = []
-    const consent = new TerminalConsent(agent, input, out, (hold) => holds.push(hold))
-    consents.push(consent)
+    const consent = prompt(input, out, (hold) => holds.push(hold))
     input.write('li')
     await waitFor('a hold while typing', () => holds.at(-1) === true)
     const before = out.text().length
@@ -113,8 +123,7 @@ describe('the terminal prompt (TerminalConsent)', () => {
   it('piped: a "y" that arrives just after the offer on screen was withdrawn does not answer the next one; a later one does', async () => {
     const input = new PassThrough()
     const out = output()
-    const consent = new TerminalConsent(agent, input, out)
-    consents.push(consent)
+    const consent = prompt(input, out)
     const first = new AbortController()
     const a = consent.ask(request(true, 1111), first.signal)
     const b = consent.ask(request(true, 2222), new AbortController().signal)
@@ -132,12 +141,9 @@ describe('the terminal prompt (TerminalConsent)', () => {
   })
 
   it('on a terminal a line begun before the offer on screen was drawn does not answer it; one begun after does', async () => {
-    const input = new PassThrough() as PassThrough & { isTTY: boolean, setRawMode: (raw: boolean) => void }
-    input.isTTY = true
-    input.setRawMode = () => {}
+    const input = terminalInput()
     const out = output()
-    const consent = new TerminalConsent(agent, input, out)
-    consents.push(consent)
+    const consent = prompt(input, out)
     const first = new AbortController()
     const a = consent.ask(request(true, 1111), first.signal)
     const b = consent.ask(request(true, 2222), new AbortController().signal)

@@ -9,23 +9,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
-import type { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { rejection } from './helpers/agents.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { forwardCommand } from '../cli/tunnels.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
-
-async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
-  try {
-    await promise
-  } catch (err) {
-    return err as StarsockError
-  }
-  throw new Error('expected a rejection')
-}
 
 /** A running `starsock` program with its output so far. */
 interface Program {
@@ -73,6 +64,11 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     return p
   }
   const key = (name: string): string => join(dir, name)
+  /** `starsock listen` with the key "listener" on this test's server and `args`: its peer id and program. */
+  const listener = (args: string[]): { listenerId: string, listen: Program } => {
+    const listenerId = peerIdOf(key('listener'))
+    return { listenerId, listen: start(['listen', '--server', server.url(), '--key', key('listener'), ...args]) }
+  }
   const peerIdOf = (file: string): string => {
     const r = spawnSync(process.execPath, [BIN, 'id', '--key', file], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status).toBe(0)
@@ -99,8 +95,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const body = testBytes(2 * 1024 * 1024)
     const web = await httpServer(body)
     cleanup.push(web)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${web.port}`, '--json'])
+    const { listenerId, listen } = listener(['--allow', `connect/tcp:127.0.0.1:${web.port}`, '--json'])
     expect((await listen.event('ready')).peerId).toBe(listenerId)
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${web.port}`, '--json'])
     const ready = await fwd.event('ready')
@@ -162,8 +157,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   it('a denied offer: forward exits 1 with one line naming E_DENIED, and nothing opens on the listener', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'connect/tcp:127.0.0.1:1', '--no-prompt', '--json'])
+    const { listenerId, listen } = listener(['--allow', 'connect/tcp:127.0.0.1:1', '--no-prompt', '--json'])
     await listen.event('ready')
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`])
     expect(await within('forward to exit', fwd.exited, 15_000)).toBe(1)
@@ -176,8 +170,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   it('listen --ask: the person at the terminal allows an offer', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--json'])
+    const { listenerId, listen } = listener(['--ask', '--json'])
     await listen.event('ready')
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`, '--name', 'echo service', '--json'])
     await within('the prompt on the listener', new Promise<void>((resolve) => {
@@ -195,8 +188,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
 
   it('listen --files asks the person (sender, name, size) before a byte flows: yes saves it, no refuses it, too big is refused unasked', async () => {
     const files = join(dir, 'in')
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--files', files, '--ask', '--max-file-bytes', '1000000', '--json'])
+    const { listenerId, listen } = listener(['--files', files, '--ask', '--max-file-bytes', '1000000', '--json'])
     expect(await listen.event('ready')).toMatchObject({ files })
     const sender = createSockAgent(await createPeer({ server: server.url() }))
     cleanup.push({ close: async () => { await sender.close(); await sender.peer.close() } })
@@ -232,8 +224,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   })
 
   it('listen --max-bound-ports-total: binds of several identities stop at the total with E_LIMIT_TOTAL, logged as a limit event', async () => {
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'bind/tcp:127.0.0.1:0', '--max-bound-ports-total', '2', '--no-prompt', '--json'])
+    const { listenerId, listen } = listener(['--allow', 'bind/tcp:127.0.0.1:0', '--max-bound-ports-total', '2', '--no-prompt', '--json'])
     await listen.event('ready')
     const binders = await Promise.all([1, 2, 3].map(async () => {
       const a = createSockAgent(await createPeer({ server: server.url() }))
@@ -372,8 +363,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
       expectBytes(answer.subarray(4), data, what)
       return tag
     }
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--allow', `connect/tcp:127.0.0.1:${two.port}`, '--allow', 'bind/tcp:127.0.0.1:0', '--no-prompt', '--json'])
+    const { listenerId, listen } = listener(['--allow', `connect/tcp:127.0.0.1:${one.port}`, '--allow', `connect/tcp:127.0.0.1:${two.port}`, '--allow', 'bind/tcp:127.0.0.1:0', '--no-prompt', '--json'])
     await listen.event('ready')
     const [first, second] = [await freePort(), await freePort()]
     // --to before its --listen: the nth --to still goes with the nth --listen.
@@ -411,8 +401,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   it('the prompt: a command typed while an offer waits runs and the offer is asked again; a non-answer asks again; y answers', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--json'])
+    const { listenerId, listen } = listener(['--ask', '--json'])
     await listen.event('ready')
     const prompts = (): number => listen.err().split('Allow? [y/N]').length - 1
     const said = async (what: string, check: () => boolean): Promise<void> => await within(what, new Promise<void>((resolve) => {
@@ -441,8 +430,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   it('listen --ask-timeout-ms: an offer nobody answers is denied when it runs out', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--ask', '--ask-timeout-ms', '1500', '--json'])
+    const { listenerId, listen } = listener(['--ask', '--ask-timeout-ms', '1500', '--json'])
     await listen.event('ready')
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${echo.port}`])
     expect(await within('forward to exit', fwd.exited, 30_000)).toBe(1)
@@ -470,9 +458,8 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   it('listen --service and forward --service: the peer reaches the target the listener chose; "a" at the prompt adds a rule, printed, and the next offer is not asked', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const listenerId = peerIdOf(key('listener'))
     const clientId = peerIdOf(key('client'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--service', `echo=127.0.0.1:${echo.port}`, '--ask', '--json'])
+    const { listenerId, listen } = listener(['--service', `echo=127.0.0.1:${echo.port}`, '--ask', '--json'])
     const ready = await listen.event('ready')
     expect(ready.commands).toEqual([`starsock forward --server ${server.url()} --peer ${listenerId} --listen LOCAL_PORT --service echo`])
     expect(ready.services).toEqual({ echo: `127.0.0.1:${echo.port}` })
@@ -503,8 +490,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
   it('expose to 0.0.0.0 prints where the port is reached (not 0.0.0.0, not :0) on both sides; --allow-from on expose and forward refuses other clients, counted and said', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', 'bind/tcp:0.0.0.0:0', '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--no-prompt', '--json'])
+    const { listenerId, listen } = listener(['--allow', 'bind/tcp:0.0.0.0:0', '--allow', `connect/tcp:127.0.0.1:${echo.port}`, '--no-prompt', '--json'])
     await listen.event('ready')
     const exp = start(['expose', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--port', '0', '--to', `127.0.0.1:${echo.port}`, '--allow-from', '127.0.0.2/32', '--json'])
     const ready = await exp.event('ready')
@@ -538,8 +524,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const one = await tcpEcho()
     const two = await tcpEcho()
     cleanup.push(one, two)
-    const listenerId = peerIdOf(key('listener'))
-    const listen = start(['listen', '--server', server.url(), '--key', key('listener'), '--allow', `connect/tcp:127.0.0.1:${one.port}`, '--ask', '--json'])
+    const { listenerId, listen } = listener(['--allow', `connect/tcp:127.0.0.1:${one.port}`, '--ask', '--json'])
     await listen.event('ready')
     const prompts = (): number => listen.err().split('Allow? [y/N]').length - 1
     const fwd = start(['forward', '--server', server.url(), '--key', key('client'), '--peer', listenerId, '--listen', '0', '--to', `127.0.0.1:${one.port}`, '--listen', '0', '--to', `127.0.0.1:${two.port}`, '--json'])

@@ -14,18 +14,9 @@ import type { OfferDecision, SockAgent } from '../client/sock/agent.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, decodeOpen, encodeJsonFrame, encodeOpenFrame, FRAME, FrameDecoder, type Frame } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION, OFFER_KINDS } from '../shared/sock-protocol.ts'
-import { useAgents } from './helpers/agents.ts'
+import { useAgents, rejection } from './helpers/agents.ts'
 import { waitFor, within } from './helpers/server.ts'
 import { tcpEcho, type Closable } from './helpers/sockets.ts'
-
-async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
-  try {
-    await promise
-  } catch (err) {
-    return err as StarsockError
-  }
-  throw new Error('expected a rejection')
-}
 
 /** A mux peer written by hand over a real connection: it sends the frames a test crafts and records every frame it gets. */
 interface RawMux {

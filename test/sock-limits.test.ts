@@ -10,18 +10,10 @@ import type { Mapping } from '../client/sock/mapping.ts'
 import { expose } from '../client/sock/tunnel.node.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { rejection } from './helpers/agents.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip, udpClient, type Closable } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
-
-async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
-  try {
-    await promise
-  } catch (err) {
-    return err as StarsockError
-  }
-  throw new Error('expected a rejection')
-}
 
 /** Whether something listens on TCP 127.0.0.1:`port` now. */
 async function listening (port: number): Promise<boolean> {

@@ -8,20 +8,10 @@ import { describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
 import type { OfferRequest } from '../client/sock/agent.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
-import type { StarsockError } from '../shared/errors.ts'
-import { useAgents } from './helpers/agents.ts'
+import { useAgents, rejection } from './helpers/agents.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 import { tcpEcho, tcpRoundTrip, udpEcho } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
-
-async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
-  try {
-    await promise
-  } catch (err) {
-    return err as StarsockError
-  }
-  throw new Error('expected a rejection')
-}
 
 /** A TCP server on 127.0.0.1 that answers every connection with `who` and closes. */
 async function teller (who: string): Promise<{ port: number, close: () => void }> {

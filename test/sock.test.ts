@@ -8,10 +8,9 @@ import { createSockAgent } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { expose, forward } from '../client/sock/tunnel.node.ts'
 import { ReceiveStream } from '../client/stream.ts'
-import { StarsockError } from '../shared/errors.ts'
 import { decodeJson, encodeJsonFrame, FRAME, FrameDecoder } from '../shared/mux-frame.ts'
 import { MUX_PROTOCOL, MUX_VERSION } from '../shared/sock-protocol.ts'
-import { useAgents } from './helpers/agents.ts'
+import { useAgents, rejection } from './helpers/agents.ts'
 import { legacyDial, legacyExchange, pull, startLegacyPeer } from './helpers/legacy.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 import { httpGet, httpServer, tcpEcho, tcpRoundTrip, udpClient, udpEcho } from './helpers/sockets.ts'
@@ -33,15 +32,6 @@ async function portFree (port: number): Promise<boolean> {
     server.once('error', () => resolve(false))
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)))
   })
-}
-
-async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
-  try {
-    await promise
-  } catch (err) {
-    return err as StarsockError
-  }
-  throw new Error('expected a rejection')
 }
 
 describe('sock channels and tunnels through a real server', () => {

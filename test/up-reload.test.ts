@@ -1,21 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { StarsockServer } from '../server/server.ts'
-import { startServer, testBytes, within } from './helpers/server.ts'
-import { Programs, peerIdOf, runProgram, type Program } from './helpers/programs.ts'
-import { tcpEcho, tcpRoundTrip, type Closable } from './helpers/sockets.ts'
+import { describe, expect, it } from 'vitest'
+import { testBytes, within } from './helpers/server.ts'
+import { runProgram, type Program } from './helpers/programs.ts'
+import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
-
-async function freePort (): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as net.AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
+import { freePorts, table, useUp } from './helpers/up.ts'
 
 /** Whether a TCP connection to 127.0.0.1:`port` is refused (nothing listens). */
 async function refused (port: number): Promise<boolean> {
@@ -59,30 +48,9 @@ async function openTransfer (port: number): Promise<{ write: (b: Uint8Array) => 
 }
 
 describe('starsock up: SIGHUP reload and bad files', () => {
-  let server: StarsockServer & { port: number }
-  let dir: string
-  const programs = new Programs()
-  const cleanup: Closable[] = []
-
-  beforeEach(async () => {
-    server = await startServer()
-    dir = mkdtempSync(join(tmpdir(), 'starsock-up-reload-'))
-  })
-  afterEach(async () => {
-    await programs.cleanup()
-    for (const c of cleanup.splice(0)) await c.close()
-    await server.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
-
-  const write = (name: string, text: string): string => {
-    const file = join(dir, name)
-    writeFileSync(file, `server = "${server.url()}"\n${text}`)
-    return file
-  }
-  const up = (file: string): Program => programs.start(['up', '--config', file, '--json'])
+  const { cleanup, config: write, up, far: farSide } = useUp({ prefix: 'starsock-up-reload-' })
   const forward = (name: string, peer: string, listen: number, to: number): string =>
-    `\n[[forward]]\nname = "${name}"\npeer = "${peer}"\nlisten = ${listen}\nto = "127.0.0.1:${to}"\n`
+    `\n${table('forward', { name, peer, listen, to: `127.0.0.1:${to}` })}`
   /** The JSON event `name` whose fields match `match`, after the ones seen so far. */
   const eventWhere = async (p: Program, name: string, match: (e: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> => {
     for (let i = 1; ; i++) {
@@ -95,10 +63,8 @@ describe('starsock up: SIGHUP reload and bad files', () => {
     const echo = await tcpEcho()
     const other = await tcpEcho()
     cleanup.push(echo, other)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const farProc = up(write('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${echo.port}", "connect/tcp:127.0.0.1:${other.port}"]\n`))
-    await farProc.event('up')
-    const [pa, pb, pc, pd] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
+    const { id: far, proc: farProc } = await farSide(`allow = ["connect/tcp:127.0.0.1:${echo.port}", "connect/tcp:127.0.0.1:${other.port}"]\n`)
+    const [pa, pb, pc, pd] = await freePorts(4)
     const file = write('near.toml', `key = "near.key"\n${forward('keep', far, pa, echo.port)}${forward('gone', far, pb, echo.port)}${forward('moved', far, pd, echo.port)}`)
     const near = up(file)
     await eventWhere(near, 'ready', (e) => e.id === 'keep')
@@ -130,7 +96,7 @@ describe('starsock up: SIGHUP reload and bad files', () => {
     expect(await refused(pb)).toBe(true)
 
     // A bad file on SIGHUP: one line, and everything stays.
-    writeFileSync(file, `server = "${server.url()}"\nkey = "near.key"\n${forward('keep', far, pa, echo.port)}\n[[forward]]\npeer = "${far}"\nlisten = "nowhere"\nto = "127.0.0.1:1"\n`)
+    write('near.toml', `key = "near.key"\n${forward('keep', far, pa, echo.port)}\n[[forward]]\npeer = "${far}"\nlisten = "nowhere"\nto = "127.0.0.1:1"\n`)
     near.proc.kill('SIGHUP')
     const bad = await near.event('reload', 20_000, 2)
     expect(bad.ok).toBe(false)

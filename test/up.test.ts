@@ -1,25 +1,13 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import type { StarsockServer } from '../server/server.ts'
-import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
-import { Programs, peerIdOf, type Program } from './helpers/programs.ts'
+import { describe, expect, it } from 'vitest'
+import { testBytes, waitFor, within } from './helpers/server.ts'
+import { peerIdOf, type Program } from './helpers/programs.ts'
 import { SocksClient } from 'socks'
-import { tcpEcho, tcpRoundTrip, udpClient, udpEcho, type Closable } from './helpers/sockets.ts'
+import { tcpEcho, tcpRoundTrip, udpClient, udpEcho } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import { eventOf, freePort, freePorts, table, useUp } from './helpers/up.ts'
 
-/** A free TCP (and, most likely, UDP) port on 127.0.0.1. */
-async function freePort (): Promise<number> {
-  const s = net.createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as net.AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
-
-/** Send `data` over UDP to 127.0.0.1:`port` until the same comes back. */
 /** Connect from `localAddress`, write, and settle with what came back and whether the connection was reset. */
 async function tryFrom (port: number, localAddress: string, data: Uint8Array, host = '127.0.0.1'): Promise<{ data: Buffer, reset: boolean }> {
   return await new Promise((resolve) => {
@@ -60,6 +48,7 @@ async function socksReply (proxy: number, ip4: number[], port: number): Promise<
   }), 20_000)
 }
 
+/** Send `data` over UDP to 127.0.0.1:`port` until the same comes back. */
 async function udpRoundTrip (port: number, data: Buffer): Promise<Buffer> {
   const client = await udpClient()
   try {
@@ -74,35 +63,16 @@ async function udpRoundTrip (port: number, data: Buffer): Promise<Buffer> {
   }
 }
 
+/** A forward named "shell" to the far side's service "shell". */
+const SHELL_FORWARD = (far: string, port: number): string => table('forward', { name: 'shell', peer: far, listen: port, service: 'shell' })
+
 describe('starsock up: one agent, many tunnels', () => {
-  let server: StarsockServer & { port: number }
-  let dir: string
-  const programs = new Programs()
-  const cleanup: Closable[] = []
-
-  beforeEach(async () => {
-    server = await startServer()
-    dir = mkdtempSync(join(tmpdir(), 'starsock-up-'))
-  })
-  afterEach(async () => {
-    await programs.cleanup()
-    for (const c of cleanup.splice(0)) await c.close()
-    await server.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
-
-  const config = (name: string, text: string): string => {
-    const file = join(dir, name)
-    writeFileSync(file, `server = "${server.url()}"\n${text}`)
-    return file
-  }
-  const up = (file: string): Program => programs.start(['up', '--config', file, '--json'])
-  /** The first (or `nth`) event `name` of mapping `id`. */
-  const eventOf = async (p: Program, name: string, id: string, ms = 20_000, nth = 1): Promise<Record<string, unknown>> => {
-    for (let i = 1, n = 0; ; i++) {
-      const e = await p.event(name, ms, i)
-      if (e.id === id && ++n === nth) return e
-    }
+  const { server, dir, cleanup, config, up, far: farSide } = useUp({ prefix: 'starsock-up-' })
+  /** A far side (with `--ask`, `text` first in its file) whose service "shell" (a TCP echo) a person is asked about. */
+  const askingFar = async (text: string): Promise<{ id: string, proc: Program }> => {
+    const shell = await tcpEcho()
+    cleanup.push(shell)
+    return await farSide(`${text}[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`, ['--ask'])
   }
 
   /** The `ready` event of mapping `id`. */
@@ -115,43 +85,14 @@ describe('starsock up: one agent, many tunnels', () => {
     const local = await tcpEcho()
     const proxied = await tcpEcho()
     cleanup.push(db, web, dns, local, proxied)
-    const farKey = join(dir, 'far.key')
-    const far = peerIdOf(farKey)
-    const [p1, p2, p3, bindPort, proxy] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()])
-    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/tcp:127.0.0.1:${web.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:0.0.0.0:${bindPort}", "connect/tcp:localhost:${proxied.port}"]\n`)
-    const farProc = up(farFile)
-    await farProc.event('up')
-    const nearFile = config('near.toml', `key = "near.key"
-[[forward]]
-name = "db"
-peer = "${far}"
-listen = "127.0.0.1:${p1}"
-to = "127.0.0.1:${db.port}"
-
-[[forward]]
-name = "web"
-peer = "${far}"
-listen = ${p2}
-to = "127.0.0.1:${web.port}"
-
-[[forward]]
-name = "dns"
-peer = "${far}"
-proto = "udp"
-listen = "127.0.0.1:${p3}"
-to = "127.0.0.1:${dns.port}"
-
-[[expose]]
-name = "back"
-peer = "${far}"
-port = ${bindPort}
-to = "127.0.0.1:${local.port}"
-
-[[socks]]
-name = "proxy"
-peer = "${far}"
-listen = ${proxy}
-`)
+    const [p1, p2, p3, bindPort, proxy] = await freePorts(5)
+    const { id: far, proc: farProc } = await farSide(`allow = ["connect/tcp:127.0.0.1:${db.port}", "connect/tcp:127.0.0.1:${web.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:0.0.0.0:${bindPort}", "connect/tcp:localhost:${proxied.port}"]\n`)
+    const nearFile = config('near.toml', `key = "near.key"\n` +
+      table('forward', { name: 'db', peer: far, listen: `127.0.0.1:${p1}`, to: `127.0.0.1:${db.port}` }) +
+      table('forward', { name: 'web', peer: far, listen: p2, to: `127.0.0.1:${web.port}` }) +
+      table('forward', { name: 'dns', peer: far, proto: 'udp', listen: `127.0.0.1:${p3}`, to: `127.0.0.1:${dns.port}` }) +
+      table('expose', { name: 'back', peer: far, port: bindPort, to: `127.0.0.1:${local.port}` }) +
+      table('socks', { name: 'proxy', peer: far, listen: proxy }))
     const near = up(nearFile)
     for (const id of ['db', 'web', 'dns', 'back', 'proxy']) expect((await ready(near, id)).state).toBe('up')
     // The expose bound 0.0.0.0 there: its address is one that can be used, not the wildcard.
@@ -170,8 +111,8 @@ listen = ${proxy}
     const e = testBytes(150_000, 5)
     expectBytes(await socksRoundTrip(proxy, 'localhost', proxied.port, e), e, 'socks5 to a domain name')
     // The server's own count: one socket per process, whatever the number of mappings.
-    expect(server.stats().sockets).toBe(2)
-    expect(server.stats().peers).toBe(2)
+    expect(server().stats().sockets).toBe(2)
+    expect(server().stats().peers).toBe(2)
     // And one connection between the two peers, whatever the number of mappings.
     await waitFor('no other sessions', () => near.out().split('\n').filter((l) => l.includes('"event":"session"')).length === 1, 2000)
     expect(await near.stop('SIGTERM')).toBe(0)
@@ -183,32 +124,15 @@ listen = ${proxy}
     const dns = await udpEcho()
     const local = await tcpEcho()
     cleanup.push(db, dns, local)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, p2, bindPort] = await Promise.all([freePort(), freePort(), freePort()])
-    const farFile = config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`)
-    let farProc = up(farFile)
-    await farProc.event('up')
-    const near = up(config('near.toml', `key = "near.key"
-[[forward]]
-name = "db"
-peer = "${far}"
-listen = ${p1}
-to = "127.0.0.1:${db.port}"
-
-[[forward]]
-name = "dns"
-peer = "${far}"
-proto = "udp"
-listen = ${p2}
-to = "127.0.0.1:${dns.port}"
-
-[[expose]]
-name = "back"
-peer = "${far}"
-bind_host = "127.0.0.1"
-port = ${bindPort}
-to = "127.0.0.1:${local.port}"
-`))
+    const [p1, p2, bindPort] = await freePorts(3)
+    const first = await farSide(`allow = ["connect/tcp:127.0.0.1:${db.port}", "connect/udp:127.0.0.1:${dns.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`)
+    const far = first.id
+    let farProc = first.proc
+    const farFile = join(dir(), 'far.toml')
+    const near = up(config('near.toml', `key = "near.key"\n` +
+      table('forward', { name: 'db', peer: far, listen: p1, to: `127.0.0.1:${db.port}` }) +
+      table('forward', { name: 'dns', peer: far, proto: 'udp', listen: p2, to: `127.0.0.1:${dns.port}` }) +
+      table('expose', { name: 'back', peer: far, bind_host: '127.0.0.1', port: bindPort, to: `127.0.0.1:${local.port}` })))
     for (const id of ['db', 'dns', 'back']) expect((await ready(near, id)).state).toBe('up')
     const a = testBytes(100_000, 11)
     expectBytes(await tcpRoundTrip(p1, a), a, 'forward before the restart')
@@ -235,32 +159,13 @@ to = "127.0.0.1:${local.port}"
     const webTarget = await tcpEcho()
     const local = await tcpEcho()
     cleanup.push(db, secret, webTarget, local)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, proxy, bindPort] = await Promise.all([freePort(), freePort(), freePort()])
+    const [p1, proxy, bindPort] = await freePorts(3)
     // The far side offers "web" (its own choice of target) and allows db and one bind; nothing else.
-    const farProc = up(config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n[services]\nweb = "127.0.0.1:${webTarget.port}"\n`))
-    await farProc.event('up')
-    const near = up(config('near.toml', `key = "near.key"
-[[forward]]
-name = "db"
-peer = "${far}"
-listen = "0.0.0.0:${p1}"
-to = "127.0.0.1:${db.port}"
-allow_from = ["127.0.0.1/32"]
-
-[[socks]]
-name = "proxy"
-peer = "${far}"
-listen = ${proxy}
-
-[[expose]]
-name = "back"
-peer = "${far}"
-bind_host = "127.0.0.1"
-port = ${bindPort}
-to = "127.0.0.1:${local.port}"
-allow_from = ["127.0.0.1/32"]
-`))
+    const { id: far, proc: farProc } = await farSide(`allow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n[services]\nweb = "127.0.0.1:${webTarget.port}"\n`)
+    const near = up(config('near.toml', `key = "near.key"\n` +
+      table('forward', { name: 'db', peer: far, listen: `0.0.0.0:${p1}`, to: `127.0.0.1:${db.port}`, allow_from: ['127.0.0.1/32'] }) +
+      table('socks', { name: 'proxy', peer: far, listen: proxy }) +
+      table('expose', { name: 'back', peer: far, bind_host: '127.0.0.1', port: bindPort, to: `127.0.0.1:${local.port}`, allow_from: ['127.0.0.1/32'] })))
     for (const id of ['db', 'proxy', 'back']) expect((await ready(near, id)).state).toBe('up')
     const a = testBytes(50_000, 21)
     const ok = await tryFrom(p1, '127.0.0.1', a)
@@ -289,35 +194,13 @@ allow_from = ["127.0.0.1/32"]
     const webTarget = await tcpEcho()
     const decoy = await tcpEcho()
     cleanup.push(webTarget, decoy)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, p2, p3, p4] = await Promise.all([freePort(), freePort(), freePort(), freePort()])
-    const farProc = up(config('far.toml', `key = "far.key"\n[services]\nweb = "127.0.0.1:${webTarget.port}"\n`))
-    await farProc.event('up')
-    const near = up(config('near.toml', `key = "near.key"
-[[forward]]
-name = "web"
-peer = "${far}"
-listen = ${p1}
-service = "web"
-
-[[forward]]
-name = "nothing"
-peer = "${far}"
-listen = ${p2}
-service = "nothing"
-
-[[forward]]
-name = "direct"
-peer = "${far}"
-listen = ${p3}
-to = "127.0.0.1:${decoy.port}"
-
-[[accept]]
-name = "web-accept"
-peer = "${far}"
-listen = ${p4}
-service = "web"
-`))
+    const [p1, p2, p3, p4] = await freePorts(4)
+    const { id: far, proc: farProc } = await farSide(`[services]\nweb = "127.0.0.1:${webTarget.port}"\n`)
+    const near = up(config('near.toml', `key = "near.key"\n` +
+      table('forward', { name: 'web', peer: far, listen: p1, service: 'web' }) +
+      table('forward', { name: 'nothing', peer: far, listen: p2, service: 'nothing' }) +
+      table('forward', { name: 'direct', peer: far, listen: p3, to: `127.0.0.1:${decoy.port}` }) +
+      table('accept', { name: 'web-accept', peer: far, listen: p4, service: 'web' })))
     expect((await ready(near, 'web')).state).toBe('up')
     expect((await ready(near, 'web-accept')).state).toBe('up')
     const failed = await eventOf(near, 'failed', 'nothing')
@@ -335,14 +218,10 @@ service = "web"
   }, 90_000)
 
   it('a service with ask = true is asked of the far person; a mapping that person kills (or denies) is final, never asked again until a reload', async () => {
-    const shell = await tcpEcho()
-    cleanup.push(shell)
-    const far = peerIdOf(join(dir, 'far.key'))
     const p1 = await freePort()
     // stdin is not a terminal here: --ask takes the answers from it.
-    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
-    await farProc.event('up')
-    const near = up(config('near.toml', `key = "near.key"\n[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${p1}\nservice = "shell"\n`))
+    const { id: far, proc: farProc } = await askingFar('')
+    const near = up(config('near.toml', `key = "near.key"\n${SHELL_FORWARD(far, p1)}`))
     await eventOf(near, 'asking', 'shell')
     await waitFor('the far prompt', () => farProc.err().includes('Allow? [y/N]'), 20_000)
     expect(farProc.err()).toContain('shell')
@@ -367,22 +246,17 @@ service = "web"
     expect(await near.event('reload')).toMatchObject({ ok: true, kept: ['shell'] })
     await waitFor('the far prompt again', () => farProc.err().split('Allow? [y/N]').length === 3, 20_000)
     farProc.proc.stdin.write('n\n')
-    let n = 0
-    expect(await (async () => { for (let i = 1; ; i++) { const e = await near.event('failed', 20_000, i); if (e.id === 'shell' && ++n === 2) return e } })()).toMatchObject({ code: 'E_DENIED', final: true })
+    expect(await eventOf(near, 'failed', 'shell', 20_000, 2)).toMatchObject({ code: 'E_DENIED', final: true })
     expect(await near.stop('SIGTERM')).toBe(0)
     farProc.proc.stdin.end()
     expect(await farProc.stop('SIGTERM')).toBe(0)
   }, 90_000)
 
   it('nobody answering the far person in time is final: one offer only, not retried until a reload', async () => {
-    const shell = await tcpEcho()
-    cleanup.push(shell)
-    const far = peerIdOf(join(dir, 'far.key'))
     const p1 = await freePort()
     // The far person has a minute; this side waits 2 s, then gives up.
-    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\nask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
-    await farProc.event('up')
-    const near = up(config('near.toml', `key = "near.key"\ntimeout_ms = 2000\n[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${p1}\nservice = "shell"\n`))
+    const { id: far, proc: farProc } = await askingFar('ask_timeout_ms = 60000\n')
+    const near = up(config('near.toml', `key = "near.key"\ntimeout_ms = 2000\n${SHELL_FORWARD(far, p1)}`))
     await eventOf(near, 'asking', 'shell')
     expect(await eventOf(near, 'failed', 'shell')).toMatchObject({ code: 'E_TIMEOUT', final: true })
     // A retry would come after 1 s and prompt the far person again.
@@ -395,15 +269,10 @@ service = "web"
   }, 60_000)
 
   it('SIGTERM while the far person is asked at start, or after a reload that asks, exits 0 at once with the mapping closed', async () => {
-    const shell = await tcpEcho()
-    cleanup.push(shell)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, p2] = await Promise.all([freePort(), freePort()])
-    const farProc = programs.start(['up', '--config', config('far.toml', `key = "far.key"\nask_timeout_ms = 60000\n[services]\nshell = { to = "127.0.0.1:${shell.port}", ask = true }\n`), '--json', '--ask'])
-    await farProc.event('up')
-    const forward = (port: number): string => `[[forward]]\nname = "shell"\npeer = "${far}"\nlisten = ${port}\nservice = "shell"\n`
+    const [p1, p2] = await freePorts(2)
+    const { id: far, proc: farProc } = await askingFar('ask_timeout_ms = 60000\n')
     // At start: the first mapping waits for a person who never answers (both sides wait 60 s).
-    const near = up(config('near.toml', `key = "near.key"\n${forward(p1)}`))
+    const near = up(config('near.toml', `key = "near.key"\n${SHELL_FORWARD(far, p1)}`))
     await eventOf(near, 'asking', 'shell')
     expect(await near.stop('SIGTERM', 15_000)).toBe(0)
     expect(await eventOf(near, 'closed', 'shell', 1000)).toMatchObject({ why: 'closed' })
@@ -411,7 +280,7 @@ service = "web"
     const file = config('near2.toml', 'key = "near2.key"\n')
     const near2 = up(file)
     await near2.event('up')
-    writeFileSync(file, `server = "${server.url()}"\nkey = "near2.key"\n${forward(p2)}`)
+    config('near2.toml', `key = "near2.key"\n${SHELL_FORWARD(far, p2)}`)
     near2.proc.kill('SIGHUP')
     await eventOf(near2, 'asking', 'shell')
     expect(await near2.event('reload')).toMatchObject({ ok: true, added: ['shell'] })
@@ -424,25 +293,13 @@ service = "web"
   it('a mapping whose port is taken fails alone, is retried with backoff, and comes up once the port is free', async () => {
     const db = await tcpEcho()
     cleanup.push(db)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, p2] = await Promise.all([freePort(), freePort()])
+    const [p1, p2] = await freePorts(2)
     const squatter = net.createServer((s) => s.destroy())
     await new Promise<void>((resolve) => squatter.listen(p2, '127.0.0.1', resolve))
-    const farProc = up(config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}"]\n`))
-    await farProc.event('up')
-    const near = up(config('near.toml', `key = "near.key"
-[[forward]]
-name = "free"
-peer = "${far}"
-listen = ${p1}
-to = "127.0.0.1:${db.port}"
-
-[[forward]]
-name = "taken"
-peer = "${far}"
-listen = ${p2}
-to = "127.0.0.1:${db.port}"
-`))
+    const { id: far, proc: farProc } = await farSide(`allow = ["connect/tcp:127.0.0.1:${db.port}"]\n`)
+    const near = up(config('near.toml', `key = "near.key"\n` +
+      table('forward', { name: 'free', peer: far, listen: p1, to: `127.0.0.1:${db.port}` }) +
+      table('forward', { name: 'taken', peer: far, listen: p2, to: `127.0.0.1:${db.port}` })))
     expect((await ready(near, 'free')).state).toBe('up')
     const failed = await eventOf(near, 'failed', 'taken')
     expect(failed).toMatchObject({ code: 'E_BIND_FAILED', final: false })
@@ -460,22 +317,12 @@ to = "127.0.0.1:${db.port}"
 })
 
 describe('starsock up: the server restarts', () => {
-  let dir: string
-  const programs = new Programs()
-  const cleanup: Closable[] = []
-
-  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-up-server-')) })
-  afterEach(async () => {
-    await programs.cleanup()
-    for (const c of cleanup.splice(0)) await c.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  const { dir, programs, cleanup, config, up } = useUp({ prefix: 'starsock-up-server-', server: false })
 
   it('a server not reachable at start is waited for (a line says so) and joined once it runs; SIGTERM while waiting exits 0', async () => {
     const port = await freePort()
-    const file = join(dir, 'agent.toml')
-    writeFileSync(file, `server = "http://127.0.0.1:${port}"\nkey = "agent.key"\ntimeout_ms = 1000\n`)
-    const agent = programs.start(['up', '--config', file, '--json'])
+    const file = config('agent.toml', 'key = "agent.key"\ntimeout_ms = 1000\n', `http://127.0.0.1:${port}`)
+    const agent = up(file)
     expect(await agent.event('waiting', 20_000)).toMatchObject({ code: 'E_SERVER_UNREACHABLE' })
     await agent.event('waiting', 20_000, 2)
     expect(agent.proc.exitCode).toBeNull()
@@ -484,50 +331,29 @@ describe('starsock up: the server restarts', () => {
     expect(await agent.stop('SIGTERM')).toBe(0)
     // Stopped while waiting: exit 0.
     await serve.program.stop('SIGTERM')
-    const waiting = programs.start(['up', '--config', file, '--json'])
+    const waiting = up(file)
     await waiting.event('waiting', 20_000)
     expect(await waiting.stop('SIGTERM')).toBe(0)
   }, 120_000)
 
   it('every mapping comes back by itself after the server stops and starts again; neither agent restarts', async () => {
-    let serve = await programs.serve(0, ['--shutdown-grace-ms', '200'])
+    const serve = await programs.serve(0, ['--shutdown-grace-ms', '200'])
     const db = await tcpEcho()
     const local = await tcpEcho()
     cleanup.push(db, local)
-    const far = peerIdOf(join(dir, 'far.key'))
-    const [p1, bindPort] = await Promise.all([freePort(), freePort()])
-    const write = (name: string, text: string): string => {
-      const file = join(dir, name)
-      writeFileSync(file, `server = "${serve.url}"\n${text}`)
-      return file
-    }
-    const farProc = programs.start(['up', '--config', write('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`), '--json'])
+    const far = peerIdOf(join(dir(), 'far.key'))
+    const [p1, bindPort] = await freePorts(2)
+    const farProc = up(config('far.toml', `key = "far.key"\nallow = ["connect/tcp:127.0.0.1:${db.port}", "bind/tcp:127.0.0.1:${bindPort}"]\n`, serve.url))
     await farProc.event('up')
-    const near = programs.start(['up', '--config', write('near.toml', `key = "near.key"
-[[forward]]
-name = "db"
-peer = "${far}"
-listen = ${p1}
-to = "127.0.0.1:${db.port}"
-
-[[expose]]
-name = "back"
-peer = "${far}"
-bind_host = "127.0.0.1"
-port = ${bindPort}
-to = "127.0.0.1:${local.port}"
-`), '--json'])
-    const eventOf = async (p: Program, name: string, id: string): Promise<Record<string, unknown>> => {
-      for (let i = 1; ; i++) {
-        const e = await p.event(name, 40_000, i)
-        if (e.id === id) return e
-      }
-    }
-    for (const id of ['db', 'back']) expect((await eventOf(near, 'ready', id)).state).toBe('up')
+    const near = up(config('near.toml', `key = "near.key"\n` +
+      table('forward', { name: 'db', peer: far, listen: p1, to: `127.0.0.1:${db.port}` }) +
+      table('expose', { name: 'back', peer: far, bind_host: '127.0.0.1', port: bindPort, to: `127.0.0.1:${local.port}` }), serve.url))
+    for (const id of ['db', 'back']) expect((await eventOf(near, 'ready', id, 40_000)).state).toBe('up')
     expect(await serve.program.stop('SIGTERM')).toBe(0)
-    for (const id of ['db', 'back']) await eventOf(near, 'away', id)
-    serve = await programs.serve(serve.port, ['--shutdown-grace-ms', '200'])
-    for (const id of ['db', 'back']) await eventOf(near, 'back', id)
+    for (const id of ['db', 'back']) await eventOf(near, 'away', id, 40_000)
+    // The same port again (stopped with the other programs after the test).
+    await programs.serve(serve.port, ['--shutdown-grace-ms', '200'])
+    for (const id of ['db', 'back']) await eventOf(near, 'back', id, 40_000)
     const a = testBytes(80_000, 41)
     const b = testBytes(60_000, 42)
     const [ra, rb] = await Promise.all([tcpRoundTrip(p1, a), tcpRoundTrip(bindPort, b)])
@@ -540,35 +366,19 @@ to = "127.0.0.1:${local.port}"
 })
 
 describe('starsock up: a UDP relay half handed over ([udp_relay])', () => {
-  let server: StarsockServer & { port: number }
-  let dir: string
-  const programs = new Programs()
-  const cleanup: Closable[] = []
-
-  beforeEach(async () => {
-    // A port range of its own (other files use 41000-61999).
-    const low = 62000 + (process.pid % 100) * 20
-    server = await startServer({ udpRelay: true, udpPorts: [low, low + 7] })
-    dir = mkdtempSync(join(tmpdir(), 'starsock-up-relay-'))
-  })
-  afterEach(async () => {
-    await programs.cleanup()
-    for (const c of cleanup.splice(0)) await c.close()
-    await server.close()
-    rmSync(dir, { recursive: true, force: true })
-  })
+  // A port range of its own (other files use 41000-61999).
+  const low = 62000 + (process.pid % 100) * 20
+  const { server, dir, programs, cleanup, config, up } = useUp({ prefix: 'starsock-up-relay-', server: { udpRelay: true, udpPorts: [low, low + 7] } })
 
   it('an agent with a udp-relay rule bridges the half to [udp_relay] local; datagrams both ways exact', async () => {
     const a = await udpClient()
     const b = await udpClient()
     cleanup.push(a, b)
-    const sharerKey = join(dir, 'sharer')
+    const sharerKey = join(dir(), 'sharer')
     const sharer = peerIdOf(sharerKey)
-    const file = join(dir, 'agent.toml')
-    writeFileSync(file, `server = "${server.url()}"\nkey = "agent.key"\nallow = ["udp-relay@${sharer}"]\n[udp_relay]\nlocal = "127.0.0.1:${b.socket.address().port}"\n`)
-    const agent = programs.start(['up', '--config', file, '--json'])
+    const agent = up(config('agent.toml', `key = "agent.key"\nallow = ["udp-relay@${sharer}"]\n[udp_relay]\nlocal = "127.0.0.1:${b.socket.address().port}"\n`))
     const agentId = (await agent.event('up')).peerId as string
-    const relay = programs.start(['relay', '--server', server.url(), '--key', sharerKey, '--share', agentId, '--local1', `127.0.0.1:${a.socket.address().port}`, '--json'])
+    const relay = programs.start(['relay', '--server', server().url(), '--key', sharerKey, '--share', agentId, '--local1', `127.0.0.1:${a.socket.address().port}`, '--json'])
     const taken = await agent.event('udp-relay', 30_000)
     expect(taken).toMatchObject({ peerId: sharer, rule: `udp-relay@${sharer}`, local: { ip: '127.0.0.1', port: b.socket.address().port } })
     await waitFor('the sharer to say where its bridge is', () => relay.out().includes('"via"') && relay.out().includes('"shared"'), 30_000)

@@ -6,6 +6,7 @@ import { afterEach, beforeEach } from 'vitest'
 import { createPeer } from '../../client/peer.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../../client/sock/agent.ts'
 import { createNodeHost } from '../../client/sock/host.node.ts'
+import type { StarsockError } from '../../shared/errors.ts'
 import type { StarsockServer } from '../../server/server.ts'
 import { startServer } from './server.ts'
 import type { Closable } from './sockets.ts'
@@ -44,4 +45,14 @@ export function useAgents (): Agents {
       return a
     }
   }
+}
+
+/** The error `promise` rejects with (a sock agent's `StarsockError`); throws when it resolves. */
+export async function rejection (promise: Promise<unknown>): Promise<StarsockError> {
+  try {
+    await promise
+  } catch (err) {
+    return err as StarsockError
+  }
+  throw new Error('expected a rejection')
 }
