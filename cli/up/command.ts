@@ -5,7 +5,6 @@
  * SIGINT/SIGTERM stop it cleanly (exit 0).
  */
 import { randomBytes } from 'node:crypto'
-import { unlink } from 'node:fs/promises'
 import { Command } from 'commander'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
@@ -17,7 +16,7 @@ import { interrupted, lost, startAgent, stopAgent } from '../sock-runtime.ts'
 import { StatusReporter } from '../status.ts'
 import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from './config.ts'
 import { AgentRunner, describeEntry } from './runner.ts'
-import { controlTokenFile, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
+import { controlTokenFile, removeControlToken, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
 
 /** First and largest pause before the server is tried again at start. */
 const SERVER_RETRY_MS = 1000
@@ -161,17 +160,18 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}${unasked.length > 0 ? ` (services asked of a person are denied without a terminal: ${unasked.join(', ')})` : ''}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
   let control: ControlApi | undefined
-  // A token made here is kept next to the key (0600) for the tools that call the API, written before the API listens, removed when it stops; never printed.
+  // A token made here is kept next to the key (0600) for the tools that call the API, written once the API listens, removed when it stops if it still holds this process's token; never printed.
   const tokenFile = config.control !== undefined && config.control.token === undefined ? controlTokenFile(config.key) : undefined
   if (config.control !== undefined) {
     try {
       const token = config.control.token ?? randomBytes(32).toString('base64url')
-      if (tokenFile !== undefined) await writeControlToken(tokenFile, token)
       control = await startControlApi({ runner, agent, listen: config.control.listen, token })
+      // Only once this process listens: a second one whose listen fails must not replace the running one's token.
+      if (tokenFile !== undefined) await writeControlToken(tokenFile, token)
       status.event('control', { url: control.url, tokenFile }, `control API on ${control.url} (token ${tokenFile === undefined ? 'from the config' : `in ${tokenFile}`})`)
     } catch (err) {
+      if (control !== undefined && tokenFile !== undefined) await removeControlToken(tokenFile, control.token)
       await control?.close()
-      if (tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
       await stopAgent(agent)
       throw new ConfigError(`${config.file}: [control]: ${(err as Error).message}`, 'control', (err as Error).message)
     }
@@ -212,7 +212,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   status.stop()
   consent?.close()
   await control?.close()
-  if (control !== undefined && tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
+  if (control !== undefined && tokenFile !== undefined) await removeControlToken(tokenFile, control.token)
   await runner.close()
   await stopAgent(agent)
   if (gone !== undefined) throw gone
