@@ -6,6 +6,7 @@
  * and the field: `agent.toml:12: forward[1].listen: not [HOST:]PORT`.
  */
 import { readFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import path from 'node:path'
 import { getStaticTOMLValue, parseTOML, type AST } from 'toml-eslint-parser'
@@ -484,6 +485,18 @@ export function serviceRules (services: Record<string, ServiceConfig>): SockRule
  * `STARSOCK_SERVER`, `STARSOCK_TOKEN` and `STARSOCK_KEY` when the file has no `server`, `token` or `key`. Throws a
  * `ConfigError` with one line.
  */
+/** One spelling per address: localhost is 127.0.0.1, IPv6 lower case and compressed (`0:0:0:0:0:0:0:1` is `::1`). */
+function canonicalIp (ip: string): string {
+  if (ip === 'localhost') return '127.0.0.1'
+  if (isIP(ip) !== 6) return ip
+  return new URL(`http://[${ip}]/`).hostname.slice(1, -1)
+}
+
+/** `IP:PORT`, an IPv6 address in brackets. */
+function hostPort (ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`
+}
+
 export function parseConfig (text: string, file: string, env: Record<string, string | undefined> = {}): AgentConfig {
   const shown = file
   const fail = (line: number, field: string, problem: string): never => {
@@ -524,11 +537,11 @@ export function parseConfig (text: string, file: string, env: Record<string, str
       ids.set(entry.id, where)
       if (entry.kind !== 'expose' && entry.listen.port !== 0) {
         const p = entry.kind === 'socks' ? 'tcp' : entry.proto
-        const ip = entry.listen.ip === 'localhost' ? '127.0.0.1' : entry.listen.ip.toLowerCase()
-        const wildcard = (a: string): boolean => a === '0.0.0.0' || a === '::'
-        // A wildcard takes the port on every address: it clashes with any other listen on it.
-        const at = listens.find((l) => l.proto === p && l.port === entry.listen.port && (l.ip === ip || wildcard(l.ip) || wildcard(ip)))
-        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${entry.listen.ip}:${entry.listen.port} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${at.ip}:${at.port}: a wildcard address takes the port on every address)`}`)
+        const ip = canonicalIp(entry.listen.ip)
+        // A wildcard takes the port on every address of its family: 0.0.0.0 the IPv4 ones, :: (dual-stack) all of them.
+        const clash = (a: string, b: string): boolean => a === b || a === '::' || b === '::' || (a === '0.0.0.0' && isIP(b) === 4) || (b === '0.0.0.0' && isIP(a) === 4)
+        const at = listens.find((l) => l.proto === p && l.port === entry.listen.port && clash(l.ip, ip))
+        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${hostPort(ip, entry.listen.port)} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${hostPort(at.ip, at.port)}: a wildcard address takes the port on every address${at.ip === '0.0.0.0' || ip === '0.0.0.0' ? ' of its family' : ''})`}`)
         listens.push({ proto: p, ip, port: entry.listen.port, where })
       }
       mappings.push(entry)
