@@ -98,7 +98,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     askTimeoutMs: config.askTimeoutMs,
     // A UDP relay half another peer hands over (starsock relay --share), as the udp-relay rules allow.
     onChannel: async (channel, _body, mux) => {
-      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), server: agent.peer.server.url, local: config.udpRelay?.local, onEvent: (e) => reportUdpRelay(status, e) })
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), server: agent.peer.server.url, local: config.udpRelay?.local, relayIps: config.udpRelay?.relayIps, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
     // An offer before the prompt exists (the first moments) is denied, not a crash.

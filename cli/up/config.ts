@@ -30,6 +30,8 @@ export const MAX_SERVICES = 256
 export const MAX_CONFIG_BYTES = 1024 * 1024
 /** Longest time a timer can wait (Node fires a longer one after 1 ms). */
 export const MAX_TIMER_MS = 2_147_483_647
+/** At most this many addresses in `[udp_relay] relay_ips`. */
+export const MAX_RELAY_IPS = 16
 
 /** A bad config file or mapping entry: `message` is one line, `FILE:LINE: FIELD: what is wrong`. */
 export class ConfigError extends Error {
@@ -123,7 +125,8 @@ export interface AgentConfig {
   services: Record<string, ServiceConfig>
   mappings: MappingEntry[]
   control?: { listen: SockAddress, token?: string }
-  udpRelay?: { local?: SockAddress }
+  /** `[udp_relay]`: where a half is bridged (`local`), and the addresses besides the server URL's host a half may name (`relay_ips`). */
+  udpRelay?: { local?: SockAddress, relayIps?: string[] }
 }
 
 const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
@@ -282,7 +285,9 @@ const configSchema = z.strictObject({
       const a = parseHostPort(v)
       if (a === undefined || !/^[\d.]+$|:/.test(a.ip)) ctx.addIssue({ code: 'custom', message: 'not IP:PORT (e.g. 127.0.0.1:40000)' })
       return a as SockAddress
-    }).optional()
+    }).optional(),
+    relay_ips: z.array(z.string().refine((v) => isIP(v) !== 0, { message: 'not an IP address (e.g. 192.0.2.7 or 2001:db8::7)' }))
+      .max(MAX_RELAY_IPS, { message: `at most ${MAX_RELAY_IPS} addresses` }).optional()
   }).optional()
 })
 
@@ -564,7 +569,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
     services: c.services,
     mappings,
     ...(c.control === undefined ? {} : { control: c.control }),
-    ...(c.udp_relay === undefined ? {} : { udpRelay: c.udp_relay })
+    ...(c.udp_relay === undefined ? {} : { udpRelay: { ...(c.udp_relay.local === undefined ? {} : { local: c.udp_relay.local }), ...(c.udp_relay.relay_ips === undefined ? {} : { relayIps: c.udp_relay.relay_ips }) } })
   }
 }
 

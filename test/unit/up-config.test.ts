@@ -186,6 +186,16 @@ describe('starsock up config', () => {
     expect(parseConfig(two('127.0.0.1:8080', '127.0.0.2:8080'), 'agent.toml').mappings).toHaveLength(2)
   })
 
+  it('[udp_relay] relay_ips: IP addresses only, at most 16, as relayIps', () => {
+    const c = parseConfig(SERVER + '[udp_relay]\nlocal = "127.0.0.1:40000"\nrelay_ips = ["192.0.2.7", "2001:db8::7"]\n', 'agent.toml')
+    expect(c.udpRelay).toEqual({ local: { ip: '127.0.0.1', port: 40000 }, relayIps: ['192.0.2.7', '2001:db8::7'] })
+    expect(parseConfig(SERVER + '[udp_relay]\nrelay_ips = ["192.0.2.7"]\n', 'agent.toml').udpRelay).toEqual({ relayIps: ['192.0.2.7'] })
+    expect(errorOf(SERVER + '[udp_relay]\nrelay_ips = ["192.0.2.7", "relay.example.com"]\n')).toMatch(/^agent\.toml:3: udp_relay\.relay_ips\[1\]: not an IP address \(e\.g\. 192\.0\.2\.7 or 2001:db8::7\)$/)
+    expect(errorOf(SERVER + '[udp_relay]\nrelay_ips = "192.0.2.7"\n')).toMatch(/^agent\.toml:3: udp_relay\.relay_ips: [^\n]+$/)
+    const many = Array.from({ length: 17 }, (_, i) => `"10.0.0.${i}"`).join(', ')
+    expect(errorOf(SERVER + `[udp_relay]\nrelay_ips = [${many}]\n`)).toMatch(/^agent\.toml:3: udp_relay\.relay_ips: at most 16 addresses$/)
+  })
+
   it('key = "~/..." is in the home folder; a UTF-8 BOM at the start is skipped', () => {
     const c = parseConfig('\ufeff' + SERVER + 'key = "~/starsock/agent.key"\n', '/etc/starsock/agent.toml')
     expect(c.key).toBe(path.join(homedir(), 'starsock', 'agent.key'))
