@@ -14,8 +14,10 @@
  * withdrawing the offer on screen (or letting it time out) so that the next one is asked just as
  * the person presses Enter. So a line is no answer, and the offer shown is asked again with
  * "(the offer changed: asked again)", when on a terminal its first key was pressed before this
- * offer was drawn, or (piped, where keys are not seen) it arrives within `CHANGED_MS` of this
- * offer being drawn less than `CHANGED_MS` after another left the screen unanswered.
+ * offer was drawn, or (on a terminal too, a key pressed just after the change is a reflex, not a
+ * reading; piped, keys are not seen) its first key came (or, piped, the line arrived) within
+ * `CHANGED_MS` of this offer being drawn less than `CHANGED_MS` after another left the screen
+ * unanswered.
  */
 import { createInterface, type Interface } from 'node:readline'
 import type { OfferRequest, SockAgent } from '../client/sock/agent.ts'
@@ -199,7 +201,7 @@ export class TerminalConsent {
       const answer = answerOf(text)
       if (answer !== undefined) {
         const shownAt = q.shownAt ?? 0
-        if (this.tty ? begunAt < shownAt : begunAt < q.guardUntil) {
+        if ((this.tty && begunAt < shownAt) || begunAt < q.guardUntil) {
           // Meant for what was on screen before (maybe an offer withdrawn just now): not this one.
           this.write(CHANGED_TEXT)
           this.prompt()

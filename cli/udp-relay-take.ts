@@ -122,7 +122,7 @@ async function carry (channel: Channel, peerId: string, secure: boolean, rule: s
       // Refused (as without a rule), before a datagram is sent anywhere.
       const e = new StarsockError('E_BAD_REQUEST', relays.size === 0
         ? 'This peer knows no UDP relay address to check the half against (give it the server URL or relay addresses)'
-        : `The half names ${half.ip}, not the UDP relay of this peer's server (${[...relays].join(', ')}; more with --udp-relay-ip)`)
+        : `The half names ${half.ip}, not the UDP relay of this peer's server (${[...relays].join(', ')}; more with --udp-relay-ip, or relay_ips in [udp_relay])`)
       channel.abort(e)
       options.onEvent({ type: 'refused', peerId, secure, code: e.code, message: e.message })
       return

@@ -246,7 +246,8 @@ function isIPv6 (text: string): boolean {
   const all = groups.flat()
   let count = 0
   for (const [i, g] of all.entries()) {
-    if (i === all.length - 1 && g.includes('.')) {
+    // A dotted tail only as the last group of the text (`::1.2.3.4`, never `1.2.3.4::`).
+    if (i === all.length - 1 && halves[halves.length - 1] !== '' && g.includes('.')) {
       if (!isIPv4(g)) return false
       count += 2
     } else if (/^[0-9A-Fa-f]{1,4}$/.test(g)) {

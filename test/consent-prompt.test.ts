@@ -140,7 +140,7 @@ describe('the terminal prompt (TerminalConsent)', () => {
     expect(await within('the answer to the offer now shown', b)).toBe(true)
   })
 
-  it('on a terminal a line begun before the offer on screen was drawn does not answer it; one begun after does', async () => {
+  it('on a terminal a line begun before the offer on screen was drawn, or within CHANGED_MS of it replacing a withdrawn one, does not answer it; one begun later does', async () => {
     const input = terminalInput()
     const out = output()
     const consent = prompt(input, out)
@@ -154,14 +154,19 @@ describe('the terminal prompt (TerminalConsent)', () => {
     input.write('\r')
     await waitFor('the offer asked again', () => out.text().includes(CHANGED_TEXT))
     expect(await settled(b)).toBe(false)
-    input.write('n\r') // typed with the second offer on screen
+    // A key pressed just after the second offer replaced the withdrawn one is no answer either.
+    input.write('y\r')
+    await waitFor('the offer asked again', () => out.text().split(CHANGED_TEXT).length - 1 === 2)
+    expect(await settled(b)).toBe(false)
+    await new Promise((resolve) => setTimeout(resolve, CHANGED_MS + 100))
+    input.write('n\r') // typed with the second offer on screen, after the guard
     expect(await within('the answer to the offer now shown', b)).toBe(false)
     // Text typed while nothing was asked is no answer to an offer that comes in meanwhile.
     input.write('y')
     await waitFor('the key read', () => out.text().endsWith('y'))
     const c = consent.ask(request(true, 3333), new AbortController().signal)
     input.write('\r')
-    await waitFor('the new offer asked again', () => out.text().split(CHANGED_TEXT).length - 1 === 2)
+    await waitFor('the new offer asked again', () => out.text().split(CHANGED_TEXT).length - 1 === 3)
     expect(await settled(c)).toBe(false)
     input.write('y\r')
     expect(await within('the answer to the new offer', c)).toBe(true)

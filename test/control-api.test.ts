@@ -359,6 +359,34 @@ describe('control API', () => {
     expect(bad.err()).toMatch(/^starsock: .*agent\.toml:\d+: control\.listen: must be a loopback address[^\n]*\n$/)
   }, 60_000)
 
+  it('`starsock up` never removes or replaces a token file it did not write: a control listen that fails leaves it, and so does the exit', async () => {
+    server = await startServer()
+    const programs = new Programs()
+    cleanup.push({ close: async () => await programs.cleanup() })
+    const dir = await mkdtemp(join(tmpdir(), 'starsock-control-token-'))
+    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    const tokenFile = join(dir, 'agent.key.control-token')
+    // Another process (the running one) holds the port and its token file.
+    const busy = net.createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    cleanup.push({ close: async () => await new Promise<void>((resolve) => busy.close(() => resolve())) })
+    await writeControlToken(tokenFile, 'the-running-process-token')
+    const file = join(dir, 'agent.toml')
+    await writeFile(file, `server = "${server.url()}"\nkey = "./agent.key"\n\n[control]\nlisten = "127.0.0.1:${(busy.address() as net.AddressInfo).port}"\n`)
+    const second = programs.start(['up', '--config', file, '--json'])
+    expect(await within('starsock up to exit on a port in use', second.exited, 20_000)).toBe(1)
+    expect(second.err()).toMatch(/EADDRINUSE/)
+    expect(await readFile(tokenFile, 'utf8')).toBe('the-running-process-token\n')
+    // One that listens, then finds another's token in the file when it stops: the file stays.
+    await writeFile(file, `server = "${server.url()}"\nkey = "./agent.key"\n\n[control]\nlisten = "127.0.0.1:0"\n`)
+    const up = programs.start(['up', '--config', file, '--json'])
+    await up.event('control', 20_000)
+    expect(await readFile(tokenFile, 'utf8')).not.toBe('the-running-process-token\n')
+    await writeControlToken(tokenFile, 'a-later-process-token')
+    expect(await up.stop('SIGTERM')).toBe(0)
+    expect(await readFile(tokenFile, 'utf8')).toBe('a-later-process-token\n')
+  }, 60_000)
+
   describe('S2S calls', () => {
     it('socket/start makes an allocation that relays, sendRequest hands a half to a real agent, stop releases it', async () => {
       server = await startServer({ udpRelay: true, udpPorts: portRange(8) })

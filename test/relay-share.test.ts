@@ -232,6 +232,7 @@ describe('starsock relay --share and --release, listen --allow udp-relay (the pr
       const refused = await within('the refusal', sendUdpHalf(sharer, taker.peer.peerId, half).then(() => undefined, (err: StarsockError) => err))
       expect(refused?.code).toBe('E_BAD_REQUEST')
       expect(refused?.message).toContain('The half names 127.0.0.3, not the UDP relay of this peer\'s server (127.0.0.1')
+      expect(refused?.message).toContain('more with --udp-relay-ip, or relay_ips in [udp_relay])')
       expect(events.at(-1)).toMatchObject({ type: 'refused', peerId: sharer.peer.peerId, code: 'E_BAD_REQUEST' })
       // Nothing was sent to the address the half named (a bridge would send the token there first).
       await new Promise((resolve) => setTimeout(resolve, 300))

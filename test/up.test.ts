@@ -334,6 +334,12 @@ describe('starsock up: the server restarts', () => {
     const waiting = up(file)
     await waiting.event('waiting', 20_000)
     expect(await waiting.stop('SIGTERM')).toBe(0)
+    // A server name that does not resolve is said as such, and waited for all the same.
+    const nameless = up(config('nameless.toml', 'key = "agent.key"\ntimeout_ms = 1000\n', 'http://starsock-test.invalid:9'))
+    expect(await nameless.event('waiting', 20_000)).toMatchObject({ code: 'E_SERVER_UNREACHABLE', unresolved: 'starsock-test.invalid', message: expect.stringMatching(/: the name starsock-test\.invalid does not resolve$/) })
+    await nameless.event('waiting', 20_000, 2)
+    expect(nameless.proc.exitCode).toBeNull()
+    expect(await nameless.stop('SIGTERM')).toBe(0)
   }, 120_000)
 
   it('every mapping comes back by itself after the server stops and starts again; neither agent restarts', async () => {

@@ -5,7 +5,8 @@
  * SIGINT/SIGTERM stop it cleanly (exit 0).
  */
 import { randomBytes } from 'node:crypto'
-import { unlink } from 'node:fs/promises'
+import { lookup } from 'node:dns/promises'
+import { isIP } from 'node:net'
 import { Command } from 'commander'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
@@ -17,7 +18,7 @@ import { interrupted, lost, startAgent, stopAgent } from '../sock-runtime.ts'
 import { StatusReporter } from '../status.ts'
 import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from './config.ts'
 import { AgentRunner, describeEntry } from './runner.ts'
-import { controlTokenFile, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
+import { controlTokenFile, removeControlToken, startControlApi, writeControlToken, type ControlApi } from './control-api.ts'
 
 /** First and largest pause before the server is tried again at start. */
 const SERVER_RETRY_MS = 1000
@@ -83,6 +84,28 @@ async function up (flags: UpFlags): Promise<number> {
   }
 }
 
+/** The server URL's host name when it does not resolve (ENOTFOUND, EAI_AGAIN), else undefined (an address, or a name that resolves). */
+async function doesNotResolve (server: string): Promise<string | undefined> {
+  let host: string
+  try {
+    host = new URL(server).hostname.replace(/^\[|\]$/g, '')
+  } catch {
+    return undefined
+  }
+  if (host === '' || isIP(host) !== 0) return undefined
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    // Bounded: a slow resolver only leaves the line without the reason.
+    await Promise.race([lookup(host), new Promise((resolve) => { timer = setTimeout(resolve, 3000) })])
+    return undefined
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    return code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? host : undefined
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
   // From here on SIGINT/SIGTERM stop cleanly (exit 0), also while starting (by default they would kill it).
@@ -99,7 +122,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     askTimeoutMs: config.askTimeoutMs,
     // A UDP relay half another peer hands over (starsock relay --share), as the udp-relay rules allow.
     onChannel: async (channel, _body, mux) => {
-      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), server: agent.peer.server.url, local: config.udpRelay?.local, onEvent: (e) => reportUdpRelay(status, e) })
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), server: agent.peer.server.url, local: config.udpRelay?.local, relayIps: config.udpRelay?.relayIps, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
     // An offer before the prompt exists (the first moments) is denied, not a crash.
@@ -122,7 +145,9 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         return await startAgent(flagsOf, agentOptions)
       } catch (err) {
         if (signalled || !(err instanceof StarsockError) || err.code !== 'E_SERVER_UNREACHABLE') throw err
-        early.event('waiting', { code: err.code, message: err.message, retryMs: delay }, `waiting for the server: ${err.message} (${err.code}); trying again in ${delay / 1000} s`)
+        const unresolved = await doesNotResolve(config.server)
+        const message = unresolved === undefined ? err.message : `${err.message}: the name ${unresolved} does not resolve`
+        early.event('waiting', { code: err.code, message, retryMs: delay, ...(unresolved === undefined ? {} : { unresolved }) }, `waiting for the server: ${message} (${err.code}); trying again in ${delay / 1000} s`)
         let timer: ReturnType<typeof setTimeout> | undefined
         await Promise.race([new Promise((resolve) => { timer = setTimeout(resolve, delay) }), stopping])
         clearTimeout(timer)
@@ -161,17 +186,18 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     `up as ${agent.peer.peerId} on ${agent.peer.server.url}; ${config.mappings.length} mapping${config.mappings.length === 1 ? '' : 's'}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${Object.keys(config.services).length === 0 ? '' : `; services: ${Object.entries(config.services).map(([n, s]) => `${n} (${s.proto} ${s.to.ip}:${s.to.port})`).join(', ')}`}${asking ? '; other offers are asked here' : '; other offers are denied'}${unasked.length > 0 ? ` (services asked of a person are denied without a terminal: ${unasked.join(', ')})` : ''}` +
     config.mappings.map((m) => `\n  ${m.id}: ${describeEntry(m)}`).join(''))
   let control: ControlApi | undefined
-  // A token made here is kept next to the key (0600) for the tools that call the API, written before the API listens, removed when it stops; never printed.
+  // A token made here is kept next to the key (0600) for the tools that call the API, written once the API listens, removed when it stops if it still holds this process's token; never printed.
   const tokenFile = config.control !== undefined && config.control.token === undefined ? controlTokenFile(config.key) : undefined
   if (config.control !== undefined) {
     try {
       const token = config.control.token ?? randomBytes(32).toString('base64url')
-      if (tokenFile !== undefined) await writeControlToken(tokenFile, token)
       control = await startControlApi({ runner, agent, listen: config.control.listen, token })
+      // Only once this process listens: a second one whose listen fails must not replace the running one's token.
+      if (tokenFile !== undefined) await writeControlToken(tokenFile, token)
       status.event('control', { url: control.url, tokenFile }, `control API on ${control.url} (token ${tokenFile === undefined ? 'from the config' : `in ${tokenFile}`})`)
     } catch (err) {
+      if (control !== undefined && tokenFile !== undefined) await removeControlToken(tokenFile, control.token)
       await control?.close()
-      if (tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
       await stopAgent(agent)
       throw new ConfigError(`${config.file}: [control]: ${(err as Error).message}`, 'control', (err as Error).message)
     }
@@ -212,7 +238,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
   status.stop()
   consent?.close()
   await control?.close()
-  if (control !== undefined && tokenFile !== undefined) await unlink(tokenFile).catch(() => {})
+  if (control !== undefined && tokenFile !== undefined) await removeControlToken(tokenFile, control.token)
   await runner.close()
   await stopAgent(agent)
   if (gone !== undefined) throw gone

@@ -6,6 +6,7 @@
  * and the field: `agent.toml:12: forward[1].listen: not [HOST:]PORT`.
  */
 import { readFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import path from 'node:path'
 import { getStaticTOMLValue, parseTOML, type AST } from 'toml-eslint-parser'
@@ -29,6 +30,8 @@ export const MAX_SERVICES = 256
 export const MAX_CONFIG_BYTES = 1024 * 1024
 /** Longest time a timer can wait (Node fires a longer one after 1 ms). */
 export const MAX_TIMER_MS = 2_147_483_647
+/** At most this many addresses in `[udp_relay] relay_ips`. */
+export const MAX_RELAY_IPS = 16
 
 /** A bad config file or mapping entry: `message` is one line, `FILE:LINE: FIELD: what is wrong`. */
 export class ConfigError extends Error {
@@ -122,7 +125,8 @@ export interface AgentConfig {
   services: Record<string, ServiceConfig>
   mappings: MappingEntry[]
   control?: { listen: SockAddress, token?: string }
-  udpRelay?: { local?: SockAddress }
+  /** `[udp_relay]`: where a half is bridged (`local`), and the addresses besides the server URL's host a half may name (`relay_ips`). */
+  udpRelay?: { local?: SockAddress, relayIps?: string[] }
 }
 
 const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
@@ -281,7 +285,9 @@ const configSchema = z.strictObject({
       const a = parseHostPort(v)
       if (a === undefined || !/^[\d.]+$|:/.test(a.ip)) ctx.addIssue({ code: 'custom', message: 'not IP:PORT (e.g. 127.0.0.1:40000)' })
       return a as SockAddress
-    }).optional()
+    }).optional(),
+    relay_ips: z.array(z.string().refine((v) => isIP(v) !== 0, { message: 'not an IP address (e.g. 192.0.2.7 or 2001:db8::7)' }))
+      .max(MAX_RELAY_IPS, { message: `at most ${MAX_RELAY_IPS} addresses` }).optional()
   }).optional()
 })
 
@@ -484,6 +490,18 @@ export function serviceRules (services: Record<string, ServiceConfig>): SockRule
  * `STARSOCK_SERVER`, `STARSOCK_TOKEN` and `STARSOCK_KEY` when the file has no `server`, `token` or `key`. Throws a
  * `ConfigError` with one line.
  */
+/** One spelling per address: localhost is 127.0.0.1, IPv6 lower case and compressed (`0:0:0:0:0:0:0:1` is `::1`). */
+function canonicalIp (ip: string): string {
+  if (ip === 'localhost') return '127.0.0.1'
+  if (isIP(ip) !== 6) return ip
+  return new URL(`http://[${ip}]/`).hostname.slice(1, -1)
+}
+
+/** `IP:PORT`, an IPv6 address in brackets. */
+function hostPort (ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`
+}
+
 export function parseConfig (text: string, file: string, env: Record<string, string | undefined> = {}): AgentConfig {
   const shown = file
   const fail = (line: number, field: string, problem: string): never => {
@@ -524,11 +542,11 @@ export function parseConfig (text: string, file: string, env: Record<string, str
       ids.set(entry.id, where)
       if (entry.kind !== 'expose' && entry.listen.port !== 0) {
         const p = entry.kind === 'socks' ? 'tcp' : entry.proto
-        const ip = entry.listen.ip === 'localhost' ? '127.0.0.1' : entry.listen.ip.toLowerCase()
-        const wildcard = (a: string): boolean => a === '0.0.0.0' || a === '::'
-        // A wildcard takes the port on every address: it clashes with any other listen on it.
-        const at = listens.find((l) => l.proto === p && l.port === entry.listen.port && (l.ip === ip || wildcard(l.ip) || wildcard(ip)))
-        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${entry.listen.ip}:${entry.listen.port} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${at.ip}:${at.port}: a wildcard address takes the port on every address)`}`)
+        const ip = canonicalIp(entry.listen.ip)
+        // A wildcard takes the port on every address of its family: 0.0.0.0 the IPv4 ones, :: (dual-stack) all of them.
+        const clash = (a: string, b: string): boolean => a === b || a === '::' || b === '::' || (a === '0.0.0.0' && isIP(b) === 4) || (b === '0.0.0.0' && isIP(a) === 4)
+        const at = listens.find((l) => l.proto === p && l.port === entry.listen.port && clash(l.ip, ip))
+        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${hostPort(ip, entry.listen.port)} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${hostPort(at.ip, at.port)}: a wildcard address takes the port on every address${at.ip === '0.0.0.0' || ip === '0.0.0.0' ? ' of its family' : ''})`}`)
         listens.push({ proto: p, ip, port: entry.listen.port, where })
       }
       mappings.push(entry)
@@ -551,7 +569,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
     services: c.services,
     mappings,
     ...(c.control === undefined ? {} : { control: c.control }),
-    ...(c.udp_relay === undefined ? {} : { udpRelay: c.udp_relay })
+    ...(c.udp_relay === undefined ? {} : { udpRelay: { ...(c.udp_relay.local === undefined ? {} : { local: c.udp_relay.local }), ...(c.udp_relay.relay_ips === undefined ? {} : { relayIps: c.udp_relay.relay_ips }) } })
   }
 }
 

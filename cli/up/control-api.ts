@@ -10,7 +10,7 @@
  * within the request timeout; no CORS headers are sent, so no other page can read an answer.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
-import { open, rename, unlink } from 'node:fs/promises'
+import { open, readFile, rename, unlink } from 'node:fs/promises'
 import http from 'node:http'
 import { isIP, type AddressInfo } from 'node:net'
 import { StarsockError, type ErrorCode } from '../../shared/errors.ts'
@@ -87,6 +87,15 @@ export async function writeControlToken (file: string, token: string): Promise<v
     await handle.close()
   }
   await rename(tmp, file)
+}
+
+/** Remove `file` only if it still holds `token` (another process may have written its own since); settles once done, never throws. */
+export async function removeControlToken (file: string, token: string): Promise<void> {
+  try {
+    const held = await readFile(file, 'utf8')
+    if (held.trim() !== token) return
+    await unlink(file)
+  } catch {}
 }
 
 const loopback = parseAllowFrom(LOOPBACK_ONLY)

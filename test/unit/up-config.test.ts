@@ -171,12 +171,29 @@ describe('starsock up config', () => {
     expect(canonicalEntry(parseMappingEntry('socks', { peer: PEER, listen: 1, users }))).not.toBe(canonicalEntry(parseMappingEntry('socks', { peer: PEER, listen: 1, users: [{ user: 'a', pass: 'p3' }, users[1]] })))
   })
 
-  it('a wildcard listen clashes with any address on its port; localhost is 127.0.0.1', () => {
+  it('a wildcard listen clashes with the addresses of its family on its port (:: with all); localhost is 127.0.0.1', () => {
     const two = (a: string, b: string): string => SERVER + `[[forward]]\npeer = "${PEER}"\nlisten = "${a}"\nto = "a:1"\n[[socks]]\npeer = "${PEER}"\nlisten = "${b}"\n`
     expect(errorOf(two('0.0.0.0:8080', '127.0.0.1:8080'))).toMatch(/^agent\.toml:\d+: socks\[0\]\.listen: tcp 127\.0\.0\.1:8080 is already listened on by forward\[0\]/)
-    expect(errorOf(two('127.0.0.1:8080', '[::]:8080'))).toMatch(/socks\[0\]\.listen: tcp :::8080 is already listened on by forward\[0\]/)
+    expect(errorOf(two('127.0.0.1:8080', '[::]:8080'))).toMatch(/socks\[0\]\.listen: tcp \[::\]:8080 is already listened on by forward\[0\] \(127\.0\.0\.1:8080: a wildcard address takes the port on every address\)$/)
+    expect(errorOf(two('[::0]:8080', '0.0.0.0:8080'))).toMatch(/socks\[0\]\.listen: tcp 0\.0\.0\.0:8080 is already listened on by forward\[0\] \(\[::\]:8080: /)
+    expect(errorOf(two('[0:0:0:0:0:0:0:1]:8080', '[::1]:8080'))).toMatch(/socks\[0\]\.listen: tcp \[::1\]:8080 is already listened on by forward\[0\]$/)
+    expect(errorOf(two('[::1]:8080', '[0::0]:8080'))).toMatch(/socks\[0\]\.listen: tcp \[::\]:8080 is already listened on by forward\[0\] \(\[::1\]:8080: /)
+    expect(errorOf(two('0.0.0.0:8080', '0.0.0.0:8080'))).toMatch(/socks\[0\]\.listen: tcp 0\.0\.0\.0:8080 is already listened on by forward\[0\]$/)
+    // An IPv4 wildcard does not take IPv6 addresses (Linux).
+    expect(parseConfig(two('0.0.0.0:8080', '[::1]:8080'), 'agent.toml').mappings).toHaveLength(2)
+    expect(parseConfig(two('[fe80::1]:8080', '0.0.0.0:8080'), 'agent.toml').mappings).toHaveLength(2)
     expect(errorOf(two('localhost:8080', '127.0.0.1:8080'))).toMatch(/socks\[0\]\.listen: tcp 127\.0\.0\.1:8080 is already listened on/)
     expect(parseConfig(two('127.0.0.1:8080', '127.0.0.2:8080'), 'agent.toml').mappings).toHaveLength(2)
+  })
+
+  it('[udp_relay] relay_ips: IP addresses only, at most 16, as relayIps', () => {
+    const c = parseConfig(SERVER + '[udp_relay]\nlocal = "127.0.0.1:40000"\nrelay_ips = ["192.0.2.7", "2001:db8::7"]\n', 'agent.toml')
+    expect(c.udpRelay).toEqual({ local: { ip: '127.0.0.1', port: 40000 }, relayIps: ['192.0.2.7', '2001:db8::7'] })
+    expect(parseConfig(SERVER + '[udp_relay]\nrelay_ips = ["192.0.2.7"]\n', 'agent.toml').udpRelay).toEqual({ relayIps: ['192.0.2.7'] })
+    expect(errorOf(SERVER + '[udp_relay]\nrelay_ips = ["192.0.2.7", "relay.example.com"]\n')).toMatch(/^agent\.toml:3: udp_relay\.relay_ips\[1\]: not an IP address \(e\.g\. 192\.0\.2\.7 or 2001:db8::7\)$/)
+    expect(errorOf(SERVER + '[udp_relay]\nrelay_ips = "192.0.2.7"\n')).toMatch(/^agent\.toml:3: udp_relay\.relay_ips: [^\n]+$/)
+    const many = Array.from({ length: 17 }, (_, i) => `"10.0.0.${i}"`).join(', ')
+    expect(errorOf(SERVER + `[udp_relay]\nrelay_ips = [${many}]\n`)).toMatch(/^agent\.toml:3: udp_relay\.relay_ips: at most 16 addresses$/)
   })
 
   it('key = "~/..." is in the home folder; a UTF-8 BOM at the start is skipped', () => {
