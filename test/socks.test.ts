@@ -15,28 +15,7 @@ import { Socks, type SocksOptions } from '../client/sock/socks.node.ts'
 import { useAgents } from './helpers/agents.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
-
-/** A TCP echo on `::` (dual stack: 127.0.0.1 and ::1 both reach it), closed after the test. */
-async function dualEcho (): Promise<{ port: number, close: () => void }> {
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s)
-    s.on('close', () => sockets.delete(s))
-    s.on('error', () => {})
-    s.pipe(s)
-  })
-  await new Promise<void>((resolve) => server.listen({ port: 0, host: '::', ipv6Only: false }, resolve))
-  return { port: (server.address() as net.AddressInfo).port, close: () => { server.close(); for (const s of sockets) s.destroy() } }
-}
-
-/** A port on 127.0.0.1 where nothing listens. */
-async function closedPort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
+import { closedPort, tcpEcho } from './helpers/sockets.ts'
 
 /** Write `data` on a connected socket, half-close, and settle with all it reads back. */
 async function roundTrip (socket: net.Socket, data: Uint8Array): Promise<Buffer> {
@@ -98,8 +77,17 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     return { far, near, socks, port: socks.address.port }
   }
 
+  /** A CONNECT to `port` granted (0x00), then its mapping killed at the far side, as a person's "stop". */
+  async function grantThenKill (far: SockAgent, socks: Socks, proxy: number, port: number): Promise<void> {
+    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
+    expect(first.data[3]).toBe(0x00)
+    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
+    far.mappings()[0]?.kill('the person said stop')
+    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+  }
+
   async function echo (): Promise<number> {
-    const e = await dualEcho()
+    const e = await tcpEcho({ dualStack: true })
     cleanup.push(e)
     return e.port
   }
@@ -193,11 +181,7 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`] }, { maxDenials: 2 })
     let offers = 0
     far.on('offer', () => offers++)
-    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
-    expect(first.data[3]).toBe(0x00)
-    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
-    far.mappings()[0]?.kill('the person said stop')
-    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+    await grantThenKill(far, socks, proxy, port)
     // Rule denials (no rule for these ports, nobody to ask) past the memory's size.
     for (const other of [1, 2, 3]) {
       const r = await raw(proxy, socks5Connect(other))
@@ -215,11 +199,7 @@ describe('SOCKS5 and HTTP CONNECT through a peer', () => {
     const { far, socks, port: proxy } = await setup({ allow: [`connect/tcp:127.0.0.1:${port}`, `connect/tcp:127.0.0.1:${other}`] })
     let offers = 0
     far.on('offer', () => offers++)
-    const first = await raw(proxy, socks5Connect(port), '127.0.0.1', undefined, 12)
-    expect(first.data[3]).toBe(0x00)
-    await waitFor('the far side to hold the mapping', () => far.mappings().length === 1)
-    far.mappings()[0]?.kill('the person said stop')
-    await waitFor('the proxy to see the kill', () => socks.stats().channelsOpen === 0 && far.mappings().length === 0)
+    await grantThenKill(far, socks, proxy, port)
     const again = await within('the refusal of the killed target', raw(proxy, socks5Connect(port)))
     expect(again.data[3]).toBe(0x02)
     expect(offers).toBe(1) // not asked again

@@ -4,24 +4,14 @@
  * for a person says so.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
 import { peerIdOf, Programs, runProgram } from './helpers/programs.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
-import { tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
+import { closedPort, tcpEcho, tcpRoundTrip } from './helpers/sockets.ts'
 import { expectBytes } from './helpers/bytes.ts'
-
-/** A port on 127.0.0.1 where nothing listens (bound, then closed). */
-async function closedPort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 describe('the tunnel commands say what is happening', () => {
   const programs = new Programs()

@@ -31,8 +31,11 @@ export async function httpGet (url: string): Promise<{ status: number, body: Buf
   })
 }
 
-/** A TCP echo server on 127.0.0.1 (half-close aware), counting the connections it holds. */
-export async function tcpEcho (): Promise<{ port: number, open: () => number, close: () => void }> {
+/**
+ * A TCP echo server on 127.0.0.1 (half-close aware), counting the connections it holds; with
+ * `dualStack`, on `::` so that 127.0.0.1 and ::1 both reach it.
+ */
+export async function tcpEcho (options: { dualStack?: boolean } = {}): Promise<{ port: number, open: () => number, close: () => void }> {
   const sockets = new Set<net.Socket>()
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     sockets.add(s)
@@ -40,12 +43,22 @@ export async function tcpEcho (): Promise<{ port: number, open: () => number, cl
     s.on('error', () => {})
     s.pipe(s)
   })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const at = options.dualStack === true ? { port: 0, host: '::', ipv6Only: false } : { port: 0, host: '127.0.0.1' }
+  await new Promise<void>((resolve) => server.listen(at, resolve))
   return {
     port: (server.address() as net.AddressInfo).port,
     open: () => sockets.size,
     close: () => { server.close(); for (const s of sockets) s.destroy() }
   }
+}
+
+/** A port on 127.0.0.1 where nothing listens (bound, then closed). */
+export async function closedPort (): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
 }
 
 /** A UDP echo on 127.0.0.1: every datagram goes back to its sender unchanged. */
