@@ -96,6 +96,16 @@ describe('control API', () => {
     return a
   }
 
+  /** A server, real `starsock` programs and a folder for a config, all cleaned up after the test. */
+  const upFixture = async (prefix: string): Promise<{ programs: Programs, dir: string }> => {
+    server = await startServer()
+    const programs = new Programs()
+    cleanup.push({ close: async () => await programs.cleanup() })
+    const dir = await mkdtemp(join(tmpdir(), prefix))
+    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    return { programs, dir }
+  }
+
   const runnerOf = (a: SockAgent): AgentRunner => {
     const runner = new AgentRunner(a)
     cleanup.push(runner)
@@ -328,11 +338,7 @@ describe('control API', () => {
   })
 
   it('`starsock up` with [control] listens, keeps the token it made in KEY.control-token (0600) while it runs, and stops with the agent', async () => {
-    server = await startServer()
-    const programs = new Programs()
-    cleanup.push({ close: async () => await programs.cleanup() })
-    const dir = await mkdtemp(join(tmpdir(), 'starsock-control-up-'))
-    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    const { programs, dir } = await upFixture('starsock-control-up-')
     const file = join(dir, 'agent.toml')
     await writeFile(file, `server = "${server.url()}"\nkey = "./agent.key"\n\n[control]\nlisten = "127.0.0.1:0"\n`)
     const up = programs.start(['up', '--config', file, '--json'])
@@ -360,11 +366,7 @@ describe('control API', () => {
   }, 60_000)
 
   it('`starsock up` never removes or replaces a token file it did not write: a control listen that fails leaves it, and so does the exit', async () => {
-    server = await startServer()
-    const programs = new Programs()
-    cleanup.push({ close: async () => await programs.cleanup() })
-    const dir = await mkdtemp(join(tmpdir(), 'starsock-control-token-'))
-    cleanup.push({ close: async () => await rm(dir, { recursive: true, force: true }) })
+    const { programs, dir } = await upFixture('starsock-control-token-')
     const tokenFile = join(dir, 'agent.key.control-token')
     // Another process (the running one) holds the port and its token file.
     const busy = net.createServer()
