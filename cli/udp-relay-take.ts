@@ -14,6 +14,7 @@ import type { Channel } from '../client/mux/channel.ts'
 import { writeLine } from '../client/mux/lines.ts'
 import type { Muxer } from '../client/mux/muxer.ts'
 import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
+import { canonicalIp } from '../client/sock/allow-from.node.ts'
 import { readUdpHalf, type UdpHalf } from '../client/sock/udp-share.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import type { Reply } from '../shared/sock-protocol.ts'
@@ -47,20 +48,6 @@ export interface TakeUdpRelayOptions {
   server?: string
   /** More addresses of the server's UDP relay (e.g. a public address its URL does not resolve to). */
   relayIps?: readonly string[]
-}
-
-/** An IP address in one spelling (IPv4-mapped IPv6 as IPv4, IPv6 compressed, lower case). */
-export function canonicalIp (ip: string): string {
-  const bare = ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip
-  const kind = isIP(bare)
-  if (kind === 4) return bare
-  if (kind !== 6) return bare.toLowerCase()
-  const v6 = new URL(`http://[${bare}]/`).hostname.slice(1, -1)
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6)
-  if (mapped === null) return v6
-  const hi = parseInt(mapped[1] as string, 16)
-  const lo = parseInt(mapped[2] as string, 16)
-  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
 }
 
 /** The addresses a half may name: the server URL's host resolved, and `relayIps`. */

@@ -50,6 +50,23 @@ function parseEntry (entry: string): { address: string, prefix: number, family: 
   return { address, prefix, family: kind === 4 ? 'ipv4' : 'ipv6' }
 }
 
+/**
+ * An IP address in one spelling: IPv4 as is, IPv6 in its short lower-case form (RFC 5952), an
+ * IPv4-mapped IPv6 address as the IPv4 one; brackets dropped. Anything else comes back lower case.
+ */
+export function canonicalIp (ip: string): string {
+  const bare = ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip
+  const kind = net.isIP(bare)
+  if (kind === 4) return bare
+  if (kind !== 6) return bare.toLowerCase()
+  const v6 = new URL(`http://[${bare}]/`).hostname.slice(1, -1)
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6)
+  if (mapped === null) return v6
+  const hi = parseInt(mapped[1] as string, 16)
+  const lo = parseInt(mapped[2] as string, 16)
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`
+}
+
 /** Parse an allowlist; throws a `TypeError` naming the first bad entry, or when there are too many. */
 export function parseAllowFrom (list: readonly string[]): AllowFrom {
   const value: unknown = list

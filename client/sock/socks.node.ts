@@ -16,6 +16,7 @@ import type { SockAddress } from '../../shared/mux-frame.ts'
 import { isHost } from '../../shared/sock-protocol.ts'
 import type { Channel } from '../mux/channel.ts'
 import type { SockAgent } from './agent.ts'
+import { canonicalIp } from './allow-from.node.ts'
 import { listenTcp, pipeSocket, resetSocket } from './host.node.ts'
 import type { Mapping } from './mapping.ts'
 import { Tunnel, type TunnelOptions } from './tunnel.node.ts'
@@ -206,17 +207,7 @@ export function canonicalHost (text: string): string | undefined {
   if (net.isIPv4(text)) return text
   if (net.isIPv6(text)) {
     if (text.includes('%')) return undefined // a zone names an interface here, not there
-    let short: string
-    try {
-      short = new URL(`http://[${text}]`).hostname.slice(1, -1)
-    } catch {
-      return undefined
-    }
-    const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(short)
-    if (mapped === null) return short
-    const hi = parseInt(mapped[1] as string, 16)
-    const lo = parseInt(mapped[2] as string, 16)
-    return `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`
+    return canonicalIp(text)
   }
   const name = text.endsWith('.') ? text.slice(0, -1) : text
   // A last label of digits (or hex) is no name (RFC 1123 2.1) but an address in another spelling
