@@ -3,6 +3,7 @@
  * each way, rates, drops) with events printed above it; otherwise one line per event; with
  * `--json`, one JSON object per event on stdout (and a `stats` object every few seconds).
  */
+import { formatAddress } from '../shared/sock-protocol.ts'
 
 /** The words for an end-to-end encrypted connection, whose peer proved its id. */
 export const SECURE_TEXT = 'end-to-end encrypted (peer verified)'
@@ -19,7 +20,7 @@ export function securityText (secure: boolean): string {
 
 /** `A:P, B:P` (IPv6 in brackets). */
 export function addressList (list: ReadonlyArray<{ ip: string, port: number }>): string {
-  return list.map((a) => a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`).join(', ')
+  return list.map(formatAddress).join(', ')
 }
 
 /** Figures the status line shows. */

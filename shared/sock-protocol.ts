@@ -359,6 +359,11 @@ export function errorToWire (err: unknown): { code: ErrorCode, message: string }
   return { code: 'E_CHANNEL_PROTOCOL', message: err instanceof Error ? err.message : String(err) }
 }
 
+/** `IP:PORT`, an IPv6 address in brackets: `127.0.0.1:80`, `[::1]:80`. */
+export function formatAddress (a: { ip: string, port: number }): string {
+  return a.ip.includes(':') ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`
+}
+
 /**
  * The offer as one line, as a prompt or a log shows it: `connect/tcp 127.0.0.1:8080 "web"`,
  * `service/tcp web`, `bind/tcp 0.0.0.0:8080 from 10.0.0.0/8`, `accept/tcp 127.0.0.1:2222 to service ssh`.
@@ -369,7 +374,7 @@ export function describeOffer (offer: Offer): string {
   if (offer.kind === 'service') return `service/${offer.proto} ${offer.service ?? '?'}${name}`
   const service = offer.service === undefined ? '' : ` to service ${offer.service}`
   const from = offer.allowFrom === undefined ? '' : ` from ${offer.allowFrom.length === 0 ? 'nobody' : offer.allowFrom.join(', ')}`
-  return `${offer.kind}/${offer.proto} ${offer.host.includes(':') ? `[${offer.host}]` : offer.host}:${offer.port}${service}${from}${name}`
+  return `${offer.kind}/${offer.proto} ${formatAddress({ ip: offer.host, port: offer.port })}${service}${from}${name}`
 }
 
 /** `2.0 MiB (2097152 bytes)`, or `512 bytes`. */

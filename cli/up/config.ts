@@ -12,7 +12,7 @@ import path from 'node:path'
 import { getStaticTOMLValue, parseTOML, type AST } from 'toml-eslint-parser'
 import { z } from 'zod'
 import type { SockAddress } from '../../shared/mux-frame.ts'
-import { isHost, isPort, type SockProto } from '../../shared/sock-protocol.ts'
+import { formatAddress, isHost, isPort, type SockProto } from '../../shared/sock-protocol.ts'
 import { parseRule, SERVICE_NAME, type SockRule } from '../../shared/sock-rules.ts'
 import { defaultKeyFile } from '../../client/identity.node.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
@@ -396,10 +396,6 @@ function lineOf (lines: Map<string, number>, p: Path): number {
   return 1
 }
 
-function addressText (a: SockAddress): string {
-  return `${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}`
-}
-
 type ForwardRaw = z.output<typeof forwardSchema>
 type ExposeRaw = z.output<typeof exposeSchema>
 type SocksRaw = z.output<typeof socksSchema>
@@ -413,19 +409,19 @@ function toEntry (kind: MappingKind, raw: unknown): MappingEntry {
   switch (kind) {
     case 'forward': {
       const e = raw as ForwardRaw
-      return { kind, ...named(e, `forward/${e.proto}:${addressText(e.listen)}`), listen: e.listen, ...target(e), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
+      return { kind, ...named(e, `forward/${e.proto}:${formatAddress(e.listen)}`), listen: e.listen, ...target(e), proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
     }
     case 'accept': {
       const e = raw as AcceptRaw
-      return { kind, ...named(e, `accept/${e.proto}:${addressText(e.listen)}`), listen: e.listen, service: e.service as string, proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
+      return { kind, ...named(e, `accept/${e.proto}:${formatAddress(e.listen)}`), listen: e.listen, service: e.service as string, proto: e.proto, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY] }
     }
     case 'socks': {
       const e = raw as SocksRaw
-      return { kind, ...named(e, `socks:${addressText(e.listen)}`), listen: e.listen, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY], ...(e.users === undefined ? {} : { users: e.users }) }
+      return { kind, ...named(e, `socks:${formatAddress(e.listen)}`), listen: e.listen, allowFrom: e.allow_from ?? [...LOOPBACK_ONLY], ...(e.users === undefined ? {} : { users: e.users }) }
     }
     case 'expose': {
       const e = raw as ExposeRaw
-      const derived = `expose/${e.proto}:${e.peer.slice(-8)}:${addressText({ ip: e.bind_host, port: e.port })}`
+      const derived = `expose/${e.proto}:${e.peer.slice(-8)}:${formatAddress({ ip: e.bind_host, port: e.port })}`
       return { kind, ...named(e, derived), port: e.port, bindHost: e.bind_host, to: e.to, proto: e.proto, ...(e.allow_from === undefined ? {} : { allowFrom: e.allow_from }) }
     }
   }
@@ -497,11 +493,6 @@ function canonicalIp (ip: string): string {
   return new URL(`http://[${ip}]/`).hostname.slice(1, -1)
 }
 
-/** `IP:PORT`, an IPv6 address in brackets. */
-function hostPort (ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`
-}
-
 export function parseConfig (text: string, file: string, env: Record<string, string | undefined> = {}): AgentConfig {
   const shown = file
   const fail = (line: number, field: string, problem: string): never => {
@@ -546,7 +537,7 @@ export function parseConfig (text: string, file: string, env: Record<string, str
         // A wildcard takes the port on every address of its family: 0.0.0.0 the IPv4 ones, :: (dual-stack) all of them.
         const clash = (a: string, b: string): boolean => a === b || a === '::' || b === '::' || (a === '0.0.0.0' && isIP(b) === 4) || (b === '0.0.0.0' && isIP(a) === 4)
         const at = listens.find((l) => l.proto === p && l.port === entry.listen.port && clash(l.ip, ip))
-        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${hostPort(ip, entry.listen.port)} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${hostPort(at.ip, at.port)}: a wildcard address takes the port on every address${at.ip === '0.0.0.0' || ip === '0.0.0.0' ? ' of its family' : ''})`}`)
+        if (at !== undefined) fail(lineOf(lines, [kind, i, 'listen']), `${where}.listen`, `${p} ${formatAddress({ ip, port: entry.listen.port })} is already listened on by ${at.where}${at.ip === ip ? '' : ` (${formatAddress(at)}: a wildcard address takes the port on every address${at.ip === '0.0.0.0' || ip === '0.0.0.0' ? ' of its family' : ''})`}`)
         listens.push({ proto: p, ip, port: entry.listen.port, where })
       }
       mappings.push(entry)

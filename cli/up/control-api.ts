@@ -20,6 +20,7 @@ import type { SockAgent } from '../../client/sock/agent.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
 import { ConfigError, MAX_MAPPINGS, parseMappingEntry, type MappingEntry, type MappingKind } from './config.ts'
 import type { AgentRunner, MappingStatus } from './runner.ts'
+import { formatAddress } from '../../shared/sock-protocol.ts'
 import { BadRequest, CONTROL_MAX_ALLOCATIONS, CONTROL_REFRESH_MS, ControlSockets, parseSocketSend, parseSocketStart, parseSocketStop } from './control-sockets.ts'
 
 /** Largest request body taken. */
@@ -102,7 +103,7 @@ const loopback = parseAllowFrom(LOOPBACK_ONLY)
 
 /** `HOST:PORT` of a loopback address, or a RangeError saying why not. */
 export function parseControlListen (listen: string | SockAddress): { host: string, port: number } {
-  if (typeof listen === 'object' && listen !== null) listen = `${listen.ip.includes(':') ? `[${listen.ip}]` : listen.ip}:${listen.port}`
+  if (typeof listen === 'object' && listen !== null) listen = formatAddress(listen)
   if (typeof listen !== 'string') throw new TypeError('control listen must be a string HOST:PORT')
   if (/^\d{1,5}$/.test(listen)) listen = `127.0.0.1:${listen}` // a bare port, as the config takes it
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(listen)
@@ -209,7 +210,7 @@ export async function startControlApi (options: ControlApiOptions): Promise<Cont
     })
   } catch (err) {
     offAgentClose()
-    throw new Error(`control API cannot listen on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(err as Error).message}`, { cause: err })
+    throw new Error(`control API cannot listen on ${formatAddress({ ip: host, port })}: ${(err as Error).message}`, { cause: err })
   }
   const address = server.address() as AddressInfo
   const url = `http://${isIP(address.address) === 6 ? `[${address.address}]` : address.address}:${address.port}`

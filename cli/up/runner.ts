@@ -7,6 +7,7 @@
  */
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
+import { formatAddress } from '../../shared/sock-protocol.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import type { Mapping } from '../../client/sock/mapping.ts'
 import net from 'node:net'
@@ -62,10 +63,6 @@ const EMPTY_STATS: TunnelStats = {
   droppedBy: { credit: 0, queue: 0, window: 0, pending: 0, open: 0, sources: 0 }
 }
 
-function addr (a: SockAddress): string {
-  return `${a.ip.includes(':') ? `[${a.ip}]` : a.ip}:${a.port}`
-}
-
 function asError (err: unknown): StarsockError {
   if (err instanceof StarsockError) return err
   const code = (err as { code?: string })?.code
@@ -76,12 +73,12 @@ function asError (err: unknown): StarsockError {
 
 /** What an entry does, in words: `tcp 127.0.0.1:15432 -> 127.0.0.1:5432 through PEER`. */
 export function describeEntry (e: MappingEntry, address?: SockAddress): string {
-  const target = (x: { to?: SockAddress, service?: string }): string => x.service !== undefined ? `service ${x.service}` : addr(x.to as SockAddress)
+  const target = (x: { to?: SockAddress, service?: string }): string => x.service !== undefined ? `service ${x.service}` : formatAddress(x.to as SockAddress)
   switch (e.kind) {
-    case 'forward': return `${e.proto} ${addr(address ?? e.listen)} -> ${target(e)} through ${e.peer}`
-    case 'accept': return `${e.proto} ${addr(address ?? e.listen)} -> ${target(e)} at ${e.peer} (accept)`
-    case 'socks': return `socks5/http-connect ${addr(address ?? e.listen)} through ${e.peer}`
-    case 'expose': return `${e.proto} ${addr(address ?? { ip: e.bindHost, port: e.port })} on ${e.peer} -> ${addr(e.to)}`
+    case 'forward': return `${e.proto} ${formatAddress(address ?? e.listen)} -> ${target(e)} through ${e.peer}`
+    case 'accept': return `${e.proto} ${formatAddress(address ?? e.listen)} -> ${target(e)} at ${e.peer} (accept)`
+    case 'socks': return `socks5/http-connect ${formatAddress(address ?? e.listen)} through ${e.peer}`
+    case 'expose': return `${e.proto} ${formatAddress(address ?? { ip: e.bindHost, port: e.port })} on ${e.peer} -> ${formatAddress(e.to)}`
   }
 }
 
@@ -321,9 +318,9 @@ export class AgentRunner {
         r.asked = true
         this.event('asking', r, { timeoutMs }, `waiting for ${entry.peer} to answer (a person is asked), up to ${Math.round(Math.min(timeoutMs, this.timeoutMs) / 1000)} s`)
       }),
-      tunnel.on('connection', ({ src }) => this.event('connection', r, { src }, `connection from ${addr(src)}`)),
+      tunnel.on('connection', ({ src }) => this.event('connection', r, { src }, `connection from ${formatAddress(src)}`)),
       tunnel.on('error', (err) => this.event('error', r, { code: err.code, message: err.message }, `${err.message} (${err.code})`)),
-      tunnel.on('refused', ({ src }) => this.event('refused', r, { src }, `refused ${addr(src)}: not in allow_from`))
+      tunnel.on('refused', ({ src }) => this.event('refused', r, { src }, `refused ${formatAddress(src)}: not in allow_from`))
     ]
     try {
       await started.start()

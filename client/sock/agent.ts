@@ -10,7 +10,7 @@ import { ERROR_CODES, StarsockError, type ErrorCode } from '../../shared/errors.
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import {
-  checkAllowFromList, describeOffer, formatSize, hasFeature, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
+  checkAllowFromList, describeOffer, formatAddress, formatSize, hasFeature, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
 } from '../../shared/sock-protocol.ts'
 import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 import type { Connection } from '../connection.ts'
@@ -830,7 +830,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     }
     if (service !== undefined) {
       request.service = service
-      request.text += ` -> ${service.to.ip.includes(':') ? `[${service.to.ip}]` : service.to.ip}:${service.to.port}`
+      request.text += ` -> ${formatAddress(service.to)}`
     }
     let filter: SourceFilter | undefined
     if (offer.allowFrom !== undefined) {
