@@ -50,7 +50,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => 
 export function start (args: string[], env: Record<string, string> = {}): Proc {
   // A worker may be asked for a full GC between measured runs (its `gc` task), never during one.
   const flags = args[0] === STARSOCK_BIN ? [] : args[0] === WORKER ? [...NODE_FLAGS, '--expose-gc'] : NODE_FLAGS
-  const loader = args[0]?.endsWith('.ts') === true ? ['--import', 'tsx'] : []
+  const loader = args[0]?.endsWith('.ts') === true ? ['--conditions=starsock-source', '--import', 'tsx'] : []
   return startCommand(process.execPath, [...flags, ...loader, ...args], { env: { ...gcMeterEnv(), ...env } })
 }
 

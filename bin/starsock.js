@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The `starsock` program: applies starsock's node flags, loads the TypeScript sources through
-// tsx, then runs the CLI.
+// The `starsock` program: applies starsock's node flags, then runs the CLI compiled into
+// dist/node/ (`npm run build`; an installed package ships it built).
 import { setFlagsFromString } from 'node:v8'
 import { NODE_FLAGS } from './node-flags.js'
 
@@ -9,9 +9,15 @@ import { NODE_FLAGS } from './node-flags.js'
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((f) => f.split('=')[0]?.replace(/_/g, '-'))
 for (const flag of NODE_FLAGS) if (!given.includes(flag.split('=')[0])) setFlagsFromString(flag)
 
-const { register } = await import('tsx/esm/api')
-register()
-const { main } = await import('../cli/main.ts')
+let cli
+try {
+  cli = await import('../dist/node/cli/main.js')
+} catch (err) {
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes('dist/node/cli/main.js')) throw err
+  process.stderr.write('starsock: the compiled program is missing (dist/node/cli/main.js): run `npm run build` in the checkout\n')
+  process.exit(1)
+}
+const { main } = cli
 process.exitCode = await main(process.argv.slice(2))
 // The command is over: a handle still open (a socket closing behind a cut network, a timer) must
 // not keep the process alive past this, or a supervisor's SIGTERM would look ignored.

@@ -3,6 +3,7 @@ import { createReadStream, readFileSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { extname, join, normalize, sep } from 'node:path'
 import type { Registry } from 'prom-client'
+import { packagePath } from './package-root.ts'
 import { sameSecret } from './secret.ts'
 
 /** What the routes read from the server. */
@@ -88,7 +89,7 @@ function escapeHtml (text: string): string {
 }
 
 /** The status page template (`web/status.html`), read once. */
-const STATUS_TEMPLATE = readFileSync(new URL('../web/status.html', import.meta.url), 'utf8')
+const STATUS_TEMPLATE = readFileSync(packagePath('web', 'status.html'), 'utf8')
 
 /** The page at `/`: what this server is and its figures now. */
 function statusPage (figures: Record<string, number | string>): string {

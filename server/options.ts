@@ -1,8 +1,8 @@
 /** Server options, their defaults and their validation. */
-import { fileURLToPath } from 'node:url'
 import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
 import { IDENTITY_GRACE_MS, UDP_MAX_ALLOCATIONS_PER_IP, UDP_OWNER_GRACE_MS } from './constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
+import { packagePath } from './package-root.ts'
 
 /** TLS material, as Node's `https.createServer` takes it. */
 export interface TlsOptions {
@@ -232,7 +232,7 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
   udpPublicIp: { default: '', unit: 'text', flag: '--udp-public-ip <ip>', env: 'STARSOCK_UDP_PUBLIC_IP', cli: 'text', help: 'address given to peers in allocations (default: the bound host)', check: (_, value) => value },
   logger: { default: silentLogger, unit: 'logger', flag: '--log-level <level>', env: 'LOG_LEVEL', cli: 'custom', help: 'log level', check: (_, value) => value },
   webRoot: {
-    default: fileURLToPath(new URL('../dist/web/', import.meta.url)),
+    default: packagePath('dist', 'web'),
     unit: 'folder',
     flag: null,
     noFlag: 'the CLI serves the page built into the package',

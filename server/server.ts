@@ -1,5 +1,4 @@
 /** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
-import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer, ServerResponse, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -14,8 +13,9 @@ import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } 
 import { Rendezvous } from './rendezvous.ts'
 import { attachRendezvous } from './socket-wiring.ts'
 
-/** Package version, reported by `starsock:hello` and the status page. */
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
+import { VERSION } from './package-root.ts'
+
+export { VERSION }
 
 /** Engine.io heartbeat: a silent client is dropped after interval + timeout. */
 const PING_INTERVAL_MS = 10_000

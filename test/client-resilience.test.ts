@@ -107,7 +107,7 @@ describe('the client when things break', () => {
     let incoming: Connection | undefined
     b.handle((conn) => { incoming = conn })
     const fixture = fileURLToPath(new URL('./fixtures/sending-peer.ts', import.meta.url))
-    const child = spawn(process.execPath, ['--import', 'tsx', fixture, server.url(), b.peerId], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, ['--conditions=starsock-source', '--import', 'tsx', fixture, server.url(), b.peerId], { stdio: ['ignore', 'pipe', 'inherit'] })
     stops.push(() => { child.kill('SIGKILL') })
     await within('the sender to start', new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('sending')) resolve() })), 15_000)
     await waitFor('the incoming connection', () => incoming !== undefined)

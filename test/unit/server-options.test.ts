@@ -93,7 +93,7 @@ describe('resolveServerOptions', () => {
       webRoot: undefined
     })
     expect(typeof o.logger.child).toBe('function')
-    expect(o.webRoot).toMatch(/dist[/\\]web[/\\]$/)
+    expect(o.webRoot).toMatch(/dist[/\\]web$/)
   })
 
   it('keeps a 0 and ignores an explicit undefined', () => {
