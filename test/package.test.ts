@@ -124,6 +124,11 @@ describe('the npm package, packed by npm pack and installed into an empty projec
     const js = paths.filter((p) => p.startsWith('dist/node/') && p.endsWith('.js'))
     expect(js.length).toBeGreaterThan(50)
     for (const p of js) expect(paths, `the declarations of ${p}`).toContain(p.replace(/\.js$/, '.d.ts'))
+    // Declarations name the modules the package ships: `./x.js`, never a `./x.ts` source (tsc keeps
+    // those in declarations; scripts/declarations.js rewrites them), nor the package's own `#noise-aead`.
+    const sourceSpecifier = /(?:\bfrom|\bimport\(|\bimport)\s*['"](?:\.{1,2}\/[^'"\n]*\.ts|#[^'"\n]*)['"]/
+    const naming = paths.filter((p) => p.endsWith('.d.ts') && sourceSpecifier.test(readFileSync(join(app, 'node_modules', 'starsock', p), 'utf8')))
+    expect(naming, 'declarations that import a .ts source or #noise-aead').toEqual([])
     const unwanted = paths.filter((p) => /^(test|bench|scripts|node_modules|\.ci|test-artifacts|shared|server|client|cli|web\/(?!status\.html$))\//.test(p) ||
       (/\.(ts|tsx|mts|cts)$/.test(p) && !/\.d\.ts$/.test(p)) || /(^|\/)\.[^/]+$/.test(p))
     expect(unwanted, 'sources, tests, benchmarks, scripts, dotfiles').toEqual([])
@@ -207,6 +212,13 @@ describe('the npm package, packed by npm pack and installed into an empty projec
     cpSync(join(FIXTURES, 'peers.mjs'), join(app, 'peers.mjs'))
     const r = run(process.execPath, ['peers.mjs'], app, 60_000)
     expect(JSON.parse(r.stdout.trim())).toEqual({ version: MANIFEST.version, same: true, bytes: 100_000, missing: 'E_PEER_NOT_FOUND', known: true })
+  })
+
+  it('a CommonJS program requires the package (require of ES modules, Node >= 20.19 as engines says)', () => {
+    cpSync(join(FIXTURES, 'require.cjs'), join(app, 'require.cjs'))
+    const r = run(process.execPath, ['require.cjs'], app, 60_000)
+    expect(JSON.parse(r.stdout.trim())).toEqual({ version: MANIFEST.version, createServer: 'function', createPeer: 'function', Forward: 'function', codes: true })
+    expect(r.stderr).toBe('')
   })
 
   it('tsc (module nodenext, strict, libraries checked) type-checks a file using the four entry points; the wrong uses fail', () => {
