@@ -148,6 +148,10 @@ describe('the npm package, packed by npm pack and installed into an empty projec
       if (needed.has(dev)) continue
       expect(existsSync(join(app, 'node_modules', dev)), `dev dependency ${dev} is not installed`).toBe(false)
     }
+    // No script runs at install: npm >= 11.16 warns about any (`prepare` included) and npm 12 can
+    // refuse them (allowScripts); the tarball is built already.
+    const installed = JSON.parse(readFileSync(join(app, 'node_modules', 'starsock', 'package.json'), 'utf8')) as { scripts?: Record<string, string> }
+    expect(Object.keys(installed.scripts ?? {}).filter((s) => ['preinstall', 'install', 'postinstall', 'prepare'].includes(s)), 'install-time scripts').toEqual([])
     for (const tool of ['tsx', 'typescript', 'vite', 'vitest', 'esbuild']) expect(existsSync(join(app, 'node_modules', tool)), `${tool} is not installed`).toBe(false)
     const shipped = walk(join(app, 'node_modules', 'starsock'))
     expect(shipped.filter((p) => /\.(ts|mts|cts)$/.test(p) && !p.endsWith('.d.ts')), 'no TypeScript source to run').toEqual([])
