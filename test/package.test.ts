@@ -70,6 +70,22 @@ async function said (p: Started, re: RegExp, what: string, ms = 20_000): Promise
   }), ms)
 }
 
+/**
+ * Start `starsock serve` on a free port of 127.0.0.1 and settle with its URL once `/healthz`
+ * answers (not from its output lines, whose wording is the CLI's to change).
+ */
+async function serve (cwd: string, extra: string[] = []): Promise<{ program: Started, url: string }> {
+  const port = await freePort()
+  const program = start(cwd, ['serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn', ...extra])
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 30_000
+  while (!await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) {
+    const exited = await Promise.race([program.exited.then(() => true), new Promise<false>((resolve) => setTimeout(() => resolve(false), 100))])
+    if (exited || Date.now() > deadline) throw new Error(`starsock serve ${exited ? 'exited' : 'did not answer /healthz within 30000 ms'} at ${url} (stdout: ${program.out().slice(-1500)} stderr: ${program.err().slice(-1500)})`)
+  }
+  return { program, url }
+}
+
 /** Every file under `dir`, relative to it, with `/` separators. */
 function walk (dir: string, prefix = ''): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => e.isDirectory() ? walk(join(dir, e.name), `${prefix}${e.name}/`) : [`${prefix}${e.name}`])
@@ -117,7 +133,7 @@ describe('the npm package, packed by npm pack and installed into an empty projec
     }
     // The page's own files: every asset index.html references is in the tarball.
     const html = readFileSync(join(app, 'node_modules', 'starsock', 'dist', 'web', 'index.html'), 'utf8')
-    const assets = [...html.matchAll(/(?:src|href)="\.\/(assets\/[^"]+)"/g)].map((m) => `dist/web/${m[1] ?? ''}`)
+    const assets = [...html.matchAll(/(?:src|href)="(?:\.?\/)?(assets\/[^"]+)"/g)].map((m) => `dist/web/${m[1] ?? ''}`)
     expect(assets.some((a) => a.endsWith('.js')), `index.html references a script (${html.slice(0, 500)})`).toBe(true)
     for (const a of assets) expect(paths, `the tarball holds the page's ${a}`).toContain(a)
     // Every compiled module has its declarations next to it.
@@ -166,8 +182,7 @@ describe('the npm package, packed by npm pack and installed into an empty projec
   })
 
   it('starsock serve serves the page at /, the script it references, and /healthz', async () => {
-    const serve = start(app, ['serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn'])
-    const url = (await said(serve, /^starsock (http:\/\/127\.0\.0\.1:\d+) /m, 'the URL line of starsock serve'))[1] ?? ''
+    const { program, url } = await serve(app)
     const page = await fetch(`${url}/`)
     expect(page.status).toBe(200)
     expect(page.headers.get('content-type')).toMatch(/^text\/html/)
@@ -181,17 +196,24 @@ describe('the npm package, packed by npm pack and installed into an empty projec
     expect((await script.text()).length).toBeGreaterThan(10_000)
     const health = await fetch(`${url}/healthz`)
     expect(health.status).toBe(200)
-    await serve.stop()
+    await program.stop()
   }, 60_000)
 
   it('id, serve --gateway, up --config and forward: bytes reach a local echo through the gateway', async () => {
     const echo = await tcpEcho()
     try {
-      const peerId = run(join(app, 'node_modules', '.bin', 'starsock'), ['id', '--key', join(app, 'near.key')], app, 30_000).stdout.trim()
-      expect(peerId).toMatch(/^12D3KooW\w+$/)
-      const serve = start(app, ['serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', '--gateway', '--gateway-key', join(app, 'gateway.key'), '--allow', `connect/tcp:127.0.0.1:${echo.port}`])
-      const url = (await said(serve, /^starsock (http:\/\/127\.0\.0\.1:\d+) /m, 'the URL line of starsock serve --gateway'))[1] ?? ''
-      const gateway = (await said(serve, /^gateway peer (\w+) /m, 'the gateway peer line'))[1] ?? ''
+      // id makes the gateway's key and prints its peer id; serve --gateway then runs that peer.
+      const gateway = run(join(app, 'node_modules', '.bin', 'starsock'), ['id', '--key', join(app, 'gateway.key')], app, 30_000).stdout.trim()
+      expect(gateway).toMatch(/^12D3KooW\w+$/)
+      const { program, url } = await serve(app, ['--gateway', '--gateway-key', join(app, 'gateway.key'), '--allow', `connect/tcp:127.0.0.1:${echo.port}`])
+      // peers lists who is online: wait for the gateway peer to have joined.
+      const deadline = Date.now() + 30_000
+      for (;;) {
+        const r = spawnSync(join(app, 'node_modules', '.bin', 'starsock'), ['peers', '--server', url], { cwd: app, env: ENV, encoding: 'utf8', timeout: 20_000 })
+        if (r.stdout.includes(gateway)) break
+        if (Date.now() > deadline) throw new Error(`the gateway peer ${gateway} not in starsock peers within 30000 ms (peers: ${r.stdout} ${r.stderr}; serve: ${program.err().slice(-1500)})`)
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      }
       // up --config: the TOML config (toml-eslint-parser, zod) and a [[forward]] mapping.
       const port = await freePort()
       writeFileSync(join(app, 'near.toml'), `server = "${url}"\nkey = "near.key"\n\n[[forward]]\nname = "echo"\npeer = "${gateway}"\nlisten = "127.0.0.1:${port}"\nto = "127.0.0.1:${echo.port}"\n`)
@@ -200,13 +222,14 @@ describe('the npm package, packed by npm pack and installed into an empty projec
       const a = testBytes(200_000, 16)
       expectBytes(await within('the echo through up --config', tcpRoundTrip(port, a), 20_000), a, 'the echo through up --config')
       // forward, the one-tunnel command.
-      const fwd = start(app, ['forward', '--server', url, '--key', join(app, 'fwd.key'), '--peer', gateway, '--listen', '0', '--to', `127.0.0.1:${echo.port}`])
-      const fwdPort = Number((await said(fwd, /forwarding tcp 127\.0\.0\.1:(\d+) /m, 'the forward ready line'))[1])
+      const fwdPort = await freePort()
+      const fwd = start(app, ['forward', '--server', url, '--key', join(app, 'fwd.key'), '--peer', gateway, '--listen', `127.0.0.1:${fwdPort}`, '--to', `127.0.0.1:${echo.port}`, '--json'])
+      await said(fwd, /^(?=\{.*"event":"ready").*$/m, 'the ready event of forward')
       const b = testBytes(150_000, 17)
       expectBytes(await within('the echo through forward', tcpRoundTrip(fwdPort, b), 20_000), b, 'the echo through forward')
       await fwd.stop()
       await up.stop()
-      await serve.stop()
+      await program.stop()
     } finally {
       echo.close()
     }
