@@ -10,7 +10,7 @@
 import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process'
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { delimiter, dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { expectBytes } from './helpers/bytes.ts'
@@ -33,8 +33,8 @@ const KEEP_NPM = new Set(['npm_config_cache', 'npm_config_registry', 'npm_config
 const ENV = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_') || KEEP_NPM.has(k)))
 
 /** Run a command to its end; fail with its output if it does not exit 0 (or times out). */
-function run (cmd: string, args: string[], cwd: string, ms: number): SpawnSyncReturns<string> {
-  const r = spawnSync(cmd, args, { cwd, env: ENV, encoding: 'utf8', timeout: ms, maxBuffer: 64 * 1024 * 1024 })
+function run (cmd: string, args: string[], cwd: string, ms: number, env: NodeJS.ProcessEnv = ENV): SpawnSyncReturns<string> {
+  const r = spawnSync(cmd, args, { cwd, env, encoding: 'utf8', timeout: ms, maxBuffer: 64 * 1024 * 1024 })
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} in ${cwd}: ${r.error?.message ?? `exit ${String(r.status ?? r.signal)}`}\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`)
   return r
 }
@@ -180,6 +180,13 @@ describe('the npm package, packed by npm pack and installed into an empty projec
     expect(help.stderr).toBe('')
     expect(run('npx', ['--no-install', 'starsock', '--version'], app, 60_000).stdout.trim()).toBe(MANIFEST.version)
   })
+
+  it('npm install -g puts starsock on the PATH (a link to bin/starsock.js that finds the compiled program)', () => {
+    const prefix = join(tmp, 'global')
+    run('npm', ['install', '-g', '--prefix', prefix, join(tmp, packed.filename), '--no-audit', '--no-fund', '--prefer-offline'], tmp, 180_000)
+    const r = run('starsock', ['--version'], tmp, 30_000, { ...ENV, PATH: `${join(prefix, 'bin')}${delimiter}${ENV.PATH ?? ''}` })
+    expect(r.stdout.trim()).toBe(MANIFEST.version)
+  }, 200_000)
 
   it('starsock serve serves the page at /, the script it references, and /healthz', async () => {
     const { program, url } = await serve(app)
