@@ -31,7 +31,7 @@ const DOM_ONLY_GLOBALS = ['window', 'document', 'navigator', 'location', 'localS
 const layer = (target, from, why) => ({ target: `./${target}`, from: from.map(dir => `./${dir}`), message: why })
 
 export default defineConfig(
-  { ignores: ['dist/**', 'web/dist/**', 'node_modules/**', 'test-artifacts/**', '.vite/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'web/dist/**', 'node_modules/**', 'test-artifacts/**', '.vite/**', 'coverage/**', 'test/fixtures/package/**'] },
 
   js.configs.recommended,
   tseslint.configs.recommendedTypeChecked,

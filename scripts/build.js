@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `npm run build`: everything the package runs and serves, from the sources, into dist/:
 // - dist/node/: shared/, server/, client/ and cli/ compiled to JavaScript with declarations (tsc,
-//   tsconfig.build.json); `bin/starsock.js` runs dist/node/cli/main.js;
+//   tsconfig.build.json; relative `.ts` specifiers in the declarations rewritten to `.js` by
+//   scripts/declarations.js); `bin/starsock.js` runs dist/node/cli/main.js;
 // - dist/web/: the page (Vite), served at `/` by `starsock serve`;
 // - dist/browser/: the browser peer library as one ES module (Vite, `--mode client`);
 // - dist/.build-stamp: written last, so a build that stopped half way is never taken as done
@@ -12,6 +13,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildIsStale, STAMP } from './build-stamp.js'
+import { rewriteDeclarations } from './declarations.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -29,6 +31,7 @@ const started = Date.now()
 rmSync(join(ROOT, STAMP), { force: true })
 rmSync(join(ROOT, 'dist', 'node'), { recursive: true, force: true })
 run('tsc', ['-p', 'tsconfig.build.json'])
+rewriteDeclarations(join(ROOT, 'dist', 'node')) // `.ts` specifiers in the declarations -> `.js`
 run('vite', ['build', '--logLevel', 'warn'])
 run('vite', ['build', '--mode', 'client', '--logLevel', 'warn'])
 mkdirSync(join(ROOT, 'dist'), { recursive: true })
