@@ -4,6 +4,7 @@
 //   tsconfig.build.json); `bin/starsock.js` runs dist/node/cli/main.js;
 // - dist/web/: the page (Vite), served at `/` by `starsock serve`;
 // - dist/browser/: the browser peer library as one ES module (Vite, `--mode client`);
+// - `.br` and `.gz` beside the text assets of dist/web/ and dist/browser/ (scripts/precompress.js);
 // - dist/.build-stamp: written last, so a build that stopped half way is never taken as done
 //   (test/global-setup.ts rebuilds when a source is newer than the stamp).
 // `--if-stale`: build only when a source is newer than the stamp (or there is none).
@@ -12,6 +13,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildIsStale, STAMP } from './build-stamp.js'
+import { precompress } from './precompress.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -31,6 +33,7 @@ rmSync(join(ROOT, 'dist', 'node'), { recursive: true, force: true })
 run('tsc', ['-p', 'tsconfig.build.json'])
 run('vite', ['build', '--logLevel', 'warn'])
 run('vite', ['build', '--mode', 'client', '--logLevel', 'warn'])
+for (const dir of ['web', 'browser']) precompress(join(ROOT, 'dist', dir))
 mkdirSync(join(ROOT, 'dist'), { recursive: true })
 writeFileSync(join(ROOT, STAMP), new Date().toISOString() + '\n')
 process.stderr.write(`build: dist/ built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)
