@@ -477,9 +477,15 @@ byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
   newIdentity().catch(failedToJoin)
 })
 
+/** The token `/status.json` refused (`null`: none refused): no use asking again with it. */
+let figuresRefused: string | undefined | null = null
+
 async function serverFigures (): Promise<void> {
+  if (figuresRefused !== null && figuresRefused === token) return
   try {
-    const res = await fetch(new URL('/status.json', SERVER), { headers: token === undefined ? {} : { authorization: `Bearer ${token}` } })
+    const asked = token
+    const res = await fetch(new URL('/status.json', SERVER), { headers: asked === undefined ? {} : { authorization: `Bearer ${asked}` } })
+    if (res.status === 401) figuresRefused = asked
     if (!res.ok) return
     const figures = await res.json() as Record<string, unknown>
     const list = byId('server-figures')
