@@ -233,6 +233,11 @@ describe('the page over HTTP', () => {
     const answer = await get(s.url(), '/app.css', { 'accept-encoding': 'br, gzip' })
     expect(answer.headers['content-encoding']).toBeUndefined()
     expect(answer.body.toString()).toBe(text)
+    // Compressed again, they are.
+    precompress(root)
+    const fresh = await get(s.url(), '/app.css', { 'accept-encoding': 'br, gzip' })
+    expect(fresh.headers['content-encoding']).toBe('br')
+    expect(decode(fresh).toString()).toBe(text)
   })
 
   it('without a built page (no folder, an empty one, or none configured) / is the status page, saying the page is not built', async () => {
@@ -333,6 +338,14 @@ describe('the page in Chromium under its CSP', () => {
     await a.page.fill('#chat-text', 'hello under the CSP')
     await a.page.press('#chat-text', 'Enter')
     await b.page.locator('#messages', { hasText: 'hello under the CSP' }).waitFor({ timeout: 15_000 })
+    // A file, and its "Save" link (a blob: URL), work under the policy.
+    const file = Buffer.from(testBytes(50_000, 7))
+    await a.page.setInputFiles('#file-input', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: file })
+    await a.page.click('#file-form button[type=submit]')
+    const received = b.page.locator('#transfers li[data-direction="from"][data-state="done"]')
+    await received.waitFor({ timeout: 20_000 })
+    const [download] = await Promise.all([b.page.waitForEvent('download', { timeout: 10_000 }), received.locator('a[download]').click()])
+    expect(readFileSync(await download.path()).equals(file)).toBe(true)
     // The server figures come from /status.json (a fetch the policy must allow).
     await a.page.locator('#server-figures dd').first().waitFor({ timeout: 10_000 })
     const csp = await a.page.evaluate(async () => (await fetch('/')).headers.get('content-security-policy'))
