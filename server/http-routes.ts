@@ -39,7 +39,7 @@ function hasToken (req: IncomingMessage, token: string): boolean {
 
 function unauthorized (res: ServerResponse): void {
   res.writeHead(401, { ...BASE_HEADERS, 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="starsock"' })
-  res.end('this server has a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs)\n')
+  res.end('this server needs a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs); the page takes it as /#token=<token>\n')
 }
 
 /** Headers on every answer: no type sniffing, no `Referer` to other sites. */
@@ -99,7 +99,7 @@ function sendStatus (res: ServerResponse, html: string): void {
 /** Handle one request that socket.io did not take. */
 export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0]
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n')
+  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { allow: 'GET, HEAD' })
   // With a token, the figures are for those who hold it; health and readiness stay open (probes).
   const ops = path === '/metrics' || path === '/status' || path === '/status.json'
   if (ops && !hasToken(req, ctx.token)) return unauthorized(res)

@@ -219,7 +219,8 @@ describe('the page over HTTP', () => {
     expect((await get(url, '/assets/inside-link.txt')).body.toString()).toBe('inside')
     expect((await get(url, '/')).body.toString()).toContain('<title>ok</title>')
     // Other methods are refused.
-    expect((await get(url, '/', {}, 'POST')).status).toBe(405)
+    const post = await get(url, '/', {}, 'POST')
+    expect([post.status, post.headers.allow]).toEqual([405, 'GET, HEAD'])
   })
 
   it('a .br or .gz older than its file (left from an earlier build) is not sent', async () => {
@@ -268,7 +269,9 @@ describe('the page over HTTP', () => {
     const status = await get(s.url(), '/status', { authorization: 'Bearer page-s3cret-token' })
     expect(status.body.toString()).toContain('This server needs a token.')
     expect(status.body.toString()).toContain('relayedBytes')
-    expect((await get(s.url(), '/status')).status).toBe(401)
+    const refused = await get(s.url(), '/status')
+    expect(refused.status).toBe(401)
+    expect(refused.body.toString()).toMatch(/this server needs a token: .*Authorization: Bearer <token>.*\/#token=<token>/)
     // Without a token, no such line.
     expect((await get(server.url(), '/status')).body.toString()).not.toContain('needs a token')
   })
