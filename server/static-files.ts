@@ -119,7 +119,7 @@ function fileInside (realRoot: string, path: string): { path: string, st: Stats 
     const st = statSync(path)
     if (!st.isFile()) return undefined
     // A symlink is followed only when it stays inside the root.
-    if (!realpathSync(path).startsWith(realRoot + sep)) return undefined
+    if (!realpathSync(path).startsWith(realRoot.endsWith(sep) ? realRoot : realRoot + sep)) return undefined
     return { path, st }
   } catch {
     return undefined

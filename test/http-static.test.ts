@@ -4,8 +4,10 @@
  * the page folder, the status page when no page is built, and the page on a server with a token,
  * in real Chromium under the real CSP.
  */
+import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { brotliDecompressSync, gunzipSync } from 'node:zlib'
@@ -15,11 +17,12 @@ import { packagePath } from '../server/package-root.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { pickCoding, type Coding } from '../server/static-files.ts'
 import { launchChromium } from './helpers/browser.ts'
-import { startServer, testBytes } from './helpers/server.ts'
+import { startServer, testBytes, within } from './helpers/server.ts'
 // @ts-expect-error: a plain JavaScript build script, without declarations
 import { precompress, PRECOMPRESS_MIN_BYTES } from '../scripts/precompress.js'
 
 const WEB = packagePath('dist', 'web')
+const BIN = packagePath('bin', 'starsock.js')
 const ASSETS = join(WEB, 'assets')
 const SCRIPT = readdirSync(ASSETS).find((name) => name.endsWith('.js')) as string
 const STYLE = readdirSync(ASSETS).find((name) => name.endsWith('.css')) as string
@@ -292,6 +295,47 @@ describe('the page over HTTP', () => {
     expect(made).toEqual(['deep/er/data.json.br', 'deep/er/data.json.gz', 'page.html.br', 'page.html.gz'])
     // A missing folder is nothing to do, not an error.
     expect(precompress(join(root, 'missing')).files).toBe(0)
+  })
+})
+
+/** A TCP port free on 127.0.0.1 a moment ago. */
+async function freePort (): Promise<number> {
+  const probe = createNetServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const { port } = probe.address() as AddressInfo
+  await new Promise<void>((resolve) => probe.close(() => resolve()))
+  return port
+}
+
+describe('starsock serve (the compiled program)', () => {
+  let child: ChildProcess | undefined
+  afterEach(() => { if (child?.exitCode === null) child.kill('SIGKILL') })
+
+  it('serves the page built into the package at /, precompressed, with its CSP; /status too', async () => {
+    const port = await freePort()
+    const proc = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] })
+    child = proc
+    let errors = ''
+    proc.stderr.on('data', (d: Buffer) => { errors += d.toString() })
+    const url = `http://127.0.0.1:${port}`
+    await within('starsock serve to answer /healthz', (async () => {
+      for (;;) {
+        if (proc.exitCode !== null) throw new Error(`starsock serve exited with ${proc.exitCode}: ${errors}`)
+        try {
+          if ((await get(url, '/healthz')).status === 200) return
+        } catch {}
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+    })(), 15_000)
+    const page = await get(url, '/', { 'accept-encoding': 'br' })
+    expect(page.headers['content-encoding']).toBe('br')
+    expect(decode(page).equals(readFileSync(join(WEB, 'index.html')))).toBe(true)
+    expectSecurityHeaders(page)
+    const script = await get(url, `/assets/${SCRIPT}`, { 'accept-encoding': 'gzip' })
+    expect([script.status, script.headers['content-encoding'], script.headers['cache-control']]).toEqual([200, 'gzip', 'public, max-age=31536000, immutable'])
+    const status = await get(url, '/status')
+    expect(status.body.toString()).toContain('relayedBytes')
+    expectSecurityHeaders(status)
   })
 })
 
