@@ -422,11 +422,17 @@ async function begin (id: Identity, takeover: boolean): Promise<void> {
   }
 }
 
+/** Whether the token field is on show (one join follows its answer, whatever failed meanwhile). */
+let askingToken = false
+
 function failedToJoin (err: unknown): void {
   if (!isTokenRefusal(err)) return showState('closed', `could not join: ${(err as Error).message}`)
-  // The server has a token: ask for it, then join again.
+  // The server has a token: ask for it, then join again (with the identity on show by then).
   showState('closed', token === undefined ? 'this server needs a token' : 'token refused')
+  if (askingToken) return
+  askingToken = true
   void askForToken(token).then(async (entered) => {
+    askingToken = false
     token = entered
     await stop()
     // This tab still holds the identity's lock (begin took it): join again under it.
