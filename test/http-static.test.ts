@@ -429,10 +429,21 @@ describe('the page in Chromium under its CSP', () => {
     await without.page.locator('#token-form').waitFor({ state: 'visible', timeout: 20_000 })
     expect(await without.page.locator('#token-text').innerText()).toContain('This server needs a token')
     expect(await without.page.locator('#state').innerText()).toBe('this server needs a token')
+    // A new identity meanwhile fails the same way; still one field, and one join after it, as the new identity.
+    const firstId = await without.page.locator('#my-id').innerText()
+    await without.page.click('#new-identity')
+    await without.page.waitForFunction((old) => document.getElementById('my-id')?.textContent !== old, firstId, { timeout: 10_000 })
+    await without.page.locator('#state', { hasText: 'this server needs a token' }).waitFor({ timeout: 10_000 })
+    const newId = await without.page.locator('#my-id').innerText()
     await without.page.fill('#token-input', token)
     await without.page.click('#token-form button[type=submit]')
     await without.page.locator('#state[data-state="joined"]').waitFor({ timeout: 20_000 })
     expect(await without.page.locator('#token-form').isHidden()).toBe(true)
+    await withToken.page.locator(`#peer-list li[data-peer="${newId}"]`).waitFor({ timeout: 10_000 })
+    // Joined once: a second join of the same identity would be refused (in use) and show.
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    expect([await without.page.locator('#state').getAttribute('data-state'), await without.page.locator('#identity-conflict').isHidden()]).toEqual(['joined', true])
+    expect(await withToken.page.locator(`#peer-list li[data-peer="${firstId}"]`).count()).toBe(0)
 
     const wrong = await newPage()
     await wrong.page.goto(`${server.url()}/?token=wrong-token`)
