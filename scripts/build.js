@@ -5,6 +5,7 @@
 //   scripts/declarations.js); `bin/starsock.js` runs dist/node/cli/main.js;
 // - dist/web/: the page (Vite), served at `/` by `starsock serve`;
 // - dist/browser/: the browser peer library as one ES module (Vite, `--mode client`);
+// - `.br` and `.gz` beside the text assets of dist/web/ and dist/browser/ (scripts/precompress.js);
 // - dist/.build-stamp: written last, so a build that stopped half way is never taken as done
 //   (test/global-setup.ts rebuilds when a source is newer than the stamp).
 // `--if-stale`: build only when a source is newer than the stamp (or there is none).
@@ -14,6 +15,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildIsStale, STAMP } from './build-stamp.js'
 import { rewriteDeclarations } from './declarations.js'
+import { precompress } from './precompress.js'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -34,6 +36,7 @@ run('tsc', ['-p', 'tsconfig.build.json'])
 rewriteDeclarations(join(ROOT, 'dist', 'node')) // `.ts` specifiers in the declarations -> `.js`
 run('vite', ['build', '--logLevel', 'warn'])
 run('vite', ['build', '--mode', 'client', '--logLevel', 'warn'])
+for (const dir of ['web', 'browser']) precompress(join(ROOT, 'dist', dir))
 mkdirSync(join(ROOT, 'dist'), { recursive: true })
 writeFileSync(join(ROOT, STAMP), new Date().toISOString() + '\n')
 process.stderr.write(`build: dist/ built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)

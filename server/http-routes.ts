@@ -1,10 +1,12 @@
 /** Plain HTTP routes beside socket.io: health, readiness, metrics and the page. */
-import { createReadStream, readFileSync, statSync } from 'node:fs'
-import type { IncomingMessage, ServerResponse } from 'node:http'
-import { extname, join, normalize, sep } from 'node:path'
+import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { packagePath } from './package-root.ts'
 import { sameSecret } from './secret.ts'
+import { findStaticFile, sendStaticFile } from './static-files.ts'
 
 /** What the routes read from the server. */
 export interface RouteContext {
@@ -36,51 +38,31 @@ function hasToken (req: IncomingMessage, token: string): boolean {
 }
 
 function unauthorized (res: ServerResponse): void {
-  res.writeHead(401, { 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="starsock"' })
-  res.end('this server has a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs)\n')
+  res.writeHead(401, { ...BASE_HEADERS, 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="starsock"' })
+  res.end('this server needs a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs); the page takes it as /#token=<token>\n')
 }
 
-const TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.map': 'application/json',
-  '.json': 'application/json',
-  '.svg': 'image/svg+xml',
-  '.png': 'image/png',
-  '.ico': 'image/x-icon',
-  '.txt': 'text/plain; charset=utf-8'
-}
+/** Headers on every answer: no type sniffing, no `Referer` to other sites. */
+const BASE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' } as const
 
-/** The file under `root` for a URL path, if there is one (never outside `root`). */
-function staticFile (root: string, path: string): string | undefined {
-  if (root === '') return undefined
-  let decoded: string
-  try {
-    decoded = decodeURIComponent(path)
-  } catch {
-    return undefined
-  }
-  if (decoded.includes('\0')) return undefined
-  const file = normalize(join(root, decoded === '/' ? 'index.html' : decoded))
-  if (!file.startsWith(normalize(root.endsWith(sep) ? root : root + sep))) return undefined
-  try {
-    return statSync(file).isFile() ? file : undefined
-  } catch {
-    return undefined
-  }
-}
+/**
+ * The page's `Content-Security-Policy`: its own scripts, styles and fetches only (no inline
+ * script or style, no `eval`), socket.io over `ws:`/`wss:`, framed only by this origin. `blob:`
+ * links (a received file's "Save") are downloads, which no directive governs.
+ */
+export const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
 
-function sendFile (res: ServerResponse, file: string, head: boolean): void {
-  // Vite names assets by content hash: they never change; the page itself may.
-  const immutable = file.includes(`${sep}assets${sep}`)
-  res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': immutable ? 'public, max-age=31536000, immutable' : 'no-cache', 'x-content-type-options': 'nosniff' })
-  if (head) return void res.end()
-  createReadStream(file).on('error', () => res.destroy()).pipe(res)
-}
+/** The status page template (`web/status.html`), read once. */
+const STATUS_TEMPLATE = readFileSync(packagePath('web', 'status.html'), 'utf8')
 
-function send (res: ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' })
+/** The status page's policy: the page's, and its own inline `<style>`, allowed by its hash. */
+const STATUS_CSP = ((): string => {
+  const style = /<style>([\s\S]*?)<\/style>/.exec(STATUS_TEMPLATE)?.[1] ?? ''
+  return `${PAGE_CSP}; style-src 'sha256-${createHash('sha256').update(style).digest('base64')}'`
+})()
+
+function send (res: ServerResponse, status: number, type: string, body: string, headers: OutgoingHttpHeaders = {}): void {
+  res.writeHead(status, { ...BASE_HEADERS, ...headers, 'content-type': type, 'cache-control': 'no-store' })
   res.end(body)
 }
 
@@ -88,21 +70,36 @@ function escapeHtml (text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }
 
-/** The status page template (`web/status.html`), read once. */
-const STATUS_TEMPLATE = readFileSync(packagePath('web', 'status.html'), 'utf8')
+/** What the status page says on a server with a token: who needs it and how to give it. */
+const TOKEN_NOTE = '<p id="token-needed"><strong>This server needs a token.</strong> Ask whoever runs it. ' +
+  'Peers join with it (<code>--token &lt;token&gt;</code> or <code>STARSOCK_TOKEN</code>); ' +
+  'the page takes it in its address as <code>/#token=&lt;token&gt;</code> (after <code>#</code>, it is not sent to the server) ' +
+  'or in the field it shows; these figures need it too (<code>Authorization: Bearer &lt;token&gt;</code>, or <code>/status?token=&lt;token&gt;</code>, which ends up in access logs).</p>'
 
-/** The page at `/`: what this server is and its figures now. */
-function statusPage (figures: Record<string, number | string>): string {
+/** What `/` says when there is no page to serve. */
+function noPageNote (webRoot: string): string {
+  return webRoot === ''
+    ? '<p id="no-page">This server serves no page (its page folder is empty by configuration), so <code>/</code> shows its status.</p>'
+    : '<p id="no-page">The page is not built, so <code>/</code> shows this status instead. In a clone of the repository, <code>npm run build</code> builds it ' +
+      `(<code>npm start</code> does too); the npm package comes with it built. Looked for: <code>${escapeHtml(join(webRoot, 'index.html'))}</code>.</p>`
+}
+
+/** The status page: what this server is, its figures now (when shown), and `notes`. */
+function statusPage (figures: Record<string, number | string>, notes: string[]): string {
   const rows = Object.entries(figures)
     .map(([k, v]) => `<tr><th scope="row">${escapeHtml(k)}</th><td>${escapeHtml(String(v))}</td></tr>`)
     .join('')
-  return STATUS_TEMPLATE.replace('<!-- rows -->', rows)
+  return STATUS_TEMPLATE.replace('<!-- notes -->', notes.join('\n  ')).replace('<!-- rows -->', rows)
+}
+
+function sendStatus (res: ServerResponse, html: string): void {
+  send(res, 200, 'text/html; charset=utf-8', html, { 'content-security-policy': STATUS_CSP })
 }
 
 /** Handle one request that socket.io did not take. */
 export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0]
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n')
+  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { allow: 'GET, HEAD' })
   // With a token, the figures are for those who hold it; health and readiness stay open (probes).
   const ops = path === '/metrics' || path === '/status' || path === '/status.json'
   if (ops && !hasToken(req, ctx.token)) return unauthorized(res)
@@ -123,12 +120,15 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
     case '/status.json':
       return send(res, 200, 'application/json', JSON.stringify(ctx.status()) + '\n')
     case '/status':
-      return send(res, 200, 'text/html; charset=utf-8', statusPage(ctx.status()))
+      return sendStatus(res, statusPage(ctx.status(), ctx.token === '' ? [] : [TOKEN_NOTE]))
     default: {
-      const file = staticFile(ctx.webRoot, path ?? '/')
-      if (file !== undefined) return sendFile(res, file, req.method === 'HEAD')
-      // Without a built page, `/` is the status page (and says how to build the page).
-      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(hasToken(req, ctx.token) ? ctx.status() : { figures: 'behind the server token (Authorization: Bearer <token>, or /status?token=...)' }))
+      const file = findStaticFile(ctx.webRoot, path ?? '/')
+      if (file !== undefined) return sendStaticFile(req, res, file, file.path.endsWith('.html') ? { ...BASE_HEADERS, 'content-security-policy': PAGE_CSP } : BASE_HEADERS)
+      // Without a built page, `/` is the status page, which says why (and the figures only with the token).
+      if (path === '/' || path === '/index.html') {
+        const notes = [noPageNote(ctx.webRoot), ...(ctx.token === '' ? [] : [TOKEN_NOTE])]
+        return sendStatus(res, statusPage(hasToken(req, ctx.token) ? ctx.status() : {}, notes))
+      }
       return send(res, 404, 'text/plain', 'not found\n')
     }
   }

@@ -16,8 +16,11 @@ import { byId, el, formatBytes } from './dom.ts'
 import { MAX_FILE_BYTES, receiveFile, sendFile } from './files.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { answerHttp, fetchThrough, serveThrough, type Served } from './tunnels.ts'
+import { askForToken, isTokenRefusal, takeToken } from './token.ts'
 import { badge, describeError, encryptedUrl, plaintextModeOf, SecurityBook, setPlaintextMode, type Security } from './security.ts'
 
+/** The server's token (`#token=`, `?token=`, or typed in), for a server started with `--token`; read first, as it leaves the address bar. */
+let token = takeToken()
 const params = new URLSearchParams(location.search)
 /**
  * The server: the one that serves the page. Only a development build takes `?server=`: in
@@ -269,7 +272,7 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   // a takeover starts afresh.
   const resumeId = (takeover ? undefined : takeResumeId(identity.peerId)) ?? randomHex(32)
   resuming = { peerId: identity.peerId, resumeId }
-  const p = await createPeer({ server: SERVER, identity, takeover, resumeId, secure: !PLAINTEXT_MODE })
+  const p = await createPeer({ server: SERVER, identity, token, takeover, resumeId, secure: !PLAINTEXT_MODE })
   peer = p
   // `insecure`: the agent takes plaintext connections only in plaintext mode (by default it
   // refuses them with E_SECURE_REQUIRED).
@@ -302,6 +305,7 @@ async function start (identity: Identity, takeover: boolean): Promise<void> {
   p.on('state', (s) => {
     const why = p.closedBy
     if (s === 'closed' && why?.code === 'E_DISPLACED') displacedHere(why)
+    else if (s === 'closed' && isTokenRefusal(why)) failedToJoin(why)
     else showState(s)
   })
   showState(p.state)
@@ -418,8 +422,23 @@ async function begin (id: Identity, takeover: boolean): Promise<void> {
   }
 }
 
+/** Whether the token field is on show (one join follows its answer, whatever failed meanwhile). */
+let askingToken = false
+
 function failedToJoin (err: unknown): void {
-  showState('closed', `could not join: ${(err as Error).message}`)
+  if (!isTokenRefusal(err)) return showState('closed', `could not join: ${(err as Error).message}`)
+  // The server has a token: ask for it, then join again (with the identity on show by then).
+  showState('closed', token === undefined ? 'this server needs a token' : 'token refused')
+  if (askingToken) return
+  askingToken = true
+  void askForToken(token).then(async (entered) => {
+    askingToken = false
+    token = entered
+    await stop()
+    // This tab still holds the identity's lock (begin took it): join again under it.
+    showState('connecting')
+    await start(identity as Identity, false)
+  }).catch(failedToJoin)
 }
 
 byId<HTMLButtonElement>('use-here').addEventListener('click', () => {
@@ -464,9 +483,15 @@ byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
   newIdentity().catch(failedToJoin)
 })
 
+/** The token `/status.json` refused (`null`: none refused): no use asking again with it. */
+let figuresRefused: string | undefined | null = null
+
 async function serverFigures (): Promise<void> {
+  if (figuresRefused !== null && figuresRefused === token) return
   try {
-    const res = await fetch(new URL('/status.json', SERVER))
+    const asked = token
+    const res = await fetch(new URL('/status.json', SERVER), { headers: asked === undefined ? {} : { authorization: `Bearer ${asked}` } })
+    if (res.status === 401) figuresRefused = asked
     if (!res.ok) return
     const figures = await res.json() as Record<string, unknown>
     const list = byId('server-figures')

@@ -1,0 +1,78 @@
+/**
+ * The server's token, for a server started with `--token`: taken from the page's address
+ * (`#token=`, which the browser never sends to the server, or `?token=`, which it does), then
+ * removed from the address bar (and so from history and bookmarks), and kept for this tab only
+ * (session storage), so a reload joins again; or typed into the field the page shows when the
+ * server refuses it for lack of a token.
+ */
+import { StarsockError } from '../shared/errors.ts'
+import { byId } from './dom.ts'
+
+const STORAGE_KEY = 'starsock:token'
+
+/** The token in `href` (`#token=` before `?token=`) and `href` without it. */
+export function splitToken (href: string): { token: string | undefined, href: string } {
+  const url = new URL(href)
+  const hash = new URLSearchParams(url.hash.slice(1))
+  const token = hash.get('token') ?? url.searchParams.get('token') ?? undefined
+  if (!hash.has('token') && !url.searchParams.has('token')) return { token: undefined, href }
+  hash.delete('token')
+  url.searchParams.delete('token')
+  url.hash = hash.size === 0 ? '' : hash.toString()
+  return { token: token === '' ? undefined : token, href: url.href }
+}
+
+function remember (token: string | undefined): void {
+  try {
+    if (token === undefined) sessionStorage.removeItem(STORAGE_KEY)
+    else sessionStorage.setItem(STORAGE_KEY, token)
+  } catch {}
+}
+
+/** The token to join with: from the address (which then loses it), else the one this tab kept. */
+export function takeToken (): string | undefined {
+  const { token, href } = splitToken(location.href)
+  if (href !== location.href) {
+    history.replaceState(history.state, '', href)
+    remember(token)
+    return token
+  }
+  try {
+    return sessionStorage.getItem(STORAGE_KEY) ?? undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Whether `err` is the server refusing the join for a missing or wrong token. */
+export function isTokenRefusal (err: unknown): boolean {
+  // E_FORBIDDEN is also the allowlist's refusal ("Peer id not allowed"): the token's names it.
+  return err instanceof StarsockError && err.code === 'E_FORBIDDEN' && /token/i.test(err.message)
+}
+
+/**
+ * Show the token field, saying whether a token was given (and refused) or is missing; settles
+ * with the token the person enters (kept for this tab).
+ */
+export async function askForToken (given: string | undefined): Promise<string> {
+  const form = byId<HTMLFormElement>('token-form')
+  const input = byId<HTMLInputElement>('token-input')
+  byId('token-text').textContent = given === undefined
+    ? 'This server needs a token. Ask whoever runs it, and enter it here (or open this page as …/#token=<token>).'
+    : 'This server refused the token this page has. Check it with whoever runs the server, and enter it again.'
+  form.hidden = false
+  input.value = ''
+  input.focus()
+  const done = new AbortController()
+  return await new Promise<string>((resolve) => {
+    form.addEventListener('submit', (e) => {
+      e.preventDefault()
+      const token = input.value.trim()
+      if (token === '') return
+      done.abort()
+      form.hidden = true
+      remember(token)
+      resolve(token)
+    }, { signal: done.signal })
+  })
+}
