@@ -6,9 +6,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
+import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
-import { createServer as createTcpServer } from 'node:net'
+import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -95,11 +95,18 @@ function healthcheckOf (stage: Stage): { options: Record<string, string>, comman
   return { options, command: JSON.parse(m[2] ?? '') as string[] }
 }
 
-/** Run the healthcheck's command here (`node` is this node) with `env`; settles with its exit code. */
-function runHealthcheck (command: string[], env: Record<string, string>): number | null {
+/**
+ * Run the healthcheck's command here (`node` is this node) with `env`, without blocking this
+ * process (a test server here must answer it); settles with its exit code, `null` if it had to be
+ * killed after 10 s (Docker's --timeout would have).
+ */
+async function runHealthcheck (command: string[], env: Record<string, string>): Promise<number | null> {
   const [bin, ...args] = command
-  const r = spawnSync(bin === 'node' ? process.execPath : bin ?? '', args, { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 10_000 })
-  return r.status
+  const child = spawn(bin === 'node' ? process.execPath : bin ?? '', args, { env: { ...process.env, ...env }, stdio: 'ignore', timeout: 10_000 })
+  return await new Promise((resolve, reject) => {
+    child.once('error', reject)
+    child.once('exit', (code) => resolve(code))
+  })
 }
 
 describe('Dockerfile', () => {
@@ -140,10 +147,32 @@ describe('Dockerfile', () => {
   it('its HEALTHCHECK command, run as written, exits 0 against a running starsock serve and non-zero once it stopped', async () => {
     const { command } = healthcheckOf(runtime)
     const { program, port } = await programs.serve()
-    expect(runHealthcheck(command, { PORT: String(port) })).toBe(0)
+    expect(await runHealthcheck(command, { PORT: String(port) })).toBe(0)
     // A port where nothing answers /healthz with 200 (the page's 404 would be a wrong answer too).
     expect(await program.stop('SIGTERM')).toBe(0)
-    expect(runHealthcheck(command, { PORT: String(port) })).not.toBe(0)
+    expect(await runHealthcheck(command, { PORT: String(port) })).not.toBe(0)
+  })
+
+  it('its HEALTHCHECK command exits non-zero, by itself, for a 503 and for a server that never answers', async () => {
+    const { command } = healthcheckOf(runtime)
+    const held: ServerResponse[] = []
+    let answer503 = true
+    const server = createHttpServer((req, res) => {
+      if (req.url === '/healthz' && answer503) res.writeHead(503).end('shutting down\n')
+      else held.push(res) // never answered
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as AddressInfo
+    try {
+      expect(await runHealthcheck(command, { PORT: String(port) })).toBe(1)
+      answer503 = false
+      // Its own timeout ends it (exit 1); null would mean this test's 10 s kill did.
+      expect(await runHealthcheck(command, { PORT: String(port) })).toBe(1)
+    } finally {
+      for (const res of held) res.destroy()
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
   })
 
   it('its runtime stage installs the packed tarball with production dependencies only, and ENTRYPOINT + CMD serve the page and /healthz', async () => {
@@ -178,7 +207,7 @@ describe('Dockerfile', () => {
       proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
       await waitFor(`the URL line from the installed starsock serve (stderr: ${err})`, () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out), 20_000)
       const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+) /m.exec(out)?.[1])
-      expect(runHealthcheck(healthcheckOf(runtime).command, { PORT: String(port) })).toBe(0)
+      expect(await runHealthcheck(healthcheckOf(runtime).command, { PORT: String(port) })).toBe(0)
       const page = await fetch(`http://127.0.0.1:${port}/`)
       expect(page.status).toBe(200)
       expect(await page.text()).toMatch(/<script[^>]+src="[^"]+\.js"/)
@@ -414,6 +443,17 @@ http {
     const t = replaceExactly(text, '/etc/letsencrypt/live/starsock.example.com/fullchain.pem', cert.cert)
     return replaceExactly(t, '/etc/letsencrypt/live/starsock.example.com/privkey.pem', cert.key)
   }
+
+  it('keeps an idle connection longer than engine.io lets one be silent (ping interval + timeout in server/server.ts)', () => {
+    const source = readFileSync(join(ROOT, 'server', 'server.ts'), 'utf8')
+    const constant = (name: string): number => Number(new RegExp(`const ${name} = ([\\d_]+)`).exec(source)?.[1]?.replaceAll('_', ''))
+    const silentMs = constant('PING_INTERVAL_MS') + constant('PING_TIMEOUT_MS')
+    expect(silentMs).toBeGreaterThan(0)
+    for (const directive of ['proxy_read_timeout', 'proxy_send_timeout']) {
+      const seconds = Number(new RegExp(`^\\s*${directive} (\\d+)s;`, 'm').exec(shipped)?.[1])
+      expect([directive, seconds * 1000 > silentMs]).toEqual([directive, true])
+    }
+  })
 
   it('nginx -t passes on the shipped file as written (its certificate paths replaced)', () => {
     if (!tool(NGINX)) return
