@@ -12,7 +12,7 @@ import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { SERVER_OPTIONS } from '../server/options.ts'
 import { echo, readAll } from './helpers/connections.ts'
@@ -240,7 +240,9 @@ function unitSettings (text: string): Map<string, string[]> {
 
 describe('systemd unit', () => {
   const text = readFileSync(join(ROOT, 'deploy', 'starsock.service'), 'utf8')
-  const dir = mkdtempSync(join(tmpdir(), 'starsock-unit-'))
+  // Made before the tests run (not at collection, whose folder a filtered run would never remove).
+  let dir = ''
+  beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-unit-')) })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
   /** The unit with ExecStart on this checkout's CLI (verify needs the program to exist). */
   const local = (): string => {
@@ -406,7 +408,8 @@ async function joinAndDialThrough (url: string, cert: { cert: string, pem: Buffe
 }
 
 describe('nginx in front of starsock serve (deploy/nginx.conf)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'starsock-nginx-'))
+  let dir = ''
+  beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-nginx-')) })
   const programs = new Programs()
   let nginx: ChildProcess | undefined
   afterAll(async () => {
@@ -493,11 +496,15 @@ http {
 })
 
 describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'starsock-caddy-'))
+  let dir = ''
+  // Caddy keeps its state (certificates, locks) under HOME and XDG folders: a private one.
+  let env: NodeJS.ProcessEnv = {}
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'starsock-caddy-'))
+    env = { ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') }
+  })
   const programs = new Programs()
   let caddy: ChildProcess | undefined
-  // Caddy keeps its state (certificates, locks) under HOME and XDG folders: a private one.
-  const env = { ...process.env, HOME: dir, XDG_DATA_HOME: join(dir, 'data'), XDG_CONFIG_HOME: join(dir, 'config') }
   afterAll(async () => {
     await stopProcess(caddy, 'caddy')
     await programs.cleanup()
