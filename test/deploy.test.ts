@@ -292,6 +292,11 @@ describe('systemd unit', () => {
 // ---------------------------------------------------------------------------------------------
 // Reverse proxies
 
+/** The text of `file`, or '' when it is not there. */
+function readFileIfAny (file: string): string {
+  return existsSync(file) ? readFileSync(file, 'utf8') : ''
+}
+
 /** A TCP port free right now on 127.0.0.1 (for programs that cannot take port 0). */
 async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -332,6 +337,23 @@ function makeCert (dir: string): { cert: string, key: string, pem: Buffer } {
     '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert], { encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`)
   return { cert, key, pem: readFileSync(cert) }
+}
+
+/** Wait until `url`/healthz answers `ok` through the proxy (`log()` says why not, at the deadline). */
+async function untilHealthy (url: string, ca: Buffer, what: string, log: () => string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms
+  let last = ''
+  while (Date.now() < deadline) {
+    try {
+      const r = await get(`${url}/healthz`, ca)
+      if (r.body === 'ok\n') return
+      last = `${r.status} ${r.body}`
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  throw new Error(`${what} to answer /healthz on ${url} within ${ms} ms (last: ${last}; log: ${log().slice(-3000)})`)
 }
 
 /** Stop a proxy process by its pid (SIGTERM, then SIGKILL), and wait for it to exit. */
@@ -401,8 +423,11 @@ async function joinAndDialThrough (url: string, cert: { cert: string, pem: Buffe
   let err = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr.on('data', (d: Buffer) => { err += d.toString() })
-  const code = await within(`the legacy pair to join and echo over wss (stdout: ${out} stderr: ${err})`, new Promise<number | null>((resolve) => child.once('exit', resolve)), 60_000)
-    .catch(async (e: unknown) => { await stopProcess(child, 'the legacy pair'); throw e })
+  const code = await within('the legacy pair to join and echo over wss', new Promise<number | null>((resolve) => child.once('exit', resolve)), 60_000)
+    .catch(async (e: unknown) => {
+      await stopProcess(child, 'the legacy pair')
+      throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`)
+    })
   expect([code, out.trim()], err).toEqual([0, expect.stringContaining('"echoed":100000')])
   expect(out).toContain(`/tcp/${port}/wss/p2p-websocket-star/`)
 }
@@ -483,12 +508,7 @@ http {
     nginx = spawn(NGINX, ['-p', dir, '-e', join(dir, 'error.log'), '-c', main, '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] })
     nginx.stderr?.on('data', (d: Buffer) => { log += d.toString() })
     const url = `https://127.0.0.1:${tlsPort}`
-    await within(`nginx to answer /healthz on ${url} (${log})`, (async () => {
-      for (;;) {
-        try { if ((await get(`${url}/healthz`, cert.pem)).body === 'ok\n') return } catch {}
-        await new Promise((resolve) => setTimeout(resolve, 100))
-      }
-    })(), 15_000)
+    await untilHealthy(url, cert.pem, 'nginx', () => log + readFileIfAny(join(dir, 'error.log')))
     const redirect = await get(`http://127.0.0.1:${httpPort}/?token=x`)
     expect([redirect.status, redirect.location]).toEqual([301, 'https://127.0.0.1/?token=x'])
     await joinAndDialThrough(url, cert, direct)
@@ -537,12 +557,7 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     caddy = spawn(CADDY, ['run', '--config', file, '--adapter', 'caddyfile'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
     caddy.stderr?.on('data', (d: Buffer) => { log += d.toString() })
     const url = `https://127.0.0.1:${tlsPort}`
-    await within(`caddy to answer /healthz on ${url} (${log.slice(-3000)})`, (async () => {
-      for (;;) {
-        try { if ((await get(`${url}/healthz`, cert.pem)).body === 'ok\n') return } catch {}
-        await new Promise((resolve) => setTimeout(resolve, 100))
-      }
-    })(), 20_000)
+    await untilHealthy(url, cert.pem, 'caddy', () => log)
     await joinAndDialThrough(url, cert, direct)
   }, 120_000)
 })
