@@ -274,6 +274,20 @@ describe('systemd unit', () => {
     expect(env).toMatchObject({ HOST: '127.0.0.1', STARSOCK_TRUST_PROXY: '1', STARSOCK_GATEWAY_KEY: '/var/lib/starsock/gateway-key' })
   })
 
+  it('leaves out MemoryDenyWriteExecute because node cannot run under it (shown with the kernel\'s prctl(PR_SET_MDWE), when python3 and Linux 6.3+ are here)', () => {
+    expect(unitSettings(text).has('MemoryDenyWriteExecute')).toBe(false)
+    // PR_SET_MDWE (65) with PR_MDWE_REFUSE_EXEC_GAIN (1): what systemd applies for the setting on
+    // kernels that have it; inherited across exec. If node ever runs under it, turn it on.
+    const script = 'import ctypes, os, sys\n' +
+      'libc = ctypes.CDLL(None, use_errno=True)\n' +
+      'if libc.prctl(65, 1, 0, 0, 0) != 0: sys.exit(77)\n' +
+      'os.execv(sys.argv[1], [sys.argv[1], "-e", "console.log(\'ran\')"])\n'
+    const r = spawnSync('python3', ['-c', script, process.execPath], { cwd: dir, encoding: 'utf8', timeout: 20_000 }) // a core file, if any, lands in temp
+    if (r.error !== undefined || r.status === 77) return // no python3, or a kernel without PR_SET_MDWE
+    expect(r.stdout).not.toContain('ran')
+    expect(r.status).not.toBe(0)
+  })
+
   it('passes systemd-analyze verify without a single warning', () => {
     if (!tool('/usr/bin/systemd-analyze')) return
     const r = spawnSync('systemd-analyze', ['verify', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
