@@ -5,7 +5,7 @@
  * Caddy configs run in front of a real `starsock serve` with peers of every kind joining through them.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { createServer as createTcpServer, type AddressInfo } from 'node:net'
@@ -205,7 +205,9 @@ describe('Dockerfile', () => {
       let err = ''
       proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
       proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
-      await waitFor(`the URL line from the installed starsock serve (stderr: ${err})`, () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out), 20_000)
+      await waitFor('the URL line from the installed starsock serve', () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out) || proc.exitCode !== null, 20_000)
+        .catch((e: unknown) => { throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`) })
+      expect(out, err).toMatch(/^starsock http:\/\/127\.0\.0\.1:\d+ /m)
       const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+) /m.exec(out)?.[1])
       expect(await runHealthcheck(healthcheckOf(runtime).command, { PORT: String(port) })).toBe(0)
       const page = await fetch(`http://127.0.0.1:${port}/`)
@@ -286,6 +288,44 @@ describe('systemd unit', () => {
     if (r.error !== undefined || r.status === 77) return // no python3, or a kernel without PR_SET_MDWE
     expect(r.stdout).not.toContain('ran')
     expect(r.status).not.toBe(0)
+  })
+
+  it('starts as the unit starts it, as far as this machine can: its ExecStart and Environment=, an unprivileged user with no capabilities and no new privileges (setpriv), the gateway key in the state directory; SIGTERM ends it with 0', async () => {
+    // Changing user needs root; the rest of the sandbox (mounts, seccomp) needs systemd itself.
+    if (process.getuid?.() !== 0 || !tool('/usr/bin/setpriv')) return
+    const s = unitSettings(text)
+    const state = join(dir, 'state')
+    chmodSync(dir, 0o711) // mkdtemp's 0700 would keep the other user out of its state folder inside
+    mkdirSync(state, { mode: 0o700 })
+    chownSync(state, 65534, 65534) // what StateDirectory= does for the dynamic user
+    const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin' }
+    for (const e of s.get('Environment') ?? []) {
+      for (const m of e.matchAll(/(\w+)=(\S+)/g)) env[m[1] ?? ''] = m[2] ?? ''
+    }
+    Object.assign(env, { PORT: '0', STARSOCK_GATEWAY: '1', STARSOCK_GATEWAY_KEY: join(state, 'gateway-key') })
+    const [program, ...args] = (s.get('ExecStart')?.at(-1) ?? '').split(' ')
+    expect(program).toBe('/usr/bin/starsock')
+    const proc = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all',
+      process.execPath, join(ROOT, 'bin', 'starsock.js'), ...args], { cwd: state, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+    try {
+      await waitFor('the gateway peer line from starsock serve under setpriv', () => /^gateway peer \S+/m.test(out) || proc.exitCode !== null, 30_000)
+        .catch((e: unknown) => { throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`) })
+      expect(out, err).toMatch(/^starsock http:\/\/127\.0\.0\.1:\d+ /m)
+      expect(out).toMatch(/^gateway peer \S+/m)
+      const key = statSync(join(state, 'gateway-key'))
+      expect([key.uid, key.mode & 0o777]).toEqual([65534, 0o600])
+      const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+) /m.exec(out)?.[1])
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200)
+    } finally {
+      proc.kill('SIGTERM')
+    }
+    const stopMs = Number.parseInt(s.get('TimeoutStopSec')?.at(-1) ?? '0', 10) * 1000
+    expect(await within('starsock serve to exit after SIGTERM, within TimeoutStopSec', exited, stopMs).catch((e: unknown) => { proc.kill('SIGKILL'); throw e })).toBe(0)
   })
 
   it('passes systemd-analyze verify without a single warning', () => {
