@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite drives for real, when they are missing:
 # chromium (the browser tests, through playwright-core), firefox-esr (the page in Firefox, over
-# WebDriver BiDi) and openssl (certificates for TLS tests).
+# WebDriver BiDi), openssl (certificates for TLS tests), nginx and caddy (the reverse-proxy configs
+# in deploy/, run for real in front of a server), and systemd-analyze (checks deploy/starsock.service).
 set -euo pipefail
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/bin/caddy ] || missing+=(caddy)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-system-deps: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]})" >&2

@@ -38,11 +38,11 @@ export async function legacyPeerId (type: 'RSA' | 'Ed25519' = 'Ed25519'): Promis
   })
 }
 
-/** Join `server` on port `port` as a legacy peer whose incoming connections go to `handler`. */
-export async function startLegacyPeer (port: number, handler: (conn: any) => void, opts: { peerId?: any, addrId?: string } = {}): Promise<LegacyPeer> {
+/** Join `server` on port `port` (over TLS with `wss`) as a legacy peer whose incoming connections go to `handler`. */
+export async function startLegacyPeer (port: number, handler: (conn: any) => void, opts: { peerId?: any, addrId?: string, wss?: boolean } = {}): Promise<LegacyPeer> {
   const peerId = opts.peerId ?? await legacyPeerId()
   const id: string = peerId.toB58String()
-  const addr = `/ip4/127.0.0.1/tcp/${port}/ws/p2p-websocket-star/ipfs/${opts.addrId ?? id}`
+  const addr = `/ip4/127.0.0.1/tcp/${port}/${opts.wss === true ? 'wss' : 'ws'}/p2p-websocket-star/ipfs/${opts.addrId ?? id}`
   const transport = new WStar({ id: peerId })
   const discovered = new Set<string>()
   transport.discovery.on('peer', (info: any) => {
