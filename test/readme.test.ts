@@ -5,7 +5,7 @@
  * `starsock` peers, `curl` through the tunnel), with only the ports and HOME substituted.
  */
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
@@ -198,6 +198,34 @@ describe('README.md and docs/', () => {
     const png = join(ROOT, 'docs', 'images', 'page.png')
     expect(readFileSync(png).subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))
     expect(statSync(png).size).toBeLessThan(300 * 1024)
+  })
+})
+
+describe('npm start and npm test on a checkout that shares node_modules', () => {
+  let dir: string | undefined
+  afterEach(() => { if (dir !== undefined) rmSync(dir, { recursive: true, force: true }) })
+
+  it('leaves a symlinked node_modules (a git worktree sharing an install) alone, even with a newer lock', async () => {
+    // npm ci would empty the folder the link points to, under every other checkout's feet.
+    dir = mkdtempSync(join(tmpdir(), 'starsock-ensure-deps-'))
+    const shared = join(dir, 'shared-node_modules')
+    const checkout = join(dir, 'checkout')
+    mkdirSync(join(checkout, 'scripts'), { recursive: true })
+    mkdirSync(join(shared, 'kept'), { recursive: true })
+    writeFileSync(join(shared, '.package-lock.json'), '{}\n')
+    copyFileSync(join(ROOT, 'scripts', 'ensure-node-deps.sh'), join(checkout, 'scripts', 'ensure-node-deps.sh'))
+    writeFileSync(join(checkout, 'package.json'), JSON.stringify({ name: 'x', version: '1.0.0', private: true }))
+    writeFileSync(join(checkout, 'package-lock.json'), JSON.stringify({ name: 'x', version: '1.0.0', lockfileVersion: 3, requires: true, packages: { '': { name: 'x', version: '1.0.0' } } }))
+    utimesSync(join(shared, '.package-lock.json'), new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000)) // the lock is newer
+    symlinkSync(shared, join(checkout, 'node_modules'))
+    const run = runShell(`bash ${JSON.stringify(join(checkout, 'scripts', 'ensure-node-deps.sh'))}`, { ...process.env, npm_config_offline: 'true' })
+    const code = await Promise.race([run.exited, new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000))])
+    if (code === 'timeout') await run.kill()
+    expect(code, `ensure-node-deps.sh exits 0 (output: ${run.out()})`).toBe(0)
+    expect(run.out(), 'it ran no npm ci').not.toContain('installing npm packages')
+    expect(run.out(), 'it says why it did not install').toContain('link to a shared install')
+    expect(existsSync(join(shared, 'kept')), 'the shared install is untouched').toBe(true)
+    expect(lstatSync(join(checkout, 'node_modules')).isSymbolicLink(), 'the link is still a link').toBe(true)
   })
 })
 
