@@ -252,7 +252,8 @@ describe('the README quick start, run as written', () => {
 
     const [port, forwardPort] = [await freePort(), await freePort()]
     home = mkdtempSync(join(tmpdir(), 'starsock-readme-home-'))
-    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home }
+    // Only loopback: npx finds this checkout's starsock without the registry, and npm's update notice stays off.
+    const env: NodeJS.ProcessEnv = { ...process.env, HOME: home, npm_config_offline: 'true', npm_config_update_notifier: 'false' }
     delete env.STARSOCK_KEY
     delete env.STARSOCK_TOKEN
 
