@@ -69,12 +69,13 @@ function anchorsOf (text: string): Set<string> {
   return anchors
 }
 
-/** The link targets of a markdown text (inline links, images, reference definitions), outside code. */
+/** The link targets of a markdown text (inline links, images, reference definitions, HTML href/src), outside code. */
 function linkTargets (text: string): string[] {
   const targets: string[] = []
   for (const raw of proseLines(text)) {
     const line = raw.replace(/`[^`]*`/g, '')
     for (const m of line.matchAll(/!?\[(?:[^\]]|\][^(])*?\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g)) targets.push(m[1] ?? '')
+    for (const m of line.matchAll(/<(?:a|img)\s[^>]*?(?:href|src)="([^"]+)"/g)) targets.push(m[1] ?? '')
     const ref = /^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)/.exec(line)
     if (ref !== null) targets.push(ref[1] ?? '')
   }
@@ -173,7 +174,8 @@ describe('README.md and docs/', () => {
     ]
     for (const [heading, slug] of table) expect(githubSlug(heading), heading).toBe(slug)
     expect([...anchorsOf('# A\n## A\n```\n# not a heading\n```\n### A')]).toEqual(['a', 'a-1', 'a-2'])
-    expect(linkTargets('see [x](docs/a.md#b), ![i](img.png "t") and `[no](code.md)`\n```\n[no](fenced.md)\n```\n[r]: ref.md')).toEqual(['docs/a.md#b', 'img.png', 'ref.md'])
+    expect(linkTargets('see [x](docs/a.md#b), ![i](img.png "t") and `[no](code.md)`\n```\n[no](fenced.md)\n```\n[r]: ref.md\n<img alt="p" src="docs/p.png">'))
+      .toEqual(['docs/a.md#b', 'img.png', 'ref.md', 'docs/p.png'])
   })
 
   it('has every relative link and #anchor resolve, in README.md and every docs/*.md', () => {
