@@ -10,6 +10,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import ts from 'typescript'
 import { afterEach, describe, expect, it } from 'vitest'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -192,6 +193,28 @@ describe('README.md and docs/', () => {
       expect(screenOne, `screen one (the first ${SCREEN_ONE_LINES} lines of README.md) names ${text}`).toContain(text)
     }
     expect(quickstartBlock(screenOne, 'terminal-1').trim()).toBe('npm start')
+  })
+
+  it('compares starsock with the tools people know, and links the reference in docs/', () => {
+    const readme = readFileSync(README, 'utf8')
+    for (const tool of ['libp2p-websocket-star-rendezvous', 'chisel', 'frp', 'wstunnel', 'ngrok', 'websockify']) expect(readme, `README.md names ${tool}`).toContain(tool)
+    for (const page of ['protocol', 'errors', 'options', 'cli', 'benchmarks', 'library', 'logs', 'deploy']) expect(readme, `README.md links docs/${page}.md`).toContain(`](docs/${page}.md)`)
+  })
+
+  it('has a client snippet that type-checks against the package as users import it (by name, from dist/node)', () => {
+    const m = /## In code\n+```ts\n([\s\S]*?)\n```/.exec(readFileSync(README, 'utf8'))
+    expect(m, 'README.md has a ts block under "## In code"').not.toBeNull()
+    // Inside the checkout, so `starsock` resolves to this package by its exports (a self-reference).
+    const dir = join(ROOT, 'test-artifacts', 'readme-snippet')
+    mkdirSync(dir, { recursive: true })
+    const file = join(dir, 'snippet.ts')
+    writeFileSync(file, `declare const otherPeerId: string\n${m?.[1] ?? ''}\nexport {}\n`)
+    const program = ts.createProgram([file], {
+      module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022,
+      strict: true, noEmit: true, skipLibCheck: true, types: ['node']
+    })
+    const problems = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
+    expect(problems, problems.join('\n')).toEqual([])
   })
 
   it('shows a picture of the page that exists and stays small', () => {
