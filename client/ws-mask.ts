@@ -7,7 +7,7 @@
  * option chooses the key, and with a key of zeros `ws` sends the payload as it is (the frame still
  * says it is masked, the server's `ws` skips the unmasking). Masking exists for intermediaries that
  * misread WebSocket bytes as HTTP, against bytes chosen by an untrusted script in a browser
- * (RFC 6455 §10.3); a Node peer runs no such script (see README "Options" for what is left).
+ * (RFC 6455 §10.3); a Node peer runs no such script (see docs/client.md, "WebSocket masking", for what is left).
  *
  * engine.io-client takes transport classes in `transports`: 'websocket' becomes a subclass of its
  * Node WebSocket transport that adds `generateMask`, 'polling' stays its own. In a browser build

@@ -2,7 +2,7 @@
  * Event names and payload shapes on the socket.io connection.
  *
  * The `ss-*` and `ws-peer` events and the socket.io-pull-stream framing are the websocket-star
- * protocol as the published clients speak it (see the README's protocol section). The `starsock:*`
+ * protocol as the published clients speak it (see docs/protocol.md). The `starsock:*`
  * events are optional extensions that legacy clients never send and never receive.
  */
 

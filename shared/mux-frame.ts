@@ -1,6 +1,6 @@
 /**
  * The channel multiplexer's frames: what two peers write on one dialed connection to run many
- * channels over it (see README, "Channel frames").
+ * channels over it (see docs/protocol.md, "Channel frames").
  *
  * Every frame is a 9-byte header, then `length` payload bytes:
  *

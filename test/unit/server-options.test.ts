@@ -2,10 +2,9 @@ import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import { resolveServerOptions, SERVER_OPTIONS, type ServerOptions } from '../../server/options.ts'
 
-/** The rows of the README's options table, by flag (each flag of a row like "`--key`, `--cert`"). */
+/** The rows of the options table (docs/options.md), by flag (each flag of a row like "`--key`, `--cert`"). */
 function readmeOptionRows (): Map<string, { env: string, default: string }> {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8')
-  const section = readme.slice(readme.indexOf('## Options'), readme.indexOf('## Error codes'))
+  const section = readFileSync(new URL('../../docs/options.md', import.meta.url), 'utf8')
   const rows = new Map<string, { env: string, default: string }>()
   for (const line of section.split('\n')) {
     const cells = line.split(' | ').map((c) => c.replace(/^\| ?| ?\|$/g, ''))
@@ -15,7 +14,7 @@ function readmeOptionRows (): Map<string, { env: string, default: string }> {
   return rows
 }
 
-/** A README default such as `4 MiB`, `1,000,000` or `0 (none)`, as a number. */
+/** A default in the table such as `4 MiB`, `1,000,000` or `0 (none)`, as a number. */
 function readmeNumber (text: string): number {
   const m = /^([\d,]+)(?: ([MG])iB)?/.exec(text)
   if (m === null) return NaN
@@ -31,13 +30,13 @@ describe('SERVER_OPTIONS, the one table of server options', () => {
     for (const [, spec] of flagless) expect(spec.noFlag).toMatch(/\w/)
   })
 
-  it('matches the README options table: every flag is listed with its env variable and default', () => {
+  it('matches the options table of docs/options.md: every flag is listed with its env variable and default', () => {
     const rows = readmeOptionRows()
     for (const [name, spec] of entries) {
       if (spec.flag === null) continue
       const flag = spec.flag.split(' ')[0] ?? ''
       const row = rows.get(flag)
-      expect(row, `README row for ${flag} (${name})`).toBeDefined()
+      expect(row, `docs/options.md row for ${flag} (${name})`).toBeDefined()
       if (spec.env !== undefined) expect(row?.env, `env of ${flag}`).toContain(`\`${spec.env}\``)
       if (spec.cli === 'integer') expect(readmeNumber(row?.default ?? ''), `default of ${flag}`).toBe(spec.default)
       if (spec.cli === 'switch' || spec.cli === 'inverted-switch') expect(row?.default, `default of ${flag}`).toBe('off')
