@@ -99,10 +99,28 @@ function statusPage (figures: Record<string, number | string>): string {
   return STATUS_TEMPLATE.replace('<!-- rows -->', rows)
 }
 
-/** Handle one request that socket.io did not take. */
-export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse): void {
-  const path = (req.url ?? '/').split('?')[0]
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n')
+/**
+ * Route one request that socket.io did not take, by its path under `prefix` (`''`, or the prefix
+ * of the socket.io path, e.g. `/starsock`; `req.originalUrl` first, as Express keeps it). With
+ * `next` (an attached server), a request that is not starsock's goes there untouched; without, it
+ * is answered 404 or 405.
+ */
+export function routeRequest (ctx: RouteContext, prefix: string, req: IncomingMessage & { originalUrl?: string }, res: ServerResponse, next?: () => void): void {
+  const url = req.originalUrl ?? req.url ?? '/'
+  const query = url.indexOf('?')
+  const pathname = query === -1 ? url : url.slice(0, query)
+  if (prefix !== '' && pathname === prefix && (req.method === 'GET' || req.method === 'HEAD')) {
+    // The page finds socket.io next to itself: its address must end with the prefix's `/`.
+    res.writeHead(308, { location: prefix + '/' + (query === -1 ? '' : url.slice(query)), 'cache-control': 'no-store' })
+    return void res.end()
+  }
+  if (!pathname.startsWith(prefix + '/')) return next !== undefined ? next() : send(res, 404, 'text/plain', 'not found\n')
+  handleRoute(ctx, req, res, pathname.slice(prefix.length), next)
+}
+
+/** Handle one request that socket.io did not take, at `path` (relative to the prefix); unknown ones go to `next` when given. */
+export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse, path = (req.url ?? '/').split('?')[0], next?: () => void): void {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return next !== undefined ? next() : send(res, 405, 'text/plain', 'method not allowed\n')
   // With a token, the figures are for those who hold it; health and readiness stay open (probes).
   const ops = path === '/metrics' || path === '/status' || path === '/status.json'
   if (ops && !hasToken(req, ctx.token)) return unauthorized(res)
@@ -113,7 +131,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
       return ctx.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', 'shutting down\n')
     case '/metrics': {
       const registry = ctx.registry
-      if (registry === undefined) return send(res, 404, 'text/plain', 'metrics are disabled\n')
+      if (registry === undefined) return next !== undefined ? next() : send(res, 404, 'text/plain', 'metrics are disabled\n')
       registry.metrics().then(
         (text) => send(res, 200, registry.contentType, text),
         () => send(res, 500, 'text/plain', 'metrics failed\n')
@@ -129,7 +147,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
       if (file !== undefined) return sendFile(res, file, req.method === 'HEAD')
       // Without a built page, `/` is the status page (and says how to build the page).
       if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', statusPage(hasToken(req, ctx.token) ? ctx.status() : { figures: 'behind the server token (Authorization: Bearer <token>, or /status?token=...)' }))
-      return send(res, 404, 'text/plain', 'not found\n')
+      return next !== undefined ? next() : send(res, 404, 'text/plain', 'not found\n')
     }
   }
 }
