@@ -154,12 +154,18 @@ export interface OptionSpec {
 /** Check `server`: something that looks like a Node `http.Server` or `https.Server`, and no `tls` beside it. */
 function checkAttachServer (name: string, value: unknown, resolved: Partial<ResolvedServerOptions>): HttpServer | undefined {
   if (value === undefined) return undefined
-  const s = value as Partial<HttpServer> | null
-  if (typeof s !== 'object' || s === null || typeof s.on !== 'function' || typeof s.listeners !== 'function' || typeof s.address !== 'function') {
+  if (!isHttpServer(value)) {
     throw new TypeError(`${name} must be a Node http.Server or https.Server (Express: the result of app.listen(); Fastify: fastify.server)`)
   }
   if (resolved.tls !== undefined) throw new TypeError(`${name} and tls cannot be used together: the server you attach to has its own TLS (make it with https.createServer)`)
-  return value as HttpServer
+  return value
+}
+
+/** Whether `value` has what starsock uses of a Node `http.Server`. */
+function isHttpServer (value: unknown): value is HttpServer {
+  if (typeof value !== 'object' || value === null) return false
+  const s: Partial<Record<'on' | 'listeners' | 'address', unknown>> = value
+  return typeof s.on === 'function' && typeof s.listeners === 'function' && typeof s.address === 'function'
 }
 
 function int (name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {

@@ -20,10 +20,12 @@ import { badge, describeError, encryptedUrl, plaintextModeOf, SecurityBook, setP
 
 const params = new URLSearchParams(location.search)
 /**
- * The server: the one that serves the page. Only a development build takes `?server=`: in
- * production a crafted link could otherwise make this identity join a server of someone else's.
+ * The server: the one that serves the page, at the page's own folder (`/`, or the prefix of a
+ * server with a `path`, `/starsock/` for `/starsock/socket.io`: the client finds socket.io there).
+ * Only a development build takes `?server=`: in production a crafted link could otherwise make
+ * this identity join a server of someone else's.
  */
-const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? location.origin
+const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? new URL('.', location.href).href
 /** `?slot=` keeps separate identities for several pages in one browser profile. */
 let slot = params.get('slot') ?? 'default'
 /**
@@ -466,7 +468,8 @@ byId<HTMLButtonElement>('new-identity').addEventListener('click', () => {
 
 async function serverFigures (): Promise<void> {
   try {
-    const res = await fetch(new URL('/status.json', SERVER))
+    // Relative: a server with a prefix serves its figures under it.
+    const res = await fetch(new URL('status.json', SERVER.endsWith('/') ? SERVER : SERVER + '/'))
     if (!res.ok) return
     const figures = await res.json() as Record<string, unknown>
     const list = byId('server-figures')
