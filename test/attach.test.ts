@@ -113,7 +113,7 @@ async function exchange (starsock: StarsockServer, peers: StarsockPeer[], extra:
   expectBytes(await within('the echo of 300 KB through the attached server', back, 20_000), data, 'echo through the attached server')
 }
 
-describe.each(Object.keys(APPS))('attached to %s with path %s', (kind) => {
+describe.each(Object.keys(APPS))(`attached to %s with path ${PATH}`, (kind) => {
   let app: App
   let starsock: StarsockServer | undefined
   const peers: StarsockPeer[] = []
