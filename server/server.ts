@@ -181,7 +181,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
           // engine, and give the server back its listeners as they were.
           io.disconnectSockets(true)
           io.engine.close()
-          restoreListeners(http, before, after)
+          detach(http, io, before, after)
         } else {
           await new Promise<void>((resolve) => {
             void io.close(() => resolve())
@@ -207,15 +207,29 @@ function listenersOf (http: HttpServer): Listeners {
 }
 
 /**
- * Undo engine.io's attach: remove the listeners it added (`after` less `before`), and put the
- * `request` listeners it took back (it wraps them in one of its own), ahead of any added since.
+ * Undo engine.io's attach (`after` less `before` are its listeners): remove its `upgrade`, `close`
+ * and `listening` listeners, and put the `request` listeners it took (it wraps them in one of its
+ * own) back in its wrapper's place. When something attached after it wrapped that wrapper in turn
+ * (another socket.io), the wrapper stays in that chain but passes every request to the listeners
+ * it took.
  */
-function restoreListeners (http: HttpServer, before: Listeners, after: Listeners): void {
-  for (const event of ATTACH_EVENTS) {
+function detach (http: HttpServer, io: SocketIoServer, before: Listeners, after: Listeners): void {
+  for (const event of ['upgrade', 'close', 'listening'] as const) {
     for (const fn of after[event]) if (!before[event].includes(fn)) http.off(event, fn)
   }
-  for (const fn of [...before.request].reverse()) {
-    if (!http.listeners('request').includes(fn)) http.prependListener('request', fn)
+  const wrapper = after.request.find((fn) => !before.request.includes(fn))
+  if (wrapper === undefined) return
+  const now = http.rawListeners('request') as Listener[]
+  if (now.includes(wrapper)) {
+    http.removeAllListeners('request')
+    for (const fn of now) {
+      if (fn !== wrapper) http.on('request', fn)
+      else for (const taken of before.request) http.on('request', taken)
+    }
+  } else {
+    (io.engine as unknown as { handleRequest: Listener }).handleRequest = (...args) => {
+      for (const taken of before.request) taken.apply(http, args)
+    }
   }
 }
 

@@ -9,6 +9,8 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import express from 'express'
+import { Server as SocketIoServer } from 'socket.io'
+import { io as ioClient } from 'socket.io-client'
 import Fastify from 'fastify'
 import type { Browser } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -231,6 +233,55 @@ describe('attaching: the checks', () => {
       for (const p of peers) await p.close()
       await s.close()
       await closeHttp(later)
+    }
+  })
+})
+
+describe('beside the app\'s own socket.io', () => {
+  it.each(['before', 'after'])('app socket.io attached %s starsock: both work, and after close() the app and its socket.io answer once each', async (order) => {
+    let starsock: StarsockServer | undefined
+    const served: string[] = []
+    const http = createHttpServer((req, res) => {
+      if (starsock?.handleRequest(req, res) === true) return
+      served.push(req.url ?? '')
+      res.writeHead(req.url === '/hello' ? 200 : 404).end(req.url === '/hello' ? 'hello' : 'app 404')
+    })
+    const origin = await listenLocal(http)
+    const appIo = (): SocketIoServer => {
+      const io = new SocketIoServer(http)
+      io.on('connection', (socket) => { socket.on('hi', (ack: (a: string) => void) => { ack('hi from the app') }) })
+      return io
+    }
+    let io = order === 'before' ? appIo() : undefined
+    starsock = createServer({ server: http, path: PATH, shutdownGraceMs: 0 })
+    io ??= appIo()
+    const peers: StarsockPeer[] = []
+    const ask = async (): Promise<string> => {
+      const client = ioClient(origin, { forceNew: true, transports: ['polling', 'websocket'] })
+      try {
+        return await within('an answer from the app\'s socket.io', client.timeout(5000).emitWithAck('hi') as Promise<string>)
+      } finally {
+        client.close()
+      }
+    }
+    try {
+      await exchange(starsock, peers)
+      expect(await ask()).toBe('hi from the app')
+      for (const p of peers.splice(0)) await p.close()
+      await starsock.close()
+      starsock = undefined
+      served.length = 0
+      expect(await get(`${origin}/hello`)).toMatchObject({ status: 200, body: 'hello' })
+      expect(await get(`${origin}${PATH}/?EIO=4&transport=polling`)).toMatchObject({ status: 404, body: 'app 404' })
+      // Each once: the app's handler was not left in twice (late polls of the closed peers are the app's too).
+      expect(served.filter((u) => u === '/hello' || u === `${PATH}/?EIO=4&transport=polling`)).toEqual(['/hello', `${PATH}/?EIO=4&transport=polling`])
+      expect(await ask()).toBe('hi from the app')
+      expect(http.listeners('request')).toHaveLength(1)
+    } finally {
+      for (const p of peers) await p.close()
+      await starsock?.close()
+      await io.close()
+      await closeHttp(http).catch(() => {})
     }
   })
 })
