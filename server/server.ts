@@ -139,7 +139,8 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const secure = http instanceof TlsServer
   const url = (): string => urlOf(http, secure) + (prefix === '' ? '' : prefix + '/')
   const startUdp = (): void => {
-    const addr = http.address() as AddressInfo
+    const addr = http.address()
+    if (addr === null || typeof addr === 'string') return void logger.warn({ address: addr }, 'no UDP relay: the server does not listen on a TCP address')
     rendezvous.startUdp(addr.address, addr.port)
   }
   if (attached) {
@@ -292,7 +293,8 @@ function forgetUpgradeRequests (io: SocketIoServer): void {
 /** `http(s)://host:port` of the bound address; throws before `listen`. */
 function urlOf (http: HttpServer, tls: boolean): string {
   const addr = http.address()
-  if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
+  if (addr === null) throw new Error('server is not listening')
+  if (typeof addr === 'string') throw new Error(`server listens on ${addr}, not a TCP address: it has no http URL`)
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   return `${tls ? 'https' : 'http'}://${host}:${addr.port}`
 }

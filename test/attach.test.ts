@@ -4,7 +4,12 @@
  * the server back; `path` standalone and through `starsock serve --path`; the page served under a
  * prefix finds its socket.io path; the default path keeps the legacy client working.
  */
+import { execFileSync } from 'node:child_process'
 import dgram from 'node:dgram'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer as createHttpsServer, request as httpsRequest } from 'node:https'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
@@ -282,6 +287,43 @@ describe('beside the app\'s own socket.io', () => {
       await starsock?.close()
       await io.close()
       await closeHttp(http).catch(() => {})
+    }
+  })
+})
+
+describe('attached to an HTTPS server', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'starsock-attach-tls-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+  it('url() is https, peers join over wss and long-polling through it, and its routes answer', async () => {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+      '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' })
+    const cert = readFileSync(join(dir, 'cert.pem'))
+    let starsock: StarsockServer | undefined
+    const https = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert }, (req, res) => {
+      if (starsock?.handleRequest(req, res) === true) return
+      res.writeHead(404).end('app 404')
+    })
+    await new Promise<void>((resolve) => https.listen(0, '127.0.0.1', resolve))
+    starsock = createServer({ server: https, path: PATH, shutdownGraceMs: 0 })
+    const peers: StarsockPeer[] = []
+    try {
+      expect(starsock.url()).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/starsock\/$/)
+      await exchange(starsock, peers, { socketOptions: { ca: cert } })
+      const health = await within('/starsock/healthz over https', new Promise<string>((resolve, reject) => {
+        httpsRequest(`${starsock?.url() ?? ''}healthz`, { ca: cert }, (res) => {
+          let text = ''
+          res.on('data', (d: Buffer) => { text += d.toString() })
+          res.on('end', () => resolve(text))
+        }).on('error', reject).end()
+      }))
+      expect(health).toBe('ok\n')
+    } finally {
+      for (const p of peers) await p.close()
+      await starsock.close()
+      https.closeAllConnections()
+      await new Promise<void>((resolve) => https.close(() => resolve()))
     }
   })
 })
