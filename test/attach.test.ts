@@ -397,9 +397,19 @@ describe('path without attaching', () => {
     const peer = await createPeer({ server: url })
     try {
       expect(peer.server.path).toBe('/sub/socket.io')
+      // The CLI's clients take the same URL.
+      const peers = programs.start(['peers', '--server', url, '--json'])
+      expect(await within(`starsock peers --server ${url} to exit (${peers.err()})`, peers.exited, 20_000)).toBe(0)
+      expect((JSON.parse(peers.out()) as Array<{ peerId: string }>).map((p) => p.peerId)).toContain(peer.peerId)
     } finally {
       await peer.close()
     }
+  })
+
+  it('a client given a bad path in its server URL fails with one clear line', async () => {
+    const peers = programs.start(['peers', '--server', 'http://127.0.0.1:9/a//b/'])
+    expect(await within('starsock peers with a bad server path to exit', peers.exited, 20_000)).not.toBe(0)
+    expect(peers.err()).toContain("the server URL's path must be plain URL path segments")
   })
 
   it('starsock serve --path refuses a bad path with one clear line', async () => {
