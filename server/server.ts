@@ -145,7 +145,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   }
   if (attached) {
     // The user listens: the UDP relay binds to the address the user's server listens on.
-    if (opts.udpRelay && closing === undefined) {
+    if (opts.udpRelay) {
       if (http.listening) startUdp()
       else http.once('listening', startUdp)
     }
