@@ -170,6 +170,12 @@ describe.each(Object.keys(APPS))(`attached to %s with path ${PATH}`, (kind) => {
     expect(prefixOnly.status).toBe(308)
     expect(prefixOnly.headers.get('location')).toBe('/starsock/?x=1')
     expect((await get(`${app.origin}/starsock/`)).body).toMatch(/<html/i)
+    // The status page's links stay under the prefix.
+    const status = `${app.origin}/starsock/status`
+    const links = [...(await get(status)).body.matchAll(/href="([^"]*)"/g)].map((m) => new URL(m[1] ?? '', status).href)
+    expect(links).toHaveLength(5)
+    for (const link of links) expect(link.startsWith(`${app.origin}/starsock/`), link).toBe(true)
+    for (const link of links) expect((await get(link)).status, link).toBe(200)
   })
 
   it('close() leaves the app listening with its routes, socket.io\'s path the app\'s again; a new attach works', async () => {
