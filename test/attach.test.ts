@@ -216,6 +216,23 @@ describe('attaching: the checks', () => {
     expect(await get(`http://127.0.0.1:${(http.address() as AddressInfo).port}/x`)).toMatchObject({ status: 404, body: 'app 404' })
   })
 
+  it('Express: handleRequest mounted under its prefix answers the same routes', async () => {
+    const app = express()
+    const http = createHttpServer(app)
+    const origin = await listenLocal(http)
+    const s = createServer({ server: http, path: PATH, shutdownGraceMs: 0 })
+    app.use('/starsock', s.handleRequest)
+    app.use((_req, res) => { res.status(404).send('app 404') })
+    try {
+      expect(await get(`${origin}/starsock/healthz`)).toMatchObject({ status: 200, body: 'ok\n' })
+      expect(await get(`${origin}/starsock/nope`)).toMatchObject({ status: 404, body: 'app 404' })
+      expect(await get(`${origin}/healthz`)).toMatchObject({ status: 404, body: 'app 404' })
+    } finally {
+      await s.close()
+      await closeHttp(http)
+    }
+  })
+
   it('refuses a bad path standalone too', () => {
     expect(() => createServer({ path: '/a b/socket.io' })).toThrow("path must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '/a b/socket.io'")
   })
