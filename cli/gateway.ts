@@ -24,12 +24,12 @@ export interface GatewayOptions {
   logger: Logger
 }
 
-/** The URL to reach a server listening on `url` from its own host (a wildcard address becomes loopback). */
+/** The URL to reach a server listening on `url` from its own host (a wildcard address becomes loopback; a `--path` prefix stays). */
 export function loopbackUrl (url: string): string {
   const u = new URL(url)
   if (u.hostname === '0.0.0.0') u.hostname = '127.0.0.1'
   if (u.hostname === '[::]') u.hostname = '[::1]'
-  return u.origin
+  return u.pathname === '/' ? u.origin : u.origin + u.pathname
 }
 
 /** Join the server as its gateway peer; settles once joined. */

@@ -9,8 +9,17 @@ import { WS_MASKS, type WsMask } from './ws-mask.ts'
 
 /** Options of `createPeer`. */
 export interface PeerOptions {
-  /** The server: `http(s)://host:port`, `ws(s)://host:port` or `/ip4/…/tcp/…/ws`. */
+  /**
+   * The server: `http(s)://host:port`, `ws(s)://host:port` or `/ip4/…/tcp/…/ws`. A URL's path
+   * names the socket.io path of a server with a prefix: `http://host:port/starsock/` (the page's
+   * own address) or `…/starsock/socket.io` both mean `/starsock/socket.io`.
+   */
   server: string
+  /**
+   * The server's socket.io path (socket.io-client's `path`), `/socket.io` or `/PREFIX/socket.io`,
+   * for a multiaddr `server` or instead of a path in its URL. @default '/socket.io' (or the URL's)
+   */
+  path?: string
   /** Who this peer is. @default a fresh Ed25519 identity */
   identity?: Identity
   /** Shared token, for servers that require one. */

@@ -54,14 +54,14 @@ export class StarsockPeer extends Emitter<PeerEvents> {
 
   constructor (options: PeerOptions & { identity: Identity }) {
     super()
-    this.server = parseServerAddress(options.server)
+    this.server = parseServerAddress(options.server, options.path)
     this.identity = options.identity
     this.peerId = options.identity.peerId
     // `/ipfs/`: legacy clients read the peer id after the last `/ipfs/`.
     this.addr = `${this.server.prefix}/p2p-websocket-star/ipfs/${this.peerId}`
     const o = this.options = resolvePeerOptions(options)
     this.logger = o.logger.child({ ns: 'starsock:client' })
-    this.link = new ServerLink({ ...o, url: this.server.url, token: options.token, socketOptions: options.socketOptions, logger: this.logger })
+    this.link = new ServerLink({ ...o, url: this.server.url, path: this.server.path, token: options.token, socketOptions: options.socketOptions, logger: this.logger })
     this.known = new PeerList(this.peerId, (info) => this.emit('peer:join', info), (info) => this.emit('peer:leave', info))
     this.streams = new StreamTable(this.link.streams, o, () => this.join.hello?.limits, () => this.join.hello?.rawFrames === true)
     this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs, {

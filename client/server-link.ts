@@ -39,6 +39,8 @@ export interface Requester {
 /** Options of a `ServerLink`, resolved. */
 export interface ServerLinkOptions {
   url: string
+  /** socket.io path on the server. @default '/socket.io' */
+  path?: string
   transports: Array<'websocket' | 'polling'>
   token: string | undefined
   socketOptions: Record<string, unknown> | undefined
@@ -82,6 +84,7 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
     this.socket = io(options.url, {
       ...options.socketOptions,
       parser: rawFrameParser, // socket.io-parser, with raw data frames (shared/raw-parser.ts)
+      path: options.path ?? '/socket.io',
       autoConnect: false,
       forceNew: true,
       transports: transportsFor(options.transports, maskFor(options.wsMask ?? 'auto', options.url)), // Node, over TLS or loopback: no masking pass

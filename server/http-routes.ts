@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { join } from 'node:path'
 import type { Registry } from 'prom-client'
 import { packagePath } from './package-root.ts'
 import { sameSecret } from './secret.ts'
@@ -81,7 +80,7 @@ function noPageNote (webRoot: string): string {
   return webRoot === ''
     ? '<p id="no-page">This server serves no page (its page folder is empty by configuration), so <code>/</code> shows its status.</p>'
     : '<p id="no-page">The page is not built, so <code>/</code> shows this status instead. In a clone of the repository, <code>npm run build</code> builds it ' +
-      `(<code>npm start</code> does too); the npm package comes with it built. Looked for: <code>${escapeHtml(join(webRoot, 'index.html'))}</code>.</p>`
+      '(<code>npm start</code> does too); the npm package comes with it built.</p>'
 }
 
 /** The status page: what this server is, its figures now (when shown), and `notes`. */
@@ -96,10 +95,28 @@ function sendStatus (res: ServerResponse, html: string): void {
   send(res, 200, 'text/html; charset=utf-8', html, { 'content-security-policy': STATUS_CSP })
 }
 
-/** Handle one request that socket.io did not take. */
-export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse): void {
-  const path = (req.url ?? '/').split('?')[0]
-  if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n', { allow: 'GET, HEAD' })
+/**
+ * Route one request that socket.io did not take, by its path under `prefix` (`''`, or the prefix
+ * of the socket.io path, e.g. `/starsock`; `req.originalUrl` first, as Express keeps it). With
+ * `next` (an attached server), a request that is not starsock's goes there untouched; without, it
+ * is answered 404 or 405.
+ */
+export function routeRequest (ctx: RouteContext, prefix: string, req: IncomingMessage & { originalUrl?: string }, res: ServerResponse, next?: () => void): void {
+  const url = req.originalUrl ?? req.url ?? '/'
+  const query = url.indexOf('?')
+  const pathname = query === -1 ? url : url.slice(0, query)
+  if (prefix !== '' && pathname === prefix && (req.method === 'GET' || req.method === 'HEAD')) {
+    // The page finds socket.io next to itself: its address must end with the prefix's `/`.
+    res.writeHead(308, { location: prefix + '/' + (query === -1 ? '' : url.slice(query)), 'cache-control': 'no-store' })
+    return void res.end()
+  }
+  if (!pathname.startsWith(prefix + '/')) return next !== undefined ? next() : send(res, 404, 'text/plain', 'not found\n')
+  handleRoute(ctx, req, res, pathname.slice(prefix.length), next)
+}
+
+/** Handle one request that socket.io did not take, at `path` (relative to the prefix); unknown ones go to `next` when given. */
+export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: ServerResponse, path = (req.url ?? '/').split('?')[0], next?: () => void): void {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return next !== undefined ? next() : send(res, 405, 'text/plain', 'method not allowed\n', { allow: 'GET, HEAD' })
   // With a token, the figures are for those who hold it; health and readiness stay open (probes).
   const ops = path === '/metrics' || path === '/status' || path === '/status.json'
   if (ops && !hasToken(req, ctx.token)) return unauthorized(res)
@@ -110,7 +127,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
       return ctx.ready() ? send(res, 200, 'text/plain', 'ready\n') : send(res, 503, 'text/plain', 'shutting down\n')
     case '/metrics': {
       const registry = ctx.registry
-      if (registry === undefined) return send(res, 404, 'text/plain', 'metrics are disabled\n')
+      if (registry === undefined) return next !== undefined ? next() : send(res, 404, 'text/plain', 'metrics are disabled\n')
       registry.metrics().then(
         (text) => send(res, 200, registry.contentType, text),
         () => send(res, 500, 'text/plain', 'metrics failed\n')
@@ -129,7 +146,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
         const notes = [noPageNote(ctx.webRoot), ...(ctx.token === '' ? [] : [TOKEN_NOTE])]
         return sendStatus(res, statusPage(hasToken(req, ctx.token) ? ctx.status() : {}, notes))
       }
-      return send(res, 404, 'text/plain', 'not found\n')
+      return next !== undefined ? next() : send(res, 404, 'text/plain', 'not found\n')
     }
   }
 }

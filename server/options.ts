@@ -1,8 +1,10 @@
 /** Server options, their defaults and their validation. */
+import type { Server as HttpServer } from 'node:http'
 import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
 import { IDENTITY_GRACE_MS, UDP_MAX_ALLOCATIONS_PER_IP, UDP_OWNER_GRACE_MS } from './constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { packagePath } from './package-root.ts'
+import { checkSocketPath, DEFAULT_SOCKET_PATH } from '../shared/socket-path.ts'
 
 /** TLS material, as Node's `https.createServer` takes it. */
 export interface TlsOptions {
@@ -94,13 +96,29 @@ export interface ServerOptions {
   udpMaxPacketsPerSecond?: number
   /** Folder of the built page served at `/` (`npm run build:web`); `''` serves only the status page. @default the package's `dist/web` */
   webRoot?: string
+  /**
+   * Where socket.io answers (socket.io's own `path` option): `/socket.io` or `/PREFIX/socket.io`
+   * (at most 200 characters of plain path segments; a trailing `/` is dropped).
+   * The page, `/healthz`, `/readyz`, `/metrics` and `/status(.json)` live under the same prefix
+   * (`/PREFIX/healthz`), and a client finds it from a server URL `http://host:port/PREFIX/`.
+   * Legacy websocket-star clients know only the default. @default '/socket.io'
+   */
+  path?: string
+  /**
+   * Attach to this HTTP or HTTPS server (plain Node, Express's `app.listen()`, Fastify's
+   * `fastify.server`) instead of making one: starsock takes only the requests under `path`
+   * (mount `handleRequest` for its page and routes); you listen, and `close()` leaves your server
+   * running. Not with `tls` (your server has its own). Attach after your server has its request
+   * handler, as with socket.io.
+   */
+  server?: HttpServer
 }
 
 /** Options after defaults, as the server uses them. */
-export type ResolvedServerOptions = Required<Omit<ServerOptions, 'tls'>> & { tls: TlsOptions | undefined }
+export type ResolvedServerOptions = Required<Omit<ServerOptions, 'tls' | 'server'>> & { tls: TlsOptions | undefined, server: HttpServer | undefined }
 
 /** What an option's value counts, as `--help` and the README give it. */
-export type OptionUnit = 'bytes' | 'ms' | 'count' | 'per second' | 'per minute' | 'on/off' | 'text' | 'port range' | 'peer ids' | 'TLS material' | 'logger' | 'folder'
+export type OptionUnit = 'bytes' | 'ms' | 'count' | 'per second' | 'per minute' | 'on/off' | 'text' | 'port range' | 'peer ids' | 'TLS material' | 'logger' | 'folder' | 'URL path' | 'http.Server'
 
 /**
  * How `starsock serve` reads an option: an integer flag, a switch (an inverted one turns the
@@ -131,6 +149,23 @@ export interface OptionSpec {
    * a `TypeError`/`RangeError` naming the option. `resolved` holds the options above this one.
    */
   check: (name: string, value: unknown, resolved: Partial<ResolvedServerOptions>) => unknown
+}
+
+/** Check `server`: something that looks like a Node `http.Server` or `https.Server`, and no `tls` beside it. */
+function checkAttachServer (name: string, value: unknown, resolved: Partial<ResolvedServerOptions>): HttpServer | undefined {
+  if (value === undefined) return undefined
+  if (!isHttpServer(value)) {
+    throw new TypeError(`${name} must be a Node http.Server or https.Server (Express: the result of app.listen(); Fastify: fastify.server)`)
+  }
+  if (resolved.tls !== undefined) throw new TypeError(`${name} and tls cannot be used together: the server you attach to has its own TLS (make it with https.createServer)`)
+  return value
+}
+
+/** Whether `value` has what starsock uses of a Node `http.Server`. */
+function isHttpServer (value: unknown): value is HttpServer {
+  if (typeof value !== 'object' || value === null) return false
+  const s: Partial<Record<'on' | 'listeners' | 'address', unknown>> = value
+  return typeof s.on === 'function' && typeof s.listeners === 'function' && typeof s.address === 'function'
 }
 
 function int (name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -239,6 +274,24 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
     cli: 'custom',
     help: 'folder of the built page served at /',
     check: (_, value) => value
+  },
+  path: {
+    default: DEFAULT_SOCKET_PATH,
+    unit: 'URL path',
+    flag: '--path <path>',
+    env: 'STARSOCK_PATH',
+    cli: 'text',
+    help: 'socket.io path, /socket.io or /PREFIX/socket.io (the page and the routes then live under /PREFIX/; legacy websocket-star clients know only /socket.io)',
+    check: checkSocketPath
+  },
+  server: {
+    default: undefined,
+    unit: 'http.Server',
+    flag: null,
+    noFlag: 'only a program has an http.Server to attach to',
+    cli: 'custom',
+    help: 'HTTP(S) server to attach to instead of making one',
+    check: checkAttachServer
   },
   maxMessageBytes: integer({ default: MAX_MESSAGE_BYTES, min: MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--max-message-bytes <n>', env: 'STARSOCK_MAX_MESSAGE_BYTES', help: 'largest websocket message in bytes' }),
   nonceTtlMs: integer({ default: 30_000, min: 1, unit: 'ms', flag: '--nonce-ttl-ms <n>', env: 'STARSOCK_NONCE_TTL_MS', help: 'lifetime of a join challenge nonce' }),

@@ -1,17 +1,22 @@
-/** `createServer`: the HTTP(S) server, socket.io with the rendezvous, and the plain routes. */
+/**
+ * `createServer`: the HTTP(S) server (its own, or one it attaches to), socket.io with the
+ * rendezvous, and the plain routes.
+ */
 import { createServer as createHttpServer, ServerResponse, type IncomingMessage, type Server as HttpServer } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
+import { Server as TlsServer } from 'node:tls'
 import type { AddressInfo } from 'node:net'
 import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
 import { rawFrameParser } from '../shared/raw-parser.ts'
 import { DEFAULT_HOST, DEFAULT_PORT } from './constants.ts'
-import { handleRoute } from './http-routes.ts'
+import { routeRequest, type RouteContext } from './http-routes.ts'
 import { tuneLegacySockets } from './legacy-packets.ts'
 import { ServerMetrics } from './metrics.ts'
 import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } from './options.ts'
 import { Rendezvous } from './rendezvous.ts'
 import { attachRendezvous } from './socket-wiring.ts'
+import { socketPathPrefix } from '../shared/socket-path.ts'
 
 import { VERSION } from './package-root.ts'
 
@@ -32,10 +37,22 @@ export interface ServerStats {
   relayedBytes: number
 }
 
+/**
+ * Serve starsock's page and routes (`/healthz`, `/readyz`, `/metrics`, `/status`, `/status.json`,
+ * the page at `/`, all under the prefix of `path`) from a request handler of your own; any other
+ * request goes to `next` (Express, Connect) and the call returns `false` (plain Node, Fastify).
+ * Reads `req.originalUrl` when there is one, so an Express mount point does not matter.
+ */
+export type RequestHandler = (req: IncomingMessage & { originalUrl?: string }, res: ServerResponse, next?: (err?: unknown) => void) => boolean
+
 /** A running (or ready to run) starsock server. */
 export interface StarsockServer {
-  /** The HTTP or HTTPS server. */
+  /** The HTTP or HTTPS server: starsock's own, or the one given as `server`. */
   readonly http: HttpServer
+  /** Whether starsock is attached to a server given as `server` (it then never listens or closes it). */
+  readonly attached: boolean
+  /** starsock's page and routes as a request handler, for an attached server (see `RequestHandler`). */
+  readonly handleRequest: RequestHandler
   /** The socket.io server. */
   readonly io: SocketIoServer
   /** The rendezvous state. */
@@ -44,24 +61,34 @@ export interface StarsockServer {
   readonly metrics: ServerMetrics
   /** Options in force. */
   readonly options: ResolvedServerOptions
-  /** Start listening; settles with the bound address once listening. */
+  /** Start listening; settles with the bound address once listening. Rejects when attached: listen on your server. */
   listen: (port?: number, host?: string) => Promise<AddressInfo>
-  /** `http(s)://host:port` of the bound address (after `listen`). */
+  /**
+   * `http(s)://host:port` of the bound address, and `/PREFIX/` when `path` has one (what clients
+   * and browsers take); throws until the server listens (when attached: until your server does).
+   */
   url: () => string
   /** Figures now. */
   stats: () => ServerStats
   /**
    * Shut down: stop accepting, let open streams finish for up to `shutdownGraceMs`, then fail
-   * what is left and disconnect everyone. Settles when everything is closed.
+   * what is left and disconnect everyone. Settles when everything is closed. An attached server
+   * only lets go of your server (its listeners as they were), which keeps listening.
    */
   close: () => Promise<void>
 }
 
 /**
- * Create a starsock server; it listens once `listen` is called.
+ * Create a starsock server; it listens once `listen` is called, or, with `server`, attaches to
+ * yours at once.
  * @example
  * const server = createServer({ cryptoChallenge: true })
  * await server.listen(9090, '0.0.0.0')
+ * @example
+ * const app = express()
+ * const http = app.listen(8080)
+ * const starsock = createServer({ server: http, path: '/starsock/socket.io' })
+ * app.use(starsock.handleRequest) // the page at /starsock/, /starsock/healthz, ...
  */
 export function createServer (options: ServerOptions = {}): StarsockServer {
   const opts = resolveServerOptions(options)
@@ -75,29 +102,61 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
 
   const stats = (): ServerStats => statsOf(rendezvous)
 
-  const routes = {
+  const routes: RouteContext = {
     ready: () => ready,
     registry: opts.metrics ? metrics.registry : undefined,
     token: opts.token,
     webRoot: opts.webRoot,
     status: () => ({ version: VERSION, ...stats() })
   }
-  const http: HttpServer = opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer()
+  const attached = opts.server !== undefined
+  const http: HttpServer = opts.server ?? (opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer())
+  const prefix = socketPathPrefix(opts.path)
+  const isSocketIo = (req: IncomingMessage): boolean => req.url?.startsWith(opts.path + '/') === true
+  const before = attached ? listenersOf(http) : undefined
   const io = createIo(http, opts)
-  // socket.io answers its own path; every other request is ours.
-  http.on('request', (req, res) => {
-    if (req.url?.startsWith('/socket.io/') !== true) handleRoute(routes, req, res)
-  })
+  const after = attached ? listenersOf(http) : undefined
+  const handleRequest: RequestHandler = (req, res, next) => {
+    let taken = true
+    routeRequest(routes, prefix, req, res, () => {
+      taken = false
+      next?.()
+    })
+    return taken
+  }
+  // socket.io answers its own path; on a server of our own every other request is ours.
+  if (!attached) {
+    http.on('request', (req, res) => {
+      if (!isSocketIo(req)) routeRequest(routes, prefix, req, res)
+    })
+  }
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
   tuneLegacySockets(io)
   forgetUpgradeRequests(io)
 
-  const url = (): string => urlOf(http, opts.tls !== undefined)
+  const secure = http instanceof TlsServer
+  const url = (): string => urlOf(http, secure) + (prefix === '' ? '' : prefix + '/')
+  const startUdp = (): void => {
+    const addr = http.address()
+    if (addr === null || typeof addr === 'string') return void logger.warn({ address: addr }, 'no UDP relay: the server does not listen on a TCP address')
+    rendezvous.startUdp(addr.address, addr.port)
+  }
+  if (attached) {
+    // The user listens: the UDP relay binds to the address the user's server listens on.
+    if (opts.udpRelay) {
+      if (http.listening) startUdp()
+      else http.once('listening', startUdp)
+    }
+    ready = true
+    logger.info({ path: opts.path, listening: http.listening, udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'attached')
+  }
 
   return {
     http,
+    attached,
+    handleRequest,
     io,
     rendezvous,
     metrics,
@@ -105,6 +164,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     url,
     stats,
     listen: async (port = DEFAULT_PORT, host = DEFAULT_HOST) => {
+      if (attached) throw new Error('this starsock server is attached to your http.Server (option server): listen on that server instead')
       await listenOn(http, port, host)
       if (opts.udpRelay) rendezvous.startUdp(host, (http.address() as AddressInfo).port)
       ready = true
@@ -114,15 +174,62 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     close: () => {
       closing ??= (async () => {
         ready = false
+        http.off('listening', startUdp)
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
         await rendezvous.close(opts.shutdownGraceMs)
-        await new Promise<void>((resolve) => {
-          void io.close(() => resolve())
-          http.closeAllConnections?.()
-        })
+        if (before !== undefined && after !== undefined) {
+          // socket.io's own close() would close the user's server too: disconnect, close the
+          // engine, and give the server back its listeners as they were.
+          io.disconnectSockets(true)
+          io.engine.close()
+          detach(http, io, before, after)
+        } else {
+          await new Promise<void>((resolve) => {
+            void io.close(() => resolve())
+            http.closeAllConnections?.()
+          })
+        }
         logger.info('closed')
       })()
       return closing
+    }
+  }
+}
+
+/** The server events engine.io listens to when it attaches. */
+const ATTACH_EVENTS = ['request', 'upgrade', 'close', 'listening'] as const
+
+type Listener = (...args: unknown[]) => void
+type Listeners = Record<(typeof ATTACH_EVENTS)[number], Listener[]>
+
+/** The server's listeners of the events engine.io attaches to, now. */
+function listenersOf (http: HttpServer): Listeners {
+  return Object.fromEntries(ATTACH_EVENTS.map((e) => [e, http.listeners(e)])) as Listeners
+}
+
+/**
+ * Undo engine.io's attach (`after` less `before` are its listeners): remove its `upgrade`, `close`
+ * and `listening` listeners, and put the `request` listeners it took (it wraps them in one of its
+ * own) back in its wrapper's place. When something attached after it wrapped that wrapper in turn
+ * (another socket.io), the wrapper stays in that chain but passes every request to the listeners
+ * it took.
+ */
+function detach (http: HttpServer, io: SocketIoServer, before: Listeners, after: Listeners): void {
+  for (const event of ['upgrade', 'close', 'listening'] as const) {
+    for (const fn of after[event]) if (!before[event].includes(fn)) http.off(event, fn)
+  }
+  const wrapper = after.request.find((fn) => !before.request.includes(fn))
+  if (wrapper === undefined) return
+  const now = http.rawListeners('request') as Listener[]
+  if (now.includes(wrapper)) {
+    http.removeAllListeners('request')
+    for (const fn of now) {
+      if (fn !== wrapper) http.on('request', fn)
+      else for (const taken of before.request) http.on('request', taken)
+    }
+  } else {
+    (io.engine as unknown as { handleRequest: Listener }).handleRequest = (...args) => {
+      for (const taken of before.request) taken.apply(http, args)
     }
   }
 }
@@ -146,6 +253,7 @@ function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServe
     maxHttpBufferSize: opts.maxMessageBytes,
     cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
     serveClient: false,
+    path: opts.path,
     pingInterval: PING_INTERVAL_MS,
     pingTimeout: PING_TIMEOUT_MS
   })
@@ -185,7 +293,8 @@ function forgetUpgradeRequests (io: SocketIoServer): void {
 /** `http(s)://host:port` of the bound address; throws before `listen`. */
 function urlOf (http: HttpServer, tls: boolean): string {
   const addr = http.address()
-  if (addr === null || typeof addr === 'string') throw new Error('server is not listening')
+  if (addr === null) throw new Error('server is not listening')
+  if (typeof addr === 'string') throw new Error(`server listens on ${addr}, not a TCP address: it has no http URL`)
   const host = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address
   return `${tls ? 'https' : 'http'}://${host}:${addr.port}`
 }

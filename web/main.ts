@@ -23,10 +23,12 @@ import { badge, describeError, encryptedUrl, plaintextModeOf, SecurityBook, setP
 let token = takeToken()
 const params = new URLSearchParams(location.search)
 /**
- * The server: the one that serves the page. Only a development build takes `?server=`: in
- * production a crafted link could otherwise make this identity join a server of someone else's.
+ * The server: the one that serves the page, at the page's own folder (`/`, or the prefix of a
+ * server with a `path`, `/starsock/` for `/starsock/socket.io`: the client finds socket.io there).
+ * Only a development build takes `?server=`: in production a crafted link could otherwise make
+ * this identity join a server of someone else's.
  */
-const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? location.origin
+const SERVER = (import.meta.env.DEV ? params.get('server') : null) ?? new URL('.', location.href).href
 /** `?slot=` keeps separate identities for several pages in one browser profile. */
 let slot = params.get('slot') ?? 'default'
 /**
@@ -490,7 +492,8 @@ async function serverFigures (): Promise<void> {
   if (figuresRefused !== null && figuresRefused === token) return
   try {
     const asked = token
-    const res = await fetch(new URL('/status.json', SERVER), { headers: asked === undefined ? {} : { authorization: `Bearer ${asked}` } })
+    // Relative: a server with a prefix serves its figures under it.
+    const res = await fetch(new URL('status.json', SERVER.endsWith('/') ? SERVER : SERVER + '/'), { headers: asked === undefined ? {} : { authorization: `Bearer ${asked}` } })
     if (res.status === 401) figuresRefused = asked
     if (!res.ok) return
     const figures = await res.json() as Record<string, unknown>

@@ -13,18 +13,37 @@ describe('parseServerAddress', () => {
     ['/dns4/example.org/tcp/443/wss', 'https://example.org:443', '/dns4/example.org/tcp/443/wss'],
     ['/ip6/::1/tcp/9090/ws', 'http://[::1]:9090', '/ip6/::1/tcp/9090/ws']
   ])('%s', (input, url, prefix) => {
-    expect(parseServerAddress(input)).toEqual({ url, prefix })
+    expect(parseServerAddress(input)).toEqual({ url, prefix, path: '/socket.io' })
   })
 
   it.each([
-    ['', 'must be a URL or a multiaddr'],
-    ['not a url', 'neither a URL nor a multiaddr'],
-    ['ftp://example.org', 'must be http(s):// or ws(s)://'],
-    ['/ip4/127.0.0.1/udp/9090', 'must look like /ip4/HOST/tcp/PORT/ws'],
-    ['/ip4/127.0.0.1/tcp/9090', 'must look like /ip4/HOST/tcp/PORT/ws'],
-    ['/ip4/999.0.0.1/tcp/1/ws', 'is not valid']
-  ])('refuses %j with a TypeError', (input, message) => {
-    expect(() => parseServerAddress(input)).toThrow(TypeError)
-    expect(() => parseServerAddress(input)).toThrow(message)
+    ['http://127.0.0.1:9090/starsock/', undefined, '/starsock/socket.io'],
+    ['http://127.0.0.1:9090/starsock', undefined, '/starsock/socket.io'],
+    ['http://127.0.0.1:9090/a/b/', undefined, '/a/b/socket.io'],
+    ['http://127.0.0.1:9090/starsock/socket.io', undefined, '/starsock/socket.io'],
+    ['wss://example.org/starsock/socket.io/', undefined, '/starsock/socket.io'],
+    ['http://127.0.0.1:9090/socket.io/', undefined, '/socket.io'],
+    ['http://127.0.0.1:9090', '/starsock/socket.io', '/starsock/socket.io'],
+    ['http://127.0.0.1:9090/starsock/', '/starsock/socket.io/', '/starsock/socket.io'],
+    ['/ip4/127.0.0.1/tcp/9090/ws', '/starsock/socket.io', '/starsock/socket.io']
+  ])('%s with path %s: socket.io at %s', (input, path, expected) => {
+    expect(parseServerAddress(input, path).path).toBe(expected)
+  })
+
+  it.each([
+    ['', undefined, 'must be a URL or a multiaddr'],
+    ['not a url', undefined, 'neither a URL nor a multiaddr'],
+    ['ftp://example.org', undefined, 'must be http(s):// or ws(s)://'],
+    ['/ip4/127.0.0.1/udp/9090', undefined, 'must look like /ip4/HOST/tcp/PORT/ws'],
+    ['/ip4/127.0.0.1/tcp/9090', undefined, 'must look like /ip4/HOST/tcp/PORT/ws'],
+    ['/ip4/999.0.0.1/tcp/1/ws', undefined, 'is not valid'],
+    ['http://127.0.0.1:9090', 'starsock/socket.io', "path must start with '/', got 'starsock/socket.io'"],
+    ['http://127.0.0.1:9090', '/rtc', "path must be '/socket.io' or end with '/socket.io'"],
+    ['http://127.0.0.1:9090/a/', '/b/socket.io', 'names the socket.io path /a/socket.io but the path option is /b/socket.io: give one of them'],
+    ['http://127.0.0.1:9090/a//b/', undefined, "the server URL's path must be plain URL path segments"],
+    ['http://127.0.0.1:9090/?token=x', undefined, 'must not have a query or a fragment']
+  ])('refuses %j (path %j) with a TypeError', (input, path, message) => {
+    expect(() => parseServerAddress(input, path)).toThrow(TypeError)
+    expect(() => parseServerAddress(input, path)).toThrow(message)
   })
 })

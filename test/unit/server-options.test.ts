@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs'
+import { createServer as createHttpServer } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { resolveServerOptions, SERVER_OPTIONS, type ServerOptions } from '../../server/options.ts'
 
@@ -26,7 +27,7 @@ describe('SERVER_OPTIONS, the one table of server options', () => {
 
   it('gives every option a flag, except the ones that say why not', () => {
     const flagless = entries.filter(([, spec]) => spec.flag === null)
-    expect(flagless.map(([name]) => name)).toEqual(['webRoot'])
+    expect(flagless.map(([name]) => name)).toEqual(['webRoot', 'server'])
     for (const [, spec] of flagless) expect(spec.noFlag).toMatch(/\w/)
   })
 
@@ -89,7 +90,9 @@ describe('resolveServerOptions', () => {
       udpLifetimeMs: 600_000,
       udpMaxBytes: 1024 * 1024 * 1024,
       udpMaxPacketsPerSecond: 5000,
-      webRoot: undefined
+      webRoot: undefined,
+      path: '/socket.io',
+      server: undefined
     })
     expect(typeof o.logger.child).toBe('function')
     expect(o.webRoot).toMatch(/dist[/\\]web$/)
@@ -101,6 +104,12 @@ describe('resolveServerOptions', () => {
     expect(o.shutdownGraceMs).toBe(0)
     expect(o.maxPeers).toBe(20_000)
     expect(o.token).toBe('')
+  })
+
+  it('takes a path with or without its trailing /', () => {
+    expect(resolveServerOptions({ path: '/starsock/socket.io/' }).path).toBe('/starsock/socket.io')
+    expect(resolveServerOptions({ path: '/a/b%20c/socket.io' }).path).toBe('/a/b%20c/socket.io')
+    expect(resolveServerOptions({ path: '/socket.io/' }).path).toBe('/socket.io')
   })
 
   it('checks buffers against each other', () => {
@@ -123,7 +132,18 @@ describe('resolveServerOptions', () => {
     ['an empty CORS origin', { corsOrigin: '' }, TypeError, 'corsOrigin must be a non-empty string'],
     ['a reversed port range', { udpPorts: [41000, 40000] }, RangeError, 'udpPorts must be [low, high] within 1-65535 with low < high, got 41000,40000'],
     ['a port range past 65535', { udpPorts: [60000, 70000] }, RangeError, 'udpPorts must be [low, high] within 1-65535 with low < high, got 60000,70000'],
-    ['zero UDP idle time', { udpIdleMs: 0 }, RangeError, 'udpIdleMs must be at least 1, got 0']
+    ['zero UDP idle time', { udpIdleMs: 0 }, RangeError, 'udpIdleMs must be at least 1, got 0'],
+    ['a path without its leading /', { path: 'starsock/socket.io' }, TypeError, "path must start with '/', got 'starsock/socket.io'"],
+    ['a path with a query', { path: '/starsock/socket.io?x=1' }, TypeError, "path is a URL path: no '?' or '#', got '/starsock/socket.io?x=1'"],
+    ['a path with a fragment', { path: '/a#/socket.io' }, TypeError, "path is a URL path: no '?' or '#', got '/a#/socket.io'"],
+    ['a path with a dot-dot segment', { path: '/a/../socket.io' }, TypeError, "path must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '/a/../socket.io'"],
+    ['a path with an empty segment', { path: '//socket.io' }, TypeError, "path must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '//socket.io'"],
+    ['a path with a space', { path: '/my app/socket.io' }, TypeError, "path must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '/my app/socket.io'"],
+    ['a path not ending in /socket.io', { path: '/rtc' }, TypeError, "path must be '/socket.io' or end with '/socket.io' (e.g. '/starsock/socket.io'): the page and clients find it under its prefix, got '/rtc'"],
+    ['a long path', { path: '/' + 'a'.repeat(200) + '/socket.io' }, RangeError, 'path must be at most 200 characters, got 211'],
+    ['a path that is a number', { path: 5 as never }, TypeError, "path must be a string such as '/socket.io' or '/starsock/socket.io', got number"],
+    ['a server that is not an http.Server', { server: {} as never }, TypeError, 'server must be a Node http.Server or https.Server (Express: the result of app.listen(); Fastify: fastify.server)'],
+    ['a server with TLS material', { server: createHttpServer(), tls: { key: 'k', cert: 'c' } }, TypeError, 'server and tls cannot be used together: the server you attach to has its own TLS (make it with https.createServer)']
   ])('refuses %s with an exact message', (_, options, type, message) => {
     let thrown: unknown
     try {
