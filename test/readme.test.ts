@@ -4,7 +4,7 @@
  * works as written: its two blocks are taken from README.md and run for real (`npm start`, two
  * `starsock` peers, `curl` through the tunnel), with only the ports and HOME substituted.
  */
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -252,6 +252,27 @@ describe('npm start and npm test on a checkout that shares node_modules', () => 
     expect(existsSync(join(shared, 'kept')), 'the shared install is untouched').toBe(true)
     expect(lstatSync(join(checkout, 'node_modules')).isSymbolicLink(), 'the link is still a link').toBe(true)
   })
+
+  it('decides by the lock\'s content, not its date: a touched lock installs nothing, a changed one does (--check says so)', () => {
+    dir = mkdtempSync(join(tmpdir(), 'starsock-ensure-deps-'))
+    const checkout = join(dir, 'checkout')
+    mkdirSync(join(checkout, 'scripts'), { recursive: true })
+    mkdirSync(join(checkout, 'node_modules'), { recursive: true })
+    copyFileSync(join(ROOT, 'scripts', 'ensure-node-deps.sh'), join(checkout, 'scripts', 'ensure-node-deps.sh'))
+    const lock = join(checkout, 'package-lock.json')
+    writeFileSync(lock, JSON.stringify({ name: 'x', version: '1.0.0', lockfileVersion: 3 }))
+    writeFileSync(join(checkout, 'node_modules', '.package-lock.json'), '{}\n')
+    const check = (): number | null => spawnSync('bash', [join(checkout, 'scripts', 'ensure-node-deps.sh'), '--check'], { encoding: 'utf8' }).status
+    // Installed from this lock: its hash is the one npm ci was run for.
+    const sha = spawnSync('sha256sum', [lock], { encoding: 'utf8' }).stdout.split(' ')[0] ?? ''
+    writeFileSync(join(checkout, 'node_modules', '.starsock-lock-sha256'), sha + '\n')
+    utimesSync(join(checkout, 'node_modules', '.package-lock.json'), new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000))
+    expect(check(), 'a lock newer by date but the same content needs no install').toBe(0)
+    writeFileSync(lock, JSON.stringify({ name: 'x', version: '1.0.1', lockfileVersion: 3 }))
+    expect(check(), 'a changed lock needs npm ci').toBe(1)
+    rmSync(join(checkout, 'node_modules'), { recursive: true })
+    expect(check(), 'no node_modules needs npm ci').toBe(1)
+  })
 })
 
 describe('the README quick start, run as written', () => {
@@ -265,10 +286,8 @@ describe('the README quick start, run as written', () => {
 
   it('carries a request through the tunnel: terminal 1 runs npm start, terminal 2 the peers and curl', async () => {
     // npm start installs what is missing: in a test that would be a whole npm ci, so say so instead.
-    const lock = statSync(join(ROOT, 'package-lock.json')).mtimeMs
-    const installed = join(ROOT, 'node_modules', '.package-lock.json')
-    expect(existsSync(installed) && statSync(installed).mtimeMs >= lock,
-      'node_modules is older than package-lock.json: run npm ci (npm test does) before this test').toBe(true)
+    const check = spawnSync('bash', [join(ROOT, 'scripts', 'ensure-node-deps.sh'), '--check'], { encoding: 'utf8' })
+    expect(check.status, `node_modules is not this lock's install: run npm ci (npm test does) before this test (${check.stderr})`).toBe(0)
 
     const readme = readFileSync(README, 'utf8')
     const terminal1 = quickstartBlock(readme, 'terminal-1')
