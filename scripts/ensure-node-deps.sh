@@ -18,8 +18,13 @@ if [ -L node_modules ]; then
   fi
   exit 0
 fi
-if [ -d node_modules ] && [ -f node_modules/.package-lock.json ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
-  exit 0
+if [ -d node_modules ] && [ -f node_modules/.package-lock.json ]; then
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && exit 0
+  # No record yet (an `npm ci` run by hand or by .ci/run): an install newer than the lock is its.
+  if [ ! -f "$stamp" ] && ! [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    echo "$want" > "$stamp"
+    exit 0
+  fi
 fi
 if $check; then
   echo "ensure-node-deps: node_modules is missing or not installed from this package-lock.json: npm ci (npm start and npm test run it)" >&2

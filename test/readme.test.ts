@@ -270,6 +270,12 @@ describe('npm start and npm test on a checkout that shares node_modules', () => 
     expect(check(), 'a lock newer by date but the same content needs no install').toBe(0)
     writeFileSync(lock, JSON.stringify({ name: 'x', version: '1.0.1', lockfileVersion: 3 }))
     expect(check(), 'a changed lock needs npm ci').toBe(1)
+    // No record (npm ci run by hand): an install newer than the lock counts as its, and is recorded.
+    rmSync(join(checkout, 'node_modules', '.starsock-lock-sha256'))
+    expect(check(), 'an install older than the lock, with no record, needs npm ci').toBe(1)
+    utimesSync(join(checkout, 'node_modules', '.package-lock.json'), new Date(Date.now() + 60_000), new Date(Date.now() + 60_000))
+    expect(check(), 'an install newer than the lock, with no record, is taken as its').toBe(0)
+    expect(readFileSync(join(checkout, 'node_modules', '.starsock-lock-sha256'), 'utf8').trim()).toMatch(/^[0-9a-f]{64}$/)
     rmSync(join(checkout, 'node_modules'), { recursive: true })
     expect(check(), 'no node_modules needs npm ci').toBe(1)
   })
