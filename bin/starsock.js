@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `starsock` program: applies starsock's node flags, then runs the CLI compiled into
 // dist/node/ (`npm run build`; an installed package ships it built).
+import { existsSync } from 'node:fs'
 import { setFlagsFromString } from 'node:v8'
 import { NODE_FLAGS } from './node-flags.js'
 
@@ -9,11 +10,14 @@ import { NODE_FLAGS } from './node-flags.js'
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((f) => f.split('=')[0]?.replace(/_/g, '-'))
 for (const flag of NODE_FLAGS) if (!given.includes(flag.split('=')[0])) setFlagsFromString(flag)
 
+const compiled = new URL('../dist/node/cli/main.js', import.meta.url)
 let cli
 try {
-  cli = await import('../dist/node/cli/main.js')
+  cli = await import(compiled.href)
 } catch (err) {
-  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes('dist/node/cli/main.js')) throw err
+  // Only the program itself missing means "build it"; a dependency it cannot find (an
+  // interrupted `npm ci`) keeps node's own message, which names it.
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || existsSync(compiled)) throw err
   process.stderr.write('starsock: the compiled program is missing (dist/node/cli/main.js): run `npm run build` in the checkout\n')
   process.exit(1)
 }
