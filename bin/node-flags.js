@@ -23,3 +23,16 @@
 //   3 (200)        1/0/1, 1/1/0 (0.12, 0.16 s)                        16.9, 22.0 KiB (18.4, 18.7; 12.3)
 //   4 (300)        0/0/0, 0/0/0 (0.12, 0.11 s)                        24.0, 23.2 KiB (20.7, 20.5; 12.3)
 export const NODE_FLAGS = ['--heap-growing-percent=200']
+
+// `--semi-space-growth-factor`: the young generation (semi-spaces) starts at 1 MiB and doubles
+// whenever more than its size survived scavenges since it last grew. Loading the program's modules
+// (the server: about 150 of them) is all survivors, so on V8's own factor (2) a freshly started
+// server sat idle with 8 MiB semi-spaces, most of them resident, that nothing needed. The program
+// keeps the factor at 1 (no growth) while its command's modules load (`YOUNG_LOADING_FLAG`) and
+// gives V8's own back once they are loaded (`YOUNG_LOADED_FLAG`): under load the young generation
+// grows as before, after the first few MiB that survive (it only grows while objects survive).
+// Measured on 2026-12-02: idle `starsock serve` RSS after 4 s 74 to 78 MiB before, see
+// bench/startup.ts for the figures after; `bench/tunnel-gc.ts` for the tunnel path (the report of
+// issue 16).
+export const YOUNG_LOADING_FLAG = '--semi-space-growth-factor=1'
+export const YOUNG_LOADED_FLAG = '--semi-space-growth-factor=2'

@@ -74,12 +74,19 @@ export async function createProgram (argv: readonly string[], started: Started, 
   return program
 }
 
+/** What the program's starter may ask of `main`. */
+export interface MainHooks {
+  /** Called once the command's modules are loaded, before it runs (the bin's young generation). */
+  loaded?: () => void
+}
+
 /** Run `starsock` with `argv` (without node and script); settles with the exit code. */
-export async function main (argv: string[]): Promise<number> {
+export async function main (argv: string[], hooks: MainHooks = {}): Promise<number> {
   let run: Promise<number> = Promise.resolve(0)
   const started = (p: Promise<number>): void => { run = p }
   try {
     const program = await createProgram(argv, started)
+    hooks.loaded?.()
     await program.parseAsync(argv, { from: 'user' })
     return await run
   } catch (err) {
