@@ -17,6 +17,7 @@ import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { freePort, rssMiB, startCommand } from './procs.ts'
 import { formatFigure as fmt, median, type Row } from './rows.ts'
+import { sampleCpu, stealShare } from './steal.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 /** How long one `--help` may take before the run counts it as failed. */
@@ -96,12 +97,12 @@ async function idleServer (build: Build, settleS: number, samples: number): Prom
 const range = (xs: number[]): Row['range'] => ({ min: Math.min(...xs), max: Math.max(...xs), runs: xs.length })
 const load = (): string => `load ${loadavg()[0]?.toFixed(2) ?? '?'}`
 
-/** Record a row per build, the compiled one with tsx's figure as its reference. */
-function recordPair (ctx: StartupBenchContext, group: string, what: string, unit: string, figures: Record<string, number[]>, note: (xs: number[]) => string): void {
+/** Record a row per build, the compiled one with tsx's figure as its reference; `steal` over the measurement of both. */
+function recordPair (ctx: StartupBenchContext, group: string, what: string, unit: string, figures: Record<string, number[]>, steal: number, note: (xs: number[]) => string): void {
   const tsx = median(figures.tsx ?? [])
   for (const build of BUILDS) {
     const xs = figures[build.name] ?? []
-    ctx.record({ group, what: `${what}, ${build.label}`, value: median(xs), unit, range: range(xs), reference: build.name === 'compiled' ? { what: 'tsx', value: tsx } : undefined, note: `${note(xs)}${note(xs) === '' ? '' : ', '}${load()}` })
+    ctx.record({ group, what: `${what}, ${build.label}`, value: median(xs), unit, range: range(xs), reference: build.name === 'compiled' ? { what: 'tsx', value: tsx } : undefined, steal, note: `${note(xs)}${note(xs) === '' ? '' : ', '}${load()}` })
   }
 }
 
@@ -110,15 +111,17 @@ export async function startupBench (ctx: StartupBenchContext): Promise<void> {
   // Warm-up: the first start of each reads its files from disk (and tsx fills its cache).
   for (const build of BUILDS) for (let i = 0; i < 2; i++) await timed([...build.args, '--help'])
   const help: Record<string, number[]> = { compiled: [], tsx: [] }
+  const helpStart = sampleCpu()
   for (let i = 0; i < ctx.runs; i++) {
     // Taking turns, the order swapped each run, so a busier moment weighs on both alike.
     const order = i % 2 === 0 ? BUILDS : [...BUILDS].reverse()
     for (const build of order) help[build.name]?.push(await timed([...build.args, '--help']))
   }
-  recordPair(ctx, 'startup', 'starsock --help', 'ms', help, () => '')
+  recordPair(ctx, 'startup', 'starsock --help', 'ms', help, stealShare(helpStart, sampleCpu()), () => '')
 
   const ready: Record<string, number[]> = { compiled: [], tsx: [] }
   const rss: Record<string, number[]> = { compiled: [], tsx: [] }
+  const serveStart = sampleCpu()
   for (let i = 0; i < ctx.servers; i++) {
     const order = i % 2 === 0 ? BUILDS : [...BUILDS].reverse()
     for (const build of order) {
@@ -127,6 +130,7 @@ export async function startupBench (ctx: StartupBenchContext): Promise<void> {
       rss[build.name]?.push(...r.rss)
     }
   }
-  recordPair(ctx, 'startup', 'starsock serve until it prints its URL', 'ms', ready, () => '')
-  recordPair(ctx, 'memory', `idle server RSS after ${ctx.settleS} s`, 'MiB', rss, (xs) => `${xs.length} readings of ${ctx.servers} server${ctx.servers === 1 ? '' : 's'} (${xs.map((x) => fmt(x)).join(', ')})`)
+  const serveSteal = stealShare(serveStart, sampleCpu())
+  recordPair(ctx, 'startup', 'starsock serve until it prints its URL', 'ms', ready, serveSteal, () => '')
+  recordPair(ctx, 'memory', `idle server RSS after ${ctx.settleS} s`, 'MiB', rss, serveSteal, (xs) => `${xs.length} readings of ${ctx.servers} server${ctx.servers === 1 ? '' : 's'} (${xs.map((x) => fmt(x)).join(', ')})`)
 }
