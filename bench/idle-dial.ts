@@ -1,5 +1,5 @@
 /**
- * `node --import tsx bench/idle-dial.ts [--peers=1000] [--rounds=3] [--dials=1000] [--heap] [--ref=DIR]`:
+ * `node --conditions=starsock-source --import tsx bench/idle-dial.ts [--peers=1000] [--rounds=3] [--dials=1000] [--heap] [--ref=DIR]`:
  * what an idle joined peer costs our server, and dial latency next to a plain request round trip,
  * at one crowd size, without the original server (the full `npm run bench -- --only=dial` runs it
  * too and takes minutes). With `--ref=DIR` the server of another checkout (say, main) is measured

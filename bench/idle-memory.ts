@@ -1,5 +1,5 @@
 /**
- * `node --import tsx bench/idle-memory.ts [--factors=300,200,150,off] [--rounds=2] [--steps=1000,2000] [--settle=10] [--samples=10]`:
+ * `node --conditions=starsock-source --import tsx bench/idle-memory.ts [--factors=300,200,150,off] [--rounds=2] [--steps=1000,2000] [--settle=10] [--samples=10]`:
  * what one more idle joined peer costs our server's RSS, at each heap growing factor (starsock's
  * node flag `--heap-growing-percent`, given on node's command line, which the bin leaves as it
  * is; `off` is V8's own factor). The factors take turns (the order reversed every round), each

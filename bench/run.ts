@@ -4,7 +4,8 @@
  * websockify, in one run, on loopback. Every figure is printed beside its reference as a ratio,
  * with the server's CPU time from /proc and the CPU steal during its measurement (a warning past
  * 10%). Throughput and tunnel rows are medians of N repeats after a warm-up (`bench/repeat.ts`).
- * Writes `bench/results/latest.json` and `bench/results/latest.svg`, whatever failed.
+ * The startup scenario (`bench/startup.ts`) sets the compiled program beside the same sources
+ * through tsx. Writes `bench/results/latest.json` and `bench/results/latest.svg`, whatever failed.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,6 +16,7 @@ import { renderChart } from './chart.ts'
 import { agentsBench } from './agents.ts'
 import { copiesBench } from './copies.ts'
 import { pageBench } from './page.ts'
+import { startupBench } from './startup.ts'
 import { formatFigure as fmt, formatLine, stealWarning, type Results, type Row } from './rows.ts'
 import { cpuSeconds, rssMiB, start, startOriginal, startOurs, work, type ServerUnderTest } from './procs.ts'
 import { sampleCpu, stealShare } from './steal.ts'
@@ -32,7 +34,7 @@ if (!Number.isInteger(REPEATS) || REPEATS < 1) {
   process.stderr.write(`bench: --repeat must be a whole number from 1, not ${String(REPEAT_ARG)}\n`)
   process.exit(2)
 }
-const SCENARIO_NAMES = ['joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page', 'agents']
+const SCENARIO_NAMES = ['startup', 'joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page', 'agents']
 const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
 if (unknown.length > 0) {
   process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
@@ -42,8 +44,8 @@ const MiB = 1024 * 1024
 
 /** Sizes of the work: the quick run takes a few minutes. */
 const SIZE = QUICK
-  ? { joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
-  : { joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }
+  ? { startup: { runs: 5, servers: 1, settleS: 3, samples: 3 }, joins: 100, streamBytes: 16 * MiB, parallelBytes: 16 * MiB, crowds: [200], dials: 200, slowBytes: 96 * MiB, capacity: [1000, 2000], tunnelBytes: 16 * MiB }
+  : { startup: { runs: 15, servers: 2, settleS: 5, samples: 5 }, joins: 500, streamBytes: 64 * MiB, parallelBytes: 64 * MiB, crowds: [200, 1000], dials: 1000, slowBytes: 1024 * MiB, capacity: [1000, 2500, 5000, 10000], tunnelBytes: 64 * MiB }
 
 const rows: Row[] = []
 const wanted = (name: string): boolean => ONLY === undefined || ONLY.includes(name)
@@ -202,6 +204,8 @@ const started = Date.now()
 const runSample = sampleCpu()
 process.stdout.write(`starsock bench (${QUICK ? 'quick' : 'full'}) on ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}\n`)
 const scenarios: Array<[string, () => Promise<void>]> = [
+  // First, on a machine no other scenario has warmed or loaded yet.
+  ['startup', async () => { await startupBench({ ...SIZE.startup, record }) }],
   ['joins', joinsBench],
   ['throughput', async () => { await throughputBench({ streamBytes: SIZE.streamBytes, parallelBytes: SIZE.parallelBytes, repeats: REPEATS, record }) }],
   ['dial', discoveryAndDialBench], ['memory', slowReceiverBench], ['capacity', capacityBench],

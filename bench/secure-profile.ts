@@ -1,6 +1,6 @@
 /**
  * What end-to-end encryption costs each process, and where its time goes:
- * `node --import tsx bench/secure-profile.ts [--mib=64] [--rounds=3] [--only=stream,forward] [--interval-us=250] [--top=15] [--out=FILE]`.
+ * `node --conditions=starsock-source --import tsx bench/secure-profile.ts [--mib=64] [--rounds=3] [--only=stream,forward] [--interval-us=250] [--top=15] [--out=FILE]`.
  *
  * Starts `starsock serve` and, per variant (encrypted, the default; plaintext, `secure: false` /
  * `--insecure` on both peers), the peers of one stream (`bench/stream-tasks.ts`, sender and
@@ -210,7 +210,7 @@ try {
   const serverHop: Profiled = { role: 'server', proc: server.proc, inspectPort: serverInspect }
   say(`## Encryption's cost per process (${new Date().toISOString().slice(0, 16)}Z, ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version})`)
   say()
-  say(`\`node --import tsx bench/secure-profile.ts --mib=${BYTES / MiB} --rounds=${ROUNDS} --only=${ONLY.join(',')}\`: one transfer of ${BYTES / MiB} MiB per variant and round after a warm-up, ${ROUNDS} rounds (every other in the reverse order); CPU = utime + stime from /proc; profiles sampled every ${INTERVAL_US} µs over one more transfer each. Profiles: \`${dir}\`.`)
+  say(`\`node --conditions=starsock-source --import tsx bench/secure-profile.ts --mib=${BYTES / MiB} --rounds=${ROUNDS} --only=${ONLY.join(',')}\`: one transfer of ${BYTES / MiB} MiB per variant and round after a warm-up, ${ROUNDS} rounds (every other in the reverse order); CPU = utime + stime from /proc; profiles sampled every ${INTERVAL_US} µs over one more transfer each. Profiles: \`${dir}\`.`)
   for (const name of ONLY) {
     const setup = name === 'stream' ? await streamSetup(server.url) : name === 'forward' ? await forwardSetup(server.url) : undefined
     if (setup === undefined) throw new Error(`unknown path ${name} (stream, forward)`)

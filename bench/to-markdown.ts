@@ -1,4 +1,4 @@
-/** Print `bench/results/latest.json` as markdown for README.md (every row, then the throughput and tunnel summaries): `node --import tsx bench/to-markdown.ts`. */
+/** Print `bench/results/latest.json` as markdown for README.md (every row, then the throughput and tunnel summaries): `node --conditions=starsock-source --import tsx bench/to-markdown.ts`. */
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { renderMarkdown, type Results } from './rows.ts'

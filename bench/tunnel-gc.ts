@@ -5,7 +5,7 @@
  * prints, per round, each process's CPU seconds (utime + stime from /proc), its scavenges and
  * mark-compacts with their time, the wall-clock rate and the machine's steal.
  *
- *     node --import tsx bench/tunnel-gc.ts [--rounds N] [--streams N] [--mib N] [--node-flags="..."] [--serve-args="..."] [--env NAME=VALUE] [--label TEXT]
+ *     node --conditions=starsock-source --import tsx bench/tunnel-gc.ts [--rounds N] [--streams N] [--mib N] [--node-flags="..."] [--serve-args="..."] [--env NAME=VALUE] [--label TEXT]
  *
  * `--node-flags` are put on node's command line of every program (before the bin, which leaves a
  * flag given there as it is: `--heap-growing-percent=0` runs without starsock's); `--serve-args`

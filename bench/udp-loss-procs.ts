@@ -6,7 +6,7 @@
  * as a loaded machine does to one process. Prints what was lost, the forward's drops by cause,
  * the kernel's receive-buffer errors (machine-wide) and CPU steal.
  *
- *   node --import tsx bench/udp-loss-procs.ts [COUNT=10000] [RATE=1000] [STALL_MS=0] [WHO=listen]
+ *   node --conditions=starsock-source --import tsx bench/udp-loss-procs.ts [COUNT=10000] [RATE=1000] [STALL_MS=0] [WHO=listen]
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import dgram from 'node:dgram'

@@ -9,7 +9,7 @@
  * STALL_MS blocks the tunnel's event loop that long every second, as a loaded machine (or a
  * hypervisor's steal) does.
  *
- *   node --import tsx bench/udp-loss.ts [COUNT=10000] [RATE=1000] [STALL_MS=0]
+ *   node --conditions=starsock-source --import tsx bench/udp-loss.ts [COUNT=10000] [RATE=1000] [STALL_MS=0]
  */
 import { readFileSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'

@@ -1,6 +1,6 @@
 /**
  * Client side of the benchmarks, in its own process so clients never share a core's event loop
- * with the server: `node --import tsx bench/worker.ts TASK JSON_ARGS`. A task prints its result
+ * with the server: `node --conditions=starsock-source --import tsx bench/worker.ts TASK JSON_ARGS`. A task prints its result
  * as one JSON line on stdout; `crowd` prints `READY {...}` and then answers commands on stdin.
  *
  * Legacy-protocol tasks use socket.io-client 2 (the legacy client's own), so the same client

@@ -23,3 +23,19 @@
 //   3 (200)        1/0/1, 1/1/0 (0.12, 0.16 s)                        16.9, 22.0 KiB (18.4, 18.7; 12.3)
 //   4 (300)        0/0/0, 0/0/0 (0.12, 0.11 s)                        24.0, 23.2 KiB (20.7, 20.5; 12.3)
 export const NODE_FLAGS = ['--heap-growing-percent=200']
+
+// `--semi-space-growth-factor`: the young generation (semi-spaces) starts at 1 MiB and doubles
+// whenever more than its size survived scavenges since it last grew. Loading the program's modules
+// (the server: about 150 of them) is all survivors, so on V8's own factor (2) a freshly started
+// server sat idle with 8 MiB semi-spaces, most of them resident, that nothing needed. The program
+// keeps the factor at 1 (no growth) while its command's modules load (`YOUNG_LOADING_FLAG`) and
+// gives V8's own back once they are loaded (`YOUNG_LOADED_FLAG`): under load the young generation
+// grows as before, after the first few MiB that survive (it only grows while objects survive).
+// Measured on 2026-12-02 (load average 12 to 15 on 2 cores): idle `starsock serve` RSS after 4 s
+// 74 to 78 MiB without, 68 to 72 with. The tunnel path (`bench/tunnel-gc.ts --rounds 3`, three
+// runs each, alternating), CPU s per 64 MiB serve/forward/listen: with 0.20-0.22/0.28-0.37/
+// 0.30-0.37, without 0.20-0.26/0.33-0.40/0.34-0.41; mark-compacts 4-5/6-7/7 against 3-4/7/7;
+// 2 to 7 scavenges per 64 MiB either way (the tunnel's bytes are Buffers, outside the young
+// generation). Per idle peer: not measured (the old generation holds them).
+export const YOUNG_LOADING_FLAG = '--semi-space-growth-factor=1'
+export const YOUNG_LOADED_FLAG = '--semi-space-growth-factor=2'

@@ -1,24 +1,32 @@
 #!/usr/bin/env node
 // The `starsock` program: applies starsock's node flags, then runs the CLI compiled into
 // dist/node/ (`npm run build`; an installed package ships it built).
+import { existsSync } from 'node:fs'
 import { setFlagsFromString } from 'node:v8'
-import { NODE_FLAGS } from './node-flags.js'
+import { NODE_FLAGS, YOUNG_LOADED_FLAG, YOUNG_LOADING_FLAG } from './node-flags.js'
 
 // Set in this process, not by starting another node: signals, exit codes, stdio, `kill -9` and
 // SIGSTOP reach the program itself. A flag given on node's command line (or in NODE_OPTIONS) wins.
 const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((f) => f.split('=')[0]?.replace(/_/g, '-'))
-for (const flag of NODE_FLAGS) if (!given.includes(flag.split('=')[0])) setFlagsFromString(flag)
+const isGiven = (flag) => given.includes(flag.split('=')[0])
+for (const flag of NODE_FLAGS) if (!isGiven(flag)) setFlagsFromString(flag)
+// No young generation growth while the command's modules load (node-flags.js says why).
+const youngGrowth = !isGiven(YOUNG_LOADING_FLAG)
+if (youngGrowth) setFlagsFromString(YOUNG_LOADING_FLAG)
 
+const compiled = new URL('../dist/node/cli/main.js', import.meta.url)
 let cli
 try {
-  cli = await import('../dist/node/cli/main.js')
+  cli = await import(compiled.href)
 } catch (err) {
-  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes('dist/node/cli/main.js')) throw err
+  // Only the program itself missing means "build it"; a dependency it cannot find (an
+  // interrupted `npm ci`) keeps node's own message, which names it.
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || existsSync(compiled)) throw err
   process.stderr.write('starsock: the compiled program is missing (dist/node/cli/main.js): run `npm run build` in the checkout\n')
   process.exit(1)
 }
 const { main } = cli
-process.exitCode = await main(process.argv.slice(2))
+process.exitCode = await main(process.argv.slice(2), { loaded: () => { if (youngGrowth) setFlagsFromString(YOUNG_LOADED_FLAG) } })
 // The command is over: a handle still open (a socket closing behind a cut network, a timer) must
 // not keep the process alive past this, or a supervisor's SIGTERM would look ignored.
 setTimeout(() => process.exit(), 2000).unref()

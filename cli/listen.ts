@@ -1,7 +1,7 @@
 /** `starsock listen`: join and run what other peers offer, as the rules (or a person) allow. */
 import { InvalidArgumentError } from 'commander'
 import { describeOffer } from '../shared/sock-protocol.ts'
-import { parseRule, type SockRule } from '../shared/sock-rules.ts'
+import type { SockRule } from '../shared/sock-rules.ts'
 import { SECURE_REQUIRED_REASON, type ServiceTarget, type SockAgent, type SockHost } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import { SERVICE_NAME } from '../shared/sock-rules.ts'
@@ -10,7 +10,7 @@ import { isIP } from 'node:net'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
-import { integer, milliseconds } from './options.ts'
+import { integer, milliseconds, ruleList } from './options.ts'
 import { hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { localProgram, type LocalAddress } from './relay.ts'
 import { takeUdpRelay, type UdpRelayEvent } from './udp-relay-take.ts'
@@ -30,15 +30,6 @@ export function serviceList (value: string, previous: Record<string, ServiceTarg
   const to = hostPort(undefined)(target)
   if (to.port === 0) throw new InvalidArgumentError('A service needs a port (not 0).')
   return { ...previous, [name]: { to, proto: proto === 'udp:' ? 'udp' : 'tcp' } }
-}
-
-/** Parse a repeatable `--allow RULE` into rules. */
-export function ruleList (value: string, previous: SockRule[] = []): SockRule[] {
-  try {
-    return [...previous, parseRule(value)]
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message)
-  }
 }
 
 /**

@@ -1,32 +1,92 @@
-/** The `starsock` program: one entry point, one subcommand per task. Only this folder prints. */
-import { Command, CommanderError } from 'commander'
+/**
+ * The `starsock` program: one entry point, one subcommand per task. Only this folder prints.
+ *
+ * Start-up: a command's module (and with it the server, the client, noise, libp2p crypto,
+ * socket.io, zod...) loads only when that command runs or shows its help. `starsock --help`, the
+ * version and a mistyped command load none of them: the program lists each command from a light
+ * entry in `COMMANDS` (name and description, the same as the real command's: a test compares the
+ * two helps).
+ */
+import { Command, CommanderError, Help } from 'commander'
 import { StarsockError } from '../shared/errors.ts'
-import { VERSION } from '../server/server.ts'
-import { idCommand } from './id.ts'
-import { listenCommand } from './listen.ts'
-import { peersCommand } from './peers.ts'
-import { relayCommand } from './relay.ts'
-import { serveCommand } from './serve.ts'
-import { exposeCommand, forwardCommand } from './tunnels.ts'
-import { upCommand } from './up/command.ts'
+import { VERSION } from '../server/package-root.ts'
 
-/** Run `starsock` with `argv` (without node and script); settles with the exit code. */
-export async function main (argv: string[]): Promise<number> {
+/** What a command module's factory takes: it receives the promise of the command's exit code. */
+export type Started = (run: Promise<number>) => void
+
+/** A subcommand as the program lists it, and how to load the real one. */
+export interface CommandEntry {
+  /** The subcommand's name, as typed. */
+  name: string
+  /** Its one-line description (what its module's command says). */
+  description: string
+  /** Loads the command's module and builds the command. */
+  load: () => Promise<(started: Started) => Command>
+}
+
+/** Every subcommand, in the order `--help` lists them. */
+export const COMMANDS: readonly CommandEntry[] = [
+  { name: 'serve', description: 'run the rendezvous and relay server (and its page)', load: async () => (await import('./serve.ts')).serveCommand },
+  { name: 'id', description: 'make or show the identity (prints the peer id)', load: async () => (await import('./id.ts')).idCommand },
+  { name: 'peers', description: 'join a server and print the peers online, one per line (peer id, then address)', load: async () => (await import('./peers.ts')).peersCommand },
+  { name: 'listen', description: 'join and run what other peers offer (connect, bind) as --allow rules or a person allow', load: async () => (await import('./listen.ts')).listenCommand },
+  { name: 'forward', description: 'listen here; each connection (or UDP source) reaches --to (or the peer\'s --service) through --peer (repeat --listen/--to for more tunnels on one connection)', load: async () => (await import('./tunnels.ts')).forwardCommand },
+  { name: 'expose', description: '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)', load: async () => (await import('./tunnels.ts')).exposeCommand },
+  { name: 'relay', description: 'get a UDP relay allocation (two ports that swap datagrams), print it, keep it until SIGINT/SIGTERM, then release it; or hand endpoint 2 to a peer (--share), or release one made earlier (--release)', load: async () => (await import('./relay.ts')).relayCommand },
+  { name: 'up', description: 'run one agent from a TOML config: any number of forwards, exposes, SOCKS5 proxies and accepts, rules and services (SIGHUP reloads it)', load: async () => (await import('./up/command.ts')).upCommand }
+]
+
+/**
+ * The command `argv` runs or asks help for (`serve --port 1`, `help serve`), if it is one of
+ * `COMMANDS`. The program itself has no option that takes a value, so the first word that is not
+ * an option names the command.
+ */
+export function commandOf (argv: readonly string[]): CommandEntry | undefined {
+  const words = argv.filter((a) => !a.startsWith('-'))
+  const name = words[0] === 'help' ? words[1] : words[0]
+  return COMMANDS.find((c) => c.name === name)
+}
+
+/**
+ * The `starsock` program with the command `argv` names built for real and the others as light
+ * entries; with `all`, every command built for real (what a test compares the help with).
+ */
+export async function createProgram (argv: readonly string[], started: Started, all = false): Promise<Command> {
   const program = new Command('starsock')
     .description('websocket-star rendezvous and relay server, and peer tools for tunneled sockets')
     .version(VERSION)
     .exitOverride()
+  const light = new WeakSet<Command>()
+  // A light entry has no options of its own; every real command has some.
+  program.configureHelp({
+    subcommandTerm (cmd: Command): string { return light.has(cmd) ? `${cmd.name()} [options]` : Help.prototype.subcommandTerm.call(this, cmd) }
+  })
+  const wanted = commandOf(argv)
+  for (const entry of COMMANDS) {
+    if (all || entry === wanted) {
+      program.addCommand((await entry.load())(started))
+    } else {
+      const cmd = new Command(entry.name).description(entry.description)
+      light.add(cmd)
+      program.addCommand(cmd)
+    }
+  }
+  return program
+}
+
+/** What the program's starter may ask of `main`. */
+export interface MainHooks {
+  /** Called once the command's modules are loaded, before it runs (the bin's young generation). */
+  loaded?: () => void
+}
+
+/** Run `starsock` with `argv` (without node and script); settles with the exit code. */
+export async function main (argv: string[], hooks: MainHooks = {}): Promise<number> {
   let run: Promise<number> = Promise.resolve(0)
   const started = (p: Promise<number>): void => { run = p }
-  program.addCommand(serveCommand(started))
-  program.addCommand(idCommand(started))
-  program.addCommand(peersCommand(started))
-  program.addCommand(listenCommand(started))
-  program.addCommand(forwardCommand(started))
-  program.addCommand(exposeCommand(started))
-  program.addCommand(relayCommand(started))
-  program.addCommand(upCommand(started))
   try {
+    const program = await createProgram(argv, started)
+    hooks.loaded?.()
     await program.parseAsync(argv, { from: 'user' })
     return await run
   } catch (err) {

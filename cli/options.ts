@@ -1,5 +1,6 @@
 /** Parsers for command-line values: each throws commander's `InvalidArgumentError` with one readable line. */
 import { InvalidArgumentError } from 'commander'
+import { parseRule, type SockRule } from '../shared/sock-rules.ts'
 
 /** A parser for an integer of at least `min`. */
 export function integer (min: number): (value: string) => number {
@@ -42,4 +43,13 @@ export const portRange = (value: string): [number, number] => {
 /** Collect a repeatable option into a list. */
 export function collect (value: string, previous: string[] = []): string[] {
   return [...previous, value]
+}
+
+/** Parse a repeatable `--allow RULE` into rules. */
+export function ruleList (value: string, previous: SockRule[] = []): SockRule[] {
+  try {
+    return [...previous, parseRule(value)]
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message)
+  }
 }

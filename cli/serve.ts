@@ -10,10 +10,7 @@ import { join } from 'node:path'
 import { homedir } from 'node:os'
 import type { SockRule } from '../shared/sock-rules.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
-import { loadOrCreateIdentity } from '../client/identity.node.ts'
-import { startGateway } from './gateway.ts'
-import { ruleList } from './listen.ts'
-import { collect, integer, port, portRange } from './options.ts'
+import { collect, integer, port, portRange, ruleList } from './options.ts'
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
@@ -108,7 +105,8 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
   try {
     // The gateway peer joins this server: with an allowlist, its id must be on it.
     const allowPeers = (flags.allowPeer as string[] | undefined) ?? []
-    if (flags.gateway === true && allowPeers.length > 0) allowPeers.push((await loadOrCreateIdentity(String(flags.gatewayKey))).identity.peerId)
+    // The gateway's code (the whole client) loads only with --gateway: an idle server is smaller.
+    if (flags.gateway === true && allowPeers.length > 0) allowPeers.push((await (await import('../client/identity.node.ts')).loadOrCreateIdentity(String(flags.gatewayKey))).identity.peerId)
     const options: Record<string, unknown> = {}
     for (const { name, spec, option } of flagsOfOptions) options[name] = fromFlag(spec, flags[option.attributeName()])
     Object.assign(options, { tls: readTls(flags), allowPeers, logger })
@@ -125,6 +123,7 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
   if (flags.gateway === true) {
     try {
       if (flags.gatewayInsecure === true) process.stderr.write(GATEWAY_INSECURE_WARNING + '\n')
+      const { startGateway } = await import('./gateway.ts')
       gateway = await startGateway({ serverUrl: running.url(), allow: (flags.allow as SockRule[] | undefined) ?? [], keyFile: String(flags.gatewayKey), token: typeof flags.token === 'string' ? flags.token : undefined, insecure: flags.gatewayInsecure === true, logger })
     } catch (err) {
       process.stderr.write(`starsock serve: the gateway peer could not join: ${err instanceof Error ? err.message : String(err)}\n`)

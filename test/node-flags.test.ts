@@ -13,6 +13,7 @@ import { NODE_FLAGS } from '../bin/node-flags.js'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 const PROBE = fileURLToPath(new URL('./fixtures/gc-factor-probe.js', import.meta.url))
+const YOUNG_PROBE = fileURLToPath(new URL('./fixtures/young-probe.js', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'starsock-flags-'))
 afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
 
@@ -50,5 +51,23 @@ describe('node flags of the starsock program', () => {
     // it takes: --max-old-space-size. The growing factor is then ours.
     const r = factor([], ['--help'], { NODE_OPTIONS: '--max-old-space-size=512', PROBE_GROWING_PERCENT: '50' })
     expect(r.factor).toBe(1 + percent / 100)
+  })
+})
+
+/** The young generation's size at the exit of `starsock id` (it loads the client and libp2p's crypto), with `nodeArgs` before the bin. */
+function youngBytes (nodeArgs: string[]): number {
+  const r = spawnSync(process.execPath, [...nodeArgs, '--import', YOUNG_PROBE, BIN, 'id', '--key', join(dir, 'young-key')], { encoding: 'utf8', timeout: 20_000 })
+  const m = /NEW_SPACE_BYTES (\d+)/.exec(r.stderr)
+  if (r.status !== 0 || m?.[1] === undefined) throw new Error(`no young generation size from starsock id (status ${String(r.status)}): ${r.stderr.slice(-500)}`)
+  return Number(m[1])
+}
+
+describe('the young generation of the starsock program', () => {
+  it('does not grow while the command\'s modules load; a growth factor given to node wins', () => {
+    // V8's own factor lets the loading (all survivors) grow it to 8 MiB and more; ours keeps the
+    // initial 1 MiB semi-spaces (2 MiB in all) until the modules are loaded.
+    const ours = youngBytes([])
+    expect(ours).toBeLessThanOrEqual(2 * 1024 * 1024)
+    expect(youngBytes(['--semi-space-growth-factor=2'])).toBeGreaterThan(ours)
   })
 })
