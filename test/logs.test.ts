@@ -96,8 +96,9 @@ describe('log format', () => {
   })
 
   it('on a terminal, --log-format json (and STARSOCK_LOG_FORMAT=json) writes JSON lines', async () => {
-    for (const t of [new TtyServe(['--disableCryptoChallenge', '--log-format', 'json']), new TtyServe(['--disableCryptoChallenge'], { STARSOCK_LOG_FORMAT: 'json' })]) {
-      ttys.push(t)
+    const both = [new TtyServe(['--disableCryptoChallenge', '--log-format', 'json']), new TtyServe(['--disableCryptoChallenge'], { STARSOCK_LOG_FORMAT: 'json' })]
+    ttys.push(...both) // both stopped after the test, even when the first fails
+    for (const t of both) {
       await joinAndLeave(await t.url())
       await waitFor('the leave line on the terminal', () => t.output().includes('peer left'))
       const lines = jsonLines(t.output())
