@@ -4,6 +4,8 @@ import { createIdentity } from '../client/identity.ts'
 import { loadIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
 import { integer } from './options.ts'
+import { CONNECT_TIMEOUT_MS } from './sock-runtime.ts'
+import { explainUnreachable } from './unreachable.ts'
 
 /** The `peers` command; `started` receives the promise of its exit code. */
 export function peersCommand (started: (run: Promise<number>) => void): Command {
@@ -18,7 +20,8 @@ export function peersCommand (started: (run: Promise<number>) => void): Command 
       started((async () => {
         const identity = flags.key !== undefined ? await loadIdentity(flags.key) : await createIdentity()
         if (identity === undefined) throw new Error(`no identity in ${flags.key ?? ''} (make one with: starsock id --key FILE)`)
-        const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, requestTimeoutMs: flags.timeoutMs })
+        const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, requestTimeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs) })
+          .catch(async (err: unknown) => { throw await explainUnreachable(err, flags.server) })
         try {
           const peers = peer.peers()
           if (flags.json === true) process.stdout.write(JSON.stringify(peers) + '\n')

@@ -10,7 +10,8 @@ import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.n
 import { sendUdpHalf, type UdpHalf, type UdpShare } from '../client/sock/udp-share.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import { StarsockError } from '../shared/errors.ts'
-import { hostPort, identityError, interrupted, lost as identityLost } from './sock-runtime.ts'
+import { CONNECT_TIMEOUT_MS, hostPort, identityError, interrupted, lost as identityLost } from './sock-runtime.ts'
+import { explainUnreachable } from './unreachable.ts'
 
 /** Address of a local UDP program. */
 export interface LocalAddress { ip: string, port: number }
@@ -103,8 +104,8 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
         if (flags.share !== undefined && flags.local2 !== undefined) return fail('--share hands endpoint 2 to the peer: it cannot also be --local2')
         if (flags.release !== undefined && (flags.share !== undefined || flags.once === true || flags.local1 !== undefined || flags.local2 !== undefined)) return fail('--release takes no --share, --once, --local1 or --local2')
         const { identity } = await loadOrCreateIdentity(flags.key)
-        const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
-          .catch((err: unknown) => { throw identityError(err, flags.key) })
+        const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
+          .catch(async (err: unknown) => { throw identityError(await explainUnreachable(err, flags.server), flags.key) })
         if (flags.release !== undefined) {
           try {
             await peer.udpRelease(flags.release)

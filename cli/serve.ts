@@ -1,9 +1,7 @@
 /** `starsock serve`: run the rendezvous server until SIGTERM or SIGINT. */
 import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
-import { pino } from 'pino'
 import * as C from '../server/constants.ts'
-import type { Logger } from '../shared/logger.ts'
 import { SERVER_OPTIONS, type OptionSpec, type ServerOptions, type TlsOptions } from '../server/options.ts'
 import { createServer } from '../server/server.ts'
 import { join } from 'node:path'
@@ -11,8 +9,7 @@ import { homedir } from 'node:os'
 import type { SockRule } from '../shared/sock-rules.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
 import { collect, integer, port, portRange, ruleList } from './options.ts'
-
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+import { createCliLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './log-output.ts'
 
 /** The warning line `--gateway-insecure` prints on stderr. */
 const GATEWAY_INSECURE_WARNING = 'starsock serve: warning: --gateway-insecure: the gateway peer takes plaintext connections too: their traffic is readable on the way and their peer ids are unverified (rules naming a peer do not match them)'
@@ -75,6 +72,7 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option('--gateway-key <file>', 'identity of the gateway peer').env('STARSOCK_GATEWAY_KEY').default(join(homedir(), '.starsock', 'gateway-key'), '~/.starsock/gateway-key'))
     .addOption(new Option('--gateway-insecure', 'the gateway peer also takes plaintext connections from peers run with --insecure (no end-to-end encryption, peer ids unverified)'))
     .addOption(new Option(SERVER_OPTIONS.logger.flag ?? '', SERVER_OPTIONS.logger.help).env(SERVER_OPTIONS.logger.env ?? '').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', 'log lines: readable on a terminal and JSON otherwise (auto), or always one of them').env('STARSOCK_LOG_FORMAT').choices(LOG_FORMATS).default('auto'))
   for (const { spec, option } of flagsOfOptions) if (spec.cli === 'integer') cmd.addOption(option)
   return cmd.action((flags: Record<string, unknown>) => { started(serve(flags, flagsOfOptions)) })
 }
@@ -100,7 +98,7 @@ function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
 }
 
 async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag[]): Promise<number> {
-  const logger = pino({ level: String(flags.logLevel), base: undefined }) as unknown as Logger
+  const logger = await createCliLogger(String(flags.logLevel), flags.logFormat as LogFormat)
   let server
   try {
     // The gateway peer joins this server: with an allowlist, its id must be on it.

@@ -9,6 +9,7 @@ import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost, isPort } from '../shared/sock-protocol.ts'
 import { keyOption } from './id.ts'
 import { resumeIdFor } from './resume-id.ts'
+import { explainUnreachable } from './unreachable.ts'
 import { milliseconds } from './options.ts'
 
 /** Flags every sock command has. */
@@ -105,8 +106,8 @@ export function hostPort (defaultHost: string | undefined): (value: string) => S
   }
 }
 
-/** How long a command waits to reach the server at all: a wrong `--server` fails within 5 s, start-up included. */
-const CONNECT_TIMEOUT_MS = 2500
+/** How long a command waits to reach the server at all: a wrong `--server` fails within 5 s, start-up and `whyUnreachable` included. */
+export const CONNECT_TIMEOUT_MS = 2500
 
 /** Join the server with the identity in `--key` and run a sock agent on it. */
 export async function startAgent (flags: SockFlags, options: SockAgentOptions): Promise<SockAgent> {
@@ -114,7 +115,7 @@ export async function startAgent (flags: SockFlags, options: SockAgentOptions): 
   if (insecure) process.stderr.write(INSECURE_WARNING + '\n')
   const { identity } = await loadOrCreateIdentity(flags.key)
   const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
-    .catch((err: unknown) => { throw identityError(err, flags.key) })
+    .catch(async (err: unknown) => { throw identityError(await explainUnreachable(err, flags.server), flags.key) })
   return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, insecure, ...options })
 }
 

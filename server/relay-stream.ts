@@ -83,6 +83,8 @@ export class RelayStream {
   closed = false
   /** Last time a byte or an event went through (for the idle timeout). */
   lastActiveMs: number
+  /** When it opened (for the log line of its end). */
+  readonly openedMs: number
   /** The other direction of the same dial, closed with this one on failure. */
   sibling: RelayStream | undefined
   /** The lane the sender sends raw frames on, once told (with `accept`). */
@@ -100,6 +102,7 @@ export class RelayStream {
     nowMs: number
   ) {
     this.lastActiveMs = nowMs
+    this.openedMs = nowMs
   }
 
   /** Whether the receiver can be sent something now. */

@@ -12,10 +12,11 @@
  * go out each way the receiver reads (`deliver`): the same queues and limits hold for both.
  */
 import { wireError, type ErrorCode } from '../shared/errors.ts'
-import { streamEvent } from '../shared/events.ts'
+import { DIALER_SUFFIX, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, frameBytes, frameKind, frameLane, isLane } from '../shared/raw-frame.ts'
 import { isCredit, type RelayLimits, type RelayObserver, type RelayPartyState } from './relay-limits.ts'
+import { shortDialId } from './peer-log.ts'
 import { deliver, payloadBytes, RelayParty, RelayStream, type QueuedChunk } from './relay-stream.ts'
 
 export type { RelayLimits, RelayObserver, RelayPartyState }
@@ -157,7 +158,7 @@ export class Relay {
   abort (receiver: Session, streamId: string, reason: unknown): boolean {
     const stream = this.parties.get(receiver)?.inbound.get(streamId)
     if (stream === undefined) return false
-    this.close(stream)
+    this.close(stream, 'aborted')
     stream.sender.endpoint.emit(streamEvent('abort', streamId), typeof reason === 'string' ? reason.slice(0, 256) : 'Stream aborted')
     return true
   }
@@ -248,7 +249,7 @@ export class Relay {
     const wire = wireError(code, message)
     for (const s of [stream, stream.sibling]) {
       if (s === undefined || s.closed) continue
-      this.close(s)
+      this.close(s, code)
       s.receiver.endpoint.emit(streamEvent('error', s.id), wire)
       s.sender.endpoint.emit(streamEvent('abort', s.id), wire)
       this.observer.failed?.(code)
@@ -328,7 +329,8 @@ export class Relay {
     }
   }
 
-  private close (stream: RelayStream): void {
+  /** Close `stream` (`end`: how, for the log line once both streams of its dial are closed). */
+  private close (stream: RelayStream, end: string = 'done'): void {
     if (stream.closed) return
     stream.closed = true
     if (stream.queuedBytes > 0) this.dequeued(stream, stream.queuedBytes)
@@ -345,6 +347,22 @@ export class Relay {
     this.open--
     this.observer.streamsChanged?.(this.open)
     this.updatePause(stream.sender)
+    if (stream.sibling === undefined || stream.sibling.closed) this.logEnd(stream, end)
+  }
+
+  /** The info line of a dial whose streams are both closed: bytes each way, how long, how it ended. */
+  private logEnd (last: RelayStream, end: string): void {
+    const other = last.sibling
+    const out = last.id.endsWith(DIALER_SUFFIX) ? last : other
+    const back = out === last ? other : last
+    this.logger.info({
+      event: 'streams',
+      dial: shortDialId(last.id.slice(0, last.id.lastIndexOf('.'))),
+      up: out?.totalBytes ?? 0,
+      down: back?.totalBytes ?? 0,
+      ms: this.now() - Math.min(last.openedMs, other?.openedMs ?? last.openedMs),
+      end
+    }, 'dial streams ended')
   }
 
   /**

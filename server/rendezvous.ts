@@ -5,7 +5,7 @@
 import { DIALER_SUFFIX, EVENTS, LISTENER_SUFFIX } from '../shared/events.ts'
 import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPage } from '../shared/events.ts'
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
-import type { Logger } from '../shared/logger.ts'
+import { cappedLogger, type Logger } from '../shared/logger.ts'
 import { checkUdpAllocate } from '../shared/validate.ts'
 import { checkAddress } from '../shared/wsstar-address.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
@@ -16,6 +16,7 @@ import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reser
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
+import { PEER_LOG_CAP, PeerLog } from './peer-log.ts'
 import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
@@ -52,14 +53,20 @@ export class Rendezvous {
   private readonly idleWaiters = new Set<() => void>()
   /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay was told. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
+  /** Every line of the rendezvous, the relay and the UDP relay, under one cap (`PEER_LOG_CAP`): peers can cause each. */
+  private readonly logger: Logger
+  /** The info lines of joins, leaves and dials. */
+  private readonly peerLog: PeerLog
 
   constructor (
     private readonly options: ResolvedServerOptions,
     private readonly metrics: ServerMetrics,
     private readonly version: string,
-    private readonly logger: Logger,
+    logger: Logger,
     readonly directory: PeerDirectory = new MemoryPeerDirectory()
   ) {
+    this.logger = cappedLogger(logger, PEER_LOG_CAP)
+    this.peerLog = new PeerLog(this.logger)
     this.challenges = new ChallengeStore(options.nonceTtlMs)
     this.joinsPerIp = new WindowCounter(options.maxJoinsPerIpPerMinute, 60_000)
     this.allow = new Set(options.allowPeers)
@@ -81,7 +88,7 @@ export class Rendezvous {
         metrics.streamFailures.inc({ code })
         if (code.startsWith('E_LIMIT_') || code === 'E_STREAM_IDLE') metrics.limitHits.inc({ limit: code })
       }
-    }, logger.child({ ns: 'starsock:server:relay' }))
+    }, this.logger.child({ ns: 'starsock:server:relay' }))
     this.announcer = new Announcer(this.directory, this.sessions, {
       intervalMs: options.announceIntervalMs,
       batchPeers: options.announceBatchPeers
@@ -114,14 +121,15 @@ export class Rendezvous {
   /**
    * A client disconnected: its addresses leave, its streams fail on the other side. A starsock
    * client that did not leave on purpose (`left`) keeps its identities reserved for the grace.
+   * `reason` (socket.io's disconnect reason) goes into the leave lines.
    */
-  disconnect (session: Session, left = false): void {
+  disconnect (session: Session, left = false, reason?: string): void {
     for (const addr of [...session.addrs]) {
       const credential = session.resumeSecrets.get(addr)
       if (!left && session.starsock && credential !== undefined) {
         this.reservations.reserve(this.identityKey(addr), addr, credential, session.remote)
       }
-      this.leave(session, addr)
+      this.leave(session, addr, left ? 'left' : reason ?? 'disconnected')
     }
     this.relay.dropSession(session)
     this.challenges.dropSession(session.id)
@@ -229,8 +237,11 @@ export class Rendezvous {
    */
   async join (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
     try {
-      return await this.joinSteps(session, addr, proof)
+      const result = await this.joinSteps(session, addr, proof)
+      if (!('nonce' in result)) this.peerLog.joined(session, addr)
+      return result
     } catch (err) {
+      this.peerLog.joinFailed(session, addr, err)
       this.metrics.joinsFailure.inc()
       if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
       throw err
@@ -386,7 +397,7 @@ export class Rendezvous {
    */
   private release (holder: Session, heldAddr: string, addr: string): void {
     if (heldAddr !== addr) {
-      this.leave(holder, heldAddr)
+      this.leave(holder, heldAddr, 'displaced')
       return
     }
     if (holder.addrs.delete(addr)) this.counted(holder, addr, -1)
@@ -399,9 +410,10 @@ export class Rendezvous {
     if (peerId !== undefined) this.starsockHolders.remove(peerId, addr, session)
   }
 
-  /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. */
-  leave (session: Session, addr: string): boolean {
+  /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. `why` goes into the leave line. */
+  leave (session: Session, addr: string, why = 'left'): boolean {
     if (!session.addrs.delete(addr)) return false
+    this.peerLog.left(session, addr, why)
     this.counted(session, addr, -1)
     session.resumeSecrets.delete(addr)
     this.unindex(session, addr)
@@ -421,14 +433,18 @@ export class Rendezvous {
    */
   async dial (session: Session, from: string, to: string, dialId: string, secure = false, accepted?: (listenerStarsock: boolean) => void): Promise<string | undefined> {
     this.metrics.dialsTotal.inc()
+    const startedMs = Date.now()
+    const dial = { from, to, dialId, secure }
     let refusal: string | undefined
     try {
       refusal = await this.dialSteps(session, from, to, dialId, secure, accepted)
     } catch (err) {
+      this.peerLog.dialed(session, { ...dial, ms: Date.now() - startedMs }, { err })
       this.metrics.dialsFailure.inc()
       if (err instanceof StarsockError && err.code.startsWith('E_LIMIT_')) this.metrics.limitHits.inc({ limit: err.code })
       throw err
     }
+    this.peerLog.dialed(session, { ...dial, ms: Date.now() - startedMs }, { refused: refusal !== undefined })
     if (refusal === undefined) this.metrics.dialsSuccess.inc()
     else this.metrics.dialsFailure.inc()
     return refusal

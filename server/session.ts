@@ -22,6 +22,8 @@ export interface Endpoint {
   congested?: () => boolean
   /** Disconnect the client. */
   disconnect?: () => void
+  /** The transport the client uses now (`websocket`, `polling`, `webtransport`), for logs. */
+  transportName?: () => string
   /** Send a raw frame (`shared/raw-frame.ts`) after the events emitted so far; only to a client that negotiated them. */
   sendFrame?: (frame: Uint8Array) => void
 }
@@ -40,6 +42,8 @@ export class Session {
   rawFrames = false
   /** Resume id this client presented in hello (one per client object, the same after every reconnect). */
   resume: string | undefined
+  /** When it connected (`Date.now()`), for the durations in the logs. */
+  readonly connectedMs = Date.now()
   private secrets: Map<string, string> | undefined
   private requests: TokenBucket | undefined
 

@@ -69,6 +69,10 @@ class SocketEndpoint implements Endpoint {
     this.onDrain()
   }
 
+  transportName (): string {
+    return this.transport.name
+  }
+
   emit (event: string, ...args: unknown[]): void {
     this.socket.emit(event, ...args)
     const chunk = args[0]

@@ -195,7 +195,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       log.debug({ reason }, 'disconnected')
       endpoint.dispose()
       // A client that disconnects on purpose leaves; any other end keeps its identity reserved a while.
-      rendezvous.disconnect(s, reason === 'client namespace disconnect')
+      rendezvous.disconnect(s, reason === 'client namespace disconnect', reason)
     })
   })
 }

@@ -140,7 +140,7 @@ describe('starsock id and starsock peers (the program)', () => {
     }
     const down = run(['peers', '--server', 'http://127.0.0.1:1', '--timeout-ms', '1000'])
     expect(down.status).toBe(1)
-    expect(down.stderr.trim()).toBe('starsock: Server http://127.0.0.1:1 could not be reached (E_SERVER_UNREACHABLE)')
+    expect(down.stderr.trim()).toBe('starsock: Server http://127.0.0.1:1 could not be reached within 1000 ms: nothing listens on 127.0.0.1:1 (E_SERVER_UNREACHABLE)')
     const bad = run(['peers', '--server', 'bogus'])
     expect(bad.stderr.trim()).toBe('starsock: server bogus is neither a URL nor a multiaddr')
   })

@@ -5,8 +5,6 @@
  * SIGINT/SIGTERM stop it cleanly (exit 0).
  */
 import { randomBytes } from 'node:crypto'
-import { lookup } from 'node:dns/promises'
-import { isIP } from 'node:net'
 import { Command } from 'commander'
 import { StarsockError } from '../../shared/errors.ts'
 import type { SockRule } from '../../shared/sock-rules.ts'
@@ -15,6 +13,7 @@ import { TerminalConsent } from '../consent-prompt.ts'
 import { reportAgent, reportUdpRelay, sessionsText } from '../listen.ts'
 import { takeUdpRelay } from '../udp-relay-take.ts'
 import { interrupted, lost, startAgent, stopAgent } from '../sock-runtime.ts'
+import { UnreachableError } from '../unreachable.ts'
 import { StatusReporter } from '../status.ts'
 import { ConfigError, loadConfig, type AgentConfig, type ServiceConfig } from './config.ts'
 import { AgentRunner, describeEntry } from './runner.ts'
@@ -84,28 +83,6 @@ async function up (flags: UpFlags): Promise<number> {
   }
 }
 
-/** The server URL's host name when it does not resolve (ENOTFOUND, EAI_AGAIN), else undefined (an address, or a name that resolves). */
-async function doesNotResolve (server: string): Promise<string | undefined> {
-  let host: string
-  try {
-    host = new URL(server).hostname.replace(/^\[|\]$/g, '')
-  } catch {
-    return undefined
-  }
-  if (host === '' || isIP(host) !== 0) return undefined
-  let timer: ReturnType<typeof setTimeout> | undefined
-  try {
-    // Bounded: a slow resolver only leaves the line without the reason.
-    await Promise.race([lookup(host), new Promise((resolve) => { timer = setTimeout(resolve, 3000) })])
-    return undefined
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    return code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? host : undefined
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
 async function run (flags: UpFlags, onReload: (handler: () => void) => void): Promise<number> {
   let config = await loadConfig(flags.config, process.env)
   // From here on SIGINT/SIGTERM stop cleanly (exit 0), also while starting (by default they would kill it).
@@ -145,8 +122,9 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
         return await startAgent(flagsOf, agentOptions)
       } catch (err) {
         if (signalled || !(err instanceof StarsockError) || err.code !== 'E_SERVER_UNREACHABLE') throw err
-        const unresolved = await doesNotResolve(config.server)
-        const message = unresolved === undefined ? err.message : `${err.message}: the name ${unresolved} does not resolve`
+        // startAgent said why (`explainUnreachable`), the name that does not resolve included.
+        const unresolved = err instanceof UnreachableError ? err.unresolved : undefined
+        const message = err.message
         early.event('waiting', { code: err.code, message, retryMs: delay, ...(unresolved === undefined ? {} : { unresolved }) }, `waiting for the server: ${message} (${err.code}); trying again in ${delay / 1000} s`)
         let timer: ReturnType<typeof setTimeout> | undefined
         await Promise.race([new Promise((resolve) => { timer = setTimeout(resolve, delay) }), stopping])
