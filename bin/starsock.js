@@ -2,6 +2,7 @@
 // The `starsock` program: applies starsock's node flags, then runs the CLI compiled into
 // dist/node/ (`npm run build`; an installed package ships it built).
 import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
 import { NODE_FLAGS, YOUNG_LOADED_FLAG, YOUNG_LOADING_FLAG } from './node-flags.js'
 
@@ -22,11 +23,23 @@ try {
   // Only the program itself missing means "build it"; a dependency it cannot find (an
   // interrupted `npm ci`) keeps node's own message, which names it.
   if (err?.code !== 'ERR_MODULE_NOT_FOUND' || existsSync(compiled)) throw err
-  process.stderr.write('starsock: the compiled program is missing (dist/node/cli/main.js): run `npm run build` in the checkout\n')
+  process.stderr.write(existsSync(new URL('../cli/main.ts', import.meta.url))
+    ? 'starsock: the compiled program is missing (dist/node/cli/main.js): run `npm run build` in this clone (`npm start` builds too)\n'
+    : 'starsock: the compiled program is missing (dist/node/cli/main.js): this copy of the package was not built; install the npm package, or `npm pack` a clone and install the tarball (installing from git is not supported)\n')
   process.exit(1)
 }
+// In a clone, say when the build is older than the sources (after a `git pull` or an edit), once,
+// on stderr: running yesterday's program without a word is worse than a line.
+if (existsSync(new URL('../cli/main.ts', import.meta.url)) && existsSync(new URL('../scripts/build-stamp.js', import.meta.url))) {
+  const { buildIsStale } = await import('../scripts/build-stamp.js')
+  if (buildIsStale(fileURLToPath(new URL('..', import.meta.url)))) process.stderr.write('starsock: warning: dist/ is older than the sources in this clone: run `npm run build` (`npm start` and `npm test` build when needed)\n')
+}
 const { main } = cli
-process.exitCode = await main(process.argv.slice(2), { loaded: () => { if (youngGrowth) setFlagsFromString(YOUNG_LOADED_FLAG) } })
+let grown = !youngGrowth
+const restoreYoungGrowth = () => { if (!grown) setFlagsFromString(YOUNG_LOADED_FLAG); grown = true }
+// A backstop: a command path that never calls `loaded` must not keep 1 MiB semi-spaces for life.
+setTimeout(restoreYoungGrowth, 3000).unref()
+process.exitCode = await main(process.argv.slice(2), { loaded: restoreYoungGrowth })
 // The command is over: a handle still open (a socket closing behind a cut network, a timer) must
 // not keep the process alive past this, or a supervisor's SIGTERM would look ignored.
 setTimeout(() => process.exit(), 2000).unref()

@@ -5,8 +5,15 @@ import { join } from 'node:path'
 /** The file `scripts/build.js` writes last, from the repository's root. */
 export const STAMP = join('dist', '.build-stamp')
 
-/** What the build reads: a change to any of them makes dist/ stale. */
-const INPUTS = ['shared', 'server', 'client', 'cli', 'web', 'package.json', 'tsconfig.json', 'tsconfig.build.json', 'vite.config.ts']
+/**
+ * What the build reads: a change to any of them makes dist/ stale. The lock too: Vite bundles
+ * dependencies (socket.io-client, noble) into the page and the browser bundle.
+ */
+const INPUTS = ['shared', 'server', 'client', 'cli', 'web', 'package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'vite.config.ts',
+  'scripts/build.js', 'scripts/build-stamp.js', 'scripts/declarations.js', 'scripts/precompress.js']
+
+/** What the build makes: one missing (a folder emptied by hand) makes dist/ stale too. */
+const OUTPUTS = [join('dist', 'node', 'cli', 'main.js'), join('dist', 'web', 'index.html'), join('dist', 'browser', 'starsock-client.js')]
 
 /** The newest modification time under `path` (a file or a folder), in ms. */
 function newest (path) {
@@ -22,5 +29,6 @@ function newest (path) {
 export function buildIsStale (root) {
   const stamp = statSync(join(root, STAMP), { throwIfNoEntry: false })
   if (stamp === undefined) return true
+  if (OUTPUTS.some((output) => statSync(join(root, output), { throwIfNoEntry: false }) === undefined)) return true
   return INPUTS.some((input) => newest(join(root, input)) > stamp.mtimeMs)
 }

@@ -5,12 +5,12 @@
 //   scripts/declarations.js); `bin/starsock.js` runs dist/node/cli/main.js;
 // - dist/web/: the page (Vite), served at `/` by `starsock serve`;
 // - dist/browser/: the browser peer library as one ES module (Vite, `--mode client`);
-// - `.br` and `.gz` beside the text assets of dist/web/ and dist/browser/ (scripts/precompress.js);
+// - `.br` and `.gz` beside the text assets of dist/web/ (scripts/precompress.js), which the server serves;
 // - dist/.build-stamp: written last, so a build that stopped half way is never taken as done
 //   (test/global-setup.ts rebuilds when a source is newer than the stamp).
 // `--if-stale`: build only when a source is newer than the stamp (or there is none).
 import { spawnSync } from 'node:child_process'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { buildIsStale, STAMP } from './build-stamp.js'
@@ -21,6 +21,10 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 
 /** Run a package binary from node_modules/.bin; exit with its status if it fails. */
 function run (bin, args) {
+  if (!existsSync(join(ROOT, 'node_modules', '.bin', bin))) {
+    process.stderr.write(`build: ${bin} is not installed: run \`npm ci\` first (\`npm start\` and \`npm test\` do it)\n`)
+    process.exit(1)
+  }
   const r = spawnSync(join(ROOT, 'node_modules', '.bin', bin), args, { cwd: ROOT, stdio: 'inherit' })
   if (r.status !== 0) {
     process.stderr.write(`build: ${bin} ${args.join(' ')} failed (${r.error?.message ?? `exit ${String(r.status ?? r.signal)}`})\n`)
@@ -32,11 +36,14 @@ if (process.argv.includes('--if-stale') && !buildIsStale(ROOT)) process.exit(0)
 const started = Date.now()
 rmSync(join(ROOT, STAMP), { force: true })
 rmSync(join(ROOT, 'dist', 'node'), { recursive: true, force: true })
+rmSync(join(ROOT, 'dist', 'client'), { recursive: true, force: true }) // the browser bundle's folder before dist/browser/
 run('tsc', ['-p', 'tsconfig.build.json'])
 rewriteDeclarations(join(ROOT, 'dist', 'node')) // `.ts` specifiers in the declarations -> `.js`
 run('vite', ['build', '--logLevel', 'warn'])
 run('vite', ['build', '--mode', 'client', '--logLevel', 'warn'])
-for (const dir of ['web', 'browser']) precompress(join(ROOT, 'dist', dir))
+precompress(join(ROOT, 'dist', 'web')) // what the server serves (dist/browser/ is for bundlers)
 mkdirSync(join(ROOT, 'dist'), { recursive: true })
-writeFileSync(join(ROOT, STAMP), new Date().toISOString() + '\n')
+writeFileSync(join(ROOT, STAMP), new Date(started).toISOString() + '\n')
+// Dated when the build began: a source saved while it ran is newer, so the next --if-stale builds.
+utimesSync(join(ROOT, STAMP), new Date(started), new Date(started))
 process.stderr.write(`build: dist/ built in ${((Date.now() - started) / 1000).toFixed(1)} s\n`)

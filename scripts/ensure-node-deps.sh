@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 check=false
 [ "${1:-}" = --check ] && check=true
 stamp=node_modules/.starsock-lock-sha256
-want=$(sha256sum package-lock.json | cut -d' ' -f1)
+want=$(node -e "process.stdout.write(require('node:crypto').createHash('sha256').update(require('node:fs').readFileSync('package-lock.json')).digest('hex'))")
 # A symlinked node_modules is an install shared with another checkout (a git worktree): npm ci
 # would empty the folder it points to, under every other checkout's feet. Leave it alone.
 if [ -L node_modules ]; then
@@ -20,8 +20,9 @@ if [ -L node_modules ]; then
 fi
 if [ -d node_modules ] && [ -f node_modules/.package-lock.json ]; then
   [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && exit 0
-  # No record yet (an `npm ci` run by hand or by .ci/run): an install newer than the lock is its.
-  if [ ! -f "$stamp" ] && ! [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  # Not recorded for this lock, but npm wrote the install after the lock (an `npm ci` by hand or by
+  # .ci/run, an `npm install PKG` that changed both): it is this lock's install. Record it.
+  if ! [ package-lock.json -nt node_modules/.package-lock.json ]; then
     echo "$want" > "$stamp"
     exit 0
   fi

@@ -52,7 +52,14 @@ const BASE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': '
 export const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
 
 /** The status page template (`web/status.html`), read once. */
-const STATUS_TEMPLATE = readFileSync(packagePath('web', 'status.html'), 'utf8')
+const STATUS_TEMPLATE = ((): string => {
+  try {
+    return readFileSync(packagePath('web', 'status.html'), 'utf8')
+  } catch {
+    // The server bundled without its package's files: a plain page, the same figures.
+    return '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8"><title>starsock</title></head>\n<body>\n  <h1>starsock</h1>\n  <!-- notes -->\n  <table><!-- rows --></table>\n</body>\n</html>\n'
+  }
+})()
 
 /** The status page's policy: the page's, and its own inline `<style>`, allowed by its hash. */
 const STATUS_CSP = ((): string => {

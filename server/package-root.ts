@@ -6,28 +6,34 @@ import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-/** The first folder at or above this module's with starsock's `package.json`. */
-function findPackageRoot (): { root: string, version: string } {
+/**
+ * The first folder at or above this module's with starsock's `package.json`; `undefined` when
+ * there is none (the server bundled into someone's single file: then the version is unknown and
+ * the page and status template are looked for next to the bundle, and not found).
+ */
+function findPackageRoot (): { root: string, version: string } | undefined {
   let dir = dirname(fileURLToPath(import.meta.url))
   for (;;) {
     const file = join(dir, 'package.json')
     if (existsSync(file)) {
-      const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string, version?: string }
-      if (pkg.name === 'starsock') return { root: dir, version: pkg.version ?? '0.0.0' }
+      try {
+        const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string, version?: string }
+        if (pkg.name === 'starsock') return { root: dir, version: pkg.version ?? '0.0.0' }
+      } catch {}
     }
     const parent = dirname(dir)
-    if (parent === dir) throw new Error('starsock: cannot find the package.json of starsock above ' + fileURLToPath(import.meta.url))
+    if (parent === dir) return undefined
     dir = parent
   }
 }
 
 const found = findPackageRoot()
 
-/** The package's folder (the checkout, or `node_modules/starsock`). */
-export const PACKAGE_ROOT: string = found.root
+/** The package's folder (the checkout, or `node_modules/starsock`; this module's folder when bundled). */
+export const PACKAGE_ROOT: string = found?.root ?? dirname(fileURLToPath(import.meta.url))
 
 /** Package version, reported by `starsock:hello`, `--version` and the status page. */
-export const VERSION: string = found.version
+export const VERSION: string = found?.version ?? 'unknown'
 
 /** A file or folder of the package, by its path from the package's root. */
 export function packagePath (...parts: string[]): string {
