@@ -70,4 +70,12 @@ describe('the young generation of the starsock program', () => {
     expect(ours).toBeLessThanOrEqual(2 * 1024 * 1024)
     expect(youngBytes(['--semi-space-growth-factor=2'])).toBeGreaterThan(ours)
   })
+
+  it('grows again once the program is loaded: a busy `starsock serve` is not held to 1 MiB semi-spaces', () => {
+    const r = spawnSync(process.execPath, ['--import', YOUNG_PROBE, BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn'],
+      { encoding: 'utf8', timeout: 30_000, env: { ...process.env, PROBE_GROW_AFTER_MS: '4000' } })
+    const m = /NEW_SPACE_BYTES (\d+)/.exec(r.stderr)
+    expect(m?.[1], `starsock serve under the probe (status ${String(r.status)}): ${r.stderr.slice(-500)}`).toBeDefined()
+    expect(Number(m?.[1])).toBeGreaterThan(2 * 1024 * 1024)
+  })
 })
