@@ -7,7 +7,8 @@ import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPag
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import { cappedLogger, type Logger } from '../shared/logger.ts'
 import { checkUdpAllocate } from '../shared/validate.ts'
-import { checkAddress } from '../shared/wsstar-address.ts'
+import { checkAddress } from '../shared/address-parse.ts'
+import { loadAddressLibrary, needsAddressLibrary } from './address-library.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
@@ -249,6 +250,12 @@ export class Rendezvous {
   }
 
   private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
+    if (needsAddressLibrary(addr)) {
+      // An address outside the common shapes loads the multiaddr library (once); the socket may
+      // have gone meanwhile.
+      await loadAddressLibrary()
+      if (!this.sessions.has(session.id)) throw new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
+    }
     const parsed = checkAddress(addr, this.options.strictMultiaddr)
     // With a nonce outstanding the proof is a signature, unless the client asks again with its
     // public key (a retry), which starts over with a fresh nonce.
