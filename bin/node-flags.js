@@ -39,3 +39,19 @@ export const NODE_FLAGS = ['--heap-growing-percent=200']
 // generation). Per idle peer: not measured (the old generation holds them).
 export const YOUNG_LOADING_FLAG = '--semi-space-growth-factor=1'
 export const YOUNG_LOADED_FLAG = '--semi-space-growth-factor=2'
+
+// Flags measured for an idle server's memory and not kept (2026-12-02, idle `starsock serve` RSS 5 s
+// after its URL line, 3 readings each of 3 to 4 servers per variant taking turns, load average 1 to 4
+// on 2 cores; the program with the key and multiaddr libraries loaded on demand, median 61.7 to
+// 65 MiB, two modes: 61.5 or 65.5):
+//   --max-lazy, --no-flush-bytecode, --lazy-feedback-allocation, --single-threaded-gc,
+//   --no-concurrent-marking, --no-parallel-scavenge: no change beyond the noise (medians 61.9 to 65.6).
+//   --no-concurrent-recompilation: 2.5 MiB less (median 59.4) on node's command line only: V8 reads
+//     it when the isolate starts, so `setFlagsFromString` has no effect (measured: 65.5 as without);
+//     it also moves every optimising compile onto the event loop.
+//   --single-threaded (command line only): about 2 MiB less, no background threads at all.
+//   MALLOC_ARENA_MAX=1 (environment, before node starts): about 2.5 MiB less. The 4 MiB between the
+//   two modes is a malloc arena of one of V8's worker threads, which keeps what a background compile
+//   or sweep freed; which mode a start lands in is chance.
+//   --no-concurrent-sweeping (settable here): 62.2 against 65.4 in one run, not confirmed and its
+//     cost under load not measured.

@@ -3,10 +3,6 @@
  * expiring nonce, and verify the signature over it.
  */
 import { createHash, createPublicKey, randomUUID, verify as cryptoVerify, type KeyObject } from 'node:crypto'
-import { publicKeyFromProtobuf } from '@libp2p/crypto/keys'
-import { base58btc } from 'multiformats/bases/base58'
-import { create as createDigest } from 'multiformats/hashes/digest'
-import { peerIdFromString } from '@libp2p/peer-id'
 import type { PublicKey } from '@libp2p/interface'
 import { StarsockError } from '../shared/errors.ts'
 import { isHex } from '../shared/validate.ts'
@@ -15,6 +11,40 @@ const IDENTITY = 0x00
 const SHA2_256 = 0x12
 /** `KeyType.RSA` in the libp2p `PublicKey` protobuf (the byte after field 1's tag, `0x08`). */
 const RSA_KEY_TYPE = 0x00
+
+/**
+ * The key libraries (`@libp2p/crypto`, `@libp2p/peer-id`, `multiformats`: about 5 MiB of an idle
+ * server's memory), loaded by `loadKeyLibraries` when the first join brings a key to check; a
+ * server with the challenge off, or that nobody joined, never loads them.
+ */
+interface KeyLibraries {
+  publicKeyFromProtobuf: typeof import('@libp2p/crypto/keys').publicKeyFromProtobuf
+  base58btc: typeof import('multiformats/bases/base58').base58btc
+  createDigest: typeof import('multiformats/hashes/digest').create
+  peerIdFromString: typeof import('@libp2p/peer-id').peerIdFromString
+}
+let libraries: KeyLibraries | undefined
+let loading: Promise<KeyLibraries> | undefined
+
+/** Whether the key libraries are loaded (`keyForPeerId` and `KeyCache` need them). */
+export function keyLibrariesLoaded (): boolean {
+  return libraries !== undefined
+}
+
+/** Load the key libraries once; every caller until then awaits the same load (a failed one is tried again next time). */
+export async function loadKeyLibraries (): Promise<void> {
+  if (libraries !== undefined) return
+  loading ??= Promise.all([import('@libp2p/crypto/keys'), import('multiformats/bases/base58'), import('multiformats/hashes/digest'), import('@libp2p/peer-id')])
+    .then(([keys, base58, digest, peerId]) => ({ publicKeyFromProtobuf: keys.publicKeyFromProtobuf, base58btc: base58.base58btc, createDigest: digest.create, peerIdFromString: peerId.peerIdFromString }))
+    .finally(() => { loading = undefined })
+  libraries = await loading
+}
+
+/** The key libraries; a caller that did not await `loadKeyLibraries` first is a bug. */
+function libs (): KeyLibraries {
+  if (libraries === undefined) throw new Error('starsock: the key libraries are used before loadKeyLibraries()')
+  return libraries
+}
 
 /** Pending challenges one socket may hold at once; the oldest is dropped past it. */
 const MAX_PENDING_PER_SESSION = 16
@@ -76,9 +106,11 @@ export class KeyCache {
  * Both derivations are accepted: the identity multihash (`12D3KooW...` for Ed25519) and the
  * SHA-256 one (`Qm...`, which older peer-id versions used for every key type). Throws
  * `E_CRYPTO` for bytes that are no key, `E_ID_MISMATCH` for a key that does not own the id.
+ * Needs the key libraries (`loadKeyLibraries`).
  */
 export function keyForPeerId (pubKeyHex: string, peerId: string): PublicKey {
   if (!isHex(pubKeyHex)) throw new StarsockError('E_CRYPTO')
+  const { publicKeyFromProtobuf, createDigest } = libs()
   const bytes = Buffer.from(pubKeyHex, 'hex')
   let key: PublicKey
   try {
@@ -102,7 +134,7 @@ function checkOwnsId (bytes: Buffer, peerId: string): void {
   let digest: Uint8Array
   let code: number
   try {
-    const mh = peerIdFromString(peerId).toMultihash()
+    const mh = libs().peerIdFromString(peerId).toMultihash()
     digest = mh.digest
     code = mh.code
   } catch {
@@ -122,7 +154,7 @@ function ownsBase58Id (bytes: Buffer, peerId: string): boolean {
   if (first !== '1' && first !== 'Q') return false
   let mh: Uint8Array
   try {
-    mh = base58btc.baseDecode(peerId)
+    mh = libs().base58btc.baseDecode(peerId)
   } catch {
     return false
   }

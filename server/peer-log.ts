@@ -7,7 +7,7 @@
  */
 import { StarsockError } from '../shared/errors.ts'
 import type { LogCap, Logger } from '../shared/logger.ts'
-import { checkAddress } from '../shared/wsstar-address.ts'
+import { checkAddress } from '../shared/address-parse.ts'
 import type { Session } from './session.ts'
 
 /**
@@ -19,7 +19,10 @@ export const PEER_LOG_CAP: LogCap = { linesPerSecond: 20, burstLines: 200 }
 /** Characters of an address without a peer id that a line keeps. */
 const ADDRESS_CHARS = 64
 
-/** A peer id as `QmYyQS…a3Fq9s` (its first and last six characters), or the address, cut short, when it has none. */
+/**
+ * A peer id as `QmYyQS…a3Fq9s` (its first and last six characters), or the address, cut short,
+ * when it has none (or is of a shape only the multiaddr library reads, and no join loaded it yet).
+ */
 export function shortPeer (addr: unknown): string {
   if (typeof addr !== 'string') return typeof addr
   const id = checkAddress(addr, false)?.peerId

@@ -7,11 +7,12 @@ import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPag
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import { cappedLogger, type Logger } from '../shared/logger.ts'
 import { checkUdpAllocate } from '../shared/validate.ts'
-import { checkAddress } from '../shared/wsstar-address.ts'
+import { checkAddress } from '../shared/address-parse.ts'
+import { loadAddressLibrary, needsAddressLibrary } from './address-library.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
-import { ChallengeStore, KeyCache, looksLikeKey, verifyNonce } from './challenge.ts'
+import { ChallengeStore, KeyCache, keyLibrariesLoaded, loadKeyLibraries, looksLikeKey, verifyNonce } from './challenge.ts'
 import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
@@ -249,6 +250,12 @@ export class Rendezvous {
   }
 
   private async joinSteps (session: Session, addr: string, proof: string): Promise<JoinChallenge | JoinDone> {
+    if (needsAddressLibrary(addr)) {
+      // An address outside the common shapes loads the multiaddr library (once); the socket may
+      // have gone meanwhile.
+      await loadAddressLibrary()
+      if (!this.sessions.has(session.id)) throw new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
+    }
     const parsed = checkAddress(addr, this.options.strictMultiaddr)
     // With a nonce outstanding the proof is a signature, unless the client asks again with its
     // public key (a retry), which starts over with a fresh nonce.
@@ -270,6 +277,12 @@ export class Rendezvous {
     if (!this.options.cryptoChallenge) return this.finishJoin(session, addr, parsed.peerId)
     if (proof === '') throw new StarsockError('E_CHALLENGE_REQUIRED')
     if (parsed.peerId === undefined) throw new StarsockError('E_ID_MISMATCH')
+    if (!keyLibrariesLoaded()) {
+      // The first key to check loads the key libraries (an idle server holds no memory for them);
+      // the socket may have gone meanwhile, and a nonce must not outlive it.
+      await loadKeyLibraries()
+      if (!this.sessions.has(session.id)) throw new StarsockError('E_DISCONNECTED', 'Disconnected during the join')
+    }
     const key = this.keys.keyForPeerId(proof, parsed.peerId)
     return { nonce: this.challenges.issue(session.id, addr, key) }
   }

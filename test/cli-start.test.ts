@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { COMMANDS, commandOf, createProgram } from '../cli/main.ts'
+import { connectSocket, joinWithChallenge, makeIdentity, request, startRawPeer } from './helpers/raw-peer.ts'
 import { within } from './helpers/server.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -90,7 +91,7 @@ describe('starsock start-up', () => {
     expect(loaded(typo.log).own.filter((m) => m.startsWith('cli/') && m !== 'cli/main.js')).toEqual([])
   })
 
-  it('an idle `serve` loads no client code unless --gateway', async () => {
+  it('an idle `serve` loads no client code unless --gateway, and the key and address libraries only for the joins that need them', async () => {
     const log = logFile()
     const proc = spawn(process.execPath, ['--import', HOOK, BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn'], { env: { ...process.env, NODE_OPTIONS: '', STARSOCK_MODULE_LOG: log } })
     let out = ''
@@ -98,12 +99,34 @@ describe('starsock start-up', () => {
     proc.stdout.setEncoding('utf8').on('data', (d: string) => { out += d })
     proc.stderr.setEncoding('utf8').on('data', (d: string) => { err += d })
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
+    const LIBRARIES = ['@libp2p/crypto', '@libp2p/peer-id', 'multiformats', '@multiformats/multiaddr']
+    const librariesNow = (): string[] => loaded(log).packages.filter((p) => LIBRARIES.includes(p)).sort()
     try {
       await within(`the URL line from starsock serve (stderr: ${err})`, new Promise<void>((resolve, reject) => {
         const check = (): void => { if (/^starsock http/m.test(out)) resolve() }
         proc.stdout.on('data', check)
         void exited.then(() => reject(new Error(`starsock serve exited: ${err}`)))
       }), 20_000)
+      // Idle: neither the key libraries nor the multiaddr library.
+      expect(librariesNow()).toEqual([])
+      const url = /^starsock (http\S+)/m.exec(out)?.[1] ?? ''
+      const port = Number(new URL(url).port)
+      // A join with a key: the key libraries load; its address is a common shape, read without multiaddr.
+      const first = await startRawPeer(url, port)
+      first.close()
+      expect(librariesNow()).toEqual(['@libp2p/crypto', '@libp2p/peer-id', 'multiformats'])
+      // An IPv6 address: the multiaddr library loads for it, and the join goes through.
+      const socket = await connectSocket(url)
+      try {
+        const { key, id } = await makeIdentity(port)
+        expect(await joinWithChallenge(socket, key, `/ip6/::1/tcp/${port}/ws/p2p-websocket-star/p2p/${id}`)).toEqual([])
+        expect(librariesNow()).toEqual(LIBRARIES.slice().sort())
+        // Refusals keep their answers (the legacy texts of E_INVALID_ADDRESS and E_CRYPTO).
+        expect((await request(socket, 'ss-join', [`/ip6/not-an-ip/tcp/${port}/ws/p2p-websocket-star/p2p/${id}`, '']))[0]).toBe('Invalid multiaddr')
+        expect((await request(socket, 'ss-join', [`/dns4/example.com/tcp/1/ws/p2p-websocket-star/p2p/${id}`, '08011220']))[0]).toBe('Crypto error')
+      } finally {
+        socket.close()
+      }
     } finally {
       proc.kill('SIGTERM')
       await within('starsock serve to exit after SIGTERM', exited, 10_000)

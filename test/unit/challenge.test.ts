@@ -5,7 +5,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
 import { base58btc } from 'multiformats/bases/base58'
 import { StarsockError } from '../../shared/errors.ts'
-import { ChallengeStore, KeyCache, keyForPeerId, nativeKeyOf, verifyNonce } from '../../server/challenge.ts'
+import { ChallengeStore, KeyCache, keyForPeerId, keyLibrariesLoaded, loadKeyLibraries, nativeKeyOf, verifyNonce } from '../../server/challenge.ts'
 
 type KeyType = 'Ed25519' | 'secp256k1' | 'RSA'
 const KEY_TYPES: KeyType[] = ['Ed25519', 'secp256k1', 'RSA']
@@ -14,7 +14,19 @@ const keys = new Map<KeyType, PrivateKey>()
 let otherEd25519: PrivateKey
 let otherRsa: PrivateKey
 
+// Before anything asked for them (read as the file loads, before `beforeAll`).
+const loadedAtStart = keyLibrariesLoaded()
+const errorBeforeLoad = ((): unknown => { try { return keyForPeerId('08011220', 'x') } catch (err) { return err } })()
+
+it('loads the key libraries only when asked, once, for every caller at once', async () => {
+  expect(loadedAtStart).toBe(false)
+  expect(String(errorBeforeLoad)).toMatch(/before loadKeyLibraries/)
+  await Promise.all([loadKeyLibraries(), loadKeyLibraries()])
+  expect(keyLibrariesLoaded()).toBe(true)
+})
+
 beforeAll(async () => {
+  await loadKeyLibraries()
   keys.set('Ed25519', await generateKeyPair('Ed25519'))
   keys.set('secp256k1', await generateKeyPair('secp256k1'))
   keys.set('RSA', await generateKeyPair('RSA', 1024)) // small for speed; the check does not care
