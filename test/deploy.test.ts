@@ -12,12 +12,14 @@ import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { io } from 'socket.io-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { SERVER_OPTIONS } from '../server/options.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { Programs } from './helpers/programs.ts'
+import { request } from './helpers/raw-peer.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -619,4 +621,101 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     await untilHealthy(url, cert.pem, 'caddy', () => log)
     await joinAndDialThrough(url, cert, direct)
   }, 120_000)
+})
+
+// ---------------------------------------------------------------------------------------------
+// On/off environment variables (the unit and the image set them)
+
+describe('on/off environment variables of starsock serve', () => {
+  const BIN = join(ROOT, 'bin', 'starsock.js')
+  const started: ChildProcess[] = []
+  const peers: StarsockPeer[] = []
+  afterEach(async () => {
+    for (const p of peers.splice(0)) await p.close()
+    for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+  })
+  /** The environment without any of the switches (the test runner's own must not leak in). */
+  const clean = (): NodeJS.ProcessEnv => {
+    const env = { ...process.env }
+    for (const name of ['STARSOCK_TRUST_PROXY', 'STARSOCK_UDP_RELAY', 'STARSOCK_GATEWAY', 'DISABLE_METRICS', 'DISABLE_CRYPTO_CHALLENGE', 'DISABLE_STRICT_MULTIADDR']) delete env[name]
+    return env
+  }
+  /** `starsock serve` on loopback with `env` added; settles with its URL, or its exit code and stderr. */
+  const serve = async (env: Record<string, string>, extra: string[] = []): Promise<{ url?: string, code?: number | null, err: string, out: string }> => {
+    const proc = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extra], { env: { ...clean(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    started.push(proc)
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    await waitFor('starsock serve to print its URL or exit', () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out) || proc.exitCode !== null, 20_000)
+      .catch((e: unknown) => { throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`) })
+    const url = /^starsock (http:\/\/127\.0\.0\.1:\d+) /m.exec(out)?.[1]
+    if (url !== undefined) return { url, err, out }
+    return { code: proc.exitCode, err, out }
+  }
+  const peer = async (url: string, claimedIp: string): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: url, transports: ['websocket'], socketOptions: { extraHeaders: { 'X-Forwarded-For': claimedIp } } })
+    peers.push(p)
+    return p
+  }
+
+  it('STARSOCK_TRUST_PROXY=0 leaves trust-proxy off: a client claiming another X-Forwarded-For still counts as its own IP', async () => {
+    const { url, err } = await serve({ STARSOCK_TRUST_PROXY: '0' }, ['--max-peers-per-ip', '1'])
+    expect(url, err).toBeDefined()
+    await peer(url ?? '', '203.0.113.1')
+    await expect(peer(url ?? '', '203.0.113.2')).rejects.toMatchObject({ code: 'E_LIMIT_PEERS_PER_IP' })
+  })
+
+  it('STARSOCK_TRUST_PROXY=yes turns it on: the appended X-Forwarded-For entry counts', async () => {
+    const { url, err } = await serve({ STARSOCK_TRUST_PROXY: 'yes' }, ['--max-peers-per-ip', '1'])
+    expect(url, err).toBeDefined()
+    await peer(url ?? '', '203.0.113.1')
+    await peer(url ?? '', '203.0.113.2')
+  })
+
+  it('DISABLE_METRICS=0 and =false keep /metrics; =1 and =TRUE remove it', async () => {
+    for (const [value, status] of [['0', 200], ['false', 200], ['', 200], ['1', 404], ['TRUE', 404]] as const) {
+      const { url, err } = await serve({ DISABLE_METRICS: value })
+      expect(url, err).toBeDefined()
+      expect([value, (await fetch(`${url ?? ''}/metrics`)).status]).toEqual([value, status])
+      for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+    }
+  })
+
+  it('DISABLE_CRYPTO_CHALLENGE=0 and =off keep the join challenge (the hello answer says so); =on turns it off', async () => {
+    for (const [value, on] of [['0', true], ['off', true], ['on', false]] as const) {
+      const { url, err } = await serve({ DISABLE_CRYPTO_CHALLENGE: value })
+      expect(url, err).toBeDefined()
+      const socket = io(url ?? '', { transports: ['websocket'], reconnection: false, forceNew: true })
+      try {
+        const [error, answer] = await request(socket, 'starsock:hello', [{}]) as [unknown, { cryptoChallenge: boolean }]
+        expect(error).toBeNull()
+        expect([value, answer.cryptoChallenge]).toEqual([value, on])
+      } finally {
+        socket.close()
+      }
+      for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+    }
+  })
+
+  it('STARSOCK_GATEWAY=0 runs no gateway peer (=1 does: it fails on an unusable key file before listening)', async () => {
+    // With --allow-peer the gateway's key is loaded before the server listens: a key under
+    // /dev/null cannot be made, so a gateway that is on ends serve with exit 1 right away.
+    const extra = ['--allow-peer', '12D3KooWGzh9D9AgUqUmxjEbvEzsJnUoYNNpRKskpNVCjn5yDvBt', '--gateway-key', '/dev/null/gateway-key']
+    const off = await serve({ STARSOCK_GATEWAY: '0' }, extra)
+    expect(off.url, off.err).toBeDefined()
+    expect(off.out).not.toMatch(/^gateway peer /m)
+    for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+    const on = await serve({ STARSOCK_GATEWAY: '1' }, extra)
+    expect([on.url, on.code]).toEqual([undefined, 1])
+  })
+
+  it('any other value is a one-line error and exit 1, for every switch', async () => {
+    for (const name of ['STARSOCK_TRUST_PROXY', 'STARSOCK_UDP_RELAY', 'STARSOCK_GATEWAY', 'DISABLE_METRICS', 'DISABLE_CRYPTO_CHALLENGE', 'DISABLE_STRICT_MULTIADDR']) {
+      const { url, code, err } = await serve({ [name]: 'maybe' })
+      expect([name, url, code]).toEqual([name, undefined, 1])
+      expect(err).toBe(`starsock serve: ${name}="maybe": an on/off variable takes 1, true, yes, on or 0, false, no, off (or empty)\n`)
+    }
+  })
 })
