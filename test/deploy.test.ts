@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { io } from 'socket.io-client'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { SERVER_OPTIONS } from '../server/options.ts'
 import { echo, readAll } from './helpers/connections.ts'
@@ -27,11 +27,19 @@ const NGINX = '/usr/sbin/nginx'
 const CADDY = '/usr/bin/caddy'
 const LEGACY_PAIR = fileURLToPath(new URL('./fixtures/deploy/legacy-pair.ts', import.meta.url))
 
-/** A tool the suite installs (scripts/ensure-system-deps.sh): missing here skips, missing in CI fails. */
-function tool (path: string): boolean {
-  if (existsSync(path)) return true
-  if (process.env.CI !== undefined) throw new Error(`${path} is missing: scripts/ensure-system-deps.sh installs it`)
-  return false
+/**
+ * What a test needs and the suite provides (scripts/ensure-system-deps.sh installs the tools; CI
+ * runs as root): missing here, the test is reported as skipped with `what`; missing in CI, it fails.
+ */
+function need (ctx: TestContext, have: boolean, what: string): void {
+  if (have) return
+  if (process.env.CI !== undefined) throw new Error(`${what}: CI must have it (scripts/ensure-system-deps.sh installs the tools; .ci/run runs as root)`)
+  ctx.skip(what)
+}
+
+/** `need` for a program at `path`. */
+function tool (ctx: TestContext, path: string): void {
+  need(ctx, existsSync(path), `${path} is missing`)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -114,27 +122,37 @@ async function runHealthcheck (command: string[], env: Record<string, string>): 
 describe('Dockerfile', () => {
   const stages = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
   const runtime = stages.at(-1) as Stage
+  /** The build stage's RUN that makes /app, the runtime's files. */
+  const appRun = (): string => {
+    const found = (stages[0] as Stage).instructions.filter((i) => i.keyword === 'RUN' && i.args.startsWith('mkdir /app '))
+    if (found.length !== 1) throw new Error(`expected one RUN starting with \`mkdir /app\` in the build stage, got ${found.length}`)
+    return found[0]?.args ?? ''
+  }
   const programs = new Programs()
   const dirs: string[] = []
   const tmp = (prefix: string): string => { const d = mkdtempSync(join(tmpdir(), prefix)); dirs.push(d); return d }
   afterEach(async () => { await programs.cleanup() })
   afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
 
-  it('builds in one stage and runs the packed package in another, as a numeric non-root user, with a health check, SIGTERM and the serve command', () => {
+  it('builds in one stage and runs the packed package with its locked production dependencies in another, as a numeric non-root user, with a health check, SIGTERM and the serve command', () => {
     expect(stages.map((s) => [s.from, s.name])).toEqual([['node:20-bookworm-slim', 'build'], ['node:20-bookworm-slim', 'runtime']])
     const build = stages[0] as Stage
     const runs = build.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join(' && ')
     for (const step of ['npm ci', 'npm run build', 'npm pack']) expect(runs).toContain(step)
-    // The runtime stage takes only the tarball from the build stage, and production dependencies.
-    expect(runtime.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args)).toEqual(['--from=build /pkg/ /tmp/pkg/'])
-    expect(only(runtime, 'RUN')).toMatch(/^npm install -g --omit=dev .*\/tmp\/pkg\/starsock-\*\.tgz/)
+    // The tarball unpacked with the lock beside it (a tarball never carries it), production dependencies only.
+    expect(appRun()).toMatch(/tar -xzf \/pkg\/starsock-\*\.tgz -C \/app .*cp package-lock\.json \/app\/ .*npm ci --omit=dev /)
+    // The runtime stage takes only that folder from the build stage, and puts starsock on the PATH.
+    expect(runtime.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args)).toEqual(['--from=build /app /app'])
+    expect(only(runtime, 'RUN')).toMatch(/^ln -s \/app\/bin\/starsock\.js \/usr\/local\/bin\/starsock /)
     const user = only(runtime, 'USER')
     expect(user).toMatch(/^\d+(:\d+)?$/)
     expect(Number(user.split(':')[0])).toBeGreaterThan(0)
     expect(only(runtime, 'EXPOSE')).toBe('9090')
     expect(only(runtime, 'STOPSIGNAL')).toBe('SIGTERM')
     expect(JSON.parse(only(runtime, 'ENTRYPOINT'))).toEqual(['starsock'])
-    expect(JSON.parse(only(runtime, 'CMD'))).toEqual(['serve', '--host', '0.0.0.0'])
+    // The host in ENV, not in CMD: `docker run -e HOST=...` must win over it.
+    expect(JSON.parse(only(runtime, 'CMD'))).toEqual(['serve'])
+    expect(envOf(runtime).HOST).toBe('0.0.0.0')
     // The gateway key on the volume the image declares.
     expect(envOf(runtime).STARSOCK_GATEWAY_KEY).toBe('/var/lib/starsock/gateway-key')
     expect(JSON.parse(only(runtime, 'VOLUME'))).toEqual(['/var/lib/starsock'])
@@ -143,7 +161,7 @@ describe('Dockerfile', () => {
     expect(Number.parseInt(options.timeout ?? '30', 10)).toBeLessThanOrEqual(10)
     // What .dockerignore keeps out of the build context.
     const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim())
-    for (const entry of ['node_modules', 'dist', 'test-artifacts', '.git']) expect(ignored).toContain(entry)
+    for (const entry of ['node_modules', 'dist', 'test-artifacts', '.git', 'test', 'bench']) expect(ignored).toContain(entry)
   })
 
   it('its HEALTHCHECK command, run as written, exits 0 against a running starsock serve and non-zero once it stopped', async () => {
@@ -177,34 +195,63 @@ describe('Dockerfile', () => {
     }
   })
 
-  it('its runtime stage installs the packed tarball with production dependencies only, and ENTRYPOINT + CMD serve the page and /healthz', async () => {
+  it('its HEALTHCHECK command asks /PREFIX/healthz when STARSOCK_PATH is /PREFIX/socket.io', async () => {
+    const { command } = healthcheckOf(runtime)
+    const program = programs.start(['serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', '--path', '/relay/socket.io'])
+    await waitFor('the URL line from starsock serve --path', () => /^starsock http:\/\/127\.0\.0\.1:\d+\/relay\/ /m.test(program.out()) || program.proc.exitCode !== null, 20_000)
+    const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+)\/relay\/ /m.exec(program.out())?.[1])
+    expect(port, program.out() + program.err()).toBeGreaterThan(0)
+    expect(await runHealthcheck(command, { PORT: String(port), STARSOCK_PATH: '/relay/socket.io' })).toBe(0)
+    expect(await runHealthcheck(command, { PORT: String(port), STARSOCK_PATH: '/relay/socket.io/' })).toBe(0)
+    // Without the variable it asks /healthz, which this server does not serve.
+    expect(await runHealthcheck(command, { PORT: String(port) })).toBe(1)
+  })
+
+  it('its build stage unpacks the tarball with the locked production dependencies (offline: the lock\'s versions, from the cache), and the runtime\'s starsock, ENTRYPOINT + CMD and ENV (HOST overridden as docker run -e does) serve the page and /healthz', async (ctx) => {
     const dir = tmp('starsock-docker-')
     const pkgDir = join(dir, 'pkg')
-    const prefix = join(dir, 'global')
+    const appDir = join(dir, 'app')
+    const binDir = join(dir, 'bin')
+    mkdirSync(binDir)
     // The build stage's pack (the global setup built dist/ from these sources).
     mkdirSync(pkgDir)
     const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', pkgDir], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
     expect(pack.status, pack.stderr).toBe(0)
-    // The runtime stage's install, as written, with the tarball's folder and a global prefix in temp.
-    const install = (only(runtime, 'RUN').split('&&')[0] ?? '').trim().replaceAll('/tmp/pkg/', pkgDir + '/') + ' --prefer-offline'
-    const r = spawnSync('sh', ['-c', install], { cwd: dir, encoding: 'utf8', timeout: 120_000, env: { ...process.env, npm_config_prefix: prefix, npm_config_update_notifier: 'false' } })
-    expect(r.status, `${install}\n${r.stderr}`).toBe(0)
-    const installed = join(prefix, 'lib', 'node_modules', 'starsock')
-    const deps = readdirSync(join(installed, 'node_modules'))
+    // The build stage's /app step as written, in temp folders, from the sources (the stage's WORKDIR).
+    const onHere = (command: string): string => command.replaceAll('/pkg/', pkgDir + '/').replace(/(^|\s)\/app(?=[\s/]|$)/g, `$1${appDir}`).replace(/(^|\s)\/usr\/local\/bin\//g, `$1${binDir}/`)
+    const assemble = onHere(appRun())
+    // Offline, as the README's test: only the lock's versions, from npm's cache (the suite's own install filled it).
+    const r = spawnSync('sh', ['-c', assemble], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, npm_config_offline: 'true', npm_config_update_notifier: 'false' } })
+    need(ctx, r.status === 0 || !/ENOTCACHED/.test(r.stderr), 'the lock\'s production packages in npm\'s cache (npm ci fills it)')
+    expect(r.status, `${assemble}\n${r.stderr}`).toBe(0)
+    const deps = readdirSync(join(appDir, 'node_modules'))
     expect(deps).toContain('socket.io')
     for (const dev of ['typescript', 'vitest', 'vite', 'tsx', 'playwright-core']) expect(deps).not.toContain(dev)
+    // Every installed package at the lock's version.
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> }
+    const names = deps.flatMap((d) => d.startsWith('@') ? readdirSync(join(appDir, 'node_modules', d)).map((n) => `${d}/${n}`) : d.startsWith('.') ? [] : [d])
+    expect(names.length).toBeGreaterThan(10)
+    for (const name of names) {
+      const installed = (JSON.parse(readFileSync(join(appDir, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+      expect([name, installed]).toEqual([name, lock.packages[`node_modules/${name}`]?.version])
+    }
     // With install scripts off, bufferutil still loads its prebuilt binary (linux-x64 has one).
     if (process.platform === 'linux' && process.arch === 'x64') {
-      const load = spawnSync(process.execPath, ['-e', "require('bufferutil').mask"], { cwd: installed, encoding: 'utf8' })
+      const load = spawnSync(process.execPath, ['-e', "require('bufferutil').mask"], { cwd: appDir, encoding: 'utf8' })
       expect(load.status, load.stderr).toBe(0)
     }
-    // ENTRYPOINT + CMD on the image's PATH and ENV; only the host is moved to loopback, the port to any free one.
+    // The runtime stage's link onto the PATH, as written.
+    const link = only(runtime, 'RUN').split('&&').map((c) => c.trim()).filter((c) => c.startsWith('ln '))
+    expect(link).toHaveLength(1)
+    const linked = spawnSync('sh', ['-c', onHere(link[0] ?? '')], { encoding: 'utf8' })
+    expect(linked.status, linked.stderr).toBe(0)
+    // ENTRYPOINT + CMD on the image's ENV, with HOST set as `docker run -e HOST=127.0.0.1` would, the port any free one.
     const entry = JSON.parse(only(runtime, 'ENTRYPOINT')) as string[]
-    const cmd = (JSON.parse(only(runtime, 'CMD')) as string[]).map((a) => a === '0.0.0.0' ? '127.0.0.1' : a)
+    const cmd = JSON.parse(only(runtime, 'CMD')) as string[]
     const home = tmp('starsock-docker-home-')
-    const proc = spawn(join(prefix, 'bin', entry[0] ?? ''), [...entry.slice(1), ...cmd], {
+    const proc = spawn(entry[0] ?? '', [...entry.slice(1), ...cmd], {
       cwd: home,
-      env: { ...process.env, ...envOf(runtime), STARSOCK_GATEWAY_KEY: join(home, 'gateway-key'), PORT: '0', HOME: home },
+      env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ''}`, ...envOf(runtime), HOST: '127.0.0.1', STARSOCK_GATEWAY_KEY: join(home, 'gateway-key'), PORT: '0', HOME: home },
       stdio: ['ignore', 'pipe', 'pipe']
     })
     try {
@@ -212,7 +259,7 @@ describe('Dockerfile', () => {
       let err = ''
       proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
       proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
-      await waitFor('the URL line from the installed starsock serve', () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out) || proc.exitCode !== null, 20_000)
+      await waitFor('the URL line from the unpacked starsock serve', () => /^starsock http:\/\/\S+ /m.test(out) || proc.exitCode !== null, 20_000)
         .catch((e: unknown) => { throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`) })
       expect(out, err).toMatch(/^starsock http:\/\/127\.0\.0\.1:\d+ /m)
       const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+) /m.exec(out)?.[1])
@@ -222,7 +269,7 @@ describe('Dockerfile', () => {
       expect(await page.text()).toMatch(/<script[^>]+src="[^"]+\.js"/)
     } finally {
       proc.kill('SIGTERM')
-      const code = await within('the installed starsock serve to exit after SIGTERM', new Promise<number | null>((resolve) => {
+      const code = await within('the unpacked starsock serve to exit after SIGTERM', new Promise<number | null>((resolve) => {
         if (proc.exitCode !== null) resolve(proc.exitCode)
         else proc.once('exit', (c) => resolve(c))
       }), 15_000).catch(() => { proc.kill('SIGKILL'); return -1 })
@@ -283,7 +330,7 @@ describe('systemd unit', () => {
     expect(env).toMatchObject({ HOST: '127.0.0.1', STARSOCK_TRUST_PROXY: '1', STARSOCK_GATEWAY_KEY: '/var/lib/starsock/gateway-key' })
   })
 
-  it('leaves out MemoryDenyWriteExecute because node cannot run under it (shown with the kernel\'s prctl(PR_SET_MDWE), when python3 and Linux 6.3+ are here)', () => {
+  it('leaves out MemoryDenyWriteExecute because node cannot run under it (shown with the kernel\'s prctl(PR_SET_MDWE), when python3 and Linux 6.3+ are here)', (ctx) => {
     expect(unitSettings(text).has('MemoryDenyWriteExecute')).toBe(false)
     // PR_SET_MDWE (65) with PR_MDWE_REFUSE_EXEC_GAIN (1): what systemd applies for the setting on
     // kernels that have it; inherited across exec. If node ever runs under it, turn it on.
@@ -292,14 +339,15 @@ describe('systemd unit', () => {
       'if libc.prctl(65, 1, 0, 0, 0) != 0: sys.exit(77)\n' +
       'os.execv(sys.argv[1], [sys.argv[1], "-e", "console.log(\'ran\')"])\n'
     const r = spawnSync('python3', ['-c', script, process.execPath], { cwd: dir, encoding: 'utf8', timeout: 20_000 }) // a core file, if any, lands in temp
-    if (r.error !== undefined || r.status === 77) return // no python3, or a kernel without PR_SET_MDWE
+    if (r.error !== undefined || r.status === 77) ctx.skip('no python3, or a kernel without PR_SET_MDWE') // a kernel matter: skipped in CI too
     expect(r.stdout).not.toContain('ran')
     expect(r.status).not.toBe(0)
   })
 
-  it('starts as the unit starts it, as far as this machine can: its ExecStart and Environment=, an unprivileged user with no capabilities and no new privileges (setpriv), the gateway key in the state directory; SIGTERM ends it with 0', async () => {
+  it('starts as the unit starts it, as far as this machine can: its ExecStart and Environment=, an unprivileged user with no capabilities and no new privileges (setpriv), the gateway key in the state directory; SIGTERM ends it with 0', async (ctx) => {
     // Changing user needs root; the rest of the sandbox (mounts, seccomp) needs systemd itself.
-    if (process.getuid?.() !== 0 || !tool('/usr/bin/setpriv')) return
+    need(ctx, process.getuid?.() === 0, 'running as root (setpriv changes the user)')
+    tool(ctx, '/usr/bin/setpriv')
     const s = unitSettings(text)
     const state = join(dir, 'state')
     chmodSync(dir, 0o711) // mkdtemp's 0700 would keep the other user out of its state folder inside
@@ -335,14 +383,14 @@ describe('systemd unit', () => {
     expect(await within('starsock serve to exit after SIGTERM, within TimeoutStopSec', exited, stopMs).catch((e: unknown) => { proc.kill('SIGKILL'); throw e })).toBe(0)
   })
 
-  it('passes systemd-analyze verify without a single warning', () => {
-    if (!tool('/usr/bin/systemd-analyze')) return
+  it('passes systemd-analyze verify without a single warning', (ctx) => {
+    tool(ctx, '/usr/bin/systemd-analyze')
     const r = spawnSync('systemd-analyze', ['verify', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
     expect([r.status, r.stderr.trim(), r.stdout.trim()]).toEqual([0, '', ''])
   })
 
-  it('scores as exposed at most 2.0 (of 10) in systemd-analyze security --offline', () => {
-    if (!tool('/usr/bin/systemd-analyze')) return
+  it('scores as exposed at most 2.0 (of 10) in systemd-analyze security --offline', (ctx) => {
+    tool(ctx, '/usr/bin/systemd-analyze')
     const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
     expect(r.status, r.stderr).toBe(0)
     const score = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout)?.[1])
@@ -544,8 +592,8 @@ http {
     }
   })
 
-  it('nginx -t passes on the shipped file as written (its certificate paths replaced)', () => {
-    if (!tool(NGINX)) return
+  it('nginx -t passes on the shipped file as written (its certificate paths replaced)', (ctx) => {
+    tool(ctx, NGINX)
     const main = mainConfig(withCert(shipped, makeCert(dir)))
     const r = spawnSync(NGINX, ['-t', '-p', dir, '-e', join(dir, 'error.log'), '-c', main], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status, r.stderr).toBe(0)
@@ -553,8 +601,8 @@ http {
     expect(r.stderr).not.toMatch(/\[(warn|emerg|alert|crit)\]/)
   })
 
-  it('carries websocket and polling peers and the legacy client over TLS, counts clients by the address it appends, and redirects http to https', async () => {
-    if (!tool(NGINX)) return
+  it('carries websocket and polling peers and the legacy client over TLS, counts clients by the address it appends, and redirects http to https', async (ctx) => {
+    tool(ctx, NGINX)
     const cert = makeCert(dir)
     const { url: direct, port } = await programs.serve(0, ['--trust-proxy', '--max-peers-per-ip', '2'])
     const [httpPort, tlsPort] = [await freePort(), await freePort()]
@@ -593,8 +641,8 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
   })
   const shipped = readFileSync(join(ROOT, 'deploy', 'Caddyfile'), 'utf8')
 
-  it('caddy validate passes on the shipped Caddyfile as written', () => {
-    if (!tool(CADDY)) return
+  it('caddy validate passes on the shipped Caddyfile as written', (ctx) => {
+    tool(ctx, CADDY)
     const r = spawnSync(CADDY, ['validate', '--config', join(ROOT, 'deploy', 'Caddyfile'), '--adapter', 'caddyfile'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 })
     expect(r.status, r.stderr).toBe(0)
     expect(r.stdout + r.stderr).toContain('Valid configuration')
@@ -603,8 +651,8 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     expect(fmt.stdout).toBe(shipped)
   })
 
-  it('carries websocket and polling peers and the legacy client over TLS, and counts clients by the address it sets', async () => {
-    if (!tool(CADDY)) return
+  it('carries websocket and polling peers and the legacy client over TLS, and counts clients by the address it sets', async (ctx) => {
+    tool(ctx, CADDY)
     const cert = makeCert(dir)
     const { url: direct, port } = await programs.serve(0, ['--trust-proxy', '--max-peers-per-ip', '2'])
     const [httpPort, tlsPort] = [await freePort(), await freePort()]
