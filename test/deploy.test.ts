@@ -5,7 +5,7 @@
  * Caddy configs run in front of a real `starsock serve` with peers of every kind joining through them.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { createServer as createTcpServer, type AddressInfo } from 'node:net'
@@ -300,19 +300,33 @@ describe('systemd unit', () => {
   let dir = ''
   beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-unit-')) })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
-  /** The unit with ExecStart on this checkout's CLI (verify needs the program to exist). */
-  const local = (): string => {
-    const file = join(dir, 'starsock.service')
-    const replaced = text.replace(/^ExecStart=\/usr\/bin\/starsock /m, `ExecStart=${process.execPath} ${join(ROOT, 'bin', 'starsock.js')} `)
-    expect(replaced).not.toBe(text)
-    writeFileSync(file, replaced)
-    return file
+  /**
+   * A root folder for `systemd-analyze --root` with `unit` as /etc/systemd/system/starsock.service,
+   * this system's own units, and (with `program`) an executable /usr/local/bin/starsock, where
+   * Debian's npm installs it: verify resolves the unit's bare ExecStart name inside the root, so the
+   * shipped line is checked as written. Settles with the root and the unit's path in it.
+   */
+  const rootWith = (name: string, unit: string, program = true): { root: string, unit: string } => {
+    const root = join(dir, name)
+    mkdirSync(join(root, 'etc', 'systemd', 'system'), { recursive: true })
+    mkdirSync(join(root, 'usr', 'local', 'bin'), { recursive: true })
+    mkdirSync(join(root, 'usr', 'lib', 'systemd'), { recursive: true })
+    cpSync('/usr/lib/systemd/system', join(root, 'usr', 'lib', 'systemd', 'system'), { recursive: true })
+    if (program) writeFileSync(join(root, 'usr', 'local', 'bin', 'starsock'), '#!/bin/sh\n', { mode: 0o755 })
+    writeFileSync(join(root, 'etc', 'systemd', 'system', 'starsock.service'), unit)
+    return { root, unit: '/etc/systemd/system/starsock.service' }
+  }
+  /** `systemd-analyze verify` of `unit` inside `root`. */
+  const verify = (at: { root: string, unit: string }): { status: number | null, out: string } => {
+    const r = spawnSync('systemd-analyze', ['verify', `--root=${at.root}`, at.unit], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
+    return { status: r.status, out: (r.stderr + r.stdout).trim() }
   }
 
   it('is hardened as docs/deploy.md says, with a stop timeout above the shutdown grace', () => {
     const s = unitSettings(text)
     const one = (key: string): string | undefined => s.get(key)?.at(-1)
-    expect(one('ExecStart')).toBe('/usr/bin/starsock serve')
+    // A bare name systemd finds where npm install -g puts it (/usr/local/bin with Debian's npm, or /usr/bin).
+    expect(one('ExecStart')).toBe('starsock serve')
     for (const [key, value] of Object.entries({
       DynamicUser: 'yes', StateDirectory: 'starsock', ProtectSystem: 'strict', ProtectHome: 'yes', PrivateTmp: 'yes',
       PrivateDevices: 'yes', NoNewPrivileges: 'yes', CapabilityBoundingSet: '', AmbientCapabilities: '', LockPersonality: 'yes',
@@ -359,7 +373,7 @@ describe('systemd unit', () => {
     }
     Object.assign(env, { PORT: '0', STARSOCK_GATEWAY: '1', STARSOCK_GATEWAY_KEY: join(state, 'gateway-key') })
     const [program, ...args] = (s.get('ExecStart')?.at(-1) ?? '').split(' ')
-    expect(program).toBe('/usr/bin/starsock')
+    expect(program).toBe('starsock')
     const proc = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all',
       process.execPath, join(ROOT, 'bin', 'starsock.js'), ...args], { cwd: state, env, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
@@ -383,15 +397,31 @@ describe('systemd unit', () => {
     expect(await within('starsock serve to exit after SIGTERM, within TimeoutStopSec', exited, stopMs).catch((e: unknown) => { proc.kill('SIGKILL'); throw e })).toBe(0)
   })
 
-  it('passes systemd-analyze verify without a single warning', (ctx) => {
+  it('passes systemd-analyze verify without a single warning, its ExecStart as written (found in /usr/local/bin), and fails it without the program there', (ctx) => {
     tool(ctx, '/usr/bin/systemd-analyze')
-    const r = spawnSync('systemd-analyze', ['verify', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
-    expect([r.status, r.stderr.trim(), r.stdout.trim()]).toEqual([0, '', ''])
+    expect(verify(rootWith('root', text))).toEqual({ status: 0, out: '' })
+    // The bare name is really looked up: without the program, verify says so.
+    const missing = verify(rootWith('root-without', text, false))
+    expect(missing.status).not.toBe(0)
+    expect(missing.out).toContain('Command starsock is not executable')
+  })
+
+  it('its commented port-443 variant (credentials, capability, no PrivateUsers) passes systemd-analyze verify too', (ctx) => {
+    tool(ctx, '/usr/bin/systemd-analyze')
+    let variant = replaceExactly(text, '\n#Environment=HOST=0.0.0.0 ', '\nEnvironment=HOST=0.0.0.0 ')
+    variant = replaceExactly(variant, '\n#LoadCredential=', '\nLoadCredential=', 2)
+    variant = replaceExactly(variant, '\nCapabilityBoundingSet=\nAmbientCapabilities=\n', '\n')
+    variant = replaceExactly(variant, '\n#CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n#AmbientCapabilities=CAP_NET_BIND_SERVICE\n', '\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n')
+    variant = replaceExactly(variant, '\nPrivateUsers=yes\n', '\n')
+    const env = Object.fromEntries((unitSettings(variant).get('Environment') ?? []).flatMap((e) => [...e.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1], m[2]])))
+    expect(env).toMatchObject({ HOST: '0.0.0.0', PORT: '443', STARSOCK_TRUST_PROXY: '0', KEY: '%d/key.pem', CERT: '%d/cert.pem' })
+    expect(verify(rootWith('root-443', variant))).toEqual({ status: 0, out: '' })
   })
 
   it('scores as exposed at most 2.0 (of 10) in systemd-analyze security --offline', (ctx) => {
     tool(ctx, '/usr/bin/systemd-analyze')
-    const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
+    const at = rootWith('root-security', text)
+    const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', `--root=${at.root}`, at.unit], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
     expect(r.status, r.stderr).toBe(0)
     const score = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout)?.[1])
     expect(score).toBeLessThanOrEqual(2)
