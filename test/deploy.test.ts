@@ -688,10 +688,17 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     const [httpPort, tlsPort] = [await freePort(), await freePort()]
     // Loopback only, no ACME and no admin endpoint: the shipped site with this test's certificate.
     let conf = replaceExactly(shipped, '\n{\n', `\n{\n\tadmin off\n\thttp_port ${httpPort}\n\thttps_port ${tlsPort}\n\tauto_https disable_redirects\n\tstorage file_system ${join(dir, 'storage')}\n`)
-    conf = replaceExactly(conf, 'starsock.example.com {\n', `https://127.0.0.1:${tlsPort} {\n\ttls ${cert.cert} ${cert.key}\n`)
+    conf = replaceExactly(conf, 'starsock.example.com {\n', `https://127.0.0.1:${tlsPort} {\n\tbind 127.0.0.1\n\ttls ${cert.cert} ${cert.key}\n`)
     conf = replaceExactly(conf, 'reverse_proxy 127.0.0.1:9090', `reverse_proxy 127.0.0.1:${port}`)
     const file = join(dir, 'Caddyfile')
     writeFileSync(file, conf)
+    // Loopback only: every address Caddy would listen on is 127.0.0.1's.
+    const adapted = spawnSync(CADDY, ['adapt', '--config', file, '--adapter', 'caddyfile'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 })
+    expect(adapted.status, adapted.stderr).toBe(0)
+    const servers = (JSON.parse(adapted.stdout) as { apps: { http: { servers: Record<string, { listen: string[] }> } } }).apps.http.servers
+    const listen = Object.values(servers).flatMap((server) => server.listen)
+    expect(listen.length).toBeGreaterThan(0)
+    for (const address of listen) expect(address).toMatch(/^(tcp\/)?127\.0\.0\.1:\d+$/)
     let log = ''
     caddy = spawn(CADDY, ['run', '--config', file, '--adapter', 'caddyfile'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
     caddy.stderr?.on('data', (d: Buffer) => { log += d.toString() })
