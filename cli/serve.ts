@@ -14,9 +14,34 @@ import { createCliLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './log-
 /** The warning line `--gateway-insecure` prints on stderr. */
 const GATEWAY_INSECURE_WARNING = 'starsock serve: warning: --gateway-insecure: the gateway peer takes plaintext connections too: their traffic is readable on the way and their peer ids are unverified (rules naming a peer do not match them)'
 
+/** Values an on/off environment variable may have (case-insensitive; empty is off). */
+const ENV_ON = ['1', 'true', 'yes', 'on']
+const ENV_OFF = ['', '0', 'false', 'no', 'off']
+
+/**
+ * A switch (`--flag`, no value) whose environment variable is read by `envSwitch`, not by
+ * commander: commander turns a switch on when its variable merely exists, so `X=0` would mean on.
+ * The help still names the variable, as commander would.
+ */
+function switchOption (flag: string, help: string, env: string | undefined): Option {
+  return new Option(flag, env === undefined ? help : `${help} (env: ${env})`)
+}
+
+/** Whether a switch is on: given on the command line, or its environment variable says on. */
+function envSwitch (given: unknown, env: string | undefined): boolean {
+  if (given === true) return true
+  const raw = env === undefined ? undefined : process.env[env]
+  if (raw === undefined) return false
+  const value = raw.trim().toLowerCase()
+  if (ENV_ON.includes(value)) return true
+  if (ENV_OFF.includes(value)) return false
+  throw new Error(`${env ?? ''}=${JSON.stringify(raw)}: an on/off variable takes 1, true, yes, on or 0, false, no, off (or empty)`)
+}
+
 /** The commander option of a server option's flag; `undefined` for options the CLI builds itself. */
 function flagOption (spec: OptionSpec): Option | undefined {
   if (spec.flag === null || spec.cli === 'custom') return undefined
+  if (spec.cli === 'switch' || spec.cli === 'inverted-switch') return switchOption(spec.flag, spec.help, spec.env)
   const option = new Option(spec.flag, spec.help)
   if (spec.env !== undefined) option.env(spec.env)
   switch (spec.cli) {
@@ -35,8 +60,8 @@ function flagOption (spec: OptionSpec): Option | undefined {
 /** The server option a parsed flag gives (`undefined`: the server's default). */
 function fromFlag (spec: OptionSpec, value: unknown): unknown {
   switch (spec.cli) {
-    case 'switch': return value === true
-    case 'inverted-switch': return value !== true
+    case 'switch': return envSwitch(value, spec.env)
+    case 'inverted-switch': return !envSwitch(value, spec.env)
     case 'text': return typeof value === 'string' ? value : undefined
     default: return value
   }
@@ -67,7 +92,7 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
   // Switches and text first, the gateway's flags, then the numeric limits (as --help always read).
   for (const { spec, option } of flagsOfOptions) if (spec.cli !== 'integer') cmd.addOption(option)
   cmd
-    .addOption(new Option('--gateway', 'run a built-in peer on this host that takes offers the --allow rules allow').env('STARSOCK_GATEWAY'))
+    .addOption(switchOption('--gateway', 'run a built-in peer on this host that takes offers the --allow rules allow', 'STARSOCK_GATEWAY'))
     .addOption(new Option('--allow <rule>', 'gateway rule KIND[/PROTO]:HOST:PORT[@PEERID] (repeatable)').argParser(ruleList))
     .addOption(new Option('--gateway-key <file>', 'identity of the gateway peer').env('STARSOCK_GATEWAY_KEY').default(join(homedir(), '.starsock', 'gateway-key'), '~/.starsock/gateway-key'))
     .addOption(new Option('--gateway-insecure', 'the gateway peer also takes plaintext connections from peers run with --insecure (no end-to-end encryption, peer ids unverified)'))
@@ -101,6 +126,7 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
   const logger = await createCliLogger(String(flags.logLevel), flags.logFormat as LogFormat)
   let server
   try {
+    flags.gateway = envSwitch(flags.gateway, 'STARSOCK_GATEWAY')
     // The gateway peer joins this server: with an allowlist, its id must be on it.
     const allowPeers = (flags.allowPeer as string[] | undefined) ?? []
     // The gateway's code (the whole client) loads only with --gateway: an idle server is smaller.

@@ -206,8 +206,8 @@ const MiB = 1024 * 1024
 
 /**
  * Every server option, in the order `resolveServerOptions` checks them and `starsock serve
- * --help` lists them. The README's options table lists the same flags; a unit test holds them
- * together. To add an option: a field in `ServerOptions`, a row here, a row in the README.
+ * --help` lists them. The options table in docs/options.md lists the same flags; a unit test holds
+ * them together. To add an option: a field in `ServerOptions`, a row here, a row in docs/options.md.
  */
 export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec } = {
   tls: { default: undefined, unit: 'TLS material', flag: '--key <file>', env: 'KEY', cli: 'custom', help: 'TLS private key (PEM); with --cert serves https/wss', check: (_, value) => value },

@@ -5,19 +5,21 @@
  * Caddy configs run in front of a real `starsock serve` with peers of every kind joining through them.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { createServer as createTcpServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { io } from 'socket.io-client'
+import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { SERVER_OPTIONS } from '../server/options.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { Programs } from './helpers/programs.ts'
+import { request } from './helpers/raw-peer.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -25,11 +27,19 @@ const NGINX = '/usr/sbin/nginx'
 const CADDY = '/usr/bin/caddy'
 const LEGACY_PAIR = fileURLToPath(new URL('./fixtures/deploy/legacy-pair.ts', import.meta.url))
 
-/** A tool the suite installs (scripts/ensure-system-deps.sh): missing here skips, missing in CI fails. */
-function tool (path: string): boolean {
-  if (existsSync(path)) return true
-  if (process.env.CI !== undefined) throw new Error(`${path} is missing: scripts/ensure-system-deps.sh installs it`)
-  return false
+/**
+ * What a test needs and the suite provides (scripts/ensure-system-deps.sh installs the tools; CI
+ * runs as root): missing here, the test is reported as skipped with `what`; missing in CI, it fails.
+ */
+function need (ctx: TestContext, have: boolean, what: string): void {
+  if (have) return
+  if (process.env.CI !== undefined) throw new Error(`${what}: CI must have it (scripts/ensure-system-deps.sh installs the tools; .ci/run runs as root)`)
+  ctx.skip(what)
+}
+
+/** `need` for a program at `path`. */
+function tool (ctx: TestContext, path: string): void {
+  need(ctx, existsSync(path), `${path} is missing`)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -112,27 +122,37 @@ async function runHealthcheck (command: string[], env: Record<string, string>): 
 describe('Dockerfile', () => {
   const stages = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
   const runtime = stages.at(-1) as Stage
+  /** The build stage's RUN that makes /app, the runtime's files. */
+  const appRun = (): string => {
+    const found = (stages[0] as Stage).instructions.filter((i) => i.keyword === 'RUN' && i.args.startsWith('mkdir /app '))
+    if (found.length !== 1) throw new Error(`expected one RUN starting with \`mkdir /app\` in the build stage, got ${found.length}`)
+    return found[0]?.args ?? ''
+  }
   const programs = new Programs()
   const dirs: string[] = []
   const tmp = (prefix: string): string => { const d = mkdtempSync(join(tmpdir(), prefix)); dirs.push(d); return d }
   afterEach(async () => { await programs.cleanup() })
   afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
 
-  it('builds in one stage and runs the packed package in another, as a numeric non-root user, with a health check, SIGTERM and the serve command', () => {
+  it('builds in one stage and runs the packed package with its locked production dependencies in another, as a numeric non-root user, with a health check, SIGTERM and the serve command', () => {
     expect(stages.map((s) => [s.from, s.name])).toEqual([['node:20-bookworm-slim', 'build'], ['node:20-bookworm-slim', 'runtime']])
     const build = stages[0] as Stage
     const runs = build.instructions.filter((i) => i.keyword === 'RUN').map((i) => i.args).join(' && ')
     for (const step of ['npm ci', 'npm run build', 'npm pack']) expect(runs).toContain(step)
-    // The runtime stage takes only the tarball from the build stage, and production dependencies.
-    expect(runtime.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args)).toEqual(['--from=build /pkg/ /tmp/pkg/'])
-    expect(only(runtime, 'RUN')).toMatch(/^npm install -g --omit=dev .*\/tmp\/pkg\/starsock-\*\.tgz/)
+    // The tarball unpacked with the lock beside it (a tarball never carries it), production dependencies only.
+    expect(appRun()).toMatch(/tar -xzf \/pkg\/starsock-\*\.tgz -C \/app .*cp package-lock\.json \/app\/ .*npm ci --omit=dev /)
+    // The runtime stage takes only that folder from the build stage, and puts starsock on the PATH.
+    expect(runtime.instructions.filter((i) => i.keyword === 'COPY').map((i) => i.args)).toEqual(['--from=build /app /app'])
+    expect(only(runtime, 'RUN')).toMatch(/^ln -s \/app\/bin\/starsock\.js \/usr\/local\/bin\/starsock /)
     const user = only(runtime, 'USER')
     expect(user).toMatch(/^\d+(:\d+)?$/)
     expect(Number(user.split(':')[0])).toBeGreaterThan(0)
     expect(only(runtime, 'EXPOSE')).toBe('9090')
     expect(only(runtime, 'STOPSIGNAL')).toBe('SIGTERM')
     expect(JSON.parse(only(runtime, 'ENTRYPOINT'))).toEqual(['starsock'])
-    expect(JSON.parse(only(runtime, 'CMD'))).toEqual(['serve', '--host', '0.0.0.0'])
+    // The host in ENV, not in CMD: `docker run -e HOST=...` must win over it.
+    expect(JSON.parse(only(runtime, 'CMD'))).toEqual(['serve'])
+    expect(envOf(runtime).HOST).toBe('0.0.0.0')
     // The gateway key on the volume the image declares.
     expect(envOf(runtime).STARSOCK_GATEWAY_KEY).toBe('/var/lib/starsock/gateway-key')
     expect(JSON.parse(only(runtime, 'VOLUME'))).toEqual(['/var/lib/starsock'])
@@ -141,7 +161,7 @@ describe('Dockerfile', () => {
     expect(Number.parseInt(options.timeout ?? '30', 10)).toBeLessThanOrEqual(10)
     // What .dockerignore keeps out of the build context.
     const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim())
-    for (const entry of ['node_modules', 'dist', 'test-artifacts', '.git']) expect(ignored).toContain(entry)
+    for (const entry of ['node_modules', 'dist', 'test-artifacts', '.git', 'test', 'bench']) expect(ignored).toContain(entry)
   })
 
   it('its HEALTHCHECK command, run as written, exits 0 against a running starsock serve and non-zero once it stopped', async () => {
@@ -175,34 +195,63 @@ describe('Dockerfile', () => {
     }
   })
 
-  it('its runtime stage installs the packed tarball with production dependencies only, and ENTRYPOINT + CMD serve the page and /healthz', async () => {
+  it('its HEALTHCHECK command asks /PREFIX/healthz when STARSOCK_PATH is /PREFIX/socket.io', async () => {
+    const { command } = healthcheckOf(runtime)
+    const program = programs.start(['serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', '--path', '/relay/socket.io'])
+    await waitFor('the URL line from starsock serve --path', () => /^starsock http:\/\/127\.0\.0\.1:\d+\/relay\/ /m.test(program.out()) || program.proc.exitCode !== null, 20_000)
+    const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+)\/relay\/ /m.exec(program.out())?.[1])
+    expect(port, program.out() + program.err()).toBeGreaterThan(0)
+    expect(await runHealthcheck(command, { PORT: String(port), STARSOCK_PATH: '/relay/socket.io' })).toBe(0)
+    expect(await runHealthcheck(command, { PORT: String(port), STARSOCK_PATH: '/relay/socket.io/' })).toBe(0)
+    // Without the variable it asks /healthz, which this server does not serve.
+    expect(await runHealthcheck(command, { PORT: String(port) })).toBe(1)
+  })
+
+  it('its build stage unpacks the tarball with the locked production dependencies (offline: the lock\'s versions, from the cache), and the runtime\'s starsock, ENTRYPOINT + CMD and ENV (HOST overridden as docker run -e does) serve the page and /healthz', async (ctx) => {
     const dir = tmp('starsock-docker-')
     const pkgDir = join(dir, 'pkg')
-    const prefix = join(dir, 'global')
+    const appDir = join(dir, 'app')
+    const binDir = join(dir, 'bin')
+    mkdirSync(binDir)
     // The build stage's pack (the global setup built dist/ from these sources).
     mkdirSync(pkgDir)
     const pack = spawnSync('npm', ['pack', '--ignore-scripts', '--pack-destination', pkgDir], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 })
     expect(pack.status, pack.stderr).toBe(0)
-    // The runtime stage's install, as written, with the tarball's folder and a global prefix in temp.
-    const install = (only(runtime, 'RUN').split('&&')[0] ?? '').trim().replaceAll('/tmp/pkg/', pkgDir + '/') + ' --prefer-offline'
-    const r = spawnSync('sh', ['-c', install], { cwd: dir, encoding: 'utf8', timeout: 120_000, env: { ...process.env, npm_config_prefix: prefix, npm_config_update_notifier: 'false' } })
-    expect(r.status, `${install}\n${r.stderr}`).toBe(0)
-    const installed = join(prefix, 'lib', 'node_modules', 'starsock')
-    const deps = readdirSync(join(installed, 'node_modules'))
+    // The build stage's /app step as written, in temp folders, from the sources (the stage's WORKDIR).
+    const onHere = (command: string): string => command.replaceAll('/pkg/', pkgDir + '/').replace(/(^|\s)\/app(?=[\s/]|$)/g, `$1${appDir}`).replace(/(^|\s)\/usr\/local\/bin\//g, `$1${binDir}/`)
+    const assemble = onHere(appRun())
+    // Offline, as the README's test: only the lock's versions, from npm's cache (the suite's own install filled it).
+    const r = spawnSync('sh', ['-c', assemble], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, npm_config_offline: 'true', npm_config_update_notifier: 'false' } })
+    need(ctx, r.status === 0 || !/ENOTCACHED/.test(r.stderr), 'the lock\'s production packages in npm\'s cache (npm ci fills it)')
+    expect(r.status, `${assemble}\n${r.stderr}`).toBe(0)
+    const deps = readdirSync(join(appDir, 'node_modules'))
     expect(deps).toContain('socket.io')
     for (const dev of ['typescript', 'vitest', 'vite', 'tsx', 'playwright-core']) expect(deps).not.toContain(dev)
+    // Every installed package at the lock's version.
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string }> }
+    const names = deps.flatMap((d) => d.startsWith('@') ? readdirSync(join(appDir, 'node_modules', d)).map((n) => `${d}/${n}`) : d.startsWith('.') ? [] : [d])
+    expect(names.length).toBeGreaterThan(10)
+    for (const name of names) {
+      const installed = (JSON.parse(readFileSync(join(appDir, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
+      expect([name, installed]).toEqual([name, lock.packages[`node_modules/${name}`]?.version])
+    }
     // With install scripts off, bufferutil still loads its prebuilt binary (linux-x64 has one).
     if (process.platform === 'linux' && process.arch === 'x64') {
-      const load = spawnSync(process.execPath, ['-e', "require('bufferutil').mask"], { cwd: installed, encoding: 'utf8' })
+      const load = spawnSync(process.execPath, ['-e', "require('bufferutil').mask"], { cwd: appDir, encoding: 'utf8' })
       expect(load.status, load.stderr).toBe(0)
     }
-    // ENTRYPOINT + CMD on the image's PATH and ENV; only the host is moved to loopback, the port to any free one.
+    // The runtime stage's link onto the PATH, as written.
+    const link = only(runtime, 'RUN').split('&&').map((c) => c.trim()).filter((c) => c.startsWith('ln '))
+    expect(link).toHaveLength(1)
+    const linked = spawnSync('sh', ['-c', onHere(link[0] ?? '')], { encoding: 'utf8' })
+    expect(linked.status, linked.stderr).toBe(0)
+    // ENTRYPOINT + CMD on the image's ENV, with HOST set as `docker run -e HOST=127.0.0.1` would, the port any free one.
     const entry = JSON.parse(only(runtime, 'ENTRYPOINT')) as string[]
-    const cmd = (JSON.parse(only(runtime, 'CMD')) as string[]).map((a) => a === '0.0.0.0' ? '127.0.0.1' : a)
+    const cmd = JSON.parse(only(runtime, 'CMD')) as string[]
     const home = tmp('starsock-docker-home-')
-    const proc = spawn(join(prefix, 'bin', entry[0] ?? ''), [...entry.slice(1), ...cmd], {
+    const proc = spawn(entry[0] ?? '', [...entry.slice(1), ...cmd], {
       cwd: home,
-      env: { ...process.env, ...envOf(runtime), STARSOCK_GATEWAY_KEY: join(home, 'gateway-key'), PORT: '0', HOME: home },
+      env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ''}`, ...envOf(runtime), HOST: '127.0.0.1', STARSOCK_GATEWAY_KEY: join(home, 'gateway-key'), PORT: '0', HOME: home },
       stdio: ['ignore', 'pipe', 'pipe']
     })
     try {
@@ -210,7 +259,7 @@ describe('Dockerfile', () => {
       let err = ''
       proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
       proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
-      await waitFor('the URL line from the installed starsock serve', () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out) || proc.exitCode !== null, 20_000)
+      await waitFor('the URL line from the unpacked starsock serve', () => /^starsock http:\/\/\S+ /m.test(out) || proc.exitCode !== null, 20_000)
         .catch((e: unknown) => { throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`) })
       expect(out, err).toMatch(/^starsock http:\/\/127\.0\.0\.1:\d+ /m)
       const port = Number(/^starsock http:\/\/127\.0\.0\.1:(\d+) /m.exec(out)?.[1])
@@ -220,7 +269,7 @@ describe('Dockerfile', () => {
       expect(await page.text()).toMatch(/<script[^>]+src="[^"]+\.js"/)
     } finally {
       proc.kill('SIGTERM')
-      const code = await within('the installed starsock serve to exit after SIGTERM', new Promise<number | null>((resolve) => {
+      const code = await within('the unpacked starsock serve to exit after SIGTERM', new Promise<number | null>((resolve) => {
         if (proc.exitCode !== null) resolve(proc.exitCode)
         else proc.once('exit', (c) => resolve(c))
       }), 15_000).catch(() => { proc.kill('SIGKILL'); return -1 })
@@ -251,19 +300,33 @@ describe('systemd unit', () => {
   let dir = ''
   beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-unit-')) })
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
-  /** The unit with ExecStart on this checkout's CLI (verify needs the program to exist). */
-  const local = (): string => {
-    const file = join(dir, 'starsock.service')
-    const replaced = text.replace(/^ExecStart=\/usr\/bin\/starsock /m, `ExecStart=${process.execPath} ${join(ROOT, 'bin', 'starsock.js')} `)
-    expect(replaced).not.toBe(text)
-    writeFileSync(file, replaced)
-    return file
+  /**
+   * A root folder for `systemd-analyze --root` with `unit` as /etc/systemd/system/starsock.service,
+   * this system's own units, and (with `program`) an executable /usr/local/bin/starsock, where
+   * Debian's npm installs it: verify resolves the unit's bare ExecStart name inside the root, so the
+   * shipped line is checked as written. Settles with the root and the unit's path in it.
+   */
+  const rootWith = (name: string, unit: string, program = true): { root: string, unit: string } => {
+    const root = join(dir, name)
+    mkdirSync(join(root, 'etc', 'systemd', 'system'), { recursive: true })
+    mkdirSync(join(root, 'usr', 'local', 'bin'), { recursive: true })
+    mkdirSync(join(root, 'usr', 'lib', 'systemd'), { recursive: true })
+    cpSync('/usr/lib/systemd/system', join(root, 'usr', 'lib', 'systemd', 'system'), { recursive: true })
+    if (program) writeFileSync(join(root, 'usr', 'local', 'bin', 'starsock'), '#!/bin/sh\n', { mode: 0o755 })
+    writeFileSync(join(root, 'etc', 'systemd', 'system', 'starsock.service'), unit)
+    return { root, unit: '/etc/systemd/system/starsock.service' }
+  }
+  /** `systemd-analyze verify` of `unit` inside `root`. */
+  const verify = (at: { root: string, unit: string }): { status: number | null, out: string } => {
+    const r = spawnSync('systemd-analyze', ['verify', `--root=${at.root}`, at.unit], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
+    return { status: r.status, out: (r.stderr + r.stdout).trim() }
   }
 
   it('is hardened as docs/deploy.md says, with a stop timeout above the shutdown grace', () => {
     const s = unitSettings(text)
     const one = (key: string): string | undefined => s.get(key)?.at(-1)
-    expect(one('ExecStart')).toBe('/usr/bin/starsock serve')
+    // A bare name systemd finds where npm install -g puts it (/usr/local/bin with Debian's npm, or /usr/bin).
+    expect(one('ExecStart')).toBe('starsock serve')
     for (const [key, value] of Object.entries({
       DynamicUser: 'yes', StateDirectory: 'starsock', ProtectSystem: 'strict', ProtectHome: 'yes', PrivateTmp: 'yes',
       PrivateDevices: 'yes', NoNewPrivileges: 'yes', CapabilityBoundingSet: '', AmbientCapabilities: '', LockPersonality: 'yes',
@@ -281,7 +344,7 @@ describe('systemd unit', () => {
     expect(env).toMatchObject({ HOST: '127.0.0.1', STARSOCK_TRUST_PROXY: '1', STARSOCK_GATEWAY_KEY: '/var/lib/starsock/gateway-key' })
   })
 
-  it('leaves out MemoryDenyWriteExecute because node cannot run under it (shown with the kernel\'s prctl(PR_SET_MDWE), when python3 and Linux 6.3+ are here)', () => {
+  it('leaves out MemoryDenyWriteExecute because node cannot run under it (shown with the kernel\'s prctl(PR_SET_MDWE), when python3 and Linux 6.3+ are here)', (ctx) => {
     expect(unitSettings(text).has('MemoryDenyWriteExecute')).toBe(false)
     // PR_SET_MDWE (65) with PR_MDWE_REFUSE_EXEC_GAIN (1): what systemd applies for the setting on
     // kernels that have it; inherited across exec. If node ever runs under it, turn it on.
@@ -290,14 +353,15 @@ describe('systemd unit', () => {
       'if libc.prctl(65, 1, 0, 0, 0) != 0: sys.exit(77)\n' +
       'os.execv(sys.argv[1], [sys.argv[1], "-e", "console.log(\'ran\')"])\n'
     const r = spawnSync('python3', ['-c', script, process.execPath], { cwd: dir, encoding: 'utf8', timeout: 20_000 }) // a core file, if any, lands in temp
-    if (r.error !== undefined || r.status === 77) return // no python3, or a kernel without PR_SET_MDWE
+    if (r.error !== undefined || r.status === 77) ctx.skip('no python3, or a kernel without PR_SET_MDWE') // a kernel matter: skipped in CI too
     expect(r.stdout).not.toContain('ran')
     expect(r.status).not.toBe(0)
   })
 
-  it('starts as the unit starts it, as far as this machine can: its ExecStart and Environment=, an unprivileged user with no capabilities and no new privileges (setpriv), the gateway key in the state directory; SIGTERM ends it with 0', async () => {
+  it('starts as the unit starts it, as far as this machine can: its ExecStart and Environment=, an unprivileged user with no capabilities and no new privileges (setpriv), the gateway key in the state directory; SIGTERM ends it with 0', async (ctx) => {
     // Changing user needs root; the rest of the sandbox (mounts, seccomp) needs systemd itself.
-    if (process.getuid?.() !== 0 || !tool('/usr/bin/setpriv')) return
+    need(ctx, process.getuid?.() === 0, 'running as root (setpriv changes the user)')
+    tool(ctx, '/usr/bin/setpriv')
     const s = unitSettings(text)
     const state = join(dir, 'state')
     chmodSync(dir, 0o711) // mkdtemp's 0700 would keep the other user out of its state folder inside
@@ -309,7 +373,7 @@ describe('systemd unit', () => {
     }
     Object.assign(env, { PORT: '0', STARSOCK_GATEWAY: '1', STARSOCK_GATEWAY_KEY: join(state, 'gateway-key') })
     const [program, ...args] = (s.get('ExecStart')?.at(-1) ?? '').split(' ')
-    expect(program).toBe('/usr/bin/starsock')
+    expect(program).toBe('starsock')
     const proc = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--no-new-privs', '--inh-caps=-all', '--bounding-set=-all',
       process.execPath, join(ROOT, 'bin', 'starsock.js'), ...args], { cwd: state, env, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
@@ -333,15 +397,31 @@ describe('systemd unit', () => {
     expect(await within('starsock serve to exit after SIGTERM, within TimeoutStopSec', exited, stopMs).catch((e: unknown) => { proc.kill('SIGKILL'); throw e })).toBe(0)
   })
 
-  it('passes systemd-analyze verify without a single warning', () => {
-    if (!tool('/usr/bin/systemd-analyze')) return
-    const r = spawnSync('systemd-analyze', ['verify', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
-    expect([r.status, r.stderr.trim(), r.stdout.trim()]).toEqual([0, '', ''])
+  it('passes systemd-analyze verify without a single warning, its ExecStart as written (found in /usr/local/bin), and fails it without the program there', (ctx) => {
+    tool(ctx, '/usr/bin/systemd-analyze')
+    expect(verify(rootWith('root', text))).toEqual({ status: 0, out: '' })
+    // The bare name is really looked up: without the program, verify says so.
+    const missing = verify(rootWith('root-without', text, false))
+    expect(missing.status).not.toBe(0)
+    expect(missing.out).toContain('Command starsock is not executable')
   })
 
-  it('scores as exposed at most 2.0 (of 10) in systemd-analyze security --offline', () => {
-    if (!tool('/usr/bin/systemd-analyze')) return
-    const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', local()], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
+  it('its commented port-443 variant (credentials, capability, no PrivateUsers) passes systemd-analyze verify too', (ctx) => {
+    tool(ctx, '/usr/bin/systemd-analyze')
+    let variant = replaceExactly(text, '\n#Environment=HOST=0.0.0.0 ', '\nEnvironment=HOST=0.0.0.0 ')
+    variant = replaceExactly(variant, '\n#LoadCredential=', '\nLoadCredential=', 2)
+    variant = replaceExactly(variant, '\nCapabilityBoundingSet=\nAmbientCapabilities=\n', '\n')
+    variant = replaceExactly(variant, '\n#CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n#AmbientCapabilities=CAP_NET_BIND_SERVICE\n', '\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\nAmbientCapabilities=CAP_NET_BIND_SERVICE\n')
+    variant = replaceExactly(variant, '\nPrivateUsers=yes\n', '\n')
+    const env = Object.fromEntries((unitSettings(variant).get('Environment') ?? []).flatMap((e) => [...e.matchAll(/(\w+)=(\S+)/g)].map((m) => [m[1], m[2]])))
+    expect(env).toMatchObject({ HOST: '0.0.0.0', PORT: '443', STARSOCK_TRUST_PROXY: '0', KEY: '%d/key.pem', CERT: '%d/cert.pem' })
+    expect(verify(rootWith('root-443', variant))).toEqual({ status: 0, out: '' })
+  })
+
+  it('scores as exposed at most 2.0 (of 10) in systemd-analyze security --offline', (ctx) => {
+    tool(ctx, '/usr/bin/systemd-analyze')
+    const at = rootWith('root-security', text)
+    const r = spawnSync('systemd-analyze', ['security', '--offline=yes', '--no-pager', `--root=${at.root}`, at.unit], { cwd: dir, encoding: 'utf8', timeout: 30_000 })
     expect(r.status, r.stderr).toBe(0)
     const score = Number(/Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout)?.[1])
     expect(score).toBeLessThanOrEqual(2)
@@ -542,8 +622,8 @@ http {
     }
   })
 
-  it('nginx -t passes on the shipped file as written (its certificate paths replaced)', () => {
-    if (!tool(NGINX)) return
+  it('nginx -t passes on the shipped file as written (its certificate paths replaced)', (ctx) => {
+    tool(ctx, NGINX)
     const main = mainConfig(withCert(shipped, makeCert(dir)))
     const r = spawnSync(NGINX, ['-t', '-p', dir, '-e', join(dir, 'error.log'), '-c', main], { encoding: 'utf8', timeout: 20_000 })
     expect(r.status, r.stderr).toBe(0)
@@ -551,8 +631,8 @@ http {
     expect(r.stderr).not.toMatch(/\[(warn|emerg|alert|crit)\]/)
   })
 
-  it('carries websocket and polling peers and the legacy client over TLS, counts clients by the address it appends, and redirects http to https', async () => {
-    if (!tool(NGINX)) return
+  it('carries websocket and polling peers and the legacy client over TLS, counts clients by the address it appends, and redirects http to https', async (ctx) => {
+    tool(ctx, NGINX)
     const cert = makeCert(dir)
     const { url: direct, port } = await programs.serve(0, ['--trust-proxy', '--max-peers-per-ip', '2'])
     const [httpPort, tlsPort] = [await freePort(), await freePort()]
@@ -591,8 +671,8 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
   })
   const shipped = readFileSync(join(ROOT, 'deploy', 'Caddyfile'), 'utf8')
 
-  it('caddy validate passes on the shipped Caddyfile as written', () => {
-    if (!tool(CADDY)) return
+  it('caddy validate passes on the shipped Caddyfile as written', (ctx) => {
+    tool(ctx, CADDY)
     const r = spawnSync(CADDY, ['validate', '--config', join(ROOT, 'deploy', 'Caddyfile'), '--adapter', 'caddyfile'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 })
     expect(r.status, r.stderr).toBe(0)
     expect(r.stdout + r.stderr).toContain('Valid configuration')
@@ -601,17 +681,24 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     expect(fmt.stdout).toBe(shipped)
   })
 
-  it('carries websocket and polling peers and the legacy client over TLS, and counts clients by the address it sets', async () => {
-    if (!tool(CADDY)) return
+  it('carries websocket and polling peers and the legacy client over TLS, and counts clients by the address it sets', async (ctx) => {
+    tool(ctx, CADDY)
     const cert = makeCert(dir)
     const { url: direct, port } = await programs.serve(0, ['--trust-proxy', '--max-peers-per-ip', '2'])
     const [httpPort, tlsPort] = [await freePort(), await freePort()]
     // Loopback only, no ACME and no admin endpoint: the shipped site with this test's certificate.
     let conf = replaceExactly(shipped, '\n{\n', `\n{\n\tadmin off\n\thttp_port ${httpPort}\n\thttps_port ${tlsPort}\n\tauto_https disable_redirects\n\tstorage file_system ${join(dir, 'storage')}\n`)
-    conf = replaceExactly(conf, 'starsock.example.com {\n', `https://127.0.0.1:${tlsPort} {\n\ttls ${cert.cert} ${cert.key}\n`)
+    conf = replaceExactly(conf, 'starsock.example.com {\n', `https://127.0.0.1:${tlsPort} {\n\tbind 127.0.0.1\n\ttls ${cert.cert} ${cert.key}\n`)
     conf = replaceExactly(conf, 'reverse_proxy 127.0.0.1:9090', `reverse_proxy 127.0.0.1:${port}`)
     const file = join(dir, 'Caddyfile')
     writeFileSync(file, conf)
+    // Loopback only: every address Caddy would listen on is 127.0.0.1's.
+    const adapted = spawnSync(CADDY, ['adapt', '--config', file, '--adapter', 'caddyfile'], { cwd: dir, env, encoding: 'utf8', timeout: 30_000 })
+    expect(adapted.status, adapted.stderr).toBe(0)
+    const servers = (JSON.parse(adapted.stdout) as { apps: { http: { servers: Record<string, { listen: string[] }> } } }).apps.http.servers
+    const listen = Object.values(servers).flatMap((server) => server.listen)
+    expect(listen.length).toBeGreaterThan(0)
+    for (const address of listen) expect(address).toMatch(/^(tcp\/)?127\.0\.0\.1:\d+$/)
     let log = ''
     caddy = spawn(CADDY, ['run', '--config', file, '--adapter', 'caddyfile'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
     caddy.stderr?.on('data', (d: Buffer) => { log += d.toString() })
@@ -619,4 +706,101 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     await untilHealthy(url, cert.pem, 'caddy', () => log)
     await joinAndDialThrough(url, cert, direct)
   }, 120_000)
+})
+
+// ---------------------------------------------------------------------------------------------
+// On/off environment variables (the unit and the image set them)
+
+describe('on/off environment variables of starsock serve', () => {
+  const BIN = join(ROOT, 'bin', 'starsock.js')
+  const started: ChildProcess[] = []
+  const peers: StarsockPeer[] = []
+  afterEach(async () => {
+    for (const p of peers.splice(0)) await p.close()
+    for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+  })
+  /** The environment without any of the switches (the test runner's own must not leak in). */
+  const clean = (): NodeJS.ProcessEnv => {
+    const env = { ...process.env }
+    for (const name of ['STARSOCK_TRUST_PROXY', 'STARSOCK_UDP_RELAY', 'STARSOCK_GATEWAY', 'DISABLE_METRICS', 'DISABLE_CRYPTO_CHALLENGE', 'DISABLE_STRICT_MULTIADDR']) delete env[name]
+    return env
+  }
+  /** `starsock serve` on loopback with `env` added; settles with its URL, or its exit code and stderr. */
+  const serve = async (env: Record<string, string>, extra: string[] = []): Promise<{ url?: string, code?: number | null, err: string, out: string }> => {
+    const proc = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', ...extra], { env: { ...clean(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    started.push(proc)
+    let out = ''
+    let err = ''
+    proc.stdout.on('data', (d: Buffer) => { out += d.toString() })
+    proc.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    await waitFor('starsock serve to print its URL or exit', () => /^starsock http:\/\/127\.0\.0\.1:\d+ /m.test(out) || proc.exitCode !== null, 20_000)
+      .catch((e: unknown) => { throw new Error(`${e instanceof Error ? e.message : String(e)} (stdout: ${out} stderr: ${err})`) })
+    const url = /^starsock (http:\/\/127\.0\.0\.1:\d+) /m.exec(out)?.[1]
+    if (url !== undefined) return { url, err, out }
+    return { code: proc.exitCode, err, out }
+  }
+  const peer = async (url: string, claimedIp: string): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: url, transports: ['websocket'], socketOptions: { extraHeaders: { 'X-Forwarded-For': claimedIp } } })
+    peers.push(p)
+    return p
+  }
+
+  it('STARSOCK_TRUST_PROXY=0 leaves trust-proxy off: a client claiming another X-Forwarded-For still counts as its own IP', async () => {
+    const { url, err } = await serve({ STARSOCK_TRUST_PROXY: '0' }, ['--max-peers-per-ip', '1'])
+    expect(url, err).toBeDefined()
+    await peer(url ?? '', '203.0.113.1')
+    await expect(peer(url ?? '', '203.0.113.2')).rejects.toMatchObject({ code: 'E_LIMIT_PEERS_PER_IP' })
+  })
+
+  it('STARSOCK_TRUST_PROXY=yes turns it on: the appended X-Forwarded-For entry counts', async () => {
+    const { url, err } = await serve({ STARSOCK_TRUST_PROXY: 'yes' }, ['--max-peers-per-ip', '1'])
+    expect(url, err).toBeDefined()
+    await peer(url ?? '', '203.0.113.1')
+    await peer(url ?? '', '203.0.113.2')
+  })
+
+  it('DISABLE_METRICS=0 and =false keep /metrics; =1 and =TRUE remove it', async () => {
+    for (const [value, status] of [['0', 200], ['false', 200], ['', 200], ['1', 404], ['TRUE', 404]] as const) {
+      const { url, err } = await serve({ DISABLE_METRICS: value })
+      expect(url, err).toBeDefined()
+      expect([value, (await fetch(`${url ?? ''}/metrics`)).status]).toEqual([value, status])
+      for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+    }
+  })
+
+  it('DISABLE_CRYPTO_CHALLENGE=0 and =off keep the join challenge (the hello answer says so); =on turns it off', async () => {
+    for (const [value, on] of [['0', true], ['off', true], ['on', false]] as const) {
+      const { url, err } = await serve({ DISABLE_CRYPTO_CHALLENGE: value })
+      expect(url, err).toBeDefined()
+      const socket = io(url ?? '', { transports: ['websocket'], reconnection: false, forceNew: true })
+      try {
+        const [error, answer] = await request(socket, 'starsock:hello', [{}]) as [unknown, { cryptoChallenge: boolean }]
+        expect(error).toBeNull()
+        expect([value, answer.cryptoChallenge]).toEqual([value, on])
+      } finally {
+        socket.close()
+      }
+      for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+    }
+  })
+
+  it('STARSOCK_GATEWAY=0 runs no gateway peer (=1 does: it fails on an unusable key file before listening)', async () => {
+    // With --allow-peer the gateway's key is loaded before the server listens: a key under
+    // /dev/null cannot be made, so a gateway that is on ends serve with exit 1 right away.
+    const extra = ['--allow-peer', '12D3KooWGzh9D9AgUqUmxjEbvEzsJnUoYNNpRKskpNVCjn5yDvBt', '--gateway-key', '/dev/null/gateway-key']
+    const off = await serve({ STARSOCK_GATEWAY: '0' }, extra)
+    expect(off.url, off.err).toBeDefined()
+    expect(off.out).not.toMatch(/^gateway peer /m)
+    for (const proc of started.splice(0)) await stopProcess(proc, 'starsock serve')
+    const on = await serve({ STARSOCK_GATEWAY: '1' }, extra)
+    expect([on.url, on.code]).toEqual([undefined, 1])
+  })
+
+  it('any other value is a one-line error and exit 1, for every switch', async () => {
+    for (const name of ['STARSOCK_TRUST_PROXY', 'STARSOCK_UDP_RELAY', 'STARSOCK_GATEWAY', 'DISABLE_METRICS', 'DISABLE_CRYPTO_CHALLENGE', 'DISABLE_STRICT_MULTIADDR']) {
+      const { url, code, err } = await serve({ [name]: 'maybe' })
+      expect([name, url, code]).toEqual([name, undefined, 1])
+      expect(err).toBe(`starsock serve: ${name}="maybe": an on/off variable takes 1, true, yes, on or 0, false, no, off (or empty)\n`)
+    }
+  })
 })

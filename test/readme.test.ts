@@ -186,13 +186,19 @@ describe('README.md and docs/', () => {
     expect(broken, broken.join('\n')).toEqual([])
   })
 
-  it('names, on screen one, the two set-up commands, the no-clone ones and the whole quick start', () => {
+  it('names, on screen one, the two set-up commands, the no-clone ones (not published yet: the packed clone today), the whole quick start in the clone\'s folder, the screenshot and a short comparison', () => {
     const screenOne = readFileSync(README, 'utf8').split('\n').slice(0, SCREEN_ONE_LINES).join('\n')
-    for (const text of ['npm start', 'npm test', 'npx starsock serve', 'npm i starsock',
-      '<!-- quickstart:terminal-1 -->', '<!-- quickstart:terminal-2 -->', '<!-- quickstart:end -->']) {
+    for (const text of ['npm start', 'npm test', 'npx starsock serve', 'npm i starsock', 'not yet', 'npm pack && npm i -g ./starsock-', 'in the clone\'s folder',
+      '<!-- quickstart:terminal-1 -->', '<!-- quickstart:terminal-2 -->', '<!-- quickstart:end -->',
+      '](docs/images/page.png)', 'chisel', '](#next-to-the-tools-you-know)']) {
       expect(screenOne, `screen one (the first ${SCREEN_ONE_LINES} lines of README.md) names ${text}`).toContain(text)
     }
     expect(quickstartBlock(screenOne, 'terminal-1').trim()).toBe('npm start')
+    // A new terminal opens in ~, where npx starsock would ask the registry: the block says where to run it.
+    expect(quickstartBlock(screenOne, 'terminal-2').split('\n')[0]).toMatch(/^# in the clone's folder/)
+    // The tarball name the README gives is the one npm pack makes.
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+    expect(screenOne).toContain(`npm pack && npm i -g ./starsock-${version}.tgz`)
   })
 
   it('compares starsock with the tools people know, and links the reference in docs/', () => {
