@@ -98,6 +98,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
   let ready = false
   let closing: Promise<void> | undefined
+  let closed = false
   metrics.udpGauges(() => ({ allocations: rendezvous.udp?.size ?? 0, endpoints: rendezvous.udp?.endpoints ?? 0 }))
 
   const stats = (): ServerStats => statsOf(rendezvous)
@@ -117,6 +118,11 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const io = createIo(http, opts)
   const after = attached ? listenersOf(http) : undefined
   const handleRequest: RequestHandler = (req, res, next) => {
+    // Once closed, starsock has let go of the server: everything is the app's again.
+    if (closed) {
+      next?.()
+      return false
+    }
     let taken = true
     routeRequest(routes, prefix, req, res, () => {
       taken = false
@@ -189,6 +195,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
             http.closeAllConnections?.()
           })
         }
+        closed = true
         logger.info('closed')
       })()
       return closing
@@ -254,6 +261,9 @@ function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServe
     cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
     serveClient: false,
     path: opts.path,
+    // Attached, upgrades on other paths are the app's (its own WebSocket server may answer them
+    // late): engine.io must not destroy them after a second.
+    destroyUpgrade: opts.server === undefined,
     pingInterval: PING_INTERVAL_MS,
     pingTimeout: PING_TIMEOUT_MS
   })
