@@ -9,8 +9,8 @@ export const DEFAULT_SOCKET_PATH = '/socket.io'
 /** Longest path accepted, in characters. */
 export const MAX_SOCKET_PATH_CHARS = 200
 
-/** One URL path segment: RFC 3986 `pchar`s (percent escapes included), not empty. */
-const SEGMENTS = /^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/
+/** One URL path segment: RFC 3986 `pchar`s without percent escapes, not empty. */
+const SEGMENTS = /^(\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$/
 
 /**
  * Validate a socket.io path and return it without a trailing `/`; throws a `TypeError` or
@@ -21,6 +21,7 @@ export function checkSocketPath (name: string, value: unknown): string {
   if (value.length > MAX_SOCKET_PATH_CHARS) throw new RangeError(`${name} must be at most ${MAX_SOCKET_PATH_CHARS} characters, got ${value.length}`)
   if (!value.startsWith('/')) throw new TypeError(`${name} must start with '/', got '${value}'`)
   if (/[?#]/.test(value)) throw new TypeError(`${name} is a URL path: no '?' or '#', got '${value}'`)
+  if (value.includes('%')) throw new TypeError(`${name} must be plain URL path segments, without percent escapes, got '${value}'`)
   const path = value.endsWith('/') ? value.slice(0, -1) : value
   if (!SEGMENTS.test(path) || path.split('/').some((s) => s === '.' || s === '..')) {
     throw new TypeError(`${name} must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '${value}'`)
@@ -36,12 +37,20 @@ export function socketPathPrefix (path: string): string {
   return path.slice(0, -DEFAULT_SOCKET_PATH.length)
 }
 
+/** The server's own pages: the last segment of an address a user may paste instead of the page's. */
+const PAGE_NAMES = new Set(['status', 'healthz', 'readyz', 'metrics'])
+
 /**
  * The socket.io path a server URL's path names: `/` is the default; a path ending in
  * `/socket.io` is that path; any other is a prefix (`/starsock/` means `/starsock/socket.io`),
- * as the page's own address is. Throws like `checkSocketPath`.
+ * as the page's own address is. A last segment that is a file (`index.html`, `status.json`: it
+ * has a dot) or one of the server's pages (`/status`, `/healthz`, ...) is dropped, as the page
+ * finds its prefix (`new URL('.')`): `http://host/starsock/status` names `/starsock/socket.io`.
+ * Throws like `checkSocketPath`.
  */
 export function socketPathOfUrl (pathname: string): string {
+  const last = pathname.slice(pathname.lastIndexOf('/') + 1)
+  if (last !== 'socket.io' && (last.includes('.') || PAGE_NAMES.has(last))) pathname = pathname.slice(0, -last.length)
   if (pathname === '' || pathname === '/') return DEFAULT_SOCKET_PATH
   const trimmed = pathname.endsWith('/') ? pathname.slice(0, -1) : pathname
   return checkSocketPath('the server URL\'s path', trimmed.endsWith('/socket.io') ? trimmed : `${trimmed}/socket.io`)
