@@ -460,6 +460,39 @@ describe('path without attaching', () => {
     }
   })
 
+  it('a prefix is kept wherever a client hands its server on; a missing one is named; a pasted page address works', async () => {
+    const s = createServer({ path: '/starsock/socket.io', shutdownGraceMs: 0 })
+    const dir = mkdtempSync(join(tmpdir(), 'starsock-attach-'))
+    let peer: StarsockPeer | undefined
+    try {
+      await s.listen(0, '127.0.0.1')
+      const url = s.url()
+      const origin = url.replace(/\/starsock\/$/, '')
+      const listen = programs.start(['listen', '--server', url, '--key', join(dir, 'listener'), '--allow', 'connect/tcp:127.0.0.1:9', '--no-prompt', '--json'])
+      const ready = await listen.event('ready', 20_000)
+      expect(ready.server).toBe(url)
+      const commands = ready.commands as string[]
+      expect(commands.length).toBeGreaterThan(0)
+      for (const command of commands) expect(command).toContain(`--server ${url} `)
+      await listen.stop()
+      // socket.io's own path option is honoured when the URL names none.
+      peer = await createPeer({ server: origin, socketOptions: { path: '/starsock/socket.io' } })
+      expect(peer.server.href).toBe(url)
+      // Without the prefix: the reason says where socket.io was looked for.
+      const wrong = programs.start(['peers', '--server', origin])
+      expect(await within('starsock peers without the prefix to exit', wrong.exited, 20_000)).not.toBe(0)
+      expect(wrong.err()).toContain('is an HTTP server, but no socket.io answers at /socket.io (a server started with --path?')
+      // The status page's address, pasted as the server.
+      const pasted = programs.start(['peers', '--server', `${url}status`, '--json'])
+      expect(await within(`starsock peers --server ${url}status to exit (${pasted.err()})`, pasted.exited, 20_000)).toBe(0)
+      expect((JSON.parse(pasted.out()) as Array<{ peerId: string }>).map((p) => p.peerId)).toContain(peer.peerId)
+    } finally {
+      await peer?.close()
+      await s.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('a client given a bad path in its server URL fails with one clear line', async () => {
     const peers = programs.start(['peers', '--server', 'http://127.0.0.1:9/a//b/'])
     expect(await within('starsock peers with a bad server path to exit', peers.exited, 20_000)).not.toBe(0)
