@@ -108,6 +108,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     registry: opts.metrics ? metrics.registry : undefined,
     token: opts.token,
     webRoot: opts.webRoot,
+    prefix: socketPathPrefix(opts.path),
     status: () => ({ version: VERSION, ...stats() })
   }
   const attached = opts.server !== undefined
