@@ -11,7 +11,7 @@ import { createServer as createHttpsServer, request as httpsRequest } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import express from 'express'
 import { Server as SocketIoServer } from 'socket.io'
@@ -211,7 +211,8 @@ describe('attaching: the checks', () => {
     ['a path not ending in /socket.io', { path: '/starsock' }, "path must be '/socket.io' or end with '/socket.io'"],
     ['a long path', { path: `/${'x'.repeat(300)}/socket.io` }, 'path must be at most 200 characters, got 311'],
     ['TLS material beside the server', { tls: { key: 'k', cert: 'c' } }, 'server and tls cannot be used together'],
-    ['something that is not a server', { server: { listen: () => {} } as never }, 'server must be a Node http.Server or https.Server']
+    ['something that is not a server', { server: { listen: () => {} } as never }, 'server must be a Node http.Server or https.Server'],
+    ['a bare net.Server (it has on, listeners and address, but no HTTP)', { server: createNetServer() as never }, 'server must be a Node http.Server or https.Server']
   ])('refuses %s with a clear error, and leaves the server alone', async (_, options, message) => {
     const before = http.listeners('request').length
     expect(() => createServer({ server: http, ...options })).toThrow(message)
@@ -447,6 +448,7 @@ describe('path without attaching', () => {
         await new Promise((resolve) => setTimeout(resolve, 50))
       }
     })(), 20_000)
+    expect(program.out()).toContain(`starsock ${url} (page, socket.io, /sub/metrics, /sub/healthz, /sub/readyz)`)
     expect(await get(`${url}healthz`)).toMatchObject({ status: 200, body: 'ok\n' })
     const peer = await createPeer({ server: url })
     try {
