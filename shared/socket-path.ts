@@ -9,8 +9,8 @@ export const DEFAULT_SOCKET_PATH = '/socket.io'
 /** Longest path accepted, in characters. */
 export const MAX_SOCKET_PATH_CHARS = 200
 
-/** One URL path segment: RFC 3986 `pchar`s without percent escapes, not empty. */
-const SEGMENTS = /^(\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$/
+/** One URL path segment: RFC 3986 `pchar`s (percent escapes included), not empty. */
+const SEGMENTS = /^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+$/
 
 /**
  * Validate a socket.io path and return it without a trailing `/`; throws a `TypeError` or
@@ -21,15 +21,29 @@ export function checkSocketPath (name: string, value: unknown): string {
   if (value.length > MAX_SOCKET_PATH_CHARS) throw new RangeError(`${name} must be at most ${MAX_SOCKET_PATH_CHARS} characters, got ${value.length}`)
   if (!value.startsWith('/')) throw new TypeError(`${name} must start with '/', got '${value}'`)
   if (/[?#]/.test(value)) throw new TypeError(`${name} is a URL path: no '?' or '#', got '${value}'`)
-  if (value.includes('%')) throw new TypeError(`${name} must be plain URL path segments, without percent escapes, got '${value}'`)
   const path = value.endsWith('/') ? value.slice(0, -1) : value
-  if (!SEGMENTS.test(path) || path.split('/').some((s) => s === '.' || s === '..')) {
+  if (!SEGMENTS.test(path) || path.split('/').map(decodedSegment).some((s) => s === undefined || s === '.' || s === '..')) {
     throw new TypeError(`${name} must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '${value}'`)
   }
   if (path !== DEFAULT_SOCKET_PATH && !path.endsWith('/socket.io')) {
     throw new TypeError(`${name} must be '/socket.io' or end with '/socket.io' (e.g. '/starsock/socket.io'): the page and clients find it under its prefix, got '${value}'`)
   }
   return path
+}
+
+/**
+ * A path segment decoded (`b%20c` is `b c`), or `undefined` when its escapes are not valid UTF-8
+ * percent escapes (`%zz`) or it decodes to a `/`, `\` or NUL: what a server would see is then not
+ * what was written (`%2e%2e` is `..`, `%2f` a separator).
+ */
+function decodedSegment (segment: string): string | undefined {
+  if (!segment.includes('%')) return segment
+  try {
+    const decoded = decodeURIComponent(segment)
+    return /[/\\\0]/.test(decoded) ? undefined : decoded
+  } catch {
+    return undefined
+  }
 }
 
 /** The prefix the page and routes live under: `''` for `/socket.io`, `/starsock` for `/starsock/socket.io`. */

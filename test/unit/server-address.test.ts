@@ -33,7 +33,8 @@ describe('parseServerAddress', () => {
     ['http://127.0.0.1:9090/healthz', undefined, '/socket.io'],
     ['http://127.0.0.1:9090/starsock/index.html', undefined, '/starsock/socket.io'],
     ['http://127.0.0.1:9090/starsock/status', undefined, '/starsock/socket.io'],
-    ['http://127.0.0.1:9090/starsock/status/', undefined, '/starsock/status/socket.io']
+    ['http://127.0.0.1:9090/starsock/status/', undefined, '/starsock/status/socket.io'],
+    ['http://127.0.0.1:9090/a/b%20c/', undefined, '/a/b%20c/socket.io']
   ])('%s with path %s: socket.io at %s', (input, path, expected) => {
     expect(parseServerAddress(input, path).path).toBe(expected)
   })
@@ -70,9 +71,11 @@ describe('parseServerAddress', () => {
     ['http://127.0.0.1:9090/a//b/', undefined, "the server URL's path must be plain URL path segments"],
     ['http://127.0.0.1:9090/?token=x', undefined, 'must not have a query or a fragment'],
     ['http://127.0.0.1:9090/#token=x', undefined, 'must not have a query or a fragment (give the token with --token, or as the token option)'],
-    ['http://127.0.0.1:9090/a%2fb/', undefined, 'without percent escapes'],
-    ['http://127.0.0.1:9090/%zz/', undefined, 'without percent escapes'],
-    ['http://127.0.0.1:9090', '/%2e%2e/socket.io', 'without percent escapes']
+    ['http://127.0.0.1:9090/a%2fb/', undefined, "the server URL's path must be plain URL path segments"],
+    ['http://127.0.0.1:9090/%zz/', undefined, "the server URL's path must be plain URL path segments"],
+    ['http://127.0.0.1:9090', '/%2e%2e/socket.io', 'path must be plain URL path segments'],
+    ['http://127.0.0.1:9090', '/a/%2E./socket.io', 'path must be plain URL path segments'],
+    ['http://127.0.0.1:9090', '/%zz/socket.io', 'path must be plain URL path segments']
   ])('refuses %j (path %j) with a TypeError', (input, path, message) => {
     expect(() => parseServerAddress(input, path)).toThrow(TypeError)
     expect(() => parseServerAddress(input, path)).toThrow(message)
