@@ -54,10 +54,11 @@ const BASE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': '
 
 /**
  * The page's `Content-Security-Policy`: its own scripts, styles and fetches only (no inline
- * script or style, no `eval`), socket.io over `ws:`/`wss:`, framed only by this origin. `blob:`
+ * script or style, no `eval`), socket.io to this host only (`'self'` covers its `ws:`/`wss:` in CSP
+ * level 3, which Chromium and Firefox follow), framed only by this origin. `blob:`
  * links (a received file's "Save") are downloads, which no directive governs.
  */
-export const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
+export const PAGE_CSP = "default-src 'self'; connect-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
 
 /** The status page template (`web/status.html`), read once. */
 const STATUS_TEMPLATE = readFileSync(packagePath('web', 'status.html'), 'utf8')

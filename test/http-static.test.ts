@@ -50,7 +50,7 @@ function decode (answer: Answer): Buffer {
   return coding === 'br' ? brotliDecompressSync(answer.body) : coding === 'gzip' ? gunzipSync(answer.body) : answer.body
 }
 
-const REQUIRED_CSP = ["default-src 'self'", "connect-src 'self' ws: wss:", "frame-ancestors 'self'", "object-src 'none'", "base-uri 'self'"]
+const REQUIRED_CSP = ["default-src 'self'", "connect-src 'self'", "frame-ancestors 'self'", "object-src 'none'", "base-uri 'self'"]
 
 function expectSecurityHeaders (answer: Answer): void {
   const csp = String(answer.headers['content-security-policy']).split(/;\s*/)
