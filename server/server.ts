@@ -6,6 +6,7 @@ import { createServer as createHttpServer, ServerResponse, type IncomingMessage,
 import { createServer as createHttpsServer } from 'node:https'
 import { Server as TlsServer } from 'node:tls'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
 import { rawFrameParser } from '../shared/raw-parser.ts'
@@ -25,6 +26,9 @@ export { VERSION }
 /** Engine.io heartbeat: a silent client is dropped after interval + timeout. */
 const PING_INTERVAL_MS = 10_000
 const PING_TIMEOUT_MS = 20_000
+
+/** An upgrade on another path that no listener but starsock's hears is ended after this long (engine.io's own delay). */
+const UNHEARD_UPGRADE_MS = 1000
 
 /** Figures the server keeps about itself (the same as in `/metrics`). */
 export interface ServerStats {
@@ -118,6 +122,17 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const before = attached ? listenersOf(http) : undefined
   const io = createIo(http, opts)
   const after = attached ? listenersOf(http) : undefined
+  // engine.io's destroyUpgrade is off when attached (the app's own upgrade handlers may take their
+  // time); an upgrade nobody else listens for is still ended after a second, as Node would end it.
+  const dropUnheardUpgrade = (req: IncomingMessage, socket: Duplex): void => {
+    if (isSocketIo(req)) return
+    const others = http.listeners('upgrade').filter((fn) => fn !== dropUnheardUpgrade && !(after?.upgrade.includes(fn as Listener) === true && before?.upgrade.includes(fn as Listener) !== true))
+    if (others.length > 0) return
+    setTimeout(() => {
+      if (socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) socket.destroy()
+    }, UNHEARD_UPGRADE_MS).unref()
+  }
+  if (attached) http.on('upgrade', dropUnheardUpgrade)
   const handleRequest: RequestHandler = (req, res, next) => {
     // Once closed, starsock has let go of the server: everything is the app's again.
     if (closed) {
@@ -184,6 +199,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
         http.off('listening', startUdp)
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
         await rendezvous.close(opts.shutdownGraceMs)
+        http.off('upgrade', dropUnheardUpgrade)
         if (before !== undefined && after !== undefined) {
           // socket.io's own close() would close the user's server too: disconnect, close the
           // engine, and give the server back its listeners as they were.

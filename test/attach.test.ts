@@ -295,6 +295,25 @@ describe('the app\'s own WebSocket upgrades', () => {
       await closeHttp(http)
     }
   })
+
+  it('an upgrade no one answers is still ended, not left open', async () => {
+    const http = createHttpServer((_req, res) => { res.writeHead(404).end('app 404') })
+    const s = createServer({ server: http, path: PATH, shutdownGraceMs: 0 })
+    try {
+      const origin = await listenLocal(http)
+      const ended = await new Promise<string>((resolve) => {
+        const req = httpRequest(`${origin}/nobody-here`, { headers: { Connection: 'Upgrade', Upgrade: 'websocket' } })
+        req.on('upgrade', () => resolve('upgraded'))
+        req.on('response', (res) => resolve(`answered ${res.statusCode ?? 0}`))
+        req.on('error', () => resolve('ended'))
+        req.end()
+      })
+      expect(ended).toBe('ended')
+    } finally {
+      await s.close()
+      await closeHttp(http)
+    }
+  })
 })
 
 describe('beside the app\'s own socket.io', () => {
