@@ -57,7 +57,7 @@ export function commandFor (rule: SockRule, serverUrl: string, peerId: string, s
 
 /** Say when the connection to the server drops (the peer reconnects by itself) and when it is joined again. */
 export function reportServer (agent: SockAgent, status: StatusReporter): void {
-  const url = agent.peer.server.url
+  const url = agent.peer.server.href
   agent.peer.on('state', (state) => {
     if (state === 'reconnecting') status.event('server', { state, server: url }, `lost the server ${url}; reconnecting until it is back`)
     else if (state === 'joined') status.event('server', { state, server: url }, `joined ${url} again`)
@@ -190,7 +190,7 @@ async function listen (flags: ListenFlags): Promise<number> {
     maxBoundPortsTotal: flags.maxBoundPortsTotal,
     onChannel: async (channel, _body, mux) => {
       // The rules now: an "always" answer may have added one.
-      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: flags.udpRelayLocal, server: agent.peer.server.url, relayIps: flags.udpRelayIp, onEvent: (e) => reportUdpRelay(status, e) })
+      if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), local: flags.udpRelayLocal, server: agent.peer.server.href, relayIps: flags.udpRelayIp, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels${channel.header.type === 'file' ? ' (start it with --files DIR)' : ''}`)
     },
     files: files === undefined
@@ -227,9 +227,9 @@ async function listen (flags: ListenFlags): Promise<number> {
   const insecure = flags.insecure === true
   const serviceCommands = Object.entries(services).map(([name, target]) => ({
     text: `service ${name} (${target.proto} ${addressList([target.to])})`,
-    command: commandFor({ kind: 'service', proto: 'tcp', host: name, ports: [0, 65535], text: `service:${name}` }, agent.peer.server.url, agent.peer.peerId, target.proto) + (insecure ? ' --insecure' : '')
+    command: commandFor({ kind: 'service', proto: 'tcp', host: name, ports: [0, 65535], text: `service:${name}` }, agent.peer.server.href, agent.peer.peerId, target.proto) + (insecure ? ' --insecure' : '')
   }))
-  const commands = [...tunnelRules.map((r) => commandFor(r, agent.peer.server.url, agent.peer.peerId) + (insecure ? ' --insecure' : '')), ...serviceCommands.map((c) => c.command)]
+  const commands = [...tunnelRules.map((r) => commandFor(r, agent.peer.server.href, agent.peer.peerId) + (insecure ? ' --insecure' : '')), ...serviceCommands.map((c) => c.command)]
   const usable = [...tunnelRules.map((r) => r.text), ...serviceCommands.map((c) => c.text)]
   const fileRule = (flags.allow ?? []).some((r) => r.kind === 'file')
   const filesText = files === undefined ? '' : `; files into ${files} (${fileRule ? 'as the file rules allow, ' : ''}${asking ? 'others asked here' : fileRule ? 'others denied' : 'all denied: no file rule and nobody to ask'}; at most ${flags.maxFileBytes} bytes each, ${flags.fileQuotaBytes} per peer per hour)`
@@ -237,7 +237,7 @@ async function listen (flags: ListenFlags): Promise<number> {
   const securityNote = insecure
     ? `; plaintext connections allowed (--insecure: peer ids unverified${peerRules > 0 ? ', rules naming a peer match only end-to-end encrypted connections' : ''})`
     : '; end-to-end encryption required'
-  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.url, rules, commands, services: Object.fromEntries(Object.entries(services).map(([n, t]) => [n, `${t.proto === 'udp' ? 'udp:' : ''}${addressList([t.to])}`])), asking, files: files ?? null, insecure },
+  status.event('ready', { peerId: agent.peer.peerId, server: agent.peer.server.href, rules, commands, services: Object.fromEntries(Object.entries(services).map(([n, t]) => [n, `${t.proto === 'udp' ? 'udp:' : ''}${addressList([t.to])}`])), asking, files: files ?? null, insecure },
     `listening as ${agent.peer.peerId}; rules: ${rules.length === 0 ? 'none' : rules.join(', ')}${asking ? '; others are asked here (commands: list, kill N)' : '; others are denied'}${filesText}${securityNote}` +
     commands.map((c, i) => `\n  to use ${usable[i] ?? ''}, a peer runs: ${c}`).join(''))
   status.start()

@@ -142,7 +142,8 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
     return 1
   }
   const running = server
-  process.stdout.write(`starsock ${running.url()} (page, socket.io, /metrics, /healthz, /readyz)\n`)
+  const prefix = running.options.path.slice(0, -'/socket.io'.length)
+  process.stdout.write(`starsock ${running.url()} (page, socket.io, ${['metrics', 'healthz', 'readyz'].map((r) => `${prefix}/${r}`).join(', ')})\n`)
   let gateway: SockAgent | undefined
   if (flags.gateway === true) {
     try {

@@ -63,15 +63,18 @@ class Probe {
     return result
   }
 
-  /** Send an HTTP request for `/healthz` on `socket`; settles with the first bytes of the answer, `''` when it closed without one, or `TIMEOUT`. */
-  async ask (socket: Socket): Promise<string | typeof TIMEOUT> {
+  /**
+   * Send an HTTP request for socket.io's handshake at `path` on `socket`; settles with the first
+   * bytes of the answer, `''` when it closed without one, or `TIMEOUT`.
+   */
+  async ask (socket: Socket, path: string): Promise<string | typeof TIMEOUT> {
     const answer = new Promise<string>((resolve) => {
       let got = ''
       socket.on('data', (d: Buffer) => { got += d.toString('latin1'); if (got.length >= 12) resolve(got) })
       socket.once('close', () => resolve(got))
       socket.once('error', () => resolve(got))
     })
-    socket.write(`GET /healthz HTTP/1.1\r\nHost: ${this.where}\r\nConnection: close\r\n\r\n`)
+    socket.write(`GET ${path}/?EIO=4&transport=polling HTTP/1.1\r\nHost: ${this.where}\r\nConnection: close\r\n\r\n`)
     try {
       return await this.bounded(answer)
     } finally {
@@ -92,8 +95,11 @@ function notTls (err: NodeJS.ErrnoException): boolean {
  */
 export async function whyUnreachable (server: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<Unreachable | undefined> {
   let url: URL
+  let path: string
   try {
-    url = new URL(parseServerAddress(server).url)
+    const address = parseServerAddress(server)
+    url = new URL(address.url)
+    path = address.path
   } catch {
     return undefined
   }
@@ -113,9 +119,14 @@ export async function whyUnreachable (server: string, timeoutMs = PROBE_TIMEOUT_
     return { reason: `${probe.where}: ${socket.code ?? socket.message}` }
   }
   const untrusted = socket instanceof TLSSocket && !socket.authorized ? String(socket.authorizationError) : undefined
-  const answer = await probe.ask(socket)
+  const answer = await probe.ask(socket, path)
   if (untrusted !== undefined) return { reason: `its TLS certificate is not trusted here (${untrusted}): NODE_EXTRA_CA_CERTS=FILE trusts its CA` }
-  if (answer !== TIMEOUT && answer.startsWith('HTTP/')) return undefined // an HTTP server: the trouble is further on
+  if (answer !== TIMEOUT && answer.startsWith('HTTP/')) {
+    const status = answer.slice(9, 12)
+    if (status === '404') return { reason: `${probe.where} is an HTTP server, but no socket.io answers at ${path} (a server started with --path? give its prefix, e.g. ${url.origin}/PREFIX/)` }
+    if (status !== '200' && /^\d{3}$/.test(status)) return { reason: `${probe.where} answers HTTP ${status} for socket.io at ${path}` }
+    return undefined // socket.io answers: the trouble is further on
+  }
   if (!tls) {
     // Nothing HTTP came back: a TLS server drops a plaintext request. Ask it for TLS.
     const again = await probe.open(true)

@@ -54,7 +54,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
 
   constructor (options: PeerOptions & { identity: Identity }) {
     super()
-    this.server = parseServerAddress(options.server, options.path)
+    this.server = parseServerAddress(options.server, options.path, options.socketOptions?.path)
     this.identity = options.identity
     this.peerId = options.identity.peerId
     // `/ipfs/`: legacy clients read the peer id after the last `/ipfs/`.
@@ -129,7 +129,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       const { connectTimeoutMs } = this.options
       const offUnreachable = this.link.unlessConnectedWithin(connectTimeoutMs, () => {
         done()
-        reject(new StarsockError('E_SERVER_UNREACHABLE', `Server ${this.server.url} could not be reached within ${connectTimeoutMs} ms: is it running, and is the address right?`))
+        reject(new StarsockError('E_SERVER_UNREACHABLE', `Server ${this.server.href} could not be reached within ${connectTimeoutMs} ms: is it running, and is the address right?`))
       })
       const done = (): void => { offState(); offError(); offUnreachable() }
     })
@@ -139,7 +139,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     } catch (err) {
       const unreachable = err instanceof StarsockError && err.code === 'E_TIMEOUT' && !this.link.connected
       await this.close()
-      throw unreachable ? new StarsockError('E_SERVER_UNREACHABLE', `Server ${this.server.url} could not be reached`, { cause: err }) : err
+      throw unreachable ? new StarsockError('E_SERVER_UNREACHABLE', `Server ${this.server.href} could not be reached`, { cause: err }) : err
     }
   }
 

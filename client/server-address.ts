@@ -4,7 +4,7 @@
  * the prefix of the websocket-star address this peer joins under.
  */
 import { multiaddr } from '@multiformats/multiaddr'
-import { checkSocketPath, DEFAULT_SOCKET_PATH, socketPathOfUrl } from '../shared/socket-path.ts'
+import { checkSocketPath, DEFAULT_SOCKET_PATH, socketPathOfUrl, socketPathPrefix } from '../shared/socket-path.ts'
 
 /** A server location, resolved. */
 export interface ServerAddress {
@@ -14,6 +14,22 @@ export interface ServerAddress {
   prefix: string
   /** The socket.io path: `/socket.io`, or `/PREFIX/socket.io` from the URL's path or the `path` option. */
   path: string
+  /**
+   * The server as a user gives it again (`--server`, a link): `url`, with `/PREFIX/` when the
+   * socket.io path has one (`http://host:port/starsock/`).
+   */
+  href: string
+}
+
+/** `url` and `path` as one address another client (or the CLI) takes back: the prefix kept. */
+function hrefOf (url: string, path: string): string {
+  if (path === DEFAULT_SOCKET_PATH || !path.endsWith(DEFAULT_SOCKET_PATH)) return url
+  return `${url}${socketPathPrefix(path)}/`
+}
+
+/** An address with its `href`. */
+function addressOf (url: string, prefix: string, path: string): ServerAddress {
+  return { url, prefix, path, href: hrefOf(url, path) }
 }
 
 function prefixFor (host: string, port: string, secure: boolean): string {
@@ -29,14 +45,21 @@ function prefixFor (host: string, port: string, secure: boolean): string {
  * the socket.io path: `/` the default, `/starsock/` (a prefix, as the page's own address) or
  * `/starsock/socket.io` the same `/starsock/socket.io`.
  */
-export function parseServerAddress (server: string, path?: string): ServerAddress {
+export function parseServerAddress (server: string, path?: string, socketIoPath?: unknown): ServerAddress {
   if (typeof server !== 'string' || server.trim() === '') throw new TypeError('server must be a URL or a multiaddr')
   const given = path === undefined ? undefined : checkSocketPath('path', path)
-  return parseLocation(server, given)
+  const { address, named } = parseLocation(server, given)
+  if (socketIoPath === undefined) return address
+  // socket.io's own `path` (in `socketOptions`): any path (a proxy's `/relay`), used when nothing
+  // else names one, refused when something else names another.
+  if (typeof socketIoPath !== 'string' || !socketIoPath.startsWith('/') || /[?#\s]/.test(socketIoPath)) throw new TypeError(`socketOptions.path must be a URL path starting with '/', got ${String(socketIoPath)}`)
+  const trimmed = socketIoPath.length > 1 && socketIoPath.endsWith('/') ? socketIoPath.slice(0, -1) : socketIoPath
+  if (named && trimmed !== address.path) throw new TypeError(`socketOptions.path is ${socketIoPath} but the ${given !== undefined ? 'path option' : 'server URL'} names the socket.io path ${address.path}: give one of them`)
+  return addressOf(address.url, address.prefix, trimmed)
 }
 
-/** `parseServerAddress` once `path` is checked (`given`). */
-function parseLocation (server: string, given: string | undefined): ServerAddress {
+/** `parseServerAddress` once `path` is checked (`given`); `named`: whether `given` or the URL named a path. */
+function parseLocation (server: string, given: string | undefined): { address: ServerAddress, named: boolean } {
   if (server.startsWith('/')) {
     let names: string[]
     let tuples: Array<[number, string?]>
@@ -56,7 +79,7 @@ function parseLocation (server: string, given: string | undefined): ServerAddres
     const secure = ws === 'wss'
     const urlHost = names[0] === 'ip6' ? `[${host}]` : host
     // A multiaddr has no path: the `path` option gives one.
-    return { url: `${secure ? 'https' : 'http'}://${urlHost}:${port}`, prefix: `/${names[0] ?? 'ip4'}/${host}/tcp/${port}/${ws}`, path: given ?? DEFAULT_SOCKET_PATH }
+    return { address: addressOf(`${secure ? 'https' : 'http'}://${urlHost}:${port}`, `/${names[0] ?? 'ip4'}/${host}/tcp/${port}/${ws}`, given ?? DEFAULT_SOCKET_PATH), named: given !== undefined }
   }
   let url: URL
   try {
@@ -67,9 +90,9 @@ function parseLocation (server: string, given: string | undefined): ServerAddres
   const secure = url.protocol === 'https:' || url.protocol === 'wss:'
   if (!['http:', 'https:', 'ws:', 'wss:'].includes(url.protocol)) throw new TypeError(`server URL ${server} must be http(s):// or ws(s)://`)
   const port = url.port !== '' ? url.port : secure ? '443' : '80'
-  if (url.search !== '' || url.hash !== '') throw new TypeError(`server URL ${server} must not have a query or a fragment (give the token as the token option)`)
+  if (url.search !== '' || url.hash !== '') throw new TypeError(`server URL ${server} must not have a query or a fragment (give the token with --token, or as the token option)`)
   const urlPath = socketPathOfUrl(url.pathname)
   if (given !== undefined && url.pathname !== '/' && urlPath !== given) throw new TypeError(`server URL ${server} names the socket.io path ${urlPath} but the path option is ${given}: give one of them`)
   // `hostname` keeps the brackets of an IPv6 literal, as a URL needs them.
-  return { url: `${secure ? 'https' : 'http'}://${url.hostname}:${port}`, prefix: prefixFor(url.hostname, port, secure), path: given ?? urlPath }
+  return { address: addressOf(`${secure ? 'https' : 'http'}://${url.hostname}:${port}`, prefixFor(url.hostname, port, secure), given ?? urlPath), named: given !== undefined || url.pathname !== '/' }
 }

@@ -84,7 +84,7 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
     this.socket = io(options.url, {
       ...options.socketOptions,
       parser: rawFrameParser, // socket.io-parser, with raw data frames (shared/raw-parser.ts)
-      path: options.path ?? '/socket.io',
+      path: options.path ?? (typeof options.socketOptions?.path === 'string' ? options.socketOptions.path : '/socket.io'),
       autoConnect: false,
       forceNew: true,
       transports: transportsFor(options.transports, maskFor(options.wsMask ?? 'auto', options.url)), // Node, over TLS or loopback: no masking pass

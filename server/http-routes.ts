@@ -19,6 +19,8 @@ export interface RouteContext {
   webRoot: string
   /** The server token: when set, `/metrics`, `/status` and `/status.json` need it. */
   token: string
+  /** The prefix the routes live under (`''` or e.g. `/starsock`), for the addresses the texts give. */
+  prefix?: string
 }
 
 /**
@@ -29,16 +31,22 @@ function hasToken (req: IncomingMessage, token: string): boolean {
   if (token === '') return true
   const header = req.headers.authorization
   if (typeof header === 'string' && /^Bearer /i.test(header)) return sameSecret(header.slice(7).trim(), token)
+  // By hand: `URLSearchParams` turns a `+` (base64 tokens have them) into a space.
+  const url = req.url ?? '/'
+  const query = url.indexOf('?')
+  if (query === -1) return false
+  const part = url.slice(query + 1).split('#')[0]?.split('&').find((p) => p.startsWith('token='))
+  if (part === undefined) return false
   try {
-    return sameSecret(new URL(req.url ?? '/', 'http://x').searchParams.get('token'), token)
+    return sameSecret(decodeURIComponent(part.slice('token='.length)), token)
   } catch {
     return false
   }
 }
 
-function unauthorized (res: ServerResponse): void {
+function unauthorized (res: ServerResponse, prefix: string): void {
   res.writeHead(401, { ...BASE_HEADERS, 'content-type': 'text/plain', 'cache-control': 'no-store', 'www-authenticate': 'Bearer realm="starsock"' })
-  res.end('this server needs a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs); the page takes it as /#token=<token>\n')
+  res.end(`this server needs a token: send it as Authorization: Bearer <token> (?token=<token> works too, but ends up in access logs); the page takes it as ${prefix}/#token=<token>\n`)
 }
 
 /** Headers on every answer: no type sniffing, no `Referer` to other sites. */
@@ -46,10 +54,11 @@ const BASE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': '
 
 /**
  * The page's `Content-Security-Policy`: its own scripts, styles and fetches only (no inline
- * script or style, no `eval`), socket.io over `ws:`/`wss:`, framed only by this origin. `blob:`
+ * script or style, no `eval`), socket.io to this host only (`'self'` covers its `ws:`/`wss:` in CSP
+ * level 3, which Chromium and Firefox follow), framed only by this origin. `blob:`
  * links (a received file's "Save") are downloads, which no directive governs.
  */
-export const PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
+export const PAGE_CSP = "default-src 'self'; connect-src 'self'; frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
 
 /** The status page template (`web/status.html`), read once. */
 const STATUS_TEMPLATE = ((): string => {
@@ -76,11 +85,14 @@ function escapeHtml (text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }
 
-/** What the status page says on a server with a token: who needs it and how to give it. */
-const TOKEN_NOTE = '<p id="token-needed"><strong>This server needs a token.</strong> Ask whoever runs it. ' +
-  'Peers join with it (<code>--token &lt;token&gt;</code> or <code>STARSOCK_TOKEN</code>); ' +
-  'the page takes it in its address as <code>/#token=&lt;token&gt;</code> (after <code>#</code>, it is not sent to the server) ' +
-  'or in the field it shows; these figures need it too (<code>Authorization: Bearer &lt;token&gt;</code>, or <code>/status?token=&lt;token&gt;</code>, which ends up in access logs).</p>'
+/** What the status page says on a server with a token (its routes under `prefix`): who needs it and how to give it. */
+function tokenNote (prefix: string): string {
+  const p = escapeHtml(prefix)
+  return '<p id="token-needed"><strong>This server needs a token.</strong> Ask whoever runs it. ' +
+    'Peers join with it (<code>--token &lt;token&gt;</code> or <code>STARSOCK_TOKEN</code>); ' +
+    `the page takes it in its address as <code>${p}/#token=&lt;token&gt;</code> (after <code>#</code>, it is not sent to the server) ` +
+    `or in the field it shows; these figures need it too (<code>Authorization: Bearer &lt;token&gt;</code>, or <code>${p}/status?token=&lt;token&gt;</code>, which ends up in access logs).</p>`
+}
 
 /** What `/` says when there is no page to serve. */
 function noPageNote (webRoot: string): string {
@@ -114,7 +126,7 @@ export function routeRequest (ctx: RouteContext, prefix: string, req: IncomingMe
   const pathname = query === -1 ? url : url.slice(0, query)
   if (prefix !== '' && pathname === prefix && (req.method === 'GET' || req.method === 'HEAD')) {
     // The page finds socket.io next to itself: its address must end with the prefix's `/`.
-    res.writeHead(308, { location: prefix + '/' + (query === -1 ? '' : url.slice(query)), 'cache-control': 'no-store' })
+    res.writeHead(308, { ...BASE_HEADERS, location: prefix + '/' + (query === -1 ? '' : url.slice(query)), 'cache-control': 'no-store' })
     return void res.end()
   }
   if (!pathname.startsWith(prefix + '/')) return next !== undefined ? next() : send(res, 404, 'text/plain', 'not found\n')
@@ -126,7 +138,7 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
   if (req.method !== 'GET' && req.method !== 'HEAD') return next !== undefined ? next() : send(res, 405, 'text/plain', 'method not allowed\n', { allow: 'GET, HEAD' })
   // With a token, the figures are for those who hold it; health and readiness stay open (probes).
   const ops = path === '/metrics' || path === '/status' || path === '/status.json'
-  if (ops && !hasToken(req, ctx.token)) return unauthorized(res)
+  if (ops && !hasToken(req, ctx.token)) return unauthorized(res, ctx.prefix ?? '')
   switch (path) {
     case '/healthz':
       return send(res, 200, 'text/plain', 'ok\n')
@@ -144,13 +156,13 @@ export function handleRoute (ctx: RouteContext, req: IncomingMessage, res: Serve
     case '/status.json':
       return send(res, 200, 'application/json', JSON.stringify(ctx.status()) + '\n')
     case '/status':
-      return sendStatus(res, statusPage(ctx.status(), ctx.token === '' ? [] : [TOKEN_NOTE]))
+      return sendStatus(res, statusPage(ctx.status(), ctx.token === '' ? [] : [tokenNote(ctx.prefix ?? '')]))
     default: {
       const file = findStaticFile(ctx.webRoot, path ?? '/')
       if (file !== undefined) return sendStaticFile(req, res, file, file.path.endsWith('.html') ? { ...BASE_HEADERS, 'content-security-policy': PAGE_CSP } : BASE_HEADERS)
       // Without a built page, `/` is the status page, which says why (and the figures only with the token).
       if (path === '/' || path === '/index.html') {
-        const notes = [noPageNote(ctx.webRoot), ...(ctx.token === '' ? [] : [TOKEN_NOTE])]
+        const notes = [noPageNote(ctx.webRoot), ...(ctx.token === '' ? [] : [tokenNote(ctx.prefix ?? '')])]
         return sendStatus(res, statusPage(hasToken(req, ctx.token) ? ctx.status() : {}, notes))
       }
       return next !== undefined ? next() : send(res, 404, 'text/plain', 'not found\n')

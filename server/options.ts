@@ -1,5 +1,6 @@
 /** Server options, their defaults and their validation. */
-import type { Server as HttpServer } from 'node:http'
+import { Server as HttpServer } from 'node:http'
+import { Server as HttpsServer } from 'node:https'
 import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
 import { IDENTITY_GRACE_MS, UDP_MAX_ALLOCATIONS_PER_IP, UDP_OWNER_GRACE_MS } from './constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
@@ -161,11 +162,12 @@ function checkAttachServer (name: string, value: unknown, resolved: Partial<Reso
   return value
 }
 
-/** Whether `value` has what starsock uses of a Node `http.Server`. */
+/**
+ * Whether `value` is a Node `http.Server` or `https.Server` (the latter is a `tls.Server`, not an
+ * `http.Server`): a bare `net.Server` has the same methods but no `request` or `upgrade` events.
+ */
 function isHttpServer (value: unknown): value is HttpServer {
-  if (typeof value !== 'object' || value === null) return false
-  const s: Partial<Record<'on' | 'listeners' | 'address', unknown>> = value
-  return typeof s.on === 'function' && typeof s.listeners === 'function' && typeof s.address === 'function'
+  return value instanceof HttpServer || value instanceof HttpsServer
 }
 
 function int (name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {

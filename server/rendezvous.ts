@@ -523,7 +523,7 @@ export class Rendezvous {
     this.udpRelay = new UdpRelay({
       ports: o.udpPorts,
       bindHost,
-      publicIp: o.udpPublicIp !== '' ? o.udpPublicIp : bindHost === '0.0.0.0' ? '127.0.0.1' : bindHost === '::' ? '::1' : bindHost,
+      publicIp: o.udpPublicIp !== '' ? o.udpPublicIp : bindHost === '0.0.0.0' || bindHost === '::' ? '127.0.0.1' : bindHost,
       maxAllocationsPerPeer: o.udpMaxAllocationsPerPeer,
       maxAllocationsPerIp: o.udpMaxAllocationsPerIp,
       ownerGraceMs: o.udpOwnerGraceMs,

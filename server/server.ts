@@ -6,6 +6,7 @@ import { createServer as createHttpServer, ServerResponse, type IncomingMessage,
 import { createServer as createHttpsServer } from 'node:https'
 import { Server as TlsServer } from 'node:tls'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
 import { rawFrameParser } from '../shared/raw-parser.ts'
@@ -25,6 +26,9 @@ export { VERSION }
 /** Engine.io heartbeat: a silent client is dropped after interval + timeout. */
 const PING_INTERVAL_MS = 10_000
 const PING_TIMEOUT_MS = 20_000
+
+/** An upgrade on another path that no listener but starsock's hears is ended after this long (engine.io's own delay). */
+const UNHEARD_UPGRADE_MS = 1000
 
 /** Figures the server keeps about itself (the same as in `/metrics`). */
 export interface ServerStats {
@@ -98,6 +102,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
   let ready = false
   let closing: Promise<void> | undefined
+  let closed = false
   metrics.udpGauges(() => ({ allocations: rendezvous.udp?.size ?? 0, endpoints: rendezvous.udp?.endpoints ?? 0 }))
 
   const stats = (): ServerStats => statsOf(rendezvous)
@@ -107,6 +112,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     registry: opts.metrics ? metrics.registry : undefined,
     token: opts.token,
     webRoot: opts.webRoot,
+    prefix: socketPathPrefix(opts.path),
     status: () => ({ version: VERSION, ...stats() })
   }
   const attached = opts.server !== undefined
@@ -116,7 +122,23 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const before = attached ? listenersOf(http) : undefined
   const io = createIo(http, opts)
   const after = attached ? listenersOf(http) : undefined
+  // engine.io's destroyUpgrade is off when attached (the app's own upgrade handlers may take their
+  // time); an upgrade nobody else listens for is still ended after a second, as Node would end it.
+  const dropUnheardUpgrade = (req: IncomingMessage, socket: Duplex): void => {
+    if (isSocketIo(req)) return
+    const others = http.listeners('upgrade').filter((fn) => fn !== dropUnheardUpgrade && !(after?.upgrade.includes(fn as Listener) === true && before?.upgrade.includes(fn as Listener) !== true))
+    if (others.length > 0) return
+    setTimeout(() => {
+      if (socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) socket.destroy()
+    }, UNHEARD_UPGRADE_MS).unref()
+  }
+  if (attached) http.on('upgrade', dropUnheardUpgrade)
   const handleRequest: RequestHandler = (req, res, next) => {
+    // Once closed, starsock has let go of the server: everything is the app's again.
+    if (closed) {
+      next?.()
+      return false
+    }
     let taken = true
     routeRequest(routes, prefix, req, res, () => {
       taken = false
@@ -177,6 +199,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
         http.off('listening', startUdp)
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
         await rendezvous.close(opts.shutdownGraceMs)
+        http.off('upgrade', dropUnheardUpgrade)
         if (before !== undefined && after !== undefined) {
           // socket.io's own close() would close the user's server too: disconnect, close the
           // engine, and give the server back its listeners as they were.
@@ -189,6 +212,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
             http.closeAllConnections?.()
           })
         }
+        closed = true
         logger.info('closed')
       })()
       return closing
@@ -254,6 +278,9 @@ function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServe
     cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
     serveClient: false,
     path: opts.path,
+    // Attached, upgrades on other paths are the app's (its own WebSocket server may answer them
+    // late): engine.io must not destroy them after a second.
+    destroyUpgrade: opts.server === undefined,
     pingInterval: PING_INTERVAL_MS,
     pingTimeout: PING_TIMEOUT_MS
   })

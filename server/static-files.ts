@@ -98,15 +98,21 @@ const hashes = new Map<string, string>()
 /** Hashes kept at most (a page has a handful of files). */
 const MAX_HASHES = 1000
 
+/** Files larger than this are not hashed (read whole on the event loop): their tag is their identity. */
+const MAX_HASHED_BYTES = 8 * 1024 * 1024
+
 /**
  * The quoted SHA-256 (base64url, 128 bits) of `file`'s bytes. Not size and mtime: npm packs
- * every file with the same mtime, and a new `index.html` often has the old one's size.
+ * every file with the same mtime, and a new `index.html` often has the old one's size. A file
+ * above `MAX_HASHED_BYTES` (never one of the page's: someone's download put in the folder) gets
+ * a tag of its inode, size and times instead. Throws when the file cannot be read.
  */
 function contentTag (path: string, st: Stats): string {
   const key = `${path}\0${st.ino}\0${st.size}\0${st.mtimeMs}\0${st.ctimeMs}`
   let tag = hashes.get(key)
   if (tag === undefined) {
-    tag = `"${createHash('sha256').update(readFileSync(path)).digest('base64url').slice(0, 22)}"`
+    const bytes = st.size > MAX_HASHED_BYTES ? key : readFileSync(path)
+    tag = `"${st.size > MAX_HASHED_BYTES ? 'i-' : ''}${createHash('sha256').update(bytes).digest('base64url').slice(0, 22)}"`
     if (hashes.size >= MAX_HASHES) hashes.clear()
     hashes.set(key, tag)
   }
@@ -160,7 +166,13 @@ export function findStaticFile (root: string, urlPath: string): StaticFile | und
     // One older than its source is left from an earlier build: not the same content.
     if (sibling !== undefined && sibling.st.mtimeMs >= found.st.mtimeMs) codings.set(coding, { path: sibling.path, size: sibling.st.size })
   }
-  return { path: found.path, size: found.st.size, immutable: segments.length > 1 && segments[0] === 'assets', tag: contentTag(found.path, found.st), codings }
+  let tag: string
+  try {
+    tag = contentTag(found.path, found.st)
+  } catch {
+    return undefined // unreadable, or gone meanwhile (a rebuild): not served
+  }
+  return { path: found.path, size: found.st.size, immutable: segments.length > 1 && segments[0] === 'assets', tag, codings }
 }
 
 /** Whether `If-None-Match` names `tag` (weak comparison, RFC 9110 §13.1.2) or is `*`. */

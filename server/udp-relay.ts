@@ -28,7 +28,7 @@ import { ipLimitKey, TokenBucket } from './rate-limit.ts'
 export type UdpRelayMode = UdpAllocation['mode']
 
 /** Why a packet was dropped (a metrics label). */
-export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate' | 'reflected'
+export type UdpDropCause = 'unregistered' | 'bad_token' | 'address_not_allowed' | 'foreign' | 'no_peer' | 'quota_bytes' | 'quota_rate' | 'too_large' | 'unverified' | 'loop' | 'challenge_rate' | 'reflected' | 'send_error'
 
 /** Why an allocation ended (a metrics label). */
 export type UdpEndCause = 'released' | 'idle' | 'lifetime' | 'owner_left' | 'closed'
@@ -297,8 +297,24 @@ export class UdpRelay {
     if (!other.verified) other.unverifiedSent++
     a.bytes += msg.byteLength
     a.lastActivity = Date.now()
-    other.socket.send(msg, other.endpoint.port, other.endpoint.address)
-    this.options.observer?.forwarded(msg.byteLength)
+    this.send(other.socket, msg, other.endpoint, () => this.options.observer?.forwarded(msg.byteLength))
+  }
+
+  /**
+   * Send from one of the relay's sockets. Addresses are kept without `::ffff:` (so a source
+   * compares the same either way); an IPv6 socket (bound to `::`) needs it back to reach an IPv4
+   * address. A failed send is counted as a drop (`send_error`), a sent one calls `sent`.
+   */
+  private send (socket: dgram.Socket, msg: Uint8Array, to: { address: string, port: number }, sent?: () => void): void {
+    const address = isIP(to.address) === 4 && isIP(this.options.bindHost) === 6 ? `::ffff:${to.address}` : to.address
+    try {
+      socket.send(msg, to.port, address, (err) => {
+        if (err !== null && err !== undefined) this.drop('send_error')
+        else sent?.()
+      })
+    } catch {
+      this.drop('send_error') // a socket closed meanwhile
+    }
   }
 
   /**
@@ -327,7 +343,7 @@ export class UdpRelay {
   private challenge (a: Allocation, i: 0 | 1, from: { address: string, port: number }): void {
     if (a.info.mode === 'address' && !a.allowed.has(from.address)) return this.drop('address_not_allowed')
     if (!a.sides[i].challenges.take()) return this.drop('challenge_rate')
-    a.sides[i].socket.send(this.cookie(a, i, from), from.port, from.address)
+    this.send(a.sides[i].socket, this.cookie(a, i, from), from)
   }
 
   /**
@@ -344,7 +360,7 @@ export class UdpRelay {
     side.verified = true
     side.unverifiedSent = 0
     a.lastActivity = Date.now()
-    side.socket.send(udpConfirmation(proof), from.port, from.address)
+    this.send(side.socket, udpConfirmation(proof), from)
   }
 
   /** The cookie of one source on one port: unguessable without the relay's secret, the same on every ask. */

@@ -22,7 +22,7 @@ export function checkSocketPath (name: string, value: unknown): string {
   if (!value.startsWith('/')) throw new TypeError(`${name} must start with '/', got '${value}'`)
   if (/[?#]/.test(value)) throw new TypeError(`${name} is a URL path: no '?' or '#', got '${value}'`)
   const path = value.endsWith('/') ? value.slice(0, -1) : value
-  if (!SEGMENTS.test(path) || path.split('/').some((s) => s === '.' || s === '..')) {
+  if (!SEGMENTS.test(path) || path.split('/').map(decodedSegment).some((s) => s === undefined || s === '.' || s === '..')) {
     throw new TypeError(`${name} must be plain URL path segments (no empty, '.' or '..' segments, no spaces), got '${value}'`)
   }
   if (path !== DEFAULT_SOCKET_PATH && !path.endsWith('/socket.io')) {
@@ -31,17 +31,40 @@ export function checkSocketPath (name: string, value: unknown): string {
   return path
 }
 
+/**
+ * A path segment decoded (`b%20c` is `b c`), or `undefined` when its escapes are not valid UTF-8
+ * percent escapes (`%zz`) or it decodes to a `/`, `\` or NUL: what a server would see is then not
+ * what was written (`%2e%2e` is `..`, `%2f` a separator).
+ */
+function decodedSegment (segment: string): string | undefined {
+  if (!segment.includes('%')) return segment
+  try {
+    const decoded = decodeURIComponent(segment)
+    return /[/\\\0]/.test(decoded) ? undefined : decoded
+  } catch {
+    return undefined
+  }
+}
+
 /** The prefix the page and routes live under: `''` for `/socket.io`, `/starsock` for `/starsock/socket.io`. */
 export function socketPathPrefix (path: string): string {
   return path.slice(0, -DEFAULT_SOCKET_PATH.length)
 }
 
+/** The server's own pages: the last segment of an address a user may paste instead of the page's. */
+const PAGE_NAMES = new Set(['status', 'healthz', 'readyz', 'metrics'])
+
 /**
  * The socket.io path a server URL's path names: `/` is the default; a path ending in
  * `/socket.io` is that path; any other is a prefix (`/starsock/` means `/starsock/socket.io`),
- * as the page's own address is. Throws like `checkSocketPath`.
+ * as the page's own address is. A last segment that is a file (`index.html`, `status.json`: it
+ * has a dot) or one of the server's pages (`/status`, `/healthz`, ...) is dropped, as the page
+ * finds its prefix (`new URL('.')`): `http://host/starsock/status` names `/starsock/socket.io`.
+ * Throws like `checkSocketPath`.
  */
 export function socketPathOfUrl (pathname: string): string {
+  const last = pathname.slice(pathname.lastIndexOf('/') + 1)
+  if (last !== 'socket.io' && (last.includes('.') || PAGE_NAMES.has(last))) pathname = pathname.slice(0, -last.length)
   if (pathname === '' || pathname === '/') return DEFAULT_SOCKET_PATH
   const trimmed = pathname.endsWith('/') ? pathname.slice(0, -1) : pathname
   return checkSocketPath('the server URL\'s path', trimmed.endsWith('/socket.io') ? trimmed : `${trimmed}/socket.io`)

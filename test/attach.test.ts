@@ -10,8 +10,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer as createHttpsServer, request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import express from 'express'
 import { Server as SocketIoServer } from 'socket.io'
@@ -185,6 +185,9 @@ describe.each(Object.keys(APPS))(`attached to %s with path ${PATH}`, (kind) => {
     expect(app.http.listening).toBe(true)
     expect(await get(`${app.origin}/hello`)).toMatchObject({ status: 200, body: `hello from ${kind}` })
     expect(await get(`${app.origin}/slow`)).toMatchObject({ status: 200, body: SLOW_BODY.join('') })
+    // Its handler, still mounted in the app, lets every request through once closed.
+    expect(await get(`${app.origin}/starsock/healthz`)).toMatchObject({ status: 404, body: 'app 404' })
+    expect(s.handleRequest({ url: '/starsock/', method: 'GET', headers: {} } as unknown as IncomingMessage, {} as unknown as ServerResponse)).toBe(false)
     starsock = undefined
     expect(await get(`${app.origin}${PATH}/?EIO=4&transport=polling`)).toMatchObject({ status: 404, body: 'app 404' })
     expect(await get(`${app.origin}/starsock/healthz`)).toMatchObject({ status: 404, body: 'app 404' })
@@ -208,7 +211,8 @@ describe('attaching: the checks', () => {
     ['a path not ending in /socket.io', { path: '/starsock' }, "path must be '/socket.io' or end with '/socket.io'"],
     ['a long path', { path: `/${'x'.repeat(300)}/socket.io` }, 'path must be at most 200 characters, got 311'],
     ['TLS material beside the server', { tls: { key: 'k', cert: 'c' } }, 'server and tls cannot be used together'],
-    ['something that is not a server', { server: { listen: () => {} } as never }, 'server must be a Node http.Server or https.Server']
+    ['something that is not a server', { server: { listen: () => {} } as never }, 'server must be a Node http.Server or https.Server'],
+    ['a bare net.Server (it has on, listeners and address, but no HTTP)', { server: createNetServer() as never }, 'server must be a Node http.Server or https.Server']
   ])('refuses %s with a clear error, and leaves the server alone', async (_, options, message) => {
     const before = http.listeners('request').length
     expect(() => createServer({ server: http, ...options })).toThrow(message)
@@ -261,6 +265,53 @@ describe('attaching: the checks', () => {
       for (const p of peers) await p.close()
       await s.close()
       await closeHttp(later)
+    }
+  })
+})
+
+describe('the app\'s own WebSocket upgrades', () => {
+  it('an upgrade on another path the app answers after 1.5 s is not cut by engine.io', async () => {
+    const http = createHttpServer((_req, res) => { res.writeHead(404).end('app 404') })
+    http.on('upgrade', (req, socket) => {
+      if (req.url !== '/app-ws') return
+      setTimeout(() => {
+        socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+        socket.end()
+      }, 1500)
+    })
+    const s = createServer({ server: http, path: PATH, shutdownGraceMs: 0 })
+    try {
+      const origin = await listenLocal(http)
+      const status = await new Promise<number | string>((resolve) => {
+        const req = httpRequest(`${origin}/app-ws`, { headers: { Connection: 'Upgrade', Upgrade: 'websocket' } })
+        req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode ?? 0) })
+        req.on('response', (res) => resolve(res.statusCode ?? 0))
+        req.on('error', (err) => resolve(err.message))
+        req.end()
+      })
+      expect(status).toBe(101)
+    } finally {
+      await s.close()
+      await closeHttp(http)
+    }
+  })
+
+  it('an upgrade no one answers is still ended, not left open', async () => {
+    const http = createHttpServer((_req, res) => { res.writeHead(404).end('app 404') })
+    const s = createServer({ server: http, path: PATH, shutdownGraceMs: 0 })
+    try {
+      const origin = await listenLocal(http)
+      const ended = await new Promise<string>((resolve) => {
+        const req = httpRequest(`${origin}/nobody-here`, { headers: { Connection: 'Upgrade', Upgrade: 'websocket' } })
+        req.on('upgrade', () => resolve('upgraded'))
+        req.on('response', (res) => resolve(`answered ${res.statusCode ?? 0}`))
+        req.on('error', () => resolve('ended'))
+        req.end()
+      })
+      expect(ended).toBe('ended')
+    } finally {
+      await s.close()
+      await closeHttp(http)
     }
   })
 })
@@ -416,6 +467,7 @@ describe('path without attaching', () => {
         await new Promise((resolve) => setTimeout(resolve, 50))
       }
     })(), 20_000)
+    expect(program.out()).toContain(`starsock ${url} (page, socket.io, /sub/metrics, /sub/healthz, /sub/readyz)`)
     expect(await get(`${url}healthz`)).toMatchObject({ status: 200, body: 'ok\n' })
     const peer = await createPeer({ server: url })
     try {
@@ -426,6 +478,39 @@ describe('path without attaching', () => {
       expect((JSON.parse(peers.out()) as Array<{ peerId: string }>).map((p) => p.peerId)).toContain(peer.peerId)
     } finally {
       await peer.close()
+    }
+  })
+
+  it('a prefix is kept wherever a client hands its server on; a missing one is named; a pasted page address works', async () => {
+    const s = createServer({ path: '/starsock/socket.io', shutdownGraceMs: 0 })
+    const dir = mkdtempSync(join(tmpdir(), 'starsock-attach-'))
+    let peer: StarsockPeer | undefined
+    try {
+      await s.listen(0, '127.0.0.1')
+      const url = s.url()
+      const origin = url.replace(/\/starsock\/$/, '')
+      const listen = programs.start(['listen', '--server', url, '--key', join(dir, 'listener'), '--allow', 'connect/tcp:127.0.0.1:9', '--no-prompt', '--json'])
+      const ready = await listen.event('ready', 20_000)
+      expect(ready.server).toBe(url)
+      const commands = ready.commands as string[]
+      expect(commands.length).toBeGreaterThan(0)
+      for (const command of commands) expect(command).toContain(`--server ${url} `)
+      await listen.stop()
+      // socket.io's own path option is honoured when the URL names none.
+      peer = await createPeer({ server: origin, socketOptions: { path: '/starsock/socket.io' } })
+      expect(peer.server.href).toBe(url)
+      // Without the prefix: the reason says where socket.io was looked for.
+      const wrong = programs.start(['peers', '--server', origin])
+      expect(await within('starsock peers without the prefix to exit', wrong.exited, 20_000)).not.toBe(0)
+      expect(wrong.err()).toContain('is an HTTP server, but no socket.io answers at /socket.io (a server started with --path?')
+      // The status page's address, pasted as the server.
+      const pasted = programs.start(['peers', '--server', `${url}status`, '--json'])
+      expect(await within(`starsock peers --server ${url}status to exit (${pasted.err()})`, pasted.exited, 20_000)).toBe(0)
+      expect((JSON.parse(pasted.out()) as Array<{ peerId: string }>).map((p) => p.peerId)).toContain(peer.peerId)
+    } finally {
+      await peer?.close()
+      await s.close()
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 
@@ -469,6 +554,39 @@ describe('the UDP relay, attached', () => {
       await new Promise((resolve) => setTimeout(resolve, 50))
       two.socket.send(Buffer.from('second'), a.port2, '127.0.0.1')
       await waitFor('the second datagram at the first socket, through the attached relay', () => one.got.some((m) => m.toString() === 'second'))
+    } finally {
+      for (const socket of sockets) socket.close()
+      await peer?.close()
+      await s.close()
+      await closeHttp(http)
+    }
+  })
+  it('on an app listening on :: (listen(port) with no host), IPv4 sockets relay through it and the allocation gives 127.0.0.1', async () => {
+    const http = createHttpServer((_req, res) => { res.writeHead(404).end('app 404') })
+    const low = 58000 + (process.pid % 100) * 20 + 10
+    const s = createServer({ server: http, path: PATH, udpRelay: true, udpPorts: [low, low + 3], shutdownGraceMs: 0 })
+    const sockets: dgram.Socket[] = []
+    let peer: StarsockPeer | undefined
+    try {
+      await new Promise<void>((resolve) => http.listen(0, resolve))
+      expect((http.address() as AddressInfo).address).toBe('::')
+      peer = await createPeer({ server: `http://127.0.0.1:${(http.address() as AddressInfo).port}/starsock/` })
+      const a = await peer.udpAllocate({ mode: 'address', addresses: ['127.0.0.1'] })
+      expect(a.ip).toBe('127.0.0.1')
+      const [one, two] = await Promise.all([0, 1].map(async () => {
+        const socket = dgram.createSocket('udp4')
+        sockets.push(socket)
+        const got: Buffer[] = []
+        socket.on('message', (m) => got.push(m))
+        await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve))
+        return { socket, got }
+      })) as [{ socket: dgram.Socket, got: Buffer[] }, { socket: dgram.Socket, got: Buffer[] }]
+      one.socket.send(Buffer.from('first'), a.port1, a.ip)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      two.socket.send(Buffer.from('second'), a.port2, a.ip)
+      await waitFor('the second datagram at the first socket, through the relay bound on ::', () => one.got.some((m) => m.toString() === 'second'))
+      const metrics = await s.metrics.registry.getSingleMetricAsString('starsock_udp_dropped_total')
+      expect(metrics).not.toContain('send_error')
     } finally {
       for (const socket of sockets) socket.close()
       await peer?.close()

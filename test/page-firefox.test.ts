@@ -42,6 +42,9 @@ describe('the page in Debian\'s Firefox', () => {
     }
     expect(id).toMatch(/^12D3KooW/)
     await waitFor('the Node peer to see the page', () => node.peers().some((x) => x.peerId === id), 10_000)
+    // Over WebSocket, not left on long-polling: the CSP's connect-src 'self' lets Firefox open ws:// to its own host.
+    const transports = (): string[] => Object.values((server.io.engine as unknown as { clients: Record<string, { transport: { name: string } }> }).clients).map((c) => c.transport.name)
+    await waitFor(`both peers on websocket (now: ${transports().join(', ')})`, () => transports().length === 2 && transports().every((t) => t === 'websocket'), 10_000)
     for (const deadline = Date.now() + 10_000; Date.now() < deadline;) {
       if (await p.evaluate(`document.querySelector('#peer-list li[data-peer="${node.peerId}"]') !== null`) === true) break
       await new Promise((resolve) => setTimeout(resolve, 200))

@@ -8,24 +8,45 @@
 import { StarsockError } from '../shared/errors.ts'
 import { byId } from './dom.ts'
 
-const STORAGE_KEY = 'starsock:token'
+/** Where this tab keeps the token: one per server, and two servers may share an origin under two prefixes. */
+function storageKey (): string {
+  return `starsock:token:${new URL('.', location.href).pathname}`
+}
+
+/**
+ * The first `token=` of `a=1&token=x&b=2` (decoded with `decodeURIComponent`: a `+` stays a `+`,
+ * as a base64 token has them; `URLSearchParams` would make it a space), and the rest.
+ */
+export function takeTokenParam (list: string): { found: boolean, token: string, rest: string } {
+  const parts = list === '' ? [] : list.split('&')
+  const at = parts.findIndex((p) => p === 'token' || p.startsWith('token='))
+  if (at === -1) return { found: false, token: '', rest: list }
+  const raw = (parts[at] ?? '').slice('token='.length)
+  let token: string
+  try {
+    token = decodeURIComponent(raw)
+  } catch {
+    token = raw // a stray `%`: the token as typed
+  }
+  return { found: true, token, rest: parts.filter((_, i) => i !== at).join('&') }
+}
 
 /** The token in `href` (`#token=` before `?token=`) and `href` without it. */
 export function splitToken (href: string): { token: string | undefined, href: string } {
   const url = new URL(href)
-  const hash = new URLSearchParams(url.hash.slice(1))
-  const token = hash.get('token') ?? url.searchParams.get('token') ?? undefined
-  if (!hash.has('token') && !url.searchParams.has('token')) return { token: undefined, href }
-  hash.delete('token')
-  url.searchParams.delete('token')
-  url.hash = hash.size === 0 ? '' : hash.toString()
+  const hash = takeTokenParam(url.hash.slice(1))
+  const query = takeTokenParam(url.search.slice(1))
+  if (!hash.found && !query.found) return { token: undefined, href }
+  const token = hash.found ? hash.token : query.token
+  if (query.found) url.search = query.rest
+  url.hash = hash.rest
   return { token: token === '' ? undefined : token, href: url.href }
 }
 
 function remember (token: string | undefined): void {
   try {
-    if (token === undefined) sessionStorage.removeItem(STORAGE_KEY)
-    else sessionStorage.setItem(STORAGE_KEY, token)
+    if (token === undefined) sessionStorage.removeItem(storageKey())
+    else sessionStorage.setItem(storageKey(), token)
   } catch {}
 }
 
@@ -38,7 +59,7 @@ export function takeToken (): string | undefined {
     return token
   }
   try {
-    return sessionStorage.getItem(STORAGE_KEY) ?? undefined
+    return sessionStorage.getItem(storageKey()) ?? undefined
   } catch {
     return undefined
   }

@@ -367,11 +367,11 @@ class Routes {
 
   private status (): unknown {
     const { agent, runner } = this.options
-    const server = new URL(agent.peer.server.url)
+    const server = new URL(agent.peer.server.href)
     server.username = ''
     server.password = ''
     return {
-      peer: { id: agent.peer.peerId, server: server.href.replace(/\/$/, ''), state: agent.peer.state },
+      peer: { id: agent.peer.peerId, server: server.href === agent.peer.server.href + '/' ? agent.peer.server.href : server.href, state: agent.peer.state },
       agent: { closed: agent.isClosed, ...agent.stats() },
       sessions: agent.sessions(),
       mappings: runner.list().length,

@@ -110,6 +110,10 @@ describe('resolveServerOptions', () => {
     expect(resolveServerOptions({ path: '/starsock/socket.io/' }).path).toBe('/starsock/socket.io')
     expect(resolveServerOptions({ path: '/a/b%20c/socket.io' }).path).toBe('/a/b%20c/socket.io')
     expect(resolveServerOptions({ path: '/socket.io/' }).path).toBe('/socket.io')
+    // An escape that is a '.'/'..' segment, a separator, or no escape at all is refused.
+    for (const path of ['/%2e%2e/socket.io', '/a/.%2E/socket.io', '/a%2fb/socket.io', '/%zz/socket.io', '/a%00/socket.io']) {
+      expect(() => resolveServerOptions({ path }), path).toThrow('path must be plain URL path segments')
+    }
   })
 
   it('checks buffers against each other', () => {
