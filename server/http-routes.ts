@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
-import { packagePath } from './package-root.ts'
+import { PACKAGE_FOUND, packagePath } from './package-root.ts'
 import { sameSecret } from './secret.ts'
 import { findStaticFile, sendStaticFile } from './static-files.ts'
 
@@ -63,11 +63,10 @@ export const PAGE_CSP = "default-src 'self'; connect-src 'self'; frame-ancestors
 /** The status page template (`web/status.html`), read once. */
 const STATUS_TEMPLATE = ((): string => {
   try {
-    return readFileSync(packagePath('web', 'status.html'), 'utf8')
-  } catch {
-    // The server bundled without its package's files: a plain page, the same figures.
-    return '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8"><title>starsock</title></head>\n<body>\n  <h1>starsock</h1>\n  <!-- notes -->\n  <table><!-- rows --></table>\n</body>\n</html>\n'
-  }
+    if (PACKAGE_FOUND) return readFileSync(packagePath('web', 'status.html'), 'utf8')
+  } catch {}
+  // The server bundled without its package's files: a plain page, the same figures.
+  return '<!doctype html>\n<html lang="en">\n<head><meta charset="utf-8"><title>starsock</title></head>\n<body>\n  <h1>starsock</h1>\n  <!-- notes -->\n  <table><!-- rows --></table>\n</body>\n</html>\n'
 })()
 
 /** The status page's policy: the page's, and its own inline `<style>`, allowed by its hash. */

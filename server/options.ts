@@ -4,7 +4,7 @@ import { Server as HttpsServer } from 'node:https'
 import { MAX_MESSAGE_BYTES } from '../shared/constants.ts'
 import { IDENTITY_GRACE_MS, UDP_MAX_ALLOCATIONS_PER_IP, UDP_OWNER_GRACE_MS } from './constants.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
-import { packagePath } from './package-root.ts'
+import { PACKAGE_FOUND, packagePath } from './package-root.ts'
 import { checkSocketPath, DEFAULT_SOCKET_PATH } from '../shared/socket-path.ts'
 
 /** TLS material, as Node's `https.createServer` takes it. */
@@ -167,7 +167,10 @@ function checkAttachServer (name: string, value: unknown, resolved: Partial<Reso
  * `http.Server`): a bare `net.Server` has the same methods but no `request` or `upgrade` events.
  */
 function isHttpServer (value: unknown): value is HttpServer {
-  return value instanceof HttpServer || value instanceof HttpsServer
+  // node:http2 exports no classes: its servers (which socket.io serves, with allowHTTP1 for
+  // WebSocket) are known by their constructor's name.
+  const http2 = /^Http2(Secure)?Server$/.test((value as { constructor?: { name?: string } } | null)?.constructor?.name ?? '')
+  return value instanceof HttpServer || value instanceof HttpsServer || (http2 && typeof (value as { on?: unknown }).on === 'function')
 }
 
 function int (name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -269,7 +272,7 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
   udpPublicIp: { default: '', unit: 'text', flag: '--udp-public-ip <ip>', env: 'STARSOCK_UDP_PUBLIC_IP', cli: 'text', help: 'address given to peers in allocations (default: the bound host)', check: (_, value) => value },
   logger: { default: silentLogger, unit: 'logger', flag: '--log-level <level>', env: 'LOG_LEVEL', cli: 'custom', help: 'log level', check: (_, value) => value },
   webRoot: {
-    default: packagePath('dist', 'web'),
+    default: PACKAGE_FOUND ? packagePath('dist', 'web') : '',
     unit: 'folder',
     flag: null,
     noFlag: 'the CLI serves the page built into the package',

@@ -8,8 +8,9 @@ import { fileURLToPath } from 'node:url'
 
 /**
  * The first folder at or above this module's with starsock's `package.json`; `undefined` when
- * there is none (the server bundled into someone's single file: then the version is unknown and
- * the page and status template are looked for next to the bundle, and not found).
+ * there is none (the server bundled into someone's single file: then the version is unknown, no
+ * page is served by default and the status page is built in: nothing is taken from the folder of
+ * the bundle, which is the app's).
  */
 function findPackageRoot (): { root: string, version: string } | undefined {
   let dir = dirname(fileURLToPath(import.meta.url))
@@ -28,6 +29,9 @@ function findPackageRoot (): { root: string, version: string } | undefined {
 }
 
 const found = findPackageRoot()
+
+/** Whether starsock's package.json was found (false: the server bundled into someone's file). */
+export const PACKAGE_FOUND: boolean = found !== undefined
 
 /** The package's folder (the checkout, or `node_modules/starsock`; this module's folder when bundled). */
 export const PACKAGE_ROOT: string = found?.root ?? dirname(fileURLToPath(import.meta.url))

@@ -52,19 +52,20 @@ export function socketPathPrefix (path: string): string {
 }
 
 /** The server's own pages: the last segment of an address a user may paste instead of the page's. */
-const PAGE_NAMES = new Set(['status', 'healthz', 'readyz', 'metrics'])
+const PAGE_NAMES = new Set(['index.html', 'status', 'status.json', 'healthz', 'readyz', 'metrics'])
 
 /**
  * The socket.io path a server URL's path names: `/` is the default; a path ending in
  * `/socket.io` is that path; any other is a prefix (`/starsock/` means `/starsock/socket.io`),
- * as the page's own address is. A last segment that is a file (`index.html`, `status.json`: it
- * has a dot) or one of the server's pages (`/status`, `/healthz`, ...) is dropped, as the page
- * finds its prefix (`new URL('.')`): `http://host/starsock/status` names `/starsock/socket.io`.
+ * as the page's own address is. A last segment that is one of the server's pages (`index.html`,
+ * `status`, `status.json`, `healthz`, ...) is dropped, as the page finds its prefix
+ * (`new URL('.')`): `http://host/starsock/status` names `/starsock/socket.io`; any other name,
+ * dotted or not (`/v1.2`), is a prefix.
  * Throws like `checkSocketPath`.
  */
 export function socketPathOfUrl (pathname: string): string {
   const last = pathname.slice(pathname.lastIndexOf('/') + 1)
-  if (last !== 'socket.io' && (last.includes('.') || PAGE_NAMES.has(last))) pathname = pathname.slice(0, -last.length)
+  if (PAGE_NAMES.has(last)) pathname = pathname.slice(0, -last.length)
   if (pathname === '' || pathname === '/') return DEFAULT_SOCKET_PATH
   const trimmed = pathname.endsWith('/') ? pathname.slice(0, -1) : pathname
   return checkSocketPath('the server URL\'s path', trimmed.endsWith('/socket.io') ? trimmed : `${trimmed}/socket.io`)

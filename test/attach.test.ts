@@ -11,6 +11,7 @@ import { createServer as createHttpsServer, request as httpsRequest } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
+import { createServer as createHttp2Server } from 'node:http2'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import express from 'express'
@@ -218,6 +219,13 @@ describe('attaching: the checks', () => {
     expect(() => createServer({ server: http, ...options })).toThrow(message)
     expect(http.listeners('request').length).toBe(before)
     expect(await get(`http://127.0.0.1:${(http.address() as AddressInfo).port}/x`)).toMatchObject({ status: 404, body: 'app 404' })
+  })
+
+  it('takes an HTTP/2 server (socket.io serves them; allowHTTP1 for WebSocket), and close() leaves it alone', async () => {
+    const h2 = createHttp2Server()
+    const s = createServer({ server: h2 as never, path: PATH, shutdownGraceMs: 0 })
+    await s.close()
+    expect(h2.listening).toBe(false) // never listened: starsock did not listen on it either
   })
 
   it('Express: handleRequest mounted under its prefix answers the same routes', async () => {

@@ -34,7 +34,10 @@ describe('parseServerAddress', () => {
     ['http://127.0.0.1:9090/starsock/index.html', undefined, '/starsock/socket.io'],
     ['http://127.0.0.1:9090/starsock/status', undefined, '/starsock/socket.io'],
     ['http://127.0.0.1:9090/starsock/status/', undefined, '/starsock/status/socket.io'],
-    ['http://127.0.0.1:9090/a/b%20c/', undefined, '/a/b%20c/socket.io']
+    ['http://127.0.0.1:9090/a/b%20c/', undefined, '/a/b%20c/socket.io'],
+    // Any other last segment is a prefix, dotted or not.
+    ['http://127.0.0.1:9090/v1.2', undefined, '/v1.2/socket.io'],
+    ['http://127.0.0.1:9090/relay.example/', undefined, '/relay.example/socket.io']
   ])('%s with path %s: socket.io at %s', (input, path, expected) => {
     expect(parseServerAddress(input, path).path).toBe(expected)
   })
