@@ -30,7 +30,9 @@ try {
 }
 // In a clone, say when the build is older than the sources (after a `git pull` or an edit), once,
 // on stderr: running yesterday's program without a word is worse than a line.
-if (existsSync(new URL('../cli/main.ts', import.meta.url)) && existsSync(new URL('../scripts/build-stamp.js', import.meta.url))) {
+// Not under the test runner (VITEST, inherited by the programs tests start): it built dist/ before
+// the run, and an edit during the run must not add a line to every program's stderr.
+if (process.env.VITEST === undefined && existsSync(new URL('../cli/main.ts', import.meta.url)) && existsSync(new URL('../scripts/build-stamp.js', import.meta.url))) {
   const { buildIsStale } = await import('../scripts/build-stamp.js')
   if (buildIsStale(fileURLToPath(new URL('..', import.meta.url)))) process.stderr.write('starsock: warning: dist/ is older than the sources in this clone: run `npm run build` (`npm start` and `npm test` build when needed)\n')
 }
