@@ -550,18 +550,7 @@ describe('the UDP relay, attached', () => {
       peer = await createPeer({ server: s.url() })
       const a = await peer.udpAllocate({ mode: 'address', addresses: ['127.0.0.1'] })
       expect(a.ip).toBe('127.0.0.1')
-      const [one, two] = await Promise.all([0, 1].map(async () => {
-        const socket = dgram.createSocket('udp4')
-        sockets.push(socket)
-        const got: Buffer[] = []
-        socket.on('message', (m) => got.push(m))
-        await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve))
-        return { socket, got }
-      })) as [{ socket: dgram.Socket, got: Buffer[] }, { socket: dgram.Socket, got: Buffer[] }]
-      one.socket.send(Buffer.from('first'), a.port1, '127.0.0.1')
-      await new Promise((resolve) => setTimeout(resolve, 50))
-      two.socket.send(Buffer.from('second'), a.port2, '127.0.0.1')
-      await waitFor('the second datagram at the first socket, through the attached relay', () => one.got.some((m) => m.toString() === 'second'))
+      await relayBetweenTwoSockets(a, '127.0.0.1', sockets, 'through the attached relay')
     } finally {
       for (const socket of sockets) socket.close()
       await peer?.close()
@@ -581,18 +570,7 @@ describe('the UDP relay, attached', () => {
       peer = await createPeer({ server: `http://127.0.0.1:${(http.address() as AddressInfo).port}/starsock/` })
       const a = await peer.udpAllocate({ mode: 'address', addresses: ['127.0.0.1'] })
       expect(a.ip).toBe('127.0.0.1')
-      const [one, two] = await Promise.all([0, 1].map(async () => {
-        const socket = dgram.createSocket('udp4')
-        sockets.push(socket)
-        const got: Buffer[] = []
-        socket.on('message', (m) => got.push(m))
-        await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve))
-        return { socket, got }
-      })) as [{ socket: dgram.Socket, got: Buffer[] }, { socket: dgram.Socket, got: Buffer[] }]
-      one.socket.send(Buffer.from('first'), a.port1, a.ip)
-      await new Promise((resolve) => setTimeout(resolve, 50))
-      two.socket.send(Buffer.from('second'), a.port2, a.ip)
-      await waitFor('the second datagram at the first socket, through the relay bound on ::', () => one.got.some((m) => m.toString() === 'second'))
+      await relayBetweenTwoSockets(a, a.ip, sockets, 'through the relay bound on ::')
       const metrics = await s.metrics.registry.getSingleMetricAsString('starsock_udp_dropped_total')
       expect(metrics).not.toContain('send_error')
     } finally {
@@ -635,3 +613,22 @@ describe('the page served by an attached server, in real Chromium', () => {
     }
   })
 })
+
+/**
+ * Two IPv4 UDP sockets on loopback relay through allocation `a` (sent to `ip`): the first sends to
+ * port1 (so the relay learns it), then the second's datagram to port2 must reach the first.
+ */
+async function relayBetweenTwoSockets (a: { port1: number, port2: number }, ip: string, sockets: dgram.Socket[], what: string): Promise<void> {
+  const [one, two] = await Promise.all([0, 1].map(async () => {
+    const socket = dgram.createSocket('udp4')
+    sockets.push(socket)
+    const got: Buffer[] = []
+    socket.on('message', (m) => got.push(m))
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve))
+    return { socket, got }
+  })) as [{ socket: dgram.Socket, got: Buffer[] }, { socket: dgram.Socket, got: Buffer[] }]
+  one.socket.send(Buffer.from('first'), a.port1, ip)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  two.socket.send(Buffer.from('second'), a.port2, ip)
+  await waitFor(`the second datagram at the first socket, ${what}`, () => one.got.some((m) => m.toString() === 'second'))
+}
