@@ -39,3 +39,8 @@ export function formatSeconds (seconds: number): string {
 export function hex (bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
 }
+
+/** A peer id short enough to read and compare: `12D3…k3Xq9a` (the first four and last six characters). */
+export function shortId (peerId: string): string {
+  return peerId.length <= 12 ? peerId : `${peerId.slice(0, 4)}…${peerId.slice(-6)}`
+}

@@ -9,10 +9,11 @@ import type { Channel } from '../client/mux/channel.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { Offer } from '../shared/sock-protocol.ts'
-import { el, formatBytes, formatSeconds, hex } from './dom.ts'
+import { byId, el, formatBytes, formatSeconds, hex } from './dom.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { parseFileHeader } from '../shared/file-transfer.ts'
 import { badge, describeError, secureFailureOf, type Security, type SecurityBook } from './security.ts'
+import type { AgentPart, PageContext } from './context.ts'
 
 /** Largest file the page receives (it is held in memory to be saved). */
 export const MAX_FILE_BYTES = 1024 * 1024 * 1024
@@ -150,5 +151,26 @@ export async function receiveFile (channel: Channel, list: HTMLElement, offer: O
     channel.abort(err)
     book.failed(channel.remotePeer, err)
     view?.finish(`Failed: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
+  }
+}
+
+/** The file form, and the agent's side of files offered to this page. */
+export function setupFiles (ctx: PageContext): AgentPart {
+  byId<HTMLFormElement>('file-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    const file = byId<HTMLInputElement>('file-input').files?.[0]
+    if (file === undefined) return
+    void (async () => {
+      try {
+        await sendFile(ctx.needAgent(), ctx.needPeer(), file, byId('transfers'), ctx.book)
+      } catch (err) {
+        byId('transfers').prepend(el('li', { 'data-state': 'failed' }, `Not sent: ${(err as Error).message}`))
+      }
+    })()
+  })
+  return {
+    // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
+    allow: () => ['file:*'],
+    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.secure }, ctx.book) } }
   }
 }

@@ -5,6 +5,9 @@
 import type { Channel } from '../client/mux/channel.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
+import { badge, describeError } from './security.ts'
+import { byId, formatBytes } from './dom.ts'
+import type { AgentPart, PageContext } from './context.ts'
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -86,4 +89,61 @@ export async function serveThrough (agent: SockAgent, peerId: string, host: stri
   const mapping = await agent.bind(peerId, { host, port, name: `serve ${served.name} from the page` })
   mapping.acceptHandler = (channel) => { void answerHttp(channel, served) }
   return mapping
+}
+
+function problem (ctx: PageContext, where: HTMLElement, err: unknown, peerId?: string): void {
+  where.textContent = describeError(err)
+  where.dataset.state = 'failed'
+  if (peerId !== undefined) ctx.book.failed(peerId, err)
+}
+
+/** The fetch and serve forms, and the answer to accept channels of mappings granted here. */
+export function setupTunnels (ctx: PageContext): AgentPart {
+  let served: Served | undefined
+
+  byId<HTMLFormElement>('fetch-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    const out = byId('fetch-result')
+    out.textContent = 'fetching…'
+    delete out.dataset.state
+    void (async () => {
+      let peerId: string | undefined
+      try {
+        peerId = ctx.needPeer()
+        const text = await fetchThrough(ctx.needAgent(), peerId, byId<HTMLInputElement>('fetch-host').value, Number(byId<HTMLInputElement>('fetch-port').value), byId<HTMLInputElement>('fetch-path').value || '/')
+        out.textContent = text
+        out.dataset.state = 'done'
+      } catch (err) {
+        problem(ctx, out, err, peerId)
+      }
+    })()
+  })
+
+  byId<HTMLFormElement>('serve-form').addEventListener('submit', (e) => {
+    e.preventDefault()
+    const out = byId('serve-result')
+    const file = byId<HTMLInputElement>('serve-file').files?.[0]
+    if (file === undefined) return
+    out.textContent = 'asking the peer to listen…'
+    delete out.dataset.state
+    void (async () => {
+      let peerId: string | undefined
+      try {
+        peerId = ctx.needPeer()
+        served = { name: file.name, type: file.type === '' ? 'application/octet-stream' : file.type, data: new Uint8Array(await file.arrayBuffer()) }
+        const mapping = await serveThrough(ctx.needAgent(), peerId, byId<HTMLInputElement>('serve-host').value, Number(byId<HTMLInputElement>('serve-port').value), served)
+        out.replaceChildren(`Serving ${file.name} (${formatBytes(served.data.byteLength)}) on port ${mapping.bound?.port ?? '?'} of ${mapping.peerId} `, badge({ secure: mapping.secure }))
+        out.dataset.port = String(mapping.bound?.port ?? '')
+        out.dataset.state = 'done'
+      } catch (err) {
+        problem(ctx, out, err, peerId)
+      }
+    })()
+  })
+
+  /** What the page answers on accept channels of a mapping it granted: the served file, or a greeting. */
+  const greeting = (): Served => served ?? { name: 'hello.txt', type: 'text/plain; charset=utf-8', data: new TextEncoder().encode(`hello from the starsock page ${ctx.peer?.peerId ?? ''}\n`) }
+
+  // Accept channels of an accept offer granted here: the page answers each with its greeting.
+  return { onAccept: (channel) => { void answerHttp(channel, greeting()) } }
 }
