@@ -53,9 +53,24 @@ describe('the page with one identity in two tabs (Chromium)', () => {
     expect(server.stats().sockets).toBe(1)
     await stateOf(a, 'joined')
 
+    // Every state tab A shows from now on.
+    await a.evaluate(() => {
+      const w = window as unknown as { shownStates: string[] }
+      w.shownStates = []
+      const state = document.getElementById('state') as HTMLElement
+      new MutationObserver(() => { w.shownStates.push(state.dataset.state ?? '') }).observe(state, { attributes: true, attributeFilter: ['data-state'] })
+    })
+    expect(await b.locator('#use-here').innerText()).toBe('Use here instead')
     await b.click('#use-here')
     await stateOf(b, 'joined')
     await stateOf(a, 'displaced')
+    // The first tab says displaced and stays so: never "joined" again by itself, nothing of the old
+    // session on show, and what needs a session is off and says why.
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    expect(await a.evaluate(() => (window as unknown as { shownStates: string[] }).shownStates)).toEqual(['displaced'])
+    expect(await a.locator('#peer-list li').count()).toBe(0)
+    expect(await a.locator('#chat-form button[type=submit]').isDisabled()).toBe(true)
+    expect(await a.locator('#chat-form-needs').innerText()).toBe('Not joined to the server yet')
     expect(await a.locator('#identity-conflict').isVisible()).toBe(true)
     expect(await a.locator('#conflict-text').innerText()).toMatch(/now used in another tab or program \(another client took this peer id over from 127\.0\.0\.1:\d+\)/)
     await waitFor('one peer and one socket on the server', () => server.stats().peers === 1 && server.stats().sockets === 1)
