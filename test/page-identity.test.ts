@@ -94,4 +94,30 @@ describe('the page with one identity in two tabs (Chromium)', () => {
     await stateOf(b, 'joined')
     expect(await peerIdOf(b)).toBe(other)
   }, 90_000)
+
+  it('without Web Locks (a page on a plain-http LAN address), the server\'s refusal still tells the second tab, and "use here instead" still moves the identity', async () => {
+    const bare = await browser.newContext()
+    try {
+      // What a page on http://192.168.x.y:9090/ gets: no navigator.locks outside a secure context.
+      await bare.addInitScript(() => { Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined, configurable: true }) })
+      const a = await bare.newPage()
+      a.on('pageerror', (err) => { throw err })
+      await a.goto(server.url() + '/?slot=nolocks')
+      const id = await peerIdOf(a)
+      await stateOf(a, 'joined')
+      expect(await a.evaluate(() => (navigator as Navigator & { locks?: unknown }).locks)).toBeUndefined()
+      const b = await bare.newPage()
+      b.on('pageerror', (err) => { throw err })
+      await b.goto(server.url() + '/?slot=nolocks')
+      await stateOf(b, 'in-use')
+      expect(await peerIdOf(b)).toBe(id)
+      expect(await b.locator('#conflict-text').innerText()).toContain('in use elsewhere')
+      await stateOf(a, 'joined')
+      await b.click('#use-here')
+      await stateOf(b, 'joined')
+      await stateOf(a, 'displaced')
+    } finally {
+      await bare.close()
+    }
+  }, 90_000)
 })
