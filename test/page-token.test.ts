@@ -74,6 +74,8 @@ describe('the page on a server with a token (Chromium)', () => {
     expect(await form.isHidden()).toBe(true)
     expect(server.stats().peers).toBe(1)
     expect(await lastingPlaces(page)).not.toContain('s3cret')
+    expect(await page.inputValue('#token-input')).toBe('') // not left in the page once used
+    expect(await page.evaluate(() => document.documentElement.outerHTML + document.body.innerText)).not.toContain('s3cret')
     expect(await page.evaluate(() => Object.values({ ...sessionStorage }))).toContain(TOKEN)
   }, 120_000)
 

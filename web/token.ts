@@ -94,6 +94,8 @@ export async function askForToken (given: string | undefined): Promise<string> {
       const token = input.value.trim()
       if (token === '') return
       done.abort()
+      // Not left in the page's DOM once used: the tab keeps it in session storage only.
+      input.value = ''
       form.hidden = true
       delete form.dataset.state
       remember(token)
