@@ -34,14 +34,23 @@ const ONLY = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).
 class Skip extends Error {}
 
 /** Open the page at `url` in `context` (a new one by default) and wait until it joined; settles with its peer id. */
-async function openPage (browser: Browser, url: string, context?: BrowserContext): Promise<{ page: Page, id: string }> {
+async function openPage (browser: Browser, url: string, context?: BrowserContext, name?: string): Promise<{ page: Page, id: string }> {
   const ctx = context ?? await browser.newContext({ viewport: VIEWPORT, colorScheme: 'light', reducedMotion: 'reduce' })
   const page = await ctx.newPage()
   page.on('pageerror', (err) => process.stderr.write(`page error: ${err.message}\n`))
   await page.goto(url)
   await page.locator('#state[data-state="joined"]').waitFor({ timeout: WAIT_MS })
   await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: WAIT_MS })
+  if (name !== undefined) await chooseName(page, name)
   return { page, id: await page.locator('#my-id').innerText() }
+}
+
+/** Give the page's peer a display name, where the page has a field for one (issue 17); nothing otherwise. */
+async function chooseName (page: Page, name: string): Promise<void> {
+  const field = page.getByLabel(/display name|your name/i).first()
+  if (await field.count() === 0) return
+  await field.fill(name)
+  await field.press('Enter')
 }
 
 /** The first of `selectors` that shows on `page` within SHOW_MS; skips the state with `missing` when none does. */
@@ -238,8 +247,8 @@ async function main (): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'starsock-screenshots-'))
   let failed = 0
   try {
-    const a = await openPage(browser, server.url() + '/?slot=a')
-    const b = await openPage(browser, server.url() + '/?slot=b')
+    const a = await openPage(browser, server.url() + '/?slot=a', undefined, 'Laptop')
+    const b = await openPage(browser, server.url() + '/?slot=b', undefined, 'Phone')
     await a.page.locator(`#peer-list li[data-peer="${b.id}"]`).waitFor({ timeout: WAIT_MS })
     const scene: Scene = { browser, server, a, b, node, agent, tmp }
     for (const state of STATES) {
