@@ -163,4 +163,23 @@ describe('the page\'s shell (Chromium)', () => {
     })
     expect(look).toEqual({ red: true, rule: true, live: 'polite' })
   }, 60_000)
+
+  it('a [data-needs] control another part adds later follows too: off with a reason, on once a peer online is picked', async () => {
+    const { page } = await open('light')
+    const other = await open('light')
+    await page.evaluate(() => {
+      const form = document.createElement('form')
+      form.id = 'later-form'
+      form.innerHTML = '<label>Later <input id="later-input" data-needs="joined"></label><button id="later-button" type="submit" data-needs="peer">Go</button>'
+      document.querySelector('main')?.append(form)
+    })
+    await page.locator('#later-button:disabled').waitFor({ timeout: 10_000 })
+    expect(await page.locator('#later-button').getAttribute('title')).toBe('Pick a peer first')
+    expect(await page.locator('#later-form-needs').innerText()).toBe('Pick a peer first')
+    expect(await page.locator('#later-button').getAttribute('aria-describedby')).toBe('later-form-needs')
+    expect(await page.locator('#later-input').isEnabled()).toBe(true) // joined is enough for it
+    await page.locator(`#peer-list li[data-peer="${other.id}"]`).click({ timeout: 30_000 })
+    await page.locator('#later-button:enabled').waitFor({ timeout: 10_000 })
+    expect(await page.locator('#later-form-needs').isHidden()).toBe(true)
+  }, 60_000)
 })
