@@ -53,9 +53,24 @@ describe('the page with one identity in two tabs (Chromium)', () => {
     expect(server.stats().sockets).toBe(1)
     await stateOf(a, 'joined')
 
+    // Every state tab A shows from now on.
+    await a.evaluate(() => {
+      const w = window as unknown as { shownStates: string[] }
+      w.shownStates = []
+      const state = document.getElementById('state') as HTMLElement
+      new MutationObserver(() => { w.shownStates.push(state.dataset.state ?? '') }).observe(state, { attributes: true, attributeFilter: ['data-state'] })
+    })
+    expect(await b.locator('#use-here').innerText()).toBe('Use here instead')
     await b.click('#use-here')
     await stateOf(b, 'joined')
     await stateOf(a, 'displaced')
+    // The first tab says displaced and stays so: never "joined" again by itself, nothing of the old
+    // session on show, and what needs a session is off and says why.
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    expect(await a.evaluate(() => (window as unknown as { shownStates: string[] }).shownStates)).toEqual(['displaced'])
+    expect(await a.locator('#peer-list li').count()).toBe(0)
+    expect(await a.locator('#chat-form button[type=submit]').isDisabled()).toBe(true)
+    expect(await a.locator('#chat-form-needs').innerText()).toBe('Not joined to the server yet')
     expect(await a.locator('#identity-conflict').isVisible()).toBe(true)
     expect(await a.locator('#conflict-text').innerText()).toMatch(/now used in another tab or program \(another client took this peer id over from 127\.0\.0\.1:\d+\)/)
     await waitFor('one peer and one socket on the server', () => server.stats().peers === 1 && server.stats().sockets === 1)
@@ -78,5 +93,31 @@ describe('the page with one identity in two tabs (Chromium)', () => {
     await b.reload()
     await stateOf(b, 'joined')
     expect(await peerIdOf(b)).toBe(other)
+  }, 90_000)
+
+  it('without Web Locks (a page on a plain-http LAN address), the server\'s refusal still tells the second tab, and "use here instead" still moves the identity', async () => {
+    const bare = await browser.newContext()
+    try {
+      // What a page on http://192.168.x.y:9090/ gets: no navigator.locks outside a secure context.
+      await bare.addInitScript(() => { Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined, configurable: true }) })
+      const a = await bare.newPage()
+      a.on('pageerror', (err) => { throw err })
+      await a.goto(server.url() + '/?slot=nolocks')
+      const id = await peerIdOf(a)
+      await stateOf(a, 'joined')
+      expect(await a.evaluate(() => (navigator as Navigator & { locks?: unknown }).locks)).toBeUndefined()
+      const b = await bare.newPage()
+      b.on('pageerror', (err) => { throw err })
+      await b.goto(server.url() + '/?slot=nolocks')
+      await stateOf(b, 'in-use')
+      expect(await peerIdOf(b)).toBe(id)
+      expect(await b.locator('#conflict-text').innerText()).toContain('in use elsewhere')
+      await stateOf(a, 'joined')
+      await b.click('#use-here')
+      await stateOf(b, 'joined')
+      await stateOf(a, 'displaced')
+    } finally {
+      await bare.close()
+    }
   }, 90_000)
 })

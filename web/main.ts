@@ -12,6 +12,7 @@ import { setupChat } from './chat.ts'
 import { setupConsent } from './consent.ts'
 import { PageContext, type AgentPart } from './context.ts'
 import { byId } from './dom.ts'
+import { setupEnable } from './enable.ts'
 import { setupFiles } from './files.ts'
 import { setupLive } from './live.ts'
 import { setupPeers } from './peers.ts'
@@ -42,6 +43,8 @@ setupPeers(ctx)
 const consent = setupConsent(ctx)
 const files = setupFiles(ctx)
 const parts: AgentPart[] = [setupChat(ctx), consent, files, setupTunnels(ctx)]
+// Every `[data-needs]` control waits until it can work (joined, a peer picked).
+setupEnable(ctx)
 
 /** The agent's options: every part's rules, channels and handlers; files are asked by `files`, other offers by `consent`. */
 function agentOptions (): SockAgentOptions {

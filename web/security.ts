@@ -108,6 +108,17 @@ export function describeError (err: unknown): string {
   return err instanceof StarsockError ? `${err.message} (${err.code})` : `Error: ${(err as Error).message}`
 }
 
+/**
+ * Show `err` in `where` as an error, the same way everywhere on the page: its words
+ * (`describeError`, after `prefix`), styled as an error (`data-state="failed"`), and heard by
+ * screen readers (`where` becomes a polite live region unless it is one already).
+ */
+export function showFailure (where: HTMLElement, err: unknown, prefix = ''): void {
+  where.textContent = `${prefix}${describeError(err)}`
+  where.dataset.state = 'failed'
+  if (!where.hasAttribute('aria-live') && !where.hasAttribute('role')) where.setAttribute('aria-live', 'polite')
+}
+
 /** What the book needs of a session (a `Muxer`). */
 export interface BookSession {
   readonly remotePeer: string

@@ -9,6 +9,7 @@ import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { byId } from './dom.ts'
+import { describeError } from './security.ts'
 import type { PageContext } from './context.ts'
 import { askForToken, isTokenRefusal } from './token.ts'
 
@@ -163,9 +164,9 @@ export function runSession (ctx: PageContext, options: SessionOptions): { token:
   let askingToken = false
 
   const failedToJoin = (err: unknown): void => {
-    if (!isTokenRefusal(err)) return showState('closed', `could not join: ${(err as Error).message}`)
+    if (!isTokenRefusal(err)) return showState('failed', `could not join: ${describeError(err)}`)
     // The server has a token: ask for it, then join again (with the identity on show by then).
-    showState('closed', token === undefined ? 'this server needs a token' : 'token refused')
+    showState('refused', token === undefined ? 'this server needs a token' : 'token refused')
     if (askingToken) return
     askingToken = true
     void askForToken(token).then(async (entered) => {

@@ -81,6 +81,9 @@ export async function askForToken (given: string | undefined): Promise<string> {
   byId('token-text').textContent = given === undefined
     ? 'This server needs a token. Ask whoever runs it, and enter it here (or open this page as …/#token=<token>).'
     : 'This server refused the token this page has. Check it with whoever runs the server, and enter it again.'
+  // A token refused is an error (styled as one); a token missing is a question.
+  if (given === undefined) delete form.dataset.state
+  else form.dataset.state = 'failed'
   form.hidden = false
   input.value = ''
   input.focus()
@@ -91,7 +94,10 @@ export async function askForToken (given: string | undefined): Promise<string> {
       const token = input.value.trim()
       if (token === '') return
       done.abort()
+      // Not left in the page's DOM once used: the tab keeps it in session storage only.
+      input.value = ''
       form.hidden = true
+      delete form.dataset.state
       remember(token)
       resolve(token)
     }, { signal: done.signal })
