@@ -5,7 +5,9 @@
  * reload until Forget, and the mappings table shows the bytes a real tunnel moved, with a Kill
  * that resets it.
  */
+import { mkdirSync } from 'node:fs'
 import net from 'node:net'
+import { fileURLToPath } from 'node:url'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
@@ -18,6 +20,8 @@ import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import { wasReset, watch } from './helpers/tcp-watch.ts'
+
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 
 /** What an offer came to: the mapping, or the code it was refused with. */
 type Outcome = { granted: Mapping } | { code: string }
@@ -32,6 +36,7 @@ describe('consent on the page (Chromium, a Node peer)', () => {
   let heard = ''
 
   beforeAll(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true })
     server = await startServer()
     browser = await launchChromium()
     node = createSockAgent(await createPeer({ server: server.url() }), {
@@ -91,6 +96,7 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     expect(text).toContain('end-to-end encrypted · verified')
     expect(text).toContain('from node')
     expect(await prompt.locator('.countdown').innerText()).toMatch(/^Denied in (1 min 0 s|[1-5]\d s) unless you answer$/)
+    await page.screenshot({ path: `${ARTIFACTS}page-consent-prompt.png` })
 
     await page.keyboard.type('world')
     await page.keyboard.press('Enter')
@@ -116,6 +122,32 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     await page.keyboard.press('Escape')
     expect(await within('the offer to be denied by Escape', outcome, 15_000)).toEqual({ code: 'E_DENIED' })
     await prompt.waitFor({ state: 'detached', timeout: 5000 })
+    expect(await activeId(page)).toBe('chat-text')
+    expect(await page.locator('#mappings tbody tr').count()).toBe(0)
+  }, 90_000)
+
+  it('a flood of offers shows at most MAX_PROMPTS prompts and denies the rest at once; their words stay text', async () => {
+    const { page, id } = await open()
+    const name = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+    // 16: the most offers one connection may have waiting (the mux's maxPendingOffers).
+    const outcomes = Array.from({ length: 16 }, (_, i) => node.offerAccept(id, { host: '127.0.0.1', port: 9000 + i, name, timeoutMs: 120_000 })
+      .then(() => 'granted', (err: { code?: string }) => err.code ?? String(err)))
+    const settled: string[] = []
+    for (const o of outcomes) void o.then((code) => settled.push(code))
+    await waitFor('4 offers past the 12 on show to be denied', () => settled.length === 4, 20_000)
+    expect(settled).toEqual(['E_DENIED', 'E_DENIED', 'E_DENIED', 'E_DENIED'])
+    expect(await page.locator('.prompt').count()).toBe(12)
+    expect(await page.locator('.prompt b, .prompt img').count()).toBe(0)
+    expect(await page.locator('.prompt .their-words').first().innerText()).toBe(name)
+    expect(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined()
+    await page.screenshot({ path: `${ARTIFACTS}page-consent-prompts.png` })
+    // Escape on each denies it; nothing was granted.
+    for (let left = 12; left > 0; left--) {
+      await page.focus('.prompt button.refuse')
+      await page.keyboard.press('Escape')
+      await waitFor(`${left - 1} prompts left`, () => settled.length === 16 - left + 1, 15_000)
+    }
+    expect(new Set(settled)).toEqual(new Set(['E_DENIED']))
     expect(await page.locator('#mappings tbody tr').count()).toBe(0)
   }, 90_000)
 
@@ -185,6 +217,7 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     expect(first.asked()).toBe(true)
     const rule = `accept/tcp:127.0.0.1:8086@${node.peer.peerId}`
     await page.locator(`#always-list li[data-rule="${rule}"]`).waitFor({ timeout: 10_000 })
+    await page.locator('#consent').screenshot({ path: `${ARTIFACTS}page-consent-always.png` })
 
     const again = offer(id, 8086)
     expect('granted' in await within('the same offer to be granted by the rule', again.outcome, 15_000)).toBe(true)
@@ -268,6 +301,7 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     expect(await row.locator('.bytes-out').getAttribute('title')).toBe(`${answer.byteLength} bytes`)
     // Idle now: the rate over the last two seconds falls to nothing.
     await row.locator('.rate', { hasText: 'in 0 B/s, out 0 B/s' }).waitFor({ timeout: 15_000 })
+    await page.locator('#consent').screenshot({ path: `${ARTIFACTS}page-consent-mappings.png` })
 
     // A connection the page still reads from (no end of head yet) is reset by Kill, not ended cleanly.
     const held = net.connect({ host: '127.0.0.1', port: tunnel.address.port, allowHalfOpen: true })

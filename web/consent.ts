@@ -200,7 +200,7 @@ function mappingRow (m: Mapping, name: string): MappingRow {
   const tr = el('tr', { 'data-mapping': m.label, 'data-peer': m.peerId, 'data-direction': m.local ? 'asked' : 'granted' })
   const peerCell = el('td')
   peerCell.append(el('strong', { class: 'peer-name' }, name), ' ', badge({ secure: m.secure }))
-  const what = el('td', {}, `${m.local ? 'you asked: ' : 'you granted: '}${m.label}`)
+  const what = el('td', { class: 'what' }, `${m.local ? 'you asked: ' : 'you granted: '}${m.label}`)
   const channels = el('td', { class: 'channels' })
   const bytesIn = el('td', { class: 'bytes-in' })
   const bytesOut = el('td', { class: 'bytes-out' })
