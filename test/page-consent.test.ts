@@ -249,6 +249,32 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     expect(await within('the forgotten offer to be asked, and denied', forgotten.outcome, 15_000)).toEqual({ code: 'E_DENIED' })
   }, 120_000)
 
+  it('kept rules are read back as untrusted: one naming no peer, another peer or another kind is dropped; a full list offers no "always"', async () => {
+    const { page, id } = await open()
+    const other = '12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA'
+    const bad = [
+      { rule: 'accept/tcp:*:*', peerId: '', at: 0 },
+      { rule: `accept/tcp:127.0.0.1:8090@${other}`, peerId: node.peer.peerId, at: 0 },
+      { rule: `file@${node.peer.peerId}`, peerId: node.peer.peerId, at: 0 },
+      { rule: 'accept/tcp:127.0.0.1:8090', peerId: node.peer.peerId, at: 0 },
+      'accept/tcp:*:*'
+    ]
+    // 100 (MAX_ALWAYS_RULES), 3 of them again, and a 101st: 100 are read back.
+    const full = Array.from({ length: 100 }, (_, i) => ({ rule: `accept/tcp:127.0.0.1:${20000 + i}@${other}`, peerId: other, at: i }))
+    await page.evaluate(({ key, list }) => localStorage.setItem(key, JSON.stringify(list)), { key: `starsock:always:${id}`, list: [...bad, ...full, ...full.slice(0, 3), { rule: `accept/tcp:127.0.0.1:20100@${other}`, peerId: other, at: 100 }] })
+    await page.reload()
+    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 20_000 })
+    await waitFor('the Node peer to see the page again', () => node.peer.peers().some((p) => p.peerId === id), 15_000)
+    await page.waitForFunction(() => document.querySelectorAll('#always-list li').length === 100, undefined, { timeout: 10_000 })
+    const asked = offer(id, 8090)
+    await page.locator('.prompt').waitFor({ timeout: 15_000 })
+    expect(await page.locator('.prompt .always input').isDisabled()).toBe(true)
+    expect(await page.locator('.prompt .always').innerText()).toContain('forget one first')
+    await page.click('.prompt button.refuse')
+    expect(await within('the offer to be asked (no bad rule loaded), and denied', asked.outcome, 15_000)).toEqual({ code: 'E_DENIED' })
+    expect(asked.asked()).toBe(true)
+  }, 90_000)
+
   it('a plaintext connection gets no "always": the prompt says why', async () => {
     const plain = createSockAgent(await createPeer({ server: server.url(), secure: false }), { insecure: true })
     try {
@@ -278,6 +304,8 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     const row = page.locator('#mappings tbody tr[data-direction="granted"]')
     await row.waitFor({ timeout: 10_000 })
     expect(await row.locator('.badge').innerText()).toBe('end-to-end encrypted · verified')
+    // Focus on Kill stays there while the row's figures change under it.
+    await page.focus('#mappings tbody tr[data-direction="granted"] button.kill')
 
     // One HTTP request of exactly 9,000 bytes; the page answers it and closes its side.
     const head = 'GET / HTTP/1.1\r\nHost: x\r\nX-Pad: '
@@ -297,6 +325,7 @@ describe('consent on the page (Chromium, a Node peer)', () => {
       return tr?.dataset.bytesIn === String(sent) && tr.dataset.bytesOut === String(got)
     }, { sent: 9000, got: answer.byteLength }, { timeout: 15_000 })
     expect(await row.locator('.bytes-in').innerText()).toBe('8.8 KiB')
+    expect(await page.evaluate(() => document.activeElement?.classList.contains('kill'))).toBe(true)
     expect(await row.locator('.bytes-in').getAttribute('title')).toBe('9000 bytes')
     expect(await row.locator('.bytes-out').getAttribute('title')).toBe(`${answer.byteLength} bytes`)
     // Idle now: the rate over the last two seconds falls to nothing.
