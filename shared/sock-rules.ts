@@ -1,6 +1,7 @@
 /**
  * Consent rules: `KIND[/PROTO]:HOST:PORT[@PEERID]`, e.g. `connect/tcp:127.0.0.1:8080` or
- * `bind/udp:*:40000-40100@12D3KooW…`; `file[:*][@PEERID]` for files (within the receiver's
+ * `bind/udp:*:40000-40100@12D3KooW…` (KIND `connect`, `bind`, or `accept`: connections the other
+ * peer takes on its HOST:PORT handed to this one's `onAccept`, what a page grants "always"); `file[:*][@PEERID]` for files (within the receiver's
  * size cap and quota); `service:NAME[@PEERID]` (or `service:*`) for a named service this peer
  * offers; `udp-relay[@PEERID]` for halves of UDP relay allocations other peers hand over. An offer
  * is allowed when some rule matches it.
@@ -11,7 +12,7 @@ export { SERVICE_NAME }
 
 /** One parsed rule. */
 export interface SockRule {
-  kind: 'connect' | 'bind' | 'file' | 'service' | 'udp-relay'
+  kind: 'connect' | 'bind' | 'accept' | 'file' | 'service' | 'udp-relay'
   /** `tcp` for a file, service or udp-relay rule (a service's protocol is the service's own). */
   proto: 'tcp' | 'udp'
   /** A host name or address, or `*` for any (`*` for a file or udp-relay rule); a service rule: the service's name, or `*`. */
@@ -24,7 +25,7 @@ export interface SockRule {
   text: string
 }
 
-const RULE = /^(connect|bind)(?:\/(tcp|udp))?:(\*|\[[0-9A-Fa-f:.%\w]*:[0-9A-Fa-f:.%\w]*\]|[^:@\s[\]]+):(\*|\d{1,5}(?:-\d{1,5})?)(?:@([1-9A-HJ-NP-Za-km-z]{32,128}))?$/
+const RULE = /^(connect|bind|accept)(?:\/(tcp|udp))?:(\*|\[[0-9A-Fa-f:.%\w]*:[0-9A-Fa-f:.%\w]*\]|[^:@\s[\]]+):(\*|\d{1,5}(?:-\d{1,5})?)(?:@([1-9A-HJ-NP-Za-km-z]{32,128}))?$/
 
 const FILE_RULE = /^file(?::\*)?(?:@([1-9A-HJ-NP-Za-km-z]{32,128}))?$/
 
@@ -52,7 +53,7 @@ export function parseRule (text: string): SockRule {
   }
   const m = RULE.exec(text)
   if (m === null) throw new TypeError(`rule "${text}" is not KIND[/PROTO]:HOST:PORT[@PEERID] (e.g. connect/tcp:127.0.0.1:8080), file[:*][@PEERID], service:NAME[@PEERID] or udp-relay[@PEERID]`)
-  const [, kind, proto, rawHost, rawPorts, peerId] = m as unknown as [string, 'connect' | 'bind', 'tcp' | 'udp' | undefined, string, string, string | undefined]
+  const [, kind, proto, rawHost, rawPorts, peerId] = m as unknown as [string, 'connect' | 'bind' | 'accept', 'tcp' | 'udp' | undefined, string, string, string | undefined]
   const host = rawHost.startsWith('[') ? rawHost.slice(1, -1) : rawHost
   if (host !== '*' && !isHost(host)) throw new TypeError(`rule "${text}": ${host} is not a host name or address`)
   let ports: [number, number] = [0, 65535]

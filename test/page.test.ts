@@ -117,14 +117,15 @@ describe('the browser page in real Chromium', () => {
     await within('the Node peer to know the page', (async () => { while (!node.peer.peers().some((p) => p.peerId === id)) await new Promise((resolve) => setTimeout(resolve, 50)) })(), 10_000)
 
     const denied = node.offerAccept(id, { host: '127.0.0.1', port: 8080, name: 'from node' }).then(() => 'granted', (err: { code?: string }) => err.code)
-    await page.locator('#offers .offer').waitFor({ timeout: 15_000 })
-    expect(await page.locator('#offers .offer').innerText()).toContain('accept/tcp 127.0.0.1:8080 "from node"')
-    await page.click('#offers .offer button.deny')
+    await page.locator('.prompt').waitFor({ timeout: 15_000 })
+    expect(await page.locator('.prompt').innerText()).toContain('wants to forward to this page the connections it takes on its 127.0.0.1:8080 (TCP)')
+    await page.click('.prompt button.refuse')
     expect(await within('the offer to be denied on the page', denied)).toBe('E_DENIED')
     expect(await page.locator('#mappings tbody tr').count()).toBe(0)
 
     const granted = node.offerAccept(id, { host: '127.0.0.1', port: 8080, name: 'from node' })
-    await page.click('#offers .offer button.accept', { timeout: 15_000 })
+    // Allow is armed 700 ms after the prompt appears (playwright waits while it is aria-disabled).
+    await page.click('.prompt button.grant', { timeout: 15_000 })
     const mapping = await within('the offer to be accepted on the page', granted)
     await page.locator('#mappings tbody tr').waitFor({ timeout: 5000 })
     // The page answers what arrives on the mapping.

@@ -348,6 +348,29 @@ describe('rules at run time', () => {
     expect(asked).toBe(2)
   })
 
+  it('always on a plain accept adds an accept rule for that peer; forgetAnswers and setRules without it make the next one asked', async () => {
+    let asked = 0
+    const target = await agent({ ask: () => { asked++; return 'always' }, onAccept: () => {} })
+    const added: string[] = []
+    target.on('rule', ({ rule }) => added.push(rule.text))
+    const client = await agent()
+    await within('the first accept', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))
+    const expected = `accept/tcp:127.0.0.1:8080@${client.peer.peerId}`
+    expect(added).toEqual([expected])
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    await within('the same accept again', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))
+    expect(asked).toBe(1)
+    expect(decisions.map((d) => [d.by, d.rule])).toEqual([['rule', expected]])
+    // Without the rule, the yes is still remembered for the agent's life; forgetAnswers forgets it.
+    target.setRules([])
+    await within('the accept remembered', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))
+    expect(asked).toBe(1)
+    target.forgetAnswers(client.peer.peerId)
+    await within('the accept asked again', client.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))
+    expect(asked).toBe(2)
+  })
+
   it('always on a plaintext connection grants like yes and adds no rule (the id is only the server\'s word)', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

@@ -9,7 +9,7 @@
 import type { SockAgentOptions } from '../client/sock/agent.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { setupChat } from './chat.ts'
-import { setupConsent } from './consent.ts'
+import { askTimeoutOf, setupConsent } from './consent.ts'
 import { PageContext, type AgentPart } from './context.ts'
 import { byId } from './dom.ts'
 import { setupEnable } from './enable.ts'
@@ -53,6 +53,8 @@ function agentOptions (): SockAgentOptions {
     // `insecure`: the agent takes plaintext connections only in plaintext mode (by default it
     // refuses them with E_SECURE_REQUIRED).
     insecure: PLAINTEXT_MODE,
+    // How long a person has to answer an offer: `?ask-timeout=SECONDS` (2 to 600), else the agent's 60 s.
+    askTimeoutMs: askTimeoutOf(location.search),
     allow: parts.flatMap((p) => p.allow?.() ?? []),
     ask: async (request, signal) => {
       const asker = request.offer.kind === 'file' ? files.ask : consent.ask

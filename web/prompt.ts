@@ -1,14 +1,17 @@
 /**
  * A question to the person at the page that cannot be answered by accident: an offer from another
  * peer (a tunnel, a file). It appears in `#prompts` without taking focus (a person typing a chat
- * message keeps typing), Enter never activates the granting buttons (a click or Space does), the
- * granting buttons only work after a short delay (no click-through of a prompt that appeared
- * under the pointer), a countdown shows the time left, and Deny is the default: on Escape
- * inside the prompt, when the time runs out, or when the other side gives up.
+ * message keeps typing, and their Enter still sends it), Enter never activates a granting button
+ * (a click or Space does), granting buttons only work `ARM_MS` after the prompts last changed (no
+ * click-through of a prompt that appeared, or moved, under the pointer: another prompt leaving
+ * shifts the ones below it), a countdown shows the time left, and Deny is the default: on Escape
+ * inside the prompt, when the time runs out, or when the other side gives up. At most
+ * `MAX_PROMPTS` are on show; past that a new one is denied at once (other peers ask as fast as
+ * they like).
  */
-import { el } from './dom.ts'
+import { el, formatSeconds } from './dom.ts'
 
-/** One button of a prompt. `grants` buttons ignore Enter and the first `ARM_MS`. */
+/** One button of a prompt. `grants` buttons ignore Enter and work only once armed (`ARM_MS`). */
 export interface PromptAction<A extends string> {
   answer: A
   label: string
@@ -22,83 +25,127 @@ export interface PromptOptions<A extends string> {
   text: string | Node
   /** The buttons, Deny first (the default answer is `deny`). */
   actions: Array<PromptAction<A>>
-  /** What a timeout, an Escape or an abort answers. */
+  /** What a timeout, an Escape, an abort or a full `#prompts` answers. */
   deny: A
-  /** Milliseconds the person has; a countdown shows them. */
+  /** Milliseconds the person has (the agent's `askTimeoutMs`: the real figure); a countdown shows them. */
   timeoutMs: number
   /** The other side gave up: the prompt goes, answering `deny`. */
   signal?: AbortSignal
   /** A checkbox under the text (`always for this peer`); its state is returned with the answer. */
   checkbox?: string
+  /** Why the checkbox cannot be ticked now: it is shown disabled, with this reason. */
+  checkboxDisabled?: string
   /** `data-*` attributes of the prompt (tests and styles find it by them). */
   data?: Record<string, string>
 }
 
-/** How long granting buttons ignore clicks after the prompt appears. */
+/** How long granting buttons ignore clicks after the prompts last changed (one appeared or left). */
 export const ARM_MS = 700
 
+/** Prompts on show at once at most; a new one past it is denied at once. */
+export const MAX_PROMPTS = 12
+
 let counter = 0
+/** When a prompt last appeared or left (`performance.now()`): every prompt may have moved then. */
+let changedAt = -Infinity
+/** Re-arms the granting buttons once `ARM_MS` passed since the last change. */
+let armTimer: ReturnType<typeof setTimeout> | undefined
+
+/** Whether granting buttons work now. */
+function armed (): boolean {
+  return performance.now() - changedAt >= ARM_MS
+}
+
+/** The prompts changed: disarm every granting button for `ARM_MS` (shown as `aria-disabled`), then arm them again. */
+function promptsChanged (list: HTMLElement): void {
+  changedAt = performance.now()
+  const show = (on: boolean): void => {
+    for (const b of list.querySelectorAll<HTMLButtonElement>('.prompt button.grant')) b.setAttribute('aria-disabled', String(!on))
+  }
+  show(false)
+  clearTimeout(armTimer)
+  armTimer = setTimeout(() => show(true), ARM_MS)
+}
 
 /** Show a prompt in `#prompts`; settles with the answer (and the checkbox), never taking focus. */
 export async function prompt<A extends string> (options: PromptOptions<A>): Promise<{ answer: A, checked: boolean }> {
   const list = document.getElementById('prompts')
   if (list === null) throw new TypeError('the page has no #prompts')
+  if (!options.actions.some((a) => a.answer === options.deny)) throw new TypeError('a prompt needs a button that answers its deny')
+  if (options.signal?.aborted === true || list.childElementCount >= MAX_PROMPTS) return { answer: options.deny, checked: false }
   const id = `prompt-${++counter}`
-  const card = el('div', { class: 'prompt', role: 'alertdialog', 'aria-labelledby': `${id}-title`, 'aria-describedby': `${id}-text`, id })
+  const card = el('div', { class: 'prompt', role: 'group', 'aria-labelledby': `${id}-title`, 'aria-describedby': `${id}-text`, id })
   for (const [k, v] of Object.entries(options.data ?? {})) card.dataset[k] = v
-  const title = el('h3', { id: `${id}-title` }, options.title)
   const text = el('p', { id: `${id}-text`, class: 'prompt-text' })
   text.append(options.text)
-  const countdown = el('p', { class: 'countdown', 'aria-live': 'off' })
-  card.append(title, text)
+  card.append(el('h3', { id: `${id}-title` }, options.title), text)
   let box: HTMLInputElement | undefined
   if (options.checkbox !== undefined) {
     const label = el('label', { class: 'always' })
     box = el('input', { type: 'checkbox' })
     label.append(box, ` ${options.checkbox}`)
+    if (options.checkboxDisabled !== undefined) {
+      box.disabled = true
+      label.append(el('span', { class: 'why' }, ` (${options.checkboxDisabled})`))
+    }
     card.append(label)
   }
   const buttons = el('div', { class: 'prompt-actions' })
+  // Not announced every second: the prompt itself is, once, by the live region it appears in.
+  const countdown = el('p', { class: 'countdown', 'aria-live': 'off' })
   card.append(buttons, countdown)
-  const shownAt = performance.now()
   return await new Promise((resolve) => {
     let settled = false
+    /** Where focus was before the person moved into this prompt: it goes back there when the prompt goes. */
+    let returnTo: HTMLElement | undefined
+    /** Enter is down inside the prompt: no click counts as a grant until it is up again. */
+    let enterDown = false
     const done = (answer: A): void => {
       if (settled) return
       settled = true
-      clearInterval(timer)
-      // Focus inside the prompt goes back to the page's start rather than nowhere.
-      if (card.contains(document.activeElement)) (document.activeElement as HTMLElement).blur()
+      clearTimeout(deadline)
+      clearInterval(ticker)
+      const hadFocus = card.contains(document.activeElement)
       card.remove()
+      promptsChanged(list)
+      if (hadFocus) {
+        if (returnTo?.isConnected === true) returnTo.focus()
+        else (document.activeElement as HTMLElement | null)?.blur()
+      }
       resolve({ answer, checked: box?.checked === true })
     }
+    card.addEventListener('focusin', (e) => {
+      const from = e.relatedTarget
+      if (from instanceof HTMLElement && !card.contains(from)) returnTo = from
+    })
+    card.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') return done(options.deny)
+      if (e.key !== 'Enter') return
+      enterDown = true
+      // Enter never grants: a person typing whose focus lands on a granting button must not say yes.
+      if (e.target instanceof HTMLElement && e.target.classList.contains('grant')) e.preventDefault()
+    })
+    card.addEventListener('keyup', (e) => { if (e.key === 'Enter') enterDown = false })
     for (const action of options.actions) {
-      const button = el('button', { type: 'button', class: action.grants === true ? 'grant' : 'refuse', 'data-answer': action.answer }, action.label)
-      if (action.grants === true) {
-        // Enter never grants: a person typing elsewhere whose focus lands here must not say yes.
-        button.addEventListener('keydown', (e) => { if (e.key === 'Enter') e.preventDefault() })
-        button.addEventListener('click', (e) => {
-          // A click synthesized from Enter has detail 0 and no pointer; Space also has detail 0,
-          // so only the delay and Enter's keydown tell them apart.
-          if (performance.now() - shownAt < ARM_MS) return e.preventDefault()
-          done(action.answer)
-        })
-      } else {
-        button.addEventListener('click', () => done(action.answer))
-      }
+      const grants = action.grants === true
+      const button = el('button', { type: 'button', class: grants ? 'grant' : 'refuse', 'data-answer': action.answer }, action.label)
+      button.addEventListener('click', (e) => {
+        // A click synthesized from Enter (held, or its keydown not caught) or within the arm delay is no answer.
+        if (grants && (enterDown || !armed())) return e.preventDefault()
+        done(action.answer)
+      })
       buttons.append(button)
     }
-    card.addEventListener('keydown', (e) => { if (e.key === 'Escape') done(options.deny) })
-    const deadline = performance.now() + options.timeoutMs
+    const started = performance.now()
     const tick = (): void => {
-      const left = Math.max(0, Math.ceil((deadline - performance.now()) / 1000))
-      countdown.textContent = `Denied in ${left} s unless you answer`
-      if (left === 0) done(options.deny)
+      const words = `Denied in ${formatSeconds(Math.ceil((options.timeoutMs - (performance.now() - started)) / 1000))} unless you answer`
+      if (countdown.textContent !== words) countdown.textContent = words
     }
-    const timer = setInterval(tick, 250)
+    const deadline = setTimeout(() => done(options.deny), options.timeoutMs)
+    const ticker = setInterval(tick, 250)
     tick()
     options.signal?.addEventListener('abort', () => done(options.deny), { once: true })
-    if (options.signal?.aborted === true) done(options.deny)
     list.append(card)
+    promptsChanged(list)
   })
 }

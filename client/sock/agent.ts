@@ -358,7 +358,8 @@ export function ruleForOffer (offer: Offer, peerId: string): string | undefined 
     case 'bind': return offer.allowFrom === undefined ? `${offer.kind}/${offer.proto}:${host}:${offer.port}@${peerId}` : undefined
     // A service rule names the service, not its target: it follows the name (see `setServices`).
     case 'service': return `service:${offer.service ?? ''}@${peerId}`
-    case 'accept': return offer.service === undefined ? undefined : `service:${offer.service}@${peerId}`
+    // A plain accept: connections the peer takes on its HOST:PORT, handed to this side's `onAccept`.
+    case 'accept': return offer.service === undefined ? `accept/${offer.proto}:${host}:${offer.port}@${peerId}` : `service:${offer.service}@${peerId}`
     // Each file is asked: a yes to one is no yes to every file from that peer.
     case 'file': return undefined
   }
@@ -399,7 +400,8 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly rememberedOn = new WeakMap<Muxer, Set<string>>()
   private readonly insecure: boolean
   private readonly leaseMs: number
-  private readonly askTimeoutMs: number
+  /** How long a person has to answer an offer (`askTimeoutMs`): a prompt's countdown shows this figure. */
+  readonly askTimeoutMs: number
   private readonly maxMappingsPerPeer: number
   private readonly maxMappingsTotal: number
   private readonly maxBoundPortsTotal: number
@@ -483,6 +485,16 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   /** Replace the rules (strings are parsed: a `TypeError` names a bad one, and nothing changes). Live mappings stay. */
   setRules (rules: ReadonlyArray<string | SockRule>): void {
     this.ruleList = rules.map((r) => typeof r === 'string' ? parseRule(r) : r)
+  }
+
+  /**
+   * Forget every yes a person gave to offers from `peerId` (a yes holds for the agent's life, on
+   * every secure connection, and on the plaintext one it was given on): its next offer is asked
+   * again. Rules stay (`setRules` removes them); live mappings stay (`kill` ends them).
+   */
+  forgetAnswers (peerId: string): void {
+    for (const key of this.remembered) if (key.startsWith(`${peerId}|`)) this.remembered.delete(key)
+    for (const mux of this.mappingsOf.keys()) if (mux.remotePeer === peerId) this.rememberedOn.get(mux)?.clear()
   }
 
   /** The services this agent offers now, by name. */
@@ -846,9 +858,9 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     const key = rememberKey(peerId, offer, service)
     // On a plaintext connection the id is the server's word: rules naming a peer do not match, and
     // only answers given on this very connection are remembered. An accept for a service is
-    // granted as that service would be; a plain accept only by a person.
-    const ruleOffer: Offer | undefined = offer.kind !== 'accept' ? offer : service !== undefined ? { ...offer, kind: 'service' } : undefined
-    const rule = ruleOffer === undefined ? undefined : matchRule(mux.secure ? this.ruleList : this.ruleList.filter((r) => r.peerId === undefined), ruleOffer, peerId)
+    // granted as that service would be; a plain accept by an `accept` rule (what a page's "always" adds).
+    const ruleOffer: Offer = offer.kind === 'accept' && service !== undefined ? { ...offer, kind: 'service' } : offer
+    const rule = matchRule(mux.secure ? this.ruleList : this.ruleList.filter((r) => r.peerId === undefined), ruleOffer, peerId)
     const remembered = this.rememberedFor(mux)
     let by: OfferDecision['by']
     if (rule !== undefined) {

@@ -22,6 +22,7 @@ describe('parseRule', () => {
     ['connect:localhost:22', { kind: 'connect', proto: 'tcp', host: 'localhost', ports: [22, 22], peerId: undefined }],
     ['connect/udp:dns.example.org:53', { kind: 'connect', proto: 'udp', host: 'dns.example.org', ports: [53, 53], peerId: undefined }],
     [`bind/udp:*:40000-40100@${PEER}`, { kind: 'bind', proto: 'udp', host: '*', ports: [40000, 40100], peerId: PEER }],
+    [`accept/tcp:127.0.0.1:8080@${PEER}`, { kind: 'accept', proto: 'tcp', host: '127.0.0.1', ports: [8080, 8080], peerId: PEER }],
     ['bind:*:*', { kind: 'bind', proto: 'tcp', host: '*', ports: [0, 65535], peerId: undefined }],
     ['bind/tcp:0.0.0.0:1-1024', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', ports: [1, 1024], peerId: undefined }],
     ['connect/tcp:[::1]:443', { kind: 'connect', proto: 'tcp', host: '::1', ports: [443, 443], peerId: undefined }],
@@ -50,7 +51,7 @@ describe('parseRule', () => {
   it.each<[string, string, string]>([
     ['the empty string', '', shapeMessage('')],
     ['a kind alone', 'connect', shapeMessage('connect')],
-    ['the kind accept', 'accept:h:80', shapeMessage('accept:h:80')],
+    ['the kind accept without a port', 'accept:h', shapeMessage('accept:h')],
     ['an unknown kind', 'listen:h:80', shapeMessage('listen:h:80')],
     ['an upper-case kind', 'Connect:h:80', shapeMessage('Connect:h:80')],
     ['an unknown proto', 'connect/sctp:h:80', shapeMessage('connect/sctp:h:80')],
@@ -111,6 +112,8 @@ describe('matchRule', () => {
     ['the same kind, proto, host and port', ['connect/tcp:127.0.0.1:8080'], offer('connect', 'tcp', '127.0.0.1', 8080), 'connect/tcp:127.0.0.1:8080'],
     ['another kind', ['connect/tcp:127.0.0.1:8080'], offer('bind', 'tcp', '127.0.0.1', 8080), undefined],
     ['an accept offer against connect and bind rules', ['connect:*:*', 'bind:*:*'], offer('accept', 'tcp', '127.0.0.1', 80), undefined],
+    ['an accept offer against an accept rule', ['connect:*:*', 'accept/tcp:127.0.0.1:80'], offer('accept', 'tcp', '127.0.0.1', 80), 'accept/tcp:127.0.0.1:80'],
+    ['a connect offer against an accept rule', ['accept:*:*'], offer('connect', 'tcp', '127.0.0.1', 80), undefined],
     ['another proto', ['connect/tcp:127.0.0.1:8080'], offer('connect', 'udp', '127.0.0.1', 8080), undefined],
     ['udp against a rule without proto (tcp)', ['connect:127.0.0.1:53'], offer('connect', 'udp', '127.0.0.1', 53), undefined],
     ['tcp against a rule without proto', ['connect:127.0.0.1:53'], offer('connect', 'tcp', '127.0.0.1', 53), 'connect:127.0.0.1:53'],
@@ -199,7 +202,7 @@ describe('ruleForOffer (what an always answer adds)', () => {
     ['a bind of any port', { kind: 'bind', proto: 'tcp', host: '0.0.0.0', port: 0, name: '' }, `bind/tcp:0.0.0.0:0@${PEER}`],
     ['a service', { kind: 'service', proto: 'tcp', host: '', port: 0, name: '', service: 'web' }, `service:web@${PEER}`],
     ['an accept for a service', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '', service: 'ssh' }, `service:ssh@${PEER}`],
-    ['a plain accept (no rule kind says it)', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '' }, undefined],
+    ['a plain accept (onAccept takes its connections)', { kind: 'accept', proto: 'tcp', host: '127.0.0.1', port: 22, name: '' }, `accept/tcp:127.0.0.1:22@${PEER}`],
     // Each file is asked: a yes to one is no yes to every file from that peer.
     ['a file (each file is asked)', { kind: 'file', proto: 'tcp', host: '', port: 0, name: 'a.txt', size: 1 }, undefined],
     // A rule cannot carry the list: it would grant the same bind open to anyone.
@@ -209,7 +212,7 @@ describe('ruleForOffer (what an always answer adds)', () => {
     expect(text).toBe(expected)
     if (text === undefined) return
     const rule = parseRule(text)
-    const asMatched: Offer = offer.kind === 'accept' ? { ...offer, kind: 'service' } : offer
+    const asMatched: Offer = offer.kind === 'accept' && offer.service !== undefined ? { ...offer, kind: 'service' } : offer
     expect(matchRule([rule], asMatched, PEER)).toBe(rule)
     expect(matchRule([rule], asMatched, OTHER)).toBeUndefined()
   })
