@@ -4,6 +4,8 @@
  * with it, a `#dial=` of a peer not online yet waits for it, garbage in `#dial=` is ignored with a
  * message, Copy puts the link on the clipboard, and the token goes into a link only when asked.
  */
+import { mkdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import jsQR from 'jsqr'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -13,6 +15,8 @@ import type { StarsockServer } from '../server/server.ts'
 import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer } from './helpers/server.ts'
+
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 
 /** The text of the QR code on show, read from its canvas' pixels. */
 async function qrText (page: Page): Promise<string | undefined> {
@@ -60,11 +64,14 @@ describe('invites in real Chromium', () => {
     const dialLink = `${pageLink}#dial=${a.id}`
     await expect.poll(async () => await a.page.inputValue('#invite-link'), { timeout: 10_000 }).toBe(dialLink)
     expect(await qrText(a.page)).toBe(dialLink)
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await a.page.locator('#invite').screenshot({ path: `${ARTIFACTS}page-invite.png` })
 
     const b = await open(dialLink)
     await b.page.locator(`#peer-list li[data-peer="${a.id}"][aria-selected="true"]`).waitFor({ timeout: 30_000 })
     await b.page.locator('#dial-status[data-state="done"]').waitFor({ timeout: 10_000 })
     expect(b.page.url()).toBe(pageLink)
+    await b.page.locator('#invite').screenshot({ path: `${ARTIFACTS}page-invite-dialled.png` })
     await b.page.fill('#chat-text', 'hi from the dial link')
     await b.page.press('#chat-text', 'Enter')
     await a.page.locator('#messages', { hasText: 'hi from the dial link' }).waitFor({ timeout: 30_000 })

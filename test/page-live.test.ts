@@ -3,8 +3,10 @@
  * HTTP response sent at a steady rate through a Node peer's connect and fetched by the page),
  * its axes and legend, and no CSP violation from the chart library.
  */
+import { mkdirSync } from 'node:fs'
 import net from 'node:net'
 import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
@@ -13,6 +15,8 @@ import { createNodeHost } from '../client/sock/host.node.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { startServer } from './helpers/server.ts'
+
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 
 /** The chart's series as the page puts it on `#chart`. */
 interface ChartSeries { at: number[], in: Array<number | null>, out: Array<number | null> }
@@ -141,5 +145,7 @@ describe('the live view in real Chromium', () => {
     // The rate axis is in bytes per second, scaled to the figures.
     expect(await page.locator('#chart').getAttribute('data-rate-ticks')).toMatch(/(KiB|MiB)\/s/)
     expect(violations).toEqual([])
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await page.locator('#throughput').screenshot({ path: `${ARTIFACTS}page-live.png` })
   }, 120_000)
 })

@@ -56,7 +56,7 @@ export class ThroughputChart {
       scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(KIB, max * 1.1)] } },
       axes: [
         { stroke: ink, grid, ticks: grid },
-        { stroke: ink, grid, ticks: grid, values: (_u, splits) => this.ticks(splits), incrs: RATE_INCREMENTS, size: 80 }
+        { stroke: ink, grid, ticks: grid, values: (_u, splits) => this.ticks(splits), incrs: RATE_INCREMENTS, size: 90 }
       ],
       series: [
         { label: 'time' },
@@ -83,7 +83,8 @@ export class ThroughputChart {
 
   /** The rate axis' tick labels; also on the element (`data-rate-ticks`), as the axis is drawn, not text. */
   private ticks (splits: number[]): string[] {
-    const labels = splits.map(formatRate)
+    // Ticks fall on round binary figures: `512 KiB/s`, not `512.0 KiB/s`.
+    const labels = splits.map((v) => formatRate(v).replace('.0 ', ' '))
     this.target.dataset.rateTicks = labels.join(', ')
     return labels
   }
