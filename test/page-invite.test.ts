@@ -106,6 +106,20 @@ describe('invites in real Chromium', () => {
     await page.locator('#invite-status', { hasText: 'Copied' }).waitFor({ timeout: 10_000 })
     expect(await page.evaluate(async () => await navigator.clipboard.readText())).toBe(await page.inputValue('#invite-link'))
   }, 60_000)
+
+  it('where the page may not write the clipboard, Copy selects the link and says so', async () => {
+    const { page } = await open(server.url() + '/')
+    await page.evaluate(() => {
+      Object.defineProperty(navigator, 'clipboard', { value: { writeText: async () => { throw new DOMException('Write permission denied.', 'NotAllowedError') } } })
+    })
+    await page.click('#invite-copy')
+    await page.locator('#invite-status[data-state="failed"]', { hasText: 'selected' }).waitFor({ timeout: 10_000 })
+    const selected = await page.evaluate(() => {
+      const input = document.getElementById('invite-link') as HTMLInputElement
+      return document.activeElement === input ? input.value.slice(input.selectionStart ?? 0, input.selectionEnd ?? 0) : ''
+    })
+    expect(selected).toBe(server.url() + '/')
+  }, 60_000)
 })
 
 describe('invites to a server with a token, in real Chromium', () => {
