@@ -51,6 +51,7 @@ class AgentRates {
   }
 }
 
+/** The chart (sampled every `SAMPLE_INTERVAL_MS` from the agent on show) and the server's figures (every 2 s). */
 export function setupLive (ctx: PageContext, server: string, token: () => string | undefined): void {
   const chart = new ThroughputChart(byId('chart'), byId('rates'))
   const rates = new AgentRates()
