@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { RateMeter } from '../web/rate.ts'
+import { RateMeter } from '../../web/rate.ts'
 
 describe('RateMeter (web/rate.ts)', () => {
   const cases: Array<{ what: string, windowMs: number, samples: Array<[number, number]>, at?: number, rate: number }> = [
