@@ -1,51 +1,96 @@
-/** A live chart of bytes per second in and out, on a canvas, one sample a second for a minute. */
+/**
+ * The throughput chart: bytes per second in and out over the last two minutes, drawn by uPlot
+ * (a time axis, a rate axis in B/s, KiB/s, MiB/s, a legend), one point per sample of the byte
+ * totals. Each point is the mean rate over the interval since the one before, so the points
+ * integrate to the bytes that moved; the series is also on the element (`data-series`) for tests
+ * and tools, and summed up in words for screen readers.
+ */
+import uPlot from 'uplot'
+import 'uplot/dist/uPlot.min.css'
 import { formatBytes } from './dom.ts'
 
-const SAMPLES = 60
+/** How much history the chart keeps. */
+export const CHART_HISTORY_MS = 120_000
+const CHART_HEIGHT_PX = 180
+const KIB = 1024
 
-/** Draws the last minute of throughput. */
+/** `1.5 MiB/s`. */
+export function formatRate (bytesPerSecond: number): string {
+  return `${formatBytes(bytesPerSecond)}/s`
+}
+
+/**
+ * Tick steps of the rate axis: 1, 2, 4 ... 512 of B, KiB, MiB and GiB per second, so ticks fall
+ * on round binary figures (256 KiB/s, 1 MiB/s) rather than 500000 B/s.
+ */
+const RATE_INCREMENTS = [0, 1, 2, 3].flatMap((power) => [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((n) => n * KIB ** power))
+
+/** One sample: when (ms since the epoch) and the mean rates since the sample before (`null`: no rate, a baseline). */
+export interface RatePoint {
+  at: number
+  in: number | null
+  out: number | null
+}
+
+/** The series as put on the element: times in ms since the epoch, rates in bytes per second. */
+export interface ChartSeries {
+  at: number[]
+  in: Array<number | null>
+  out: Array<number | null>
+}
+
+/** Draws the rates it is given into `target`, and says the latest in `summary`. */
 export class ThroughputChart {
-  private readonly rates: Array<{ in: number, out: number }> = []
-  private last: { at: number, in: number, out: number } | undefined
+  private readonly points: RatePoint[] = []
+  private readonly plot: uPlot
 
-  constructor (private readonly canvas: HTMLCanvasElement, private readonly label: HTMLElement) {}
-
-  /** Take the byte totals now; draws the rate since the last sample. */
-  sample (bytesIn: number, bytesOut: number): void {
-    const now = performance.now()
-    if (this.last !== undefined) {
-      const seconds = Math.max(0.001, (now - this.last.at) / 1000)
-      this.rates.push({ in: Math.max(0, bytesIn - this.last.in) / seconds, out: Math.max(0, bytesOut - this.last.out) / seconds })
-      if (this.rates.length > SAMPLES) this.rates.shift()
-    }
-    this.last = { at: now, in: bytesIn, out: bytesOut }
-    this.draw()
+  constructor (private readonly target: HTMLElement, private readonly summary: HTMLElement) {
+    const rate = (_: uPlot, v: number | null): string => v === null ? '–' : formatRate(v)
+    // The page's colours (light or dark), as uPlot draws its axes on the canvas.
+    const css = getComputedStyle(document.documentElement)
+    const ink = css.getPropertyValue('--fg').trim() || '#1f2328'
+    const grid = { stroke: css.getPropertyValue('--line').trim() || '#d1d9e0', width: 1 }
+    this.plot = new uPlot({
+      width: this.widthNow(),
+      height: CHART_HEIGHT_PX,
+      scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(KIB, max * 1.1)] } },
+      axes: [
+        { stroke: ink, grid, ticks: grid },
+        { stroke: ink, grid, ticks: grid, values: (_u, splits) => this.ticks(splits), incrs: RATE_INCREMENTS, size: 90 }
+      ],
+      series: [
+        { label: 'time' },
+        { label: 'in', stroke: '#1a7f37', width: 2, value: rate, spanGaps: false },
+        { label: 'out', stroke: '#0969da', width: 2, value: rate, spanGaps: false }
+      ],
+      legend: { live: true }
+    }, [[], [], []], target)
+    new ResizeObserver(() => { this.plot.setSize({ width: this.widthNow(), height: CHART_HEIGHT_PX }) }).observe(target)
   }
 
-  private draw (): void {
-    const ctx = this.canvas.getContext('2d')
-    const now = this.rates.at(-1) ?? { in: 0, out: 0 }
-    this.label.textContent = `in ${formatBytes(now.in)}/s · out ${formatBytes(now.out)}/s`
-    if (ctx === null) return
-    const { width, height } = this.canvas
-    ctx.clearRect(0, 0, width, height)
-    const top = Math.max(1024, ...this.rates.map((r) => Math.max(r.in, r.out)))
-    const line = (key: 'in' | 'out', color: string): void => {
-      ctx.strokeStyle = color
-      ctx.lineWidth = 2
-      ctx.beginPath()
-      this.rates.forEach((r, i) => {
-        const x = (i / (SAMPLES - 1)) * width
-        const y = height - (r[key] / top) * (height - 16)
-        if (i === 0) ctx.moveTo(x, y)
-        else ctx.lineTo(x, y)
-      })
-      ctx.stroke()
+  /** Add a sample and draw; points older than `CHART_HISTORY_MS` leave. */
+  add (point: RatePoint): void {
+    this.points.push(point)
+    while (this.points.length > 0 && (this.points[0] as RatePoint).at < point.at - CHART_HISTORY_MS) this.points.shift()
+    const series: ChartSeries = { at: this.points.map((p) => p.at), in: this.points.map((p) => p.in), out: this.points.map((p) => p.out) }
+    this.plot.setData([series.at.map((ms) => ms / 1000), series.in, series.out])
+    this.target.dataset.series = JSON.stringify(series)
+    if (point.in !== null && point.out !== null) {
+      const peak = Math.max(0, ...this.points.map((p) => Math.max(p.in ?? 0, p.out ?? 0)))
+      this.summary.textContent = `Now: in ${formatRate(point.in)}, out ${formatRate(point.out)}. Highest in the last two minutes: ${formatRate(peak)}.`
     }
-    line('in', '#1a7f37')
-    line('out', '#0969da')
-    ctx.fillStyle = '#555'
-    ctx.font = '12px system-ui, sans-serif'
-    ctx.fillText(`${formatBytes(top)}/s`, 4, 12)
+  }
+
+  /** The rate axis' tick labels; also on the element (`data-rate-ticks`), as the axis is drawn, not text. */
+  private ticks (splits: number[]): string[] {
+    // Ticks fall on round binary figures: `512 KiB/s`, not `512.0 KiB/s`.
+    const labels = splits.map((v) => formatRate(v).replace('.0 ', ' '))
+    this.target.dataset.rateTicks = labels.join(', ')
+    return labels
+  }
+
+  /** The plot's width: the element's, less nothing (uPlot draws its axes inside it). */
+  private widthNow (): number {
+    return Math.max(240, Math.floor(this.target.clientWidth))
   }
 }

@@ -14,6 +14,7 @@ import { PageContext, type AgentPart } from './context.ts'
 import { byId } from './dom.ts'
 import { setupEnable } from './enable.ts'
 import { setupFiles } from './files.ts'
+import { setupInvite } from './invite.ts'
 import { setupLive } from './live.ts'
 import { setupPeers } from './peers.ts'
 import { encryptedUrl, plaintextModeOf, setPlaintextMode } from './security.ts'
@@ -74,6 +75,7 @@ function agentOptions (): SockAgentOptions {
 
 const session = runSession(ctx, { server: SERVER, slot: params.get('slot') ?? 'default', token, plaintext: PLAINTEXT_MODE, agentOptions })
 setupLive(ctx, SERVER, session.token)
+setupInvite(ctx, session.token)
 
 if (PLAINTEXT_MODE) {
   byId('plaintext-mode').hidden = false
