@@ -5,7 +5,9 @@
  */
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { writeLine } from '../client/mux/lines.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import { createSockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { shortId } from '../web/dom.ts'
 import { launchChromium } from './helpers/browser.ts'
@@ -182,6 +184,29 @@ describe('peers you recognise, in real Chromium', () => {
     expect(bThread).toContain('B to A')
     expect(bThread).not.toContain('C to A')
     expect(await row(a.page, b.id).locator('.unread').count()).toBe(0)
+  }, 120_000)
+
+  it('bounds what a peer writes: a flood keeps the last 500 lines of its thread, a huge message is cut, as text', async () => {
+    const a = await openPage()
+    await row(a.page, node.peerId).waitFor({ timeout: 30_000 })
+    const agent = createSockAgent(node, {})
+    try {
+      const mux = await agent.session(a.id)
+      const channel = await mux.open({ type: 'chat', reliable: true })
+      await writeLine(channel, { text: `<b>${'z'.repeat(60_000)}</b>` })
+      const big = a.page.locator('#messages li.theirs .text').first()
+      await big.waitFor({ timeout: 30_000 })
+      expect(await big.innerText()).toBe(`<b>${'z'.repeat(3997)}`) // cut at 4000 characters, shown as text
+      for (let i = 0; i < 600; i++) await writeLine(channel, { text: `flood ${i}` })
+      // Nothing picked: the thread of the peer who wrote is on show.
+      await a.page.locator('#messages li.theirs', { hasText: 'flood 599' }).waitFor({ timeout: 60_000 })
+      expect(await a.page.locator('#messages li').count()).toBe(500)
+      expect(await a.page.locator('#messages li').first().locator('.text').innerText()).toBe('flood 100')
+      expect(await a.page.locator('#messages b').count()).toBe(0)
+      await a.page.locator('#peer-list li').first().focus() // still usable
+    } finally {
+      await agent.close()
+    }
   }, 120_000)
 
   it('shows a notification naming the peer while the page is hidden, with the first 100 characters, rate-limited; none while visible', async () => {

@@ -4,13 +4,17 @@
  * `gateway` kind believed only for the server's own gateway peer; renames rate-limited; legacy
  * websocket-star clients see nothing new; a client drops what a hostile server relays unchecked.
  */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { Socket } from 'socket.io-client'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { PeerList, type PeerInfo } from '../client/peer-list.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { checkName } from '../shared/profile.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
+import { Programs, runProgram } from './helpers/programs.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, request } from './helpers/raw-peer.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
@@ -168,6 +172,37 @@ describe('profiles: display names and kinds', () => {
     expect(events.filter((e) => e.event !== 'ws-peer')).toEqual([])
     for (const e of events) expect(e.args).toHaveLength(1)
   }, 60_000)
+})
+
+describe('profiles from the command line', () => {
+  const programs = new Programs()
+  const dir = mkdtempSync(join(tmpdir(), 'starsock-profiles-'))
+  let peer: StarsockPeer | undefined
+
+  afterEach(async () => {
+    await peer?.close()
+    await programs.cleanup()
+  })
+
+  it('serve --gateway shows its gateway peer as a gateway named after the server; listen --name shows its name', async () => {
+    const { url } = await programs.serve(0, ['--gateway', '--gateway-key', join(dir, 'gateway')])
+    const listen = programs.start(['listen', '--server', url, '--key', join(dir, 'listener'), '--name', ' CLI box ', '--no-prompt', '--json'])
+    const listenerId = String((await listen.event('ready', 30_000)).peerId)
+    peer = await createPeer({ server: url })
+    const p = peer
+    await waitFor('the gateway and the listener in the list', () => p.peers().length === 2, 30_000)
+    const byKind = Object.fromEntries(p.peers().map((i) => [i.kind, i]))
+    expect(byKind.gateway).toMatchObject({ name: 'gateway on 127.0.0.1', kind: 'gateway' })
+    expect(byKind.node).toMatchObject({ peerId: listenerId, name: 'CLI box', kind: 'node' })
+  }, 90_000)
+
+  it('listen --name refuses a bad name before it joins', () => {
+    const run = runProgram(['listen', '--server', 'http://127.0.0.1:9', '--key', join(dir, 'bad'), '--name', 'x'.repeat(41), '--no-prompt'])
+    expect(run.status).not.toBe(0)
+    expect(run.stderr).toContain('The name is longer than 40 characters')
+  }, 30_000)
+
+  afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
 })
 
 describe('a client checks what a server relays', () => {
