@@ -3,8 +3,10 @@
  * set on the page and kept with the identity, kind icons, short ids, arrow-key navigation of the
  * list, a chat thread per peer with unread counts, and a notification while the page is hidden.
  */
+import { mkdirSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { writeLine } from '../client/mux/lines.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
@@ -13,6 +15,8 @@ import { shortId } from '../web/dom.ts'
 import { launchChromium } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor } from './helpers/server.ts'
+
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 
 /**
  * Before the page's own scripts: record every `Notification` made and every permission asked,
@@ -44,7 +48,7 @@ describe('peers you recognise, in real Chromium', () => {
 
   /** A page of its own, joined; `notify` grants the notification permission first. */
   const openPage = async (notify = false): Promise<{ page: Page, id: string }> => {
-    const context = await browser.newContext()
+    const context = await browser.newContext({ viewport: { width: 1100, height: 760 }, colorScheme: 'light' })
     contexts.push(context)
     await context.addInitScript(recordNotifications)
     if (notify) await context.grantPermissions(['notifications'], { origin: server.url() })
@@ -74,8 +78,13 @@ describe('peers you recognise, in real Chromium', () => {
   beforeAll(async () => {
     server = await startServer()
     browser = await launchChromium()
-    node = await createPeer({ server: server.url(), profile: { name: '<img src=x onerror="window.owned=1">' } })
+    node = await createPeer({ server: server.url(), profile: { name: 'build box' } })
   }, 60_000)
+
+  // Each test's pages leave with it: the next one's lists hold only its own peers.
+  afterEach(async () => {
+    for (const c of contexts.splice(0)) await c.close()
+  })
 
   afterAll(async () => {
     for (const c of contexts) await c.close()
@@ -85,6 +94,7 @@ describe('peers you recognise, in real Chromium', () => {
   })
 
   it('two pages set names and see each other\'s with the browser icon and short id; a Node peer has the node icon; the name stays after a reload', async () => {
+    await node.setProfile({ name: '<img src=x onerror="window.owned=1">' })
     const a = await openPage()
     const b = await openPage()
     await setName(a.page, 'Alice')
@@ -158,6 +168,9 @@ describe('peers you recognise, in real Chromium', () => {
     const a = await openPage()
     const b = await openPage()
     const c = await openPage()
+    await setName(a.page, 'Alice')
+    await setName(b.page, 'Bob')
+    await setName(c.page, 'Chloé')
     await send(a.page, b.id, 'A to B')
     await b.page.locator('#messages li.theirs', { hasText: 'A to B' }).waitFor({ timeout: 30_000 })
     await send(b.page, a.id, 'B to A')
@@ -169,6 +182,13 @@ describe('peers you recognise, in real Chromium', () => {
     await cOnA.locator('.unread[data-count="2"]').waitFor({ timeout: 30_000 })
     expect(await cOnA.locator('.unread').textContent()).toBe('2 unread')
     expect(await a.page.locator('#messages').innerText()).not.toContain('C to A')
+    // A rename shows live (peer:profile). Then the picture of it for docs/page.md: names, kinds,
+    // short ids, badges, an unread count, a thread.
+    await node.setProfile({ name: 'build box' })
+    await row(a.page, node.peerId).locator('.peer-name', { hasText: 'build box' }).waitFor({ timeout: 30_000 })
+    await row(a.page, c.id).locator('.peer-name', { hasText: 'Chloé' }).waitFor({ timeout: 30_000 })
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await a.page.screenshot({ path: `${ARTIFACTS}page-peers.png` })
     // Picking C shows its thread, only its, and clears its count.
     await cOnA.click()
     await a.page.locator('#messages li.theirs', { hasText: 'C to A, two' }).waitFor({ timeout: 10_000 })

@@ -13,12 +13,34 @@ import type { PageContext } from './context.ts'
 import { badge, describeError } from './security.ts'
 import type { ChatThreads } from './threads.ts'
 
-/** Icon and words of each kind of peer (and of one whose kind the server did not say: a legacy peer, an older server). */
-const KINDS: Record<PeerKind | 'unknown', { icon: string, words: string }> = {
-  browser: { icon: '🌐', words: 'browser' },
-  node: { icon: '⬢', words: 'Node program' },
-  gateway: { icon: '⇄', words: 'server gateway' },
-  unknown: { icon: '?', words: 'unknown kind' }
+/**
+ * Icon (SVG path data on a 16x16 box; no emoji, which a system without an emoji font shows as a
+ * box) and words of each kind of peer, and of one whose kind the server did not say (a legacy
+ * peer, an older server).
+ */
+const KINDS: Record<PeerKind | 'unknown', { path: string, words: string }> = {
+  // A browser window: a frame and its tab bar.
+  browser: { path: 'M2 3h12v10H2z M2 6h12', words: 'browser' },
+  // Node's hexagon.
+  node: { path: 'M8 1.5l5.6 3.25v6.5L8 14.5l-5.6-3.25v-6.5z', words: 'Node program' },
+  // Two arrows, one each way: the server's own peer that relays.
+  gateway: { path: 'M2 5.5h10 M9 2.5l3 3-3 3 M14 10.5H4 M7 7.5l-3 3 3 3', words: 'server gateway' },
+  unknown: { path: 'M5.5 6a2.5 2.5 0 1 1 3.5 2.3c-.6.3-1 .8-1 1.5V11 M8 13v.5', words: 'unknown kind' }
+}
+
+const SVG = 'http://www.w3.org/2000/svg'
+
+/** The icon of `kind`, with its words as the text alternative. */
+function kindIcon (kind: PeerKind | 'unknown'): SVGSVGElement {
+  const { path, words } = KINDS[kind]
+  const svg = document.createElementNS(SVG, 'svg')
+  for (const [k, v] of Object.entries({ class: 'kind', role: 'img', 'aria-label': words, 'data-kind': kind, viewBox: '0 0 16 16', width: '16', height: '16' })) svg.setAttribute(k, v)
+  const title = document.createElementNS(SVG, 'title')
+  title.textContent = words
+  const shape = document.createElementNS(SVG, 'path')
+  shape.setAttribute('d', path)
+  svg.append(title, shape)
+  return svg
 }
 
 const nameKey = (peerId: string): string => `starsock:name:${peerId}`
@@ -57,8 +79,7 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
   const row = (info: PeerInfo): HTMLLIElement => {
     const { peerId } = info
     const item = el('li', { id: `peer-${peerId}`, role: 'option', tabindex: peerId === active ? '0' : '-1', 'aria-selected': String(peerId === ctx.picked), 'data-peer': peerId, title: peerId })
-    const kind = KINDS[info.kind ?? 'unknown']
-    item.append(el('span', { class: 'kind', role: 'img', 'aria-label': kind.words, 'data-kind': info.kind ?? 'unknown' }, kind.icon))
+    item.append(kindIcon(info.kind ?? 'unknown'))
     // <bdi>: a name in a right-to-left script does not reorder the id beside it.
     if (info.name !== undefined) item.append(el('bdi', { class: 'peer-name' }, info.name))
     item.append(el('code', { class: 'peer-short', 'aria-hidden': 'true' }, shortId(peerId)))
