@@ -186,7 +186,14 @@ export class Rendezvous {
    */
   setProfile (session: Session, profile: PeerProfile): PeerProfile {
     const before = session.profile
-    if (session.addrs.size > 0 && !sameProfile(before, profile)) takeProfileChange(session)
+    if (session.addrs.size > 0 && !sameProfile(before, profile)) {
+      try {
+        takeProfileChange(session)
+      } catch (err) {
+        this.metrics.limitHits.inc({ limit: 'E_LIMIT_PROFILE_RATE' })
+        throw err
+      }
+    }
     session.profile = profile
     const shown = shownProfile(session, this.gatewayPeers) as PeerProfile
     if (session.addrs.size > 0 && !sameProfile(before, profile)) this.announcer.profileChanged(session.addrs, session, shown)

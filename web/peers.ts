@@ -104,6 +104,17 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
     if (focused !== undefined) rowOf(focused)?.focus()
   }
 
+  /** Make `peerId`'s row anew (its unread count or profile changed), keeping focus on it; the rest stays. */
+  const renderRow = (peerId: string): void => {
+    const old = rowOf(peerId)
+    const info = infos.get(peerId)
+    if (old === undefined || info === undefined) return
+    const focused = document.activeElement === old
+    const fresh = row(info)
+    old.replaceWith(fresh)
+    if (focused) fresh.focus()
+  }
+
   const rowOf = (peerId: string): HTMLElement | undefined => list.querySelector<HTMLElement>(`li[data-peer="${CSS.escape(peerId)}"]`) ?? undefined
 
   /** Make `peerId`'s row the one Tab reaches, and focus it. */
@@ -161,14 +172,16 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
     renderPicked()
     render()
   })
-  threads.on('unread', render)
+  threads.on('unread', renderRow)
   ctx.on('session', ({ peer }) => {
     infos.clear()
     for (const info of peer.peers()) infos.set(info.peerId, info)
     const update = (info: PeerInfo): void => {
       if (ctx.peer !== peer) return
+      const known = infos.has(info.peerId)
       infos.set(info.peerId, info)
-      render()
+      if (known) renderRow(info.peerId)
+      else render()
       if (info.peerId === ctx.picked) renderPicked()
     }
     peer.on('peer:join', update)
