@@ -14,7 +14,8 @@ import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { checkName } from '../shared/profile.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
-import { Programs, runProgram } from './helpers/programs.ts'
+import { peerIdOf, Programs, runProgram } from './helpers/programs.ts'
+import { useUp } from './helpers/up.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, request } from './helpers/raw-peer.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
@@ -203,6 +204,24 @@ describe('profiles from the command line', () => {
   }, 30_000)
 
   afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
+})
+
+describe('starsock up: the display name from its config', () => {
+  const { config, up, server, dir, cleanup } = useUp({ prefix: 'starsock-profiles-up-' })
+
+  it('joins with the config\'s name, and a SIGHUP with another name renames it live', async () => {
+    const file = config('agent.toml', 'key = "agent.key"\nname = "first name"\n')
+    const agent = up(file)
+    await agent.event('up', 30_000)
+    const id = peerIdOf(join(dir(), 'agent.key'))
+    const watcher = await createPeer({ server: server().url() })
+    cleanup.push(watcher)
+    await waitFor('the agent by its first name', () => watcher.peers().some((i) => i.peerId === id && i.name === 'first name' && i.kind === 'node'), 30_000)
+    config('agent.toml', 'key = "agent.key"\nname = "second name"\n')
+    agent.proc.kill('SIGHUP')
+    await agent.event('reload', 30_000)
+    await waitFor('the agent by its second name', () => watcher.peers().some((i) => i.peerId === id && i.name === 'second name'), 30_000)
+  }, 90_000)
 })
 
 describe('a client checks what a server relays', () => {
