@@ -12,6 +12,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { PeerList, type PeerInfo } from '../client/peer-list.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { checkName } from '../shared/profile.ts'
+import { checkPeersPage } from '../shared/validate.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
 import { peerIdOf, Programs, runProgram } from './helpers/programs.ts'
@@ -241,6 +242,15 @@ describe('a client checks what a server relays', () => {
     const list = new PeerList(SELF, (i) => joined.push(i), () => {})
     list.learn(ADDR, profile)
     expect(joined).toEqual([{ peerId: OTHER, addr: ADDR, ...expected }])
+  })
+
+  it('reads a page\'s profiles beside their addresses: a bad one, a missing one or a short array is none', () => {
+    const page = checkPeersPage({
+      addrs: ['/a', 42, '/b', '/c', '/d'],
+      next: null,
+      profiles: [{ name: 'A', kind: 'node' }, { name: 'for 42', kind: 'node' }, { name: 'b\u202E', kind: 'node' }, 'junk']
+    })
+    expect(page).toEqual({ addrs: ['/a', '/b', '/c', '/d'], next: null, profiles: [{ name: 'A', kind: 'node' }, null, null, null] })
   })
 
   it('ignores a profile change for an address it does not know, and a malformed one', () => {
