@@ -3,6 +3,7 @@
  * loopback, that runs offers the `--allow` rules allow (nobody is asked). A peer behind NAT can
  * then expose a port on the server's host, or reach a service there, without a second machine.
  */
+import { hostname } from 'node:os'
 import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
@@ -19,6 +20,8 @@ export interface GatewayOptions {
   keyFile: string
   token?: string
   leaseMs?: number
+  /** Told the gateway's peer id before it joins (the server believes its `gateway` kind: `Rendezvous.gatewayPeers`). */
+  trust?: (peerId: string) => void
   /** Also run plaintext connections (`--gateway-insecure`; the other peer must pass `--insecure` too). @default false */
   insecure?: boolean
   logger: Logger
@@ -32,11 +35,21 @@ export function loopbackUrl (url: string): string {
   return u.pathname === '/' ? u.origin : u.origin + u.pathname
 }
 
+/** The gateway's display name: `gateway on HOST` (the server's host name, cut to fit 40 characters). */
+export function gatewayName (serverUrl: string): string {
+  const u = new URL(serverUrl)
+  const host = u.hostname === '0.0.0.0' || u.hostname === '[::]' ? hostname() : u.hostname
+  return `gateway on ${host}`.slice(0, 40).trim()
+}
+
 /** Join the server as its gateway peer; settles once joined. */
 export async function startGateway (options: GatewayOptions): Promise<SockAgent> {
   const logger = options.logger.child({ ns: 'starsock:gateway' })
   const { identity } = await loadOrCreateIdentity(options.keyFile)
+  options.trust?.(identity.peerId)
   const peer = await createPeer({
+    // Named after the server's host, so a peer list tells this server's gateway from another's.
+    profile: { name: gatewayName(options.serverUrl), kind: 'gateway' },
     server: loopbackUrl(options.serverUrl),
     identity,
     token: options.token,

@@ -11,7 +11,7 @@ import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
 import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
 import { integer, milliseconds, ruleList } from './options.ts'
-import { hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
+import { displayName, hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { localProgram, type LocalAddress } from './relay.ts'
 import { takeUdpRelay, type UdpRelayEvent } from './udp-relay-take.ts'
 import { addressList, securityText, StatusReporter } from './status.ts'
@@ -111,6 +111,7 @@ function relayIpList (value: string, previous: string[] = []): string[] {
 export function listenCommand (started: (run: Promise<number>) => void) {
   return sockCommand('listen', 'join and run what other peers offer (connect, bind) as --allow rules or a person allow')
     .option('--allow <rule>', 'KIND[/PROTO]:HOST:PORT[@PEERID], e.g. connect/tcp:127.0.0.1:8080, or file[:*][@PEERID] for --files (repeatable)', ruleList)
+    .option('--name <name>', 'display name other peers see beside this peer\'s id (the page\'s peer list; at most 40 characters)', displayName)
     .option('--ask', 'ask about other offers on stdin even when it is not a terminal')
     .option('--no-prompt', 'never ask: deny every offer no rule allows')
     .option('--ask-timeout-ms <ms>', 'how long the person has to answer an offer (then it is denied)', milliseconds(1000), 60_000)
@@ -129,6 +130,7 @@ export function listenCommand (started: (run: Promise<number>) => void) {
 }
 
 type ListenFlags = SockFlags & {
+  name?: string
   allow?: SockRule[]
   ask?: boolean
   prompt: boolean
@@ -180,7 +182,7 @@ async function listen (flags: ListenFlags): Promise<number> {
     }
   }
   const services = flags.service ?? {}
-  const agent = await startAgent(flags, {
+  const agent = await startAgent({ ...flags, displayName: flags.name }, {
     host,
     services,
     allow: flags.allow ?? [],

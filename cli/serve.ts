@@ -149,7 +149,7 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
     try {
       if (flags.gatewayInsecure === true) process.stderr.write(GATEWAY_INSECURE_WARNING + '\n')
       const { startGateway } = await import('./gateway.ts')
-      gateway = await startGateway({ serverUrl: running.url(), allow: (flags.allow as SockRule[] | undefined) ?? [], keyFile: String(flags.gatewayKey), token: typeof flags.token === 'string' ? flags.token : undefined, insecure: flags.gatewayInsecure === true, logger })
+      gateway = await startGateway({ serverUrl: running.url(), allow: (flags.allow as SockRule[] | undefined) ?? [], keyFile: String(flags.gatewayKey), trust: (peerId) => running.rendezvous.gatewayPeers.add(peerId), token: typeof flags.token === 'string' ? flags.token : undefined, insecure: flags.gatewayInsecure === true, logger })
     } catch (err) {
       process.stderr.write(`starsock serve: the gateway peer could not join: ${err instanceof Error ? err.message : String(err)}\n`)
       await running.close()

@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { StarsockError } from '../shared/errors.ts'
+import { checkName } from '../shared/profile.ts'
 import { createSockAgent, type SockAgent, type SockAgentOptions } from '../client/sock/agent.ts'
 import { createNodeHost } from '../client/sock/host.node.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
@@ -21,6 +22,16 @@ export interface SockFlags {
   json?: boolean
   takeover?: boolean
   insecure?: boolean
+  /** Display name other peers see (`listen --name`). */
+  displayName?: string
+}
+
+/** `--name`: a display name as the server takes it (NFC, trimmed, at most 40 characters, no control or bidi characters). */
+export function displayName (value: string): string {
+  const name = checkName(value)
+  if (name instanceof StarsockError) throw new InvalidArgumentError(`${name.message.replace(/^name /, 'The name ')}.`)
+  if (name === undefined) throw new InvalidArgumentError('The name is empty.')
+  return name
 }
 
 /** Run `reset` at the start of every parse of `command` (state a parse builds, e.g. counts, starts afresh). */
@@ -114,7 +125,7 @@ export async function startAgent (flags: SockFlags, options: SockAgentOptions): 
   const insecure = flags.insecure === true
   if (insecure) process.stderr.write(INSECURE_WARNING + '\n')
   const { identity } = await loadOrCreateIdentity(flags.key)
-  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true) })
+  const peer = await createPeer({ server: flags.server, identity, token: flags.token, timeoutMs: flags.timeoutMs, connectTimeoutMs: Math.min(CONNECT_TIMEOUT_MS, flags.timeoutMs), takeover: flags.takeover === true, resumeId: resumeIdFor(flags.key, flags.takeover === true), profile: { name: flags.displayName } })
     .catch(async (err: unknown) => { throw identityError(await explainUnreachable(err, flags.server), flags.key) })
   return createSockAgent(peer, { host: createNodeHost(), mux: { offerTimeoutMs: flags.timeoutMs }, insecure, ...options })
 }

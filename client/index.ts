@@ -5,6 +5,7 @@ export type { DialOptions } from './dials.ts'
 export { createIdentity, identityFromBytes, identityToBytes, KEY_TYPES, type Identity, type KeyType } from './identity.ts'
 export { parseServerAddress, type ServerAddress } from './server-address.ts'
 export { StarsockError, ERROR_CODES, errorCodeOf, type ErrorCode } from '../shared/errors.ts'
+export { checkName, MAX_NAME_CHARS, PEER_KINDS, type PeerKind, type PeerProfile } from '../shared/profile.ts'
 export {
   createSockAgent, SockAgent, ruleForOffer, type SockAgentOptions, type SockHost, type OfferRequest, type OfferDecision, type OfferAnswer, type MappingRequest, type ServiceRequest, type ServiceTarget, type SourceFilter
 } from './sock/agent.ts'

@@ -6,6 +6,7 @@
 import { errorFromWire, StarsockError } from '../shared/errors.ts'
 import { EVENTS, type HelloReply, type HelloRequest } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
+import type { PeerProfile } from '../shared/profile.ts'
 import { checkDisplaced, checkHelloReply } from '../shared/validate.ts'
 import { publicKeyHex, signNonce, type Identity } from './identity.ts'
 import type { PeerList } from './peer-list.ts'
@@ -28,6 +29,8 @@ export interface JoinOptions {
   reconnectDelayMs: number
   reconnectDelayMaxMs: number
   logger: Logger
+  /** This peer's profile now, sent in every hello. */
+  profile?: () => PeerProfile
 }
 
 /** What a join tells the peer. */
@@ -66,7 +69,7 @@ export class Join {
     try {
       // Take over only on the first join: after a drop, the resume id proves the stale socket is
       // this client's own, and any other holder took the identity while this one was away.
-      const request: HelloRequest = { peerEvents: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames, dialHints: true }
+      const request: HelloRequest = { peerEvents: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames, dialHints: true, profile: this.options.profile?.() }
       const hello = await this.link.request(EVENTS.HELLO, [request], { timeoutMs: HELLO_TIMEOUT_MS })
         .then(([err, reply]) => err == null ? checkHelloReply(reply) : undefined, () => undefined) // the original server does not answer
       if (stale()) return

@@ -4,6 +4,8 @@
  */
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { isHex } from '../shared/validate.ts'
+import { checkName, isPeerKind, type PeerKind, type PeerProfile } from '../shared/profile.ts'
+import { StarsockError } from '../shared/errors.ts'
 import type { Identity } from './identity.ts'
 import { WS_MASKS, type WsMask } from './ws-mask.ts'
 
@@ -82,6 +84,14 @@ export interface PeerOptions {
    * way (a secure dialer always gets a secure connection). @default true
    */
   secure?: boolean
+  /**
+   * This peer's profile, relayed by a starsock server to the other peers (issue 17): a display
+   * name (NFC, trimmed, at most 40 characters, no control or bidi characters; a bad one throws a
+   * `TypeError`) and its kind, `browser` in a browser and `node` in Node (`gateway` is believed
+   * only for the server's own gateway peer). Change it later with `peer.setProfile`.
+   * @default { kind: 'browser' | 'node' } with no name
+   */
+  profile?: { name?: string, kind?: PeerKind }
   /** Where logs go. @default silent */
   logger?: Logger
   /** More socket.io-client options (e.g. `ca` for a private certificate authority in Node). */
@@ -109,7 +119,24 @@ export interface ResolvedPeerOptions {
   reconnectDelayMaxMs: number
   rawFrames: boolean
   secure: boolean
+  profile: PeerProfile
   logger: Logger
+}
+
+/** The kind of peer this build runs as: `node` under Node, `browser` anywhere else. */
+export function runtimeKind (): PeerKind {
+  const versions = (globalThis as { process?: { versions?: { node?: unknown } } }).process?.versions
+  return typeof versions?.node === 'string' ? 'node' : 'browser'
+}
+
+/** A profile option checked (`TypeError` naming what is wrong); `kind` defaults to `runtimeKind()`. */
+export function resolveProfile (profile: { name?: unknown, kind?: unknown } | undefined, fallbackKind: PeerKind = runtimeKind()): PeerProfile {
+  if (profile !== undefined && (typeof profile !== 'object' || profile === null)) throw new TypeError('profile must be an object')
+  const kind = profile?.kind ?? fallbackKind
+  if (!isPeerKind(kind)) throw new TypeError(`profile.kind must be browser, node or gateway, got ${String(kind)}`)
+  const name = checkName(profile?.name)
+  if (name instanceof StarsockError) throw new TypeError(`profile.${name.message}`)
+  return name === undefined ? { kind } : { name, kind }
 }
 
 function positive (name: string, value: number | undefined, fallback: number): number {
@@ -119,7 +146,7 @@ function positive (name: string, value: number | undefined, fallback: number): n
 }
 
 /** Apply the defaults field by field and validate; throws a `RangeError` (or a `TypeError` for `takeover` and `resumeId`) naming the option. */
-export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): ResolvedPeerOptions {
+export function resolvePeerOptions (options: Partial<Omit<ResolvedPeerOptions, 'profile'>> & Pick<PeerOptions, 'profile'>): ResolvedPeerOptions {
   const requestTimeoutMs = positive('requestTimeoutMs', options.requestTimeoutMs, 10_000)
   if (options.wsMask !== undefined && !WS_MASKS.includes(options.wsMask)) throw new TypeError(`wsMask must be 'auto', 'zero' or 'random', got ${String(options.wsMask)}`)
   if (options.takeover !== undefined && typeof options.takeover !== 'boolean') throw new TypeError('takeover must be a boolean')
@@ -145,6 +172,7 @@ export function resolvePeerOptions (options: Partial<ResolvedPeerOptions>): Reso
     reconnectDelayMaxMs: positive('reconnectDelayMaxMs', options.reconnectDelayMaxMs, 5000),
     rawFrames: options.rawFrames ?? true,
     secure: options.secure ?? true,
+    profile: resolveProfile(options.profile),
     logger: options.logger ?? silentLogger
   }
 }

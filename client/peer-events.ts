@@ -17,6 +17,8 @@ export interface PeerEvents extends Record<string, unknown> {
   state: PeerState
   'peer:join': PeerInfo
   'peer:leave': PeerInfo
+  /** A known peer changed its profile (display name or kind); the info carries the new one. */
+  'peer:profile': PeerInfo
   connection: Connection
   error: StarsockError
 }

@@ -5,6 +5,7 @@
  */
 import { errorFromWire, StarsockError } from '../shared/errors.ts'
 import { EVENTS } from '../shared/events.ts'
+import { readProfile, sameProfile, type PeerKind, type PeerProfile } from '../shared/profile.ts'
 import { checkPeersPage } from '../shared/validate.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 import type { Requester } from './server-link.ts'
@@ -13,6 +14,21 @@ import type { Requester } from './server-link.ts'
 export interface PeerInfo {
   peerId: string
   addr: string
+  /**
+   * The display name it chose, as the server relayed it (checked: see `shared/profile.ts`). Only
+   * its word: show it beside the peer id, which is what a secure connection verifies.
+   */
+  name?: string
+  /** What runs it (`browser`, `node`, `gateway`), as the server believes it; absent from a peer or server without profiles. */
+  kind?: PeerKind
+}
+
+/** `PeerInfo` of a peer and its profile. */
+function infoOf (peerId: string, addr: string, profile: PeerProfile | undefined): PeerInfo {
+  const info: PeerInfo = { peerId, addr }
+  if (profile?.name !== undefined) info.name = profile.name
+  if (profile !== undefined) info.kind = profile.kind
+  return info
 }
 
 /**
@@ -31,20 +47,29 @@ export function checkDialTarget (target: string): void {
   }
 }
 
-/** The peers online, by peer id; tells `onJoin` and `onLeave` of every change. */
+/** The peers online, by peer id; tells `onJoin`, `onLeave` and `onProfile` of every change. */
 export class PeerList {
   private readonly known = new Map<string, string>()
+  /** Profiles of known peers that have one (checked), by peer id. */
+  private readonly profiles = new Map<string, PeerProfile>()
 
   constructor (
     /** This peer's own id, never listed. */
     private readonly selfId: string,
     private readonly onJoin: (info: PeerInfo) => void,
-    private readonly onLeave: (info: PeerInfo) => void
+    private readonly onLeave: (info: PeerInfo) => void,
+    private readonly onProfile: (info: PeerInfo) => void = () => {}
   ) {}
 
   /** The peers known now. */
   list (): PeerInfo[] {
-    return [...this.known].map(([peerId, addr]) => ({ peerId, addr }))
+    return [...this.known].map(([peerId, addr]) => infoOf(peerId, addr, this.profiles.get(peerId)))
+  }
+
+  /** The known peer `peerId`, if it is online. */
+  info (peerId: string): PeerInfo | undefined {
+    const addr = this.known.get(peerId)
+    return addr === undefined ? undefined : infoOf(peerId, addr, this.profiles.get(peerId))
   }
 
   /** The address to dial for a checked target: itself, or the known address of a peer id (else `E_PEER_NOT_FOUND`). */
@@ -55,20 +80,41 @@ export class PeerList {
     return addr
   }
 
-  /** A peer is online at `addr` (anything but another peer's address is ignored). */
-  learn (addr: unknown): void {
+  /**
+   * A peer is online at `addr` (anything but another peer's address is ignored), with `profile`
+   * when the server sent one (a bad one is none; without one, a profile known already stays).
+   */
+  learn (addr: unknown, profile?: unknown): void {
     const peerId = this.otherPeerId(addr)
-    if (peerId === undefined || this.known.get(peerId) === addr) return
+    if (peerId === undefined) return
+    if (this.known.get(peerId) === addr) {
+      this.changeProfile(addr, profile)
+      return
+    }
+    const checked = readProfile(profile)
     this.known.set(peerId, addr as string)
-    this.onJoin({ peerId, addr: addr as string })
+    if (checked !== undefined) this.profiles.set(peerId, checked)
+    this.onJoin(infoOf(peerId, addr as string, this.profiles.get(peerId)))
+  }
+
+  /** `starsock:peer-profile`: the peer at `addr` (if that is its known address) has a new `profile` (ignored unless valid). */
+  changeProfile (addr: unknown, profile: unknown): void {
+    const peerId = this.otherPeerId(addr)
+    const checked = readProfile(profile)
+    if (peerId === undefined || checked === undefined || this.known.get(peerId) !== addr) return
+    if (sameProfile(this.profiles.get(peerId), checked)) return
+    this.profiles.set(peerId, checked)
+    this.onProfile(infoOf(peerId, addr as string, checked))
   }
 
   /** The peer at `addr` left (only if that is still the address known for it). */
   forget (addr: unknown): void {
     const peerId = parseAddress(addr)?.peerId
     if (typeof addr !== 'string' || peerId === undefined || this.known.get(peerId) !== addr) return
+    const info = infoOf(peerId, addr, this.profiles.get(peerId))
     this.known.delete(peerId)
-    this.onLeave({ peerId, addr })
+    this.profiles.delete(peerId)
+    this.onLeave(info)
   }
 
   /** Start gathering the list anew (a join on a fresh connection); nothing changes until `apply`. */
@@ -86,6 +132,7 @@ export class PeerList {
 /** The list one join finds: from its reply and the paged list, swapped in at once. */
 export class PeerGathering {
   private readonly found = new Map<string, string>()
+  private readonly foundProfiles = new Map<string, unknown>()
 
   constructor (
     private readonly list: PeerList,
@@ -99,10 +146,12 @@ export class PeerGathering {
     for (const addr of Array.isArray(addrs) ? addrs : []) this.collect(addr)
   }
 
-  /** Add one address (ignored unless another peer's). */
-  collect (addr: unknown): void {
+  /** Add one address (ignored unless another peer's), with its profile from a `starsock:peers` page. */
+  collect (addr: unknown, profile?: unknown): void {
     const peerId = this.list.otherPeerId(addr)
-    if (peerId !== undefined) this.found.set(peerId, addr as string)
+    if (peerId === undefined) return
+    this.found.set(peerId, addr as string)
+    if (profile !== undefined && profile !== null) this.foundProfiles.set(peerId, profile)
   }
 
   /**
@@ -117,7 +166,7 @@ export class PeerGathering {
       if (err != null) throw errorFromWire(err)
       const page = checkPeersPage(reply)
       if (page instanceof StarsockError) throw page
-      for (const addr of page.addrs) this.collect(addr)
+      page.addrs.forEach((addr, i) => this.collect(addr, page.profiles?.[i]))
       cursor = page.next
     }
     return true
@@ -131,6 +180,6 @@ export class PeerGathering {
     for (const [peerId, addr] of this.before) {
       if (this.found.get(peerId) !== addr && this.current(peerId) === addr) this.list.forget(addr)
     }
-    for (const addr of this.found.values()) this.list.learn(addr)
+    for (const [peerId, addr] of this.found) this.list.learn(addr, this.foundProfiles.get(peerId))
   }
 }

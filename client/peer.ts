@@ -8,6 +8,8 @@
  */
 import { StarsockError } from '../shared/errors.ts'
 import { EVENTS, type UdpAllocation } from '../shared/events.ts'
+import { readProfile, type PeerProfile } from '../shared/profile.ts'
+import { errorFromWire } from '../shared/errors.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import type { Logger } from '../shared/logger.ts'
 import type { Connection } from './connection.ts'
@@ -16,7 +18,7 @@ import { createIdentity, randomHex, type Identity } from './identity.ts'
 import { Dials, type DialOptions } from './dials.ts'
 import { aead, dh } from '#noise-aead'
 import { Join } from './join.ts'
-import { resolvePeerOptions, type PeerOptions, type ResolvedPeerOptions } from './options.ts'
+import { resolvePeerOptions, resolveProfile, type PeerOptions, type ResolvedPeerOptions } from './options.ts'
 import { checkDialTarget, PeerList, type PeerInfo } from './peer-list.ts'
 import type { CallOptions, PeerEvents, PeerState } from './peer-events.ts'
 import { parseServerAddress, type ServerAddress } from './server-address.ts'
@@ -51,6 +53,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private current: PeerState = 'connecting'
   private handler: ((conn: Connection) => void) | undefined
   private lastError: StarsockError | undefined
+  /** This peer's profile, sent in every hello and by `setProfile`. */
+  private ownProfile: PeerProfile
 
   constructor (options: PeerOptions & { identity: Identity }) {
     super()
@@ -60,9 +64,10 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     // `/ipfs/`: legacy clients read the peer id after the last `/ipfs/`.
     this.addr = `${this.server.prefix}/p2p-websocket-star/ipfs/${this.peerId}`
     const o = this.options = resolvePeerOptions(options)
+    this.ownProfile = o.profile
     this.logger = o.logger.child({ ns: 'starsock:client' })
     this.link = new ServerLink({ ...o, url: this.server.url, path: this.server.path, token: options.token, socketOptions: options.socketOptions, logger: this.logger })
-    this.known = new PeerList(this.peerId, (info) => this.emit('peer:join', info), (info) => this.emit('peer:leave', info))
+    this.known = new PeerList(this.peerId, (info) => this.emit('peer:join', info), (info) => this.emit('peer:leave', info), (info) => this.emit('peer:profile', info))
     this.streams = new StreamTable(this.link.streams, o, () => this.join.hello?.limits, () => this.join.hello?.rawFrames === true)
     this.dials = new Dials(this.link, this.streams, this.addr, o.requestTimeoutMs, () => this.join.hello?.limits.dialTimeoutMs, {
       privateKey: this.identity.privateKey,
@@ -73,7 +78,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       logger: this.logger
     })
     this.udp = new UdpRequests(this.link, () => this.mustBeJoined('use the UDP relay'))
-    this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger }, {
+    this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger, profile: () => this.ownProfile }, {
       closed: () => this.current === 'closed',
       joined: (starsock) => { if (starsock) this.link.startHeartbeat(); this.setState('joined') },
       error: (err) => this.emit('error', err),
@@ -95,9 +100,35 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     return this.current === 'closed' ? this.lastError : undefined
   }
 
-  /** Peers online now, as far as this peer knows. */
+  /** Peers online now, as far as this peer knows (with their display names and kinds where a starsock server relays them). */
   peers (): PeerInfo[] {
     return this.known.list()
+  }
+
+  /** This peer's profile (display name and kind) as it gives it. */
+  get profile (): PeerProfile {
+    return { ...this.ownProfile }
+  }
+
+  /**
+   * Change this peer's display name (`undefined` or `''` removes it); throws a `TypeError` for a
+   * bad one (see `PeerOptions.profile`). Kept for every later hello; while joined to a starsock
+   * server, settles once it took it (and told the other peers), with the profile as they see it,
+   * or rejects with its refusal (e.g. `E_LIMIT_PROFILE_RATE`). Not joined, settles at once.
+   */
+  async setProfile (profile: { name?: string }, options: CallOptions = {}): Promise<PeerProfile> {
+    const next = resolveProfile({ name: profile.name, kind: this.ownProfile.kind })
+    throwIfAborted(options.signal)
+    const before = this.ownProfile
+    this.ownProfile = next
+    if (this.current !== 'joined' || this.join.hello === undefined) return { ...next }
+    const [err, shown] = await this.link.request(EVENTS.PROFILE, [next], { timeoutMs: options.timeoutMs, signal: options.signal })
+    if (err != null) {
+      // Refused (a limit): the server keeps the one before, and so does the next hello.
+      if (this.ownProfile === next) this.ownProfile = before
+      throw errorFromWire(err)
+    }
+    return readProfile(shown) ?? { ...next }
   }
 
   /**
@@ -209,7 +240,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     link.on('error', (err) => { if (err.code === 'E_FORBIDDEN') this.fail(err); else this.emit('error', err) })
     link.onServer(EVENTS.DISPLACED, (info) => this.join.displaced(info))
     link.onServer(EVENTS.PEER, (addr) => this.known.learn(addr))
-    link.onServer(EVENTS.PEER_JOIN, (addr) => this.known.learn(addr))
+    link.onServer(EVENTS.PEER_JOIN, (addr, profile) => this.known.learn(addr, profile))
+    link.onServer(EVENTS.PEER_PROFILE, (addr, profile) => this.known.changeProfile(addr, profile))
     link.onServer(EVENTS.PEER_LEAVE, (addr) => this.known.forget(addr))
     // A starsock server adds a hint about the dialer before the ack (`IncomingHint`); the original sends none.
     // The handler runs once the connection is classified (after a handshake): a throw there is the

@@ -9,6 +9,7 @@
  * (`starsock:hello` with `peerEvents`) get `starsock:peer-join`/`-leave` and no periodic flood.
  */
 import { EVENTS } from '../shared/events.ts'
+import type { PeerProfile } from '../shared/profile.ts'
 import type { PeerDirectory } from './peer-directory.ts'
 import type { Session } from './session.ts'
 
@@ -62,12 +63,16 @@ export class Announcer {
     else this.peerEventSessions.delete(session)
   }
 
-  /** Announce a new address to every other joined session. */
-  joined (addr: string, joiner: Session): void {
+  /**
+   * Announce a new address to every other joined session; those that asked for peer events get
+   * its `profile` as a second argument (legacy clients' `ws-peer` never changes).
+   */
+  joined (addr: string, joiner: Session, profile?: PeerProfile): void {
     for (const session of this.sessions.values()) {
       if (session === joiner || session.addrs.size === 0) continue
       if (this.peerEventSessions.has(session)) {
-        session.endpoint.emit(EVENTS.PEER_JOIN, addr)
+        if (profile === undefined) session.endpoint.emit(EVENTS.PEER_JOIN, addr)
+        else session.endpoint.emit(EVENTS.PEER_JOIN, addr, profile)
       } else {
         session.endpoint.emit(EVENTS.PEER, addr)
         this.count(1)
@@ -79,6 +84,15 @@ export class Announcer {
   left (addr: string): void {
     for (const session of this.sessions.values()) {
       if (this.peerEventSessions.has(session) && session.addrs.size > 0) session.endpoint.emit(EVENTS.PEER_LEAVE, addr)
+    }
+  }
+
+  /** Tell sessions that asked for peer events that the peer at each of `addrs` (all of `changer`'s) has a new profile. */
+  profileChanged (addrs: Iterable<string>, changer: Session, profile: PeerProfile): void {
+    const changed = [...addrs]
+    for (const session of this.sessions.values()) {
+      if (session === changer || session.addrs.size === 0 || !this.peerEventSessions.has(session)) continue
+      for (const addr of changed) session.endpoint.emit(EVENTS.PEER_PROFILE, addr, profile)
     }
   }
 

@@ -26,3 +26,7 @@ export const UDP_MAX_ALLOCATIONS_PER_IP = 128
 export const IDENTITY_GRACE_MS = 30_000
 /** UDP relay allocations of a peer that left end this long after, unless it joins again. */
 export const UDP_OWNER_GRACE_MS = 30_000
+/** Profile changes (a display name) a joined socket may make per minute: each is announced to every other peer. */
+export const PROFILE_CHANGES_PER_MINUTE = 6
+/** Profile changes a joined socket may make at once before `PROFILE_CHANGES_PER_MINUTE` applies. */
+export const PROFILE_CHANGE_BURST = 3

@@ -7,6 +7,7 @@ import type { DisplacedInfo, DisplacedReason, HelloReply, HelloRequest, PeersPag
 import { StarsockError, type ErrorCode } from '../shared/errors.ts'
 import { cappedLogger, type Logger } from '../shared/logger.ts'
 import { checkUdpAllocate } from '../shared/validate.ts'
+import { sameProfile, type PeerProfile } from '../shared/profile.ts'
 import { checkAddress } from '../shared/address-parse.ts'
 import { loadAddressLibrary, needsAddressLibrary } from './address-library.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
@@ -18,6 +19,7 @@ import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
 import { PEER_LOG_CAP, PeerLog } from './peer-log.ts'
+import { shownProfile, takeProfileChange } from './profiles.ts'
 import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
@@ -52,6 +54,8 @@ export class Rendezvous {
   private udpRelay: UdpRelay | undefined
   /** Called when the last open stream closed (`close` waits for it). */
   private readonly idleWaiters = new Set<() => void>()
+  /** Peer ids that may call themselves `gateway` in their profile: the server's own gateway peer (`serve --gateway` adds it). */
+  readonly gatewayPeers = new Set<string>()
   /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay was told. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
   /** Every line of the rendezvous, the relay and the UDP relay, under one cap (`PEER_LOG_CAP`): peers can cause each. */
@@ -164,6 +168,7 @@ export class Rendezvous {
     session.dialHints = request.dialHints === true
     // Once on, raw frames stay on for the connection: a lane given out stays valid.
     session.rawFrames ||= request.rawFrames === true
+    if (request.profile !== undefined) this.setProfile(session, request.profile)
     return {
       protocol: PROTOCOL_VERSION,
       version: this.version,
@@ -173,10 +178,40 @@ export class Rendezvous {
     }
   }
 
-  /** `starsock:peers`: one page of joined addresses from `cursor`; only for a joined, allowed peer. */
+  /**
+   * `starsock:profile` (and a hello's `profile`): `session`'s display name and kind, as checked by
+   * `checkProfile`. Before a join it is only kept (the join announces it); once joined, a change
+   * counts against `takeProfileChange` (throws `E_LIMIT_PROFILE_RATE`) and goes to every other
+   * peer. Returns the profile as others see it (`shownProfile`).
+   */
+  setProfile (session: Session, profile: PeerProfile): PeerProfile {
+    const before = session.profile
+    if (session.addrs.size > 0 && !sameProfile(before, profile)) {
+      try {
+        takeProfileChange(session)
+      } catch (err) {
+        this.metrics.limitHits.inc({ limit: 'E_LIMIT_PROFILE_RATE' })
+        throw err
+      }
+    }
+    session.profile = profile
+    const shown = shownProfile(session, this.gatewayPeers) as PeerProfile
+    if (session.addrs.size > 0 && !sameProfile(before, profile)) this.announcer.profileChanged(session.addrs, session, shown)
+    return shown
+  }
+
+  /** The profile of the peer at `addr` as others see it, if it gave one. */
+  profileAt (addr: string): PeerProfile | undefined {
+    const ownerId = this.directory.owner(addr)
+    const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+    return owner === undefined ? undefined : shownProfile(owner, this.gatewayPeers)
+  }
+
+  /** `starsock:peers`: one page of joined addresses from `cursor`, with their profiles; only for a joined, allowed peer. */
   peers (session: Session, cursor: number): PeersPage {
     if (!this.mayDiscover(session)) throw new StarsockError('E_NOT_JOINED', 'Join before asking for peers')
-    return this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
+    const page = this.directory.page(cursor, this.options.announceBatchPeers, (addr) => session.addrs.has(addr))
+    return { ...page, profiles: page.addrs.map((addr) => this.profileAt(addr) ?? null) }
   }
 
   /** Whether a session may see the directory: it joined, under a peer id the allowlist names. */
@@ -327,7 +362,7 @@ export class Rendezvous {
       this.counted(session, addr, 1)
       if (session.starsock && peerId !== undefined) this.starsockHolders.add(peerId, addr, session)
       this.metrics.peers.set(this.directory.size)
-      this.announcer.joined(addr, session)
+      this.announcer.joined(addr, session, shownProfile(session, this.gatewayPeers))
       if (reservedHere) this.reservations.drop(key)
       // Only now that the address is the newcomer's: disconnecting the old holder runs its
       // disconnect handler at once, which must find the directory settled.

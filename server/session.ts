@@ -1,4 +1,5 @@
 /** One connected client, as the server's plain classes see it (no socket.io here). */
+import type { PeerProfile } from '../shared/profile.ts'
 import { MAX_REQUESTS_PER_SECOND } from './constants.ts'
 import { TokenBucket } from './rate-limit.ts'
 
@@ -42,6 +43,10 @@ export class Session {
   rawFrames = false
   /** Resume id this client presented in hello (one per client object, the same after every reconnect). */
   resume: string | undefined
+  /** The profile it gave (hello or `starsock:profile`), checked; what others see is `shownProfile`. */
+  profile: PeerProfile | undefined
+  /** Rate limit of its profile changes once joined (`takeProfileChange`), made at the first. */
+  profileBucket: TokenBucket | undefined
   /** When it connected (`Date.now()`), for the durations in the logs. */
   readonly connectedMs = Date.now()
   private secrets: Map<string, string> | undefined

@@ -12,6 +12,7 @@ import { EVENTS, parseStreamEvent } from '../shared/events.ts'
 import { withFields, type Logger } from '../shared/logger.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
+import { checkProfile } from '../shared/profile.ts'
 import { MAX_QUEUED_PACKETS } from './constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
@@ -69,6 +70,7 @@ function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
     [EVENTS.LEAVE, handler({ rated: true, check: checkLeave, call: (s, q) => r.leave(s, q.addr), ack: done })],
     [EVENTS.DIAL, handler({ rated: false, check: checkDial, call: async (s, q) => await dial(r, s, q), ack: dialAck })],
     [EVENTS.HELLO, handler({ rated: true, check: checkHello, call: (s, q) => r.hello(s, q), ack: value })],
+    [EVENTS.PROFILE, handler({ rated: true, check: (args) => checkProfile(args[0]), call: (s, profile) => r.setProfile(s, profile), ack: value })],
     [EVENTS.PEERS, handler({ rated: true, check: checkPeersCursor, call: (s, cursor) => r.peers(s, cursor), ack: value })],
     [EVENTS.PING, handler({ rated: true, check: unchecked, call: () => undefined, ack: done })],
     [EVENTS.UDP_ALLOCATE, handler({ rated: true, check: unchecked, call: async (s, args) => await r.udpAllocate(s, args[0]), ack: value })],

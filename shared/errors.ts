@@ -68,7 +68,8 @@ export const ERROR_CODES = {
   E_SECURE_HANDSHAKE: 'the Noise handshake failed: a malformed, truncated, replayed or forged handshake message, a bad identity signature, or no answer in time',
   E_PEER_ID_MISMATCH: 'the other peer proved another identity than the one dialed (or than the server reported): a relay swapped it, or a peer claimed another\'s id',
   E_SECURE_AUTH: 'an encrypted message failed authentication (tampered, reordered, replayed or cut short in transit); the connection was closed',
-  E_SECURE_REQUIRED: 'the other side did not open a secure channel where this side requires one (a legacy peer, an --insecure peer, or a downgrade)'
+  E_SECURE_REQUIRED: 'the other side did not open a secure channel where this side requires one (a legacy peer, an --insecure peer, or a downgrade)',
+  E_LIMIT_PROFILE_RATE: 'too many profile changes (display name) per minute on one socket'
 } as const
 
 /** A stable error code. */

@@ -6,6 +6,8 @@
  * events are optional extensions that legacy clients never send and never receive.
  */
 
+import type { PeerProfile } from './profile.ts'
+
 /** Events of the websocket-star protocol and of the starsock extensions. */
 export const EVENTS = {
   JOIN: 'ss-join',
@@ -17,6 +19,10 @@ export const EVENTS = {
   PEERS: 'starsock:peers',
   PEER_JOIN: 'starsock:peer-join',
   PEER_LEAVE: 'starsock:peer-leave',
+  /** Client to server: `(profile, ack)` sets this client's display name and kind; `ack(null, profile)` as others will see it. */
+  PROFILE: 'starsock:profile',
+  /** Server to a client that asked for peer events: `(addr, profile)`, the peer at `addr` changed its profile. */
+  PEER_PROFILE: 'starsock:peer-profile',
   PING: 'starsock:ping',
   /** Server to a starsock client whose address another client took over: `({ addr, reason, by })`, then a disconnect. */
   DISPLACED: 'starsock:displaced',
@@ -84,6 +90,11 @@ export interface HelloRequest {
    * `{ starsock }` about the listener in the dial's ack. Only hints: the client decides on the bytes.
    */
   dialHints?: boolean
+  /**
+   * This client's profile (issue 17): its display name and kind, relayed to starsock clients with
+   * its address. A bad one refuses the hello (`E_BAD_REQUEST`).
+   */
+  profile?: PeerProfile
 }
 
 /** Extra, last element of a completed join's ack for starsock clients (legacy clients ignore it). */
@@ -125,6 +136,8 @@ export interface PeersPage {
   addrs: string[]
   /** Cursor for the next page, or `null` at the end. */
   next: number | null
+  /** The profile of each address, in the same order (`null`: none); absent from older servers. */
+  profiles?: Array<PeerProfile | null>
 }
 
 /** A UDP relay allocation, as `starsock:udp-allocate` and `starsock:udp-refresh` answer it. */

@@ -4,6 +4,7 @@
  */
 import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS, MAX_RESUME_SECRET_CHARS } from './constants.ts'
 import { StarsockError } from './errors.ts'
+import { checkProfile, readProfile, type PeerProfile } from './profile.ts'
 import { MAX_CREDIT_BYTES, type DisplacedInfo, type HelloReply, type HelloRequest, type JoinExtra, type PeersPage, type UdpAllocation } from './events.ts'
 
 /** A socket.io acknowledgement callback. */
@@ -70,7 +71,7 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
     return bad('starsock:hello', 'request must be an object')
   }
-  const { peerEvents, takeover, resume, rawFrames, dialHints } = request as Record<string, unknown>
+  const { peerEvents, takeover, resume, rawFrames, dialHints, profile } = request as Record<string, unknown>
   if (peerEvents !== undefined && typeof peerEvents !== 'boolean') {
     return bad('starsock:hello', 'peerEvents must be a boolean')
   }
@@ -83,7 +84,9 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (dialHints !== undefined && typeof dialHints !== 'boolean') {
     return bad('starsock:hello', 'dialHints must be a boolean')
   }
-  const checked = { peerEvents: peerEvents === true, takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined, ...(dialHints === true ? { dialHints: true } : {}) }
+  const checkedProfile = profile === undefined ? undefined : checkProfile(profile)
+  if (checkedProfile instanceof StarsockError) return bad('starsock:hello', checkedProfile.message)
+  const checked: HelloRequest = { peerEvents: peerEvents === true, takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined, ...(dialHints === true ? { dialHints: true } : {}), ...(checkedProfile !== undefined ? { profile: checkedProfile } : {}) }
   if (resume !== undefined) {
     const secret = checkString('starsock:hello', 'resume', resume, MAX_RESUME_SECRET_CHARS)
     if (secret instanceof StarsockError) return secret
@@ -191,12 +194,20 @@ export function checkHelloReply (value: unknown): HelloReply | undefined {
 /** The reply to `starsock:peers` (client side), or an `E_BAD_REQUEST` saying what is wrong. */
 export function checkPeersPage (value: unknown): PeersPage | StarsockError {
   if (typeof value !== 'object' || value === null) return bad('starsock:peers reply', 'must be an object')
-  const { addrs, next } = value as Record<string, unknown>
+  const { addrs, next, profiles } = value as Record<string, unknown>
   if (!Array.isArray(addrs)) return bad('starsock:peers reply', 'addrs must be an array')
   if (next !== null && (typeof next !== 'number' || !Number.isSafeInteger(next) || next < 0)) {
     return bad('starsock:peers reply', 'next must be a non-negative integer or null')
   }
-  return { addrs: addrs.filter((a): a is string => typeof a === 'string' && a.length <= MAX_ADDRESS_CHARS), next }
+  // Profiles go with their addresses (a parallel array); a bad one is none, never shown.
+  const kept: string[] = []
+  const keptProfiles: Array<PeerProfile | null> = []
+  addrs.forEach((a: unknown, i) => {
+    if (typeof a !== 'string' || a.length > MAX_ADDRESS_CHARS) return
+    kept.push(a)
+    keptProfiles.push(Array.isArray(profiles) ? readProfile(profiles[i]) ?? null : null)
+  })
+  return Array.isArray(profiles) ? { addrs: kept, next, profiles: keptProfiles } : { addrs: kept, next }
 }
 
 const UDP_MODES: ReadonlyArray<UdpAllocation['mode']> = ['token', 'address', 'open']

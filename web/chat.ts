@@ -1,23 +1,92 @@
-/** Chat with the picked peer: one `chat` channel per peer, a JSON line per message. */
+/**
+ * Chat: one `chat` channel per peer (a JSON line per message), one thread per peer
+ * (`threads.ts`): the picked peer's thread is on show, others count unread in the peer list, and a
+ * message that comes while the page is in the background shows a notification (with permission,
+ * asked by a button, never on load).
+ */
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { byId, el } from './dom.ts'
 import type { AgentPart, PageContext } from './context.ts'
-import { badge, describeError, type Security } from './security.ts'
+import { badge, describeError } from './security.ts'
+import type { ChatThreads, ThreadLine } from './threads.ts'
 
-export function setupChat (ctx: PageContext): AgentPart {
+/** Characters of a message a notification shows at most. */
+export const NOTIFICATION_TEXT_CHARS = 100
+/** Notifications shown at most per `NOTIFICATION_WINDOW_MS`, whoever writes. */
+export const MAX_NOTIFICATIONS = 3
+/** The window of `MAX_NOTIFICATIONS`. */
+export const NOTIFICATION_WINDOW_MS = 30_000
+
+export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
   const chats = new Map<string, Promise<Channel>>()
   /** Whether each chat channel's own connection is end-to-end encrypted (its badge; not the peer's summary). */
   const chatSecure = new WeakMap<Channel, boolean>()
+  const messages = byId<HTMLOListElement>('messages')
+  /**
+   * The thread on show: the picked peer's; with none picked, that of the last peer who wrote (read,
+   * not answered: sending still needs a pick), or the page's own notes (`''`).
+   */
+  let unpickedThread = ''
 
-  /** A chat line, with the badge of the connection it went on. */
-  const say = (text: string, from: string, security?: Security): void => {
-    const item = el('li', { class: from === 'me' ? 'mine' : 'theirs' })
-    item.append(el('span', { class: 'from' }, from === 'me' ? 'you' : from))
-    if (security !== undefined) item.append(badge(security))
-    item.append(el('span', { class: 'text' }, text))
-    byId('messages').append(item)
+  /** A chat line as the page shows it: who, the badge of its connection, the text (never as HTML). */
+  const lineItem = (peerId: string, line: ThreadLine): HTMLLIElement => {
+    const item = el('li', { class: line.from === 'them' ? 'theirs' : line.from === 'me' ? 'mine' : 'note' })
+    if (line.from === 'note') item.dataset.state = 'failed'
+    item.append(el('span', { class: 'from' }, line.from === 'them' ? ctx.nameOf(peerId) : 'you'))
+    if (line.security !== undefined) item.append(badge(line.security))
+    item.append(el('span', { class: 'text' }, line.text))
+    return item
+  }
+
+  /** Show the thread of `peerId` (the whole of it). */
+  const showThread = (peerId: string): void => {
+    threads.show(peerId)
+    messages.replaceChildren(...threads.lines(peerId).map((line) => lineItem(peerId, line)))
+    messages.lastElementChild?.scrollIntoView({ block: 'nearest' })
+    byId('chat-with').textContent = peerId === '' ? 'Pick a peer to chat with.' : `With ${ctx.nameOf(peerId)}${ctx.picked === peerId ? '' : ' (pick it to answer)'}`
+  }
+
+  const refresh = (): void => { showThread(ctx.picked ?? unpickedThread) }
+
+  threads.on('line', ({ peerId, line, dropped }) => {
+    if (peerId !== threads.shown) return
+    for (let i = 0; i < dropped; i++) messages.firstElementChild?.remove()
+    const item = lineItem(peerId, line)
+    messages.append(item)
     item.scrollIntoView({ block: 'nearest' })
+  })
+
+  /** Whether to say it in a notification: the page is in the background and the person allowed them. */
+  const notifications: number[] = []
+  const notify = (peerId: string, text: string): void => {
+    if (document.visibilityState !== 'hidden' || !('Notification' in window) || Notification.permission !== 'granted') return
+    const now = Date.now()
+    while (notifications.length > 0 && (notifications[0] ?? 0) <= now - NOTIFICATION_WINDOW_MS) notifications.shift()
+    if (notifications.length >= MAX_NOTIFICATIONS) return
+    notifications.push(now)
+    const body = text.length > NOTIFICATION_TEXT_CHARS ? `${text.slice(0, NOTIFICATION_TEXT_CHARS)}…` : text
+    try {
+      // One per peer at a time (`tag`): a new message replaces its last notification.
+      const shown = new Notification(`Message from ${ctx.nameOf(peerId)}`, { body, tag: `starsock-chat-${peerId}` })
+      shown.onclick = () => {
+        window.focus()
+        ctx.pick(peerId)
+        shown.close()
+      }
+    } catch {
+      // Some browsers take notifications only from a service worker: the unread count still says it.
+    }
+  }
+
+  /** A message of `peerId`: into its thread; with no peer picked, its thread goes on show. */
+  const received = (peerId: string, text: string, secure: boolean): void => {
+    if (ctx.picked === undefined && threads.shown !== peerId) {
+      unpickedThread = peerId
+      showThread(peerId)
+    }
+    threads.add(peerId, { from: 'them', text, security: { secure } })
+    notify(peerId, text)
   }
 
   const chatChannel = async (peerId: string): Promise<Channel> => {
@@ -42,7 +111,7 @@ export function setupChat (ctx: PageContext): AgentPart {
       for (;;) {
         const line = await reader.next() as { text?: unknown } | null
         if (line === null) return
-        if (typeof line.text === 'string') say(line.text.slice(0, 4000), channel.remotePeer, { secure })
+        if (typeof line.text === 'string') received(channel.remotePeer, line.text, secure)
       }
     } catch {
       channel.abort()
@@ -59,16 +128,47 @@ export function setupChat (ctx: PageContext): AgentPart {
         peerId = ctx.needPeer()
         const channel = await chatChannel(peerId)
         await writeLine(channel, { text })
-        say(text, 'me', { secure: chatSecure.get(channel) === true })
+        threads.add(peerId, { from: 'me', text, security: { secure: chatSecure.get(channel) === true } })
         input.value = ''
       } catch (err) {
         if (peerId !== undefined) ctx.book.failed(peerId, err)
-        say(`not sent: ${describeError(err)}`, 'me')
+        threads.add(peerId ?? threads.shown, { from: 'note', text: `not sent: ${describeError(err)}` })
       }
     })()
   })
 
-  ctx.on('session:close', () => chats.clear())
+  setupNotifyButton()
+
+  ctx.on('picked', refresh)
+  ctx.on('session', refresh)
+  ctx.on('session:close', () => {
+    chats.clear()
+    threads.clear()
+    unpickedThread = ''
+    refresh()
+  })
+  refresh()
 
   return { channels: { chat: (channel, mux) => { void readChat(channel, mux.secure) } } }
+}
+
+/** The button that asks for permission to notify (a person's click: browsers refuse the ask otherwise). */
+function setupNotifyButton (): void {
+  const button = byId<HTMLButtonElement>('notify')
+  const status = byId('notify-status')
+  const show = (): void => {
+    if (!('Notification' in window)) {
+      button.disabled = true
+      status.textContent = 'This browser shows no notifications.'
+      return
+    }
+    const permission = Notification.permission
+    button.disabled = permission !== 'default'
+    status.textContent = permission === 'granted' ? 'Messages that come while this page is in the background show a notification.'
+      : permission === 'denied' ? 'Notifications are blocked for this page (the browser\'s site settings can allow them).' : ''
+  }
+  button.addEventListener('click', () => {
+    void Notification.requestPermission().then(show, show)
+  })
+  show()
 }

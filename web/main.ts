@@ -19,6 +19,7 @@ import { setupLive } from './live.ts'
 import { setupPeers } from './peers.ts'
 import { encryptedUrl, plaintextModeOf, setPlaintextMode } from './security.ts'
 import { runSession } from './session.ts'
+import { ChatThreads } from './threads.ts'
 import { takeToken } from './token.ts'
 import { setupTunnels } from './tunnels.ts'
 
@@ -40,10 +41,12 @@ const PLAINTEXT_MODE = plaintextModeOf(location.search)
 setPlaintextMode(PLAINTEXT_MODE)
 
 const ctx = new PageContext()
-setupPeers(ctx)
+/** Chat threads per peer: `chat.ts` fills them, `peers.ts` shows their unread counts. */
+const threads = new ChatThreads()
+setupPeers(ctx, threads)
 const consent = setupConsent(ctx)
 const files = setupFiles(ctx)
-const parts: AgentPart[] = [setupChat(ctx), consent, files, setupTunnels(ctx)]
+const parts: AgentPart[] = [setupChat(ctx, threads), consent, files, setupTunnels(ctx)]
 // Every `[data-needs]` control waits until it can work (joined, a peer picked).
 setupEnable(ctx)
 

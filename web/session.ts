@@ -11,6 +11,7 @@ import { StarsockError } from '../shared/errors.ts'
 import { byId } from './dom.ts'
 import { describeError } from './security.ts'
 import type { PageContext } from './context.ts'
+import { savedName } from './peers.ts'
 import { askForToken, isTokenRefusal } from './token.ts'
 
 export interface SessionOptions {
@@ -67,7 +68,7 @@ export function runSession (ctx: PageContext, options: SessionOptions): { token:
     // a takeover starts afresh.
     const resumeId = (takeover ? undefined : takeResumeId(identity.peerId)) ?? randomHex(32)
     resuming = { peerId: identity.peerId, resumeId }
-    const p = await createPeer({ server: options.server, identity, token, takeover, resumeId, secure: !options.plaintext })
+    const p = await createPeer({ server: options.server, identity, token, takeover, resumeId, secure: !options.plaintext, profile: { name: savedName(identity.peerId) } })
     const a = createSockAgent(p, options.agentOptions())
     a.on('session', (mux) => { if (ctx.agent === a) ctx.book.session(mux) })
     // A plaintext connection the agent refused (E_SECURE_REQUIRED) shows on the badge of the id it claimed, as a claim.

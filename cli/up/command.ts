@@ -112,7 +112,8 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     timeoutMs: config.timeoutMs,
     json: flags.json,
     takeover: flags.takeover,
-    insecure: flags.insecure === true || config.insecure
+    insecure: flags.insecure === true || config.insecure,
+    displayName: config.name
   }
   // A long-running agent (under a supervisor): a server not reachable yet is waited for, with backoff.
   const starting = (async (): Promise<SockAgent> => {
@@ -203,6 +204,12 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       } catch (err) {
         status.event('reload', { ok: false, message: (err as Error).message }, `reload failed: ${(err as Error).message}`)
         return
+      }
+      // A new display name applies live (the server tells the other peers).
+      if (next.name !== config.name) {
+        agent.peer.setProfile({ name: next.name }).catch((err: unknown) => {
+          status.event('name', { ok: false, message: (err as Error).message }, `display name not changed: ${(err as Error).message}`)
+        })
       }
       config = { ...next, server: config.server, key: config.key, token: config.token, insecure: config.insecure, timeoutMs: config.timeoutMs, leaseMs: config.leaseMs, askTimeoutMs: config.askTimeoutMs, control: config.control, udpRelay: config.udpRelay }
       status.event('reload', { ok: true, ...r, restartNeeded: stale },

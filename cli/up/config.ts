@@ -15,6 +15,8 @@ import type { SockAddress } from '../../shared/mux-frame.ts'
 import { formatAddress, isHost, isPort, type SockProto } from '../../shared/sock-protocol.ts'
 import { parseRule, SERVICE_NAME, type SockRule } from '../../shared/sock-rules.ts'
 import { defaultKeyFile } from '../../client/identity.node.ts'
+import { StarsockError } from '../../shared/errors.ts'
+import { checkName } from '../../shared/profile.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
 
 /** The kinds of mapping a config (or the control API) may hold. */
@@ -113,6 +115,8 @@ export interface AgentConfig {
   /** The identity file, absolute (`key` is relative to the config file's folder). */
   key: string
   token?: string
+  /** Display name other peers see (`name`; a reload applies it live). */
+  name?: string
   insecure: boolean
   /** The `allow` rules and those the services imply. */
   rules: SockRule[]
@@ -266,6 +270,10 @@ const configSchema = z.strictObject({
   server: z.string().min(1, { message: 'must be a server URL' }).optional(),
   key: z.string().min(1, { message: 'must be a file path' }).optional(),
   token: z.string().optional(),
+  name: z.string().superRefine((value, check) => {
+    const name = checkName(value)
+    if (name instanceof StarsockError) check.addIssue({ code: 'custom', message: name.message.replace(/^name /, '') })
+  }).optional(),
   insecure: z.boolean().default(false),
   allow: z.array(ruleSchema).max(1024, { message: 'at most 1024 rules' }).default([]),
   timeout_ms: milliseconds(1).default(60_000),
@@ -546,11 +554,14 @@ export function parseConfig (text: string, file: string, env: Record<string, str
   if (mappings.length > MAX_MAPPINGS) fail(1, 'config', `${mappings.length} mappings; at most ${MAX_MAPPINGS}`)
   if (Object.keys(c.services).length > MAX_SERVICES) fail(lineOf(lines, ['services']), 'services', `at most ${MAX_SERVICES} services`)
   const folder = path.dirname(path.resolve(file))
+  // Checked by the schema: normalised here (NFC, trimmed; empty is none).
+  const name = c.name === undefined ? undefined : checkName(c.name)
   return {
     file,
     server: server as string,
     key: c.key === undefined ? env.STARSOCK_KEY ?? defaultKeyFile() : path.resolve(folder, c.key === '~' || c.key.startsWith('~/') ? path.join(homedir(), c.key.slice(1)) : c.key),
     token: c.token ?? env.STARSOCK_TOKEN,
+    ...(typeof name === 'string' ? { name } : {}),
     insecure: c.insecure,
     allow: c.allow,
     rules: [...c.allow, ...serviceRules(c.services)],

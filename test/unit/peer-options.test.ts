@@ -23,6 +23,7 @@ describe('resolvePeerOptions', () => {
       reconnectDelayMaxMs: 5000,
       rawFrames: true,
       secure: true,
+      profile: { kind: 'node' },
       logger: silentLogger
     })
   })
