@@ -122,6 +122,8 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
     e.preventDefault()
     const input = byId<HTMLInputElement>('chat-text')
     const text = input.value
+    // Emptied now, not once sent: what the person types meanwhile is the next message, never lost.
+    input.value = ''
     void (async () => {
       let peerId: string | undefined
       try {
@@ -129,8 +131,9 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
         const channel = await chatChannel(peerId)
         await writeLine(channel, { text })
         threads.add(peerId, { from: 'me', text, security: { secure: chatSecure.get(channel) === true } })
-        input.value = ''
       } catch (err) {
+        // Not sent: the text comes back to the field unless the person typed something else since.
+        if (input.value === '') input.value = text
         if (peerId !== undefined) ctx.book.failed(peerId, err)
         threads.add(peerId ?? threads.shown, { from: 'note', text: `not sent: ${describeError(err)}` })
       }
