@@ -102,12 +102,13 @@ describe('the page\'s shell (Chromium)', () => {
       await page.locator(`#peer-list li[data-peer="${other.id}"]`).waitFor({ timeout: 30_000 })
       // Pick the peer with the keyboard: Tab to its row, Enter.
       let picked = false
-      for (let i = 0; i < 20 && !picked; i++) {
+      for (let i = 0; i < 40 && !picked; i++) {
         const look = await tabAndLook(page)
-        if (look?.what.includes(`[peer=${other.id}]`) === true) {
-          await page.keyboard.press('Enter')
-          picked = true
-        }
+        if (look?.what.includes('[peer=') !== true) continue
+        // The list takes Tab once (a roving tabindex): arrows move to the peer, Enter picks it.
+        for (let j = 0; j < 20 && await page.evaluate(() => document.activeElement?.getAttribute('data-peer')) !== other.id; j++) await page.keyboard.press('ArrowDown')
+        await page.keyboard.press('Enter')
+        picked = true
       }
       expect(picked, 'Tab reaches the peer row').toBe(true)
       await page.locator('#chat-form button[type=submit]:enabled').waitFor({ timeout: 10_000 })
