@@ -1,8 +1,8 @@
 /**
  * Files sent by other peers (the page's "Send file"), saved into a folder by `starsock listen
  * --files DIR`. A file is an offer first (`file` kind with name and size, granted by a `file`
- * rule or a person); then, on its `file` channel, a JSON line `{ name, size, sha256 }`, the
- * bytes, then our answer line `{ ok, sha256 }`.
+ * rule or a person); then, on its `file` channel, a JSON line `{ name, size, sha256, offset }`
+ * (offset 0: this receiver grants no resume), the bytes, then our answer line `{ ok, sha256 }`.
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createWriteStream } from 'node:fs'
@@ -10,7 +10,7 @@ import { rename, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
-import { parseFileHeader } from '../shared/file-transfer.ts'
+import { checkFileHeader, parseFileHeader } from '../shared/file-transfer.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { Offer } from '../shared/sock-protocol.ts'
 
@@ -47,7 +47,8 @@ export async function receiveFileInto (dir: string, channel: Channel, offer: Off
   const offered = offer.size ?? 0
   const header = parseFileHeader(line, offered)
   const { size } = header
-  if (size !== offered) throw new StarsockError('E_BAD_REQUEST', `the file header announces ${size} bytes, the offer ${offered}`)
+  // No resume here (no `resumeOffset`): the grant's offset is 0, and so must the header's be.
+  checkFileHeader(header, { size: offered, sha256: offer.sha256, offset: 0 })
   const name = safeFileName(offer.name)
   // Unique even for two files of one name in one millisecond; `wx` never overwrites anything.
   const final = join(dir, `${Date.now()}-${randomBytes(4).toString('hex')}-${name}`)
