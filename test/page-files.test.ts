@@ -4,9 +4,10 @@
  * disk; one Firefox case.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream, mkdtempSync, readFileSync, readdirSync, rmSync, openSync, writeSync, closeSync } from 'node:fs'
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, openSync, writeSync, closeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
@@ -19,6 +20,7 @@ import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
 const MiB = 1024 * 1024
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 
 /** SHA-256 (hex) of a file on disk, read as a stream. */
 async function sha256OfPath (path: string): Promise<string> {
@@ -157,6 +159,9 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     await pick(a.page, b.id)
     await a.page.setInputFiles('#file-input', join(dir, 'no.bin'))
     await a.page.click('#file-form button[type=submit]')
+    await b.page.locator('#prompts .prompt[data-kind="file"]').waitFor({ timeout: 30_000 })
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await b.page.screenshot({ path: `${ARTIFACTS}page-file-offer.png` })
     await answerFile(b.page, 'decline', a.id)
     const declined = a.page.locator(`#transfers li[data-direction="to"][data-peer="${b.id}"][data-state="declined"]`)
     await declined.waitFor({ timeout: 30_000 })
@@ -335,6 +340,8 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     await answerFile(b.page, 'accept', a.id)
     await a.page.waitForFunction(() => document.querySelectorAll('#transfers li[data-direction="to"][data-state="done"]').length === 2, undefined, { timeout: 60_000 })
     const shas = await b.page.locator('#transfers li[data-direction="from"][data-state="done"]').evaluateAll((list) => list.map((li) => li.getAttribute('data-sha256')))
+    mkdirSync(ARTIFACTS, { recursive: true })
+    await b.page.locator('#files').screenshot({ path: `${ARTIFACTS}page-file-transfers.png` })
     expect(shas.sort()).toEqual([createHash('sha256').update(one).digest('hex'), createHash('sha256').update(two).digest('hex')].sort())
   }, 120_000)
 })

@@ -100,6 +100,16 @@ class TransferView {
     if (saved !== undefined) this.offerSave(saved)
   }
 
+  /** A Discard button for the bytes an interrupted transfer kept (they would wait a day for a resume). */
+  offerDiscard (sink: { remove: () => Promise<void> }): void {
+    const discard = el('button', { type: 'button', class: 'discard' }, 'Discard')
+    discard.addEventListener('click', () => {
+      void sink.remove()
+      this.item.remove()
+    })
+    this.item.append(discard)
+  }
+
   /** A Save link to the file (revoked, and the OPFS copy deleted, once used) and a Remove button. */
   private offerSave (saved: { name: string, file: File, remove: () => Promise<void> }): void {
     this.url = URL.createObjectURL(saved.file)
@@ -297,7 +307,11 @@ class Transfers {
       }
     }
     const cancelled = { cancelled: false }
-    const view = new TransferView(this.list, 'from', `Receiving ${name} (${formatBytes(size)}) from ${who}`, size, () => { cancelled.cancelled = true })
+    const view = new TransferView(this.list, 'from', `Receiving ${name} (${formatBytes(size)}) from ${who}`, size, () => {
+      // Before the channel came: it is refused when it comes (the sender learns it then).
+      cancelled.cancelled = true
+      view.state('failed', 'cancelled')
+    })
     view.item.dataset.peer = peerId
     view.secured({ secure: request.secure })
     view.state('waiting', `accepted; waiting for ${who} to send…`)
@@ -378,7 +392,10 @@ class Transfers {
       if (keep) await sink?.close().catch(() => {})
       else await sink?.abort().catch(() => {})
       const words = describeError(err).replace(/^Error: /, '')
-      if (keep) view.finish(`Interrupted after ${formatBytes(done)} of ${formatBytes(size)} (${words}); it resumes there if ${who} offers it again`, 'interrupted')
+      if (keep) {
+        view.finish(`Interrupted after ${formatBytes(done)} of ${formatBytes(size)} (${words}); it resumes there if ${who} offers it again`, 'interrupted')
+        view.offerDiscard(sink as FileSink)
+      }
       else view.finish(`Failed: ${words}`, 'failed')
     }
   }
