@@ -166,9 +166,24 @@ export class FileStore {
     return Math.max(0, Math.min(quota - usage, STORE_MAX_BYTES - mine))
   }
 
-  /** Bytes of `key`'s partial on disk (0 with none, or while another transfer writes it). */
+  /**
+   * Reserve `key` for one transfer (from the person's accept to the end of its bytes); `false`
+   * when another transfer has it (that one then starts afresh, under another name).
+   */
+  claim (key: PartialKey): boolean {
+    if (this.dir === undefined || this.busy.has(partialName(key))) return false
+    this.busy.add(partialName(key))
+    return true
+  }
+
+  /** Give back a `claim` that no sink took (a declined offer, a channel that never came). */
+  release (key: PartialKey): void {
+    this.busy.delete(partialName(key))
+  }
+
+  /** Bytes of `key`'s partial on disk (0 with none). */
   async partialBytes (key: PartialKey): Promise<number> {
-    if (this.dir === undefined || this.busy.has(partialName(key))) return 0
+    if (this.dir === undefined) return 0
     try {
       const file = await (await this.dir.getFileHandle(partialName(key))).getFile()
       return Math.min(file.size, key.size)
@@ -178,18 +193,19 @@ export class FileStore {
   }
 
   /**
-   * A sink for a file of `size` bytes named `name`: under `key` (resumable, from `offset`) or a
-   * fresh name. Throws `E_LIMIT_FILE_SIZE` when it cannot hold it.
+   * A sink for a file of `size` bytes named `name`: under `claimed` (a key this transfer
+   * `claim`ed: resumable, from `offset`) or a fresh name (from 0). Throws `E_LIMIT_FILE_SIZE`
+   * when it cannot hold it. The claim ends with the sink (`close`, `abort`, `remove`).
    */
-  async sink (name: string, size: number, key: PartialKey | undefined, offset: number): Promise<FileSink> {
+  async sink (name: string, size: number, claimed: PartialKey | undefined, offset: number): Promise<FileSink> {
+    if (claimed === undefined && offset !== 0) throw new RangeError('only a claimed partial starts past 0')
     if (this.dir === undefined) {
       if (size > MEMORY_MAX_FILE_BYTES) throw new StarsockError('E_LIMIT_FILE_SIZE', `this browser keeps received files in memory, at most ${MEMORY_MAX_FILE_BYTES} bytes`)
       return memorySink(name)
     }
     const dir = this.dir
-    const stored = key !== undefined && !this.busy.has(partialName(key)) ? partialName(key) : `x.${Date.now()}.${++this.counter}`
+    const stored = claimed !== undefined ? partialName(claimed) : `x.${Date.now()}.${++this.counter}`
     this.busy.add(stored)
-    const handle = await dir.getFileHandle(stored, { create: true })
     let removed = false
     const remove = async (): Promise<void> => {
       this.busy.delete(stored)
@@ -197,8 +213,14 @@ export class FileStore {
       removed = true
       await dir.removeEntry(stored).catch(() => {})
     }
-    const sink = await writableSink(handle, stored === partialName(key ?? { peerId: '', sha256: '', size: 0 }) ? offset : 0, remove)
-    return { ...sink, close: async () => { await sink.close(); this.busy.delete(stored) } }
+    try {
+      const handle = await dir.getFileHandle(stored, { create: true })
+      const sink = await writableSink(handle, offset, remove)
+      return { ...sink, close: async () => { await sink.close(); this.busy.delete(stored) } }
+    } catch (err) {
+      this.busy.delete(stored)
+      throw err
+    }
   }
 
   /**

@@ -10,7 +10,7 @@
  */
 import { sha256 } from '@noble/hashes/sha2.js'
 import type { Channel } from '../client/mux/channel.ts'
-import type { OfferRequest, SockAgent } from '../client/sock/agent.ts'
+import { FILE_CHANNEL_TIMEOUT_MS, type OfferRequest, type SockAgent } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { Offer } from '../shared/sock-protocol.ts'
@@ -193,7 +193,7 @@ class Transfers {
   /** Per peer, the end of its queue of sends. */
   private readonly queues = new Map<string, Promise<void>>()
   /** Offers a person accepted: where each goes (the grant's offset, or a picked file), and its row. */
-  private readonly plans = new WeakMap<Offer, { offset: number, key?: PartialKey, picked?: FileSystemFileHandle, view: TransferView, cancelled: boolean }>()
+  private readonly plans = new WeakMap<Offer, { offset: number, key?: PartialKey, picked?: FileSystemFileHandle, view: TransferView, unclaim?: ReturnType<typeof setTimeout>, cancelled: boolean }>()
 
   constructor (private readonly ctx: PageContext, private readonly store: Promise<FileStore>) {}
 
@@ -278,7 +278,9 @@ class Transfers {
       return false
     }
     // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise).
-    const key = request.secure && offer.sha256 !== undefined ? { peerId, sha256: offer.sha256, size } : undefined
+    const wanted = request.secure && offer.sha256 !== undefined ? { peerId, sha256: offer.sha256, size } : undefined
+    // One transfer per partial: a second offer of the same file meanwhile starts afresh.
+    const key = wanted !== undefined && store.claim(wanted) ? wanted : undefined
     const have = key === undefined ? 0 : await store.partialBytes(key)
     const text = el('span')
     text.append(`${who} `, badge({ secure: request.secure }), ` wants to send you “${name}” (${formatBytes(size)})${have > 0 ? `; ${formatBytes(have)} of it are here already and it resumes after them` : ''}.`)
@@ -297,6 +299,8 @@ class Transfers {
       signal,
       data: { kind: 'file', peer: peerId }
     })
+    // Declined, or going to a picked file (no resume): the partial is free again.
+    if (answer !== 'accept' && key !== undefined) store.release(key)
     if (answer === 'decline') return false
     let picked: FileSystemFileHandle | undefined
     if (answer === 'saveas') {
@@ -306,6 +310,8 @@ class Transfers {
         return false // the person closed the picker: no file
       }
     }
+    // A grant whose channel never comes (the agent kills it after FILE_CHANNEL_TIMEOUT_MS) frees the partial too.
+    const unclaim = key !== undefined && picked === undefined ? setTimeout(() => store.release(key), FILE_CHANNEL_TIMEOUT_MS + ASK_MS) : undefined
     const cancelled = { cancelled: false }
     const view = new TransferView(this.list, 'from', `Receiving ${name} (${formatBytes(size)}) from ${who}`, size, () => {
       // Before the channel came: it is refused when it comes (the sender learns it then).
@@ -315,7 +321,7 @@ class Transfers {
     view.item.dataset.peer = peerId
     view.secured({ secure: request.secure })
     view.state('waiting', `accepted; waiting for ${who} to send…`)
-    const plan = { offset: picked === undefined ? have : 0, key: picked === undefined ? key : undefined, picked, view, get cancelled () { return cancelled.cancelled } }
+    const plan = { offset: picked === undefined ? have : 0, key: picked === undefined ? key : undefined, picked, view, unclaim, get cancelled () { return cancelled.cancelled } }
     this.plans.set(offer, plan)
     return true
   }
@@ -337,6 +343,7 @@ class Transfers {
       plan = { offset: 0, view, cancelled: false }
     }
     const { view } = plan
+    clearTimeout(plan.unclaim) // the sink below takes over the claim
     view.secured({ secure: mapping.secure })
     view.item.querySelector('button.cancel')?.addEventListener('click', () => channel.abort(new Error('Cancelled by the receiver')))
     if (plan.cancelled) channel.abort(new Error('Cancelled by the receiver'))
@@ -391,6 +398,7 @@ class Transfers {
       const keep = sink !== undefined && plan.key !== undefined && done > offset && done < size && !plan.cancelled && secureFailureOf(err) === undefined
       if (keep) await sink?.close().catch(() => {})
       else await sink?.abort().catch(() => {})
+      if (sink === undefined && plan.key !== undefined) void this.store.then((s) => s.release(plan.key as PartialKey))
       const words = describeError(err).replace(/^Error: /, '')
       if (keep) {
         view.finish(`Interrupted after ${formatBytes(done)} of ${formatBytes(size)} (${words}); it resumes there if ${who} offers it again`, 'interrupted')
