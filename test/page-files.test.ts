@@ -317,6 +317,31 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     }
   }, 180_000)
 
+  it('a file name from the wire is shown as text, never as HTML, in the prompt and the row', async () => {
+    const node = await nodeAgent()
+    const b = await open()
+    await knows(node, b.id)
+    const name = '<img src=x onerror="window.pwned=1">.bin'
+    const data = randomBytes(1000)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const offered = node.offerFileAt(b.id, { name, size: data.byteLength, sha256: sha })
+    const card = b.page.locator('#prompts .prompt[data-kind="file"]')
+    await card.waitFor({ timeout: 30_000 })
+    expect(await card.innerText()).toContain(name)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const { channel } = await within('the grant', offered, 30_000)
+    await writeLine(channel, { name, size: data.byteLength, sha256: sha, offset: 0 })
+    await channel.write(data)
+    await channel.closeWrite()
+    expect(await within('the answer', new LineReader(channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+    const row = b.page.locator('#transfers li[data-direction="from"][data-state="done"]')
+    await row.waitFor({ timeout: 30_000 })
+    expect(await row.innerText()).toContain(name)
+    expect(await b.page.locator('#transfers img, #prompts img').count()).toBe(0)
+    expect(await b.page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined()
+    expect(await row.locator('a.save').getAttribute('download')).toBe(name)
+  }, 60_000)
+
   it('drag and drop of two files onto the files section queues both; both arrive byte-exact', async () => {
     const a = await open()
     const b = await open()
