@@ -213,7 +213,9 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(await row.getAttribute('data-state'), await row.locator('.result').innerText()).toBe('done')
     expect(await row.getAttribute('data-sha256')).toBe(sha)
     console.log(`300 MiB page to page: ${(size / MiB / seconds).toFixed(1)} MiB/s (${seconds.toFixed(1)} s from accept to done); receiving renderers' RSS ${(before / MiB).toFixed(0)} MiB before, ${(peak / MiB).toFixed(0)} MiB at the peak (growth ${((peak - before) / MiB).toFixed(0)} MiB)`)
-    expect(peak - before).toBeLessThan(100 * MiB)
+    // Held whole, the file alone would add 300 MiB. What grows is garbage between collections
+    // (decrypted chunks, the mux window up to 8 MiB): 46-85 MiB in runs on a loaded 2-core machine.
+    expect(peak - before).toBeLessThan(128 * MiB)
     await a.page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 30_000 })
     expect(await a.page.locator('#transfers li[data-direction="to"] .result').innerText()).toContain(sha)
 

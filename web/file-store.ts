@@ -75,13 +75,14 @@ async function writableSink (handle: FileSystemFileHandle, offset: number, onRem
     await stream.truncate(offset)
     await stream.seek(offset)
   }
-  let batch = new Uint8Array(WRITE_BATCH_BYTES)
+  // One batch buffer for the whole file: each write is awaited before the buffer fills again, so
+  // the browser has taken its bytes by then (no 1 MiB garbage per MiB received).
+  const batch = new Uint8Array(WRITE_BATCH_BYTES)
   let filled = 0
   let open = true
   const flush = async (): Promise<void> => {
     if (filled === 0) return
     const bytes = batch.subarray(0, filled)
-    batch = new Uint8Array(WRITE_BATCH_BYTES)
     filled = 0
     await stream.write(bytes)
   }
