@@ -319,6 +319,41 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     }
   }, 180_000)
 
+  it('"Save as…" streams into the file the person picked (the picker stubbed with a file handle, as the dialog would give)', async () => {
+    const a = await open()
+    const context = await browser.newContext()
+    contexts.push(context)
+    // Headless Chromium has no dialog: the picker answers with a real writable handle (in OPFS, outside the page's folder).
+    await context.addInitScript(() => {
+      (window as unknown as { showSaveFilePicker: unknown }).showSaveFilePicker = async (options: { suggestedName?: string }) => {
+        (window as unknown as { suggested?: string }).suggested = options.suggestedName
+        return await (await navigator.storage.getDirectory()).getFileHandle('picked.bin', { create: true })
+      }
+    })
+    const b = await context.newPage()
+    b.on('pageerror', (err) => { throw err })
+    await b.goto(server.url() + '/')
+    await b.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    const idB = await b.locator('#my-id').innerText()
+    await pick(a.page, idB)
+    const data = randomBytes(3 * MiB + 5)
+    const sha = createHash('sha256').update(data).digest('hex')
+    await a.page.setInputFiles('#file-input', { name: 'chosen.bin', mimeType: 'application/octet-stream', buffer: data })
+    await a.page.click('#file-form button[type=submit]')
+    await answerFile(b, 'saveas', a.id)
+    const row = b.locator('#transfers li[data-direction="from"][data-state="done"]')
+    await row.waitFor({ timeout: 60_000 })
+    expect(await row.locator('.result').innerText()).toMatch(/^Saved to picked\.bin, SHA-256 [0-9a-f]{64}, the same as /)
+    expect(await row.locator('a.save').count()).toBe(0)
+    expect(await b.evaluate(() => (window as unknown as { suggested?: string }).suggested)).toBe('chosen.bin')
+    const written = await b.evaluate(async () => {
+      const file = await (await (await navigator.storage.getDirectory()).getFileHandle('picked.bin')).getFile()
+      return [...new Uint8Array(await crypto.subtle.digest('SHA-256', await file.arrayBuffer()))].map((x) => x.toString(16).padStart(2, '0')).join('')
+    })
+    expect(written).toBe(sha)
+    await a.page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 30_000 })
+  }, 90_000)
+
   it('a file name from the wire is shown as text, never as HTML, in the prompt and the row', async () => {
     const node = await nodeAgent()
     const b = await open()
