@@ -17,14 +17,3 @@ export async function answerFile (page: Page, answer: 'accept' | 'decline' | 'sa
     await page.waitForTimeout(250)
   }
 }
-
-/** Accept every file prompt that appears on `page` from now on (for tests about something else). */
-export async function acceptEveryFile (page: Page): Promise<void> {
-  await page.evaluate(() => {
-    const list = document.getElementById('prompts') as HTMLElement
-    const tick = (): void => {
-      for (const button of list.querySelectorAll<HTMLButtonElement>('.prompt[data-kind="file"] button[data-answer="accept"]')) button.click()
-    }
-    setInterval(tick, 200)
-  })
-}
