@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import type { Browser, Page } from 'playwright-core'
 import { build } from 'vite'
 import { launchChromium } from '../test/helpers/browser.ts'
+import { answerFile } from '../test/helpers/files.ts'
 import { childPids, startOurs, type ServerUnderTest } from './procs.ts'
 import { measurePaths, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
 import type { Row } from './rows.ts'
@@ -84,9 +85,11 @@ async function sendThroughPage (a: Page, b: Page, bytes: number): Promise<{ mibP
     ;(document.getElementById('file-input') as HTMLInputElement).files = files.files
   }, bytes)
   await a.click('#file-form button[type=submit]')
+  await answerFile(b, 'accept', undefined, RUN_LIMIT_MS)
   const row = b.locator('#transfers li[data-direction="from"]')
-  await b.locator('#transfers li[data-direction="from"][data-state]').waitFor({ timeout: RUN_LIMIT_MS })
-  await a.locator('#transfers li[data-direction="to"][data-state]').waitFor({ timeout: 30_000 })
+  const ended = ':is([data-state="done"], [data-state="failed"], [data-state="interrupted"])'
+  await b.locator(`#transfers li[data-direction="from"]${ended}`).waitFor({ timeout: RUN_LIMIT_MS })
+  await a.locator(`#transfers li[data-direction="to"]${ended}`).waitFor({ timeout: 30_000 })
   if (await row.getAttribute('data-state') !== 'done') throw new Error(`the transfer failed: ${await row.locator('.result').innerText()}`)
   const seconds = Number(await row.getAttribute('data-seconds'))
   if (!(seconds > 0)) throw new Error(`the receiving row has no time (${String(seconds)})`)

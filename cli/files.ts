@@ -1,16 +1,18 @@
 /**
  * Files sent by other peers (the page's "Send file"), saved into a folder by `starsock listen
  * --files DIR`. A file is an offer first (`file` kind with name and size, granted by a `file`
- * rule or a person); then, on its `file` channel, a JSON line `{ name, size, sha256 }`, the
- * bytes, then our answer line `{ ok, sha256 }`.
+ * rule or a person); then, on its `file` channel, a JSON line `{ name, size, sha256, offset }`,
+ * the bytes from `offset`, then our answer line `{ ok, sha256 }`. A verified sender's file that
+ * names its sha256 is kept in a hidden partial while it comes, so the same offer later resumes
+ * after the bytes written (`resumeOffsetIn`).
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
-import { rename, rm } from 'node:fs/promises'
+import { createReadStream, createWriteStream } from 'node:fs'
+import { rename, rm, stat, truncate } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
-import { parseFileHeader } from '../shared/file-transfer.ts'
+import { checkFileHeader, parseFileHeader, type FileHeader } from '../shared/file-transfer.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { Offer } from '../shared/sock-protocol.ts'
 
@@ -35,33 +37,93 @@ export interface ReceivedFile {
   ok: boolean
 }
 
+/** Partials being written now (one writer each), by path. */
+const writing = new Set<string>()
+
+/** Where a verified sender's file that named its sha256 is kept while it comes (hidden; kept when the transfer breaks, for a resume). */
+export function partialPath (dir: string, peerId: string, sha256: string, size: number): string {
+  return join(dir, `.starsock-partial-${safeFileName(peerId)}-${sha256}-${size}`)
+}
+
+/**
+ * The agent's `files.resumeOffset` for `dir`: the bytes of this file the partial holds (0 with
+ * none, or while another transfer writes it). The agent asks only for a verified sender that
+ * named the sha256.
+ */
+export async function resumeOffsetIn (dir: string, request: { peerId: string, offer: Offer }): Promise<number> {
+  const { sha256, size = 0 } = request.offer
+  if (sha256 === undefined) return 0
+  const path = partialPath(dir, request.peerId, sha256, size)
+  if (writing.has(path)) return 0
+  try {
+    return Math.min((await stat(path)).size, size)
+  } catch {
+    return 0
+  }
+}
+
+/** How a file was granted: where its bytes start, and whether it may be kept for a resume (a verified sender, a sha256). */
+export interface FileGrant {
+  offset: number
+  resumable: boolean
+}
+
 /**
  * Receive the file granted by `offer` from `channel` into `dir` (written as `.part`, renamed once
- * the checksum matches). The header must announce the size offered; the name saved is the one
- * offered (what the person or rule agreed to), made safe.
+ * the checksum matches). The header must announce the size offered and the offset granted; the
+ * name saved is the one offered (what the person or rule agreed to), made safe. A resumable file
+ * is written to its `partialPath` (after the `grant.offset` bytes there, re-hashed from disk) and
+ * kept there when the transfer breaks.
  */
-export async function receiveFileInto (dir: string, channel: Channel, offer: Offer): Promise<ReceivedFile> {
+export async function receiveFileInto (dir: string, channel: Channel, offer: Offer, grant: FileGrant = { offset: 0, resumable: false }): Promise<ReceivedFile> {
   const reader = new LineReader(channel)
   const line = await reader.next()
   if (line === null) throw new StarsockError('E_BAD_REQUEST', 'file channel ended before its header')
   const offered = offer.size ?? 0
   const header = parseFileHeader(line, offered)
   const { size } = header
-  if (size !== offered) throw new StarsockError('E_BAD_REQUEST', `the file header announces ${size} bytes, the offer ${offered}`)
+  checkFileHeader(header, { size: offered, sha256: offer.sha256, offset: grant.offset })
   const name = safeFileName(offer.name)
   // Unique even for two files of one name in one millisecond; `wx` never overwrites anything.
   const final = join(dir, `${Date.now()}-${randomBytes(4).toString('hex')}-${name}`)
-  const part = `${final}.part`
-  const out = createWriteStream(part, { flags: 'wx', mode: 0o600 })
+  const keyed = grant.resumable && offer.sha256 !== undefined ? partialPath(dir, channel.remotePeer, offer.sha256, offered) : undefined
+  const resumable = keyed !== undefined && !writing.has(keyed)
+  if (grant.offset > 0 && !resumable) throw new StarsockError('E_BAD_REQUEST', `offset ${grant.offset} granted for a file with no partial to resume (not resumable, or being written by another transfer)`)
+  const part = resumable ? keyed : `${final}.part`
+  if (resumable) writing.add(part)
+  let done = grant.offset
+  let out: ReturnType<typeof createWriteStream> | undefined
+  try {
+    const hash = createHash('sha256')
+    if (grant.offset > 0) {
+      // Anything past the offset granted is not trusted: cut, then hash what stays.
+      await truncate(part, grant.offset)
+      for await (const chunk of createReadStream(part)) hash.update(chunk as Buffer)
+    }
+    out = createWriteStream(part, grant.offset > 0 ? { flags: 'r+', start: grant.offset } : { flags: resumable ? 'w' : 'wx', mode: 0o600 })
+    return await receiveBytes(channel, reader, out, hash, { header, size, name, part, final, start: grant.offset, onProgress: (n) => { done = n } })
+  } catch (err) {
+    out?.destroy()
+    // A resumable file keeps what arrived (a later offer of it resumes); anything else goes.
+    if (!(resumable && done > grant.offset && done < size)) await rm(part, { force: true })
+    throw err
+  } finally {
+    if (resumable) writing.delete(part)
+  }
+}
+
+/** Write the bytes after the header to `out`, check the whole file's sha256, answer, and rename `part` to `final` when it matches. */
+async function receiveBytes (channel: Channel, reader: LineReader, out: ReturnType<typeof createWriteStream>, hash: ReturnType<typeof createHash>,
+  f: { header: FileHeader, size: number, name: string, part: string, final: string, start: number, onProgress: (done: number) => void }): Promise<ReceivedFile> {
+  const { header, size, name, part, final } = f
   let failure: Error | undefined
   out.on('error', (err) => { failure = err })
   await new Promise<void>((resolve, reject) => { out.once('open', () => resolve()); out.once('error', reject) })
-  const hash = createHash('sha256')
-  let done = 0
+  let done = f.start
   const take = async (chunk: Uint8Array): Promise<void> => {
-    done += chunk.byteLength
-    if (done > size) throw new StarsockError('E_BAD_REQUEST', 'more bytes than announced')
+    if (done + chunk.byteLength > size) throw new StarsockError('E_BAD_REQUEST', 'more bytes than announced')
     if (failure !== undefined) throw failure
+    done += chunk.byteLength
     hash.update(chunk)
     if (!out.write(chunk)) {
       await new Promise<void>((resolve, reject) => {
@@ -69,25 +131,22 @@ export async function receiveFileInto (dir: string, channel: Channel, offer: Off
         out.once('error', reject)
       })
     }
+    f.onProgress(done)
   }
-  try {
-    await take(reader.rest())
-    for (;;) {
-      const chunk = await channel.read()
-      if (chunk === null) break
-      await take(chunk)
-    }
-    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
-    const sha256 = hash.digest('hex')
-    const ok = done === size && sha256 === header.sha256
-    await writeLine(channel, { ok, sha256 })
-    await channel.closeWrite()
-    if (ok) await rename(part, final)
-    else await rm(part, { force: true })
-    return { peerId: channel.remotePeer, name, path: ok ? final : part, size: done, sha256, ok }
-  } catch (err) {
-    out.destroy()
-    await rm(part, { force: true })
-    throw err
+  await take(reader.rest())
+  for (;;) {
+    const chunk = await channel.read()
+    if (chunk === null) break
+    await take(chunk)
   }
+  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
+  const sha256 = hash.digest('hex')
+  const ok = done === size && sha256 === header.sha256
+  // A file that ended short or with other bytes is not kept for a resume.
+  f.onProgress(ok ? done : f.start)
+  await writeLine(channel, { ok, sha256 })
+  await channel.closeWrite()
+  if (ok) await rename(part, final)
+  else await rm(part, { force: true })
+  return { peerId: channel.remotePeer, name, path: ok ? final : part, size: done, sha256, ok }
 }

@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
-import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto } from './files.ts'
+import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto, resumeOffsetIn } from './files.ts'
 import { integer, milliseconds, ruleList } from './options.ts'
 import { displayName, hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { localProgram, type LocalAddress } from './relay.ts'
@@ -202,8 +202,9 @@ async function listen (flags: ListenFlags): Promise<number> {
           quotaBytesPerPeer: flags.fileQuotaBytes,
           quotaBytesTotal: 4 * flags.fileQuotaBytes,
           quotaWindowMs: 3_600_000,
+          resumeOffset: async (request) => await resumeOffsetIn(files, request),
           onFile: (channel, mapping) => {
-            receiveFileInto(files, channel, mapping.offer).then(
+            receiveFileInto(files, channel, mapping.offer, { offset: mapping.fileOffset, resumable: mapping.secure }).then(
               (f) => status?.event('file', { ...f }, `${f.ok ? 'saved' : 'checksum mismatch, dropped'} ${f.name} (${f.size} bytes, SHA-256 ${f.sha256}) from ${f.peerId}${f.ok ? ` as ${f.path}` : ''}`),
               (err: unknown) => {
                 channel.abort(err)

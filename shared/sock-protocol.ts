@@ -98,6 +98,8 @@ export interface Offer {
   name: string
   /** file: its size in bytes (the file channel must carry exactly this many). */
   size?: number
+  /** file: lower-case hex SHA-256 of the whole file, when the sender knows it (a receiver may then resume a partial copy). */
+  sha256?: string
   /** service (and an accept for a service): the name of the service the other peer offers (`SERVICE_NAME`). */
   service?: string
   /** bind: the sources (CIDRs or addresses, IPv4 and IPv6) the binding peer lets in; others are reset and counted. Absent: any. */
@@ -125,6 +127,8 @@ export interface Reply {
   bound?: SockAddress
   /** For a bind to a wildcard (`0.0.0.0`, `::`): addresses it can be reached at (interfaces not internal first, then loopback). */
   addresses?: SockAddress[]
+  /** For a file offer granted: bytes the receiver has already (a partial copy of the same file); the sender sends from there. */
+  offset?: number
   error?: { code: ErrorCode, message: string }
 }
 
@@ -303,13 +307,19 @@ function checkName (name: unknown): string {
   return name
 }
 
-/** A file offer: `{ kind: 'file', name, size }` (host and port are not used). */
+/** Whether `value` is a SHA-256 in lower-case hex. */
+export function isSha256 (value: unknown): value is string {
+  return typeof value === 'string' && /^[0-9a-f]{64}$/.test(value)
+}
+
+/** A file offer: `{ kind: 'file', name, size, sha256? }` (host and port are not used). */
 function parseFileOffer (value: Record<string, unknown>): Offer {
   const name = checkName(value.name)
   if (name === '') throw bad('a file offer needs a name')
   const size = value.size
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) throw bad('a file offer needs a size in bytes (a non-negative integer)')
-  return { kind: 'file', proto: 'tcp', host: '', port: 0, name, size }
+  if (value.sha256 !== undefined && !isSha256(value.sha256)) throw bad('a file offer\'s sha256 must be 64 lower-case hex digits')
+  return { kind: 'file', proto: 'tcp', host: '', port: 0, name, size, ...(value.sha256 !== undefined ? { sha256: value.sha256 } : {}) }
 }
 
 /** A checked OPEN header. */
@@ -341,6 +351,10 @@ export function parseReply (value: unknown): Reply {
   if (value.addresses !== undefined) {
     if (!Array.isArray(value.addresses) || value.addresses.length > MAX_REPLY_ADDRESSES) throw bad(`addresses must be a list of at most ${MAX_REPLY_ADDRESSES} { ip, port }`)
     reply.addresses = value.addresses.map((a) => address('an address', a) as SockAddress)
+  }
+  if (value.offset !== undefined) {
+    if (typeof value.offset !== 'number' || !Number.isSafeInteger(value.offset) || value.offset < 0) throw bad('reply offset must be a non-negative integer')
+    reply.offset = value.offset
   }
   return reply
 }

@@ -13,6 +13,7 @@ import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { startLegacyPeer, pull, type LegacyPeer } from './helpers/legacy.ts'
 import { recordingProxy, samplesFound, type RecordingProxy } from './helpers/recording-proxy.ts'
 import { startServer, within } from './helpers/server.ts'
+import { answerFile } from './helpers/files.ts'
 
 const MiB = 1024 * 1024
 const FILE_BYTES = 3 * MiB
@@ -55,6 +56,7 @@ describe('the page through a recording relay (Chromium)', () => {
     await a.locator(`#peer-list li[data-peer="${idB}"]`).click({ timeout: 15_000 })
     await a.setInputFiles('#file-input', { name: 'secret.bin', mimeType: 'application/octet-stream', buffer: file })
     await a.click('#file-form button[type=submit]')
+    await answerFile(b, 'accept')
     await b.locator('#transfers li[data-direction="from"][data-state="done"]').waitFor({ timeout: 60_000 })
     await a.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 15_000 })
     return String(await b.locator('#transfers li[data-direction="from"]').getAttribute('data-sha256'))
@@ -132,9 +134,10 @@ describe('the page through a recording relay (Chromium)', () => {
     // receiving page has its row when the changed bytes come.
     const tampered = proxy.tamperOnce({ skip: 1 })
     await a.page.click('#file-form button[type=submit]')
+    await answerFile(b.page, 'accept')
     await within('the relay to flip a bit in a frame of the file', tampered, 30_000)
     const received = b.page.locator('#transfers li[data-direction="from"]')
-    await b.page.locator('#transfers li[data-direction="from"][data-state]').waitFor({ timeout: 30_000 })
+    await b.page.locator('#transfers li[data-direction="from"]:is([data-state="done"], [data-state="failed"], [data-state="interrupted"])').waitFor({ timeout: 30_000 })
     expect(await received.getAttribute('data-state')).toBe('failed')
     expect(await received.locator('.result').innerText()).toBe('Failed: Not connected securely: an encrypted message failed its check (changed or cut short on the way), so the connection was closed (E_SECURE_AUTH)')
     expect(await received.locator('a[download]').count()).toBe(0) // nothing to save

@@ -16,6 +16,7 @@ import { httpGet, httpServer } from './helpers/sockets.ts'
 import { wasReset, watch } from './helpers/tcp-watch.ts'
 import net from 'node:net'
 import { expectBytes } from './helpers/bytes.ts'
+import { answerFile } from './helpers/files.ts'
 
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url))
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -96,6 +97,7 @@ describe('the browser page in real Chromium', () => {
     const sha = createHash('sha256').update(file).digest('hex')
     await a.setInputFiles('#file-input', { name: 'big.bin', mimeType: 'application/octet-stream', buffer: file })
     await a.click('#file-form button[type=submit]')
+    await answerFile(b, 'accept', idA)
     const received = b.locator('#transfers li[data-direction="from"]')
     await received.waitFor({ timeout: 15_000 })
     // Progress shows while it runs: the figures line has a rate and a time left.
@@ -243,6 +245,7 @@ describe('the browser page in real Chromium', () => {
       }).observe(list, { childList: true, subtree: true })
     })
     await a.click('#file-form button[type=submit]')
+    await answerFile(b, 'accept')
     await b.locator('#transfers li[data-direction="from"]').waitFor({ timeout: 20_000 })
     await b.locator('#transfers li[data-direction="from"][data-state="failed"]').waitFor({ timeout: 10_000 })
     await a.locator('#transfers li[data-direction="to"][data-state="failed"]').waitFor({ timeout: 10_000 })
@@ -297,10 +300,10 @@ describe('the browser page in real Chromium', () => {
       await pick(page, listenerId)
       await page.setInputFiles('#file-input', { name: 'unwanted.bin', mimeType: 'application/octet-stream', buffer: Buffer.alloc(100_000, 9) })
       await page.click('#file-form button[type=submit]')
-      const row = page.locator('#transfers li[data-direction="to"][data-state="failed"]')
+      const row = page.locator('#transfers li[data-direction="to"][data-state="declined"]')
       await row.waitFor({ timeout: 15_000 })
       expect(await row.getAttribute('data-code')).toBe('E_DENIED')
-      expect(await row.locator('.result').innerText()).toBe('Refused: No rule allows file "unwanted.bin", 97.7 KiB (100000 bytes) (E_DENIED)')
+      expect(await row.locator('.result').innerText()).toMatch(/^Declined by .+: No rule allows file "unwanted\.bin", 97\.7 KiB \(100000 bytes\) \(E_DENIED\)$/)
       expect(await event('offer')).toMatchObject({ allowed: false, code: 'E_DENIED' })
       expect(readdirSync(join(dir, 'in'))).toEqual([])
     } finally {

@@ -1,176 +1,355 @@
 /**
- * File transfer between peers: a `file` offer (name and size) the receiver grants by a rule or a
- * person, then on its `file` channel a JSON header line `{ name, size, sha256 }`, the bytes, and
- * the receiver's answer line `{ sha256, ok }`. Both sides show progress, speed, time left and the
- * checksum; either side can cancel (the channel is reset, or the offer withdrawn).
+ * File transfer between peers. The sender hashes the file in a streaming pass and offers it
+ * (name, size, sha256); the receiving person accepts or declines in a prompt (`prompt.ts`)
+ * before any byte moves. On the `file` channel: a JSON header line `{ name, size, sha256, offset }`,
+ * the bytes from `offset` (0, or where a partial copy the receiver kept ends), and the receiver's
+ * answer line `{ sha256, ok }` over the whole file. The receiver writes to disk as bytes come
+ * (`file-store.ts`); the sender reads the file in slices. Every transfer has a row with its state
+ * (queued, hashing, waiting, sending/receiving, done, failed, declined, interrupted), progress,
+ * rate (`RateMeter`), checksum and Cancel; a sender that reloads lists what was interrupted.
  */
 import { sha256 } from '@noble/hashes/sha2.js'
 import type { Channel } from '../client/mux/channel.ts'
-import type { SockAgent } from '../client/sock/agent.ts'
+import { FILE_CHANNEL_TIMEOUT_MS, type OfferRequest, type SockAgent } from '../client/sock/agent.ts'
+import type { Mapping } from '../client/sock/mapping.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { Offer } from '../shared/sock-protocol.ts'
-import { byId, el, formatBytes, formatSeconds, hex } from './dom.ts'
+import { byId, el, formatBytes, hex } from './dom.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
-import { parseFileHeader } from '../shared/file-transfer.ts'
-import { badge, describeError, secureFailureOf, type Security, type SecurityBook } from './security.ts'
+import { checkFileHeader, parseFileHeader } from '../shared/file-transfer.ts'
+import { badge, describeError, secureFailureOf, type Security } from './security.ts'
 import type { AgentPart, PageContext } from './context.ts'
+import { FileStore, hashPrefix, pickedSink, type FileSink, type PartialKey } from './file-store.ts'
+import { prompt } from './prompt.ts'
+import { displayName, loadOutgoing, rememberOutgoing, TransferView, type Outgoing, type TransferState } from './transfer-view.ts'
 
-/** Largest file the page receives (it is held in memory to be saved). */
-export const MAX_FILE_BYTES = 1024 * 1024 * 1024
-const CHUNK_BYTES = 64 * 1024
-
-/** One transfer's row in the page: progress bar, figures, checksum, cancel and (received) save. */
-class TransferView {
-  readonly item: HTMLLIElement
-  private readonly bar: HTMLProgressElement
-  private readonly figures: HTMLSpanElement
-  private readonly result: HTMLSpanElement
-  private readonly cancel: HTMLButtonElement
-  private readonly started = performance.now()
-
-  constructor (list: HTMLElement, direction: 'to' | 'from', peerId: string, name: string, private readonly size: number, onCancel: () => void) {
-    this.item = el('li', { class: 'transfer', 'data-direction': direction })
-    this.item.append(el('span', { class: 'name' }, `${direction === 'to' ? 'Sending' : 'Receiving'} ${name} (${formatBytes(size)}) ${direction} ${peerId}`))
-    this.bar = el('progress', { max: String(Math.max(1, size)), value: '0', 'aria-label': `progress of ${name}` })
-    this.figures = el('span', { class: 'figures' })
-    this.result = el('span', { class: 'result', 'aria-live': 'polite' })
-    this.cancel = el('button', { type: 'button' }, 'Cancel')
-    this.cancel.addEventListener('click', onCancel)
-    this.item.append(this.bar, this.figures, this.cancel, this.result)
-    list.prepend(this.item)
+/** Largest file the page takes (on disk; a browser without OPFS takes less, see `MEMORY_MAX_FILE_BYTES`). */
+export const MAX_FILE_BYTES = 4 * 1024 ** 3
+/** Bytes the sender reads from the file at a time. */
+const READ_BYTES = 1024 * 1024
+/** Bytes of one channel write. */
+const WRITE_BYTES = 64 * 1024
+/** How long the person has to answer a file offer. */
+const ASK_MS = 60_000
+/** SHA-256 of `file` in one streaming pass of `READ_BYTES` slices; `onProgress` after each. */
+async function hashFile (file: Blob, onProgress: (done: number) => void, signal: AbortSignal): Promise<string> {
+  const hash = sha256.create()
+  for (let at = 0; at < file.size; at += READ_BYTES) {
+    signal.throwIfAborted()
+    hash.update(new Uint8Array(await file.slice(at, at + READ_BYTES).arrayBuffer()))
+    onProgress(Math.min(file.size, at + READ_BYTES))
   }
-
-  /** Show the badge of the session the transfer runs on. */
-  secured (security: Security | undefined): void {
-    if (security === undefined) return
-    this.item.querySelector('.name .badge')?.remove()
-    this.item.querySelector('.name')?.append(badge(security))
-  }
-
-  /** Say what the transfer waits for. */
-  waiting (text: string): void {
-    this.figures.textContent = text
-  }
-
-  progress (done: number): void {
-    this.bar.value = done
-    const seconds = (performance.now() - this.started) / 1000
-    const rate = done / Math.max(seconds, 0.001)
-    this.figures.textContent = `${formatBytes(done)} · ${formatBytes(rate)}/s · ${formatSeconds((this.size - done) / rate)} left`
-  }
-
-  finish (text: string, state: 'done' | 'failed', save?: { name: string, data: Uint8Array }): void {
-    this.cancel.disabled = true
-    // From the row's start (the receiver's: the first bytes) to here, for the page benchmark (bench/page.ts).
-    this.item.dataset.seconds = String((performance.now() - this.started) / 1000)
-    this.item.dataset.state = state
-    this.result.textContent = text
-    if (save !== undefined) {
-      const link = el('a', { download: save.name, href: URL.createObjectURL(new Blob([save.data as BlobPart])) }, 'Save')
-      this.item.append(link)
-    }
-  }
+  return hex(hash.digest())
 }
 
-/** Offer `file` to `peerId` and send it once granted; settles when the receiver confirmed (or refused, or failed). */
-export async function sendFile (agent: SockAgent, peerId: string, file: File, list: HTMLElement, book: SecurityBook): Promise<void> {
-  const data = new Uint8Array(await file.arrayBuffer())
-  const digest = hex(sha256(data))
-  const cancel = new AbortController()
-  let channel: Channel | undefined
-  const view = new TransferView(list, 'to', peerId, file.name, data.byteLength, () => {
-    cancel.abort()
-    channel?.abort(new Error('Cancelled by the sender'))
-  })
-  view.item.dataset.sha256 = digest
-  let used: Security | undefined
-  try {
-    // No byte goes before the receiver agreed (a rule, or a person there).
-    view.waiting('waiting for the receiver to accept…')
-    // The badge of the connection the file goes on, not the peer's summary.
-    channel = await agent.offerFile(peerId, { name: file.name, size: data.byteLength, signal: cancel.signal, onSession: (mux) => { used = { secure: mux.secure } } })
-    view.secured(used)
-    await writeLine(channel, { name: file.name, size: data.byteLength, sha256: digest })
-    for (let at = 0; at < data.byteLength; at += CHUNK_BYTES) {
-      await channel.write(data.subarray(at, at + CHUNK_BYTES))
-      view.progress(Math.min(at + CHUNK_BYTES, data.byteLength))
-    }
-    view.progress(data.byteLength)
-    await channel.closeWrite()
-    const answer = await new LineReader(channel).next() as { ok?: boolean, sha256?: string } | null
-    if (answer?.ok === true) view.finish(`Delivered, SHA-256 ${digest} confirmed by the receiver`, 'done')
-    else view.finish(`The receiver got other bytes (SHA-256 ${answer?.sha256 ?? '?'})`, 'failed')
-  } catch (err) {
-    book.failed(peerId, err)
-    view.item.dataset.code = err instanceof StarsockError ? err.code : ''
-    const failed = secureFailureOf(err)
-    view.secured(failed !== undefined ? { failed } : used)
-    view.finish(`${err instanceof StarsockError && err.code === 'E_DENIED' ? 'Refused' : 'Failed'}: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
-  }
+/** The words for an error on a row: a declined offer says who declined. */
+function endOf (err: unknown, who: string): { state: TransferState, text: string } {
+  const words = describeError(err).replace(/^Error: /, '')
+  if (err instanceof StarsockError && err.code === 'E_DENIED') return { state: 'declined', text: `Declined by ${who}: ${words}` }
+  return { state: 'failed', text: `Failed: ${words}` }
 }
 
-/** Take the `file` channel of a granted `offer`: read the header, the bytes, check and answer. */
-export async function receiveFile (channel: Channel, list: HTMLElement, offer: Offer, security: Security, book: SecurityBook): Promise<void> {
-  const reader = new LineReader(channel)
-  let view: TransferView | undefined
-  try {
-    const header = parseFileHeader(await reader.next(), Math.min(MAX_FILE_BYTES, offer.size ?? 0))
-    if (header.size !== offer.size) throw new Error(`the file header announces ${header.size} bytes, the offer ${offer.size ?? 0}`)
-    const { size } = header
-    const name = offer.name
-    view = new TransferView(list, 'from', channel.remotePeer, name, size, () => channel.abort(new Error('Cancelled by the receiver')))
-    view.secured(security)
-    const data = new Uint8Array(size)
-    const hash = sha256.create()
-    let done = 0
-    const take = (chunk: Uint8Array): void => {
-      if (done + chunk.byteLength > size) throw new Error('more bytes than announced')
-      data.set(chunk, done)
-      hash.update(chunk)
-      done += chunk.byteLength
+/** The page's file transfers: sends (one after another per peer) and receives. */
+class Transfers {
+  /** Per peer, the end of its queue of sends. */
+  private readonly queues = new Map<string, Promise<void>>()
+  /** Offers a person accepted: where each goes (the grant's offset, or a picked file), and its row. */
+  private readonly plans = new WeakMap<Offer, { offset: number, key?: PartialKey, picked?: FileSystemFileHandle, view: TransferView, unclaim?: ReturnType<typeof setTimeout>, cancelled: boolean }>()
+
+  constructor (private readonly ctx: PageContext, private readonly store: Promise<FileStore>) {}
+
+  private get list (): HTMLElement {
+    return byId('transfers')
+  }
+
+  /** Queue `file` for `peerId`: its row shows at once; it is offered once the sends before it to that peer ended. */
+  send (peerId: string, file: File): void {
+    const cancel = new AbortController()
+    let channel: Channel | undefined
+    const view = new TransferView(this.list, 'to', `Sending ${displayName(file.name)} (${formatBytes(file.size)}) to ${this.ctx.nameOf(peerId)}`, file.size, () => {
+      cancel.abort(new StarsockError('E_ABORTED', 'Cancelled by the sender'))
+      channel?.abort(new Error('Cancelled by the sender'))
+    })
+    view.item.dataset.peer = peerId
+    view.state('queued', 'queued')
+    const run = async (): Promise<void> => {
+      if (cancel.signal.aborted) return view.finish('Cancelled', 'failed')
+      await this.sendNow(this.ctx.needAgent(), peerId, file, view, cancel.signal, (c) => { channel = c })
     }
-    take(reader.rest())
-    let lastDraw = 0
-    for (;;) {
-      const chunk = await channel.read()
-      if (chunk === null) break
-      take(chunk)
-      if (performance.now() - lastDraw > 100) {
-        view.progress(done)
-        lastDraw = performance.now()
+    const queue = (this.queues.get(peerId) ?? Promise.resolve()).then(run, run)
+    this.queues.set(peerId, queue)
+  }
+
+  /** Hash, offer, and send `file` (from the offset the receiver grants); settles when it ended, the row saying how. */
+  private async sendNow (agent: SockAgent, peerId: string, file: File, view: TransferView, signal: AbortSignal, onChannel: (c: Channel) => void): Promise<void> {
+    const who = this.ctx.nameOf(peerId)
+    let used: Security | undefined
+    let entry: Outgoing | undefined
+    try {
+      view.state('hashing', 'computing the SHA-256…')
+      const digest = await hashFile(file, (done) => view.state('hashing', `computing the SHA-256: ${formatBytes(done)} of ${formatBytes(file.size)}`), signal)
+      view.item.dataset.sha256 = digest
+      entry = { peerId, name: file.name, size: file.size, sha256: digest, at: Date.now() }
+      rememberOutgoing(entry, true)
+      // No byte goes before the receiver agreed (a rule, or a person there).
+      view.state('waiting', `waiting for ${who} to accept…`)
+      const { channel, offset } = await agent.offerFileAt(peerId, { name: file.name, size: file.size, sha256: digest, signal, onSession: (mux) => { used = { secure: mux.secure } } })
+      onChannel(channel)
+      view.secured(used)
+      view.item.dataset.offset = String(offset)
+      view.state('sending', offset > 0 ? `resuming after ${formatBytes(offset)}…` : 'sending…')
+      await writeLine(channel, { name: file.name, size: file.size, sha256: digest, offset })
+      let lastDraw = 0
+      for (let at = offset; at < file.size; at += READ_BYTES) {
+        const slice = new Uint8Array(await file.slice(at, Math.min(file.size, at + READ_BYTES)).arrayBuffer())
+        for (let i = 0; i < slice.byteLength; i += WRITE_BYTES) await channel.write(slice.subarray(i, i + WRITE_BYTES))
+        if (performance.now() - lastDraw > 100) {
+          view.progress(at + slice.byteLength, at + slice.byteLength - offset)
+          lastDraw = performance.now()
+        }
+      }
+      view.progress(file.size, file.size - offset)
+      await channel.closeWrite()
+      const answer = await new LineReader(channel).next() as { ok?: boolean, sha256?: string } | null
+      rememberOutgoing(entry, false)
+      if (answer?.ok === true && answer.sha256 === digest) view.finish(`Delivered${offset > 0 ? ` (resumed after ${formatBytes(offset)})` : ''}, SHA-256 ${digest} confirmed by ${who}`, 'done')
+      else view.finish(`${who} got other bytes (SHA-256 ${typeof answer?.sha256 === 'string' ? answer.sha256.slice(0, 64) : '?'})`, 'failed')
+    } catch (err) {
+      this.ctx.book.failed(peerId, err)
+      view.item.dataset.code = err instanceof StarsockError ? err.code : ''
+      const failed = secureFailureOf(err)
+      view.secured(failed !== undefined ? { failed } : used)
+      const end = endOf(err, who)
+      // A declined file is not to be resumed; anything else stays listed after a reload.
+      if (end.state === 'declined' && entry !== undefined) rememberOutgoing(entry, false)
+      view.finish(end.text, end.state)
+    }
+  }
+
+  /** Ask the person about a file offer; settles `true` to accept (its row then waits for the bytes). */
+  async ask (request: OfferRequest, signal: AbortSignal): Promise<boolean> {
+    const { offer, peerId } = request
+    const size = offer.size ?? 0
+    const name = displayName(offer.name)
+    const who = this.ctx.nameOf(peerId)
+    const store = await this.store
+    const room = await store.room()
+    if (size > room) {
+      this.list.prepend(el('li', { class: 'transfer', 'data-direction': 'from', 'data-state': 'failed' }, `Refused ${name} (${formatBytes(size)}) from ${who}: this browser has room for ${formatBytes(room)}`))
+      return false
+    }
+    // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise).
+    const wanted = request.secure && offer.sha256 !== undefined ? { peerId, sha256: offer.sha256, size } : undefined
+    // One transfer per partial: a second offer of the same file meanwhile starts afresh.
+    const key = wanted !== undefined && store.claim(wanted) ? wanted : undefined
+    const have = key === undefined ? 0 : await store.partialBytes(key)
+    const text = el('span')
+    text.append(`${who} `, badge({ secure: request.secure }), ` wants to send you “${name}” (${formatBytes(size)})${have > 0 ? `; ${formatBytes(have)} of it are here already and it resumes after them` : ''}.`)
+    if (!store.onDisk) text.append(' This browser keeps it in memory until you save it.')
+    const canPick = typeof window.showSaveFilePicker === 'function'
+    const { answer } = await prompt({
+      title: 'File offered',
+      text,
+      actions: [
+        { answer: 'decline', label: 'Decline' },
+        { answer: 'accept', label: 'Accept', grants: true },
+        ...(canPick ? [{ answer: 'saveas' as const, label: 'Save as…', grants: true }] : [])
+      ],
+      deny: 'decline',
+      timeoutMs: ASK_MS,
+      signal,
+      data: { kind: 'file', peer: peerId }
+    })
+    // Declined, or going to a picked file (no resume): the partial is free again.
+    if (answer !== 'accept' && key !== undefined) store.release(key)
+    if (answer === 'decline') return false
+    let picked: FileSystemFileHandle | undefined
+    if (answer === 'saveas') {
+      try {
+        picked = await (window.showSaveFilePicker as SaveFilePicker)({ suggestedName: name })
+      } catch {
+        return false // the person closed the picker: no file
       }
     }
-    view.progress(done)
-    const digest = hex(hash.digest())
-    const ok = done === size && digest === header.sha256
-    view.item.dataset.sha256 = digest
-    await writeLine(channel, { ok, sha256: digest })
-    await channel.closeWrite()
-    view.finish(ok ? `Received byte-exact, SHA-256 ${digest}` : `Checksum mismatch: got ${digest}`, ok ? 'done' : 'failed', ok ? { name, data } : undefined)
-  } catch (err) {
-    channel.abort(err)
-    book.failed(channel.remotePeer, err)
-    view?.finish(`Failed: ${describeError(err).replace(/^Error: /, '')}`, 'failed')
+    // A grant whose channel never comes (the agent kills it after FILE_CHANNEL_TIMEOUT_MS) frees the partial too.
+    const unclaim = key !== undefined && picked === undefined ? setTimeout(() => store.release(key), FILE_CHANNEL_TIMEOUT_MS + ASK_MS) : undefined
+    const cancelled = { cancelled: false }
+    const view = new TransferView(this.list, 'from', `Receiving ${name} (${formatBytes(size)}) from ${who}`, size, () => {
+      // Before the channel came: it is refused when it comes (the sender learns it then).
+      cancelled.cancelled = true
+      view.state('failed', 'cancelled')
+    })
+    view.item.dataset.peer = peerId
+    view.secured({ secure: request.secure })
+    view.state('waiting', `accepted; waiting for ${who} to send…`)
+    const plan = { offset: picked === undefined ? have : 0, key: picked === undefined ? key : undefined, picked, view, unclaim, get cancelled () { return cancelled.cancelled } }
+    this.plans.set(offer, plan)
+    return true
+  }
+
+  /** The offset the person's accept grants (a partial already here). */
+  resumeOffset (request: OfferRequest): number {
+    return this.plans.get(request.offer)?.offset ?? 0
+  }
+
+  /** The `file` channel of a granted offer: header, bytes to disk, check, answer. */
+  async receive (channel: Channel, mapping: Mapping): Promise<void> {
+    const offer = mapping.offer
+    const size = offer.size ?? 0
+    const who = this.ctx.nameOf(channel.remotePeer)
+    let plan = this.plans.get(offer)
+    if (plan === undefined) {
+      // Granted by a rule: nobody was asked, so the row starts here.
+      const view = new TransferView(this.list, 'from', `Receiving ${displayName(offer.name)} (${formatBytes(size)}) from ${who}`, size, () => { channel.abort(new Error('Cancelled by the receiver')) })
+      plan = { offset: 0, view, cancelled: false }
+    }
+    const { view } = plan
+    clearTimeout(plan.unclaim) // the sink below takes over the claim
+    view.secured({ secure: mapping.secure })
+    view.item.querySelector('button.cancel')?.addEventListener('click', () => channel.abort(new Error('Cancelled by the receiver')))
+    if (plan.cancelled) channel.abort(new Error('Cancelled by the receiver'))
+    const offset = mapping.fileOffset
+    view.item.dataset.offset = String(offset)
+    const reader = new LineReader(channel)
+    let sink: FileSink | undefined
+    let done = offset
+    try {
+      const header = parseFileHeader(await reader.next(), size)
+      checkFileHeader(header, { size, sha256: offer.sha256, offset })
+      sink = plan.picked !== undefined ? await pickedSink(plan.picked) : await (await this.store).sink(offer.name, size, plan.key, offset)
+      const hash = offset > 0 ? await hashPrefix(await sink.file(), offset) : sha256.create()
+      view.state('receiving', offset > 0 ? `resuming after ${formatBytes(offset)}…` : 'receiving…')
+      const take = async (chunk: Uint8Array): Promise<void> => {
+        if (chunk.byteLength === 0) return
+        if (done + chunk.byteLength > size) throw new StarsockError('E_BAD_REQUEST', 'more bytes than announced')
+        hash.update(chunk)
+        await (sink as FileSink).write(chunk)
+        done += chunk.byteLength
+      }
+      await take(reader.rest())
+      let lastDraw = 0
+      for (;;) {
+        const chunk = await channel.read()
+        if (chunk === null) break
+        await take(chunk)
+        if (performance.now() - lastDraw > 100) {
+          view.progress(done, done - offset)
+          lastDraw = performance.now()
+        }
+      }
+      view.progress(done, done - offset)
+      const digest = hex(hash.digest())
+      const ok = done === size && digest === header.sha256
+      view.item.dataset.sha256 = digest
+      await sink.close()
+      await writeLine(channel, { ok, sha256: digest })
+      await channel.closeWrite()
+      if (!ok) {
+        await sink.remove()
+        return view.finish(done === size ? `Checksum mismatch: got ${digest}, ${who} announced ${header.sha256.slice(0, 64)}` : `Ended after ${formatBytes(done)} of ${formatBytes(size)}`, 'failed')
+      }
+      const resumed = offset > 0 ? ` (resumed after ${formatBytes(offset)})` : ''
+      if (plan.picked !== undefined) return view.finish(`Saved to ${plan.picked.name}${resumed}, SHA-256 ${digest}, the same as ${who}'s`, 'done')
+      view.finish(`Received byte-exact${resumed}, SHA-256 ${digest}, the same as ${who}'s`, 'done', { name: offer.name, file: await sink.file(), remove: sink.remove })
+    } catch (err) {
+      channel.abort(err)
+      this.ctx.book.failed(channel.remotePeer, err)
+      // Bytes of a resumable file stay for the next offer of it; anything else goes.
+      // A connection found tampered with keeps nothing (what came before the tamper was genuine, but nothing of it is trusted to resume).
+      const keep = sink !== undefined && plan.key !== undefined && done > offset && done < size && !plan.cancelled && secureFailureOf(err) === undefined
+      if (keep) await sink?.close().catch(() => {})
+      else await sink?.abort().catch(() => {})
+      if (sink === undefined && plan.key !== undefined) void this.store.then((s) => s.release(plan.key as PartialKey))
+      const words = describeError(err).replace(/^Error: /, '')
+      if (keep) {
+        view.finish(`Interrupted after ${formatBytes(done)} of ${formatBytes(size)} (${words}); it resumes there if ${who} offers it again`, 'interrupted')
+        view.offerDiscard(sink as FileSink)
+      }
+      else view.finish(`Failed: ${words}`, 'failed')
+    }
+  }
+
+  /** Rows for sends a reloaded page remembers, each with a file input: the same file picked again resumes. */
+  listInterrupted (): void {
+    for (const entry of loadOutgoing()) {
+      const row = el('li', { class: 'transfer interrupted', 'data-direction': 'to', 'data-state': 'interrupted', 'data-sha256': entry.sha256 })
+      const input = el('input', { type: 'file', class: 'resume-input' })
+      const label = el('label')
+      label.append(`Resume: pick the same file again (${displayName(entry.name)}, ${formatBytes(entry.size)}, to ${this.ctx.nameOf(entry.peerId)}) `, input)
+      const status = el('span', { class: 'result', 'aria-live': 'polite' })
+      const forget = el('button', { type: 'button', class: 'forget' }, 'Forget')
+      forget.addEventListener('click', () => {
+        rememberOutgoing(entry, false)
+        row.remove()
+      })
+      input.addEventListener('change', () => {
+        const file = input.files?.[0]
+        if (file === undefined) return
+        if (file.size !== entry.size || file.name !== entry.name) {
+          status.textContent = `That is another file (${formatBytes(file.size)}): pick ${displayName(entry.name)}`
+          return
+        }
+        // The sha256 is checked by the receiver against its partial's key: another file of the same name and size starts at 0.
+        row.remove()
+        this.send(entry.peerId, file)
+      })
+      row.append(label, forget, status)
+      this.list.append(row)
+    }
   }
 }
 
-/** The file form, and the agent's side of files offered to this page. */
+/** `showSaveFilePicker` (File System Access API, Chromium), as far as the page uses it. */
+type SaveFilePicker = (options: { suggestedName?: string }) => Promise<FileSystemFileHandle>
+declare global {
+  interface Window {
+    showSaveFilePicker?: SaveFilePicker
+  }
+}
+
+/** The file form (several files), drag and drop onto the files section, and the agent's side of files offered to this page. */
 export function setupFiles (ctx: PageContext): AgentPart {
+  const store = FileStore.open()
+  const transfers = new Transfers(ctx, store)
+  void store.then((s) => { if (!s.onDisk) byId('files-note').textContent = 'This browser has no private file system: received files are kept in memory (256 MiB at most).' })
+  /** Send each of `files` to the picked peer; a failure to start says so in a row. */
+  const sendAll = (files: Iterable<File>): void => {
+    try {
+      ctx.needAgent()
+      const peerId = ctx.needPeer()
+      for (const file of files) transfers.send(peerId, file)
+    } catch (err) {
+      byId('transfers').prepend(el('li', { 'data-state': 'failed' }, `Not sent: ${(err as Error).message}`))
+    }
+  }
   byId<HTMLFormElement>('file-form').addEventListener('submit', (e) => {
     e.preventDefault()
-    const file = byId<HTMLInputElement>('file-input').files?.[0]
-    if (file === undefined) return
-    void (async () => {
-      try {
-        await sendFile(ctx.needAgent(), ctx.needPeer(), file, byId('transfers'), ctx.book)
-      } catch (err) {
-        byId('transfers').prepend(el('li', { 'data-state': 'failed' }, `Not sent: ${(err as Error).message}`))
-      }
-    })()
+    const input = byId<HTMLInputElement>('file-input')
+    sendAll([...input.files ?? []])
+    input.value = ''
   })
+  const zone = byId('files')
+  zone.addEventListener('dragover', (e) => {
+    if (e.dataTransfer?.types.includes('Files') !== true) return
+    e.preventDefault()
+    e.dataTransfer.dropEffect = 'copy'
+    zone.dataset.drop = 'over'
+  })
+  zone.addEventListener('dragleave', () => { delete zone.dataset.drop })
+  zone.addEventListener('drop', (e) => {
+    delete zone.dataset.drop
+    const files = [...e.dataTransfer?.files ?? []]
+    if (files.length === 0) return
+    e.preventDefault()
+    sendAll(files)
+  })
+  transfers.listInterrupted()
   return {
-    // TODO(issue 17): a page takes every file offered (within MAX_FILE_BYTES and the quota), as it did before files were offers.
-    allow: () => ['file:*'],
-    files: { maxFileBytes: MAX_FILE_BYTES, onFile: (channel, mapping) => { void receiveFile(channel, byId('transfers'), mapping.offer, { secure: mapping.secure }, ctx.book) } }
+    ask: async (request, signal) => await transfers.ask(request, signal),
+    files: {
+      maxFileBytes: MAX_FILE_BYTES,
+      resumeOffset: (request) => transfers.resumeOffset(request),
+      onFile: (channel, mapping) => { void transfers.receive(channel, mapping) }
+    }
   }
 }

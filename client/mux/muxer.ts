@@ -53,6 +53,8 @@ export interface MuxOptions {
  * killed it, or sent no ACK within the open timeout). Exactly one of them is called.
  */
 export interface OfferGrant {
+  /** What the grant's answer carries (a file's resume `offset`); `{}` by default. */
+  reply?: Reply
   commit: () => void
   cancel: (err: StarsockError) => void
 }
@@ -144,7 +146,7 @@ export class Muxer extends Emitter<MuxEvents> {
   readonly ready: Promise<Hello>
   private readonly channels = new Map<number, Channel>()
   private readonly opening = new Map<number, Pending<Reply>>()
-  private readonly offering = new Map<number, Pending<void>>()
+  private readonly offering = new Map<number, Pending<Reply>>()
   private readonly decoder = new FrameDecoder()
   private readonly output = new OutputQueue()
   private readonly roomWaiters = new Waiters()
@@ -271,7 +273,7 @@ export class Muxer extends Emitter<MuxEvents> {
    * code). `onAsking` is called (at most once) when the other side asks a person. A grant that
    * arrives after this side gave up (timeout, abort) is answered with KILL: nothing opens.
    */
-  async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number, onAsking?: (info: Asking) => void } = {}): Promise<number> {
+  async offer (offer: Offer, options: { signal?: AbortSignal, timeoutMs?: number, onAsking?: (info: Asking) => void, onGranted?: (reply: Reply) => void } = {}): Promise<number> {
     const hello = await this.ready
     this.checkOpen()
     // An offer the other side cannot read is refused here: an older peer would close the connection.
@@ -281,7 +283,8 @@ export class Muxer extends Emitter<MuxEvents> {
     if (onAsking !== undefined) this.askingHandlers.set(id, onAsking)
     this.enqueue(encodeJsonFrame(FRAME.OFFER, id, offer))
     try {
-      await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
+      const reply = await this.request(this.offering, id, options.timeoutMs ?? this.options.offerTimeoutMs, 'waiting for the offer to be answered', options.signal)
+      options.onGranted?.(reply)
     } catch (err) {
       // Given up here: the other side may still grant it, so tell it the mapping is off, and keep
       // the id out of use while a late grant of it may still come.
@@ -484,7 +487,7 @@ export class Muxer extends Emitter<MuxEvents> {
           // may have crossed the grant; this one answers it).
           return this.kill(frame.id, new StarsockError('E_KILLED', 'The requester gave up on the offer'))
         }
-        return pending?.resolve()
+        return pending?.resolve(reply)
       }
       case FRAME.ACK: {
         const waiting = this.awaitingAck.get(frame.id)
@@ -568,7 +571,7 @@ export class Muxer extends Emitter<MuxEvents> {
         answer({ error: errorToWire(err) })
         return grant?.cancel(err)
       }
-      answer({})
+      answer(grant?.reply ?? {})
       if (!this.acks(this.hello as Hello)) return grant?.commit() // an older peer: the grant holds at once, as before
       // Offer -> Accept -> Ack-Acc: the mapping exists once the requester's ACK arrives.
       const timer = setTimeout(() => {

@@ -10,7 +10,7 @@ import { ERROR_CODES, StarsockError, type ErrorCode } from '../../shared/errors.
 import { silentLogger, type Logger } from '../../shared/logger.ts'
 import type { SockAddress } from '../../shared/mux-frame.ts'
 import {
-  checkAllowFromList, describeOffer, formatAddress, formatSize, hasFeature, isHost, isPort, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
+  checkAllowFromList, describeOffer, formatAddress, formatSize, hasFeature, isHost, isPort, isSha256, SERVICE_NAME, understandsOffer, type Offer, type Reply, type SockProto
 } from '../../shared/sock-protocol.ts'
 import { matchRule, parseRule, type SockRule } from '../../shared/sock-rules.ts'
 import type { Connection } from '../connection.ts'
@@ -128,10 +128,29 @@ export interface OfferDecision extends OfferRequest {
   withdrawn?: true
 }
 
+/** What `offerFile` offers. */
+export interface FileOfferRequest {
+  name: string
+  size: number
+  /** The whole file's SHA-256 (lower-case hex): lets a receiver with part of it resume (`offerFileAt`). */
+  sha256?: string
+  signal?: AbortSignal
+  timeoutMs?: number
+  /** The connection the file goes on, once known (its security, for a badge). */
+  onSession?: (mux: Muxer) => void
+}
+
 /** Files other peers offer: who takes them, and how much. */
 export interface FileReceiverOptions {
   /** Take one granted file: its channel carries the header line, then exactly `mapping.offer.size` bytes. */
   onFile: (channel: Channel, mapping: Mapping) => void
+  /**
+   * A file offer granted from a verified (secure) peer with its `sha256`: the bytes of it this side
+   * has already (a partial copy), so the sender sends only the rest (`Mapping.fileOffset`). Called
+   * once the offer is granted; an answer that is not an integer from 0 to the offer's size counts
+   * as 0. Without it, every file starts at 0.
+   */
+  resumeOffset?: (request: OfferRequest) => number | Promise<number>
   /** Largest file taken; a larger offer is refused with `E_LIMIT_FILE_SIZE` before anyone is asked. @default 1 GiB */
   maxFileBytes?: number
   /** Bytes of files one peer may have granted within `quotaWindowMs` (a file counts its offered size until its mapping ends, then the bytes that arrived, at least 64 KiB); past it, `E_LIMIT_FILE_QUOTA`. @default 4 GiB */
@@ -406,7 +425,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   private readonly maxMappingsTotal: number
   private readonly maxBoundPortsTotal: number
   private readonly maxChannelsTotal: number
-  private readonly files: Required<FileReceiverOptions> | undefined
+  private readonly files: (Required<Omit<FileReceiverOptions, 'resumeOffset'>> & Pick<FileReceiverOptions, 'resumeOffset'>) | undefined
   /** Bytes of files granted, by peer, within the quota window. */
   private readonly fileQuota: FileQuota | undefined
   private readonly refused: Partial<Record<ErrorCode, number>> = {}
@@ -441,6 +460,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       if (typeof f.onFile !== 'function') throw new TypeError('files.onFile must be a function')
       this.files = {
         onFile: f.onFile,
+        resumeOffset: f.resumeOffset,
         maxFileBytes: f.maxFileBytes ?? 1024 ** 3,
         quotaBytesPerPeer: f.quotaBytesPerPeer ?? 4 * 1024 ** 3,
         quotaBytesTotal: f.quotaBytesTotal ?? 16 * 1024 ** 3,
@@ -574,21 +594,35 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * the peer agreed. Rejects with `E_DENIED`, `E_UNSUPPORTED`, `E_LIMIT_FILE_SIZE` or
    * `E_LIMIT_FILE_QUOTA` before any byte is sent. The mapping ends with the channel.
    */
-  async offerFile (peerId: string, request: { name: string, size: number, signal?: AbortSignal, timeoutMs?: number, onSession?: (mux: Muxer) => void }): Promise<Channel> {
+  async offerFile (peerId: string, request: FileOfferRequest): Promise<Channel> {
+    return (await this.offerFileAt(peerId, request)).channel
+  }
+
+  /**
+   * `offerFile`, also telling where to start: with `sha256` (the whole file's, lower-case hex) a
+   * receiver that has part of the same file grants an `offset`; then send the header with that
+   * `offset` and only the bytes after it. Settles as `offerFile` does.
+   */
+  async offerFileAt (peerId: string, request: FileOfferRequest): Promise<{ channel: Channel, offset: number }> {
     if (typeof request.name !== 'string' || request.name === '') throw new TypeError('offerFile needs a name')
     if (!Number.isSafeInteger(request.size) || request.size < 0) throw new TypeError('offerFile needs a size in bytes (a non-negative integer)')
+    if (request.sha256 !== undefined && !isSha256(request.sha256)) throw new TypeError('offerFile sha256 must be 64 lower-case hex digits')
     // The name goes to a prompt: no control characters, at most 200 of them.
     const name = request.name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '_').slice(0, 200)
-    const offer: Offer = { kind: 'file', proto: 'tcp', host: '', port: 0, name, size: request.size }
+    const offer: Offer = { kind: 'file', proto: 'tcp', host: '', port: 0, name, size: request.size, ...(request.sha256 !== undefined ? { sha256: request.sha256 } : {}) }
     const mux = await this.session(peerId, { signal: request.signal, timeoutMs: request.timeoutMs })
     request.onSession?.(mux) // the connection the file goes on (its security, for a badge)
-    const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs })
+    let offset = 0
+    const id = await mux.offer(offer, { signal: request.signal, timeoutMs: request.timeoutMs, onGranted: (reply) => { offset = reply.offset ?? 0 } })
     const mapping = this.track(mux, id, offer, true)
     try {
+      // Only a sender that named the file's sha256 can be resumed; anything else from the wire is refused.
+      if (offset > request.size || (offset > 0 && request.sha256 === undefined)) throw new StarsockError('E_CHANNEL_PROTOCOL', `the receiver granted offset ${offset} of a ${request.size}-byte file`)
+      mapping.fileOffset = offset
       const channel = await mux.open({ type: 'file', reliable: true, mapping: id }, { signal: request.signal })
       mapping.add(channel)
       void channel.whenClosed.then(() => mapping.end(channel.error ?? new StarsockError('E_STREAM_CLOSED', 'File sent')))
-      return channel
+      return { channel, offset }
     } catch (err) {
       mapping.kill('file channel failed')
       throw err
@@ -897,9 +931,12 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       by = deny('E_DENIED', `No rule allows ${wireText}`)
     }
     if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
+    const offset = offer.kind === 'file' ? await this.fileResumeOffset(request) : 0
+    if (signal.aborted) throw new StarsockError('E_KILLED', 'The requester gave up on the offer')
     const pending: PendingGrant = { peerId, secure: mux.secure, offer }
     this.pendingGrants.add(pending)
     return {
+      ...(offset > 0 ? { reply: { offset } } : {}),
       commit: () => {
         this.pendingGrants.delete(pending)
         let mapping: Mapping
@@ -907,6 +944,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
           mapping = this.track(mux, id, offer, false, (m) => {
             m.target = service
             m.sourceFilter = filter
+            m.fileOffset = offset
           })
         } catch {
           return // the connection closed meanwhile
@@ -924,13 +962,32 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     }
   }
 
+  /**
+   * Where a granted file starts: the receiver's `resumeOffset` for a verified sender that named
+   * the file's sha256 (an older sender names none, and sends from 0); 0 for anything else, or
+   * for an answer that is not an integer from 0 to the size.
+   */
+  private async fileResumeOffset (request: OfferRequest): Promise<number> {
+    const hook = this.files?.resumeOffset
+    if (hook === undefined || !request.secure || request.offer.sha256 === undefined) return 0
+    let offset: number
+    try {
+      offset = await hook(request)
+    } catch (err) {
+      this.logger.warn({ peer: request.peerId, err: err instanceof Error ? err.message : String(err) }, 'resumeOffset failed; the file starts at 0')
+      return 0
+    }
+    return Number.isSafeInteger(offset) && offset >= 0 && offset <= (request.offer.size ?? 0) ? offset : 0
+  }
+
   /** A file mapping granted: charge the quota, and kill it if its channel does not come. */
   private chargeFile (mapping: Mapping): void {
     const { offer } = mapping
-    // Charged its size while it may come; once over, what arrived (at least the minimum charge),
-    // so offers that send nothing do not lock files out for everyone for the whole window.
+    // Charged the bytes still to come (a resumed file sends only the rest) while they may come;
+    // once over, what arrived (at least the minimum charge), so offers that send nothing do not
+    // lock files out for everyone for the whole window.
     const quota = this.fileQuota as FileQuota
-    const charge = quota.charge(budgetOf(mapping.peerId, mapping.secure), Math.max(offer.size ?? 0, FILE_QUOTA_MIN_CHARGE_BYTES))
+    const charge = quota.charge(budgetOf(mapping.peerId, mapping.secure), Math.max((offer.size ?? 0) - mapping.fileOffset, FILE_QUOTA_MIN_CHARGE_BYTES))
     // A granted file that never comes must not hold its place under the limits.
     const timer = setTimeout(() => { if (mapping.stats().channelsTotal === 0) mapping.kill('no file channel in time') }, FILE_CHANNEL_TIMEOUT_MS)
     timer.unref?.()

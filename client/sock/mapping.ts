@@ -42,6 +42,8 @@ export class Mapping extends Emitter<MappingEvents> {
   target: { to: SockAddress, proto: SockProto } | undefined
   /** A bind granted here with `allowFrom`: the sources its port lets in. */
   sourceFilter: { allows: (ip: string | undefined) => boolean } | undefined
+  /** For a file: the bytes the receiver had already (a resumed transfer); the channel carries the rest. */
+  fileOffset = 0
   /** Takes the accept channels of this mapping (our bind, or an accept mapping we granted). */
   acceptHandler: ((channel: Channel) => void) | undefined
   private readonly open = new Set<Channel>()

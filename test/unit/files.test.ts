@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../../client/mux/channel.ts'
-import { receiveFileInto, safeFileName } from '../../cli/files.ts'
+import { partialPath, receiveFileInto, resumeOffsetIn, safeFileName } from '../../cli/files.ts'
 import type { Offer } from '../../shared/sock-protocol.ts'
 import { expectBytes } from '../helpers/bytes.ts'
 
@@ -91,5 +91,38 @@ describe('files received by `starsock listen --files`', () => {
     expect(r.ok).toBe(true)
     expect(r.name).toBe('agreed.txt')
     expect(readdirSync(d)[0]).toMatch(/-agreed\.txt$/)
+  })
+
+  it('a verified sender\'s file that breaks keeps its bytes in a hidden partial; the same offer resumes after them and ends byte-exact', async () => {
+    const d = dir()
+    const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) % 251))
+    const sha = createHash('sha256').update(data).digest('hex')
+    const offer: Offer = { ...offerOf('r.bin', data.byteLength), sha256: sha }
+    // First leg: the header and 100 000 bytes, then the connection breaks.
+    const first = fakeChannel([Buffer.from(JSON.stringify({ name: 'r.bin', size: data.byteLength, sha256: sha, offset: 0 }) + '\n'), data.subarray(0, 100_000)])
+    const read = first.read.bind(first)
+    let reads = 0
+    first.read = async () => { if (++reads > 2) throw new Error('connection lost'); return await read() }
+    await expect(receiveFileInto(d, first, offer, { offset: 0, resumable: true })).rejects.toThrow('connection lost')
+    expect(readFileSync(partialPath(d, first.remotePeer, sha, data.byteLength)).byteLength).toBe(100_000)
+    const offset = await resumeOffsetIn(d, { peerId: first.remotePeer, offer })
+    expect(offset).toBe(100_000)
+    // Second leg: from the offset granted; the checksum covers the whole file.
+    const second = fakeChannel([Buffer.from(JSON.stringify({ name: 'r.bin', size: data.byteLength, sha256: sha, offset }) + '\n'), data.subarray(offset)])
+    const result = await receiveFileInto(d, second, offer, { offset, resumable: true })
+    expect(result).toMatchObject({ ok: true, sha256: sha, size: data.byteLength })
+    expectBytes(readFileSync(result.path), data, 'the resumed file')
+    expect(readdirSync(d)).toEqual([result.path.split('/').at(-1)])
+  })
+
+  it('a header whose offset is not the one granted is refused, and a file without a resumable grant never starts past 0', async () => {
+    const d = dir()
+    const data = Buffer.alloc(1000, 3)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const offer: Offer = { ...offerOf('o.bin', data.byteLength), sha256: sha }
+    const header = (offset: number): Buffer => Buffer.from(JSON.stringify({ name: 'o.bin', size: 1000, sha256: sha, offset }) + '\n')
+    await expect(receiveFileInto(d, fakeChannel([header(500), data.subarray(500)]), offer)).rejects.toThrow('the file header starts at byte 500, the grant at 0')
+    await expect(receiveFileInto(d, fakeChannel([header(500), data.subarray(500)]), offer, { offset: 500, resumable: false })).rejects.toThrow('with no partial to resume')
+    expect(readdirSync(d)).toEqual([])
   })
 })
