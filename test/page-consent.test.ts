@@ -126,7 +126,7 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     expect(await page.locator('#mappings tbody tr').count()).toBe(0)
   }, 90_000)
 
-  it('a flood of offers shows at most MAX_PROMPTS prompts and denies the rest at once; their words stay text', async () => {
+  it('a flood of offers from one peer shows at most MAX_PROMPTS_PER_PEER prompts and denies the rest at once, leaving room for another peer; their words stay text', async () => {
     const { page, id } = await open()
     const name = '<img src=x onerror="window.pwned=1"><b>bold</b>'
     // 16: the most offers one connection may have waiting (the mux's maxPendingOffers).
@@ -134,15 +134,29 @@ describe('consent on the page (Chromium, a Node peer)', () => {
       .then(() => 'granted', (err: { code?: string }) => err.code ?? String(err)))
     const settled: string[] = []
     for (const o of outcomes) void o.then((code) => settled.push(code))
-    await waitFor('4 offers past the 12 on show to be denied', () => settled.length === 4, 20_000)
-    expect(settled).toEqual(['E_DENIED', 'E_DENIED', 'E_DENIED', 'E_DENIED'])
-    expect(await page.locator('.prompt').count()).toBe(12)
+    await waitFor('12 offers past the 4 of one peer on show to be denied', () => settled.length === 12, 20_000)
+    expect(new Set(settled)).toEqual(new Set(['E_DENIED']))
+    expect(await page.locator('.prompt').count()).toBe(4)
     expect(await page.locator('.prompt b, .prompt img').count()).toBe(0)
     expect(await page.locator('.prompt .their-words').first().innerText()).toBe(name)
     expect(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined()
     await page.screenshot({ path: `${ARTIFACTS}page-consent-prompts.png` })
+    // Another peer is still asked about, while the flood waits.
+    const other = createSockAgent(await createPeer({ server: server.url() }))
+    try {
+      await waitFor('the other Node peer to see the page', () => other.peer.peers().some((p) => p.peerId === id), 15_000)
+      const theirs = other.offerAccept(id, { host: '127.0.0.1', port: 9100, name: 'other', timeoutMs: 120_000 })
+        .then(() => 'granted', (err: { code?: string }) => err.code ?? String(err))
+      await page.locator(`.prompt[data-peer="${other.peer.peerId}"]`).waitFor({ timeout: 15_000 })
+      expect(await page.locator('.prompt').count()).toBe(5)
+      await page.locator(`.prompt[data-peer="${other.peer.peerId}"] button.refuse`).click({ timeout: 10_000 })
+      expect(await within('the other peer\'s offer to be denied by Deny', theirs, 15_000)).toBe('E_DENIED')
+    } finally {
+      await other.close()
+      await other.peer.close()
+    }
     // Escape on each denies it; nothing was granted.
-    for (let left = 12; left > 0; left--) {
+    for (let left = 4; left > 0; left--) {
       await page.focus('.prompt button.refuse')
       await page.keyboard.press('Escape')
       await waitFor(`${left - 1} prompts left`, () => settled.length === 16 - left + 1, 15_000)

@@ -371,6 +371,25 @@ describe('rules at run time', () => {
     expect(asked).toBe(2)
   })
 
+  it('an accept rule grants only a plain accept of that address from its peer, and nothing to an agent without onAccept (a CLI agent)', async () => {
+    const one = await agent()
+    const two = await agent()
+    let asked = 0
+    const rule = `accept/tcp:127.0.0.1:8080@${one.peer.peerId}`
+    const target = await agent({ allow: [rule], ask: () => { asked++; return false }, onAccept: () => {} })
+    const decisions: OfferDecision[] = []
+    target.on('offer', (d) => decisions.push(d))
+    await within('the accept the rule names', one.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))
+    expect(decisions.map((d) => [d.by, d.rule])).toEqual([['rule', rule]])
+    expect((await rejection(one.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8081 }))).code).toBe('E_DENIED')
+    expect((await rejection(two.offerAccept(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))).code).toBe('E_DENIED')
+    expect((await rejection(one.connect(target.peer.peerId, { host: '127.0.0.1', port: 8080 }))).code).toBe('E_DENIED')
+    expect(asked).toBe(3)
+    // `starsock listen --allow accept:*:*`: a Node agent has no onAccept, so the rule grants nothing.
+    const cli = await agent({ allow: ['accept:*:*'] })
+    expect((await rejection(one.offerAccept(cli.peer.peerId, { host: '127.0.0.1', port: 8080 }))).code).toBe('E_UNSUPPORTED')
+  })
+
   it('always on a plaintext connection grants like yes and adds no rule (the id is only the server\'s word)', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)

@@ -25,6 +25,13 @@ const KINDS = new Set(['accept', 'connect', 'bind', 'service'])
 
 const keyOf = (self: string): string => `starsock:always:${self}`
 
+/**
+ * Lists that storage would not take (unavailable, full), per identity: they stand in for what is
+ * stored for the rest of this page's life, so every rule the running agent has stays listed (and
+ * can be forgotten) even when nothing can be written.
+ */
+const unsaved = new Map<string, AlwaysEntry[]>()
+
 /** Whether `value` is an entry to keep: a rule of an answer's kind naming the entry's peer. */
 function isEntry (value: unknown): value is AlwaysEntry {
   if (typeof value !== 'object' || value === null) return false
@@ -40,6 +47,8 @@ function isEntry (value: unknown): value is AlwaysEntry {
 
 /** The rules kept for identity `self` (none when storage is unavailable or holds nothing valid). */
 export function loadAlways (self: string): AlwaysEntry[] {
+  const held = unsaved.get(self)
+  if (held !== undefined) return held.map((e) => ({ ...e }))
   let raw: unknown
   try {
     raw = JSON.parse(localStorage.getItem(keyOf(self)) ?? '[]')
@@ -58,11 +67,14 @@ export function loadAlways (self: string): AlwaysEntry[] {
   return out
 }
 
-/** Write the list; a full or unavailable storage keeps it for this session only (the running agent has the rules). */
+/** Write the list; a full or unavailable storage keeps it in memory for this page's life only (`unsaved`). */
 function save (self: string, entries: AlwaysEntry[]): void {
   try {
     localStorage.setItem(keyOf(self), JSON.stringify(entries))
-  } catch {}
+    unsaved.delete(self)
+  } catch {
+    unsaved.set(self, entries.map((e) => ({ ...e })))
+  }
 }
 
 /** Keep `entry` for `self`; settles the list, or `undefined` when it is full (`MAX_ALWAYS_RULES`) or the entry is not one to keep. */

@@ -6,8 +6,9 @@
  * click-through of a prompt that appeared, or moved, under the pointer: another prompt leaving
  * shifts the ones below it), a countdown shows the time left, and Deny is the default: on Escape
  * inside the prompt, when the time runs out, or when the other side gives up. At most
- * `MAX_PROMPTS` are on show; past that a new one is denied at once (other peers ask as fast as
- * they like).
+ * `MAX_PROMPTS` are on show, and at most `MAX_PROMPTS_PER_PEER` from one peer (`data.peer`); past
+ * that a new one is denied at once (other peers ask as fast as they like, and one peer's flood
+ * must not crowd out everyone else's requests).
  */
 import { el, formatSeconds } from './dom.ts'
 
@@ -35,7 +36,7 @@ export interface PromptOptions<A extends string> {
   checkbox?: string
   /** Why the checkbox cannot be ticked now: it is shown disabled, with this reason. */
   checkboxDisabled?: string
-  /** `data-*` attributes of the prompt (tests and styles find it by them). */
+  /** `data-*` attributes of the prompt (tests and styles find it by them); `peer`, the asking peer's id, counts against `MAX_PROMPTS_PER_PEER`. */
   data?: Record<string, string>
 }
 
@@ -44,6 +45,9 @@ export const ARM_MS = 700
 
 /** Prompts on show at once at most; a new one past it is denied at once. */
 export const MAX_PROMPTS = 12
+
+/** Prompts of one peer (`data.peer`) on show at once at most: a flood from one peer leaves room for the others. */
+export const MAX_PROMPTS_PER_PEER = 4
 
 let counter = 0
 /** When a prompt last appeared or left (`performance.now()`): every prompt may have moved then. */
@@ -67,12 +71,21 @@ function promptsChanged (list: HTMLElement): void {
   armTimer = setTimeout(() => show(true), ARM_MS)
 }
 
+/** Whether `list` has no room for another prompt of `peer` (`MAX_PROMPTS` in all, `MAX_PROMPTS_PER_PEER` of one peer). */
+function full (list: HTMLElement, peer: string | undefined): boolean {
+  if (list.childElementCount >= MAX_PROMPTS) return true
+  if (peer === undefined) return false
+  let mine = 0
+  for (const card of list.children) if (card instanceof HTMLElement && card.dataset.peer === peer) mine++
+  return mine >= MAX_PROMPTS_PER_PEER
+}
+
 /** Show a prompt in `#prompts`; settles with the answer (and the checkbox), never taking focus. */
 export async function prompt<A extends string> (options: PromptOptions<A>): Promise<{ answer: A, checked: boolean }> {
   const list = document.getElementById('prompts')
   if (list === null) throw new TypeError('the page has no #prompts')
   if (!options.actions.some((a) => a.answer === options.deny)) throw new TypeError('a prompt needs a button that answers its deny')
-  if (options.signal?.aborted === true || list.childElementCount >= MAX_PROMPTS) return { answer: options.deny, checked: false }
+  if (options.signal?.aborted === true || full(list, options.data?.peer)) return { answer: options.deny, checked: false }
   const id = `prompt-${++counter}`
   const card = el('div', { class: 'prompt', role: 'group', 'aria-labelledby': `${id}-title`, 'aria-describedby': `${id}-text`, id })
   for (const [k, v] of Object.entries(options.data ?? {})) card.dataset[k] = v

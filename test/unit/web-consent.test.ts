@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { addAlways, loadAlways, removeAlways, type AlwaysEntry } from '../../web/always.ts'
 import { askTimeoutOf, offerWords, ruleWords } from '../../web/consent.ts'
 import type { Offer } from '../../shared/sock-protocol.ts'
 import { parseRule } from '../../shared/sock-rules.ts'
@@ -45,5 +46,21 @@ describe('ruleWords (what a kept rule lets its peer do)', () => {
     [`service:web@${PEER}`, 'may use your service web']
   ])('%s', (rule, words) => {
     expect(ruleWords(parseRule(rule))).toBe(words)
+  })
+})
+
+describe('always.ts where storage takes nothing', () => {
+  afterEach(() => { vi.unstubAllGlobals() })
+
+  it('every rule added stays listed for the page\'s life, and Forget removes it', () => {
+    // A browser with storage blocked: reads find nothing, writes throw (as Chromium's SecurityError or a full quota).
+    vi.stubGlobal('localStorage', { getItem: () => null, setItem: () => { throw new Error('QuotaExceededError') } })
+    const self = `${PEER.slice(0, -1)}X`
+    const entry = (port: number): AlwaysEntry => ({ rule: `accept/tcp:127.0.0.1:${port}@${PEER}`, peerId: PEER, at: port })
+    expect(addAlways(self, entry(1))?.map((e) => e.rule)).toEqual([entry(1).rule])
+    expect(addAlways(self, entry(2))?.map((e) => e.rule)).toEqual([entry(1).rule, entry(2).rule])
+    expect(loadAlways(self).map((e) => e.rule)).toEqual([entry(1).rule, entry(2).rule])
+    expect(removeAlways(self, entry(1).rule).map((e) => e.rule)).toEqual([entry(2).rule])
+    expect(loadAlways(self).map((e) => e.rule)).toEqual([entry(2).rule])
   })
 })
