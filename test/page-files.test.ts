@@ -98,7 +98,7 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     dirs.push(dir)
     return dir
   }
-  const open = async (): Promise<{ page: Page, id: string }> => {
+  const open = async (): Promise<{ page: Page, id: string, context: BrowserContext }> => {
     const opened = await openJoinedPage(browser, server.url() + '/')
     contexts.push(opened.context)
     return opened
@@ -405,6 +405,28 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     mkdirSync(ARTIFACTS, { recursive: true })
     await b.page.locator('#files').screenshot({ path: `${ARTIFACTS}page-file-transfers.png` })
     expect(shas.sort()).toEqual([createHash('sha256').update(one).digest('hex'), createHash('sha256').update(two).digest('hex')].sort())
+  }, 120_000)
+
+  it('a second tab of the same browser leaves the first tab\'s received files alone: its Save still gives the file', async () => {
+    const a = await open()
+    const b = await open()
+    await pick(a.page, b.id)
+    const data = randomBytes(2 * MiB + 7)
+    const sha = createHash('sha256').update(data).digest('hex')
+    await a.page.setInputFiles('#file-input', { name: 'kept.bin', mimeType: 'application/octet-stream', buffer: data })
+    await a.page.click('#file-form button[type=submit]')
+    await answerFile(b.page, 'accept', a.id)
+    const row = b.page.locator('#transfers li[data-direction="from"][data-state="done"]')
+    await row.waitFor({ timeout: 60_000 })
+    // Another tab on the same origin (the same OPFS) opens the page: it must not clean up what B still offers to save.
+    const second = await b.context.newPage()
+    await second.goto(server.url() + '/')
+    // Its file store is open (and cleaned up what it may) once #files says where files go.
+    await second.locator('#files[data-store="disk"]').waitFor({ state: 'attached', timeout: 30_000 })
+    await second.close()
+    const download = b.page.waitForEvent('download', { timeout: 30_000 })
+    await row.locator('a.save').click()
+    expect(await sha256OfPath(await (await download).path())).toBe(sha)
   }, 120_000)
 
   it('a browser without OPFS keeps a received file in memory and says so; it still arrives byte-exact', async () => {

@@ -149,8 +149,28 @@ export class FileStore {
       dir = undefined
     }
     const store = new FileStore(dir)
-    await store.cleanup().catch(() => {})
+    if (dir !== undefined) await store.cleanupWhenAlone()
     return store
+  }
+
+  /**
+   * Clean up (`cleanup`) only when no other page of this origin uses the folder (another tab, or
+   * another identity's slot: its received files wait for their Save there), then hold a shared
+   * Web Lock on it for this page's life, so a page opened later leaves this one's files alone.
+   * OPFS is secure-context only, and so are Web Locks: where one is, the other is too.
+   */
+  private async cleanupWhenAlone (): Promise<void> {
+    const locks = navigator.locks as LockManager | undefined
+    if (locks === undefined) return
+    await locks.request(FOLDER, { mode: 'exclusive', ifAvailable: true }, async (lock) => {
+      if (lock !== null) await this.cleanup().catch(() => {})
+    })
+    await new Promise<void>((resolve) => {
+      void locks.request(FOLDER, { mode: 'shared' }, async () => {
+        resolve()
+        await new Promise<never>(() => {}) // held until the page goes
+      })
+    })
   }
 
   /** Whether files go to disk (OPFS); `false`: to memory, up to `MEMORY_MAX_FILE_BYTES`. */

@@ -311,7 +311,11 @@ declare global {
 export function setupFiles (ctx: PageContext): AgentPart {
   const store = FileStore.open()
   const transfers = new Transfers(ctx, store)
-  void store.then((s) => { if (!s.onDisk) byId('files-note').textContent = 'This browser has no private file system: received files are kept in memory (256 MiB at most).' })
+  void store.then((s) => {
+    // Where received files go, once the store is open (and cleaned up): tests wait for it too.
+    byId('files').dataset.store = s.onDisk ? 'disk' : 'memory'
+    if (!s.onDisk) byId('files-note').textContent = 'This browser has no private file system: received files are kept in memory (256 MiB at most).'
+  })
   /** Send each of `files` to the picked peer; a failure to start says so in a row. */
   const sendAll = (files: Iterable<File>): void => {
     try {
