@@ -270,6 +270,9 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(await second.getAttribute('data-sha256')).toBe(sha)
     expect(await second.locator('.result').innerText()).toContain('resumed after')
     await a.page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 30_000 })
+    // Discard on the first leg's row now drops that row only: the partial is the second leg's file.
+    await b.page.locator('#transfers li[data-direction="from"][data-state="interrupted"] button.discard').click()
+    expect(await b.page.locator('#transfers li[data-direction="from"][data-state="interrupted"]').count()).toBe(0)
     // The bytes on disk, not the page's word: saved and hashed here.
     const download = b.page.waitForEvent('download', { timeout: 60_000 })
     await second.locator('a.save').click()

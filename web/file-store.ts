@@ -133,6 +133,8 @@ function memorySink (name: string): FileSink {
 export class FileStore {
   /** Partials being written now (one writer each). */
   private readonly busy = new Set<string>()
+  /** Per stored name, the sink that wrote it last: only that one may delete it (an older row's Discard or Remove of a partial a later transfer resumed must not). */
+  private readonly writer = new Map<string, number>()
   private counter = 0
 
   private constructor (private readonly dir: FileSystemDirectoryHandle | undefined) {}
@@ -227,9 +229,15 @@ export class FileStore {
     const dir = this.dir
     const stored = claimed !== undefined ? partialName(claimed) : `x.${Date.now()}.${++this.counter}`
     this.busy.add(stored)
+    const mine = ++this.counter
+    this.writer.set(stored, mine)
     let removed = false
+    let closed = false
     const remove = async (): Promise<void> => {
+      // A later transfer took this file over (it claimed the partial, or wrote it since): it is that one's now.
+      if (this.writer.get(stored) !== mine || (closed && this.busy.has(stored))) return
       this.busy.delete(stored)
+      this.writer.delete(stored)
       if (removed) return
       removed = true
       await dir.removeEntry(stored).catch(() => {})
@@ -237,9 +245,17 @@ export class FileStore {
     try {
       const handle = await dir.getFileHandle(stored, { create: true })
       const sink = await writableSink(handle, offset, remove)
-      return { ...sink, close: async () => { await sink.close(); this.busy.delete(stored) } }
+      return {
+        ...sink,
+        close: async () => {
+          await sink.close()
+          closed = true
+          if (this.writer.get(stored) === mine) this.busy.delete(stored)
+        }
+      }
     } catch (err) {
       this.busy.delete(stored)
+      this.writer.delete(stored)
       throw err
     }
   }
