@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
+import { StarsockError } from '../shared/errors.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
@@ -356,6 +357,22 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(written).toBe(sha)
     await a.page.locator('#transfers li[data-direction="to"][data-state="done"]').waitFor({ timeout: 30_000 })
   }, 90_000)
+
+  it('an accepted offer whose sender then gives up before any byte ends its row ("No bytes came"), not "waiting" for ever', async () => {
+    const node = await nodeAgent()
+    const b = await open()
+    await knows(node, b.id)
+    const mux = await node.session(b.id)
+    const offered = mux.offer({ kind: 'file', proto: 'tcp', host: '', port: 0, name: 'never.bin', size: 1000, sha256: 'ab'.repeat(32) })
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const id = await within('the grant', offered, 30_000)
+    const row = b.page.locator('#transfers li[data-direction="from"]', { hasText: 'never.bin' })
+    await row.locator('.figures', { hasText: 'waiting for' }).waitFor({ timeout: 30_000 })
+    // The sender kills the granted mapping without opening its channel.
+    mux.kill(id, new StarsockError('E_KILLED', 'the sender gave up'))
+    await b.page.locator('#transfers li[data-direction="from"][data-state="failed"]', { hasText: 'never.bin' }).waitFor({ timeout: 30_000 })
+    expect(await row.locator('.result').innerText()).toMatch(/^No bytes came from /)
+  }, 60_000)
 
   it('a file name from the wire is shown as text, never as HTML, in the prompt and the row', async () => {
     const node = await nodeAgent()
