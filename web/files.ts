@@ -29,7 +29,7 @@ export const MAX_FILE_BYTES = 4 * 1024 ** 3
 const READ_BYTES = 1024 * 1024
 /** Bytes of one channel write. */
 const WRITE_BYTES = 64 * 1024
-/** How long the person has to answer a file offer. */
+/** How long the person has to answer a file offer when no agent says (its `askTimeoutMs`); also the margin for a grant's ACK. */
 const ASK_MS = 60_000
 /** SHA-256 of `file` in one streaming pass of `READ_BYTES` slices; `onProgress` after each. */
 async function hashFile (file: Blob, onProgress: (done: number) => void, signal: AbortSignal): Promise<string> {
@@ -156,7 +156,8 @@ class Transfers {
         ...(canPick ? [{ answer: 'saveas' as const, label: 'Save as…', grants: true }] : [])
       ],
       deny: 'decline',
-      timeoutMs: ASK_MS,
+      // The agent's figure (`?ask-timeout=`): the countdown shows when the agent stops waiting.
+      timeoutMs: this.ctx.agent?.askTimeoutMs ?? ASK_MS,
       signal,
       data: { kind: 'file', peer: peerId }
     })
@@ -289,6 +290,7 @@ class Transfers {
       else await sink?.abort().catch(() => {})
       if (sink === undefined && plan.key !== undefined) void this.store.then((s) => s.release(plan.key as PartialKey))
       const words = describeError(err).replace(/^Error: /, '')
+      view.progress(done, done - offset) // the figures as they ended (drawn at most every 100 ms until then)
       if (keep) {
         view.finish(`Interrupted after ${formatBytes(done)} of ${formatBytes(size)} (${words}); it resumes there if ${who} offers it again`, 'interrupted')
         view.offerDiscard(sink as FileSink)
