@@ -8,7 +8,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, createWriteStream } from 'node:fs'
-import { rename, rm, stat, truncate } from 'node:fs/promises'
+import { readdir, rename, rm, stat, truncate } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
@@ -40,9 +40,29 @@ export interface ReceivedFile {
 /** Partials being written now (one writer each), by path. */
 const writing = new Set<string>()
 
+/** The start of a partial's file name. */
+const PARTIAL_PREFIX = '.starsock-partial-'
+/** A partial not written for this long is deleted (its sender did not come back to resume it). */
+export const PARTIAL_MAX_AGE_MS = 24 * 3600 * 1000
+
 /** Where a verified sender's file that named its sha256 is kept while it comes (hidden; kept when the transfer breaks, for a resume). */
 export function partialPath (dir: string, peerId: string, sha256: string, size: number): string {
-  return join(dir, `.starsock-partial-${safeFileName(peerId)}-${sha256}-${size}`)
+  return join(dir, `${PARTIAL_PREFIX}${safeFileName(peerId)}-${sha256}-${size}`)
+}
+
+/**
+ * Delete the partials in `dir` not written for `PARTIAL_MAX_AGE_MS` (none being written now):
+ * senders that never came back would otherwise fill the folder a quota at a time. Run when
+ * `listen --files` starts and before each resumable file.
+ */
+export async function removeStalePartials (dir: string, now = Date.now()): Promise<void> {
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name)
+    if (!name.startsWith(PARTIAL_PREFIX) || writing.has(path)) continue
+    try {
+      if (now - (await stat(path)).mtimeMs > PARTIAL_MAX_AGE_MS) await rm(path, { force: true })
+    } catch {} // gone meanwhile
+  }
 }
 
 /**
@@ -87,6 +107,7 @@ export async function receiveFileInto (dir: string, channel: Channel, offer: Off
   // Unique even for two files of one name in one millisecond; `wx` never overwrites anything.
   const final = join(dir, `${Date.now()}-${randomBytes(4).toString('hex')}-${name}`)
   const keyed = grant.resumable && offer.sha256 !== undefined ? partialPath(dir, channel.remotePeer, offer.sha256, offered) : undefined
+  if (keyed !== undefined) await removeStalePartials(dir).catch(() => {})
   const resumable = keyed !== undefined && !writing.has(keyed)
   if (grant.offset > 0 && !resumable) throw new StarsockError('E_BAD_REQUEST', `offset ${grant.offset} granted for a file with no partial to resume (not resumable, or being written by another transfer)`)
   const part = resumable ? keyed : `${final}.part`

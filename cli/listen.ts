@@ -9,7 +9,7 @@ import { mkdir } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { StarsockError } from '../shared/errors.ts'
 import { TerminalConsent } from './consent-prompt.ts'
-import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto, resumeOffsetIn } from './files.ts'
+import { DEFAULT_FILE_QUOTA_BYTES, DEFAULT_MAX_FILE_BYTES, receiveFileInto, removeStalePartials, resumeOffsetIn } from './files.ts'
 import { integer, milliseconds, ruleList } from './options.ts'
 import { displayName, hostPort, interrupted, lost, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
 import { localProgram, type LocalAddress } from './relay.ts'
@@ -168,7 +168,10 @@ async function listen (flags: ListenFlags): Promise<number> {
   let consent: TerminalConsent | undefined
   let status: StatusReporter | undefined
   const files = flags.files
-  if (files !== undefined) await mkdir(files, { recursive: true, mode: 0o700 })
+  if (files !== undefined) {
+    await mkdir(files, { recursive: true, mode: 0o700 })
+    await removeStalePartials(files)
+  }
   // A port bound for a peer says where it can be reached (a wildcard: this host's addresses).
   const nodeHost = createNodeHost()
   const host: SockHost = {

@@ -133,6 +133,8 @@ function memorySink (name: string): FileSink {
 export class FileStore {
   /** Partials being written now (one writer each). */
   private readonly busy = new Set<string>()
+  /** Per stored name, the sink that wrote it last: only that one may delete it (an older row's Discard or Remove of a partial a later transfer resumed must not). */
+  private readonly writer = new Map<string, number>()
   private counter = 0
 
   private constructor (private readonly dir: FileSystemDirectoryHandle | undefined) {}
@@ -149,8 +151,28 @@ export class FileStore {
       dir = undefined
     }
     const store = new FileStore(dir)
-    await store.cleanup().catch(() => {})
+    if (dir !== undefined) await store.cleanupWhenAlone()
     return store
+  }
+
+  /**
+   * Clean up (`cleanup`) only when no other page of this origin uses the folder (another tab, or
+   * another identity's slot: its received files wait for their Save there), then hold a shared
+   * Web Lock on it for this page's life, so a page opened later leaves this one's files alone.
+   * OPFS is secure-context only, and so are Web Locks: where one is, the other is too.
+   */
+  private async cleanupWhenAlone (): Promise<void> {
+    const locks = navigator.locks as LockManager | undefined
+    if (locks === undefined) return
+    await locks.request(FOLDER, { mode: 'exclusive', ifAvailable: true }, async (lock) => {
+      if (lock !== null) await this.cleanup().catch(() => {})
+    })
+    await new Promise<void>((resolve) => {
+      void locks.request(FOLDER, { mode: 'shared' }, async () => {
+        resolve()
+        await new Promise<never>(() => {}) // held until the page goes
+      })
+    })
   }
 
   /** Whether files go to disk (OPFS); `false`: to memory, up to `MEMORY_MAX_FILE_BYTES`. */
@@ -207,9 +229,15 @@ export class FileStore {
     const dir = this.dir
     const stored = claimed !== undefined ? partialName(claimed) : `x.${Date.now()}.${++this.counter}`
     this.busy.add(stored)
+    const mine = ++this.counter
+    this.writer.set(stored, mine)
     let removed = false
+    let closed = false
     const remove = async (): Promise<void> => {
+      // A later transfer took this file over (it claimed the partial, or wrote it since): it is that one's now.
+      if (this.writer.get(stored) !== mine || (closed && this.busy.has(stored))) return
       this.busy.delete(stored)
+      this.writer.delete(stored)
       if (removed) return
       removed = true
       await dir.removeEntry(stored).catch(() => {})
@@ -217,9 +245,17 @@ export class FileStore {
     try {
       const handle = await dir.getFileHandle(stored, { create: true })
       const sink = await writableSink(handle, offset, remove)
-      return { ...sink, close: async () => { await sink.close(); this.busy.delete(stored) } }
+      return {
+        ...sink,
+        close: async () => {
+          await sink.close()
+          closed = true
+          if (this.writer.get(stored) === mine) this.busy.delete(stored)
+        }
+      }
     } catch (err) {
       this.busy.delete(stored)
+      this.writer.delete(stored)
       throw err
     }
   }

@@ -29,7 +29,7 @@ export const MAX_FILE_BYTES = 4 * 1024 ** 3
 const READ_BYTES = 1024 * 1024
 /** Bytes of one channel write. */
 const WRITE_BYTES = 64 * 1024
-/** How long the person has to answer a file offer. */
+/** How long the person has to answer a file offer when no agent says (its `askTimeoutMs`); also the margin for a grant's ACK. */
 const ASK_MS = 60_000
 /** SHA-256 of `file` in one streaming pass of `READ_BYTES` slices; `onProgress` after each. */
 async function hashFile (file: Blob, onProgress: (done: number) => void, signal: AbortSignal): Promise<string> {
@@ -54,7 +54,7 @@ class Transfers {
   /** Per peer, the end of its queue of sends. */
   private readonly queues = new Map<string, Promise<void>>()
   /** Offers a person accepted: where each goes (the grant's offset, or a picked file), and its row. */
-  private readonly plans = new WeakMap<Offer, { offset: number, key?: PartialKey, picked?: FileSystemFileHandle, view: TransferView, unclaim?: ReturnType<typeof setTimeout>, cancelled: boolean }>()
+  private readonly plans = new WeakMap<Offer, { offset: number, key?: PartialKey, picked?: FileSystemFileHandle, view: TransferView, disarm?: () => void, cancelled: boolean }>()
 
   constructor (private readonly ctx: PageContext, private readonly store: Promise<FileStore>) {}
 
@@ -156,7 +156,8 @@ class Transfers {
         ...(canPick ? [{ answer: 'saveas' as const, label: 'Save as…', grants: true }] : [])
       ],
       deny: 'decline',
-      timeoutMs: ASK_MS,
+      // The agent's figure (`?ask-timeout=`): the countdown shows when the agent stops waiting.
+      timeoutMs: this.ctx.agent?.askTimeoutMs ?? ASK_MS,
       signal,
       data: { kind: 'file', peer: peerId }
     })
@@ -171,8 +172,6 @@ class Transfers {
         return false // the person closed the picker: no file
       }
     }
-    // A grant whose channel never comes (the agent kills it after FILE_CHANNEL_TIMEOUT_MS) frees the partial too.
-    const unclaim = key !== undefined && picked === undefined ? setTimeout(() => store.release(key), FILE_CHANNEL_TIMEOUT_MS + ASK_MS) : undefined
     const cancelled = { cancelled: false }
     const view = new TransferView(this.list, 'from', `Receiving ${name} (${formatBytes(size)}) from ${who}`, size, () => {
       // Before the channel came: it is refused when it comes (the sender learns it then).
@@ -182,9 +181,39 @@ class Transfers {
     view.item.dataset.peer = peerId
     view.secured({ secure: request.secure })
     view.state('waiting', `accepted; waiting for ${who} to send…`)
-    const plan = { offset: picked === undefined ? have : 0, key: picked === undefined ? key : undefined, picked, view, unclaim, get cancelled () { return cancelled.cancelled } }
+    const disarm = this.awaitBytes(offer, view, who, () => { if (key !== undefined && picked === undefined) store.release(key) })
+    const plan = { offset: picked === undefined ? have : 0, key: picked === undefined ? key : undefined, picked, view, disarm, get cancelled () { return cancelled.cancelled } }
     this.plans.set(offer, plan)
     return true
+  }
+
+  /**
+   * An accepted offer whose bytes may never come (the sender gave up after the accept, its page
+   * went, it opened no channel in time, this page left the session): the row then says so instead
+   * of waiting for ever, and `free` gives the partial back. Returns what `receive` calls once the
+   * channel came (the listeners and the timer go).
+   */
+  private awaitBytes (offer: Offer, view: TransferView, who: string, free: () => void): () => void {
+    const agent = this.ctx.agent
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const stops: Array<() => void> = []
+    const disarm = (): void => {
+      clearTimeout(timer)
+      for (const stop of stops.splice(0)) stop()
+    }
+    const noBytes = (why: string): void => {
+      disarm()
+      free()
+      view.finish(`No bytes came from ${who}: ${why}`, 'failed')
+    }
+    // The agent kills a granted file whose channel does not come within FILE_CHANNEL_TIMEOUT_MS; the ACK of the grant comes first.
+    timer = setTimeout(() => noBytes('none came in time'), FILE_CHANNEL_TIMEOUT_MS + ASK_MS)
+    if (agent !== undefined) {
+      stops.push(agent.on('offer', (d) => { if (d.offer === offer && d.withdrawn === true) noBytes(d.reason ?? 'the grant was withdrawn') }))
+      stops.push(agent.on('mapping:close', ({ mapping, error }) => { if (mapping.offer === offer) noBytes(describeError(error).replace(/^Error: /, '')) }))
+    }
+    stops.push(this.ctx.on('session:close', () => noBytes('this page left the session')))
+    return disarm
   }
 
   /** The offset the person's accept grants (a partial already here). */
@@ -204,7 +233,7 @@ class Transfers {
       plan = { offset: 0, view, cancelled: false }
     }
     const { view } = plan
-    clearTimeout(plan.unclaim) // the sink below takes over the claim
+    plan.disarm?.() // the channel came: the sink below takes over the claim
     view.secured({ secure: mapping.secure })
     view.item.querySelector('button.cancel')?.addEventListener('click', () => channel.abort(new Error('Cancelled by the receiver')))
     if (plan.cancelled) channel.abort(new Error('Cancelled by the receiver'))
@@ -261,6 +290,7 @@ class Transfers {
       else await sink?.abort().catch(() => {})
       if (sink === undefined && plan.key !== undefined) void this.store.then((s) => s.release(plan.key as PartialKey))
       const words = describeError(err).replace(/^Error: /, '')
+      view.progress(done, done - offset) // the figures as they ended (drawn at most every 100 ms until then)
       if (keep) {
         view.finish(`Interrupted after ${formatBytes(done)} of ${formatBytes(size)} (${words}); it resumes there if ${who} offers it again`, 'interrupted')
         view.offerDiscard(sink as FileSink)
@@ -311,7 +341,11 @@ declare global {
 export function setupFiles (ctx: PageContext): AgentPart {
   const store = FileStore.open()
   const transfers = new Transfers(ctx, store)
-  void store.then((s) => { if (!s.onDisk) byId('files-note').textContent = 'This browser has no private file system: received files are kept in memory (256 MiB at most).' })
+  void store.then((s) => {
+    // Where received files go, once the store is open (and cleaned up): tests wait for it too.
+    byId('files').dataset.store = s.onDisk ? 'disk' : 'memory'
+    if (!s.onDisk) byId('files-note').textContent = 'This browser has no private file system: received files are kept in memory (256 MiB at most).'
+  })
   /** Send each of `files` to the picked peer; a failure to start says so in a row. */
   const sendAll = (files: Iterable<File>): void => {
     try {

@@ -1,10 +1,10 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { Channel } from '../../client/mux/channel.ts'
-import { partialPath, receiveFileInto, resumeOffsetIn, safeFileName } from '../../cli/files.ts'
+import { PARTIAL_MAX_AGE_MS, partialPath, receiveFileInto, removeStalePartials, resumeOffsetIn, safeFileName } from '../../cli/files.ts'
 import type { Offer } from '../../shared/sock-protocol.ts'
 import { expectBytes } from '../helpers/bytes.ts'
 
@@ -124,5 +124,17 @@ describe('files received by `starsock listen --files`', () => {
     await expect(receiveFileInto(d, fakeChannel([header(500), data.subarray(500)]), offer)).rejects.toThrow('the file header starts at byte 500, the grant at 0')
     await expect(receiveFileInto(d, fakeChannel([header(500), data.subarray(500)]), offer, { offset: 500, resumable: false })).rejects.toThrow('with no partial to resume')
     expect(readdirSync(d)).toEqual([])
+  })
+  it('partials not written for a day are deleted (senders that never came back); fresh ones and other files stay', async () => {
+    const d = dir()
+    const old = partialPath(d, '12D3KooWold', 'ab'.repeat(32), 10)
+    const fresh = partialPath(d, '12D3KooWnew', 'cd'.repeat(32), 10)
+    const saved = join(d, '1-x.bin')
+    for (const path of [old, fresh, saved]) writeFileSync(path, 'abc')
+    const dayAgo = (Date.now() - PARTIAL_MAX_AGE_MS - 60_000) / 1000
+    utimesSync(old, dayAgo, dayAgo)
+    utimesSync(saved, dayAgo, dayAgo)
+    await removeStalePartials(d)
+    expect(readdirSync(d).sort()).toEqual(['1-x.bin', fresh.split('/').at(-1)].sort())
   })
 })
