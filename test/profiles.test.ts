@@ -156,6 +156,24 @@ describe('profiles: display names and kinds', () => {
     expect(heard).toBe(taken)
   }, 30_000)
 
+  it('limits renames per IP address too: many sockets of one host, each within its own limit, are refused past 30 a minute together', async () => {
+    server = await startServer()
+    const watcher = await peer()
+    let heard = 0
+    watcher.on('peer:profile', () => { heard++ })
+    // 12 sockets from 127.0.0.1, each renaming 3 times (its own burst): 36 changes, 30 allowed.
+    const raws = await Promise.all(Array.from({ length: 12 }, async (_, i) => await rawStarsock({ name: `s${i}`, kind: 'node' })))
+    await waitFor('the 12 renamers in the list', () => raws.every((r) => watcher.peers().some((i) => i.peerId === r.id)), 30_000)
+    const answers = []
+    for (const [i, raw] of raws.entries()) {
+      for (let n = 1; n <= 3; n++) answers.push(await request(raw.socket, 'starsock:profile', [{ name: `s${i}-${n}`, kind: 'node' }]))
+    }
+    const taken = answers.filter(([err]) => err === null).length
+    const refused = answers.filter(([err]) => typeof err === 'string' && err.includes('of this IP address') && err.endsWith('[E_LIMIT_PROFILE_RATE]')).length
+    expect([taken, refused]).toEqual([30, 6])
+    await waitFor(`the watcher to hear the ${taken} renames taken`, () => heard === taken, 20_000)
+  }, 60_000)
+
   it('leaves legacy clients as they were: a raw legacy socket gets only ws-peer(addr), and a libp2p-websocket-star peer discovers a named peer', async () => {
     server = await startServer({ announceIntervalMs: 200 })
     // A socket that never says hello (the published clients' way): record every event it gets.
