@@ -69,9 +69,11 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
     try {
       // One per peer at a time (`tag`): a new message replaces its last notification.
       const shown = new Notification(`Message from ${ctx.nameOf(peerId)}`, { body, tag: `starsock-chat-${peerId}` })
+      const session = ctx.peer
       shown.onclick = () => {
         window.focus()
-        ctx.pick(peerId)
+        // Only in the session it came in: a new identity has another list.
+        if (ctx.peer === session) ctx.pick(peerId)
         shown.close()
       }
     } catch {
@@ -100,7 +102,10 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
         return c
       })()
       chats.set(peerId, channel)
-      channel.then((c) => { void c.whenClosed.then(() => chats.delete(peerId)) }, () => chats.delete(peerId))
+      // Forgotten when it ends, unless a newer one (a new session) took its place meanwhile.
+      const made = channel
+      const forget = (): void => { if (chats.get(peerId) === made) chats.delete(peerId) }
+      channel.then((c) => { void c.whenClosed.then(forget) }, forget)
     }
     return await channel
   }
