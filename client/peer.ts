@@ -55,6 +55,8 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   private lastError: StarsockError | undefined
   /** This peer's profile, sent in every hello and by `setProfile`. */
   private ownProfile: PeerProfile
+  /** The profile the last hello carried: a `setProfile` between that hello and the join it starts is sent once joined. */
+  private helloProfile: PeerProfile | undefined
 
   constructor (options: PeerOptions & { identity: Identity }) {
     super()
@@ -78,9 +80,9 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       logger: this.logger
     })
     this.udp = new UdpRequests(this.link, () => this.mustBeJoined('use the UDP relay'))
-    this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger, profile: () => this.ownProfile }, {
+    this.join = new Join(this.link, this.known, { ...o, identity: this.identity, addr: this.addr, resumeId: o.resumeId ?? randomHex(32), logger: this.logger, profile: () => (this.helloProfile = this.ownProfile) }, {
       closed: () => this.current === 'closed',
-      joined: (starsock) => { if (starsock) this.link.startHeartbeat(); this.setState('joined') },
+      joined: (starsock) => { if (starsock) this.link.startHeartbeat(); this.setState('joined'); if (starsock) this.sendLateProfile() },
       error: (err) => this.emit('error', err),
       fail: (err) => this.fail(err)
     })
@@ -129,6 +131,19 @@ export class StarsockPeer extends Emitter<PeerEvents> {
       throw errorFromWire(err)
     }
     return readProfile(shown) ?? { ...next }
+  }
+
+  /**
+   * Once joined: a profile set after the hello went (while joining, `setProfile` settles at once)
+   * is sent now; a refusal is told as an `error` event (a drop meanwhile: the next hello carries it).
+   */
+  private sendLateProfile (): void {
+    const profile = this.ownProfile
+    if (profile === this.helloProfile) return
+    this.helloProfile = profile
+    this.link.request(EVENTS.PROFILE, [profile]).then(([err]) => {
+      if (err != null) this.emit('error', errorFromWire(err))
+    }, () => {})
   }
 
   /**

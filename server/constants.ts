@@ -30,3 +30,8 @@ export const UDP_OWNER_GRACE_MS = 30_000
 export const PROFILE_CHANGES_PER_MINUTE = 6
 /** Profile changes a joined socket may make at once before `PROFILE_CHANGES_PER_MINUTE` applies. */
 export const PROFILE_CHANGE_BURST = 3
+/**
+ * Profile changes the joined sockets of one client IP address (an IPv6 /64) may make together per
+ * minute: sockets are free, so a per-socket limit alone lets one host announce without bound.
+ */
+export const PROFILE_CHANGES_PER_IP_PER_MINUTE = 30

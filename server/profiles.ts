@@ -6,8 +6,8 @@
 import { checkAddress } from '../shared/address-parse.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { PeerProfile } from '../shared/profile.ts'
-import { PROFILE_CHANGES_PER_MINUTE, PROFILE_CHANGE_BURST } from './constants.ts'
-import { TokenBucket } from './rate-limit.ts'
+import { PROFILE_CHANGES_PER_IP_PER_MINUTE, PROFILE_CHANGES_PER_MINUTE, PROFILE_CHANGE_BURST } from './constants.ts'
+import { TokenBucket, type WindowCounter } from './rate-limit.ts'
 import type { Session } from './session.ts'
 
 /**
@@ -27,11 +27,16 @@ export function shownProfile (session: Session, gatewayPeers: ReadonlySet<string
 
 /**
  * Count one profile change of a joined `session` (each is announced to every other peer: O(peers)
- * messages); throws `E_LIMIT_PROFILE_RATE` past `PROFILE_CHANGES_PER_MINUTE`.
+ * messages) against its own limit and against `perIp` under `ipKey` (its client IP's key: sockets
+ * are free); throws `E_LIMIT_PROFILE_RATE` past `PROFILE_CHANGES_PER_MINUTE` or
+ * `PROFILE_CHANGES_PER_IP_PER_MINUTE`.
  */
-export function takeProfileChange (session: Session): void {
+export function takeProfileChange (session: Session, perIp: WindowCounter, ipKey: string): void {
   session.profileBucket ??= new TokenBucket(PROFILE_CHANGES_PER_MINUTE / 60, PROFILE_CHANGE_BURST)
   if (!session.profileBucket.take()) {
     throw new StarsockError('E_LIMIT_PROFILE_RATE', `Profile change rate limit reached (${PROFILE_CHANGES_PER_MINUTE} a minute, bursts of ${PROFILE_CHANGE_BURST})`)
+  }
+  if (!perIp.hit(ipKey)) {
+    throw new StarsockError('E_LIMIT_PROFILE_RATE', `Profile change rate limit of this IP address reached (${PROFILE_CHANGES_PER_IP_PER_MINUTE} a minute)`)
   }
 }

@@ -11,7 +11,7 @@ import { sameProfile, type PeerProfile } from '../shared/profile.ts'
 import { checkAddress } from '../shared/address-parse.ts'
 import { loadAddressLibrary, needsAddressLibrary } from './address-library.ts'
 import { PROTOCOL_VERSION } from '../shared/constants.ts'
-import { BACKLOG_CHECK_MS, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
+import { BACKLOG_CHECK_MS, PROFILE_CHANGES_PER_IP_PER_MINUTE, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, KeyCache, keyLibrariesLoaded, loadKeyLibraries, looksLikeKey, verifyNonce } from './challenge.ts'
 import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
@@ -40,6 +40,8 @@ export class Rendezvous {
   /** Keys that joined lately, so a rejoin (every reconnect) skips decoding its key. */
   private readonly keys = new KeyCache()
   private readonly joinsPerIp: WindowCounter
+  /** Profile changes of joined sockets, per per-IP key (`PROFILE_CHANGES_PER_IP_PER_MINUTE`). */
+  private readonly profileChangesPerIp = new WindowCounter(PROFILE_CHANGES_PER_IP_PER_MINUTE, 60_000)
   private readonly allow: Set<string>
   private readonly starsockHolders = new StarsockHolders()
   private readonly reservations: Reservations
@@ -181,14 +183,14 @@ export class Rendezvous {
   /**
    * `starsock:profile` (and a hello's `profile`): `session`'s display name and kind, as checked by
    * `checkProfile`. Before a join it is only kept (the join announces it); once joined, a change
-   * counts against `takeProfileChange` (throws `E_LIMIT_PROFILE_RATE`) and goes to every other
+   * counts against `takeProfileChange` (per socket and per IP; throws `E_LIMIT_PROFILE_RATE`) and goes to every other
    * peer. Returns the profile as others see it (`shownProfile`).
    */
   setProfile (session: Session, profile: PeerProfile): PeerProfile {
     const before = session.profile
     if (session.addrs.size > 0 && !sameProfile(before, profile)) {
       try {
-        takeProfileChange(session)
+        takeProfileChange(session, this.profileChangesPerIp, this.ipKey(session.ip))
       } catch (err) {
         this.metrics.limitHits.inc({ limit: 'E_LIMIT_PROFILE_RATE' })
         throw err

@@ -69,7 +69,7 @@ export const ERROR_CODES = {
   E_PEER_ID_MISMATCH: 'the other peer proved another identity than the one dialed (or than the server reported): a relay swapped it, or a peer claimed another\'s id',
   E_SECURE_AUTH: 'an encrypted message failed authentication (tampered, reordered, replayed or cut short in transit); the connection was closed',
   E_SECURE_REQUIRED: 'the other side did not open a secure channel where this side requires one (a legacy peer, an --insecure peer, or a downgrade)',
-  E_LIMIT_PROFILE_RATE: 'too many profile changes (display name) per minute on one socket'
+  E_LIMIT_PROFILE_RATE: 'too many profile changes (display name) per minute on one socket, or from one IP address'
 } as const
 
 /** A stable error code. */

@@ -12,6 +12,7 @@ import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createSockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { shortId } from '../web/dom.ts'
+import { MAX_MESSAGE_CHARS } from '../web/threads.ts'
 import { launchChromium } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor } from './helpers/server.ts'
@@ -227,6 +228,20 @@ describe('peers you recognise, in real Chromium', () => {
     } finally {
       await agent.close()
     }
+  }, 120_000)
+
+  it('keeps a message too long to send in the field and says so; nothing goes, and the next one does', async () => {
+    const a = await openPage()
+    const b = await openPage()
+    await row(a.page, b.id).click({ timeout: 30_000 })
+    const long = 'x'.repeat(MAX_MESSAGE_CHARS + 1)
+    await a.page.fill('#chat-text', long)
+    await a.page.press('#chat-text', 'Enter')
+    await a.page.locator('#messages li.note', { hasText: `at most ${MAX_MESSAGE_CHARS}` }).waitFor({ timeout: 30_000 })
+    expect(await a.page.inputValue('#chat-text')).toBe(long)
+    await send(a.page, b.id, 'the short one')
+    await b.page.locator('#messages li.theirs', { hasText: 'the short one' }).waitFor({ timeout: 30_000 })
+    expect(await b.page.locator('#messages li.theirs').count()).toBe(1)
   }, 120_000)
 
   it('shows a notification naming the peer while the page is hidden, with the first 100 characters, rate-limited; none while visible', async () => {

@@ -11,9 +11,10 @@ import type { Socket } from 'socket.io-client'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { PeerList, type PeerInfo } from '../client/peer-list.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
-import { checkName } from '../shared/profile.ts'
+import { checkName, type PeerProfile } from '../shared/profile.ts'
 import { checkPeersPage } from '../shared/validate.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { tcpProxy } from './helpers/proxy.ts'
 import { startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
 import { peerIdOf, Programs, runProgram } from './helpers/programs.ts'
 import { useUp } from './helpers/up.ts'
@@ -155,6 +156,49 @@ describe('profiles: display names and kinds', () => {
     await new Promise((resolve) => setTimeout(resolve, 300))
     expect(heard).toBe(taken)
   }, 30_000)
+
+  it('a name set during a rejoin, after its hello went, reaches the others once joined', async () => {
+    server = await startServer()
+    const proxy = await tcpProxy(server.port)
+    try {
+      const watcher = await peer()
+      const p = await createPeer({ server: proxy.url, profile: { name: 'before' }, transports: ['websocket'] })
+      peers.push(p)
+      await infoOf(watcher, p.peerId, 'the peer by its first name', (i) => i.name === 'before')
+      // The rename comes while the server answers the rejoin's hello (which still says 'before').
+      const hello = server.rendezvous.hello.bind(server.rendezvous)
+      let renamed: Promise<PeerProfile> | undefined
+      server.rendezvous.hello = (session, request) => {
+        const reply = hello(session, request)
+        if (request.profile?.name === 'before' && renamed === undefined) renamed = p.setProfile({ name: 'after' })
+        return reply
+      }
+      proxy.cut()
+      await waitFor('the rename during the rejoin', () => renamed !== undefined, 20_000)
+      expect(await renamed).toEqual({ name: 'after', kind: 'node' })
+      await infoOf(watcher, p.peerId, 'the peer by its new name', (i) => i.name === 'after')
+    } finally {
+      proxy.close()
+    }
+  }, 60_000)
+
+  it('limits renames per IP address too: many sockets of one host, each within its own limit, are refused past 30 a minute together', async () => {
+    server = await startServer()
+    const watcher = await peer()
+    let heard = 0
+    watcher.on('peer:profile', () => { heard++ })
+    // 12 sockets from 127.0.0.1, each renaming 3 times (its own burst): 36 changes, 30 allowed.
+    const raws = await Promise.all(Array.from({ length: 12 }, async (_, i) => await rawStarsock({ name: `s${i}`, kind: 'node' })))
+    await waitFor('the 12 renamers in the list', () => raws.every((r) => watcher.peers().some((i) => i.peerId === r.id)), 30_000)
+    const answers = []
+    for (const [i, raw] of raws.entries()) {
+      for (let n = 1; n <= 3; n++) answers.push(await request(raw.socket, 'starsock:profile', [{ name: `s${i}-${n}`, kind: 'node' }]))
+    }
+    const taken = answers.filter(([err]) => err === null).length
+    const refused = answers.filter(([err]) => typeof err === 'string' && err.includes('of this IP address') && err.endsWith('[E_LIMIT_PROFILE_RATE]')).length
+    expect([taken, refused]).toEqual([30, 6])
+    await waitFor(`the watcher to hear the ${taken} renames taken`, () => heard === taken, 20_000)
+  }, 60_000)
 
   it('leaves legacy clients as they were: a raw legacy socket gets only ws-peer(addr), and a libp2p-websocket-star peer discovers a named peer', async () => {
     server = await startServer({ announceIntervalMs: 200 })

@@ -9,7 +9,7 @@ import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { byId, el } from './dom.ts'
 import type { AgentPart, PageContext } from './context.ts'
 import { badge, describeError } from './security.ts'
-import type { ChatThreads, ThreadLine } from './threads.ts'
+import { MAX_MESSAGE_CHARS, type ChatThreads, type ThreadLine } from './threads.ts'
 
 /** Characters of a message a notification shows at most. */
 export const NOTIFICATION_TEXT_CHARS = 100
@@ -69,9 +69,11 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
     try {
       // One per peer at a time (`tag`): a new message replaces its last notification.
       const shown = new Notification(`Message from ${ctx.nameOf(peerId)}`, { body, tag: `starsock-chat-${peerId}` })
+      const session = ctx.peer
       shown.onclick = () => {
         window.focus()
-        ctx.pick(peerId)
+        // Only in the session it came in: a new identity has another list.
+        if (ctx.peer === session) ctx.pick(peerId)
         shown.close()
       }
     } catch {
@@ -100,7 +102,10 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
         return c
       })()
       chats.set(peerId, channel)
-      channel.then((c) => { void c.whenClosed.then(() => chats.delete(peerId)) }, () => chats.delete(peerId))
+      // Forgotten when it ends, unless a newer one (a new session) took its place meanwhile.
+      const made = channel
+      const forget = (): void => { if (chats.get(peerId) === made) chats.delete(peerId) }
+      channel.then((c) => { void c.whenClosed.then(forget) }, forget)
     }
     return await channel
   }
@@ -122,20 +127,30 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
     e.preventDefault()
     const input = byId<HTMLInputElement>('chat-text')
     const text = input.value
+    if (text.length > MAX_MESSAGE_CHARS) {
+      // Kept in the field: the other page would cut it (and a line past 64 KiB ends the channel).
+      threads.add(threads.shown, { from: 'note', text: `not sent: ${text.length} characters, at most ${MAX_MESSAGE_CHARS} a message` })
+      return
+    }
     // Emptied now, not once sent: what the person types meanwhile is the next message, never lost.
     input.value = ''
+    const session = ctx.peer
     void (async () => {
       let peerId: string | undefined
       try {
         peerId = ctx.needPeer()
         const channel = await chatChannel(peerId)
         await writeLine(channel, { text })
-        threads.add(peerId, { from: 'me', text, security: { secure: chatSecure.get(channel) === true } })
+        // A new identity meanwhile starts with no threads: the line belongs to the one before.
+        if (ctx.peer === session) threads.add(peerId, { from: 'me', text, security: { secure: chatSecure.get(channel) === true } })
       } catch (err) {
-        // Not sent: the text comes back to the field unless the person typed something else since.
-        if (input.value === '') input.value = text
+        // Not sent: the text comes back to the field, or, when the person typed something else
+        // since, into the note, so it is never lost.
+        const back = input.value === ''
+        if (back) input.value = text
+        if (ctx.peer !== session) return
         if (peerId !== undefined) ctx.book.failed(peerId, err)
-        threads.add(peerId ?? threads.shown, { from: 'note', text: `not sent: ${describeError(err)}` })
+        threads.add(peerId ?? threads.shown, { from: 'note', text: `not sent: ${describeError(err)}${back ? '' : ` (the message: ${text})`}` })
       }
     })()
   })
