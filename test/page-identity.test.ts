@@ -95,6 +95,35 @@ describe('the page with one identity in two tabs (Chromium)', () => {
     expect(await peerIdOf(b)).toBe(other)
   }, 90_000)
 
+  it('a tab displaced while the person types keeps their focus: Enter there never takes the identity back', async () => {
+    const own = await browser.newContext()
+    try {
+      const a = await own.newPage()
+      a.on('pageerror', (err) => { throw err })
+      await a.goto(server.url() + '/?slot=typing')
+      await stateOf(a, 'joined')
+      await a.fill('#chat-text', 'half a message')
+      await a.focus('#chat-text')
+
+      const b = await own.newPage()
+      b.on('pageerror', (err) => { throw err })
+      await b.goto(server.url() + '/?slot=typing')
+      await stateOf(b, 'in-use')
+      await b.click('#use-here')
+      await stateOf(b, 'joined')
+      await stateOf(a, 'displaced')
+      // Focus stays where the person was typing (as with an offer, `prompt.ts`): not on "Use here".
+      expect(await a.evaluate(() => document.activeElement?.id)).toBe('chat-text')
+      await a.keyboard.press('Enter')
+      await new Promise((resolve) => setTimeout(resolve, 3000))
+      await stateOf(a, 'displaced')
+      await stateOf(b, 'joined')
+      expect(await a.inputValue('#chat-text')).toBe('half a message')
+    } finally {
+      await own.close()
+    }
+  }, 90_000)
+
   it('without Web Locks (a page on a plain-http LAN address), the server\'s refusal still tells the second tab, and "use here instead" still moves the identity', async () => {
     const bare = await browser.newContext()
     try {

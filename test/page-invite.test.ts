@@ -88,6 +88,22 @@ describe('invites in real Chromium', () => {
     await page.locator('#dial-status[data-state="done"]').waitFor({ timeout: 10_000 })
   }, 60_000)
 
+  it('a #dial= still waiting gives way to the person\'s own pick: the peer coming online later does not take it', async () => {
+    const later = await createIdentity()
+    const chosen = await createPeer({ server: server.url() })
+    peers.push(chosen)
+    const { page } = await open(`${server.url()}/#dial=${later.peerId}`)
+    await page.locator('#dial-status[data-state="waiting"]').waitFor({ timeout: 10_000 })
+    await page.locator(`#peer-list li[data-peer="${chosen.peerId}"]`).click({ timeout: 30_000 })
+    await page.locator('#dial-status[data-state="done"]', { hasText: 'Not waiting' }).waitFor({ timeout: 10_000 })
+    peers.push(await createPeer({ server: server.url(), identity: later }))
+    await page.locator(`#peer-list li[data-peer="${later.peerId}"]`).waitFor({ timeout: 30_000 })
+    // Give the page time to act on the join (it would pick at once).
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    expect(await page.locator(`#peer-list li[data-peer="${chosen.peerId}"]`).getAttribute('aria-selected')).toBe('true')
+    expect(await page.locator(`#peer-list li[data-peer="${later.peerId}"]`).getAttribute('aria-selected')).not.toBe('true')
+  }, 60_000)
+
   it('garbage in #dial= is ignored with a message, never an exception (openJoinedPage fails on any page error)', async () => {
     for (const garbage of ['nope', '%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E', '%E0%A4%A', 'Qm' + 'x'.repeat(5000), '12D3KooW' + '0'.repeat(44)]) {
       const { page } = await open(`${server.url()}/#dial=${garbage}`)

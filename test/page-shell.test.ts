@@ -183,4 +183,24 @@ describe('the page\'s shell (Chromium)', () => {
     await page.locator('#later-button:enabled').waitFor({ timeout: 10_000 })
     expect(await page.locator('#later-form-needs').isHidden()).toBe(true)
   }, 60_000)
+
+  it('two forms without an id each get their own line saying why', async () => {
+    const { page } = await open('light')
+    await page.evaluate(() => {
+      for (const name of ['one', 'two']) {
+        const form = document.createElement('form')
+        form.className = `unnamed-${name}`
+        form.innerHTML = `<label>${name} <input></label><button type="submit" data-needs="peer">Go ${name}</button>`
+        document.querySelector('main')?.append(form)
+      }
+    })
+    await page.locator('.unnamed-two button:disabled').waitFor({ timeout: 10_000 })
+    const lines = await page.evaluate(() => ['one', 'two'].map((name) => {
+      const button = document.querySelector(`.unnamed-${name} button`) as HTMLButtonElement
+      const line = document.getElementById(button.getAttribute('aria-describedby') ?? '')
+      return { follows: line !== null && line.previousElementSibling === button.form, text: line?.textContent, id: line?.id }
+    }))
+    expect(lines.map((l) => [l.follows, l.text])).toEqual([[true, 'Pick a peer first'], [true, 'Pick a peer first']])
+    expect(lines[0]?.id).not.toBe(lines[1]?.id)
+  }, 60_000)
 })

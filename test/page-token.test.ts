@@ -8,7 +8,7 @@
  */
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { StarsockServer } from '../server/server.ts'
+import { createServer, type StarsockServer } from '../server/server.ts'
 import { launchChromium } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer } from './helpers/server.ts'
@@ -93,6 +93,35 @@ describe('the page on a server with a token (Chromium)', () => {
     expect(await wrong.locator('#token-text').innerText()).toContain('refused the token')
     expect(wrong.url()).toBe(`${server.url()}/`)
     expect(await lastingPlaces(wrong)).not.toContain('s3cret')
+  }, 120_000)
+})
+
+describe('a token refused on a reconnect (Chromium)', () => {
+  it('asks for the token again without taking the focus from the message being typed', async () => {
+    let first: (StarsockServer & { port: number }) | undefined = await startServer({ token: TOKEN })
+    const port = first.port
+    const browser = await launchChromium()
+    let second: StarsockServer | undefined
+    try {
+      const page = await (await browser.newContext()).newPage()
+      page.on('pageerror', (err) => { throw err })
+      await page.goto(`${first.url()}/#token=${TOKEN}`)
+      await page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+      await page.fill('#chat-text', 'half a message')
+      await page.focus('#chat-text')
+      // The server comes back on the same port with another token.
+      await first.close()
+      first = undefined
+      second = createServer({ shutdownGraceMs: 0, token: 'another-token' })
+      await second.listen(port, '127.0.0.1')
+      await page.locator('#token-form[data-state="failed"]').waitFor({ state: 'visible', timeout: 60_000 })
+      expect(await page.evaluate(() => document.activeElement?.id)).toBe('chat-text')
+      expect(await page.inputValue('#chat-text')).toBe('half a message')
+    } finally {
+      await browser.close()
+      await first?.close()
+      await second?.close()
+    }
   }, 120_000)
 })
 

@@ -37,13 +37,18 @@ export function whyNot (need: string, state: { joined: boolean, picked: string |
   return undefined
 }
 
+/** The lines made so far, per form (two forms without an id must not share one). */
+const reasonLines = new WeakMap<HTMLFormElement, HTMLElement>()
+let unnamedForms = 0
+
 /** The line next to `form` saying why its submit button is disabled (made on first use). */
 function reasonOf (form: HTMLFormElement): HTMLElement {
-  const id = `${form.id === '' ? 'form' : form.id}-needs`
-  let line = document.getElementById(id)
-  if (line === null) {
+  let line = reasonLines.get(form)
+  if (line === undefined) {
+    const id = `${form.id === '' ? `form-${++unnamedForms}` : form.id}-needs`
     line = el('p', { id, class: 'needs-why', role: 'status', 'aria-live': 'polite' })
     form.after(line)
+    reasonLines.set(form, line)
   }
   return line
 }

@@ -140,7 +140,11 @@ async function copy (input: HTMLInputElement, status: HTMLElement): Promise<void
   }
 }
 
-/** Pick the peer a `#dial=` link names once it is online, and say what happens meanwhile. */
+/**
+ * Pick the peer a `#dial=` link names once it is online, and say what happens meanwhile. The
+ * person's own pick comes first: once they pick another peer, the link stops waiting (a peer
+ * coming online later never takes the pick, and so the chat, from under them).
+ */
 function followDial (ctx: PageContext, dial: Exclude<DialRequest, { kind: 'none' }>): void {
   const status = byId('dial-status')
   status.hidden = false
@@ -152,24 +156,28 @@ function followDial (ctx: PageContext, dial: Exclude<DialRequest, { kind: 'none'
   const { peerId } = dial
   status.textContent = `Waiting for ${ctx.nameOf(peerId)} to come online (from the link this page was opened with).`
   status.dataset.state = 'waiting'
-  let done = false
+  const offs: Array<() => void> = []
+  const finish = (text: string, state: string): void => {
+    for (const off of offs.splice(0)) off()
+    status.textContent = text
+    status.dataset.state = state
+  }
   const tryPick = (): void => {
     const peer = ctx.peer
-    if (done || peer === undefined) return
+    if (peer === undefined || offs.length === 0) return
     if (peerId === peer.peerId) {
-      done = true
-      status.textContent = 'The link this page was opened with dials this page itself: nothing to pick.'
-      status.dataset.state = 'failed'
+      finish('The link this page was opened with dials this page itself: nothing to pick.', 'failed')
     } else if (peer.peers().some((p) => p.peerId === peerId)) {
-      done = true
+      finish(`Picked ${ctx.nameOf(peerId)} from the link this page was opened with.`, 'done')
       ctx.pick(peerId)
-      status.textContent = `Picked ${ctx.nameOf(peerId)} from the link this page was opened with.`
-      status.dataset.state = 'done'
     }
   }
-  ctx.on('session', ({ peer }) => {
-    peer.on('peer:join', tryPick)
+  offs.push(ctx.on('session', ({ peer }) => {
+    offs.push(peer.on('peer:join', tryPick))
     tryPick()
-  })
+  }))
+  offs.push(ctx.on('picked', (picked) => {
+    if (picked !== undefined && picked !== peerId) finish(`Not waiting for ${ctx.nameOf(peerId)} any more: you picked ${ctx.nameOf(picked)}.`, 'done')
+  }))
   tryPick()
 }

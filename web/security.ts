@@ -105,18 +105,9 @@ export function describeError (err: unknown): string {
       ? 'Not connected: the peer requires end-to-end encryption; this page is in plaintext mode (E_SECURE_REQUIRED)'
       : `Not connected: the other side says this connection is not end-to-end encrypted (its word only): ${err.message} (E_SECURE_REQUIRED)`
   }
-  return err instanceof StarsockError ? `${err.message} (${err.code})` : `Error: ${(err as Error).message}`
-}
-
-/**
- * Show `err` in `where` as an error, the same way everywhere on the page: its words
- * (`describeError`, after `prefix`), styled as an error (`data-state="failed"`), and heard by
- * screen readers (`where` becomes a polite live region unless it is one already).
- */
-export function showFailure (where: HTMLElement, err: unknown, prefix = ''): void {
-  where.textContent = `${prefix}${describeError(err)}`
-  where.dataset.state = 'failed'
-  if (!where.hasAttribute('aria-live') && !where.hasAttribute('role')) where.setAttribute('aria-live', 'polite')
+  if (err instanceof StarsockError) return `${err.message} (${err.code})`
+  // Anything may be thrown (a string, nothing): words for it, never a TypeError here.
+  return `Error: ${err instanceof Error ? err.message : String(err)}`
 }
 
 /** What the book needs of a session (a `Muxer`). */

@@ -116,12 +116,16 @@ export function runSession (ctx: PageContext, options: SessionOptions): { token:
     })
   }
 
-  /** Offer "use here" and "new identity" with `text`, in state `state`. */
+  /**
+   * Offer "use here" and "new identity" with `text`, in state `state`. The focus goes to "use here"
+   * only when it is nowhere else: a tab displaced while the person types keeps their focus, so an
+   * Enter meant for a message never takes the identity back from the other tab.
+   */
   const showConflict = (state: 'in-use' | 'displaced', text: string): void => {
     showState(state, state === 'displaced' ? 'displaced' : 'in use elsewhere')
     byId('conflict-text').textContent = text
     byId('identity-conflict').hidden = false
-    byId('use-here').focus()
+    if (document.activeElement === null || document.activeElement === document.body) byId('use-here').focus()
   }
 
   /** Close the session on show when called (not one started while this one closes). */

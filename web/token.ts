@@ -86,7 +86,9 @@ export async function askForToken (given: string | undefined): Promise<string> {
   else form.dataset.state = 'failed'
   form.hidden = false
   input.value = ''
-  input.focus()
+  // The field takes the focus only from nowhere: a refusal on a reconnect while the person types a
+  // message must not send the rest of their words to the server as a token.
+  if (document.activeElement === null || document.activeElement === document.body) input.focus()
   const done = new AbortController()
   return await new Promise<string>((resolve) => {
     form.addEventListener('submit', (e) => {

@@ -26,6 +26,11 @@ describe('the page\'s security words and book (web/security.ts)', () => {
     expect(describeError(errorFromWire(wireError('E_SECURE_AUTH', 'forged')))).toBe('forged (E_SECURE_AUTH)')
   })
 
+  it('words a thrown value that is not an Error (a string, nothing) instead of throwing itself', () => {
+    expect(describeError('gone')).toBe('Error: gone')
+    expect(describeError(undefined)).toBe('Error: undefined')
+  })
+
   it('words E_SECURE_REQUIRED by where the refusal happened', () => {
     const received = errorFromWire(wireError('E_SECURE_REQUIRED', 'X refused a plaintext connection'))
     setPlaintextMode(true)
