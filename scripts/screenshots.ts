@@ -117,6 +117,20 @@ const STATES: Array<{ name: string, what: string, take: (s: Scene) => Promise<st
     }
   },
   {
+    name: 'threads',
+    what: 'a thread per peer: page A reads the Node peer\'s, page B writes twice, counted unread on B\'s row',
+    take: async ({ a, b, node }) => {
+      await a.page.locator(`#peer-list li[data-peer="${node.peerId}"]`).click({ timeout: WAIT_MS })
+      await b.page.locator(`#peer-list li[data-peer="${a.id}"]`).click({ timeout: WAIT_MS })
+      for (const text of ['are you there?', 'the photos are ready']) {
+        await b.page.fill('#chat-text', text)
+        await b.page.press('#chat-text', 'Enter')
+      }
+      await a.page.locator(`#peer-list li[data-peer="${b.id}"] .unread[data-count="2"]`).waitFor({ timeout: WAIT_MS })
+      return [await save(a.page, 'threads')]
+    }
+  },
+  {
     name: 'consent',
     what: 'the Node peer asks page A to take connections (an accept offer): the prompt',
     take: async (s) => {
@@ -180,7 +194,7 @@ const STATES: Array<{ name: string, what: string, take: (s: Scene) => Promise<st
         return bar !== null && bar.value > bar.max * 0.2
       }, undefined, { timeout: 120_000, polling: 50 })
       const path = await save(s.a.page, 'transfer', s.a.page.locator('#files'))
-      await s.a.page.locator('#transfers li[data-direction="to"][data-state]').first().waitFor({ timeout: 180_000 })
+      await s.a.page.locator('#transfers li[data-direction="to"][data-state="done"]').first().waitFor({ timeout: 180_000 })
       return [path]
     }
   },
@@ -191,11 +205,12 @@ const STATES: Array<{ name: string, what: string, take: (s: Scene) => Promise<st
   },
   {
     name: 'invite',
-    what: 'the invite: a QR code and a link',
+    what: 'the invite: a "dial me" link and its QR code',
     take: async ({ a }) => {
-      const open = a.page.getByRole('button', { name: /invite/i }).first()
-      if (await open.count() > 0 && await open.isVisible()) await open.click()
-      const qr = await shown(a.page, ['#invite canvas', '#invite svg', '#invite img', '.invite canvas', '.invite svg', '.invite img'], 'no invite QR code on the page')
+      const qr = await shown(a.page, ['#invite-qr'], 'no invite QR code on the page')
+      // "Dial me": the link a phone opens to reach this page's peer.
+      await a.page.check('#invite-dial')
+      await a.page.waitForFunction(() => document.querySelector<HTMLInputElement>('#invite-link')?.value.includes('#dial=') === true, undefined, { timeout: WAIT_MS })
       return [await save(a.page, 'invite', qr)]
     }
   },
@@ -242,7 +257,7 @@ async function main (): Promise<void> {
   const server = createServer({ shutdownGraceMs: 0 })
   await server.listen(0, '127.0.0.1')
   const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu'] })
-  const node = await createPeer({ server: server.url() })
+  const node = await createPeer({ server: server.url(), profile: { name: 'build box' } })
   const agent = createSockAgent(node, {})
   const tmp = mkdtempSync(join(tmpdir(), 'starsock-screenshots-'))
   let failed = 0
