@@ -17,6 +17,7 @@ import { packagePath } from '../server/package-root.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { pickCoding, type Coding } from '../server/static-files.ts'
 import { launchChromium } from './helpers/browser.ts'
+import { answerFile } from './helpers/files.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 // @ts-expect-error: a plain JavaScript build script, without declarations
 import { precompress, PRECOMPRESS_MIN_BYTES } from '../scripts/precompress.js'
@@ -428,6 +429,8 @@ describe('the page in Chromium under its CSP', () => {
     const file = Buffer.from(testBytes(50_000, 7))
     await a.page.setInputFiles('#file-input', { name: 'small.bin', mimeType: 'application/octet-stream', buffer: file })
     await a.page.click('#file-form button[type=submit]')
+    // The receiving page asks its person first; its OPFS file and the Save link work under the policy.
+    await answerFile(b.page, 'accept')
     const received = b.page.locator('#transfers li[data-direction="from"][data-state="done"]')
     await received.waitFor({ timeout: 20_000 })
     const [download] = await Promise.all([b.page.waitForEvent('download', { timeout: 10_000 }), received.locator('a[download]').click()])
