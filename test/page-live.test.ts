@@ -170,4 +170,28 @@ describe('the live view in real Chromium', () => {
     const burstPeak = Math.max(...burst.during.in.map((r) => r ?? 0))
     expect(burstPeak).toBeGreaterThan(burst.meanRate * 0.75)
   }, 120_000)
+  it('the mappings row\'s rate is the rate the bytes move at while they flow through the page\'s connect', async () => {
+    const { page, context } = await openJoinedPage(browser, server.url() + '/')
+    contexts.push(context)
+    await page.locator(`#peer-list li[data-peer="${node.peer.peerId}"]`).click({ timeout: 30_000 })
+    // Every 100 ms, the rate the row of the page's connect mapping shows (`data-rate-in`), and when.
+    await page.evaluate((peer) => {
+      const w = window as unknown as { rowRates: Array<{ at: number, rate: number }> }
+      w.rowRates = []
+      setInterval(() => {
+        const rate = document.querySelector<HTMLElement>(`#mappings tbody tr[data-direction="asked"][data-peer="${peer}"]`)?.dataset.rateIn
+        if (rate !== undefined) w.rowRates.push({ at: Date.now(), rate: Number(rate) })
+      }, 100)
+    }, node.peer.peerId)
+    // 6 MiB over 4.8 s at 1.25 MiB/s.
+    const { sent, meanRate } = await fetchSteady(page, 96)
+    const rowRates = await page.evaluate(() => (window as unknown as { rowRates: Array<{ at: number, rate: number }> }).rowRates)
+    // While it runs: from 2.5 s in (the row's rate is over the last two seconds) to the last chunk.
+    const during = rowRates.filter((r) => r.at >= sent.first + 2500 && r.at <= sent.last)
+    expect(during.length, 'samples of the row\'s rate while the bytes flowed').toBeGreaterThanOrEqual(10)
+    for (const r of during) {
+      expect(r.rate, `the row's rate ${r.rate} B/s at ${r.at - sent.first} ms against ${Math.round(meanRate)} B/s moved`).toBeGreaterThan(meanRate * 0.6)
+      expect(r.rate, `the row's rate ${r.rate} B/s at ${r.at - sent.first} ms against ${Math.round(meanRate)} B/s moved`).toBeLessThan(meanRate * 1.5)
+    }
+  }, 120_000)
 })
