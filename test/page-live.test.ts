@@ -1,7 +1,8 @@
 /**
  * The page's live view in real Chromium: the chart's series against bytes that really moved (an
  * HTTP response sent at a steady rate through a Node peer's connect and fetched by the page),
- * its axes and legend, and no CSP violation from the chart library.
+ * its axes (wall-clock time, bytes per second) and legend, the mappings row's rate, and no CSP
+ * violation from the chart library.
  */
 import { mkdirSync } from 'node:fs'
 import net from 'node:net'
@@ -158,6 +159,16 @@ describe('the live view in real Chromium', () => {
     expect(await page.locator('#rates').innerText()).toMatch(/Highest in the last two minutes: [\d.]+ (KiB|MiB)\/s/)
     // The rate axis is in bytes per second, scaled to the figures.
     expect(await page.locator('#chart').getAttribute('data-rate-ticks')).toMatch(/(KiB|MiB)\/s/)
+    // The time axis and the legend's time are wall-clock HH:MM:SS, not uPlot's `:54.000 :54.500`.
+    const timeTicks = (await page.locator('#chart').getAttribute('data-time-ticks') ?? '').split(', ')
+    expect(timeTicks.length).toBeGreaterThan(0)
+    for (const label of timeTicks) expect(label).toMatch(/^\d{2}:\d{2}:\d{2}$/)
+    const legendTime = page.locator('#chart .u-legend .u-series').first().locator('.u-value')
+    expect(await legendTime.innerText()).toMatch(/^\d{2}:\d{2}:\d{2}$/)
+    const plot = await page.locator('#chart .u-over').boundingBox()
+    if (plot === null) throw new Error('the chart has no plot area')
+    await page.mouse.move(plot.x + plot.width * 0.9, plot.y + plot.height / 2)
+    expect(await legendTime.innerText()).toMatch(/^\d{2}:\d{2}:\d{2}$/)
     expect(violations).toEqual([])
     mkdirSync(ARTIFACTS, { recursive: true })
     await page.locator('#throughput').screenshot({ path: `${ARTIFACTS}page-live.png` })
