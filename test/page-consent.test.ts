@@ -1,6 +1,7 @@
 /**
  * Consent on the page, in real Chromium (and the basics in Firefox) with a real Node peer: an
- * offer's prompt never takes focus and Enter never grants, Allow works only once armed, Deny is
+ * offer's prompt never takes focus and Enter never grants, Allow works only once armed (a new
+ * prompt, or one that moved; not one another peer's churn leaves in place), Deny is
  * the default (Escape, timeout, the requester giving up), "always for this peer" is kept across a
  * reload until Forget, and the mappings table shows the bytes a real tunnel moved, with a Kill
  * that resets it.
@@ -165,37 +166,86 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     expect(await page.locator('#mappings tbody tr').count()).toBe(0)
   }, 90_000)
 
-  it('Allow does nothing within the arm delay (also when another prompt moves it), then grants', async () => {
+  it('Allow does nothing within the arm delay of a new prompt, nor of one another prompt leaving moved; a prompt that stays put stays armed', async () => {
     const { page, id } = await open()
-    // Click Allow the moment a prompt appears, and the first prompt's Allow the moment a second one does.
+    // At each change of the prompts: the Allow buttons' states (`aria-disabled`, top to bottom),
+    // and, while `clickFirst`, a click on the first prompt's Allow at that very moment.
     await page.evaluate(() => {
-      const w = window as unknown as { early: string[] }
+      const w = window as unknown as { early: string[], clickFirst: boolean }
       w.early = []
+      w.clickFirst = true
       new MutationObserver(() => {
-        const grants = document.querySelectorAll<HTMLButtonElement>('.prompt button.grant')
-        const first = grants[0]
-        if (first === undefined) return
-        w.early.push(`${grants.length}:${first.getAttribute('aria-disabled') ?? ''}`)
-        first.click()
+        const grants = [...document.querySelectorAll<HTMLButtonElement>('.prompt button.grant')]
+        w.early.push(grants.map((b) => b.getAttribute('aria-disabled') ?? '').join(','))
+        if (w.clickFirst) grants[0]?.click()
       }).observe(document.getElementById('prompts') as HTMLElement, { childList: true })
     })
+    const clickFirst = async (on: boolean): Promise<void> => { await page.evaluate((v) => { (window as unknown as { clickFirst: boolean }).clickFirst = v }, on) }
+    const early = async (): Promise<string[]> => await page.evaluate(() => (window as unknown as { early: string[] }).early)
+
+    // A new prompt: Allow clicked as it appears does nothing.
     const one = offer(id, 8081)
     await page.locator('.prompt').first().waitFor({ timeout: 15_000 })
     expect(await stillPending(one.outcome)).toBe(true)
-    // Armed by now: a second prompt arrives, and the first's Allow is clicked as it moves.
     await page.locator('.prompt button.grant[aria-disabled="false"]').first().waitFor({ timeout: 10_000 })
+    // A second prompt below it: the first does not move, and stays armed; the new one is not.
+    await clickFirst(false)
     const two = offer(id, 8082)
     await page.locator('.prompt').nth(1).waitFor({ timeout: 15_000 })
-    expect(await page.evaluate(() => (window as unknown as { early: string[] }).early)).toEqual(['1:true', '2:true'])
-    expect(await stillPending(one.outcome)).toBe(true)
-    expect(await stillPending(two.outcome, 10)).toBe(true)
+    expect(await early()).toEqual(['true', 'false,true'])
+    await page.locator('.prompt').nth(1).locator('button.grant[aria-disabled="false"]').waitFor({ timeout: 10_000 })
 
-    await page.locator('.prompt').first().locator('button.grant').click({ timeout: 10_000 })
-    const granted = await within('the first offer to be granted', one.outcome, 15_000)
+    // The first leaves (denied): the second moves up into its place, and its Allow, clicked as it
+    // moves, does nothing.
+    await clickFirst(true)
+    await page.locator('.prompt').first().locator('button.refuse').click({ timeout: 10_000 })
+    expect(await within('the first offer to be denied', one.outcome, 15_000)).toEqual({ code: 'E_DENIED' })
+    expect((await early()).at(-1)).toBe('true')
+    expect(await stillPending(two.outcome)).toBe(true)
+    await clickFirst(false)
+
+    // Once armed again, Allow grants.
+    await page.locator('.prompt').first().locator('button.grant[aria-disabled="false"]').click({ timeout: 10_000 })
+    const granted = await within('the second offer to be granted', two.outcome, 15_000)
     expect('granted' in granted).toBe(true)
-    await page.locator('.prompt button.refuse').click({ timeout: 10_000 })
-    expect(await within('the second offer to be denied', two.outcome, 15_000)).toEqual({ code: 'E_DENIED' })
     await page.locator('#mappings tbody tr[data-direction="granted"]').waitFor({ timeout: 10_000 })
+  }, 90_000)
+
+  it('while one peer keeps offering and withdrawing, another peer\'s prompt that does not move can be allowed', async () => {
+    const { page, id } = await open()
+    const churner = createSockAgent(await createPeer({ server: server.url() }), {})
+    let churning = true
+    let churned = 0
+    try {
+      await waitFor('the churning peer to see the page', () => churner.peer.peers().some((p) => p.peerId === id), 15_000)
+      const steady = offer(id, 8090)
+      const prompt = page.locator(`.prompt[data-peer="${node.peer.peerId}"]`)
+      await prompt.waitFor({ timeout: 15_000 })
+      // Offers from the other peer, each withdrawn 200 ms after the page shows it, one after the other:
+      // a prompt appears or leaves below the steady one about every 100-300 ms.
+      const churn = (async () => {
+        while (churning) {
+          const ac = new AbortController()
+          const seen = churned
+          void churner.offerAccept(id, { host: '127.0.0.1', port: 9000 + (seen % 100), name: 'churn', signal: ac.signal, timeoutMs: 60_000, onAsking: () => { churned++ } }).catch(() => {})
+          await waitFor('a churn prompt to be asked', () => churned > seen || !churning, 15_000)
+          await new Promise((resolve) => setTimeout(resolve, 200))
+          ac.abort()
+          await new Promise((resolve) => setTimeout(resolve, 100))
+        }
+      })()
+      await waitFor('the churn to be under way', () => churned >= 5, 30_000)
+      expect(await prompt.locator('button.grant').getAttribute('aria-disabled')).toBe('false')
+      await prompt.locator('button.grant').click({ timeout: 10_000 })
+      expect('granted' in await within('the steady peer\'s offer to be granted during the churn', steady.outcome, 15_000)).toBe(true)
+      expect(churned).toBeGreaterThanOrEqual(5)
+      churning = false
+      await within('the churn to stop', churn, 15_000)
+    } finally {
+      churning = false
+      await churner.close()
+      await churner.peer.close()
+    }
   }, 90_000)
 
   it('Deny, a timeout (?ask-timeout=3) and the requester giving up all deny, and the prompt goes', async () => {

@@ -1,7 +1,8 @@
 /**
  * The page's live view in real Chromium: the chart's series against bytes that really moved (an
  * HTTP response sent at a steady rate through a Node peer's connect and fetched by the page),
- * its axes and legend, and no CSP violation from the chart library.
+ * its axes (wall-clock time, bytes per second) and legend, the mappings row's rate, and no CSP
+ * violation from the chart library.
  */
 import { mkdirSync } from 'node:fs'
 import net from 'node:net'
@@ -158,6 +159,16 @@ describe('the live view in real Chromium', () => {
     expect(await page.locator('#rates').innerText()).toMatch(/Highest in the last two minutes: [\d.]+ (KiB|MiB)\/s/)
     // The rate axis is in bytes per second, scaled to the figures.
     expect(await page.locator('#chart').getAttribute('data-rate-ticks')).toMatch(/(KiB|MiB)\/s/)
+    // The time axis and the legend's time are wall-clock HH:MM:SS, not uPlot's `:54.000 :54.500`.
+    const timeTicks = (await page.locator('#chart').getAttribute('data-time-ticks') ?? '').split(', ')
+    expect(timeTicks.length).toBeGreaterThan(0)
+    for (const label of timeTicks) expect(label).toMatch(/^\d{2}:\d{2}:\d{2}$/)
+    const legendTime = page.locator('#chart .u-legend .u-series').first().locator('.u-value')
+    expect(await legendTime.innerText()).toMatch(/^\d{2}:\d{2}:\d{2}$/)
+    const plot = await page.locator('#chart .u-over').boundingBox()
+    if (plot === null) throw new Error('the chart has no plot area')
+    await page.mouse.move(plot.x + plot.width * 0.9, plot.y + plot.height / 2)
+    expect(await legendTime.innerText()).toMatch(/^\d{2}:\d{2}:\d{2}$/)
     expect(violations).toEqual([])
     mkdirSync(ARTIFACTS, { recursive: true })
     await page.locator('#throughput').screenshot({ path: `${ARTIFACTS}page-live.png` })
@@ -169,5 +180,29 @@ describe('the live view in real Chromium', () => {
     expect(integrate(burst.during, 'in')).toBeLessThanOrEqual(burst.sent.bytes * 1.01 + 16 * 1024)
     const burstPeak = Math.max(...burst.during.in.map((r) => r ?? 0))
     expect(burstPeak).toBeGreaterThan(burst.meanRate * 0.75)
+  }, 120_000)
+  it('the mappings row\'s rate is the rate the bytes move at while they flow through the page\'s connect', async () => {
+    const { page, context } = await openJoinedPage(browser, server.url() + '/')
+    contexts.push(context)
+    await page.locator(`#peer-list li[data-peer="${node.peer.peerId}"]`).click({ timeout: 30_000 })
+    // Every 100 ms, the rate the row of the page's connect mapping shows (`data-rate-in`), and when.
+    await page.evaluate((peer) => {
+      const w = window as unknown as { rowRates: Array<{ at: number, rate: number }> }
+      w.rowRates = []
+      setInterval(() => {
+        const rate = document.querySelector<HTMLElement>(`#mappings tbody tr[data-direction="asked"][data-peer="${peer}"]`)?.dataset.rateIn
+        if (rate !== undefined) w.rowRates.push({ at: Date.now(), rate: Number(rate) })
+      }, 100)
+    }, node.peer.peerId)
+    // 6 MiB over 4.8 s at 1.25 MiB/s.
+    const { sent, meanRate } = await fetchSteady(page, 96)
+    const rowRates = await page.evaluate(() => (window as unknown as { rowRates: Array<{ at: number, rate: number }> }).rowRates)
+    // While it runs: from 2.5 s in (the row's rate is over the last two seconds) to the last chunk.
+    const during = rowRates.filter((r) => r.at >= sent.first + 2500 && r.at <= sent.last)
+    expect(during.length, 'samples of the row\'s rate while the bytes flowed').toBeGreaterThanOrEqual(10)
+    for (const r of during) {
+      expect(r.rate, `the row's rate ${r.rate} B/s at ${r.at - sent.first} ms against ${Math.round(meanRate)} B/s moved`).toBeGreaterThan(meanRate * 0.6)
+      expect(r.rate, `the row's rate ${r.rate} B/s at ${r.at - sent.first} ms against ${Math.round(meanRate)} B/s moved`).toBeLessThan(meanRate * 1.5)
+    }
   }, 120_000)
 })

@@ -195,7 +195,7 @@ interface MappingRow {
   update: () => void
 }
 
-/** A row for `m`: peer (name and badge), what, channels, bytes in and out (exact in `data-bytes-*`), the rate now, and Kill. */
+/** A row for `m`: peer (name and badge), what, channels, bytes in and out (exact in `data-bytes-*`), the rate now (exact in `data-rate-*`), and Kill. */
 function mappingRow (m: Mapping, name: string): MappingRow {
   const tr = el('tr', { 'data-mapping': m.label, 'data-peer': m.peerId, 'data-direction': m.local ? 'asked' : 'granted' })
   const peerCell = el('td')
@@ -225,7 +225,12 @@ function mappingRow (m: Mapping, name: string): MappingRow {
       bytesIn.title = `${s.bytesIn} bytes`
       bytesOut.title = `${s.bytesOut} bytes`
       const now = performance.now()
-      set(rate, `in ${formatBytes(meterIn.sample(s.bytesIn, now))}/s, out ${formatBytes(meterOut.sample(s.bytesOut, now))}/s`)
+      const rateIn = meterIn.sample(s.bytesIn, now)
+      const rateOut = meterOut.sample(s.bytesOut, now)
+      set(rate, `in ${formatBytes(rateIn)}/s, out ${formatBytes(rateOut)}/s`)
+      // The figures shown, exact (bytes per second), for tests and tools.
+      tr.dataset.rateIn = String(Math.round(rateIn))
+      tr.dataset.rateOut = String(Math.round(rateOut))
     }
   }
 }

@@ -2,9 +2,10 @@
  * A question to the person at the page that cannot be answered by accident: an offer from another
  * peer (a tunnel, a file). It appears in `#prompts` without taking focus (a person typing a chat
  * message keeps typing, and their Enter still sends it), Enter never activates a granting button
- * (a click or Space does), granting buttons only work `ARM_MS` after the prompts last changed (no
- * click-through of a prompt that appeared, or moved, under the pointer: another prompt leaving
- * shifts the ones below it), a countdown shows the time left, and Deny is the default: on Escape
+ * (a click or Space does), a prompt's granting buttons only work `ARM_MS` after it appeared or last
+ * moved on screen (no click-through of a prompt that appeared, or moved, under the pointer: another
+ * prompt leaving shifts the ones below it; prompts that stay put stay armed, so one peer offering
+ * and withdrawing in a loop cannot keep everyone else's Allow off), a countdown shows the time left, and Deny is the default: on Escape
  * inside the prompt, when the time runs out, or when the other side gives up. At most
  * `MAX_PROMPTS` are on show, and at most `MAX_PROMPTS_PER_PEER` from one peer (`data.peer`); past
  * that a new one is denied at once (other peers ask as fast as they like, and one peer's flood
@@ -40,7 +41,7 @@ export interface PromptOptions<A extends string> {
   data?: Record<string, string>
 }
 
-/** How long granting buttons ignore clicks after the prompts last changed (one appeared or left). */
+/** How long a prompt's granting buttons ignore clicks after it appeared or a change of the prompts moved them. */
 export const ARM_MS = 700
 
 /** Prompts on show at once at most; a new one past it is denied at once. */
@@ -50,25 +51,45 @@ export const MAX_PROMPTS = 12
 export const MAX_PROMPTS_PER_PEER = 4
 
 let counter = 0
-/** When a prompt last appeared or left (`performance.now()`): every prompt may have moved then. */
-let changedAt = -Infinity
-/** Re-arms the granting buttons once `ARM_MS` passed since the last change. */
-let armTimer: ReturnType<typeof setTimeout> | undefined
 
-/** Whether granting buttons work now. */
-function armed (): boolean {
-  return performance.now() - changedAt >= ARM_MS
+/** Per prompt: when its granting buttons work again (`performance.now()`), and the timer that shows it. */
+const arming = new WeakMap<Element, { at: number, timer: ReturnType<typeof setTimeout> }>()
+
+/** Whether the granting buttons of `card` work now. */
+function armed (card: Element): boolean {
+  return performance.now() >= (arming.get(card)?.at ?? Infinity)
 }
 
-/** The prompts changed: disarm every granting button for `ARM_MS` (shown as `aria-disabled`), then arm them again. */
-function promptsChanged (list: HTMLElement): void {
-  changedAt = performance.now()
+/** Disarm the granting buttons of `card` for `ARM_MS` (shown as `aria-disabled`), then arm them again. */
+function disarm (card: Element): void {
   const show = (on: boolean): void => {
-    for (const b of list.querySelectorAll<HTMLButtonElement>('.prompt button.grant')) b.setAttribute('aria-disabled', String(!on))
+    for (const b of card.querySelectorAll('button.grant')) b.setAttribute('aria-disabled', String(!on))
   }
   show(false)
-  clearTimeout(armTimer)
-  armTimer = setTimeout(() => show(true), ARM_MS)
+  clearTimeout(arming.get(card)?.timer)
+  arming.set(card, { at: performance.now() + ARM_MS, timer: setTimeout(() => show(true), ARM_MS) })
+}
+
+/** Where the granting buttons of each prompt in `list` are on screen. */
+function grantPlaces (list: HTMLElement): Map<Element, string> {
+  const places = new Map<Element, string>()
+  for (const card of list.children) {
+    places.set(card, [...card.querySelectorAll('button.grant')].map((b) => {
+      const r = b.getBoundingClientRect()
+      return `${Math.round(r.left)},${Math.round(r.top)},${Math.round(r.width)},${Math.round(r.height)}`
+    }).join(' '))
+  }
+  return places
+}
+
+/**
+ * Make a change to the prompts (one appears or leaves), then disarm the prompts it brought or whose
+ * granting buttons it moved on screen: those may now be under a pointer aimed at something else.
+ */
+function changePrompts (list: HTMLElement, change: () => void): void {
+  const before = grantPlaces(list)
+  change()
+  for (const [card, place] of grantPlaces(list)) if (before.get(card) !== place) disarm(card)
 }
 
 /** Whether `list` has no room for another prompt of `peer` (`MAX_PROMPTS` in all, `MAX_PROMPTS_PER_PEER` of one peer). */
@@ -119,8 +140,7 @@ export async function prompt<A extends string> (options: PromptOptions<A>): Prom
       clearTimeout(deadline)
       clearInterval(ticker)
       const hadFocus = card.contains(document.activeElement)
-      card.remove()
-      promptsChanged(list)
+      changePrompts(list, () => card.remove())
       if (hadFocus) {
         if (returnTo?.isConnected === true) returnTo.focus()
         else (document.activeElement as HTMLElement | null)?.blur()
@@ -144,7 +164,7 @@ export async function prompt<A extends string> (options: PromptOptions<A>): Prom
       const button = el('button', { type: 'button', class: grants ? 'grant' : 'refuse', 'data-answer': action.answer }, action.label)
       button.addEventListener('click', (e) => {
         // A click synthesized from Enter (held, or its keydown not caught) or within the arm delay is no answer.
-        if (grants && (enterDown || !armed())) return e.preventDefault()
+        if (grants && (enterDown || !armed(card))) return e.preventDefault()
         done(action.answer)
       })
       buttons.append(button)
@@ -158,7 +178,6 @@ export async function prompt<A extends string> (options: PromptOptions<A>): Prom
     const ticker = setInterval(tick, 250)
     tick()
     options.signal?.addEventListener('abort', () => done(options.deny), { once: true })
-    list.append(card)
-    promptsChanged(list)
+    changePrompts(list, () => list.append(card))
   })
 }
