@@ -293,6 +293,83 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(await a.page.locator('#transfers li.interrupted').count()).toBe(0)
   }, 300_000)
 
+  /** Click *New identity* on `page`; settles with the new peer id once it is joined under it. */
+  const newIdentity = async (page: Page): Promise<string> => {
+    const before = await page.locator('#my-id').innerText()
+    await page.click('#new-identity')
+    await page.waitForFunction((old) => { const id = document.getElementById('my-id')?.textContent ?? ''; return id !== old && /^[1-9A-Za-z]{40,}$/.test(id) }, before, { timeout: 30_000 })
+    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    return await page.locator('#my-id').innerText()
+  }
+
+  it('a New identity on the receiver starts afresh: the same file offered again is granted offset 0, not the old identity\'s partial', async () => {
+    const node = await nodeAgent()
+    const b = await open()
+    await knows(node, b.id)
+    const data = randomBytes(4 * MiB)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const file = { name: 'whose.bin', size: data.byteLength, sha256: sha }
+    // A partial on B: the Node sender sends 2 MiB, then resets the channel once the page has some.
+    const first = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const granted = await within('the first grant', first, 30_000)
+    expect(granted.offset).toBe(0)
+    await writeLine(granted.channel, { ...file, offset: 0 })
+    await granted.channel.write(data.subarray(0, 2 * MiB))
+    await b.page.waitForFunction(() => Number(document.querySelector('#transfers li[data-direction="from"]')?.getAttribute('data-moved') ?? 0) > 0, undefined, { timeout: 30_000, polling: 20 })
+    granted.channel.abort(new Error('the sender went'))
+    const interrupted = b.page.locator('#transfers li[data-direction="from"][data-state="interrupted"]', { hasText: 'whose.bin' })
+    await interrupted.waitFor({ timeout: 30_000 })
+    const kept = Number(await interrupted.getAttribute('data-moved'))
+    expect(kept).toBeGreaterThan(0)
+
+    // The control: offered again to the same identity, it resumes after the bytes kept.
+    const again = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const resumed = await within('the grant to the same identity', again, 30_000)
+    expect(resumed.offset).toBe(kept)
+    resumed.channel.abort(new Error('not now'))
+    await b.page.locator('#transfers li[data-direction="from"][data-state="failed"]', { hasText: 'whose.bin' }).waitFor({ timeout: 30_000 })
+
+    // New identity on B: the same sender offering the same file learns nothing of the old one.
+    const newId = await newIdentity(b.page)
+    await knows(node, newId)
+    const fresh = node.offerFileAt(newId, file)
+    const card = b.page.locator(`#prompts .prompt[data-kind="file"][data-peer="${node.peer.peerId}"]`)
+    await card.waitFor({ timeout: 30_000 })
+    expect(await card.innerText()).not.toContain('resumes after them')
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const afresh = await within('the grant to the new identity', fresh, 30_000)
+    expect(afresh.offset).toBe(0)
+    await writeLine(afresh.channel, { ...file, offset: 0 })
+    await afresh.channel.write(data)
+    await afresh.channel.closeWrite()
+    expect(await within('the answer of the new identity', new LineReader(afresh.channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+  }, 120_000)
+
+  it('a New identity on the sender does not list the old identity\'s interrupted sends for "Resume"', async () => {
+    // A Node receiver that accepts, then resets the file's channel: the page's send stays remembered.
+    const node = await nodeAgent({ ask: async () => true, files: { onFile: (channel) => { channel.abort(new Error('the receiver went')) } } })
+    const a = await open()
+    await pick(a.page, node.peer.peerId)
+    const data = randomBytes(MiB + 3)
+    const sha = createHash('sha256').update(data).digest('hex')
+    await a.page.setInputFiles('#file-input', { name: 'mine.bin', mimeType: 'application/octet-stream', buffer: data })
+    await a.page.click('#file-form button[type=submit]')
+    await a.page.locator('#transfers li[data-direction="to"][data-state="failed"]').waitFor({ timeout: 60_000 })
+    // The control: the same identity, reloaded, lists it.
+    await a.page.reload()
+    await a.page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    const listed = a.page.locator(`#transfers li.interrupted[data-sha256="${sha}"]`)
+    await listed.waitFor({ timeout: 30_000 })
+    await newIdentity(a.page)
+    expect(await listed.count()).toBe(0)
+    await a.page.reload()
+    await a.page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    await a.page.locator('#transfers').waitFor({ state: 'attached', timeout: 10_000 })
+    expect(await listed.count()).toBe(0)
+  }, 120_000)
+
   it('a hostile Node sender that announces another size, sha256 or offset than it offered, or sends more bytes, fails cleanly on both sides', async () => {
     const node = await nodeAgent()
     const b = await open()

@@ -89,7 +89,7 @@ class Transfers {
       view.state('hashing', 'computing the SHA-256…')
       const digest = await hashFile(file, (done) => view.state('hashing', `computing the SHA-256: ${formatBytes(done)} of ${formatBytes(file.size)}`), signal)
       view.item.dataset.sha256 = digest
-      entry = { peerId, name: file.name, size: file.size, sha256: digest, at: Date.now() }
+      entry = { self: agent.peer.peerId, peerId, name: file.name, size: file.size, sha256: digest, at: Date.now() }
       rememberOutgoing(entry, true)
       // No byte goes before the receiver agreed (a rule, or a person there).
       view.state('waiting', `waiting for ${who} to accept…`)
@@ -138,8 +138,11 @@ class Transfers {
       this.list.prepend(el('li', { class: 'transfer', 'data-direction': 'from', 'data-state': 'failed' }, `Refused ${name} (${formatBytes(size)}) from ${who}: this browser has room for ${formatBytes(room)}`))
       return false
     }
-    // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise).
-    const wanted = request.secure && offer.sha256 !== undefined ? { peerId, sha256: offer.sha256, size } : undefined
+    // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise),
+    // and only into the identity that received its bytes: an offset granted to a New identity
+    // would tell the sender it is the old one.
+    const self = this.ctx.peer?.peerId
+    const wanted = request.secure && offer.sha256 !== undefined && self !== undefined ? { self, peerId, sha256: offer.sha256, size } : undefined
     // One transfer per partial: a second offer of the same file meanwhile starts afresh.
     const key = wanted !== undefined && store.claim(wanted) ? wanted : undefined
     const have = key === undefined ? 0 : await store.partialBytes(key)
@@ -299,9 +302,14 @@ class Transfers {
     }
   }
 
-  /** Rows for sends a reloaded page remembers, each with a file input: the same file picked again resumes. */
-  listInterrupted (): void {
-    for (const entry of loadOutgoing()) {
+  /**
+   * Rows for the sends identity `self` remembers (a reloaded page), each with a file input: the
+   * same file picked again resumes. Rows listed for another identity go: a New identity does not
+   * offer the old one's sends (nor would the receiver resume them for it).
+   */
+  listInterrupted (self: string): void {
+    for (const old of this.list.querySelectorAll('li.transfer.interrupted')) old.remove()
+    for (const entry of loadOutgoing(self)) {
       const row = el('li', { class: 'transfer interrupted', 'data-direction': 'to', 'data-state': 'interrupted', 'data-sha256': entry.sha256 })
       const input = el('input', { type: 'file', class: 'resume-input' })
       const label = el('label')
@@ -377,7 +385,8 @@ export function setupFiles (ctx: PageContext): AgentPart {
     e.preventDefault()
     sendAll(files)
   })
-  transfers.listInterrupted()
+  // The sends remembered are per identity: listed once the session (and so the page's peer id) is known.
+  ctx.on('session', ({ peer }) => transfers.listInterrupted(peer.peerId))
   return {
     ask: async (request, signal) => await transfers.ask(request, signal),
     files: {
