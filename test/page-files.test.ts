@@ -17,6 +17,7 @@ import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { answerFile } from './helpers/files.ts'
+import { FILE_IDLE_TIMEOUT_MS, fileIdleTimeoutOf } from '../web/files.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
@@ -370,6 +371,41 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(await listed.count()).toBe(0)
   }, 120_000)
 
+  it('a sender that stops sending fails the transfer after the idle timeout (?file-idle-timeout=2), with words; the partial stays, and the same offer resumes there', async () => {
+    const node = await nodeAgent()
+    const opened = await openJoinedPage(browser, server.url() + '/?file-idle-timeout=2')
+    contexts.push(opened.context)
+    const b = opened
+    await knows(node, b.id)
+    const data = randomBytes(3 * MiB)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const file = { name: 'drip.bin', size: data.byteLength, sha256: sha }
+    const first = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const { channel } = await within('the grant', first, 30_000)
+    await writeLine(channel, { ...file, offset: 0 })
+    await channel.write(data.subarray(0, MiB))
+    // Then nothing: the channel stays open, no byte comes.
+    const senderSaw = channel.read().then(() => 'no reset', (err: StarsockError) => err.code)
+    const row = b.page.locator('#transfers li[data-direction="from"]', { hasText: 'drip.bin' })
+    const stalled = Date.now()
+    await b.page.locator('#transfers li[data-direction="from"][data-state="interrupted"]', { hasText: 'drip.bin' }).waitFor({ timeout: 20_000 })
+    console.log(`the stalled transfer ended ${Date.now() - stalled} ms after the sender stopped: ${await row.locator('.result').innerText()}`)
+    expect(await row.locator('.result').innerText()).toMatch(/^Interrupted after .*no byte came from .* for 2 s \(E_STREAM_IDLE\).*it resumes there/)
+    expect(await within('the sender to see the reset', senderSaw, 10_000)).toBe('E_STREAM_IDLE')
+    const kept = Number(await row.getAttribute('data-moved'))
+    expect(kept).toBe(MiB)
+    // The partial was kept (and its claim given back): the same offer resumes after it, and ends byte-exact.
+    const again = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const resumed = await within('the resumed grant', again, 30_000)
+    expect(resumed.offset).toBe(kept)
+    await writeLine(resumed.channel, { ...file, offset: kept })
+    await resumed.channel.write(data.subarray(kept))
+    await resumed.channel.closeWrite()
+    expect(await within('the answer after the resume', new LineReader(resumed.channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+  }, 120_000)
+
   it('a hostile Node sender that announces another size, sha256 or offset than it offered, or sends more bytes, fails cleanly on both sides', async () => {
     const node = await nodeAgent()
     const b = await open()
@@ -562,6 +598,16 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     await row.locator('a.save').click()
     expect(await sha256OfPath(await (await download).path())).toBe(createHash('sha256').update(data).digest('hex'))
   }, 120_000)
+})
+
+describe('?file-idle-timeout=SECONDS (fileIdleTimeoutOf)', () => {
+  it.each([
+    ['', undefined], ['?file-idle-timeout=2', 2000], ['?file-idle-timeout=600', 600_000], ['?file-idle-timeout=1', undefined],
+    ['?file-idle-timeout=601', undefined], ['?file-idle-timeout=0', undefined], ['?file-idle-timeout=2.5', undefined], ['?file-idle-timeout=-5', undefined], ['?file-idle-timeout=x', undefined]
+  ])('%j gives %j ms (anything out of 2..600 keeps the 60 s default)', (search, ms) => {
+    expect(fileIdleTimeoutOf(search)).toBe(ms)
+    expect(FILE_IDLE_TIMEOUT_MS).toBe(60_000)
+  })
 })
 
 describe('files on the page in Debian\'s Firefox', () => {
