@@ -406,6 +406,52 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(await within('the answer after the resume', new LineReader(resumed.channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
   }, 120_000)
 
+  it('the receiving row\'s rate (data-rate) matches the bytes moved: a Node peer sending at a paced 2 MiB/s shows 0.6x..1.5x of it while it runs', async () => {
+    const RATE = 2 * MiB // bytes per second, paced by the clock (a late timer is caught up on the next tick)
+    const SECONDS = 4
+    const node = await nodeAgent()
+    const b = await open()
+    await knows(node, b.id)
+    const data = randomBytes(RATE * SECONDS)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const file = { name: 'paced.bin', size: data.byteLength, sha256: sha }
+    const offered = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const { channel } = await within('the grant', offered, 30_000)
+    await writeLine(channel, { ...file, offset: 0 })
+    const row = b.page.locator('#transfers li[data-direction="from"]', { hasText: 'paced.bin' })
+    const started = performance.now()
+    let sent = 0
+    const sending = (async () => {
+      while (sent < data.byteLength) {
+        const target = Math.min(data.byteLength, Math.floor(RATE * (performance.now() - started) / 1000))
+        if (target > sent) {
+          await channel.write(data.subarray(sent, target))
+          sent = target
+        }
+        await new Promise((resolve) => setTimeout(resolve, 25))
+      }
+      await channel.closeWrite()
+    })()
+    // The figure shown while it runs, from 1 s in (the meter's first samples span less than its 2 s window) to the last byte sent.
+    const shown: number[] = []
+    while (sent < data.byteLength) {
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      if (performance.now() - started < 1000 || sent >= data.byteLength) continue
+      const [state, rate] = await row.evaluate((li) => [li.getAttribute('data-state'), li.getAttribute('data-rate')])
+      if (state === 'receiving' && rate !== null) shown.push(Number(rate))
+    }
+    await within('the paced sender to end', sending, 30_000)
+    const paced = data.byteLength / ((performance.now() - started) / 1000)
+    console.log(`paced at ${(RATE / MiB).toFixed(2)} MiB/s (${(paced / MiB).toFixed(2)} MiB/s over the whole send); the row showed ${shown.map((r) => (r / MiB).toFixed(2)).join(', ')} MiB/s`)
+    expect(await within('the answer', new LineReader(channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+    expect(shown.length, 'rates shown while it ran').toBeGreaterThanOrEqual(8)
+    for (const rate of shown) {
+      expect(rate / RATE, `a shown rate of ${rate} B/s against ${RATE} B/s paced`).toBeGreaterThanOrEqual(0.6)
+      expect(rate / RATE, `a shown rate of ${rate} B/s against ${RATE} B/s paced`).toBeLessThanOrEqual(1.5)
+    }
+  }, 90_000)
+
   it('a hostile Node sender that announces another size, sha256 or offset than it offered, or sends more bytes, fails cleanly on both sides', async () => {
     const node = await nodeAgent()
     const b = await open()

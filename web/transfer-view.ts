@@ -63,6 +63,8 @@ export class TransferView {
     this.bar.value = done
     this.item.dataset.moved = String(moved)
     const rate = this.meter.sample(moved)
+    // The figure shown, in bytes per second (the words round it): tests hold it to the bytes moved.
+    this.item.dataset.rate = String(Math.round(rate))
     const left = rate > 0 ? formatSeconds((this.size - done) / rate) : '…'
     this.figures.textContent = `${formatBytes(done)} of ${formatBytes(this.size)} · ${formatBytes(moved)} moved · ${formatBytes(rate)}/s · ${left} left`
   }
