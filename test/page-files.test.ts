@@ -17,6 +17,7 @@ import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { answerFile } from './helpers/files.ts'
+import { FILE_IDLE_TIMEOUT_MS, fileIdleTimeoutOf } from '../web/files.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
@@ -293,6 +294,164 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     expect(await a.page.locator('#transfers li.interrupted').count()).toBe(0)
   }, 300_000)
 
+  /** Click *New identity* on `page`; settles with the new peer id once it is joined under it. */
+  const newIdentity = async (page: Page): Promise<string> => {
+    const before = await page.locator('#my-id').innerText()
+    await page.click('#new-identity')
+    await page.waitForFunction((old) => { const id = document.getElementById('my-id')?.textContent ?? ''; return id !== old && /^[1-9A-Za-z]{40,}$/.test(id) }, before, { timeout: 30_000 })
+    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    return await page.locator('#my-id').innerText()
+  }
+
+  it('a New identity on the receiver starts afresh: the same file offered again is granted offset 0, not the old identity\'s partial', async () => {
+    const node = await nodeAgent()
+    const b = await open()
+    await knows(node, b.id)
+    const data = randomBytes(4 * MiB)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const file = { name: 'whose.bin', size: data.byteLength, sha256: sha }
+    // A partial on B: the Node sender sends 2 MiB, then resets the channel once the page has some.
+    const first = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const granted = await within('the first grant', first, 30_000)
+    expect(granted.offset).toBe(0)
+    await writeLine(granted.channel, { ...file, offset: 0 })
+    await granted.channel.write(data.subarray(0, 2 * MiB))
+    await b.page.waitForFunction(() => Number(document.querySelector('#transfers li[data-direction="from"]')?.getAttribute('data-moved') ?? 0) > 0, undefined, { timeout: 30_000, polling: 20 })
+    granted.channel.abort(new Error('the sender went'))
+    const interrupted = b.page.locator('#transfers li[data-direction="from"][data-state="interrupted"]', { hasText: 'whose.bin' })
+    await interrupted.waitFor({ timeout: 30_000 })
+    const kept = Number(await interrupted.getAttribute('data-moved'))
+    expect(kept).toBeGreaterThan(0)
+
+    // The control: offered again to the same identity, it resumes after the bytes kept.
+    const again = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const resumed = await within('the grant to the same identity', again, 30_000)
+    expect(resumed.offset).toBe(kept)
+    resumed.channel.abort(new Error('not now'))
+    await b.page.locator('#transfers li[data-direction="from"][data-state="failed"]', { hasText: 'whose.bin' }).waitFor({ timeout: 30_000 })
+
+    // New identity on B: the same sender offering the same file learns nothing of the old one.
+    const newId = await newIdentity(b.page)
+    await knows(node, newId)
+    const fresh = node.offerFileAt(newId, file)
+    const card = b.page.locator(`#prompts .prompt[data-kind="file"][data-peer="${node.peer.peerId}"]`)
+    await card.waitFor({ timeout: 30_000 })
+    expect(await card.innerText()).not.toContain('resumes after them')
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const afresh = await within('the grant to the new identity', fresh, 30_000)
+    expect(afresh.offset).toBe(0)
+    await writeLine(afresh.channel, { ...file, offset: 0 })
+    await afresh.channel.write(data)
+    await afresh.channel.closeWrite()
+    expect(await within('the answer of the new identity', new LineReader(afresh.channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+  }, 120_000)
+
+  it('a New identity on the sender does not list the old identity\'s interrupted sends for "Resume"', async () => {
+    // A Node receiver that accepts, then resets the file's channel: the page's send stays remembered.
+    const node = await nodeAgent({ ask: async () => true, files: { onFile: (channel) => { channel.abort(new Error('the receiver went')) } } })
+    const a = await open()
+    await pick(a.page, node.peer.peerId)
+    const data = randomBytes(MiB + 3)
+    const sha = createHash('sha256').update(data).digest('hex')
+    await a.page.setInputFiles('#file-input', { name: 'mine.bin', mimeType: 'application/octet-stream', buffer: data })
+    await a.page.click('#file-form button[type=submit]')
+    await a.page.locator('#transfers li[data-direction="to"][data-state="failed"]').waitFor({ timeout: 60_000 })
+    // The control: the same identity, reloaded, lists it.
+    await a.page.reload()
+    await a.page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    const listed = a.page.locator(`#transfers li.interrupted[data-sha256="${sha}"]`)
+    await listed.waitFor({ timeout: 30_000 })
+    await newIdentity(a.page)
+    expect(await listed.count()).toBe(0)
+    await a.page.reload()
+    await a.page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    await a.page.locator('#transfers').waitFor({ state: 'attached', timeout: 10_000 })
+    expect(await listed.count()).toBe(0)
+  }, 120_000)
+
+  it('a sender that stops sending fails the transfer after the idle timeout (?file-idle-timeout=2), with words; the partial stays, and the same offer resumes there', async () => {
+    const node = await nodeAgent()
+    const opened = await openJoinedPage(browser, server.url() + '/?file-idle-timeout=2')
+    contexts.push(opened.context)
+    const b = opened
+    await knows(node, b.id)
+    const data = randomBytes(3 * MiB)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const file = { name: 'drip.bin', size: data.byteLength, sha256: sha }
+    const first = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const { channel } = await within('the grant', first, 30_000)
+    await writeLine(channel, { ...file, offset: 0 })
+    await channel.write(data.subarray(0, MiB))
+    // Then nothing: the channel stays open, no byte comes.
+    const senderSaw = channel.read().then(() => 'no reset', (err: StarsockError) => err.code)
+    const row = b.page.locator('#transfers li[data-direction="from"]', { hasText: 'drip.bin' })
+    const stalled = Date.now()
+    await b.page.locator('#transfers li[data-direction="from"][data-state="interrupted"]', { hasText: 'drip.bin' }).waitFor({ timeout: 20_000 })
+    console.log(`the stalled transfer ended ${Date.now() - stalled} ms after the sender stopped: ${await row.locator('.result').innerText()}`)
+    expect(await row.locator('.result').innerText()).toMatch(/^Interrupted after .*no byte came from .* for 2 s \(E_STREAM_IDLE\).*it resumes there/)
+    expect(await within('the sender to see the reset', senderSaw, 10_000)).toBe('E_STREAM_IDLE')
+    const kept = Number(await row.getAttribute('data-moved'))
+    expect(kept).toBe(MiB)
+    // The partial was kept (and its claim given back): the same offer resumes after it, and ends byte-exact.
+    const again = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const resumed = await within('the resumed grant', again, 30_000)
+    expect(resumed.offset).toBe(kept)
+    await writeLine(resumed.channel, { ...file, offset: kept })
+    await resumed.channel.write(data.subarray(kept))
+    await resumed.channel.closeWrite()
+    expect(await within('the answer after the resume', new LineReader(resumed.channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+  }, 120_000)
+
+  it('the receiving row\'s rate (data-rate) matches the bytes moved: a Node peer sending at a paced 2 MiB/s shows 0.6x..1.5x of it while it runs', async () => {
+    const RATE = 2 * MiB // bytes per second, paced by the clock (a late timer is caught up on the next tick)
+    const SECONDS = 4
+    const node = await nodeAgent()
+    const b = await open()
+    await knows(node, b.id)
+    const data = randomBytes(RATE * SECONDS)
+    const sha = createHash('sha256').update(data).digest('hex')
+    const file = { name: 'paced.bin', size: data.byteLength, sha256: sha }
+    const offered = node.offerFileAt(b.id, file)
+    await answerFile(b.page, 'accept', node.peer.peerId)
+    const { channel } = await within('the grant', offered, 30_000)
+    await writeLine(channel, { ...file, offset: 0 })
+    const row = b.page.locator('#transfers li[data-direction="from"]', { hasText: 'paced.bin' })
+    const started = performance.now()
+    let sent = 0
+    const sending = (async () => {
+      while (sent < data.byteLength) {
+        const target = Math.min(data.byteLength, Math.floor(RATE * (performance.now() - started) / 1000))
+        if (target > sent) {
+          await channel.write(data.subarray(sent, target))
+          sent = target
+        }
+        await new Promise((resolve) => setTimeout(resolve, 25))
+      }
+      await channel.closeWrite()
+    })()
+    // The figure shown while it runs, from 1 s in (the meter's first samples span less than its 2 s window) to the last byte sent.
+    const shown: number[] = []
+    while (sent < data.byteLength) {
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      if (performance.now() - started < 1000 || sent >= data.byteLength) continue
+      const [state, rate] = await row.evaluate((li) => [li.getAttribute('data-state'), li.getAttribute('data-rate')])
+      if (state === 'receiving' && rate !== null) shown.push(Number(rate))
+    }
+    await within('the paced sender to end', sending, 30_000)
+    const paced = data.byteLength / ((performance.now() - started) / 1000)
+    console.log(`paced at ${(RATE / MiB).toFixed(2)} MiB/s (${(paced / MiB).toFixed(2)} MiB/s over the whole send); the row showed ${shown.map((r) => (r / MiB).toFixed(2)).join(', ')} MiB/s`)
+    expect(await within('the answer', new LineReader(channel).next(), 30_000)).toEqual({ ok: true, sha256: sha })
+    expect(shown.length, 'rates shown while it ran').toBeGreaterThanOrEqual(8)
+    for (const rate of shown) {
+      expect(rate / RATE, `a shown rate of ${rate} B/s against ${RATE} B/s paced`).toBeGreaterThanOrEqual(0.6)
+      expect(rate / RATE, `a shown rate of ${rate} B/s against ${RATE} B/s paced`).toBeLessThanOrEqual(1.5)
+    }
+  }, 90_000)
+
   it('a hostile Node sender that announces another size, sha256 or offset than it offered, or sends more bytes, fails cleanly on both sides', async () => {
     const node = await nodeAgent()
     const b = await open()
@@ -485,6 +644,16 @@ describe('files on the page: asked first, to disk, resumed (Chromium)', () => {
     await row.locator('a.save').click()
     expect(await sha256OfPath(await (await download).path())).toBe(createHash('sha256').update(data).digest('hex'))
   }, 120_000)
+})
+
+describe('?file-idle-timeout=SECONDS (fileIdleTimeoutOf)', () => {
+  it.each([
+    ['', undefined], ['?file-idle-timeout=2', 2000], ['?file-idle-timeout=600', 600_000], ['?file-idle-timeout=1', undefined],
+    ['?file-idle-timeout=601', undefined], ['?file-idle-timeout=0', undefined], ['?file-idle-timeout=2.5', undefined], ['?file-idle-timeout=-5', undefined], ['?file-idle-timeout=x', undefined]
+  ])('%j gives %j ms (anything out of 2..600 keeps the 60 s default)', (search, ms) => {
+    expect(fileIdleTimeoutOf(search)).toBe(ms)
+    expect(FILE_IDLE_TIMEOUT_MS).toBe(60_000)
+  })
 })
 
 describe('files on the page in Debian\'s Firefox', () => {

@@ -2,8 +2,10 @@
  * Where the page writes the files it receives: the Origin Private File System (OPFS), through a
  * `FileSystemWritableFileStream` (Chromium and Firefox both have it), so a file never sits in
  * memory; or a file the person picked with "Save as…" (`showSaveFilePicker`, Chromium). A file
- * from a verified sender that names its sha256 is kept under (sender, sha256, size): when the
- * transfer breaks, the bytes written stay, and the same offer later resumes after them. Without
+ * from a verified sender that names its sha256 is kept under (this page's own peer id, sender,
+ * sha256, size): when the transfer breaks, the bytes written stay, and the same offer later
+ * resumes after them; to this identity only (a New identity starts afresh: a resume offset
+ * granted to the sender would tell it the new identity is the old one). Without
  * OPFS the page keeps files in memory, under a lower limit (`MEMORY_MAX_FILE_BYTES`).
  */
 import { sha256 } from '@noble/hashes/sha2.js'
@@ -37,6 +39,9 @@ export interface FileSink {
 
 /** What a partial is kept under: only a verified sender's file with its sha256 has one. */
 export interface PartialKey {
+  /** The receiving page's own peer id: another identity of this browser never resumes it. */
+  self: string
+  /** The sender's peer id. */
   peerId: string
   sha256: string
   size: number
@@ -47,14 +52,14 @@ function entriesOf (dir: FileSystemDirectoryHandle): AsyncIterable<[string, File
   return dir as unknown as AsyncIterable<[string, FileSystemHandle]>
 }
 
-/** The OPFS name of a resumable file: the sender and the file's digest and size (base58 and hex only). */
+/** The OPFS name of a resumable file: the receiving identity, the sender, and the file's digest and size (base58 and hex only). */
 function partialName (key: PartialKey): string {
-  return `${key.peerId}.${key.sha256}.${key.size}`
+  return `${key.self}.${key.peerId}.${key.sha256}.${key.size}`
 }
 
-/** The size a resumable OPFS name announces, or undefined for another name. */
+/** The size a resumable OPFS name announces, or undefined for another name (an older page's `sender.sha256.size` too: cleaned up). */
 function sizeInName (name: string): number | undefined {
-  const m = /^[1-9A-HJ-NP-Za-km-z]+\.[0-9a-f]{64}\.(\d+)$/.exec(name)
+  const m = /^[1-9A-HJ-NP-Za-km-z]+\.[1-9A-HJ-NP-Za-km-z]+\.[0-9a-f]{64}\.(\d+)$/.exec(name)
   return m?.[1] === undefined ? undefined : Number(m[1])
 }
 

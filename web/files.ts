@@ -31,6 +31,20 @@ const READ_BYTES = 1024 * 1024
 const WRITE_BYTES = 64 * 1024
 /** How long the person has to answer a file offer when no agent says (its `askTimeoutMs`); also the margin for a grant's ACK. */
 const ASK_MS = 60_000
+/** How long a receiving file channel waits for the sender's next byte before the transfer fails (the partial kept for a resume). */
+export const FILE_IDLE_TIMEOUT_MS = 60_000
+/** The URL parameter that sets `FILE_IDLE_TIMEOUT_MS` for this page, in seconds (`?file-idle-timeout=5`). */
+export const FILE_IDLE_TIMEOUT_PARAM = 'file-idle-timeout'
+/** Shortest and longest `?file-idle-timeout=` taken, in seconds; anything else leaves `FILE_IDLE_TIMEOUT_MS`. */
+export const FILE_IDLE_TIMEOUT_RANGE_S = [2, 600] as const
+
+/** The idle timeout from `?file-idle-timeout=SECONDS`; undefined (the default) without one or out of range. */
+export function fileIdleTimeoutOf (search: string): number | undefined {
+  const raw = new URLSearchParams(search).get(FILE_IDLE_TIMEOUT_PARAM)
+  if (raw === null || !/^\d{1,4}$/.test(raw)) return undefined
+  const s = Number(raw)
+  return s >= FILE_IDLE_TIMEOUT_RANGE_S[0] && s <= FILE_IDLE_TIMEOUT_RANGE_S[1] ? s * 1000 : undefined
+}
 /** SHA-256 of `file` in one streaming pass of `READ_BYTES` slices; `onProgress` after each. */
 async function hashFile (file: Blob, onProgress: (done: number) => void, signal: AbortSignal): Promise<string> {
   const hash = sha256.create()
@@ -56,7 +70,7 @@ class Transfers {
   /** Offers a person accepted: where each goes (the grant's offset, or a picked file), and its row. */
   private readonly plans = new WeakMap<Offer, { offset: number, key?: PartialKey, picked?: FileSystemFileHandle, view: TransferView, disarm?: () => void, cancelled: boolean }>()
 
-  constructor (private readonly ctx: PageContext, private readonly store: Promise<FileStore>) {}
+  constructor (private readonly ctx: PageContext, private readonly store: Promise<FileStore>, private readonly idleTimeoutMs: number) {}
 
   private get list (): HTMLElement {
     return byId('transfers')
@@ -89,7 +103,7 @@ class Transfers {
       view.state('hashing', 'computing the SHA-256…')
       const digest = await hashFile(file, (done) => view.state('hashing', `computing the SHA-256: ${formatBytes(done)} of ${formatBytes(file.size)}`), signal)
       view.item.dataset.sha256 = digest
-      entry = { peerId, name: file.name, size: file.size, sha256: digest, at: Date.now() }
+      entry = { self: agent.peer.peerId, peerId, name: file.name, size: file.size, sha256: digest, at: Date.now() }
       rememberOutgoing(entry, true)
       // No byte goes before the receiver agreed (a rule, or a person there).
       view.state('waiting', `waiting for ${who} to accept…`)
@@ -138,8 +152,11 @@ class Transfers {
       this.list.prepend(el('li', { class: 'transfer', 'data-direction': 'from', 'data-state': 'failed' }, `Refused ${name} (${formatBytes(size)}) from ${who}: this browser has room for ${formatBytes(room)}`))
       return false
     }
-    // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise).
-    const wanted = request.secure && offer.sha256 !== undefined ? { peerId, sha256: offer.sha256, size } : undefined
+    // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise),
+    // and only into the identity that received its bytes: an offset granted to a New identity
+    // would tell the sender it is the old one.
+    const self = this.ctx.peer?.peerId
+    const wanted = request.secure && offer.sha256 !== undefined && self !== undefined ? { self, peerId, sha256: offer.sha256, size } : undefined
     // One transfer per partial: a second offer of the same file meanwhile starts afresh.
     const key = wanted !== undefined && store.claim(wanted) ? wanted : undefined
     const have = key === undefined ? 0 : await store.partialBytes(key)
@@ -242,8 +259,21 @@ class Transfers {
     const reader = new LineReader(channel)
     let sink: FileSink | undefined
     let done = offset
+    /**
+     * `read` (of the sender's next bytes), failing the channel when nothing comes within the idle
+     * timeout: a sender that stops would otherwise hold the partial and the row for ever. The
+     * clock runs only while waiting for the sender, not while this page writes to disk.
+     */
+    const fromSender = async <T>(read: Promise<T>): Promise<T> => {
+      const timer = setTimeout(() => channel.abort(new StarsockError('E_STREAM_IDLE', `no byte came from ${who} for ${this.idleTimeoutMs / 1000} s`)), this.idleTimeoutMs)
+      try {
+        return await read
+      } finally {
+        clearTimeout(timer)
+      }
+    }
     try {
-      const header = parseFileHeader(await reader.next(), size)
+      const header = parseFileHeader(await fromSender(reader.next()), size)
       checkFileHeader(header, { size, sha256: offer.sha256, offset })
       sink = plan.picked !== undefined ? await pickedSink(plan.picked) : await (await this.store).sink(offer.name, size, plan.key, offset)
       const hash = offset > 0 ? await hashPrefix(await sink.file(), offset) : sha256.create()
@@ -258,7 +288,7 @@ class Transfers {
       await take(reader.rest())
       let lastDraw = 0
       for (;;) {
-        const chunk = await channel.read()
+        const chunk = await fromSender(channel.read())
         if (chunk === null) break
         await take(chunk)
         if (performance.now() - lastDraw > 100) {
@@ -299,9 +329,14 @@ class Transfers {
     }
   }
 
-  /** Rows for sends a reloaded page remembers, each with a file input: the same file picked again resumes. */
-  listInterrupted (): void {
-    for (const entry of loadOutgoing()) {
+  /**
+   * Rows for the sends identity `self` remembers (a reloaded page), each with a file input: the
+   * same file picked again resumes. Rows listed for another identity go: a New identity does not
+   * offer the old one's sends (nor would the receiver resume them for it).
+   */
+  listInterrupted (self: string): void {
+    for (const old of this.list.querySelectorAll('li.transfer.interrupted')) old.remove()
+    for (const entry of loadOutgoing(self)) {
       const row = el('li', { class: 'transfer interrupted', 'data-direction': 'to', 'data-state': 'interrupted', 'data-sha256': entry.sha256 })
       const input = el('input', { type: 'file', class: 'resume-input' })
       const label = el('label')
@@ -337,10 +372,13 @@ declare global {
   }
 }
 
-/** The file form (several files), drag and drop onto the files section, and the agent's side of files offered to this page. */
-export function setupFiles (ctx: PageContext): AgentPart {
+/**
+ * The file form (several files), drag and drop onto the files section, and the agent's side of
+ * files offered to this page. `search`: the page's query string (`?file-idle-timeout=`).
+ */
+export function setupFiles (ctx: PageContext, search = location.search): AgentPart {
   const store = FileStore.open()
-  const transfers = new Transfers(ctx, store)
+  const transfers = new Transfers(ctx, store, fileIdleTimeoutOf(search) ?? FILE_IDLE_TIMEOUT_MS)
   void store.then((s) => {
     // Where received files go, once the store is open (and cleaned up): tests wait for it too.
     byId('files').dataset.store = s.onDisk ? 'disk' : 'memory'
@@ -377,7 +415,8 @@ export function setupFiles (ctx: PageContext): AgentPart {
     e.preventDefault()
     sendAll(files)
   })
-  transfers.listInterrupted()
+  // The sends remembered are per identity: listed once the session (and so the page's peer id) is known.
+  ctx.on('session', ({ peer }) => transfers.listInterrupted(peer.peerId))
   return {
     ask: async (request, signal) => await transfers.ask(request, signal),
     files: {

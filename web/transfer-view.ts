@@ -63,6 +63,8 @@ export class TransferView {
     this.bar.value = done
     this.item.dataset.moved = String(moved)
     const rate = this.meter.sample(moved)
+    // The figure shown, in bytes per second (the words round it): tests hold it to the bytes moved.
+    this.item.dataset.rate = String(Math.round(rate))
     const left = rate > 0 ? formatSeconds((this.size - done) / rate) : '…'
     this.figures.textContent = `${formatBytes(done)} of ${formatBytes(this.size)} · ${formatBytes(moved)} moved · ${formatBytes(rate)}/s · ${left} left`
   }
@@ -113,6 +115,9 @@ export class TransferView {
 
 /** A send remembered until it ends, so a reloaded page can resume it when the person picks the file again. */
 export interface Outgoing {
+  /** The sending page's own peer id: only that identity lists it. */
+  self: string
+  /** The receiver's peer id. */
   peerId: string
   name: string
   size: number
@@ -124,14 +129,14 @@ export interface Outgoing {
 function isOutgoing (value: unknown): value is Outgoing {
   if (typeof value !== 'object' || value === null) return false
   const o = value as Record<string, unknown>
-  return typeof o.peerId === 'string' && typeof o.name === 'string' && Number.isSafeInteger(o.size) && typeof o.sha256 === 'string' && typeof o.at === 'number'
+  return typeof o.self === 'string' && typeof o.peerId === 'string' && typeof o.name === 'string' && Number.isSafeInteger(o.size) && typeof o.sha256 === 'string' && typeof o.at === 'number'
 }
 
-/** The interrupted sends remembered (a broken entry is dropped). */
-export function loadOutgoing (): Outgoing[] {
+/** The interrupted sends remembered, all or (with `self`) those of that identity of the page (a broken entry is dropped). */
+export function loadOutgoing (self?: string): Outgoing[] {
   try {
     const list = JSON.parse(localStorage.getItem(OUTGOING_KEY) ?? '[]') as unknown
-    return Array.isArray(list) ? list.filter(isOutgoing) : []
+    return Array.isArray(list) ? list.filter(isOutgoing).filter((o) => self === undefined || o.self === self) : []
   } catch {
     return []
   }
@@ -139,7 +144,7 @@ export function loadOutgoing (): Outgoing[] {
 
 /** Remember (`add`) or forget a send. */
 export function rememberOutgoing (entry: Outgoing, add: boolean): void {
-  const same = (o: Outgoing): boolean => o.peerId === entry.peerId && o.sha256 === entry.sha256 && o.size === entry.size
+  const same = (o: Outgoing): boolean => o.self === entry.self && o.peerId === entry.peerId && o.sha256 === entry.sha256 && o.size === entry.size
   const list = loadOutgoing().filter((o) => !same(o))
   if (add) list.push(entry)
   try {
