@@ -13,7 +13,7 @@ import { createSockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { shortId } from '../web/dom.ts'
 import { MAX_MESSAGE_CHARS } from '../web/threads.ts'
-import { launchChromium } from './helpers/browser.ts'
+import { gotoJoined, launchChromium } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor } from './helpers/server.ts'
 
@@ -55,10 +55,7 @@ describe('peers you recognise, in real Chromium', () => {
     if (notify) await context.grantPermissions(['notifications'], { origin: server.url() })
     const page = await context.newPage()
     page.on('pageerror', (err) => { throw err })
-    await page.goto(server.url() + '/')
-    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
-    await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: 30_000 })
-    return { page, id: await page.locator('#my-id').innerText() }
+    return { page, id: await gotoJoined(page, server.url() + '/') }
   }
 
   const setName = async (page: Page, name: string): Promise<void> => {

@@ -7,7 +7,7 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
-import { launchChromium } from './helpers/browser.ts'
+import { gotoJoined, launchChromium } from './helpers/browser.ts'
 import { startServer } from './helpers/server.ts'
 
 /** Controls with no accessible name, by a DOM check: `label`, `aria-label(ledby)`, or a button's text. */
@@ -80,10 +80,7 @@ describe('the page\'s shell (Chromium)', () => {
     contexts.push(context)
     const page = await context.newPage()
     page.on('pageerror', (err) => { throw err })
-    await page.goto(server.url() + '/')
-    await page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
-    await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: 30_000 })
-    return { page, id: await page.locator('#my-id').innerText() }
+    return { page, id: await gotoJoined(page, server.url() + '/') }
   }
 
   it('names every control, hidden ones too (DOM and the accessibility tree)', async () => {

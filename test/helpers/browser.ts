@@ -59,8 +59,13 @@ export async function openJoinedPage (browser: Browser, url: string): Promise<{ 
   const context = await browser.newContext()
   const page = await context.newPage()
   page.on('pageerror', (err) => { throw err })
+  return { page, id: await gotoJoined(page, url), context }
+}
+
+/** Load the page at `url` in `page` and wait until it has joined; settles with its peer id. */
+export async function gotoJoined (page: Page, url: string, timeoutMs = 30_000): Promise<string> {
   await page.goto(url)
-  await page.locator('#state[data-state="joined"]').waitFor({ timeout: 15_000 })
-  await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: 20_000 })
-  return { page, id: await page.locator('#my-id').innerText(), context }
+  await page.locator('#state[data-state="joined"]').waitFor({ timeout: timeoutMs })
+  await page.waitForFunction(() => /^[1-9A-Za-z]{40,}$/.test(document.getElementById('my-id')?.textContent ?? ''), undefined, { timeout: timeoutMs })
+  return await page.locator('#my-id').innerText()
 }
