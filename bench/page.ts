@@ -70,16 +70,12 @@ async function sendThroughPage (a: Page, b: Page, bytes: number): Promise<{ mibP
       list.replaceChildren()
     })
   }
+  // New random bytes every run: the same file offered again by a verified sender would be resumed
+  // from the copy the receiver already has (no bytes moved), and measure nothing.
   await a.evaluate((size) => {
-    const w = window as unknown as { benchFiles?: Map<number, File> }
-    w.benchFiles ??= new Map()
-    let file = w.benchFiles.get(size)
-    if (file === undefined) {
-      const data = new Uint8Array(size)
-      for (let at = 0; at < size; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536))
-      file = new File([data], `bench-${size}.bin`, { type: 'application/octet-stream' })
-      w.benchFiles.set(size, file)
-    }
+    const data = new Uint8Array(size)
+    for (let at = 0; at < size; at += 65536) crypto.getRandomValues(data.subarray(at, at + 65536))
+    const file = new File([data], `bench-${size}.bin`, { type: 'application/octet-stream' })
     const files = new DataTransfer()
     files.items.add(file)
     ;(document.getElementById('file-input') as HTMLInputElement).files = files.files
@@ -91,6 +87,8 @@ async function sendThroughPage (a: Page, b: Page, bytes: number): Promise<{ mibP
   await b.locator(`#transfers li[data-direction="from"]${ended}`).waitFor({ timeout: RUN_LIMIT_MS })
   await a.locator(`#transfers li[data-direction="to"]${ended}`).waitFor({ timeout: 30_000 })
   if (await row.getAttribute('data-state') !== 'done') throw new Error(`the transfer failed: ${await row.locator('.result').innerText()}`)
+  const offset = Number(await row.getAttribute('data-offset') ?? 0)
+  if (offset !== 0) throw new Error(`the transfer resumed at ${offset}: it did not move the whole file`)
   const seconds = Number(await row.getAttribute('data-seconds'))
   if (!(seconds > 0)) throw new Error(`the receiving row has no time (${String(seconds)})`)
   return { mibPerSecond: bytes / MiB / seconds }
