@@ -126,7 +126,8 @@ export async function receiveFileInto (dir: string, channel: Channel, offer: Off
   } catch (err) {
     out?.destroy()
     // A resumable file keeps what arrived (a later offer of it resumes); anything else goes.
-    if (!(resumable && done > grant.offset && done < size)) await rm(part, { force: true })
+    // (What was kept before a resume stays too, even when the channel broke before a new byte.)
+    if (!(resumable && done > 0 && done < size)) await rm(part, { force: true })
     throw err
   } finally {
     if (resumable) writing.delete(part)
@@ -163,8 +164,8 @@ async function receiveBytes (channel: Channel, reader: LineReader, out: ReturnTy
   await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
   const sha256 = hash.digest('hex')
   const ok = done === size && sha256 === header.sha256
-  // A file that ended short or with other bytes is not kept for a resume.
-  f.onProgress(ok ? done : f.start)
+  // A file that ended short or with other bytes is not kept for a resume (not even its prefix).
+  f.onProgress(ok ? done : 0)
   await writeLine(channel, { ok, sha256 })
   await channel.closeWrite()
   if (ok) await rename(part, final)

@@ -71,6 +71,12 @@ describe('resumeOffset between two agents', () => {
     expect(asked).toHaveLength(1) // not asked: an offer without sha256 cannot be resumed
     plain.channel.abort(new Error('done'))
 
+    // offerFile cannot tell its caller an offset: it offers no sha256, so it is never granted one.
+    const whole = await sender.offerFile(receiver.peer.peerId, { name: 'e.bin', size: 1000, sha256: SHA })
+    expect(asked).toHaveLength(1)
+    await waitFor('the receiver\'s mapping of e.bin from 0', () => receiver.mappings().some((m) => m.offer.name === 'e.bin' && m.fileOffset === 0), 5000)
+    whole.abort(new Error('done'))
+
     answer = 1001
     expect((await sender.offerFileAt(receiver.peer.peerId, { name: 'c.bin', size: 1000, sha256: SHA })).offset).toBe(0)
     answer = 2.5

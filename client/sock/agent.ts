@@ -592,10 +592,13 @@ export class SockAgent extends Emitter<SockAgentEvents> {
    * Offer `peerId` a file of `size` bytes named `name`; settles with the channel to send it on
    * (a header line `{ name, size, sha256 }`, exactly `size` bytes, then read the answer line) once
    * the peer agreed. Rejects with `E_DENIED`, `E_UNSUPPORTED`, `E_LIMIT_FILE_SIZE` or
-   * `E_LIMIT_FILE_QUOTA` before any byte is sent. The mapping ends with the channel.
+   * `E_LIMIT_FILE_QUOTA` before any byte is sent. The mapping ends with the channel. It never
+   * resumes (its caller could not learn the offset): a `sha256` given here is not offered, so the
+   * receiver grants from 0; `offerFileAt` resumes.
    */
   async offerFile (peerId: string, request: FileOfferRequest): Promise<Channel> {
-    return (await this.offerFileAt(peerId, request)).channel
+    const { sha256: _notOffered, ...fromStart } = request
+    return (await this.offerFileAt(peerId, fromStart)).channel
   }
 
   /**

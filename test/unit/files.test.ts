@@ -115,6 +115,23 @@ describe('files received by `starsock listen --files`', () => {
     expect(readdirSync(d)).toEqual([result.path.split('/').at(-1)])
   })
 
+  it('a resumed file whose channel breaks right after the header keeps the bytes kept before (no new byte came)', async () => {
+    const d = dir()
+    const data = Buffer.from(Array.from({ length: 2000 }, (_, i) => i % 256))
+    const sha = createHash('sha256').update(data).digest('hex')
+    const offer: Offer = { ...offerOf('k.bin', data.byteLength), sha256: sha }
+    const peer = fakeChannel([]).remotePeer
+    writeFileSync(partialPath(d, peer, sha, data.byteLength), data.subarray(0, 600))
+    const offset = await resumeOffsetIn(d, { peerId: peer, offer })
+    expect(offset).toBe(600)
+    const leg = fakeChannel([Buffer.from(JSON.stringify({ name: 'k.bin', size: data.byteLength, sha256: sha, offset }) + '\n')])
+    const read = leg.read.bind(leg)
+    let reads = 0
+    leg.read = async () => { if (++reads > 1) throw new Error('connection lost'); return await read() }
+    await expect(receiveFileInto(d, leg, offer, { offset, resumable: true })).rejects.toThrow('connection lost')
+    expect(readFileSync(partialPath(d, peer, sha, data.byteLength)).byteLength).toBe(600)
+  })
+
   it('a header whose offset is not the one granted is refused, and a file without a resumable grant never starts past 0', async () => {
     const d = dir()
     const data = Buffer.alloc(1000, 3)
