@@ -70,9 +70,18 @@ export class Join {
       // Take over only on the first join: after a drop, the resume id proves the stale socket is
       // this client's own, and any other holder took the identity while this one was away.
       const request: HelloRequest = { peerEvents: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames, dialHints: true, profile: this.options.profile?.() }
-      const hello = await this.link.request(EVENTS.HELLO, [request], { timeoutMs: HELLO_TIMEOUT_MS })
-        .then(([err, reply]) => err == null ? checkHelloReply(reply) : undefined, () => undefined) // the original server does not answer
+      const sayHello = async (req: HelloRequest): Promise<{ err: unknown, reply: unknown } | undefined> => await this.link.request(EVENTS.HELLO, [req], { timeoutMs: HELLO_TIMEOUT_MS })
+        .then(([err, reply]) => ({ err, reply }), () => undefined) // the original server does not answer
+      let answer = await sayHello(request)
       if (stale()) return
+      if (answer !== undefined && answer.err != null && request.profile !== undefined) {
+        // A server that refuses the profile (another Unicode table, a kind it does not know yet)
+        // still speaks starsock: join without the profile rather than as a legacy client.
+        this.options.logger.warn({ err: String(answer.err) }, 'the server refused this peer\'s profile: joined without a name')
+        answer = await sayHello({ ...request, profile: undefined })
+        if (stale()) return
+      }
+      const hello = answer !== undefined && answer.err == null ? checkHelloReply(answer.reply) : undefined
       this.hello = hello
       const gathering = this.peers.gather()
       const { addr, identity } = this.options

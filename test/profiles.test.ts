@@ -12,6 +12,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { PeerList, type PeerInfo } from '../client/peer-list.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { checkName, type PeerProfile } from '../shared/profile.ts'
+import { StarsockError } from '../shared/errors.ts'
 import { checkPeersPage } from '../shared/validate.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { tcpProxy } from './helpers/proxy.ts'
@@ -180,6 +181,23 @@ describe('profiles: display names and kinds', () => {
     } finally {
       proxy.close()
     }
+  }, 60_000)
+
+  it('a client whose profile the server refuses joins without it, still as a starsock client (not a legacy one)', async () => {
+    server = await startServer()
+    const watcher = await peer()
+    // This server refuses one name in hello (as one with another Unicode table, or an older one
+    // that does not know a kind, would refuse a profile the client found good).
+    const hello = server.rendezvous.hello.bind(server.rendezvous)
+    server.rendezvous.hello = (session, request) => {
+      if (request.profile?.name === 'not here') throw new StarsockError('E_BAD_REQUEST', 'starsock:hello: name refused')
+      return hello(session, request)
+    }
+    const p = await peer({ name: 'not here' })
+    await infoOf(watcher, p.peerId, 'the peer, nameless', (i) => i.name === undefined)
+    // Starsock features hold: the server counts it as a starsock client (a legacy fallback would not be).
+    const session = [...server.rendezvous.sessions.values()].find((s) => [...s.addrs].some((a) => a.endsWith(p.peerId)))
+    expect(session?.starsock).toBe(true)
   }, 60_000)
 
   it('limits renames per IP address too: many sockets of one host, each within its own limit, are refused past 30 a minute together', async () => {
