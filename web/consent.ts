@@ -10,7 +10,7 @@ import { formatAddress, type Offer } from '../shared/sock-protocol.ts'
 import { parseRule, type SockRule } from '../shared/sock-rules.ts'
 import { addAlways, loadAlways, MAX_ALWAYS_RULES, removeAlways, type AlwaysEntry } from './always.ts'
 import type { AgentPart, PageContext } from './context.ts'
-import { byId, el, formatBytes } from './dom.ts'
+import { byId, el, formatBytes, secondsParam } from './dom.ts'
 import { prompt } from './prompt.ts'
 import { RateMeter } from './rate.ts'
 import { badge } from './security.ts'
@@ -22,10 +22,7 @@ export const ASK_TIMEOUT_RANGE_S = [2, 600] as const
 
 /** `askTimeoutMs` for the page's agent from `?ask-timeout=SECONDS`; undefined (the agent's default) without one or out of range. */
 export function askTimeoutOf (search: string): number | undefined {
-  const raw = new URLSearchParams(search).get(ASK_TIMEOUT_PARAM)
-  if (raw === null || !/^\d{1,4}$/.test(raw)) return undefined
-  const s = Number(raw)
-  return s >= ASK_TIMEOUT_RANGE_S[0] && s <= ASK_TIMEOUT_RANGE_S[1] ? s * 1000 : undefined
+  return secondsParam(search, ASK_TIMEOUT_PARAM, ASK_TIMEOUT_RANGE_S)
 }
 
 const PROTO_WORDS = { tcp: 'TCP', udp: 'UDP' } as const

@@ -44,3 +44,14 @@ export function hex (bytes: Uint8Array): string {
 export function shortId (peerId: string): string {
   return peerId.length <= 12 ? peerId : `${peerId.slice(0, 4)}…${peerId.slice(-6)}`
 }
+
+/**
+ * Milliseconds from the URL parameter `name` of `search`, given in whole seconds within `range`
+ * (`?ask-timeout=20`); undefined without one, or out of range (the caller's default then holds).
+ */
+export function secondsParam (search: string, name: string, range: readonly [number, number]): number | undefined {
+  const raw = new URLSearchParams(search).get(name)
+  if (raw === null || !/^\d{1,4}$/.test(raw)) return undefined
+  const s = Number(raw)
+  return s >= range[0] && s <= range[1] ? s * 1000 : undefined
+}

@@ -14,7 +14,7 @@ import { FILE_CHANNEL_TIMEOUT_MS, type OfferRequest, type SockAgent } from '../c
 import type { Mapping } from '../client/sock/mapping.ts'
 import { StarsockError } from '../shared/errors.ts'
 import type { Offer } from '../shared/sock-protocol.ts'
-import { byId, el, formatBytes, hex } from './dom.ts'
+import { byId, el, formatBytes, hex, secondsParam } from './dom.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
 import { checkFileHeader, parseFileHeader } from '../shared/file-transfer.ts'
 import { badge, describeError, secureFailureOf, type Security } from './security.ts'
@@ -40,10 +40,7 @@ export const FILE_IDLE_TIMEOUT_RANGE_S = [2, 600] as const
 
 /** The idle timeout from `?file-idle-timeout=SECONDS`; undefined (the default) without one or out of range. */
 export function fileIdleTimeoutOf (search: string): number | undefined {
-  const raw = new URLSearchParams(search).get(FILE_IDLE_TIMEOUT_PARAM)
-  if (raw === null || !/^\d{1,4}$/.test(raw)) return undefined
-  const s = Number(raw)
-  return s >= FILE_IDLE_TIMEOUT_RANGE_S[0] && s <= FILE_IDLE_TIMEOUT_RANGE_S[1] ? s * 1000 : undefined
+  return secondsParam(search, FILE_IDLE_TIMEOUT_PARAM, FILE_IDLE_TIMEOUT_RANGE_S)
 }
 /** SHA-256 of `file` in one streaming pass of `READ_BYTES` slices; `onProgress` after each. */
 async function hashFile (file: Blob, onProgress: (done: number) => void, signal: AbortSignal): Promise<string> {
