@@ -65,9 +65,10 @@ export class Announcer {
 
   /**
    * Announce a new address to every other joined session; those that asked for peer events get
-   * its `profile` as a second argument (legacy clients' `ws-peer` never changes).
+   * its `profile` as a second argument (legacy clients' `ws-peer` never changes). `joiner` is
+   * `undefined` for a peer on another node.
    */
-  joined (addr: string, joiner: Session, profile?: PeerProfile): void {
+  joined (addr: string, joiner: Session | undefined, profile?: PeerProfile): void {
     for (const session of this.sessions.values()) {
       if (session === joiner || session.addrs.size === 0) continue
       if (this.peerEventSessions.has(session)) {
@@ -88,7 +89,7 @@ export class Announcer {
   }
 
   /** Tell sessions that asked for peer events that the peer at each of `addrs` (all of `changer`'s) has a new profile. */
-  profileChanged (addrs: Iterable<string>, changer: Session, profile: PeerProfile): void {
+  profileChanged (addrs: Iterable<string>, changer: Session | undefined, profile: PeerProfile): void {
     const changed = [...addrs]
     for (const session of this.sessions.values()) {
       if (session === changer || session.addrs.size === 0 || !this.peerEventSessions.has(session)) continue

@@ -113,6 +113,19 @@ export interface ServerOptions {
    * handler, as with socket.io.
    */
   server?: HttpServer
+  /**
+   * Redis of a cluster of nodes that act as one rendezvous (`redis://`, `rediss://`, or a Unix
+   * socket path); `''` runs a single node. See docs/cluster.md. @default ''
+   */
+  redis?: string
+  /** Internal address (`host:port`) this node takes links from other nodes on; port 0 picks one. @default '127.0.0.1:0' */
+  clusterListen?: string
+  /** The address other nodes reach this one on, when it is not `clusterListen` (a wildcard host, NAT). @default `clusterListen` as bound */
+  clusterAdvertise?: string
+  /** Secret shared by the nodes of a cluster, at least 16 characters; required with `redis`. @default '' */
+  clusterSecret?: string
+  /** A node that stops refreshing its key in Redis this long is gone: a survivor removes its peers. @default 10_000 */
+  clusterNodeTtlMs?: number
 }
 
 /** Options after defaults, as the server uses them. */
@@ -171,6 +184,15 @@ function isHttpServer (value: unknown): value is HttpServer {
   // WebSocket) are known by their constructor's name.
   const http2 = /^Http2(Secure)?Server$/.test((value as { constructor?: { name?: string } } | null)?.constructor?.name ?? '')
   return value instanceof HttpServer || value instanceof HttpsServer || (http2 && typeof (value as { on?: unknown }).on === 'function')
+}
+
+/** Check a `host:port` option (`''` allowed when `optional`); an IPv6 host goes in brackets. */
+function checkHostPort (name: string, v: unknown, optional: boolean): string {
+  if (typeof v !== 'string') throw new TypeError(`${name} must be a string`)
+  if (v === '' && optional) return v
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/.exec(v)
+  if (m === null || Number(m[2]) > 65535) throw new TypeError(`${name} must be host:port (an IPv6 host in brackets), got ${v}`)
+  return v
 }
 
 function int (name: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -298,6 +320,35 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
     help: 'HTTP(S) server to attach to instead of making one',
     check: checkAttachServer
   },
+  redis: {
+    default: '',
+    unit: 'text',
+    flag: '--redis <url>',
+    env: 'STARSOCK_REDIS',
+    cli: 'text',
+    help: 'join a cluster of nodes through this Redis (redis://, rediss:// or a Unix socket path); needs --cluster-secret',
+    check: (name, v) => {
+      if (typeof v !== 'string') throw new TypeError(`${name} must be a string`)
+      if (v !== '' && !/^(rediss?:\/\/|\/)/.test(v)) throw new TypeError(`${name} must be a redis:// or rediss:// URL or an absolute Unix socket path, got ${v}`)
+      return v
+    }
+  },
+  clusterListen: { default: '127.0.0.1:0', unit: 'text', flag: '--cluster-listen <host:port>', env: 'STARSOCK_CLUSTER_LISTEN', cli: 'text', help: 'internal address other nodes link to (with --redis)', check: (name, v) => checkHostPort(name, v, false) },
+  clusterAdvertise: { default: '', unit: 'text', flag: '--cluster-advertise <host:port>', env: 'STARSOCK_CLUSTER_ADVERTISE', cli: 'text', help: 'address other nodes reach this one on, when not --cluster-listen (a wildcard host)', check: (name, v) => checkHostPort(name, v, true) },
+  clusterSecret: {
+    default: '',
+    unit: 'text',
+    flag: '--cluster-secret <secret>',
+    env: 'STARSOCK_CLUSTER_SECRET',
+    cli: 'text',
+    help: 'secret the nodes of a cluster share, at least 16 characters (required with --redis)',
+    check: (name, v, resolved) => {
+      if (typeof v !== 'string') throw new TypeError(`${name} must be a string`)
+      if (resolved.redis !== '' && v.length < 16) throw new RangeError(`${name} must be at least 16 characters with redis (every node of the cluster uses the same)`)
+      return v
+    }
+  },
+  clusterNodeTtlMs: integer({ default: 10_000, min: 1000, max: 600_000, unit: 'ms', flag: '--cluster-node-ttl-ms <n>', env: 'STARSOCK_CLUSTER_NODE_TTL_MS', help: 'a node silent in Redis this long is gone and its peers removed' }),
   maxMessageBytes: integer({ default: MAX_MESSAGE_BYTES, min: MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--max-message-bytes <n>', env: 'STARSOCK_MAX_MESSAGE_BYTES', help: 'largest websocket message in bytes' }),
   nonceTtlMs: integer({ default: 30_000, min: 1, unit: 'ms', flag: '--nonce-ttl-ms <n>', env: 'STARSOCK_NONCE_TTL_MS', help: 'lifetime of a join challenge nonce' }),
   dialTimeoutMs: integer({ default: 10_000, min: 1, unit: 'ms', flag: '--dial-timeout-ms <n>', env: 'STARSOCK_DIAL_TIMEOUT_MS', help: 'time a listener has to answer a dial' }),

@@ -6,8 +6,10 @@
 
 /** Joined addresses and the session that holds each. */
 export interface PeerDirectory {
-  /** Number of joined addresses. */
+  /** Number of joined addresses (on every node of a cluster). */
   readonly size: number
+  /** Number of addresses joined on this node (what `maxPeers` bounds). */
+  readonly localSize: number
   /** The session id holding `addr`, if any. */
   owner: (addr: string) => string | undefined
   /** Register `addr` for `sessionId`, replacing any earlier holder. */
@@ -33,6 +35,10 @@ export class MemoryPeerDirectory implements PeerDirectory {
   private nextSeq = 1
 
   get size (): number {
+    return this.list.length
+  }
+
+  get localSize (): number {
     return this.list.length
   }
 

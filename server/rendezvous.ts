@@ -24,6 +24,7 @@ import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
 import { UdpRelay, type AllocationInfo } from './udp-relay.ts'
+import type { RendezvousCluster } from './cluster/types.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
@@ -60,6 +61,8 @@ export class Rendezvous {
   readonly gatewayPeers = new Set<string>()
   /** Told when an owner's first address joins (`true`) and its last one goes (`false`), after the UDP relay was told. */
   presenceChanged: (owner: string, present: boolean) => void = () => {}
+  /** The cluster of nodes this one belongs to (`--redis`); `undefined` on a single node. */
+  cluster: RendezvousCluster | undefined
   /** Every line of the rendezvous, the relay and the UDP relay, under one cap (`PEER_LOG_CAP`): peers can cause each. */
   private readonly logger: Logger
   /** The info lines of joins, leaves and dials. */
@@ -198,14 +201,18 @@ export class Rendezvous {
     }
     session.profile = profile
     const shown = shownProfile(session, this.gatewayPeers) as PeerProfile
-    if (session.addrs.size > 0 && !sameProfile(before, profile)) this.announcer.profileChanged(session.addrs, session, shown)
+    if (session.addrs.size > 0 && !sameProfile(before, profile)) {
+      this.announcer.profileChanged(session.addrs, session, shown)
+      this.cluster?.profileChanged(session, [...session.addrs], shown)
+    }
     return shown
   }
 
   /** The profile of the peer at `addr` as others see it, if it gave one. */
   profileAt (addr: string): PeerProfile | undefined {
     const ownerId = this.directory.owner(addr)
-    const owner = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+    if (ownerId === undefined) return this.cluster?.remoteProfile(addr)
+    const owner = this.sessions.get(ownerId)
     return owner === undefined ? undefined : shownProfile(owner, this.gatewayPeers)
   }
 
@@ -356,7 +363,7 @@ export class Rendezvous {
       // Legacy newcomers keep the original's exact-address rule here too.
       const reservedHere = reserved !== undefined && (session.starsock || reserved.addr === addr)
       if (reservedHere) this.claimReserved(session, reserved)
-      if (owner === undefined && this.directory.size >= this.options.maxPeers) {
+      if (owner === undefined && this.directory.localSize >= this.options.maxPeers) {
         throw new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
       this.directory.set(addr, session.id)
@@ -364,7 +371,9 @@ export class Rendezvous {
       this.counted(session, addr, 1)
       if (session.starsock && peerId !== undefined) this.starsockHolders.add(peerId, addr, session)
       this.metrics.peers.set(this.directory.size)
-      this.announcer.joined(addr, session, shownProfile(session, this.gatewayPeers))
+      const shown = shownProfile(session, this.gatewayPeers)
+      this.announcer.joined(addr, session, shown)
+      this.cluster?.joined(session, addr, shown)
       if (reservedHere) this.reservations.drop(key)
       // Only now that the address is the newcomer's: disconnecting the old holder runs its
       // disconnect handler at once, which must find the directory settled.
@@ -470,8 +479,42 @@ export class Rendezvous {
     if (this.directory.release(addr, session.id)) {
       this.metrics.peers.set(this.directory.size)
       this.announcer.left(addr)
+      this.cluster?.left(session, addr)
     }
     return true
+  }
+
+  /** A peer on another node joined `addr` (the directory has it now): announce it to the peers here. */
+  remoteJoined (addr: string, profile: PeerProfile | undefined): void {
+    this.metrics.peers.set(this.directory.size)
+    this.announcer.joined(addr, undefined, profile)
+  }
+
+  /** The peer at `addr` on another node left (the directory no longer has it). */
+  remoteLeft (addr: string): void {
+    this.metrics.peers.set(this.directory.size)
+    this.announcer.left(addr)
+  }
+
+  /** The peer at `addr` on another node has a new profile. */
+  remoteProfileChanged (addr: string, profile: PeerProfile): void {
+    this.announcer.profileChanged([addr], undefined, profile)
+  }
+
+  /**
+   * A later join on another node took `addr` from the local session holding it (one identity, one
+   * place, across nodes too): the holder hears `starsock:displaced` and leaves it; a socket left
+   * with no address is disconnected. Call before the directory records the other node.
+   */
+  displacedByNode (addr: string): void {
+    const ownerId = this.directory.owner(addr)
+    const holder = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+    if (holder === undefined) return
+    this.metrics.displaced.inc({ reason: 'takeover' })
+    this.leave(holder, addr, 'displaced')
+    const info: DisplacedInfo = { addr, reason: 'takeover', by: 'another server node' }
+    holder.endpoint.emit(EVENTS.DISPLACED, info)
+    if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
   }
 
   /**
@@ -506,7 +549,9 @@ export class Rendezvous {
     }
     if (!session.addrs.has(from)) throw new StarsockError('E_NOT_AUTHORIZED')
     const ownerId = this.directory.owner(to)
-    const target = ownerId === undefined ? undefined : this.sessions.get(ownerId)
+    // A peer on another node is reached through a stand-in for it; a stand-in's dial stays here.
+    const target = ownerId !== undefined ? this.sessions.get(ownerId)
+      : session.node === undefined ? this.cluster?.remoteTarget(to, session) : undefined
     if (target === undefined) throw new StarsockError('E_PEER_NOT_FOUND')
     const out = dialId + DIALER_SUFFIX
     const back = dialId + LISTENER_SUFFIX
@@ -543,6 +588,18 @@ export class Rendezvous {
     // before the listener's ack arrives); a listener that left made `request` reject instead.
     accepted?.(target.starsock)
     return undefined
+  }
+
+  /**
+   * A dial from a peer on another node, whose stand-in here is `stub` (`stub.node` set, `from` in
+   * its addresses), to the local peer at `to`: the same checks, streams and question to the
+   * listener as `dial`, without its metrics and log line (the dialer's node has them). Settles with
+   * the listener's refusal string, if any, and whether the listener is a starsock client.
+   */
+  async trunkDial (stub: Session, from: string, to: string, dialId: string, secure: boolean): Promise<{ refusal: string | undefined, listenerStarsock: boolean }> {
+    let listenerStarsock = false
+    const refusal = await this.dialSteps(stub, from, to, dialId, secure, (starsock) => { listenerStarsock = starsock })
+    return { refusal, listenerStarsock }
   }
 
   /** The UDP relay, when `startUdp` made one. */

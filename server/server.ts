@@ -18,6 +18,9 @@ import { resolveServerOptions, type ResolvedServerOptions, type ServerOptions } 
 import { Rendezvous } from './rendezvous.ts'
 import { attachRendezvous } from './socket-wiring.ts'
 import { socketPathPrefix } from '../shared/socket-path.ts'
+import { ClusterDirectory } from './cluster/cluster-directory.ts'
+import { ClusterNode } from './cluster/node.ts'
+import type { ClusterStatus } from './cluster/types.ts'
 
 import { VERSION } from './package-root.ts'
 
@@ -61,6 +64,8 @@ export interface StarsockServer {
   readonly io: SocketIoServer
   /** The rendezvous state. */
   readonly rendezvous: Rendezvous
+  /** This node's part in a cluster of nodes (`redis`); `undefined` on a single node. */
+  readonly cluster: ClusterNode | undefined
   /** The metrics. */
   readonly metrics: ServerMetrics
   /** Options in force. */
@@ -99,7 +104,9 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const logger = opts.logger.child({ ns: 'starsock:server' })
   // The gauge is read at scrape time, after `rendezvous` exists.
   const metrics = new ServerMetrics(opts.metrics, () => rendezvous.relay.bufferedBytes)
-  const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger)
+  const directory = opts.redis === '' ? undefined : new ClusterDirectory()
+  const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger, directory)
+  const cluster = directory === undefined ? undefined : new ClusterNode(rendezvous, directory, opts, metrics, logger)
   let ready = false
   let closing: Promise<void> | undefined
   let closed = false
@@ -108,12 +115,12 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const stats = (): ServerStats => statsOf(rendezvous)
 
   const routes: RouteContext = {
-    ready: () => ready,
+    ready: () => ready && (cluster?.ready() ?? true),
     registry: opts.metrics ? metrics.registry : undefined,
     token: opts.token,
     webRoot: opts.webRoot,
     prefix: socketPathPrefix(opts.path),
-    status: () => ({ version: VERSION, ...stats() })
+    status: () => ({ version: VERSION, ...stats(), ...(cluster === undefined ? {} : clusterFields(cluster.status())) })
   }
   const attached = opts.server !== undefined
   const http: HttpServer = opts.server ?? (opts.tls !== undefined ? createHttpsServer(opts.tls) : createHttpServer())
@@ -172,6 +179,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       else http.once('listening', startUdp)
     }
     ready = true
+    cluster?.start().catch((err: unknown) => logger.error({ err }, 'cluster node did not start'))
     logger.info({ path: opts.path, listening: http.listening, udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'attached')
   }
 
@@ -181,6 +189,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     handleRequest,
     io,
     rendezvous,
+    cluster,
     metrics,
     options: opts,
     url,
@@ -189,6 +198,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       if (attached) throw new Error('this starsock server is attached to your http.Server (option server): listen on that server instead')
       await listenOn(http, port, host)
       if (opts.udpRelay) rendezvous.startUdp(host, (http.address() as AddressInfo).port)
+      await cluster?.start()
       ready = true
       logger.info({ url: url(), udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'listening')
       return http.address() as AddressInfo
@@ -198,7 +208,9 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
         ready = false
         http.off('listening', startUdp)
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
+        await cluster?.leaving()
         await rendezvous.close(opts.shutdownGraceMs)
+        await cluster?.close()
         http.off('upgrade', dropUnheardUpgrade)
         if (before !== undefined && after !== undefined) {
           // socket.io's own close() would close the user's server too: disconnect, close the
@@ -255,6 +267,17 @@ function detach (http: HttpServer, io: SocketIoServer, before: Listeners, after:
     (io.engine as unknown as { handleRequest: Listener }).handleRequest = (...args) => {
       for (const taken of before.request) taken.apply(http, args)
     }
+  }
+}
+
+/** A cluster node's status as rows of `/status`: `clusterNode`, `clusterNodes`, `clusterRedis` (`up`/`down`), ... */
+function clusterFields (status: ClusterStatus): Record<string, number | string> {
+  return {
+    clusterNode: status.nodeId,
+    clusterNodes: status.nodes,
+    clusterRedis: status.redis ? 'up' : 'down',
+    clusterRemotePeers: status.remotePeers,
+    clusterLinks: status.links
   }
 }
 

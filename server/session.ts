@@ -47,6 +47,8 @@ export class Session {
   profile: PeerProfile | undefined
   /** Rate limit of its profile changes once joined (`takeProfileChange`), made at the first. */
   profileBucket: TokenBucket | undefined
+  /** The node the peer is on when this session only stands for it (a cross-node dial's stand-in, `server/cluster/`). */
+  node: string | undefined
   /** When it connected (`Date.now()`), for the durations in the logs. */
   readonly connectedMs = Date.now()
   private secrets: Map<string, string> | undefined

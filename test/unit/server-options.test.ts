@@ -92,7 +92,12 @@ describe('resolveServerOptions', () => {
       udpMaxPacketsPerSecond: 5000,
       webRoot: undefined,
       path: '/socket.io',
-      server: undefined
+      server: undefined,
+      redis: '',
+      clusterListen: '127.0.0.1:0',
+      clusterAdvertise: '',
+      clusterSecret: '',
+      clusterNodeTtlMs: 10_000
     })
     expect(typeof o.logger.child).toBe('function')
     expect(o.webRoot).toMatch(/dist[/\\]web$/)
