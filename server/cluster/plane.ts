@@ -287,6 +287,7 @@ export class ControlPlane implements ClusterView {
     this.firstSync?.()
   }
 
+  /** What `starsock:node:<id>` holds. */
   private nodeJson (): string {
     return JSON.stringify({ link: this.link, startedMs: this.startedMs })
   }
@@ -371,6 +372,7 @@ export class ControlPlane implements ClusterView {
     this.applySnapshot(snapshot)
   }
 
+  /** Make the remote part of the copy what `snapshot` says, announcing joins, leaves and profile changes. */
   private applySnapshot (snapshot: Snapshot): void {
     const directory = this.deps.directory
     if (snapshot.bad > 0) this.metrics.badEntries.inc(snapshot.bad)
@@ -423,19 +425,21 @@ export class ControlPlane implements ClusterView {
     this.lastSeq = entry.seq
     this.deps.directory.seen(entry.seq)
     if (entry.node === this.nodeId) return
-    const row2: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile }
-    if (entry.t === 'join') this.remoteJoin(row2)
+    const change: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile }
+    if (entry.t === 'join') this.remoteJoin(change)
     else if (entry.t === 'leave') this.remoteLeave(entry.addr, entry.node)
-    else this.remoteProfile2(entry.addr, entry.node, entry.profile)
+    else this.remoteProfileSet(entry.addr, entry.node, entry.profile)
   }
 
+  /** A peer on node `node` left `addr` (a log entry): out of the copy if that node still holds it there. */
   private remoteLeave (addr: string, node: string): void {
     const other = this.contested.get(addr)
     if (other?.node === node) this.contested.delete(addr)
     if (this.deps.directory.dropRemote(addr, node)) this.deps.rendezvous.remoteLeft(addr)
   }
 
-  private remoteProfile2 (addr: string, node: string, profile: PeerProfile | undefined): void {
+  /** A peer on node `node` changed the profile of `addr` (a log entry): kept, and passed on when it differs. */
+  private remoteProfileSet (addr: string, node: string, profile: PeerProfile | undefined): void {
     const directory = this.deps.directory
     const before = directory.remoteProfile(addr)
     if (!directory.setRemoteProfile(addr, node, profile)) return
