@@ -4,6 +4,8 @@
  * else (skipped and counted), a gap in the log (a snapshot re-read), and the same address joined
  * on two nodes while one write is still in flight (the later join in the log wins).
  */
+import { spawn } from 'node:child_process'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../shared/logger.ts'
@@ -13,7 +15,7 @@ import { ControlPlane, KEY_PREFIX } from '../server/cluster/plane.ts'
 import { ServerMetrics } from '../server/metrics.ts'
 import { resolveServerOptions } from '../server/options.ts'
 import type { Rendezvous } from '../server/rendezvous.ts'
-import { startRedis, type TestRedis } from './helpers/cluster.ts'
+import { REDIS_SERVER, startRedis, type TestRedis } from './helpers/cluster.ts'
 import { waitFor } from './helpers/server.ts'
 
 /** One plane with its directory, metrics and what it told the rendezvous. */
@@ -56,8 +58,8 @@ describe('control plane against a real Redis', () => {
     await redis.stop()
   })
 
-  const makePlane = async (): Promise<TestPlane> => {
-    const options = resolveServerOptions({ redis: redis.socket, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs: 1500 })
+  const makePlane = async (url = redis.socket): Promise<TestPlane> => {
+    const options = resolveServerOptions({ redis: url, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs: 1500 })
     const metrics = new ServerMetrics(false, () => 0)
     const directory = new ClusterDirectory()
     const calls: string[] = []
@@ -115,6 +117,9 @@ describe('control plane against a real Redis', () => {
   it('skips and counts garbage written into the log and the peers hash, and goes on', async () => {
     const a = await makePlane()
     const b = await makePlane()
+    // B follows the log now (its start-up snapshots are behind it).
+    a.join('/a1')
+    await waitFor('plane B to hear of /a1', () => b.directory.nodeOf('/a1') === a.plane.nodeId, 20_000)
     await direct.xadd(`${KEY_PREFIX}log`, '*', 't', 'join', 'a', '/junk', 'n', 'x') // no seq
     await direct.xadd(`${KEY_PREFIX}log`, '*', 'nonsense', 'x'.repeat(5000))
     await direct.xadd(`${KEY_PREFIX}log`, '*', 't', 'join', 'a', 'x'.repeat(5000), 'n', 'x', 's', '1')
@@ -125,7 +130,7 @@ describe('control plane against a real Redis', () => {
     await waitFor('plane B to hear of /a2 after the garbage', () => b.directory.nodeOf('/a2') === a.plane.nodeId, 20_000)
     expect(await metric(b.metrics, 'starsock_cluster_bad_entries_total')).toBeGreaterThanOrEqual(5)
     expect(b.calls.some((c) => c.includes('junk'))).toBe(false)
-    expect(b.directory.size).toBe(1)
+    expect(b.directory.size).toBe(2)
   }, 40_000)
 
   it('re-reads a snapshot after a gap in the log and holds what Redis holds', async () => {
@@ -160,6 +165,43 @@ describe('control plane against a real Redis', () => {
     expect(a.directory.owner('/x')).toBe('sa')
     expect(a.calls).not.toContain('displaced /x')
     expect(await direct.hget(`${KEY_PREFIX}peers`, '/x')).toContain(a.plane.nodeId)
+  }, 40_000)
+
+  it('leaves Redis without an owner when the later join left before its number came back', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.directory.set('/y', 'sa')
+    b.join('/y', 'sb')
+    await waitFor('B\'s join of /y to be numbered and read by A', () => {
+      const seq = b.directory.entry('/y')?.seq ?? 0
+      return seq > 0 && a.directory.highestSeq >= seq
+    }, 20_000)
+    a.plane.joined('/y', undefined)
+    a.leave('/y', 'sa') // before the join's reply: the leave is written after it
+    await waitFor('B to give /y up to the later join on A, then hear it leave', () => b.calls.includes('displaced /y') && b.calls.includes('leave /y'), 20_000)
+    expect(await direct.hexists(`${KEY_PREFIX}peers`, '/y')).toBe(0)
+    expect(a.directory.entry('/y')).toBeUndefined()
+    expect(b.directory.entry('/y')).toBeUndefined()
+  }, 40_000)
+
+  it('connects with a redis:// URL as well as a Unix socket path', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo
+        probe.close(() => resolve(port))
+      })
+    })
+    const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    try {
+      const a = await makePlane(`redis://127.0.0.1:${port}`)
+      const b = await makePlane(`redis://127.0.0.1:${port}`)
+      a.join('/u1')
+      await waitFor('plane B to hear of /u1 over TCP', () => b.calls.includes('join /u1'), 20_000)
+      expect(b.plane.nodeCount).toBeGreaterThanOrEqual(1)
+    } finally {
+      for (const p of planes.splice(0)) await p.close()
+      proc.kill('SIGKILL')
+    }
   }, 40_000)
 
   it('removes its peers and its registration on leaving, at once', async () => {

@@ -186,7 +186,7 @@ export class ControlPlane implements ClusterView {
 
   /** A local leave: written unless this node is leaving, or another node's later join took the address. */
   left (addr: string): void {
-    this.contested.delete(addr)
+    // A contest over `addr` stays: the in-flight join's number still decides who holds it.
     if (this.gone || this.displacing === addr) return
     this.command('leave', [addr, this.nodeId]).catch(() => {})
   }
@@ -294,10 +294,14 @@ export class ControlPlane implements ClusterView {
 
   /** Redis numbered a local join `seq`: place it; a later join elsewhere that waited on it takes the address now. */
   private numbered (entry: DirectoryEntry, seq: number): void {
-    if (!this.deps.directory.confirm(entry, seq)) return
+    const held = this.deps.directory.confirm(entry, seq)
     const other = this.contested.get(entry.addr)
+    if (other === undefined) return
     this.contested.delete(entry.addr)
-    if (other !== undefined && other.seq > seq) this.displace(other)
+    if (other.seq < seq) return // ours is the later join: it stands (the other node gives way when it reads it)
+    // The other join is the later one: it takes the address, or, when the local session left meanwhile, just holds it.
+    if (held) this.displace(other)
+    else this.remoteJoin(other)
   }
 
   /** A later join on another node (`row`) takes an address a local session holds. */
