@@ -56,6 +56,8 @@ describe('cluster failures (real Redis, real nodes)', () => {
     }
     await waitFor('the thawed node to register its peer again', () => lists(a, f), 30_000)
     expect(f.state).not.toBe('closed')
+    // The node itself found its registration gone and wrote it again (not only its client reconnecting).
+    await waitFor('the thawed node to say its registration had lapsed', () => (frozen.program.out() + frozen.program.err()).includes('registration had lapsed'), 30_000)
   }, 90_000)
 
   it('removes a kill -9 node\'s peers from every other node', async () => {
@@ -108,6 +110,9 @@ describe('cluster failures (real Redis, real nodes)', () => {
       for (const n of [n1, n2, n3]) await statusBecomes(`${n.url}/readyz`, 200)
       await waitFor('the peer joined during the outage (node 3) to reach nodes 1 and 2', () => lists(a, c) && lists(b, c), 30_000)
       await waitFor('node 3 to list the peers of nodes 1 and 2 again', () => lists(c, a) && lists(c, b), 30_000)
+      const logs = n1.program.out() + n1.program.err()
+      expect(logs).toContain('Redis unreachable')
+      expect(logs).toContain('Redis answers again')
       // Redis itself holds everyone again, and every running node (the thawed one too).
       const direct = new Redis({ path: redis.socket, lazyConnect: true })
       try {
