@@ -279,7 +279,8 @@ export class ControlPlane implements ClusterView {
     }
     this.redisUp = true
     this.downSinceMs = undefined
-    this.graceUntilMs = Date.now() + this.ttlMs
+    // Other nodes reconnect on their own backoff: give them a TTL and one retry to register again.
+    this.graceUntilMs = Date.now() + this.ttlMs + RETRY_MAX_MS
     if (this.warnedDown) this.logger.warn({ peers: entries.length }, 'Redis answers again: this node\'s peers are written')
     this.warnedDown = false
     this.needResync = true
