@@ -237,9 +237,10 @@ async function throughputLegacy (a: { port: number, bytes: number, streams: numb
  * both peers are plaintext ones (`createPeer({ secure: false })`). The dials, and with them the
  * handshakes, are done before the clock starts.
  */
-async function throughputOurs (a: { url: string, bytes: number, streams: number, windowBytes?: number, chunkBytes?: number, secure?: boolean }): Promise<unknown> {
+async function throughputOurs (a: { url: string, sinkUrl?: string, bytes: number, streams: number, windowBytes?: number, chunkBytes?: number, secure?: boolean }): Promise<unknown> {
   const secure = a.secure !== false
-  const b = await createPeer({ server: a.url, windowBytes: a.windowBytes, secure })
+  // With `sinkUrl` (the cluster scenario) the receiver joins another node of the cluster.
+  const b = await createPeer({ server: a.sinkUrl ?? a.url, windowBytes: a.windowBytes, secure })
   const sender = await createPeer({ server: a.url, chunkBytes: a.chunkBytes, secure })
   let received = 0
   // The receiver's reads end with an error when `b` closes before the stream's end came (a
@@ -247,6 +248,8 @@ async function throughputOurs (a: { url: string, bytes: number, streams: number,
   b.handle((conn) => { (async () => { for await (const c of conn) received += c.byteLength })().catch(() => {}) })
   const per = a.bytes / a.streams
   const chunk = new Uint8Array(256 * 1024).fill(7)
+  // A receiver on another node reaches the sender's node through Redis's change log: wait for it, untimed.
+  if (a.sinkUrl !== undefined) await reachable(sender, b.peerId)
   const conns = await Promise.all(Array.from({ length: a.streams }, async () => await sender.dial(b.peerId)))
   // A run that asked for encryption and did not get it (or the other way round) must not pass as one.
   const notAsked = conns.find((c) => c.secure !== secure)
@@ -261,6 +264,15 @@ async function throughputOurs (a: { url: string, bytes: number, streams: number,
   await b.close()
   await sender.close()
   return { bytes: received, seconds, mibPerSecond: received / 1048576 / seconds }
+}
+
+/** Wait (at most 10 s) until `peerId` is in the directory of `peer`'s node: a peer list that names it. */
+async function reachable (peer: Awaited<ReturnType<typeof createPeer>>, peerId: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (peer.peers().some((p) => p.peerId === peerId)) return
+    await sleep(50)
+  }
+  throw new Error(`peer ${peerId} never reached the dialer's node`)
 }
 
 /** Throughput through the raw TCP relay. */
