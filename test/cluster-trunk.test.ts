@@ -19,6 +19,7 @@ import type { ClusterView } from '../server/cluster/types.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { chunked, echoIncoming, receiveStream, request, startRawPeer, StreamSink, dialAndEcho, type RawPeer } from './helpers/raw-peer.ts'
+import { tcpProxy } from './helpers/proxy.ts'
 import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
 
 const SECRET = 'trunk-test-secret-0123456789'
@@ -57,10 +58,12 @@ describe('trunk: cross-node dials and streams in one process', () => {
   const nodes: Node[] = []
   const peers: StarsockPeer[] = []
   const raws: RawPeer[] = []
+  const closers: Array<() => void> = []
 
   afterEach(async () => {
     for (const p of peers.splice(0)) await p.close()
     for (const r of raws.splice(0)) r.close()
+    for (const close of closers.splice(0)) close()
     for (const n of nodes.splice(0)) {
       await n.server.close()
       await n.trunk.close()
@@ -244,8 +247,12 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(a.trunk.links()).toBe(0)
   })
 
-  it('fails the streams through a link that goes with E_PEER_GONE on both sides, never a clean end; a later dial opens a new link', async () => {
+  it('fails the streams through a link that goes silent with E_PEER_GONE on both sides, never a clean end; a later dial opens a new link', async () => {
     const [a, b] = await two()
+    // B's link address is a proxy: `cut` closes A's end at once and leaves B's end silent.
+    const proxy = await tcpProxy(Number((cluster.linkAddresses.get('B') as string).split(':')[1]))
+    closers.push(proxy.close)
+    cluster.linkAddresses.set('B', proxy.url.replace('http://', ''))
     const pa = await peerOn(a)
     const pb = await peerOn(b)
     let incoming: Connection | undefined
@@ -256,12 +263,14 @@ describe('trunk: cross-node dials and streams in one process', () => {
     const atB = readAll(incoming as Connection)
     const atA = readAll(conn)
     atA.catch(() => {}) // observed below, after the error at B
-    a.trunk.nodeGone('B')
-    const errB = await within('the error at B', rejected(atB), 10_000)
+    proxy.cut()
+    // B hears nothing more: its pings go unanswered.
+    const errB = await within('the error at B (missed pings)', rejected(atB), 15_000)
     const errA = await within('the error at A', rejected(atA), 10_000)
     expect(errB).toMatchObject({ code: 'E_PEER_GONE' })
     expect(errA).toMatchObject({ code: 'E_PEER_GONE' })
     expect(String((errA as Error).message)).toContain('Server node B')
+    expect(String((errB as Error).message)).toContain('Server node A')
     await waitFor('streams failed on both nodes', () => a.server.stats().streams === 0 && b.server.stats().streams === 0, 10_000)
     await waitFor('the link gone on both nodes', () => a.trunk.links() === 0 && b.trunk.links() === 0, 10_000)
     pb.handle(echo)
@@ -270,6 +279,21 @@ describe('trunk: cross-node dials and streams in one process', () => {
     await conn2.write(testBytes(1000))
     await conn2.closeWrite()
     expectBytes(await within('an echo on a new link', back, 10_000), testBytes(1000), 'echo on a new link')
+  })
+
+  it('keeps the streams of a node that left the cluster while its link answers, and closes the link once they are over', async () => {
+    const [a, b] = await two()
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    pb.handle(echo)
+    const conn = await pa.dial(pb.addr, { secure: false })
+    const back = readAll(conn)
+    await conn.write(testBytes(50_000))
+    a.trunk.nodeGone('B')
+    await conn.write(testBytes(50_000, 2))
+    await conn.closeWrite()
+    expect((await within('the echo after nodeGone', back, 10_000)).length).toBe(100_000)
+    await waitFor('the retired link closed on both nodes', () => a.trunk.links() === 0 && b.trunk.links() === 0, 10_000)
   })
 
   it('ends the cross-node streams of a node that shuts down with E_SHUTDOWN on the other node', async () => {

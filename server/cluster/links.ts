@@ -140,6 +140,8 @@ export class Link {
   private lastHeardMs = Date.now()
   private readonly pinger: ReturnType<typeof setInterval>
   private isOpen = true
+  /** Its node left the cluster while the link still answered: no new dial goes on it; it closes once its dials are over. */
+  retiring = false
   /** Stand-ins stopped by the high-water mark wait for a `drained`. */
   private behind = false
 
@@ -168,6 +170,11 @@ export class Link {
     const k = this.nextKey
     this.nextKey = (this.nextKey + 2) % 0x100000000
     return k
+  }
+
+  /** Milliseconds since the other node was last heard (a message or a pong). */
+  silentMs (): number {
+    return Date.now() - this.lastHeardMs
   }
 
   /** Bytes waiting in the socket. */

@@ -18,7 +18,7 @@ import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
 import type { Session } from '../session.ts'
 import { LINK_DATA_HEADER_BYTES, LINK_TEXT_MAX_BYTES, type DataMessage, type DialMessage, type EventMessage, type LinkMessage } from './link-codec.ts'
-import { acceptLink, initiateLink, Link, LINK_AUTH_TIMEOUT_MS, LINK_CLOSE_CODES, LinkRefused, type LinkHandler, type RefusalReason } from './links.ts'
+import { acceptLink, initiateLink, Link, LINK_AUTH_TIMEOUT_MS, LINK_PING_INTERVAL_MS, LINK_CLOSE_CODES, LinkRefused, type LinkHandler, type RefusalReason } from './links.ts'
 import { StandIn, type StandInHost } from './stand-in.ts'
 import { TrunkMetrics } from './trunk-metrics.ts'
 import type { ClusterView, TrunkPart } from './types.ts'
@@ -107,8 +107,17 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     return new StandIn(node, to, splitHostPort(address).host, this).session
   }
 
+  /**
+   * Node `nodeId` left the cluster. A link that went silent (a frozen or unplugged node whose key
+   * lapsed) is cut now: its streams fail. A link that still answers belongs to a node saying
+   * goodbye (it ends its streams with `E_SHUTDOWN` after its grace, then closes its links) or one
+   * that lost Redis: its streams go on, no new dial takes it, and it closes once they are over.
+   */
   nodeGone (nodeId: string): void {
-    for (const link of [...this.byNode.get(nodeId) ?? []]) link.terminate(`node ${nodeId} left the cluster`)
+    for (const link of [...this.byNode.get(nodeId) ?? []]) {
+      if (link.silentMs() > LINK_PING_INTERVAL_MS * 1.5 || link.dials.size === 0) link.terminate(`node ${nodeId} left the cluster`)
+      else link.retiring = true
+    }
   }
 
   links (): number {
@@ -175,7 +184,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
 
   /** An open link to `node`, opening one when there is none (every dial to it waits for the same). */
   private async linkTo (node: string): Promise<Link> {
-    for (const link of this.byNode.get(node) ?? []) if (link.open) return link
+    for (const link of this.byNode.get(node) ?? []) if (link.open && !link.retiring) return link
     let opening = this.connecting.get(node)
     if (opening === undefined) {
       opening = this.connect(node).finally(() => this.connecting.delete(node))
@@ -354,7 +363,11 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
   forget (standIn: StandIn): void {
     if (standIn.forgotten) return
     standIn.forgotten = true
-    if (standIn.link?.dials.get(standIn.key) === standIn) standIn.link.dials.delete(standIn.key)
+    const link = standIn.link
+    if (link?.dials.get(standIn.key) === standIn) {
+      link.dials.delete(standIn.key)
+      if (link instanceof Link && link.retiring && link.dials.size === 0) link.close()
+    }
     standIn.linkLost(new StarsockError('E_PEER_GONE', 'Dial streams closed'))
     this.deps.rendezvous.relay.dropSession(standIn.session)
   }
