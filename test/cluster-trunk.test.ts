@@ -14,7 +14,7 @@ import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { initiateLink, linkProof, newNonce } from '../server/cluster/links.ts'
 import type { HelloMessage } from '../server/cluster/link-codec.ts'
-import { Trunk } from '../server/cluster/trunk.ts'
+import { MAX_UNAUTHENTICATED_LINKS, Trunk } from '../server/cluster/trunk.ts'
 import type { ClusterView } from '../server/cluster/types.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -162,6 +162,24 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'refused' })).toBe(1)
   })
 
+  it('carries bytes a dialer sends as soon as the listener accepted, before the dial\'s answer reached its node', async () => {
+    const [a, b] = await two()
+    const dialer = await rawOn(a)
+    const listener = await rawOn(b)
+    let got: Promise<Buffer> | undefined
+    listener.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+      got = receiveStream(listener.socket, `${dialId}.dialer`) // accepts at once
+      setTimeout(ack, 300)
+    })
+    const data = testBytes(300_000, 4)
+    const sending = new StreamSink(dialer.socket, 'early.dialer').send(chunked(data, 64 * 1024))
+    const [err] = await request(dialer.socket, 'ss-dial', [dialer.addr, listener.addr, 'early'], 10_000)
+    expect(err).toBeUndefined()
+    await sending
+    await waitFor('the listener to accept', () => got !== undefined)
+    expectBytes(await within('the early bytes at the listener', got as Promise<Buffer>, 10_000), data, 'early bytes')
+  })
+
   it('holds a slow receiver on the other node within both nodes\' buffers while another stream on the link keeps flowing', async () => {
     const streamBufferBytes = 2_000_000
     const [a, b] = await two({ streamBufferBytes, socketBufferBytes: 4_000_000, senderStallTimeoutMs: 15_000 })
@@ -240,10 +258,14 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await closeCode(binary)).toBe(4003)
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'bad-message' })).toBe(3)
 
-    const quiet = new WebSocket(`ws://${address}/`)
-    quiet.on('error', () => {})
-    expect(await within('a silent connection refused', new Promise((resolve) => quiet.once('close', resolve)), 10_000)).toBe(4008)
-    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(1)
+    // Silence: refused after the handshake time; past MAX_UNAUTHENTICATED_LINKS at once, refused at once.
+    const quiet = await Promise.all(Array.from({ length: MAX_UNAUTHENTICATED_LINKS }, async () => await open()))
+    const closes = quiet.map(async (ws) => await closeCode(ws))
+    const extra = await open()
+    expect(await closeCode(extra)).toBe(1013)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'too-many' })).toBe(1)
+    expect(new Set(await Promise.all(closes))).toEqual(new Set([4008]))
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(MAX_UNAUTHENTICATED_LINKS)
     expect(a.trunk.links()).toBe(0)
   })
 

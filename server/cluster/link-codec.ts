@@ -87,7 +87,7 @@ export function decodeMessage (text: string): LinkMessage | undefined {
     case 'ok': return { t: 'ok' }
     case 'dial': return isKey(r.k) && isText(r.from, 1024) && isText(r.to, 1024) && isText(r.id, 256) && typeof r.secure === 'boolean' && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as DialMessage : undefined
     case 'reply': return isKey(r.k) && (r.refusal === null || isText(r.refusal, 256)) && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as ReplyMessage : undefined
-    case 'fail': return isKey(r.k) && typeof r.code === 'string' && r.code in ERROR_CODES && typeof r.msg === 'string' && r.msg.length <= 256 ? r as unknown as FailMessage : undefined
+    case 'fail': return isKey(r.k) && typeof r.code === 'string' && Object.hasOwn(ERROR_CODES, r.code) && typeof r.msg === 'string' && r.msg.length <= 256 ? r as unknown as FailMessage : undefined
     case 'ev': return isKey(r.k) && (r.s === 0 || r.s === 1) && (LINK_EVENT_TYPES as readonly unknown[]).includes(r.e) && isEventArg(r.a) ? r as unknown as EventMessage : undefined
     case 'ack': return isKey(r.k) && (r.s === 0 || r.s === 1) && isCount(r.n) ? r as unknown as AckMessage : undefined
     default: return undefined

@@ -315,6 +315,8 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     standIn.session.starsock = m.starsock
     standIn.window = m.win
     pending.resolve([m.refusal ?? undefined])
+    // The listener may have accepted (and the dialer sent) before this answer came: the window is open now.
+    this.deps.rendezvous.relay.drained(standIn.session)
   }
 
   /** A stream event the other node's relay emitted to its stand-in: the same call on this relay. */
