@@ -117,6 +117,7 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await counter(a.server, 'starsock_cluster_trunk_bytes_total', { direction: 'out' })).toBeGreaterThanOrEqual(data.length)
     expect(await counter(b.server, 'starsock_cluster_trunk_bytes_total', { direction: 'out' })).toBeGreaterThanOrEqual(data.length)
     await waitFor('every stream closed on both nodes', () => a.server.stats().streams === 0 && b.server.stats().streams === 0, 10_000)
+    await waitFor('both stand-ins forgotten', () => a.trunk.standIns() === 0 && b.trunk.standIns() === 0)
     // The other way, over the same link (a link carries dials both ways).
     pa.handle(echo)
     const small = testBytes(100_000, 7)
@@ -128,7 +129,7 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(a.trunk.links() + b.trunk.links()).toBe(2)
   })
 
-  it('passes every dial outcome across: refused with a string, unknown peer, stream limit, listener timeout, listener gone', async () => {
+  it('passes every dial outcome across: refused with a string, unknown peer, listener timeout, listener gone, dial id in use, the listener\'s stream limit', async () => {
     const [a, b] = await two({ dialTimeoutMs: 1000 })
     const pa = await peerOn(a)
     const noHandler = await peerOn(b)
@@ -158,7 +159,15 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect((await request(a1.socket, 'ss-dial', [a1.addr, echoer.addr, 'same']))[0]).toBeUndefined()
     const [inUse] = await request(a1.socket, 'ss-dial', [a1.addr, echoer.addr, 'same'])
     expect(inUse).toBe('Dial id in use [E_DIAL_ID_IN_USE]')
-    expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'failed' })).toBeGreaterThanOrEqual(3)
+
+    // The listener's node's limits: C allows 2 streams per socket (one dial).
+    const c = await node('C', { maxStreamsPerSocket: 2 })
+    const busy = await rawOn(c)
+    echoIncoming(busy)
+    expect((await request(a1.socket, 'ss-dial', [a1.addr, busy.addr, 'first']))[0]).toBeUndefined()
+    const [limit] = await request(a1.socket, 'ss-dial', [a1.addr, busy.addr, 'second'])
+    expect(limit).toBe('Stream limit of the dialed peer reached (maxStreamsPerSocket=2) [E_LIMIT_STREAMS]')
+    expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'failed' })).toBeGreaterThanOrEqual(4)
     expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'refused' })).toBe(1)
   })
 
@@ -301,6 +310,23 @@ describe('trunk: cross-node dials and streams in one process', () => {
     await conn2.write(testBytes(1000))
     await conn2.closeWrite()
     expectBytes(await within('an echo on a new link', back, 10_000), testBytes(1000), 'echo on a new link')
+  })
+
+  it('fails a dial waiting on a link that drops with E_PEER_GONE, at once rather than at the dial timeout', async () => {
+    const [a, b] = await two({ dialTimeoutMs: 20_000 })
+    const proxy = await tcpProxy(Number((cluster.linkAddresses.get('B') as string).split(':')[1]))
+    closers.push(proxy.close)
+    cluster.linkAddresses.set('B', proxy.url.replace('http://', ''))
+    const dialer = await rawOn(a)
+    const silent = await rawOn(b)
+    let asked = false
+    silent.socket.on('ss-incomming', () => { asked = true })
+    const dialing = request(dialer.socket, 'ss-dial', [dialer.addr, silent.addr, 'waiting'], 30_000)
+    await waitFor('the dial to reach the listener', () => asked, 10_000)
+    proxy.drop()
+    const [err] = await within('the dial to fail', dialing, 10_000)
+    expect(String(err)).toMatch(/^Server node B unreachable .*\[E_PEER_GONE\]$/)
+    await waitFor('no stream and no stand-in left on either node', () => a.server.stats().streams + b.server.stats().streams + a.trunk.standIns() + b.trunk.standIns() === 0, 10_000)
   })
 
   it('keeps the streams of a node that left the cluster while its link answers, and closes the link once they are over', async () => {

@@ -126,6 +126,13 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     return n
   }
 
+  /** Stand-ins (one per cross-node dial on each of its two nodes) still on a link now. */
+  standIns (): number {
+    let n = 0
+    for (const set of this.byNode.values()) for (const link of set) n += link.dials.size
+    return n
+  }
+
   /** Let the links write what waits (the `E_SHUTDOWN` of every stream), close them and stop listening. */
   async close (): Promise<void> {
     this.closing = true
