@@ -4,14 +4,15 @@
  * checked here before use (the other end is authenticated, but a bug or a stray process on the
  * internal port must not reach the relay with a wrong type).
  */
+import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS } from '../../shared/constants.ts'
 import { ERROR_CODES, type ErrorCode } from '../../shared/errors.ts'
 
 /** First byte of a binary link message carrying stream bytes. */
 export const LINK_KIND_DATA = 1
 /** Bytes before the payload of a data message: kind (1), dial key (4), stream (1). */
 export const LINK_DATA_HEADER_BYTES = 6
-/** Largest text message a link takes (a dial carries two addresses and a dial id). */
-export const LINK_TEXT_MAX_BYTES = 4096
+/** Largest text message a link takes: a dial carries two addresses and a dial id, each escaped at worst. */
+export const LINK_TEXT_MAX_BYTES = 16 * 1024
 /** The context string of the link's proofs; a new version of the handshake changes it. */
 export const LINK_PROOF_CONTEXT = 'starsock-cluster-link-v1'
 
@@ -85,7 +86,7 @@ export function decodeMessage (text: string): LinkMessage | undefined {
     case 'hello': return isText(r.node, 64) && typeof r.nonce === 'string' && HEX.test(r.nonce) && (r.proof === undefined || (typeof r.proof === 'string' && HEX.test(r.proof))) ? r as unknown as HelloMessage : undefined
     case 'proof': return typeof r.proof === 'string' && HEX.test(r.proof) ? { t: 'proof', proof: r.proof } : undefined
     case 'ok': return { t: 'ok' }
-    case 'dial': return isKey(r.k) && isText(r.from, 1024) && isText(r.to, 1024) && isText(r.id, 256) && typeof r.secure === 'boolean' && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as DialMessage : undefined
+    case 'dial': return isKey(r.k) && isText(r.from, MAX_ADDRESS_CHARS) && isText(r.to, MAX_ADDRESS_CHARS) && isText(r.id, MAX_DIAL_ID_CHARS) && typeof r.secure === 'boolean' && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as DialMessage : undefined
     case 'reply': return isKey(r.k) && (r.refusal === null || isText(r.refusal, 256)) && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as ReplyMessage : undefined
     case 'fail': return isKey(r.k) && typeof r.code === 'string' && Object.hasOwn(ERROR_CODES, r.code) && typeof r.msg === 'string' && r.msg.length <= 256 ? r as unknown as FailMessage : undefined
     case 'ev': return isKey(r.k) && (r.s === 0 || r.s === 1) && (LINK_EVENT_TYPES as readonly unknown[]).includes(r.e) && isEventArg(r.a) ? r as unknown as EventMessage : undefined

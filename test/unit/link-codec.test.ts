@@ -4,6 +4,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { decodeData, decodeMessage, encodeData, encodeMessage, LINK_DATA_HEADER_BYTES, LINK_TEXT_MAX_BYTES, type LinkMessage } from '../../server/cluster/link-codec.ts'
+import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS } from '../../shared/constants.ts'
 import { linkProof, newNonce, sameProof } from '../../server/cluster/links.ts'
 
 const NONCE = 'ab'.repeat(32)
@@ -40,7 +41,9 @@ describe('link codec', () => {
     { t: 'ev', k: 3, s: 0, e: 'error', a: true },
     { t: 'ev', k: 3, s: 0, e: 'credit', a: 65536 },
     { t: 'ev', k: 3, s: 0, e: 'abort', a: 'gone [E_PEER_GONE]' },
-    { t: 'ack', k: 3, s: 1, n: 10 }
+    { t: 'ack', k: 3, s: 1, n: 10 },
+    // The longest a peer may send: addresses and dial id at their caps, with characters JSON escapes.
+    { t: 'dial', k: 4, from: '"\\\u0001/'.repeat(MAX_ADDRESS_CHARS / 4), to: '/'.repeat(MAX_ADDRESS_CHARS), id: '"'.repeat(MAX_DIAL_ID_CHARS), secure: false, starsock: true, win: 1 }
   ]
   it.each(good.map((m) => [m.t, m]))('takes a well-formed %s', (_t, m) => {
     expect(decodeMessage(encodeMessage(m))).toEqual(m)
