@@ -14,6 +14,7 @@ import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { initiateLink, linkProof, newNonce } from '../server/cluster/links.ts'
 import type { HelloMessage } from '../server/cluster/link-codec.ts'
+import { ServerMetrics } from '../server/metrics.ts'
 import { MAX_UNAUTHENTICATED_LINKS, Trunk } from '../server/cluster/trunk.ts'
 import type { ClusterView } from '../server/cluster/types.ts'
 import { echo, readAll } from './helpers/connections.ts'
@@ -327,6 +328,17 @@ describe('trunk: cross-node dials and streams in one process', () => {
     const [err] = await within('the dial to fail', dialing, 10_000)
     expect(String(err)).toMatch(/^Server node B unreachable .*\[E_PEER_GONE\]$/)
     await waitFor('no stream and no stand-in left on either node', () => a.server.stats().streams + b.server.stats().streams + a.trunk.standIns() + b.trunk.standIns() === 0, 10_000)
+  })
+
+  it('refuses to listen on a wildcard address without an address to advertise', async () => {
+    const [a] = await two()
+    for (const clusterListen of ['0.0.0.0:0', '[::]:0']) {
+      const trunk = new Trunk({ rendezvous: a.server.rendezvous, view: cluster.view('X'), options: { ...a.server.options, clusterListen }, metrics: new ServerMetrics(false, () => 0), logger: silentLogger })
+      await expect(trunk.listen()).rejects.toThrow(`clusterListen ${clusterListen} is a wildcard address: set clusterAdvertise`)
+    }
+    const advertised = new Trunk({ rendezvous: a.server.rendezvous, view: cluster.view('Y'), options: { ...a.server.options, clusterListen: '0.0.0.0:0', clusterAdvertise: '10.1.2.3:7000' }, metrics: new ServerMetrics(false, () => 0), logger: silentLogger })
+    expect(await advertised.listen()).toBe('10.1.2.3:7000')
+    await advertised.close()
   })
 
   it('keeps the streams of a node that left the cluster while its link answers, and closes the link once they are over', async () => {

@@ -8,7 +8,7 @@
  * nodes; a dial only ever asks the node that holds the listener. A link that closes or stops
  * answering fails every stream through it, on both nodes, with `E_PEER_GONE` naming the node.
  */
-import { createServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
+import { createServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { WebSocket, WebSocketServer } from 'ws'
 import { StarsockError } from '../../shared/errors.ts'
@@ -247,7 +247,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
   }
 
   /** Any HTTP request other than the upgrade: refused and counted. */
-  private notUpgrade (_req: IncomingMessage, res: import('node:http').ServerResponse): void {
+  private notUpgrade (_req: IncomingMessage, res: ServerResponse): void {
     this.refused('bad-message', 'plain HTTP request')
     res.writeHead(426, { connection: 'close' }).end()
   }
