@@ -153,6 +153,31 @@ describe('trunk failures (real Redis, real nodes)', () => {
     expect(await metricOf(n1, 'starsock_cluster_dials_total{outcome="accepted"}')).toBeGreaterThanOrEqual(1)
   }, 60_000)
 
+  it('keeps a cross-node stream and cross-node dials working while Redis is stopped and after it comes back empty', async () => {
+    const p1 = await peerOn(n1)
+    const p3 = await peerOn(n3)
+    p3.handle(echo)
+    await knows(p1, p3)
+    const data = testBytes(4 * 1024 * 1024, 17)
+    const conn = await within('a dial from node 1 to node 3', p1.dial(p3.addr), 20_000)
+    const back = readAll(conn)
+    await conn.write(data.subarray(0, 1024 * 1024))
+    const redis = cluster.redis
+    if (redis === undefined) throw new Error('no Redis')
+    await redis.stop()
+    try {
+      await conn.write(data.subarray(1024 * 1024, 2 * 1024 * 1024))
+      await echoThrough(p1, p3, 512 * 1024, 'a new dial from node 1 to node 3 while Redis is down')
+    } finally {
+      await redis.start()
+    }
+    p1.handle(echo)
+    await echoThrough(p3, p1, 512 * 1024, 'a dial from node 3 to node 1 once Redis is back (empty)')
+    await conn.write(data.subarray(2 * 1024 * 1024))
+    await conn.closeWrite()
+    expectBytes(await within('the stream across the Redis outage', back, 30_000), data, 'stream across the outage')
+  }, 60_000)
+
   it('ends the cross-node streams of a node that shuts down (SIGTERM) with an error code on the other node', async () => {
     const n5 = await cluster.node(['--shutdown-grace-ms', '200'])
     const p1 = await peerOn(n1)
