@@ -205,7 +205,10 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     const unreachable = (why: string): StarsockError => new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (${why})`)
     const address = this.deps.view.linkAddressOf(node)
     if (address === undefined || this.closing) throw unreachable('not a member')
-    const ws = new WebSocket(`ws://${address}/`, { perMessageDeflate: false, maxPayload: this.maxPayload, handshakeTimeout: LINK_AUTH_TIMEOUT_MS })
+    // A zero mask: ws then skips masking both ways. Masking protects proxies from what a page
+    // makes a browser send; a link between two nodes carries no page's bytes, and masking every
+    // chunk would cost a pass over it on both nodes.
+    const ws = new WebSocket(`ws://${address}/`, { perMessageDeflate: false, maxPayload: this.maxPayload, handshakeTimeout: LINK_AUTH_TIMEOUT_MS, generateMask: (mask) => mask.fill(0) })
     ws.on('error', () => {}) // the close or the handshake says what went wrong
     try {
       await new Promise<void>((resolve, reject) => {
