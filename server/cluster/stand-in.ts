@@ -83,6 +83,7 @@ export class StandIn implements Endpoint {
     return streamId === this.streamId(0) ? 0 : streamId === this.streamId(1) ? 1 : undefined
   }
 
+  /** What the relay emits to the peer this stands for: chunks as data messages, other stream events as `ev`. */
   emit (event: string, ...args: unknown[]): void {
     const parsed = parseStreamEvent(event)
     const link = this.link
@@ -101,6 +102,7 @@ export class StandIn implements Endpoint {
     link.send({ t: 'ev', k: this.key, s, e: parsed.type, a: typeof a === 'number' || typeof a === 'string' || typeof a === 'boolean' ? a : null })
   }
 
+  /** `ss-incomming` to the peer this stands for: the dial goes to its node (`Trunk.dial`). */
   async request (_event: string, args: unknown[], timeoutMs: number): Promise<unknown[]> {
     return await this.host.dial(this, args, timeoutMs)
   }
@@ -119,6 +121,7 @@ export class StandIn implements Endpoint {
     return false
   }
 
+  /** Nothing to resume (see `pauseReading`). */
   resumeReading (): void {}
 
   /** The other node acknowledged `n` bytes of the stream this stand-in receives. */
@@ -146,6 +149,7 @@ export class StandIn implements Endpoint {
     }
   }
 
+  /** One of its two streams closed; the trunk forgets it after the second. */
   streamClosed (_streamId: string): void {
     // Deferred: the relay is still emitting the close's events to this stand-in.
     if (++this.closedStreams === 2) queueMicrotask(() => this.host.forget(this))

@@ -100,6 +100,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     return advertised
   }
 
+  /** A new stand-in for the peer at `to` when the view puts it on another member node (see `RendezvousCluster.remoteTarget`). */
   remoteTarget (to: string, _dialer: Session): Session | undefined {
     const node = this.deps.view.remoteNodeOf(to)
     const address = node === undefined ? undefined : this.deps.view.linkAddressOf(node)
@@ -120,6 +121,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     }
   }
 
+  /** Links open now (a link between two nodes counts on each). */
   links (): number {
     let n = 0
     for (const set of this.byNode.values()) n += set.size
@@ -299,6 +301,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     return link
   }
 
+  /** A text message on an open link (`LinkHandler`). */
   message (link: Link, m: LinkMessage): void {
     switch (m.t) {
       case 'dial': return this.incomingDial(link, m)
@@ -342,22 +345,26 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     else relay.end(session, id, m.a)
   }
 
+  /** Stream bytes on an open link: the chunk of the stand-in's stream on this relay. */
   data (link: Link, d: DataMessage): void {
     this.metrics.bytes.inc({ direction: 'in' }, d.payload.byteLength)
     const standIn = link.dials.get(d.k)
     if (standIn !== undefined) this.deps.rendezvous.relay.data(standIn.session, standIn.streamId(d.s), d.payload)
   }
 
+  /** A malformed message: the other node is broken or not what it proved; cut the link. */
   bad (link: Link, what: string): void {
     this.metrics.badMessages.inc({ what })
     this.logger.warn({ node: link.node, what }, 'malformed message on a cluster link, cutting it')
     link.terminate(`malformed ${what}`)
   }
 
+  /** The link's socket caught up: the relay may send to its stand-ins again. */
   drained (link: Link): void {
     for (const standIn of [...link.dials.values()]) this.deps.rendezvous.relay.drained(standIn.session)
   }
 
+  /** A link closed or was cut: every stream through it fails here, every dial waiting on it rejects. */
   closed (link: Link, why: string): void {
     this.byNode.get(link.node)?.delete(link)
     if (this.byNode.get(link.node)?.size === 0) this.byNode.delete(link.node)
@@ -372,6 +379,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
 
   // --- stand-ins ---------------------------------------------------------------------------
 
+  /** Drop a stand-in whose streams are over (or whose dial failed); a retiring link with no dial left closes. */
   forget (standIn: StandIn): void {
     if (standIn.forgotten) return
     standIn.forgotten = true
@@ -384,6 +392,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     this.deps.rendezvous.relay.dropSession(standIn.session)
   }
 
+  /** Stream bytes a stand-in sent on a link. */
   sent (bytes: number): void {
     this.metrics.bytes.inc({ direction: 'out' }, bytes)
   }
