@@ -29,12 +29,14 @@ const SECRET = 'trunk-test-secret-0123456789'
 class StaticCluster {
   readonly owners = new Map<string, string>()
   readonly linkAddresses = new Map<string, string>()
+  /** Nodes a node has not learned of yet, by node. */
+  readonly unknownTo = new Map<string, Set<string>>()
 
   view (nodeId: string): ClusterView {
     return {
       nodeId,
       remoteNodeOf: (addr) => { const n = this.owners.get(addr); return n === nodeId ? undefined : n },
-      linkAddressOf: (id) => this.linkAddresses.get(id)
+      linkAddressOf: (id) => this.unknownTo.get(nodeId)?.has(id) === true ? undefined : this.linkAddresses.get(id)
     }
   }
 }
@@ -339,6 +341,22 @@ describe('trunk: cross-node dials and streams in one process', () => {
     const advertised = new Trunk({ rendezvous: a.server.rendezvous, view: cluster.view('Y'), options: { ...a.server.options, clusterListen: '0.0.0.0:0', clusterAdvertise: '10.1.2.3:7000' }, metrics: new ServerMetrics(false, () => 0), logger: silentLogger })
     expect(await advertised.listen()).toBe('10.1.2.3:7000')
     await advertised.close()
+  })
+
+  it('asks again a node that did not know this one yet (it just started), and dials through', async () => {
+    const [a, b] = await two({ clusterNodeTtlMs: 3000 })
+    cluster.unknownTo.set('B', new Set(['A']))
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    pb.handle(echo)
+    const dialing = pa.dial(pb.addr, { secure: false })
+    await within('B to refuse A as unknown', (async () => { while (await counter(b.server, 'starsock_cluster_link_refused_total', { reason: 'unknown-node' }) === 0) await new Promise((resolve) => setTimeout(resolve, 20)) })(), 5000)
+    cluster.unknownTo.delete('B') // B learned of A
+    const conn = await within('the dial once B knows A', dialing, 10_000)
+    const back = readAll(conn)
+    await conn.write(testBytes(1000))
+    await conn.closeWrite()
+    expectBytes(await within('the echo', back, 10_000), testBytes(1000), 'echo after the second ask')
   })
 
   it('keeps the streams of a node that left the cluster while its link answers, and closes the link once they are over', async () => {

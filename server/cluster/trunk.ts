@@ -202,11 +202,35 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     return await opening
   }
 
-  /** Open and authenticate a link to `node`; rejects with `E_PEER_GONE` naming it. */
+  /**
+   * Open and authenticate a link to `node`; rejects with `E_PEER_GONE` naming it. A node that
+   * does not know this one yet (it learns members every `clusterNodeTtlMs / 3`: this node just
+   * started) refuses it as unknown: asked once more after that.
+   */
   private async connect (node: string): Promise<Link> {
-    const unreachable = (why: string): StarsockError => new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (${why})`)
+    let ws: WebSocket | undefined
+    try {
+      try {
+        ws = await this.handshake(node)
+      } catch (err) {
+        if (!(err instanceof LinkRefused) || err.reason !== 'unknown-node' || this.closing) throw err
+        await new Promise((resolve) => setTimeout(resolve, Math.ceil(this.deps.options.clusterNodeTtlMs / 3)))
+        ws = await this.handshake(node)
+      }
+    } catch (err) {
+      throw new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (${(err as Error).message})`)
+    }
+    if (this.closing) {
+      ws.close(1001)
+      throw new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (this node is closing)`)
+    }
+    return this.add(new Link(node, 'initiator', ws, this))
+  }
+
+  /** Connect to `node` and prove the secret; settles with the open socket, rejects with `LinkRefused` (counted unless it never opened). */
+  private async handshake (node: string): Promise<WebSocket> {
     const address = this.deps.view.linkAddressOf(node)
-    if (address === undefined || this.closing) throw unreachable('not a member')
+    if (address === undefined || this.closing) throw new LinkRefused('timeout', 'not a member')
     // A zero mask: ws then skips masking both ways. Masking protects proxies from what a page
     // makes a browser send; a link between two nodes carries no page's bytes, and masking every
     // chunk would cost a pass over it on both nodes.
@@ -218,18 +242,14 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
         ws.once('close', () => reject(new LinkRefused('timeout', 'could not connect')))
       })
       await initiateLink(ws, this.deps.view.nodeId, node, this.deps.options.clusterSecret)
+      return ws
     } catch (err) {
       ws.terminate()
-      const reason = err instanceof LinkRefused ? err.reason : 'bad-message'
-      // A link that never opened is not a refusal by this node: only what the other side proved wrong is counted.
-      if (reason !== 'timeout') this.refused(reason, `link to ${node}: ${(err as Error).message}`)
-      throw unreachable((err as Error).message)
+      const refused = err instanceof LinkRefused ? err : new LinkRefused('bad-message', (err as Error).message)
+      // A link that never opened is not a refusal: only what the other side said or proved wrong is counted.
+      if (refused.reason !== 'timeout') this.refused(refused.reason, `link to ${node}: ${refused.message}`)
+      throw refused
     }
-    if (this.closing) {
-      ws.close(1001)
-      throw unreachable('this node is closing')
-    }
-    return this.add(new Link(node, 'initiator', ws, this))
   }
 
   // --- the listener's side -----------------------------------------------------------------
