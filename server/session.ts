@@ -29,8 +29,12 @@ export interface Endpoint {
   sendFrame?: (frame: Uint8Array) => void
   /** `bytes` of stream `streamId`, which this client sends, left the relay's queue toward its receiver (a cluster stand-in acknowledges them to its node). */
   dequeued?: (streamId: string, bytes: number) => void
-  /** Stream `streamId`, which this client sends or receives, closed on the relay (a cluster stand-in is forgotten once both of its streams are). */
-  streamClosed?: (streamId: string) => void
+  /**
+   * Stream `streamId`, which this client sends or receives, closed on the relay; `failed` when it
+   * failed (`Relay.fail`: the events that follow say so). A cluster stand-in passes a failure on
+   * as one, and is forgotten once both of its streams are closed.
+   */
+  streamClosed?: (streamId: string, failed: boolean) => void
 }
 
 /** A connected client: the addresses it joined and what it told the server about itself. */

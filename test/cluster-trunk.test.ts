@@ -174,6 +174,24 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'refused' })).toBe(1)
   })
 
+  it('tells the listener\'s node when the dialer disconnects during the dial, and forgets both stand-ins', async () => {
+    const [a, b] = await two()
+    const dialer = await rawOn(a)
+    const listener = await rawOn(b)
+    let asked = false
+    listener.socket.on('ss-incomming', () => { asked = true }) // never answers
+    const errors: unknown[] = []
+    listener.socket.onAny((event: string, value: unknown) => { if (event.startsWith('socket.io-pull-stream.error.')) errors.push(value) })
+    void request(dialer.socket, 'ss-dial', [dialer.addr, listener.addr, 'gone'], 30_000).catch(() => {})
+    await waitFor('the dial to reach the listener', () => asked, 10_000)
+    dialer.close()
+    await waitFor('the streams closed on both nodes', () => a.server.stats().streams + b.server.stats().streams === 0, 10_000)
+    await waitFor('both stand-ins forgotten', () => a.trunk.standIns() + b.trunk.standIns() === 0, 10_000)
+    // The listener, which has not accepted, still hears that the dialer's stream failed.
+    await waitFor('an error event at the listener', () => errors.length > 0, 10_000)
+    expect(String(errors[0])).toContain('[E_PEER_GONE]')
+  })
+
   it('carries bytes a dialer sends as soon as the listener accepted, before the dial\'s answer reached its node', async () => {
     const [a, b] = await two()
     const dialer = await rawOn(a)

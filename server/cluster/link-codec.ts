@@ -36,8 +36,8 @@ export interface DialMessage { t: 'dial', k: number, from: string, to: string, i
 export interface ReplyMessage { t: 'reply', k: number, refusal: string | null, starsock: boolean, win: number }
 /** The dial failed with an error code. */
 export interface FailMessage { t: 'fail', k: number, code: ErrorCode, msg: string }
-/** A stream event the relay emitted to a stand-in, for the relay of the other node. */
-export interface EventMessage { t: 'ev', k: number, s: StreamSide, e: LinkEventType, a: number | string | boolean | null }
+/** A stream event the relay emitted to a stand-in, for the relay of the other node; `f`: an `error` that failed the stream (not an end after its data). */
+export interface EventMessage { t: 'ev', k: number, s: StreamSide, e: LinkEventType, a: number | string | boolean | null, f?: true }
 /** `n` bytes of a stream left the receiving node's queue toward the receiver: credit between the nodes. */
 export interface AckMessage { t: 'ack', k: number, s: StreamSide, n: number }
 
@@ -89,7 +89,7 @@ export function decodeMessage (text: string): LinkMessage | undefined {
     case 'dial': return isKey(r.k) && isText(r.from, MAX_ADDRESS_CHARS) && isText(r.to, MAX_ADDRESS_CHARS) && isText(r.id, MAX_DIAL_ID_CHARS) && typeof r.secure === 'boolean' && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as DialMessage : undefined
     case 'reply': return isKey(r.k) && (r.refusal === null || isText(r.refusal, 256)) && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as ReplyMessage : undefined
     case 'fail': return isKey(r.k) && typeof r.code === 'string' && Object.hasOwn(ERROR_CODES, r.code) && typeof r.msg === 'string' && r.msg.length <= 256 ? r as unknown as FailMessage : undefined
-    case 'ev': return isKey(r.k) && (r.s === 0 || r.s === 1) && (LINK_EVENT_TYPES as readonly unknown[]).includes(r.e) && isEventArg(r.a) ? r as unknown as EventMessage : undefined
+    case 'ev': return isKey(r.k) && (r.s === 0 || r.s === 1) && (LINK_EVENT_TYPES as readonly unknown[]).includes(r.e) && isEventArg(r.a) && (r.f === undefined || r.f === true) ? r as unknown as EventMessage : undefined
     case 'ack': return isKey(r.k) && (r.s === 0 || r.s === 1) && isCount(r.n) ? r as unknown as AckMessage : undefined
     default: return undefined
   }

@@ -50,6 +50,8 @@ export class StandIn implements Endpoint {
   private acks: [number, number] = [0, 0]
   private ackScheduled = false
   private closedStreams = 0
+  /** Which of its streams failed (the relay's `error` for it is a failure, not an end). */
+  private readonly failed: [boolean, boolean] = [false, false]
   /** The dial id (both streams are `<dialId>.dialer` and `<dialId>.listener`), known once the dial goes or arrives. */
   dialId = ''
   /** Forgotten by the trunk: no stream, no link entry. */
@@ -99,7 +101,11 @@ export class StandIn implements Endpoint {
       return
     }
     const a = args[0]
-    link.send({ t: 'ev', k: this.key, s, e: parsed.type, a: typeof a === 'number' || typeof a === 'string' || typeof a === 'boolean' ? a : null })
+    const arg = typeof a === 'number' || typeof a === 'string' || typeof a === 'boolean' ? a : null
+    // The `error` of a failed stream fails it on the other node too (queued bytes dropped, at once),
+    // where an error end waits behind the stream's bytes.
+    if (parsed.type === 'error' && this.failed[s]) link.send({ t: 'ev', k: this.key, s, e: 'error', a: arg, f: true })
+    else link.send({ t: 'ev', k: this.key, s, e: parsed.type, a: arg })
   }
 
   /** `ss-incomming` to the peer this stands for: the dial goes to its node (`Trunk.dial`). */
@@ -149,8 +155,10 @@ export class StandIn implements Endpoint {
     }
   }
 
-  /** One of its two streams closed; the trunk forgets it after the second. */
-  streamClosed (_streamId: string): void {
+  /** One of its two streams closed (`failed`: by `Relay.fail`); the trunk forgets it after the second. */
+  streamClosed (streamId: string, failed: boolean): void {
+    const s = this.sideOf(streamId)
+    if (s !== undefined && failed) this.failed[s] = true
     // Deferred: the relay is still emitting the close's events to this stand-in.
     if (++this.closedStreams === 2) queueMicrotask(() => this.host.forget(this))
   }

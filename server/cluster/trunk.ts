@@ -362,6 +362,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     if (m.e === 'accept') relay.accept(session, id, m.a ?? undefined)
     else if (m.e === 'credit') relay.credit(session, id, m.a)
     else if (m.e === 'abort') relay.abort(session, id, m.a)
+    else if (m.f === true && typeof m.a === 'string') relay.failStream(session, id, m.a)
     else relay.end(session, id, m.a)
   }
 

@@ -39,6 +39,7 @@ describe('link codec', () => {
     { t: 'fail', k: 3, code: 'E_PEER_NOT_FOUND', msg: 'Peer not found' },
     { t: 'ev', k: 3, s: 1, e: 'accept', a: null },
     { t: 'ev', k: 3, s: 0, e: 'error', a: true },
+    { t: 'ev', k: 3, s: 0, e: 'error', a: 'Peer disconnected [E_PEER_GONE]', f: true },
     { t: 'ev', k: 3, s: 0, e: 'credit', a: 65536 },
     { t: 'ev', k: 3, s: 0, e: 'abort', a: 'gone [E_PEER_GONE]' },
     { t: 'ack', k: 3, s: 1, n: 10 },
@@ -64,7 +65,8 @@ describe('link codec', () => {
     { t: 'ev', k: 1, s: 0, e: 'queue', a: null },
     { t: 'ev', k: 1, s: 0, e: 'error', a: { x: 1 } },
     { t: 'ev', k: 1, s: 0, e: 'error', a: 'x'.repeat(257) },
-    { t: 'ack', k: 1, s: 0, n: 1.5 }
+    { t: 'ack', k: 1, s: 0, n: 1.5 },
+    { t: 'ev', k: 1, s: 0, e: 'error', a: 'x', f: false }
   ]
   it.each(bad.map((m) => [JSON.stringify(m), m]))('refuses %s', (text) => {
     expect(decodeMessage(text)).toBeUndefined()
