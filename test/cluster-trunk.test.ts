@@ -192,6 +192,29 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(String(errors[0])).toContain('[E_PEER_GONE]')
   })
 
+  it('tells the other node when a receiver goes without a word to its sender (dropSession), so no stream stays behind', async () => {
+    const [a, b] = await two()
+    const dialer = await rawOn(a)
+    const listener = await rawOn(b)
+    let dialId = ''
+    let got: Promise<Buffer> | undefined
+    listener.socket.on('ss-incomming', (id: string, _from: string, ack: () => void) => {
+      dialId = id
+      got = receiveStream(listener.socket, `${id}.dialer`)
+      ack()
+    })
+    // The dialer ends its own stream at once and never accepts the listener's.
+    const sending = new StreamSink(dialer.socket, 'quiet.dialer').send([new Uint8Array([1, 2, 3])])
+    expect((await request(dialer.socket, 'ss-dial', [dialer.addr, listener.addr, 'quiet']))[0]).toBeUndefined()
+    await sending
+    expect(await within('the dialer\'s stream at the listener', got as Promise<Buffer>, 10_000)).toEqual(Buffer.from([1, 2, 3]))
+    const aborted = new Promise((resolve) => listener.socket.once(`socket.io-pull-stream.abort.${dialId}.listener`, resolve))
+    expect(b.server.stats().streams).toBe(1) // the listener's stream, not accepted by the dialer
+    dialer.close()
+    expect(String(await within('an abort of its stream at the listener', aborted, 10_000))).toContain('[E_PEER_GONE]')
+    await waitFor('no stream and no stand-in left on either node', () => a.server.stats().streams + b.server.stats().streams + a.trunk.standIns() + b.trunk.standIns() === 0, 10_000)
+  })
+
   it('carries bytes a dialer sends as soon as the listener accepted, before the dial\'s answer reached its node', async () => {
     const [a, b] = await two()
     const dialer = await rawOn(a)

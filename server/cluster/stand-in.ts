@@ -10,7 +10,7 @@
  * is far behind; so one slow stream never holds the link, nor memory on either node past its caps.
  */
 import { DIALER_SUFFIX, parseStreamEvent } from '../../shared/events.ts'
-import { StarsockError } from '../../shared/errors.ts'
+import { StarsockError, wireError } from '../../shared/errors.ts'
 import { SOCKET_WRITE_HIGH_WATER_BYTES } from '../constants.ts'
 import { TokenBucket } from '../rate-limit.ts'
 import { Session, type Endpoint } from '../session.ts'
@@ -52,6 +52,10 @@ export class StandIn implements Endpoint {
   private closedStreams = 0
   /** Which of its streams failed (the relay's `error` for it is a failure, not an end). */
   private readonly failed: [boolean, boolean] = [false, false]
+  /** The stream whose bytes come from the other node: the listener's on the dialer's node (1), the dialer's on the listener's (0). */
+  sendSide: StreamSide = 1
+  /** The other node knows the stream it sends is over: it ended it, or the relay here aborted or failed it. */
+  private told = false
   /** The dial id (both streams are `<dialId>.dialer` and `<dialId>.listener`), known once the dial goes or arrives. */
   dialId = ''
   /** Forgotten by the trunk: no stream, no link entry. */
@@ -104,6 +108,7 @@ export class StandIn implements Endpoint {
     const arg = typeof a === 'number' || typeof a === 'string' || typeof a === 'boolean' ? a : null
     // The `error` of a failed stream fails it on the other node too (queued bytes dropped, at once),
     // where an error end waits behind the stream's bytes.
+    if (parsed.type === 'abort' && s === this.sendSide) this.told = true
     if (parsed.type === 'error' && this.failed[s]) link.send({ t: 'ev', k: this.key, s, e: 'error', a: arg, f: true })
     else link.send({ t: 'ev', k: this.key, s, e: parsed.type, a: arg })
   }
@@ -159,8 +164,22 @@ export class StandIn implements Endpoint {
   streamClosed (streamId: string, failed: boolean): void {
     const s = this.sideOf(streamId)
     if (s !== undefined && failed) this.failed[s] = true
+    // A receiver that went away (`Relay.dropSession`) closes its streams without a word to their
+    // sender: the other node must hear it, or its stream (and its sender's stream count) stays.
+    if (s === this.sendSide) queueMicrotask(() => this.tellClosed())
     // Deferred: the relay is still emitting the close's events to this stand-in.
     if (++this.closedStreams === 2) queueMicrotask(() => this.host.forget(this))
+  }
+
+  /** The other node ended the stream it sends (its end is on its way to the receiver). */
+  farEnded (): void {
+    this.told = true
+  }
+
+  private tellClosed (): void {
+    if (this.told) return
+    this.told = true
+    this.link?.send({ t: 'ev', k: this.key, s: this.sendSide, e: 'abort', a: wireError('E_PEER_GONE', 'Peer disconnected') })
   }
 
   /** The link went: a waiting dial fails (its streams fail through the relay). */

@@ -294,6 +294,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     const ours = (m.k % 2 === 0) === (link.role === 'initiator')
     if (ours || link.dials.has(m.k)) return link.send({ t: 'fail', k: m.k, code: 'E_BAD_REQUEST', msg: 'Dial key in use' })
     const standIn = new StandIn(link.node, m.from, 'node', this)
+    standIn.sendSide = 0
     standIn.dialId = m.id
     standIn.link = link
     standIn.key = m.k
@@ -363,7 +364,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     else if (m.e === 'credit') relay.credit(session, id, m.a)
     else if (m.e === 'abort') relay.abort(session, id, m.a)
     else if (m.f === true && typeof m.a === 'string') relay.failStream(session, id, m.a)
-    else relay.end(session, id, m.a)
+    else if (relay.end(session, id, m.a) && m.s === standIn.sendSide) standIn.farEnded()
   }
 
   /** Stream bytes on an open link: the chunk of the stand-in's stream on this relay. */
