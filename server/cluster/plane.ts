@@ -17,6 +17,7 @@ import type { ServerMetrics } from '../metrics.ts'
 import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
 import type { ClusterDirectory, DirectoryEntry } from './cluster-directory.ts'
+import { Membership } from './membership.ts'
 import { PlaneMetrics } from './metrics.ts'
 import { readLogEntry, readNodes, readSeq, readSnapshot, type PeerRow, type Snapshot } from './plane-entries.ts'
 import { runScript, type ScriptName } from './redis-scripts.ts'
@@ -76,21 +77,17 @@ export class ControlPlane implements ClusterView {
   private readonly ttlMs: number
   private readonly logger: Logger
   private link = ''
-  /** Member nodes seen last (this one included): id -> link. */
-  private readonly members = new Map<string, string>()
+  /** Member nodes seen last (this one included). */
+  private readonly members: Membership
   private redisUp = false
   /** A warning said Redis went: the next sync says it is back. */
   private warnedDown = false
-  /** When each other node was last learned of (a log entry, a snapshot, a heartbeat), so a heartbeat read before it does not take it for gone. */
-  private readonly learnedMs = new Map<string, number>()
   /** Since when Redis has not answered (`undefined` while it does). */
   private downSinceMs: number | undefined = Date.now()
   /** Whether Redis may not hold this node's peers as they are (a write failed, Redis went): a `sync` is due. */
   private dirty = true
   private syncing: Promise<void> | undefined
   private syncAgain = false
-  /** Nodes absent from Redis are not taken for gone before this (Redis may have restarted empty; they re-register). */
-  private graceUntilMs = 0
   /** The follower must re-read a snapshot before reading the log on. */
   private needResync = true
   private lastId = '0-0'
@@ -110,6 +107,7 @@ export class ControlPlane implements ClusterView {
   constructor (private readonly deps: PlaneDeps) {
     this.ttlMs = deps.options.clusterNodeTtlMs
     this.logger = deps.logger
+    this.members = new Membership({ nodeId: this.nodeId, directory: deps.directory, rendezvous: deps.rendezvous, logger: deps.logger, nodeGone: deps.nodeGone })
     this.metrics = new PlaneMetrics(deps.metrics, {
       nodes: () => this.members.size,
       redisUp: () => this.redisUp,
@@ -126,7 +124,7 @@ export class ControlPlane implements ClusterView {
    */
   async start (link: string): Promise<void> {
     this.link = link
-    this.members.set(this.nodeId, link)
+    this.members.seen(this.nodeId, link)
     this.cmd.on('ready', () => this.recover())
     this.cmd.on('close', () => this.redisGone())
     this.cmd.on('error', (err: Error) => this.logger.debug({ err: err.message }, 'redis connection error'))
@@ -166,7 +164,7 @@ export class ControlPlane implements ClusterView {
   }
 
   linkAddressOf (nodeId: string): string | undefined {
-    return this.members.get(nodeId)
+    return this.members.linkOf(nodeId)
   }
 
   /** The profile of a peer on another node. */
@@ -186,7 +184,7 @@ export class ControlPlane implements ClusterView {
 
   /** A local leave: written unless this node is leaving, or another node's later join took the address. */
   left (addr: string): void {
-    this.contested.delete(addr)
+    // A contest over `addr` stays: the in-flight join's number still decides who holds it.
     if (this.gone || this.displacing === addr) return
     this.command('leave', [addr, this.nodeId]).catch(() => {})
   }
@@ -279,7 +277,8 @@ export class ControlPlane implements ClusterView {
     }
     this.redisUp = true
     this.downSinceMs = undefined
-    this.graceUntilMs = Date.now() + this.ttlMs
+    // Other nodes reconnect on their own backoff: give them a TTL and one retry to register again.
+    this.members.graceUntil(Date.now() + this.ttlMs + RETRY_MAX_MS)
     if (this.warnedDown) this.logger.warn({ peers: entries.length }, 'Redis answers again: this node\'s peers are written')
     this.warnedDown = false
     this.needResync = true
@@ -287,16 +286,21 @@ export class ControlPlane implements ClusterView {
     this.firstSync?.()
   }
 
+  /** What `starsock:node:<id>` holds. */
   private nodeJson (): string {
     return JSON.stringify({ link: this.link, startedMs: this.startedMs })
   }
 
   /** Redis numbered a local join `seq`: place it; a later join elsewhere that waited on it takes the address now. */
   private numbered (entry: DirectoryEntry, seq: number): void {
-    if (!this.deps.directory.confirm(entry, seq)) return
+    const held = this.deps.directory.confirm(entry, seq)
     const other = this.contested.get(entry.addr)
+    if (other === undefined) return
     this.contested.delete(entry.addr)
-    if (other !== undefined && other.seq > seq) this.displace(other)
+    if (other.seq < seq) return // ours is the later join: it stands (the other node gives way when it reads it)
+    // The other join is the later one: it takes the address, or, when the local session left meanwhile, just holds it.
+    if (held) this.displace(other)
+    else this.remoteJoin(other)
   }
 
   /** A later join on another node (`row`) takes an address a local session holds. */
@@ -317,7 +321,7 @@ export class ControlPlane implements ClusterView {
   /** A peer on another node joined (a log entry, or a snapshot row): the copy, displacement, announcement. */
   private remoteJoin (row: PeerRow): void {
     const directory = this.deps.directory
-    this.learnedMs.set(row.node, Date.now())
+    this.members.learned(row.node)
     const local = directory.entry(row.addr)
     if (local?.sessionId !== undefined) {
       if (local.seq === 0) this.contested.set(row.addr, row)
@@ -371,6 +375,7 @@ export class ControlPlane implements ClusterView {
     this.applySnapshot(snapshot)
   }
 
+  /** Make the remote part of the copy what `snapshot` says, announcing joins, leaves and profile changes. */
   private applySnapshot (snapshot: Snapshot): void {
     const directory = this.deps.directory
     if (snapshot.bad > 0) this.metrics.badEntries.inc(snapshot.bad)
@@ -383,14 +388,14 @@ export class ControlPlane implements ClusterView {
       listed.add(row.addr)
       this.remoteJoin(row)
     }
-    const inGrace = Date.now() < this.graceUntilMs
+    const inGrace = this.members.inGrace()
     for (const e of directory.remoteEntries()) {
       if (listed.has(e.addr) || e.node === undefined) continue
       // A node not registered now may come back (Redis restarted empty): its peers wait for the grace.
       if (inGrace && !snapshot.nodes.has(e.node)) continue
       if (directory.dropRemote(e.addr, e.node)) this.deps.rendezvous.remoteLeft(e.addr)
     }
-    for (const [id, link] of snapshot.nodes) this.memberSeen(id, link)
+    for (const [id, link] of snapshot.nodes) this.members.seen(id, link)
   }
 
   /** One read of the log (blocks up to `FOLLOW_BLOCK_MS`); applies what it got in order. */
@@ -423,19 +428,21 @@ export class ControlPlane implements ClusterView {
     this.lastSeq = entry.seq
     this.deps.directory.seen(entry.seq)
     if (entry.node === this.nodeId) return
-    const row2: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile }
-    if (entry.t === 'join') this.remoteJoin(row2)
+    const change: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile }
+    if (entry.t === 'join') this.remoteJoin(change)
     else if (entry.t === 'leave') this.remoteLeave(entry.addr, entry.node)
-    else this.remoteProfile2(entry.addr, entry.node, entry.profile)
+    else this.remoteProfileSet(entry.addr, entry.node, entry.profile)
   }
 
+  /** A peer on node `node` left `addr` (a log entry): out of the copy if that node still holds it there. */
   private remoteLeave (addr: string, node: string): void {
     const other = this.contested.get(addr)
     if (other?.node === node) this.contested.delete(addr)
     if (this.deps.directory.dropRemote(addr, node)) this.deps.rendezvous.remoteLeft(addr)
   }
 
-  private remoteProfile2 (addr: string, node: string, profile: PeerProfile | undefined): void {
+  /** A peer on node `node` changed the profile of `addr` (a log entry): kept, and passed on when it differs. */
+  private remoteProfileSet (addr: string, node: string, profile: PeerProfile | undefined): void {
     const directory = this.deps.directory
     const before = directory.remoteProfile(addr)
     if (!directory.setRemoteProfile(addr, node, profile)) return
@@ -466,28 +473,8 @@ export class ControlPlane implements ClusterView {
     const { nodes, lapsed, bad } = readNodes(reply, 3, 1)
     if (bad > 0) this.metrics.badEntries.inc(bad)
     for (const id of lapsed) if (id !== this.nodeId) void this.reap(id)
-    for (const [id, link] of nodes) this.memberSeen(id, link)
-    this.membersGone(nodes, askedMs)
-  }
-
-  /** Node `id` is a member with `link`: logged when new to this node. */
-  private memberSeen (id: string, link: string): void {
-    const before = this.members.get(id)
-    if (id !== this.nodeId) this.learnedMs.set(id, Date.now())
-    this.members.set(id, link)
-    if (before === undefined && id !== this.nodeId) this.logger.info({ node: id, link }, 'node joined the cluster')
-  }
-
-  /** Members this node knew that Redis no longer lists (after the grace): gone, with their peers. Peers of nodes never listed go too. */
-  private membersGone (alive: Map<string, string>, askedMs: number): void {
-    if (Date.now() < this.graceUntilMs) return
-    const stale = (id: string): boolean => id !== this.nodeId && !alive.has(id) && (this.learnedMs.get(id) ?? 0) < askedMs
-    for (const id of [...this.members.keys()]) if (stale(id)) this.nodeLeft(id)
-    const orphans = new Set<string>()
-    for (const e of this.deps.directory.remoteEntries()) {
-      if (e.node !== undefined && !this.members.has(e.node) && stale(e.node)) orphans.add(e.node)
-    }
-    for (const id of orphans) this.nodeLeft(id)
+    for (const [id, link] of nodes) this.members.seen(id, link)
+    this.members.sweep(nodes, askedMs)
   }
 
   /** The first survivor to see `id`'s key lapsed removes it from Redis (one script; the others find nothing to do). */
@@ -499,21 +486,6 @@ export class ControlPlane implements ClusterView {
         this.logger.info({ node: id, peers: removed }, 'reaped a node whose key lapsed')
       }
     } catch {}
-    this.nodeLeft(id)
-  }
-
-  /** Node `id` left: its peers leave this copy, the trunk drops its links. */
-  private nodeLeft (id: string): void {
-    const known = this.members.delete(id)
-    this.learnedMs.delete(id)
-    let peers = 0
-    for (const e of this.deps.directory.remoteEntries()) {
-      if (e.node === id && this.deps.directory.dropRemote(e.addr, id)) {
-        peers++
-        this.deps.rendezvous.remoteLeft(e.addr)
-      }
-    }
-    this.deps.nodeGone(id)
-    if (known || peers > 0) this.logger.info({ node: id, peers }, 'node left the cluster')
+    this.members.left(id)
   }
 }

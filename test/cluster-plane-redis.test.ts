@@ -1,0 +1,219 @@
+/**
+ * The control plane in this process against a real `redis-server`, with a recording stand-in for
+ * the rendezvous: what the log carries between two planes, garbage written into Redis by someone
+ * else (skipped and counted), a gap in the log (a snapshot re-read), and the same address joined
+ * on two nodes while one write is still in flight (the later join in the log wins).
+ */
+import { spawn } from 'node:child_process'
+import { createServer as createNetServer, type AddressInfo } from 'node:net'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { silentLogger } from '../shared/logger.ts'
+import type { PeerProfile } from '../shared/profile.ts'
+import { ClusterDirectory } from '../server/cluster/cluster-directory.ts'
+import { ControlPlane, KEY_PREFIX } from '../server/cluster/plane.ts'
+import { ServerMetrics } from '../server/metrics.ts'
+import { resolveServerOptions } from '../server/options.ts'
+import type { Rendezvous } from '../server/rendezvous.ts'
+import { REDIS_SERVER, startRedis, type TestRedis } from './helpers/cluster.ts'
+import { waitFor } from './helpers/server.ts'
+
+/** One plane with its directory, metrics and what it told the rendezvous. */
+interface TestPlane {
+  plane: ControlPlane
+  directory: ClusterDirectory
+  metrics: ServerMetrics
+  calls: string[]
+  /** A local session joins `addr` (the rendezvous's part: directory, then the hook). */
+  join: (addr: string, session?: string) => void
+  leave: (addr: string, session?: string) => void
+}
+
+/** A metric's value (summed over labels). */
+async function metric (m: ServerMetrics, name: string): Promise<number> {
+  const json = await m.registry.getMetricsAsJSON()
+  return json.find((x) => x.name === name)?.values.reduce((sum, v) => sum + v.value, 0) ?? 0
+}
+
+describe('control plane against a real Redis', () => {
+  let redis: TestRedis
+  let direct: Redis
+  const planes: ControlPlane[] = []
+
+  beforeAll(async () => {
+    redis = await startRedis()
+    direct = new Redis({ path: redis.socket })
+  }, 30_000)
+
+  afterEach(async () => {
+    for (const p of planes.splice(0)) {
+      await p.leaving()
+      await p.close()
+    }
+    await direct.flushall()
+  })
+
+  afterAll(async () => {
+    direct.disconnect()
+    await redis.stop()
+  })
+
+  const makePlane = async (url = redis.socket): Promise<TestPlane> => {
+    const options = resolveServerOptions({ redis: url, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs: 1500 })
+    const metrics = new ServerMetrics(false, () => 0)
+    const directory = new ClusterDirectory()
+    const calls: string[] = []
+    let plane: ControlPlane | undefined
+    const rendezvous = {
+      remoteJoined: (addr: string) => calls.push(`join ${addr}`),
+      remoteLeft: (addr: string) => calls.push(`leave ${addr}`),
+      remoteProfileChanged: (addr: string, p: PeerProfile) => calls.push(`profile ${addr} ${p.name ?? ''}`),
+      displacedByNode: (addr: string) => {
+        calls.push(`displaced ${addr}`)
+        const owner = directory.owner(addr)
+        if (owner !== undefined && directory.release(addr, owner)) plane?.left(addr)
+      },
+      profileAt: () => undefined
+    } as unknown as Rendezvous
+    plane = new ControlPlane({ rendezvous, directory, options, metrics, logger: silentLogger, nodeGone: (id) => calls.push(`gone ${id}`) })
+    planes.push(plane)
+    await plane.start('127.0.0.1:1')
+    const p = plane
+    return {
+      plane,
+      directory,
+      metrics,
+      calls,
+      join: (addr, session = 's1') => {
+        directory.set(addr, session)
+        p.joined(addr, undefined)
+      },
+      leave: (addr, session = 's1') => {
+        if (directory.release(addr, session)) p.left(addr)
+      }
+    }
+  }
+
+  it('carries joins, profile changes and leaves from one plane to another, in one script each', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.join('/a1')
+    await waitFor('plane B to hear of /a1', () => b.calls.includes('join /a1'), 20_000)
+    expect(b.directory.nodeOf('/a1')).toBe(a.plane.nodeId)
+    a.plane.profileChanged(['/a1'], { name: 'Ann', kind: 'node' })
+    await waitFor('plane B to hear the profile of /a1', () => b.calls.includes('profile /a1 Ann'), 20_000)
+    expect(b.plane.remoteProfile('/a1')).toEqual({ name: 'Ann', kind: 'node' })
+    a.leave('/a1')
+    await waitFor('plane B to hear /a1 leave', () => b.calls.includes('leave /a1'), 20_000)
+    expect(b.directory.size).toBe(0)
+    // One script per join, profile change and leave.
+    expect(await metric(a.metrics, 'starsock_cluster_redis_commands_total')).toBeGreaterThan(0)
+    const json = await a.metrics.registry.getMetricsAsJSON()
+    const commands = json.find((m) => m.name === 'starsock_cluster_redis_commands_total')?.values ?? []
+    const of = (name: string): number => commands.find((v) => v.labels.command === name)?.value ?? 0
+    expect([of('join'), of('profile'), of('leave')]).toEqual([1, 1, 1])
+  }, 40_000)
+
+  it('skips and counts garbage written into the log and the peers hash, and goes on', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    // B follows the log now (its start-up snapshots are behind it).
+    a.join('/a1')
+    await waitFor('plane B to hear of /a1', () => b.directory.nodeOf('/a1') === a.plane.nodeId, 20_000)
+    await direct.xadd(`${KEY_PREFIX}log`, '*', 't', 'join', 'a', '/junk', 'n', 'x') // no seq
+    await direct.xadd(`${KEY_PREFIX}log`, '*', 'nonsense', 'x'.repeat(5000))
+    await direct.xadd(`${KEY_PREFIX}log`, '*', 't', 'join', 'a', 'x'.repeat(5000), 'n', 'x', 's', '1')
+    await direct.hset(`${KEY_PREFIX}peers`, '/junk2', '{not json', '/junk3', JSON.stringify({ n: 42, s: 'x' }))
+    // A gap makes B re-read the peers hash too, garbage and all.
+    await direct.incr(`${KEY_PREFIX}seq`)
+    a.join('/a2')
+    await waitFor('plane B to hear of /a2 after the garbage', () => b.directory.nodeOf('/a2') === a.plane.nodeId, 20_000)
+    expect(await metric(b.metrics, 'starsock_cluster_bad_entries_total')).toBeGreaterThanOrEqual(5)
+    expect(b.calls.some((c) => c.includes('junk'))).toBe(false)
+    expect(b.directory.size).toBe(2)
+  }, 40_000)
+
+  it('re-reads a snapshot after a gap in the log and holds what Redis holds', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.join('/g1')
+    await waitFor('plane B to hear of /g1', () => b.calls.includes('join /g1'), 20_000)
+    const before = await metric(b.metrics, 'starsock_cluster_resyncs_total')
+    // A number with no entry (as if entries had been trimmed), and an entry Redis holds but the log lost.
+    await direct.incr(`${KEY_PREFIX}seq`)
+    await direct.hset(`${KEY_PREFIX}peers`, '/lost', JSON.stringify({ n: a.plane.nodeId, s: 1, p: null }))
+    a.join('/g2')
+    await waitFor('plane B to re-read a snapshot', () => b.directory.nodeOf('/lost') === a.plane.nodeId, 20_000)
+    expect(await metric(b.metrics, 'starsock_cluster_resyncs_total')).toBeGreaterThan(before)
+    expect(b.directory.nodeOf('/g2')).toBe(a.plane.nodeId)
+  }, 40_000)
+
+  it('decides a contest when the local write returns: the later join in the log wins', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    // On A the address is joined locally but not written yet (its write is in flight).
+    a.directory.set('/x', 'sa')
+    b.join('/x', 'sb')
+    await waitFor('B\'s join of /x to be numbered and read by A', () => {
+      const seq = b.directory.entry('/x')?.seq ?? 0
+      return seq > 0 && a.directory.highestSeq >= seq
+    }, 20_000)
+    expect(a.calls).not.toContain('displaced /x') // undecided while A's own write is in flight
+    a.plane.joined('/x', undefined) // A's write: later in the log than B's
+    await waitFor('B to give /x up to the later join on A', () => b.calls.includes('displaced /x'), 20_000)
+    expect(b.directory.nodeOf('/x')).toBe(a.plane.nodeId)
+    expect(a.directory.owner('/x')).toBe('sa')
+    expect(a.calls).not.toContain('displaced /x')
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/x')).toContain(a.plane.nodeId)
+  }, 40_000)
+
+  it('leaves Redis without an owner when the later join left before its number came back', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.directory.set('/y', 'sa')
+    b.join('/y', 'sb')
+    await waitFor('B\'s join of /y to be numbered and read by A', () => {
+      const seq = b.directory.entry('/y')?.seq ?? 0
+      return seq > 0 && a.directory.highestSeq >= seq
+    }, 20_000)
+    a.plane.joined('/y', undefined)
+    a.leave('/y', 'sa') // before the join's reply: the leave is written after it
+    await waitFor('B to give /y up to the later join on A, then hear it leave', () => b.calls.includes('displaced /y') && b.calls.includes('leave /y'), 20_000)
+    expect(await direct.hexists(`${KEY_PREFIX}peers`, '/y')).toBe(0)
+    expect(a.directory.entry('/y')).toBeUndefined()
+    expect(b.directory.entry('/y')).toBeUndefined()
+  }, 40_000)
+
+  it('connects with a redis:// URL as well as a Unix socket path', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo
+        probe.close(() => resolve(port))
+      })
+    })
+    const proc = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    try {
+      const a = await makePlane(`redis://127.0.0.1:${port}`)
+      const b = await makePlane(`redis://127.0.0.1:${port}`)
+      a.join('/u1')
+      await waitFor('plane B to hear of /u1 over TCP', () => b.calls.includes('join /u1'), 20_000)
+      expect(b.plane.nodeCount).toBeGreaterThanOrEqual(1)
+    } finally {
+      for (const p of planes.splice(0)) await p.close()
+      proc.kill('SIGKILL')
+    }
+  }, 40_000)
+
+  it('removes its peers and its registration on leaving, at once', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.join('/l1')
+    a.join('/l2', 's2')
+    await waitFor('plane B to hear of both', () => b.directory.size === 2, 20_000)
+    await a.plane.leaving()
+    await waitFor('plane B to hear both leave', () => b.calls.includes('leave /l1') && b.calls.includes('leave /l2'), 20_000)
+    expect(await direct.hlen(`${KEY_PREFIX}peers`)).toBe(0)
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, a.plane.nodeId)).toBe(0)
+    expect(await direct.exists(`${KEY_PREFIX}node:${a.plane.nodeId}`)).toBe(0)
+  }, 40_000)
+})
