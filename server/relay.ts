@@ -11,7 +11,7 @@
  * Chunks come as `queue` events or as raw frames (`frame`, between peers that negotiated them) and
  * go out each way the receiver reads (`deliver`): the same queues and limits hold for both.
  */
-import { wireError, type ErrorCode } from '../shared/errors.ts'
+import { errorFromWire, wireError, type ErrorCode } from '../shared/errors.ts'
 import { DIALER_SUFFIX, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, frameBytes, frameKind, frameLane, isLane } from '../shared/raw-frame.ts'
@@ -257,17 +257,34 @@ export class Relay {
     this.logger.debug({ stream: stream.id, code }, 'stream failed')
   }
 
-  /** A session went away: streams it sent fail on their receivers, streams it received are dropped. */
-  dropSession (session: Session): void {
+  /**
+   * Fail the stream `streamId` that `session` sends or receives, and its sibling, as `fail` does,
+   * with the code and text of `wire` (a cluster stand-in passes on a failure on the other node).
+   * `false` when there is no such stream.
+   */
+  failStream (session: Session, streamId: string, wire: string): boolean {
+    const party = this.parties.get(session)
+    const stream = party?.outbound.get(streamId) ?? party?.inbound.get(streamId)
+    if (stream === undefined) return false
+    const err = errorFromWire(wire)
+    this.fail(stream, err.code, err.message)
+    return true
+  }
+
+  /**
+   * A session went away: streams it sent fail on their receivers, streams it received are dropped
+   * (`E_PEER_GONE` with `message`: a cluster stand-in names the node that went).
+   */
+  dropSession (session: Session, message = 'Peer disconnected'): void {
     const party = this.parties.get(session)
     if (party === undefined) return
     for (const stream of [...party.outbound.values(), ...party.inbound.values()]) {
       if (stream.closed) continue
       if (stream.sender === party) {
-        this.fail(stream, 'E_PEER_GONE', 'Peer disconnected')
+        this.fail(stream, 'E_PEER_GONE', message)
       } else {
         this.close(stream)
-        if (stream.sibling !== undefined && !stream.sibling.closed) this.fail(stream.sibling, 'E_PEER_GONE', 'Peer disconnected')
+        if (stream.sibling !== undefined && !stream.sibling.closed) this.fail(stream.sibling, 'E_PEER_GONE', message)
       }
     }
     this.pausedSenders.delete(party)
@@ -302,6 +319,7 @@ export class Relay {
         if (chunk !== undefined) {
           const n = payloadBytes(chunk)
           this.dequeued(stream, n)
+          stream.sender.endpoint.dequeued?.(stream.id, n)
           senders.add(stream.sender)
           if (deliver(stream, chunk)) this.frames.out++
           this.relayedBytes += n
@@ -348,6 +366,9 @@ export class Relay {
     this.observer.streamsChanged?.(this.open)
     this.updatePause(stream.sender)
     if (stream.sibling === undefined || stream.sibling.closed) this.logEnd(stream, end)
+    const failed = end !== 'done' && end !== 'aborted'
+    stream.sender.endpoint.streamClosed?.(stream.id, failed)
+    stream.receiver.endpoint.streamClosed?.(stream.id, failed)
   }
 
   /** The info line of a dial whose streams are both closed: bytes each way, how long, how it ended. */

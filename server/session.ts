@@ -27,6 +27,14 @@ export interface Endpoint {
   transportName?: () => string
   /** Send a raw frame (`shared/raw-frame.ts`) after the events emitted so far; only to a client that negotiated them. */
   sendFrame?: (frame: Uint8Array) => void
+  /** `bytes` of stream `streamId`, which this client sends, left the relay's queue toward its receiver (a cluster stand-in acknowledges them to its node). */
+  dequeued?: (streamId: string, bytes: number) => void
+  /**
+   * Stream `streamId`, which this client sends or receives, closed on the relay; `failed` when it
+   * failed (`Relay.fail`: the events that follow say so). A cluster stand-in passes a failure on
+   * as one, and is forgotten once both of its streams are closed.
+   */
+  streamClosed?: (streamId: string, failed: boolean) => void
 }
 
 /** A connected client: the addresses it joined and what it told the server about itself. */
