@@ -1,17 +1,26 @@
 /**
  * One node of a cluster (`--redis`): makes the control plane and the trunk, and gives the
- * rendezvous its `RendezvousCluster` hooks. See `types.ts` for the parts.
- * BASE SKELETON (issue 18): the plane's helper fills this in.
+ * rendezvous its `RendezvousCluster` hooks. See `types.ts` for the parts, docs/cluster.md for how
+ * they work together.
  */
 import type { Logger } from '../../shared/logger.ts'
+import type { PeerProfile } from '../../shared/profile.ts'
 import type { ServerMetrics } from '../metrics.ts'
 import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
+import type { Session } from '../session.ts'
 import type { ClusterDirectory } from './cluster-directory.ts'
-import type { ClusterStatus } from './types.ts'
+import { ControlPlane } from './plane.ts'
+import { Trunk } from './trunk.ts'
+import type { ClusterStatus, RendezvousCluster } from './types.ts'
 
 /** This node's part in a cluster. */
-export class ClusterNode {
+export class ClusterNode implements RendezvousCluster {
+  /** The control plane (Redis): directory and membership. */
+  readonly plane: ControlPlane
+  /** Links to the other nodes. */
+  readonly trunk: Trunk
+
   constructor (
     readonly rendezvous: Rendezvous,
     readonly directory: ClusterDirectory,
@@ -19,21 +28,61 @@ export class ClusterNode {
     readonly metrics: ServerMetrics,
     readonly logger: Logger
   ) {
-    throw new Error('issue 18: ClusterNode is not built yet')
+    const log = logger.child({ ns: 'starsock:server:cluster' })
+    this.plane = new ControlPlane({ rendezvous, directory, options, metrics, logger: log, nodeGone: (id) => this.trunk.nodeGone(id) })
+    this.trunk = new Trunk({ rendezvous, view: this.plane, options, metrics, logger: log })
+    rendezvous.cluster = this
   }
 
-  /** Listen on the internal address, connect to Redis (never waiting for it: joins are served locally and written when it answers), register this node. */
-  async start (): Promise<void> {}
+  /** This node's id. */
+  get nodeId (): string {
+    return this.plane.nodeId
+  }
+
+  /**
+   * Listen on the internal address, connect to Redis and register this node. Settles once
+   * registered, or after a few seconds when Redis does not answer (joins are then served locally
+   * and written when it does).
+   */
+  async start (): Promise<void> {
+    const link = await this.trunk.listen()
+    await this.plane.start(link)
+  }
 
   /** Whether this node is ready: false while Redis has been unreachable longer than `clusterNodeTtlMs`. */
-  ready (): boolean { return false }
+  ready (): boolean {
+    return this.plane.ready()
+  }
 
   /** This node's view of the cluster. */
-  status (): ClusterStatus { throw new Error('not built') }
+  status (): ClusterStatus {
+    return {
+      nodeId: this.plane.nodeId,
+      nodes: this.plane.nodeCount,
+      redis: this.plane.redisAnswers,
+      remotePeers: this.directory.remoteSize,
+      links: this.trunk.links()
+    }
+  }
 
   /** Clean shutdown, first step: remove this node's peers from the directory at once and deregister. */
-  async leaving (): Promise<void> {}
+  async leaving (): Promise<void> {
+    await this.plane.leaving()
+  }
 
   /** Last step: end the links and the Redis connections. */
-  async close (): Promise<void> {}
+  async close (): Promise<void> {
+    await this.plane.close()
+    await this.trunk.close()
+  }
+
+  remoteTarget = (to: string, dialer: Session): Session | undefined => this.trunk.remoteTarget(to, dialer)
+
+  remoteProfile = (addr: string): PeerProfile | undefined => this.plane.remoteProfile(addr)
+
+  joined = (_session: Session, addr: string, profile: PeerProfile | undefined): void => this.plane.joined(addr, profile)
+
+  left = (_session: Session, addr: string): void => this.plane.left(addr)
+
+  profileChanged = (_session: Session, addrs: readonly string[], profile: PeerProfile): void => this.plane.profileChanged(addrs, profile)
 }

@@ -1,0 +1,160 @@
+/**
+ * The control plane's writes to Redis, each one Lua script (atomic: the peers hash, the node's
+ * set and the change log change together, and no other node sees half of it). Keys, under a
+ * prefix (`starsock:`), are described in docs/cluster.md:
+ * - `peers`: hash addr -> JSON `{ n: nodeId, s: seq of its join, p: profile|null }`
+ * - `log`: stream of `join|leave|profile` entries (fields t, a, n, s, p), trimmed (`MAXLEN ~`)
+ * - `seq`: the global sequence number (one per log entry)
+ * - `node:<id>`: JSON `{ link, startedMs }`, with a time-to-live the node refreshes
+ * - `nodes`: hash id -> link; `nodepeers:<id>`: set of the node's addresses
+ */
+import { createHash } from 'node:crypto'
+import type { Redis } from 'ioredis'
+
+/** What every script starts with: its arguments' common part and the helpers the others use. */
+const PRELUDE = `
+local p = ARGV[1]
+local maxlen = ARGV[2]
+local function entry(node, seq, prof)
+  return '{"n":' .. cjson.encode(node) .. ',"s":' .. string.format('%d', seq) .. ',"p":' .. prof .. '}'
+end
+local function logged(t, addr, node, prof)
+  local seq = redis.call('INCR', p .. 'seq')
+  redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, '*', 't', t, 'a', addr, 'n', node, 's', string.format('%d', seq), 'p', prof)
+  return seq
+end
+local function join(addr, node, prof)
+  local old = redis.call('HGET', p .. 'peers', addr)
+  if old then
+    local o = cjson.decode(old)
+    if o.n ~= node then redis.call('SREM', p .. 'nodepeers:' .. o.n, addr) end
+  end
+  local seq = logged('join', addr, node, prof)
+  redis.call('HSET', p .. 'peers', addr, entry(node, seq, prof))
+  redis.call('SADD', p .. 'nodepeers:' .. node, addr)
+  return seq
+end
+local function leave(addr, node)
+  redis.call('SREM', p .. 'nodepeers:' .. node, addr)
+  local cur = redis.call('HGET', p .. 'peers', addr)
+  if not cur or cjson.decode(cur).n ~= node then return 0 end
+  redis.call('HDEL', p .. 'peers', addr)
+  return logged('leave', addr, node, 'null')
+end
+local function forget(node)
+  local n = 0
+  for _, a in ipairs(redis.call('SMEMBERS', p .. 'nodepeers:' .. node)) do
+    if leave(a, node) > 0 then n = n + 1 end
+  end
+  redis.call('DEL', p .. 'nodepeers:' .. node)
+  redis.call('HDEL', p .. 'nodes', node)
+  return n
+end
+`
+
+/** The scripts by name; ARGV[1] is the key prefix and ARGV[2] the log's length bound in every one. */
+const BODIES = {
+  /** ARGV addr, node, profile JSON ('null'): a join; returns its seq. */
+  join: 'return join(ARGV[3], ARGV[4], ARGV[5])',
+  /** ARGV addr, node: a leave, only if `node` still holds it (another node may have taken it since); returns its seq or 0. */
+  leave: 'return leave(ARGV[3], ARGV[4])',
+  /** ARGV addr, node, profile JSON: a profile change of an address `node` holds; returns its seq or 0. */
+  profile: `
+local cur = redis.call('HGET', p .. 'peers', ARGV[3])
+if not cur then return 0 end
+local o = cjson.decode(cur)
+if o.n ~= ARGV[4] then return 0 end
+redis.call('HSET', p .. 'peers', ARGV[3], entry(o.n, o.s, ARGV[5]))
+return logged('profile', ARGV[3], ARGV[4], ARGV[5])`,
+  /**
+   * ARGV node, node JSON, link, ttl ms, min seq, then triples (addr, seq known here or 0, profile
+   * JSON): register the node and make Redis hold exactly its peers (adds missing ones, removes
+   * its entries that are gone). An address another node joined later than the seq known here
+   * is left to it. Skips one sequence number, so every node re-reads a snapshot. Returns the seq
+   * of each triple's entry, 0 for one left to another node.
+   */
+  sync: `
+local node = ARGV[3]
+redis.call('SET', p .. 'node:' .. node, ARGV[4], 'PX', ARGV[6])
+redis.call('HSET', p .. 'nodes', node, ARGV[5])
+if tonumber(redis.call('GET', p .. 'seq') or '0') < tonumber(ARGV[7]) then redis.call('SET', p .. 'seq', ARGV[7]) end
+-- One number with no log entry: every follower sees a gap and re-reads a snapshot with this node's peers as they are now.
+redis.call('INCR', p .. 'seq')
+local want = {}
+for i = 8, #ARGV, 3 do want[ARGV[i]] = true end
+for _, a in ipairs(redis.call('SMEMBERS', p .. 'nodepeers:' .. node)) do
+  if not want[a] then leave(a, node) end
+end
+local out = {}
+for i = 8, #ARGV, 3 do
+  local a, known, prof = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local cur = redis.call('HGET', p .. 'peers', a)
+  local o = cur and cjson.decode(cur)
+  if o and o.n == node then
+    redis.call('SADD', p .. 'nodepeers:' .. node, a)
+    if cur ~= entry(node, o.s, prof) then
+      redis.call('HSET', p .. 'peers', a, entry(node, o.s, prof))
+      logged('profile', a, node, prof)
+    end
+    out[#out + 1] = o.s
+  elseif o and known > 0 and o.s > known then
+    out[#out + 1] = 0
+  else
+    out[#out + 1] = join(a, node, prof)
+  end
+end
+return out`,
+  /**
+   * ARGV node, node JSON, ttl ms: refresh the node's key if it is still there. Returns
+   * [lapsed (1 when the key was gone), then per member of \`nodes\`: id, link, key alive (0/1)].
+   */
+  heartbeat: `
+local ok = redis.call('SET', p .. 'node:' .. ARGV[3], ARGV[4], 'PX', ARGV[5], 'XX')
+local out = { ok and 0 or 1 }
+local all = redis.call('HGETALL', p .. 'nodes')
+for i = 1, #all, 2 do
+  out[#out + 1] = all[i]
+  out[#out + 1] = all[i + 1]
+  out[#out + 1] = redis.call('EXISTS', p .. 'node:' .. all[i])
+end
+return out`,
+  /** ARGV node: remove a node whose key lapsed, its peers (leaves logged) and its registration; -1 when it is alive or already gone. */
+  reap: `
+if redis.call('EXISTS', p .. 'node:' .. ARGV[3]) == 1 or redis.call('HEXISTS', p .. 'nodes', ARGV[3]) == 0 then return -1 end
+return forget(ARGV[3])`,
+  /** ARGV node: a node's clean goodbye: its peers (leaves logged), its key and registration; returns the leaves. */
+  goodbye: `
+redis.call('DEL', p .. 'node:' .. ARGV[3])
+return forget(ARGV[3])`,
+  /** Everything a node rebuilds its copy from, at one instant: [last log id, seq, peers hash flat, nodes hash flat]. */
+  snapshot: `
+local last = redis.call('XREVRANGE', p .. 'log', '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then id = last[1][1] end
+return { id, redis.call('GET', p .. 'seq') or '0', redis.call('HGETALL', p .. 'peers'), redis.call('HGETALL', p .. 'nodes') }`
+} as const
+
+/** A script's name. */
+export type ScriptName = keyof typeof BODIES
+
+interface Script { lua: string, sha: string }
+
+const SCRIPTS = Object.fromEntries(Object.entries(BODIES).map(([name, body]) => {
+  const lua = PRELUDE + body
+  return [name, { lua, sha: createHash('sha1').update(lua).digest('hex') }]
+})) as Record<ScriptName, Script>
+
+/**
+ * Run script `name` with `args` after the prefix and the log bound: EVALSHA, and EVAL when Redis
+ * does not know it (a restarted Redis has an empty script cache). Settles with the script's reply.
+ */
+export async function runScript (redis: Redis, prefix: string, logMax: number, name: ScriptName, args: Array<string | number>): Promise<unknown> {
+  const script = SCRIPTS[name]
+  const argv = [prefix, logMax, ...args]
+  try {
+    return await redis.evalsha(script.sha, 0, ...argv)
+  } catch (err) {
+    if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err
+    return await redis.eval(script.lua, 0, ...argv)
+  }
+}
