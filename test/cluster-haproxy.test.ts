@@ -160,6 +160,26 @@ describe('haproxy (deploy/haproxy.cfg) in front of two starsock nodes', () => {
     }
   }, 60_000)
 
+  it('lets only a node\'s handshake answer write its stick table: sid parameters and cookies that clients make up add nothing, and the table has the bounded size the file says', async (ctx) => {
+    needHaproxy(ctx)
+    const p = await proxy()
+    const real: string[] = []
+    for (let i = 0; i < 2; i++) real.push((await handshake(p.url, 4, `real${i}`)).sid)
+    const forged = ['AAAAAAAAAAAAAAAAAAAA', 'x'.repeat(200), 'a%00b', '../../etc', real[0]?.split('').reverse().join('') ?? '']
+    for (const sid of forged) {
+      expect((await noop(p.url, 4, sid)).status).toBe(400) // "Session ID unknown" from whichever node
+      // A handshake with a made-up cookie is a real new session: its own id goes in the table, not the cookie's.
+      const h = await handshake(p.url, 4, 'forged-cookie', `${COOKIE}=${encodeURIComponent(sid)}`)
+      expect(h.status).toBe(200)
+      real.push(h.sid)
+    }
+    const table = await p.admin('show table starsock')
+    expect(table).toMatch(/^# table: starsock, type: string, size:1048576, used:\d+$/m)
+    const keys = [...table.matchAll(/ key=(\S+) .*server_key=(\S+)/g)].map((m) => m[1])
+    expect(new Set(keys)).toEqual(new Set(real))
+    for (const sid of forged) expect(keys).not.toContain(sid.slice(0, 32))
+  }, 60_000)
+
   it('without its stick rules, the same requests reach the other node and are answered "Session ID unknown" (what the checks here catch)', async (ctx) => {
     needHaproxy(ctx)
     const unstuck = (text: string): string => {

@@ -1,12 +1,13 @@
 /**
  * The shipped `deploy/haproxy.cfg` run for real: Debian's haproxy in the foreground (`-db`) on
  * loopback, started and stopped by pid. The only changes to the file are where it listens and
- * which nodes it balances (`onLoopback`); everything else runs as shipped. Its request log (one
- * line per request, on stdout) tells a test which node served each request.
+ * which nodes it balances (`onLoopback`), and an admin socket for the test to read the stick
+ * table (`startHaproxy`); everything else runs as shipped. Its request log (one line per request,
+ * on stdout) tells a test which node served each request.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createTcpServer } from 'node:net'
+import { connect, createServer as createTcpServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -58,6 +59,8 @@ export interface RunningHaproxy {
   /** `http://127.0.0.1:PORT` */
   url: string
   log: () => string
+  /** Run a command on haproxy's admin socket (e.g. `show table starsock`); settles with its answer. */
+  admin: (command: string) => Promise<string>
   /** The requests logged so far (a request is logged when it ends; a WebSocket when it closes). */
   requests: () => LoggedRequest[]
   stop: () => Promise<void>
@@ -76,12 +79,16 @@ export function parseHttpLog (log: string): LoggedRequest[] {
 
 /**
  * Run `config` (a whole haproxy.cfg text, e.g. `onLoopback(shipped, ...)`) with `haproxy -db` and
- * settle once it answers on `port` (a request through it reached a node's `/readyz`).
+ * settle once it answers on `port` (a request through it reached a node's `/readyz`). An admin
+ * socket in its temporary folder is added to `global` (the test's window on the stick table).
  */
 export async function startHaproxy (config: string, port: number): Promise<RunningHaproxy> {
   const dir = mkdtempSync(join(tmpdir(), 'starsock-haproxy-'))
   const file = join(dir, 'haproxy.cfg')
-  writeFileSync(file, config)
+  const socket = join(dir, 'admin.sock')
+  const globals = config.split('\nglobal\n')
+  if (globals.length !== 2) throw new Error('expected one "global" section in the haproxy config')
+  writeFileSync(file, globals.join(`\nglobal\n    stats socket ${socket} mode 600 level admin\n`))
   const proc = spawn(HAPROXY, ['-db', '-f', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
   let log = ''
   proc.stdout?.on('data', (d: Buffer) => { log += d.toString() })
@@ -103,7 +110,14 @@ export async function startHaproxy (config: string, port: number): Promise<Runni
     if (Date.now() > deadline) { await stop(); throw new Error(`haproxy to pass /readyz to a node on ${url} within 20000 ms (log: ${log.slice(-3000)})`) }
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
-  return { proc, port, url, log: () => log, requests: () => parseHttpLog(log), stop }
+  const admin = async (command: string): Promise<string> => await within(`haproxy's answer to "${command}"`, new Promise<string>((resolve, reject) => {
+    let answer = ''
+    const c = connect(socket, () => c.end(command + '\n'))
+    c.on('data', (d: Buffer) => { answer += d.toString() })
+    c.once('error', reject)
+    c.once('close', () => resolve(answer))
+  }), 10_000)
+  return { proc, port, url, log: () => log, admin, requests: () => parseHttpLog(log), stop }
 }
 
 /** The shipped file's text. */
