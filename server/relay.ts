@@ -257,17 +257,20 @@ export class Relay {
     this.logger.debug({ stream: stream.id, code }, 'stream failed')
   }
 
-  /** A session went away: streams it sent fail on their receivers, streams it received are dropped. */
-  dropSession (session: Session): void {
+  /**
+   * A session went away: streams it sent fail on their receivers, streams it received are dropped
+   * (`E_PEER_GONE` with `message`: a cluster stand-in names the node that went).
+   */
+  dropSession (session: Session, message = 'Peer disconnected'): void {
     const party = this.parties.get(session)
     if (party === undefined) return
     for (const stream of [...party.outbound.values(), ...party.inbound.values()]) {
       if (stream.closed) continue
       if (stream.sender === party) {
-        this.fail(stream, 'E_PEER_GONE', 'Peer disconnected')
+        this.fail(stream, 'E_PEER_GONE', message)
       } else {
         this.close(stream)
-        if (stream.sibling !== undefined && !stream.sibling.closed) this.fail(stream.sibling, 'E_PEER_GONE', 'Peer disconnected')
+        if (stream.sibling !== undefined && !stream.sibling.closed) this.fail(stream.sibling, 'E_PEER_GONE', message)
       }
     }
     this.pausedSenders.delete(party)
@@ -302,6 +305,7 @@ export class Relay {
         if (chunk !== undefined) {
           const n = payloadBytes(chunk)
           this.dequeued(stream, n)
+          stream.sender.endpoint.dequeued?.(stream.id, n)
           senders.add(stream.sender)
           if (deliver(stream, chunk)) this.frames.out++
           this.relayedBytes += n
@@ -348,6 +352,8 @@ export class Relay {
     this.observer.streamsChanged?.(this.open)
     this.updatePause(stream.sender)
     if (stream.sibling === undefined || stream.sibling.closed) this.logEnd(stream, end)
+    stream.sender.endpoint.streamClosed?.(stream.id)
+    stream.receiver.endpoint.streamClosed?.(stream.id)
   }
 
   /** The info line of a dial whose streams are both closed: bytes each way, how long, how it ended. */

@@ -572,10 +572,11 @@ export class Rendezvous {
       const args = target.dialHints ? [dialId, from, { starsock: session.starsock, secure: session.starsock && secure }] : [dialId, from]
       reply = await target.endpoint.request(EVENTS.INCOMING, args, this.options.dialTimeoutMs)
     } catch (err) {
-      const code: ErrorCode = (err as { code?: unknown }).code === 'E_PEER_GONE' ? 'E_PEER_GONE' : 'E_DIAL_TIMEOUT'
-      const failure = new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${this.options.dialTimeoutMs} ms`)
+      // A stand-in for a peer on another node rejects with that node's word (E_PEER_NOT_FOUND,
+      // E_LIMIT_STREAMS, ...): its code passes through.
+      const failure = err instanceof StarsockError ? err : dialFailure(err, this.options.dialTimeoutMs)
       // A listener that acks late has handed out a connection already: it must hear the failure.
-      this.relay.fail(forward, code, failure.message)
+      this.relay.fail(forward, failure.code, failure.message)
       throw failure
     }
     const refusal = reply[0]
@@ -715,6 +716,12 @@ function count (counts: Map<string, number>, key: string, delta: number): number
   if (n <= 0) counts.delete(key)
   else counts.set(key, n)
   return Math.max(n, 0)
+}
+
+/** A socket endpoint's rejected dial request as the dialer hears it: the listener left, or did not answer in time. */
+function dialFailure (err: unknown, dialTimeoutMs: number): StarsockError {
+  const code: ErrorCode = (err as { code?: unknown }).code === 'E_PEER_GONE' ? 'E_PEER_GONE' : 'E_DIAL_TIMEOUT'
+  return new StarsockError(code, code === 'E_PEER_GONE' ? 'Peer disconnected during the dial' : `Listener did not answer within ${dialTimeoutMs} ms`)
 }
 
 function streamLimit (what: string, max: number): StarsockError {

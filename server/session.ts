@@ -27,6 +27,10 @@ export interface Endpoint {
   transportName?: () => string
   /** Send a raw frame (`shared/raw-frame.ts`) after the events emitted so far; only to a client that negotiated them. */
   sendFrame?: (frame: Uint8Array) => void
+  /** `bytes` of stream `streamId`, which this client sends, left the relay's queue toward its receiver (a cluster stand-in acknowledges them to its node). */
+  dequeued?: (streamId: string, bytes: number) => void
+  /** Stream `streamId`, which this client sends or receives, closed on the relay (a cluster stand-in is forgotten once both of its streams are). */
+  streamClosed?: (streamId: string) => void
 }
 
 /** A connected client: the addresses it joined and what it told the server about itself. */

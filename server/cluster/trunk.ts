@@ -1,14 +1,26 @@
 /**
  * The trunk: links to the other nodes of a cluster, dials to the node that holds the listener,
  * and the bytes of cross-node streams with a per-stream credit.
- * BASE SKELETON (issue 18): the trunk's helper fills this in. Until then `listen` binds nothing
- * and returns the configured address, and no dial leaves this node.
+ *
+ * A cross-node stream is two ordinary relay streams, one on each node, between a real session and
+ * a stand-in (`stand-in.ts`) for the peer on the other node. A link is opened at the first dial
+ * to a node (`links.ts`: one WebSocket, authenticated with the cluster secret) and reused by both
+ * nodes; a dial only ever asks the node that holds the listener. A link that closes or stops
+ * answering fails every stream through it, on both nodes, with `E_PEER_GONE` naming the node.
  */
+import { createServer, type IncomingMessage, type Server as HttpServer } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import { WebSocket, WebSocketServer } from 'ws'
+import { StarsockError } from '../../shared/errors.ts'
 import type { Logger } from '../../shared/logger.ts'
 import type { ServerMetrics } from '../metrics.ts'
 import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
 import type { Session } from '../session.ts'
+import { LINK_DATA_HEADER_BYTES, LINK_TEXT_MAX_BYTES, type DataMessage, type DialMessage, type EventMessage, type LinkMessage } from './link-codec.ts'
+import { acceptLink, initiateLink, Link, LINK_AUTH_TIMEOUT_MS, LINK_CLOSE_CODES, LinkRefused, type LinkHandler, type RefusalReason } from './links.ts'
+import { StandIn, type StandInHost } from './stand-in.ts'
+import { TrunkMetrics } from './trunk-metrics.ts'
 import type { ClusterView, TrunkPart } from './types.ts'
 
 /** What the trunk is made with (by `ClusterNode`). */
@@ -20,23 +32,346 @@ export interface TrunkDeps {
   logger: Logger
 }
 
+/** Largest window of one stream between two nodes (also at most a quarter of `streamBufferBytes`). */
+export const STREAM_WINDOW_BYTES = 1024 * 1024
+/** Connections on the internal port still proving the secret, at most. */
+export const MAX_UNAUTHENTICATED_LINKS = 32
+/** TCP connections on the internal port, at most (links are one or two per node). */
+export const MAX_LINK_CONNECTIONS = 256
+/** The dialer's node waits this much longer than the dial timeout, so the listener's node answers first (with its code). */
+const DIAL_REPLY_MARGIN_MS = 1000
+/** On close, how long links get to write what waits (the streams' `E_SHUTDOWN`) before they close. */
+const CLOSE_FLUSH_MS = 2000
+
 /** See the module comment. */
-export class Trunk implements TrunkPart {
-  constructor (private readonly deps: TrunkDeps) {}
+export class Trunk implements TrunkPart, LinkHandler, StandInHost {
+  readonly metrics: TrunkMetrics
+  private http: HttpServer | undefined
+  private wss: WebSocketServer | undefined
+  private readonly byNode = new Map<string, Set<Link>>()
+  private readonly connecting = new Map<string, Promise<Link>>()
+  private unauthenticated = 0
+  private closing = false
+  private readonly logger: Logger
+  /** Largest link message: a chunk as large as a client may send, with its header. */
+  private readonly maxPayload: number
+  /** The window this node gives the other node for a stream it receives through a stand-in. */
+  private readonly window: number
 
+  constructor (private readonly deps: TrunkDeps) {
+    this.logger = deps.logger.child({ ns: 'starsock:server:trunk' })
+    this.metrics = new TrunkMetrics(deps.metrics, () => this.links())
+    this.maxPayload = Math.max(deps.options.maxMessageBytes + LINK_DATA_HEADER_BYTES + 1024, LINK_TEXT_MAX_BYTES)
+    this.window = Math.min(STREAM_WINDOW_BYTES, Math.floor(deps.options.streamBufferBytes / 4))
+  }
+
+  /**
+   * Listen on `clusterListen`; settles with the address to advertise (`clusterAdvertise`, else the
+   * bound one). Throws a `RangeError` for a wildcard host without `clusterAdvertise`.
+   */
   async listen (): Promise<string> {
-    return this.deps.options.clusterAdvertise !== '' ? this.deps.options.clusterAdvertise : this.deps.options.clusterListen
+    const { clusterListen, clusterAdvertise } = this.deps.options
+    const { host, port } = splitHostPort(clusterListen)
+    if (clusterAdvertise === '' && (host === '0.0.0.0' || host === '::' || host === '')) {
+      throw new RangeError(`clusterListen ${clusterListen} is a wildcard address: set clusterAdvertise to the host:port other nodes reach this one on`)
+    }
+    const http = this.http = createServer((req, res) => this.notUpgrade(req, res))
+    http.maxConnections = MAX_LINK_CONNECTIONS
+    http.headersTimeout = LINK_AUTH_TIMEOUT_MS
+    http.requestTimeout = LINK_AUTH_TIMEOUT_MS
+    http.on('clientError', (_err, socket: Socket) => {
+      this.refused('bad-message', 'not HTTP')
+      socket.destroy()
+    })
+    const wss = this.wss = new WebSocketServer({ server: http, perMessageDeflate: false, maxPayload: this.maxPayload, clientTracking: false })
+    wss.on('wsClientError', (_err, socket: Socket) => {
+      this.refused('bad-message', 'bad WebSocket upgrade')
+      socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
+      socket.destroy()
+    })
+    wss.on('connection', (ws) => this.accepted(ws))
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject)
+      http.listen(port, host, () => { http.off('error', reject); resolve() })
+    })
+    const bound = http.address() as AddressInfo
+    const advertised = clusterAdvertise !== '' ? clusterAdvertise : joinHostPort(host, bound.port)
+    this.logger.info({ listen: joinHostPort(host, bound.port), advertised }, 'trunk listening')
+    return advertised
   }
 
-  remoteTarget (_to: string, _dialer: Session): Session | undefined {
-    return undefined
+  remoteTarget (to: string, _dialer: Session): Session | undefined {
+    const node = this.deps.view.remoteNodeOf(to)
+    const address = node === undefined ? undefined : this.deps.view.linkAddressOf(node)
+    if (node === undefined || address === undefined) return undefined
+    return new StandIn(node, to, splitHostPort(address).host, this).session
   }
 
-  nodeGone (_nodeId: string): void {}
+  nodeGone (nodeId: string): void {
+    for (const link of [...this.byNode.get(nodeId) ?? []]) link.terminate(`node ${nodeId} left the cluster`)
+  }
 
   links (): number {
-    return 0
+    let n = 0
+    for (const set of this.byNode.values()) n += set.size
+    return n
   }
 
-  async close (): Promise<void> {}
+  /** Let the links write what waits (the `E_SHUTDOWN` of every stream), close them and stop listening. */
+  async close (): Promise<void> {
+    this.closing = true
+    const all = [...this.byNode.values()].flatMap((set) => [...set])
+    await Promise.all(all.map(async (link) => await link.flush(CLOSE_FLUSH_MS)))
+    for (const link of all) link.close()
+    this.wss?.close()
+    const http = this.http
+    if (http !== undefined) {
+      const closed = new Promise<void>((resolve) => http.close(() => resolve()))
+      http.closeAllConnections()
+      await closed
+    }
+  }
+
+  // --- the dialer's side -------------------------------------------------------------------
+
+  /**
+   * Send a stand-in's dial (`ss-incomming` args: dialId, from, hint) to its node; settles with the
+   * listener's ack arguments, rejects with the other node's `StarsockError`, `E_PEER_GONE` when the
+   * node cannot be reached or the link goes, `E_DIAL_TIMEOUT` after `timeoutMs` and a margin.
+   */
+  async dial (standIn: StandIn, args: unknown[], timeoutMs: number): Promise<unknown[]> {
+    try {
+      const reply = await this.dialSteps(standIn, args, timeoutMs)
+      this.metrics.dials.inc({ outcome: reply[0] === null || reply[0] === undefined ? 'accepted' : 'refused' })
+      return reply
+    } catch (err) {
+      this.metrics.dials.inc({ outcome: 'failed' })
+      throw err
+    }
+  }
+
+  private async dialSteps (standIn: StandIn, args: unknown[], timeoutMs: number): Promise<unknown[]> {
+    const [dialId, from, hint] = args
+    if (typeof dialId !== 'string' || typeof from !== 'string') throw new TypeError('a stand-in dial takes (dialId, from, hint)')
+    const h = typeof hint === 'object' && hint !== null ? hint as { starsock?: unknown, secure?: unknown } : {}
+    standIn.dialId = dialId
+    const link = await this.linkTo(standIn.node)
+    if (standIn.forgotten) throw new StarsockError('E_PEER_GONE', 'Dialer disconnected during the dial')
+    standIn.link = link
+    standIn.key = link.newKey()
+    link.dials.set(standIn.key, standIn)
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        standIn.pending = undefined
+        reject(new StarsockError('E_DIAL_TIMEOUT', `Listener did not answer within ${timeoutMs} ms`))
+      }, timeoutMs + DIAL_REPLY_MARGIN_MS)
+      standIn.pending = {
+        resolve: (reply) => { clearTimeout(timer); resolve(reply) },
+        reject: (err) => { clearTimeout(timer); reject(err) }
+      }
+      link.send({ t: 'dial', k: standIn.key, from, to: standIn.addr, id: dialId, secure: h.secure === true, starsock: h.starsock === true, win: this.window })
+    })
+  }
+
+  /** An open link to `node`, opening one when there is none (every dial to it waits for the same). */
+  private async linkTo (node: string): Promise<Link> {
+    for (const link of this.byNode.get(node) ?? []) if (link.open) return link
+    let opening = this.connecting.get(node)
+    if (opening === undefined) {
+      opening = this.connect(node).finally(() => this.connecting.delete(node))
+      this.connecting.set(node, opening)
+    }
+    return await opening
+  }
+
+  /** Open and authenticate a link to `node`; rejects with `E_PEER_GONE` naming it. */
+  private async connect (node: string): Promise<Link> {
+    const unreachable = (why: string): StarsockError => new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (${why})`)
+    const address = this.deps.view.linkAddressOf(node)
+    if (address === undefined || this.closing) throw unreachable('not a member')
+    const ws = new WebSocket(`ws://${address}/`, { perMessageDeflate: false, maxPayload: this.maxPayload, handshakeTimeout: LINK_AUTH_TIMEOUT_MS })
+    ws.on('error', () => {}) // the close or the handshake says what went wrong
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', resolve)
+        ws.once('close', () => reject(new LinkRefused('timeout', 'could not connect')))
+      })
+      await initiateLink(ws, this.deps.view.nodeId, node, this.deps.options.clusterSecret)
+    } catch (err) {
+      ws.terminate()
+      const reason = err instanceof LinkRefused ? err.reason : 'bad-message'
+      // A link that never opened is not a refusal by this node: only what the other side proved wrong is counted.
+      if (reason !== 'timeout') this.refused(reason, `link to ${node}: ${(err as Error).message}`)
+      throw unreachable((err as Error).message)
+    }
+    if (this.closing) {
+      ws.close(1001)
+      throw unreachable('this node is closing')
+    }
+    return this.add(new Link(node, 'initiator', ws, this))
+  }
+
+  // --- the listener's side -----------------------------------------------------------------
+
+  /** A connection on the internal port: it must prove the secret in time, or it is refused and counted. */
+  private accepted (ws: WebSocket): void {
+    ws.on('error', () => {})
+    if (this.closing) return ws.close(1001)
+    if (this.unauthenticated >= MAX_UNAUTHENTICATED_LINKS) return this.refuse(ws, 'too-many', 'too many connections proving the secret')
+    this.unauthenticated++
+    const known = (node: string): boolean => this.deps.view.linkAddressOf(node) !== undefined
+    acceptLink(ws, this.deps.view.nodeId, this.deps.options.clusterSecret, known).then((node) => {
+      this.unauthenticated--
+      if (this.closing) return ws.close(1001)
+      this.add(new Link(node, 'acceptor', ws, this))
+    }, (err: unknown) => {
+      this.unauthenticated--
+      this.refuse(ws, err instanceof LinkRefused ? err.reason : 'bad-message', (err as Error).message)
+    })
+  }
+
+  /** Any HTTP request other than the upgrade: refused and counted. */
+  private notUpgrade (_req: IncomingMessage, res: import('node:http').ServerResponse): void {
+    this.refused('bad-message', 'plain HTTP request')
+    res.writeHead(426, { connection: 'close' }).end()
+  }
+
+  private refuse (ws: WebSocket, reason: RefusalReason, detail: string): void {
+    this.refused(reason, detail)
+    ws.close(LINK_CLOSE_CODES[reason], reason)
+    setTimeout(() => ws.terminate(), 1000).unref?.()
+  }
+
+  /** Count and log a refusal (never the secret, nor the proofs). */
+  private refused (reason: RefusalReason, detail: string): void {
+    this.metrics.refusal(reason)
+    this.logger.warn({ reason, detail: detail.slice(0, 200) }, 'cluster link refused')
+  }
+
+  /** A dial from the other node to a peer here: a stand-in for the dialer, then the rendezvous' own dial. */
+  private incomingDial (link: Link, m: DialMessage): void {
+    const ours = (m.k % 2 === 0) === (link.role === 'initiator')
+    if (ours || link.dials.has(m.k)) return link.send({ t: 'fail', k: m.k, code: 'E_BAD_REQUEST', msg: 'Dial key in use' })
+    const standIn = new StandIn(link.node, m.from, 'node', this)
+    standIn.dialId = m.id
+    standIn.link = link
+    standIn.key = m.k
+    standIn.window = m.win
+    standIn.session.starsock = m.starsock
+    link.dials.set(m.k, standIn)
+    const session = standIn.session
+    this.deps.rendezvous.trunkDial(session, m.from, m.to, m.id, m.secure).then(({ refusal, listenerStarsock }) => {
+      link.send({ t: 'reply', k: m.k, refusal: refusal ?? null, starsock: listenerStarsock, win: this.window })
+    }, (err: unknown) => {
+      const e = err instanceof StarsockError ? err : new StarsockError('E_INTERNAL')
+      if (!(err instanceof StarsockError)) this.logger.error({ err }, 'cross-node dial failed')
+      link.send({ t: 'fail', k: m.k, code: e.code, msg: e.message.slice(0, 256) })
+      if (this.deps.rendezvous.relay.streamCount(session) === 0) this.forget(standIn)
+    })
+  }
+
+  // --- links -------------------------------------------------------------------------------
+
+  private add (link: Link): Link {
+    let set = this.byNode.get(link.node)
+    if (set === undefined) this.byNode.set(link.node, set = new Set())
+    set.add(link)
+    this.logger.info({ node: link.node, role: link.role }, 'cluster link open')
+    return link
+  }
+
+  message (link: Link, m: LinkMessage): void {
+    switch (m.t) {
+      case 'dial': return this.incomingDial(link, m)
+      case 'reply': case 'fail': return this.answered(link, m)
+      case 'ev': return this.event(link, m)
+      case 'ack': {
+        const standIn = link.dials.get(m.k)
+        if (standIn === undefined) return
+        standIn.acked(m.n)
+        this.deps.rendezvous.relay.drained(standIn.session)
+        return
+      }
+      default: return this.bad(link, `unexpected ${m.t}`)
+    }
+  }
+
+  /** The other node's answer to a dial of ours. */
+  private answered (link: Link, m: Extract<LinkMessage, { t: 'reply' | 'fail' }>): void {
+    const standIn = link.dials.get(m.k)
+    const pending = standIn?.pending
+    if (standIn === undefined || pending === undefined) return
+    standIn.pending = undefined
+    if (m.t === 'fail') return pending.reject(new StarsockError(m.code, m.msg))
+    standIn.session.starsock = m.starsock
+    standIn.window = m.win
+    pending.resolve([m.refusal ?? undefined])
+  }
+
+  /** A stream event the other node's relay emitted to its stand-in: the same call on this relay. */
+  private event (link: Link, m: EventMessage): void {
+    const standIn = link.dials.get(m.k)
+    if (standIn === undefined) return
+    const relay = this.deps.rendezvous.relay
+    const { session } = standIn
+    const id = standIn.streamId(m.s)
+    if (m.e === 'accept') relay.accept(session, id, m.a ?? undefined)
+    else if (m.e === 'credit') relay.credit(session, id, m.a)
+    else if (m.e === 'abort') relay.abort(session, id, m.a)
+    else relay.end(session, id, m.a)
+  }
+
+  data (link: Link, d: DataMessage): void {
+    this.metrics.bytes.inc({ direction: 'in' }, d.payload.byteLength)
+    const standIn = link.dials.get(d.k)
+    if (standIn !== undefined) this.deps.rendezvous.relay.data(standIn.session, standIn.streamId(d.s), d.payload)
+  }
+
+  bad (link: Link, what: string): void {
+    this.metrics.badMessages.inc({ what })
+    this.logger.warn({ node: link.node, what }, 'malformed message on a cluster link, cutting it')
+    link.terminate(`malformed ${what}`)
+  }
+
+  drained (link: Link): void {
+    for (const standIn of [...link.dials.values()]) this.deps.rendezvous.relay.drained(standIn.session)
+  }
+
+  closed (link: Link, why: string): void {
+    this.byNode.get(link.node)?.delete(link)
+    if (this.byNode.get(link.node)?.size === 0) this.byNode.delete(link.node)
+    if (!this.closing) this.logger.warn({ node: link.node, why, dials: link.dials.size }, 'cluster link closed')
+    const message = `Server node ${link.node} unreachable (link ${why})`
+    for (const standIn of [...link.dials.values()]) {
+      standIn.linkLost(new StarsockError('E_PEER_GONE', message))
+      this.deps.rendezvous.relay.dropSession(standIn.session, message)
+      this.forget(standIn)
+    }
+  }
+
+  // --- stand-ins ---------------------------------------------------------------------------
+
+  forget (standIn: StandIn): void {
+    if (standIn.forgotten) return
+    standIn.forgotten = true
+    if (standIn.link?.dials.get(standIn.key) === standIn) standIn.link.dials.delete(standIn.key)
+    standIn.linkLost(new StarsockError('E_PEER_GONE', 'Dial streams closed'))
+    this.deps.rendezvous.relay.dropSession(standIn.session)
+  }
+
+  sent (bytes: number): void {
+    this.metrics.bytes.inc({ direction: 'out' }, bytes)
+  }
+}
+
+/** `host` and `port` of `host:port` (`[v6]:port`, brackets removed). */
+function splitHostPort (value: string): { host: string, port: number } {
+  const colon = value.lastIndexOf(':')
+  const host = value.slice(0, colon).replace(/^\[(.*)\]$/, '$1')
+  return { host, port: Number(value.slice(colon + 1)) }
+}
+
+/** `host:port`, an IPv6 host in brackets. */
+function joinHostPort (host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }

@@ -1,0 +1,160 @@
+/**
+ * A stand-in: the session that stands for a peer on another node in one cross-node dial. On the
+ * dialer's node it stands for the listener, on the listener's node for the dialer; each node's
+ * relay runs its ordinary stream with it, and the stand-in turns what the relay emits to it into
+ * link messages (and the trunk turns link messages into relay calls with it as the session).
+ *
+ * Per-stream credit between the nodes: the stand-in receiving a stream tells the relay its
+ * transport is full once `window` bytes it sent are not yet acknowledged (the other node
+ * acknowledges bytes as they leave its queue toward the real receiver), or once the link's socket
+ * is far behind; so one slow stream never holds the link, nor memory on either node past its caps.
+ */
+import { DIALER_SUFFIX, parseStreamEvent } from '../../shared/events.ts'
+import { StarsockError } from '../../shared/errors.ts'
+import { SOCKET_WRITE_HIGH_WATER_BYTES } from '../constants.ts'
+import { TokenBucket } from '../rate-limit.ts'
+import { Session, type Endpoint } from '../session.ts'
+import { encodeData, type LinkMessage, type StreamSide } from './link-codec.ts'
+
+/** What a stand-in uses of its link (`links.ts` `Link`). */
+export interface StandInLink {
+  readonly open: boolean
+  congested: () => boolean
+  send: (message: LinkMessage) => void
+  sendBinary: (data: Buffer) => void
+  /** The stand-ins of the dials it carries, by dial key. */
+  readonly dials: Map<number, StandIn>
+}
+
+let standIns = 0
+
+/** What a stand-in needs of the trunk. */
+export interface StandInHost {
+  /** Send the dial to the other node; settles with the listener's ack arguments (see `Endpoint.request`). */
+  dial: (standIn: StandIn, args: unknown[], timeoutMs: number) => Promise<unknown[]>
+  /** Both streams closed: forget it. */
+  forget: (standIn: StandIn) => void
+  /** Stream bytes sent on a link (for the metric). */
+  sent: (bytes: number) => void
+}
+
+/** One stand-in session and its endpoint. */
+export class StandIn implements Endpoint {
+  readonly session: Session
+  /** The link it is on and its dial key there, once the dial went (or arrived). */
+  link: StandInLink | undefined
+  key = -1
+  /** Bytes the other node may hold of the stream this stand-in receives, not yet acknowledged. */
+  window = 0
+  private unacked = 0
+  private acks: [number, number] = [0, 0]
+  private ackScheduled = false
+  private closedStreams = 0
+  /** The dial id (both streams are `<dialId>.dialer` and `<dialId>.listener`), known once the dial goes or arrives. */
+  dialId = ''
+  /** Forgotten by the trunk: no stream, no link entry. */
+  forgotten = false
+  /** The dial waiting for the other node's answer (dialer's side). */
+  pending: { resolve: (reply: unknown[]) => void, reject: (err: StarsockError) => void } | undefined
+
+  constructor (
+    /** The node the peer is on. */
+    readonly node: string,
+    /** The address of the peer it stands for. */
+    readonly addr: string,
+    ip: string,
+    private readonly host: StandInHost
+  ) {
+    // The session takes the other peer's address: a stand-in for a dialer dials from it.
+    // One dial per stand-in: its node already rate-limited the dialer.
+    this.session = new Session(`node:${node}:${++standIns}`, ip, this, new TokenBucket(1, 1))
+    this.session.node = node
+    this.session.addrs.add(addr)
+    // The dialer's node passes the dialer's kind and intent on with the dial.
+    this.session.dialHints = true
+  }
+
+  /** The stream id of `side`. */
+  streamId (side: StreamSide): string {
+    return side === 0 ? this.dialId + DIALER_SUFFIX : this.dialId + '.listener'
+  }
+
+  private sideOf (streamId: string): StreamSide | undefined {
+    return streamId === this.streamId(0) ? 0 : streamId === this.streamId(1) ? 1 : undefined
+  }
+
+  emit (event: string, ...args: unknown[]): void {
+    const parsed = parseStreamEvent(event)
+    const link = this.link
+    if (parsed === undefined || link === undefined) return
+    const s = this.sideOf(parsed.streamId)
+    if (s === undefined) return
+    if (parsed.type === 'queue') {
+      const chunk = args[0]
+      if (!(chunk instanceof Uint8Array)) return
+      this.unacked += chunk.byteLength
+      this.host.sent(chunk.byteLength)
+      link.sendBinary(encodeData(this.key, s, chunk))
+      return
+    }
+    const a = args[0]
+    link.send({ t: 'ev', k: this.key, s, e: parsed.type, a: typeof a === 'number' || typeof a === 'string' || typeof a === 'boolean' ? a : null })
+  }
+
+  async request (_event: string, args: unknown[], timeoutMs: number): Promise<unknown[]> {
+    return await this.host.dial(this, args, timeoutMs)
+  }
+
+  /**
+   * 0 while the stream's window between the nodes has room and the link keeps up; at least the
+   * relay's high-water mark once not (the relay pumps only below it).
+   */
+  pendingWriteBytes (): number {
+    const full = this.unacked >= this.window || this.link === undefined || !this.link.open || this.link.congested()
+    return full ? Math.max(this.unacked, SOCKET_WRITE_HIGH_WATER_BYTES) : 0
+  }
+
+  /** A stand-in cannot stop the other node; the window bounds what it sends instead. */
+  pauseReading (): boolean {
+    return false
+  }
+
+  resumeReading (): void {}
+
+  /** The other node acknowledged `n` bytes of the stream this stand-in receives. */
+  acked (n: number): void {
+    this.unacked = Math.max(0, this.unacked - n)
+  }
+
+  /** Bytes of a stream this stand-in sends left the queue toward the receiver: acknowledge them (once a turn). */
+  dequeued (streamId: string, bytes: number): void {
+    const s = this.sideOf(streamId)
+    if (s === undefined) return
+    this.acks[s] += bytes
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    setImmediate(() => this.sendAcks())
+  }
+
+  private sendAcks (): void {
+    this.ackScheduled = false
+    for (const s of [0, 1] as const) {
+      const n = this.acks[s]
+      if (n === 0) continue
+      this.acks[s] = 0
+      this.link?.send({ t: 'ack', k: this.key, s, n })
+    }
+  }
+
+  streamClosed (_streamId: string): void {
+    // Deferred: the relay is still emitting the close's events to this stand-in.
+    if (++this.closedStreams === 2) queueMicrotask(() => this.host.forget(this))
+  }
+
+  /** The link went: a waiting dial fails (its streams fail through the relay). */
+  linkLost (err: StarsockError): void {
+    const p = this.pending
+    this.pending = undefined
+    p?.reject(err)
+  }
+}

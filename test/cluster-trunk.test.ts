@@ -1,0 +1,291 @@
+/**
+ * The trunk in one process: two real servers (no Redis), each with a `Trunk` and a static
+ * `ClusterView` shared by the test (address -> node, node -> link address), real peers on each,
+ * real links between them on loopback.
+ */
+import { connect as tcpConnect } from 'node:net'
+import type { Socket } from 'socket.io-client'
+import { afterEach, describe, expect, it } from 'vitest'
+import { WebSocket } from 'ws'
+import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import type { Connection } from '../client/connection.ts'
+import { silentLogger } from '../shared/logger.ts'
+import type { ServerOptions } from '../server/options.ts'
+import type { StarsockServer } from '../server/server.ts'
+import { initiateLink, linkProof, newNonce } from '../server/cluster/links.ts'
+import type { HelloMessage } from '../server/cluster/link-codec.ts'
+import { Trunk } from '../server/cluster/trunk.ts'
+import type { ClusterView } from '../server/cluster/types.ts'
+import { echo, readAll } from './helpers/connections.ts'
+import { expectBytes } from './helpers/bytes.ts'
+import { chunked, echoIncoming, receiveStream, request, startRawPeer, StreamSink, dialAndEcho, type RawPeer } from './helpers/raw-peer.ts'
+import { rejected, startServer, testBytes, waitFor, within } from './helpers/server.ts'
+
+const SECRET = 'trunk-test-secret-0123456789'
+
+/** The cluster as every node of the test sees it. */
+class StaticCluster {
+  readonly owners = new Map<string, string>()
+  readonly linkAddresses = new Map<string, string>()
+
+  view (nodeId: string): ClusterView {
+    return {
+      nodeId,
+      remoteNodeOf: (addr) => { const n = this.owners.get(addr); return n === nodeId ? undefined : n },
+      linkAddressOf: (id) => this.linkAddresses.get(id)
+    }
+  }
+}
+
+interface Node { id: string, server: StarsockServer & { port: number }, trunk: Trunk }
+
+/** A counter's value for `labels` in `server`'s registry. */
+async function counter (server: StarsockServer, name: string, labels: Record<string, string>): Promise<number> {
+  const metric = server.metrics.registry.getSingleMetric(name)
+  if (metric === undefined) throw new Error(`no metric ${name}`)
+  const { values } = await metric.get()
+  return values.filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x)).reduce((n, v) => n + v.value, 0)
+}
+
+/** The client's own websocket (the `ws` package in Node), to stop reading like a slow receiver. */
+function clientWebSocket (socket: Socket): { pause: () => void, resume: () => void } {
+  return (socket.io.engine.transport as unknown as { ws: { pause: () => void, resume: () => void } }).ws
+}
+
+describe('trunk: cross-node dials and streams in one process', () => {
+  let cluster = new StaticCluster()
+  const nodes: Node[] = []
+  const peers: StarsockPeer[] = []
+  const raws: RawPeer[] = []
+
+  afterEach(async () => {
+    for (const p of peers.splice(0)) await p.close()
+    for (const r of raws.splice(0)) r.close()
+    for (const n of nodes.splice(0)) {
+      await n.server.close()
+      await n.trunk.close()
+    }
+    cluster = new StaticCluster()
+  })
+
+  const node = async (id: string, options: ServerOptions = {}): Promise<Node> => {
+    const server = await startServer({ clusterSecret: SECRET, ...options })
+    const trunk = new Trunk({ rendezvous: server.rendezvous, view: cluster.view(id), options: server.options, metrics: server.metrics, logger: silentLogger })
+    cluster.linkAddresses.set(id, await trunk.listen())
+    server.rendezvous.cluster = {
+      remoteTarget: (to, dialer) => trunk.remoteTarget(to, dialer),
+      remoteProfile: () => undefined,
+      joined: () => {},
+      left: () => {},
+      profileChanged: () => {}
+    }
+    const n = { id, server, trunk }
+    nodes.push(n)
+    return n
+  }
+  const peerOn = async (n: Node, options: { windowBytes?: number } = {}): Promise<StarsockPeer> => {
+    const p = await createPeer({ server: n.server.url(), ...options })
+    peers.push(p)
+    cluster.owners.set(p.addr, n.id)
+    return p
+  }
+  const rawOn = async (n: Node): Promise<RawPeer> => {
+    const r = await startRawPeer(n.server.url(), n.server.port)
+    raws.push(r)
+    cluster.owners.set(r.addr, n.id)
+    return r
+  }
+  const two = async (options: ServerOptions = {}): Promise<[Node, Node]> => [await node('A', options), await node('B', options)]
+
+  it('dials a peer on the other node and echoes 64 MiB byte-exact both ways, then forgets the stand-ins', async () => {
+    const [a, b] = await two()
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    pb.handle(echo)
+    const data = testBytes(64 * 1024 * 1024)
+    const conn = await within('the cross-node dial', pa.dial(pb.addr), 10_000)
+    expect(conn.secure).toBe(true) // the listener's kind (starsock) came back with the dial
+    const back = readAll(conn)
+    await conn.write(data)
+    await conn.closeWrite()
+    expectBytes(await within('64 MiB echoed across the nodes', back, 60_000), data, '64 MiB echo')
+    expect(a.trunk.links() + b.trunk.links()).toBe(2) // one link, seen from both ends
+    expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'accepted' })).toBe(1)
+    expect(await counter(a.server, 'starsock_cluster_trunk_bytes_total', { direction: 'out' })).toBeGreaterThanOrEqual(data.length)
+    expect(await counter(b.server, 'starsock_cluster_trunk_bytes_total', { direction: 'out' })).toBeGreaterThanOrEqual(data.length)
+    await waitFor('every stream closed on both nodes', () => a.server.stats().streams === 0 && b.server.stats().streams === 0, 10_000)
+    // The other way, over the same link (a link carries dials both ways).
+    pa.handle(echo)
+    const small = testBytes(100_000, 7)
+    const conn2 = await pb.dial(pa.addr)
+    const back2 = readAll(conn2)
+    await conn2.write(small)
+    await conn2.closeWrite()
+    expectBytes(await within('the echo from B to A', back2, 10_000), small, 'echo B to A')
+    expect(a.trunk.links() + b.trunk.links()).toBe(2)
+  })
+
+  it('passes every dial outcome across: refused with a string, unknown peer, stream limit, listener timeout, listener gone', async () => {
+    const [a, b] = await two({ dialTimeoutMs: 1000 })
+    const pa = await peerOn(a)
+    const noHandler = await peerOn(b)
+    const refused = await rejected(pa.dial(noHandler.addr, { secure: false }))
+    expect(refused).toMatchObject({ code: 'E_DIAL_REFUSED', message: 'This peer takes no connections' })
+
+    // In the view but not joined on B: B's word, not a timeout.
+    const ghost = noHandler.addr.replace(noHandler.peerId, 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N')
+    cluster.owners.set(ghost, 'B')
+    expect(await rejected(pa.dial(ghost, { secure: false }))).toMatchObject({ code: 'E_PEER_NOT_FOUND' })
+
+    // A listener that never answers: B's dial timeout, with its code.
+    const silent = await rawOn(b)
+    const a1 = await rawOn(a)
+    const [timeoutErr] = await request(a1.socket, 'ss-dial', [a1.addr, silent.addr, 'silent'], 10_000)
+    expect(timeoutErr).toBe('Listener did not answer within 1000 ms [E_DIAL_TIMEOUT]')
+
+    // A listener that disconnects during the dial.
+    const leaving = await rawOn(b)
+    leaving.socket.on('ss-incomming', () => leaving.socket.disconnect())
+    const [goneErr] = await request(a1.socket, 'ss-dial', [a1.addr, leaving.addr, 'leaving'], 10_000)
+    expect(goneErr).toBe('Peer disconnected during the dial [E_PEER_GONE]')
+
+    // The same dial id twice toward the same listener: B refuses it as on one node.
+    const echoer = await rawOn(b)
+    echoIncoming(echoer)
+    expect((await request(a1.socket, 'ss-dial', [a1.addr, echoer.addr, 'same']))[0]).toBeUndefined()
+    const [inUse] = await request(a1.socket, 'ss-dial', [a1.addr, echoer.addr, 'same'])
+    expect(inUse).toBe('Dial id in use [E_DIAL_ID_IN_USE]')
+    expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'failed' })).toBeGreaterThanOrEqual(3)
+    expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'refused' })).toBe(1)
+  })
+
+  it('holds a slow receiver on the other node within both nodes\' buffers while another stream on the link keeps flowing', async () => {
+    const streamBufferBytes = 2_000_000
+    const [a, b] = await two({ streamBufferBytes, socketBufferBytes: 4_000_000, senderStallTimeoutMs: 15_000 })
+    const sender = await rawOn(a)
+    const reader = await rawOn(b)
+    let got: Promise<Buffer> | undefined
+    reader.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+      got = receiveStream(reader.socket, `${dialId}.dialer`)
+      got.catch(() => {})
+      ack()
+    })
+    const sink = new StreamSink(sender.socket, 'slow.dialer')
+    expect((await request(sender.socket, 'ss-dial', [sender.addr, reader.addr, 'slow']))[0]).toBeUndefined()
+    clientWebSocket(reader.socket).pause()
+    const data = testBytes(24 * 1024 * 1024, 3)
+    void sink.send(chunked(data, 64 * 1024))
+    // Backpressure crosses the link: A's relay pauses the sender (legacy flow control: TCP).
+    await waitFor('node A to pause the sender', () => [...a.server.rendezvous.sessions.values()].some((s) => a.server.rendezvous.relay.stateOf(s).paused), 20_000)
+    let peakA = 0
+    let peakB = 0
+    const watch = setInterval(() => {
+      peakA = Math.max(peakA, a.server.stats().bufferedBytes)
+      peakB = Math.max(peakB, b.server.stats().bufferedBytes)
+    }, 5)
+    try {
+      // Another stream on the same link flows meanwhile.
+      const c = await rawOn(a)
+      const e = await rawOn(b)
+      echoIncoming(e)
+      const other = testBytes(4 * 1024 * 1024, 5)
+      expectBytes(await within('4 MiB echo beside the stalled stream', dialAndEcho(c, e.addr, other), 30_000), other, 'echo beside the stall')
+      expect([...a.server.rendezvous.sessions.values()].some((s) => a.server.rendezvous.relay.stateOf(s).paused)).toBe(true)
+      clientWebSocket(reader.socket).resume()
+      expectBytes(await within('24 MiB at the slow reader', got as Promise<Buffer>, 60_000), data, 'the slow stream')
+    } finally {
+      clearInterval(watch)
+    }
+    expect(peakA).toBeLessThanOrEqual(streamBufferBytes + 4 * 1024 * 1024) // the stalled stream's queue, and the echo's
+    expect(peakB).toBeLessThanOrEqual(streamBufferBytes)
+  })
+
+  it('refuses and counts a wrong secret, an unknown node id, plain HTTP, garbage and silence on the internal port', async () => {
+    const [a] = await two()
+    const address = cluster.linkAddresses.get('A') as string
+    const open = async (): Promise<WebSocket> => {
+      const ws = new WebSocket(`ws://${address}/`)
+      ws.on('error', () => {})
+      await new Promise((resolve) => ws.once('open', resolve))
+      return ws
+    }
+    const closeCode = async (ws: WebSocket): Promise<unknown> => await within('the refusal', new Promise((resolve) => ws.once('close', resolve)), 10_000)
+    // A wrong secret: the handshake by hand, the proof made with another secret.
+    const wrong = await open()
+    const nonce = newNonce()
+    const hello = new Promise<HelloMessage>((resolve) => wrong.once('message', (data: Buffer) => resolve(JSON.parse(data.toString()) as HelloMessage)))
+    wrong.send(JSON.stringify({ t: 'hello', node: 'B', nonce }))
+    const theirs = await hello
+    expect(theirs.proof).toBe(linkProof(SECRET, 'acceptor', { node: 'B', nonce }, { node: 'A', nonce: theirs.nonce }))
+    wrong.send(JSON.stringify({ t: 'proof', proof: linkProof('wrong-secret-0123456789', 'initiator', { node: 'B', nonce }, { node: 'A', nonce: theirs.nonce }) }))
+    expect(await closeCode(wrong)).toBe(4001)
+    // An unknown node id, with the right secret.
+    const unknown = await open()
+    expect(await rejected(initiateLink(unknown, 'Z', 'A', SECRET))).toMatchObject({ reason: 'unknown-node' })
+    unknown.terminate()
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'secret' })).toBe(1)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'unknown-node' })).toBe(1)
+
+    const res = await fetch(`http://${address}/`)
+    expect(res.status).toBe(426)
+    const junk = tcpConnect(Number(address.split(':')[1]), '127.0.0.1')
+    junk.on('error', () => {})
+    junk.write(Buffer.from(testBytes(4096, 9)))
+    await new Promise((resolve) => junk.once('close', resolve))
+    const binary = await open()
+    binary.send(Buffer.from('not a hello'))
+    expect(await closeCode(binary)).toBe(4003)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'bad-message' })).toBe(3)
+
+    const quiet = new WebSocket(`ws://${address}/`)
+    quiet.on('error', () => {})
+    expect(await within('a silent connection refused', new Promise((resolve) => quiet.once('close', resolve)), 10_000)).toBe(4008)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(1)
+    expect(a.trunk.links()).toBe(0)
+  })
+
+  it('fails the streams through a link that goes with E_PEER_GONE on both sides, never a clean end; a later dial opens a new link', async () => {
+    const [a, b] = await two()
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    let incoming: Connection | undefined
+    pb.handle((conn) => { incoming = conn })
+    const conn = await pa.dial(pb.addr, { secure: false })
+    await conn.write(testBytes(100_000))
+    await waitFor('the incoming connection', () => incoming !== undefined)
+    const atB = readAll(incoming as Connection)
+    const atA = readAll(conn)
+    atA.catch(() => {}) // observed below, after the error at B
+    a.trunk.nodeGone('B')
+    const errB = await within('the error at B', rejected(atB), 10_000)
+    const errA = await within('the error at A', rejected(atA), 10_000)
+    expect(errB).toMatchObject({ code: 'E_PEER_GONE' })
+    expect(errA).toMatchObject({ code: 'E_PEER_GONE' })
+    expect(String((errA as Error).message)).toContain('Server node B')
+    await waitFor('streams failed on both nodes', () => a.server.stats().streams === 0 && b.server.stats().streams === 0, 10_000)
+    await waitFor('the link gone on both nodes', () => a.trunk.links() === 0 && b.trunk.links() === 0, 10_000)
+    pb.handle(echo)
+    const conn2 = await pa.dial(pb.addr, { secure: false })
+    const back = readAll(conn2)
+    await conn2.write(testBytes(1000))
+    await conn2.closeWrite()
+    expectBytes(await within('an echo on a new link', back, 10_000), testBytes(1000), 'echo on a new link')
+  })
+
+  it('ends the cross-node streams of a node that shuts down with E_SHUTDOWN on the other node', async () => {
+    const [a, b] = await two()
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    let incoming: Connection | undefined
+    pb.handle((conn) => { incoming = conn })
+    const conn = await pa.dial(pb.addr, { secure: false })
+    await conn.write(testBytes(1000))
+    await waitFor('the incoming connection', () => incoming !== undefined)
+    const atB = readAll(incoming as Connection)
+    atB.catch(() => {})
+    await a.server.close()
+    await a.trunk.close()
+    nodes.splice(nodes.indexOf(a), 1)
+    expect(await within('the error at B', rejected(atB), 10_000)).toMatchObject({ code: 'E_SHUTDOWN' })
+  })
+})
