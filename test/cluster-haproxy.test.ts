@@ -7,7 +7,9 @@
  * (sid parameter only, as Node clients send them; cookie only), with the same requests through
  * the file without its stick rules (they fail: what the client checks here would catch), and
  * with every kind of client: socket.io-client 4 polling-only, WebSocket-only and upgrading, and
- * the published libp2p-websocket-star client (socket.io-client 2, engine.io 3).
+ * the published libp2p-websocket-star client (socket.io-client 2, engine.io 3). Then in front of
+ * two `--redis` nodes (test/helpers/cluster.ts): a polling peer and a legacy peer land on
+ * different nodes and dial each other across them.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { existsSync } from 'node:fs'
@@ -16,7 +18,8 @@ import { createPeer, type StarsockPeer, type PeerState } from '../client/peer.ts
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { HAPROXY, freePort, onLoopback, shippedHaproxyConfig, startHaproxy, type LoggedRequest, type RunningHaproxy } from './helpers/haproxy.ts'
-import { legacyDial, legacyExchange, startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
+import { TestCluster } from './helpers/cluster.ts'
+import { legacyDial, legacyExchange, pull, startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
 import { Programs } from './helpers/programs.ts'
 import { testBytes, waitFor, within } from './helpers/server.ts'
 
@@ -84,6 +87,12 @@ async function noop (url: string, eio: 3 | 4, sid: string): Promise<{ status: nu
 /** `/status.json`'s peer count of the node at `url` (a node's own, not through haproxy). */
 async function peersOn (url: string): Promise<number> {
   return ((await (await fetch(`${url}/status.json`)).json()) as { peers: number }).peers
+}
+
+/** A cluster node's own peers (`/status.json`: every peer it knows less the other nodes'), and every peer it knows. */
+async function clusterPeersOn (url: string): Promise<{ local: number, all: number }> {
+  const s = (await (await fetch(`${url}/status.json`)).json()) as { peers: number, clusterRemotePeers: number }
+  return { local: s.peers - s.clusterRemotePeers, all: s.peers }
 }
 
 /** Wait until haproxy's log passes `check` (a request is logged when it ends); settles with its requests. */
@@ -257,5 +266,68 @@ describe('haproxy (deploy/haproxy.cfg) in front of two starsock nodes', () => {
     for (const [sid, s] of bySid) expect([sid, s.servers.size, s.statuses.filter((st) => st === 400)]).toEqual([sid, 1, []])
     expect(Math.max(...[...bySid.values()].map((s) => s.count))).toBeGreaterThanOrEqual(5)
     expect(new Set(requests.filter((r) => r.uri.startsWith('/socket.io/')).map((r) => r.server))).toEqual(new Set(['node1', 'node2']))
+  }, 120_000)
+})
+
+describe('haproxy (deploy/haproxy.cfg) in front of two --redis nodes (one rendezvous)', () => {
+  const cluster = new TestCluster()
+  let proxy: RunningHaproxy | undefined
+  const peers: StarsockPeer[] = []
+  const legacy: LegacyPeer[] = []
+  let nodes: Array<{ url: string, port: number }> = []
+
+  beforeAll(async () => {
+    if (!existsSync(HAPROXY)) return
+    nodes = await cluster.start(2, ['--sticky-cookie', COOKIE, '--trust-proxy'])
+  }, 60_000)
+  afterAll(async () => {
+    for (const p of peers.splice(0)) await p.close()
+    for (const l of legacy.splice(0)) l.stop()
+    await proxy?.stop()
+    await cluster.cleanup()
+  })
+
+  it('a polling peer and a legacy peer joined through haproxy land on different nodes, see each other, and dial each other across the nodes both ways, bytes exact', async (ctx) => {
+    needHaproxy(ctx)
+    const port = await freePort()
+    proxy = await startHaproxy(onLoopback(shippedHaproxyConfig(), port, nodes.map((n) => n.port)), port)
+    const url = proxy.url
+    // One after the other: round robin puts them on different nodes.
+    const polling = await within('the polling peer to join through haproxy', createPeer({ server: url, transports: ['polling'] }), 30_000)
+    peers.push(polling)
+    const drops: string[] = []
+    polling.on('state', (s) => drops.push(s))
+    const old = await startPollingLegacyPeer(port, (conn: unknown) => { pull(conn, conn) }) // echoes
+    legacy.push(old)
+    old.listener.io.on('disconnect', () => { drops.push('legacy disconnect') })
+
+    // Each node holds one of them and knows both.
+    let last: Array<{ local: number, all: number }> = []
+    const deadline = Date.now() + 30_000
+    while (Date.now() < deadline) {
+      last = await Promise.all(nodes.map(async (n) => await clusterPeersOn(n.url)))
+      if (last.every((c) => c.local === 1 && c.all === 2)) break
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    expect(last).toEqual([{ local: 1, all: 2 }, { local: 1, all: 2 }])
+    await waitFor('the polling peer to discover the legacy peer on the other node', () => polling.peers().some((p) => p.addr === old.addr), 30_000)
+
+    // The legacy peer dials the polling peer on the other node (it echoes) ...
+    polling.handle(echo)
+    const toPolling = await within('the legacy peer\'s dial across nodes', legacyDial(old, polling.addr), 30_000)
+    const a = testBytes(300_000, 11)
+    expectBytes(await within('the echo across nodes, legacy -> polling', legacyExchange(toPolling, a), 60_000), a, 'legacy -> polling across nodes')
+    // ... and the polling peer dials the legacy peer (a legacy peer speaks no Noise).
+    const toLegacy = await within('the polling peer\'s dial across nodes', polling.dial(old.id, { secure: false }), 30_000)
+    const b = testBytes(300_000, 12)
+    const back = readAll(toLegacy)
+    await toLegacy.write(b)
+    await toLegacy.closeWrite()
+    expectBytes(await within('the echo across nodes, polling -> legacy', back, 60_000), b, 'polling -> legacy across nodes')
+    expect(drops).toEqual([])
+
+    // Every session stayed on its node, and both nodes served sessions.
+    for (const [sid, s] of sessions(proxy.requests().filter((r) => r.uri.startsWith('/socket.io/')))) expect([sid, s.servers.size, s.statuses.filter((st) => st === 400)]).toEqual([sid, 1, []])
+    expect(new Set(proxy.requests().filter((r) => r.uri.startsWith('/socket.io/')).map((r) => r.server))).toEqual(new Set(['node1', 'node2']))
   }, 120_000)
 })
