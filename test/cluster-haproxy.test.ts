@@ -189,6 +189,21 @@ describe('haproxy (deploy/haproxy.cfg) in front of two starsock nodes', () => {
     for (const sid of forged) expect(keys).not.toContain(sid.slice(0, 32))
   }, 60_000)
 
+  it('appends the client\'s address to X-Forwarded-For, which a node with --trust-proxy counts (a client\'s own X-Forwarded-For is ignored)', async (ctx) => {
+    needHaproxy(ctx)
+    const { port: nodePort } = await programs.serve(0, ['--sticky-cookie', COOKIE, '--trust-proxy', '--max-peers-per-ip', '1'])
+    const port = await freePort()
+    const p = await startHaproxy(onLoopback(shippedHaproxyConfig(), port, [nodePort]), port)
+    proxies.push(p)
+    const claiming = async (ip: string): Promise<StarsockPeer> => {
+      const peer = await createPeer({ server: p.url, transports: ['polling'], socketOptions: { extraHeaders: { 'X-Forwarded-For': ip } } })
+      peers.push(peer)
+      return peer
+    }
+    await claiming('203.0.113.1')
+    await expect(claiming('203.0.113.2')).rejects.toMatchObject({ code: 'E_LIMIT_PEERS_PER_IP' })
+  }, 60_000)
+
   it('without its stick rules, the same requests reach the other node and are answered "Session ID unknown" (what the checks here catch)', async (ctx) => {
     needHaproxy(ctx)
     const unstuck = (text: string): string => {
