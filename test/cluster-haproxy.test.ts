@@ -9,7 +9,8 @@
  * with every kind of client: socket.io-client 4 polling-only, WebSocket-only and upgrading, and
  * the published libp2p-websocket-star client (socket.io-client 2, engine.io 3). Then in front of
  * two `--redis` nodes (test/helpers/cluster.ts): a polling peer and a legacy peer land on
- * different nodes and dial each other across them.
+ * different nodes and dial each other across them; a node killed, its polling peer comes back
+ * through haproxy on the other node.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, type TestContext } from 'vitest'
 import { existsSync } from 'node:fs'
@@ -344,5 +345,51 @@ describe('haproxy (deploy/haproxy.cfg) in front of two --redis nodes (one rendez
     // Every session stayed on its node, and both nodes served sessions.
     for (const [sid, s] of sessions(proxy.requests().filter((r) => r.uri.startsWith('/socket.io/')))) expect([sid, s.servers.size, s.statuses.filter((st) => st === 400)]).toEqual([sid, 1, []])
     expect(new Set(proxy.requests().filter((r) => r.uri.startsWith('/socket.io/')).map((r) => r.server))).toEqual(new Set(['node1', 'node2']))
+  }, 120_000)
+
+  it('a node killed (kill -9) behind haproxy: its polling peer comes back through haproxy on the surviving node, where a peer dials it, bytes exact', async (ctx) => {
+    needHaproxy(ctx)
+    // A node of its own to kill, and haproxy in front of it and the first node.
+    const doomed = await cluster.node(['--sticky-cookie', COOKIE, '--trust-proxy'])
+    const survivor = nodes[0] as { url: string, port: number }
+    const port = await freePort()
+    const lb = await startHaproxy(onLoopback(shippedHaproxyConfig(), port, [survivor.port, doomed.port]), port)
+    try {
+      const before = (await clusterPeersOn(survivor.url)).local
+      const join = async (): Promise<StarsockPeer> => {
+        const p = await within('a polling peer to join through haproxy', createPeer({ server: lb.url, transports: ['polling'] }), 30_000)
+        peers.push(p)
+        return p
+      }
+      // Round robin: of two peers joined one after the other, one lands on each node.
+      const first = await join()
+      const firstOnSurvivor = (await clusterPeersOn(survivor.url)).local === before + 1
+      const second = await join()
+      const [stays, moves] = firstOnSurvivor ? [first, second] : [second, first]
+      expect(await clusterPeersOn(doomed.url)).toMatchObject({ local: 1 })
+      const states: PeerState[] = []
+      moves.on('state', (s) => states.push(s))
+
+      doomed.program.proc.kill('SIGKILL')
+      // haproxy sends its next requests to the survivor (a failed connect is redispatched; the
+      // /readyz checks take the node out): the peer makes a new session there and joins again.
+      await waitFor('the moved peer to join again on the surviving node', () => states.includes('reconnecting') && moves.state === 'joined', 60_000)
+      let local = 0
+      const deadline = Date.now() + 30_000
+      while (Date.now() < deadline && local !== before + 2) {
+        local = (await clusterPeersOn(survivor.url)).local
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      expect(local).toBe(before + 2)
+      moves.handle(echo)
+      const conn = await within('a dial to the moved peer', stays.dial(moves.peerId), 30_000)
+      const data = testBytes(200_000, 13)
+      const back = readAll(conn)
+      await conn.write(data)
+      await conn.closeWrite()
+      expectBytes(await within('the echo from the moved peer', back, 30_000), data, 'to the moved peer')
+    } finally {
+      await lb.stop()
+    }
   }, 120_000)
 })
