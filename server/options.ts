@@ -71,6 +71,11 @@ export interface ServerOptions {
   corsOrigin?: string
   /** Take the client IP from `X-Forwarded-For` (behind a reverse proxy). @default false */
   trustProxy?: boolean
+  /**
+   * Name of a cookie the engine.io handshake sets to the session id, for a load balancer that
+   * sticks on it (deploy/haproxy.cfg); `''` sets none. @default ''
+   */
+  stickyCookie?: string
   /** Bound on a graceful shutdown. @default 5_000 */
   shutdownGraceMs?: number
   /** Where logs go. @default silent */
@@ -277,6 +282,20 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
     }
   },
   trustProxy: onOff(false, '--trust-proxy', 'STARSOCK_TRUST_PROXY', 'take client IPs from the rightmost X-Forwarded-For entry (the one the proxy appended)'),
+  stickyCookie: {
+    default: '',
+    unit: 'text',
+    flag: '--sticky-cookie <name>',
+    env: 'STARSOCK_STICKY_COOKIE',
+    cli: 'text',
+    help: 'set this cookie to the engine.io session id in each handshake, for a load balancer that sticks on it (deploy/haproxy.cfg)',
+    check: (name, v) => {
+      if (typeof v !== 'string') throw new TypeError(`${name} must be a string`)
+      // RFC 6265's cookie-name is an RFC 7230 token.
+      if (v !== '' && !/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(v)) throw new TypeError(`${name} must be a cookie name (1-64 letters, digits or !#$%&'*+-.^_\`|~), got ${JSON.stringify(v)}`)
+      return v
+    }
+  },
   udpRelay: onOff(false, '--udp-relay', 'STARSOCK_UDP_RELAY', 'run the UDP relay: peers get pairs of UDP ports that swap datagrams'),
   udpPorts: {
     default: [40000, 40999],

@@ -305,7 +305,10 @@ function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServe
     // late): engine.io must not destroy them after a second.
     destroyUpgrade: opts.server === undefined,
     pingInterval: PING_INTERVAL_MS,
-    pingTimeout: PING_TIMEOUT_MS
+    pingTimeout: PING_TIMEOUT_MS,
+    // A load balancer learns each session's node from this cookie in the handshake's answer, then
+    // sticks on the `sid` parameter every later request carries (deploy/haproxy.cfg).
+    cookie: opts.stickyCookie === '' ? false : { name: opts.stickyCookie, httpOnly: true, sameSite: 'lax', path: opts.path }
   })
 }
 

@@ -25,6 +25,7 @@ import { testBytes, waitFor, within } from './helpers/server.ts'
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const NGINX = '/usr/sbin/nginx'
 const CADDY = '/usr/bin/caddy'
+const HAPROXY = '/usr/sbin/haproxy'
 const LEGACY_PAIR = fileURLToPath(new URL('./fixtures/deploy/legacy-pair.ts', import.meta.url))
 
 /**
@@ -706,6 +707,66 @@ describe('Caddy in front of starsock serve (deploy/Caddyfile)', () => {
     await untilHealthy(url, cert.pem, 'caddy', () => log)
     await joinAndDialThrough(url, cert, direct)
   }, 120_000)
+})
+
+describe('HAProxy in front of several nodes (deploy/haproxy.cfg)', () => {
+  const shipped = readFileSync(join(ROOT, 'deploy', 'haproxy.cfg'), 'utf8')
+  let dir = ''
+  beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'starsock-haproxy-check-')) })
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  /** `haproxy -c -f` of `text`; settles with its status and everything it printed. */
+  const check = (text: string): { status: number | null, out: string } => {
+    const file = join(dir, `haproxy-${Math.random().toString(36).slice(2)}.cfg`)
+    writeFileSync(file, text)
+    const r = spawnSync(HAPROXY, ['-c', '-f', file], { cwd: dir, encoding: 'utf8', timeout: 20_000 })
+    return { status: r.status, out: (r.stdout + r.stderr).trim() }
+  }
+
+  it('haproxy -c passes on the shipped file as written, without a warning', (ctx) => {
+    tool(ctx, HAPROXY)
+    expect(check(shipped)).toEqual({ status: 0, out: 'Configuration file is valid' })
+    // The check is real: a broken line fails it.
+    expect(check(shipped.replace('    balance roundrobin\n', '    balance nosuchalgorithm\n')).status).not.toBe(0)
+  })
+
+  it('its commented TLS bind (a certificate and key in one PEM) passes haproxy -c too', (ctx) => {
+    tool(ctx, HAPROXY)
+    const cert = makeCert(dir)
+    const pem = join(dir, 'starsock.pem')
+    writeFileSync(pem, Buffer.concat([readFileSync(cert.cert), readFileSync(cert.key)]))
+    let variant = replaceExactly(shipped, '\n    bind :80\n', '\n')
+    variant = replaceExactly(variant, '\n    #bind :443 ssl crt /etc/haproxy/certs/starsock.pem ', `\n    bind :443 ssl crt ${pem} `)
+    expect(check(variant)).toEqual({ status: 0, out: 'Configuration file is valid' })
+  })
+
+  it('sticks on the cookie the nodes set and on the sid parameter, checks /readyz, appends X-Forwarded-For, and outlasts engine.io\'s silences', () => {
+    const source = readFileSync(join(ROOT, 'server', 'server.ts'), 'utf8')
+    const constant = (name: string): number => Number(new RegExp(`const ${name} = ([\\d_]+)`).exec(source)?.[1]?.replaceAll('_', ''))
+    const silentMs = constant('PING_INTERVAL_MS') + constant('PING_TIMEOUT_MS')
+    expect(silentMs).toBeGreaterThan(0)
+    const lines = shipped.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'))
+    const seconds = (directive: string): number => {
+      const found = lines.filter((l) => l.startsWith(`${directive} `))
+      expect([directive, found.length]).toEqual([directive, 1])
+      const m = /^(\d+)(s|m|h)$/.exec(found[0]?.slice(directive.length + 1) ?? '')
+      return Number(m?.[1]) * ({ s: 1, m: 60, h: 3600 }[m?.[2] as 's' | 'm' | 'h'] ?? NaN)
+    }
+    for (const directive of ['timeout client', 'timeout server', 'timeout tunnel']) expect([directive, seconds(directive) * 1000 > silentMs]).toEqual([directive, true])
+    // The cookie the table learns from is the one the file tells the nodes to set, and the one it matches.
+    const cookie = /--sticky-cookie (\S+)/.exec(shipped)?.[1]
+    expect(cookie).toMatch(/^\w+$/)
+    expect(lines).toEqual(expect.arrayContaining([
+      `stick store-response res.cook(${cookie})`,
+      'stick match url_param(sid)',
+      `stick match req.cook(${cookie}) if !{ url_param(sid) -m found }`,
+      'option httpchk GET /readyz',
+      'http-check expect status 200',
+      'option forwardfor'
+    ]))
+    // The session id engine.io makes (20 characters) fits the table's key.
+    expect(Number(/stick-table type string len (\d+) /.exec(shipped)?.[1])).toBeGreaterThanOrEqual(20)
+    expect(lines.filter((l) => /^server node\d+ \S+:\d+$/.test(l)).length).toBeGreaterThanOrEqual(2)
+  })
 })
 
 // ---------------------------------------------------------------------------------------------

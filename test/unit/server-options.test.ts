@@ -78,6 +78,7 @@ describe('resolveServerOptions', () => {
       token: '',
       corsOrigin: '*',
       trustProxy: false,
+      stickyCookie: '',
       shutdownGraceMs: 5_000,
       logger: undefined,
       udpRelay: false,
@@ -119,6 +120,15 @@ describe('resolveServerOptions', () => {
     for (const path of ['/%2e%2e/socket.io', '/a/.%2E/socket.io', '/a%2fb/socket.io', '/%zz/socket.io', '/a%00/socket.io']) {
       expect(() => resolveServerOptions({ path }), path).toThrow('path must be plain URL path segments')
     }
+  })
+
+  it('takes a sticky cookie name that is an HTTP token, and refuses one that could split a Set-Cookie header', () => {
+    expect(resolveServerOptions({ stickyCookie: 'starsock_sid' }).stickyCookie).toBe('starsock_sid')
+    expect(resolveServerOptions({ stickyCookie: 'io' }).stickyCookie).toBe('io')
+    for (const name of ['a b', 'a;b', 'a=b', 'a\r\nX-Injected: 1', 'é', 'a,b', 'x'.repeat(65)]) {
+      expect(() => resolveServerOptions({ stickyCookie: name }), name).toThrow('stickyCookie must be a cookie name')
+    }
+    expect(() => resolveServerOptions({ stickyCookie: 1 as unknown as string })).toThrow('stickyCookie must be a string')
   })
 
   it('checks buffers against each other', () => {
