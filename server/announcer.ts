@@ -13,9 +13,10 @@
  *   from a cursor that rotates through the peer list so every peer is covered over time. The work
  *   of one interval is spread over short slices so a large server never stalls its event loop.
  * - Clients that asked for peer events (`starsock:hello` with `peerEvents`) get every join, leave
- *   and profile change and no periodic flood: batched in one `starsock:peer-batch` every
- *   `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`) when they
- *   also said `peerBatch`, one event per change otherwise (older starsock clients).
+ *   and profile change and no periodic flood. When they also said `peerBatch`, changes go in
+ *   `starsock:peer-batch` events: at once while within the same budget, past it in one batch
+ *   every `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`).
+ *   Older starsock clients get one event per change.
  */
 import { EVENTS, PEER_BATCH_INTERVAL_MS } from '../shared/events.ts'
 import type { PeerProfile } from '../shared/profile.ts'
@@ -63,6 +64,8 @@ export class Announcer {
   private readonly batchSessions = new Set<Session>()
   private readonly window: PeerBatchWindow
   private readonly budget: TokenBucket | undefined
+  /** The same budget for changes told at once to batch sessions (the others wait for the timer). */
+  private readonly batchBudget: TokenBucket | undefined
   private readonly counts: AnnouncerCounts
   /** Position of each session's periodic announcement in the peer list. */
   private readonly cursors = new WeakMap<Session, number>()
@@ -82,6 +85,7 @@ export class Announcer {
     const rate = options.joinsPerSecond ?? ANNOUNCE_JOINS_PER_SECOND
     if (!Number.isFinite(rate) || rate < 0) throw new RangeError('joinsPerSecond must be a number >= 0')
     this.budget = rate === 0 ? undefined : new TokenBucket(rate, rate * 2)
+    this.batchBudget = rate === 0 ? undefined : new TokenBucket(rate, rate * 2)
     this.window = new PeerBatchWindow(options.maxBatchEntries ?? MAX_PEER_BATCH_ENTRIES)
     this.counts = typeof counts === 'function' ? { sent: counts } : counts
   }
@@ -167,7 +171,7 @@ export class Announcer {
     if (this.batchSessions.size > 0) this.batched(() => { for (const addr of changed) this.window.profile(addr, profile) })
   }
 
-  /** Send the pending batch now (the shared timer does it every `PEER_BATCH_INTERVAL_MS`). */
+  /** Send the pending batch now (the shared timer does it every `PEER_BATCH_INTERVAL_MS`); with none, stop the timer. */
   flush (): void {
     if (this.window.size === 0) {
       this.stopBatches()
@@ -191,12 +195,21 @@ export class Announcer {
     return this.eventSessions.has(session) || this.batchSessions.has(session)
   }
 
-  /** Apply a change to the window and make sure the shared timer runs; count drops at the cap. */
+  /**
+   * Apply a change to the window (counting drops at the cap), then send it at once while within
+   * the budget and no batch is due (a quiet server tells a change as fast as single events did),
+   * else make sure the shared timer runs: it sends the window every `PEER_BATCH_INTERVAL_MS` until
+   * a tick finds it empty. A client thus gets at most the budget plus 4 batches a second.
+   */
   private batched (change: () => void): void {
     const before = this.window.dropped
     change()
     for (let n = before; n < this.window.dropped; n++) this.counts.held?.('batch-cap')
     if (this.batchTimer !== undefined) return
+    if (this.batchBudget?.take() === true) {
+      this.flush()
+      return
+    }
     this.batchTimer = setInterval(() => this.flush(), PEER_BATCH_INTERVAL_MS)
     this.batchTimer.unref?.()
   }

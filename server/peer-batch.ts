@@ -3,14 +3,16 @@
  *
  * Every such client is told the same changes, so one window serves them all: a change costs one
  * entry whatever the number of clients, and a flush sends the window to each (without the entries
- * about the client's own addresses). Per address the window holds at most a leave followed by a
- * join or a profile change, in the order they happened:
- * - a join or profile change of an address with a pending one replaces its profile in place;
- * - a leave drops the pending join or profile change of its address (nobody was told it by this
- *   window), but is itself kept, since a client may have read the address from a `starsock:peers`
- *   page meanwhile; a second leave after a dropped join is not needed (the first one stands).
+ * about the client's own addresses). Changes stay in the order they happened, each told as its
+ * single event would be, except:
+ * - a join of an address with a join pending is one join, with the newest profile (a client
+ *   keeps the profile it knows when a join comes without one);
+ * - a leave drops the pending join and profile changes of its address (nobody was told them by
+ *   this window), but is itself kept, since a client may have read the address from a
+ *   `starsock:peers` page meanwhile; a second leave after a dropped join is not needed.
  * Past `maxEntries` the oldest join or profile change is dropped (counted in `dropped`); a leave
  * never is: leaves are of distinct addresses the directory held, so they are bounded by it.
+ * Profile changes are bounded before they get here (per socket and per IP address).
  */
 import type { PeerBatchEntry } from '../shared/events.ts'
 import type { PeerProfile } from '../shared/profile.ts'
@@ -21,10 +23,11 @@ interface Slot {
   live: boolean
 }
 
-/** The pending entries of one address: a leave, then a join or profile change. */
+/** The pending entries of one address: a leave, then a join and profile changes. */
 interface AddrSlots {
   leave?: Slot
-  change?: Slot
+  join?: Slot
+  profiles: Slot[]
 }
 
 /** Pending peer changes, in order, bounded. */
@@ -46,37 +49,37 @@ export class PeerBatchWindow {
     return this.live
   }
 
-  /**
-   * The peer at `addr` joined, with `profile` when it has one (without one, a profile pending for
-   * it stays, as a client keeps the profile it knows when a join comes without one).
-   */
+  /** The peer at `addr` joined, with `profile` when it has one. */
   join (addr: string, profile?: PeerProfile): void {
-    const change = this.byAddr.get(addr)?.change
-    const shown = profile ?? change?.entry[2]
-    const entry: PeerBatchEntry = shown === undefined ? ['join', addr] : ['join', addr, shown]
-    if (change !== undefined) change.entry = entry
-    else this.push(addr, entry, 'change')
+    const pending = this.slotsOf(addr)
+    if (pending.join === undefined) {
+      const slot = this.push(profile === undefined ? ['join', addr] : ['join', addr, profile])
+      if (slot.live) pending.join = slot
+      return
+    }
+    // Joined again without a leave: one join, with the newest profile (changes since it are
+    // older than this one's profile; without one, they stand).
+    if (profile === undefined) return
+    pending.join.entry = ['join', addr, profile]
+    for (const slot of pending.profiles) this.kill(slot)
+    pending.profiles = []
   }
 
   /** The peer at `addr` has a new `profile`. */
   profile (addr: string, profile: PeerProfile): void {
-    const change = this.byAddr.get(addr)?.change
-    if (change === undefined) {
-      this.push(addr, ['profile', addr, profile], 'change')
-      return
-    }
-    change.entry = change.entry[0] === 'join' ? ['join', addr, profile] : ['profile', addr, profile]
+    const pending = this.slotsOf(addr)
+    const slot = this.push(['profile', addr, profile])
+    if (slot.live) pending.profiles.push(slot)
   }
 
   /** The peer at `addr` left. */
   leave (addr: string): void {
-    const pending = this.byAddr.get(addr)
-    if (pending?.change !== undefined) {
-      this.kill(pending.change)
-      pending.change = undefined
-    }
-    if (pending?.leave !== undefined) return
-    this.push(addr, ['leave', addr], 'leave')
+    const pending = this.slotsOf(addr)
+    if (pending.join !== undefined) this.kill(pending.join)
+    for (const slot of pending.profiles) this.kill(slot)
+    pending.join = undefined
+    pending.profiles = []
+    if (pending.leave === undefined) pending.leave = this.push(['leave', addr])
   }
 
   /** The pending entries in order; the window is empty afterwards. */
@@ -89,16 +92,23 @@ export class PeerBatchWindow {
     return entries
   }
 
-  private push (addr: string, entry: PeerBatchEntry, as: keyof AddrSlots): void {
+  private slotsOf (addr: string): AddrSlots {
+    let pending = this.byAddr.get(addr)
+    if (pending === undefined) {
+      pending = { profiles: [] }
+      this.byAddr.set(addr, pending)
+    }
+    return pending
+  }
+
+  private push (entry: PeerBatchEntry): Slot {
     const slot: Slot = { entry, live: true }
     this.slots.push(slot)
     this.live++
-    const pending = this.byAddr.get(addr)
-    if (pending === undefined) this.byAddr.set(addr, { [as]: slot })
-    else pending[as] = slot
     if (this.live > this.maxEntries) this.dropOldestChange()
     // Dead slots are kept until a flush; squeeze them out before they outnumber the live ones.
     if (this.slots.length > 2 * this.live + 64) this.compact()
+    return slot
   }
 
   /** Drop the oldest join or profile change (none: all pending entries are leaves, which stay). */
@@ -106,11 +116,12 @@ export class PeerBatchWindow {
     for (; this.dropScan < this.slots.length; this.dropScan++) {
       const slot = this.slots[this.dropScan]
       if (slot === undefined || !slot.live || slot.entry[0] === 'leave') continue
-      const addr = slot.entry[1]
       this.kill(slot)
-      const pending = this.byAddr.get(addr)
-      if (pending !== undefined) pending.change = undefined
-      if (pending?.leave === undefined) this.byAddr.delete(addr)
+      const pending = this.byAddr.get(slot.entry[1])
+      if (pending !== undefined) {
+        if (pending.join === slot) pending.join = undefined
+        else pending.profiles = pending.profiles.filter((s) => s !== slot)
+      }
       this.dropped++
       return
     }

@@ -418,6 +418,28 @@ describe('Announcer peer batches', () => {
     expect(held.filter((r) => r === 'batch-cap')).toHaveLength(4)
   })
 
+  it('within the budget a change goes at once, past it the rest wait for the shared timer; quiet again, at once again', () => {
+    const { announcer, batch } = batchWorld({ joinsPerSecond: 2 })
+    for (let i = 0; i < 10; i++) announcer.joined(addrOf(100 + i), undefined)
+    // Bursts of twice the rate at once, one batch each.
+    expect(batch.emits).toEqual([0, 1, 2, 3].map((i) => [EVENTS.PEER_BATCH, [['join', addrOf(100 + i)]]]))
+    batch.emits.length = 0
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [4, 5, 6, 7, 8, 9].map((i) => ['join', addrOf(100 + i)])]])
+    batch.emits.length = 0
+    // The timer runs while changes come; a tick with none stops it.
+    announcer.left(addrOf(100))
+    expect(batch.emits).toEqual([])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['leave', addrOf(100)]]]])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(vi.getTimerCount()).toBe(0)
+    batch.emits.length = 0
+    vi.advanceTimersByTime(1000)
+    announcer.left(addrOf(101))
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['leave', addrOf(101)]]]])
+  })
+
   it('stop drops what is pending and stops the shared timer', () => {
     const { announcer, batch } = batchWorld()
     announcer.joined(addrOf(10), undefined)
