@@ -1,0 +1,60 @@
+/**
+ * The clients of the announcement benchmark (`bench/announce.ts`): `count` socket.io-client 4
+ * sockets on loopback that join (no challenge) and only count what discovery sends them.
+ *
+ * argv[2]: JSON `{ url, count, kind, tag }`; `kind` is `legacy` (no hello: `ws-peer`), `events`
+ * (hello with `peerEvents`: one event per change, the older starsock clients) or `batch`
+ * (`peerEvents` and `peerBatch`). Prints `READY {"joined","failed","seconds"}`; then on stdin
+ * `reset`, `count` (prints `{"messages","entries"}`: events received, and the peer changes in
+ * them) and `stop`.
+ */
+import { createInterface } from 'node:readline'
+import { io, type Socket } from 'socket.io-client'
+
+const { url, count, kind, tag } = JSON.parse(process.argv[2] ?? '{}') as { url: string, count: number, kind: 'legacy' | 'events' | 'batch', tag: string }
+const IN_FLIGHT = 100
+let messages = 0
+let entries = 0
+const sockets: Socket[] = []
+
+/** Connect, say hello (but as a legacy client), join; rejects on any refusal. */
+async function joinOne (i: number): Promise<void> {
+  const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false })
+  sockets.push(socket)
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve())
+    socket.once('connect_error', reject)
+  })
+  socket.on('ws-peer', () => { messages++; entries++ })
+  socket.on('starsock:peer-join', () => { messages++; entries++ })
+  socket.on('starsock:peer-batch', (batch: unknown[]) => { messages++; entries += batch.length })
+  if (kind !== 'legacy') await socket.timeout(60_000).emitWithAck('starsock:hello', { peerEvents: true, peerBatch: kind === 'batch' })
+  const addr = `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/ipfs/QmBench${tag}x${i}`
+  // The join's ack: an error string, or null and the peer list.
+  const err: unknown = await socket.timeout(60_000).emitWithAck('ss-join', addr)
+  if (err != null) throw new Error(`join refused: ${String(err)}`)
+}
+
+const t0 = performance.now()
+let next = 0
+let joined = 0
+let failed = 0
+await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
+  while (next < count) {
+    const i = next++
+    try {
+      await joinOne(i)
+      joined++
+    } catch {
+      failed++
+    }
+  }
+}))
+process.stdout.write(`READY ${JSON.stringify({ joined, failed, seconds: (performance.now() - t0) / 1000 })}\n`)
+for await (const line of createInterface({ input: process.stdin })) {
+  if (line === 'reset') { messages = 0; entries = 0 }
+  else if (line === 'count') process.stdout.write(JSON.stringify({ messages, entries }) + '\n')
+  else if (line === 'stop') break
+}
+for (const s of sockets) s.close()
+process.exit(0)
