@@ -26,6 +26,16 @@ import { TokenBucket } from './rate-limit.ts'
 import type { Session } from './session.ts'
 
 const SLICE_MS = 50
+/** Most entries in one `starsock:peer-batch` event: a larger batch goes as several, in order (messages stay small). */
+export const MAX_PEER_BATCH_EVENT_ENTRIES = 1000
+
+/** `entries` in pieces of at most `MAX_PEER_BATCH_EVENT_ENTRIES`, in order; none for none. */
+function parts<T> (entries: T[]): T[][] {
+  if (entries.length <= MAX_PEER_BATCH_EVENT_ENTRIES) return entries.length === 0 ? [] : [entries]
+  const out: T[][] = []
+  for (let i = 0; i < entries.length; i += MAX_PEER_BATCH_EVENT_ENTRIES) out.push(entries.slice(i, i + MAX_PEER_BATCH_EVENT_ENTRIES))
+  return out
+}
 
 /** Announcement settings, resolved. */
 export interface AnnouncerOptions {
@@ -178,16 +188,18 @@ export class Announcer {
       return
     }
     const entries = this.window.take()
+    // Cut once for everyone (the same arrays go to every client that has no address in them).
+    const shared = parts(entries)
     const touched = new Set(entries.map((entry) => entry[1]))
     for (const session of this.batchSessions) {
       if (session.addrs.size === 0) continue
       let own = false
       for (const addr of session.addrs) own ||= touched.has(addr)
       // A client is never told of its own addresses (as the joiner and the changer are not).
-      const mine = own ? entries.filter((entry) => !session.addrs.has(entry[1])) : entries
-      if (mine.length === 0) continue
-      session.endpoint.emit(EVENTS.PEER_BATCH, mine)
-      this.batches++
+      for (const part of own ? parts(entries.filter((entry) => !session.addrs.has(entry[1]))) : shared) {
+        session.endpoint.emit(EVENTS.PEER_BATCH, part)
+        this.batches++
+      }
     }
   }
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { EVENTS, PEER_BATCH_INTERVAL_MS } from '../../shared/events.ts'
-import { Announcer, type AnnouncerOptions } from '../../server/announcer.ts'
+import { Announcer, MAX_PEER_BATCH_EVENT_ENTRIES, type AnnouncerOptions } from '../../server/announcer.ts'
 import { MemoryPeerDirectory } from '../../server/peer-directory.ts'
 import { TokenBucket } from '../../server/rate-limit.ts'
 import { Session, type Endpoint } from '../../server/session.ts'
@@ -362,6 +362,15 @@ describe('Announcer peer batches', () => {
     expect(batch.emits).toHaveLength(1)
     const entries = batch.emits[0]?.[1] as unknown[]
     expect(entries).toEqual(Array.from({ length: 1000 }, (_, i) => ['join', addrOf(100 + i)]))
+  })
+
+  it('a batch larger than MAX_PEER_BATCH_EVENT_ENTRIES goes as several events, in order', () => {
+    const { announcer, batch } = batchWorld()
+    const n = 2 * MAX_PEER_BATCH_EVENT_ENTRIES + 5
+    for (let i = 0; i < n; i++) announcer.joined(addrOf(100 + i), undefined)
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits.map(([, entries]) => (entries as unknown[]).length)).toEqual([MAX_PEER_BATCH_EVENT_ENTRIES, MAX_PEER_BATCH_EVENT_ENTRIES, 5])
+    expect(batch.emits.flatMap(([, entries]) => entries as unknown[])).toEqual(Array.from({ length: n }, (_, i) => ['join', addrOf(100 + i)]))
   })
 
   it('a join then a leave in one batch: the join goes, the leave stays (a page may have shown it)', () => {
