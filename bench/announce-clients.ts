@@ -4,7 +4,9 @@
  *
  * argv[2]: JSON `{ url, count, kind, tag }`; `kind` is `legacy` (no hello: `ws-peer`), `events`
  * (hello with `peerEvents`: one event per change, the older starsock clients) or `batch`
- * (`peerEvents` and `peerBatch`). Prints `READY {"joined","failed","seconds"}`; then on stdin
+ * (`peerEvents` and `peerBatch`). All join as legacy clients (a crowd told of each other's joins
+ * one by one would cost the square of its size); `arm` then makes the starsock ones say their
+ * hello (prints `ARMED`). Prints `READY {"joined","failed","seconds"}`; then on stdin `arm`,
  * `reset`, `count` (prints `{"messages","entries"}`: events received, and the peer changes in
  * them) and `stop`.
  */
@@ -28,7 +30,6 @@ async function joinOne (i: number): Promise<void> {
   socket.on('ws-peer', () => { messages++; entries++ })
   socket.on('starsock:peer-join', () => { messages++; entries++ })
   socket.on('starsock:peer-batch', (batch: unknown[]) => { messages++; entries += batch.length })
-  if (kind !== 'legacy') await socket.timeout(60_000).emitWithAck('starsock:hello', { peerEvents: true, peerBatch: kind === 'batch' })
   const addr = `/ip4/127.0.0.1/tcp/9090/ws/p2p-websocket-star/ipfs/QmBench${tag}x${i}`
   // The join's ack: an error string, or null and the peer list.
   const err: unknown = await socket.timeout(60_000).emitWithAck('ss-join', addr)
@@ -51,8 +52,17 @@ await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
   }
 }))
 process.stdout.write(`READY ${JSON.stringify({ joined, failed, seconds: (performance.now() - t0) / 1000 })}\n`)
+/** The starsock clients' hello, 100 at a time. */
+async function arm (): Promise<void> {
+  if (kind === 'legacy') return
+  for (let i = 0; i < sockets.length; i += IN_FLIGHT) {
+    await Promise.all(sockets.slice(i, i + IN_FLIGHT).map(async (socket) => await socket.timeout(60_000).emitWithAck('starsock:hello', { peerEvents: true, peerBatch: kind === 'batch' })))
+  }
+}
+
 for await (const line of createInterface({ input: process.stdin })) {
-  if (line === 'reset') { messages = 0; entries = 0 }
+  if (line === 'arm') { await arm(); process.stdout.write('ARMED\n') }
+  else if (line === 'reset') { messages = 0; entries = 0 }
   else if (line === 'count') process.stdout.write(JSON.stringify({ messages, entries }) + '\n')
   else if (line === 'stop') break
 }

@@ -5,6 +5,8 @@
  *
  * argv[2]: JSON server options (on top of the bench's: no challenge, no periodic announcement,
  * room for the crowd from one IP address). Prints `READY {"port":N}`; then on stdin
+ * `arm RATE` sets the immediate announcement budget (the reference lifts it once its crowd joined:
+ * a crowd joining under no budget costs the square of its size) and prints `ARMED`;
  * `burst COUNT PER_SECOND` announces COUNT joins at that pace and prints `BURST {"ms":N}`;
  * `stop` closes.
  */
@@ -43,7 +45,10 @@ async function burst (count: number, perSecond: number): Promise<number> {
 
 for await (const line of createInterface({ input: process.stdin })) {
   const [command, a, b] = line.split(' ')
-  if (command === 'burst') process.stdout.write(`BURST ${JSON.stringify({ ms: await burst(Number(a), Number(b)) })}\n`)
+  if (command === 'arm') {
+    server.rendezvous.announcer.setJoinsPerSecond(Number(a))
+    process.stdout.write('ARMED\n')
+  } else if (command === 'burst') process.stdout.write(`BURST ${JSON.stringify({ ms: await burst(Number(a), Number(b)) })}\n`)
   else if (command === 'stop') break
 }
 await server.close()

@@ -38,8 +38,8 @@ async function counted (proc: Proc): Promise<{ messages: number, entries: number
 interface Measured { legacy: number, starsock: number, starsockEntries: number, cpuMsPerJoin: number, joined: number, rss: number }
 
 /** One server (`options`) with `n` clients; the burst's cost. */
-async function measure (n: number, options: Record<string, unknown>, starsockKind: 'events' | 'batch'): Promise<Measured> {
-  const node = start(['bench/announce-node.ts', JSON.stringify(options)])
+async function measure (n: number, joinsPerSecond: number, starsockKind: 'events' | 'batch'): Promise<Measured> {
+  const node = start(['bench/announce-node.ts', '{}'])
   const workers: Proc[] = []
   try {
     const { port } = await ready<{ port: number }>(node)
@@ -50,6 +50,10 @@ async function measure (n: number, options: Record<string, unknown>, starsockKin
       workers.push(w)
       joined += (await ready<{ joined: number }>(w)).joined
     }
+    node.send(`arm ${joinsPerSecond}`)
+    await node.next(/^ARMED/, 60_000)
+    for (const w of workers) w.send('arm')
+    for (const w of workers) await w.next(/^ARMED/, READY_MS)
     const rss = rssMiB(node.pid)
     await sleep(1000)
     // Idle CPU a second (engine.io pings), taken off the measurement's time.
@@ -84,8 +88,8 @@ async function measure (n: number, options: Record<string, unknown>, starsockKin
 /** The announcement scenario: for each size, the reference and the bounded server, side by side. */
 export async function announceBench (o: { sizes: number[], record: (row: Row) => void }): Promise<void> {
   for (const n of o.sizes) {
-    const ref = await measure(n, { announceJoinsPerSecond: 1_000_000 }, 'events')
-    const ours = await measure(n, {}, 'batch')
+    const ref = await measure(n, 1_000_000, 'events')
+    const ours = await measure(n, 4, 'batch')
     const half = Math.floor(n / 2)
     const what = (s: string): string => `${s}, ${n} peers (${half} legacy + ${half} starsock), ${BURST_JOINS} joins at ${BURST_PER_SECOND}/s`
     o.record({ group: 'announce', what: what('ws-peer per join, every join at once (reference)'), value: ref.legacy, unit: 'msgs', note: `${ref.joined} joined, server RSS ${fmt(ref.rss)} MiB` })

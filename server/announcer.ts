@@ -73,9 +73,9 @@ export class Announcer {
   /** Sessions that asked for batched peer events. */
   private readonly batchSessions = new Set<Session>()
   private readonly window: PeerBatchWindow
-  private readonly budget: TokenBucket | undefined
+  private budget: TokenBucket | undefined
   /** The same budget for changes told at once to batch sessions (the others wait for the timer). */
-  private readonly batchBudget: TokenBucket | undefined
+  private batchBudget: TokenBucket | undefined
   private readonly counts: AnnouncerCounts
   /** Position of each session's periodic announcement in the peer list. */
   private readonly cursors = new WeakMap<Session, number>()
@@ -92,12 +92,16 @@ export class Announcer {
     private readonly options: AnnouncerOptions,
     counts: AnnouncerCounts | ((count: number) => void) = {}
   ) {
-    const rate = options.joinsPerSecond ?? ANNOUNCE_JOINS_PER_SECOND
+    this.setJoinsPerSecond(options.joinsPerSecond ?? ANNOUNCE_JOINS_PER_SECOND)
+    this.window = new PeerBatchWindow(options.maxBatchEntries ?? MAX_PEER_BATCH_ENTRIES)
+    this.counts = typeof counts === 'function' ? { sent: counts } : counts
+  }
+
+  /** Set the budget of immediate announcements (as `joinsPerSecond`), full; the benchmark's reference lifts it once its crowd joined. */
+  setJoinsPerSecond (rate: number): void {
     if (!Number.isFinite(rate) || rate < 0) throw new RangeError('joinsPerSecond must be a number >= 0')
     this.budget = rate === 0 ? undefined : new TokenBucket(rate, rate * 2)
     this.batchBudget = rate === 0 ? undefined : new TokenBucket(rate, rate * 2)
-    this.window = new PeerBatchWindow(options.maxBatchEntries ?? MAX_PEER_BATCH_ENTRIES)
-    this.counts = typeof counts === 'function' ? { sent: counts } : counts
   }
 
   /** Start the periodic re-announcement. */

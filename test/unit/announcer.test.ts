@@ -307,6 +307,19 @@ describe('Announcer immediate ws-peer budget', () => {
     expect(new Set(takePeers(legacy))).toEqual(new Set(Array.from({ length: 30 }, (_, i) => addrOf(100 + i))))
   })
 
+  it('setJoinsPerSecond changes the budget at once, full', () => {
+    vi.useFakeTimers()
+    const legacy = fakeSession('legacy')
+    legacy.session.addrs.add(addrOf(1))
+    const announcer = new Announcer(new MemoryPeerDirectory(), new Map([[legacy.session.id, legacy.session]]), { intervalMs: 0, batchPeers: 64, joinsPerSecond: 0 })
+    announcer.joined(addrOf(2), undefined)
+    expect(takePeers(legacy)).toEqual([])
+    announcer.setJoinsPerSecond(1)
+    for (let i = 0; i < 5; i++) announcer.joined(addrOf(10 + i), undefined)
+    expect(takePeers(legacy)).toEqual([addrOf(10), addrOf(11)])
+    expect(() => announcer.setJoinsPerSecond(-1)).toThrow(RangeError)
+  })
+
   it('refuses a negative or non-finite rate', () => {
     expect(() => new Announcer(new MemoryPeerDirectory(), new Map(), { intervalMs: 0, batchPeers: 1, joinsPerSecond: -1 })).toThrow(RangeError)
     expect(() => new Announcer(new MemoryPeerDirectory(), new Map(), { intervalMs: 0, batchPeers: 1, joinsPerSecond: Number.NaN })).toThrow(RangeError)
