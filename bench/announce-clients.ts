@@ -52,16 +52,24 @@ await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
   }
 }))
 process.stdout.write(`READY ${JSON.stringify({ joined, failed, seconds: (performance.now() - t0) / 1000 })}\n`)
-/** The starsock clients' hello, 100 at a time. */
-async function arm (): Promise<void> {
-  if (kind === 'legacy') return
+/** The starsock clients' hello, 100 at a time; settles with how many said it (a dropped socket cannot). */
+async function arm (): Promise<{ armed: number, connected: number }> {
+  let armed = 0
+  const connected = sockets.filter((s) => s.connected).length
+  if (kind === 'legacy') return { armed, connected }
   for (let i = 0; i < sockets.length; i += IN_FLIGHT) {
-    await Promise.all(sockets.slice(i, i + IN_FLIGHT).map(async (socket) => await socket.timeout(60_000).emitWithAck('starsock:hello', { peerEvents: true, peerBatch: kind === 'batch' })))
+    await Promise.all(sockets.slice(i, i + IN_FLIGHT).map(async (socket) => {
+      try {
+        await socket.timeout(60_000).emitWithAck('starsock:hello', { peerEvents: true, peerBatch: kind === 'batch' })
+        armed++
+      } catch {}
+    }))
   }
+  return { armed, connected }
 }
 
 for await (const line of createInterface({ input: process.stdin })) {
-  if (line === 'arm') { await arm(); process.stdout.write('ARMED\n') }
+  if (line === 'arm') process.stdout.write(`ARMED ${JSON.stringify(await arm())}\n`)
   else if (line === 'reset') { messages = 0; entries = 0 }
   else if (line === 'count') process.stdout.write(JSON.stringify({ messages, entries }) + '\n')
   else if (line === 'stop') break

@@ -35,7 +35,7 @@ async function counted (proc: Proc): Promise<{ messages: number, entries: number
   return JSON.parse(await proc.next(/^\{/, 60_000)) as { messages: number, entries: number }
 }
 
-interface Measured { legacy: number, starsock: number, starsockEntries: number, cpuMsPerJoin: number, joined: number, rss: number }
+interface Measured { legacy: number, starsock: number, starsockEntries: number, cpuMsPerJoin: number, joined: number, rss: number, burstMs: number, busyMs: number }
 
 /** One server (`options`) with `n` clients; the burst's cost. */
 async function measure (n: number, joinsPerSecond: number, starsockKind: 'events' | 'batch'): Promise<Measured> {
@@ -53,7 +53,10 @@ async function measure (n: number, joinsPerSecond: number, starsockKind: 'events
     node.send(`arm ${joinsPerSecond}`)
     await node.next(/^ARMED/, 60_000)
     for (const w of workers) w.send('arm')
-    for (const w of workers) await w.next(/^ARMED/, READY_MS)
+    const armed: Array<{ armed: number, connected: number }> = []
+    for (const w of workers) armed.push(JSON.parse((await w.next(/^ARMED/, READY_MS)).slice(6)) as { armed: number, connected: number })
+    const connected = armed.reduce((sum, a) => sum + a.connected, 0)
+    if (connected < joined) process.stdout.write(`  ${joined - connected} of ${joined} clients dropped before the burst\n`)
     const rss = rssMiB(node.pid)
     await sleep(1000)
     // Idle CPU a second (engine.io pings), taken off the measurement's time.
@@ -65,7 +68,7 @@ async function measure (n: number, joinsPerSecond: number, starsockKind: 'events
     const t0 = performance.now()
     const c0 = cpuSeconds(node.pid)
     node.send(`burst ${BURST_JOINS} ${BURST_PER_SECOND}`)
-    await node.next(/^BURST /, 600_000)
+    const { ms: burstMs } = JSON.parse((await node.next(/^BURST /, 600_000)).slice(6)) as { ms: number }
     // Until the clients have everything: at least SETTLE_MS, then until two counts in a row agree.
     await sleep(SETTLE_MS)
     let last = ''
@@ -75,9 +78,10 @@ async function measure (n: number, joinsPerSecond: number, starsockKind: 'events
       last = now
       await sleep(500)
     }
-    const cpu = cpuSeconds(node.pid) - c0 - idlePerMs * (performance.now() - t0)
+    const busyMs = performance.now() - t0
+    const cpu = cpuSeconds(node.pid) - c0 - idlePerMs * busyMs
     const [legacy, starsock] = JSON.parse(last) as [{ messages: number }, { messages: number, entries: number }]
-    return { legacy: legacy.messages / BURST_JOINS, starsock: starsock.messages / BURST_JOINS, starsockEntries: starsock.entries / BURST_JOINS, cpuMsPerJoin: Math.max(0, cpu) * 1000 / BURST_JOINS, joined, rss }
+    return { legacy: legacy.messages / BURST_JOINS, starsock: starsock.messages / BURST_JOINS, starsockEntries: starsock.entries / BURST_JOINS, cpuMsPerJoin: Math.max(0, cpu) * 1000 / BURST_JOINS, joined, rss, burstMs, busyMs }
   } finally {
     for (const w of workers) { w.send('stop'); await w.stop() }
     node.send('stop')
@@ -96,7 +100,9 @@ export async function announceBench (o: { sizes: number[], record: (row: Row) =>
     o.record({ group: 'announce', what: what('ws-peer per join, budget 4/s'), value: ours.legacy, unit: 'msgs', reference: { what: 'every join at once', value: ref.legacy }, note: `${ours.joined} joined; the rest reach legacy clients through the rotation` })
     o.record({ group: 'announce', what: what('starsock events per join, one per change (reference)'), value: ref.starsock, unit: 'msgs', note: `${fmt(ref.starsockEntries)} changes per join delivered` })
     o.record({ group: 'announce', what: what('starsock events per join, peer-batch'), value: ours.starsock, unit: 'msgs', reference: { what: 'one per change', value: ref.starsock }, note: `${fmt(ours.starsockEntries)} changes per join delivered${ours.starsockEntries >= half ? ': every client got every join' : `, ${half} expected`}` })
-    o.record({ group: 'announce', what: what('server CPU per join, reference'), value: ref.cpuMsPerJoin, unit: 'ms', serverCpu: ref.cpuMsPerJoin * BURST_JOINS / 1000 })
-    o.record({ group: 'announce', what: what('server CPU per join, budget + batches'), value: ours.cpuMsPerJoin, unit: 'ms', reference: { what: 'reference', value: ref.cpuMsPerJoin }, serverCpu: ours.cpuMsPerJoin * BURST_JOINS / 1000 })
+    // A saturated node takes the burst slower (the joins come through its own event loop, as the plane's do).
+    const timing = (m: Measured): string => `burst took ${fmt(m.burstMs / 1000)} s, all delivered after ${fmt(m.busyMs / 1000)} s`
+    o.record({ group: 'announce', what: what('server CPU per join, reference'), value: ref.cpuMsPerJoin, unit: 'ms', serverCpu: ref.cpuMsPerJoin * BURST_JOINS / 1000, note: timing(ref) })
+    o.record({ group: 'announce', what: what('server CPU per join, budget + batches'), value: ours.cpuMsPerJoin, unit: 'ms', reference: { what: 'reference', value: ref.cpuMsPerJoin }, serverCpu: ours.cpuMsPerJoin * BURST_JOINS / 1000, note: timing(ours) })
   }
 }
