@@ -160,7 +160,8 @@ export class Announcer {
     }
     let sent = 0
     for (const session of this.sessions.values()) {
-      if (session === joiner || session.addrs.size === 0 || this.hasPeerEvents(session)) continue
+      // A stand-in for a peer on another node (`node` set) hears of joins on its own node.
+      if (session === joiner || session.addrs.size === 0 || session.node !== undefined || this.hasPeerEvents(session)) continue
       session.endpoint.emit(EVENTS.PEER, addr)
       sent++
     }
@@ -269,7 +270,7 @@ export class Announcer {
   }
 
   private announceTo (session: Session): void {
-    if (this.hasPeerEvents(session) || session.addrs.size === 0) return
+    if (this.hasPeerEvents(session) || session.addrs.size === 0 || session.node !== undefined) return
     const size = this.directory.size
     const cursor = this.cursors.get(session) ?? 0
     const { addrs, next } = this.take(session, cursor % Math.max(size, 1), Math.min(size, this.options.batchPeers))

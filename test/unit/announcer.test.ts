@@ -320,6 +320,21 @@ describe('Announcer immediate ws-peer budget', () => {
     expect(() => announcer.setJoinsPerSecond(-1)).toThrow(RangeError)
   })
 
+  it('never sends ws-peer to a stand-in for a peer on another node (its own node tells it)', () => {
+    vi.useFakeTimers()
+    const { sessions, directory, announcer } = world(0, { intervalMs: 1000, batchPeers: 64 })
+    const stub = fakeSession('stub')
+    stub.session.node = 'node-2'
+    stub.session.addrs.add(addrOf(1))
+    sessions.set(stub.session.id, stub.session)
+    directory.set(addrOf(2), 'other')
+    announcer.joined(addrOf(2), undefined)
+    announcer.start()
+    vi.advanceTimersByTime(2000)
+    announcer.stop()
+    expect(stub.emits).toEqual([])
+  })
+
   it('refuses a negative or non-finite rate', () => {
     expect(() => new Announcer(new MemoryPeerDirectory(), new Map(), { intervalMs: 0, batchPeers: 1, joinsPerSecond: -1 })).toThrow(RangeError)
     expect(() => new Announcer(new MemoryPeerDirectory(), new Map(), { intervalMs: 0, batchPeers: 1, joinsPerSecond: Number.NaN })).toThrow(RangeError)
