@@ -21,7 +21,8 @@ const sockets: Socket[] = []
 
 /** Connect, say hello (but as a legacy client), join; rejects on any refusal. */
 async function joinOne (i: number): Promise<void> {
-  const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false })
+  // `timeout`: a connection the loaded machine never completes fails instead of holding its slot.
+  const socket = io(url, { transports: ['websocket'], forceNew: true, reconnection: false, timeout: 20_000 })
   sockets.push(socket)
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve())
