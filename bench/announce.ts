@@ -39,7 +39,9 @@ interface Measured { legacy: number, starsock: number, starsockEntries: number, 
 
 /** One server (`options`) with `n` clients; the burst's cost. */
 async function measure (n: number, joinsPerSecond: number, starsockKind: 'events' | 'batch'): Promise<Measured> {
-  const node = start(['bench/announce-node.ts', '{}'])
+  // The crowd joins with no immediate announcement (else 4 a second to every client of a
+  // growing crowd: client workers busy enough to miss engine.io's pings); `arm` sets the budget.
+  const node = start(['bench/announce-node.ts', JSON.stringify({ announceJoinsPerSecond: 0 })])
   const workers: Proc[] = []
   try {
     const { port } = await ready<{ port: number }>(node)
