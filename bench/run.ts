@@ -14,6 +14,7 @@ import { cpus } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
 import { agentsBench } from './agents.ts'
+import { announceBench } from './announce.ts'
 import { clusterBench } from './cluster.ts'
 import { copiesBench } from './copies.ts'
 import { pageBench } from './page.ts'
@@ -35,7 +36,7 @@ if (!Number.isInteger(REPEATS) || REPEATS < 1) {
   process.stderr.write(`bench: --repeat must be a whole number from 1, not ${String(REPEAT_ARG)}\n`)
   process.exit(2)
 }
-const SCENARIO_NAMES = ['startup', 'joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page', 'agents', 'cluster']
+const SCENARIO_NAMES = ['startup', 'joins', 'throughput', 'dial', 'memory', 'capacity', 'tunnel', 'copies', 'page', 'agents', 'announce', 'cluster']
 const unknown = ONLY?.filter((name) => !SCENARIO_NAMES.includes(name)) ?? []
 if (unknown.length > 0) {
   process.stderr.write(`bench: unknown scenario ${unknown.join(', ')} (known: ${SCENARIO_NAMES.join(', ')})\n`)
@@ -215,6 +216,7 @@ const scenarios: Array<[string, () => Promise<void>]> = [
   ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }],
   ['page', async () => { await pageBench({ bytes: (QUICK ? 16 : 32) * MiB, repeats: REPEATS, record }) }],
   ['agents', async () => { await agentsBench({ counts: QUICK ? [4] : [2, 8], record }) }],
+  ['announce', async () => { await announceBench({ sizes: QUICK ? [1000] : [1000, 10_000], record }) }],
   ['cluster', async () => { await clusterBench({ streamBytes: SIZE.streamBytes, repeats: REPEATS, peers: QUICK ? 300 : 1000, dials: SIZE.dials, record }) }]
 ]
 /** The scenarios whose rows a scenario's run replaces. */

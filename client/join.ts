@@ -69,7 +69,7 @@ export class Join {
     try {
       // Take over only on the first join: after a drop, the resume id proves the stale socket is
       // this client's own, and any other holder took the identity while this one was away.
-      const request: HelloRequest = { peerEvents: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames, dialHints: true, profile: this.options.profile?.() }
+      const request: HelloRequest = { peerEvents: true, peerBatch: true, takeover: this.options.takeover && !this.joinedOnce, resume: this.options.resumeId, rawFrames: this.options.rawFrames, dialHints: true, profile: this.options.profile?.() }
       const sayHello = async (req: HelloRequest): Promise<{ err: unknown, reply: unknown } | undefined> => await this.link.request(EVENTS.HELLO, [req], { timeoutMs: HELLO_TIMEOUT_MS })
         .then(([err, reply]) => ({ err, reply }), () => undefined) // the original server does not answer
       let answer = await sayHello(request)

@@ -6,7 +6,7 @@
 import { errorFromWire, StarsockError } from '../shared/errors.ts'
 import { EVENTS } from '../shared/events.ts'
 import { readProfile, sameProfile, type PeerKind, type PeerProfile } from '../shared/profile.ts'
-import { checkPeersPage } from '../shared/validate.ts'
+import { checkPeersPage, readPeerBatch } from '../shared/validate.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 import type { Requester } from './server-link.ts'
 
@@ -115,6 +115,18 @@ export class PeerList {
     this.known.delete(peerId)
     this.profiles.delete(peerId)
     this.onLeave(info)
+  }
+
+  /**
+   * `starsock:peer-batch`: apply its changes in order, each as its single event would be (a
+   * malformed entry is skipped; anything but an array is nothing).
+   */
+  applyBatch (entries: unknown): void {
+    for (const entry of readPeerBatch(entries) ?? []) {
+      if (entry[0] === 'join') this.learn(entry[1], entry[2])
+      else if (entry[0] === 'leave') this.forget(entry[1])
+      else this.changeProfile(entry[1], entry[2])
+    }
   }
 
   /** Start gathering the list anew (a join on a fresh connection); nothing changes until `apply`. */

@@ -258,6 +258,7 @@ export class StarsockPeer extends Emitter<PeerEvents> {
     link.onServer(EVENTS.PEER_JOIN, (addr, profile) => this.known.learn(addr, profile))
     link.onServer(EVENTS.PEER_PROFILE, (addr, profile) => this.known.changeProfile(addr, profile))
     link.onServer(EVENTS.PEER_LEAVE, (addr) => this.known.forget(addr))
+    link.onServer(EVENTS.PEER_BATCH, (entries) => this.known.applyBatch(entries))
     // A starsock server adds a hint about the dialer before the ack (`IncomingHint`); the original sends none.
     // The handler runs once the connection is classified (after a handshake): a throw there is the
     // application's, logged rather than left an unhandled rejection.

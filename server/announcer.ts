@@ -1,19 +1,41 @@
 /**
- * Discovery: `ws-peer` announcements that grow linearly with the peers, not with their square.
+ * Discovery: `ws-peer` announcements that grow linearly with the peers, not with their square,
+ * and a cost per join that stays bounded at cluster scale (issue 18).
  *
- * A new address is announced to every joined client at once (as the original). The original
- * then re-announced every peer to every other every 10 s, N(N-1) messages; here each client gets
- * at most `batchPeers` addresses per interval, taken from a cursor that rotates through the peer
- * list so every peer is covered over time. The work of one interval is spread over short slices
- * so a large server never stalls its event loop on one tick. Clients that asked for peer events
- * (`starsock:hello` with `peerEvents`) get `starsock:peer-join`/`-leave` and no periodic flood.
+ * The original announced a new address to every joined client at once, then re-announced every
+ * peer to every other every 10 s, N(N-1) messages. Here:
+ * - Immediate `ws-peer` of a join is paced by a budget, `joinsPerSecond` (bursts of twice that):
+ *   a join past it is not announced at once; the periodic rotation reaches every client with it
+ *   later. Every legacy client sees the same joins, so one bucket shared by them all bounds each
+ *   client as a bucket of its own would, with no state per session, and a join past the budget
+ *   costs nothing per client.
+ * - The periodic rotation gives each client at most `batchPeers` addresses per interval, taken
+ *   from a cursor that rotates through the peer list so every peer is covered over time. The work
+ *   of one interval is spread over short slices so a large server never stalls its event loop.
+ * - Clients that asked for peer events (`starsock:hello` with `peerEvents`) get every join, leave
+ *   and profile change and no periodic flood. When they also said `peerBatch`, changes go in
+ *   `starsock:peer-batch` events: at once while within the same budget, past it in one batch
+ *   every `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`).
+ *   Older starsock clients get one event per change.
  */
-import { EVENTS } from '../shared/events.ts'
+import { EVENTS, PEER_BATCH_INTERVAL_MS } from '../shared/events.ts'
 import type { PeerProfile } from '../shared/profile.ts'
+import { PeerBatchWindow } from './peer-batch.ts'
 import type { PeerDirectory } from './peer-directory.ts'
+import { TokenBucket } from './rate-limit.ts'
 import type { Session } from './session.ts'
 
 const SLICE_MS = 50
+/** Most entries in one `starsock:peer-batch` event: a larger batch goes as several, in order (messages stay small). */
+export const MAX_PEER_BATCH_EVENT_ENTRIES = 1000
+
+/** `entries` in pieces of at most `MAX_PEER_BATCH_EVENT_ENTRIES`, in order; none for none. */
+function parts<T> (entries: T[]): T[][] {
+  if (entries.length <= MAX_PEER_BATCH_EVENT_ENTRIES) return entries.length === 0 ? [] : [entries]
+  const out: T[][] = []
+  for (let i = 0; i < entries.length; i += MAX_PEER_BATCH_EVENT_ENTRIES) out.push(entries.slice(i, i + MAX_PEER_BATCH_EVENT_ENTRIES))
+  return out
+}
 
 /** Announcement settings, resolved. */
 export interface AnnouncerOptions {
@@ -21,27 +43,66 @@ export interface AnnouncerOptions {
   intervalMs: number
   /** Addresses per client per interval, and the most a join reply lists. */
   batchPeers: number
+  /** Joins announced at once (`ws-peer`) per second to legacy clients, bursts of twice that; 0: none. @default 4 */
+  joinsPerSecond?: number
+  /** Most entries one `starsock:peer-batch` holds; past it the oldest joins are dropped. @default 20_000 */
+  maxBatchEntries?: number
+}
+
+/** Immediate `ws-peer` announcements per second by default: a few addresses a second per client. */
+export const ANNOUNCE_JOINS_PER_SECOND = 4
+/** Largest `starsock:peer-batch` by default (the default `maxPeers`). */
+export const MAX_PEER_BATCH_ENTRIES = 20_000
+
+/** What the announcer counts besides the `ws-peer` it sends. */
+export interface AnnouncerCounts {
+  /** Called with the number of `ws-peer` messages just sent. */
+  sent?: (count: number) => void
+  /** A join not announced at once (past the budget), or a batch entry dropped at the cap. */
+  held?: (reason: 'budget' | 'batch-cap') => void
 }
 
 /** Sends `ws-peer` and peer events to joined sessions. */
 export class Announcer {
   private timer: ReturnType<typeof setInterval> | undefined
+  private batchTimer: ReturnType<typeof setInterval> | undefined
   private cursor: Iterator<Session> | undefined
   private due = 0
-  /** Sessions that asked for peer events (weak: a session that went away needs no forgetting). */
-  private readonly peerEventSessions = new WeakSet<Session>()
+  /** Sessions that asked for one peer event per change. */
+  private readonly eventSessions = new Set<Session>()
+  /** Sessions that asked for batched peer events. */
+  private readonly batchSessions = new Set<Session>()
+  private readonly window: PeerBatchWindow
+  private budget: TokenBucket | undefined
+  /** The same budget for changes told at once to batch sessions (the others wait for the timer). */
+  private batchBudget: TokenBucket | undefined
+  private readonly counts: AnnouncerCounts
   /** Position of each session's periodic announcement in the peer list. */
   private readonly cursors = new WeakMap<Session, number>()
   /** `ws-peer` messages sent since start. */
   sent = 0
+  /** Joins not announced at once since start (past the budget). */
+  held = 0
+  /** `starsock:peer-batch` events sent since start. */
+  batches = 0
 
   constructor (
     private readonly directory: PeerDirectory,
     private readonly sessions: Map<string, Session>,
     private readonly options: AnnouncerOptions,
-    /** Called with the number of `ws-peer` messages just sent. */
-    private readonly onSent: (count: number) => void = () => {}
-  ) {}
+    counts: AnnouncerCounts | ((count: number) => void) = {}
+  ) {
+    this.setJoinsPerSecond(options.joinsPerSecond ?? ANNOUNCE_JOINS_PER_SECOND)
+    this.window = new PeerBatchWindow(options.maxBatchEntries ?? MAX_PEER_BATCH_ENTRIES)
+    this.counts = typeof counts === 'function' ? { sent: counts } : counts
+  }
+
+  /** Set the budget of immediate announcements (as `joinsPerSecond`), full; the benchmark's reference lifts it once its crowd joined. */
+  setJoinsPerSecond (rate: number): void {
+    if (!Number.isFinite(rate) || rate < 0) throw new RangeError('joinsPerSecond must be a number >= 0')
+    this.budget = rate === 0 ? undefined : new TokenBucket(rate, rate * 2)
+    this.batchBudget = rate === 0 ? undefined : new TokenBucket(rate, rate * 2)
+  }
 
   /** Start the periodic re-announcement. */
   start (): void {
@@ -51,50 +112,128 @@ export class Announcer {
     this.timer.unref?.()
   }
 
-  /** Stop it. */
+  /** Stop it, and the batches (pending changes are dropped: the server is closing). */
   stop (): void {
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
-  }
-
-  /** Whether `session` gets `starsock:peer-join`/`-leave` instead of periodic `ws-peer` (set at hello). */
-  setPeerEvents (session: Session, on: boolean): void {
-    if (on) this.peerEventSessions.add(session)
-    else this.peerEventSessions.delete(session)
+    this.stopBatches()
+    this.window.take()
   }
 
   /**
-   * Announce a new address to every other joined session; those that asked for peer events get
-   * its `profile` as a second argument (legacy clients' `ws-peer` never changes). `joiner` is
-   * `undefined` for a peer on another node.
+   * Whether `session` gets peer events instead of periodic `ws-peer` (set at every hello), and
+   * whether batched (`starsock:peer-batch`) or one event per change.
+   */
+  setPeerEvents (session: Session, on: boolean, batch = false): void {
+    this.drop(session)
+    if (on && batch) this.batchSessions.add(session)
+    else if (on) this.eventSessions.add(session)
+  }
+
+  /** Forget `session` (it disconnected). */
+  drop (session: Session): void {
+    this.eventSessions.delete(session)
+    this.batchSessions.delete(session)
+  }
+
+  /** Joins and profile changes dropped from batches at the cap since start. */
+  get batchDropped (): number {
+    return this.window.dropped
+  }
+
+  /**
+   * Announce a new address to every other joined session: peer-event sessions get it (with its
+   * `profile`) at once or in the next batch; legacy sessions get `ws-peer` only within the budget
+   * (their `ws-peer` never changes). `joiner` is `undefined` for a peer on another node.
    */
   joined (addr: string, joiner: Session | undefined, profile?: PeerProfile): void {
-    for (const session of this.sessions.values()) {
+    for (const session of this.eventSessions) {
       if (session === joiner || session.addrs.size === 0) continue
-      if (this.peerEventSessions.has(session)) {
-        if (profile === undefined) session.endpoint.emit(EVENTS.PEER_JOIN, addr)
-        else session.endpoint.emit(EVENTS.PEER_JOIN, addr, profile)
-      } else {
-        session.endpoint.emit(EVENTS.PEER, addr)
-        this.count(1)
-      }
+      if (profile === undefined) session.endpoint.emit(EVENTS.PEER_JOIN, addr)
+      else session.endpoint.emit(EVENTS.PEER_JOIN, addr, profile)
     }
+    if (this.batchSessions.size > 0) this.batched(() => this.window.join(addr, profile))
+    if (this.budget?.take() !== true) {
+      this.held++
+      this.counts.held?.('budget')
+      return
+    }
+    let sent = 0
+    for (const session of this.sessions.values()) {
+      // A stand-in for a peer on another node (`node` set) hears of joins on its own node.
+      if (session === joiner || session.addrs.size === 0 || session.node !== undefined || this.hasPeerEvents(session)) continue
+      session.endpoint.emit(EVENTS.PEER, addr)
+      sent++
+    }
+    this.count(sent)
   }
 
   /** Tell sessions that asked for peer events that an address left. */
   left (addr: string): void {
-    for (const session of this.sessions.values()) {
-      if (this.peerEventSessions.has(session) && session.addrs.size > 0) session.endpoint.emit(EVENTS.PEER_LEAVE, addr)
+    for (const session of this.eventSessions) {
+      if (session.addrs.size > 0) session.endpoint.emit(EVENTS.PEER_LEAVE, addr)
     }
+    if (this.batchSessions.size > 0) this.batched(() => this.window.leave(addr))
   }
 
   /** Tell sessions that asked for peer events that the peer at each of `addrs` (all of `changer`'s) has a new profile. */
   profileChanged (addrs: Iterable<string>, changer: Session | undefined, profile: PeerProfile): void {
     const changed = [...addrs]
-    for (const session of this.sessions.values()) {
-      if (session === changer || session.addrs.size === 0 || !this.peerEventSessions.has(session)) continue
+    for (const session of this.eventSessions) {
+      if (session === changer || session.addrs.size === 0) continue
       for (const addr of changed) session.endpoint.emit(EVENTS.PEER_PROFILE, addr, profile)
     }
+    if (this.batchSessions.size > 0) this.batched(() => { for (const addr of changed) this.window.profile(addr, profile) })
+  }
+
+  /** Send the pending batch now (the shared timer does it every `PEER_BATCH_INTERVAL_MS`); with none, stop the timer. */
+  flush (): void {
+    if (this.window.size === 0) {
+      this.stopBatches()
+      return
+    }
+    const entries = this.window.take()
+    // Cut once for everyone (the same arrays go to every client that has no address in them).
+    const shared = parts(entries)
+    const touched = new Set(entries.map((entry) => entry[1]))
+    for (const session of this.batchSessions) {
+      if (session.addrs.size === 0) continue
+      let own = false
+      for (const addr of session.addrs) own ||= touched.has(addr)
+      // A client is never told of its own addresses (as the joiner and the changer are not).
+      for (const part of own ? parts(entries.filter((entry) => !session.addrs.has(entry[1]))) : shared) {
+        session.endpoint.emit(EVENTS.PEER_BATCH, part)
+        this.batches++
+      }
+    }
+  }
+
+  private hasPeerEvents (session: Session): boolean {
+    return this.eventSessions.has(session) || this.batchSessions.has(session)
+  }
+
+  /**
+   * Apply a change to the window (counting drops at the cap), then send it at once while within
+   * the budget and no batch is due (a quiet server tells a change as fast as single events did),
+   * else make sure the shared timer runs: it sends the window every `PEER_BATCH_INTERVAL_MS` until
+   * a tick finds it empty. A client thus gets at most the budget plus 4 batches a second.
+   */
+  private batched (change: () => void): void {
+    const before = this.window.dropped
+    change()
+    for (let n = before; n < this.window.dropped; n++) this.counts.held?.('batch-cap')
+    if (this.batchTimer !== undefined) return
+    if (this.batchBudget?.take() === true) {
+      this.flush()
+      return
+    }
+    this.batchTimer = setInterval(() => this.flush(), PEER_BATCH_INTERVAL_MS)
+    this.batchTimer.unref?.()
+  }
+
+  private stopBatches (): void {
+    if (this.batchTimer !== undefined) clearInterval(this.batchTimer)
+    this.batchTimer = undefined
   }
 
   /** Up to `batchPeers` joined addresses not held by `session`, from a random place in the list. */
@@ -131,7 +270,7 @@ export class Announcer {
   }
 
   private announceTo (session: Session): void {
-    if (this.peerEventSessions.has(session) || session.addrs.size === 0) return
+    if (this.hasPeerEvents(session) || session.addrs.size === 0 || session.node !== undefined) return
     const size = this.directory.size
     const cursor = this.cursors.get(session) ?? 0
     const { addrs, next } = this.take(session, cursor % Math.max(size, 1), Math.min(size, this.options.batchPeers))
@@ -143,6 +282,6 @@ export class Announcer {
   private count (n: number): void {
     if (n === 0) return
     this.sent += n
-    this.onSent(n)
+    this.counts.sent?.(n)
   }
 }

@@ -20,6 +20,7 @@ export class ServerMetrics {
   readonly relayedBytes = new Counter({ name: 'starsock_relayed_bytes_total', help: 'stream bytes forwarded to receivers', registers: [this.registry] })
   readonly bufferedBytes: Gauge
   readonly announcements = new Counter({ name: 'starsock_ws_peer_messages_total', help: 'ws-peer messages sent', registers: [this.registry] })
+  readonly announcementsHeld = new Counter({ name: 'starsock_announcements_held_total', help: 'joins not announced at once to legacy clients (budget: the rotation brings them), peer-batch entries dropped at the cap (batch-cap)', labelNames: ['reason'] as const, registers: [this.registry] })
   readonly limitHits = new Counter({ name: 'starsock_limit_hits_total', help: 'requests or streams refused by a limit', labelNames: ['limit'] as const, registers: [this.registry] })
   readonly streamFailures = new Counter({ name: 'starsock_stream_failures_total', help: 'streams that ended with an error', labelNames: ['code'] as const, registers: [this.registry] })
   readonly displaced = new Counter({ name: 'starsock_displaced_total', help: 'addresses moved from one live socket to another: takeover (asked), legacy-join (a legacy client joined), resume (own stale socket)', labelNames: ['reason'] as const, registers: [this.registry] })

@@ -35,6 +35,11 @@ export interface ServerOptions {
   announceIntervalMs?: number
   /** Addresses a client receives per interval, and the most a join reply lists. @default 64 */
   announceBatchPeers?: number
+  /**
+   * Joins announced at once (`ws-peer`) to legacy clients per second, bursts of twice that; the
+   * others reach them through the periodic announcement. 0: none at once. @default 4
+   */
+  announceJoinsPerSecond?: number
   /** Bytes one stream may hold on the server before it fails. @default 8 MiB */
   streamBufferBytes?: number
   /** Bytes all streams sent by one socket may hold before they fail. @default 16 MiB */
@@ -374,6 +379,8 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
   // 10 s, as the original.
   announceIntervalMs: integer({ default: 10_000, min: 0, unit: 'ms', flag: '--announce-interval-ms <n>', env: 'STARSOCK_ANNOUNCE_INTERVAL_MS', help: 'periodic ws-peer re-announcement interval (0: off)' }),
   announceBatchPeers: integer({ default: 64, min: 1, unit: 'count', flag: '--announce-batch-peers <n>', env: 'STARSOCK_ANNOUNCE_BATCH_PEERS', help: 'addresses per client per interval, and in a join reply' }),
+  // A few a second: at cluster scale every join of every node would otherwise go to every client (issue 18).
+  announceJoinsPerSecond: integer({ default: 4, min: 0, unit: 'per second', flag: '--announce-joins-per-second <n>', env: 'STARSOCK_ANNOUNCE_JOINS_PER_SECOND', help: 'joins announced at once (ws-peer) to legacy clients per second, bursts of twice that (0: none; the periodic announcement brings the rest)' }),
   // A stream holds at least two of the largest messages; a sender's streams together at least one stream's cap.
   streamBufferBytes: integer({ default: 8 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => 2 * (r.maxMessageBytes ?? MAX_MESSAGE_BYTES), unit: 'bytes', flag: '--stream-buffer-bytes <n>', env: 'STARSOCK_STREAM_BUFFER_BYTES', help: 'bytes one stream may hold on the server' }),
   socketBufferBytes: integer({ default: 16 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => r.streamBufferBytes ?? 2 * MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--socket-buffer-bytes <n>', env: 'STARSOCK_SOCKET_BUFFER_BYTES', help: 'bytes all streams of one sender may hold' }),

@@ -101,8 +101,10 @@ export class Rendezvous {
     }, this.logger.child({ ns: 'starsock:server:relay' }))
     this.announcer = new Announcer(this.directory, this.sessions, {
       intervalMs: options.announceIntervalMs,
-      batchPeers: options.announceBatchPeers
-    }, (n) => metrics.announcements.inc(n))
+      batchPeers: options.announceBatchPeers,
+      joinsPerSecond: options.announceJoinsPerSecond,
+      maxBatchEntries: options.maxPeers
+    }, { sent: (n) => metrics.announcements.inc(n), held: (reason) => metrics.announcementsHeld.inc({ reason }) })
     this.announcer.start()
     this.backlogTimer = setInterval(() => this.checkBacklogs(), BACKLOG_CHECK_MS)
     this.backlogTimer.unref?.()
@@ -143,6 +145,7 @@ export class Rendezvous {
     }
     this.relay.dropSession(session)
     this.challenges.dropSession(session.id)
+    this.announcer.drop(session)
     this.sessions.delete(session.id)
     this.metrics.sockets.set(this.sessions.size)
   }
@@ -166,7 +169,7 @@ export class Rendezvous {
 
   /** `starsock:hello`: opt into peer events; learn the server's version and limits. */
   hello (session: Session, request: HelloRequest): HelloReply {
-    this.announcer.setPeerEvents(session, request.peerEvents === true)
+    this.announcer.setPeerEvents(session, request.peerEvents === true, request.peerBatch === true)
     session.starsock = true
     session.takeover = request.takeover === true
     session.resume = request.resume

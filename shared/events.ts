@@ -19,6 +19,11 @@ export const EVENTS = {
   PEERS: 'starsock:peers',
   PEER_JOIN: 'starsock:peer-join',
   PEER_LEAVE: 'starsock:peer-leave',
+  /**
+   * Server to a client that said `peerBatch` in its hello: `(entries)`, the peer changes since the
+   * last batch in order, each a `PeerBatchEntry` (issue 18).
+   */
+  PEER_BATCH: 'starsock:peer-batch',
   /** Client to server: `(profile, ack)` sets this client's display name and kind; `ack(null, profile)` as others will see it. */
   PROFILE: 'starsock:profile',
   /** Server to a client that asked for peer events: `(addr, profile)`, the peer at `addr` changed its profile. */
@@ -76,6 +81,11 @@ export interface HelloRequest {
   /** Receive `starsock:peer-join` / `starsock:peer-leave` instead of periodic `ws-peer`. */
   peerEvents?: boolean
   /**
+   * With `peerEvents`: receive the peer changes batched, one `starsock:peer-batch` every
+   * `PEER_BATCH_INTERVAL_MS` while any are pending, instead of one event per change (issue 18).
+   */
+  peerBatch?: boolean
+  /**
    * Take an address another live starsock client holds (it gets `starsock:displaced`); without it
    * such a join is refused with `E_ADDRESS_IN_USE`.
    */
@@ -96,6 +106,19 @@ export interface HelloRequest {
    */
   profile?: PeerProfile
 }
+
+/** How often, in ms, the server sends pending peer changes to clients that asked for batches. */
+export const PEER_BATCH_INTERVAL_MS = 250
+
+/**
+ * One change in a `starsock:peer-batch`: a peer joined (its profile when it has one), left, or
+ * changed its profile. Entries are applied in order, as the single events would be.
+ */
+export type PeerBatchEntry =
+  | readonly ['join', string]
+  | readonly ['join', string, PeerProfile]
+  | readonly ['leave', string]
+  | readonly ['profile', string, PeerProfile]
 
 /** Extra, last element of a completed join's ack for starsock clients (legacy clients ignore it). */
 export interface JoinExtra {

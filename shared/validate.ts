@@ -5,7 +5,7 @@
 import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS, MAX_KEY_HEX_CHARS, MAX_RESUME_SECRET_CHARS } from './constants.ts'
 import { StarsockError } from './errors.ts'
 import { checkProfile, readProfile, type PeerProfile } from './profile.ts'
-import { MAX_CREDIT_BYTES, type DisplacedInfo, type HelloReply, type HelloRequest, type JoinExtra, type PeersPage, type UdpAllocation } from './events.ts'
+import { MAX_CREDIT_BYTES, type DisplacedInfo, type HelloReply, type HelloRequest, type JoinExtra, type PeerBatchEntry, type PeersPage, type UdpAllocation } from './events.ts'
 
 /** A socket.io acknowledgement callback. */
 export type Ack = (...args: unknown[]) => void
@@ -71,9 +71,12 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   if (typeof request !== 'object' || request === null || Array.isArray(request)) {
     return bad('starsock:hello', 'request must be an object')
   }
-  const { peerEvents, takeover, resume, rawFrames, dialHints, profile } = request as Record<string, unknown>
+  const { peerEvents, peerBatch, takeover, resume, rawFrames, dialHints, profile } = request as Record<string, unknown>
   if (peerEvents !== undefined && typeof peerEvents !== 'boolean') {
     return bad('starsock:hello', 'peerEvents must be a boolean')
+  }
+  if (peerBatch !== undefined && typeof peerBatch !== 'boolean') {
+    return bad('starsock:hello', 'peerBatch must be a boolean')
   }
   if (takeover !== undefined && typeof takeover !== 'boolean') {
     return bad('starsock:hello', 'takeover must be a boolean')
@@ -86,7 +89,7 @@ export function checkHello (args: unknown[]): HelloRequest | StarsockError {
   }
   const checkedProfile = profile === undefined ? undefined : checkProfile(profile)
   if (checkedProfile instanceof StarsockError) return bad('starsock:hello', checkedProfile.message)
-  const checked: HelloRequest = { peerEvents: peerEvents === true, takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined, ...(dialHints === true ? { dialHints: true } : {}), ...(checkedProfile !== undefined ? { profile: checkedProfile } : {}) }
+  const checked: HelloRequest = { peerEvents: peerEvents === true, ...(peerBatch === true ? { peerBatch: true } : {}), takeover: takeover === true, rawFrames: rawFrames === true ? true : undefined, ...(dialHints === true ? { dialHints: true } : {}), ...(checkedProfile !== undefined ? { profile: checkedProfile } : {}) }
   if (resume !== undefined) {
     const secret = checkString('starsock:hello', 'resume', resume, MAX_RESUME_SECRET_CHARS)
     if (secret instanceof StarsockError) return secret
@@ -208,6 +211,26 @@ export function checkPeersPage (value: unknown): PeersPage | StarsockError {
     keptProfiles.push(Array.isArray(profiles) ? readProfile(profiles[i]) ?? null : null)
   })
   return Array.isArray(profiles) ? { addrs: kept, next, profiles: keptProfiles } : { addrs: kept, next }
+}
+
+/**
+ * The entries of a `starsock:peer-batch` (client side), in order: a malformed entry is skipped, a
+ * bad profile is none (a `profile` entry without a valid one is skipped). `undefined` when the
+ * payload is not an array.
+ */
+export function readPeerBatch (value: unknown): PeerBatchEntry[] | undefined {
+  if (!Array.isArray(value)) return undefined
+  const entries: PeerBatchEntry[] = []
+  for (const entry of value as unknown[]) {
+    if (!Array.isArray(entry)) continue
+    const [kind, addr, profile] = entry as unknown[]
+    if (typeof addr !== 'string' || addr.length > MAX_ADDRESS_CHARS) continue
+    const checked = readProfile(profile)
+    if (kind === 'leave') entries.push(['leave', addr])
+    else if (kind === 'join') entries.push(checked === undefined ? ['join', addr] : ['join', addr, checked])
+    else if (kind === 'profile' && checked !== undefined) entries.push(['profile', addr, checked])
+  }
+  return entries
 }
 
 const UDP_MODES: ReadonlyArray<UdpAllocation['mode']> = ['token', 'address', 'open']

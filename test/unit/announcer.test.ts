@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { EVENTS } from '../../shared/events.ts'
-import { Announcer, type AnnouncerOptions } from '../../server/announcer.ts'
+import { EVENTS, PEER_BATCH_INTERVAL_MS } from '../../shared/events.ts'
+import { Announcer, MAX_PEER_BATCH_EVENT_ENTRIES, type AnnouncerOptions } from '../../server/announcer.ts'
 import { MemoryPeerDirectory } from '../../server/peer-directory.ts'
 import { TokenBucket } from '../../server/rate-limit.ts'
 import { Session, type Endpoint } from '../../server/session.ts'
@@ -78,7 +78,7 @@ describe('Announcer.joined / left', () => {
     expect(unjoined.emits).toEqual([])
     expect(joiner.emits).toEqual([])
     expect(announcer.sent).toBe(2)
-    expect(onSent.mock.calls).toEqual([[1], [1]])
+    expect(onSent.mock.calls).toEqual([[2]])
   })
 
   it('sends peer-leave only to joined peer-event sessions', () => {
@@ -243,5 +243,246 @@ describe('Announcer periodic re-announcement', () => {
     expect(at100).toBeLessThanOrEqual(110 * 10)
     expect(at100 / at50).toBeGreaterThan(1.6)
     expect(at100 / at50).toBeLessThan(2.4)
+  })
+})
+
+describe('Announcer immediate ws-peer budget', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  /** One joined legacy session; `joins` joins from elsewhere, `stepMs` apart; the addresses it got at once. */
+  function burst (joinsPerSecond: number, joins: number, stepMs: number): { got: string[], announcer: Announcer, held: string[] } {
+    vi.useFakeTimers()
+    const held: string[] = []
+    const legacy = fakeSession('legacy')
+    legacy.session.addrs.add(addrOf(1))
+    const announcer = new Announcer(new MemoryPeerDirectory(), new Map([[legacy.session.id, legacy.session]]), { intervalMs: 0, batchPeers: 64, joinsPerSecond }, { held: (reason) => held.push(reason) })
+    for (let i = 0; i < joins; i++) {
+      announcer.joined(addrOf(100 + i), undefined)
+      vi.advanceTimersByTime(stepMs)
+    }
+    return { got: takePeers(legacy), announcer, held }
+  }
+
+  it.each([
+    // rate, joins, ms between joins, immediate ws-peer expected
+    [4, 100, 0, 8],
+    [4, 100, 10, 8 + 3],
+    [4, 20, 250, 20],
+    [1, 50, 100, 2 + 4],
+    [0, 50, 0, 0],
+    [100, 150, 0, 150]
+  ])('at %i/s, %i joins %i ms apart: %i announced at once, the others held', (rate, joins, stepMs, expected) => {
+    const { got, announcer, held } = burst(rate, joins, stepMs)
+    expect(got).toHaveLength(expected)
+    expect(got).toEqual([...new Set(got)])
+    expect(announcer.held).toBe(joins - expected)
+    expect(held).toEqual(Array<string>(joins - expected).fill('budget'))
+    expect(announcer.sent).toBe(expected)
+  })
+
+  it('a join past the budget costs nothing per session: no session is even read', () => {
+    vi.useFakeTimers()
+    const sessions = new Map<string, Session>()
+    const announcer = new Announcer(new MemoryPeerDirectory(), sessions, { intervalMs: 0, batchPeers: 64, joinsPerSecond: 1 })
+    for (let i = 0; i < 2; i++) announcer.joined(addrOf(i), undefined)
+    let reads = 0
+    const spy = vi.spyOn(sessions, 'values').mockImplementation(() => { reads++; return new Map<string, Session>().values() })
+    announcer.joined(addrOf(9), undefined)
+    expect(reads).toBe(0)
+    spy.mockRestore()
+  })
+
+  it('the rotation still brings the held joins to a legacy session', () => {
+    vi.useFakeTimers()
+    const { fakes, directory, announcer } = world(1, { intervalMs: 1000, batchPeers: 64, joinsPerSecond: 1 })
+    const [legacy] = fakes as [FakeSession]
+    for (let i = 0; i < 30; i++) {
+      directory.set(addrOf(100 + i), `remote${i}`)
+      announcer.joined(addrOf(100 + i), undefined)
+    }
+    expect(takePeers(legacy)).toHaveLength(2)
+    announcer.start()
+    vi.advanceTimersByTime(1000)
+    announcer.stop()
+    expect(new Set(takePeers(legacy))).toEqual(new Set(Array.from({ length: 30 }, (_, i) => addrOf(100 + i))))
+  })
+
+  it('setJoinsPerSecond changes the budget at once, full', () => {
+    vi.useFakeTimers()
+    const legacy = fakeSession('legacy')
+    legacy.session.addrs.add(addrOf(1))
+    const announcer = new Announcer(new MemoryPeerDirectory(), new Map([[legacy.session.id, legacy.session]]), { intervalMs: 0, batchPeers: 64, joinsPerSecond: 0 })
+    announcer.joined(addrOf(2), undefined)
+    expect(takePeers(legacy)).toEqual([])
+    announcer.setJoinsPerSecond(1)
+    for (let i = 0; i < 5; i++) announcer.joined(addrOf(10 + i), undefined)
+    expect(takePeers(legacy)).toEqual([addrOf(10), addrOf(11)])
+    expect(() => announcer.setJoinsPerSecond(-1)).toThrow(RangeError)
+  })
+
+  it('never sends ws-peer to a stand-in for a peer on another node (its own node tells it)', () => {
+    vi.useFakeTimers()
+    const { sessions, directory, announcer } = world(0, { intervalMs: 1000, batchPeers: 64 })
+    const stub = fakeSession('stub')
+    stub.session.node = 'node-2'
+    stub.session.addrs.add(addrOf(1))
+    sessions.set(stub.session.id, stub.session)
+    directory.set(addrOf(2), 'other')
+    announcer.joined(addrOf(2), undefined)
+    announcer.start()
+    vi.advanceTimersByTime(2000)
+    announcer.stop()
+    expect(stub.emits).toEqual([])
+  })
+
+  it('refuses a negative or non-finite rate', () => {
+    expect(() => new Announcer(new MemoryPeerDirectory(), new Map(), { intervalMs: 0, batchPeers: 1, joinsPerSecond: -1 })).toThrow(RangeError)
+    expect(() => new Announcer(new MemoryPeerDirectory(), new Map(), { intervalMs: 0, batchPeers: 1, joinsPerSecond: Number.NaN })).toThrow(RangeError)
+  })
+})
+
+describe('Announcer peer batches', () => {
+  afterEach(() => { vi.useRealTimers() })
+
+  /** A world of one batch session, one single-event session and one legacy session, all joined. */
+  function batchWorld (options: Partial<AnnouncerOptions> = {}): { announcer: Announcer, batch: FakeSession, single: FakeSession, legacy: FakeSession, sessions: Map<string, Session> } {
+    vi.useFakeTimers()
+    const { sessions, announcer } = world(0, { intervalMs: 0, batchPeers: 64, joinsPerSecond: 0, ...options })
+    const batch = fakeSession('batch')
+    const single = fakeSession('single')
+    const legacy = fakeSession('legacy')
+    batch.session.addrs.add(addrOf(1))
+    single.session.addrs.add(addrOf(2))
+    legacy.session.addrs.add(addrOf(3))
+    announcer.setPeerEvents(batch.session, true, true)
+    announcer.setPeerEvents(single.session, true)
+    for (const f of [batch, single, legacy]) sessions.set(f.session.id, f.session)
+    return { announcer, batch, single, legacy, sessions }
+  }
+
+  it('sends one peer-batch per interval with every change in order; single-event clients get each at once', () => {
+    const { announcer, batch, single, legacy } = batchWorld()
+    const profile = { kind: 'node' as const, name: 'n' }
+    announcer.joined(addrOf(10), undefined, profile)
+    announcer.joined(addrOf(11), undefined)
+    announcer.profileChanged([addrOf(12)], undefined, profile)
+    announcer.left(addrOf(13))
+    expect(batch.emits).toEqual([])
+    expect(single.emits).toEqual([
+      [EVENTS.PEER_JOIN, addrOf(10), profile],
+      [EVENTS.PEER_JOIN, addrOf(11)],
+      [EVENTS.PEER_PROFILE, addrOf(12), profile],
+      [EVENTS.PEER_LEAVE, addrOf(13)]
+    ])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10), profile], ['join', addrOf(11)], ['profile', addrOf(12), profile], ['leave', addrOf(13)]]]])
+    expect(legacy.emits).toEqual([])
+    expect(announcer.batches).toBe(1)
+    batch.emits.length = 0
+    vi.advanceTimersByTime(10 * PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([])
+  })
+
+  it('one batch for a burst of 1000 joins, with all of them', () => {
+    const { announcer, batch } = batchWorld()
+    for (let i = 0; i < 1000; i++) announcer.joined(addrOf(100 + i), undefined)
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toHaveLength(1)
+    const entries = batch.emits[0]?.[1] as unknown[]
+    expect(entries).toEqual(Array.from({ length: 1000 }, (_, i) => ['join', addrOf(100 + i)]))
+  })
+
+  it('a batch larger than MAX_PEER_BATCH_EVENT_ENTRIES goes as several events, in order', () => {
+    const { announcer, batch } = batchWorld()
+    const n = 2 * MAX_PEER_BATCH_EVENT_ENTRIES + 5
+    for (let i = 0; i < n; i++) announcer.joined(addrOf(100 + i), undefined)
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits.map(([, entries]) => (entries as unknown[]).length)).toEqual([MAX_PEER_BATCH_EVENT_ENTRIES, MAX_PEER_BATCH_EVENT_ENTRIES, 5])
+    expect(batch.emits.flatMap(([, entries]) => entries as unknown[])).toEqual(Array.from({ length: n }, (_, i) => ['join', addrOf(100 + i)]))
+  })
+
+  it('a join then a leave in one batch: the join goes, the leave stays (a page may have shown it)', () => {
+    const { announcer, batch } = batchWorld()
+    announcer.joined(addrOf(10), undefined)
+    announcer.joined(addrOf(11), undefined)
+    announcer.left(addrOf(10))
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(11)], ['leave', addrOf(10)]]]])
+  })
+
+  it('never tells a session of its own addresses; sends nothing to unjoined sessions', () => {
+    const { announcer, batch, sessions } = batchWorld()
+    const unjoined = fakeSession('unjoined')
+    announcer.setPeerEvents(unjoined.session, true, true)
+    sessions.set('unjoined', unjoined.session)
+    announcer.joined(addrOf(1), batch.session)
+    announcer.profileChanged([addrOf(1)], batch.session, { kind: 'browser' })
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([])
+    expect(unjoined.emits).toEqual([])
+    announcer.joined(addrOf(1), batch.session)
+    announcer.joined(addrOf(20), undefined)
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(20)]]]])
+  })
+
+  it('a dropped session gets nothing more; a hello without peerBatch switches to single events', () => {
+    const { announcer, batch, single } = batchWorld()
+    announcer.drop(batch.session)
+    announcer.setPeerEvents(single.session, true, true)
+    announcer.joined(addrOf(10), undefined)
+    expect(single.emits).toEqual([])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([])
+    expect(single.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10)]]]])
+  })
+
+  it('caps a batch at maxBatchEntries: the oldest joins are dropped and counted, never a leave', () => {
+    const held: string[] = []
+    vi.useFakeTimers()
+    const sessions = new Map<string, Session>()
+    const batch = fakeSession('batch')
+    batch.session.addrs.add(addrOf(1))
+    sessions.set('batch', batch.session)
+    const announcer = new Announcer(new MemoryPeerDirectory(), sessions, { intervalMs: 0, batchPeers: 64, joinsPerSecond: 0, maxBatchEntries: 4 }, { held: (r) => held.push(r) })
+    announcer.setPeerEvents(batch.session, true, true)
+    announcer.left(addrOf(50))
+    for (let i = 0; i < 6; i++) announcer.joined(addrOf(100 + i), undefined)
+    announcer.left(addrOf(51))
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['leave', addrOf(50)], ['join', addrOf(104)], ['join', addrOf(105)], ['leave', addrOf(51)]]]])
+    expect(announcer.batchDropped).toBe(4)
+    expect(held.filter((r) => r === 'batch-cap')).toHaveLength(4)
+  })
+
+  it('within the budget a change goes at once, past it the rest wait for the shared timer; quiet again, at once again', () => {
+    const { announcer, batch } = batchWorld({ joinsPerSecond: 2 })
+    for (let i = 0; i < 10; i++) announcer.joined(addrOf(100 + i), undefined)
+    // Bursts of twice the rate at once, one batch each.
+    expect(batch.emits).toEqual([0, 1, 2, 3].map((i) => [EVENTS.PEER_BATCH, [['join', addrOf(100 + i)]]]))
+    batch.emits.length = 0
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [4, 5, 6, 7, 8, 9].map((i) => ['join', addrOf(100 + i)])]])
+    batch.emits.length = 0
+    // The timer runs while changes come; a tick with none stops it.
+    announcer.left(addrOf(100))
+    expect(batch.emits).toEqual([])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['leave', addrOf(100)]]]])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(vi.getTimerCount()).toBe(0)
+    batch.emits.length = 0
+    vi.advanceTimersByTime(1000)
+    announcer.left(addrOf(101))
+    expect(batch.emits).toEqual([[EVENTS.PEER_BATCH, [['leave', addrOf(101)]]]])
+  })
+
+  it('stop drops what is pending and stops the shared timer', () => {
+    const { announcer, batch } = batchWorld()
+    announcer.joined(addrOf(10), undefined)
+    announcer.stop()
+    vi.advanceTimersByTime(10 * PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toEqual([])
+    expect(vi.getTimerCount()).toBe(0)
   })
 })

@@ -77,7 +77,7 @@ describe('Join', () => {
     await join.run()
     expect(link.requests.map(([event]) => event)).toEqual([EVENTS.HELLO, EVENTS.JOIN, EVENTS.JOIN, EVENTS.PEERS])
     const [hello, first, second, cursor] = link.requests.map(([, args]) => args)
-    expect(hello).toEqual([{ peerEvents: true, takeover: true, resume: RESUME, dialHints: true }])
+    expect(hello).toEqual([{ peerEvents: true, peerBatch: true, takeover: true, resume: RESUME, dialHints: true }])
     expect(first?.[1]).toBe(publicKeyHex(identity))
     expect(second?.[1]).toMatch(/^[0-9a-f]+$/)
     expect(second?.[1]).not.toBe(first?.[1])
@@ -91,7 +91,7 @@ describe('Join', () => {
     await join.run()
     await join.run()
     const hellos = link.requests.filter(([event]) => event === EVENTS.HELLO).map(([, args]) => args[0])
-    expect(hellos).toEqual([{ peerEvents: true, takeover: true, resume: RESUME, dialHints: true }, { peerEvents: true, takeover: false, resume: RESUME, dialHints: true }])
+    expect(hellos).toEqual([{ peerEvents: true, peerBatch: true, takeover: true, resume: RESUME, dialHints: true }, { peerEvents: true, peerBatch: true, takeover: false, resume: RESUME, dialHints: true }])
   })
 
   it('joins a server without hello (the original): no peer list, no heartbeat', async () => {

@@ -29,6 +29,28 @@ function pages (page: (cursor: number) => unknown[]): Requester & { cursors: num
 }
 
 describe('PeerList', () => {
+  it('applies a peer-batch in order, as the single events, telling each change once', () => {
+    const events: string[] = []
+    const list = new PeerList(ID(SELF), (p) => events.push(`join ${p.peerId} ${p.name ?? ''}`), (p) => events.push(`leave ${p.peerId}`), (p) => events.push(`profile ${p.peerId} ${p.name ?? ''}`))
+    list.learn(ADDR(5))
+    list.applyBatch([
+      ['join', ADDR(1), { kind: 'node', name: 'one' }],
+      ['join', ADDR(2)],
+      ['leave', ADDR(5)],
+      ['profile', ADDR(2), { kind: 'browser', name: 'two' }],
+      ['join', ADDR(SELF)],
+      ['leave', ADDR(1)],
+      ['join', ADDR(1)],
+      'junk',
+      ['profile', ADDR(9), { kind: 'node', name: 'nobody' }]
+    ])
+    expect(events).toEqual([`join ${ID(5)} `, `join ${ID(1)} one`, `join ${ID(2)} `, `leave ${ID(5)}`, `profile ${ID(2)} two`, `leave ${ID(1)}`, `join ${ID(1)} `])
+    expect(list.list().map((p) => [p.peerId, p.name])).toEqual([[ID(2), 'two'], [ID(1), undefined]])
+    list.applyBatch({ not: 'an array' })
+    list.applyBatch(undefined)
+    expect(events).toHaveLength(7)
+  })
+
   it('learns and forgets other peers, telling each change once', () => {
     const { list, events } = setup()
     list.learn(ADDR(1))

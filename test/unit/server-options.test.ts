@@ -62,6 +62,7 @@ describe('resolveServerOptions', () => {
       dialTimeoutMs: 10_000,
       announceIntervalMs: 10_000,
       announceBatchPeers: 64,
+      announceJoinsPerSecond: 4,
       streamBufferBytes: 8 * 1024 * 1024,
       socketBufferBytes: 16 * 1024 * 1024,
       senderStallTimeoutMs: 8_000,

@@ -9,6 +9,7 @@ import {
   checkPeersCursor,
   checkUdpAllocate,
   isHex,
+  readPeerBatch,
   splitAck
 } from '../../shared/validate.ts'
 
@@ -157,9 +158,29 @@ describe('checkHello', () => {
     ['an array request', [[true]], 'request must be an object'],
     ['a string peerEvents', [{ peerEvents: 'true' }], 'peerEvents must be a boolean'],
     ['a number peerEvents', [{ peerEvents: 1 }], 'peerEvents must be a boolean'],
-    ['a null peerEvents', [{ peerEvents: null }], 'peerEvents must be a boolean']
+    ['a null peerEvents', [{ peerEvents: null }], 'peerEvents must be a boolean'],
+    ['a string peerBatch', [{ peerEvents: true, peerBatch: 'yes' }], 'peerBatch must be a boolean']
   ])('rejects %s', (_, args, what) => {
     expectBad(checkHello(args), 'starsock:hello', what)
+  })
+
+  it('keeps peerBatch only when true', () => {
+    expect(checkHello([{ peerEvents: true, peerBatch: true }])).toEqual({ peerEvents: true, peerBatch: true, takeover: false })
+    expect(checkHello([{ peerEvents: true, peerBatch: false }])).toEqual({ peerEvents: true, takeover: false })
+  })
+})
+
+describe('readPeerBatch', () => {
+  const named = { kind: 'node', name: 'n' }
+  it.each<[string, unknown, unknown]>([
+    ['not an array', { join: ADDR }, undefined],
+    ['an empty batch', [], []],
+    ['every kind, in order', [['join', ADDR], ['join', OTHER, named], ['leave', ADDR], ['profile', OTHER, named]], [['join', ADDR], ['join', OTHER, named], ['leave', ADDR], ['profile', OTHER, named]]],
+    ['a bad profile on a join is none', [['join', ADDR, { kind: 'toaster' }]], [['join', ADDR]]],
+    ['a profile entry without a valid profile is skipped', [['profile', ADDR, 5], ['profile', ADDR]], []],
+    ['malformed entries are skipped', [null, 'join', ['join'], ['join', 5], ['jump', ADDR], ['leave', LONG_ADDR], ['leave', OTHER]], [['leave', OTHER]]]
+  ])('%s', (_, value, expected) => {
+    expect(readPeerBatch(value)).toEqual(expected)
   })
 })
 
