@@ -15,7 +15,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { initiateLink, linkProof, newNonce } from '../server/cluster/links.ts'
 import type { HelloMessage } from '../server/cluster/link-codec.ts'
 import { ServerMetrics } from '../server/metrics.ts'
-import { MAX_UNAUTHENTICATED_LINKS, Trunk } from '../server/cluster/trunk.ts'
+import { MAX_LINK_CONNECTIONS, MAX_UNAUTHENTICATED_LINKS, MAX_UNAUTHENTICATED_PER_IP, Trunk } from '../server/cluster/trunk.ts'
 import type { ClusterView } from '../server/cluster/types.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -277,8 +277,8 @@ describe('trunk: cross-node dials and streams in one process', () => {
   it('refuses and counts a wrong secret, an unknown node id, plain HTTP, garbage and silence on the internal port', async () => {
     const [a] = await two()
     const address = cluster.linkAddresses.get('A') as string
-    const open = async (): Promise<WebSocket> => {
-      const ws = new WebSocket(`ws://${address}/`)
+    const open = async (localAddress?: string): Promise<WebSocket> => {
+      const ws = new WebSocket(`ws://${address}/`, { localAddress })
       ws.on('error', () => {})
       await new Promise((resolve) => ws.once('open', resolve))
       return ws
@@ -311,15 +311,41 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await closeCode(binary)).toBe(4003)
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'bad-message' })).toBe(3)
 
-    // Silence: refused after the handshake time; past MAX_UNAUTHENTICATED_LINKS at once, refused at once.
-    const quiet = await Promise.all(Array.from({ length: MAX_UNAUTHENTICATED_LINKS }, async () => await open()))
+    // Silence: refused after the handshake time; past MAX_UNAUTHENTICATED_LINKS at once, refused at
+    // once (from several source addresses: one address alone may hold only MAX_UNAUTHENTICATED_PER_IP).
+    const source = (i: number): string => `127.0.0.${10 + Math.floor(i / MAX_UNAUTHENTICATED_PER_IP)}`
+    const quiet = await Promise.all(Array.from({ length: MAX_UNAUTHENTICATED_LINKS }, async (_, i) => await open(source(i))))
     const closes = quiet.map(async (ws) => await closeCode(ws))
-    const extra = await open()
+    const extra = await open('127.0.0.99')
     expect(await closeCode(extra)).toBe(1013)
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'too-many' })).toBe(1)
     expect(new Set(await Promise.all(closes))).toEqual(new Set([4008]))
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(MAX_UNAUTHENTICATED_LINKS)
     expect(a.trunk.links()).toBe(0)
+  })
+
+  it('keeps the internal port open to other nodes while one address holds silent TCP connections, and cuts them after the handshake time', async () => {
+    const [a, b] = await two()
+    const port = Number((cluster.linkAddresses.get('A') as string).split(':')[1])
+    // More silent connections than the port takes at all, from an address other than B's.
+    const silent = Array.from({ length: MAX_LINK_CONNECTIONS + 8 }, () => tcpConnect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }))
+    let closed = 0
+    for (const s of silent) {
+      s.on('error', () => {})
+      s.on('close', () => closed++)
+    }
+    closers.push(() => { for (const s of silent) s.destroy() })
+    await waitFor('all but MAX_UNAUTHENTICATED_PER_IP refused at once', () => closed >= silent.length - MAX_UNAUTHENTICATED_PER_IP, 10_000)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'too-many' })).toBe(silent.length - MAX_UNAUTHENTICATED_PER_IP)
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    pa.handle(echo)
+    const conn = await within('a dial from B to A meanwhile', pb.dial(pa.addr), 10_000)
+    const back = readAll(conn)
+    await conn.write(testBytes(1000, 3))
+    await conn.closeWrite()
+    expectBytes(await within('the echo', back, 10_000), testBytes(1000, 3), 'echo')
+    await waitFor('the silent connections cut after the handshake time', () => closed === silent.length, 15_000)
   })
 
   it('fails the streams through a link that goes silent with E_PEER_GONE on both sides, never a clean end; a later dial opens a new link', async () => {

@@ -38,6 +38,8 @@ export const STREAM_WINDOW_BYTES = 1024 * 1024
 export const MAX_UNAUTHENTICATED_LINKS = 32
 /** TCP connections on the internal port, at most (links are one or two per node). */
 export const MAX_LINK_CONNECTIONS = 256
+/** Connections from one IP address not yet authenticated (from TCP connect to the proof), at most: one address cannot hold the port. */
+export const MAX_UNAUTHENTICATED_PER_IP = 8
 /** The dialer's node waits this much longer than the dial timeout, so the listener's node answers first (with its code). */
 const DIAL_REPLY_MARGIN_MS = 1000
 /** On close, how long links get to write what waits (the streams' `E_SHUTDOWN`) before they close. */
@@ -51,6 +53,10 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
   private readonly byNode = new Map<string, Set<Link>>()
   private readonly connecting = new Map<string, Promise<Link>>()
   private unauthenticated = 0
+  /** Connections not yet authenticated, by remote IP address (see `MAX_UNAUTHENTICATED_PER_IP`). */
+  private readonly unauthenticatedByIp = new Map<string, number>()
+  /** The sockets counted there and their address (gone from a closed socket), until they authenticate or close. */
+  private readonly counted = new Map<Socket, string>()
   private closing = false
   private readonly logger: Logger
   /** Largest link message: a chunk as large as a client may send, with its header. */
@@ -75,10 +81,13 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     if (clusterAdvertise === '' && (host === '0.0.0.0' || host === '::' || host === '')) {
       throw new RangeError(`clusterListen ${clusterListen} is a wildcard address: set clusterAdvertise to the host:port other nodes reach this one on`)
     }
-    const http = this.http = createServer((req, res) => this.notUpgrade(req, res))
+    // Timeouts are checked every `connectionsCheckingInterval` (30 s by default): a connection that
+    // sends nothing would hold its place that long.
+    const http = this.http = createServer({ connectionsCheckingInterval: 500 }, (req, res) => this.notUpgrade(req, res))
     http.maxConnections = MAX_LINK_CONNECTIONS
     http.headersTimeout = LINK_AUTH_TIMEOUT_MS
     http.requestTimeout = LINK_AUTH_TIMEOUT_MS
+    http.on('connection', (socket: Socket) => this.connected(socket))
     http.on('clientError', (_err, socket: Socket) => {
       this.refused('bad-message', 'not HTTP')
       socket.destroy()
@@ -89,7 +98,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
       socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
       socket.destroy()
     })
-    wss.on('connection', (ws) => this.accepted(ws))
+    wss.on('connection', (ws, req) => this.accepted(ws, req.socket))
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject)
       http.listen(port, host, () => { http.off('error', reject); resolve() })
@@ -254,8 +263,32 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
 
   // --- the listener's side -----------------------------------------------------------------
 
+  /** A TCP connection on the internal port: counted against its IP address until it authenticates or closes. */
+  private connected (socket: Socket): void {
+    const ip = socket.remoteAddress ?? ''
+    const n = (this.unauthenticatedByIp.get(ip) ?? 0) + 1
+    if (n > MAX_UNAUTHENTICATED_PER_IP) {
+      this.refused('too-many', `too many connections proving the secret from ${ip}`)
+      socket.destroy()
+      return
+    }
+    this.unauthenticatedByIp.set(ip, n)
+    this.counted.set(socket, ip)
+    socket.once('close', () => this.authenticatedOrGone(socket))
+  }
+
+  /** `socket` proved the secret or closed: it no longer counts against its IP address. */
+  private authenticatedOrGone (socket: Socket): void {
+    const ip = this.counted.get(socket)
+    if (ip === undefined) return
+    this.counted.delete(socket)
+    const n = (this.unauthenticatedByIp.get(ip) ?? 1) - 1
+    if (n > 0) this.unauthenticatedByIp.set(ip, n)
+    else this.unauthenticatedByIp.delete(ip)
+  }
+
   /** A connection on the internal port: it must prove the secret in time, or it is refused and counted. */
-  private accepted (ws: WebSocket): void {
+  private accepted (ws: WebSocket, socket: Socket): void {
     ws.on('error', () => {})
     if (this.closing) return ws.close(1001)
     if (this.unauthenticated >= MAX_UNAUTHENTICATED_LINKS) return this.refuse(ws, 'too-many', 'too many connections proving the secret')
@@ -263,6 +296,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     const known = (node: string): boolean => this.deps.view.linkAddressOf(node) !== undefined
     acceptLink(ws, this.deps.view.nodeId, this.deps.options.clusterSecret, known).then((node) => {
       this.unauthenticated--
+      this.authenticatedOrGone(socket)
       if (this.closing) return ws.close(1001)
       this.add(new Link(node, 'acceptor', ws, this))
     }, (err: unknown) => {
