@@ -233,6 +233,21 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expectBytes(await within('the early bytes at the listener', got as Promise<Buffer>, 10_000), data, 'early bytes')
   })
 
+  it('passes on what a dialer does to its stream before the link to the other node is open (accept right behind the dial)', async () => {
+    const [a, b] = await two()
+    const dialer = await rawOn(a)
+    const listener = await rawOn(b)
+    echoIncoming(listener)
+    const sink = new StreamSink(dialer.socket, 'early.dialer')
+    const dialing = request(dialer.socket, 'ss-dial', [dialer.addr, listener.addr, 'early'], 10_000)
+    // Accepted before the dial's answer, while A is still opening its link to B.
+    const back = receiveStream(dialer.socket, 'early.listener')
+    expect((await dialing)[0]).toBeUndefined()
+    const data = testBytes(200_000, 4)
+    await sink.send(chunked(data, 64 * 1024))
+    expectBytes(await within('the echo of a stream accepted early', back, 10_000), data, 'early accept')
+  })
+
   it('holds a slow receiver on the other node within both nodes\' buffers while another stream on the link keeps flowing', async () => {
     const streamBufferBytes = 2_000_000
     const [a, b] = await two({ streamBufferBytes, socketBufferBytes: 4_000_000, senderStallTimeoutMs: 15_000 })

@@ -197,6 +197,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
         reject: (err) => { clearTimeout(timer); reject(err) }
       }
       link.send({ t: 'dial', k: standIn.key, from, to: standIn.addr, id: dialId, secure: h.secure === true, starsock: h.starsock === true, win: this.window })
+      standIn.dialSent()
     })
   }
 
