@@ -174,6 +174,24 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'refused' })).toBe(1)
   })
 
+  it('leaves no stand-in, stream or relay party behind after thousands of failed cross-node dials', async () => {
+    const [a, b] = await two({ maxDialsPerSecond: 100_000, dialTimeoutMs: 300 })
+    const dialer = await rawOn(a)
+    const silent = await rawOn(b)
+    const refusing = await rawOn(b)
+    refusing.socket.on('ss-incomming', (_id: string, _from: string, ack: (err?: string) => void) => ack('no'))
+    const ghost = silent.addr.replace(silent.id, 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N')
+    cluster.owners.set(ghost, 'B')
+    for (let i = 0; i < 2000; i++) expect((await request(dialer.socket, 'ss-dial', [dialer.addr, ghost, `g${i}`], 10_000))[0]).toBe('Peer not found')
+    const timedOut = await Promise.all(Array.from({ length: 200 }, async (_, i) => await request(dialer.socket, 'ss-dial', [dialer.addr, silent.addr, `t${i}`], 10_000)))
+    expect(timedOut.every(([err]) => String(err).endsWith('[E_DIAL_TIMEOUT]'))).toBe(true)
+    for (let i = 0; i < 500; i++) expect((await request(dialer.socket, 'ss-dial', [dialer.addr, refusing.addr, `r${i}`], 10_000))[0]).toBe('no')
+    await waitFor('no stand-in, no stream left', () => a.trunk.standIns() + b.trunk.standIns() + a.server.stats().streams + b.server.stats().streams === 0, 10_000)
+    // The relay knows only the real sessions that took part: no stand-in session stays.
+    const parties = (n: Node): number => (n.server.rendezvous.relay as unknown as { parties: Map<unknown, unknown> }).parties.size
+    expect([parties(a), parties(b)]).toEqual([1, 2])
+  })
+
   it('tells the listener\'s node when the dialer disconnects during the dial, and forgets both stand-ins', async () => {
     const [a, b] = await two()
     const dialer = await rawOn(a)
