@@ -357,6 +357,26 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(a.trunk.links()).toBe(0)
   })
 
+  it('cuts a connection that sends more than a handshake before proving the secret, rather than buffering it', async () => {
+    const [a] = await two()
+    const port = Number((cluster.linkAddresses.get('A') as string).split(':')[1])
+    const sock = tcpConnect(port, '127.0.0.1')
+    sock.on('error', () => {})
+    closers.push(() => sock.destroy())
+    const closed = new Promise((resolve) => sock.once('close', resolve))
+    sock.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    await new Promise((resolve) => sock.once('data', resolve)) // 101 Switching Protocols
+    // One binary message announced at 900 kB (under the links' maxPayload), 200 kB of it sent, then nothing.
+    const header = Buffer.alloc(14)
+    header[0] = 0x82
+    header[1] = 0x80 | 127
+    header.writeBigUInt64BE(900_000n, 2)
+    sock.write(Buffer.concat([header, Buffer.alloc(200_000)]))
+    await within('the connection cut', closed, 10_000)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'bad-message' })).toBe(1)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(0)
+  })
+
   it('keeps the internal port open to other nodes while one address holds silent TCP connections, and cuts them after the handshake time', async () => {
     const [a, b] = await two()
     const port = Number((cluster.linkAddresses.get('A') as string).split(':')[1])

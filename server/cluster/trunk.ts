@@ -36,6 +36,8 @@ export interface TrunkDeps {
 export const STREAM_WINDOW_BYTES = 1024 * 1024
 /** Connections on the internal port still proving the secret, at most. */
 export const MAX_UNAUTHENTICATED_LINKS = 32
+/** Bytes a connection may send before it proved the secret (the handshake takes a few hundred). */
+export const MAX_UNAUTHENTICATED_BYTES = 2 * LINK_TEXT_MAX_BYTES
 /** TCP connections on the internal port, at most (links are one or two per node). */
 export const MAX_LINK_CONNECTIONS = 256
 /** Connections from one IP address not yet authenticated (from TCP connect to the proof), at most: one address cannot hold the port. */
@@ -184,6 +186,8 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     standIn.dialId = dialId
     const link = await this.linkTo(standIn.node)
     if (standIn.forgotten) throw new StarsockError('E_PEER_GONE', 'Dialer disconnected during the dial')
+    // A link that closed while this dial waited for it (after it opened) would never answer.
+    if (!link.open) throw new StarsockError('E_PEER_GONE', `Server node ${standIn.node} unreachable (link closed)`)
     standIn.link = link
     standIn.key = link.newKey()
     link.dials.set(standIn.key, standIn)
@@ -294,10 +298,19 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     if (this.closing) return ws.close(1001)
     if (this.unauthenticated >= MAX_UNAUTHENTICATED_LINKS) return this.refuse(ws, 'too-many', 'too many connections proving the secret')
     this.unauthenticated++
+    // Until it proved the secret a connection sends a few small messages: more is cut at once
+    // (refused as bad-message) rather than buffered up to the links' maxPayload.
+    let heard = 0
+    const onData = (chunk: Buffer): void => {
+      heard += chunk.byteLength
+      if (heard > MAX_UNAUTHENTICATED_BYTES) ws.terminate()
+    }
+    socket.on('data', onData)
     const known = (node: string): boolean => this.deps.view.linkAddressOf(node) !== undefined
     acceptLink(ws, this.deps.view.nodeId, this.deps.options.clusterSecret, known).then((node) => {
       this.unauthenticated--
       this.authenticatedOrGone(socket)
+      socket.off('data', onData)
       if (this.closing) return ws.close(1001)
       this.add(new Link(node, 'acceptor', ws, this))
     }, (err: unknown) => {
