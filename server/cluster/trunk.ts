@@ -40,8 +40,8 @@ export const MAX_UNAUTHENTICATED_LINKS = 32
 export const MAX_UNAUTHENTICATED_BYTES = 2 * LINK_TEXT_MAX_BYTES
 /** TCP connections on the internal port, at most (links are one or two per node). */
 export const MAX_LINK_CONNECTIONS = 256
-/** Connections from one IP address not yet authenticated (from TCP connect to the proof), at most: one address cannot hold the port. */
-export const MAX_UNAUTHENTICATED_PER_IP = 8
+/** Connections from one IP address not yet authenticated (from TCP connect to the proof), at most: one address cannot hold the port (each node opens one at a time to another: room for 16 nodes on one host). */
+export const MAX_UNAUTHENTICATED_PER_IP = 16
 /** The dialer's node waits this much longer than the dial timeout, so the listener's node answers first (with its code). */
 const DIAL_REPLY_MARGIN_MS = 1000
 /** On close, how long links get to write what waits (the streams' `E_SHUTDOWN`) before they close. */
