@@ -15,7 +15,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { initiateLink, linkProof, newNonce } from '../server/cluster/links.ts'
 import type { HelloMessage } from '../server/cluster/link-codec.ts'
 import { ServerMetrics } from '../server/metrics.ts'
-import { MAX_UNAUTHENTICATED_LINKS, Trunk } from '../server/cluster/trunk.ts'
+import { MAX_LINK_CONNECTIONS, MAX_UNAUTHENTICATED_LINKS, MAX_UNAUTHENTICATED_PER_IP, Trunk } from '../server/cluster/trunk.ts'
 import type { ClusterView } from '../server/cluster/types.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { expectBytes } from './helpers/bytes.ts'
@@ -174,6 +174,24 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await counter(a.server, 'starsock_cluster_dials_total', { outcome: 'refused' })).toBe(1)
   })
 
+  it('leaves no stand-in, stream or relay party behind after thousands of failed cross-node dials', async () => {
+    const [a, b] = await two({ maxDialsPerSecond: 100_000, dialTimeoutMs: 300 })
+    const dialer = await rawOn(a)
+    const silent = await rawOn(b)
+    const refusing = await rawOn(b)
+    refusing.socket.on('ss-incomming', (_id: string, _from: string, ack: (err?: string) => void) => ack('no'))
+    const ghost = silent.addr.replace(silent.id, 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N')
+    cluster.owners.set(ghost, 'B')
+    for (let i = 0; i < 2000; i++) expect((await request(dialer.socket, 'ss-dial', [dialer.addr, ghost, `g${i}`], 10_000))[0]).toBe('Peer not found')
+    const timedOut = await Promise.all(Array.from({ length: 200 }, async (_, i) => await request(dialer.socket, 'ss-dial', [dialer.addr, silent.addr, `t${i}`], 10_000)))
+    expect(timedOut.every(([err]) => String(err).endsWith('[E_DIAL_TIMEOUT]'))).toBe(true)
+    for (let i = 0; i < 500; i++) expect((await request(dialer.socket, 'ss-dial', [dialer.addr, refusing.addr, `r${i}`], 10_000))[0]).toBe('no')
+    await waitFor('no stand-in, no stream left', () => a.trunk.standIns() + b.trunk.standIns() + a.server.stats().streams + b.server.stats().streams === 0, 10_000)
+    // The relay knows only the real sessions that took part: no stand-in session stays.
+    const parties = (n: Node): number => (n.server.rendezvous.relay as unknown as { parties: Map<unknown, unknown> }).parties.size
+    expect([parties(a), parties(b)]).toEqual([1, 2])
+  })
+
   it('tells the listener\'s node when the dialer disconnects during the dial, and forgets both stand-ins', async () => {
     const [a, b] = await two()
     const dialer = await rawOn(a)
@@ -233,6 +251,21 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expectBytes(await within('the early bytes at the listener', got as Promise<Buffer>, 10_000), data, 'early bytes')
   })
 
+  it('passes on what a dialer does to its stream before the link to the other node is open (accept right behind the dial)', async () => {
+    const [a, b] = await two()
+    const dialer = await rawOn(a)
+    const listener = await rawOn(b)
+    echoIncoming(listener)
+    const sink = new StreamSink(dialer.socket, 'early.dialer')
+    const dialing = request(dialer.socket, 'ss-dial', [dialer.addr, listener.addr, 'early'], 10_000)
+    // Accepted before the dial's answer, while A is still opening its link to B.
+    const back = receiveStream(dialer.socket, 'early.listener')
+    expect((await dialing)[0]).toBeUndefined()
+    const data = testBytes(200_000, 4)
+    await sink.send(chunked(data, 64 * 1024))
+    expectBytes(await within('the echo of a stream accepted early', back, 10_000), data, 'early accept')
+  })
+
   it('holds a slow receiver on the other node within both nodes\' buffers while another stream on the link keeps flowing', async () => {
     const streamBufferBytes = 2_000_000
     const [a, b] = await two({ streamBufferBytes, socketBufferBytes: 4_000_000, senderStallTimeoutMs: 15_000 })
@@ -277,8 +310,8 @@ describe('trunk: cross-node dials and streams in one process', () => {
   it('refuses and counts a wrong secret, an unknown node id, plain HTTP, garbage and silence on the internal port', async () => {
     const [a] = await two()
     const address = cluster.linkAddresses.get('A') as string
-    const open = async (): Promise<WebSocket> => {
-      const ws = new WebSocket(`ws://${address}/`)
+    const open = async (localAddress?: string): Promise<WebSocket> => {
+      const ws = new WebSocket(`ws://${address}/`, { localAddress })
       ws.on('error', () => {})
       await new Promise((resolve) => ws.once('open', resolve))
       return ws
@@ -311,15 +344,61 @@ describe('trunk: cross-node dials and streams in one process', () => {
     expect(await closeCode(binary)).toBe(4003)
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'bad-message' })).toBe(3)
 
-    // Silence: refused after the handshake time; past MAX_UNAUTHENTICATED_LINKS at once, refused at once.
-    const quiet = await Promise.all(Array.from({ length: MAX_UNAUTHENTICATED_LINKS }, async () => await open()))
+    // Silence: refused after the handshake time; past MAX_UNAUTHENTICATED_LINKS at once, refused at
+    // once (from several source addresses: one address alone may hold only MAX_UNAUTHENTICATED_PER_IP).
+    const source = (i: number): string => `127.0.0.${10 + Math.floor(i / MAX_UNAUTHENTICATED_PER_IP)}`
+    const quiet = await Promise.all(Array.from({ length: MAX_UNAUTHENTICATED_LINKS }, async (_, i) => await open(source(i))))
     const closes = quiet.map(async (ws) => await closeCode(ws))
-    const extra = await open()
+    const extra = await open('127.0.0.99')
     expect(await closeCode(extra)).toBe(1013)
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'too-many' })).toBe(1)
     expect(new Set(await Promise.all(closes))).toEqual(new Set([4008]))
     expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(MAX_UNAUTHENTICATED_LINKS)
     expect(a.trunk.links()).toBe(0)
+  })
+
+  it('cuts a connection that sends more than a handshake before proving the secret, rather than buffering it', async () => {
+    const [a] = await two()
+    const port = Number((cluster.linkAddresses.get('A') as string).split(':')[1])
+    const sock = tcpConnect(port, '127.0.0.1')
+    sock.on('error', () => {})
+    closers.push(() => sock.destroy())
+    const closed = new Promise((resolve) => sock.once('close', resolve))
+    sock.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')
+    await new Promise((resolve) => sock.once('data', resolve)) // 101 Switching Protocols
+    // One binary message announced at 900 kB (under the links' maxPayload), 200 kB of it sent, then nothing.
+    const header = Buffer.alloc(14)
+    header[0] = 0x82
+    header[1] = 0x80 | 127
+    header.writeBigUInt64BE(900_000n, 2)
+    sock.write(Buffer.concat([header, Buffer.alloc(200_000)]))
+    await within('the connection cut', closed, 10_000)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'bad-message' })).toBe(1)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'timeout' })).toBe(0)
+  })
+
+  it('keeps the internal port open to other nodes while one address holds silent TCP connections, and cuts them after the handshake time', async () => {
+    const [a, b] = await two()
+    const port = Number((cluster.linkAddresses.get('A') as string).split(':')[1])
+    // More silent connections than the port takes at all, from an address other than B's.
+    const silent = Array.from({ length: MAX_LINK_CONNECTIONS + 8 }, () => tcpConnect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }))
+    let closed = 0
+    for (const s of silent) {
+      s.on('error', () => {})
+      s.on('close', () => closed++)
+    }
+    closers.push(() => { for (const s of silent) s.destroy() })
+    await waitFor('all but MAX_UNAUTHENTICATED_PER_IP refused at once', () => closed >= silent.length - MAX_UNAUTHENTICATED_PER_IP, 10_000)
+    expect(await counter(a.server, 'starsock_cluster_link_refused_total', { reason: 'too-many' })).toBe(silent.length - MAX_UNAUTHENTICATED_PER_IP)
+    const pa = await peerOn(a)
+    const pb = await peerOn(b)
+    pa.handle(echo)
+    const conn = await within('a dial from B to A meanwhile', pb.dial(pa.addr), 10_000)
+    const back = readAll(conn)
+    await conn.write(testBytes(1000, 3))
+    await conn.closeWrite()
+    expectBytes(await within('the echo', back, 10_000), testBytes(1000, 3), 'echo')
+    await waitFor('the silent connections cut after the handshake time', () => closed === silent.length, 15_000)
   })
 
   it('fails the streams through a link that goes silent with E_PEER_GONE on both sides, never a clean end; a later dial opens a new link', async () => {

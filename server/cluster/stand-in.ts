@@ -14,7 +14,7 @@ import { StarsockError, wireError } from '../../shared/errors.ts'
 import { SOCKET_WRITE_HIGH_WATER_BYTES } from '../constants.ts'
 import { TokenBucket } from '../rate-limit.ts'
 import { Session, type Endpoint } from '../session.ts'
-import { encodeData, type LinkMessage, type StreamSide } from './link-codec.ts'
+import { encodeData, type EventMessage, type LinkMessage, type StreamSide } from './link-codec.ts'
 
 /** What a stand-in uses of its link (`links.ts` `Link`). */
 export interface StandInLink {
@@ -27,6 +27,9 @@ export interface StandInLink {
 }
 
 let standIns = 0
+
+/** Stream events a stand-in keeps while its dial waits for the link (an accept, a few credits, an abort; a client that sends more loses them). */
+const MAX_EARLY_EVENTS = 16
 
 /** What a stand-in needs of the trunk. */
 export interface StandInHost {
@@ -60,6 +63,8 @@ export class StandIn implements Endpoint {
   dialId = ''
   /** Forgotten by the trunk: no stream, no link entry. */
   forgotten = false
+  /** Stream events the relay emitted before the dial went (the dialer's node was still opening the link): sent right behind the dial. */
+  private early: Array<Omit<EventMessage, 'k'>> = []
   /** The dial waiting for the other node's answer (dialer's side). */
   pending: { resolve: (reply: unknown[]) => void, reject: (err: StarsockError) => void } | undefined
 
@@ -92,13 +97,14 @@ export class StandIn implements Endpoint {
   /** What the relay emits to the peer this stands for: chunks as data messages, other stream events as `ev`. */
   emit (event: string, ...args: unknown[]): void {
     const parsed = parseStreamEvent(event)
-    const link = this.link
-    if (parsed === undefined || link === undefined) return
+    if (parsed === undefined) return
     const s = this.sideOf(parsed.streamId)
     if (s === undefined) return
+    const link = this.link
     if (parsed.type === 'queue') {
       const chunk = args[0]
-      if (!(chunk instanceof Uint8Array)) return
+      // No bytes go before the dial: a stream is sendable only once the other node accepted it.
+      if (!(chunk instanceof Uint8Array) || link === undefined) return
       this.unacked += chunk.byteLength
       this.host.sent(chunk.byteLength)
       link.sendBinary(encodeData(this.key, s, chunk))
@@ -109,8 +115,19 @@ export class StandIn implements Endpoint {
     // The `error` of a failed stream fails it on the other node too (queued bytes dropped, at once),
     // where an error end waits behind the stream's bytes.
     if (parsed.type === 'abort' && s === this.sendSide) this.told = true
-    if (parsed.type === 'error' && this.failed[s]) link.send({ t: 'ev', k: this.key, s, e: 'error', a: arg, f: true })
-    else link.send({ t: 'ev', k: this.key, s, e: parsed.type, a: arg })
+    if (parsed.type === 'error' && this.failed[s]) this.sendEvent({ t: 'ev', s, e: 'error', a: arg, f: true })
+    else this.sendEvent({ t: 'ev', s, e: parsed.type, a: arg })
+  }
+
+  /** Send a stream event on the link, or keep it for `dialSent` while the dial has not gone yet (at most `MAX_EARLY_EVENTS`). */
+  private sendEvent (m: Omit<EventMessage, 'k'>): void {
+    if (this.link !== undefined) this.link.send({ ...m, k: this.key })
+    else if (!this.forgotten && this.early.length < MAX_EARLY_EVENTS) this.early.push(m)
+  }
+
+  /** The dial went on the link: the events kept meanwhile follow it. */
+  dialSent (): void {
+    for (const m of this.early.splice(0)) this.link?.send({ ...m, k: this.key })
   }
 
   /** `ss-incomming` to the peer this stands for: the dial goes to its node (`Trunk.dial`). */
@@ -179,7 +196,7 @@ export class StandIn implements Endpoint {
   private tellClosed (): void {
     if (this.told) return
     this.told = true
-    this.link?.send({ t: 'ev', k: this.key, s: this.sendSide, e: 'abort', a: wireError('E_PEER_GONE', 'Peer disconnected') })
+    this.sendEvent({ t: 'ev', s: this.sendSide, e: 'abort', a: wireError('E_PEER_GONE', 'Peer disconnected') })
   }
 
   /** The link went: a waiting dial fails (its streams fail through the relay). */

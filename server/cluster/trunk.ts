@@ -36,8 +36,12 @@ export interface TrunkDeps {
 export const STREAM_WINDOW_BYTES = 1024 * 1024
 /** Connections on the internal port still proving the secret, at most. */
 export const MAX_UNAUTHENTICATED_LINKS = 32
+/** Bytes a connection may send before it proved the secret (the handshake takes a few hundred). */
+export const MAX_UNAUTHENTICATED_BYTES = 2 * LINK_TEXT_MAX_BYTES
 /** TCP connections on the internal port, at most (links are one or two per node). */
 export const MAX_LINK_CONNECTIONS = 256
+/** Connections from one IP address not yet authenticated (from TCP connect to the proof), at most: one address cannot hold the port (each node opens one at a time to another: room for 16 nodes on one host). */
+export const MAX_UNAUTHENTICATED_PER_IP = 16
 /** The dialer's node waits this much longer than the dial timeout, so the listener's node answers first (with its code). */
 const DIAL_REPLY_MARGIN_MS = 1000
 /** On close, how long links get to write what waits (the streams' `E_SHUTDOWN`) before they close. */
@@ -51,6 +55,10 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
   private readonly byNode = new Map<string, Set<Link>>()
   private readonly connecting = new Map<string, Promise<Link>>()
   private unauthenticated = 0
+  /** Connections not yet authenticated, by remote IP address (see `MAX_UNAUTHENTICATED_PER_IP`). */
+  private readonly unauthenticatedByIp = new Map<string, number>()
+  /** The sockets counted there and their address (gone from a closed socket), until they authenticate or close. */
+  private readonly counted = new Map<Socket, string>()
   private closing = false
   private readonly logger: Logger
   /** Largest link message: a chunk as large as a client may send, with its header. */
@@ -75,10 +83,13 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     if (clusterAdvertise === '' && (host === '0.0.0.0' || host === '::' || host === '')) {
       throw new RangeError(`clusterListen ${clusterListen} is a wildcard address: set clusterAdvertise to the host:port other nodes reach this one on`)
     }
-    const http = this.http = createServer((req, res) => this.notUpgrade(req, res))
+    // Timeouts are checked every `connectionsCheckingInterval` (30 s by default): a connection that
+    // sends nothing would hold its place that long.
+    const http = this.http = createServer({ connectionsCheckingInterval: 500 }, (req, res) => this.notUpgrade(req, res))
     http.maxConnections = MAX_LINK_CONNECTIONS
     http.headersTimeout = LINK_AUTH_TIMEOUT_MS
     http.requestTimeout = LINK_AUTH_TIMEOUT_MS
+    http.on('connection', (socket: Socket) => this.connected(socket))
     http.on('clientError', (_err, socket: Socket) => {
       this.refused('bad-message', 'not HTTP')
       socket.destroy()
@@ -89,7 +100,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
       socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n')
       socket.destroy()
     })
-    wss.on('connection', (ws) => this.accepted(ws))
+    wss.on('connection', (ws, req) => this.accepted(ws, req.socket))
     await new Promise<void>((resolve, reject) => {
       http.once('error', reject)
       http.listen(port, host, () => { http.off('error', reject); resolve() })
@@ -175,6 +186,8 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     standIn.dialId = dialId
     const link = await this.linkTo(standIn.node)
     if (standIn.forgotten) throw new StarsockError('E_PEER_GONE', 'Dialer disconnected during the dial')
+    // A link that closed while this dial waited for it (after it opened) would never answer.
+    if (!link.open) throw new StarsockError('E_PEER_GONE', `Server node ${standIn.node} unreachable (link closed)`)
     standIn.link = link
     standIn.key = link.newKey()
     link.dials.set(standIn.key, standIn)
@@ -188,6 +201,7 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
         reject: (err) => { clearTimeout(timer); reject(err) }
       }
       link.send({ t: 'dial', k: standIn.key, from, to: standIn.addr, id: dialId, secure: h.secure === true, starsock: h.starsock === true, win: this.window })
+      standIn.dialSent()
     })
   }
 
@@ -254,15 +268,49 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
 
   // --- the listener's side -----------------------------------------------------------------
 
+  /** A TCP connection on the internal port: counted against its IP address until it authenticates or closes. */
+  private connected (socket: Socket): void {
+    const ip = socket.remoteAddress ?? ''
+    const n = (this.unauthenticatedByIp.get(ip) ?? 0) + 1
+    if (n > MAX_UNAUTHENTICATED_PER_IP) {
+      this.refused('too-many', `too many connections proving the secret from ${ip}`)
+      socket.destroy()
+      return
+    }
+    this.unauthenticatedByIp.set(ip, n)
+    this.counted.set(socket, ip)
+    socket.once('close', () => this.authenticatedOrGone(socket))
+  }
+
+  /** `socket` proved the secret or closed: it no longer counts against its IP address. */
+  private authenticatedOrGone (socket: Socket): void {
+    const ip = this.counted.get(socket)
+    if (ip === undefined) return
+    this.counted.delete(socket)
+    const n = (this.unauthenticatedByIp.get(ip) ?? 1) - 1
+    if (n > 0) this.unauthenticatedByIp.set(ip, n)
+    else this.unauthenticatedByIp.delete(ip)
+  }
+
   /** A connection on the internal port: it must prove the secret in time, or it is refused and counted. */
-  private accepted (ws: WebSocket): void {
+  private accepted (ws: WebSocket, socket: Socket): void {
     ws.on('error', () => {})
     if (this.closing) return ws.close(1001)
     if (this.unauthenticated >= MAX_UNAUTHENTICATED_LINKS) return this.refuse(ws, 'too-many', 'too many connections proving the secret')
     this.unauthenticated++
+    // Until it proved the secret a connection sends a few small messages: more is cut at once
+    // (refused as bad-message) rather than buffered up to the links' maxPayload.
+    let heard = 0
+    const onData = (chunk: Buffer): void => {
+      heard += chunk.byteLength
+      if (heard > MAX_UNAUTHENTICATED_BYTES) ws.terminate()
+    }
+    socket.on('data', onData)
     const known = (node: string): boolean => this.deps.view.linkAddressOf(node) !== undefined
     acceptLink(ws, this.deps.view.nodeId, this.deps.options.clusterSecret, known).then((node) => {
       this.unauthenticated--
+      this.authenticatedOrGone(socket)
+      socket.off('data', onData)
       if (this.closing) return ws.close(1001)
       this.add(new Link(node, 'acceptor', ws, this))
     }, (err: unknown) => {
