@@ -12,6 +12,7 @@ import { silentLogger } from '../shared/logger.ts'
 import type { PeerProfile } from '../shared/profile.ts'
 import { ClusterDirectory } from '../server/cluster/cluster-directory.ts'
 import { ControlPlane, KEY_PREFIX } from '../server/cluster/plane.ts'
+import type { Membership } from '../server/cluster/membership.ts'
 import { ServerMetrics } from '../server/metrics.ts'
 import { resolveServerOptions } from '../server/options.ts'
 import type { Rendezvous } from '../server/rendezvous.ts'
@@ -27,6 +28,15 @@ interface TestPlane {
   /** A local session joins `addr` (the rendezvous's part: directory, then the hook). */
   join: (addr: string, session?: string) => void
   leave: (addr: string, session?: string) => void
+}
+
+/** `waitFor` with a check that asks Redis or the metrics registry. */
+async function waitForAsync (what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
 }
 
 /** A metric's value (summed over labels). */
@@ -58,8 +68,16 @@ describe('control plane against a real Redis', () => {
     await redis.stop()
   })
 
-  const makePlane = async (url = redis.socket): Promise<TestPlane> => {
-    const options = resolveServerOptions({ redis: url, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs: 1500 })
+  /** Drop the Redis connection named `name` (Redis's side), as a network cut would. */
+  const killClient = async (name: string): Promise<void> => {
+    const list = String(await direct.call('CLIENT', 'LIST'))
+    const id = list.split('\n').map((line) => /^id=(\d+) .*\bname=(\S+)/.exec(line)).find((m) => m?.[2] === name)?.[1]
+    if (id === undefined) throw new Error(`no Redis client named ${name}`)
+    await direct.call('CLIENT', 'KILL', 'ID', id)
+  }
+
+  const makePlane = async (url = redis.socket, clusterNodeTtlMs = 1500): Promise<TestPlane> => {
+    const options = resolveServerOptions({ redis: url, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs })
     const metrics = new ServerMetrics(false, () => 0)
     const directory = new ClusterDirectory()
     const calls: string[] = []
@@ -165,6 +183,50 @@ describe('control plane against a real Redis', () => {
     expect(a.directory.owner('/x')).toBe('sa')
     expect(a.calls).not.toContain('displaced /x')
     expect(await direct.hget(`${KEY_PREFIX}peers`, '/x')).toContain(a.plane.nodeId)
+  }, 40_000)
+
+  it('decides a contest when an address changed hands locally and the new holder\'s write is in flight', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.join('/h', 'sa')
+    await waitFor('A\'s first join of /h to be numbered', () => (a.directory.entry('/h')?.seq ?? 0) > 0, 20_000)
+    // A second session on A takes /h over (its join is not written yet), then B joins /h.
+    a.directory.set('/h', 'sa2')
+    b.join('/h', 'sb')
+    await waitFor('B\'s join of /h to be numbered and read by A', () => {
+      const seq = b.directory.entry('/h')?.seq ?? 0
+      return seq > 0 && a.directory.highestSeq >= seq
+    }, 20_000)
+    expect(a.calls).not.toContain('displaced /h') // A's new holder's join is later than B's: undecided until numbered
+    a.plane.joined('/h', undefined)
+    await waitFor('B to give /h up to the later join on A', () => b.calls.includes('displaced /h'), 20_000)
+    expect(a.directory.owner('/h')).toBe('sa2')
+    expect(a.calls).not.toContain('displaced /h')
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/h')).toContain(a.plane.nodeId)
+  }, 40_000)
+
+  it('keeps the other nodes\' peers when it reads a Redis that lost its data before it wrote itself back', async () => {
+    // Heartbeats far apart: nothing re-registers on its own during the test.
+    const a = await makePlane(redis.socket, 60_000)
+    const b = await makePlane(redis.socket, 60_000)
+    a.join('/r1')
+    await waitFor('plane B to hear of /r1', () => b.directory.nodeOf('/r1') === a.plane.nodeId, 20_000)
+    const before = await metric(b.metrics, 'starsock_cluster_resyncs_total')
+    // Long after start: B's start-up grace for absent nodes is over.
+    const membersOfB = (b.plane as unknown as { members: Membership }).members
+    membersOfB.graceUntil(0)
+    // Redis loses everything, and B's log reader reconnects first (its command connection has not noticed).
+    await direct.flushall()
+    await killClient(`starsock-${b.plane.nodeId}-log`)
+    await waitForAsync('plane B to re-read a snapshot', async () => await metric(b.metrics, 'starsock_cluster_resyncs_total') > before, 20_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(b.calls).not.toContain('leave /r1')
+    expect(b.directory.nodeOf('/r1')).toBe(a.plane.nodeId)
+    // A's command connection drops and comes back: A writes itself back, B reads /r1 in Redis again.
+    await killClient(`starsock-${a.plane.nodeId}`)
+    await waitForAsync('A to write /r1 back', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/r1'))?.includes(a.plane.nodeId) === true, 20_000)
+    expect(b.directory.nodeOf('/r1')).toBe(a.plane.nodeId)
+    expect(b.calls).not.toContain('leave /r1')
   }, 40_000)
 
   it('leaves Redis without an owner when the later join left before its number came back', async () => {

@@ -388,7 +388,9 @@ export class ControlPlane implements ClusterView {
       listed.add(row.addr)
       this.remoteJoin(row)
     }
-    const inGrace = this.members.inGrace()
+    // Until this node has written itself back (`sync`), a snapshot without it is of a Redis that
+    // lost its data (restarted empty, flushed): the other nodes have not re-registered either.
+    const inGrace = this.members.inGrace() || !this.redisUp || !snapshot.nodes.has(this.nodeId)
     for (const e of directory.remoteEntries()) {
       if (listed.has(e.addr) || e.node === undefined) continue
       // A node not registered now may come back (Redis restarted empty): its peers wait for the grace.
