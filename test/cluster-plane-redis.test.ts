@@ -229,6 +229,21 @@ describe('control plane against a real Redis', () => {
     expect(b.calls).not.toContain('leave /r1')
   }, 40_000)
 
+  it('is not ready while Redis answers but refuses its writes longer than the time-to-live, and ready again after', async () => {
+    const a = await makePlane()
+    expect(a.plane.ready()).toBe(true)
+    await direct.config('SET', 'maxmemory', '1')
+    try {
+      a.join('/m1') // refused (out of memory): written when Redis takes writes again
+      await waitFor('the plane to say it is not ready', () => !a.plane.ready(), 20_000)
+      expect(await metric(a.metrics, 'starsock_cluster_redis_errors_total')).toBeGreaterThan(0)
+    } finally {
+      await direct.config('SET', 'maxmemory', '0')
+    }
+    await waitFor('the plane to be ready again', () => a.plane.ready(), 20_000)
+    await waitForAsync('/m1 to be written', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/m1'))?.includes(a.plane.nodeId) === true, 20_000)
+  }, 40_000)
+
   it('leaves Redis without an owner when the later join left before its number came back', async () => {
     const a = await makePlane()
     const b = await makePlane()

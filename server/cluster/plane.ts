@@ -82,7 +82,7 @@ export class ControlPlane implements ClusterView {
   private redisUp = false
   /** A warning said Redis went: the next sync says it is back. */
   private warnedDown = false
-  /** Since when Redis has not answered (`undefined` while it does). */
+  /** Since when Redis has not answered, or refused this node's writes (`undefined` while it takes them). */
   private downSinceMs: number | undefined = Date.now()
   /** Whether Redis may not hold this node's peers as they are (a write failed, Redis went): a `sync` is due. */
   private dirty = true
@@ -144,7 +144,7 @@ export class ControlPlane implements ClusterView {
     }
   }
 
-  /** Whether this node is ready: false while Redis has been unreachable longer than `clusterNodeTtlMs`. */
+  /** Whether this node is ready: false while Redis has been unreachable (or refused its writes) longer than `clusterNodeTtlMs`. */
   ready (): boolean {
     return this.downSinceMs === undefined || Date.now() - this.downSinceMs <= this.ttlMs
   }
@@ -228,7 +228,12 @@ export class ControlPlane implements ClusterView {
       return await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args)
     } catch (err) {
       this.metrics.redisErrors.inc()
-      if (redis === this.cmd && name !== 'reap') this.dirty = true
+      if (redis === this.cmd && name !== 'reap') {
+        this.dirty = true
+        // A Redis that answers but refuses writes (out of memory, a read-only replica after a
+        // failover) counts as away: only a `sync` that goes through ends it.
+        this.downSinceMs ??= Date.now()
+      }
       throw err
     }
   }
@@ -238,7 +243,7 @@ export class ControlPlane implements ClusterView {
     this.dirty = true
     if (!this.redisUp || this.closed) return
     this.redisUp = false
-    this.downSinceMs = Date.now()
+    this.downSinceMs ??= Date.now()
     this.warnedDown = true
     this.logger.warn('Redis unreachable: joins and leaves are served locally and written when it answers')
   }
