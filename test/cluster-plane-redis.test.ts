@@ -11,7 +11,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../shared/logger.ts'
 import type { PeerProfile } from '../shared/profile.ts'
 import { ClusterDirectory } from '../server/cluster/cluster-directory.ts'
-import { ControlPlane, KEY_PREFIX } from '../server/cluster/plane.ts'
+import { ControlPlane, KEY_PREFIX, LOG_MAX_ENTRIES } from '../server/cluster/plane.ts'
+import { runScript } from '../server/cluster/redis-scripts.ts'
 import type { Membership } from '../server/cluster/membership.ts'
 import { ServerMetrics } from '../server/metrics.ts'
 import { resolveServerOptions } from '../server/options.ts'
@@ -242,6 +243,31 @@ describe('control plane against a real Redis', () => {
     }
     await waitFor('the plane to be ready again', () => a.plane.ready(), 20_000)
     await waitForAsync('/m1 to be written', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/m1'))?.includes(a.plane.nodeId) === true, 20_000)
+  }, 40_000)
+
+  it('reaps a lapsed node once, removing only the entries that still name it, and logs their leaves', async () => {
+    // No plane runs here: none of their heartbeats may reap the node first.
+    const entry = (n: string, s: number): string => JSON.stringify({ n, s, p: null })
+    // A node whose key lapsed: registered, two addresses in its set, one of them since joined on another node (later).
+    await direct.hset(`${KEY_PREFIX}nodes`, 'ghost', '127.0.0.1:9')
+    await direct.sadd(`${KEY_PREFIX}nodepeers:ghost`, '/g1', '/g2')
+    await direct.hset(`${KEY_PREFIX}peers`, '/g1', entry('ghost', 1), '/g2', entry('other', 2))
+    const reap = async (): Promise<unknown> => await runScript(direct, KEY_PREFIX, LOG_MAX_ENTRIES, 'reap', ['ghost'])
+    const [first, second] = await Promise.all([reap(), reap()])
+    expect([first, second]).toEqual([1, -1])
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/g1')).toBeNull()
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/g2')).toBe(entry('other', 2))
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, 'ghost')).toBe(0)
+    expect(await direct.exists(`${KEY_PREFIX}nodepeers:ghost`)).toBe(0)
+    const log = await direct.xrange(`${KEY_PREFIX}log`, '-', '+')
+    expect(log.filter(([, f]) => f[1] === 'leave').map(([, f]) => f[3])).toEqual(['/g1'])
+    // A node alive again (its key is back) is not reaped.
+    await direct.hset(`${KEY_PREFIX}nodes`, 'ghost', '127.0.0.1:9')
+    await direct.set(`${KEY_PREFIX}node:ghost`, '{}')
+    expect(await reap()).toBe(-1)
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, 'ghost')).toBe(1)
+    await direct.del(`${KEY_PREFIX}node:ghost`)
+    await direct.hdel(`${KEY_PREFIX}nodes`, 'ghost')
   }, 40_000)
 
   it('leaves Redis without an owner when the later join left before its number came back', async () => {
