@@ -270,6 +270,19 @@ describe('control plane against a real Redis', () => {
     await direct.hdel(`${KEY_PREFIX}nodes`, 'ghost')
   }, 40_000)
 
+  it('registers itself again before a join when Redis no longer holds its registration (reaped while frozen)', async () => {
+    // Heartbeats far apart: only the join can find out.
+    const a = await makePlane(redis.socket, 60_000)
+    await direct.del(`${KEY_PREFIX}node:${a.plane.nodeId}`)
+    await direct.hdel(`${KEY_PREFIX}nodes`, a.plane.nodeId)
+    a.join('/o1')
+    await waitForAsync('the node to be registered again with /o1', async () =>
+      await direct.hexists(`${KEY_PREFIX}nodes`, a.plane.nodeId) === 1 &&
+      (await direct.hget(`${KEY_PREFIX}peers`, '/o1'))?.includes(a.plane.nodeId) === true, 10_000) // its first heartbeat is 20 s away
+    expect(await direct.exists(`${KEY_PREFIX}node:${a.plane.nodeId}`)).toBe(1)
+    await waitFor('the join to be numbered', () => (a.directory.entry('/o1')?.seq ?? 0) > 0, 20_000)
+  }, 40_000)
+
   it('leaves Redis without an owner when the later join left before its number came back', async () => {
     const a = await makePlane()
     const b = await makePlane()

@@ -177,6 +177,7 @@ export class ControlPlane implements ClusterView {
     const entry = this.deps.directory.entry(addr)
     if (this.gone || entry?.sessionId === undefined) return
     this.command('join', [addr, this.nodeId, profileJson(profile)]).then((reply) => {
+      if (reply === -1) return this.reregister()
       const seq = readSeq(reply)
       if (seq !== undefined) this.numbered(entry, seq)
     }, () => {})
@@ -472,16 +473,19 @@ export class ControlPlane implements ClusterView {
       return
     }
     if (!Array.isArray(reply)) return
-    if (reply[0] === 1) {
-      this.logger.warn('this node\'s registration had lapsed (was it frozen?): registering it and its peers again')
-      this.dirty = true
-      return this.recover()
-    }
+    if (reply[0] === 1) return this.reregister()
     const { nodes, lapsed, bad } = readNodes(reply, 3, 1)
     if (bad > 0) this.metrics.badEntries.inc(bad)
     for (const id of lapsed) if (id !== this.nodeId) void this.reap(id)
     for (const [id, link] of nodes) this.members.seen(id, link)
     this.members.sweep(nodes, askedMs)
+  }
+
+  /** Redis no longer holds this node's registration (reaped while frozen, or Redis lost its data): write it and its peers again. */
+  private reregister (): void {
+    if (!this.dirty) this.logger.warn('this node\'s registration had lapsed (was it frozen?): registering it and its peers again')
+    this.dirty = true
+    this.recover()
   }
 
   /** The first survivor to see `id`'s key lapsed removes it from Redis (one script; the others find nothing to do). */
