@@ -320,6 +320,20 @@ describe('control plane against a real Redis', () => {
     }
   }, 40_000)
 
+  it('writes nothing back after its goodbye, even with a sync due behind one in flight', async () => {
+    const a = await makePlane()
+    a.join('/s1')
+    await waitFor('/s1 to be numbered', () => (a.directory.entry('/s1')?.seq ?? 0) > 0, 20_000)
+    // A reconnection's sync in flight and another one due (as two 'ready' events make), then the goodbye.
+    const recover = (a.plane as unknown as { recover: () => void }).recover.bind(a.plane)
+    recover()
+    recover()
+    await a.plane.leaving()
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, a.plane.nodeId)).toBe(0)
+    expect(await direct.hexists(`${KEY_PREFIX}peers`, '/s1')).toBe(0)
+  }, 40_000)
+
   it('removes its peers and its registration on leaving, at once', async () => {
     const a = await makePlane()
     const b = await makePlane()

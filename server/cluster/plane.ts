@@ -260,7 +260,7 @@ export class ControlPlane implements ClusterView {
       do {
         this.syncAgain = false
         await this.sync()
-      } while (this.syncAgain && !this.closed)
+      } while (this.syncAgain && !this.gone)
     })().catch((err: unknown) => {
       this.logger.debug({ err: (err as Error).message }, 'sync with Redis failed; retried')
     }).finally(() => { this.syncing = undefined })
