@@ -11,7 +11,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { silentLogger } from '../shared/logger.ts'
 import type { PeerProfile } from '../shared/profile.ts'
 import { ClusterDirectory } from '../server/cluster/cluster-directory.ts'
-import { ControlPlane, KEY_PREFIX } from '../server/cluster/plane.ts'
+import { ControlPlane, KEY_PREFIX, LOG_MAX_ENTRIES } from '../server/cluster/plane.ts'
+import { runScript } from '../server/cluster/redis-scripts.ts'
+import type { Membership } from '../server/cluster/membership.ts'
 import { ServerMetrics } from '../server/metrics.ts'
 import { resolveServerOptions } from '../server/options.ts'
 import type { Rendezvous } from '../server/rendezvous.ts'
@@ -27,6 +29,15 @@ interface TestPlane {
   /** A local session joins `addr` (the rendezvous's part: directory, then the hook). */
   join: (addr: string, session?: string) => void
   leave: (addr: string, session?: string) => void
+}
+
+/** `waitFor` with a check that asks Redis or the metrics registry. */
+async function waitForAsync (what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
 }
 
 /** A metric's value (summed over labels). */
@@ -58,8 +69,16 @@ describe('control plane against a real Redis', () => {
     await redis.stop()
   })
 
-  const makePlane = async (url = redis.socket): Promise<TestPlane> => {
-    const options = resolveServerOptions({ redis: url, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs: 1500 })
+  /** Drop the Redis connection named `name` (Redis's side), as a network cut would. */
+  const killClient = async (name: string): Promise<void> => {
+    const list = String(await direct.call('CLIENT', 'LIST'))
+    const id = list.split('\n').map((line) => /^id=(\d+) .*\bname=(\S+)/.exec(line)).find((m) => m?.[2] === name)?.[1]
+    if (id === undefined) throw new Error(`no Redis client named ${name}`)
+    await direct.call('CLIENT', 'KILL', 'ID', id)
+  }
+
+  const makePlane = async (url = redis.socket, clusterNodeTtlMs = 1500): Promise<TestPlane> => {
+    const options = resolveServerOptions({ redis: url, clusterSecret: 'test-cluster-secret-0123456789', clusterNodeTtlMs })
     const metrics = new ServerMetrics(false, () => 0)
     const directory = new ClusterDirectory()
     const calls: string[] = []
@@ -167,6 +186,103 @@ describe('control plane against a real Redis', () => {
     expect(await direct.hget(`${KEY_PREFIX}peers`, '/x')).toContain(a.plane.nodeId)
   }, 40_000)
 
+  it('decides a contest when an address changed hands locally and the new holder\'s write is in flight', async () => {
+    const a = await makePlane()
+    const b = await makePlane()
+    a.join('/h', 'sa')
+    await waitFor('A\'s first join of /h to be numbered', () => (a.directory.entry('/h')?.seq ?? 0) > 0, 20_000)
+    // A second session on A takes /h over (its join is not written yet), then B joins /h.
+    a.directory.set('/h', 'sa2')
+    b.join('/h', 'sb')
+    await waitFor('B\'s join of /h to be numbered and read by A', () => {
+      const seq = b.directory.entry('/h')?.seq ?? 0
+      return seq > 0 && a.directory.highestSeq >= seq
+    }, 20_000)
+    expect(a.calls).not.toContain('displaced /h') // A's new holder's join is later than B's: undecided until numbered
+    a.plane.joined('/h', undefined)
+    await waitFor('B to give /h up to the later join on A', () => b.calls.includes('displaced /h'), 20_000)
+    expect(a.directory.owner('/h')).toBe('sa2')
+    expect(a.calls).not.toContain('displaced /h')
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/h')).toContain(a.plane.nodeId)
+  }, 40_000)
+
+  it('keeps the other nodes\' peers when it reads a Redis that lost its data before it wrote itself back', async () => {
+    // Heartbeats far apart: nothing re-registers on its own during the test.
+    const a = await makePlane(redis.socket, 60_000)
+    const b = await makePlane(redis.socket, 60_000)
+    a.join('/r1')
+    await waitFor('plane B to hear of /r1', () => b.directory.nodeOf('/r1') === a.plane.nodeId, 20_000)
+    const before = await metric(b.metrics, 'starsock_cluster_resyncs_total')
+    // Long after start: B's start-up grace for absent nodes is over.
+    const membersOfB = (b.plane as unknown as { members: Membership }).members
+    membersOfB.graceUntil(0)
+    // Redis loses everything, and B's log reader reconnects first (its command connection has not noticed).
+    await direct.flushall()
+    await killClient(`starsock-${b.plane.nodeId}-log`)
+    await waitForAsync('plane B to re-read a snapshot', async () => await metric(b.metrics, 'starsock_cluster_resyncs_total') > before, 20_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(b.calls).not.toContain('leave /r1')
+    expect(b.directory.nodeOf('/r1')).toBe(a.plane.nodeId)
+    // A's command connection drops and comes back: A writes itself back, B reads /r1 in Redis again.
+    await killClient(`starsock-${a.plane.nodeId}`)
+    await waitForAsync('A to write /r1 back', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/r1'))?.includes(a.plane.nodeId) === true, 20_000)
+    expect(b.directory.nodeOf('/r1')).toBe(a.plane.nodeId)
+    expect(b.calls).not.toContain('leave /r1')
+  }, 40_000)
+
+  it('is not ready while Redis answers but refuses its writes longer than the time-to-live, and ready again after', async () => {
+    const a = await makePlane()
+    expect(a.plane.ready()).toBe(true)
+    await direct.config('SET', 'maxmemory', '1')
+    try {
+      a.join('/m1') // refused (out of memory): written when Redis takes writes again
+      await waitFor('the plane to say it is not ready', () => !a.plane.ready(), 20_000)
+      expect(await metric(a.metrics, 'starsock_cluster_redis_errors_total')).toBeGreaterThan(0)
+    } finally {
+      await direct.config('SET', 'maxmemory', '0')
+    }
+    await waitFor('the plane to be ready again', () => a.plane.ready(), 20_000)
+    await waitForAsync('/m1 to be written', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/m1'))?.includes(a.plane.nodeId) === true, 20_000)
+  }, 40_000)
+
+  it('reaps a lapsed node once, removing only the entries that still name it, and logs their leaves', async () => {
+    // No plane runs here: none of their heartbeats may reap the node first.
+    const entry = (n: string, s: number): string => JSON.stringify({ n, s, p: null })
+    // A node whose key lapsed: registered, two addresses in its set, one of them since joined on another node (later).
+    await direct.hset(`${KEY_PREFIX}nodes`, 'ghost', '127.0.0.1:9')
+    await direct.sadd(`${KEY_PREFIX}nodepeers:ghost`, '/g1', '/g2')
+    await direct.hset(`${KEY_PREFIX}peers`, '/g1', entry('ghost', 1), '/g2', entry('other', 2))
+    const reap = async (): Promise<unknown> => await runScript(direct, KEY_PREFIX, LOG_MAX_ENTRIES, 'reap', ['ghost'])
+    const [first, second] = await Promise.all([reap(), reap()])
+    expect([first, second]).toEqual([1, -1])
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/g1')).toBeNull()
+    expect(await direct.hget(`${KEY_PREFIX}peers`, '/g2')).toBe(entry('other', 2))
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, 'ghost')).toBe(0)
+    expect(await direct.exists(`${KEY_PREFIX}nodepeers:ghost`)).toBe(0)
+    const log = await direct.xrange(`${KEY_PREFIX}log`, '-', '+')
+    expect(log.filter(([, f]) => f[1] === 'leave').map(([, f]) => f[3])).toEqual(['/g1'])
+    // A node alive again (its key is back) is not reaped.
+    await direct.hset(`${KEY_PREFIX}nodes`, 'ghost', '127.0.0.1:9')
+    await direct.set(`${KEY_PREFIX}node:ghost`, '{}')
+    expect(await reap()).toBe(-1)
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, 'ghost')).toBe(1)
+    await direct.del(`${KEY_PREFIX}node:ghost`)
+    await direct.hdel(`${KEY_PREFIX}nodes`, 'ghost')
+  }, 40_000)
+
+  it('registers itself again before a join when Redis no longer holds its registration (reaped while frozen)', async () => {
+    // Heartbeats far apart: only the join can find out.
+    const a = await makePlane(redis.socket, 60_000)
+    await direct.del(`${KEY_PREFIX}node:${a.plane.nodeId}`)
+    await direct.hdel(`${KEY_PREFIX}nodes`, a.plane.nodeId)
+    a.join('/o1')
+    await waitForAsync('the node to be registered again with /o1', async () =>
+      await direct.hexists(`${KEY_PREFIX}nodes`, a.plane.nodeId) === 1 &&
+      (await direct.hget(`${KEY_PREFIX}peers`, '/o1'))?.includes(a.plane.nodeId) === true, 10_000) // its first heartbeat is 20 s away
+    expect(await direct.exists(`${KEY_PREFIX}node:${a.plane.nodeId}`)).toBe(1)
+    await waitFor('the join to be numbered', () => (a.directory.entry('/o1')?.seq ?? 0) > 0, 20_000)
+  }, 40_000)
+
   it('leaves Redis without an owner when the later join left before its number came back', async () => {
     const a = await makePlane()
     const b = await makePlane()
@@ -202,6 +318,20 @@ describe('control plane against a real Redis', () => {
       for (const p of planes.splice(0)) await p.close()
       proc.kill('SIGKILL')
     }
+  }, 40_000)
+
+  it('writes nothing back after its goodbye, even with a sync due behind one in flight', async () => {
+    const a = await makePlane()
+    a.join('/s1')
+    await waitFor('/s1 to be numbered', () => (a.directory.entry('/s1')?.seq ?? 0) > 0, 20_000)
+    // A reconnection's sync in flight and another one due (as two 'ready' events make), then the goodbye.
+    const recover = (a.plane as unknown as { recover: () => void }).recover.bind(a.plane)
+    recover()
+    recover()
+    await a.plane.leaving()
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(await direct.hexists(`${KEY_PREFIX}nodes`, a.plane.nodeId)).toBe(0)
+    expect(await direct.hexists(`${KEY_PREFIX}peers`, '/s1')).toBe(0)
   }, 40_000)
 
   it('removes its peers and its registration on leaving, at once', async () => {

@@ -85,12 +85,15 @@ export class ClusterDirectory implements PeerDirectory {
 
   /**
    * A local session joined `addr`: a new entry goes in provisionally (see the module comment); a
-   * remote entry for it is replaced (the local join is the later one); a local one changes hands.
+   * remote entry for it is replaced (the local join is the later one); a local one changes hands
+   * and keeps its place, but its number is the old holder's: it is unnumbered (`seq` 0) until the
+   * new holder's join comes back from Redis, so a join on another node meanwhile is decided then.
    */
   set (addr: string, sessionId: string): void {
     const e = this.entries.get(addr)
     if (e !== undefined && e.sessionId !== undefined) {
       e.sessionId = sessionId
+      e.seq = 0
       return
     }
     if (e !== undefined) this.remove(e)

@@ -82,7 +82,7 @@ export class ControlPlane implements ClusterView {
   private redisUp = false
   /** A warning said Redis went: the next sync says it is back. */
   private warnedDown = false
-  /** Since when Redis has not answered (`undefined` while it does). */
+  /** Since when Redis has not answered, or refused this node's writes (`undefined` while it takes them). */
   private downSinceMs: number | undefined = Date.now()
   /** Whether Redis may not hold this node's peers as they are (a write failed, Redis went): a `sync` is due. */
   private dirty = true
@@ -144,7 +144,7 @@ export class ControlPlane implements ClusterView {
     }
   }
 
-  /** Whether this node is ready: false while Redis has been unreachable longer than `clusterNodeTtlMs`. */
+  /** Whether this node is ready: false while Redis has been unreachable (or refused its writes) longer than `clusterNodeTtlMs`. */
   ready (): boolean {
     return this.downSinceMs === undefined || Date.now() - this.downSinceMs <= this.ttlMs
   }
@@ -177,6 +177,7 @@ export class ControlPlane implements ClusterView {
     const entry = this.deps.directory.entry(addr)
     if (this.gone || entry?.sessionId === undefined) return
     this.command('join', [addr, this.nodeId, profileJson(profile)]).then((reply) => {
+      if (reply === -1) return this.reregister()
       const seq = readSeq(reply)
       if (seq !== undefined) this.numbered(entry, seq)
     }, () => {})
@@ -228,7 +229,12 @@ export class ControlPlane implements ClusterView {
       return await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args)
     } catch (err) {
       this.metrics.redisErrors.inc()
-      if (redis === this.cmd && name !== 'reap') this.dirty = true
+      if (redis === this.cmd && name !== 'reap') {
+        this.dirty = true
+        // A Redis that answers but refuses writes (out of memory, a read-only replica after a
+        // failover) counts as away: only a `sync` that goes through ends it.
+        this.downSinceMs ??= Date.now()
+      }
       throw err
     }
   }
@@ -238,7 +244,7 @@ export class ControlPlane implements ClusterView {
     this.dirty = true
     if (!this.redisUp || this.closed) return
     this.redisUp = false
-    this.downSinceMs = Date.now()
+    this.downSinceMs ??= Date.now()
     this.warnedDown = true
     this.logger.warn('Redis unreachable: joins and leaves are served locally and written when it answers')
   }
@@ -254,7 +260,7 @@ export class ControlPlane implements ClusterView {
       do {
         this.syncAgain = false
         await this.sync()
-      } while (this.syncAgain && !this.closed)
+      } while (this.syncAgain && !this.gone)
     })().catch((err: unknown) => {
       this.logger.debug({ err: (err as Error).message }, 'sync with Redis failed; retried')
     }).finally(() => { this.syncing = undefined })
@@ -388,7 +394,9 @@ export class ControlPlane implements ClusterView {
       listed.add(row.addr)
       this.remoteJoin(row)
     }
-    const inGrace = this.members.inGrace()
+    // Until this node has written itself back (`sync`), a snapshot without it is of a Redis that
+    // lost its data (restarted empty, flushed): the other nodes have not re-registered either.
+    const inGrace = this.members.inGrace() || !this.redisUp || !snapshot.nodes.has(this.nodeId)
     for (const e of directory.remoteEntries()) {
       if (listed.has(e.addr) || e.node === undefined) continue
       // A node not registered now may come back (Redis restarted empty): its peers wait for the grace.
@@ -465,16 +473,19 @@ export class ControlPlane implements ClusterView {
       return
     }
     if (!Array.isArray(reply)) return
-    if (reply[0] === 1) {
-      this.logger.warn('this node\'s registration had lapsed (was it frozen?): registering it and its peers again')
-      this.dirty = true
-      return this.recover()
-    }
+    if (reply[0] === 1) return this.reregister()
     const { nodes, lapsed, bad } = readNodes(reply, 3, 1)
     if (bad > 0) this.metrics.badEntries.inc(bad)
     for (const id of lapsed) if (id !== this.nodeId) void this.reap(id)
     for (const [id, link] of nodes) this.members.seen(id, link)
     this.members.sweep(nodes, askedMs)
+  }
+
+  /** Redis no longer holds this node's registration (reaped while frozen, or Redis lost its data): write it and its peers again. */
+  private reregister (): void {
+    if (!this.dirty) this.logger.warn('this node\'s registration had lapsed (was it frozen?): registering it and its peers again')
+    this.dirty = true
+    this.recover()
   }
 
   /** The first survivor to see `id`'s key lapsed removes it from Redis (one script; the others find nothing to do). */

@@ -54,8 +54,14 @@ end
 
 /** The scripts by name; ARGV[1] is the key prefix and ARGV[2] the log's length bound in every one. */
 const BODIES = {
-  /** ARGV addr, node, profile JSON ('null'): a join; returns its seq. */
-  join: 'return join(ARGV[3], ARGV[4], ARGV[5])',
+  /**
+   * ARGV addr, node, profile JSON ('null'): a join; returns its seq, or -1 when the node is not
+   * registered (reaped while frozen, or Redis lost its data): it must \`sync\` first, or its entry
+   * would name a node no survivor ever reaps.
+   */
+  join: `
+if redis.call('EXISTS', p .. 'node:' .. ARGV[4]) == 0 then return -1 end
+return join(ARGV[3], ARGV[4], ARGV[5])`,
   /** ARGV addr, node: a leave, only if `node` still holds it (another node may have taken it since); returns its seq or 0. */
   leave: 'return leave(ARGV[3], ARGV[4])',
   /** ARGV addr, node, profile JSON: a profile change of an address `node` holds; returns its seq or 0. */

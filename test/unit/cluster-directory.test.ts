@@ -66,6 +66,19 @@ describe('ClusterDirectory', () => {
     expect(d.entry('/p3')!.key).toBe(13 * SEQ_SCALE + 1)
   })
 
+  it('unnumbers a local entry that changes hands (the new holder\'s join is not written yet), keeping its place', () => {
+    const d = new ClusterDirectory()
+    d.set('/h', 's1')
+    expect(d.confirm(d.entry('/h')!, 5)).toBe(true)
+    const key = d.entry('/h')!.key
+    d.set('/h', 's2')
+    expect(d.owner('/h')).toBe('s2')
+    expect(d.entry('/h')!.seq).toBe(0)
+    expect(d.entry('/h')!.key).toBe(key)
+    expect(d.confirm(d.entry('/h')!, 9)).toBe(true)
+    expect(d.entry('/h')!.seq).toBe(9)
+  })
+
   it('keeps the order across nodes: a cursor of one copy is valid on another', () => {
     const one = new ClusterDirectory()
     const two = new ClusterDirectory()
