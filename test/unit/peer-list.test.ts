@@ -123,6 +123,38 @@ describe('PeerGathering (a rejoin)', () => {
     expect(list.addressOf(ID(2))).toBe(ADDR(2, '5.6.7.8'))
   })
 
+  it('a live change after the page listed a peer wins over the page (a leave, or a move, in a batch or alone)', () => {
+    const { list, events } = setup()
+    list.learn(ADDR(5))
+    const g = list.gather()
+    g.collectAll([ADDR(1), ADDR(2), ADDR(3), ADDR(5)]) // a page read while the peers were there
+    list.applyBatch([['leave', ADDR(1)], ['join', ADDR(2, '5.6.7.8')]]) // then a batch: 1 left, 2 moved
+    list.forget(ADDR(3)) // a single peer-leave
+    list.applyBatch([['leave', ADDR(5)], ['join', ADDR(5)]]) // 5 left and came back
+    g.apply()
+    expect(list.list().map((p) => p.addr).sort()).toEqual([ADDR(2, '5.6.7.8'), ADDR(5)].sort())
+    expect(events.filter((e) => e.includes(ID(1)) || e.includes(ID(3)))).toEqual([])
+  })
+
+  it('a live join before a page that lacks the peer keeps it (the page passed its place before it joined)', () => {
+    const { list } = setup()
+    list.learn(ADDR(1))
+    const g = list.gather()
+    list.applyBatch([['leave', ADDR(1)], ['join', ADDR(1)]])
+    g.collectAll([])
+    g.apply()
+    expect(list.list().map((p) => p.addr)).toEqual([ADDR(1)])
+  })
+
+  it('a live profile change after the page wins over the page\'s profile', async () => {
+    const { list } = setup()
+    const g = list.gather()
+    await g.loadPages(pages(() => [null, { addrs: [ADDR(1)], next: null, profiles: [{ name: 'old', kind: 'node' }] }]))
+    list.applyBatch([['profile', ADDR(1), { name: 'new', kind: 'node' }]]) // not known yet: only noted
+    g.apply()
+    expect(list.info(ID(1))?.name).toBe('new')
+  })
+
   it('reads the pages by their cursors to the end', async () => {
     const { list, events } = setup()
     const link = pages((cursor) => cursor === 0 ? [null, { addrs: [ADDR(1)], next: 5 }] : [null, { addrs: [ADDR(2)], next: null }])
