@@ -47,11 +47,25 @@ export function checkDialTarget (target: string): void {
   }
 }
 
+/**
+ * The live changes seen while a join gathers the list. Live events after a join are every change
+ * since it, in order, so for what they touched they are newer than any page (issue 18: a batch may
+ * arrive after a page that already showed its changes, or before one that did not yet).
+ */
+interface LiveChanges {
+  /** Addresses a live join or leave named. */
+  readonly addrs: Set<string>
+  /** The last live profile of each address (as sent; checked when used). */
+  readonly profiles: Map<string, unknown>
+}
+
 /** The peers online, by peer id; tells `onJoin`, `onLeave` and `onProfile` of every change. */
 export class PeerList {
   private readonly known = new Map<string, string>()
   /** Profiles of known peers that have one (checked), by peer id. */
   private readonly profiles = new Map<string, PeerProfile>()
+  /** Live changes since the running gathering began (none: no gathering runs). */
+  private live: LiveChanges | undefined
 
   constructor (
     /** This peer's own id, never listed. */
@@ -87,6 +101,7 @@ export class PeerList {
   learn (addr: unknown, profile?: unknown): void {
     const peerId = this.otherPeerId(addr)
     if (peerId === undefined) return
+    this.live?.addrs.add(addr as string)
     if (this.known.get(peerId) === addr) {
       this.changeProfile(addr, profile)
       return
@@ -101,6 +116,7 @@ export class PeerList {
   changeProfile (addr: unknown, profile: unknown): void {
     const peerId = this.otherPeerId(addr)
     const checked = readProfile(profile)
+    if (peerId !== undefined && checked !== undefined) this.live?.profiles.set(addr as string, profile)
     if (peerId === undefined || checked === undefined || this.known.get(peerId) !== addr) return
     if (sameProfile(this.profiles.get(peerId), checked)) return
     this.profiles.set(peerId, checked)
@@ -110,7 +126,9 @@ export class PeerList {
   /** The peer at `addr` left (only if that is still the address known for it). */
   forget (addr: unknown): void {
     const peerId = parseAddress(addr)?.peerId
-    if (typeof addr !== 'string' || peerId === undefined || this.known.get(peerId) !== addr) return
+    if (typeof addr !== 'string' || peerId === undefined) return
+    this.live?.addrs.add(addr)
+    if (this.known.get(peerId) !== addr) return
     const info = infoOf(peerId, addr, this.profiles.get(peerId))
     this.known.delete(peerId)
     this.profiles.delete(peerId)
@@ -131,7 +149,14 @@ export class PeerList {
 
   /** Start gathering the list anew (a join on a fresh connection); nothing changes until `apply`. */
   gather (): PeerGathering {
-    return new PeerGathering(this, new Map(this.known), (peerId) => this.known.get(peerId))
+    const live: LiveChanges = { addrs: new Set(), profiles: new Map() }
+    this.live = live
+    return new PeerGathering(this, new Map(this.known), (peerId) => this.known.get(peerId), live)
+  }
+
+  /** Stop noting live changes for `live`'s gathering (it is being applied), unless a newer one runs. */
+  endGathering (live: LiveChanges): void {
+    if (this.live === live) this.live = undefined
   }
 
   /** The peer id of `addr` when it is another peer's address string. */
@@ -150,7 +175,9 @@ export class PeerGathering {
     private readonly list: PeerList,
     /** The list when the join began. */
     private readonly before: ReadonlyMap<string, string>,
-    private readonly current: (peerId: string) => string | undefined
+    private readonly current: (peerId: string) => string | undefined,
+    /** Live changes meanwhile: they win over the pages for what they touched. */
+    private readonly live: LiveChanges
   ) {}
 
   /** Add the addresses of a join reply (anything but an array is none). */
@@ -186,12 +213,20 @@ export class PeerGathering {
 
   /**
    * Swap the list in one step, telling only what changed since the join began: peers learned from
-   * live events meanwhile stay; those gone since the last connection leave.
+   * live events meanwhile stay; those gone since the last connection leave. A live join or leave
+   * wins over the pages (a peer listed, then gone, stays gone), and so does a live profile.
    */
   apply (): void {
+    this.list.endGathering(this.live)
+    const { addrs, profiles } = this.live
     for (const [peerId, addr] of this.before) {
-      if (this.found.get(peerId) !== addr && this.current(peerId) === addr) this.list.forget(addr)
+      if (this.found.get(peerId) !== addr && this.current(peerId) === addr && !addrs.has(addr)) this.list.forget(addr)
     }
-    for (const [peerId, addr] of this.found) this.list.learn(addr, this.foundProfiles.get(peerId))
+    for (const [peerId, addr] of this.found) {
+      const now = this.current(peerId)
+      // Told live of this address, or of where the peer is now: the page is older.
+      if (addrs.has(addr) || (now !== undefined && addrs.has(now))) continue
+      this.list.learn(addr, profiles.has(addr) ? profiles.get(addr) : this.foundProfiles.get(peerId))
+    }
   }
 }

@@ -125,9 +125,22 @@ export class Announcer {
    * whether batched (`starsock:peer-batch`) or one event per change.
    */
   setPeerEvents (session: Session, on: boolean, batch = false): void {
+    const wasBatch = this.batchSessions.has(session)
     this.drop(session)
     if (on && batch) this.batchSessions.add(session)
     else if (on) this.eventSessions.add(session)
+    // A joined client that leaves batches for single events would miss what is pending: told now, one event each.
+    if (wasBatch && on && !batch && session.addrs.size > 0) this.tellPending(session)
+  }
+
+  /** The pending batch entries not about `session`'s own addresses, as single events, in order. */
+  private tellPending (session: Session): void {
+    for (const entry of this.window.peek()) {
+      if (session.addrs.has(entry[1])) continue
+      if (entry[0] === 'leave') session.endpoint.emit(EVENTS.PEER_LEAVE, entry[1])
+      else if (entry[0] === 'profile') session.endpoint.emit(EVENTS.PEER_PROFILE, entry[1], entry[2])
+      else session.endpoint.emit(EVENTS.PEER_JOIN, ...entry.slice(1))
+    }
   }
 
   /** Forget `session` (it disconnected). */

@@ -82,6 +82,11 @@ export class PeerBatchWindow {
     if (pending.leave === undefined) pending.leave = this.push(['leave', addr])
   }
 
+  /** The pending entries in order; the window keeps them. */
+  peek (): PeerBatchEntry[] {
+    return this.slots.filter((slot) => slot.live).map((slot) => slot.entry)
+  }
+
   /** The pending entries in order; the window is empty afterwards. */
   take (): PeerBatchEntry[] {
     const entries = this.slots.filter((slot) => slot.live).map((slot) => slot.entry)

@@ -437,6 +437,22 @@ describe('Announcer peer batches', () => {
     expect(single.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10)]]]])
   })
 
+  it('a joined batch client that says hello again without peerBatch gets what was pending as single events', () => {
+    const { announcer, batch } = batchWorld()
+    announcer.joined(addrOf(10), undefined, { kind: 'node', name: 'ten' })
+    announcer.left(addrOf(11))
+    announcer.profileChanged([addrOf(12)], undefined, { kind: 'browser' })
+    batch.emits.length = 0
+    announcer.setPeerEvents(batch.session, true, false)
+    expect(batch.emits).toEqual([
+      [EVENTS.PEER_JOIN, addrOf(10), { kind: 'node', name: 'ten' }],
+      [EVENTS.PEER_LEAVE, addrOf(11)],
+      [EVENTS.PEER_PROFILE, addrOf(12), { kind: 'browser' }]
+    ])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    expect(batch.emits).toHaveLength(3)
+  })
+
   it('caps a batch at maxBatchEntries: the oldest joins are dropped and counted, never a leave', () => {
     const held: string[] = []
     vi.useFakeTimers()

@@ -81,8 +81,14 @@ describe('PeerBatchWindow', () => {
   })
 
   it('a client applying the batch ends where single events would have left it (random changes, any start)', () => {
+    // mulberry32: the low bits of the LCG this had alternated (rand(2) was 0, 1, 0, 1, ...).
     let seed = 7
-    const rand = (n: number): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n }
+    const rand = (n: number): number => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) % n
+    }
     for (let round = 0; round < 2000; round++) {
       const addrs = ['a', 'b', 'c', 'd', 'e']
       const start = new Map<string, string | undefined>(addrs.filter(() => rand(2) === 0).map((a) => [a, undefined]))

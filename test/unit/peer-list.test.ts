@@ -3,6 +3,7 @@ import { EVENTS } from '../../shared/events.ts'
 import { StarsockError, wireError } from '../../shared/errors.ts'
 import { checkDialTarget, MAX_PEER_PAGES, PeerList, type PeerInfo } from '../../client/peer-list.ts'
 import type { Requester } from '../../client/server-link.ts'
+import { PeerBatchWindow } from '../../server/peer-batch.ts'
 
 const ID = (n: number): string => `12D3KooW${String(n).padStart(44, 'A').replace(/0/g, 'o')}`
 const ADDR = (n: number, host = '1.2.3.4'): string => `/ip4/${host}/tcp/9090/ws/p2p-websocket-star/ipfs/${ID(n)}`
@@ -123,6 +124,38 @@ describe('PeerGathering (a rejoin)', () => {
     expect(list.addressOf(ID(2))).toBe(ADDR(2, '5.6.7.8'))
   })
 
+  it('a live change after the page listed a peer wins over the page (a leave, or a move, in a batch or alone)', () => {
+    const { list, events } = setup()
+    list.learn(ADDR(5))
+    const g = list.gather()
+    g.collectAll([ADDR(1), ADDR(2), ADDR(3), ADDR(5)]) // a page read while the peers were there
+    list.applyBatch([['leave', ADDR(1)], ['join', ADDR(2, '5.6.7.8')]]) // then a batch: 1 left, 2 moved
+    list.forget(ADDR(3)) // a single peer-leave
+    list.applyBatch([['leave', ADDR(5)], ['join', ADDR(5)]]) // 5 left and came back
+    g.apply()
+    expect(list.list().map((p) => p.addr).sort()).toEqual([ADDR(2, '5.6.7.8'), ADDR(5)].sort())
+    expect(events.filter((e) => e.includes(ID(1)) || e.includes(ID(3)))).toEqual([])
+  })
+
+  it('a live join before a page that lacks the peer keeps it (the page passed its place before it joined)', () => {
+    const { list } = setup()
+    list.learn(ADDR(1))
+    const g = list.gather()
+    list.applyBatch([['leave', ADDR(1)], ['join', ADDR(1)]])
+    g.collectAll([])
+    g.apply()
+    expect(list.list().map((p) => p.addr)).toEqual([ADDR(1)])
+  })
+
+  it('a live profile change after the page wins over the page\'s profile', async () => {
+    const { list } = setup()
+    const g = list.gather()
+    await g.loadPages(pages(() => [null, { addrs: [ADDR(1)], next: null, profiles: [{ name: 'old', kind: 'node' }] }]))
+    list.applyBatch([['profile', ADDR(1), { name: 'new', kind: 'node' }]]) // not known yet: only noted
+    g.apply()
+    expect(list.info(ID(1))?.name).toBe('new')
+  })
+
   it('reads the pages by their cursors to the end', async () => {
     const { list, events } = setup()
     const link = pages((cursor) => cursor === 0 ? [null, { addrs: [ADDR(1)], next: 5 }] : [null, { addrs: [ADDR(2)], next: null }])
@@ -147,5 +180,73 @@ describe('PeerGathering (a rejoin)', () => {
     const bad = list.gather().loadPages(pages(() => [null, { addrs: 'all', next: null }]))
     await expect(bad).rejects.toBeInstanceOf(StarsockError)
     await expect(bad).rejects.toMatchObject({ code: 'E_BAD_REQUEST', message: 'starsock:peers reply: addrs must be an array' })
+  })
+})
+
+describe('PeerList with batches and a page read in between (issue 18)', () => {
+  it('ends with the server\'s exact list after any interleaving of joins, leaves, moves, profile changes, flushes and the page (random runs)', () => {
+    // mulberry32: a seeded generator whose low bits are as random as its high ones.
+    let seed = 11
+    const rand = (n: number): number => {
+      seed = (seed + 0x6d2b79f5) | 0
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+      return ((t ^ (t >>> 14)) >>> 0) % n
+    }
+    const HOSTS = ['1.2.3.4', '5.6.7.8']
+    for (let round = 0; round < 3000; round++) {
+      // The server's directory: peer n -> its address and profile name (one address per peer).
+      const server = new Map<number, { addr: string, name?: string }>()
+      const window = new PeerBatchWindow(1000)
+      const change = (): void => {
+        const n = 1 + rand(4)
+        const held = server.get(n)
+        const name = rand(2) === 0 ? `n${rand(100)}` : undefined
+        const profile = name === undefined ? undefined : { kind: 'node' as const, name }
+        const kind = rand(4)
+        if (held === undefined || kind === 0) { // a join, or a move to the other host
+          const addr = ADDR(n, HOSTS[rand(2)])
+          if (held?.addr === addr) return
+          if (held !== undefined) { window.leave(held.addr); steps.push(`L${n}`) }
+          server.set(n, name === undefined ? { addr } : { addr, name })
+          steps.push(`J${n}@${addr.slice(5, 8)}`)
+          window.join(addr, profile)
+        } else if (kind === 1) {
+          server.delete(n)
+          steps.push(`L${n}`)
+          window.leave(held.addr)
+        } else if (profile !== undefined) {
+          held.name = name
+          window.profile(held.addr, profile)
+        }
+      }
+      // What the client knew from its last connection, and changes pending before it joined.
+      const steps: string[] = []
+      const { list } = setup()
+      for (let n = 1; n <= 4; n++) if (rand(2) === 0) list.learn(ADDR(n, HOSTS[rand(2)]))
+      for (let k = rand(4); k > 0; k--) change()
+      steps.push(`before:${list.list().map((p) => p.addr.slice(5, 8) + p.peerId.slice(-1)).join(',')}`)
+      const g = list.gather()
+      // The page is read at one step and the gathering applied at a later one (more pages, or
+      // events that came in the same read as the last page's answer).
+      let paged = false
+      let applied = false
+      for (let k = 0, n = 2 + rand(14); k < n || !applied; k++) {
+        const step = k >= n ? (paged ? 3 : 2) : rand(4)
+        if (step === 0) change()
+        else if (step === 1) list.applyBatch(window.take())
+        else if (step === 2 && !paged) {
+          for (const { addr, name } of server.values()) g.collect(addr, name === undefined ? null : { kind: 'node', name })
+          paged = true
+        } else if (step === 3 && paged && !applied) {
+          g.apply()
+          applied = true
+        }
+        steps.push(String(step))
+      }
+      list.applyBatch(window.take())
+      const want = [...server.values()].map(({ addr, name }) => `${addr} ${name ?? '-'}`).sort()
+      expect(list.list().map((p) => `${p.addr} ${p.name ?? '-'}`).sort(), `round ${round}: ${steps.join(' ')}`).toEqual(want)
+    }
   })
 })
