@@ -351,9 +351,11 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
     env: 'STARSOCK_REDIS',
     cli: 'text',
     help: 'join a cluster of nodes through this Redis (redis://, rediss:// or a Unix socket path); needs --cluster-secret',
-    check: (name, v) => {
+    check: (name, v, resolved) => {
       if (typeof v !== 'string') throw new TypeError(`${name} must be a string`)
       if (v !== '' && !/^(rediss?:\/\/|\/)/.test(v)) throw new TypeError(`${name} must be a redis:// or rediss:// URL or an absolute Unix socket path, got ${v}`)
+      // Across nodes the later join of an address wins (docs/cluster.md): without the challenge anyone could displace any peer.
+      if (v !== '' && resolved.cryptoChallenge === false) throw new TypeError(`${name} cannot be used with cryptoChallenge off (--disableCryptoChallenge): across nodes anyone could take any peer's address`)
       return v
     }
   },

@@ -132,6 +132,16 @@ describe('resolveServerOptions', () => {
     expect(() => resolveServerOptions({ stickyCookie: 1 as unknown as string })).toThrow('stickyCookie must be a string')
   })
 
+  it('takes a Redis URL or socket path with a secret, and refuses one without the join challenge (any node could take any address)', () => {
+    const secret = 'sixteen-chars-secret'
+    expect(resolveServerOptions({ redis: 'redis://127.0.0.1:6379', clusterSecret: secret }).redis).toBe('redis://127.0.0.1:6379')
+    expect(resolveServerOptions({ redis: '/run/redis.sock', clusterSecret: secret }).redis).toBe('/run/redis.sock')
+    expect(() => resolveServerOptions({ redis: 'localhost:6379', clusterSecret: secret })).toThrow('redis must be a redis:// or rediss:// URL')
+    expect(() => resolveServerOptions({ redis: 'redis://127.0.0.1:6379', clusterSecret: 'short' })).toThrow('clusterSecret must be at least 16 characters')
+    expect(() => resolveServerOptions({ redis: 'redis://127.0.0.1:6379', clusterSecret: secret, cryptoChallenge: false })).toThrow('redis cannot be used with cryptoChallenge off')
+    expect(resolveServerOptions({ cryptoChallenge: false }).redis).toBe('')
+  })
+
   it('checks buffers against each other', () => {
     expect(resolveServerOptions({ maxMessageBytes: 3_000_000, streamBufferBytes: 6_000_000, socketBufferBytes: 6_000_000 }).socketBufferBytes).toBe(6_000_000)
   })
