@@ -19,7 +19,7 @@ import { Rendezvous } from './rendezvous.ts'
 import { attachRendezvous } from './socket-wiring.ts'
 import { socketPathPrefix } from '../shared/socket-path.ts'
 import { ClusterDirectory } from './cluster/cluster-directory.ts'
-import { ClusterNode } from './cluster/node.ts'
+import type { ClusterNode } from './cluster/node.ts'
 import type { ClusterStatus } from './cluster/types.ts'
 
 import { VERSION } from './package-root.ts'
@@ -106,7 +106,18 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const metrics = new ServerMetrics(opts.metrics, () => rendezvous.relay.bufferedBytes)
   const directory = opts.redis === '' ? undefined : new ClusterDirectory()
   const rendezvous: Rendezvous = new Rendezvous(opts, metrics, VERSION, logger, directory)
-  const cluster = directory === undefined ? undefined : new ClusterNode(rendezvous, directory, opts, metrics, logger)
+  /** This node's part in a cluster, once `startCluster` made it: its module (Redis's client, the node links) loads only with `redis`. */
+  let cluster: ClusterNode | undefined
+  let clusterStarting: Promise<void> | undefined
+  const startCluster = async (): Promise<void> => {
+    if (directory === undefined) return
+    clusterStarting ??= (async () => {
+      const { ClusterNode } = await import('./cluster/node.ts')
+      cluster = new ClusterNode(rendezvous, directory, opts, metrics, logger)
+      await cluster.start()
+    })()
+    await clusterStarting
+  }
   let ready = false
   let closing: Promise<void> | undefined
   let closed = false
@@ -115,7 +126,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const stats = (): ServerStats => statsOf(rendezvous)
 
   const routes: RouteContext = {
-    ready: () => ready && (cluster?.ready() ?? true),
+    ready: () => ready && (directory === undefined || cluster?.ready() === true),
     registry: opts.metrics ? metrics.registry : undefined,
     token: opts.token,
     webRoot: opts.webRoot,
@@ -179,7 +190,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       else http.once('listening', startUdp)
     }
     ready = true
-    cluster?.start().catch((err: unknown) => logger.error({ err }, 'cluster node did not start'))
+    startCluster().catch((err: unknown) => logger.error({ err }, 'cluster node did not start'))
     logger.info({ path: opts.path, listening: http.listening, udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'attached')
   }
 
@@ -189,7 +200,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
     handleRequest,
     io,
     rendezvous,
-    cluster,
+    get cluster () { return cluster },
     metrics,
     options: opts,
     url,
@@ -198,7 +209,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
       if (attached) throw new Error('this starsock server is attached to your http.Server (option server): listen on that server instead')
       await listenOn(http, port, host)
       if (opts.udpRelay) rendezvous.startUdp(host, (http.address() as AddressInfo).port)
-      await cluster?.start()
+      await startCluster()
       ready = true
       logger.info({ url: url(), udpRelay: opts.udpRelay ? opts.udpPorts : undefined }, 'listening')
       return http.address() as AddressInfo
@@ -208,6 +219,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
         ready = false
         http.off('listening', startUdp)
         logger.info({ streams: rendezvous.relay.openStreams }, 'shutting down')
+        await clusterStarting?.catch(() => {})
         await cluster?.leaving()
         await rendezvous.close(opts.shutdownGraceMs)
         await cluster?.close()
