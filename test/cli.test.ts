@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { createPeer } from '../client/peer.ts'
 import { commandFor, serviceList } from '../cli/listen.ts'
 import { parseRule } from '../shared/sock-rules.ts'
+import { runProgramAsync } from './helpers/programs.ts'
 import { startServer, within } from './helpers/server.ts'
 
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
@@ -118,15 +119,7 @@ describe('starsock id and starsock peers (the program)', () => {
     const b = await createPeer({ server: server.url() })
     try {
       // Not spawnSync: the server runs in this process and must keep answering.
-      const runAsync = async (args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> => {
-        const p = spawn(process.execPath, [BIN, ...args])
-        let stdout = ''
-        let stderr = ''
-        p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-        p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-        const exited = new Promise<{ status: number | null, stdout: string, stderr: string }>((resolve) => p.on('exit', (status) => resolve({ status, stdout, stderr })))
-        return await within(`starsock ${args.join(' ')} to exit`, exited, 20_000).finally(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
-      }
+      const runAsync = async (args: string[]): ReturnType<typeof runProgramAsync> => await runProgramAsync(args, 20_000)
       const lines = await runAsync(['peers', '--server', server.url()])
       expect(lines.status).toBe(0)
       expect(lines.stdout.trim().split('\n').sort()).toEqual([`${a.peerId} ${a.addr}`, `${b.peerId} ${b.addr}`].sort())

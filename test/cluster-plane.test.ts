@@ -5,29 +5,15 @@
  * One cluster for the file; failures (kill -9, Redis restarts, shutdown) are in
  * cluster-failures.test.ts.
  */
-import { spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Socket } from 'socket.io-client'
-import { createPeer, type StarsockPeer } from '../client/peer.ts'
+import type { StarsockPeer } from '../client/peer.ts'
 import { TestCluster, type TestNode } from './helpers/cluster.ts'
 import { startLegacyPeer, type LegacyPeer } from './helpers/legacy.ts'
-import { runProgram } from './helpers/programs.ts'
+import { runProgram, runProgramAsync as runAsync } from './helpers/programs.ts'
 import { connectSocket, joinWithChallenge, makeIdentity, request } from './helpers/raw-peer.ts'
 import { waitFor, within } from './helpers/server.ts'
 
-const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
-
-/** Run `starsock ...args` without blocking this process; settles with its exit and output. */
-async function runAsync (args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> {
-  const p = spawn(process.execPath, [BIN, ...args])
-  let stdout = ''
-  let stderr = ''
-  p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
-  p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
-  const exited = new Promise<{ status: number | null, stdout: string, stderr: string }>((resolve) => p.on('exit', (status) => resolve({ status, stdout, stderr })))
-  return await within(`starsock ${args.join(' ')} to exit`, exited, 30_000).finally(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
-}
 
 /** `GET url` as text. */
 async function text (url: string): Promise<{ status: number, body: string }> {
@@ -44,7 +30,7 @@ function metric (body: string, name: string): number | undefined {
 describe('cluster control plane (3 nodes, real Redis)', () => {
   const cluster = new TestCluster()
   let nodes: TestNode[] = []
-  const peers: StarsockPeer[] = []
+  const peers = cluster.peers
   const sockets: Socket[] = []
   const legacy: LegacyPeer[] = []
 
@@ -54,17 +40,12 @@ describe('cluster control plane (3 nodes, real Redis)', () => {
   }, 60_000)
 
   afterAll(async () => {
-    for (const p of peers) await p.close()
     for (const s of sockets) s.close()
     for (const l of legacy) l.stop()
     await cluster.cleanup()
   }, 60_000)
 
-  const peerOn = async (node: TestNode): Promise<StarsockPeer> => {
-    const p = await createPeer({ server: node.url })
-    peers.push(p)
-    return p
-  }
+  const peerOn = async (node: TestNode): Promise<StarsockPeer> => await cluster.peer(node)
 
   it('tells peers on every node of joins and leaves on the others, and lists everyone', async () => {
     const [n1, n2, n3] = nodes as [TestNode, TestNode, TestNode]

@@ -47,7 +47,6 @@ describe('trunk failures (real Redis, real nodes)', () => {
   const cluster = new TestCluster()
   let n1: TestNode
   let n3: TestNode
-  const peers: StarsockPeer[] = []
   const legacy: LegacyPeer[] = []
   const closers: Array<() => void> = []
 
@@ -56,17 +55,12 @@ describe('trunk failures (real Redis, real nodes)', () => {
   }, 60_000)
 
   afterAll(async () => {
-    for (const p of peers) await p.close().catch(() => {})
     for (const l of legacy) l.stop()
     for (const close of closers) close()
     await cluster.cleanup()
   }, 60_000)
 
-  const peerOn = async (node: TestNode): Promise<StarsockPeer> => {
-    const p = await createPeer({ server: node.url })
-    peers.push(p)
-    return p
-  }
+  const peerOn = async (node: TestNode): Promise<StarsockPeer> => await cluster.peer(node)
   /** Wait until `from` knows `to` (the directory reached its node). */
   const knows = async (from: StarsockPeer, to: StarsockPeer): Promise<void> => {
     await waitFor(`${from.peerId} to know ${to.peerId}`, () => from.peers().some((p) => p.addr === to.addr), 30_000)
@@ -144,7 +138,7 @@ describe('trunk failures (real Redis, real nodes)', () => {
     legacy.push(l)
     lb.target = n3.port
     const p3 = await createPeer({ server: `http://127.0.0.1:${lb.port}` })
-    peers.push(p3)
+    cluster.peers.push(p3)
     p3.handle(echo)
     await waitFor(`the legacy peer to discover ${p3.addr}`, () => l.discovered.has(p3.addr), 30_000)
     const conn = await within('the legacy dial across nodes', legacyDial(l, p3.addr), 20_000)

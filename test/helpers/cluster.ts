@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { createPeer, type StarsockPeer } from '../../client/peer.ts'
 import { Programs, type Program } from './programs.ts'
 import { waitFor } from './server.ts'
 
@@ -60,6 +61,8 @@ export interface TestNode {
 export class TestCluster {
   readonly programs = new Programs()
   readonly nodes: TestNode[] = []
+  /** Peers made by `peer`, closed first in `cleanup`. */
+  readonly peers: StarsockPeer[] = []
   redis: TestRedis | undefined
   readonly secret = 'test-cluster-secret-0123456789'
 
@@ -85,8 +88,16 @@ export class TestCluster {
     return node
   }
 
-  /** Stop every node, then Redis. */
+  /** A starsock peer joined to `node`, closed in `cleanup`. */
+  async peer (node: TestNode): Promise<StarsockPeer> {
+    const p = await createPeer({ server: node.url })
+    this.peers.push(p)
+    return p
+  }
+
+  /** Close the peers, stop every node, then Redis. */
   async cleanup (): Promise<void> {
+    for (const p of this.peers.splice(0)) await p.close().catch(() => {})
     for (const node of this.nodes) {
       // A node a test froze must be thawed to hear SIGTERM.
       if (node.program.proc.exitCode === null) node.program.proc.kill('SIGCONT')

@@ -77,6 +77,20 @@ export class Programs {
   }
 }
 
+/**
+ * Run `starsock ...args` without blocking this process (a server in this process keeps
+ * answering); settles with its exit and output, SIGKILLs it after `ms`.
+ */
+export async function runProgramAsync (args: string[], ms = 30_000): Promise<{ status: number | null, stdout: string, stderr: string }> {
+  const p = spawn(process.execPath, [BIN, ...args])
+  let stdout = ''
+  let stderr = ''
+  p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  p.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<{ status: number | null, stdout: string, stderr: string }>((resolve) => p.on('exit', (status) => resolve({ status, stdout, stderr })))
+  return await within(`starsock ${args.join(' ')} to exit`, exited, ms).finally(() => { if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL') })
+}
+
 /** The peer id of the identity in `file` (made if missing). */
 export function peerIdOf (file: string): string {
   const r = spawnSync(process.execPath, [BIN, 'id', '--key', file], { encoding: 'utf8', timeout: 20_000 })
