@@ -5,6 +5,7 @@
  * on two nodes while one write is still in flight (the later join in the log wins).
  */
 import { spawn } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { createServer as createNetServer, type AddressInfo } from 'node:net'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -67,6 +68,7 @@ describe('control plane against a real Redis', () => {
   afterAll(async () => {
     direct.disconnect()
     await redis.stop()
+    rmSync(redis.dir, { recursive: true, force: true })
   })
 
   /** Drop the Redis connection named `name` (Redis's side), as a network cut would. */

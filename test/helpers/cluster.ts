@@ -17,6 +17,8 @@ export const REDIS_SERVER = '/usr/bin/redis-server'
 export interface TestRedis {
   /** Its Unix socket: what `--redis` takes. */
   readonly socket: string
+  /** Its temporary folder (removed by `TestCluster.cleanup`). */
+  readonly dir: string
   readonly proc: () => ChildProcess
   /** Stop it (SIGTERM, SIGKILL after 5 s); its data is gone (no persistence). */
   stop: () => Promise<void>
@@ -46,7 +48,7 @@ export async function startRedis (): Promise<TestRedis> {
     rmSync(socket, { force: true })
   }
   await start()
-  return { socket, proc: () => proc as ChildProcess, stop, start }
+  return { socket, dir, proc: () => proc as ChildProcess, stop, start }
 }
 
 /** A `starsock serve` node of a test cluster. */
@@ -104,6 +106,8 @@ export class TestCluster {
     }
     await this.programs.cleanup()
     await this.redis?.stop()
+    if (this.redis !== undefined) rmSync(this.redis.dir, { recursive: true, force: true })
+    this.redis = undefined
     this.nodes.length = 0
   }
 }
