@@ -84,10 +84,10 @@ export const OPTIMIZER_FLAG_NAMES = ['--turbofan', '--opt', '--max-opt', '--jitl
 //     0.1 to 0.3 MiB more, not less; old space stays at 10.5 MiB (8.5 live), the pages are not freed.
 //   `--no-sparkplug` while loading too (`--sparkplug` once loaded): 54.6 to 55.0 against 55.1 to
 //     55.2 (off for good 54.0 to 54.3): 0.4 MiB, the start-up's baseline code; not worth a flag.
-//   What is left above plain node (39.4 MiB), idle at 55.2: V8's heap 13.2 MiB resident (3.8 in plain node; old space
-//     10.2, 9.4 live: 2.6 MiB of strings, the modules' sources among them; 1.5 of arrays; 0.9 of
-//     shapes; 0.6 of closures; prom-client's event loop histogram 0.35 native), 4.3 MiB more of the
-//     node binary mapped (3.6 of it read-only data: the sources and code cache of the 120 node
-//     builtins more than plain node loads: http, tls, crypto, zlib, dgram, child_process (commander),
-//     cluster (prom-client), worker_threads (pino)...), and malloc's heap and small mappings 1.6
-//     MiB more.
+//   What is left above plain node (39.4 MiB), idle at 55.2: V8's heap 13.2 MiB resident (3.8 in
+//     plain node; old space 10.2, 9.4 live: 2.6 MiB of strings, the modules' sources among them;
+//     1.5 of arrays; 0.9 of shapes; 0.6 of closures; prom-client's event loop histogram 0.35
+//     native), 4.3 MiB more of the node binary mapped (3.6 of it read-only data: the sources and
+//     code cache of the 120 node builtins more than plain node loads: http, tls, crypto, zlib,
+//     dgram, child_process (commander), cluster (prom-client), worker_threads (pino)...), and
+//     malloc's heap and small mappings 1.6 MiB more.
