@@ -46,8 +46,9 @@ const { main } = cli
 let isLoaded = false
 const loaded = () => { if (!isLoaded) for (const flag of loading) setFlagsFromString(flag.loaded); isLoaded = true }
 // A backstop: a command path that never calls `loaded` must not keep 1 MiB semi-spaces, or run
-// without the optimiser, for life.
-setTimeout(loaded, 3000).unref()
+// without the optimiser, for life. `main` calls it as soon as the command's modules are loaded;
+// 10 s leaves room for a slow start on a busy machine (firing mid-load would compile the loader).
+setTimeout(loaded, 10_000).unref()
 process.exitCode = await main(process.argv.slice(2), { loaded })
 // The command is over: a handle still open (a socket closing behind a cut network, a timer) must
 // not keep the process alive past this, or a supervisor's SIGTERM would look ignored.
