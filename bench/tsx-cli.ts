@@ -4,11 +4,12 @@
  * `node --conditions=starsock-source --import tsx bench/tsx-cli.ts --help`
  */
 import { setFlagsFromString } from 'node:v8'
-import { NODE_FLAGS, YOUNG_LOADED_FLAG, YOUNG_LOADING_FLAG } from '../bin/node-flags.js'
+import { NODE_FLAGS, OPTIMIZER_LOADED_FLAG, OPTIMIZER_LOADING_FLAG, YOUNG_LOADED_FLAG, YOUNG_LOADING_FLAG } from '../bin/node-flags.js'
 
 for (const flag of NODE_FLAGS) setFlagsFromString(flag)
 setFlagsFromString(YOUNG_LOADING_FLAG)
+setFlagsFromString(OPTIMIZER_LOADING_FLAG)
 // Imported after the flags are set, as the bin does.
 const { main } = await import('../cli/main.ts')
-process.exitCode = await main(process.argv.slice(2), { loaded: () => { setFlagsFromString(YOUNG_LOADED_FLAG) } })
+process.exitCode = await main(process.argv.slice(2), { loaded: () => { setFlagsFromString(YOUNG_LOADED_FLAG); setFlagsFromString(OPTIMIZER_LOADED_FLAG) } })
 setTimeout(() => process.exit(), 2000).unref()

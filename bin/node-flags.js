@@ -40,6 +40,29 @@ export const NODE_FLAGS = ['--heap-growing-percent=200']
 export const YOUNG_LOADING_FLAG = '--semi-space-growth-factor=1'
 export const YOUNG_LOADED_FLAG = '--semi-space-growth-factor=2'
 
+// `--no-turbofan` while the command's modules load, `--turbofan` (V8's own) once they are loaded:
+// no optimising compile during start-up, which runs once and gains nothing from one. Loading the
+// server (node's module resolution and path helpers, its CommonJS export scanner) made a dozen
+// functions hot enough for TurboFan; those compiles touched about 3.5 MiB of TurboFan's own
+// machine code in the node binary (mapped pages: RSS counts them from then on), and the 4 MiB
+// between the two modes below went with them (it seems the malloc arena of the background thread
+// that compiled). V8 reads the flag at every tiering decision, so turning it back on works
+// (`--max-opt=1` would not: it implies `--no-turbofan`, which `--max-opt=999` leaves off;
+// test/node-flags.test.ts checks the pair). Functions that got hot while loading are optimised on
+// their next calls.
+// Measured on 2026-12-02 (idle `starsock serve` RSS 5 s after its URL line, 3 or 4 servers each,
+// load average under 1 on 2 cores; plain `node -e 'setInterval(()=>{},1e3)'` 39.4 MiB):
+//   without 61.1 to 65.8 MiB (the two modes); with 55.0 to 55.4; off for good 55.2 to 55.4 (nothing
+//   after `loaded` undoes it); back on 1 ms after start, during the loading, 62.2 to 66.2.
+//   `node --trace-opt`: 13 TurboFan compiles before the URL line without, none with.
+// Throughput (`bench/tunnel-gc.ts --rounds 3`, two runs each, alternating), CPU s per 64 MiB
+// serve/forward/listen: without 0.25, 0.29 / 0.42, 0.48 / 0.42, 0.49; with 0.26, 0.26 / 0.46,
+// 0.45 / 0.50, 0.45: noise (every command runs with it; the tunnel's hot paths optimise as before).
+export const OPTIMIZER_LOADING_FLAG = '--no-turbofan'
+export const OPTIMIZER_LOADED_FLAG = '--turbofan'
+/** Flags that, given to node, leave the optimiser as they say (`--opt` is V8's alias of `--turbofan`). */
+export const OPTIMIZER_FLAG_NAMES = ['--turbofan', '--opt', '--max-opt', '--jitless']
+
 // Flags measured for an idle server's memory and not kept (2026-12-02, idle `starsock serve` RSS 5 s
 // after its URL line, 3 readings each of 3 to 4 servers per variant taking turns, load average 1 to 4
 // on 2 cores; the program with the key and multiaddr libraries loaded on demand, median 61.7 to
@@ -55,3 +78,16 @@ export const YOUNG_LOADED_FLAG = '--semi-space-growth-factor=2'
 //   or sweep freed; which mode a start lands in is chance.
 //   --no-concurrent-sweeping (settable here): 62.2 against 65.4 in one run, not confirmed and its
 //     cost under load not measured.
+// With `OPTIMIZER_LOADING_FLAG` (55.0 to 55.4 MiB), measured and not kept (2026-12-02, load 1 to 8):
+//   A full collection once the server listens (`gc()` from `node:vm` after `--expose-gc`, and
+//     `gc({ type: 'major', execution: 'sync', flavor: 'last-resort' })`, V8's compacting one):
+//     0.1 to 0.3 MiB more, not less; old space stays at 10.5 MiB (8.5 live), the pages are not freed.
+//   `--no-sparkplug` while loading too (`--sparkplug` once loaded): 54.6 to 55.0 against 55.1 to
+//     55.2 (off for good 54.0 to 54.3): 0.4 MiB, the start-up's baseline code; not worth a flag.
+//   What is left above plain node (39.4 MiB), idle at 55.2: V8's heap 13.2 MiB resident (3.8 in
+//     plain node; old space 10.2, 9.4 live: 2.6 MiB of strings, the modules' sources among them;
+//     1.5 of arrays; 0.9 of shapes; 0.6 of closures; prom-client's event loop histogram 0.35
+//     native), 4.3 MiB more of the node binary mapped (3.6 of it read-only data: the sources and
+//     code cache of the 120 node builtins more than plain node loads: http, tls, crypto, zlib,
+//     dgram, child_process (commander), cluster (prom-client), worker_threads (pino)...), and
+//     malloc's heap and small mappings 1.6 MiB more.

@@ -4,16 +4,22 @@
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { setFlagsFromString } from 'node:v8'
-import { NODE_FLAGS, YOUNG_LOADED_FLAG, YOUNG_LOADING_FLAG } from './node-flags.js'
+import { NODE_FLAGS, OPTIMIZER_FLAG_NAMES, OPTIMIZER_LOADED_FLAG, OPTIMIZER_LOADING_FLAG, YOUNG_LOADED_FLAG, YOUNG_LOADING_FLAG } from './node-flags.js'
 
 // Set in this process, not by starting another node: signals, exit codes, stdio, `kill -9` and
 // SIGSTOP reach the program itself. A flag given on node's command line (or in NODE_OPTIONS) wins.
-const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((f) => f.split('=')[0]?.replace(/_/g, '-'))
-const isGiven = (flag) => given.includes(flag.split('=')[0])
+// A flag's name: without its value, `_` as `-`, and `--no-x` as `--x` (either way it is given).
+const nameOf = (flag) => flag.split('=')[0]?.replace(/_/g, '-').replace(/^--no-/, '--')
+const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map(nameOf)
+const isGiven = (flag) => given.includes(nameOf(flag))
 for (const flag of NODE_FLAGS) if (!isGiven(flag)) setFlagsFromString(flag)
-// No young generation growth while the command's modules load (node-flags.js says why).
-const youngGrowth = !isGiven(YOUNG_LOADING_FLAG)
-if (youngGrowth) setFlagsFromString(YOUNG_LOADING_FLAG)
+// While the command's modules load: no young generation growth, no optimising compiler
+// (node-flags.js says why); each is given back by `loaded` below.
+const loading = [
+  ...(isGiven(YOUNG_LOADING_FLAG) ? [] : [{ loading: YOUNG_LOADING_FLAG, loaded: YOUNG_LOADED_FLAG }]),
+  ...(OPTIMIZER_FLAG_NAMES.some(isGiven) ? [] : [{ loading: OPTIMIZER_LOADING_FLAG, loaded: OPTIMIZER_LOADED_FLAG }])
+]
+for (const flag of loading) setFlagsFromString(flag.loading)
 
 const compiled = new URL('../dist/node/cli/main.js', import.meta.url)
 let cli
@@ -37,11 +43,13 @@ if (process.env.VITEST === undefined && existsSync(new URL('../cli/main.ts', imp
   if (buildIsStale(fileURLToPath(new URL('..', import.meta.url)))) process.stderr.write('starsock: warning: dist/ is older than the sources in this clone: run `npm run build` (`npm start` and `npm test` build when needed)\n')
 }
 const { main } = cli
-let grown = !youngGrowth
-const restoreYoungGrowth = () => { if (!grown) setFlagsFromString(YOUNG_LOADED_FLAG); grown = true }
-// A backstop: a command path that never calls `loaded` must not keep 1 MiB semi-spaces for life.
-setTimeout(restoreYoungGrowth, 3000).unref()
-process.exitCode = await main(process.argv.slice(2), { loaded: restoreYoungGrowth })
+let isLoaded = false
+const loaded = () => { if (!isLoaded) for (const flag of loading) setFlagsFromString(flag.loaded); isLoaded = true }
+// A backstop: a command path that never calls `loaded` must not keep 1 MiB semi-spaces, or run
+// without the optimiser, for life. `main` calls it as soon as the command's modules are loaded;
+// 10 s leaves room for a slow start on a busy machine (firing mid-load would compile the loader).
+setTimeout(loaded, 10_000).unref()
+process.exitCode = await main(process.argv.slice(2), { loaded })
 // The command is over: a handle still open (a socket closing behind a cut network, a timer) must
 // not keep the process alive past this, or a supervisor's SIGTERM would look ignored.
 setTimeout(() => process.exit(), 2000).unref()

@@ -1,7 +1,8 @@
 /**
  * The node flags of `bin/node-flags.js` are in force in every `starsock` program, checked in V8
  * itself: the factor it grows the old generation's limit by after a full collection, as
- * `--trace-gc-verbose` prints it (`[HeapController] Limit: old size: ..., new limit: ... (4.0)`).
+ * `--trace-gc-verbose` prints it (`[HeapController] Limit: old size: ..., new limit: ... (4.0)`), the
+ * young generation's growth and the optimising compiler (`--trace-opt`) while and after it loads.
  */
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -14,6 +15,7 @@ import { NODE_FLAGS } from '../bin/node-flags.js'
 const BIN = fileURLToPath(new URL('../bin/starsock.js', import.meta.url))
 const PROBE = fileURLToPath(new URL('./fixtures/gc-factor-probe.js', import.meta.url))
 const YOUNG_PROBE = fileURLToPath(new URL('./fixtures/young-probe.js', import.meta.url))
+const OPT_PROBE = fileURLToPath(new URL('./fixtures/opt-probe.js', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'starsock-flags-'))
 afterAll(() => { rmSync(dir, { recursive: true, force: true }) })
 
@@ -77,5 +79,30 @@ describe('the young generation of the starsock program', () => {
     const m = /NEW_SPACE_BYTES (\d+)/.exec(r.stderr)
     expect(m?.[1], `starsock serve under the probe (status ${String(r.status)}): ${r.stderr.slice(-500)}`).toBeDefined()
     expect(Number(m?.[1])).toBeGreaterThan(2 * 1024 * 1024)
+  })
+})
+
+/** TurboFan compiles `--trace-opt` printed before and after the line with `marker`, naming each function once. */
+function compiles (nodeArgs: string[], args: string[], marker: string): { before: string[], after: string[] } {
+  const r = spawnSync(process.execPath, ['--trace-opt', ...nodeArgs, '--import', OPT_PROBE, BIN, ...args],
+    { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NODE_OPTIONS: '', PROBE_HOT_ON: marker } })
+  const at = r.stdout.indexOf(marker)
+  if (r.status !== 0 || at < 0 || !r.stdout.includes('PROBE_DONE hot')) throw new Error(`starsock ${args.join(' ')} under the probe (status ${String(r.status)}): ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`)
+  const names = (text: string): string[] => [...new Set([...text.matchAll(/\[completed compiling \S+ <JSFunction (\S+)[^\]]*\(target TURBOFAN\)/g)].map((m) => m[1] ?? ''))]
+  return { before: names(r.stdout.slice(0, at)), after: names(r.stdout.slice(at)) }
+}
+
+describe('the optimising compiler of the starsock program', () => {
+  it('compiles nothing while `serve` loads and starts, and optimises hot code once it is loaded', () => {
+    // Without the flag, loading the server made a dozen functions (node's module resolution) hot
+    // enough for TurboFan: about 7 MiB of an idle server's RSS (node-flags.js has the figures).
+    const r = compiles([], ['serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn'], 'starsock http')
+    expect(r.before).toEqual([])
+    expect(r.after).toContain('probeHotLoop')
+  })
+
+  it('leaves the optimiser as node was told (`--no-opt`, V8\'s alias of `--no-turbofan`)', () => {
+    expect(compiles(['--no-opt'], ['--help'], 'Usage:').after).toEqual([])
+    expect(compiles([], ['--help'], 'Usage:').after).toContain('probeHotLoop')
   })
 })
