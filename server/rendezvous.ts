@@ -14,7 +14,7 @@ import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, PROFILE_CHANGES_PER_IP_PER_MINUTE, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, KeyCache, keyLibrariesLoaded, loadKeyLibraries, looksLikeKey, verifyNonce } from './challenge.ts'
-import { decideClaim, hashSecret, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
+import { decideClaim, hashSecret, newResumeSecret, Reservations, sameSecret, StarsockHolders, type Reservation } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -543,29 +543,40 @@ export class Rendezvous {
 
   /**
    * A later join on another node took `addr` from the local session holding it (one identity, one
-   * place, across nodes too), as that node decided (`outcome`, see `decideClaim`; `by` is the
-   * newcomer's `ip:port`): `resume` drops the stale socket without a word (unless it holds other
-   * addresses), `replace` takes it from a legacy holder silently (it keeps its socket, as on one
-   * node), `takeover` and `legacy-join` tell the holder `starsock:displaced`. Without an outcome
-   * (a join that did not know the holder) it is a takeover by `another server node`. A socket left
-   * with no address is disconnected. Call before the directory records the other node.
+   * place, across nodes too). That node applied `decideClaim` to the holder its copy knew, which
+   * may lag (another holder, or none: a race of one log round trip), so the outcome is decided
+   * again here against the holder there is (`outcomeHere`): `resume` drops the stale socket
+   * without a word (unless it holds other addresses), `replace` takes it from a legacy holder
+   * silently (it keeps its socket, as on one node), `takeover` and `legacy-join` tell the holder
+   * `starsock:displaced` with `by` the newcomer's `ip:port`. A join from a node that wrote no
+   * claim (`newcomer` undefined) is a takeover by `another server node`. A socket left with no
+   * address is disconnected. Call before the directory records the other node.
    */
-  displacedByNode (addr: string, outcome?: RemoteOutcome, by?: string): void {
+  displacedByNode (addr: string, newcomer?: HolderClaim): void {
     const ownerId = this.directory.owner(addr)
     const holder = ownerId === undefined ? undefined : this.sessions.get(ownerId)
     if (holder === undefined) return
+    const outcome = newcomer === undefined ? 'takeover' : this.outcomeHere(holder, addr, newcomer)
     this.leave(holder, addr, outcome === 'resume' ? 'resumed on another node' : 'displaced')
     if (outcome === 'replace') return
-    if (outcome === 'resume') {
-      this.metrics.displaced.inc({ reason: 'resume' })
-      if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
-      return
+    this.metrics.displaced.inc({ reason: outcome })
+    if (outcome !== 'resume') {
+      const info: DisplacedInfo = { addr, reason: outcome, by: newcomer?.remote ?? 'another server node' }
+      holder.endpoint.emit(EVENTS.DISPLACED, info)
     }
-    const reason: DisplacedReason = outcome ?? 'takeover'
-    this.metrics.displaced.inc({ reason })
-    const info: DisplacedInfo = { addr, reason, by: outcome === undefined || by === undefined ? 'another server node' : by }
-    holder.endpoint.emit(EVENTS.DISPLACED, info)
     if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
+  }
+
+  /**
+   * `decideClaim` on the holder's node, for a join that happened (refusing it is no longer an
+   * option): `resume` when the newcomer's credential hash is `holder`'s, `replace` for a legacy
+   * holder, else a takeover (`legacy-join` by a legacy newcomer).
+   */
+  private outcomeHere (holder: Session, addr: string, newcomer: HolderClaim): RemoteOutcome {
+    const secret = holder.resumeSecrets.get(addr)
+    if (secret !== undefined && sameSecret(newcomer.credentialHash, hashSecret(secret))) return 'resume'
+    if (!holder.starsock) return 'replace'
+    return newcomer.starsock ? 'takeover' : 'legacy-join'
   }
 
   /** The identity of `addr` joined on another node: a reservation of it here is over. */

@@ -11,6 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createIdentity, identityFromBytes, publicKeyHex, signNonce, type Identity } from '../client/identity.ts'
 import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
 import type { StarsockError } from '../shared/errors.ts'
+import { claimJson } from '../server/cluster/plane-entries.ts'
+import { KEY_PREFIX, LOG_MAX_ENTRIES } from '../server/cluster/plane.ts'
+import { runScript } from '../server/cluster/redis-scripts.ts'
 import { TestCluster, type TestNode } from './helpers/cluster.ts'
 import { legacyPeerId, pull, startLegacyPeer } from './helpers/legacy.ts'
 import { connectSocket, request } from './helpers/raw-peer.ts'
@@ -170,6 +173,36 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     expect(legacy.displaced).toEqual([])
     expect(legacy.gone()).toBe(false)
     expect(ours.state).toBe('joined')
+  }, 60_000)
+
+  it('the holder\'s node checks a join decided against a lagging copy: the rules apply to the holder it has', async () => {
+    // Another node (this test, through the join script) whose copy lagged: its entries name a
+    // newcomer's claim, and an outcome decided about some other holder or none (a race).
+    const sha = (s: string): string => createHash('sha256').update(s).digest('hex')
+    await redis.set(`${KEY_PREFIX}node:f00d`, JSON.stringify({ link: '', startedMs: 0 }), 'PX', 60_000)
+    const joinFromElsewhere = async (addr: string, claim: { starsock: boolean, credentialHash?: string }, outcome = ''): Promise<void> => {
+      await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, 'join', [addr, 'f00d', 'null', claimJson({ remote: '10.9.9.9:1', credentialHash: undefined, ...claim }), outcome, ''])
+    }
+    const [a, b, c] = [await createIdentity(), await createIdentity(), await createIdentity()]
+    // A "resume" decided about another holder (another credential) is a takeover of this one.
+    const starsockHolder = await rawHolder(n1, a, addrOn(n1, a), { resume: 'f6'.repeat(32) })
+    // A race (no outcome) with a legacy holder: it loses the address silently and keeps its socket.
+    const legacyHolder = await rawHolder(n1, b, addrOn(n1, b), { legacy: true })
+    // A race with the same client back (its credential's hash): its stale socket goes silently.
+    const resumeId = 'a7'.repeat(32)
+    const staleHolder = await rawHolder(n1, c, addrOn(n1, c), { resume: resumeId })
+    await bothList(addrOn(n1, c))
+    await joinFromElsewhere(addrOn(n1, a), { starsock: true, credentialHash: sha('another client') }, 'resume')
+    await joinFromElsewhere(addrOn(n1, b), { starsock: true, credentialHash: sha('x') })
+    await joinFromElsewhere(addrOn(n1, c), { starsock: true, credentialHash: sha(resumeId) })
+    await waitFor('the starsock holder to be displaced', () => starsockHolder.displaced.length > 0, 20_000)
+    expect(starsockHolder.displaced).toEqual([{ addr: addrOn(n1, a), reason: 'takeover', by: '10.9.9.9:1' }])
+    await waitFor('the stale socket to go', () => staleHolder.gone(), 20_000)
+    expect(staleHolder.displaced).toEqual([])
+    // Entries are applied in log order: the legacy holder's came before the stale socket's.
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(legacyHolder.displaced).toEqual([])
+    expect(legacyHolder.gone()).toBe(false)
   }, 60_000)
 
   it('Redis holds the hash of a resume credential, never the credential', async () => {

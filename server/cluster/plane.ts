@@ -331,16 +331,15 @@ export class ControlPlane implements ClusterView {
   }
 
   /**
-   * A later join on another node (`row`) takes an address a local session holds: as its node
-   * decided (`row.decision`), or, without a decision for this address (a join that did not know
-   * the holder: a race of one log round trip, or an older node), as a takeover.
+   * A later join on another node (`row`) takes an address a local session holds: the rendezvous
+   * applies the rules to the newcomer's claim and the holder here (a join from an older node,
+   * without a claim, is a takeover).
    */
   private displace (row: PeerRow): void {
     this.metrics.displacedByNode.inc()
     this.displacing = row.addr
-    const decided = row.decision?.takes === undefined ? row.decision?.outcome : undefined
     try {
-      this.deps.rendezvous.displacedByNode(row.addr, decided, row.claim?.remote)
+      this.deps.rendezvous.displacedByNode(row.addr, row.claim)
     } finally {
       this.displacing = undefined
     }
@@ -369,14 +368,14 @@ export class ControlPlane implements ClusterView {
 
   /**
    * A join on another node (`row`) took the peer id a local session holds under another spelling
-   * (`takes`), as that node decided: the holder loses that address (its leave is written: the
-   * join did not replace its row). Only a local join older than the entry gives way.
+   * (`takes`): the holder loses that address as the rules say (its leave is written: the join did
+   * not replace its row). Only a local join older than the entry gives way.
    */
-  private displaceSpelling (row: PeerRow, takes: string, decision: JoinDecision): void {
+  private displaceSpelling (row: PeerRow, takes: string): void {
     const local = this.deps.directory.entry(takes)
     if (local?.sessionId === undefined || local.seq === 0 || local.seq > row.seq) return
     this.metrics.displacedByNode.inc()
-    this.deps.rendezvous.displacedByNode(takes, decision.outcome, row.claim?.remote)
+    this.deps.rendezvous.displacedByNode(takes, row.claim)
   }
 
   /** Follow the log: a snapshot first (and after every gap or error), then entries in order. Ends when closed. */
@@ -481,7 +480,7 @@ export class ControlPlane implements ClusterView {
       // Joined elsewhere: a reservation of the identity here is over (its owner, or one allowed to have it, has it).
       this.deps.rendezvous.joinedElsewhere(entry.addr)
       this.remoteJoin(change)
-      if (entry.decision?.takes !== undefined) this.displaceSpelling(change, entry.decision.takes, entry.decision)
+      if (entry.decision?.takes !== undefined) this.displaceSpelling(change, entry.decision.takes)
     } else if (entry.t === 'leave') {
       this.remoteLeave(entry.addr, entry.node)
       if (entry.reservation !== undefined) this.deps.rendezvous.reservedElsewhere(entry.addr, entry.reservation)
