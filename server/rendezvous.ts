@@ -425,6 +425,7 @@ export class Rendezvous {
   private claimReserved (newcomer: Session, reserved: Reservation, newcomerHash: string | undefined): void {
     const outcome = decideClaim(newcomer, { starsock: true, credentialHash: reserved.credentialHash }, this.options.cryptoChallenge, newcomerHash)
     if (outcome === 'in-use') {
+      this.metrics.addressInUse.inc({ holder: 'reserved' })
       const where = this.options.cryptoChallenge ? ` (joined from ${reserved.remote})` : ''
       const seconds = Math.max(1, Math.ceil((reserved.untilMs - Date.now()) / 1000))
       throw new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
@@ -446,6 +447,7 @@ export class Rendezvous {
     const { claim, heldAddr } = remote
     const outcome = decideClaim(newcomer, { starsock: claim.starsock, credentialHash: claim.credentialHash }, this.options.cryptoChallenge, newcomerHash)
     if (outcome === 'in-use') {
+      this.metrics.addressInUse.inc({ holder: 'other-node' })
       const where = this.options.cryptoChallenge ? ` from ${claim.remote}` : ''
       throw new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined on another server node${where}`)
     }
@@ -483,6 +485,7 @@ export class Rendezvous {
 
   /** The refusal; where the holder is only for a newcomer that proved the key (the challenge is on). */
   private inUse (holder: Session): StarsockError {
+    this.metrics.addressInUse.inc({ holder: 'here' })
     const where = this.options.cryptoChallenge ? `from ${holder.remote}` : 'elsewhere'
     return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined ${where}`)
   }

@@ -88,6 +88,8 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     await rawHolder(n1, other, addrOn(n2, other), { resume: 'a1'.repeat(32) })
     await bothList(addrOn(n2, other))
     expect((await refusal(n2, other))?.code).toBe('E_ADDRESS_IN_USE')
+    // Counted as refused for a holder on another node (both refusals above).
+    expect(await (await fetch(`${n2.url}/metrics`)).text()).toMatch(/^starsock_address_in_use_total\{holder="other-node"\} 2$/m)
     await new Promise((resolve) => setTimeout(resolve, 500))
     expect(first.state).toBe('joined')
     const conn = await within('a dial from node 2 to the holder on node 1', watch2.dial(first.addr, { secure: false }), 20_000)
