@@ -19,6 +19,7 @@ import { ServerMetrics } from '../server/metrics.ts'
 import { resolveServerOptions } from '../server/options.ts'
 import type { Rendezvous } from '../server/rendezvous.ts'
 import type { HolderClaim } from '../server/cluster/types.ts'
+import { claimJson } from '../server/cluster/plane-entries.ts'
 import { REDIS_SERVER, startRedis, type TestRedis } from './helpers/cluster.ts'
 import { waitFor } from './helpers/server.ts'
 
@@ -235,6 +236,8 @@ describe('control plane against a real Redis', () => {
     await killClient(`starsock-${a.plane.nodeId}`)
     await waitForAsync('A to write /r1 back', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/r1'))?.includes(a.plane.nodeId) === true, 20_000)
     expect(b.directory.nodeOf('/r1')).toBe(a.plane.nodeId)
+    // With its holder's claim (the identity rules across nodes need it after such a loss too).
+    expect(JSON.parse(await direct.hget(`${KEY_PREFIX}peers`, '/r1') ?? '{}')).toMatchObject({ c: claimJson(CLAIM) })
     expect(b.calls).not.toContain('leave /r1')
   }, 40_000)
 
