@@ -553,21 +553,24 @@ export class Rendezvous {
    * silently (it keeps its socket, as on one node), `takeover` and `legacy-join` tell the holder
    * `starsock:displaced` with `by` the newcomer's `ip:port`. A join from a node that wrote no
    * claim (`newcomer` undefined) is a takeover by `another server node`. A socket left with no
-   * address is disconnected. Call before the directory records the other node.
+   * address is disconnected. Call before the directory records the other node. For another
+   * spelling (`otherSpelling`) of the peer id only a starsock holder gives way, as on one node.
+   * Returns whether a holder here lost the address.
    */
-  displacedByNode (addr: string, newcomer?: HolderClaim): void {
+  displacedByNode (addr: string, newcomer?: HolderClaim, otherSpelling = false): boolean {
     const ownerId = this.directory.owner(addr)
     const holder = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-    if (holder === undefined) return
+    if (holder === undefined || (otherSpelling && !holder.starsock)) return false
     const outcome = newcomer === undefined ? 'takeover' : this.outcomeHere(holder, addr, newcomer)
     this.leave(holder, addr, outcome === 'resume' ? 'resumed on another node' : 'displaced')
-    if (outcome === 'replace') return
+    if (outcome === 'replace') return true
     this.metrics.displaced.inc({ reason: outcome })
     if (outcome !== 'resume') {
       const info: DisplacedInfo = { addr, reason: outcome, by: newcomer?.remote ?? 'another server node' }
       holder.endpoint.emit(EVENTS.DISPLACED, info)
     }
     if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
+    return true
   }
 
   /**

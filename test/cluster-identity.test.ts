@@ -182,10 +182,14 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     // newcomer's claim, and an outcome decided about some other holder or none (a race).
     const sha = (s: string): string => createHash('sha256').update(s).digest('hex')
     await redis.set(`${KEY_PREFIX}node:f00d`, JSON.stringify({ link: '', startedMs: 0 }), 'PX', 60_000)
-    const joinFromElsewhere = async (addr: string, claim: { starsock: boolean, credentialHash?: string }, outcome = ''): Promise<void> => {
-      await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, 'join', [addr, 'f00d', 'null', claimJson({ remote: '10.9.9.9:1', credentialHash: undefined, ...claim }), outcome, ''])
+    const joinFromElsewhere = async (addr: string, claim: { starsock: boolean, credentialHash?: string }, outcome = '', takes = ''): Promise<void> => {
+      await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, 'join', [addr, 'f00d', 'null', claimJson({ remote: '10.9.9.9:1', credentialHash: undefined, ...claim }), outcome, takes])
     }
-    const [a, b, c] = [await createIdentity(), await createIdentity(), await createIdentity()]
+    const [a, b, c, d, e] = [await createIdentity(), await createIdentity(), await createIdentity(), await createIdentity(), await createIdentity()]
+    // Another spelling: a legacy holder keeps it (legacy clients collide on exact addresses only),
+    // and an entry naming an address of another peer id takes nothing.
+    const legacySpelling = await rawHolder(n1, d, addrOn(n1, d), { legacy: true })
+    const otherPeer = await rawHolder(n1, e, addrOn(n1, e), { resume: 'b8'.repeat(32) })
     // A "resume" decided about another holder (another credential) is a takeover of this one.
     const starsockHolder = await rawHolder(n1, a, addrOn(n1, a), { resume: 'f6'.repeat(32) })
     // A race (no outcome) with a legacy holder: it loses the address silently and keeps its socket.
@@ -196,6 +200,8 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     await bothList(addrOn(n1, c))
     await joinFromElsewhere(addrOn(n1, a), { starsock: true, credentialHash: sha('another client') }, 'resume')
     await joinFromElsewhere(addrOn(n1, b), { starsock: true, credentialHash: sha('x') })
+    await joinFromElsewhere(addrOn(n2, d), { starsock: true }, 'takeover', addrOn(n1, d))
+    await joinFromElsewhere(addrOn(n2, a), { starsock: true }, 'takeover', addrOn(n1, e))
     await joinFromElsewhere(addrOn(n1, c), { starsock: true, credentialHash: sha(resumeId) })
     await waitFor('the starsock holder to be displaced', () => starsockHolder.displaced.length > 0, 20_000)
     expect(starsockHolder.displaced).toEqual([{ addr: addrOn(n1, a), reason: 'takeover', by: '10.9.9.9:1' }])
@@ -205,6 +211,12 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     await new Promise((resolve) => setTimeout(resolve, 500))
     expect(legacyHolder.displaced).toEqual([])
     expect(legacyHolder.gone()).toBe(false)
+    expect(legacySpelling.displaced).toEqual([])
+    expect(legacySpelling.gone()).toBe(false)
+    expect(otherPeer.displaced).toEqual([])
+    expect(otherPeer.gone()).toBe(false)
+    // Both still joined on node 1: no leave removed their rows.
+    expect(await redis.hexists('starsock:peers', addrOn(n1, d)) + await redis.hexists('starsock:peers', addrOn(n1, e))).toBe(2)
   }, 60_000)
 
   it('Redis holds the hash of a resume credential, never the credential', async () => {

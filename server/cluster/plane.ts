@@ -369,13 +369,15 @@ export class ControlPlane implements ClusterView {
   /**
    * A join on another node (`row`) took the peer id a local session holds under another spelling
    * (`takes`): the holder loses that address as the rules say (its leave is written: the join did
-   * not replace its row). Only a local join older than the entry gives way.
+   * not replace its row). Only a local join older than the entry gives way, and only an address
+   * of the same peer id (an entry naming another one is not trusted with a local peer).
    */
   private displaceSpelling (row: PeerRow, takes: string): void {
     const local = this.deps.directory.entry(takes)
     if (local?.sessionId === undefined || local.seq === 0 || local.seq > row.seq) return
-    this.metrics.displacedByNode.inc()
-    this.deps.rendezvous.displacedByNode(takes, row.claim)
+    const peerId = checkAddress(takes, false)?.peerId
+    if (peerId === undefined || peerId !== checkAddress(row.addr, false)?.peerId) return
+    if (this.deps.rendezvous.displacedByNode(takes, row.claim, true)) this.metrics.displacedByNode.inc()
   }
 
   /** Follow the log: a snapshot first (and after every gap or error), then entries in order. Ends when closed. */
