@@ -139,4 +139,13 @@ describe('Reservations with another node\'s grace', () => {
     now = 1001
     expect(r.find('b')).toBeUndefined()
   })
+
+  it('hold at most maxEntries (maxPeers) whatever a flood of leave entries from other nodes says', () => {
+    const r = new Reservations(1000, 3, () => 0)
+    for (let i = 0; i < 1000; i++) {
+      r.reserve(`k${i}`, `/k${i}`, H, '1.2.3.4:5', i % 2 === 0 ? 1 : 86_400_000)
+      expect(r.size).toBeLessThanOrEqual(3)
+    }
+    expect(r.find('k999')?.untilMs).toBe(1000) // capped at this node's grace
+  })
 })
