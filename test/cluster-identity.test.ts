@@ -215,8 +215,19 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     expect(legacySpelling.gone()).toBe(false)
     expect(otherPeer.displaced).toEqual([])
     expect(otherPeer.gone()).toBe(false)
+    // A holder of several addresses loses only the one taken, and keeps its socket for the other.
+    const [f, g] = [await createIdentity(), await createIdentity()]
+    const multi = await rawHolder(n1, f, addrOn(n1, f), { resume: 'c9'.repeat(32) })
+    const first = await request(multi.socket, 'ss-join', [addrOn(n1, g), publicKeyHex(g)])
+    expect((await request(multi.socket, 'ss-join', [addrOn(n1, g), await signNonce(g, first[1] as string)]))[0]).toBeNull()
+    await bothList(addrOn(n1, g))
+    await joinFromElsewhere(addrOn(n1, f), { starsock: true, credentialHash: sha('x') })
+    await waitFor('the holder of two addresses to be displaced from one', () => multi.displaced.length > 0, 20_000)
+    expect(multi.displaced).toEqual([{ addr: addrOn(n1, f), reason: 'takeover', by: '10.9.9.9:1' }])
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(multi.gone()).toBe(false)
     // Both still joined on node 1: no leave removed their rows.
-    expect(await redis.hexists('starsock:peers', addrOn(n1, d)) + await redis.hexists('starsock:peers', addrOn(n1, e))).toBe(2)
+    expect(await redis.hexists('starsock:peers', addrOn(n1, d)) + await redis.hexists('starsock:peers', addrOn(n1, e)) + await redis.hexists('starsock:peers', addrOn(n1, g))).toBe(3)
   }, 60_000)
 
   it('Redis holds the hash of a resume credential, never the credential', async () => {
