@@ -3,7 +3,7 @@
  * held for a client that is reconnecting, and the resume credentials that let a client take its
  * address back. Plain functions and maps; `Rendezvous` applies the outcome.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Session } from './session.ts'
 
 /** Bytes of a resume credential the server makes for a client that presented none (sent as hex). */
@@ -12,6 +12,14 @@ const RESUME_SECRET_BYTES = 32
 /** A fresh resume credential, hex. */
 export function newResumeSecret (): string {
   return randomBytes(RESUME_SECRET_BYTES).toString('hex')
+}
+
+/**
+ * The SHA-256 (hex) of a resume credential: what Redis, the other nodes and the reservations hold,
+ * never the credential itself (whoever reads it must not be able to resume the identity).
+ */
+export function hashSecret (secret: string): string {
+  return createHash('sha256').update(secret).digest('hex')
 }
 
 /** Whether `given` equals `expected`, in time independent of where they differ. */
@@ -41,13 +49,18 @@ export type ClaimOutcome = 'resume' | 'in-use' | 'replace' | 'displace'
 export interface HoldInfo {
   /** Whether the holder is a starsock client (sent `starsock:hello`). */
   starsock: boolean
-  /** Its resume credential for the held address, if it has one. */
-  credential: string | undefined
+  /** Its resume credential for the held address, if it has one (a live session here). */
+  credential?: string | undefined
+  /** Or only its `hashSecret` (a holder on another node, a reservation). */
+  credentialHash?: string | undefined
 }
 
-/** Decide a claim (see `ClaimOutcome`). */
-export function decideClaim (newcomer: Session, holder: HoldInfo, cryptoChallenge: boolean): ClaimOutcome {
-  if (sameSecret(newcomer.resume, holder.credential)) return 'resume'
+/**
+ * Decide a claim (see `ClaimOutcome`). `newcomerHash` is `hashSecret(newcomer.resume)`, needed
+ * only when the holder is known by its hash (computed once per join by the caller).
+ */
+export function decideClaim (newcomer: Session, holder: HoldInfo, cryptoChallenge: boolean, newcomerHash?: string): ClaimOutcome {
+  if (sameSecret(newcomer.resume, holder.credential) || sameSecret(newcomerHash, holder.credentialHash)) return 'resume'
   if (!cryptoChallenge) return 'in-use'
   if (!holder.starsock) return 'replace'
   if (newcomer.starsock && !newcomer.takeover) return 'in-use'
@@ -93,8 +106,8 @@ export class StarsockHolders {
 export interface Reservation {
   /** The address it held (legacy newcomers collide only with this exact string). */
   addr: string
-  /** Its resume credential. */
-  credential: string
+  /** `hashSecret` of its resume credential (never the credential: reservations come from other nodes too). */
+  credentialHash: string
   /** Where it was joined from, `ip:port`. */
   remote: string
   /** When the reservation ends, in ms since the epoch. */
@@ -119,12 +132,19 @@ export class Reservations {
     return this.byKey.size
   }
 
-  /** Hold `key` for the client with `credential` that held it under `addr` from `remote`; no-op with a grace of 0. */
-  reserve (key: string, addr: string, credential: string, remote: string): void {
-    if (this.graceMs <= 0) return
+  /**
+   * Hold `key` for the client whose credential hashes to `credentialHash` that held it under
+   * `addr` from `remote`, for `graceMs` (another node's grace, from its leave entry) but never
+   * longer than this node's; no-op with a grace of 0.
+   */
+  reserve (key: string, addr: string, credentialHash: string, remote: string, graceMs = this.graceMs): void {
+    const ms = Math.min(graceMs, this.graceMs)
+    if (ms <= 0) return
     this.sweep()
-    this.byKey.delete(key) // re-inserted last: the map stays in expiry order
-    this.byKey.set(key, { addr, credential, remote, untilMs: this.now() + this.graceMs })
+    // Re-inserted last: the map stays in expiry order (roughly, with a shorter grace from another
+    // node: an entry the sweep misses still expires in `find` and counts against `maxEntries`).
+    this.byKey.delete(key)
+    this.byKey.set(key, { addr, credentialHash, remote, untilMs: this.now() + ms })
     for (const oldest of this.byKey.keys()) {
       if (this.byKey.size <= this.maxEntries) break
       this.byKey.delete(oldest)

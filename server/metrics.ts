@@ -24,6 +24,7 @@ export class ServerMetrics {
   readonly limitHits = new Counter({ name: 'starsock_limit_hits_total', help: 'requests or streams refused by a limit', labelNames: ['limit'] as const, registers: [this.registry] })
   readonly streamFailures = new Counter({ name: 'starsock_stream_failures_total', help: 'streams that ended with an error', labelNames: ['code'] as const, registers: [this.registry] })
   readonly displaced = new Counter({ name: 'starsock_displaced_total', help: 'addresses moved from one live socket to another: takeover (asked), legacy-join (a legacy client joined), resume (own stale socket)', labelNames: ['reason'] as const, registers: [this.registry] })
+  readonly addressInUse = new Counter({ name: 'starsock_address_in_use_total', help: 'joins refused with E_ADDRESS_IN_USE, by holder: a client on this node (here), one reconnecting within the grace (reserved), one on another cluster node (other-node)', labelNames: ['holder'] as const, registers: [this.registry] })
   readonly badRequests = new Counter({ name: 'starsock_bad_requests_total', help: 'requests with bad arguments or for unknown streams', labelNames: ['event'] as const, registers: [this.registry] })
 
   readonly udpPackets = new Counter({ name: 'starsock_udp_packets_total', help: 'UDP relay packets forwarded', registers: [this.registry] })

@@ -14,7 +14,7 @@ import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, PROFILE_CHANGES_PER_IP_PER_MINUTE, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, KeyCache, keyLibrariesLoaded, loadKeyLibraries, looksLikeKey, verifyNonce } from './challenge.ts'
-import { decideClaim, newResumeSecret, Reservations, StarsockHolders, type Reservation } from './identity-claims.ts'
+import { decideClaim, hashSecret, newResumeSecret, Reservations, sameSecret, StarsockHolders, type Reservation } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -24,7 +24,7 @@ import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
 import { Session, type Endpoint } from './session.ts'
 import { UdpRelay, type AllocationInfo } from './udp-relay.ts'
-import type { RendezvousCluster } from './cluster/types.ts'
+import type { HolderClaim, JoinDecision, LeaveReservation, RemoteHold, RemoteOutcome, RendezvousCluster } from './cluster/types.ts'
 
 /** Answer to the first step of a join: the nonce to sign. */
 export interface JoinChallenge { nonce: string }
@@ -138,10 +138,13 @@ export class Rendezvous {
   disconnect (session: Session, left = false, reason?: string): void {
     for (const addr of [...session.addrs]) {
       const credential = session.resumeSecrets.get(addr)
-      if (!left && session.starsock && credential !== undefined) {
-        this.reservations.reserve(this.identityKey(addr), addr, credential, session.remote)
+      let reserved: LeaveReservation | undefined
+      if (!left && session.starsock && credential !== undefined && this.options.identityGraceMs > 0) {
+        // Only the hash is kept, here and (in the leave entry) on every other node of a cluster.
+        reserved = { credentialHash: hashSecret(credential), remote: session.remote, graceMs: this.options.identityGraceMs }
+        this.reservations.reserve(this.identityKey(addr), addr, reserved.credentialHash, reserved.remote)
       }
-      this.leave(session, addr, left ? 'left' : reason ?? 'disconnected')
+      this.leave(session, addr, left ? 'left' : reason ?? 'disconnected', reserved)
     }
     this.relay.dropSession(session)
     this.challenges.dropSession(session.id)
@@ -359,16 +362,23 @@ export class Rendezvous {
       if (this.peersFrom(session.ip) - (sameKey ? 1 : 0) >= this.options.maxPeersPerIp) {
         throw new StarsockError('E_LIMIT_PEERS_PER_IP', `Peer limit of this IP address reached (maxPeersPerIp=${this.options.maxPeersPerIp})`)
       }
+      // Hashed once per join: holders on other nodes and reservations are known by the hash.
+      const newcomerHash = session.resume === undefined ? undefined : hashSecret(session.resume)
       let after: (() => void) | undefined
       if (held !== undefined) after = this.claim(session, held.holder, held.heldAddr, addr)
+      const remote = held === undefined ? this.cluster?.remoteHolder(addr, peerId, session) : undefined
+      const decision = remote === undefined ? undefined : this.claimRemote(session, remote, addr, newcomerHash)
       const key = peerId ?? addr
-      const reserved = held === undefined ? this.reservations.find(key) : undefined
+      const reserved = held === undefined && remote === undefined ? this.reservations.find(key) : undefined
       // Legacy newcomers keep the original's exact-address rule here too.
       const reservedHere = reserved !== undefined && (session.starsock || reserved.addr === addr)
-      if (reservedHere) this.claimReserved(session, reserved)
+      if (reservedHere) this.claimReserved(session, reserved, newcomerHash)
       if (owner === undefined && this.directory.localSize >= this.options.maxPeers) {
         throw new StarsockError('E_LIMIT_PEERS', `Server peer limit reached (maxPeers=${this.options.maxPeers})`)
       }
+      // Known before the cluster hears of the join: its row carries the credential's hash.
+      const credential = session.starsock ? session.resumeSecrets.get(addr) ?? session.resume ?? newResumeSecret() : undefined
+      if (credential !== undefined) session.resumeSecrets.set(addr, credential)
       this.directory.set(addr, session.id)
       session.addrs.add(addr)
       this.counted(session, addr, 1)
@@ -376,7 +386,14 @@ export class Rendezvous {
       this.metrics.peers.set(this.directory.size)
       const shown = shownProfile(session, this.gatewayPeers)
       this.announcer.joined(addr, session, shown)
-      this.cluster?.joined(session, addr, shown)
+      if (this.cluster !== undefined) {
+        const claim: HolderClaim = {
+          starsock: session.starsock,
+          credentialHash: credential === undefined ? undefined : credential === session.resume ? newcomerHash : hashSecret(credential),
+          remote: session.remote
+        }
+        this.cluster.joined(session, addr, shown, claim, decision)
+      }
       if (reservedHere) this.reservations.drop(key)
       // Only now that the address is the newcomer's: disconnecting the old holder runs its
       // disconnect handler at once, which must find the directory settled.
@@ -405,9 +422,10 @@ export class Rendezvous {
    * `newcomer` joins an identity held for a client reconnecting within the grace (see
    * `decideClaim`): throws the refusal unless it may have it.
    */
-  private claimReserved (newcomer: Session, reserved: Reservation): void {
-    const outcome = decideClaim(newcomer, { starsock: true, credential: reserved.credential }, this.options.cryptoChallenge)
+  private claimReserved (newcomer: Session, reserved: Reservation, newcomerHash: string | undefined): void {
+    const outcome = decideClaim(newcomer, { starsock: true, credentialHash: reserved.credentialHash }, this.options.cryptoChallenge, newcomerHash)
     if (outcome === 'in-use') {
+      this.metrics.addressInUse.inc({ holder: 'reserved' })
       const where = this.options.cryptoChallenge ? ` (joined from ${reserved.remote})` : ''
       const seconds = Math.max(1, Math.ceil((reserved.untilMs - Date.now()) / 1000))
       throw new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is reserved for a reconnecting client${where} for up to ${seconds} s more`)
@@ -418,6 +436,24 @@ export class Rendezvous {
       this.metrics.displaced.inc({ reason })
       this.logger.info({ by: newcomer.id, reason }, 'took an identity reserved for a reconnecting client')
     }
+  }
+
+  /**
+   * `newcomer` joins `addr` while a client on another node holds the same identity (`remote`, see
+   * `decideClaim`). Throws the refusal, or returns the decision its join entry carries: that
+   * node applies it when it reads the entry (`displacedByNode`).
+   */
+  private claimRemote (newcomer: Session, remote: RemoteHold, addr: string, newcomerHash: string | undefined): JoinDecision {
+    const { claim, heldAddr } = remote
+    const outcome = decideClaim(newcomer, { starsock: claim.starsock, credentialHash: claim.credentialHash }, this.options.cryptoChallenge, newcomerHash)
+    if (outcome === 'in-use') {
+      this.metrics.addressInUse.inc({ holder: 'other-node' })
+      const where = this.options.cryptoChallenge ? ` from ${claim.remote}` : ''
+      throw new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined on another server node${where}`)
+    }
+    const decided: RemoteOutcome = outcome !== 'displace' ? outcome : newcomer.starsock ? 'takeover' : 'legacy-join'
+    this.logger.debug({ session: newcomer.id, outcome: decided }, 'claimed an identity held on another node')
+    return { outcome: decided, takes: heldAddr === addr ? undefined : heldAddr }
   }
 
   /**
@@ -449,6 +485,7 @@ export class Rendezvous {
 
   /** The refusal; where the holder is only for a newcomer that proved the key (the challenge is on). */
   private inUse (holder: Session): StarsockError {
+    this.metrics.addressInUse.inc({ holder: 'here' })
     const where = this.options.cryptoChallenge ? `from ${holder.remote}` : 'elsewhere'
     return new StarsockError('E_ADDRESS_IN_USE', `Address in use: this peer id is joined ${where}`)
   }
@@ -472,8 +509,11 @@ export class Rendezvous {
     if (peerId !== undefined) this.starsockHolders.remove(peerId, addr, session)
   }
 
-  /** `ss-leave(addr)`: no reply; ignored unless this session holds the address. `why` goes into the leave line. */
-  leave (session: Session, addr: string, why = 'left'): boolean {
+  /**
+   * `ss-leave(addr)`: no reply; ignored unless this session holds the address. `why` goes into the
+   * leave line; `reserved` (a starsock client dropped) goes to the other nodes of a cluster.
+   */
+  leave (session: Session, addr: string, why = 'left', reserved?: LeaveReservation): boolean {
     if (!session.addrs.delete(addr)) return false
     this.peerLog.left(session, addr, why)
     this.counted(session, addr, -1)
@@ -482,7 +522,7 @@ export class Rendezvous {
     if (this.directory.release(addr, session.id)) {
       this.metrics.peers.set(this.directory.size)
       this.announcer.left(addr)
-      this.cluster?.left(session, addr)
+      this.cluster?.left(session, addr, reserved)
     }
     return true
   }
@@ -506,18 +546,58 @@ export class Rendezvous {
 
   /**
    * A later join on another node took `addr` from the local session holding it (one identity, one
-   * place, across nodes too): the holder hears `starsock:displaced` and leaves it; a socket left
-   * with no address is disconnected. Call before the directory records the other node.
+   * place, across nodes too). That node applied `decideClaim` to the holder its copy knew, which
+   * may lag (another holder, or none: a race of one log round trip), so the outcome is decided
+   * again here against the holder there is (`outcomeHere`): `resume` drops the stale socket
+   * without a word (unless it holds other addresses), `replace` takes it from a legacy holder
+   * silently (it keeps its socket, as on one node), `takeover` and `legacy-join` tell the holder
+   * `starsock:displaced` with `by` the newcomer's `ip:port`. A join from a node that wrote no
+   * claim (`newcomer` undefined) is a takeover by `another server node`. A socket left with no
+   * address is disconnected. Call before the directory records the other node. For another
+   * spelling (`otherSpelling`) of the peer id only a starsock holder gives way, as on one node.
+   * Returns whether a holder here lost the address.
    */
-  displacedByNode (addr: string): void {
+  displacedByNode (addr: string, newcomer?: HolderClaim, otherSpelling = false): boolean {
     const ownerId = this.directory.owner(addr)
     const holder = ownerId === undefined ? undefined : this.sessions.get(ownerId)
-    if (holder === undefined) return
-    this.metrics.displaced.inc({ reason: 'takeover' })
-    this.leave(holder, addr, 'displaced')
-    const info: DisplacedInfo = { addr, reason: 'takeover', by: 'another server node' }
-    holder.endpoint.emit(EVENTS.DISPLACED, info)
+    if (holder === undefined || (otherSpelling && !holder.starsock)) return false
+    const outcome = newcomer === undefined ? 'takeover' : this.outcomeHere(holder, addr, newcomer)
+    this.leave(holder, addr, outcome === 'resume' ? 'resumed on another node' : 'displaced')
+    if (outcome === 'replace') return true
+    this.metrics.displaced.inc({ reason: outcome })
+    if (outcome !== 'resume') {
+      const info: DisplacedInfo = { addr, reason: outcome, by: newcomer?.remote ?? 'another server node' }
+      holder.endpoint.emit(EVENTS.DISPLACED, info)
+    }
     if (holder.addrs.size === 0) holder.endpoint.disconnect?.()
+    return true
+  }
+
+  /**
+   * `decideClaim` on the holder's node, for a join that happened (refusing it is no longer an
+   * option): `resume` when the newcomer's credential hash is `holder`'s, `replace` for a legacy
+   * holder, else a takeover (`legacy-join` by a legacy newcomer).
+   */
+  private outcomeHere (holder: Session, addr: string, newcomer: HolderClaim): RemoteOutcome {
+    const secret = holder.resumeSecrets.get(addr)
+    if (secret !== undefined && sameSecret(newcomer.credentialHash, hashSecret(secret))) return 'resume'
+    if (!holder.starsock) return 'replace'
+    return newcomer.starsock ? 'takeover' : 'legacy-join'
+  }
+
+  /** The identity of `addr` joined on another node: a reservation of it here is over. */
+  joinedElsewhere (addr: string): void {
+    this.reservations.drop(this.identityKey(addr))
+  }
+
+  /**
+   * A starsock client on another node dropped without leaving `addr`: its identity is held for it
+   * here too (`reserved.graceMs`, at most this node's grace), unless a client here has it already.
+   */
+  reservedElsewhere (addr: string, reserved: LeaveReservation): void {
+    const key = this.identityKey(addr)
+    if (this.isPresent(this.ownerOf(addr)) || this.directory.owner(addr) !== undefined) return
+    this.reservations.reserve(key, addr, reserved.credentialHash, reserved.remote, reserved.graceMs)
   }
 
   /**

@@ -18,8 +18,13 @@ import type { Membership } from '../server/cluster/membership.ts'
 import { ServerMetrics } from '../server/metrics.ts'
 import { resolveServerOptions } from '../server/options.ts'
 import type { Rendezvous } from '../server/rendezvous.ts'
+import type { HolderClaim } from '../server/cluster/types.ts'
+import { claimJson } from '../server/cluster/plane-entries.ts'
 import { REDIS_SERVER, startRedis, type TestRedis } from './helpers/cluster.ts'
 import { waitFor } from './helpers/server.ts'
+
+/** What a local join's row says of its client (the identity rules are not this file's subject). */
+const CLAIM: HolderClaim = { starsock: false, credentialHash: undefined, remote: '127.0.0.1:1' }
 
 /** One plane with its directory, metrics and what it told the rendezvous. */
 interface TestPlane {
@@ -94,7 +99,9 @@ describe('control plane against a real Redis', () => {
         const owner = directory.owner(addr)
         if (owner !== undefined && directory.release(addr, owner)) plane?.left(addr)
       },
-      profileAt: () => undefined
+      profileAt: () => undefined,
+      joinedElsewhere: () => {},
+      reservedElsewhere: () => {}
     } as unknown as Rendezvous
     plane = new ControlPlane({ rendezvous, directory, options, metrics, logger: silentLogger, nodeGone: (id) => calls.push(`gone ${id}`) })
     planes.push(plane)
@@ -107,7 +114,7 @@ describe('control plane against a real Redis', () => {
       calls,
       join: (addr, session = 's1') => {
         directory.set(addr, session)
-        p.joined(addr, undefined)
+        p.joined(addr, undefined, CLAIM)
       },
       leave: (addr, session = 's1') => {
         if (directory.release(addr, session)) p.left(addr)
@@ -180,7 +187,7 @@ describe('control plane against a real Redis', () => {
       return seq > 0 && a.directory.highestSeq >= seq
     }, 20_000)
     expect(a.calls).not.toContain('displaced /x') // undecided while A's own write is in flight
-    a.plane.joined('/x', undefined) // A's write: later in the log than B's
+    a.plane.joined('/x', undefined, CLAIM) // A's write: later in the log than B's
     await waitFor('B to give /x up to the later join on A', () => b.calls.includes('displaced /x'), 20_000)
     expect(b.directory.nodeOf('/x')).toBe(a.plane.nodeId)
     expect(a.directory.owner('/x')).toBe('sa')
@@ -201,7 +208,7 @@ describe('control plane against a real Redis', () => {
       return seq > 0 && a.directory.highestSeq >= seq
     }, 20_000)
     expect(a.calls).not.toContain('displaced /h') // A's new holder's join is later than B's: undecided until numbered
-    a.plane.joined('/h', undefined)
+    a.plane.joined('/h', undefined, CLAIM)
     await waitFor('B to give /h up to the later join on A', () => b.calls.includes('displaced /h'), 20_000)
     expect(a.directory.owner('/h')).toBe('sa2')
     expect(a.calls).not.toContain('displaced /h')
@@ -229,6 +236,8 @@ describe('control plane against a real Redis', () => {
     await killClient(`starsock-${a.plane.nodeId}`)
     await waitForAsync('A to write /r1 back', async () => (await direct.hget(`${KEY_PREFIX}peers`, '/r1'))?.includes(a.plane.nodeId) === true, 20_000)
     expect(b.directory.nodeOf('/r1')).toBe(a.plane.nodeId)
+    // With its holder's claim (the identity rules across nodes need it after such a loss too).
+    expect(JSON.parse(await direct.hget(`${KEY_PREFIX}peers`, '/r1') ?? '{}')).toMatchObject({ c: claimJson(CLAIM) })
     expect(b.calls).not.toContain('leave /r1')
   }, 40_000)
 
@@ -294,7 +303,7 @@ describe('control plane against a real Redis', () => {
       const seq = b.directory.entry('/y')?.seq ?? 0
       return seq > 0 && a.directory.highestSeq >= seq
     }, 20_000)
-    a.plane.joined('/y', undefined)
+    a.plane.joined('/y', undefined, CLAIM)
     a.leave('/y', 'sa') // before the join's reply: the leave is written after it
     await waitFor('B to give /y up to the later join on A, then hear it leave', () => b.calls.includes('displaced /y') && b.calls.includes('leave /y'), 20_000)
     expect(await direct.hexists(`${KEY_PREFIX}peers`, '/y')).toBe(0)

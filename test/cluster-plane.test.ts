@@ -121,7 +121,7 @@ describe('cluster control plane (3 nodes, real Redis)', () => {
     }
   }, 90_000)
 
-  it('moves an address joined on node 2 away from the socket holding it on node 1 (the later join wins)', async () => {
+  it('moves an address joined on node 2 (takeover) away from the socket holding it on node 1', async () => {
     const [n1, n2, n3] = nodes as [TestNode, TestNode, TestNode]
     // One address through a load balancer: the same string on every node.
     const who = await makeIdentity(40_000)
@@ -131,6 +131,10 @@ describe('cluster control plane (3 nodes, real Redis)', () => {
     sockets.push(first, second, watcher)
     const w = await makeIdentity(n3.port)
     await joinWithChallenge(watcher, w.key, w.addr)
+    // Starsock clients, the second asking to take over: displaced whether node 2 saw the first's
+    // row (the identity rules across nodes) or not yet (the later join in the log wins).
+    await request(first, 'starsock:hello', [{}])
+    await request(second, 'starsock:hello', [{ takeover: true }])
     await joinWithChallenge(first, who.key, who.addr)
     const displaced = new Promise<{ addr: string, reason: string }>((resolve) => first.on('starsock:displaced', resolve))
     const gone = new Promise<void>((resolve) => first.on('disconnect', () => resolve()))

@@ -80,6 +80,7 @@ describe('trunk: cross-node dials and streams in one process', () => {
     cluster.linkAddresses.set(id, await trunk.listen())
     server.rendezvous.cluster = {
       remoteTarget: (to, dialer) => trunk.remoteTarget(to, dialer),
+      remoteHolder: () => undefined,
       remoteProfile: () => undefined,
       joined: () => {},
       left: () => {},

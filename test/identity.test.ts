@@ -73,6 +73,7 @@ describe('one identity, one place (library)', () => {
     expect(err?.message).toMatch(/joined from 127\.0\.0\.1:\d+$/)
     expect(first.state).toBe('joined')
     expect(s.stats().peers).toBe(1)
+    expect(await metric(s.url(), 'starsock_address_in_use_total{holder="here"}')).toBe('starsock_address_in_use_total{holder="here"} 1')
     await waitFor('the refused socket to go', () => s.stats().sockets === 1)
   })
 
@@ -177,6 +178,7 @@ describe('reconnects that are not collisions', () => {
     const err = await createPeer({ server: s.url(), identity }).then(async (p) => { await p.close(); return undefined }, (e: StarsockError) => e)
     expect(err?.code).toBe('E_ADDRESS_IN_USE')
     expect(err?.message).toMatch(/^Address in use: this peer id is reserved for a reconnecting client \(joined from 127\.0\.0\.1:\d+\) for up to \d+ s more$/)
+    expect(await metric(s.url(), 'starsock_address_in_use_total{holder="reserved"}')).toBe('starsock_address_in_use_total{holder="reserved"} 1')
     await waitFor('the holder to come back', () => holder.state === 'joined', 10_000)
     expect(holder.closedBy).toBeUndefined()
     expect(errors.filter((e) => e.code === 'E_DISPLACED')).toEqual([])

@@ -12,6 +12,7 @@
  */
 import type { PeerProfile } from '../../shared/profile.ts'
 import type { PeerDirectory } from '../peer-directory.ts'
+import type { HolderClaim } from './types.ts'
 
 /** Cursor units per global sequence number: room for this many provisional entries between two numbers. */
 export const SEQ_SCALE = 65_536
@@ -31,6 +32,10 @@ export interface DirectoryEntry {
   index: number
   /** Profile of a remote entry, as its node wrote it. */
   profile: PeerProfile | undefined
+  /** Who holds it: for a local entry what the plane wrote, for a remote one what its node wrote (`undefined` when none). */
+  claim?: HolderClaim | undefined
+  /** Peer id of a remote starsock entry, as indexed in `starsockByPeerId`. */
+  peerId?: string | undefined
 }
 
 /** See the module comment. `owner` answers only for local addresses; `nodeOf` for the others. */
@@ -44,6 +49,8 @@ export class ClusterDirectory implements PeerDirectory {
   private maxSeq = 0
   /** Provisional keys handed out after `maxSeq`. */
   private provisionalInGap = 0
+  /** Remote entries of starsock clients by peer id (one identity under several spellings of the address). */
+  private readonly starsockByPeerId = new Map<string, Set<string>>()
 
   get size (): number {
     return this.list.length
@@ -141,6 +148,34 @@ export class ClusterDirectory implements PeerDirectory {
     return true
   }
 
+  /**
+   * The claim and peer id of the remote entry for `addr` (`putRemote` first): a starsock entry
+   * with a peer id is indexed for `remoteStarsock`.
+   */
+  setRemoteClaim (addr: string, claim: HolderClaim | undefined, peerId: string | undefined): void {
+    const e = this.entries.get(addr)
+    if (e?.node === undefined) return
+    this.unindexPeerId(e)
+    e.claim = claim
+    if (claim?.starsock === true && peerId !== undefined) {
+      e.peerId = peerId
+      let addrs = this.starsockByPeerId.get(peerId)
+      if (addrs === undefined) {
+        addrs = new Set()
+        this.starsockByPeerId.set(peerId, addrs)
+      }
+      addrs.add(addr)
+    }
+  }
+
+  /** A remote entry of a starsock client with `peerId` under an address other than `addr`, if any. */
+  remoteStarsock (peerId: string, addr: string): DirectoryEntry | undefined {
+    for (const other of this.starsockByPeerId.get(peerId) ?? []) {
+      if (other !== addr) return this.entries.get(other)
+    }
+    return undefined
+  }
+
   /** Remove the remote entry for `addr` if `node` holds it (any node when `undefined`); `true` when removed. */
   dropRemote (addr: string, node?: string): boolean {
     const e = this.entries.get(addr)
@@ -205,6 +240,7 @@ export class ClusterDirectory implements PeerDirectory {
   }
 
   private remove (entry: DirectoryEntry): void {
+    this.unindexPeerId(entry)
     this.entries.delete(entry.addr)
     if (entry.sessionId !== undefined) this.locals--
     // Swap-remove keeps removal O(1); the moved address takes the freed position.
@@ -215,6 +251,15 @@ export class ClusterDirectory implements PeerDirectory {
       if (moved !== undefined) moved.index = entry.index
     }
     this.compact()
+  }
+
+  /** Take `entry` out of `starsockByPeerId`. */
+  private unindexPeerId (entry: DirectoryEntry): void {
+    if (entry.peerId === undefined) return
+    const addrs = this.starsockByPeerId.get(entry.peerId)
+    addrs?.delete(entry.addr)
+    if (addrs?.size === 0) this.starsockByPeerId.delete(entry.peerId)
+    entry.peerId = undefined
   }
 
   /** Give `entry` the paging key `key`: a new pair in sorted place (appending is the common case); the old pair goes stale. */

@@ -12,7 +12,7 @@ import type { Session } from '../session.ts'
 import type { ClusterDirectory } from './cluster-directory.ts'
 import { ControlPlane } from './plane.ts'
 import { Trunk } from './trunk.ts'
-import type { ClusterStatus, RendezvousCluster } from './types.ts'
+import type { ClusterStatus, HolderClaim, JoinDecision, LeaveReservation, RemoteHold, RendezvousCluster } from './types.ts'
 
 /** This node's part in a cluster. */
 export class ClusterNode implements RendezvousCluster {
@@ -80,9 +80,11 @@ export class ClusterNode implements RendezvousCluster {
 
   remoteProfile = (addr: string): PeerProfile | undefined => this.plane.remoteProfile(addr)
 
-  joined = (_session: Session, addr: string, profile: PeerProfile | undefined): void => this.plane.joined(addr, profile)
+  remoteHolder = (addr: string, peerId: string | undefined, newcomer: Session): RemoteHold | undefined => this.plane.remoteHolder(addr, peerId, newcomer.starsock)
 
-  left = (_session: Session, addr: string): void => this.plane.left(addr)
+  joined = (_session: Session, addr: string, profile: PeerProfile | undefined, claim: HolderClaim, decision?: JoinDecision): void => this.plane.joined(addr, profile, claim, decision)
+
+  left = (_session: Session, addr: string, reserved?: LeaveReservation): void => this.plane.left(addr, reserved)
 
   profileChanged = (_session: Session, addrs: readonly string[], profile: PeerProfile): void => this.plane.profileChanged(addrs, profile)
 }

@@ -7,9 +7,17 @@
 import { MAX_ADDRESS_CHARS } from '../../shared/constants.ts'
 import { checkProfile, type PeerProfile } from '../../shared/profile.ts'
 import { StarsockError } from '../../shared/errors.ts'
+import type { HolderClaim, JoinDecision, LeaveReservation, RemoteOutcome } from './types.ts'
 
 /** Longest node id or link address accepted from Redis. */
 export const MAX_NODE_FIELD_CHARS = 256
+
+/** Longest `ip:port` (an IPv6 one in brackets) accepted as a holder's remote. */
+export const MAX_REMOTE_CHARS = 64
+/** Longest claim or reservation JSON accepted from Redis. */
+const MAX_CLAIM_CHARS = 512
+/** Longest reservation accepted from another node's leave entry (a day; the local grace bounds it again). */
+export const MAX_RESERVATION_MS = 86_400_000
 
 /** One change-log entry. */
 export interface LogEntry {
@@ -20,10 +28,91 @@ export interface LogEntry {
   node: string
   seq: number
   profile: PeerProfile | undefined
+  /** A join's holder claim (`c`); `undefined` from a node that wrote none. */
+  claim?: HolderClaim | undefined
+  /** A join's decision about the holder on another node (`o`, `x`). */
+  decision?: JoinDecision | undefined
+  /** A leave's reservation (`c`): a starsock client dropped without leaving. */
+  reservation?: LeaveReservation | undefined
 }
 
 /** One row of the peers hash. */
-export interface PeerRow { addr: string, node: string, seq: number, profile: PeerProfile | undefined }
+export interface PeerRow {
+  addr: string
+  node: string
+  seq: number
+  profile: PeerProfile | undefined
+  /** Who holds it (`c`); `undefined` from a node that wrote none. */
+  claim?: HolderClaim | undefined
+  /** For a log entry: what its node decided about the holder (see `LogEntry.decision`). */
+  decision?: JoinDecision | undefined
+}
+
+/** Stands for "malformed" among the readers below (a missing field is `undefined`). */
+const BAD = Symbol('bad')
+type Read<T> = T | undefined | typeof BAD
+
+const OUTCOMES = new Set<string>(['resume', 'replace', 'takeover', 'legacy-join'])
+const HASH = /^[0-9a-f]{64}$/
+
+/** A remote as written: within what every node reads back (`readClaim`), so a row is never refused for it. */
+function writtenRemote (remote: string): string {
+  return remote === '' ? '?' : remote.slice(0, MAX_REMOTE_CHARS)
+}
+
+/** A claim as the plane writes it (`c`): `{ k: 0|1, h?: hash, r: remote }`. */
+export function claimJson (claim: HolderClaim): string {
+  const r = writtenRemote(claim.remote)
+  return JSON.stringify(claim.credentialHash === undefined
+    ? { k: claim.starsock ? 1 : 0, r }
+    : { k: claim.starsock ? 1 : 0, h: claim.credentialHash, r })
+}
+
+/** A reservation as the plane writes it in a leave entry (`c`): `{ h, r, g }`, the grace within `MAX_RESERVATION_MS`. */
+export function reservationJson (r: LeaveReservation): string {
+  return JSON.stringify({ h: r.credentialHash, r: writtenRemote(r.remote), g: Math.min(Math.max(1, Math.floor(r.graceMs)), MAX_RESERVATION_MS) })
+}
+
+/** JSON text of at most `MAX_CLAIM_CHARS` that is an object, or `BAD`; `undefined` when absent. */
+function readObject (v: unknown): Read<Record<string, unknown>> {
+  if (v === undefined) return undefined
+  if (typeof v !== 'string' || v.length > MAX_CLAIM_CHARS) return BAD
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(v)
+  } catch {
+    return BAD
+  }
+  return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed) ? parsed as Record<string, unknown> : BAD
+}
+
+/** A claim (`c` of a row or join entry), checked. */
+export function readClaim (v: unknown): Read<HolderClaim> {
+  const o = readObject(v)
+  if (o === undefined || o === BAD) return o
+  const { k, h, r } = o
+  if ((k !== 0 && k !== 1) || !isText(r, MAX_REMOTE_CHARS) || (h !== undefined && (typeof h !== 'string' || !HASH.test(h)))) return BAD
+  // A legacy client has no credential: a hash with it is not something this code writes.
+  if (k === 0 && h !== undefined) return BAD
+  return { starsock: k === 1, credentialHash: h, remote: r }
+}
+
+/** A reservation (`c` of a leave entry), checked. */
+export function readReservation (v: unknown): Read<LeaveReservation> {
+  const o = readObject(v)
+  if (o === undefined || o === BAD) return o
+  const { h, r, g } = o
+  if (typeof h !== 'string' || !HASH.test(h) || !isText(r, MAX_REMOTE_CHARS) || typeof g !== 'number' || !Number.isSafeInteger(g) || g < 1 || g > MAX_RESERVATION_MS) return BAD
+  return { credentialHash: h, remote: r, graceMs: g }
+}
+
+/** A join entry's decision (`o` and the optional `x`), checked. */
+function readDecision (o: unknown, x: unknown): Read<JoinDecision> {
+  if (o === undefined) return x === undefined ? undefined : BAD
+  if (typeof o !== 'string' || !OUTCOMES.has(o)) return BAD
+  if (x !== undefined && !isText(x, MAX_ADDRESS_CHARS)) return BAD
+  return { outcome: o as RemoteOutcome, takes: x }
+}
 
 /** A snapshot of the directory (the `snapshot` script's reply, checked). */
 export interface Snapshot {
@@ -76,7 +165,19 @@ export function readLogEntry (row: unknown): LogEntry | undefined {
   const node = f.get('n')
   const seq = readSeq(f.get('s'))
   if (typeof t !== 'string' || !LOG_TYPES.has(t) || !isText(addr, MAX_ADDRESS_CHARS) || !isText(node, MAX_NODE_FIELD_CHARS) || seq === undefined) return undefined
-  return { id: row[0], t: t as LogEntry['t'], addr, node, seq, profile: readStoredProfile(f.get('p')) }
+  const entry: LogEntry = { id: row[0], t: t as LogEntry['t'], addr, node, seq, profile: readStoredProfile(f.get('p')) }
+  if (t === 'join') {
+    const claim = readClaim(f.get('c'))
+    const decision = readDecision(f.get('o'), f.get('x'))
+    if (claim === BAD || decision === BAD) return undefined
+    entry.claim = claim
+    entry.decision = decision
+  } else if (t === 'leave') {
+    const reservation = readReservation(f.get('c'))
+    if (reservation === BAD) return undefined
+    entry.reservation = reservation
+  }
+  return entry
 }
 
 /** One peers-hash row (`addr`, JSON `{ n, s, p }`), checked; `undefined` when malformed. */
@@ -89,10 +190,11 @@ export function readPeerRow (addr: unknown, json: unknown): PeerRow | undefined 
     return undefined
   }
   if (typeof v !== 'object' || v === null) return undefined
-  const { n, s, p } = v as Record<string, unknown>
+  const { n, s, p, c } = v as Record<string, unknown>
   const seq = readSeq(s)
-  if (!isText(n, MAX_NODE_FIELD_CHARS) || seq === undefined) return undefined
-  return { addr, node: n, seq, profile: readStoredProfile(p) }
+  const claim = readClaim(c)
+  if (!isText(n, MAX_NODE_FIELD_CHARS) || seq === undefined || claim === BAD) return undefined
+  return { addr, node: n, seq, profile: readStoredProfile(p), claim }
 }
 
 /** The `snapshot` script's reply, checked; throws a `TypeError` when its shape is wrong altogether. */

@@ -13,15 +13,16 @@ import { randomBytes } from 'node:crypto'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Logger } from '../../shared/logger.ts'
 import { sameProfile, type PeerProfile } from '../../shared/profile.ts'
+import { checkAddress } from '../../shared/address-parse.ts'
 import type { ServerMetrics } from '../metrics.ts'
 import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
 import type { ClusterDirectory, DirectoryEntry } from './cluster-directory.ts'
 import { Membership } from './membership.ts'
 import { PlaneMetrics } from './metrics.ts'
-import { readLogEntry, readNodes, readSeq, readSnapshot, type PeerRow, type Snapshot } from './plane-entries.ts'
+import { claimJson, readLogEntry, readNodes, readSeq, readSnapshot, reservationJson, type PeerRow, type Snapshot } from './plane-entries.ts'
 import { runScript, type ScriptName } from './redis-scripts.ts'
-import type { ClusterView } from './types.ts'
+import type { ClusterView, HolderClaim, JoinDecision, LeaveReservation, RemoteHold } from './types.ts'
 
 /** Prefix of every key the cluster uses in Redis. */
 export const KEY_PREFIX = 'starsock:'
@@ -172,22 +173,42 @@ export class ControlPlane implements ClusterView {
     return this.deps.directory.remoteProfile(addr)
   }
 
-  /** A local join (the directory has it, provisionally): write it; its number places it, and settles a contest. */
-  joined (addr: string, profile: PeerProfile | undefined): void {
+  /**
+   * The client on another node holding `addr`, or a starsock one holding `peerId` under another
+   * spelling (when `starsock`), as this node's copy knows it with its claim.
+   */
+  remoteHolder (addr: string, peerId: string | undefined, starsock: boolean): RemoteHold | undefined {
+    const directory = this.deps.directory
+    const exact = directory.entry(addr)
+    if (exact?.node !== undefined) return exact.claim === undefined ? undefined : { heldAddr: addr, claim: exact.claim }
+    if (!starsock || peerId === undefined) return undefined
+    const other = directory.remoteStarsock(peerId, addr)
+    return other?.claim === undefined ? undefined : { heldAddr: other.addr, claim: other.claim }
+  }
+
+  /**
+   * A local join (the directory has it, provisionally): write it with its holder's `claim` and
+   * the `decision` about a holder on another node; its number places it, and settles a contest.
+   */
+  joined (addr: string, profile: PeerProfile | undefined, claim: HolderClaim, decision?: JoinDecision): void {
     const entry = this.deps.directory.entry(addr)
     if (this.gone || entry?.sessionId === undefined) return
-    this.command('join', [addr, this.nodeId, profileJson(profile)]).then((reply) => {
+    entry.claim = claim
+    this.command('join', [addr, this.nodeId, profileJson(profile), claimJson(claim), decision?.outcome ?? '', decision?.takes ?? '']).then((reply) => {
       if (reply === -1) return this.reregister()
       const seq = readSeq(reply)
       if (seq !== undefined) this.numbered(entry, seq)
     }, () => {})
   }
 
-  /** A local leave: written unless this node is leaving, or another node's later join took the address. */
-  left (addr: string): void {
+  /**
+   * A local leave: written (with the identity's reservation when its client dropped) unless this
+   * node is leaving, or another node's later join took the address.
+   */
+  left (addr: string, reserved?: LeaveReservation): void {
     // A contest over `addr` stays: the in-flight join's number still decides who holds it.
     if (this.gone || this.displacing === addr) return
-    this.command('leave', [addr, this.nodeId]).catch(() => {})
+    this.command('leave', [addr, this.nodeId, reserved === undefined ? '' : reservationJson(reserved)]).catch(() => {})
   }
 
   /** A local profile change of `addrs`. */
@@ -273,7 +294,7 @@ export class ControlPlane implements ClusterView {
     this.dirty = false
     this.contested.clear()
     const args: Array<string | number> = [this.nodeId, this.nodeJson(), this.link, this.ttlMs, directory.highestSeq]
-    for (const e of entries) args.push(e.addr, e.seq, profileJson(this.deps.rendezvous.profileAt(e.addr)))
+    for (const e of entries) args.push(e.addr, e.seq, profileJson(this.deps.rendezvous.profileAt(e.addr)), e.claim === undefined ? '' : claimJson(e.claim))
     const reply = await this.command('sync', args)
     if (Array.isArray(reply)) {
       entries.forEach((e, i) => {
@@ -309,12 +330,16 @@ export class ControlPlane implements ClusterView {
     else this.remoteJoin(other)
   }
 
-  /** A later join on another node (`row`) takes an address a local session holds. */
+  /**
+   * A later join on another node (`row`) takes an address a local session holds: the rendezvous
+   * applies the rules to the newcomer's claim and the holder here (a join from an older node,
+   * without a claim, is a takeover).
+   */
   private displace (row: PeerRow): void {
     this.metrics.displacedByNode.inc()
     this.displacing = row.addr
     try {
-      this.deps.rendezvous.displacedByNode(row.addr)
+      this.deps.rendezvous.displacedByNode(row.addr, row.claim)
     } finally {
       this.displacing = undefined
     }
@@ -335,8 +360,24 @@ export class ControlPlane implements ClusterView {
       return
     }
     const before = directory.remoteProfile(row.addr)
-    if (directory.putRemote(row.addr, row.node, row.seq, row.profile)) this.deps.rendezvous.remoteJoined(row.addr, row.profile)
+    const added = directory.putRemote(row.addr, row.node, row.seq, row.profile)
+    directory.setRemoteClaim(row.addr, row.claim, checkAddress(row.addr, false)?.peerId)
+    if (added) this.deps.rendezvous.remoteJoined(row.addr, row.profile)
     else if (row.profile !== undefined && !sameProfile(before, row.profile)) this.deps.rendezvous.remoteProfileChanged(row.addr, row.profile)
+  }
+
+  /**
+   * A join on another node (`row`) took the peer id a local session holds under another spelling
+   * (`takes`): the holder loses that address as the rules say (its leave is written: the join did
+   * not replace its row). Only a local join older than the entry gives way, and only an address
+   * of the same peer id (an entry naming another one is not trusted with a local peer).
+   */
+  private displaceSpelling (row: PeerRow, takes: string): void {
+    const local = this.deps.directory.entry(takes)
+    if (local?.sessionId === undefined || local.seq === 0 || local.seq > row.seq) return
+    const peerId = checkAddress(takes, false)?.peerId
+    if (peerId === undefined || peerId !== checkAddress(row.addr, false)?.peerId) return
+    if (this.deps.rendezvous.displacedByNode(takes, row.claim, true)) this.metrics.displacedByNode.inc()
   }
 
   /** Follow the log: a snapshot first (and after every gap or error), then entries in order. Ends when closed. */
@@ -436,10 +477,18 @@ export class ControlPlane implements ClusterView {
     this.lastSeq = entry.seq
     this.deps.directory.seen(entry.seq)
     if (entry.node === this.nodeId) return
-    const change: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile }
-    if (entry.t === 'join') this.remoteJoin(change)
-    else if (entry.t === 'leave') this.remoteLeave(entry.addr, entry.node)
-    else this.remoteProfileSet(entry.addr, entry.node, entry.profile)
+    const change: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile, claim: entry.claim, decision: entry.decision }
+    if (entry.t === 'join') {
+      // Joined elsewhere: a reservation of the identity here is over (its owner, or one allowed to have it, has it).
+      this.deps.rendezvous.joinedElsewhere(entry.addr)
+      this.remoteJoin(change)
+      if (entry.decision?.takes !== undefined) this.displaceSpelling(change, entry.decision.takes)
+    } else if (entry.t === 'leave') {
+      this.remoteLeave(entry.addr, entry.node)
+      if (entry.reservation !== undefined) this.deps.rendezvous.reservedElsewhere(entry.addr, entry.reservation)
+    } else {
+      this.remoteProfileSet(entry.addr, entry.node, entry.profile)
+    }
   }
 
   /** A peer on node `node` left `addr` (a log entry): out of the copy if that node still holds it there. */

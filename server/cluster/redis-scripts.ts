@@ -2,8 +2,9 @@
  * The control plane's writes to Redis, each one Lua script (atomic: the peers hash, the node's
  * set and the change log change together, and no other node sees half of it). Keys, under a
  * prefix (`starsock:`), are described in docs/cluster.md:
- * - `peers`: hash addr -> JSON `{ n: nodeId, s: seq of its join, p: profile|null }`
- * - `log`: stream of `join|leave|profile` entries (fields t, a, n, s, p), trimmed (`MAXLEN ~`)
+ * - `peers`: hash addr -> JSON `{ n: nodeId, s: seq of its join, p: profile|null, c: claim JSON text }`
+ * - `log`: stream of `join|leave|profile` entries (fields t, a, n, s, p; a join's c, o, x; a
+ *   leave's c), trimmed (`MAXLEN ~`)
  * - `seq`: the global sequence number (one per log entry)
  * - `node:<id>`: JSON `{ link, startedMs }`, with a time-to-live the node refreshes
  * - `nodes`: hash id -> link; `nodepeers:<id>`: set of the node's addresses
@@ -15,36 +16,45 @@ import type { Redis } from 'ioredis'
 const PRELUDE = `
 local p = ARGV[1]
 local maxlen = ARGV[2]
-local function entry(node, seq, prof)
-  return '{"n":' .. cjson.encode(node) .. ',"s":' .. string.format('%d', seq) .. ',"p":' .. prof .. '}'
+local function entry(node, seq, prof, claim)
+  local c = ''
+  if claim and claim ~= '' then c = ',"c":' .. cjson.encode(claim) end
+  return '{"n":' .. cjson.encode(node) .. ',"s":' .. string.format('%d', seq) .. ',"p":' .. prof .. c .. '}'
 end
-local function logged(t, addr, node, prof)
+local function logged(t, addr, node, prof, extra)
   local seq = redis.call('INCR', p .. 'seq')
-  redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, '*', 't', t, 'a', addr, 'n', node, 's', string.format('%d', seq), 'p', prof)
+  local cmd = { 'XADD', p .. 'log', 'MAXLEN', '~', maxlen, '*', 't', t, 'a', addr, 'n', node, 's', string.format('%d', seq), 'p', prof }
+  for i = 1, #extra, 2 do
+    if extra[i + 1] ~= '' then
+      cmd[#cmd + 1] = extra[i]
+      cmd[#cmd + 1] = extra[i + 1]
+    end
+  end
+  redis.call(unpack(cmd))
   return seq
 end
-local function join(addr, node, prof)
+local function join(addr, node, prof, claim, outcome, takes)
   local old = redis.call('HGET', p .. 'peers', addr)
   if old then
     local o = cjson.decode(old)
     if o.n ~= node then redis.call('SREM', p .. 'nodepeers:' .. o.n, addr) end
   end
-  local seq = logged('join', addr, node, prof)
-  redis.call('HSET', p .. 'peers', addr, entry(node, seq, prof))
+  local seq = logged('join', addr, node, prof, { 'c', claim, 'o', outcome, 'x', takes })
+  redis.call('HSET', p .. 'peers', addr, entry(node, seq, prof, claim))
   redis.call('SADD', p .. 'nodepeers:' .. node, addr)
   return seq
 end
-local function leave(addr, node)
+local function leave(addr, node, reserved)
   redis.call('SREM', p .. 'nodepeers:' .. node, addr)
   local cur = redis.call('HGET', p .. 'peers', addr)
   if not cur or cjson.decode(cur).n ~= node then return 0 end
   redis.call('HDEL', p .. 'peers', addr)
-  return logged('leave', addr, node, 'null')
+  return logged('leave', addr, node, 'null', { 'c', reserved })
 end
 local function forget(node)
   local n = 0
   for _, a in ipairs(redis.call('SMEMBERS', p .. 'nodepeers:' .. node)) do
-    if leave(a, node) > 0 then n = n + 1 end
+    if leave(a, node, '') > 0 then n = n + 1 end
   end
   redis.call('DEL', p .. 'nodepeers:' .. node)
   redis.call('HDEL', p .. 'nodes', node)
@@ -55,29 +65,33 @@ end
 /** The scripts by name; ARGV[1] is the key prefix and ARGV[2] the log's length bound in every one. */
 const BODIES = {
   /**
-   * ARGV addr, node, profile JSON ('null'): a join; returns its seq, or -1 when the node is not
-   * registered (reaped while frozen, or Redis lost its data): it must \`sync\` first, or its entry
-   * would name a node no survivor ever reaps.
+   * ARGV addr, node, profile JSON ('null'), claim JSON, outcome, address taken ('' for none): a
+   * join (the claim goes into the row and the entry, the outcome and the address taken into the
+   * entry); returns its seq, or -1 when the node is not registered (reaped while frozen, or Redis
+   * lost its data): it must \`sync\` first, or its entry would name a node no survivor ever reaps.
    */
   join: `
 if redis.call('EXISTS', p .. 'node:' .. ARGV[4]) == 0 then return -1 end
-return join(ARGV[3], ARGV[4], ARGV[5])`,
-  /** ARGV addr, node: a leave, only if `node` still holds it (another node may have taken it since); returns its seq or 0. */
-  leave: 'return leave(ARGV[3], ARGV[4])',
+return join(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])`,
+  /**
+   * ARGV addr, node, reservation JSON ('' for none): a leave, only if `node` still holds it
+   * (another node may have taken it since); returns its seq or 0.
+   */
+  leave: 'return leave(ARGV[3], ARGV[4], ARGV[5])',
   /** ARGV addr, node, profile JSON: a profile change of an address `node` holds; returns its seq or 0. */
   profile: `
 local cur = redis.call('HGET', p .. 'peers', ARGV[3])
 if not cur then return 0 end
 local o = cjson.decode(cur)
 if o.n ~= ARGV[4] then return 0 end
-redis.call('HSET', p .. 'peers', ARGV[3], entry(o.n, o.s, ARGV[5]))
-return logged('profile', ARGV[3], ARGV[4], ARGV[5])`,
+redis.call('HSET', p .. 'peers', ARGV[3], entry(o.n, o.s, ARGV[5], o.c))
+return logged('profile', ARGV[3], ARGV[4], ARGV[5], {})`,
   /**
-   * ARGV node, node JSON, link, ttl ms, min seq, then triples (addr, seq known here or 0, profile
-   * JSON): register the node and make Redis hold exactly its peers (adds missing ones, removes
+   * ARGV node, node JSON, link, ttl ms, min seq, then quads (addr, seq known here or 0, profile
+   * JSON, claim JSON): register the node and make Redis hold exactly its peers (adds missing ones, removes
    * its entries that are gone). An address another node joined later than the seq known here
    * is left to it. Skips one sequence number, so every node re-reads a snapshot. Returns the seq
-   * of each triple's entry, 0 for one left to another node.
+   * of each quad's entry, 0 for one left to another node.
    */
   sync: `
 local node = ARGV[3]
@@ -87,26 +101,26 @@ if tonumber(redis.call('GET', p .. 'seq') or '0') < tonumber(ARGV[7]) then redis
 -- One number with no log entry: every follower sees a gap and re-reads a snapshot with this node's peers as they are now.
 redis.call('INCR', p .. 'seq')
 local want = {}
-for i = 8, #ARGV, 3 do want[ARGV[i]] = true end
+for i = 8, #ARGV, 4 do want[ARGV[i]] = true end
 for _, a in ipairs(redis.call('SMEMBERS', p .. 'nodepeers:' .. node)) do
-  if not want[a] then leave(a, node) end
+  if not want[a] then leave(a, node, '') end
 end
 local out = {}
-for i = 8, #ARGV, 3 do
-  local a, known, prof = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+for i = 8, #ARGV, 4 do
+  local a, known, prof, claim = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local cur = redis.call('HGET', p .. 'peers', a)
   local o = cur and cjson.decode(cur)
   if o and o.n == node then
     redis.call('SADD', p .. 'nodepeers:' .. node, a)
-    if cur ~= entry(node, o.s, prof) then
-      redis.call('HSET', p .. 'peers', a, entry(node, o.s, prof))
-      logged('profile', a, node, prof)
+    if cur ~= entry(node, o.s, prof, claim) then
+      redis.call('HSET', p .. 'peers', a, entry(node, o.s, prof, claim))
+      logged('profile', a, node, prof, {})
     end
     out[#out + 1] = o.s
   elseif o and known > 0 and o.s > known then
     out[#out + 1] = 0
   else
-    out[#out + 1] = join(a, node, prof)
+    out[#out + 1] = join(a, node, prof, claim, '', '')
   end
 end
 return out`,

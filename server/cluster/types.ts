@@ -13,8 +13,52 @@
 import type { PeerProfile } from '../../shared/profile.ts'
 import type { Session } from '../session.ts'
 
+/**
+ * What the cluster knows of the client holding an address (the `c` field of its Redis row and
+ * join entry): enough for the identity rules on another node, never the resume credential itself.
+ */
+export interface HolderClaim {
+  /** Whether it is a starsock client (sent `starsock:hello`). */
+  starsock: boolean
+  /** SHA-256 (hex) of its resume credential for the address (`hashSecret`); none for a legacy client. */
+  credentialHash: string | undefined
+  /** Where it joined from, `ip:port` (for the refusal message and `starsock:displaced`'s `by`). */
+  remote: string
+}
+
+/** What the joining node decided about the holder on another node (`decideClaim`), as its join entry carries it. */
+export type RemoteOutcome = 'resume' | 'replace' | 'takeover' | 'legacy-join'
+
+/** The decision a join entry carries (fields `o` and `x`): the holder's node applies it. */
+export interface JoinDecision {
+  outcome: RemoteOutcome
+  /** The address the holder loses when it held the peer id under another spelling; `undefined` for the same address. */
+  takes: string | undefined
+}
+
+/** A starsock client's identity held for it on every node while it reconnects (a leave entry's `c`). */
+export interface LeaveReservation {
+  credentialHash: string
+  remote: string
+  /** How long, from when a node reads it. */
+  graceMs: number
+}
+
+/** A client on another node holding the identity a local session joins. */
+export interface RemoteHold {
+  /** The address it holds (the joined one, or the same peer id under another spelling). */
+  heldAddr: string
+  claim: HolderClaim
+}
+
 /** What the rendezvous asks of the cluster; absent on a single node. */
 export interface RendezvousCluster {
+  /**
+   * The client on another node holding `addr`, or (for a starsock `newcomer` with `peerId`) a
+   * starsock client there holding `peerId` under another spelling; `undefined` when none is known
+   * with its claim (a row written by an older node has none: the later join wins).
+   */
+  remoteHolder: (addr: string, peerId: string | undefined, newcomer: Session) => RemoteHold | undefined
   /**
    * A stand-in session for the peer at `to` when another node holds it (a new one per dial; its
    * endpoint's `request(ss-incomming)` asks that node), else `undefined`. Never for a dialer that
@@ -23,10 +67,13 @@ export interface RendezvousCluster {
   remoteTarget: (to: string, dialer: Session) => Session | undefined
   /** The profile of the peer at `addr` on another node, as others see it; `undefined` when none or not remote. */
   remoteProfile: (addr: string) => PeerProfile | undefined
-  /** A local session joined `addr` (the directory has it now), with its profile as others see it. */
-  joined: (session: Session, addr: string, profile: PeerProfile | undefined) => void
-  /** A local session no longer holds `addr` (the directory released it). */
-  left: (session: Session, addr: string) => void
+  /**
+   * A local session joined `addr` (the directory has it now), with its profile as others see it,
+   * its claim, and what was decided about a holder on another node (`remoteHolder`), if any.
+   */
+  joined: (session: Session, addr: string, profile: PeerProfile | undefined, claim: HolderClaim, decision?: JoinDecision) => void
+  /** A local session no longer holds `addr` (the directory released it); a dropped starsock client's identity stays `reserved`. */
+  left: (session: Session, addr: string, reserved?: LeaveReservation) => void
   /** A local session that holds `addrs` has a new profile (as others see it). */
   profileChanged: (session: Session, addrs: readonly string[], profile: PeerProfile) => void
 }

@@ -269,7 +269,7 @@ describe('Reservations', () => {
     r.reserve('c', '/c', 'z', '1.2.3.4:7')
     expect(r.size).toBe(2)
     expect(r.find('a')).toBeUndefined()
-    expect(r.find('b')?.credential).toBe('y')
+    expect(r.find('b')?.credentialHash).toBe('y')
     now = 110
     expect(r.find('b')).toBeUndefined()
     r.reserve('d', '/d', 'w', '1.2.3.4:8') // sweeps the expired ones
