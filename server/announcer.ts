@@ -15,7 +15,8 @@
  * - Clients that asked for peer events (`starsock:hello` with `peerEvents`) get every join, leave
  *   and profile change and no periodic flood. When they also said `peerBatch`, changes go in
  *   `starsock:peer-batch` events: at once while within the same budget, past it in one batch
- *   every `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`).
+ *   every `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`). A
+ *   flush is encoded once and written a slice of clients per turn (`peer-batch-sender.ts`).
  *   Older starsock clients get one event per change.
  */
 import { EVENTS, PEER_BATCH_INTERVAL_MS, type PeerBatchEntry } from '../shared/events.ts'

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { Socket } from 'socket.io-client'
 import { createRequire } from 'node:module'
 import { EVENTS, type PeerBatchEntry } from '../shared/events.ts'
+import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { connectSocket, request } from './helpers/raw-peer.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
@@ -49,8 +50,8 @@ async function batchClient (i: number): Promise<BatchClient> {
 }
 
 /** A server with no immediate batches (everything waits for the window) and `n` batch clients, told nothing yet. */
-async function world (n: number): Promise<BatchClient[]> {
-  server = await startServer({ cryptoChallenge: false, announceIntervalMs: 0, announceJoinsPerSecond: 0, maxPeersPerIp: 1000, maxJoinsPerIpPerMinute: 10_000 })
+async function world (n: number, options: ServerOptions = {}): Promise<BatchClient[]> {
+  server = await startServer({ cryptoChallenge: false, announceIntervalMs: 0, announceJoinsPerSecond: 0, maxPeersPerIp: 1000, maxJoinsPerIpPerMinute: 10_000, ...options })
   const clients = await within(`${n} batch clients joined`, Promise.all(Array.from({ length: n }, async (_, i) => await batchClient(i))), 30_000)
   // Their own joins went into batches too: wait until the window is out, then start clean.
   await waitFor('the joins of the crowd told', () => clients.every((c) => c.entries.length === n - 1), 10_000)
@@ -68,6 +69,23 @@ function fill (own: BatchClient): PeerBatchEntry[] {
   server.rendezvous.remoteProfileChanged(own.addr, { kind: 'node', name: 'moved' })
   expected.push(['profile', own.addr, { kind: 'node', name: 'moved' }])
   return expected
+}
+
+/**
+ * Flushes of 10,000 joins from another node, 50 ms apart, until session `id` is gone (30 at most);
+ * `backlog()` of that session is pushed to `backlogs` after each. Settles with the joins sent.
+ */
+async function untilDropped (id: string, backlogs: number[], backlog: () => number): Promise<number> {
+  let sent = 0
+  for (let round = 0; round < 30 && server.rendezvous.sessions.has(id); round++) {
+    for (let i = 0; i < 10_000; i++) server.rendezvous.remoteJoined(remote(`r${round}`, i), undefined)
+    sent += 10_000
+    server.rendezvous.announcer.flush()
+    await waitFor('the flush on its way', () => !server.rendezvous.announcer.batchOnItsWay, 10_000)
+    backlogs.push(backlog())
+    await new Promise((resolve) => setTimeout(resolve, 50)) // the reading client reads
+  }
+  return sent
 }
 
 describe('peer batches to many clients', () => {
@@ -125,9 +143,33 @@ describe('peer batches to many clients', () => {
     const gone = clients[CLIENTS - 1]!
     server.io.sockets.sockets.get(gone.socket.id!)?.disconnect(true)
     const stayed = clients.slice(0, -1)
-    await waitFor('the clients that stayed holding the flush', () => stayed.every((c) => c.entries.length >= expected.length - (c === own ? 1 : 0)), 30_000)
-    for (const c of stayed.slice(1)) expect(c.entries).toEqual(expected)
+    // Then, in the next batch, the leave of the client that went.
+    const all = [...expected, ['leave', gone.addr] as PeerBatchEntry]
+    await waitFor('the clients that stayed holding the flush and the leave', () => stayed.every((c) => c.entries.length >= all.length - (c === own ? 1 : 0)), 30_000)
+    for (const c of stayed.slice(1)) expect(c.entries).toEqual(all)
     expect(gone.entries).toEqual([])
     expect(server.rendezvous.announcer.batchOnItsWay).toBe(false)
+  })
+
+  it('a client that does not read is disconnected before a batch takes its backlog past socketBufferBytes; the others get every batch', async () => {
+    const bound = 2_000_000
+    const [slow, fast] = await world(2, { socketBufferBytes: bound, streamBufferBytes: bound, maxPeers: 1_000_000 })
+    const session = [...server.rendezvous.sessions.values()].find((s) => s.id === slow!.socket.id)!
+    // The slow client's socket stops reading: first the kernel's buffers fill, then the server's.
+    const engine = slow!.socket.io.engine as unknown as { transport: { ws: { _socket: { pause: () => void, destroy: () => void } } } }
+    const tcp = engine.transport.ws._socket
+    tcp.pause()
+    const backlogs: number[] = []
+    let sent = 0
+    try {
+      sent = await untilDropped(session.id, backlogs, () => session.endpoint.backlogBytes?.() ?? 0)
+    } finally {
+      tcp.destroy() // else the server's close waits for the WebSocket close handshake of a socket that does not read
+    }
+    expect(server.rendezvous.sessions.has(session.id)).toBe(false)
+    expect(Math.max(...backlogs)).toBeLessThanOrEqual(bound)
+    const metrics = await server.metrics.registry.getSingleMetricAsString('starsock_limit_hits_total')
+    expect(metrics).toMatch(/limit="E_LIMIT_BACKLOG"\} [1-9]/)
+    await waitFor(`the reading client holding all ${sent} joins`, () => fast!.entries.length === sent, 30_000)
   })
 })
