@@ -170,6 +170,9 @@ describe('peer batches to many clients', () => {
     expect(Math.max(...backlogs)).toBeLessThanOrEqual(bound)
     const metrics = await server.metrics.registry.getSingleMetricAsString('starsock_limit_hits_total')
     expect(metrics).toMatch(/limit="E_LIMIT_BACKLOG"\} [1-9]/)
-    await waitFor(`the reading client holding all ${sent} joins`, () => fast!.entries.length === sent, 30_000)
+    // Every join in order, then (next batch) the leave of the client that was disconnected.
+    await waitFor(`the reading client holding all ${sent} joins and a leave`, () => fast!.entries.length === sent + 1, 20_000)
+    expect(fast!.entries.at(-1)).toEqual(['leave', slow!.addr])
+    expect(fast!.entries.slice(0, -1).every((e, i) => e[0] === 'join' && e[1] === remote(`r${Math.floor(i / 10_000)}`, i % 10_000))).toBe(true)
   })
 })
