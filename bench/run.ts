@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { renderChart } from './chart.ts'
 import { agentsBench } from './agents.ts'
 import { announceBench } from './announce.ts'
+import { announceDeathBench } from './announce-death.ts'
 import { clusterBench } from './cluster.ts'
 import { copiesBench } from './copies.ts'
 import { pageBench } from './page.ts'
@@ -216,7 +217,10 @@ const scenarios: Array<[string, () => Promise<void>]> = [
   ['copies', async () => { if (!wanted('tunnel')) await copiesBench({ bytes: SIZE.tunnelBytes, group: 'tunnel copies', record }) }],
   ['page', async () => { await pageBench({ bytes: (QUICK ? 16 : 32) * MiB, repeats: REPEATS, record }) }],
   ['agents', async () => { await agentsBench({ counts: QUICK ? [4] : [2, 8], record }) }],
-  ['announce', async () => { await announceBench({ sizes: QUICK ? [1000] : [1000, 10_000], record }) }],
+  ['announce', async () => {
+    await announceBench({ sizes: QUICK ? [1000] : [1000, 10_000], record })
+    await announceDeathBench({ clients: QUICK ? [1000] : [1000, 5000], record })
+  }],
   ['cluster', async () => { await clusterBench({ streamBytes: SIZE.streamBytes, repeats: REPEATS, peers: QUICK ? 300 : 1000, dials: SIZE.dials, record }) }]
 ]
 /** The scenarios whose rows a scenario's run replaces. */

@@ -15,27 +15,20 @@
  * - Clients that asked for peer events (`starsock:hello` with `peerEvents`) get every join, leave
  *   and profile change and no periodic flood. When they also said `peerBatch`, changes go in
  *   `starsock:peer-batch` events: at once while within the same budget, past it in one batch
- *   every `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`).
+ *   every `PEER_BATCH_INTERVAL_MS` (one timer, one window for all of them: `peer-batch.ts`). A
+ *   flush is encoded once and written a slice of clients per turn (`peer-batch-sender.ts`).
  *   Older starsock clients get one event per change.
  */
-import { EVENTS, PEER_BATCH_INTERVAL_MS } from '../shared/events.ts'
+import { EVENTS, PEER_BATCH_INTERVAL_MS, type PeerBatchEntry } from '../shared/events.ts'
 import type { PeerProfile } from '../shared/profile.ts'
 import { PeerBatchWindow } from './peer-batch.ts'
+import { parts, PeerBatchSender } from './peer-batch-sender.ts'
 import type { PeerDirectory } from './peer-directory.ts'
 import { TokenBucket } from './rate-limit.ts'
-import type { Session } from './session.ts'
+import type { EventEncoder, Session } from './session.ts'
 
 const SLICE_MS = 50
-/** Most entries in one `starsock:peer-batch` event: a larger batch goes as several, in order (messages stay small). */
-export const MAX_PEER_BATCH_EVENT_ENTRIES = 1000
-
-/** `entries` in pieces of at most `MAX_PEER_BATCH_EVENT_ENTRIES`, in order; none for none. */
-function parts<T> (entries: T[]): T[][] {
-  if (entries.length <= MAX_PEER_BATCH_EVENT_ENTRIES) return entries.length === 0 ? [] : [entries]
-  const out: T[][] = []
-  for (let i = 0; i < entries.length; i += MAX_PEER_BATCH_EVENT_ENTRIES) out.push(entries.slice(i, i + MAX_PEER_BATCH_EVENT_ENTRIES))
-  return out
-}
+export { MAX_PEER_BATCH_EVENT_ENTRIES } from './peer-batch-sender.ts'
 
 /** Announcement settings, resolved. */
 export interface AnnouncerOptions {
@@ -47,6 +40,8 @@ export interface AnnouncerOptions {
   joinsPerSecond?: number
   /** Most entries one `starsock:peer-batch` holds; past it the oldest joins are dropped. @default 20_000 */
   maxBatchEntries?: number
+  /** A batch client whose output backlog a batch would take past this is handed to `backlogged` instead. @default 16 MiB */
+  maxBacklogBytes?: number
 }
 
 /** Immediate `ws-peer` announcements per second by default: a few addresses a second per client. */
@@ -60,7 +55,12 @@ export interface AnnouncerCounts {
   sent?: (count: number) => void
   /** A join not announced at once (past the budget), or a batch entry dropped at the cap. */
   held?: (reason: 'budget' | 'batch-cap') => void
+  /** A batch client too far behind for the next batch (`backlog` bytes queued): it got none, it should go. */
+  backlogged?: (session: Session, backlog: number) => void
 }
+
+/** Backlog bound of batch clients by default (the default `socketBufferBytes`). */
+const MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 
 /** Sends `ws-peer` and peer events to joined sessions. */
 export class Announcer {
@@ -73,6 +73,9 @@ export class Announcer {
   /** Sessions that asked for batched peer events. */
   private readonly batchSessions = new Set<Session>()
   private readonly window: PeerBatchWindow
+  private readonly sender: PeerBatchSender
+  /** The benchmark's reference: every client's copy emitted (encoded) on its own, all in one turn, as before. */
+  private encodeEach = false
   private budget: TokenBucket | undefined
   /** The same budget for changes told at once to batch sessions (the others wait for the timer). */
   private batchBudget: TokenBucket | undefined
@@ -95,6 +98,20 @@ export class Announcer {
     this.setJoinsPerSecond(options.joinsPerSecond ?? ANNOUNCE_JOINS_PER_SECOND)
     this.window = new PeerBatchWindow(options.maxBatchEntries ?? MAX_PEER_BATCH_ENTRIES)
     this.counts = typeof counts === 'function' ? { sent: counts } : counts
+    this.sender = new PeerBatchSender({
+      sent: (n) => { this.batches += n },
+      backlogged: (session, backlog) => this.counts.backlogged?.(session, backlog)
+    }, { maxBacklogBytes: options.maxBacklogBytes ?? MAX_BACKLOG_BYTES })
+  }
+
+  /** Encode each peer batch once for all the clients it goes to unchanged (the socket.io wiring's encoder). */
+  useEncoder (encoder: EventEncoder): void {
+    this.sender.encoder = encoder
+  }
+
+  /** The benchmark's reference (`on`): flushes as before issue 18's sender, each client's copy encoded apart, all in one turn. */
+  setEncodeEach (on: boolean): void {
+    this.encodeEach = on
   }
 
   /** Set the budget of immediate announcements (as `joinsPerSecond`), full; the benchmark's reference lifts it once its crowd joined. */
@@ -118,6 +135,7 @@ export class Announcer {
     this.timer = undefined
     this.stopBatches()
     this.window.take()
+    this.sender.stop()
   }
 
   /**
@@ -126,16 +144,18 @@ export class Announcer {
    */
   setPeerEvents (session: Session, on: boolean, batch = false): void {
     const wasBatch = this.batchSessions.has(session)
+    // Taken before `drop`, which forgets it in the flush on its way.
+    const unsent = wasBatch ? this.sender.takeUnsent(session) : []
     this.drop(session)
     if (on && batch) this.batchSessions.add(session)
     else if (on) this.eventSessions.add(session)
     // A joined client that leaves batches for single events would miss what is pending: told now, one event each.
-    if (wasBatch && on && !batch && session.addrs.size > 0) this.tellPending(session)
+    if (wasBatch && on && !batch && session.addrs.size > 0) this.tellPending(session, [...unsent, ...this.window.peek()])
   }
 
-  /** The pending batch entries not about `session`'s own addresses, as single events, in order. */
-  private tellPending (session: Session): void {
-    for (const entry of this.window.peek()) {
+  /** Pending batch `entries` not about `session`'s own addresses, as single events, in order. */
+  private tellPending (session: Session, entries: PeerBatchEntry[]): void {
+    for (const entry of entries) {
       if (session.addrs.has(entry[1])) continue
       if (entry[0] === 'leave') session.endpoint.emit(EVENTS.PEER_LEAVE, entry[1])
       else if (entry[0] === 'profile') session.endpoint.emit(EVENTS.PEER_PROFILE, entry[1], entry[2])
@@ -147,6 +167,12 @@ export class Announcer {
   drop (session: Session): void {
     this.eventSessions.delete(session)
     this.batchSessions.delete(session)
+    this.sender.drop(session)
+  }
+
+  /** Whether a flushed batch is still on its way to some clients (a large one takes several turns). */
+  get batchOnItsWay (): boolean {
+    return this.sender.busy
   }
 
   /** Joins and profile changes dropped from batches at the cap since start. */
@@ -199,21 +225,32 @@ export class Announcer {
     if (this.batchSessions.size > 0) this.batched(() => { for (const addr of changed) this.window.profile(addr, profile) })
   }
 
-  /** Send the pending batch now (the shared timer does it every `PEER_BATCH_INTERVAL_MS`); with none, stop the timer. */
+  /**
+   * Send the pending batch now (the shared timer does it every `PEER_BATCH_INTERVAL_MS`); with
+   * none, stop the timer. While the previous batch is still on its way (`PeerBatchSender`: a large
+   * one takes several turns) the window waits, and the timer runs until it is sent.
+   */
   flush (): void {
+    if (this.sender.busy) {
+      this.startBatchTimer()
+      return
+    }
     if (this.window.size === 0) {
       this.stopBatches()
       return
     }
-    const entries = this.window.take()
-    // Cut once for everyone (the same arrays go to every client that has no address in them).
+    if (this.encodeEach) this.flushEach(this.window.take())
+    else this.sender.send(this.window.take(), this.batchSessions)
+  }
+
+  /** The reference: `entries` to every batch client at once, each copy encoded by its own emit. */
+  private flushEach (entries: PeerBatchEntry[]): void {
     const shared = parts(entries)
     const touched = new Set(entries.map((entry) => entry[1]))
     for (const session of this.batchSessions) {
       if (session.addrs.size === 0) continue
       let own = false
       for (const addr of session.addrs) own ||= touched.has(addr)
-      // A client is never told of its own addresses (as the joiner and the changer are not).
       for (const part of own ? parts(entries.filter((entry) => !session.addrs.has(entry[1]))) : shared) {
         session.endpoint.emit(EVENTS.PEER_BATCH, part)
         this.batches++
@@ -240,6 +277,11 @@ export class Announcer {
       this.flush()
       return
     }
+    this.startBatchTimer()
+  }
+
+  private startBatchTimer (): void {
+    if (this.batchTimer !== undefined) return
     this.batchTimer = setInterval(() => this.flush(), PEER_BATCH_INTERVAL_MS)
     this.batchTimer.unref?.()
   }

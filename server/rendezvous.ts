@@ -103,8 +103,13 @@ export class Rendezvous {
       intervalMs: options.announceIntervalMs,
       batchPeers: options.announceBatchPeers,
       joinsPerSecond: options.announceJoinsPerSecond,
-      maxBatchEntries: options.maxPeers
-    }, { sent: (n) => metrics.announcements.inc(n), held: (reason) => metrics.announcementsHeld.inc({ reason }) })
+      maxBatchEntries: options.maxPeers,
+      maxBacklogBytes: options.socketBufferBytes
+    }, {
+      sent: (n) => metrics.announcements.inc(n),
+      held: (reason) => metrics.announcementsHeld.inc({ reason }),
+      backlogged: (session, backlog) => this.dropBacklogged(session, backlog)
+    })
     this.announcer.start()
     this.backlogTimer = setInterval(() => this.checkBacklogs(), BACKLOG_CHECK_MS)
     this.backlogTimer.unref?.()
@@ -114,11 +119,15 @@ export class Rendezvous {
   private checkBacklogs (): void {
     for (const session of this.sessions.values()) {
       const backlog = session.endpoint.backlogBytes?.() ?? 0
-      if (backlog <= this.options.socketBufferBytes) continue
-      this.metrics.limitHits.inc({ limit: 'E_LIMIT_BACKLOG' })
-      this.logger.warn({ session: session.id, backlog }, 'output backlog over socketBufferBytes, disconnecting')
-      session.endpoint.disconnect?.()
+      if (backlog > this.options.socketBufferBytes) this.dropBacklogged(session, backlog)
     }
+  }
+
+  /** Disconnect `session`, whose output backlog (`backlog` bytes) is or would go over `socketBufferBytes`. */
+  private dropBacklogged (session: Session, backlog: number): void {
+    this.metrics.limitHits.inc({ limit: 'E_LIMIT_BACKLOG' })
+    this.logger.warn({ session: session.id, backlog }, 'output backlog over socketBufferBytes, disconnecting')
+    session.endpoint.disconnect?.()
   }
 
   /** A client connected (from `ip` and, when known, TCP `port`). */

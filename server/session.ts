@@ -3,10 +3,28 @@ import type { PeerProfile } from '../shared/profile.ts'
 import { MAX_REQUESTS_PER_SECOND } from './constants.ts'
 import { TokenBucket } from './rate-limit.ts'
 
+/**
+ * An event encoded once for many clients (`EventEncoder`): each client's `Endpoint.sendEncoded`
+ * writes the same bytes (issue 18: a peer batch to thousands of clients).
+ */
+export interface EncodedEvent {
+  /** The event, for an endpoint that cannot take the encoding (it emits it). */
+  readonly event: string
+  /** Its arguments, likewise. */
+  readonly args: readonly unknown[]
+  /** Its size on the wire, in bytes. */
+  readonly bytes: number
+}
+
+/** Encodes an event once for any number of clients; `undefined` when it cannot (each client then gets its own `emit`). */
+export type EventEncoder = (event: string, args: unknown[]) => EncodedEvent | undefined
+
 /** How the server reaches one connected client; the socket.io wiring implements it. */
 export interface Endpoint {
   /** Send an event to the client. */
   emit: (event: string, ...args: unknown[]) => void
+  /** Send an event encoded once for many clients (`EventEncoder`), as `emit` would send it. */
+  sendEncoded?: (encoded: EncodedEvent) => void
   /**
    * Send a request and settle with the client's ack arguments; rejects on timeout or disconnect.
    */

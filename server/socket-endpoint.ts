@@ -8,7 +8,8 @@
  * as engine.io messages (`sendFrame`), and are counted the same.
  */
 import type { Socket } from 'socket.io'
-import type { Endpoint } from './session.ts'
+import { ENCODED_NAMESPACE, SocketIoEncodedEvent } from './encoded-event.ts'
+import type { EncodedEvent, Endpoint } from './session.ts'
 
 interface EngineTransport {
   name: string
@@ -22,7 +23,8 @@ interface EngineSocket {
   writeBuffer: Array<{ data?: unknown }>
   on: (event: 'flush' | 'upgrade', fn: (arg: unknown) => void) => void
   /** One engine.io message, queued after the socket.io packets written before it (engine.io ~6.6). */
-  send: (data: Uint8Array) => void
+  send: (data: Uint8Array | string, options?: { wsPreEncodedFrame?: Buffer[] }) => void
+  readyState: string
 }
 
 /** A rejected request: `code` says whether it timed out or the client went away. */
@@ -78,6 +80,20 @@ class SocketEndpoint implements Endpoint {
     const chunk = args[0]
     // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
     if (chunk instanceof Uint8Array) this.sinceFlush += chunk.byteLength
+  }
+
+  /**
+   * What socket.io's adapter does for each client of a broadcast (`Client.writeToEngine`): the
+   * encoded packet to engine.io, with the WebSocket frame made once for all (engine.io sends that
+   * Buffer as is). Another encoding, or a socket on another namespace, is emitted.
+   */
+  sendEncoded (encoded: EncodedEvent): void {
+    if (!(encoded instanceof SocketIoEncodedEvent) || this.socket.nsp.name !== ENCODED_NAMESPACE) {
+      this.emit(encoded.event, ...encoded.args)
+      return
+    }
+    if (this.conn.readyState !== 'open') return // as socket.io drops a packet to a closing connection
+    this.conn.send(encoded.data, encoded.frame === undefined ? undefined : { wsPreEncodedFrame: encoded.frame })
   }
 
   sendFrame (frame: Uint8Array): void {

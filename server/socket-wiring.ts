@@ -21,6 +21,7 @@ import { once, reply, replyError } from './reply.ts'
 import { sameSecret } from './secret.ts'
 import type { Session } from './session.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
+import { createEventEncoder } from './encoded-event.ts'
 
 /** One request event: what it asks, checked; the call on `Rendezvous` that answers it; the shape of its ack. */
 interface Handler<T, R> {
@@ -175,6 +176,8 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   if (options.token !== '') requireToken(io, options.token, metrics)
   const handlers = requestHandlers(rendezvous)
   const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
+  // Peer batches are encoded once for all the clients they go to unchanged (issue 18).
+  rendezvous.announcer.useEncoder(createEventEncoder(io.encoder))
   io.on('connection', (socket) => {
     // `s` is read only when the transport drains, which cannot happen before it is assigned.
     const endpoint = createSocketEndpoint(socket, () => rendezvous.relay.drained(s), MAX_QUEUED_PACKETS)

@@ -501,4 +501,32 @@ describe('Announcer peer batches', () => {
     expect(batch.emits).toEqual([])
     expect(vi.getTimerCount()).toBe(0)
   })
+
+  it('a flush larger than a slice: the window waits for it (then goes on the timer), and a client leaving batches mid-flush gets what it was not sent as single events', () => {
+    const { announcer, sessions } = batchWorld()
+    // More batch clients than one slice serves (FLUSH_SLICE_CLIENTS).
+    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`c${i}`))
+    for (const [i, f] of crowd.entries()) {
+      f.session.addrs.add(addrOf(1000 + i))
+      sessions.set(f.session.id, f.session)
+      announcer.setPeerEvents(f.session, true, true)
+    }
+    announcer.joined(addrOf(10), undefined)
+    announcer.flush()
+    expect(announcer.batchOnItsWay).toBe(true)
+    const last = crowd[299]!
+    expect(last.emits).toEqual([])
+    // A change meanwhile waits in the window: a second flush now would overtake the first.
+    announcer.left(addrOf(11))
+    announcer.flush()
+    announcer.setPeerEvents(last.session, true, false)
+    expect(last.emits).toEqual([[EVENTS.PEER_JOIN, addrOf(10)], [EVENTS.PEER_LEAVE, addrOf(11)]])
+    vi.advanceTimersByTime(0) // setImmediate: the rest of the first flush
+    expect(announcer.batchOnItsWay).toBe(false)
+    expect(crowd[298]!.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10)]]]])
+    vi.advanceTimersByTime(PEER_BATCH_INTERVAL_MS)
+    vi.advanceTimersByTime(1) // its second slice (an immediate made inside a tick waits for the next)
+    expect(crowd[298]!.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10)]]], [EVENTS.PEER_BATCH, [['leave', addrOf(11)]]]])
+    expect(last.emits).toHaveLength(2) // told once, as single events
+  })
 })
