@@ -182,8 +182,6 @@ describe('peer batches to many clients', () => {
     const polling = await batchClient(1, ['polling'])
     // Joins over polling and upgrades meanwhile (when exactly is engine.io's): what it gets on either transport is checked.
     const upgrading = await batchClient(2, ['polling', 'websocket'])
-    const seenOn = new Set<string>()
-    upgrading.socket.on(EVENTS.PEER_BATCH, () => { seenOn.add(upgrading.socket.io.engine.transport.name) })
     // The published websocket-star clients' socket.io-client 2 (engine.io 3), asking for batches all the same.
     const requireLegacy = createRequire(createRequire(import.meta.url).resolve('libp2p-websocket-star'))
     const io2 = requireLegacy('socket.io-client') as (url: string, opts: Record<string, unknown>) => LegacySocket
@@ -215,7 +213,8 @@ describe('peer batches to many clients', () => {
       await waitFor('every client holding every flush', () => everyone().every((e) => e.length >= expected.length), 30_000)
       for (const entries of everyone()) expect(entries).toEqual(expected)
       expect(polling.socket.io.engine.transport.name).toBe('polling')
-      expect(seenOn.has('websocket')).toBe(true)
+      // (Whether a flush straddled the upgrade is engine.io's timing, not asserted: the load of the suite decides.)
+      await waitFor('the upgrading client on WebSocket', () => upgrading.socket.io.engine.transport.name === 'websocket', 10_000)
     } finally {
       old.close()
     }
