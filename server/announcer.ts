@@ -76,6 +76,8 @@ export class Announcer {
   private readonly sender: PeerBatchSender
   /** The benchmark's reference: every client's copy emitted (encoded) on its own, all in one turn, as before. */
   private encodeEach = false
+  /** Set by `stop`: the server is closing, nothing more is told (its sockets are about to go, each one's leave would go to all the others). */
+  private stopped = false
   private budget: TokenBucket | undefined
   /** The same budget for changes told at once to batch sessions (the others wait for the timer). */
   private batchBudget: TokenBucket | undefined
@@ -131,6 +133,7 @@ export class Announcer {
 
   /** Stop it, and the batches (pending changes are dropped: the server is closing). */
   stop (): void {
+    this.stopped = true
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
     this.stopBatches()
@@ -144,6 +147,8 @@ export class Announcer {
    */
   setPeerEvents (session: Session, on: boolean, batch = false): void {
     const wasBatch = this.batchSessions.has(session)
+    // Batches again (a second hello): it stays where it is in the flush on its way, and in the window.
+    if (wasBatch && on && batch) return
     // Taken before `drop`, which forgets it in the flush on its way.
     const unsent = wasBatch ? this.sender.takeUnsent(session) : []
     this.drop(session)
@@ -186,6 +191,7 @@ export class Announcer {
    * (their `ws-peer` never changes). `joiner` is `undefined` for a peer on another node.
    */
   joined (addr: string, joiner: Session | undefined, profile?: PeerProfile): void {
+    if (this.stopped) return
     for (const session of this.eventSessions) {
       if (session === joiner || session.addrs.size === 0) continue
       if (profile === undefined) session.endpoint.emit(EVENTS.PEER_JOIN, addr)
@@ -209,6 +215,7 @@ export class Announcer {
 
   /** Tell sessions that asked for peer events that an address left. */
   left (addr: string): void {
+    if (this.stopped) return
     for (const session of this.eventSessions) {
       if (session.addrs.size > 0) session.endpoint.emit(EVENTS.PEER_LEAVE, addr)
     }
@@ -217,6 +224,7 @@ export class Announcer {
 
   /** Tell sessions that asked for peer events that the peer at each of `addrs` (all of `changer`'s) has a new profile. */
   profileChanged (addrs: Iterable<string>, changer: Session | undefined, profile: PeerProfile): void {
+    if (this.stopped) return
     const changed = [...addrs]
     for (const session of this.eventSessions) {
       if (session === changer || session.addrs.size === 0) continue
@@ -231,6 +239,7 @@ export class Announcer {
    * one takes several turns) the window waits, and the timer runs until it is sent.
    */
   flush (): void {
+    if (this.stopped) return
     if (this.sender.busy) {
       this.startBatchTimer()
       return

@@ -4,7 +4,7 @@
  * and one flush is then some 800 KB for each of thousands of clients.
  * - Encoded once: clients with none of their addresses in the window get the same encoded events
  *   (`EventEncoder`, `Endpoint.sendEncoded`: one packet, one WebSocket frame, one Buffer for all);
- *   a client holding an address in it gets its own filtered copy (it is never told of its own).
+ *   a client holding an address in it gets the events naming one filtered, the others shared (it is never told of its own).
  * - Sliced: a turn of the event loop serves clients until `sliceBytes` written or `sliceClients`
  *   served, then yields (`setImmediate`); one flush at a time, so each client gets the batches in
  *   order (the announcer keeps collecting in its window meanwhile, which coalesces and is bounded).
@@ -56,8 +56,8 @@ export interface PeerBatchSenderHooks {
 /** One flushed window on its way to the clients. */
 interface Flush {
   entries: PeerBatchEntry[]
-  /** The addresses the entries are about (a client holding one gets a filtered copy). */
-  touched: Set<string>
+  /** The addresses the entries are about, each with the events (indexes in `shared`) naming it: a client holding one gets those filtered. */
+  touched: Map<string, number[]>
   /** The entries cut in events, once for everyone. */
   shared: PeerBatchEntry[][]
   /** Those events encoded once, when the encoder could. */
@@ -98,7 +98,7 @@ export class PeerBatchSender {
     const shared = parts(entries)
     const encoded = this.encode(shared)
     const bytes = encoded?.reduce((sum, e) => sum + e.bytes, 0) ?? entries.length * ENTRY_BYTES_GUESS
-    this.flush = { entries, touched: new Set(entries.map((entry) => entry[1])), shared, encoded, bytes, pending: new Set(sessions) }
+    this.flush = { entries, touched: touchedParts(shared), shared, encoded, bytes, pending: new Set(sessions) }
     this.slice()
   }
 
@@ -164,20 +164,42 @@ export class PeerBatchSender {
       this.hooks.backlogged(session, backlog)
       return 0
     }
-    let own = false
-    for (const addr of session.addrs) own ||= flush.touched.has(addr)
-    if (own) {
-      // A client is never told of its own addresses (as the joiner and the changer are not).
-      const mine = parts(flush.entries.filter((entry) => !session.addrs.has(entry[1])))
-      for (const part of mine) endpoint.emit(EVENTS.PEER_BATCH, part)
-      this.hooks.sent(mine.length)
-    } else if (flush.encoded !== undefined && endpoint.sendEncoded !== undefined) {
-      for (const encoded of flush.encoded) endpoint.sendEncoded(encoded)
-      this.hooks.sent(flush.encoded.length)
-    } else {
-      for (const part of flush.shared) endpoint.emit(EVENTS.PEER_BATCH, part)
-      this.hooks.sent(flush.shared.length)
+    // A client is never told of its own addresses (as the joiner and the changer are not): the
+    // events naming one are filtered for it (encoded apart), the others stay shared.
+    const own = new Set<number>()
+    for (const addr of session.addrs) for (const i of flush.touched.get(addr) ?? []) own.add(i)
+    let sent = 0
+    for (const [i, part] of flush.shared.entries()) {
+      const encoded = flush.encoded?.[i]
+      if (own.has(i)) {
+        const mine = part.filter((entry) => !session.addrs.has(entry[1]))
+        if (mine.length === 0) continue
+        endpoint.emit(EVENTS.PEER_BATCH, mine)
+      } else if (encoded !== undefined && endpoint.sendEncoded !== undefined) {
+        endpoint.sendEncoded(encoded)
+      } else {
+        endpoint.emit(EVENTS.PEER_BATCH, part)
+      }
+      sent++
     }
+    this.hooks.sent(sent)
     return flush.bytes
   }
+}
+
+/**
+ * The events (indexes in `shared`) that name each address: a client holding an address re-encodes
+ * only those (a flush of 10 events re-encoded whole for every such client would let clients that
+ * join and leave make the server encode the window once each).
+ */
+function touchedParts (shared: PeerBatchEntry[][]): Map<string, number[]> {
+  const touched = new Map<string, number[]>()
+  for (const [i, part] of shared.entries()) {
+    for (const entry of part) {
+      const parts = touched.get(entry[1])
+      if (parts === undefined) touched.set(entry[1], [i])
+      else if (parts[parts.length - 1] !== i) parts.push(i)
+    }
+  }
+  return touched
 }

@@ -529,4 +529,53 @@ describe('Announcer peer batches', () => {
     expect(crowd[298]!.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10)]]], [EVENTS.PEER_BATCH, [['leave', addrOf(11)]]]])
     expect(last.emits).toHaveLength(2) // told once, as single events
   })
+
+  it('a batch client saying hello again mid-flush (batches again) still gets the flush on its way, once', () => {
+    const { announcer, sessions } = batchWorld()
+    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`h${i}`))
+    for (const [i, f] of crowd.entries()) {
+      f.session.addrs.add(addrOf(2000 + i))
+      sessions.set(f.session.id, f.session)
+      announcer.setPeerEvents(f.session, true, true)
+    }
+    announcer.joined(addrOf(10), undefined)
+    announcer.flush()
+    expect(announcer.batchOnItsWay).toBe(true)
+    const last = crowd[299]!
+    expect(last.emits).toEqual([])
+    announcer.setPeerEvents(last.session, true, true)
+    vi.advanceTimersByTime(0)
+    expect(announcer.batchOnItsWay).toBe(false)
+    expect(last.emits).toEqual([[EVENTS.PEER_BATCH, [['join', addrOf(10)]]]])
+  })
+
+  it('stopped mid-flush (the server closes): the rest of the flush is not sent, and later changes tell no one and start no timer', () => {
+    const { announcer, sessions, batch } = batchWorld()
+    const event = fakeSession('event')
+    event.session.addrs.add(addrOf(3000))
+    sessions.set(event.session.id, event.session)
+    announcer.setPeerEvents(event.session, true)
+    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`z${i}`))
+    for (const [i, f] of crowd.entries()) {
+      f.session.addrs.add(addrOf(4000 + i))
+      sessions.set(f.session.id, f.session)
+      announcer.setPeerEvents(f.session, true, true)
+    }
+    announcer.joined(addrOf(10), undefined)
+    announcer.flush()
+    expect(announcer.batchOnItsWay).toBe(true)
+    announcer.stop()
+    batch.emits.length = 0
+    event.emits.length = 0
+    // The server's sockets disconnect after the stop: each one's leave.
+    announcer.left(addrOf(4000))
+    announcer.joined(addrOf(11), undefined)
+    announcer.profileChanged([addrOf(4001)], undefined, { kind: 'node' })
+    announcer.flush()
+    vi.advanceTimersByTime(10 * PEER_BATCH_INTERVAL_MS)
+    expect(crowd[299]!.emits).toEqual([])
+    expect(batch.emits).toEqual([])
+    expect(event.emits).toEqual([])
+    expect(vi.getTimerCount()).toBe(0)
+  })
 })

@@ -54,6 +54,24 @@ describe('PeerBatchSender', () => {
     expect(b).toEqual([[EVENTS.PEER_BATCH, joins(100, 3)]])
   })
 
+  it('re-encodes for a client holding an address only the events naming it; an event left empty is not sent', () => {
+    const { sender, fakes } = setup(2)
+    const [other, holder] = fakes
+    // Event 0: 1000 joins; event 1: the holder's own profile change and 999 leaves; event 2: one join.
+    const leaves = Array.from({ length: MAX_PEER_BATCH_EVENT_ENTRIES - 1 }, (_, i): PeerBatchEntry => ['leave', addrOf(9000 + i)])
+    sender.send([...joins(100, MAX_PEER_BATCH_EVENT_ENTRIES), ['profile', addrOf(1), { kind: 'node' }], ...leaves, ...joins(5000, 1)], [other!.session, holder!.session])
+    expect(other!.sent.map(([kind]) => kind)).toEqual(['encoded', 'encoded', 'encoded'])
+    // The first event shared, the second filtered (the holder's own entry gone), the third shared.
+    expect(holder!.sent[0]).toEqual(other!.sent[0])
+    expect(holder!.sent[1]![0]).toBe(EVENTS.PEER_BATCH)
+    expect(holder!.sent[1]![1]).toEqual(leaves)
+    expect(holder!.sent[2]).toEqual(other!.sent[2])
+    holder!.sent.length = 0
+    // Its own address alone in an event: that event is not sent to it at all.
+    sender.send([...joins(100, MAX_PEER_BATCH_EVENT_ENTRIES), ['leave', addrOf(1)]], [holder!.session])
+    expect(holder!.sent.map(([kind]) => kind)).toEqual(['encoded'])
+  })
+
   it('spreads a flush over turns by clients and by bytes, in order, and refuses a second one meanwhile', async () => {
     const { sender, fakes } = setup(5, { sliceClients: 2 })
     const entries = joins(100, MAX_PEER_BATCH_EVENT_ENTRIES + 1)
