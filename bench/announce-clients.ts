@@ -12,6 +12,7 @@
  */
 import { createInterface } from 'node:readline'
 import { io, type Socket } from 'socket.io-client'
+import { joinAll } from './join-pool.ts'
 
 const { url, count, kind, tag } = JSON.parse(process.argv[2] ?? '{}') as { url: string, count: number, kind: 'legacy' | 'events' | 'batch', tag: string }
 const IN_FLIGHT = 100
@@ -38,20 +39,7 @@ async function joinOne (i: number): Promise<void> {
 }
 
 const t0 = performance.now()
-let next = 0
-let joined = 0
-let failed = 0
-await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-  while (next < count) {
-    const i = next++
-    try {
-      await joinOne(i)
-      joined++
-    } catch {
-      failed++
-    }
-  }
-}))
+const { joined, failed } = await joinAll(count, IN_FLIGHT, joinOne)
 process.stdout.write(`READY ${JSON.stringify({ joined, failed, seconds: (performance.now() - t0) / 1000 })}\n`)
 /** The starsock clients' hello, 100 at a time; settles with how many said it (a dropped socket cannot). */
 async function arm (): Promise<{ armed: number, connected: number }> {

@@ -12,6 +12,7 @@
  */
 import { createInterface } from 'node:readline'
 import WebSocket from 'ws'
+import { joinAll } from './join-pool.ts'
 
 const { port, count, tag } = JSON.parse(process.argv[2] ?? '{}') as { port: number, count: number, tag: string }
 const IN_FLIGHT = 100
@@ -84,20 +85,7 @@ async function joinOne (i: number): Promise<void> {
   if (!reply.startsWith('[null')) throw new Error(`join refused: ${reply.slice(0, 80)}`)
 }
 
-let next = 0
-let joined = 0
-let failed = 0
-await Promise.all(Array.from({ length: IN_FLIGHT }, async () => {
-  while (next < count) {
-    const i = next++
-    try {
-      await joinOne(i)
-      joined++
-    } catch {
-      failed++
-    }
-  }
-}))
+const { joined, failed } = await joinAll(count, IN_FLIGHT, joinOne)
 process.stdout.write(`READY ${JSON.stringify({ joined, failed })}\n`)
 
 /** Every client's hello asking for batches, `IN_FLIGHT` at a time; settles with how many were answered. */

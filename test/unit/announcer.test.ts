@@ -345,6 +345,20 @@ describe('Announcer peer batches', () => {
   afterEach(() => { vi.useRealTimers() })
 
   /** A world of one batch session, one single-event session and one legacy session, all joined. */
+  /**
+   * More batch clients than one flush slice serves (`FLUSH_SLICE_CLIENTS`): 300 sessions named
+   * `<prefix><i>`, each holding `addrOf(firstAddr + i)`, all asking for batches.
+   */
+  function batchCrowd (announcer: Announcer, sessions: Map<string, Session>, prefix: string, firstAddr: number): FakeSession[] {
+    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`${prefix}${i}`))
+    for (const [i, f] of crowd.entries()) {
+      f.session.addrs.add(addrOf(firstAddr + i))
+      sessions.set(f.session.id, f.session)
+      announcer.setPeerEvents(f.session, true, true)
+    }
+    return crowd
+  }
+
   function batchWorld (options: Partial<AnnouncerOptions> = {}): { announcer: Announcer, batch: FakeSession, single: FakeSession, legacy: FakeSession, sessions: Map<string, Session> } {
     vi.useFakeTimers()
     const { sessions, announcer } = world(0, { intervalMs: 0, batchPeers: 64, joinsPerSecond: 0, ...options })
@@ -504,13 +518,7 @@ describe('Announcer peer batches', () => {
 
   it('a flush larger than a slice: the window waits for it (then goes on the timer), and a client leaving batches mid-flush gets what it was not sent as single events', () => {
     const { announcer, sessions } = batchWorld()
-    // More batch clients than one slice serves (FLUSH_SLICE_CLIENTS).
-    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`c${i}`))
-    for (const [i, f] of crowd.entries()) {
-      f.session.addrs.add(addrOf(1000 + i))
-      sessions.set(f.session.id, f.session)
-      announcer.setPeerEvents(f.session, true, true)
-    }
+    const crowd = batchCrowd(announcer, sessions, 'c', 1000)
     announcer.joined(addrOf(10), undefined)
     announcer.flush()
     expect(announcer.batchOnItsWay).toBe(true)
@@ -532,12 +540,7 @@ describe('Announcer peer batches', () => {
 
   it('a batch client saying hello again mid-flush (batches again) still gets the flush on its way, once', () => {
     const { announcer, sessions } = batchWorld()
-    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`h${i}`))
-    for (const [i, f] of crowd.entries()) {
-      f.session.addrs.add(addrOf(2000 + i))
-      sessions.set(f.session.id, f.session)
-      announcer.setPeerEvents(f.session, true, true)
-    }
+    const crowd = batchCrowd(announcer, sessions, 'h', 2000)
     announcer.joined(addrOf(10), undefined)
     announcer.flush()
     expect(announcer.batchOnItsWay).toBe(true)
@@ -555,12 +558,7 @@ describe('Announcer peer batches', () => {
     event.session.addrs.add(addrOf(3000))
     sessions.set(event.session.id, event.session)
     announcer.setPeerEvents(event.session, true)
-    const crowd = Array.from({ length: 300 }, (_, i) => fakeSession(`z${i}`))
-    for (const [i, f] of crowd.entries()) {
-      f.session.addrs.add(addrOf(4000 + i))
-      sessions.set(f.session.id, f.session)
-      announcer.setPeerEvents(f.session, true, true)
-    }
+    const crowd = batchCrowd(announcer, sessions, 'z', 4000)
     announcer.joined(addrOf(10), undefined)
     announcer.flush()
     expect(announcer.batchOnItsWay).toBe(true)
