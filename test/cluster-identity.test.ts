@@ -175,6 +175,10 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     expect(legacy.displaced).toEqual([])
     expect(legacy.gone()).toBe(false)
     expect(ours.state).toBe('joined')
+    // It no longer holds the address on node 1 (listing it proves nothing: node 1 lists it either
+    // way): a dial from it is refused.
+    const [dialErr] = await request(legacy.socket, 'ss-dial', [addr, watch1.addr, 'from-the-lost-address'])
+    expect(dialErr).toBe('Not authorized for this address')
   }, 60_000)
 
   it('the holder\'s node checks a join decided against a lagging copy: the rules apply to the holder it has', async () => {
@@ -211,6 +215,8 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     await new Promise((resolve) => setTimeout(resolve, 500))
     expect(legacyHolder.displaced).toEqual([])
     expect(legacyHolder.gone()).toBe(false)
+    // It lost the address (silently): a dial from it is refused.
+    expect((await request(legacyHolder.socket, 'ss-dial', [addrOn(n1, b), watch1.addr, 'from-the-lost-address']))[0]).toBe('Not authorized for this address')
     expect(legacySpelling.displaced).toEqual([])
     expect(legacySpelling.gone()).toBe(false)
     expect(otherPeer.displaced).toEqual([])
