@@ -76,7 +76,7 @@ export async function createProgram (argv: readonly string[], started: Started, 
 
 /** What the program's starter may ask of `main`. */
 export interface MainHooks {
-  /** Called once the command's modules are loaded, before it runs (the bin's young generation). */
+  /** Called once the command's modules are loaded, before it runs (the bin gives back the young generation's growth and the optimising compiler). */
   loaded?: () => void
 }
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createIdentity, identityFromBytes, publicKeyHex, signNonce, type Identity } from '../client/identity.ts'
 import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
 import type { StarsockError } from '../shared/errors.ts'
-import { claimJson } from '../server/cluster/plane-entries.ts'
+import { claimJson, reservationJson } from '../server/cluster/plane-entries.ts'
 import { KEY_PREFIX, LOG_MAX_ENTRIES } from '../server/cluster/plane.ts'
 import { runScript } from '../server/cluster/redis-scripts.ts'
 import { TestCluster, type TestNode } from './helpers/cluster.ts'
@@ -175,6 +175,10 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     expect(legacy.displaced).toEqual([])
     expect(legacy.gone()).toBe(false)
     expect(ours.state).toBe('joined')
+    // It no longer holds the address on node 1 (listing it proves nothing: node 1 lists it either
+    // way): a dial from it is refused.
+    const [dialErr] = await request(legacy.socket, 'ss-dial', [addr, watch1.addr, 'from-the-lost-address'])
+    expect(dialErr).toBe('Not authorized for this address')
   }, 60_000)
 
   it('the holder\'s node checks a join decided against a lagging copy: the rules apply to the holder it has', async () => {
@@ -211,6 +215,8 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     await new Promise((resolve) => setTimeout(resolve, 500))
     expect(legacyHolder.displaced).toEqual([])
     expect(legacyHolder.gone()).toBe(false)
+    // It lost the address (silently): a dial from it is refused.
+    expect((await request(legacyHolder.socket, 'ss-dial', [addrOn(n1, b), watch1.addr, 'from-the-lost-address']))[0]).toBe('Not authorized for this address')
     expect(legacySpelling.displaced).toEqual([])
     expect(legacySpelling.gone()).toBe(false)
     expect(otherPeer.displaced).toEqual([])
@@ -228,6 +234,28 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     expect(multi.gone()).toBe(false)
     // Both still joined on node 1: no leave removed their rows.
     expect(await redis.hexists('starsock:peers', addrOn(n1, d)) + await redis.hexists('starsock:peers', addrOn(n1, e)) + await redis.hexists('starsock:peers', addrOn(n1, g))).toBe(3)
+  }, 60_000)
+
+  it('a reservation in a leave read after its client joined again under another spelling holds nothing once that client leaves', async () => {
+    // The client's socket on one node went stale; it resumed on another node under another
+    // spelling (that join is in the log first), and only then did its old node see the socket go
+    // (that leave carries a reservation). Both nodes are this test, through the scripts.
+    const identity = await createIdentity()
+    const credentialHash = createHash('sha256').update('d5'.repeat(32)).digest('hex')
+    const [old, back] = [addrOn(n1, identity), addrOn(n2, identity)]
+    await redis.set(`${KEY_PREFIX}node:f00e`, JSON.stringify({ link: '', startedMs: 0 }), 'PX', 60_000)
+    const script = async (name: 'join' | 'leave', args: string[]): Promise<void> => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) }
+    const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:2' })
+    await script('join', [old, 'f00e', 'null', claim, '', ''])
+    await script('join', [back, 'f00e', 'null', claim, 'resume', old])
+    await script('leave', [old, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:2', graceMs: 30_000 })])
+    await bothList(back)
+    // The client leaves for good (a clean leave: no reservation).
+    await script('leave', [back, 'f00e', ''])
+    await waitFor('both nodes to see it leave', () => !listed(watch1, back) && !listed(watch2, back), 20_000)
+    // A new client with the key and no resume id (a new process) is not refused for a client that is gone.
+    const next = await peerOn(n1, identity)
+    expect(next.state).toBe('joined')
   }, 60_000)
 
   it('Redis holds the hash of a resume credential, never the credential', async () => {

@@ -485,10 +485,21 @@ export class ControlPlane implements ClusterView {
       if (entry.decision?.takes !== undefined) this.displaceSpelling(change, entry.decision.takes)
     } else if (entry.t === 'leave') {
       this.remoteLeave(entry.addr, entry.node)
-      if (entry.reservation !== undefined) this.deps.rendezvous.reservedElsewhere(entry.addr, entry.reservation)
+      if (entry.reservation !== undefined && !this.joinedAgain(entry.addr)) this.deps.rendezvous.reservedElsewhere(entry.addr, entry.reservation)
     } else {
       this.remoteProfileSet(entry.addr, entry.node, entry.profile)
     }
+  }
+
+  /**
+   * Whether a starsock client on another node holds the peer id of `addr` under another spelling:
+   * the client whose drop a leave entry reserves for is back already (it resumed on another node,
+   * whose join the log holds before the leave: its old node saw the socket go only after), so the
+   * reservation would outlive its reason (a later clean leave of the other spelling does not end it).
+   */
+  private joinedAgain (addr: string): boolean {
+    const peerId = checkAddress(addr, false)?.peerId
+    return peerId !== undefined && this.deps.directory.remoteStarsock(peerId, addr) !== undefined
   }
 
   /** A peer on node `node` left `addr` (a log entry): out of the copy if that node still holds it there. */
