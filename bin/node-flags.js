@@ -40,8 +40,10 @@ export const NODE_FLAGS = ['--heap-growing-percent=200']
 export const YOUNG_LOADING_FLAG = '--semi-space-growth-factor=1'
 export const YOUNG_LOADED_FLAG = '--semi-space-growth-factor=2'
 
-// `--no-turbofan` while the command's modules load, `--turbofan` (V8's own) once they are loaded:
-// no optimising compile during start-up, which runs once and gains nothing from one. Loading the
+// `--no-turbofan` while the command's modules load and it starts (`serve`: until it listens),
+// `--turbofan` (V8's own) after: no optimising compile during start-up, which runs once and gains
+// nothing from one. (Turned back on as soon as the modules were loaded, the server's own start-up
+// still made one of node's path helpers hot on a fresh clone: a compile before the URL line.) Loading the
 // server (node's module resolution and path helpers, its CommonJS export scanner) made a dozen
 // functions hot enough for TurboFan; those compiles touched about 3.5 MiB of TurboFan's own
 // machine code in the node binary (mapped pages: RSS counts them from then on), and the 4 MiB

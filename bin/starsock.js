@@ -46,7 +46,7 @@ const { main } = cli
 let isLoaded = false
 const loaded = () => { if (!isLoaded) for (const flag of loading) setFlagsFromString(flag.loaded); isLoaded = true }
 // A backstop: a command path that never calls `loaded` must not keep 1 MiB semi-spaces, or run
-// without the optimiser, for life. `main` calls it as soon as the command's modules are loaded;
+// without the optimiser, for life. `main` calls it once the command has started (`serve`: listens);
 // 10 s leaves room for a slow start on a busy machine (firing mid-load would compile the loader).
 setTimeout(loaded, 10_000).unref()
 process.exitCode = await main(process.argv.slice(2), { loaded })

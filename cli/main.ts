@@ -11,8 +11,12 @@ import { Command, CommanderError, Help } from 'commander'
 import { StarsockError } from '../shared/errors.ts'
 import { VERSION } from '../server/package-root.ts'
 
-/** What a command module's factory takes: it receives the promise of the command's exit code. */
-export type Started = (run: Promise<number>) => void
+/**
+ * What a command module's factory takes: it receives the promise of the command's exit code and,
+ * from a command with a start-up of its own after its modules load (`serve`: the server built and
+ * listening), the promise that settles when that is done (the bin's loading flags wait for it).
+ */
+export type Started = (run: Promise<number>, startedUp?: Promise<unknown>) => void
 
 /** A subcommand as the program lists it, and how to load the real one. */
 export interface CommandEntry {
@@ -76,18 +80,30 @@ export async function createProgram (argv: readonly string[], started: Started, 
 
 /** What the program's starter may ask of `main`. */
 export interface MainHooks {
-  /** Called once the command's modules are loaded, before it runs (the bin gives back the young generation's growth and the optimising compiler). */
+  /**
+   * Called once the command's modules are loaded and it has started (`serve`: once it listens),
+   * while it runs: the bin's loading flags (young generation, optimising compiler) end then.
+   */
   loaded?: () => void
 }
 
 /** Run `starsock` with `argv` (without node and script); settles with the exit code. */
 export async function main (argv: string[], hooks: MainHooks = {}): Promise<number> {
   let run: Promise<number> = Promise.resolve(0)
-  const started = (p: Promise<number>): void => { run = p }
+  let startedUp: Promise<unknown> = Promise.resolve()
+  const started: Started = (p, up) => {
+    run = p
+    if (up !== undefined) startedUp = up
+  }
   try {
     const program = await createProgram(argv, started)
-    hooks.loaded?.()
-    await program.parseAsync(argv, { from: 'user' })
+    try {
+      await program.parseAsync(argv, { from: 'user' })
+    } finally {
+      // Also after help or a usage error (no command runs), and after a start-up that failed
+      // (the command says so): the loading flags end either way.
+      startedUp.finally(() => hooks.loaded?.()).catch(() => {})
+    }
     return await run
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode

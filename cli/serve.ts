@@ -78,8 +78,8 @@ function serverFlags (): ServerFlag[] {
   })
 }
 
-/** The `serve` command; `started` receives the promise of its exit code. */
-export function serveCommand (started: (run: Promise<number>) => void): Command {
+/** The `serve` command; `started` receives the promise of its exit code, and of its start-up (listening). */
+export function serveCommand (started: (run: Promise<number>, startedUp?: Promise<unknown>) => void): Command {
   const flagsOfOptions = serverFlags()
   const cmd = new Command('serve')
     .description('run the rendezvous and relay server (and its page)')
@@ -99,7 +99,12 @@ export function serveCommand (started: (run: Promise<number>) => void): Command 
     .addOption(new Option(SERVER_OPTIONS.logger.flag ?? '', SERVER_OPTIONS.logger.help).env(SERVER_OPTIONS.logger.env ?? '').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines: readable on a terminal and JSON otherwise (auto), or always one of them').env('STARSOCK_LOG_FORMAT').choices(LOG_FORMATS).default('auto'))
   for (const { spec, option } of flagsOfOptions) if (spec.cli === 'integer') cmd.addOption(option)
-  return cmd.action((flags: Record<string, unknown>) => { started(serve(flags, flagsOfOptions)) })
+  return cmd.action((flags: Record<string, unknown>) => {
+    // Its start-up (the server built, listening) is part of loading: see `Started`.
+    let listening = (): void => {}
+    const startedUp = new Promise<void>((resolve) => { listening = resolve })
+    started(serve(flags, flagsOfOptions, listening).finally(listening), startedUp)
+  })
 }
 
 function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
@@ -122,7 +127,8 @@ function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
   return { key, cert, passphrase }
 }
 
-async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag[]): Promise<number> {
+/** `starsock serve`: settles with its exit code; calls `listening` once it printed its URL. */
+async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag[], listening: () => void): Promise<number> {
   const logger = await createCliLogger(String(flags.logLevel), flags.logFormat as LogFormat)
   let server
   try {
@@ -144,6 +150,7 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
   const running = server
   const prefix = running.options.path.slice(0, -'/socket.io'.length)
   process.stdout.write(`starsock ${running.url()} (page, socket.io, ${['metrics', 'healthz', 'readyz'].map((r) => `${prefix}/${r}`).join(', ')})\n`)
+  listening()
   let gateway: SockAgent | undefined
   if (flags.gateway === true) {
     try {
