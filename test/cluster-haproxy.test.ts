@@ -271,6 +271,9 @@ describe('haproxy (deploy/haproxy.cfg) in front of two starsock nodes', () => {
     expect(legacyDrops).toBe(0)
     expect(await Promise.all(nodes.map(async (n) => await peersOn(n.url)))).toEqual([2, 2])
 
+    // A request that races a session's close is answered 400 ("Session ID unknown") by the node
+    // that held it: only what was logged while every peer was joined must be free of 400s.
+    const whileJoined = p.requests().length
     for (const peer of peers.splice(0)) await peer.close()
     old.stop()
     // Every session's requests (WebSockets are logged once closed) reached one node; the polling
@@ -279,7 +282,9 @@ describe('haproxy (deploy/haproxy.cfg) in front of two starsock nodes', () => {
     // The legacy peer began with polling on its node (its handshake has no sid, its upgrade does).
     expect(requests.some((q) => /EIO=3&transport=polling&.*sid=/.test(q.uri))).toBe(true)
     const bySid = sessions(requests.filter((r) => r.uri.startsWith('/socket.io/')))
-    for (const [sid, s] of bySid) expect([sid, s.servers.size, s.statuses.filter((st) => st === 400)]).toEqual([sid, 1, []])
+    for (const [sid, s] of bySid) expect([sid, s.servers.size]).toEqual([sid, 1])
+    const refused = requests.slice(0, whileJoined).filter((r) => r.uri.startsWith('/socket.io/') && r.status === 400)
+    expect(refused).toEqual([])
     expect(Math.max(...[...bySid.values()].map((s) => s.count))).toBeGreaterThanOrEqual(5)
     expect(new Set(requests.filter((r) => r.uri.startsWith('/socket.io/')).map((r) => r.server))).toEqual(new Set(['node1', 'node2']))
   }, 120_000)
