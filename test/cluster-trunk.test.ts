@@ -325,6 +325,7 @@ describe('trunk: cross-node dials and streams in one process', () => {
     wrong.send(JSON.stringify({ t: 'hello', node: 'B', nonce }))
     const theirs = await hello
     expect(theirs.proof).toBe(linkProof(SECRET, 'acceptor', { node: 'B', nonce }, { node: 'A', nonce: theirs.nonce }))
+    expect(theirs.heads).toBe(true) // it takes chunks as a head and the chunk (link-codec.ts)
     wrong.send(JSON.stringify({ t: 'proof', proof: linkProof('wrong-secret-0123456789', 'initiator', { node: 'B', nonce }, { node: 'A', nonce: theirs.nonce }) }))
     expect(await closeCode(wrong)).toBe(4001)
     // An unknown node id, with the right secret.
@@ -462,6 +463,39 @@ describe('trunk: cross-node dials and streams in one process', () => {
     const advertised = new Trunk({ rendezvous: a.server.rendezvous, view: cluster.view('Y'), options: { ...a.server.options, clusterListen: '0.0.0.0:0', clusterAdvertise: '10.1.2.3:7000' }, metrics: new ServerMetrics(false, () => 0), logger: silentLogger })
     expect(await advertised.listen()).toBe('10.1.2.3:7000')
     await advertised.close()
+  })
+
+  it('sends a node of an earlier version (its hello offers no heads) each chunk as one data message, byte-exact', async () => {
+    const [a] = await two()
+    const listener = await peerOn(a)
+    const data = testBytes(200_000, 21)
+    listener.handle((conn) => { void conn.write(data).then(async () => { await conn.closeWrite() }) })
+    // The older node B, by hand: the handshake without `heads`, then a dial from a legacy peer of its own.
+    const ws = new WebSocket(`ws://${cluster.linkAddresses.get('A') as string}/`, { perMessageDeflate: false })
+    closers.push(() => ws.terminate())
+    ws.on('error', () => {})
+    await new Promise((resolve) => ws.once('open', resolve))
+    const texts: Array<Record<string, unknown>> = []
+    const binaries: Buffer[] = []
+    ws.on('message', (d: Buffer, binary: boolean) => { if (binary) binaries.push(d); else texts.push(JSON.parse(d.toString()) as Record<string, unknown>) })
+    const nonce = newNonce()
+    ws.send(JSON.stringify({ t: 'hello', node: 'B', nonce }))
+    await waitFor('A\'s hello', () => texts.length === 1)
+    const theirs = texts[0] as unknown as HelloMessage
+    expect(theirs.heads).toBe(true)
+    ws.send(JSON.stringify({ t: 'proof', proof: linkProof(SECRET, 'initiator', { node: 'B', nonce }, { node: 'A', nonce: theirs.nonce }) }))
+    await waitFor('ok', () => texts.some((m) => m.t === 'ok'))
+    const from = listener.addr.replace(listener.peerId, 'QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N')
+    cluster.owners.set(from, 'B')
+    ws.send(JSON.stringify({ t: 'dial', k: 2, from, to: listener.addr, id: 'older-node-dial', secure: false, starsock: false, win: 1024 * 1024 }))
+    await waitFor('the listener\'s answer', () => texts.some((m) => m.t === 'reply' || m.t === 'fail'), 10_000)
+    expect(texts.find((m) => m.t === 'reply' || m.t === 'fail')).toMatchObject({ t: 'reply', k: 2, refusal: null })
+    ws.send(JSON.stringify({ t: 'ev', k: 2, s: 1, e: 'accept', a: null })) // its dialer takes the listener's stream
+    const total = (): number => binaries.reduce((n, b) => n + b.byteLength - 6, 0)
+    await waitFor('the listener\'s bytes at the older node', () => total() >= data.length, 10_000)
+    // One message per chunk, `1 | key | stream | payload`, never a head.
+    expect(new Set(binaries.map((b) => [b[0], b.readUInt32BE(1), b[5]].join(' ')))).toEqual(new Set(['1 2 1']))
+    expectBytes(Buffer.concat(binaries.map((b) => b.subarray(6))), data, 'the listener\'s bytes as old data messages')
   })
 
   it('asks again a node that did not know this one yet (it just started), and dials through', async () => {

@@ -1,15 +1,22 @@
 /**
- * The messages of a node link (`links.ts`): stream bytes as binary messages
- * (`kind | dial key | stream | payload`), everything else as small JSON text messages, each
- * checked here before use (the other end is authenticated, but a bug or a stray process on the
- * internal port must not reach the relay with a wrong type).
+ * The messages of a node link (`links.ts`): stream bytes as binary messages, everything else as
+ * small JSON text messages, each checked here before use (the other end is authenticated, but a
+ * bug or a stray process on the internal port must not reach the relay with a wrong type).
+ *
+ * A chunk goes one of two ways. Between nodes that both said `heads` in their hello: a 6-byte
+ * head message (`2 | dial key | stream`) followed by the chunk as the next binary message, as the
+ * relay holds it (no copy on the sending node: a copy per chunk was a Buffer allocation per chunk,
+ * and allocations drive V8's full collections). Otherwise (a node of an earlier version): one
+ * message `1 | dial key | stream | payload` (one copy on the sending node).
  */
 import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS } from '../../shared/constants.ts'
 import { ERROR_CODES, type ErrorCode } from '../../shared/errors.ts'
 
-/** First byte of a binary link message carrying stream bytes. */
+/** First byte of a binary link message carrying stream bytes after its header. */
 export const LINK_KIND_DATA = 1
-/** Bytes before the payload of a data message: kind (1), dial key (4), stream (1). */
+/** First byte of a head message: the next binary message is the chunk it announces. */
+export const LINK_KIND_HEAD = 2
+/** Bytes before the payload of a data message, and of a whole head message: kind (1), dial key (4), stream (1). */
 export const LINK_DATA_HEADER_BYTES = 6
 /** Largest text message a link takes: a dial carries two addresses and a dial id, each escaped at worst. */
 export const LINK_TEXT_MAX_BYTES = 16 * 1024
@@ -24,8 +31,8 @@ export const LINK_EVENT_TYPES = ['accept', 'credit', 'abort', 'error'] as const
 /** One of `LINK_EVENT_TYPES`. */
 export type LinkEventType = typeof LINK_EVENT_TYPES[number]
 
-/** Handshake, first step (initiator): its node id and nonce. */
-export interface HelloMessage { t: 'hello', node: string, nonce: string, proof?: string }
+/** Handshake, first step of each side: its node id and nonce (the acceptor's with its proof); `heads`: it takes chunks as a head message and the chunk (see the module comment). */
+export interface HelloMessage { t: 'hello', node: string, nonce: string, proof?: string, heads?: true }
 /** Handshake, second step of each side: the proof of the secret. */
 export interface ProofMessage { t: 'proof', proof: string }
 /** Handshake, last step (acceptor): the link is open. */
@@ -46,6 +53,8 @@ export type LinkMessage = HelloMessage | ProofMessage | OkMessage | DialMessage 
 
 /** A data message, parsed: a view into the received buffer (no copy). */
 export interface DataMessage { k: number, s: StreamSide, payload: Uint8Array }
+/** A head message, parsed: the chunk it announces is the next binary message. */
+export interface DataHead { k: number, s: StreamSide }
 
 /** Encode a data message (one copy: header and payload into one buffer). */
 export function encodeData (k: number, s: StreamSide, payload: Uint8Array): Buffer {
@@ -55,6 +64,23 @@ export function encodeData (k: number, s: StreamSide, payload: Uint8Array): Buff
   out[5] = s
   out.set(payload, LINK_DATA_HEADER_BYTES)
   return out
+}
+
+/** Encode a head message (`2 | k | s`): the chunk follows as the next binary message. */
+export function encodeHead (k: number, s: StreamSide): Buffer {
+  const out = Buffer.allocUnsafe(LINK_DATA_HEADER_BYTES)
+  out[0] = LINK_KIND_HEAD
+  out.writeUInt32BE(k, 1)
+  out[5] = s
+  return out
+}
+
+/** Parse a head message; `undefined` when `data` is not exactly one. */
+export function decodeHead (data: Buffer): DataHead | undefined {
+  if (data.byteLength !== LINK_DATA_HEADER_BYTES || data[0] !== LINK_KIND_HEAD) return undefined
+  const s = data[5]
+  if (s !== 0 && s !== 1) return undefined
+  return { k: data.readUInt32BE(1), s }
 }
 
 /** Parse a binary link message; `undefined` when it is not a well-formed data message. */
@@ -83,7 +109,10 @@ export function decodeMessage (text: string): LinkMessage | undefined {
   if (typeof m !== 'object' || m === null) return undefined
   const r = m as Record<string, unknown>
   switch (r.t) {
-    case 'hello': return isText(r.node, 64) && typeof r.nonce === 'string' && HEX.test(r.nonce) && (r.proof === undefined || (typeof r.proof === 'string' && HEX.test(r.proof))) ? r as unknown as HelloMessage : undefined
+    // `heads` is an offer: anything but `true` (a later version's `false`, ...) is no offer.
+    case 'hello': return isText(r.node, 64) && typeof r.nonce === 'string' && HEX.test(r.nonce) && (r.proof === undefined || (typeof r.proof === 'string' && HEX.test(r.proof)))
+      ? { t: 'hello', node: r.node, nonce: r.nonce, ...(r.proof === undefined ? {} : { proof: r.proof }), ...(r.heads === true ? { heads: true } : {}) }
+      : undefined
     case 'proof': return typeof r.proof === 'string' && HEX.test(r.proof) ? { t: 'proof', proof: r.proof } : undefined
     case 'ok': return { t: 'ok' }
     case 'dial': return isKey(r.k) && isText(r.from, MAX_ADDRESS_CHARS) && isText(r.to, MAX_ADDRESS_CHARS) && isText(r.id, MAX_DIAL_ID_CHARS) && typeof r.secure === 'boolean' && typeof r.starsock === 'boolean' && isCount(r.win) && r.win > 0 ? r as unknown as DialMessage : undefined

@@ -8,7 +8,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { WebSocket } from 'ws'
 import type { StandIn } from './stand-in.ts'
-import { decodeData, decodeMessage, encodeMessage, LINK_PROOF_CONTEXT, type DataMessage, type HelloMessage, type LinkMessage } from './link-codec.ts'
+import { decodeData, decodeHead, decodeMessage, encodeData, encodeHead, encodeMessage, LINK_KIND_HEAD, LINK_PROOF_CONTEXT, type DataHead, type DataMessage, type HelloMessage, type LinkMessage, type StreamSide } from './link-codec.ts'
 
 /** Time a connection has to finish the handshake. */
 export const LINK_AUTH_TIMEOUT_MS = 3000
@@ -96,31 +96,34 @@ async function nextMessage (ws: WebSocket, deadline: number): Promise<LinkMessag
   })
 }
 
+/** What the handshake learnt of the other node: its id, and whether it takes chunks as a head and the chunk (`link-codec.ts`). */
+export interface LinkPeer { node: string, heads: boolean }
+
 /**
- * Accept side of the handshake on a new connection: settles with the other node's id once it
- * proved the secret; rejects with `LinkRefused` (the caller closes and counts).
+ * Accept side of the handshake on a new connection: settles with the other node once it proved
+ * the secret; rejects with `LinkRefused` (the caller closes and counts).
  */
-export async function acceptLink (ws: WebSocket, me: string, secret: string, known: (node: string) => boolean): Promise<string> {
+export async function acceptLink (ws: WebSocket, me: string, secret: string, known: (node: string) => boolean): Promise<LinkPeer> {
   const deadline = Date.now() + LINK_AUTH_TIMEOUT_MS
   const hello = await nextMessage(ws, deadline)
   if (hello.t !== 'hello') throw new LinkRefused('bad-message', `expected hello, got ${hello.t}`)
   if (hello.node === me || !known(hello.node)) throw new LinkRefused('unknown-node', `node ${hello.node.slice(0, 64)} is not a member`)
   const initiator = { node: hello.node, nonce: hello.nonce }
   const acceptor = { node: me, nonce: newNonce() }
-  const reply: HelloMessage = { t: 'hello', ...acceptor, proof: linkProof(secret, 'acceptor', initiator, acceptor) }
+  const reply: HelloMessage = { t: 'hello', ...acceptor, proof: linkProof(secret, 'acceptor', initiator, acceptor), heads: true }
   ws.send(encodeMessage(reply))
   const proof = await nextMessage(ws, deadline)
   if (proof.t !== 'proof') throw new LinkRefused('bad-message', `expected proof, got ${proof.t}`)
   if (!sameProof(proof.proof, linkProof(secret, 'initiator', initiator, acceptor))) throw new LinkRefused('secret', 'wrong proof')
   ws.send(encodeMessage({ t: 'ok' }))
-  return hello.node
+  return { node: hello.node, heads: hello.heads === true }
 }
 
-/** Initiator side: prove the secret to node `expected` on `ws` (open); settles once it said ok, rejects with `LinkRefused`. */
-export async function initiateLink (ws: WebSocket, me: string, expected: string, secret: string): Promise<void> {
+/** Initiator side: prove the secret to node `expected` on `ws` (open); settles with it once it said ok, rejects with `LinkRefused`. */
+export async function initiateLink (ws: WebSocket, me: string, expected: string, secret: string): Promise<LinkPeer> {
   const deadline = Date.now() + LINK_AUTH_TIMEOUT_MS
   const initiator = { node: me, nonce: newNonce() }
-  ws.send(encodeMessage({ t: 'hello', ...initiator }))
+  ws.send(encodeMessage({ t: 'hello', ...initiator, heads: true }))
   const hello = await nextMessage(ws, deadline)
   if (hello.t !== 'hello' || hello.proof === undefined) throw new LinkRefused('bad-message', 'expected hello with a proof')
   if (hello.node !== expected) throw new LinkRefused('wrong-node', `expected node ${expected}, got ${hello.node.slice(0, 64)}`)
@@ -129,6 +132,7 @@ export async function initiateLink (ws: WebSocket, me: string, expected: string,
   ws.send(encodeMessage({ t: 'proof', proof: linkProof(secret, 'initiator', initiator, acceptor) }))
   const ok = await nextMessage(ws, deadline)
   if (ok.t !== 'ok') throw new LinkRefused('bad-message', `expected ok, got ${ok.t}`)
+  return { node: hello.node, heads: hello.heads === true }
 }
 
 /** An authenticated link to node `node`, and the dials it carries by key. */
@@ -144,12 +148,16 @@ export class Link {
   retiring = false
   /** Stand-ins stopped by the high-water mark wait for a `drained`. */
   private behind = false
+  /** A head message received: the next binary message is its chunk. */
+  private head: DataHead | undefined
 
   constructor (
     readonly node: string,
     readonly role: LinkRole,
     private readonly ws: WebSocket,
-    private readonly handler: LinkHandler
+    private readonly handler: LinkHandler,
+    /** The other node takes chunks as a head message and the chunk (it said so in its hello). */
+    private readonly heads: boolean
   ) {
     this.nextKey = role === 'initiator' ? 0 : 1
     ws.on('message', (data: Buffer, isBinary: boolean) => this.received(data, isBinary))
@@ -194,9 +202,19 @@ export class Link {
     if (this.isOpen) this.ws.send(encodeMessage(message))
   }
 
-  /** Send a binary message; the owner hears `drained` once the socket caught up, when it was behind. */
-  sendBinary (data: Buffer): void {
+  /**
+   * Send a chunk of stream `s` of dial `k`: a head message and the chunk as it is (no copy), or one
+   * data message to a node that does not take heads. The owner hears `drained` once the socket
+   * caught up, when it was behind.
+   */
+  sendData (k: number, s: StreamSide, chunk: Uint8Array): void {
     if (!this.isOpen) return
+    if (!this.heads) return this.sendBinary(encodeData(k, s, chunk))
+    this.ws.send(encodeHead(k, s))
+    this.sendBinary(chunk)
+  }
+
+  private sendBinary (data: Uint8Array): void {
     this.ws.send(data, () => {
       if (this.behind && this.ws.bufferedAmount < LINK_HIGH_WATER_BYTES / 2) {
         this.behind = false
@@ -229,7 +247,18 @@ export class Link {
   private received (data: Buffer, isBinary: boolean): void {
     this.lastHeardMs = Date.now()
     if (!this.isOpen) return
+    const head = this.head
+    if (head !== undefined) {
+      // A head's chunk comes right behind it, nothing else.
+      this.head = undefined
+      if (!isBinary) return this.handler.bad(this, 'data')
+      return this.handler.data(this, { k: head.k, s: head.s, payload: data })
+    }
     if (isBinary) {
+      if (data[0] === LINK_KIND_HEAD) {
+        this.head = decodeHead(data)
+        return this.head === undefined ? this.handler.bad(this, 'data') : undefined
+      }
       const d = decodeData(data)
       if (d === undefined) return this.handler.bad(this, 'data')
       return this.handler.data(this, d)

@@ -14,14 +14,15 @@ import { StarsockError, wireError } from '../../shared/errors.ts'
 import { SOCKET_WRITE_HIGH_WATER_BYTES } from '../constants.ts'
 import { TokenBucket } from '../rate-limit.ts'
 import { Session, type Endpoint } from '../session.ts'
-import { encodeData, type EventMessage, type LinkMessage, type StreamSide } from './link-codec.ts'
+import { type EventMessage, type LinkMessage, type StreamSide } from './link-codec.ts'
 
 /** What a stand-in uses of its link (`links.ts` `Link`). */
 export interface StandInLink {
   readonly open: boolean
   congested: () => boolean
   send: (message: LinkMessage) => void
-  sendBinary: (data: Buffer) => void
+  /** Send a chunk of stream `s` of dial `k` (`Link.sendData`). */
+  sendData: (k: number, s: StreamSide, chunk: Uint8Array) => void
   /** The stand-ins of the dials it carries, by dial key. */
   readonly dials: Map<number, StandIn>
 }
@@ -107,7 +108,7 @@ export class StandIn implements Endpoint {
       if (!(chunk instanceof Uint8Array) || link === undefined) return
       this.unacked += chunk.byteLength
       this.host.sent(chunk.byteLength)
-      link.sendBinary(encodeData(this.key, s, chunk))
+      link.sendData(this.key, s, chunk)
       return
     }
     const a = args[0]

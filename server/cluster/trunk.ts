@@ -18,7 +18,7 @@ import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
 import type { Session } from '../session.ts'
 import { LINK_DATA_HEADER_BYTES, LINK_TEXT_MAX_BYTES, type DataMessage, type DialMessage, type EventMessage, type LinkMessage } from './link-codec.ts'
-import { acceptLink, initiateLink, Link, LINK_AUTH_TIMEOUT_MS, LINK_PING_INTERVAL_MS, LINK_CLOSE_CODES, LinkRefused, type LinkHandler, type RefusalReason } from './links.ts'
+import { acceptLink, initiateLink, Link, LINK_AUTH_TIMEOUT_MS, LINK_PING_INTERVAL_MS, LINK_CLOSE_CODES, LinkRefused, type LinkHandler, type LinkPeer, type RefusalReason } from './links.ts'
 import { StandIn, type StandInHost } from './stand-in.ts'
 import { TrunkMetrics } from './trunk-metrics.ts'
 import type { ClusterView, TrunkPart } from './types.ts'
@@ -222,27 +222,27 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
    * started) refuses it as unknown: asked once more after that.
    */
   private async connect (node: string): Promise<Link> {
-    let ws: WebSocket | undefined
+    let open: { ws: WebSocket, peer: LinkPeer } | undefined
     try {
       try {
-        ws = await this.handshake(node)
+        open = await this.handshake(node)
       } catch (err) {
         if (!(err instanceof LinkRefused) || err.reason !== 'unknown-node' || this.closing) throw err
         await new Promise((resolve) => setTimeout(resolve, Math.ceil(this.deps.options.clusterNodeTtlMs / 3)))
-        ws = await this.handshake(node)
+        open = await this.handshake(node)
       }
     } catch (err) {
       throw new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (${(err as Error).message})`)
     }
     if (this.closing) {
-      ws.close(1001)
+      open.ws.close(1001)
       throw new StarsockError('E_PEER_GONE', `Server node ${node} unreachable (this node is closing)`)
     }
-    return this.add(new Link(node, 'initiator', ws, this))
+    return this.add(new Link(node, 'initiator', open.ws, this, open.peer.heads))
   }
 
-  /** Connect to `node` and prove the secret; settles with the open socket, rejects with `LinkRefused` (counted unless it never opened). */
-  private async handshake (node: string): Promise<WebSocket> {
+  /** Connect to `node` and prove the secret; settles with the open socket and what it said, rejects with `LinkRefused` (counted unless it never opened). */
+  private async handshake (node: string): Promise<{ ws: WebSocket, peer: LinkPeer }> {
     const address = this.deps.view.linkAddressOf(node)
     if (address === undefined || this.closing) throw new LinkRefused('timeout', 'not a member')
     // A zero mask: ws then skips masking both ways. Masking protects proxies from what a page
@@ -255,8 +255,8 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
         ws.once('open', resolve)
         ws.once('close', () => reject(new LinkRefused('timeout', 'could not connect')))
       })
-      await initiateLink(ws, this.deps.view.nodeId, node, this.deps.options.clusterSecret)
-      return ws
+      const peer = await initiateLink(ws, this.deps.view.nodeId, node, this.deps.options.clusterSecret)
+      return { ws, peer }
     } catch (err) {
       ws.terminate()
       const refused = err instanceof LinkRefused ? err : new LinkRefused('bad-message', (err as Error).message)
@@ -307,12 +307,12 @@ export class Trunk implements TrunkPart, LinkHandler, StandInHost {
     }
     socket.on('data', onData)
     const known = (node: string): boolean => this.deps.view.linkAddressOf(node) !== undefined
-    acceptLink(ws, this.deps.view.nodeId, this.deps.options.clusterSecret, known).then((node) => {
+    acceptLink(ws, this.deps.view.nodeId, this.deps.options.clusterSecret, known).then((peer) => {
       this.unauthenticated--
       this.authenticatedOrGone(socket)
       socket.off('data', onData)
       if (this.closing) return ws.close(1001)
-      this.add(new Link(node, 'acceptor', ws, this))
+      this.add(new Link(peer.node, 'acceptor', ws, this, peer.heads))
     }, (err: unknown) => {
       this.unauthenticated--
       this.refuse(ws, err instanceof LinkRefused ? err.reason : 'bad-message', (err as Error).message)

@@ -3,7 +3,7 @@
  * well-formed goes through unchanged, anything else is refused before it reaches the relay.
  */
 import { describe, expect, it } from 'vitest'
-import { decodeData, decodeMessage, encodeData, encodeMessage, LINK_DATA_HEADER_BYTES, LINK_TEXT_MAX_BYTES, type LinkMessage } from '../../server/cluster/link-codec.ts'
+import { decodeData, decodeHead, decodeMessage, encodeData, encodeHead, encodeMessage, LINK_DATA_HEADER_BYTES, LINK_TEXT_MAX_BYTES, type LinkMessage } from '../../server/cluster/link-codec.ts'
 import { MAX_ADDRESS_CHARS, MAX_DIAL_ID_CHARS } from '../../shared/constants.ts'
 import { linkProof, newNonce, sameProof } from '../../server/cluster/links.ts'
 
@@ -22,6 +22,19 @@ describe('link codec', () => {
     }
   })
 
+  it('round-trips head messages, and refuses a head of another size or kind, or a data message taken for one', () => {
+    for (const [k, s] of [[0, 0], [7, 1], [0xffffffff, 1]] as const) {
+      const wire = encodeHead(k, s)
+      expect(wire.byteLength).toBe(LINK_DATA_HEADER_BYTES)
+      expect(decodeHead(wire)).toEqual({ k, s })
+      expect(decodeData(wire)).toBeUndefined()
+    }
+    expect(decodeHead(Buffer.concat([encodeHead(1, 0), Buffer.of(9)]))).toBeUndefined()
+    expect(decodeHead(encodeHead(1, 0).subarray(0, LINK_DATA_HEADER_BYTES - 1))).toBeUndefined()
+    expect(decodeHead(Buffer.from([2, 0, 0, 0, 1, 2]))).toBeUndefined()
+    expect(decodeHead(encodeData(1, 0, new Uint8Array(0)))).toBeUndefined()
+  })
+
   it('refuses malformed data messages', () => {
     expect(decodeData(Buffer.alloc(LINK_DATA_HEADER_BYTES - 1, 1))).toBeUndefined()
     expect(decodeData(Buffer.from([2, 0, 0, 0, 0, 0, 9]))).toBeUndefined()
@@ -31,6 +44,8 @@ describe('link codec', () => {
   const good: LinkMessage[] = [
     { t: 'hello', node: 'n1', nonce: NONCE },
     { t: 'hello', node: 'n1', nonce: NONCE, proof: NONCE },
+    { t: 'hello', node: 'n1', nonce: NONCE, heads: true },
+    { t: 'hello', node: 'n1', nonce: NONCE, proof: NONCE, heads: true },
     { t: 'proof', proof: NONCE },
     { t: 'ok' },
     { t: 'dial', k: 2, from: '/a', to: '/b', id: 'x', secure: true, starsock: false, win: 1024 },
@@ -46,6 +61,12 @@ describe('link codec', () => {
     // The longest a peer may send: addresses and dial id at their caps, with characters JSON escapes.
     { t: 'dial', k: 4, from: '"\\\u0001/'.repeat(MAX_ADDRESS_CHARS / 4), to: '/'.repeat(MAX_ADDRESS_CHARS), id: '"'.repeat(MAX_DIAL_ID_CHARS), secure: false, starsock: true, win: 1 }
   ]
+  it('takes a hello\'s heads only as `true`: any other value is no offer, not a refusal (a later version may send false)', () => {
+    for (const heads of [false, 1, 'yes', null]) {
+      expect(decodeMessage(JSON.stringify({ t: 'hello', node: 'n', nonce: NONCE, heads }))).toEqual({ t: 'hello', node: 'n', nonce: NONCE })
+    }
+  })
+
   it.each(good.map((m) => [m.t, m]))('takes a well-formed %s', (_t, m) => {
     expect(decodeMessage(encodeMessage(m))).toEqual(m)
   })
