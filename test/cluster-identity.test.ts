@@ -17,7 +17,7 @@ import { runScript } from '../server/cluster/redis-scripts.ts'
 import { TestCluster, type TestNode } from './helpers/cluster.ts'
 import { legacyPeerId, pull, startLegacyPeer } from './helpers/legacy.ts'
 import { connectSocket, request } from './helpers/raw-peer.ts'
-import { waitFor, within } from './helpers/server.ts'
+import { waitFor, waitForAsync, within } from './helpers/server.ts'
 
 const addrOn = (node: TestNode, identity: Identity): string => `/ip4/127.0.0.1/tcp/${node.port}/ws/p2p-websocket-star/ipfs/${identity.peerId}`
 
@@ -256,6 +256,81 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     // A new client with the key and no resume id (a new process) is not refused for a client that is gone.
     const next = await peerOn(n1, identity)
     expect(next.state).toBe('joined')
+  }, 60_000)
+
+  it('Redis keeps a leave\'s reservation until its grace ends or the address joins; a snapshot carries the live ones with what is left', async () => {
+    const identity = await createIdentity()
+    const addr = addrOn(n1, identity)
+    const credentialHash = createHash('sha256').update('a7'.repeat(32)).digest('hex')
+    await redis.set(`${KEY_PREFIX}node:f00e`, JSON.stringify({ link: '', startedMs: 0 }), 'PX', 60_000)
+    const script = async (name: 'join' | 'leave' | 'snapshot', args: string[]): Promise<unknown> => await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args)
+    const live = async (): Promise<Map<string, { grace: number, left: number }>> => {
+      const flat = (await script('snapshot', []) as unknown[])[4] as string[]
+      const out = new Map<string, { grace: number, left: number }>()
+      for (let i = 0; i + 2 < flat.length; i += 3) out.set(flat[i] as string, { grace: (JSON.parse(flat[i + 1] as string) as { g: number }).g, left: Number(flat[i + 2]) })
+      return out
+    }
+    const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:3' })
+    await script('join', [addr, 'f00e', 'null', claim, '', ''])
+    await script('leave', [addr, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs: 30_000 })])
+    const held = (await live()).get(addr)
+    expect(held?.grace).toBe(30_000)
+    expect(held?.left).toBeGreaterThan(20_000)
+    expect(held?.left).toBeLessThanOrEqual(30_000)
+    // A join of the address ends it.
+    await script('join', [addr, 'f00e', 'null', claim, 'resume', ''])
+    expect((await live()).has(addr)).toBe(false)
+    expect(await redis.hexists(`${KEY_PREFIX}reserved`, addr)).toBe(0)
+    // One whose grace ended is not in a snapshot, and the next reservation takes it out of Redis.
+    await script('leave', [addr, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs: 1 })])
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    expect((await live()).has(addr)).toBe(false)
+    const other = addrOn(n2, identity)
+    await script('join', [other, 'f00e', 'null', claim, '', ''])
+    await script('leave', [other, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs: 30_000 })])
+    expect(await redis.hexists(`${KEY_PREFIX}reserved`, addr)).toBe(0)
+    expect(await redis.zscore(`${KEY_PREFIX}reserveduntil`, addr)).toBeNull()
+    expect((await live()).has(other)).toBe(true)
+    await script('join', [other, 'f00e', 'null', claim, 'resume', ''])
+    await script('leave', [other, 'f00e', ''])
+  }, 60_000)
+
+  it('a node that re-reads a snapshot (a gap in the log) keeps the reservation of a leave it never read', async () => {
+    const identity = await createIdentity()
+    const addr = addrOn(n1, identity)
+    const credentialHash = createHash('sha256').update('b8'.repeat(32)).digest('hex')
+    // A member node of the test's own (registered, so a snapshot without its peers drops them).
+    await redis.set(`${KEY_PREFIX}node:f00f`, JSON.stringify({ link: '127.0.0.1:9', startedMs: 0 }), 'PX', 60_000)
+    await redis.hset(`${KEY_PREFIX}nodes`, 'f00f', '127.0.0.1:9')
+    const script = async (name: 'join' | 'leave', args: string[]): Promise<void> => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) }
+    const resyncs = async (): Promise<number> => Number(/^starsock_cluster_resyncs_total (\d+)/m.exec(await (await fetch(`${n2.url}/metrics`)).text())?.[1] ?? NaN)
+    try {
+      await script('join', [addr, 'f00f', 'null', claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:4' }), '', ''])
+      await bothList(addr)
+      // Node 2 frozen (well within its time-to-live) and its log reader cut, so no blocked read of
+      // the log is answered with the leave; the log then loses the leave.
+      const id2 = ((await (await fetch(`${n2.url}/status.json`)).json()) as { clusterNode: string }).clusterNode
+      const reader = /(?:^|\n)id=(\d+) [^\n]* name=(\S+)/g
+      const follower = [...(await redis.client('LIST') as string).matchAll(reader)].find((m) => m[2] === `starsock-${id2}-log`)?.[1]
+      expect(follower).toBeDefined()
+      const before = await resyncs()
+      n2.program.proc.kill('SIGSTOP')
+      try {
+        await redis.client('KILL', 'ID', follower as string)
+        await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:4', graceMs: 30_000 })])
+        await redis.xtrim(`${KEY_PREFIX}log`, 'MAXLEN', 0)
+      } finally {
+        n2.program.proc.kill('SIGCONT')
+      }
+      await waitForAsync('node 2 to re-read a snapshot', async () => await resyncs() > before, 20_000)
+      await waitFor('node 2 to see the holder gone', () => !listed(watch2, addr), 20_000)
+      const err = await refusal(n2, identity)
+      expect(err?.code).toBe('E_ADDRESS_IN_USE')
+      expect(err?.message).toMatch(/reserved for a reconnecting client \(joined from 10\.9\.9\.9:4\)/)
+    } finally {
+      await redis.hdel(`${KEY_PREFIX}nodes`, 'f00f')
+      await redis.del(`${KEY_PREFIX}node:f00f`)
+    }
   }, 60_000)
 
   it('Redis holds the hash of a resume credential, never the credential', async () => {

@@ -21,7 +21,7 @@ import type { Rendezvous } from '../server/rendezvous.ts'
 import type { HolderClaim } from '../server/cluster/types.ts'
 import { claimJson } from '../server/cluster/plane-entries.ts'
 import { REDIS_SERVER, startRedis, type TestRedis } from './helpers/cluster.ts'
-import { waitFor } from './helpers/server.ts'
+import { waitFor, waitForAsync } from './helpers/server.ts'
 
 /** What a local join's row says of its client (the identity rules are not this file's subject). */
 const CLAIM: HolderClaim = { starsock: false, credentialHash: undefined, remote: '127.0.0.1:1' }
@@ -35,15 +35,6 @@ interface TestPlane {
   /** A local session joins `addr` (the rendezvous's part: directory, then the hook). */
   join: (addr: string, session?: string) => void
   leave: (addr: string, session?: string) => void
-}
-
-/** `waitFor` with a check that asks Redis or the metrics registry. */
-async function waitForAsync (what: string, check: () => Promise<boolean>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }
 
 /** A metric's value (summed over labels). */

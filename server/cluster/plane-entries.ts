@@ -122,6 +122,8 @@ export interface Snapshot {
   peers: PeerRow[]
   /** Member nodes: id -> link. */
   nodes: Map<string, string>
+  /** Live reservations of leaves (their grace: what is left of it at the snapshot's instant). */
+  reservations: Array<{ addr: string, reservation: LeaveReservation }>
   /** Rows refused. */
   bad: number
 }
@@ -212,7 +214,24 @@ export function readSnapshot (reply: unknown): Snapshot {
     else peers.push(row)
   }
   const nodes = readNodes(reply[3] as unknown[], 2)
-  return { lastId: reply[0], seq, peers, nodes: nodes.nodes, bad: bad + nodes.bad }
+  const reservations = readReservations(Array.isArray(reply[4]) ? reply[4] as unknown[] : [])
+  return { lastId: reply[0], seq, peers, nodes: nodes.nodes, reservations: reservations.live, bad: bad + nodes.bad + reservations.bad }
+}
+
+/** Flat `addr, reservation JSON, ms left` triples (the snapshot's fifth part), checked; the grace is what is left. */
+function readReservations (flat: unknown[]): { live: Snapshot['reservations'], bad: number } {
+  const live: Snapshot['reservations'] = []
+  let bad = 0
+  for (let i = 0; i + 2 < flat.length; i += 3) {
+    const [addr, text, left] = [flat[i], flat[i + 1], Number(flat[i + 2])]
+    const reservation = readReservation(text)
+    if (!isText(addr, MAX_ADDRESS_CHARS) || reservation === undefined || reservation === BAD || !Number.isSafeInteger(left) || left < 1) {
+      bad++
+      continue
+    }
+    live.push({ addr, reservation: { ...reservation, graceMs: Math.min(left, reservation.graceMs) } })
+  }
+  return { live, bad }
 }
 
 /** Flat `id, link[, alive]` triples or pairs (`width`), checked: the members, those alive, rows refused. */

@@ -445,6 +445,10 @@ export class ControlPlane implements ClusterView {
       if (directory.dropRemote(e.addr, e.node)) this.deps.rendezvous.remoteLeft(e.addr)
     }
     for (const [id, link] of snapshot.nodes) this.members.seen(id, link)
+    // The reservations of leaves this node may have missed in the gap (held again already when it read them).
+    for (const { addr, reservation } of snapshot.reservations) {
+      if (!listed.has(addr) && !this.joinedAgain(addr)) this.deps.rendezvous.reservedElsewhere(addr, reservation)
+    }
   }
 
   /** One read of the log (blocks up to `FOLLOW_BLOCK_MS`); applies what it got in order. */

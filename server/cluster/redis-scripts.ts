@@ -8,6 +8,10 @@
  * - `seq`: the global sequence number (one per log entry)
  * - `node:<id>`: JSON `{ link, startedMs }`, with a time-to-live the node refreshes
  * - `nodes`: hash id -> link; `nodepeers:<id>`: set of the node's addresses
+ * - `reserved`: hash addr -> the reservation JSON of a leave (a dropped starsock client's identity);
+ *   `reserveduntil`: sorted set addr -> when it ends (ms, Redis' clock). A join of the address ends
+ *   it; ended ones go a few at a time with each new one. A snapshot carries the live ones, so a
+ *   node that re-reads one (a gap in the log) keeps the reservations of the leaves it missed.
  */
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
@@ -33,7 +37,24 @@ local function logged(t, addr, node, prof, extra)
   redis.call(unpack(cmd))
   return seq
 end
+local function nowms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function unreserve(addr)
+  redis.call('HDEL', p .. 'reserved', addr)
+  redis.call('ZREM', p .. 'reserveduntil', addr)
+end
+local function reserve(addr, reserved)
+  local now = nowms()
+  for _, a in ipairs(redis.call('ZRANGEBYSCORE', p .. 'reserveduntil', '-inf', now, 'LIMIT', 0, 16)) do unreserve(a) end
+  local ok, r = pcall(cjson.decode, reserved)
+  if not ok or type(r) ~= 'table' or type(r.g) ~= 'number' then return end
+  redis.call('HSET', p .. 'reserved', addr, reserved)
+  redis.call('ZADD', p .. 'reserveduntil', now + math.floor(r.g), addr)
+end
 local function join(addr, node, prof, claim, outcome, takes)
+  unreserve(addr)
   local old = redis.call('HGET', p .. 'peers', addr)
   if old then
     local o = cjson.decode(old)
@@ -49,6 +70,7 @@ local function leave(addr, node, reserved)
   local cur = redis.call('HGET', p .. 'peers', addr)
   if not cur or cjson.decode(cur).n ~= node then return 0 end
   redis.call('HDEL', p .. 'peers', addr)
+  if reserved ~= '' then reserve(addr, reserved) end
   return logged('leave', addr, node, 'null', { 'c', reserved })
 end
 local function forget(node)
@@ -146,12 +168,26 @@ return forget(ARGV[3])`,
   goodbye: `
 redis.call('DEL', p .. 'node:' .. ARGV[3])
 return forget(ARGV[3])`,
-  /** Everything a node rebuilds its copy from, at one instant: [last log id, seq, peers hash flat, nodes hash flat]. */
+  /**
+   * Everything a node rebuilds its copy from, at one instant: [last log id, seq, peers hash flat,
+   * nodes hash flat, live reservations flat (addr, reservation JSON, ms left)].
+   */
   snapshot: `
 local last = redis.call('XREVRANGE', p .. 'log', '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then id = last[1][1] end
-return { id, redis.call('GET', p .. 'seq') or '0', redis.call('HGETALL', p .. 'peers'), redis.call('HGETALL', p .. 'nodes') }`
+local now = nowms()
+local live = redis.call('ZRANGEBYSCORE', p .. 'reserveduntil', '(' .. now, '+inf', 'WITHSCORES')
+local res = {}
+for i = 1, #live, 2 do
+  local r = redis.call('HGET', p .. 'reserved', live[i])
+  if r then
+    res[#res + 1] = live[i]
+    res[#res + 1] = r
+    res[#res + 1] = string.format('%d', tonumber(live[i + 1]) - now)
+  end
+end
+return { id, redis.call('GET', p .. 'seq') or '0', redis.call('HGETALL', p .. 'peers'), redis.call('HGETALL', p .. 'nodes'), res }`
 } as const
 
 /** A script's name. */

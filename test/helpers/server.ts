@@ -18,6 +18,15 @@ export async function waitFor (what: string, check: () => boolean, ms = 5000): P
   }
 }
 
+/** `waitFor` with a check that must ask something first (a metric over HTTP, Redis), polling every 20 ms. */
+export async function waitForAsync (what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
 /** Settle with `promise`, or reject after `ms` saying what it waited for. */
 export async function within<T> (what: string, promise: Promise<T>, ms = 5000): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest'
 import { ClusterDirectory } from '../../server/cluster/cluster-directory.ts'
-import { claimJson, MAX_RESERVATION_MS, readClaim, readLogEntry, readPeerRow, readReservation, reservationJson } from '../../server/cluster/plane-entries.ts'
+import { claimJson, MAX_RESERVATION_MS, readClaim, readLogEntry, readPeerRow, readReservation, readSnapshot, reservationJson } from '../../server/cluster/plane-entries.ts'
 import type { HolderClaim } from '../../server/cluster/types.ts'
 import { decideClaim, hashSecret, Reservations } from '../../server/identity-claims.ts'
 import { TokenBucket } from '../../server/rate-limit.ts'
@@ -32,6 +32,18 @@ describe('claims and reservations in Redis', () => {
     // What a node writes is always what the others read back: a long remote is cut, a long grace bounded.
     expect(readClaim(claimJson({ ...CLAIM, remote: 'x'.repeat(100) }))).toMatchObject({ remote: 'x'.repeat(64) })
     expect(readReservation(reservationJson({ ...r, graceMs: 10 * MAX_RESERVATION_MS }))).toMatchObject({ graceMs: MAX_RESERVATION_MS })
+  })
+
+  it('a snapshot\'s live reservations: the grace is what is left (never more than written); malformed triples counted and skipped', () => {
+    const r = reservationJson({ credentialHash: H, remote: '10.0.0.1:4000', graceMs: 30_000 })
+    const snapshot = readSnapshot(['5-0', '9', [], [], ['/a', r, '12000', '/b', r, '99999', '/c', r, '0', '/d', '{"h":1}', '500', '/e', r, 'x']])
+    expect(snapshot.reservations).toEqual([
+      { addr: '/a', reservation: { credentialHash: H, remote: '10.0.0.1:4000', graceMs: 12_000 } },
+      { addr: '/b', reservation: { credentialHash: H, remote: '10.0.0.1:4000', graceMs: 30_000 } }
+    ])
+    expect(snapshot.bad).toBe(3)
+    // A snapshot of an older script (four parts) has none.
+    expect(readSnapshot(['5-0', '9', [], []]).reservations).toEqual([])
   })
 
   it.each<[string, unknown]>([
