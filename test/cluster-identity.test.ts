@@ -246,91 +246,138 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     await redis.set(`${KEY_PREFIX}node:f00e`, JSON.stringify({ link: '', startedMs: 0 }), 'PX', 60_000)
     const script = async (name: 'join' | 'leave', args: string[]): Promise<void> => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) }
     const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:2' })
-    await script('join', [old, 'f00e', 'null', claim, '', ''])
-    await script('join', [back, 'f00e', 'null', claim, 'resume', old])
-    await script('leave', [old, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:2', graceMs: 30_000 })])
+    const id = identity.peerId
+    await script('join', [old, 'f00e', 'null', claim, '', '', id])
+    await script('join', [back, 'f00e', 'null', claim, 'resume', old, id])
+    await script('leave', [old, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:2', graceMs: 30_000 }), id])
     await bothList(back)
-    // The client leaves for good (a clean leave: no reservation).
-    await script('leave', [back, 'f00e', ''])
+    // The client leaves for good (a clean leave: no reservation, and the one in Redis ends: a node
+    // that re-reads a snapshot from now on does not hold the identity either).
+    await script('leave', [back, 'f00e', '', id])
+    expect(await redis.hexists(`${KEY_PREFIX}reserved`, id)).toBe(0)
     await waitFor('both nodes to see it leave', () => !listed(watch1, back) && !listed(watch2, back), 20_000)
     // A new client with the key and no resume id (a new process) is not refused for a client that is gone.
     const next = await peerOn(n1, identity)
     expect(next.state).toBe('joined')
   }, 60_000)
 
-  it('Redis keeps a leave\'s reservation until its grace ends or the address joins; a snapshot carries the live ones with what is left', async () => {
+  it('Redis keeps a leave\'s reservation by identity until its grace ends, a join of the identity under any spelling, or a clean leave; a snapshot carries the live ones with what is left', async () => {
     const identity = await createIdentity()
-    const addr = addrOn(n1, identity)
+    const id = identity.peerId
+    const [addr, other] = [addrOn(n1, identity), addrOn(n2, identity)]
     const credentialHash = createHash('sha256').update('a7'.repeat(32)).digest('hex')
     await redis.set(`${KEY_PREFIX}node:f00e`, JSON.stringify({ link: '', startedMs: 0 }), 'PX', 60_000)
     const script = async (name: 'join' | 'leave' | 'snapshot', args: string[]): Promise<unknown> => await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args)
-    const live = async (): Promise<Map<string, { grace: number, left: number }>> => {
+    const live = async (): Promise<Map<string, { addr: string, grace: number, left: number }>> => {
       const flat = (await script('snapshot', []) as unknown[])[4] as string[]
-      const out = new Map<string, { grace: number, left: number }>()
-      for (let i = 0; i + 2 < flat.length; i += 3) out.set(flat[i] as string, { grace: (JSON.parse(flat[i + 1] as string) as { g: number }).g, left: Number(flat[i + 2]) })
+      const out = new Map<string, { addr: string, grace: number, left: number }>()
+      for (let i = 0; i + 2 < flat.length; i += 3) {
+        const held = JSON.parse(flat[i + 1] as string) as { a: string, c: string }
+        out.set(flat[i] as string, { addr: held.a, grace: (JSON.parse(held.c) as { g: number }).g, left: Number(flat[i + 2]) })
+      }
       return out
     }
     const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:3' })
-    await script('join', [addr, 'f00e', 'null', claim, '', ''])
-    await script('leave', [addr, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs: 30_000 })])
-    const held = (await live()).get(addr)
-    expect(held?.grace).toBe(30_000)
+    const reserving = (graceMs: number): string => reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs })
+    await script('join', [addr, 'f00e', 'null', claim, '', '', id])
+    await script('leave', [addr, 'f00e', reserving(30_000), id])
+    const held = (await live()).get(id)
+    expect(held).toMatchObject({ addr, grace: 30_000 })
     expect(held?.left).toBeGreaterThan(20_000)
     expect(held?.left).toBeLessThanOrEqual(30_000)
-    // A join of the address ends it.
-    await script('join', [addr, 'f00e', 'null', claim, 'resume', ''])
-    expect((await live()).has(addr)).toBe(false)
-    expect(await redis.hexists(`${KEY_PREFIX}reserved`, addr)).toBe(0)
+    // A join of the identity under another spelling ends it.
+    await script('join', [other, 'f00e', 'null', claim, 'resume', '', id])
+    expect((await live()).has(id)).toBe(false)
+    expect(await redis.hexists(`${KEY_PREFIX}reserved`, id)).toBe(0)
+    // So does a clean leave of it (its client came back elsewhere before its old node saw it drop).
+    await script('join', [addr, 'f00e', 'null', claim, '', '', id])
+    await script('leave', [addr, 'f00e', reserving(30_000), id])
+    expect((await live()).has(id)).toBe(true)
+    await script('leave', [other, 'f00e', '', id])
+    expect((await live()).has(id)).toBe(false)
     // One whose grace ended is not in a snapshot, and the next reservation takes it out of Redis.
-    await script('leave', [addr, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs: 1 })])
+    await script('join', [addr, 'f00e', 'null', claim, '', '', id])
+    await script('leave', [addr, 'f00e', reserving(1), id])
     await new Promise((resolve) => setTimeout(resolve, 20))
-    expect((await live()).has(addr)).toBe(false)
-    const other = addrOn(n2, identity)
-    await script('join', [other, 'f00e', 'null', claim, '', ''])
-    await script('leave', [other, 'f00e', reservationJson({ credentialHash, remote: '10.9.9.9:3', graceMs: 30_000 })])
-    expect(await redis.hexists(`${KEY_PREFIX}reserved`, addr)).toBe(0)
-    expect(await redis.zscore(`${KEY_PREFIX}reserveduntil`, addr)).toBeNull()
-    expect((await live()).has(other)).toBe(true)
-    await script('join', [other, 'f00e', 'null', claim, 'resume', ''])
-    await script('leave', [other, 'f00e', ''])
+    expect((await live()).has(id)).toBe(false)
+    const someone = await createIdentity()
+    await script('join', [addrOn(n1, someone), 'f00e', 'null', claim, '', '', someone.peerId])
+    await script('leave', [addrOn(n1, someone), 'f00e', reserving(30_000), someone.peerId])
+    expect(await redis.hexists(`${KEY_PREFIX}reserved`, id)).toBe(0)
+    expect(await redis.zscore(`${KEY_PREFIX}reserveduntil`, id)).toBeNull()
+    expect((await live()).has(someone.peerId)).toBe(true)
+    await script('join', [addrOn(n1, someone), 'f00e', 'null', claim, 'resume', '', someone.peerId])
+    await script('leave', [addrOn(n1, someone), 'f00e', '', someone.peerId])
   }, 60_000)
+
+  /**
+   * Run `steps` (script calls) while node 2 is frozen (well within its time-to-live) with its log
+   * reader cut, so no blocked read of the log is answered with them, then empty the log: node 2
+   * re-reads a snapshot instead. A member node of the test's own (`f00f`, registered, so a
+   * snapshot without its peers drops them) is up meanwhile.
+   */
+  const missedByNode2 = async (steps: () => Promise<void>): Promise<void> => {
+    const resyncs = async (): Promise<number> => Number(/^starsock_cluster_resyncs_total (\d+)/m.exec(await (await fetch(`${n2.url}/metrics`)).text())?.[1] ?? NaN)
+    const id2 = ((await (await fetch(`${n2.url}/status.json`)).json()) as { clusterNode: string }).clusterNode
+    const reader = /(?:^|\n)id=(\d+) [^\n]* name=(\S+)/g
+    const follower = [...(await redis.client('LIST') as string).matchAll(reader)].find((m) => m[2] === `starsock-${id2}-log`)?.[1]
+    expect(follower).toBeDefined()
+    const before = await resyncs()
+    n2.program.proc.kill('SIGSTOP')
+    try {
+      await redis.client('KILL', 'ID', follower as string)
+      await steps()
+      await redis.xtrim(`${KEY_PREFIX}log`, 'MAXLEN', 0)
+    } finally {
+      n2.program.proc.kill('SIGCONT')
+    }
+    await waitForAsync('node 2 to re-read a snapshot', async () => await resyncs() > before, 20_000)
+  }
+  const withMember = async (test: (script: (name: 'join' | 'leave', args: string[]) => Promise<void>) => Promise<void>): Promise<void> => {
+    await redis.set(`${KEY_PREFIX}node:f00f`, JSON.stringify({ link: '127.0.0.1:9', startedMs: 0 }), 'PX', 60_000)
+    await redis.hset(`${KEY_PREFIX}nodes`, 'f00f', '127.0.0.1:9')
+    try {
+      await test(async (name, args) => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) })
+    } finally {
+      await redis.hdel(`${KEY_PREFIX}nodes`, 'f00f')
+      await redis.del(`${KEY_PREFIX}node:f00f`)
+    }
+  }
 
   it('a node that re-reads a snapshot (a gap in the log) keeps the reservation of a leave it never read', async () => {
     const identity = await createIdentity()
     const addr = addrOn(n1, identity)
     const credentialHash = createHash('sha256').update('b8'.repeat(32)).digest('hex')
-    // A member node of the test's own (registered, so a snapshot without its peers drops them).
-    await redis.set(`${KEY_PREFIX}node:f00f`, JSON.stringify({ link: '127.0.0.1:9', startedMs: 0 }), 'PX', 60_000)
-    await redis.hset(`${KEY_PREFIX}nodes`, 'f00f', '127.0.0.1:9')
-    const script = async (name: 'join' | 'leave', args: string[]): Promise<void> => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) }
-    const resyncs = async (): Promise<number> => Number(/^starsock_cluster_resyncs_total (\d+)/m.exec(await (await fetch(`${n2.url}/metrics`)).text())?.[1] ?? NaN)
-    try {
-      await script('join', [addr, 'f00f', 'null', claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:4' }), '', ''])
+    await withMember(async (script) => {
+      await script('join', [addr, 'f00f', 'null', claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:4' }), '', '', identity.peerId])
       await bothList(addr)
-      // Node 2 frozen (well within its time-to-live) and its log reader cut, so no blocked read of
-      // the log is answered with the leave; the log then loses the leave.
-      const id2 = ((await (await fetch(`${n2.url}/status.json`)).json()) as { clusterNode: string }).clusterNode
-      const reader = /(?:^|\n)id=(\d+) [^\n]* name=(\S+)/g
-      const follower = [...(await redis.client('LIST') as string).matchAll(reader)].find((m) => m[2] === `starsock-${id2}-log`)?.[1]
-      expect(follower).toBeDefined()
-      const before = await resyncs()
-      n2.program.proc.kill('SIGSTOP')
-      try {
-        await redis.client('KILL', 'ID', follower as string)
-        await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:4', graceMs: 30_000 })])
-        await redis.xtrim(`${KEY_PREFIX}log`, 'MAXLEN', 0)
-      } finally {
-        n2.program.proc.kill('SIGCONT')
-      }
-      await waitForAsync('node 2 to re-read a snapshot', async () => await resyncs() > before, 20_000)
+      await missedByNode2(async () => { await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:4', graceMs: 30_000 }), identity.peerId]) })
       await waitFor('node 2 to see the holder gone', () => !listed(watch2, addr), 20_000)
       const err = await refusal(n2, identity)
       expect(err?.code).toBe('E_ADDRESS_IN_USE')
       expect(err?.message).toMatch(/reserved for a reconnecting client \(joined from 10\.9\.9\.9:4\)/)
-    } finally {
-      await redis.hdel(`${KEY_PREFIX}nodes`, 'f00f')
-      await redis.del(`${KEY_PREFIX}node:f00f`)
-    }
+    })
+  }, 60_000)
+
+  it('a node that re-reads a snapshot ends a reservation whose client joined again elsewhere in the gap', async () => {
+    const identity = await createIdentity()
+    const [addr, back] = [addrOn(n1, identity), addrOn(n2, identity)]
+    const credentialHash = createHash('sha256').update('b9'.repeat(32)).digest('hex')
+    const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:6' })
+    await withMember(async (script) => {
+      await script('join', [addr, 'f00f', 'null', claim, '', '', identity.peerId])
+      await bothList(addr)
+      await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:6', graceMs: 30_000 }), identity.peerId])
+      await waitFor('node 2 to read the leave', () => !listed(watch2, addr), 20_000)
+      // Node 2 holds the identity now; the client resumes on the member under another spelling, unseen by node 2.
+      await missedByNode2(async () => { await script('join', [back, 'f00f', 'null', claim, 'resume', '', identity.peerId]) })
+      await waitFor('node 2 to list the client again', () => listed(watch2, back), 20_000)
+      // It leaves for good: node 2 reads that leave, and lets a new client with the key in.
+      await script('leave', [back, 'f00f', '', identity.peerId])
+      await waitFor('node 2 to see it leave', () => !listed(watch2, back), 20_000)
+      const next = await peerOn(n2, identity)
+      expect(next.state).toBe('joined')
+    })
   }, 60_000)
 
   it('Redis holds the hash of a resume credential, never the credential', async () => {

@@ -73,10 +73,10 @@ export function reservationJson (r: LeaveReservation): string {
   return JSON.stringify({ h: r.credentialHash, r: writtenRemote(r.remote), g: Math.min(Math.max(1, Math.floor(r.graceMs)), MAX_RESERVATION_MS) })
 }
 
-/** JSON text of at most `MAX_CLAIM_CHARS` that is an object, or `BAD`; `undefined` when absent. */
-function readObject (v: unknown): Read<Record<string, unknown>> {
+/** JSON text of at most `max` characters that is an object, or `BAD`; `undefined` when absent. */
+function readObject (v: unknown, max = MAX_CLAIM_CHARS): Read<Record<string, unknown>> {
   if (v === undefined) return undefined
-  if (typeof v !== 'string' || v.length > MAX_CLAIM_CHARS) return BAD
+  if (typeof v !== 'string' || v.length > max) return BAD
   let parsed: unknown
   try {
     parsed = JSON.parse(v)
@@ -218,13 +218,15 @@ export function readSnapshot (reply: unknown): Snapshot {
   return { lastId: reply[0], seq, peers, nodes: nodes.nodes, reservations: reservations.live, bad: bad + nodes.bad + reservations.bad }
 }
 
-/** Flat `addr, reservation JSON, ms left` triples (the snapshot's fifth part), checked; the grace is what is left. */
+/** Flat `identity, { a: address, c: reservation JSON }, ms left` triples (the snapshot's fifth part), checked; the grace is what is left. */
 function readReservations (flat: unknown[]): { live: Snapshot['reservations'], bad: number } {
   const live: Snapshot['reservations'] = []
   let bad = 0
   for (let i = 0; i + 2 < flat.length; i += 3) {
-    const [addr, text, left] = [flat[i], flat[i + 1], Number(flat[i + 2])]
-    const reservation = readReservation(text)
+    // An address (escaped in JSON: at worst 6 characters each) and a reservation's JSON text, escaped too.
+    const held = readObject(flat[i + 1], 6 * (MAX_ADDRESS_CHARS + MAX_CLAIM_CHARS) + 32)
+    const [addr, left] = [held === BAD ? undefined : held?.a, Number(flat[i + 2])]
+    const reservation = held === BAD ? BAD : readReservation(held?.c)
     if (!isText(addr, MAX_ADDRESS_CHARS) || reservation === undefined || reservation === BAD || !Number.isSafeInteger(left) || left < 1) {
       bad++
       continue

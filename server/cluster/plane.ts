@@ -194,7 +194,7 @@ export class ControlPlane implements ClusterView {
     const entry = this.deps.directory.entry(addr)
     if (this.gone || entry?.sessionId === undefined) return
     entry.claim = claim
-    this.command('join', [addr, this.nodeId, profileJson(profile), claimJson(claim), decision?.outcome ?? '', decision?.takes ?? '']).then((reply) => {
+    this.command('join', [addr, this.nodeId, profileJson(profile), claimJson(claim), decision?.outcome ?? '', decision?.takes ?? '', identityOf(addr)]).then((reply) => {
       if (reply === -1) return this.reregister()
       const seq = readSeq(reply)
       if (seq !== undefined) this.numbered(entry, seq)
@@ -208,7 +208,7 @@ export class ControlPlane implements ClusterView {
   left (addr: string, reserved?: LeaveReservation): void {
     // A contest over `addr` stays: the in-flight join's number still decides who holds it.
     if (this.gone || this.displacing === addr) return
-    this.command('leave', [addr, this.nodeId, reserved === undefined ? '' : reservationJson(reserved)]).catch(() => {})
+    this.command('leave', [addr, this.nodeId, reserved === undefined ? '' : reservationJson(reserved), identityOf(addr)]).catch(() => {})
   }
 
   /** A local profile change of `addrs`. */
@@ -433,6 +433,8 @@ export class ControlPlane implements ClusterView {
     for (const row of snapshot.peers) {
       if (row.node === this.nodeId) continue
       listed.add(row.addr)
+      // Joined elsewhere (maybe in the gap): a reservation of the identity here is over, as for a log entry.
+      this.deps.rendezvous.joinedElsewhere(row.addr)
       this.remoteJoin(row)
     }
     // Until this node has written itself back (`sync`), a snapshot without it is of a Redis that
@@ -563,4 +565,9 @@ export class ControlPlane implements ClusterView {
     } catch {}
     this.members.left(id)
   }
+}
+
+/** The identity an address is held by (its peer id; the address itself when it has none), as the rendezvous keys reservations. */
+function identityOf (addr: string): string {
+  return checkAddress(addr, false)?.peerId ?? addr
 }

@@ -8,10 +8,12 @@
  * - `seq`: the global sequence number (one per log entry)
  * - `node:<id>`: JSON `{ link, startedMs }`, with a time-to-live the node refreshes
  * - `nodes`: hash id -> link; `nodepeers:<id>`: set of the node's addresses
- * - `reserved`: hash addr -> the reservation JSON of a leave (a dropped starsock client's identity);
- *   `reserveduntil`: sorted set addr -> when it ends (ms, Redis' clock). A join of the address ends
- *   it; ended ones go a few at a time with each new one. A snapshot carries the live ones, so a
- *   node that re-reads one (a gap in the log) keeps the reservations of the leaves it missed.
+ * - `reserved`: hash identity (the address' peer id) -> JSON `{ a: address, c: reservation JSON }`
+ *   of a leave (a dropped starsock client's identity); `reserveduntil`: sorted set identity -> when
+ *   it ends (ms, Redis' clock). A join of the identity under any spelling ends it, and so does a
+ *   clean leave of it (the client came back elsewhere before its old node saw it drop, then left);
+ *   ended ones go a few at a time with each new one. A snapshot carries the live ones, so a node
+ *   that re-reads one (a gap in the log) keeps the reservations of the leaves it missed.
  */
 import { createHash } from 'node:crypto'
 import type { Redis } from 'ioredis'
@@ -41,20 +43,25 @@ local function nowms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function unreserve(addr)
-  redis.call('HDEL', p .. 'reserved', addr)
-  redis.call('ZREM', p .. 'reserveduntil', addr)
+local function unreserve(key)
+  redis.call('HDEL', p .. 'reserved', key)
+  redis.call('ZREM', p .. 'reserveduntil', key)
 end
-local function reserve(addr, reserved)
+local function reserve(key, addr, reserved)
   local now = nowms()
-  for _, a in ipairs(redis.call('ZRANGEBYSCORE', p .. 'reserveduntil', '-inf', now, 'LIMIT', 0, 16)) do unreserve(a) end
+  for _, k in ipairs(redis.call('ZRANGEBYSCORE', p .. 'reserveduntil', '-inf', now, 'LIMIT', 0, 16)) do unreserve(k) end
   local ok, r = pcall(cjson.decode, reserved)
   if not ok or type(r) ~= 'table' or type(r.g) ~= 'number' then return end
-  redis.call('HSET', p .. 'reserved', addr, reserved)
-  redis.call('ZADD', p .. 'reserveduntil', now + math.floor(r.g), addr)
+  redis.call('HSET', p .. 'reserved', key, cjson.encode({ a = addr, c = reserved }))
+  redis.call('ZADD', p .. 'reserveduntil', now + math.floor(r.g), key)
 end
-local function join(addr, node, prof, claim, outcome, takes)
-  unreserve(addr)
+-- The identity of an address (its peer id, from the node); the address itself when not given.
+local function identity(key, addr)
+  if key and key ~= '' then return key end
+  return addr
+end
+local function join(addr, node, prof, claim, outcome, takes, key)
+  if key then unreserve(identity(key, addr)) end
   local old = redis.call('HGET', p .. 'peers', addr)
   if old then
     local o = cjson.decode(old)
@@ -65,12 +72,13 @@ local function join(addr, node, prof, claim, outcome, takes)
   redis.call('SADD', p .. 'nodepeers:' .. node, addr)
   return seq
 end
-local function leave(addr, node, reserved)
+local function leave(addr, node, reserved, key)
   redis.call('SREM', p .. 'nodepeers:' .. node, addr)
   local cur = redis.call('HGET', p .. 'peers', addr)
   if not cur or cjson.decode(cur).n ~= node then return 0 end
   redis.call('HDEL', p .. 'peers', addr)
-  if reserved ~= '' then reserve(addr, reserved) end
+  if reserved ~= '' then reserve(identity(key, addr), addr, reserved)
+  elseif key then unreserve(identity(key, addr)) end
   return logged('leave', addr, node, 'null', { 'c', reserved })
 end
 local function forget(node)
@@ -87,19 +95,20 @@ end
 /** The scripts by name; ARGV[1] is the key prefix and ARGV[2] the log's length bound in every one. */
 const BODIES = {
   /**
-   * ARGV addr, node, profile JSON ('null'), claim JSON, outcome, address taken ('' for none): a
-   * join (the claim goes into the row and the entry, the outcome and the address taken into the
-   * entry); returns its seq, or -1 when the node is not registered (reaped while frozen, or Redis
+   * ARGV addr, node, profile JSON ('null'), claim JSON, outcome, address taken ('' for none), the
+   * address' identity (peer id: its reservation ends): a join (the claim goes into the row and the
+   * entry, the outcome and the address taken into the entry); returns its seq, or -1 when the node is not registered (reaped while frozen, or Redis
    * lost its data): it must \`sync\` first, or its entry would name a node no survivor ever reaps.
    */
   join: `
 if redis.call('EXISTS', p .. 'node:' .. ARGV[4]) == 0 then return -1 end
-return join(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])`,
+return join(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])`,
   /**
-   * ARGV addr, node, reservation JSON ('' for none): a leave, only if `node` still holds it
-   * (another node may have taken it since); returns its seq or 0.
+   * ARGV addr, node, reservation JSON ('' for a clean leave: a reservation of the identity ends),
+   * the address' identity (peer id): a leave, only if `node` still holds it (another node may have
+   * taken it since); returns its seq or 0.
    */
-  leave: 'return leave(ARGV[3], ARGV[4], ARGV[5])',
+  leave: 'return leave(ARGV[3], ARGV[4], ARGV[5], ARGV[6])',
   /** ARGV addr, node, profile JSON: a profile change of an address `node` holds; returns its seq or 0. */
   profile: `
 local cur = redis.call('HGET', p .. 'peers', ARGV[3])
@@ -170,7 +179,7 @@ redis.call('DEL', p .. 'node:' .. ARGV[3])
 return forget(ARGV[3])`,
   /**
    * Everything a node rebuilds its copy from, at one instant: [last log id, seq, peers hash flat,
-   * nodes hash flat, live reservations flat (addr, reservation JSON, ms left)].
+   * nodes hash flat, live reservations flat (identity, `{ a: address, c: reservation JSON }`, ms left)].
    */
   snapshot: `
 local last = redis.call('XREVRANGE', p .. 'log', '+', '-', 'COUNT', 1)

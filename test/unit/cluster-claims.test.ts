@@ -36,12 +36,13 @@ describe('claims and reservations in Redis', () => {
 
   it('a snapshot\'s live reservations: the grace is what is left (never more than written); malformed triples counted and skipped', () => {
     const r = reservationJson({ credentialHash: H, remote: '10.0.0.1:4000', graceMs: 30_000 })
-    const snapshot = readSnapshot(['5-0', '9', [], [], ['/a', r, '12000', '/b', r, '99999', '/c', r, '0', '/d', '{"h":1}', '500', '/e', r, 'x']])
+    const held = (a: unknown, c: unknown = r): string => JSON.stringify({ a, c })
+    const snapshot = readSnapshot(['5-0', '9', [], [], ['A', held('/a'), '12000', 'B', held('/b'), '99999', 'C', held('/c'), '0', 'D', held('/d', '{"h":1}'), '500', 'E', held('/e'), 'x', 'F', held(7), '500', 'G', '{"a":"/g"', '500']])
     expect(snapshot.reservations).toEqual([
       { addr: '/a', reservation: { credentialHash: H, remote: '10.0.0.1:4000', graceMs: 12_000 } },
       { addr: '/b', reservation: { credentialHash: H, remote: '10.0.0.1:4000', graceMs: 30_000 } }
     ])
-    expect(snapshot.bad).toBe(3)
+    expect(snapshot.bad).toBe(5)
     // A snapshot of an older script (four parts) has none.
     expect(readSnapshot(['5-0', '9', [], []]).reservations).toEqual([])
   })
