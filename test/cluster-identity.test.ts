@@ -285,12 +285,26 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     expect(held).toMatchObject({ addr, grace: 30_000 })
     expect(held?.left).toBeGreaterThan(20_000)
     expect(held?.left).toBeLessThanOrEqual(30_000)
-    // A join of the identity under another spelling ends it.
+    // A starsock join of the identity under another spelling ends it.
     await script('join', [other, 'f00e', 'null', claim, 'resume', '', id])
     expect((await live()).has(id)).toBe(false)
     expect(await redis.hexists(`${KEY_PREFIX}reserved`, id)).toBe(0)
-    // So does a clean leave of it (its client came back elsewhere before its old node saw it drop).
+    // A clean leave of a spelling joined before the reserved one (stale, or a legacy holder's) ends nothing ...
     await script('join', [addr, 'f00e', 'null', claim, '', '', id])
+    await script('leave', [addr, 'f00e', reserving(30_000), id])
+    await script('leave', [other, 'f00e', '', id])
+    expect((await live()).has(id)).toBe(true)
+    // ... nor does a legacy join of another spelling; a legacy join of the reserved address does.
+    const third = `/ip4/127.0.0.9/tcp/9/ws/p2p-websocket-star/ipfs/${id}`
+    const legacy = claimJson({ starsock: false, credentialHash: undefined, remote: '10.9.9.9:7' })
+    await script('join', [third, 'f00e', 'null', legacy, '', '', id])
+    expect((await live()).has(id)).toBe(true)
+    await script('join', [addr, 'f00e', 'null', legacy, '', '', id])
+    expect((await live()).has(id)).toBe(false)
+    await script('leave', [third, 'f00e', '', id])
+    // The client came back under another spelling before its old node saw it drop, then left for
+    // good: that clean leave (of an address joined after the reserved one) ends it.
+    await script('join', [other, 'f00e', 'null', claim, 'resume', '', id])
     await script('leave', [addr, 'f00e', reserving(30_000), id])
     expect((await live()).has(id)).toBe(true)
     await script('leave', [other, 'f00e', '', id])

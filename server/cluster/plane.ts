@@ -426,6 +426,7 @@ export class ControlPlane implements ClusterView {
   private applySnapshot (snapshot: Snapshot): void {
     const directory = this.deps.directory
     if (snapshot.bad > 0) this.metrics.badEntries.inc(snapshot.bad)
+    const readUpTo = this.lastSeq
     directory.seen(snapshot.seq)
     this.lastId = snapshot.lastId
     this.lastSeq = snapshot.seq
@@ -433,8 +434,8 @@ export class ControlPlane implements ClusterView {
     for (const row of snapshot.peers) {
       if (row.node === this.nodeId) continue
       listed.add(row.addr)
-      // Joined elsewhere (maybe in the gap): a reservation of the identity here is over, as for a log entry.
-      this.deps.rendezvous.joinedElsewhere(row.addr)
+      // Joined elsewhere in the gap: a reservation of the identity here is over, as for a join read from the log.
+      if (row.seq > readUpTo) this.deps.rendezvous.joinedElsewhere(row.addr)
       this.remoteJoin(row)
     }
     // Until this node has written itself back (`sync`), a snapshot without it is of a Redis that

@@ -8,11 +8,12 @@
  * - `seq`: the global sequence number (one per log entry)
  * - `node:<id>`: JSON `{ link, startedMs }`, with a time-to-live the node refreshes
  * - `nodes`: hash id -> link; `nodepeers:<id>`: set of the node's addresses
- * - `reserved`: hash identity (the address' peer id) -> JSON `{ a: address, c: reservation JSON }`
- *   of a leave (a dropped starsock client's identity); `reserveduntil`: sorted set identity -> when
- *   it ends (ms, Redis' clock). A join of the identity under any spelling ends it, and so does a
- *   clean leave of it (the client came back elsewhere before its old node saw it drop, then left);
- *   ended ones go a few at a time with each new one. A snapshot carries the live ones, so a node
+ * - `reserved`: hash identity (the address' peer id) -> JSON `{ a: address, c: reservation JSON,
+ *   s: seq of the reserved address' join }` of a leave (a dropped starsock client's identity);
+ *   `reserveduntil`: sorted set identity -> when it ends (ms, Redis' clock). It ends as on one
+ *   node: a starsock join of the identity under any spelling, a legacy join of the address; and a
+ *   clean leave of a starsock address of it joined later (the client came back there before its old
+ *   node saw it drop, then left). Ended ones go a few at a time with each new one. A snapshot carries the live ones, so a node
  *   that re-reads one (a gap in the log) keeps the reservations of the leaves it missed.
  */
 import { createHash } from 'node:crypto'
@@ -47,12 +48,12 @@ local function unreserve(key)
   redis.call('HDEL', p .. 'reserved', key)
   redis.call('ZREM', p .. 'reserveduntil', key)
 end
-local function reserve(key, addr, reserved)
+local function reserve(key, addr, reserved, seq)
   local now = nowms()
   for _, k in ipairs(redis.call('ZRANGEBYSCORE', p .. 'reserveduntil', '-inf', now, 'LIMIT', 0, 16)) do unreserve(k) end
   local ok, r = pcall(cjson.decode, reserved)
   if not ok or type(r) ~= 'table' or type(r.g) ~= 'number' then return end
-  redis.call('HSET', p .. 'reserved', key, cjson.encode({ a = addr, c = reserved }))
+  redis.call('HSET', p .. 'reserved', key, cjson.encode({ a = addr, c = reserved, s = seq }))
   redis.call('ZADD', p .. 'reserveduntil', now + math.floor(r.g), key)
 end
 -- The identity of an address (its peer id, from the node); the address itself when not given.
@@ -60,8 +61,25 @@ local function identity(key, addr)
   if key and key ~= '' then return key end
   return addr
 end
+-- JSON text decoded, or nil (what another version or a stray writer left must not fail a script).
+local function decoded(text)
+  if not text or text == '' then return nil end
+  local ok, v = pcall(cjson.decode, text)
+  if ok and type(v) == 'table' then return v end
+  return nil
+end
+local function starsock(claim)
+  local c = decoded(claim)
+  return c ~= nil and c.k == 1
+end
+-- A join ends the identity's reservation as on one node: a starsock client under any spelling, a
+-- legacy one only at the reserved address.
+local function joined(key, addr, claim)
+  local held = decoded(redis.call('HGET', p .. 'reserved', key))
+  if held and (starsock(claim) or held.a == addr) then unreserve(key) end
+end
 local function join(addr, node, prof, claim, outcome, takes, key)
-  if key then unreserve(identity(key, addr)) end
+  if key then joined(identity(key, addr), addr, claim) end
   local old = redis.call('HGET', p .. 'peers', addr)
   if old then
     local o = cjson.decode(old)
@@ -72,13 +90,22 @@ local function join(addr, node, prof, claim, outcome, takes, key)
   redis.call('SADD', p .. 'nodepeers:' .. node, addr)
   return seq
 end
+-- A clean leave of a starsock client's address joined after the reserved one: the client came
+-- back there before its old node saw it drop, and has left for good. (A legacy holder of another
+-- spelling, or an older starsock one, ends nothing.)
+local function leftFor(key, row)
+  local held = decoded(redis.call('HGET', p .. 'reserved', key))
+  if held and starsock(row.c) and type(row.s) == 'number' and type(held.s) == 'number' and row.s > held.s then unreserve(key) end
+end
 local function leave(addr, node, reserved, key)
   redis.call('SREM', p .. 'nodepeers:' .. node, addr)
   local cur = redis.call('HGET', p .. 'peers', addr)
-  if not cur or cjson.decode(cur).n ~= node then return 0 end
+  if not cur then return 0 end
+  local row = cjson.decode(cur)
+  if row.n ~= node then return 0 end
   redis.call('HDEL', p .. 'peers', addr)
-  if reserved ~= '' then reserve(identity(key, addr), addr, reserved)
-  elseif key then unreserve(identity(key, addr)) end
+  if reserved ~= '' then reserve(identity(key, addr), addr, reserved, row.s)
+  elseif key then leftFor(identity(key, addr), row) end
   return logged('leave', addr, node, 'null', { 'c', reserved })
 end
 local function forget(node)
