@@ -594,9 +594,13 @@ export class Rendezvous {
     return newcomer.starsock ? 'takeover' : 'legacy-join'
   }
 
-  /** The identity of `addr` joined on another node: a reservation of it here is over. */
-  joinedElsewhere (addr: string): void {
-    this.reservations.drop(this.identityKey(addr))
+  /**
+   * The identity of `addr` joined on another node: a reservation of it here is over, as for a join
+   * here (a legacy client's only at the reserved address).
+   */
+  joinedElsewhere (addr: string, starsock: boolean): void {
+    const key = this.identityKey(addr)
+    if (starsock || this.reservations.find(key)?.addr === addr) this.reservations.drop(key)
   }
 
   /**

@@ -394,6 +394,42 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     })
   }, 60_000)
 
+  it('a legacy join of another spelling on another node leaves a reservation standing, as on one node (nodes following the log and Redis agree)', async () => {
+    const identity = await createIdentity()
+    const [addr, third] = [addrOn(n1, identity), `/ip4/127.0.0.9/tcp/9/ws/p2p-websocket-star/ipfs/${identity.peerId}`]
+    const credentialHash = createHash('sha256').update('ba'.repeat(32)).digest('hex')
+    await withMember(async (script) => {
+      await script('join', [addr, 'f00f', 'null', claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:8' }), '', '', identity.peerId])
+      await bothList(addr)
+      await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:8', graceMs: 30_000 }), identity.peerId])
+      await script('join', [third, 'f00f', 'null', claimJson({ starsock: false, credentialHash: undefined, remote: '10.9.9.9:9' }), '', '', identity.peerId])
+      await bothList(third)
+      expect(await redis.hexists(`${KEY_PREFIX}reserved`, identity.peerId)).toBe(1)
+      const err = await refusal(n2, identity)
+      expect(err?.message).toMatch(/reserved for a reconnecting client \(joined from 10\.9\.9\.9:8\)/)
+      await script('leave', [third, 'f00f', '', identity.peerId])
+    })
+  }, 60_000)
+
+  it('a leave\'s reservation stands when the only other spelling listed joined before the reserved address (its displacement leave was not read yet)', async () => {
+    const identity = await createIdentity()
+    const [older, newer] = [addrOn(n2, identity), addrOn(n1, identity)]
+    const credentialHash = createHash('sha256').update('bb'.repeat(32)).digest('hex')
+    const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:10' })
+    await withMember(async (script) => {
+      await script('join', [older, 'f00f', 'null', claim, '', '', identity.peerId])
+      await script('join', [newer, 'f00f', 'null', claim, '', '', identity.peerId])
+      await bothList(newer)
+      // The newer address drops while the older one is still listed; the older one leaves cleanly after.
+      await script('leave', [newer, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:10', graceMs: 30_000 }), identity.peerId])
+      await script('leave', [older, 'f00f', '', identity.peerId])
+      await waitFor('both nodes to see both gone', () => ![older, newer].some((a) => listed(watch1, a) || listed(watch2, a)), 20_000)
+      expect(await redis.hexists(`${KEY_PREFIX}reserved`, identity.peerId)).toBe(1)
+      const err = await refusal(n2, identity)
+      expect(err?.message).toMatch(/reserved for a reconnecting client \(joined from 10\.9\.9\.9:10\)/)
+    })
+  }, 60_000)
+
   it('Redis holds the hash of a resume credential, never the credential', async () => {
     const identity = await createIdentity()
     const resumeId = 'e5'.repeat(32)

@@ -168,10 +168,11 @@ export class ClusterDirectory implements PeerDirectory {
     }
   }
 
-  /** A remote entry of a starsock client with `peerId` under an address other than `addr`, if any. */
-  remoteStarsock (peerId: string, addr: string): DirectoryEntry | undefined {
+  /** A remote entry of a starsock client with `peerId` under an address other than `addr` (joined after seq `joinedAfter`), if any. */
+  remoteStarsock (peerId: string, addr: string, joinedAfter = -1): DirectoryEntry | undefined {
     for (const other of this.starsockByPeerId.get(peerId) ?? []) {
-      if (other !== addr) return this.entries.get(other)
+      const e = other === addr ? undefined : this.entries.get(other)
+      if (e !== undefined && e.seq > joinedAfter) return e
     }
     return undefined
   }

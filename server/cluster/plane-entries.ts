@@ -122,8 +122,8 @@ export interface Snapshot {
   peers: PeerRow[]
   /** Member nodes: id -> link. */
   nodes: Map<string, string>
-  /** Live reservations of leaves (their grace: what is left of it at the snapshot's instant). */
-  reservations: Array<{ addr: string, reservation: LeaveReservation }>
+  /** Live reservations of leaves (their grace: what is left of it at the snapshot's instant; `seq`: the reserved address' join). */
+  reservations: Array<{ addr: string, reservation: LeaveReservation, seq?: number | undefined }>
   /** Rows refused. */
   bad: number
 }
@@ -218,7 +218,7 @@ export function readSnapshot (reply: unknown): Snapshot {
   return { lastId: reply[0], seq, peers, nodes: nodes.nodes, reservations: reservations.live, bad: bad + nodes.bad + reservations.bad }
 }
 
-/** Flat `identity, { a: address, c: reservation JSON }, ms left` triples (the snapshot's fifth part), checked; the grace is what is left. */
+/** Flat `identity, { a: address, c: reservation JSON, s: join seq }, ms left` triples (the snapshot's fifth part), checked; the grace is what is left. */
 function readReservations (flat: unknown[]): { live: Snapshot['reservations'], bad: number } {
   const live: Snapshot['reservations'] = []
   let bad = 0
@@ -231,7 +231,8 @@ function readReservations (flat: unknown[]): { live: Snapshot['reservations'], b
       bad++
       continue
     }
-    live.push({ addr, reservation: { ...reservation, graceMs: Math.min(left, reservation.graceMs) } })
+    const seq = held === BAD ? undefined : held?.s
+    live.push({ addr, reservation: { ...reservation, graceMs: Math.min(left, reservation.graceMs) }, seq: Number.isSafeInteger(seq) ? seq as number : undefined })
   }
   return { live, bad }
 }

@@ -435,7 +435,7 @@ export class ControlPlane implements ClusterView {
       if (row.node === this.nodeId) continue
       listed.add(row.addr)
       // Joined elsewhere in the gap: a reservation of the identity here is over, as for a join read from the log.
-      if (row.seq > readUpTo) this.deps.rendezvous.joinedElsewhere(row.addr)
+      if (row.seq > readUpTo) this.deps.rendezvous.joinedElsewhere(row.addr, row.claim?.starsock === true)
       this.remoteJoin(row)
     }
     // Until this node has written itself back (`sync`), a snapshot without it is of a Redis that
@@ -449,8 +449,8 @@ export class ControlPlane implements ClusterView {
     }
     for (const [id, link] of snapshot.nodes) this.members.seen(id, link)
     // The reservations of leaves this node may have missed in the gap (held again already when it read them).
-    for (const { addr, reservation } of snapshot.reservations) {
-      if (!listed.has(addr) && !this.joinedAgain(addr)) this.deps.rendezvous.reservedElsewhere(addr, reservation)
+    for (const { addr, reservation, seq } of snapshot.reservations) {
+      if (!listed.has(addr) && !this.joinedAgain(addr, seq)) this.deps.rendezvous.reservedElsewhere(addr, reservation)
     }
   }
 
@@ -487,12 +487,13 @@ export class ControlPlane implements ClusterView {
     const change: PeerRow = { addr: entry.addr, node: entry.node, seq: entry.seq, profile: entry.profile, claim: entry.claim, decision: entry.decision }
     if (entry.t === 'join') {
       // Joined elsewhere: a reservation of the identity here is over (its owner, or one allowed to have it, has it).
-      this.deps.rendezvous.joinedElsewhere(entry.addr)
+      this.deps.rendezvous.joinedElsewhere(entry.addr, entry.claim?.starsock === true)
       this.remoteJoin(change)
       if (entry.decision?.takes !== undefined) this.displaceSpelling(change, entry.decision.takes)
     } else if (entry.t === 'leave') {
+      const leftSeq = this.deps.directory.entry(entry.addr)?.seq
       this.remoteLeave(entry.addr, entry.node)
-      if (entry.reservation !== undefined && !this.joinedAgain(entry.addr)) this.deps.rendezvous.reservedElsewhere(entry.addr, entry.reservation)
+      if (entry.reservation !== undefined && !this.joinedAgain(entry.addr, leftSeq)) this.deps.rendezvous.reservedElsewhere(entry.addr, entry.reservation)
     } else {
       this.remoteProfileSet(entry.addr, entry.node, entry.profile)
     }
@@ -504,9 +505,9 @@ export class ControlPlane implements ClusterView {
    * whose join the log holds before the leave: its old node saw the socket go only after), so the
    * reservation would outlive its reason (a later clean leave of the other spelling does not end it).
    */
-  private joinedAgain (addr: string): boolean {
+  private joinedAgain (addr: string, joinedAfter?: number): boolean {
     const peerId = checkAddress(addr, false)?.peerId
-    return peerId !== undefined && this.deps.directory.remoteStarsock(peerId, addr) !== undefined
+    return peerId !== undefined && this.deps.directory.remoteStarsock(peerId, addr, joinedAfter) !== undefined
   }
 
   /** A peer on node `node` left `addr` (a log entry): out of the copy if that node still holds it there. */

@@ -206,7 +206,7 @@ redis.call('DEL', p .. 'node:' .. ARGV[3])
 return forget(ARGV[3])`,
   /**
    * Everything a node rebuilds its copy from, at one instant: [last log id, seq, peers hash flat,
-   * nodes hash flat, live reservations flat (identity, `{ a: address, c: reservation JSON }`, ms left)].
+   * nodes hash flat, live reservations flat (identity, `{ a: address, c: reservation JSON, s: join seq }`, ms left)].
    */
   snapshot: `
 local last = redis.call('XREVRANGE', p .. 'log', '+', '-', 'COUNT', 1)

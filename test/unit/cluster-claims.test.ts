@@ -125,6 +125,9 @@ describe('ClusterDirectory: remote starsock holders by peer id', () => {
     d.putRemote('/legacy/Q', 'n2', 2, undefined)
     d.setRemoteClaim('/legacy/Q', { starsock: false, credentialHash: undefined, remote: '1.2.3.4:5' }, 'Q')
     expect(d.remoteStarsock('P', '/two/P')?.addr).toBe('/one/P')
+    const seq = d.entry('/one/P')?.seq ?? NaN
+    expect(d.remoteStarsock('P', '/two/P', seq - 1)?.addr).toBe('/one/P')
+    expect(d.remoteStarsock('P', '/two/P', seq)).toBeUndefined() // only one joined after a given seq
     expect(d.remoteStarsock('P', '/one/P')).toBeUndefined()
     expect(d.remoteStarsock('Q', '/two/Q')).toBeUndefined()
     // A claim that changes to legacy, or a local join of the address, takes it out of the index.
