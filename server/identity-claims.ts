@@ -4,7 +4,13 @@
  * address back. Plain functions and maps; `Rendezvous` applies the outcome.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { checkAddress } from '../shared/address-parse.ts'
 import type { Session } from './session.ts'
+
+/** What the per-identity rules (reservations, holders) key by: the peer id of `addr`, or the address when it has none. */
+export function identityKey (addr: string, strictMultiaddr: boolean): string {
+  return checkAddress(addr, strictMultiaddr)?.peerId ?? addr
+}
 
 /** Bytes of a resume credential the server makes for a client that presented none (sent as hex). */
 const RESUME_SECRET_BYTES = 32

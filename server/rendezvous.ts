@@ -14,7 +14,7 @@ import { PROTOCOL_VERSION } from '../shared/constants.ts'
 import { BACKLOG_CHECK_MS, PROFILE_CHANGES_PER_IP_PER_MINUTE, SOCKET_WRITE_HIGH_WATER_BYTES } from './constants.ts'
 import { Announcer } from './announcer.ts'
 import { ChallengeStore, KeyCache, keyLibrariesLoaded, loadKeyLibraries, looksLikeKey, verifyNonce } from './challenge.ts'
-import { decideClaim, hashSecret, newResumeSecret, Reservations, sameSecret, StarsockHolders, type Reservation } from './identity-claims.ts'
+import { decideClaim, hashSecret, identityKey, newResumeSecret, Reservations, sameSecret, StarsockHolders, type Reservation } from './identity-claims.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { publicLimits, type ResolvedServerOptions } from './options.ts'
 import { MemoryPeerDirectory, type PeerDirectory } from './peer-directory.ts'
@@ -424,7 +424,7 @@ export class Rendezvous {
 
   /** What the per-identity rules key by: the peer id, or the address when it has none. */
   private identityKey (addr: string): string {
-    return checkAddress(addr, this.options.strictMultiaddr)?.peerId ?? addr
+    return identityKey(addr, this.options.strictMultiaddr)
   }
 
   /**

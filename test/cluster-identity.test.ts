@@ -347,25 +347,40 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
     }
     await waitForAsync('node 2 to re-read a snapshot', async () => await resyncs() > before, 20_000)
   }
-  const withMember = async (test: (script: (name: 'join' | 'leave', args: string[]) => Promise<void>) => Promise<void>): Promise<void> => {
+  /** What the member node `f00f` does for a test, through the scripts (as a node's plane would). */
+  interface Member {
+    join: (addr: string, claim: string, id: string, outcome?: string) => Promise<void>
+    /** A leave; with `reservation`, of a client that dropped. */
+    leave: (addr: string, id: string, reservation?: string) => Promise<void>
+  }
+  const withMember = async (test: (member: Member) => Promise<void>): Promise<void> => {
     await redis.set(`${KEY_PREFIX}node:f00f`, JSON.stringify({ link: '127.0.0.1:9', startedMs: 0 }), 'PX', 60_000)
     await redis.hset(`${KEY_PREFIX}nodes`, 'f00f', '127.0.0.1:9')
+    const script = async (name: 'join' | 'leave', args: string[]): Promise<void> => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) }
     try {
-      await test(async (name, args) => { await runScript(redis, KEY_PREFIX, LOG_MAX_ENTRIES, name, args) })
+      await test({
+        join: async (addr, claim, id, outcome = '') => { await script('join', [addr, 'f00f', 'null', claim, outcome, '', id]) },
+        leave: async (addr, id, reservation = '') => { await script('leave', [addr, 'f00f', reservation, id]) }
+      })
     } finally {
       await redis.hdel(`${KEY_PREFIX}nodes`, 'f00f')
       await redis.del(`${KEY_PREFIX}node:f00f`)
     }
   }
+  /** A starsock client of the member, by hand: its identity, its claim from `remote`, and a 30 s reservation of it. */
+  const memberClient = async (seed: string, remote: string): Promise<{ identity: Identity, id: string, claim: string, reservation: string }> => {
+    const identity = await createIdentity()
+    const credentialHash = createHash('sha256').update(seed.repeat(32)).digest('hex')
+    return { identity, id: identity.peerId, claim: claimJson({ starsock: true, credentialHash, remote }), reservation: reservationJson({ credentialHash, remote, graceMs: 30_000 }) }
+  }
 
   it('a node that re-reads a snapshot (a gap in the log) keeps the reservation of a leave it never read', async () => {
-    const identity = await createIdentity()
+    const { identity, id, claim, reservation } = await memberClient('b8', '10.9.9.9:4')
     const addr = addrOn(n1, identity)
-    const credentialHash = createHash('sha256').update('b8'.repeat(32)).digest('hex')
-    await withMember(async (script) => {
-      await script('join', [addr, 'f00f', 'null', claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:4' }), '', '', identity.peerId])
+    await withMember(async (member) => {
+      await member.join(addr, claim, id)
       await bothList(addr)
-      await missedByNode2(async () => { await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:4', graceMs: 30_000 }), identity.peerId]) })
+      await missedByNode2(async () => { await member.leave(addr, id, reservation) })
       await waitFor('node 2 to see the holder gone', () => !listed(watch2, addr), 20_000)
       const err = await refusal(n2, identity)
       expect(err?.code).toBe('E_ADDRESS_IN_USE')
@@ -374,20 +389,18 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
   }, 60_000)
 
   it('a node that re-reads a snapshot ends a reservation whose client joined again elsewhere in the gap', async () => {
-    const identity = await createIdentity()
+    const { identity, id, claim, reservation } = await memberClient('b9', '10.9.9.9:6')
     const [addr, back] = [addrOn(n1, identity), addrOn(n2, identity)]
-    const credentialHash = createHash('sha256').update('b9'.repeat(32)).digest('hex')
-    const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:6' })
-    await withMember(async (script) => {
-      await script('join', [addr, 'f00f', 'null', claim, '', '', identity.peerId])
+    await withMember(async (member) => {
+      await member.join(addr, claim, id)
       await bothList(addr)
-      await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:6', graceMs: 30_000 }), identity.peerId])
+      await member.leave(addr, id, reservation)
       await waitFor('node 2 to read the leave', () => !listed(watch2, addr), 20_000)
       // Node 2 holds the identity now; the client resumes on the member under another spelling, unseen by node 2.
-      await missedByNode2(async () => { await script('join', [back, 'f00f', 'null', claim, 'resume', '', identity.peerId]) })
+      await missedByNode2(async () => { await member.join(back, claim, id, 'resume') })
       await waitFor('node 2 to list the client again', () => listed(watch2, back), 20_000)
       // It leaves for good: node 2 reads that leave, and lets a new client with the key in.
-      await script('leave', [back, 'f00f', '', identity.peerId])
+      await member.leave(back, id)
       await waitFor('node 2 to see it leave', () => !listed(watch2, back), 20_000)
       const next = await peerOn(n2, identity)
       expect(next.state).toBe('joined')
@@ -395,36 +408,33 @@ describe('one identity, one place across nodes (real Redis, real nodes)', () => 
   }, 60_000)
 
   it('a legacy join of another spelling on another node leaves a reservation standing, as on one node (nodes following the log and Redis agree)', async () => {
-    const identity = await createIdentity()
-    const [addr, third] = [addrOn(n1, identity), `/ip4/127.0.0.9/tcp/9/ws/p2p-websocket-star/ipfs/${identity.peerId}`]
-    const credentialHash = createHash('sha256').update('ba'.repeat(32)).digest('hex')
-    await withMember(async (script) => {
-      await script('join', [addr, 'f00f', 'null', claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:8' }), '', '', identity.peerId])
+    const { identity, id, claim, reservation } = await memberClient('ba', '10.9.9.9:8')
+    const [addr, third] = [addrOn(n1, identity), `/ip4/127.0.0.9/tcp/9/ws/p2p-websocket-star/ipfs/${id}`]
+    await withMember(async (member) => {
+      await member.join(addr, claim, id)
       await bothList(addr)
-      await script('leave', [addr, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:8', graceMs: 30_000 }), identity.peerId])
-      await script('join', [third, 'f00f', 'null', claimJson({ starsock: false, credentialHash: undefined, remote: '10.9.9.9:9' }), '', '', identity.peerId])
+      await member.leave(addr, id, reservation)
+      await member.join(third, claimJson({ starsock: false, credentialHash: undefined, remote: '10.9.9.9:9' }), id)
       await bothList(third)
-      expect(await redis.hexists(`${KEY_PREFIX}reserved`, identity.peerId)).toBe(1)
+      expect(await redis.hexists(`${KEY_PREFIX}reserved`, id)).toBe(1)
       const err = await refusal(n2, identity)
       expect(err?.message).toMatch(/reserved for a reconnecting client \(joined from 10\.9\.9\.9:8\)/)
-      await script('leave', [third, 'f00f', '', identity.peerId])
+      await member.leave(third, id)
     })
   }, 60_000)
 
   it('a leave\'s reservation stands when the only other spelling listed joined before the reserved address (its displacement leave was not read yet)', async () => {
-    const identity = await createIdentity()
+    const { identity, id, claim, reservation } = await memberClient('bb', '10.9.9.9:10')
     const [older, newer] = [addrOn(n2, identity), addrOn(n1, identity)]
-    const credentialHash = createHash('sha256').update('bb'.repeat(32)).digest('hex')
-    const claim = claimJson({ starsock: true, credentialHash, remote: '10.9.9.9:10' })
-    await withMember(async (script) => {
-      await script('join', [older, 'f00f', 'null', claim, '', '', identity.peerId])
-      await script('join', [newer, 'f00f', 'null', claim, '', '', identity.peerId])
+    await withMember(async (member) => {
+      await member.join(older, claim, id)
+      await member.join(newer, claim, id)
       await bothList(newer)
       // The newer address drops while the older one is still listed; the older one leaves cleanly after.
-      await script('leave', [newer, 'f00f', reservationJson({ credentialHash, remote: '10.9.9.9:10', graceMs: 30_000 }), identity.peerId])
-      await script('leave', [older, 'f00f', '', identity.peerId])
+      await member.leave(newer, id, reservation)
+      await member.leave(older, id)
       await waitFor('both nodes to see both gone', () => ![older, newer].some((a) => listed(watch1, a) || listed(watch2, a)), 20_000)
-      expect(await redis.hexists(`${KEY_PREFIX}reserved`, identity.peerId)).toBe(1)
+      expect(await redis.hexists(`${KEY_PREFIX}reserved`, id)).toBe(1)
       const err = await refusal(n2, identity)
       expect(err?.message).toMatch(/reserved for a reconnecting client \(joined from 10\.9\.9\.9:10\)/)
     })

@@ -15,6 +15,7 @@ import type { Logger } from '../../shared/logger.ts'
 import { sameProfile, type PeerProfile } from '../../shared/profile.ts'
 import { checkAddress } from '../../shared/address-parse.ts'
 import type { ServerMetrics } from '../metrics.ts'
+import { identityKey } from '../identity-claims.ts'
 import type { ResolvedServerOptions } from '../options.ts'
 import type { Rendezvous } from '../rendezvous.ts'
 import type { ClusterDirectory, DirectoryEntry } from './cluster-directory.ts'
@@ -194,7 +195,7 @@ export class ControlPlane implements ClusterView {
     const entry = this.deps.directory.entry(addr)
     if (this.gone || entry?.sessionId === undefined) return
     entry.claim = claim
-    this.command('join', [addr, this.nodeId, profileJson(profile), claimJson(claim), decision?.outcome ?? '', decision?.takes ?? '', identityOf(addr)]).then((reply) => {
+    this.command('join', [addr, this.nodeId, profileJson(profile), claimJson(claim), decision?.outcome ?? '', decision?.takes ?? '', identityKey(addr, this.deps.options.strictMultiaddr)]).then((reply) => {
       if (reply === -1) return this.reregister()
       const seq = readSeq(reply)
       if (seq !== undefined) this.numbered(entry, seq)
@@ -208,7 +209,7 @@ export class ControlPlane implements ClusterView {
   left (addr: string, reserved?: LeaveReservation): void {
     // A contest over `addr` stays: the in-flight join's number still decides who holds it.
     if (this.gone || this.displacing === addr) return
-    this.command('leave', [addr, this.nodeId, reserved === undefined ? '' : reservationJson(reserved), identityOf(addr)]).catch(() => {})
+    this.command('leave', [addr, this.nodeId, reserved === undefined ? '' : reservationJson(reserved), identityKey(addr, this.deps.options.strictMultiaddr)]).catch(() => {})
   }
 
   /** A local profile change of `addrs`. */
@@ -569,7 +570,3 @@ export class ControlPlane implements ClusterView {
   }
 }
 
-/** The identity an address is held by (its peer id; the address itself when it has none), as the rendezvous keys reservations. */
-function identityOf (addr: string): string {
-  return checkAddress(addr, false)?.peerId ?? addr
-}
