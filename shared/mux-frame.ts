@@ -79,6 +79,16 @@ export interface SockAddress {
   port: number
 }
 
+/** Longest host name or address accepted. */
+export const MAX_HOST_CHARS = 255
+/** Letters, digits and `_.:%[]-`: names, IPv4, IPv6 (with a zone and brackets); ASCII only. */
+const HOST = /^[\w.:%[\]-]+$/
+
+/** Whether `value` is a host name or IP address without spaces or control characters. */
+export function isHost (value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_HOST_CHARS && HOST.test(value)
+}
+
 function header (type: FrameType, id: number, length: number, into: Uint8Array): void {
   if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new RangeError(`frame id ${id} is not a u32`)
   const view = new DataView(into.buffer, into.byteOffset, FRAME_HEADER_BYTES)
@@ -178,7 +188,13 @@ export function decodeDatagram (frame: Frame): { data: Uint8Array, addr: SockAdd
   const ipLength = p[0]
   if (ipLength === undefined || p.byteLength < 3 + ipLength) throw protocolError('DATAGRAM frame too short')
   const port = new DataView(p.buffer, p.byteOffset, p.byteLength).getUint16(1 + ipLength)
-  const addr = ipLength === 0 ? undefined : { ip: decoder.decode(p.subarray(1, 1 + ipLength)), port }
+  let addr: SockAddress | undefined
+  if (ipLength > 0) {
+    // A host is ASCII (`isHost`), so it encodes back to the same bytes: a reply to it always fits.
+    const ip = decoder.decode(p.subarray(1, 1 + ipLength))
+    if (!isHost(ip)) throw protocolError('DATAGRAM address is not a host name or address')
+    addr = { ip, port }
+  }
   return { data: p.subarray(3 + ipLength), addr }
 }
 

@@ -3,7 +3,9 @@
  * and replies, with the runtime checks of each as it arrives from the other peer.
  */
 import { ERROR_CODES, StarsockError, type ErrorCode } from './errors.ts'
-import type { SockAddress } from './mux-frame.ts'
+import { isHost, type SockAddress } from './mux-frame.ts'
+
+export { isHost, MAX_HOST_CHARS } from './mux-frame.ts'
 
 /** Name and version in the HELLO frame. */
 export const MUX_PROTOCOL = 'starsock-mux'
@@ -132,8 +134,6 @@ export interface Reply {
   error?: { code: ErrorCode, message: string }
 }
 
-/** Longest host name or address accepted. */
-export const MAX_HOST_CHARS = 255
 /** Longest offer name accepted. */
 export const MAX_OFFER_NAME_CHARS = 200
 /** Longest channel type accepted. */
@@ -142,7 +142,6 @@ export const MAX_CHANNEL_TYPE_CHARS = 64
 const KINDS = new Set(['connect', 'bind', 'accept'])
 /** Control, C1 and bidirectional-override characters: a name with them could forge a prompt line. */
 const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/
-const HOST = /^[\w.:%[\]-]+$/
 
 function bad (what: string): StarsockError {
   return new StarsockError('E_CHANNEL_PROTOCOL', what)
@@ -155,11 +154,6 @@ function isObject (value: unknown): value is Record<string, unknown> {
 /** Whether `value` is a port number (0 to 65535). */
 export function isPort (value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 65535
-}
-
-/** Whether `value` is a host name or IP address without spaces or control characters. */
-export function isHost (value: unknown): value is string {
-  return typeof value === 'string' && value.length > 0 && value.length <= MAX_HOST_CHARS && HOST.test(value)
 }
 
 function address (what: string, value: unknown): SockAddress | undefined {

@@ -320,9 +320,9 @@ export class Channel {
 
   // ---- called by the multiplexer ----
 
-  /** Bytes or a datagram arrived. */
-  push (item: Datagram): void {
-    if (this.remoteEnd !== undefined) return
+  /** Bytes or a datagram arrived; `true` when it was queued for the reader (counted in the window), `false` when dropped. */
+  push (item: Datagram): boolean {
+    if (this.remoteEnd !== undefined) return false
     const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
     this.received += item.data.byteLength
     this.link.count('in', item.data.byteLength)
@@ -331,14 +331,16 @@ export class Channel {
         this.droppedBy.window++
         this.dropped++
         this.link.count('dropped', 1)
-        return
+        return false
       }
-      return this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.window.windowBytes} bytes`))
+      this.abort(new StarsockError('E_LIMIT_BUFFER', `The other side wrote past the channel window of ${this.window.windowBytes} bytes`))
+      return false
     }
-    if (item.data.byteLength === 0 && !this.datagrams) return
+    if (item.data.byteLength === 0 && !this.datagrams) return false
     this.window.hold(cost)
     this.queue.push(item)
     this.readable.wake()
+    return true
   }
 
   /** The other side granted credit. */

@@ -18,7 +18,7 @@ import {
 import { STREAM_HEADROOM_BYTES, type Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
 import { Waiters } from '../waiters.ts'
-import { Channel, type ChannelLink } from './channel.ts'
+import { Channel, type ChannelLink, type Datagram } from './channel.ts'
 import { OutputQueue } from './output-queue.ts'
 
 /** Options of a multiplexer. */
@@ -131,6 +131,22 @@ const CLOSE_FLUSH_MS = 1000
  * grant of a new offer): at most this many, each for the offer timeout.
  */
 const MAX_RETIRED_OFFER_IDS = 4096
+
+/**
+ * Copy the payloads channels queued out of `chunk` when they are under half of the memory they
+ * keep. A DATA or DATAGRAM payload is a view into the chunk it came in (no copy on the way in),
+ * and a channel's window counts only the view: without this, a peer that pads one-byte payloads
+ * with large frames nobody counts (for no channel, or a channel that has ended) would have a
+ * slow reader's few bytes of window keep whole chunks, hundreds of KiB each. Now what the
+ * queues keep is at most twice what their windows count. A chunk that is mostly payload (every
+ * bulk transfer) is kept as it is.
+ */
+function unpin (chunk: Uint8Array, queued: Datagram[]): void {
+  let viewed = 0
+  for (const item of queued) if (item.data.buffer === chunk.buffer) viewed += item.data.byteLength
+  if (viewed * 2 >= chunk.buffer.byteLength) return
+  for (const item of queued) if (item.data.buffer === chunk.buffer) item.data = item.data.slice()
+}
 
 interface Pending<T> {
   resolve: (value: T) => void
@@ -435,7 +451,9 @@ export class Muxer extends Emitter<MuxEvents> {
   private async readLoop (): Promise<void> {
     try {
       for await (const chunk of this.conn) {
-        for (const frame of this.decoder.push(chunk)) this.dispatch(frame)
+        const queued: Datagram[] = []
+        for (const frame of this.decoder.push(chunk)) this.dispatch(frame, queued)
+        unpin(chunk, queued)
         if (this.closedWith !== undefined) return
         while (this.queued > MAX_QUEUED_BYTES && this.closedWith === undefined) await this.roomWaiters.wait()
       }
@@ -447,7 +465,8 @@ export class Muxer extends Emitter<MuxEvents> {
     }
   }
 
-  private dispatch (frame: Frame): void {
+  /** Act on one frame; the DATA and DATAGRAM items a channel queued go in `queued`. */
+  private dispatch (frame: Frame, queued: Datagram[]): void {
     if (this.hello === undefined) {
       if (frame.type !== FRAME.HELLO) throw new StarsockError('E_CHANNEL_PROTOCOL', 'first frame is not HELLO: not a starsock-mux connection')
       this.hello = parseHello(decodeJson(frame))
@@ -457,8 +476,12 @@ export class Muxer extends Emitter<MuxEvents> {
     }
     const channel = this.channels.get(frame.id)
     switch (frame.type) {
-      case FRAME.DATA: return channel?.push({ data: frame.payload })
-      case FRAME.DATAGRAM: return channel?.push(decodeDatagram(frame))
+      case FRAME.DATA:
+      case FRAME.DATAGRAM: {
+        const item = frame.type === FRAME.DATA ? { data: frame.payload } : decodeDatagram(frame)
+        if (channel?.push(item) === true) queued.push(item)
+        return
+      }
       case FRAME.WINDOW: return channel?.addCredit(decodeWindow(frame))
       case FRAME.FIN: return channel?.remoteFin()
       case FRAME.RESET: {
