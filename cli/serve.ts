@@ -1,5 +1,4 @@
 /** `starsock serve`: run the rendezvous server until SIGTERM or SIGINT. */
-import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import * as C from '../server/constants.ts'
 import { SERVER_OPTIONS, type OptionSpec, type ServerOptions, type TlsOptions } from '../server/options.ts'
@@ -107,24 +106,29 @@ export function serveCommand (started: (run: Promise<number>, startedUp?: Promis
   })
 }
 
-function readTls (flags: Record<string, unknown>): TlsOptions | undefined {
+/** Largest TLS key, certificate (chain) or PFX file read. */
+const MAX_TLS_FILE_BYTES = 1024 * 1024
+
+/** The TLS files the flags name, read (the reader loads only then: an idle plain server loads no client code). */
+async function readTls (flags: Record<string, unknown>): Promise<TlsOptions | undefined> {
+  if (flags.pfx === undefined && flags.key === undefined && flags.cert === undefined) return undefined
+  const { readSmallFile, SmallFileError } = await import('../client/read-small-file.node.ts')
   const file = (name: string): Buffer | undefined => {
     const path = flags[name]
     if (typeof path !== 'string') return undefined
     try {
-      return readFileSync(path)
+      return readSmallFile(path, MAX_TLS_FILE_BYTES)
     } catch (err) {
-      throw new Error(`cannot read --${name} ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err })
+      const why = err instanceof SmallFileError ? err.reason : (err as NodeJS.ErrnoException).code ?? String(err)
+      throw new Error(`cannot read --${name} ${path}: ${why}`, { cause: err })
     }
   }
-  const key = file('key')
-  const cert = file('cert')
-  const pfx = file('pfx')
   const passphrase = typeof flags.passphrase === 'string' ? flags.passphrase : undefined
+  const pfx = file('pfx')
   if (pfx !== undefined) return { pfx, passphrase }
-  if (key === undefined && cert === undefined) return undefined
-  if (key === undefined || cert === undefined) throw new Error('--key and --cert go together')
-  return { key, cert, passphrase }
+  if (flags.key === undefined && flags.cert === undefined) return undefined
+  if (flags.key === undefined || flags.cert === undefined) throw new Error('--key and --cert go together')
+  return { key: file('key') as Buffer, cert: file('cert') as Buffer, passphrase }
 }
 
 /** `starsock serve`: settles with its exit code; calls `listening` once it printed its URL. */
@@ -139,7 +143,7 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
     if (flags.gateway === true && allowPeers.length > 0) allowPeers.push((await (await import('../client/identity.node.ts')).loadOrCreateIdentity(String(flags.gatewayKey))).identity.peerId)
     const options: Record<string, unknown> = {}
     for (const { name, spec, option } of flagsOfOptions) options[name] = fromFlag(spec, flags[option.attributeName()])
-    Object.assign(options, { tls: readTls(flags), allowPeers, logger })
+    Object.assign(options, { tls: await readTls(flags), allowPeers, logger })
     server = createServer(options)
     await server.listen(flags.port as number, String(flags.host))
   } catch (err) {

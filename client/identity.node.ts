@@ -1,9 +1,13 @@
 /** Identity persisted in a key file (mode 0600) in Node. */
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { createIdentity, identityFromBytes, identityToBytes, type Identity, type KeyType } from './identity.ts'
+import { readSmallFile, SmallFileError } from './read-small-file.node.ts'
+
+/** Largest key file read: a key is at most a few KiB (an RSA key of 8192 bits about 4.7 KiB). */
+export const MAX_KEY_FILE_BYTES = 64 * 1024
 
 /** Where the key lives unless told otherwise. */
 export function defaultKeyFile (): string {
@@ -14,10 +18,12 @@ export function defaultKeyFile (): string {
 export async function loadIdentity (file: string): Promise<Identity | undefined> {
   let bytes: Buffer
   try {
-    bytes = await readFile(file)
+    bytes = readSmallFile(file, MAX_KEY_FILE_BYTES)
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
+    if (err instanceof SmallFileError) throw new TypeError(`${err.message}: not a key file`, { cause: err })
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOENT') return undefined
+    throw new Error(`${file}: cannot read it: ${code ?? (err as Error).message}`, { cause: err })
   }
   try {
     return identityFromBytes(bytes)

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -108,6 +108,33 @@ describe('starsock id and starsock peers (the program)', () => {
       expect(JSON.parse(again.stdout)).toEqual({ peerId: first.stdout.trim(), type: 'Ed25519', keyFile: file, created: false })
       const rsa = run(['id', '--key', `${dir}/rsa`, '--type', 'RSA'])
       expect(rsa.stdout.trim()).toMatch(/^Qm\w+$/)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('a key, config or TLS file that is not a small regular file (a device, a FIFO, a folder, a huge file) fails at once with one line naming it; nothing reads it whole', () => {
+    const dir = mkdtempSync(`${tmpdir()}/starsock-files-`)
+    try {
+      const fifo = `${dir}/fifo`
+      expect(spawnSync('mkfifo', [fifo]).status).toBe(0)
+      const huge = `${dir}/huge`
+      writeFileSync(huge, Buffer.alloc(2 * 1024 * 1024))
+      const cases: Array<[string[], RegExp]> = [
+        [['id', '--key', '/dev/zero'], /^starsock: \/dev\/zero: not a regular file: not a key file$/],
+        [['id', '--key', fifo], /^starsock: \S+\/fifo: not a regular file: not a key file$/],
+        [['id', '--key', dir], /^starsock: \S+: not a regular file: not a key file$/],
+        [['id', '--key', huge], /^starsock: \S+\/huge: 2097152 bytes; at most 65536: not a key file$/],
+        [['up', '--config', '/dev/zero'], /^starsock: \/dev\/zero:1: config: not a regular file$/],
+        [['up', '--config', fifo], /^starsock: \S+\/fifo:1: config: not a regular file$/],
+        [['up', '--config', huge], /^starsock: \S+\/huge:1: config: 2097152 bytes; at most 1048576$/],
+        [['serve', '--port', '0', '--key', '/dev/zero', '--cert', huge], /^starsock serve: cannot read --key \/dev\/zero: not a regular file$/]
+      ]
+      for (const [args, line] of cases) {
+        const r = run(args)
+        expect(r.status, args.join(' ')).toBe(1)
+        expect(r.stderr.trim(), args.join(' ')).toMatch(line)
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }

@@ -5,7 +5,6 @@
  * an error: a typo never passes silently), and every error is one line naming the file, the line
  * and the field: `agent.toml:12: forward[1].listen: not [HOST:]PORT`.
  */
-import { readFile } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import path from 'node:path'
@@ -15,6 +14,7 @@ import type { SockAddress } from '../../shared/mux-frame.ts'
 import { formatAddress, isHost, isPort, type SockProto } from '../../shared/sock-protocol.ts'
 import { parseRule, SERVICE_NAME, type SockRule } from '../../shared/sock-rules.ts'
 import { defaultKeyFile } from '../../client/identity.node.ts'
+import { readSmallFile, SmallFileError } from '../../client/read-small-file.node.ts'
 import { StarsockError } from '../../shared/errors.ts'
 import { checkName } from '../../shared/profile.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
@@ -579,11 +579,9 @@ export function parseConfig (text: string, file: string, env: Record<string, str
 export async function loadConfig (file: string, env: Record<string, string | undefined> = {}): Promise<AgentConfig> {
   let text: string
   try {
-    const buf = await readFile(file)
-    if (buf.byteLength > MAX_CONFIG_BYTES) throw new ConfigError(`${file}:1: config: ${buf.byteLength} bytes; at most ${MAX_CONFIG_BYTES}`, 'config', 'too large', 1)
-    text = buf.toString('utf8')
+    text = readSmallFile(file, MAX_CONFIG_BYTES).toString('utf8')
   } catch (err) {
-    if (err instanceof ConfigError) throw err
+    if (err instanceof SmallFileError) throw new ConfigError(`${file}:1: config: ${err.reason}`, 'config', err.reason, 1)
     throw new ConfigError(`${file}: cannot read it: ${(err as Error).message}`, 'config', (err as Error).message)
   }
   return parseConfig(text, file, env)
