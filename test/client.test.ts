@@ -139,6 +139,13 @@ describe('client library, Node to Node through a real server', () => {
     await expect(within('the write to fail', writing, 5000)).rejects.toMatchObject({ code: 'E_PEER_GONE' })
   })
 
+  it('a dial to itself, by peer id or by its address, fails at once with E_BAD_REQUEST (it is never online to itself)', async () => {
+    const a = await peer()
+    for (const target of [a.peerId, a.addr]) {
+      expect(await within('the dial to itself to fail', rejected(a.dial(target)), 2000)).toMatchObject({ code: 'E_BAD_REQUEST', message: `${target} is this peer itself: a peer does not dial itself` })
+    }
+  })
+
   it('cleans up a dial the caller abandons while the listener is still answering', async () => {
     const a = await peer()
     const slow = await connectSocket(server().url())

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import net from 'node:net'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -165,6 +165,19 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(fwd.err()).toMatch(/^starsock: No rule allows connect\/tcp 127\.0\.0\.1:\d+ \(E_DENIED\)$/m)
     expect(await listen.event('offer')).toMatchObject({ allowed: false })
     expect(echo.open()).toBe(0)
+  })
+
+  it('forward and expose to their own peer id exit 1 at once with one line (E_BAD_REQUEST), not waiting for it to come online; up shows that mapping failed, not retried', async () => {
+    const self = peerIdOf(key('self'))
+    for (const args of [['forward', '--listen', '0', '--to', '127.0.0.1:9'], ['expose', '--port', '0', '--to', '127.0.0.1:9']]) {
+      const p = start([args[0] as string, '--server', server.url(), '--key', key('self'), '--peer', self, ...args.slice(1)])
+      expect(await within(`${args[0] ?? ''} to exit`, p.exited, 10_000)).toBe(1)
+      expect(p.err().trim()).toBe(`starsock: ${self} is this peer itself: a peer does not dial itself (E_BAD_REQUEST)`)
+    }
+    const config = join(dir, 'up.toml')
+    writeFileSync(config, `server = "${server.url()}"\nkey = "${key('self')}"\n[[forward]]\npeer = "${self}"\nlisten = "127.0.0.1:0"\nto = "127.0.0.1:9"\n`)
+    const up = start(['up', '--config', config, '--json'])
+    expect(await up.event('failed')).toMatchObject({ code: 'E_BAD_REQUEST', final: true })
   })
 
   it('listen --ask: the person at the terminal allows an offer', async () => {

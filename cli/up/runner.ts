@@ -55,8 +55,12 @@ export interface StartableTunnel {
 export const RETRY_DELAY_MS = 1000
 export const RETRY_DELAY_MAX_MS = 30_000
 
-/** Errors after which a mapping is not retried: a person or a rule of the peer said no, a person killed it, or the peer cannot do it. */
-const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED'])
+/**
+ * Errors after which a mapping is not retried: a person or a rule of the peer said no, a person
+ * killed it, the peer cannot do it, or the mapping itself is wrong (`E_BAD_REQUEST`: a peer that is
+ * this one) and would fail the same way each time.
+ */
+const FINAL_CODES = new Set(['E_DENIED', 'E_KILLED', 'E_UNSUPPORTED', 'E_BAD_REQUEST'])
 
 const EMPTY_STATS: TunnelStats = {
   channelsOpen: 0, connections: 0, bytesIn: 0, bytesOut: 0, droppedDatagrams: 0, failures: 0, refusedSources: 0, state: 'closed',
