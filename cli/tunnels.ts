@@ -181,7 +181,8 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
       const secure = tunnel.stats().secure
       const spec = specs[i] as TunnelSpec
       const addresses = spec.addresses?.(tunnel)
-      event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address, ...(addresses === undefined ? {} : { addresses }), to: spec.target.to ?? null, ...(spec.target.service === undefined ? {} : { service: spec.target.service }), proto: flags.udp === true ? 'udp' : 'tcp', allowFrom: flags.allowFrom ?? null, secure: secure ?? null },
+      // An expose whose peer bound nothing yet has no address (null), never port 0.
+      event('ready', { peerId: agent.peer.peerId, peer: flags.peer, address: tunnel.address.port === 0 ? null : tunnel.address, ...(addresses === undefined ? {} : { addresses }), to: spec.target.to ?? null, ...(spec.target.service === undefined ? {} : { service: spec.target.service }), proto: flags.udp === true ? 'udp' : 'tcp', allowFrom: flags.allowFrom ?? null, secure: secure ?? null },
         `${spec.describe(tunnel)}${secure === undefined ? '' : `; ${securityText(secure)}`}`)
     }
     return { started, event }
@@ -277,7 +278,8 @@ export function exposeCommand (started: (run: Promise<number>) => void) {
           begin: async (t) => await (t as Expose).start(flags.bindHost, bindPort),
           // A wildcard bind says where the port can be reached (the peer's interface addresses).
           addresses: () => addresses,
-          describe: (t) => `exposing ${proto} ${t.address.ip}:${t.address.port}${addresses === undefined || addresses.length === 0 ? '' : ` (reach it at ${addressList(addresses)})`} on ${flags.peer} -> ${to.ip}:${to.port}${flags.allowFrom === undefined ? '' : ` (clients from ${flags.allowFrom.join(', ')})`}`
+          // Before the peer bound anything (it is not online yet): what is asked for, said as such, never port 0.
+          describe: (t) => `${t.address.port === 0 ? `will expose ${proto} ${flags.bindHost}${bindPort === 0 ? ' (any port)' : `:${bindPort}`} once ${flags.peer} is online, nothing bound yet` : `exposing ${proto} ${t.address.ip}:${t.address.port}${addresses === undefined || addresses.length === 0 ? '' : ` (reach it at ${addressList(addresses)})`} on ${flags.peer}`} -> ${to.ip}:${to.port}${flags.allowFrom === undefined ? '' : ` (clients from ${flags.allowFrom.join(', ')})`}`
         } satisfies TunnelSpec
       })))())
     })

@@ -180,6 +180,26 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(await up.event('failed')).toMatchObject({ code: 'E_BAD_REQUEST', final: true })
   })
 
+  it('expose started before its peer is online says what it will expose and that nothing is bound yet (address null in JSON, never port 0); back gives the bound port', async () => {
+    const echo = await tcpEcho()
+    cleanup.push(echo)
+    const listenerId = peerIdOf(key('listener'))
+    const args = (name: string): string[] => ['expose', '--server', server.url(), '--key', key(name), '--peer', listenerId, '--bind-host', '127.0.0.1', '--port', '0', '--to', `127.0.0.1:${echo.port}`]
+    const text = start(args('text'))
+    const json = start([...args('json'), '--json'])
+    expect(await json.event('ready')).toMatchObject({ address: null })
+    await within('the text ready line', new Promise<void>((resolve) => {
+      const check = (): void => { if (text.err().includes(`will expose tcp 127.0.0.1 (any port) once ${listenerId} is online, nothing bound yet -> 127.0.0.1:${echo.port}`)) resolve(); else setTimeout(check, 50) }
+      check()
+    }))
+    expect(text.err()).not.toMatch(/exposing tcp :0/)
+    const { listen } = listener(['--allow', 'bind/tcp:127.0.0.1:*', '--no-prompt', '--json'])
+    await listen.event('ready')
+    const back = await json.event('back', 20_000)
+    expect((back.address as { port: number }).port).toBeGreaterThan(0)
+    expect(await tcpRoundTrip((back.address as { port: number }).port, testBytes(1000))).toEqual(Buffer.from(testBytes(1000)))
+  })
+
   it('listen --ask: the person at the terminal allows an offer', async () => {
     const echo = await tcpEcho()
     cleanup.push(echo)
