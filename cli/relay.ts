@@ -5,7 +5,8 @@ import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
 import { resumeIdFor } from './resume-id.ts'
 import { keyOption } from './id.ts'
-import { collect, integer } from './options.ts'
+import { integer } from './options.ts'
+import { MAX_UDP_ALLOWED_ADDRESSES } from '../shared/validate.ts'
 import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
 import { sendUdpHalf, type UdpHalf, type UdpShare } from '../client/sock/udp-share.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
@@ -79,6 +80,12 @@ function fail (text: string): number {
   return 1
 }
 
+/** Collect a repeatable `--allow-ip`: each an IPv4 or IPv6 address. */
+function ipList (value: string, previous: string[] = []): string[] {
+  if (isIP(value) === 0) throw new InvalidArgumentError(`${value} is not an IP address`)
+  return [...previous, value]
+}
+
 /** The `relay` command; `started` receives the promise of its exit code. */
 export function relayCommand (started: (run: Promise<number>) => void): Command {
   return new Command('relay')
@@ -87,7 +94,7 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
     .addOption(keyOption())
     .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
     .addOption(new Option('--mode <mode>', 'how endpoints register: token (the token handshake only), address (also a first packet from --allow-ip), open (also any first packet: unsafe); a first-packet endpoint gets 8 datagrams until it does the handshake').choices(['token', 'address', 'open']).default('token'))
-    .option('--allow-ip <ip>', 'address mode: a source IP that may register (repeatable)', collect)
+    .option('--allow-ip <ip>', `address mode: a source IP that may register (repeatable, at most ${MAX_UDP_ALLOWED_ADDRESSES})`, ipList)
     .option('--refresh-ms <ms>', 'refresh the allocation this often', integer(1000), 30_000)
     .option('--local1 <ip:port>', 'make the UDP program at ip:port endpoint 1: starsock registers for it and carries its datagrams both ways', localProgram)
     .option('--local2 <ip:port>', 'the same for endpoint 2', localProgram)
@@ -99,6 +106,9 @@ export function relayCommand (started: (run: Promise<number>) => void): Command 
     .option('--takeover', 'when another process is joined with this key, take the identity over (it exits)')
     .action((flags: RelayFlags) => {
       started((async () => {
+        if (flags.mode === 'address' && flags.allowIp === undefined) return fail('--mode address needs --allow-ip: the source IPs whose first packet may register')
+        if (flags.mode !== 'address' && flags.allowIp !== undefined) return fail(`--allow-ip is for --mode address (${flags.mode} mode ${flags.mode === 'token' ? 'registers by the token handshake only' : 'takes a first packet from anywhere'})`)
+        if ((flags.allowIp?.length ?? 0) > MAX_UDP_ALLOWED_ADDRESSES) return fail(`--allow-ip: at most ${MAX_UDP_ALLOWED_ADDRESSES} addresses`)
         if (flags.once === true && (flags.local1 !== undefined || flags.local2 !== undefined)) return fail('--once cannot carry datagrams for --local1/--local2')
         if (flags.once === true && flags.share !== undefined) return fail('--once cannot keep a half shared with --share (the peer\'s bridge ends with this process)')
         if (flags.share !== undefined && flags.local2 !== undefined) return fail('--share hands endpoint 2 to the peer: it cannot also be --local2')

@@ -19,7 +19,7 @@ import { networkInterfaces } from 'node:os'
 import { UDP_CHALLENGES_PER_SECOND, UDP_COOKIE_BYTES, UDP_TOKEN_BYTES, UDP_UNVERIFIED_BUDGET_DATAGRAMS, udpConfirmation, udpProof } from '../shared/udp-relay-protocol.ts'
 import { UDP_OWNER_GRACE_MS } from './constants.ts'
 import { StarsockError } from '../shared/errors.ts'
-import { checkUdpAllocate, MAX_UDP_ALLOWED_ADDRESSES, type UdpAllocateRequest } from '../shared/validate.ts'
+import { checkUdpAllocate, type UdpAllocateRequest } from '../shared/validate.ts'
 import type { UdpAllocation } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
 import { ipLimitKey, TokenBucket } from './rate-limit.ts'
@@ -435,7 +435,8 @@ export class UdpRelay {
 /** The checked request, its addresses IP addresses; else throws its `E_BAD_REQUEST`. */
 function checkIpAddresses (request: UdpAllocateRequest | StarsockError): UdpAllocateRequest {
   if (request instanceof StarsockError) throw request
-  if (request.addresses.some((a) => isIP(a) === 0)) throw new StarsockError('E_BAD_REQUEST', `addresses must be at most ${MAX_UDP_ALLOWED_ADDRESSES} IP addresses`)
+  const bad = request.addresses.find((a) => isIP(a) === 0)
+  if (bad !== undefined) throw new StarsockError('E_BAD_REQUEST', `addresses must be IP addresses: ${JSON.stringify(bad.slice(0, 64))} is not one`)
   return request
 }
 

@@ -316,6 +316,25 @@ describe('UDP relay allocations', () => {
     expect([mine.got[0]?.toString(), theirs.got[0]?.toString()]).toEqual(['voice frame', 'reply'])
   }, 30_000)
 
+  it('addresses that are not IPs are refused by name; `starsock relay` checks --allow-ip and --mode address against each other before it joins (one line, exit 1)', async () => {
+    const p = await start()
+    const err = await rejection(p.udpAllocate({ mode: 'address', addresses: ['127.0.0.1', '999.1.1.1'] }))
+    expect(err).toMatchObject({ code: 'E_BAD_REQUEST', message: 'addresses must be IP addresses: "999.1.1.1" is not one' })
+    // The server is not asked: a server URL nothing listens on still gives the line about the flags.
+    const url = 'http://127.0.0.1:1'
+    const cases: Array<[string[], string]> = [
+      [['--mode', 'address', '--allow-ip', '999.1.1.1'], "error: option '--allow-ip <ip>' argument '999.1.1.1' is invalid. 999.1.1.1 is not an IP address"],
+      [['--allow-ip', '127.0.0.1'], 'starsock relay: --allow-ip is for --mode address (token mode registers by the token handshake only)'],
+      [['--mode', 'open', '--allow-ip', '127.0.0.1'], 'starsock relay: --allow-ip is for --mode address (open mode takes a first packet from anywhere)'],
+      [['--mode', 'address'], 'starsock relay: --mode address needs --allow-ip: the source IPs whose first packet may register']
+    ]
+    for (const [flags, line] of cases) {
+      const r = spawnSync(process.execPath, [BIN, 'relay', '--server', url, '--key', `/tmp/starsock-relay-test-${process.pid}`, '--once', ...flags], { encoding: 'utf8', timeout: 20_000 })
+      expect(r.status, flags.join(' ')).toBe(1)
+      expect(r.stderr.trim(), flags.join(' ')).toBe(line)
+    }
+  }, 30_000)
+
   it('`starsock relay --once --json` prints an allocation; a bad range is one line and exit 1', async () => {
     await start()
     // Not spawnSync: the server runs in this process and must answer meanwhile.
