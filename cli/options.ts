@@ -1,6 +1,7 @@
 /** Parsers for command-line values: each throws commander's `InvalidArgumentError` with one readable line. */
 import { InvalidArgumentError } from 'commander'
 import { parseRule, type SockRule } from '../shared/sock-rules.ts'
+import { PEER_ID_TEXT } from '../shared/validate.ts'
 
 /** A parser for an integer of at least `min`. */
 export function integer (min: number): (value: string) => number {
@@ -38,6 +39,12 @@ export const portRange = (value: string): [number, number] => {
   const high = Number(m?.[2])
   if (m === null || low < 1 || high > 65535 || low >= high) throw new InvalidArgumentError('Not a port range low-high within 1-65535.')
   return [low, high]
+}
+
+/** A `--peer`-like value: a peer id (base58). */
+export function peerId (value: string): string {
+  if (!PEER_ID_TEXT.test(value)) throw new InvalidArgumentError('Not a peer id.')
+  return value
 }
 
 /** Collect a repeatable option into a list. */

@@ -5,7 +5,7 @@ import { loadOrCreateIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
 import { resumeIdFor } from './resume-id.ts'
 import { keyOption } from './id.ts'
-import { integer } from './options.ts'
+import { integer, peerId } from './options.ts'
 import { MAX_UDP_ALLOWED_ADDRESSES } from '../shared/validate.ts'
 import { bridgeUdpEndpoint, type UdpBridge } from '../client/sock/udp-register.node.ts'
 import { sendUdpHalf, type UdpHalf, type UdpShare } from '../client/sock/udp-share.ts'
@@ -30,12 +30,6 @@ function allocationId (value: string): string {
   return value
 }
 
-const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
-
-function peerId (value: string): string {
-  if (!PEER_ID.test(value)) throw new InvalidArgumentError('Not a peer id.')
-  return value
-}
 
 interface RelayFlags {
   server: string

@@ -8,7 +8,7 @@ import { Expose, Forward, type Tunnel } from '../client/sock/tunnel.node.ts'
 import { MAX_ALLOW_FROM_ENTRIES, parseAllowFrom } from '../client/sock/allow-from.node.ts'
 import { SERVICE_NAME } from '../shared/sock-rules.ts'
 import { hostPort, identityError, interrupted, lost, once, onParse, sockCommand, startAgent, stopAgent, type SockFlags } from './sock-runtime.ts'
-import { port } from './options.ts'
+import { peerId, port } from './options.ts'
 import { addressList, securityText, StatusReporter } from './status.ts'
 import { reportServer } from './listen.ts'
 
@@ -42,12 +42,6 @@ function serviceName (value: string): string {
 /** Tunnels one process runs at most (each is one mapping on the one connection to the peer). */
 export const MAX_TUNNELS = 64
 
-const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
-
-function peerId (value: string): string {
-  if (!PEER_ID.test(value)) throw new InvalidArgumentError('Not a peer id.')
-  return value
-}
 
 function host (value: string): string {
   if (!isHost(value)) throw new InvalidArgumentError('Not a host name or address.')

@@ -6,7 +6,7 @@
 import { errorFromWire, StarsockError } from '../shared/errors.ts'
 import { EVENTS } from '../shared/events.ts'
 import { readProfile, sameProfile, type PeerKind, type PeerProfile } from '../shared/profile.ts'
-import { checkPeersPage, readPeerBatch } from '../shared/validate.ts'
+import { checkPeersPage, PEER_ID_TEXT, readPeerBatch } from '../shared/validate.ts'
 import { parseAddress } from '../shared/wsstar-address.ts'
 import type { Requester } from './server-link.ts'
 
@@ -42,7 +42,7 @@ export function checkDialTarget (target: string): void {
   if (typeof target !== 'string' || target === '') throw new TypeError('dial target must be a peer id or a websocket-star address')
   if (target.startsWith('/')) {
     if (parseAddress(target) === undefined) throw new TypeError(`dial target ${target} is not a valid multiaddr`)
-  } else if (!/^[1-9A-HJ-NP-Za-km-z]{32,128}$/.test(target)) {
+  } else if (!PEER_ID_TEXT.test(target)) {
     throw new TypeError(`dial target ${target} is not a peer id`)
   }
 }

@@ -17,6 +17,9 @@ export function splitAck (args: readonly unknown[]): { args: unknown[], ack: Ack
   return { args: [...args], ack: undefined }
 }
 
+/** What a peer id looks like as text: base58 (`12D3KooW...`, `Qm...`), 32 to 128 characters. Its key is checked where it matters (the join's challenge). */
+export const PEER_ID_TEXT = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
+
 const DIAL_ID = /^[\w.-]+$/
 const HEX = /^(?:[0-9a-fA-F]{2})*$/
 

@@ -17,6 +17,7 @@ import { defaultKeyFile } from '../../client/identity.node.ts'
 import { readSmallFile, SmallFileError } from '../../client/read-small-file.node.ts'
 import { StarsockError } from '../../shared/errors.ts'
 import { checkName } from '../../shared/profile.ts'
+import { PEER_ID_TEXT } from '../../shared/validate.ts'
 import { LOOPBACK_ONLY, parseAllowFrom } from '../../client/sock/allow-from.node.ts'
 
 /** The kinds of mapping a config (or the control API) may hold. */
@@ -133,7 +134,6 @@ export interface AgentConfig {
   udpRelay?: { local?: SockAddress, relayIps?: string[] }
 }
 
-const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
 /** What a mapping's `name` may be (it is also its id). */
 const ENTRY_NAME = /^[A-Za-z0-9][\w.:-]{0,63}$/
 
@@ -159,7 +159,7 @@ const target = z.string().transform((v, ctx) => {
   if (a === undefined || a.port === 0) ctx.addIssue({ code: 'custom', message: 'not HOST:PORT (e.g. 127.0.0.1:5432; port 1 to 65535)' })
   return a as SockAddress
 })
-const peerId = z.string().regex(PEER_ID, { message: 'not a peer id (base58, e.g. 12D3KooW...)' })
+const peerId = z.string().regex(PEER_ID_TEXT, { message: 'not a peer id (base58, e.g. 12D3KooW...)' })
 const proto = z.enum(['tcp', 'udp'], { message: 'must be "tcp" or "udp"' }).default('tcp')
 const serviceName = z.string().regex(SERVICE_NAME, { message: 'not a service name (a letter or digit, then up to 63 of letters, digits, _ . -)' })
 const entryName = z.string().regex(ENTRY_NAME, { message: 'not a mapping name (a letter or digit, then up to 63 of letters, digits, _ . : -)' })

@@ -8,7 +8,7 @@
 import { isIP } from 'node:net'
 import { StarsockError } from '../../shared/errors.ts'
 import type { Logger } from '../../shared/logger.ts'
-import { MAX_UDP_ALLOWED_ADDRESSES } from '../../shared/validate.ts'
+import { MAX_UDP_ALLOWED_ADDRESSES, PEER_ID_TEXT } from '../../shared/validate.ts'
 import type { UdpAllocation } from '../../client/peer.ts'
 import type { SockAgent } from '../../client/sock/agent.ts'
 import { sendUdpHalf, type UdpShare } from '../../client/sock/udp-share.ts'
@@ -40,8 +40,6 @@ export class BadRequest extends Error {}
 export const CONTROL_MAX_ALLOCATIONS = 4
 /** How often a held allocation is refreshed, by default (the server's default idle expiry is 60 s). */
 export const CONTROL_REFRESH_MS = 20_000
-/** What a peer id looks like (base58). */
-const PEER_ID = /^[1-9A-HJ-NP-Za-km-z]{32,128}$/
 /** Longest id or peer id taken in a body. */
 const MAX_ID_CHARS = 200
 
@@ -66,7 +64,7 @@ export function parseSocketSend (body: Record<string, unknown>): { id: string, p
   const endpoint = body.endpoint ?? 2
   if (endpoint !== 1 && endpoint !== 2) throw new BadRequest('endpoint: must be 1 or 2')
   const peer = idField(body, 'peer')
-  if (!PEER_ID.test(peer)) throw new BadRequest('peer: not a peer id (base58, e.g. 12D3KooW...)')
+  if (!PEER_ID_TEXT.test(peer)) throw new BadRequest('peer: not a peer id (base58, e.g. 12D3KooW...)')
   return { id: idField(body, 'id'), peer, endpoint }
 }
 
