@@ -1,5 +1,5 @@
 /** `starsock peers`: join a server and list who is online. */
-import { Command } from 'commander'
+import { Command, Option } from 'commander'
 import { createIdentity } from '../client/identity.ts'
 import { loadIdentity } from '../client/identity.node.ts'
 import { createPeer } from '../client/peer.ts'
@@ -13,7 +13,7 @@ export function peersCommand (started: (run: Promise<number>) => void): Command 
     .description('join a server and print the peers online, one per line (peer id, then address)')
     .requiredOption('--server <url>', 'server URL (http(s)://, ws(s)://) or multiaddr')
     .option('--key <file>', 'join with this identity (default: a throwaway one)')
-    .option('--token <token>', 'shared token, for servers that require one')
+    .addOption(new Option('--token <token>', 'shared token, for servers that require one').env('STARSOCK_TOKEN'))
     .option('--timeout-ms <ms>', 'give up after this long', integer(1), 10_000)
     .option('--json', 'print a JSON array of {peerId, addr}')
     .action((flags: { server: string, key?: string, token?: string, timeoutMs: number, json?: boolean }) => {

@@ -6,6 +6,7 @@ import { IDENTITY_GRACE_MS, UDP_MAX_ALLOCATIONS_PER_IP, UDP_OWNER_GRACE_MS } fro
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { PACKAGE_FOUND, packagePath } from './package-root.ts'
 import { checkSocketPath, DEFAULT_SOCKET_PATH } from '../shared/socket-path.ts'
+import { PEER_ID_TEXT } from '../shared/validate.ts'
 
 /** TLS material, as Node's `https.createServer` takes it. */
 export interface TlsOptions {
@@ -259,6 +260,9 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
     help: 'only this peer id may join (repeatable)',
     check: (name, v) => {
       if (!Array.isArray(v) || v.some((p) => typeof p !== 'string' || p.length === 0)) throw new TypeError(`${name} must be an array of peer id strings`)
+      // A typo would lock every client out with nothing said at start: refuse it here.
+      const bad = (v as string[]).find((p) => !PEER_ID_TEXT.test(p))
+      if (bad !== undefined) throw new TypeError(`${name}: ${JSON.stringify(bad.slice(0, 140))} is not a peer id (base58, e.g. 12D3KooW...)`)
       return [...(v as string[])]
     }
   },

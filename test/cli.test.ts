@@ -77,6 +77,7 @@ describe('starsock serve (the program)', () => {
     [['serve', '--key', '/nonexistent/key.pem', '--cert', '/nonexistent/cert.pem'], 'cannot read --key /nonexistent/key.pem: ENOENT'],
     [['serve', '--key', '/dev/null'], '--key and --cert go together'],
     [['serve', '--sender-stall-timeout-ms', '60000'], 'senderStallTimeoutMs must be at most 15000'],
+    [['serve', '--allow-peer', '12D3KooWtypo'], 'allowPeers: "12D3KooWtypo" is not a peer id (base58, e.g. 12D3KooW...)'],
     [['nonsense'], "unknown command 'nonsense'"]
   ])('refuses %j with one readable line and a non-zero exit', (args, message) => {
     const r = run(args[0] === 'serve' ? [...args, '--port', '0', '--host', '127.0.0.1'] : args)
@@ -161,6 +162,18 @@ describe('starsock id and starsock peers (the program)', () => {
     const down = run(['peers', '--server', 'http://127.0.0.1:1', '--timeout-ms', '1000'])
     expect(down.status).toBe(1)
     expect(down.stderr.trim()).toBe('starsock: Server http://127.0.0.1:1 could not be reached within 1000 ms: nothing listens on 127.0.0.1:1 (E_SERVER_UNREACHABLE)')
+    // A server with a token: STARSOCK_TOKEN serves as --token, as for every other client command.
+    const guarded = await startServer({ token: 'sekrit' })
+    try {
+      const withEnv = await runProgramAsync(['peers', '--server', guarded.url()], 20_000, { STARSOCK_TOKEN: 'sekrit' })
+      expect(withEnv.stderr).toBe('')
+      expect(withEnv.status).toBe(0)
+      const without = await runProgramAsync(['peers', '--server', guarded.url()], 20_000)
+      expect(without.status).toBe(1)
+      expect(without.stderr).toContain('(E_FORBIDDEN)')
+    } finally {
+      await guarded.close()
+    }
     const bad = run(['peers', '--server', 'bogus'])
     expect(bad.stderr.trim()).toBe('starsock: server bogus is neither a URL nor a multiaddr')
   })

@@ -81,8 +81,8 @@ export class Programs {
  * Run `starsock ...args` without blocking this process (a server in this process keeps
  * answering); settles with its exit and output, SIGKILLs it after `ms`.
  */
-export async function runProgramAsync (args: string[], ms = 30_000): Promise<{ status: number | null, stdout: string, stderr: string }> {
-  const p = spawn(process.execPath, [BIN, ...args])
+export async function runProgramAsync (args: string[], ms = 30_000, env: Record<string, string> = {}): Promise<{ status: number | null, stdout: string, stderr: string }> {
+  const p = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env } })
   let stdout = ''
   let stderr = ''
   p.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
