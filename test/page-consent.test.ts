@@ -12,12 +12,13 @@ import { fileURLToPath } from 'node:url'
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { Channel } from '../client/mux/channel.ts'
+import { writeLine } from '../client/mux/lines.ts'
 import { createPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
 import { accept, type AcceptTunnel } from '../client/sock/tunnel.node.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { launchChromium, openJoinedPage } from './helpers/browser.ts'
+import { gotoJoined, launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { openInFirefox, type FirefoxPage } from './helpers/firefox.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import { wasReset, watch } from './helpers/tcp-watch.ts'
@@ -209,6 +210,46 @@ describe('consent on the page (Chromium, a Node peer)', () => {
     const granted = await within('the second offer to be granted', two.outcome, 15_000)
     expect('granted' in granted).toBe(true)
     await page.locator('#mappings tbody tr[data-direction="granted"]').waitFor({ timeout: 10_000 })
+  }, 90_000)
+
+  it('a prompt moved by anything (the page scrolled) is disarmed at once, a click as it moves included; a chat line from a peer never scrolls the page', async () => {
+    // A phone-sized window, where the page scrolls and a prompt moves with it.
+    const context = await browser.newContext({ viewport: { width: 390, height: 700 } })
+    contexts.push(context)
+    const page = await context.newPage()
+    const id = await gotoJoined(page, `${server.url()}/`)
+    await waitFor('the Node peer to see the page', () => node.peer.peers().some((p) => p.peerId === id), 15_000)
+    // Room to scroll, whatever the page's own height.
+    await page.evaluate(() => { document.body.append(Object.assign(document.createElement('div'), { style: 'height: 3000px' })) })
+    const asked = offer(id, 8085)
+    const allow = page.locator('.prompt button.grant')
+    await page.locator('.prompt button.grant[aria-disabled="false"]').waitFor({ timeout: 15_000 })
+
+    // A chat line from the peer: the thread scrolls in its own box, the page does not move.
+    const chat = await (await node.session(id)).open({ type: 'chat', reliable: true })
+    const scrolled = await page.evaluate(() => window.scrollY)
+    await writeLine(chat, { text: 'hello' })
+    await page.locator('#messages li').first().waitFor({ timeout: 10_000 })
+    expect(await page.evaluate(() => window.scrollY)).toBe(scrolled)
+    expect(await allow.getAttribute('aria-disabled')).toBe('false')
+
+    // The page scrolls and Allow is clicked in the same turn, before any frame: the click does nothing.
+    const moved = await page.evaluate(() => {
+      const button = document.querySelector('.prompt button.grant') as HTMLButtonElement
+      const before = button.getBoundingClientRect().top
+      window.scrollBy(0, 40)
+      const after = button.getBoundingClientRect().top
+      button.click()
+      return { before, after, disabled: button.getAttribute('aria-disabled') }
+    })
+    expect(moved.after).not.toBe(moved.before)
+    expect(moved.disabled).toBe('true')
+    expect(await stillPending(asked.outcome)).toBe(true)
+    // Moved with nothing clicking: disarmed within a frame, armed again after ARM_MS.
+    await page.evaluate(() => { window.scrollBy(0, 40) })
+    await page.locator('.prompt button.grant[aria-disabled="true"]').waitFor({ timeout: 5000 })
+    await page.locator('.prompt button.grant[aria-disabled="false"]').click({ timeout: 10_000 })
+    expect('granted' in await within('the offer to be granted', asked.outcome, 15_000)).toBe(true)
   }, 90_000)
 
   it('while one peer keeps offering and withdrawing, another peer\'s prompt that does not move can be allowed', async () => {

@@ -39,11 +39,17 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
     return item
   }
 
+  /**
+   * Scroll the thread (its own scroll box) to its last line. Never `scrollIntoView`: that scrolls
+   * the page too, and a line another peer sends must not move the page (and a prompt's Allow with it).
+   */
+  const toEnd = (): void => { messages.scrollTop = messages.scrollHeight }
+
   /** Show the thread of `peerId` (the whole of it). */
   const showThread = (peerId: string): void => {
     threads.show(peerId)
     messages.replaceChildren(...threads.lines(peerId).map((line) => lineItem(peerId, line)))
-    messages.lastElementChild?.scrollIntoView({ block: 'nearest' })
+    toEnd()
     byId('chat-with').textContent = peerId === '' ? 'Pick a peer to chat with.' : `With ${ctx.nameOf(peerId)}${ctx.picked === peerId ? '' : ' (pick it to answer)'}`
   }
 
@@ -54,7 +60,7 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
     for (let i = 0; i < dropped; i++) messages.firstElementChild?.remove()
     const item = lineItem(peerId, line)
     messages.append(item)
-    item.scrollIntoView({ block: 'nearest' })
+    toEnd()
   })
 
   /** Whether to say it in a notification: the page is in the background and the person allowed them. */

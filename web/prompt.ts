@@ -3,8 +3,9 @@
  * peer (a tunnel, a file). It appears in `#prompts` without taking focus (a person typing a chat
  * message keeps typing, and their Enter still sends it), Enter never activates a granting button
  * (a click or Space does), a prompt's granting buttons only work `ARM_MS` after it appeared or last
- * moved on screen (no click-through of a prompt that appeared, or moved, under the pointer: another
- * prompt leaving shifts the ones below it; prompts that stay put stay armed, so one peer offering
+ * moved on screen, whatever moved it (no click-through of a prompt that appeared, or moved, under the
+ * pointer: another prompt leaving shifts the ones below it, a peer's chat line scrolls the page;
+ * prompts that stay put stay armed, so one peer offering
  * and withdrawing in a loop cannot keep everyone else's Allow off), a countdown shows the time left, and Deny is the default: on Escape
  * inside the prompt, when the time runs out, or when the other side gives up. At most
  * `MAX_PROMPTS` are on show, and at most `MAX_PROMPTS_PER_PEER` from one peer (`data.peer`); past
@@ -82,14 +83,59 @@ function grantPlaces (list: HTMLElement): Map<Element, string> {
   return places
 }
 
+/** Where each prompt's granting buttons were last seen on screen. */
+const seen = new WeakMap<Element, string>()
+
+/**
+ * Disarm the prompts in `list` whose granting buttons are not where they were last seen, and note
+ * where they are now; `true` when `only` (when given) moved. Whatever moved them counts: a prompt
+ * that appeared or left, the page scrolled (a chat line a peer sent scrolls it into view), the
+ * window resized, text above them grew. Each may have put Allow under a pointer aimed elsewhere.
+ */
+function disarmMoved (list: HTMLElement, only?: Element): boolean {
+  let moved = false
+  for (const [card, place] of grantPlaces(list)) {
+    if (only !== undefined && card !== only) continue
+    const was = seen.get(card)
+    seen.set(card, place)
+    if (was === place) continue
+    disarm(card)
+    moved = true
+  }
+  return moved
+}
+
+/** The lists whose prompts are watched every frame for moves (while they hold any). */
+const watched = new WeakSet<HTMLElement>()
+
+/**
+ * Look for moves of the prompts in `list` on every animation frame while it holds any (a few
+ * rectangles: at most `MAX_PROMPTS` prompts): a move from any cause disarms a prompt within a
+ * frame, and a click checks once more (`disarmMoved` for its prompt) before it counts.
+ */
+function watchMoves (list: HTMLElement): void {
+  if (watched.has(list)) return
+  watched.add(list)
+  const frame = (): void => {
+    if (list.childElementCount === 0) {
+      watched.delete(list)
+      return
+    }
+    disarmMoved(list)
+    requestAnimationFrame(frame)
+  }
+  requestAnimationFrame(frame)
+}
+
 /**
  * Make a change to the prompts (one appears or leaves), then disarm the prompts it brought or whose
  * granting buttons it moved on screen: those may now be under a pointer aimed at something else.
  */
 function changePrompts (list: HTMLElement, change: () => void): void {
-  const before = grantPlaces(list)
+  disarmMoved(list)
   change()
-  for (const [card, place] of grantPlaces(list)) if (before.get(card) !== place) disarm(card)
+  disarmMoved(list)
+  watchMoves(list)
 }
 
 /** Whether `list` has no room for another prompt of `peer` (`MAX_PROMPTS` in all, `MAX_PROMPTS_PER_PEER` of one peer). */
@@ -163,8 +209,9 @@ export async function prompt<A extends string> (options: PromptOptions<A>): Prom
       const grants = action.grants === true
       const button = el('button', { type: 'button', class: grants ? 'grant' : 'refuse', 'data-answer': action.answer }, action.label)
       button.addEventListener('click', (e) => {
-        // A click synthesized from Enter (held, or its keydown not caught) or within the arm delay is no answer.
-        if (grants && (enterDown || !armed(card))) return e.preventDefault()
+        // A click synthesized from Enter (held, or its keydown not caught), on a prompt that moved
+        // since the last frame, or within the arm delay is no answer.
+        if (grants && (enterDown || disarmMoved(list, card) || !armed(card))) return e.preventDefault()
         done(action.answer)
       })
       buttons.append(button)
