@@ -45,18 +45,33 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
    */
   const toEnd = (): void => { messages.scrollTop = messages.scrollHeight }
 
-  /** Show the thread of `peerId` (the whole of it). */
-  const showThread = (peerId: string): void => {
-    threads.show(peerId)
+  /** A rebuild of the thread on show, asked for by messages that switch it, made once a frame. */
+  let drawFrame = 0
+  /** Make the list of the thread on show anew (the whole of it). */
+  const draw = (): void => {
+    if (drawFrame !== 0) cancelAnimationFrame(drawFrame)
+    drawFrame = 0
+    const peerId = threads.shown
     messages.replaceChildren(...threads.lines(peerId).map((line) => lineItem(peerId, line)))
     toEnd()
+  }
+
+  /**
+   * Show the thread of `peerId`: at once, or (`soon`: a message switched it, with no peer picked)
+   * at the next frame, so messages of two peers taking turns rebuild the list once a frame, not
+   * once each (up to 500 lines each time).
+   */
+  const showThread = (peerId: string, soon = false): void => {
+    threads.show(peerId)
+    if (!soon) draw()
+    else if (drawFrame === 0) drawFrame = requestAnimationFrame(draw)
     byId('chat-with').textContent = peerId === '' ? 'Pick a peer to chat with.' : `With ${ctx.nameOf(peerId)}${ctx.picked === peerId ? '' : ' (pick it to answer)'}`
   }
 
   const refresh = (): void => { showThread(ctx.picked ?? unpickedThread) }
 
   threads.on('line', ({ peerId, line, dropped }) => {
-    if (peerId !== threads.shown) return
+    if (peerId !== threads.shown || drawFrame !== 0) return // a rebuild to come has it
     for (let i = 0; i < dropped; i++) messages.firstElementChild?.remove()
     const item = lineItem(peerId, line)
     messages.append(item)
@@ -91,7 +106,7 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
   const received = (peerId: string, text: string, secure: boolean): void => {
     if (ctx.picked === undefined && threads.shown !== peerId) {
       unpickedThread = peerId
-      showThread(peerId)
+      showThread(peerId, true)
     }
     threads.add(peerId, { from: 'them', text, security: { secure } })
     notify(peerId, text)

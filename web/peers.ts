@@ -95,7 +95,15 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
     return item
   }
 
+  /** A whole-list render asked for by what peers do (joins, leaves, sessions), made once a frame. */
+  let renderFrame = 0
+  const renderSoon = (): void => {
+    if (renderFrame === 0) renderFrame = requestAnimationFrame(() => { renderFrame = 0; render() })
+  }
+
   const render = (): void => {
+    if (renderFrame !== 0) cancelAnimationFrame(renderFrame)
+    renderFrame = 0
     const focused = document.activeElement instanceof HTMLElement && list.contains(document.activeElement) ? document.activeElement.dataset.peer : undefined
     if (active === undefined || !infos.has(active)) active = ctx.picked !== undefined && infos.has(ctx.picked) ? ctx.picked : infos.keys().next().value
     byId('peer-count').textContent = String(infos.size)
@@ -163,8 +171,9 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
     byId('picked').title = ctx.picked
   }
 
+  // Many at once when many peers come or go (a crowd leaving): the list is made once a frame, not once each.
   ctx.on('security', () => {
-    render()
+    renderSoon()
     renderPicked()
   })
   ctx.on('picked', () => {
@@ -181,7 +190,7 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
       const known = infos.has(info.peerId)
       infos.set(info.peerId, info)
       if (known) renderRow(info.peerId)
-      else render()
+      else renderSoon()
       if (info.peerId === ctx.picked) renderPicked()
     }
     peer.on('peer:join', update)
@@ -190,7 +199,7 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
       if (ctx.peer !== peer) return
       infos.delete(info.peerId)
       ctx.book.forget(info.peerId)
-      render()
+      renderSoon()
     })
     byId<HTMLInputElement>('my-name').value = savedName(peer.peerId) ?? ''
     render()

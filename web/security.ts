@@ -178,8 +178,8 @@ export class SecurityBook {
     if (peerId === undefined) {
       this.live.clear()
       this.failures.clear()
-    } else {
-      this.failures.delete(peerId)
+    } else if (!this.failures.delete(peerId)) {
+      return // nothing known of it: nothing to show anew
     }
     this.onChange()
   }
