@@ -9,6 +9,14 @@ export const DEFAULT_PORT = 9090
 export const DEFAULT_HOST = '0.0.0.0'
 /** Bytes written toward one socket and not yet flushed, past which the relay waits for a drain. */
 export const SOCKET_WRITE_HIGH_WATER_BYTES = 1024 * 1024
+/**
+ * Chunks one client's streams may have held on the server before reading from it pauses (resumed at
+ * three eighths of it): the byte limits count payload, and each chunk also costs its own memory
+ * (about 240 bytes), so a flood of one-byte chunks stays under every byte limit.
+ */
+export const RELAY_PAUSE_CHUNKS = 8192
+/** Chunks one stream may hold past which it fails (`E_LIMIT_BUFFER`): only a sender that cannot be paused gets there. */
+export const RELAY_MAX_STREAM_CHUNKS = 4 * RELAY_PAUSE_CHUNKS
 /** hello, peers, ping and leave requests one socket may make per second (bursts up to twice this). */
 export const MAX_REQUESTS_PER_SECOND = 50
 /** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */

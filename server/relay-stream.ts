@@ -23,6 +23,8 @@ export class RelayParty {
   private nextLane = 1
   /** Bytes from this client's outbound streams held on the server. */
   queuedBytes = 0
+  /** Chunks from this client's outbound streams held on the server (each costs memory of its own, however small). */
+  queuedChunks = 0
   /** Outbound streams above their pause threshold. */
   highStreams = 0
   /** Whether reading from this client is paused for backpressure. */
@@ -65,10 +67,47 @@ export interface QueuedChunk {
   raw: boolean
 }
 
+/**
+ * Chunks held for one stream, oldest first: `shift` is O(1) (an array's `shift` moves every entry:
+ * a queue of many tiny chunks drained that way took seconds of one turn of the event loop).
+ */
+export class ChunkQueue {
+  private items: Array<QueuedChunk | undefined> = []
+  private head = 0
+
+  get length (): number {
+    return this.items.length - this.head
+  }
+
+  push (chunk: QueuedChunk): void {
+    this.items.push(chunk)
+  }
+
+  shift (): QueuedChunk | undefined {
+    if (this.head === this.items.length) return undefined
+    const chunk = this.items[this.head]
+    this.items[this.head++] = undefined
+    // Drop the taken slots once they are most of the array: amortised O(1).
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return chunk
+  }
+
+  clear (): void {
+    this.items = []
+    this.head = 0
+  }
+}
+
 /** A one-way stream from `sender` to `receiver`, named `id` on both sockets. */
 export class RelayStream {
   /** Chunks held on the server, oldest first. */
-  readonly queue: QueuedChunk[] = []
+  readonly queue = new ChunkQueue()
   /** Bytes in `queue`. */
   queuedBytes = 0
   /** Bytes carried in all (for the byte budget). */

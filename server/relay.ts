@@ -16,6 +16,7 @@ import { DIALER_SUFFIX, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, frameBytes, frameKind, frameLane, isLane } from '../shared/raw-frame.ts'
 import { isCredit, type RelayLimits, type RelayObserver, type RelayPartyState } from './relay-limits.ts'
+import { RELAY_MAX_STREAM_CHUNKS, RELAY_PAUSE_CHUNKS } from './constants.ts'
 import { shortDialId } from './peer-log.ts'
 import { deliver, payloadBytes, RelayParty, RelayStream, type QueuedChunk } from './relay-stream.ts'
 
@@ -205,9 +206,14 @@ export class Relay {
     }
     if (n === 0) return true
     stream.queue.push(chunk)
+    sender.queuedChunks++
     stream.queuedBytes += n
     sender.queuedBytes += n
     this.buffered += n
+    if (stream.queue.length > RELAY_MAX_STREAM_CHUNKS) {
+      this.fail(stream, 'E_LIMIT_BUFFER', `Stream buffer limit reached: ${RELAY_MAX_STREAM_CHUNKS} chunks held`)
+      return false
+    }
     if (stream.queuedBytes > this.limits.streamBufferBytes) {
       this.fail(stream, 'E_LIMIT_BUFFER', `Stream buffer limit reached (streamBufferBytes=${this.limits.streamBufferBytes})`)
       return false
@@ -317,6 +323,7 @@ export class Relay {
         if (!stream.sendable) continue
         const chunk = stream.queue.shift()
         if (chunk !== undefined) {
+          stream.sender.queuedChunks--
           const n = payloadBytes(chunk)
           this.dequeued(stream, n)
           stream.sender.endpoint.dequeued?.(stream.id, n)
@@ -356,7 +363,8 @@ export class Relay {
       stream.high = false
       stream.sender.highStreams--
     }
-    stream.queue.length = 0
+    stream.sender.queuedChunks -= stream.queue.length
+    stream.queue.clear()
     stream.sender.outbound.delete(stream.id)
     if (stream.senderLane !== undefined) stream.sender.lanes.delete(stream.senderLane)
     stream.receiver.inbound.delete(stream.id)
@@ -392,14 +400,14 @@ export class Relay {
    * paused; a pause that lasts is cut by the stall timeout in `sweep`).
    */
   private updatePause (sender: RelayParty): void {
-    const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2
+    const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2 || sender.queuedChunks > RELAY_PAUSE_CHUNKS
     if (!sender.paused && (sender.highStreams > 0 || socketHigh)) {
       sender.paused = sender.endpoint.pauseReading()
       if (sender.paused) {
         sender.pausedSinceMs = this.now()
         this.pausedSenders.add(sender)
       }
-    } else if (sender.paused && sender.highStreams === 0 && sender.queuedBytes <= this.limits.socketBufferBytes * 3 / 8) {
+    } else if (sender.paused && sender.highStreams === 0 && sender.queuedBytes <= this.limits.socketBufferBytes * 3 / 8 && sender.queuedChunks <= RELAY_PAUSE_CHUNKS * 3 / 8) {
       sender.paused = false
       this.pausedSenders.delete(sender)
       sender.endpoint.resumeReading()
