@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Server as SocketIoServer } from 'socket.io'
 import { wireError } from '../shared/errors.ts'
-import { rawFrameParser } from '../shared/raw-parser.ts'
+import { serverFrameParser } from '../shared/raw-parser.ts'
 import { DEFAULT_HOST, DEFAULT_PORT } from './constants.ts'
 import { routeRequest, type RouteContext } from './http-routes.ts'
 import { tuneLegacySockets } from './legacy-packets.ts'
@@ -308,7 +308,7 @@ function statsOf (rendezvous: Rendezvous): ServerStats {
 function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServer {
   return new SocketIoServer(http, {
     allowEIO3: true, // the published websocket-star clients speak engine.io 3
-    parser: rawFrameParser, // socket.io-parser, with starsock's raw data frames (shared/raw-parser.ts)
+    parser: serverFrameParser, // socket.io-parser, with starsock's raw data frames and one attachment per event (shared/raw-parser.ts)
     maxHttpBufferSize: opts.maxMessageBytes,
     cors: { origin: opts.corsOrigin === '*' ? '*' : opts.corsOrigin.split(',').map((o) => o.trim()) },
     serveClient: false,

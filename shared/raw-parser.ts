@@ -31,5 +31,23 @@ export class FrameDecoder extends Decoder {
   }
 }
 
-/** The parser to pass as socket.io's and socket.io-client's `parser` option. */
+/** The parser to pass as socket.io-client's `parser` option. */
 export const rawFrameParser = { protocol, Encoder, Decoder: FrameDecoder }
+
+/**
+ * Binary attachments an event sent to the server may have: every event of starsock's and of the
+ * legacy clients carries one at most. socket.io-parser holds an event's attachments until the last
+ * one comes, 10 by default, so a socket that never sent its tenth held nine messages (9 MB each
+ * socket, joined or not); with one, nothing is held between messages.
+ */
+export const SERVER_MAX_ATTACHMENTS = 1
+
+/** `FrameDecoder` refusing an event with more than `SERVER_MAX_ATTACHMENTS` attachments (the connection closes). */
+class ServerFrameDecoder extends FrameDecoder {
+  constructor () {
+    super({ maxAttachments: SERVER_MAX_ATTACHMENTS })
+  }
+}
+
+/** The parser to pass as socket.io's `parser` option on the server. */
+export const serverFrameParser = { protocol, Encoder, Decoder: ServerFrameDecoder }

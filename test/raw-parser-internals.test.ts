@@ -10,7 +10,7 @@ import { Decoder, PacketType, type Packet } from 'socket.io-parser'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
-import { FrameDecoder, rawFrameParser } from '../shared/raw-parser.ts'
+import { FrameDecoder, rawFrameParser, SERVER_MAX_ATTACHMENTS } from '../shared/raw-parser.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
 /** Packets `decoder` emits for `messages`. */
@@ -90,6 +90,22 @@ describe('socket.io internals used by raw frames', () => {
       client.emit('two')
       await waitFor('the client\'s events and frame at the server', () => seen.length === 3)
       expect(seen).toEqual(['one', [0, 0, 0, 0, 3, 2], 'two'])
+    })
+
+    it('the server takes one attachment per event: an event announcing more closes that socket, and nothing waits for the rest', async () => {
+      server = await startServer()
+      const decoders: unknown[] = []
+      server.io.on('connection', (s) => { decoders.push((s.client as unknown as { decoder: { opts: unknown } }).decoder.opts) })
+      client = connect(server.url(), { transports: ['websocket'], forceNew: true, reconnection: false, parser: rawFrameParser })
+      await within('the client to connect', new Promise((resolve) => client?.once('connect', () => resolve(undefined))))
+      await waitFor('the server\'s side of the socket', () => decoders.length === 1)
+      expect(decoders[0]).toMatchObject({ maxAttachments: SERVER_MAX_ATTACHMENTS })
+      expect(SERVER_MAX_ATTACHMENTS).toBe(1)
+      const closed = new Promise<string>((resolve) => client?.once('disconnect', (reason: string) => resolve(reason)))
+      // Ten attachments announced (socket.io-parser's default allowed them, holding each until the last).
+      client.io.engine.write('4510-["x",' + Array.from({ length: 10 }, (_, i) => `{"_placeholder":true,"num":${i}}`).join(',') + ']')
+      client.io.engine.write(new Uint8Array(1000))
+      expect(await within('the server to close the socket', closed, 5000)).toBe('transport close')
     })
   })
 })
