@@ -3,7 +3,9 @@
  * per event (real Chromium, real Node peers): a crowd joining and leaving together, and two peers
  * taking turns to chat while nobody is picked (each message switched the thread on show and rebuilt
  * up to 500 lines). Counted against the animation frames that passed, so the figure holds on a
- * slow machine: a rebuild per event froze the tab for seconds.
+ * slow machine: a rebuild per event froze the tab for seconds. And a peer's words stay its words:
+ * bidi characters in chat shown inert, a file's name set apart in the prompt, offers too big for
+ * the browser told in one row per peer.
  */
 import type { Browser, BrowserContext, Page } from 'playwright-core'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -11,7 +13,7 @@ import { writeLine } from '../client/mux/lines.ts'
 import { createPeer, type StarsockPeer } from '../client/peer.ts'
 import { createSockAgent, type SockAgent } from '../client/sock/agent.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { launchChromium, openJoinedPage } from './helpers/browser.ts'
+import { gotoJoined, launchChromium, openJoinedPage } from './helpers/browser.ts'
 import { startServer, waitFor } from './helpers/server.ts'
 
 /** In the page: count the whole rebuilds of `selector`'s children (records that remove and add at once) and the animation frames. */
@@ -73,6 +75,39 @@ describe('floods from peers rebuild the page at most once a frame (Chromium)', (
     // One per event was 600 (a join's, and two per leave).
     expect(rebuilds).toBeLessThanOrEqual(frames + 2)
     expect(rebuilds).toBeLessThan(400)
+  }, 120_000)
+
+  it('a peer\'s words stay inert: a chat line\'s bidi override is not applied, a file name in a prompt is set apart, offers too big share one row', async () => {
+    // A browser with 100 MiB of room (a full phone): only the estimate is replaced.
+    const context = await browser.newContext()
+    contexts.push(context)
+    await context.addInitScript(() => { StorageManager.prototype.estimate = async () => ({ quota: 100 * 1024 * 1024, usage: 0 }) })
+    const page = await context.newPage()
+    const id = await gotoJoined(page, `${server.url()}/`)
+    const agent = createSockAgent(await createPeer({ server: server.url(), profile: { name: 'words' } }), {})
+    agents.push(agent)
+    await waitFor('the peer to see the page', () => agent.peer.peers().some((p) => p.peerId === id), 15_000)
+    const chat = await (await agent.session(id)).open({ type: 'chat', reliable: true })
+    await writeLine(chat, { text: 'before \u202e gnp.exe \u202c after' })
+    const shown = await page.locator('#messages li .text').first().textContent({ timeout: 10_000 })
+    expect(shown).toBe('before \uFFFD gnp.exe \uFFFD after')
+
+    const ac = new AbortController()
+    const offered = agent.offerFileAt(id, { name: 'holiday.jpg” (14 KiB) — sent by Alice', size: 1000, signal: ac.signal }).catch(() => undefined)
+    const words = page.locator('#prompts .prompt q.their-words')
+    await words.waitFor({ timeout: 15_000 })
+    expect(await words.textContent()).toBe('holiday.jpg” (14 KiB) — sent by Alice')
+    ac.abort()
+    await offered
+
+    for (let i = 0; i < 20; i++) {
+      const code = await agent.offerFileAt(id, { name: 'big.bin', size: 200 * 1024 * 1024 }).then(() => 'granted', (err: { code?: string }) => err.code)
+      expect(code).toBe('E_DENIED')
+    }
+    const rows = page.locator(`#transfers li[data-refused-from="${agent.peer.peerId}"]`)
+    await page.waitForFunction((peer) => document.querySelector(`#transfers li[data-refused-from="${peer}"]`)?.getAttribute('data-count') === '20', agent.peer.peerId, { timeout: 10_000 })
+    expect(await rows.count()).toBe(1)
+    expect(await rows.textContent()).toMatch(/^Refused big\.bin \(200\.0 MiB\) from .*: this browser has room for 100\.0 MiB \(20 offers too big from this peer\)$/)
   }, 120_000)
 
   it('two peers taking turns to chat while nobody is picked: the thread is made anew at most once a frame, and shows the last message', async () => {

@@ -6,7 +6,7 @@
  */
 import type { Channel } from '../client/mux/channel.ts'
 import { LineReader, writeLine } from '../client/mux/lines.ts'
-import { byId, el } from './dom.ts'
+import { byId, el, inert } from './dom.ts'
 import type { AgentPart, PageContext } from './context.ts'
 import { badge, describeError } from './security.ts'
 import { MAX_MESSAGE_CHARS, type ChatThreads, type ThreadLine } from './threads.ts'
@@ -103,7 +103,8 @@ export function setupChat (ctx: PageContext, threads: ChatThreads): AgentPart {
   }
 
   /** A message of `peerId`: into its thread; with no peer picked, its thread goes on show. */
-  const received = (peerId: string, text: string, secure: boolean): void => {
+  const received = (peerId: string, words: string, secure: boolean): void => {
+    const text = inert(words) // shown as it came, but never reordering the page around it
     if (ctx.picked === undefined && threads.shown !== peerId) {
       unpickedThread = peerId
       showThread(peerId, true)

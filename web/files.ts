@@ -146,7 +146,16 @@ class Transfers {
     const store = await this.store
     const room = await store.room()
     if (size > room) {
-      this.list.prepend(el('li', { class: 'transfer', 'data-direction': 'from', 'data-state': 'failed' }, `Refused ${name} (${formatBytes(size)}) from ${who}: this browser has room for ${formatBytes(room)}`))
+      // One row per peer says it, with a count: a flood of offers too big does not bury the list.
+      const line = `Refused ${name} (${formatBytes(size)}) from ${who}: this browser has room for ${formatBytes(room)}`
+      const row = this.list.querySelector<HTMLElement>(`li[data-refused-from="${CSS.escape(peerId)}"]`)
+      if (row === null) {
+        this.list.prepend(el('li', { class: 'transfer', 'data-direction': 'from', 'data-state': 'failed', 'data-refused-from': peerId, 'data-count': '1' }, line))
+      } else {
+        const count = Number(row.dataset.count ?? '1') + 1
+        row.dataset.count = String(count)
+        row.textContent = `${line} (${count} offers too big from this peer)`
+      }
       return false
     }
     // Only a verified sender's file with its sha256 resumes (the agent grants no offset otherwise),
@@ -158,7 +167,8 @@ class Transfers {
     const key = wanted !== undefined && store.claim(wanted) ? wanted : undefined
     const have = key === undefined ? 0 : await store.partialBytes(key)
     const text = el('span')
-    text.append(`${who} `, badge({ secure: request.secure }), ` wants to send you “${name}” (${formatBytes(size)})${have > 0 ? `; ${formatBytes(have)} of it are here already and it resumes after them` : ''}.`)
+    // The name is the peer's words, set apart (quoted, in italics), so none of it passes for the page's own.
+    text.append(`${who} `, badge({ secure: request.secure }), ' wants to send you ', el('q', { class: 'their-words' }, name), ` (${formatBytes(size)})${have > 0 ? `; ${formatBytes(have)} of it are here already and it resumes after them` : ''}.`)
     if (!store.onDisk) text.append(' This browser keeps it in memory until you save it.')
     const canPick = typeof window.showSaveFilePicker === 'function'
     const { answer } = await prompt({
