@@ -36,7 +36,9 @@ export class RelayParty {
     /** How to reach the client. */
     readonly endpoint: Endpoint,
     /** Whether the client negotiated raw frames (it may turn them on after the party exists). */
-    private readonly rawFrames: () => boolean = () => false
+    private readonly rawFrames: () => boolean = () => false,
+    /** The client's IP address (for per-IP shares); empty when unknown. */
+    readonly ip: string = ''
   ) {}
 
   /** Whether the client reads and sends raw frames. */

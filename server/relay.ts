@@ -64,6 +64,16 @@ export class Relay {
     return this.parties.get(session)?.streamCount ?? 0
   }
 
+  /** Streams of `session`, both ways, whose other end is a client whose IP `sameIp` accepts. */
+  streamsWithIp (session: Session, sameIp: (ip: string) => boolean): number {
+    const party = this.parties.get(session)
+    if (party === undefined) return 0
+    let n = 0
+    for (const s of party.inbound.values()) if (sameIp(s.sender.ip)) n++
+    for (const s of party.outbound.values()) if (sameIp(s.receiver.ip)) n++
+    return n
+  }
+
   /** Whether a dial between `dialer` and `listener` would reuse a stream id either one has. */
   pairInUse (dialer: Session, listener: Session, dialerStreamId: string, listenerStreamId: string): boolean {
     const d = this.parties.get(dialer)
@@ -96,7 +106,8 @@ export class Relay {
   private party (session: Session): RelayParty {
     let party = this.parties.get(session)
     if (party === undefined) {
-      party = new RelayParty(session.endpoint, () => session.rawFrames)
+      // A stand-in for a peer on another node has no client address here (its node's, at most).
+      party = new RelayParty(session.endpoint, () => session.rawFrames, session.node === undefined ? session.ip : '')
       this.parties.set(session, party)
     }
     return party

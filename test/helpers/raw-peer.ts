@@ -25,8 +25,9 @@ export interface RawPeer {
 const toHex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex')
 
 /** Connect a socket.io-client 4 socket; settles once connected. */
-export async function connectSocket (url: string, opts: { transports?: string[], auth?: Record<string, unknown>, query?: Record<string, string>, ca?: Buffer } = {}): Promise<Socket> {
-  const socket = io(url, { transports: opts.transports ?? ['websocket'], reconnection: false, forceNew: true, auth: opts.auth, query: opts.query, ca: opts.ca?.toString() })
+export async function connectSocket (url: string, opts: { transports?: string[], auth?: Record<string, unknown>, query?: Record<string, string>, ca?: Buffer, localAddress?: string } = {}): Promise<Socket> {
+  // `localAddress`: connect from another loopback address (127.0.0.2), as a client on another IP.
+  const socket = io(url, { transports: opts.transports ?? ['websocket'], reconnection: false, forceNew: true, auth: opts.auth, query: opts.query, ca: opts.ca?.toString(), localAddress: opts.localAddress } as Parameters<typeof io>[1])
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve())
     socket.once('connect_error', (err) => { socket.close(); reject(err) })
@@ -63,8 +64,8 @@ export async function joinWithChallenge (socket: Socket, key: PrivateKey, addr: 
 }
 
 /** Connect and join a new raw peer on the server at `url`. */
-export async function startRawPeer (url: string, port: number, opts: { kind?: KeyKind, transports?: string[] } = {}): Promise<RawPeer> {
-  const socket = await connectSocket(url, { transports: opts.transports })
+export async function startRawPeer (url: string, port: number, opts: { kind?: KeyKind, transports?: string[], localAddress?: string } = {}): Promise<RawPeer> {
+  const socket = await connectSocket(url, { transports: opts.transports, localAddress: opts.localAddress })
   const { key, id, addr } = await makeIdentity(port, opts.kind)
   const announced: string[] = []
   socket.on('ws-peer', (a: string) => announced.push(a))
