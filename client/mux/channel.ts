@@ -39,6 +39,37 @@ export interface ChannelLink {
 export interface Datagram {
   data: Uint8Array
   addr?: SockAddress
+  /** The incoming chunk `data` is a view into, while other views into it are queued too (see `Pin`). */
+  pin?: Pin
+}
+
+/**
+ * The views channels queued out of one incoming chunk (no copy on the way in) and the bytes they
+ * hold: the chunk stays in memory while any of them is queued. Once those still queued are under
+ * half of the chunk, they are copied (`unpinned`), so a slow channel's few bytes never keep a chunk
+ * whose other payloads were read long ago (or that was mostly frames counted nowhere).
+ */
+export interface Pin {
+  /** Bytes of the chunk's memory. */
+  size: number
+  /** Bytes of the views still queued. */
+  live: number
+  items: Set<Datagram>
+}
+
+/** `item` left its queue (read, or dropped): the views of its chunk still queued are copied once they hold under half of it. */
+export function unpinned (item: Datagram): void {
+  const pin = item.pin
+  if (pin === undefined) return
+  item.pin = undefined
+  pin.items.delete(item)
+  pin.live -= item.data.byteLength
+  if (pin.live * 2 >= pin.size) return
+  for (const rest of pin.items) {
+    rest.data = rest.data.slice()
+    rest.pin = undefined
+  }
+  pin.items.clear()
 }
 
 /** Figures of one channel. */
@@ -262,7 +293,7 @@ export class Channel {
       chunks.push(item.data)
       bytes += item.data.byteLength
     }
-    this.queue.splice(0, chunks.length)
+    for (const item of this.queue.splice(0, chunks.length)) unpinned(item)
     this.window.read(bytes)
     this.grant()
     return chunks
@@ -273,6 +304,7 @@ export class Channel {
     while (this.queue.length === 0 && this.remoteEnd === undefined) await this.readable.wait(signal)
     const item = this.queue.shift()
     if (item !== undefined) {
+      unpinned(item)
       const cost = this.datagrams ? datagramCost(item.data.byteLength) : item.data.byteLength
       this.window.read(cost)
       this.grant()
@@ -367,6 +399,7 @@ export class Channel {
     this.failure = err
     if (this.remoteEnd !== true || discard) {
       this.remoteEnd = err
+      for (const item of this.queue) unpinned(item)
       this.queue.length = 0
       this.window.clear()
     }

@@ -18,7 +18,7 @@ import {
 import { STREAM_HEADROOM_BYTES, type Connection } from '../connection.ts'
 import { Emitter } from '../emitter.ts'
 import { Waiters } from '../waiters.ts'
-import { Channel, type ChannelLink, type Datagram } from './channel.ts'
+import { Channel, type ChannelLink, type Datagram, type Pin } from './channel.ts'
 import { OutputQueue } from './output-queue.ts'
 
 /** Options of a multiplexer. */
@@ -134,18 +134,23 @@ const MAX_RETIRED_OFFER_IDS = 4096
 
 /**
  * Copy the payloads channels queued out of `chunk` when they are under half of the memory they
- * keep. A DATA or DATAGRAM payload is a view into the chunk it came in (no copy on the way in),
- * and a channel's window counts only the view: without this, a peer that pads one-byte payloads
- * with large frames nobody counts (for no channel, or a channel that has ended) would have a
- * slow reader's few bytes of window keep whole chunks, hundreds of KiB each. Now what the
- * queues keep is at most twice what their windows count. A chunk that is mostly payload (every
- * bulk transfer) is kept as it is.
+ * keep, else pin them to it (`Pin`: copied later, once those still queued are under half). A DATA
+ * or DATAGRAM payload is a view into the chunk it came in (no copy on the way in), and a channel's
+ * window counts only the view: without this, a peer that pads one-byte payloads with large frames
+ * nobody counts (for no channel, or for a channel read at once) would have a slow reader's few
+ * bytes of window keep whole chunks, hundreds of KiB each. Now what the queues keep is at most
+ * twice what their windows count. A chunk of bulk payload read as it comes is never copied.
  */
 function unpin (chunk: Uint8Array, queued: Datagram[]): void {
+  const views = queued.filter((item) => item.data.buffer === chunk.buffer)
   let viewed = 0
-  for (const item of queued) if (item.data.buffer === chunk.buffer) viewed += item.data.byteLength
-  if (viewed * 2 >= chunk.buffer.byteLength) return
-  for (const item of queued) if (item.data.buffer === chunk.buffer) item.data = item.data.slice()
+  for (const item of views) viewed += item.data.byteLength
+  if (viewed * 2 < chunk.buffer.byteLength) {
+    for (const item of views) item.data = item.data.slice()
+    return
+  }
+  const pin: Pin = { size: chunk.buffer.byteLength, live: viewed, items: new Set(views) }
+  for (const item of views) item.pin = pin
 }
 
 interface Pending<T> {
