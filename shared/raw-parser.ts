@@ -38,14 +38,34 @@ export const rawFrameParser = { protocol, Encoder, Decoder: FrameDecoder }
  * Binary attachments an event sent to the server may have: every event of starsock's and of the
  * legacy clients carries one at most. socket.io-parser holds an event's attachments until the last
  * one comes, 10 by default, so a socket that never sent its tenth held nine messages (9 MB each
- * socket, joined or not); with one, nothing is held between messages.
+ * socket, joined or not); with one, only the event's text waits for it (`SERVER_MAX_BINARY_HEADER_CHARS`).
  */
 export const SERVER_MAX_ATTACHMENTS = 1
 
-/** `FrameDecoder` refusing an event with more than `SERVER_MAX_ATTACHMENTS` attachments (the connection closes). */
+/**
+ * Longest text of a binary event or ack (its JSON, with placeholders for the attachments): the
+ * decoder holds it, parsed, until the attachment comes, however long that takes. Starsock's and the
+ * legacy clients' are about 100 characters (a stream event's name and one placeholder).
+ */
+export const SERVER_MAX_BINARY_HEADER_CHARS = 4096
+
+/** socket.io-parser's packet types of a binary event and a binary ack (as the first character of the text). */
+const BINARY_TYPES = new Set([String(PacketType.BINARY_EVENT), String(PacketType.BINARY_ACK)])
+
+/**
+ * `FrameDecoder` refusing an event with more than `SERVER_MAX_ATTACHMENTS` attachments, or a binary
+ * event's text over `SERVER_MAX_BINARY_HEADER_CHARS` (the connection closes).
+ */
 class ServerFrameDecoder extends FrameDecoder {
   constructor () {
     super({ maxAttachments: SERVER_MAX_ATTACHMENTS })
+  }
+
+  override add (obj: unknown): void {
+    if (typeof obj === 'string' && obj.length > SERVER_MAX_BINARY_HEADER_CHARS && BINARY_TYPES.has(obj.charAt(0))) {
+      throw new Error(`binary event of ${obj.length} characters: at most ${SERVER_MAX_BINARY_HEADER_CHARS}`)
+    }
+    super.add(obj)
   }
 }
 

@@ -10,7 +10,7 @@ import { Decoder, PacketType, type Packet } from 'socket.io-parser'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { StarsockServer } from '../server/server.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
-import { FrameDecoder, rawFrameParser, SERVER_MAX_ATTACHMENTS } from '../shared/raw-parser.ts'
+import { FrameDecoder, rawFrameParser, SERVER_MAX_ATTACHMENTS, SERVER_MAX_BINARY_HEADER_CHARS } from '../shared/raw-parser.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 
 /** Packets `decoder` emits for `messages`. */
@@ -103,9 +103,19 @@ describe('socket.io internals used by raw frames', () => {
       expect(SERVER_MAX_ATTACHMENTS).toBe(1)
       const closed = new Promise<string>((resolve) => client?.once('disconnect', (reason: string) => resolve(reason)))
       // Ten attachments announced (socket.io-parser's default allowed them, holding each until the last).
-      client.io.engine.write('4510-["x",' + Array.from({ length: 10 }, (_, i) => `{"_placeholder":true,"num":${i}}`).join(',') + ']')
+      client.io.engine.write('510-["x",' + Array.from({ length: 10 }, (_, i) => `{"_placeholder":true,"num":${i}}`).join(',') + ']')
       client.io.engine.write(new Uint8Array(1000))
       expect(await within('the server to close the socket', closed, 5000)).toBe('transport close')
+
+      // One attachment, announced by a text over the bound that would wait, parsed, for it (1 MB held 12.8 MB of heap): refused too.
+      const second = connect(server.url(), { transports: ['websocket'], forceNew: true, reconnection: false, parser: rawFrameParser })
+      client = second
+      await within('the second client to connect', new Promise((resolve) => second.once('connect', () => resolve(undefined))))
+      const closedToo = new Promise<string>((resolve) => second.once('disconnect', (reason: string) => resolve(reason)))
+      const huge = '51-["x",{"_placeholder":true,"num":0}' + ',[]'.repeat(Math.ceil(SERVER_MAX_BINARY_HEADER_CHARS / 3)) + ']'
+      expect(huge.length).toBeGreaterThan(SERVER_MAX_BINARY_HEADER_CHARS)
+      second.io.engine.write(huge)
+      expect(await within('the server to close the second socket', closedToo, 5000)).toBe('transport close')
     })
   })
 })
