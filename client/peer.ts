@@ -21,7 +21,6 @@ import { Join } from './join.ts'
 import { resolvePeerOptions, resolveProfile, type PeerOptions, type ResolvedPeerOptions } from './options.ts'
 import { checkDialTarget, PeerList, type PeerInfo } from './peer-list.ts'
 import type { CallOptions, PeerEvents, PeerState } from './peer-events.ts'
-import { parseAddress } from '../shared/wsstar-address.ts'
 import { parseServerAddress, type ServerAddress } from './server-address.ts'
 import { ServerLink } from './server-link.ts'
 import { StreamTable } from './stream-table.ts'
@@ -201,8 +200,9 @@ export class StarsockPeer extends Emitter<PeerEvents> {
   async dial (target: string, options: CallOptions & Pick<DialOptions, 'secure'> = {}): Promise<Connection> {
     checkDialTarget(target)
     throwIfAborted(options.signal)
-    // Never online to itself (the list leaves it out): a wait for it to come online would never end.
-    if ((target.startsWith('/') ? parseAddress(target)?.peerId : target) === this.peerId) throw new StarsockError('E_BAD_REQUEST', `${target} is this peer itself: a peer does not dial itself`)
+    // By its id a peer is never online to itself (the list leaves it out): a wait for it to come
+    // online would never end. Its own address is dialed as any (the server relays a dial to oneself).
+    if (target === this.peerId) throw new StarsockError('E_BAD_REQUEST', `${target} is this peer itself: a peer does not dial its own id (dial its address, ${this.addr}, to reach itself)`)
     this.mustBeJoined('dial')
     return await this.dials.dial(this.known.addressOf(target), options)
   }
