@@ -64,13 +64,12 @@ export class Relay {
     return this.parties.get(session)?.streamCount ?? 0
   }
 
-  /** Streams of `session`, both ways, whose other end is a client whose IP `sameIp` accepts. */
-  streamsWithIp (session: Session, sameIp: (ip: string) => boolean): number {
+  /** Dials open to `session` (as their listener) from clients whose IP `sameIp` accepts (its own dials out are not counted). */
+  dialsFromIp (session: Session, sameIp: (ip: string) => boolean): number {
     const party = this.parties.get(session)
     if (party === undefined) return 0
     let n = 0
-    for (const s of party.inbound.values()) if (sameIp(s.sender.ip)) n++
-    for (const s of party.outbound.values()) if (sameIp(s.receiver.ip)) n++
+    for (const s of party.inbound.values()) if (s.id.endsWith(DIALER_SUFFIX) && sameIp(s.sender.ip)) n++
     return n
   }
 

@@ -658,13 +658,14 @@ export class Rendezvous {
     const extra = session === target ? 4 : 2
     if (this.relay.streamCount(session) + extra > max) throw streamLimit('Stream limit reached', max)
     if (this.relay.streamCount(target) + extra > max) throw streamLimit('Stream limit of the dialed peer reached', max)
-    // One address may take at most a quarter of a peer's streams (identities cost nothing: one
-    // socket dialing a peer over and over would otherwise leave it undialable, and unable to dial).
+    // The dials of one address may take at most a quarter of a peer's streams (identities cost
+    // nothing: one socket dialing a peer over and over would otherwise leave it undialable, and
+    // unable to dial). The peer's own dials to that address do not count.
     // A stand-in for a dialer on another node has no address of its own here: not counted.
     if (session !== target && session.node === undefined && session.ip !== '') {
       const key = this.ipKey(session.ip)
       const share = Math.max(4, Math.floor(max / 4))
-      if (this.relay.streamsWithIp(target, (ip) => ip !== '' && this.ipKey(ip) === key) + extra > share) {
+      if (2 * this.relay.dialsFromIp(target, (ip) => ip !== '' && this.ipKey(ip) === key) + extra > share) {
         throw streamLimit(`Streams of the dialed peer with this address reached (at most ${share}, a quarter of its streams)`, max)
       }
     }

@@ -128,6 +128,15 @@ describe('limits', () => {
     echoIncoming(honest)
     expect(await openDial(honest, victim.addr, 'h1')).toBeUndefined()
     expect(await openDial(victim, honest.addr, 'v1')).toBeUndefined()
+    // A peer's own dials to an address are not that address's share of it.
+    const other = await peer()
+    echoIncoming(other)
+    echoIncoming(again)
+    expect(await openDial(other, again.addr, 'o1')).toBeUndefined()
+    expect(await openDial(other, again.addr, 'o2')).toBeUndefined()
+    expect(await openDial(again, other.addr, 'c1')).toBeUndefined()
+    expect(await openDial(again, other.addr, 'c2')).toBeUndefined()
+    expect(await openDial(again, other.addr, 'c3')).toBe(refused)
   })
 
   it('fails a stream past its byte budget, and an idle stream', async () => {
