@@ -91,6 +91,10 @@ describe('floods from peers rebuild the page at most once a frame (Chromium)', (
     await writeLine(chat, { text: 'before \u202e gnp.exe \u202c after' })
     const shown = await page.locator('#messages li .text').first().textContent({ timeout: 10_000 })
     expect(shown).toBe('before \uFFFD gnp.exe \uFFFD after')
+    // What right-to-left writing needs stays: directional marks, and a tab.
+    await writeLine(chat, { text: 'שלום\u200f 1.5\tok' })
+    await page.locator('#messages li .text').nth(1).waitFor({ timeout: 10_000 })
+    expect(await page.locator('#messages li .text').nth(1).textContent()).toBe('שלום\u200f 1.5\tok')
 
     const ac = new AbortController()
     const offered = agent.offerFileAt(id, { name: 'holiday.jpg” (14 KiB) — sent by Alice', size: 1000, signal: ac.signal }).catch(() => undefined)

@@ -18,11 +18,13 @@ export function el<K extends keyof HTMLElementTagNameMap> (tag: K, attrs: Record
 const UNITS = ['B', 'KiB', 'MiB', 'GiB']
 
 /**
- * `text` from another peer made inert for display: control, line separator and bidi formatting
- * characters become U+FFFD, so it cannot reorder what is shown around it (`gnp.exe` as `exe.png`).
+ * `text` from another peer made inert for display: control and line separator characters (a tab
+ * aside) and the bidi embeddings, overrides and isolates become U+FFFD, so it cannot reorder what
+ * is shown around it (`gnp.exe` as `exe.png`). The directional marks (LRM, RLM, ALM), which
+ * right-to-left writing needs and which reorder nothing by themselves, stay.
  */
 export function inert (text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '\uFFFD')
+  return text.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '\uFFFD')
 }
 
 /** `12.3 MiB`. */
