@@ -46,8 +46,10 @@ export interface Datagram {
 /**
  * The views channels queued out of one incoming chunk (no copy on the way in) and the bytes they
  * hold: the chunk stays in memory while any of them is queued. Once those still queued are under
- * half of the chunk, they are copied (`unpinned`), so a slow channel's few bytes never keep a chunk
- * whose other payloads were read long ago (or that was mostly frames counted nowhere).
+ * half of the chunk and stay queued `UNPIN_DELAY_MS`, they are copied (`unpinned`), so a slow
+ * channel's few bytes never keep a chunk whose other payloads were read (or that was mostly frames
+ * counted nowhere). The delay lets a reader that is taking the chunk's payloads in turn (every bulk
+ * transfer) finish it without a copy.
  */
 export interface Pin {
   /** Bytes of the chunk's memory. */
@@ -55,21 +57,29 @@ export interface Pin {
   /** Bytes of the views still queued. */
   live: number
   items: Set<Datagram>
+  /** The copy of the views left, once due. */
+  timer?: ReturnType<typeof setTimeout>
 }
 
-/** `item` left its queue (read, or dropped): the views of its chunk still queued are copied once they hold under half of it. */
+/** How long views holding under half of their chunk may stay queued before they are copied. */
+export const UNPIN_DELAY_MS = 50
+
+/** `item` left its queue (read, or dropped): the views of its chunk still queued are copied if they hold under half of it `UNPIN_DELAY_MS` later. */
 export function unpinned (item: Datagram): void {
   const pin = item.pin
   if (pin === undefined) return
   item.pin = undefined
   pin.items.delete(item)
   pin.live -= item.data.byteLength
-  if (pin.live * 2 >= pin.size) return
-  for (const rest of pin.items) {
-    rest.data = rest.data.slice()
-    rest.pin = undefined
-  }
-  pin.items.clear()
+  if (pin.live * 2 >= pin.size || pin.items.size === 0 || pin.timer !== undefined) return
+  pin.timer = setTimeout(() => {
+    for (const rest of pin.items) {
+      rest.data = rest.data.slice()
+      rest.pin = undefined
+    }
+    pin.items.clear()
+  }, UNPIN_DELAY_MS)
+  ;(pin.timer as { unref?: () => void }).unref?.()
 }
 
 /** Figures of one channel. */
