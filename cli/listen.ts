@@ -164,6 +164,10 @@ export function reportUdpRelay (status: StatusReporter | undefined, e: UdpRelayE
 }
 
 async function listen (flags: ListenFlags): Promise<number> {
+  // Flags that would do nothing are refused, not ignored.
+  const given = flags.allow ?? []
+  if (flags.files === undefined && given.some((r) => r.kind === 'file')) throw new Error('a file rule (--allow file...) needs --files DIR, the folder files are saved into')
+  if (flags.udpRelayLocal !== undefined && !given.some((r) => r.kind === 'udp-relay')) throw new Error('--udp-relay-local needs an --allow udp-relay[@PEERID] rule: without one no UDP relay half is taken')
   const asking = flags.prompt && (flags.ask === true || process.stdin.isTTY === true)
   let consent: TerminalConsent | undefined
   let status: StatusReporter | undefined

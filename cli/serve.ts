@@ -137,6 +137,11 @@ async function serve (flags: Record<string, unknown>, flagsOfOptions: ServerFlag
   let server
   try {
     flags.gateway = envSwitch(flags.gateway, 'STARSOCK_GATEWAY')
+    // The gateway's flags without the gateway would do nothing: refused, not ignored.
+    if (flags.gateway !== true) {
+      const given = [((flags.allow as SockRule[] | undefined)?.length ?? 0) > 0 ? '--allow' : '', flags.gatewayInsecure === true ? '--gateway-insecure' : ''].filter((f) => f !== '')
+      if (given.length > 0) throw new Error(`${given.join(' and ')} ${given.length === 1 ? 'is' : 'are'} for the gateway peer: add --gateway`)
+    }
     // The gateway peer joins this server: with an allowlist, its id must be on it.
     const allowPeers = (flags.allowPeer as string[] | undefined) ?? []
     // The gateway's code (the whole client) loads only with --gateway: an idle server is smaller.

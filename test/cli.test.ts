@@ -78,6 +78,10 @@ describe('starsock serve (the program)', () => {
     [['serve', '--key', '/dev/null'], '--key and --cert go together'],
     [['serve', '--sender-stall-timeout-ms', '60000'], 'senderStallTimeoutMs must be at most 15000'],
     [['serve', '--allow-peer', '12D3KooWtypo'], 'allowPeers: "12D3KooWtypo" is not a peer id (base58, e.g. 12D3KooW...)'],
+    [['serve', '--allow', 'connect/tcp:127.0.0.1:80'], '--allow is for the gateway peer: add --gateway'],
+    [['serve', '--allow', 'connect/tcp:127.0.0.1:80', '--gateway-insecure'], '--allow and --gateway-insecure are for the gateway peer: add --gateway'],
+    [['listen', '--server', 'http://127.0.0.1:1', '--allow', 'file:*'], 'a file rule (--allow file...) needs --files DIR, the folder files are saved into'],
+    [['listen', '--server', 'http://127.0.0.1:1', '--udp-relay-local', '127.0.0.1:5000'], '--udp-relay-local needs an --allow udp-relay[@PEERID] rule: without one no UDP relay half is taken'],
     [['nonsense'], "unknown command 'nonsense'"]
   ])('refuses %j with one readable line and a non-zero exit', (args, message) => {
     const r = run(args[0] === 'serve' ? [...args, '--port', '0', '--host', '127.0.0.1'] : args)
