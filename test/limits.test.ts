@@ -36,9 +36,10 @@ describe('limits', () => {
     server = await startServer(options)
     return server
   }
-  const peer = async (): Promise<RawPeer> => {
+  /** A joined raw peer; `localAddress`: connecting from another loopback address (another client IP). */
+  const peer = async (localAddress?: string): Promise<RawPeer> => {
     if (server === undefined) throw new Error('no server')
-    const p = await startRawPeer(server.url(), server.port)
+    const p = await startRawPeer(server.url(), server.port, { localAddress })
     sockets.push(p)
     return p
   }
@@ -108,23 +109,18 @@ describe('limits', () => {
   })
 
   it('one address takes at most a quarter of a peer\'s streams, whatever identities it joins with; another address still dials it', async () => {
-    const s = await start({ maxStreamsPerSocket: 16, maxDialsPerSecond: 1000 })
+    await start({ maxStreamsPerSocket: 16, maxDialsPerSecond: 1000 })
     const victim = await peer()
     echoIncoming(victim)
-    const from = async (localAddress: string): Promise<RawPeer> => {
-      const p = await startRawPeer(s.url(), s.port, { localAddress })
-      sockets.push(p)
-      return p
-    }
-    const attacker = await from('127.0.0.2')
-    const again = await from('127.0.0.2') // a second identity costs nothing
+    const attacker = await peer('127.0.0.2')
+    const again = await peer('127.0.0.2') // a second identity costs nothing
     const refused = 'Streams of the dialed peer with this address reached (at most 4, a quarter of its streams) (maxStreamsPerSocket=16) [E_LIMIT_STREAMS]'
     expect(await openDial(attacker, victim.addr, 'a1')).toBeUndefined()
     expect(await openDial(attacker, victim.addr, 'a2')).toBeUndefined()
     expect(await openDial(attacker, victim.addr, 'a3')).toBe(refused)
     expect(await openDial(again, victim.addr, 'b1')).toBe(refused)
     // Others reach it, and it can still dial out.
-    const honest = await from('127.0.0.3')
+    const honest = await peer('127.0.0.3')
     echoIncoming(honest)
     expect(await openDial(honest, victim.addr, 'h1')).toBeUndefined()
     expect(await openDial(victim, honest.addr, 'v1')).toBeUndefined()

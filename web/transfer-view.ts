@@ -4,7 +4,7 @@
  * revoked once used) and the sends a reloaded page remembers (`Outgoing`, in localStorage) so
  * the person can resume them by picking the same file again.
  */
-import { el, formatBytes, formatSeconds } from './dom.ts'
+import { el, formatBytes, formatSeconds, inert } from './dom.ts'
 import { RateMeter } from './rate.ts'
 import { badge, type Security } from './security.ts'
 
@@ -19,7 +19,8 @@ export type TransferState = 'queued' | 'hashing' | 'waiting' | 'sending' | 'rece
 
 /** A file name fit to show: control and direction characters replaced (they could reorder the prompt's words), at most 200 characters. */
 export function displayName (name: string): string {
-  return name.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, '\uFFFD').slice(0, 200)
+  // What `inert` replaces, and in a name a tab and the directional marks too (a name is one short run).
+  return inert(name).replace(/[\t\u061c\u200e\u200f]/g, '\uFFFD').slice(0, 200)
 }
 
 /** One transfer's row: state, progress bar, figures (bytes moved, rate, time left), checksum, Cancel, and Save/Remove for a received file. */
