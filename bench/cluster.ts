@@ -51,7 +51,7 @@ async function startRedis (): Promise<{ socket: string, proc: Proc, dir: string 
 async function startNode (name: string, redis: string): Promise<Node> {
   const port = await freePort()
   const proc = start(['bin/starsock.js', 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
-    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000',
+    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-connections-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000',
     '--redis', redis, '--cluster-listen', '127.0.0.1:0', '--cluster-secret', SECRET])
   await proc.next(/^starsock http/, 20_000)
   return { name, url: `http://127.0.0.1:${port}`, port, proc }

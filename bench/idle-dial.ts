@@ -32,7 +32,7 @@ interface Server { name: string, url: string, port: number, proc: Proc, dir: str
 async function startServer (name: string, root: string, dir: string): Promise<Server> {
   const port = await freePort()
   const proc = start([join(root, 'bin/starsock.js'), 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
-    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000', ...SERVER_ARGS],
+    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-connections-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000', ...SERVER_ARGS],
   { NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${dir} --expose-gc --import=${new URL('./mem-hook.js', import.meta.url).pathname}`, STARSOCK_MEM_FILE: join(dir, `mem-${name}.json`) })
   await proc.next(/^starsock http/, 20_000)
   return { name, url: `http://127.0.0.1:${port}`, port, proc, dir }

@@ -48,7 +48,7 @@ async function measure (factor: string, dir: string): Promise<Point[]> {
   const memFile = join(dir, `mem-${factor}.json`)
   const flag = `--heap-growing-percent=${factor === 'off' ? 0 : factor}`
   const server = startCommand(process.execPath, [flag, BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
-    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'],
+    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-connections-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'],
   { env: { NODE_OPTIONS: `--expose-gc --import=${HOOK}`, STARSOCK_MEM_FILE: memFile } })
   const crowds: Proc[] = []
   const points: Point[] = []

@@ -127,7 +127,7 @@ export interface ServerUnderTest {
 export async function startOurs (env: Record<string, string> = {}): Promise<ServerUnderTest> {
   const port = await freePort()
   const proc = start([STARSOCK_BIN, 'serve', '--host', '127.0.0.1', '--port', String(port), '--log-level', 'warn',
-    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'], env)
+    '--max-joins-per-ip-per-minute', '100000000', '--max-peers', '100000', '--max-peers-per-ip', '100000', '--max-connections-per-ip', '100000', '--max-dials-per-second', '100000', '--max-streams-per-socket', '100000'], env)
   await proc.next(/^starsock http/, 20_000)
   return { name: 'ours', url: `http://127.0.0.1:${port}`, port, proc }
 }

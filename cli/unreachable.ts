@@ -16,6 +16,9 @@ import { StarsockError } from '../shared/errors.ts'
  */
 export const PROBE_TIMEOUT_MS = 1000
 
+/** How much of a refusal the probe reads. */
+const MAX_ANSWER_CHARS = 4096
+
 /** What a probe step settles with when the probe's time ran out. */
 const TIMEOUT = Symbol('timeout')
 
@@ -65,21 +68,40 @@ class Probe {
 
   /**
    * Send an HTTP request for socket.io's handshake at `path` on `socket`; settles with the first
-   * bytes of the answer, `''` when it closed without one, or `TIMEOUT`.
+   * bytes of the answer (of a refusal, up to `MAX_ANSWER_CHARS` of it: its body says why), `''`
+   * when it closed without one, or `TIMEOUT` when nothing HTTP came in time.
    */
   async ask (socket: Socket, path: string): Promise<string | typeof TIMEOUT> {
+    let got = ''
     const answer = new Promise<string>((resolve) => {
-      let got = ''
-      socket.on('data', (d: Buffer) => { got += d.toString('latin1'); if (got.length >= 12) resolve(got) })
+      socket.on('data', (d: Buffer) => {
+        got += d.toString('latin1')
+        if ((got.length >= 12 && got.slice(9, 12) === '200') || got.length >= MAX_ANSWER_CHARS) resolve(got.slice(0, MAX_ANSWER_CHARS))
+      })
       socket.once('close', () => resolve(got))
       socket.once('error', () => resolve(got))
     })
     socket.write(`GET ${path}/?EIO=4&transport=polling HTTP/1.1\r\nHost: ${this.where}\r\nConnection: close\r\n\r\n`)
     try {
-      return await this.bounded(answer)
+      const answered = await this.bounded(answer)
+      return answered === TIMEOUT && got.startsWith('HTTP/') ? got : answered
     } finally {
       socket.destroy()
     }
+  }
+}
+
+/**
+ * The reason in an engine.io refusal's body (`{"code":N,"message":"..."}`, in one chunk of a
+ * chunked body or as the whole body), printable; `undefined` without one.
+ */
+function refusalOf (answer: string): string | undefined {
+  const body = answer.slice(answer.indexOf('\r\n\r\n') + 4)
+  try {
+    const message = (JSON.parse(body.slice(body.indexOf('{'), body.lastIndexOf('}') + 1)) as { message?: unknown }).message
+    return typeof message === 'string' && message !== '' ? message.slice(0, 300).replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ') : undefined
+  } catch {
+    return undefined
   }
 }
 
@@ -124,7 +146,10 @@ export async function whyUnreachable (server: string, timeoutMs = PROBE_TIMEOUT_
   if (answer !== TIMEOUT && answer.startsWith('HTTP/')) {
     const status = answer.slice(9, 12)
     if (status === '404') return { reason: `${probe.where} is an HTTP server, but no socket.io answers at ${path} (a server started with --path? give its prefix, e.g. ${url.origin}/PREFIX/)` }
-    if (status !== '200' && /^\d{3}$/.test(status)) return { reason: `${probe.where} answers HTTP ${status} for socket.io at ${path}` }
+    if (status !== '200' && /^\d{3}$/.test(status)) {
+      const said = refusalOf(answer)
+      return { reason: `${probe.where} answers HTTP ${status} for socket.io at ${path}${said === undefined ? '' : `: ${said}`}` }
+    }
     return undefined // socket.io answers: the trouble is further on
   }
   if (!tls) {

@@ -59,6 +59,8 @@ export interface ServerOptions {
   maxJoinsPerIpPerMinute?: number
   /** Addresses joined at once from one client IP address (all its sockets). @default 1000 */
   maxPeersPerIp?: number
+  /** Connections (engine.io sessions, joined or not) open at once from one client IP address. @default 1000 */
+  maxConnectionsPerIp?: number
   /**
    * When a starsock client's socket goes without leaving (a network drop), its identity is held
    * for it this long: a newcomer without its resume id and without `takeover` is refused
@@ -398,6 +400,7 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
   maxPeers: integer({ default: 20_000, min: 1, unit: 'count', flag: '--max-peers <n>', env: 'STARSOCK_MAX_PEERS', help: 'joined addresses per server' }),
   maxJoinsPerIpPerMinute: integer({ default: 600, min: 1, unit: 'per minute', flag: '--max-joins-per-ip-per-minute <n>', env: 'STARSOCK_MAX_JOINS_PER_IP_PER_MINUTE', help: 'join attempts per IP address per minute' }),
   maxPeersPerIp: integer({ default: 1000, min: 1, unit: 'count', flag: '--max-peers-per-ip <n>', env: 'STARSOCK_MAX_PEERS_PER_IP', help: 'addresses joined at once from one client IP address' }),
+  maxConnectionsPerIp: integer({ default: 1000, min: 1, unit: 'count', flag: '--max-connections-per-ip <n>', env: 'STARSOCK_MAX_CONNECTIONS_PER_IP', help: 'connections (joined or not) open at once from one client IP address' }),
   identityGraceMs: integer({ default: IDENTITY_GRACE_MS, min: 0, unit: 'ms', flag: '--identity-grace-ms <n>', env: 'STARSOCK_IDENTITY_GRACE_MS', help: 'an identity whose client dropped is held this long for its reconnect (0: off)' }),
   streamByteBudget: integer({ default: 0, min: 0, unit: 'bytes', flag: '--stream-byte-budget <n>', env: 'STARSOCK_STREAM_BYTE_BUDGET', help: 'bytes one stream may carry (0: no budget)' }),
   streamIdleTimeoutMs: integer({ default: 0, min: 0, unit: 'ms', flag: '--stream-idle-timeout-ms <n>', env: 'STARSOCK_STREAM_IDLE_TIMEOUT_MS', help: 'a stream idle this long fails (0: never)' }),

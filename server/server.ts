@@ -19,6 +19,7 @@ import { Rendezvous } from './rendezvous.ts'
 import { attachRendezvous } from './socket-wiring.ts'
 import { socketPathPrefix } from '../shared/socket-path.ts'
 import { ClusterDirectory } from './cluster/cluster-directory.ts'
+import { ConnectionsPerIp } from './connections-per-ip.ts'
 import type { ClusterNode } from './cluster/node.ts'
 import type { ClusterStatus } from './cluster/types.ts'
 
@@ -138,7 +139,8 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const prefix = socketPathPrefix(opts.path)
   const isSocketIo = (req: IncomingMessage): boolean => req.url?.startsWith(opts.path + '/') === true
   const before = attached ? listenersOf(http) : undefined
-  const io = createIo(http, opts)
+  const connectionsPerIp = new ConnectionsPerIp(opts.maxConnectionsPerIp, opts.trustProxy, metrics, logger)
+  const io = createIo(http, opts, connectionsPerIp)
   const after = attached ? listenersOf(http) : undefined
   // engine.io's destroyUpgrade is off when attached (the app's own upgrade handlers may take their
   // time); an upgrade nobody else listens for is still ended after a second, as Node would end it.
@@ -305,8 +307,8 @@ function statsOf (rendezvous: Rendezvous): ServerStats {
 }
 
 /** socket.io on `http`, as the legacy clients need it. */
-function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServer {
-  return new SocketIoServer(http, {
+function createIo (http: HttpServer, opts: ResolvedServerOptions, connectionsPerIp: ConnectionsPerIp): SocketIoServer {
+  const io = new SocketIoServer(http, {
     allowEIO3: true, // the published websocket-star clients speak engine.io 3
     parser: serverFrameParser, // socket.io-parser, with starsock's raw data frames and one attachment per event (shared/raw-parser.ts)
     maxHttpBufferSize: opts.maxMessageBytes,
@@ -320,8 +322,11 @@ function createIo (http: HttpServer, opts: ResolvedServerOptions): SocketIoServe
     pingTimeout: PING_TIMEOUT_MS,
     // A load balancer learns each session's node from this cookie in the handshake's answer, then
     // sticks on the `sid` parameter every later request carries (deploy/haproxy.cfg).
-    cookie: opts.stickyCookie === '' ? false : { name: opts.stickyCookie, httpOnly: true, sameSite: 'lax', path: opts.path }
+    cookie: opts.stickyCookie === '' ? false : { name: opts.stickyCookie, httpOnly: true, sameSite: 'lax', path: opts.path },
+    allowRequest: connectionsPerIp.allowRequest
   })
+  connectionsPerIp.attach(io.engine)
+  return io
 }
 
 /** Where `forgetUpgradeRequests` keeps a WebSocket upgrade's response object on its request, until its headers are out. */

@@ -5,7 +5,6 @@
  * request with bad arguments gets an error string; an event without an ack that is bad is counted
  * and ignored. Gating (congestion, request rate) and every decision live in `Rendezvous`.
  */
-import { isIP } from 'node:net'
 import type { Server, Socket } from 'socket.io'
 import { StarsockError, wireError } from '../shared/errors.ts'
 import { EVENTS, parseStreamEvent } from '../shared/events.ts'
@@ -22,6 +21,7 @@ import { sameSecret } from './secret.ts'
 import type { Session } from './session.ts'
 import { createSocketEndpoint } from './socket-endpoint.ts'
 import { createEventEncoder } from './encoded-event.ts'
+import { clientIpOf, forwardedIp } from './client-ip.ts'
 
 /** One request event: what it asks, checked; the call on `Rendezvous` that answers it; the shape of its ack. */
 interface Handler<T, R> {
@@ -92,27 +92,14 @@ function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: st
   return result instanceof Promise ? result.then(h.ack) : h.ack(result)
 }
 
-/**
- * The IP address the trusted proxy saw, from `X-Forwarded-For`: its rightmost entry, the one the
- * proxy itself appended (entries to its left were written by the client and prove nothing).
- * `undefined` without the header or when that entry is not an IP address.
- */
-function forwardedIp (socket: Socket): string | undefined {
-  const header = socket.handshake.headers['x-forwarded-for']
-  const joined = Array.isArray(header) ? header.join(',') : header // repeated headers, in order
-  const last = joined?.split(',').pop()?.trim()
-  return last !== undefined && isIP(last) !== 0 ? last : undefined
-}
-
-/** The client's IP address: behind a trusted proxy what it saw (`forwardedIp`), else the socket's. */
+/** The client's IP address (`clientIpOf`). */
 function clientIp (socket: Socket, trustProxy: boolean): string {
-  const ip = (trustProxy ? forwardedIp(socket) : undefined) ?? socket.handshake.address
-  return ip.startsWith('::ffff:') ? ip.slice(7) : ip // one key per client, whichever socket family it came in on
+  return clientIpOf(socket.handshake.headers, socket.handshake.address, trustProxy)
 }
 
 /** The client's TCP port; `undefined` behind a trusted proxy (the proxy's port says nothing). */
 function clientPort (socket: Socket, trustProxy: boolean): number | undefined {
-  if (trustProxy && forwardedIp(socket) !== undefined) return undefined
+  if (trustProxy && forwardedIp(socket.handshake.headers) !== undefined) return undefined
   return (socket.request as typeof socket.request | null)?.socket?.remotePort
 }
 

@@ -59,6 +59,7 @@ export const ERROR_CODES = {
   E_LIMIT_ALLOCATIONS: 'the peer holds its maximum number of UDP allocations',
   E_LIMIT_ALLOCATIONS_PER_IP: 'the peers of one client IP address hold their maximum number of UDP allocations',
   E_LIMIT_PEERS_PER_IP: 'one client IP address has joined its maximum number of peer addresses',
+  E_LIMIT_CONNECTIONS_PER_IP: 'one client IP address has its maximum number of connections to the server open',
   E_DISPLACED: 'another client with the same identity took this address over',
   E_PEER_SHUTDOWN: 'the other peer is stopping or restarting (not a refusal: ask again when it is back)',
   E_LIMIT_TOTAL: 'the peer runs its maximum total of mappings, listening ports or channels for all other peers together',

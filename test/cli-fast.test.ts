@@ -2,7 +2,8 @@
  * The CLI answers fast (issue 16): a wrong `--server` makes every client command (`peers`,
  * `listen`, `forward`, `expose`, `relay`) fail soon with exit 1 and ONE line on stderr that says
  * what is wrong (nothing listening, a name that does not resolve, a port that accepts and says
- * nothing, TLS on one side only, a certificate not trusted here); `up` waits, as documented, and
+ * nothing, TLS on one side only, a certificate not trusted here, a server that refuses more
+ * connections from this IP); `up` waits, as documented, and
  * says why. A requester waiting for a person's answer says so (`expose` here; `forward` in
  * tunnel-feedback.test.ts, `up` in up.test.ts).
  * The issue promises 5 s; a test asserts only that the command ended by itself within a generous
@@ -14,6 +15,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { io as ioClient } from 'socket.io-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { peerIdOf, Programs } from './helpers/programs.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
@@ -55,6 +57,12 @@ describe('a wrong --server: every client command fails soon with one line that s
       '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' })
     const tls = await startServer({ tls: { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) } })
     closers.push(async () => { await tls.close() })
+    // A server that takes one connection from this IP, and has it.
+    const capped = await startServer({ maxConnectionsPerIp: 1 })
+    const holder = ioClient(capped.url(), { transports: ['websocket'], reconnection: false, forceNew: true })
+    await within('the one connection a capped server takes', new Promise((resolve) => holder.once('connect', () => resolve(undefined))))
+    closers.push(async () => { holder.close(); await capped.close() })
+    servers.capped = capped.url()
     servers.closed = `http://127.0.0.1:${await closedPort()}`
     servers.silent = `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`
     servers.httpsToPlain = `https://127.0.0.1:${plain.port}`
@@ -84,6 +92,7 @@ describe('a wrong --server: every client command fails soon with one line that s
     ['silent', 'a port that accepts and says nothing', /127\.0\.0\.1:\d+ accepts connections but answers nothing \(not a starsock server\?\)/],
     ['httpsToPlain', 'https:// to a server without TLS', /127\.0\.0\.1:\d+ does not speak TLS: try http:\/\/ \(or ws:\/\/\)/],
     ['httpToTls', 'http:// to a TLS server', /127\.0\.0\.1:\d+ speaks TLS: try https:\/\/ \(or wss:\/\/\)/],
+    ['capped', 'a server that takes no more connections from this IP', /127\.0\.0\.1:\d+ answers HTTP 403 for socket\.io at \/socket\.io: Connection limit of this IP address reached \(maxConnectionsPerIp=1\) \[E_LIMIT_CONNECTIONS_PER_IP\]/],
     ['untrusted', 'https:// to a certificate not trusted here', /its TLS certificate is not trusted here \(DEPTH_ZERO_SELF_SIGNED_CERT\): NODE_EXTRA_CA_CERTS=FILE trusts its CA/]
   ])('%s (%s)', async (kind, _what, reason) => {
     const server = servers[kind] ?? ''

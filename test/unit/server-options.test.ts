@@ -72,6 +72,7 @@ describe('resolveServerOptions', () => {
       maxPeers: 20_000,
       maxJoinsPerIpPerMinute: 600,
       maxPeersPerIp: 1000,
+      maxConnectionsPerIp: 1000,
       identityGraceMs: 30_000,
       streamByteBudget: 0,
       streamIdleTimeoutMs: 0,

@@ -1,0 +1,90 @@
+/**
+ * The cap on engine.io connections from one client IP (`--max-connections-per-ip`). A connection
+ * costs memory from its handshake on, joined or not, for as long as it answers pings: without a
+ * cap one address could open connections until the server runs out of memory (150,000 polling
+ * handshakes held 1.2 GB). Checked in engine.io's `allowRequest`, before a session exists; a
+ * refused handshake gets HTTP 403 with the reason in its body.
+ *
+ * A handshake that passes reserves a place at once (many can arrive in one read, before any
+ * becomes a connection); the connection takes it over, or, if the handshake failed on the way,
+ * it is given back once the event loop has turned. It is given back when the connection closes.
+ */
+import type { IncomingMessage } from 'node:http'
+import type { Server as EngineServer, Socket as EngineSocket } from 'engine.io'
+import { wireError } from '../shared/errors.ts'
+import type { Logger } from '../shared/logger.ts'
+import { clientIpOf } from './client-ip.ts'
+import type { ServerMetrics } from './metrics.ts'
+import { ipLimitKey } from './rate-limit.ts'
+
+/** Where a handshake's reservation is kept on its request until its connection takes it. */
+const RESERVED = Symbol('starsock:connection-reserved')
+/** At most one warning per this long about refused handshakes. */
+const WARN_EVERY_MS = 60_000
+
+type Reserved = IncomingMessage & { [RESERVED]?: string }
+
+/** Counts of connections per IP key (`ipLimitKey`), and the `allowRequest` that keeps them under `max`. */
+export class ConnectionsPerIp {
+  private readonly counts = new Map<string, number>()
+  private lastWarning = -Infinity
+  private refusedSinceWarning = 0
+
+  constructor (
+    private readonly max: number,
+    private readonly trustProxy: boolean,
+    private readonly metrics: ServerMetrics,
+    private readonly logger: Logger
+  ) {}
+
+  /** Connections (and reserved handshakes) of `ip`'s key now. */
+  count (ip: string): number {
+    return this.counts.get(ipLimitKey(ip)) ?? 0
+  }
+
+  /** engine.io's `allowRequest`: called for each handshake (a request without a session id). */
+  readonly allowRequest = (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void): void => {
+    const key = ipLimitKey(clientIpOf(req.headers, req.socket.remoteAddress ?? '', this.trustProxy))
+    const n = this.counts.get(key) ?? 0
+    if (n >= this.max) {
+      this.refused(key)
+      return callback(wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IP address reached (maxConnectionsPerIp=${this.max})`), false)
+    }
+    this.counts.set(key, n + 1)
+    ;(req as Reserved)[RESERVED] = key
+    // engine.io makes the connection within this turn of the event loop, or never.
+    setImmediate(() => {
+      if ((req as Reserved)[RESERVED] === undefined) return
+      delete (req as Reserved)[RESERVED]
+      this.release(key)
+    })
+    callback(null, true)
+  }
+
+  /** Take over handshakes' reservations as their connections open, and free them as they close. */
+  attach (engine: EngineServer): void {
+    engine.on('connection', (conn: EngineSocket) => {
+      const req = conn.request as Reserved | null
+      const key = req?.[RESERVED]
+      if (key === undefined) return
+      delete req?.[RESERVED]
+      conn.once('close', () => this.release(key))
+    })
+  }
+
+  private release (key: string): void {
+    const n = (this.counts.get(key) ?? 1) - 1
+    if (n <= 0) this.counts.delete(key)
+    else this.counts.set(key, n)
+  }
+
+  private refused (key: string): void {
+    this.metrics.limitHits.inc({ limit: 'E_LIMIT_CONNECTIONS_PER_IP' })
+    this.refusedSinceWarning++
+    const now = Date.now()
+    if (now - this.lastWarning < WARN_EVERY_MS) return
+    this.logger.warn({ ip: key, max: this.max, refused: this.refusedSinceWarning }, 'connections refused: the per-IP connection limit was reached')
+    this.lastWarning = now
+    this.refusedSinceWarning = 0
+  }
+}
