@@ -45,6 +45,12 @@ export interface ServerOptions {
   streamBufferBytes?: number
   /** Bytes all streams sent by one socket may hold before they fail. @default 16 MiB */
   socketBufferBytes?: number
+  /**
+   * Bytes all streams sent from one client IP address (all its sockets) may hold: its senders
+   * are paused past half of it, a stream that still passes it fails. Never less than
+   * `socketBufferBytes` (a smaller value counts as that). @default 64 MiB
+   */
+  ipBufferBytes?: number
   /** A sender paused this long for a receiver that does not drain has its fullest streams failed; at most 15 s. @default 8_000 */
   senderStallTimeoutMs?: number
   /** Addresses one socket may join. @default 8 */
@@ -392,6 +398,7 @@ export const SERVER_OPTIONS: { readonly [K in keyof ServerOptions]-?: OptionSpec
   // A stream holds at least two of the largest messages; a sender's streams together at least one stream's cap.
   streamBufferBytes: integer({ default: 8 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => 2 * (r.maxMessageBytes ?? MAX_MESSAGE_BYTES), unit: 'bytes', flag: '--stream-buffer-bytes <n>', env: 'STARSOCK_STREAM_BUFFER_BYTES', help: 'bytes one stream may hold on the server' }),
   socketBufferBytes: integer({ default: 16 * MiB, min: 2 * MAX_MESSAGE_BYTES, minFrom: (r) => r.streamBufferBytes ?? 2 * MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--socket-buffer-bytes <n>', env: 'STARSOCK_SOCKET_BUFFER_BYTES', help: 'bytes all streams of one sender may hold' }),
+  ipBufferBytes: integer({ default: 64 * MiB, min: 2 * MAX_MESSAGE_BYTES, unit: 'bytes', flag: '--ip-buffer-bytes <n>', env: 'STARSOCK_IP_BUFFER_BYTES', help: 'bytes all streams sent from one client IP address may hold on the server (at least --socket-buffer-bytes)' }),
   // A paused sender's heartbeats are not read: stay well inside engine.io's 20 s ping timeout.
   senderStallTimeoutMs: integer({ default: 8_000, min: 1, max: 15_000, unit: 'ms', flag: '--sender-stall-timeout-ms <n>', env: 'STARSOCK_SENDER_STALL_TIMEOUT_MS', help: 'a sender paused this long for a stalled receiver has its fullest streams failed' }),
   maxAddressesPerSocket: integer({ default: 8, min: 1, unit: 'count', flag: '--max-addresses-per-socket <n>', env: 'STARSOCK_MAX_ADDRESSES_PER_SOCKET', help: 'addresses one socket may join' }),

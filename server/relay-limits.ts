@@ -13,6 +13,8 @@ export interface RelayLimits {
   streamBufferBytes: number
   /** Cap of all queues of one sender. */
   socketBufferBytes: number
+  /** Cap of all queues of the senders of one client IP (`ipLimitKey`). */
+  ipBufferBytes: number
   /** Unflushed bytes toward a receiver past which forwarding waits for a drain. */
   writeHighWaterBytes: number
   /** Bytes one stream may carry; 0 for no budget. */
@@ -45,4 +47,14 @@ export interface RelayPartyState {
   queuedBytes: number
   /** Whether reading from the session is paused for backpressure. */
   paused: boolean
+}
+
+/** What the senders of one client IP (`ipLimitKey`) hold on the relay together. */
+export interface IpShare {
+  /** Bytes queued from all its senders. */
+  bytes: number
+  /** Whether it went past half of `ipBufferBytes` and has not come down to three eighths since. */
+  high: boolean
+  /** When one of its queued chunks last went out (or it went high): the stall timeout counts from there. */
+  progressMs: number
 }

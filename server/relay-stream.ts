@@ -1,4 +1,5 @@
 /** One relayed one-way stream, and one session as the relay sees it: queues, lanes and backpressure state. */
+import { ipLimitKey } from './rate-limit.ts'
 import { streamEvent } from '../shared/events.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, MAX_LANE, writeFrameHeader } from '../shared/raw-frame.ts'
 import type { Endpoint } from './session.ts'
@@ -39,7 +40,12 @@ export class RelayParty {
     private readonly rawFrames: () => boolean = () => false,
     /** The client's IP address (for per-IP shares); empty when unknown. */
     readonly ip: string = ''
-  ) {}
+  ) {
+    this.ipKey = ip === '' ? '' : ipLimitKey(ip)
+  }
+
+  /** `ipLimitKey` of `ip`, the key of its IP's share of the relay; empty when unknown. */
+  readonly ipKey: string
 
   /** Whether the client reads and sends raw frames. */
   get raw (): boolean {

@@ -15,7 +15,7 @@ import { errorFromWire, wireError, type ErrorCode } from '../shared/errors.ts'
 import { DIALER_SUFFIX, streamEvent } from '../shared/events.ts'
 import { silentLogger, type Logger } from '../shared/logger.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, frameBytes, frameKind, frameLane, isLane } from '../shared/raw-frame.ts'
-import { isCredit, type RelayLimits, type RelayObserver, type RelayPartyState } from './relay-limits.ts'
+import { isCredit, type IpShare, type RelayLimits, type RelayObserver, type RelayPartyState } from './relay-limits.ts'
 import { RELAY_MAX_STREAM_CHUNKS, RELAY_PAUSE_CHUNKS } from './constants.ts'
 import { shortDialId } from './peer-log.ts'
 import { deliver, payloadBytes, RelayParty, RelayStream, type QueuedChunk } from './relay-stream.ts'
@@ -32,6 +32,8 @@ export class Relay {
   /** The relay's state of each session with a stream, until the session is dropped. */
   private readonly parties = new Map<Session, RelayParty>()
   private readonly pausedSenders = new Set<RelayParty>()
+  /** What the senders of each client IP hold (`IpShare`), while they hold anything. */
+  private readonly ipShares = new Map<string, IpShare>()
 
   constructor (
     private readonly limits: RelayLimits,
@@ -232,6 +234,11 @@ export class Relay {
       this.fail(stream, 'E_LIMIT_BUFFER', `Socket buffer limit reached (socketBufferBytes=${this.limits.socketBufferBytes})`)
       return false
     }
+    const share = this.addToShare(sender, n)
+    if (share !== undefined && share.bytes > this.limits.ipBufferBytes) {
+      this.fail(stream, 'E_LIMIT_BUFFER', `Buffer limit of this IP address reached (ipBufferBytes=${this.limits.ipBufferBytes})`)
+      return false
+    }
     if (!stream.high && stream.queuedBytes > this.limits.streamBufferBytes / 2) {
       stream.high = true
       sender.highStreams++
@@ -362,6 +369,36 @@ export class Relay {
       stream.high = false
       stream.sender.highStreams--
     }
+    this.takeFromShare(stream.sender, n)
+  }
+
+  /** Count `n` bytes queued from `sender` in its IP's share; the share, `undefined` for a sender of unknown IP (a cluster stand-in). */
+  private addToShare (sender: RelayParty, n: number): IpShare | undefined {
+    if (sender.ipKey === '') return undefined
+    let share = this.ipShares.get(sender.ipKey)
+    if (share === undefined) {
+      share = { bytes: 0, high: false, progressMs: this.now() }
+      this.ipShares.set(sender.ipKey, share)
+    }
+    share.bytes += n
+    if (!share.high && share.bytes > this.limits.ipBufferBytes / 2) {
+      share.high = true
+      share.progressMs = this.now()
+    }
+    return share
+  }
+
+  /** `n` bytes from `sender` left the relay: once its IP's share is down to three eighths, its senders paused for it may read again. */
+  private takeFromShare (sender: RelayParty, n: number): void {
+    const share = sender.ipKey === '' ? undefined : this.ipShares.get(sender.ipKey)
+    if (share === undefined) return
+    share.bytes -= n
+    share.progressMs = this.now()
+    if (share.high && share.bytes <= this.limits.ipBufferBytes * 3 / 8) {
+      share.high = false
+      for (const paused of [...this.pausedSenders]) if (paused.ipKey === sender.ipKey) this.updatePause(paused)
+    }
+    if (share.bytes <= 0 && !share.high) this.ipShares.delete(sender.ipKey)
   }
 
   /** Close `stream` (`end`: how, for the log line once both streams of its dial are closed). */
@@ -405,34 +442,51 @@ export class Relay {
   }
 
   /**
-   * Pause a sender whose queues are above half their caps; resume it at three quarters of that,
-   * so pauses stay short while a slow receiver drains (engine.io heartbeats are not read while
-   * paused; a pause that lasts is cut by the stall timeout in `sweep`).
+   * Pause a sender whose queues, or its IP's share, are above half their caps; resume it at
+   * three quarters of that, so pauses stay short while a slow receiver drains (engine.io
+   * heartbeats are not read while paused; a pause that lasts is cut by the stall timeouts in `sweep`).
    */
   private updatePause (sender: RelayParty): void {
     const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2 || sender.queuedChunks > RELAY_PAUSE_CHUNKS
-    if (!sender.paused && (sender.highStreams > 0 || socketHigh)) {
+    const ipHigh = sender.ipKey !== '' && this.ipShares.get(sender.ipKey)?.high === true
+    if (!sender.paused && (sender.highStreams > 0 || socketHigh || ipHigh)) {
       sender.paused = sender.endpoint.pauseReading()
       if (sender.paused) {
         sender.pausedSinceMs = this.now()
         this.pausedSenders.add(sender)
       }
-    } else if (sender.paused && sender.highStreams === 0 && sender.queuedBytes <= this.limits.socketBufferBytes * 3 / 8 && sender.queuedChunks <= RELAY_PAUSE_CHUNKS * 3 / 8) {
+    } else if (sender.paused && !this.ownQueuesHigh(sender) && !ipHigh) {
       sender.paused = false
       this.pausedSenders.delete(sender)
       sender.endpoint.resumeReading()
     }
   }
 
+  /** Whether `sender`'s own queues keep it paused (above three eighths of their caps, or a stream above its resume mark). */
+  private ownQueuesHigh (sender: RelayParty): boolean {
+    return sender.highStreams > 0 || sender.queuedBytes > this.limits.socketBufferBytes * 3 / 8 || sender.queuedChunks > RELAY_PAUSE_CHUNKS * 3 / 8
+  }
+
   private sweep (): void {
     const now = this.now()
     for (const sender of [...this.pausedSenders]) {
-      if (now - sender.pausedSinceMs < this.limits.senderStallTimeoutMs) continue
-      // The receivers did not drain: fail the fullest streams until the sender may read again.
+      // Paused only for its IP's share: the share's own stall timeout below.
+      if (now - sender.pausedSinceMs < this.limits.senderStallTimeoutMs || !this.ownQueuesHigh(sender)) continue
+      // The receivers did not drain: fail the fullest streams until the sender's own queues are low.
       const fullest = [...sender.outbound.values()].sort((a, b) => b.queuedBytes - a.queuedBytes)
       for (const stream of fullest) {
-        if (!sender.paused) break
+        if (!sender.paused || !this.ownQueuesHigh(sender)) break
         this.fail(stream, 'E_LIMIT_BUFFER', `Receiver stalled for ${this.limits.senderStallTimeoutMs} ms with a full stream buffer`)
+      }
+    }
+    for (const [key, share] of [...this.ipShares]) {
+      if (!share.high || now - share.progressMs < this.limits.senderStallTimeoutMs) continue
+      // Many senders of one IP, each under its own marks, whose receivers do not drain: fail the
+      // IP's fullest streams until its share is low again (and its senders read again).
+      const fullest = [...this.streams].filter((s) => s.sender.ipKey === key && s.queuedBytes > 0).sort((a, b) => b.queuedBytes - a.queuedBytes)
+      for (const stream of fullest) {
+        if (!share.high) break
+        this.fail(stream, 'E_LIMIT_BUFFER', `Receivers stalled for ${this.limits.senderStallTimeoutMs} ms with the buffer of this IP address full (ipBufferBytes=${this.limits.ipBufferBytes})`)
       }
     }
     if (this.limits.streamIdleTimeoutMs > 0) this.sweepIdle(now)

@@ -84,6 +84,7 @@ export class Rendezvous {
     this.relay = new Relay({
       streamBufferBytes: options.streamBufferBytes,
       socketBufferBytes: options.socketBufferBytes,
+      ipBufferBytes: Math.max(options.ipBufferBytes, options.socketBufferBytes),
       writeHighWaterBytes: SOCKET_WRITE_HIGH_WATER_BYTES,
       senderStallTimeoutMs: options.senderStallTimeoutMs,
       streamByteBudget: options.streamByteBudget,

@@ -6,6 +6,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { chunked, connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, StreamSink, type RawPeer } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import { streamEvent } from '../shared/events.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 
@@ -259,6 +260,43 @@ describe('limits', () => {
     // A was resumed: it still dials and echoes through B.
     const data = testBytes(100_000)
     expectBytes(await within('echo after the stall', dialAndEcho(a, b.addr, data)), data, 'echo after the stall')
+  })
+  it('holds the senders of one IP to its share together, each under its own marks; another IP goes on; a share that does not drain loses its fullest streams', async () => {
+    const MiB = 1024 * 1024
+    const ipBufferBytes = 4 * MiB
+    const s = await start({ ipBufferBytes, socketBufferBytes: 2 * MiB, streamBufferBytes: 2 * MiB, senderStallTimeoutMs: 500 })
+    // A listener on another IP that takes every dial and never accepts its stream: all of it waits on the server.
+    const listener = await peer('127.0.0.2')
+    listener.socket.on('ss-incomming', (_dialId: string, _from: string, ack: () => void) => ack())
+    const senders = await Promise.all(Array.from({ length: 12 }, async () => await peer()))
+    const aborts: string[] = []
+    let maxBuffered = 0
+    const sampler = setInterval(() => { maxBuffered = Math.max(maxBuffered, s.stats().bufferedBytes) }, 2)
+    try {
+      for (const [i, sender] of senders.entries()) {
+        expect(await openDial(sender, listener.addr, `share${i}`)).toBeUndefined()
+        sender.socket.on(streamEvent('abort', `share${i}.dialer`), (why: string) => aborts.push(why))
+      }
+      // 900 KiB each, sent at once without waiting for an accept (a legacy sender may): under a
+      // stream's pause mark (1 MiB), 10.5 MiB in all.
+      for (const [i, sender] of senders.entries()) {
+        for (const chunk of chunked(testBytes(900 * 1024, i), 64 * 1024)) sender.socket.emit(streamEvent('queue', `share${i}.dialer`), chunk)
+      }
+      await waitFor('the senders of 127.0.0.1 to be paused', () => [...s.rendezvous.sessions.values()].filter((x) => s.rendezvous.relay.stateOf(x).paused).length >= 2)
+      // Another IP relays on, meanwhile.
+      const echo = await peer('127.0.0.3')
+      echoIncoming(echo)
+      const other = await peer('127.0.0.4')
+      const data = testBytes(100_000)
+      expectBytes(await within('an echo from another IP', dialAndEcho(other, echo.addr, data)), data, 'an echo from another IP')
+      // No progress for the stall timeout: the IP's fullest streams fail until its share is low.
+      await waitFor('streams of the stalled share to fail', () => aborts.length > 0, 10_000)
+      expect(aborts[0]).toBe('Receivers stalled for 500 ms with the buffer of this IP address full (ipBufferBytes=4194304) [E_LIMIT_BUFFER]')
+      expect(maxBuffered).toBeGreaterThan(ipBufferBytes / 2)
+      expect(maxBuffered).toBeLessThanOrEqual(ipBufferBytes)
+    } finally {
+      clearInterval(sampler)
+    }
   })
 })
 

@@ -6,7 +6,7 @@ import { Session, type Endpoint } from '../../server/session.ts'
 import { streamEvent } from '../../shared/events.ts'
 import { FRAME_HEADER_BYTES, frameLane, MAX_LANE, writeFrameHeader } from '../../shared/raw-frame.ts'
 
-const LIMITS: RelayLimits = { streamBufferBytes: 1000, socketBufferBytes: 4000, writeHighWaterBytes: 300, streamByteBudget: 0, streamIdleTimeoutMs: 0, senderStallTimeoutMs: 1_000_000 }
+const LIMITS: RelayLimits = { streamBufferBytes: 1000, socketBufferBytes: 4000, ipBufferBytes: 1_000_000, writeHighWaterBytes: 300, streamByteBudget: 0, streamIdleTimeoutMs: 0, senderStallTimeoutMs: 1_000_000 }
 const OUT = 'd1.dialer'
 const BACK = 'd1.listener'
 

@@ -7,6 +7,7 @@ import { Session, type Endpoint } from '../../server/session.ts'
 const LIMITS: RelayLimits = {
   streamBufferBytes: 1000,
   socketBufferBytes: 4000,
+  ipBufferBytes: 1_000_000,
   writeHighWaterBytes: 300,
   streamByteBudget: 0,
   streamIdleTimeoutMs: 0,
@@ -25,7 +26,7 @@ interface Peer {
   resumes: number
 }
 
-function peer (id: string): Peer {
+function peer (id: string, ip = '127.0.0.1', canPause = true): Peer {
   const p: Peer = { session: undefined as unknown as Session, emits: [], pending: 0, countWrites: false, pauses: 0, resumes: 0 }
   const endpoint: Endpoint = {
     emit: (event, ...args) => {
@@ -34,10 +35,10 @@ function peer (id: string): Peer {
     },
     request: async () => [],
     pendingWriteBytes: () => p.pending,
-    pauseReading: () => { p.pauses++; return true },
+    pauseReading: () => { p.pauses++; return canPause },
     resumeReading: () => { p.resumes++ }
   }
-  p.session = new Session(id, '127.0.0.1', endpoint, new TokenBucket(100, 200))
+  p.session = new Session(id, ip, endpoint, new TokenBucket(100, 200))
   return p
 }
 
@@ -555,4 +556,82 @@ describe('Relay', () => {
       expect(relay.openStreams).toBe(2)
     })
   })
+
+  describe('the share of one client IP (ipBufferBytes)', () => {
+    /** `n` senders from `ip`, each with a dial to a listener of its own (from another IP); `relay` with `limits`. */
+    function senders (relay: Relay, n: number, ip: string, canPause = true): Array<{ sender: Peer, listener: Peer, id: string }> {
+      return Array.from({ length: n }, (_, i) => {
+        const sender = peer(`${ip}-s${i}`, ip, canPause)
+        const listener = peer(`${ip}-l${i}`, '10.9.9.9')
+        const id = `${ip}-${i}`
+        relay.openPair(sender.session, listener.session, `${id}.dialer`, `${id}.listener`)
+        return { sender, listener, id: `${id}.dialer` }
+      })
+    }
+    const make = (limits: Partial<RelayLimits>, now?: () => number): Relay => {
+      const relay = new Relay({ ...LIMITS, ...limits }, {}, undefined, now)
+      relays.push(relay)
+      return relay
+    }
+
+    it('pauses every sender of an IP whose share passes half its cap, each under its own marks; resumes them at three eighths; another IP reads on', () => {
+      const relay = make({ ipBufferBytes: 3000 })
+      const mine = senders(relay, 5, '192.0.2.1')
+      const other = senders(relay, 1, '192.0.2.2')
+      // 400 each: under a stream's pause mark (500) and a socket's (2000).
+      for (const s of mine.slice(0, 3)) relay.data(s.sender.session, s.id, bytes(400))
+      expect(mine.map((s) => s.sender.pauses)).toEqual([0, 0, 0, 0, 0]) // 1200
+      relay.data((mine[3] as typeof mine[0]).sender.session, (mine[3] as typeof mine[0]).id, bytes(400)) // 1600 > 1500
+      expect(mine.map((s) => s.sender.pauses)).toEqual([0, 0, 0, 1, 0])
+      // The others of the IP pause at their next chunk; an IPv4-mapped spelling is the same IP.
+      relay.data((mine[0] as typeof mine[0]).sender.session, (mine[0] as typeof mine[0]).id, bytes(10))
+      relay.data((mine[4] as typeof mine[0]).sender.session, (mine[4] as typeof mine[0]).id, bytes(10))
+      expect(mine.map((s) => s.sender.pauses)).toEqual([1, 0, 0, 1, 1])
+      // Another IP is not held back by it.
+      const o = other[0] as typeof other[0]
+      relay.data(o.sender.session, o.id, bytes(400))
+      expect(o.sender.pauses).toBe(0)
+      // Draining down to 1125 (three eighths of 3000) resumes them all at once.
+      for (const s of mine.slice(0, 2)) relay.accept(s.listener.session, s.id) // 1620 - 820 = 800
+      expect(mine.map((s) => s.sender.resumes)).toEqual([1, 0, 0, 1, 1])
+      expect(mine.every((s) => !relay.stateOf(s.sender.session).paused)).toBe(true)
+      expect(relay.bufferedBytes).toBe(800 + 400 + 10)
+    })
+
+    it('fails the stream that passes the cap when its sender cannot be paused, naming the limit', () => {
+      const relay = make({ ipBufferBytes: 3000 })
+      const mine = senders(relay, 8, '192.0.2.1', false)
+      for (const s of mine) relay.data(s.sender.session, s.id, bytes(400))
+      const last = mine[7] as typeof mine[0]
+      expect(errors(last.listener, last.id)).toEqual(['Buffer limit of this IP address reached (ipBufferBytes=3000) [E_LIMIT_BUFFER]'])
+      expect(mine.slice(0, 7).every((s) => errors(s.listener, s.id).length === 0)).toBe(true)
+      expect(relay.bufferedBytes).toBe(2800)
+    })
+
+    it('fails the fullest streams of an IP whose receivers made no progress for the stall timeout, until its share is low; not those of another IP', () => {
+      let t = 0
+      const relay = make({ ipBufferBytes: 3000, senderStallTimeoutMs: 1000 }, () => t)
+      const mine = senders(relay, 5, '192.0.2.1')
+      const other = senders(relay, 1, '192.0.2.2')
+      const sizes = [300, 450, 350, 400, 200] // 1700: high, every sender under its own marks
+      mine.forEach((s, i) => relay.data(s.sender.session, s.id, bytes(sizes[i] as number)))
+      for (const s of mine) relay.data(s.sender.session, s.id, bytes(1)) // each one's next chunk pauses it
+      const o = other[0] as typeof other[0]
+      relay.data(o.sender.session, o.id, bytes(450))
+      const sweep = (): void => { (relay as unknown as { sweep: () => void }).sweep() }
+      t = 900
+      sweep()
+      expect(mine.flatMap((s) => errors(s.listener, s.id))).toEqual([]) // not yet
+      t = 1100
+      sweep()
+      // 1705 held: failing 451 and 401 leaves 853 <= 1125; the rest and the other IP's stream stay.
+      const failed = mine.filter((s) => errors(s.listener, s.id).length > 0).map((s) => s.id)
+      expect(failed).toEqual([(mine[1] as typeof mine[0]).id, (mine[3] as typeof mine[0]).id])
+      expect(errors((mine[1] as typeof mine[0]).listener, (mine[1] as typeof mine[0]).id)).toEqual(['Receivers stalled for 1000 ms with the buffer of this IP address full (ipBufferBytes=3000) [E_LIMIT_BUFFER]'])
+      expect(errors(o.listener, o.id)).toEqual([])
+      expect(mine.every((s) => !relay.stateOf(s.sender.session).paused)).toBe(true)
+      expect(relay.bufferedBytes).toBe(853 + 450)
+    })
+  })
 })
+

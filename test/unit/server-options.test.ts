@@ -65,6 +65,7 @@ describe('resolveServerOptions', () => {
       announceJoinsPerSecond: 4,
       streamBufferBytes: 8 * 1024 * 1024,
       socketBufferBytes: 16 * 1024 * 1024,
+      ipBufferBytes: 64 * 1024 * 1024,
       senderStallTimeoutMs: 8_000,
       maxAddressesPerSocket: 8,
       maxStreamsPerSocket: 1024,
