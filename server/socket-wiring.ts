@@ -149,12 +149,17 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: (event: string) =>
     return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
   }
   const { type, streamId } = parsed
-  const ok = type === 'accept' ? relay.accept(s, streamId, raw[0], raw[1])
-    : type === 'queue' ? relay.data(s, streamId, raw[0])
-      : type === 'error' ? relay.end(s, streamId, raw[0])
-        : type === 'credit' ? relay.credit(s, streamId, raw[0])
-          : relay.abort(s, streamId, raw[0])
+  // Stream events carry no ack (legacy clients send none); one that does still gets its one reply.
+  const { args, ack } = raw.length > 0 && typeof raw[raw.length - 1] === 'function' ? splitAck(raw) : { args: raw, ack: undefined }
+  const ok = type === 'accept' ? relay.accept(s, streamId, args[0], args[1])
+    : type === 'queue' ? relay.data(s, streamId, args[0])
+      : type === 'error' ? relay.end(s, streamId, args[0])
+        : type === 'credit' ? relay.credit(s, streamId, args[0])
+          : relay.abort(s, streamId, args[0])
   if (!ok) bad(`stream-${type}`)
+  if (ack === undefined) return
+  if (ok) return ack(null)
+  replyError(ack, new StarsockError('E_BAD_REQUEST', `Stream event ${type} not taken: no such stream of this socket, not its side of it, an ended stream, or bad arguments`), log)
 }
 
 /** Wire `rendezvous` to every socket `io` accepts. */

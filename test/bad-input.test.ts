@@ -49,7 +49,9 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
     ['hello with a resume secret that is not a string', 'starsock:hello', () => [{ resume: { a: 1 } }], 'starsock:hello: resume must be a string [E_BAD_REQUEST]'],
     ['hello with a huge resume secret', 'starsock:hello', () => [{ resume: 'ab'.repeat(100_000) }], BAD],
     ['peers with a negative cursor', 'starsock:peers', () => [-1], BAD],
-    ['an unknown event', 'no-such-event', () => [1, 2], 'Unknown event "no-such-event" [E_BAD_REQUEST]']
+    ['an unknown event', 'no-such-event', () => [1, 2], 'Unknown event "no-such-event" [E_BAD_REQUEST]'],
+    ['a stream chunk with an ack, for no stream', 'socket.io-pull-stream.queue.nope.dialer', () => [Buffer.from('x')], 'Stream event queue not taken: no such stream of this socket, not its side of it, an ended stream, or bad arguments [E_BAD_REQUEST]'],
+    ['a stream accept with an ack and nothing else, for no stream', 'socket.io-pull-stream.accept.nope.listener', () => [], /^Stream event accept not taken: .* \[E_BAD_REQUEST\]$/]
   ]
 
   it.each(cases)('%s', async (_name, event, args, expected) => {
@@ -99,6 +101,24 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
       expect(server.rendezvous.directory.owner(known.addr)).toBe(first.id)
     } finally {
       for (const s of sockets) s.close()
+    }
+  })
+
+  it('answers stream events that carry an ack once each: null when taken, an error when not', async () => {
+    const a = await startRawPeer(server.url(), server.port)
+    const b = await startRawPeer(server.url(), server.port)
+    try {
+      b.socket.on('ss-incomming', (_dialId: string, _from: string, ack: () => void) => ack())
+      expect((await request(a.socket, 'ss-dial', [a.addr, b.addr, 'acked']))[0] ?? null).toBeNull()
+      expect(await request(b.socket, 'socket.io-pull-stream.accept.acked.dialer', [])).toEqual([null])
+      expect(await request(a.socket, 'socket.io-pull-stream.queue.acked.dialer', [Buffer.from('hi')])).toEqual([null])
+      // Not a's side of that stream; a chunk that is not bytes.
+      expect((await request(a.socket, 'socket.io-pull-stream.accept.acked.dialer', []))[0]).toMatch(BAD)
+      expect((await request(a.socket, 'socket.io-pull-stream.credit.acked.listener', ['lots']))[0]).toMatch(BAD)
+      expect(await request(a.socket, 'socket.io-pull-stream.error.acked.dialer', [true])).toEqual([null])
+    } finally {
+      a.close()
+      b.close()
     }
   })
 
