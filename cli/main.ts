@@ -26,6 +26,8 @@ export interface CommandEntry {
   description: string
   /** Loads the command's module and builds the command. */
   load: () => Promise<(started: Started) => Command>
+  /** Its `--json` prints one object per event on stdout: a failure that ends it is one too (`fatal`). */
+  jsonEvents?: true
 }
 
 /** Every subcommand, in the order `--help` lists them. */
@@ -33,11 +35,11 @@ export const COMMANDS: readonly CommandEntry[] = [
   { name: 'serve', description: 'run the rendezvous and relay server (and its page)', load: async () => (await import('./serve.ts')).serveCommand },
   { name: 'id', description: 'make or show the identity (prints the peer id)', load: async () => (await import('./id.ts')).idCommand },
   { name: 'peers', description: 'join a server and print the peers online, one per line (peer id, then address)', load: async () => (await import('./peers.ts')).peersCommand },
-  { name: 'listen', description: 'join and run what other peers offer (connect, bind) as --allow rules or a person allow', load: async () => (await import('./listen.ts')).listenCommand },
-  { name: 'forward', description: 'listen here; each connection (or UDP source) reaches --to (or the peer\'s --service) through --peer (repeat --listen/--to for more tunnels on one connection)', load: async () => (await import('./tunnels.ts')).forwardCommand },
-  { name: 'expose', description: '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)', load: async () => (await import('./tunnels.ts')).exposeCommand },
+  { name: 'listen', description: 'join and run what other peers offer (connect, bind) as --allow rules or a person allow', load: async () => (await import('./listen.ts')).listenCommand, jsonEvents: true },
+  { name: 'forward', description: 'listen here; each connection (or UDP source) reaches --to (or the peer\'s --service) through --peer (repeat --listen/--to for more tunnels on one connection)', load: async () => (await import('./tunnels.ts')).forwardCommand, jsonEvents: true },
+  { name: 'expose', description: '--peer listens on --port; each connection (or datagram) reaches the local --to (repeat --port/--to for more tunnels on one connection)', load: async () => (await import('./tunnels.ts')).exposeCommand, jsonEvents: true },
   { name: 'relay', description: 'get a UDP relay allocation (two ports that swap datagrams), print it, keep it until SIGINT/SIGTERM, then release it; or hand endpoint 2 to a peer (--share), or release one made earlier (--release)', load: async () => (await import('./relay.ts')).relayCommand },
-  { name: 'up', description: 'run one agent from a TOML config: any number of forwards, exposes, SOCKS5 proxies and accepts, rules and services (SIGHUP reloads it)', load: async () => (await import('./up/command.ts')).upCommand }
+  { name: 'up', description: 'run one agent from a TOML config: any number of forwards, exposes, SOCKS5 proxies and accepts, rules and services (SIGHUP reloads it)', load: async () => (await import('./up/command.ts')).upCommand, jsonEvents: true }
 ]
 
 /**
@@ -68,7 +70,8 @@ export async function createProgram (argv: readonly string[], started: Started, 
   const wanted = commandOf(argv)
   for (const entry of COMMANDS) {
     if (all || entry === wanted) {
-      program.addCommand((await entry.load())(started))
+      // A usage error throws to `main` (which says it in JSON too) rather than exiting the process.
+      program.addCommand((await entry.load())(started).exitOverride())
     } else {
       const cmd = new Command(entry.name).description(entry.description)
       light.add(cmd)
@@ -106,10 +109,26 @@ export async function main (argv: string[], hooks: MainHooks = {}): Promise<numb
     }
     return await run
   } catch (err) {
-    if (err instanceof CommanderError) return err.exitCode
+    if (err instanceof CommanderError) {
+      // Commander printed its line; help and --version end with 0.
+      if (err.exitCode !== 0) printFatal(argv, null, err.message, err.exitCode)
+      return err.exitCode
+    }
     process.stderr.write(`starsock: ${describe(err)}\n`)
+    printFatal(argv, err instanceof StarsockError ? err.code : null, err instanceof Error ? err.message : String(err), 1)
     return 1
   }
+}
+
+/**
+ * With `--json`, a command whose stdout is one object per event ends with one more when it fails:
+ * `{"event":"fatal","code":...,"message":...,"exitCode":N}` (`code` null for a usage error), so a
+ * program reading stdout learns why, not only that it ended. stderr has the line as always.
+ */
+function printFatal (argv: readonly string[], code: string | null, message: string, exitCode: number): void {
+  const end = argv.indexOf('--')
+  if (commandOf(argv)?.jsonEvents !== true || !(end === -1 ? argv : argv.slice(0, end)).includes('--json')) return
+  process.stdout.write(JSON.stringify({ event: 'fatal', time: new Date().toISOString(), code, message, exitCode }) + '\n')
 }
 
 /** One readable line for a failure: the message, and the code when it has one. */

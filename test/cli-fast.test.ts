@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { io as ioClient } from 'socket.io-client'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { peerIdOf, Programs } from './helpers/programs.ts'
+import { peerIdOf, Programs, runProgramAsync } from './helpers/programs.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
 import { closedPort } from './helpers/sockets.ts'
 
@@ -106,6 +106,24 @@ describe('a wrong --server: every client command fails soon with one line that s
       expect(r.stderr, what).toMatch(new RegExp(reason.source + ' \\(E_SERVER_UNREACHABLE\\)\\n$'))
     }
   }, 90_000)
+
+  it('with --json, an event command that fails ends its stdout with a fatal event saying why; a usage error too; peers --json prints nothing', async () => {
+    const key = join(dir, 'me')
+    const [down, usage, peers] = await Promise.all([
+      runProgramAsync(['forward', '--json', '--server', servers.closed ?? '', '--key', key, '--peer', peer, '--listen', '0', '--to', '127.0.0.1:1']),
+      runProgramAsync(['listen', '--json', '--bogus', '--server', servers.closed ?? '']),
+      runProgramAsync(['peers', '--json', '--server', servers.closed ?? '', '--key', key])
+    ])
+    expect(down.status).toBe(1)
+    const last = JSON.parse(down.stdout.trim().split('\n').pop() ?? '') as Record<string, unknown>
+    expect(last).toMatchObject({ event: 'fatal', code: 'E_SERVER_UNREACHABLE', exitCode: 1 })
+    expect(last.message).toMatch(/could not be reached within 2500 ms: nothing listens on 127\.0\.0\.1:\d+$/)
+    expect(down.stderr).toMatch(/^starsock: Server .* \(E_SERVER_UNREACHABLE\)\n$/)
+    expect(usage.status).toBe(1)
+    expect(JSON.parse(usage.stdout)).toMatchObject({ event: 'fatal', code: null, message: "error: unknown option '--bogus'", exitCode: 1 })
+    expect(peers.status).toBe(1)
+    expect(peers.stdout).toBe('')
+  }, 60_000)
 
   it('up waits for a wrong server, as documented, and its first "waiting" event says why', async () => {
     const programs = new Programs()
