@@ -24,8 +24,8 @@ import type { OfferRequest, SockAgent } from '../client/sock/agent.ts'
 import type { Mapping } from '../client/sock/mapping.ts'
 import { securityText } from './status.ts'
 
-/** A person's answer: grant, deny, or grant and remember for this peer. */
-export type ConsentAnswer = boolean | 'always'
+/** A person's answer: grant, deny, or grant and remember for this peer; `'nobody'` once the input ended. */
+export type ConsentAnswer = boolean | 'always' | 'nobody'
 
 interface Question {
   request: OfferRequest
@@ -73,7 +73,14 @@ export class TerminalConsent {
    * `onPrompt(hold)` is told whether the status line must hold its redraws: a prompt waits, or
    * (on a terminal) the person is typing.
    */
-  constructor (agent: SockAgent, input: NodeJS.ReadableStream & { isTTY?: boolean }, private readonly output: NodeJS.WritableStream, private readonly onPrompt: (hold: boolean) => void = () => {}) {
+  /** Whether `close()` ended the input (else the input itself ended: nobody is left to ask). */
+  private closing = false
+
+  /**
+   * `onEnded()` is called once if the input ends by itself (end of file, a closed pipe): offers
+   * waiting and to come are then denied as nobody's decision (`'nobody'`), never as a person's.
+   */
+  constructor (agent: SockAgent, input: NodeJS.ReadableStream & { isTTY?: boolean }, private readonly output: NodeJS.WritableStream, private readonly onPrompt: (hold: boolean) => void = () => {}, onEnded: () => void = () => {}) {
     this.tty = input.isTTY === true
     this.rl = createInterface({ input, output: this.tty ? output : undefined, terminal: this.tty, prompt: '' })
     this.rl.on('line', (line) => {
@@ -85,7 +92,8 @@ export class TerminalConsent {
     })
     this.rl.on('close', () => {
       this.ended = true
-      for (const q of this.queue.splice(0)) q.answer(false)
+      if (!this.closing) onEnded()
+      for (const q of this.queue.splice(0)) q.answer('nobody')
     })
     if (this.tty) {
       // In raw mode Ctrl-C reaches readline, not the process: pass it on (the command stops as on SIGINT).
@@ -110,15 +118,20 @@ export class TerminalConsent {
     })
   }
 
+  /** Whether a person can still be asked (the input has not ended). */
+  get open (): boolean {
+    return !this.ended
+  }
+
   /** The mapping number `list` shows for `mapping`. */
   numberOf (mapping: Mapping): number | undefined {
     for (const [n, m] of this.numbered) if (m === mapping) return n
     return undefined
   }
 
-  /** Ask about one offer; settles with the person's answer (`false` on abort or end of input). */
+  /** Ask about one offer; settles with the person's answer (`false` on abort, `'nobody'` at the end of input). */
   async ask (request: OfferRequest, signal: AbortSignal): Promise<ConsentAnswer> {
-    if (this.ended) return false
+    if (this.ended) return 'nobody'
     return await new Promise<ConsentAnswer>((resolve) => {
       const question: Question = {
         request,
@@ -151,6 +164,7 @@ export class TerminalConsent {
 
   /** Stop reading the terminal. */
   close (): void {
+    this.closing = true
     this.rl.close()
   }
 

@@ -220,11 +220,12 @@ async function listen (flags: ListenFlags): Promise<number> {
           }
         },
     // 'always': the agent grants and adds the rule for this peer; its `rule` event says which.
-    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined
+    ask: asking ? async (request, signal) => await (consent as TerminalConsent).ask(request, signal) : undefined,
+    askable: () => consent?.open !== false
   })
   status = new StatusReporter(flags.json === true, () => ({ ...agent.stats(), security: sessionsText(agent) }))
   if (asking) {
-    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold))
+    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold), () => status?.event('nobody-to-ask', {}, 'standard input ended: nobody is left to ask, so offers no rule allows are denied from now on'))
     status.afterEvent = () => consent?.redraw()
   }
   reportAgent(agent, status)

@@ -99,6 +99,25 @@ describe('the terminal prompt (TerminalConsent)', () => {
     expect(await within('the answer after the long line', long)).toBe(false)
   })
 
+  it('the input ending answers the waiting offer and later ones "nobody" (not a person\'s no), says so once; close() is not an end of input', async () => {
+    const input = new PassThrough()
+    const out = output()
+    let ended = 0
+    const consent = new TerminalConsent(agent, input, out, () => {}, () => { ended++ })
+    consents.push(consent)
+    const waiting = consent.ask(request(true), new AbortController().signal)
+    expect(consent.open).toBe(true)
+    input.end()
+    expect(await within('the waiting answer', waiting)).toBe('nobody')
+    expect(await consent.ask(request(true), new AbortController().signal)).toBe('nobody')
+    expect(consent.open).toBe(false)
+    expect(ended).toBe(1)
+    let closedEnded = 0
+    const other = new TerminalConsent(agent, new PassThrough(), output(), () => {}, () => { closedEnded++ })
+    other.close()
+    expect(closedEnded).toBe(0)
+  })
+
   it('on a terminal the status line holds while something is typed, and goes on after the line', async () => {
     const input = terminalInput()
     const out = output()

@@ -103,7 +103,8 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
     // An offer before the prompt exists (the first moments) is denied, not a crash.
-    ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined
+    ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined,
+    askable: () => consent?.open !== false
   }
   const flagsOf = {
     server: config.server,
@@ -148,7 +149,7 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
     return { channelsOpen: t?.channelsOpen ?? 0, bytesIn: t?.bytesIn ?? 0, bytesOut: t?.bytesOut ?? 0, droppedDatagrams: t?.droppedDatagrams ?? 0, state, security: sessionsText(agent) }
   })
   if (asking) {
-    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold))
+    consent = new TerminalConsent(agent, process.stdin, process.stderr, (hold) => status.hold(hold), () => status?.event('nobody-to-ask', {}, 'standard input ended: nobody is left to ask, so offers no rule allows are denied from now on'))
     status.afterEvent = () => consent?.redraw()
   }
   reportAgent(agent, status)

@@ -109,8 +109,12 @@ export interface ServiceTarget {
   proto: SockProto
 }
 
-/** An answer about an offer: `'always'` grants it and, on a secure connection, adds a rule for it from that peer. */
-export type OfferAnswer = boolean | 'always'
+/**
+ * An answer about an offer: `'always'` grants it and, on a secure connection, adds a rule for it
+ * from that peer; `'nobody'` denies it because nobody can be asked (a prompt's input ended): the
+ * decision is then nobody's (`by: 'none'`), not a person's.
+ */
+export type OfferAnswer = boolean | 'always' | 'nobody'
 
 /** What was decided about an offer. */
 export interface OfferDecision extends OfferRequest {
@@ -180,6 +184,12 @@ export interface SockAgentOptions {
    * Without it such offers are denied.
    */
   ask?: (request: OfferRequest, signal: AbortSignal) => OfferAnswer | Promise<OfferAnswer>
+  /**
+   * Whether anyone can be asked now (a prompt whose input ended cannot). When it says no, offers
+   * no rule allows are denied as nobody's decision, and the requester is not told a person is asked.
+   * @default always
+   */
+  askable?: () => boolean
   /** Services this agent offers by name (`service:NAME` rules or a person grant them); this side picks the target. */
   services?: Record<string, ServiceTarget>
   /**
@@ -906,6 +916,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
     } else if (offer.kind !== 'file' && remembered.has(key)) {
       by = 'remembered'
       decide(true, by)
+    } else if (this.options.ask !== undefined && this.options.askable?.() === false) {
+      by = 'none'
+      decide(false, by, { reason: 'nobody to ask', code: 'E_DENIED' })
+      throw new StarsockError('E_DENIED', `Nobody is there to ask about ${wireText}, and no rule allows it`)
     } else if (this.options.ask !== undefined) {
       asking({ timeoutMs: this.askTimeoutMs }) // the requester may say it waits for a person
       const answer = await this.askPerson(request, signal)
@@ -923,9 +937,10 @@ export class SockAgent extends Emitter<SockAgentEvents> {
       }
       // Others may have been granted while the person thought: the totals hold all the same.
       if (yes) checkLimits()
-      by = answer === 'timeout' ? 'none' : 'person'
-      decide(yes, by, answer === 'timeout' ? { reason: 'no answer in time', code: 'E_DENIED' } : yes ? {} : { code: 'E_DENIED' })
-      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${wireText} in time` : `Peer denied ${wireText}`)
+      const unanswered = answer === 'timeout' ? 'no answer in time' : answer === 'nobody' ? 'nobody to ask' : undefined
+      by = unanswered !== undefined ? 'none' : 'person'
+      decide(yes, by, unanswered !== undefined ? { reason: unanswered, code: 'E_DENIED' } : yes ? {} : { code: 'E_DENIED' })
+      if (!yes) throw new StarsockError('E_DENIED', answer === 'timeout' ? `Nobody answered about ${wireText} in time` : answer === 'nobody' ? `Nobody is there to ask about ${wireText}, and no rule allows it` : `Peer denied ${wireText}`)
       // The same offer again is not asked twice: on any secure connection (after a reconnect too),
       // on a plaintext one only on that very connection (`rememberedFor`); each file is asked.
       if (offer.kind !== 'file') remembered.add(key)
@@ -1028,7 +1043,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
   }
 
   /** Ask the person: `yes`, `always`, `no`, `timeout` (no answer in time) or `withdrawn` (the requester gave up). */
-  private async askPerson (request: OfferRequest, gaveUp: AbortSignal): Promise<'yes' | 'always' | 'no' | 'timeout' | 'withdrawn'> {
+  private async askPerson (request: OfferRequest, gaveUp: AbortSignal): Promise<'yes' | 'always' | 'no' | 'nobody' | 'timeout' | 'withdrawn'> {
     const ac = new AbortController()
     const timer = setTimeout(() => ac.abort('timeout'), this.askTimeoutMs)
     gaveUp.addEventListener('abort', () => ac.abort('withdrawn'), { once: true })
@@ -1038,7 +1053,7 @@ export class SockAgent extends Emitter<SockAgentEvents> {
         new Promise<false>((resolve) => ac.signal.addEventListener('abort', () => resolve(false), { once: true }))
       ])
       if (ac.signal.aborted) return ac.signal.reason === 'withdrawn' ? 'withdrawn' : 'timeout'
-      return allowed === 'always' ? 'always' : allowed === true ? 'yes' : 'no'
+      return allowed === 'always' ? 'always' : allowed === 'nobody' ? 'nobody' : allowed === true ? 'yes' : 'no'
     } catch {
       return 'no'
     } finally {
