@@ -34,6 +34,16 @@ export const MAX_NAME_INPUT_CHARS = 400
 const FORBIDDEN = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}]|(?!\u200D)\p{Cf}/u
 
 /**
+ * What reads as a peer id inside a name, in its compatibility form (NFKC: full-width letters
+ * become plain, `…` becomes `...`): a short id as the page writes one (`12D3…k3Xq9a`: letters or
+ * digits, two dots or more or another ellipsis, letters or digits, no space between), or a run of
+ * 20 base58 characters (a whole id).
+ * Every name is shown with the real short id beside it; a name holding another would read as
+ * that peer's, verified (`Alice (12D3…2X7X8k)` then `(12D3…abcdef)`).
+ */
+const ID_LIKE = /[0-9A-Za-z]{2,}(?:\.{2,}|[\u22EF\u1801])[0-9A-Za-z]{2,}|[1-9A-HJ-NP-Za-km-z]{20,}/
+
+/**
  * A display name as given, checked: `undefined` for none (absent, or empty once trimmed), the
  * normalised name, or an `E_BAD_REQUEST` saying what is wrong.
  */
@@ -44,6 +54,7 @@ export function checkName (value: unknown): string | undefined | StarsockError {
   const name = value.normalize('NFC').trim()
   if (FORBIDDEN.test(name)) return new StarsockError('E_BAD_REQUEST', 'name holds a control, separator or bidi formatting character')
   if ([...name].length > MAX_NAME_CHARS) return new StarsockError('E_BAD_REQUEST', `name is longer than ${MAX_NAME_CHARS} characters`)
+  if (ID_LIKE.test(name.normalize('NFKC'))) return new StarsockError('E_BAD_REQUEST', 'name holds text that reads as a peer id (like 12D3…k3Xq9a): the real id is shown beside every name')
   return name === '' ? undefined : name
 }
 
