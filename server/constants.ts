@@ -10,6 +10,12 @@ export const DEFAULT_HOST = '0.0.0.0'
 /** Bytes written toward one socket and not yet flushed, past which the relay waits for a drain. */
 export const SOCKET_WRITE_HIGH_WATER_BYTES = 1024 * 1024
 /**
+ * What one chunk on its way to a socket counts toward `SOCKET_WRITE_HIGH_WATER_BYTES` beyond its
+ * payload: the packet's own memory (engine.io's packet, its encoding, the WebSocket frame and its
+ * write request). 0.8% of a 64 KiB chunk; a one-byte chunk counts as 513.
+ */
+export const PACKET_COST_BYTES = 512
+/**
  * Chunks one client's streams may have held on the server before reading from it pauses (resumed at
  * three eighths of it): the byte limits count payload, and each chunk also costs its own memory
  * (about 240 bytes), so a flood of one-byte chunks stays under every byte limit.

@@ -5,11 +5,15 @@
  * Unflushed bytes are counted from engine.io's own events: bytes emitted since the last `flush`
  * wait in engine.io's write buffer; a `flush` hands them to the transport; the transport's
  * `drain` says everything it was handed is written to the socket. Raw frames go the same way,
- * as engine.io messages (`sendFrame`), and are counted the same.
+ * as engine.io messages (`sendFrame`), and are counted the same. Each chunk counts
+ * `PACKET_COST_BYTES` more than its payload: a packet on its way costs memory of its own however
+ * small its payload, so one-byte chunks toward a receiver that does not read fill the relay's
+ * high-water mark after a few thousand packets, not a million.
  */
 import type { Socket } from 'socket.io'
 import { ENCODED_NAMESPACE, SocketIoEncodedEvent } from './encoded-event.ts'
 import type { EncodedEvent, Endpoint } from './session.ts'
+import { PACKET_COST_BYTES } from './constants.ts'
 
 interface EngineTransport {
   name: string
@@ -79,7 +83,7 @@ class SocketEndpoint implements Endpoint {
     this.socket.emit(event, ...args)
     const chunk = args[0]
     // Counted after the emit: the binary attachment waits in the write buffer for the next flush.
-    if (chunk instanceof Uint8Array) this.sinceFlush += chunk.byteLength
+    if (chunk instanceof Uint8Array) this.sinceFlush += chunk.byteLength + PACKET_COST_BYTES
   }
 
   /**
@@ -99,7 +103,7 @@ class SocketEndpoint implements Endpoint {
   sendFrame (frame: Uint8Array): void {
     // The same write buffer as socket.io's packets: a frame stays in order with the events.
     this.conn.send(frame)
-    this.sinceFlush += frame.byteLength
+    this.sinceFlush += frame.byteLength + PACKET_COST_BYTES
   }
 
   async request (event: string, args: unknown[], timeoutMs: number): Promise<unknown[]> {

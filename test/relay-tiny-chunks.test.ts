@@ -8,7 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { streamEvent } from '../shared/events.ts'
 import { ChunkQueue, type QueuedChunk } from '../server/relay-stream.ts'
-import { RELAY_PAUSE_CHUNKS } from '../server/constants.ts'
+import { PACKET_COST_BYTES, RELAY_PAUSE_CHUNKS, SOCKET_WRITE_HIGH_WATER_BYTES } from '../server/constants.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { receiveStream, request, startRawPeer } from './helpers/raw-peer.ts'
 import { startServer, waitForAsync, within } from './helpers/server.ts'
@@ -79,4 +79,20 @@ describe('a flood of one-byte chunks on a stream not accepted yet', () => {
       receiver.close()
     }
   }, 90_000)
+
+  it('counts each chunk toward a receiver with its packet\'s cost: one-byte chunks fill the 1 MiB mark after about 2,000 packets, not a million', async () => {
+    server = await startServer()
+    const receiver = await startRawPeer(server.url(), server.port)
+    try {
+      const session = [...server.rendezvous.sessions.values()][0]
+      if (session === undefined) throw new Error('no session')
+      const endpoint = session.endpoint
+      const before = endpoint.pendingWriteBytes()
+      for (let i = 0; i < 10; i++) endpoint.emit(streamEvent('queue', 'none.dialer'), Buffer.of(i))
+      expect(endpoint.pendingWriteBytes() - before).toBe(10 * (1 + PACKET_COST_BYTES))
+      expect(Math.ceil(SOCKET_WRITE_HIGH_WATER_BYTES / (1 + PACKET_COST_BYTES))).toBe(2045)
+    } finally {
+      receiver.close()
+    }
+  })
 })

@@ -6,12 +6,14 @@
  *
  * Per-stream credit between the nodes: the stand-in receiving a stream tells the relay its
  * transport is full once `window` bytes it sent are not yet acknowledged (the other node
- * acknowledges bytes as they leave its queue toward the real receiver), or once the link's socket
- * is far behind; so one slow stream never holds the link, nor memory on either node past its caps.
+ * acknowledges bytes as they leave its queue toward the real receiver), or `STREAM_WINDOW_CHUNKS`
+ * chunks (tiny chunks cost memory of their own there: the other node cannot pause a stand-in, so
+ * its relay would fail the stream at `RELAY_MAX_STREAM_CHUNKS`), or once the link's socket is far
+ * behind; so one slow stream never holds the link, nor memory on either node past its caps.
  */
 import { DIALER_SUFFIX, parseStreamEvent } from '../../shared/events.ts'
 import { StarsockError, wireError } from '../../shared/errors.ts'
-import { SOCKET_WRITE_HIGH_WATER_BYTES } from '../constants.ts'
+import { RELAY_PAUSE_CHUNKS, SOCKET_WRITE_HIGH_WATER_BYTES } from '../constants.ts'
 import { TokenBucket } from '../rate-limit.ts'
 import { Session, type Endpoint } from '../session.ts'
 import { type EventMessage, type LinkMessage, type StreamSide } from './link-codec.ts'
@@ -28,6 +30,12 @@ export interface StandInLink {
 }
 
 let standIns = 0
+
+/**
+ * Chunks of one stream the other node may hold unacknowledged: half of what makes its relay pause
+ * a sender that can be paused, so the stream never nears the chunk cap there.
+ */
+export const STREAM_WINDOW_CHUNKS = RELAY_PAUSE_CHUNKS / 2
 
 /** Stream events a stand-in keeps while its dial waits for the link (an accept, a few credits, an abort; a client that sends more loses them). */
 const MAX_EARLY_EVENTS = 16
@@ -51,6 +59,9 @@ export class StandIn implements Endpoint {
   /** Bytes the other node may hold of the stream this stand-in receives, not yet acknowledged. */
   window = 0
   private unacked = 0
+  /** The sizes of the chunks in `unacked`, oldest first from `inFlightHead` (the other node acknowledges them in order). */
+  private inFlight: number[] = []
+  private inFlightHead = 0
   private acks: [number, number] = [0, 0]
   private ackScheduled = false
   private closedStreams = 0
@@ -107,6 +118,7 @@ export class StandIn implements Endpoint {
       // No bytes go before the dial: a stream is sendable only once the other node accepted it.
       if (!(chunk instanceof Uint8Array) || link === undefined) return
       this.unacked += chunk.byteLength
+      this.inFlight.push(chunk.byteLength)
       this.host.sent(chunk.byteLength)
       link.sendData(this.key, s, chunk)
       return
@@ -141,7 +153,7 @@ export class StandIn implements Endpoint {
    * relay's high-water mark once not (the relay pumps only below it).
    */
   pendingWriteBytes (): number {
-    const full = this.unacked >= this.window || this.link === undefined || !this.link.open || this.link.congested()
+    const full = this.unacked >= this.window || this.inFlight.length - this.inFlightHead >= STREAM_WINDOW_CHUNKS || this.link === undefined || !this.link.open || this.link.congested()
     return full ? Math.max(this.unacked, SOCKET_WRITE_HIGH_WATER_BYTES) : 0
   }
 
@@ -156,6 +168,21 @@ export class StandIn implements Endpoint {
   /** The other node acknowledged `n` bytes of the stream this stand-in receives. */
   acked (n: number): void {
     this.unacked = Math.max(0, this.unacked - n)
+    // Whole chunks leave the other node's queue in the order they were sent.
+    let left = n
+    while (left > 0 && this.inFlightHead < this.inFlight.length) {
+      const size = this.inFlight[this.inFlightHead] as number
+      if (size > left) {
+        this.inFlight[this.inFlightHead] = size - left
+        break
+      }
+      left -= size
+      this.inFlightHead++
+    }
+    if (this.inFlightHead > 1024 && this.inFlightHead * 2 > this.inFlight.length) {
+      this.inFlight = this.inFlight.slice(this.inFlightHead)
+      this.inFlightHead = 0
+    }
   }
 
   /** Bytes of a stream this stand-in sends left the queue toward the receiver: acknowledge them (once a turn). */
