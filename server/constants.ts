@@ -25,6 +25,14 @@ export const RELAY_PAUSE_CHUNKS = 8192
 export const RELAY_MAX_STREAM_CHUNKS = 4 * RELAY_PAUSE_CHUNKS
 /** hello, peers, ping and leave requests one socket may make per second (bursts up to twice this). */
 export const MAX_REQUESTS_PER_SECOND = 50
+/**
+ * Requests per second that no honest client sends (unknown events, malformed arguments, raw
+ * frames it did not negotiate or cannot be) one socket may make, in bursts up to five times
+ * that, before it is disconnected: each costs the server a parse and a count, and a flood of them
+ * delays every other client. Events for streams that just ended are not counted (a legacy sender
+ * keeps sending into a stream its receiver gave up on).
+ */
+export const MAX_BAD_REQUESTS_PER_SECOND = 20
 /** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */
 export const MAX_QUEUED_PACKETS = 10_000
 /** How often the server checks every socket's output backlog. */

@@ -1,6 +1,6 @@
 /** One connected client, as the server's plain classes see it (no socket.io here). */
 import type { PeerProfile } from '../shared/profile.ts'
-import { MAX_REQUESTS_PER_SECOND } from './constants.ts'
+import { MAX_BAD_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND } from './constants.ts'
 import { TokenBucket } from './rate-limit.ts'
 
 /**
@@ -79,6 +79,8 @@ export class Session {
   readonly connectedMs = Date.now()
   private secrets: Map<string, string> | undefined
   private requests: TokenBucket | undefined
+  /** Budget of requests no honest client sends (`strike`), made at the first. */
+  private strikes: TokenBucket | undefined
 
   constructor (
     /** Unique id (the socket id). */
@@ -110,6 +112,12 @@ export class Session {
   get requestBucket (): TokenBucket {
     this.requests ??= new TokenBucket(MAX_REQUESTS_PER_SECOND, 2 * MAX_REQUESTS_PER_SECOND)
     return this.requests
+  }
+
+  /** Count one request no honest client sends; `false` once its budget is spent (the socket is then disconnected). */
+  strike (): boolean {
+    this.strikes ??= new TokenBucket(MAX_BAD_REQUESTS_PER_SECOND, 5 * MAX_BAD_REQUESTS_PER_SECOND)
+    return this.strikes.take()
   }
 
   /** Where the client connects from, `ip:port` (`[ip]:port` for IPv6), or `ip` without a port. */

@@ -80,12 +80,18 @@ function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
   ])
 }
 
+/**
+ * Count a bad request (`starsock_bad_requests_total{event}`); `strike`: one no honest client makes,
+ * against the socket's budget (`MAX_BAD_REQUESTS_PER_SECOND`).
+ */
+type Bad = (event: string, strike?: boolean) => void
+
 /** Run one request of `session` through `h`: gate, check, call, shape (for `reply`). */
-function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: string, args: unknown[], bad: (event: string) => void): readonly unknown[] | Promise<readonly unknown[]> {
+function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: string, args: unknown[], bad: Bad): readonly unknown[] | Promise<readonly unknown[]> {
   if (h.rated) rendezvous.takeRequest(session)
   const request = h.check(args)
   if (request instanceof StarsockError) {
-    bad(event)
+    bad(event, true)
     throw request
   }
   const result = h.call(session, request)
@@ -136,16 +142,17 @@ function requireToken (io: Server, token: string, metrics: ServerMetrics): void 
  * as each packet is dispatched (socket.io defers named listeners a tick): data and the end that
  * follows it must take the same path, or the end overtakes the data.
  */
-function otherEvent (rendezvous: Rendezvous, s: Session, bad: (event: string) => void, log: Logger, event: unknown, raw: unknown[]): void {
+function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, event: unknown, raw: unknown[]): void {
   const relay = rendezvous.relay
   if (event === FRAME_EVENT) {
     const wrong = relay.frame(s, raw[0])
-    if (wrong !== undefined) bad(wrong)
+    // A frame on a lane that just closed is a race; the others are never an honest client's.
+    if (wrong !== undefined) bad(wrong, wrong !== 'frame-lane')
     return
   }
   const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
   if (parsed === undefined) {
-    bad('unknown')
+    bad('unknown', true)
     return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
   }
   const { type, streamId } = parsed
@@ -178,15 +185,22 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     // event rather than one per request event: both are memory every idle peer would hold.
     const log = withFields(logger, { session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
+    const badHere: Bad = (event, strike = false) => {
+      bad(event)
+      if (!strike || s.strike() || !socket.connected) return
+      metrics.limitHits.inc({ limit: 'E_LIMIT_BAD_REQUESTS' })
+      log.debug({ ip: s.ip, event }, 'disconnected: too many requests no client sends')
+      socket.disconnect(true)
+    }
     socket.onAny((event: unknown, ...raw: unknown[]) => {
       // socket.io calls this before it checks the socket is still connected: a request that came
       // in one read with the disconnect must not act for a session that is gone.
       if (!socket.connected) return
       const h = typeof event === 'string' ? handlers.get(event) : undefined
-      if (h === undefined) return otherEvent(rendezvous, s, bad, log, event, raw)
+      if (h === undefined) return otherEvent(rendezvous, s, badHere, log, event, raw)
       if (rendezvous.congested(s, event as string)) return // a socket that does not read gets nothing until it catches up
       const { args, ack } = splitAck(raw)
-      reply(once(ack), log, () => run(h, rendezvous, s, event as string, args, bad))
+      reply(once(ack), log, () => run(h, rendezvous, s, event as string, args, badHere))
     })
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')

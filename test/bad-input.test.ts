@@ -5,6 +5,7 @@ import type { StarsockServer } from '../server/server.ts'
 import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, request, startRawPeer } from './helpers/raw-peer.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
+import { FRAME_EVENT } from '../shared/raw-frame.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const BAD = /\[E_BAD_REQUEST\]$/
@@ -146,6 +147,55 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
       echoIncoming(b)
       const data = testBytes(100_000)
       expectBytes(await within('the echo of 100,000 bytes', dialAndEcho(a, b.addr, data)), data, 'the echo of 100,000 bytes')
+    } finally {
+      a.close()
+      b.close()
+    }
+  })
+})
+
+describe('a socket that floods requests no client sends is disconnected; others are not', () => {
+  let server: StarsockServer & { port: number }
+  beforeAll(async () => { server = await startServer() })
+  afterAll(async () => { await server.close() })
+
+  const disconnected = async (socket: Socket, ms: number): Promise<string | undefined> => await new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms)
+    socket.once('disconnect', (reason: string) => { clearTimeout(timer); resolve(reason) })
+  })
+
+  it.each([
+    ['unknown events', (s: Socket, i: number) => s.emit(`no-such-event-${i}`, i)],
+    ['malformed requests with an ack', (s: Socket, i: number) => s.emit('ss-dial', i, () => {})],
+    ['raw frames nobody negotiated', (s: Socket, i: number) => s.emit(FRAME_EVENT, Buffer.of(1, 0, 0, 0, i & 0xff))]
+  ])('%s: past the burst, the server closes the socket', async (_what, send) => {
+    const flooder = await connectSocket(server.url())
+    const honest = await startRawPeer(server.url(), server.port)
+    try {
+      const gone = disconnected(flooder, 10_000)
+      for (let i = 0; i < 300; i++) send(flooder, i)
+      expect(await gone).toBe('io server disconnect')
+      const metrics = await (await fetch(`${server.url()}/metrics`)).text()
+      expect(metrics).toMatch(/starsock_limit_hits_total\{limit="E_LIMIT_BAD_REQUESTS"\} [1-9]/)
+      // The honest socket is still served.
+      expect(await request(honest.socket, 'starsock:ping', [])).toEqual([null])
+    } finally {
+      flooder.close()
+      honest.close()
+    }
+  })
+
+  it('a burst under the budget, and a legacy sender still pushing into a stream that ended, keep their socket', async () => {
+    const a = await startRawPeer(server.url(), server.port)
+    const b = await startRawPeer(server.url(), server.port)
+    try {
+      const gone = disconnected(a.socket, 3000)
+      for (let i = 0; i < 60; i++) a.socket.emit(`no-such-event-${i}`)
+      for (let i = 0; i < 5000; i++) a.socket.emit('socket.io-pull-stream.queue.ended.dialer', Buffer.of(i & 0xff))
+      expect(await gone).toBeUndefined()
+      echoIncoming(b)
+      const data = testBytes(10_000)
+      expectBytes(await within('an echo after it', dialAndEcho(a, b.addr, data)), data, 'an echo after it')
     } finally {
       a.close()
       b.close()
