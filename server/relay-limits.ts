@@ -55,6 +55,6 @@ export interface IpShare {
   bytes: number
   /** Whether it went past half of `ipBufferBytes` and has not come down to three eighths since. */
   high: boolean
-  /** When one of its queued chunks last went out (or it went high): the stall timeout counts from there. */
-  progressMs: number
+  /** When it last went high: the stall timeout counts from there. */
+  highSinceMs: number
 }

@@ -222,6 +222,8 @@ export class Relay {
     stream.queuedBytes += n
     sender.queuedBytes += n
     this.buffered += n
+    // Counted before any cap can fail the stream: its close takes all it holds, this chunk too.
+    const share = this.addToShare(sender, n)
     if (stream.queue.length > RELAY_MAX_STREAM_CHUNKS) {
       this.fail(stream, 'E_LIMIT_BUFFER', `Stream buffer limit reached: ${RELAY_MAX_STREAM_CHUNKS} chunks held`)
       return false
@@ -234,7 +236,6 @@ export class Relay {
       this.fail(stream, 'E_LIMIT_BUFFER', `Socket buffer limit reached (socketBufferBytes=${this.limits.socketBufferBytes})`)
       return false
     }
-    const share = this.addToShare(sender, n)
     if (share !== undefined && share.bytes > this.limits.ipBufferBytes) {
       this.fail(stream, 'E_LIMIT_BUFFER', `Buffer limit of this IP address reached (ipBufferBytes=${this.limits.ipBufferBytes})`)
       return false
@@ -243,8 +244,9 @@ export class Relay {
       stream.high = true
       sender.highStreams++
     }
-    this.updatePause(sender)
+    // Forward what the receiver takes now, then judge: a chunk that went on at once holds nothing.
     this.markReady(stream)
+    this.updatePause(sender)
     return true
   }
 
@@ -377,13 +379,13 @@ export class Relay {
     if (sender.ipKey === '') return undefined
     let share = this.ipShares.get(sender.ipKey)
     if (share === undefined) {
-      share = { bytes: 0, high: false, progressMs: this.now() }
+      share = { bytes: 0, high: false, highSinceMs: 0 }
       this.ipShares.set(sender.ipKey, share)
     }
     share.bytes += n
     if (!share.high && share.bytes > this.limits.ipBufferBytes / 2) {
       share.high = true
-      share.progressMs = this.now()
+      share.highSinceMs = this.now()
     }
     return share
   }
@@ -393,7 +395,6 @@ export class Relay {
     const share = sender.ipKey === '' ? undefined : this.ipShares.get(sender.ipKey)
     if (share === undefined) return
     share.bytes -= n
-    share.progressMs = this.now()
     if (share.high && share.bytes <= this.limits.ipBufferBytes * 3 / 8) {
       share.high = false
       for (const paused of [...this.pausedSenders]) if (paused.ipKey === sender.ipKey) this.updatePause(paused)
@@ -442,13 +443,16 @@ export class Relay {
   }
 
   /**
-   * Pause a sender whose queues, or its IP's share, are above half their caps; resume it at
-   * three quarters of that, so pauses stay short while a slow receiver drains (engine.io
-   * heartbeats are not read while paused; a pause that lasts is cut by the stall timeouts in `sweep`).
+   * Pause a sender whose queues, or its IP's share (when it holds bytes of it), are above half
+   * their caps; resume it at three quarters of that, so pauses stay short while a slow receiver
+   * drains (engine.io heartbeats are not read while paused; a pause that lasts is cut by the stall
+   * timeouts in `sweep`).
    */
   private updatePause (sender: RelayParty): void {
     const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2 || sender.queuedChunks > RELAY_PAUSE_CHUNKS
-    const ipHigh = sender.ipKey !== '' && this.ipShares.get(sender.ipKey)?.high === true
+    // The IP's share holds back only its senders that hold bytes: a neighbour behind the same
+    // address whose chunks go straight on is not paused for the others'.
+    const ipHigh = sender.queuedBytes > 0 && sender.ipKey !== '' && this.ipShares.get(sender.ipKey)?.high === true
     if (!sender.paused && (sender.highStreams > 0 || socketHigh || ipHigh)) {
       sender.paused = sender.endpoint.pauseReading()
       if (sender.paused) {
@@ -480,9 +484,10 @@ export class Relay {
       }
     }
     for (const [key, share] of [...this.ipShares]) {
-      if (!share.high || now - share.progressMs < this.limits.senderStallTimeoutMs) continue
-      // Many senders of one IP, each under its own marks, whose receivers do not drain: fail the
-      // IP's fullest streams until its share is low again (and its senders read again).
+      if (!share.high || now - share.highSinceMs < this.limits.senderStallTimeoutMs) continue
+      // The senders of one IP, each perhaps under its own marks, held more than half its share
+      // for the stall timeout (a trickle of progress does not reset it: it would let them hold
+      // their neighbours paused): fail the IP's fullest streams until its share is low again.
       const fullest = [...this.streams].filter((s) => s.sender.ipKey === key && s.queuedBytes > 0).sort((a, b) => b.queuedBytes - a.queuedBytes)
       for (const stream of fullest) {
         if (!share.high) break

@@ -583,10 +583,14 @@ describe('Relay', () => {
       expect(mine.map((s) => s.sender.pauses)).toEqual([0, 0, 0, 0, 0]) // 1200
       relay.data((mine[3] as typeof mine[0]).sender.session, (mine[3] as typeof mine[0]).id, bytes(400)) // 1600 > 1500
       expect(mine.map((s) => s.sender.pauses)).toEqual([0, 0, 0, 1, 0])
-      // The others of the IP pause at their next chunk; an IPv4-mapped spelling is the same IP.
+      // The others of the IP pause at their next chunk.
       relay.data((mine[0] as typeof mine[0]).sender.session, (mine[0] as typeof mine[0]).id, bytes(10))
       relay.data((mine[4] as typeof mine[0]).sender.session, (mine[4] as typeof mine[0]).id, bytes(10))
       expect(mine.map((s) => s.sender.pauses)).toEqual([1, 0, 0, 1, 1])
+      // An IPv4-mapped spelling is the same IP.
+      const mapped = senders(relay, 1, '::ffff:192.0.2.1')[0] as typeof mine[0]
+      relay.data(mapped.sender.session, mapped.id, bytes(10))
+      expect(mapped.sender.pauses).toBe(1)
       // Another IP is not held back by it.
       const o = other[0] as typeof other[0]
       relay.data(o.sender.session, o.id, bytes(400))
@@ -595,7 +599,44 @@ describe('Relay', () => {
       for (const s of mine.slice(0, 2)) relay.accept(s.listener.session, s.id) // 1620 - 820 = 800
       expect(mine.map((s) => s.sender.resumes)).toEqual([1, 0, 0, 1, 1])
       expect(mine.every((s) => !relay.stateOf(s.sender.session).paused)).toBe(true)
-      expect(relay.bufferedBytes).toBe(800 + 400 + 10)
+      expect(relay.bufferedBytes).toBe(800 + 400 + 10 + 10)
+    })
+
+    it('keeps counting what the others hold when a stream of the IP fails at another cap (the failed chunk is counted before it is dropped)', () => {
+      const relay = make({ ipBufferBytes: 2000 })
+      const [a] = senders(relay, 1, '192.0.2.1')
+      const [b] = senders(relay, 1, '192.0.2.1', false)
+      const [c] = senders(relay, 1, '192.0.2.1')
+      if (a === undefined || b === undefined || c === undefined) throw new Error('no senders')
+      relay.data(a.sender.session, a.id, bytes(450))
+      relay.data(a.sender.session, a.id, bytes(450))
+      // b cannot be paused: its chunk past the stream's cap (1000) fails its stream.
+      relay.data(b.sender.session, b.id, bytes(1100))
+      expect(errors(b.listener, b.id)).toEqual(['Stream buffer limit reached (streamBufferBytes=1000) [E_LIMIT_BUFFER]'])
+      expect(relay.bufferedBytes).toBe(900)
+      // a's 900 still count: with c's 200 (under its own marks) that is past half of 2000, so c pauses.
+      relay.data(c.sender.session, c.id, bytes(200))
+      expect(c.sender.pauses).toBe(1)
+    })
+
+    it('does not pause a neighbour whose chunks go straight on, and a trickle of progress does not put off the share\'s stall timeout', () => {
+      let t = 0
+      const relay = make({ ipBufferBytes: 3000, senderStallTimeoutMs: 1000 }, () => t)
+      const hogs = senders(relay, 4, '192.0.2.1') // receivers that never accept
+      for (const h of hogs) relay.data(h.sender.session, h.id, bytes(400)) // 1600: high
+      const [d] = senders(relay, 1, '192.0.2.1')
+      if (d === undefined) throw new Error('no sender')
+      relay.accept(d.listener.session, d.id)
+      const sweep = (): void => { (relay as unknown as { sweep: () => void }).sweep() }
+      for (let step = 1; step <= 12; step++) {
+        t = step * 100
+        relay.data(d.sender.session, d.id, bytes(10)) // forwarded at once: progress of the IP
+        expect(relay.stateOf(d.sender.session).paused).toBe(false)
+        sweep()
+      }
+      // High since t=0: by t=1200 the fullest streams failed until the share is low.
+      expect(hogs.filter((h) => errors(h.listener, h.id).length > 0)).toHaveLength(2)
+      expect(received(d.listener, d.id)).toHaveLength(12)
     })
 
     it('fails the stream that passes the cap when its sender cannot be paused, naming the limit', () => {
