@@ -3,7 +3,12 @@
  * costs memory from its handshake on, joined or not, for as long as it answers pings: without a
  * cap one address could open connections until the server runs out of memory (150,000 polling
  * handshakes held 1.2 GB). Checked in engine.io's `allowRequest`, before a session exists; a
- * refused handshake gets HTTP 403 with the reason in its body.
+ * refused handshake gets an HTTP error with the reason in its body (long-polling: 403 and JSON;
+ * WebSocket: 400 and text).
+ *
+ * An IPv6 /48 (a site, which has 65,536 /64s to take addresses from) may hold `PREFIX48_FACTOR`
+ * times the cap, and the whole server `TOTAL_FACTOR` times `maxPeers`: many addresses then cost
+ * new clients their place, not the server its memory.
  *
  * A handshake that passes reserves a place at once (many can arrive in one read, before any
  * becomes a connection); the connection takes it over, or, if the handshake failed on the way,
@@ -17,14 +22,29 @@ import { clientIpOf } from './client-ip.ts'
 import type { ServerMetrics } from './metrics.ts'
 import { ipLimitKey } from './rate-limit.ts'
 
-/** Where a handshake's reservation is kept on its request until its connection takes it. */
+/** Where a handshake's reservation is kept on its request until its connection takes it: the keys it counts under. */
 const RESERVED = Symbol('starsock:connection-reserved')
 /** At most one warning per this long about refused handshakes. */
 const WARN_EVERY_MS = 60_000
+/** An IPv6 /48 (a site: 65,536 /64s) may hold this many times the per-IP cap. */
+export const PREFIX48_FACTOR = 4
+/** The whole server may hold this many times `maxPeers` connections, joined or not. */
+export const TOTAL_FACTOR = 2
+/** The key every connection also counts under (for the server's total). */
+const TOTAL = '*'
 
-type Reserved = IncomingMessage & { [RESERVED]?: string }
+type Reserved = IncomingMessage & { [RESERVED]?: string[] }
 
-/** Counts of connections per IP key (`ipLimitKey`), and the `allowRequest` that keeps them under `max`. */
+/** The /48 key of an IPv6 /64 key (`ipLimitKey`), `undefined` for an IPv4 address. */
+function prefix48 (key64: string): string | undefined {
+  if (!key64.endsWith('::/64')) return undefined
+  return key64.split(':').slice(0, 3).join(':') + '::/48'
+}
+
+/**
+ * Counts of connections per IP key (`ipLimitKey`), per IPv6 /48 and in all, and the
+ * `allowRequest` that keeps them under `max`, `PREFIX48_FACTOR` times it and `maxTotal`.
+ */
 export class ConnectionsPerIp {
   private readonly counts = new Map<string, number>()
   private lastWarning = -Infinity
@@ -32,6 +52,7 @@ export class ConnectionsPerIp {
 
   constructor (
     private readonly max: number,
+    private readonly maxTotal: number,
     private readonly trustProxy: boolean,
     private readonly metrics: ServerMetrics,
     private readonly logger: Logger
@@ -45,18 +66,26 @@ export class ConnectionsPerIp {
   /** engine.io's `allowRequest`: called for each handshake (a request without a session id). */
   readonly allowRequest = (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void): void => {
     const key = ipLimitKey(clientIpOf(req.headers, req.socket.remoteAddress ?? '', this.trustProxy))
-    const n = this.counts.get(key) ?? 0
-    if (n >= this.max) {
-      this.refused(key)
-      return callback(wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IP address reached (maxConnectionsPerIp=${this.max})`), false)
+    const site = prefix48(key)
+    const refusal = (this.counts.get(key) ?? 0) >= this.max
+      ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IP address reached (maxConnectionsPerIp=${this.max})`)
+      : site !== undefined && (this.counts.get(site) ?? 0) >= PREFIX48_FACTOR * this.max
+        ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IPv6 /48 network reached (${PREFIX48_FACTOR} x maxConnectionsPerIp=${PREFIX48_FACTOR * this.max})`)
+        : (this.counts.get(TOTAL) ?? 0) >= this.maxTotal
+            ? wireError('E_LIMIT_PEERS', `Connection limit of this server reached (${TOTAL_FACTOR} x maxPeers=${this.maxTotal})`)
+            : undefined
+    if (refusal !== undefined) {
+      this.refused(key, refusal)
+      return callback(refusal, false)
     }
-    this.counts.set(key, n + 1)
-    ;(req as Reserved)[RESERVED] = key
+    const keys = site === undefined ? [key, TOTAL] : [key, site, TOTAL]
+    for (const k of keys) this.counts.set(k, (this.counts.get(k) ?? 0) + 1)
+    ;(req as Reserved)[RESERVED] = keys
     // engine.io makes the connection within this turn of the event loop, or never.
     setImmediate(() => {
       if ((req as Reserved)[RESERVED] === undefined) return
       delete (req as Reserved)[RESERVED]
-      this.release(key)
+      this.release(keys)
     })
     callback(null, true)
   }
@@ -65,25 +94,27 @@ export class ConnectionsPerIp {
   attach (engine: EngineServer): void {
     engine.on('connection', (conn: EngineSocket) => {
       const req = conn.request as Reserved | null
-      const key = req?.[RESERVED]
-      if (key === undefined) return
+      const keys = req?.[RESERVED]
+      if (keys === undefined) return
       delete req?.[RESERVED]
-      conn.once('close', () => this.release(key))
+      conn.once('close', () => this.release(keys))
     })
   }
 
-  private release (key: string): void {
-    const n = (this.counts.get(key) ?? 1) - 1
-    if (n <= 0) this.counts.delete(key)
-    else this.counts.set(key, n)
+  private release (keys: readonly string[]): void {
+    for (const key of keys) {
+      const n = (this.counts.get(key) ?? 1) - 1
+      if (n <= 0) this.counts.delete(key)
+      else this.counts.set(key, n)
+    }
   }
 
-  private refused (key: string): void {
-    this.metrics.limitHits.inc({ limit: 'E_LIMIT_CONNECTIONS_PER_IP' })
+  private refused (key: string, reason: string): void {
+    this.metrics.limitHits.inc({ limit: reason.endsWith('[E_LIMIT_PEERS]') ? 'E_LIMIT_PEERS' : 'E_LIMIT_CONNECTIONS_PER_IP' })
     this.refusedSinceWarning++
     const now = Date.now()
     if (now - this.lastWarning < WARN_EVERY_MS) return
-    this.logger.warn({ ip: key, max: this.max, refused: this.refusedSinceWarning }, 'connections refused: the per-IP connection limit was reached')
+    this.logger.warn({ ip: key, reason, refused: this.refusedSinceWarning }, 'connections refused: a connection limit was reached')
     this.lastWarning = now
     this.refusedSinceWarning = 0
   }

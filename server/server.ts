@@ -19,7 +19,7 @@ import { Rendezvous } from './rendezvous.ts'
 import { attachRendezvous } from './socket-wiring.ts'
 import { socketPathPrefix } from '../shared/socket-path.ts'
 import { ClusterDirectory } from './cluster/cluster-directory.ts'
-import { ConnectionsPerIp } from './connections-per-ip.ts'
+import { ConnectionsPerIp, TOTAL_FACTOR } from './connections-per-ip.ts'
 import type { ClusterNode } from './cluster/node.ts'
 import type { ClusterStatus } from './cluster/types.ts'
 
@@ -139,7 +139,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const prefix = socketPathPrefix(opts.path)
   const isSocketIo = (req: IncomingMessage): boolean => req.url?.startsWith(opts.path + '/') === true
   const before = attached ? listenersOf(http) : undefined
-  const connectionsPerIp = new ConnectionsPerIp(opts.maxConnectionsPerIp, opts.trustProxy, metrics, logger)
+  const connectionsPerIp = new ConnectionsPerIp(opts.maxConnectionsPerIp, TOTAL_FACTOR * opts.maxPeers, opts.trustProxy, metrics, logger)
   const io = createIo(http, opts, connectionsPerIp)
   const after = attached ? listenersOf(http) : undefined
   // engine.io's destroyUpgrade is off when attached (the app's own upgrade handlers may take their

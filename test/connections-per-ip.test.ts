@@ -99,4 +99,16 @@ describe('connections per IP', () => {
     expect(typeof await connect(s, { 'X-Forwarded-For': '2001:db8:1:2::3' })).not.toBe('string')
     expect(await connect(s, { 'X-Forwarded-For': '2001:db8:1:2:ffff::9' })).toBe('websocket error: Unexpected server response: 400')
   })
+
+  it('an IPv6 /48 holds at most four times the per-IP cap, whatever /64s it uses; the server at most twice maxPeers in all', async () => {
+    const s = await start({ maxConnectionsPerIp: 1, maxPeers: 5, trustProxy: true })
+    for (let i = 1; i <= 4; i++) expect(typeof await connect(s, { 'X-Forwarded-For': `2001:db8:7:${i}::1` }), `/64 number ${i}`).not.toBe('string')
+    const polling = await raw(s.port, handshake('X-Forwarded-For: 2001:db8:7:99::1\r\nConnection: close\r\n'))
+    expect(polling).toContain('Connection limit of this IPv6 /48 network reached (4 x maxConnectionsPerIp=4) [E_LIMIT_CONNECTIONS_PER_IP]')
+    // Another /48 and IPv4 addresses take the rest of the server's 10.
+    for (const ip of ['2001:db8:8::1', '10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5']) expect(typeof await connect(s, { 'X-Forwarded-For': ip }), ip).not.toBe('string')
+    const full = await raw(s.port, handshake('X-Forwarded-For: 10.0.0.6\r\nConnection: close\r\n'))
+    expect(full).toContain('Connection limit of this server reached (2 x maxPeers=10) [E_LIMIT_PEERS]')
+    expect(engineClients()).toBe(10)
+  })
 })
