@@ -34,14 +34,27 @@ export const MAX_NAME_INPUT_CHARS = 400
 const FORBIDDEN = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}]|(?!\u200D)\p{Cf}/u
 
 /**
- * What reads as a peer id inside a name, in its compatibility form (NFKC: full-width letters
- * become plain, `…` becomes `...`): a short id as the page writes one (`12D3…k3Xq9a`: letters or
- * digits, two dots or more or another ellipsis, letters or digits, no space between), or a run of
- * 20 base58 characters (a whole id).
- * Every name is shown with the real short id beside it; a name holding another would read as
- * that peer's, verified (`Alice (12D3…2X7X8k)` then `(12D3…abcdef)`).
+ * What reads as a short peer id inside a name, in its compatibility form (NFKC: full-width
+ * letters become plain, `…` becomes `...`) with invisible joiners taken out: a short id as the page
+ * writes one (`12D3…k3Xq9a`), that is three letters or digits of any script or more, an ellipsis
+ * (two dots or more, `⋯`, `᠁`, ideographic full stops), four or more, with a digit among them;
+ * spaces around the ellipsis do not help. Every name is shown with the real short id beside it;
+ * a name holding another would read as that peer's, verified (`Alice (12D3…2X7X8k)` then
+ * `(12D3…abcdef)`). `Wait...what` and `v1..v2` stay names.
  */
-const ID_LIKE = /[0-9A-Za-z]{2,}(?:\.{2,}|[\u22EF\u1801])[0-9A-Za-z]{2,}|[1-9A-HJ-NP-Za-km-z]{20,}/
+const SHORT_ID_LIKE = /[\p{L}\p{N}]{3,}\s*(?:\.{2,}|[\u22EF\u1801]|\u3002{2,})\s*[\p{L}\p{N}]{4,}/gu
+/** A whole peer id (a run of 20 base58 characters) inside a name. */
+const ID_RUN = /[1-9A-HJ-NP-Za-km-z]{20,}/
+/** Characters that show as nothing, taken out before looking for an id. */
+const INVISIBLE = /\u200D|\u034F|[\u115F\u1160\u3164\uFFA0]/gu
+
+/** Whether `name` holds text that reads as a peer id (`SHORT_ID_LIKE`, `ID_RUN`). */
+function readsAsPeerId (name: string): boolean {
+  const plain = name.normalize('NFKC').replace(INVISIBLE, '')
+  if (ID_RUN.test(plain)) return true
+  for (const m of plain.matchAll(SHORT_ID_LIKE)) if (/\p{Nd}/u.test(m[0])) return true
+  return false
+}
 
 /**
  * A display name as given, checked: `undefined` for none (absent, or empty once trimmed), the
@@ -54,7 +67,7 @@ export function checkName (value: unknown): string | undefined | StarsockError {
   const name = value.normalize('NFC').trim()
   if (FORBIDDEN.test(name)) return new StarsockError('E_BAD_REQUEST', 'name holds a control, separator or bidi formatting character')
   if ([...name].length > MAX_NAME_CHARS) return new StarsockError('E_BAD_REQUEST', `name is longer than ${MAX_NAME_CHARS} characters`)
-  if (ID_LIKE.test(name.normalize('NFKC'))) return new StarsockError('E_BAD_REQUEST', 'name holds text that reads as a peer id (like 12D3…k3Xq9a): the real id is shown beside every name')
+  if (readsAsPeerId(name)) return new StarsockError('E_BAD_REQUEST', 'name holds text that reads as a peer id (like 12D3…k3Xq9a): the real id is shown beside every name')
   return name === '' ? undefined : name
 }
 
