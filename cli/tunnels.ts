@@ -1,6 +1,6 @@
 /** `starsock forward` and `starsock expose`: tunnels through another peer, one or more on one agent. */
 import { InvalidArgumentError, Option } from 'commander'
-import type { StarsockError } from '../shared/errors.ts'
+import { StarsockError } from '../shared/errors.ts'
 import type { SockAddress } from '../shared/mux-frame.ts'
 import { isHost } from '../shared/sock-protocol.ts'
 import type { SockAgent } from '../client/sock/agent.ts'
@@ -214,9 +214,10 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
   // A signal aborts the tunnels too (E_ABORTED): that is the clean way out.
   const errors: StarsockError[] = Array.isArray(outcome) ? outcome.filter((e): e is StarsockError => e !== undefined) : outcome === undefined ? [] : [outcome]
   if (errors.length === 0) return 0
-  if (!several) throw errors[0] as StarsockError
-  process.stderr.write(`starsock: every tunnel stopped; ${errors.length} of ${tunnels.length} with an error\n`)
-  return 1
+  const first = errors[0] as StarsockError
+  if (!several) throw first
+  // Each one's `stopped` event said why; the last line names the first reason.
+  throw new StarsockError(first.code, `every tunnel stopped; ${errors.length} of ${tunnels.length} with an error, the first: ${first.message}`)
 }
 
 /** `--to HOST:PORT` or `--service NAME`, as a command line says it. */

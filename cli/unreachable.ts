@@ -76,7 +76,7 @@ class Probe {
     const answer = new Promise<string>((resolve) => {
       socket.on('data', (d: Buffer) => {
         got += d.toString('latin1')
-        if ((got.length >= 12 && got.slice(9, 12) === '200') || got.length >= MAX_ANSWER_CHARS) resolve(got.slice(0, MAX_ANSWER_CHARS))
+        if ((got.length >= 12 && got.slice(9, 12) === '200') || got.length >= MAX_ANSWER_CHARS || answerComplete(got)) resolve(got.slice(0, MAX_ANSWER_CHARS))
       })
       socket.once('close', () => resolve(got))
       socket.once('error', () => resolve(got))
@@ -103,6 +103,16 @@ function refusalOf (answer: string): string | undefined {
   } catch {
     return undefined
   }
+}
+
+/** Whether an HTTP answer is all there: its body as long as its `Content-Length`, or a chunked body's last chunk (a server that keeps the connection open is not waited for). */
+function answerComplete (answer: string): boolean {
+  const end = answer.indexOf('\r\n\r\n')
+  if (end < 0) return false
+  const head = answer.slice(0, end).toLowerCase()
+  const length = /\r\ncontent-length: *(\d+)/.exec(head)
+  if (length !== null) return answer.length - end - 4 >= Number(length[1])
+  return /\r\ntransfer-encoding: *chunked/.test(head) && answer.endsWith('0\r\n\r\n')
 }
 
 /** Whether `err` is what a TLS client sees from a server that does not speak TLS. */

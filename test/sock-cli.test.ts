@@ -553,7 +553,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expectBytes(await within('a forward round trip from 127.0.0.2', roundTripFrom('127.0.0.2', fport, data), 15_000) as Buffer, data, 'the forward echo from 127.0.0.2')
   })
 
-  it('one of several tunnels that stops (killed by the far side\'s person) says so and leaves the others running', async () => {
+  it('one of several tunnels that stops (killed by the far side\'s person) says so and leaves the others running; once all stopped, forward exits 1 with a fatal event', async () => {
     const one = await tcpEcho()
     const two = await tcpEcho()
     cleanup.push(one, two)
@@ -582,8 +582,12 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     const data = testBytes(32 * 1024, 7)
     expectBytes(await within('the echo through tunnel 1', tcpRoundTrip(port(1), data), 15_000), data, 'the echo through tunnel 1 after tunnel 2 stopped')
     expect(fwd.proc.exitCode).toBe(null)
-    fwd.proc.kill('SIGTERM')
-    expect(await within('forward to exit', fwd.exited, 10_000)).toBe(0)
+    // Tunnel 1 killed too: every tunnel stopped, exit 1, and the last JSON line says why.
+    listen.proc.stdin.write('kill 1\n')
+    expect(await within('forward to exit', fwd.exited, 15_000)).toBe(1)
+    const last = JSON.parse(fwd.out().trim().split('\n').pop() ?? '') as Record<string, unknown>
+    expect(last).toMatchObject({ event: 'fatal', code: 'E_KILLED', exitCode: 1, message: expect.stringMatching(/^every tunnel stopped; 2 of 2 with an error, the first: /) })
+    expect(fwd.err()).toMatch(/^starsock: every tunnel stopped; 2 of 2 with an error, the first: .* \(E_KILLED\)$/m)
   })
 })
 
