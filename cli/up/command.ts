@@ -102,8 +102,8 @@ async function run (flags: UpFlags, onReload: (handler: () => void) => void): Pr
       if (channel.header.type === 'udp-relay') return await takeUdpRelay(channel, mux, { rules: () => agent.rules(), server: agent.peer.server.url, local: config.udpRelay?.local, relayIps: config.udpRelay?.relayIps, onEvent: (e) => reportUdpRelay(status, e) })
       throw new StarsockError('E_UNSUPPORTED', `This peer takes no ${channel.header.type} channels`)
     },
-    // An offer before the prompt exists (the first moments) is denied, not a crash.
-    ask: asking ? async (request, signal) => consent === undefined ? false : await consent.ask(request, signal) : undefined,
+    // An offer before the prompt exists (the first moments) is denied as nobody's, not a crash.
+    ask: asking ? async (request, signal) => consent === undefined ? 'nobody' : await consent.ask(request, signal) : undefined,
     askable: () => consent?.open !== false
   }
   const flagsOf = {
