@@ -35,24 +35,25 @@ const FORBIDDEN = /[\p{Cc}\p{Zl}\p{Zp}\p{Cs}]|(?!\u200D)\p{Cf}/u
 
 /**
  * What reads as a short peer id inside a name, in its compatibility form (NFKC: full-width
- * letters become plain, `…` becomes `...`) with invisible joiners taken out: a short id as the page
- * writes one (`12D3…k3Xq9a`), that is three letters or digits of any script or more, an ellipsis
- * (two dots or more, `⋯`, `᠁`, ideographic full stops), four or more, with a digit among them;
- * spaces around the ellipsis do not help. Every name is shown with the real short id beside it;
- * a name holding another would read as that peer's, verified (`Alice (12D3…2X7X8k)` then
- * `(12D3…abcdef)`). `Wait...what` and `v1..v2` stay names.
+ * letters become plain, `…` becomes `...`) with invisible characters and combining marks taken
+ * out: the shape the page writes one in (`12D3…k3Xq9a`), four letters or digits of any script,
+ * dots of any kind (`.`, `·`, `•`, `∙`, `⋅`, `・`, `‧`, `⋮`, `⋯`, `᠁`, `。`; spaces between them
+ * or around do not help), six more, standing alone (not inside a longer word). Every name is
+ * shown with the real short id beside it; a name holding another would read as that peer's,
+ * verified (`Alice (12D3…2X7X8k)` then `(12D3…abcdef)`). Look-alike letters cannot get past it,
+ * since any letters count. `Wait...what`, `Summer...2024`, `v1..v2` and `Mark Jordan` stay names.
  */
-const SHORT_ID_LIKE = /[\p{L}\p{N}]{3,}\s*(?:\.{2,}|[\u22EF\u1801]|\u3002{2,})\s*[\p{L}\p{N}]{4,}/gu
-/** A whole peer id (a run of 20 base58 characters) inside a name. */
-const ID_RUN = /[1-9A-HJ-NP-Za-km-z]{20,}/
-/** Characters that show as nothing, taken out before looking for an id. */
-const INVISIBLE = /\u200D|\u034F|[\u115F\u1160\u3164\uFFA0]/gu
+const SHORT_ID_LIKE = /(?<![\p{L}\p{N}])[\p{L}\p{N}]{4}[\p{Z}\u2800]*(?:[.\u00B7\u2022\u2219\u22C5\u30FB\u2027\u22EE\u22EF\u1801\u3002][\p{Z}\u2800]*)+[\p{L}\p{N}]{6}(?![\p{L}\p{N}])/u
+/** A whole peer id inside a name: a run of 20 base58 characters with a digit among them (a long word is not one). */
+const ID_RUN = /[1-9A-HJ-NP-Za-km-z]{20,}/g
+/** Characters that show as nothing or only change the one before (variation selectors, joiners, marks), taken out before looking for an id. */
+const INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{M}]/gu
 
 /** Whether `name` holds text that reads as a peer id (`SHORT_ID_LIKE`, `ID_RUN`). */
 function readsAsPeerId (name: string): boolean {
   const plain = name.normalize('NFKC').replace(INVISIBLE, '')
-  if (ID_RUN.test(plain)) return true
-  for (const m of plain.matchAll(SHORT_ID_LIKE)) if (/\p{Nd}/u.test(m[0])) return true
+  if (SHORT_ID_LIKE.test(plain)) return true
+  for (const m of plain.matchAll(ID_RUN)) if (/\d/.test(m[0])) return true
   return false
 }
 

@@ -330,8 +330,10 @@ describe('a client checks what a server relays', () => {
 
   it('refuses names that read as a peer id: a short id however its dots or letters are written, a whole id; keeps ordinary dots and numbers', () => {
     const idLike = ['Alice (12D3…2X7X8k)', 'Alice (12D3...2X7X8k)', 'Alice 12D3..2X7X8k', 'Alice (１２Ｄ３…２Ｘ７Ｘ８ｋ)', 'Alice (12D3⋯2X7X8k)', 'Alice (12D3‥2X7X8k)',
-      '12D3\u200D…2X7X8k', '12D3…2Х7Х8к', '12D3 … 2X7X8k', '12D3。。。2X7X8k', 'QmYw…8sHq2a', '12D3KooWRFcJ1u3FPvHhpz9kQ']
+      '12D3\u200D…2X7X8k', '12D3…2Х7Х8к', '12D3 … 2X7X8k', '12D3。。。2X7X8k', 'QmYw…8sHqza', 'Alice (12D3…k3X\uFE0Fq9a)', 'Alice (12D3…k3X\u{E0100}q9a)',
+      '12D3\u2800…\u2800k3Xq9a', '12D3···k3Xq9a', '12D3∙∙∙k3Xq9a', '12D3・・・k3Xq9a', '12D3⋮k3Xq9a', '12D3. . .k3Xq9a', 'lᒿDЗ…abcdef', '12D3KooWRFcJ1u3FPvHhpz9kQ']
     for (const name of idLike) expect((checkName(name) as Error).message, name).toBe('name holds text that reads as a peer id (like 12D3…k3Xq9a): the real id is shown beside every name')
-    for (const name of ['Bob (work)', 'Dr. Who', 'v1.2', 'Room 101...', 'Wait... what', 'Wait...what', 'Bob...Smith', 'Hmm..ok', 'v1..v2', 'Mr. X .. Y', 'ThinkPad X1 Carbon', 'a.b.c', 'Chapter 2...Part 3']) expect(checkName(name), name).toBe(name)
+    for (const name of ['Bob (work)', 'Dr. Who', 'v1.2', 'Room 101...', 'Wait... what', 'Wait...what', 'Bob...Smith', 'Hmm..ok', 'v1..v2', 'Mr. X .. Y', 'ThinkPad X1 Carbon', 'a.b.c',
+      'Chapter 2...Part 3', 'Summer...2024', 'Jay..2000', 'Kim ... 4ever', 'Room 101 ... Floor 2b', 'Donaudampfschiffahrt', 'johnsmithsmacbookpro', 'Zoë', 'José (café)', 'Mark Jordan', 'Mike & Steven', 'Well, thanks']) expect(checkName(name), name).toBe(name)
   })
 })
