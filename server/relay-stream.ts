@@ -132,6 +132,8 @@ export class RelayStream {
   lastActiveMs: number
   /** When it opened (for the log line of its end). */
   readonly openedMs: number
+  /** Since when its queue has held bytes without one going out (the IP share fails the longest quiet first). */
+  quietSinceMs = 0
   /** The other direction of the same dial, closed with this one on failure. */
   sibling: RelayStream | undefined
   /** The lane the sender sends raw frames on, once told (with `accept`). */

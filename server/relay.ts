@@ -217,6 +217,7 @@ export class Relay {
       return false
     }
     if (n === 0) return true
+    if (stream.queue.length === 0) stream.quietSinceMs = this.now()
     stream.queue.push(chunk)
     sender.queuedChunks++
     stream.queuedBytes += n
@@ -362,6 +363,7 @@ export class Relay {
   }
 
   private dequeued (stream: RelayStream, n: number): void {
+    stream.quietSinceMs = this.now()
     stream.queuedBytes -= n
     stream.sender.queuedBytes -= n
     // The stall timeout measures time without progress, not how long a pause lasts.
@@ -487,9 +489,12 @@ export class Relay {
       if (!share.high || now - share.highSinceMs < this.limits.senderStallTimeoutMs) continue
       // The senders of one IP, each perhaps under its own marks, held more than half its share
       // for the stall timeout (a trickle of progress does not reset it: it would let them hold
-      // their neighbours paused): fail the IP's fullest streams until its share is low again.
-      const fullest = [...this.streams].filter((s) => s.sender.ipKey === key && s.queuedBytes > 0).sort((a, b) => b.queuedBytes - a.queuedBytes)
-      for (const stream of fullest) {
+      // their neighbours paused): fail the IP's streams that went longest without a chunk out
+      // (then the fullest) until its share is low again. A stream whose receiver reads, however
+      // slowly, goes last: many small streams that nobody reads cannot make it the victim.
+      const quietest = [...this.streams].filter((s) => s.sender.ipKey === key && s.queuedBytes > 0)
+        .sort((a, b) => a.quietSinceMs - b.quietSinceMs || b.queuedBytes - a.queuedBytes)
+      for (const stream of quietest) {
         if (!share.high) break
         this.fail(stream, 'E_LIMIT_BUFFER', `Receivers stalled for ${this.limits.senderStallTimeoutMs} ms with the buffer of this IP address full (ipBufferBytes=${this.limits.ipBufferBytes})`)
       }

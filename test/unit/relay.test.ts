@@ -619,6 +619,28 @@ describe('Relay', () => {
       expect(c.sender.pauses).toBe(1)
     })
 
+    it('fails first the streams that went longest without a chunk out: many small unread streams do not make a slow reader\'s larger stream the victim', () => {
+      let t = 0
+      const relay = make({ ipBufferBytes: 3000, senderStallTimeoutMs: 1000 }, () => t)
+      const unread = senders(relay, 20, '192.0.2.1')
+      for (const u of unread) relay.data(u.sender.session, u.id, bytes(90)) // 1800, never accepted
+      const [slow] = senders(relay, 1, '192.0.2.1')
+      if (slow === undefined) throw new Error('no sender')
+      slow.listener.countWrites = true
+      relay.accept(slow.listener.session, slow.id)
+      for (let i = 0; i < 6; i++) relay.data(slow.sender.session, slow.id, bytes(100)) // 300 out, 300 held
+      const sweep = (): void => { (relay as unknown as { sweep: () => void }).sweep() }
+      for (let step = 1; step <= 6; step++) {
+        t = step * 200
+        slow.listener.pending = 200 // its receiver read a chunk
+        relay.drained(slow.listener.session)
+        relay.data(slow.sender.session, slow.id, bytes(100))
+        sweep()
+      }
+      expect(errors(slow.listener, slow.id)).toEqual([])
+      expect(unread.filter((u) => errors(u.listener, u.id).length > 0).length).toBeGreaterThanOrEqual(11)
+    })
+
     it('does not pause a neighbour whose chunks go straight on, and a trickle of progress does not put off the share\'s stall timeout', () => {
       let t = 0
       const relay = make({ ipBufferBytes: 3000, senderStallTimeoutMs: 1000 }, () => t)
