@@ -53,6 +53,11 @@ export class RelayParty {
   }
 
   /** A new lane for `stream`, which this client sends; `undefined` once they ran out (it stays on events). */
+  /** Whether `lane` was ever handed out to this client (a frame on one that closed since is a race, not an abuse). */
+  gaveLane (lane: number): boolean {
+    return lane >= 1 && lane < this.nextLane
+  }
+
   laneFor (stream: RelayStream): number | undefined {
     if (this.nextLane > MAX_LANE) return undefined
     const lane = this.nextLane++

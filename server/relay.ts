@@ -191,17 +191,19 @@ export class Relay {
    * The sender sent a raw frame: its chunk joins the stream of its lane, like `data`. Returns
    * what was wrong with a frame it dropped (for the bad-request count), `undefined` when taken:
    * `frame-unasked` from a client that did not negotiate frames, `frame-short` under a header,
-   * `frame-kind` of an unknown kind, `frame-lane` on a lane the client was not given or that closed.
-   * A dropped frame fails nothing: only the stream's own limits do.
+   * `frame-kind` of an unknown kind, `frame-lane` on a lane that closed, `frame-lane-unknown` on
+   * one the client was never given. A dropped frame fails nothing: only the stream's own limits do.
    */
-  frame (session: Session, data: unknown): 'frame-unasked' | 'frame-short' | 'frame-kind' | 'frame-lane' | undefined {
+  frame (session: Session, data: unknown): 'frame-unasked' | 'frame-short' | 'frame-kind' | 'frame-lane' | 'frame-lane-unknown' | undefined {
     const frame = frameBytes(data)
     if (!session.rawFrames || frame === undefined) return 'frame-unasked'
     const kind = frameKind(frame)
     if (kind === undefined) return 'frame-short'
     if (kind !== FRAME_KIND_DATA) return 'frame-kind'
-    const stream = this.parties.get(session)?.lanes.get(frameLane(frame))
-    if (stream === undefined || stream.ending !== undefined) return 'frame-lane'
+    const party = this.parties.get(session)
+    const lane = frameLane(frame)
+    const stream = party?.lanes.get(lane)
+    if (stream === undefined || stream.ending !== undefined) return party?.gaveLane(lane) === true ? 'frame-lane' : 'frame-lane-unknown'
     this.frames.in++
     this.enqueue(stream, { bytes: frame, raw: true }, frame.byteLength - FRAME_HEADER_BYTES)
     return undefined

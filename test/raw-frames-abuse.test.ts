@@ -110,9 +110,18 @@ describe('raw frames: abuse and limits', () => {
     sendRaw(x.socket, craftFrame(ok.lane, junk)) // the lane of a stream that ended
     // The server handles a socket's messages in order: once a request is answered, the frames before it were handled.
     for (const socket of [x.socket, unasked.socket, plain]) await request(socket, 'starsock:ping', [])
-    expect(await badRequests(server)).toMatchObject({ 'frame-short': 1, 'frame-kind': 1, 'frame-lane': 5, 'frame-unasked': 2 })
+    expect(await badRequests(server)).toMatchObject({ 'frame-short': 1, 'frame-kind': 1, 'frame-lane': 1, 'frame-lane-unknown': 4, 'frame-unasked': 2 })
     expect(x.socket.connected && y.socket.connected && z.socket.connected && unasked.socket.connected && plain.connected).toBe(true)
     expect(server.stats().bufferedBytes).toBe(0)
+  })
+
+  it('disconnects a socket that floods frames on lanes it was never given (a lane that closed is not held against it: above)', async () => {
+    await start()
+    const flooder = await framePeer()
+    const gone = new Promise<string>((resolve) => flooder.socket.once('disconnect', resolve))
+    for (let i = 0; i < 300; i++) sendRaw(flooder.socket, craftFrame(1000 + i, testBytes(10, i)))
+    expect(await within('the flooder to be disconnected', gone, 10_000)).toBe('io server disconnect')
+    expect(await badRequests(server)).toMatchObject({ 'frame-lane-unknown': expect.any(Number) })
   })
 
   it('holds a slow receiver of frames to the buffer cap without losing a byte, and pauses the sender', async () => {

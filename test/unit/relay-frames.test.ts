@@ -112,9 +112,9 @@ describe('Relay with raw frames', () => {
     ['a string', true, 'abc', 'frame-unasked'],
     ['four bytes', true, Uint8Array.of(0, 0, 0, 1), 'frame-short'],
     ['an unknown kind', true, Uint8Array.of(2, 0, 0, 0, 1, 9), 'frame-kind'],
-    ['lane 0', true, frame(0, 4), 'frame-lane'],
-    ['the next lane, not given yet', true, frame(2, 4), 'frame-lane'],
-    ['the last lane', true, frame(MAX_LANE, 4), 'frame-lane'],
+    ['lane 0', true, frame(0, 4), 'frame-lane-unknown'],
+    ['the next lane, not given yet', true, frame(2, 4), 'frame-lane-unknown'],
+    ['the last lane', true, frame(MAX_LANE, 4), 'frame-lane-unknown'],
     ['an empty payload on the lane', true, frame(1, 0), undefined]
   ])('%s', (_, raw, data, wrong) => {
     const { relay, dialer, listener } = setup(raw, true)
