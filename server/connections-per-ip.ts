@@ -6,7 +6,7 @@
  * refused handshake gets an HTTP error with the reason in its body (long-polling: 403 and JSON;
  * WebSocket: 400 and text).
  *
- * An IPv6 /48 (a site, which has 65,536 /64s to take addresses from) may hold `PREFIX48_FACTOR`
+ * An IPv6 /48 (a site, which has 65,536 /64s to take addresses from) may hold `SITE_FACTOR`
  * times the cap, and the whole server `TOTAL_FACTOR` times `maxPeers`: many addresses then cost
  * new clients their place, not the server its memory.
  *
@@ -20,14 +20,12 @@ import { wireError } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { clientIpOf } from './client-ip.ts'
 import type { ServerMetrics } from './metrics.ts'
-import { ipLimitKey } from './rate-limit.ts'
+import { ipLimitKey, SITE_FACTOR, sitePrefixOf } from './rate-limit.ts'
 
 /** Where a handshake's reservation is kept on its request until its connection takes it: the keys it counts under. */
 const RESERVED = Symbol('starsock:connection-reserved')
 /** At most one warning per this long about refused handshakes. */
 const WARN_EVERY_MS = 60_000
-/** An IPv6 /48 (a site: 65,536 /64s) may hold this many times the per-IP cap. */
-export const PREFIX48_FACTOR = 4
 /** The whole server may hold this many times `maxPeers` connections, joined or not. */
 export const TOTAL_FACTOR = 2
 /** The key every connection also counts under (for the server's total). */
@@ -35,15 +33,9 @@ const TOTAL = '*'
 
 type Reserved = IncomingMessage & { [RESERVED]?: string[] }
 
-/** The /48 key of an IPv6 /64 key (`ipLimitKey`), `undefined` for an IPv4 address. */
-function prefix48 (key64: string): string | undefined {
-  if (!key64.endsWith('::/64')) return undefined
-  return key64.split(':').slice(0, 3).join(':') + '::/48'
-}
-
 /**
  * Counts of connections per IP key (`ipLimitKey`), per IPv6 /48 and in all, and the
- * `allowRequest` that keeps them under `max`, `PREFIX48_FACTOR` times it and `maxTotal`.
+ * `allowRequest` that keeps them under `max`, `SITE_FACTOR` times it and `maxTotal`.
  */
 export class ConnectionsPerIp {
   private readonly counts = new Map<string, number>()
@@ -66,11 +58,11 @@ export class ConnectionsPerIp {
   /** engine.io's `allowRequest`: called for each handshake (a request without a session id). */
   readonly allowRequest = (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void): void => {
     const key = ipLimitKey(clientIpOf(req.headers, req.socket.remoteAddress ?? '', this.trustProxy))
-    const site = prefix48(key)
+    const site = sitePrefixOf(key)
     const refusal = (this.counts.get(key) ?? 0) >= this.max
       ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IP address reached (maxConnectionsPerIp=${this.max})`)
-      : site !== undefined && (this.counts.get(site) ?? 0) >= PREFIX48_FACTOR * this.max
-        ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IPv6 /48 network reached (${PREFIX48_FACTOR} x maxConnectionsPerIp=${PREFIX48_FACTOR * this.max})`)
+      : site !== undefined && (this.counts.get(site) ?? 0) >= SITE_FACTOR * this.max
+        ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IPv6 /48 network reached (${SITE_FACTOR} x maxConnectionsPerIp=${SITE_FACTOR * this.max})`)
         : (this.counts.get(TOTAL) ?? 0) >= this.maxTotal
             ? wireError('E_LIMIT_PEERS', `Connection limit of this server reached (${TOTAL_FACTOR} x maxPeers=${this.maxTotal})`)
             : undefined

@@ -60,3 +60,12 @@ export function ipLimitKey (ip: string): string {
   const full = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, groups - left.length - right.length)).fill('0'), ...right]
   return full.slice(0, 4).map((g) => (parseInt(g, 16) || 0).toString(16)).join(':') + '::/64'
 }
+
+/** The IPv6 /48 (a site, with 65,536 /64s) of an `ipLimitKey` /64 key; `undefined` for any other key. */
+export function sitePrefixOf (key: string): string | undefined {
+  if (!key.endsWith('::/64')) return undefined
+  return key.split(':').slice(0, 3).join(':') + '::/48'
+}
+
+/** How many times a per-IP limit an IPv6 /48 (`sitePrefixOf`) may take in all. */
+export const SITE_FACTOR = 4

@@ -49,8 +49,12 @@ export interface RelayPartyState {
   paused: boolean
 }
 
-/** What the senders of one client IP (`ipLimitKey`) hold on the relay together. */
+/** What the senders of one client IP (`ipLimitKey`), or of one IPv6 /48 (`sitePrefixOf`), hold on the relay together. */
 export interface IpShare {
+  /** Whether it is a /48's (`SITE_FACTOR` times the cap) rather than an IP's. */
+  site: boolean
+  /** Its cap in bytes. */
+  cap: number
   /** Bytes queued from all its senders. */
   bytes: number
   /** Whether it went past half of `ipBufferBytes` and has not come down to three eighths since. */

@@ -1,5 +1,5 @@
 /** One relayed one-way stream, and one session as the relay sees it: queues, lanes and backpressure state. */
-import { ipLimitKey } from './rate-limit.ts'
+import { ipLimitKey, sitePrefixOf } from './rate-limit.ts'
 import { streamEvent } from '../shared/events.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, MAX_LANE, writeFrameHeader } from '../shared/raw-frame.ts'
 import type { Endpoint } from './session.ts'
@@ -42,10 +42,14 @@ export class RelayParty {
     readonly ip: string = ''
   ) {
     this.ipKey = ip === '' ? '' : ipLimitKey(ip)
+    const site = sitePrefixOf(this.ipKey)
+    this.shareKeys = this.ipKey === '' ? [] : site === undefined ? [this.ipKey] : [this.ipKey, site]
   }
 
   /** `ipLimitKey` of `ip`, the key of its IP's share of the relay; empty when unknown. */
   readonly ipKey: string
+  /** The shares of the relay it counts in: its IP's, and for IPv6 its /48's too (none when unknown). */
+  readonly shareKeys: readonly string[]
 
   /** Whether the client reads and sends raw frames. */
   get raw (): boolean {

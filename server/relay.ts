@@ -17,6 +17,7 @@ import { silentLogger, type Logger } from '../shared/logger.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, frameBytes, frameKind, frameLane, isLane } from '../shared/raw-frame.ts'
 import { isCredit, type IpShare, type RelayLimits, type RelayObserver, type RelayPartyState } from './relay-limits.ts'
 import { RELAY_MAX_STREAM_CHUNKS, RELAY_PAUSE_CHUNKS } from './constants.ts'
+import { SITE_FACTOR } from './rate-limit.ts'
 import { shortDialId } from './peer-log.ts'
 import { deliver, payloadBytes, RelayParty, RelayStream, type QueuedChunk } from './relay-stream.ts'
 
@@ -239,8 +240,8 @@ export class Relay {
       this.fail(stream, 'E_LIMIT_BUFFER', `Socket buffer limit reached (socketBufferBytes=${this.limits.socketBufferBytes})`)
       return false
     }
-    if (share !== undefined && share.bytes > this.limits.ipBufferBytes) {
-      this.fail(stream, 'E_LIMIT_BUFFER', `Buffer limit of this IP address reached (ipBufferBytes=${this.limits.ipBufferBytes})`)
+    if (share !== undefined) {
+      this.fail(stream, 'E_LIMIT_BUFFER', `Buffer limit of this ${share.site ? 'IPv6 /48 network' : 'IP address'} reached (${share.site ? `${SITE_FACTOR} x ` : ''}ipBufferBytes=${this.limits.ipBufferBytes})`)
       return false
     }
     if (!stream.high && stream.queuedBytes > this.limits.streamBufferBytes / 2) {
@@ -378,32 +379,47 @@ export class Relay {
     this.takeFromShare(stream.sender, n)
   }
 
-  /** Count `n` bytes queued from `sender` in its IP's share; the share, `undefined` for a sender of unknown IP (a cluster stand-in). */
+  /**
+   * Count `n` bytes queued from `sender` in its shares (its IP's, and its IPv6 /48's); the first
+   * share now past its cap, if any (none for a sender of unknown IP, a cluster stand-in).
+   */
   private addToShare (sender: RelayParty, n: number): IpShare | undefined {
-    if (sender.ipKey === '') return undefined
-    let share = this.ipShares.get(sender.ipKey)
-    if (share === undefined) {
-      share = { bytes: 0, high: false, highSinceMs: 0 }
-      this.ipShares.set(sender.ipKey, share)
+    let over: IpShare | undefined
+    for (const key of sender.shareKeys) {
+      let share = this.ipShares.get(key)
+      if (share === undefined) {
+        const site = key.endsWith('::/48')
+        share = { bytes: 0, high: false, highSinceMs: 0, site, cap: site ? SITE_FACTOR * this.limits.ipBufferBytes : this.limits.ipBufferBytes }
+        this.ipShares.set(key, share)
+      }
+      share.bytes += n
+      if (!share.high && share.bytes > share.cap / 2) {
+        share.high = true
+        share.highSinceMs = this.now()
+      }
+      if (share.bytes > share.cap) over ??= share
     }
-    share.bytes += n
-    if (!share.high && share.bytes > this.limits.ipBufferBytes / 2) {
-      share.high = true
-      share.highSinceMs = this.now()
-    }
-    return share
+    return over
   }
 
-  /** `n` bytes from `sender` left the relay: once its IP's share is down to three eighths, its senders paused for it may read again. */
+  /** `n` bytes from `sender` left the relay: once a share of it is down to three eighths, its senders paused for it may read again. */
   private takeFromShare (sender: RelayParty, n: number): void {
-    const share = sender.ipKey === '' ? undefined : this.ipShares.get(sender.ipKey)
-    if (share === undefined) return
-    share.bytes -= n
-    if (share.high && share.bytes <= this.limits.ipBufferBytes * 3 / 8) {
-      share.high = false
-      for (const paused of [...this.pausedSenders]) if (paused.ipKey === sender.ipKey) this.updatePause(paused)
+    for (const key of sender.shareKeys) {
+      const share = this.ipShares.get(key)
+      if (share === undefined) continue
+      share.bytes -= n
+      if (share.high && share.bytes <= share.cap * 3 / 8) {
+        share.high = false
+        for (const paused of [...this.pausedSenders]) if (paused.shareKeys.includes(key)) this.updatePause(paused)
+      }
+      if (share.bytes <= 0 && !share.high) this.ipShares.delete(key)
     }
-    if (share.bytes <= 0 && !share.high) this.ipShares.delete(sender.ipKey)
+  }
+
+  /** Whether a share `sender` counts in is past half its cap. */
+  private shareHigh (sender: RelayParty): boolean {
+    for (const key of sender.shareKeys) if (this.ipShares.get(key)?.high === true) return true
+    return false
   }
 
   /** Close `stream` (`end`: how, for the log line once both streams of its dial are closed). */
@@ -456,7 +472,7 @@ export class Relay {
     const socketHigh = sender.queuedBytes > this.limits.socketBufferBytes / 2 || sender.queuedChunks > RELAY_PAUSE_CHUNKS
     // The IP's share holds back only its senders that hold bytes: a neighbour behind the same
     // address whose chunks go straight on is not paused for the others'.
-    const ipHigh = sender.queuedBytes > 0 && sender.ipKey !== '' && this.ipShares.get(sender.ipKey)?.high === true
+    const ipHigh = sender.queuedBytes > 0 && this.shareHigh(sender)
     if (!sender.paused && (sender.highStreams > 0 || socketHigh || ipHigh)) {
       sender.paused = sender.endpoint.pauseReading()
       if (sender.paused) {
@@ -494,11 +510,11 @@ export class Relay {
       // their neighbours paused): fail the IP's streams that went longest without a chunk out
       // (then the fullest) until its share is low again. A stream whose receiver reads, however
       // slowly, goes last: many small streams that nobody reads cannot make it the victim.
-      const quietest = [...this.streams].filter((s) => s.sender.ipKey === key && s.queuedBytes > 0)
+      const quietest = [...this.streams].filter((s) => s.sender.shareKeys.includes(key) && s.queuedBytes > 0)
         .sort((a, b) => a.quietSinceMs - b.quietSinceMs || b.queuedBytes - a.queuedBytes)
       for (const stream of quietest) {
         if (!share.high) break
-        this.fail(stream, 'E_LIMIT_BUFFER', `Receivers stalled for ${this.limits.senderStallTimeoutMs} ms with the buffer of this IP address full (ipBufferBytes=${this.limits.ipBufferBytes})`)
+        this.fail(stream, 'E_LIMIT_BUFFER', `Receivers stalled for ${this.limits.senderStallTimeoutMs} ms with the buffer of this ${share.site ? 'IPv6 /48 network' : 'IP address'} full (${share.site ? `${SITE_FACTOR} x ` : ''}ipBufferBytes=${this.limits.ipBufferBytes})`)
       }
     }
     if (this.limits.streamIdleTimeoutMs > 0) this.sweepIdle(now)

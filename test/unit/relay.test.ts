@@ -641,6 +641,30 @@ describe('Relay', () => {
       expect(unread.filter((u) => errors(u.listener, u.id).length > 0).length).toBeGreaterThanOrEqual(11)
     })
 
+    it('holds an IPv6 /48 to four times the share however many /64s it spreads over; another /48 is not held back', () => {
+      let t = 0
+      const relay = make({ ipBufferBytes: 3000, streamBufferBytes: 4000, socketBufferBytes: 8000, senderStallTimeoutMs: 1000 }, () => t)
+      // 1,400 from each of five /64s: under each one's half (1,500), past the /48's (6,000) in all.
+      const spread = [1, 2, 3, 4, 5].map((i) => (senders(relay, 1, `2001:db8:7:${i}::1`)[0] as { sender: Peer, listener: Peer, id: string }))
+      for (const s of spread) {
+        relay.data(s.sender.session, s.id, bytes(700))
+        relay.data(s.sender.session, s.id, bytes(700))
+      }
+      expect(spread.map((s) => s.sender.pauses)).toEqual([0, 0, 0, 0, 1])
+      for (const s of spread) relay.data(s.sender.session, s.id, bytes(1))
+      expect(spread.map((s) => s.sender.pauses)).toEqual([1, 1, 1, 1, 1])
+      const [other] = senders(relay, 1, '2001:db8:8:1::1')
+      if (other === undefined) throw new Error('no sender')
+      relay.data(other.sender.session, other.id, bytes(700))
+      expect(other.sender.pauses).toBe(0)
+      // Held past half for the stall timeout: its quietest streams fail until it is low (4,500).
+      t = 1100
+      ;(relay as unknown as { sweep: () => void }).sweep()
+      expect(errors((spread[0] as typeof spread[0]).listener, (spread[0] as typeof spread[0]).id)).toEqual(['Receivers stalled for 1000 ms with the buffer of this IPv6 /48 network full (4 x ipBufferBytes=3000) [E_LIMIT_BUFFER]'])
+      expect(spread.filter((s) => errors(s.listener, s.id).length > 0)).toHaveLength(2)
+      expect(errors(other.listener, other.id)).toEqual([])
+    })
+
     it('does not pause a neighbour whose chunks go straight on, and a trickle of progress does not put off the share\'s stall timeout', () => {
       let t = 0
       const relay = make({ ipBufferBytes: 3000, senderStallTimeoutMs: 1000 }, () => t)
