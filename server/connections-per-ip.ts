@@ -8,7 +8,10 @@
  *
  * An IPv6 /48 (a site, which has 65,536 /64s to take addresses from) may hold `SITE_FACTOR`
  * times the cap, and the whole server `TOTAL_FACTOR` times `maxPeers`: many addresses then cost
- * new clients their place, not the server its memory.
+ * new clients their place, not the server its memory. And not even that while connections that
+ * never joined hold it: a handshake that finds the server full closes the oldest connection that
+ * has not joined within `idleAfterMs` (the join challenge's lifetime) and takes its place, so
+ * idle connections from many addresses cannot lock clients out.
  *
  * A handshake that passes reserves a place at once (many can arrive in one read, before any
  * becomes a connection); the connection takes it over, or, if the handshake failed on the way,
@@ -33,12 +36,24 @@ const TOTAL = '*'
 
 type Reserved = IncomingMessage & { [RESERVED]?: string[] }
 
+/** An open connection, as counted: its keys, since when, and (once socket.io has it) its session's addresses. */
+interface Counted {
+  keys: readonly string[]
+  sinceMs: number
+  /** Given back already (evicted): its close does not give it back again. */
+  released: boolean
+  /** The addresses its session joined (none: it never joined), once bound. */
+  addrs: ReadonlySet<string> | undefined
+}
+
 /**
  * Counts of connections per IP key (`ipLimitKey`), per IPv6 /48 and in all, and the
  * `allowRequest` that keeps them under `max`, `SITE_FACTOR` times it and `maxTotal`.
  */
 export class ConnectionsPerIp {
   private readonly counts = new Map<string, number>()
+  /** Open connections not known to have joined, oldest first (a joined one leaves at the next look). */
+  private readonly open = new Map<EngineSocket, Counted>()
   private lastWarning = -Infinity
   private refusedSinceWarning = 0
 
@@ -47,7 +62,10 @@ export class ConnectionsPerIp {
     private readonly maxTotal: number,
     private readonly trustProxy: boolean,
     private readonly metrics: ServerMetrics,
-    private readonly logger: Logger
+    private readonly logger: Logger,
+    /** How long a connection may go without joining before a newcomer to a full server may take its place. */
+    private readonly idleAfterMs: number,
+    private readonly now: () => number = Date.now
   ) {}
 
   /** Connections (and reserved handshakes) of `ip`'s key now. */
@@ -63,7 +81,7 @@ export class ConnectionsPerIp {
       ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IP address reached (maxConnectionsPerIp=${this.max})`)
       : site !== undefined && (this.counts.get(site) ?? 0) >= SITE_FACTOR * this.max
         ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IPv6 /48 network reached (${SITE_FACTOR} x maxConnectionsPerIp=${SITE_FACTOR * this.max})`)
-        : (this.counts.get(TOTAL) ?? 0) >= this.maxTotal
+        : (this.counts.get(TOTAL) ?? 0) >= this.maxTotal && !this.evictIdle()
             ? wireError('E_LIMIT_PEERS', `Connection limit of this server reached (${TOTAL_FACTOR} x maxPeers=${this.maxTotal})`)
             : undefined
     if (refusal !== undefined) {
@@ -89,8 +107,40 @@ export class ConnectionsPerIp {
       const keys = req?.[RESERVED]
       if (keys === undefined) return
       delete req?.[RESERVED]
-      conn.once('close', () => this.release(keys))
+      const counted: Counted = { keys, sinceMs: this.now(), released: false, addrs: undefined }
+      this.open.set(conn, counted)
+      conn.once('close', () => {
+        this.open.delete(conn)
+        if (counted.released) return
+        counted.released = true
+        this.release(keys)
+      })
     })
+  }
+
+  /** `conn`'s session is `addrs` (the addresses it joins): a connection with none may be evicted for a newcomer. */
+  bind (conn: unknown, addrs: ReadonlySet<string>): void {
+    const counted = this.open.get(conn as EngineSocket)
+    if (counted !== undefined) counted.addrs = addrs
+  }
+
+  /** The server is full: close the oldest connection that has not joined within `idleAfterMs`, if any, and say whether one went. */
+  private evictIdle (): boolean {
+    const now = this.now()
+    for (const [conn, counted] of this.open) {
+      if (now - counted.sinceMs < this.idleAfterMs) return false // the rest are younger
+      if (counted.addrs !== undefined && counted.addrs.size > 0) {
+        this.open.delete(conn) // joined: never evicted (and not looked at again)
+        continue
+      }
+      this.open.delete(conn)
+      counted.released = true
+      this.release(counted.keys)
+      this.metrics.limitHits.inc({ limit: 'evicted-unjoined' })
+      conn.close()
+      return true
+    }
+    return false
   }
 
   private release (keys: readonly string[]): void {

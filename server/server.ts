@@ -139,7 +139,7 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   const prefix = socketPathPrefix(opts.path)
   const isSocketIo = (req: IncomingMessage): boolean => req.url?.startsWith(opts.path + '/') === true
   const before = attached ? listenersOf(http) : undefined
-  const connectionsPerIp = new ConnectionsPerIp(opts.maxConnectionsPerIp, TOTAL_FACTOR * opts.maxPeers, opts.trustProxy, metrics, logger)
+  const connectionsPerIp = new ConnectionsPerIp(opts.maxConnectionsPerIp, TOTAL_FACTOR * opts.maxPeers, opts.trustProxy, metrics, logger, opts.nonceTtlMs)
   const io = createIo(http, opts, connectionsPerIp)
   const after = attached ? listenersOf(http) : undefined
   // engine.io's destroyUpgrade is off when attached (the app's own upgrade handlers may take their
@@ -175,6 +175,11 @@ export function createServer (options: ServerOptions = {}): StarsockServer {
   // While shutting down the port stays open (so /readyz can answer 503) but takes no new sockets.
   io.use((_socket, next) => { next(closing === undefined ? undefined : new Error(wireError('E_SHUTDOWN', 'Server shutting down'))) })
   attachRendezvous(io, rendezvous, opts, metrics, logger)
+  // A connection whose session never joins may be evicted for a newcomer when the server is full.
+  io.on('connection', (socket) => {
+    const session = rendezvous.sessions.get(socket.id)
+    if (session !== undefined) connectionsPerIp.bind(socket.conn, session.addrs)
+  })
   tuneLegacySockets(io)
   forgetUpgradeRequests(io)
 

@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
 import { startServer, waitFor, within } from './helpers/server.ts'
+import { startRawPeer } from './helpers/raw-peer.ts'
 
 const REFUSAL = '{"code":4,"message":"Connection limit of this IP address reached (maxConnectionsPerIp=3) [E_LIMIT_CONNECTIONS_PER_IP]"}'
 
@@ -110,5 +111,28 @@ describe('connections per IP', () => {
     const full = await raw(s.port, handshake('X-Forwarded-For: 10.0.0.6\r\nConnection: close\r\n'))
     expect(full).toContain('Connection limit of this server reached (2 x maxPeers=10) [E_LIMIT_PEERS]')
     expect(engineClients()).toBe(10)
+  })
+
+  it('a full server makes room for a newcomer by closing the oldest connection that never joined within the challenge\'s lifetime; joined ones and young ones stay', async () => {
+    const s = await start({ maxPeers: 2, nonceTtlMs: 300 }) // 4 connections in all
+    const joined = [await startRawPeer(s.url(), s.port), await startRawPeer(s.url(), s.port)]
+    try {
+      const idle = [await connect(s), await connect(s)] as Socket[]
+      for (const i of idle) expect(typeof i).not.toBe('string')
+      const gone = idle.map(async (i) => await new Promise<string>((resolve) => i.once('disconnect', resolve)))
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      expect(typeof await connect(s)).not.toBe('string')
+      expect(await within('the oldest idle connection to be closed', gone[0] as Promise<string>)).toBe('transport close')
+      expect((idle[1] as Socket).connected).toBe(true)
+      expect(typeof await connect(s)).not.toBe('string')
+      expect(await within('the other idle connection to be closed', gone[1] as Promise<string>)).toBe('transport close')
+      // Now two joined and two young: nobody to make room.
+      expect(await raw(s.port, handshake('Connection: close\r\n'))).toContain('Connection limit of this server reached (2 x maxPeers=4) [E_LIMIT_PEERS]')
+      for (const j of joined) expect(j.socket.connected).toBe(true)
+      const metrics = await (await fetch(`${s.url()}/metrics`)).text()
+      expect(metrics).toMatch(/starsock_limit_hits_total\{limit="evicted-unjoined"\} 2\n/)
+    } finally {
+      for (const j of joined) j.close()
+    }
   })
 })
