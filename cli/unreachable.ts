@@ -99,7 +99,7 @@ function refusalOf (answer: string): string | undefined {
   const body = answer.slice(answer.indexOf('\r\n\r\n') + 4)
   try {
     const message = (JSON.parse(body.slice(body.indexOf('{'), body.lastIndexOf('}') + 1)) as { message?: unknown }).message
-    return typeof message === 'string' && message !== '' ? message.slice(0, 300).replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ') : undefined
+    return typeof message === 'string' && message !== '' ? message.slice(0, 300).replace(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu, ' ') : undefined
   } catch {
     return undefined
   }
