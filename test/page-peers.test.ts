@@ -124,6 +124,13 @@ describe('peers you recognise, in real Chromium', () => {
     await a.page.press('#my-name', 'Enter')
     await a.page.locator('#name-result[data-state="failed"]', { hasText: 'longer than 40 characters' }).waitFor({ timeout: 10_000 })
     expect(await row(b.page, a.id).locator('.peer-name').innerText()).toBe('Alice')
+    // A kept name that a rule now refuses (here one that reads as a peer id) is not used, and the page says so.
+    await a.page.evaluate(([key, bad]) => { localStorage.setItem(key as string, bad as string) }, [`starsock:name:${a.id}`, 'Alice (12D3…2X7X8k)'])
+    await a.page.reload()
+    await a.page.locator('#state[data-state="joined"]').waitFor({ timeout: 30_000 })
+    await a.page.locator('#name-result[data-state="failed"]', { hasText: 'Your saved name "Alice (12D3…2X7X8k)" is not used: name holds text that reads as a peer id' }).waitFor({ timeout: 10_000 })
+    expect(await a.page.locator('#my-name').inputValue()).toBe('')
+    await row(b.page, a.id).locator('.peer-name').waitFor({ state: 'detached', timeout: 30_000 })
     // Nobody was asked for notification permission on load.
     expect(await a.page.evaluate(() => (window as unknown as { __asked: number }).__asked)).toBe(0)
   }, 120_000)

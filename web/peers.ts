@@ -8,7 +8,7 @@
 import type { PeerInfo } from '../client/peer-list.ts'
 import { StarsockError } from '../shared/errors.ts'
 import { checkName, type PeerKind } from '../shared/profile.ts'
-import { byId, el, shortId } from './dom.ts'
+import { byId, el, inert, shortId } from './dom.ts'
 import type { PageContext } from './context.ts'
 import { badge, describeError } from './security.ts'
 import type { ChatThreads } from './threads.ts'
@@ -45,12 +45,24 @@ function kindIcon (kind: PeerKind | 'unknown'): SVGSVGElement {
 
 const nameKey = (peerId: string): string => `starsock:name:${peerId}`
 
+/** What this browser keeps as the display name of the identity `peerId`, unchecked. */
+function storedName (peerId: string): string | null {
+  try { return localStorage.getItem(nameKey(peerId)) } catch { return null }
+}
+
 /** The display name this browser keeps for the identity `peerId` (checked again: storage is not trusted either). */
 export function savedName (peerId: string): string | undefined {
-  let stored: string | null = null
-  try { stored = localStorage.getItem(nameKey(peerId)) } catch {}
-  const name = checkName(stored)
+  const name = checkName(storedName(peerId))
   return name instanceof StarsockError ? undefined : name
+}
+
+/** Why the name kept for `peerId` is not used (a rule it was saved before, or storage changed); `undefined` when it is, or there is none. */
+function savedNameRefusal (peerId: string): string | undefined {
+  const stored = storedName(peerId)
+  const name = checkName(stored)
+  if (!(name instanceof StarsockError) || stored === null) return undefined
+  const shown = [...inert(stored)].slice(0, 60).join('')
+  return `Your saved name "${shown}" is not used: ${describeError(name)}. Other peers see no name until you give another.`
 }
 
 /** Keep `name` for the identity `peerId` (`undefined`: none). */
@@ -202,6 +214,12 @@ export function setupPeers (ctx: PageContext, threads: ChatThreads): void {
       renderSoon()
     })
     byId<HTMLInputElement>('my-name').value = savedName(peer.peerId) ?? ''
+    const refusal = savedNameRefusal(peer.peerId)
+    if (refusal !== undefined) {
+      const result = byId('name-result')
+      result.textContent = refusal
+      result.dataset.state = 'failed'
+    }
     render()
   })
   ctx.on('session:close', () => {
