@@ -197,8 +197,11 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
   for (const t of tunnelEvents) t.started()
   status.start()
   // Each tunnel that stops by itself says why; the process goes on while any runs.
+  /** The tunnels' errors in the order they stopped. */
+  const inOrder: StarsockError[] = []
   const outcomes = tunnels.map(async (t, i) => {
     const err = await t.done
+    if (err !== undefined) inOrder.push(err)
     if (err !== undefined && several && !stopping.signal.aborted) (tunnelEvents[i] as { event: (name: string, fields: Record<string, unknown>, text: string) => void }).event('stopped', { code: err.code, message: err.message }, `stopped: ${err.message} (${err.code})`)
     return err
   })
@@ -213,10 +216,10 @@ async function run (flags: TunnelFlags, specs: TunnelSpec[]): Promise<number> {
   if (why !== undefined) throw identityError(why, flags.key)
   // A signal aborts the tunnels too (E_ABORTED): that is the clean way out.
   const errors: StarsockError[] = Array.isArray(outcome) ? outcome.filter((e): e is StarsockError => e !== undefined) : outcome === undefined ? [] : [outcome]
-  if (errors.length === 0) return 0
-  const first = errors[0] as StarsockError
+  const first = inOrder.find((e) => errors.includes(e)) ?? errors[0]
+  if (first === undefined) return 0
   if (!several) throw first
-  // Each one's `stopped` event said why; the last line names the first reason.
+  // Each one's `stopped` event said why; the last line names the reason of the first to stop.
   throw new StarsockError(first.code, `every tunnel stopped; ${errors.length} of ${tunnels.length} with an error, the first: ${first.message}`)
 }
 

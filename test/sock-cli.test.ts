@@ -587,6 +587,7 @@ describe('starsock listen, forward, expose and serve --gateway (the program)', (
     expect(await within('forward to exit', fwd.exited, 15_000)).toBe(1)
     const last = JSON.parse(fwd.out().trim().split('\n').pop() ?? '') as Record<string, unknown>
     expect(last).toMatchObject({ event: 'fatal', code: 'E_KILLED', exitCode: 1, message: expect.stringMatching(/^every tunnel stopped; 2 of 2 with an error, the first: /) })
+    expect(last.message).toContain(`connect/tcp 127.0.0.1:${two.port} killed`) // tunnel 2's: the first to stop
     expect(fwd.err()).toMatch(/^starsock: every tunnel stopped; 2 of 2 with an error, the first: .* \(E_KILLED\)$/m)
   })
 })
