@@ -23,7 +23,7 @@ import { wireError } from '../shared/errors.ts'
 import type { Logger } from '../shared/logger.ts'
 import { clientIpOf } from './client-ip.ts'
 import type { ServerMetrics } from './metrics.ts'
-import { ipLimitKey, SITE_FACTOR, sitePrefixOf } from './rate-limit.ts'
+import { ipAndSiteKeys, SITE_FACTOR } from './rate-limit.ts'
 
 /** Where a handshake's reservation is kept on its request until its connection takes it: the keys it counts under. */
 const RESERVED = Symbol('starsock:connection-reserved')
@@ -68,15 +68,10 @@ export class ConnectionsPerIp {
     private readonly now: () => number = Date.now
   ) {}
 
-  /** Connections (and reserved handshakes) of `ip`'s key now. */
-  count (ip: string): number {
-    return this.counts.get(ipLimitKey(ip)) ?? 0
-  }
-
   /** engine.io's `allowRequest`: called for each handshake (a request without a session id). */
   readonly allowRequest = (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void): void => {
-    const key = ipLimitKey(clientIpOf(req.headers, req.socket.remoteAddress ?? '', this.trustProxy))
-    const site = sitePrefixOf(key)
+    const ipKeys = ipAndSiteKeys(clientIpOf(req.headers, req.socket.remoteAddress ?? '', this.trustProxy))
+    const [key, site] = ipKeys
     const refusal = (this.counts.get(key) ?? 0) >= this.max
       ? wireError('E_LIMIT_CONNECTIONS_PER_IP', `Connection limit of this IP address reached (maxConnectionsPerIp=${this.max})`)
       : site !== undefined && (this.counts.get(site) ?? 0) >= SITE_FACTOR * this.max
@@ -88,7 +83,7 @@ export class ConnectionsPerIp {
       this.refused(key, refusal)
       return callback(refusal, false)
     }
-    const keys = site === undefined ? [key, TOTAL] : [key, site, TOTAL]
+    const keys = [...ipKeys, TOTAL]
     for (const k of keys) this.counts.set(k, (this.counts.get(k) ?? 0) + 1)
     ;(req as Reserved)[RESERVED] = keys
     // engine.io makes the connection within this turn of the event loop, or never.

@@ -62,9 +62,16 @@ export function ipLimitKey (ip: string): string {
 }
 
 /** The IPv6 /48 (a site, with 65,536 /64s) of an `ipLimitKey` /64 key; `undefined` for any other key. */
-export function sitePrefixOf (key: string): string | undefined {
+function sitePrefixOf (key: string): string | undefined {
   if (!key.endsWith('::/64')) return undefined
   return key.split(':').slice(0, 3).join(':') + '::/48'
+}
+
+/** The keys a per-IP limit on `ip` counts under: its `ipLimitKey`, and for IPv6 its /48's (`sitePrefixOf`) too. */
+export function ipAndSiteKeys (ip: string): [ip: string] | [ip: string, site: string] {
+  const key = ipLimitKey(ip)
+  const site = sitePrefixOf(key)
+  return site === undefined ? [key] : [key, site]
 }
 
 /** How many times a per-IP limit an IPv6 /48 (`sitePrefixOf`) may take in all. */

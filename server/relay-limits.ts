@@ -51,10 +51,11 @@ export interface RelayPartyState {
 
 /** What the senders of one client IP (`ipLimitKey`), or of one IPv6 /48 (`sitePrefixOf`), hold on the relay together. */
 export interface IpShare {
-  /** Whether it is a /48's (`SITE_FACTOR` times the cap) rather than an IP's. */
-  site: boolean
-  /** Its cap in bytes. */
+  /** Its cap in bytes (`SITE_FACTOR` times `ipBufferBytes` for a /48). */
   cap: number
+  /** Whose share it is and its limit, for error messages (`this IP address`, `ipBufferBytes=N`). */
+  who: string
+  limit: string
   /** Bytes queued from all its senders. */
   bytes: number
   /** Whether it went past half of `ipBufferBytes` and has not come down to three eighths since. */

@@ -1,5 +1,5 @@
 /** One relayed one-way stream, and one session as the relay sees it: queues, lanes and backpressure state. */
-import { ipLimitKey, sitePrefixOf } from './rate-limit.ts'
+import { ipAndSiteKeys } from './rate-limit.ts'
 import { streamEvent } from '../shared/events.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, MAX_LANE, writeFrameHeader } from '../shared/raw-frame.ts'
 import type { Endpoint } from './session.ts'
@@ -41,14 +41,13 @@ export class RelayParty {
     /** The client's IP address (for per-IP shares); empty when unknown. */
     readonly ip: string = ''
   ) {
-    this.ipKey = ip === '' ? '' : ipLimitKey(ip)
-    const site = sitePrefixOf(this.ipKey)
-    this.shareKeys = this.ipKey === '' ? [] : site === undefined ? [this.ipKey] : [this.ipKey, site]
+    this.shareKeys = ip === '' ? [] : ipAndSiteKeys(ip)
+    this.ipKey = this.shareKeys[0] ?? ''
   }
 
   /** `ipLimitKey` of `ip`, the key of its IP's share of the relay; empty when unknown. */
   readonly ipKey: string
-  /** The shares of the relay it counts in: its IP's, and for IPv6 its /48's too (none when unknown). */
+  /** The shares of the relay it counts in: its IP's (`ipKey`), and for IPv6 its /48's too (none when unknown). */
   readonly shareKeys: readonly string[]
 
   /** Whether the client reads and sends raw frames. */

@@ -241,7 +241,7 @@ export class Relay {
       return false
     }
     if (share !== undefined) {
-      this.fail(stream, 'E_LIMIT_BUFFER', `Buffer limit of this ${share.site ? 'IPv6 /48 network' : 'IP address'} reached (${share.site ? `${SITE_FACTOR} x ` : ''}ipBufferBytes=${this.limits.ipBufferBytes})`)
+      this.fail(stream, 'E_LIMIT_BUFFER', `Buffer limit of ${share.who} reached (${share.limit})`)
       return false
     }
     if (!stream.high && stream.queuedBytes > this.limits.streamBufferBytes / 2) {
@@ -388,8 +388,15 @@ export class Relay {
     for (const key of sender.shareKeys) {
       let share = this.ipShares.get(key)
       if (share === undefined) {
-        const site = key.endsWith('::/48')
-        share = { bytes: 0, high: false, highSinceMs: 0, site, cap: site ? SITE_FACTOR * this.limits.ipBufferBytes : this.limits.ipBufferBytes }
+        const site = key !== sender.ipKey
+        share = {
+          bytes: 0,
+          high: false,
+          highSinceMs: 0,
+          cap: site ? SITE_FACTOR * this.limits.ipBufferBytes : this.limits.ipBufferBytes,
+          who: site ? 'this IPv6 /48 network' : 'this IP address',
+          limit: `${site ? `${SITE_FACTOR} x ` : ''}ipBufferBytes=${this.limits.ipBufferBytes}`
+        }
         this.ipShares.set(key, share)
       }
       share.bytes += n
@@ -514,7 +521,7 @@ export class Relay {
         .sort((a, b) => a.quietSinceMs - b.quietSinceMs || b.queuedBytes - a.queuedBytes)
       for (const stream of quietest) {
         if (!share.high) break
-        this.fail(stream, 'E_LIMIT_BUFFER', `Receivers stalled for ${this.limits.senderStallTimeoutMs} ms with the buffer of this ${share.site ? 'IPv6 /48 network' : 'IP address'} full (${share.site ? `${SITE_FACTOR} x ` : ''}ipBufferBytes=${this.limits.ipBufferBytes})`)
+        this.fail(stream, 'E_LIMIT_BUFFER', `Receivers stalled for ${this.limits.senderStallTimeoutMs} ms with the buffer of ${share.who} full (${share.limit})`)
       }
     }
     if (this.limits.streamIdleTimeoutMs > 0) this.sweepIdle(now)

@@ -81,17 +81,17 @@ function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
 }
 
 /**
- * Count a bad request (`starsock_bad_requests_total{event}`); `strike`: one no honest client makes,
- * against the socket's budget (`MAX_BAD_REQUESTS_PER_SECOND`).
+ * Count a bad request of `session` (`starsock_bad_requests_total{event}`); `strike`: one no honest
+ * client makes, against the socket's budget (`MAX_BAD_REQUESTS_PER_SECOND`).
  */
-type Bad = (event: string, strike?: boolean) => void
+type Bad = (session: Session, event: string, strike?: boolean) => void
 
 /** Run one request of `session` through `h`: gate, check, call, shape (for `reply`). */
 function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: string, args: unknown[], bad: Bad): readonly unknown[] | Promise<readonly unknown[]> {
   if (h.rated) rendezvous.takeRequest(session)
   const request = h.check(args)
   if (request instanceof StarsockError) {
-    bad(event, true)
+    bad(session, event, true)
     throw request
   }
   const result = h.call(session, request)
@@ -147,12 +147,12 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, 
   if (event === FRAME_EVENT) {
     const wrong = relay.frame(s, raw[0])
     // A frame on a lane that just closed is a race; the others are never an honest client's.
-    if (wrong !== undefined) bad(wrong, wrong !== 'frame-lane')
+    if (wrong !== undefined) bad(s, wrong, wrong !== 'frame-lane')
     return
   }
   const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
   if (parsed === undefined) {
-    bad('unknown', true)
+    bad(s, 'unknown', true)
     return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
   }
   const { type, streamId } = parsed
@@ -163,7 +163,7 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, 
       : type === 'error' ? relay.end(s, streamId, args[0])
         : type === 'credit' ? relay.credit(s, streamId, args[0])
           : relay.abort(s, streamId, args[0])
-  if (!ok) bad(`stream-${type}`)
+  if (!ok) bad(s, `stream-${type}`)
   if (ack === undefined) return
   if (ok) return ack(null)
   replyError(ack, new StarsockError('E_BAD_REQUEST', `Stream event ${type} not taken: no such stream of this socket, not its side of it, an ended stream, or bad arguments`), log)
@@ -174,7 +174,14 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   oneSocketPerConnection(io, metrics)
   if (options.token !== '') requireToken(io, options.token, metrics)
   const handlers = requestHandlers(rendezvous)
-  const bad = (event: string): void => { metrics.badRequests.inc({ event }) }
+  // One function for every socket (a closure per socket is memory every idle peer would hold).
+  const bad: Bad = (session, event, strike = false) => {
+    metrics.badRequests.inc({ event })
+    if (!strike || session.strike()) return
+    metrics.limitHits.inc({ limit: 'E_LIMIT_BAD_REQUESTS' })
+    logger.debug({ session: session.id, ip: session.ip, event }, 'disconnected: too many requests no client sends')
+    session.endpoint.disconnect?.()
+  }
   // Peer batches are encoded once for all the clients they go to unchanged (issue 18).
   rendezvous.announcer.useEncoder(createEventEncoder(io.encoder))
   io.on('connection', (socket) => {
@@ -185,22 +192,15 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     // event rather than one per request event: both are memory every idle peer would hold.
     const log = withFields(logger, { session: socket.id })
     log.debug({ ip: s.ip, transport: socket.conn.transport.name }, 'connected')
-    const badHere: Bad = (event, strike = false) => {
-      bad(event)
-      if (!strike || s.strike() || !socket.connected) return
-      metrics.limitHits.inc({ limit: 'E_LIMIT_BAD_REQUESTS' })
-      log.debug({ ip: s.ip, event }, 'disconnected: too many requests no client sends')
-      socket.disconnect(true)
-    }
     socket.onAny((event: unknown, ...raw: unknown[]) => {
       // socket.io calls this before it checks the socket is still connected: a request that came
       // in one read with the disconnect must not act for a session that is gone.
       if (!socket.connected) return
       const h = typeof event === 'string' ? handlers.get(event) : undefined
-      if (h === undefined) return otherEvent(rendezvous, s, badHere, log, event, raw)
+      if (h === undefined) return otherEvent(rendezvous, s, bad, log, event, raw)
       if (rendezvous.congested(s, event as string)) return // a socket that does not read gets nothing until it catches up
       const { args, ack } = splitAck(raw)
-      reply(once(ack), log, () => run(h, rendezvous, s, event as string, args, badHere))
+      reply(once(ack), log, () => run(h, rendezvous, s, event as string, args, bad))
     })
     socket.on('disconnect', (reason) => {
       log.debug({ reason }, 'disconnected')
