@@ -41,13 +41,15 @@ export function withFields (parent: Logger, fields: Record<string, unknown>): Lo
   return new FieldsLogger(parent, fields)
 }
 
+type Level = 'debug' | 'info' | 'warn' | 'error'
+
 class FieldsLogger implements Logger {
   constructor (private readonly parent: Logger, private readonly fields: Record<string, unknown>) {}
 
-  debug (a: string | Record<string, unknown>, msg?: string): void { this.parent.debug(...this.line(a, msg)) }
-  info (a: string | Record<string, unknown>, msg?: string): void { this.parent.info(...this.line(a, msg)) }
-  warn (a: string | Record<string, unknown>, msg?: string): void { this.parent.warn(...this.line(a, msg)) }
-  error (a: string | Record<string, unknown>, msg?: string): void { this.parent.error(...this.line(a, msg)) }
+  debug (a: string | Record<string, unknown>, msg?: string): void { this.write('debug', a, msg) }
+  info (a: string | Record<string, unknown>, msg?: string): void { this.write('info', a, msg) }
+  warn (a: string | Record<string, unknown>, msg?: string): void { this.write('warn', a, msg) }
+  error (a: string | Record<string, unknown>, msg?: string): void { this.write('error', a, msg) }
 
   child (bindings: Record<string, unknown>): Logger {
     return new FieldsLogger(this.parent, { ...this.fields, ...bindings })
@@ -57,8 +59,11 @@ class FieldsLogger implements Logger {
     return this.parent.isLevelEnabled?.(level) ?? true
   }
 
-  private line (a: string | Record<string, unknown>, msg?: string): [Record<string, unknown>, string?] {
-    return typeof a === 'string' ? [this.fields, a] : [{ ...this.fields, ...a }, msg]
+  /** A line the level drops costs no merged fields (a server logs at debug for every socket). */
+  private write (level: Level, a: string | Record<string, unknown>, msg?: string): void {
+    if (this.parent.isLevelEnabled?.(level) === false) return
+    if (typeof a === 'string') this.parent[level](this.fields, a)
+    else this.parent[level]({ ...this.fields, ...a }, msg)
   }
 }
 
@@ -119,8 +124,6 @@ class LineBudget {
     if (suppressed > 0) this.out.warn({ suppressed, linesPerSecond: this.cap.linesPerSecond }, 'log lines suppressed (over the log cap)')
   }
 }
-
-type Level = 'debug' | 'info' | 'warn' | 'error'
 
 class CappedLogger implements Logger {
   constructor (private readonly parent: Logger, private readonly budget: LineBudget) {}

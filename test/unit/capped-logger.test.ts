@@ -1,6 +1,6 @@
 /** `cappedLogger`: a token bucket of lines shared with its children, and a count of what it dropped. */
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { cappedLogger, type Logger } from '../../shared/logger.ts'
+import { cappedLogger, withFields, type Logger } from '../../shared/logger.ts'
 import { shortPeer } from '../../server/peer-log.ts'
 
 /** A logger that records `[level, fields, msg]`, with the levels from `enabled` on. */
@@ -69,5 +69,19 @@ describe('shortPeer', () => {
     [undefined, 'undefined']
   ])('%s -> %s', (addr, short) => {
     expect(shortPeer(addr)).toBe(short)
+  })
+})
+
+describe('withFields', () => {
+  it('adds its fields to every line, and hands on nothing the parent\'s level drops (no fields merged for a socket\'s debug line)', () => {
+    const { logger, lines } = recorder(['warn', 'error'])
+    const log = withFields(logger, { session: 's1' })
+    const fields = { get ip (): string { throw new Error('fields of a dropped line were read') } }
+    log.debug(fields, 'connected')
+    log.info('quiet')
+    log.warn({ reason: 'x' }, 'dropped')
+    log.error('gone')
+    expect(lines).toEqual([['warn', { session: 's1', reason: 'x' }, 'dropped'], ['error', { session: 's1' }, 'gone']])
+    expect(log.isLevelEnabled?.('debug')).toBe(false)
   })
 })
