@@ -5,11 +5,12 @@
  * prints, per round, each process's CPU seconds (utime + stime from /proc), its scavenges and
  * mark-compacts with their time, the wall-clock rate and the machine's steal.
  *
- *     node --conditions=starsock-source --import tsx bench/tunnel-gc.ts [--rounds N] [--streams N] [--mib N] [--node-flags="..."] [--serve-args="..."] [--env NAME=VALUE] [--label TEXT]
+ *     node --conditions=starsock-source --import tsx bench/tunnel-gc.ts [--rounds N] [--streams N] [--mib N] [--node-flags="..."] [--serve-args="..."] [--env NAME=VALUE] [--label TEXT] [--insecure]
  *
  * `--node-flags` are put on node's command line of every program (before the bin, which leaves a
  * flag given there as it is: `--heap-growing-percent=0` runs without starsock's); `--serve-args`
- * go to `starsock serve`; `--env NAME=VALUE` to every program; `--dump DIR` keeps their stdout.
+ * go to `starsock serve`; `--env NAME=VALUE` to every program; `--dump DIR` keeps their stdout;
+ * `--insecure` runs both peers without end-to-end encryption.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -30,7 +31,8 @@ const { values: opts } = parseArgs({
     label: { type: 'string', default: '' },
     env: { type: 'string', multiple: true, default: [] },
     dump: { type: 'string', default: '' },
-    'serve-args': { type: 'string', default: '' }
+    'serve-args': { type: 'string', default: '' },
+    insecure: { type: 'boolean', default: false }
   }
 })
 const ROUNDS = Number(opts.rounds)
@@ -38,6 +40,8 @@ const STREAMS = Number(opts.streams)
 const BYTES = Number(opts.mib) * MiB
 /** Bytes through the forward before the first round: a fresh forward runs its first 64 MiB at about half the speed, and the second still slower. */
 const WARMUP_BYTES = 128 * MiB
+/** `--insecure`: both peers without end-to-end encryption (for its cost; encrypted is what users get). */
+const INSECURE = opts.insecure ? ['--insecure'] : []
 const FLAGS = opts['node-flags'].split(/\s+/).filter((f) => f !== '')
 const EXTRA_ENV = Object.fromEntries(opts.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
 const dir = mkdtempSync(join(tmpdir(), 'tunnel-gc-'))
@@ -124,9 +128,9 @@ async function main (): Promise<void> {
   const out = await sink()
   const serve = program(['serve', '--host', '127.0.0.1', '--port', '0', '--log-level', 'warn', '--max-joins-per-ip-per-minute', '100000', ...opts['serve-args'].split(/\s+/).filter((a) => a !== '')])
   const url = /^starsock (http:\/\/127\.0\.0\.1:\d+) /.exec(await line(serve, /^starsock http/))?.[1] ?? ''
-  const listen = program(['listen', '--server', url, '--key', join(dir, 'listen-key'), '--allow', `connect/tcp:127.0.0.1:${out.port}`, '--json', '--no-prompt'])
+  const listen = program(['listen', '--server', url, '--key', join(dir, 'listen-key'), '--allow', `connect/tcp:127.0.0.1:${out.port}`, '--json', '--no-prompt', ...INSECURE])
   const peerId = (JSON.parse(await line(listen, /"event":"ready"/)) as { peerId: string }).peerId
-  const fwd = program(['forward', '--server', url, '--key', join(dir, 'fwd-key'), '--peer', peerId, '--listen', '0', '--to', `127.0.0.1:${out.port}`, '--json'])
+  const fwd = program(['forward', '--server', url, '--key', join(dir, 'fwd-key'), '--peer', peerId, '--listen', '0', '--to', `127.0.0.1:${out.port}`, '--json', ...INSECURE])
   const port = (JSON.parse(await line(fwd, /"event":"ready"/)) as { address: { port: number } }).address.port
   const procs = { serve: worker(serve.pid), forward: worker(fwd.pid), listen: worker(listen.pid) }
   const until = async (n: number): Promise<void> => { while (out.received() < n) await new Promise((resolve) => setTimeout(resolve, 2)) }
