@@ -2,27 +2,32 @@
 // them at start-up (`v8.setFlagsFromString`, before anything else runs), and the benchmark starts
 // its reference relays with the same flags so that a flag never flatters a ratio.
 //
-// `--heap-growing-percent=200`: after each full (mark-compact) collection the old generation may
-// grow to 3 times what survived it (left to itself V8 picks about 1.5 for starsock's small heaps)
-// before the next. Why: V8 counts the Buffers allocated since the last full collection (external
-// memory: every socket read, every WebSocket message) against the old generation's limit, and
-// starts a full collection once what is left under the limit is less than the young generation
-// (16 MiB). With a live heap of 15 MiB and the limit near 38 MiB, a relaying process ran a
-// mark-compact every 7 MiB or so, although those Buffers were young garbage a scavenge would have
-// freed. It is one of the few heap flags V8 reads after start-up (`--initial-old-space-size` and
-// `--max-semi-space-size` do the same job but only on node's command line, which
-// `node bin/starsock.js` does not give us without a second process).
+// `--heap-growing-percent=300`: after each full (mark-compact) collection the old generation may
+// grow to 4 times what survived it (V8's largest factor; left to itself V8 picks about 1.5 for
+// starsock's small heaps) before the next. Why: V8 counts the Buffers allocated since the last full
+// collection (external memory: every socket read, every WebSocket message) against the old
+// generation's limit, and starts a full collection once what is left under the limit is less than
+// the young generation (16 MiB). With a live heap of 15 MiB and the limit near 38 MiB, a relaying
+// process ran a mark-compact every 7 MiB or so, although those Buffers were young garbage a
+// scavenge would have freed. A sealed byte is a Buffer several times over (the mux batch, the
+// cipher's output, the sealed chunk; on the other side the opened messages and the chunk they are
+// joined into), so end-to-end encryption crosses the limit sooner still. It is one of the few heap
+// flags V8 reads after start-up (`--initial-old-space-size` and `--max-semi-space-size` do the
+// same job but only on node's command line, which `node bin/starsock.js` does not give us without
+// a second process).
 //
-// Why 3 and not 4 (V8's largest): the factor is also what an idle server holds per joined peer
-// beyond the live heap. Measured on 2026-12-02 (`bench/tunnel-gc.ts --rounds 3`, two runs per
-// factor; `bench/idle-memory.ts`, server RSS slope from 1,000 to 2,000 idle legacy peers after
-// 10 s idle, runs alternating, load average 9 to 15 on 2 cores):
-//   factor         mark-compacts per 64 MiB (serve/forward/listen)   RSS per idle peer (heap, live)
-//   V8's own       7/0/6, 6/0/5 (serve CPU 0.32, 0.37 s)              15.9, 18.6 KiB (15.1, 15.6; 12.0)
-//   2.5 (150)      4/4/2, 4/1/2 (0.23, 0.20 s)                        22.2 KiB (21.5; 12.3)
-//   3 (200)        1/0/1, 1/1/0 (0.12, 0.16 s)                        16.9, 22.0 KiB (18.4, 18.7; 12.3)
-//   4 (300)        0/0/0, 0/0/0 (0.12, 0.11 s)                        24.0, 23.2 KiB (20.7, 20.5; 12.3)
-export const NODE_FLAGS = ['--heap-growing-percent=200']
+// Measured on 2026-12-03 (steal 0.0%): one `forward` (`bench/tunnel-gc.ts --rounds 3`, every
+// program at the factor through `--node-flags`; CPU s, mark-compacts and GC ms per 64 MiB,
+// serve/forward/listen) and an idle server (`bench/idle-memory.ts --factors=200,300
+// --steps=1000,3000 --rounds=2`, RSS slope per idle legacy peer after 10 s idle):
+//   factor      encrypted forward                          plaintext (`--insecure`)             RSS per idle peer (heap; live)
+//   3 (200)     128 MiB/s; 0.18/0.33/0.32 s; 4/7/7 MCs     186 MiB/s; 0.18/0.21/0.17 s; 4/4/4   24.1, 25.1 KiB (23.8; 12.8)
+//   4 (300)     230 MiB/s; 0.10/0.17/0.18 s; 0/0/0 MCs     307 MiB/s; 0.09/0.12/0.09 s; 0/0/0   24.1, 23.3 KiB (22.6; 12.8)
+// Earlier (2026-12-02, load average 9 to 15 on 2 cores, plaintext only) 3 times looked as good
+// for throughput (0.12/0.16 s against 0.12/0.11) and 4 times seemed to cost 2 KiB more per idle
+// peer (16.9, 22.0 KiB against 24.0, 23.2; V8's own factor 15.9, 18.6 but 7/0/6 mark-compacts):
+// neither held on a quiet machine. The price is a heap up to 4 times its live size under load.
+export const NODE_FLAGS = ['--heap-growing-percent=300']
 
 // `--semi-space-growth-factor`: the young generation (semi-spaces) starts at 1 MiB and doubles
 // whenever more than its size survived scavenges since it last grew. Loading the program's modules
