@@ -29,10 +29,21 @@ export const MAX_REQUESTS_PER_SECOND = 50
  * Requests per second that no honest client sends (unknown events, malformed arguments, raw
  * frames it did not negotiate or cannot be) one socket may make, in bursts up to five times
  * that, before it is disconnected: each costs the server a parse and a count, and a flood of them
- * delays every other client. Events for streams that just ended are not counted (a legacy sender
- * keeps sending into a stream its receiver gave up on).
+ * delays every other client. Events for streams that ended (or never were) have a budget of their
+ * own, `MAX_STRAY_STREAM_EVENTS_PER_SECOND`.
  */
 export const MAX_BAD_REQUESTS_PER_SECOND = 20
+/**
+ * Stream events (and raw frames) for a stream or lane the socket does not have open, one socket
+ * may send per second, in bursts up to `STRAY_STREAM_EVENTS_BURST`; past that each one counts
+ * against `MAX_BAD_REQUESTS_PER_SECOND`. Honest clients send some: a legacy sender keeps sending
+ * into a stream its receiver gave up on (it has no flow control), and a legacy client that
+ * reconnects sends what it buffered while it was away, for streams of its last connection. Without
+ * a bound, one socket sending 200,000 tiny ones a second held an honest client's ping at 240 ms.
+ */
+export const MAX_STRAY_STREAM_EVENTS_PER_SECOND = 2000
+/** Burst of `MAX_STRAY_STREAM_EVENTS_PER_SECOND`: a legacy client's buffered sends of a few MiB come at once. */
+export const STRAY_STREAM_EVENTS_BURST = 20_000
 /** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */
 export const MAX_QUEUED_PACKETS = 10_000
 /** How often the server checks every socket's output backlog. */

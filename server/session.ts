@@ -1,6 +1,6 @@
 /** One connected client, as the server's plain classes see it (no socket.io here). */
 import type { PeerProfile } from '../shared/profile.ts'
-import { MAX_BAD_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND } from './constants.ts'
+import { MAX_BAD_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND, MAX_STRAY_STREAM_EVENTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST } from './constants.ts'
 import { TokenBucket } from './rate-limit.ts'
 
 /**
@@ -81,6 +81,8 @@ export class Session {
   private requests: TokenBucket | undefined
   /** Budget of requests no honest client sends (`strike`), made at the first. */
   private strikes: TokenBucket | undefined
+  /** Budget of stream events for streams it does not have (`stray`), made at the first. */
+  private strays: TokenBucket | undefined
 
   constructor (
     /** Unique id (the socket id). */
@@ -118,6 +120,15 @@ export class Session {
   strike (): boolean {
     this.strikes ??= new TokenBucket(MAX_BAD_REQUESTS_PER_SECOND, 5 * MAX_BAD_REQUESTS_PER_SECOND)
     return this.strikes.take()
+  }
+
+  /**
+   * Count one stream event or raw frame for a stream or lane this socket does not have open;
+   * `true` once past its budget (`MAX_STRAY_STREAM_EVENTS_PER_SECOND`): it is then a strike too.
+   */
+  stray (): boolean {
+    this.strays ??= new TokenBucket(MAX_STRAY_STREAM_EVENTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST)
+    return !this.strays.take()
   }
 
   /** Where the client connects from, `ip:port` (`[ip]:port` for IPv6), or `ip` without a port. */

@@ -146,8 +146,8 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, 
   const relay = rendezvous.relay
   if (event === FRAME_EVENT) {
     const wrong = relay.frame(s, raw[0])
-    // A frame on a lane that just closed is a race; the others are never an honest client's.
-    if (wrong !== undefined) bad(s, wrong, wrong !== 'frame-lane')
+    // A frame on a lane that just closed is a race (within the stray budget); the others are never an honest client's.
+    if (wrong !== undefined) bad(s, wrong, wrong !== 'frame-lane' || s.stray())
     return
   }
   const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
@@ -163,7 +163,7 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, 
       : type === 'error' ? relay.end(s, streamId, args[0])
         : type === 'credit' ? relay.credit(s, streamId, args[0])
           : relay.abort(s, streamId, args[0])
-  if (!ok) bad(s, `stream-${type}`)
+  if (!ok) bad(s, `stream-${type}`, s.stray())
   if (ack === undefined) return
   if (ok) return ack(null)
   replyError(ack, new StarsockError('E_BAD_REQUEST', `Stream event ${type} not taken: no such stream of this socket, not its side of it, an ended stream, or bad arguments`), log)

@@ -6,6 +6,7 @@ import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdenti
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
+import { MAX_BAD_REQUESTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const BAD = /\[E_BAD_REQUEST\]$/
@@ -178,6 +179,20 @@ describe('a socket that floods requests no client sends is disconnected; others 
       const metrics = await (await fetch(`${server.url()}/metrics`)).text()
       expect(metrics).toMatch(/starsock_limit_hits_total\{limit="E_LIMIT_BAD_REQUESTS"\} [1-9]/)
       // The honest socket is still served.
+      expect(await request(honest.socket, 'starsock:ping', [])).toEqual([null])
+    } finally {
+      flooder.close()
+      honest.close()
+    }
+  })
+
+  it('stream events for streams it never had, past the stray budget, close the socket; the honest one is served', async () => {
+    const flooder = await connectSocket(server.url())
+    const honest = await startRawPeer(server.url(), server.port)
+    try {
+      const gone = disconnected(flooder, 20_000)
+      for (let i = 0; i < STRAY_STREAM_EVENTS_BURST + 5 * MAX_BAD_REQUESTS_PER_SECOND + 1000; i++) flooder.emit(`socket.io-pull-stream.queue.never-${i}.dialer`, Buffer.of(i & 0xff))
+      expect(await gone).toBe('io server disconnect')
       expect(await request(honest.socket, 'starsock:ping', [])).toEqual([null])
     } finally {
       flooder.close()

@@ -8,6 +8,7 @@ import type { Socket } from 'socket.io-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
+import { MAX_BAD_REQUESTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
 import { MAX_LANE } from '../shared/raw-frame.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { craftFrame, FrameSink, receiveFrames, sendRaw, startFramePeer } from './helpers/frame-peer.ts'
@@ -122,6 +123,25 @@ describe('raw frames: abuse and limits', () => {
     for (let i = 0; i < 300; i++) sendRaw(flooder.socket, craftFrame(1000 + i, testBytes(10, i)))
     expect(await within('the flooder to be disconnected', gone, 10_000)).toBe('io server disconnect')
     expect(await badRequests(server)).toMatchObject({ 'frame-lane-unknown': expect.any(Number) })
+  })
+
+  it('holds frames on the lane of a stream that ended to the stray budget: a flood of them past it disconnects the socket', async () => {
+    await start()
+    const x = await framePeer()
+    const y = await framePeer()
+    const got = listen(y)
+    const ended = await dial(x, y, 'ended')
+    await ended.sink.send('ended.dialer', [testBytes(1000, 1)])
+    await within('the stream', got('ended').done)
+    const gone = new Promise<string>((resolve) => x.socket.once('disconnect', resolve))
+    // A few after the end are a race, not a strike: the socket stays.
+    for (let i = 0; i < 1000; i++) sendRaw(x.socket, craftFrame(ended.lane, testBytes(10, i)))
+    expect(await request(x.socket, 'starsock:ping', [])).toEqual([null])
+    expect(x.socket.connected).toBe(true)
+    for (let i = 0; i < STRAY_STREAM_EVENTS_BURST + 5 * MAX_BAD_REQUESTS_PER_SECOND; i++) sendRaw(x.socket, craftFrame(ended.lane, testBytes(10, i)))
+    expect(await within('the flooder to be disconnected', gone, 20_000)).toBe('io server disconnect')
+    expect(await badRequests(server)).toMatchObject({ 'frame-lane': expect.any(Number) })
+    expect(y.socket.connected).toBe(true)
   })
 
   it('holds a slow receiver of frames to the buffer cap without losing a byte, and pauses the sender', async () => {
