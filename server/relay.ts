@@ -151,15 +151,19 @@ export class Relay {
 
   /**
    * The receiver granted `bytes` more credit on `streamId`: pass it on to the sender. Credit for a
-   * stream that is gone is dropped without complaint: a receiver that read the last chunk grants
-   * credit while the end the relay already sent is still on its way to it.
+   * stream that is gone is dropped, and `'gone'` says so (not a bad request: a receiver that read
+   * the last chunk grants credit while the end the relay already sent is still on its way to it).
+   * A receiver gives back what it read, so credit past the bytes delivered to it is refused: a
+   * socket cannot make the server pass a flood of credit on to a sender.
    */
-  credit (receiver: Session, streamId: string, bytes: unknown): boolean {
+  credit (receiver: Session, streamId: string, bytes: unknown): boolean | 'gone' {
     const party = this.parties.get(receiver)
     const stream = party?.inbound.get(streamId)
     if (!isCredit(bytes) || party?.outbound.has(streamId) === true) return false
-    if (stream === undefined) return true
+    if (stream === undefined) return 'gone'
     if (!stream.accepted) return false
+    if (stream.creditedBytes + bytes > stream.totalBytes - stream.queuedBytes) return false
+    stream.creditedBytes += bytes
     stream.lastActiveMs = this.now()
     stream.sender.endpoint.emit(streamEvent('credit', streamId), bytes)
     return true

@@ -163,9 +163,12 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, 
       : type === 'error' ? relay.end(s, streamId, args[0])
         : type === 'credit' ? relay.credit(s, streamId, args[0])
           : relay.abort(s, streamId, args[0])
-  if (!ok) bad(s, `stream-${type}`, s.stray())
+  // Credit for a stream that just ended is honest (it crossed the end), a flood of it is not.
+  if (ok === 'gone') {
+    if (s.stray()) bad(s, `stream-${type}`, true)
+  } else if (!ok) bad(s, `stream-${type}`, s.stray())
   if (ack === undefined) return
-  if (ok) return ack(null)
+  if (ok !== false) return ack(null)
   replyError(ack, new StarsockError('E_BAD_REQUEST', `Stream event ${type} not taken: no such stream of this socket, not its side of it, an ended stream, or bad arguments`), log)
 }
 

@@ -6,6 +6,7 @@ import { connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdenti
 import { startServer, testBytes, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
+import { streamEvent } from '../shared/events.ts'
 import { MAX_BAD_REQUESTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
@@ -197,6 +198,36 @@ describe('a socket that floods requests no client sends is disconnected; others 
     } finally {
       flooder.close()
       honest.close()
+    }
+  })
+
+  it('credit past the bytes a receiver got is not passed on; a flood of it closes the receiver\'s socket, not the sender\'s', async () => {
+    const a = await startRawPeer(server.url(), server.port)
+    const b = await startRawPeer(server.url(), server.port)
+    try {
+      const dialId = 'credit-flood'
+      const stream = `${dialId}.dialer`
+      const got = new Promise<void>((resolve) => b.socket.once(streamEvent('queue', stream), () => resolve()))
+      b.socket.on('ss-incomming', (_id: string, _from: string, ack: () => void) => {
+        ack()
+        b.socket.emit(streamEvent('accept', stream), 65536)
+      })
+      let credits = 0
+      a.socket.on(streamEvent('credit', stream), () => { credits++ })
+      const accepted = new Promise<void>((resolve) => a.socket.once(streamEvent('accept', stream), () => resolve()))
+      const [err] = await request(a.socket, 'ss-dial', [a.addr, b.addr, dialId])
+      expect(err ?? null).toBeNull()
+      await within('the accept', accepted)
+      a.socket.emit(streamEvent('queue', stream), testBytes(1000))
+      await within('the chunk', got)
+      const gone = disconnected(b.socket, 20_000)
+      for (let i = 0; i < STRAY_STREAM_EVENTS_BURST + 5 * MAX_BAD_REQUESTS_PER_SECOND + 2000; i++) b.socket.emit(streamEvent('credit', stream), 1)
+      expect(await gone).toBe('io server disconnect')
+      expect(await request(a.socket, 'starsock:ping', [])).toEqual([null])
+      expect(credits, 'credit passed on: at most the 1,000 bytes b got').toBeLessThanOrEqual(1000)
+    } finally {
+      a.close()
+      b.close()
     }
   })
 

@@ -500,9 +500,22 @@ describe('Relay', () => {
     it.each([[0], [-1], [1.5], ['10'], [null], [2 ** 40]])('forwards credit only for a positive integer window, not %j', (bad) => {
       const { relay, dialer, listener } = setup()
       relay.accept(listener.session, OUT)
+      expect(relay.data(dialer.session, OUT, bytes(1000))).toBe(true)
       expect(relay.credit(listener.session, OUT, bad)).toBe(false)
-      expect(relay.credit(listener.session, OUT, 4096)).toBe(true)
-      expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT))).toEqual([[streamEvent('credit', OUT), 4096]])
+      expect(relay.credit(listener.session, OUT, 1000)).toBe(true)
+      expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT))).toEqual([[streamEvent('credit', OUT), 1000]])
+    })
+
+    it('refuses credit past the bytes delivered to the receiver (a receiver gives back what it read), and passes none of it on', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      expect(relay.credit(listener.session, OUT, 1), 'nothing delivered yet').toBe(false)
+      expect(relay.data(dialer.session, OUT, bytes(1000))).toBe(true)
+      expect(relay.credit(listener.session, OUT, 600)).toBe(true)
+      expect(relay.credit(listener.session, OUT, 401), 'one byte past the 1,000 delivered').toBe(false)
+      expect(relay.credit(listener.session, OUT, 400)).toBe(true)
+      for (let i = 0; i < 1000; i++) expect(relay.credit(listener.session, OUT, 1)).toBe(false)
+      expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT)).map(([, n]) => n)).toEqual([600, 400])
     })
 
     it('takes credit and abort only from the receiver of a stream', () => {
@@ -518,7 +531,7 @@ describe('Relay', () => {
       relay.accept(listener.session, OUT)
       relay.end(dialer.session, OUT, true) // delivered at once: the stream closes on the server
       expect(relay.stateOf(listener.session).inbound.has(OUT)).toBe(false)
-      expect(relay.credit(listener.session, OUT, 4096)).toBe(true)
+      expect(relay.credit(listener.session, OUT, 4096)).toBe('gone')
       expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT))).toEqual([])
     })
 
