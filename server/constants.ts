@@ -34,14 +34,18 @@ export const MAX_REQUESTS_PER_SECOND = 50
  */
 export const MAX_BAD_REQUESTS_PER_SECOND = 20
 /**
- * Stream events (and raw frames) for a stream or lane the socket does not have open, one socket
- * may send per second, in bursts up to `STRAY_STREAM_EVENTS_BURST`; past that each one counts
- * against `MAX_BAD_REQUESTS_PER_SECOND`. Honest clients send some: a legacy sender keeps sending
- * into a stream its receiver gave up on (it has no flow control), and a legacy client that
- * reconnects sends what it buffered while it was away, for streams of its last connection. Without
- * a bound, one socket sending 200,000 tiny ones a second held an honest client's ping at 240 ms.
+ * Stream events (and raw frames) for a stream or lane the socket does not have open (or that carry
+ * nothing, or credit more than the receiver got) one socket may send per second, in bursts up to
+ * `STRAY_STREAM_EVENTS_BURST`; past that the server stops reading the socket for `STRAY_HOLD_MS`
+ * (on long-polling, which cannot be held, each one counts against `MAX_BAD_REQUESTS_PER_SECOND`).
+ * Honest clients send some: a legacy sender keeps sending into a stream its receiver gave up on (it
+ * has no flow control), and a legacy client that reconnects sends what it buffered while it was
+ * away, for streams of its last connection; so they are slowed down, not disconnected. Without a
+ * bound, one socket sending 200,000 tiny ones a second held an honest client's ping at 240 ms.
  */
 export const MAX_STRAY_STREAM_EVENTS_PER_SECOND = 2000
+/** How long the server stops reading a socket past its stray budget: the budget has refilled by then. */
+export const STRAY_HOLD_MS = 1000
 /** Burst of `MAX_STRAY_STREAM_EVENTS_PER_SECOND`: a legacy client's buffered sends of a few MiB come at once. */
 export const STRAY_STREAM_EVENTS_BURST = 20_000
 /** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */

@@ -128,8 +128,12 @@ export class RelayStream {
   queuedBytes = 0
   /** Bytes carried in all (for the byte budget). */
   totalBytes = 0
+  /** Chunks carried in all (empty ones aside). */
+  totalChunks = 0
   /** Credit the receiver gave back in all: at most the bytes delivered to it (`totalBytes - queuedBytes`). */
   creditedBytes = 0
+  /** Credit events passed on: at most one per chunk delivered (`totalChunks - queue.length`). */
+  credits = 0
   /** The receiver said it is ready (`accept`); only then does data flow. */
   accepted = false
   /** The sender ended the stream; delivered after the queued chunks. */

@@ -153,8 +153,9 @@ export class Relay {
    * The receiver granted `bytes` more credit on `streamId`: pass it on to the sender. Credit for a
    * stream that is gone is dropped, and `'gone'` says so (not a bad request: a receiver that read
    * the last chunk grants credit while the end the relay already sent is still on its way to it).
-   * A receiver gives back what it read, so credit past the bytes delivered to it is refused: a
-   * socket cannot make the server pass a flood of credit on to a sender.
+   * A receiver gives back what it read, as it reads each chunk, so credit past the bytes, or past
+   * one credit per chunk, delivered to it is refused: a socket cannot make the server pass a flood
+   * of credit on to a sender.
    */
   credit (receiver: Session, streamId: string, bytes: unknown): boolean | 'gone' {
     const party = this.parties.get(receiver)
@@ -162,8 +163,10 @@ export class Relay {
     if (!isCredit(bytes) || party?.outbound.has(streamId) === true) return false
     if (stream === undefined) return 'gone'
     if (!stream.accepted) return false
-    if (stream.creditedBytes + bytes > stream.totalBytes - stream.queuedBytes) return false
+    // At most one credit per chunk delivered, and bytes: a receiver grants as it reads a chunk.
+    if (stream.creditedBytes + bytes > stream.totalBytes - stream.queuedBytes || stream.credits >= stream.totalChunks - stream.queue.length) return false
     stream.creditedBytes += bytes
+    stream.credits++
     stream.lastActiveMs = this.now()
     stream.sender.endpoint.emit(streamEvent('credit', streamId), bytes)
     return true
@@ -181,14 +184,19 @@ export class Relay {
     return true
   }
 
-  /** The sender emitted a chunk on `streamId`; `false` when there is no such stream or the chunk is not bytes. */
-  data (session: Session, streamId: string, chunk: unknown): boolean {
+  /**
+   * The sender emitted a chunk on `streamId`; `false` when there is no such stream or the chunk is
+   * not bytes, `'empty'` for an empty chunk (taken, it carries nothing: counted as a stray, or a
+   * socket could send them without end at no cost).
+   */
+  data (session: Session, streamId: string, chunk: unknown): boolean | 'empty' {
     const stream = this.parties.get(session)?.outbound.get(streamId)
     if (stream === undefined || stream.ending !== undefined) return false
     if (!(chunk instanceof Uint8Array)) {
       this.fail(stream, 'E_BAD_REQUEST', 'stream chunks must be binary')
       return false
     }
+    if (chunk.byteLength === 0) return 'empty'
     return this.enqueue(stream, { bytes: chunk, raw: false }, chunk.byteLength)
   }
 
@@ -197,9 +205,10 @@ export class Relay {
    * what was wrong with a frame it dropped (for the bad-request count), `undefined` when taken:
    * `frame-unasked` from a client that did not negotiate frames, `frame-short` under a header,
    * `frame-kind` of an unknown kind, `frame-lane` on a lane that closed, `frame-lane-unknown` on
-   * one the client was never given. A dropped frame fails nothing: only the stream's own limits do.
+   * one the client was never given, `frame-empty` with no payload (it carries nothing). A dropped
+   * frame fails nothing: only the stream's own limits do.
    */
-  frame (session: Session, data: unknown): 'frame-unasked' | 'frame-short' | 'frame-kind' | 'frame-lane' | 'frame-lane-unknown' | undefined {
+  frame (session: Session, data: unknown): 'frame-unasked' | 'frame-short' | 'frame-kind' | 'frame-lane' | 'frame-lane-unknown' | 'frame-empty' | undefined {
     const frame = frameBytes(data)
     if (!session.rawFrames || frame === undefined) return 'frame-unasked'
     const kind = frameKind(frame)
@@ -209,6 +218,7 @@ export class Relay {
     const lane = frameLane(frame)
     const stream = party?.lanes.get(lane)
     if (stream === undefined || stream.ending !== undefined) return party?.gaveLane(lane) === true ? 'frame-lane' : 'frame-lane-unknown'
+    if (frame.byteLength === FRAME_HEADER_BYTES) return 'frame-empty'
     this.frames.in++
     this.enqueue(stream, { bytes: frame, raw: true }, frame.byteLength - FRAME_HEADER_BYTES)
     return undefined
@@ -225,6 +235,7 @@ export class Relay {
     }
     if (n === 0) return true
     if (stream.queue.length === 0) stream.quietSinceMs = this.now()
+    stream.totalChunks++
     stream.queue.push(chunk)
     sender.queuedChunks++
     stream.queuedBytes += n

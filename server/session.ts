@@ -35,6 +35,11 @@ export interface Endpoint {
   pauseReading: () => boolean
   /** Read from the client again. */
   resumeReading: () => void
+  /**
+   * Stop reading from the client for `ms` (a socket past its stray budget), whatever the relay's
+   * own pause does meanwhile; `false` when the transport cannot.
+   */
+  holdReading?: (ms: number) => boolean
   /** Bytes of every kind sent toward the client and not yet written to its socket. */
   backlogBytes?: () => number
   /** Whether the client is so far behind that its requests should wait (cheap to ask). */

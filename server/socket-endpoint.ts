@@ -53,6 +53,10 @@ class SocketEndpoint implements Endpoint {
   /** Requests waiting for their ack, made at the first (most sockets are never asked anything). */
   private pending: Set<(err: RequestError) => void> | undefined
   private readonly handleDrain: () => void
+  /** The relay paused reading (`pauseReading`): a hold that ends leaves it paused. */
+  private relayPaused = false
+  /** A hold of reading (`holdReading`) and its end. */
+  private hold: ReturnType<typeof setTimeout> | undefined
 
   constructor (private readonly socket: Socket, private readonly onDrain: () => void, private readonly maxQueuedPackets: number) {
     this.conn = socket.conn as unknown as EngineSocket
@@ -127,14 +131,34 @@ class SocketEndpoint implements Endpoint {
   }
 
   pauseReading (): boolean {
-    const ws = this.transport.name === 'websocket' ? this.transport.socket : undefined
-    if (ws?.pause === undefined) return false
+    const ws = this.pausable()
+    if (ws === undefined) return false
+    this.relayPaused = true
     ws.pause()
     return true
   }
 
   resumeReading (): void {
-    this.transport.socket?.resume?.()
+    this.relayPaused = false
+    if (this.hold === undefined) this.transport.socket?.resume?.()
+  }
+
+  holdReading (ms: number): boolean {
+    const ws = this.pausable()
+    if (ws === undefined) return false
+    if (this.hold !== undefined) return true
+    ws.pause()
+    this.hold = setTimeout(() => {
+      this.hold = undefined
+      if (!this.relayPaused) this.transport.socket?.resume?.()
+    }, ms)
+    return true
+  }
+
+  /** The transport's socket when it can stop reading (a WebSocket; long-polling cannot). */
+  private pausable (): { pause: () => void } | undefined {
+    const ws = this.transport.name === 'websocket' ? this.transport.socket : undefined
+    return ws?.pause === undefined ? undefined : ws as { pause: () => void }
   }
 
   /** Bytes of every kind queued toward the client: in the websocket and in engine.io's write buffer. */
@@ -157,6 +181,12 @@ class SocketEndpoint implements Endpoint {
 
   /** Reject the requests still waiting: the client went. */
   dispose (): void {
+    if (this.hold !== undefined) {
+      // Read again, or the WebSocket's closing handshake (the client's close frame) is never read.
+      clearTimeout(this.hold)
+      this.hold = undefined
+      if (!this.relayPaused) this.transport.socket?.resume?.()
+    }
     if (this.pending === undefined) return
     for (const fail of [...this.pending]) fail(new RequestError('E_PEER_GONE'))
   }

@@ -12,7 +12,7 @@ import { withFields, type Logger } from '../shared/logger.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
 import { checkProfile } from '../shared/profile.ts'
-import { MAX_QUEUED_PACKETS } from './constants.ts'
+import { MAX_QUEUED_PACKETS, STRAY_HOLD_MS } from './constants.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
 import type { JoinChallenge, JoinDone, Rendezvous } from './rendezvous.ts'
@@ -86,6 +86,14 @@ function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
  */
 type Bad = (session: Session, event: string, strike?: boolean) => void
 
+/**
+ * A stream event or raw frame of `session` for a stream or lane it does not have open, or one that
+ * carries nothing: counted (as a bad request when `counted`) against its stray budget
+ * (`MAX_STRAY_STREAM_EVENTS_PER_SECOND`); past it, the socket is not read for `STRAY_HOLD_MS`
+ * (a socket that cannot be held, on long-polling, takes a strike instead).
+ */
+type Stray = (session: Session, event: string, counted: boolean) => void
+
 /** Run one request of `session` through `h`: gate, check, call, shape (for `reply`). */
 function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: string, args: unknown[], bad: Bad): readonly unknown[] | Promise<readonly unknown[]> {
   if (h.rated) rendezvous.takeRequest(session)
@@ -142,12 +150,13 @@ function requireToken (io: Server, token: string, metrics: ServerMetrics): void 
  * as each packet is dispatched (socket.io defers named listeners a tick): data and the end that
  * follows it must take the same path, or the end overtakes the data.
  */
-function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, event: unknown, raw: unknown[]): void {
+function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, stray: Stray, log: Logger, event: unknown, raw: unknown[]): void {
   const relay = rendezvous.relay
   if (event === FRAME_EVENT) {
     const wrong = relay.frame(s, raw[0])
-    // A frame on a lane that just closed is a race (within the stray budget); the others are never an honest client's.
-    if (wrong !== undefined) bad(s, wrong, wrong !== 'frame-lane' || s.stray())
+    // A frame on a lane that just closed is a race; the others (an empty one aside) are never an honest client's.
+    if (wrong === 'frame-lane' || wrong === 'frame-empty') stray(s, wrong, true)
+    else if (wrong !== undefined) bad(s, wrong, true)
     return
   }
   const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
@@ -164,9 +173,9 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, log: Logger, 
         : type === 'credit' ? relay.credit(s, streamId, args[0])
           : relay.abort(s, streamId, args[0])
   // Credit for a stream that just ended is honest (it crossed the end), a flood of it is not.
-  if (ok === 'gone') {
-    if (s.stray()) bad(s, `stream-${type}`, true)
-  } else if (!ok) bad(s, `stream-${type}`, s.stray())
+  if (ok === 'gone') stray(s, `stream-${type}`, false)
+  else if (ok === 'empty') stray(s, 'stream-queue-empty', true)
+  else if (!ok) stray(s, `stream-${type}`, true)
   if (ack === undefined) return
   if (ok !== false) return ack(null)
   replyError(ack, new StarsockError('E_BAD_REQUEST', `Stream event ${type} not taken: no such stream of this socket, not its side of it, an ended stream, or bad arguments`), log)
@@ -178,12 +187,21 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   if (options.token !== '') requireToken(io, options.token, metrics)
   const handlers = requestHandlers(rendezvous)
   // One function for every socket (a closure per socket is memory every idle peer would hold).
-  const bad: Bad = (session, event, strike = false) => {
-    metrics.badRequests.inc({ event })
-    if (!strike || session.strike()) return
+  const strike = (session: Session, event: string): void => {
+    if (session.strike()) return
     metrics.limitHits.inc({ limit: 'E_LIMIT_BAD_REQUESTS' })
     logger.debug({ session: session.id, ip: session.ip, event }, 'disconnected: too many requests no client sends')
     session.endpoint.disconnect?.()
+  }
+  const bad: Bad = (session, event, isStrike = false) => {
+    metrics.badRequests.inc({ event })
+    if (isStrike) strike(session, event)
+  }
+  const stray: Stray = (session, event, counted) => {
+    if (counted) metrics.badRequests.inc({ event })
+    if (!session.stray()) return
+    metrics.limitHits.inc({ limit: 'E_LIMIT_STRAY_EVENTS' })
+    if (session.endpoint.holdReading?.(STRAY_HOLD_MS) !== true) strike(session, event)
   }
   // Peer batches are encoded once for all the clients they go to unchanged (issue 18).
   rendezvous.announcer.useEncoder(createEventEncoder(io.encoder))
@@ -200,7 +218,7 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
       // in one read with the disconnect must not act for a session that is gone.
       if (!socket.connected) return
       const h = typeof event === 'string' ? handlers.get(event) : undefined
-      if (h === undefined) return otherEvent(rendezvous, s, bad, log, event, raw)
+      if (h === undefined) return otherEvent(rendezvous, s, bad, stray, log, event, raw)
       if (rendezvous.congested(s, event as string)) return // a socket that does not read gets nothing until it catches up
       const { args, ack } = splitAck(raw)
       reply(once(ack), log, () => run(h, rendezvous, s, event as string, args, bad))

@@ -8,7 +8,7 @@ import type { Socket } from 'socket.io-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { MAX_BAD_REQUESTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
+import { MAX_STRAY_STREAM_EVENTS_PER_SECOND, STRAY_HOLD_MS, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
 import { MAX_LANE } from '../shared/raw-frame.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { craftFrame, FrameSink, receiveFrames, sendRaw, startFramePeer } from './helpers/frame-peer.ts'
@@ -92,7 +92,7 @@ describe('raw frames: abuse and limits', () => {
     sendRaw(x.socket, craftFrame(MAX_LANE, junk)) // far past the counter
     sendRaw(x.socket, craftFrame(0, junk)) // never a lane
     sendRaw(x.socket, craftFrame(zTwo.lane, junk)) // a lane of another session, not of this one
-    sendRaw(x.socket, craftFrame(ok.lane, new Uint8Array(0))) // empty: taken, carries nothing
+    sendRaw(x.socket, craftFrame(ok.lane, new Uint8Array(0))) // empty: carries nothing, counted against the stray budget
     const unasked = await framePeer(false)
     sendRaw(unasked.socket, craftFrame(1, junk)) // negotiated nothing
     const plain = await connectSocket(server.url()) // socket.io's own parser on the client side
@@ -111,7 +111,7 @@ describe('raw frames: abuse and limits', () => {
     sendRaw(x.socket, craftFrame(ok.lane, junk)) // the lane of a stream that ended
     // The server handles a socket's messages in order: once a request is answered, the frames before it were handled.
     for (const socket of [x.socket, unasked.socket, plain]) await request(socket, 'starsock:ping', [])
-    expect(await badRequests(server)).toMatchObject({ 'frame-short': 1, 'frame-kind': 1, 'frame-lane': 1, 'frame-lane-unknown': 4, 'frame-unasked': 2 })
+    expect(await badRequests(server)).toMatchObject({ 'frame-short': 1, 'frame-kind': 1, 'frame-lane': 1, 'frame-lane-unknown': 4, 'frame-unasked': 2, 'frame-empty': 1 })
     expect(x.socket.connected && y.socket.connected && z.socket.connected && unasked.socket.connected && plain.connected).toBe(true)
     expect(server.stats().bufferedBytes).toBe(0)
   })
@@ -125,7 +125,7 @@ describe('raw frames: abuse and limits', () => {
     expect(await badRequests(server)).toMatchObject({ 'frame-lane-unknown': expect.any(Number) })
   })
 
-  it('holds frames on the lane of a stream that ended to the stray budget: a flood of them past it disconnects the socket', async () => {
+  it('holds frames on the lane of a stream that ended to the stray budget: past it the socket is read slower, not closed', async () => {
     await start()
     const x = await framePeer()
     const y = await framePeer()
@@ -133,15 +133,17 @@ describe('raw frames: abuse and limits', () => {
     const ended = await dial(x, y, 'ended')
     await ended.sink.send('ended.dialer', [testBytes(1000, 1)])
     await within('the stream', got('ended').done)
-    const gone = new Promise<string>((resolve) => x.socket.once('disconnect', resolve))
-    // A few after the end are a race, not a strike: the socket stays.
-    for (let i = 0; i < 1000; i++) sendRaw(x.socket, craftFrame(ended.lane, testBytes(10, i)))
-    expect(await request(x.socket, 'starsock:ping', [])).toEqual([null])
-    expect(x.socket.connected).toBe(true)
-    for (let i = 0; i < STRAY_STREAM_EVENTS_BURST + 5 * MAX_BAD_REQUESTS_PER_SECOND; i++) sendRaw(x.socket, craftFrame(ended.lane, testBytes(10, i)))
-    expect(await within('the flooder to be disconnected', gone, 20_000)).toBe('io server disconnect')
-    expect(await badRequests(server)).toMatchObject({ 'frame-lane': expect.any(Number) })
-    expect(y.socket.connected).toBe(true)
+    const before = await badRequests(server)
+    const t0 = performance.now()
+    for (let i = 0; i < 50_000; i++) sendRaw(x.socket, craftFrame(ended.lane, testBytes(10, i)))
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    const seconds = (performance.now() - t0) / 1000
+    expect(await request(y.socket, 'starsock:ping', [])).toEqual([null])
+    const handled = ((await badRequests(server))['frame-lane'] ?? 0) - (before['frame-lane'] ?? 0)
+    expect(handled, 'the burst was handled').toBeGreaterThanOrEqual(STRAY_STREAM_EVENTS_BURST)
+    // The burst, the budget's rate, and per hold the frames of the reads already made (generous).
+    expect(handled, `frames on a closed lane handled in ${seconds.toFixed(1)} s`).toBeLessThanOrEqual(STRAY_STREAM_EVENTS_BURST + MAX_STRAY_STREAM_EVENTS_PER_SECOND * seconds + 5000 * (Math.ceil(seconds * 1000 / STRAY_HOLD_MS) + 1))
+    expect(x.socket.connected && y.socket.connected).toBe(true)
   })
 
   it('holds a slow receiver of frames to the buffer cap without losing a byte, and pauses the sender', async () => {

@@ -115,7 +115,7 @@ describe('Relay with raw frames', () => {
     ['lane 0', true, frame(0, 4), 'frame-lane-unknown'],
     ['the next lane, not given yet', true, frame(2, 4), 'frame-lane-unknown'],
     ['the last lane', true, frame(MAX_LANE, 4), 'frame-lane-unknown'],
-    ['an empty payload on the lane', true, frame(1, 0), undefined]
+    ['an empty payload on the lane (it carries nothing: a stray)', true, frame(1, 0), 'frame-empty']
   ])('%s', (_, raw, data, wrong) => {
     const { relay, dialer, listener } = setup(raw, true)
     relay.accept(listener.session, OUT, 5000, 3)

@@ -510,12 +510,25 @@ describe('Relay', () => {
       const { relay, dialer, listener } = setup()
       relay.accept(listener.session, OUT)
       expect(relay.credit(listener.session, OUT, 1), 'nothing delivered yet').toBe(false)
-      expect(relay.data(dialer.session, OUT, bytes(1000))).toBe(true)
+      expect(relay.data(dialer.session, OUT, bytes(500))).toBe(true)
+      expect(relay.data(dialer.session, OUT, bytes(500))).toBe(true)
       expect(relay.credit(listener.session, OUT, 600)).toBe(true)
       expect(relay.credit(listener.session, OUT, 401), 'one byte past the 1,000 delivered').toBe(false)
       expect(relay.credit(listener.session, OUT, 400)).toBe(true)
       for (let i = 0; i < 1000; i++) expect(relay.credit(listener.session, OUT, 1)).toBe(false)
       expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT)).map(([, n]) => n)).toEqual([600, 400])
+    })
+
+    it('passes on at most one credit per chunk delivered (a receiver grants as it reads a chunk), and takes no empty chunk', () => {
+      const { relay, dialer, listener } = setup()
+      relay.accept(listener.session, OUT)
+      expect(relay.data(dialer.session, OUT, bytes(0)), 'an empty chunk carries nothing').toBe('empty')
+      expect(relay.data(dialer.session, OUT, bytes(500))).toBe(true)
+      expect(relay.credit(listener.session, OUT, 100)).toBe(true)
+      expect(relay.credit(listener.session, OUT, 100), 'a second credit for the one chunk').toBe(false)
+      expect(relay.data(dialer.session, OUT, bytes(10))).toBe(true)
+      expect(relay.credit(listener.session, OUT, 100)).toBe(true)
+      expect(dialer.emits.filter(([e]) => e === streamEvent('credit', OUT)).map(([, n]) => n)).toEqual([100, 100])
     })
 
     it('takes credit and abort only from the receiver of a stream', () => {
