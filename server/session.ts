@@ -37,9 +37,10 @@ export interface Endpoint {
   resumeReading: () => void
   /**
    * Stop reading from the client for `ms` (a socket past its stray budget), whatever the relay's
-   * own pause does meanwhile; `false` when the transport cannot.
+   * own pause does meanwhile: `'started'`, `'held'` when a hold is on already, `'unable'` when the
+   * transport cannot stop reading (long-polling).
    */
-  holdReading?: (ms: number) => boolean
+  holdReading?: (ms: number) => 'started' | 'held' | 'unable'
   /** Bytes of every kind sent toward the client and not yet written to its socket. */
   backlogBytes?: () => number
   /** Whether the client is so far behind that its requests should wait (cheap to ask). */
@@ -129,7 +130,8 @@ export class Session {
 
   /**
    * Count one stream event or raw frame for a stream or lane this socket does not have open;
-   * `true` once past its budget (`MAX_STRAY_STREAM_EVENTS_PER_SECOND`): it is then a strike too.
+   * `true` once past its budget (`MAX_STRAY_STREAM_EVENTS_PER_SECOND`): the socket is then held
+   * (not read for a while), or, where it cannot be, struck.
    */
   stray (): boolean {
     this.strays ??= new TokenBucket(MAX_STRAY_STREAM_EVENTS_PER_SECOND, STRAY_STREAM_EVENTS_BURST)

@@ -143,16 +143,16 @@ class SocketEndpoint implements Endpoint {
     if (this.hold === undefined) this.transport.socket?.resume?.()
   }
 
-  holdReading (ms: number): boolean {
+  holdReading (ms: number): 'started' | 'held' | 'unable' {
     const ws = this.pausable()
-    if (ws === undefined) return false
-    if (this.hold !== undefined) return true
+    if (ws === undefined) return 'unable'
+    if (this.hold !== undefined) return 'held'
     ws.pause()
     this.hold = setTimeout(() => {
       this.hold = undefined
       if (!this.relayPaused) this.transport.socket?.resume?.()
     }, ms)
-    return true
+    return 'started'
   }
 
   /** The transport's socket when it can stop reading (a WebSocket; long-polling cannot). */

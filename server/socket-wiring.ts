@@ -200,8 +200,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
   const stray: Stray = (session, event, counted) => {
     if (counted) metrics.badRequests.inc({ event })
     if (!session.stray()) return
-    metrics.limitHits.inc({ limit: 'E_LIMIT_STRAY_EVENTS' })
-    if (session.endpoint.holdReading?.(STRAY_HOLD_MS) !== true) strike(session, event)
+    const hold = session.endpoint.holdReading?.(STRAY_HOLD_MS) ?? 'unable'
+    if (hold === 'started') metrics.limitHits.inc({ limit: 'E_LIMIT_STRAY_EVENTS' })
+    else if (hold === 'unable') strike(session, event)
   }
   // Peer batches are encoded once for all the clients they go to unchanged (issue 18).
   rendezvous.announcer.useEncoder(createEventEncoder(io.encoder))

@@ -137,9 +137,9 @@ describe('raw frames: abuse and limits', () => {
     const t0 = performance.now()
     for (let i = 0; i < 50_000; i++) sendRaw(x.socket, craftFrame(ended.lane, testBytes(10, i)))
     await new Promise((resolve) => setTimeout(resolve, 1500))
-    const seconds = (performance.now() - t0) / 1000
     expect(await request(y.socket, 'starsock:ping', [])).toEqual([null])
     const handled = ((await badRequests(server))['frame-lane'] ?? 0) - (before['frame-lane'] ?? 0)
+    const seconds = (performance.now() - t0) / 1000 // after the count: the bound grows with all the time the server had
     expect(handled, 'the burst was handled').toBeGreaterThanOrEqual(STRAY_STREAM_EVENTS_BURST)
     // The burst, the budget's rate, and per hold the frames of the reads already made (generous).
     expect(handled, `frames on a closed lane handled in ${seconds.toFixed(1)} s`).toBeLessThanOrEqual(STRAY_STREAM_EVENTS_BURST + MAX_STRAY_STREAM_EVENTS_PER_SECOND * seconds + 5000 * (Math.ceil(seconds * 1000 / STRAY_HOLD_MS) + 1))
