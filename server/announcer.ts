@@ -27,7 +27,13 @@ import type { PeerDirectory } from './peer-directory.ts'
 import { TokenBucket } from './rate-limit.ts'
 import type { EventEncoder, Session } from './session.ts'
 
-const SLICE_MS = 50
+/**
+ * The periodic rotation's slice: each one announces to the clients due in it. Short, so what a
+ * client (or a process of many clients) gets arrives in small bursts, not one that delays its
+ * other messages: at 1,000 legacy peers and 64 addresses each per 10 s, a slice of 50 ms sent 320
+ * messages at once.
+ */
+const SLICE_MS = 10
 export { MAX_PEER_BATCH_EVENT_ENTRIES } from './peer-batch-sender.ts'
 
 /** Announcement settings, resolved. */
