@@ -140,7 +140,7 @@ class SocketEndpoint implements Endpoint {
 
   resumeReading (): void {
     this.relayPaused = false
-    if (this.hold === undefined) this.transport.socket?.resume?.()
+    this.readIfFree()
   }
 
   holdReading (ms: number): 'started' | 'held' | 'unable' {
@@ -150,9 +150,14 @@ class SocketEndpoint implements Endpoint {
     ws.pause()
     this.hold = setTimeout(() => {
       this.hold = undefined
-      if (!this.relayPaused) this.transport.socket?.resume?.()
+      this.readIfFree()
     }, ms)
     return 'started'
+  }
+
+  /** Read again unless the relay pauses or a hold is on (each ends only its own). */
+  private readIfFree (): void {
+    if (!this.relayPaused && this.hold === undefined) this.transport.socket?.resume?.()
   }
 
   /** The transport's socket when it can stop reading (a WebSocket; long-polling cannot). */
@@ -185,7 +190,7 @@ class SocketEndpoint implements Endpoint {
       // Read again, or the WebSocket's closing handshake (the client's close frame) is never read.
       clearTimeout(this.hold)
       this.hold = undefined
-      if (!this.relayPaused) this.transport.socket?.resume?.()
+      this.readIfFree()
     }
     if (this.pending === undefined) return
     for (const fail of [...this.pending]) fail(new RequestError('E_PEER_GONE'))

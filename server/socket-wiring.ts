@@ -81,10 +81,10 @@ function requestHandlers (r: Rendezvous): Map<string, AnyHandler> {
 }
 
 /**
- * Count a bad request of `session` (`starsock_bad_requests_total{event}`); `strike`: one no honest
- * client makes, against the socket's budget (`MAX_BAD_REQUESTS_PER_SECOND`).
+ * Count a request of `session` that no honest client makes (`starsock_bad_requests_total{event}`),
+ * against the socket's budget (`MAX_BAD_REQUESTS_PER_SECOND`): past it, the socket is disconnected.
  */
-type Bad = (session: Session, event: string, strike?: boolean) => void
+type Bad = (session: Session, event: string) => void
 
 /**
  * A stream event or raw frame of `session` for a stream or lane it does not have open, or one that
@@ -99,7 +99,7 @@ function run (h: AnyHandler, rendezvous: Rendezvous, session: Session, event: st
   if (h.rated) rendezvous.takeRequest(session)
   const request = h.check(args)
   if (request instanceof StarsockError) {
-    bad(session, event, true)
+    bad(session, event)
     throw request
   }
   const result = h.call(session, request)
@@ -156,12 +156,12 @@ function otherEvent (rendezvous: Rendezvous, s: Session, bad: Bad, stray: Stray,
     const wrong = relay.frame(s, raw[0])
     // A frame on a lane that just closed is a race; the others (an empty one aside) are never an honest client's.
     if (wrong === 'frame-lane' || wrong === 'frame-empty') stray(s, wrong, true)
-    else if (wrong !== undefined) bad(s, wrong, true)
+    else if (wrong !== undefined) bad(s, wrong)
     return
   }
   const parsed = typeof event === 'string' ? parseStreamEvent(event) : undefined
   if (parsed === undefined) {
-    bad(s, 'unknown', true)
+    bad(s, 'unknown')
     return replyError(splitAck(raw).ack, new StarsockError('E_BAD_REQUEST', `Unknown event "${String(event).slice(0, 64)}"`), log)
   }
   const { type, streamId } = parsed
@@ -193,9 +193,9 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     logger.debug({ session: session.id, ip: session.ip, event }, 'disconnected: too many requests no client sends')
     session.endpoint.disconnect?.()
   }
-  const bad: Bad = (session, event, isStrike = false) => {
+  const bad: Bad = (session, event) => {
     metrics.badRequests.inc({ event })
-    if (isStrike) strike(session, event)
+    strike(session, event)
   }
   const stray: Stray = (session, event, counted) => {
     if (counted) metrics.badRequests.inc({ event })

@@ -156,15 +156,18 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
   })
 })
 
+/** The reason `socket` is disconnected with within `ms`, or `undefined`. */
+async function disconnected (socket: Socket, ms: number): Promise<string | undefined> {
+  return await new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), ms)
+    socket.once('disconnect', (reason: string) => { clearTimeout(timer); resolve(reason) })
+  })
+}
+
 describe('a socket that floods requests no client sends is disconnected; others are not', () => {
   let server: StarsockServer & { port: number }
   beforeAll(async () => { server = await startServer() })
   afterAll(async () => { await server.close() })
-
-  const disconnected = async (socket: Socket, ms: number): Promise<string | undefined> => await new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(undefined), ms)
-    socket.once('disconnect', (reason: string) => { clearTimeout(timer); resolve(reason) })
-  })
 
   it.each([
     ['unknown events', (s: Socket, i: number) => s.emit(`no-such-event-${i}`, i)],
@@ -211,11 +214,6 @@ describe('stream events and frames for streams a socket does not have are held t
   let server: StarsockServer & { port: number }
   beforeEach(async () => { server = await startServer() })
   afterEach(async () => { await server.close() })
-
-  const disconnected = async (socket: Socket, ms: number): Promise<string | undefined> => await new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(undefined), ms)
-    socket.once('disconnect', (reason: string) => { clearTimeout(timer); resolve(reason) })
-  })
 
   /** `starsock_bad_requests_total{event}` and `starsock_limit_hits_total{limit}` from the server's metrics. */
   const counted = async (): Promise<{ bad: (event: string) => number, hits: (limit: string) => number }> => {
