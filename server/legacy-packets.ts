@@ -10,7 +10,7 @@
  * Each stream chunk to a legacy client is two WebSocket messages (the event with a placeholder,
  * then the bytes), and engine.io hands each message to the TCP socket on its own: two `writev`
  * calls per chunk, more for a batch. `batchLegacyWrites` holds the TCP socket corked while
- * engine.io hands over one batch, so the batch leaves in one `writev`.
+ * engine.io hands over a batch of two packets or more, so the batch leaves in one `writev`.
  *
  * engine.io 3 puts a type byte (4) before the bytes of a binary message, and engine.io copies the
  * whole chunk to do it (`Buffer.concat`). `framedLegacyBinary` hands the WebSocket frame over
@@ -54,7 +54,7 @@ export function quickLegacyNamespace (socket: Socket): boolean {
 interface EngineConn {
   protocol?: number
   transport?: { name?: string, socket?: { _socket?: CorkableSocket } }
-  on: (event: 'flush' | 'drain', fn: () => void) => void
+  on: (event: 'flush' | 'drain', fn: (writeBuffer?: unknown[]) => void) => void
 }
 
 /** The TCP socket under a WebSocket. */
@@ -80,8 +80,10 @@ export function batchLegacyWrites (socket: Socket): boolean {
     return typeof tcp?.cork === 'function' && typeof tcp.uncork === 'function' ? tcp : undefined
   }
   if (tcpOf() === undefined) return false
-  conn.on('flush', () => {
-    if (corked !== undefined) return
+  conn.on('flush', (writeBuffer) => {
+    // One packet is one write already (a binary one's two buffers ws corks itself); corking it
+    // would only make the socket copy its buffered write list on the way out.
+    if (corked !== undefined || (writeBuffer?.length ?? 0) < 2) return
     corked = tcpOf()
     if (corked === undefined) return
     corked.cork()

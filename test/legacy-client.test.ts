@@ -20,8 +20,26 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
     return p
   }
 
+  const modernClients: Array<ReturnType<typeof ioV4>> = []
+
+  /** A published legacy peer and a socket.io-client 4 socket, and their server sockets (engine.io 3 and 4). */
+  const legacyAndModern = async (): Promise<{ p: LegacyPeer, v4: ReturnType<typeof ioV4>, legacy: ServerSocket, modern: ServerSocket }> => {
+    const sockets: ServerSocket[] = []
+    server.io.on('connection', (socket) => { sockets.push(socket) })
+    const p = await peer(server.port, echo)
+    const v4 = ioV4(server.url(), { transports: ['websocket'], forceNew: true, reconnection: false })
+    modernClients.push(v4)
+    await waitFor('two server sockets', () => sockets.length === 2)
+    const protocol = (socket: ServerSocket): number => (socket.conn as unknown as { protocol: number }).protocol
+    const legacy = sockets.find((socket) => protocol(socket) === 3)
+    const modern = sockets.find((socket) => protocol(socket) === 4)
+    if (legacy === undefined || modern === undefined) throw new Error(`expected one engine.io 3 and one engine.io 4 socket, got ${sockets.map(protocol).join(', ')}`)
+    return { p, v4, legacy, modern }
+  }
+
   beforeEach(async () => { server = await startServer() })
   afterEach(async () => {
+    for (const v4 of modernClients.splice(0)) v4.close()
     for (const p of peers.splice(0)) p.stop()
     await server.close()
   })
@@ -52,52 +70,68 @@ describe('published libp2p-websocket-star@0.10.2 client', () => {
   })
 
   it('takes the quick paths for legacy clients only, with the answers socket.io would give (fails if the internals move)', async () => {
-    const sockets: ServerSocket[] = []
-    server.io.on('connection', (socket) => { sockets.push(socket) })
-    const p = await peer(server.port, echo)
-    const v4 = ioV4(server.url(), { transports: ['websocket'], forceNew: true, reconnection: false })
-    try {
-      await waitFor('two server sockets', () => sockets.length === 2)
-      type Parse = (packet: { nsp: string }) => unknown
-      const own = (socket: ServerSocket): Parse | undefined => Object.hasOwn(socket.client, '_parseNamespace') ? (socket.client as unknown as { _parseNamespace: Parse })._parseNamespace : undefined
-      const protocol = (socket: ServerSocket): number => (socket.conn as unknown as { protocol: number }).protocol
-      const legacy = sockets.find((socket) => protocol(socket) === 3)
-      const modern = sockets.find((socket) => protocol(socket) === 4)
-      if (legacy === undefined || modern === undefined) throw new Error(`expected one engine.io 3 and one engine.io 4 socket, got ${sockets.map(protocol).join(', ')}`)
-      // The namespace: the same answers as socket.io's URL parse.
-      expect(own(modern)).toBeUndefined() // engine.io 4 clients need nothing
-      const quick = own(legacy)
-      expect(quick).toBeTypeOf('function')
-      const slow = (Object.getPrototypeOf(legacy.client) as { _parseNamespace: Parse })._parseNamespace
-      expect(slow).toBeTypeOf('function')
-      for (const nsp of ['/', '/?token=abc&x=1', '/other', '/other?x=1']) {
-        expect(quick?.call(legacy.client, { nsp })).toEqual(slow.call(legacy.client, { nsp }))
-      }
-      // Binary messages: ready-made frames to the legacy client only, read right by it at each
-      // WebSocket length encoding (7, 16 and 64 bits).
-      const frames = (socket: ServerSocket): unknown[] => {
-        const seen: unknown[] = []
-        ;(socket.conn as unknown as { on: (e: string, fn: (p: { type: string, options?: { wsPreEncodedFrame?: unknown } }) => void) => void })
-          .on('packetCreate', (packet) => { if (packet.type === 'message') seen.push(packet.options?.wsPreEncodedFrame) })
-        return seen
-      }
-      const legacyFrames = frames(legacy)
-      const modernFrames = frames(modern)
-      const got: Buffer[] = []
-      p.listener.io.on('bytes', (b: Buffer) => { got.push(b) })
-      const sent = [1, 200, 70_000].map((n, i) => Buffer.from(testBytes(n, i + 1)))
-      for (const b of sent) {
-        legacy.emit('bytes', b)
-        modern.emit('bytes', b)
-      }
-      await waitFor('three binary events at the legacy client', () => got.length === 3)
-      got.forEach((b, i) => { expectBytes(b, sent[i] as Buffer, `binary event ${i}`) })
-      expect(legacyFrames).toHaveLength(6) // each event: the placeholder, then the bytes
-      expect(legacyFrames.filter((f) => f !== undefined)).toHaveLength(3)
-      expect(modernFrames.filter((f) => f !== undefined)).toHaveLength(0)
-    } finally {
-      v4.close()
+    const { p, legacy, modern } = await legacyAndModern()
+    type Parse = (packet: { nsp: string }) => unknown
+    const own = (socket: ServerSocket): Parse | undefined => Object.hasOwn(socket.client, '_parseNamespace') ? (socket.client as unknown as { _parseNamespace: Parse })._parseNamespace : undefined
+    // The namespace: the same answers as socket.io's URL parse.
+    expect(own(modern)).toBeUndefined() // engine.io 4 clients need nothing
+    const quick = own(legacy)
+    expect(quick).toBeTypeOf('function')
+    const slow = (Object.getPrototypeOf(legacy.client) as { _parseNamespace: Parse })._parseNamespace
+    expect(slow).toBeTypeOf('function')
+    for (const nsp of ['/', '/?token=abc&x=1', '/other', '/other?x=1']) {
+      expect(quick?.call(legacy.client, { nsp })).toEqual(slow.call(legacy.client, { nsp }))
     }
+    // Binary messages: ready-made frames to the legacy client only, read right by it at each
+    // WebSocket length encoding (7, 16 and 64 bits).
+    const frames = (socket: ServerSocket): unknown[] => {
+      const seen: unknown[] = []
+      ;(socket.conn as unknown as { on: (e: string, fn: (p: { type: string, options?: { wsPreEncodedFrame?: unknown } }) => void) => void })
+        .on('packetCreate', (packet) => { if (packet.type === 'message') seen.push(packet.options?.wsPreEncodedFrame) })
+      return seen
+    }
+    const legacyFrames = frames(legacy)
+    const modernFrames = frames(modern)
+    const got: Buffer[] = []
+    p.listener.io.on('bytes', (b: Buffer) => { got.push(b) })
+    const sent = [1, 200, 70_000].map((n, i) => Buffer.from(testBytes(n, i + 1)))
+    for (const b of sent) {
+      legacy.emit('bytes', b)
+      modern.emit('bytes', b)
+    }
+    await waitFor('three binary events at the legacy client', () => got.length === 3)
+    got.forEach((b, i) => { expectBytes(b, sent[i] as Buffer, `binary event ${i}`) })
+    expect(legacyFrames).toHaveLength(6) // each event: the placeholder, then the bytes
+    expect(legacyFrames.filter((f) => f !== undefined)).toHaveLength(3)
+    expect(modernFrames.filter((f) => f !== undefined)).toHaveLength(0)
+  })
+
+  it('corks a legacy socket for a batch of packets only: one packet is one write already', async () => {
+    const { p, v4, legacy, modern } = await legacyAndModern()
+    /** Counts the corks of `socket`'s TCP socket: ws corks each frame it writes in two buffers, `batchLegacyWrites` a batch. */
+    const corks = (socket: ServerSocket): { n: number } => {
+      const tcp = (socket.conn as unknown as { transport: { socket: { _socket: { cork: () => void } } } }).transport.socket._socket
+      const count = { n: 0 }
+      const cork = tcp.cork.bind(tcp)
+      tcp.cork = () => { count.n++; cork() }
+      return count
+    }
+    const legacyCorks = corks(legacy)
+    // The reference: the same events to an engine.io 4 socket, which only ws corks.
+    const modernCorks = corks(modern)
+    const got: number[] = []
+    const gotModern: number[] = []
+    p.listener.io.on('n', (n: number) => { got.push(n) })
+    v4.on('n', (n: number) => { gotModern.push(n) })
+    const send = (n: number): void => { legacy.emit('n', n); modern.emit('n', n) }
+    send(1)
+    await waitFor('one event at each client', () => got.length === 1 && gotModern.length === 1)
+    expect(legacyCorks.n - modernCorks.n).toBe(0)
+    // The first of a burst goes alone (the transport is free); the rest wait for it, then go as one batch.
+    for (let i = 2; i <= 5; i++) send(i)
+    await waitFor('five events at each client', () => got.length === 5 && gotModern.length === 5)
+    expect(got).toEqual([1, 2, 3, 4, 5])
+    expect(legacyCorks.n - modernCorks.n).toBe(1)
   })
 
   it('delivers every byte in order while the server pauses the sender for a receiver that stopped reading', async () => {
