@@ -9,9 +9,13 @@
  *   later. Every legacy client sees the same joins, so one bucket shared by them all bounds each
  *   client as a bucket of its own would, with no state per session, and a join past the budget
  *   costs nothing per client.
- * - The periodic rotation gives each client at most `batchPeers` addresses per interval, taken
- *   from a cursor that rotates through the peer list so every peer is covered over time. The work
- *   of one interval is spread over short slices so a large server never stalls its event loop.
+ * - The periodic rotation gives each client at most `batchPeers` addresses per interval, so every
+ *   peer is covered over time: a window of the peer list that moves on by `batchPeers` each pass
+ *   over the clients. Clients are spread over `ROTATION_GROUPS` windows, apart in the list, so no
+ *   few peers are named to everyone at once; each window's `ws-peer` messages are encoded once
+ *   per pass for every client of its group (an idle legacy client costs a write per address, not
+ *   an encode). The work of one interval is spread over short slices so a large server never
+ *   stalls its event loop.
  * - Clients that asked for peer events (`starsock:hello` with `peerEvents`) get every join, leave
  *   and profile change and no periodic flood. When they also said `peerBatch`, changes go in
  *   `starsock:peer-batch` events: at once while within the same budget, past it in one batch
@@ -25,7 +29,7 @@ import { PeerBatchWindow } from './peer-batch.ts'
 import { parts, PeerBatchSender } from './peer-batch-sender.ts'
 import type { PeerDirectory } from './peer-directory.ts'
 import { TokenBucket } from './rate-limit.ts'
-import type { EventEncoder, Session } from './session.ts'
+import type { EncodedEvent, EventEncoder, Session } from './session.ts'
 
 /**
  * The periodic rotation's slice: each one announces to the clients due in it. Short, so what a
@@ -34,6 +38,20 @@ import type { EventEncoder, Session } from './session.ts'
  * messages at once.
  */
 const SLICE_MS = 10
+
+/**
+ * Windows of the periodic rotation: each client is in one group (in turn as they are first
+ * announced to), and the groups' windows lie side by side in the peer list. A pass later each
+ * window has moved on to where the next group's was, so it is made (encoded) again only when the
+ * addresses there changed: a pass encodes one new window on an idle server.
+ */
+export const ROTATION_GROUPS = 16
+
+/** One group's window in a pass of the rotation: its addresses, and their `ws-peer` encoded once (when the encoder can, every one). */
+interface Window {
+  addrs: string[]
+  encoded: EncodedEvent[] | undefined
+}
 export { MAX_PEER_BATCH_EVENT_ENTRIES } from './peer-batch-sender.ts'
 
 /** Announcement settings, resolved. */
@@ -80,7 +98,7 @@ export class Announcer {
   private readonly batchSessions = new Set<Session>()
   private readonly window: PeerBatchWindow
   private readonly sender: PeerBatchSender
-  /** The benchmark's reference: every client's copy emitted (encoded) on its own, all in one turn, as before. */
+  /** The benchmark's reference: every client's copy emitted (encoded) on its own, as before (peer batches all in one turn). */
   private encodeEach = false
   /** Set by `stop`: the server is closing, nothing more is told (its sockets are about to go, each one's leave would go to all the others). */
   private stopped = false
@@ -88,8 +106,13 @@ export class Announcer {
   /** The same budget for changes told at once to batch sessions (the others wait for the timer). */
   private batchBudget: TokenBucket | undefined
   private readonly counts: AnnouncerCounts
-  /** Position of each session's periodic announcement in the peer list. */
-  private readonly cursors = new WeakMap<Session, number>()
+  /** The rotation group of each session announced to. */
+  private readonly groups = new WeakMap<Session, number>()
+  private nextGroup = 0
+  /** Start of this pass's windows in the peer list: on by `batchPeers` each pass. */
+  private passStart = 0
+  /** This pass's windows by where they start in the peer list, made when a group's first client is due. */
+  private windows = new Map<number, Window>()
   /** `ws-peer` messages sent since start. */
   sent = 0
   /** Joins not announced at once since start (past the budget). */
@@ -210,10 +233,11 @@ export class Announcer {
       return
     }
     let sent = 0
+    const encoded = this.sender.encoder?.(EVENTS.PEER, [addr])
     for (const session of this.sessions.values()) {
       // A stand-in for a peer on another node (`node` set) hears of joins on its own node.
       if (session === joiner || session.addrs.size === 0 || session.node !== undefined || this.hasPeerEvents(session)) continue
-      session.endpoint.emit(EVENTS.PEER, addr)
+      this.send(session, encoded, addr)
       sent++
     }
     this.count(sent)
@@ -309,18 +333,17 @@ export class Announcer {
   /** Up to `batchPeers` joined addresses not held by `session`, from a random place in the list. */
   sample (session: Session): string[] {
     const size = this.directory.size
-    return this.take(session, Math.floor(Math.random() * Math.max(size, 1)), Math.min(size, this.options.batchPeers)).addrs
+    return this.take(session, Math.floor(Math.random() * Math.max(size, 1)), Math.min(size, this.options.batchPeers))
   }
 
-  private take (session: Session, start: number, want: number): { addrs: string[], next: number } {
+  private take (session: Session, start: number, want: number): string[] {
     const size = this.directory.size
     const addrs: string[] = []
-    let i = 0
-    for (; i < size && addrs.length < want; i++) {
+    for (let i = 0; i < size && addrs.length < want; i++) {
       const addr = this.directory.at((start + i) % size)
       if (addr !== undefined && !session.addrs.has(addr)) addrs.push(addr)
     }
-    return { addrs, next: size === 0 ? 0 : (start + i) % size }
+    return addrs
   }
 
   private tick (sliceMs: number): void {
@@ -331,6 +354,7 @@ export class Announcer {
     for (let n = 0; n < count; n++) {
       let step = this.cursor?.next()
       if (step === undefined || step.done === true) {
+        if (step !== undefined) this.nextPass()
         this.cursor = this.sessions.values()
         step = this.cursor.next()
         if (step.done === true) return
@@ -339,14 +363,83 @@ export class Announcer {
     }
   }
 
+  /** A new pass over the sessions: every window moves on by `batchPeers`; those still in use are kept. */
+  private nextPass (): void {
+    const size = this.directory.size
+    this.passStart = size === 0 ? 0 : (this.passStart + this.options.batchPeers) % size
+    const kept = new Map<number, Window>()
+    for (let group = 0; group < ROTATION_GROUPS; group++) {
+      const start = this.windowStart(group)
+      const window = this.windows.get(start)
+      if (window !== undefined) kept.set(start, window)
+    }
+    this.windows = kept
+  }
+
+  private windowStart (group: number): number {
+    const size = this.directory.size
+    return size === 0 ? 0 : (this.passStart + group * this.options.batchPeers) % size
+  }
+
+  private windowOf (group: number): Window {
+    const size = this.directory.size
+    const start = this.windowStart(group)
+    const want = Math.min(size, this.options.batchPeers)
+    const have = this.windows.get(start)
+    if (have !== undefined && have.addrs.length === want && have.addrs.every((addr, i) => addr === this.directory.at((start + i) % size))) return have
+    const addrs: string[] = []
+    for (let i = 0; i < want; i++) {
+      const addr = this.directory.at((start + i) % size)
+      if (addr !== undefined) addrs.push(addr)
+    }
+    const window: Window = { addrs, encoded: this.encodeEach ? undefined : this.encodeAll(addrs) }
+    this.windows.set(start, window)
+    return window
+  }
+
+  /** `ws-peer` of each of `addrs` encoded once; `undefined` without an encoder, or when one could not be. */
+  private encodeAll (addrs: string[]): EncodedEvent[] | undefined {
+    const encoder = this.sender.encoder
+    if (encoder === undefined) return undefined
+    const out: EncodedEvent[] = []
+    for (const addr of addrs) {
+      const encoded = encoder(EVENTS.PEER, [addr])
+      if (encoded === undefined) return undefined
+      out.push(encoded)
+    }
+    return out
+  }
+
   private announceTo (session: Session): void {
     if (this.hasPeerEvents(session) || session.addrs.size === 0 || session.node !== undefined) return
-    const size = this.directory.size
-    const cursor = this.cursors.get(session) ?? 0
-    const { addrs, next } = this.take(session, cursor % Math.max(size, 1), Math.min(size, this.options.batchPeers))
-    this.cursors.set(session, next)
-    for (const addr of addrs) session.endpoint.emit(EVENTS.PEER, addr)
-    this.count(addrs.length)
+    let group = this.groups.get(session)
+    if (group === undefined) {
+      group = this.nextGroup
+      this.nextGroup = (this.nextGroup + 1) % ROTATION_GROUPS
+      this.groups.set(session, group)
+    }
+    const { addrs, encoded } = this.windowOf(group)
+    let sent = 0
+    let from = 0
+    for (let i = 0; i <= addrs.length; i++) {
+      const addr = addrs[i]
+      // Not its own; not an address that left since the window was made.
+      if (addr !== undefined && !session.addrs.has(addr) && this.directory.has(addr)) continue
+      // The run before `i`, in one write where the endpoint can.
+      if (i > from) {
+        if (encoded !== undefined && session.endpoint.sendEncodedRun !== undefined) session.endpoint.sendEncodedRun(encoded, from, i)
+        else for (let j = from; j < i; j++) this.send(session, encoded?.[j], addrs[j] as string)
+        sent += i - from
+      }
+      from = i + 1
+    }
+    this.count(sent)
+  }
+
+  /** `ws-peer` of `addr` to `session`, as `encoded` when it could be encoded once. */
+  private send (session: Session, encoded: EncodedEvent | undefined, addr: string): void {
+    if (encoded !== undefined && session.endpoint.sendEncoded !== undefined) session.endpoint.sendEncoded(encoded)
+    else session.endpoint.emit(EVENTS.PEER, addr)
   }
 
   private count (n: number): void {

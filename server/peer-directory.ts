@@ -10,8 +10,10 @@ export interface PeerDirectory {
   readonly size: number
   /** Number of addresses joined on this node (what `maxPeers` bounds). */
   readonly localSize: number
-  /** The session id holding `addr`, if any. */
+  /** The session id holding `addr`, if any (on this node). */
   owner: (addr: string) => string | undefined
+  /** Whether `addr` is joined (on any node). */
+  has: (addr: string) => boolean
   /** Register `addr` for `sessionId`, replacing any earlier holder. */
   set: (addr: string, sessionId: string) => void
   /** Remove `addr` if `sessionId` holds it; `true` when removed. */
@@ -44,6 +46,10 @@ export class MemoryPeerDirectory implements PeerDirectory {
 
   owner (addr: string): string | undefined {
     return this.owners.get(addr)?.sessionId
+  }
+
+  has (addr: string): boolean {
+    return this.owners.has(addr)
   }
 
   set (addr: string, sessionId: string): void {

@@ -26,6 +26,12 @@ export interface Endpoint {
   /** Send an event encoded once for many clients (`EventEncoder`), as `emit` would send it. */
   sendEncoded?: (encoded: EncodedEvent) => void
   /**
+   * Send `events[from]` up to (not including) `events[to]`, in order, as `sendEncoded` would one
+   * by one; in one write when the transport can take them back to back. `events` stays unchanged
+   * while any client may be sent part of it (what the endpoint makes of it is kept with it).
+   */
+  sendEncodedRun?: (events: readonly EncodedEvent[], from: number, to: number) => void
+  /**
    * Send a request and settle with the client's ack arguments; rejects on timeout or disconnect.
    */
   request: (event: string, args: unknown[], timeoutMs: number) => Promise<unknown[]>

@@ -19,7 +19,30 @@ interface EngineTransport {
   name: string
   on: (event: 'drain', fn: () => void) => void
   off: (event: 'drain', fn: () => void) => void
-  socket?: { pause?: () => void, resume?: () => void, bufferedAmount?: number }
+  perMessageDeflate?: unknown
+  socket?: { pause?: () => void, resume?: () => void, bufferedAmount?: number, _sender?: { sendFrame?: unknown } }
+}
+
+/** The WebSocket frames of a run of encoded events back to back, and where each event's begins (and the last ends). */
+interface RunFrames { frames: Buffer, offsets: number[] }
+
+/** Each run's frames, made at its first send over a WebSocket (`null`: some event has no frame). */
+const runFrames = new WeakMap<readonly EncodedEvent[], RunFrames | null>()
+
+function framesOf (events: readonly EncodedEvent[]): RunFrames | null {
+  let have = runFrames.get(events)
+  if (have !== undefined) return have
+  have = null
+  const parts: Buffer[] = []
+  const offsets = [0]
+  for (const event of events) {
+    if (!(event instanceof SocketIoEncodedEvent) || event.frame === undefined) break
+    parts.push(...event.frame)
+    offsets.push((offsets[offsets.length - 1] as number) + event.bytes)
+  }
+  if (offsets.length === events.length + 1) have = { frames: Buffer.concat(parts), offsets }
+  runFrames.set(events, have)
+  return have
 }
 
 interface EngineSocket {
@@ -102,6 +125,30 @@ class SocketEndpoint implements Endpoint {
     }
     if (this.conn.readyState !== 'open') return // as socket.io drops a packet to a closing connection
     this.conn.send(encoded.data, encoded.frame === undefined ? undefined : { wsPreEncodedFrame: encoded.frame })
+  }
+
+  /**
+   * A run of encoded events in one engine.io packet: its `wsPreEncodedFrame` holds every event's
+   * WebSocket frame back to back, which engine.io writes as it is, so the client reads as many
+   * messages as if each had been sent apart. Only where engine.io writes the frame (a WebSocket
+   * without compression, and a transport never changes once it is a WebSocket); elsewhere it
+   * would send the first event's data alone, so each event goes on its own.
+   */
+  sendEncodedRun (events: readonly EncodedEvent[], from: number, to: number): void {
+    const run = to - from > 1 && this.takesFrames() && this.socket.nsp.name === ENCODED_NAMESPACE ? framesOf(events) : null
+    if (run === null) {
+      for (let i = from; i < to; i++) this.sendEncoded(events[i] as EncodedEvent)
+      return
+    }
+    if (this.conn.readyState !== 'open') return
+    const first = events[from] as SocketIoEncodedEvent
+    this.conn.send(first.data, { wsPreEncodedFrame: [run.frames.subarray(run.offsets[from], run.offsets[to])] })
+  }
+
+  /** Whether engine.io hands a packet's `wsPreEncodedFrame` to the WebSocket as it is (its `_canSendPreEncodedFrame`). */
+  private takesFrames (): boolean {
+    const transport = this.transport
+    return transport.name === 'websocket' && transport.perMessageDeflate == null && typeof transport.socket?._sender?.sendFrame === 'function'
   }
 
   sendFrame (frame: Uint8Array): void {

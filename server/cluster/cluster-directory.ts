@@ -74,6 +74,10 @@ export class ClusterDirectory implements PeerDirectory {
     return this.entries.get(addr)?.sessionId
   }
 
+  has (addr: string): boolean {
+    return this.entries.has(addr)
+  }
+
   /** The node holding `addr` when another node does; `undefined` when local or unknown. */
   nodeOf (addr: string): string | undefined {
     return this.entries.get(addr)?.node

@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { EVENTS, PEER_BATCH_INTERVAL_MS } from '../../shared/events.ts'
-import { Announcer, MAX_PEER_BATCH_EVENT_ENTRIES, type AnnouncerOptions } from '../../server/announcer.ts'
+import { Announcer, MAX_PEER_BATCH_EVENT_ENTRIES, ROTATION_GROUPS, type AnnouncerOptions } from '../../server/announcer.ts'
 import { MemoryPeerDirectory } from '../../server/peer-directory.ts'
 import { TokenBucket } from '../../server/rate-limit.ts'
-import { Session, type Endpoint } from '../../server/session.ts'
+import { Session, type Endpoint, type EventEncoder } from '../../server/session.ts'
 
 /** A session whose endpoint records every emit. */
 interface FakeSession {
@@ -243,6 +243,96 @@ describe('Announcer periodic re-announcement', () => {
     expect(at100).toBeLessThanOrEqual(110 * 10)
     expect(at100 / at50).toBeGreaterThan(1.6)
     expect(at100 / at50).toBeLessThan(2.4)
+  })
+})
+
+describe('Announcer rotation windows (encoded once, sent in runs)', () => {
+  const INTERVAL_MS = 1000
+
+  afterEach(() => { vi.useRealTimers() })
+
+  /** An encoder that counts its calls; each encoded event names its address. */
+  function countingEncoder (): { encoder: EventEncoder, calls: () => number } {
+    let calls = 0
+    return {
+      encoder: (event, args) => { calls++; return { event, args, bytes: 10 } },
+      calls: () => calls
+    }
+  }
+
+  /** `n` joined sessions whose endpoints take runs, recording each run as its addresses. */
+  function runWorld (n: number, batchPeers: number): { world: ReturnType<typeof world>, runs: string[][][], calls: () => number } {
+    vi.useFakeTimers()
+    const w = world(n, { intervalMs: INTERVAL_MS, batchPeers, joinsPerSecond: 0 })
+    const runs: string[][][] = w.fakes.map(() => [])
+    w.fakes.forEach((fake, i) => {
+      fake.session.endpoint.sendEncodedRun = (events, from, to) => {
+        runs[i]?.push(events.slice(from, to).map((e) => e.args[0] as string))
+      }
+    })
+    const { encoder, calls } = countingEncoder()
+    w.announcer.useEncoder(encoder)
+    w.announcer.start()
+    return { world: w, runs, calls }
+  }
+
+  it('a session gets its window as one run; its own address splits it, an address that left is skipped', () => {
+    const { world: w, runs } = runWorld(8, 8)
+    // A pass over the 8 sessions (and a slice more, for the rounding of the share due per slice);
+    // every window is the whole list (8 addresses).
+    vi.advanceTimersByTime(INTERVAL_MS + 50)
+    const list = Array.from({ length: 8 }, (_, i) => addrOf(i))
+    for (const [i, got] of runs.entries()) {
+      // Windows start a batch apart, here the whole list: at 0 for every group.
+      expect(got).toEqual([list.slice(0, i), list.slice(i + 1)].filter((run) => run.length > 0))
+      got.length = 0
+    }
+    // Peer 5 leaves (its session stays connected, as a legacy client that unjoined would).
+    w.directory.release(addrOf(5), 's5')
+    vi.advanceTimersByTime(INTERVAL_MS)
+    let told = 0
+    for (const [i, got] of runs.entries()) {
+      if (i === 5 || got.length === 0) continue
+      told++
+      expect(got.flat()).not.toContain(addrOf(5))
+      expect(got.flat()).toHaveLength(6)
+    }
+    expect(told).toBeGreaterThanOrEqual(6)
+    w.announcer.stop()
+  })
+
+  it('an idle server encodes one window a pass: the others moved to where a neighbour was', () => {
+    // 400 peers, 10 a window: 16 windows of 10 (160 addresses) in the first pass.
+    const { world: w, calls } = runWorld(400, 10)
+    vi.advanceTimersByTime(INTERVAL_MS)
+    expect(calls()).toBe(ROTATION_GROUPS * 10)
+    const before = calls()
+    vi.advanceTimersByTime(3 * INTERVAL_MS)
+    // Passes do not line up with intervals exactly: three or four new windows.
+    expect(calls() - before).toBeGreaterThanOrEqual(3 * 10)
+    expect(calls() - before).toBeLessThanOrEqual(4 * 10)
+    w.announcer.stop()
+  })
+
+  it('clients are spread over the groups: as many different windows as groups in a pass', () => {
+    const { world: w, runs } = runWorld(400, 10)
+    vi.advanceTimersByTime(INTERVAL_MS)
+    const windows = new Set(runs.map((got) => got.flat().slice(0, 3).join()))
+    expect(windows.size).toBeGreaterThanOrEqual(ROTATION_GROUPS)
+    w.announcer.stop()
+  })
+
+  it('a join is encoded once for every legacy session', () => {
+    vi.useFakeTimers()
+    const w = world(50, { intervalMs: 0, batchPeers: 10, joinsPerSecond: 100 })
+    const { encoder, calls } = countingEncoder()
+    w.announcer.useEncoder(encoder)
+    const got: unknown[] = []
+    for (const fake of w.fakes) fake.session.endpoint.sendEncoded = (encoded) => { got.push(encoded) }
+    w.announcer.joined(addrOf(99), undefined)
+    expect(calls()).toBe(1)
+    expect(got).toHaveLength(50)
+    expect(new Set(got).size).toBe(1)
   })
 })
 

@@ -38,6 +38,10 @@ describe('ClusterDirectory', () => {
     expect(d.nodeOf('/l')).toBeUndefined()
     expect(d.owner('/r')).toBeUndefined()
     expect(d.nodeOf('/r')).toBe('n2')
+    // Joined either way (the rotation tells of both).
+    expect(d.has('/l')).toBe(true)
+    expect(d.has('/r')).toBe(true)
+    expect(d.has('/x')).toBe(false)
     expect(d.remoteProfile('/r')).toEqual({ name: 'x', kind: 'browser' })
     expect(d.remoteProfile('/l')).toBeUndefined()
     // release is for local entries, by their session.

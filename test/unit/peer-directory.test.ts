@@ -45,7 +45,10 @@ describe('MemoryPeerDirectory', () => {
     expect(directory.owner('/a')).toBe('s2')
     // The old owner can no longer release it; the new one can.
     expect(directory.release('/a', 's1')).toBe(false)
+    expect(directory.has('/a')).toBe(true)
     expect(directory.release('/a', 's2')).toBe(true)
+    expect(directory.has('/a')).toBe(false)
+    expect(directory.has('/b')).toBe(true)
     expect(listed(directory)).toEqual(['/b'])
   })
 
