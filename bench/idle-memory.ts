@@ -31,14 +31,14 @@ const sleep = async (ms: number): Promise<void> => { await new Promise((resolve)
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN
 
 type Mem = Record<'rss' | 'heapTotal' | 'heapUsed' | 'external' | 'arrayBuffers', number>
-interface Point { peers: number, rssNow: number, rss: number, rssMin: number, rssMax: number, before: Mem, after: Mem }
+interface Point { peers: number, rssNow: number, rss: number, rssMin: number, rssMax: number, before: Mem, after: Mem, spaces: Record<string, number> }
 
-async function memoryOf (proc: Proc, file: string): Promise<{ before: Mem, after: Mem }> {
+async function memoryOf (proc: Proc, file: string): Promise<{ before: Mem, after: Mem, spaces: Record<string, number> }> {
   rmSync(file, { force: true })
   process.kill(proc.pid, 'SIGWINCH')
   for (let i = 0; i < 100; i++) {
     await sleep(100)
-    try { return JSON.parse(readFileSync(file, 'utf8')) as { before: Mem, after: Mem } } catch {}
+    try { return JSON.parse(readFileSync(file, 'utf8')) as { before: Mem, after: Mem, spaces: Record<string, number> } } catch {}
   }
   throw new Error('no memory figures')
 }
@@ -98,6 +98,8 @@ try {
       }
       ;(slopes[factor] ??= []).push(s)
       const at = (q: Point): string => `${q.peers} peers: RSS ${q.rss.toFixed(1)} MiB (${q.rssMin.toFixed(1)}-${q.rssMax.toFixed(1)}; ${q.rssNow.toFixed(1)} at once), heap ${(q.before.heapTotal / 2 ** 20).toFixed(1)} MiB, live ${(q.after.heapUsed / 2 ** 20).toFixed(1)} MiB`
+      const spaces = Object.keys(b.spaces).map((k) => `${k} ${(a.spaces[k] ?? 0) / 1024 | 0}->${(b.spaces[k] ?? 0) / 1024 | 0}`).join(', ')
+      process.stdout.write(`  heap spaces (MiB, before the GC): ${spaces}\n`)
       process.stdout.write(`round ${round} factor ${factor}: ${p.map(at).join('; ')}\n  per peer (KiB): RSS idle ${s.rss.toFixed(1)}, at once ${s.rssNow.toFixed(1)}, after a full GC ${s.rssAfterGc.toFixed(1)}; heap ${s.heapTotal.toFixed(1)}, live ${s.live.toFixed(1)}, external ${s.external.toFixed(1)}; steal ${(steal * 100).toFixed(1)}%, load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}\n`)
     }
   }
