@@ -49,6 +49,8 @@ export const ROTATION_GROUPS = 16
 
 /** One group's window in a pass of the rotation: its addresses, and their `ws-peer` encoded once (when the encoder can, every one). */
 interface Window {
+  /** Where it starts in the peer list. */
+  start: number
   addrs: string[]
   encoded: EncodedEvent[] | undefined
 }
@@ -111,8 +113,12 @@ export class Announcer {
   private nextGroup = 0
   /** Start of this pass's windows in the peer list: on by `batchPeers` each pass. */
   private passStart = 0
-  /** This pass's windows by where they start in the peer list, made when a group's first client is due. */
-  private windows = new Map<number, Window>()
+  /** The list's size when this pass made its first window: where its windows start is taken from it. */
+  private passSize: number | undefined
+  /** This pass's window of each group, made when the group's first client is due. */
+  private windows: Array<Window | undefined> = []
+  /** The last pass's windows by where they started, for this pass to take again where the list did not change. */
+  private previous = new Map<number, Window>()
   /** `ws-peer` messages sent since start. */
   sent = 0
   /** Joins not announced at once since start (past the budget). */
@@ -233,7 +239,7 @@ export class Announcer {
       return
     }
     let sent = 0
-    const encoded = this.sender.encoder?.(EVENTS.PEER, [addr])
+    const encoded = this.encodeEach ? undefined : this.sender.encoder?.(EVENTS.PEER, [addr])
     for (const session of this.sessions.values()) {
       // A stand-in for a peer on another node (`node` set) hears of joins on its own node.
       if (session === joiner || session.addrs.size === 0 || session.node !== undefined || this.hasPeerEvents(session)) continue
@@ -363,37 +369,39 @@ export class Announcer {
     }
   }
 
-  /** A new pass over the sessions: every window moves on by `batchPeers`; those still in use are kept. */
+  /** A new pass over the sessions: every window moves on by `batchPeers`. */
   private nextPass (): void {
     const size = this.directory.size
     this.passStart = size === 0 ? 0 : (this.passStart + this.options.batchPeers) % size
-    const kept = new Map<number, Window>()
-    for (let group = 0; group < ROTATION_GROUPS; group++) {
-      const start = this.windowStart(group)
-      const window = this.windows.get(start)
-      if (window !== undefined) kept.set(start, window)
-    }
-    this.windows = kept
+    this.passSize = undefined
+    this.previous = new Map()
+    for (const window of this.windows) if (window !== undefined) this.previous.set(window.start, window)
+    this.windows = []
   }
 
-  private windowStart (group: number): number {
-    const size = this.directory.size
-    return size === 0 ? 0 : (this.passStart + group * this.options.batchPeers) % size
-  }
-
+  /**
+   * This pass's window of `group`: the last pass's window starting there when its addresses are
+   * still those, else made (and encoded). Addresses that leave later in the pass are skipped at
+   * each send; joins wait for the next pass.
+   */
   private windowOf (group: number): Window {
+    const made = this.windows[group]
+    if (made !== undefined) return made
+    this.passSize ??= this.directory.size
     const size = this.directory.size
-    const start = this.windowStart(group)
+    const start = this.passSize === 0 ? 0 : (this.passStart + group * this.options.batchPeers) % this.passSize
     const want = Math.min(size, this.options.batchPeers)
-    const have = this.windows.get(start)
-    if (have !== undefined && have.addrs.length === want && have.addrs.every((addr, i) => addr === this.directory.at((start + i) % size))) return have
-    const addrs: string[] = []
-    for (let i = 0; i < want; i++) {
-      const addr = this.directory.at((start + i) % size)
-      if (addr !== undefined) addrs.push(addr)
+    const at = (i: number): string | undefined => this.directory.at((start + i) % size)
+    let window = this.previous.get(start)
+    if (window === undefined || window.addrs.length !== want || !window.addrs.every((addr, i) => addr === at(i))) {
+      const addrs: string[] = []
+      for (let i = 0; i < want; i++) {
+        const addr = at(i)
+        if (addr !== undefined) addrs.push(addr)
+      }
+      window = { start, addrs, encoded: this.encodeEach ? undefined : this.encodeAll(addrs) }
     }
-    const window: Window = { addrs, encoded: this.encodeEach ? undefined : this.encodeAll(addrs) }
-    this.windows.set(start, window)
+    this.windows[group] = window
     return window
   }
 

@@ -47,7 +47,7 @@ function framesOf (events: readonly EncodedEvent[]): RunFrames | null {
 
 interface EngineSocket {
   transport: EngineTransport
-  writeBuffer: Array<{ data?: unknown }>
+  writeBuffer: Array<{ data?: unknown, options?: { wsPreEncodedFrame?: Buffer[] } }>
   on: (event: 'flush' | 'upgrade', fn: (arg: unknown) => void) => void
   /** One engine.io message, queued after the socket.io packets written before it (engine.io ~6.6). */
   send: (data: Uint8Array | string, options?: { wsPreEncodedFrame?: Buffer[] }) => void
@@ -217,6 +217,12 @@ class SocketEndpoint implements Endpoint {
   backlogBytes (): number {
     let bytes = this.transport.name === 'websocket' ? this.transport.socket?.bufferedAmount ?? 0 : 0
     for (const packet of this.conn.writeBuffer) {
+      // A ready-made frame is what goes out (a run of events holds many messages in one packet).
+      const frame = packet.options?.wsPreEncodedFrame
+      if (frame !== undefined) {
+        for (const part of frame) bytes += part.byteLength
+        continue
+      }
       const data = packet.data
       bytes += typeof data === 'string' ? data.length : data instanceof Uint8Array ? data.byteLength : 16
     }
