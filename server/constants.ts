@@ -48,6 +48,14 @@ export const MAX_STRAY_STREAM_EVENTS_PER_SECOND = 2000
 export const STRAY_HOLD_MS = 1000
 /** Burst of `MAX_STRAY_STREAM_EVENTS_PER_SECOND`: a legacy client's buffered sends of a few MiB come at once. */
 export const STRAY_STREAM_EVENTS_BURST = 20_000
+/**
+ * Stray stream events (as `MAX_STRAY_STREAM_EVENTS_PER_SECOND`) the sockets of one client IP (an
+ * IPv6 /64) may send together in a second; past it each socket that sends one more is held as
+ * past its own budget. Sockets are free: without it, 1,000 sockets from one address (the default
+ * `maxConnectionsPerIp`) could each send their own budget, 2 million a second. One socket's whole
+ * burst still fits, so an honest legacy client flushing its buffer after a reconnect is not held.
+ */
+export const MAX_STRAY_STREAM_EVENTS_PER_IP_PER_SECOND = STRAY_STREAM_EVENTS_BURST
 /** Packets waiting in a socket's engine.io write buffer past which its requests are not served. */
 export const MAX_QUEUED_PACKETS = 10_000
 /** How often the server checks every socket's output backlog. */

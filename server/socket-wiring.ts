@@ -12,7 +12,8 @@ import { withFields, type Logger } from '../shared/logger.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import { checkDial, checkHello, checkJoin, checkLeave, checkPeersCursor, splitAck } from '../shared/validate.ts'
 import { checkProfile } from '../shared/profile.ts'
-import { MAX_QUEUED_PACKETS, STRAY_HOLD_MS } from './constants.ts'
+import { MAX_QUEUED_PACKETS, MAX_STRAY_STREAM_EVENTS_PER_IP_PER_SECOND, STRAY_HOLD_MS } from './constants.ts'
+import { ipLimitKey, WindowCounter } from './rate-limit.ts'
 import type { ServerMetrics } from './metrics.ts'
 import type { ResolvedServerOptions } from './options.ts'
 import type { JoinChallenge, JoinDone, Rendezvous } from './rendezvous.ts'
@@ -89,7 +90,8 @@ type Bad = (session: Session, event: string) => void
 /**
  * A stream event or raw frame of `session` for a stream or lane it does not have open, or one that
  * carries nothing: counted (as a bad request when `counted`) against its stray budget
- * (`MAX_STRAY_STREAM_EVENTS_PER_SECOND`); past it, the socket is not read for `STRAY_HOLD_MS`
+ * (`MAX_STRAY_STREAM_EVENTS_PER_SECOND`) and its address's (`MAX_STRAY_STREAM_EVENTS_PER_IP_PER_SECOND`);
+ * past either, the socket is not read for `STRAY_HOLD_MS`
  * (a socket that cannot be held, on long-polling, takes a strike instead).
  */
 type Stray = (session: Session, event: string, counted: boolean) => void
@@ -197,9 +199,11 @@ export function attachRendezvous (io: Server, rendezvous: Rendezvous, options: R
     metrics.badRequests.inc({ event })
     strike(session, event)
   }
+  const strayPerIp = new WindowCounter(MAX_STRAY_STREAM_EVENTS_PER_IP_PER_SECOND, 1000)
   const stray: Stray = (session, event, counted) => {
     if (counted) metrics.badRequests.inc({ event })
-    if (!session.stray()) return
+    // Its own budget, then its address's (sockets are free).
+    if (!session.stray() && strayPerIp.hit(ipLimitKey(session.ip))) return
     const hold = session.endpoint.holdReading?.(STRAY_HOLD_MS) ?? 'unable'
     if (hold === 'started') metrics.limitHits.inc({ limit: 'E_LIMIT_STRAY_EVENTS' })
     else if (hold === 'unable') strike(session, event)

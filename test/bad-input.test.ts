@@ -7,7 +7,7 @@ import { startServer, testBytes, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { FRAME_EVENT } from '../shared/raw-frame.ts'
 import { streamEvent } from '../shared/events.ts'
-import { MAX_STRAY_STREAM_EVENTS_PER_SECOND, STRAY_HOLD_MS, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
+import { MAX_STRAY_STREAM_EVENTS_PER_IP_PER_SECOND, MAX_STRAY_STREAM_EVENTS_PER_SECOND, STRAY_HOLD_MS, STRAY_STREAM_EVENTS_BURST } from '../server/constants.ts'
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const BAD = /\[E_BAD_REQUEST\]$/
@@ -255,6 +255,28 @@ describe('stream events and frames for streams a socket does not have are held t
       expect(flooder.connected, 'a legacy client pushing into dead streams is slowed down, not cut off').toBe(true)
     } finally {
       flooder.close()
+      honest.close()
+    }
+  })
+
+  it('the sockets of one address share a stray budget: each within its own, together past the address\'s, they are held', async () => {
+    // Each sends less than one socket's burst; together several times the address's budget.
+    const each = STRAY_STREAM_EVENTS_BURST * 3 / 4
+    const flooders = await Promise.all(Array.from({ length: 6 }, async () => await connectSocket(server.url())))
+    const honest = await startRawPeer(server.url(), server.port)
+    try {
+      expect(6 * each).toBeGreaterThan(2 * MAX_STRAY_STREAM_EVENTS_PER_IP_PER_SECOND)
+      const before = await counted()
+      for (const [n, flooder] of flooders.entries()) {
+        for (let i = 0; i < each; i++) flooder.emit(`socket.io-pull-stream.queue.never-${n}-${i}.dialer`, Buffer.of(i & 0xff))
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      expect(await request(honest.socket, 'starsock:ping', [])).toEqual([null])
+      const after = await counted()
+      expect(after.hits('E_LIMIT_STRAY_EVENTS'), 'sockets held for their address\'s budget').toBeGreaterThan(before.hits('E_LIMIT_STRAY_EVENTS'))
+      expect(flooders.every((f) => f.connected), 'held, not cut off').toBe(true)
+    } finally {
+      for (const flooder of flooders) flooder.close()
       honest.close()
     }
   })
