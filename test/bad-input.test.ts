@@ -146,15 +146,20 @@ describe('bad input gets an error string or is ignored, and the server keeps ser
     const a = await startRawPeer(server.url(), server.port)
     const b = await startRawPeer(server.url(), server.port)
     try {
-      echoIncoming(b)
-      const data = testBytes(100_000)
-      expectBytes(await within('the echo of 100,000 bytes', dialAndEcho(a, b.addr, data)), data, 'the echo of 100,000 bytes')
+      await expectEcho(a, b, 100_000, 'the echo of 100,000 bytes')
     } finally {
       a.close()
       b.close()
     }
   })
 })
+
+/** `b` echoes what it is sent; `a` dials it and gets `size` bytes back exactly within `ms`. */
+async function expectEcho (a: RawPeer, b: RawPeer, size: number, what: string, ms?: number): Promise<void> {
+  echoIncoming(b)
+  const data = testBytes(size)
+  expectBytes(await within(what, dialAndEcho(a, b.addr, data), ms), data, what)
+}
 
 /** The reason `socket` is disconnected with within `ms`, or `undefined`. */
 async function disconnected (socket: Socket, ms: number): Promise<string | undefined> {
@@ -198,9 +203,7 @@ describe('a socket that floods requests no client sends is disconnected; others 
       for (let i = 0; i < 60; i++) a.socket.emit(`no-such-event-${i}`)
       for (let i = 0; i < 5000; i++) a.socket.emit('socket.io-pull-stream.queue.ended.dialer', Buffer.of(i & 0xff))
       expect(await gone).toBeUndefined()
-      echoIncoming(b)
-      const data = testBytes(10_000)
-      expectBytes(await within('an echo after it', dialAndEcho(a, b.addr, data)), data, 'an echo after it')
+      await expectEcho(a, b, 10_000, 'an echo after it')
     } finally {
       a.close()
       b.close()
@@ -289,9 +292,7 @@ describe('stream events and frames for streams a socket does not have are held t
       for (let i = 0; i < STRAY_STREAM_EVENTS_BURST + 3000; i++) a.socket.emit(`socket.io-pull-stream.queue.gone-${i}.dialer`, Buffer.of(1))
       expect(await request(a.socket, 'starsock:ping', [], 20_000)).toEqual([null])
       expect((await counted()).hits('E_LIMIT_STRAY_EVENTS')).toBeGreaterThan(before.hits('E_LIMIT_STRAY_EVENTS'))
-      echoIncoming(b)
-      const data = testBytes(10_000)
-      expectBytes(await within('an echo after the hold', dialAndEcho(a, b.addr, data), 20_000), data, 'an echo after the hold')
+      await expectEcho(a, b, 10_000, 'an echo after the hold', 20_000)
     } finally {
       a.close()
       b.close()
