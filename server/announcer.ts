@@ -11,11 +11,11 @@
  *   costs nothing per client.
  * - The periodic rotation gives each client at most `batchPeers` addresses per interval, so every
  *   peer is covered over time: a window of the peer list that moves on by `batchPeers` each pass
- *   over the clients. Clients are spread over `ROTATION_GROUPS` windows, apart in the list, so no
- *   few peers are named to everyone at once; each window's `ws-peer` messages are encoded once
- *   per pass for every client of its group (an idle legacy client costs a write per address, not
- *   an encode). The work of one interval is spread over short slices so a large server never
- *   stalls its event loop.
+ *   over the clients. Clients are spread over `ROTATION_GROUPS` windows, side by side in the list,
+ *   so no few peers are named to everyone at once; each window's `ws-peer` messages are encoded
+ *   once for every client of its group, and a WebSocket client gets them in one write (an idle
+ *   legacy client costs a write per interval, not an encode per address). The work of one
+ *   interval is spread over short slices so a large server never stalls its event loop.
  * - Clients that asked for peer events (`starsock:hello` with `peerEvents`) get every join, leave
  *   and profile change and no periodic flood. When they also said `peerBatch`, changes go in
  *   `starsock:peer-batch` events: at once while within the same budget, past it in one batch
