@@ -1,6 +1,6 @@
 /**
- * Transfers measured the way the issue 13 figures need: every path warmed up once in the
- * processes that then carry the measured runs, then `repeats` rounds of one run of each path,
+ * Transfers measured the way the issue 13 figures need: every path warmed up (`warmupRuns` runs)
+ * in the processes that then carry the measured runs, then `repeats` rounds of one run of each path,
  * every other round in the reverse order (A, B, C, C, B, A: a busy moment on the machine touches
  * every path alike, and no path always runs right after the same other one), reported as the
  * median with the range. Per run, every process of the path gives its CPU seconds (`/proc`) and its
@@ -15,10 +15,21 @@ const MiB = 1024 * 1024
 /** CPU and GC figures are per this many payload bytes. */
 export const PER_BYTES = 64 * MiB
 /**
- * Bytes through each path before any figure, in quick runs too (code paths warm, heaps grown): a
- * first 64 MiB through a fresh process runs at about half the speed of the fourth.
+ * Bytes of each warm-up run through a path before any figure, in quick runs too (code paths warm,
+ * heaps grown).
  */
 export const WARMUP_BYTES = 64 * MiB
+/**
+ * Warm-up runs of `WARMUP_BYTES` through each path of the data-path scenarios: 768 MiB. A Node
+ * process on the path keeps getting faster for about that long, then holds (2026-12-04, 128 MiB
+ * runs through fresh processes, steal 0%: one plaintext `forward` 262, 367, 393, 433, 448, 469, 474,
+ * 478, 464, 498 MiB/s; the raw `ws` relay 614 to about 890 by the fifth run). What climbs is each
+ * process's user CPU per byte (the forwarding peer's halves) as V8 optimises the per-message code
+ * (`--trace-opt` still lists first optimisations in the sixth run; with `--no-opt` on the peers
+ * there is no climb). websockify forks a process per connection and runs at the same speed from
+ * its first run. A path's first warm-up run is its cold speed, kept in its note.
+ */
+export const WARMUP_RUNS = 12
 
 /** A process of a path: what it does there, its pid, and whether its GC rows are printed. */
 export interface Hop { role: string, pid: () => number, gc?: boolean }
@@ -45,6 +56,8 @@ export interface PathFigures {
   gc: Record<string, GcTotals>
   /** Steal over the path's runs (0 to 1). */
   steal: number
+  /** MiB/s of each warm-up run, in order: the first is the path's cold speed (through fresh processes). */
+  warmup: number[]
   failed?: string
 }
 
@@ -53,8 +66,10 @@ export interface MeasureOptions {
   bytes: number
   streams: number
   repeats: number
-  /** Bytes of the unmeasured run through each path first; 0 for none (processes already warm). */
+  /** Bytes of each unmeasured run through each path first; 0 for none (processes already warm). */
   warmupBytes: number
+  /** How many of those runs. @default 1 */
+  warmupRuns?: number
 }
 
 const reason = (err: unknown): string => String((err as Error)?.message ?? err).split('\n')[0]?.slice(0, 160) ?? ''
@@ -77,12 +92,14 @@ function scaleGc (g: GcTotals | undefined, k: number): GcTotals | undefined {
  * order, so two paths' runs of the same round can be paired (`recordCost`).
  */
 export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<Map<string, PathFigures>> {
-  const state = new Map(paths.map((p) => [p.name, { mibPerSecond: [] as number[], cpu: [] as Array<Record<string, number>>, gc: [] as Array<Record<string, GcTotals | undefined>>, steal: new StealTally(), failed: undefined as string | undefined }]))
+  const state = new Map(paths.map((p) => [p.name, { mibPerSecond: [] as number[], warmup: [] as number[], cpu: [] as Array<Record<string, number>>, gc: [] as Array<Record<string, GcTotals | undefined>>, steal: new StealTally(), failed: undefined as string | undefined }]))
   if (o.warmupBytes > 0) {
     for (const path of paths) {
       const s = state.get(path.name)
       if (s === undefined) continue
-      try { await path.run(o.warmupBytes, o.streams) } catch (err) { s.failed = `warm-up: ${reason(err)}` }
+      try {
+        for (let i = 0; i < (o.warmupRuns ?? 1); i++) s.warmup.push((await path.run(o.warmupBytes, o.streams)).mibPerSecond)
+      } catch (err) { s.failed = `warm-up: ${reason(err)}` }
     }
   }
   const k = PER_BYTES / o.bytes
@@ -121,7 +138,7 @@ export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<M
       const m = medianGc(s.gc.map((g) => g[h.role]))
       if (m !== undefined) gc[h.role] = m
     }
-    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), failed: s.failed })
+    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), warmup: s.warmup, failed: s.failed })
   }
   return out
 }
@@ -139,6 +156,12 @@ export interface PathRows {
   cpuReference?: Record<string, { what: string, value: number }>
 }
 
+/** What a path's warm-up runs say: its cold speed and where the warm-up ended. */
+function warmupNote (warmup: number[]): string | undefined {
+  if (warmup.length < 2) return undefined
+  return `cold (first warm-up run) ${fmt(warmup[0])} MiB/s, last of ${warmup.length} warm-up runs ${fmt(warmup[warmup.length - 1])}`
+}
+
 /**
  * Record a path's rows: its throughput (median, range, steal), then in `<group> cpu` one row per
  * process with its CPU seconds per 64 MiB, and in `<group> gc` one per process whose hop asks
@@ -152,7 +175,7 @@ export function recordPath (m: PathFigures | undefined, path: Path, r: PathRows,
     return
   }
   const range = { min: Math.min(...m.runs), max: Math.max(...m.runs), runs: m.runs.length }
-  record({ group: r.group, what, value: m.value, unit: 'MiB/s', reference: r.reference, range, steal: m.steal, note: r.note })
+  record({ group: r.group, what, value: m.value, unit: 'MiB/s', reference: r.reference, range, steal: m.steal, note: [r.note, warmupNote(m.warmup)].filter((t) => t !== undefined).join('; ') || undefined })
   for (const hop of path.hops) {
     record({ group: `${r.group} cpu`, what: `${what}: ${hop.role}`, value: m.cpu[hop.role] ?? NaN, unit: 's/64 MiB', reference: r.cpuReference?.[hop.role], steal: m.steal })
   }

@@ -8,7 +8,7 @@
  * (encrypted over plaintext, round by round).
  */
 import { servingWorker, startOriginal, startOurs, startRawRelays } from './procs.ts'
-import { measurePaths, recordCost, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
+import { measurePaths, recordCost, recordPath, WARMUP_BYTES, WARMUP_RUNS, type Path } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
@@ -53,7 +53,7 @@ export async function throughputBench ({ streamBytes, parallelBytes, repeats, re
     let warm = false
     for (const [streams, bytes] of [[1, streamBytes], [8, parallelBytes]] as const) {
       const label = streams === 1 ? `1 stream, ${bytes / MiB} MiB` : `8 streams, ${bytes / MiB} MiB in all`
-      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES })
+      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES, warmupRuns: WARMUP_RUNS })
       warm = true
       const figure = (name: string, what: string): { what: string, value: number } => ({ what, value: m.get(name)?.value ?? NaN })
       const hopCpu = (name: string, role: string, what: string): { what: string, value: number } => ({ what, value: m.get(name)?.cpu[role] ?? NaN })

@@ -11,7 +11,7 @@
  */
 import { copiesBench } from './copies.ts'
 import { childPids, freePort, ready, servingWorker, startOurs, startRawRelays, startWebsockify, type Proc } from './procs.ts'
-import { measurePaths, recordCost, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
+import { measurePaths, recordCost, recordPath, WARMUP_BYTES, WARMUP_RUNS, type Path, type PathFigures } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
@@ -54,6 +54,25 @@ export async function tunnelBench (context: TunnelBenchContext): Promise<void> {
   } catch (err) {
     record({ scenario: 'copies', group: `${GROUP} copies`, what: 'copies', value: NaN, unit: '', note: why(err) })
   }
+}
+
+/**
+ * The first warm-up run of the plaintext `forward` (its peers fresh processes) against websockify's
+ * first (websockify forks a fresh process for every connection, so its every run is cold): what a
+ * short transfer through a just-started `forward` gets. No row without both figures.
+ */
+function recordColdForward (forward: PathFigures | undefined, websockify: PathFigures | undefined, record: (row: Row) => void): void {
+  const cold = forward?.warmup[0]
+  if (cold === undefined || forward?.failed !== undefined) return
+  const reference = websockify?.warmup[0]
+  record({
+    group: GROUP,
+    what: `forward, plaintext (--insecure), cold: the first ${WARMUP_BYTES / MiB} MiB through fresh peers, 1 connection`,
+    value: cold,
+    unit: 'MiB/s',
+    reference: reference === undefined ? undefined : { what: 'websockify\'s first', value: reference },
+    note: 'one run, before any figure above: the warm-up\'s first'
+  })
 }
 
 async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promise<void> {
@@ -107,7 +126,7 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
     for (const streams of [1, 8]) {
       const label = streams === 1 ? `1 connection, ${bytes / MiB} MiB` : `8 connections, ${bytes / MiB} MiB in all`
       // The warm-up once: the 8-connection runs reuse the same warm processes.
-      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES })
+      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES, warmupRuns: WARMUP_RUNS })
       warm = true
       const ws = m.get('ws')
       const reference = { what: 'raw ws', value: ws?.value ?? NaN }
@@ -136,6 +155,7 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
       }, record)
       recordPath(plain, path('forwardPlaintext'), { group: GROUP, what: 'forward, plaintext (--insecure)', label, reference, note: ratios('forwardPlaintext', 'issue 13\'s row: its goal is the ratio to websockify'), cpuReference: { server: relayCpu } }, record)
       recordCost(m.get('forwardEncrypted'), plain, { group: GROUP, what: 'forward', label, goalLoss: ENCRYPTION_GOAL_LOSS, ourRoles: ['server', 'forwarding peer', 'target peer'] }, record)
+      if (streams === 1) recordColdForward(plain, m.get('websockify'), record)
     }
   } finally {
     for (const stop of stops.reverse()) await stop()

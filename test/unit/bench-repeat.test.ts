@@ -46,6 +46,28 @@ describe('bench repeats', () => {
     expect(rows[3]?.note).toBe('could not measure: the sink got 3 of 8 bytes')
   })
 
+  it('warms a path up with as many runs as asked, and keeps their speeds: the first is the cold one, in the row\'s note', async () => {
+    const calls: number[] = []
+    const speeds = [100, 150, 180, 200, 190, 210, 205]
+    const path: Path = { name: 'f', hops: [], run: async (bytes) => { calls.push(bytes); return { mibPerSecond: speeds[calls.length - 1] ?? NaN } } }
+    const m = await measurePaths([path], { bytes: 10, streams: 1, repeats: 3, warmupBytes: 64, warmupRuns: 4 })
+    expect(calls).toEqual([64, 64, 64, 64, 10, 10, 10])
+    const f = m.get('f')
+    expect(f?.warmup).toEqual([100, 150, 180, 200])
+    expect(f?.runs).toEqual([190, 210, 205])
+    const rows: Row[] = []
+    recordPath(f, path, { group: 'tunnel', what: 'forward', label: '1 connection', note: 'issue 13\'s row' }, (r) => rows.push(r))
+    expect(rows[0]?.note).toBe('issue 13\'s row; cold (first warm-up run) 100 MiB/s, last of 4 warm-up runs 200')
+    // One warm-up run (the default) says nothing more, and none either.
+    const one = await measurePaths([{ ...path, run: async () => ({ mibPerSecond: 5 }) }], { bytes: 1, streams: 1, repeats: 1, warmupBytes: 1 })
+    expect(one.get('f')?.warmup).toEqual([5])
+    const none = await measurePaths([{ ...path, run: async () => ({ mibPerSecond: 5 }) }], { bytes: 1, streams: 1, repeats: 1, warmupBytes: 0, warmupRuns: 4 })
+    expect(none.get('f')?.warmup).toEqual([])
+    rows.length = 0
+    recordPath(one.get('f'), path, { group: 'tunnel', what: 'forward', label: '1' }, (r) => rows.push(r))
+    expect(rows[0]?.note).toBeUndefined()
+  })
+
   it('marks a path whose warm-up failed, and never runs it again', async () => {
     let runs = 0
     const m = await measurePaths([{ name: 'x', hops: [], run: async () => { runs++; throw new Error('refused') } }], { bytes: 1, streams: 1, repeats: 3, warmupBytes: 1 })
@@ -54,7 +76,7 @@ describe('bench repeats', () => {
   })
 
   it('gives the encryption cost as the median of the rounds\' ratios, with the loss against the goal', () => {
-    const figures = (runs: number[], cpu: number): PathFigures => ({ value: [...runs].sort((x, y) => x - y)[1] as number, runs, cpu: { server: 0.2, peers: cpu }, gc: {}, steal: 0.01 })
+    const figures = (runs: number[], cpu: number): PathFigures => ({ value: [...runs].sort((x, y) => x - y)[1] as number, runs, cpu: { server: 0.2, peers: cpu }, gc: {}, steal: 0.01, warmup: [] })
     // Rounds: 80/100, 45/50 (a busy round: both slow), 90/100.
     const rows: Row[] = []
     recordCost(figures([80, 45, 90], 0.6), figures([100, 50, 100], 0.4), { group: 'tunnel', what: 'forward', label: '1 connection, 16 MiB', goalLoss: 0.15, ourRoles: ['server', 'peers'] }, (r) => rows.push(r))
