@@ -15,7 +15,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cpuSeconds, freePort, servingWorker, start, startCommand, work, type Proc } from './procs.ts'
-import { measurePaths, recordPath, WARMUP_BYTES, type Path } from './repeat.ts'
+import { measurePaths, recordPath, WARMUP_BYTES, WARMUP_RUNS, type Path } from './repeat.ts'
 import { formatFigure as fmt, type Row } from './rows.ts'
 
 const MiB = 1024 * 1024
@@ -134,7 +134,7 @@ async function throughput (n1: Node, n2: Node, bytes: number, repeats: number, r
   ]
   for (const p of paths) p.prepare = clients.gc
   const label = `1 stream, ${bytes / MiB} MiB, encrypted (default)`
-  const m = await measurePaths(paths, { bytes, streams: 1, repeats, warmupBytes: WARMUP_BYTES })
+  const m = await measurePaths(paths, { bytes, streams: 1, repeats, warmupBytes: WARMUP_BYTES, warmupRuns: WARMUP_RUNS })
   const same = m.get('same')?.value ?? NaN
   const ratio = (m.get('cross')?.value ?? NaN) / same
   recordPath(m.get('same'), paths[0] as Path, { group: GROUP, what: 'same node (reference)', label }, record)

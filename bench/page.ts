@@ -110,7 +110,8 @@ export async function pageBench ({ bytes, repeats, record }: PageBenchContext): 
       { name: 'plaintext', run: async (n) => await sendThroughPage(plaintext.a, plaintext.b, n), hops },
       { name: 'encrypted', run: async (n) => await sendThroughPage(encrypted.a, encrypted.b, n), hops }
     ]
-    const m = await measurePaths(paths, { bytes, streams: 1, repeats, warmupBytes: WARMUP_BYTES })
+    // One warm-up run, not `WARMUP_RUNS`: at under 20 MiB/s through Chromium, 1 GiB would take a minute a path.
+    const m = await measurePaths(paths, { bytes, streams: 1, repeats, warmupBytes: WARMUP_BYTES, warmupRuns: 1 })
     const label = `page to page, ${bytes / MiB} MiB`
     const plain = m.get('plaintext')
     const cpu = (role: string): { what: string, value: number } => ({ what: 'plaintext', value: plain?.cpu[role] ?? NaN })

@@ -20,16 +20,17 @@ export const PER_BYTES = 64 * MiB
  */
 export const WARMUP_BYTES = 64 * MiB
 /**
- * Warm-up runs of `WARMUP_BYTES` through each path of the data-path scenarios: 768 MiB. A Node
- * process on the path keeps getting faster for about that long, then holds (2026-12-04, 128 MiB
- * runs through fresh processes, steal 0%: one plaintext `forward` 262, 367, 393, 433, 448, 469, 474,
- * 478, 464, 498 MiB/s; the raw `ws` relay 614 to about 890 by the fifth run). What climbs is each
- * process's user CPU per byte (the forwarding peer's halves) as V8 optimises the per-message code
- * (`--trace-opt` still lists first optimisations in the sixth run; with `--no-opt` on the peers
- * there is no climb). websockify forks a process per connection and runs at the same speed from
- * its first run. A path's first warm-up run is its cold speed, kept in its note.
+ * Warm-up runs of `WARMUP_BYTES` through each path of the Node data-path scenarios: 1 GiB. A Node
+ * process on the path gets faster for its first 600 to 800 MiB, then only slowly (2026-12-04,
+ * 128 MiB runs through fresh processes, steal 0%: one plaintext `forward` 262, 367, 393, 433, 448,
+ * 469, 474, 478, 464, 498 MiB/s; the raw `ws` relay 614 to about 890 by the fifth run). What climbs
+ * is each process's user CPU per byte (the forwarding peer's halves) as V8 optimises the
+ * per-message code (`--trace-opt` still lists first optimisations in the sixth run; with `--no-opt`
+ * on the peers there is no climb). websockify forks a process per connection and runs at the same
+ * speed from its first run. A path's warm-up counts per path, not per process (a server two paths
+ * share is warmed twice), so this leaves a margin past the climb for a process one path warms alone.
  */
-export const WARMUP_RUNS = 12
+export const WARMUP_RUNS = 16
 
 /** A process of a path: what it does there, its pid, and whether its GC rows are printed. */
 export interface Hop { role: string, pid: () => number, gc?: boolean }
@@ -56,8 +57,13 @@ export interface PathFigures {
   gc: Record<string, GcTotals>
   /** Steal over the path's runs (0 to 1). */
   steal: number
-  /** MiB/s of each warm-up run, in order: the first is the path's cold speed (through fresh processes). */
+  /**
+   * MiB/s of each warm-up run, in order. The first is cold only for processes no path before it
+   * used (the order of `paths`): a server or worker another path warmed is warm by then.
+   */
   warmup: number[]
+  /** Steal over the first warm-up run (0 to 1; NaN when unknown or there was none). */
+  firstWarmupSteal: number
   failed?: string
 }
 
@@ -70,6 +76,11 @@ export interface MeasureOptions {
   warmupBytes: number
   /** How many of those runs. @default 1 */
   warmupRuns?: number
+  /**
+   * Paths that are not to be measured, with why: those whose warm-up failed in an earlier call on
+   * the same processes (`warmupFailures`), which would otherwise be measured unwarmed.
+   */
+  failed?: ReadonlyMap<string, string>
 }
 
 const reason = (err: unknown): string => String((err as Error)?.message ?? err).split('\n')[0]?.slice(0, 160) ?? ''
@@ -92,13 +103,19 @@ function scaleGc (g: GcTotals | undefined, k: number): GcTotals | undefined {
  * order, so two paths' runs of the same round can be paired (`recordCost`).
  */
 export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<Map<string, PathFigures>> {
-  const state = new Map(paths.map((p) => [p.name, { mibPerSecond: [] as number[], warmup: [] as number[], cpu: [] as Array<Record<string, number>>, gc: [] as Array<Record<string, GcTotals | undefined>>, steal: new StealTally(), failed: undefined as string | undefined }]))
+  const state = new Map(paths.map((p) => [p.name, { mibPerSecond: [] as number[], warmup: [] as number[], firstWarmupSteal: new StealTally(), cpu: [] as Array<Record<string, number>>, gc: [] as Array<Record<string, GcTotals | undefined>>, steal: new StealTally(), failed: o.failed?.get(p.name) }]))
   if (o.warmupBytes > 0) {
     for (const path of paths) {
       const s = state.get(path.name)
-      if (s === undefined) continue
+      if (s === undefined || s.failed !== undefined) continue
       try {
-        for (let i = 0; i < (o.warmupRuns ?? 1); i++) s.warmup.push((await path.run(o.warmupBytes, o.streams)).mibPerSecond)
+        for (let i = 0; i < (o.warmupRuns ?? 1); i++) {
+          // As before a measured run: the first warm-up run (the cold one) pays for no other path's garbage.
+          await path.prepare?.()
+          const s0 = sampleCpu()
+          s.warmup.push((await path.run(o.warmupBytes, o.streams)).mibPerSecond)
+          if (i === 0) s.firstWarmupSteal.add(s0, sampleCpu())
+        }
       } catch (err) { s.failed = `warm-up: ${reason(err)}` }
     }
   }
@@ -138,7 +155,7 @@ export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<M
       const m = medianGc(s.gc.map((g) => g[h.role]))
       if (m !== undefined) gc[h.role] = m
     }
-    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), warmup: s.warmup, failed: s.failed })
+    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), warmup: s.warmup, firstWarmupSteal: s.warmup.length > 0 ? s.firstWarmupSteal.share() : NaN, failed: s.failed })
   }
   return out
 }
@@ -156,10 +173,18 @@ export interface PathRows {
   cpuReference?: Record<string, { what: string, value: number }>
 }
 
-/** What a path's warm-up runs say: its cold speed and where the warm-up ended. */
+/** What a path's warm-up runs say: the speed of the first and of the last. */
 function warmupNote (warmup: number[]): string | undefined {
   if (warmup.length < 2) return undefined
-  return `cold (first warm-up run) ${fmt(warmup[0])} MiB/s, last of ${warmup.length} warm-up runs ${fmt(warmup[warmup.length - 1])}`
+  return `warm-up: first run ${fmt(warmup[0])} MiB/s, last of ${warmup.length} ${fmt(warmup[warmup.length - 1])}`
+}
+
+/**
+ * The paths whose warm-up failed in `m`, with why: pass them as `failed` to a later call on the
+ * same processes (which does not warm up again), so they are not measured unwarmed.
+ */
+export function warmupFailures (m: Map<string, PathFigures>): Map<string, string> {
+  return new Map([...m].flatMap(([name, f]) => f.failed?.startsWith('warm-up: ') === true ? [[name, f.failed] as const] : []))
 }
 
 /**
@@ -175,7 +200,7 @@ export function recordPath (m: PathFigures | undefined, path: Path, r: PathRows,
     return
   }
   const range = { min: Math.min(...m.runs), max: Math.max(...m.runs), runs: m.runs.length }
-  record({ group: r.group, what, value: m.value, unit: 'MiB/s', reference: r.reference, range, steal: m.steal, note: [r.note, warmupNote(m.warmup)].filter((t) => t !== undefined).join('; ') || undefined })
+  record({ group: r.group, what, value: m.value, unit: 'MiB/s', reference: r.reference, range, steal: m.steal, note: [r.note, warmupNote(m.warmup)].filter((t) => t !== undefined && t !== '').join('; ') || undefined })
   for (const hop of path.hops) {
     record({ group: `${r.group} cpu`, what: `${what}: ${hop.role}`, value: m.cpu[hop.role] ?? NaN, unit: 's/64 MiB', reference: r.cpuReference?.[hop.role], steal: m.steal })
   }

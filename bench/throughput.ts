@@ -8,7 +8,7 @@
  * (encrypted over plaintext, round by round).
  */
 import { servingWorker, startOriginal, startOurs, startRawRelays } from './procs.ts'
-import { measurePaths, recordCost, recordPath, WARMUP_BYTES, WARMUP_RUNS, type Path } from './repeat.ts'
+import { measurePaths, recordCost, recordPath, warmupFailures, WARMUP_BYTES, WARMUP_RUNS, type Path } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
@@ -50,11 +50,12 @@ export async function throughputBench ({ streamBytes, parallelBytes, repeats, re
     ]
     // Every run starts from a collected heap in the worker that runs every path's clients.
     for (const p of paths) p.prepare = clients.gc
-    let warm = false
+    // The warm-up once: the 8-stream runs reuse the same warm processes (a path whose warm-up failed is not measured unwarmed).
+    let unwarmed: Map<string, string> | undefined
     for (const [streams, bytes] of [[1, streamBytes], [8, parallelBytes]] as const) {
       const label = streams === 1 ? `1 stream, ${bytes / MiB} MiB` : `8 streams, ${bytes / MiB} MiB in all`
-      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES, warmupRuns: WARMUP_RUNS })
-      warm = true
+      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: unwarmed !== undefined ? 0 : WARMUP_BYTES, warmupRuns: WARMUP_RUNS, failed: unwarmed })
+      unwarmed ??= warmupFailures(m)
       const figure = (name: string, what: string): { what: string, value: number } => ({ what, value: m.get(name)?.value ?? NaN })
       const hopCpu = (name: string, role: string, what: string): { what: string, value: number } => ({ what, value: m.get(name)?.cpu[role] ?? NaN })
       const path = (name: string): Path => paths.find((p) => p.name === name) as Path

@@ -11,7 +11,7 @@
  */
 import { copiesBench } from './copies.ts'
 import { childPids, freePort, ready, servingWorker, startOurs, startRawRelays, startWebsockify, type Proc } from './procs.ts'
-import { measurePaths, recordCost, recordPath, WARMUP_BYTES, WARMUP_RUNS, type Path, type PathFigures } from './repeat.ts'
+import { measurePaths, recordCost, recordPath, warmupFailures, WARMUP_BYTES, WARMUP_RUNS, type Path, type PathFigures } from './repeat.ts'
 import type { Row } from './rows.ts'
 
 const MiB = 1024 * 1024
@@ -57,20 +57,22 @@ export async function tunnelBench (context: TunnelBenchContext): Promise<void> {
 }
 
 /**
- * The first warm-up run of the plaintext `forward` (its peers fresh processes) against websockify's
- * first (websockify forks a fresh process for every connection, so its every run is cold): what a
- * short transfer through a just-started `forward` gets. No row without both figures.
+ * The first warm-up run of the plaintext `forward` (the first of our paths: its server and peers
+ * fresh processes, only the worker of the sources and sink warm) against websockify's first
+ * (websockify forks a fresh process for every connection, so its every run is cold): what a short
+ * transfer through a just-started plaintext `forward` gets. No row without both figures.
  */
 function recordColdForward (forward: PathFigures | undefined, websockify: PathFigures | undefined, record: (row: Row) => void): void {
   const cold = forward?.warmup[0]
-  if (cold === undefined || forward?.failed !== undefined) return
   const reference = websockify?.warmup[0]
+  if (forward === undefined || cold === undefined || forward.failed !== undefined || reference === undefined || websockify?.failed !== undefined) return
   record({
     group: GROUP,
-    what: `forward, plaintext (--insecure), cold: the first ${WARMUP_BYTES / MiB} MiB through fresh peers, 1 connection`,
+    what: `forward, plaintext (--insecure), cold: the first ${WARMUP_BYTES / MiB} MiB through a fresh server and peers, 1 connection`,
     value: cold,
     unit: 'MiB/s',
-    reference: reference === undefined ? undefined : { what: 'websockify\'s first', value: reference },
+    reference: { what: 'websockify\'s first', value: reference },
+    steal: forward.firstWarmupSteal,
     note: 'one run, before any figure above: the warm-up\'s first'
   })
 }
@@ -113,7 +115,8 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
       ...(proxy === undefined
         ? []
         : [{ name: 'websockify', run: async (n: number, streams: number) => await ends.run<{ mibPerSecond: number }>('tunnelBytes', { port: proxy.port, sinkPort, bytes: n, streams, websockify: true }, RUN_LIMIT_MS), hops: [{ role: 'websockify', pid: () => proxy.proc.pid }, endsHop], settle: async () => { await settled(proxy.proc.pid) } }]),
-      ...([['forwardEncrypted', encrypted], ['forwardPlaintext', plaintext]] as const).map(([name, { client, target }]): Path => ({
+      // Plaintext first: its first warm-up run is the cold one (server and peers fresh; `recordColdForward`).
+      ...([['forwardPlaintext', plaintext], ['forwardEncrypted', encrypted]] as const).map(([name, { client, target }]): Path => ({
         name,
         run: async (n, streams) => await ends.run('tunnelBytes', { port: client.info.port, sinkPort, bytes: n, streams }, RUN_LIMIT_MS),
         hops: [{ role: 'server', pid: () => server.proc.pid, gc: true }, { role: 'forwarding peer', pid: () => client.proc.pid, gc: true }, { role: 'target peer', pid: () => target.proc.pid, gc: true }, endsHop]
@@ -122,12 +125,12 @@ async function transfers ({ bytes, repeats, record }: TunnelBenchContext): Promi
     // Every run starts from a collected heap in the worker that runs every path's sources and sink.
     for (const p of paths) p.prepare = ends.gc
 
-    let warm = false
+    let unwarmed: Map<string, string> | undefined
     for (const streams of [1, 8]) {
       const label = streams === 1 ? `1 connection, ${bytes / MiB} MiB` : `8 connections, ${bytes / MiB} MiB in all`
-      // The warm-up once: the 8-connection runs reuse the same warm processes.
-      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: warm ? 0 : WARMUP_BYTES, warmupRuns: WARMUP_RUNS })
-      warm = true
+      // The warm-up once: the 8-connection runs reuse the same warm processes (a path whose warm-up failed is not measured unwarmed).
+      const m = await measurePaths(paths, { bytes, streams, repeats, warmupBytes: unwarmed !== undefined ? 0 : WARMUP_BYTES, warmupRuns: WARMUP_RUNS, failed: unwarmed })
+      unwarmed ??= warmupFailures(m)
       const ws = m.get('ws')
       const reference = { what: 'raw ws', value: ws?.value ?? NaN }
       const relayCpu = { what: 'raw ws relay', value: ws?.cpu.relay ?? NaN }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { measurePaths, recordCost, recordPath, type Path, type PathFigures } from '../../bench/repeat.ts'
+import { measurePaths, recordCost, recordPath, warmupFailures, type Path, type PathFigures } from '../../bench/repeat.ts'
 import type { Row } from '../../bench/rows.ts'
 
 // The harness's own bookkeeping, with paths that are plain functions (no transfer): the order of
@@ -46,26 +46,57 @@ describe('bench repeats', () => {
     expect(rows[3]?.note).toBe('could not measure: the sink got 3 of 8 bytes')
   })
 
-  it('warms a path up with as many runs as asked, and keeps their speeds: the first is the cold one, in the row\'s note', async () => {
-    const calls: number[] = []
+  it('warms a path up with as many runs as asked, each after its prepare, and keeps their speeds for the row\'s note', async () => {
+    const calls: string[] = []
     const speeds = [100, 150, 180, 200, 190, 210, 205]
-    const path: Path = { name: 'f', hops: [], run: async (bytes) => { calls.push(bytes); return { mibPerSecond: speeds[calls.length - 1] ?? NaN } } }
+    const path: Path = {
+      name: 'f',
+      hops: [],
+      prepare: async () => { calls.push('prepare') },
+      run: async (bytes) => {
+        calls.push(String(bytes))
+        if (calls.length === 2) await new Promise((resolve) => setTimeout(resolve, 60)) // the first: long enough for /proc/stat to count it
+        return { mibPerSecond: speeds[calls.filter((c) => c !== 'prepare').length - 1] ?? NaN }
+      }
+    }
     const m = await measurePaths([path], { bytes: 10, streams: 1, repeats: 3, warmupBytes: 64, warmupRuns: 4 })
-    expect(calls).toEqual([64, 64, 64, 64, 10, 10, 10])
+    expect(calls).toEqual(['prepare', '64', 'prepare', '64', 'prepare', '64', 'prepare', '64', 'prepare', '10', 'prepare', '10', 'prepare', '10'])
     const f = m.get('f')
     expect(f?.warmup).toEqual([100, 150, 180, 200])
     expect(f?.runs).toEqual([190, 210, 205])
+    expect(f?.firstWarmupSteal).toBeGreaterThanOrEqual(0) // a share over the first warm-up run, not NaN
     const rows: Row[] = []
     recordPath(f, path, { group: 'tunnel', what: 'forward', label: '1 connection', note: 'issue 13\'s row' }, (r) => rows.push(r))
-    expect(rows[0]?.note).toBe('issue 13\'s row; cold (first warm-up run) 100 MiB/s, last of 4 warm-up runs 200')
-    // One warm-up run (the default) says nothing more, and none either.
+    expect(rows[0]?.note).toBe('issue 13\'s row; warm-up: first run 100 MiB/s, last of 4 200')
+    // An empty note of the caller's leaves no separator behind.
+    rows.length = 0
+    recordPath(f, path, { group: 'tunnel', what: 'forward', label: '1 connection', note: '' }, (r) => rows.push(r))
+    expect(rows[0]?.note).toBe('warm-up: first run 100 MiB/s, last of 4 200')
+    // One warm-up run (the default) adds no note; no warm-up leaves no speeds.
     const one = await measurePaths([{ ...path, run: async () => ({ mibPerSecond: 5 }) }], { bytes: 1, streams: 1, repeats: 1, warmupBytes: 1 })
     expect(one.get('f')?.warmup).toEqual([5])
-    const none = await measurePaths([{ ...path, run: async () => ({ mibPerSecond: 5 }) }], { bytes: 1, streams: 1, repeats: 1, warmupBytes: 0, warmupRuns: 4 })
-    expect(none.get('f')?.warmup).toEqual([])
     rows.length = 0
     recordPath(one.get('f'), path, { group: 'tunnel', what: 'forward', label: '1' }, (r) => rows.push(r))
     expect(rows[0]?.note).toBeUndefined()
+    const none = await measurePaths([{ ...path, run: async () => ({ mibPerSecond: 5 }) }], { bytes: 1, streams: 1, repeats: 1, warmupBytes: 0, warmupRuns: 4 })
+    expect(none.get('f')?.warmup).toEqual([])
+    expect(none.get('f')?.firstWarmupSteal).toBeNaN()
+  })
+
+  it('a warm-up that fails part way marks the path, and a later call on the same processes does not measure it unwarmed', async () => {
+    let runs = 0
+    const flaky: Path = { name: 'x', hops: [], run: async () => { if (++runs === 3) throw new Error('reset'); return { mibPerSecond: 1 } } }
+    const fine: Path = { name: 'y', hops: [], run: async () => ({ mibPerSecond: 2 }) }
+    const first = await measurePaths([flaky, fine], { bytes: 1, streams: 1, repeats: 2, warmupBytes: 1, warmupRuns: 4 })
+    expect(runs).toBe(3)
+    expect(first.get('x')?.failed).toBe('warm-up: reset')
+    expect(first.get('x')?.value).toBeNaN()
+    const failures = warmupFailures(first)
+    expect([...failures]).toEqual([['x', 'warm-up: reset']])
+    const second = await measurePaths([flaky, fine], { bytes: 1, streams: 8, repeats: 2, warmupBytes: 0, failed: failures })
+    expect(runs).toBe(3) // never run again
+    expect(second.get('x')?.failed).toBe('warm-up: reset')
+    expect(second.get('y')?.runs).toEqual([2, 2])
   })
 
   it('marks a path whose warm-up failed, and never runs it again', async () => {
@@ -76,7 +107,7 @@ describe('bench repeats', () => {
   })
 
   it('gives the encryption cost as the median of the rounds\' ratios, with the loss against the goal', () => {
-    const figures = (runs: number[], cpu: number): PathFigures => ({ value: [...runs].sort((x, y) => x - y)[1] as number, runs, cpu: { server: 0.2, peers: cpu }, gc: {}, steal: 0.01, warmup: [] })
+    const figures = (runs: number[], cpu: number): PathFigures => ({ value: [...runs].sort((x, y) => x - y)[1] as number, runs, cpu: { server: 0.2, peers: cpu }, gc: {}, steal: 0.01, warmup: [], firstWarmupSteal: NaN })
     // Rounds: 80/100, 45/50 (a busy round: both slow), 90/100.
     const rows: Row[] = []
     recordCost(figures([80, 45, 90], 0.6), figures([100, 50, 100], 0.4), { group: 'tunnel', what: 'forward', label: '1 connection, 16 MiB', goalLoss: 0.15, ourRoles: ['server', 'peers'] }, (r) => rows.push(r))
