@@ -1,5 +1,5 @@
 /**
- * `node --conditions=starsock-source --import tsx bench/idle-dial.ts [--peers=1000] [--rounds=3] [--dials=1000] [--heap] [--ref=DIR]`:
+ * `node --conditions=starsock-source --import tsx bench/idle-dial.ts [--peers=1000] [--rounds=3] [--dials=1000] [--warmup=0] [--heap] [--ref=DIR]`:
  * what an idle joined peer costs our server, and dial latency next to a plain request round trip,
  * at one crowd size, without the original server (the full `npm run bench -- --only=dial` runs it
  * too and takes minutes). With `--ref=DIR` the server of another checkout (say, main) is measured
@@ -20,6 +20,8 @@ const arg = (name: string, fallback: string): string => args.find((a) => a.start
 const PEERS = Number(arg('peers', '1000'))
 const ROUNDS = Number(arg('rounds', '3'))
 const DIALS = Number(arg('dials', '1000'))
+/** Unmeasured requests and dials before the measured ones, in the same processes (`npm run bench`'s dial rows warm up with as many as they measure); the server CPU printed here counts them too. */
+const WARMUP = Number(arg('warmup', '0'))
 const HEAP = args.includes('--heap')
 const PROFILE = args.includes('--profile')
 const SERVER_ARGS = arg('server-args', '').split(' ').filter((a) => a !== '')
@@ -167,12 +169,12 @@ try {
         for (let round = 0; round < ROUNDS; round++) {
           const s0 = steal()
           const t0 = Date.now()
-          const rtt = await work<{ p50: number, p99: number }>('rtt', { url: server.url, count: DIALS })
+          const rtt = await work<{ p50: number, p99: number }>('rtt', { url: server.url, count: DIALS, warmup: WARMUP })
           const c0 = cpuSeconds(server.proc.pid)
           const k0 = cpuSeconds(crowd.pid)
           const d0 = Date.now()
           if (PROFILE) process.kill(server.proc.pid, 'SIGURG')
-          const dial = await work<{ p50: number, p95: number, p99: number, failures: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: DIALS })
+          const dial = await work<{ p50: number, p95: number, p99: number, failures: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: DIALS, warmup: WARMUP })
           const cpu = cpuSeconds(server.proc.pid) - c0
           const crowdBusy = (cpuSeconds(crowd.pid) - k0) / ((Date.now() - d0) / 1000)
           const serverBusy = cpu / ((Date.now() - d0) / 1000)

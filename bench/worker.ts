@@ -14,6 +14,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { PrivateKey } from '@libp2p/interface'
 import WebSocket from 'ws'
 import { createPeer } from '../client/peer.ts'
+import { cpuSeconds } from './proc-stat.ts'
 import { streamSink, streamSource } from './stream-tasks.ts'
 import { tunnelBytes, tunnelClient, tunnelTarget } from './tunnel-tasks.ts'
 
@@ -146,8 +147,13 @@ async function crowd (a: { url: string, port: number, count: number }): Promise<
   process.exit(0)
 }
 
-/** Dial latency: sequential dials to random targets, from `ss-dial` to its ack. */
-async function dials (a: { url: string, port: number, targetsFile: string, count: number }): Promise<unknown> {
+/**
+ * Dial latency: sequential dials to random targets, from `ss-dial` to its ack. With `warmup`, that
+ * many dials first, unmeasured but for their own percentiles (`cold`): a fresh dialer, listeners and
+ * server run their dial code unoptimised for hundreds of dials, and those set the p99. With
+ * `serverPid`, the server's CPU seconds over the measured dials (`serverCpu`).
+ */
+async function dials (a: { url: string, port: number, targetsFile: string, count: number, warmup?: number, serverPid?: number }): Promise<unknown> {
   const { readFile } = await import('node:fs/promises')
   const targets = JSON.parse(await readFile(a.targetsFile, 'utf8')) as string[]
   const [k] = await keys('Ed25519', 1)
@@ -155,15 +161,19 @@ async function dials (a: { url: string, port: number, targetsFile: string, count
   const me = addrOf(a.port, (k as Key).id)
   await join2(socket, k as Key, me)
   const ms: number[] = []
+  const coldMs: number[] = []
   let failures = 0
   let firstError: unknown
-  for (let i = 0; i < a.count; i++) {
+  const warmup = a.warmup ?? 0
+  let cpu0 = NaN
+  for (let i = -warmup; i < a.count; i++) {
+    if (i === 0 && a.serverPid !== undefined) cpu0 = cpuSeconds(a.serverPid)
     const dialId = `b${i}-${Math.random().toString(36).slice(2)}`
     const to = targets[Math.floor(Math.random() * targets.length)] as string
     socket.once(ev('accept', `${dialId}.dialer`), () => socket.emit(ev('error', `${dialId}.dialer`), true))
     const t0 = now()
     const [err] = await ack(socket, 'ss-dial', me, to, dialId)
-    ms.push(now() - t0)
+    ;(i < 0 ? coldMs : ms).push(now() - t0)
     if (err != null) {
       failures++
       firstError ??= err
@@ -171,21 +181,27 @@ async function dials (a: { url: string, port: number, targetsFile: string, count
       socket.emit(ev('accept', `${dialId}.listener`))
     }
   }
+  const serverCpu = a.serverPid !== undefined ? cpuSeconds(a.serverPid) - cpu0 : undefined
   socket.close()
-  return { ...percentiles(ms), failures, firstError }
+  return { ...percentiles(ms), failures, firstError, cold: warmup > 0 ? percentiles(coldMs) : undefined, serverCpu }
 }
 
-/** Round trip of a request both servers answer at once (`ss-dial` from an address not joined). */
-async function rtt (a: { url: string, count: number }): Promise<unknown> {
+/**
+ * Round trip of a request both servers answer at once (`ss-dial` from an address not joined); with
+ * `warmup`, that many first, as in `dials` (their percentiles in `cold`).
+ */
+async function rtt (a: { url: string, count: number, warmup?: number }): Promise<unknown> {
   const socket = await connect2(a.url)
   const ms: number[] = []
-  for (let i = 0; i < a.count; i++) {
+  const coldMs: number[] = []
+  const warmup = a.warmup ?? 0
+  for (let i = -warmup; i < a.count; i++) {
     const t0 = now()
     await ack(socket, 'ss-dial', '/p2p-websocket-star', '/p2p-websocket-star', `r${i}`)
-    ms.push(now() - t0)
+    ;(i < 0 ? coldMs : ms).push(now() - t0)
   }
   socket.close()
-  return percentiles(ms)
+  return { ...percentiles(ms), cold: warmup > 0 ? percentiles(coldMs) : undefined }
 }
 
 async function legacyPeer (port: number, handler: (conn: any) => void): Promise<{ transport: any, addr: string, stop: () => void }> {
