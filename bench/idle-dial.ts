@@ -20,7 +20,12 @@ const arg = (name: string, fallback: string): string => args.find((a) => a.start
 const PEERS = Number(arg('peers', '1000'))
 const ROUNDS = Number(arg('rounds', '3'))
 const DIALS = Number(arg('dials', '1000'))
-/** Unmeasured requests and dials before the measured ones, in the same processes (`npm run bench`'s dial rows warm up with as many as they measure); the server CPU printed here counts them too. */
+/**
+ * Unmeasured requests and dials before the measured ones, in the same processes (`npm run bench`'s
+ * dial rows warm up with as many as they measure). With a warm-up, the server CPU per dial printed
+ * here is that of the measured dials only; without, of the whole dialer run (its connect and join too),
+ * as in the figures of 2026-12-03. The profile and the busy shares span the warm-up too.
+ */
 const WARMUP = Number(arg('warmup', '0'))
 const HEAP = args.includes('--heap')
 const PROFILE = args.includes('--profile')
@@ -174,8 +179,9 @@ try {
           const k0 = cpuSeconds(crowd.pid)
           const d0 = Date.now()
           if (PROFILE) process.kill(server.proc.pid, 'SIGURG')
-          const dial = await work<{ p50: number, p95: number, p99: number, failures: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: DIALS, warmup: WARMUP })
-          const cpu = cpuSeconds(server.proc.pid) - c0
+          const dial = await work<{ p50: number, p95: number, p99: number, failures: number, serverCpu?: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: DIALS, warmup: WARMUP, serverPid: server.proc.pid })
+          // With a warm-up, the server's CPU over the measured dials only (the dialer reads it around them).
+          const cpu = WARMUP > 0 ? dial.serverCpu ?? NaN : cpuSeconds(server.proc.pid) - c0
           const crowdBusy = (cpuSeconds(crowd.pid) - k0) / ((Date.now() - d0) / 1000)
           const serverBusy = cpu / ((Date.now() - d0) / 1000)
           if (PROFILE) {

@@ -166,16 +166,19 @@ async function discoveryAndDialBench (): Promise<void> {
           perInterval[server.name] = wsPeer
           record({ group: 'discovery', what: `ws-peer messages per 10 s, ${n} peers, ${server.name}`, value: wsPeer, unit: 'msgs', reference: server.name === 'ours' ? { what: 'original', value: perInterval.original ?? NaN } : undefined, serverCpu: announceCpu, note: `${fmt(wsPeer / Math.max(1, c.joined))} per client, ${c.joined} joined` })
           record({ group: 'memory', what: `server RSS per 1,000 joined peers, ${server.name}`, value: (joined - idle) / Math.max(1, c.joined) * 1000, unit: 'MiB', note: `idle ${fmt(idle)} MiB, ${c.joined} peers ${fmt(joined)} MiB` })
-          // Each measured after as many unmeasured: the dialer is a fresh process, and the listeners' and
-          // server's dial code has not run yet; those first dials set the p99 (the cold figure is in the note).
-          const base = await work<{ p50: number, p99: number, cold?: { p99: number } }>('rtt', { url: server.url, count: SIZE.dials, warmup: SIZE.dials })
-          record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', note: `p50 ${fmt(base.p50)} ms; the first ${SIZE.dials} (warm-up) p99 ${fmt(base.cold?.p99)} ms` })
+          // The dialer (a fresh process) warms up with as many unmeasured dials as it measures, and
+          // makes a plain request, the reference, right before each dial: both warm alike and share
+          // every moment. The first dials set the p99 otherwise (their cold figures are in the notes).
           const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
           writeFileSync(file, JSON.stringify(c.addrs))
-          const result = await work<{ p50: number, p95: number, p99: number, failures: number, firstError?: string, cold?: { p99: number }, serverCpu?: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials, warmup: SIZE.dials, serverPid: server.proc.pid })
+          type Pct = { p50: number, p95: number, p99: number }
+          const result = await work<Pct & { failures: number, firstError?: string, reference: Pct, cold?: Pct, coldReference?: Pct, coldFailures?: number, serverCpu?: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials, warmup: SIZE.dials, reference: true, serverPid: server.proc.pid })
+          const base = result.reference
+          const coldNote = (own: Pct | undefined, what: string): string => own === undefined ? '' : `; ${what} p99 ${fmt(own.p99)} ms`
+          record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', note: `p50 ${fmt(base.p50)} ms; one before each dial, on the dialer's socket${coldNote(result.coldReference, `the first ${SIZE.dials} (warm-up)`)}` })
           p99[server.name] = result.p99
-          const cold = result.cold === undefined || base.cold === undefined ? '' : `; the first ${SIZE.dials} dials of a fresh dialer (warm-up, unmeasured) p99 ${fmt(result.cold.p99)} ms, ${fmt(result.cold.p99 / base.cold.p99)}x the first requests'`
-          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: result.serverCpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms, p99 ${fmt(result.p99 / base.p99)}x the plain round trip's${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}${cold}` })
+          const cold = result.cold === undefined || result.coldReference === undefined ? '' : `; the first ${SIZE.dials} dials of a fresh dialer (warm-up, unmeasured) p99 ${fmt(result.cold.p99)} ms, ${fmt(result.cold.p99 / result.coldReference.p99)}x their requests'${(result.coldFailures ?? 0) > 0 ? `, ${result.coldFailures ?? 0} failed` : ''}`
+          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: result.serverCpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms, p99 ${fmt(result.p99 / base.p99)}x the plain round trip's${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}${cold}; server CPU over the measured dials and their requests` })
         } finally {
           c.proc.send('stop')
           await c.proc.stop()
@@ -204,7 +207,7 @@ async function slowReceiverBench (): Promise<void> {
       } finally {
         clearInterval(sampler)
       }
-      // The peak beside the growth: an idle server that starts smaller (issue 16's lazy loading) grows more to the same peak.
+      // The peak beside the growth: since issue 16 the idle server starts smaller, and grows more to a lower peak (docs/benchmarks.md).
       record({ group: 'memory', what: `RSS growth, ${SIZE.slowBytes / MiB} MiB to a 10 MiB/s receiver, ${server.name}`, value: peak - base, unit: 'MiB', serverCpu: cpuSeconds(server.proc.pid) - c0, note: `${note}; RSS ${fmt(base)} MiB idle, ${fmt(peak)} MiB at the peak` })
     }
   })

@@ -151,57 +151,62 @@ async function crowd (a: { url: string, port: number, count: number }): Promise<
  * Dial latency: sequential dials to random targets, from `ss-dial` to its ack. With `warmup`, that
  * many dials first, unmeasured but for their own percentiles (`cold`): a fresh dialer, listeners and
  * server run their dial code unoptimised for hundreds of dials, and those set the p99. With
- * `serverPid`, the server's CPU seconds over the measured dials (`serverCpu`).
+ * `reference`, a plain request (as `rtt`) right before each dial, warm-up included, on the same
+ * socket: the reference sees the same process, the same warm-up and the same moment as the dials
+ * (`reference`, `coldReference`). With `serverPid`, the server's CPU seconds over the measured
+ * dials (and their references): `serverCpu`. `failures` counts measured dials, `coldFailures` the
+ * warm-up's.
  */
-async function dials (a: { url: string, port: number, targetsFile: string, count: number, warmup?: number, serverPid?: number }): Promise<unknown> {
+async function dials (a: { url: string, port: number, targetsFile: string, count: number, warmup?: number, reference?: boolean, serverPid?: number }): Promise<unknown> {
   const { readFile } = await import('node:fs/promises')
   const targets = JSON.parse(await readFile(a.targetsFile, 'utf8')) as string[]
   const [k] = await keys('Ed25519', 1)
   const socket = await connect2(a.url)
   const me = addrOf(a.port, (k as Key).id)
   await join2(socket, k as Key, me)
-  const ms: number[] = []
-  const coldMs: number[] = []
-  let failures = 0
-  let firstError: unknown
-  const warmup = a.warmup ?? 0
-  let cpu0 = NaN
-  for (let i = -warmup; i < a.count; i++) {
-    if (i === 0 && a.serverPid !== undefined) cpu0 = cpuSeconds(a.serverPid)
+  const run = { ms: [] as number[], refMs: [] as number[], failures: 0, firstError: undefined as unknown }
+  const cold = { ms: [] as number[], refMs: [] as number[], failures: 0, firstError: undefined as unknown }
+  const once = async (i: number, into: typeof run): Promise<void> => {
+    if (a.reference === true) {
+      const r0 = now()
+      await ack(socket, 'ss-dial', '/p2p-websocket-star', '/p2p-websocket-star', `r${i}`)
+      into.refMs.push(now() - r0)
+    }
     const dialId = `b${i}-${Math.random().toString(36).slice(2)}`
     const to = targets[Math.floor(Math.random() * targets.length)] as string
     socket.once(ev('accept', `${dialId}.dialer`), () => socket.emit(ev('error', `${dialId}.dialer`), true))
     const t0 = now()
     const [err] = await ack(socket, 'ss-dial', me, to, dialId)
-    ;(i < 0 ? coldMs : ms).push(now() - t0)
+    into.ms.push(now() - t0)
     if (err != null) {
-      failures++
-      firstError ??= err
+      into.failures++
+      into.firstError ??= err
     } else {
       socket.emit(ev('accept', `${dialId}.listener`))
     }
   }
+  const warmup = a.warmup ?? 0
+  for (let i = 0; i < warmup; i++) await once(-1 - i, cold)
+  const cpu0 = a.serverPid !== undefined ? cpuSeconds(a.serverPid) : NaN
+  for (let i = 0; i < a.count; i++) await once(i, run)
   const serverCpu = a.serverPid !== undefined ? cpuSeconds(a.serverPid) - cpu0 : undefined
   socket.close()
-  return { ...percentiles(ms), failures, firstError, cold: warmup > 0 ? percentiles(coldMs) : undefined, serverCpu }
+  const reference = a.reference === true ? percentiles(run.refMs) : undefined
+  const coldPart = warmup > 0 ? { cold: percentiles(cold.ms), coldReference: a.reference === true ? percentiles(cold.refMs) : undefined, coldFailures: cold.failures } : {}
+  return { ...percentiles(run.ms), failures: run.failures, firstError: run.firstError ?? cold.firstError, reference, serverCpu, ...coldPart }
 }
 
-/**
- * Round trip of a request both servers answer at once (`ss-dial` from an address not joined); with
- * `warmup`, that many first, as in `dials` (their percentiles in `cold`).
- */
-async function rtt (a: { url: string, count: number, warmup?: number }): Promise<unknown> {
+/** Round trip of a request both servers answer at once (`ss-dial` from an address not joined). */
+async function rtt (a: { url: string, count: number }): Promise<unknown> {
   const socket = await connect2(a.url)
   const ms: number[] = []
-  const coldMs: number[] = []
-  const warmup = a.warmup ?? 0
-  for (let i = -warmup; i < a.count; i++) {
+  for (let i = 0; i < a.count; i++) {
     const t0 = now()
     await ack(socket, 'ss-dial', '/p2p-websocket-star', '/p2p-websocket-star', `r${i}`)
-    ;(i < 0 ? coldMs : ms).push(now() - t0)
+    ms.push(now() - t0)
   }
   socket.close()
-  return { ...percentiles(ms), cold: warmup > 0 ? percentiles(coldMs) : undefined }
+  return percentiles(ms)
 }
 
 async function legacyPeer (port: number, handler: (conn: any) => void): Promise<{ transport: any, addr: string, stop: () => void }> {
