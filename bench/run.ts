@@ -172,13 +172,16 @@ async function discoveryAndDialBench (): Promise<void> {
           const file = join(tmpdir(), `starsock-bench-targets-${process.pid}.json`)
           writeFileSync(file, JSON.stringify(c.addrs))
           type Pct = { p50: number, p95: number, p99: number }
+          const before = sampleCpu()
           const result = await work<Pct & { failures: number, firstError?: string, reference: Pct, cold?: Pct, coldReference?: Pct, coldFailures?: number, serverCpu?: number }>('dials', { url: server.url, port: server.port, targetsFile: file, count: SIZE.dials, warmup: SIZE.dials, reference: true, serverPid: server.proc.pid })
           const base = result.reference
+          // Both rows are recorded after the one run that measured them: both carry its steal.
+          const steal = stealShare(before, sampleCpu())
           const coldNote = (own: Pct | undefined, what: string): string => own === undefined ? '' : `; ${what} p99 ${fmt(own.p99)} ms`
-          record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', note: `p50 ${fmt(base.p50)} ms; one before each dial, on the dialer's socket${coldNote(result.coldReference, `the first ${SIZE.dials} (warm-up)`)}` })
+          record({ group: 'dial', what: `one request round trip (reference), ${n} peers, ${server.name}`, value: base.p99, unit: 'ms p99', steal, note: `p50 ${fmt(base.p50)} ms; one before each dial, on the dialer's socket${coldNote(result.coldReference, `the first ${SIZE.dials} (warm-up)`)}` })
           p99[server.name] = result.p99
           const cold = result.cold === undefined || result.coldReference === undefined ? '' : `; the first ${SIZE.dials} dials of a fresh dialer (warm-up, unmeasured) p99 ${fmt(result.cold.p99)} ms, ${fmt(result.cold.p99 / result.coldReference.p99)}x their requests'${(result.coldFailures ?? 0) > 0 ? `, ${result.coldFailures ?? 0} failed` : ''}`
-          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: result.serverCpu, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms, p99 ${fmt(result.p99 / base.p99)}x the plain round trip's${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}${cold}; server CPU over the measured dials and their requests` })
+          record({ group: 'dial', what: `dial p50 / p95 / p99, ${n} peers, ${server.name}`, value: result.p99, unit: 'ms p99', reference: server.name === 'ours' ? { what: 'original', value: p99.original ?? NaN } : undefined, serverCpu: result.serverCpu, steal, note: `p50 ${fmt(result.p50)} ms, p95 ${fmt(result.p95)} ms, p99 ${fmt(result.p99 / base.p99)}x the plain round trip's${result.failures > 0 ? `, ${result.failures} failed (${String(result.firstError)})` : ''}${cold}; server CPU over the measured dials and their requests` })
         } finally {
           c.proc.send('stop')
           await c.proc.stop()
