@@ -155,7 +155,7 @@ export async function measurePaths (paths: Path[], o: MeasureOptions): Promise<M
       const m = medianGc(s.gc.map((g) => g[h.role]))
       if (m !== undefined) gc[h.role] = m
     }
-    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), warmup: s.warmup, firstWarmupSteal: s.warmup.length > 0 ? s.firstWarmupSteal.share() : NaN, failed: s.failed })
+    out.set(path.name, { value: s.failed !== undefined ? NaN : median(s.mibPerSecond), runs: s.mibPerSecond, cpu, gc, steal: s.steal.share(), warmup: s.warmup, firstWarmupSteal: s.firstWarmupSteal.share(), failed: s.failed })
   }
   return out
 }

@@ -164,14 +164,11 @@ async function dials (a: { url: string, port: number, targetsFile: string, count
   const socket = await connect2(a.url)
   const me = addrOf(a.port, (k as Key).id)
   await join2(socket, k as Key, me)
-  const run = { ms: [] as number[], refMs: [] as number[], failures: 0, firstError: undefined as unknown }
-  const cold = { ms: [] as number[], refMs: [] as number[], failures: 0, firstError: undefined as unknown }
+  const tally = (): { ms: number[], refMs: number[], failures: number, firstError: unknown } => ({ ms: [], refMs: [], failures: 0, firstError: undefined })
+  const run = tally()
+  const cold = tally()
   const once = async (i: number, into: typeof run): Promise<void> => {
-    if (a.reference === true) {
-      const r0 = now()
-      await ack(socket, 'ss-dial', '/p2p-websocket-star', '/p2p-websocket-star', `r${i}`)
-      into.refMs.push(now() - r0)
-    }
+    if (a.reference === true) into.refMs.push(await plainRequest(socket, i))
     const dialId = `b${i}-${Math.random().toString(36).slice(2)}`
     const to = targets[Math.floor(Math.random() * targets.length)] as string
     socket.once(ev('accept', `${dialId}.dialer`), () => socket.emit(ev('error', `${dialId}.dialer`), true))
@@ -196,15 +193,18 @@ async function dials (a: { url: string, port: number, targetsFile: string, count
   return { ...percentiles(run.ms), failures: run.failures, firstError: run.firstError ?? cold.firstError, reference, serverCpu, ...coldPart }
 }
 
-/** Round trip of a request both servers answer at once (`ss-dial` from an address not joined). */
+/** One request both servers answer at once (`ss-dial` from an address the socket did not join); settles with its round trip in ms. */
+async function plainRequest (socket: any, i: number): Promise<number> {
+  const t0 = now()
+  await ack(socket, 'ss-dial', '/p2p-websocket-star', '/p2p-websocket-star', `r${i}`)
+  return now() - t0
+}
+
+/** Round trip of a request both servers answer at once (`plainRequest`). */
 async function rtt (a: { url: string, count: number }): Promise<unknown> {
   const socket = await connect2(a.url)
   const ms: number[] = []
-  for (let i = 0; i < a.count; i++) {
-    const t0 = now()
-    await ack(socket, 'ss-dial', '/p2p-websocket-star', '/p2p-websocket-star', `r${i}`)
-    ms.push(now() - t0)
-  }
+  for (let i = 0; i < a.count; i++) ms.push(await plainRequest(socket, i))
   socket.close()
   return percentiles(ms)
 }
