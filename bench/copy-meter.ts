@@ -6,12 +6,14 @@
  * It wraps the copying operations JavaScript code reaches: `%TypedArray%.prototype.set` and
  * `.slice`, `Buffer.concat`, `Buffer.prototype.copy`, `Buffer.from` of a view or an array, and
  * the masking copy of the `ws` client (through `bufferutil`, when it masks into a new buffer
- * rather than in place). Copies made inside Node or V8 without these (a `new Uint8Array(view)`)
+ * rather than in place). Messages are counted where they leave: the engine's `write`, and the
+ * gathered writes of `client/ws-mask.ts` that go past it. Copies made inside Node or V8 without these (a `new Uint8Array(view)`)
  * are not seen. A copy of at least `ATTRIBUTE_MIN_BYTES` is charged to the first stack frame
  * outside this file: our module (`client/mux/muxer.ts flush`) or a dependency (`ws`).
  */
 import { Socket as EngineSocket } from 'engine.io-client'
 import { createRequire } from 'node:module'
+import { ZeroMaskWebSocket } from '../client/ws-mask.ts'
 
 /** The repository's root (stack frames name files by URL or path): a checkout in a folder named `bench` must not look like `bench/`. */
 const ROOT = new URL('..', import.meta.url)
@@ -115,6 +117,18 @@ export function installCopyMeter (): void {
       }
       return write.call(this, msg, ...rest)
     }
+  }
+  // A message of several parts (a multiplexer's batch) goes past the engine, straight to the
+  // WebSocket's socket, where the transport can (client/ws-mask.ts): a message too.
+  const gather = ZeroMaskWebSocket.prototype
+  const writeParts = gather.writeParts
+  gather.writeParts = function (this: ZeroMaskWebSocket, parts: readonly Uint8Array[], length: number) {
+    const written = writeParts.call(this, parts, length)
+    if (written) {
+      emitted.messages++
+      emitted.bytes += length
+    }
+    return written
   }
 }
 

@@ -15,6 +15,7 @@
  */
 import type pull from 'pull-stream'
 import { StarsockError, wireError } from '../shared/errors.ts'
+import { join } from './stream.ts'
 
 /** Where a connection's bytes come from (a `ReceiveStream`, or the secure channel over one). */
 export interface ByteReader {
@@ -36,6 +37,8 @@ export interface ByteWriter {
   write: (data: Uint8Array, signal?: AbortSignal) => Promise<void>
   /** Send `data` itself (never changed afterwards); its first `reservedBytes` are free room, not sent. */
   writeOwned: (data: Uint8Array, signal?: AbortSignal, reservedBytes?: number) => Promise<void>
+  /** `writeOwned` of one message given as its parts in order, not joined where the transport writes a list (the first part's first `reservedBytes` are free room). */
+  writeParts?: (parts: readonly Uint8Array[], signal?: AbortSignal, reservedBytes?: number) => Promise<void>
   /** End cleanly after the pending writes. */
   end: () => Promise<void>
   /** End at once with an error (a wire string); pending writes fail. */
@@ -126,6 +129,20 @@ export class Connection implements AsyncIterable<Uint8Array> {
    */
   async writeOwned (data: Uint8Array, options: { signal?: AbortSignal, reservedBytes?: number } = {}): Promise<void> {
     await this.tx.writeOwned(data, options.signal, options.reservedBytes ?? 0)
+  }
+
+  /**
+   * `writeOwned` of one message given as its parts, in order (none ever changed afterwards; the
+   * first `reservedBytes` of the first part are free room): a plaintext connection hands them to
+   * the transport as they are, to be written as one message without joining them (one `writev`
+   * where the transport allows); otherwise they are joined first, one copy.
+   */
+  async writeParts (parts: readonly Uint8Array[], options: { signal?: AbortSignal, reservedBytes?: number } = {}): Promise<void> {
+    const reservedBytes = options.reservedBytes ?? 0
+    if (this.tx.writeParts !== undefined) return await this.tx.writeParts(parts, options.signal, reservedBytes)
+    let total = 0
+    for (const part of parts) total += part.byteLength
+    await this.tx.writeOwned(join(parts, total), options.signal, reservedBytes)
   }
 
   /** Largest stream message: writes are sent in chunks of at most this many bytes. */

@@ -9,9 +9,9 @@ import { EVENTS } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
 import { rawFrameParser } from '../shared/raw-parser.ts'
 import { Emitter } from './emitter.ts'
-import type { StreamTransport } from './stream.ts'
+import { join, type StreamTransport } from './stream.ts'
 import { bounded, throwIfAborted, Waiters } from './waiters.ts'
-import { maskFor, transportsFor, type WsMask } from './ws-mask.ts'
+import { gathers, maskFor, transportsFor, type WsMask } from './ws-mask.ts'
 
 /** Bytes handed to the transport and not flushed past which writers wait. */
 export const TRANSPORT_HIGH_WATER_BYTES = 1024 * 1024
@@ -63,6 +63,18 @@ export interface ServerLinkEvents extends Record<string, unknown> {
   error: StarsockError
 }
 
+/**
+ * Whether an engine.io-client socket holds packets not yet handed to its transport, or is
+ * switching transports: a frame written past it would overtake them. The engine keeps the packets
+ * it flushed in its buffer until its transport's next drain (`_prevBufferLen` of them); any past
+ * those wait. Its internals, pinned with engine.io-client: where they are not as expected, it holds.
+ */
+export function engineHolds (engine: object): boolean {
+  const internals = engine as { writeBuffer?: unknown, _prevBufferLen?: unknown, upgrading?: unknown }
+  if (!Array.isArray(internals.writeBuffer) || typeof internals._prevBufferLen !== 'number') return true
+  return internals.upgrading === true || internals.writeBuffer.length > internals._prevBufferLen
+}
+
 /** One socket.io connection to the server that reconnects by itself until `close()`. */
 export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
   private readonly socket: Socket
@@ -74,7 +86,7 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
   /** The streams' view of this link. */
   readonly streams: StreamTransport = {
     emit: (event, ...args) => { this.socket.emit(event, ...args) },
-    frame: (frame) => this.sendFrame(frame),
+    frame: (parts) => this.sendFrame(parts),
     room: async (signal) => await this.whenWritable(signal),
     sent: (n) => { this.sinceDrain += n }
   }
@@ -108,16 +120,22 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
   }
 
   /**
-   * Send a raw frame as one engine.io message, after the events emitted so far (socket.io-client
-   * writes a connected socket's packets straight to the same engine); `false` when not connected
-   * (the streams fail with the disconnect).
+   * Send a raw frame (its bytes: `parts`, in order) as one engine.io message, after the events
+   * emitted so far (socket.io-client writes a connected socket's packets straight to the same
+   * engine); `false` when not connected (the streams fail with the disconnect). A frame of
+   * several parts goes straight to the WebSocket's socket as they are where the transport can
+   * (Node, key 0, nothing waiting in the engine), else joined.
    */
-  private sendFrame (frame: Uint8Array): boolean {
+  private sendFrame (parts: readonly Uint8Array[]): boolean {
     const engine = this.socket.io.engine as (typeof this.socket.io.engine & { _hasPingExpired?: () => boolean }) | undefined
     // socket.io-client's own test before it writes an event to the engine: past it, events wait
     // in its buffer for the next connection, and a frame sent now would overtake them.
     if (!this.socket.connected || engine === undefined || engine._hasPingExpired?.() === true) return false
-    engine.write(frame)
+    let length = 0
+    for (const part of parts) length += part.byteLength
+    if (parts.length > 1 && !engineHolds(engine) && gathers(engine.transport) && engine.transport.writeParts(parts, length)) return true
+    engine.write(parts.length === 1 ? parts[0] as Uint8Array : join(parts, length))
+    this.sinceDrain += length
     return true
   }
 

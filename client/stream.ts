@@ -27,11 +27,15 @@ export const STREAM_HEADROOM_BYTES = FRAME_HEADER_BYTES
 export interface StreamTransport {
   /** Send an event to the server. */
   emit: (event: string, ...args: unknown[]) => void
-  /** Send a raw frame after the events emitted so far; `false` when it could not (disconnected). */
-  frame?: (frame: Uint8Array) => boolean
+  /**
+   * Send a raw frame after the events emitted so far: its bytes are `parts` in order, one message
+   * (the transport may write them without joining them; it never keeps them past the write).
+   * `false` when it could not (disconnected).
+   */
+  frame?: (parts: readonly Uint8Array[]) => boolean
   /** Settles when the transport has room for more bytes. */
   room: (signal?: AbortSignal) => Promise<void>
-  /** Count bytes handed to the transport. */
+  /** Count bytes handed to the transport as events (`frame` counts its own). */
   sent: (bytes: number) => void
 }
 
@@ -238,10 +242,31 @@ export class SendStream {
     return this.queueWrite(data, true, signal, reservedBytes)
   }
 
+  /**
+   * `writeOwned` of a message given as its parts, in order (`OutputQueue.takeParts`), none ever
+   * changed afterwards; the first `reservedBytes` of the first part are free room. On a lane, a
+   * message of at most `chunkBytes` and half the receiver's window goes to the transport as those
+   * parts, one raw frame written without joining them; otherwise the parts are joined (one copy)
+   * and go as `writeOwned`.
+   */
+  writeParts (parts: readonly Uint8Array[], signal?: AbortSignal, reservedBytes = 0): Promise<void> {
+    if (!Array.isArray(parts) || parts.length === 0 || !parts.every((part) => part instanceof Uint8Array)) return Promise.reject(new TypeError('parts must be a non-empty array of Uint8Array'))
+    const first = parts[0] as Uint8Array
+    if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > first.byteLength) {
+      return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to the first part's byteLength, got ${String(reservedBytes)}`))
+    }
+    return this.queueSend(async () => await this.sendParts(parts, signal, reservedBytes))
+  }
+
   private queueWrite (data: Uint8Array, owned: boolean, signal?: AbortSignal, reservedBytes = 0): Promise<void> {
     if (!(data instanceof Uint8Array)) return Promise.reject(new TypeError('data must be a Uint8Array'))
+    return this.queueSend(async () => await this.send(data, owned, signal, reservedBytes))
+  }
+
+  /** Run `send` after the writes before it; writes after close fail. */
+  private queueSend (send: () => Promise<void>): Promise<void> {
     if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
-    const run = this.queue.then(async () => await this.send(data, owned, signal, reservedBytes))
+    const run = this.queue.then(send)
     this.queue = run.catch(() => {})
     return run
   }
@@ -286,30 +311,53 @@ export class SendStream {
       // it, as an event (a view, no copy either). Frames and events of a stream stay in order.
       const inPlace = owned && offset === reservedBytes && reservedBytes >= FRAME_HEADER_BYTES
       if (this.lane !== undefined && (inPlace || !owned)) {
-        if (!this.sendFrame(data, offset, n, inPlace)) {
-          // Not sent (the connection is dropping): the stream fails here rather than lose the bytes.
-          const err = new StarsockError('E_DISCONNECTED', 'Connection to the server dropped')
-          this.fail(err)
-          throw err
-        }
+        this.sendFrame(data, offset, n, inPlace)
       } else {
         // Unless handed over, a copy: the caller may reuse its buffer once the write settles, before the flush.
         const chunk = owned ? data.subarray(offset, offset + n) : Uint8Array.prototype.slice.call(data, offset, offset + n)
         this.transport.emit(streamEvent('queue', this.id), chunk)
+        this.transport.sent(n)
       }
-      this.transport.sent(n)
-      if (this.credit !== undefined) this.credit -= n
-      this.sentBytes += n
+      this.counted(n)
       offset += n
     }
+  }
+
+  /** `writeParts`: the parts as one frame when they may go whole on a lane, else joined, as `send`. */
+  private async sendParts (parts: readonly Uint8Array[], signal: AbortSignal | undefined, reservedBytes: number): Promise<void> {
+    let total = 0
+    for (const part of parts) total += part.byteLength
+    const bytes = total - reservedBytes
+    while (this.failure === undefined && !this.accepted) await this.waiters.wait(signal)
+    if (this.failure !== undefined) throw this.failure
+    const first = parts[0] as Uint8Array
+    if (this.lane === undefined || reservedBytes < FRAME_HEADER_BYTES || bytes > this.chunkBytes || bytes > this.windowBytes / 2 || parts.length === 1) {
+      const joined = parts.length === 1 ? first : join(parts, total)
+      return await this.send(joined, true, signal, reservedBytes)
+    }
+    while (this.failure === undefined && this.credit !== undefined && this.credit < bytes) await this.waiters.wait(signal)
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set during the awaits; TS keeps the narrowing to undefined from above
+    if (this.failure !== undefined) throw this.failure
+    await this.transport.room(signal)
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- set during the await; TS keeps the narrowing to undefined from above
+    if (this.failure !== undefined) throw this.failure
+    const head = first.subarray(reservedBytes - FRAME_HEADER_BYTES)
+    writeFrameHeader(head, FRAME_KIND_DATA, this.lane)
+    this.handOver([head, ...parts.slice(1)])
+    this.counted(bytes)
+  }
+
+  /** Count `n` bytes sent against the credit and the total. */
+  private counted (n: number): void {
+    if (this.credit !== undefined) this.credit -= n
+    this.sentBytes += n
   }
 
   /**
    * Send `n` bytes of `data` from `offset` as a raw frame: in place, in the free bytes before
    * `offset` when `inPlace` (an owned buffer's reserved room), else as a copy with its header.
    */
-  private sendFrame (data: Uint8Array, offset: number, n: number, inPlace: boolean): boolean {
-    const lane = this.lane as number
+  private sendFrame (data: Uint8Array, offset: number, n: number, inPlace: boolean): void {
     let frame: Uint8Array
     if (inPlace) {
       frame = data.subarray(offset - FRAME_HEADER_BYTES, offset + n)
@@ -317,7 +365,26 @@ export class SendStream {
       frame = new Uint8Array(FRAME_HEADER_BYTES + n)
       frame.set(data.subarray(offset, offset + n), FRAME_HEADER_BYTES)
     }
-    writeFrameHeader(frame, FRAME_KIND_DATA, lane)
-    return this.transport.frame?.(frame) === true
+    writeFrameHeader(frame, FRAME_KIND_DATA, this.lane as number)
+    this.handOver([frame])
   }
+
+  /** Hand a frame to the transport; when it cannot take it (the connection is dropping), the stream fails here rather than lose the bytes. */
+  private handOver (parts: readonly Uint8Array[]): void {
+    if (this.transport.frame?.(parts) === true) return
+    const err = new StarsockError('E_DISCONNECTED', 'Connection to the server dropped')
+    this.fail(err)
+    throw err
+  }
+}
+
+/** `parts` joined into one new buffer of `total` bytes (their sum). */
+export function join (parts: readonly Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const part of parts) {
+    out.set(part, at)
+    at += part.byteLength
+  }
+  return out
 }

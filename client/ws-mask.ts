@@ -51,11 +51,79 @@ function zeroMask (mask: Uint8Array): void {
   mask[3] = 0
 }
 
+/** What `writeParts` reads of a `ws` WebSocket (its internals, pinned with `ws`; test/unit/ws-gather.test.ts fails if they move). */
+interface WsInternals {
+  readyState: number
+  extensions: string
+  _sender?: { _state?: number, _queue?: unknown[] } | null
+  _socket?: { cork: () => void, uncork: () => void, write: (chunk: Uint8Array) => boolean } | null
+}
+
+/** `ws`'s `WebSocket.OPEN`, and its `Sender`'s state when it writes straight through (`DEFAULT`: nothing deflating or waiting). */
+const WS_OPEN = 1
+const SENDER_DEFAULT = 0
+
+/**
+ * The header of a final, masked binary WebSocket frame of `length` bytes with the key 0 (RFC 6455
+ * §5.2): what `ws` writes before a payload it sends with `zeroMask`.
+ */
+export function zeroMaskedBinaryHeader (length: number): Uint8Array {
+  const lengthBytes = length < 126 ? 0 : length < 0x10000 ? 2 : 8
+  const header = new Uint8Array(2 + lengthBytes + 4) // the key's four bytes stay 0
+  header[0] = 0x82 // FIN, binary
+  if (lengthBytes === 0) {
+    header[1] = 0x80 | length
+  } else if (lengthBytes === 2) {
+    header[1] = 0x80 | 126
+    header[2] = length >>> 8
+    header[3] = length & 0xff
+  } else {
+    header[1] = 0x80 | 127
+    // Lengths stay far under 2^32 (one stream message); the high word is 0.
+    header[6] = length >>> 24
+    header[7] = (length >>> 16) & 0xff
+    header[8] = (length >>> 8) & 0xff
+    header[9] = length & 0xff
+  }
+  return header
+}
+
 /** engine.io-client's Node WebSocket transport with a zero masking key. */
-class ZeroMaskWebSocket extends NodeWebSocket {
+export class ZeroMaskWebSocket extends NodeWebSocket {
   override createSocket (uri: string, protocols: string | string[] | undefined, opts: Record<string, unknown>): unknown {
     return super.createSocket(uri, protocols, { ...opts, generateMask: zeroMask })
   }
+
+  /**
+   * Write one binary message whose bytes are `parts`, in order, straight to the TCP (or TLS)
+   * socket under `ws`: its frame header, then the parts as they are, corked into one `writev`; no
+   * join and, with the key 0, no masking pass. Only while `ws` itself would write at once (open,
+   * nothing deflating or queued in its sender, no extension), so the message keeps its place
+   * after every frame `ws` wrote; `false` otherwise, with nothing written. The caller makes sure
+   * nothing waits in engine.io-client's own buffer.
+   */
+  writeParts (parts: readonly Uint8Array[], length: number): boolean {
+    const ws = this.ws as WsInternals | null | undefined
+    const sender = ws?._sender
+    const socket = ws?._socket
+    if (ws === null || ws === undefined || ws.readyState !== WS_OPEN || ws.extensions !== '' || sender === null || sender === undefined || socket === null || socket === undefined) return false
+    if (sender._state !== SENDER_DEFAULT || sender._queue === undefined || sender._queue.length > 0) return false
+    socket.cork()
+    socket.write(zeroMaskedBinaryHeader(length))
+    for (const part of parts) socket.write(part)
+    socket.uncork()
+    return true
+  }
+}
+
+/** A transport that can write a message of several parts without joining them (`writeParts`). */
+export interface GatherTransport {
+  writeParts: (parts: readonly Uint8Array[], length: number) => boolean
+}
+
+/** Whether `transport` (an engine.io-client transport) is one with `writeParts`. */
+export function gathers (transport: unknown): transport is GatherTransport {
+  return transport instanceof ZeroMaskWebSocket
 }
 
 type TransportName = 'websocket' | 'polling'

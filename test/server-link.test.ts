@@ -1,11 +1,14 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { Server, type Socket as ServerSocket } from 'socket.io'
-import { afterEach, describe, expect, it } from 'vitest'
+import { Server, type ServerOptions, type Socket as ServerSocket } from 'socket.io'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 import { wireError, type StarsockError } from '../shared/errors.ts'
 import { EVENTS } from '../shared/events.ts'
 import { silentLogger } from '../shared/logger.ts'
-import { ServerLink, TRANSPORT_HIGH_WATER_BYTES, type ServerLinkOptions } from '../client/server-link.ts'
+import { FRAME_EVENT } from '../shared/raw-frame.ts'
+import { serverFrameParser } from '../shared/raw-parser.ts'
+import { engineHolds, ServerLink, TRANSPORT_HIGH_WATER_BYTES, type ServerLinkOptions } from '../client/server-link.ts'
+import { ZeroMaskWebSocket } from '../client/ws-mask.ts'
 import { within } from './helpers/server.ts'
 
 const stops: Array<() => Promise<void> | void> = []
@@ -14,9 +17,9 @@ afterEach(async () => {
 })
 
 /** A bare socket.io server on 127.0.0.1 port 0 whose sockets `onSocket` scripts. */
-async function bareServer (onSocket: (socket: ServerSocket) => void = () => {}): Promise<{ io: Server, url: string, sockets: ServerSocket[] }> {
+async function bareServer (onSocket: (socket: ServerSocket) => void = () => {}, options: Partial<ServerOptions> = {}): Promise<{ io: Server, url: string, sockets: ServerSocket[] }> {
   const http: HttpServer = createHttpServer()
-  const io = new Server(http)
+  const io = new Server(http, options)
   const sockets: ServerSocket[] = []
   io.on('connection', (socket) => { sockets.push(socket); onSocket(socket) })
   await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve))
@@ -166,5 +169,51 @@ describe('ServerLink', () => {
     for (const socket of s.sockets) (socket.request.socket as unknown as { resume: () => void }).resume()
     await within('the twelve writers to go on once the server reads', Promise.all(writers), 5000)
     expect(woke).toBe(12)
+  })
+})
+
+describe('ServerLink: frames of several parts', () => {
+  /** A bare server with starsock's frame parser that records the events and frames (as `frame <bytes>`) each socket sends, in order. */
+  const recordingServer = async (): Promise<{ url: string, got: string[] }> => {
+    const got: string[] = []
+    const s = await bareServer((socket) => {
+      socket.onAny((event: string, ...args: unknown[]) => { got.push(event === FRAME_EVENT ? `frame ${Buffer.from(args[0] as Uint8Array).toString('hex')}` : event) })
+    }, { parser: serverFrameParser })
+    return { url: s.url, got }
+  }
+
+  it('keep their place after the events emitted before them: straight to the socket when nothing waits in the engine, through it behind what does', async () => {
+    const s = await recordingServer()
+    const l = link(s.url) // WebSocket only, on loopback: the zero key, so parts can go straight to the socket
+    await connected(l)
+    const writeParts = vi.spyOn(ZeroMaskWebSocket.prototype, 'writeParts')
+    stops.push(() => { writeParts.mockRestore() })
+    const frame = (...parts: number[][]): Uint8Array[] => parts.map((p) => Uint8Array.from(p))
+
+    expect(l.streams.frame?.(frame([0, 0, 0, 0, 1], [0xaa], [0xbb, 0xcc]))).toBe(true) // alone in its turn
+    expect(writeParts.mock.results.map((r) => r.value)).toEqual([true])
+    await new Promise((resolve) => setTimeout(resolve, 20))
+
+    l.streams.emit('one') // handed to the WebSocket at once; the transport is busy until its next tick
+    l.streams.emit('two') // waits in the engine's buffer
+    expect(engineHolds(l['socket'].io.engine)).toBe(true)
+    expect(l.streams.frame?.(frame([0, 0, 0, 0, 2], [0xdd], [0xee]))).toBe(true) // must not overtake 'two'
+    l.streams.emit('three')
+    expect(writeParts).toHaveBeenCalledTimes(1) // the second went through the engine, joined
+    await within('the server receiving all five', (async () => { while (s.got.length < 5) await new Promise((resolve) => setTimeout(resolve, 5)) })())
+    expect(s.got).toEqual(['frame 0000000001aabbcc', 'one', 'two', 'frame 0000000002ddee', 'three'])
+    expect(engineHolds(l['socket'].io.engine)).toBe(false) // engine.io-client's internals as pinned: it holds nothing once drained
+  })
+
+  it('are joined and sent through the engine with a random key (ws masks them), and arrive the same', async () => {
+    const s = await recordingServer()
+    const l = link(s.url, { wsMask: 'random' })
+    await connected(l)
+    const writeParts = vi.spyOn(ZeroMaskWebSocket.prototype, 'writeParts')
+    stops.push(() => { writeParts.mockRestore() })
+    expect(l.streams.frame?.([Uint8Array.of(0, 0, 0, 0, 3), Uint8Array.of(1, 2), Uint8Array.of(3)])).toBe(true)
+    await within('the frame arriving', (async () => { while (s.got.length < 1) await new Promise((resolve) => setTimeout(resolve, 5)) })())
+    expect(s.got).toEqual(['frame 0000000003010203'])
+    expect(writeParts).not.toHaveBeenCalled()
   })
 })

@@ -3,8 +3,11 @@
  * between the peer and a real server parses what the peer sends after its upgrade request.
  */
 import net from 'node:net'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import type { Connection } from '../client/connection.ts'
+import { Muxer } from '../client/mux/muxer.ts'
 import { createPeer, type PeerOptions, type StarsockPeer } from '../client/peer.ts'
+import { ZeroMaskWebSocket } from '../client/ws-mask.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { echo, readAll } from './helpers/connections.ts'
 import { startServer, testBytes, within } from './helpers/server.ts'
@@ -122,5 +125,59 @@ describe('WebSocket masking of a Node peer', () => {
     // A random key is zero once in 2^32 frames.
     expect(frames.filter((f) => f.key === 0)).toEqual([])
     expect(new Set(frames.map((f) => f.key)).size).toBeGreaterThan(frames.length / 2)
+  })
+
+  /**
+   * A multiplexer on a plaintext connection from a peer behind the tap echoes 4 MiB on each of two
+   * channels; the calls to `writeParts` and the tap's frames.
+   */
+  const muxEchoThroughTap = async (options: Partial<PeerOptions>): Promise<{ frames: SeenFrame[], gathered: unknown[] }> => {
+    const server = await startServer()
+    stops.push(async () => await server.close())
+    const tap = await frameTap(server.port)
+    stops.push(tap.close)
+    const writeParts = vi.spyOn(ZeroMaskWebSocket.prototype, 'writeParts')
+    stops.push(() => { writeParts.mockRestore() })
+    const a = await createPeer({ server: tap.url, transports: ['websocket'], ...options })
+    stops.push(async () => await a.close())
+    const b = await createPeer({ server: server.url(), wsMask: 'random' }) // so that every call to writeParts is the tapped peer's
+    stops.push(async () => await b.close())
+    b.handle((conn: Connection) => {
+      const mux = new Muxer(conn, {
+        onOpen: async (channel) => {
+          void (async () => { for (;;) { const chunk = await channel.read(); if (chunk === null) break; await channel.write(chunk) } await channel.closeWrite() })()
+          return undefined
+        }
+      })
+      stops.push(async () => await mux.close())
+    })
+    const mux = new Muxer(await a.dial(b.addr, { secure: false }), {})
+    stops.push(async () => await mux.close())
+    const echoOver = async (seed: number): Promise<void> => {
+      const channel = await mux.open({ type: 'test-echo', reliable: true })
+      const data = testBytes(4 * 1024 * 1024, seed)
+      const back = readAll(channel)
+      for (let at = 0; at < data.byteLength; at += 256 * 1024) await channel.write(data.subarray(at, at + 256 * 1024))
+      await channel.closeWrite()
+      expectBytes(await back, data, `channel ${seed}`)
+    }
+    await within('two channels echoing 4 MiB each', Promise.all([echoOver(31), echoOver(32)]), 60_000)
+    return { frames: tap.frames, gathered: writeParts.mock.results.map((r) => r.value) }
+  }
+
+  it('writes a multiplexer\'s batch of frames as one WebSocket frame, its parts not joined, with the key 0', async () => {
+    const { frames, gathered } = await muxEchoThroughTap({})
+    // Most batches go straight to the socket (the rest waited behind a packet in the engine).
+    expect(gathered.filter((v) => v === true).length).toBeGreaterThan(8)
+    // Batches of several channel frames arrived as single WebSocket frames.
+    expect(frames.filter((f) => f.length > 128 * 1024).length).toBeGreaterThan(4)
+    expect(frames.filter((f) => !f.masked || f.key !== 0)).toEqual([])
+  })
+
+  it("joins the batches with wsMask 'random' (ws masks each), and they arrive the same", async () => {
+    const { frames, gathered } = await muxEchoThroughTap({ wsMask: 'random' })
+    expect(gathered).toEqual([])
+    expect(frames.filter((f) => f.length > 128 * 1024).length).toBeGreaterThan(4)
+    expect(frames.filter((f) => f.key === 0)).toEqual([])
   })
 })

@@ -441,9 +441,11 @@ export class Muxer extends Emitter<MuxEvents> {
     try {
       while (this.output.length > 0 && (this.closedWith === undefined || this.graceful)) {
         // Whole frames, one stream message each batch: the other side never joins a frame's pieces.
-        const buffer = this.output.take(Math.min(FLUSH_BYTES, this.conn.chunkBytes), BATCH_HEADROOM_BYTES)
-        await this.conn.writeOwned(buffer, { reservedBytes: BATCH_HEADROOM_BYTES })
-        this.queued -= buffer.byteLength - BATCH_HEADROOM_BYTES
+        const before = this.output.byteLength
+        const parts = this.output.takeParts(Math.min(FLUSH_BYTES, this.conn.chunkBytes), BATCH_HEADROOM_BYTES)
+        const taken = before - this.output.byteLength
+        await this.conn.writeParts(parts, { reservedBytes: BATCH_HEADROOM_BYTES })
+        this.queued -= taken
         if (this.queued <= OUTPUT_HIGH_WATER_BYTES) this.roomWaiters.wake()
       }
     } catch (err) {

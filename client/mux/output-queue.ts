@@ -50,20 +50,12 @@ export class OutputQueue {
    * frame then goes into a new buffer too.
    */
   take (limitBytes: number, headroomBytes = 0): Uint8Array {
-    let size = 0
-    let count = 0
-    for (const frame of this.frames) {
-      if (count > 0 && size + frame.bytes > limitBytes) break
-      size += frame.bytes
-      count++
-    }
-    const taken = this.frames.splice(0, count)
-    this.bytes -= size
+    const taken = this.splice(limitBytes)
     const only = taken[0]
-    if (count === 1 && only !== undefined && only.payload === undefined && headroomBytes === 0) return only.head
+    if (taken.length === 1 && only !== undefined && only.payload === undefined && headroomBytes === 0) return only.head
     // One allocation per message, Buffer-free (client/ bundles for the browser): the frames'
     // headers and payloads are written straight into it.
-    const out = new Uint8Array(headroomBytes + size)
+    const out = new Uint8Array(headroomBytes + sizeOf(taken))
     let at = headroomBytes
     for (const frame of taken) {
       out.set(frame.head, at)
@@ -75,4 +67,45 @@ export class OutputQueue {
     }
     return out
   }
+
+  /**
+   * `take` without the copy: the same message as its parts, in order (each frame's header, then
+   * its payload, as they were queued), for a transport that writes a list of buffers as one
+   * message (`writev`). The first part is new: `headroomBytes` free (zero) bytes, then the first
+   * frame's header. Empty when nothing waits.
+   */
+  takeParts (limitBytes: number, headroomBytes = 0): Uint8Array[] {
+    const taken = this.splice(limitBytes)
+    const parts: Uint8Array[] = []
+    for (const frame of taken) {
+      if (parts.length === 0) {
+        const first = new Uint8Array(headroomBytes + frame.head.byteLength)
+        first.set(frame.head, headroomBytes)
+        parts.push(first)
+      } else {
+        parts.push(frame.head)
+      }
+      if (frame.payload !== undefined) parts.push(frame.payload)
+    }
+    return parts
+  }
+
+  /** Take out the frames of the next message (see `take`). */
+  private splice (limitBytes: number): QueuedFrame[] {
+    let size = 0
+    let count = 0
+    for (const frame of this.frames) {
+      if (count > 0 && size + frame.bytes > limitBytes) break
+      size += frame.bytes
+      count++
+    }
+    this.bytes -= size
+    return this.frames.splice(0, count)
+  }
+}
+
+function sizeOf (frames: QueuedFrame[]): number {
+  let size = 0
+  for (const frame of frames) size += frame.bytes
+  return size
 }

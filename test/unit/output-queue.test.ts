@@ -91,3 +91,40 @@ describe('OutputQueue: headroom', () => {
     expect(queue.take(1000, 64).byteLength).toBe(1064)
   })
 })
+
+describe('OutputQueue: takeParts', () => {
+  // The same cases as `take`: the parts of each message, joined, are exactly the message `take` gives.
+  it.each<[string, number[], number, number]>([
+    ['frames that fit together', [100, 200, 300], 1000, 5],
+    ['a frame that would cross the limit starts the next message', [500, 500, 10], 1000, 5],
+    ['a first frame over the limit goes alone', [2000, 10, 10], 1000, 5],
+    ['empty frames (FIN)', [0, 0, 0], 20, 5],
+    ['no headroom', [100, 200], 1000, 0]
+  ])('gives the message take gives, as parts: %s', (_, sizes, limit, headroom) => {
+    const fill = (): { queue: OutputQueue, payloads: Uint8Array[] } => {
+      const queue = new OutputQueue()
+      const payloads = sizes.map((n, i) => pattern(n, i))
+      for (const [i, p] of payloads.entries()) queue.push(encodeFrameHeader(FRAME.DATA, 2 * i + 1, p.byteLength), p)
+      return { queue, payloads }
+    }
+    const byTake = fill().queue
+    const { queue, payloads } = fill()
+    const given: Uint8Array[] = []
+    while (queue.length > 0) {
+      const before = queue.byteLength
+      const parts = queue.takeParts(limit, headroom)
+      const joined = Buffer.concat(parts)
+      expect(before - queue.byteLength, 'bytes counted out').toBe(joined.byteLength - headroom)
+      expect(hex(joined)).toBe(hex(byTake.take(limit, headroom)))
+      expect(hex((parts[0] as Uint8Array).subarray(0, headroom))).toBe('00'.repeat(headroom))
+      given.push(...parts)
+    }
+    expect(byTake.length).toBe(0)
+    // No copies: every non-empty payload is handed on as the very buffer queued.
+    for (const p of payloads.filter((p) => p.byteLength > 0)) expect(given).toContain(p)
+  })
+
+  it('gives no parts when nothing waits', () => {
+    expect(new OutputQueue().takeParts(1000, 5)).toEqual([])
+  })
+})

@@ -6,17 +6,18 @@ import { StarsockError } from '../../shared/errors.ts'
 import { streamEvent } from '../../shared/events.ts'
 import { FRAME_HEADER_BYTES, frameLane, writeFrameHeader } from '../../shared/raw-frame.ts'
 
-/** A transport recording events and frames, always with room. */
-function transport (): { t: StreamTransport, events: unknown[][], frames: Uint8Array[] } {
+/** A transport recording events and frames (`frames`: the parts of every frame, in order; `calls`: each frame's parts), always with room. */
+function transport (): { t: StreamTransport, events: unknown[][], frames: Uint8Array[], calls: Uint8Array[][] } {
   const events: unknown[][] = []
   const frames: Uint8Array[] = []
+  const calls: Uint8Array[][] = []
   const t: StreamTransport = {
     emit: (event, ...args) => { events.push([event, ...args]) },
-    frame: (f) => { frames.push(f); return true },
+    frame: (parts) => { calls.push([...parts]); frames.push(...parts); return true },
     room: async () => {},
     sent: () => {}
   }
-  return { t, events, frames }
+  return { t, events, frames, calls }
 }
 
 describe('SendStream with a lane', () => {
@@ -66,6 +67,83 @@ describe('SendStream with a lane', () => {
       expect(frames, `lane ${String(lane)}`).toEqual([])
       expect(events).toHaveLength(1)
     }
+  })
+})
+
+describe('SendStream.writeParts', () => {
+  const bytes = (parts: Uint8Array[]): number[] => parts.flatMap((p) => Array.from(p))
+
+  it('on a lane, hands the parts over as they are, one frame, its header in the room of the first part', async () => {
+    const { t, calls, events } = transport()
+    const tx = new SendStream(t, 's', 100, () => {})
+    tx.onAccept(1000, 0x01020304)
+    const first = Uint8Array.of(9, 9, 9, 9, 9, 9, 1, 2)
+    const second = Uint8Array.of(3, 4, 5)
+    const third = Uint8Array.of(6)
+    await tx.writeParts([first, second, third], undefined, 6)
+    expect(calls).toHaveLength(1)
+    const [head, ...rest] = calls[0] as Uint8Array[]
+    expect(head?.buffer).toBe(first.buffer)
+    expect(Array.from(head as Uint8Array)).toEqual([0, 1, 2, 3, 4, 1, 2])
+    expect(rest[0]).toBe(second) // the very buffers: no copy
+    expect(rest[1]).toBe(third)
+    expect(first[0]).toBe(9) // only the 5 bytes before the payload were written
+    expect(events).toEqual([])
+    expect(tx.sentBytes).toBe(6)
+    expect(tx.creditBytes).toBe(994)
+  })
+
+  it('waits for credit for the whole message, then sends it whole', async () => {
+    const { t, calls } = transport()
+    const tx = new SendStream(t, 's', 100, () => {})
+    tx.onAccept(200, 7)
+    await tx.write(new Uint8Array(145)) // 55 of credit left
+    calls.length = 0
+    const writing = tx.writeParts([new Uint8Array(5 + 10), new Uint8Array(40), new Uint8Array(10)], undefined, 5)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(calls).toEqual([]) // 60 bytes, 55 of credit: it waits rather than cut the message
+    tx.onCredit(5)
+    await writing
+    expect(calls).toHaveLength(1)
+    expect(calls[0]).toHaveLength(3)
+    expect(tx.creditBytes).toBe(0)
+  })
+
+  it('joins the parts where they cannot go whole as one frame, and the bytes still arrive in order', async () => {
+    const message = (): Uint8Array[] => [Uint8Array.of(0, 0, 0, 0, 0, 1, 2), Uint8Array.of(3, 4, 5, 6), Uint8Array.of(7, 8)]
+    // Over the chunk size: split as writeOwned splits (the first chunk in place, the rest as events).
+    const chunked = transport()
+    const small = new SendStream(chunked.t, 's', 4, () => {})
+    small.onAccept(1000, 7)
+    await small.writeParts(message(), undefined, 5)
+    expect(chunked.calls).toHaveLength(1)
+    expect(bytes(chunked.frames)).toEqual([0, 0, 0, 0, 7, 1, 2, 3, 4])
+    expect(chunked.events.flatMap(([, chunk]) => Array.from(chunk as Uint8Array))).toEqual([5, 6, 7, 8])
+    // Over half the window, or with no lane: joined, as writeOwned.
+    for (const [window, lane] of [[10, 7], [1000, undefined]] as const) {
+      const { t, calls, events } = transport()
+      const tx = new SendStream(t, 's', 100, () => {})
+      tx.onAccept(window, lane)
+      const writing = tx.writeParts(message(), undefined, 5)
+      tx.onCredit(100)
+      await writing
+      const sent = lane === undefined ? events.flatMap(([, chunk]) => Array.from(chunk as Uint8Array)) : bytes(calls.flat()).slice(5)
+      expect(sent, `window ${window}, lane ${String(lane)}`).toEqual([1, 2, 3, 4, 5, 6, 7, 8])
+      expect(calls.every((c) => c.length === 1)).toBe(true)
+    }
+  })
+
+  it('rejects what is not a message of parts, and fails the stream when the link cannot take the frame', async () => {
+    const { t } = transport()
+    const tx = new SendStream(t, 's', 100, () => {})
+    tx.onAccept(1000, 7)
+    await expect(tx.writeParts([])).rejects.toThrow(TypeError)
+    await expect(tx.writeParts([Uint8Array.of(1), 'x' as unknown as Uint8Array])).rejects.toThrow(TypeError)
+    await expect(tx.writeParts([Uint8Array.of(1, 2)], undefined, 3)).rejects.toThrow(RangeError)
+    t.frame = () => false
+    await expect(tx.writeParts([new Uint8Array(6), Uint8Array.of(1)], undefined, 5)).rejects.toMatchObject({ code: 'E_DISCONNECTED' })
+    expect(tx.sentBytes).toBe(0)
+    await expect(tx.writeParts([new Uint8Array(6), Uint8Array.of(1)], undefined, 5)).rejects.toMatchObject({ code: 'E_DISCONNECTED' })
   })
 })
 
