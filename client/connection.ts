@@ -15,7 +15,7 @@
  */
 import type pull from 'pull-stream'
 import { StarsockError, wireError } from '../shared/errors.ts'
-import { join } from './stream.ts'
+import { joinParts } from './parts.ts'
 
 /** Where a connection's bytes come from (a `ReceiveStream`, or the secure channel over one). */
 export interface ByteReader {
@@ -140,9 +140,7 @@ export class Connection implements AsyncIterable<Uint8Array> {
   async writeParts (parts: readonly Uint8Array[], options: { signal?: AbortSignal, reservedBytes?: number } = {}): Promise<void> {
     const reservedBytes = options.reservedBytes ?? 0
     if (this.tx.writeParts !== undefined) return await this.tx.writeParts(parts, options.signal, reservedBytes)
-    let total = 0
-    for (const part of parts) total += part.byteLength
-    await this.tx.writeOwned(join(parts, total), options.signal, reservedBytes)
+    await this.tx.writeOwned(joinParts(parts), options.signal, reservedBytes)
   }
 
   /** Largest stream message: writes are sent in chunks of at most this many bytes. */

@@ -9,7 +9,8 @@ import { EVENTS } from '../shared/events.ts'
 import type { Logger } from '../shared/logger.ts'
 import { rawFrameParser } from '../shared/raw-parser.ts'
 import { Emitter } from './emitter.ts'
-import { join, type StreamTransport } from './stream.ts'
+import { joinParts, partsLength } from './parts.ts'
+import type { StreamTransport } from './stream.ts'
 import { bounded, throwIfAborted, Waiters } from './waiters.ts'
 import { gathers, maskFor, transportsFor, type WsMask } from './ws-mask.ts'
 
@@ -131,10 +132,9 @@ export class ServerLink extends Emitter<ServerLinkEvents> implements Requester {
     // socket.io-client's own test before it writes an event to the engine: past it, events wait
     // in its buffer for the next connection, and a frame sent now would overtake them.
     if (!this.socket.connected || engine === undefined || engine._hasPingExpired?.() === true) return false
-    let length = 0
-    for (const part of parts) length += part.byteLength
+    const length = partsLength(parts)
     if (parts.length > 1 && !engineHolds(engine) && gathers(engine.transport) && engine.transport.writeParts(parts, length)) return true
-    engine.write(parts.length === 1 ? parts[0] as Uint8Array : join(parts, length))
+    engine.write(parts.length === 1 ? parts[0] as Uint8Array : joinParts(parts, length))
     this.sinceDrain += length
     return true
   }

@@ -18,6 +18,7 @@ import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { streamEvent } from '../shared/events.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, isLane, writeFrameHeader } from '../shared/raw-frame.ts'
 import { CreditWindow } from './credit-window.ts'
+import { joinParts, partsLength } from './parts.ts'
 import { Waiters } from './waiters.ts'
 
 /** Room a `writeOwned` caller leaves at the front of its buffer (`reservedBytes`) for a raw frame's header. */
@@ -325,14 +326,13 @@ export class SendStream {
 
   /** `writeParts`: the parts as one frame when they may go whole on a lane, else joined, as `send`. */
   private async sendParts (parts: readonly Uint8Array[], signal: AbortSignal | undefined, reservedBytes: number): Promise<void> {
-    let total = 0
-    for (const part of parts) total += part.byteLength
+    const total = partsLength(parts)
     const bytes = total - reservedBytes
     while (this.failure === undefined && !this.accepted) await this.waiters.wait(signal)
     if (this.failure !== undefined) throw this.failure
     const first = parts[0] as Uint8Array
     if (this.lane === undefined || reservedBytes < FRAME_HEADER_BYTES || bytes > this.chunkBytes || bytes > this.windowBytes / 2 || parts.length === 1) {
-      const joined = parts.length === 1 ? first : join(parts, total)
+      const joined = parts.length === 1 ? first : joinParts(parts, total)
       return await this.send(joined, true, signal, reservedBytes)
     }
     while (this.failure === undefined && this.credit !== undefined && this.credit < bytes) await this.waiters.wait(signal)
@@ -376,15 +376,4 @@ export class SendStream {
     this.fail(err)
     throw err
   }
-}
-
-/** `parts` joined into one new buffer of `total` bytes (their sum). */
-export function join (parts: readonly Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total)
-  let at = 0
-  for (const part of parts) {
-    out.set(part, at)
-    at += part.byteLength
-  }
-  return out
 }

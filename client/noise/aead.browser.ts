@@ -4,13 +4,18 @@
  * `aead.node.ts` (OpenSSL, about ten times faster).
  */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
+import { joinParts } from '../parts.ts'
 import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
 import { nobleDh } from './dh.ts'
 
 /** `Aead` on `@noble/ciphers` (pure JavaScript). */
 export const aead: Aead = {
   seal: (key, n, ad, plaintext) => chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext),
-  sealInto: (key, n, ad, plaintext, out, at) => { chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext, out.subarray(at, at + plaintext.byteLength + AEAD_TAG_BYTES)) },
+  // @noble/ciphers reads its plaintext whole: parts are joined first (a copy, in the browser only).
+  sealInto: (key, n, ad, plaintext, out, at) => {
+    const whole = joinParts(plaintext)
+    chacha20poly1305(key, nonceBytes(n), ad).encrypt(whole, out.subarray(at, at + whole.byteLength + AEAD_TAG_BYTES))
+  },
   open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext),
   // @noble/ciphers checks the tag before it decrypts into `out`.
   openInto: (key, n, ad, ciphertext, out, at) => { chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext, out.subarray(at, at + ciphertext.byteLength - AEAD_TAG_BYTES)) }

@@ -3,6 +3,7 @@
  * from OpenSSL through `node:crypto`. The browser gets `aead.browser.ts`.
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto'
+import { partsLength } from '../parts.ts'
 import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
 import { DH_BYTES, type Dh } from './dh.ts'
 
@@ -15,12 +16,22 @@ export const aead: Aead = {
   },
   sealInto (key, n, ad, plaintext, out, at) {
     const cipher = createCipheriv('chacha20-poly1305', key, nonceBytes(n), { authTagLength: AEAD_TAG_BYTES })
-    cipher.setAAD(ad, { plaintextLength: plaintext.byteLength })
+    const length = partsLength(plaintext)
+    cipher.setAAD(ad, { plaintextLength: length })
     // `update` of a stream cipher returns exactly its input's length; `final` returns nothing.
-    // (OpenSSL writes into a buffer of its own: this is the one copy.)
-    out.set(cipher.update(plaintext), at)
+    // (OpenSSL writes into a buffer of its own: this is the one copy.) Parts go through it one
+    // after the other, as a stream: never joined first.
+    if (plaintext instanceof Uint8Array) {
+      out.set(cipher.update(plaintext), at)
+    } else {
+      let to = at
+      for (const part of plaintext) {
+        out.set(cipher.update(part), to)
+        to += part.byteLength
+      }
+    }
     cipher.final()
-    out.set(cipher.getAuthTag(), at + plaintext.byteLength)
+    out.set(cipher.getAuthTag(), at + length)
   },
   open (key, n, ad, ciphertext) {
     if (ciphertext.byteLength < AEAD_TAG_BYTES) throw new Error('ciphertext shorter than its tag')

@@ -4,6 +4,8 @@
  * has no ChaCha20-Poly1305).
  */
 
+import type { Parts } from '../parts.ts'
+
 /** Authentication tag bytes appended to every ciphertext. */
 export const AEAD_TAG_BYTES = 16
 
@@ -11,8 +13,11 @@ export const AEAD_TAG_BYTES = 16
 export interface Aead {
   /** Encrypt `plaintext` under `key` and counter `n` with associated data `ad`; returns ciphertext and tag. */
   seal: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Uint8Array) => Uint8Array
-  /** `seal` written into `out` at `at` (ciphertext, then tag: `plaintext.byteLength + AEAD_TAG_BYTES` bytes), no copy of its own. */
-  sealInto: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number) => void
+  /**
+   * `seal` written into `out` at `at` (ciphertext, then tag: the plaintext's length plus
+   * `AEAD_TAG_BYTES`), no copy of its own; the plaintext may be given as its parts, in order.
+   */
+  sealInto: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Parts, out: Uint8Array, at: number) => void
   /** Decrypt and check; throws on a tag that does not verify (never returns unauthenticated bytes). */
   open: (key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array) => Uint8Array
   /** `open` written into `out` at `at` (`ciphertext.byteLength - AEAD_TAG_BYTES` bytes); on a bad tag it throws, and `out` must then be dropped. */

@@ -16,6 +16,7 @@
 import { StarsockError, wireError } from '../../shared/errors.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
+import { PartsCursor } from '../parts.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
 import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
 import type { Dh } from './dh.ts'
@@ -360,16 +361,33 @@ class SecureWriter implements ByteWriter {
     if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > data.byteLength) {
       return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to data.byteLength, got ${String(reservedBytes)}`))
     }
+    return this.sealAndSend(new PartsCursor([data], reservedBytes), signal)
+  }
+
+  /**
+   * `writeOwned` of bytes given as their parts, in order (the multiplexer's batch): each sealed
+   * message reads its plaintext across the parts it spans, so they are never joined first.
+   */
+  writeParts (parts: readonly Uint8Array[], signal?: AbortSignal, reservedBytes = 0): Promise<void> {
+    if (!Array.isArray(parts) || parts.length === 0 || !parts.every((part) => part instanceof Uint8Array)) return Promise.reject(new TypeError('parts must be a non-empty array of Uint8Array'))
+    const first = parts[0] as Uint8Array
+    if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > first.byteLength) {
+      return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to the first part's byteLength, got ${String(reservedBytes)}`))
+    }
+    return this.sealAndSend(new PartsCursor(parts, reservedBytes), signal)
+  }
+
+  private sealAndSend (plaintext: PartsCursor, signal?: AbortSignal): Promise<void> {
     if (this.ended) return Promise.reject(new StarsockError('E_STREAM_CLOSED', 'Write after close'))
-    if (data.byteLength === reservedBytes) return Promise.resolve() // an empty sealed message is the end marker
-    return this.enqueue(async () => await this.sendSealed(data.subarray(reservedBytes), signal))
+    if (plaintext.remaining === 0) return Promise.resolve() // an empty sealed message is the end marker
+    return this.enqueue(async () => await this.sendSealed(plaintext, signal))
   }
 
   async end (): Promise<void> {
     if (this.ended) return await this.queue
     this.ended = true
     await this.enqueue(async () => {
-      await this.sendSealed(EMPTY)
+      await this.sendSealed(new PartsCursor([EMPTY]))
       await this.channel.tx.end()
     }).catch(() => {})
   }
@@ -387,35 +405,32 @@ class SecureWriter implements ByteWriter {
     return run
   }
 
-  /** Seal `data` (empty: the end marker) into raw chunks of whole messages and write them in order. */
-  private async sendSealed (data: Uint8Array, signal?: AbortSignal): Promise<void> {
+  /** Seal the bytes `data` has left (none: the end marker) into raw chunks of whole messages and write them in order. */
+  private async sendSealed (data: PartsCursor, signal?: AbortSignal): Promise<void> {
     const channel = this.channel
-    let offset = 0
     do {
       if (channel.failure !== undefined) throw channel.failure
       if (this.failed !== undefined) throw this.failed
       // Cut before sealing: no nonce used, the connection goes on.
       if (signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal.reason })
-      const take = Math.min(data.byteLength - offset, this.chunkBytes)
+      const take = Math.min(data.remaining, this.chunkBytes)
       const pieces = messagesIn(take)
       // One raw chunk of whole messages, each sealed straight into it behind its length prefix.
       const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * MESSAGE_OVERHEAD_BYTES)
       let at = STREAM_HEADROOM_BYTES
       try {
         for (let p = 0; p < pieces; p++) {
-          const start = offset + p * MAX_PLAINTEXT_BYTES
-          const piece = data.subarray(start, Math.min(start + MAX_PLAINTEXT_BYTES, offset + take))
-          const sealedBytes = piece.byteLength + AEAD_TAG_BYTES
+          const pieceBytes = Math.min(MAX_PLAINTEXT_BYTES, take - p * MAX_PLAINTEXT_BYTES)
+          const sealedBytes = pieceBytes + AEAD_TAG_BYTES
           out[at] = sealedBytes >>> 8
           out[at + 1] = sealedBytes & 0xff
-          at = this.state.encryptInto(EMPTY, piece, out, at + FRAME_HEADER_BYTES)
+          at = this.state.encryptInto(EMPTY, data.take(pieceBytes), out, at + FRAME_HEADER_BYTES)
         }
       } catch (err) {
         const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `sealing failed: ${(err as Error).message}`, { cause: err })
         channel.fail(failure)
         throw failure
       }
-      offset += take
       try {
         await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
       } catch (err) {
@@ -435,6 +450,6 @@ class SecureWriter implements ByteWriter {
         throw failure
       }
       this.sentBytes += take
-    } while (offset < data.byteLength)
+    } while (data.remaining > 0)
   }
 }

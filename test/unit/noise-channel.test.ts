@@ -134,6 +134,34 @@ describe('secure channel framing (in memory)', () => {
     expect(joined(await readAll(b.reader)).equals(Buffer.from(data))).toBe(true)
   })
 
+  it('seals a message given as its parts (the multiplexer\'s batch) across their boundaries, never joined first, and the bytes arrive as written', async () => {
+    const { a, b, ab } = await pair()
+    const data = testBytes(300_000, 4)
+    // Room first, then parts that cut the Noise messages (65,519 bytes of plaintext each) anywhere.
+    const first = new Uint8Array(STREAM_HEADROOM_BYTES + 10)
+    first.set(data.subarray(0, 10), STREAM_HEADROOM_BYTES)
+    const cuts = [10, 11, 65_530, 65_531, 140_000, 299_999, 300_000]
+    const parts = [first, ...cuts.slice(1).map((end, i) => data.subarray(cuts[i], end))]
+    const joins: number[] = []
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called below with its own `this`, and put back
+    const set = Uint8Array.prototype.set
+    // Count copies out of the caller's parts: sealing reads them, only OpenSSL's output is copied.
+    Uint8Array.prototype.set = function (this: Uint8Array, source: ArrayLike<number>, offset?: number) {
+      if (parts.some((p) => ArrayBuffer.isView(source) && (source as Uint8Array).buffer === p.buffer)) joins.push((source as Uint8Array).byteLength)
+      return set.call(this, source, offset)
+    }
+    try {
+      await a.writer.writeParts?.(parts, undefined, STREAM_HEADROOM_BYTES)
+    } finally {
+      Uint8Array.prototype.set = set
+    }
+    await a.writer.end()
+    expect(joins).toEqual([])
+    expect(ab.delivered.map((c) => c.byteLength)).toEqual([300_000 + 5 * 18, 18]) // one raw chunk of 5 Noise messages, then the sealed end
+    expect(joined(await readAll(b.reader)).equals(Buffer.from(data))).toBe(true)
+    await expect(a.writer.writeParts?.([new Uint8Array(1)], undefined, 2)).rejects.toThrow(RangeError)
+  })
+
   it.each([
     ['re-chunks every 1,000 bytes', (c: Uint8Array) => Array.from({ length: Math.ceil(c.byteLength / 1000) }, (_, i) => c.subarray(i * 1000, (i + 1) * 1000))],
     ['cuts each chunk at every odd offset in two', (c: Uint8Array) => [c.subarray(0, c.byteLength >> 1 | 1), c.subarray(c.byteLength >> 1 | 1)]]
