@@ -46,10 +46,16 @@ describe('the consent handshake: Offer -> Accept -> Ack-Acc', () => {
     const dial = client.peer.dial.bind(client.peer)
     client.peer.dial = async (to, options = {}) => {
       const conn = await dial(to, options)
+      // The multiplexer writes its batches as parts (`writeParts`); either way they wait at the gate.
       const writeOwned = conn.writeOwned.bind(conn)
+      const writeParts = conn.writeParts.bind(conn)
       conn.writeOwned = async (data, o) => {
         if (asked > 0) await gate
         await writeOwned(data, o)
+      }
+      conn.writeParts = async (parts, o) => {
+        if (asked > 0) await gate
+        await writeParts(parts, o)
       }
       return conn
     }

@@ -71,17 +71,26 @@ describe('codes a relay can forge do not stop an encrypted tunnel', () => {
     const t = await setup()
     let armed = true
     const counts = new WeakMap<SendStream, number>()
+    // The third write on a dialer's stream (after the handshake's two): as a whole buffer, or as the parts of a sealed chunk.
+    const third = (stream: SendStream): void => {
+      if (!stream.id.endsWith('.dialer')) return
+      const n = (counts.get(stream) ?? 0) + 1
+      counts.set(stream, n)
+      if (n === 3 && armed) { armed = false; stream.onAbort('Aborted [E_ABORTED]') }
+    }
     // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
     const writeOwned = SendStream.prototype.writeOwned
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- called with `.call(this)` below
+    const writeParts = SendStream.prototype.writeParts
     SendStream.prototype.writeOwned = async function (this: SendStream, ...args: Parameters<SendStream['writeOwned']>) {
-      if (this.id.endsWith('.dialer')) {
-        const n = (counts.get(this) ?? 0) + 1
-        counts.set(this, n)
-        if (n === 3 && armed) { armed = false; this.onAbort('Aborted [E_ABORTED]') }
-      }
+      third(this)
       return await writeOwned.call(this, ...args)
     }
-    cleanup.push({ close: () => { SendStream.prototype.writeOwned = writeOwned } })
+    SendStream.prototype.writeParts = async function (this: SendStream, ...args: Parameters<SendStream['writeParts']>) {
+      third(this)
+      return await writeParts.call(this, ...args)
+    }
+    cleanup.push({ close: () => { SendStream.prototype.writeOwned = writeOwned; SendStream.prototype.writeParts = writeParts } })
     forgeOnLive(t.client, 'gone [E_STREAM_ABORTED]') // a drop: the tunnel redials
     await waitFor('the forged abort', () => !armed, 10_000)
     await recovered(t)

@@ -12,10 +12,7 @@ import { nobleDh } from './dh.ts'
 export const aead: Aead = {
   seal: (key, n, ad, plaintext) => chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext),
   // @noble/ciphers reads its plaintext whole: parts are joined first (a copy, in the browser only).
-  sealInto: (key, n, ad, plaintext, out, at) => {
-    const whole = joinParts(plaintext)
-    chacha20poly1305(key, nonceBytes(n), ad).encrypt(whole, out.subarray(at, at + whole.byteLength + AEAD_TAG_BYTES))
-  },
+  sealParts: (key, n, ad, plaintext, into) => { into.push(chacha20poly1305(key, nonceBytes(n), ad).encrypt(joinParts(plaintext))) },
   open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext),
   // @noble/ciphers checks the tag before it decrypts into `out`.
   openInto: (key, n, ad, ciphertext, out, at) => { chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext, out.subarray(at, at + ciphertext.byteLength - AEAD_TAG_BYTES)) }

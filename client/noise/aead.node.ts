@@ -3,35 +3,30 @@
  * from OpenSSL through `node:crypto`. The browser gets `aead.browser.ts`.
  */
 import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto'
-import { partsLength } from '../parts.ts'
+import { joinParts, partsLength } from '../parts.ts'
 import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
 import { DH_BYTES, type Dh } from './dh.ts'
 
 /** `Aead` on `node:crypto`'s `chacha20-poly1305`. */
 export const aead: Aead = {
   seal (key, n, ad, plaintext) {
-    const out = new Uint8Array(plaintext.byteLength + AEAD_TAG_BYTES)
-    aead.sealInto(key, n, ad, plaintext, out, 0)
-    return out
+    const sealed: Uint8Array[] = []
+    aead.sealParts(key, n, ad, plaintext, sealed)
+    return joinParts(sealed)
   },
-  sealInto (key, n, ad, plaintext, out, at) {
+  sealParts (key, n, ad, plaintext, into) {
     const cipher = createCipheriv('chacha20-poly1305', key, nonceBytes(n), { authTagLength: AEAD_TAG_BYTES })
-    const length = partsLength(plaintext)
-    cipher.setAAD(ad, { plaintextLength: length })
-    // `update` of a stream cipher returns exactly its input's length; `final` returns nothing.
-    // (OpenSSL writes into a buffer of its own: this is the one copy.) Parts go through it one
-    // after the other, as a stream: never joined first.
+    cipher.setAAD(ad, { plaintextLength: partsLength(plaintext) })
+    // `update` of a stream cipher returns exactly its input's length (in a buffer of OpenSSL's
+    // making, handed on as it is); `final` returns nothing. Parts go through it one after the
+    // other, as a stream: never joined first.
     if (plaintext instanceof Uint8Array) {
-      out.set(cipher.update(plaintext), at)
+      into.push(cipher.update(plaintext))
     } else {
-      let to = at
-      for (const part of plaintext) {
-        out.set(cipher.update(part), to)
-        to += part.byteLength
-      }
+      for (const part of plaintext) if (part.byteLength > 0) into.push(cipher.update(part))
     }
     cipher.final()
-    out.set(cipher.getAuthTag(), at + length)
+    into.push(cipher.getAuthTag())
   },
   open (key, n, ad, ciphertext) {
     if (ciphertext.byteLength < AEAD_TAG_BYTES) throw new Error('ciphertext shorter than its tag')

@@ -14,10 +14,10 @@ export interface Aead {
   /** Encrypt `plaintext` under `key` and counter `n` with associated data `ad`; returns ciphertext and tag. */
   seal: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Uint8Array) => Uint8Array
   /**
-   * `seal` written into `out` at `at` (ciphertext, then tag: the plaintext's length plus
-   * `AEAD_TAG_BYTES`), no copy of its own; the plaintext may be given as its parts, in order.
+   * `seal` of a plaintext given whole or as its parts (in order), its output pushed onto `into` as
+   * the cipher made it: the ciphertext (one or more buffers), then the tag; no copy of its own.
    */
-  sealInto: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Parts, out: Uint8Array, at: number) => void
+  sealParts: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Parts, into: Uint8Array[]) => void
   /** Decrypt and check; throws on a tag that does not verify (never returns unauthenticated bytes). */
   open: (key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array) => Uint8Array
   /** `open` written into `out` at `at` (`ciphertext.byteLength - AEAD_TAG_BYTES` bytes); on a bad tag it throws, and `out` must then be dropped. */

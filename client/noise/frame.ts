@@ -102,11 +102,16 @@ export class FrameDecoder {
   }
 }
 
+/** Write the length prefix of a message of `messageBytes` into `out` at `at`. */
+export function putLength (out: Uint8Array, at: number, messageBytes: number): void {
+  if (messageBytes > NOISE_MAX_MESSAGE_BYTES) throw new RangeError(`Noise message of ${messageBytes} bytes is over ${NOISE_MAX_MESSAGE_BYTES}`)
+  out[at] = messageBytes >>> 8
+  out[at + 1] = messageBytes & 0xff
+}
+
 /** Write `message` with its length prefix into `out` at `at`; returns the offset after it. */
 export function putFrame (out: Uint8Array, at: number, message: Uint8Array): number {
-  if (message.byteLength > NOISE_MAX_MESSAGE_BYTES) throw new RangeError(`Noise message of ${message.byteLength} bytes is over ${NOISE_MAX_MESSAGE_BYTES}`)
-  out[at] = message.byteLength >>> 8
-  out[at + 1] = message.byteLength & 0xff
+  putLength(out, at, message.byteLength)
   out.set(message, at + FRAME_HEADER_BYTES)
   return at + FRAME_HEADER_BYTES + message.byteLength
 }

@@ -17,7 +17,7 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
-import { partsLength, type Parts } from '../parts.ts'
+import type { Parts } from '../parts.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
 import { DH_BYTES, nobleDh, type Dh, type DhKeyPair } from './dh.ts'
 import { StarsockError } from '../../shared/errors.ts'
@@ -54,11 +54,10 @@ export class CipherState {
     return out
   }
 
-  /** `encryptWithAd` (with a key) of `plaintext` (whole, or its parts in order) written into `out` at `at`; returns the offset after the tag. */
-  encryptInto (ad: Uint8Array, plaintext: Parts, out: Uint8Array, at: number): number {
+  /** `encryptWithAd` (with a key) of `plaintext` (whole, or its parts in order), its ciphertext and tag pushed onto `into` as the cipher made them. */
+  encryptParts (ad: Uint8Array, plaintext: Parts, into: Uint8Array[]): void {
     if (this.k === undefined) throw new Error('no key: a transport cipher state always has one')
-    this.aead.sealInto(this.k, this.take(), ad, plaintext, out, at)
-    return at + partsLength(plaintext) + AEAD_TAG_BYTES
+    this.aead.sealParts(this.k, this.take(), ad, plaintext, into)
   }
 
   /** `decryptWithAd` (with a key) written into `out` at `at`; throws (without moving the counter) on a bad tag, and `out` must then be dropped. */

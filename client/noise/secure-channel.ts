@@ -16,9 +16,9 @@
 import { StarsockError, wireError } from '../../shared/errors.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
-import { PartsCursor } from '../parts.ts'
+import { joinParts, PartsCursor } from '../parts.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
-import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES, putFrame } from './frame.ts'
+import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES, putFrame, putLength } from './frame.ts'
 import type { Dh } from './dh.ts'
 import { initiateHandshake, respondHandshake, type CipherState, type HandshakeTransport, type StaticKey } from './handshake.ts'
 
@@ -415,16 +415,18 @@ class SecureWriter implements ByteWriter {
       if (signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal.reason })
       const take = Math.min(data.remaining, this.chunkBytes)
       const pieces = messagesIn(take)
-      // One raw chunk of whole messages, each sealed straight into it behind its length prefix.
-      const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * MESSAGE_OVERHEAD_BYTES)
-      let at = STREAM_HEADROOM_BYTES
+      // One raw chunk of whole messages, as its parts: each message's length prefix, then the
+      // cipher's output (ciphertext and tag) as the cipher made it, never copied into one buffer
+      // here (the stream writes the parts as one message; `writeParts`). The first prefix comes
+      // after the stream's room for its header.
+      const parts: Uint8Array[] = []
       try {
         for (let p = 0; p < pieces; p++) {
           const pieceBytes = Math.min(MAX_PLAINTEXT_BYTES, take - p * MAX_PLAINTEXT_BYTES)
-          const sealedBytes = pieceBytes + AEAD_TAG_BYTES
-          out[at] = sealedBytes >>> 8
-          out[at + 1] = sealedBytes & 0xff
-          at = this.state.encryptInto(EMPTY, data.take(pieceBytes), out, at + FRAME_HEADER_BYTES)
+          const prefix = new Uint8Array((p === 0 ? STREAM_HEADROOM_BYTES : 0) + FRAME_HEADER_BYTES)
+          putLength(prefix, prefix.byteLength - FRAME_HEADER_BYTES, pieceBytes + AEAD_TAG_BYTES)
+          parts.push(prefix)
+          this.state.encryptParts(EMPTY, data.take(pieceBytes), parts)
         }
       } catch (err) {
         const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `sealing failed: ${(err as Error).message}`, { cause: err })
@@ -432,7 +434,8 @@ class SecureWriter implements ByteWriter {
         throw failure
       }
       try {
-        await channel.tx.writeOwned(out, signal, STREAM_HEADROOM_BYTES)
+        if (channel.tx.writeParts !== undefined) await channel.tx.writeParts(parts, signal, STREAM_HEADROOM_BYTES)
+        else await channel.tx.writeOwned(joinParts(parts), signal, STREAM_HEADROOM_BYTES)
       } catch (err) {
         // The caller's signal cut a message that was sealed (its nonce taken) and not sent: the
         // next message could only fail at the other side as tampering, so close the connection

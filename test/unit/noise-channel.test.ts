@@ -36,6 +36,10 @@ class Pipe {
     return writerOf(this)
   }
 
+  /** Every `writeParts` call's parts, when the writer takes parts (`gather`). */
+  readonly partsWritten: Uint8Array[][] = []
+  gather = false
+
   /** Chunks waiting to be read. */
   get waiting (): Uint8Array[] { return this.queue }
   get state (): true | StarsockError | undefined { return this.ended }
@@ -73,6 +77,16 @@ function writerOf (pipe: Pipe): ByteWriter {
     writeOwned: async (data, _signal, reserved = 0) => {
       const body = data.subarray(reserved)
       for (let at = 0; at < body.byteLength; at += chunk) pipe.deliver(body.subarray(at, at + chunk)) // a raw stream cuts at its chunk size
+    },
+    // A raw stream that takes parts (a SendStream) writes them as one message, joined on the wire.
+    get writeParts () {
+      if (!pipe.gather) return undefined
+      return async (parts: readonly Uint8Array[], _signal?: AbortSignal, reserved = 0) => {
+        pipe.partsWritten.push([...parts])
+        const body = Buffer.concat(parts).subarray(reserved)
+        expect(body.byteLength).toBeLessThanOrEqual(chunk) // whole messages within the raw chunk: never cut
+        pipe.deliver(body)
+      }
     },
     end: async () => { pipe.end(true) },
     error: (wire) => { pipe.end(new StarsockError('E_STREAM_ABORTED', wire)) }
@@ -160,6 +174,20 @@ describe('secure channel framing (in memory)', () => {
     expect(ab.delivered.map((c) => c.byteLength)).toEqual([300_000 + 5 * 18, 18]) // one raw chunk of 5 Noise messages, then the sealed end
     expect(joined(await readAll(b.reader)).equals(Buffer.from(data))).toBe(true)
     await expect(a.writer.writeParts?.([new Uint8Array(1)], undefined, 2)).rejects.toThrow(RangeError)
+  })
+
+  it('hands the raw stream the cipher\'s output as it is, after each message\'s length prefix, when the stream takes parts', async () => {
+    const { a, b, ab } = await pair()
+    ab.gather = true
+    const data = testBytes(200_000, 5)
+    await a.writer.write(data)
+    await a.writer.end()
+    // 200,000 bytes: four Noise messages (a prefix, the ciphertext, the tag each), then the sealed end (a prefix and a tag).
+    expect(ab.partsWritten.map((parts) => parts.map((p) => p.byteLength))).toEqual([
+      [STREAM_HEADROOM_BYTES + 2, 65_519, 16, 2, 65_519, 16, 2, 65_519, 16, 2, 3443, 16],
+      [STREAM_HEADROOM_BYTES + 2, 16]
+    ])
+    expect(joined(await readAll(b.reader)).equals(Buffer.from(data))).toBe(true)
   })
 
   it.each([
