@@ -229,7 +229,7 @@ export class SendStream {
   }
 
   /**
-   * `write` for a caller that gives `data` up (the multiplexer's batches): no copy, the chunks are
+   * `write` for a caller that gives `data` up (a joined batch, a sealed chunk): no copy, the chunks are
    * views handed to the transport, so `data` must never be changed afterwards. Data of at most
    * `chunkBytes` and half the receiver's window goes whole, as one message (it waits for credit
    * for all of it), so a batch of frames is never cut in two. The first `reservedBytes` of `data`

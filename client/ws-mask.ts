@@ -51,7 +51,7 @@ function zeroMask (mask: Uint8Array): void {
   mask[3] = 0
 }
 
-/** What `writeParts` reads of a `ws` WebSocket (its internals, pinned with `ws`; test/unit/ws-gather.test.ts fails if they move). */
+/** What `writeParts` reads of a `ws` WebSocket (its internals, pinned with `ws`: test/server-link.test.ts and test/ws-mask.test.ts fail if they move). */
 interface WsInternals {
   readyState: number
   extensions: string
@@ -68,6 +68,7 @@ const SENDER_DEFAULT = 0
  * §5.2): what `ws` writes before a payload it sends with `zeroMask`.
  */
 export function zeroMaskedBinaryHeader (length: number): Uint8Array {
+  if (!Number.isSafeInteger(length) || length < 0 || length > 0xffff_ffff) throw new RangeError(`a frame of ${length} bytes: lengths from 0 to 2^32 - 1 only`)
   const lengthBytes = length < 126 ? 0 : length < 0x10000 ? 2 : 8
   const header = new Uint8Array(2 + lengthBytes + 4) // the key's four bytes stay 0
   header[0] = 0x82 // FIN, binary

@@ -99,8 +99,8 @@ const MAX_QUEUED_BYTES = 4 * 1024 * 1024
  */
 const FLUSH_BYTES = 512 * 1024
 /**
- * Bytes left free at the start of each batch buffer (`OutputQueue.take`): the connection writes a
- * raw frame's header there, so the batch goes out without another copy (`writeOwned`'s `reservedBytes`).
+ * Bytes left free at the start of each batch's first part (`OutputQueue.takeParts`): the connection
+ * writes a raw frame's header there, so the batch goes out without another copy (`writeParts`'s `reservedBytes`).
  */
 const BATCH_HEADROOM_BYTES = STREAM_HEADROOM_BYTES
 /**

@@ -4,9 +4,15 @@
  *
  * A message is what the connection carries as one stream message, so it never ends inside a
  * frame (the other side decodes every frame from one message, as views, without joining pieces)
- * and never exceeds the limit it is taken with (the stream's chunk size). Joining a message's
- * parts is the one copy a frame costs on its way out; a message of one part goes as it is.
+ * and never exceeds the limit it is taken with (the stream's chunk size). The multiplexer takes a
+ * message as its parts (`takeParts`): large payloads are never copied on their way out, only the
+ * headers and small frames between them are joined. `take` joins a whole message into one buffer.
  */
+
+import { joinParts } from '../parts.ts'
+
+/** Payloads under this many bytes are joined with the headers around them in `takeParts`, rather than be parts of their own. */
+export const SMALL_PART_BYTES = 4096
 
 interface QueuedFrame {
   head: Uint8Array
@@ -69,24 +75,38 @@ export class OutputQueue {
   }
 
   /**
-   * `take` without the copy: the same message as its parts, in order (each frame's header, then
-   * its payload, as they were queued), for a transport that writes a list of buffers as one
-   * message (`writev`). The first part is new: `headroomBytes` free (zero) bytes, then the first
-   * frame's header. Empty when nothing waits.
+   * `take` without the copy of large payloads: the same message as its parts, in order, for a
+   * transport that writes a list of buffers as one message (`writev`). A payload of at least
+   * `SMALL_PART_BYTES` is a part of its own, the very buffer queued; the bytes between two such
+   * payloads (headers, small frames) are joined into one new part, so a batch of many small frames
+   * (datagrams, short writes) is a few parts, not thousands. The first part is always new:
+   * `headroomBytes` free (zero) bytes, then the first frame's header. Empty when nothing waits.
    */
   takeParts (limitBytes: number, headroomBytes = 0): Uint8Array[] {
     const taken = this.splice(limitBytes)
+    if (taken.length === 0) return []
     const parts: Uint8Array[] = []
-    for (const frame of taken) {
-      if (parts.length === 0) {
-        const first = new Uint8Array(headroomBytes + frame.head.byteLength)
-        first.set(frame.head, headroomBytes)
-        parts.push(first)
-      } else {
-        parts.push(frame.head)
-      }
-      if (frame.payload !== undefined) parts.push(frame.payload)
+    let run: Uint8Array[] = [new Uint8Array(headroomBytes)]
+    let runBytes = headroomBytes
+    const endRun = (): void => {
+      parts.push(run.length === 1 && parts.length > 0 ? run[0] as Uint8Array : joinParts(run, runBytes))
+      run = []
+      runBytes = 0
     }
+    for (const frame of taken) {
+      run.push(frame.head)
+      runBytes += frame.head.byteLength
+      const payload = frame.payload
+      if (payload === undefined) continue
+      if (payload.byteLength < SMALL_PART_BYTES) {
+        run.push(payload)
+        runBytes += payload.byteLength
+        continue
+      }
+      endRun()
+      parts.push(payload)
+    }
+    if (run.length > 0) endRun()
     return parts
   }
 
@@ -109,3 +129,4 @@ function sizeOf (frames: QueuedFrame[]): number {
   for (const frame of frames) size += frame.bytes
   return size
 }
+

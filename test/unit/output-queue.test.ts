@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { OutputQueue } from '../../client/mux/output-queue.ts'
+import { OutputQueue, SMALL_PART_BYTES } from '../../client/mux/output-queue.ts'
 import { encodeFrame, encodeFrameHeader, encodeJsonFrame, FRAME, FRAME_HEADER_BYTES, FrameDecoder } from '../../shared/mux-frame.ts'
 
 function pattern (n: number, seed = 0): Uint8Array {
@@ -99,7 +99,9 @@ describe('OutputQueue: takeParts', () => {
     ['a frame that would cross the limit starts the next message', [500, 500, 10], 1000, 5],
     ['a first frame over the limit goes alone', [2000, 10, 10], 1000, 5],
     ['empty frames (FIN)', [0, 0, 0], 20, 5],
-    ['no headroom', [100, 200], 1000, 0]
+    ['no headroom', [100, 200], 1000, 0],
+    ['large payloads between small frames', [70_000, 100, 0, 65_536, 4095, 4096, 30], 512 * 1024, 5],
+    ['a first frame over the limit, large', [200_000, 10], 128 * 1024, 5]
   ])('gives the message take gives, as parts: %s', (_, sizes, limit, headroom) => {
     const fill = (): { queue: OutputQueue, payloads: Uint8Array[] } => {
       const queue = new OutputQueue()
@@ -120,8 +122,23 @@ describe('OutputQueue: takeParts', () => {
       given.push(...parts)
     }
     expect(byTake.length).toBe(0)
-    // No copies: every non-empty payload is handed on as the very buffer queued.
-    for (const p of payloads.filter((p) => p.byteLength > 0)) expect(given).toContain(p)
+    // No copies of large payloads: each is handed on as the very buffer queued; small ones are joined with the headers around them.
+    for (const p of payloads) {
+      if (p.byteLength >= SMALL_PART_BYTES) expect(given).toContain(p)
+      else expect(given).not.toContain(p)
+    }
+  })
+
+  it('joins the headers and small frames between large payloads: 5,000 datagram-sized frames are one part', () => {
+    const queue = new OutputQueue()
+    for (let i = 0; i < 5000; i++) queue.push(encodeFrameHeader(FRAME.DATA, 1, 100), pattern(100, i))
+    const big = pattern(65_536, 9)
+    queue.push(encodeFrameHeader(FRAME.DATA, 3, big.byteLength), big)
+    queue.push(encodeFrameHeader(FRAME.DATA, 3, 0))
+    const parts = queue.takeParts(1024 * 1024, 5)
+    expect(parts).toHaveLength(3) // the room, 5,000 frames and a header; the large payload; the last header
+    expect(parts[1]).toBe(big)
+    expect(parts[0]?.byteLength).toBe(5 + 5000 * (FRAME_HEADER_BYTES + 100) + FRAME_HEADER_BYTES)
   })
 
   it('gives no parts when nothing waits', () => {
