@@ -26,6 +26,20 @@ export function joinParts (parts: Parts, total = partsLength(parts)): Uint8Array
   return out
 }
 
+/**
+ * What is wrong with the arguments of a `writeParts(parts, signal, reservedBytes)`: `parts` must
+ * be a non-empty array of `Uint8Array`, `reservedBytes` an integer from 0 to the first part's
+ * length; `undefined` when nothing is.
+ */
+export function partsArgumentError (parts: unknown, reservedBytes: unknown): TypeError | RangeError | undefined {
+  if (!Array.isArray(parts) || parts.length === 0 || !parts.every((part) => part instanceof Uint8Array)) return new TypeError('parts must be a non-empty array of Uint8Array')
+  const first = parts[0] as Uint8Array
+  if (!Number.isSafeInteger(reservedBytes) || (reservedBytes as number) < 0 || (reservedBytes as number) > first.byteLength) {
+    return new RangeError(`reservedBytes must be an integer from 0 to the first part's byteLength, got ${String(reservedBytes)}`)
+  }
+  return undefined
+}
+
 /** Reads a list of parts from the front, `n` bytes at a time, as views of them (no copy). */
 export class PartsCursor {
   private index = 0

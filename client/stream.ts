@@ -18,7 +18,7 @@ import { errorFromWire, StarsockError, wireError } from '../shared/errors.ts'
 import { streamEvent } from '../shared/events.ts'
 import { FRAME_HEADER_BYTES, FRAME_KIND_DATA, isLane, writeFrameHeader } from '../shared/raw-frame.ts'
 import { CreditWindow } from './credit-window.ts'
-import { joinParts, partsLength } from './parts.ts'
+import { joinParts, partsArgumentError, partsLength } from './parts.ts'
 import { Waiters } from './waiters.ts'
 
 /** Room a `writeOwned` caller leaves at the front of its buffer (`reservedBytes`) for a raw frame's header. */
@@ -251,11 +251,8 @@ export class SendStream {
    * and go as `writeOwned`.
    */
   writeParts (parts: readonly Uint8Array[], signal?: AbortSignal, reservedBytes = 0): Promise<void> {
-    if (!Array.isArray(parts) || parts.length === 0 || !parts.every((part) => part instanceof Uint8Array)) return Promise.reject(new TypeError('parts must be a non-empty array of Uint8Array'))
-    const first = parts[0] as Uint8Array
-    if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > first.byteLength) {
-      return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to the first part's byteLength, got ${String(reservedBytes)}`))
-    }
+    const bad = partsArgumentError(parts, reservedBytes)
+    if (bad !== undefined) return Promise.reject(bad)
     return this.queueSend(async () => await this.sendParts(parts, signal, reservedBytes))
   }
 

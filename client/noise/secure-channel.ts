@@ -16,7 +16,7 @@
 import { StarsockError, wireError } from '../../shared/errors.ts'
 import type { PrivateKey } from '@libp2p/interface'
 import { STREAM_HEADROOM_BYTES, type ByteReader, type ByteWriter } from '../connection.ts'
-import { joinParts, PartsCursor } from '../parts.ts'
+import { joinParts, partsArgumentError, PartsCursor } from '../parts.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
 import { FRAME_HEADER_BYTES, FrameDecoder, FramingError, NOISE_MAX_MESSAGE_BYTES, putFrame, putLength } from './frame.ts'
 import type { Dh } from './dh.ts'
@@ -369,11 +369,8 @@ class SecureWriter implements ByteWriter {
    * message reads its plaintext across the parts it spans, so they are never joined first.
    */
   writeParts (parts: readonly Uint8Array[], signal?: AbortSignal, reservedBytes = 0): Promise<void> {
-    if (!Array.isArray(parts) || parts.length === 0 || !parts.every((part) => part instanceof Uint8Array)) return Promise.reject(new TypeError('parts must be a non-empty array of Uint8Array'))
-    const first = parts[0] as Uint8Array
-    if (!Number.isSafeInteger(reservedBytes) || reservedBytes < 0 || reservedBytes > first.byteLength) {
-      return Promise.reject(new RangeError(`reservedBytes must be an integer from 0 to the first part's byteLength, got ${String(reservedBytes)}`))
-    }
+    const bad = partsArgumentError(parts, reservedBytes)
+    if (bad !== undefined) return Promise.reject(bad)
     return this.sealAndSend(new PartsCursor(parts, reservedBytes), signal)
   }
 
