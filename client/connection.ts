@@ -21,6 +21,12 @@ import { joinParts } from './parts.ts'
 export interface ByteReader {
   /** The next chunk, or `null` at a clean end; rejects with the stream's error. */
   read: (signal?: AbortSignal) => Promise<Uint8Array | null>
+  /**
+   * A chunk already here, at once, or `undefined` when a read would have to wait (or would end or
+   * fail): the secure channel opens one raw chunk into a chunk per Noise message, and a reader
+   * takes them all in one turn. Optional.
+   */
+  readReady?: () => Uint8Array | undefined
   /** Give up: tell the sender with `reason` (a wire string); reads fail with `local`. */
   abort: (reason: string, local: StarsockError) => void
   /** Whether the stream has ended (cleanly or not). */
@@ -151,6 +157,11 @@ export class Connection implements AsyncIterable<Uint8Array> {
   /** The next chunk, or `null` once the other side ended cleanly; rejects with its error. */
   async read (options: { signal?: AbortSignal } = {}): Promise<Uint8Array | null> {
     return await this.rx.read(options.signal)
+  }
+
+  /** A chunk already received, without waiting, if one is (see `ByteReader.readReady`); else `undefined`, and `read` says what comes. */
+  readReady (): Uint8Array | undefined {
+    return this.rx.readReady?.()
   }
 
   /** Every chunk until the other side ends; throws its error. */

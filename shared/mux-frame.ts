@@ -200,18 +200,47 @@ export function decodeDatagram (frame: Frame): { data: Uint8Array, addr: SockAdd
 
 const TYPES = new Set<number>(Object.values(FRAME))
 
+/** Options of a `FrameDecoder`. */
+export interface FrameDecoderOptions {
+  /**
+   * Hand a DATA frame's payload on in pieces, each a view into the chunk it came in, as soon as
+   * its header is in: a frame split across chunks is never joined (a DATA frame carries stream
+   * bytes, whose chunking means nothing). Every piece is a DATA frame of the same id, none empty
+   * (but an empty frame, whole). Other frames always come whole. @default false
+   */
+  splitData?: boolean
+}
+
 /** Turns chunks of a byte stream back into frames. */
 export class FrameDecoder {
   private chunks: Uint8Array[] = []
   private buffered = 0
+  private readonly splitData: boolean
+  /** Payload bytes of the DATA frame being handed on in pieces still to come (`splitData`), and its id. */
+  private dataLeft = 0
+  private dataId = 0
 
-  /** Add a chunk; returns every frame now complete (throws a protocol error on a bad header). */
+  constructor (options: FrameDecoderOptions = {}) {
+    this.splitData = options.splitData === true
+  }
+
+  /**
+   * Add a chunk; returns every frame now complete, and with `splitData` the pieces of DATA frames
+   * it holds (throws a protocol error on a bad header).
+   */
   push (chunk: Uint8Array): Frame[] {
+    const frames: Frame[] = []
+    if (this.dataLeft > 0) {
+      // The rest of a DATA frame, or as much of it as this chunk holds: a view, nothing held.
+      const n = Math.min(this.dataLeft, chunk.byteLength)
+      if (n > 0) frames.push({ type: FRAME.DATA, id: this.dataId, payload: chunk.subarray(0, n) })
+      this.dataLeft -= n
+      chunk = chunk.subarray(n)
+    }
     if (chunk.byteLength > 0) {
       this.chunks.push(chunk)
       this.buffered += chunk.byteLength
     }
-    const frames: Frame[] = []
     while (this.buffered >= FRAME_HEADER_BYTES) {
       const head = this.peek(FRAME_HEADER_BYTES)
       const view = new DataView(head.buffer, head.byteOffset, FRAME_HEADER_BYTES)
@@ -219,8 +248,18 @@ export class FrameDecoder {
       const length = view.getUint32(5)
       if (!TYPES.has(type)) throw protocolError(`unknown frame type ${type}`)
       if (length > MAX_FRAME_PAYLOAD_BYTES) throw protocolError(`frame of ${length} bytes is over ${MAX_FRAME_PAYLOAD_BYTES}`)
-      if (this.buffered < FRAME_HEADER_BYTES + length) break
       const id = view.getUint32(1)
+      if (this.buffered < FRAME_HEADER_BYTES + length) {
+        if (!this.splitData || type !== FRAME.DATA) break
+        // Only this chunk can hold bytes after a DATA header (an earlier one ended before the
+        // header was whole, or the frame would have been split then): the payload is a view.
+        this.take(FRAME_HEADER_BYTES)
+        const have = this.buffered
+        if (have > 0) frames.push({ type: FRAME.DATA, id, payload: this.take(have) })
+        this.dataLeft = length - have
+        this.dataId = id
+        break
+      }
       this.take(FRAME_HEADER_BYTES)
       frames.push({ type: type as FrameType, id, payload: this.take(length) })
     }

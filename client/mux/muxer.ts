@@ -168,7 +168,7 @@ export class Muxer extends Emitter<MuxEvents> {
   private readonly channels = new Map<number, Channel>()
   private readonly opening = new Map<number, Pending<Reply>>()
   private readonly offering = new Map<number, Pending<Reply>>()
-  private readonly decoder = new FrameDecoder()
+  private readonly decoder = new FrameDecoder({ splitData: true })
   private readonly output = new OutputQueue()
   private readonly roomWaiters = new Waiters()
   private readonly options: Required<Omit<MuxOptions, 'logger'>>
@@ -457,10 +457,15 @@ export class Muxer extends Emitter<MuxEvents> {
 
   private async readLoop (): Promise<void> {
     try {
-      for await (const chunk of this.conn) {
-        const queued: Datagram[] = []
-        for (const frame of this.decoder.push(chunk)) this.dispatch(frame, queued)
-        unpin(chunk, queued)
+      for await (const first of this.conn) {
+        // The chunks already here go through together (a secure connection opens a raw chunk
+        // into a chunk per Noise message): every frame of them reaches its channel in this turn,
+        // and a channel's reader takes them as one batch (one writev), not one per message.
+        for (let chunk: Uint8Array | undefined = first; chunk !== undefined; chunk = this.closedWith === undefined ? this.conn.readReady() : undefined) {
+          const queued: Datagram[] = []
+          for (const frame of this.decoder.push(chunk)) this.dispatch(frame, queued)
+          unpin(chunk, queued)
+        }
         if (this.closedWith !== undefined) return
         while (this.queued > MAX_QUEUED_BYTES && this.closedWith === undefined) await this.roomWaiters.wait()
       }

@@ -5,7 +5,7 @@
  */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
 import { joinParts } from '../parts.ts'
-import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
+import { nonceBytes, type Aead } from './aead.ts'
 import { nobleDh } from './dh.ts'
 
 /** `Aead` on `@noble/ciphers` (pure JavaScript). */
@@ -13,9 +13,7 @@ export const aead: Aead = {
   seal: (key, n, ad, plaintext) => chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext),
   // @noble/ciphers reads its plaintext whole: parts are joined first (a copy, in the browser only).
   sealParts: (key, n, ad, plaintext, into) => { into.push(chacha20poly1305(key, nonceBytes(n), ad).encrypt(joinParts(plaintext))) },
-  open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext),
-  // @noble/ciphers checks the tag before it decrypts into `out`.
-  openInto: (key, n, ad, ciphertext, out, at) => { chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext, out.subarray(at, at + ciphertext.byteLength - AEAD_TAG_BYTES)) }
+  open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext)
 }
 
 /** `Dh` on `@noble/curves`. */

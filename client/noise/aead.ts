@@ -20,8 +20,6 @@ export interface Aead {
   sealParts: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Parts, into: Uint8Array[]) => void
   /** Decrypt and check; throws on a tag that does not verify (never returns unauthenticated bytes). */
   open: (key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array) => Uint8Array
-  /** `open` written into `out` at `at` (`ciphertext.byteLength - AEAD_TAG_BYTES` bytes); on a bad tag it throws, and `out` must then be dropped. */
-  openInto: (key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array, out: Uint8Array, at: number) => void
 }
 
 /** The 12-byte nonce of counter `n` (Noise spec 12.3: 32 bits of zeros, then little-endian 64-bit `n`). */

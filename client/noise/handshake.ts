@@ -60,15 +60,6 @@ export class CipherState {
     this.aead.sealParts(this.k, this.take(), ad, plaintext, into)
   }
 
-  /** `decryptWithAd` (with a key) written into `out` at `at`; throws (without moving the counter) on a bad tag, and `out` must then be dropped. */
-  decryptInto (ad: Uint8Array, ciphertext: Uint8Array, out: Uint8Array, at: number): void {
-    if (this.k === undefined) throw new Error('no key: a transport cipher state always has one')
-    if (this.n >= MAX_NONCE) throw new StarsockError('E_SECURE_AUTH', 'nonce exhausted: the connection must be closed')
-    if (ciphertext.byteLength < AEAD_TAG_BYTES) throw new Error('ciphertext shorter than its tag')
-    this.aead.openInto(this.k, this.n, ad, ciphertext, out, at)
-    this.n++
-  }
-
   /** Decrypt; throws (without moving the counter) when the tag does not verify. */
   decryptWithAd (ad: Uint8Array, ciphertext: Uint8Array): Uint8Array {
     if (this.k === undefined) return ciphertext

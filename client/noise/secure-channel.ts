@@ -230,7 +230,8 @@ class SecureReader implements ByteReader {
   ) {}
 
   get done (): boolean {
-    return this.ended || this.channel.failure !== undefined || this.channel.rx.done
+    // The sealed end counts once what came before it was read (it is opened with them).
+    return (this.ended && this.plain.length === 0) || this.channel.failure !== undefined || this.channel.rx.done
   }
 
   get bufferedBytes (): number {
@@ -270,6 +271,13 @@ class SecureReader implements ByteReader {
     }
   }
 
+  readReady (): Uint8Array | undefined {
+    if (this.channel.failure !== undefined) return undefined
+    const next = this.plain.shift()
+    if (next !== undefined) this.held -= next.byteLength
+    return next
+  }
+
   abort (reason: string, local: StarsockError): void {
     this.drop()
     this.channel.rx.abort(reason, local)
@@ -283,45 +291,33 @@ class SecureReader implements ByteReader {
   }
 
   /**
-   * Open the sealed messages received into one plaintext chunk: what the sender sealed as one
-   * chunk (a multiplexer batch) arrives as one, so frames inside it are never joined again. A
-   * single message is delivered as the AEAD returned it (no copy). Stops at the sealed end.
+   * Open the sealed messages received, each into a plaintext chunk of its own as the AEAD returned
+   * it (no copy: the multiplexer takes a DATA frame that spans two messages in pieces). Stops at
+   * the sealed end.
    */
   private openAll (): void {
     const sealed = this.sealed
-    let plain: Uint8Array
+    const opened: Uint8Array[] = []
+    let bytes = 0
     try {
-      if (sealed.length === 1) {
-        plain = this.state.decryptWithAd(EMPTY, sealed[0] as Uint8Array)
-        sealed.length = 0
-      } else {
-        let total = 0
-        for (const m of sealed) total += Math.max(0, m.byteLength - AEAD_TAG_BYTES)
-        const out = new Uint8Array(total)
-        let at = 0
-        let opened = 0
-        for (const m of sealed) {
-          if (m.byteLength === AEAD_TAG_BYTES) break // the sealed end, opened below
-          this.state.decryptInto(EMPTY, m, out, at)
-          at += m.byteLength - AEAD_TAG_BYTES
-          opened++
+      for (const message of sealed) {
+        const plain = this.state.decryptWithAd(EMPTY, message)
+        if (plain.byteLength === 0) {
+          this.ended = true // the sealed end: anything behind it is ignored
+          break
         }
-        sealed.splice(0, opened)
-        plain = out.subarray(0, at)
-        if (at === 0) plain = this.state.decryptWithAd(EMPTY, sealed.shift() as Uint8Array) // the sealed end first
+        opened.push(plain)
+        bytes += plain.byteLength
       }
     } catch (err) {
+      // Nothing of the batch is delivered (a failed channel drops what it held anyway).
       const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `a message from ${this.channel.remotePeer} failed authentication: the connection is closed`, { cause: err })
       return this.channel.fail(failure)
     }
-    if (plain.byteLength === 0) {
-      this.ended = true // the sealed end: anything behind it is ignored
-      sealed.length = 0
-      return
-    }
-    this.plain.push(plain)
-    this.held += plain.byteLength
-    this.receivedBytes += plain.byteLength
+    sealed.length = 0
+    this.plain.push(...opened)
+    this.held += bytes
+    this.receivedBytes += bytes
   }
 }
 

@@ -427,3 +427,89 @@ describe('FrameDecoder', () => {
     expectProtocolError(() => new FrameDecoder().push(concat([encodeFrame(FRAME.FIN, 1), Uint8Array.of(42, 0, 0, 0, 0, 0, 0, 0, 0)])), 'unknown frame type 42')
   })
 })
+
+describe('FrameDecoder with splitData (the multiplexer\'s)', () => {
+  /** Frames with each run of DATA pieces of one id merged back into one frame: what the bytes say, whatever the chunking. */
+  function mergeData (frames: readonly PlainFrame[]): PlainFrame[] {
+    const out: PlainFrame[] = []
+    for (const f of frames) {
+      const last = out.at(-1)
+      if (f.type === FRAME.DATA && last?.type === FRAME.DATA && last.id === f.id) last.payload += f.payload
+      else out.push({ ...f })
+    }
+    return out
+  }
+
+  /** Push copies of `chunks` (each its own memory) through a splitting decoder; checks every DATA piece is a view into the chunk it came in. */
+  function decodeSplit (chunks: readonly Uint8Array[]): { frames: PlainFrame[], buffered: number, pieces: number } {
+    const decoder = new FrameDecoder({ splitData: true })
+    const frames: PlainFrame[] = []
+    let pieces = 0
+    for (const c of chunks) {
+      const own = c.slice()
+      for (const f of decoder.push(own)) {
+        if (f.type === FRAME.DATA && f.payload.byteLength > 0) {
+          pieces++
+          expect(f.payload.buffer, 'a DATA piece is a view into the chunk just pushed, never a copy').toBe(own.buffer)
+        }
+        frames.push(plain(f))
+      }
+    }
+    return { frames, buffered: decoder.bufferedBytes, pieces }
+  }
+
+  const BIG = concat([encodeFrame(FRAME.DATA, 1, pattern(MAX_FRAME_PAYLOAD_BYTES, 1)), encodeJsonFrame(FRAME.RESET, 2, { code: 'E_X', message: 'x'.repeat(500) }), encodeFrame(FRAME.DATA, 3, pattern(70_000, 2)), encodeDatagramFrame(5, pattern(3000, 3), { ip: '::1', port: 9 }), encodeFrame(FRAME.FIN, 1), STREAM])
+
+  it.each([1, 2, 3])('reads the same bytes and frames as the reference at random split points, DATA as views (seed %i)', (seed) => {
+    const expected = mergeData(referenceDecode(BIG))
+    const random = prng(seed)
+    for (let trial = 0; trial < 20; trial++) {
+      const chunks: Uint8Array[] = []
+      for (let at = 0; at < BIG.length;) {
+        const r = random()
+        const n = r < 0.1 ? 0 : r < 0.4 ? Math.floor(random() * 12) + 1 : Math.floor(random() * 70_000) + 1
+        chunks.push(BIG.subarray(at, at + n))
+        at += n
+      }
+      const got = decodeSplit(chunks)
+      expect({ frames: mergeData(got.frames), buffered: got.buffered }, `seed ${seed} trial ${trial}`).toEqual({ frames: expected, buffered: 0 })
+      expect(got.pieces, 'DATA frames came in pieces: more than the four with a payload').toBeGreaterThan(4)
+    }
+  })
+
+  it('hands on a DATA frame split across Noise-sized chunks as two views, holding none of it; other frames come whole', () => {
+    const data = pattern(64 * 1024, 4)
+    const dgram = encodeDatagramFrame(7, pattern(100, 5), { ip: '127.0.0.1', port: 53 })
+    const stream = concat([encodeFrame(FRAME.DATA, 9, data), dgram])
+    const cut = 65_519
+    const decoder = new FrameDecoder({ splitData: true })
+    const first = decoder.push(stream.subarray(0, cut))
+    expect(first.map((f) => [f.type, f.id, f.payload.byteLength])).toEqual([[FRAME.DATA, 9, cut - FRAME_HEADER_BYTES]])
+    expect(decoder.bufferedBytes, 'nothing of the DATA frame is held').toBe(0)
+    const rest = stream.subarray(cut, cut + 40) // the rest of the DATA, and the DATAGRAM's first bytes
+    const second = decoder.push(rest)
+    expect(second.map((f) => [f.type, f.id, f.payload.byteLength])).toEqual([[FRAME.DATA, 9, FRAME_HEADER_BYTES + data.byteLength - cut]])
+    expect(hex(concat([(first[0] as Frame).payload, (second[0] as Frame).payload]))).toBe(hex(data))
+    const third = decoder.push(stream.subarray(cut + 40))
+    expect(third.map(plain)).toEqual(referenceDecode(dgram))
+    expect(decoder.bufferedBytes).toBe(0)
+  })
+
+  it('a DATA header cut anywhere: the payload still comes as views, and an empty DATA frame comes whole', () => {
+    const stream = concat([encodeFrame(FRAME.DATA, 1), encodeFrame(FRAME.DATA, 2, pattern(30, 6)), encodeFrame(FRAME.FIN, 2)])
+    for (let a = 0; a <= stream.length; a++) {
+      for (let b = a; b <= stream.length; b++) {
+        const got = decodeSplit([stream.subarray(0, a), stream.subarray(a, b), stream.subarray(b)])
+        expect({ frames: mergeData(got.frames), buffered: got.buffered }, `split at ${a} and ${b}`).toEqual({ frames: mergeData(referenceDecode(stream)), buffered: 0 })
+        expect(got.frames.filter((f) => f.type === FRAME.DATA && f.id === 1), 'the empty frame, once').toEqual([{ type: FRAME.DATA, id: 1, payload: '' }])
+      }
+    }
+  })
+
+  it('still refuses a bad header or an oversized length as soon as the header is in', () => {
+    expectProtocolError(() => new FrameDecoder({ splitData: true }).push(Uint8Array.of(42, 0, 0, 0, 1, 0, 0, 0, 0)), 'unknown frame type 42')
+    const head = encodeFrameHeader(FRAME.DATA, 1, 0)
+    new DataView(head.buffer, head.byteOffset).setUint32(5, MAX_FRAME_PAYLOAD_BYTES + 1)
+    expectProtocolError(() => new FrameDecoder({ splitData: true }).push(head), `frame of ${MAX_FRAME_PAYLOAD_BYTES + 1} bytes is over`)
+  })
+})

@@ -8,7 +8,7 @@ import type { ByteReader, ByteWriter } from '../../client/connection.ts'
 import { STREAM_HEADROOM_BYTES } from '../../client/connection.ts'
 import { createIdentity } from '../../client/identity.ts'
 import { nodeAead, nodeDh } from '../../client/noise/aead.node.ts'
-import { secureInbound, secureOutbound, type SecureChannel } from '../../client/noise/secure-channel.ts'
+import { MAX_PLAINTEXT_BYTES, secureInbound, secureOutbound, type SecureChannel } from '../../client/noise/secure-channel.ts'
 import { testBytes } from '../helpers/server.ts'
 
 /** One direction: what the writer hands over goes through `relay` into the reader's queue. */
@@ -119,7 +119,7 @@ async function readAll (reader: ByteReader): Promise<Uint8Array[]> {
 const joined = (chunks: Uint8Array[]): Buffer => Buffer.concat(chunks)
 
 describe('secure channel framing (in memory)', () => {
-  it('a full chunk of plaintext (512 KiB, like a plaintext connection\'s) goes as one raw chunk, widened by its framing, and arrives as one plaintext chunk', async () => {
+  it('a full chunk of plaintext (512 KiB, like a plaintext connection\'s) goes as one raw chunk, widened by its framing, and arrives as its messages, each opened into a chunk of its own (never joined)', async () => {
     const { a, b, ab } = await pair()
     expect(a.writer.chunkBytes).toBe(512 * 1024)
     const data = testBytes(512 * 1024, 1)
@@ -127,8 +127,22 @@ describe('secure channel framing (in memory)', () => {
     await a.writer.end()
     expect(ab.delivered.map((c) => c.byteLength)).toEqual([512 * 1024 + 9 * 18, 18]) // 9 Noise messages, then the sealed end
     const got = await readAll(b.reader)
-    expect(got.map((c) => c.byteLength)).toEqual([512 * 1024])
+    expect(got.map((c) => c.byteLength)).toEqual([...Array<number>(8).fill(MAX_PLAINTEXT_BYTES), 512 * 1024 - 8 * MAX_PLAINTEXT_BYTES])
+    // Each chunk is the cipher's own output for its message: nine buffers, not views into one joined copy.
+    expect(new Set(got.map((c) => c.buffer)).size).toBe(got.length)
     expect(joined(got).equals(Buffer.from(data))).toBe(true)
+  })
+
+  it('the messages of a raw chunk opened by one read are all ready at once (readReady), and nothing once they are taken', async () => {
+    const { a, b } = await pair()
+    const data = testBytes(200_000, 5)
+    await a.writer.write(data)
+    const got = [await b.reader.read() as Uint8Array]
+    for (let c = b.reader.readReady?.(); c !== undefined; c = b.reader.readReady?.()) got.push(c)
+    expect(got.map((c) => c.byteLength)).toEqual([MAX_PLAINTEXT_BYTES, MAX_PLAINTEXT_BYTES, MAX_PLAINTEXT_BYTES, 200_000 - 3 * MAX_PLAINTEXT_BYTES])
+    expect(b.reader.bufferedBytes).toBe(0)
+    expect(joined(got).equals(Buffer.from(data))).toBe(true)
+    expect(b.reader.readReady?.(), 'none left: the next read waits').toBeUndefined()
   })
 
   it('without room to widen, the plaintext chunk shrinks so each raw chunk stays whole', async () => {
@@ -212,6 +226,32 @@ describe('secure channel framing (in memory)', () => {
     await a.writer.end()
     const got = await readAll(b.reader)
     expect(joined(got).equals(Buffer.concat([x, y]))).toBe(true)
+  })
+
+  it('a sealed end that came with data counts (done) only once that data is read; readReady gives what is left of the batch', async () => {
+    const { a, b, ab } = await pair()
+    const held: Uint8Array[] = []
+    ab.relay = (c) => { held.push(c); return held.length === 3 ? [Uint8Array.from(Buffer.concat(held))] : [] }
+    ab.end = () => {} // the raw stream stays open: only the sealed end says the stream is over
+    const [x, y] = [testBytes(3000, 8), testBytes(4000, 9)]
+    await a.writer.write(x)
+    await a.writer.write(y)
+    await a.writer.end()
+    const got = [await b.reader.read() as Uint8Array]
+    expect(b.reader.done, 'the end is in, but data before it is unread').toBe(false)
+    for (let c = b.reader.readReady?.(); c !== undefined; c = b.reader.readReady?.()) got.push(c)
+    expect(joined(got).equals(Buffer.concat([x, y]))).toBe(true)
+    expect(b.reader.done).toBe(true)
+    expect(await b.reader.read()).toBeNull()
+  })
+
+  it('a batch whose last message fails authentication delivers none of it, counts none of it, and has nothing ready', async () => {
+    const { a, b, ab } = await pair()
+    ab.relay = (c) => { const t = Uint8Array.from(c); t[t.byteLength - 1] = (t[t.byteLength - 1] as number) ^ 1; return [t] } // the last message's tag
+    await a.writer.write(testBytes(200_000, 10)) // four messages in one raw chunk
+    await expect(b.reader.read()).rejects.toMatchObject({ code: 'E_SECURE_AUTH' })
+    expect(b.reader.readReady?.()).toBeUndefined()
+    expect(b.reader.receivedBytes).toBe(0)
   })
 
   it('bytes after the sealed end are ignored; a bare end, or one inside a message, fails with E_SECURE_AUTH', async () => {
