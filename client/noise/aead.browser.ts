@@ -5,7 +5,7 @@
  */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js'
 import { joinParts } from '../parts.ts'
-import { nonceBytes, type Aead } from './aead.ts'
+import { AEAD_TAG_BYTES, nonceBytes, type Aead } from './aead.ts'
 import { nobleDh } from './dh.ts'
 
 /** `Aead` on `@noble/ciphers` (pure JavaScript). */
@@ -13,6 +13,10 @@ export const aead: Aead = {
   seal: (key, n, ad, plaintext) => chacha20poly1305(key, nonceBytes(n), ad).encrypt(plaintext),
   // @noble/ciphers reads its plaintext whole: parts are joined first (a copy, in the browser only).
   sealParts: (key, n, ad, plaintext, into) => { into.push(chacha20poly1305(key, nonceBytes(n), ad).encrypt(joinParts(plaintext))) },
+  sealInto: (key, n, ad, plaintext, out, at) => {
+    const whole = joinParts(plaintext)
+    chacha20poly1305(key, nonceBytes(n), ad).encrypt(whole, out.subarray(at, at + whole.byteLength + AEAD_TAG_BYTES))
+  },
   open: (key, n, ad, ciphertext) => chacha20poly1305(key, nonceBytes(n), ad).decrypt(ciphertext)
 }
 
