@@ -12,10 +12,10 @@
  * the whole file before the offer is outside that time; it is in the CPU figures, as the making
  * of the file is (once per size, in the warm-up).
  */
+import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Browser, Page } from 'playwright-core'
-import { build } from 'vite'
 import { launchChromium } from '../test/helpers/browser.ts'
 import { answerFile } from '../test/helpers/files.ts'
 import { childPids, startOurs, type ServerUnderTest } from './procs.ts'
@@ -96,8 +96,12 @@ async function sendThroughPage (a: Page, b: Page, bytes: number): Promise<{ mibP
 
 /** Run the scenario; the server and Chromium it starts are stopped before it settles. */
 export async function pageBench ({ bytes, repeats, record }: PageBenchContext): Promise<void> {
-  // The server serves the page built into dist/web (as `npm start` builds it; run from the repository's root).
-  await build({ configFile: `${ROOT}vite.config.ts`, logLevel: 'warn' })
+  // The server serves the page built into dist/web: the project's own build (as `npm start` and
+  // `npm run bench`'s prebench run it), so dist/ stays whole. A Vite build of the page alone left
+  // dist/web without its .br and .gz beside a fresh build stamp, and `npm test` then failed until
+  // a forced rebuild.
+  const built = spawnSync(process.execPath, [`${ROOT}scripts/build.js`, '--if-stale'], { cwd: ROOT, stdio: 'inherit' })
+  if (built.status !== 0) throw new Error(`the build failed (exit ${String(built.status ?? built.signal)})`)
   const server = await startOurs()
   let browser: Browser | undefined
   try {
