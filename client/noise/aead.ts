@@ -18,13 +18,6 @@ export interface Aead {
    * the cipher made it: the ciphertext (one or more buffers), then the tag; no copy of its own.
    */
   sealParts: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Parts, into: Uint8Array[]) => void
-  /**
-   * `seal` written into `out` at `at` (ciphertext, then tag: the plaintext's length plus
-   * `AEAD_TAG_BYTES`). Only a cipher that can write into given memory has it (the browser's: it
-   * then seals a chunk straight into one buffer, which its link sends as it is, where parts would
-   * be joined); OpenSSL's output is always memory of its own, so Node's has `sealParts` only.
-   */
-  sealInto?: (key: Uint8Array, n: number, ad: Uint8Array, plaintext: Parts, out: Uint8Array, at: number) => void
   /** Decrypt and check; throws on a tag that does not verify (never returns unauthenticated bytes). */
   open: (key: Uint8Array, n: number, ad: Uint8Array, ciphertext: Uint8Array) => Uint8Array
 }

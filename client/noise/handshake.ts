@@ -17,7 +17,7 @@ import { sha256 } from '@noble/hashes/sha2.js'
 import { publicKeyFromProtobuf, publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey, PublicKey } from '@libp2p/interface'
 import { peerIdFromPublicKey } from '@libp2p/peer-id'
-import { partsLength, type Parts } from '../parts.ts'
+import type { Parts } from '../parts.ts'
 import { AEAD_TAG_BYTES, type Aead } from './aead.ts'
 import { DH_BYTES, nobleDh, type Dh, type DhKeyPair } from './dh.ts'
 import { StarsockError } from '../../shared/errors.ts'
@@ -58,18 +58,6 @@ export class CipherState {
   encryptParts (ad: Uint8Array, plaintext: Parts, into: Uint8Array[]): void {
     if (this.k === undefined) throw new Error('no key: a transport cipher state always has one')
     this.aead.sealParts(this.k, this.take(), ad, plaintext, into)
-  }
-
-  /** Whether the cipher seals into given memory (`Aead.sealInto`: the browser's). */
-  get sealsInto (): boolean { return this.aead.sealInto !== undefined }
-
-  /** `encryptWithAd` (with a key) of `plaintext` (whole, or its parts in order) written into `out` at `at`, where the cipher can (`sealsInto`); returns the offset after the tag. */
-  encryptInto (ad: Uint8Array, plaintext: Parts, out: Uint8Array, at: number): number {
-    if (this.k === undefined) throw new Error('no key: a transport cipher state always has one')
-    if (this.aead.sealInto === undefined) throw new Error('this cipher does not seal into given memory: use encryptParts')
-    const bytes = partsLength(plaintext)
-    this.aead.sealInto(this.k, this.take(), ad, plaintext, out, at)
-    return at + bytes + AEAD_TAG_BYTES
   }
 
   /** Decrypt; throws (without moving the counter) when the tag does not verify. */

@@ -398,40 +398,6 @@ class SecureWriter implements ByteWriter {
     return run
   }
 
-  /**
-   * The next `take` bytes of `data` sealed into one raw chunk of whole messages, as its parts: each
-   * message's length prefix, then the cipher's output (ciphertext and tag) as the cipher made it,
-   * never copied into one buffer here (the stream writes the parts as one message; `writeParts`).
-   * The first prefix comes after the stream's room for its header.
-   */
-  private sealChunkParts (data: PartsCursor, take: number): Uint8Array[] {
-    const parts: Uint8Array[] = []
-    for (let p = 0, pieces = messagesIn(take); p < pieces; p++) {
-      const pieceBytes = Math.min(MAX_PLAINTEXT_BYTES, take - p * MAX_PLAINTEXT_BYTES)
-      const prefix = new Uint8Array((p === 0 ? STREAM_HEADROOM_BYTES : 0) + FRAME_HEADER_BYTES)
-      putLength(prefix, prefix.byteLength - FRAME_HEADER_BYTES, pieceBytes + AEAD_TAG_BYTES)
-      parts.push(prefix)
-      this.state.encryptParts(EMPTY, data.take(pieceBytes), parts)
-    }
-    return parts
-  }
-
-  /**
-   * The same chunk sealed straight into one buffer (a cipher that writes into given memory: the
-   * browser's, whose link would join parts anyway), after the stream's room for its header.
-   */
-  private sealChunk (data: PartsCursor, take: number): Uint8Array[] {
-    const pieces = messagesIn(take)
-    const out = new Uint8Array(STREAM_HEADROOM_BYTES + take + pieces * MESSAGE_OVERHEAD_BYTES)
-    let at = STREAM_HEADROOM_BYTES
-    for (let p = 0; p < pieces; p++) {
-      const pieceBytes = Math.min(MAX_PLAINTEXT_BYTES, take - p * MAX_PLAINTEXT_BYTES)
-      putLength(out, at, pieceBytes + AEAD_TAG_BYTES)
-      at = this.state.encryptInto(EMPTY, data.take(pieceBytes), out, at + FRAME_HEADER_BYTES)
-    }
-    return [out]
-  }
-
   /** Seal the bytes `data` has left (none: the end marker) into raw chunks of whole messages and write them in order. */
   private async sendSealed (data: PartsCursor, signal?: AbortSignal): Promise<void> {
     const channel = this.channel
@@ -441,9 +407,20 @@ class SecureWriter implements ByteWriter {
       // Cut before sealing: no nonce used, the connection goes on.
       if (signal?.aborted === true) throw new StarsockError('E_ABORTED', 'Aborted by the caller', { cause: signal.reason })
       const take = Math.min(data.remaining, this.chunkBytes)
-      let parts: Uint8Array[]
+      const pieces = messagesIn(take)
+      // One raw chunk of whole messages, as its parts: each message's length prefix, then the
+      // cipher's output (ciphertext and tag) as the cipher made it, never copied into one buffer
+      // here (the stream writes the parts as one message; `writeParts`). The first prefix comes
+      // after the stream's room for its header.
+      const parts: Uint8Array[] = []
       try {
-        parts = this.state.sealsInto ? this.sealChunk(data, take) : this.sealChunkParts(data, take)
+        for (let p = 0; p < pieces; p++) {
+          const pieceBytes = Math.min(MAX_PLAINTEXT_BYTES, take - p * MAX_PLAINTEXT_BYTES)
+          const prefix = new Uint8Array((p === 0 ? STREAM_HEADROOM_BYTES : 0) + FRAME_HEADER_BYTES)
+          putLength(prefix, prefix.byteLength - FRAME_HEADER_BYTES, pieceBytes + AEAD_TAG_BYTES)
+          parts.push(prefix)
+          this.state.encryptParts(EMPTY, data.take(pieceBytes), parts)
+        }
       } catch (err) {
         const failure = err instanceof StarsockError ? err : new StarsockError('E_SECURE_AUTH', `sealing failed: ${(err as Error).message}`, { cause: err })
         channel.fail(failure)
