@@ -24,7 +24,8 @@ export interface ByteReader {
   /**
    * A chunk already here, at once, or `undefined` when a read would have to wait (or would end or
    * fail): the secure channel opens one raw chunk into a chunk per Noise message, and a reader
-   * takes them all in one turn. Optional.
+   * takes them all in one turn. Optional (a plaintext `ReceiveStream` has none: its chunks are
+   * whole batches already).
    */
   readReady?: () => Uint8Array | undefined
   /** Give up: tell the sender with `reason` (a wire string); reads fail with `local`. */

@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { Connection } from '../client/connection.ts'
 import type { StarsockPeer } from '../client/peer.ts'
 import { Muxer } from '../client/mux/muxer.ts'
-import { PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
+import { MAX_PLAINTEXT_BYTES, PREAMBLE, startsSecure } from '../client/noise/secure-channel.ts'
 import { CLASSIFY_TIMEOUT_MS, Dials } from '../client/dials.ts'
 import { Rendezvous } from '../server/rendezvous.ts'
 import { StarsockError } from '../shared/errors.ts'
@@ -128,9 +128,19 @@ describe('secure connections between starsock peers (issue 14)', () => {
     const connA = await a.dial(b.peerId)
     const connB = await within('B accepting', incoming)
     const muxA = new Muxer(connA, {}, { windowBytes: 64 * 1024 })
+    /** The largest memory a chunk B's channels read lies in. */
+    let largestBuffer = 0
     const muxB = new Muxer(connB, {
       onOpen: async (channel) => {
-        void (async () => { for (;;) { const chunk = await channel.read(); if (chunk === null) break; await channel.write(chunk) } await channel.closeWrite() })()
+        void (async () => {
+          for (;;) {
+            const chunk = await channel.read()
+            if (chunk === null) break
+            largestBuffer = Math.max(largestBuffer, chunk.buffer.byteLength)
+            await channel.write(chunk)
+          }
+          await channel.closeWrite()
+        })()
         return undefined
       }
     }, { windowBytes: 64 * 1024 })
@@ -144,6 +154,10 @@ describe('secure connections between starsock peers (issue 14)', () => {
       expect(Buffer.compare(await reading, data)).toBe(0)
     }
     await within('two channels echoing 1 MiB each', Promise.all([echoOver(21), echoOver(22)]), 30_000)
+    // 64 KiB DATA frames span the Noise messages (65,519 bytes of plaintext each): each reached its
+    // channel in pieces, views into the opened messages, never joined into a frame-sized copy.
+    expect(largestBuffer).toBeGreaterThan(0)
+    expect(largestBuffer).toBeLessThanOrEqual(MAX_PLAINTEXT_BYTES)
     await muxA.close()
     await muxB.close()
   })
