@@ -242,13 +242,10 @@ class SecureReader implements ByteReader {
     const channel = this.channel
     for (;;) {
       if (channel.failure !== undefined) throw channel.failure
-      const next = this.plain.shift()
-      if (next !== undefined) {
-        this.held -= next.byteLength
-        return next
-      }
+      const next = this.readReady()
+      if (next !== undefined) return next
       if (this.ended) return null
-      if (this.sealed.length > 0 && !this.ended) {
+      if (this.sealed.length > 0) {
         this.openAll()
         continue
       }
