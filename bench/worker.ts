@@ -84,24 +84,38 @@ function percentiles (ms: number[]): Record<string, number> {
   return { p50: at(0.5), p95: at(0.95), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length, count: s.length }
 }
 
-/** Joins through the challenge: a fresh socket each, `inFlight` at a time. */
-async function joins (a: { url: string, port: number, keyType: 'RSA' | 'Ed25519', count: number, inFlight: number }): Promise<unknown> {
+/**
+ * Joins through the challenge: a fresh socket each, `inFlight` at a time. With `warmup`, that many
+ * unmeasured joins first, in the same process, into the server at `warmupUrl`/`warmupPort` (one
+ * that is not measured): a fresh client's first joins run before its code is optimised and,
+ * against a server that answers faster than the client can ask, set the rate; and the original
+ * server gets slower with every join it has taken, so they must not go into the measured one. With
+ * `serverPid`, the server's CPU seconds over the measured joins only.
+ */
+async function joins (a: { url: string, port: number, keyType: 'RSA' | 'Ed25519', count: number, inFlight: number, warmup?: { count: number, url: string, port: number }, serverPid?: number }): Promise<unknown> {
   const ks = await keys(a.keyType, a.keyType === 'RSA' ? 20 : 100)
-  let failures = 0
-  const t0 = now()
-  await pool(a.count, a.inFlight, async (i) => {
-    const k = ks[i % ks.length] as Key
-    const socket = await connect2(a.url)
-    try {
-      await join2(socket, k, addrOf(a.port, k.id))
-    } catch {
-      failures++
-    } finally {
-      socket.close()
-    }
-  })
-  const seconds = (now() - t0) / 1000
-  return { joins: a.count - failures, failures, seconds, rate: (a.count - failures) / seconds }
+  const run = async (count: number, url: string, port: number): Promise<{ joins: number, failures: number, seconds: number, rate: number }> => {
+    let failures = 0
+    const t0 = now()
+    await pool(count, a.inFlight, async (i) => {
+      const k = ks[i % ks.length] as Key
+      const socket = await connect2(url)
+      try {
+        await join2(socket, k, addrOf(port, k.id))
+      } catch {
+        failures++
+      } finally {
+        socket.close()
+      }
+    })
+    const seconds = (now() - t0) / 1000
+    return { joins: count - failures, failures, seconds, rate: (count - failures) / seconds }
+  }
+  const cold = a.warmup !== undefined && a.warmup.count > 0 ? await run(a.warmup.count, a.warmup.url, a.warmup.port) : undefined
+  const cpu0 = a.serverPid !== undefined ? cpuSeconds(a.serverPid) : NaN
+  const measured = await run(a.count, a.url, a.port)
+  const serverCpu = a.serverPid !== undefined ? cpuSeconds(a.serverPid) - cpu0 : undefined
+  return { ...measured, serverCpu, ...(cold === undefined ? {} : { coldRate: cold.rate, coldFailures: cold.failures }) }
 }
 
 /** Answer a dial the way the legacy listener does, then end the listener stream. */
