@@ -154,6 +154,8 @@ export class RelayStream {
   senderLane: number | undefined
   /** The lane the receiver chose for raw frames (with its `accept`); events without one. */
   receiverLane: number | undefined
+  /** Told once, when the receiver accepts (a dial waiting for a legacy listener's word). */
+  onAccept: (() => void) | undefined
 
   constructor (
     /** Stream id as on the wire (`<dialId>.dialer` or `<dialId>.listener`). */

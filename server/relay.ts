@@ -146,6 +146,9 @@ export class Relay {
     else if (isCredit(window)) stream.sender.endpoint.emit(event, window)
     else stream.sender.endpoint.emit(event)
     this.markReady(stream)
+    const onAccept = stream.onAccept
+    stream.onAccept = undefined
+    onAccept?.()
     return true
   }
 
@@ -290,6 +293,7 @@ export class Relay {
    * the wire string (a legacy sender has no `abort` handler; its later chunks are ignored).
    */
   fail (stream: RelayStream, code: ErrorCode, message?: string): void {
+    if (stream.closed && stream.sibling?.closed !== false) return
     const wire = wireError(code, message)
     for (const s of [stream, stream.sibling]) {
       if (s === undefined || s.closed) continue

@@ -22,6 +22,7 @@ import { PEER_LOG_CAP, PeerLog } from './peer-log.ts'
 import { shownProfile, takeProfileChange } from './profiles.ts'
 import { ipLimitKey, TokenBucket, WindowCounter } from './rate-limit.ts'
 import { Relay } from './relay.ts'
+import type { RelayStream } from './relay-stream.ts'
 import { Session, type Endpoint } from './session.ts'
 import { UdpRelay, type AllocationInfo } from './udp-relay.ts'
 import type { HolderClaim, JoinDecision, LeaveReservation, RemoteHold, RemoteOutcome, RendezvousCluster } from './cluster/types.ts'
@@ -678,7 +679,15 @@ export class Rendezvous {
       // it waits for a secure dialer's first bytes, not for a plaintext one's); a legacy listener's
       // arguments never move.
       const args = target.dialHints ? [dialId, from, { starsock: session.starsock, secure: session.starsock && secure }] : [dialId, from]
-      reply = await target.endpoint.request(EVENTS.INCOMING, args, this.options.dialTimeoutMs)
+      const askedMs = Date.now()
+      const asked = target.endpoint.request(EVENTS.INCOMING, args, this.options.dialTimeoutMs)
+      // A stand-in's dial (`trunkDial`) is logged on the dialer's node.
+      const lateRefusal = (): void => { if (session.node === undefined) this.peerLog.dialed(session, { from, to, dialId, secure, ms: Date.now() - askedMs }, { refused: true }) }
+      if (!target.starsock && target.node === undefined && await this.acceptedFirst(forward, asked, lateRefusal)) {
+        accepted?.(target.starsock)
+        return undefined
+      }
+      reply = await asked
     } catch (err) {
       // A stand-in for a peer on another node rejects with that node's word (E_PEER_NOT_FOUND,
       // E_LIMIT_STREAMS, ...): its code passes through.
@@ -688,7 +697,7 @@ export class Rendezvous {
       throw failure
     }
     const refusal = reply[0]
-    if (refusal !== undefined && refusal !== null && refusal !== false && refusal !== '') {
+    if (isRefusal(refusal)) {
       this.relay.fail(forward, 'E_DIAL_REFUSED', 'Dial refused')
       if (typeof refusal === 'string') return refusal.slice(0, 256)
       throw new StarsockError('E_DIAL_REFUSED', 'Dial refused')
@@ -697,6 +706,35 @@ export class Rendezvous {
     // before the listener's ack arrives); a listener that left made `request` reject instead.
     accepted?.(target.starsock)
     return undefined
+  }
+
+  /**
+   * For a legacy listener on this node: settles with `true` as soon as it accepts the dialer's
+   * stream (`accept` of `<dialId>.dialer`), or with `false` when its answer to `ss-incomming`
+   * (`asked`) comes first (rejects when that does). The published listener accepts
+   * the stream and then acks, never with a refusal, but engine.io-client 3 holds a packet sent
+   * within a millisecond of the one before (its "fake drain", a `setTimeout(0)`), so its ack
+   * follows its accept by about a millisecond: answering the dialer on the accept saves it that
+   * wait. The ack still counts when it comes: a refusal after the accept fails both streams
+   * (`E_DIAL_REFUSED`, which each end hears); a late or missing one is ignored, since the listener
+   * is reading the stream it accepted (a listener that leaves fails its streams anyway). The
+   * dial's log line says it went through, and a later refusal adds a `dial refused` line. An ack
+   * and an accept handled in the same turn (one long-polling payload) count as the accept, even
+   * in the other order: the ack settles `asked` a few microtasks later.
+   */
+  private async acceptedFirst (forward: RelayStream, asked: Promise<unknown[]>, lateRefusal: () => void): Promise<boolean> {
+    const first = await Promise.race([
+      asked.then(() => false),
+      new Promise<boolean>((resolve) => { forward.onAccept = () => { resolve(true) } })
+    ]).finally(() => { forward.onAccept = undefined })
+    if (first) {
+      asked.then((reply) => {
+        if (!isRefusal(reply[0])) return
+        lateRefusal()
+        this.relay.fail(forward, 'E_DIAL_REFUSED', 'Dial refused')
+      }, () => {})
+    }
+    return first
   }
 
   /**
@@ -824,6 +862,11 @@ function count (counts: Map<string, number>, key: string, delta: number): number
   if (n <= 0) counts.delete(key)
   else counts.set(key, n)
   return Math.max(n, 0)
+}
+
+/** Whether a listener's answer to `ss-incomming` refuses the dial (anything but nothing, `false` or `''`). */
+function isRefusal (answer: unknown): boolean {
+  return answer !== undefined && answer !== null && answer !== false && answer !== ''
 }
 
 /** A socket endpoint's rejected dial request as the dialer hears it: the listener left, or did not answer in time. */

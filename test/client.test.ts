@@ -157,11 +157,15 @@ describe('client library, Node to Node through a real server', () => {
     await joinWithChallenge(slow, me.key, me.addr)
     let got: Promise<Buffer> | undefined
     slow.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
-      got = receiveStream(slow, `${dialId}.dialer`)
-      got.catch(() => {})
-      setTimeout(() => ack(), 300)
+      // It accepts the dialer's stream when it acks (an accept answers the dial).
+      setTimeout(() => {
+        got = receiveStream(slow, `${dialId}.dialer`)
+        got.catch(() => {})
+        ack()
+      }, 300)
     })
     await expect(a.dial(me.addr, { signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ code: 'E_ABORTED' })
+    await waitFor('the listener to answer', () => got !== undefined)
     await expect(within('the listener to hear', got ?? Promise.reject(new Error('no dial')))).rejects.toThrow('Dial abandoned')
     await waitFor('the streams of the abandoned dial to close', () => server().stats().streams === 0)
     slow.close()

@@ -3,7 +3,7 @@ import type { Socket } from 'socket.io-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import type { ServerOptions } from '../server/options.ts'
 import type { StarsockServer } from '../server/server.ts'
-import { chunked, connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, StreamSink, type RawPeer } from './helpers/raw-peer.ts'
+import { chunked, connectSocket, dialAndEcho, echoIncoming, joinWithChallenge, makeIdentity, receiveStream, request, startRawPeer, streamFailure, StreamSink, type RawPeer } from './helpers/raw-peer.ts'
 import { startServer, testBytes, waitFor, within } from './helpers/server.ts'
 import { expectBytes } from './helpers/bytes.ts'
 import { streamEvent } from '../shared/events.ts'
@@ -165,14 +165,71 @@ describe('limits', () => {
     await start({ dialTimeoutMs: 100 })
     const a = await peer()
     const late = await peer()
-    let got: Promise<Buffer> | undefined
+    let heard: Promise<string> | undefined
     late.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
-      got = receiveStream(late.socket, `${dialId}.dialer`)
-      got.catch(() => {})
+      // It listens on the dialer's stream but has not accepted it (an accept answers the dial).
+      heard = streamFailure(late.socket, `${dialId}.dialer`)
+      heard.catch(() => {})
       setTimeout(() => ack(), 300)
     })
     expect(await openDial(a, late.addr, 'late')).toBe('Listener did not answer within 100 ms [E_DIAL_TIMEOUT]')
-    await expect(within('the late listener to hear', got ?? Promise.reject(new Error('no dial')))).rejects.toThrow('[E_DIAL_TIMEOUT]')
+    expect(await within('the late listener to hear', heard ?? Promise.reject(new Error('no dial')))).toContain('[E_DIAL_TIMEOUT]')
+  })
+
+  it("answers the dialer as soon as a legacy listener accepts the dialer's stream, and keeps the dial when the ack comes late", async () => {
+    await start({ dialTimeoutMs: 300 })
+    const a = await peer()
+    const b = await peer()
+    let answered = false
+    let acked = false
+    let got: Promise<Buffer> | undefined
+    b.socket.on('ss-incomming', (dialId: string, _from: string, ack: () => void) => {
+      got = receiveStream(b.socket, `${dialId}.dialer`)
+      // Its ack waits for the dialer's answer (3 s at most), then comes past the dial timeout.
+      void waitFor('the dialer to be answered', () => answered, 3000).catch(() => {}).then(() => { setTimeout(() => { acked = true; ack() }, 500) })
+    })
+    const sink = new StreamSink(a.socket, 'early.dialer')
+    const err = await openDial(a, b.addr, 'early')
+    answered = true
+    expect(err).toBeUndefined()
+    expect(acked).toBe(false) // answered on the accept, before the ack
+    // Past the dial timeout, the ack still out: both streams stay open and carry the bytes.
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    expect(acked).toBe(false)
+    expect(server?.stats().streams).toBe(2)
+    await sink.send(chunked(testBytes(5000), 1000))
+    expectBytes(await within('the bytes at the listener, past the dial timeout', got ?? Promise.reject(new Error('no dial')), 3000), testBytes(5000), 'the early dial')
+  })
+
+  it("waits for a starsock listener's ack even when it accepted first: its refusal reaches the dialer", async () => {
+    await start({})
+    const a = await peer()
+    const b = await peer()
+    expect((await request(b.socket, 'starsock:hello', [{}]))[0]).toBeNull()
+    b.socket.on('ss-incomming', (dialId: string, _from: string, ack: (err: string) => void) => {
+      receiveStream(b.socket, `${dialId}.dialer`).catch(() => {})
+      setTimeout(() => ack('no'), 50)
+    })
+    expect(await openDial(a, b.addr, 'consent')).toBe('no')
+    await waitFor('the streams of the refused dial to close', () => server?.stats().streams === 0)
+  })
+
+  it('fails both streams with E_DIAL_REFUSED when a legacy listener refuses after accepting', async () => {
+    await start({})
+    const a = await peer()
+    const b = await peer()
+    let got: Promise<Buffer> | undefined
+    b.socket.on('ss-incomming', (dialId: string, _from: string, ack: (err: string) => void) => {
+      got = receiveStream(b.socket, `${dialId}.dialer`)
+      got.catch(() => {})
+      setTimeout(() => ack('changed my mind'), 50)
+    })
+    const back = receiveStream(a.socket, 'turn.listener')
+    back.catch(() => {})
+    expect(await openDial(a, b.addr, 'turn')).toBeUndefined()
+    await expect(within('the dialer to hear', back)).rejects.toThrow('[E_DIAL_REFUSED]')
+    await expect(within('the listener to hear', got ?? Promise.reject(new Error('no dial')))).rejects.toThrow('[E_DIAL_REFUSED]')
+    await waitFor('the streams of the refused dial to close', () => server?.stats().streams === 0)
   })
 
   it('bounds what it holds for a socket that stops reading, and keeps serving others', async () => {

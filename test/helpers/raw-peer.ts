@@ -95,6 +95,19 @@ export async function receiveStream (socket: Socket, streamId: string, onChunk?:
   })
 }
 
+/**
+ * The failure the server reports on `streamId`, received by `socket`, without accepting the stream
+ * (a listener that has not answered its dial yet); rejects on a clean end.
+ */
+export async function streamFailure (socket: Socket, streamId: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    socket.once(streamEvent('error', streamId), (end: unknown) => {
+      if (end === true) reject(new Error(`${streamId} ended cleanly`))
+      else resolve(String(end))
+    })
+  })
+}
+
 /** The sending end of one stream: writes wait for the receiver's `accept`. */
 export class StreamSink {
   private readonly accepted: Promise<void>
