@@ -86,7 +86,7 @@ function percentiles (ms: number[]): Record<string, number> {
 
 /**
  * Joins through the challenge: a fresh socket each, `inFlight` at a time. With `warmup`, that many
- * unmeasured joins first, in the same process, into the server at `warmupUrl`/`warmupPort` (one
+ * unmeasured joins first, in the same process, into the server at `warmup.url`/`warmup.port` (one
  * that is not measured): a fresh client's first joins run before its code is optimised and,
  * against a server that answers faster than the client can ask, set the rate; and the original
  * server gets slower with every join it has taken, so they must not go into the measured one. With
