@@ -84,6 +84,13 @@ function percentiles (ms: number[]): Record<string, number> {
   return { p50: at(0.5), p95: at(0.95), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length, count: s.length }
 }
 
+/** `fn`'s result and, with `serverPid`, the CPU seconds that process used while `fn` ran. */
+async function withServerCpu<T> (serverPid: number | undefined, fn: () => Promise<T>): Promise<{ result: T, serverCpu: number | undefined }> {
+  const cpu0 = serverPid !== undefined ? cpuSeconds(serverPid) : NaN
+  const result = await fn()
+  return { result, serverCpu: serverPid !== undefined ? cpuSeconds(serverPid) - cpu0 : undefined }
+}
+
 /**
  * Joins through the challenge: a fresh socket each, `inFlight` at a time. With `warmup`, that many
  * unmeasured joins first, in the same process, into the server at `warmup.url`/`warmup.port` (one
@@ -112,9 +119,7 @@ async function joins (a: { url: string, port: number, keyType: 'RSA' | 'Ed25519'
     return { joins: count - failures, failures, seconds, rate: (count - failures) / seconds }
   }
   const cold = a.warmup !== undefined && a.warmup.count > 0 ? await run(a.warmup.count, a.warmup.url, a.warmup.port) : undefined
-  const cpu0 = a.serverPid !== undefined ? cpuSeconds(a.serverPid) : NaN
-  const measured = await run(a.count, a.url, a.port)
-  const serverCpu = a.serverPid !== undefined ? cpuSeconds(a.serverPid) - cpu0 : undefined
+  const { result: measured, serverCpu } = await withServerCpu(a.serverPid, async () => await run(a.count, a.url, a.port))
   return { ...measured, serverCpu, ...(cold === undefined ? {} : { coldRate: cold.rate, coldFailures: cold.failures }) }
 }
 
@@ -198,9 +203,7 @@ async function dials (a: { url: string, port: number, targetsFile: string, count
   }
   const warmup = a.warmup ?? 0
   for (let i = 0; i < warmup; i++) await once(-1 - i, cold)
-  const cpu0 = a.serverPid !== undefined ? cpuSeconds(a.serverPid) : NaN
-  for (let i = 0; i < a.count; i++) await once(i, run)
-  const serverCpu = a.serverPid !== undefined ? cpuSeconds(a.serverPid) - cpu0 : undefined
+  const { serverCpu } = await withServerCpu(a.serverPid, async () => { for (let i = 0; i < a.count; i++) await once(i, run) })
   socket.close()
   const reference = a.reference === true ? percentiles(run.refMs) : undefined
   const coldPart = warmup > 0 ? { cold: percentiles(cold.ms), coldReference: a.reference === true ? percentiles(cold.refMs) : undefined, coldFailures: cold.failures } : {}
